@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kanal-server/kanal/internal/bus"
+	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/internal/web"
+)
+
+// app wires kanal's domains to the database, the bus and the HTTP edge.
+// It is the only place that knows every domain.
+type app struct {
+	handler http.Handler
+	conns   *web.Tracker
+	metrics *web.Metrics
+}
+
+// migrations lists every domain's schema, in dependency order.
+func migrations() []db.Migrations {
+	return nil
+}
+
+func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus) (*app, error) {
+	a := &app{conns: &web.Tracker{}, metrics: web.NewMetrics()}
+	registerStateMetrics(a.metrics.Registry, d, b)
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /healthz", web.Healthz())
+	mux.Handle("GET /readyz", web.Readyz(
+		web.Check{Name: "database", Func: d.Ping},
+		web.Check{Name: "migrations", Func: func(context.Context) error {
+			if !d.Migrated() {
+				return errors.New("migrations not applied")
+			}
+			return nil
+		}},
+		web.Check{Name: "bus", Func: b.Ping},
+	))
+	mux.Handle("GET /metrics", a.metrics.Handler())
+	mux.Handle("/", web.NotFound())
+
+	a.handler = web.Handler(mux, web.Options{Logger: log, Metrics: a.metrics})
+	return a, nil
+}
+
+func (a *app) close() {}
+
+// registerStateMetrics exports the database pools and the NATS connection.
+func registerStateMetrics(reg *prometheus.Registry, d *db.DB, b *bus.Bus) {
+	pool := func(name, help string, f func(w, r bool) float64) {
+		for _, p := range []string{"writer", "reader"} {
+			isW := p == "writer"
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name:        name,
+				Help:        help,
+				ConstLabels: prometheus.Labels{"pool": p},
+			}, func() float64 { return f(isW, !isW) }))
+		}
+	}
+	stat := func(w bool) (s struct{ open, inUse, waits float64 }) {
+		ws, rs := d.Stats()
+		if !w {
+			ws = rs
+		}
+		s.open, s.inUse, s.waits = float64(ws.OpenConnections), float64(ws.InUse), float64(ws.WaitCount)
+		return s
+	}
+	pool("kanal_db_open_connections", "Open database connections.", func(w, _ bool) float64 { return stat(w).open })
+	pool("kanal_db_in_use_connections", "Database connections in use.", func(w, _ bool) float64 { return stat(w).inUse })
+	pool("kanal_db_wait_count", "Waits for a database connection since start.", func(w, _ bool) float64 { return stat(w).waits })
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kanal_nats_connected", Help: "1 while the NATS connection is up."},
+			func() float64 {
+				if b.Connected() {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_nats_reconnects_total", Help: "NATS reconnects since start."},
+			func() float64 { return float64(b.Conn().Stats().Reconnects) }),
+	)
+}

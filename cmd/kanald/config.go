@@ -1,0 +1,108 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+
+	"github.com/kanal-server/kanal/internal/bus"
+	"github.com/kanal-server/kanal/internal/db"
+)
+
+// config is kanald's configuration. Flags win over environment variables,
+// which win over the defaults.
+type config struct {
+	Addr        string
+	DataDir     string
+	DatabaseURL string
+	NATSURL     string
+	LogLevel    slog.Level
+	LogFormat   string
+}
+
+// setting describes one configuration value for flags, env and the README.
+type setting struct {
+	flag, env, def, help string
+}
+
+var settings = []setting{
+	{"addr", "KANAL_ADDR", "127.0.0.1:8080", "address to listen on"},
+	{"data-dir", "KANAL_DATA_DIR", "./kanal-data", "directory for the SQLite database and local state"},
+	{"database-url", "KANAL_DATABASE_URL", "", "postgres://… for PostgreSQL; empty for SQLite in the data directory"},
+	{"nats-url", "KANAL_NATS_URL", "", "nats://… of a NATS server or cluster; empty for an in-process server"},
+	{"log-level", "KANAL_LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"log-format", "KANAL_LOG_FORMAT", "text", "text or json"},
+}
+
+// settingError names the setting a bad value came from, so the one line
+// kanald prints tells the operator what to fix.
+type settingError struct {
+	env string
+	err error
+}
+
+func (e *settingError) Error() string { return e.env + ": " + e.err.Error() }
+func (e *settingError) Unwrap() error { return e.err }
+
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	fs := flag.NewFlagSet("kanald", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	vals := make(map[string]*string, len(settings))
+	for _, s := range settings {
+		def := s.def
+		if v := getenv(s.env); v != "" {
+			def = v
+		}
+		vals[s.env] = fs.String(s.flag, def, s.help+" ($"+s.env+")")
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	c := &config{
+		Addr:        *vals["KANAL_ADDR"],
+		DataDir:     *vals["KANAL_DATA_DIR"],
+		DatabaseURL: *vals["KANAL_DATABASE_URL"],
+		NATSURL:     *vals["KANAL_NATS_URL"],
+		LogFormat:   *vals["KANAL_LOG_FORMAT"],
+	}
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return nil, &settingError{"KANAL_ADDR", fmt.Errorf("%q is not host:port", c.Addr)}
+	}
+	if c.DataDir == "" {
+		return nil, &settingError{"KANAL_DATA_DIR", errors.New("must not be empty")}
+	}
+	if c.DatabaseURL != "" {
+		if _, _, err := db.ParseURL(c.DatabaseURL); err != nil {
+			return nil, &settingError{"KANAL_DATABASE_URL", err}
+		}
+	}
+	if c.NATSURL != "" {
+		if err := bus.ValidateURL(c.NATSURL); err != nil {
+			return nil, &settingError{"KANAL_NATS_URL", err}
+		}
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(*vals["KANAL_LOG_LEVEL"])); err != nil {
+		return nil, &settingError{"KANAL_LOG_LEVEL", fmt.Errorf("%q is not debug, info, warn or error", *vals["KANAL_LOG_LEVEL"])}
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return nil, &settingError{"KANAL_LOG_FORMAT", fmt.Errorf("%q is not text or json", c.LogFormat)}
+	}
+	return c, nil
+}
+
+func newLogger(c *config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	if strings.EqualFold(c.LogFormat, "json") {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,146 @@
+// Command kanald is the kanal server. With no configuration it keeps its
+// data in ./kanal-data (SQLite) and runs an in-process NATS server; pointed
+// at PostgreSQL and a NATS cluster, several kanald nodes serve one city.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/kanal-server/kanal/internal/bus"
+	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/internal/web"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "kanald: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// shutdownTimeout bounds a graceful stop: in-flight requests get this long.
+const shutdownTimeout = 8 * time.Second
+
+// run starts kanald and blocks until ctx is cancelled, then shuts down
+// gracefully. Any startup failure is returned as one line naming the setting
+// and the cause, and leaves nothing half-written behind.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) (err error) {
+	cfg, err := parseConfig(args, getenv, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stdout)
+
+	// Listen first: a port in use is the most common mistake and costs
+	// nothing to find out before anything is written.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return &settingError{"KANAL_ADDR", fmt.Errorf("cannot listen on %s: %w", cfg.Addr, errors.Unwrap(err))}
+	}
+	defer ln.Close()
+
+	createdDir, err := prepareDataDir(cfg.DataDir)
+	if err != nil {
+		return &settingError{"KANAL_DATA_DIR", err}
+	}
+	defer func() {
+		// A first start that fails leaves no data directory behind.
+		if err != nil && createdDir {
+			os.RemoveAll(cfg.DataDir)
+		}
+	}()
+
+	d, err := db.Open(ctx, cfg.DatabaseURL, cfg.DataDir)
+	if err != nil {
+		if cfg.DatabaseURL == "" {
+			return &settingError{"KANAL_DATA_DIR", err}
+		}
+		return &settingError{"KANAL_DATABASE_URL", err}
+	}
+	defer d.Close()
+	if err := d.Migrate(ctx, migrations()...); err != nil {
+		return &settingError{"KANAL_DATABASE_URL", err}
+	}
+
+	b, err := bus.Open(ctx, bus.Options{URL: cfg.NATSURL, Name: "kanald-" + cfg.Addr, Logger: log})
+	if err != nil {
+		return &settingError{"KANAL_NATS_URL", err}
+	}
+	defer b.Close()
+
+	a, err := newApp(cfg, log, d, b)
+	if err != nil {
+		return err
+	}
+	srv := web.NewServer(a.handler, log)
+	srv.RegisterOnShutdown(a.conns.CloseAll)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("kanald ready",
+		"addr", "http://"+ln.Addr().String(),
+		"database", string(d.Dialect()),
+		"bus", map[bool]string{true: "embedded", false: "external"}[b.Embedded()],
+		"data_dir", cfg.DataDir)
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	// Shutdown stops accepting, waits for in-flight requests and, through
+	// RegisterOnShutdown, closes the websockets it cannot see.
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown: requests still running were cut", "err", err)
+		srv.Close()
+	}
+	a.close()
+	if err := b.Close(); err != nil {
+		log.Warn("bus drain", "err", err)
+	}
+	if err := d.Close(); err != nil {
+		log.Warn("database close", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// prepareDataDir creates dir if needed and proves it is writable. It
+// reports whether it created the directory, so a failed first start can
+// remove it again.
+func prepareDataDir(dir string) (created bool, err error) {
+	if _, statErr := os.Stat(dir); errors.Is(statErr, os.ErrNotExist) {
+		created = true
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, fmt.Errorf("cannot create %s: %w", dir, errors.Unwrap(err))
+	}
+	probe, err := os.CreateTemp(dir, ".write-probe-*")
+	if err != nil {
+		if created {
+			os.RemoveAll(dir)
+		}
+		return false, fmt.Errorf("cannot write to %s: %w", dir, errors.Unwrap(err))
+	}
+	probe.Close()
+	os.Remove(probe.Name())
+	return created, nil
+}

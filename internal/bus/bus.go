@@ -1,0 +1,212 @@
+// Package bus connects kanal nodes over NATS: an in-process NATS server for
+// the embedded default (no network listener), or an external NATS cluster
+// in production. The bus only wakes and fans out; the database is the
+// truth, so a message lost on the bus delays delivery and never loses it.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Options configures Open. The zero value starts an embedded server.
+type Options struct {
+	// URL of an external NATS server or cluster (comma-separated seeds).
+	// Empty starts an in-process server reachable only from this process.
+	URL string
+	// Name identifies this node's connection in NATS monitoring.
+	Name   string
+	Logger *slog.Logger
+}
+
+// Bus is a NATS connection, and the embedded server when there is one.
+type Bus struct {
+	nc       *nats.Conn
+	embedded *server.Server
+	log      *slog.Logger
+}
+
+// Msg is a message received from the bus.
+type Msg = nats.Msg
+
+// Subscription is an active subscription.
+type Subscription = nats.Subscription
+
+const (
+	connectTimeout = 5 * time.Second
+	drainTimeout   = 5 * time.Second
+)
+
+// Open connects to the bus described by o.
+func Open(ctx context.Context, o Options) (*Bus, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	b := &Bus{log: log}
+	opts := []nats.Option{
+		nats.Name(o.Name),
+		nats.Timeout(connectTimeout),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "server", nc.ConnectedUrlRedacted()) }),
+	}
+	if o.URL == "" {
+		ns, err := server.NewServer(&server.Options{
+			DontListen: true,
+			NoSigs:     true,
+			NoLog:      true,
+			ServerName: o.Name,
+			MaxPayload: 4 << 20,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("start embedded NATS: %w", err)
+		}
+		ns.Start()
+		if !ns.ReadyForConnections(connectTimeout) {
+			ns.Shutdown()
+			return nil, errors.New("start embedded NATS: not ready in time")
+		}
+		b.embedded = ns
+		opts = append(opts, nats.InProcessServer(ns))
+	} else if err := ValidateURL(o.URL); err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(o.URL, opts...)
+	if err != nil {
+		if b.embedded != nil {
+			b.embedded.Shutdown()
+		}
+		return nil, fmt.Errorf("cannot connect to NATS at %s: %w", redact(o.URL), err)
+	}
+	// Confirm the server answers before we call ourselves connected.
+	if err := nc.FlushTimeout(connectTimeout); err != nil {
+		nc.Close()
+		if b.embedded != nil {
+			b.embedded.Shutdown()
+		}
+		return nil, fmt.Errorf("cannot connect to NATS at %s: %w", redact(o.URL), err)
+	}
+	b.nc = nc
+	return b, nil
+}
+
+// ValidateURL checks a NATS URL list without connecting.
+func ValidateURL(raw string) error {
+	for _, one := range splitURLs(raw) {
+		u, err := url.Parse(one)
+		if err != nil {
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
+			return fmt.Errorf("cannot parse NATS URL: %v", err)
+		}
+		switch u.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return fmt.Errorf("unsupported NATS URL scheme %q (want nats:// or tls://)", u.Scheme)
+		}
+		if u.Host == "" {
+			return errors.New("NATS URL names no host")
+		}
+	}
+	return nil
+}
+
+func splitURLs(raw string) []string {
+	var out []string
+	start := 0
+	for i := 0; i <= len(raw); i++ {
+		if i == len(raw) || raw[i] == ',' {
+			if i > start {
+				out = append(out, raw[start:i])
+			}
+			start = i + 1
+		}
+	}
+	return out
+}
+
+func redact(raw string) string {
+	if raw == "" {
+		return "embedded server"
+	}
+	var out []string
+	for _, one := range splitURLs(raw) {
+		if u, err := url.Parse(one); err == nil {
+			out = append(out, u.Redacted())
+		}
+	}
+	return fmt.Sprint(out)
+}
+
+// Embedded reports whether the bus runs in this process.
+func (b *Bus) Embedded() bool { return b.embedded != nil }
+
+// Conn returns the underlying connection for what Bus does not wrap.
+func (b *Bus) Conn() *nats.Conn { return b.nc }
+
+// Connected reports whether the connection is up.
+func (b *Bus) Connected() bool { return b.nc.IsConnected() }
+
+// Ping round-trips to the server, for readiness checks.
+func (b *Bus) Ping(ctx context.Context) error {
+	if !b.nc.IsConnected() {
+		return errors.New("bus: not connected")
+	}
+	return b.nc.FlushWithContext(ctx)
+}
+
+// Publish sends data on subject. Delivery is at most once.
+func (b *Bus) Publish(subject string, data []byte) error {
+	return b.nc.Publish(subject, data)
+}
+
+// Subscribe calls fn for each message on subject (wildcards allowed).
+func (b *Bus) Subscribe(subject string, fn func(*Msg)) (*Subscription, error) {
+	return b.nc.Subscribe(subject, fn)
+}
+
+// QueueSubscribe is Subscribe where each message goes to one member of queue.
+func (b *Bus) QueueSubscribe(subject, queue string, fn func(*Msg)) (*Subscription, error) {
+	return b.nc.QueueSubscribe(subject, queue, fn)
+}
+
+// Request sends data on subject and waits for one reply.
+func (b *Bus) Request(ctx context.Context, subject string, data []byte) (*Msg, error) {
+	return b.nc.RequestWithContext(ctx, subject, data)
+}
+
+// Close drains the connection — pending messages are delivered, handlers
+// finish — and then stops the embedded server, if any.
+func (b *Bus) Close() error {
+	err := b.nc.Drain()
+	if err == nil {
+		deadline := time.Now().Add(drainTimeout)
+		for !b.nc.IsClosed() && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	b.nc.Close()
+	if b.embedded != nil {
+		b.embedded.Shutdown()
+		b.embedded.WaitForShutdown()
+	}
+	if errors.Is(err, nats.ErrConnectionClosed) {
+		return nil
+	}
+	return err
+}

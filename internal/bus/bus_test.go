@@ -1,0 +1,168 @@
+package bus_test
+
+import (
+	"context"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kanal-server/kanal/internal/bus"
+)
+
+const natsEnv = "KANAL_TEST_NATS"
+
+// each runs fn against the embedded server and, when KANAL_TEST_NATS is set,
+// against the external one.
+func each(t *testing.T, fn func(t *testing.T, open func() *bus.Bus)) {
+	t.Run("embedded", func(t *testing.T) {
+		b := mustOpen(t, bus.Options{Name: "test"})
+		fn(t, func() *bus.Bus { return b })
+	})
+	t.Run("external", func(t *testing.T) {
+		u := os.Getenv(natsEnv)
+		if u == "" {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is not set under CI: the external NATS suite must run", natsEnv)
+			}
+			t.Skipf("%s not set: external NATS variant not run", natsEnv)
+		}
+		fn(t, func() *bus.Bus { return mustOpen(t, bus.Options{URL: u, Name: "test"}) })
+	})
+}
+
+func mustOpen(t *testing.T, o bus.Options) *bus.Bus {
+	t.Helper()
+	b, err := bus.Open(context.Background(), o)
+	if err != nil {
+		t.Fatalf("open bus: %v", err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// uniqueSubject keeps parallel test runs on a shared server apart.
+func uniqueSubject(t *testing.T) string {
+	return "kanaltest." + strings.NewReplacer("/", ".", " ", "_").Replace(t.Name()) + "." + time.Now().Format("150405.000000000")
+}
+
+func TestPublishSubscribe(t *testing.T) {
+	each(t, func(t *testing.T, open func() *bus.Bus) {
+		a, b := open(), open()
+		subj := uniqueSubject(t)
+		got := make(chan string, 10)
+		sub, err := b.Subscribe(subj+".*", func(m *bus.Msg) { got <- m.Subject + "=" + string(m.Data) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		if err := b.Conn().Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Publish(subj+".dev1", []byte("wake")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-got:
+			if m != subj+".dev1=wake" {
+				t.Fatalf("got %q", m)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no message")
+		}
+	})
+}
+
+func TestRequestReply(t *testing.T) {
+	each(t, func(t *testing.T, open func() *bus.Bus) {
+		a, b := open(), open()
+		subj := uniqueSubject(t)
+		sub, err := b.Subscribe(subj, func(m *bus.Msg) { _ = m.Respond(append([]byte("re:"), m.Data...)) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		_ = b.Conn().Flush()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		m, err := a.Request(ctx, subj, []byte("ping"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(m.Data) != "re:ping" {
+			t.Fatalf("reply %q", m.Data)
+		}
+		if err := a.Ping(ctx); err != nil {
+			t.Fatalf("ping: %v", err)
+		}
+	})
+}
+
+func TestQueueSubscribeDeliversOnce(t *testing.T) {
+	each(t, func(t *testing.T, open func() *bus.Bus) {
+		a, b := open(), open()
+		subj := uniqueSubject(t)
+		var n atomic.Int32
+		for i := 0; i < 3; i++ {
+			sub, err := b.QueueSubscribe(subj, "workers", func(*bus.Msg) { n.Add(1) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Unsubscribe()
+		}
+		_ = b.Conn().Flush()
+		for i := 0; i < 50; i++ {
+			_ = a.Publish(subj, []byte("x"))
+		}
+		_ = a.Conn().Flush()
+		deadline := time.Now().Add(5 * time.Second)
+		for n.Load() < 50 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if got := n.Load(); got != 50 {
+			t.Fatalf("delivered %d times, want 50", got)
+		}
+	})
+}
+
+func TestCloseDrainsPending(t *testing.T) {
+	each(t, func(t *testing.T, open func() *bus.Bus) {
+		b := open()
+		subj := uniqueSubject(t)
+		var n atomic.Int32
+		if _, err := b.Subscribe(subj, func(*bus.Msg) { time.Sleep(time.Millisecond); n.Add(1) }); err != nil {
+			t.Fatal(err)
+		}
+		_ = b.Conn().Flush()
+		for i := 0; i < 20; i++ {
+			_ = b.Publish(subj, nil)
+		}
+		_ = b.Conn().Flush()
+		if err := b.Close(); err != nil {
+			t.Fatalf("close: %v", err)
+		}
+		if got := n.Load(); got != 20 {
+			t.Fatalf("handled %d before close returned, want 20", got)
+		}
+	})
+}
+
+func TestBadURLs(t *testing.T) {
+	for _, u := range []string{"http://127.0.0.1:4222", "nats://", "nats://[::1", "127.0.0.1:4222"} {
+		if _, err := bus.Open(context.Background(), bus.Options{URL: u}); err == nil {
+			t.Errorf("Open(%q) succeeded", u)
+		}
+	}
+}
+
+func TestUnreachable(t *testing.T) {
+	_, err := bus.Open(context.Background(), bus.Options{URL: "nats://user:hunter2@127.0.0.1:1"})
+	if err == nil {
+		t.Fatal("connected to a closed port")
+	}
+	if !strings.Contains(err.Error(), "127.0.0.1:1") || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("error should name the address and hide the password: %v", err)
+	}
+}

@@ -1,0 +1,302 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// Dialect names the database engine behind a DB.
+type Dialect string
+
+const (
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+)
+
+// DB is an open kanal database. For SQLite it holds one writer connection
+// (SQLite allows one writer at a time; queueing writers in Go is cheaper
+// than letting them spin on SQLITE_BUSY) and a pool of readers. For
+// PostgreSQL both are the same pool.
+type DB struct {
+	dialect  Dialect
+	w, r     *sql.DB
+	migrated atomic.Bool
+}
+
+// Limits of the connection pools.
+const (
+	sqliteReaders   = 4
+	postgresConns   = 20
+	connectTimeout  = 5 * time.Second
+	sqliteBusyMilli = 10000
+	maxTxAttempts   = 10
+)
+
+// Open opens the database named by rawURL. An empty rawURL opens the SQLite
+// file kanal.db in dir. Accepted URLs: postgres://…, postgresql://…,
+// sqlite:PATH (relative to the working directory) and sqlite:///ABS/PATH.
+func Open(ctx context.Context, rawURL, dir string) (*DB, error) {
+	if rawURL == "" {
+		return OpenSQLite(ctx, filepath.Join(dir, "kanal.db"))
+	}
+	kind, target, err := ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if kind == SQLite {
+		return OpenSQLite(ctx, target)
+	}
+	return OpenPostgres(ctx, target)
+}
+
+// ParseURL checks a database URL without connecting and returns the engine
+// and what to open: a file path for SQLite, the URL for PostgreSQL.
+func ParseURL(rawURL string) (Dialect, string, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "", "", fmt.Errorf("cannot parse database URL: %v", redactErr(err, rawURL))
+	}
+	switch u.Scheme {
+	case "postgres", "postgresql":
+		if _, err := pgx.ParseConfig(rawURL); err != nil {
+			return "", "", fmt.Errorf("cannot parse PostgreSQL URL: %v", redactErr(err, rawURL))
+		}
+		return Postgres, rawURL, nil
+	case "sqlite":
+		p := u.Opaque
+		if p == "" {
+			p = u.Path
+		}
+		if p == "" {
+			return "", "", errors.New("sqlite URL names no file (want sqlite:PATH or sqlite:///ABS/PATH)")
+		}
+		return SQLite, p, nil
+	case "":
+		return "", "", errors.New("database URL has no scheme (want postgres://… or sqlite:PATH)")
+	default:
+		return "", "", fmt.Errorf("unsupported database URL scheme %q (want postgres or sqlite)", u.Scheme)
+	}
+}
+
+// redactErr keeps a URL's password out of an error message.
+func redactErr(err error, rawURL string) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err // url.Error repeats the whole URL, password included
+	}
+	msg := err.Error()
+	if u, perr := url.Parse(rawURL); perr == nil && u.User != nil {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		}
+	}
+	return msg
+}
+
+// OpenSQLite opens (creating if needed) the SQLite file at path in WAL mode
+// with foreign keys on and synchronous=FULL: a commit is on disk before it
+// returns, because kanal acknowledges a message only once it is durable.
+func OpenSQLite(ctx context.Context, path string) (*DB, error) {
+	if dir := filepath.Dir(path); dir != "" {
+		if _, err := os.Stat(dir); err != nil {
+			return nil, fmt.Errorf("SQLite directory %s: %w", dir, err)
+		}
+	}
+	common := fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", url.PathEscape(path), sqliteBusyMilli)
+	w, err := sql.Open("sqlite", common+"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("open SQLite %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	if err := w.PingContext(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open SQLite %s: %w", path, err)
+	}
+	r, err := sql.Open("sqlite", common+"&_pragma=query_only(1)")
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open SQLite %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(sqliteReaders)
+	r.SetMaxIdleConns(sqliteReaders)
+	return &DB{dialect: SQLite, w: w, r: r}, nil
+}
+
+// OpenPostgres connects to PostgreSQL and checks that it answers.
+func OpenPostgres(ctx context.Context, rawURL string) (*DB, error) {
+	cfg, err := pgx.ParseConfig(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("cannot parse PostgreSQL URL: %v", redactErr(err, rawURL))
+	}
+	if cfg.ConnectTimeout == 0 || cfg.ConnectTimeout > connectTimeout {
+		cfg.ConnectTimeout = connectTimeout
+	}
+	p := stdlib.OpenDB(*cfg)
+	p.SetMaxOpenConns(postgresConns)
+	p.SetMaxIdleConns(postgresConns)
+	p.SetConnMaxIdleTime(5 * time.Minute)
+	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	if err := p.PingContext(pctx); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("cannot connect to PostgreSQL at %s:%d: %s", cfg.Host, cfg.Port, pgCause(err, rawURL))
+	}
+	return &DB{dialect: Postgres, w: p, r: p}, nil
+}
+
+// pgCause shortens pgx's connection error to its innermost cause.
+func pgCause(err error, rawURL string) string {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			break
+		}
+		err = u
+	}
+	return redactErr(err, rawURL)
+}
+
+// Dialect reports the engine.
+func (d *DB) Dialect() Dialect { return d.dialect }
+
+// Ping checks that the database answers.
+func (d *DB) Ping(ctx context.Context) error {
+	if err := d.w.PingContext(ctx); err != nil {
+		return err
+	}
+	return d.r.PingContext(ctx)
+}
+
+// Migrated reports whether Migrate has completed on this handle.
+func (d *DB) Migrated() bool { return d.migrated.Load() }
+
+// Stats returns the pool statistics of the writer and the reader pools
+// (the same pool twice on PostgreSQL).
+func (d *DB) Stats() (writer, reader sql.DBStats) { return d.w.Stats(), d.r.Stats() }
+
+// Close closes the pools.
+func (d *DB) Close() error {
+	err := d.w.Close()
+	if d.r != d.w {
+		err = errors.Join(err, d.r.Close())
+	}
+	return err
+}
+
+// Exec runs a single write statement outside an explicit transaction.
+func (d *DB) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return d.w.ExecContext(ctx, query, args...)
+}
+
+// Query runs a read-only query on the reader pool.
+func (d *DB) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return d.r.QueryContext(ctx, query, args...)
+}
+
+// QueryRow runs a read-only single-row query on the reader pool.
+func (d *DB) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	return d.r.QueryRowContext(ctx, query, args...)
+}
+
+// Tx runs fn in a write transaction and commits it. If the engine reports a
+// conflict that a retry resolves (PostgreSQL serialization failure or
+// deadlock, SQLite busy), the whole of fn runs again, so fn must not have
+// effects outside the transaction. Any other error rolls back and returns.
+func (d *DB) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return d.TxOpts(ctx, nil, fn)
+}
+
+// TxOpts is Tx with transaction options. Isolation levels apply to
+// PostgreSQL only: SQLite transactions are always serializable.
+func (d *DB) TxOpts(ctx context.Context, opts *sql.TxOptions, fn func(tx *sql.Tx) error) error {
+	if d.dialect == SQLite {
+		opts = nil
+	}
+	var err error
+	for attempt := 0; attempt < maxTxAttempts; attempt++ {
+		if attempt > 0 {
+			// Jittered exponential backoff so that retrying writers spread out.
+			backoff := time.Duration(1<<min(attempt, 7)) * time.Millisecond
+			t := time.NewTimer(backoff/2 + rand.N(backoff))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
+		err = d.tx(ctx, opts, fn)
+		if err == nil || !Retryable(err) {
+			return err
+		}
+	}
+	return fmt.Errorf("db: transaction failed after %d attempts: %w", maxTxAttempts, err)
+}
+
+func (d *DB) tx(ctx context.Context, opts *sql.TxOptions, fn func(tx *sql.Tx) error) (err error) {
+	tx, err := d.w.BeginTx(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			_ = tx.Rollback()
+			panic(p)
+		}
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if err = fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Retryable reports whether err is a transient conflict that running the
+// transaction again may resolve.
+func Retryable(err error) bool {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return pg.Code == "40001" || pg.Code == "40P01"
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+			return true
+		}
+	}
+	return false
+}
+
+// IsUniqueViolation reports whether err is a unique or primary key
+// constraint violation, on either engine.
+func IsUniqueViolation(err error) bool {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return pg.Code == "23505"
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
+}

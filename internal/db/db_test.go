@@ -1,0 +1,263 @@
+package db_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+
+	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/internal/db/dbtest"
+)
+
+// ledgerMigrations is a small real schema: accounts with balances and
+// transfers between them, with the DDL differing where the engines differ.
+var ledgerMigrations = db.Migrations{Domain: "ledgertest", FS: fstest.MapFS{
+	"0001_accounts.sql": {Data: []byte(`
+CREATE TABLE accounts (name TEXT PRIMARY KEY, balance BIGINT NOT NULL CHECK (balance >= 0));
+`)},
+	"0002_transfers.sqlite.sql": {Data: []byte(`
+CREATE TABLE transfers (id INTEGER PRIMARY KEY AUTOINCREMENT, src TEXT NOT NULL REFERENCES accounts(name), dst TEXT NOT NULL REFERENCES accounts(name), amount BIGINT NOT NULL);
+`)},
+	"0002_transfers.postgres.sql": {Data: []byte(`
+CREATE TABLE transfers (id BIGSERIAL PRIMARY KEY, src TEXT NOT NULL REFERENCES accounts(name), dst TEXT NOT NULL REFERENCES accounts(name), amount BIGINT NOT NULL);
+`)},
+}}
+
+// ledger is the store under test: what every kanal store looks like.
+type ledger struct{ d *db.DB }
+
+var errInsufficient = errors.New("insufficient funds")
+
+func (l ledger) open(ctx context.Context, name string, balance int64) error {
+	_, err := l.d.Exec(ctx, `INSERT INTO accounts (name, balance) VALUES ($1, $2)`, name, balance)
+	return err
+}
+
+func (l ledger) transfer(ctx context.Context, src, dst string, amount int64) error {
+	return l.d.Tx(ctx, func(tx *sql.Tx) error {
+		var bal int64
+		if err := tx.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE name = $1`, src).Scan(&bal); err != nil {
+			return err
+		}
+		if bal < amount {
+			return errInsufficient
+		}
+		// $2 before $1 on purpose: both drivers bind by number, not by position.
+		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET balance = balance - $2 WHERE name = $1`, src, amount); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET balance = balance + $2 WHERE name = $1`, dst, amount); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO transfers (src, dst, amount) VALUES ($1, $2, $3)`, src, dst, amount)
+		return err
+	})
+}
+
+func (l ledger) balance(ctx context.Context, name string) (int64, error) {
+	var b int64
+	err := l.d.QueryRow(ctx, `SELECT balance FROM accounts WHERE name = $1`, name).Scan(&b)
+	return b, err
+}
+
+func TestLedgerStore(t *testing.T) {
+	dbtest.Run(t, []db.Migrations{ledgerMigrations}, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		l := ledger{d}
+		if err := l.open(ctx, "a", 1000); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.open(ctx, "b", 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.open(ctx, "a", 5); !db.IsUniqueViolation(err) {
+			t.Fatalf("duplicate account: got %v, want a unique violation", err)
+		}
+
+		// Concurrent transfers: each must apply exactly once, and the money
+		// must add up, whatever the engine's locking does.
+		var wg sync.WaitGroup
+		errs := make(chan error, 40)
+		for i := 0; i < 40; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- l.transfer(ctx, "a", "b", 10)
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatalf("transfer: %v", err)
+			}
+		}
+		a, _ := l.balance(ctx, "a")
+		b, _ := l.balance(ctx, "b")
+		if a != 600 || b != 400 {
+			t.Fatalf("balances a=%d b=%d, want 600 and 400", a, b)
+		}
+
+		// A failing transaction changes nothing.
+		if err := l.transfer(ctx, "a", "b", 601); !errors.Is(err, errInsufficient) {
+			t.Fatalf("overdraft: got %v", err)
+		}
+		var n int
+		if err := d.QueryRow(ctx, `SELECT COUNT(*) FROM transfers`).Scan(&n); err != nil || n != 40 {
+			t.Fatalf("transfers = %d (%v), want 40", n, err)
+		}
+
+		// Migrating again is a no-op.
+		if err := d.Migrate(ctx, ledgerMigrations); err != nil {
+			t.Fatalf("second migrate: %v", err)
+		}
+		applied, err := d.Applied(ctx)
+		if err != nil || applied["ledgertest"] != 2 {
+			t.Fatalf("applied = %v (%v), want 2 ledgertest migrations", applied, err)
+		}
+	})
+}
+
+func TestMigrationEditedAfterRelease(t *testing.T) {
+	dbtest.Run(t, []db.Migrations{ledgerMigrations}, func(t *testing.T, d *db.DB) {
+		edited := fstest.MapFS{}
+		for k, v := range ledgerMigrations.FS.(fstest.MapFS) {
+			edited[k] = v
+		}
+		edited["0001_accounts.sql"] = &fstest.MapFile{Data: []byte(`CREATE TABLE accounts (name TEXT PRIMARY KEY);`)}
+		err := d.Migrate(context.Background(), db.Migrations{Domain: "ledgertest", FS: edited})
+		if err == nil || !strings.Contains(err.Error(), "edited after it was applied") {
+			t.Fatalf("got %v, want an edited-migration error", err)
+		}
+	})
+}
+
+func TestMigrationFailureChangesNothing(t *testing.T) {
+	bad := db.Migrations{Domain: "bad", FS: fstest.MapFS{
+		"0001_ok.sql":     {Data: []byte(`CREATE TABLE good (x INTEGER);`)},
+		"0002_broken.sql": {Data: []byte(`CREATE TABLE broken (x INTEGER;`)},
+	}}
+	dbtest.Run(t, nil, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		if err := d.Migrate(ctx, bad); err == nil {
+			t.Fatal("broken migration applied")
+		}
+		if d.Migrated() {
+			t.Fatal("Migrated() after a failed migration")
+		}
+		// The first, valid migration was rolled back with the second.
+		if _, err := d.Exec(ctx, `INSERT INTO good (x) VALUES (1)`); err == nil {
+			t.Fatal("table from a failed migration run exists")
+		}
+	})
+}
+
+func TestMigrationFileRules(t *testing.T) {
+	cases := map[string]fstest.MapFS{
+		"gap":       {"0001_a.sql": {Data: []byte("SELECT 1;")}, "0003_c.sql": {Data: []byte("SELECT 1;")}},
+		"bad name":  {"1_a.sql": {Data: []byte("SELECT 1;")}},
+		"duplicate": {"0001_a.sql": {Data: []byte("SELECT 1;")}, "0001_b.sql": {Data: []byte("SELECT 1;")}},
+	}
+	for name, fsys := range cases {
+		t.Run(name, func(t *testing.T) {
+			d := dbtest.SQLite(t)
+			if err := d.Migrate(context.Background(), db.Migrations{Domain: "x", FS: fsys}); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+}
+
+// TestConcurrentMigrate is what happens when two kanald nodes start at once
+// against one PostgreSQL: both succeed and every migration runs once.
+func TestConcurrentMigrate(t *testing.T) {
+	base := dbtest.PostgresURL(t)
+	schema := dbtest.NewSchema(t, base)
+	u := dbtest.WithSchema(t, base, schema)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, err := db.OpenPostgres(ctx, u)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer d.Close()
+			errs[i] = d.Migrate(ctx, ledgerMigrations)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatalf("migrate: %v", err)
+		}
+	}
+	d, err := db.OpenPostgres(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var n int
+	if err := d.QueryRow(ctx, `SELECT COUNT(*) FROM kanal_migrations WHERE domain = 'ledgertest'`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("version rows = %d (%v), want 2", n, err)
+	}
+}
+
+func TestParseURL(t *testing.T) {
+	good := map[string]db.Dialect{
+		"postgres://u:p@127.0.0.1:5432/test?sslmode=disable": db.Postgres,
+		"postgresql://127.0.0.1/test":                        db.Postgres,
+		"sqlite:kanal.db":                                    db.SQLite,
+		"sqlite:///var/lib/kanal/kanal.db":                   db.SQLite,
+	}
+	for u, want := range good {
+		got, _, err := db.ParseURL(u)
+		if err != nil || got != want {
+			t.Errorf("ParseURL(%q) = %v, %v; want %v", u, got, err, want)
+		}
+	}
+	bad := []string{
+		"mysql://127.0.0.1/test",
+		"127.0.0.1:5432",
+		"postgres://u:secret@[::1",
+		"postgres://127.0.0.1:notaport/test",
+		"sqlite:",
+		"://",
+	}
+	for _, u := range bad {
+		_, _, err := db.ParseURL(u)
+		if err == nil {
+			t.Errorf("ParseURL(%q) accepted", u)
+			continue
+		}
+		if strings.Contains(err.Error(), "secret") {
+			t.Errorf("ParseURL(%q) error shows the password: %v", u, err)
+		}
+	}
+}
+
+func TestUnreachablePostgres(t *testing.T) {
+	_, err := db.OpenPostgres(context.Background(), "postgres://kanal:hunter2@127.0.0.1:1/test?sslmode=disable")
+	if err == nil {
+		t.Fatal("connected to a closed port")
+	}
+	if !strings.Contains(err.Error(), "127.0.0.1:1") || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("error should name the address and hide the password: %v", err)
+	}
+}
+
+func TestSQLiteMissingDirectory(t *testing.T) {
+	_, err := db.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "nope", "kanal.db"))
+	if err == nil {
+		t.Fatal("opened a database in a missing directory")
+	}
+}

@@ -1,0 +1,125 @@
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// ProblemType is the stable "type" URI of a problem. Clients branch on it,
+// never on the title or detail, so a type is never renamed once released.
+type ProblemType string
+
+// typePrefix makes every kanal problem type a URN: stable, needs no host.
+const typePrefix = "urn:kanal:problem:"
+
+// Problem types used by the HTTP edge itself. Domains declare their own
+// with NewType.
+var (
+	TypeBadRequest        = NewType("bad-request")
+	TypeInvalidJSON       = NewType("invalid-json")
+	TypeTooLarge          = NewType("too-large")
+	TypeUnsupportedMedia  = NewType("unsupported-media-type")
+	TypeNotFound          = NewType("not-found")
+	TypeMethodNotAllowed  = NewType("method-not-allowed")
+	TypeUnauthorized      = NewType("unauthorized")
+	TypeForbidden         = NewType("forbidden")
+	TypeConflict          = NewType("conflict")
+	TypeRateLimited       = NewType("rate-limited")
+	TypeInternal          = NewType("internal")
+	TypeUnavailable       = NewType("unavailable")
+	TypeValidation        = NewType("validation")
+	TypeInsufficientLevel = NewType("insufficient-level-of-assurance")
+)
+
+// NewType returns the problem type for a short slug such as "stale-devices".
+func NewType(slug string) ProblemType { return ProblemType(typePrefix + slug) }
+
+// Problem is an RFC 9457 problem detail. It is also an error, so handlers
+// can return one through ordinary error paths and the edge writes it as is.
+type Problem struct {
+	Type     ProblemType `json:"type"`
+	Title    string      `json:"title"`
+	Status   int         `json:"status"`
+	Detail   string      `json:"detail,omitempty"`
+	Instance string      `json:"instance,omitempty"`
+	// Extra holds extension members (RFC 9457 §3.2), such as the list of
+	// stale devices in a 409. Keys must not collide with the fields above.
+	Extra map[string]any `json:"-"`
+}
+
+// Errorf builds a problem with a formatted detail. The detail is shown to
+// the client: it must never contain a secret, SQL or a stack.
+func Errorf(status int, typ ProblemType, title, format string, args ...any) *Problem {
+	return &Problem{Type: typ, Title: title, Status: status, Detail: fmt.Sprintf(format, args...)}
+}
+
+// With returns a copy of p carrying one more extension member.
+func (p *Problem) With(key string, value any) *Problem {
+	q := *p
+	q.Extra = make(map[string]any, len(p.Extra)+1)
+	for k, v := range p.Extra {
+		q.Extra[k] = v
+	}
+	q.Extra[key] = value
+	return &q
+}
+
+func (p *Problem) Error() string {
+	if p.Detail != "" {
+		return fmt.Sprintf("%s: %s", p.Title, p.Detail)
+	}
+	return p.Title
+}
+
+// MarshalJSON flattens the extension members next to the standard ones.
+func (p *Problem) MarshalJSON() ([]byte, error) {
+	m := make(map[string]any, len(p.Extra)+5)
+	for k, v := range p.Extra {
+		m[k] = v
+	}
+	m["type"] = p.Type
+	m["title"] = p.Title
+	m["status"] = p.Status
+	if p.Detail != "" {
+		m["detail"] = p.Detail
+	}
+	if p.Instance != "" {
+		m["instance"] = p.Instance
+	}
+	return json.Marshal(m)
+}
+
+// WriteProblem writes p as application/problem+json.
+func WriteProblem(w http.ResponseWriter, r *http.Request, p *Problem) {
+	if p.Instance == "" && r != nil {
+		q := *p
+		q.Instance = RequestID(r.Context())
+		p = &q
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(p)
+}
+
+// WriteError writes err as a problem. A *Problem anywhere in the chain is
+// written as is; anything else is an internal error whose cause is logged by
+// the caller and never shown to the client.
+func WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	var p *Problem
+	if errors.As(err, &p) {
+		WriteProblem(w, r, p)
+		return
+	}
+	WriteProblem(w, r, &Problem{Type: TypeInternal, Title: "Internal error", Status: http.StatusInternalServerError})
+}
+
+// WriteJSON writes v as JSON with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
