@@ -201,3 +201,7 @@ func appendBool(b []byte, v bool) []byte {
 	}
 	return append(b, 0)
 }
+
+func be32(b []byte, v uint32) []byte { return binary.BigEndian.AppendUint32(b, v) }
+
+func be64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
