@@ -23,7 +23,7 @@ type app struct {
 
 // migrations lists every domain's schema, in dependency order.
 func migrations() []db.Migrations {
-	return nil
+	return []db.Migrations{kanaldMigrations()}
 }
 
 func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus) (*app, error) {

@@ -76,6 +76,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return &settingError{"KANAL_DATABASE_URL", err}
 	}
 
+	dep, err := loadDeployment(ctx, d, time.Now())
+	if err != nil {
+		return &settingError{"KANAL_DATABASE_URL", fmt.Errorf("load deployment: %w", err)}
+	}
+
 	b, err := bus.Open(ctx, bus.Options{URL: cfg.NATSURL, Name: "kanald-" + cfg.Addr, Logger: log})
 	if err != nil {
 		return &settingError{"KANAL_NATS_URL", err}
@@ -95,7 +100,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		"addr", "http://"+ln.Addr().String(),
 		"database", string(d.Dialect()),
 		"bus", map[bool]string{true: "embedded", false: "external"}[b.Embedded()],
-		"data_dir", cfg.DataDir)
+		"data_dir", cfg.DataDir,
+		"deployment", dep.ID)
 
 	select {
 	case err := <-serveErr:

@@ -1,0 +1,345 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/model"
+
+	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/internal/db/dbtest"
+)
+
+// kanaldBin is the real binary, built once for the end-to-end tests.
+var kanaldBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "kanald-bin")
+	if err != nil {
+		panic(err)
+	}
+	kanaldBin = filepath.Join(dir, "kanald")
+	out, err := exec.Command("go", "build", "-o", kanaldBin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build kanald: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestConfigRejectsBadSettings(t *testing.T) {
+	cases := []struct {
+		env     map[string]string
+		setting string
+	}{
+		{map[string]string{"KANAL_DATABASE_URL": "mysql://127.0.0.1/x"}, "KANAL_DATABASE_URL"},
+		{map[string]string{"KANAL_DATABASE_URL": "postgres://u:pw@[::1"}, "KANAL_DATABASE_URL"},
+		{map[string]string{"KANAL_NATS_URL": "http://127.0.0.1:4222"}, "KANAL_NATS_URL"},
+		{map[string]string{"KANAL_NATS_URL": "nats://[::1"}, "KANAL_NATS_URL"},
+		{map[string]string{"KANAL_ADDR": "8080"}, "KANAL_ADDR"},
+		{map[string]string{"KANAL_LOG_LEVEL": "loud"}, "KANAL_LOG_LEVEL"},
+		{map[string]string{"KANAL_LOG_FORMAT": "xml"}, "KANAL_LOG_FORMAT"},
+		{map[string]string{"KANAL_DATA_DIR": ""}, ""},
+	}
+	for _, c := range cases {
+		_, err := parseConfig(nil, envOf(c.env), io.Discard)
+		if c.setting == "" {
+			if err != nil {
+				t.Errorf("%v: empty env should fall back to the default, got %v", c.env, err)
+			}
+			continue
+		}
+		if err == nil || !strings.HasPrefix(err.Error(), c.setting+": ") {
+			t.Errorf("%v: got %v, want an error starting with %s", c.env, err, c.setting)
+		}
+	}
+	// Flags win over the environment.
+	c, err := parseConfig([]string{"-addr", "127.0.0.1:9999"}, envOf(map[string]string{"KANAL_ADDR": "127.0.0.1:1"}), io.Discard)
+	if err != nil || c.Addr != "127.0.0.1:9999" {
+		t.Fatalf("flag did not win: %v %v", c, err)
+	}
+}
+
+// TestRunBadInputs starts kanald in process with each bad setting: it must
+// fail with one line naming the setting and the cause, and leave no data
+// directory behind.
+func TestRunBadInputs(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	file := filepath.Join(t.TempDir(), "a-file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name    string
+		env     map[string]string
+		setting string
+		cause   string
+	}{
+		{"address in use", map[string]string{"KANAL_ADDR": busy.Addr().String()}, "KANAL_ADDR", "address already in use"},
+		{"unparseable database URL", map[string]string{"KANAL_DATABASE_URL": "postgres://u:pw@[::1"}, "KANAL_DATABASE_URL", "cannot parse"},
+		{"unreachable PostgreSQL", map[string]string{"KANAL_DATABASE_URL": "postgres://kanal:hunter2@127.0.0.1:1/test?sslmode=disable"}, "KANAL_DATABASE_URL", "127.0.0.1:1"},
+		{"unwritable data directory", map[string]string{"KANAL_DATA_DIR": filepath.Join(file, "data")}, "KANAL_DATA_DIR", "not a directory"},
+		{"unreachable NATS", map[string]string{"KANAL_NATS_URL": "nats://127.0.0.1:1"}, "KANAL_NATS_URL", "127.0.0.1:1"},
+		{"unparseable NATS URL", map[string]string{"KANAL_NATS_URL": "nats://[::1"}, "KANAL_NATS_URL", "cannot parse"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dataDir := filepath.Join(t.TempDir(), "kanal-data")
+			env := map[string]string{"KANAL_ADDR": "127.0.0.1:0", "KANAL_DATA_DIR": dataDir}
+			for k, v := range c.env {
+				env[k] = v
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			err := run(ctx, nil, envOf(env), io.Discard)
+			if err == nil {
+				t.Fatal("kanald started")
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, c.setting+": ") || !strings.Contains(msg, c.cause) || strings.Contains(msg, "\n") {
+				t.Fatalf("error %q should be one line naming %s and %q", msg, c.setting, c.cause)
+			}
+			if strings.Contains(msg, "hunter2") {
+				t.Fatalf("error shows a password: %q", msg)
+			}
+			if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
+				t.Fatalf("a failed first start left %s behind", dataDir)
+			}
+		})
+	}
+}
+
+// node is a running kanald process.
+type node struct {
+	cmd  *exec.Cmd
+	url  string
+	dep  string
+	done chan error
+	logs *strings.Builder
+	mu   sync.Mutex
+}
+
+// startNode runs the real binary and waits until it logs that it is ready.
+func startNode(t *testing.T, env map[string]string) *node {
+	t.Helper()
+	cmd := exec.Command(kanaldBin)
+	cmd.Env = append(os.Environ(), "KANAL_ADDR=127.0.0.1:0", "KANAL_LOG_FORMAT=json")
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n := &node{cmd: cmd, done: make(chan error, 1), logs: &strings.Builder{}}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			n.mu.Lock()
+			n.logs.WriteString(line + "\n")
+			n.mu.Unlock()
+			var rec struct{ Msg, Addr, Deployment string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "kanald ready" {
+				n.url, n.dep = rec.Addr, rec.Deployment
+				close(ready)
+			}
+		}
+	}()
+	go func() { n.done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-n.done })
+	select {
+	case <-ready:
+	case err := <-n.done:
+		t.Fatalf("kanald exited before ready: %v\n%s", err, stderr.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("kanald not ready after 30s")
+	}
+	return n
+}
+
+func (n *node) get(t *testing.T, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(n.url + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// stop sends SIGTERM and returns the exit error and how long it took.
+func (n *node) stop(t *testing.T) (error, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-n.done:
+		n.done <- err // for the cleanup
+		return err, time.Since(start)
+	case <-time.After(15 * time.Second):
+		t.Fatal("kanald did not exit after SIGTERM")
+		return nil, 0
+	}
+}
+
+// TestEmbeddedLifecycle is a new user's first run: ready on the embedded
+// default, metrics served, SIGTERM exits 0, and a restart keeps the data.
+func TestEmbeddedLifecycle(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "kanal-data")
+	n := startNode(t, map[string]string{"KANAL_DATA_DIR": dataDir})
+	if code, body := n.get(t, "/readyz"); code != 200 {
+		t.Fatalf("/readyz = %d %s", code, body)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "kanal.db")); err != nil {
+		t.Fatalf("no database in the data directory: %v", err)
+	}
+	for i := 0; i < 3; i++ {
+		n.get(t, "/healthz")
+	}
+	n.get(t, "/no-such-route")
+	_, text := n.get(t, "/metrics")
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		t.Fatalf("/metrics is not Prometheus text: %v", err)
+	}
+	if got := counterValue(fams, "kanal_http_requests_total", map[string]string{"route": "GET /healthz", "status": "200"}); got != 3 {
+		t.Fatalf("healthz counted %v times, want 3", got)
+	}
+	if got := counterValue(fams, "kanal_http_requests_total", map[string]string{"route": "/", "status": "404"}); got != 1 {
+		t.Fatalf("404s counted %v times, want 1", got)
+	}
+	if _, ok := fams["kanal_nats_connected"]; !ok {
+		t.Fatal("no NATS connection metric")
+	}
+	if _, ok := fams["kanal_db_open_connections"]; !ok {
+		t.Fatal("no database pool metric")
+	}
+
+	err, took := n.stop(t)
+	if err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+	if took > 10*time.Second {
+		t.Fatalf("shutdown took %v", took)
+	}
+
+	again := startNode(t, map[string]string{"KANAL_DATA_DIR": dataDir})
+	if again.dep != n.dep || n.dep == "" {
+		t.Fatalf("deployment changed across restart: %q then %q", n.dep, again.dep)
+	}
+	if err, _ := again.stop(t); err != nil {
+		t.Fatalf("second exit: %v", err)
+	}
+}
+
+func counterValue(fams map[string]*dto.MetricFamily, name string, labels map[string]string) float64 {
+	f, ok := fams[name]
+	if !ok {
+		return -1
+	}
+	for _, m := range f.GetMetric() {
+		match := 0
+		for _, l := range m.GetLabel() {
+			if v, ok := labels[l.GetName()]; ok && v == l.GetValue() {
+				match++
+			}
+		}
+		if match == len(labels) {
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+// TestTwoNodesSharePostgresAndNATS is production: two kanald processes on
+// two ports against one PostgreSQL and one NATS. Both become ready, they
+// agree on the deployment, and every migration ran exactly once.
+func TestTwoNodesSharePostgresAndNATS(t *testing.T) {
+	base := dbtest.PostgresURL(t)
+	natsURL := os.Getenv("KANAL_TEST_NATS")
+	if natsURL == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("KANAL_TEST_NATS is not set under CI")
+		}
+		t.Skip("KANAL_TEST_NATS not set: two-node test not run")
+	}
+	dbURL := dbtest.WithSchema(t, base, dbtest.NewSchema(t, base))
+	env := func() map[string]string {
+		return map[string]string{"KANAL_DATABASE_URL": dbURL, "KANAL_NATS_URL": natsURL, "KANAL_DATA_DIR": t.TempDir()}
+	}
+	var a, b *node
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); a = startNode(t, env()) }()
+	go func() { defer wg.Done(); b = startNode(t, env()) }()
+	wg.Wait()
+	if a == nil || b == nil {
+		t.Fatal("a node did not start")
+	}
+	for _, n := range []*node{a, b} {
+		if code, body := n.get(t, "/readyz"); code != 200 {
+			t.Fatalf("%s /readyz = %d %s", n.url, code, body)
+		}
+	}
+	if a.url == b.url || a.dep != b.dep {
+		t.Fatalf("nodes %s (%s) and %s (%s)", a.url, a.dep, b.url, b.dep)
+	}
+	d, err := db.OpenPostgres(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var rows, distinct int
+	if err := d.QueryRow(context.Background(), `SELECT COUNT(*), COUNT(DISTINCT domain || ':' || version) FROM kanal_migrations`).Scan(&rows, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for _, m := range migrations() {
+		entries, _ := fsReadDir(m)
+		want += entries
+	}
+	if rows != want || distinct != want {
+		t.Fatalf("version table has %d rows (%d distinct), want %d: migrations ran more than once or not at all", rows, distinct, want)
+	}
+	for _, n := range []*node{a, b} {
+		if err, _ := n.stop(t); err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	}
+}
