@@ -256,6 +256,9 @@ func (s *Session) Decrypt(msg []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.dhs == nil {
+		return nil, fmt.Errorf("keys.ratchet: uninitialised session: %w", ErrInvalidKey)
+	}
 	// A key skipped earlier: use it once, then delete it.
 	if e, ok := s.skipped[skippedKey{h.dh, h.n}]; ok {
 		pt, err := openMessage(e.mk, s.ad, hdr, ct)
@@ -412,6 +415,9 @@ func (s *Session) commit(st *ratchetStage) {
 	s.rk, s.cks, s.ckr, s.hasCKs, s.hasCKr = st.rk, st.cks, st.ckr, st.hasCKs, st.hasCKr
 	s.dhs, s.dhsPub, s.dhr, s.hasDHr = st.dhs, st.dhsPub, st.dhr, st.hasDHr
 	s.ns, s.nr, s.pn = st.ns, st.nr, st.pn
+	if s.skipped == nil {
+		s.skipped = map[skippedKey]skippedEntry{}
+	}
 	for _, k := range st.skipped {
 		s.skipped[k.key] = skippedEntry{mk: k.mk, step: k.step, seq: s.seq}
 		s.seq++

@@ -119,6 +119,9 @@ func senderKeySigned(ad, body []byte) []byte {
 // example the conversation id and epoch) and must be the same on decryption.
 // The result is key id || iteration || ciphertext || Ed25519 signature.
 func (k *SenderKey) Encrypt(plaintext, ad []byte) ([]byte, error) {
+	if len(k.sig) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("keys.senderkey: %w", ErrInvalidKey)
+	}
 	if len(plaintext) > MaxMessageLen-senderKeyHeaderLen-chacha20poly1305.Overhead-ed25519.SignatureSize {
 		return nil, fmt.Errorf("keys.senderkey: encrypt: %w", ErrTooLarge)
 	}
@@ -175,6 +178,9 @@ func (r *SenderKeyReceiver) Decrypt(msg, ad []byte) ([]byte, error) {
 	if len(msg) > MaxMessageLen {
 		return nil, fmt.Errorf("keys.senderkey: %w", ErrTooLarge)
 	}
+	if len(r.sigPub) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("keys.senderkey: %w", ErrInvalidKey)
+	}
 	d := newDecoder("senderkey", msg, kindSenderKeyMessage)
 	keyID, iter := d.u32(), d.u32()
 	rest := d.rest()
@@ -210,6 +216,9 @@ func (r *SenderKeyReceiver) Decrypt(msg, ad []byte) ([]byte, error) {
 	pt, err := openSenderKey(mk, hdr, ct, ad)
 	if err != nil {
 		return nil, err
+	}
+	if r.skipped == nil {
+		r.skipped = map[uint32][32]byte{}
 	}
 	for i, k := range staged {
 		r.skipped[r.iteration+uint32(i)] = k

@@ -177,3 +177,30 @@ func TestSenderKeySerialization(t *testing.T) {
 		t.Fatalf("trailing byte: %v", err)
 	}
 }
+
+func TestZeroValuesDoNotPanic(t *testing.T) {
+	if _, err := new(SenderKey).Encrypt(nil, nil); !errors.Is(err, ErrInvalidKey) {
+		t.Errorf("zero SenderKey: %v", err)
+	}
+	sk, _ := NewSenderKey(nil)
+	m, _ := sk.Encrypt([]byte("x"), nil)
+	if _, err := new(SenderKeyReceiver).Decrypt(m, nil); err == nil {
+		t.Error("zero SenderKeyReceiver decrypted")
+	}
+	alice, _ := newSessionPair(t, nil)
+	if _, err := new(Session).Decrypt(mustEncrypt(t, alice, "x")); !errors.Is(err, ErrInvalidKey) {
+		t.Errorf("zero Session: %v", err)
+	}
+	if _, err := new(Session).Encrypt(nil); !errors.Is(err, ErrNoSendingChain) {
+		t.Errorf("zero Session encrypt: %v", err)
+	}
+	if err := new(PrekeyBundle).Verify(); err == nil {
+		t.Error("zero bundle verified")
+	}
+	if _, err := InitiatePQXDH(nil, IdentityPrivate{}, &PrekeyBundle{}); err == nil {
+		t.Error("zero PQXDH inputs accepted")
+	}
+	if _, _, err := RespondPQXDH(ResponderPrekeys{}, &InitialMessage{}); err == nil {
+		t.Error("zero responder inputs accepted")
+	}
+}
