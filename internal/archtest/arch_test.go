@@ -100,15 +100,15 @@ func violations(pkgs map[string]pkg) []string {
 			d := pkgs[dep]
 			switch {
 			case from == "keys" && !keysMayUse(d):
-				out = append(out, fmt.Sprintf("%s imports %s: keys may use only the standard library, x/crypto and circl", p.ImportPath, dep))
+				out = append(out, fmt.Sprintf("%s depends on %s: keys may use only the standard library, x/crypto and circl", p.ImportPath, dep))
 			case to == "cmd" && from != "cmd":
-				out = append(out, fmt.Sprintf("%s imports %s: nothing imports a command", p.ImportPath, dep))
+				out = append(out, fmt.Sprintf("%s depends on %s: nothing imports a command", p.ImportPath, dep))
 			case from == "internal" && (isDomain(to) || to == "identity"):
-				out = append(out, fmt.Sprintf("%s imports %s: internal never imports a domain", p.ImportPath, dep))
+				out = append(out, fmt.Sprintf("%s depends on %s: internal never imports a domain", p.ImportPath, dep))
 			case from == "identity" && isDomain(to):
-				out = append(out, fmt.Sprintf("%s imports %s: identity sits below the domains", p.ImportPath, dep))
+				out = append(out, fmt.Sprintf("%s depends on %s: identity sits below the domains", p.ImportPath, dep))
 			case isDomain(from) && isDomain(to) && from != to:
-				out = append(out, fmt.Sprintf("%s imports %s: sibling domains never import each other; declare an interface and wire it in cmd/kanald", p.ImportPath, dep))
+				out = append(out, fmt.Sprintf("%s depends on %s: sibling domains never import each other; declare an interface and wire it in cmd/kanald", p.ImportPath, dep))
 			}
 		}
 	}
