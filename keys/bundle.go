@@ -154,8 +154,8 @@ func (b *PrekeyBundle) UnmarshalJSON(data []byte) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return encodingError("PrekeyBundle", "trailing data after JSON")
 	}
-	spkSig, err1 := b64.DecodeString(j.SignedPrekeySig)
-	pqSig, err2 := b64.DecodeString(j.PQPrekeySig)
+	spkSig, err1 := decodeSig(j.SignedPrekeySig)
+	pqSig, err2 := decodeSig(j.PQPrekeySig)
 	if err1 != nil || err2 != nil {
 		return encodingError("PrekeyBundle", "bad signature encoding")
 	}
@@ -198,4 +198,15 @@ func NewPrekeyBundle(deviceID string, id IdentityPrivate, spk SignedPrekeyPrivat
 		b.OneTimePrekey = opk.Public()
 	}
 	return b, b.Verify()
+}
+
+// decodeSig decodes an unpadded base64url signature, rejecting the line
+// breaks encoding/base64 would otherwise skip.
+func decodeSig(s string) ([]byte, error) {
+	for i := range len(s) {
+		if !isBase64URL(s[i]) {
+			return nil, ErrInvalidEncoding
+		}
+	}
+	return b64.DecodeString(s)
 }

@@ -63,11 +63,23 @@ func unmarshalText(op, prefix string, text []byte) ([]byte, error) {
 	if !bytes.HasPrefix(text, []byte(prefix)) {
 		return nil, encodingError(op, fmt.Sprintf("expected prefix %q", prefix))
 	}
-	bin, err := b64.AppendDecode(nil, text[len(prefix):])
+	body := text[len(prefix):]
+	// encoding/base64 skips '\r' and '\n'; a key has exactly one text form,
+	// so anything outside the URL-safe alphabet is rejected first.
+	for _, c := range body {
+		if !isBase64URL(c) {
+			return nil, encodingError(op, "invalid character in text key")
+		}
+	}
+	bin, err := b64.AppendDecode(nil, body)
 	if err != nil {
 		return nil, fmt.Errorf("keys.%s: %w: %w", op, ErrInvalidEncoding, err)
 	}
 	return bin, nil
+}
+
+func isBase64URL(c byte) bool {
+	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_'
 }
 
 // decoder reads a binary encoding with bounds checks. The first failure

@@ -1,7 +1,7 @@
 package keys
 
 // The Double Ratchet, following Signal's "The Double Ratchet Algorithm"
-// (revision 4, 2025 edition) with these choices (spec §5.2):
+// (revision 1, 2016-11-20) with these choices (spec §5.2):
 //
 //   - GENERATE_DH / DH: X25519 via crypto/ecdh; all-zero outputs rejected.
 //   - KDF_RK(rk, dh_out): HKDF-SHA-256 with salt rk, input dh_out, info
