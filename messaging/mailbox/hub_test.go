@@ -1,0 +1,361 @@
+package mailbox_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/kanal-server/kanal/internal/bus"
+	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/internal/db/dbtest"
+	"github.com/kanal-server/kanal/internal/web"
+	"github.com/kanal-server/kanal/messaging/mailbox"
+)
+
+// node is one kanald's share of the mailbox: a hub behind an httptest
+// server. The device is taken from a header here; the identity middleware
+// that sets it in kanald is tested with the routes that use it.
+type node struct {
+	hub     *mailbox.Hub
+	srv     *httptest.Server
+	tracker *web.Tracker
+}
+
+func newNode(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout time.Duration) *node {
+	t.Helper()
+	n := &node{tracker: &web.Tracker{}}
+	h, err := mailbox.NewHub(mailbox.HubOptions{
+		Store: store, Bus: b, Logger: slog.New(slog.DiscardHandler), Tracker: n.tracker,
+		Device:       func(r *http.Request) (string, bool) { d := r.Header.Get("Kanal-Test-Device"); return d, d != "" },
+		WriteTimeout: writeTimeout,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.hub = h
+	n.srv = httptest.NewServer(h)
+	t.Cleanup(func() { n.tracker.CloseAll(); n.srv.Close() })
+	return n
+}
+
+type client struct {
+	t  *testing.T
+	ws *websocket.Conn
+}
+
+func dial(t *testing.T, n *node, device string) *client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(n.srv.URL, "http"), &websocket.DialOptions{
+		HTTPHeader: http.Header{"Kanal-Test-Device": {device}},
+	})
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	ws.SetReadLimit(1 << 22)
+	t.Cleanup(func() { ws.CloseNow() })
+	return &client{t: t, ws: ws}
+}
+
+type frame struct {
+	Type      string             `json:"type"`
+	Envelopes []mailbox.Envelope `json:"envelopes"`
+	Problem   map[string]any     `json:"problem"`
+}
+
+func (c *client) next() (frame, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, data, err := c.ws.Read(ctx)
+	if err != nil {
+		return frame{}, err
+	}
+	var f frame
+	if err := json.Unmarshal(data, &f); err != nil {
+		c.t.Fatalf("server sent non-JSON: %s", data)
+	}
+	return f, nil
+}
+
+// collect reads until n envelopes arrived, acking each batch if ack is set.
+func (c *client) collect(n int, ack bool) []mailbox.Envelope {
+	c.t.Helper()
+	var got []mailbox.Envelope
+	for len(got) < n {
+		f, err := c.next()
+		if err != nil {
+			c.t.Fatalf("after %d of %d envelopes: %v", len(got), n, err)
+		}
+		if f.Type != "envelopes" {
+			continue
+		}
+		got = append(got, f.Envelopes...)
+		if ack {
+			ids := make([]string, len(f.Envelopes))
+			for i, e := range f.Envelopes {
+				ids[i] = e.ID
+			}
+			c.send(map[string]any{"type": "ack", "ids": ids})
+		}
+	}
+	return got
+}
+
+func (c *client) send(v any) {
+	c.t.Helper()
+	b, _ := json.Marshal(v)
+	c.sendRaw(b)
+}
+
+func (c *client) sendRaw(b []byte) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.ws.Write(ctx, websocket.MessageText, b); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+// closeCode reads until the server closes and returns its status code.
+func (c *client) closeCode() websocket.StatusCode {
+	c.t.Helper()
+	for {
+		if _, err := c.next(); err != nil {
+			return websocket.CloseStatus(err)
+		}
+	}
+}
+
+// eachBackend runs fn with two nodes sharing one database and one bus: on
+// SQLite with the embedded NATS, and on PostgreSQL with the external NATS.
+func eachBackend(t *testing.T, fn func(t *testing.T, store *mailbox.Store, a, b *node)) {
+	t.Run("sqlite+embedded", func(t *testing.T) {
+		d := dbtest.SQLite(t, mailbox.Migrations())
+		run(t, d, bus.Options{}, fn)
+	})
+	t.Run("postgres+nats", func(t *testing.T) {
+		d := dbtest.Postgres(t, mailbox.Migrations())
+		u := os.Getenv("KANAL_TEST_NATS")
+		if u == "" {
+			if os.Getenv("CI") != "" {
+				t.Fatal("KANAL_TEST_NATS is not set under CI")
+			}
+			t.Skip("KANAL_TEST_NATS not set")
+		}
+		run(t, d, bus.Options{URL: u}, fn)
+	})
+}
+
+func run(t *testing.T, d *db.DB, bo bus.Options, fn func(t *testing.T, store *mailbox.Store, a, b *node)) {
+	ctx := context.Background()
+	store := mailbox.NewStore(d, mailbox.StoreOptions{})
+	// Two bus connections, as two nodes have; on the embedded server the
+	// second node shares the first one's connection (it has no listener).
+	ba, err := bus.Open(ctx, bo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ba.Close() })
+	bb := ba
+	if bo.URL != "" {
+		if bb, err = bus.Open(ctx, bo); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { bb.Close() })
+	}
+	fn(t, store, newNode(t, store, ba, 0), newNode(t, store, bb, 0))
+}
+
+// uniqueDevice keeps runs on the shared external NATS apart.
+func uniqueDevice(name string) string {
+	return fmt.Sprintf("%s_%d", name, time.Now().UnixNano())
+}
+
+func TestBacklogThenLiveAcrossNodes(t *testing.T) {
+	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, b *node) {
+		ctx := context.Background()
+		dev := uniqueDevice("dev_b")
+		// 100 envelopes while the device is offline.
+		for i := 0; i < 100; i++ {
+			if err := store.Append(ctx, []mailbox.Envelope{env(dev, "dev_a", fmt.Sprint(i))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c := dial(t, b, dev)
+		got := c.collect(100, true)
+		for i, e := range got {
+			if string(e.Ciphertext) != fmt.Sprint(i) {
+				t.Fatalf("backlog out of order at %d: %q", i, e.Ciphertext)
+			}
+		}
+		if f, err := c.next(); err != nil || f.Type != "synced" {
+			t.Fatalf("want synced after the backlog, got %+v %v", f, err)
+		}
+		// Live: stored through node A's side, woken over the bus, delivered by B.
+		live := []mailbox.Envelope{env(dev, "dev_a", "live")}
+		if err := store.Append(ctx, live); err != nil {
+			t.Fatal(err)
+		}
+		a.hub.Notify(dev)
+		if e := c.collect(1, true); string(e[0].Ciphertext) != "live" || e[0].ID != live[0].ID {
+			t.Fatalf("live envelope: %+v", e)
+		}
+		// Acked envelopes are gone from the mailbox.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			n, _ := store.Depth(ctx, dev)
+			if n == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d acked envelopes still stored", n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+func TestUnackedAreRedeliveredOnReconnect(t *testing.T) {
+	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, b *node) {
+		ctx := context.Background()
+		dev := uniqueDevice("dev_r")
+		for i := 0; i < 3; i++ {
+			store.Append(ctx, []mailbox.Envelope{env(dev, "dev_a", fmt.Sprint(i))})
+		}
+		c := dial(t, a, dev)
+		first := c.collect(3, false) // delivered, never acked
+		c.ws.Close(websocket.StatusNormalClosure, "")
+		again := dial(t, b, dev).collect(3, true)
+		for i := range first {
+			if first[i].ID != again[i].ID {
+				t.Fatalf("redelivery differs at %d", i)
+			}
+		}
+	})
+}
+
+func TestBadFramesCloseTheStream(t *testing.T) {
+	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, _ *node) {
+		cases := []struct {
+			frame string
+			code  websocket.StatusCode
+		}{
+			{`not json`, websocket.StatusInvalidFramePayloadData},
+			{`{"type":"launch"}`, websocket.StatusPolicyViolation},
+		}
+		for _, c := range cases {
+			cl := dial(t, a, uniqueDevice("dev_x"))
+			cl.sendRaw([]byte(c.frame))
+			if got := cl.closeCode(); got != c.code {
+				t.Errorf("frame %q: close %d, want %d", c.frame, got, c.code)
+			}
+		}
+		// A malformed ack is answered with a problem; the stream stays open.
+		cl := dial(t, a, uniqueDevice("dev_y"))
+		cl.send(map[string]any{"type": "ack", "ids": []string{"x"}, "extra": true})
+		for {
+			f, err := cl.next()
+			if err != nil {
+				t.Fatalf("stream closed on a bad ack: %v", err)
+			}
+			if f.Type == "problem" {
+				if f.Problem["type"] != string(web.TypeInvalidJSON) {
+					t.Fatalf("problem %v", f.Problem)
+				}
+				break
+			}
+		}
+	})
+}
+
+func TestReplacedAndRevokedAndShutdown(t *testing.T) {
+	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, b *node) {
+		dev := uniqueDevice("dev_z")
+		first := dial(t, a, dev)
+		waitConnected(t, a, dev)
+		dial(t, a, dev) // the same device again on the same node
+		if code := first.closeCode(); code != mailbox.StatusReplaced {
+			t.Fatalf("replaced connection closed with %d", code)
+		}
+		// Revocation decided on node B closes the socket on node A.
+		third := dial(t, a, dev)
+		waitConnected(t, a, dev)
+		if err := b.hub.Disconnect(dev); err != nil {
+			t.Fatal(err)
+		}
+		if code := third.closeCode(); code != mailbox.StatusRevoked {
+			t.Fatalf("revoked connection closed with %d", code)
+		}
+		// Shutdown closes tracked sockets with "going away".
+		other := dial(t, b, uniqueDevice("dev_w"))
+		b.tracker.CloseAll()
+		if code := other.closeCode(); code != websocket.StatusGoingAway {
+			t.Fatalf("shutdown closed with %d", code)
+		}
+	})
+}
+
+func waitConnected(t *testing.T, n *node, dev string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !n.hub.Connected(dev) {
+		if time.Now().After(deadline) {
+			t.Fatal("device never registered")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestStalledSocketDoesNotSlowOthers: a device that stops reading is cut
+// off after the write timeout, while another device keeps getting its
+// envelopes meanwhile; the stalled one catches up from its mailbox.
+func TestStalledSocketDoesNotSlowOthers(t *testing.T) {
+	d := dbtest.SQLite(t, mailbox.Migrations())
+	ctx := context.Background()
+	store := mailbox.NewStore(d, mailbox.StoreOptions{})
+	b, err := bus.Open(ctx, bus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	n := newNode(t, store, b, 300*time.Millisecond)
+
+	stalled := dial(t, n, "dev_stalled") // never reads
+	waitConnected(t, n, "dev_stalled")
+	healthy := dial(t, n, "dev_healthy")
+	waitConnected(t, n, "dev_healthy")
+	big := strings.Repeat("x", mailbox.MaxCiphertext)
+	// Enough to fill the socket buffers of the stalled device many times over.
+	const sends = 300 // ~19 MiB for the stalled device, far past socket buffers
+	for i := 0; i < sends; i++ {
+		if err := store.Append(ctx, []mailbox.Envelope{env("dev_stalled", "dev_a", big), env("dev_healthy", "dev_a", fmt.Sprint(i))}); err != nil {
+			t.Fatal(err)
+		}
+		n.hub.Notify("dev_stalled", "dev_healthy")
+	}
+	got := healthy.collect(sends, true)
+	if string(got[sends-1].Ciphertext) != fmt.Sprint(sends-1) {
+		t.Fatalf("healthy device got %q last", got[sends-1].Ciphertext)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for n.hub.Connected("dev_stalled") {
+		if time.Now().After(deadline) {
+			t.Fatal("stalled socket never cut")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stalled.ws.CloseNow()
+	if caught := dial(t, n, "dev_stalled").collect(sends, true); len(caught) != sends {
+		t.Fatalf("stalled device caught up %d of %d", len(caught), sends)
+	}
+}

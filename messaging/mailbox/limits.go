@@ -1,0 +1,41 @@
+package mailbox
+
+import "time"
+
+// Limits of the mailbox and the stream.
+const (
+	// MaxCiphertext is the largest envelope body; attachments travel as
+	// blobs and only their reference and key go into an envelope.
+	MaxCiphertext = 64 << 10
+
+	// MaxAckBatch caps the ids in one acknowledgement.
+	MaxAckBatch = 512
+
+	// FetchBatch is how many envelopes one read of a mailbox returns.
+	FetchBatch = 128
+
+	// MaxInFlight is how many envelopes a connection may hold sent but
+	// unacknowledged before the server stops sending: flow control, so a
+	// device that does not ack cannot make the server read its whole
+	// mailbox into memory.
+	MaxInFlight = 512
+
+	// WriteTimeout bounds one websocket write. A socket that cannot take a
+	// frame in this time is stalled: it is closed, and the device catches up
+	// from its mailbox when it reconnects.
+	WriteTimeout = 10 * time.Second
+
+	// MaxFrameBytes is the ciphertext a server frame carries at most
+	// (a single larger envelope still goes alone).
+	MaxFrameBytes = 256 << 10
+
+	// MaxFrame caps a frame from a device.
+	MaxFrame = 256 << 10
+
+	// DefaultRetention is how long an undelivered envelope is kept.
+	DefaultRetention = 30 * 24 * time.Hour
+
+	// PingInterval keeps idle connections alive through proxies and finds
+	// dead peers.
+	PingInterval = 30 * time.Second
+)
