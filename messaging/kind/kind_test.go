@@ -1,0 +1,180 @@
+package kind_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kanal-server/kanal/messaging/kind"
+)
+
+var when = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+
+const (
+	key32  = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+	sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+)
+
+// valid has one good body per kind; TestEveryKindRoundTrips checks it
+// covers the whole registry.
+var valid = []kind.Body{
+	&kind.TextBody{Text: "Guten Tag, mein Antrag 4711?"},
+	&kind.AttachmentBody{BlobID: "blob_1", Key: key32, SHA256: sha256, Size: 1024, MIME: "application/pdf", Name: "Antrag.pdf"},
+	&kind.ReceiptBody{Status: "read", IDs: []string{"m1", "m2"}},
+	&kind.PollBody{Op: "open", PollID: "p1", Question: "Termin?", Options: []string{"Mo", "Di"}},
+	&kind.SurveyInviteBody{SurveyID: "s1", Title: "Radwege 2027", ClosesAt: when.Add(720 * time.Hour)},
+	&kind.OfferBody{OfferID: "o1", JWS: "eyJhbGciOiJFUzI1NiJ9.eyJ4IjoxfQ.c2ln"},
+	&kind.ContractBody{ContractID: "c1", JWS: "eyJhbGciOiJFUzI1NiJ9.eyJ4IjoxfQ.c2ln"},
+	&kind.PaymentRequestBody{RequestID: "r1", AmountCents: 1250, Currency: "EUR", Creditor: "Bürgeramt Musterstadt", IBAN: "DE89370400440532013000", Reference: "RF18539007547034", DueDate: "2026-12-31"},
+	&kind.PaymentStatusBody{RequestID: "r1", Status: "paid", AmountCents: 1250},
+	&kind.FormRequestBody{FormID: "f1", TemplateID: "anmeldung", Version: 3, Title: "Anmeldung einer Wohnung"},
+	&kind.FormSubmissionBody{FormID: "f1", SubmissionID: "sub1", Answers: map[string]string{"name": "Erika Mustermann"}},
+	&kind.DocumentShareBody{DocumentID: "d1", Version: 1, Name: "Bescheid.pdf", Key: key32, SHA256: sha256},
+}
+
+func TestEveryKindRoundTrips(t *testing.T) {
+	covered := map[kind.Kind]bool{}
+	for _, b := range valid {
+		m, err := kind.New("msg_1", when, b)
+		if err != nil {
+			t.Fatalf("%s: %v", b.Kind(), err)
+		}
+		data, err := m.Marshal()
+		if err != nil {
+			t.Fatalf("%s: marshal: %v", b.Kind(), err)
+		}
+		got, err := kind.Unmarshal(data)
+		if err != nil {
+			t.Fatalf("%s: unmarshal: %v", b.Kind(), err)
+		}
+		again, _ := got.Marshal()
+		if string(again) != string(data) {
+			t.Fatalf("%s: not canonical:\n%s\n%s", b.Kind(), data, again)
+		}
+		if _, err := kind.ClassOf(b.Kind()); err != nil {
+			t.Fatal(err)
+		}
+		covered[b.Kind()] = true
+	}
+	for _, k := range kind.Kinds() {
+		if !covered[k] {
+			t.Errorf("kind %s has no valid example in this test", k)
+		}
+	}
+	if len(kind.Kinds()) != 12 {
+		t.Errorf("%d kinds registered, DESIGN.md lists 12", len(kind.Kinds()))
+	}
+}
+
+func TestClasses(t *testing.T) {
+	for k, want := range map[kind.Kind]kind.Class{
+		kind.Text: kind.ClassMessage, kind.Receipt: kind.ClassReceipt,
+		kind.Offer: kind.ClassTransaction, kind.PaymentRequest: kind.ClassTransaction,
+	} {
+		if got, _ := kind.ClassOf(k); got != want {
+			t.Errorf("%s: class %s, want %s", k, got, want)
+		}
+	}
+	if _, err := kind.ClassOf("sticker"); !errors.Is(err, kind.ErrUnknownKind) {
+		t.Fatalf("unknown kind: %v", err)
+	}
+}
+
+func TestInvalidBodies(t *testing.T) {
+	bad := map[string]kind.Body{
+		"empty text":              &kind.TextBody{Text: "  "},
+		"control chars":           &kind.TextBody{Text: "a\x00b"},
+		"long text":               &kind.TextBody{Text: strings.Repeat("x", kind.MaxText+1)},
+		"short attachment key":    &kind.AttachmentBody{BlobID: "b", Key: "AAEC", SHA256: sha256, Size: 1, MIME: "image/png"},
+		"upper-case hash":         &kind.AttachmentBody{BlobID: "b", Key: key32, SHA256: strings.ToUpper(sha256), Size: 1, MIME: "image/png"},
+		"huge attachment":         &kind.AttachmentBody{BlobID: "b", Key: key32, SHA256: sha256, Size: kind.MaxAttachment + 1, MIME: "image/png"},
+		"bad mime":                &kind.AttachmentBody{BlobID: "b", Key: key32, SHA256: sha256, Size: 1, MIME: "png"},
+		"receipt status":          &kind.ReceiptBody{Status: "seen", IDs: []string{"m"}},
+		"receipt without ids":     &kind.ReceiptBody{Status: "read"},
+		"poll one option":         &kind.PollBody{Op: "open", PollID: "p", Question: "q", Options: []string{"a"}},
+		"poll duplicate options":  &kind.PollBody{Op: "open", PollID: "p", Question: "q", Options: []string{"a", "a "}},
+		"vote repeated choice":    &kind.PollBody{Op: "vote", PollID: "p", Choices: []int{1, 1}},
+		"vote negative choice":    &kind.PollBody{Op: "vote", PollID: "p", Choices: []int{-1}},
+		"poll bad op":             &kind.PollBody{Op: "rig", PollID: "p"},
+		"invite without close":    &kind.SurveyInviteBody{SurveyID: "s", Title: "t"},
+		"offer not a JWS":         &kind.OfferBody{OfferID: "o", JWS: "hello"},
+		"negative amount":         &kind.PaymentRequestBody{RequestID: "r", AmountCents: -5, Currency: "EUR", Creditor: "c", IBAN: "DE89370400440532013000", Reference: "x", DueDate: "2026-12-31"},
+		"dollars":                 &kind.PaymentRequestBody{RequestID: "r", AmountCents: 5, Currency: "USD", Creditor: "c", IBAN: "DE89370400440532013000", Reference: "x", DueDate: "2026-12-31"},
+		"iban with spaces":        &kind.PaymentRequestBody{RequestID: "r", AmountCents: 5, Currency: "EUR", Creditor: "c", IBAN: "DE89 3704 0044 0532 0130 00", Reference: "x", DueDate: "2026-12-31"},
+		"bad due date":            &kind.PaymentRequestBody{RequestID: "r", AmountCents: 5, Currency: "EUR", Creditor: "c", IBAN: "DE89370400440532013000", Reference: "x", DueDate: "31.12.2026"},
+		"creditor too long":       &kind.PaymentRequestBody{RequestID: "r", AmountCents: 5, Currency: "EUR", Creditor: strings.Repeat("c", 71), IBAN: "DE89370400440532013000", Reference: "x", DueDate: "2026-12-31"},
+		"unknown payment status":  &kind.PaymentStatusBody{RequestID: "r", Status: "stolen"},
+		"form version 0":          &kind.FormRequestBody{FormID: "f", TemplateID: "t", Title: "x"},
+		"submission without data": &kind.FormSubmissionBody{FormID: "f", SubmissionID: "s"},
+		"document without key":    &kind.DocumentShareBody{DocumentID: "d", Version: 1, Name: "n", SHA256: sha256},
+	}
+	for name, b := range bad {
+		if _, err := kind.New("msg_1", when, b); !errors.Is(err, kind.ErrInvalid) {
+			t.Errorf("%s: got %v, want ErrInvalid", name, err)
+		}
+	}
+}
+
+func TestUnmarshalIsStrict(t *testing.T) {
+	good, _ := kind.New("msg_1", when, &kind.TextBody{Text: "hallo"})
+	data, _ := good.Marshal()
+	var raw map[string]any
+	json.Unmarshal(data, &raw)
+	mutate := func(f func(map[string]any)) []byte {
+		m := map[string]any{}
+		json.Unmarshal(data, &m)
+		f(m)
+		b, _ := json.Marshal(m)
+		return b
+	}
+	cases := map[string][]byte{
+		"unknown top-level field": mutate(func(m map[string]any) { m["admin"] = true }),
+		"unknown body field":      mutate(func(m map[string]any) { m["body"].(map[string]any)["html"] = "<b>" }),
+		"unknown kind":            mutate(func(m map[string]any) { m["kind"] = "sticker" }),
+		"wrong version":           mutate(func(m map[string]any) { m["v"] = 2 }),
+		"missing body":            mutate(func(m map[string]any) { delete(m, "body") }),
+		"body of another kind":    mutate(func(m map[string]any) { m["kind"] = "receipt" }),
+		"bad id":                  mutate(func(m map[string]any) { m["id"] = "a b" }),
+		"no sent_at":              mutate(func(m map[string]any) { delete(m, "sent_at") }),
+		"trailing data":           append(append([]byte{}, data...), []byte(` {}`)...),
+		"not json":                []byte("hallo"),
+		"too large":               []byte(`{"v":1,"kind":"text","id":"m","sent_at":"2026-11-23T10:00:00Z","body":{"text":"` + strings.Repeat("x", kind.MaxMessage) + `"}}`),
+	}
+	for name, c := range cases {
+		if _, err := kind.Unmarshal(c); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func FuzzUnmarshal(f *testing.F) {
+	for _, b := range valid {
+		m, _ := kind.New("msg_1", when, b)
+		data, _ := m.Marshal()
+		f.Add(data)
+	}
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := kind.Unmarshal(data)
+		if err != nil {
+			return
+		}
+		// Whatever decodes must validate and re-encode to something that
+		// decodes to the same message.
+		out, err := m.Marshal()
+		if err != nil {
+			t.Fatalf("decoded message does not marshal: %v", err)
+		}
+		again, err := kind.Unmarshal(out)
+		if err != nil {
+			t.Fatalf("re-encoded message does not decode: %v", err)
+		}
+		b1, _ := m.Marshal()
+		b2, _ := again.Marshal()
+		if string(b1) != string(b2) {
+			t.Fatalf("round trip changed the message")
+		}
+	})
+}

@@ -1,0 +1,342 @@
+package kind
+
+import (
+	"regexp"
+	"strings"
+	"time"
+)
+
+// TextBody is a chat message.
+type TextBody struct {
+	Text    string `json:"text"`
+	ReplyTo string `json:"reply_to,omitempty"`
+}
+
+func (*TextBody) Kind() Kind { return Text }
+func (b *TextBody) Validate() error {
+	if err := checkText("text", b.Text, MaxText, true); err != nil {
+		return invalid(Text, "%v", err)
+	}
+	if b.ReplyTo != "" {
+		if err := checkID("reply_to", b.ReplyTo); err != nil {
+			return invalid(Text, "%v", err)
+		}
+	}
+	return nil
+}
+
+// AttachmentBody names an encrypted blob stored by kanal: the recipient
+// fetches it by id, checks the hash of the ciphertext, and decrypts with key.
+type AttachmentBody struct {
+	BlobID string `json:"blob_id"`
+	Key    string `json:"key"`    // base64, 32 bytes
+	SHA256 string `json:"sha256"` // of the encrypted blob
+	Size   int64  `json:"size"`
+	MIME   string `json:"mime"`
+	Name   string `json:"name,omitempty"`
+}
+
+var mimePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}$`)
+
+func (*AttachmentBody) Kind() Kind { return Attachment }
+func (b *AttachmentBody) Validate() error {
+	switch {
+	case checkID("blob_id", b.BlobID) != nil:
+		return invalid(Attachment, "%v", checkID("blob_id", b.BlobID))
+	case checkBase64("key", b.Key, attachmentKeyLen) != nil:
+		return invalid(Attachment, "%v", checkBase64("key", b.Key, attachmentKeyLen))
+	case checkSHA256("sha256", b.SHA256) != nil:
+		return invalid(Attachment, "%v", checkSHA256("sha256", b.SHA256))
+	case b.Size <= 0 || b.Size > MaxAttachment:
+		return invalid(Attachment, "size must be 1..%d", MaxAttachment)
+	case !mimePattern.MatchString(b.MIME):
+		return invalid(Attachment, "mime must be a type/subtype")
+	}
+	if err := checkText("name", b.Name, MaxName, false); err != nil {
+		return invalid(Attachment, "%v", err)
+	}
+	return nil
+}
+
+// ReceiptBody says that messages were delivered to or read on a device.
+type ReceiptBody struct {
+	Status string   `json:"status"` // delivered | read
+	IDs    []string `json:"ids"`
+}
+
+func (*ReceiptBody) Kind() Kind { return Receipt }
+func (b *ReceiptBody) Validate() error {
+	if b.Status != "delivered" && b.Status != "read" {
+		return invalid(Receipt, "status must be delivered or read")
+	}
+	if len(b.IDs) == 0 || len(b.IDs) > MaxReceiptIDs {
+		return invalid(Receipt, "ids must hold 1..%d message ids", MaxReceiptIDs)
+	}
+	for _, id := range b.IDs {
+		if err := checkID("ids", id); err != nil {
+			return invalid(Receipt, "%v", err)
+		}
+	}
+	return nil
+}
+
+// PollBody is a quick poll inside a chat: opened, voted on and closed with
+// end-to-end messages; each client tallies, the server is not involved.
+type PollBody struct {
+	Op       string    `json:"op"` // open | vote | close
+	PollID   string    `json:"poll_id"`
+	Question string    `json:"question,omitempty"` // open
+	Options  []string  `json:"options,omitempty"`  // open
+	Multiple bool      `json:"multiple,omitempty"` // open
+	ClosesAt time.Time `json:"closes_at,omitzero"` // open, optional
+	Choices  []int     `json:"choices,omitempty"`  // vote: option indexes
+}
+
+func (*PollBody) Kind() Kind { return Poll }
+func (b *PollBody) Validate() error {
+	if err := checkID("poll_id", b.PollID); err != nil {
+		return invalid(Poll, "%v", err)
+	}
+	switch b.Op {
+	case "open":
+		if err := checkText("question", b.Question, MaxPollQuestion, true); err != nil {
+			return invalid(Poll, "%v", err)
+		}
+		if len(b.Options) < 2 || len(b.Options) > MaxPollOptions {
+			return invalid(Poll, "a poll has 2..%d options", MaxPollOptions)
+		}
+		seen := map[string]bool{}
+		for _, o := range b.Options {
+			if err := checkText("option", o, MaxName, true); err != nil {
+				return invalid(Poll, "%v", err)
+			}
+			if seen[strings.TrimSpace(o)] {
+				return invalid(Poll, "option %q given twice", o)
+			}
+			seen[strings.TrimSpace(o)] = true
+		}
+		if len(b.Choices) > 0 {
+			return invalid(Poll, "an open carries no choices")
+		}
+	case "vote":
+		if len(b.Choices) == 0 || len(b.Choices) > MaxPollOptions {
+			return invalid(Poll, "a vote has 1..%d choices", MaxPollOptions)
+		}
+		seen := map[int]bool{}
+		for _, c := range b.Choices {
+			if c < 0 || c >= MaxPollOptions || seen[c] {
+				return invalid(Poll, "choice %d out of range or repeated", c)
+			}
+			seen[c] = true
+		}
+		if b.Question != "" || len(b.Options) > 0 {
+			return invalid(Poll, "a vote carries only choices")
+		}
+	case "close":
+		if b.Question != "" || len(b.Options) > 0 || len(b.Choices) > 0 {
+			return invalid(Poll, "a close carries only the poll id")
+		}
+	default:
+		return invalid(Poll, "op must be open, vote or close")
+	}
+	return nil
+}
+
+// SurveyInviteBody invites to a council survey; the survey itself, signed
+// by the organiser, is fetched from kanal and verified by the client.
+type SurveyInviteBody struct {
+	SurveyID string    `json:"survey_id"`
+	Title    string    `json:"title"`
+	ClosesAt time.Time `json:"closes_at"`
+}
+
+func (*SurveyInviteBody) Kind() Kind { return SurveyInvite }
+func (b *SurveyInviteBody) Validate() error {
+	if err := checkID("survey_id", b.SurveyID); err != nil {
+		return invalid(SurveyInvite, "%v", err)
+	}
+	if err := checkText("title", b.Title, MaxName, true); err != nil {
+		return invalid(SurveyInvite, "%v", err)
+	}
+	if b.ClosesAt.IsZero() {
+		return invalid(SurveyInvite, "closes_at is required")
+	}
+	return nil
+}
+
+// OfferBody carries a merchant's signed offer (compact JWS with the
+// certificate chain); the client verifies it before showing it.
+type OfferBody struct {
+	OfferID string `json:"offer_id"`
+	JWS     string `json:"jws"`
+}
+
+func (*OfferBody) Kind() Kind        { return Offer }
+func (b *OfferBody) Validate() error { return checkSigned(Offer, "offer_id", b.OfferID, b.JWS) }
+
+// ContractBody carries the countersigned offer.
+type ContractBody struct {
+	ContractID string `json:"contract_id"`
+	JWS        string `json:"jws"`
+}
+
+func (*ContractBody) Kind() Kind { return Contract }
+func (b *ContractBody) Validate() error {
+	return checkSigned(Contract, "contract_id", b.ContractID, b.JWS)
+}
+
+var compactJWS = regexp.MustCompile(`^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+$`)
+
+func checkSigned(k Kind, idField, id, jws string) error {
+	if err := checkID(idField, id); err != nil {
+		return invalid(k, "%v", err)
+	}
+	if len(jws) == 0 || len(jws) > MaxJWS || !compactJWS.MatchString(jws) {
+		return invalid(k, "jws must be a compact JWS of at most %d bytes", MaxJWS)
+	}
+	return nil
+}
+
+// PaymentRequestBody asks for a payment. Amounts are integer euro cents.
+type PaymentRequestBody struct {
+	RequestID   string `json:"request_id"`
+	AmountCents int64  `json:"amount_cents"`
+	Currency    string `json:"currency"`
+	Creditor    string `json:"creditor"`
+	IBAN        string `json:"iban"`
+	Reference   string `json:"reference"`
+	DueDate     string `json:"due_date"` // YYYY-MM-DD
+}
+
+var ibanShape = regexp.MustCompile(`^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$`)
+
+func (*PaymentRequestBody) Kind() Kind { return PaymentRequest }
+func (b *PaymentRequestBody) Validate() error {
+	switch {
+	case checkID("request_id", b.RequestID) != nil:
+		return invalid(PaymentRequest, "%v", checkID("request_id", b.RequestID))
+	case b.AmountCents <= 0 || b.AmountCents > MaxAmountCents:
+		return invalid(PaymentRequest, "amount_cents must be 1..%d", MaxAmountCents)
+	case b.Currency != "EUR":
+		return invalid(PaymentRequest, "currency must be EUR")
+	case checkText("creditor", b.Creditor, MaxCreditor, true) != nil:
+		return invalid(PaymentRequest, "%v", checkText("creditor", b.Creditor, MaxCreditor, true))
+	case !ibanShape.MatchString(b.IBAN):
+		return invalid(PaymentRequest, "iban is not an IBAN (upper case, no spaces)")
+	case checkText("reference", b.Reference, MaxReference, true) != nil:
+		return invalid(PaymentRequest, "%v", checkText("reference", b.Reference, MaxReference, true))
+	}
+	if _, err := time.Parse(time.DateOnly, b.DueDate); err != nil {
+		return invalid(PaymentRequest, "due_date must be YYYY-MM-DD")
+	}
+	return nil
+}
+
+// PaymentStatusBody announces a payment request's new state.
+type PaymentStatusBody struct {
+	RequestID   string `json:"request_id"`
+	Status      string `json:"status"` // open | paid | cancelled | expired | refunded
+	AmountCents int64  `json:"amount_cents,omitempty"`
+}
+
+func (*PaymentStatusBody) Kind() Kind { return PaymentStatus }
+func (b *PaymentStatusBody) Validate() error {
+	if err := checkID("request_id", b.RequestID); err != nil {
+		return invalid(PaymentStatus, "%v", err)
+	}
+	switch b.Status {
+	case "open", "paid", "cancelled", "expired", "refunded":
+	default:
+		return invalid(PaymentStatus, "unknown status %q", b.Status)
+	}
+	if b.AmountCents < 0 || b.AmountCents > MaxAmountCents {
+		return invalid(PaymentStatus, "amount_cents out of range")
+	}
+	return nil
+}
+
+// FormRequestBody asks a citizen to fill in a form from a published template.
+type FormRequestBody struct {
+	FormID     string `json:"form_id"`
+	TemplateID string `json:"template_id"`
+	Version    int    `json:"version"`
+	Title      string `json:"title"`
+}
+
+func (*FormRequestBody) Kind() Kind { return FormRequest }
+func (b *FormRequestBody) Validate() error {
+	switch {
+	case checkID("form_id", b.FormID) != nil:
+		return invalid(FormRequest, "%v", checkID("form_id", b.FormID))
+	case checkID("template_id", b.TemplateID) != nil:
+		return invalid(FormRequest, "%v", checkID("template_id", b.TemplateID))
+	case b.Version < 1:
+		return invalid(FormRequest, "version must be at least 1")
+	}
+	if err := checkText("title", b.Title, MaxName, true); err != nil {
+		return invalid(FormRequest, "%v", err)
+	}
+	return nil
+}
+
+// FormSubmissionBody carries a citizen's answers to a form. The template
+// decides which answers are valid; here only the shape is checked.
+type FormSubmissionBody struct {
+	FormID       string            `json:"form_id"`
+	SubmissionID string            `json:"submission_id"`
+	Answers      map[string]string `json:"answers"`
+}
+
+func (*FormSubmissionBody) Kind() Kind { return FormSubmission }
+func (b *FormSubmissionBody) Validate() error {
+	if err := checkID("form_id", b.FormID); err != nil {
+		return invalid(FormSubmission, "%v", err)
+	}
+	if err := checkID("submission_id", b.SubmissionID); err != nil {
+		return invalid(FormSubmission, "%v", err)
+	}
+	if len(b.Answers) == 0 {
+		return invalid(FormSubmission, "answers are required")
+	}
+	total := 0
+	for k, v := range b.Answers {
+		if err := checkID("answer key", k); err != nil {
+			return invalid(FormSubmission, "%v", err)
+		}
+		if err := checkText("answer", v, MaxFormAnswers, false); err != nil {
+			return invalid(FormSubmission, "%v", err)
+		}
+		total += len(k) + len(v)
+	}
+	if total > MaxFormAnswers {
+		return invalid(FormSubmission, "answers are over %d bytes", MaxFormAnswers)
+	}
+	return nil
+}
+
+// DocumentShareBody shares a vault document: the document key is wrapped
+// to the recipient inside this end-to-end message.
+type DocumentShareBody struct {
+	DocumentID string `json:"document_id"`
+	Version    int    `json:"version"`
+	Name       string `json:"name"`
+	Key        string `json:"key"`    // base64, 32 bytes
+	SHA256     string `json:"sha256"` // of the encrypted document
+}
+
+func (*DocumentShareBody) Kind() Kind { return DocumentShare }
+func (b *DocumentShareBody) Validate() error {
+	switch {
+	case checkID("document_id", b.DocumentID) != nil:
+		return invalid(DocumentShare, "%v", checkID("document_id", b.DocumentID))
+	case b.Version < 1:
+		return invalid(DocumentShare, "version must be at least 1")
+	case checkText("name", b.Name, MaxName, true) != nil:
+		return invalid(DocumentShare, "%v", checkText("name", b.Name, MaxName, true))
+	case checkBase64("key", b.Key, attachmentKeyLen) != nil:
+		return invalid(DocumentShare, "%v", checkBase64("key", b.Key, attachmentKeyLen))
+	case checkSHA256("sha256", b.SHA256) != nil:
+		return invalid(DocumentShare, "%v", checkSHA256("sha256", b.SHA256))
+	}
+	return nil
+}

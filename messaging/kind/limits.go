@@ -1,0 +1,21 @@
+package kind
+
+// Limits of message bodies. They bound what a client must be ready to
+// parse; the envelope limit bounds the ciphertext on the server.
+const (
+	MaxMessage       = 48 << 10 // a whole encoded message
+	MaxText          = 16 << 10
+	MaxID            = 64
+	MaxName          = 200
+	MaxReceiptIDs    = 100
+	MaxPollOptions   = 20
+	MaxPollQuestion  = 500
+	MaxAttachment    = 100 << 20 // size of the encrypted blob an attachment names
+	MaxJWS           = 32 << 10
+	MaxFormAnswers   = 32 << 10
+	MaxCreditor      = 70 // EPC069-12 limit for the beneficiary name
+	MaxReference     = 35
+	MaxAmountCents   = 99999999999 // EPC069-12: at most 999,999,999.99 EUR
+	CurrentVersion   = 1
+	attachmentKeyLen = 32
+)
