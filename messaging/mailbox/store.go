@@ -50,15 +50,18 @@ var (
 // Store keeps the per-device mailboxes.
 type Store struct {
 	db        *db.DB
+	batch     *db.Batcher
 	now       func() time.Time
 	retention time.Duration
 }
 
-// StoreOptions configures a Store. Zero values mean: time.Now and
-// DefaultRetention.
+// StoreOptions configures a Store. Zero values mean: time.Now,
+// DefaultRetention, and one transaction per Append.
 type StoreOptions struct {
 	Now       func() time.Time
 	Retention time.Duration
+	// Batcher, if set, lets concurrent Appends share a commit.
+	Batcher *db.Batcher
 }
 
 // NewStore returns a Store on d, which must carry Migrations().
@@ -69,7 +72,7 @@ func NewStore(d *db.DB, o StoreOptions) *Store {
 	if o.Retention <= 0 {
 		o.Retention = DefaultRetention
 	}
-	return &Store{db: d, now: o.Now, retention: o.Retention}
+	return &Store{db: d, batch: o.Batcher, now: o.Now, retention: o.Retention}
 }
 
 // NewEnvelopeID returns a random 128-bit envelope id.
@@ -110,9 +113,15 @@ func validate(e *Envelope) error {
 	return nil
 }
 
-// Append stores envelopes durably in their own transaction; see AppendTx.
+// Append stores envelopes durably — committed when it returns — in their
+// own transaction or, with a Batcher, in one shared with concurrent
+// Appends; see AppendTx.
 func (s *Store) Append(ctx context.Context, envs []Envelope) error {
-	return s.db.Tx(ctx, func(tx *sql.Tx) error { return s.AppendTx(ctx, tx, envs) })
+	fn := func(tx *sql.Tx) error { return s.AppendTx(ctx, tx, envs) }
+	if s.batch != nil {
+		return s.batch.Do(ctx, fn)
+	}
+	return s.db.Tx(ctx, fn)
 }
 
 // AppendTx stores envelopes inside the caller's transaction, so a send and

@@ -1,0 +1,146 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"sync"
+)
+
+// Batcher is group commit: concurrent callers' transaction bodies run
+// together in one database transaction, so they share one commit and one
+// fsync. A body that fails does not fail the others: see run.
+//
+// This is what makes durable sends cheap: with one fsync per send, a disk
+// sets the ceiling on sends per second; with one per batch, the ceiling
+// rises with the number of senders waiting.
+type Batcher struct {
+	d       *DB
+	reqs    chan *batchReq
+	max     int
+	wg      sync.WaitGroup
+	closeMu sync.RWMutex
+	closed  bool
+}
+
+type batchReq struct {
+	ctx  context.Context
+	fn   func(tx *sql.Tx) error
+	done chan error
+}
+
+// ErrBatcherClosed is returned by Do after Close.
+var ErrBatcherClosed = errors.New("db: batcher closed")
+
+// NewBatcher starts group commit on d with at most maxBatch bodies per
+// transaction, one batch at a time. One worker is deliberate on PostgreSQL
+// too: bodies lock rows in their own order, and two batches holding rows
+// of many bodies each would deadlock one another, which PostgreSQL detects
+// only after deadlock_timeout (1 s by default). Measured: one worker
+// commits several times more than four.
+func (d *DB) NewBatcher(maxBatch int) *Batcher {
+	if maxBatch < 1 {
+		maxBatch = 1
+	}
+	const workers = 1
+	b := &Batcher{d: d, reqs: make(chan *batchReq, maxBatch*workers), max: maxBatch}
+	for i := 0; i < workers; i++ {
+		b.wg.Add(1)
+		go b.loop()
+	}
+	return b
+}
+
+// Do runs fn inside a shared transaction and returns when that transaction
+// has committed (nil) or fn's own error. Like Tx, fn may run more than once
+// if the batch is retried, so it must have no effects outside tx.
+func (b *Batcher) Do(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	r := &batchReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	b.closeMu.RLock()
+	if b.closed {
+		b.closeMu.RUnlock()
+		return ErrBatcherClosed
+	}
+	select {
+	case b.reqs <- r:
+	case <-ctx.Done():
+		b.closeMu.RUnlock()
+		return ctx.Err()
+	}
+	b.closeMu.RUnlock()
+	// Once queued, wait for the outcome even if ctx ends: the body may
+	// already be committed, and the caller must not think otherwise.
+	return <-r.done
+}
+
+// Close stops taking work, finishes what is queued and returns.
+func (b *Batcher) Close() {
+	b.closeMu.Lock()
+	if !b.closed {
+		b.closed = true
+		close(b.reqs)
+	}
+	b.closeMu.Unlock()
+	b.wg.Wait()
+}
+
+func (b *Batcher) loop() {
+	defer b.wg.Done()
+	batch := make([]*batchReq, 0, b.max)
+	for first := range b.reqs {
+		batch = append(batch[:0], first)
+		// Take whatever else is already waiting, without waiting for more:
+		// a lone request is not delayed to fill a batch.
+	fill:
+		for len(batch) < b.max {
+			select {
+			case r, ok := <-b.reqs:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		b.run(batch)
+	}
+}
+
+// run commits one batch. Optimistically, every body runs in one
+// transaction with no per-body overhead; bodies validate their input before
+// writing, so a failing body is rare. If one fails, the shared transaction
+// is rolled back and each body runs again in a transaction of its own, so
+// that only the failing body's caller sees an error.
+func (b *Batcher) run(batch []*batchReq) {
+	live := batch[:0:0]
+	for _, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			r.done <- err
+			continue
+		}
+		live = append(live, r)
+	}
+	if len(live) == 0 {
+		return
+	}
+	if len(live) > 1 {
+		err := b.d.Tx(context.Background(), func(tx *sql.Tx) error {
+			for _, r := range live {
+				if err := r.fn(tx); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			for _, r := range live {
+				r.done <- nil
+			}
+			return
+		}
+	}
+	for _, r := range live {
+		r.done <- b.d.Tx(r.ctx, r.fn)
+	}
+}
