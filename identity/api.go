@@ -1,0 +1,325 @@
+// Package identity is kanal's identity service: accounts verified by e-mail,
+// passwords, devices and their certificates from the deployment CA,
+// sessions and their levels of assurance, organisations with members and
+// roles, the operator, the audit log and the public directory. It also
+// exports the authorization middleware (RequireSession, RequireOperator)
+// and FromContext, through which every other domain learns who is calling.
+package identity
+
+import (
+	"time"
+
+	"github.com/kanal-server/kanal/internal/web"
+)
+
+// This file is the HTTP contract of the identity service: the JSON bodies of
+// every route, the problem types it answers with and the exact bytes a
+// device signs to log in. The Go client (identity/client) and the CLI import
+// these types, so they only ever change compatibly: fields are added, never
+// renamed or removed. docs/api-identity.md describes the flow.
+//
+// Conventions: bodies are application/json, decoded strictly (unknown fields
+// are rejected); binary values are base64 with the standard alphabet and
+// padding; certificates and CRLs are PEM; times are RFC 3339 in UTC; levels
+// of assurance are "low", "substantial" or "high". Bearer tokens travel in
+// "Authorization: Bearer <token>".
+
+// Levels of assurance as they appear in JSON.
+const (
+	LevelLow         = "low"
+	LevelSubstantial = "substantial"
+	LevelHigh        = "high"
+)
+
+// Device statuses as they appear in JSON.
+const (
+	StatusActive  = "active"
+	StatusRevoked = "revoked"
+)
+
+// Organisation kinds as they appear in JSON.
+const (
+	KindOffice   = "office"
+	KindCouncil  = "council"
+	KindMerchant = "merchant"
+)
+
+// Organisation roles. Every kind has owner, admin and agent; councils also
+// have organiser, merchants also seller.
+const (
+	RoleOwner     = "owner"
+	RoleAdmin     = "admin"
+	RoleAgent     = "agent"
+	RoleOrganiser = "organiser"
+	RoleSeller    = "seller"
+)
+
+// Problem types of the identity service. Clients branch on these.
+var (
+	TypeInvalidEmail       = web.NewType("invalid-email")
+	TypeInvalidCode        = web.NewType("invalid-code")
+	TypeInvalidToken       = web.NewType("invalid-token")        // missing, unknown or expired bearer token
+	TypeSessionExpired     = web.NewType("session-expired")      // a session token that has expired
+	TypeDeviceRevoked      = web.NewType("device-revoked")       // the session's or the named device is revoked
+	TypeInvalidCredentials = web.NewType("invalid-credentials")  // wrong password, bad signature, unknown device
+	TypeInvalidChallenge   = web.NewType("invalid-challenge")    // unknown, expired, used or foreign challenge
+	TypeWeakPassword       = web.NewType("weak-password")        // too short or too long
+	TypePasswordRequired   = web.NewType("password-required")    // current_password missing or wrong
+	TypeInvalidCSR         = web.NewType("invalid-csr")          // unparsable CSR or bad signature
+	TypeUnsupportedKey     = web.NewType("unsupported-key")      // a key other than ECDSA P-256 or Ed25519
+	TypeTooManyDevices     = web.NewType("too-many-devices")     // the account has MaxDevices active devices
+	TypeRefreshReused      = web.NewType("refresh-token-reused") // an old refresh token: the whole family is revoked
+	TypeInvalidRole        = web.NewType("invalid-role")
+	TypeInvalidOrg         = web.NewType("invalid-organisation")
+	TypeNotVerified        = web.NewType("organisation-not-verified")
+	TypeNotConfigured      = web.NewType("not-configured") // e.g. eID (level high) without a provider
+	// Also used: web.TypeInvalidJSON, web.TypeTooLarge, web.TypeValidation,
+	// web.TypeNotFound, web.TypeForbidden, web.TypeRateLimited (with
+	// Retry-After), web.TypeInsufficientLevel, web.TypeConflict.
+)
+
+// POST /v1/signup
+type SignupRequest struct {
+	Email string `json:"email"`
+}
+
+// SignupResponse is always {"status":"code_sent"} with 202, whether or not
+// the address already has an account.
+type SignupResponse struct {
+	Status string `json:"status"`
+}
+
+// SignupStatusCodeSent is the only SignupResponse.Status.
+const SignupStatusCodeSent = "code_sent"
+
+// POST /v1/signup/verify
+type VerifyRequest struct {
+	Email string `json:"email"`
+	Code  string `json:"code"` // 8 decimal digits
+}
+
+// VerifyResponse carries a setup token: a bearer token good only for
+// PUT /v1/account/password and the first POST /v1/devices.
+type VerifyResponse struct {
+	AccountID  string    `json:"account_id"`
+	SetupToken string    `json:"setup_token"`
+	ExpiresAt  time.Time `json:"expires_at"`
+}
+
+// PUT /v1/account/password (setup token or session). CurrentPassword is
+// required when the account already has a password and a session is used.
+type PasswordRequest struct {
+	Password        string `json:"password"`
+	CurrentPassword string `json:"current_password,omitempty"`
+}
+
+// POST /v1/devices (setup token for the first device, or a substantial
+// session). CSR is base64 (standard) of a DER PKCS#10 request signed by the
+// device key: ECDSA P-256 or Ed25519.
+type EnrollRequest struct {
+	Name string `json:"name"`
+	CSR  string `json:"csr"`
+}
+
+// EnrollResponse answers enrollment (201) and renewal (200).
+type EnrollResponse struct {
+	DeviceID    string `json:"device_id"`
+	Certificate string `json:"certificate"` // PEM device certificate
+	CA          string `json:"ca"`          // PEM deployment CA certificate
+	Level       string `json:"level"`       // level written into the certificate
+}
+
+// POST /v1/devices/{id}/renew (session of the device's account).
+type RenewRequest struct {
+	CSR string `json:"csr"`
+}
+
+// GET /v1/devices (session).
+type DeviceList struct {
+	Devices []Device `json:"devices"`
+}
+
+// Device is one of the caller's own devices.
+type Device struct {
+	DeviceID  string     `json:"device_id"`
+	Name      string     `json:"name"`
+	Level     string     `json:"level"`
+	Status    string     `json:"status"` // "active" or "revoked"
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt time.Time  `json:"expires_at"` // of the current certificate
+	RevokedAt *time.Time `json:"revoked_at"` // null unless revoked
+}
+
+// POST /v1/sessions/challenge (no auth).
+type ChallengeRequest struct {
+	DeviceID string `json:"device_id"`
+}
+
+// ChallengeResponse is single use, valid ChallengeLifetime, bound to the
+// device and to logging in.
+type ChallengeResponse struct {
+	ChallengeID string    `json:"challenge_id"`
+	Nonce       string    `json:"nonce"` // base64 of 32 random bytes
+	ExpiresAt   time.Time `json:"expires_at"`
+}
+
+// POST /v1/sessions (no auth). Signature is base64 of the device key's
+// signature over LoginMessage(ChallengeID, DeviceID, Nonce): for ECDSA P-256
+// an ASN.1 DER signature of the SHA-256 digest of the message, for Ed25519
+// the plain Ed25519 signature of the message. Password is optional: without
+// it the session is low; with the right one it is substantial if the device
+// certificate allows.
+type LoginRequest struct {
+	ChallengeID string `json:"challenge_id"`
+	DeviceID    string `json:"device_id"`
+	Signature   string `json:"signature"`
+	Password    string `json:"password,omitempty"`
+}
+
+// SessionResponse answers login and refresh (201).
+type SessionResponse struct {
+	Token        string    `json:"token"`
+	RefreshToken string    `json:"refresh_token"`
+	ExpiresAt    time.Time `json:"expires_at"` // of Token
+	Level        string    `json:"level"`
+}
+
+// POST /v1/sessions/refresh (no auth; the refresh token is the credential).
+type RefreshRequest struct {
+	RefreshToken string `json:"refresh_token"`
+}
+
+// LoginMessagePrefix starts every login signature, so that a device key's
+// signature over a login challenge can never be mistaken for a signature in
+// any other kanal protocol.
+const LoginMessagePrefix = "kanal login v1\n"
+
+// LoginMessage returns the exact bytes a device signs to log in:
+//
+//	"kanal login v1\n" + challenge_id + "\n" + device_id + "\n" + nonce
+//
+// where nonce is the base64 string exactly as the challenge response gave it
+// (not the decoded bytes), and no trailing newline.
+func LoginMessage(challengeID, deviceID, nonce string) []byte {
+	return []byte(LoginMessagePrefix + challengeID + "\n" + deviceID + "\n" + nonce)
+}
+
+// GET /v1/me (session).
+type MeResponse struct {
+	AccountID     string         `json:"account_id"`
+	Email         string         `json:"email"`
+	DeviceID      string         `json:"device_id"`
+	Level         string         `json:"level"` // of the session
+	Organisations []MyMembership `json:"organisations"`
+}
+
+// MyMembership is one organisation the caller belongs to.
+type MyMembership struct {
+	OrgID string `json:"org_id"`
+	Name  string `json:"name"`
+	Role  string `json:"role"`
+}
+
+// POST /v1/admin/orgs (operator).
+type CreateOrgRequest struct {
+	Name string `json:"name"`
+	Kind string `json:"kind"` // office, council or merchant
+}
+
+// Organisation answers POST /v1/admin/orgs (201) and
+// POST /v1/admin/orgs/{id}/verify (200, with Certificate).
+type Organisation struct {
+	OrgID       string     `json:"org_id"`
+	Name        string     `json:"name"`
+	Kind        string     `json:"kind"`
+	Verified    bool       `json:"verified"`
+	CreatedAt   time.Time  `json:"created_at"`
+	VerifiedAt  *time.Time `json:"verified_at,omitempty"`
+	Certificate string     `json:"certificate,omitempty"` // PEM organisation CA certificate
+}
+
+// GET /v1/admin/audit?after=<id>&limit=<n> (operator).
+type AuditList struct {
+	Entries []AuditEntry `json:"entries"`
+}
+
+// AuditEntry is one line of the append-only audit log.
+type AuditEntry struct {
+	ID        int64     `json:"id"`
+	At        time.Time `json:"at"`
+	Actor     string    `json:"actor"`  // "operator" or "account:<id>"
+	Action    string    `json:"action"` // e.g. org.create, org.verify, member.add, member.remove, device.revoke
+	OrgID     string    `json:"org_id,omitempty"`
+	AccountID string    `json:"account_id,omitempty"` // the account acted upon
+	Detail    string    `json:"detail,omitempty"`
+}
+
+// POST /v1/orgs/{id}/members (operator, or an owner or admin of the
+// organisation). Exactly one of Email and AccountID.
+type AddMemberRequest struct {
+	Email     string `json:"email,omitempty"`
+	AccountID string `json:"account_id,omitempty"`
+	Role      string `json:"role"`
+}
+
+// Member answers POST /v1/orgs/{id}/members (201).
+type Member struct {
+	OrgID     string    `json:"org_id"`
+	AccountID string    `json:"account_id"`
+	Role      string    `json:"role"`
+	CreatedAt time.Time `json:"created_at"`
+	// Memberships lists the membership certificates issued, one per
+	// active device of the member.
+	Memberships []MemberDevice `json:"memberships"`
+}
+
+// GET /v1/directory/accounts/{id}/devices (any session).
+type DirectoryDevices struct {
+	Devices []DirectoryDevice `json:"devices"`
+}
+
+// DirectoryDevice is another account's device as anyone may see it.
+type DirectoryDevice struct {
+	DeviceID    string     `json:"device_id"`
+	Certificate string     `json:"certificate"` // PEM
+	Status      string     `json:"status"`
+	RevokedAt   *time.Time `json:"revoked_at"`
+}
+
+// GET /v1/directory/orgs/{id} (any session).
+type DirectoryOrg struct {
+	OrgID       string            `json:"org_id"`
+	Name        string            `json:"name"`
+	Kind        string            `json:"kind"`
+	Verified    bool              `json:"verified"`
+	Certificate string            `json:"certificate"` // PEM, empty until verified
+	Members     []DirectoryMember `json:"members"`
+}
+
+// DirectoryMember is a member with a role of agent or above (owner, admin,
+// agent, organiser, seller).
+type DirectoryMember struct {
+	AccountID string         `json:"account_id"`
+	Role      string         `json:"role"`
+	Devices   []MemberDevice `json:"devices"`
+}
+
+// MemberDevice is a member's active device with its membership certificate.
+type MemberDevice struct {
+	DeviceID              string `json:"device_id"`
+	Certificate           string `json:"certificate"`            // PEM device certificate
+	MembershipCertificate string `json:"membership_certificate"` // PEM, issued by the organisation
+}
+
+// GET /v1/directory/ca (no auth).
+type DirectoryCA struct {
+	Certificate string `json:"certificate"` // PEM deployment CA certificate
+	CRL         string `json:"crl"`         // PEM "X509 CRL" signed by the CA, listing revoked device certificates
+}
+
+// POST /v1/eid/verify (session). Reserved for level high; answers 501
+// not-configured until an eID provider is configured.
+type EIDRequest struct {
+	Provider  string `json:"provider"`
+	Assertion string `json:"assertion"`
+}
