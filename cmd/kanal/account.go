@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+func accountCommands() []*command {
+	return []*command{
+		{
+			name: "register", args: "<email>", nargs: 1,
+			summary: "start an account: the server e-mails a one-time code",
+			help: `Creates the key store in KANAL_HOME if there is none (asking for a new
+passphrase) and remembers the address and the server for 'kanal verify'.`,
+			run: register,
+		},
+		{
+			name: "verify", args: "<code>", nargs: 1,
+			summary: "confirm the e-mailed code; the account is created at level low",
+			help: `Uses the address given to 'kanal register'. Keeps the setup token the
+server returns (valid for 30 minutes) for 'kanal password' and the first
+'kanal device enroll'.`,
+			run: verify,
+		},
+		{
+			name: "password", args: "", nargs: 0,
+			summary: "set or change the account password",
+			help: `Reads the new password from KANAL_PASSWORD or asks on the terminal.
+Right after 'kanal verify' the setup token authorises it; when logged in,
+the current password is needed too (KANAL_CURRENT_PASSWORD or a prompt).`,
+			run: password,
+		},
+		{
+			name: "login", args: "[--device-only]", nargs: 0,
+			summary: "log in with this device's key and the password (level substantial)",
+			help: `Signs a fresh server challenge with the device key from the key store.
+With the password (KANAL_PASSWORD or a prompt) as well, the session has
+level substantial; --device-only logs in with the key alone.`,
+			flags: func(fs *flag.FlagSet, o *opts) {
+				fs.BoolVar(&o.deviceOnly, "device-only", false, "log in with the device key alone, without the password")
+			},
+			run: login,
+		},
+		{
+			name: "logout", args: "", nargs: 0,
+			summary: "end this device's session",
+			run:     logout,
+		},
+		{
+			name: "whoami", args: "", nargs: 0,
+			summary: "show the account, device and level of the session",
+			run:     whoami,
+		},
+	}
+}
+
+func register(ctx context.Context, c *cli, o *opts, args []string) error {
+	email := strings.TrimSpace(args[0])
+	if !strings.Contains(email, "@") {
+		return &usageError{cmd: "register", msg: fmt.Sprintf("%q is not an e-mail address", email)}
+	}
+	st, err := c.openStore(true)
+	if err != nil {
+		return err
+	}
+	if st.Data.DeviceID != "" {
+		return fmt.Errorf("this key store already holds device %s of account %s; use another KANAL_HOME for another account or device",
+			st.Data.DeviceID, st.Data.AccountID)
+	}
+	api := c.api(o, st)
+	if err := api.Signup(ctx, email); err != nil {
+		return err
+	}
+	st.Data.ServerURL = api.BaseURL()
+	setSecret(st, secretEmail, email)
+	if err := st.Save(); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "A code is on its way to %s.\nNext: kanal verify <code>\n", email)
+	return nil
+}
+
+func verify(ctx context.Context, c *cli, o *opts, args []string) error {
+	st, err := c.openStore(false)
+	if err != nil {
+		return err
+	}
+	email := getSecret(st, secretEmail)
+	if email == "" {
+		return errors.New("no pending registration: run 'kanal register <email>' first")
+	}
+	code := strings.TrimSpace(args[0])
+	res, err := c.api(o, st).VerifySignup(ctx, email, code)
+	if err != nil {
+		return err
+	}
+	if st.Data.AccountID != "" && st.Data.AccountID != res.AccountID && st.Data.DeviceID != "" {
+		return fmt.Errorf("this key store belongs to account %s, the code to account %s", st.Data.AccountID, res.AccountID)
+	}
+	st.Data.AccountID = res.AccountID
+	setSecret(st, secretSetupToken, res.SetupToken)
+	setTime(st, secretSetupExpires, res.ExpiresAt)
+	if err := st.Save(); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "Verified %s: account %s (level low).\nNext: kanal password, then kanal device enroll\n", email, res.AccountID)
+	return nil
+}
+
+func password(ctx context.Context, c *cli, o *opts, _ []string) error {
+	st, err := c.openStore(false)
+	if err != nil {
+		return err
+	}
+	api, loggedIn, err := c.setupOrSession(ctx, o, st)
+	if err != nil {
+		return err
+	}
+	var current []byte
+	if loggedIn {
+		if current, err = c.secret("KANAL_CURRENT_PASSWORD", "Current password: ", false); err != nil {
+			return fmt.Errorf("current password: %w", err)
+		}
+	}
+	pw, err := c.secret("KANAL_PASSWORD", "New password: ", true)
+	if err != nil {
+		return fmt.Errorf("new password: %w", err)
+	}
+	if err := api.SetPassword(ctx, string(pw), string(current)); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.stdout, "Password set.")
+	return nil
+}
+
+func login(ctx context.Context, c *cli, o *opts, _ []string) error {
+	st, err := c.openStore(false)
+	if err != nil {
+		return err
+	}
+	if st.Data.DeviceID == "" || st.Data.DeviceKey == nil {
+		return errors.New("this key store has no enrolled device: run 'kanal device enroll'")
+	}
+	var pw []byte
+	if !o.deviceOnly {
+		if pw, err = c.secret("KANAL_PASSWORD", "Password: ", false); err != nil {
+			return fmt.Errorf("password: %w", err)
+		}
+	}
+	s, err := c.api(o, st).Login(ctx, st.Data.DeviceID, st.Data.DeviceKey, string(pw))
+	if err != nil {
+		return err
+	}
+	if err := saveSession(st, s); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "Logged in on device %s, level %s, until %s.\n",
+		st.Data.DeviceID, s.Level, s.ExpiresAt.Local().Format(time.DateTime))
+	return nil
+}
+
+func logout(ctx context.Context, c *cli, o *opts, _ []string) error {
+	st, err := c.openStore(false)
+	if err != nil {
+		return err
+	}
+	if st.Data.SessionToken == "" {
+		return errNotLoggedIn
+	}
+	// The local session goes whatever the server says: it must not be
+	// used again.
+	err = c.api(o, st).WithToken(st.Data.SessionToken).Logout(ctx)
+	clearSession(st)
+	if serr := st.Save(); serr != nil {
+		return serr
+	}
+	if err != nil {
+		return fmt.Errorf("session forgotten locally, but the server said: %w", err)
+	}
+	fmt.Fprintln(c.stdout, "Logged out.")
+	return nil
+}
+
+func whoami(ctx context.Context, c *cli, o *opts, _ []string) error {
+	st, err := c.openStore(false)
+	if err != nil {
+		return err
+	}
+	api, err := c.session(ctx, o, st)
+	if err != nil {
+		return err
+	}
+	me, err := api.Me(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "account\t%s\n", me.AccountID)
+	fmt.Fprintf(tw, "email\t%s\n", me.Email)
+	fmt.Fprintf(tw, "device\t%s\n", me.DeviceID)
+	fmt.Fprintf(tw, "level\t%s\n", me.Level)
+	fmt.Fprintf(tw, "server\t%s\n", api.BaseURL())
+	if len(me.Organisations) == 0 {
+		fmt.Fprintf(tw, "organisations\t-\n")
+	}
+	for _, m := range me.Organisations {
+		fmt.Fprintf(tw, "organisation\t%s %s (%s)\n", m.OrgID, m.Name, m.Role)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/term"
+)
+
+// secret returns the value of the environment variable name, or asks for
+// it on the terminal without echo. confirm asks twice, for a new secret
+// that a typo would lock the user out of. With neither a variable nor a
+// terminal it fails rather than read a secret from a pipe by surprise.
+func (c *cli) secret(name, prompt string, confirm bool) ([]byte, error) {
+	if v := c.env(name); v != "" {
+		return []byte(v), nil
+	}
+	f, ok := c.stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil, fmt.Errorf("set %s or run kanal on a terminal", name)
+	}
+	read := func(prompt string) ([]byte, error) {
+		fmt.Fprint(c.stderr, prompt)
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(c.stderr)
+		return b, err
+	}
+	v, err := read(prompt)
+	if err != nil {
+		return nil, err
+	}
+	if len(v) == 0 {
+		return nil, errors.New("empty input")
+	}
+	if confirm {
+		again, err := read("Repeat: ")
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(v, again) {
+			return nil, errors.New("the two entries differ")
+		}
+	}
+	return v, nil
+}

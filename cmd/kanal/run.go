@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// defaultServer is where kanal looks for kanald when nothing says otherwise:
+// the address "go run ./cmd/kanald" listens on.
+const defaultServer = "http://127.0.0.1:8080"
+
+// usageError is a mistake in how kanal was called; it exits with status 2.
+type usageError struct {
+	cmd string // the command whose help to point at; "" for kanal itself
+	msg string
+}
+
+func (e *usageError) Error() string {
+	if e.cmd == "" {
+		return e.msg
+	}
+	return e.cmd + ": " + e.msg
+}
+
+// command is one leaf of kanal's command tree, such as "device enroll".
+type command struct {
+	name    string // words after "kanal"
+	args    string // synopsis after the name
+	summary string // one line for "kanal help"
+	help    string // paragraphs for "kanal help <name>"
+	// nargs is the number of positional arguments; -1 means any.
+	nargs int
+	flags func(fs *flag.FlagSet, o *opts)
+	run   func(ctx context.Context, c *cli, o *opts, args []string) error
+}
+
+// opts holds every flag any command defines; each command registers only
+// its own on its flag set.
+type opts struct {
+	server     string
+	name       string
+	keyType    string
+	token      string
+	kind       string
+	role       string
+	deviceOnly bool
+	ca         bool
+}
+
+// cli is one invocation's world: the environment and streams run was given.
+type cli struct {
+	env    func(string) string
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	now    func() time.Time
+}
+
+func commands() []*command {
+	var cmds []*command
+	cmds = append(cmds, accountCommands()...)
+	cmds = append(cmds, deviceCommands()...)
+	cmds = append(cmds, adminCommands()...)
+	cmds = append(cmds, directoryCommands()...)
+	return cmds
+}
+
+// run is kanal: it parses args, runs one command and returns its error.
+func run(ctx context.Context, args []string, env func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	c := &cli{env: env, stdin: stdin, stdout: stdout, stderr: stderr, now: time.Now}
+	var o opts
+	global := flag.NewFlagSet("kanal", flag.ContinueOnError)
+	global.SetOutput(io.Discard)
+	serverFlag(global, &o)
+	if err := global.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c.help(nil)
+		}
+		return &usageError{msg: err.Error()}
+	}
+	args = global.Args()
+	if len(args) == 0 {
+		c.help(nil)
+		return &usageError{msg: "no command given"}
+	}
+	if args[0] == "help" {
+		return c.help(args[1:])
+	}
+
+	cmd, rest := lookup(args)
+	if cmd == nil {
+		if group := groupOf(args); group != "" {
+			if len(args) == len(strings.Fields(group)) {
+				return &usageError{cmd: group, msg: "missing subcommand"}
+			}
+			return &usageError{cmd: group, msg: fmt.Sprintf("unknown subcommand %q", args[len(strings.Fields(group))])}
+		}
+		return &usageError{msg: fmt.Sprintf("unknown command %q", args[0])}
+	}
+	fs := flag.NewFlagSet("kanal "+cmd.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	serverFlag(fs, &o)
+	if cmd.flags != nil {
+		cmd.flags(fs, &o)
+	}
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c.help(strings.Fields(cmd.name))
+		}
+		return &usageError{cmd: cmd.name, msg: err.Error()}
+	}
+	if cmd.nargs >= 0 && fs.NArg() != cmd.nargs {
+		return &usageError{cmd: cmd.name, msg: fmt.Sprintf("usage: kanal %s %s", cmd.name, cmd.args)}
+	}
+	if err := cmd.run(ctx, c, &o, fs.Args()); err != nil {
+		var u *usageError
+		if errors.As(err, &u) {
+			return err
+		}
+		return fmt.Errorf("%s: %w", cmd.name, err)
+	}
+	return nil
+}
+
+func serverFlag(fs *flag.FlagSet, o *opts) {
+	fs.StringVar(&o.server, "server", o.server, "kanald `URL` (default $KANAL_SERVER, the key store's server, or "+defaultServer+")")
+}
+
+// lookup finds the command whose name is the longest prefix of args.
+func lookup(args []string) (*command, []string) {
+	var best *command
+	bestLen := 0
+	for _, cmd := range commands() {
+		words := strings.Fields(cmd.name)
+		if len(words) <= len(args) && len(words) > bestLen && strings.Join(args[:len(words)], " ") == cmd.name {
+			best, bestLen = cmd, len(words)
+		}
+	}
+	if best == nil {
+		return nil, nil
+	}
+	return best, args[bestLen:]
+}
+
+// groupOf returns the longest command group ("device", "admin org member")
+// that args start with, or "".
+func groupOf(args []string) string {
+	group := ""
+	for _, cmd := range commands() {
+		words := strings.Fields(cmd.name)
+		for n := len(words) - 1; n > 0; n-- {
+			g := strings.Join(words[:n], " ")
+			if n <= len(args) && strings.Join(args[:n], " ") == g && len(g) > len(group) {
+				group = g
+			}
+		}
+	}
+	return group
+}
+
+// help prints the command list, a group's commands, or one command's help.
+func (c *cli) help(topic []string) error {
+	w := c.stdout
+	if len(topic) == 0 {
+		fmt.Fprint(w, `kanal is the command-line client for a kanal server.
+
+Usage: kanal [--server URL] <command> [arguments]
+
+Commands:
+`)
+		printCommands(w, commands())
+		fmt.Fprint(w, `
+Environment:
+  KANAL_SERVER          kanald address (default `+defaultServer+`)
+  KANAL_HOME            where the key store lives (default: the user config directory/kanal)
+  KANAL_PASSPHRASE      the key store's passphrase (otherwise asked on the terminal)
+  KANAL_PASSWORD        the account password for password and login (otherwise asked)
+  KANAL_CURRENT_PASSWORD  the password being replaced, when changing it while logged in
+  KANAL_OPERATOR_TOKEN  the operator token for kanal admin (or --token)
+
+A first session:
+  kanal register alice@example.org     # a code arrives by e-mail
+  kanal verify 12345678
+  kanal password
+  kanal device enroll
+  kanal login
+  kanal whoami
+
+Run 'kanal help <command>' for a command's details.
+`)
+		return nil
+	}
+	name := strings.Join(topic, " ")
+	if cmd, rest := lookup(topic); cmd != nil && len(rest) == 0 {
+		fmt.Fprintf(w, "Usage: kanal %s %s\n\n%s\n", cmd.name, cmd.args, cmd.summary)
+		if cmd.help != "" {
+			fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(cmd.help))
+		}
+		fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
+		var o opts
+		serverFlag(fs, &o)
+		if cmd.flags != nil {
+			cmd.flags(fs, &o)
+		}
+		fmt.Fprintf(w, "\nFlags:\n")
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+		return nil
+	}
+	var in []*command
+	for _, cmd := range commands() {
+		if strings.HasPrefix(cmd.name+" ", name+" ") {
+			in = append(in, cmd)
+		}
+	}
+	if len(in) == 0 {
+		return &usageError{msg: fmt.Sprintf("help: unknown command %q", name)}
+	}
+	fmt.Fprintf(w, "Usage: kanal %s <subcommand>\n\nSubcommands:\n", name)
+	printCommands(w, in)
+	return nil
+}
+
+func printCommands(w io.Writer, cmds []*command) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, cmd := range cmds {
+		fmt.Fprintf(tw, "  %s %s\t%s\n", cmd.name, cmd.args, cmd.summary)
+	}
+	tw.Flush()
+}

@@ -1,0 +1,175 @@
+package client
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// BlankType is RFC 9457's problem type for an answer that names none: the
+// status code says all there is. The client uses it for error answers that
+// are not problem+json, such as a proxy's error page.
+const BlankType = "about:blank"
+
+// Problem is an RFC 9457 problem detail returned by the server, as an
+// error. Branch on Type: it is stable, unlike Title and Detail, which are for
+// people.
+type Problem struct {
+	Type     string
+	Title    string
+	Status   int
+	Detail   string
+	Instance string
+	// Extra holds the problem's extension members, undecoded.
+	Extra map[string]json.RawMessage
+}
+
+// Error reads as one line: "invalid credentials: detail (urn:kanal:problem:…)".
+func (p *Problem) Error() string {
+	var b strings.Builder
+	title := p.Title
+	if title == "" {
+		title = http.StatusText(p.Status)
+	}
+	if title == "" {
+		title = fmt.Sprintf("status %d", p.Status)
+	}
+	b.WriteString(lowerFirst(title))
+	if p.Detail != "" && !strings.EqualFold(p.Detail, title) {
+		b.WriteString(": ")
+		b.WriteString(p.Detail)
+	}
+	if p.Type != "" && p.Type != BlankType {
+		fmt.Fprintf(&b, " (%s)", p.Type)
+	} else {
+		fmt.Fprintf(&b, " (HTTP %d)", p.Status)
+	}
+	return oneLine(b.String())
+}
+
+// IsProblem reports whether err is or wraps a *Problem of type typ.
+func IsProblem(err error, typ string) bool {
+	var p *Problem
+	return errors.As(err, &p) && p.Type == typ
+}
+
+// StatusOf returns the HTTP status of the *Problem in err's chain, or 0.
+func StatusOf(err error) int {
+	var p *Problem
+	if errors.As(err, &p) {
+		return p.Status
+	}
+	return 0
+}
+
+// lowerFirst makes "Invalid credentials" read well after "login: ", but
+// leaves an initialism such as "CSR rejected" alone.
+func lowerFirst(s string) string {
+	r, n := utf8.DecodeRuneInString(s)
+	if n == len(s) {
+		return s
+	}
+	next, _ := utf8.DecodeRuneInString(s[n:])
+	if unicode.IsUpper(r) && !unicode.IsUpper(next) {
+		return string(unicode.ToLower(r)) + s[n:]
+	}
+	return s
+}
+
+// oneLine keeps a server-supplied string from spreading over several lines
+// of a terminal or a log.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// readProblem turns an error answer into a *Problem. A problem+json body is
+// decoded; its standard members must have their standard types. Anything
+// else becomes an about:blank problem with the status, since RFC 9457 says
+// that is what an answer without a type means.
+func readProblem(resp *http.Response) error {
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if mt != "application/problem+json" {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBodyBytes))
+		return &Problem{Type: BlankType, Title: http.StatusText(resp.StatusCode), Status: resp.StatusCode}
+	}
+	body, err := readCapped(resp.Body)
+	if err != nil {
+		return fmt.Errorf("HTTP %d: %w", resp.StatusCode, err)
+	}
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(body, &members); err != nil || members == nil {
+		return fmt.Errorf("HTTP %d: %w: problem is not a JSON object", resp.StatusCode, ErrBadResponse)
+	}
+	p := &Problem{Type: BlankType, Status: resp.StatusCode}
+	str := func(name string, dst *string) error {
+		raw, ok := members[name]
+		if !ok {
+			return nil
+		}
+		delete(members, name)
+		if err := json.Unmarshal(raw, dst); err != nil {
+			return fmt.Errorf("HTTP %d: %w: problem member %q is not a string", resp.StatusCode, ErrBadResponse, name)
+		}
+		return nil
+	}
+	for name, dst := range map[string]*string{"type": &p.Type, "title": &p.Title, "detail": &p.Detail, "instance": &p.Instance} {
+		if err := str(name, dst); err != nil {
+			return err
+		}
+	}
+	if raw, ok := members["status"]; ok {
+		delete(members, "status")
+		var status int
+		if err := json.Unmarshal(raw, &status); err != nil {
+			return fmt.Errorf("HTTP %d: %w: problem member \"status\" is not a number", resp.StatusCode, ErrBadResponse)
+		}
+		// The status line is what every intermediary acted on; a body that
+		// disagrees does not change it.
+		_ = status
+	}
+	if len(members) > 0 {
+		p.Extra = members
+	}
+	return p
+}
+
+// ErrBadResponse is wrapped by every error about an answer the client could
+// not accept: too large, wrong content type, not the expected JSON.
+var ErrBadResponse = errors.New("identity client: bad response")
+
+func readCapped(r io.Reader) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(r, MaxResponseBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read response: %w", err)
+	}
+	if len(body) > MaxResponseBytes {
+		return nil, fmt.Errorf("%w: body larger than %d bytes", ErrBadResponse, MaxResponseBytes)
+	}
+	return body, nil
+}
+
+// decodeStrict decodes exactly one JSON value into v, rejecting unknown
+// fields and trailing data.
+func decodeStrict(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadResponse, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: trailing data after the JSON value", ErrBadResponse)
+	}
+	return nil
+}
