@@ -1,0 +1,185 @@
+package identity
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/internal/web"
+)
+
+// Principal is who is calling: an account acting through one of its
+// devices, at the level of assurance of the session.
+type Principal struct {
+	AccountID string
+	DeviceID  string
+	Level     ca.Level
+}
+
+// caller is what authentication established. Exactly one of the kinds is
+// set: an operator, a setup token (account only, no device) or a session.
+type caller struct {
+	operator    bool
+	setup       bool
+	p           Principal
+	sessionHash string
+}
+
+type ctxKey struct{}
+
+// FromContext returns the session principal of a request that passed
+// RequireSession (or one of the identity routes that take a session).
+func FromContext(ctx context.Context) (Principal, bool) {
+	c, ok := ctx.Value(ctxKey{}).(*caller)
+	if !ok || c.operator || c.setup {
+		return Principal{}, false
+	}
+	return c.p, true
+}
+
+// IsOperator reports whether the request was authenticated as the operator.
+func IsOperator(ctx context.Context) bool {
+	c, ok := ctx.Value(ctxKey{}).(*caller)
+	return ok && c.operator
+}
+
+func callerFrom(ctx context.Context) *caller {
+	c, _ := ctx.Value(ctxKey{}).(*caller)
+	return c
+}
+
+type accept uint8
+
+const (
+	acceptSession accept = 1 << iota
+	acceptSetup
+	acceptOperator
+)
+
+// RequireSession protects h: the request must carry a live session token
+// of a device that is not revoked, with at least level min. Other domains
+// wrap their routes with it and read the caller with FromContext.
+func (s *Service) RequireSession(min ca.Level, h http.Handler) http.Handler {
+	return s.authenticate(h, acceptSession, min)
+}
+
+// RequireOperator protects h: the request must carry the operator token.
+func (s *Service) RequireOperator(h http.Handler) http.Handler {
+	return s.authenticate(h, acceptOperator, ca.LevelLow)
+}
+
+var (
+	errNoToken = web.Errorf(http.StatusUnauthorized, TypeInvalidToken, "Authentication required",
+		"send Authorization: Bearer <token>")
+	errBadToken = web.Errorf(http.StatusUnauthorized, TypeInvalidToken, "Invalid token",
+		"the token is unknown, revoked or not accepted here")
+	errSessionExpired = web.Errorf(http.StatusUnauthorized, TypeSessionExpired, "Session expired",
+		"refresh the session or log in again")
+	errDeviceRevoked = web.Errorf(http.StatusUnauthorized, TypeDeviceRevoked, "Device revoked",
+		"this device has been removed from its account")
+)
+
+func (s *Service) authenticate(h http.Handler, kinds accept, min ca.Level) http.Handler {
+	return s.handler(func(w http.ResponseWriter, r *http.Request) error {
+		c, err := s.identify(r, kinds)
+		if err != nil {
+			return err
+		}
+		if !c.operator && !c.setup && c.p.Level < min {
+			return web.Errorf(http.StatusForbidden, web.TypeInsufficientLevel, "Insufficient level of assurance",
+				"this needs a %s session; log in with your password", min)
+		}
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, c)))
+		return nil
+	})
+}
+
+func bearer(r *http.Request) (string, bool) {
+	v := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(v, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != "" && len(tok) <= 128
+}
+
+func (s *Service) identify(r *http.Request, kinds accept) (*caller, error) {
+	tok, ok := bearer(r)
+	if !ok {
+		return nil, errNoToken
+	}
+	ctx := r.Context()
+	now := s.now().Unix()
+	h := hashToken(tok)
+	switch {
+	case strings.HasPrefix(tok, prefixSession) && kinds&acceptSession != 0:
+		var c caller
+		var level, expires int64
+		var revoked int
+		var devRevoked sql.NullInt64
+		err := s.db.QueryRow(ctx, `SELECT s.token_hash, s.account_id, s.device_id, s.level, s.expires_at, s.revoked, d.revoked_at
+			FROM identity_sessions s JOIN identity_devices d ON d.id = s.device_id WHERE s.token_hash = $1`, h).
+			Scan(&c.sessionHash, &c.p.AccountID, &c.p.DeviceID, &level, &expires, &revoked, &devRevoked)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return nil, errBadToken
+		case err != nil:
+			return nil, err
+		case !equalSecret(c.sessionHash, h):
+			return nil, errBadToken
+		case devRevoked.Valid:
+			return nil, errDeviceRevoked
+		case revoked != 0:
+			return nil, errBadToken
+		case expires <= now:
+			return nil, errSessionExpired
+		}
+		c.p.Level = ca.Level(level)
+		return &c, nil
+	case strings.HasPrefix(tok, prefixSetup) && kinds&acceptSetup != 0:
+		var c caller
+		var stored string
+		var expires int64
+		err := s.db.QueryRow(ctx, `SELECT token_hash, account_id, expires_at FROM identity_setup_tokens WHERE token_hash = $1`, h).
+			Scan(&stored, &c.p.AccountID, &expires)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return nil, errBadToken
+		case err != nil:
+			return nil, err
+		case !equalSecret(stored, h), expires <= now:
+			return nil, errBadToken
+		}
+		c.setup = true
+		return &c, nil
+	case strings.HasPrefix(tok, prefixOperator) && kinds&acceptOperator != 0:
+		var stored string
+		err := s.db.QueryRow(ctx, `SELECT token_hash FROM identity_operator WHERE singleton = 1`).Scan(&stored)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, errBadToken
+		} else if err != nil {
+			return nil, err
+		}
+		if !equalSecret(stored, h) {
+			return nil, errBadToken
+		}
+		return &caller{operator: true}, nil
+	}
+	return nil, errBadToken
+}
+
+// OrgRole returns the role of an account in an organisation, or "" if it
+// is not a member. Other domains use it to check that an agent speaks for
+// the organisation.
+func (s *Service) OrgRole(ctx context.Context, orgID, accountID string) (string, error) {
+	var role string
+	err := s.db.QueryRow(ctx, `SELECT role FROM identity_members WHERE org_id = $1 AND account_id = $2`, orgID, accountID).Scan(&role)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return role, err
+}

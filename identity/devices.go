@@ -1,0 +1,331 @@
+package identity
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"database/sql"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/internal/web"
+)
+
+// certSkew backdates certificates a little so that a client whose clock is
+// slightly behind accepts a fresh one.
+const certSkew = 5 * time.Minute
+
+func pemCert(der []byte) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+func parsePEMCert(s string) (*x509.Certificate, error) {
+	b, _ := pem.Decode([]byte(s))
+	if b == nil || b.Type != "CERTIFICATE" {
+		return nil, errors.New("identity: stored certificate is not PEM")
+	}
+	return x509.ParseCertificate(b.Bytes)
+}
+
+func checkDeviceName(name string) error {
+	if name == "" || len(name) > MaxDeviceNameBytes || strings.TrimSpace(name) != name {
+		return validationf("name must be 1 to %d bytes without leading or trailing space", MaxDeviceNameBytes)
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f || r == 0xfffd {
+			return validationf("name must not contain control characters")
+		}
+	}
+	return nil
+}
+
+func decodeCSR(s string) ([]byte, error) {
+	der, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(der) == 0 || len(der) > ca.MaxCSRSize {
+		return nil, web.Errorf(http.StatusBadRequest, TypeInvalidCSR, "Invalid CSR", "csr must be base64 (standard) of a DER PKCS#10 request")
+	}
+	return der, nil
+}
+
+// issueDevice asks the CA for a certificate and maps its errors to problems.
+func (s *Service) issueDevice(csr []byte, accountID, deviceID string, level ca.Level) (*x509.Certificate, error) {
+	cert, err := s.ca.IssueDevice(ca.DeviceRequest{CSR: csr, AccountID: accountID, DeviceID: deviceID, Level: level,
+		NotBefore: s.now().Add(-certSkew)})
+	switch {
+	case errors.Is(err, ca.ErrUnsupportedKey):
+		return nil, web.Errorf(http.StatusBadRequest, TypeUnsupportedKey, "Unsupported key", "device keys must be ECDSA P-256 or Ed25519")
+	case errors.Is(err, ca.ErrBadCSR):
+		return nil, web.Errorf(http.StatusBadRequest, TypeInvalidCSR, "Invalid CSR", "the request cannot be parsed or its signature does not match its key")
+	case err != nil:
+		return nil, err
+	}
+	return cert, nil
+}
+
+// certLevel is the level a new device certificate carries: substantial
+// once the account has a password, since a login then proves both.
+func certLevel(password string) ca.Level {
+	if password != "" {
+		return ca.LevelSubstantial
+	}
+	return ca.LevelLow
+}
+
+func (s *Service) handleEnroll(w http.ResponseWriter, r *http.Request) error {
+	var req EnrollRequest
+	if err := web.DecodeJSON(w, r, &req, maxCSRBody); err != nil {
+		return err
+	}
+	if err := checkDeviceName(req.Name); err != nil {
+		return err
+	}
+	csr, err := decodeCSR(req.CSR)
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	c := callerFrom(ctx)
+	if !c.setup && c.p.Level < ca.LevelSubstantial {
+		return web.Errorf(http.StatusForbidden, web.TypeInsufficientLevel, "Insufficient level of assurance",
+			"enrolling a further device needs a substantial session")
+	}
+	accountID := c.p.AccountID
+	password, err := s.accountPassword(ctx, accountID)
+	if err != nil {
+		return err
+	}
+	level := certLevel(password)
+	deviceID, err := newID(s.rand, "dev_")
+	if err != nil {
+		return err
+	}
+	cert, err := s.issueDevice(csr, accountID, deviceID, level)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
+		var all, active int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(CASE WHEN revoked_at IS NULL THEN 1 ELSE 0 END), 0)
+			FROM identity_devices WHERE account_id = $1`, accountID).Scan(&all, &active); err != nil {
+			return err
+		}
+		if c.setup && all > 0 {
+			return web.Errorf(http.StatusForbidden, web.TypeForbidden, "Setup token spent",
+				"a setup token enrolls only the first device; log in with it to enroll more")
+		}
+		if active >= MaxDevices {
+			return web.Errorf(http.StatusConflict, TypeTooManyDevices, "Too many devices",
+				"an account may have at most %d active devices; remove one first", MaxDevices)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO identity_devices (id, account_id, name, level, cert_pem, cert_serial, expires_at, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			deviceID, accountID, req.Name, int(level), pemCert(cert.Raw), cert.SerialNumber.String(), cert.NotAfter.Unix(), now.Unix()); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO identity_device_certs (serial, device_id, not_after) VALUES ($1, $2, $3)`,
+			cert.SerialNumber.String(), deviceID, cert.NotAfter.Unix()); err != nil {
+			return err
+		}
+		return s.issueMembershipsForDevice(ctx, tx, accountID, deviceID, cert.PublicKey)
+	})
+	if err != nil {
+		return err
+	}
+	web.WriteJSON(w, http.StatusCreated, EnrollResponse{DeviceID: deviceID, Certificate: pemCert(cert.Raw), CA: string(s.ca.CertPEM()), Level: level.String()})
+	return nil
+}
+
+func (s *Service) handleListDevices(w http.ResponseWriter, r *http.Request) error {
+	p, _ := FromContext(r.Context())
+	rows, err := s.db.Query(r.Context(), `SELECT id, name, level, created_at, expires_at, revoked_at
+		FROM identity_devices WHERE account_id = $1 ORDER BY created_at, id`, p.AccountID)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	out := DeviceList{Devices: []Device{}}
+	for rows.Next() {
+		var d Device
+		var level int
+		var created, expires int64
+		var revoked sql.NullInt64
+		if err := rows.Scan(&d.DeviceID, &d.Name, &level, &created, &expires, &revoked); err != nil {
+			return err
+		}
+		d.Level, d.CreatedAt, d.ExpiresAt, d.RevokedAt = ca.Level(level).String(), unixTime(created), unixTime(expires), nullTime(revoked)
+		d.Status = StatusActive
+		if revoked.Valid {
+			d.Status = StatusRevoked
+		}
+		out.Devices = append(out.Devices, d)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	web.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+var errNoDevice = web.Errorf(http.StatusNotFound, web.TypeNotFound, "No such device", "the account has no device with this id")
+
+// ownDevice checks that deviceID belongs to the caller's account, and
+// that acting on a device other than the caller's own needs a
+// substantial session: a low session must not touch the other devices.
+func ownDevice(p Principal, deviceAccount, deviceID string) error {
+	if deviceAccount != p.AccountID {
+		return errNoDevice
+	}
+	if deviceID != p.DeviceID && p.Level < ca.LevelSubstantial {
+		return web.Errorf(http.StatusForbidden, web.TypeInsufficientLevel, "Insufficient level of assurance",
+			"acting on another of your devices needs a substantial session")
+	}
+	return nil
+}
+
+func (s *Service) handleRenew(w http.ResponseWriter, r *http.Request) error {
+	var req RenewRequest
+	if err := web.DecodeJSON(w, r, &req, maxCSRBody); err != nil {
+		return err
+	}
+	csr, err := decodeCSR(req.CSR)
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	p, _ := FromContext(ctx)
+	deviceID := r.PathValue("id")
+	var account, oldPEM string
+	var revoked sql.NullInt64
+	err = s.db.QueryRow(ctx, `SELECT account_id, cert_pem, revoked_at FROM identity_devices WHERE id = $1`, deviceID).Scan(&account, &oldPEM, &revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return errNoDevice
+	} else if err != nil {
+		return err
+	}
+	if err := ownDevice(p, account, deviceID); err != nil {
+		return err
+	}
+	if revoked.Valid {
+		return web.Errorf(http.StatusConflict, TypeDeviceRevoked, "Device revoked", "a revoked device cannot be renewed; enroll a new one")
+	}
+	password, err := s.accountPassword(ctx, account)
+	if err != nil {
+		return err
+	}
+	level := certLevel(password)
+	cert, err := s.issueDevice(csr, account, deviceID, level)
+	if err != nil {
+		return err
+	}
+	old, err := parsePEMCert(oldPEM)
+	if err != nil {
+		return err
+	}
+	keyChanged := !cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(old.PublicKey)
+	now := s.now()
+	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE identity_devices SET level = $1, cert_pem = $2, cert_serial = $3, expires_at = $4
+			WHERE id = $5 AND revoked_at IS NULL AND cert_pem = $6`,
+			int(level), pemCert(cert.Raw), cert.SerialNumber.String(), cert.NotAfter.Unix(), deviceID, oldPEM)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return web.Errorf(http.StatusConflict, web.TypeConflict, "Conflict", "the device changed concurrently; try again")
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO identity_device_certs (serial, device_id, not_after) VALUES ($1, $2, $3)`,
+			cert.SerialNumber.String(), deviceID, cert.NotAfter.Unix()); err != nil {
+			return err
+		}
+		if keyChanged {
+			// A new key usually means the old one is suspect: the old
+			// certificate goes on the CRL rather than waiting to expire.
+			if _, err := tx.ExecContext(ctx, `UPDATE identity_device_certs SET revoked_at = $1 WHERE serial = $2 AND revoked_at IS NULL`,
+				now.Unix(), old.SerialNumber.String()); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE identity_memberships SET revoked_at = $1 WHERE device_id = $2 AND revoked_at IS NULL`, now.Unix(), deviceID); err != nil {
+			return err
+		}
+		return s.issueMembershipsForDevice(ctx, tx, account, deviceID, cert.PublicKey)
+	})
+	if err != nil {
+		return err
+	}
+	web.WriteJSON(w, http.StatusOK, EnrollResponse{DeviceID: deviceID, Certificate: pemCert(cert.Raw), CA: string(s.ca.CertPEM()), Level: level.String()})
+	return nil
+}
+
+func (s *Service) handleRevoke(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	p, _ := FromContext(ctx)
+	deviceID := r.PathValue("id")
+	var account string
+	err := s.db.QueryRow(ctx, `SELECT account_id FROM identity_devices WHERE id = $1`, deviceID).Scan(&account)
+	if errors.Is(err, sql.ErrNoRows) {
+		return errNoDevice
+	} else if err != nil {
+		return err
+	}
+	if err := ownDevice(p, account, deviceID); err != nil {
+		return err
+	}
+	if err := s.RevokeDevice(ctx, deviceID, "account:"+p.AccountID); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// RevokeDevice revokes a device at once, in one transaction: its sessions
+// and refresh tokens die, its certificates go on the CRL, its membership
+// certificates are revoked, and every RevocationHook runs. Revoking a
+// revoked device does nothing.
+func (s *Service) RevokeDevice(ctx context.Context, deviceID, actor string) error {
+	now := s.now().Unix()
+	hooks := s.revocationHooks()
+	return s.db.Tx(ctx, func(tx *sql.Tx) error {
+		var account string
+		res, err := tx.ExecContext(ctx, `UPDATE identity_devices SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL`, now, deviceID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil
+		}
+		if err := tx.QueryRowContext(ctx, `SELECT account_id FROM identity_devices WHERE id = $1`, deviceID).Scan(&account); err != nil {
+			return err
+		}
+		for _, q := range []string{
+			`UPDATE identity_device_certs SET revoked_at = $1 WHERE device_id = $2 AND revoked_at IS NULL`,
+			`UPDATE identity_memberships SET revoked_at = $1 WHERE device_id = $2 AND revoked_at IS NULL`,
+		} {
+			if _, err := tx.ExecContext(ctx, q, now, deviceID); err != nil {
+				return err
+			}
+		}
+		for _, q := range []string{
+			`UPDATE identity_sessions SET revoked = 1 WHERE device_id = $1`,
+			`UPDATE identity_refresh_tokens SET revoked = 1 WHERE device_id = $1`,
+			`DELETE FROM identity_challenges WHERE device_id = $1`,
+		} {
+			if _, err := tx.ExecContext(ctx, q, deviceID); err != nil {
+				return err
+			}
+		}
+		for _, h := range hooks {
+			if err := h(ctx, tx, deviceID); err != nil {
+				return fmt.Errorf("identity: revocation hook: %w", err)
+			}
+		}
+		return audit(ctx, tx, now, actor, "device.revoke", "", account, deviceID)
+	})
+}

@@ -1,0 +1,142 @@
+package identity
+
+import (
+	"context"
+	"database/sql"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"net/http"
+
+	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/internal/web"
+)
+
+func (s *Service) handleDirectoryDevices(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	account := r.PathValue("id")
+	var one int
+	err := s.db.QueryRow(ctx, `SELECT 1 FROM identity_accounts WHERE id = $1`, account).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return web.Errorf(http.StatusNotFound, web.TypeNotFound, "No such account", "there is no account with this id")
+	} else if err != nil {
+		return err
+	}
+	rows, err := s.db.Query(ctx, `SELECT id, cert_pem, revoked_at FROM identity_devices WHERE account_id = $1 ORDER BY created_at, id`, account)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	out := DirectoryDevices{Devices: []DirectoryDevice{}}
+	for rows.Next() {
+		var d DirectoryDevice
+		var revoked sql.NullInt64
+		if err := rows.Scan(&d.DeviceID, &d.Certificate, &revoked); err != nil {
+			return err
+		}
+		d.Status, d.RevokedAt = StatusActive, nullTime(revoked)
+		if revoked.Valid {
+			d.Status = StatusRevoked
+		}
+		out.Devices = append(out.Devices, d)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	web.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Service) handleDirectoryOrg(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	o, err := s.loadOrgRead(ctx, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	out := DirectoryOrg{OrgID: o.id, Name: o.name, Kind: o.kind, Verified: o.verified.Valid, Certificate: o.certPEM, Members: []DirectoryMember{}}
+	rows, err := s.db.Query(ctx, `SELECT m.account_id, m.role, d.id, d.cert_pem, ms.cert_pem
+		FROM identity_members m
+		LEFT JOIN identity_memberships ms ON ms.org_id = m.org_id AND ms.account_id = m.account_id AND ms.revoked_at IS NULL
+		LEFT JOIN identity_devices d ON d.id = ms.device_id AND d.revoked_at IS NULL
+		WHERE m.org_id = $1 ORDER BY m.created_at, m.account_id, d.id, ms.not_after DESC`, o.id)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	seen := map[string]bool{}
+	for rows.Next() {
+		var account, role string
+		var dev, devPEM, memPEM sql.NullString
+		if err := rows.Scan(&account, &role, &dev, &devPEM, &memPEM); err != nil {
+			return err
+		}
+		if n := len(out.Members); n == 0 || out.Members[n-1].AccountID != account {
+			out.Members = append(out.Members, DirectoryMember{AccountID: account, Role: role, Devices: []MemberDevice{}})
+		}
+		// Only the newest membership certificate of each device is listed.
+		if dev.Valid && devPEM.Valid && !seen[dev.String] {
+			seen[dev.String] = true
+			m := &out.Members[len(out.Members)-1]
+			m.Devices = append(m.Devices, MemberDevice{DeviceID: dev.String, Certificate: devPEM.String, MembershipCertificate: memPEM.String})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	web.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Service) loadOrgRead(ctx context.Context, id string) (orgRow, error) {
+	var o orgRow
+	err := s.db.QueryRow(ctx, `SELECT id, name, kind, cert_pem, key_sealed, created_at, verified_at FROM identity_orgs WHERE id = $1`, id).
+		Scan(&o.id, &o.name, &o.kind, &o.certPEM, &o.sealed, &o.created, &o.verified)
+	if errors.Is(err, sql.ErrNoRows) {
+		return o, errNoOrg
+	}
+	return o, err
+}
+
+// CRL returns the deployment CA's revocation list (DER) of revoked device
+// certificates that have not yet expired. It is signed afresh on every
+// call, so a revocation is listed as soon as its transaction commits.
+func (s *Service) CRL(ctx context.Context) ([]byte, error) {
+	now := s.now()
+	rows, err := s.db.Query(ctx, `SELECT serial, revoked_at FROM identity_device_certs
+		WHERE revoked_at IS NOT NULL AND not_after > $1 ORDER BY serial`, now.Unix())
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var entries []ca.Revoked
+	for rows.Next() {
+		var serial string
+		var at int64
+		if err := rows.Scan(&serial, &at); err != nil {
+			return nil, err
+		}
+		n, ok := new(big.Int).SetString(serial, 10)
+		if !ok {
+			return nil, errors.New("identity: bad stored serial")
+		}
+		entries = append(entries, ca.Revoked{Serial: n, At: unixTime(at)})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	// The CRL number must grow with every list; nanoseconds do, across
+	// nodes with sane clocks.
+	return s.ca.RevocationList(entries, big.NewInt(now.UnixNano()), now, now.Add(CRLLifetime))
+}
+
+func (s *Service) handleDirectoryCA(w http.ResponseWriter, r *http.Request) error {
+	crl, err := s.CRL(r.Context())
+	if err != nil {
+		return err
+	}
+	web.WriteJSON(w, http.StatusOK, DirectoryCA{
+		Certificate: string(s.ca.CertPEM()),
+		CRL:         string(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl})),
+	})
+	return nil
+}

@@ -1,0 +1,59 @@
+package identity
+
+import "time"
+
+// Limits of the identity service, in one place.
+const (
+	// CodeDigits, CodeLifetime and MaxCodeAttempts govern sign-up codes.
+	CodeDigits      = 8
+	CodeLifetime    = 15 * time.Minute
+	MaxCodeAttempts = 5
+
+	// SignupWindow and MaxSignupsPerWindow rate-limit sign-up mails per
+	// address, so kanal cannot be used to flood someone's mailbox.
+	SignupWindow        = time.Hour
+	MaxSignupsPerWindow = 5
+
+	// SetupTokenLifetime bounds the token that verification hands out.
+	SetupTokenLifetime = 30 * time.Minute
+
+	// MinPasswordLength is counted in characters, MaxPasswordBytes in bytes
+	// (argon2id hashes anything, but a megabyte password is an attack).
+	MinPasswordLength = 12
+	MaxPasswordBytes  = 1024
+
+	// MaxDevices is the number of active devices an account may have.
+	MaxDevices = 10
+	// MaxDeviceNameBytes bounds a device's display name.
+	MaxDeviceNameBytes = 64
+
+	// ChallengeLifetime bounds a login challenge; NonceBytes is its size.
+	ChallengeLifetime = 2 * time.Minute
+	NonceBytes        = 32
+
+	// SessionLifetime and RefreshLifetime bound the two bearer tokens.
+	SessionLifetime = time.Hour
+	RefreshLifetime = 30 * 24 * time.Hour
+
+	// Login throttling: after FreeFailures failed logins for an account (or
+	// FreeAddrFailures from one client address) each further failure locks
+	// the key for LockoutBase doubled per failure, at most MaxLockout.
+	// Failures are forgotten FailureMemory after the last one.
+	FreeFailures     = 5
+	FreeAddrFailures = 20
+	LockoutBase      = 30 * time.Second
+	MaxLockout       = 15 * time.Minute
+	FailureMemory    = 24 * time.Hour
+
+	// CRLLifetime is how long a served revocation list is valid; the list is
+	// signed afresh for every request, so revocation is visible at once.
+	CRLLifetime = time.Hour
+
+	// MaxEmailBytes bounds an e-mail address (RFC 5321 path limit).
+	MaxEmailBytes = 254
+	// maxSmallBody caps bodies without certificates; maxCSRBody with.
+	maxSmallBody = 4 << 10
+	maxCSRBody   = 32 << 10
+	// MaxAuditPage is the most audit entries one request returns.
+	MaxAuditPage = 500
+)

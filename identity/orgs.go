@@ -1,0 +1,485 @@
+package identity
+
+import (
+	"context"
+	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/internal/web"
+)
+
+// audit appends one entry to the audit log. The log is append-only: this
+// is the only statement that touches the table besides SELECT, and the
+// database refuses UPDATE and DELETE on it.
+func audit(ctx context.Context, tx *sql.Tx, at int64, actor, action, orgID, accountID, detail string) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO identity_audit (at, actor, action, org_id, account_id, detail) VALUES ($1, $2, $3, $4, $5, $6)`,
+		at, actor, action, orgID, accountID, detail)
+	return err
+}
+
+func actorOf(c *caller) string {
+	if c.operator {
+		return "operator"
+	}
+	return "account:" + c.p.AccountID
+}
+
+// seal encrypts an organisation key with AES-256-GCM under a key derived
+// from the deployment CA key; the organisation id is the associated data,
+// so a sealed key cannot be moved to another organisation's row.
+func (s *Service) seal(plain []byte, orgID string) (string, error) {
+	block, err := aes.NewCipher(s.sealKey)
+	if err != nil {
+		return "", err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return "", err
+	}
+	nonce, err := readRandom(s.rand, aead.NonceSize())
+	if err != nil {
+		return "", err
+	}
+	return base64.StdEncoding.EncodeToString(aead.Seal(nonce, nonce, plain, []byte(orgID))), nil
+}
+
+func (s *Service) unseal(sealed, orgID string) ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(sealed)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(s.sealKey)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) < aead.NonceSize() {
+		return nil, errors.New("identity: sealed key too short")
+	}
+	return aead.Open(nil, b[:aead.NonceSize()], b[aead.NonceSize():], []byte(orgID))
+}
+
+func checkOrgName(name string) error {
+	if name == "" || len(name) > ca.MaxNameLength || !utf8.ValidString(name) || strings.TrimSpace(name) != name {
+		return validationf("name must be 1 to %d bytes without leading or trailing space", ca.MaxNameLength)
+	}
+	for _, r := range name {
+		if r < 0x20 || (r >= 0x7f && r < 0xa0) {
+			return validationf("name must not contain control characters")
+		}
+	}
+	return nil
+}
+
+func (s *Service) handleCreateOrg(w http.ResponseWriter, r *http.Request) error {
+	var req CreateOrgRequest
+	if err := web.DecodeJSON(w, r, &req, maxSmallBody); err != nil {
+		return err
+	}
+	if err := checkOrgName(req.Name); err != nil {
+		return err
+	}
+	if _, err := ca.ParseOrgKind(req.Kind); err != nil {
+		return validationf("kind must be office, council or merchant")
+	}
+	ctx := r.Context()
+	id, err := newID(s.rand, "org_")
+	if err != nil {
+		return err
+	}
+	now := s.now().Unix()
+	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO identity_orgs (id, name, kind, created_at) VALUES ($1, $2, $3, $4)`, id, req.Name, req.Kind, now); err != nil {
+			return err
+		}
+		return audit(ctx, tx, now, "operator", "org.create", id, "", req.Kind+": "+req.Name)
+	})
+	if err != nil {
+		return err
+	}
+	web.WriteJSON(w, http.StatusCreated, Organisation{OrgID: id, Name: req.Name, Kind: req.Kind, CreatedAt: unixTime(now)})
+	return nil
+}
+
+var errNoOrg = web.Errorf(http.StatusNotFound, web.TypeNotFound, "No such organisation", "there is no organisation with this id")
+
+type orgRow struct {
+	id, name, kind, certPEM, sealed string
+	created                         int64
+	verified                        sql.NullInt64
+}
+
+func (s *Service) loadOrg(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, id string) (orgRow, error) {
+	var o orgRow
+	err := q.QueryRowContext(ctx, `SELECT id, name, kind, cert_pem, key_sealed, created_at, verified_at FROM identity_orgs WHERE id = $1`, id).
+		Scan(&o.id, &o.name, &o.kind, &o.certPEM, &o.sealed, &o.created, &o.verified)
+	if errors.Is(err, sql.ErrNoRows) {
+		return o, errNoOrg
+	}
+	return o, err
+}
+
+func (o orgRow) api() Organisation {
+	return Organisation{OrgID: o.id, Name: o.name, Kind: o.kind, Verified: o.verified.Valid, CreatedAt: unixTime(o.created),
+		VerifiedAt: nullTime(o.verified), Certificate: o.certPEM}
+}
+
+// handleVerifyOrg issues the organisation certificate. Verifying an
+// organisation that is already verified returns its certificate unchanged:
+// re-keying would orphan every membership certificate.
+func (s *Service) handleVerifyOrg(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	var out Organisation
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		o, err := s.loadOrg(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if o.verified.Valid {
+			out = o.api()
+			return nil
+		}
+		kind, err := ca.ParseOrgKind(o.kind)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		auth, err := s.ca.IssueOrganisation(ca.OrgRequest{OrgID: o.id, Name: o.name, Kind: kind, NotBefore: now.Add(-certSkew)})
+		if err != nil {
+			return err
+		}
+		keyPEM, err := auth.KeyPEM()
+		if err != nil {
+			return err
+		}
+		sealed, err := s.seal(keyPEM, o.id)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE identity_orgs SET verified_at = $1, cert_pem = $2, key_sealed = $3 WHERE id = $4`,
+			now.Unix(), string(auth.CertPEM()), sealed, o.id); err != nil {
+			return err
+		}
+		o.verified, o.certPEM = sql.NullInt64{Int64: now.Unix(), Valid: true}, string(auth.CertPEM())
+		out = o.api()
+		return audit(ctx, tx, now.Unix(), "operator", "org.verify", o.id, "", "serial "+auth.Certificate().SerialNumber.String())
+	})
+	if err != nil {
+		return err
+	}
+	web.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Service) handleAudit(w http.ResponseWriter, r *http.Request) error {
+	after, limit := int64(0), MaxAuditPage
+	if v := r.URL.Query().Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return validationf("after must be a non-negative entry id")
+		}
+		after = n
+	}
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxAuditPage {
+			return validationf("limit must be 1 to %d", MaxAuditPage)
+		}
+		limit = n
+	}
+	rows, err := s.db.Query(r.Context(), `SELECT id, at, actor, action, org_id, account_id, detail FROM identity_audit
+		WHERE id > $1 ORDER BY id LIMIT $2`, after, limit)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	out := AuditList{Entries: []AuditEntry{}}
+	for rows.Next() {
+		var e AuditEntry
+		var at int64
+		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.Action, &e.OrgID, &e.AccountID, &e.Detail); err != nil {
+			return err
+		}
+		e.At = unixTime(at)
+		out.Entries = append(out.Entries, e)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	web.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// validRole reports whether role exists for an organisation kind.
+func validRole(kind, role string) bool {
+	switch role {
+	case RoleOwner, RoleAdmin, RoleAgent:
+		return true
+	case RoleOrganiser:
+		return kind == KindCouncil
+	case RoleSeller:
+		return kind == KindMerchant
+	}
+	return false
+}
+
+// mayManage reports whether an actor with actorRole ("" for the operator)
+// may add or remove a member with targetRole. Owners and the operator may
+// do anything; admins may manage everyone below admin and add admins, but
+// only owners remove admins; nobody else manages members.
+func mayManage(actorOperator bool, actorRole, targetRole string, removing bool) bool {
+	if actorOperator || actorRole == RoleOwner {
+		return true
+	}
+	if actorRole != RoleAdmin {
+		return false
+	}
+	switch targetRole {
+	case RoleOwner:
+		return false
+	case RoleAdmin:
+		return !removing
+	}
+	return true
+}
+
+var errNotAllowed = web.Errorf(http.StatusForbidden, web.TypeForbidden, "Not allowed",
+	"your role in this organisation does not allow this")
+
+// actorRole finds the caller's role for member management. The operator
+// may always; a session needs a role in the organisation.
+func (s *Service) actorRole(ctx context.Context, tx *sql.Tx, c *caller, orgID string) (string, error) {
+	if c.operator {
+		return "", nil
+	}
+	var role string
+	err := tx.QueryRowContext(ctx, `SELECT role FROM identity_members WHERE org_id = $1 AND account_id = $2`, orgID, c.p.AccountID).Scan(&role)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", errNotAllowed
+	}
+	return role, err
+}
+
+func (s *Service) handleAddMember(w http.ResponseWriter, r *http.Request) error {
+	var req AddMemberRequest
+	if err := web.DecodeJSON(w, r, &req, maxSmallBody); err != nil {
+		return err
+	}
+	if (req.Email == "") == (req.AccountID == "") {
+		return validationf("give exactly one of email and account_id")
+	}
+	email := ""
+	if req.Email != "" {
+		var ok bool
+		if email, ok = normalizeEmail(req.Email); !ok {
+			return errInvalidEmail
+		}
+	} else if !ca.ValidID(req.AccountID) {
+		return validationf("account_id is not an account id")
+	}
+	ctx := r.Context()
+	c := callerFrom(ctx)
+	orgID := r.PathValue("id")
+	now := s.now()
+	var out Member
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		o, err := s.loadOrg(ctx, tx, orgID)
+		if err != nil {
+			return err
+		}
+		role, err := s.actorRole(ctx, tx, c, orgID)
+		if err != nil {
+			return err
+		}
+		if !validRole(o.kind, req.Role) {
+			return web.Errorf(http.StatusBadRequest, TypeInvalidRole, "Invalid role", "a %s has the roles owner, admin, agent%s", o.kind,
+				map[string]string{KindCouncil: " and organiser", KindMerchant: " and seller"}[o.kind])
+		}
+		if !mayManage(c.operator, role, req.Role, false) {
+			return errNotAllowed
+		}
+		if !o.verified.Valid {
+			return web.Errorf(http.StatusConflict, TypeNotVerified, "Organisation not verified",
+				"the operator must verify the organisation before it has members")
+		}
+		account := req.AccountID
+		if email != "" {
+			err = tx.QueryRowContext(ctx, `SELECT id FROM identity_accounts WHERE email = $1`, email).Scan(&account)
+		} else {
+			err = tx.QueryRowContext(ctx, `SELECT id FROM identity_accounts WHERE id = $1`, account).Scan(&account)
+		}
+		if errors.Is(err, sql.ErrNoRows) {
+			return web.Errorf(http.StatusNotFound, web.TypeNotFound, "No such account", "the member must sign up first")
+		} else if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO identity_members (org_id, account_id, role, created_at) VALUES ($1, $2, $3, $4)`,
+			orgID, account, req.Role, now.Unix()); err != nil {
+			if db.IsUniqueViolation(err) {
+				return web.Errorf(http.StatusConflict, web.TypeConflict, "Already a member", "remove the member first to change the role")
+			}
+			return err
+		}
+		issued, err := s.issueMemberships(ctx, tx, o, account, req.Role, "")
+		if err != nil {
+			return err
+		}
+		out = Member{OrgID: orgID, AccountID: account, Role: req.Role, CreatedAt: unixTime(now.Unix()), Memberships: issued}
+		return audit(ctx, tx, now.Unix(), actorOf(c), "member.add", orgID, account, "role "+req.Role)
+	})
+	if err != nil {
+		return err
+	}
+	web.WriteJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+func (s *Service) handleRemoveMember(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	c := callerFrom(ctx)
+	orgID, account := r.PathValue("id"), r.PathValue("account_id")
+	now := s.now().Unix()
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		if _, err := s.loadOrg(ctx, tx, orgID); err != nil {
+			return err
+		}
+		role, err := s.actorRole(ctx, tx, c, orgID)
+		if err != nil {
+			return err
+		}
+		if role != "" && role != RoleOwner && role != RoleAdmin {
+			return errNotAllowed
+		}
+		var target string
+		err = tx.QueryRowContext(ctx, `SELECT role FROM identity_members WHERE org_id = $1 AND account_id = $2`, orgID, account).Scan(&target)
+		if errors.Is(err, sql.ErrNoRows) {
+			return web.Errorf(http.StatusNotFound, web.TypeNotFound, "No such member", "the account is not a member of this organisation")
+		} else if err != nil {
+			return err
+		}
+		if !mayManage(c.operator, role, target, true) {
+			return errNotAllowed
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM identity_members WHERE org_id = $1 AND account_id = $2`, orgID, account); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE identity_memberships SET revoked_at = $1 WHERE org_id = $2 AND account_id = $3 AND revoked_at IS NULL`,
+			now, orgID, account); err != nil {
+			return err
+		}
+		return audit(ctx, tx, now, actorOf(c), "member.remove", orgID, account, "role "+target)
+	})
+	if err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// issueMemberships issues a membership certificate for each active device
+// of account (or only onlyDevice, if set) in organisation o.
+func (s *Service) issueMemberships(ctx context.Context, tx *sql.Tx, o orgRow, account, role, onlyDevice string) ([]MemberDevice, error) {
+	keyPEM, err := s.unseal(o.sealed, o.id)
+	if err != nil {
+		return nil, err
+	}
+	auth, err := ca.ParseOrgAuthority([]byte(o.certPEM), keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT id, cert_pem FROM identity_devices WHERE account_id = $1 AND revoked_at IS NULL ORDER BY id`, account)
+	if err != nil {
+		return nil, err
+	}
+	type dev struct{ id, pem string }
+	var devs []dev
+	for rows.Next() {
+		var d dev
+		if err := rows.Scan(&d.id, &d.pem); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if onlyDevice == "" || d.id == onlyDevice {
+			devs = append(devs, d)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := []MemberDevice{}
+	now := s.now()
+	for _, d := range devs {
+		cert, err := parsePEMCert(d.pem)
+		if err != nil {
+			return nil, err
+		}
+		notAfter := now.Add(ca.DefaultMembershipLifetime)
+		if orgEnd := auth.Certificate().NotAfter; notAfter.After(orgEnd) {
+			notAfter = orgEnd
+		}
+		m, err := auth.IssueMembership(ca.MembershipRequest{DevicePublicKey: cert.PublicKey.(crypto.PublicKey), AccountID: account, DeviceID: d.id,
+			Role: role, NotBefore: now.Add(-certSkew), NotAfter: notAfter})
+		if err != nil {
+			return nil, err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO identity_memberships (serial, org_id, account_id, device_id, cert_pem, not_after) VALUES ($1, $2, $3, $4, $5, $6)`,
+			m.SerialNumber.String(), o.id, account, d.id, pemCert(m.Raw), m.NotAfter.Unix()); err != nil {
+			return nil, err
+		}
+		out = append(out, MemberDevice{DeviceID: d.id, Certificate: d.pem, MembershipCertificate: pemCert(m.Raw)})
+	}
+	return out, nil
+}
+
+// issueMembershipsForDevice gives a newly enrolled or renewed device a
+// membership certificate in every organisation its account belongs to.
+func (s *Service) issueMembershipsForDevice(ctx context.Context, tx *sql.Tx, account, deviceID string, _ crypto.PublicKey) error {
+	rows, err := tx.QueryContext(ctx, `SELECT org_id, role FROM identity_members WHERE account_id = $1`, account)
+	if err != nil {
+		return err
+	}
+	type mem struct{ org, role string }
+	var ms []mem
+	for rows.Next() {
+		var m mem
+		if err := rows.Scan(&m.org, &m.role); err != nil {
+			rows.Close()
+			return err
+		}
+		ms = append(ms, m)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, m := range ms {
+		o, err := s.loadOrg(ctx, tx, m.org)
+		if err != nil {
+			return err
+		}
+		if !o.verified.Valid {
+			continue
+		}
+		if _, err := s.issueMemberships(ctx, tx, o, account, m.role, deviceID); err != nil {
+			return err
+		}
+	}
+	return nil
+}

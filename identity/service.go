@@ -1,0 +1,245 @@
+package identity
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"embed"
+	"errors"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/internal/web"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Migrations returns the identity schema.
+func Migrations() db.Migrations {
+	sub, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		panic(err) // the directory is fixed at compile time
+	}
+	return db.Migrations{Domain: "identity", FS: sub}
+}
+
+// RevocationHook is called, inside the transaction that revokes a device,
+// by the domains that keep per-device state (messaging deletes the
+// device's prekeys). An error aborts the revocation.
+type RevocationHook func(ctx context.Context, tx *sql.Tx, deviceID string) error
+
+// EIDVerifier checks an assertion from an external eID provider (BundID,
+// the nPA through an OIDC bridge) and returns the stable subject it names.
+// It is the extension point for level high; see docs/api-identity.md.
+type EIDVerifier interface {
+	Verify(ctx context.Context, assertion string) (subject string, err error)
+}
+
+// Options configures a Service. DB, CA and Mailer are required.
+type Options struct {
+	DB     *db.DB
+	CA     *ca.CA
+	Mailer Mailer
+	Logger *slog.Logger // nil: discard
+
+	Now  func() time.Time // nil: time.Now
+	Rand io.Reader        // nil: crypto/rand.Reader
+
+	// TrustProxy makes login throttling use the right-most address of
+	// X-Forwarded-For. Only set it behind a proxy that sets that header.
+	TrustProxy bool
+
+	// Argon2 overrides DefaultArgon2 (tests use cheaper parameters).
+	Argon2 *Argon2Params
+
+	// EID enables POST /v1/eid/verify; nil answers 501 not-configured.
+	EID EIDVerifier
+
+	RevocationHooks []RevocationHook
+}
+
+// Service is the identity service. Its methods are safe for concurrent use.
+type Service struct {
+	db       *db.DB
+	ca       *ca.CA
+	mailer   Mailer
+	log      *slog.Logger
+	now      func() time.Time
+	rand     io.Reader
+	proxy    bool
+	argon    Argon2Params
+	eid      EIDVerifier
+	codeKey  []byte // HMAC key of sign-up codes
+	sealKey  []byte // AES key of organisation authority keys
+	dummyPHC string // verified against when an account has no password
+
+	mu    sync.Mutex
+	hooks []RevocationHook
+}
+
+// New checks o and returns a Service.
+func New(o Options) (*Service, error) {
+	if o.DB == nil || o.CA == nil || o.Mailer == nil {
+		return nil, errors.New("identity: DB, CA and Mailer are required")
+	}
+	s := &Service{
+		db: o.DB, ca: o.CA, mailer: o.Mailer, log: o.Logger, now: o.Now, rand: o.Rand,
+		proxy: o.TrustProxy, argon: DefaultArgon2, eid: o.EID,
+		hooks: append([]RevocationHook(nil), o.RevocationHooks...),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.rand == nil {
+		s.rand = rand.Reader
+	}
+	if o.Argon2 != nil {
+		s.argon = *o.Argon2
+	}
+	master, err := o.CA.KeyPEM()
+	if err != nil {
+		return nil, err
+	}
+	if s.codeKey, err = deriveKey(master, "signup code v1"); err != nil {
+		return nil, err
+	}
+	if s.sealKey, err = deriveKey(master, "organisation key seal v1"); err != nil {
+		return nil, err
+	}
+	if s.dummyPHC, err = hashPassword(s.rand, s.argon, "kanal dummy password"); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// AddRevocationHook registers h for every later device revocation. Call it
+// while wiring, before serving.
+func (s *Service) AddRevocationHook(h RevocationHook) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hooks = append(s.hooks, h)
+}
+
+func (s *Service) revocationHooks() []RevocationHook {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]RevocationHook(nil), s.hooks...)
+}
+
+// Route is one registered route and who may call it, for documentation
+// and for the authorization test.
+type Route struct {
+	Pattern string
+	Auth    string
+}
+
+// Who may call a route.
+const (
+	AuthNone            = "none"
+	AuthSetupOrSession  = "setup token or session"
+	AuthSetupOrSubst    = "setup token (first device) or substantial session"
+	AuthSession         = "session"
+	AuthOperator        = "operator"
+	AuthOperatorOrOwner = "operator or substantial session of an org owner/admin"
+)
+
+type route struct {
+	pattern string
+	auth    string
+	h       func(w http.ResponseWriter, r *http.Request) error
+}
+
+func (s *Service) routes() []route {
+	return []route{
+		{"POST /v1/signup", AuthNone, s.handleSignup},
+		{"POST /v1/signup/verify", AuthNone, s.handleVerify},
+		{"PUT /v1/account/password", AuthSetupOrSession, s.handlePassword},
+		{"POST /v1/devices", AuthSetupOrSubst, s.handleEnroll},
+		{"GET /v1/devices", AuthSession, s.handleListDevices},
+		{"POST /v1/devices/{id}/renew", AuthSession, s.handleRenew},
+		{"DELETE /v1/devices/{id}", AuthSession, s.handleRevoke},
+		{"POST /v1/sessions/challenge", AuthNone, s.handleChallenge},
+		{"POST /v1/sessions", AuthNone, s.handleLogin},
+		{"POST /v1/sessions/refresh", AuthNone, s.handleRefresh},
+		{"DELETE /v1/sessions/current", AuthSession, s.handleLogout},
+		{"GET /v1/me", AuthSession, s.handleMe},
+		{"POST /v1/eid/verify", AuthSession, s.handleEID},
+		{"POST /v1/admin/orgs", AuthOperator, s.handleCreateOrg},
+		{"POST /v1/admin/orgs/{id}/verify", AuthOperator, s.handleVerifyOrg},
+		{"GET /v1/admin/audit", AuthOperator, s.handleAudit},
+		{"POST /v1/orgs/{id}/members", AuthOperatorOrOwner, s.handleAddMember},
+		{"DELETE /v1/orgs/{id}/members/{account_id}", AuthOperatorOrOwner, s.handleRemoveMember},
+		{"GET /v1/directory/accounts/{id}/devices", AuthSession, s.handleDirectoryDevices},
+		{"GET /v1/directory/orgs/{id}", AuthSession, s.handleDirectoryOrg},
+		{"GET /v1/directory/ca", AuthNone, s.handleDirectoryCA},
+	}
+}
+
+// Routes lists the routes Register adds.
+func (s *Service) Routes() []Route {
+	rs := s.routes()
+	out := make([]Route, len(rs))
+	for i, r := range rs {
+		out[i] = Route{Pattern: r.pattern, Auth: r.auth}
+	}
+	return out
+}
+
+// Register adds the identity routes to mux, each behind its authentication.
+func (s *Service) Register(mux *http.ServeMux) {
+	for _, rt := range s.routes() {
+		var h http.Handler = s.handler(rt.h)
+		switch rt.auth {
+		case AuthNone:
+		case AuthSetupOrSession, AuthSetupOrSubst:
+			h = s.authenticate(h, acceptSetup|acceptSession, ca.LevelLow)
+		case AuthSession:
+			h = s.authenticate(h, acceptSession, ca.LevelLow)
+		case AuthOperator:
+			h = s.authenticate(h, acceptOperator, ca.LevelLow)
+		case AuthOperatorOrOwner:
+			h = s.authenticate(h, acceptOperator|acceptSession, ca.LevelSubstantial)
+		default:
+			panic("identity: route without authentication: " + rt.pattern)
+		}
+		mux.Handle(rt.pattern, h)
+	}
+}
+
+// handler adapts a handler that returns an error: a *web.Problem goes to
+// the client, anything else is logged and becomes a bare 500.
+func (s *Service) handler(f func(w http.ResponseWriter, r *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := f(w, r); err != nil {
+			var p *web.Problem
+			if !errors.As(err, &p) {
+				s.log.ErrorContext(r.Context(), "identity", "request_id", web.RequestID(r.Context()), "route", r.Pattern, "err", err)
+			}
+			if p != nil && p.Status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="kanal"`)
+			}
+			web.WriteError(w, r, err)
+		}
+	})
+}
+
+// unixTime converts a stored time.
+func unixTime(sec int64) time.Time { return time.Unix(sec, 0).UTC() }
+
+func nullTime(n sql.NullInt64) *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := unixTime(n.Int64)
+	return &t
+}
