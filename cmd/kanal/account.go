@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"strings"
-	"text/tabwriter"
 	"time"
 )
 
@@ -199,17 +198,18 @@ func whoami(ctx context.Context, c *cli, o *opts, _ []string) error {
 	if err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "account\t%s\n", me.AccountID)
-	fmt.Fprintf(tw, "email\t%s\n", me.Email)
-	fmt.Fprintf(tw, "device\t%s\n", me.DeviceID)
-	fmt.Fprintf(tw, "level\t%s\n", me.Level)
-	fmt.Fprintf(tw, "server\t%s\n", api.BaseURL())
+	// Fixed columns, so that scripts can rely on the layout.
+	line := func(label, value string) { fmt.Fprintf(c.stdout, "%-13s  %s\n", label, value) }
+	line("account", me.AccountID)
+	line("email", me.Email)
+	line("device", me.DeviceID)
+	line("level", me.Level)
+	line("server", api.BaseURL())
 	if len(me.Organisations) == 0 {
-		fmt.Fprintf(tw, "organisations\t-\n")
+		line("organisations", "-")
 	}
 	for _, m := range me.Organisations {
-		fmt.Fprintf(tw, "organisation\t%s %s (%s)\n", m.OrgID, m.Name, m.Role)
+		line("organisation", fmt.Sprintf("%s %s (%s)", m.OrgID, oneLine(m.Name), m.Role))
 	}
-	return tw.Flush()
+	return nil
 }

@@ -448,4 +448,3 @@ func oneLine(s string) string {
 		return r
 	}, s)
 }
-

@@ -109,16 +109,17 @@ func run(ctx context.Context, args []string, env func(string) string, stdin io.R
 	if cmd.flags != nil {
 		cmd.flags(fs, &o)
 	}
-	if err := fs.Parse(rest); err != nil {
+	positional, err := parseInterspersed(fs, rest)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c.help(strings.Fields(cmd.name))
 		}
 		return &usageError{cmd: cmd.name, msg: err.Error()}
 	}
-	if cmd.nargs >= 0 && fs.NArg() != cmd.nargs {
+	if cmd.nargs >= 0 && len(positional) != cmd.nargs {
 		return &usageError{cmd: cmd.name, msg: fmt.Sprintf("usage: kanal %s %s", cmd.name, cmd.args)}
 	}
-	if err := cmd.run(ctx, c, &o, fs.Args()); err != nil {
+	if err := cmd.run(ctx, c, &o, positional); err != nil {
 		var u *usageError
 		if errors.As(err, &u) {
 			return err
@@ -126,6 +127,29 @@ func run(ctx context.Context, args []string, env func(string) string, stdin io.R
 		return fmt.Errorf("%s: %w", cmd.name, err)
 	}
 	return nil
+}
+
+// parseInterspersed parses flags wherever they stand among the arguments,
+// so that "kanal device revoke ID --server URL" works; after "--" every
+// argument is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		// flag stops at the first non-flag, or after consuming "--".
+		consumedDashes := len(args) > fs.NArg() && args[len(args)-fs.NArg()-1] == "--"
+		args = fs.Args()
+		if consumedDashes {
+			return append(positional, args...), nil
+		}
+		if len(args) == 0 {
+			return positional, nil
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
 }
 
 func serverFlag(fs *flag.FlagSet, o *opts) {

@@ -36,7 +36,7 @@ func (p *Problem) Error() string {
 	var b strings.Builder
 	title := p.Title
 	if title == "" {
-		title = http.StatusText(p.Status)
+		title = strings.ToLower(http.StatusText(p.Status))
 	}
 	if title == "" {
 		title = fmt.Sprintf("status %d", p.Status)
@@ -102,7 +102,7 @@ func readProblem(resp *http.Response) error {
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if mt != "application/problem+json" {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBodyBytes))
-		return &Problem{Type: BlankType, Title: http.StatusText(resp.StatusCode), Status: resp.StatusCode}
+		return &Problem{Type: BlankType, Title: strings.ToLower(http.StatusText(resp.StatusCode)), Status: resp.StatusCode}
 	}
 	body, err := readCapped(resp.Body)
 	if err != nil {
@@ -129,15 +129,14 @@ func readProblem(resp *http.Response) error {
 			return err
 		}
 	}
+	// Status is taken from the status line, which every intermediary acted
+	// on; the body's copy is only checked for its type.
 	if raw, ok := members["status"]; ok {
 		delete(members, "status")
 		var status int
 		if err := json.Unmarshal(raw, &status); err != nil {
 			return fmt.Errorf("HTTP %d: %w: problem member \"status\" is not a number", resp.StatusCode, ErrBadResponse)
 		}
-		// The status line is what every intermediary acted on; a body that
-		// disagrees does not change it.
-		_ = status
 	}
 	if len(members) > 0 {
 		p.Extra = members
