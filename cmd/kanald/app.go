@@ -5,9 +5,12 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kanal-server/kanal/identity"
+	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/internal/bus"
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/web"
@@ -19,18 +22,29 @@ type app struct {
 	handler http.Handler
 	conns   *web.Tracker
 	metrics *web.Metrics
+	ident   *identity.Service
 }
 
 // migrations lists every domain's schema, in dependency order.
 func migrations() []db.Migrations {
-	return []db.Migrations{kanaldMigrations()}
+	return []db.Migrations{kanaldMigrations(), identity.Migrations()}
 }
 
-func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus) (*app, error) {
+func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.CA) (*app, error) {
 	a := &app{conns: &web.Tracker{}, metrics: web.NewMetrics()}
 	registerStateMetrics(a.metrics.Registry, d, b)
 
+	mailer, err := newMailer(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	a.ident, err = identity.New(identity.Options{DB: d, CA: authority, Mailer: mailer, Logger: log, TrustProxy: cfg.TrustProxy})
+	if err != nil {
+		return nil, err
+	}
+
 	mux := http.NewServeMux()
+	a.ident.Register(mux)
 	mux.Handle("GET /healthz", web.Healthz())
 	mux.Handle("GET /readyz", web.Readyz(
 		web.Check{Name: "database", Func: d.Ping},
@@ -50,6 +64,21 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus) (*app, error) {
 }
 
 func (a *app) close() {}
+
+// newMailer sends through SMTP when KANAL_SMTP_URL is set, and otherwise
+// writes mails to <data-dir>/mail, logging each file's path (never its
+// content: it holds a sign-up code).
+func newMailer(cfg *config, log *slog.Logger) (identity.Mailer, error) {
+	if cfg.SMTPURL != "" {
+		m, err := identity.NewSMTPMailer(cfg.SMTPURL, cfg.MailFrom)
+		if err != nil {
+			return nil, &settingError{"KANAL_SMTP_URL", err}
+		}
+		return m, nil
+	}
+	return &identity.FileMailer{Dir: filepath.Join(cfg.DataDir, "mail"), From: cfg.MailFrom,
+		Written: func(path string) { log.Info("mail written", "path", path) }}, nil
+}
 
 // registerStateMetrics exports the database pools and the NATS connection.
 func registerStateMetrics(reg *prometheus.Registry, d *db.DB, b *bus.Bus) {

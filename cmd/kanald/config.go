@@ -7,8 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/mail"
+	"path/filepath"
 	"strings"
 
+	"github.com/kanal-server/kanal/identity"
 	"github.com/kanal-server/kanal/internal/bus"
 	"github.com/kanal-server/kanal/internal/db"
 )
@@ -22,6 +25,10 @@ type config struct {
 	NATSURL     string
 	LogLevel    slog.Level
 	LogFormat   string
+	SMTPURL     string
+	MailFrom    string
+	CADir       string // empty: <DataDir>/ca
+	TrustProxy  bool
 }
 
 // setting describes one configuration value for flags, env and the README.
@@ -36,6 +43,10 @@ var settings = []setting{
 	{"nats-url", "KANAL_NATS_URL", "", "nats://… of a NATS server or cluster; empty for an in-process server"},
 	{"log-level", "KANAL_LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"log-format", "KANAL_LOG_FORMAT", "text", "text or json"},
+	{"smtp-url", "KANAL_SMTP_URL", "", "smtp://user:pass@host:port[?starttls=required|opportunistic|none] for outgoing mail; empty writes mails to <data-dir>/mail"},
+	{"mail-from", "KANAL_MAIL_FROM", "kanal <noreply@localhost>", "sender of kanal's mails"},
+	{"ca-dir", "KANAL_CA_DIR", "", "directory of the deployment CA (ca.pem, ca.key); empty for <data-dir>/ca. All nodes of a deployment must share it"},
+	{"trust-proxy", "KANAL_TRUST_PROXY", "false", "true behind a reverse proxy that sets X-Forwarded-For (used for login throttling)"},
 }
 
 // settingError names the setting a bad value came from, so the one line
@@ -71,6 +82,24 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		DatabaseURL: *vals["KANAL_DATABASE_URL"],
 		NATSURL:     *vals["KANAL_NATS_URL"],
 		LogFormat:   *vals["KANAL_LOG_FORMAT"],
+		SMTPURL:     *vals["KANAL_SMTP_URL"],
+		MailFrom:    *vals["KANAL_MAIL_FROM"],
+		CADir:       *vals["KANAL_CA_DIR"],
+	}
+	switch *vals["KANAL_TRUST_PROXY"] {
+	case "true", "1", "yes":
+		c.TrustProxy = true
+	case "false", "0", "no", "":
+	default:
+		return nil, &settingError{"KANAL_TRUST_PROXY", fmt.Errorf("%q is not true or false", *vals["KANAL_TRUST_PROXY"])}
+	}
+	if _, err := mail.ParseAddress(c.MailFrom); err != nil {
+		return nil, &settingError{"KANAL_MAIL_FROM", fmt.Errorf("%q is not a mail address", c.MailFrom)}
+	}
+	if c.SMTPURL != "" {
+		if _, err := identity.NewSMTPMailer(c.SMTPURL, c.MailFrom); err != nil {
+			return nil, &settingError{"KANAL_SMTP_URL", err}
+		}
 	}
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		return nil, &settingError{"KANAL_ADDR", fmt.Errorf("%q is not host:port", c.Addr)}
@@ -105,4 +134,12 @@ func newLogger(c *config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// caDir is where the deployment CA lives.
+func (c *config) caDir() string {
+	if c.CADir != "" {
+		return c.CADir
+	}
+	return filepath.Join(c.DataDir, "ca")
 }

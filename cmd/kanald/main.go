@@ -81,15 +81,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return &settingError{"KANAL_DATABASE_URL", fmt.Errorf("load deployment: %w", err)}
 	}
 
+	authority, err := loadCA(cfg.caDir(), "kanal "+dep.ID[:8], time.Now())
+	if err != nil {
+		return &settingError{"KANAL_CA_DIR", err}
+	}
+	if err := checkCAFingerprint(ctx, d, cfg.caDir(), caFingerprint(authority)); err != nil {
+		return &settingError{"KANAL_CA_DIR", err}
+	}
+
 	b, err := bus.Open(ctx, bus.Options{URL: cfg.NATSURL, Name: "kanald-" + cfg.Addr, Logger: log})
 	if err != nil {
 		return &settingError{"KANAL_NATS_URL", err}
 	}
 	defer b.Close()
 
-	a, err := newApp(cfg, log, d, b)
+	a, err := newApp(cfg, log, d, b, authority)
 	if err != nil {
 		return err
+	}
+	// The operator credential exists once per deployment; the node that
+	// creates it prints it once. Only its hash is stored.
+	if tok, created, err := a.ident.EnsureOperator(ctx); err != nil {
+		return &settingError{"KANAL_DATABASE_URL", fmt.Errorf("create operator credential: %w", err)}
+	} else if created {
+		fmt.Fprintf(stdout, "KANAL OPERATOR TOKEN (shown once, keep it safe): %s\n", tok)
 	}
 	srv := web.NewServer(a.handler, log)
 	srv.RegisterOnShutdown(a.conns.CloseAll)

@@ -189,6 +189,12 @@ func startNode(t *testing.T, env map[string]string) *node {
 	return n
 }
 
+func (n *node) output() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.logs.String()
+}
+
 func (n *node) get(t *testing.T, path string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(n.url + path)
@@ -300,8 +306,11 @@ func TestTwoNodesSharePostgresAndNATS(t *testing.T) {
 		t.Skip("KANAL_TEST_NATS not set: two-node test not run")
 	}
 	dbURL := dbtest.WithSchema(t, base, dbtest.NewSchema(t, base))
+	// The nodes share one CA directory, as a deployment's nodes share the
+	// CA files (e.g. on a mounted secret); each has its own data directory.
+	caDir := filepath.Join(t.TempDir(), "ca")
 	env := func() map[string]string {
-		return map[string]string{"KANAL_DATABASE_URL": dbURL, "KANAL_NATS_URL": natsURL, "KANAL_DATA_DIR": t.TempDir()}
+		return map[string]string{"KANAL_DATABASE_URL": dbURL, "KANAL_NATS_URL": natsURL, "KANAL_DATA_DIR": t.TempDir(), "KANAL_CA_DIR": caDir}
 	}
 	var a, b *node
 	var wg sync.WaitGroup
@@ -319,6 +328,19 @@ func TestTwoNodesSharePostgresAndNATS(t *testing.T) {
 	}
 	if a.url == b.url || a.dep != b.dep {
 		t.Fatalf("nodes %s (%s) and %s (%s)", a.url, a.dep, b.url, b.dep)
+	}
+	// Exactly one node printed the operator token.
+	if n := strings.Count(a.output()+b.output(), "KANAL OPERATOR TOKEN"); n != 1 {
+		t.Fatalf("operator token printed %d times", n)
+	}
+	// Both serve the same CA.
+	_, caA := a.get(t, "/v1/directory/ca")
+	_, caB := b.get(t, "/v1/directory/ca")
+	var da, db2 struct{ Certificate string }
+	json.Unmarshal([]byte(caA), &da)
+	json.Unmarshal([]byte(caB), &db2)
+	if da.Certificate == "" || da.Certificate != db2.Certificate {
+		t.Fatalf("nodes serve different CAs")
 	}
 	d, err := db.OpenPostgres(context.Background(), dbURL)
 	if err != nil {
@@ -341,5 +363,35 @@ func TestTwoNodesSharePostgresAndNATS(t *testing.T) {
 		if err, _ := n.stop(t); err != nil {
 			t.Fatalf("exit: %v", err)
 		}
+	}
+}
+
+// TestCAMismatchRefused: a node whose CA is not the one recorded at the
+// deployment's first start refuses to start, with one line naming
+// KANAL_CA_DIR, and the recorded CA keeps working.
+func TestCAMismatchRefused(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "kanal-data")
+	n := startNode(t, map[string]string{"KANAL_DATA_DIR": dataDir})
+	if !strings.Contains(n.output(), "KANAL OPERATOR TOKEN") {
+		t.Fatal("first start printed no operator token")
+	}
+	if err, _ := n.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	other := filepath.Join(t.TempDir(), "other-ca")
+	err := run(ctx, nil, envOf(map[string]string{"KANAL_ADDR": "127.0.0.1:0", "KANAL_DATA_DIR": dataDir, "KANAL_CA_DIR": other}), io.Discard)
+	if err == nil {
+		t.Fatal("kanald started with a foreign CA")
+	}
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "KANAL_CA_DIR: ") || !strings.Contains(msg, other) || strings.Contains(msg, "\n") {
+		t.Fatalf("error %q should be one line naming KANAL_CA_DIR and %s", msg, other)
+	}
+	// The original CA still starts, and prints no second operator token.
+	n = startNode(t, map[string]string{"KANAL_DATA_DIR": dataDir})
+	if strings.Contains(n.output(), "KANAL OPERATOR TOKEN") {
+		t.Fatal("operator token printed again")
 	}
 }
