@@ -1,0 +1,34 @@
+// Package messaging is kanal's channel: the prekey directory through which
+// devices find each other's end-to-end keys, and (in its subpackages) the
+// per-device mailboxes, the typed message kinds and the Go client SDK.
+//
+// # Prekey directory
+//
+// Each device publishes, authenticated as itself, its E2E identity key with
+// the signature of its device key that binds the two (keys.SignIdentity),
+// a signed X25519 prekey, a signed ML-KEM-768 last-resort prekey, and
+// batches of one-time X25519 and one-time ML-KEM-768 prekeys. The directory
+// checks every signature before it stores anything: the binding against the
+// public key of the device certificate that identity issued, the prekey
+// signatures against the identity key. It still is not trusted: clients
+// verify the certificate chain, the binding and the bundle signatures
+// themselves (messaging/client does).
+//
+// Any authenticated caller may claim a bundle for every active device of an
+// account, or for every agent device of an organisation. Each one-time
+// prekey is handed out at most once, also when claims race on several
+// nodes: the claim deletes the key it hands out, and a claimer whose delete
+// lost the race tries the next key. When no one-time ML-KEM prekey is left,
+// the last-resort one is served; when no one-time X25519 prekey is left,
+// the bundle carries none. Claims are rate-limited per account with counters
+// in the database, so the limit holds across nodes.
+//
+// What the server learns: which account claims whose bundles and when, and
+// how many prekeys each device has left. It never holds a private key.
+//
+// Accounts, devices and certificates belong to identity. This package
+// declares what it needs from it — Directory, Authenticator — and
+// cmd/kanald wires the adapters; DeletePrekeys has the shape of identity's
+// revocation hook, so a revoked device's prekeys go in the same transaction
+// that revokes it.
+package messaging

@@ -1,0 +1,175 @@
+package messaging
+
+import (
+	"encoding/pem"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/kanal-server/kanal/internal/web"
+)
+
+// Route is one registered route and who may call it.
+type Route struct {
+	Pattern string
+	Auth    string
+}
+
+// Who may call a route.
+const (
+	AuthDevice  = "session of the device whose keys these are"
+	AuthSession = "any session"
+)
+
+type route struct {
+	pattern string
+	auth    string
+	h       func(w http.ResponseWriter, r *http.Request, c Caller) error
+}
+
+func (s *Service) routes() []route {
+	return []route{
+		{"PUT /v1/prekeys", AuthDevice, s.handlePublish},
+		{"POST /v1/prekeys/one-time", AuthDevice, s.handleAddPrekeys},
+		{"GET /v1/prekeys/status", AuthDevice, s.handleStatus},
+		{"POST /v1/prekeys/claim", AuthSession, s.handleClaim},
+	}
+}
+
+// Routes lists the routes Register adds.
+func (s *Service) Routes() []Route {
+	rs := s.routes()
+	out := make([]Route, len(rs))
+	for i, r := range rs {
+		out[i] = Route{Pattern: r.pattern, Auth: r.auth}
+	}
+	return out
+}
+
+// Register adds the prekey routes to mux, each behind Auth.Require. Every
+// route acts for the session's own device: there is no device id in a path
+// to get wrong.
+func (s *Service) Register(mux *http.ServeMux) {
+	for _, rt := range s.routes() {
+		mux.Handle(rt.pattern, s.auth.Require(s.handler(rt.h)))
+	}
+}
+
+func (s *Service) handler(f func(w http.ResponseWriter, r *http.Request, c Caller) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, ok := s.auth.Caller(r.Context())
+		if !ok || c.DeviceID == "" || c.AccountID == "" {
+			web.WriteProblem(w, r, web.Errorf(http.StatusUnauthorized, web.TypeUnauthorized, "Authentication required",
+				"a device session is required"))
+			return
+		}
+		if err := f(w, r, c); err != nil {
+			p := problem(err)
+			if p == nil {
+				s.log.ErrorContext(r.Context(), "messaging", "request_id", web.RequestID(r.Context()), "route", r.Pattern, "err", err)
+				web.WriteError(w, r, err)
+				return
+			}
+			web.WriteProblem(w, r, p)
+		}
+	})
+}
+
+// problem maps a domain error to its problem, or nil for an internal error.
+// The detail is the error's own text: it names the field and the rule,
+// never a secret or SQL.
+func problem(err error) *web.Problem {
+	var p *web.Problem
+	if errors.As(err, &p) {
+		return p
+	}
+	var rl *RateLimitError
+	if errors.As(err, &rl) {
+		secs := int(rl.RetryAfter.Seconds() + 0.999)
+		return web.Errorf(http.StatusTooManyRequests, web.TypeRateLimited, "Too many claims", "%s", err).
+			With("retry_after", max(secs, 1))
+	}
+	for _, m := range []struct {
+		err    error
+		status int
+		typ    web.ProblemType
+		title  string
+	}{
+		{ErrInvalidKey, http.StatusBadRequest, TypeInvalidKey, "Invalid key"},
+		{ErrBadSignature, http.StatusBadRequest, TypeBadSignature, "Bad prekey signature"},
+		{ErrBadBinding, http.StatusBadRequest, TypeBadBinding, "Bad identity binding"},
+		{ErrDuplicateKeyID, http.StatusConflict, TypeDuplicateKeyID, "Duplicate prekey id"},
+		{ErrBatchTooLarge, http.StatusRequestEntityTooLarge, web.TypeTooLarge, "Prekey batch too large"},
+		{ErrTooManyPrekeys, http.StatusConflict, TypeTooManyPrekeys, "Too many prekeys"},
+		{ErrNoIdentity, http.StatusConflict, TypeNoIdentity, "Identity not published"},
+		{ErrUnknownOrg, http.StatusNotFound, TypeUnknownRecipient, "Unknown organisation"},
+		{ErrUnknownDevice, http.StatusUnauthorized, web.TypeUnauthorized, "Unknown or revoked device"},
+		{ErrInvalid, http.StatusBadRequest, web.TypeValidation, "Invalid request"},
+	} {
+		if errors.Is(err, m.err) {
+			return web.Errorf(m.status, m.typ, m.title, "%s", err)
+		}
+	}
+	return nil
+}
+
+func (s *Service) handlePublish(w http.ResponseWriter, r *http.Request, c Caller) error {
+	var req PublishRequest
+	if err := web.DecodeJSON(w, r, &req, maxSmallBody); err != nil {
+		return err
+	}
+	st, err := s.Publish(r.Context(), c, &req)
+	if err != nil {
+		return err
+	}
+	web.WriteJSON(w, http.StatusOK, st)
+	return nil
+}
+
+func (s *Service) handleAddPrekeys(w http.ResponseWriter, r *http.Request, c Caller) error {
+	var req PrekeyBatch
+	if err := web.DecodeJSON(w, r, &req, maxBatchBody); err != nil {
+		return err
+	}
+	st, err := s.AddPrekeys(r.Context(), c, &req)
+	if err != nil {
+		return err
+	}
+	web.WriteJSON(w, http.StatusOK, st)
+	return nil
+}
+
+func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request, c Caller) error {
+	st, err := s.Status(r.Context(), c.DeviceID)
+	if err != nil {
+		return err
+	}
+	web.WriteJSON(w, http.StatusOK, st)
+	return nil
+}
+
+func (s *Service) handleClaim(w http.ResponseWriter, r *http.Request, c Caller) error {
+	var req ClaimRequest
+	if err := web.DecodeJSON(w, r, &req, maxSmallBody); err != nil {
+		return err
+	}
+	resp, err := s.Claim(r.Context(), c, &req)
+	var rl *RateLimitError
+	if errors.As(err, &rl) {
+		w.Header().Set("Retry-After", strconv.Itoa(max(int(rl.RetryAfter.Seconds()+0.999), 1)))
+	}
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	web.WriteJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// pemCert encodes a DER certificate as PEM, or "" for none.
+func pemCert(der []byte) string {
+	if len(der) == 0 {
+		return ""
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}

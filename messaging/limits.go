@@ -1,0 +1,39 @@
+package messaging
+
+import "time"
+
+// Limits of the prekey directory, in one place.
+const (
+	// MaxPrekeyBatch is the most one-time prekeys of each kind (X25519 and
+	// ML-KEM-768) one upload may carry.
+	MaxPrekeyBatch = 100
+
+	// MaxStoredPrekeys is the most unused one-time prekeys of each kind the
+	// directory keeps per device. An ML-KEM-768 public key is 1184 bytes,
+	// so this bounds a device's footprint at well under a megabyte.
+	MaxStoredPrekeys = 500
+
+	// LowPrekeys is the count below which a device is told (the low flag of
+	// the status and upload answers) to upload more one-time prekeys of a
+	// kind.
+	LowPrekeys = 20
+
+	// ClaimWindow and MaxClaimsPerWindow rate-limit bundle claims per
+	// claiming account: at most MaxClaimsPerWindow claim requests in each
+	// fixed window. A claim takes one one-time prekey of each kind per
+	// device, so this bounds how fast one account can drain other devices'
+	// one-time keys (after which sessions still start, on the signed and
+	// last-resort prekeys).
+	ClaimWindow        = time.Minute
+	MaxClaimsPerWindow = 30
+
+	// MaxClaimDevices bounds the bundles one claim returns (an account has
+	// at most identity.MaxDevices; an organisation may have many agents).
+	MaxClaimDevices = 200
+
+	// maxSmallBody caps the bodies of PUT /v1/prekeys and of claims;
+	// maxBatchBody a full one-time batch (an ML-KEM-768 key is about 1.6 KB
+	// in text form, its signature 86 bytes).
+	maxSmallBody = 16 << 10
+	maxBatchBody = 512 << 10
+)
