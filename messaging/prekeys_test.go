@@ -491,4 +491,3 @@ func must(b []byte, err error) []byte {
 	}
 	return b
 }
-

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"database/sql"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -14,6 +17,7 @@ import (
 	"github.com/kanal-server/kanal/internal/bus"
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/web"
+	"github.com/kanal-server/kanal/messaging"
 )
 
 // app wires kanal's domains to the database, the bus and the HTTP edge.
@@ -27,7 +31,7 @@ type app struct {
 
 // migrations lists every domain's schema, in dependency order.
 func migrations() []db.Migrations {
-	return []db.Migrations{kanaldMigrations(), identity.Migrations()}
+	return []db.Migrations{kanaldMigrations(), identity.Migrations(), messaging.Migrations()}
 }
 
 func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.CA) (*app, error) {
@@ -43,8 +47,22 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		return nil, err
 	}
 
+	prekeys, err := messaging.New(messaging.Options{DB: d, Directory: identityDirectory{d}, Logger: log,
+		Auth: messaging.Auth{
+			Require: func(h http.Handler) http.Handler { return a.ident.RequireSession(ca.LevelLow, h) },
+			Caller: func(ctx context.Context) (messaging.Caller, bool) {
+				p, ok := identity.FromContext(ctx)
+				return messaging.Caller{AccountID: p.AccountID, DeviceID: p.DeviceID}, ok
+			},
+		}})
+	if err != nil {
+		return nil, err
+	}
+	a.ident.AddRevocationHook(messaging.DeletePrekeys)
+
 	mux := http.NewServeMux()
 	a.ident.Register(mux)
+	prekeys.Register(mux)
 	mux.Handle("GET /healthz", web.Healthz())
 	mux.Handle("GET /readyz", web.Readyz(
 		web.Check{Name: "database", Func: d.Ping},
@@ -64,6 +82,79 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 }
 
 func (a *app) close() {}
+
+// identityDirectory gives the prekey directory identity's active devices
+// and their certificates. It reads identity's tables because identity
+// exports no Go directory yet; it belongs in identity once it does.
+type identityDirectory struct{ d *db.DB }
+
+func (i identityDirectory) Device(ctx context.Context, id string) (messaging.Device, error) {
+	ds, err := i.devices(ctx, `SELECT id, account_id, cert_pem, '' FROM identity_devices WHERE id = $1 AND revoked_at IS NULL`, id)
+	if err == nil && len(ds) == 0 {
+		err = fmt.Errorf("device %s: %w", id, messaging.ErrUnknownDevice)
+	}
+	if err != nil {
+		return messaging.Device{}, err
+	}
+	return ds[0], nil
+}
+
+func (i identityDirectory) AccountDevices(ctx context.Context, account string) ([]messaging.Device, error) {
+	return i.devices(ctx, `SELECT id, account_id, cert_pem, '' FROM identity_devices WHERE account_id = $1 AND revoked_at IS NULL`, account)
+}
+
+// OrgAgents lists every member's active device with its newest live
+// membership certificate: all roles speak for the organisation.
+func (i identityDirectory) OrgAgents(ctx context.Context, org string) ([]byte, []messaging.Device, error) {
+	var certPEM string
+	err := i.d.QueryRow(ctx, `SELECT cert_pem FROM identity_orgs WHERE id = $1 AND verified_at IS NOT NULL`, org).Scan(&certPEM)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && certPEM == "" {
+		return nil, nil, fmt.Errorf("organisation %s: %w", org, messaging.ErrUnknownOrg)
+	} else if err != nil {
+		return nil, nil, err
+	}
+	ds, err := i.devices(ctx, `SELECT d.id, d.account_id, d.cert_pem, ms.cert_pem FROM identity_members m
+		JOIN identity_memberships ms ON ms.org_id = m.org_id AND ms.account_id = m.account_id AND ms.revoked_at IS NULL
+		JOIN identity_devices d ON d.id = ms.device_id AND d.revoked_at IS NULL
+		WHERE m.org_id = $1 ORDER BY d.id, ms.not_after DESC`, org)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := ds[:0]
+	for _, d := range ds {
+		if len(out) == 0 || out[len(out)-1].DeviceID != d.DeviceID {
+			out = append(out, d)
+		}
+	}
+	return derOf(certPEM), out, nil
+}
+
+func (i identityDirectory) devices(ctx context.Context, q string, arg string) ([]messaging.Device, error) {
+	rows, err := i.d.Query(ctx, q, arg)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []messaging.Device
+	for rows.Next() {
+		var d messaging.Device
+		var cert, membership string
+		if err := rows.Scan(&d.DeviceID, &d.AccountID, &cert, &membership); err != nil {
+			return nil, err
+		}
+		d.Certificate, d.Membership = derOf(cert), derOf(membership)
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// derOf returns the DER bytes of a PEM certificate, nil for none.
+func derOf(s string) []byte {
+	if b, _ := pem.Decode([]byte(s)); b != nil {
+		return b.Bytes
+	}
+	return nil
+}
 
 // newMailer sends through SMTP when KANAL_SMTP_URL is set, and otherwise
 // writes mails to <data-dir>/mail, logging each file's path (never its
