@@ -3,9 +3,9 @@ package identity
 import (
 	"context"
 	"crypto/rand"
-	"mime"
 	"errors"
 	"io"
+	"mime"
 	"net"
 	"net/mail"
 	"os"
