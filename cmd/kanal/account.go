@@ -120,9 +120,11 @@ func password(ctx context.Context, c *cli, o *opts, _ []string) error {
 	if err != nil {
 		return err
 	}
+	// The server wants the current password whenever the account has one;
+	// an account enrolled before setting one has none, so it may be empty.
 	var current []byte
 	if loggedIn {
-		if current, err = c.secret("KANAL_CURRENT_PASSWORD", "Current password: ", false); err != nil {
+		if current, err = c.optionalSecret("KANAL_CURRENT_PASSWORD", "Current password (empty if none): "); err != nil {
 			return fmt.Errorf("current password: %w", err)
 		}
 	}

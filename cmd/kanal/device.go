@@ -178,8 +178,12 @@ func deviceEnroll(ctx context.Context, c *cli, o *opts, _ []string) error {
 	if err := keepCertificate(st, key, res.Certificate, res.CA); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "Enrolled device %s (%q, %s key), certificate level %s.\nNext: kanal login\n",
-		st.Data.DeviceID, name, o.keyType, res.Level)
+	fmt.Fprintf(c.stdout, "Enrolled device %s (%q, %s key), certificate level %s.\n", st.Data.DeviceID, name, o.keyType, res.Level)
+	if res.Level == identity.LevelLow {
+		// The server caps a session's level at the certificate's.
+		fmt.Fprintln(c.stdout, "The account has no password yet: for level substantial run 'kanal password', 'kanal login --device-only' and 'kanal device renew'.")
+	}
+	fmt.Fprintln(c.stdout, "Next: kanal login")
 	return nil
 }
 
@@ -197,8 +201,6 @@ func keepCertificate(st *keystore.Store, key crypto.Signer, certPEM, caPEM strin
 	st.Data.DeviceID = id.DeviceID
 	st.Data.DeviceCertPEM = []byte(certPEM)
 	setSecret(st, secretCA, caPEM)
-	setSecret(st, secretSetupToken, "")
-	setSecret(st, secretSetupExpires, "")
 	return st.Save()
 }
 

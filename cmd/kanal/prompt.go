@@ -45,3 +45,19 @@ func (c *cli) secret(name, prompt string, confirm bool) ([]byte, error) {
 	}
 	return v, nil
 }
+
+// optionalSecret is secret for a value that may be empty: without the
+// variable or a terminal it is empty, and the server says if it was needed.
+func (c *cli) optionalSecret(name, prompt string) ([]byte, error) {
+	if v := c.env(name); v != "" {
+		return []byte(v), nil
+	}
+	f, ok := c.stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil, nil
+	}
+	fmt.Fprint(c.stderr, prompt)
+	b, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(c.stderr)
+	return b, err
+}

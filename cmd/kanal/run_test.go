@@ -137,4 +137,19 @@ func TestInProcess(t *testing.T) {
 	must("Renewed the certificate", "device", "renew")
 	must("BEGIN CERTIFICATE", "device", "show")
 	must("Logged out.", "logout")
+
+	// Enrolled before a password: the certificate is low until renewed.
+	env["KANAL_HOME"] = filepath.Join(work, "bob")
+	delete(env, "KANAL_CURRENT_PASSWORD")
+	must("A code is on its way", "register", "bob@example.org")
+	must("Verified", "verify", mail.last["bob@example.org"])
+	must("certificate level low", "device", "enroll")
+	must("level low", "login", "--device-only")
+	must("Password set.", "password")
+	must("level substantial", "device", "renew")
+	must("level substantial", "login")
+	code, out := runKanal(t, env, "password")
+	if code != 1 || !strings.Contains(out, "(urn:kanal:problem:password-required)") {
+		t.Fatalf("changing the password without the current one: exit %d\n%s", code, out)
+	}
 }
