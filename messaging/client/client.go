@@ -1,0 +1,211 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kanal-server/kanal/identity/ca"
+	idclient "github.com/kanal-server/kanal/identity/client"
+	"github.com/kanal-server/kanal/keys"
+	"github.com/kanal-server/kanal/messaging"
+)
+
+// Errors callers branch on. Server refusals are *identity/client.Problem
+// values (branch on their Type, e.g. messaging.TypeBadBinding).
+var (
+	ErrUntrusted  = errors.New("messaging/client: bundle or sender not trusted")
+	ErrNoSession  = errors.New("messaging/client: no session with this device")
+	ErrBadMessage = errors.New("messaging/client: malformed message")
+	ErrUnknownKey = errors.New("messaging/client: message names a prekey this device does not hold")
+)
+
+// Options configures a Client. BaseURL, AccountID, DeviceID, DeviceKey,
+// DeviceCertificate, CA and Store are required.
+type Options struct {
+	BaseURL    string       // "https://kanal.example.de"
+	HTTPClient *http.Client // nil: a client with DefaultTimeout
+	Token      string       // session bearer token; SetToken replaces it
+
+	AccountID string
+	DeviceID  string
+	// DeviceKey is the device's PKI key (ECDSA P-256 or Ed25519); it signs
+	// the binding of the E2E identity key to the device.
+	DeviceKey crypto.Signer
+	// DeviceCertificate is this device's certificate (PEM or DER), sent
+	// with first messages so receivers can check the sender offline.
+	DeviceCertificate []byte
+	// CA is the deployment CA every peer certificate must chain to. Take
+	// it from enrolment or configuration, not from a claim response.
+	CA *x509.Certificate
+
+	Store Store
+	Now   func() time.Time // nil: time.Now
+	Rand  io.Reader        // nil: crypto/rand
+}
+
+// Client is one device's end-to-end state and its connection to the
+// prekey directory.
+type Client struct {
+	base      string
+	hc        *http.Client
+	account   string
+	device    string
+	deviceKey crypto.Signer
+	certDER   []byte
+	caCert    *x509.Certificate
+	roots     *x509.CertPool
+	store     Store
+	now       func() time.Time
+	rand      io.Reader
+	id        *idclient.Client
+
+	token atomic.Pointer[string]
+
+	mu     sync.Mutex // serialises state changes
+	crl    []byte
+	crlAt  time.Time
+	idKey  keys.IdentityPrivate
+	idMeta *meta
+}
+
+// New checks o and returns a Client. It does not contact the server.
+func New(o Options) (*Client, error) {
+	if o.BaseURL == "" || o.AccountID == "" || o.DeviceID == "" || o.DeviceKey == nil || o.CA == nil || o.Store == nil || len(o.DeviceCertificate) == 0 {
+		return nil, errors.New("messaging/client: BaseURL, AccountID, DeviceID, DeviceKey, DeviceCertificate, CA and Store are required")
+	}
+	der := o.DeviceCertificate
+	if b, _ := pem.Decode(der); b != nil {
+		der = b.Bytes
+	}
+	c := &Client{base: o.BaseURL, hc: o.HTTPClient, account: o.AccountID, device: o.DeviceID, deviceKey: o.DeviceKey,
+		certDER: der, caCert: o.CA, store: o.Store, now: o.Now, rand: o.Rand}
+	c.token.Store(&o.Token)
+	if c.hc == nil {
+		c.hc = &http.Client{Timeout: DefaultTimeout}
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	c.roots = x509.NewCertPool()
+	c.roots.AddCert(o.CA)
+	// The own certificate must be one that peers will accept.
+	di, err := ca.VerifyDevice(der, c.roots, c.now())
+	if err != nil {
+		return nil, fmt.Errorf("messaging/client: own device certificate: %w", err)
+	}
+	if di.DeviceID != o.DeviceID || di.AccountID != o.AccountID {
+		return nil, fmt.Errorf("messaging/client: own device certificate names %s/%s", di.AccountID, di.DeviceID)
+	}
+	c.id = idclient.New(o.BaseURL, c.hc)
+	return c, nil
+}
+
+// SetToken replaces the session token, for example after a refresh.
+func (c *Client) SetToken(token string) {
+	c.token.Store(&token)
+}
+
+// DeviceID returns the device the Client acts for.
+func (c *Client) DeviceID() string { return c.device }
+
+// do sends one request to the prekey directory and strictly decodes a 200
+// answer into out. An error answer becomes an *idclient.Problem.
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	if u, err := url.Parse(c.base); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("messaging/client: server address %q: want http(s)://host[:port]", c.base)
+	}
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json, application/problem+json")
+	if tok := *c.token.Load(); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
+	if err != nil {
+		return err
+	}
+	if len(b) > MaxResponseBytes {
+		return fmt.Errorf("messaging/client: %s %s: answer over %d bytes", method, path, MaxResponseBytes)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return problemOf(resp, b)
+	}
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "application/json" {
+		return fmt.Errorf("messaging/client: %s %s: content type %q", method, path, resp.Header.Get("Content-Type"))
+	}
+	return decodeStrict(b, out)
+}
+
+func problemOf(resp *http.Response, b []byte) error {
+	p := &idclient.Problem{Status: resp.StatusCode, Type: idclient.BlankType}
+	var j struct {
+		Type   string `json:"type"`
+		Title  string `json:"title"`
+		Detail string `json:"detail"`
+	}
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "application/problem+json" && json.Unmarshal(b, &j) == nil {
+		if j.Type != "" {
+			p.Type = j.Type
+		}
+		p.Title, p.Detail = j.Title, j.Detail
+	}
+	if ra := resp.Header.Get("Retry-After"); ra != "" {
+		if _, err := strconv.Atoi(ra); err == nil {
+			p.Extra = map[string]json.RawMessage{"retry_after": json.RawMessage(ra)}
+		}
+	}
+	return p
+}
+
+func decodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("messaging/client: bad answer: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("messaging/client: bad answer: trailing data")
+	}
+	return nil
+}
+
+// Status returns what the directory holds for this device.
+func (c *Client) Status(ctx context.Context) (*messaging.PrekeyStatus, error) {
+	var st messaging.PrekeyStatus
+	if err := c.do(ctx, http.MethodGet, "/v1/prekeys/status", nil, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}

@@ -1,0 +1,528 @@
+package client_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/mail"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	idclient "github.com/kanal-server/kanal/identity/client"
+	"github.com/kanal-server/kanal/internal/db/dbtest"
+	"github.com/kanal-server/kanal/internal/web"
+	"github.com/kanal-server/kanal/keys"
+	"github.com/kanal-server/kanal/messaging"
+	"github.com/kanal-server/kanal/messaging/client"
+)
+
+// These tests run the SDK against the real kanald binary: identity's real
+// sign-up, enrolment, login and session middleware in front of the prekey
+// directory, on SQLite and (with KANAL_TEST_POSTGRES) PostgreSQL.
+
+var kanaldBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "kanal-sdk-bin")
+	if err != nil {
+		panic(err)
+	}
+	kanaldBin = filepath.Join(dir, "kanald")
+	if b, err := exec.Command("go", "build", "-o", kanaldBin, "../../cmd/kanald").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build kanald: %v\n%s", err, b)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type server struct {
+	url, dataDir string
+	mu           sync.Mutex
+	out          strings.Builder
+}
+
+func (s *server) output() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.out.String()
+}
+
+// startKanald starts kanald on a free port, with SQLite, or PostgreSQL in
+// a fresh schema when postgres is set.
+func startKanald(t *testing.T, postgres bool) *server {
+	t.Helper()
+	s := &server{dataDir: filepath.Join(t.TempDir(), "kanal-data")}
+	cmd := exec.Command(kanaldBin)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "KANAL_ADDR=127.0.0.1:0",
+		"KANAL_DATA_DIR=" + s.dataDir, "KANAL_LOG_FORMAT=json"}
+	if postgres {
+		base := dbtest.PostgresURL(t)
+		cmd.Env = append(cmd.Env, "KANAL_DATABASE_URL="+dbtest.WithSchema(t, base, dbtest.NewSchema(t, base)))
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done, ready := make(chan error, 1), make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			s.mu.Lock()
+			s.out.WriteString(sc.Text() + "\n")
+			s.mu.Unlock()
+			var rec struct{ Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "kanald ready" {
+				ready <- rec.Addr
+			}
+		}
+	}()
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("kanald output:\n%s", s.output())
+		}
+	})
+	select {
+	case s.url = <-ready:
+	case err := <-done:
+		t.Fatalf("kanald exited: %v\n%s", err, s.output())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("kanald not ready\n%s", s.output())
+	}
+	return s
+}
+
+var codeRE = regexp.MustCompile(`\b[0-9]{8}\b`)
+
+// code reads the sign-up code mailed to addr.
+func (s *server) code(t *testing.T, addr string) string {
+	t.Helper()
+	dir := filepath.Join(s.dataDir, "mail")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(names)))
+	for _, name := range names {
+		raw, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := mail.ReadMessage(bytes.NewReader(raw))
+		if err != nil {
+			continue
+		}
+		if to, err := mail.ParseAddress(msg.Header.Get("To")); err != nil || to.Address != addr {
+			continue
+		}
+		body, _ := io.ReadAll(msg.Body)
+		if c := codeRE.FindString(string(body)); c != "" {
+			return c
+		}
+	}
+	t.Fatalf("no code for %s", addr)
+	return ""
+}
+
+// user is an account with one enrolled, logged-in device.
+type user struct {
+	account, device string
+	key             crypto.Signer
+	cert            []byte // PEM
+	ca              *x509.Certificate
+	token           string
+	id              *idclient.Client // with the session token
+}
+
+// signUp registers email, enrolls a device (P-256 or Ed25519) and logs in
+// with a low session, all through identity's real routes.
+func signUp(t *testing.T, s *server, email string, p256 bool) *user {
+	t.Helper()
+	ctx := context.Background()
+	ic := idclient.New(s.url, nil)
+	if err := ic.Signup(ctx, email); err != nil {
+		t.Fatal(err)
+	}
+	v, err := ic.VerifySignup(ctx, email, s.code(t, email))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var key crypto.Signer
+	if p256 {
+		key, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	} else {
+		_, key, _ = ed25519.GenerateKey(rand.Reader)
+	}
+	enr, err := ic.WithToken(v.SetupToken).EnrollDevice(ctx, "phone", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := ic.Login(ctx, enr.DeviceID, key, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode([]byte(enr.CA))
+	caCert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &user{account: v.AccountID, device: enr.DeviceID, key: key, cert: []byte(enr.Certificate), ca: caCert,
+		token: sess.Token, id: ic.WithToken(sess.Token)}
+}
+
+// sdk returns an SDK client for u talking to base (kanald or a proxy).
+func (u *user) sdk(t *testing.T, base string, store client.Store) *client.Client {
+	t.Helper()
+	c, err := client.New(client.Options{BaseURL: base, Token: u.token, AccountID: u.account, DeviceID: u.device,
+		DeviceKey: u.key, DeviceCertificate: u.cert, CA: u.ca, Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func engines(t *testing.T, f func(t *testing.T, postgres bool)) {
+	t.Run("sqlite", func(t *testing.T) { f(t, false) })
+	t.Run("postgres", func(t *testing.T) {
+		if os.Getenv(dbtest.PostgresEnv) == "" {
+			t.Skip(dbtest.PostgresEnv + " not set")
+		}
+		f(t, true)
+	})
+}
+
+// send encrypts for the peer and returns the bytes an envelope would carry.
+func send(t *testing.T, from *client.Client, to string, text string) []byte {
+	t.Helper()
+	m, err := from.Encrypt(to, []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func receive(t *testing.T, at *client.Client, from string, wire []byte) string {
+	t.Helper()
+	var m client.Message
+	if err := m.UnmarshalBinary(wire); err != nil {
+		t.Fatal(err)
+	}
+	pt, err := at.Decrypt(context.Background(), from, &m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pt)
+}
+
+func TestConversationOverKanald(t *testing.T) {
+	engines(t, func(t *testing.T, postgres bool) {
+		ctx := context.Background()
+		srv := startKanald(t, postgres)
+		alice, bob := signUp(t, srv, "alice@example.org", true), signUp(t, srv, "bob@example.org", false)
+		aliceSDK := alice.sdk(t, srv.url, client.NewMemoryStore())
+		bobStore := client.NewMemoryStore()
+		bobSDK := bob.sdk(t, srv.url, bobStore)
+
+		st, err := bobSDK.Publish(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !st.Published || st.OneTimePrekeys != client.PrekeyBatch || st.PQPrekeys != client.PrekeyBatch || st.Low {
+			t.Fatalf("after publish: %+v", st)
+		}
+		if _, err := aliceSDK.Publish(ctx); err != nil {
+			t.Fatal(err)
+		}
+
+		claim, err := aliceSDK.ClaimAccount(ctx, bob.account)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(claim.Bundles) != 1 || len(claim.Refused) != 0 {
+			t.Fatalf("claim: %+v", claim)
+		}
+		b := claim.Bundles[0]
+		if b.Device.DeviceID != bob.device || !b.Prekeys.HasOneTimePrekey() || b.Prekeys.PQPrekey.LastResort() {
+			t.Fatalf("bundle: %+v", b.Device)
+		}
+		if err := aliceSDK.StartSession(b); err != nil {
+			t.Fatal(err)
+		}
+
+		// Two messages before bob answers (the second arrives first), then
+		// an exchange both ways.
+		m1 := send(t, aliceSDK, bob.device, "Guten Tag, Bürgeramt?")
+		m2 := send(t, aliceSDK, bob.device, "Ich brauche einen Termin.")
+		if got := receive(t, bobSDK, alice.device, m2); got != "Ich brauche einen Termin." {
+			t.Fatal(got)
+		}
+		if got := receive(t, bobSDK, alice.device, m1); got != "Guten Tag, Bürgeramt?" {
+			t.Fatal(got)
+		}
+		for i := range 3 {
+			r := send(t, bobSDK, alice.device, fmt.Sprintf("Antwort %d", i))
+			if got := receive(t, aliceSDK, bob.device, r); got != fmt.Sprintf("Antwort %d", i) {
+				t.Fatal(got)
+			}
+			q := send(t, aliceSDK, bob.device, fmt.Sprintf("Frage %d", i))
+			var m client.Message
+			m.UnmarshalBinary(q)
+			if m.Initial != nil {
+				t.Fatal("initial message still sent after the answer")
+			}
+			if got := receive(t, bobSDK, alice.device, q); got != fmt.Sprintf("Frage %d", i) {
+				t.Fatal(got)
+			}
+		}
+		// A replay is refused.
+		var again client.Message
+		again.UnmarshalBinary(m2)
+		if _, err := bobSDK.Decrypt(ctx, alice.device, &again); err == nil {
+			t.Fatal("replayed message decrypted")
+		}
+
+		// bob's used one-time private key is gone; the directory counts one
+		// fewer; Replenish tops up once the count is low.
+		if _, err := bobStore.Get(fmt.Sprintf("opk/%d", b.Prekeys.OneTimePrekey.ID())); err != client.ErrNotFound {
+			t.Fatalf("used one-time prekey kept: %v", err)
+		}
+		st, err = bobSDK.Status(ctx)
+		if err != nil || st.OneTimePrekeys != client.PrekeyBatch-1 || st.PQPrekeys != client.PrekeyBatch-1 || st.Low {
+			t.Fatalf("status: %+v %v", st, err)
+		}
+		// Claims by three accounts take bob below the low mark; one more
+		// claim than the limit allows is refused with 429.
+		for i := range 3 {
+			u := signUp(t, srv, fmt.Sprintf("claimer%d@example.org", i), false)
+			cs := u.sdk(t, srv.url, client.NewMemoryStore())
+			for range 27 {
+				if _, err := cs.ClaimAccount(ctx, bob.account); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if i == 0 {
+				for range messaging.MaxClaimsPerWindow - 27 {
+					cs.ClaimAccount(ctx, bob.account)
+				}
+				_, err := cs.ClaimAccount(ctx, bob.account)
+				if !idclient.IsProblem(err, string(web.TypeRateLimited)) || idclient.StatusOf(err) != http.StatusTooManyRequests {
+					t.Fatalf("claim over the limit: %v", err)
+				}
+			}
+		}
+		st, err = bobSDK.Status(ctx)
+		if err != nil || !st.Low || st.OneTimePrekeys >= messaging.LowPrekeys {
+			t.Fatalf("status after claims: %+v %v", st, err)
+		}
+		before := st.OneTimePrekeys
+		if st, err = bobSDK.Replenish(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st.OneTimePrekeys != before+client.PrekeyBatch || st.Low {
+			t.Fatalf("replenish from %d: %+v", before, st)
+		}
+	})
+}
+
+// tamperProxy forwards to kanald and lets f rewrite claim answers, as a
+// compromised server could.
+func tamperProxy(t *testing.T, target string, f func(*messaging.ClaimResponse)) string {
+	return tamperProxyRaw(t, target, f, nil)
+}
+
+// tamperProxyRaw also rewrites the encoded answer with raw, for changes
+// that keys.PrekeyBundle refuses to encode (a bundle whose signatures fail).
+func tamperProxyRaw(t *testing.T, target string, f func(*messaging.ClaimResponse), raw func([]byte) []byte) string {
+	t.Helper()
+	u, _ := url.Parse(target)
+	p := httputil.NewSingleHostReverseProxy(u)
+	p.ModifyResponse = func(resp *http.Response) error {
+		if resp.Request.URL.Path != "/v1/prekeys/claim" || resp.StatusCode != http.StatusOK {
+			return nil
+		}
+		var cr messaging.ClaimResponse
+		if err := json.NewDecoder(resp.Body).Decode(&cr); err != nil {
+			return err
+		}
+		resp.Body.Close()
+		f(&cr)
+		b, err := json.Marshal(&cr)
+		if err != nil {
+			return err
+		}
+		if raw != nil {
+			b = raw(b)
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		resp.ContentLength = int64(len(b))
+		resp.Header.Set("Content-Length", fmt.Sprint(len(b)))
+		return nil
+	}
+	ts := httptest.NewServer(p)
+	t.Cleanup(ts.Close)
+	return ts.URL
+}
+
+func TestTamperedBundlesRefused(t *testing.T) {
+	ctx := context.Background()
+	srv := startKanald(t, false)
+	alice, bob, mallory := signUp(t, srv, "alice@example.org", false), signUp(t, srv, "bob@example.org", true), signUp(t, srv, "mallory@example.org", false)
+	if _, err := bob.sdk(t, srv.url, client.NewMemoryStore()).Publish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mallory.sdk(t, srv.url, client.NewMemoryStore()).Publish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fake, _ := keys.GenerateIdentity(nil)
+	capture := func(account string) messaging.ClaimedBundle {
+		var cr messaging.ClaimResponse
+		proxy := tamperProxy(t, srv.url, func(r *messaging.ClaimResponse) { cr = *r })
+		if _, err := alice.sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, account); err != nil {
+			t.Fatal(err)
+		}
+		return cr.Bundles[0]
+	}
+	malloryBundle, bobBundle := capture(mallory.account), capture(bob.account)
+
+	cases := []struct {
+		name   string
+		tamper func(b *messaging.ClaimedBundle)
+	}{
+		{"identity key swapped, prekeys re-signed by it", func(b *messaging.ClaimedBundle) {
+			b.Bundle.Identity = fake.Public()
+			b.Bundle.SignedPrekeySig, _ = fake.SignSignedPrekey(b.Bundle.SignedPrekey)
+			b.Bundle.PQPrekeySig, _ = fake.SignPQPrekey(b.Bundle.PQPrekey)
+		}},
+		{"binding broken", func(b *messaging.ClaimedBundle) {
+			raw := []byte(b.IdentityBinding)
+			raw[10] ^= 1
+			b.IdentityBinding = string(raw)
+		}},
+		{"another device's certificate, identity and binding", func(b *messaging.ClaimedBundle) {
+			b.Certificate, b.IdentityBinding = malloryBundle.Certificate, malloryBundle.IdentityBinding
+			id := malloryBundle.Bundle
+			id.DeviceID = b.Bundle.DeviceID
+			b.Bundle = id
+		}},
+		{"certificate missing", func(b *messaging.ClaimedBundle) { b.Certificate = "" }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			proxy := tamperProxy(t, srv.url, func(r *messaging.ClaimResponse) {
+				for i := range r.Bundles {
+					tc.tamper(&r.Bundles[i])
+				}
+			})
+			claim, err := alice.sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, bob.account)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(claim.Bundles) != 0 || len(claim.Refused) != 1 || !errors.Is(claim.Refused[0].Err, client.ErrUntrusted) {
+				t.Fatalf("tampered bundle not refused: %+v", claim)
+			}
+			t.Logf("refused: %v", claim.Refused[0].Err)
+		})
+	}
+
+	t.Run("signed prekey swapped", func(t *testing.T) {
+		bobSPK, _ := json.Marshal(bobBundle.Bundle.SignedPrekey)
+		malSPK, _ := json.Marshal(malloryBundle.Bundle.SignedPrekey)
+		proxy := tamperProxyRaw(t, srv.url, func(*messaging.ClaimResponse) {}, func(b []byte) []byte {
+			return bytes.ReplaceAll(b, bobSPK, malSPK)
+		})
+		claim, err := alice.sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, bob.account)
+		if err != nil || len(claim.Bundles) != 0 || len(claim.Refused) != 1 || !errors.Is(claim.Refused[0].Err, client.ErrUntrusted) {
+			t.Fatalf("tampered bundle not refused: %+v %v", claim, err)
+		}
+	})
+
+	// A certificate from another CA is refused even if all else is in order.
+	t.Run("another CA", func(t *testing.T) {
+		other := startKanald(t, false)
+		eve := signUp(t, other, "eve@example.org", false)
+		if _, err := eve.sdk(t, other.url, client.NewMemoryStore()).Publish(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var foreign messaging.ClaimedBundle
+		proxy := tamperProxy(t, other.url, func(r *messaging.ClaimResponse) { foreign = r.Bundles[0] })
+		// Another user of the foreign deployment claims eve's bundle there;
+		// the proxy keeps a copy.
+		signUp(t, other, "x@example.org", false).sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, eve.account)
+		proxy = tamperProxy(t, srv.url, func(r *messaging.ClaimResponse) { r.Bundles = append(r.Bundles, foreign) })
+		claim, err := alice.sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, bob.account)
+		if err != nil || len(claim.Bundles) != 1 || len(claim.Refused) != 1 || !errors.Is(claim.Refused[0].Err, client.ErrUntrusted) {
+			t.Fatalf("foreign bundle: %+v %v", claim, err)
+		}
+	})
+
+	// A revoked device: the server stops serving it, and a bundle captured
+	// before the revocation is refused by the CRL check.
+	t.Run("revoked device", func(t *testing.T) {
+		var captured messaging.ClaimedBundle
+		proxy := tamperProxy(t, srv.url, func(r *messaging.ClaimResponse) { captured = r.Bundles[0] })
+		if _, err := alice.sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, bob.account); err != nil {
+			t.Fatal(err)
+		}
+		if err := bob.id.RevokeDevice(ctx, bob.device); err != nil {
+			t.Fatal(err)
+		}
+		claim, err := alice.sdk(t, srv.url, client.NewMemoryStore()).ClaimAccount(ctx, bob.account)
+		if err != nil || len(claim.Bundles)+len(claim.Refused)+len(claim.Unpublished) != 0 {
+			t.Fatalf("revoked device served: %+v %v", claim, err)
+		}
+		proxy = tamperProxy(t, srv.url, func(r *messaging.ClaimResponse) { r.Bundles = append(r.Bundles, captured) })
+		claim, err = alice.sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, bob.account)
+		if err != nil || len(claim.Refused) != 1 || !errors.Is(claim.Refused[0].Err, client.ErrUntrusted) ||
+			!strings.Contains(claim.Refused[0].Err.Error(), "revoked") {
+			t.Fatalf("revoked bundle: %+v %v", claim, err)
+		}
+		// Nor can the revoked device publish again.
+		if _, err := bob.sdk(t, srv.url, client.NewMemoryStore()).Publish(ctx); idclient.StatusOf(err) != http.StatusUnauthorized {
+			t.Fatalf("revoked device publishes: %v", err)
+		}
+	})
+}
