@@ -412,9 +412,6 @@ func (s *Service) Claim(ctx context.Context, c Caller, req *ClaimRequest) (*Clai
 	if id := req.AccountID + req.OrgID; !ca.ValidID(id) {
 		return nil, fmt.Errorf("%w: malformed id", ErrInvalid)
 	}
-	if err := s.countClaim(ctx, c.AccountID); err != nil {
-		return nil, err
-	}
 	var resp ClaimResponse
 	var devices []Device
 	var err error
@@ -435,7 +432,12 @@ func (s *Service) Claim(ctx context.Context, c Caller, req *ClaimRequest) (*Clai
 	// Claim in device id order, so that concurrent claims of overlapping
 	// device sets lock one-time keys in the same order and cannot deadlock.
 	sort.Slice(devices, func(i, j int) bool { return devices[i].DeviceID < devices[j].DeviceID })
+	// The count and the claim share one transaction, so a claim costs one
+	// commit; a refused claim rolls back and does not count.
 	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
+		if err := s.countClaim(ctx, tx, c.AccountID); err != nil {
+			return err
+		}
 		resp.Bundles, resp.Unpublished = resp.Bundles[:0], resp.Unpublished[:0]
 		for _, d := range devices {
 			b, ok, err := claimDevice(ctx, tx, d)
@@ -558,29 +560,26 @@ func takeOne(ctx context.Context, tx *sql.Tx, table, cols, deviceID string) ([][
 	}
 }
 
-// countClaim counts a claim against the caller's window and refuses it over
-// the limit. The counter lives in the database so that the limit holds
-// across nodes; the upsert is atomic on both engines.
-func (s *Service) countClaim(ctx context.Context, accountID string) error {
+// countClaim counts a claim against the caller's window inside tx and
+// refuses it over the limit. The counter lives in the database so that the
+// limit holds across nodes; the upsert is atomic on both engines.
+func (s *Service) countClaim(ctx context.Context, tx *sql.Tx, accountID string) error {
 	now := s.now()
 	win := int64(ClaimWindow / time.Second)
 	start := now.Unix() / win * win
+	if _, err := tx.ExecContext(ctx, `DELETE FROM messaging_claim_counters WHERE account_id = $1 AND window_start < $2`,
+		accountID, start); err != nil {
+		return err
+	}
 	var n int64
-	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM messaging_claim_counters WHERE account_id = $1 AND window_start < $2`,
-			accountID, start); err != nil {
-			return err
-		}
-		return tx.QueryRowContext(ctx, `INSERT INTO messaging_claim_counters (account_id, window_start, claims) VALUES ($1, $2, 1)
-			ON CONFLICT (account_id, window_start) DO UPDATE SET claims = messaging_claim_counters.claims + 1
-			RETURNING claims`, accountID, start).Scan(&n)
-	})
+	err := tx.QueryRowContext(ctx, `INSERT INTO messaging_claim_counters (account_id, window_start, claims) VALUES ($1, $2, 1)
+		ON CONFLICT (account_id, window_start) DO UPDATE SET claims = messaging_claim_counters.claims + 1
+		RETURNING claims`, accountID, start).Scan(&n)
 	if err != nil {
 		return err
 	}
 	if n > MaxClaimsPerWindow {
-		retry := time.Unix(start+win, 0).Sub(now)
-		return &RateLimitError{RetryAfter: retry}
+		return &RateLimitError{RetryAfter: time.Unix(start+win, 0).Sub(now)}
 	}
 	return nil
 }
