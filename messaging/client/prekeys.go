@@ -155,16 +155,24 @@ func (c *Client) publishRequest() (*messaging.PublishRequest, error) {
 }
 
 // newBatch generates n one-time X25519 and m one-time ML-KEM prekeys,
-// stores their private halves and returns the upload. Called with c.mu held.
+// stores their private halves and the next ids in one write where the
+// Store allows, and returns the upload. Called with c.mu held.
 func (c *Client) newBatch(n, m int) (*messaging.PrekeyBatch, error) {
 	var b messaging.PrekeyBatch
+	next := *c.idMeta
+	private := map[string][]byte{}
+	add := func(name string, k interface{ MarshalBinary() ([]byte, error) }) error {
+		v, err := k.MarshalBinary()
+		private[name] = v
+		return err
+	}
 	for range n {
-		k, err := keys.GenerateOneTimePrekey(c.rand, c.idMeta.NextOneTime)
+		k, err := keys.GenerateOneTimePrekey(c.rand, next.NextOneTime)
 		if err != nil {
 			return nil, err
 		}
-		c.idMeta.NextOneTime++
-		if err := c.putKey(nameOPK(k.ID()), k); err != nil {
+		next.NextOneTime++
+		if err := add(nameOPK(k.ID()), k); err != nil {
 			return nil, err
 		}
 		t, err := text(k.Public())
@@ -174,12 +182,12 @@ func (c *Client) newBatch(n, m int) (*messaging.PrekeyBatch, error) {
 		b.OneTimePrekeys = append(b.OneTimePrekeys, t)
 	}
 	for range m {
-		k, err := keys.GeneratePQPrekey(c.rand, c.idMeta.NextPQ, false)
+		k, err := keys.GeneratePQPrekey(c.rand, next.NextPQ, false)
 		if err != nil {
 			return nil, err
 		}
-		c.idMeta.NextPQ++
-		if err := c.putKey(namePQ(k.ID()), k); err != nil {
+		next.NextPQ++
+		if err := add(namePQ(k.ID()), k); err != nil {
 			return nil, err
 		}
 		sig, err := c.idKey.SignPQPrekey(k.Public())
@@ -192,9 +200,34 @@ func (c *Client) newBatch(n, m int) (*messaging.PrekeyBatch, error) {
 		}
 		b.PQPrekeys = append(b.PQPrekeys, messaging.SignedPQKey{Key: t, Sig: b64(sig)})
 	}
-	// The next ids are saved before the upload, so an id is never reused
-	// even if the upload's answer is lost.
-	return &b, c.putJSON(nameMeta, c.idMeta)
+	// The next ids are saved with the keys, before the upload, so an id is
+	// never reused even if the upload's answer is lost.
+	mb, err := json.Marshal(&next)
+	if err != nil {
+		return nil, err
+	}
+	private[nameMeta] = mb
+	if bs, ok := c.store.(BatchStore); ok {
+		err = bs.PutAll(private)
+	} else {
+		// Keys first, the ids last: a crash in between leaves unused keys,
+		// never a reused id.
+		for name, v := range private {
+			if name != nameMeta {
+				if err = c.store.Put(name, v); err != nil {
+					break
+				}
+			}
+		}
+		if err == nil {
+			err = c.store.Put(nameMeta, mb)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	*c.idMeta = next
+	return &b, nil
 }
 
 // Publish creates this device's identity and prekeys on first use, uploads

@@ -20,6 +20,14 @@ type Store interface {
 	Delete(name string) error
 }
 
+// BatchStore is a Store that can write many values at once, durably and
+// all or nothing. Publish and Replenish use it, when the Store offers it,
+// to save a batch of private prekeys in one write.
+type BatchStore interface {
+	Store
+	PutAll(values map[string][]byte) error
+}
+
 // MemoryStore is a Store in memory, for tests and examples.
 type MemoryStore struct {
 	mu sync.Mutex
@@ -43,6 +51,15 @@ func (s *MemoryStore) Put(name string, value []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.m[name] = append([]byte(nil), value...)
+	return nil
+}
+
+func (s *MemoryStore) PutAll(values map[string][]byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, v := range values {
+		s.m[k] = append([]byte(nil), v...)
+	}
 	return nil
 }
 
@@ -80,6 +97,15 @@ func (s *KeystoreStore) Get(name string) ([]byte, error) {
 
 func (s *KeystoreStore) Put(name string, value []byte) error {
 	return s.change(func(m map[string][]byte) { m[keystorePrefix+name] = append([]byte(nil), value...) })
+}
+
+// PutAll writes values with one save of the key store.
+func (s *KeystoreStore) PutAll(values map[string][]byte) error {
+	return s.change(func(m map[string][]byte) {
+		for k, v := range values {
+			m[keystorePrefix+k] = append([]byte(nil), v...)
+		}
+	})
 }
 
 func (s *KeystoreStore) Delete(name string) error {

@@ -1,0 +1,163 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"testing"
+
+	idclient "github.com/kanal-server/kanal/identity/client"
+	"github.com/kanal-server/kanal/identity/keystore"
+	"github.com/kanal-server/kanal/messaging/client"
+)
+
+var operatorTokenRE = regexp.MustCompile(`kanal_op_[A-Za-z0-9_-]+`)
+
+// TestOrganisationOverKanald: a citizen claims the bundles of an office's
+// agents, each with a membership certificate that chains through the
+// office's certificate to the CA, and talks to the agent.
+func TestOrganisationOverKanald(t *testing.T) {
+	engines(t, func(t *testing.T, postgres bool) {
+		ctx := context.Background()
+		srv := startKanald(t, postgres)
+		agent := signUp(t, srv, "agent@buergeramt.example", true)
+		citizen := signUp(t, srv, "citizen@example.org", false)
+		op := idclient.New(srv.url, nil).WithToken(operatorTokenRE.FindString(srv.output()))
+		org, err := op.CreateOrg(ctx, "Bürgeramt Musterstadt", "office")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := op.VerifyOrg(ctx, org.OrgID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := op.AddMember(ctx, org.OrgID, agent.account, "agent"); err != nil {
+			t.Fatal(err)
+		}
+		agentSDK := agent.sdk(t, srv.url, client.NewMemoryStore())
+		if _, err := agentSDK.Publish(ctx); err != nil {
+			t.Fatal(err)
+		}
+		citizenSDK := citizen.sdk(t, srv.url, client.NewMemoryStore())
+		claim, err := citizenSDK.ClaimOrg(ctx, org.OrgID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(claim.Bundles) != 1 || len(claim.Refused) != 0 {
+			t.Fatalf("org claim: %+v", claim)
+		}
+		b := claim.Bundles[0]
+		if b.Membership == nil || b.Membership.OrgID != org.OrgID || b.Membership.OrgName != "Bürgeramt Musterstadt" ||
+			b.Membership.Role != "agent" || b.Device.DeviceID != agent.device {
+			t.Fatalf("membership: %+v", b.Membership)
+		}
+		if err := citizenSDK.StartSession(b); err != nil {
+			t.Fatal(err)
+		}
+		if got := receive(t, agentSDK, citizen.device, send(t, citizenSDK, agent.device, "Antrag")); got != "Antrag" {
+			t.Fatal(got)
+		}
+		if got := receive(t, citizenSDK, agent.device, send(t, agentSDK, citizen.device, "Eingegangen")); got != "Eingegangen" {
+			t.Fatal(got)
+		}
+		if _, err := citizenSDK.ClaimOrg(ctx, "org_unknown"); !idclient.IsProblem(err, "urn:kanal:problem:unknown-recipient") {
+			t.Fatalf("unknown org: %v", err)
+		}
+	})
+}
+
+// TestSimultaneousStart: both devices start a session before either has
+// received anything; every message is read and they converge on one
+// session.
+func TestSimultaneousStart(t *testing.T) {
+	ctx := context.Background()
+	srv := startKanald(t, false)
+	a, b := signUp(t, srv, "a@example.org", false), signUp(t, srv, "b@example.org", false)
+	sa, sb := a.sdk(t, srv.url, client.NewMemoryStore()), b.sdk(t, srv.url, client.NewMemoryStore())
+	for _, s := range []*client.Client{sa, sb} {
+		if _, err := s.Publish(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := func(s *client.Client, account string) {
+		c, err := s.ClaimAccount(ctx, account)
+		if err != nil || len(c.Bundles) != 1 {
+			t.Fatalf("claim: %+v %v", c, err)
+		}
+		if err := s.StartSession(c.Bundles[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start(sa, b.account)
+	start(sb, a.account)
+	fromA, fromB := send(t, sa, b.device, "a1"), send(t, sb, a.device, "b1")
+	fromA2, fromB2 := send(t, sa, b.device, "a2"), send(t, sb, a.device, "b2")
+	if got := receive(t, sb, a.device, fromA); got != "a1" {
+		t.Fatal(got)
+	}
+	if got := receive(t, sa, b.device, fromB); got != "b1" {
+		t.Fatal(got)
+	}
+	if got := receive(t, sa, b.device, fromB2); got != "b2" {
+		t.Fatal(got)
+	}
+	if got := receive(t, sb, a.device, fromA2); got != "a2" {
+		t.Fatal(got)
+	}
+	for i := range 3 {
+		if got := receive(t, sb, a.device, send(t, sa, b.device, fmt.Sprint("x", i))); got != fmt.Sprint("x", i) {
+			t.Fatal(got)
+		}
+		if got := receive(t, sa, b.device, send(t, sb, a.device, fmt.Sprint("y", i))); got != fmt.Sprint("y", i) {
+			t.Fatal(got)
+		}
+	}
+}
+
+// TestKeystoreStorePersists: the identity, prekeys and a session survive
+// closing and reopening the encrypted key store.
+func TestKeystoreStorePersists(t *testing.T) {
+	ctx := context.Background()
+	srv := startKanald(t, false)
+	a, b := signUp(t, srv, "a@example.org", false), signUp(t, srv, "b@example.org", false)
+	path, pass := filepath.Join(t.TempDir(), "keys"), []byte("correct horse battery staple")
+	ks, err := keystore.Create(path, pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := b.sdk(t, srv.url, client.NewKeystoreStore(ks))
+	if _, err := sb.Publish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sa := a.sdk(t, srv.url, client.NewMemoryStore())
+	if _, err := sa.Publish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := sa.ClaimAccount(ctx, b.account)
+	if err != nil || len(c.Bundles) != 1 {
+		t.Fatalf("claim: %+v %v", c, err)
+	}
+	if err := sa.StartSession(c.Bundles[0]); err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, sb, a.device, send(t, sa, b.device, "one")); got != "one" {
+		t.Fatal(got)
+	}
+
+	// Reopen: a new SDK over the same file continues the session.
+	ks2, err := keystore.Open(path, pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb2 := b.sdk(t, srv.url, client.NewKeystoreStore(ks2))
+	if got := receive(t, sb2, a.device, send(t, sa, b.device, "two")); got != "two" {
+		t.Fatal(got)
+	}
+	if got := receive(t, sa, b.device, send(t, sb2, a.device, "three")); got != "three" {
+		t.Fatal(got)
+	}
+	st, err := sb2.Replenish(ctx)
+	if err != nil || !st.Published || st.OneTimePrekeys != client.PrekeyBatch-1 {
+		t.Fatalf("replenish after reopening: %+v %v", st, err)
+	}
+}
