@@ -31,6 +31,7 @@ import (
 	"time"
 
 	idclient "github.com/kanal-server/kanal/identity/client"
+	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
 	"github.com/kanal-server/kanal/internal/web"
 	"github.com/kanal-server/kanal/keys"
@@ -513,6 +514,18 @@ func TestTamperedBundlesRefused(t *testing.T) {
 		claim, err := alice.sdk(t, srv.url, client.NewMemoryStore()).ClaimAccount(ctx, bob.account)
 		if err != nil || len(claim.Bundles)+len(claim.Refused)+len(claim.Unpublished) != 0 {
 			t.Fatalf("revoked device served: %+v %v", claim, err)
+		}
+		// identity ran messaging's revocation hook: the keys are gone.
+		d, err := db.OpenSQLite(ctx, filepath.Join(srv.dataDir, "kanal.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		for _, table := range []string{"messaging_identities", "messaging_one_time_prekeys", "messaging_pq_prekeys"} {
+			var n int
+			if err := d.QueryRow(ctx, `SELECT COUNT(*) FROM `+table+` WHERE device_id = $1`, bob.device).Scan(&n); err != nil || n != 0 {
+				t.Fatalf("%s holds %d rows of the revoked device (%v)", table, n, err)
+			}
 		}
 		proxy = tamperProxy(t, srv.url, func(r *messaging.ClaimResponse) { r.Bundles = append(r.Bundles, captured) })
 		claim, err = alice.sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, bob.account)
