@@ -161,3 +161,33 @@ func TestKeystoreStorePersists(t *testing.T) {
 		t.Fatalf("replenish after reopening: %+v %v", st, err)
 	}
 }
+
+// TestRotateSignedPrekey: after a rotation new bundles carry the new keys,
+// and a session started from the old bundle still opens.
+func TestRotateSignedPrekey(t *testing.T) {
+	ctx := context.Background()
+	srv := startKanald(t, false)
+	a, b := signUp(t, srv, "a@example.org", false), signUp(t, srv, "b@example.org", false)
+	sa, sb := a.sdk(t, srv.url, client.NewMemoryStore()), b.sdk(t, srv.url, client.NewMemoryStore())
+	if _, err := sb.Publish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	old, err := sa.ClaimAccount(ctx, b.account)
+	if err != nil || len(old.Bundles) != 1 {
+		t.Fatalf("claim: %+v %v", old, err)
+	}
+	st, err := sb.RotateSignedPrekey(ctx)
+	if err != nil || st.SignedPrekeyID != 2 || st.LastResortID == 1 || st.OneTimePrekeys != client.PrekeyBatch-1 {
+		t.Fatalf("rotate: %+v %v", st, err)
+	}
+	fresh, err := sa.ClaimAccount(ctx, b.account)
+	if err != nil || len(fresh.Bundles) != 1 || fresh.Bundles[0].Prekeys.SignedPrekey.ID() != 2 {
+		t.Fatalf("claim after rotation: %+v %v", fresh, err)
+	}
+	if err := sa.StartSession(old.Bundles[0]); err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, sb, a.device, send(t, sa, b.device, "late")); got != "late" {
+		t.Fatal(got)
+	}
+}

@@ -314,3 +314,38 @@ func (c *Client) Identity() (keys.IdentityPublic, error) {
 	}
 	return c.idKey.Public(), nil
 }
+
+// RotateSignedPrekey replaces the published signed prekey and last-resort
+// ML-KEM prekey with new ones under the same identity; unused one-time
+// prekeys stay published. The old private keys are kept, so first messages
+// sent to the old bundle still decrypt. Rotate periodically (PrekeyStatus
+// UpdatedAt says when the keys were last published).
+func (c *Client) RotateSignedPrekey(ctx context.Context) (*messaging.PrekeyStatus, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, err := c.loadIdentity(); err != nil {
+		return nil, err
+	}
+	next := *c.idMeta
+	next.SignedPrekey++
+	next.LastResort, next.NextPQ = next.NextPQ, next.NextPQ+1
+	spk, err := keys.GenerateSignedPrekey(c.rand, next.SignedPrekey)
+	if err != nil {
+		return nil, err
+	}
+	lr, err := keys.GeneratePQPrekey(c.rand, next.LastResort, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.putKey(nameSPK(spk.ID()), spk); err != nil {
+		return nil, err
+	}
+	if err := c.putKey(namePQ(lr.ID()), lr); err != nil {
+		return nil, err
+	}
+	if err := c.putJSON(nameMeta, &next); err != nil {
+		return nil, err
+	}
+	*c.idMeta = next
+	return c.publish(ctx)
+}
