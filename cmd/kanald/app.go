@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,7 +45,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		return nil, err
 	}
 
-	prekeys, err := messaging.New(messaging.Options{DB: d, Directory: identityDirectory{d}, Logger: log,
+	prekeys, err := messaging.New(messaging.Options{DB: d, Directory: identityDirectory{a.ident}, Logger: log,
 		Auth: messaging.Auth{
 			Require: func(h http.Handler) http.Handler { return a.ident.RequireSession(ca.LevelLow, h) },
 			Caller: func(ctx context.Context) (messaging.Caller, bool) {
@@ -84,76 +82,36 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 func (a *app) close() {}
 
 // identityDirectory gives the prekey directory identity's active devices
-// and their certificates. It reads identity's tables because identity
-// exports no Go directory yet; it belongs in identity once it does.
-type identityDirectory struct{ d *db.DB }
+// and their certificates, in messaging's terms.
+type identityDirectory struct{ s *identity.Service }
 
 func (i identityDirectory) Device(ctx context.Context, id string) (messaging.Device, error) {
-	ds, err := i.devices(ctx, `SELECT id, account_id, cert_pem, '' FROM identity_devices WHERE id = $1 AND revoked_at IS NULL`, id)
-	if err == nil && len(ds) == 0 {
-		err = fmt.Errorf("device %s: %w", id, messaging.ErrUnknownDevice)
+	d, err := i.s.Device(ctx, id)
+	if errors.Is(err, identity.ErrUnknownDevice) {
+		return messaging.Device{}, fmt.Errorf("%w: %w", messaging.ErrUnknownDevice, err)
 	}
-	if err != nil {
-		return messaging.Device{}, err
-	}
-	return ds[0], nil
+	return messaging.Device(d), err
 }
 
 func (i identityDirectory) AccountDevices(ctx context.Context, account string) ([]messaging.Device, error) {
-	return i.devices(ctx, `SELECT id, account_id, cert_pem, '' FROM identity_devices WHERE account_id = $1 AND revoked_at IS NULL`, account)
+	ds, err := i.s.AccountDevices(ctx, account)
+	return toMessagingDevices(ds), err
 }
 
-// OrgAgents lists every member's active device with its newest live
-// membership certificate: all roles speak for the organisation.
 func (i identityDirectory) OrgAgents(ctx context.Context, org string) ([]byte, []messaging.Device, error) {
-	var certPEM string
-	err := i.d.QueryRow(ctx, `SELECT cert_pem FROM identity_orgs WHERE id = $1 AND verified_at IS NOT NULL`, org).Scan(&certPEM)
-	if errors.Is(err, sql.ErrNoRows) || err == nil && certPEM == "" {
-		return nil, nil, fmt.Errorf("organisation %s: %w", org, messaging.ErrUnknownOrg)
-	} else if err != nil {
-		return nil, nil, err
+	cert, ds, err := i.s.OrgAgents(ctx, org)
+	if errors.Is(err, identity.ErrUnknownOrg) {
+		return nil, nil, fmt.Errorf("%w: %w", messaging.ErrUnknownOrg, err)
 	}
-	ds, err := i.devices(ctx, `SELECT d.id, d.account_id, d.cert_pem, ms.cert_pem FROM identity_members m
-		JOIN identity_memberships ms ON ms.org_id = m.org_id AND ms.account_id = m.account_id AND ms.revoked_at IS NULL
-		JOIN identity_devices d ON d.id = ms.device_id AND d.revoked_at IS NULL
-		WHERE m.org_id = $1 ORDER BY d.id, ms.not_after DESC`, org)
-	if err != nil {
-		return nil, nil, err
-	}
-	out := ds[:0]
-	for _, d := range ds {
-		if len(out) == 0 || out[len(out)-1].DeviceID != d.DeviceID {
-			out = append(out, d)
-		}
-	}
-	return derOf(certPEM), out, nil
+	return cert, toMessagingDevices(ds), err
 }
 
-func (i identityDirectory) devices(ctx context.Context, q string, arg string) ([]messaging.Device, error) {
-	rows, err := i.d.Query(ctx, q, arg)
-	if err != nil {
-		return nil, err
+func toMessagingDevices(ds []identity.ActiveDevice) []messaging.Device {
+	out := make([]messaging.Device, len(ds))
+	for i, d := range ds {
+		out[i] = messaging.Device(d)
 	}
-	defer rows.Close()
-	var out []messaging.Device
-	for rows.Next() {
-		var d messaging.Device
-		var cert, membership string
-		if err := rows.Scan(&d.DeviceID, &d.AccountID, &cert, &membership); err != nil {
-			return nil, err
-		}
-		d.Certificate, d.Membership = derOf(cert), derOf(membership)
-		out = append(out, d)
-	}
-	return out, rows.Err()
-}
-
-// derOf returns the DER bytes of a PEM certificate, nil for none.
-func derOf(s string) []byte {
-	if b, _ := pem.Decode([]byte(s)); b != nil {
-		return b.Bytes
-	}
-	return nil
+	return out
 }
 
 // newMailer sends through SMTP when KANAL_SMTP_URL is set, and otherwise
