@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -16,6 +19,7 @@ import (
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/web"
 	"github.com/kanal-server/kanal/messaging"
+	"github.com/kanal-server/kanal/messaging/mailbox"
 )
 
 // app wires kanal's domains to the database, the bus and the HTTP edge.
@@ -25,11 +29,13 @@ type app struct {
 	conns   *web.Tracker
 	metrics *web.Metrics
 	ident   *identity.Service
+	stop    context.CancelFunc // ends background work such as the expiry sweep
+	wg      sync.WaitGroup
 }
 
 // migrations lists every domain's schema, in dependency order.
 func migrations() []db.Migrations {
-	return []db.Migrations{kanaldMigrations(), identity.Migrations(), messaging.Migrations()}
+	return []db.Migrations{kanaldMigrations(), identity.Migrations(), messaging.Migrations(), mailbox.Migrations()}
 }
 
 func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.CA) (*app, error) {
@@ -58,9 +64,32 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	}
 	a.ident.AddRevocationHook(messaging.DeletePrekeys)
 
+	mailboxes := mailbox.NewStore(d, mailbox.StoreOptions{})
+	hub, err := mailbox.NewHub(mailbox.HubOptions{Store: mailboxes, Bus: b, Logger: log, Tracker: a.conns,
+		Device: func(r *http.Request) (string, bool) {
+			p, ok := identity.FromContext(r.Context())
+			return p.DeviceID, ok
+		}})
+	if err != nil {
+		return nil, err
+	}
+	// A revoked device loses its undelivered envelopes and, on whichever
+	// node holds it, its socket.
+	a.ident.AddRevocationHook(func(ctx context.Context, tx *sql.Tx, device string) error {
+		if err := mailboxes.DeleteDeviceTx(ctx, tx, device); err != nil {
+			return err
+		}
+		return hub.Disconnect(device)
+	})
+	sweepCtx, stop := context.WithCancel(context.Background())
+	a.stop = stop
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); sweepExpired(sweepCtx, mailboxes, log) }()
+
 	mux := http.NewServeMux()
 	a.ident.Register(mux)
 	prekeys.Register(mux)
+	mux.Handle("GET /v1/stream", a.ident.RequireSession(ca.LevelLow, hub))
 	mux.Handle("GET /healthz", web.Healthz())
 	mux.Handle("GET /readyz", web.Readyz(
 		web.Check{Name: "database", Func: d.Ping},
@@ -79,7 +108,31 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	return a, nil
 }
 
-func (a *app) close() {}
+func (a *app) close() {
+	a.stop()
+	a.wg.Wait()
+}
+
+// sweepInterval is how often a node deletes envelopes past their retention.
+// Every node sweeps; the delete is idempotent.
+const sweepInterval = 10 * time.Minute
+
+func sweepExpired(ctx context.Context, s *mailbox.Store, log *slog.Logger) {
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := s.Expire(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("mailbox expiry sweep", "err", err)
+			} else if n > 0 {
+				log.Info("mailbox expiry sweep", "deleted", n)
+			}
+		}
+	}
+}
 
 // identityDirectory gives the prekey directory identity's active devices
 // and their certificates, in messaging's terms.

@@ -63,6 +63,7 @@ func TestMain(m *testing.M) {
 
 type server struct {
 	url, dataDir string
+	dbURL        string // empty: SQLite in dataDir
 	mu           sync.Mutex
 	out          strings.Builder
 }
@@ -83,7 +84,8 @@ func startKanald(t *testing.T, postgres bool) *server {
 		"KANAL_DATA_DIR=" + s.dataDir, "KANAL_LOG_FORMAT=json"}
 	if postgres {
 		base := dbtest.PostgresURL(t)
-		cmd.Env = append(cmd.Env, "KANAL_DATABASE_URL="+dbtest.WithSchema(t, base, dbtest.NewSchema(t, base)))
+		s.dbURL = dbtest.WithSchema(t, base, dbtest.NewSchema(t, base))
+		cmd.Env = append(cmd.Env, "KANAL_DATABASE_URL="+s.dbURL)
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -116,6 +116,11 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		web.WriteProblem(w, r, web.Errorf(http.StatusUnauthorized, web.TypeUnauthorized, "Unauthorized", "a device session is required"))
 		return
 	}
+	// The server's read and write timeouts are meant for requests; a
+	// stream lives for hours and has its own per-write deadline and pings.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Time{})
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: h.o.OriginPatterns})
 	if err != nil {
 		return // Accept has written the error response
