@@ -7,7 +7,6 @@ import (
 	"embed"
 	"errors"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -22,13 +21,7 @@ import (
 var migrationFiles embed.FS
 
 // Migrations returns the identity schema.
-func Migrations() db.Migrations {
-	sub, err := fs.Sub(migrationFiles, "migrations")
-	if err != nil {
-		panic(err) // the directory is fixed at compile time
-	}
-	return db.Migrations{Domain: "identity", FS: sub}
-}
+func Migrations() db.Migrations { return db.Embedded("identity", migrationFiles) }
 
 // RevocationHook is called, inside the transaction that revokes a device,
 // by the domains that keep per-device state (messaging deletes the

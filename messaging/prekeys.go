@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"sort"
 	"time"
@@ -22,13 +21,7 @@ import (
 var migrationFiles embed.FS
 
 // Migrations returns the messaging schema (the prekey directory).
-func Migrations() db.Migrations {
-	sub, err := fs.Sub(migrationFiles, "migrations")
-	if err != nil {
-		panic(err) // the directory is fixed at compile time
-	}
-	return db.Migrations{Domain: "messaging", FS: sub}
-}
+func Migrations() db.Migrations { return db.Embedded("messaging", migrationFiles) }
 
 // Errors of the prekey directory. Each maps to one problem type at the HTTP
 // edge; returned errors wrap one of them and say what was wrong.

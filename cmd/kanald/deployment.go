@@ -15,7 +15,7 @@ import (
 var ownMigrations embed.FS
 
 func kanaldMigrations() db.Migrations {
-	return db.Migrations{Domain: "kanald", FS: mustSub(ownMigrations, "migrations")}
+	return db.Embedded("kanald", ownMigrations)
 }
 
 // deployment identifies the kanal installation a database belongs to.

@@ -194,3 +194,17 @@ func (d *DB) Applied(ctx context.Context) (map[string]int, error) {
 	}
 	return out, rows.Err()
 }
+
+// Embedded returns the migrations in the "migrations" directory of an
+// embedded file system, the layout every domain uses:
+//
+//	//go:embed migrations/*.sql
+//	var migrationFiles embed.FS
+//	func Migrations() db.Migrations { return db.Embedded("identity", migrationFiles) }
+func Embedded(domain string, fsys fs.FS) Migrations {
+	sub, err := fs.Sub(fsys, "migrations")
+	if err != nil {
+		panic(err) // the directory is fixed at compile time
+	}
+	return Migrations{Domain: domain, FS: sub}
+}

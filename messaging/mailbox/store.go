@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io/fs"
 	"sort"
 	"strings"
 	"time"
@@ -20,13 +19,7 @@ import (
 var migrationFiles embed.FS
 
 // Migrations returns the mailbox schema.
-func Migrations() db.Migrations {
-	sub, err := fs.Sub(migrationFiles, "migrations")
-	if err != nil {
-		panic(err) // the directory is fixed at compile time
-	}
-	return db.Migrations{Domain: "mailbox", FS: sub}
-}
+func Migrations() db.Migrations { return db.Embedded("mailbox", migrationFiles) }
 
 // Envelope is one ciphertext for one recipient device. The server knows
 // who sends to whom, in which conversation, and a coarse class for push and
