@@ -291,8 +291,10 @@ func (s *Service) handleRevoke(w http.ResponseWriter, r *http.Request) error {
 // revoked device does nothing.
 func (s *Service) RevokeDevice(ctx context.Context, deviceID, actor string) error {
 	now := s.now().Unix()
-	hooks := s.revocationHooks()
-	return s.db.Tx(ctx, func(tx *sql.Tx) error {
+	hooks, notices := s.revocationHooks()
+	revoked := false
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		revoked = false
 		var account string
 		res, err := tx.ExecContext(ctx, `UPDATE identity_devices SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL`, now, deviceID)
 		if err != nil {
@@ -301,6 +303,7 @@ func (s *Service) RevokeDevice(ctx context.Context, deviceID, actor string) erro
 		if n, _ := res.RowsAffected(); n == 0 {
 			return nil
 		}
+		revoked = true
 		if err := tx.QueryRowContext(ctx, `SELECT account_id FROM identity_devices WHERE id = $1`, deviceID).Scan(&account); err != nil {
 			return err
 		}
@@ -328,4 +331,10 @@ func (s *Service) RevokeDevice(ctx context.Context, deviceID, actor string) erro
 		}
 		return audit(ctx, tx, now, actor, "device.revoke", "", account, deviceID)
 	})
+	if err == nil && revoked {
+		for _, n := range notices {
+			n(deviceID)
+		}
+	}
+	return err
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -75,6 +76,8 @@ type Service struct {
 
 	mu    sync.Mutex
 	hooks []RevocationHook
+	// notices run after a revocation has committed.
+	notices []func(deviceID string)
 }
 
 // New checks o and returns a Service.
@@ -123,10 +126,20 @@ func (s *Service) AddRevocationHook(h RevocationHook) {
 	s.hooks = append(s.hooks, h)
 }
 
-func (s *Service) revocationHooks() []RevocationHook {
+// AddRevocationNotice registers f to be called after a device revocation
+// has committed — for effects outside the database, such as closing the
+// device's live connections, which must not happen while the revocation
+// could still roll back or before new requests are refused.
+func (s *Service) AddRevocationNotice(f func(deviceID string)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]RevocationHook(nil), s.hooks...)
+	s.notices = append(s.notices, f)
+}
+
+func (s *Service) revocationHooks() ([]RevocationHook, []func(string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.hooks), slices.Clone(s.notices)
 }
 
 // Route is one registered route and who may call it, for documentation

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,17 +68,22 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		Device: func(r *http.Request) (string, bool) {
 			p, ok := identity.FromContext(r.Context())
 			return p.DeviceID, ok
+		},
+		Active: func(ctx context.Context, device string) error {
+			_, err := a.ident.Device(ctx, device)
+			return err
 		}})
 	if err != nil {
 		return nil, err
 	}
-	// A revoked device loses its undelivered envelopes and, on whichever
-	// node holds it, its socket.
-	a.ident.AddRevocationHook(func(ctx context.Context, tx *sql.Tx, device string) error {
-		if err := mailboxes.DeleteDeviceTx(ctx, tx, device); err != nil {
-			return err
+	// A revoked device loses its undelivered envelopes, in the revoking
+	// transaction, and once that has committed, its socket on whichever
+	// node holds it.
+	a.ident.AddRevocationHook(mailboxes.DeleteDeviceTx)
+	a.ident.AddRevocationNotice(func(device string) {
+		if err := hub.Disconnect(device); err != nil {
+			log.Warn("disconnect revoked device", "device", device, "err", err)
 		}
-		return hub.Disconnect(device)
 	})
 	sweepCtx, stop := context.WithCancel(context.Background())
 	a.stop = stop

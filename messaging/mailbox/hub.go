@@ -38,6 +38,11 @@ type HubOptions struct {
 	// Device returns the authenticated device of a request; the identity
 	// middleware in front of the stream route has already checked it.
 	Device func(*http.Request) (string, bool)
+	// Active, if set, is asked once more after the socket is registered:
+	// a revocation that committed between the request's authentication and
+	// the registration would otherwise miss the socket (Disconnect finds
+	// nothing to close yet). Returning an error closes it as revoked.
+	Active func(ctx context.Context, device string) error
 	// Frames handles frame types other than "ack" (may be nil).
 	Frames FrameHandler
 	// OriginPatterns lists the web origins allowed to open a stream from a
@@ -234,6 +239,13 @@ func (c *conn) run() {
 		return
 	}
 	defer sub.Unsubscribe()
+
+	if active := c.hub.o.Active; active != nil {
+		if err := active(c.ctx, c.device); err != nil {
+			c.ws.Close(StatusRevoked, "device revoked")
+			return
+		}
+	}
 
 	go c.readLoop()
 	err = c.pump()

@@ -283,9 +283,16 @@ func TestReplacedAndRevokedAndShutdown(t *testing.T) {
 		dev := uniqueDevice("dev_z")
 		first := dial(t, a, dev)
 		waitConnected(t, a, dev)
-		dial(t, a, dev) // the same device again on the same node
+		second := dial(t, a, dev) // the same device again on the same node
 		if code := first.closeCode(); code != mailbox.StatusReplaced {
 			t.Fatalf("replaced connection closed with %d", code)
+		}
+		// Let the second one go, so that "connected" below means the third.
+		second.ws.Close(websocket.StatusNormalClosure, "")
+		for deadline := time.Now().Add(5 * time.Second); a.hub.Connected(dev); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("closed connection still registered")
+			}
 		}
 		// Revocation decided on node B closes the socket on node A.
 		third := dial(t, a, dev)
@@ -298,8 +305,10 @@ func TestReplacedAndRevokedAndShutdown(t *testing.T) {
 		}
 		// Shutdown closes tracked sockets with "going away".
 		other := dial(t, b, uniqueDevice("dev_w"))
+		codes := make(chan websocket.StatusCode, 1)
+		go func() { codes <- other.closeCode() }() // a live client reads while the server closes
 		b.tracker.CloseAll()
-		if code := other.closeCode(); code != websocket.StatusGoingAway {
+		if code := <-codes; code != websocket.StatusGoingAway {
 			t.Fatalf("shutdown closed with %d", code)
 		}
 	})
