@@ -28,12 +28,16 @@ type route struct {
 }
 
 func (s *Service) routes() []route {
-	return []route{
+	rs := []route{
 		{"PUT /v1/prekeys", AuthDevice, s.handlePublish},
 		{"POST /v1/prekeys/one-time", AuthDevice, s.handleAddPrekeys},
 		{"GET /v1/prekeys/status", AuthDevice, s.handleStatus},
 		{"POST /v1/prekeys/claim", AuthSession, s.handleClaim},
 	}
+	if s.mailbox != nil {
+		rs = append(rs, route{"POST /v1/messages", AuthSession, s.handleSend})
+	}
+	return rs
 }
 
 // Routes lists the routes Register adds.
@@ -86,7 +90,11 @@ func problem(err error) *web.Problem {
 	var rl *RateLimitError
 	if errors.As(err, &rl) {
 		secs := int(rl.RetryAfter.Seconds() + 0.999)
-		return web.Errorf(http.StatusTooManyRequests, web.TypeRateLimited, "Too many claims", "%s", err).
+		title := "Too many claims"
+		if rl.sends > 0 {
+			title = "Too many sends"
+		}
+		return web.Errorf(http.StatusTooManyRequests, web.TypeRateLimited, title, "%s", err).
 			With("retry_after", max(secs, 1))
 	}
 	for _, m := range []struct {

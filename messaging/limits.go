@@ -31,6 +31,25 @@ const (
 	// at most identity.MaxDevices; an organisation may have many agents).
 	MaxClaimDevices = 200
 
+	// MaxSendDevices is the most envelopes (recipient devices, the
+	// sender's own other devices included) one send may carry.
+	MaxSendDevices = 500
+
+	// SendWindow and MaxSendsPerWindow rate-limit POST /v1/messages per
+	// sending device, in fixed windows. Retries answered from the
+	// idempotency table do not count.
+	SendWindow        = time.Minute
+	MaxSendsPerWindow = 600
+
+	// SendIdempotency is how long a send's first answer is kept for
+	// retries with the same client_id.
+	SendIdempotency = 24 * time.Hour
+
+	// maxSendBody caps the body of a send: envelopes are base64, each at
+	// most mailbox.MaxCiphertext bytes before encoding, but the whole send
+	// is bounded well below MaxSendDevices full envelopes.
+	maxSendBody = 8 << 20
+
 	// maxSmallBody caps the bodies of PUT /v1/prekeys and of claims;
 	// maxBatchBody a full one-time batch (an ML-KEM-768 key is about 1.6 KB
 	// in text form, its signature 86 bytes).

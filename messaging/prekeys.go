@@ -15,6 +15,7 @@ import (
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/keys"
+	"github.com/kanal-server/kanal/messaging/mailbox"
 )
 
 //go:embed migrations/*.sql
@@ -39,9 +40,15 @@ var (
 
 // RateLimitError is returned (wrapping ErrRateLimited) when a claim is over
 // the limit; RetryAfter is when the current window ends.
-type RateLimitError struct{ RetryAfter time.Duration }
+type RateLimitError struct {
+	RetryAfter time.Duration
+	sends      int // the send limit, for a send; 0 for a claim
+}
 
 func (e *RateLimitError) Error() string {
+	if e.sends > 0 {
+		return fmt.Sprintf("messaging.send: at most %d sends per device per %s", e.sends, SendWindow)
+	}
 	return fmt.Sprintf("messaging.claim: at most %d claims per %s", MaxClaimsPerWindow, ClaimWindow)
 }
 func (e *RateLimitError) Unwrap() error { return ErrRateLimited }
@@ -53,6 +60,18 @@ type Options struct {
 	Auth      Auth
 	Logger    *slog.Logger     // nil: discard
 	Now       func() time.Time // nil: time.Now
+
+	// Mailbox enables POST /v1/messages: sends store their envelopes
+	// there. Nil leaves the route out.
+	Mailbox *mailbox.Store
+	// Batcher, if set, runs each send's transaction in a shared commit.
+	Batcher *db.Batcher
+	// Notify is called with the recipient devices after a send commits
+	// (cmd/kanald wires the hub's Notify). Nil: nobody is told.
+	Notify func(devices ...string)
+	// MaxSendsPerWindow overrides the per-device send limit (0: the
+	// default MaxSendsPerWindow).
+	MaxSendsPerWindow int
 }
 
 // Service is the prekey directory. Its methods are safe for concurrent use.
@@ -62,6 +81,11 @@ type Service struct {
 	auth Auth
 	log  *slog.Logger
 	now  func() time.Time
+
+	mailbox   *mailbox.Store
+	batch     *db.Batcher
+	notify    func(devices ...string)
+	sendLimit int
 }
 
 // New checks o and returns a Service.
@@ -69,7 +93,11 @@ func New(o Options) (*Service, error) {
 	if o.DB == nil || o.Directory == nil || o.Auth.Require == nil || o.Auth.Caller == nil {
 		return nil, errors.New("messaging: DB, Directory and Auth are required")
 	}
-	s := &Service{db: o.DB, dir: o.Directory, auth: o.Auth, log: o.Logger, now: o.Now}
+	s := &Service{db: o.DB, dir: o.Directory, auth: o.Auth, log: o.Logger, now: o.Now,
+		mailbox: o.Mailbox, batch: o.Batcher, notify: o.Notify, sendLimit: o.MaxSendsPerWindow}
+	if s.sendLimit <= 0 {
+		s.sendLimit = MaxSendsPerWindow
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -88,6 +116,8 @@ func DeletePrekeys(ctx context.Context, tx *sql.Tx, deviceID string) error {
 		`DELETE FROM messaging_one_time_prekeys WHERE device_id = $1`,
 		`DELETE FROM messaging_pq_prekeys WHERE device_id = $1`,
 		`DELETE FROM messaging_identities WHERE device_id = $1`,
+		`DELETE FROM messaging_sends WHERE sender_device = $1`,
+		`DELETE FROM messaging_send_counters WHERE device_id = $1`,
 	} {
 		if _, err := tx.ExecContext(ctx, q, deviceID); err != nil {
 			return fmt.Errorf("messaging.DeletePrekeys: %w", err)

@@ -50,19 +50,6 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		return nil, err
 	}
 
-	prekeys, err := messaging.New(messaging.Options{DB: d, Directory: identityDirectory{a.ident}, Logger: log,
-		Auth: messaging.Auth{
-			Require: func(h http.Handler) http.Handler { return a.ident.RequireSession(ca.LevelLow, h) },
-			Caller: func(ctx context.Context) (messaging.Caller, bool) {
-				p, ok := identity.FromContext(ctx)
-				return messaging.Caller{AccountID: p.AccountID, DeviceID: p.DeviceID}, ok
-			},
-		}})
-	if err != nil {
-		return nil, err
-	}
-	a.ident.AddRevocationHook(messaging.DeletePrekeys)
-
 	mailboxes := mailbox.NewStore(d, mailbox.StoreOptions{})
 	hub, err := mailbox.NewHub(mailbox.HubOptions{Store: mailboxes, Bus: b, Logger: log, Tracker: a.conns,
 		Device: func(r *http.Request) (string, bool) {
@@ -76,6 +63,21 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	if err != nil {
 		return nil, err
 	}
+	// The prekey directory and the send path, which stores its envelopes
+	// in the mailboxes and wakes the recipients' streams after commit.
+	prekeys, err := messaging.New(messaging.Options{DB: d, Directory: identityDirectory{a.ident}, Logger: log,
+		Mailbox: mailboxes, Notify: hub.Notify,
+		Auth: messaging.Auth{
+			Require: func(h http.Handler) http.Handler { return a.ident.RequireSession(ca.LevelLow, h) },
+			Caller: func(ctx context.Context) (messaging.Caller, bool) {
+				p, ok := identity.FromContext(ctx)
+				return messaging.Caller{AccountID: p.AccountID, DeviceID: p.DeviceID}, ok
+			},
+		}})
+	if err != nil {
+		return nil, err
+	}
+	a.ident.AddRevocationHook(messaging.DeletePrekeys)
 	// A revoked device loses its undelivered envelopes, in the revoking
 	// transaction, and once that has committed, its socket on whichever
 	// node holds it.

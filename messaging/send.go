@@ -1,0 +1,372 @@
+package messaging
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/internal/web"
+	"github.com/kanal-server/kanal/messaging/kind"
+	"github.com/kanal-server/kanal/messaging/mailbox"
+)
+
+// The send path: POST /v1/messages stores one ciphertext per device of a
+// direct (account ↔ account) or organisation (citizen ↔ organisation)
+// conversation, in one transaction with an idempotency row, and then tells
+// the hub which mailboxes have something new.
+
+// Problem types of the send path.
+var (
+	// TypeStaleDevices: the envelopes do not address exactly the devices
+	// that must receive the message. Extension members "missing" (active
+	// devices without an envelope) and "stale" (envelopes for devices that
+	// are not, or no longer, active recipients), each a sorted list of
+	// device ids. Nothing was stored: claim bundles for the missing
+	// devices, drop the stale ones, and retry with the same client_id.
+	TypeStaleDevices = web.NewType("stale-devices")
+	// TypeClientIDReused: the client_id already named a send to another
+	// conversation.
+	TypeClientIDReused = web.NewType("client-id-reused")
+)
+
+// SendRequest is the body of POST /v1/messages (any session).
+type SendRequest struct {
+	To SendTo `json:"to"`
+	// ClientID is the sender's own id for this message, 1..64 characters
+	// of [A-Za-z0-9_-], unique per sending device. A retry with the same
+	// ClientID returns the first answer and stores nothing.
+	ClientID string `json:"client_id"`
+	// Class is the coarse kind.Class: message, receipt or transaction.
+	Class string `json:"class"`
+	// Envelopes carries one ciphertext for each device that must receive
+	// it: every active device of the recipient (for an organisation, every
+	// active agent device) and the sender's own other active devices.
+	Envelopes []SendEnvelope `json:"envelopes"`
+}
+
+// SendTo names the other side: exactly one of AccountID and OrgID.
+type SendTo struct {
+	AccountID string `json:"account_id,omitempty"`
+	OrgID     string `json:"org_id,omitempty"`
+}
+
+// SendEnvelope is one device's ciphertext, standard base64 (padded) of at
+// most mailbox.MaxCiphertext bytes.
+type SendEnvelope struct {
+	DeviceID   string `json:"device_id"`
+	Ciphertext string `json:"ciphertext"`
+}
+
+// SendResponse answers an accepted send: 201 the first time, 200 with the
+// same body for a retry with the same client_id.
+type SendResponse struct {
+	ConversationID string            `json:"conversation_id"`
+	ClientID       string            `json:"client_id"`
+	ServerTime     time.Time         `json:"server_ts"`
+	EnvelopeIDs    map[string]string `json:"envelope_ids"` // device id → mailbox envelope id
+}
+
+// DirectConversation returns the id of the conversation between two
+// accounts: "d_" and the first 32 hex digits of SHA-256 over the two
+// account ids, sorted, joined by a NUL byte. Both sides derive the same id.
+func DirectConversation(a, b string) string {
+	if b < a {
+		a, b = b, a
+	}
+	h := sha256.Sum256([]byte(a + "\x00" + b))
+	return "d_" + hex.EncodeToString(h[:])[:32]
+}
+
+// OrgConversation returns the id of the conversation between an
+// organisation and a citizen account: "o_" and the first 32 hex digits of
+// SHA-256 over org id, a NUL byte, and the account id.
+func OrgConversation(orgID, accountID string) string {
+	h := sha256.Sum256([]byte(orgID + "\x00" + accountID))
+	return "o_" + hex.EncodeToString(h[:])[:32]
+}
+
+// checkedSend is a statically valid SendRequest.
+type checkedSend struct {
+	conversation string
+	envs         []mailbox.Envelope // sorted by recipient
+	devices      []string           // sorted
+}
+
+func checkSend(c Caller, req *SendRequest) (*checkedSend, error) {
+	if !mailbox.ValidDeviceID(req.ClientID) {
+		return nil, fmt.Errorf("%w: client_id must be 1..64 characters of [A-Za-z0-9_-]", ErrInvalid)
+	}
+	switch kind.Class(req.Class) {
+	case kind.ClassMessage, kind.ClassReceipt, kind.ClassTransaction:
+	default:
+		return nil, fmt.Errorf("%w: class must be message, receipt or transaction", ErrInvalid)
+	}
+	var cs checkedSend
+	switch to := req.To; {
+	case (to.AccountID == "") == (to.OrgID == ""):
+		return nil, fmt.Errorf("%w: to: exactly one of account_id and org_id", ErrInvalid)
+	case to.AccountID != "":
+		if len(to.AccountID) > 128 {
+			return nil, fmt.Errorf("%w: to.account_id: too long", ErrInvalid)
+		}
+		if to.AccountID == c.AccountID {
+			return nil, fmt.Errorf("%w: to.account_id: your own devices are synced by every send; there is no conversation with yourself", ErrInvalid)
+		}
+		cs.conversation = DirectConversation(c.AccountID, to.AccountID)
+	default:
+		if len(to.OrgID) > 128 {
+			return nil, fmt.Errorf("%w: to.org_id: too long", ErrInvalid)
+		}
+		cs.conversation = OrgConversation(to.OrgID, c.AccountID)
+	}
+	if len(req.Envelopes) == 0 {
+		return nil, fmt.Errorf("%w: envelopes: at least one", ErrInvalid)
+	}
+	if len(req.Envelopes) > MaxSendDevices {
+		return nil, web.Errorf(http.StatusRequestEntityTooLarge, web.TypeTooLarge, "Too many envelopes",
+			"a send carries at most %d envelopes", MaxSendDevices)
+	}
+	seen := map[string]bool{}
+	for i, e := range req.Envelopes {
+		if !mailbox.ValidDeviceID(e.DeviceID) {
+			return nil, fmt.Errorf("%w: envelopes[%d].device_id: bad device id", ErrInvalid, i)
+		}
+		if seen[e.DeviceID] {
+			return nil, fmt.Errorf("%w: envelopes[%d].device_id: %s appears twice", ErrInvalid, i, e.DeviceID)
+		}
+		seen[e.DeviceID] = true
+		if base64.StdEncoding.DecodedLen(len(e.Ciphertext)) > mailbox.MaxCiphertext+3 {
+			return nil, web.Errorf(http.StatusRequestEntityTooLarge, web.TypeTooLarge, "Ciphertext too large",
+				"envelopes[%d].ciphertext: at most %d bytes", i, mailbox.MaxCiphertext)
+		}
+		ct, err := base64.StdEncoding.Strict().DecodeString(e.Ciphertext)
+		if err != nil {
+			return nil, fmt.Errorf("%w: envelopes[%d].ciphertext: not standard base64", ErrInvalid, i)
+		}
+		if len(ct) == 0 {
+			return nil, fmt.Errorf("%w: envelopes[%d].ciphertext: empty", ErrInvalid, i)
+		}
+		if len(ct) > mailbox.MaxCiphertext {
+			return nil, web.Errorf(http.StatusRequestEntityTooLarge, web.TypeTooLarge, "Ciphertext too large",
+				"envelopes[%d].ciphertext: at most %d bytes", i, mailbox.MaxCiphertext)
+		}
+		cs.envs = append(cs.envs, mailbox.Envelope{Conversation: cs.conversation, Sender: c.DeviceID,
+			Recipient: e.DeviceID, Class: req.Class, Ciphertext: ct})
+		cs.devices = append(cs.devices, e.DeviceID)
+	}
+	sort.Slice(cs.envs, func(i, j int) bool { return cs.envs[i].Recipient < cs.envs[j].Recipient })
+	sort.Strings(cs.devices)
+	return &cs, nil
+}
+
+// requiredDevices returns the sorted devices a send from c to req.To must
+// address: the recipient's active devices (an organisation's active agent
+// devices) and the caller's own other active devices.
+func (s *Service) requiredDevices(ctx context.Context, c Caller, to SendTo) ([]string, error) {
+	var theirs []Device
+	if to.AccountID != "" {
+		ds, err := s.dir.AccountDevices(ctx, to.AccountID)
+		if err != nil {
+			return nil, err
+		}
+		if len(ds) == 0 {
+			return nil, web.Errorf(http.StatusNotFound, TypeUnknownRecipient, "Unknown recipient",
+				"account %s has no active devices", to.AccountID)
+		}
+		theirs = ds
+	} else {
+		_, ds, err := s.dir.OrgAgents(ctx, to.OrgID)
+		if err != nil {
+			return nil, err
+		}
+		if len(ds) == 0 {
+			return nil, web.Errorf(http.StatusNotFound, TypeUnknownRecipient, "Unknown recipient",
+				"organisation %s has no active agent devices", to.OrgID)
+		}
+		theirs = ds
+	}
+	mine, err := s.dir.AccountDevices(ctx, c.AccountID)
+	if err != nil {
+		return nil, err
+	}
+	set := map[string]bool{}
+	for _, d := range append(theirs, mine...) {
+		if d.DeviceID != c.DeviceID {
+			set[d.DeviceID] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for d := range set {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// diff returns the sorted elements of want not in got, and of got not in
+// want; both inputs are sorted.
+func diff(want, got []string) (missing, stale []string) {
+	missing, stale = []string{}, []string{}
+	for _, w := range want {
+		if _, ok := slices.BinarySearch(got, w); !ok {
+			missing = append(missing, w)
+		}
+	}
+	for _, g := range got {
+		if _, ok := slices.BinarySearch(want, g); !ok {
+			stale = append(stale, g)
+		}
+	}
+	return missing, stale
+}
+
+// Send stores a message for every device that must receive it, or returns
+// the first answer of an earlier send with the same client_id (created
+// false). See SendRequest.
+func (s *Service) Send(ctx context.Context, c Caller, req *SendRequest) (resp *SendResponse, created bool, err error) {
+	if s.mailbox == nil {
+		return nil, false, errors.New("messaging: sends need Options.Mailbox")
+	}
+	cs, err := checkSend(c, req)
+	if err != nil {
+		return nil, false, err
+	}
+	if resp, err := s.previousSend(ctx, c.DeviceID, req.ClientID, cs.conversation); resp != nil || err != nil {
+		return resp, false, err
+	}
+	if err := s.countSend(ctx, c.DeviceID); err != nil {
+		return nil, false, err
+	}
+	want, err := s.requiredDevices(ctx, c, req.To)
+	if err != nil {
+		return nil, false, err
+	}
+	if missing, stale := diff(want, cs.devices); len(missing) > 0 || len(stale) > 0 {
+		return nil, false, web.Errorf(http.StatusConflict, TypeStaleDevices, "Stale devices",
+			"the envelopes must address exactly the active devices of the conversation other than the sending one").
+			With("missing", missing).With("stale", stale)
+	}
+	now := s.now()
+	fn := func(tx *sql.Tx) error {
+		envs := slices.Clone(cs.envs)
+		if err := s.mailbox.AppendTx(ctx, tx, envs); err != nil {
+			return err
+		}
+		r := &SendResponse{ConversationID: cs.conversation, ClientID: req.ClientID,
+			ServerTime: envs[0].ServerTime, EnvelopeIDs: map[string]string{}}
+		for _, e := range envs {
+			r.EnvelopeIDs[e.Recipient] = e.ID
+		}
+		j, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM messaging_sends WHERE sender_device = $1 AND created_at < $2`,
+			c.DeviceID, now.Add(-SendIdempotency).Unix()); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO messaging_sends (sender_device, client_id, conversation, result, created_at)
+			VALUES ($1, $2, $3, $4, $5)`, c.DeviceID, req.ClientID, cs.conversation, string(j), now.Unix()); err != nil {
+			return err
+		}
+		resp = r
+		return nil
+	}
+	if s.batch != nil {
+		err = s.batch.Do(ctx, fn)
+	} else {
+		err = s.db.Tx(ctx, fn)
+	}
+	if db.IsUniqueViolation(err) {
+		// A concurrent attempt with the same client_id committed first.
+		if prev, perr := s.previousSend(ctx, c.DeviceID, req.ClientID, cs.conversation); prev != nil || perr != nil {
+			return prev, false, perr
+		}
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("messaging.send: %w", err)
+	}
+	if s.notify != nil {
+		s.notify(cs.devices...)
+	}
+	return resp, true, nil
+}
+
+// previousSend returns the stored answer of the device's send with this
+// client id, nil if there is none.
+func (s *Service) previousSend(ctx context.Context, device, clientID, conversation string) (*SendResponse, error) {
+	var conv, result string
+	err := s.db.QueryRow(ctx, `SELECT conversation, result FROM messaging_sends WHERE sender_device = $1 AND client_id = $2`,
+		device, clientID).Scan(&conv, &result)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("messaging.send: %w", err)
+	}
+	if conv != conversation {
+		return nil, web.Errorf(http.StatusConflict, TypeClientIDReused, "Client id reused",
+			"client_id %s already named a message in another conversation", clientID)
+	}
+	var r SendResponse
+	if err := json.Unmarshal([]byte(result), &r); err != nil {
+		return nil, fmt.Errorf("messaging.send: stored result: %w", err)
+	}
+	return &r, nil
+}
+
+// countSend counts a send attempt against the device's window in its own
+// transaction, so attempts that fail later (stale devices) count too.
+func (s *Service) countSend(ctx context.Context, device string) error {
+	now := s.now()
+	win := int64(SendWindow / time.Second)
+	start := now.Unix() / win * win
+	return s.db.Tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM messaging_send_counters WHERE device_id = $1 AND window_start < $2`,
+			device, start); err != nil {
+			return err
+		}
+		var n int64
+		if err := tx.QueryRowContext(ctx, `INSERT INTO messaging_send_counters (device_id, window_start, sends) VALUES ($1, $2, 1)
+			ON CONFLICT (device_id, window_start) DO UPDATE SET sends = messaging_send_counters.sends + 1
+			RETURNING sends`, device, start).Scan(&n); err != nil {
+			return err
+		}
+		if n > int64(s.sendLimit) {
+			return &RateLimitError{RetryAfter: time.Unix(start+win, 0).Sub(now), sends: s.sendLimit}
+		}
+		return nil
+	})
+}
+
+func (s *Service) handleSend(w http.ResponseWriter, r *http.Request, c Caller) error {
+	var req SendRequest
+	if err := web.DecodeJSON(w, r, &req, maxSendBody); err != nil {
+		return err
+	}
+	resp, created, err := s.Send(r.Context(), c, &req)
+	var rl *RateLimitError
+	if errors.As(err, &rl) {
+		w.Header().Set("Retry-After", strconv.Itoa(max(int(rl.RetryAfter.Seconds()+0.999), 1)))
+	}
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	web.WriteJSON(w, status, resp)
+	return nil
+}

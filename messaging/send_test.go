@@ -1,0 +1,361 @@
+package messaging_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/internal/db/dbtest"
+	"github.com/kanal-server/kanal/internal/web"
+	"github.com/kanal-server/kanal/messaging"
+	"github.com/kanal-server/kanal/messaging/mailbox"
+)
+
+var sendSets = []db.Migrations{messaging.Migrations(), mailbox.Migrations()}
+
+// sendEnv is a send service over httptest with a recording notify.
+type sendEnv struct {
+	t     *testing.T
+	d     *db.DB
+	dir   *fakeDir
+	mb    *mailbox.Store
+	ts    *httptest.Server
+	now   *time.Time
+	mu    sync.Mutex
+	woken [][]string
+}
+
+func newSendEnv(t *testing.T, d *db.DB, limit int, batch bool) *sendEnv {
+	now := testNow
+	e := &sendEnv{t: t, d: d, dir: newFakeDir(t), now: &now}
+	e.mb = mailbox.NewStore(d, mailbox.StoreOptions{Now: func() time.Time { return *e.now }})
+	o := messaging.Options{DB: d, Directory: e.dir, Auth: testAuth(), Now: func() time.Time { return *e.now },
+		Mailbox: e.mb, MaxSendsPerWindow: limit,
+		Notify: func(devices ...string) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			e.woken = append(e.woken, devices)
+		}}
+	if batch {
+		b := d.NewBatcher(8)
+		t.Cleanup(b.Close)
+		o.Batcher = b
+	}
+	s, err := messaging.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	s.Register(mux)
+	mux.Handle("/", web.NotFound())
+	e.ts = httptest.NewServer(web.Handler(mux, web.Options{Logger: slog.New(slog.DiscardHandler)}))
+	t.Cleanup(e.ts.Close)
+	return e
+}
+
+func (e *sendEnv) post(dev *device, body any) (int, http.Header, map[string]any) {
+	e.t.Helper()
+	var raw []byte
+	if s, ok := body.(string); ok {
+		raw = []byte(s)
+	} else {
+		raw, _ = json.Marshal(body)
+	}
+	req, _ := http.NewRequestWithContext(context.Background(), "POST", e.ts.URL+"/v1/messages", bytes.NewReader(raw))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Test "+dev.account+" "+dev.id)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if err := json.Unmarshal(b, &out); err != nil {
+		e.t.Fatalf("%d: %s: %v", resp.StatusCode, b, err)
+	}
+	if resp.StatusCode >= 400 && resp.Header.Get("Content-Type") != "application/problem+json" {
+		e.t.Errorf("%d with content type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	return resp.StatusCode, resp.Header, out
+}
+
+// stored counts the mailbox rows and send rows.
+func (e *sendEnv) stored() (envelopes, sends int) {
+	e.t.Helper()
+	if err := e.d.QueryRow(context.Background(), `SELECT COUNT(*) FROM mailbox`).Scan(&envelopes); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.d.QueryRow(context.Background(), `SELECT COUNT(*) FROM messaging_sends`).Scan(&sends); err != nil {
+		e.t.Fatal(err)
+	}
+	return envelopes, sends
+}
+
+func envelopesFor(ids ...string) []messaging.SendEnvelope {
+	out := make([]messaging.SendEnvelope, len(ids))
+	for i, id := range ids {
+		out[i] = messaging.SendEnvelope{DeviceID: id, Ciphertext: base64.StdEncoding.EncodeToString([]byte("ct for " + id))}
+	}
+	return out
+}
+
+func toAccount(a, clientID string, ids ...string) messaging.SendRequest {
+	return messaging.SendRequest{To: messaging.SendTo{AccountID: a}, ClientID: clientID, Class: "message", Envelopes: envelopesFor(ids...)}
+}
+
+func wantProblem(t *testing.T, status int, out map[string]any, wantStatus int, wantType web.ProblemType) {
+	t.Helper()
+	if status != wantStatus || out["type"] != string(wantType) {
+		t.Fatalf("got %d %v, want %d %s", status, out, wantStatus, wantType)
+	}
+}
+
+func strs(v any) []string {
+	out := []string{}
+	for _, x := range v.([]any) {
+		out = append(out, x.(string))
+	}
+	return out
+}
+
+func TestSendDirect(t *testing.T) {
+	dbtest.Run(t, sendSets, func(t *testing.T, d *db.DB) {
+		for _, batch := range []bool{false, true} {
+			e := newSendEnv(t, d, 0, batch)
+			p := "b0"
+			if batch {
+				p = "b1"
+			}
+			alice := e.dir.enroll(t, p+"alice", p+"alice-phone", true)
+			e.dir.enroll(t, p+"alice", p+"alice-laptop", false)
+			e.dir.enroll(t, p+"bob", p+"bob-phone", false)
+			e.dir.enroll(t, p+"bob", p+"bob-tablet", false)
+			e0, s0 := e.stored()
+
+			// Missing: bob's tablet and alice's laptop. Nothing stored.
+			st, _, out := e.post(alice, toAccount(p+"bob", "m1", p+"bob-phone"))
+			wantProblem(t, st, out, 409, messaging.TypeStaleDevices)
+			if got := strs(out["missing"]); !reflect.DeepEqual(got, []string{p + "alice-laptop", p + "bob-tablet"}) {
+				t.Fatalf("missing %v", got)
+			}
+			if got := strs(out["stale"]); len(got) != 0 {
+				t.Fatalf("stale %v", got)
+			}
+			// Stale: a revoked device and the sending device itself.
+			e.dir.enroll(t, p+"bob", p+"bob-old", false)
+			e.dir.revoke(p + "bob-old")
+			st, _, out = e.post(alice, toAccount(p+"bob", "m1", p+"bob-phone", p+"bob-tablet", p+"alice-laptop", p+"bob-old", p+"alice-phone"))
+			wantProblem(t, st, out, 409, messaging.TypeStaleDevices)
+			if got := strs(out["stale"]); !reflect.DeepEqual(got, []string{p + "alice-phone", p + "bob-old"}) {
+				t.Fatalf("stale %v", got)
+			}
+			if got := strs(out["missing"]); len(got) != 0 {
+				t.Fatalf("missing %v", got)
+			}
+			if en, sn := e.stored(); en != e0 || sn != s0 {
+				t.Fatalf("409 stored something: %d %d", en-e0, sn-s0)
+			}
+
+			// The exact set: one envelope per device, one send row.
+			req := toAccount(p+"bob", "m1", p+"bob-tablet", p+"bob-phone", p+"alice-laptop")
+			st, _, out = e.post(alice, req)
+			if st != 201 {
+				t.Fatalf("send: %d %v", st, out)
+			}
+			conv := messaging.DirectConversation(p+"alice", p+"bob")
+			if out["conversation_id"] != conv || conv != messaging.DirectConversation(p+"bob", p+"alice") ||
+				!strings.HasPrefix(conv, "d_") || len(conv) != 34 || out["client_id"] != "m1" {
+				t.Fatalf("answer %v", out)
+			}
+			ids := out["envelope_ids"].(map[string]any)
+			if len(ids) != 3 {
+				t.Fatalf("envelope ids %v", ids)
+			}
+			for _, dev := range []string{p + "bob-phone", p + "bob-tablet", p + "alice-laptop"} {
+				got, err := e.mb.Fetch(context.Background(), dev, 0, 10)
+				if err != nil || len(got) != 1 {
+					t.Fatalf("%s: %v %v", dev, got, err)
+				}
+				g := got[0]
+				if g.ID != ids[dev] || g.Conversation != conv || g.Sender != alice.id || g.Class != "message" ||
+					string(g.Ciphertext) != "ct for "+dev {
+					t.Fatalf("%s: %+v", dev, g)
+				}
+			}
+			if en, sn := e.stored(); en != e0+3 || sn != s0+1 {
+				t.Fatalf("stored %d envelopes %d sends", en-e0, sn-s0)
+			}
+			e.mu.Lock()
+			woken := e.woken
+			e.mu.Unlock()
+			if len(woken) != 1 || !slices.Equal(woken[0], []string{p + "alice-laptop", p + "bob-phone", p + "bob-tablet"}) {
+				t.Fatalf("notified %v", woken)
+			}
+
+			// A retry, even with other ciphertexts, answers the first
+			// result with 200 and stores nothing.
+			req.Envelopes[0].Ciphertext = base64.StdEncoding.EncodeToString([]byte("other"))
+			st2, _, out2 := e.post(alice, req)
+			if st2 != 200 || !reflect.DeepEqual(out2, out) {
+				t.Fatalf("retry: %d %v, first %v", st2, out2, out)
+			}
+			if en, sn := e.stored(); en != e0+3 || sn != s0+1 {
+				t.Fatalf("retry stored %d envelopes %d sends", en-e0, sn-s0)
+			}
+			// The same client id to another conversation is a conflict.
+			e.dir.enroll(t, p+"carol", p+"carol-phone", false)
+			st, _, out = e.post(alice, toAccount(p+"carol", "m1", p+"carol-phone", p+"alice-laptop"))
+			wantProblem(t, st, out, 409, messaging.TypeClientIDReused)
+			// Another client id is another message.
+			st, _, out = e.post(alice, toAccount(p+"bob", "m2", p+"bob-tablet", p+"bob-phone", p+"alice-laptop"))
+			if st != 201 || out["conversation_id"] != conv {
+				t.Fatalf("second: %d %v", st, out)
+			}
+			if en, sn := e.stored(); en != e0+6 || sn != s0+2 {
+				t.Fatalf("stored %d envelopes %d sends", en-e0, sn-s0)
+			}
+		}
+	})
+}
+
+func TestSendOrg(t *testing.T) {
+	dbtest.Run(t, sendSets, func(t *testing.T, d *db.DB) {
+		e := newSendEnv(t, d, 0, false)
+		citizen := e.dir.enroll(t, "citizen", "citizen-phone", true)
+		a1 := e.dir.enroll(t, "agent1", "agent1-desk", false)
+		a2 := e.dir.enroll(t, "agent2", "agent2-desk", false)
+		e.dir.addOrg(t, "org-1", a1, a2)
+
+		st, _, out := e.post(citizen, messaging.SendRequest{To: messaging.SendTo{OrgID: "org-1"}, ClientID: "x",
+			Class: "transaction", Envelopes: envelopesFor("agent1-desk")})
+		wantProblem(t, st, out, 409, messaging.TypeStaleDevices)
+		if got := strs(out["missing"]); !slices.Equal(got, []string{"agent2-desk"}) {
+			t.Fatalf("missing %v", got)
+		}
+		st, _, out = e.post(citizen, messaging.SendRequest{To: messaging.SendTo{OrgID: "org-1"}, ClientID: "x",
+			Class: "transaction", Envelopes: envelopesFor("agent1-desk", "agent2-desk")})
+		conv := messaging.OrgConversation("org-1", "citizen")
+		if st != 201 || out["conversation_id"] != conv || !strings.HasPrefix(conv, "o_") || len(conv) != 34 {
+			t.Fatalf("org send: %d %v", st, out)
+		}
+		got, err := e.mb.Fetch(context.Background(), "agent2-desk", 0, 10)
+		if err != nil || len(got) != 1 || got[0].Class != "transaction" || got[0].Conversation != conv {
+			t.Fatalf("agent mailbox: %+v %v", got, err)
+		}
+		// An unknown organisation.
+		st, _, out = e.post(citizen, messaging.SendRequest{To: messaging.SendTo{OrgID: "org-nope"}, ClientID: "y",
+			Class: "message", Envelopes: envelopesFor("agent1-desk")})
+		wantProblem(t, st, out, 404, messaging.TypeUnknownRecipient)
+		if en, sn := e.stored(); en != 2 || sn != 1 {
+			t.Fatalf("stored %d %d", en, sn)
+		}
+	})
+}
+
+func TestSendBadInput(t *testing.T) {
+	dbtest.Run(t, sendSets, func(t *testing.T, d *db.DB) {
+		e := newSendEnv(t, d, 0, false)
+		alice := e.dir.enroll(t, "alice", "alice-phone", true)
+		e.dir.enroll(t, "bob", "bob-phone", false)
+		good := func() messaging.SendRequest { return toAccount("bob", "c1", "bob-phone") }
+		many := make([]string, messaging.MaxSendDevices+1)
+		for i := range many {
+			many[i] = "dev-" + strconv.Itoa(i)
+		}
+		for _, tc := range []struct {
+			name   string
+			body   any
+			status int
+			typ    web.ProblemType
+		}{
+			{"unknown field", `{"to":{"account_id":"bob"},"client_id":"c1","class":"message","envelopes":[{"device_id":"bob-phone","ciphertext":"AA=="}],"extra":1}`, 400, web.TypeInvalidJSON},
+			{"unknown nested field", `{"to":{"account_id":"bob","device":"x"},"client_id":"c1","class":"message","envelopes":[{"device_id":"bob-phone","ciphertext":"AA=="}]}`, 400, web.TypeInvalidJSON},
+			{"trailing data", `{"to":{"account_id":"bob"},"client_id":"c1","class":"message","envelopes":[{"device_id":"bob-phone","ciphertext":"AA=="}]} {}`, 400, web.TypeInvalidJSON},
+			{"bad base64", func() any { r := good(); r.Envelopes[0].Ciphertext = "not base64!"; return r }(), 400, web.TypeValidation},
+			{"unpadded base64", func() any { r := good(); r.Envelopes[0].Ciphertext = "AAA"; return r }(), 400, web.TypeValidation},
+			{"empty ciphertext", func() any { r := good(); r.Envelopes[0].Ciphertext = ""; return r }(), 400, web.TypeValidation},
+			{"oversized ciphertext", func() any {
+				r := good()
+				r.Envelopes[0].Ciphertext = base64.StdEncoding.EncodeToString(make([]byte, mailbox.MaxCiphertext+1))
+				return r
+			}(), 413, web.TypeTooLarge},
+			{"too many envelopes", func() any {
+				r := good()
+				r.Envelopes = envelopesFor(many...)
+				return r
+			}(), 413, web.TypeTooLarge},
+			{"duplicate device", func() any { r := good(); r.Envelopes = envelopesFor("bob-phone", "bob-phone"); return r }(), 400, web.TypeValidation},
+			{"bad device id", func() any { r := good(); r.Envelopes = envelopesFor("bob phone"); return r }(), 400, web.TypeValidation},
+			{"no envelopes", func() any { r := good(); r.Envelopes = nil; return r }(), 400, web.TypeValidation},
+			{"empty client id", func() any { r := good(); r.ClientID = ""; return r }(), 400, web.TypeValidation},
+			{"bad client id", func() any { r := good(); r.ClientID = "a/b"; return r }(), 400, web.TypeValidation},
+			{"long client id", func() any { r := good(); r.ClientID = strings.Repeat("a", 65); return r }(), 400, web.TypeValidation},
+			{"bad class", func() any { r := good(); r.Class = "text"; return r }(), 400, web.TypeValidation},
+			{"no recipient", func() any { r := good(); r.To = messaging.SendTo{}; return r }(), 400, web.TypeValidation},
+			{"two recipients", func() any { r := good(); r.To.OrgID = "org"; return r }(), 400, web.TypeValidation},
+			{"to self", func() any { r := good(); r.To.AccountID = "alice"; return r }(), 400, web.TypeValidation},
+			{"unknown account", func() any { r := good(); r.To.AccountID = "nobody"; return r }(), 404, messaging.TypeUnknownRecipient},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				st, _, out := e.post(alice, tc.body)
+				wantProblem(t, st, out, tc.status, tc.typ)
+				if en, sn := e.stored(); en != 0 || sn != 0 {
+					t.Fatalf("stored %d %d", en, sn)
+				}
+			})
+		}
+		// And the good request goes through.
+		if st, _, out := e.post(alice, good()); st != 201 {
+			t.Fatalf("good: %d %v", st, out)
+		}
+	})
+}
+
+func TestSendRateLimit(t *testing.T) {
+	dbtest.Run(t, sendSets, func(t *testing.T, d *db.DB) {
+		e := newSendEnv(t, d, 3, false)
+		alice := e.dir.enroll(t, "alice", "alice-phone", true)
+		e.dir.enroll(t, "bob", "bob-phone", false)
+		for i, id := range []string{"a", "b", "c"} {
+			if st, _, out := e.post(alice, toAccount("bob", id, "bob-phone")); st != 201 {
+				t.Fatalf("send %d: %d %v", i, st, out)
+			}
+		}
+		// A retry is answered from the idempotency table, not counted.
+		if st, _, _ := e.post(alice, toAccount("bob", "a", "bob-phone")); st != 200 {
+			t.Fatalf("retry: %d", st)
+		}
+		st, h, out := e.post(alice, toAccount("bob", "d", "bob-phone"))
+		wantProblem(t, st, out, 429, web.TypeRateLimited)
+		if h.Get("Retry-After") != "60" {
+			t.Fatalf("Retry-After %q", h.Get("Retry-After"))
+		}
+		if en, sn := e.stored(); en != 3 || sn != 3 {
+			t.Fatalf("stored %d %d", en, sn)
+		}
+		// Another device has its own budget; the next window resets.
+		e.dir.enroll(t, "carol", "carol-phone", false)
+		carol := &device{id: "carol-phone", account: "carol"}
+		if st, _, out := e.post(carol, toAccount("bob", "d", "bob-phone")); st != 201 {
+			t.Fatalf("carol: %d %v", st, out)
+		}
+		*e.now = e.now.Add(messaging.SendWindow)
+		if st, _, out := e.post(alice, toAccount("bob", "d", "bob-phone")); st != 201 {
+			t.Fatalf("next window: %d %v", st, out)
+		}
+	})
+}
