@@ -26,6 +26,25 @@
 // What the server learns: which account claims whose bundles and when, and
 // how many prekeys each device has left. It never holds a private key.
 //
+// # Sending
+//
+// POST /v1/messages stores one ciphertext per device of a direct (account ↔
+// account) or organisation (citizen ↔ organisation) conversation. The
+// sender must address exactly the active devices that must receive the
+// message: every active device of the recipient account (or every active
+// agent device of the organisation) and its own other active devices, for
+// multi-device sync. Any difference is a 409 stale-devices answer that
+// lists the missing and stale devices and stores nothing. Conversation ids
+// are derived, never chosen: DirectConversation and OrgConversation.
+//
+// A send is idempotent per sending device and client_id: its envelopes and
+// a row holding its answer commit in one transaction, and a retry gets that
+// first answer back. After commit, Options.Notify wakes the recipients'
+// streams. Sends are rate-limited per device with counters in the database.
+//
+// What the server learns from a send: sender device, recipient devices,
+// conversation, coarse class, sizes and times; never the plaintext.
+//
 // Accounts, devices and certificates belong to identity. This package
 // declares what it needs from it — Directory, Authenticator — and
 // cmd/kanald wires the adapters; DeletePrekeys has the shape of identity's

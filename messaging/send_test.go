@@ -359,3 +359,47 @@ func TestSendRateLimit(t *testing.T) {
 		}
 	})
 }
+
+// TestSendConcurrentRetries races attempts with one client_id: exactly one
+// is stored, and every attempt answers the same envelope ids.
+func TestSendConcurrentRetries(t *testing.T) {
+	dbtest.Run(t, sendSets, func(t *testing.T, d *db.DB) {
+		for _, batch := range []bool{false, true} {
+			e := newSendEnv(t, d, 0, batch)
+			p := "r" + strconv.FormatBool(batch)
+			alice := e.dir.enroll(t, p+"alice", p+"alice-phone", true)
+			e.dir.enroll(t, p+"bob", p+"bob-phone", false)
+			e0, s0 := e.stored()
+			const n = 8
+			var wg sync.WaitGroup
+			statuses := make([]int, n)
+			ids := make([]any, n)
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					st, _, out := e.post(alice, toAccount(p+"bob", "same", p+"bob-phone"))
+					statuses[i], ids[i] = st, out["envelope_ids"]
+				}()
+			}
+			wg.Wait()
+			created := 0
+			for i := range n {
+				if statuses[i] == 201 {
+					created++
+				} else if statuses[i] != 200 {
+					t.Fatalf("attempt %d: %d", i, statuses[i])
+				}
+				if !reflect.DeepEqual(ids[i], ids[0]) {
+					t.Fatalf("attempt %d answered %v, attempt 0 %v", i, ids[i], ids[0])
+				}
+			}
+			if created != 1 {
+				t.Fatalf("%d attempts created", created)
+			}
+			if en, sn := e.stored(); en != e0+1 || sn != s0+1 {
+				t.Fatalf("stored %d envelopes %d sends", en-e0, sn-s0)
+			}
+		}
+	})
+}
