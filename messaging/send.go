@@ -32,8 +32,9 @@ var (
 	// that must receive the message. Extension members "missing" (active
 	// devices without an envelope) and "stale" (envelopes for devices that
 	// are not, or no longer, active recipients), each a sorted list of
-	// device ids. Nothing was stored: claim bundles for the missing
-	// devices, drop the stale ones, and retry with the same client_id.
+	// device ids, and "devices", the full current set to address. Nothing
+	// was stored: claim bundles for the missing devices, drop the stale
+	// ones, and retry with the same client_id.
 	TypeStaleDevices = web.NewType("stale-devices")
 	// TypeClientIDReused: the client_id already named a send to another
 	// conversation.
@@ -255,7 +256,7 @@ func (s *Service) Send(ctx context.Context, c Caller, req *SendRequest) (resp *S
 	if missing, stale := diff(want, cs.devices); len(missing) > 0 || len(stale) > 0 {
 		return nil, false, web.Errorf(http.StatusConflict, TypeStaleDevices, "Stale devices",
 			"the envelopes must address exactly the active devices of the conversation other than the sending one").
-			With("missing", missing).With("stale", stale)
+			With("missing", missing).With("stale", stale).With("devices", want)
 	}
 	now := s.now()
 	fn := func(tx *sql.Tx) error {

@@ -155,6 +155,9 @@ func TestSendDirect(t *testing.T) {
 			if got := strs(out["stale"]); len(got) != 0 {
 				t.Fatalf("stale %v", got)
 			}
+			if got := strs(out["devices"]); !reflect.DeepEqual(got, []string{p + "alice-laptop", p + "bob-phone", p + "bob-tablet"}) {
+				t.Fatalf("devices %v", got)
+			}
 			// Stale: a revoked device and the sending device itself.
 			e.dir.enroll(t, p+"bob", p+"bob-old", false)
 			e.dir.revoke(p + "bob-old")
