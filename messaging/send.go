@@ -56,7 +56,11 @@ type SendRequest struct {
 	Envelopes []SendEnvelope `json:"envelopes"`
 }
 
-// SendTo names the other side: exactly one of AccountID and OrgID.
+// SendTo names the other side. AccountID alone: a direct conversation.
+// OrgID alone: the caller's conversation with an organisation. Both: an
+// agent of the organisation answering the citizen AccountID in that
+// conversation; the sending device must be one of the organisation's
+// active agent devices, and the other agent devices get a copy too.
 type SendTo struct {
 	AccountID string `json:"account_id,omitempty"`
 	OrgID     string `json:"org_id,omitempty"`
@@ -114,22 +118,22 @@ func checkSend(c Caller, req *SendRequest) (*checkedSend, error) {
 		return nil, fmt.Errorf("%w: class must be message, receipt or transaction", ErrInvalid)
 	}
 	var cs checkedSend
-	switch to := req.To; {
-	case (to.AccountID == "") == (to.OrgID == ""):
-		return nil, fmt.Errorf("%w: to: exactly one of account_id and org_id", ErrInvalid)
-	case to.AccountID != "":
-		if len(to.AccountID) > 128 {
-			return nil, fmt.Errorf("%w: to.account_id: too long", ErrInvalid)
-		}
-		if to.AccountID == c.AccountID {
-			return nil, fmt.Errorf("%w: to.account_id: your own devices are synced by every send; there is no conversation with yourself", ErrInvalid)
-		}
+	to := req.To
+	switch {
+	case to.AccountID == "" && to.OrgID == "":
+		return nil, fmt.Errorf("%w: to: account_id, org_id or both", ErrInvalid)
+	case len(to.AccountID) > 128:
+		return nil, fmt.Errorf("%w: to.account_id: too long", ErrInvalid)
+	case len(to.OrgID) > 128:
+		return nil, fmt.Errorf("%w: to.org_id: too long", ErrInvalid)
+	case to.AccountID == c.AccountID:
+		return nil, fmt.Errorf("%w: to.account_id: your own devices are synced by every send; there is no conversation with yourself", ErrInvalid)
+	case to.OrgID == "":
 		cs.conversation = DirectConversation(c.AccountID, to.AccountID)
-	default:
-		if len(to.OrgID) > 128 {
-			return nil, fmt.Errorf("%w: to.org_id: too long", ErrInvalid)
-		}
+	case to.AccountID == "":
 		cs.conversation = OrgConversation(to.OrgID, c.AccountID)
+	default:
+		cs.conversation = OrgConversation(to.OrgID, to.AccountID)
 	}
 	if len(req.Envelopes) == 0 {
 		return nil, fmt.Errorf("%w: envelopes: at least one", ErrInvalid)
@@ -172,8 +176,8 @@ func checkSend(c Caller, req *SendRequest) (*checkedSend, error) {
 }
 
 // requiredDevices returns the sorted devices a send from c to req.To must
-// address: the recipient's active devices (an organisation's active agent
-// devices) and the caller's own other active devices.
+// address: the recipient account's active devices, the organisation's
+// active agent devices, and the caller's own other active devices.
 func (s *Service) requiredDevices(ctx context.Context, c Caller, to SendTo) ([]string, error) {
 	var theirs []Device
 	if to.AccountID != "" {
@@ -186,7 +190,8 @@ func (s *Service) requiredDevices(ctx context.Context, c Caller, to SendTo) ([]s
 				"account %s has no active devices", to.AccountID)
 		}
 		theirs = ds
-	} else {
+	}
+	if to.OrgID != "" {
 		_, ds, err := s.dir.OrgAgents(ctx, to.OrgID)
 		if err != nil {
 			return nil, err
@@ -195,7 +200,11 @@ func (s *Service) requiredDevices(ctx context.Context, c Caller, to SendTo) ([]s
 			return nil, web.Errorf(http.StatusNotFound, TypeUnknownRecipient, "Unknown recipient",
 				"organisation %s has no active agent devices", to.OrgID)
 		}
-		theirs = ds
+		if to.AccountID != "" && !slices.ContainsFunc(ds, func(d Device) bool { return d.DeviceID == c.DeviceID }) {
+			return nil, web.Errorf(http.StatusForbidden, web.TypeForbidden, "Not an agent",
+				"only an agent device of organisation %s may send in its name", to.OrgID)
+		}
+		theirs = append(theirs, ds...)
 	}
 	mine, err := s.dir.AccountDevices(ctx, c.AccountID)
 	if err != nil {

@@ -259,11 +259,32 @@ func TestSendOrg(t *testing.T) {
 		if err != nil || len(got) != 1 || got[0].Class != "transaction" || got[0].Conversation != conv {
 			t.Fatalf("agent mailbox: %+v %v", got, err)
 		}
+		// An agent answers the citizen in the same conversation; the other
+		// agent gets a copy. A non-agent may not.
+		e.dir.enroll(t, "citizen", "citizen-laptop", false)
+		st, _, out = e.post(a1, messaging.SendRequest{To: messaging.SendTo{OrgID: "org-1", AccountID: "citizen"}, ClientID: "x",
+			Class: "message", Envelopes: envelopesFor("citizen-phone", "citizen-laptop")})
+		wantProblem(t, st, out, 409, messaging.TypeStaleDevices)
+		if got := strs(out["missing"]); !slices.Equal(got, []string{"agent2-desk"}) {
+			t.Fatalf("agent reply missing %v", got)
+		}
+		st, _, out = e.post(a1, messaging.SendRequest{To: messaging.SendTo{OrgID: "org-1", AccountID: "citizen"}, ClientID: "x",
+			Class: "message", Envelopes: envelopesFor("citizen-phone", "citizen-laptop", "agent2-desk")})
+		if st != 201 || out["conversation_id"] != conv {
+			t.Fatalf("agent reply: %d %v", st, out)
+		}
+		outsider := e.dir.enroll(t, "outsider", "outsider-phone", false)
+		st, _, out = e.post(outsider, messaging.SendRequest{To: messaging.SendTo{OrgID: "org-1", AccountID: "citizen"}, ClientID: "x",
+			Class: "message", Envelopes: envelopesFor("citizen-phone", "citizen-laptop", "agent1-desk", "agent2-desk")})
+		wantProblem(t, st, out, 403, web.TypeForbidden)
+		if en, sn := e.stored(); en != 5 || sn != 2 {
+			t.Fatalf("stored %d %d", en, sn)
+		}
 		// An unknown organisation.
 		st, _, out = e.post(citizen, messaging.SendRequest{To: messaging.SendTo{OrgID: "org-nope"}, ClientID: "y",
 			Class: "message", Envelopes: envelopesFor("agent1-desk")})
 		wantProblem(t, st, out, 404, messaging.TypeUnknownRecipient)
-		if en, sn := e.stored(); en != 2 || sn != 1 {
+		if en, sn := e.stored(); en != 5 || sn != 2 {
 			t.Fatalf("stored %d %d", en, sn)
 		}
 	})
@@ -309,7 +330,7 @@ func TestSendBadInput(t *testing.T) {
 			{"long client id", func() any { r := good(); r.ClientID = strings.Repeat("a", 65); return r }(), 400, web.TypeValidation},
 			{"bad class", func() any { r := good(); r.Class = "text"; return r }(), 400, web.TypeValidation},
 			{"no recipient", func() any { r := good(); r.To = messaging.SendTo{}; return r }(), 400, web.TypeValidation},
-			{"two recipients", func() any { r := good(); r.To.OrgID = "org"; return r }(), 400, web.TypeValidation},
+			{"long org id", func() any { r := good(); r.To = messaging.SendTo{OrgID: strings.Repeat("o", 129)}; return r }(), 400, web.TypeValidation},
 			{"to self", func() any { r := good(); r.To.AccountID = "alice"; return r }(), 400, web.TypeValidation},
 			{"unknown account", func() any { r := good(); r.To.AccountID = "nobody"; return r }(), 404, messaging.TypeUnknownRecipient},
 		} {
