@@ -1,6 +1,7 @@
 package mailbox_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,8 +35,15 @@ type node struct {
 func newNode(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout time.Duration) *node {
 	t.Helper()
 	n := &node{tracker: &web.Tracker{}}
+	// The hub's log, shown only when the test fails (why a socket closed).
+	logs := &lockedBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("hub log:\n%s", logs.String())
+		}
+	})
 	h, err := mailbox.NewHub(mailbox.HubOptions{
-		Store: store, Bus: b, Logger: slog.New(slog.DiscardHandler), Tracker: n.tracker,
+		Store: store, Bus: b, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Tracker: n.tracker,
 		Device:       func(r *http.Request) (string, bool) { d := r.Header.Get("Kanal-Test-Device"); return d, d != "" },
 		WriteTimeout: writeTimeout,
 	})
@@ -45,6 +54,23 @@ func newNode(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout time.D
 	n.srv = httptest.NewServer(h)
 	t.Cleanup(func() { n.tracker.CloseAll(); n.srv.Close() })
 	return n
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 type client struct {
@@ -337,7 +363,8 @@ func TestStalledSocketDoesNotSlowOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	n := newNode(t, store, b, 300*time.Millisecond)
+	// Generous for a healthy socket on a loaded machine, short for the test.
+	n := newNode(t, store, b, 2*time.Second)
 
 	stalled := dial(t, n, "dev_stalled") // never reads
 	waitConnected(t, n, "dev_stalled")
@@ -346,13 +373,21 @@ func TestStalledSocketDoesNotSlowOthers(t *testing.T) {
 	big := strings.Repeat("x", mailbox.MaxCiphertext)
 	// Enough to fill the socket buffers of the stalled device many times over.
 	const sends = 300 // ~19 MiB for the stalled device, far past socket buffers
+	// The healthy device reads while the sends happen, as a live client does.
+	healthyGot := make(chan []mailbox.Envelope, 1)
+	go func() { healthyGot <- healthy.collect(sends, true) }()
 	for i := 0; i < sends; i++ {
 		if err := store.Append(ctx, []mailbox.Envelope{env("dev_stalled", "dev_a", big), env("dev_healthy", "dev_a", fmt.Sprint(i))}); err != nil {
 			t.Fatal(err)
 		}
 		n.hub.Notify("dev_stalled", "dev_healthy")
 	}
-	got := healthy.collect(sends, true)
+	var got []mailbox.Envelope
+	select {
+	case got = <-healthyGot:
+	case <-time.After(60 * time.Second): // collect failed (and said why) or hangs
+		t.Fatal("healthy device did not receive its envelopes")
+	}
 	if string(got[sends-1].Ciphertext) != fmt.Sprint(sends-1) {
 		t.Fatalf("healthy device got %q last", got[sends-1].Ciphertext)
 	}
