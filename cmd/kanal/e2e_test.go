@@ -1,23 +1,18 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"mime/quotedprintable"
-	"net/mail"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/kanal-server/kanal/internal/kanaldtest"
 )
 
 // The end-to-end test runs the real binaries as a user would: kanald
@@ -32,150 +27,20 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	bin.kanald = filepath.Join(dir, "kanald")
 	bin.kanal = filepath.Join(dir, "kanal")
-	for out, pkg := range map[string]string{bin.kanald: "../kanald", bin.kanal: "."} {
-		if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, b)
-			os.RemoveAll(dir)
-			os.Exit(1)
-		}
+	if b, err := exec.Command("go", "build", "-o", bin.kanal, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build kanal: %v\n%s", err, b)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	if bin.kanald, err = kanaldtest.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// server is a running kanald.
-type server struct {
-	url     string
-	dataDir string
-
-	mu  sync.Mutex
-	out strings.Builder // everything kanald printed
-}
-
-func (s *server) output() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.out.String()
-}
-
-// startKanald starts the real kanald on a free port with a fresh data
-// directory and waits for its "kanald ready" line.
-func startKanald(t *testing.T) *server {
-	t.Helper()
-	s := &server{dataDir: filepath.Join(t.TempDir(), "kanal-data")}
-	cmd := exec.Command(bin.kanald)
-	cmd.Env = []string{
-		"PATH=" + os.Getenv("PATH"),
-		"HOME=" + t.TempDir(),
-		"KANAL_ADDR=127.0.0.1:0",
-		"KANAL_DATA_DIR=" + s.dataDir,
-		"KANAL_LOG_FORMAT=json",
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
-			s.mu.Lock()
-			s.out.WriteString(line + "\n")
-			s.mu.Unlock()
-			var rec struct{ Msg, Addr string }
-			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "kanald ready" {
-				ready <- rec.Addr
-			}
-		}
-	}()
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("kanald output:\n%s", s.output())
-		}
-	})
-	select {
-	case s.url = <-ready:
-	case err := <-done:
-		t.Fatalf("kanald exited before it was ready: %v\n%s", err, s.output())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("kanald not ready after 60s\n%s", s.output())
-	}
-	return s
-}
-
-var operatorTokenRE = regexp.MustCompile(`kanal_op_[A-Za-z0-9_-]+`)
-
-// operatorToken finds the operator token kanald printed at its first start.
-func (s *server) operatorToken(t *testing.T) string {
-	t.Helper()
-	tok := operatorTokenRE.FindString(s.output())
-	if tok == "" {
-		t.Fatalf("kanald printed no operator token (kanal_op_…):\n%s", s.output())
-	}
-	return tok
-}
-
-var codeRE = regexp.MustCompile(`\b[0-9]{8}\b`)
-
-// code reads the newest mail to addr from the data directory's mail/ and
-// returns the 8-digit code in its body, as the user would read it.
-func (s *server) code(t *testing.T, addr string) string {
-	t.Helper()
-	dir := filepath.Join(s.dataDir, "mail")
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatalf("read the mail directory: %v", err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(names))) // newest first
-	for _, name := range names {
-		raw, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		msg, err := mail.ReadMessage(bytes.NewReader(raw))
-		if err != nil {
-			t.Fatalf("mail %s: %v", name, err)
-		}
-		if to, err := mail.ParseAddress(msg.Header.Get("To")); err != nil || to.Address != addr {
-			continue
-		}
-		var body io.Reader = msg.Body
-		if strings.EqualFold(msg.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
-			body = quotedprintable.NewReader(body)
-		}
-		text, err := io.ReadAll(body)
-		if err != nil {
-			t.Fatalf("mail %s: %v", name, err)
-		}
-		code := codeRE.FindString(string(text))
-		if code == "" {
-			t.Fatalf("mail %s to %s has no 8-digit code:\n%s", name, addr, text)
-		}
-		return code
-	}
-	t.Fatalf("no mail to %s in %s", addr, dir)
-	return ""
 }
 
 // step is one line of a user's session. cmd is a command line with $VARS,
@@ -344,14 +209,14 @@ func indent(s string) string {
 // TestUserSession is a citizen's first session, a second device that is
 // revoked, and the operator's organisation tasks, all through the CLI.
 func TestUserSession(t *testing.T) {
-	srv := startKanald(t)
+	srv := kanaldtest.Start(t, bin.kanald)
 	s := &session{
 		t:    t,
 		work: t.TempDir(),
 		vars: map[string]string{},
 		env: []string{
 			"PATH=" + os.Getenv("PATH"),
-			"KANAL_SERVER=" + srv.url,
+			"KANAL_SERVER=" + srv.URL,
 			"KANAL_PASSPHRASE=correct horse battery staple",
 			"KANAL_PASSWORD=Tr0ub4dor&3-but-longer",
 		},
@@ -360,7 +225,7 @@ func TestUserSession(t *testing.T) {
 	s.run([]step{
 		// Must-show #1: sign up, enroll, log in at level substantial.
 		{cmd: "kanal register alice@example.org", want: []string{"A code is on its way to alice@example.org"}},
-		{do: func(t *testing.T) { s.vars["CODE"] = srv.code(t, "alice@example.org") }},
+		{do: func(t *testing.T) { s.vars["CODE"] = srv.Code(t, "alice@example.org") }},
 		{cmd: "kanal verify 00000000", exit: 1, want: []string{"kanal: verify: ", "(urn:kanal:problem:invalid-code)"}},
 		{cmd: "kanal verify $CODE", want: []string{"Verified alice@example.org"}, set: map[string]string{"ACCOUNT": `account (\S+) `}},
 		{cmd: "kanal password", want: []string{"Password set."}},
@@ -392,7 +257,7 @@ func TestUserSession(t *testing.T) {
 		{cmd: "openssl crl -in crl.pem -noout -text", want: []string{"Revoked Certificates"}},
 
 		// The operator: an office, verified, with alice as an agent.
-		{do: func(t *testing.T) { s.vars["OPTOKEN"] = srv.operatorToken(t) }},
+		{do: func(t *testing.T) { s.vars["OPTOKEN"] = srv.OperatorToken(t) }},
 		{cmd: "kanal admin org create 'Bürgeramt Musterstadt'", exit: 1, want: []string{"no operator token"}},
 		{cmd: "kanal admin org create --token kanal_op_wrong 'Bürgeramt Musterstadt'", exit: 1, want: []string{"(urn:kanal:problem:"}},
 		{cmd: "kanal admin org create --kind office 'Bürgeramt Musterstadt'", env: []string{"KANAL_OPERATOR_TOKEN=$OPTOKEN"},

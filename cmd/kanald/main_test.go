@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,11 +8,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +20,7 @@ import (
 
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
+	"github.com/kanal-server/kanal/internal/kanaldtest"
 )
 
 // kanaldBin is the real binary, built once for the end-to-end tests.
@@ -33,10 +31,9 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	kanaldBin = filepath.Join(dir, "kanald")
-	out, err := exec.Command("go", "build", "-o", kanaldBin, ".").CombinedOutput()
+	kanaldBin, err = kanaldtest.Build(dir)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "build kanald: %v\n%s", err, out)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -135,92 +132,27 @@ func TestRunBadInputs(t *testing.T) {
 }
 
 // node is a running kanald process.
-type node struct {
-	cmd  *exec.Cmd
-	url  string
-	dep  string
-	done chan error
-	logs *strings.Builder
-	mu   sync.Mutex
-}
+type node struct{ *kanaldtest.Server }
 
 // startNode runs the real binary and waits until it logs that it is ready.
 func startNode(t *testing.T, env map[string]string) *node {
 	t.Helper()
-	cmd := exec.Command(kanaldBin)
-	cmd.Env = append(os.Environ(), "KANAL_ADDR=127.0.0.1:0", "KANAL_LOG_FORMAT=json")
+	var kv []string
 	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
+		kv = append(kv, k+"="+v)
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	n := &node{cmd: cmd, done: make(chan error, 1), logs: &strings.Builder{}}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
-			n.mu.Lock()
-			n.logs.WriteString(line + "\n")
-			n.mu.Unlock()
-			var rec struct{ Msg, Addr, Deployment string }
-			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "kanald ready" {
-				n.url, n.dep = rec.Addr, rec.Deployment
-				close(ready)
-			}
-		}
-	}()
-	go func() { n.done <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-n.done })
-	select {
-	case <-ready:
-	case err := <-n.done:
-		t.Fatalf("kanald exited before ready: %v\n%s", err, stderr.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("kanald not ready after 30s")
-	}
-	return n
-}
-
-func (n *node) output() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.logs.String()
+	return &node{kanaldtest.Start(t, kanaldBin, kv...)}
 }
 
 func (n *node) get(t *testing.T, path string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(n.url + path)
+	resp, err := http.Get(n.URL + path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-// stop sends SIGTERM and returns the exit error and how long it took.
-func (n *node) stop(t *testing.T) (error, time.Duration) {
-	t.Helper()
-	start := time.Now()
-	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-n.done:
-		n.done <- err // for the cleanup
-		return err, time.Since(start)
-	case <-time.After(15 * time.Second):
-		t.Fatal("kanald did not exit after SIGTERM")
-		return nil, 0
-	}
 }
 
 // TestEmbeddedLifecycle is a new user's first run: ready on the embedded
@@ -257,7 +189,7 @@ func TestEmbeddedLifecycle(t *testing.T) {
 		t.Fatal("no database pool metric")
 	}
 
-	err, took := n.stop(t)
+	err, took := n.Stop(t)
 	if err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
 	}
@@ -266,10 +198,10 @@ func TestEmbeddedLifecycle(t *testing.T) {
 	}
 
 	again := startNode(t, map[string]string{"KANAL_DATA_DIR": dataDir})
-	if again.dep != n.dep || n.dep == "" {
-		t.Fatalf("deployment changed across restart: %q then %q", n.dep, again.dep)
+	if again.Deployment != n.Deployment || n.Deployment == "" {
+		t.Fatalf("deployment changed across restart: %q then %q", n.Deployment, again.Deployment)
 	}
-	if err, _ := again.stop(t); err != nil {
+	if err, _ := again.Stop(t); err != nil {
 		t.Fatalf("second exit: %v", err)
 	}
 }
@@ -323,14 +255,14 @@ func TestTwoNodesSharePostgresAndNATS(t *testing.T) {
 	}
 	for _, n := range []*node{a, b} {
 		if code, body := n.get(t, "/readyz"); code != 200 {
-			t.Fatalf("%s /readyz = %d %s", n.url, code, body)
+			t.Fatalf("%s /readyz = %d %s", n.URL, code, body)
 		}
 	}
-	if a.url == b.url || a.dep != b.dep {
-		t.Fatalf("nodes %s (%s) and %s (%s)", a.url, a.dep, b.url, b.dep)
+	if a.URL == b.URL || a.Deployment != b.Deployment {
+		t.Fatalf("nodes %s (%s) and %s (%s)", a.URL, a.Deployment, b.URL, b.Deployment)
 	}
 	// Exactly one node printed the operator token.
-	if n := strings.Count(a.output()+b.output(), "KANAL OPERATOR TOKEN"); n != 1 {
+	if n := strings.Count(a.Output()+b.Output(), "KANAL OPERATOR TOKEN"); n != 1 {
 		t.Fatalf("operator token printed %d times", n)
 	}
 	// Both serve the same CA.
@@ -360,7 +292,7 @@ func TestTwoNodesSharePostgresAndNATS(t *testing.T) {
 		t.Fatalf("version table has %d rows (%d distinct), want %d: migrations ran more than once or not at all", rows, distinct, want)
 	}
 	for _, n := range []*node{a, b} {
-		if err, _ := n.stop(t); err != nil {
+		if err, _ := n.Stop(t); err != nil {
 			t.Fatalf("exit: %v", err)
 		}
 	}
@@ -372,10 +304,10 @@ func TestTwoNodesSharePostgresAndNATS(t *testing.T) {
 func TestCAMismatchRefused(t *testing.T) {
 	dataDir := filepath.Join(t.TempDir(), "kanal-data")
 	n := startNode(t, map[string]string{"KANAL_DATA_DIR": dataDir})
-	if !strings.Contains(n.output(), "KANAL OPERATOR TOKEN") {
+	if !strings.Contains(n.Output(), "KANAL OPERATOR TOKEN") {
 		t.Fatal("first start printed no operator token")
 	}
-	if err, _ := n.stop(t); err != nil {
+	if err, _ := n.Stop(t); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -391,7 +323,7 @@ func TestCAMismatchRefused(t *testing.T) {
 	}
 	// The original CA still starts, and prints no second operator token.
 	n = startNode(t, map[string]string{"KANAL_DATA_DIR": dataDir})
-	if strings.Contains(n.output(), "KANAL OPERATOR TOKEN") {
+	if strings.Contains(n.Output(), "KANAL OPERATOR TOKEN") {
 		t.Fatal("operator token printed again")
 	}
 }

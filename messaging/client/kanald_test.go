@@ -1,7 +1,6 @@
 package client_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto"
@@ -18,21 +17,16 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
-	"net/mail"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
-	"sort"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	idclient "github.com/kanal-server/kanal/identity/client"
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
+	"github.com/kanal-server/kanal/internal/kanaldtest"
 	"github.com/kanal-server/kanal/internal/web"
 	"github.com/kanal-server/kanal/keys"
 	"github.com/kanal-server/kanal/messaging"
@@ -50,9 +44,8 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	kanaldBin = filepath.Join(dir, "kanald")
-	if b, err := exec.Command("go", "build", "-o", kanaldBin, "../../cmd/kanald").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build kanald: %v\n%s", err, b)
+	if kanaldBin, err = kanaldtest.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
@@ -61,110 +54,26 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// server is a running kanald and, with PostgreSQL, the URL of its schema
+// (empty: SQLite in DataDir).
 type server struct {
-	url, dataDir string
-	dbURL        string // empty: SQLite in dataDir
-	mu           sync.Mutex
-	out          strings.Builder
-}
-
-func (s *server) output() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.out.String()
+	*kanaldtest.Server
+	dbURL string
 }
 
 // startKanald starts kanald on a free port, with SQLite, or PostgreSQL in
 // a fresh schema when postgres is set.
 func startKanald(t *testing.T, postgres bool) *server {
 	t.Helper()
-	s := &server{dataDir: filepath.Join(t.TempDir(), "kanal-data")}
-	cmd := exec.Command(kanaldBin)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "KANAL_ADDR=127.0.0.1:0",
-		"KANAL_DATA_DIR=" + s.dataDir, "KANAL_LOG_FORMAT=json"}
+	s := &server{}
+	var env []string
 	if postgres {
 		base := dbtest.PostgresURL(t)
 		s.dbURL = dbtest.WithSchema(t, base, dbtest.NewSchema(t, base))
-		cmd.Env = append(cmd.Env, "KANAL_DATABASE_URL="+s.dbURL)
+		env = append(env, "KANAL_DATABASE_URL="+s.dbURL)
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done, ready := make(chan error, 1), make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			s.mu.Lock()
-			s.out.WriteString(sc.Text() + "\n")
-			s.mu.Unlock()
-			var rec struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "kanald ready" {
-				ready <- rec.Addr
-			}
-		}
-	}()
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("kanald output:\n%s", s.output())
-		}
-	})
-	select {
-	case s.url = <-ready:
-	case err := <-done:
-		t.Fatalf("kanald exited: %v\n%s", err, s.output())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("kanald not ready\n%s", s.output())
-	}
+	s.Server = kanaldtest.Start(t, kanaldBin, env...)
 	return s
-}
-
-var codeRE = regexp.MustCompile(`\b[0-9]{8}\b`)
-
-// code reads the sign-up code mailed to addr.
-func (s *server) code(t *testing.T, addr string) string {
-	t.Helper()
-	dir := filepath.Join(s.dataDir, "mail")
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	names := make([]string, 0, len(entries))
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(names)))
-	for _, name := range names {
-		raw, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		msg, err := mail.ReadMessage(bytes.NewReader(raw))
-		if err != nil {
-			continue
-		}
-		if to, err := mail.ParseAddress(msg.Header.Get("To")); err != nil || to.Address != addr {
-			continue
-		}
-		body, _ := io.ReadAll(msg.Body)
-		if c := codeRE.FindString(string(body)); c != "" {
-			return c
-		}
-	}
-	t.Fatalf("no code for %s", addr)
-	return ""
 }
 
 // user is an account with one enrolled, logged-in device.
@@ -182,11 +91,11 @@ type user struct {
 func signUp(t *testing.T, s *server, email string, p256 bool) *user {
 	t.Helper()
 	ctx := context.Background()
-	ic := idclient.New(s.url, nil)
+	ic := idclient.New(s.URL, nil)
 	if err := ic.Signup(ctx, email); err != nil {
 		t.Fatal(err)
 	}
-	v, err := ic.VerifySignup(ctx, email, s.code(t, email))
+	v, err := ic.VerifySignup(ctx, email, s.Code(t, email))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,9 +173,9 @@ func TestConversationOverKanald(t *testing.T) {
 		ctx := context.Background()
 		srv := startKanald(t, postgres)
 		alice, bob := signUp(t, srv, "alice@example.org", true), signUp(t, srv, "bob@example.org", false)
-		aliceSDK := alice.sdk(t, srv.url, client.NewMemoryStore())
+		aliceSDK := alice.sdk(t, srv.URL, client.NewMemoryStore())
 		bobStore := client.NewMemoryStore()
-		bobSDK := bob.sdk(t, srv.url, bobStore)
+		bobSDK := bob.sdk(t, srv.URL, bobStore)
 
 		st, err := bobSDK.Publish(ctx)
 		if err != nil {
@@ -339,7 +248,7 @@ func TestConversationOverKanald(t *testing.T) {
 		// claim than the limit allows is refused with 429.
 		for i := range 3 {
 			u := signUp(t, srv, fmt.Sprintf("claimer%d@example.org", i), false)
-			cs := u.sdk(t, srv.url, client.NewMemoryStore())
+			cs := u.sdk(t, srv.URL, client.NewMemoryStore())
 			for range 27 {
 				if _, err := cs.ClaimAccount(ctx, bob.account); err != nil {
 					t.Fatal(err)
@@ -412,16 +321,16 @@ func TestTamperedBundlesRefused(t *testing.T) {
 	ctx := context.Background()
 	srv := startKanald(t, false)
 	alice, bob, mallory := signUp(t, srv, "alice@example.org", false), signUp(t, srv, "bob@example.org", true), signUp(t, srv, "mallory@example.org", false)
-	if _, err := bob.sdk(t, srv.url, client.NewMemoryStore()).Publish(ctx); err != nil {
+	if _, err := bob.sdk(t, srv.URL, client.NewMemoryStore()).Publish(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := mallory.sdk(t, srv.url, client.NewMemoryStore()).Publish(ctx); err != nil {
+	if _, err := mallory.sdk(t, srv.URL, client.NewMemoryStore()).Publish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	fake, _ := keys.GenerateIdentity(nil)
 	capture := func(account string) messaging.ClaimedBundle {
 		var cr messaging.ClaimResponse
-		proxy := tamperProxy(t, srv.url, func(r *messaging.ClaimResponse) { cr = *r })
+		proxy := tamperProxy(t, srv.URL, func(r *messaging.ClaimResponse) { cr = *r })
 		if _, err := alice.sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, account); err != nil {
 			t.Fatal(err)
 		}
@@ -453,7 +362,7 @@ func TestTamperedBundlesRefused(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			proxy := tamperProxy(t, srv.url, func(r *messaging.ClaimResponse) {
+			proxy := tamperProxy(t, srv.URL, func(r *messaging.ClaimResponse) {
 				for i := range r.Bundles {
 					tc.tamper(&r.Bundles[i])
 				}
@@ -472,7 +381,7 @@ func TestTamperedBundlesRefused(t *testing.T) {
 	t.Run("signed prekey swapped", func(t *testing.T) {
 		bobSPK, _ := json.Marshal(bobBundle.Bundle.SignedPrekey)
 		malSPK, _ := json.Marshal(malloryBundle.Bundle.SignedPrekey)
-		proxy := tamperProxyRaw(t, srv.url, func(*messaging.ClaimResponse) {}, func(b []byte) []byte {
+		proxy := tamperProxyRaw(t, srv.URL, func(*messaging.ClaimResponse) {}, func(b []byte) []byte {
 			return bytes.ReplaceAll(b, bobSPK, malSPK)
 		})
 		claim, err := alice.sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, bob.account)
@@ -485,15 +394,15 @@ func TestTamperedBundlesRefused(t *testing.T) {
 	t.Run("another CA", func(t *testing.T) {
 		other := startKanald(t, false)
 		eve := signUp(t, other, "eve@example.org", false)
-		if _, err := eve.sdk(t, other.url, client.NewMemoryStore()).Publish(ctx); err != nil {
+		if _, err := eve.sdk(t, other.URL, client.NewMemoryStore()).Publish(ctx); err != nil {
 			t.Fatal(err)
 		}
 		var foreign messaging.ClaimedBundle
-		proxy := tamperProxy(t, other.url, func(r *messaging.ClaimResponse) { foreign = r.Bundles[0] })
+		proxy := tamperProxy(t, other.URL, func(r *messaging.ClaimResponse) { foreign = r.Bundles[0] })
 		// Another user of the foreign deployment claims eve's bundle there;
 		// the proxy keeps a copy.
 		signUp(t, other, "x@example.org", false).sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, eve.account)
-		proxy = tamperProxy(t, srv.url, func(r *messaging.ClaimResponse) { r.Bundles = append(r.Bundles, foreign) })
+		proxy = tamperProxy(t, srv.URL, func(r *messaging.ClaimResponse) { r.Bundles = append(r.Bundles, foreign) })
 		claim, err := alice.sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, bob.account)
 		if err != nil || len(claim.Bundles) != 1 || len(claim.Refused) != 1 || !errors.Is(claim.Refused[0].Err, client.ErrUntrusted) {
 			t.Fatalf("foreign bundle: %+v %v", claim, err)
@@ -504,19 +413,19 @@ func TestTamperedBundlesRefused(t *testing.T) {
 	// before the revocation is refused by the CRL check.
 	t.Run("revoked device", func(t *testing.T) {
 		var captured messaging.ClaimedBundle
-		proxy := tamperProxy(t, srv.url, func(r *messaging.ClaimResponse) { captured = r.Bundles[0] })
+		proxy := tamperProxy(t, srv.URL, func(r *messaging.ClaimResponse) { captured = r.Bundles[0] })
 		if _, err := alice.sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, bob.account); err != nil {
 			t.Fatal(err)
 		}
 		if err := bob.id.RevokeDevice(ctx, bob.device); err != nil {
 			t.Fatal(err)
 		}
-		claim, err := alice.sdk(t, srv.url, client.NewMemoryStore()).ClaimAccount(ctx, bob.account)
+		claim, err := alice.sdk(t, srv.URL, client.NewMemoryStore()).ClaimAccount(ctx, bob.account)
 		if err != nil || len(claim.Bundles)+len(claim.Refused)+len(claim.Unpublished) != 0 {
 			t.Fatalf("revoked device served: %+v %v", claim, err)
 		}
 		// identity ran messaging's revocation hook: the keys are gone.
-		d, err := db.OpenSQLite(ctx, filepath.Join(srv.dataDir, "kanal.db"))
+		d, err := db.OpenSQLite(ctx, filepath.Join(srv.DataDir, "kanal.db"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -527,14 +436,14 @@ func TestTamperedBundlesRefused(t *testing.T) {
 				t.Fatalf("%s holds %d rows of the revoked device (%v)", table, n, err)
 			}
 		}
-		proxy = tamperProxy(t, srv.url, func(r *messaging.ClaimResponse) { r.Bundles = append(r.Bundles, captured) })
+		proxy = tamperProxy(t, srv.URL, func(r *messaging.ClaimResponse) { r.Bundles = append(r.Bundles, captured) })
 		claim, err = alice.sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, bob.account)
 		if err != nil || len(claim.Refused) != 1 || !errors.Is(claim.Refused[0].Err, client.ErrUntrusted) ||
 			!strings.Contains(claim.Refused[0].Err.Error(), "revoked") {
 			t.Fatalf("revoked bundle: %+v %v", claim, err)
 		}
 		// Nor can the revoked device publish again.
-		if _, err := bob.sdk(t, srv.url, client.NewMemoryStore()).Publish(ctx); idclient.StatusOf(err) != http.StatusUnauthorized {
+		if _, err := bob.sdk(t, srv.URL, client.NewMemoryStore()).Publish(ctx); idclient.StatusOf(err) != http.StatusUnauthorized {
 			t.Fatalf("revoked device publishes: %v", err)
 		}
 	})

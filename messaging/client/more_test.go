@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"testing"
 
 	idclient "github.com/kanal-server/kanal/identity/client"
 	"github.com/kanal-server/kanal/identity/keystore"
 	"github.com/kanal-server/kanal/messaging/client"
 )
-
-var operatorTokenRE = regexp.MustCompile(`kanal_op_[A-Za-z0-9_-]+`)
 
 // TestOrganisationOverKanald: a citizen claims the bundles of an office's
 // agents, each with a membership certificate that chains through the
@@ -23,7 +20,7 @@ func TestOrganisationOverKanald(t *testing.T) {
 		srv := startKanald(t, postgres)
 		agent := signUp(t, srv, "agent@buergeramt.example", true)
 		citizen := signUp(t, srv, "citizen@example.org", false)
-		op := idclient.New(srv.url, nil).WithToken(operatorTokenRE.FindString(srv.output()))
+		op := idclient.New(srv.URL, nil).WithToken(srv.OperatorToken(t))
 		org, err := op.CreateOrg(ctx, "Bürgeramt Musterstadt", "office")
 		if err != nil {
 			t.Fatal(err)
@@ -34,11 +31,11 @@ func TestOrganisationOverKanald(t *testing.T) {
 		if _, err := op.AddMember(ctx, org.OrgID, agent.account, "agent"); err != nil {
 			t.Fatal(err)
 		}
-		agentSDK := agent.sdk(t, srv.url, client.NewMemoryStore())
+		agentSDK := agent.sdk(t, srv.URL, client.NewMemoryStore())
 		if _, err := agentSDK.Publish(ctx); err != nil {
 			t.Fatal(err)
 		}
-		citizenSDK := citizen.sdk(t, srv.url, client.NewMemoryStore())
+		citizenSDK := citizen.sdk(t, srv.URL, client.NewMemoryStore())
 		claim, err := citizenSDK.ClaimOrg(ctx, org.OrgID)
 		if err != nil {
 			t.Fatal(err)
@@ -73,7 +70,7 @@ func TestSimultaneousStart(t *testing.T) {
 	ctx := context.Background()
 	srv := startKanald(t, false)
 	a, b := signUp(t, srv, "a@example.org", false), signUp(t, srv, "b@example.org", false)
-	sa, sb := a.sdk(t, srv.url, client.NewMemoryStore()), b.sdk(t, srv.url, client.NewMemoryStore())
+	sa, sb := a.sdk(t, srv.URL, client.NewMemoryStore()), b.sdk(t, srv.URL, client.NewMemoryStore())
 	for _, s := range []*client.Client{sa, sb} {
 		if _, err := s.Publish(ctx); err != nil {
 			t.Fatal(err)
@@ -125,11 +122,11 @@ func TestKeystoreStorePersists(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb := b.sdk(t, srv.url, client.NewKeystoreStore(ks))
+	sb := b.sdk(t, srv.URL, client.NewKeystoreStore(ks))
 	if _, err := sb.Publish(ctx); err != nil {
 		t.Fatal(err)
 	}
-	sa := a.sdk(t, srv.url, client.NewMemoryStore())
+	sa := a.sdk(t, srv.URL, client.NewMemoryStore())
 	if _, err := sa.Publish(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +146,7 @@ func TestKeystoreStorePersists(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb2 := b.sdk(t, srv.url, client.NewKeystoreStore(ks2))
+	sb2 := b.sdk(t, srv.URL, client.NewKeystoreStore(ks2))
 	if got := receive(t, sb2, a.device, send(t, sa, b.device, "two")); got != "two" {
 		t.Fatal(got)
 	}
@@ -168,7 +165,7 @@ func TestRotateSignedPrekey(t *testing.T) {
 	ctx := context.Background()
 	srv := startKanald(t, false)
 	a, b := signUp(t, srv, "a@example.org", false), signUp(t, srv, "b@example.org", false)
-	sa, sb := a.sdk(t, srv.url, client.NewMemoryStore()), b.sdk(t, srv.url, client.NewMemoryStore())
+	sa, sb := a.sdk(t, srv.URL, client.NewMemoryStore()), b.sdk(t, srv.URL, client.NewMemoryStore())
 	if _, err := sb.Publish(ctx); err != nil {
 		t.Fatal(err)
 	}

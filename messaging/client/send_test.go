@@ -31,8 +31,8 @@ func TestSendOverKanald(t *testing.T) {
 		ctx := context.Background()
 		srv := startKanald(t, postgres)
 		alice, bob := signUp(t, srv, "alice@example.org", true), signUp(t, srv, "bob@example.org", false)
-		aliceSDK := alice.sdk(t, srv.url, client.NewMemoryStore())
-		bobSDK := bob.sdk(t, srv.url, client.NewMemoryStore())
+		aliceSDK := alice.sdk(t, srv.URL, client.NewMemoryStore())
+		bobSDK := bob.sdk(t, srv.URL, client.NewMemoryStore())
 		if _, err := bobSDK.Publish(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -51,7 +51,7 @@ func TestSendOverKanald(t *testing.T) {
 		}
 
 		// Bob is online first: connect, drain to "synced".
-		wsURL := "ws" + strings.TrimPrefix(srv.url, "http") + "/v1/stream"
+		wsURL := "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/stream"
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		ws, _, err := websocket.Dial(dctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + bob.token}}})
 		cancel()
@@ -89,7 +89,7 @@ func TestSendOverKanald(t *testing.T) {
 			Envelopes: []messaging.SendEnvelope{{DeviceID: bob.device, Ciphertext: base64.StdEncoding.EncodeToString(wire)}}})
 		post := func() (int, messaging.SendResponse) {
 			t.Helper()
-			req, _ := http.NewRequestWithContext(ctx, "POST", srv.url+"/v1/messages", bytes.NewReader(body))
+			req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/v1/messages", bytes.NewReader(body))
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Authorization", "Bearer "+alice.token)
 			resp, err := http.DefaultClient.Do(req)
@@ -125,7 +125,7 @@ func TestSendOverKanald(t *testing.T) {
 		}
 
 		// The database holds the envelope, and no plaintext.
-		d, err := db.Open(ctx, srv.dbURL, srv.dataDir)
+		d, err := db.Open(ctx, srv.dbURL, srv.DataDir)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -26,7 +26,7 @@ func TestStreamOverKanald(t *testing.T) {
 
 		// Envelopes for alice, written where kanald's own sends will write
 		// them (the database is shared with the process under test).
-		d, err := db.Open(ctx, s.dbURL, s.dataDir)
+		d, err := db.Open(ctx, s.dbURL, s.DataDir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -39,7 +39,7 @@ func TestStreamOverKanald(t *testing.T) {
 			}
 		}
 
-		wsURL := "ws" + strings.TrimPrefix(s.url, "http") + "/v1/stream"
+		wsURL := "ws" + strings.TrimPrefix(s.URL, "http") + "/v1/stream"
 		dial := func(token string) (*websocket.Conn, *http.Response, error) {
 			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()

@@ -1,0 +1,193 @@
+// Package kanaldtest runs the real kanald binary for end-to-end tests: it
+// builds it, starts it on a free loopback port with a fresh data directory,
+// waits for its "kanald ready" line, keeps its output, reads the sign-up
+// codes it mails into the data directory, and stops it with SIGTERM.
+package kanaldtest
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/quotedprintable"
+	"net/mail"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Build compiles cmd/kanald into dir and returns the binary's path.
+func Build(dir string) (string, error) {
+	out := filepath.Join(dir, "kanald")
+	if b, err := exec.Command("go", "build", "-o", out, "github.com/kanal-server/kanal/cmd/kanald").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build kanald: %v\n%s", err, b)
+	}
+	return out, nil
+}
+
+// Server is a running kanald.
+type Server struct {
+	URL        string // http://127.0.0.1:port
+	DataDir    string
+	Deployment string // the deployment id from the ready line
+
+	cmd  *exec.Cmd
+	done chan error // receives the exit once; Stop puts it back
+	mu   sync.Mutex
+	out  strings.Builder
+}
+
+// Start runs bin with a fresh data directory, JSON logs on 127.0.0.1:0 and
+// the given extra environment ("KEY=value"; a later KANAL_DATA_DIR wins),
+// and waits until it is ready. The process is stopped when the test ends,
+// and its output is logged if the test failed.
+func Start(t testing.TB, bin string, env ...string) *Server {
+	t.Helper()
+	s := &Server{DataDir: filepath.Join(t.TempDir(), "kanal-data"), done: make(chan error, 1)}
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "KANAL_DATA_DIR="); ok {
+			s.DataDir = v
+		}
+	}
+	s.cmd = exec.Command(bin)
+	s.cmd.Env = append([]string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + t.TempDir(),
+		"KANAL_ADDR=127.0.0.1:0",
+		"KANAL_DATA_DIR=" + s.DataDir,
+		"KANAL_LOG_FORMAT=json",
+	}, env...)
+	stdout, err := s.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cmd.Stderr = s.cmd.Stdout
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			s.mu.Lock()
+			s.out.WriteString(sc.Text() + "\n")
+			s.mu.Unlock()
+			var rec struct{ Msg, Addr, Deployment string }
+			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "kanald ready" {
+				s.URL, s.Deployment = rec.Addr, rec.Deployment
+				close(ready)
+			}
+		}
+	}()
+	go func() { s.done <- s.cmd.Wait() }()
+	t.Cleanup(func() {
+		s.cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-s.done:
+		case <-time.After(15 * time.Second):
+			s.cmd.Process.Kill()
+			<-s.done
+		}
+		if t.Failed() {
+			t.Logf("kanald output:\n%s", s.Output())
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-s.done:
+		t.Fatalf("kanald exited before it was ready: %v\n%s", err, s.Output())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("kanald not ready after 60s\n%s", s.Output())
+	}
+	return s
+}
+
+// Output returns everything kanald printed so far.
+func (s *Server) Output() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.out.String()
+}
+
+// Stop sends SIGTERM and returns the exit error and how long the exit took.
+func (s *Server) Stop(t testing.TB) (error, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-s.done:
+		s.done <- err // for the cleanup
+		return err, time.Since(start)
+	case <-time.After(15 * time.Second):
+		t.Fatal("kanald did not exit after SIGTERM")
+		return nil, 0
+	}
+}
+
+var operatorTokenRE = regexp.MustCompile(`kanal_op_[A-Za-z0-9_-]+`)
+
+// OperatorToken returns the operator token kanald printed at first start.
+func (s *Server) OperatorToken(t testing.TB) string {
+	t.Helper()
+	tok := operatorTokenRE.FindString(s.Output())
+	if tok == "" {
+		t.Fatalf("kanald printed no operator token (kanal_op_…):\n%s", s.Output())
+	}
+	return tok
+}
+
+var codeRE = regexp.MustCompile(`\b[0-9]{8}\b`)
+
+// Code reads the newest mail to addr from the data directory's mail/ and
+// returns the 8-digit code in its body, as the user would read it.
+func (s *Server) Code(t testing.TB, addr string) string {
+	t.Helper()
+	dir := filepath.Join(s.DataDir, "mail")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("read the mail directory: %v", err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(names))) // newest first
+	for _, name := range names {
+		raw, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := mail.ReadMessage(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatalf("mail %s: %v", name, err)
+		}
+		if to, err := mail.ParseAddress(msg.Header.Get("To")); err != nil || to.Address != addr {
+			continue
+		}
+		var body io.Reader = msg.Body
+		if strings.EqualFold(msg.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
+			body = quotedprintable.NewReader(body)
+		}
+		text, err := io.ReadAll(body)
+		if err != nil {
+			t.Fatalf("mail %s: %v", name, err)
+		}
+		code := codeRE.FindString(string(text))
+		if code == "" {
+			t.Fatalf("mail %s to %s has no 8-digit code:\n%s", name, addr, text)
+		}
+		return code
+	}
+	t.Fatalf("no mail to %s in %s", addr, dir)
+	return ""
+}
