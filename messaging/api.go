@@ -71,10 +71,14 @@ type PrekeyStatus struct {
 }
 
 // ClaimRequest is the body of POST /v1/prekeys/claim (any session).
-// Exactly one of AccountID and OrgID is set.
+// Exactly one of AccountID and OrgID is set. Devices, if not empty,
+// narrows the claim to those of the account's (or organisation's agent)
+// devices: a client that already has sessions with the others does not
+// use up their one-time prekeys.
 type ClaimRequest struct {
-	AccountID string `json:"account_id,omitempty"`
-	OrgID     string `json:"org_id,omitempty"`
+	AccountID string   `json:"account_id,omitempty"`
+	OrgID     string   `json:"org_id,omitempty"`
+	Devices   []string `json:"devices,omitempty"`
 }
 
 // ClaimResponse carries one bundle per active device that has published

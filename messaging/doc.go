@@ -40,7 +40,22 @@
 // A send is idempotent per sending device and client_id: its envelopes and
 // a row holding its answer commit in one transaction, and a retry gets that
 // first answer back. After commit, Options.Notify wakes the recipients'
-// streams. Sends are rate-limited per device with counters in the database.
+// streams. Sends are rate-limited per device, in each node's memory (see
+// ratelimit.go). A send with no envelopes at all is how a client asks for
+// the device set: it is answered with the stale-devices problem, whose
+// "devices" and "accounts" members name every device to address. Devices
+// that have not published their keys are not addressed.
+//
+// A device may also send on its open stream (frames.go): the same checks,
+// answered with "sent" or "send_failed" frames.
+//
+// # Groups
+//
+// POST /v1/groups creates a group (g_…) with the caller as admin; admins
+// add and remove members and change roles, members leave. The server
+// keeps the member list because it must know whom to deliver to; each
+// change reaches every member's devices as a group.change notice, stored
+// in the same transaction as the change (groups.go, notice.go).
 //
 // What the server learns from a send: sender device, recipient devices,
 // conversation, coarse class, sizes and times; never the plaintext.

@@ -19,6 +19,10 @@ type Route struct {
 const (
 	AuthDevice  = "session of the device whose keys these are"
 	AuthSession = "any session"
+	// Group routes check membership themselves.
+	AuthGroupMember      = "session of a member of the group"
+	AuthGroupAdmin       = "session of an admin of the group"
+	AuthGroupAdminOrSelf = "session of an admin of the group, or of the member leaving"
 )
 
 type route struct {
@@ -35,7 +39,17 @@ func (s *Service) routes() []route {
 		{"POST /v1/prekeys/claim", AuthSession, s.handleClaim},
 	}
 	if s.mailbox != nil {
-		rs = append(rs, route{"POST /v1/messages", AuthSession, s.handleSend})
+		rs = append(rs,
+			route{"POST /v1/messages", AuthSession, s.handleSend},
+			route{"POST /v1/blobs", AuthSession, s.handleUploadBlob},
+			route{"GET /v1/blobs/{id}", AuthSession, s.handleGetBlob},
+			route{"POST /v1/groups", AuthSession, s.handleCreateGroup},
+			route{"GET /v1/groups", AuthSession, s.handleListGroups},
+			route{"GET /v1/groups/{id}", AuthGroupMember, s.handleGetGroup},
+			route{"POST /v1/groups/{id}/members", AuthGroupAdmin, s.handleAddGroupMember},
+			route{"PATCH /v1/groups/{id}/members/{account}", AuthGroupAdmin, s.handleSetGroupRole},
+			route{"DELETE /v1/groups/{id}/members/{account}", AuthGroupAdminOrSelf, s.handleRemoveGroupMember},
+		)
 	}
 	return rs
 }
@@ -68,13 +82,7 @@ func (s *Service) handler(f func(w http.ResponseWriter, r *http.Request, c Calle
 			return
 		}
 		if err := f(w, r, c); err != nil {
-			p := problem(err)
-			if p == nil {
-				s.log.ErrorContext(r.Context(), "messaging", "request_id", web.RequestID(r.Context()), "route", r.Pattern, "err", err)
-				web.WriteError(w, r, err)
-				return
-			}
-			web.WriteProblem(w, r, p)
+			web.Fail(w, r, s.log, "messaging", err, problem)
 		}
 	})
 }

@@ -41,6 +41,19 @@ const (
 	SendWindow        = time.Minute
 	MaxSendsPerWindow = 600
 
+	// MaxGroupMembers bounds a group: a group message is encrypted once
+	// per device of every member and must fit in MaxSendDevices envelopes.
+	MaxGroupMembers = 100
+
+	// MaxBlob is the largest attachment blob (the ciphertext of one file);
+	// kind.MaxAttachment says the same to clients. 30 s of ReadTimeout
+	// carry it at about 7 Mbit/s.
+	MaxBlob = 25 << 20
+
+	// MaxBlobBytesPerAccount bounds what one account's unexpired blobs may
+	// take on the server.
+	MaxBlobBytesPerAccount = 500 << 20
+
 	// SendIdempotency is how long a send's first answer is kept for
 	// retries with the same client_id.
 	SendIdempotency = 24 * time.Hour

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"time"
 
@@ -72,6 +73,9 @@ type Options struct {
 	// MaxSendsPerWindow overrides the per-device send limit (0: the
 	// default MaxSendsPerWindow).
 	MaxSendsPerWindow int
+	// Retention is how long attachment blobs are kept (0: the mailbox's
+	// DefaultRetention).
+	Retention time.Duration
 }
 
 // Service is the prekey directory. Its methods are safe for concurrent use.
@@ -85,7 +89,8 @@ type Service struct {
 	mailbox   *mailbox.Store
 	batch     *db.Batcher
 	notify    func(devices ...string)
-	sendLimit int
+	limit     *sendLimiter
+	retention time.Duration
 }
 
 // New checks o and returns a Service.
@@ -94,10 +99,15 @@ func New(o Options) (*Service, error) {
 		return nil, errors.New("messaging: DB, Directory and Auth are required")
 	}
 	s := &Service{db: o.DB, dir: o.Directory, auth: o.Auth, log: o.Logger, now: o.Now,
-		mailbox: o.Mailbox, batch: o.Batcher, notify: o.Notify, sendLimit: o.MaxSendsPerWindow}
-	if s.sendLimit <= 0 {
-		s.sendLimit = MaxSendsPerWindow
+		mailbox: o.Mailbox, batch: o.Batcher, notify: o.Notify, retention: o.Retention}
+	if s.retention <= 0 {
+		s.retention = mailbox.DefaultRetention
 	}
+	limit := o.MaxSendsPerWindow
+	if limit <= 0 {
+		limit = MaxSendsPerWindow
+	}
+	s.limit = newSendLimiter(limit, SendWindow)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -117,7 +127,6 @@ func DeletePrekeys(ctx context.Context, tx *sql.Tx, deviceID string) error {
 		`DELETE FROM messaging_pq_prekeys WHERE device_id = $1`,
 		`DELETE FROM messaging_identities WHERE device_id = $1`,
 		`DELETE FROM messaging_sends WHERE sender_device = $1`,
-		`DELETE FROM messaging_send_counters WHERE device_id = $1`,
 	} {
 		if _, err := tx.ExecContext(ctx, q, deviceID); err != nil {
 			return fmt.Errorf("messaging.DeletePrekeys: %w", err)
@@ -448,7 +457,12 @@ func (s *Service) Claim(ctx context.Context, c Caller, req *ClaimRequest) (*Clai
 	if err != nil {
 		return nil, err
 	}
-	devices = slicesDeleteFunc(devices, func(d Device) bool { return d.DeviceID == c.DeviceID })
+	if len(req.Devices) > MaxClaimDevices {
+		return nil, fmt.Errorf("%w: devices: at most %d", ErrInvalid, MaxClaimDevices)
+	}
+	devices = slicesDeleteFunc(devices, func(d Device) bool {
+		return d.DeviceID == c.DeviceID || len(req.Devices) > 0 && !slices.Contains(req.Devices, d.DeviceID)
+	})
 	if len(devices) > MaxClaimDevices {
 		return nil, fmt.Errorf("%w: more than %d devices", ErrInvalid, MaxClaimDevices)
 	}

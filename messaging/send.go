@@ -34,11 +34,16 @@ var (
 	// are not, or no longer, active recipients), each a sorted list of
 	// device ids, and "devices", the full current set to address. Nothing
 	// was stored: claim bundles for the missing devices, drop the stale
-	// ones, and retry with the same client_id.
+	// ones, and retry with the same client_id. Extension member "accounts"
+	// maps each device in "devices" to its account, so a client knows
+	// whose bundle to claim.
 	TypeStaleDevices = web.NewType("stale-devices")
 	// TypeClientIDReused: the client_id already named a send to another
 	// conversation.
 	TypeClientIDReused = web.NewType("client-id-reused")
+	// TypeNoRecipients: nobody but the sending device is in the
+	// conversation (a group whose other members have no active device).
+	TypeNoRecipients = web.NewType("no-recipients")
 )
 
 // SendRequest is the body of POST /v1/messages (any session).
@@ -61,9 +66,12 @@ type SendRequest struct {
 // agent of the organisation answering the citizen AccountID in that
 // conversation; the sending device must be one of the organisation's
 // active agent devices, and the other agent devices get a copy too.
+// GroupID alone: a group the caller is a member of; every active device
+// of every member gets the message.
 type SendTo struct {
 	AccountID string `json:"account_id,omitempty"`
 	OrgID     string `json:"org_id,omitempty"`
+	GroupID   string `json:"group_id,omitempty"`
 }
 
 // SendEnvelope is one device's ciphertext, standard base64 (padded) of at
@@ -120,8 +128,15 @@ func checkSend(c Caller, req *SendRequest) (*checkedSend, error) {
 	var cs checkedSend
 	to := req.To
 	switch {
+	case to.GroupID != "" && (to.AccountID != "" || to.OrgID != ""):
+		return nil, fmt.Errorf("%w: to: group_id alone, or account_id, org_id or both", ErrInvalid)
+	case to.GroupID != "":
+		if !ValidGroupID(to.GroupID) {
+			return nil, fmt.Errorf("%w: to.group_id: malformed", ErrInvalid)
+		}
+		cs.conversation = to.GroupID
 	case to.AccountID == "" && to.OrgID == "":
-		return nil, fmt.Errorf("%w: to: account_id, org_id or both", ErrInvalid)
+		return nil, fmt.Errorf("%w: to: account_id, org_id, both, or group_id", ErrInvalid)
 	case len(to.AccountID) > 128:
 		return nil, fmt.Errorf("%w: to.account_id: too long", ErrInvalid)
 	case len(to.OrgID) > 128:
@@ -135,9 +150,8 @@ func checkSend(c Caller, req *SendRequest) (*checkedSend, error) {
 	default:
 		cs.conversation = OrgConversation(to.OrgID, to.AccountID)
 	}
-	if len(req.Envelopes) == 0 {
-		return nil, fmt.Errorf("%w: envelopes: at least one", ErrInvalid)
-	}
+	// No envelopes at all is allowed: it is how a client asks for the
+	// device list, answered with a stale-devices problem.
 	if len(req.Envelopes) > MaxSendDevices {
 		return nil, web.Errorf(http.StatusRequestEntityTooLarge, web.TypeTooLarge, "Too many envelopes",
 			"a send carries at most %d envelopes", MaxSendDevices)
@@ -175,11 +189,29 @@ func checkSend(c Caller, req *SendRequest) (*checkedSend, error) {
 	return &cs, nil
 }
 
-// requiredDevices returns the sorted devices a send from c to req.To must
-// address: the recipient account's active devices, the organisation's
-// active agent devices, and the caller's own other active devices.
-func (s *Service) requiredDevices(ctx context.Context, c Caller, to SendTo) ([]string, error) {
+// requiredDevices returns the devices a send from c to req.To must
+// address, sorted by id: the recipient account's active devices, the
+// organisation's active agent devices, or every member's, and the
+// caller's own other active devices — each only once it has published
+// its keys.
+func (s *Service) requiredDevices(ctx context.Context, c Caller, to SendTo) ([]Device, error) {
 	var theirs []Device
+	if to.GroupID != "" {
+		members, err := s.groupMembers(ctx, c, to.GroupID)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range members {
+			if a == c.AccountID {
+				continue
+			}
+			ds, err := s.dir.AccountDevices(ctx, a)
+			if err != nil {
+				return nil, err
+			}
+			theirs = append(theirs, ds...)
+		}
+	}
 	if to.AccountID != "" {
 		ds, err := s.dir.AccountDevices(ctx, to.AccountID)
 		if err != nil {
@@ -210,18 +242,59 @@ func (s *Service) requiredDevices(ctx context.Context, c Caller, to SendTo) ([]s
 	if err != nil {
 		return nil, err
 	}
-	set := map[string]bool{}
+	set := map[string]Device{}
 	for _, d := range append(theirs, mine...) {
 		if d.DeviceID != c.DeviceID {
-			set[d.DeviceID] = true
+			set[d.DeviceID] = d
 		}
 	}
-	out := make([]string, 0, len(set))
-	for d := range set {
-		out = append(out, d)
+	// A device that has not published its keys cannot read end-to-end
+	// messages yet; it is not addressed until it has.
+	published, err := s.published(ctx, set)
+	if err != nil {
+		return nil, err
 	}
-	sort.Strings(out)
+	out := make([]Device, 0, len(set))
+	for id, d := range set {
+		if published[id] {
+			out = append(out, d)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].DeviceID < out[j].DeviceID })
 	return out, nil
+}
+
+// published returns which of the devices have published their identity.
+func (s *Service) published(ctx context.Context, set map[string]Device) (map[string]bool, error) {
+	out := make(map[string]bool, len(set))
+	if len(set) == 0 {
+		return out, nil
+	}
+	q := make([]byte, 0, 64+len(set)*4)
+	q = append(q, "SELECT device_id FROM messaging_identities WHERE device_id IN ("...)
+	args := make([]any, 0, len(set))
+	for id := range set {
+		if len(args) > 0 {
+			q = append(q, ',')
+		}
+		args = append(args, id)
+		q = append(q, '$')
+		q = strconv.AppendInt(q, int64(len(args)), 10)
+	}
+	q = append(q, ')')
+	rows, err := s.db.Query(ctx, string(q), args...)
+	if err != nil {
+		return nil, fmt.Errorf("messaging.send: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("messaging.send: %w", err)
+		}
+		out[id] = true
+	}
+	return out, rows.Err()
 }
 
 // diff returns the sorted elements of want not in got, and of got not in
@@ -255,17 +328,27 @@ func (s *Service) Send(ctx context.Context, c Caller, req *SendRequest) (resp *S
 	if resp, err := s.previousSend(ctx, c.DeviceID, req.ClientID, cs.conversation); resp != nil || err != nil {
 		return resp, false, err
 	}
-	if err := s.countSend(ctx, c.DeviceID); err != nil {
+	if err := s.limit.allow(c.DeviceID, s.now()); err != nil {
 		return nil, false, err
 	}
-	want, err := s.requiredDevices(ctx, c, req.To)
+	required, err := s.requiredDevices(ctx, c, req.To)
 	if err != nil {
 		return nil, false, err
+	}
+	if len(required) == 0 {
+		return nil, false, web.Errorf(http.StatusUnprocessableEntity, TypeNoRecipients, "No recipients",
+			"the conversation has no active device besides the sending one")
+	}
+	want := make([]string, len(required))
+	accounts := make(map[string]string, len(required))
+	for i, d := range required {
+		want[i] = d.DeviceID
+		accounts[d.DeviceID] = d.AccountID
 	}
 	if missing, stale := diff(want, cs.devices); len(missing) > 0 || len(stale) > 0 {
 		return nil, false, web.Errorf(http.StatusConflict, TypeStaleDevices, "Stale devices",
 			"the envelopes must address exactly the active devices of the conversation other than the sending one").
-			With("missing", missing).With("stale", stale).With("devices", want)
+			With("missing", missing).With("stale", stale).With("devices", want).With("accounts", accounts)
 	}
 	now := s.now()
 	fn := func(tx *sql.Tx) error {
@@ -280,10 +363,6 @@ func (s *Service) Send(ctx context.Context, c Caller, req *SendRequest) (resp *S
 		}
 		j, err := json.Marshal(r)
 		if err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM messaging_sends WHERE sender_device = $1 AND created_at < $2`,
-			c.DeviceID, now.Add(-SendIdempotency).Unix()); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO messaging_sends (sender_device, client_id, conversation, result, created_at)
@@ -313,6 +392,17 @@ func (s *Service) Send(ctx context.Context, c Caller, req *SendRequest) (resp *S
 	return resp, true, nil
 }
 
+// ExpireSends deletes idempotency rows older than SendIdempotency and
+// returns how many. kanald's expiry sweep calls it; deleting them in every
+// send instead cost a scan of the device's rows per send.
+func (s *Service) ExpireSends(ctx context.Context) (int64, error) {
+	r, err := s.db.Exec(ctx, `DELETE FROM messaging_sends WHERE created_at < $1`, s.now().Add(-SendIdempotency).Unix())
+	if err != nil {
+		return 0, fmt.Errorf("messaging.send: %w", err)
+	}
+	return r.RowsAffected()
+}
+
 // previousSend returns the stored answer of the device's send with this
 // client id, nil if there is none.
 func (s *Service) previousSend(ctx context.Context, device, clientID, conversation string) (*SendResponse, error) {
@@ -333,30 +423,6 @@ func (s *Service) previousSend(ctx context.Context, device, clientID, conversati
 		return nil, fmt.Errorf("messaging.send: stored result: %w", err)
 	}
 	return &r, nil
-}
-
-// countSend counts a send attempt against the device's window in its own
-// transaction, so attempts that fail later (stale devices) count too.
-func (s *Service) countSend(ctx context.Context, device string) error {
-	now := s.now()
-	win := int64(SendWindow / time.Second)
-	start := now.Unix() / win * win
-	return s.db.Tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM messaging_send_counters WHERE device_id = $1 AND window_start < $2`,
-			device, start); err != nil {
-			return err
-		}
-		var n int64
-		if err := tx.QueryRowContext(ctx, `INSERT INTO messaging_send_counters (device_id, window_start, sends) VALUES ($1, $2, 1)
-			ON CONFLICT (device_id, window_start) DO UPDATE SET sends = messaging_send_counters.sends + 1
-			RETURNING sends`, device, start).Scan(&n); err != nil {
-			return err
-		}
-		if n > int64(s.sendLimit) {
-			return &RateLimitError{RetryAfter: time.Unix(start+win, 0).Sub(now), sends: s.sendLimit}
-		}
-		return nil
-	})
 }
 
 func (s *Service) handleSend(w http.ResponseWriter, r *http.Request, c Caller) error {

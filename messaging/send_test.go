@@ -32,6 +32,7 @@ type sendEnv struct {
 	d     *db.DB
 	dir   *fakeDir
 	mb    *mailbox.Store
+	svc   *messaging.Service
 	ts    *httptest.Server
 	now   *time.Time
 	mu    sync.Mutex
@@ -58,6 +59,7 @@ func newSendEnv(t *testing.T, d *db.DB, limit int, batch bool) *sendEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.svc = s
 	mux := http.NewServeMux()
 	s.Register(mux)
 	mux.Handle("/", web.NotFound())
@@ -68,14 +70,26 @@ func newSendEnv(t *testing.T, d *db.DB, limit int, batch bool) *sendEnv {
 
 func (e *sendEnv) post(dev *device, body any) (int, http.Header, map[string]any) {
 	e.t.Helper()
-	var raw []byte
-	if s, ok := body.(string); ok {
-		raw = []byte(s)
-	} else {
-		raw, _ = json.Marshal(body)
+	return e.request(dev, "POST", "/v1/messages", body)
+}
+
+// request sends body (JSON, or a string as is; nil: none) to any route and
+// decodes the JSON answer; an error must be problem+json.
+func (e *sendEnv) request(dev *device, method, path string, body any) (int, http.Header, map[string]any) {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		raw, _ := json.Marshal(b)
+		rd = bytes.NewReader(raw)
 	}
-	req, _ := http.NewRequestWithContext(context.Background(), "POST", e.ts.URL+"/v1/messages", bytes.NewReader(raw))
-	req.Header.Set("Content-Type", "application/json")
+	req, _ := http.NewRequestWithContext(context.Background(), method, e.ts.URL+path, rd)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	req.Header.Set("Authorization", "Test "+dev.account+" "+dev.id)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -85,7 +99,7 @@ func (e *sendEnv) post(dev *device, body any) (int, http.Header, map[string]any)
 	b, _ := io.ReadAll(resp.Body)
 	var out map[string]any
 	if err := json.Unmarshal(b, &out); err != nil {
-		e.t.Fatalf("%d: %s: %v", resp.StatusCode, b, err)
+		e.t.Fatalf("%s %s: %d: %s: %v", method, path, resp.StatusCode, b, err)
 	}
 	if resp.StatusCode >= 400 && resp.Header.Get("Content-Type") != "application/problem+json" {
 		e.t.Errorf("%d with content type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
@@ -140,10 +154,10 @@ func TestSendDirect(t *testing.T) {
 			if batch {
 				p = "b1"
 			}
-			alice := e.dir.enroll(t, p+"alice", p+"alice-phone", true)
-			e.dir.enroll(t, p+"alice", p+"alice-laptop", false)
-			e.dir.enroll(t, p+"bob", p+"bob-phone", false)
-			e.dir.enroll(t, p+"bob", p+"bob-tablet", false)
+			alice := e.enroll(p+"alice", p+"alice-phone", true)
+			e.enroll(p+"alice", p+"alice-laptop", false)
+			e.enroll(p+"bob", p+"bob-phone", false)
+			e.enroll(p+"bob", p+"bob-tablet", false)
 			e0, s0 := e.stored()
 
 			// Missing: bob's tablet and alice's laptop. Nothing stored.
@@ -159,7 +173,7 @@ func TestSendDirect(t *testing.T) {
 				t.Fatalf("devices %v", got)
 			}
 			// Stale: a revoked device and the sending device itself.
-			e.dir.enroll(t, p+"bob", p+"bob-old", false)
+			e.enroll(p+"bob", p+"bob-old", false)
 			e.dir.revoke(p + "bob-old")
 			st, _, out = e.post(alice, toAccount(p+"bob", "m1", p+"bob-phone", p+"bob-tablet", p+"alice-laptop", p+"bob-old", p+"alice-phone"))
 			wantProblem(t, st, out, 409, messaging.TypeStaleDevices)
@@ -220,7 +234,7 @@ func TestSendDirect(t *testing.T) {
 				t.Fatalf("retry stored %d envelopes %d sends", en-e0, sn-s0)
 			}
 			// The same client id to another conversation is a conflict.
-			e.dir.enroll(t, p+"carol", p+"carol-phone", false)
+			e.enroll(p+"carol", p+"carol-phone", false)
 			st, _, out = e.post(alice, toAccount(p+"carol", "m1", p+"carol-phone", p+"alice-laptop"))
 			wantProblem(t, st, out, 409, messaging.TypeClientIDReused)
 			// Another client id is another message.
@@ -238,9 +252,9 @@ func TestSendDirect(t *testing.T) {
 func TestSendOrg(t *testing.T) {
 	dbtest.Run(t, sendSets, func(t *testing.T, d *db.DB) {
 		e := newSendEnv(t, d, 0, false)
-		citizen := e.dir.enroll(t, "citizen", "citizen-phone", true)
-		a1 := e.dir.enroll(t, "agent1", "agent1-desk", false)
-		a2 := e.dir.enroll(t, "agent2", "agent2-desk", false)
+		citizen := e.enroll("citizen", "citizen-phone", true)
+		a1 := e.enroll("agent1", "agent1-desk", false)
+		a2 := e.enroll("agent2", "agent2-desk", false)
 		e.dir.addOrg(t, "org-1", a1, a2)
 
 		st, _, out := e.post(citizen, messaging.SendRequest{To: messaging.SendTo{OrgID: "org-1"}, ClientID: "x",
@@ -261,7 +275,7 @@ func TestSendOrg(t *testing.T) {
 		}
 		// An agent answers the citizen in the same conversation; the other
 		// agent gets a copy. A non-agent may not.
-		e.dir.enroll(t, "citizen", "citizen-laptop", false)
+		e.enroll("citizen", "citizen-laptop", false)
 		st, _, out = e.post(a1, messaging.SendRequest{To: messaging.SendTo{OrgID: "org-1", AccountID: "citizen"}, ClientID: "x",
 			Class: "message", Envelopes: envelopesFor("citizen-phone", "citizen-laptop")})
 		wantProblem(t, st, out, 409, messaging.TypeStaleDevices)
@@ -273,7 +287,7 @@ func TestSendOrg(t *testing.T) {
 		if st != 201 || out["conversation_id"] != conv {
 			t.Fatalf("agent reply: %d %v", st, out)
 		}
-		outsider := e.dir.enroll(t, "outsider", "outsider-phone", false)
+		outsider := e.enroll("outsider", "outsider-phone", false)
 		st, _, out = e.post(outsider, messaging.SendRequest{To: messaging.SendTo{OrgID: "org-1", AccountID: "citizen"}, ClientID: "x",
 			Class: "message", Envelopes: envelopesFor("citizen-phone", "citizen-laptop", "agent1-desk", "agent2-desk")})
 		wantProblem(t, st, out, 403, web.TypeForbidden)
@@ -293,8 +307,8 @@ func TestSendOrg(t *testing.T) {
 func TestSendBadInput(t *testing.T) {
 	dbtest.Run(t, sendSets, func(t *testing.T, d *db.DB) {
 		e := newSendEnv(t, d, 0, false)
-		alice := e.dir.enroll(t, "alice", "alice-phone", true)
-		e.dir.enroll(t, "bob", "bob-phone", false)
+		alice := e.enroll("alice", "alice-phone", true)
+		e.enroll("bob", "bob-phone", false)
 		good := func() messaging.SendRequest { return toAccount("bob", "c1", "bob-phone") }
 		many := make([]string, messaging.MaxSendDevices+1)
 		for i := range many {
@@ -324,7 +338,8 @@ func TestSendBadInput(t *testing.T) {
 			}(), 413, web.TypeTooLarge},
 			{"duplicate device", func() any { r := good(); r.Envelopes = envelopesFor("bob-phone", "bob-phone"); return r }(), 400, web.TypeValidation},
 			{"bad device id", func() any { r := good(); r.Envelopes = envelopesFor("bob phone"); return r }(), 400, web.TypeValidation},
-			{"no envelopes", func() any { r := good(); r.Envelopes = nil; return r }(), 400, web.TypeValidation},
+			// No envelopes asks for the device list: a 409 naming every device, nothing stored.
+			{"no envelopes", func() any { r := good(); r.Envelopes = nil; return r }(), 409, messaging.TypeStaleDevices},
 			{"empty client id", func() any { r := good(); r.ClientID = ""; return r }(), 400, web.TypeValidation},
 			{"bad client id", func() any { r := good(); r.ClientID = "a/b"; return r }(), 400, web.TypeValidation},
 			{"long client id", func() any { r := good(); r.ClientID = strings.Repeat("a", 65); return r }(), 400, web.TypeValidation},
@@ -352,8 +367,8 @@ func TestSendBadInput(t *testing.T) {
 func TestSendRateLimit(t *testing.T) {
 	dbtest.Run(t, sendSets, func(t *testing.T, d *db.DB) {
 		e := newSendEnv(t, d, 3, false)
-		alice := e.dir.enroll(t, "alice", "alice-phone", true)
-		e.dir.enroll(t, "bob", "bob-phone", false)
+		alice := e.enroll("alice", "alice-phone", true)
+		e.enroll("bob", "bob-phone", false)
 		for i, id := range []string{"a", "b", "c"} {
 			if st, _, out := e.post(alice, toAccount("bob", id, "bob-phone")); st != 201 {
 				t.Fatalf("send %d: %d %v", i, st, out)
@@ -372,7 +387,7 @@ func TestSendRateLimit(t *testing.T) {
 			t.Fatalf("stored %d %d", en, sn)
 		}
 		// Another device has its own budget; the next window resets.
-		e.dir.enroll(t, "carol", "carol-phone", false)
+		e.enroll("carol", "carol-phone", false)
 		carol := &device{id: "carol-phone", account: "carol"}
 		if st, _, out := e.post(carol, toAccount("bob", "d", "bob-phone")); st != 201 {
 			t.Fatalf("carol: %d %v", st, out)
@@ -391,8 +406,8 @@ func TestSendConcurrentRetries(t *testing.T) {
 		for _, batch := range []bool{false, true} {
 			e := newSendEnv(t, d, 0, batch)
 			p := "r" + strconv.FormatBool(batch)
-			alice := e.dir.enroll(t, p+"alice", p+"alice-phone", true)
-			e.dir.enroll(t, p+"bob", p+"bob-phone", false)
+			alice := e.enroll(p+"alice", p+"alice-phone", true)
+			e.enroll(p+"bob", p+"bob-phone", false)
 			e0, s0 := e.stored()
 			const n = 8
 			var wg sync.WaitGroup

@@ -18,14 +18,7 @@ func accountCommands() []*command {
 passphrase) and remembers the address and the server for 'kanal verify'.`,
 			run: register,
 		},
-		{
-			name: "verify", args: "<code>", nargs: 1,
-			summary: "confirm the e-mailed code; the account is created at level low",
-			help: `Uses the address given to 'kanal register'. Keeps the setup token the
-server returns (valid for 30 minutes) for 'kanal password' and the first
-'kanal device enroll'.`,
-			run: verify,
-		},
+		verifyCommand(),
 		{
 			name: "password", args: "", nargs: 0,
 			summary: "set or change the account password",
@@ -162,6 +155,11 @@ func login(ctx context.Context, c *cli, o *opts, _ []string) error {
 	}
 	fmt.Fprintf(c.stdout, "Logged in on device %s, level %s, until %s.\n",
 		st.Data.DeviceID, s.Level, s.ExpiresAt.Local().Format(time.DateTime))
+	// Publish (or top up) this device's end-to-end keys, so others can
+	// reach it before it first uses the chat.
+	if _, err := c.messenger(ctx, o, st); err != nil {
+		fmt.Fprintf(c.stderr, "warning: this device's end-to-end keys were not published: %v\n", err)
+	}
 	return nil
 }
 
@@ -188,11 +186,7 @@ func logout(ctx context.Context, c *cli, o *opts, _ []string) error {
 }
 
 func whoami(ctx context.Context, c *cli, o *opts, _ []string) error {
-	st, err := c.openStore(false)
-	if err != nil {
-		return err
-	}
-	api, err := c.session(ctx, o, st)
+	_, api, err := c.openSession(ctx, o)
 	if err != nil {
 		return err
 	}

@@ -300,11 +300,7 @@ func deviceApprove(ctx context.Context, c *cli, o *opts, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w (from 'kanal device request')", args[0], err)
 	}
-	st, err := c.openStore(false)
-	if err != nil {
-		return err
-	}
-	api, err := c.session(ctx, o, st)
+	st, api, err := c.openSession(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -350,11 +346,7 @@ func deviceInstall(ctx context.Context, c *cli, o *opts, args []string) error {
 }
 
 func deviceList(ctx context.Context, c *cli, o *opts, _ []string) error {
-	st, err := c.openStore(false)
-	if err != nil {
-		return err
-	}
-	api, err := c.session(ctx, o, st)
+	st, api, err := c.openSession(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -379,11 +371,7 @@ func deviceList(ctx context.Context, c *cli, o *opts, _ []string) error {
 }
 
 func deviceRevoke(ctx context.Context, c *cli, o *opts, args []string) error {
-	st, err := c.openStore(false)
-	if err != nil {
-		return err
-	}
-	api, err := c.session(ctx, o, st)
+	st, api, err := c.openSession(ctx, o)
 	if err != nil {
 		return err
 	}

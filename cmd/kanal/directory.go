@@ -46,11 +46,7 @@ func directoryCA(ctx context.Context, c *cli, o *opts, _ []string) error {
 }
 
 func directoryDevices(ctx context.Context, c *cli, o *opts, args []string) error {
-	st, err := c.openStore(false)
-	if err != nil {
-		return err
-	}
-	api, err := c.session(ctx, o, st)
+	_, api, err := c.openSession(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -71,11 +67,7 @@ func directoryDevices(ctx context.Context, c *cli, o *opts, args []string) error
 }
 
 func directoryOrg(ctx context.Context, c *cli, o *opts, args []string) error {
-	st, err := c.openStore(false)
-	if err != nil {
-		return err
-	}
-	api, err := c.session(ctx, o, st)
+	_, api, err := c.openSession(ctx, o)
 	if err != nil {
 		return err
 	}

@@ -68,6 +68,10 @@ func commands() []*command {
 	cmds = append(cmds, deviceCommands()...)
 	cmds = append(cmds, adminCommands()...)
 	cmds = append(cmds, directoryCommands()...)
+	cmds = append(cmds, chatCommands()...)
+	cmds = append(cmds, offerCommands()...)
+	cmds = append(cmds, payCommands()...)
+	cmds = append(cmds, surveyCommands()...)
 	return cmds
 }
 

@@ -167,6 +167,20 @@ func (c *cli) session(ctx context.Context, o *opts, st *keystore.Store) (*client
 	return api.WithToken(st.Data.SessionToken), nil
 }
 
+// openSession opens the key store and returns it with a client carrying
+// this device's session, refreshed if needed.
+func (c *cli) openSession(ctx context.Context, o *opts) (*keystore.Store, *client.Client, error) {
+	st, err := c.openStore(false)
+	if err != nil {
+		return nil, nil, err
+	}
+	api, err := c.session(ctx, o, st)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, api, nil
+}
+
 // setupOrSession returns a client carrying the session token if there is
 // one, else the setup token from 'kanal verify'.
 func (c *cli) setupOrSession(ctx context.Context, o *opts, st *keystore.Store) (*client.Client, bool, error) {

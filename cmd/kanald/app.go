@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,9 @@ import (
 	"github.com/kanal-server/kanal/internal/web"
 	"github.com/kanal-server/kanal/messaging"
 	"github.com/kanal-server/kanal/messaging/mailbox"
+	"github.com/kanal-server/kanal/messaging/push"
+	"github.com/kanal-server/kanal/payments"
+	"github.com/kanal-server/kanal/surveys"
 )
 
 // app wires kanal's domains to the database, the bus and the HTTP edge.
@@ -28,13 +32,14 @@ type app struct {
 	conns   *web.Tracker
 	metrics *web.Metrics
 	ident   *identity.Service
+	batch   *db.Batcher
 	stop    context.CancelFunc // ends background work such as the expiry sweep
 	wg      sync.WaitGroup
 }
 
 // migrations lists every domain's schema, in dependency order.
 func migrations() []db.Migrations {
-	return []db.Migrations{kanaldMigrations(), identity.Migrations(), messaging.Migrations(), mailbox.Migrations()}
+	return []db.Migrations{kanaldMigrations(), identity.Migrations(), messaging.Migrations(), mailbox.Migrations(), push.Migrations(), surveys.Migrations(), payments.Migrations()}
 }
 
 func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.CA) (*app, error) {
@@ -50,8 +55,16 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		return nil, err
 	}
 
-	mailboxes := mailbox.NewStore(d, mailbox.StoreOptions{})
+	// Sends share commits: concurrent sends are stored in one transaction
+	// (each still all or nothing), which is what makes durable envelopes
+	// cheap enough on one SQLite file or one PostgreSQL round trip.
+	a.batch = d.NewBatcher(64)
+	mailboxes := mailbox.NewStore(d, mailbox.StoreOptions{Batcher: a.batch, Retention: cfg.Retention})
+	var sends *messaging.Service // set below; the hub hands it send frames
 	hub, err := mailbox.NewHub(mailbox.HubOptions{Store: mailboxes, Bus: b, Logger: log, Tracker: a.conns,
+		Frames: func(ctx context.Context, device, typ string, raw json.RawMessage) (any, error) {
+			return sends.Frames(ctx, device, typ, raw)
+		},
 		Device: func(r *http.Request) (string, bool) {
 			p, ok := identity.FromContext(r.Context())
 			return p.DeviceID, ok
@@ -63,10 +76,17 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	if err != nil {
 		return nil, err
 	}
+	// Web push wakes devices that do not pick up their envelopes.
+	pusher, err := newPush(cfg, log, d, authority, a.ident, mailboxes, hub, a.metrics.Registry)
+	if err != nil {
+		return nil, err
+	}
 	// The prekey directory and the send path, which stores its envelopes
-	// in the mailboxes and wakes the recipients' streams after commit.
+	// in the mailboxes and wakes the recipients' streams (and, without a
+	// stream, their push subscriptions) after commit.
 	prekeys, err := messaging.New(messaging.Options{DB: d, Directory: identityDirectory{a.ident}, Logger: log,
-		Mailbox: mailboxes, Notify: hub.Notify,
+		Mailbox: mailboxes, Batcher: a.batch,
+		Notify: func(devices ...string) { hub.Notify(devices...); pusher.Notify(devices...) },
 		Auth: messaging.Auth{
 			Require: func(h http.Handler) http.Handler { return a.ident.RequireSession(ca.LevelLow, h) },
 			Caller: func(ctx context.Context) (messaging.Caller, bool) {
@@ -77,11 +97,13 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	if err != nil {
 		return nil, err
 	}
+	sends = prekeys
 	a.ident.AddRevocationHook(messaging.DeletePrekeys)
 	// A revoked device loses its undelivered envelopes, in the revoking
 	// transaction, and once that has committed, its socket on whichever
 	// node holds it.
 	a.ident.AddRevocationHook(mailboxes.DeleteDeviceTx)
+	a.ident.AddRevocationHook(push.DeleteDeviceTx)
 	a.ident.AddRevocationNotice(func(device string) {
 		if err := hub.Disconnect(device); err != nil {
 			log.Warn("disconnect revoked device", "device", device, "err", err)
@@ -90,12 +112,25 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	sweepCtx, stop := context.WithCancel(context.Background())
 	a.stop = stop
 	a.wg.Add(1)
-	go func() { defer a.wg.Done(); sweepExpired(sweepCtx, mailboxes, log) }()
+	go func() {
+		defer a.wg.Done()
+		sweepExpired(sweepCtx, log, expiry{"mailbox", mailboxes.Expire}, expiry{"attachment blobs", prekeys.ExpireBlobs},
+			expiry{"send idempotency rows", prekeys.ExpireSends})
+	}()
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); pusher.Run(sweepCtx) }()
 
 	mux := http.NewServeMux()
 	a.ident.Register(mux)
 	prekeys.Register(mux)
+	pusher.Register(mux)
+	if err := a.mountSurveys(sweepCtx, mux, cfg, log, d, authority, prekeys); err != nil {
+		return nil, err
+	}
 	mux.Handle("GET /v1/stream", a.ident.RequireSession(ca.LevelLow, hub))
+	if err := mountPayments(paymentsDeps{sweepCtx, &a.wg, mux, cfg, log, d, a.ident, authority, prekeys}); err != nil {
+		return nil, err
+	}
 	mux.Handle("GET /healthz", web.Healthz())
 	mux.Handle("GET /readyz", web.Readyz(
 		web.Check{Name: "database", Func: d.Ping},
@@ -117,13 +152,21 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 func (a *app) close() {
 	a.stop()
 	a.wg.Wait()
+	a.batch.Close()
 }
 
 // sweepInterval is how often a node deletes envelopes past their retention.
 // Every node sweeps; the delete is idempotent.
 const sweepInterval = 10 * time.Minute
 
-func sweepExpired(ctx context.Context, s *mailbox.Store, log *slog.Logger) {
+// expiry is one kind of data with a retention, and how to delete what is
+// past it.
+type expiry struct {
+	what   string
+	delete func(context.Context) (int64, error)
+}
+
+func sweepExpired(ctx context.Context, log *slog.Logger, kinds ...expiry) {
 	t := time.NewTicker(sweepInterval)
 	defer t.Stop()
 	for {
@@ -131,10 +174,12 @@ func sweepExpired(ctx context.Context, s *mailbox.Store, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if n, err := s.Expire(ctx); err != nil && ctx.Err() == nil {
-				log.Warn("mailbox expiry sweep", "err", err)
-			} else if n > 0 {
-				log.Info("mailbox expiry sweep", "deleted", n)
+			for _, k := range kinds {
+				if n, err := k.delete(ctx); err != nil && ctx.Err() == nil {
+					log.Warn("expiry sweep", "what", k.what, "err", err)
+				} else if n > 0 {
+					log.Info("expiry sweep", "what", k.what, "deleted", n)
+				}
 			}
 		}
 	}

@@ -10,10 +10,12 @@ import (
 	"net/mail"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/kanal-server/kanal/identity"
 	"github.com/kanal-server/kanal/internal/bus"
 	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/messaging/push"
 )
 
 // config is kanald's configuration. Flags win over environment variables,
@@ -29,6 +31,16 @@ type config struct {
 	MailFrom    string
 	CADir       string // empty: <DataDir>/ca
 	TrustProxy  bool
+	Retention   time.Duration // how long an undelivered envelope is kept
+	PprofAddr   string        // loopback address for /debug/pprof/; empty: off
+
+	PSPURL           string // empty: no card/wallet provider
+	PSPAPIKey        string
+	PSPWebhookSecret string
+
+	PushHosts   push.HostList // empty: any public host
+	PushSubject string        // empty: mailto: the MailFrom address
+	PushCAFile  string
 }
 
 // setting describes one configuration value for flags, env and the README.
@@ -47,6 +59,14 @@ var settings = []setting{
 	{"mail-from", "KANAL_MAIL_FROM", "kanal <noreply@localhost>", "sender of kanal's mails"},
 	{"ca-dir", "KANAL_CA_DIR", "", "directory of the deployment CA (ca.pem, ca.key); empty for <data-dir>/ca. All nodes of a deployment must share it"},
 	{"trust-proxy", "KANAL_TRUST_PROXY", "false", "true behind a reverse proxy that sets X-Forwarded-For (used for login throttling)"},
+	{"pprof-addr", "KANAL_PPROF_ADDR", "", "loopback address such as 127.0.0.1:6060 on which Go's profiling endpoints (/debug/pprof/) are served; empty: off"},
+	{"retention", "KANAL_RETENTION", "720h", "how long an undelivered envelope waits in a device's mailbox before it expires (1h to 8760h)"},
+	{"psp-url", "KANAL_PSP_URL", "", "base URL of the card/wallet payment provider's API; empty: payment requests are paid by bank transfer only"},
+	{"psp-api-key", "KANAL_PSP_API_KEY", "", "API key for the payment provider (required with KANAL_PSP_URL)"},
+	{"psp-webhook-secret", "KANAL_PSP_WEBHOOK_SECRET", "", "shared secret (at least 32 bytes) the provider signs its webhooks with (required with KANAL_PSP_URL)"},
+	{"push-hosts", "KANAL_PUSH_HOSTS", "", "comma-separated push service hosts devices may subscribe with (name, IP address or *.domain); empty allows any public host"},
+	{"push-subject", "KANAL_PUSH_SUBJECT", "", "VAPID contact sent to push services, mailto:… or https://…; empty: mailto: the KANAL_MAIL_FROM address"},
+	{"push-ca-file", "KANAL_PUSH_CA_FILE", "", "PEM file of extra CA certificates trusted for push services (a private push service, or tests); empty: the system's roots"},
 }
 
 // settingError names the setting a bad value came from, so the one line
@@ -85,6 +105,28 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		SMTPURL:     *vals["KANAL_SMTP_URL"],
 		MailFrom:    *vals["KANAL_MAIL_FROM"],
 		CADir:       *vals["KANAL_CA_DIR"],
+
+		PSPURL:           *vals["KANAL_PSP_URL"],
+		PSPAPIKey:        *vals["KANAL_PSP_API_KEY"],
+		PSPWebhookSecret: *vals["KANAL_PSP_WEBHOOK_SECRET"],
+
+		PushSubject: *vals["KANAL_PUSH_SUBJECT"],
+		PushCAFile:  *vals["KANAL_PUSH_CA_FILE"],
+	}
+	if err := checkPushSettings(c, *vals["KANAL_PUSH_HOSTS"]); err != nil {
+		return nil, err
+	}
+	r, err := time.ParseDuration(*vals["KANAL_RETENTION"])
+	if err != nil || r < time.Hour || r > 365*24*time.Hour {
+		return nil, &settingError{"KANAL_RETENTION", fmt.Errorf("%q is not a duration from 1h to 8760h", *vals["KANAL_RETENTION"])}
+	}
+	c.Retention = r
+	if a := *vals["KANAL_PPROF_ADDR"]; a != "" {
+		host, _, err := net.SplitHostPort(a)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			return nil, &settingError{"KANAL_PPROF_ADDR", fmt.Errorf("%q is not a loopback host:port (profiles reveal memory; keep them off the network)", a)}
+		}
+		c.PprofAddr = a
 	}
 	switch *vals["KANAL_TRUST_PROXY"] {
 	case "true", "1", "yes":
@@ -103,6 +145,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		return nil, &settingError{"KANAL_ADDR", fmt.Errorf("%q is not host:port", c.Addr)}
+	}
+	if err := checkPSP(c); err != nil {
+		return nil, err
 	}
 	if c.DataDir == "" {
 		return nil, &settingError{"KANAL_DATA_DIR", errors.New("must not be empty")}

@@ -106,6 +106,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	} else if created {
 		fmt.Fprintf(stdout, "KANAL OPERATOR TOKEN (shown once, keep it safe): %s\n", tok)
 	}
+	if cfg.PprofAddr != "" {
+		stopPprof, err := startPprof(cfg.PprofAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
 	srv := web.NewServer(a.handler, log)
 	srv.RegisterOnShutdown(a.conns.CloseAll)
 

@@ -57,6 +57,10 @@ func TestConfigRejectsBadSettings(t *testing.T) {
 		{map[string]string{"KANAL_ADDR": "8080"}, "KANAL_ADDR"},
 		{map[string]string{"KANAL_LOG_LEVEL": "loud"}, "KANAL_LOG_LEVEL"},
 		{map[string]string{"KANAL_LOG_FORMAT": "xml"}, "KANAL_LOG_FORMAT"},
+		{map[string]string{"KANAL_RETENTION": "10m"}, "KANAL_RETENTION"},
+		{map[string]string{"KANAL_RETENTION": "forever"}, "KANAL_RETENTION"},
+		{map[string]string{"KANAL_PPROF_ADDR": "0.0.0.0:6060"}, "KANAL_PPROF_ADDR"},
+		{map[string]string{"KANAL_PPROF_ADDR": "6060"}, "KANAL_PPROF_ADDR"},
 		{map[string]string{"KANAL_DATA_DIR": ""}, ""},
 	}
 	for _, c := range cases {

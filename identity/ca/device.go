@@ -170,11 +170,9 @@ func checkLeafShape(cert *x509.Certificate) error {
 	return checkDeviceKey(cert.PublicKey)
 }
 
-// parseAndVerify parses a certificate and verifies its chain at at. With a
-// nil intermediate the certificate must be issued by a root; otherwise it
-// must be issued by exactly that intermediate, which in turn is issued by a
-// root.
-func parseAndVerify(certDER []byte, intermediate *x509.Certificate, roots *x509.CertPool, at time.Time) (*x509.Certificate, error) {
+// parseForVerify checks what every verification needs before it starts —
+// a time, kanal's own roots, a bounded size — and parses the certificate.
+func parseForVerify(certDER []byte, roots *x509.CertPool, at time.Time) (*x509.Certificate, error) {
 	if at.IsZero() {
 		return nil, fmt.Errorf("%w: zero verification time", ErrInvalidTime)
 	}
@@ -188,6 +186,18 @@ func parseAndVerify(certDER []byte, intermediate *x509.Certificate, roots *x509.
 	cert, err := x509.ParseCertificate(certDER)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return cert, nil
+}
+
+// parseAndVerify parses a certificate and verifies its chain at at. With a
+// nil intermediate the certificate must be issued by a root; otherwise it
+// must be issued by exactly that intermediate, which in turn is issued by a
+// root.
+func parseAndVerify(certDER []byte, intermediate *x509.Certificate, roots *x509.CertPool, at time.Time) (*x509.Certificate, error) {
+	cert, err := parseForVerify(certDER, roots, at)
+	if err != nil {
+		return nil, err
 	}
 	opts := x509.VerifyOptions{
 		Roots:       roots,

@@ -148,9 +148,13 @@ func writeTemp(path string, data []byte, perm fs.FileMode) (string, error) {
 	return name, nil
 }
 
-// writeExclusive puts a complete file at path only if nothing is there yet.
-func writeExclusive(path string, data []byte) error {
-	tmp, err := writeTemp(path, data, 0o600)
+// writeExclusive puts a complete file (mode 0600) at path only if nothing
+// is there yet.
+func writeExclusive(path string, data []byte) error { return writeExclusiveMode(path, data, 0o600) }
+
+// writeExclusiveMode is writeExclusive with the file's mode.
+func writeExclusiveMode(path string, data []byte, perm fs.FileMode) error {
+	tmp, err := writeTemp(path, data, perm)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,7 @@
 //	memory    argon2id memory, KiB   4 bytes, big-endian
 //	time      argon2id passes        4 bytes, big-endian
 //	threads   argon2id parallelism   1 byte
-//	salt      random, per save       16 bytes
+//	salt      random                 16 bytes
 //	nonce     random, per save       24 bytes
 //	check     passphrase check       16 bytes
 //	ciphertext                       XChaCha20-Poly1305(key, nonce, payload, aad = header)
@@ -23,8 +23,12 @@
 // passphrase (ErrWrongPassphrase) from a damaged ciphertext (ErrCorrupt). It
 // gives an attacker nothing the ciphertext does not: either way a guess costs
 // one argon2id run. The whole header is the AEAD's additional data, so the
-// parameters cannot be changed without detection. A new salt and nonce are
-// drawn at every save; XChaCha20's 192-bit nonce makes random nonces safe.
+// parameters cannot be changed without detection. A new nonce is drawn at
+// every save; XChaCha20's 192-bit nonce makes random nonces safe under one
+// key. The salt, and with it the argon2id output, is kept from the open
+// or the first save and drawn afresh only when the passphrase or the
+// parameters change, so a client that saves after every message does not
+// run argon2id each time.
 //
 // The payload is JSON, decoded strictly. The argon2id parameters are in the
 // header so that they can be raised later: Open accepts whatever a file says
@@ -148,6 +152,9 @@ type Store struct {
 	path       string
 	passphrase []byte
 	params     Params
+	// salt and derived (argon2id's 64 bytes for salt, passphrase and
+	// params) are reused by every save until one of those changes.
+	salt, derived []byte
 }
 
 // Create makes a new, empty key store at path, protected by passphrase,
@@ -207,11 +214,11 @@ func Open(path string, passphrase []byte) (*Store, error) {
 	if len(file) > MaxFileSize {
 		return nil, fmt.Errorf("%w: larger than %d bytes", ErrFormat, MaxFileSize)
 	}
-	data, params, err := open(file, passphrase)
+	data, params, salt, derived, err := open(file, passphrase)
 	if err != nil {
 		return nil, err
 	}
-	return &Store{Data: data, path: path, passphrase: bytes.Clone(passphrase), params: params}, nil
+	return &Store{Data: data, path: path, passphrase: bytes.Clone(passphrase), params: params, salt: salt, derived: derived}, nil
 }
 
 // Path returns the file the store is saved to.
@@ -226,6 +233,7 @@ func (s *Store) SetParams(p Params) error {
 		return err
 	}
 	s.params = p
+	s.salt, s.derived = nil, nil
 	return nil
 }
 
@@ -235,10 +243,11 @@ func (s *Store) SetPassphrase(passphrase []byte) error {
 		return ErrEmptyPassphrase
 	}
 	s.passphrase = bytes.Clone(passphrase)
+	s.salt, s.derived = nil, nil
 	return nil
 }
 
-// Save encrypts Data with a fresh salt and nonce and atomically replaces the
+// Save encrypts Data with a fresh nonce and atomically replaces the
 // file: a crash leaves either the old or the new store, never a mix.
 func (s *Store) Save() error {
 	file, err := s.seal()
@@ -289,15 +298,21 @@ func (s *Store) seal() ([]byte, error) {
 	header = binary.BigEndian.AppendUint32(header, s.params.Memory)
 	header = binary.BigEndian.AppendUint32(header, s.params.Time)
 	header = append(header, s.params.Threads)
-	random := make([]byte, saltSize+chacha20poly1305.NonceSizeX)
-	if _, err := rand.Read(random); err != nil {
+	if s.derived == nil {
+		salt := make([]byte, saltSize)
+		if _, err := rand.Read(salt); err != nil {
+			return nil, fmt.Errorf("keystore: random: %w", err)
+		}
+		s.salt, s.derived = salt, argon2.IDKey(s.passphrase, salt, s.params.Time, s.params.Memory, s.params.Threads, 64)
+	}
+	nonce := make([]byte, chacha20poly1305.NonceSizeX)
+	if _, err := rand.Read(nonce); err != nil {
 		return nil, fmt.Errorf("keystore: random: %w", err)
 	}
-	header = append(header, random...)
-	salt := random[:saltSize]
-	nonce := random[saltSize:]
+	header = append(header, s.salt...)
+	header = append(header, nonce...)
 
-	encKey, check := deriveKeys(s.passphrase, salt, s.params, header)
+	encKey, check := splitKeys(s.derived, header)
 	header = append(header, check...)
 	aead, err := chacha20poly1305.NewX(encKey)
 	if err != nil {
@@ -309,22 +324,21 @@ func (s *Store) seal() ([]byte, error) {
 	return aead.Seal(header, nonce, plaintext, header), nil
 }
 
-// deriveKeys runs argon2id and returns the encryption key and the
+// splitKeys returns, from argon2id's 64 bytes, the encryption key and the
 // passphrase check over the header bytes before the check field.
-func deriveKeys(passphrase, salt []byte, p Params, headerBeforeCheck []byte) (encKey, check []byte) {
-	out := argon2.IDKey(passphrase, salt, p.Time, p.Memory, p.Threads, 64)
-	mac := hmac.New(sha256.New, out[32:])
+func splitKeys(derived, headerBeforeCheck []byte) (encKey, check []byte) {
+	mac := hmac.New(sha256.New, derived[32:])
 	mac.Write(headerBeforeCheck)
-	return out[:32], mac.Sum(nil)[:checkSize]
+	return derived[:32], mac.Sum(nil)[:checkSize]
 }
 
-func open(file, passphrase []byte) (Data, Params, error) {
+func open(file, passphrase []byte) (Data, Params, []byte, []byte, error) {
 	if len(file) < headerSize+chacha20poly1305.Overhead || string(file[:len(magic)]) != magic {
-		return Data{}, Params{}, ErrFormat
+		return Data{}, Params{}, nil, nil, ErrFormat
 	}
 	rest := file[len(magic):]
 	if rest[0] != version {
-		return Data{}, Params{}, fmt.Errorf("%w: %d", ErrVersion, rest[0])
+		return Data{}, Params{}, nil, nil, fmt.Errorf("%w: %d", ErrVersion, rest[0])
 	}
 	rest = rest[1:]
 	params := Params{
@@ -335,29 +349,30 @@ func open(file, passphrase []byte) (Data, Params, error) {
 	// Check the bounds before running argon2id: the header is not yet
 	// authenticated.
 	if err := params.check(); err != nil {
-		return Data{}, Params{}, err
+		return Data{}, Params{}, nil, nil, err
 	}
 	rest = rest[9:]
 	salt := rest[:saltSize]
 	nonce := rest[saltSize : saltSize+chacha20poly1305.NonceSizeX]
 	checkStart := headerSize - checkSize
-	encKey, check := deriveKeys(passphrase, salt, params, file[:checkStart])
+	derived := argon2.IDKey(passphrase, salt, params.Time, params.Memory, params.Threads, 64)
+	encKey, check := splitKeys(derived, file[:checkStart])
 	if subtle.ConstantTimeCompare(check, file[checkStart:headerSize]) != 1 {
-		return Data{}, Params{}, ErrWrongPassphrase
+		return Data{}, Params{}, nil, nil, ErrWrongPassphrase
 	}
 	aead, err := chacha20poly1305.NewX(encKey)
 	if err != nil {
-		return Data{}, Params{}, fmt.Errorf("keystore: %w", err)
+		return Data{}, Params{}, nil, nil, fmt.Errorf("keystore: %w", err)
 	}
 	plaintext, err := aead.Open(nil, nonce, file[headerSize:], file[:headerSize])
 	if err != nil {
-		return Data{}, Params{}, ErrCorrupt
+		return Data{}, Params{}, nil, nil, ErrCorrupt
 	}
 	data, err := decodePayload(plaintext)
 	if err != nil {
-		return Data{}, Params{}, err
+		return Data{}, Params{}, nil, nil, err
 	}
-	return data, params, nil
+	return data, params, bytes.Clone(salt), derived, nil
 }
 
 func decodePayload(plaintext []byte) (Data, error) {

@@ -126,22 +126,44 @@ func TestCreateEmptyAndExisting(t *testing.T) {
 	}
 }
 
-func TestSaveFreshSaltAndNonce(t *testing.T) {
+// Every save draws a fresh nonce; the salt (and argon2id's output) is
+// kept until the passphrase or the parameters change, and then drawn anew.
+func TestSaveFreshNonceSaltOnChange(t *testing.T) {
 	s := newStore(t)
 	fill(t, s, p256(t))
-	if err := s.Save(); err != nil {
-		t.Fatal(err)
+	read := func() []byte {
+		t.Helper()
+		if err := s.Save(); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(s.Path())
+		return b
 	}
-	a, _ := os.ReadFile(s.Path())
-	if err := s.Save(); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := os.ReadFile(s.Path())
 	off := len(magic) + 1 + 9
-	if bytes.Equal(a[off:off+saltSize], b[off:off+saltSize]) ||
-		bytes.Equal(a[off+saltSize:headerSize], b[off+saltSize:headerSize]) {
-		t.Error("salt or nonce reused across saves")
+	salt := func(b []byte) []byte { return b[off : off+saltSize] }
+	nonce := func(b []byte) []byte { return b[off+saltSize : headerSize-checkSize] }
+	a, b := read(), read()
+	if bytes.Equal(nonce(a), nonce(b)) {
+		t.Error("nonce reused across saves")
 	}
+	if !bytes.Equal(salt(a), salt(b)) {
+		t.Error("salt changed without a passphrase or parameter change")
+	}
+	if err := s.SetPassphrase([]byte("another passphrase")); err != nil {
+		t.Fatal(err)
+	}
+	c := read()
+	if bytes.Equal(salt(b), salt(c)) {
+		t.Error("salt kept across a passphrase change")
+	}
+	if _, err := Open(s.Path(), pass); !errors.Is(err, ErrWrongPassphrase) {
+		t.Errorf("old passphrase opens the re-keyed store: %v", err)
+	}
+	reopened, err := Open(s.Path(), []byte("another passphrase"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertEqual(t, reopened.Data, s.Data)
 }
 
 func TestWrongPassphrase(t *testing.T) {
@@ -362,7 +384,7 @@ func FuzzOpen(f *testing.F) {
 	f.Add([]byte(magic))
 	f.Add(good[:headerSize])
 	f.Fuzz(func(t *testing.T, file []byte) {
-		data, params, err := open(file, pass)
+		data, params, _, _, err := open(file, pass)
 		if err != nil {
 			if data.DeviceKey != nil || data.AccountID != "" || params != (Params{}) {
 				t.Fatal("data returned with error")

@@ -118,7 +118,7 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 		}
 	}
 	common := fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", url.PathEscape(path), sqliteBusyMilli)
-	w, err := sql.Open("sqlite", common+"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate")
+	w, err := openSQLitePool(common + "&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open SQLite %s: %w", path, err)
 	}
@@ -129,7 +129,7 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 		w.Close()
 		return nil, fmt.Errorf("open SQLite %s: %w", path, err)
 	}
-	r, err := sql.Open("sqlite", common+"&_pragma=query_only(1)")
+	r, err := openSQLitePool(common + "&_pragma=query_only(1)")
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open SQLite %s: %w", path, err)
@@ -137,6 +137,16 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	r.SetMaxOpenConns(sqliteReaders)
 	r.SetMaxIdleConns(sqliteReaders)
 	return &DB{dialect: SQLite, w: w, r: r}, nil
+}
+
+// openSQLitePool is a pool of SQLite connections that keep their prepared
+// statements (stmtcache.go).
+func openSQLitePool(dsn string) (*sql.DB, error) {
+	c, err := sqlite.NewConnector(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return sql.OpenDB(stmtCacheConnector{c}), nil
 }
 
 // OpenPostgres connects to PostgreSQL and checks that it answers.

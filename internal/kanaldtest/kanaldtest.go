@@ -134,6 +134,21 @@ func (s *Server) Stop(t testing.TB) (error, time.Duration) {
 	}
 }
 
+// Kill ends kanald with SIGKILL, as a crash or the OOM killer would: no
+// shutdown, no drained bus, no closing of the database.
+func (s *Server) Kill(t testing.TB) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-s.done:
+		s.done <- err // for the cleanup
+	case <-time.After(15 * time.Second):
+		t.Fatal("kanald did not exit after SIGKILL")
+	}
+}
+
 var operatorTokenRE = regexp.MustCompile(`kanal_op_[A-Za-z0-9_-]+`)
 
 // OperatorToken returns the operator token kanald printed at first start.

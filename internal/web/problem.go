@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 )
 
@@ -114,6 +115,19 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	WriteProblem(w, r, &Problem{Type: TypeInternal, Title: "Internal error", Status: http.StatusInternalServerError})
+}
+
+// Fail answers a handler's error: what toProblem maps (a domain's own
+// errors and any *Problem) is written as that problem; anything else is
+// logged under domain with the request id and route, and answered as an
+// internal error that says nothing of its cause.
+func Fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, domain string, err error, toProblem func(error) *Problem) {
+	if p := toProblem(err); p != nil {
+		WriteProblem(w, r, p)
+		return
+	}
+	log.ErrorContext(r.Context(), domain, "request_id", RequestID(r.Context()), "route", r.Pattern, "err", err)
+	WriteError(w, r, err)
 }
 
 // WriteJSON writes v as JSON with the given status.

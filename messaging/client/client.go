@@ -80,6 +80,9 @@ type Client struct {
 	crlAt  time.Time
 	idKey  keys.IdentityPrivate
 	idMeta *meta
+
+	convs   conversations
+	inboxMu sync.Mutex // received envelopes: decrypt, keep, forget
 }
 
 // New checks o and returns a Client. It does not contact the server.
@@ -125,6 +128,11 @@ func (c *Client) DeviceID() string { return c.device }
 // do sends one request to the prekey directory and strictly decodes a 200
 // answer into out. An error answer becomes an *idclient.Problem.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	return c.doStatus(ctx, method, path, in, out, http.StatusOK)
+}
+
+// doStatus is do for a route that answers success with status.
+func (c *Client) doStatus(ctx context.Context, method, path string, in, out any, status int) error {
 	if u, err := url.Parse(c.base); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("messaging/client: server address %q: want http(s)://host[:port]", c.base)
 	}
@@ -159,7 +167,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if len(b) > MaxResponseBytes {
 		return fmt.Errorf("messaging/client: %s %s: answer over %d bytes", method, path, MaxResponseBytes)
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode != status {
 		return problemOf(resp, b)
 	}
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "application/json" {

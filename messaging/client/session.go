@@ -60,6 +60,8 @@ type sessionRecord struct {
 	// Alt is a second session the peer started while ours was waiting
 	// for its first answer; see Decrypt.
 	Alt *sessionRecord `json:"alt,omitempty"`
+	// Account is the peer device's account, from its verified certificate.
+	Account string `json:"account,omitempty"`
 }
 
 func (c *Client) loadSession(device string) (*sessionRecord, error) {
@@ -108,7 +110,7 @@ func (c *Client) StartSession(b *Bundle) error {
 	if err != nil {
 		return err
 	}
-	return c.putJSON(nameSession(b.Device.DeviceID), &sessionRecord{Session: state, Initial: initial})
+	return c.putJSON(nameSession(b.Device.DeviceID), &sessionRecord{Session: state, Initial: initial, Account: b.Device.AccountID})
 }
 
 // Encrypt encrypts plaintext for a device this client has a session with.
@@ -210,6 +212,9 @@ func (c *Client) Decrypt(ctx context.Context, device string, m *Message) ([]byte
 	case r != nil && r.Initial != nil && c.device < device:
 		// Both started; ours wins and theirs is kept for reading.
 		r.Alt = nr
+		if r.Account == "" {
+			r.Account = nr.Account
+		}
 	default:
 		r = nr
 	}
@@ -309,5 +314,20 @@ func (c *Client) respond(device string, m *Message, crl []byte) (*sessionRecord,
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return &sessionRecord{Session: state}, pt, used, nil
+	return &sessionRecord{Session: state, Account: di.AccountID}, pt, used, nil
+}
+
+// peerAccount returns the account of a device this client has a session
+// with, as its verified certificate named it.
+func (c *Client) peerAccount(device string) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, err := c.loadSession(device)
+	if err != nil {
+		return "", err
+	}
+	if r == nil || r.Account == "" {
+		return "", fmt.Errorf("%w: %s", ErrNoSession, device)
+	}
+	return r.Account, nil
 }

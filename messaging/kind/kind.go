@@ -31,6 +31,9 @@ const (
 	FormRequest    Kind = "form.request"
 	FormSubmission Kind = "form.submission"
 	DocumentShare  Kind = "document.share"
+	// GroupChange is written by the server, not by a member: it announces
+	// a change of a group's membership to every member's devices.
+	GroupChange Kind = "group.change"
 )
 
 // Class is what the server may know of a kind.
@@ -68,6 +71,7 @@ var registry = map[Kind]entry{
 	FormRequest:    {ClassMessage, func() Body { return new(FormRequestBody) }},
 	FormSubmission: {ClassMessage, func() Body { return new(FormSubmissionBody) }},
 	DocumentShare:  {ClassMessage, func() Body { return new(DocumentShareBody) }},
+	GroupChange:    {ClassMessage, func() Body { return new(GroupChangeBody) }},
 }
 
 // Kinds lists every registered kind.

@@ -206,9 +206,17 @@ type PaymentRequestBody struct {
 	IBAN        string `json:"iban"`
 	Reference   string `json:"reference"`
 	DueDate     string `json:"due_date"` // YYYY-MM-DD
+	// Optional: what the payment is for (EPC069-12 remittance text), the
+	// creditor's BIC, and the contract the request settles.
+	Purpose    string `json:"purpose,omitempty"`
+	BIC        string `json:"bic,omitempty"`
+	ContractID string `json:"contract_id,omitempty"`
 }
 
-var ibanShape = regexp.MustCompile(`^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$`)
+var (
+	ibanShape = regexp.MustCompile(`^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$`)
+	bicShape  = regexp.MustCompile(`^[A-Z]{6}[A-Z0-9]{2}([A-Z0-9]{3})?$`)
+)
 
 func (*PaymentRequestBody) Kind() Kind { return PaymentRequest }
 func (b *PaymentRequestBody) Validate() error {
@@ -228,6 +236,17 @@ func (b *PaymentRequestBody) Validate() error {
 	}
 	if _, err := time.Parse(time.DateOnly, b.DueDate); err != nil {
 		return invalid(PaymentRequest, "due_date must be YYYY-MM-DD")
+	}
+	if err := checkText("purpose", b.Purpose, MaxPurpose, false); err != nil {
+		return invalid(PaymentRequest, "%v", err)
+	}
+	if b.BIC != "" && !bicShape.MatchString(b.BIC) {
+		return invalid(PaymentRequest, "bic is not a BIC (8 or 11 upper-case letters and digits)")
+	}
+	if b.ContractID != "" {
+		if err := checkID("contract_id", b.ContractID); err != nil {
+			return invalid(PaymentRequest, "%v", err)
+		}
 	}
 	return nil
 }
@@ -337,6 +356,40 @@ func (b *DocumentShareBody) Validate() error {
 		return invalid(DocumentShare, "%v", checkBase64("key", b.Key, attachmentKeyLen))
 	case checkSHA256("sha256", b.SHA256) != nil:
 		return invalid(DocumentShare, "%v", checkSHA256("sha256", b.SHA256))
+	}
+	return nil
+}
+
+// GroupChangeBody announces a change of a group's members: Op is created,
+// added, removed, left or role; AccountID is the member it concerns (for
+// created, the creator), By the admin who made the change, Role the
+// member's role after it (admin or member; empty when the member is gone).
+type GroupChangeBody struct {
+	GroupID   string `json:"group_id"`
+	Op        string `json:"op"`
+	AccountID string `json:"account_id"`
+	By        string `json:"by"`
+	Role      string `json:"role,omitempty"`
+}
+
+func (*GroupChangeBody) Kind() Kind { return GroupChange }
+func (b *GroupChangeBody) Validate() error {
+	for _, f := range []struct{ name, v string }{{"group_id", b.GroupID}, {"account_id", b.AccountID}, {"by", b.By}} {
+		if err := checkID(f.name, f.v); err != nil {
+			return invalid(GroupChange, "%v", err)
+		}
+	}
+	switch b.Op {
+	case "created", "added", "role":
+		if b.Role != "admin" && b.Role != "member" {
+			return invalid(GroupChange, "role must be admin or member")
+		}
+	case "removed", "left":
+		if b.Role != "" {
+			return invalid(GroupChange, "role must be empty for %s", b.Op)
+		}
+	default:
+		return invalid(GroupChange, "op must be created, added, removed, left or role")
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -183,6 +184,8 @@ type (
 	}
 )
 
+const maxCloseReason = 120
+
 // conn is one device's socket. One goroutine writes (the pump), one reads.
 type conn struct {
 	hub    *Hub
@@ -220,6 +223,10 @@ func (c *conn) close(code websocket.StatusCode, reason string) {
 		return
 	}
 	c.closing = true
+	if len(reason) > maxCloseReason {
+		// A close frame's reason holds at most 123 bytes.
+		reason = strings.ToValidUTF8(reason[:maxCloseReason], "")
+	}
 	c.closeErr.code, c.closeErr.reason = code, reason
 	c.mu.Unlock()
 	c.cancel()

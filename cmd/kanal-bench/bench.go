@@ -1,0 +1,745 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/kanal-server/kanal/keys"
+	"github.com/kanal-server/kanal/messaging"
+)
+
+// runner is one benchmark run.
+type runner struct {
+	o     *options
+	cl    *cluster
+	net   *netPool
+	mail  *mailCodes
+	runID string
+	res   *result
+	errs  *errCounter
+	pids  []int
+
+	rec           atomic.Pointer[Recorder] // set for the measured phase
+	sent          atomic.Uint64            // measured sends accepted
+	expected      atomic.Uint64            // envelopes those sends carry
+	delivered     atomic.Uint64            // measured envelopes decrypted
+	hellos        atomic.Uint64
+	distributions atomic.Uint64 // sender keys received (group)
+	lastDeliv     atomic.Int64  // unix nanos
+
+	maxRSS atomic.Int64
+	stop   chan struct{}
+	stderr io.Writer
+
+	// publish replaces the kanal send in the measured phase for a peer.
+	publish func(ctx context.Context, s sender, pt []byte) error
+}
+
+// errCounter counts errors by kind.
+type errCounter struct {
+	mu sync.Mutex
+	m  map[string]uint64
+}
+
+func (e *errCounter) add(kind string) {
+	e.mu.Lock()
+	if e.m == nil {
+		e.m = map[string]uint64{}
+	}
+	e.m[kind]++
+	e.mu.Unlock()
+}
+
+func (e *errCounter) snapshot() map[string]uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := map[string]uint64{}
+	for k, v := range e.m {
+		out[k] = v
+	}
+	return out
+}
+
+func (e *errCounter) total() (n uint64) {
+	for _, v := range e.snapshot() {
+		n += v
+	}
+	return n
+}
+
+func bench(ctx context.Context, o *options, stderr io.Writer) (*result, error) {
+	var b [4]byte
+	rand.Read(b[:])
+	res := &result{Scenario: o.scenario, Peer: o.peer, Devices: o.devices, RatePerDevice: o.rate, SizeBytes: o.size,
+		Nodes: o.nodes, LoadBefore: loadAvg(), Started: time.Now().UTC().Format(time.RFC3339)}
+	r := &runner{o: o, runID: hex.EncodeToString(b[:]), res: res, errs: &errCounter{}, net: newNetPool(o.sources),
+		stop: make(chan struct{}), stderr: stderr}
+	switch o.peer {
+	case "nats":
+		res.Engine = "NATS core (no persistence, no encryption)"
+		r.pids = pidList(o.pid)
+		go r.sampleRSS()
+		defer close(r.stop)
+		return res, r.natsDirect(ctx)
+	case "xmpp":
+		res.Engine = "XMPP (" + o.xmppDomain + ")"
+		r.pids = pidList(o.pid)
+		go r.sampleRSS()
+		defer close(r.stop)
+		return res, r.xmppDirect(ctx)
+	}
+	res.Engine = "SQLite"
+	if strings.HasPrefix(o.databaseURL, "postgres") {
+		res.Engine = "PostgreSQL"
+	}
+	if o.natsURL != "" {
+		res.Engine += " + NATS"
+	}
+	if o.url != "" {
+		r.cl = &cluster{urls: []string{o.url}, mailDirs: []string{o.mailDir}, opToken: os.Getenv("KANAL_OPERATOR_TOKEN")}
+		res.Engine = "running kanald at " + o.url
+		r.pids = pidList(o.pid)
+	} else {
+		fmt.Fprintf(stderr, "kanal-bench: starting %d kanald node(s) (%s)\n", o.nodes, res.Engine)
+		cl, err := startCluster(ctx, startOptions{nodes: o.nodes, databaseURL: o.databaseURL, natsURL: o.natsURL,
+			bin: o.kanald, stderr: stderr})
+		if err != nil {
+			return nil, err
+		}
+		defer cl.stop()
+		r.cl = cl
+		for _, n := range cl.nodes {
+			r.pids = append(r.pids, n.Pid())
+		}
+	}
+	r.mail = newMailCodes(r.cl.mailDirs)
+	go r.sampleRSS()
+	defer close(r.stop)
+	var err error
+	switch o.scenario {
+	case "direct":
+		err = r.direct(ctx)
+	case "office":
+		err = r.office(ctx)
+	case "connections":
+		err = r.connections(ctx)
+	case "broadcast":
+		err = r.broadcast(ctx)
+	case "group":
+		err = r.group(ctx)
+	}
+	return res, err
+}
+
+func pidList(pid int) []int {
+	if pid > 0 {
+		return []int{pid}
+	}
+	return nil
+}
+
+// sampleRSS keeps the servers' peak resident memory.
+func (r *runner) sampleRSS() {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		var sum int64
+		for _, p := range r.pids {
+			if s, err := sampleProc(p); err == nil {
+				sum += s.rss
+			}
+		}
+		if sum > r.maxRSS.Load() {
+			r.maxRSS.Store(sum)
+		}
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (r *runner) serverSample() (cpu time.Duration, rss int64) {
+	for _, p := range r.pids {
+		if s, err := sampleProc(p); err == nil {
+			cpu += s.cpu
+			rss += s.rss
+		}
+	}
+	return cpu, rss
+}
+
+// progress prints line() to the terminal every second until the returned
+// function is called.
+func (r *runner) progress(line func() string) func() {
+	if r.o.progress == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				fmt.Fprintf(r.o.progress, "\r\033[K%s\n", line())
+				return
+			case <-t.C:
+				fmt.Fprintf(r.o.progress, "\r\033[K%s", line())
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// parallel runs f for 0..n-1 on w goroutines and returns the first error.
+func parallel(ctx context.Context, n, w int, f func(i int) error) error {
+	var next atomic.Int64
+	var first error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range min(w, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if err := f(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	return ctx.Err()
+}
+
+// onEnvelope is the handler of every bench device's stream.
+func (r *runner) onEnvelope(d *device, sender string, kind byte, intended, received time.Time) {
+	switch kind {
+	case kindHello:
+		r.hellos.Add(1)
+		select {
+		case d.hello <- sender:
+		default:
+		}
+	case kindMeasured:
+		if rec := r.rec.Load(); rec != nil {
+			rec.Record(received, received.Sub(intended))
+			r.delivered.Add(1)
+			r.lastDeliv.Store(received.UnixNano())
+		}
+	}
+}
+
+// connectAll opens every device's stream and waits until each is synced.
+func (r *runner) connectAll(ctx context.Context, ds []*device) error {
+	return parallel(ctx, len(ds), 32, func(i int) error {
+		if err := r.connect(ctx, ds[i], r.onEnvelope); err != nil {
+			return err
+		}
+		select {
+		case <-ds[i].synced:
+			return nil
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("stream of %s: not synced after 30s", ds[i].id)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+}
+
+// waitHellos waits until n handshake messages have arrived in total.
+func (r *runner) waitHellos(ctx context.Context, n uint64) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for r.hellos.Load() < n {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("handshake: %d of %d first messages arrived in 60s (errors: %v)", r.hellos.Load(), n, r.errs.snapshot())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// sender is one device's part of the measured phase.
+type sender struct {
+	d      *device
+	to     messaging.SendTo
+	recips []string
+	skey   *keys.SenderKey // group: encrypt once with this
+}
+
+// measure runs the senders for the duration, open loop at o.rate sends per
+// second each (latency counts from the intended send time, so a sender
+// that falls behind shows as latency, not as a lower rate), then waits for
+// the deliveries still in flight.
+func (r *runner) measure(ctx context.Context, senders []sender) error {
+	cpu0, _ := r.serverSample()
+	self0 := selfCPU()
+	start := time.Now()
+	r.rec.Store(NewRecorder(start, time.Second))
+	end := start.Add(r.o.duration)
+	stopProgress := r.progress(r.liveLine(start))
+	var wg sync.WaitGroup
+	for i, s := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.sendLoop(ctx, s, start, end, i, len(senders))
+		}()
+	}
+	wg.Wait()
+	sendEnd := time.Now()
+	deadline := time.Now().Add(r.o.drain)
+	for r.delivered.Load() < r.expected.Load() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	stopProgress()
+	cpu1, _ := r.serverSample()
+	r.finish(start, sendEnd, cpu1-cpu0)
+	r.res.BenchCPUCores = (selfCPU() - self0).Seconds() / r.res.DurationS
+	return ctx.Err()
+}
+
+// selfCPU is the CPU time kanal-bench itself has used: the load generator
+// shares the machine with the server, and this says how much it took.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func (r *runner) sendLoop(ctx context.Context, s sender, start, end time.Time, i, n int) {
+	var interval time.Duration
+	if r.o.rate > 0 {
+		interval = time.Duration(float64(time.Second) / r.o.rate)
+	}
+	// Spread the senders' first sends over one interval.
+	next := start
+	if interval > 0 {
+		next = start.Add(interval * time.Duration(i) / time.Duration(n))
+	}
+	for {
+		now := time.Now()
+		if interval > 0 && next.After(now) {
+			if next.After(end) {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(next.Sub(now)):
+			}
+		} else if interval == 0 {
+			next = now
+		}
+		if next.After(end) || ctx.Err() != nil {
+			return
+		}
+		var err error
+		switch {
+		case r.publish != nil:
+			err = r.publish(ctx, s, payload(kindMeasured, next, r.o.size))
+		case s.skey != nil:
+			var o *outgoing
+			if o, err = s.d.sealGroup(s, payload(kindMeasured, next, r.o.size)); err == nil {
+				err = r.postRetry(ctx, s.d, o)
+			}
+		default:
+			err = r.sendOnce(ctx, s.d, s.to, s.recips, payload(kindMeasured, next, r.o.size))
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				r.errs.add(errKind(err))
+			}
+		} else {
+			r.sent.Add(1)
+			r.expected.Add(uint64(len(s.recips)))
+		}
+		next = next.Add(interval)
+	}
+}
+
+func errKind(err error) string {
+	s := err.Error()
+	if i := strings.IndexAny(s, "\n"); i > 0 {
+		s = s[:i]
+	}
+	if len(s) > 80 {
+		s = s[:80]
+	}
+	return s
+}
+
+func (r *runner) liveLine(start time.Time) func() string {
+	var lastN uint64
+	last := start
+	return func() string {
+		now := time.Now()
+		n := r.delivered.Load()
+		rate := float64(n-lastN) / now.Sub(last).Seconds()
+		lastN, last = n, now
+		w := r.rec.Load().Window()
+		_, rss := r.serverSample()
+		return fmt.Sprintf("%5.1fs  sent %d  delivered %d (%.0f/s)  p50 %.1fms  p99 %.1fms  errors %d  server rss %.0f MiB",
+			now.Sub(start).Seconds(), r.sent.Load(), n, rate, ms(w.Quantile(0.5)), ms(w.Quantile(0.99)),
+			r.errs.total(), float64(rss)/(1<<20))
+	}
+}
+
+// finish fills the result from the measured phase.
+func (r *runner) finish(start, sendEnd time.Time, cpu time.Duration) {
+	res := r.res
+	rec := r.rec.Load()
+	h := rec.Total()
+	last := time.Unix(0, r.lastDeliv.Load())
+	span := max(last.Sub(start), sendEnd.Sub(start))
+	res.DurationS = span.Seconds()
+	res.Sent = r.sent.Load()
+	res.Expected = r.expected.Load()
+	res.Delivered = r.delivered.Load()
+	res.EnvelopesPerS = float64(res.Delivered) / span.Seconds()
+	res.SendsPerS = float64(res.Sent) / sendEnd.Sub(start).Seconds()
+	res.Latency = latencyOf(&h)
+	res.Series = rec.Series()
+	res.Errors = r.errs.snapshot()
+	if len(r.pids) > 0 {
+		_, rss := r.serverSample()
+		res.Server = &serverStats{RSSMiB: float64(rss) / (1 << 20), PeakRSSMiB: float64(r.maxRSS.Load()) / (1 << 20),
+			CPUSeconds: cpu.Seconds(), CPUCores: cpu.Seconds() / span.Seconds()}
+		if res.Delivered > 0 {
+			res.Server.CPUPerEnvelopeUS = float64(cpu.Microseconds()) / float64(res.Delivered)
+		}
+	}
+	res.LoadAfter = loadAvg()
+}
+
+func latencyOf(h *Histogram) latencyStats {
+	return latencyStats{P50: ms(h.Quantile(0.5)), P90: ms(h.Quantile(0.9)), P99: ms(h.Quantile(0.99)),
+		P999: ms(h.Quantile(0.999)), Max: ms(h.Max()), Mean: ms(h.Mean())}
+}
+
+// loadAvg is the machine's load average, as uptime prints it.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// direct: pairs of devices chatting, each sending to the other.
+func (r *runner) direct(ctx context.Context) error {
+	ds, err := r.provision(ctx, r.o.devices, "direct", true)
+	if err != nil {
+		return err
+	}
+	if err := r.connectAll(ctx, ds); err != nil {
+		return err
+	}
+	pairs := len(ds) / 2
+	// The first of each pair claims the second's bundle and starts the
+	// session; a message each way completes it, so that measured
+	// messages are ordinary ratchet messages.
+	err = parallel(ctx, pairs, 16, func(i int) error {
+		a, b := ds[2*i], ds[2*i+1]
+		claim, err := a.sdk.ClaimAccount(ctx, b.account)
+		if err != nil {
+			return err
+		}
+		if len(claim.Bundles) != 1 {
+			return fmt.Errorf("claim %s: %d bundles, %d refused", b.account, len(claim.Bundles), len(claim.Refused))
+		}
+		if err := a.sdk.StartSession(claim.Bundles[0]); err != nil {
+			return err
+		}
+		if err := r.sendOnce(ctx, a, messaging.SendTo{AccountID: b.account}, []string{b.id}, payload(kindHello, time.Now(), r.o.size)); err != nil {
+			return fmt.Errorf("first message: %w", err)
+		}
+		if err := waitHello(ctx, b, a.id); err != nil {
+			return err
+		}
+		if err := r.sendOnce(ctx, b, messaging.SendTo{AccountID: a.account}, []string{a.id}, payload(kindHello, time.Now(), r.o.size)); err != nil {
+			return fmt.Errorf("answer: %w", err)
+		}
+		return waitHello(ctx, a, b.id)
+	})
+	if err != nil {
+		return fmt.Errorf("sessions: %w", err)
+	}
+	var senders []sender
+	for i := range pairs {
+		a, b := ds[2*i], ds[2*i+1]
+		senders = append(senders, sender{d: a, to: messaging.SendTo{AccountID: b.account}, recips: []string{b.id}},
+			sender{d: b, to: messaging.SendTo{AccountID: a.account}, recips: []string{a.id}})
+	}
+	return r.measure(ctx, senders)
+}
+
+func waitHello(ctx context.Context, d *device, from string) error {
+	t := time.NewTimer(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case s := <-d.hello:
+			if s == from {
+				return nil
+			}
+		case <-t.C:
+			return fmt.Errorf("device %s: no first message from %s in 30s", d.id, from)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// operatorToken is the token kanald printed at its first start.
+func (r *runner) operatorToken() (string, error) {
+	if r.cl.opToken == "" {
+		return "", errors.New("no operator token: kanald printed none (start a fresh one) or set KANAL_OPERATOR_TOKEN")
+	}
+	return r.cl.opToken, nil
+}
+
+// office: citizens writing to one organisation with o.agents agents; each
+// send carries one envelope per agent device.
+func (r *runner) office(ctx context.Context) error {
+	tok, err := r.operatorToken()
+	if err != nil {
+		return err
+	}
+	agents, err := r.provision(ctx, r.o.agents, "agent", true)
+	if err != nil {
+		return err
+	}
+	citizens, err := r.provision(ctx, r.o.devices, "citizen", true)
+	if err != nil {
+		return err
+	}
+	op := agents[0].ident.WithToken(tok)
+	org, err := op.CreateOrg(ctx, "Bürgeramt "+r.runID, "office")
+	if err != nil {
+		return fmt.Errorf("create organisation: %w", err)
+	}
+	if _, err := op.VerifyOrg(ctx, org.OrgID); err != nil {
+		return fmt.Errorf("verify organisation: %w", err)
+	}
+	var agentIDs []string
+	for _, a := range agents {
+		if _, err := op.AddMember(ctx, org.OrgID, a.account, "agent"); err != nil {
+			return fmt.Errorf("add agent: %w", err)
+		}
+		agentIDs = append(agentIDs, a.id)
+	}
+	sort.Strings(agentIDs)
+	if err := r.connectAll(ctx, append(append([]*device{}, agents...), citizens...)); err != nil {
+		return err
+	}
+	// Each citizen claims the agents' bundles and writes first. The agents
+	// do not answer (an answer would go to every other agent too, which
+	// needs agent-to-agent sessions), so citizens' messages keep carrying
+	// the PQXDH initial message, as a citizen's first messages do.
+	err = parallel(ctx, len(citizens), 16, func(i int) error {
+		c := citizens[i]
+		claim, err := c.sdk.ClaimOrg(ctx, org.OrgID)
+		if err != nil {
+			return err
+		}
+		if len(claim.Bundles) != len(agents) {
+			return fmt.Errorf("claim organisation: %d bundles, %d refused, want %d", len(claim.Bundles), len(claim.Refused), len(agents))
+		}
+		for _, b := range claim.Bundles {
+			if err := c.sdk.StartSession(b); err != nil {
+				return err
+			}
+		}
+		return r.sendOnce(ctx, c, messaging.SendTo{OrgID: org.OrgID}, agentIDs, payload(kindHello, time.Now(), r.o.size))
+	})
+	if err != nil {
+		return fmt.Errorf("sessions: %w", err)
+	}
+	if err := r.waitHellos(ctx, uint64(len(citizens)*len(agents))); err != nil {
+		return err
+	}
+	var senders []sender
+	for _, c := range citizens {
+		senders = append(senders, sender{d: c, to: messaging.SendTo{OrgID: org.OrgID}, recips: agentIDs})
+	}
+	return r.measure(ctx, senders)
+}
+
+// broadcast: one council device sends an announcement to every citizen
+// device, each in the citizen's direct conversation with the council (kanal
+// has no broadcast conversation yet), as fast as it can.
+func (r *runner) broadcast(ctx context.Context) error {
+	council, err := r.provision(ctx, 1, "council", true)
+	if err != nil {
+		return err
+	}
+	citizens, err := r.provision(ctx, r.o.devices, "citizen", true)
+	if err != nil {
+		return err
+	}
+	all := append([]*device{council[0]}, citizens...)
+	if err := r.connectAll(ctx, all); err != nil {
+		return err
+	}
+	cd := council[0]
+	// Citizens start the sessions (they have subscribed to the council's
+	// announcements); the council answers on them. One claim per citizen
+	// keeps under the claim limit, which a council claiming thousands of
+	// citizens would not.
+	err = parallel(ctx, len(citizens), 16, func(i int) error {
+		c := citizens[i]
+		claim, err := c.sdk.ClaimAccount(ctx, cd.account)
+		if err != nil {
+			return err
+		}
+		if len(claim.Bundles) != 1 {
+			return fmt.Errorf("claim council: %d bundles", len(claim.Bundles))
+		}
+		if err := c.sdk.StartSession(claim.Bundles[0]); err != nil {
+			return err
+		}
+		return r.sendOnce(ctx, c, messaging.SendTo{AccountID: cd.account}, []string{cd.id}, payload(kindHello, time.Now(), r.o.size))
+	})
+	if err != nil {
+		return fmt.Errorf("sessions: %w", err)
+	}
+	if err := r.waitHellos(ctx, uint64(len(citizens))); err != nil {
+		return err
+	}
+	cpu0, _ := r.serverSample()
+	self0 := selfCPU()
+	start := time.Now()
+	r.rec.Store(NewRecorder(start, time.Second))
+	stopProgress := r.progress(r.liveLine(start))
+	err = parallel(ctx, len(citizens), 32, func(i int) error {
+		c := citizens[i]
+		if err := r.sendOnce(ctx, cd, messaging.SendTo{AccountID: c.account}, []string{c.id}, payload(kindMeasured, time.Now(), r.o.size)); err != nil {
+			r.errs.add(errKind(err))
+			return nil
+		}
+		r.sent.Add(1)
+		r.expected.Add(1)
+		return nil
+	})
+	sendEnd := time.Now()
+	deadline := time.Now().Add(r.o.drain)
+	for r.delivered.Load() < r.expected.Load() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	stopProgress()
+	cpu1, _ := r.serverSample()
+	r.finish(start, sendEnd, cpu1-cpu0)
+	r.res.BroadcastS = time.Unix(0, r.lastDeliv.Load()).Sub(start).Seconds()
+	r.res.BenchCPUCores = (selfCPU() - self0).Seconds() / r.res.DurationS
+	if err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// connections: devices that connect their stream and stay idle (the
+// server pings each every mailbox.PingInterval); the server's memory per
+// connection is the figure.
+func (r *runner) connections(ctx context.Context) error {
+	ds, err := r.provision(ctx, r.o.devices, "idle", false)
+	if err != nil {
+		return err
+	}
+	_, before := r.serverSample()
+	start := time.Now()
+	var connected atomic.Int64
+	stopProgress := r.progress(func() string {
+		_, rss := r.serverSample()
+		return fmt.Sprintf("connected %d/%d  server rss %.0f MiB  errors %d", connected.Load(), len(ds), float64(rss)/(1<<20), r.errs.total())
+	})
+	cpu0, _ := r.serverSample()
+	// A connection that fails stops the ramp-up; the figures are then for
+	// the connections that were made, and the error says what stopped it
+	// (typically the open-files limit of one of the two processes).
+	err = parallel(ctx, len(ds), 64, func(i int) error {
+		if err := r.connect(ctx, ds[i], r.onEnvelope); err != nil {
+			r.errs.add("connect: " + errKind(err))
+			return err
+		}
+		select {
+		case <-ds[i].synced:
+		case <-time.After(60 * time.Second):
+			r.errs.add("not synced in 60s")
+			return fmt.Errorf("stream of %s: not synced", ds[i].id)
+		}
+		connected.Add(1)
+		return nil
+	})
+	connectTook := time.Since(start)
+	if err != nil && ctx.Err() == nil && connected.Load() > 0 {
+		fmt.Fprintf(r.stderr, "kanal-bench: stopped at %d connections: %v\n", connected.Load(), err)
+		err = nil
+	}
+	if err == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(r.o.duration):
+		}
+	}
+	stopProgress()
+	if err != nil {
+		return err
+	}
+	cpu1, after := r.serverSample()
+	res := r.res
+	res.Connections = int(connected.Load())
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil {
+		res.OpenFilesLimit = int64(lim.Cur)
+	}
+	res.ConnectS = connectTook.Seconds()
+	res.DurationS = time.Since(start).Seconds()
+	res.Errors = r.errs.snapshot()
+	res.Server = &serverStats{RSSMiB: float64(after) / (1 << 20), PeakRSSMiB: float64(r.maxRSS.Load()) / (1 << 20),
+		BaseRSSMiB: float64(before) / (1 << 20), CPUSeconds: (cpu1 - cpu0).Seconds(),
+		CPUCores: (cpu1 - cpu0).Seconds() / res.DurationS}
+	if res.Connections > 0 {
+		res.Server.KiBPerConn = float64(after-before) / 1024 / float64(res.Connections)
+	}
+	res.LoadAfter = loadAvg()
+	return ctx.Err()
+}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kanal-server/kanal/internal/kanaldtest"
+)
+
+var kanaldBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "kanal-bench-test")
+	if err != nil {
+		panic(err)
+	}
+	if kanaldBin, err = kanaldtest.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func runJSON(t *testing.T, args ...string) *result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), append([]string{"-json", "-kanald", kanaldBin}, args...), &out, &errb); err != nil {
+		t.Fatalf("kanal-bench %v: %v\n%s", args, err, errb.String())
+	}
+	var res result
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("-json output: %v\n%s", err, out.String())
+	}
+	return &res
+}
+
+// Each scenario, tiny, against a kanald the bench starts itself: every
+// measured envelope is delivered over the stream and decrypted by the
+// SDK, without errors, and the server's figures come from its process.
+func TestScenarios(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"direct", []string{"-scenario", "direct", "-devices", "4", "-rate", "20", "-duration", "1s"}},
+		{"direct-ws", []string{"-scenario", "direct", "-transport", "ws", "-devices", "4", "-rate", "20", "-duration", "1s"}},
+		{"office", []string{"-scenario", "office", "-devices", "3", "-agents", "2", "-rate", "10", "-duration", "1s"}},
+		{"broadcast", []string{"-scenario", "broadcast", "-devices", "6"}},
+		{"group", []string{"-scenario", "group", "-devices", "6", "-group-size", "3", "-group-senders", "2", "-rate", "10", "-duration", "1s"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := runJSON(t, tc.args...)
+			if res.Sent == 0 || res.Delivered != res.Expected || res.Expected == 0 {
+				t.Fatalf("sent %d, %d envelopes expected, %d delivered", res.Sent, res.Expected, res.Delivered)
+			}
+			if len(res.Errors) != 0 {
+				t.Fatalf("errors: %v", res.Errors)
+			}
+			if res.Server == nil || res.Server.RSSMiB <= 0 || res.Latency.P50 <= 0 || res.Latency.P99 < res.Latency.P50 {
+				t.Fatalf("figures: %+v %+v", res.Server, res.Latency)
+			}
+			if (tc.name == "office" || tc.name == "group") && res.Expected != res.Sent*2 {
+				t.Fatalf("%s: %d envelopes for %d sends to 2 devices each", tc.name, res.Expected, res.Sent)
+			}
+		})
+	}
+	t.Run("connections", func(t *testing.T) {
+		res := runJSON(t, "-scenario", "connections", "-devices", "5", "-duration", "100ms")
+		if res.Connections != 5 || res.Server == nil || len(res.Errors) != 0 {
+			t.Fatalf("connections: %+v %v", res, res.Errors)
+		}
+	})
+}
+
+// The table, the plot and the NATS peer.
+func TestTablePlotAndNATS(t *testing.T) {
+	plot := filepath.Join(t.TempDir(), "latency.svg")
+	var out, errb bytes.Buffer
+	err := run(context.Background(), []string{"-kanald", kanaldBin, "-devices", "2", "-rate", "20", "-duration", "1s", "-plot", plot}, &out, &errb)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	for _, want := range []string{"delivered", "send→deliver", "p99.9", "server rss", "server cpu", "errors"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	svg, err := os.ReadFile(plot)
+	if err != nil || !bytes.HasPrefix(svg, []byte("<svg")) || !bytes.Contains(svg, []byte("<path d=\"M")) {
+		t.Fatalf("plot: %v\n%s", err, svg)
+	}
+
+	natsURL := os.Getenv("KANAL_TEST_NATS")
+	if natsURL == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("KANAL_TEST_NATS is not set")
+		}
+		t.Skip("KANAL_TEST_NATS not set")
+	}
+	res := runJSON(t, "-peer", "nats", "-peer-url", natsURL, "-devices", "4", "-rate", "20", "-duration", "1s")
+	if res.Delivered == 0 || res.Delivered != res.Expected || len(res.Errors) != 0 {
+		t.Fatalf("nats: %+v", res)
+	}
+
+	// -summarize puts -json results side by side.
+	f := filepath.Join(t.TempDir(), "nats.json")
+	b, _ := json.Marshal(res)
+	os.WriteFile(f, b, 0o644)
+	out.Reset()
+	if err := run(context.Background(), []string{"-summarize", f}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(out.String()), "\n"); len(lines) != 3 || !strings.HasPrefix(lines[2], "| NATS core | ") {
+		t.Fatalf("summary:\n%s", out.String())
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"-scenario", "nope"},
+		{"-devices", "1"},
+		{"-devices", "1000000"},
+		{"-duration", "2h"},
+		{"-url", "http://10.0.0.1:8080", "-mail-dir", "/tmp"},
+		{"-peer", "nats", "-peer-url", "nats://192.0.2.1:4222"},
+		{"-peer", "nats", "-scenario", "office"},
+		{"-url", "http://127.0.0.1:8080"},
+		{"-nodes", "2"},
+	} {
+		var out, errb bytes.Buffer
+		if err := run(context.Background(), args, &out, &errb); err == nil {
+			t.Errorf("%v: accepted", args)
+		}
+	}
+}

@@ -1,0 +1,510 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	idclient "github.com/kanal-server/kanal/identity/client"
+	"github.com/kanal-server/kanal/messaging"
+	"github.com/kanal-server/kanal/messaging/client"
+	"github.com/kanal-server/kanal/messaging/mailbox"
+)
+
+// netPool hands out HTTP clients bound to loopback source addresses
+// 127.0.0.1 … 127.0.0.N, round robin: one source address has about 28,000
+// ephemeral ports towards one server port, so many idle connections need
+// several.
+type netPool struct {
+	clients []*http.Client
+	sources []*net.TCPAddr
+	next    atomic.Uint64
+}
+
+// sourceFor is the source address of the i-th connection of a peer.
+func (p *netPool) sourceFor(i int) *net.TCPAddr { return p.sources[i%len(p.sources)] }
+
+func newNetPool(sources int) *netPool {
+	p := &netPool{}
+	for i := range max(sources, 1) {
+		src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i))}
+		p.sources = append(p.sources, src)
+		d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, LocalAddr: src}
+		tr := &http.Transport{DialContext: d.DialContext, MaxIdleConns: 0, MaxIdleConnsPerHost: 4096,
+			IdleConnTimeout: 90 * time.Second, ForceAttemptHTTP2: false}
+		p.clients = append(p.clients, &http.Client{Transport: tr, Timeout: 60 * time.Second})
+	}
+	return p
+}
+
+func (p *netPool) client() *http.Client {
+	return p.clients[int(p.next.Add(1)-1)%len(p.clients)]
+}
+
+// device is one simulated device: an account with one enrolled,
+// logged-in device, its E2E state in the SDK, and its stream.
+type device struct {
+	n       int
+	email   string
+	account string
+	id      string
+	base    string // the kanald node it talks to
+	key     crypto.Signer
+	cert    []byte
+	token   string
+	hc      *http.Client
+	ident   *idclient.Client
+	sdk     *client.Client
+
+	ws             *websocket.Conn
+	skeys          *senderKeys // group scenario
+	synced         chan struct{}
+	hello          chan string // senders of handshake messages received
+	sendSeq        atomic.Uint64
+	clientIDPrefix string
+
+	// wsSend sends over the stream ({"type":"send"} frames) instead of
+	// POST /v1/messages; pending holds the sends waiting for their answer.
+	wsSend  bool
+	wmu     sync.Mutex
+	pmu     sync.Mutex
+	pending map[string]chan error
+}
+
+// provisionStats times the provisioning phases.
+type provisionStats struct {
+	Devices   int           `json:"devices"`
+	Took      time.Duration `json:"-"`
+	TookS     float64       `json:"took_s"`
+	PerSecond float64       `json:"devices_per_s"`
+}
+
+// provision signs up n accounts through the real API, concurrently: sign-up
+// mail, the code read from the mail directory, a P-256 device key enrolled
+// with a certificate request, a device-key login (level low), and an SDK
+// client. publish also publishes each device's prekeys.
+func (r *runner) provision(ctx context.Context, n int, label string, publish bool) ([]*device, error) {
+	start := time.Now()
+	out := make([]*device, n)
+	work := make(chan int)
+	errc := make(chan error, 1)
+	var wg sync.WaitGroup
+	var done atomic.Int64
+	stopProgress := r.progress(func() string {
+		return fmt.Sprintf("provisioning %s: %d/%d devices", label, done.Load(), n)
+	})
+	for range max(r.o.provisionWorkers, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				d, err := r.newDevice(ctx, label, i, publish)
+				if err != nil {
+					select {
+					case errc <- err:
+					default:
+					}
+					continue
+				}
+				out[i] = d
+				done.Add(1)
+			}
+		}()
+	}
+feed:
+	for i := range n {
+		select {
+		case work <- i:
+		case err := <-errc:
+			errc <- err
+			break feed
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	stopProgress()
+	select {
+	case err := <-errc:
+		return nil, fmt.Errorf("provision %s: %w", label, err)
+	default:
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	took := time.Since(start)
+	r.res.Provisioning = append(r.res.Provisioning, provisionStats{Devices: n, Took: took, TookS: took.Seconds(),
+		PerSecond: float64(n) / took.Seconds()})
+	return out, nil
+}
+
+func (r *runner) newDevice(ctx context.Context, label string, i int, publish bool) (*device, error) {
+	d := &device{n: i, base: r.cl.urls[i%len(r.cl.urls)], hc: r.net.client(),
+		synced: make(chan struct{}), hello: make(chan string, 16),
+		wsSend: r.o.transport == "ws", pending: map[string]chan error{}}
+	d.email = fmt.Sprintf("bench-%s-%s-%d@example.org", r.runID, label, i)
+	d.clientIDPrefix = "b" + strconv.Itoa(i) + "-"
+	ic := idclient.New(d.base, d.hc)
+	if err := ic.Signup(ctx, d.email); err != nil {
+		return nil, fmt.Errorf("sign-up: %w", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	code, err := r.mail.code(cctx, d.email)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	v, err := ic.VerifySignup(ctx, d.email, code)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	d.account = v.AccountID
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	d.key = key
+	enr, err := ic.WithToken(v.SetupToken).EnrollDevice(ctx, "bench", key)
+	if err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	d.id, d.cert = enr.DeviceID, []byte(enr.Certificate)
+	sess, err := ic.Login(ctx, enr.DeviceID, key, "")
+	if err != nil {
+		return nil, fmt.Errorf("login: %w", err)
+	}
+	d.token = sess.Token
+	d.ident = ic.WithToken(sess.Token)
+	blk, _ := pem.Decode([]byte(enr.CA))
+	if blk == nil {
+		return nil, errors.New("enroll: no CA certificate")
+	}
+	caCert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	d.sdk, err = client.New(client.Options{BaseURL: d.base, HTTPClient: d.hc, Token: d.token, AccountID: d.account,
+		DeviceID: d.id, DeviceKey: key, DeviceCertificate: d.cert, CA: caCert, Store: client.NewMemoryStore()})
+	if err != nil {
+		return nil, err
+	}
+	if publish {
+		if _, err := d.sdk.Publish(ctx); err != nil {
+			return nil, fmt.Errorf("publish: %w", err)
+		}
+	}
+	return d, nil
+}
+
+// Payload layout inside the encryption: one byte of kind, the intended
+// send time (Unix nanoseconds), then padding up to the message size.
+const (
+	kindHello    = 0
+	kindMeasured = 1
+	payloadHead  = 9
+)
+
+func payload(kind byte, intended time.Time, size int) []byte {
+	b := make([]byte, max(size, payloadHead))
+	b[0] = kind
+	binary.BigEndian.PutUint64(b[1:], uint64(intended.UnixNano()))
+	return b
+}
+
+// envelopeHandler is told about every envelope a device decrypted.
+type envelopeHandler func(d *device, sender string, kind byte, intended time.Time, received time.Time)
+
+// connect opens the device's stream and reads it until ctx ends: each
+// envelope is decrypted with the SDK and acknowledged, frame by frame.
+func (r *runner) connect(ctx context.Context, d *device, h envelopeHandler) error {
+	wsURL := "ws" + strings.TrimPrefix(d.base, "http") + "/v1/stream"
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ws, resp, err := websocket.Dial(dctx, wsURL, &websocket.DialOptions{HTTPClient: d.hc,
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + d.token}}})
+	cancel()
+	if err != nil {
+		if resp != nil {
+			return fmt.Errorf("stream of %s: %d %w", d.id, resp.StatusCode, err)
+		}
+		return fmt.Errorf("stream of %s: %w", d.id, err)
+	}
+	ws.SetReadLimit(mailbox.MaxFrameBytes * 2)
+	d.ws = ws
+	go r.readLoop(ctx, d, h)
+	return nil
+}
+
+func (r *runner) readLoop(ctx context.Context, d *device, h envelopeHandler) {
+	syncedOnce := sync.OnceFunc(func() { close(d.synced) })
+	defer syncedOnce()
+	frames := make(chan []mailbox.Envelope, mailbox.MaxInFlight)
+	defer close(frames)
+	go r.process(ctx, d, frames, h)
+	for {
+		_, data, err := d.ws.Read(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.errs.add("stream closed: " + websocket.CloseStatus(err).String())
+			}
+			return
+		}
+		var f struct {
+			Type      string             `json:"type"`
+			Envelopes []mailbox.Envelope `json:"envelopes"`
+			Ref       string             `json:"ref"`
+			Problem   *struct {
+				Type       string `json:"type"`
+				Status     int    `json:"status"`
+				RetryAfter int    `json:"retry_after"`
+			} `json:"problem"`
+		}
+		if err := json.Unmarshal(data, &f); err != nil {
+			r.errs.add("stream: bad frame")
+			continue
+		}
+		switch f.Type {
+		case "synced":
+			syncedOnce()
+			continue
+		case "sent", "send_failed":
+			var err error
+			if p := f.Problem; f.Type == "send_failed" && p != nil && p.Status == http.StatusTooManyRequests {
+				err = &errRateLimited{after: time.Duration(max(p.RetryAfter, 1)) * time.Second}
+			} else if f.Type == "send_failed" {
+				err = fmt.Errorf("send: %d %s", f.Problem.Status, strings.TrimPrefix(f.Problem.Type, "urn:kanal:problem:"))
+			}
+			d.answer(f.Ref, err)
+			continue
+		case "envelopes":
+		default:
+			r.errs.add("stream frame " + f.Type)
+			continue
+		}
+		// Decrypting is the device's work, not the socket's: a device
+		// that decrypted in its read loop would stop reading under load,
+		// and the server closes a socket that takes no frames for
+		// mailbox.WriteTimeout. The server's in-flight limit bounds what
+		// waits here.
+		select {
+		case frames <- f.Envelopes:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// process decrypts and acknowledges the frames the read loop hands over.
+func (r *runner) process(ctx context.Context, d *device, frames <-chan []mailbox.Envelope, h envelopeHandler) {
+	for envs := range frames {
+		ids := make([]string, 0, len(envs))
+		for _, e := range envs {
+			ids = append(ids, e.ID)
+			if e.Sender == messaging.NoticeSender {
+				continue // the server's own word, such as a group change
+			}
+			pt, err := d.open(ctx, &e)
+			if err != nil {
+				if ctx.Err() == nil {
+					r.errs.add("decrypt failed: " + errKind(err))
+				}
+				continue
+			}
+			if len(pt) < payloadHead {
+				r.errs.add("short payload")
+				continue
+			}
+			if pt[0] == kindDistribution {
+				if err := d.acceptDistribution(e.Sender, pt[payloadHead:]); err != nil {
+					r.errs.add("sender key: " + errKind(err))
+				}
+				r.distributions.Add(1)
+				continue
+			}
+			intended := time.Unix(0, int64(binary.BigEndian.Uint64(pt[1:])))
+			h(d, e.Sender, pt[0], intended, time.Now())
+		}
+		ack, _ := json.Marshal(map[string]any{"type": "ack", "ids": ids})
+		if err := d.writeFrame(ctx, ack); err != nil {
+			if ctx.Err() == nil {
+				r.errs.add("ack failed")
+			}
+			return
+		}
+	}
+}
+
+// open decrypts an envelope: a sender-key message (after an 'S') in the
+// group scenario, else an SDK message of a pairwise session.
+func (d *device) open(ctx context.Context, e *mailbox.Envelope) ([]byte, error) {
+	if len(e.Ciphertext) > 0 && e.Ciphertext[0] == 'S' && d.skeys != nil {
+		return d.openGroup(e.Conversation, e.Sender, e.Ciphertext[1:])
+	}
+	var m client.Message
+	if err := m.UnmarshalBinary(e.Ciphertext); err != nil {
+		return nil, err
+	}
+	return d.sdk.Decrypt(ctx, e.Sender, &m)
+}
+
+// errRateLimited carries the server's Retry-After.
+type errRateLimited struct{ after time.Duration }
+
+func (e *errRateLimited) Error() string { return "rate limited" }
+
+// outgoing is one encrypted send, ready to post (and to post again with the
+// same client id after a 429).
+type outgoing struct {
+	body []byte
+}
+
+// seal encrypts pt once for each recipient device and builds the send.
+func (d *device) seal(to messaging.SendTo, recipients []string, pt []byte) (*outgoing, error) {
+	req := messaging.SendRequest{To: to, Class: "message",
+		ClientID: d.clientIDPrefix + strconv.FormatUint(d.sendSeq.Add(1), 10)}
+	for _, rcpt := range recipients {
+		m, err := d.sdk.Encrypt(rcpt, pt)
+		if err != nil {
+			return nil, err
+		}
+		wire, err := m.MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		req.Envelopes = append(req.Envelopes, messaging.SendEnvelope{DeviceID: rcpt,
+			Ciphertext: base64.StdEncoding.EncodeToString(wire)})
+	}
+	body, err := json.Marshal(&req)
+	if err != nil {
+		return nil, err
+	}
+	return &outgoing{body: body}, nil
+}
+
+func (d *device) writeFrame(ctx context.Context, b []byte) error {
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return d.ws.Write(wctx, websocket.MessageText, b)
+}
+
+func (d *device) answer(ref string, err error) {
+	d.pmu.Lock()
+	ch := d.pending[ref]
+	delete(d.pending, ref)
+	d.pmu.Unlock()
+	if ch != nil {
+		ch <- err
+	}
+}
+
+// postFrame sends o as a send frame on the stream and waits for its
+// "sent" or "send_failed" answer.
+func (d *device) postFrame(ctx context.Context, o *outgoing) error {
+	ref := "r" + strconv.FormatUint(d.sendSeq.Add(1), 10)
+	frame, err := json.Marshal(struct {
+		Type    string          `json:"type"`
+		Ref     string          `json:"ref"`
+		Request json.RawMessage `json:"request"`
+	}{"send", ref, o.body})
+	if err != nil {
+		return err
+	}
+	ch := make(chan error, 1)
+	d.pmu.Lock()
+	d.pending[ref] = ch
+	d.pmu.Unlock()
+	if err := d.writeFrame(ctx, frame); err != nil {
+		d.answer(ref, nil)
+		return err
+	}
+	t := time.NewTimer(60 * time.Second)
+	defer t.Stop()
+	select {
+	case err := <-ch:
+		return err
+	case <-t.C:
+		d.answer(ref, nil)
+		return errors.New("send: no answer on the stream in 60s")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// post sends it: POST /v1/messages with the device's session, or a send
+// frame on the stream.
+func (d *device) post(ctx context.Context, o *outgoing) error {
+	if d.wsSend {
+		return d.postFrame(ctx, o)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.base+"/v1/messages", bytes.NewReader(o.body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+d.token)
+	resp, err := d.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	switch resp.StatusCode {
+	case http.StatusCreated, http.StatusOK:
+		return nil
+	case http.StatusTooManyRequests:
+		s, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+		return &errRateLimited{after: time.Duration(max(s, 1)) * time.Second}
+	}
+	var p struct{ Type string }
+	json.Unmarshal(b, &p)
+	return fmt.Errorf("send: %d %s", resp.StatusCode, strings.TrimPrefix(p.Type, "urn:kanal:problem:"))
+}
+
+// sendOnce seals and posts pt, retrying after 429s until ctx ends.
+func (r *runner) sendOnce(ctx context.Context, d *device, to messaging.SendTo, recipients []string, pt []byte) error {
+	o, err := d.seal(to, recipients, pt)
+	if err != nil {
+		return err
+	}
+	return r.postRetry(ctx, d, o)
+}
+
+// postRetry posts o, again after each 429 once the server's Retry-After
+// has passed, until ctx ends.
+func (r *runner) postRetry(ctx context.Context, d *device, o *outgoing) error {
+	for {
+		err := d.post(ctx, o)
+		var rl *errRateLimited
+		if !errors.As(err, &rl) {
+			return err
+		}
+		r.errs.add("429 rate limited (retried)")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(rl.after):
+		}
+	}
+}

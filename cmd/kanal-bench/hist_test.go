@@ -1,0 +1,75 @@
+package main
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+)
+
+// Every value lands in a bucket whose bounds hold it, and the bucket's
+// width is at most 1/2^subBits of the value.
+func TestBucketBounds(t *testing.T) {
+	for _, v := range []int64{0, 1, 127, 128, 129, 255, 256, 1000, 4095, 4096, 123456, 1 << 30, 1<<maxBits - 1} {
+		i := bucketOf(v)
+		hi := upperOf(i)
+		lo := int64(0)
+		if i > 0 {
+			lo = upperOf(i-1) + 1
+		}
+		if v < lo || v > hi {
+			t.Fatalf("%d in bucket %d [%d, %d]", v, i, lo, hi)
+		}
+		if v >= 1<<subBits && float64(hi-lo+1) > float64(v)/float64(1<<subBits) {
+			t.Fatalf("bucket of %d is %d wide", v, hi-lo+1)
+		}
+	}
+	if bucketOf(1<<maxBits-1) != buckets-1 {
+		t.Fatalf("last bucket %d of %d", bucketOf(1<<maxBits-1), buckets)
+	}
+}
+
+// Quantiles agree with the exact ones of the recorded samples within the
+// bucket precision.
+func TestQuantiles(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	var h Histogram
+	var exact []int64
+	for range 100000 {
+		// A long tail: mostly a few ms, some up to seconds.
+		us := int64(r.ExpFloat64()*3000) + 200
+		if r.IntN(1000) == 0 {
+			us *= 300
+		}
+		h.Record(time.Duration(us) * time.Microsecond)
+		exact = append(exact, us)
+	}
+	slices.Sort(exact)
+	for _, q := range []float64{0.5, 0.9, 0.99, 0.999, 1} {
+		want := exact[int(q*float64(len(exact)))-1]
+		got := h.Quantile(q).Microseconds()
+		if got < want || float64(got-want) > float64(want)/float64(1<<subBits)+1 {
+			t.Errorf("q%v: got %dµs, exact %dµs", q, got, want)
+		}
+	}
+	if h.Max().Microseconds() != exact[len(exact)-1] || h.Count() != 100000 {
+		t.Fatalf("max %v count %d", h.Max(), h.Count())
+	}
+
+	var a, b Histogram
+	for i, v := range exact {
+		if i%2 == 0 {
+			a.Record(time.Duration(v) * time.Microsecond)
+		} else {
+			b.Record(time.Duration(v) * time.Microsecond)
+		}
+	}
+	a.Merge(&b)
+	if a.Quantile(0.99) != h.Quantile(0.99) || a.Count() != h.Count() {
+		t.Fatalf("merged p99 %v, want %v", a.Quantile(0.99), h.Quantile(0.99))
+	}
+	var empty Histogram
+	if empty.Quantile(0.99) != 0 || empty.Mean() != 0 {
+		t.Fatal("empty histogram reports values")
+	}
+}

@@ -1,0 +1,228 @@
+// Command kanal-bench is kanal's load generator: it drives a kanald — one
+// it starts itself (embedded SQLite, or PostgreSQL and NATS, one node or
+// several) or one already running — with simulated devices that speak the
+// real protocol through the SDK: sign-up, enrolment, prekeys, PQXDH and
+// Double Ratchet encryption, POST /v1/messages and the /v1/stream
+// websocket. It reports delivered envelopes per second, send→deliver
+// latency percentiles from a log-bucketed histogram, errors, and the
+// server's RSS and CPU from /proc, as a table, JSON, and an SVG plot.
+//
+// For comparison it can drive the same direct workload against raw NATS
+// core pub/sub (-peer nats) and an XMPP server such as Prosody (-peer xmpp);
+// bench/compare.sh runs all three side by side.
+//
+// Traffic goes to loopback addresses only.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kanal-bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// options are kanal-bench's flags.
+type options struct {
+	scenario     string
+	peer         string
+	transport    string
+	devices      int
+	rate         float64
+	duration     time.Duration
+	size         int
+	nodes        int
+	agents       int
+	groupSize    int
+	groupSenders int
+
+	url              string
+	mailDir          string
+	pid              int
+	kanald           string
+	databaseURL      string
+	natsURL          string
+	peerURL          string
+	xmppDomain       string
+	sources          int
+	provisionWorkers int
+	jsonOut          bool
+	plot             string
+	drain            time.Duration
+	progress         io.Writer // nil: no progress line
+}
+
+func parseOptions(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("kanal-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.scenario, "scenario", "direct", "direct, office, connections, broadcast or group")
+	fs.StringVar(&o.peer, "peer", "kanal", "system under test: kanal, nats (raw NATS core pub/sub) or xmpp (an XMPP server); the peers run the direct scenario")
+	fs.StringVar(&o.transport, "transport", "http", "how devices send: http (POST /v1/messages) or ws (send frames on the stream they read)")
+	fs.IntVar(&o.devices, "devices", 0, "simulated devices (default: direct 200, office 200 citizens, connections 1000, broadcast 500, group 200)")
+	fs.Float64Var(&o.rate, "rate", 5, "sends per second per sending device; 0: as fast as each device can (closed loop). kanald allows 600 sends/min per device")
+	fs.DurationVar(&o.duration, "duration", 20*time.Second, "length of the measured phase")
+	fs.IntVar(&o.size, "size", 256, "plaintext bytes per message (before encryption)")
+	fs.IntVar(&o.nodes, "nodes", 1, "kanald nodes to start (more than one needs -database-url and -nats-url)")
+	fs.IntVar(&o.agents, "agents", 10, "office scenario: agents of the organisation")
+	fs.IntVar(&o.groupSize, "group-size", 50, "group scenario: members per group")
+	fs.IntVar(&o.groupSenders, "group-senders", 5, "group scenario: members of each group who send (each distributes a sender key)")
+	fs.StringVar(&o.url, "url", "", "drive a running kanald at this http://127.0.0.x:port instead of starting one (needs -mail-dir)")
+	fs.StringVar(&o.mailDir, "mail-dir", "", "with -url: the running kanald's <data-dir>/mail, where sign-up codes are read")
+	fs.IntVar(&o.pid, "pid", 0, "with -url or a peer: the server's process id, for RSS and CPU")
+	fs.StringVar(&o.kanald, "kanald", "", "kanald binary to start (default: go build ./cmd/kanald, else kanald on PATH)")
+	fs.StringVar(&o.databaseURL, "database-url", "", "start kanald on this postgres:// URL (a fresh schema per run) instead of SQLite")
+	fs.StringVar(&o.natsURL, "nats-url", "", "start kanald with this external NATS instead of the in-process one")
+	fs.StringVar(&o.peerURL, "peer-url", "", "peer address: nats://127.0.0.1:4222 for nats, 127.0.0.1:5222 for xmpp")
+	fs.StringVar(&o.xmppDomain, "xmpp-domain", "localhost", "xmpp: the server's domain")
+	fs.IntVar(&o.sources, "sources", 0, "loopback source addresses 127.0.0.1..N to spread connections over (default: one per 20,000 devices)")
+	fs.IntVar(&o.provisionWorkers, "provision-workers", 8, "concurrent device sign-ups")
+	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON instead of a table")
+	fs.StringVar(&o.plot, "plot", "", "write an SVG of latency over time to this file")
+	fs.DurationVar(&o.drain, "drain", 15*time.Second, "how long to wait for in-flight deliveries after the measured phase")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	switch o.scenario {
+	case "direct", "office", "connections", "broadcast", "group":
+	default:
+		return nil, fmt.Errorf("-scenario %q: want direct, office, connections, broadcast or group", o.scenario)
+	}
+	if o.transport != "http" && o.transport != "ws" {
+		return nil, fmt.Errorf("-transport %q: want http or ws", o.transport)
+	}
+	switch o.peer {
+	case "kanal":
+	case "nats", "xmpp":
+		if o.scenario != "direct" {
+			return nil, fmt.Errorf("-peer %s runs the direct scenario only", o.peer)
+		}
+	default:
+		return nil, fmt.Errorf("-peer %q: want kanal, nats or xmpp", o.peer)
+	}
+	if o.devices == 0 {
+		o.devices = map[string]int{"direct": 200, "office": 200, "connections": 1000, "broadcast": 500, "group": 200}[o.scenario]
+	}
+	// Bounded in count and time, whatever the flags say.
+	switch {
+	case o.devices < 2 || o.devices > 200000:
+		return nil, errors.New("-devices: 2..200000")
+	case o.duration <= 0 || o.duration > time.Hour:
+		return nil, errors.New("-duration: up to 1h")
+	case o.rate < 0 || o.rate > 10000:
+		return nil, errors.New("-rate: 0..10000 per device")
+	case o.size < payloadHead || o.size > 32<<10:
+		return nil, fmt.Errorf("-size: %d..%d bytes", payloadHead, 32<<10)
+	case o.nodes < 1 || o.nodes > 8:
+		return nil, errors.New("-nodes: 1..8")
+	case o.agents < 1 || o.agents > 100:
+		return nil, errors.New("-agents: 1..100")
+	case o.groupSize < 2 || o.groupSize > 100:
+		return nil, errors.New("-group-size: 2..100 (kanal's MaxGroupMembers)")
+	case o.groupSenders < 1 || o.groupSenders > o.groupSize || o.groupSenders > 25:
+		return nil, errors.New("-group-senders: 1..25 and at most -group-size")
+	case o.scenario == "group" && o.devices < o.groupSize:
+		return nil, errors.New("-devices: at least -group-size for the group scenario")
+	case o.sources < 0 || o.sources > 250:
+		return nil, errors.New("-sources: 0..250")
+	}
+	if o.scenario == "direct" && o.devices%2 == 1 {
+		o.devices++ // pairs
+	}
+	if o.sources == 0 {
+		o.sources = 1 + o.devices/20000
+	}
+	for _, u := range []string{o.url, o.peerURL} {
+		if u != "" && !loopback(u) {
+			return nil, fmt.Errorf("%s: kanal-bench sends traffic to loopback addresses only", u)
+		}
+	}
+	if o.nodes > 1 && (o.databaseURL == "" || o.natsURL == "") {
+		return nil, errors.New("-nodes > 1 needs -database-url and -nats-url (nodes share the database and the bus)")
+	}
+	if o.url != "" && o.mailDir == "" && o.peer == "kanal" {
+		return nil, errors.New("-url needs -mail-dir (the running kanald's <data-dir>/mail, for sign-up codes)")
+	}
+	return o, nil
+}
+
+// loopback reports whether an address (URL or host:port) names 127.0.0.0/8
+// or localhost.
+func loopback(addr string) bool {
+	host := addr
+	if u, err := url.Parse(addr); err == nil && u.Host != "" {
+		host = u.Hostname()
+	} else if i := strings.LastIndexByte(addr, ':'); i > 0 {
+		host = addr[:i]
+	}
+	return host == "localhost" || strings.HasPrefix(host, "127.")
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "-summarize" {
+		return summarize(stdout, args[1:])
+	}
+	o, err := parseOptions(args, stderr)
+	if err != nil {
+		return err
+	}
+	if f, ok := stderr.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			o.progress = stderr
+		}
+	}
+	raiseFileLimit(stderr)
+	res, err := bench(ctx, o, stderr)
+	if err != nil {
+		return err
+	}
+	if o.plot != "" {
+		if err := os.WriteFile(o.plot, plotSVG(res), 0o644); err != nil {
+			return fmt.Errorf("-plot: %w", err)
+		}
+	}
+	if o.jsonOut {
+		return writeJSON(stdout, res)
+	}
+	writeTable(stdout, res)
+	return nil
+}
+
+// raiseFileLimit lifts the soft limit on open files to the hard one (and
+// the hard one too when allowed): every simulated device holds a socket,
+// and a kanald child inherits the limit for its side of each.
+func raiseFileLimit(stderr io.Writer) {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return
+	}
+	want := syscall.Rlimit{Cur: max(l.Max, 1<<20), Max: max(l.Max, 1<<20)}
+	if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want) == nil {
+		return
+	}
+	if l.Cur < l.Max {
+		l.Cur = l.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+			fmt.Fprintf(stderr, "kanal-bench: raise the open-files limit: %v\n", err)
+		}
+	}
+}

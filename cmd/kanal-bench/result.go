@@ -1,0 +1,253 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+)
+
+// result is one run's figures; -json prints it as is.
+type result struct {
+	Scenario      string  `json:"scenario"`
+	Peer          string  `json:"peer"`
+	Engine        string  `json:"engine"`
+	Nodes         int     `json:"nodes"`
+	Devices       int     `json:"devices"`
+	RatePerDevice float64 `json:"rate_per_device"`
+	SizeBytes     int     `json:"size_bytes"`
+	Started       string  `json:"started"`
+	LoadBefore    string  `json:"load_before"`
+	LoadAfter     string  `json:"load_after"`
+
+	DurationS     float64           `json:"duration_s"`
+	Sent          uint64            `json:"sent"`
+	Expected      uint64            `json:"expected"`
+	Delivered     uint64            `json:"delivered"`
+	EnvelopesPerS float64           `json:"delivered_per_s"`
+	SendsPerS     float64           `json:"sends_per_s"`
+	Latency       latencyStats      `json:"latency_ms"`
+	Errors        map[string]uint64 `json:"errors"`
+	Server        *serverStats      `json:"server,omitempty"`
+	BenchCPUCores float64           `json:"bench_cpu_cores"` // the load generator's own CPU
+
+	Connections    int     `json:"connections,omitempty"`
+	OpenFilesLimit int64   `json:"open_files_limit,omitempty"` // of kanal-bench and its kanald children
+	ConnectS       float64 `json:"connect_s,omitempty"`
+	BroadcastS     float64 `json:"broadcast_s,omitempty"`
+
+	Provisioning []provisionStats `json:"provisioning,omitempty"`
+	Series       []SeriesPoint    `json:"series,omitempty"`
+}
+
+type latencyStats struct {
+	P50  float64 `json:"p50"`
+	P90  float64 `json:"p90"`
+	P99  float64 `json:"p99"`
+	P999 float64 `json:"p99_9"`
+	Max  float64 `json:"max"`
+	Mean float64 `json:"mean"`
+}
+
+type serverStats struct {
+	RSSMiB     float64 `json:"rss_mib"`
+	PeakRSSMiB float64 `json:"peak_rss_mib"`
+	BaseRSSMiB float64 `json:"base_rss_mib,omitempty"` // connections: before connecting
+	KiBPerConn float64 `json:"kib_per_connection,omitempty"`
+	CPUSeconds float64 `json:"cpu_s"`
+	CPUCores   float64 `json:"cpu_cores"` // CPU seconds per second of the measured phase
+	// CPUPerEnvelope is server CPU time per delivered envelope: unlike
+	// envelopes per second, it does not depend on how much of the shared
+	// machine the server got.
+	CPUPerEnvelopeUS float64 `json:"cpu_per_envelope_us,omitempty"`
+}
+
+func writeJSON(w io.Writer, res *result) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(res)
+}
+
+func writeTable(w io.Writer, res *result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, format string, a ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, a...)) }
+	row("scenario", "%s (%s, %s)", res.Scenario, res.Peer, res.Engine)
+	switch res.Scenario {
+	case "connections":
+		row("devices", "%d, %d node(s), idle", res.Devices, max(res.Nodes, 1))
+	case "broadcast":
+		row("devices", "%d, %d node(s), %d-byte messages, one council device sending to each (32 sends in flight)", res.Devices, max(res.Nodes, 1), res.SizeBytes)
+	default:
+		row("devices", "%d, %d node(s), %d-byte messages, rate %s", res.Devices, max(res.Nodes, 1), res.SizeBytes, rateText(res.RatePerDevice))
+	}
+	for _, p := range res.Provisioning {
+		row("provisioning", "%d devices in %.1fs (%.0f/s)", p.Devices, p.TookS, p.PerSecond)
+	}
+	if res.Scenario == "connections" {
+		row("connections", "%d open and synced in %.1fs, held %.0fs (open-files limit %d)", res.Connections, res.ConnectS, res.DurationS, res.OpenFilesLimit)
+	} else {
+		row("sent", "%d sends (%.0f/s), %d envelopes", res.Sent, res.SendsPerS, res.Expected)
+		what := "envelopes received and decrypted"
+		if res.Peer != "kanal" {
+			what = "messages received"
+		}
+		row("delivered", "%d %s, %.0f/s over %.1fs", res.Delivered, what, res.EnvelopesPerS, res.DurationS)
+		l := res.Latency
+		row("send→deliver", "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms", l.P50, l.P90, l.P99, l.P999, l.Max)
+	}
+	if res.BroadcastS > 0 {
+		row("broadcast", "%d devices reached in %.2fs", res.Delivered, res.BroadcastS)
+	}
+	if len(res.Errors) == 0 {
+		row("errors", "0")
+	} else {
+		keys := make([]string, 0, len(res.Errors))
+		for k := range res.Errors {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			row("errors", "%d  %s", res.Errors[k], k)
+		}
+	}
+	if s := res.Server; s != nil {
+		row("server rss", "%.0f MiB (peak %.0f MiB)", s.RSSMiB, s.PeakRSSMiB)
+		if s.KiBPerConn > 0 {
+			row("per connection", "%.1f KiB (from %.0f MiB before connecting)", s.KiBPerConn, s.BaseRSSMiB)
+		}
+		row("server cpu", "%.1f s, %.2f cores", s.CPUSeconds, s.CPUCores)
+		if s.CPUPerEnvelopeUS > 0 {
+			row("cpu per envelope", "%.0f µs of server CPU per delivered envelope", s.CPUPerEnvelopeUS)
+		}
+	}
+	if res.BenchCPUCores > 0 {
+		row("kanal-bench cpu", "%.2f cores (the load generator itself)", res.BenchCPUCores)
+	}
+	row("load average", "%s before, %s after (2 cores, shared with the load generator)", res.LoadBefore, res.LoadAfter)
+	tw.Flush()
+}
+
+func rateText(r float64) string {
+	if r == 0 {
+		return "unlimited (closed loop)"
+	}
+	return fmt.Sprintf("%g/s per sending device", r)
+}
+
+// plotSVG draws p50, p99 and max latency per second of the measured phase,
+// on a log scale, as a self-contained SVG.
+func plotSVG(res *result) []byte {
+	const W, H, left, right, top, bottom = 800, 400, 70, 20, 40, 50
+	pw, ph := float64(W-left-right), float64(H-top-bottom)
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", W, H)
+	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", W, H)
+	fmt.Fprintf(&b, `<text x="%d" y="20" font-size="14">kanal-bench %s (%s, %s): send→deliver latency per second</text>`+"\n",
+		left, esc(res.Scenario), esc(res.Peer), esc(res.Engine))
+	pts := res.Series
+	lo, hi := 0.1, 1.0
+	tmax := 1.0
+	for _, p := range pts {
+		hi = math.Max(hi, p.Max)
+		tmax = math.Max(tmax, p.T)
+	}
+	hi = math.Pow(10, math.Ceil(math.Log10(hi)))
+	y := func(v float64) float64 {
+		v = math.Max(v, lo)
+		return float64(top) + ph*(1-(math.Log10(v)-math.Log10(lo))/(math.Log10(hi)-math.Log10(lo)))
+	}
+	x := func(t float64) float64 { return float64(left) + pw*t/tmax }
+	for v := lo; v <= hi*1.001; v *= 10 {
+		fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/><text x="%d" y="%.1f" text-anchor="end">%g ms</text>`+"\n",
+			left, W-right, y(v), y(v), left-5, y(v)+4, v)
+	}
+	for t := 0.0; t <= tmax; t += math.Max(1, math.Ceil(tmax/10)) {
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%gs</text>`+"\n", x(t), H-bottom+18, t)
+	}
+	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.0f" height="%.0f" fill="none" stroke="#888"/>`+"\n", left, top, pw, ph)
+	line := func(color, name string, f func(SeriesPoint) float64, row int) {
+		var path strings.Builder
+		for _, p := range pts {
+			if p.Count == 0 {
+				continue
+			}
+			if path.Len() == 0 {
+				path.WriteString("M")
+			} else {
+				path.WriteString(" L")
+			}
+			fmt.Fprintf(&path, "%.1f %.1f", x(p.T), y(f(p)))
+		}
+		fmt.Fprintf(&b, `<path d="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", path.String(), color)
+		fmt.Fprintf(&b, `<text x="%d" y="%d" fill="%s">%s</text>`+"\n", left+10+row*80, H-12, color, name)
+	}
+	line("#1f77b4", "p50", func(p SeriesPoint) float64 { return p.P50 }, 0)
+	line("#d62728", "p99", func(p SeriesPoint) float64 { return p.P99 }, 1)
+	line("#999999", "max", func(p SeriesPoint) float64 { return p.Max }, 2)
+	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end">%.0f envelopes/s, p99 %.1f ms</text>`+"\n", W-right, H-12, res.EnvelopesPerS, res.Latency.P99)
+	b.WriteString("</svg>\n")
+	return []byte(b.String())
+}
+
+func esc(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;").Replace(s)
+}
+
+// guarantees says what each system under test promises for a message.
+func guarantees(peer string) string {
+	switch peer {
+	case "kanal":
+		return "stored durably before the send is answered (fsync on SQLite, commit on PostgreSQL); end-to-end encrypted (PQXDH + Double Ratchet); devices hold CA certificates"
+	case "nats":
+		return "none: no persistence (a message to a disconnected device is lost), no encryption, no device identity"
+	case "xmpp":
+		return "archived (mod_mam) and stored for offline users in files, without fsync; no end-to-end encryption; password login"
+	}
+	return ""
+}
+
+// summarize prints -json results side by side as a Markdown table
+// (-summarize FILE...), for bench/compare.sh and docs/benchmarks.md.
+func summarize(w io.Writer, files []string) error {
+	if len(files) == 0 {
+		return fmt.Errorf("-summarize: name the -json result files")
+	}
+	fmt.Fprintln(w, "| system | delivered/s | p50 | p90 | p99 | p99.9 | errors | server CPU (cores) | CPU per message | server RSS | load before → after | guarantees |")
+	fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		var r result
+		if err := json.Unmarshal(b, &r); err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+		var errs uint64
+		for _, n := range r.Errors {
+			errs += n
+		}
+		cpu, per, rss := "–", "–", "–"
+		if r.Server != nil && r.Server.PeakRSSMiB > 0 {
+			cpu = fmt.Sprintf("%.2f", r.Server.CPUCores)
+			per = fmt.Sprintf("%.0f µs", r.Server.CPUPerEnvelopeUS)
+			rss = fmt.Sprintf("%.0f MiB", r.Server.PeakRSSMiB)
+		}
+		name := r.Peer
+		if r.Peer == "kanal" {
+			name = "kanal (" + r.Engine + ")"
+		} else if r.Peer == "xmpp" {
+			name = "Prosody (XMPP)"
+		} else if r.Peer == "nats" {
+			name = "NATS core"
+		}
+		l := r.Latency
+		fmt.Fprintf(w, "| %s | %.0f | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %d | %s | %s | %s | %s → %s | %s |\n",
+			name, r.EnvelopesPerS, l.P50, l.P90, l.P99, l.P999, errs, cpu, per, rss, r.LoadBefore, r.LoadAfter, guarantees(r.Peer))
+	}
+	return nil
+}

@@ -1,0 +1,570 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kanal-server/kanal/identity/keystore"
+	mclient "github.com/kanal-server/kanal/messaging/client"
+	"github.com/kanal-server/kanal/messaging/kind"
+)
+
+// The chat commands. What this device receives is kept, decrypted, in
+// its encrypted key store (the last historyLimit messages), so "kanal
+// conversations" and "kanal chat" can show what came before; the server
+// forgets an envelope once this device has acknowledged it.
+
+// chatOpts are the flags of the chat commands.
+type chatOpts struct {
+	org  string // speak as this organisation (agents)
+	wait time.Duration
+}
+
+func chatCommands() []*command {
+	var co chatOpts
+	peerHelp := `The other side is an account id (acc_…) for a direct chat, an
+organisation id (org_…) to write to an office's or merchant's shared inbox,
+or a group id (g_…). An agent answers a citizen as the organisation with
+--org ORG and the citizen's account id.`
+	orgFlag := func(fs *flag.FlagSet, o *opts) {
+		fs.StringVar(&co.org, "org", "", "answer as this `organisation` (you must be one of its agents)")
+	}
+	return []*command{
+		{
+			name: "chat", args: "[--org ORG] <account|org|group>", nargs: 1,
+			summary: "chat interactively: type a line to send it, /quit to leave",
+			help: `Shows the conversation's recent messages, then every new message as it
+arrives, and sends each line you type. Messages you read get a read receipt;
+receipts for yours show as ✓ (delivered) and ✓✓ (read). Type /quit or press
+Ctrl-D to leave.
+
+` + peerHelp,
+			flags: orgFlag,
+			run:   func(ctx context.Context, c *cli, o *opts, args []string) error { return chat(ctx, c, o, &co, args[0]) },
+		},
+		{
+			name: "send", args: "[--org ORG] <account|org|group> <text>", nargs: 2,
+			summary: "send one text message",
+			help:    "Encrypts the text for every device of the conversation and sends it.\n\n" + peerHelp,
+			flags:   orgFlag,
+			run:     func(ctx context.Context, c *cli, o *opts, args []string) error { return chatSend(ctx, c, o, &co, args) },
+		},
+		{
+			name: "inbox", args: "[--wait DURATION]", nargs: 0,
+			summary: "fetch and print the messages waiting for this device",
+			help: `Connects, prints every message that arrived since the last time, keeps
+them in the key store, sends delivery receipts, and exits. With --wait it
+stays that long for more.`,
+			flags: func(fs *flag.FlagSet, o *opts) {
+				fs.DurationVar(&co.wait, "wait", 0, "keep listening this long after the backlog")
+			},
+			run: func(ctx context.Context, c *cli, o *opts, _ []string) error { return inbox(ctx, c, o, &co) },
+		},
+		{
+			name: "conversations", nargs: 0,
+			summary: "list conversations with their newest message (fetches the inbox first)",
+			run:     func(ctx context.Context, c *cli, o *opts, _ []string) error { return conversations(ctx, c, o) },
+		},
+	}
+}
+
+// parsePeer reads the other side of a conversation.
+func parsePeer(s, org string) (mclient.Peer, error) {
+	switch {
+	case strings.HasPrefix(s, "g_") && org == "":
+		return mclient.Peer{GroupID: s}, nil
+	case strings.HasPrefix(s, "org_") && org == "":
+		return mclient.Peer{OrgID: s}, nil
+	case strings.HasPrefix(s, "acc_"):
+		return mclient.Peer{AccountID: s, OrgID: org}, nil
+	case org != "":
+		return mclient.Peer{}, fmt.Errorf("--org answers a citizen: give their account id (acc_…), not %q", s)
+	default:
+		return mclient.Peer{}, fmt.Errorf("%q is not an account (acc_…), organisation (org_…) or group (g_…) id", s)
+	}
+}
+
+// peerString is p as parsePeer reads it, and the organisation an agent
+// answers for.
+func peerString(p mclient.Peer) (peer, org string) {
+	switch {
+	case p.GroupID != "":
+		return p.GroupID, ""
+	case p.OrgID != "" && p.AccountID != "":
+		return p.AccountID, p.OrgID
+	case p.OrgID != "":
+		return p.OrgID, ""
+	default:
+		return p.AccountID, ""
+	}
+}
+
+// entry is one message in the local history.
+type entry struct {
+	ID           string    `json:"id"`
+	Conversation string    `json:"conv"`
+	Reply        string    `json:"reply"` // the peer an answer goes to, as parsePeer reads it
+	ReplyOrg     string    `json:"reply_org,omitempty"`
+	From         string    `json:"from"` // account, "me", or "kanal"
+	Org          string    `json:"org,omitempty"`
+	Kind         string    `json:"kind"`
+	Text         string    `json:"text"`
+	At           time.Time `json:"at"`
+	Status       string    `json:"status,omitempty"` // for my messages: sent, delivered, read
+}
+
+const (
+	historyName  = "cli/history"
+	historyLimit = 1000
+)
+
+// history is the local message history, kept in the key store.
+type history struct {
+	mu      sync.Mutex
+	store   mclient.Store
+	entries []entry
+}
+
+func loadHistory(s mclient.Store) (*history, error) {
+	h := &history{store: s}
+	b, err := s.Get(historyName)
+	if errors.Is(err, mclient.ErrNotFound) {
+		return h, nil
+	} else if err != nil {
+		return nil, err
+	}
+	return h, json.Unmarshal(b, &h.entries)
+}
+
+func (h *history) add(e entry) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, x := range h.entries {
+		if x.ID == e.ID && x.From == e.From {
+			return nil
+		}
+	}
+	h.entries = append(h.entries, e)
+	if len(h.entries) > historyLimit {
+		h.entries = h.entries[len(h.entries)-historyLimit:]
+	}
+	return h.save()
+}
+
+func (h *history) save() error {
+	b, err := json.Marshal(h.entries)
+	if err != nil {
+		return err
+	}
+	return h.store.Put(historyName, b)
+}
+
+// mark records a receipt for one of my messages; read wins over delivered.
+func (h *history) mark(ids []string, status string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	changed := false
+	for i := range h.entries {
+		e := &h.entries[i]
+		if e.From == "me" && contains(ids, e.ID) && e.Status != "read" && e.Status != status {
+			e.Status, changed = status, true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	return h.save()
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if x == y {
+			return true
+		}
+	}
+	return false
+}
+
+// summary is one line for any kind of message.
+func summary(m *kind.Message) string {
+	switch b := m.Body.(type) {
+	case *kind.TextBody:
+		return b.Text
+	case *kind.ReceiptBody:
+		return b.Status + " " + strings.Join(b.IDs, ",")
+	case *kind.GroupChangeBody:
+		switch b.Op {
+		case "created":
+			return b.By + " created the group"
+		case "added":
+			return b.By + " added " + b.AccountID + " as " + b.Role
+		case "removed":
+			return b.By + " removed " + b.AccountID
+		case "left":
+			return b.AccountID + " left"
+		default:
+			return b.By + " made " + b.AccountID + " " + b.Role
+		}
+	case *kind.PaymentRequestBody:
+		s := fmt.Sprintf("payment request %s: %d.%02d %s to %s, reference %s", b.RequestID, b.AmountCents/100, b.AmountCents%100, b.Currency, b.Creditor, b.Reference)
+		if b.Purpose != "" {
+			s += " (" + b.Purpose + ")"
+		}
+		return s
+	case *kind.PaymentStatusBody:
+		return "payment " + b.RequestID + " " + b.Status
+	case *kind.SurveyInviteBody:
+		return "survey invitation: " + b.Title + " (" + b.SurveyID + ")"
+	case *kind.PollBody:
+		return "poll " + b.Op + " " + b.PollID + " " + b.Question
+	case *kind.OfferBody:
+		return "offer " + b.OfferID
+	case *kind.ContractBody:
+		return "contract " + b.ContractID
+	default:
+		return "[" + string(m.Kind) + "]"
+	}
+}
+
+func entryOf(in *mclient.Incoming) entry {
+	e := entry{ID: in.Message.ID, Conversation: in.Conversation, From: in.SenderAccount, Kind: string(in.Message.Kind),
+		Text: summary(in.Message), At: in.ServerTime}
+	if in.FromServer {
+		e.From = "kanal"
+	}
+	if in.Org != nil {
+		e.Org = in.Org.OrgName
+	}
+	e.Reply, e.ReplyOrg = peerString(in.Reply)
+	return e
+}
+
+func (e entry) line(me string) string {
+	who := e.From
+	switch {
+	case e.From == me:
+		who = "me (other device)"
+	case e.Org != "":
+		who = e.Org + " (" + e.From + ")"
+	}
+	mark := ""
+	switch e.Status {
+	case "delivered":
+		mark = " ✓"
+	case "read":
+		mark = " ✓✓"
+	}
+	return fmt.Sprintf("[%s] %s: %s%s", e.At.Local().Format("15:04"), who, e.Text, mark)
+}
+
+// chatSession is an open chat: the key store, the E2E client and the history.
+type chatSession struct {
+	st   *keystore.Store
+	mc   *mclient.Client
+	hist *history
+}
+
+func (c *cli) openChat(ctx context.Context, o *opts) (*chatSession, error) {
+	st, _, err := c.openSession(ctx, o) // refreshes the session if needed
+	if err != nil {
+		return nil, err
+	}
+	mc, err := c.messenger(ctx, o, st)
+	if err != nil {
+		return nil, err
+	}
+	h, err := loadHistory(mclient.NewKeystoreStore(st))
+	if err != nil {
+		return nil, err
+	}
+	return &chatSession{st: st, mc: mc, hist: h}, nil
+}
+
+// take records what arrived: receipts update my messages, everything
+// else goes into the history. It returns the entry to show, if any.
+func (s *chatSession) take(in *mclient.Incoming) (*entry, error) {
+	if rb, ok := in.Message.Body.(*kind.ReceiptBody); ok {
+		return nil, s.hist.mark(rb.IDs, rb.Status)
+	}
+	e := entryOf(in)
+	if in.SenderAccount == s.st.Data.AccountID && !in.FromServer {
+		e.From = "me"
+	}
+	return &e, s.hist.add(e)
+}
+
+func (s *chatSession) sendText(ctx context.Context, c *cli, to mclient.Peer, text string, via *mclient.Stream) error {
+	m, err := kind.New("cli-"+newKey(), c.now(), &kind.TextBody{Text: text})
+	if err != nil {
+		return err
+	}
+	if via != nil {
+		_, err = via.Send(ctx, to, m)
+	} else {
+		_, err = s.mc.Send(ctx, to, m)
+	}
+	if err != nil {
+		return err
+	}
+	conv, _ := s.mc.ConversationID(to)
+	reply, org := peerString(to)
+	return s.hist.add(entry{ID: m.ID, Conversation: conv, Reply: reply, ReplyOrg: org, From: "me", Kind: string(kind.Text), Text: text, At: c.now(), Status: "sent"})
+}
+
+func chatSend(ctx context.Context, c *cli, o *opts, co *chatOpts, args []string) error {
+	to, err := parsePeer(args[0], co.org)
+	if err != nil {
+		return &usageError{cmd: "send", msg: err.Error()}
+	}
+	s, err := c.openChat(ctx, o)
+	if err != nil {
+		return err
+	}
+	if err := s.sendText(ctx, c, to, args[1], nil); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.stdout, "sent")
+	return nil
+}
+
+// fetch reads the backlog (and, with wait, what arrives for that long),
+// records it and sends delivery receipts. show is called for each new
+// entry.
+func (s *chatSession) fetch(ctx context.Context, c *cli, wait time.Duration, show func(entry)) error {
+	st, err := s.mc.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	handle := func(in *mclient.Incoming) error {
+		e, err := s.take(in)
+		if err != nil || e == nil {
+			return err
+		}
+		show(*e)
+		if err := st.Receipt(ctx, in, "delivered"); err != nil {
+			fmt.Fprintf(c.stderr, "receipt to %s not sent: %v\n", in.SenderAccount, err)
+		}
+		return nil
+	}
+	got, bad, err := st.Backlog(ctx)
+	for _, b := range bad {
+		fmt.Fprintf(c.stderr, "unreadable message: %v\n", b)
+	}
+	if err != nil {
+		return err
+	}
+	for _, in := range got {
+		if err := handle(in); err != nil {
+			return err
+		}
+	}
+	if wait > 0 {
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		for {
+			in, err := st.Receive(wctx)
+			var re *mclient.ReceiveError
+			switch {
+			case errors.As(err, &re):
+				fmt.Fprintf(c.stderr, "unreadable message: %v\n", err)
+				continue
+			case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+				return st.Ack(ctx)
+			case err != nil:
+				return err
+			}
+			if err := handle(in); err != nil {
+				return err
+			}
+		}
+	}
+	return st.Ack(ctx)
+}
+
+func inbox(ctx context.Context, c *cli, o *opts, co *chatOpts) error {
+	s, err := c.openChat(ctx, o)
+	if err != nil {
+		return err
+	}
+	n := 0
+	err = s.fetch(ctx, c, co.wait, func(e entry) {
+		n++
+		fmt.Fprintf(c.stdout, "%s  %s\n", e.Reply, e.line(s.st.Data.AccountID))
+	})
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		fmt.Fprintln(c.stdout, "no new messages")
+	}
+	return nil
+}
+
+func conversations(ctx context.Context, c *cli, o *opts) error {
+	s, err := c.openChat(ctx, o)
+	if err != nil {
+		return err
+	}
+	if err := s.fetch(ctx, c, 0, func(entry) {}); err != nil {
+		return err
+	}
+	type conv struct {
+		last  entry
+		count int
+	}
+	byConv := map[string]*conv{}
+	for _, e := range s.hist.entries {
+		x := byConv[e.Conversation]
+		if x == nil {
+			x = &conv{}
+			byConv[e.Conversation] = x
+		}
+		x.count++
+		if x.last.ID == "" || !e.At.Before(x.last.At) {
+			x.last = e
+		}
+	}
+	if len(byConv) == 0 {
+		fmt.Fprintln(c.stdout, "no conversations yet")
+		return nil
+	}
+	list := make([]*conv, 0, len(byConv))
+	for _, x := range byConv {
+		list = append(list, x)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].last.At.After(list[j].last.At) })
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WITH\tMESSAGES\tNEWEST")
+	for _, x := range list {
+		with := x.last.Reply
+		if x.last.ReplyOrg != "" {
+			with = x.last.Reply + " (as " + x.last.ReplyOrg + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", with, x.count, x.last.line(s.st.Data.AccountID))
+	}
+	return tw.Flush()
+}
+
+// chat is the interactive chat with one peer.
+func chat(ctx context.Context, c *cli, o *opts, co *chatOpts, peer string) error {
+	to, err := parsePeer(peer, co.org)
+	if err != nil {
+		return &usageError{cmd: "chat", msg: err.Error()}
+	}
+	s, err := c.openChat(ctx, o)
+	if err != nil {
+		return err
+	}
+	conv, err := s.mc.ConversationID(to)
+	if err != nil {
+		return err
+	}
+	st, err := s.mc.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	var out sync.Mutex
+	say := func(format string, args ...any) {
+		out.Lock()
+		defer out.Unlock()
+		fmt.Fprintf(c.stdout, format, args...)
+	}
+	me := s.st.Data.AccountID
+	say("chat with %s — type a message and press Enter; /quit to leave\n", to)
+	for _, e := range s.hist.entries {
+		if e.Conversation == conv {
+			say("%s\n", e.line(me))
+		}
+	}
+
+	// Incoming messages are printed as they arrive; those of this
+	// conversation are read at once and get a read receipt.
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			in, err := st.Receive(ctx)
+			var re *mclient.ReceiveError
+			switch {
+			case errors.As(err, &re):
+				say("(unreadable message from %s: %v)\n", re.SenderDevice, re.Err)
+				continue
+			case err != nil:
+				recvErr <- err
+				return
+			}
+			rb, isReceipt := in.Message.Body.(*kind.ReceiptBody)
+			e, err := s.take(in)
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			switch {
+			case isReceipt && in.Conversation == conv:
+				mark := "✓"
+				if rb.Status == "read" {
+					mark = "✓✓"
+				}
+				say("  %s %s\n", mark, rb.Status)
+			case e == nil:
+			case in.Conversation == conv:
+				say("%s\n", e.line(me))
+				if err := st.Receipt(ctx, in, "read"); err != nil {
+					say("(read receipt not sent: %v)\n", err)
+				}
+			default:
+				say("(new message from %s in another conversation: kanal chat %s)\n", e.From, e.Reply)
+				if err := st.Receipt(ctx, in, "delivered"); err != nil {
+					say("(receipt not sent: %v)\n", err)
+				}
+			}
+		}
+	}()
+
+	lines := make(chan string)
+	readErr := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(c.stdin)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		readErr <- sc.Err()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return st.Ack(context.Background())
+		case err := <-recvErr:
+			return fmt.Errorf("connection lost: %w", err)
+		case err := <-readErr:
+			if err != nil && !errors.Is(err, io.EOF) {
+				return err
+			}
+			return st.Ack(ctx)
+		case line := <-lines:
+			line = strings.TrimSpace(line)
+			switch {
+			case line == "":
+			case line == "/quit":
+				return st.Ack(ctx)
+			default:
+				if err := s.sendText(ctx, c, to, line, st); err != nil {
+					say("(not sent: %v)\n", err)
+					continue
+				}
+				say("[%s] me: %s\n", c.now().Local().Format("15:04"), line)
+			}
+		}
+	}
+}

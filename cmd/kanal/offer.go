@@ -1,0 +1,356 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kanal-server/kanal/identity/keystore"
+	mclient "github.com/kanal-server/kanal/messaging/client"
+	"github.com/kanal-server/kanal/messaging/kind"
+	"github.com/kanal-server/kanal/payments"
+	pclient "github.com/kanal-server/kanal/payments/client"
+	"github.com/kanal-server/kanal/payments/jws"
+)
+
+// offerOpts are the flags of the offer commands.
+type offerOpts struct {
+	org, to, terms, out, status string
+	items                       itemList
+	valid, timeout              time.Duration
+	noSend                      bool
+}
+
+// itemList collects repeated --item flags.
+type itemList []jws.Item
+
+func (l *itemList) String() string { return fmt.Sprint(len(*l), " items") }
+
+// Set parses "description|quantity|unit price in euro|VAT percent".
+func (l *itemList) Set(s string) error {
+	parts := strings.Split(s, "|")
+	if len(parts) != 4 {
+		return errors.New(`an item is "description|quantity|unit price|VAT %", e.g. "Torte|1|45.00|7"`)
+	}
+	q, err := strconv.ParseInt(parts[1], 10, 64)
+	if err != nil || q < 1 {
+		return fmt.Errorf("quantity %q is not a positive whole number", parts[1])
+	}
+	price, err := parseEuro(parts[2])
+	if err != nil {
+		return err
+	}
+	var vat int64
+	if parts[3] != "0" {
+		// A percentage with at most two decimals is basis points.
+		if vat, err = parseEuro(parts[3]); err != nil {
+			return fmt.Errorf("VAT %q is not a percentage such as 19 or 7", parts[3])
+		}
+	}
+	*l = append(*l, jws.Item{Description: parts[0], Quantity: q, UnitCents: price, VATBasisPoints: vat})
+	return nil
+}
+
+func offerCommands() []*command {
+	var fo offerOpts
+	return []*command{
+		{
+			name: "offer send", args: "--org ORG --to ACCOUNT --item 'what|qty|price|VAT%' … [--valid 72h] [--terms TEXT] [--out offer.jws]", nargs: 0,
+			summary: "sign an offer as the organisation's seller and send it in the chat",
+			help: `Signs the offer with this device's key, with the device certificate and the
+membership certificate that ties the device to the organisation (a JWS
+with x5c), and sends it to the citizen as an offer message. Prices are
+gross (VAT included), in euro. Prints the offer id.`,
+			flags: func(fs *flag.FlagSet, o *opts) {
+				fs.StringVar(&fo.org, "org", "", "the selling organisation's `id`")
+				fs.StringVar(&fo.to, "to", "", "the citizen's `account` id")
+				fs.Var(&fo.items, "item", `an item "description|quantity|unit price|VAT %" (repeat)`)
+				fs.DurationVar(&fo.valid, "valid", 72*time.Hour, "how long the offer can be accepted")
+				fs.StringVar(&fo.terms, "terms", "", "the terms of the offer")
+				fs.StringVar(&fo.out, "out", "", "also write the offer JWS to this `file`")
+				fs.BoolVar(&fo.noSend, "no-send", false, "only sign and write --out; do not send")
+			},
+			run: func(ctx context.Context, c *cli, o *opts, _ []string) error { return offerSend(ctx, c, o, &fo) },
+		},
+		{
+			name: "offer sign", args: "[offer.jws] [--out contract.jws]", nargs: -1,
+			summary: "countersign an offer (from a file, or the newest in the chat) into a contract",
+			help: `Verifies the offer (the seller's signature, certificates and membership,
+that it is addressed to this account and still valid, that the seller's
+device is not revoked), prints it, countersigns the exact offer bytes with
+this device's key, registers the contract with kanald by its hash, and
+sends it back to the organisation as a contract message. Needs level
+substantial. Writes the contract to --out (default contract.jws).`,
+			flags: func(fs *flag.FlagSet, o *opts) {
+				fs.StringVar(&fo.out, "out", "contract.jws", "write the contract JWS to this `file`")
+				fs.DurationVar(&fo.timeout, "timeout", 20*time.Second, "how long to wait for an offer in the chat")
+			},
+			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
+				return offerSign(ctx, c, o, &fo, args)
+			},
+		},
+		{
+			name: "pay wait", args: "<request-id> [--status paid] [--timeout 30s]", nargs: 1,
+			summary: "wait in the chat for a payment.status message about a request",
+			flags: func(fs *flag.FlagSet, o *opts) {
+				fs.StringVar(&fo.status, "status", payments.StatusPaid, "the `status` to wait for")
+				fs.DurationVar(&fo.timeout, "timeout", 30*time.Second, "how long to wait")
+			},
+			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
+				return payWait(ctx, c, o, &fo, args[0])
+			},
+		},
+	}
+}
+
+// caCert returns the deployment CA kept at enrolment.
+func caCert(st *keystore.Store) (*x509.Certificate, error) {
+	der, err := pemBlock([]byte(getSecret(st, secretCA)), "CERTIFICATE")
+	if err != nil {
+		return nil, fmt.Errorf("no CA certificate in the key store (enrol a device first): %w", err)
+	}
+	return x509.ParseCertificate(der)
+}
+
+// messenger returns this device's end-to-end client, publishing its keys
+// on first use so that others can reach it.
+func (c *cli) messenger(ctx context.Context, o *opts, st *keystore.Store) (*mclient.Client, error) {
+	if st.Data.DeviceKey == nil {
+		return nil, errors.New("no device key: run 'kanal device enroll'")
+	}
+	caC, err := caCert(st)
+	if err != nil {
+		return nil, err
+	}
+	mc, err := mclient.New(mclient.Options{BaseURL: c.serverURL(o, st), Token: st.Data.SessionToken, AccountID: st.Data.AccountID,
+		DeviceID: st.Data.DeviceID, DeviceKey: st.Data.DeviceKey, DeviceCertificate: st.Data.DeviceCertPEM, CA: caC,
+		Store: mclient.NewKeystoreStore(st)})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := mc.Replenish(ctx); err != nil {
+		return nil, fmt.Errorf("publish this device's keys: %w", err)
+	}
+	return mc, nil
+}
+
+// send sends one typed message to peer.
+func (c *cli) send(ctx context.Context, o *opts, st *keystore.Store, to mclient.Peer, body kind.Body) error {
+	mc, err := c.messenger(ctx, o, st)
+	if err != nil {
+		return err
+	}
+	m, err := kind.New("kanal-cli-"+newKey(), c.now(), body)
+	if err != nil {
+		return err
+	}
+	_, err = mc.Send(ctx, to, m)
+	return err
+}
+
+// sendPaymentRequest sends r to its payer, as the organisation.
+func (c *cli) sendPaymentRequest(ctx context.Context, o *opts, st *keystore.Store, r *payments.Request) error {
+	return c.send(ctx, o, st, mclient.Peer{OrgID: r.OrgID, AccountID: r.PayerAccount}, &kind.PaymentRequestBody{
+		RequestID: r.RequestID, AmountCents: r.AmountCents, Currency: r.Currency, Creditor: r.Creditor, IBAN: r.IBAN,
+		Reference: r.Reference, DueDate: r.DueDate, Purpose: r.Purpose, BIC: r.BIC, ContractID: r.ContractID})
+}
+
+// receive reads this device's mailbox until match accepts a message or
+// timeout passes. Every message read, matched or not, goes into the chat
+// history before it is acknowledged, so 'kanal inbox' still shows it.
+func (c *cli) receive(ctx context.Context, o *opts, st *keystore.Store, timeout time.Duration, match func(*mclient.Incoming) bool) (*mclient.Incoming, error) {
+	mc, err := c.messenger(ctx, o, st)
+	if err != nil {
+		return nil, err
+	}
+	hist, err := loadHistory(mclient.NewKeystoreStore(st))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	s, err := mc.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	for {
+		in, err := s.Receive(ctx)
+		var re *mclient.ReceiveError
+		switch {
+		case errors.As(err, &re):
+			fmt.Fprintf(c.stderr, "unreadable message from %s: %v\n", re.SenderDevice, re.Err)
+			continue
+		case errors.Is(err, context.DeadlineExceeded):
+			return nil, fmt.Errorf("nothing arrived within %v", timeout)
+		case err != nil:
+			return nil, err
+		}
+		if _, ok := in.Message.Body.(*kind.ReceiptBody); !ok {
+			if err := hist.add(entryOf(in)); err != nil {
+				return nil, err
+			}
+		}
+		if match(in) {
+			return in, s.Ack(ctx)
+		}
+		fmt.Fprintf(c.stderr, "(also received %s; kept for 'kanal inbox')\n", in.Message.Kind)
+	}
+}
+
+func offerSend(ctx context.Context, c *cli, o *opts, fo *offerOpts) error {
+	if fo.org == "" || fo.to == "" || len(fo.items) == 0 {
+		return &usageError{cmd: "offer send", msg: "give --org, --to and at least one --item"}
+	}
+	st, api, err := c.openSession(ctx, o)
+	if err != nil {
+		return err
+	}
+	org, err := api.DirectoryOrg(ctx, fo.org)
+	if err != nil {
+		return err
+	}
+	var memPEM string
+	for _, m := range org.Members {
+		for _, d := range m.Devices {
+			if d.DeviceID == st.Data.DeviceID {
+				memPEM = d.MembershipCertificate
+			}
+		}
+	}
+	if memPEM == "" {
+		return fmt.Errorf("this device has no membership certificate of %s: only its members sign its offers", fo.org)
+	}
+	memDER, err := pemBlock([]byte(memPEM), "CERTIFICATE")
+	if err != nil {
+		return err
+	}
+	orgDER, err := pemBlock([]byte(org.Certificate), "CERTIFICATE")
+	if err != nil {
+		return err
+	}
+	devDER, err := pemBlock(st.Data.DeviceCertPEM, "CERTIFICATE")
+	if err != nil {
+		return err
+	}
+	caC, err := caCert(st)
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(caC)
+	now := c.now().UTC().Truncate(time.Second)
+	offer := jws.Offer{Version: 1, OfferID: "of_" + newKey()[:20], OrgID: org.OrgID, OrgName: org.Name, BuyerAccount: fo.to,
+		Items: fo.items, Currency: "EUR", Terms: fo.terms, IssuedAt: now, ValidUntil: now.Add(fo.valid)}
+	offer.TotalCents, offer.VATCents = jws.Totals(offer.Items)
+	signed, err := jws.SignOffer(offer, jws.Seller{Key: st.Data.DeviceKey, DeviceCert: devDER, Membership: memDER, OrgCert: orgDER}, roots)
+	if err != nil {
+		return err
+	}
+	if fo.out != "" {
+		if err := os.WriteFile(fo.out, []byte(signed+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
+	if !fo.noSend {
+		if err := c.send(ctx, o, st, mclient.Peer{OrgID: org.OrgID, AccountID: fo.to}, &kind.OfferBody{OfferID: offer.OfferID, JWS: signed}); err != nil {
+			return fmt.Errorf("send the offer: %w", err)
+		}
+		fmt.Fprintf(c.stderr, "Sent offer over %s to %s.\n", euro(offer.TotalCents), fo.to)
+	}
+	fmt.Fprintln(c.stdout, offer.OfferID)
+	return nil
+}
+
+func offerSign(ctx context.Context, c *cli, o *opts, fo *offerOpts, args []string) error {
+	if len(args) > 1 {
+		return &usageError{cmd: "offer sign", msg: "at most one offer file"}
+	}
+	st, api, err := c.openSession(ctx, o)
+	if err != nil {
+		return err
+	}
+	var offerJWS string
+	if len(args) == 1 {
+		b, err := readInput(c, args[0], jws.MaxJWS+1024)
+		if err != nil {
+			return err
+		}
+		offerJWS = strings.TrimSpace(string(b))
+	} else {
+		in, err := c.receive(ctx, o, st, fo.timeout, func(in *mclient.Incoming) bool { return in.Message.Kind == kind.Offer })
+		if err != nil {
+			return fmt.Errorf("waiting for an offer: %w", err)
+		}
+		offerJWS = in.Message.Body.(*kind.OfferBody).JWS
+	}
+	caC, err := caCert(st)
+	if err != nil {
+		return err
+	}
+	dir, err := api.DirectoryCA(ctx)
+	if err != nil {
+		return err
+	}
+	crl, err := pemBlock([]byte(dir.CRL), "X509 CRL")
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(caC)
+	vo, err := jws.VerifyOffer(offerJWS, roots)
+	if err != nil {
+		return err
+	}
+	printOffer(c.stdout, vo)
+	devDER, err := pemBlock(st.Data.DeviceCertPEM, "CERTIFICATE")
+	if err != nil {
+		return err
+	}
+	contract, err := jws.Countersign(offerJWS, jws.Buyer{Key: st.Data.DeviceKey, DeviceCert: devDER, CRL: crl}, caC, c.now())
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(fo.out, []byte(contract+"\n"), 0o644); err != nil {
+		return err
+	}
+	// The same key store throughout: a second copy would overwrite the
+	// end-to-end state this one saved.
+	pay := pclient.New(c.serverURL(o, st), st.Data.SessionToken, nil)
+	info, _, err := pay.RegisterContract(ctx, jws.ContractID(contract), contract)
+	if err != nil {
+		return fmt.Errorf("register the contract (written to %s): %w", fo.out, err)
+	}
+	if err := c.send(ctx, o, st, mclient.Peer{OrgID: vo.Offer.OrgID}, &kind.ContractBody{ContractID: info.ContractID, JWS: contract}); err != nil {
+		return fmt.Errorf("contract %s registered and written to %s, but sending it failed: %w", info.ContractID, fo.out, err)
+	}
+	fmt.Fprintf(c.stderr, "Countersigned; contract written to %s, registered and sent to %s.\n", fo.out, vo.Offer.OrgName)
+	fmt.Fprintln(c.stdout, info.ContractID)
+	return nil
+}
+
+func payWait(ctx context.Context, c *cli, o *opts, fo *offerOpts, id string) error {
+	st, err := c.openStore(false)
+	if err != nil {
+		return err
+	}
+	if _, err := c.session(ctx, o, st); err != nil {
+		return err
+	}
+	in, err := c.receive(ctx, o, st, fo.timeout, func(in *mclient.Incoming) bool {
+		b, ok := in.Message.Body.(*kind.PaymentStatusBody)
+		return ok && in.FromServer && b.RequestID == id && b.Status == fo.status
+	})
+	if err != nil {
+		return err
+	}
+	b := in.Message.Body.(*kind.PaymentStatusBody)
+	fmt.Fprintf(c.stdout, "%s %s %s\n", b.RequestID, b.Status, euro(b.AmountCents))
+	return nil
+}

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/kanal-server/kanal/payments/jws"
+)
+
+// verifyOpts are the flags of 'kanal verify'.
+type verifyOpts struct {
+	ca  string
+	crl string
+}
+
+var signupCode = regexp.MustCompile(`^[0-9]{8}$`)
+
+// verifyCommand is 'kanal verify': with an 8-digit code it confirms a
+// sign-up (see account.go); with a file it verifies a signed document
+// offline.
+func verifyCommand() *command {
+	var vo verifyOpts
+	return &command{
+		name: "verify", args: "<code> | <file> --ca ca.pem [--crl crl.pem]", nargs: 1,
+		summary: "confirm the e-mailed code, or verify a signed offer or contract offline",
+		help: `With an 8-digit code: confirms the address given to 'kanal register' and
+keeps the setup token the server returns (valid for 30 minutes) for
+'kanal password' and the first 'kanal device enroll'.
+
+With a file: verifies a signed document without asking any server.
+A contract (kanal offer sign) is checked for both signatures, both
+certificate chains to the CA given with --ca ('kanal directory ca >
+ca.pem'), the seller's membership of the selling organisation, the
+buyer's level (substantial or higher), that the buyer signed while the
+offer was valid, and that neither device had been revoked when the buyer
+signed. Revocation is checked against --crl if given (a list issued at or
+after the signature, e.g. 'kanal directory ca --crl > crl.pem'), otherwise
+against the list the buyer embedded when signing. An offer is checked for
+its signature, chain and membership. Exit status 0 means it verifies.`,
+		flags: func(fs *flag.FlagSet, o *opts) {
+			fs.StringVar(&vo.ca, "ca", "", "the deployment CA certificate `file` (PEM)")
+			fs.StringVar(&vo.crl, "crl", "", "a revocation list `file` (PEM or DER) issued after the signature")
+		},
+		run: func(ctx context.Context, c *cli, o *opts, args []string) error {
+			if signupCode.MatchString(args[0]) && vo.ca == "" {
+				return verify(ctx, c, o, args)
+			}
+			return verifyFile(c, &vo, args[0])
+		},
+	}
+}
+
+// kinds of signed documents 'kanal verify' knows.
+const (
+	docOffer    = "offer"
+	docContract = "contract"
+	docSurvey   = "survey"
+)
+
+// docKind recognises a document by its content.
+func docKind(b []byte) (string, error) {
+	s := string(bytes.TrimSpace(b))
+	parts := strings.Split(s, ".")
+	if len(parts) == 3 {
+		hdr, err := base64.RawURLEncoding.DecodeString(parts[0])
+		if err == nil {
+			var h struct {
+				Typ string `json:"typ"`
+			}
+			if json.Unmarshal(hdr, &h) == nil {
+				switch h.Typ {
+				case jws.TypeContract:
+					return docContract, nil
+				case jws.TypeOffer:
+					return docOffer, nil
+				}
+			}
+		}
+	}
+	if isSignedSurvey(b) {
+		return docSurvey, nil
+	}
+	return "", errors.New("not a document kanal verify knows (a contract or an offer JWS, or a signed survey definition)")
+}
+
+func verifyFile(c *cli, vo *verifyOpts, path string) error {
+	b, err := readInput(c, path, jws.MaxJWS+1024)
+	if err != nil {
+		return err
+	}
+	k, err := docKind(b)
+	if err != nil {
+		return err
+	}
+	if vo.ca == "" {
+		return &usageError{cmd: "verify", msg: "--ca ca.pem is required to verify a file ('kanal directory ca > ca.pem')"}
+	}
+	caCert, err := readCert(vo.ca)
+	if err != nil {
+		return err
+	}
+	var crl []byte
+	if vo.crl != "" {
+		raw, err := os.ReadFile(vo.crl)
+		if err != nil {
+			return err
+		}
+		if crl, err = pemBlock(raw, "X509 CRL"); err != nil {
+			crl = raw // DER
+		}
+	}
+	doc := strings.TrimSpace(string(b))
+	switch k {
+	case docSurvey:
+		return verifySurveyDocument(c, vo.ca, b)
+	case docContract:
+		ct, err := jws.VerifyContract(doc, jws.VerifyOptions{CA: caCert, CRL: crl})
+		if err != nil {
+			return err
+		}
+		printContract(c.stdout, ct, crl != nil)
+	case docOffer:
+		roots := x509.NewCertPool()
+		roots.AddCert(caCert)
+		vo, err := jws.VerifyOffer(doc, roots)
+		if err != nil {
+			return err
+		}
+		printOffer(c.stdout, vo)
+		fmt.Fprintln(c.stdout, "Signature and certificates verify. Revocation is checked when the offer is countersigned.")
+	}
+	return nil
+}
+
+func readInput(c *cli, path string, max int64) ([]byte, error) {
+	var r io.Reader
+	if path == "-" {
+		r = c.stdin
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
+	}
+	return b, nil
+}
+
+func readCert(path string) (*x509.Certificate, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	der, err := pemBlock(raw, "CERTIFICATE")
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cert, nil
+}
+
+func euro(cents int64) string { return fmt.Sprintf("EUR %d.%02d", cents/100, cents%100) }
+
+func printOffer(w io.Writer, vo *jws.VerifiedOffer) {
+	o := vo.Offer
+	fmt.Fprintf(w, "Offer %s from %s (%s), to account %s\n", o.OfferID, o.OrgName, o.OrgID, o.BuyerAccount)
+	fmt.Fprintf(w, "  signed by device %s of account %s, role %s, at %s\n", vo.SellerDevice.DeviceID, vo.SellerDevice.AccountID,
+		vo.Membership.Role, o.IssuedAt.UTC().Format(time.RFC3339))
+	for _, it := range o.Items {
+		fmt.Fprintf(w, "  %4d × %-40s %14s  VAT %d.%02d %%\n", it.Quantity, it.Description, euro(it.UnitCents), it.VATBasisPoints/100, it.VATBasisPoints%100)
+	}
+	fmt.Fprintf(w, "  total %s (VAT included: %s), valid until %s\n", euro(o.TotalCents), euro(o.VATCents), o.ValidUntil.UTC().Format(time.RFC3339))
+	if o.Terms != "" {
+		fmt.Fprintf(w, "  terms: %s\n", oneLine(o.Terms))
+	}
+}
+
+func printContract(w io.Writer, ct *jws.Contract, givenCRL bool) {
+	fmt.Fprintf(w, "Contract %s verifies.\n", ct.ID)
+	printOffer(w, &ct.Offer)
+	fmt.Fprintf(w, "  countersigned by device %s of account %s (level %s) at %s\n", ct.Buyer.DeviceID, ct.Buyer.AccountID, ct.Buyer.Level,
+		ct.SignedAt.UTC().Format(time.RFC3339))
+	src := "the revocation list embedded at signing"
+	if givenCRL {
+		src = "the given revocation list"
+	}
+	fmt.Fprintf(w, "  neither device was revoked at signing time (checked against %s)\n", src)
+}

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/kanal-server/kanal/identity"
+	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/internal/web"
+	"github.com/kanal-server/kanal/messaging"
+	"github.com/kanal-server/kanal/surveys"
+)
+
+// mountSurveys wires the surveys domain: identity's sessions and roles,
+// the deployment notary from the shared CA directory, and group
+// membership from messaging for surveys addressed to a group. The
+// service's group commit stops when ctx ends.
+func (a *app) mountSurveys(ctx context.Context, mux *http.ServeMux, cfg *config, log *slog.Logger, d *db.DB, authority *ca.CA, msg *messaging.Service) error {
+	notary, err := authority.Notary(cfg.caDir(), time.Now())
+	if err != nil {
+		return &settingError{"KANAL_CA_DIR", fmt.Errorf("notary: %w", err)}
+	}
+	// The token keys are sealed under a key only the CA key yields, as
+	// identity seals organisation keys: a database dump cannot mint tokens.
+	master, err := authority.KeyPEM()
+	if err != nil {
+		return err
+	}
+	seal, err := hkdf.Key(sha256.New, master, nil, "kanal surveys token key seal v1", 32)
+	if err != nil {
+		return err
+	}
+	s, err := surveys.New(surveys.Options{DB: d, Notary: notary, Roots: authority.Pool(), Logger: log, SealKey: seal,
+		Directory:     orgRoles{a.ident},
+		Conversations: groupMembers{msg},
+		Auth: surveys.Auth{
+			Require: a.ident.RequireSession,
+			Caller: func(ctx context.Context) (surveys.Caller, bool) {
+				p, ok := identity.FromContext(ctx)
+				return surveys.Caller{AccountID: p.AccountID, DeviceID: p.DeviceID, Level: p.Level}, ok
+			},
+		}})
+	if err != nil {
+		return err
+	}
+	s.Register(mux)
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); <-ctx.Done(); s.Close() }()
+	return nil
+}
+
+// orgRoles answers surveys' role questions from identity.
+type orgRoles struct{ s *identity.Service }
+
+func (o orgRoles) OrgRole(ctx context.Context, org, account string) (string, error) {
+	return o.s.OrgRole(ctx, org, account)
+}
+
+// groupMembers answers whether an account is in a group conversation.
+type groupMembers struct{ s *messaging.Service }
+
+func (g groupMembers) IsMember(ctx context.Context, group, account string) (bool, error) {
+	if !messaging.ValidGroupID(group) {
+		return false, nil
+	}
+	_, err := g.s.GetGroup(ctx, messaging.Caller{AccountID: account}, group)
+	var p *web.Problem
+	if errors.As(err, &p) && p.Type == messaging.TypeNotMember {
+		return false, nil
+	}
+	return err == nil, err
+}

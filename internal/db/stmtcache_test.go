@@ -1,0 +1,79 @@
+package db_test
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/kanal-server/kanal/internal/db"
+)
+
+// The SQLite statement cache runs a statement again with new arguments,
+// inside and outside transactions, and a query that is already open on
+// the connection (a nested read of the same SQL) gets its own statement.
+func TestSQLiteStatementCache(t *testing.T) {
+	ctx := context.Background()
+	d, err := db.OpenSQLite(ctx, filepath.Join(t.TempDir(), "k.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := d.Exec(ctx, `CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL); CREATE TABLE u (k INTEGER)`); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 300; i++ { // more distinct uses than one statement
+		err := d.Tx(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO t (k, v) VALUES ($1, $2)`, i, "v"+strconv.Itoa(i))
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Nested: while the rows of one query are open, the same query again.
+	err = d.Tx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT k FROM t WHERE k < $1 ORDER BY k`, 3)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		n := 0
+		for rows.Next() {
+			var k int
+			if err := rows.Scan(&k); err != nil {
+				return err
+			}
+			var inner int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM t WHERE k < $1`, k+1).Scan(&inner); err != nil {
+				return err
+			}
+			if inner != k+1 {
+				t.Errorf("nested count for %d: %d", k, inner)
+			}
+			var again int
+			if err := tx.QueryRowContext(ctx, `SELECT k FROM t WHERE k < $1 ORDER BY k`, 3).Scan(&again); err != nil || again != 0 {
+				t.Errorf("the open query again: %d %v", again, err)
+			}
+			n++
+		}
+		if n != 3 {
+			t.Errorf("outer rows: %d", n)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// More distinct statements than the cache holds still run.
+	for i := 0; i < 300; i++ {
+		var n int
+		if err := d.QueryRow(ctx, `SELECT COUNT(*) FROM t WHERE k >= $1 AND k < $1 + `+strconv.Itoa(i), 0).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != min(i, 300) {
+			t.Fatalf("query %d counted %d", i, n)
+		}
+	}
+}

@@ -1,0 +1,409 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"sync"
+
+	"github.com/kanal-server/kanal/identity"
+	"github.com/kanal-server/kanal/identity/ca"
+	idclient "github.com/kanal-server/kanal/identity/client"
+	"github.com/kanal-server/kanal/messaging"
+	"github.com/kanal-server/kanal/messaging/kind"
+)
+
+// Conversations. Send encrypts a typed message once for every device of
+// the conversation, the sender's own other devices included, and stores
+// it through POST /v1/messages (or Stream.Send). The SDK does not need to
+// know the devices beforehand: the server answers a wrong set with 409
+// stale-devices, naming the current devices and their accounts; the SDK
+// claims bundles for the new ones, drops the gone ones and retries with
+// the same client id, by itself.
+//
+// Inside the encryption every envelope carries a content record: the
+// message, the conversation it belongs to and how the sender addressed
+// it, and — when an agent speaks for an organisation — the agent device's
+// membership certificate with the organisation's certificate. The
+// receiver recomputes the conversation from the sender's verified account
+// and the addressing, so the server cannot move a message into another
+// conversation, and checks the membership chain, so an office's answer is
+// known to come from the office.
+
+// Peer is the other side of a conversation: an account (direct), an
+// organisation (a citizen writing to an office's shared inbox), an
+// organisation and a citizen account (an agent answering as the
+// organisation), or a group.
+type Peer struct {
+	AccountID string
+	OrgID     string
+	GroupID   string
+}
+
+func (p Peer) sendTo() messaging.SendTo {
+	return messaging.SendTo{AccountID: p.AccountID, OrgID: p.OrgID, GroupID: p.GroupID}
+}
+
+func (p Peer) String() string {
+	switch {
+	case p.GroupID != "":
+		return "group " + p.GroupID
+	case p.OrgID != "" && p.AccountID != "":
+		return "organisation " + p.OrgID + " to " + p.AccountID
+	case p.OrgID != "":
+		return "organisation " + p.OrgID
+	default:
+		return "account " + p.AccountID
+	}
+}
+
+// conversationOf is the conversation a message from senderAccount,
+// addressed to, belongs to — the server derives the same.
+func conversationOf(senderAccount string, to messaging.SendTo) (string, error) {
+	switch {
+	case to.GroupID != "" && to.AccountID == "" && to.OrgID == "":
+		if !messaging.ValidGroupID(to.GroupID) {
+			return "", errors.New("bad group id")
+		}
+		return to.GroupID, nil
+	case to.GroupID != "":
+		return "", errors.New("group_id with account_id or org_id")
+	case to.OrgID != "" && to.AccountID != "":
+		return messaging.OrgConversation(to.OrgID, to.AccountID), nil
+	case to.OrgID != "":
+		return messaging.OrgConversation(to.OrgID, senderAccount), nil
+	case to.AccountID != "" && to.AccountID != senderAccount:
+		return messaging.DirectConversation(senderAccount, to.AccountID), nil
+	default:
+		return "", errors.New("no recipient")
+	}
+}
+
+// ConversationID returns the id of the conversation with p, as the server
+// and every other member derive it.
+func (c *Client) ConversationID(p Peer) (string, error) {
+	return conversationOf(c.account, p.sendTo())
+}
+
+// content is the plaintext of every envelope the SDK sends.
+type content struct {
+	V            int              `json:"v"`
+	Conversation string           `json:"conv"`
+	To           messaging.SendTo `json:"to"`
+	Org          *orgProof        `json:"org,omitempty"`
+	Message      json.RawMessage  `json:"msg"`
+}
+
+// orgProof is what lets a receiver check that an agent's device speaks
+// for the organisation: its membership certificate and the organisation's
+// certificate, which chains to the deployment CA (both DER).
+type orgProof struct {
+	Membership  []byte `json:"membership"`
+	Certificate []byte `json:"org_certificate"`
+}
+
+const contentVersion = 1
+
+// deviceSet is what the SDK last learnt about a conversation's devices.
+type deviceSet struct {
+	accounts map[string]string // device → account
+}
+
+// conversations caches device sets and organisation proofs per client.
+type conversations struct {
+	mu      sync.Mutex
+	devices map[string]*deviceSet // by conversation id
+	proofs  map[string]*orgProof  // by organisation id
+}
+
+// ErrSendFailed wraps what stopped Send from storing a message.
+var ErrSendFailed = errors.New("messaging/client: send failed")
+
+// maxSendAttempts bounds the stale-devices round trips of one Send: a
+// device list that changes between every attempt is not worth chasing.
+const maxSendAttempts = 4
+
+// Send encrypts m for every device of the conversation with to and stores
+// it, retrying by itself while the device list changes. The message id
+// makes the send idempotent: sending the same message again stores it
+// once.
+func (c *Client) Send(ctx context.Context, to Peer, m *kind.Message) (*messaging.SendResponse, error) {
+	return c.send(ctx, to, m, c.postSend)
+}
+
+// sendFunc stores one attempt: an accepted answer, or a problem.
+type sendFunc func(ctx context.Context, req *messaging.SendRequest) (*messaging.SendResponse, *sendProblem, error)
+
+// sendProblem is a refused send with the members the SDK acts on.
+type sendProblem struct {
+	Status   int               `json:"status"`
+	Type     string            `json:"type"`
+	Title    string            `json:"title"`
+	Detail   string            `json:"detail"`
+	Devices  []string          `json:"devices"`
+	Accounts map[string]string `json:"accounts"`
+}
+
+func (p *sendProblem) err() error {
+	return &idclient.Problem{Type: p.Type, Title: p.Title, Status: p.Status, Detail: p.Detail}
+}
+
+func (c *Client) send(ctx context.Context, to Peer, m *kind.Message, post sendFunc) (*messaging.SendResponse, error) {
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSendFailed, err)
+	}
+	raw, err := m.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	conv, err := c.ConversationID(to)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrSendFailed, to, err)
+	}
+	ct := content{V: contentVersion, Conversation: conv, To: to.sendTo(), Message: raw}
+	if to.OrgID != "" && to.AccountID != "" {
+		if ct.Org, err = c.ownOrgProof(ctx, to.OrgID); err != nil {
+			return nil, err
+		}
+	}
+	plaintext, err := json.Marshal(ct)
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.Sum256([]byte(m.ID))
+	req := messaging.SendRequest{To: to.sendTo(), ClientID: hex.EncodeToString(h[:16]), Class: string(m.Class())}
+
+	set := c.cachedDevices(conv)
+	for attempt := 0; ; attempt++ {
+		if err := c.ensureSessions(ctx, to, set); err != nil {
+			return nil, err
+		}
+		req.Envelopes = req.Envelopes[:0]
+		for _, dev := range sortedDevices(set) {
+			em, err := c.Encrypt(dev, plaintext)
+			if err != nil {
+				return nil, err
+			}
+			b, err := em.MarshalBinary()
+			if err != nil {
+				return nil, err
+			}
+			req.Envelopes = append(req.Envelopes, messaging.SendEnvelope{DeviceID: dev, Ciphertext: base64.StdEncoding.EncodeToString(b)})
+		}
+		resp, prob, err := post(ctx, &req)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrSendFailed, err)
+		}
+		if prob == nil {
+			c.rememberDevices(conv, set)
+			return resp, nil
+		}
+		if prob.Type != string(messaging.TypeStaleDevices) || attempt+1 >= maxSendAttempts {
+			return nil, fmt.Errorf("%w: %w", ErrSendFailed, prob.err())
+		}
+		set = &deviceSet{accounts: map[string]string{}}
+		for _, d := range prob.Devices {
+			set.accounts[d] = prob.Accounts[d]
+		}
+	}
+}
+
+func sortedDevices(s *deviceSet) []string {
+	out := make([]string, 0, len(s.accounts))
+	for d := range s.accounts {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (c *Client) cachedDevices(conv string) *deviceSet {
+	c.convs.mu.Lock()
+	defer c.convs.mu.Unlock()
+	if s := c.convs.devices[conv]; s != nil {
+		cp := &deviceSet{accounts: make(map[string]string, len(s.accounts))}
+		for k, v := range s.accounts {
+			cp.accounts[k] = v
+		}
+		return cp
+	}
+	return &deviceSet{accounts: map[string]string{}}
+}
+
+func (c *Client) rememberDevices(conv string, s *deviceSet) {
+	c.convs.mu.Lock()
+	defer c.convs.mu.Unlock()
+	if c.convs.devices == nil {
+		c.convs.devices = map[string]*deviceSet{}
+	}
+	c.convs.devices[conv] = s
+}
+
+// ensureSessions claims bundles for the devices of set that this client
+// has no session with, and starts those sessions. Devices of the caller's
+// own account are claimed from the account; in a conversation with an
+// organisation, other devices that are not the addressed citizen's are
+// its agents, claimed with their membership checked; anything else from
+// its account. A device whose bundle does not verify stops the send.
+func (c *Client) ensureSessions(ctx context.Context, to Peer, set *deviceSet) error {
+	type claimKey struct{ account, org string }
+	need := map[claimKey][]string{}
+	for _, dev := range sortedDevices(set) {
+		ok, err := c.HasSession(dev)
+		if err != nil {
+			return err
+		}
+		if ok {
+			continue
+		}
+		acct := set.accounts[dev]
+		var key claimKey
+		switch {
+		case acct == c.account || acct != "" && acct == to.AccountID || to.OrgID == "" && acct != "":
+			key.account = acct
+		case to.OrgID != "":
+			key.org = to.OrgID
+		default:
+			return fmt.Errorf("%w: the server named device %s without its account", ErrSendFailed, dev)
+		}
+		need[key] = append(need[key], dev)
+	}
+	for key, devs := range need {
+		claim, err := c.claim(ctx, messaging.ClaimRequest{AccountID: key.account, OrgID: key.org, Devices: devs})
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrSendFailed, err)
+		}
+		if len(claim.Refused) > 0 {
+			return fmt.Errorf("%w: %w", ErrSendFailed, claim.Refused[0].Err)
+		}
+		for _, b := range claim.Bundles {
+			if !slices.Contains(devs, b.Device.DeviceID) {
+				continue
+			}
+			if err := c.StartSession(b); err != nil {
+				return err
+			}
+		}
+		for _, d := range devs {
+			if ok, err := c.HasSession(d); err != nil {
+				return err
+			} else if !ok {
+				return fmt.Errorf("%w: no keys for device %s", ErrSendFailed, d)
+			}
+		}
+	}
+	return nil
+}
+
+// postSend stores one attempt over HTTP.
+func (c *Client) postSend(ctx context.Context, req *messaging.SendRequest) (*messaging.SendResponse, *sendProblem, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/v1/messages", bytes.NewReader(b))
+	if err != nil {
+		return nil, nil, err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Accept", "application/json, application/problem+json")
+	if tok := *c.token.Load(); tok != "" {
+		hreq.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := c.hc.Do(hreq)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(body) > MaxResponseBytes {
+		return nil, nil, fmt.Errorf("messaging/client: send: answer over %d bytes", MaxResponseBytes)
+	}
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	switch {
+	case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusCreated:
+		if mt != "application/json" {
+			return nil, nil, fmt.Errorf("messaging/client: send: content type %q", mt)
+		}
+		var out messaging.SendResponse
+		if err := decodeStrict(body, &out); err != nil {
+			return nil, nil, err
+		}
+		return &out, nil, nil
+	case mt == "application/problem+json":
+		var p sendProblem
+		if err := json.Unmarshal(body, &p); err != nil {
+			return nil, nil, fmt.Errorf("messaging/client: send: bad problem: %w", err)
+		}
+		p.Status = resp.StatusCode
+		return nil, &p, nil
+	default:
+		return nil, nil, problemOf(resp, body)
+	}
+}
+
+// ownOrgProof returns this device's membership certificate for org and
+// the organisation's certificate, from the directory, checked against the
+// CA before it is used.
+func (c *Client) ownOrgProof(ctx context.Context, org string) (*orgProof, error) {
+	c.convs.mu.Lock()
+	p := c.convs.proofs[org]
+	c.convs.mu.Unlock()
+	if p != nil {
+		return p, nil
+	}
+	var d identity.DirectoryOrg
+	if err := c.do(ctx, http.MethodGet, "/v1/directory/orgs/"+url.PathEscape(org), nil, &d); err != nil {
+		return nil, fmt.Errorf("%w: organisation %s: %w", ErrSendFailed, org, err)
+	}
+	orgDER := derOf(d.Certificate)
+	for _, m := range d.Members {
+		for _, dev := range m.Devices {
+			if dev.DeviceID != c.device {
+				continue
+			}
+			p = &orgProof{Membership: derOf(dev.MembershipCertificate), Certificate: orgDER}
+			if _, err := c.checkOrgProof(p, c.account, c.device); err != nil {
+				return nil, err
+			}
+			c.convs.mu.Lock()
+			if c.convs.proofs == nil {
+				c.convs.proofs = map[string]*orgProof{}
+			}
+			c.convs.proofs[org] = p
+			c.convs.mu.Unlock()
+			return p, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: this device is not an agent device of organisation %s", ErrSendFailed, org)
+}
+
+// checkOrgProof verifies that p makes device (of account) an agent of an
+// organisation, now, chained to the CA.
+func (c *Client) checkOrgProof(p *orgProof, account, device string) (*ca.Membership, error) {
+	if p == nil || p.Membership == nil || p.Certificate == nil {
+		return nil, untrusted(device, "incomplete organisation proof")
+	}
+	m, err := ca.VerifyMembership(p.Membership, p.Certificate, c.roots, c.now())
+	if err != nil {
+		return nil, untrusted(device, "membership: %v", err)
+	}
+	if m.DeviceID != device || m.AccountID != account {
+		return nil, untrusted(device, "membership names %s/%s", m.AccountID, m.DeviceID)
+	}
+	return &m, nil
+}

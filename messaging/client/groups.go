@@ -1,0 +1,54 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+
+	"github.com/kanal-server/kanal/messaging"
+)
+
+// Groups. The server keeps a group's member list (it must know whom to
+// deliver to); everything members say, the group's name included, goes
+// end to end with Send to Peer{GroupID}. Each change of the list reaches
+// every member as a group.change notice from the server.
+
+// CreateGroup creates a group with this account as admin and members.
+func (c *Client) CreateGroup(ctx context.Context, members ...messaging.GroupMemberRequest) (*messaging.Group, error) {
+	var g messaging.Group
+	if members == nil {
+		members = []messaging.GroupMemberRequest{}
+	}
+	err := c.doStatus(ctx, http.MethodPost, "/v1/groups", &messaging.CreateGroupRequest{Members: members}, &g, http.StatusCreated)
+	return &g, err
+}
+
+// Group returns a group this account is a member of.
+func (c *Client) Group(ctx context.Context, id string) (*messaging.Group, error) {
+	var g messaging.Group
+	err := c.do(ctx, http.MethodGet, "/v1/groups/"+url.PathEscape(id), nil, &g)
+	return &g, err
+}
+
+// Groups lists this account's groups.
+func (c *Client) Groups(ctx context.Context) (*messaging.GroupList, error) {
+	var l messaging.GroupList
+	err := c.do(ctx, http.MethodGet, "/v1/groups", nil, &l)
+	return &l, err
+}
+
+// AddGroupMember adds an account (admins only).
+func (c *Client) AddGroupMember(ctx context.Context, id, account, role string) (*messaging.Group, error) {
+	var g messaging.Group
+	err := c.do(ctx, http.MethodPost, "/v1/groups/"+url.PathEscape(id)+"/members",
+		&messaging.GroupMemberRequest{AccountID: account, Role: role}, &g)
+	return &g, err
+}
+
+// RemoveGroupMember removes an account (admins), or leaves the group
+// (account is this account's own).
+func (c *Client) RemoveGroupMember(ctx context.Context, id, account string) (*messaging.Group, error) {
+	var g messaging.Group
+	err := c.do(ctx, http.MethodDelete, "/v1/groups/"+url.PathEscape(id)+"/members/"+url.PathEscape(account), nil, &g)
+	return &g, err
+}

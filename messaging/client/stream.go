@@ -1,0 +1,534 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/messaging"
+	"github.com/kanal-server/kanal/messaging/kind"
+	"github.com/kanal-server/kanal/messaging/mailbox"
+)
+
+// Receiving. Connect opens the device's stream; Receive hands out one
+// message at a time: decrypted, its sender checked, its conversation
+// recomputed, its kind validated. Delivery is at least once to the
+// application: a message is acknowledged to the server (which then
+// deletes it) only when the application asks for the next one or calls
+// Ack. Until then the decrypted message waits in the Store, because its
+// ratchet keys are gone once it has been decrypted; a repeat of the same
+// envelope — after a reconnect, or on a second node — is answered from
+// there, never decrypted twice, and never handed out twice once acked.
+
+// Incoming is a received message.
+type Incoming struct {
+	EnvelopeID   string    `json:"envelope_id"`
+	Conversation string    `json:"conversation"`
+	ServerTime   time.Time `json:"server_ts"`
+	SenderDevice string    `json:"sender_device"`
+	// SenderAccount is the sender device's account, as its certificate
+	// (checked against the CA) names it; empty for a server notice.
+	SenderAccount string `json:"sender_account,omitempty"`
+	// Org is set when the sender proved it speaks for an organisation:
+	// its device's membership certificate chains to the CA through the
+	// organisation's certificate.
+	Org *ca.Membership `json:"org,omitempty"`
+	// FromServer marks a notice written by the server itself (a group's
+	// membership changed, a payment arrived): the server's word, not a
+	// member's.
+	FromServer bool `json:"from_server,omitempty"`
+	// Reply is where an answer to this message goes.
+	Reply   Peer          `json:"reply"`
+	Message *kind.Message `json:"-"`
+	Raw     []byte        `json:"message"` // Message in its JSON form
+}
+
+// ReceiveError is an envelope that could not be read: it was malformed,
+// did not decrypt, or its sender or conversation did not check out. It is
+// acknowledged like any other envelope, so it cannot block the mailbox.
+type ReceiveError struct {
+	EnvelopeID   string
+	SenderDevice string
+	Err          error
+}
+
+func (e *ReceiveError) Error() string {
+	return fmt.Sprintf("messaging/client: envelope %s from %s: %v", e.EnvelopeID, e.SenderDevice, e.Err)
+}
+func (e *ReceiveError) Unwrap() error { return e.Err }
+
+// ErrClosed is returned by a Stream that has closed; errors.As it to a
+// *websocket.CloseError for the server's close code.
+var ErrClosed = errors.New("messaging/client: stream closed")
+
+// Stream is this device's open /v1/stream.
+type Stream struct {
+	c  *Client
+	ws *websocket.Conn
+
+	arrived chan struct{} // signalled when the queue grows
+	synced  chan struct{}
+	done    chan struct{}
+	err     atomic.Pointer[error]
+
+	mu      sync.Mutex
+	queue   []mailbox.Envelope // received, not yet handed out (at most the server's MaxInFlight)
+	unacked []string           // handed out, acknowledged with the next Receive
+	pending map[string]chan sendResult
+	ref     int
+}
+
+type sendResult struct {
+	resp *messaging.SendResponse
+	prob *sendProblem
+}
+
+// Connect opens the stream. The server sends the mailbox's backlog, then
+// "synced", then new envelopes as they arrive.
+func (c *Client) Connect(ctx context.Context) (*Stream, error) {
+	u := c.base + "/v1/stream"
+	switch {
+	case strings.HasPrefix(u, "https://"):
+		u = "wss://" + strings.TrimPrefix(u, "https://")
+	case strings.HasPrefix(u, "http://"):
+		u = "ws://" + strings.TrimPrefix(u, "http://")
+	default:
+		return nil, fmt.Errorf("messaging/client: server address %q: want http(s)://", c.base)
+	}
+	ws, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: c.hc,
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + *c.token.Load()}}})
+	if err != nil {
+		if resp != nil && resp.StatusCode >= 400 {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes))
+			return nil, problemOf(resp, b)
+		}
+		return nil, fmt.Errorf("messaging/client: stream: %w", err)
+	}
+	ws.SetReadLimit(int64(mailbox.MaxFrameBytes)*2 + 64<<10)
+	s := &Stream{c: c, ws: ws, arrived: make(chan struct{}, 1), synced: make(chan struct{}),
+		done: make(chan struct{}), pending: map[string]chan sendResult{}}
+	go s.readLoop()
+	return s, nil
+}
+
+// Close closes the stream. Messages handed out and not yet acknowledged
+// come again on the next stream.
+func (s *Stream) Close() error {
+	err := s.ws.Close(websocket.StatusNormalClosure, "")
+	<-s.done
+	return err
+}
+
+func (s *Stream) fail(err error) {
+	if err == nil {
+		err = ErrClosed
+	}
+	s.err.CompareAndSwap(nil, &err)
+}
+
+// Err returns why the stream ended, nil while it is open.
+func (s *Stream) Err() error {
+	if p := s.err.Load(); p != nil {
+		return fmt.Errorf("%w: %w", ErrClosed, *p)
+	}
+	return nil
+}
+
+func (s *Stream) readLoop() {
+	defer close(s.done)
+	var synced bool
+	for {
+		_, data, err := s.ws.Read(context.Background())
+		if err != nil {
+			s.fail(err)
+			return
+		}
+		var head struct {
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal(data, &head); err != nil {
+			s.fail(fmt.Errorf("frame is not JSON: %w", err))
+			s.ws.Close(websocket.StatusInvalidFramePayloadData, "frame is not JSON")
+			return
+		}
+		switch head.Type {
+		case "envelopes":
+			var f struct {
+				Type      string             `json:"type"`
+				Envelopes []mailbox.Envelope `json:"envelopes"`
+			}
+			if err := json.Unmarshal(data, &f); err != nil {
+				s.fail(err)
+				return
+			}
+			s.mu.Lock()
+			s.queue = append(s.queue, f.Envelopes...)
+			s.mu.Unlock()
+			select {
+			case s.arrived <- struct{}{}:
+			default:
+			}
+		case "synced":
+			if !synced {
+				synced = true
+				close(s.synced)
+			}
+		case "sent", "send_failed":
+			var f struct {
+				Type     string                  `json:"type"`
+				Ref      string                  `json:"ref"`
+				Response *messaging.SendResponse `json:"response"`
+				Problem  *sendProblem            `json:"problem"`
+			}
+			if err := json.Unmarshal(data, &f); err != nil {
+				s.fail(err)
+				return
+			}
+			s.mu.Lock()
+			ch := s.pending[f.Ref]
+			delete(s.pending, f.Ref)
+			s.mu.Unlock()
+			if ch != nil {
+				ch <- sendResult{resp: f.Response, prob: f.Problem}
+			}
+		case "problem":
+			// A refused ack or similar: the server says why and the
+			// stream goes on. Nothing to hand to the application.
+		}
+	}
+}
+
+// Synced is closed once the server has sent the mailbox's backlog.
+func (s *Stream) Synced() <-chan struct{} { return s.synced }
+
+// Receive returns the next message, waiting for one. It first
+// acknowledges the messages handed out before. A *ReceiveError reports
+// an envelope that could not be read; Receive can be called again after
+// it.
+func (s *Stream) Receive(ctx context.Context) (*Incoming, error) {
+	if err := s.Ack(ctx); err != nil {
+		return nil, err
+	}
+	for {
+		s.mu.Lock()
+		if len(s.queue) > 0 {
+			env := s.queue[0]
+			s.queue = s.queue[1:]
+			s.unacked = append(s.unacked, env.ID)
+			s.mu.Unlock()
+			in, err := s.c.open(ctx, &env)
+			if errors.Is(err, errSeen) {
+				continue // acknowledged with the next call
+			}
+			return in, err
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.arrived:
+		case <-s.done:
+			s.mu.Lock()
+			more := len(s.queue) > 0 // arrived before the close: hand out first
+			s.mu.Unlock()
+			if !more {
+				return nil, s.Err()
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Backlog returns every message that was waiting when the stream
+// connected, up to the server's "synced".
+func (s *Stream) Backlog(ctx context.Context) ([]*Incoming, []error, error) {
+	var out []*Incoming
+	var bad []error
+	for {
+		s.mu.Lock()
+		empty := len(s.queue) == 0
+		s.mu.Unlock()
+		if empty {
+			// The read loop queues envelope frames before it sees
+			// "synced": synced with an empty queue means the backlog is out.
+			select {
+			case <-s.synced:
+				return out, bad, s.Ack(ctx)
+			case <-s.arrived:
+				continue
+			case <-s.done:
+				return out, bad, s.Err()
+			case <-ctx.Done():
+				return out, bad, ctx.Err()
+			}
+		}
+		in, err := s.Receive(ctx)
+		var re *ReceiveError
+		switch {
+		case errors.As(err, &re):
+			bad = append(bad, err)
+		case err != nil:
+			return out, bad, err
+		default:
+			out = append(out, in)
+		}
+	}
+}
+
+// Ack acknowledges the messages handed out so far: the server deletes
+// them, and the SDK forgets their decrypted copies.
+func (s *Stream) Ack(ctx context.Context) error {
+	s.mu.Lock()
+	ids := s.unacked
+	s.unacked = nil
+	s.mu.Unlock()
+	for len(ids) > 0 {
+		n := min(len(ids), mailbox.MaxAckBatch)
+		b, _ := json.Marshal(struct {
+			Type string   `json:"type"`
+			IDs  []string `json:"ids"`
+		}{"ack", ids[:n]})
+		if err := s.ws.Write(ctx, websocket.MessageText, b); err != nil {
+			return fmt.Errorf("%w: ack: %w", ErrClosed, err)
+		}
+		if err := s.c.forget(ids[:n]); err != nil {
+			return err
+		}
+		ids = ids[n:]
+	}
+	return nil
+}
+
+// Send sends m to the conversation with to over the stream, with the same
+// device refresh and retries as Client.Send.
+func (s *Stream) Send(ctx context.Context, to Peer, m *kind.Message) (*messaging.SendResponse, error) {
+	return s.c.send(ctx, to, m, s.post)
+}
+
+func (s *Stream) post(ctx context.Context, req *messaging.SendRequest) (*messaging.SendResponse, *sendProblem, error) {
+	s.mu.Lock()
+	s.ref++
+	ref := "s" + strconv.Itoa(s.ref)
+	ch := make(chan sendResult, 1)
+	s.pending[ref] = ch
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.pending, ref)
+		s.mu.Unlock()
+	}()
+	b, err := json.Marshal(messaging.SendFrame{Type: "send", Ref: ref, Request: *req})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.ws.Write(ctx, websocket.MessageText, b); err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	select {
+	case r := <-ch:
+		return r.resp, r.prob, nil
+	case <-s.done:
+		return nil, nil, s.Err()
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+}
+
+// Receipt tells the sender's devices that in was delivered or read.
+// Receipts travel like any message, end to end, in the same conversation.
+func (s *Stream) Receipt(ctx context.Context, in *Incoming, status string) error {
+	if in.FromServer || in.Message.Kind == kind.Receipt {
+		return nil // the server gets no receipts, and receipts get none
+	}
+	m, err := kind.New(NewMessageID(), s.c.now(), &kind.ReceiptBody{Status: status, IDs: []string{in.Message.ID}})
+	if err != nil {
+		return err
+	}
+	_, err = s.Send(ctx, in.Reply, m)
+	return err
+}
+
+// errSeen marks an envelope already handed out and acknowledged.
+var errSeen = errors.New("messaging/client: envelope already received")
+
+// Names in the Store: the ids of envelopes already handed out (a bounded
+// list), and the decrypted copy of each until it is acknowledged.
+const nameSeen = "inbox/seen"
+
+func nameReceived(envelopeID string) string { return "inbox/msg/" + envelopeID }
+
+// maxSeen bounds the remembered envelope ids. The server deletes an
+// envelope once acknowledged, so a repeat can only come from the window
+// between handing out and acknowledging, far shorter than this list.
+const maxSeen = 4096
+
+// open turns an envelope into an Incoming: from the Store if this device
+// has already decrypted it, else by decrypting and checking it.
+func (c *Client) open(ctx context.Context, env *mailbox.Envelope) (*Incoming, error) {
+	c.inboxMu.Lock()
+	defer c.inboxMu.Unlock()
+	if b, err := c.store.Get(nameReceived(env.ID)); err == nil {
+		var in Incoming
+		if err := json.Unmarshal(b, &in); err != nil {
+			return nil, err
+		}
+		if in.Message, err = kind.Unmarshal(in.Raw); err != nil {
+			return nil, err
+		}
+		return &in, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	seen, err := c.seenList()
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range seen {
+		if id == env.ID {
+			return nil, errSeen
+		}
+	}
+	in, rerr := c.read(ctx, env)
+	if rerr != nil {
+		rerr = &ReceiveError{EnvelopeID: env.ID, SenderDevice: env.Sender, Err: rerr}
+	} else if err := c.putJSON(nameReceived(env.ID), in); err != nil {
+		return nil, err
+	}
+	seen = append(seen, env.ID)
+	if len(seen) > maxSeen {
+		seen = seen[len(seen)-maxSeen:]
+	}
+	if err := c.putJSON(nameSeen, seen); err != nil {
+		return nil, err
+	}
+	return in, rerr
+}
+
+func (c *Client) seenList() ([]string, error) {
+	b, err := c.store.Get(nameSeen)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	var ids []string
+	return ids, json.Unmarshal(b, &ids)
+}
+
+// forget drops the decrypted copies of acknowledged envelopes.
+func (c *Client) forget(ids []string) error {
+	c.inboxMu.Lock()
+	defer c.inboxMu.Unlock()
+	for _, id := range ids {
+		if err := c.store.Delete(nameReceived(id)); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
+// read decrypts and checks one envelope.
+func (c *Client) read(ctx context.Context, env *mailbox.Envelope) (*Incoming, error) {
+	in := &Incoming{EnvelopeID: env.ID, Conversation: env.Conversation, ServerTime: env.ServerTime, SenderDevice: env.Sender}
+	if env.Sender == messaging.NoticeSender {
+		var n messaging.NoticeBody
+		if err := decodeStrict(env.Ciphertext, &n); err != nil {
+			return nil, fmt.Errorf("%w: notice: %v", ErrBadMessage, err)
+		}
+		if n.Conversation != env.Conversation {
+			return nil, fmt.Errorf("%w: notice for conversation %s in %s", ErrBadMessage, n.Conversation, env.Conversation)
+		}
+		m, err := kind.Unmarshal(n.Message)
+		if err != nil {
+			return nil, err
+		}
+		in.FromServer, in.Message, in.Raw = true, m, n.Message
+		if messaging.ValidGroupID(env.Conversation) {
+			in.Reply = Peer{GroupID: env.Conversation}
+		}
+		return in, nil
+	}
+	var m Message
+	if err := m.UnmarshalBinary(env.Ciphertext); err != nil {
+		return nil, err
+	}
+	pt, err := c.Decrypt(ctx, env.Sender, &m)
+	if err != nil {
+		return nil, err
+	}
+	acct, err := c.peerAccount(env.Sender)
+	if err != nil {
+		return nil, err
+	}
+	in.SenderAccount = acct
+	dec := json.NewDecoder(bytes.NewReader(pt))
+	dec.DisallowUnknownFields()
+	var ct content
+	if err := dec.Decode(&ct); err != nil || ct.V != contentVersion {
+		return nil, fmt.Errorf("%w: content: %v", ErrBadMessage, err)
+	}
+	// The conversation follows from who sent it and how they addressed
+	// it; the server's label must agree, so it cannot move a message.
+	conv, err := conversationOf(acct, ct.To)
+	if err != nil || conv != ct.Conversation || conv != env.Conversation {
+		return nil, fmt.Errorf("%w: conversation %s does not follow from the sender %s and its addressing", ErrUntrusted, env.Conversation, acct)
+	}
+	to := ct.To
+	switch {
+	case to.GroupID != "":
+		in.Reply = Peer{GroupID: to.GroupID}
+	case to.OrgID != "" && to.AccountID != "":
+		// An agent answering as the organisation must prove it.
+		mem, err := c.checkOrgProof(ct.Org, acct, env.Sender)
+		if err != nil {
+			return nil, err
+		}
+		if mem.OrgID != to.OrgID {
+			return nil, untrusted(env.Sender, "membership of %s, not %s", mem.OrgID, to.OrgID)
+		}
+		in.Org = mem
+		if c.account == to.AccountID {
+			in.Reply = Peer{OrgID: to.OrgID}
+		} else {
+			in.Reply = Peer{OrgID: to.OrgID, AccountID: to.AccountID}
+		}
+	case to.OrgID != "":
+		if acct == c.account {
+			in.Reply = Peer{OrgID: to.OrgID}
+		} else {
+			in.Reply = Peer{OrgID: to.OrgID, AccountID: acct}
+		}
+	default:
+		if c.account != to.AccountID && c.account != acct {
+			return nil, fmt.Errorf("%w: a direct message between others", ErrUntrusted)
+		}
+		if acct == c.account {
+			in.Reply = Peer{AccountID: to.AccountID}
+		} else {
+			in.Reply = Peer{AccountID: acct}
+		}
+	}
+	if ct.Org != nil && in.Org == nil {
+		return nil, fmt.Errorf("%w: organisation proof on a message not sent as the organisation", ErrBadMessage)
+	}
+	msg, err := kind.Unmarshal(ct.Message)
+	if err != nil {
+		return nil, err
+	}
+	in.Message, in.Raw = msg, ct.Message
+	return in, nil
+}
+
+// NewMessageID returns a random message id for kind.New.
+func NewMessageID() string { return "m_" + mailbox.NewEnvelopeID() }

@@ -1,0 +1,99 @@
+package mailbox_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/internal/db/dbtest"
+	"github.com/kanal-server/kanal/messaging/mailbox"
+)
+
+// Acks through the group commit: concurrent acks of many devices delete
+// exactly their own envelopes, report their own counts, and a device still
+// cannot delete another device's envelopes.
+func TestAckGroupCommit(t *testing.T) {
+	dbtest.Run(t, []db.Migrations{mailbox.Migrations()}, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		b := d.NewBatcher(16)
+		defer b.Close()
+		s := mailbox.NewStore(d, mailbox.StoreOptions{Batcher: b})
+		const devices = 12
+		ids := make([][]string, devices)
+		for i := range devices {
+			dev := fmt.Sprintf("dev_%d", i)
+			envs := []mailbox.Envelope{env(dev, "dev_x", "1"), env(dev, "dev_x", "2"), env(dev, "dev_x", "3")}
+			if err := s.Append(ctx, envs); err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range envs {
+				ids[i] = append(ids[i], e.ID)
+			}
+		}
+		// dev_0 names dev_1's envelopes: nothing is deleted.
+		if n, err := s.Ack(ctx, "dev_0", ids[1]); err != nil || n != 0 {
+			t.Fatalf("foreign ack deleted %d (%v)", n, err)
+		}
+		var wg sync.WaitGroup
+		counts := make([]int64, devices)
+		errs := make([]error, devices)
+		for i := range devices {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				counts[i], errs[i] = s.Ack(ctx, fmt.Sprintf("dev_%d", i), append(ids[i][:2:2], "unknown"))
+			}()
+		}
+		wg.Wait()
+		for i := range devices {
+			if errs[i] != nil || counts[i] != 2 {
+				t.Fatalf("dev_%d: ack deleted %d (%v), want 2", i, counts[i], errs[i])
+			}
+			left, err := s.Fetch(ctx, fmt.Sprintf("dev_%d", i), 0, 10)
+			if err != nil || len(left) != 1 || left[0].ID != ids[i][2] {
+				t.Fatalf("dev_%d keeps %+v (%v), want only its third envelope", i, left, err)
+			}
+		}
+	})
+}
+
+// One append to more devices than one statement takes (the store splits
+// it) numbers each device's envelopes from its own head, in order.
+func TestAppendManyDevices(t *testing.T) {
+	dbtest.Run(t, []db.Migrations{mailbox.Migrations()}, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		s := mailbox.NewStore(d, mailbox.StoreOptions{})
+		if err := s.Append(ctx, []mailbox.Envelope{env("dev_007", "dev_x", "earlier")}); err != nil {
+			t.Fatal(err)
+		}
+		var envs []mailbox.Envelope
+		for i := range 300 {
+			envs = append(envs, env(fmt.Sprintf("dev_%03d", i), "dev_x", "a"))
+			if i%100 == 7 {
+				envs = append(envs, env(fmt.Sprintf("dev_%03d", i), "dev_x", "b"))
+			}
+		}
+		if err := s.Append(ctx, envs); err != nil {
+			t.Fatal(err)
+		}
+		for _, dev := range []string{"dev_000", "dev_007", "dev_107", "dev_299"} {
+			got, err := s.Fetch(ctx, dev, 0, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var bodies string
+			for i, e := range got {
+				if e.Seq != int64(i+1) {
+					t.Fatalf("%s: envelope %d has seq %d", dev, i, e.Seq)
+				}
+				bodies += string(e.Ciphertext) + " "
+			}
+			want := map[string]string{"dev_000": "a ", "dev_007": "earlier a b ", "dev_107": "a b ", "dev_299": "a "}[dev]
+			if bodies != want {
+				t.Fatalf("%s holds %q, want %q", dev, bodies, want)
+			}
+		}
+	})
+}

@@ -1,0 +1,168 @@
+// Package epc builds the EPC QR code ("GiroCode") of a SEPA credit
+// transfer: the payload of EPC069-12 (Quick Response Code: Guidelines to
+// Enable Data Capture for the Initiation of a SEPA Credit Transfer),
+// version 002, and a PNG of it.
+package epc
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/skip2/go-qrcode"
+
+	"github.com/kanal-server/kanal/payments/sepa"
+)
+
+// Limits of EPC069-12.
+const (
+	MaxName        = 70
+	MaxAmountCents = 99999999999 // EUR 999999999.99
+	MaxRemittance  = 140         // unstructured remittance information
+	MaxInformation = 70          // beneficiary to originator information
+	MaxPayload     = 331         // bytes, the whole payload
+)
+
+// ErrInvalid is wrapped by every validation error of Payload.
+var ErrInvalid = errors.New("epc: invalid transfer")
+
+// Transfer is one SEPA credit transfer as the QR code carries it.
+type Transfer struct {
+	BIC         string // optional in version 002 inside the EEA
+	Name        string // beneficiary, at most 70 characters
+	IBAN        string
+	AmountCents int64  // 1 .. 99999999999
+	Purpose     string // optional four-letter ISO 20022 purpose code, e.g. "GDDS"
+	// Exactly one of Reference (ISO 11649 RF creditor reference) and Text
+	// (unstructured remittance, at most 140 characters) may be set.
+	Reference   string
+	Text        string
+	Information string // optional note to the payer, at most 70 characters
+}
+
+// Payload returns the EPC069-12 payload of t, lines separated by LF:
+//
+//	BCD          service tag
+//	002          version
+//	1            character set: UTF-8
+//	SCT          identification: SEPA credit transfer
+//	BIC          optional in version 002
+//	name         beneficiary, ≤ 70
+//	IBAN
+//	EUR12.34     amount, "EUR" and at most two decimals; empty is allowed, not used here
+//	purpose      optional, 4 characters
+//	reference    structured (RF), ≤ 35; or empty
+//	text         unstructured, ≤ 140; or empty
+//	information  optional, ≤ 70
+//
+// Trailing empty fields are left out, as the guideline allows.
+func Payload(t Transfer) (string, error) {
+	if err := t.check(); err != nil {
+		return "", err
+	}
+	lines := []string{
+		"BCD", "002", "1", "SCT",
+		t.BIC, t.Name, t.IBAN,
+		fmt.Sprintf("EUR%d.%02d", t.AmountCents/100, t.AmountCents%100),
+		t.Purpose, t.Reference, t.Text, t.Information,
+	}
+	for len(lines) > 0 && lines[len(lines)-1] == "" {
+		lines = lines[:len(lines)-1]
+	}
+	p := strings.Join(lines, "\n")
+	if len(p) > MaxPayload {
+		return "", fmt.Errorf("%w: payload is %d bytes, more than %d", ErrInvalid, len(p), MaxPayload)
+	}
+	return p, nil
+}
+
+func (t Transfer) check() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
+	}
+	if t.BIC != "" && !isBIC(t.BIC) {
+		return bad("BIC %q is not 8 or 11 letters and digits", t.BIC)
+	}
+	if err := text("name", t.Name, MaxName, true); err != nil {
+		return err
+	}
+	if iban, err := sepa.NormalizeIBAN(t.IBAN); err != nil || iban != t.IBAN {
+		return bad("IBAN must be a valid IBAN without spaces")
+	}
+	if t.AmountCents < 1 || t.AmountCents > MaxAmountCents {
+		return bad("amount must be 0.01 to 999999999.99 EUR")
+	}
+	if t.Purpose != "" && (len(t.Purpose) != 4 || strings.ToUpper(t.Purpose) != t.Purpose || !alnum(t.Purpose)) {
+		return bad("purpose must be a four-letter code")
+	}
+	switch {
+	case t.Reference != "" && t.Text != "":
+		return bad("a reference and a text cannot both be set")
+	case t.Reference != "":
+		if ref, err := sepa.NormalizeReference(t.Reference); err != nil || ref != t.Reference {
+			return bad("reference must be an RF creditor reference without spaces")
+		}
+	}
+	if err := text("text", t.Text, MaxRemittance, false); err != nil {
+		return err
+	}
+	return text("information", t.Information, MaxInformation, false)
+}
+
+// text checks a free-text field: valid UTF-8, within max characters, and
+// no control characters (a line break would shift every later field).
+func text(field, s string, max int, required bool) error {
+	switch {
+	case required && strings.TrimSpace(s) == "":
+		return fmt.Errorf("%w: %s is required", ErrInvalid, field)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%w: %s is not UTF-8", ErrInvalid, field)
+	case utf8.RuneCountInString(s) > max:
+		return fmt.Errorf("%w: %s is longer than %d characters", ErrInvalid, field, max)
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%w: %s contains a control character", ErrInvalid, field)
+		}
+	}
+	return nil
+}
+
+func isBIC(s string) bool {
+	return (len(s) == 8 || len(s) == 11) && strings.ToUpper(s) == s && alnum(s)
+}
+
+func alnum(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'A' || c > 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// PNG renders the payload of t as a QR code image of at most size×size
+// pixels, with error correction level M as EPC069-12 requires. Every
+// module is a whole number of pixels: a module stretched over a fraction
+// of a pixel makes uneven lines that scanners misread.
+func PNG(t Transfer, size int) ([]byte, error) {
+	p, err := Payload(t)
+	if err != nil {
+		return nil, err
+	}
+	if size < 100 || size > 2000 {
+		return nil, fmt.Errorf("%w: image size %d is not 100..2000", ErrInvalid, size)
+	}
+	q, err := qrcode.New(p, qrcode.Medium)
+	if err != nil {
+		return nil, fmt.Errorf("epc: encode QR code: %w", err)
+	}
+	perModule := max(size/len(q.Bitmap()), 1)
+	png, err := q.PNG(-perModule)
+	if err != nil {
+		return nil, fmt.Errorf("epc: encode QR code: %w", err)
+	}
+	return png, nil
+}

@@ -1,0 +1,132 @@
+package epc
+
+import (
+	"bytes"
+	"errors"
+	"image/png"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/makiuchi-d/gozxing"
+	"github.com/makiuchi-d/gozxing/qrcode"
+)
+
+// TestGuidelineExample rebuilds the donation example of EPC069-12 (Red
+// Cross, BPOTBEB1, BE72000000001616, EUR 1, purpose CHAR, "Urgency fund")
+// in the version 002 form this package writes (amount with two decimals)
+// and compares it byte for byte with testdata/payload.txt.
+func TestGuidelineExample(t *testing.T) {
+	want, err := os.ReadFile("testdata/payload.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Payload(Transfer{BIC: "BPOTBEB1", Name: "Red Cross of Belgium", IBAN: "BE72000000001616",
+		AmountCents: 100, Purpose: "CHAR", Text: "Urgency fund"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Fatalf("payload\n%q\nwant\n%q", got, want)
+	}
+}
+
+func decodeQR(t *testing.T, b []byte) string {
+	t.Helper()
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("png: %v", err)
+	}
+	bmp, err := gozxing.NewBinaryBitmapFromImage(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := qrcode.NewQRCodeReader().Decode(bmp, nil)
+	if err != nil {
+		t.Fatalf("decode QR: %v", err)
+	}
+	return res.GetText()
+}
+
+// TestPNGDecodesToFields decodes the PNG with an independent QR decoder
+// and reads the fields back by position.
+func TestPNGDecodesToFields(t *testing.T) {
+	tr := Transfer{Name: "Bürgeramt Musterstadt – Gebühren", IBAN: "DE89370400440532013000",
+		AmountCents: 123456, Purpose: "GOVT", Reference: "RF18539007547034", Information: "Reisepass"}
+	b, err := PNG(tr, 400)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(decodeQR(t, b), "\n")
+	want := []string{"BCD", "002", "1", "SCT", "", tr.Name, tr.IBAN, "EUR1234.56", "GOVT", "RF18539007547034", "", "Reisepass"}
+	if len(lines) != len(want) {
+		t.Fatalf("decoded %d lines %q, want %d", len(lines), lines, len(want))
+	}
+	for i := range want {
+		if lines[i] != want[i] {
+			t.Errorf("line %d = %q, want %q", i+1, lines[i], want[i])
+		}
+	}
+}
+
+func TestAmountFormatting(t *testing.T) {
+	for cents, want := range map[int64]string{1: "EUR0.01", 10: "EUR0.10", 100: "EUR1.00", 99999999999: "EUR999999999.99"} {
+		p, err := Payload(Transfer{Name: "X", IBAN: "DE89370400440532013000", AmountCents: cents})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Split(p, "\n")[7]; got != want {
+			t.Errorf("%d cents: %q, want %q", cents, got, want)
+		}
+	}
+}
+
+func TestInvalidTransfers(t *testing.T) {
+	ok := Transfer{Name: "Stadtkasse", IBAN: "DE89370400440532013000", AmountCents: 500, Reference: "RF18539007547034"}
+	for name, mut := range map[string]func(*Transfer){
+		"zero amount":        func(t *Transfer) { t.AmountCents = 0 },
+		"negative amount":    func(t *Transfer) { t.AmountCents = -5 },
+		"too large":          func(t *Transfer) { t.AmountCents = MaxAmountCents + 1 },
+		"bad IBAN checksum":  func(t *Transfer) { t.IBAN = "DE88370400440532013000" },
+		"IBAN with spaces":   func(t *Transfer) { t.IBAN = "DE89 3704 0044 0532 0130 00" },
+		"bad reference":      func(t *Transfer) { t.Reference = "RF19539007547034" },
+		"reference and text": func(t *Transfer) { t.Text = "also" },
+		"long name":          func(t *Transfer) { t.Name = strings.Repeat("n", 71) },
+		"empty name":         func(t *Transfer) { t.Name = " " },
+		"newline in name":    func(t *Transfer) { t.Name = "A\nB" },
+		"bad BIC":            func(t *Transfer) { t.BIC = "COBA" },
+		"bad purpose":        func(t *Transfer) { t.Purpose = "gdds" },
+	} {
+		tr := ok
+		mut(&tr)
+		if _, err := Payload(tr); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+	}
+	if _, err := Payload(ok); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPNGDecodesForManyPayloads: payloads of every length a request can
+// produce, at the sizes the API serves, all decode back exactly. (With a
+// fractional number of pixels per module some of them did not.)
+func TestPNGDecodesForManyPayloads(t *testing.T) {
+	for i := 0; i < 60; i++ {
+		tr := Transfer{Name: strings.Repeat("Bäckerei Schmidt ", 1+i%4)[:min(70, 17*(1+i%4))], IBAN: "DE89370400440532013000",
+			AmountCents: int64(1 + i*7919), Reference: "RF18539007547034", Information: strings.Repeat("x", i)}
+		want, err := Payload(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, size := range []int{100, 256, 300, 512} {
+			b, err := PNG(tr, size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := decodeQR(t, b); got != want {
+				t.Fatalf("payload %d at %d px decoded as %q", i, size, got)
+			}
+		}
+	}
+}

@@ -1,0 +1,181 @@
+package jws
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/kanal-server/kanal/identity/ca"
+)
+
+// Media types in the "typ" header keep an offer from being taken for a
+// contract and the other way round.
+const (
+	TypeOffer    = "kanal-offer+jws"
+	TypeContract = "kanal-contract+jws"
+)
+
+// Header names of kanal's own protected header parameters.
+const (
+	headerMembership = "kanal_membership" // [membership DER, organisation DER], standard base64
+	headerCRL        = "kanal_crl"        // DER CRL of the deployment CA, standard base64
+)
+
+// algorithms are the only ones accepted: what device keys can make.
+var algorithms = []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA}
+
+// Seller is the device that signs an offer for its organisation.
+type Seller struct {
+	Key        crypto.Signer // the device key: *ecdsa.PrivateKey (P-256) or ed25519.PrivateKey
+	DeviceCert []byte        // DER device certificate
+	Membership []byte        // DER membership certificate for the offer's organisation
+	OrgCert    []byte        // DER organisation certificate that issued Membership
+}
+
+// Buyer is the device that countersigns.
+type Buyer struct {
+	Key        crypto.Signer
+	DeviceCert []byte
+	// CRL is the deployment CA's current revocation list (DER). It is
+	// embedded in the contract so that a verifier without network access
+	// knows the revocation state at signing time.
+	CRL []byte
+}
+
+func signingKey(k crypto.Signer) (jose.SigningKey, error) {
+	switch key := k.(type) {
+	case *ecdsa.PrivateKey:
+		if key.Curve != elliptic.P256() {
+			return jose.SigningKey{}, fmt.Errorf("%w: ECDSA key is not P-256", ErrCertificate)
+		}
+		return jose.SigningKey{Algorithm: jose.ES256, Key: key}, nil
+	case ed25519.PrivateKey:
+		return jose.SigningKey{Algorithm: jose.EdDSA, Key: key}, nil
+	}
+	return jose.SigningKey{}, fmt.Errorf("%w: device key %T", ErrCertificate, k)
+}
+
+func sign(key crypto.Signer, typ string, certDER []byte, extra map[jose.HeaderKey]any, payload []byte) (string, error) {
+	sk, err := signingKey(key)
+	if err != nil {
+		return "", err
+	}
+	opts := (&jose.SignerOptions{}).WithType(jose.ContentType(typ)).
+		WithHeader("x5c", []string{base64.StdEncoding.EncodeToString(certDER)})
+	for k, v := range extra {
+		opts = opts.WithHeader(k, v)
+	}
+	signer, err := jose.NewSigner(sk, opts)
+	if err != nil {
+		return "", fmt.Errorf("jws: signer: %w", err)
+	}
+	obj, err := signer.Sign(payload)
+	if err != nil {
+		return "", fmt.Errorf("jws: sign: %w", err)
+	}
+	return obj.CompactSerialize()
+}
+
+// SignOffer validates o and signs it as the seller's device. The device
+// and membership certificates must be valid at o.IssuedAt and name the
+// signing key, and the membership must be for o.OrgID; the caller checks
+// nothing, so a mistake shows here rather than at the buyer.
+func SignOffer(o Offer, s Seller, roots *x509.CertPool) (string, error) {
+	if err := o.Validate(); err != nil {
+		return "", err
+	}
+	dev, m, err := checkSeller(s.DeviceCert, s.Membership, s.OrgCert, roots, o.IssuedAt)
+	if err != nil {
+		return "", err
+	}
+	if m.OrgID != o.OrgID {
+		return "", fmt.Errorf("%w: membership is for organisation %s, not %s", ErrCertificate, m.OrgID, o.OrgID)
+	}
+	if err := sameKey(dev.PublicKey, s.Key.Public()); err != nil {
+		return "", err
+	}
+	payload, err := json.Marshal(o)
+	if err != nil {
+		return "", fmt.Errorf("jws: encode offer: %w", err)
+	}
+	return sign(s.Key, TypeOffer, s.DeviceCert, map[jose.HeaderKey]any{
+		headerMembership: []string{base64.StdEncoding.EncodeToString(s.Membership), base64.StdEncoding.EncodeToString(s.OrgCert)},
+	}, payload)
+}
+
+// acceptance is the payload of a contract: the buyer signs the offer JWS
+// exactly as received, byte for byte, together with who signs and when.
+type acceptance struct {
+	Version      int       `json:"v"` // 1
+	Offer        string    `json:"offer"`
+	BuyerAccount string    `json:"buyer_account"`
+	BuyerDevice  string    `json:"buyer_device"`
+	SignedAt     time.Time `json:"signed_at"`
+}
+
+// Countersign verifies the offer (signature, certificates at its issue
+// time, addressed to the buyer's account, still valid at now) and signs
+// it as the buyer's device, returning the contract JWS. The buyer's device
+// certificate must carry level substantial or higher.
+func Countersign(offerJWS string, b Buyer, caCert *x509.Certificate, now time.Time) (string, error) {
+	roots := x509.NewCertPool()
+	roots.AddCert(caCert)
+	vo, err := VerifyOffer(offerJWS, roots)
+	if err != nil {
+		return "", err
+	}
+	if !now.Before(vo.Offer.ValidUntil) {
+		return "", fmt.Errorf("%w: valid until %s", ErrExpired, vo.Offer.ValidUntil.Format(time.RFC3339))
+	}
+	now = now.UTC().Truncate(time.Second)
+	buyer, err := ca.VerifyDevice(b.DeviceCert, roots, now)
+	if err != nil {
+		return "", fmt.Errorf("%w: buyer device: %w", ErrCertificate, err)
+	}
+	if buyer.Level < ca.LevelSubstantial {
+		return "", fmt.Errorf("%w: countersigning needs level substantial, the device has %s", ErrCertificate, buyer.Level)
+	}
+	if buyer.AccountID != vo.Offer.BuyerAccount {
+		return "", fmt.Errorf("%w: the offer is addressed to account %s", ErrInvalidOffer, vo.Offer.BuyerAccount)
+	}
+	if err := sameKey(buyer.PublicKey, b.Key.Public()); err != nil {
+		return "", err
+	}
+	// The embedded list must be able to speak for now: checked as a
+	// verifier will check it.
+	if err := checkNotRevoked(b.CRL, caCert, now, true, vo.SellerDevice, buyer); err != nil {
+		return "", err
+	}
+	payload, err := json.Marshal(acceptance{Version: 1, Offer: offerJWS, BuyerAccount: buyer.AccountID, BuyerDevice: buyer.DeviceID, SignedAt: now})
+	if err != nil {
+		return "", fmt.Errorf("jws: encode contract: %w", err)
+	}
+	return sign(b.Key, TypeContract, b.DeviceCert, map[jose.HeaderKey]any{
+		headerCRL: base64.StdEncoding.EncodeToString(b.CRL),
+	}, payload)
+}
+
+// ContractID is a contract's identity: the SHA-256 of its compact JWS,
+// in hex. kanald registers contracts under it.
+func ContractID(contractJWS string) string {
+	h := sha256.Sum256([]byte(contractJWS))
+	return hex.EncodeToString(h[:])
+}
+
+func sameKey(certKey, key crypto.PublicKey) error {
+	k, ok := certKey.(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !k.Equal(key) {
+		return fmt.Errorf("%w: the certificate is not for the signing key", ErrCertificate)
+	}
+	return nil
+}

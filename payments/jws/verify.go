@@ -1,0 +1,270 @@
+package jws
+
+import (
+	"crypto/x509"
+	"encoding/base64"
+	"fmt"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/kanal-server/kanal/identity/ca"
+)
+
+// clockSkew is how far a signer's clock may be ahead of the CRL's: the
+// buyer fetches the list from kanald and signs a moment later, on its own
+// clock.
+const clockSkew = 5 * time.Minute
+
+// VerifiedOffer is an offer whose signature and certificates checked out.
+type VerifiedOffer struct {
+	Offer        Offer
+	SellerDevice ca.DeviceIdentity
+	Membership   ca.Membership
+}
+
+// Contract is a verified contract.
+type Contract struct {
+	ID       string // ContractID
+	Offer    VerifiedOffer
+	Buyer    ca.DeviceIdentity
+	SignedAt time.Time
+	OfferJWS string
+}
+
+// parse checks the size, the algorithm and the type, and returns the
+// parsed object and its payload, NOT yet verified: the payload names the
+// signing time at which the certificate must be checked, and only then is
+// the signature verified (signedBy).
+func parse(s, typ string) (*jose.JSONWebSignature, []byte, error) {
+	if len(s) == 0 || len(s) > MaxJWS {
+		return nil, nil, fmt.Errorf("%w: size %d", ErrMalformed, len(s))
+	}
+	obj, err := jose.ParseSignedCompact(s, algorithms)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if len(obj.Signatures) != 1 {
+		return nil, nil, fmt.Errorf("%w: %d signatures", ErrMalformed, len(obj.Signatures))
+	}
+	// base64url leaves spare bits in the last character of each part,
+	// which decoders ignore: a document must be in its one canonical
+	// form, or a changed character could leave it "valid" under a new
+	// hash (and contract id).
+	if canon, err := obj.CompactSerialize(); err != nil || canon != s {
+		return nil, nil, fmt.Errorf("%w: not in canonical compact form", ErrMalformed)
+	}
+	h := obj.Signatures[0].Protected
+	if got, _ := h.ExtraHeaders[jose.HeaderType].(string); got != typ {
+		return nil, nil, fmt.Errorf("%w: typ %q, want %q", ErrMalformed, got, typ)
+	}
+	return obj, obj.UnsafePayloadWithoutVerification(), nil
+}
+
+// signedBy verifies the x5c chain to roots at at, then the signature with
+// the leaf's key, and returns the leaf's DER and the verified payload.
+func signedBy(obj *jose.JSONWebSignature, roots *x509.CertPool, at time.Time) ([]byte, []byte, error) {
+	chains, err := obj.Signatures[0].Protected.Certificates(x509.VerifyOptions{
+		Roots: roots, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil || len(chains) == 0 || len(chains[0]) == 0 {
+		return nil, nil, fmt.Errorf("%w: x5c: %v", ErrCertificate, err)
+	}
+	leaf := chains[0][0]
+	payload, err := obj.Verify(leaf.PublicKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrSignature, err)
+	}
+	return leaf.Raw, payload, nil
+}
+
+// stringList reads a header parameter holding n standard-base64 strings.
+func stringList(hs map[jose.HeaderKey]any, key string, n int) ([][]byte, error) {
+	raw, ok := hs[jose.HeaderKey(key)].([]any)
+	if !ok || len(raw) != n {
+		return nil, fmt.Errorf("%w: header %s must hold %d values", ErrMalformed, key, n)
+	}
+	out := make([][]byte, n)
+	for i, v := range raw {
+		s, ok := v.(string)
+		if !ok {
+			return nil, fmt.Errorf("%w: header %s", ErrMalformed, key)
+		}
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: header %s: %v", ErrMalformed, key, err)
+		}
+		out[i] = b
+	}
+	return out, nil
+}
+
+// VerifyOffer checks an offer JWS offline: the signature with the x5c
+// device certificate's key, that certificate and the membership
+// certificate chaining to roots at the offer's issue time, both naming
+// the same device and key, the membership being for the offer's
+// organisation, and the offer's content. It does not check expiry or
+// revocation, which depend on when the offer is used.
+func VerifyOffer(offerJWS string, roots *x509.CertPool) (*VerifiedOffer, error) {
+	obj, unverified, err := parse(offerJWS, TypeOffer)
+	if err != nil {
+		return nil, fmt.Errorf("offer: %w", err)
+	}
+	var o Offer
+	if err := decodeStrict(unverified, &o); err != nil {
+		return nil, fmt.Errorf("offer: %w", err)
+	}
+	devDER, _, err := signedBy(obj, roots, o.IssuedAt)
+	if err != nil {
+		return nil, fmt.Errorf("offer: %w", err)
+	}
+	h := obj.Signatures[0].Protected
+	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("offer: %w", err)
+	}
+	mem, err := stringList(h.ExtraHeaders, headerMembership, 2)
+	if err != nil {
+		return nil, fmt.Errorf("offer: %w", err)
+	}
+	dev, m, err := checkSeller(devDER, mem[0], mem[1], roots, o.IssuedAt)
+	if err != nil {
+		return nil, fmt.Errorf("offer: %w", err)
+	}
+	if m.OrgID != o.OrgID {
+		return nil, fmt.Errorf("offer: %w: signed for organisation %s, names %s", ErrCertificate, m.OrgID, o.OrgID)
+	}
+	if m.OrgName != o.OrgName {
+		return nil, fmt.Errorf("offer: %w: organisation certificate names %q, the offer %q", ErrCertificate, m.OrgName, o.OrgName)
+	}
+	return &VerifiedOffer{Offer: o, SellerDevice: dev, Membership: m}, nil
+}
+
+func checkSeller(devDER, memDER, orgDER []byte, roots *x509.CertPool, at time.Time) (ca.DeviceIdentity, ca.Membership, error) {
+	dev, err := ca.VerifyDevice(devDER, roots, at)
+	if err != nil {
+		return ca.DeviceIdentity{}, ca.Membership{}, fmt.Errorf("%w: seller device: %w", ErrCertificate, err)
+	}
+	m, err := ca.VerifyMembership(memDER, orgDER, roots, at)
+	if err != nil {
+		return ca.DeviceIdentity{}, ca.Membership{}, fmt.Errorf("%w: seller membership: %w", ErrCertificate, err)
+	}
+	if err := ca.CheckSameDevice(dev, m); err != nil {
+		return ca.DeviceIdentity{}, ca.Membership{}, fmt.Errorf("%w: %w", ErrCertificate, err)
+	}
+	if m.OrgKind != ca.OrgMerchant && m.OrgKind != ca.OrgOffice {
+		return ca.DeviceIdentity{}, ca.Membership{}, fmt.Errorf("%w: a %s cannot make offers", ErrCertificate, m.OrgKind)
+	}
+	return dev, m, nil
+}
+
+// VerifyOptions configures VerifyContract.
+type VerifyOptions struct {
+	// CA is the deployment CA certificate.
+	CA *x509.Certificate
+	// CRL, if set, is a revocation list of the CA (DER) issued at or after
+	// the contract was signed, such as the current one from
+	// "kanal directory ca --crl". Without it, the list embedded in the
+	// contract, which the buyer fetched when signing, is used.
+	CRL []byte
+}
+
+// VerifyContract checks a contract offline: the buyer's signature and
+// certificate (level substantial or higher, valid at signing time), the
+// offer inside it as VerifyOffer does, that the buyer is the offer's
+// addressee and signed while the offer was valid, and that neither device
+// had been revoked when the buyer signed.
+func VerifyContract(contractJWS string, opts VerifyOptions) (*Contract, error) {
+	if opts.CA == nil {
+		return nil, fmt.Errorf("%w: no CA certificate", ErrCertificate)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(opts.CA)
+	obj, unverified, err := parse(contractJWS, TypeContract)
+	if err != nil {
+		return nil, fmt.Errorf("contract: %w", err)
+	}
+	var a acceptance
+	if err := decodeStrict(unverified, &a); err != nil {
+		return nil, fmt.Errorf("contract: %w", err)
+	}
+	if a.Version != 1 || a.SignedAt.IsZero() {
+		return nil, fmt.Errorf("contract: %w: version or signed_at", ErrMalformed)
+	}
+	buyerDER, _, err := signedBy(obj, roots, a.SignedAt)
+	if err != nil {
+		return nil, fmt.Errorf("contract: %w", err)
+	}
+	h := obj.Signatures[0].Protected
+	vo, err := VerifyOffer(a.Offer, roots)
+	if err != nil {
+		return nil, err
+	}
+	buyer, err := ca.VerifyDevice(buyerDER, roots, a.SignedAt)
+	if err != nil {
+		return nil, fmt.Errorf("contract: %w: buyer device: %w", ErrCertificate, err)
+	}
+	switch {
+	case buyer.Level < ca.LevelSubstantial:
+		return nil, fmt.Errorf("contract: %w: buyer device has level %s, substantial is required", ErrCertificate, buyer.Level)
+	case buyer.AccountID != a.BuyerAccount || buyer.DeviceID != a.BuyerDevice:
+		return nil, fmt.Errorf("contract: %w: buyer names differ from the certificate", ErrCertificate)
+	case buyer.AccountID != vo.Offer.BuyerAccount:
+		return nil, fmt.Errorf("contract: %w: offer is addressed to another account", ErrInvalidOffer)
+	case a.SignedAt.Before(vo.Offer.IssuedAt):
+		return nil, fmt.Errorf("contract: %w: signed before the offer was issued", ErrInvalidOffer)
+	case !a.SignedAt.Before(vo.Offer.ValidUntil):
+		return nil, fmt.Errorf("contract: %w: signed after the offer's validity", ErrExpired)
+	}
+	crl, embedded := opts.CRL, false
+	if crl == nil {
+		embedded = true
+		b64, ok := h.ExtraHeaders[headerCRL].(string)
+		if !ok {
+			return nil, fmt.Errorf("contract: %w: none given and none embedded", ErrNoCRL)
+		}
+		if crl, err = base64.StdEncoding.DecodeString(b64); err != nil {
+			return nil, fmt.Errorf("contract: %w: embedded list: %v", ErrNoCRL, err)
+		}
+	}
+	if err := checkNotRevoked(crl, opts.CA, a.SignedAt, embedded, vo.SellerDevice, buyer); err != nil {
+		return nil, fmt.Errorf("contract: %w", err)
+	}
+	return &Contract{ID: ContractID(contractJWS), Offer: *vo, Buyer: buyer, SignedAt: a.SignedAt, OfferJWS: a.Offer}, nil
+}
+
+// checkNotRevoked refuses the signature when either device certificate
+// is on the CA's revocation list with a revocation time at or before
+// signedAt. A list that was current at signing time (embedded) must have
+// been issued no later than signedAt (plus clock skew) and still be valid
+// then; a list given by the verifier must have been issued at or after
+// signedAt, or it could not know about a revocation just before.
+func checkNotRevoked(crlDER []byte, caCert *x509.Certificate, signedAt time.Time, embedded bool, devices ...ca.DeviceIdentity) error {
+	if len(crlDER) == 0 || len(crlDER) > ca.MaxCRLSize {
+		return fmt.Errorf("%w: size %d", ErrNoCRL, len(crlDER))
+	}
+	list, err := x509.ParseRevocationList(crlDER)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrNoCRL, err)
+	}
+	if err := list.CheckSignatureFrom(caCert); err != nil {
+		return fmt.Errorf("%w: not signed by the CA: %v", ErrNoCRL, err)
+	}
+	if embedded {
+		if list.ThisUpdate.After(signedAt.Add(clockSkew)) || !signedAt.Before(list.NextUpdate) {
+			return fmt.Errorf("%w: embedded list (%s to %s) was not current at signing time %s", ErrNoCRL,
+				list.ThisUpdate.Format(time.RFC3339), list.NextUpdate.Format(time.RFC3339), signedAt.Format(time.RFC3339))
+		}
+	} else if list.ThisUpdate.Before(signedAt) {
+		return fmt.Errorf("%w: the list was issued %s, before the contract was signed", ErrNoCRL, list.ThisUpdate.Format(time.RFC3339))
+	}
+	for _, d := range devices {
+		at, revoked, err := ca.CheckRevoked(crlDER, caCert, d.Serial)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrNoCRL, err)
+		}
+		if revoked && !at.After(signedAt) {
+			return fmt.Errorf("%w: device %s was revoked at %s, the contract signed at %s", ErrRevoked, d.DeviceID,
+				at.Format(time.RFC3339), signedAt.Format(time.RFC3339))
+		}
+	}
+	return nil
+}

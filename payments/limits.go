@@ -1,0 +1,24 @@
+package payments
+
+import "time"
+
+// Limits of the payments domain, in one place.
+const (
+	// MaxAmountCents is EPC069-12's largest amount: EUR 999,999,999.99.
+	MaxAmountCents = 99999999999
+	MaxCreditor    = 70  // EPC069-12 beneficiary name
+	MaxPurpose     = 140 // EPC069-12 unstructured remittance information
+	MaxIdemKey     = 128
+	MaxBody        = 64 << 10 // JSON request bodies (a contract is at most 32 KiB)
+	MaxWebhookBody = 16 << 10
+	MaxListLimit   = 500
+
+	// WebhookTolerance is how far a webhook's timestamp may be from the
+	// server's clock. An older delivery is refused even with a valid
+	// signature, so a captured request cannot be replayed later; within
+	// the window the stored event id refuses replays.
+	WebhookTolerance = 5 * time.Minute
+
+	// MaxDueDays bounds how far ahead a due date may be.
+	MaxDueDays = 366
+)

@@ -1,0 +1,140 @@
+package surveys
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/kanal-server/kanal/internal/db/dbtest"
+)
+
+// BenchmarkTokenIssuance measures blind token issuance on the embedded
+// default (SQLite): eligibility check, the issuance row and counter in one
+// transaction, and the RSA-2048 blind signature. Requests come from
+// several accounts at once, as they would.
+func BenchmarkTokenIssuance(b *testing.B) {
+	e := newEnv(b, dbtest.SQLite(b, sets...))
+	def, _ := e.survey(b, ModeAnonymous, everyone)
+	e.clk.set(def.OpensAt)
+	reqs := make([]*TokenRequest, 256)
+	for i := range reqs {
+		r, err := NewTokenRequest(def)
+		if err != nil {
+			b.Fatal(err)
+		}
+		reqs[i] = r
+	}
+	var n atomic.Int64
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			if _, err := e.s.IssueToken(context.Background(), voter(int(i)), def.SurveyID, reqs[i%int64(len(reqs))].Blinded); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
+}
+
+// BenchmarkBallotsAccepted measures anonymous ballots accepted on SQLite:
+// token check (RSA-PSS verify), nullifier check and the board append,
+// with concurrent voters sharing commits. Tokens and ciphertexts are made
+// before the timer starts.
+func BenchmarkBallotsAccepted(b *testing.B) {
+	e := newEnv(b, dbtest.SQLite(b, sets...))
+	def, _ := e.survey(b, ModeAnonymous, everyone)
+	e.clk.set(def.OpensAt)
+	type ballot struct {
+		tok *Token
+		ct  []byte
+	}
+	ballots := make([]ballot, b.N)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < b.N; i += 4 {
+				tok := e.token(b, def, voter(i))
+				ct, err := EncryptBallot(def, Nullifier(tok.Message), intended(i))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				ballots[i] = ballot{tok, ct}
+			}
+		}()
+	}
+	wg.Wait()
+	var n atomic.Int64
+	b.ResetTimer()
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			x := ballots[n.Add(1)-1]
+			if _, err := e.s.CastAnonymous(context.Background(), def.SurveyID, x.tok, x.ct); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ballots/s")
+}
+
+type tallyFixture struct {
+	def     *Definition
+	tk      *TallyKeyPair
+	entries []Entry
+}
+
+var tallyBoard = sync.OnceValues(func() (*tallyFixture, error) {
+	tk, err := NewTallyKey()
+	if err != nil {
+		return nil, err
+	}
+	def := &Definition{SurveyID: "srv_bench", Questions: questions(), TallyKey: tk.Public}
+	entries := make([]Entry, 100_000)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(entries); i += 4 {
+				null := Nullifier([]byte(fmt.Sprint(i)))
+				ct, err := EncryptBallot(def, null, intended(i))
+				if err != nil {
+					errs <- err
+					return
+				}
+				entries[i] = Entry{Seq: int64(i + 1), Nullifier: null, Ciphertext: ct, Hash: make([]byte, 32)}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return &tallyFixture{def, tk, entries}, <-errs
+})
+
+// BenchmarkTally100k measures counting 100,000 ballots: HPKE decryption,
+// decoding and checking each, and the count (the board check, one RSA-PSS
+// verification per entry, comes on top for a recount).
+func BenchmarkTally100k(b *testing.B) {
+	f, err := tallyBoard()
+	if err != nil {
+		b.Fatal(err)
+	}
+	def, tk, entries := f.def, f.tk, f.entries
+	b.ResetTimer()
+	for range b.N {
+		r, err := Tally(def, tk.Private, entries)
+		if err != nil || r.Valid != len(entries) {
+			b.Fatalf("%v, %d valid", err, r.Valid)
+		}
+	}
+	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/100k-ballots")
+}

@@ -1,0 +1,311 @@
+// Package client is the Go client of kanal's surveys: it organises a
+// survey (tally key, signed definition, tally), answers one (blind token,
+// encrypted ballot sent without a session, receipt) and recounts one from
+// the public board alone. All cryptography happens here, on the client;
+// the server sees only what package surveys says it sees.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	idclient "github.com/kanal-server/kanal/identity/client"
+	"github.com/kanal-server/kanal/surveys"
+)
+
+// Limits of the client.
+const (
+	// DefaultTimeout bounds one request when no http.Client is given.
+	DefaultTimeout = 60 * time.Second
+	// maxResponse bounds an answer (a board page of MaxBoardPage entries
+	// of a few kilobytes each).
+	maxResponse = 64 << 20
+)
+
+// ErrRecount is returned when a recount from the board disagrees with the
+// signed result.
+var ErrRecount = errors.New("surveys client: recount disagrees with the published result")
+
+// Client talks to one kanal server's surveys API. It is safe for
+// concurrent use.
+type Client struct {
+	base  string
+	hc    *http.Client
+	token string
+}
+
+// New returns a client for the server at baseURL. A nil httpClient means
+// one with DefaultTimeout.
+func New(baseURL string, httpClient *http.Client) *Client {
+	if httpClient == nil {
+		httpClient = &http.Client{Timeout: DefaultTimeout}
+	}
+	return &Client{base: baseURL, hc: httpClient}
+}
+
+// WithToken returns a copy that sends the session token. Anonymous
+// ballots are always sent without it, whatever the client holds.
+func (c *Client) WithToken(token string) *Client {
+	cc := *c
+	cc.token = token
+	return &cc
+}
+
+func (c *Client) do(ctx context.Context, method, path string, withSession bool, in, out any, want int) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if withSession && c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return fmt.Errorf("%s: %w", c.base, ue.Err)
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
+	if err != nil {
+		return err
+	}
+	if len(b) > maxResponse {
+		return fmt.Errorf("%s %s: answer over %d bytes", method, path, maxResponse)
+	}
+	if resp.StatusCode != want {
+		p := &idclient.Problem{Status: resp.StatusCode, Type: idclient.BlankType}
+		var pj struct {
+			Type, Title, Detail, Instance string
+		}
+		if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "application/problem+json" && json.Unmarshal(b, &pj) == nil {
+			p.Type, p.Title, p.Detail, p.Instance = pj.Type, pj.Title, pj.Detail, pj.Instance
+		}
+		return p
+	}
+	if out == nil {
+		return nil
+	}
+	if raw, ok := out.(*[]byte); ok {
+		*raw = b
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(out); err != nil {
+		return fmt.Errorf("%s %s: bad answer: %w", method, path, err)
+	}
+	return nil
+}
+
+func seg(id string) string { return url.PathEscape(id) }
+
+// Create starts a draft survey for an organisation (organisers).
+func (c *Client) Create(ctx context.Context, orgID, mode string) (*surveys.Draft, error) {
+	var d surveys.Draft
+	return &d, c.do(ctx, "POST", "/v1/surveys", true, surveys.CreateRequest{OrgID: orgID, Mode: mode}, &d, http.StatusCreated)
+}
+
+// Define uploads a signed definition; allowed until the survey opens.
+func (c *Client) Define(ctx context.Context, id string, s *surveys.Signed) (*surveys.Survey, error) {
+	var sv surveys.Survey
+	return &sv, c.do(ctx, "PUT", "/v1/surveys/"+seg(id)+"/definition", true, s, &sv, http.StatusOK)
+}
+
+// Get returns a survey's signed definition and state (no session needed).
+func (c *Client) Get(ctx context.Context, id string) (*surveys.Survey, error) {
+	var sv surveys.Survey
+	return &sv, c.do(ctx, "GET", "/v1/surveys/"+seg(id), false, nil, &sv, http.StatusOK)
+}
+
+// Definition fetches a survey and verifies its organiser's signature
+// against the deployment CA.
+func (c *Client) Definition(ctx context.Context, id string, roots *x509.CertPool) (*surveys.Definition, *surveys.Survey, error) {
+	sv, err := c.Get(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, _, err := surveys.Verify(&sv.Signed, roots)
+	if err != nil {
+		return nil, nil, err
+	}
+	if d.SurveyID != id {
+		return nil, nil, fmt.Errorf("surveys client: asked for survey %s, got %s", id, d.SurveyID)
+	}
+	return d, sv, nil
+}
+
+// List returns the open surveys the session's account may answer.
+func (c *Client) List(ctx context.Context) ([]surveys.Summary, error) {
+	var l surveys.SurveyList
+	return l.Surveys, c.do(ctx, "GET", "/v1/surveys", true, nil, &l, http.StatusOK)
+}
+
+// Token obtains the session account's one eligibility token for an
+// anonymous survey: blinded here, signed blind by the server, unblinded
+// and checked here.
+func (c *Client) Token(ctx context.Context, d *surveys.Definition) (*surveys.Token, error) {
+	req, err := surveys.NewTokenRequest(d)
+	if err != nil {
+		return nil, err
+	}
+	var resp surveys.TokenResponse
+	if err := c.do(ctx, "POST", "/v1/surveys/"+seg(d.SurveyID)+"/token", true, surveys.TokenRequestBody{Blinded: req.Blinded}, &resp, http.StatusOK); err != nil {
+		return nil, err
+	}
+	return req.Finalize(resp.BlindSignature)
+}
+
+// Cast encrypts answers to the survey's tally key and casts the ballot
+// with the token, without a session. Callers should wait a random while
+// between Token and Cast (see docs/surveys.md).
+func (c *Client) Cast(ctx context.Context, d *surveys.Definition, tok *surveys.Token, answers []any) (*surveys.Receipt, error) {
+	ct, err := surveys.EncryptBallot(d, surveys.Nullifier(tok.Message), answers)
+	if err != nil {
+		return nil, err
+	}
+	var rec surveys.Receipt
+	return &rec, c.do(ctx, "POST", "/v1/surveys/"+seg(d.SurveyID)+"/ballots", false, surveys.BallotRequest{Token: tok, Ciphertext: ct}, &rec, http.StatusCreated)
+}
+
+// CastNamed casts a named ballot for account, the session's own.
+func (c *Client) CastNamed(ctx context.Context, d *surveys.Definition, account string, answers []any) (*surveys.Receipt, error) {
+	ct, err := surveys.EncryptBallot(d, surveys.NamedNullifier(d.SurveyID, account), answers)
+	if err != nil {
+		return nil, err
+	}
+	var rec surveys.Receipt
+	return &rec, c.do(ctx, "POST", "/v1/surveys/"+seg(d.SurveyID)+"/named-ballots", true, surveys.BallotRequest{Ciphertext: ct}, &rec, http.StatusCreated)
+}
+
+// Board downloads the whole board page by page and verifies the signed
+// head of the last page against roots. It does not check the entries;
+// surveys.CheckBoard does.
+func (c *Client) Board(ctx context.Context, id string, roots *x509.CertPool) ([]surveys.Entry, *surveys.Head, error) {
+	var all []surveys.Entry
+	var head *surveys.Head
+	for {
+		var p surveys.BoardPage
+		path := "/v1/surveys/" + seg(id) + "/board?after=" + strconv.Itoa(len(all)) + "&limit=" + strconv.Itoa(surveys.MaxBoardPage)
+		if err := c.do(ctx, "GET", path, false, nil, &p, http.StatusOK); err != nil {
+			return nil, nil, err
+		}
+		h, err := surveys.VerifyHead(&p.Head, roots)
+		if err != nil {
+			return nil, nil, err
+		}
+		head = h
+		all = append(all, p.Entries...)
+		if len(p.Entries) == 0 || int64(len(all)) >= head.Length {
+			break
+		}
+	}
+	// The head is read before the page: entries past it arrived later.
+	if int64(len(all)) > head.Length {
+		all = all[:head.Length]
+	}
+	return all, head, nil
+}
+
+// Tally publishes the tally private key after closing; the answer is the
+// signed result.
+func (c *Client) Tally(ctx context.Context, id string, tallyPriv []byte) (*surveys.SignedResult, error) {
+	var r surveys.SignedResult
+	return &r, c.do(ctx, "POST", "/v1/surveys/"+seg(id)+"/tally", true, surveys.TallyRequest{TallyKey: tallyPriv}, &r, http.StatusOK)
+}
+
+// Result returns the signed result (with the session, if the client has
+// one, for organisation-only results).
+func (c *Client) Result(ctx context.Context, id string) (*surveys.SignedResult, error) {
+	var r surveys.SignedResult
+	return &r, c.do(ctx, "GET", "/v1/surveys/"+seg(id)+"/result", true, nil, &r, http.StatusOK)
+}
+
+// Report downloads the result as "csv" or "svg".
+func (c *Client) Report(ctx context.Context, id, format string) ([]byte, error) {
+	if format != "csv" && format != "svg" {
+		return nil, fmt.Errorf("surveys client: report format %q: want csv or svg", format)
+	}
+	var b []byte
+	return b, c.do(ctx, "GET", "/v1/surveys/"+seg(id)+"/result."+format, true, nil, &b, http.StatusOK)
+}
+
+// Recount verifies a tallied survey from public data alone: the signed
+// definition, the whole board against its signed head, every token and
+// nullifier, and the signed result; then it decrypts every ballot with the
+// published tally key, counts, and compares with the signed result. It
+// returns the verified statement when the counts agree and ErrRecount when
+// they do not.
+func (c *Client) Recount(ctx context.Context, id string, roots *x509.CertPool) (*surveys.Statement, error) {
+	d, _, err := c.Definition(ctx, id, roots)
+	if err != nil {
+		return nil, err
+	}
+	sr, err := c.Result(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	st, err := surveys.VerifyResult(sr, roots)
+	if err != nil {
+		return nil, err
+	}
+	entries, head, err := c.Board(ctx, id, roots)
+	if err != nil {
+		return nil, err
+	}
+	if head.Length != st.Result.BoardLength {
+		return nil, fmt.Errorf("%w: the result counts %d entries, the board has %d", ErrRecount, st.Result.BoardLength, head.Length)
+	}
+	if err := surveys.CheckBoard(d, entries, head); err != nil {
+		return nil, err
+	}
+	mine, err := surveys.Tally(d, st.TallyKey, entries)
+	if err != nil {
+		return nil, err
+	}
+	a, _ := json.Marshal(mine)
+	b, _ := json.Marshal(&st.Result)
+	if !bytes.Equal(a, b) {
+		return nil, fmt.Errorf("%w:\nrecounted: %s\npublished: %s", ErrRecount, a, b)
+	}
+	return st, nil
+}
+
+// CheckReceipt verifies the board and that it holds the receipt's ballot.
+func (c *Client) CheckReceipt(ctx context.Context, r *surveys.Receipt, roots *x509.CertPool) error {
+	d, _, err := c.Definition(ctx, r.SurveyID, roots)
+	if err != nil {
+		return err
+	}
+	entries, head, err := c.Board(ctx, r.SurveyID, roots)
+	if err != nil {
+		return err
+	}
+	if err := surveys.CheckBoard(d, entries, head); err != nil {
+		return err
+	}
+	return surveys.FindReceipt(entries, r)
+}

@@ -1,0 +1,805 @@
+package surveys
+
+import (
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"database/sql"
+	"embed"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/internal/db"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Migrations returns the surveys schema.
+func Migrations() db.Migrations { return db.Embedded("surveys", migrationFiles) }
+
+// Caller is the authenticated account behind a request.
+type Caller struct {
+	AccountID string
+	DeviceID  string
+	Level     ca.Level
+}
+
+// Auth is how the service authenticates, provided by identity through
+// cmd/kanald.
+type Auth struct {
+	// Require wraps h so that it runs only with a session of at least min.
+	Require func(min ca.Level, h http.Handler) http.Handler
+	// Caller returns the session's account inside h.
+	Caller func(ctx context.Context) (Caller, bool)
+}
+
+// Directory answers what surveys needs to know about organisations.
+type Directory interface {
+	// OrgRole returns the account's role in the organisation, "" if none.
+	OrgRole(ctx context.Context, orgID, accountID string) (string, error)
+}
+
+// Conversations answers whether an account is a member of a group
+// conversation, for surveys whose audience is one. Optional.
+type Conversations interface {
+	IsMember(ctx context.Context, conversationID, accountID string) (bool, error)
+}
+
+// Options configures a Service. DB, Notary, Roots, Auth and Directory are
+// required.
+type Options struct {
+	DB            *db.DB // must carry Migrations()
+	Notary        *ca.Notary
+	Roots         *x509.CertPool // the deployment CA, for definition signatures
+	Auth          Auth
+	Directory     Directory
+	Conversations Conversations // nil: conversation audiences are refused
+	Logger        *slog.Logger  // nil: discard
+	Now           func() time.Time
+	// SealKey (32 bytes) encrypts the surveys' token keys at rest, so a
+	// database dump alone cannot mint eligibility tokens. kanald derives it
+	// from the CA key.
+	SealKey []byte
+	// BallotBatch is the most ballots that share one commit (0: 64).
+	BallotBatch int
+}
+
+// Service is the surveys domain. Its methods are safe for concurrent use.
+type Service struct {
+	db      *db.DB
+	notary  *ca.Notary
+	roots   *x509.CertPool
+	auth    Auth
+	dir     Directory
+	convs   Conversations
+	log     *slog.Logger
+	now     func() time.Time
+	ballots *db.Batcher
+	seal    cipher.AEAD // token keys at rest
+
+	mu    sync.Mutex
+	cache map[string]*openSurvey // surveys that have opened: immutable
+}
+
+// New checks o and returns a Service. Close stops its group commit.
+func New(o Options) (*Service, error) {
+	if o.DB == nil || o.Notary == nil || o.Roots == nil || o.Auth.Require == nil || o.Auth.Caller == nil || o.Directory == nil {
+		return nil, errors.New("surveys: DB, Notary, Roots, Auth and Directory are required")
+	}
+	if len(o.SealKey) != 32 {
+		return nil, errors.New("surveys: SealKey must be 32 bytes")
+	}
+	block, err := aes.NewCipher(o.SealKey)
+	if err != nil {
+		return nil, fmt.Errorf("surveys: seal key: %w", err)
+	}
+	seal, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("surveys: seal key: %w", err)
+	}
+	s := &Service{db: o.DB, notary: o.Notary, roots: o.Roots, auth: o.Auth, dir: o.Directory, convs: o.Conversations,
+		log: o.Logger, now: o.Now, seal: seal, cache: map[string]*openSurvey{}}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	batch := o.BallotBatch
+	if batch <= 0 {
+		batch = 64
+	}
+	s.ballots = o.DB.NewBatcher(batch)
+	return s, nil
+}
+
+// Close stops the service's background work.
+func (s *Service) Close() { s.ballots.Close() }
+
+// row is a survey as stored.
+type row struct {
+	id, orgID, createdBy, mode string
+	tokenKey, tokenPub         []byte
+	signed                     sql.NullString
+	opensAt, closesAt          sql.NullInt64
+	boardLen                   int64
+	boardHead                  []byte
+	tokensIssued               int64
+	result                     sql.NullString
+}
+
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+const rowColumns = `id, org_id, created_by, mode, token_key, token_pub, signed, opens_at, closes_at, board_len, board_head, tokens_issued, result`
+
+func scanRow(r *sql.Row) (*row, error) {
+	var x row
+	err := r.Scan(&x.id, &x.orgID, &x.createdBy, &x.mode, &x.tokenKey, &x.tokenPub, &x.signed, &x.opensAt, &x.closesAt,
+		&x.boardLen, &x.boardHead, &x.tokensIssued, &x.result)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return &x, err
+}
+
+func (s *Service) load(ctx context.Context, id string) (*row, error) {
+	if !ca.ValidID(id) {
+		return nil, ErrNotFound
+	}
+	return scanRow(s.db.QueryRow(ctx, `SELECT `+rowColumns+` FROM surveys WHERE id = $1`, id))
+}
+
+// openSurvey is a survey whose definition can no longer change, parsed
+// once.
+type openSurvey struct {
+	def      *Definition
+	signed   *Signed
+	tokenKey *rsa.PrivateKey
+	tokenPub *rsa.PublicKey
+}
+
+// parsed returns a defined survey's definition, from the cache once the
+// survey has opened (it cannot change after that).
+func (s *Service) parsed(r *row) (*openSurvey, error) {
+	s.mu.Lock()
+	o, ok := s.cache[r.id]
+	s.mu.Unlock()
+	if ok {
+		return o, nil
+	}
+	if !r.signed.Valid {
+		return nil, ErrNotFound
+	}
+	o = &openSurvey{signed: &Signed{}}
+	if err := json.Unmarshal([]byte(r.signed.String), o.signed); err != nil {
+		return nil, fmt.Errorf("surveys: stored definition: %w", err)
+	}
+	o.def = &Definition{}
+	if err := json.Unmarshal(o.signed.Definition, o.def); err != nil {
+		return nil, fmt.Errorf("surveys: stored definition: %w", err)
+	}
+	if r.mode == ModeAnonymous {
+		ns := s.seal.NonceSize()
+		if len(r.tokenKey) < ns {
+			return nil, errors.New("surveys: stored token key too short")
+		}
+		der, err := s.seal.Open(nil, r.tokenKey[:ns], r.tokenKey[ns:], []byte(r.id))
+		if err != nil {
+			return nil, fmt.Errorf("surveys: stored token key does not unseal: %w", err)
+		}
+		k, err := x509.ParsePKCS1PrivateKey(der)
+		if err != nil {
+			return nil, fmt.Errorf("surveys: stored token key: %w", err)
+		}
+		o.tokenKey, o.tokenPub = k, &k.PublicKey
+	}
+	if !s.now().Before(o.def.OpensAt) {
+		s.mu.Lock()
+		s.cache[r.id] = o
+		s.mu.Unlock()
+	}
+	return o, nil
+}
+
+// Status of a survey at a moment.
+const (
+	StatusDraft     = "draft"     // no definition yet
+	StatusScheduled = "scheduled" // defined, not open yet: may still change
+	StatusOpen      = "open"
+	StatusClosed    = "closed" // waiting for the tally key
+	StatusTallied   = "tallied"
+)
+
+func (s *Service) status(r *row, now time.Time) string {
+	switch {
+	case !r.signed.Valid:
+		return StatusDraft
+	case r.result.Valid:
+		return StatusTallied
+	case now.Unix() < r.opensAt.Int64:
+		return StatusScheduled
+	case now.Unix() < r.closesAt.Int64:
+		return StatusOpen
+	}
+	return StatusClosed
+}
+
+func (s *Service) requireOrganiser(ctx context.Context, c Caller, orgID string) error {
+	role, err := s.dir.OrgRole(ctx, orgID, c.AccountID)
+	if err != nil {
+		return err
+	}
+	if !MayOrganise(role) {
+		return fmt.Errorf("%w: only an organiser, admin or owner of %s may do this", ErrForbidden, orgID)
+	}
+	return nil
+}
+
+// Create starts a draft survey for an organisation. For an anonymous
+// survey the server makes the survey's blind-signature key here; its
+// public half must appear in the definition the organiser signs.
+func (s *Service) Create(ctx context.Context, c Caller, orgID, mode string) (*Draft, error) {
+	if !ca.ValidID(orgID) {
+		return nil, invalidf("org_id must be a kanal id")
+	}
+	if mode != ModeAnonymous && mode != ModeNamed {
+		return nil, invalidf("mode must be anonymous or named")
+	}
+	if err := s.requireOrganiser(ctx, c, orgID); err != nil {
+		return nil, err
+	}
+	id, err := newID()
+	if err != nil {
+		return nil, err
+	}
+	var priv, pub []byte
+	if mode == ModeAnonymous {
+		k, err := GenerateTokenKey()
+		if err != nil {
+			return nil, err
+		}
+		// The survey id is the associated data: a sealed key cannot be
+		// moved to another survey's row.
+		nonce := make([]byte, s.seal.NonceSize())
+		if _, err := rand.Read(nonce); err != nil {
+			return nil, fmt.Errorf("surveys.create: %w", err)
+		}
+		priv = s.seal.Seal(nonce, nonce, x509.MarshalPKCS1PrivateKey(k), []byte(id))
+		if pub, err = MarshalTokenPublic(k); err != nil {
+			return nil, err
+		}
+	}
+	_, err = s.db.Exec(ctx, `INSERT INTO surveys (id, org_id, created_by, mode, token_key, token_pub, board_head, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, id, orgID, c.AccountID, mode, priv, pub, Genesis(id), s.now().Unix())
+	if err != nil {
+		return nil, fmt.Errorf("surveys.create: %w", err)
+	}
+	return &Draft{SurveyID: id, OrgID: orgID, Mode: mode, TokenKey: pub}, nil
+}
+
+func newID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("surveys: id: %w", err)
+	}
+	return "srv_" + base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+// Define sets or replaces a survey's signed definition. It is refused once
+// the survey has opened, and unless the caller signed it as an organiser
+// of the survey's organisation with the keys the draft fixed.
+func (s *Service) Define(ctx context.Context, c Caller, id string, signed *Signed) error {
+	r, err := s.load(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := s.requireOrganiser(ctx, c, r.orgID); err != nil {
+		return err
+	}
+	now := s.now()
+	if st := s.status(r, now); st != StatusDraft && st != StatusScheduled {
+		return fmt.Errorf("%w: a survey cannot change once it has opened", ErrOpened)
+	}
+	d, signer, err := Verify(signed, s.roots)
+	if err != nil {
+		return err
+	}
+	switch {
+	case signer.AccountID != c.AccountID:
+		return fmt.Errorf("%w: sign the definition with one of your own devices", ErrBadSignature)
+	case d.SurveyID != r.id || d.OrgID != r.orgID:
+		return invalidf("the definition must name survey %s of organisation %s", r.id, r.orgID)
+	case d.Mode != r.mode:
+		return invalidf("this survey was created %s", r.mode)
+	case !bytes.Equal(d.TokenKey, r.tokenPub):
+		return invalidf("token_key must be the key the server made for this survey")
+	case !d.ClosesAt.After(now):
+		return invalidf("closes_at is in the past")
+	}
+	switch d.Audience.Kind {
+	case AudienceConversation:
+		if s.convs == nil {
+			return fmt.Errorf("%w: conversation audiences", ErrNotConfigured)
+		}
+	}
+	body, err := json.Marshal(signed)
+	if err != nil {
+		return err
+	}
+	if len(body) > MaxDefinition {
+		return invalidf("signed definition over %d bytes", MaxDefinition)
+	}
+	return s.db.Tx(ctx, func(tx *sql.Tx) error {
+		// Re-check inside the transaction: the opening time of the stored
+		// definition, not the one read before, decides.
+		res, err := tx.ExecContext(ctx, `UPDATE surveys SET signed = $1, opens_at = $2, closes_at = $3
+			WHERE id = $4 AND (opens_at IS NULL OR opens_at > $5)`, string(body), d.OpensAt.Unix(), d.ClosesAt.Unix(), r.id, now.Unix())
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("%w: a survey cannot change once it has opened", ErrOpened)
+		}
+		return nil
+	})
+}
+
+// eligible checks the audience of a survey for a caller.
+func (s *Service) eligible(ctx context.Context, d *Definition, c Caller) error {
+	switch d.Audience.Kind {
+	case AudienceLevel:
+		if c.Level < d.Audience.Level {
+			return fmt.Errorf("%w: this survey needs a session of level %s", ErrNotEligible, d.Audience.Level)
+		}
+		return nil
+	case AudienceOrganisation:
+		role, err := s.dir.OrgRole(ctx, d.Audience.OrgID, c.AccountID)
+		if err != nil {
+			return err
+		}
+		if role == "" {
+			return fmt.Errorf("%w: this survey is for the members of %s", ErrNotEligible, d.Audience.OrgID)
+		}
+		return nil
+	case AudienceConversation:
+		if s.convs == nil {
+			return fmt.Errorf("%w: conversation audiences", ErrNotConfigured)
+		}
+		ok, err := s.convs.IsMember(ctx, d.Audience.ConversationID, c.AccountID)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: this survey is for the members of a conversation", ErrNotEligible)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: unknown audience", ErrNotEligible)
+}
+
+// openFor loads a survey that must be open now.
+func (s *Service) openFor(ctx context.Context, id string) (*row, *openSurvey, error) {
+	r, err := s.load(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch st := s.status(r, s.now()); st {
+	case StatusOpen:
+	case StatusDraft:
+		return nil, nil, ErrNotFound
+	case StatusScheduled:
+		return nil, nil, fmt.Errorf("%w: the survey opens at %s", ErrNotOpen, time.Unix(r.opensAt.Int64, 0).UTC().Format(time.RFC3339))
+	default:
+		return nil, nil, fmt.Errorf("%w: the survey closed at %s", ErrNotOpen, time.Unix(r.closesAt.Int64, 0).UTC().Format(time.RFC3339))
+	}
+	o, err := s.parsed(r)
+	return r, o, err
+}
+
+// IssueToken blind-signs an eligible account's one token request for an
+// open anonymous survey. The account is recorded with a hash of its
+// blinded request, never the token: a retry of the same request (a lost
+// answer) is signed again, any other second request is refused.
+func (s *Service) IssueToken(ctx context.Context, c Caller, id string, blinded []byte) ([]byte, error) {
+	r, o, err := s.openFor(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if r.mode != ModeAnonymous {
+		return nil, fmt.Errorf("%w: a named survey needs no token; vote with your session", ErrWrongMode)
+	}
+	if err := s.eligible(ctx, o.def, c); err != nil {
+		return nil, err
+	}
+	if len(blinded) != o.tokenKey.Size() {
+		return nil, invalidf("blinded must be %d bytes", o.tokenKey.Size())
+	}
+	sum := sha256.Sum256(blinded)
+	// A second request is refused, and a retry answered, before the
+	// costly signature.
+	var have, haveSig []byte
+	err = s.db.QueryRow(ctx, `SELECT blinded_hash, blind_sig FROM survey_tokens WHERE survey_id = $1 AND account_id = $2`, id, c.AccountID).Scan(&have, &haveSig)
+	switch {
+	case err == nil && bytes.Equal(have, sum[:]):
+		return haveSig, nil
+	case err == nil:
+		return nil, fmt.Errorf("%w: this account already received its token for this survey", ErrAlreadyIssued)
+	case !errors.Is(err, sql.ErrNoRows):
+		return nil, err
+	}
+	// Sign before the transaction, which holds SQLite's one writer: the
+	// RSA operation is most of the cost, and nothing leaves the server
+	// unless the issuance commits.
+	sig, err := BlindSign(o.tokenKey, blinded)
+	if err != nil {
+		return nil, err
+	}
+	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
+		var have []byte
+		err := tx.QueryRowContext(ctx, `SELECT blinded_hash FROM survey_tokens WHERE survey_id = $1 AND account_id = $2`, id, c.AccountID).Scan(&have)
+		switch {
+		case err == nil:
+			if !bytes.Equal(have, sum[:]) {
+				return fmt.Errorf("%w: this account already received its token for this survey", ErrAlreadyIssued)
+			}
+		case errors.Is(err, sql.ErrNoRows):
+			if _, err := tx.ExecContext(ctx, `INSERT INTO survey_tokens (survey_id, account_id, blinded_hash, blind_sig) VALUES ($1, $2, $3, $4)`, id, c.AccountID, sum[:], sig); err != nil {
+				if db.IsUniqueViolation(err) {
+					return fmt.Errorf("%w: this account already received its token for this survey", ErrAlreadyIssued)
+				}
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE surveys SET tokens_issued = tokens_issued + 1 WHERE id = $1`, id); err != nil {
+				return err
+			}
+		default:
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sig, nil
+}
+
+// CastAnonymous puts an anonymous ballot on the board: the token must be
+// this survey's and verify, its nullifier unused, the survey open.
+func (s *Service) CastAnonymous(ctx context.Context, id string, t *Token, ciphertext []byte) (*Receipt, error) {
+	// A token of another survey is named as such before anything else.
+	if tid, err := TokenSurvey(t.Message); err != nil {
+		return nil, err
+	} else if tid != id {
+		return nil, fmt.Errorf("%w: the token is for survey %q", ErrOtherSurvey, tid)
+	}
+	r, o, err := s.openFor(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if r.mode != ModeAnonymous {
+		return nil, fmt.Errorf("%w: a named survey takes ballots with a session", ErrWrongMode)
+	}
+	if err := checkCiphertext(ciphertext); err != nil {
+		return nil, err
+	}
+	if err := VerifyToken(o.tokenPub, id, t); err != nil {
+		return nil, err
+	}
+	e := Entry{Nullifier: Nullifier(t.Message), TokenMessage: t.Message, TokenSignature: t.Signature, Ciphertext: ciphertext}
+	return s.append(ctx, id, e)
+}
+
+// CastNamed puts a named ballot on the board for an eligible caller, once.
+func (s *Service) CastNamed(ctx context.Context, c Caller, id string, ciphertext []byte) (*Receipt, error) {
+	r, o, err := s.openFor(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if r.mode != ModeNamed {
+		return nil, fmt.Errorf("%w: an anonymous survey takes ballots with a token and without a session", ErrWrongMode)
+	}
+	if err := s.eligible(ctx, o.def, c); err != nil {
+		return nil, err
+	}
+	if err := checkCiphertext(ciphertext); err != nil {
+		return nil, err
+	}
+	e := Entry{Nullifier: NamedNullifier(id, c.AccountID), Voter: c.AccountID, Ciphertext: ciphertext}
+	return s.append(ctx, id, e)
+}
+
+// hpkeOverhead is X25519's encapsulated key and ChaCha20-Poly1305's tag.
+const hpkeOverhead = 32 + 16
+
+func checkCiphertext(ct []byte) error {
+	if len(ct) < hpkeOverhead+PadBlock || len(ct) > MaxCiphertext || (len(ct)-hpkeOverhead)%PadBlock != 0 {
+		return invalidf("ciphertext must be an HPKE ballot padded to a multiple of %d bytes, at most %d bytes", PadBlock, MaxCiphertext)
+	}
+	return nil
+}
+
+// append adds e to the board in a shared commit. The survey row is
+// updated first, which locks it: appends to one board are serialised, so
+// each entry follows the head before it.
+func (s *Service) append(ctx context.Context, id string, e Entry) (*Receipt, error) {
+	closes := s.now().Unix()
+	var rec Receipt
+	err := s.ballots.Do(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM survey_board WHERE survey_id = $1 AND nullifier = $2`, id, e.Nullifier).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("%w: this ballot's token has been counted already", ErrAlreadyVoted)
+		}
+		var seq int64
+		var prev []byte
+		// closes_at > now: a ballot that reaches the commit after closing
+		// is refused, even if it was checked while the survey was open.
+		err := tx.QueryRowContext(ctx, `UPDATE surveys SET board_len = board_len + 1 WHERE id = $1 AND closes_at > $2 RETURNING board_len, board_head`, id, closes).
+			Scan(&seq, &prev)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: the survey has closed", ErrNotOpen)
+		}
+		if err != nil {
+			return err
+		}
+		e := e
+		e.Seq, e.Prev = seq, prev
+		e.Hash = e.ComputeHash(id)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO survey_board (survey_id, seq, prev, nullifier, token_message, token_signature, ciphertext, hash)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, id, e.Seq, e.Prev, e.Nullifier, nilIfEmpty(e.TokenMessage), nilIfEmpty(e.TokenSignature), e.Ciphertext, e.Hash); err != nil {
+			if db.IsUniqueViolation(err) {
+				return fmt.Errorf("%w: this ballot's token has been counted already", ErrAlreadyVoted)
+			}
+			return err
+		}
+		if e.Voter != "" {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO survey_named_voters (survey_id, account_id, seq) VALUES ($1, $2, $3)`, id, e.Voter, e.Seq); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE surveys SET board_head = $1 WHERE id = $2`, e.Hash, id); err != nil {
+			return err
+		}
+		rec = Receipt{SurveyID: id, Seq: e.Seq, Hash: e.Hash}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &rec, nil
+}
+
+func nilIfEmpty(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// Board returns up to limit entries after entry number after, and a signed
+// head read before them (so the page never ends before it).
+func (s *Service) Board(ctx context.Context, id string, after int64, limit int) ([]Entry, *SignedHead, error) {
+	r, err := s.load(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !r.signed.Valid {
+		return nil, nil, ErrNotFound
+	}
+	if after < 0 || limit < 1 || limit > MaxBoardPage {
+		return nil, nil, invalidf("after must be >= 0 and limit 1..%d", MaxBoardPage)
+	}
+	head, err := s.signHead(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	entries, err := s.entries(ctx, id, after, limit)
+	return entries, head, err
+}
+
+func (s *Service) signHead(r *row) (*SignedHead, error) {
+	h, err := json.Marshal(Head{SurveyID: r.id, Length: r.boardLen, Hash: r.boardHead, At: s.now().UTC().Truncate(time.Second)})
+	if err != nil {
+		return nil, err
+	}
+	return &SignedHead{Head: h, Signature: s.notary.Sign(PurposeHead, h), Notary: s.notary.Certificate().Raw}, nil
+}
+
+func (s *Service) entries(ctx context.Context, id string, after int64, limit int) ([]Entry, error) {
+	rows, err := s.db.Query(ctx, `SELECT b.seq, b.prev, b.nullifier, b.token_message, b.token_signature, b.ciphertext, b.hash, COALESCE(v.account_id, '')
+		FROM survey_board b LEFT JOIN survey_named_voters v ON v.survey_id = b.survey_id AND v.seq = b.seq
+		WHERE b.survey_id = $1 AND b.seq > $2 ORDER BY b.seq LIMIT $3`, id, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("surveys.board: %w", err)
+	}
+	defer rows.Close()
+	out := []Entry{}
+	for rows.Next() {
+		var e Entry
+		if err := rows.Scan(&e.Seq, &e.Prev, &e.Nullifier, &e.TokenMessage, &e.TokenSignature, &e.Ciphertext, &e.Hash, &e.Voter); err != nil {
+			return nil, fmt.Errorf("surveys.board: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// Tally takes the tally private key after closing, counts the board,
+// signs the statement with the notary and publishes it with the key, so
+// that anyone can recount. Only an organiser of the survey's organisation
+// may, once.
+func (s *Service) Tally(ctx context.Context, c Caller, id string, tallyPriv []byte) (*SignedResult, error) {
+	r, err := s.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.requireOrganiser(ctx, c, r.orgID); err != nil {
+		return nil, err
+	}
+	switch s.status(r, s.now()) {
+	case StatusDraft:
+		return nil, ErrNotFound
+	case StatusScheduled, StatusOpen:
+		return nil, fmt.Errorf("%w: the tally key is published after closing, at %s", ErrNotClosed, time.Unix(r.closesAt.Int64, 0).UTC().Format(time.RFC3339))
+	case StatusTallied:
+		return nil, ErrTallied
+	}
+	o, err := s.parsed(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckTallyKey(o.def.TallyKey, tallyPriv); err != nil {
+		return nil, err
+	}
+	entries, err := s.entries(ctx, id, 0, int(r.boardLen)+1)
+	if err != nil {
+		return nil, err
+	}
+	res, err := Tally(o.def, tallyPriv, entries)
+	if err != nil {
+		return nil, err
+	}
+	tokens := int(r.tokensIssued)
+	if r.mode == ModeNamed {
+		tokens = len(entries)
+	}
+	st := Statement{Result: *res, TallyKey: tallyPriv, TokensIssued: tokens,
+		Participation: Participation(res.BoardLength, tokens), TalliedAt: s.now().UTC().Truncate(time.Second)}
+	body, err := json.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	signed := &SignedResult{Statement: body, Signature: s.notary.Sign(PurposeResult, body), Notary: s.notary.Certificate().Raw}
+	out, err := json.Marshal(signed)
+	if err != nil {
+		return nil, err
+	}
+	res2, err := s.db.Exec(ctx, `UPDATE surveys SET result = $1 WHERE id = $2 AND result IS NULL`, string(out), id)
+	if err != nil {
+		return nil, fmt.Errorf("surveys.tally: %w", err)
+	}
+	if n, _ := res2.RowsAffected(); n != 1 {
+		return nil, ErrTallied
+	}
+	return signed, nil
+}
+
+// Result returns a tallied survey's signed result. Results of visibility
+// "organisation" need a caller who is a member of the organisation.
+func (s *Service) Result(ctx context.Context, c *Caller, id string) (*SignedResult, error) {
+	r, err := s.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !r.signed.Valid {
+		return nil, ErrNotFound
+	}
+	o, err := s.parsed(r)
+	if err != nil {
+		return nil, err
+	}
+	if o.def.Results == ResultsOrganisation {
+		if c == nil {
+			return nil, fmt.Errorf("%w: the results of this survey are for the members of %s; sign in", ErrForbidden, r.orgID)
+		}
+		role, err := s.dir.OrgRole(ctx, r.orgID, c.AccountID)
+		if err != nil {
+			return nil, err
+		}
+		if role == "" {
+			return nil, fmt.Errorf("%w: the results of this survey are for the members of %s", ErrForbidden, r.orgID)
+		}
+	}
+	if !r.result.Valid {
+		return nil, ErrNotTallied
+	}
+	var out SignedResult
+	if err := json.Unmarshal([]byte(r.result.String), &out); err != nil {
+		return nil, fmt.Errorf("surveys: stored result: %w", err)
+	}
+	return &out, nil
+}
+
+// VerifyResult checks a signed result against the deployment CA.
+func VerifyResult(sr *SignedResult, roots *x509.CertPool) (*Statement, error) {
+	var st Statement
+	if err := strictJSON(sr.Statement, &st); err != nil {
+		return nil, fmt.Errorf("%w: result: %v", ErrBadBoard, err)
+	}
+	if err := ca.VerifyNotarized(sr.Notary, roots, st.TalliedAt, PurposeResult, sr.Statement, sr.Signature); err != nil {
+		return nil, fmt.Errorf("%w: result signature: %w", ErrBadBoard, err)
+	}
+	return &st, nil
+}
+
+// Get returns a survey's signed definition and its state. Drafts are not
+// shown.
+func (s *Service) Get(ctx context.Context, id string) (*Survey, error) {
+	r, err := s.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !r.signed.Valid {
+		return nil, ErrNotFound
+	}
+	o, err := s.parsed(r)
+	if err != nil {
+		return nil, err
+	}
+	return &Survey{Signed: *o.signed, Status: s.status(r, s.now()), BoardLength: r.boardLen, TokensIssued: r.tokensIssued}, nil
+}
+
+// ListOpen returns the open surveys the caller may answer.
+func (s *Service) ListOpen(ctx context.Context, c Caller) ([]Summary, error) {
+	now := s.now().Unix()
+	rows, err := s.db.Query(ctx, `SELECT `+rowColumns+` FROM surveys WHERE signed IS NOT NULL AND opens_at <= $1 AND closes_at > $1 ORDER BY closes_at, id LIMIT 500`, now)
+	if err != nil {
+		return nil, fmt.Errorf("surveys.list: %w", err)
+	}
+	var rs []*row
+	for rows.Next() {
+		var x row
+		if err := rows.Scan(&x.id, &x.orgID, &x.createdBy, &x.mode, &x.tokenKey, &x.tokenPub, &x.signed, &x.opensAt, &x.closesAt,
+			&x.boardLen, &x.boardHead, &x.tokensIssued, &x.result); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("surveys.list: %w", err)
+		}
+		rs = append(rs, &x)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("surveys.list: %w", err)
+	}
+	out := []Summary{}
+	for _, r := range rs {
+		o, err := s.parsed(r)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.eligible(ctx, o.def, c); err != nil {
+			if errors.Is(err, ErrNotEligible) || errors.Is(err, ErrNotConfigured) {
+				continue
+			}
+			return nil, err
+		}
+		out = append(out, Summary{SurveyID: r.id, OrgID: r.orgID, Title: o.def.Title, Mode: r.mode, ClosesAt: o.def.ClosesAt})
+	}
+	return out, nil
+}

@@ -1,0 +1,183 @@
+package surveys
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"fmt"
+
+	"github.com/cloudflare/circl/blindsign/blindrsa"
+)
+
+// Eligibility without identity (anonymous mode).
+//
+// Every anonymous survey has its own RSA key, made by the server. An
+// eligible account asks once for a blind signature (RFC 9474,
+// RSABSSA-SHA384-PSS-Randomized): its client picks a random nonce, builds
+// the token message below, prepares it (a random 32-byte prefix, so two
+// tokens never share a message) and blinds it with a random factor r. The
+// server sees only the blinded value m·r^e mod n, which is uniformly
+// distributed whatever the message, signs it and records that the account
+// got its token. The client unblinds the answer into an ordinary RSA-PSS
+// signature on the prepared message. When it votes it shows the prepared
+// message and the signature: the server can check them against the
+// survey's public key but cannot tell which blinded request they came
+// from, since for every pair of request and token there is a blinding
+// factor that explains it (TestBlindRequestRevealsNothing shows this).
+
+// tokenVariant is the RFC 9474 variant kanal uses.
+const tokenVariant = blindrsa.SHA384PSSRandomized
+
+// tokenContext opens every token message; the survey id follows, so a
+// token can only ever count in the survey it was made for, and the server
+// can say so before it checks the signature.
+const tokenContext = "kanal survey token v1\x00"
+
+// preparePrefix is the random prefix RFC 9474's Prepare adds for the
+// randomized variants.
+const preparePrefix = 32
+
+// tokenNonce is the size of the client's own random nonce.
+const tokenNonce = 32
+
+// maxTokenMessage bounds a prepared token message (survey ids are at most
+// ca.MaxIDLength bytes).
+const maxTokenMessage = preparePrefix + len(tokenContext) + 128 + 1 + tokenNonce
+
+// Token is an unblinded eligibility token: the prepared message and the
+// server's signature on it. Whoever holds it may cast one ballot.
+type Token struct {
+	Message   []byte `json:"message"`
+	Signature []byte `json:"signature"`
+}
+
+// GenerateTokenKey makes a survey's blind-signature key.
+func GenerateTokenKey() (*rsa.PrivateKey, error) {
+	k, err := rsa.GenerateKey(rand.Reader, TokenKeyBits)
+	if err != nil {
+		return nil, fmt.Errorf("surveys: token key: %w", err)
+	}
+	return k, nil
+}
+
+// MarshalTokenPublic returns the PKIX DER of a token key's public half, as
+// it appears in the definition.
+func MarshalTokenPublic(k *rsa.PrivateKey) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("surveys: token key: %w", err)
+	}
+	return der, nil
+}
+
+// BlindSign signs a blinded token request with the survey's key.
+func BlindSign(k *rsa.PrivateKey, blinded []byte) ([]byte, error) {
+	if len(blinded) != k.Size() {
+		return nil, fmt.Errorf("%w: blinded request must be %d bytes", ErrInvalid, k.Size())
+	}
+	sig, err := blindrsa.NewSigner(k).BlindSign(blinded)
+	if err != nil {
+		return nil, fmt.Errorf("%w: blinded request: %v", ErrInvalid, err)
+	}
+	return sig, nil
+}
+
+// TokenRequest is a client's pending request: what it needs to unblind
+// the server's answer. It never leaves the client.
+type TokenRequest struct {
+	client   blindrsa.Client
+	state    blindrsa.State
+	prepared []byte
+	// Blinded is what the client sends to the server.
+	Blinded []byte
+}
+
+// NewTokenRequest prepares and blinds a fresh token message for a survey.
+func NewTokenRequest(d *Definition) (*TokenRequest, error) {
+	pub, err := ParseTokenKey(d.TokenKey)
+	if err != nil {
+		return nil, err
+	}
+	c, err := blindrsa.NewClient(tokenVariant, pub)
+	if err != nil {
+		return nil, fmt.Errorf("surveys: token: %w", err)
+	}
+	nonce := make([]byte, tokenNonce)
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, fmt.Errorf("surveys: token: %w", err)
+	}
+	prepared, err := c.Prepare(rand.Reader, tokenMessage(d.SurveyID, nonce))
+	if err != nil {
+		return nil, fmt.Errorf("surveys: token: %w", err)
+	}
+	blinded, state, err := c.Blind(rand.Reader, prepared)
+	if err != nil {
+		return nil, fmt.Errorf("surveys: token: %w", err)
+	}
+	return &TokenRequest{client: c, state: state, prepared: prepared, Blinded: blinded}, nil
+}
+
+// Finalize unblinds the server's answer into a token and checks it.
+func (r *TokenRequest) Finalize(blindSig []byte) (*Token, error) {
+	sig, err := r.client.Finalize(r.state, blindSig)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the server's blind signature does not verify: %v", ErrBadToken, err)
+	}
+	return &Token{Message: bytes.Clone(r.prepared), Signature: sig}, nil
+}
+
+func tokenMessage(surveyID string, nonce []byte) []byte {
+	m := make([]byte, 0, len(tokenContext)+len(surveyID)+1+len(nonce))
+	m = append(m, tokenContext...)
+	m = append(m, surveyID...)
+	m = append(m, 0)
+	return append(m, nonce...)
+}
+
+// TokenSurvey returns the survey a token message names.
+func TokenSurvey(message []byte) (string, error) {
+	if len(message) < preparePrefix+len(tokenContext)+2+tokenNonce || len(message) > maxTokenMessage {
+		return "", fmt.Errorf("%w: token message of %d bytes", ErrBadToken, len(message))
+	}
+	m := message[preparePrefix:]
+	if !bytes.HasPrefix(m, []byte(tokenContext)) {
+		return "", fmt.Errorf("%w: not a kanal survey token", ErrBadToken)
+	}
+	m = m[len(tokenContext) : len(m)-tokenNonce]
+	if len(m) < 2 || m[len(m)-1] != 0 {
+		return "", fmt.Errorf("%w: malformed token message", ErrBadToken)
+	}
+	return string(m[:len(m)-1]), nil
+}
+
+// VerifyToken checks that t is a token of survey surveyID under its key:
+// it names the survey, and the signature verifies.
+func VerifyToken(pub *rsa.PublicKey, surveyID string, t *Token) error {
+	id, err := TokenSurvey(t.Message)
+	if err != nil {
+		return err
+	}
+	if id != surveyID {
+		return fmt.Errorf("%w: the token is for survey %q", ErrOtherSurvey, id)
+	}
+	v, err := blindrsa.NewVerifier(tokenVariant, pub)
+	if err != nil {
+		return fmt.Errorf("surveys: token: %w", err)
+	}
+	if len(t.Signature) != pub.Size() || v.Verify(t.Message, t.Signature) != nil {
+		return fmt.Errorf("%w: signature does not verify", ErrBadToken)
+	}
+	return nil
+}
+
+// Nullifier is what the server keeps to refuse a token's second use: a
+// hash of the token message. The message is fixed by the signature, so
+// one token has exactly one nullifier.
+func Nullifier(message []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte("kanal survey nullifier v1\x00"))
+	h.Write(message)
+	return h.Sum(nil)
+}
