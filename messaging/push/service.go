@@ -366,7 +366,15 @@ func (s *Service) process(ctx context.Context, j job) {
 		return
 	}
 	urgency, ttl, ok := wakeFor(classes)
-	if !ok { // taken in time, or only receipts: nothing to wake for
+	if !ok {
+		// The job fell due with its first notification, but a later one
+		// may have come since: its envelopes are still inside their own
+		// grace period and were not looked at. Look again when it ends.
+		if due := time.UnixMilli(j.notifiedAt).Add(s.o.Grace); due.After(now) {
+			s.logErr(log, s.store.retry(bctx, j.device, 0, due))
+			return
+		}
+		// Taken in time, or only receipts: nothing to wake for.
 		s.logErr(log, s.store.finish(bctx, j, now.Add(s.o.Grace)))
 		return
 	}

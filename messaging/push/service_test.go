@@ -364,3 +364,24 @@ func TestRecoveryAfterLostNotify(t *testing.T) {
 		}
 	})
 }
+
+// TestNotificationDuringGrace: an envelope that arrives after a device's
+// job was queued but before the job falls due is not lost with it. The
+// job is taken when the first envelope's grace period ends; the second is
+// still inside its own grace then, and must be pushed when that ends.
+func TestNotificationDuringGrace(t *testing.T) {
+	dbtest.Run(t, sets, func(t *testing.T, d *db.DB) {
+		const grace = 400 * time.Millisecond
+		f := newFixture(t, d, func(o *push.Options) { o.Grace = grace })
+		f.subscribe(t, "dev-b")
+		f.deliver(t, "dev-b", "receipt") // needs no push
+		waitDepth(t, f.svc, 1)
+		time.Sleep(grace / 2)
+		f.deliver(t, "dev-b", "message")
+		ps := f.ps.WaitFor(t, 10*time.Second, "a push for the message", func(ps []pushtest.Push) bool { return len(ps) == 1 })
+		if ps[0].Urgency != "normal" {
+			t.Fatalf("urgency %q for a message", ps[0].Urgency)
+		}
+		waitDepth(t, f.svc, 0)
+	})
+}
