@@ -33,6 +33,7 @@ type app struct {
 	metrics *web.Metrics
 	ident   *identity.Service
 	batch   *db.Batcher
+	hub     *mailbox.Hub
 	stop    context.CancelFunc // ends background work such as the expiry sweep
 	wg      sync.WaitGroup
 }
@@ -76,6 +77,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	if err != nil {
 		return nil, err
 	}
+	a.hub = hub
 	// Web push wakes devices that do not pick up their envelopes.
 	pusher, err := newPush(cfg, log, d, authority, a.ident, mailboxes, hub, a.metrics.Registry)
 	if err != nil {
@@ -152,6 +154,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 func (a *app) close() {
 	a.stop()
 	a.wg.Wait()
+	a.hub.Close()
 	a.batch.Close()
 }
 

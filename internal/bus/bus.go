@@ -180,6 +180,15 @@ func (b *Bus) Subscribe(subject string, fn func(*Msg)) (*Subscription, error) {
 	return b.nc.Subscribe(subject, fn)
 }
 
+// ChanSubscribe puts each message on subject into ch. Unlike Subscribe
+// it starts no goroutine: many subscriptions can share one channel and
+// one reader. A message that finds ch full is dropped (NATS reports a
+// slow consumer), so the reader must keep up and the message must be one
+// that may be lost.
+func (b *Bus) ChanSubscribe(subject string, ch chan *Msg) (*Subscription, error) {
+	return b.nc.ChanSubscribe(subject, ch)
+}
+
 // QueueSubscribe is Subscribe where each message goes to one member of queue.
 func (b *Bus) QueueSubscribe(subject, queue string, fn func(*Msg)) (*Subscription, error) {
 	return b.nc.QueueSubscribe(subject, queue, fn)

@@ -58,22 +58,63 @@ type Hub struct {
 	o     HubOptions
 	mu    sync.Mutex
 	conns map[string]*conn
+
+	// Every connection subscribes to its device's wake-up subject, so
+	// NATS sends a node only the wake-ups of its own devices; all those
+	// subscriptions deliver into this one channel, read by one goroutine
+	// (dispatch), rather than each running a goroutine of its own.
+	wakes     chan *bus.Msg
+	stop      chan struct{}
+	stopOnce  sync.Once
+	revokeSub *bus.Subscription
 }
 
 // NewHub returns a Hub and subscribes to the bus subjects that let other
-// nodes disconnect a device (on revocation).
+// nodes disconnect a device (on revocation). Close stops it.
 func NewHub(o HubOptions) (*Hub, error) {
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = WriteTimeout
 	}
-	h := &Hub{o: o, conns: map[string]*conn{}}
-	if _, err := o.Bus.Subscribe(subjectDisconnect+"*", func(m *bus.Msg) {
+	h := &Hub{o: o, conns: map[string]*conn{}, wakes: make(chan *bus.Msg, wakeBuffer), stop: make(chan struct{})}
+	sub, err := o.Bus.Subscribe(subjectDisconnect+"*", func(m *bus.Msg) {
 		dev := m.Subject[len(subjectDisconnect):]
 		h.closeLocal(dev, StatusRevoked, "device revoked")
-	}); err != nil {
+	})
+	if err != nil {
 		return nil, err
 	}
+	h.revokeSub = sub
+	go h.dispatch()
 	return h, nil
+}
+
+// Close stops the hub's wake-up dispatch and its revocation subscription.
+// Connections are closed through the Tracker, not here.
+func (h *Hub) Close() {
+	h.stopOnce.Do(func() {
+		close(h.stop)
+		_ = h.revokeSub.Unsubscribe()
+	})
+}
+
+// dispatch hands each wake-up to the device's connection on this node. A
+// wake-up for a device that has just disconnected finds none and is
+// dropped: the envelope waits in the mailbox.
+func (h *Hub) dispatch() {
+	for {
+		select {
+		case <-h.stop:
+			return
+		case m := <-h.wakes:
+			dev := strings.TrimPrefix(m.Subject, subjectWake)
+			h.mu.Lock()
+			c := h.conns[dev]
+			h.mu.Unlock()
+			if c != nil {
+				c.signal()
+			}
+		}
+	}
 }
 
 const (
@@ -133,8 +174,9 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(MaxFrame)
 	// The request context ends when the handler returns; the stream lives
-	// on its own context, cancelled by close.
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	// on its own context, cancelled by close. It keeps none of the
+	// request's values: the device is all a stream needs.
+	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{hub: h, device: device, ws: ws, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 		inflight: map[string]struct{}{}, done: make(chan struct{})}
 	untrack, ok := h.o.Tracker.Track(func() { c.close(websocket.StatusGoingAway, "server shutting down"); <-c.done })
@@ -143,10 +185,16 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cancel()
 		return
 	}
-	defer untrack()
 	h.register(c)
-	defer h.unregister(c)
-	c.run()
+	// The handler returns and net/http lets go of the hijacked connection,
+	// its request and the deep stack that served the upgrade; the stream
+	// runs on a fresh goroutine whose stack is only as deep as the pump.
+	// An idle stream is two goroutines: this one and its reader.
+	go func() {
+		defer untrack()
+		defer h.unregister(c)
+		c.run()
+	}()
 }
 
 func (h *Hub) register(c *conn) {
@@ -239,7 +287,7 @@ func (c *conn) run() {
 	// Subscribe before the first read of the mailbox, so an envelope
 	// committed in between is not missed: it either shows in the read or
 	// wakes us afterwards.
-	sub, err := c.hub.o.Bus.Subscribe(subjectWake+c.device, func(*bus.Msg) { c.signal() })
+	sub, err := c.hub.o.Bus.ChanSubscribe(subjectWake+c.device, c.hub.wakes)
 	if err != nil {
 		log.Warn("mailbox: subscribe", "err", err)
 		c.ws.Close(websocket.StatusInternalError, "try again")

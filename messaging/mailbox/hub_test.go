@@ -52,7 +52,7 @@ func newNode(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout time.D
 	}
 	n.hub = h
 	n.srv = httptest.NewServer(h)
-	t.Cleanup(func() { n.tracker.CloseAll(); n.srv.Close() })
+	t.Cleanup(func() { n.tracker.CloseAll(); n.srv.Close(); h.Close() })
 	return n
 }
 

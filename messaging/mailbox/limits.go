@@ -36,6 +36,13 @@ const (
 	DefaultRetention = 30 * 24 * time.Hour
 
 	// PingInterval keeps idle connections alive through proxies and finds
-	// dead peers.
+	// dead peers. Each ping is also followed by a read of the mailbox, so
+	// a lost wake-up delays an envelope by at most this long.
 	PingInterval = 30 * time.Second
+
+	// wakeBuffer is the node's queue of wake-ups between NATS and the
+	// hub's dispatch. Dispatch is a map lookup and a non-blocking signal,
+	// so the queue fills only if the node stalls; wake-ups beyond it are
+	// dropped and the envelopes wait in the mailbox (see PingInterval).
+	wakeBuffer = 16384
 )
