@@ -6,6 +6,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+
+	"github.com/kanal-server/kanal/internal/db"
 )
 
 // Lookups for other domains: the active devices behind an account or an
@@ -43,6 +45,37 @@ func (s *Service) Device(ctx context.Context, id string) (ActiveDevice, error) {
 // unknown account).
 func (s *Service) AccountDevices(ctx context.Context, account string) ([]ActiveDevice, error) {
 	return s.activeDevices(ctx, `SELECT id, account_id, cert_pem, '' FROM identity_devices WHERE account_id = $1 AND revoked_at IS NULL ORDER BY id`, account)
+}
+
+// MaxDevicesOfAccounts bounds the accounts of one DevicesOf call.
+const MaxDevicesOfAccounts = 1000
+
+// DevicesOf returns the active devices of the accounts — ids and accounts
+// only, without certificates — in one query: the send path needs no more
+// to check a recipient device set.
+func (s *Service) DevicesOf(ctx context.Context, accounts []string) ([]ActiveDevice, error) {
+	if len(accounts) == 0 {
+		return nil, nil
+	}
+	if len(accounts) > MaxDevicesOfAccounts {
+		return nil, fmt.Errorf("identity.devices: %d accounts, at most %d", len(accounts), MaxDevicesOfAccounts)
+	}
+	in, args := db.In(accounts)
+	rows, err := s.db.Query(ctx, `SELECT id, account_id FROM identity_devices
+		WHERE account_id IN (`+in+`) AND revoked_at IS NULL ORDER BY id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("identity.devices: %w", err)
+	}
+	defer rows.Close()
+	var out []ActiveDevice
+	for rows.Next() {
+		var d ActiveDevice
+		if err := rows.Scan(&d.DeviceID, &d.AccountID); err != nil {
+			return nil, fmt.Errorf("identity.devices: %w", err)
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
 }
 
 // OrgAgents returns a verified organisation's certificate and every

@@ -20,6 +20,10 @@ type Directory interface {
 	// unknown account.
 	AccountDevices(ctx context.Context, accountID string) ([]Device, error)
 
+	// DevicesOf returns the active devices of the accounts, without
+	// certificates: what a send needs to check its recipient device set.
+	DevicesOf(ctx context.Context, accountIDs []string) ([]Device, error)
+
 	// OrgAgents returns the DER certificate of a verified organisation and
 	// the active devices of its members with a role of agent or above,
 	// each with its membership certificate. An unknown or unverified

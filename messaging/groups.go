@@ -159,14 +159,18 @@ func (s *Service) CreateGroup(ctx context.Context, c Caller, req *CreateGroupReq
 // checkAccounts refuses accounts that have no active device: nobody could
 // ever read the group's messages there, and a typo would go unnoticed.
 func (s *Service) checkAccounts(ctx context.Context, ms []GroupMemberRequest) error {
-	for _, m := range ms {
-		ds, err := s.dir.AccountDevices(ctx, m.AccountID)
-		if err != nil {
-			return err
-		}
-		if len(ds) == 0 {
+	accounts := make([]string, len(ms))
+	for i, m := range ms {
+		accounts[i] = m.AccountID
+	}
+	ds, err := s.dir.DevicesOf(ctx, accounts)
+	if err != nil {
+		return err
+	}
+	for _, a := range accounts {
+		if !slices.ContainsFunc(ds, func(d Device) bool { return d.AccountID == a }) {
 			return web.Errorf(http.StatusNotFound, TypeUnknownRecipient, "Unknown account",
-				"account %s has no active devices", m.AccountID)
+				"account %s has no active devices", a)
 		}
 	}
 	return nil
@@ -421,15 +425,13 @@ var errGroupChanged = errors.New("messaging.group: changed concurrently")
 // active device of the audience accounts, in one transaction, then wakes
 // those devices.
 func (s *Service) changeGroup(ctx context.Context, id string, audience []string, changes []kind.GroupChangeBody, change func(tx *sql.Tx) error) error {
-	var devices []string
-	for _, a := range audience {
-		ds, err := s.dir.AccountDevices(ctx, a)
-		if err != nil {
-			return err
-		}
-		for _, d := range ds {
-			devices = append(devices, d.DeviceID)
-		}
+	ds, err := s.dir.DevicesOf(ctx, audience)
+	if err != nil {
+		return err
+	}
+	devices := make([]string, len(ds))
+	for i, d := range ds {
+		devices[i] = d.DeviceID
 	}
 	sort.Strings(devices)
 	var envs []mailbox.Envelope
@@ -447,7 +449,7 @@ func (s *Service) changeGroup(ctx context.Context, id string, audience []string,
 				Class: string(kind.ClassMessage), Ciphertext: ct})
 		}
 	}
-	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
 		if err := change(tx); err != nil {
 			return err
 		}

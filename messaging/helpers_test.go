@@ -67,6 +67,20 @@ func (f *fakeDir) AccountDevices(_ context.Context, account string) ([]messaging
 	return out, nil
 }
 
+func (f *fakeDir) DevicesOf(ctx context.Context, accounts []string) ([]messaging.Device, error) {
+	var out []messaging.Device
+	for _, a := range accounts {
+		ds, err := f.AccountDevices(ctx, a)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range ds {
+			out = append(out, messaging.Device{DeviceID: d.DeviceID, AccountID: d.AccountID})
+		}
+	}
+	return out, nil
+}
+
 func (f *fakeDir) OrgAgents(_ context.Context, org string) ([]byte, []messaging.Device, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -69,14 +69,12 @@ func (s *Service) PostNotice(ctx context.Context, n Notice) error {
 		return fmt.Errorf("%w: notice: bad conversation", ErrInvalid)
 	}
 	set := map[string]bool{}
-	for _, a := range n.Accounts {
-		ds, err := s.dir.AccountDevices(ctx, a)
-		if err != nil {
-			return fmt.Errorf("messaging.notice: %w", err)
-		}
-		for _, d := range ds {
-			set[d.DeviceID] = true
-		}
+	ds, err := s.dir.DevicesOf(ctx, n.Accounts)
+	if err != nil {
+		return fmt.Errorf("messaging.notice: %w", err)
+	}
+	for _, d := range ds {
+		set[d.DeviceID] = true
 	}
 	if n.OrgID != "" {
 		_, ds, err := s.dir.OrgAgents(ctx, n.OrgID)

@@ -195,33 +195,30 @@ func checkSend(c Caller, req *SendRequest) (*checkedSend, error) {
 // caller's own other active devices — each only once it has published
 // its keys.
 func (s *Service) requiredDevices(ctx context.Context, c Caller, to SendTo) ([]Device, error) {
-	var theirs []Device
+	// The accounts whose devices are addressed, the sender's own among
+	// them, are looked up in one query.
+	accounts := []string{c.AccountID}
 	if to.GroupID != "" {
 		members, err := s.groupMembers(ctx, c, to.GroupID)
 		if err != nil {
 			return nil, err
 		}
 		for _, a := range members {
-			if a == c.AccountID {
-				continue
+			if a != c.AccountID {
+				accounts = append(accounts, a)
 			}
-			ds, err := s.dir.AccountDevices(ctx, a)
-			if err != nil {
-				return nil, err
-			}
-			theirs = append(theirs, ds...)
 		}
 	}
-	if to.AccountID != "" {
-		ds, err := s.dir.AccountDevices(ctx, to.AccountID)
-		if err != nil {
-			return nil, err
-		}
-		if len(ds) == 0 {
-			return nil, web.Errorf(http.StatusNotFound, TypeUnknownRecipient, "Unknown recipient",
-				"account %s has no active devices", to.AccountID)
-		}
-		theirs = ds
+	if to.AccountID != "" && to.AccountID != c.AccountID {
+		accounts = append(accounts, to.AccountID)
+	}
+	theirs, err := s.dir.DevicesOf(ctx, accounts)
+	if err != nil {
+		return nil, err
+	}
+	if to.AccountID != "" && !slices.ContainsFunc(theirs, func(d Device) bool { return d.AccountID == to.AccountID }) {
+		return nil, web.Errorf(http.StatusNotFound, TypeUnknownRecipient, "Unknown recipient",
+			"account %s has no active devices", to.AccountID)
 	}
 	if to.OrgID != "" {
 		_, ds, err := s.dir.OrgAgents(ctx, to.OrgID)
@@ -238,12 +235,8 @@ func (s *Service) requiredDevices(ctx context.Context, c Caller, to SendTo) ([]D
 		}
 		theirs = append(theirs, ds...)
 	}
-	mine, err := s.dir.AccountDevices(ctx, c.AccountID)
-	if err != nil {
-		return nil, err
-	}
 	set := map[string]Device{}
-	for _, d := range append(theirs, mine...) {
+	for _, d := range theirs {
 		if d.DeviceID != c.DeviceID {
 			set[d.DeviceID] = d
 		}
@@ -270,19 +263,12 @@ func (s *Service) published(ctx context.Context, set map[string]Device) (map[str
 	if len(set) == 0 {
 		return out, nil
 	}
-	q := make([]byte, 0, 64+len(set)*4)
-	q = append(q, "SELECT device_id FROM messaging_identities WHERE device_id IN ("...)
-	args := make([]any, 0, len(set))
+	ids := make([]string, 0, len(set))
 	for id := range set {
-		if len(args) > 0 {
-			q = append(q, ',')
-		}
-		args = append(args, id)
-		q = append(q, '$')
-		q = strconv.AppendInt(q, int64(len(args)), 10)
+		ids = append(ids, id)
 	}
-	q = append(q, ')')
-	rows, err := s.db.Query(ctx, string(q), args...)
+	in, args := db.In(ids)
+	rows, err := s.db.Query(ctx, `SELECT device_id FROM messaging_identities WHERE device_id IN (`+in+`)`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("messaging.send: %w", err)
 	}

@@ -205,6 +205,11 @@ func (i identityDirectory) AccountDevices(ctx context.Context, account string) (
 	return toMessagingDevices(ds), err
 }
 
+func (i identityDirectory) DevicesOf(ctx context.Context, accounts []string) ([]messaging.Device, error) {
+	ds, err := i.s.DevicesOf(ctx, accounts)
+	return toMessagingDevices(ds), err
+}
+
 func (i identityDirectory) OrgAgents(ctx context.Context, org string) ([]byte, []messaging.Device, error) {
 	cert, ds, err := i.s.OrgAgents(ctx, org)
 	if errors.Is(err, identity.ErrUnknownOrg) {

@@ -261,3 +261,39 @@ func TestSQLiteMissingDirectory(t *testing.T) {
 		t.Fatal("opened a database in a missing directory")
 	}
 }
+
+// TestIn: the placeholder list names every value once, in order, and the
+// query finds exactly the rows with those values on both engines.
+func TestIn(t *testing.T) {
+	if p, args := db.In([]string{"a", "b", "c"}); p != "$1,$2,$3" || len(args) != 3 || args[2] != "c" {
+		t.Fatalf("In = %q %v", p, args)
+	}
+	dbtest.Run(t, nil, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		if _, err := d.Exec(ctx, `CREATE TABLE in_test (v TEXT PRIMARY KEY)`); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range []string{"a", "b", "c", "d"} {
+			if _, err := d.Exec(ctx, `INSERT INTO in_test (v) VALUES ($1)`, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p, args := db.In([]string{"d", "b", "x"})
+		rows, err := d.Query(ctx, `SELECT v FROM in_test WHERE v IN (`+p+`) ORDER BY v`, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var got []string
+		for rows.Next() {
+			var v string
+			if err := rows.Scan(&v); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, v)
+		}
+		if strings.Join(got, ",") != "b,d" {
+			t.Fatalf("rows %v, want b,d", got)
+		}
+	})
+}
