@@ -112,8 +112,15 @@ func bench(ctx context.Context, o *options, stderr io.Writer) (*result, error) {
 		r.pids = pidList(o.pid)
 	} else {
 		fmt.Fprintf(stderr, "kanal-bench: starting %d kanald node(s) (%s)\n", o.nodes, res.Engine)
+		// One council device sends the whole broadcast: the nodes are
+		// started with a send limit above the devices' count, as an
+		// operator would configure a council's announcements.
+		var limit int
+		if o.scenario == "broadcast" {
+			limit = min(max(o.devices+100, 600), 100000)
+		}
 		cl, err := startCluster(ctx, startOptions{nodes: o.nodes, databaseURL: o.databaseURL, natsURL: o.natsURL,
-			bin: o.kanald, stderr: stderr})
+			bin: o.kanald, sendLimit: limit, stderr: stderr})
 		if err != nil {
 			return nil, err
 		}

@@ -83,6 +83,7 @@ type startOptions struct {
 	nodes       int
 	databaseURL string // empty: SQLite in the first node's data directory
 	natsURL     string
+	sendLimit   int // KANAL_SEND_LIMIT of the nodes; 0: kanald's default
 	stderr      io.Writer
 }
 
@@ -135,6 +136,16 @@ func startCluster(ctx context.Context, o startOptions) (_ *cluster, err error) {
 		}
 		if o.natsURL != "" {
 			n.cmd.Env = append(n.cmd.Env, "KANAL_NATS_URL="+o.natsURL)
+		}
+		if o.sendLimit > 0 {
+			n.cmd.Env = append(n.cmd.Env, "KANAL_SEND_LIMIT="+strconv.Itoa(o.sendLimit))
+		}
+		// Go's own memory settings pass through, so a run can show kanald
+		// as an operator would run it (GOMEMLIMIT=1800MiB, for example).
+		for _, k := range []string{"GOMEMLIMIT", "GOGC"} {
+			if v, ok := os.LookupEnv(k); ok {
+				n.cmd.Env = append(n.cmd.Env, k+"="+v)
+			}
 		}
 		// KANAL_PPROF_ADDR in kanal-bench's environment profiles the first
 		// node: bench/profile.sh reads it with go tool pprof.

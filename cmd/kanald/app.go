@@ -87,7 +87,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	// in the mailboxes and wakes the recipients' streams (and, without a
 	// stream, their push subscriptions) after commit.
 	prekeys, err := messaging.New(messaging.Options{DB: d, Directory: identityDirectory{a.ident}, Logger: log,
-		Mailbox: mailboxes, Batcher: a.batch,
+		Mailbox: mailboxes, Batcher: a.batch, MaxSendsPerWindow: cfg.SendLimit,
 		Notify: func(devices ...string) { hub.Notify(devices...); pusher.Notify(devices...) },
 		Auth: messaging.Auth{
 			Require: func(h http.Handler) http.Handler { return a.ident.RequireSession(ca.LevelLow, h) },

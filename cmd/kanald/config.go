@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/mail"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,6 +33,7 @@ type config struct {
 	CADir       string // empty: <DataDir>/ca
 	TrustProxy  bool
 	Retention   time.Duration // how long an undelivered envelope is kept
+	SendLimit   int           // sends per device per minute
 	PprofAddr   string        // loopback address for /debug/pprof/; empty: off
 
 	PSPURL           string // empty: no card/wallet provider
@@ -60,6 +62,7 @@ var settings = []setting{
 	{"ca-dir", "KANAL_CA_DIR", "", "directory of the deployment CA (ca.pem, ca.key); empty for <data-dir>/ca. All nodes of a deployment must share it"},
 	{"trust-proxy", "KANAL_TRUST_PROXY", "false", "true behind a reverse proxy that sets X-Forwarded-For (used for login throttling)"},
 	{"pprof-addr", "KANAL_PPROF_ADDR", "", "loopback address such as 127.0.0.1:6060 on which Go's profiling endpoints (/debug/pprof/) are served; empty: off"},
+	{"send-limit", "KANAL_SEND_LIMIT", "600", "sends one device may make per minute (1 to 100000); a council device that sends announcements one by one needs more"},
 	{"retention", "KANAL_RETENTION", "720h", "how long an undelivered envelope waits in a device's mailbox before it expires (1h to 8760h)"},
 	{"psp-url", "KANAL_PSP_URL", "", "base URL of the card/wallet payment provider's API; empty: payment requests are paid by bank transfer only"},
 	{"psp-api-key", "KANAL_PSP_API_KEY", "", "API key for the payment provider (required with KANAL_PSP_URL)"},
@@ -121,6 +124,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, &settingError{"KANAL_RETENTION", fmt.Errorf("%q is not a duration from 1h to 8760h", *vals["KANAL_RETENTION"])}
 	}
 	c.Retention = r
+	if c.SendLimit, err = strconv.Atoi(*vals["KANAL_SEND_LIMIT"]); err != nil || c.SendLimit < 1 || c.SendLimit > 100000 {
+		return nil, &settingError{"KANAL_SEND_LIMIT", fmt.Errorf("%q is not a number from 1 to 100000", *vals["KANAL_SEND_LIMIT"])}
+	}
 	if a := *vals["KANAL_PPROF_ADDR"]; a != "" {
 		host, _, err := net.SplitHostPort(a)
 		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
