@@ -70,6 +70,11 @@ type Options struct {
 	// Notify is called with the recipient devices after a send commits
 	// (cmd/kanald wires the hub's Notify). Nil: nobody is told.
 	Notify func(devices ...string)
+	// Stored, if set, is called instead of Notify after a send commits,
+	// with the stored envelopes (ids and sequence numbers assigned):
+	// cmd/kanald wires the hub's Deliver, which carries small envelopes
+	// in the wake-up. Group changes and notices still go to Notify.
+	Stored func(envs []mailbox.Envelope)
 	// MaxSendsPerWindow overrides the per-device send limit (0: the
 	// default MaxSendsPerWindow).
 	MaxSendsPerWindow int
@@ -89,6 +94,7 @@ type Service struct {
 	mailbox   *mailbox.Store
 	batch     *db.Batcher
 	notify    func(devices ...string)
+	stored    func(envs []mailbox.Envelope)
 	limit     *sendLimiter
 	retention time.Duration
 }
@@ -99,7 +105,7 @@ func New(o Options) (*Service, error) {
 		return nil, errors.New("messaging: DB, Directory and Auth are required")
 	}
 	s := &Service{db: o.DB, dir: o.Directory, auth: o.Auth, log: o.Logger, now: o.Now,
-		mailbox: o.Mailbox, batch: o.Batcher, notify: o.Notify, retention: o.Retention}
+		mailbox: o.Mailbox, batch: o.Batcher, notify: o.Notify, stored: o.Stored, retention: o.Retention}
 	if s.retention <= 0 {
 		s.retention = mailbox.DefaultRetention
 	}

@@ -337,11 +337,13 @@ func (s *Service) Send(ctx context.Context, c Caller, req *SendRequest) (resp *S
 			With("missing", missing).With("stale", stale).With("devices", want).With("accounts", accounts)
 	}
 	now := s.now()
+	var stored []mailbox.Envelope
 	fn := func(tx *sql.Tx) error {
 		envs := slices.Clone(cs.envs)
 		if err := s.mailbox.AppendTx(ctx, tx, envs); err != nil {
 			return err
 		}
+		stored = envs
 		r := &SendResponse{ConversationID: cs.conversation, ClientID: req.ClientID,
 			ServerTime: envs[0].ServerTime, EnvelopeIDs: map[string]string{}}
 		for _, e := range envs {
@@ -372,7 +374,10 @@ func (s *Service) Send(ctx context.Context, c Caller, req *SendRequest) (resp *S
 	if err != nil {
 		return nil, false, fmt.Errorf("messaging.send: %w", err)
 	}
-	if s.notify != nil {
+	switch {
+	case s.stored != nil:
+		s.stored(stored)
+	case s.notify != nil:
 		s.notify(cs.devices...)
 	}
 	return resp, true, nil

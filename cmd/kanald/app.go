@@ -78,6 +78,15 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		return nil, err
 	}
 	a.hub = hub
+	for _, src := range []struct {
+		label string
+		get   func(mailbox.HubStats) uint64
+	}{{"wake", func(s mailbox.HubStats) uint64 { return s.Carried }}, {"mailbox", func(s mailbox.HubStats) uint64 { return s.Read }}} {
+		a.metrics.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kanal_stream_envelopes_total", Help: "Envelopes written to device streams on this node, by source: carried by the wake-up, or read from the mailbox.",
+			ConstLabels: prometheus.Labels{"source": src.label}},
+			func() float64 { return float64(src.get(hub.Stats())) }))
+	}
 	// Web push wakes devices that do not pick up their envelopes.
 	pusher, err := newPush(cfg, log, d, authority, a.ident, mailboxes, hub, a.metrics.Registry)
 	if err != nil {
@@ -89,6 +98,14 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	prekeys, err := messaging.New(messaging.Options{DB: d, Directory: identityDirectory{a.ident}, Logger: log,
 		Mailbox: mailboxes, Batcher: a.batch, MaxSendsPerWindow: cfg.SendLimit,
 		Notify: func(devices ...string) { hub.Notify(devices...); pusher.Notify(devices...) },
+		Stored: func(envs []mailbox.Envelope) {
+			hub.Deliver(envs)
+			devices := make([]string, len(envs))
+			for i, e := range envs {
+				devices[i] = e.Recipient
+			}
+			pusher.Notify(devices...)
+		},
 		Auth: messaging.Auth{
 			Require: func(h http.Handler) http.Handler { return a.ident.RequireSession(ca.LevelLow, h) },
 			Caller: func(ctx context.Context) (messaging.Caller, bool) {

@@ -1,13 +1,16 @@
 package mailbox
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -63,6 +66,8 @@ type Hub struct {
 	// NATS sends a node only the wake-ups of its own devices; all those
 	// subscriptions deliver into this one channel, read by one goroutine
 	// (dispatch), rather than each running a goroutine of its own.
+	carried, read atomic.Uint64 // envelopes written from wake-ups, from mailbox reads
+
 	wakes     chan *bus.Msg
 	stop      chan struct{}
 	stopOnce  sync.Once
@@ -88,6 +93,16 @@ func NewHub(o HubOptions) (*Hub, error) {
 	return h, nil
 }
 
+// HubStats counts the envelopes this node's streams wrote, by where they
+// came from.
+type HubStats struct {
+	Carried uint64 // carried by the wake-up, written without a mailbox read
+	Read    uint64 // read from the mailbox: backlog, gaps, large envelopes
+}
+
+// Stats returns the counters since the hub started.
+func (h *Hub) Stats() HubStats { return HubStats{Carried: h.carried.Load(), Read: h.read.Load()} }
+
 // Close stops the hub's wake-up dispatch and its revocation subscription.
 // Connections are closed through the Tracker, not here.
 func (h *Hub) Close() {
@@ -111,7 +126,7 @@ func (h *Hub) dispatch() {
 			c := h.conns[dev]
 			h.mu.Unlock()
 			if c != nil {
-				c.signal()
+				c.offer(m.Data)
 			}
 		}
 	}
@@ -129,6 +144,36 @@ func (h *Hub) Notify(devices ...string) {
 		if err := h.o.Bus.Publish(subjectWake+d, nil); err != nil {
 			// Not fatal: the envelope is durable, the device gets it on the
 			// next wake-up or reconnect.
+			h.o.Logger.Warn("mailbox: wake-up not published", "device", d, "err", err)
+		}
+	}
+}
+
+// Deliver wakes the recipient devices of envelopes that have just been
+// committed, as Notify does, and carries the envelopes in the wake-up
+// when they are small: the node that holds a recipient's socket then
+// writes them without reading them back from the mailbox. envs must carry
+// the ids and sequence numbers the append assigned.
+func (h *Hub) Deliver(envs []Envelope) {
+	byDevice := map[string][]Envelope{}
+	var order []string
+	for _, e := range envs {
+		if _, ok := byDevice[e.Recipient]; !ok {
+			order = append(order, e.Recipient)
+		}
+		byDevice[e.Recipient] = append(byDevice[e.Recipient], e)
+	}
+	for _, d := range order {
+		es := byDevice[d]
+		var data []byte
+		size := 0
+		for _, e := range es {
+			size += len(e.Ciphertext)
+		}
+		if size <= maxCarried {
+			data, _ = json.Marshal(es) // a failure leaves a plain wake-up
+		}
+		if err := h.o.Bus.Publish(subjectWake+d, data); err != nil {
 			h.o.Logger.Warn("mailbox: wake-up not published", "device", d, "err", err)
 		}
 	}
@@ -247,13 +292,60 @@ type conn struct {
 
 	mu       sync.Mutex
 	inflight map[string]struct{}
-	cursor   int64 // last seq sent on this connection
+	cursor   int64    // last seq sent on this connection
+	carried  [][]byte // envelopes carried by wake-ups since the pump last looked
+	fetch    bool     // a wake-up came without envelopes: read the mailbox
+	held     bool     // the pump waits for acks: MaxInFlight are unacknowledged
 	closing  bool
 	closeErr struct {
 		code   websocket.StatusCode
 		reason string
 	}
 	done chan struct{} // closed when run returns
+}
+
+// offer takes a wake-up: the envelopes it carries (JSON), or nil for a
+// plain one, which makes the pump read the mailbox.
+func (c *conn) offer(data []byte) {
+	c.mu.Lock()
+	if len(data) == 0 || len(c.carried) >= maxCarriedWakes {
+		c.fetch = true
+		c.carried = nil
+	} else if !c.fetch {
+		c.carried = append(c.carried, data)
+	}
+	c.mu.Unlock()
+	c.signal()
+}
+
+// nextCarried returns the carried envelopes that follow after in sequence
+// order, ok when they are the whole of what comes next: they start at
+// after+1 with no gap and fit in room. Anything else — a gap left by a
+// wake-up still on its way or lost, a payload that does not decode, too
+// many — is not ok, and the pump reads the mailbox instead.
+func nextCarried(carried [][]byte, after int64, room int) (next []Envelope, ok bool) {
+	for _, data := range carried {
+		var es []Envelope
+		if err := json.Unmarshal(data, &es); err != nil {
+			return nil, false
+		}
+		for _, e := range es {
+			if e.Seq > after {
+				next = append(next, e)
+			}
+		}
+	}
+	slices.SortFunc(next, func(a, b Envelope) int { return cmp.Compare(a.Seq, b.Seq) })
+	next = slices.CompactFunc(next, func(a, b Envelope) bool { return a.Seq == b.Seq })
+	if len(next) > room {
+		return nil, false
+	}
+	for i, e := range next {
+		if e.Seq != after+1+int64(i) {
+			return nil, false
+		}
+	}
+	return next, true
 }
 
 func (c *conn) signal() {
@@ -334,17 +426,33 @@ func (c *conn) pump() error {
 	for {
 		c.mu.Lock()
 		room := MaxInFlight - len(c.inflight)
+		c.held = room <= 0
 		after := c.cursor
+		carried, fetch := c.carried, c.fetch
+		c.carried, c.fetch = nil, false
 		c.mu.Unlock()
 		var batch []Envelope
+		fetched := false
 		if room > 0 {
-			var err error
-			batch, err = store.Fetch(c.ctx, c.device, after, min(room, FetchBatch))
-			if err != nil {
-				if c.ctx.Err() != nil {
-					return nil
+			ok := false
+			// Once the backlog is through, a wake-up that carries the
+			// next envelopes saves reading them back.
+			if synced && !fetch && len(carried) > 0 {
+				batch, ok = nextCarried(carried, after, room)
+			}
+			if !ok {
+				var err error
+				batch, err = store.Fetch(c.ctx, c.device, after, min(room, FetchBatch))
+				if err != nil {
+					if c.ctx.Err() != nil {
+						return nil
+					}
+					return err
 				}
-				return err
+				fetched = true
+				c.hub.read.Add(uint64(len(batch)))
+			} else {
+				c.hub.carried.Add(uint64(len(batch)))
 			}
 		}
 		if len(batch) > 0 {
@@ -359,7 +467,7 @@ func (c *conn) pump() error {
 					return err
 				}
 			}
-			if len(batch) == min(room, FetchBatch) {
+			if fetched && len(batch) == min(room, FetchBatch) {
 				continue // there may be more right now
 			}
 		}
@@ -475,8 +583,16 @@ func (c *conn) handle(typ string, data []byte) error {
 		for _, id := range f.IDs {
 			delete(c.inflight, id)
 		}
+		// Only a pump held back by the in-flight limit needs telling that
+		// there is room again; it reads what waited meanwhile.
+		held := c.held && len(c.inflight) < MaxInFlight
+		if held {
+			c.held, c.fetch = false, true
+		}
 		c.mu.Unlock()
-		c.signal() // room for more
+		if held {
+			c.signal()
+		}
 		return nil
 	default:
 		if c.hub.o.Frames == nil {

@@ -45,4 +45,12 @@ const (
 	// so the queue fills only if the node stalls; wake-ups beyond it are
 	// dropped and the envelopes wait in the mailbox (see PingInterval).
 	wakeBuffer = 16384
+
+	// maxCarried is the most ciphertext one wake-up carries to the node
+	// that holds the recipient's socket; larger envelopes are read from
+	// the mailbox there. maxCarriedWakes is how many carrying wake-ups a
+	// connection keeps between two turns of its pump before it reads the
+	// mailbox instead.
+	maxCarried      = 16 << 10
+	maxCarriedWakes = 64
 )

@@ -1,0 +1,151 @@
+package mailbox_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/kanal-server/kanal/messaging/mailbox"
+)
+
+// TestCarriedWakeUps: envelopes carried by the wake-up reach the device
+// in mailbox order exactly once, whatever order the wake-ups arrive in,
+// when a wake-up is lost, and when an envelope is too large to carry.
+// Carried envelopes in order are written without a mailbox read.
+func TestCarriedWakeUps(t *testing.T) {
+	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, b *node) {
+		ctx := context.Background()
+		dev := uniqueDevice("dev_b")
+		c := dial(t, b, dev)
+		if f, err := c.next(); err != nil || f.Type != "synced" {
+			t.Fatalf("want synced on an empty mailbox, got %+v %v", f, err)
+		}
+		appendOne := func(body string) mailbox.Envelope {
+			t.Helper()
+			es := []mailbox.Envelope{env(dev, "dev_a", body)}
+			if err := store.Append(ctx, es); err != nil {
+				t.Fatal(err)
+			}
+			return es[0]
+		}
+		want := func(bodies ...string) {
+			t.Helper()
+			got := c.collect(len(bodies), true)
+			for i, e := range got {
+				if i >= len(bodies) || string(e.Ciphertext) != bodies[i] {
+					t.Fatalf("envelope %d: %q, want %q (all: %d)", i, e.Ciphertext, bodies, len(got))
+				}
+			}
+		}
+
+		// In order: written from the wake-up alone.
+		before := b.hub.Stats()
+		e1 := appendOne("1")
+		a.hub.Deliver([]mailbox.Envelope{e1})
+		want("1")
+		after := b.hub.Stats()
+		if after.Carried != before.Carried+1 || after.Read != before.Read {
+			t.Fatalf("stats %+v → %+v: the in-order envelope should come from its wake-up", before, after)
+		}
+
+		// Out of order: the later wake-up first. The gap sends the pump to
+		// the mailbox; the earlier wake-up then finds nothing new.
+		e2, e3 := appendOne("2"), appendOne("3")
+		a.hub.Deliver([]mailbox.Envelope{e3})
+		a.hub.Deliver([]mailbox.Envelope{e2})
+		want("2", "3")
+
+		// A lost wake-up: the next one's gap brings both.
+		appendOne("4")
+		e5 := appendOne("5")
+		a.hub.Deliver([]mailbox.Envelope{e5})
+		want("4", "5")
+
+		// Too large to carry: a plain wake-up, read from the mailbox.
+		big := appendOne(strings.Repeat("x", 20<<10))
+		a.hub.Deliver([]mailbox.Envelope{big})
+		want(string(big.Ciphertext))
+
+		// No duplicate came of any of it: the next envelope is the next one.
+		e7 := appendOne("7")
+		a.hub.Deliver([]mailbox.Envelope{e7})
+		want("7")
+		if s := b.hub.Stats(); s.Carried+s.Read != 7 {
+			t.Fatalf("stats %+v: %d envelopes written for 7", s, s.Carried+s.Read)
+		}
+	})
+}
+
+// TestCarriedWakeUpsForSeveralDevices: one Deliver with the envelopes of
+// several devices wakes each with its own.
+func TestCarriedWakeUpsForSeveralDevices(t *testing.T) {
+	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, b *node) {
+		ctx := context.Background()
+		var devs []string
+		var clients []*client
+		for i := range 3 {
+			d := uniqueDevice(fmt.Sprintf("dev_%d", i))
+			devs = append(devs, d)
+			c := dial(t, b, d)
+			if f, err := c.next(); err != nil || f.Type != "synced" {
+				t.Fatalf("want synced, got %+v %v", f, err)
+			}
+			clients = append(clients, c)
+		}
+		var envs []mailbox.Envelope
+		for _, d := range devs {
+			envs = append(envs, env(d, "dev_a", "for "+d))
+		}
+		if err := store.Append(ctx, envs); err != nil {
+			t.Fatal(err)
+		}
+		a.hub.Deliver(envs)
+		for i, c := range clients {
+			if got := c.collect(1, true); string(got[0].Ciphertext) != "for "+devs[i] || got[0].ID != envs[i].ID {
+				t.Fatalf("device %s got %+v", devs[i], got[0])
+			}
+		}
+	})
+}
+
+// TestInFlightLimit: a device that does not acknowledge gets at most
+// MaxInFlight envelopes; an envelope that arrives meanwhile, carried or
+// not, waits in the mailbox, and acknowledging lets everything through
+// in order.
+func TestInFlightLimit(t *testing.T) {
+	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, b *node) {
+		ctx := context.Background()
+		dev := uniqueDevice("dev_b")
+		const backlog = mailbox.MaxInFlight + 88
+		for i := range backlog {
+			if err := store.Append(ctx, []mailbox.Envelope{env(dev, "dev_a", fmt.Sprint(i))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c := dial(t, b, dev)
+		first := c.collect(mailbox.MaxInFlight, false)
+		if len(first) != mailbox.MaxInFlight {
+			t.Fatalf("%d envelopes before any ack, want %d", len(first), mailbox.MaxInFlight)
+		}
+		live := []mailbox.Envelope{env(dev, "dev_a", fmt.Sprint(backlog))}
+		if err := store.Append(ctx, live); err != nil {
+			t.Fatal(err)
+		}
+		a.hub.Deliver(live)
+		ids := make([]string, len(first))
+		for i, e := range first {
+			if string(e.Ciphertext) != fmt.Sprint(i) {
+				t.Fatalf("envelope %d: %q", i, e.Ciphertext)
+			}
+			ids[i] = e.ID
+		}
+		c.send(map[string]any{"type": "ack", "ids": ids})
+		rest := c.collect(backlog+1-mailbox.MaxInFlight, true)
+		for i, e := range rest {
+			if want := fmt.Sprint(mailbox.MaxInFlight + i); string(e.Ciphertext) != want {
+				t.Fatalf("after the ack, envelope %d: %q, want %q", i, e.Ciphertext, want)
+			}
+		}
+	})
+}
