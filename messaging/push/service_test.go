@@ -2,6 +2,7 @@ package push_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -383,5 +384,34 @@ func TestNotificationDuringGrace(t *testing.T) {
 			t.Fatalf("urgency %q for a message", ps[0].Urgency)
 		}
 		waitDepth(t, f.svc, 0)
+	})
+}
+
+// TestManyDevicesInOneFlush: a notification for more devices than one
+// queue statement names still queues every subscribed device among them
+// (here the first and the last) and no other.
+func TestManyDevicesInOneFlush(t *testing.T) {
+	dbtest.Run(t, sets, func(t *testing.T, d *db.DB) {
+		f := newFixture(t, d, nil)
+		first, last := f.subscribe(t, "dev-0"), f.subscribe(t, "dev-1199")
+		devices := make([]string, 1200)
+		envs := make([]mailbox.Envelope, len(devices))
+		for i := range devices {
+			devices[i] = fmt.Sprintf("dev-%d", i)
+			envs[i] = mailbox.Envelope{Recipient: devices[i], Sender: "sender-dev", Conversation: "conv", Class: "message", Ciphertext: []byte("sealed")}
+		}
+		if err := f.mbox.Append(context.Background(), envs); err != nil {
+			t.Fatal(err)
+		}
+		f.svc.Notify(devices...)
+		ps := f.ps.WaitFor(t, 10*time.Second, "two pushes", func(ps []pushtest.Push) bool { return len(ps) >= 2 })
+		waitDepth(t, f.svc, 0)
+		got := map[string]int{}
+		for _, p := range f.ps.Pushes() {
+			got[p.Subscriber]++
+		}
+		if len(ps) < 2 || got[first.ID] != 1 || got[last.ID] != 1 || len(got) != 2 {
+			t.Fatalf("pushes by subscriber %v, want one each for %s and %s", got, first.ID, last.ID)
+		}
 	})
 }

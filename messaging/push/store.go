@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/kanal-server/kanal/internal/db"
@@ -83,22 +84,29 @@ func (s store) prune(ctx context.Context, device, endpoint string) (bool, error)
 	return pruned, nil
 }
 
+// enqueueBatch is the most devices one enqueue statement names.
+const enqueueBatch = 500
+
 // enqueue records that envelopes were committed for devices at now. A
 // device without a subscription gets no job. A device that has a job keeps
 // it (and its due time and backoff) with a newer notified_at: that is the
 // coalescing. A new job is due after the grace period, or after the
 // minimum interval since the device's last push, whichever is later.
 func (s store) enqueue(ctx context.Context, devices []string, now time.Time, grace, minInterval time.Duration) error {
+	// One statement per enqueueBatch devices: most notified devices have
+	// no subscription, and a statement each was a round trip each.
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
-		for _, d := range devices {
-			if _, err := tx.ExecContext(ctx,
-				`INSERT INTO push_jobs (device_id, notified_at, due_at, attempts, lease_until)
-				 SELECT device_id, CAST($2 AS BIGINT),
-				   CASE WHEN last_sent_at + CAST($4 AS BIGINT) > CAST($3 AS BIGINT)
-				     THEN last_sent_at + CAST($4 AS BIGINT) ELSE CAST($3 AS BIGINT) END, 0, 0
-				 FROM push_subscriptions WHERE device_id = $1
-				 ON CONFLICT (device_id) DO UPDATE SET notified_at = excluded.notified_at`,
-				d, now.UnixMilli(), now.Add(grace).UnixMilli(), minInterval.Milliseconds()); err != nil {
+		for part := range slices.Chunk(devices, enqueueBatch) {
+			in, args := db.In(part)
+			n := len(part)
+			q := fmt.Sprintf(`INSERT INTO push_jobs (device_id, notified_at, due_at, attempts, lease_until)
+				 SELECT device_id, CAST($%[1]d AS BIGINT),
+				   CASE WHEN last_sent_at + CAST($%[3]d AS BIGINT) > CAST($%[2]d AS BIGINT)
+				     THEN last_sent_at + CAST($%[3]d AS BIGINT) ELSE CAST($%[2]d AS BIGINT) END, 0, 0
+				 FROM push_subscriptions WHERE device_id IN (%[4]s)
+				 ON CONFLICT (device_id) DO UPDATE SET notified_at = excluded.notified_at`, n+1, n+2, n+3, in)
+			args = append(args, now.UnixMilli(), now.Add(grace).UnixMilli(), minInterval.Milliseconds())
+			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 				return err
 			}
 		}
