@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,20 +14,7 @@ import (
 
 var kanaldBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "kanal-bench-test")
-	if err != nil {
-		panic(err)
-	}
-	if kanaldBin, err = kanaldtest.Build(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { kanaldtest.Main(m, &kanaldBin) }
 
 func runJSON(t *testing.T, args ...string) *result {
 	t.Helper()
@@ -99,13 +85,7 @@ func TestTablePlotAndNATS(t *testing.T) {
 		t.Fatalf("plot: %v\n%s", err, svg)
 	}
 
-	natsURL := os.Getenv("KANAL_TEST_NATS")
-	if natsURL == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("KANAL_TEST_NATS is not set")
-		}
-		t.Skip("KANAL_TEST_NATS not set")
-	}
+	natsURL := kanaldtest.NATSURL(t)
 	res := runJSON(t, "-peer", "nats", "-peer-url", natsURL, "-devices", "4", "-rate", "20", "-duration", "1s")
 	if res.Delivered == 0 || res.Delivered != res.Expected || len(res.Errors) != 0 {
 		t.Fatalf("nats: %+v", res)

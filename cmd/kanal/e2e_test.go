@@ -22,25 +22,15 @@ import (
 
 var bin struct{ kanald, kanal string }
 
+// TestMain builds kanald and, next to it, the kanal CLI under test.
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "kanal-e2e-bin")
-	if err != nil {
-		panic(err)
-	}
-	bin.kanal = filepath.Join(dir, "kanal")
-	if b, err := exec.Command("go", "build", "-o", bin.kanal, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build kanal: %v\n%s", err, b)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	if bin.kanald, err = kanaldtest.Build(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	kanaldtest.Main(m, &bin.kanald, func(dir string) error {
+		bin.kanal = filepath.Join(dir, "kanal")
+		if b, err := exec.Command("go", "build", "-o", bin.kanal, ".").CombinedOutput(); err != nil {
+			return fmt.Errorf("build kanal: %v\n%s", err, b)
+		}
+		return nil
+	})
 }
 
 // step is one line of a user's session. cmd is a command line with $VARS,

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -26,20 +25,7 @@ import (
 // kanaldBin is the real binary, built once for the end-to-end tests.
 var kanaldBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "kanald-bin")
-	if err != nil {
-		panic(err)
-	}
-	kanaldBin, err = kanaldtest.Build(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { kanaldtest.Main(m, &kanaldBin) }
 
 func envOf(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
@@ -237,13 +223,7 @@ func counterValue(fams map[string]*dto.MetricFamily, name string, labels map[str
 // agree on the deployment, and every migration ran exactly once.
 func TestTwoNodesSharePostgresAndNATS(t *testing.T) {
 	base := dbtest.PostgresURL(t)
-	natsURL := os.Getenv("KANAL_TEST_NATS")
-	if natsURL == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("KANAL_TEST_NATS is not set under CI")
-		}
-		t.Skip("KANAL_TEST_NATS not set: two-node test not run")
-	}
+	natsURL := kanaldtest.NATSURL(t)
 	dbURL := dbtest.WithSchema(t, base, dbtest.NewSchema(t, base))
 	// The nodes share one CA directory, as a deployment's nodes share the
 	// CA files (e.g. on a mounted secret); each has its own data directory.

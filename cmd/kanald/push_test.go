@@ -6,10 +6,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,7 +22,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	idclient "github.com/kanal-server/kanal/identity/client"
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
 	"github.com/kanal-server/kanal/internal/kanaldtest"
@@ -52,45 +49,20 @@ func pushEnv(t *testing.T, ps *pushtest.Server) []string {
 
 // pushUser is an account with one enrolled, logged-in device and its SDK.
 type pushUser struct {
-	account, device, token string
-	id                     *idclient.Client
-	sdk                    *client.Client
+	*kanaldtest.Device
+	sdk *client.Client
 }
 
+// pushSignUp signs email up with a P-256 device and publishes its prekeys.
 func pushSignUp(t *testing.T, s *kanaldtest.Server, email string) *pushUser {
 	t.Helper()
-	ctx := context.Background()
-	ic := idclient.New(s.URL, nil)
-	if err := ic.Signup(ctx, email); err != nil {
-		t.Fatal(err)
-	}
-	v, err := ic.VerifySignup(ctx, email, s.Code(t, email))
-	if err != nil {
-		t.Fatal(err)
-	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	enr, err := ic.WithToken(v.SetupToken).EnrollDevice(ctx, "phone", key)
-	if err != nil {
+	d := s.SignUp(t, email, key)
+	sdk := d.SDK(t, s.URL, client.NewMemoryStore())
+	if _, err := sdk.Publish(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	sess, err := ic.Login(ctx, enr.DeviceID, key, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	blk, _ := pem.Decode([]byte(enr.CA))
-	caCert, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sdk, err := client.New(client.Options{BaseURL: s.URL, Token: sess.Token, AccountID: v.AccountID, DeviceID: enr.DeviceID,
-		DeviceKey: key, DeviceCertificate: []byte(enr.Certificate), CA: caCert, Store: client.NewMemoryStore()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := sdk.Publish(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return &pushUser{account: v.AccountID, device: enr.DeviceID, token: sess.Token, id: ic.WithToken(sess.Token), sdk: sdk}
+	return &pushUser{Device: d, sdk: sdk}
 }
 
 // call makes an authenticated JSON request and returns status and body.
@@ -106,7 +78,7 @@ func (u *pushUser) call(t *testing.T, base, method, path string, body any) (int,
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if u != nil {
-		req.Header.Set("Authorization", "Bearer "+u.token)
+		req.Header.Set("Authorization", "Bearer "+u.Token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -120,9 +92,9 @@ func (u *pushUser) call(t *testing.T, base, method, path string, body any) (int,
 // startSession has from claim to's bundle and start a session with it.
 func startSession(t *testing.T, from, to *pushUser) {
 	t.Helper()
-	claim, err := from.sdk.ClaimAccount(context.Background(), to.account)
+	claim, err := from.sdk.ClaimAccount(context.Background(), to.AccountID)
 	if err != nil || len(claim.Bundles) != 1 {
-		t.Fatalf("claim %s: %v %+v", to.account, err, claim)
+		t.Fatalf("claim %s: %v %+v", to.AccountID, err, claim)
 	}
 	if err := from.sdk.StartSession(claim.Bundles[0]); err != nil {
 		t.Fatal(err)
@@ -132,7 +104,7 @@ func startSession(t *testing.T, from, to *pushUser) {
 // sealed encrypts text from from to to and returns the send request.
 func sealed(t *testing.T, from, to *pushUser, clientID, text string) messaging.SendRequest {
 	t.Helper()
-	m, err := from.sdk.Encrypt(to.device, []byte(text))
+	m, err := from.sdk.Encrypt(to.DeviceID, []byte(text))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,8 +112,8 @@ func sealed(t *testing.T, from, to *pushUser, clientID, text string) messaging.S
 	if err != nil {
 		t.Fatal(err)
 	}
-	return messaging.SendRequest{To: messaging.SendTo{AccountID: to.account}, ClientID: clientID, Class: "message",
-		Envelopes: []messaging.SendEnvelope{{DeviceID: to.device, Ciphertext: base64.StdEncoding.EncodeToString(wire)}}}
+	return messaging.SendRequest{To: messaging.SendTo{AccountID: to.AccountID}, ClientID: clientID, Class: "message",
+		Envelopes: []messaging.SendEnvelope{{DeviceID: to.DeviceID, Ciphertext: base64.StdEncoding.EncodeToString(wire)}}}
 }
 
 func (u *pushUser) send(t *testing.T, base string, req messaging.SendRequest) {
@@ -172,7 +144,7 @@ func (u *pushUser) connect(t *testing.T, base string) *stream {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/stream",
-		&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + u.token}}})
+		&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + u.Token}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +274,7 @@ func TestPushWakesOfflineDevice(t *testing.T) {
 	bobSub := bob.subscribe(t, srv.URL, ps)
 
 	// 1. Bob is offline; alice writes; exactly one push.
-	marker := "Ihr Antrag ist genehmigt " + bob.device[:6]
+	marker := "Ihr Antrag ist genehmigt " + bob.DeviceID[:6]
 	alice.send(t, srv.URL, sealed(t, alice, bob, "m-1", marker))
 	ps.WaitFor(t, 20*time.Second, "bob's push", func(all []pushtest.Push) bool { return len(forSub(all, bobSub)) >= 1 })
 	p := forSub(ps.Pushes(), bobSub)[0]
@@ -315,7 +287,7 @@ func TestPushWakesOfflineDevice(t *testing.T) {
 	if string(p.Payload) != `{"v":1,"t":"wake"}` {
 		t.Fatalf("payload %q", p.Payload)
 	}
-	for _, secret := range []string{marker, "genehmigt", alice.device, alice.account, "alice"} {
+	for _, secret := range []string{marker, "genehmigt", alice.DeviceID, alice.AccountID, "alice"} {
 		if bytes.Contains(p.Payload, []byte(secret)) {
 			t.Fatalf("payload %q reveals %q", p.Payload, secret)
 		}
@@ -327,7 +299,7 @@ func TestPushWakesOfflineDevice(t *testing.T) {
 	if err := m.UnmarshalBinary(got[0].Ciphertext); err != nil {
 		t.Fatal(err)
 	}
-	if pt, err := bob.sdk.Decrypt(ctx, alice.device, &m); err != nil || string(pt) != marker {
+	if pt, err := bob.sdk.Decrypt(ctx, alice.DeviceID, &m); err != nil || string(pt) != marker {
 		t.Fatalf("bob decrypted %q, %v", pt, err)
 	}
 	s.close()
@@ -377,7 +349,7 @@ func TestPushWakesOfflineDevice(t *testing.T) {
 	}
 
 	// Revoking a device deletes its subscription.
-	if err := carol.id.RevokeDevice(ctx, carol.device); err != nil {
+	if err := carol.Identity.RevokeDevice(ctx, carol.DeviceID); err != nil {
 		t.Fatal(err)
 	}
 	d, err := db.Open(ctx, "", srv.DataDir)
@@ -386,7 +358,7 @@ func TestPushWakesOfflineDevice(t *testing.T) {
 	}
 	defer d.Close()
 	var subs int
-	if err := d.QueryRow(ctx, `SELECT COUNT(*) FROM push_subscriptions WHERE device_id = $1`, carol.device).Scan(&subs); err != nil || subs != 0 {
+	if err := d.QueryRow(ctx, `SELECT COUNT(*) FROM push_subscriptions WHERE device_id = $1`, carol.DeviceID).Scan(&subs); err != nil || subs != 0 {
 		t.Fatalf("revoked device keeps %d subscriptions (%v)", subs, err)
 	}
 }
@@ -528,13 +500,7 @@ func TestHangingPushServiceDoesNotDelayDelivery(t *testing.T) {
 // gets no push; an offline device written to through both nodes gets one.
 func TestPushAcrossNodes(t *testing.T) {
 	base := dbtest.PostgresURL(t)
-	natsURL := os.Getenv("KANAL_TEST_NATS")
-	if natsURL == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("KANAL_TEST_NATS is not set under CI")
-		}
-		t.Skip("KANAL_TEST_NATS not set: two-node test not run")
-	}
+	natsURL := kanaldtest.NATSURL(t)
 	ps := pushtest.New(t)
 	env := append(pushEnv(t, ps), "KANAL_DATABASE_URL="+dbtest.WithSchema(t, base, dbtest.NewSchema(t, base)),
 		"KANAL_NATS_URL="+natsURL, "KANAL_CA_DIR="+filepath.Join(t.TempDir(), "ca"))

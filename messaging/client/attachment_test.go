@@ -23,7 +23,7 @@ func TestAttachment(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, _ := kind.New(client.NewMessageID(), time.Now(), body)
-	if _, err := aliceSDK.Send(ctx, client.Peer{AccountID: bob.account}, m); err != nil {
+	if _, err := aliceSDK.Send(ctx, client.Peer{AccountID: bob.AccountID}, m); err != nil {
 		t.Fatal(err)
 	}
 	st, err := bobSDK.Connect(ctx)
@@ -68,7 +68,7 @@ func twoPublished(t *testing.T) (*server, *user, *user, *client.Client, *client.
 	t.Helper()
 	srv := startKanald(t, false)
 	alice, bob := signUp(t, srv, "alice@example.org", true), signUp(t, srv, "bob@example.org", false)
-	aliceSDK, bobSDK := alice.sdk(t, srv.URL, client.NewMemoryStore()), bob.sdk(t, srv.URL, client.NewMemoryStore())
+	aliceSDK, bobSDK := alice.SDK(t, srv.URL, client.NewMemoryStore()), bob.SDK(t, srv.URL, client.NewMemoryStore())
 	for _, s := range []*client.Client{aliceSDK, bobSDK} {
 		if _, err := s.Publish(context.Background()); err != nil {
 			t.Fatal(err)

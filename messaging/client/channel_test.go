@@ -3,17 +3,13 @@ package client_test
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
 	"database/sql"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -47,13 +43,7 @@ func startDeployment(t *testing.T, twoNodes bool) *deployment {
 		return &deployment{nodes: []*kanaldtest.Server{kanaldtest.Start(t, kanaldBin)}}
 	}
 	base := dbtest.PostgresURL(t)
-	natsURL := os.Getenv("KANAL_TEST_NATS")
-	if natsURL == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("KANAL_TEST_NATS is not set under CI")
-		}
-		t.Skip("KANAL_TEST_NATS not set: two-node test not run")
-	}
+	natsURL := kanaldtest.NATSURL(t)
 	d := &deployment{dbURL: dbtest.WithSchema(t, base, dbtest.NewSchema(t, base))}
 	d.env = []string{"KANAL_DATABASE_URL=" + d.dbURL, "KANAL_NATS_URL=" + natsURL, "KANAL_CA_DIR=" + filepath.Join(t.TempDir(), "ca")}
 	d.nodes = append(d.nodes, kanaldtest.Start(t, kanaldBin, d.env...))
@@ -87,58 +77,28 @@ func openURL(t *testing.T, url string) *db.DB {
 	return dbh
 }
 
+// password is the accounts' password: a login with it is a substantial
+// session, which may enrol more devices.
+const password = "correct horse battery staple 42"
+
 // newAccount signs up with a password (so more devices can be enrolled,
 // which needs a substantial session) and enrolls n devices, each logged
 // in. Sign-up goes through node 0, whose data directory holds the mail.
 func newAccount(t *testing.T, d *deployment, email string, n int) []*user {
 	t.Helper()
-	ctx := context.Background()
 	srv := d.nodes[0]
-	ic := idclient.New(srv.URL, nil)
-	if err := ic.Signup(ctx, email); err != nil {
-		t.Fatal(err)
-	}
-	v, err := ic.VerifySignup(ctx, email, srv.Code(t, email))
-	if err != nil {
-		t.Fatal(err)
-	}
-	const password = "correct horse battery staple 42"
-	if err := ic.WithToken(v.SetupToken).SetPassword(ctx, password, ""); err != nil {
+	ic, v := srv.Verify(t, email)
+	if err := ic.WithToken(v.SetupToken).SetPassword(context.Background(), password, ""); err != nil {
 		t.Fatal(err)
 	}
 	var out []*user
-	var session *idclient.Client
+	enroller := ic.WithToken(v.SetupToken)
 	for i := 0; i < n; i++ {
 		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		enroller := ic.WithToken(v.SetupToken)
-		if i > 0 {
-			enroller = session
-		}
-		enr, err := enroller.EnrollDevice(ctx, fmt.Sprintf("device %d", i+1), key)
-		if err != nil {
-			t.Fatalf("enroll device %d of %s: %v", i+1, email, err)
-		}
-		sess, err := ic.Login(ctx, enr.DeviceID, key, password)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 {
-			session = ic.WithToken(sess.Token)
-		}
-		out = append(out, userOf(t, v.AccountID, enr.DeviceID, key, enr.Certificate, enr.CA, sess.Token, ic))
+		out = append(out, srv.Enrol(t, v.AccountID, enroller, fmt.Sprintf("device %d", i+1), key, password))
+		enroller = out[0].Identity
 	}
 	return out
-}
-
-func userOf(t *testing.T, account, device string, key crypto.Signer, cert, caPEM, token string, ic *idclient.Client) *user {
-	t.Helper()
-	blk, _ := pem.Decode([]byte(caPEM))
-	u := &user{account: account, device: device, key: key, cert: []byte(cert), token: token, id: ic.WithToken(token)}
-	var err error
-	if u.ca, err = x509.ParseCertificate(blk.Bytes); err != nil {
-		t.Fatal(err)
-	}
-	return u
 }
 
 // phone is one device with its SDK, connected to a node, collecting what
@@ -160,7 +120,7 @@ type phone struct {
 
 func newPhone(t *testing.T, name string, u *user, base string, store client.Store) *phone {
 	t.Helper()
-	p := &phone{t: t, name: name, u: u, sdk: u.sdk(t, base, store), seen: map[string]int{}, wake: make(chan struct{}, 1)}
+	p := &phone{t: t, name: name, u: u, sdk: u.SDK(t, base, store), seen: map[string]int{}, wake: make(chan struct{}, 1)}
 	if _, err := p.sdk.Publish(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +273,7 @@ func testChannel(t *testing.T, twoNodes bool) {
 		t.Fatal(err)
 	}
 	for _, a := range agents {
-		if _, err := op.AddMember(ctx, org.OrgID, a.account, "agent"); err != nil {
+		if _, err := op.AddMember(ctx, org.OrgID, a.AccountID, "agent"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -341,21 +301,21 @@ func testChannel(t *testing.T, twoNodes bool) {
 	var want []string
 	for i := 1; i <= 5; i++ {
 		want = append(want, fmt.Sprintf("%s %d", marker, i))
-		anna1.send(client.Peer{AccountID: ben[0].account}, want[i-1])
+		anna1.send(client.Peer{AccountID: ben[0].AccountID}, want[i-1])
 	}
 	for _, p := range []*phone{ben1, ben2, anna2} {
-		if got := p.waitTexts(5, fromDevice(anna[0].device)); strings.Join(got, "|") != strings.Join(want, "|") {
+		if got := p.waitTexts(5, fromDevice(anna[0].DeviceID)); strings.Join(got, "|") != strings.Join(want, "|") {
 			t.Fatalf("%s: %q, want %q", p.name, got, want)
 		}
 	}
 	// ben2 answers; the reply goes to anna's devices and ben1.
 	in := ben2.got[0]
-	if in.SenderAccount != anna[0].account || in.Reply != (client.Peer{AccountID: anna[0].account}) {
+	if in.SenderAccount != anna[0].AccountID || in.Reply != (client.Peer{AccountID: anna[0].AccountID}) {
 		t.Fatalf("ben2 sees %+v", in)
 	}
 	ben2.send(in.Reply, "Hallo Anna")
 	for _, p := range []*phone{anna1, anna2, ben1} {
-		p.waitTexts(1, func(in *client.Incoming) bool { return in.SenderDevice == ben[1].device })
+		p.waitTexts(1, func(in *client.Incoming) bool { return in.SenderDevice == ben[1].DeviceID })
 	}
 
 	// Citizen to office: both agents get anna's message; agent2 answers as
@@ -364,24 +324,24 @@ func testChannel(t *testing.T, twoNodes bool) {
 	anna2.send(client.Peer{OrgID: org.OrgID}, marker+" Antrag auf Anwohnerparken")
 	var toOffice *client.Incoming
 	for _, p := range []*phone{agent1, agent2, anna1} {
-		p.waitTexts(1, fromDevice(anna[1].device))
+		p.waitTexts(1, fromDevice(anna[1].DeviceID))
 	}
 	agent2.mu.Lock()
 	for _, x := range agent2.got {
-		if x.SenderDevice == anna[1].device {
+		if x.SenderDevice == anna[1].DeviceID {
 			toOffice = x
 		}
 	}
 	agent2.mu.Unlock()
-	if toOffice.Reply != (client.Peer{OrgID: org.OrgID, AccountID: anna[0].account}) {
+	if toOffice.Reply != (client.Peer{OrgID: org.OrgID, AccountID: anna[0].AccountID}) {
 		t.Fatalf("agent's reply peer %+v", toOffice.Reply)
 	}
 	agent2.send(toOffice.Reply, "Ihr Antrag ist eingegangen")
 	for _, p := range []*phone{anna1, anna2, agent1} {
-		p.waitTexts(1, fromDevice(agents[1].device))
+		p.waitTexts(1, fromDevice(agents[1].DeviceID))
 		p.mu.Lock()
 		for _, x := range p.got {
-			if x.SenderDevice == agents[1].device && (x.Org == nil || x.Org.OrgID != org.OrgID || x.Org.OrgName != "Bürgeramt Musterstadt") {
+			if x.SenderDevice == agents[1].DeviceID && (x.Org == nil || x.Org.OrgID != org.OrgID || x.Org.OrgName != "Bürgeramt Musterstadt") {
 				t.Fatalf("%s: office answer not verified as the office's: %+v", p.name, x.Org)
 			}
 		}
@@ -390,15 +350,15 @@ func testChannel(t *testing.T, twoNodes bool) {
 	// ben writes to the office too: his conversation is his own, anna's
 	// devices see nothing of it.
 	ben1.send(client.Peer{OrgID: org.OrgID}, "Frage zur Hundesteuer")
-	agent1.waitTexts(1, fromDevice(ben[0].device))
-	if got := anna1.texts(fromDevice(ben[0].device)); len(got) != 0 {
+	agent1.waitTexts(1, fromDevice(ben[0].DeviceID))
+	if got := anna1.texts(fromDevice(ben[0].DeviceID)); len(got) != 0 {
 		t.Fatalf("anna sees ben's office conversation: %q", got)
 	}
 
 	// A group: anna creates it with ben and agent1; membership changes are
 	// notices every member sees; a group message reaches every device.
-	grp, err := anna1.sdk.CreateGroup(ctx, messaging.GroupMemberRequest{AccountID: ben[0].account, Role: "member"},
-		messaging.GroupMemberRequest{AccountID: agents[0].account, Role: "member"})
+	grp, err := anna1.sdk.CreateGroup(ctx, messaging.GroupMemberRequest{AccountID: ben[0].AccountID, Role: "member"},
+		messaging.GroupMemberRequest{AccountID: agents[0].AccountID, Role: "member"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,7 +377,7 @@ func testChannel(t *testing.T, twoNodes bool) {
 
 	// Revocation: anna revokes her second device. Its stream is closed and
 	// it receives nothing more; senders drop it through the 409 path.
-	if err := anna[0].id.RevokeDevice(ctx, anna[1].device); err != nil {
+	if err := anna[0].Identity.RevokeDevice(ctx, anna[1].DeviceID); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -433,14 +393,14 @@ func testChannel(t *testing.T, twoNodes bool) {
 		t.Fatalf("a revoked device connects: %v", err)
 	}
 	before := len(anna2.texts(func(*client.Incoming) bool { return true }))
-	ben1.send(client.Peer{AccountID: anna[0].account}, "nach dem Widerruf")
-	anna1.waitTexts(1, func(in *client.Incoming) bool { return in.SenderDevice == ben[0].device })
+	ben1.send(client.Peer{AccountID: anna[0].AccountID}, "nach dem Widerruf")
+	anna1.waitTexts(1, func(in *client.Incoming) bool { return in.SenderDevice == ben[0].DeviceID })
 
 	// A device ben enrolls now is picked up by anna's next send, by itself.
 	ben3 := newPhone(t, "ben3", enrollAnother(t, d, ben[0], "ben@example.org"), d.node(1).URL, client.NewMemoryStore())
 	ben3.connect(ctx)
 	defer ben3.disconnect()
-	anna1.send(client.Peer{AccountID: ben[0].account}, "für alle Geräte")
+	anna1.send(client.Peer{AccountID: ben[0].AccountID}, "für alle Geräte")
 	for _, p := range []*phone{ben1, ben2, ben3} {
 		p.waitTexts(1, func(in *client.Incoming) bool {
 			return in.Message.Body.(*kind.TextBody).Text == "für alle Geräte"
@@ -484,22 +444,12 @@ func waitNotices(t *testing.T, p *phone, conv string, n int) {
 // with a fresh substantial session.
 func enrollAnother(t *testing.T, d *deployment, u *user, email string) *user {
 	t.Helper()
-	ctx := context.Background()
-	ic := idclient.New(d.node(0).URL, nil)
-	sess, err := ic.Login(ctx, u.device, u.key, "correct horse battery staple 42")
+	sess, err := idclient.New(d.node(0).URL, nil).Login(context.Background(), u.DeviceID, u.Key, password)
 	if err != nil {
 		t.Fatal(err)
 	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	enr, err := ic.WithToken(sess.Token).EnrollDevice(ctx, "new phone", key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s2, err := ic.Login(ctx, enr.DeviceID, key, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return userOf(t, u.account, enr.DeviceID, key, enr.Certificate, enr.CA, s2.Token, ic)
+	return d.node(0).Enrol(t, u.AccountID, u.Identity.WithToken(sess.Token), "new phone", key, "")
 }
 
 // searchTables reads every row of every table and fails if any column

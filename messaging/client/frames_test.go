@@ -26,7 +26,7 @@ func TestStreamBadInput(t *testing.T) {
 	ctx := context.Background()
 	srv := startKanald(t, false)
 	alice, bob := signUp(t, srv, "alice@example.org", true), signUp(t, srv, "bob@example.org", false)
-	bobSDK := bob.sdk(t, srv.URL, client.NewMemoryStore())
+	bobSDK := bob.SDK(t, srv.URL, client.NewMemoryStore())
 	if _, err := bobSDK.Publish(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestStreamBadInput(t *testing.T) {
 	wsURL := "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/stream"
 	dial := func() *websocket.Conn {
 		t.Helper()
-		c, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + alice.token}}})
+		c, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + alice.Token}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -95,14 +95,14 @@ func TestStreamBadInput(t *testing.T) {
 		req      messaging.SendRequest
 		wantType string
 	}{
-		{"stale device set", messaging.SendRequest{To: messaging.SendTo{AccountID: bob.account}, ClientID: "c1", Class: "message",
+		{"stale device set", messaging.SendRequest{To: messaging.SendTo{AccountID: bob.AccountID}, ClientID: "c1", Class: "message",
 			Envelopes: []messaging.SendEnvelope{{DeviceID: "dev_someoneelse", Ciphertext: ct}}}, string(messaging.TypeStaleDevices)},
-		{"bad class", messaging.SendRequest{To: messaging.SendTo{AccountID: bob.account}, ClientID: "c2", Class: "gossip",
-			Envelopes: []messaging.SendEnvelope{{DeviceID: bob.device, Ciphertext: ct}}}, "urn:kanal:problem:validation"},
+		{"bad class", messaging.SendRequest{To: messaging.SendTo{AccountID: bob.AccountID}, ClientID: "c2", Class: "gossip",
+			Envelopes: []messaging.SendEnvelope{{DeviceID: bob.DeviceID, Ciphertext: ct}}}, "urn:kanal:problem:validation"},
 		{"not a member of the group", messaging.SendRequest{To: messaging.SendTo{GroupID: "g_0123456789abcdef0123456789abcdef"}, ClientID: "c3", Class: "message",
-			Envelopes: []messaging.SendEnvelope{{DeviceID: bob.device, Ciphertext: ct}}}, string(messaging.TypeNotMember)},
-		{"oversized envelope", messaging.SendRequest{To: messaging.SendTo{AccountID: bob.account}, ClientID: "c4", Class: "message",
-			Envelopes: []messaging.SendEnvelope{{DeviceID: bob.device, Ciphertext: base64.StdEncoding.EncodeToString(make([]byte, 65<<10))}}}, "urn:kanal:problem:too-large"},
+			Envelopes: []messaging.SendEnvelope{{DeviceID: bob.DeviceID, Ciphertext: ct}}}, string(messaging.TypeNotMember)},
+		{"oversized envelope", messaging.SendRequest{To: messaging.SendTo{AccountID: bob.AccountID}, ClientID: "c4", Class: "message",
+			Envelopes: []messaging.SendEnvelope{{DeviceID: bob.DeviceID, Ciphertext: base64.StdEncoding.EncodeToString(make([]byte, 65<<10))}}}, "urn:kanal:problem:too-large"},
 	} {
 		write(c, messaging.SendFrame{Type: "send", Ref: "r-" + tc.req.ClientID, Request: tc.req})
 		f := next(c, "send_failed")
@@ -147,31 +147,31 @@ func TestSDKRefusesInvalidMessages(t *testing.T) {
 	ctx := context.Background()
 	srv, alice, bob, aliceSDK, bobSDK := twoPublished(t)
 	bad := &kind.Message{Version: 1, Kind: kind.Text, ID: "m1", SentAt: time.Now(), Body: &kind.TextBody{Text: "  "}}
-	if _, err := aliceSDK.Send(ctx, client.Peer{AccountID: bob.account}, bad); !errors.Is(err, kind.ErrInvalid) {
+	if _, err := aliceSDK.Send(ctx, client.Peer{AccountID: bob.AccountID}, bad); !errors.Is(err, kind.ErrInvalid) {
 		t.Fatalf("invalid message sent: %v", err)
 	}
 
 	// A sender that does not use the SDK's checks: a valid envelope whose
 	// message has an unknown kind. Bob's SDK reports it, acknowledges it,
 	// and goes on to the next message.
-	claim, err := aliceSDK.ClaimAccount(ctx, bob.account)
+	claim, err := aliceSDK.ClaimAccount(ctx, bob.AccountID)
 	if err != nil || len(claim.Bundles) != 1 {
 		t.Fatalf("claim: %v %+v", err, claim)
 	}
 	if err := aliceSDK.StartSession(claim.Bundles[0]); err != nil {
 		t.Fatal(err)
 	}
-	conv := messaging.DirectConversation(alice.account, bob.account)
-	raw := `{"v":1,"conv":"` + conv + `","to":{"account_id":"` + bob.account + `"},"msg":{"v":1,"kind":"telegram","id":"m2","sent_at":"2026-11-23T10:00:00Z","body":{}}}`
-	m, err := aliceSDK.Encrypt(bob.device, []byte(raw))
+	conv := messaging.DirectConversation(alice.AccountID, bob.AccountID)
+	raw := `{"v":1,"conv":"` + conv + `","to":{"account_id":"` + bob.AccountID + `"},"msg":{"v":1,"kind":"telegram","id":"m2","sent_at":"2026-11-23T10:00:00Z","body":{}}}`
+	m, err := aliceSDK.Encrypt(bob.DeviceID, []byte(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
 	wire, _ := m.MarshalBinary()
-	postRaw(t, srv.URL, alice.token, messaging.SendRequest{To: messaging.SendTo{AccountID: bob.account}, ClientID: "raw1", Class: "message",
-		Envelopes: []messaging.SendEnvelope{{DeviceID: bob.device, Ciphertext: base64.StdEncoding.EncodeToString(wire)}}})
+	postRaw(t, srv.URL, alice.Token, messaging.SendRequest{To: messaging.SendTo{AccountID: bob.AccountID}, ClientID: "raw1", Class: "message",
+		Envelopes: []messaging.SendEnvelope{{DeviceID: bob.DeviceID, Ciphertext: base64.StdEncoding.EncodeToString(wire)}}})
 	good, _ := kind.New("m3", time.Now(), &kind.TextBody{Text: "gültig"})
-	if _, err := aliceSDK.Send(ctx, client.Peer{AccountID: bob.account}, good); err != nil {
+	if _, err := aliceSDK.Send(ctx, client.Peer{AccountID: bob.AccountID}, good); err != nil {
 		t.Fatal(err)
 	}
 

@@ -8,9 +8,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -18,7 +16,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -39,20 +36,7 @@ import (
 
 var kanaldBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "kanal-sdk-bin")
-	if err != nil {
-		panic(err)
-	}
-	if kanaldBin, err = kanaldtest.Build(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { kanaldtest.Main(m, &kanaldBin) }
 
 // server is a running kanald and, with PostgreSQL, the URL of its schema
 // (empty: SQLite in DataDir).
@@ -77,60 +61,19 @@ func startKanald(t *testing.T, postgres bool) *server {
 }
 
 // user is an account with one enrolled, logged-in device.
-type user struct {
-	account, device string
-	key             crypto.Signer
-	cert            []byte // PEM
-	ca              *x509.Certificate
-	token           string
-	id              *idclient.Client // with the session token
-}
+type user = kanaldtest.Device
 
 // signUp registers email, enrolls a device (P-256 or Ed25519) and logs in
 // with a low session, all through identity's real routes.
 func signUp(t *testing.T, s *server, email string, p256 bool) *user {
 	t.Helper()
-	ctx := context.Background()
-	ic := idclient.New(s.URL, nil)
-	if err := ic.Signup(ctx, email); err != nil {
-		t.Fatal(err)
-	}
-	v, err := ic.VerifySignup(ctx, email, s.Code(t, email))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var key crypto.Signer
 	if p256 {
 		key, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	} else {
 		_, key, _ = ed25519.GenerateKey(rand.Reader)
 	}
-	enr, err := ic.WithToken(v.SetupToken).EnrollDevice(ctx, "phone", key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess, err := ic.Login(ctx, enr.DeviceID, key, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	blk, _ := pem.Decode([]byte(enr.CA))
-	caCert, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &user{account: v.AccountID, device: enr.DeviceID, key: key, cert: []byte(enr.Certificate), ca: caCert,
-		token: sess.Token, id: ic.WithToken(sess.Token)}
-}
-
-// sdk returns an SDK client for u talking to base (kanald or a proxy).
-func (u *user) sdk(t *testing.T, base string, store client.Store) *client.Client {
-	t.Helper()
-	c, err := client.New(client.Options{BaseURL: base, Token: u.token, AccountID: u.account, DeviceID: u.device,
-		DeviceKey: u.key, DeviceCertificate: u.cert, CA: u.ca, Store: store})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return s.SignUp(t, email, key)
 }
 
 func engines(t *testing.T, f func(t *testing.T, postgres bool)) {
@@ -173,9 +116,9 @@ func TestConversationOverKanald(t *testing.T) {
 		ctx := context.Background()
 		srv := startKanald(t, postgres)
 		alice, bob := signUp(t, srv, "alice@example.org", true), signUp(t, srv, "bob@example.org", false)
-		aliceSDK := alice.sdk(t, srv.URL, client.NewMemoryStore())
+		aliceSDK := alice.SDK(t, srv.URL, client.NewMemoryStore())
 		bobStore := client.NewMemoryStore()
-		bobSDK := bob.sdk(t, srv.URL, bobStore)
+		bobSDK := bob.SDK(t, srv.URL, bobStore)
 
 		st, err := bobSDK.Publish(ctx)
 		if err != nil {
@@ -188,7 +131,7 @@ func TestConversationOverKanald(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		claim, err := aliceSDK.ClaimAccount(ctx, bob.account)
+		claim, err := aliceSDK.ClaimAccount(ctx, bob.AccountID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -196,7 +139,7 @@ func TestConversationOverKanald(t *testing.T) {
 			t.Fatalf("claim: %+v", claim)
 		}
 		b := claim.Bundles[0]
-		if b.Device.DeviceID != bob.device || !b.Prekeys.HasOneTimePrekey() || b.Prekeys.PQPrekey.LastResort() {
+		if b.Device.DeviceID != bob.DeviceID || !b.Prekeys.HasOneTimePrekey() || b.Prekeys.PQPrekey.LastResort() {
 			t.Fatalf("bundle: %+v", b.Device)
 		}
 		if err := aliceSDK.StartSession(b); err != nil {
@@ -205,33 +148,33 @@ func TestConversationOverKanald(t *testing.T) {
 
 		// Two messages before bob answers (the second arrives first), then
 		// an exchange both ways.
-		m1 := send(t, aliceSDK, bob.device, "Guten Tag, Bürgeramt?")
-		m2 := send(t, aliceSDK, bob.device, "Ich brauche einen Termin.")
-		if got := receive(t, bobSDK, alice.device, m2); got != "Ich brauche einen Termin." {
+		m1 := send(t, aliceSDK, bob.DeviceID, "Guten Tag, Bürgeramt?")
+		m2 := send(t, aliceSDK, bob.DeviceID, "Ich brauche einen Termin.")
+		if got := receive(t, bobSDK, alice.DeviceID, m2); got != "Ich brauche einen Termin." {
 			t.Fatal(got)
 		}
-		if got := receive(t, bobSDK, alice.device, m1); got != "Guten Tag, Bürgeramt?" {
+		if got := receive(t, bobSDK, alice.DeviceID, m1); got != "Guten Tag, Bürgeramt?" {
 			t.Fatal(got)
 		}
 		for i := range 3 {
-			r := send(t, bobSDK, alice.device, fmt.Sprintf("Antwort %d", i))
-			if got := receive(t, aliceSDK, bob.device, r); got != fmt.Sprintf("Antwort %d", i) {
+			r := send(t, bobSDK, alice.DeviceID, fmt.Sprintf("Antwort %d", i))
+			if got := receive(t, aliceSDK, bob.DeviceID, r); got != fmt.Sprintf("Antwort %d", i) {
 				t.Fatal(got)
 			}
-			q := send(t, aliceSDK, bob.device, fmt.Sprintf("Frage %d", i))
+			q := send(t, aliceSDK, bob.DeviceID, fmt.Sprintf("Frage %d", i))
 			var m client.Message
 			m.UnmarshalBinary(q)
 			if m.Initial != nil {
 				t.Fatal("initial message still sent after the answer")
 			}
-			if got := receive(t, bobSDK, alice.device, q); got != fmt.Sprintf("Frage %d", i) {
+			if got := receive(t, bobSDK, alice.DeviceID, q); got != fmt.Sprintf("Frage %d", i) {
 				t.Fatal(got)
 			}
 		}
 		// A replay is refused.
 		var again client.Message
 		again.UnmarshalBinary(m2)
-		if _, err := bobSDK.Decrypt(ctx, alice.device, &again); err == nil {
+		if _, err := bobSDK.Decrypt(ctx, alice.DeviceID, &again); err == nil {
 			t.Fatal("replayed message decrypted")
 		}
 
@@ -248,17 +191,17 @@ func TestConversationOverKanald(t *testing.T) {
 		// claim than the limit allows is refused with 429.
 		for i := range 3 {
 			u := signUp(t, srv, fmt.Sprintf("claimer%d@example.org", i), false)
-			cs := u.sdk(t, srv.URL, client.NewMemoryStore())
+			cs := u.SDK(t, srv.URL, client.NewMemoryStore())
 			for range 27 {
-				if _, err := cs.ClaimAccount(ctx, bob.account); err != nil {
+				if _, err := cs.ClaimAccount(ctx, bob.AccountID); err != nil {
 					t.Fatal(err)
 				}
 			}
 			if i == 0 {
 				for range messaging.MaxClaimsPerWindow - 27 {
-					cs.ClaimAccount(ctx, bob.account)
+					cs.ClaimAccount(ctx, bob.AccountID)
 				}
-				_, err := cs.ClaimAccount(ctx, bob.account)
+				_, err := cs.ClaimAccount(ctx, bob.AccountID)
 				if !idclient.IsProblem(err, string(web.TypeRateLimited)) || idclient.StatusOf(err) != http.StatusTooManyRequests {
 					t.Fatalf("claim over the limit: %v", err)
 				}
@@ -321,22 +264,22 @@ func TestTamperedBundlesRefused(t *testing.T) {
 	ctx := context.Background()
 	srv := startKanald(t, false)
 	alice, bob, mallory := signUp(t, srv, "alice@example.org", false), signUp(t, srv, "bob@example.org", true), signUp(t, srv, "mallory@example.org", false)
-	if _, err := bob.sdk(t, srv.URL, client.NewMemoryStore()).Publish(ctx); err != nil {
+	if _, err := bob.SDK(t, srv.URL, client.NewMemoryStore()).Publish(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := mallory.sdk(t, srv.URL, client.NewMemoryStore()).Publish(ctx); err != nil {
+	if _, err := mallory.SDK(t, srv.URL, client.NewMemoryStore()).Publish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	fake, _ := keys.GenerateIdentity(nil)
 	capture := func(account string) messaging.ClaimedBundle {
 		var cr messaging.ClaimResponse
 		proxy := tamperProxy(t, srv.URL, func(r *messaging.ClaimResponse) { cr = *r })
-		if _, err := alice.sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, account); err != nil {
+		if _, err := alice.SDK(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, account); err != nil {
 			t.Fatal(err)
 		}
 		return cr.Bundles[0]
 	}
-	malloryBundle, bobBundle := capture(mallory.account), capture(bob.account)
+	malloryBundle, bobBundle := capture(mallory.AccountID), capture(bob.AccountID)
 
 	cases := []struct {
 		name   string
@@ -367,7 +310,7 @@ func TestTamperedBundlesRefused(t *testing.T) {
 					tc.tamper(&r.Bundles[i])
 				}
 			})
-			claim, err := alice.sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, bob.account)
+			claim, err := alice.SDK(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, bob.AccountID)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -384,7 +327,7 @@ func TestTamperedBundlesRefused(t *testing.T) {
 		proxy := tamperProxyRaw(t, srv.URL, func(*messaging.ClaimResponse) {}, func(b []byte) []byte {
 			return bytes.ReplaceAll(b, bobSPK, malSPK)
 		})
-		claim, err := alice.sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, bob.account)
+		claim, err := alice.SDK(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, bob.AccountID)
 		if err != nil || len(claim.Bundles) != 0 || len(claim.Refused) != 1 || !errors.Is(claim.Refused[0].Err, client.ErrUntrusted) {
 			t.Fatalf("tampered bundle not refused: %+v %v", claim, err)
 		}
@@ -394,16 +337,16 @@ func TestTamperedBundlesRefused(t *testing.T) {
 	t.Run("another CA", func(t *testing.T) {
 		other := startKanald(t, false)
 		eve := signUp(t, other, "eve@example.org", false)
-		if _, err := eve.sdk(t, other.URL, client.NewMemoryStore()).Publish(ctx); err != nil {
+		if _, err := eve.SDK(t, other.URL, client.NewMemoryStore()).Publish(ctx); err != nil {
 			t.Fatal(err)
 		}
 		var foreign messaging.ClaimedBundle
 		proxy := tamperProxy(t, other.URL, func(r *messaging.ClaimResponse) { foreign = r.Bundles[0] })
 		// Another user of the foreign deployment claims eve's bundle there;
 		// the proxy keeps a copy.
-		signUp(t, other, "x@example.org", false).sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, eve.account)
+		signUp(t, other, "x@example.org", false).SDK(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, eve.AccountID)
 		proxy = tamperProxy(t, srv.URL, func(r *messaging.ClaimResponse) { r.Bundles = append(r.Bundles, foreign) })
-		claim, err := alice.sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, bob.account)
+		claim, err := alice.SDK(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, bob.AccountID)
 		if err != nil || len(claim.Bundles) != 1 || len(claim.Refused) != 1 || !errors.Is(claim.Refused[0].Err, client.ErrUntrusted) {
 			t.Fatalf("foreign bundle: %+v %v", claim, err)
 		}
@@ -414,13 +357,13 @@ func TestTamperedBundlesRefused(t *testing.T) {
 	t.Run("revoked device", func(t *testing.T) {
 		var captured messaging.ClaimedBundle
 		proxy := tamperProxy(t, srv.URL, func(r *messaging.ClaimResponse) { captured = r.Bundles[0] })
-		if _, err := alice.sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, bob.account); err != nil {
+		if _, err := alice.SDK(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, bob.AccountID); err != nil {
 			t.Fatal(err)
 		}
-		if err := bob.id.RevokeDevice(ctx, bob.device); err != nil {
+		if err := bob.Identity.RevokeDevice(ctx, bob.DeviceID); err != nil {
 			t.Fatal(err)
 		}
-		claim, err := alice.sdk(t, srv.URL, client.NewMemoryStore()).ClaimAccount(ctx, bob.account)
+		claim, err := alice.SDK(t, srv.URL, client.NewMemoryStore()).ClaimAccount(ctx, bob.AccountID)
 		if err != nil || len(claim.Bundles)+len(claim.Refused)+len(claim.Unpublished) != 0 {
 			t.Fatalf("revoked device served: %+v %v", claim, err)
 		}
@@ -432,18 +375,18 @@ func TestTamperedBundlesRefused(t *testing.T) {
 		defer d.Close()
 		for _, table := range []string{"messaging_identities", "messaging_one_time_prekeys", "messaging_pq_prekeys"} {
 			var n int
-			if err := d.QueryRow(ctx, `SELECT COUNT(*) FROM `+table+` WHERE device_id = $1`, bob.device).Scan(&n); err != nil || n != 0 {
+			if err := d.QueryRow(ctx, `SELECT COUNT(*) FROM `+table+` WHERE device_id = $1`, bob.DeviceID).Scan(&n); err != nil || n != 0 {
 				t.Fatalf("%s holds %d rows of the revoked device (%v)", table, n, err)
 			}
 		}
 		proxy = tamperProxy(t, srv.URL, func(r *messaging.ClaimResponse) { r.Bundles = append(r.Bundles, captured) })
-		claim, err = alice.sdk(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, bob.account)
+		claim, err = alice.SDK(t, proxy, client.NewMemoryStore()).ClaimAccount(ctx, bob.AccountID)
 		if err != nil || len(claim.Refused) != 1 || !errors.Is(claim.Refused[0].Err, client.ErrUntrusted) ||
 			!strings.Contains(claim.Refused[0].Err.Error(), "revoked") {
 			t.Fatalf("revoked bundle: %+v %v", claim, err)
 		}
 		// Nor can the revoked device publish again.
-		if _, err := bob.sdk(t, srv.URL, client.NewMemoryStore()).Publish(ctx); idclient.StatusOf(err) != http.StatusUnauthorized {
+		if _, err := bob.SDK(t, srv.URL, client.NewMemoryStore()).Publish(ctx); idclient.StatusOf(err) != http.StatusUnauthorized {
 			t.Fatalf("revoked device publishes: %v", err)
 		}
 	})

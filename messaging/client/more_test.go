@@ -28,14 +28,14 @@ func TestOrganisationOverKanald(t *testing.T) {
 		if _, err := op.VerifyOrg(ctx, org.OrgID); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := op.AddMember(ctx, org.OrgID, agent.account, "agent"); err != nil {
+		if _, err := op.AddMember(ctx, org.OrgID, agent.AccountID, "agent"); err != nil {
 			t.Fatal(err)
 		}
-		agentSDK := agent.sdk(t, srv.URL, client.NewMemoryStore())
+		agentSDK := agent.SDK(t, srv.URL, client.NewMemoryStore())
 		if _, err := agentSDK.Publish(ctx); err != nil {
 			t.Fatal(err)
 		}
-		citizenSDK := citizen.sdk(t, srv.URL, client.NewMemoryStore())
+		citizenSDK := citizen.SDK(t, srv.URL, client.NewMemoryStore())
 		claim, err := citizenSDK.ClaimOrg(ctx, org.OrgID)
 		if err != nil {
 			t.Fatal(err)
@@ -45,16 +45,16 @@ func TestOrganisationOverKanald(t *testing.T) {
 		}
 		b := claim.Bundles[0]
 		if b.Membership == nil || b.Membership.OrgID != org.OrgID || b.Membership.OrgName != "Bürgeramt Musterstadt" ||
-			b.Membership.Role != "agent" || b.Device.DeviceID != agent.device {
+			b.Membership.Role != "agent" || b.Device.DeviceID != agent.DeviceID {
 			t.Fatalf("membership: %+v", b.Membership)
 		}
 		if err := citizenSDK.StartSession(b); err != nil {
 			t.Fatal(err)
 		}
-		if got := receive(t, agentSDK, citizen.device, send(t, citizenSDK, agent.device, "Antrag")); got != "Antrag" {
+		if got := receive(t, agentSDK, citizen.DeviceID, send(t, citizenSDK, agent.DeviceID, "Antrag")); got != "Antrag" {
 			t.Fatal(got)
 		}
-		if got := receive(t, citizenSDK, agent.device, send(t, agentSDK, citizen.device, "Eingegangen")); got != "Eingegangen" {
+		if got := receive(t, citizenSDK, agent.DeviceID, send(t, agentSDK, citizen.DeviceID, "Eingegangen")); got != "Eingegangen" {
 			t.Fatal(got)
 		}
 		if _, err := citizenSDK.ClaimOrg(ctx, "org_unknown"); !idclient.IsProblem(err, "urn:kanal:problem:unknown-recipient") {
@@ -70,7 +70,7 @@ func TestSimultaneousStart(t *testing.T) {
 	ctx := context.Background()
 	srv := startKanald(t, false)
 	a, b := signUp(t, srv, "a@example.org", false), signUp(t, srv, "b@example.org", false)
-	sa, sb := a.sdk(t, srv.URL, client.NewMemoryStore()), b.sdk(t, srv.URL, client.NewMemoryStore())
+	sa, sb := a.SDK(t, srv.URL, client.NewMemoryStore()), b.SDK(t, srv.URL, client.NewMemoryStore())
 	for _, s := range []*client.Client{sa, sb} {
 		if _, err := s.Publish(ctx); err != nil {
 			t.Fatal(err)
@@ -85,27 +85,27 @@ func TestSimultaneousStart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	start(sa, b.account)
-	start(sb, a.account)
-	fromA, fromB := send(t, sa, b.device, "a1"), send(t, sb, a.device, "b1")
-	fromA2, fromB2 := send(t, sa, b.device, "a2"), send(t, sb, a.device, "b2")
-	if got := receive(t, sb, a.device, fromA); got != "a1" {
+	start(sa, b.AccountID)
+	start(sb, a.AccountID)
+	fromA, fromB := send(t, sa, b.DeviceID, "a1"), send(t, sb, a.DeviceID, "b1")
+	fromA2, fromB2 := send(t, sa, b.DeviceID, "a2"), send(t, sb, a.DeviceID, "b2")
+	if got := receive(t, sb, a.DeviceID, fromA); got != "a1" {
 		t.Fatal(got)
 	}
-	if got := receive(t, sa, b.device, fromB); got != "b1" {
+	if got := receive(t, sa, b.DeviceID, fromB); got != "b1" {
 		t.Fatal(got)
 	}
-	if got := receive(t, sa, b.device, fromB2); got != "b2" {
+	if got := receive(t, sa, b.DeviceID, fromB2); got != "b2" {
 		t.Fatal(got)
 	}
-	if got := receive(t, sb, a.device, fromA2); got != "a2" {
+	if got := receive(t, sb, a.DeviceID, fromA2); got != "a2" {
 		t.Fatal(got)
 	}
 	for i := range 3 {
-		if got := receive(t, sb, a.device, send(t, sa, b.device, fmt.Sprint("x", i))); got != fmt.Sprint("x", i) {
+		if got := receive(t, sb, a.DeviceID, send(t, sa, b.DeviceID, fmt.Sprint("x", i))); got != fmt.Sprint("x", i) {
 			t.Fatal(got)
 		}
-		if got := receive(t, sa, b.device, send(t, sb, a.device, fmt.Sprint("y", i))); got != fmt.Sprint("y", i) {
+		if got := receive(t, sa, b.DeviceID, send(t, sb, a.DeviceID, fmt.Sprint("y", i))); got != fmt.Sprint("y", i) {
 			t.Fatal(got)
 		}
 	}
@@ -122,22 +122,22 @@ func TestKeystoreStorePersists(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb := b.sdk(t, srv.URL, client.NewKeystoreStore(ks))
+	sb := b.SDK(t, srv.URL, client.NewKeystoreStore(ks))
 	if _, err := sb.Publish(ctx); err != nil {
 		t.Fatal(err)
 	}
-	sa := a.sdk(t, srv.URL, client.NewMemoryStore())
+	sa := a.SDK(t, srv.URL, client.NewMemoryStore())
 	if _, err := sa.Publish(ctx); err != nil {
 		t.Fatal(err)
 	}
-	c, err := sa.ClaimAccount(ctx, b.account)
+	c, err := sa.ClaimAccount(ctx, b.AccountID)
 	if err != nil || len(c.Bundles) != 1 {
 		t.Fatalf("claim: %+v %v", c, err)
 	}
 	if err := sa.StartSession(c.Bundles[0]); err != nil {
 		t.Fatal(err)
 	}
-	if got := receive(t, sb, a.device, send(t, sa, b.device, "one")); got != "one" {
+	if got := receive(t, sb, a.DeviceID, send(t, sa, b.DeviceID, "one")); got != "one" {
 		t.Fatal(got)
 	}
 
@@ -146,11 +146,11 @@ func TestKeystoreStorePersists(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb2 := b.sdk(t, srv.URL, client.NewKeystoreStore(ks2))
-	if got := receive(t, sb2, a.device, send(t, sa, b.device, "two")); got != "two" {
+	sb2 := b.SDK(t, srv.URL, client.NewKeystoreStore(ks2))
+	if got := receive(t, sb2, a.DeviceID, send(t, sa, b.DeviceID, "two")); got != "two" {
 		t.Fatal(got)
 	}
-	if got := receive(t, sa, b.device, send(t, sb2, a.device, "three")); got != "three" {
+	if got := receive(t, sa, b.DeviceID, send(t, sb2, a.DeviceID, "three")); got != "three" {
 		t.Fatal(got)
 	}
 	st, err := sb2.Replenish(ctx)
@@ -165,11 +165,11 @@ func TestRotateSignedPrekey(t *testing.T) {
 	ctx := context.Background()
 	srv := startKanald(t, false)
 	a, b := signUp(t, srv, "a@example.org", false), signUp(t, srv, "b@example.org", false)
-	sa, sb := a.sdk(t, srv.URL, client.NewMemoryStore()), b.sdk(t, srv.URL, client.NewMemoryStore())
+	sa, sb := a.SDK(t, srv.URL, client.NewMemoryStore()), b.SDK(t, srv.URL, client.NewMemoryStore())
 	if _, err := sb.Publish(ctx); err != nil {
 		t.Fatal(err)
 	}
-	old, err := sa.ClaimAccount(ctx, b.account)
+	old, err := sa.ClaimAccount(ctx, b.AccountID)
 	if err != nil || len(old.Bundles) != 1 {
 		t.Fatalf("claim: %+v %v", old, err)
 	}
@@ -177,14 +177,14 @@ func TestRotateSignedPrekey(t *testing.T) {
 	if err != nil || st.SignedPrekeyID != 2 || st.LastResortID == 1 || st.OneTimePrekeys != client.PrekeyBatch-1 {
 		t.Fatalf("rotate: %+v %v", st, err)
 	}
-	fresh, err := sa.ClaimAccount(ctx, b.account)
+	fresh, err := sa.ClaimAccount(ctx, b.AccountID)
 	if err != nil || len(fresh.Bundles) != 1 || fresh.Bundles[0].Prekeys.SignedPrekey.ID() != 2 {
 		t.Fatalf("claim after rotation: %+v %v", fresh, err)
 	}
 	if err := sa.StartSession(old.Bundles[0]); err != nil {
 		t.Fatal(err)
 	}
-	if got := receive(t, sb, a.device, send(t, sa, b.device, "late")); got != "late" {
+	if got := receive(t, sb, a.DeviceID, send(t, sa, b.DeviceID, "late")); got != "late" {
 		t.Fatal(got)
 	}
 }

@@ -37,12 +37,12 @@ func TestOfflineDeviceCatchesUp(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					if _, err := sdk.Send(ctx, client.Peer{AccountID: bob.account}, m); err != nil {
+					if _, err := sdk.Send(ctx, client.Peer{AccountID: bob.AccountID}, m); err != nil {
 						t.Fatalf("send %d: %v", i, err)
 					}
 				}
 			}
-			sendAll(alice.sdk(t, d.node(0).URL, aliceStore), 0, 50)
+			sendAll(alice.SDK(t, d.node(0).URL, aliceStore), 0, 50)
 
 			d.nodes[0].Kill(t)
 			live := d.node(1).URL
@@ -50,9 +50,9 @@ func TestOfflineDeviceCatchesUp(t *testing.T) {
 				d.nodes[0] = kanaldtest.Start(t, kanaldBin, "KANAL_DATA_DIR="+d.nodes[0].DataDir)
 				live = d.nodes[0].URL
 			}
-			sendAll(alice.sdk(t, live, aliceStore), 50, 100)
+			sendAll(alice.SDK(t, live, aliceStore), 50, 100)
 
-			st, err := bob.sdk(t, live, bobStore).Connect(ctx)
+			st, err := bob.SDK(t, live, bobStore).Connect(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -65,8 +65,8 @@ func TestOfflineDeviceCatchesUp(t *testing.T) {
 				t.Fatalf("%d messages after reconnect, want 100", len(got))
 			}
 			for i, in := range got {
-				if want := fmt.Sprintf("Nachricht %03d", i); in.Message.Body.(*kind.TextBody).Text != want || in.SenderAccount != alice.account {
-					t.Fatalf("message %d: %q from %s, want %q from %s", i, in.Message.Body.(*kind.TextBody).Text, in.SenderAccount, want, alice.account)
+				if want := fmt.Sprintf("Nachricht %03d", i); in.Message.Body.(*kind.TextBody).Text != want || in.SenderAccount != alice.AccountID {
+					t.Fatalf("message %d: %q from %s, want %q from %s", i, in.Message.Body.(*kind.TextBody).Text, in.SenderAccount, want, alice.AccountID)
 				}
 			}
 		})

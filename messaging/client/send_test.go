@@ -31,15 +31,15 @@ func TestSendOverKanald(t *testing.T) {
 		ctx := context.Background()
 		srv := startKanald(t, postgres)
 		alice, bob := signUp(t, srv, "alice@example.org", true), signUp(t, srv, "bob@example.org", false)
-		aliceSDK := alice.sdk(t, srv.URL, client.NewMemoryStore())
-		bobSDK := bob.sdk(t, srv.URL, client.NewMemoryStore())
+		aliceSDK := alice.SDK(t, srv.URL, client.NewMemoryStore())
+		bobSDK := bob.SDK(t, srv.URL, client.NewMemoryStore())
 		if _, err := bobSDK.Publish(ctx); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := aliceSDK.Publish(ctx); err != nil {
 			t.Fatal(err)
 		}
-		claim, err := aliceSDK.ClaimAccount(ctx, bob.account)
+		claim, err := aliceSDK.ClaimAccount(ctx, bob.AccountID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -53,7 +53,7 @@ func TestSendOverKanald(t *testing.T) {
 		// Bob is online first: connect, drain to "synced".
 		wsURL := "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/stream"
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		ws, _, err := websocket.Dial(dctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + bob.token}}})
+		ws, _, err := websocket.Dial(dctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + bob.Token}}})
 		cancel()
 		if err != nil {
 			t.Fatal(err)
@@ -77,7 +77,7 @@ func TestSendOverKanald(t *testing.T) {
 		var nonce [8]byte
 		rand.Read(nonce[:])
 		marker := "klartext-marker-" + hex.EncodeToString(nonce[:])
-		m, err := aliceSDK.Encrypt(bob.device, []byte(marker))
+		m, err := aliceSDK.Encrypt(bob.DeviceID, []byte(marker))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -85,13 +85,13 @@ func TestSendOverKanald(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		body, _ := json.Marshal(messaging.SendRequest{To: messaging.SendTo{AccountID: bob.account}, ClientID: "msg-1", Class: "message",
-			Envelopes: []messaging.SendEnvelope{{DeviceID: bob.device, Ciphertext: base64.StdEncoding.EncodeToString(wire)}}})
+		body, _ := json.Marshal(messaging.SendRequest{To: messaging.SendTo{AccountID: bob.AccountID}, ClientID: "msg-1", Class: "message",
+			Envelopes: []messaging.SendEnvelope{{DeviceID: bob.DeviceID, Ciphertext: base64.StdEncoding.EncodeToString(wire)}}})
 		post := func() (int, messaging.SendResponse) {
 			t.Helper()
 			req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/v1/messages", bytes.NewReader(body))
 			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Authorization", "Bearer "+alice.token)
+			req.Header.Set("Authorization", "Bearer "+alice.Token)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
@@ -109,7 +109,7 @@ func TestSendOverKanald(t *testing.T) {
 			return resp.StatusCode, out
 		}
 		st, sent := post()
-		if st != 201 || sent.ConversationID != messaging.DirectConversation(alice.account, bob.account) || sent.EnvelopeIDs[bob.device] == "" {
+		if st != 201 || sent.ConversationID != messaging.DirectConversation(alice.AccountID, bob.AccountID) || sent.EnvelopeIDs[bob.DeviceID] == "" {
 			t.Fatalf("send: %d %+v", st, sent)
 		}
 
@@ -120,7 +120,7 @@ func TestSendOverKanald(t *testing.T) {
 			json.Unmarshal(f["envelopes"], &got)
 		}
 		e := got[0]
-		if len(got) != 1 || e.ID != sent.EnvelopeIDs[bob.device] || e.Sender != alice.device || e.Conversation != sent.ConversationID {
+		if len(got) != 1 || e.ID != sent.EnvelopeIDs[bob.DeviceID] || e.Sender != alice.DeviceID || e.Conversation != sent.ConversationID {
 			t.Fatalf("delivered %+v", got)
 		}
 
@@ -150,13 +150,13 @@ func TestSendOverKanald(t *testing.T) {
 			t.Fatalf("%d envelopes stored, want 1", n)
 		}
 
-		if pt := receive(t, bobSDK, alice.device, e.Ciphertext); pt != marker {
+		if pt := receive(t, bobSDK, alice.DeviceID, e.Ciphertext); pt != marker {
 			t.Fatalf("decrypted %q", pt)
 		}
 
 		// A retry answers the first result and stores nothing more.
 		st, again := post()
-		if st != 200 || again.EnvelopeIDs[bob.device] != sent.EnvelopeIDs[bob.device] || !again.ServerTime.Equal(sent.ServerTime) {
+		if st != 200 || again.EnvelopeIDs[bob.DeviceID] != sent.EnvelopeIDs[bob.DeviceID] || !again.ServerTime.Equal(sent.ServerTime) {
 			t.Fatalf("retry: %d %+v", st, again)
 		}
 		var count int

@@ -33,7 +33,7 @@ func TestStreamOverKanald(t *testing.T) {
 		defer d.Close()
 		store := mailbox.NewStore(d, mailbox.StoreOptions{})
 		for _, body := range []string{"eins", "zwei", "drei"} {
-			if err := store.Append(ctx, []mailbox.Envelope{{Recipient: alice.device, Sender: bob.device,
+			if err := store.Append(ctx, []mailbox.Envelope{{Recipient: alice.DeviceID, Sender: bob.DeviceID,
 				Conversation: "conv_ab", Class: "message", Ciphertext: []byte(body)}}); err != nil {
 				t.Fatal(err)
 			}
@@ -49,7 +49,7 @@ func TestStreamOverKanald(t *testing.T) {
 			t.Fatalf("stream without a valid session: %v %v", err, resp)
 		}
 
-		ws, _, err := dial(alice.token)
+		ws, _, err := dial(alice.Token)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -73,7 +73,7 @@ func TestStreamOverKanald(t *testing.T) {
 			got = append(got, envs...)
 		}
 		for i, want := range []string{"eins", "zwei", "drei"} {
-			if string(got[i].Ciphertext) != want || got[i].Sender != bob.device {
+			if string(got[i].Ciphertext) != want || got[i].Sender != bob.DeviceID {
 				t.Fatalf("envelope %d: %+v", i, got[i])
 			}
 		}
@@ -85,7 +85,7 @@ func TestStreamOverKanald(t *testing.T) {
 			t.Fatal(err)
 		}
 		deadline := time.Now().Add(5 * time.Second)
-		for n, _ := store.Depth(ctx, alice.device); n != 0; n, _ = store.Depth(ctx, alice.device) {
+		for n, _ := store.Depth(ctx, alice.DeviceID); n != 0; n, _ = store.Depth(ctx, alice.DeviceID) {
 			if time.Now().After(deadline) {
 				t.Fatalf("%d acknowledged envelopes still stored", n)
 			}
@@ -93,7 +93,7 @@ func TestStreamOverKanald(t *testing.T) {
 		}
 
 		// Revoking the device closes its live socket and refuses the next.
-		if err := alice.id.RevokeDevice(ctx, alice.device); err != nil {
+		if err := alice.Identity.RevokeDevice(ctx, alice.DeviceID); err != nil {
 			t.Fatal(err)
 		}
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -106,7 +106,7 @@ func TestStreamOverKanald(t *testing.T) {
 				break
 			}
 		}
-		if _, resp, err := dial(alice.token); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		if _, resp, err := dial(alice.Token); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
 			t.Fatalf("revoked device reconnected: %v %v", err, resp)
 		}
 	})
