@@ -1,16 +1,15 @@
 package client
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/kanal-server/kanal/internal/apiclient"
 )
 
 // Client talks to one kanal server's identity API. It is safe for
@@ -48,36 +47,16 @@ func (c *Client) BaseURL() string { return c.base }
 // status; any other 2xx is as much an error as a 4xx, since the client
 // would not know what it means.
 func (c *Client) do(ctx context.Context, method, path string, in, out any, want int) error {
-	u, err := url.Parse(c.base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("server address %q: want http(s)://host[:port]", c.base)
+	if err := apiclient.CheckBase(c.base); err != nil {
+		return err
 	}
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("encode request: %w", err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	req, err := apiclient.NewRequest(ctx, method, c.base+path, in, c.token)
 	if err != nil {
 		return err
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
 	req.Header.Set("Accept", "application/json, application/problem+json")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.hc.Do(req)
+	resp, err := apiclient.Do(c.hc, req, c.base)
 	if err != nil {
-		// url.Error repeats method and URL; the cause is what helps.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			return fmt.Errorf("%s: %w", c.base, ue.Err)
-		}
 		return err
 	}
 	defer resp.Body.Close()

@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/kanal-server/kanal/internal/apiclient"
 )
 
 // BlankType is RFC 9457's problem type for an answer that names none: the
@@ -53,6 +54,10 @@ func (p *Problem) Error() string {
 	}
 	return oneLine(b.String())
 }
+
+// The other API clients decode an error answer into an apiclient.Problem
+// and convert it to a *Problem; this keeps the two types convertible.
+var _ = (*Problem)((*apiclient.Problem)(nil))
 
 // IsProblem reports whether err is or wraps a *Problem of type typ.
 func IsProblem(err error, typ string) bool {
@@ -149,26 +154,18 @@ func readProblem(resp *http.Response) error {
 var ErrBadResponse = errors.New("identity client: bad response")
 
 func readCapped(r io.Reader) ([]byte, error) {
-	body, err := io.ReadAll(io.LimitReader(r, MaxResponseBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("read response: %w", err)
-	}
-	if len(body) > MaxResponseBytes {
+	body, err := apiclient.ReadCapped(r, MaxResponseBytes)
+	if errors.Is(err, apiclient.ErrTooLarge) {
 		return nil, fmt.Errorf("%w: body larger than %d bytes", ErrBadResponse, MaxResponseBytes)
 	}
-	return body, nil
+	return body, err
 }
 
 // decodeStrict decodes exactly one JSON value into v, rejecting unknown
 // fields and trailing data.
 func decodeStrict(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := apiclient.DecodeStrict(body, v); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadResponse, err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("%w: trailing data after the JSON value", ErrBadResponse)
 	}
 	return nil
 }

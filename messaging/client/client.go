@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -12,7 +11,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/kanal-server/kanal/identity/ca"
 	idclient "github.com/kanal-server/kanal/identity/client"
+	"github.com/kanal-server/kanal/internal/apiclient"
 	"github.com/kanal-server/kanal/keys"
 	"github.com/kanal-server/kanal/messaging"
 )
@@ -133,39 +132,22 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 
 // doStatus is do for a route that answers success with status.
 func (c *Client) doStatus(ctx context.Context, method, path string, in, out any, status int) error {
-	if u, err := url.Parse(c.base); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("messaging/client: server address %q: want http(s)://host[:port]", c.base)
+	if err := apiclient.CheckBase(c.base); err != nil {
+		return fmt.Errorf("messaging/client: %w", err)
 	}
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	req, err := apiclient.NewRequest(ctx, method, c.base+path, in, *c.token.Load())
 	if err != nil {
 		return err
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
 	req.Header.Set("Accept", "application/json, application/problem+json")
-	if tok := *c.token.Load(); tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
+	b, err := apiclient.ReadCapped(resp.Body, MaxResponseBytes)
 	if err != nil {
-		return err
-	}
-	if len(b) > MaxResponseBytes {
-		return fmt.Errorf("messaging/client: %s %s: answer over %d bytes", method, path, MaxResponseBytes)
+		return fmt.Errorf("messaging/client: %s %s: %w", method, path, err)
 	}
 	if resp.StatusCode != status {
 		return problemOf(resp, b)
@@ -176,35 +158,21 @@ func (c *Client) doStatus(ctx context.Context, method, path string, in, out any,
 	return decodeStrict(b, out)
 }
 
+// problemOf is the *idclient.Problem of an error answer whose body is b;
+// a numeric Retry-After is kept as its "retry_after" member.
 func problemOf(resp *http.Response, b []byte) error {
-	p := &idclient.Problem{Status: resp.StatusCode, Type: idclient.BlankType}
-	var j struct {
-		Type   string `json:"type"`
-		Title  string `json:"title"`
-		Detail string `json:"detail"`
-	}
-	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "application/problem+json" && json.Unmarshal(b, &j) == nil {
-		if j.Type != "" {
-			p.Type = j.Type
-		}
-		p.Title, p.Detail = j.Title, j.Detail
-	}
+	p := apiclient.ProblemOf(resp, b)
 	if ra := resp.Header.Get("Retry-After"); ra != "" {
 		if _, err := strconv.Atoi(ra); err == nil {
 			p.Extra = map[string]json.RawMessage{"retry_after": json.RawMessage(ra)}
 		}
 	}
-	return p
+	return (*idclient.Problem)(p)
 }
 
 func decodeStrict(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := apiclient.DecodeStrict(b, v); err != nil {
 		return fmt.Errorf("messaging/client: bad answer: %w", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("messaging/client: bad answer: trailing data")
 	}
 	return nil
 }

@@ -7,10 +7,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	idclient "github.com/kanal-server/kanal/identity/client"
+	"github.com/kanal-server/kanal/internal/apiclient"
 	"github.com/kanal-server/kanal/payments"
 )
 
@@ -63,15 +62,12 @@ func (c *Client) do(ctx context.Context, method, path string, hdr http.Header, b
 		return nil, err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
+	b, err := apiclient.ReadCapped(resp.Body, maxAnswer)
 	if err != nil {
-		return nil, err
-	}
-	if len(b) > maxAnswer {
-		return nil, errors.New("payments/client: answer too large")
+		return nil, fmt.Errorf("payments/client: %s %s: %w", method, path, err)
 	}
 	if resp.StatusCode >= 300 {
-		return nil, problem(resp, b)
+		return nil, (*idclient.Problem)(apiclient.ProblemOf(resp, b))
 	}
 	switch v := out.(type) {
 	case nil:
@@ -83,19 +79,6 @@ func (c *Client) do(ctx context.Context, method, path string, hdr http.Header, b
 		}
 	}
 	return resp.Header, nil
-}
-
-func problem(resp *http.Response, b []byte) error {
-	p := &idclient.Problem{Status: resp.StatusCode}
-	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "application/problem+json" {
-		var raw struct {
-			Type, Title, Detail, Instance string
-		}
-		if json.Unmarshal(b, &raw) == nil {
-			p.Type, p.Title, p.Detail, p.Instance = raw.Type, raw.Title, raw.Detail, raw.Instance
-		}
-	}
-	return p
 }
 
 func (c *Client) postJSON(ctx context.Context, path, key string, in, out any) (Replayed, error) {

@@ -12,14 +12,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
 	"time"
 
 	idclient "github.com/kanal-server/kanal/identity/client"
+	"github.com/kanal-server/kanal/internal/apiclient"
 	"github.com/kanal-server/kanal/surveys"
 )
 
@@ -61,50 +60,29 @@ func (c *Client) WithToken(token string) *Client {
 	return &cc
 }
 
+// do sends one request, with the session token when withSession, and
+// strictly decodes a want answer into out (a *[]byte takes it raw). Any
+// other status becomes an *idclient.Problem.
 func (c *Client) do(ctx context.Context, method, path string, withSession bool, in, out any, want int) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("encode request: %w", err)
-		}
-		body = bytes.NewReader(b)
+	token := ""
+	if withSession {
+		token = c.token
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	req, err := apiclient.NewRequest(ctx, method, c.base+path, in, token)
 	if err != nil {
 		return err
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if withSession && c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.hc.Do(req)
+	resp, err := apiclient.Do(c.hc, req, c.base)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			return fmt.Errorf("%s: %w", c.base, ue.Err)
-		}
 		return err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
+	b, err := apiclient.ReadCapped(resp.Body, maxResponse)
 	if err != nil {
-		return err
-	}
-	if len(b) > maxResponse {
-		return fmt.Errorf("%s %s: answer over %d bytes", method, path, maxResponse)
+		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if resp.StatusCode != want {
-		p := &idclient.Problem{Status: resp.StatusCode, Type: idclient.BlankType}
-		var pj struct {
-			Type, Title, Detail, Instance string
-		}
-		if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "application/problem+json" && json.Unmarshal(b, &pj) == nil {
-			p.Type, p.Title, p.Detail, p.Instance = pj.Type, pj.Title, pj.Detail, pj.Instance
-		}
-		return p
+		return (*idclient.Problem)(apiclient.ProblemOf(resp, b))
 	}
 	if out == nil {
 		return nil
@@ -113,9 +91,7 @@ func (c *Client) do(ctx context.Context, method, path string, withSession bool, 
 		*raw = b
 		return nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(out); err != nil {
+	if err := apiclient.DecodeStrict(b, out); err != nil {
 		return fmt.Errorf("%s %s: bad answer: %w", method, path, err)
 	}
 	return nil
