@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kanal-server/kanal/identity"
 	"github.com/kanal-server/kanal/identity/ca"
 	idclient "github.com/kanal-server/kanal/identity/client"
 	"github.com/kanal-server/kanal/internal/kanaldtest"
@@ -139,6 +140,57 @@ func enrol(ctx context.Context, ic *idclient.Client, email, code, password strin
 	return &account{id: v.AccountID, device: enr.DeviceID, token: s.Token, key: key, cert: []byte(enr.Certificate), ca: []byte(enr.CA)}, nil
 }
 
+// council has the operator create and verify a council named name, with
+// the account of email as its organiser.
+func council(t *testing.T, op *idclient.Client, name, email string) *identity.Organisation {
+	t.Helper()
+	ctx := context.Background()
+	org, err := op.CreateOrg(ctx, name, "council")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.VerifyOrg(ctx, org.OrgID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.AddMember(ctx, org.OrgID, email, "organiser"); err != nil {
+		t.Fatal(err)
+	}
+	return org
+}
+
+// defineSurvey is the organiser's side of a new anonymous survey of org:
+// it creates the draft and the tally key, has define write the definition
+// for them, signs it with the organiser's certificates and uploads it. It
+// returns the organiser's surveys client, the draft, the tally key and the
+// definition.
+func defineSurvey(t *testing.T, base string, ic *idclient.Client, orgID string, organiser *account,
+	define func(draft *surveys.Draft, tallyKey []byte) *surveys.Definition) (*sclient.Client, *surveys.Draft, *surveys.TallyKeyPair, *surveys.Definition) {
+	t.Helper()
+	ctx := context.Background()
+	dev, mem, orgCert, err := organiserCertificates(ctx, ic.WithToken(organiser.token), orgID, organiser.device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orgSurveys := sclient.New(base, httpClient).WithToken(organiser.token)
+	draft, err := orgSurveys.Create(ctx, orgID, surveys.ModeAnonymous)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, err := surveys.NewTallyKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := define(draft, tk.Public)
+	signed, err := surveys.Sign(def, organiser.key, dev, mem, orgCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := orgSurveys.Define(ctx, draft.SurveyID, signed); err != nil {
+		t.Fatal(err)
+	}
+	return orgSurveys, draft, tk, def
+}
+
 func voterAnswers(i int) []any {
 	var text any
 	if i%10 == 0 {
@@ -182,16 +234,7 @@ func TestSurveyThousandVoters(t *testing.T) {
 	t.Logf("%d accounts signed up and logged in after %v", voterCount+1, time.Since(started))
 
 	// The operator sets up the council with its organiser.
-	org, err := op.CreateOrg(ctx, "Rat der Stadt Musterstadt", "council")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := op.VerifyOrg(ctx, org.OrgID); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := op.AddMember(ctx, org.OrgID, orgEmail, "organiser"); err != nil {
-		t.Fatal(err)
-	}
+	org := council(t, op, "Rat der Stadt Musterstadt", orgEmail)
 	dir, err := ic.DirectoryCA(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -206,44 +249,25 @@ func TestSurveyThousandVoters(t *testing.T) {
 	}
 
 	// The organiser's client makes the tally key and signs the survey.
-	orgIdentity := ic.WithToken(organiser.token)
-	dev, mem, orgCert, err := organiserCertificates(ctx, orgIdentity, org.OrgID, organiser.device)
-	if err != nil {
-		t.Fatal(err)
-	}
-	orgSurveys := sclient.New(srv.URL, httpClient).WithToken(organiser.token)
-	draft, err := orgSurveys.Create(ctx, org.OrgID, surveys.ModeAnonymous)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tk, err := surveys.NewTallyKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now().UTC().Truncate(time.Second)
-	// The window must hold the voting below; a ballot after it is refused
-	// and the test would fail, not pass wrongly.
-	// It is sized from how long the sign-ups took on this machine (voting
-	// costs less than signing up), within bounds.
-	window := min(max(3*time.Since(started), 20*time.Second), 3*time.Minute)
-	def := &surveys.Definition{Version: 1, SurveyID: draft.SurveyID, OrgID: org.OrgID, Title: "Marktplatz autofrei?",
-		Questions: []surveys.Question{
-			{Kind: surveys.KindSingle, Prompt: "Soll der Marktplatz autofrei werden?", Options: []string{"Ja", "Nein", "Egal"}},
-			{Kind: surveys.KindMultiple, Prompt: "Wie kommen Sie in die Stadt?", Options: []string{"Bus", "Rad", "Auto", "Zu Fuß"}, Min: 1, Max: 2},
-			{Kind: surveys.KindRanking, Prompt: "Was zuerst?", Options: []string{"Bäume", "Bänke", "Brunnen"}},
-			{Kind: surveys.KindScale, Prompt: "Wie gern sind Sie auf dem Marktplatz?"},
-			{Kind: surveys.KindText, Prompt: "Was fehlt?", Max: 300, Optional: true},
-		},
-		Audience: surveys.Audience{Kind: surveys.AudienceLevel, Level: ca.LevelLow},
-		OpensAt:  now, ClosesAt: now.Add(window), Mode: surveys.ModeAnonymous, Results: surveys.ResultsPublic,
-		TokenKey: draft.TokenKey, TallyKey: tk.Public, SignedAt: now}
-	signed, err := surveys.Sign(def, organiser.key, dev, mem, orgCert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := orgSurveys.Define(ctx, draft.SurveyID, signed); err != nil {
-		t.Fatal(err)
-	}
+	orgSurveys, draft, tk, def := defineSurvey(t, srv.URL, ic, org.OrgID, organiser, func(draft *surveys.Draft, tallyKey []byte) *surveys.Definition {
+		now := time.Now().UTC().Truncate(time.Second)
+		// The window must hold the voting below; a ballot after it is refused
+		// and the test would fail, not pass wrongly.
+		// It is sized from how long the sign-ups took on this machine (voting
+		// costs less than signing up), within bounds.
+		window := min(max(3*time.Since(started), 20*time.Second), 3*time.Minute)
+		return &surveys.Definition{Version: 1, SurveyID: draft.SurveyID, OrgID: org.OrgID, Title: "Marktplatz autofrei?",
+			Questions: []surveys.Question{
+				{Kind: surveys.KindSingle, Prompt: "Soll der Marktplatz autofrei werden?", Options: []string{"Ja", "Nein", "Egal"}},
+				{Kind: surveys.KindMultiple, Prompt: "Wie kommen Sie in die Stadt?", Options: []string{"Bus", "Rad", "Auto", "Zu Fuß"}, Min: 1, Max: 2},
+				{Kind: surveys.KindRanking, Prompt: "Was zuerst?", Options: []string{"Bäume", "Bänke", "Brunnen"}},
+				{Kind: surveys.KindScale, Prompt: "Wie gern sind Sie auf dem Marktplatz?"},
+				{Kind: surveys.KindText, Prompt: "Was fehlt?", Max: 300, Optional: true},
+			},
+			Audience: surveys.Audience{Kind: surveys.AudienceLevel, Level: ca.LevelLow},
+			OpensAt:  now, ClosesAt: now.Add(window), Mode: surveys.ModeAnonymous, Results: surveys.ResultsPublic,
+			TokenKey: draft.TokenKey, TallyKey: tallyKey, SignedAt: now}
+	})
 
 	// Every voter: verify the definition, get a blind token with the
 	// session, cast the ballot without one, keep the receipt.
@@ -501,16 +525,7 @@ func TestSurveyGroupAudience(t *testing.T) {
 		}
 		citizens = append(citizens, a)
 	}
-	org, err := op.CreateOrg(ctx, "Ortsbeirat Nord", "council")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := op.VerifyOrg(ctx, org.OrgID); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := op.AddMember(ctx, org.OrgID, emails[0], "organiser"); err != nil {
-		t.Fatal(err)
-	}
+	org := council(t, op, "Ortsbeirat Nord", emails[0])
 
 	// Anna makes a group with Ben; Cleo is not in it.
 	blk, _ := pem.Decode(citizens[0].ca)
@@ -528,29 +543,14 @@ func TestSurveyGroupAudience(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	dev, mem, orgCert, err := organiserCertificates(ctx, ic.WithToken(organiser.token), org.OrgID, organiser.device)
-	if err != nil {
-		t.Fatal(err)
-	}
-	orgSurveys := sclient.New(srv.URL, httpClient).WithToken(organiser.token)
-	draft, err := orgSurveys.Create(ctx, org.OrgID, surveys.ModeAnonymous)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tk, _ := surveys.NewTallyKey()
-	now := time.Now().UTC().Truncate(time.Second)
-	def := &surveys.Definition{Version: 1, SurveyID: draft.SurveyID, OrgID: org.OrgID, Title: "Straßenfest",
-		Questions: []surveys.Question{{Kind: surveys.KindSingle, Prompt: "Samstag oder Sonntag?", Options: []string{"Samstag", "Sonntag"}}},
-		Audience:  surveys.Audience{Kind: surveys.AudienceConversation, ConversationID: g.GroupID},
-		OpensAt:   now, ClosesAt: now.Add(time.Hour), Mode: surveys.ModeAnonymous, Results: surveys.ResultsPublic,
-		TokenKey: draft.TokenKey, TallyKey: tk.Public, SignedAt: now}
-	signed, err := surveys.Sign(def, organiser.key, dev, mem, orgCert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := orgSurveys.Define(ctx, draft.SurveyID, signed); err != nil {
-		t.Fatal(err)
-	}
+	_, _, _, def := defineSurvey(t, srv.URL, ic, org.OrgID, organiser, func(draft *surveys.Draft, tallyKey []byte) *surveys.Definition {
+		now := time.Now().UTC().Truncate(time.Second)
+		return &surveys.Definition{Version: 1, SurveyID: draft.SurveyID, OrgID: org.OrgID, Title: "Straßenfest",
+			Questions: []surveys.Question{{Kind: surveys.KindSingle, Prompt: "Samstag oder Sonntag?", Options: []string{"Samstag", "Sonntag"}}},
+			Audience:  surveys.Audience{Kind: surveys.AudienceConversation, ConversationID: g.GroupID},
+			OpensAt:   now, ClosesAt: now.Add(time.Hour), Mode: surveys.ModeAnonymous, Results: surveys.ResultsPublic,
+			TokenKey: draft.TokenKey, TallyKey: tallyKey, SignedAt: now}
+	})
 	public := sclient.New(srv.URL, httpClient)
 	for i, c := range citizens {
 		withSession := public.WithToken(c.token)
