@@ -62,12 +62,12 @@ type Hub struct {
 	mu    sync.Mutex
 	conns map[string]*conn
 
+	carried, read atomic.Uint64 // envelopes written from wake-ups, from mailbox reads
+
 	// Every connection subscribes to its device's wake-up subject, so
 	// NATS sends a node only the wake-ups of its own devices; all those
 	// subscriptions deliver into this one channel, read by one goroutine
 	// (dispatch), rather than each running a goroutine of its own.
-	carried, read atomic.Uint64 // envelopes written from wake-ups, from mailbox reads
-
 	wakes     chan *bus.Msg
 	stop      chan struct{}
 	stopOnce  sync.Once
@@ -322,14 +322,18 @@ func (c *conn) offer(data []byte) {
 // order, ok when they are the whole of what comes next: they start at
 // after+1 with no gap and fit in room. Anything else — a gap left by a
 // wake-up still on its way or lost, a payload that does not decode, too
-// many — is not ok, and the pump reads the mailbox instead.
-func nextCarried(carried [][]byte, after int64, room int) (next []Envelope, ok bool) {
+// many, an envelope for another device — is not ok, and the pump reads
+// the mailbox instead.
+func nextCarried(device string, carried [][]byte, after int64, room int) (next []Envelope, ok bool) {
 	for _, data := range carried {
 		var es []Envelope
 		if err := json.Unmarshal(data, &es); err != nil {
 			return nil, false
 		}
 		for _, e := range es {
+			if e.Recipient != device {
+				return nil, false
+			}
 			if e.Seq > after {
 				next = append(next, e)
 			}
@@ -438,7 +442,7 @@ func (c *conn) pump() error {
 			// Once the backlog is through, a wake-up that carries the
 			// next envelopes saves reading them back.
 			if synced && !fetch && len(carried) > 0 {
-				batch, ok = nextCarried(carried, after, room)
+				batch, ok = nextCarried(c.device, carried, after, room)
 			}
 			if !ok {
 				var err error
