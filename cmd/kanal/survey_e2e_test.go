@@ -11,13 +11,10 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
-	"mime/quotedprintable"
 	"net/http"
-	"net/mail"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -71,43 +68,6 @@ func parallel(t *testing.T, n int, f func(i int) error) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-}
-
-var mailCode = regexp.MustCompile(`\b[0-9]{8}\b`)
-
-// mailedCodes reads every mail kanald wrote and returns the newest code
-// per recipient, as each user would read it from their inbox.
-func mailedCodes(t *testing.T, dataDir string) map[string]string {
-	t.Helper()
-	dir := filepath.Join(dataDir, "mail")
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	codes := map[string]string{}
-	for _, e := range entries { // names sort by time: later mails win
-		raw, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		msg, err := mail.ReadMessage(bytes.NewReader(raw))
-		if err != nil {
-			t.Fatal(err)
-		}
-		to, err := mail.ParseAddress(msg.Header.Get("To"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var body io.Reader = msg.Body
-		if strings.EqualFold(msg.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
-			body = quotedprintable.NewReader(body)
-		}
-		text, _ := io.ReadAll(body)
-		if c := mailCode.FindString(string(text)); c != "" {
-			codes[to.Address] = c
-		}
-	}
-	return codes
 }
 
 // account is a signed-up account with an enrolled, logged-in device.
@@ -220,7 +180,7 @@ func TestSurveyThousandVoters(t *testing.T) {
 		t.Fatal(err)
 	}
 	parallel(t, voterCount, func(i int) error { return ic.Signup(ctx, emails[i]) })
-	codes := mailedCodes(t, srv.DataDir)
+	codes := srv.Codes(t)
 	organiser, err := enrol(ctx, ic, orgEmail, codes[orgEmail], "ein sehr gutes Passwort")
 	if err != nil {
 		t.Fatal(err)
@@ -512,7 +472,7 @@ func TestSurveyGroupAudience(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	codes := mailedCodes(t, srv.DataDir)
+	codes := srv.Codes(t)
 	organiser, err := enrol(ctx, ic, emails[0], codes[emails[0]], "ein sehr gutes Passwort")
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,8 @@
 // Package kanaldtest runs the real kanald binary for end-to-end tests: it
 // builds it, starts it on a free loopback port with a fresh data directory,
 // waits for its "kanald ready" line, keeps its output, reads the sign-up
-// codes it mails into the data directory, and stops it with SIGTERM.
+// codes it mails into the data directory, signs users up and enrols their
+// devices through identity's real routes, and stops it with SIGTERM.
 package kanaldtest
 
 import (
@@ -167,8 +168,45 @@ var codeRE = regexp.MustCompile(`\b[0-9]{8}\b`)
 // returns the 8-digit code in its body, as the user would read it.
 func (s *Server) Code(t testing.TB, addr string) string {
 	t.Helper()
-	dir := filepath.Join(s.DataDir, "mail")
-	entries, err := os.ReadDir(dir)
+	names := s.mails(t)
+	sort.Sort(sort.Reverse(sort.StringSlice(names))) // newest first
+	for _, name := range names {
+		to, text := s.readMail(t, name)
+		if to != addr {
+			continue
+		}
+		code := codeRE.FindString(text)
+		if code == "" {
+			t.Fatalf("mail %s to %s has no 8-digit code:\n%s", name, addr, text)
+		}
+		return code
+	}
+	t.Fatalf("no mail to %s in %s", addr, filepath.Join(s.DataDir, "mail"))
+	return ""
+}
+
+// Codes reads every mail kanald wrote and returns the newest code per
+// recipient, as each user would read it from their inbox.
+func (s *Server) Codes(t testing.TB) map[string]string {
+	t.Helper()
+	codes := map[string]string{}
+	for _, name := range s.mails(t) { // names sort by time: later mails win
+		to, text := s.readMail(t, name)
+		if to == "" {
+			t.Fatalf("mail %s has no recipient address", name)
+		}
+		if c := codeRE.FindString(text); c != "" {
+			codes[to] = c
+		}
+	}
+	return codes
+}
+
+// mails returns the names of the files in the data directory's mail/, in
+// the order they were written.
+func (s *Server) mails(t testing.TB) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(s.DataDir, "mail"))
 	if err != nil {
 		t.Fatalf("read the mail directory: %v", err)
 	}
@@ -176,33 +214,31 @@ func (s *Server) Code(t testing.TB, addr string) string {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	sort.Sort(sort.Reverse(sort.StringSlice(names))) // newest first
-	for _, name := range names {
-		raw, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		msg, err := mail.ReadMessage(bytes.NewReader(raw))
-		if err != nil {
-			t.Fatalf("mail %s: %v", name, err)
-		}
-		if to, err := mail.ParseAddress(msg.Header.Get("To")); err != nil || to.Address != addr {
-			continue
-		}
-		var body io.Reader = msg.Body
-		if strings.EqualFold(msg.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
-			body = quotedprintable.NewReader(body)
-		}
-		text, err := io.ReadAll(body)
-		if err != nil {
-			t.Fatalf("mail %s: %v", name, err)
-		}
-		code := codeRE.FindString(string(text))
-		if code == "" {
-			t.Fatalf("mail %s to %s has no 8-digit code:\n%s", name, addr, text)
-		}
-		return code
+	return names
+}
+
+// readMail returns the recipient of the mail in file name of mail/ ("" if
+// it names none that parses) and its body, decoded.
+func (s *Server) readMail(t testing.TB, name string) (to, text string) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(s.DataDir, "mail", name))
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no mail to %s in %s", addr, dir)
-	return ""
+	msg, err := mail.ReadMessage(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatalf("mail %s: %v", name, err)
+	}
+	if a, err := mail.ParseAddress(msg.Header.Get("To")); err == nil {
+		to = a.Address
+	}
+	var body io.Reader = msg.Body
+	if strings.EqualFold(msg.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
+		body = quotedprintable.NewReader(body)
+	}
+	b, err := io.ReadAll(body)
+	if err != nil {
+		t.Fatalf("mail %s: %v", name, err)
+	}
+	return to, string(b)
 }
