@@ -86,6 +86,15 @@ func keysMayUse(p pkg) bool {
 	return false
 }
 
+// harness reports a test harness: a package under internal whose name
+// ends in "test" (kanaldtest, dbtest). A harness drives the real server
+// the way a client does, so it may import the domains' clients; in return
+// no package but a harness may import one (tests are not in the graph
+// `go list -deps` gives, so any importer there is production code).
+func harness(path string) bool {
+	return area(path) == "internal" && strings.HasSuffix(path, "test")
+}
+
 // violations applies DESIGN.md's dependency rules to a package graph:
 // cmd → domains → identity → keys, siblings apart, internal below domains.
 func violations(pkgs map[string]pkg) []string {
@@ -103,7 +112,9 @@ func violations(pkgs map[string]pkg) []string {
 				out = append(out, fmt.Sprintf("%s depends on %s: keys may use only the standard library, x/crypto and circl", p.ImportPath, dep))
 			case to == "cmd" && from != "cmd":
 				out = append(out, fmt.Sprintf("%s depends on %s: nothing imports a command", p.ImportPath, dep))
-			case from == "internal" && (isDomain(to) || to == "identity"):
+			case harness(dep) && !harness(p.ImportPath):
+				out = append(out, fmt.Sprintf("%s depends on %s: only tests use a test harness", p.ImportPath, dep))
+			case from == "internal" && !harness(p.ImportPath) && (isDomain(to) || to == "identity"):
 				out = append(out, fmt.Sprintf("%s depends on %s: internal never imports a domain", p.ImportPath, dep))
 			case from == "identity" && isDomain(to):
 				out = append(out, fmt.Sprintf("%s depends on %s: identity sits below the domains", p.ImportPath, dep))
@@ -145,6 +156,8 @@ func TestRulesCatchForbiddenImports(t *testing.T) {
 		"internal uses identity":  mk(module+"/internal/db", module+"/identity"),
 		"identity uses a domain":  mk(module+"/identity", module+"/payments"),
 		"a domain uses a command": mk(module+"/messaging", module+"/cmd/kanald"),
+		"kanald uses a harness":   mk(module+"/cmd/kanald", module+"/internal/kanaldtest"),
+		"a domain uses a harness": mk(module+"/payments", module+"/internal/db/dbtest"),
 	}
 	for name, g := range bad {
 		if v := violations(g); len(v) != 1 {
@@ -156,6 +169,7 @@ func TestRulesCatchForbiddenImports(t *testing.T) {
 		"messaging uses identity":   mk(module+"/messaging", module+"/identity", module+"/keys", module+"/internal/db"),
 		"cmd uses everything":       mk(module+"/cmd/kanald", module+"/messaging", module+"/payments"),
 		"a domain uses its own sub": mk(module+"/messaging", module+"/messaging/push"),
+		"a harness uses clients":    mk(module+"/internal/kanaldtest", module+"/identity/client", module+"/messaging/client"),
 	}
 	for name, g := range good {
 		if v := violations(g); len(v) != 0 {
