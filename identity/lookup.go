@@ -51,8 +51,8 @@ func (s *Service) AccountDevices(ctx context.Context, account string) ([]ActiveD
 const MaxDevicesOfAccounts = 1000
 
 // DevicesOf returns the active devices of the accounts — ids and accounts
-// only, without certificates — in one query: the send path needs no more
-// to check a recipient device set.
+// only, without certificates, in no particular order — in one query: the
+// send path needs no more to check a recipient device set.
 func (s *Service) DevicesOf(ctx context.Context, accounts []string) ([]ActiveDevice, error) {
 	if len(accounts) == 0 {
 		return nil, nil
@@ -62,7 +62,7 @@ func (s *Service) DevicesOf(ctx context.Context, accounts []string) ([]ActiveDev
 	}
 	in, args := db.In(accounts)
 	rows, err := s.db.Query(ctx, `SELECT id, account_id FROM identity_devices
-		WHERE account_id IN (`+in+`) AND revoked_at IS NULL ORDER BY id`, args...)
+		WHERE account_id IN (`+in+`) AND revoked_at IS NULL`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("identity.devices: %w", err)
 	}
