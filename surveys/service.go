@@ -164,6 +164,20 @@ func (s *Service) load(ctx context.Context, id string) (*row, error) {
 	return scanRow(s.db.QueryRow(ctx, `SELECT `+rowColumns+` FROM surveys WHERE id = $1`, id))
 }
 
+// loadDefined loads a survey that has a signed definition, parsed; a
+// draft is not found.
+func (s *Service) loadDefined(ctx context.Context, id string) (*row, *openSurvey, error) {
+	r, err := s.load(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	o, err := s.parsed(r) // ErrNotFound for a draft
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, o, nil
+}
+
 // openSurvey is a survey whose definition can no longer change, parsed
 // once.
 type openSurvey struct {
@@ -704,14 +718,7 @@ func (s *Service) Tally(ctx context.Context, c Caller, id string, tallyPriv []by
 // Result returns a tallied survey's signed result. Results of visibility
 // "organisation" need a caller who is a member of the organisation.
 func (s *Service) Result(ctx context.Context, c *Caller, id string) (*SignedResult, error) {
-	r, err := s.load(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if !r.signed.Valid {
-		return nil, ErrNotFound
-	}
-	o, err := s.parsed(r)
+	r, o, err := s.loadDefined(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -752,14 +759,7 @@ func VerifyResult(sr *SignedResult, roots *x509.CertPool) (*Statement, error) {
 // Get returns a survey's signed definition and its state. Drafts are not
 // shown.
 func (s *Service) Get(ctx context.Context, id string) (*Survey, error) {
-	r, err := s.load(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if !r.signed.Valid {
-		return nil, ErrNotFound
-	}
-	o, err := s.parsed(r)
+	r, o, err := s.loadDefined(ctx, id)
 	if err != nil {
 		return nil, err
 	}

@@ -142,6 +142,20 @@ func (c *cli) surveyAPI(ctx context.Context, o *opts, st *keystore.Store) (*scli
 	return api.WithToken(st.Data.SessionToken), nil
 }
 
+// surveyClient returns the surveys client and the deployment CA to check
+// what it fetches against.
+func (c *cli) surveyClient(ctx context.Context, o *opts, so *surveyOpts, st *keystore.Store) (*sclient.Client, *x509.CertPool, error) {
+	roots, err := c.roots(so, st)
+	if err != nil {
+		return nil, nil, err
+	}
+	api, err := c.surveyAPI(ctx, o, st)
+	if err != nil {
+		return nil, nil, err
+	}
+	return api, roots, nil
+}
+
 // roots is the deployment CA to trust: --ca, else the key store's.
 func (c *cli) roots(so *surveyOpts, st *keystore.Store) (*x509.CertPool, error) {
 	var pemBytes []byte
@@ -364,11 +378,7 @@ func surveyVote(ctx context.Context, c *cli, o *opts, so *surveyOpts, id string)
 	if err != nil {
 		return err
 	}
-	roots, err := c.roots(so, st)
-	if err != nil {
-		return err
-	}
-	api, err := c.surveyAPI(ctx, o, st)
+	api, roots, err := c.surveyClient(ctx, o, so, st)
 	if err != nil {
 		return err
 	}
@@ -508,11 +518,7 @@ func surveyPublish(ctx context.Context, c *cli, o *opts, id string) error {
 
 func surveyTally(ctx context.Context, c *cli, o *opts, so *surveyOpts, id string) error {
 	st := c.optionalStore()
-	roots, err := c.roots(so, st)
-	if err != nil {
-		return err
-	}
-	api, err := c.surveyAPI(ctx, o, st)
+	api, roots, err := c.surveyClient(ctx, o, so, st)
 	if err != nil {
 		return err
 	}
@@ -527,11 +533,7 @@ func surveyTally(ctx context.Context, c *cli, o *opts, so *surveyOpts, id string
 
 func surveyResult(ctx context.Context, c *cli, o *opts, so *surveyOpts, id string) error {
 	st := c.optionalStore()
-	roots, err := c.roots(so, st)
-	if err != nil {
-		return err
-	}
-	api, err := c.surveyAPI(ctx, o, st)
+	api, roots, err := c.surveyClient(ctx, o, so, st)
 	if err != nil {
 		return err
 	}
@@ -637,11 +639,7 @@ func surveyInvite(ctx context.Context, c *cli, o *opts, so *surveyOpts, args []s
 	if err != nil {
 		return err
 	}
-	roots, err := c.roots(so, st)
-	if err != nil {
-		return err
-	}
-	api, err := c.surveyAPI(ctx, o, st)
+	api, roots, err := c.surveyClient(ctx, o, so, st)
 	if err != nil {
 		return err
 	}
@@ -711,11 +709,7 @@ func surveyEdit(ctx context.Context, c *cli, o *opts, so *surveyOpts, id, file s
 	if err != nil {
 		return err
 	}
-	roots, err := c.roots(so, st)
-	if err != nil {
-		return err
-	}
-	api, err := c.surveyAPI(ctx, o, st)
+	api, roots, err := c.surveyClient(ctx, o, so, st)
 	if err != nil {
 		return err
 	}
