@@ -14,21 +14,30 @@ import (
 	"github.com/kanal-server/kanal/messaging/mailbox"
 )
 
+// benchEngine is a database engine to benchmark on.
+type benchEngine struct {
+	name string
+	open func(testing.TB, ...db.Migrations) *db.DB
+}
+
+// benchEngines returns SQLite, and PostgreSQL when KANAL_TEST_POSTGRES is
+// set.
+func benchEngines() []benchEngine {
+	es := []benchEngine{{"sqlite", dbtest.SQLite}}
+	if os.Getenv(dbtest.PostgresEnv) != "" {
+		es = append(es, benchEngine{"postgres", dbtest.Postgres})
+	}
+	return es
+}
+
 // BenchmarkClaimBundle measures one claim of one device's bundle: the rate
 // limit upsert, the directory lookup (in memory here) and the transaction
 // that takes one one-time prekey of each kind ("one-time"), or finds none
 // and serves the last-resort key ("last-resort"). Each claim comes from
 // another account so the rate limit never refuses.
 func BenchmarkClaimBundle(b *testing.B) {
-	engines := map[string]func(testing.TB, ...db.Migrations) *db.DB{"sqlite": dbtest.SQLite}
-	if os.Getenv(dbtest.PostgresEnv) != "" {
-		engines["postgres"] = dbtest.Postgres
-	}
-	for _, engine := range []string{"sqlite", "postgres"} {
-		open, ok := engines[engine]
-		if !ok {
-			continue
-		}
+	for _, e := range benchEngines() {
+		engine, open := e.name, e.open
 		for _, oneTime := range []bool{true, false} {
 			name := engine + "/last-resort"
 			if oneTime {
@@ -83,15 +92,8 @@ func BenchmarkClaimBundle(b *testing.B) {
 // sharing commits through db.Batcher as kanald does. One op is one send
 // of one 1 KiB envelope between two of 200 devices.
 func BenchmarkSend(b *testing.B) {
-	engines := map[string]func(testing.TB, ...db.Migrations) *db.DB{"sqlite": dbtest.SQLite}
-	if os.Getenv(dbtest.PostgresEnv) != "" {
-		engines["postgres"] = dbtest.Postgres
-	}
-	for _, engine := range []string{"sqlite", "postgres"} {
-		open, ok := engines[engine]
-		if !ok {
-			continue
-		}
+	for _, e := range benchEngines() {
+		engine, open := e.name, e.open
 		b.Run(engine, func(b *testing.B) {
 			ctx := context.Background()
 			d := open(b, sendSets...)

@@ -78,15 +78,14 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		return nil, err
 	}
 	a.hub = hub
-	for _, src := range []struct {
-		label string
-		get   func(mailbox.HubStats) uint64
-	}{{"wake", func(s mailbox.HubStats) uint64 { return s.Carried }}, {"mailbox", func(s mailbox.HubStats) uint64 { return s.Read }}} {
+	streamed := func(source string, count func() uint64) {
 		a.metrics.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "kanal_stream_envelopes_total", Help: "Envelopes written to device streams on this node, by source: carried by the wake-up, or read from the mailbox.",
-			ConstLabels: prometheus.Labels{"source": src.label}},
-			func() float64 { return float64(src.get(hub.Stats())) }))
+			ConstLabels: prometheus.Labels{"source": source}},
+			func() float64 { return float64(count()) }))
 	}
+	streamed("wake", func() uint64 { return hub.Stats().Carried })
+	streamed("mailbox", func() uint64 { return hub.Stats().Read })
 	// Web push wakes devices that do not pick up their envelopes.
 	pusher, err := newPush(cfg, log, d, authority, a.ident, mailboxes, hub, a.metrics.Registry)
 	if err != nil {
