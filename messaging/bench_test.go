@@ -101,7 +101,7 @@ func BenchmarkSend(b *testing.B) {
 			batch := d.NewBatcher(64)
 			b.Cleanup(batch.Close)
 			s, err := messaging.New(messaging.Options{DB: d, Directory: dir, Auth: testAuth(), Batcher: batch,
-				Mailbox: mailbox.NewStore(d, mailbox.StoreOptions{Batcher: batch}), MaxSendsPerWindow: 1 << 30})
+				Mailbox: mailbox.NewStore(d, mailbox.StoreOptions{Batcher: batch}), MaxSendsPerWindow: 1 << 30, Notary: dir.notary(b)})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -440,14 +440,14 @@ func (s *Service) changeGroup(ctx context.Context, id string, audience []string,
 		if err != nil {
 			return err
 		}
-		ct, err := noticeBytes(id, m)
+		if s.mailbox == nil {
+			continue
+		}
+		sealed, err := s.sealNotices(id, m, devices)
 		if err != nil {
 			return err
 		}
-		for _, d := range devices {
-			envs = append(envs, mailbox.Envelope{Conversation: id, Sender: NoticeSender, Recipient: d,
-				Class: string(kind.ClassMessage), Ciphertext: ct})
-		}
+		envs = append(envs, sealed...)
 	}
 	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
 		if err := change(tx); err != nil {

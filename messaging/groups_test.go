@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
 	"github.com/kanal-server/kanal/internal/web"
@@ -37,10 +38,17 @@ func (e *sendEnv) notices(device string) []kind.GroupChangeBody {
 		if err := json.Unmarshal(env.Ciphertext, &n); err != nil {
 			e.t.Fatal(err)
 		}
-		if n.Conversation != env.Conversation {
-			e.t.Fatalf("notice names conversation %s, envelope %s", n.Conversation, env.Conversation)
+		st, err := messaging.ParseNoticeStatement(n.Statement)
+		if err != nil {
+			e.t.Fatal(err)
 		}
-		m, err := kind.Unmarshal(n.Message)
+		if err := ca.VerifyNotarized(n.Notary, e.dir.ca.Pool(), st.Time, messaging.NoticePurpose(st.Kind), n.Statement, n.Signature); err != nil {
+			e.t.Fatalf("notice %s: %v", st.ID, err)
+		}
+		if st.Conversation != env.Conversation || st.Recipient != device || st.Kind != kind.GroupChange {
+			e.t.Fatalf("notice signed for %s in %s (%s), envelope for %s in %s", st.Recipient, st.Conversation, st.Kind, device, env.Conversation)
+		}
+		m, err := kind.Unmarshal(st.Message)
 		if err != nil {
 			e.t.Fatal(err)
 		}

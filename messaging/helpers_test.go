@@ -45,6 +45,17 @@ func newFakeDir(t testing.TB) *fakeDir {
 		orgs: map[string]*ca.OrgAuthority{}, agents: map[string][]string{}}
 }
 
+// notary returns a notary of the directory's CA, as kanald loads it from
+// the CA directory.
+func (f *fakeDir) notary(t testing.TB) *ca.Notary {
+	t.Helper()
+	n, err := f.ca.Notary(t.TempDir(), testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 func (f *fakeDir) Device(_ context.Context, id string) (messaging.Device, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -41,6 +41,12 @@ const (
 	SendWindow        = time.Minute
 	MaxSendsPerWindow = 600
 
+	// MaxNoticeBytes bounds a notice statement (NoticeStatement's text
+	// form). Notices are short facts; with the signature and the notary
+	// certificate, base64 in JSON, the envelope stays well under
+	// mailbox.MaxCiphertext.
+	MaxNoticeBytes = 16 << 10
+
 	// MaxGroupMembers bounds a group: a group message is encrypted once
 	// per device of every member and must fit in MaxSendDevices envelopes.
 	MaxGroupMembers = 100

@@ -81,6 +81,10 @@ type Options struct {
 	// Retention is how long attachment blobs are kept (0: the mailbox's
 	// DefaultRetention).
 	Retention time.Duration
+	// Notary signs the notices the server writes (group changes, what
+	// PostNotice is given); required with Mailbox. cmd/kanald passes the
+	// deployment notary from the CA directory.
+	Notary *ca.Notary
 }
 
 // Service is the prekey directory. Its methods are safe for concurrent use.
@@ -97,6 +101,7 @@ type Service struct {
 	stored    func(envs []mailbox.Envelope)
 	limit     *sendLimiter
 	retention time.Duration
+	notary    *ca.Notary
 }
 
 // New checks o and returns a Service.
@@ -104,8 +109,11 @@ func New(o Options) (*Service, error) {
 	if o.DB == nil || o.Directory == nil || o.Auth.Require == nil || o.Auth.Caller == nil {
 		return nil, errors.New("messaging: DB, Directory and Auth are required")
 	}
+	if o.Mailbox != nil && o.Notary == nil {
+		return nil, errors.New("messaging: Mailbox needs Notary, which signs the server's notices")
+	}
 	s := &Service{db: o.DB, dir: o.Directory, auth: o.Auth, log: o.Logger, now: o.Now,
-		mailbox: o.Mailbox, batch: o.Batcher, notify: o.Notify, stored: o.Stored, retention: o.Retention}
+		mailbox: o.Mailbox, batch: o.Batcher, notify: o.Notify, stored: o.Stored, retention: o.Retention, notary: o.Notary}
 	if s.retention <= 0 {
 		s.retention = mailbox.DefaultRetention
 	}

@@ -44,7 +44,7 @@ func newSendEnv(t *testing.T, d *db.DB, limit int, batch bool) *sendEnv {
 	e := &sendEnv{t: t, d: d, dir: newFakeDir(t), now: &now}
 	e.mb = mailbox.NewStore(d, mailbox.StoreOptions{Now: func() time.Time { return *e.now }})
 	o := messaging.Options{DB: d, Directory: e.dir, Auth: testAuth(), Now: func() time.Time { return *e.now },
-		Mailbox: e.mb, MaxSendsPerWindow: limit,
+		Mailbox: e.mb, MaxSendsPerWindow: limit, Notary: e.dir.notary(t),
 		Notify: func(devices ...string) {
 			e.mu.Lock()
 			defer e.mu.Unlock()

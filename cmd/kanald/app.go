@@ -94,8 +94,14 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	// The prekey directory and the send path, which stores its envelopes
 	// in the mailboxes and wakes the recipients' streams (and, without a
 	// stream, their push subscriptions) after commit.
+	// The deployment notary, from the shared CA directory, signs what the
+	// server itself states: notices, survey board heads and results.
+	notary, err := authority.Notary(cfg.caDir(), time.Now())
+	if err != nil {
+		return nil, &settingError{"KANAL_CA_DIR", fmt.Errorf("notary: %w", err)}
+	}
 	prekeys, err := messaging.New(messaging.Options{DB: d, Directory: identityDirectory{a.ident}, Logger: log,
-		Mailbox: mailboxes, Batcher: a.batch, MaxSendsPerWindow: cfg.SendLimit,
+		Mailbox: mailboxes, Batcher: a.batch, MaxSendsPerWindow: cfg.SendLimit, Notary: notary,
 		Notify: func(devices ...string) { hub.Notify(devices...); pusher.Notify(devices...) },
 		Stored: func(envs []mailbox.Envelope) {
 			hub.Deliver(envs)
@@ -142,7 +148,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	a.ident.Register(mux)
 	prekeys.Register(mux)
 	pusher.Register(mux)
-	if err := a.mountSurveys(sweepCtx, mux, cfg, log, d, authority, prekeys); err != nil {
+	if err := a.mountSurveys(sweepCtx, mux, log, d, authority, notary, prekeys); err != nil {
 		return nil, err
 	}
 	mux.Handle("GET /v1/stream", a.ident.RequireSession(ca.LevelLow, hub))

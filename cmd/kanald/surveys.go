@@ -5,10 +5,8 @@ import (
 	"crypto/hkdf"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
-	"time"
 
 	"github.com/kanal-server/kanal/identity"
 	"github.com/kanal-server/kanal/identity/ca"
@@ -19,14 +17,10 @@ import (
 )
 
 // mountSurveys wires the surveys domain: identity's sessions and roles,
-// the deployment notary from the shared CA directory, and group
+// the deployment notary (from the shared CA directory), and group
 // membership from messaging for surveys addressed to a group. The
 // service's group commit stops when ctx ends.
-func (a *app) mountSurveys(ctx context.Context, mux *http.ServeMux, cfg *config, log *slog.Logger, d *db.DB, authority *ca.CA, msg *messaging.Service) error {
-	notary, err := authority.Notary(cfg.caDir(), time.Now())
-	if err != nil {
-		return &settingError{"KANAL_CA_DIR", fmt.Errorf("notary: %w", err)}
-	}
+func (a *app) mountSurveys(ctx context.Context, mux *http.ServeMux, log *slog.Logger, d *db.DB, authority *ca.CA, notary *ca.Notary, msg *messaging.Service) error {
 	// The token keys are sealed under a key only the CA key yields, as
 	// identity seals organisation keys: a database dump cannot mint tokens.
 	master, err := authority.KeyPEM()

@@ -47,7 +47,8 @@ type Incoming struct {
 	Org *ca.Membership `json:"org,omitempty"`
 	// FromServer marks a notice written by the server itself (a group's
 	// membership changed, a payment arrived): the server's word, not a
-	// member's.
+	// member's, signed by the deployment's notary (VerifyNotice). For a
+	// notice, ServerTime is the time the notary signed.
 	FromServer bool `json:"from_server,omitempty"`
 	// Reply is where an answer to this message goes.
 	Reply   Peer          `json:"reply"`
@@ -442,18 +443,14 @@ func (c *Client) forget(ids []string) error {
 func (c *Client) read(ctx context.Context, env *mailbox.Envelope) (*Incoming, error) {
 	in := &Incoming{EnvelopeID: env.ID, Conversation: env.Conversation, ServerTime: env.ServerTime, SenderDevice: env.Sender}
 	if env.Sender == messaging.NoticeSender {
-		var n messaging.NoticeBody
-		if err := decodeStrict(env.Ciphertext, &n); err != nil {
-			return nil, fmt.Errorf("%w: notice: %v", ErrBadMessage, err)
-		}
-		if n.Conversation != env.Conversation {
-			return nil, fmt.Errorf("%w: notice for conversation %s in %s", ErrBadMessage, n.Conversation, env.Conversation)
-		}
-		m, err := kind.Unmarshal(n.Message)
+		n, err := c.VerifyNotice(env)
 		if err != nil {
 			return nil, err
 		}
-		in.FromServer, in.Message, in.Raw = true, m, n.Message
+		if err := c.acceptNotice(n); err != nil {
+			return nil, err
+		}
+		in.FromServer, in.Message, in.Raw, in.ServerTime = true, n.Message, n.Raw, n.Time
 		if messaging.ValidGroupID(env.Conversation) {
 			in.Reply = Peer{GroupID: env.Conversation}
 		}
