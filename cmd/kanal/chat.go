@@ -377,7 +377,7 @@ func (s *chatSession) fetch(ctx context.Context, c *cli, wait time.Duration, sho
 			var re *mclient.ReceiveError
 			switch {
 			case errors.As(err, &re):
-				fmt.Fprintf(c.stderr, "unreadable message: %v\n", err)
+				fmt.Fprintln(c.stderr, receiveProblem(re))
 				continue
 			case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
 				return st.Ack(ctx)
@@ -498,7 +498,7 @@ func chat(ctx context.Context, c *cli, o *opts, co *chatOpts, peer string) error
 			var re *mclient.ReceiveError
 			switch {
 			case errors.As(err, &re):
-				say("(unreadable message from %s: %v)\n", re.SenderDevice, re.Err)
+				say("(%s)\n", receiveProblem(re))
 				continue
 			case err != nil:
 				recvErr <- err

@@ -161,6 +161,17 @@ func (c *cli) sendPaymentRequest(ctx context.Context, o *opts, st *keystore.Stor
 		Reference: r.Reference, DueDate: r.DueDate, Purpose: r.Purpose, BIC: r.BIC, ContractID: r.ContractID})
 }
 
+// receiveProblem is what the user is told about an envelope that could
+// not be read. One that claims to come from kanal but is not a notice the
+// deployment signed for this device is a forgery or a replay, and is said
+// to be one.
+func receiveProblem(re *mclient.ReceiveError) string {
+	if errors.Is(re, mclient.ErrBadNotice) {
+		return fmt.Sprintf("refused a message claiming to come from kanal: it is not signed by the deployment for this device (%v)", re.Err)
+	}
+	return fmt.Sprintf("unreadable message from %s: %v", re.SenderDevice, re.Err)
+}
+
 // receive reads this device's mailbox until match accepts a message or
 // timeout passes. Every message read, matched or not, goes into the chat
 // history before it is acknowledged, so 'kanal inbox' still shows it.
@@ -185,7 +196,7 @@ func (c *cli) receive(ctx context.Context, o *opts, st *keystore.Store, timeout 
 		var re *mclient.ReceiveError
 		switch {
 		case errors.As(err, &re):
-			fmt.Fprintf(c.stderr, "unreadable message from %s: %v\n", re.SenderDevice, re.Err)
+			fmt.Fprintln(c.stderr, receiveProblem(re))
 			continue
 		case errors.Is(err, context.DeadlineExceeded):
 			return nil, fmt.Errorf("nothing arrived within %v", timeout)
