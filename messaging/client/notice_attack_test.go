@@ -5,11 +5,14 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/kanaldtest"
 	"github.com/kanal-server/kanal/messaging"
@@ -41,6 +44,38 @@ func forgedNotice(t *testing.T, conv string, body kind.Body) []byte {
 		Conversation string          `json:"conv"`
 		Message      json.RawMessage `json:"msg"`
 	}{conv, raw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// notarySigned seals body as a notice for device in conv with kanald's
+// own notary, read from its CA directory, as sealNotices would if the
+// kind were allowed.
+func notarySigned(t *testing.T, srv *server, device, conv string, body kind.Body) []byte {
+	t.Helper()
+	dir := filepath.Join(srv.DataDir, "ca")
+	authority, _, err := ca.LoadOrCreateDir(dir, "kanal", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	notary, err := authority.Notary(dir, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := kind.New("kanal_signed", time.Now(), body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := (&messaging.NoticeStatement{ID: "ntc_signedtext", Time: time.Now().UTC().Truncate(time.Millisecond), Kind: m.Kind,
+		Recipient: device, Conversation: conv, Message: raw}).Marshal()
+	b, err := json.Marshal(messaging.NoticeBody{Statement: st, Signature: notary.Sign(messaging.NoticePurpose(m.Kind), st),
+		Notary: notary.Certificate().Raw})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,6 +232,7 @@ func TestAttackNoticesFromDatabase(t *testing.T) {
 			"replay-other-dev":  "Alice's real notice, moved to Bob's device",
 			"replay-other-conv": "Bob's real notice of one group, moved to another",
 			"replay-same":       "Bob's real notice, replayed in its own conversation",
+			"signed-text":       "a text from kanal signed by the deployment notary, a kind the server never sends",
 		}
 		plant(t, d, bob.DeviceID, "forged-paid", conv, forgedNotice(t, conv, &kind.PaymentStatusBody{RequestID: "pr_forged", Status: "paid", AmountCents: 21400}))
 		plant(t, d, bob.DeviceID, "forged-member", g1.GroupID, forgedNotice(t, g1.GroupID,
@@ -205,6 +241,10 @@ func TestAttackNoticesFromDatabase(t *testing.T) {
 		plant(t, d, bob.DeviceID, "replay-other-dev", g1.GroupID, aliceG1)
 		plant(t, d, bob.DeviceID, "replay-other-conv", g2.GroupID, bobG1)
 		plant(t, d, bob.DeviceID, "replay-same", g1.GroupID, bobG1)
+		// The allow-list holds even for a notice the notary signed: what a
+		// server with a bug, or whoever holds the CA directory, could send.
+		plant(t, d, bob.DeviceID, "signed-text", conv, notarySigned(t, srv, bob.DeviceID, conv,
+			&kind.TextBody{Text: "Your payment failed, pay again at https://evil.example"}))
 		// A real change after the attack: when Bob has its notice, he has
 		// read everything planted before it.
 		if _, err := aliceSDK.RemoveGroupMember(ctx, g2.GroupID, bob.AccountID); err != nil {
@@ -226,6 +266,8 @@ func TestAttackNoticesFromDatabase(t *testing.T) {
 				t.Errorf("%s (%s) accepted: %s from server %v in %s", id, what, o.in.Message.Kind, o.in.FromServer, o.in.Conversation)
 			case !errors.Is(o.err, client.ErrBadNotice):
 				t.Errorf("%s (%s): %v, want ErrBadNotice", id, what, o.err)
+			case id == "signed-text" && !strings.Contains(o.err.Error(), `the server does not send "text"`):
+				t.Errorf("%s (%s): %v, want refused by the allow-list", id, what, o.err)
 			}
 		}
 		for id, o := range got {
