@@ -57,6 +57,14 @@
 // change reaches every member's devices as a group.change notice, stored
 // in the same transaction as the change (groups.go, notice.go).
 //
+// # Notices
+//
+// What the server states itself (group.change, payment.status) it posts
+// as notices: envelopes from NoticeSender whose statement the deployment
+// notary signs for one device, one conversation and one kind. Only kinds
+// on NoticeKind are sent; messaging/client believes nothing else from the
+// server (notice.go; the bytes are in docs/api-messaging.md).
+//
 // What the server learns from a send: sender device, recipient devices,
 // conversation, coarse class, sizes and times; never the plaintext.
 //

@@ -137,18 +137,18 @@ func (s *Service) CreateGroup(ctx context.Context, c Caller, req *CreateGroupReq
 	for _, m := range req.Members {
 		changes = append(changes, kind.GroupChangeBody{GroupID: g.GroupID, Op: "added", AccountID: m.AccountID, By: c.AccountID, Role: m.Role})
 	}
-	err := s.changeGroup(ctx, g.GroupID, accountsOf(g.Members), changes, func(tx *sql.Tx) error {
+	err := s.changeGroup(ctx, g.GroupID, accountsOf(g.Members), changes, func(tx *sql.Tx) (*Group, error) {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO messaging_groups (id, created_by, created_at) VALUES ($1, $2, $3)`,
 			g.GroupID, c.AccountID, g.CreatedAt.Unix()); err != nil {
-			return err
+			return nil, err
 		}
 		for _, m := range g.Members {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO messaging_group_members (group_id, account_id, role, added_at) VALUES ($1, $2, $3, $4)`,
 				g.GroupID, m.AccountID, m.Role, g.CreatedAt.Unix()); err != nil {
-				return err
+				return nil, err
 			}
 		}
-		return nil
+		return g, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("messaging.group: %w", err)
@@ -373,19 +373,19 @@ func (s *Service) editGroup(ctx context.Context, c Caller, id string,
 		audience = append(audience, change.AccountID)
 	}
 	var after *Group
-	err = s.changeGroup(ctx, id, audience, []kind.GroupChangeBody{*change}, func(tx *sql.Tx) error {
+	err = s.changeGroup(ctx, id, audience, []kind.GroupChangeBody{*change}, func(tx *sql.Tx) (*Group, error) {
 		g, err := s.loadGroup(ctx, tx.QueryRowContext, tx.QueryContext, id)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if g == nil || g.role(c.AccountID) == "" {
-			return errNotMember(id)
+			return nil, errNotMember(id)
 		}
 		if _, _, err := decide(g); err != nil {
-			return err // the group changed since the first look
+			return nil, err // the group changed since the first look
 		}
 		if len(g.Members) != len(before.Members) {
-			return errGroupChanged
+			return nil, errGroupChanged
 		}
 		switch change.Op {
 		case "added":
@@ -396,15 +396,15 @@ func (s *Service) editGroup(ctx context.Context, c Caller, id string,
 			_, err = tx.ExecContext(ctx, stmt, id, change.AccountID)
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if after, err = s.loadGroup(ctx, tx.QueryRowContext, tx.QueryContext, id); err != nil {
-			return err
+			return nil, err
 		}
 		if len(after.Members) == 0 {
 			_, err = tx.ExecContext(ctx, `DELETE FROM messaging_groups WHERE id = $1`, id)
 		}
-		return err
+		return after, err
 	})
 	if errors.Is(err, errGroupChanged) {
 		return nil, web.Errorf(http.StatusConflict, web.TypeConflict, "Group changed", "the group changed at the same time; try again")
@@ -423,8 +423,10 @@ var errGroupChanged = errors.New("messaging.group: changed concurrently")
 
 // changeGroup runs change and stores a group.change notice for every
 // active device of the audience accounts, in one transaction, then wakes
-// those devices.
-func (s *Service) changeGroup(ctx context.Context, id string, audience []string, changes []kind.GroupChangeBody, change func(tx *sql.Tx) error) error {
+// those devices. Each notice carries the member list as change left it,
+// read in the same transaction, so a device that joins later learns from
+// one signed notice whom the group holds.
+func (s *Service) changeGroup(ctx context.Context, id string, audience []string, changes []kind.GroupChangeBody, change func(tx *sql.Tx) (*Group, error)) error {
 	ds, err := s.dir.DevicesOf(ctx, audience)
 	if err != nil {
 		return err
@@ -434,29 +436,32 @@ func (s *Service) changeGroup(ctx context.Context, id string, audience []string,
 		devices[i] = d.DeviceID
 	}
 	sort.Strings(devices)
-	var envs []mailbox.Envelope
-	for i := range changes {
-		m, err := kind.New(newMessageID(), s.now(), &changes[i])
-		if err != nil {
-			return err
-		}
-		if s.mailbox == nil {
-			continue
-		}
-		sealed, err := s.sealNotices(id, m, devices)
-		if err != nil {
-			return err
-		}
-		envs = append(envs, sealed...)
-	}
 	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
-		if err := change(tx); err != nil {
+		after, err := change(tx)
+		if err != nil {
 			return err
 		}
-		if len(envs) == 0 || s.mailbox == nil {
+		if s.mailbox == nil || len(devices) == 0 {
 			return nil
 		}
-		return s.mailbox.AppendTx(ctx, tx, slices.Clone(envs))
+		members := make(map[string]string, len(after.Members))
+		for _, m := range after.Members {
+			members[m.AccountID] = m.Role
+		}
+		var envs []mailbox.Envelope
+		for _, c := range changes {
+			c.Members = members
+			m, err := kind.New(newMessageID(), s.now(), &c)
+			if err != nil {
+				return err
+			}
+			sealed, err := s.sealNotices(id, m, devices)
+			if err != nil {
+				return err
+			}
+			envs = append(envs, sealed...)
+		}
+		return s.mailbox.AppendTx(ctx, tx, envs)
 	})
 	if err == nil && s.notify != nil && len(devices) > 0 {
 		s.notify(devices...)

@@ -3,6 +3,7 @@ package messaging_test
 import (
 	"context"
 	"encoding/json"
+	"reflect"
 	"sort"
 	"testing"
 	"time"
@@ -140,7 +141,9 @@ func TestGroups(t *testing.T) {
 		if st, out = e.call(alice, "POST", "/v1/groups/"+gid+"/members", messaging.GroupMemberRequest{AccountID: "carol", Role: "member"}); st != 200 {
 			t.Fatalf("add: %d %v", st, out)
 		}
-		if ns := e.notices("carol-phone"); len(ns) != 1 || ns[0].Op != "added" || ns[0].AccountID != "carol" {
+		// Her one notice tells her the whole group.
+		if ns := e.notices("carol-phone"); len(ns) != 1 || ns[0].Op != "added" || ns[0].AccountID != "carol" ||
+			!reflect.DeepEqual(ns[0].Members, map[string]string{"alice": "admin", "bob": "member", "carol": "member"}) {
 			t.Fatalf("carol notices: %+v", ns)
 		}
 		st, out = send(bob, "b1", "alice-phone", "alice-laptop")
@@ -154,7 +157,8 @@ func TestGroups(t *testing.T) {
 		}
 		for _, dev := range []string{"alice-phone", "bob-phone", "carol-phone"} {
 			ns := e.notices(dev)
-			if last := ns[len(ns)-1]; last.Op != "left" || last.AccountID != "bob" {
+			if last := ns[len(ns)-1]; last.Op != "left" || last.AccountID != "bob" ||
+				!reflect.DeepEqual(last.Members, map[string]string{"alice": "admin", "carol": "member"}) {
 				t.Fatalf("%s: last notice %+v", dev, last)
 			}
 		}

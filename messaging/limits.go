@@ -1,6 +1,10 @@
 package messaging
 
-import "time"
+import (
+	"time"
+
+	"github.com/kanal-server/kanal/messaging/kind"
+)
 
 // Limits of the prekey directory, in one place.
 const (
@@ -49,7 +53,7 @@ const (
 
 	// MaxGroupMembers bounds a group: a group message is encrypted once
 	// per device of every member and must fit in MaxSendDevices envelopes.
-	MaxGroupMembers = 100
+	MaxGroupMembers = kind.MaxGroupMembers
 
 	// MaxBlob is the largest attachment blob (the ciphertext of one file);
 	// kind.MaxAttachment says the same to clients. 30 s of ReadTimeout

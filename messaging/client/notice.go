@@ -123,8 +123,12 @@ func (c *Client) acceptNotice(n *Notice) error {
 	return c.putJSON(nameNotices, ids)
 }
 
-// applyGroupChange updates the members of a group this device believes.
+// applyGroupChange updates the members of a group this device believes:
+// the member list the notice carries, or else the one change it names.
 func (c *Client) applyGroupChange(b *kind.GroupChangeBody) error {
+	if b.Members != nil {
+		return c.putJSON(nameGroup(b.GroupID), b.Members)
+	}
 	members, err := c.GroupMembers(b.GroupID)
 	if errors.Is(err, ErrNotFound) || b.Op == "created" {
 		members = map[string]string{}

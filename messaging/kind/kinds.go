@@ -364,12 +364,16 @@ func (b *DocumentShareBody) Validate() error {
 // added, removed, left or role; AccountID is the member it concerns (for
 // created, the creator), By the admin who made the change, Role the
 // member's role after it (admin or member; empty when the member is gone).
+// Members, when present, is the whole member list after the change
+// (account → role), so a device that joins later learns it from the one
+// signed notice that tells it it was added.
 type GroupChangeBody struct {
-	GroupID   string `json:"group_id"`
-	Op        string `json:"op"`
-	AccountID string `json:"account_id"`
-	By        string `json:"by"`
-	Role      string `json:"role,omitempty"`
+	GroupID   string            `json:"group_id"`
+	Op        string            `json:"op"`
+	AccountID string            `json:"account_id"`
+	By        string            `json:"by"`
+	Role      string            `json:"role,omitempty"`
+	Members   map[string]string `json:"members,omitempty"`
 }
 
 func (*GroupChangeBody) Kind() Kind { return GroupChange }
@@ -390,6 +394,23 @@ func (b *GroupChangeBody) Validate() error {
 		}
 	default:
 		return invalid(GroupChange, "op must be created, added, removed, left or role")
+	}
+	if b.Members == nil {
+		return nil
+	}
+	if len(b.Members) > MaxGroupMembers {
+		return invalid(GroupChange, "more than %d members", MaxGroupMembers)
+	}
+	for acct, role := range b.Members {
+		if err := checkID("members", acct); err != nil {
+			return invalid(GroupChange, "%v", err)
+		}
+		if role != "admin" && role != "member" {
+			return invalid(GroupChange, "members: role must be admin or member")
+		}
+	}
+	if b.Members[b.AccountID] != b.Role {
+		return invalid(GroupChange, "members must hold %s with the role the change gives", b.AccountID)
 	}
 	return nil
 }
