@@ -43,6 +43,7 @@ type config struct {
 	PushHosts   push.HostList // empty: any public host
 	PushSubject string        // empty: mailto: the MailFrom address
 	PushCAFile  string
+	PushWorkers int // pushes in flight at once on this node
 }
 
 // setting describes one configuration value for flags, env and the README.
@@ -69,6 +70,7 @@ var settings = []setting{
 	{"psp-webhook-secret", "KANAL_PSP_WEBHOOK_SECRET", "", "shared secret (at least 32 bytes) the provider signs its webhooks with (required with KANAL_PSP_URL)"},
 	{"push-hosts", "KANAL_PUSH_HOSTS", "", "comma-separated push service hosts devices may subscribe with (name, IP address or *.domain); empty allows any public host"},
 	{"push-subject", "KANAL_PUSH_SUBJECT", "", "VAPID contact sent to push services, mailto:… or https://…; empty: mailto: the KANAL_MAIL_FROM address"},
+	{"push-workers", "KANAL_PUSH_WORKERS", "16", "web pushes in flight at once on this node (1 to 1024); one push service host gets at most half of them"},
 	{"push-ca-file", "KANAL_PUSH_CA_FILE", "", "PEM file of extra CA certificates trusted for push services (a private push service, or tests); empty: the system's roots"},
 }
 
@@ -116,7 +118,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		PushSubject: *vals["KANAL_PUSH_SUBJECT"],
 		PushCAFile:  *vals["KANAL_PUSH_CA_FILE"],
 	}
-	if err := checkPushSettings(c, *vals["KANAL_PUSH_HOSTS"]); err != nil {
+	if err := checkPushSettings(c, *vals["KANAL_PUSH_HOSTS"], *vals["KANAL_PUSH_WORKERS"]); err != nil {
 		return nil, err
 	}
 	r, err := time.ParseDuration(*vals["KANAL_RETENTION"])
