@@ -36,6 +36,9 @@ type config struct {
 	SendLimit   int           // sends per device per minute
 	PprofAddr   string        // loopback address for /debug/pprof/; empty: off
 
+	OperatorTokenTTL  time.Duration // lifetime of an operator token kanald issues
+	OperatorTokenFile string        // empty: <DataDir>/operator-token
+
 	PSPURL           string // empty: no card/wallet provider
 	PSPAPIKey        string
 	PSPWebhookSecret string
@@ -59,6 +62,8 @@ var settings = []setting{
 	{"log-format", "KANAL_LOG_FORMAT", "text", "text or json"},
 	{"smtp-url", "KANAL_SMTP_URL", "", "smtp://user:pass@host:port[?starttls=required|opportunistic|none] for outgoing mail; empty writes mails to <data-dir>/mail"},
 	{"mail-from", "KANAL_MAIL_FROM", "kanal <noreply@localhost>", "sender of kanal's mails"},
+	{"operator-token-file", "KANAL_OPERATOR_TOKEN_FILE", "", "file (mode 0600) the operator token is written to at the first start and by kanald operator reset; empty for <data-dir>/operator-token"},
+	{"operator-token-ttl", "KANAL_OPERATOR_TOKEN_TTL", "2160h", "how long an operator token works (1h to 8760h); rotate it with kanald operator reset"},
 	{"ca-dir", "KANAL_CA_DIR", "", "directory of the deployment CA (ca.pem, ca.key); empty for <data-dir>/ca. All nodes of a deployment must share it"},
 	{"trust-proxy", "KANAL_TRUST_PROXY", "false", "true behind a reverse proxy that sets X-Forwarded-For (used for login throttling)"},
 	{"pprof-addr", "KANAL_PPROF_ADDR", "", "loopback address such as 127.0.0.1:6060 on which Go's profiling endpoints (/debug/pprof/) are served; empty: off"},
@@ -124,6 +129,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, &settingError{"KANAL_RETENTION", fmt.Errorf("%q is not a duration from 1h to 8760h", *vals["KANAL_RETENTION"])}
 	}
 	c.Retention = r
+	ttl, err := time.ParseDuration(*vals["KANAL_OPERATOR_TOKEN_TTL"])
+	if err != nil || ttl < identity.MinOperatorTokenTTL || ttl > identity.MaxOperatorTokenTTL {
+		return nil, &settingError{"KANAL_OPERATOR_TOKEN_TTL", fmt.Errorf("%q is not a duration from 1h to 8760h", *vals["KANAL_OPERATOR_TOKEN_TTL"])}
+	}
+	c.OperatorTokenTTL = ttl
+	c.OperatorTokenFile = *vals["KANAL_OPERATOR_TOKEN_FILE"]
 	if c.SendLimit, err = strconv.Atoi(*vals["KANAL_SEND_LIMIT"]); err != nil || c.SendLimit < 1 || c.SendLimit > 100000 {
 		return nil, &settingError{"KANAL_SEND_LIMIT", fmt.Errorf("%q is not a number from 1 to 100000", *vals["KANAL_SEND_LIMIT"])}
 	}
@@ -185,6 +196,14 @@ func newLogger(c *config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// operatorTokenFile is where kanald writes a new operator token.
+func (c *config) operatorTokenFile() string {
+	if c.OperatorTokenFile != "" {
+		return c.OperatorTokenFile
+	}
+	return filepath.Join(c.DataDir, "operator-token")
 }
 
 // caDir is where the deployment CA lives.
