@@ -93,9 +93,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return &settingError{"KANAL_CA_DIR", err}
 	}
 
-	b, err := bus.Open(ctx, bus.Options{URL: cfg.NATSURL, Name: "kanald-" + cfg.Addr, Logger: log})
+	natsOpts := cfg.NATS
+	natsOpts.Name, natsOpts.Logger = "kanald-"+cfg.Addr, log
+	b, err := bus.Open(ctx, natsOpts)
 	if err != nil {
-		return &settingError{"KANAL_NATS_URL", err}
+		return natsSettingError(natsOpts, err)
 	}
 	defer b.Close()
 
