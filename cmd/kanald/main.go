@@ -1,6 +1,9 @@
 // Command kanald is the kanal server. With no configuration it keeps its
 // data in ./kanal-data (SQLite) and runs an in-process NATS server; pointed
 // at PostgreSQL and a NATS cluster, several kanald nodes serve one city.
+//
+// `kanald operator reset` issues a new operator token and revokes the
+// earlier ones, against the database of the same settings.
 package main
 
 import (
