@@ -3,6 +3,7 @@ package identity
 import (
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -87,6 +88,41 @@ func TestOperatorReset(t *testing.T) {
 			if _, _, err := ResetOperator(t.Context(), e.d, o); err == nil {
 				t.Fatalf("lifetime %v accepted", ttl)
 			}
+		}
+	})
+}
+
+// TestOperatorResetConcurrent: resets racing on two connections leave
+// exactly one working token, the one a successful reset handed over.
+func TestOperatorResetConcurrent(t *testing.T) {
+	runDB(t, func(t *testing.T, e *env) {
+		const n = 4
+		toks := make([]string, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, _, errs[i] = ResetOperator(t.Context(), e.d, OperatorOptions{Actor: "test", Now: e.clock.now,
+					Deliver: func(s string, _ OperatorToken) error { toks[i] = s; return nil }})
+			}()
+		}
+		wg.Wait()
+		working := 0
+		for i := range n {
+			if e.do("GET", "/v1/admin/audit", toks[i], nil).status == 200 {
+				working++
+				if errs[i] != nil {
+					t.Fatalf("reset %d failed (%v) but its token works", i, errs[i])
+				}
+			}
+		}
+		if working != 1 || e.countWhere("identity_operator_tokens", "revoked_at IS NULL") != 1 {
+			t.Fatalf("%d tokens work after concurrent resets (errors %v)", working, errs)
+		}
+		if e.do("GET", "/v1/admin/audit", e.op, nil).status != 401 {
+			t.Fatal("the first token survived the resets")
 		}
 	})
 }
