@@ -118,7 +118,7 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 	}
 	if b.embedded == nil {
 		if _, err := nc.TLSConnectionState(); err != nil {
-			log.Warn("the connection to NATS is not encrypted: set a CA file (KANAL_NATS_CA_FILE) or use tls:// and a server that requires TLS", "server", nc.ConnectedUrlRedacted())
+			log.Warn("the connection to NATS is not encrypted: give the CA of the server's certificate and run the server with TLS required", "server", nc.ConnectedUrlRedacted())
 		}
 	}
 	b.nc = nc
