@@ -123,7 +123,8 @@ func newEnv(t *testing.T, d *db.DB) *env {
 	svc.Register(mux)
 	e.srv = httptest.NewServer(web.Handler(mux, web.Options{Logger: slog.New(slog.DiscardHandler)}))
 	t.Cleanup(e.srv.Close)
-	op, created, err := svc.EnsureOperator(context.Background())
+	var op string
+	_, created, err := svc.EnsureOperator(context.Background(), OperatorOptions{Deliver: func(tok string, _ OperatorToken) error { op = tok; return nil }})
 	if err != nil || !created {
 		t.Fatalf("operator: %v %v", created, err)
 	}

@@ -56,4 +56,15 @@ const (
 	maxCSRBody   = 32 << 10
 	// MaxAuditPage is the most audit entries one request returns.
 	MaxAuditPage = 500
+
+	// DefaultOperatorTokenTTL is how long an operator token works unless
+	// kanald is told otherwise; MinOperatorTokenTTL and MaxOperatorTokenTTL
+	// bound what it may be told. A token is rotated with
+	// `kanald operator reset` before it runs out.
+	DefaultOperatorTokenTTL = 90 * 24 * time.Hour
+	MinOperatorTokenTTL     = time.Hour
+	MaxOperatorTokenTTL     = 365 * 24 * time.Hour
+	// maxAuditDetail bounds the request line an operator request leaves
+	// in the audit log.
+	maxAuditDetail = 512
 )
