@@ -140,10 +140,20 @@ func (s *Service) handleVerify(w http.ResponseWriter, r *http.Request) error {
 	var fail *web.Problem
 	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
 		fail = nil
+		// An attempt is counted before the code is compared, by a
+		// conditional update: under READ COMMITTED, concurrent guesses
+		// queue on the row and each sees the count the one before left,
+		// so at most MaxCodeAttempts guesses are ever compared.
+		res, err := tx.ExecContext(ctx, `UPDATE identity_signups SET attempts = attempts + 1 WHERE email = $1 AND attempts < $2 AND used = 0`,
+			email, MaxCodeAttempts)
+		if err != nil {
+			return err
+		}
+		counted, _ := res.RowsAffected()
 		var stored string
 		var expires int64
 		var attempts, used int
-		err := tx.QueryRowContext(ctx, `SELECT code_hash, expires_at, attempts, used FROM identity_signups WHERE email = $1`, email).
+		err = tx.QueryRowContext(ctx, `SELECT code_hash, expires_at, attempts, used FROM identity_signups WHERE email = $1`, email).
 			Scan(&stored, &expires, &attempts, &used)
 		if errors.Is(err, sql.ErrNoRows) {
 			fail = invalidCode("the code is wrong or has expired")
@@ -154,7 +164,7 @@ func (s *Service) handleVerify(w http.ResponseWriter, r *http.Request) error {
 		switch {
 		case used != 0:
 			fail = invalidCode("the code was already used; request a new one")
-		case attempts >= MaxCodeAttempts:
+		case counted != 1:
 			fail = invalidCode("too many wrong attempts; request a new code")
 		case expires <= now.Unix():
 			fail = invalidCode("the code has expired; request a new one")
@@ -164,11 +174,13 @@ func (s *Service) handleVerify(w http.ResponseWriter, r *http.Request) error {
 		if fail != nil {
 			// The attempt counts even if the code had already expired, and
 			// the counter commits: the error is returned after the commit.
-			_, err := tx.ExecContext(ctx, `UPDATE identity_signups SET attempts = attempts + 1 WHERE email = $1`, email)
-			return err
+			return nil
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE identity_signups SET used = 1 WHERE email = $1`, email); err != nil {
+		if res, err := tx.ExecContext(ctx, `UPDATE identity_signups SET used = 1 WHERE email = $1 AND used = 0`, email); err != nil {
 			return err
+		} else if n, _ := res.RowsAffected(); n != 1 {
+			fail = invalidCode("the code was already used; request a new one")
+			return errRollback
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO identity_accounts (id, email, password, created_at) VALUES ($1, $2, '', $3)`,
 			accountID, email, now.Unix()); err != nil {
