@@ -54,6 +54,11 @@ const (
 	// take on the server.
 	MaxBlobBytesPerAccount = 500 << 20
 
+	// BlobUploadTimeout is how long an upload's reservation of quota lasts
+	// while its body is read; a reservation its upload never completed
+	// expires after it.
+	BlobUploadTimeout = 10 * time.Minute
+
 	// SendIdempotency is how long a send's first answer is kept for
 	// retries with the same client_id.
 	SendIdempotency = 24 * time.Hour
