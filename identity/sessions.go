@@ -85,7 +85,7 @@ func verifySignature(pub any, msg, sig []byte) bool {
 	return false
 }
 
-// clientAddr is the address login failures are counted against.
+// clientAddr is the address login failures and sign-ups are counted against.
 func (s *Service) clientAddr(r *http.Request) string {
 	if s.proxy {
 		if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {

@@ -133,7 +133,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	go func() {
 		defer a.wg.Done()
 		sweepExpired(sweepCtx, log, expiry{"mailbox", mailboxes.Expire}, expiry{"attachment blobs", prekeys.ExpireBlobs},
-			expiry{"send idempotency rows", prekeys.ExpireSends})
+			expiry{"send idempotency rows", prekeys.ExpireSends}, expiry{"sign-ups", a.ident.ExpireSignups})
 	}()
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); pusher.Run(sweepCtx) }()

@@ -60,7 +60,7 @@ var settings = []setting{
 	{"smtp-url", "KANAL_SMTP_URL", "", "smtp://user:pass@host:port[?starttls=required|opportunistic|none] for outgoing mail; empty writes mails to <data-dir>/mail"},
 	{"mail-from", "KANAL_MAIL_FROM", "kanal <noreply@localhost>", "sender of kanal's mails"},
 	{"ca-dir", "KANAL_CA_DIR", "", "directory of the deployment CA (ca.pem, ca.key); empty for <data-dir>/ca. All nodes of a deployment must share it"},
-	{"trust-proxy", "KANAL_TRUST_PROXY", "false", "true behind a reverse proxy that sets X-Forwarded-For (used for login throttling)"},
+	{"trust-proxy", "KANAL_TRUST_PROXY", "false", "true behind a reverse proxy that sets X-Forwarded-For (used for login and sign-up throttling)"},
 	{"pprof-addr", "KANAL_PPROF_ADDR", "", "loopback address such as 127.0.0.1:6060 on which Go's profiling endpoints (/debug/pprof/) are served; empty: off"},
 	{"send-limit", "KANAL_SEND_LIMIT", "600", "sends one device may make per minute (1 to 100000); a council device that sends announcements one by one needs more"},
 	{"retention", "KANAL_RETENTION", "720h", "how long an undelivered envelope waits in a device's mailbox before it expires (1h to 8760h)"},
