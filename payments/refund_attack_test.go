@@ -58,3 +58,63 @@ func TestAttackRefundRace(t *testing.T) {
 		w.balanced()
 	})
 }
+
+// TestRefundProviderDown: a refund the provider does not confirm stays
+// booked and pending — nothing else can be refunded in its place — and is
+// paid out once when the client retries with its key, or by the sweep.
+func TestRefundProviderDown(t *testing.T) {
+	run(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		r, pay := w.pay(t, "k1")
+		hdr, body := webhook(t, w.now, WebhookEvent{ID: "evt_1", Type: "payment.succeeded", PaymentID: pay, RequestID: r.RequestID, AmountCents: 3700, Currency: "EUR"})
+		if _, _, err := w.s.HandleWebhook(ctx, "psp", hdr, body); err != nil {
+			t.Fatal(err)
+		}
+		owner := actor("acc-amtsleiter")
+		pending := func() (n int) {
+			t.Helper()
+			if err := w.d.QueryRow(ctx, `SELECT COUNT(*) FROM payments_refunds WHERE status = 'pending'`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		w.psp.down.Store(true)
+		if _, _, err := w.s.Refund(ctx, owner, r.RequestID, "rf-1", 3000); !errors.Is(err, ErrProvider) {
+			t.Fatalf("refund with the provider down: %v", err)
+		}
+		if _, _, err := w.s.Refund(ctx, owner, r.RequestID, "rf-2", 3000); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("a second refund beside a booked one: %v", err)
+		}
+		if got, _ := w.s.Balance(ctx, orgAmt, AccRefunds); got != 3000 || pending() != 1 || w.psp.refunds.Load() != 0 {
+			t.Fatalf("booked %d, %d pending, %d paid out", got, pending(), w.psp.refunds.Load())
+		}
+		if _, _, err := w.s.Refund(ctx, owner, r.RequestID, "rf-1", 3000); !errors.Is(err, ErrProvider) {
+			t.Fatalf("retry with the provider still down: %v", err)
+		}
+		w.psp.down.Store(false)
+		res, replay, err := w.s.Refund(ctx, owner, r.RequestID, "rf-1", 3000)
+		if err != nil || !replay || res.RefundedCents != 3000 || pending() != 0 || w.psp.refunds.Load() != 1 {
+			t.Fatalf("retry: %+v %v %v, %d pending, %d paid out", res, replay, err, pending(), w.psp.refunds.Load())
+		}
+
+		// A client that never retries: the sweep pays out, once.
+		w.psp.down.Store(true)
+		if _, _, err := w.s.Refund(ctx, owner, r.RequestID, "rf-3", 700); !errors.Is(err, ErrProvider) {
+			t.Fatalf("refund with the provider down: %v", err)
+		}
+		w.psp.down.Store(false)
+		if n, err := w.s.RetryRefunds(ctx); err != nil || n != 0 {
+			t.Fatalf("sweep before RefundRetryAfter: %d %v", n, err)
+		}
+		w.now = w.now.Add(RefundRetryAfter)
+		for range 2 {
+			if _, err := w.s.RetryRefunds(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if pending() != 0 || w.psp.refunds.Load() != 2 {
+			t.Fatalf("after the sweep: %d pending, %d paid out", pending(), w.psp.refunds.Load())
+		}
+		w.balanced()
+	})
+}
