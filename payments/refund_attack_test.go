@@ -25,18 +25,25 @@ func TestAttackRefundRace(t *testing.T) {
 		const racers = 20
 		owner := actor("acc-amtsleiter")
 		errs := make([]error, racers)
-		start := make(chan struct{})
-		var wg sync.WaitGroup
-		for i := range racers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				_, _, errs[i] = w.s.Refund(ctx, owner, r.RequestID, fmt.Sprintf("rf-%d", i), 3700)
-			}()
+		// at runs fn in racers goroutines released together.
+		at := func(fn func(i int)) {
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for i := range racers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					fn(i)
+				}()
+			}
+			close(start)
+			wg.Wait()
 		}
-		close(start)
-		wg.Wait()
+		// Reads first, so that the pool holds a connection per racer and
+		// the refunds start together rather than one connection at a time.
+		at(func(int) { _, _ = w.s.Request(ctx, owner, r.RequestID) })
+		at(func(i int) { _, _, errs[i] = w.s.Refund(ctx, owner, r.RequestID, fmt.Sprintf("rf-%d", i), 3700) })
 		won := 0
 		for _, err := range errs {
 			switch {
