@@ -130,7 +130,9 @@ func startCluster(ctx context.Context, o startOptions) (_ *cluster, err error) {
 		// server more than some handlers do, and would measure logging.
 		n.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + tmp,
 			"KANAL_ADDR=127.0.0.1:" + strconv.Itoa(port), "KANAL_DATA_DIR=" + n.DataDir,
-			"KANAL_CA_DIR=" + caDir, "KANAL_LOG_LEVEL=warn"}
+			"KANAL_CA_DIR=" + caDir, "KANAL_LOG_LEVEL=warn",
+			// Every bench device signs up from this one address.
+			"KANAL_SIGNUP_LIMIT=1000000", "KANAL_SIGNUP_CLIENT_LIMIT=1000000"}
 		if dbURL != "" {
 			n.cmd.Env = append(n.cmd.Env, "KANAL_DATABASE_URL="+dbURL)
 		}

@@ -22,20 +22,22 @@ import (
 // config is kanald's configuration. Flags win over environment variables,
 // which win over the defaults.
 type config struct {
-	Addr        string
-	DataDir     string
-	DatabaseURL string
-	NATSURL     string
-	NATS        bus.Options // TLS and credentials of an external NATS (URL, Name and Logger unset)
-	LogLevel    slog.Level
-	LogFormat   string
-	SMTPURL     string
-	MailFrom    string
-	CADir       string // empty: <DataDir>/ca
-	TrustProxy  bool
-	Retention   time.Duration // how long an undelivered envelope is kept
-	SendLimit   int           // sends per device per minute
-	PprofAddr   string        // loopback address for /debug/pprof/; empty: off
+	Addr              string
+	DataDir           string
+	DatabaseURL       string
+	NATSURL           string
+	NATS              bus.Options // TLS and credentials of an external NATS (URL, Name and Logger unset)
+	LogLevel          slog.Level
+	LogFormat         string
+	SMTPURL           string
+	MailFrom          string
+	CADir             string // empty: <DataDir>/ca
+	TrustProxy        bool
+	Retention         time.Duration // how long an undelivered envelope is kept
+	SendLimit         int           // sends per device per minute
+	SignupLimit       int           // sign-ups of the deployment per hour
+	SignupClientLimit int           // sign-ups per client address per hour
+	PprofAddr         string        // loopback address for /debug/pprof/; empty: off
 
 	OperatorTokenTTL  time.Duration // lifetime of an operator token kanald issues
 	OperatorTokenFile string        // empty: <DataDir>/operator-token
@@ -74,9 +76,11 @@ var settings = []setting{
 	{"operator-token-file", "KANAL_OPERATOR_TOKEN_FILE", "", "file (mode 0600) the operator token is written to at the first start and by kanald operator reset; empty for <data-dir>/operator-token"},
 	{"operator-token-ttl", "KANAL_OPERATOR_TOKEN_TTL", "2160h", "how long an operator token works (1h to 8760h); rotate it with kanald operator reset"},
 	{"ca-dir", "KANAL_CA_DIR", "", "directory of the deployment CA (ca.pem, ca.key); empty for <data-dir>/ca. All nodes of a deployment must share it"},
-	{"trust-proxy", "KANAL_TRUST_PROXY", "false", "true behind a reverse proxy that sets X-Forwarded-For (used for login throttling)"},
+	{"trust-proxy", "KANAL_TRUST_PROXY", "false", "true behind a reverse proxy that sets X-Forwarded-For (used for login and sign-up throttling)"},
 	{"pprof-addr", "KANAL_PPROF_ADDR", "", "loopback address such as 127.0.0.1:6060 on which Go's profiling endpoints (/debug/pprof/) are served; empty: off"},
 	{"send-limit", "KANAL_SEND_LIMIT", "600", "sends one device may make per minute (1 to 100000); a council device that sends announcements one by one needs more"},
+	{"signup-limit", "KANAL_SIGNUP_LIMIT", "3000", "sign-ups the deployment accepts per hour, counted on all nodes together (1 to 1000000)"},
+	{"signup-client-limit", "KANAL_SIGNUP_CLIENT_LIMIT", "30", "sign-ups one client address (an IPv6 /64) may make per hour (1 to 1000000); behind a proxy, needs KANAL_TRUST_PROXY"},
 	{"retention", "KANAL_RETENTION", "720h", "how long an undelivered envelope waits in a device's mailbox before it expires (1h to 8760h)"},
 	{"psp-url", "KANAL_PSP_URL", "", "base URL of the card/wallet payment provider's API; empty: payment requests are paid by bank transfer only"},
 	{"psp-api-key", "KANAL_PSP_API_KEY", "", "API key for the payment provider (required with KANAL_PSP_URL)"},
@@ -147,6 +151,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	c.OperatorTokenFile = *vals["KANAL_OPERATOR_TOKEN_FILE"]
 	if c.SendLimit, err = strconv.Atoi(*vals["KANAL_SEND_LIMIT"]); err != nil || c.SendLimit < 1 || c.SendLimit > 100000 {
 		return nil, &settingError{"KANAL_SEND_LIMIT", fmt.Errorf("%q is not a number from 1 to 100000", *vals["KANAL_SEND_LIMIT"])}
+	}
+	for _, l := range []struct {
+		env string
+		v   *int
+	}{{"KANAL_SIGNUP_LIMIT", &c.SignupLimit}, {"KANAL_SIGNUP_CLIENT_LIMIT", &c.SignupClientLimit}} {
+		if *l.v, err = strconv.Atoi(*vals[l.env]); err != nil || *l.v < 1 || *l.v > 1000000 {
+			return nil, &settingError{l.env, fmt.Errorf("%q is not a number from 1 to 1000000", *vals[l.env])}
+		}
 	}
 	if a := *vals["KANAL_PPROF_ADDR"]; a != "" {
 		host, _, err := net.SplitHostPort(a)

@@ -50,6 +50,8 @@ func TestConfigRejectsBadSettings(t *testing.T) {
 		{map[string]string{"KANAL_SEND_LIMIT": "100001"}, "KANAL_SEND_LIMIT"},
 		{map[string]string{"KANAL_PUSH_WORKERS": "0"}, "KANAL_PUSH_WORKERS"},
 		{map[string]string{"KANAL_PUSH_WORKERS": "1025"}, "KANAL_PUSH_WORKERS"},
+		{map[string]string{"KANAL_SIGNUP_LIMIT": "0"}, "KANAL_SIGNUP_LIMIT"},
+		{map[string]string{"KANAL_SIGNUP_CLIENT_LIMIT": "many"}, "KANAL_SIGNUP_CLIENT_LIMIT"},
 		{map[string]string{"KANAL_PPROF_ADDR": "0.0.0.0:6060"}, "KANAL_PPROF_ADDR"},
 		{map[string]string{"KANAL_PPROF_ADDR": "6060"}, "KANAL_PPROF_ADDR"},
 		{map[string]string{"KANAL_DATA_DIR": ""}, ""},
