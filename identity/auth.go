@@ -80,6 +80,11 @@ var (
 		"refresh the session or log in again")
 	errDeviceRevoked = web.Errorf(http.StatusUnauthorized, TypeDeviceRevoked, "Device revoked",
 		"this device has been removed from its account")
+	// An expired certificate cannot be renewed: renewing needs the
+	// certificate to vouch for the key that proves the renewal. The way
+	// back is the way any new device comes in.
+	errDeviceExpired = web.Errorf(http.StatusUnauthorized, TypeDeviceExpired, "Device certificate expired",
+		"this device's certificate has expired and can no longer be renewed; enrol this machine again as a new device from another of your devices ('kanal device request' here, 'kanal device approve' there), then revoke the old one")
 )
 
 func (s *Service) authenticate(h http.Handler, kinds accept, min ca.Level) http.Handler {
@@ -118,12 +123,12 @@ func (s *Service) identify(r *http.Request, kinds accept) (*caller, error) {
 	switch {
 	case strings.HasPrefix(tok, prefixSession) && kinds&acceptSession != 0:
 		var c caller
-		var level, expires int64
+		var level, expires, devExpires int64
 		var revoked int
 		var devRevoked sql.NullInt64
-		err := s.db.QueryRow(ctx, `SELECT s.token_hash, s.account_id, s.device_id, s.level, s.expires_at, s.revoked, d.revoked_at
+		err := s.db.QueryRow(ctx, `SELECT s.token_hash, s.account_id, s.device_id, s.level, s.expires_at, s.revoked, d.revoked_at, d.expires_at
 			FROM identity_sessions s JOIN identity_devices d ON d.id = s.device_id WHERE s.token_hash = $1`, h).
-			Scan(&c.sessionHash, &c.p.AccountID, &c.p.DeviceID, &level, &expires, &revoked, &devRevoked)
+			Scan(&c.sessionHash, &c.p.AccountID, &c.p.DeviceID, &level, &expires, &revoked, &devRevoked, &devExpires)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return nil, errBadToken
@@ -135,6 +140,10 @@ func (s *Service) identify(r *http.Request, kinds accept) (*caller, error) {
 			return nil, errDeviceRevoked
 		case revoked != 0:
 			return nil, errBadToken
+		case devExpires <= now:
+			// A session is no stronger than the certificate it was
+			// opened with: it ends when the certificate does.
+			return nil, errDeviceExpired
 		case expires <= now:
 			return nil, errSessionExpired
 		}

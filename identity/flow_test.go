@@ -54,16 +54,22 @@ func TestFullFlow(t *testing.T) {
 		if err != nil || id.AccountID != u.account || id.DeviceID != er.DeviceID || id.Level != ca.LevelSubstantial {
 			t.Fatalf("certificate %+v %v", id, err)
 		}
-		// Renewal with a new key revokes the old certificate.
+		// Renewal with a new key, proved by the old one (Ed25519 here),
+		// revokes the old certificate. A substantial session of another
+		// device of the account may ask for it.
 		var rn EnrollResponse
-		e.must(e.do("POST", "/v1/devices/"+er.DeviceID+"/renew", u.session.Token, RenewRequest{CSR: csrFor(t, newP256(t))}), 200).decode(t, &rn)
+		newKey := newP256(t)
+		e.must(e.do("POST", "/v1/devices/"+er.DeviceID+"/renew", u.session.Token, e.renewProof(er.DeviceID, edKey, csrFor(t, newKey))), 200).decode(t, &rn)
 		if rn.DeviceID != er.DeviceID || rn.Certificate == er.Certificate {
 			t.Fatal("renewal did not issue a new certificate")
 		}
 		if !crlLists(t, e, id.Serial) {
 			t.Fatal("replaced certificate not on the CRL")
 		}
+		// The key change ended the device's sessions.
+		e.mustProblem(e.do("GET", "/v1/me", low.Token, nil), 401, TypeInvalidToken)
 		// Logout kills the session.
+		low = e.login(er.DeviceID, newKey, "")
 		e.must(e.do("DELETE", "/v1/sessions/current", low.Token, nil), 204)
 		e.mustProblem(e.do("GET", "/v1/me", low.Token, nil), 401, TypeInvalidToken)
 	})

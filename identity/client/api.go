@@ -74,18 +74,63 @@ func (c *Client) Devices(ctx context.Context) ([]identity.Device, error) {
 	return out.Devices, nil
 }
 
-// RenewDevice asks for a fresh certificate for device id, with a request
-// signed again by its key.
+// RenewDevice asks for a fresh certificate for device id, for the same
+// key, proving possession of it (see Renew). The certificate's level is
+// the session's.
 func (c *Client) RenewDevice(ctx context.Context, id string, key crypto.Signer) (*identity.EnrollResponse, error) {
+	return c.Renew(ctx, id, Renewal{Current: key})
+}
+
+// Renewal says how to renew a device.
+type Renewal struct {
+	// Current is the device's current key. It signs the proof the server
+	// requires (identity.RenewMessage): a session alone cannot renew.
+	Current crypto.Signer
+	// Next is the key the new certificate is for; nil keeps Current. A new
+	// key ends every session of the device, this client's included: log
+	// in again with Next.
+	Next crypto.Signer
+	// Password, if set, is checked again, so that a low session can get a
+	// substantial certificate.
+	Password string
+}
+
+// Renew renews device id: it asks for a renew challenge, makes a
+// certificate request signed by the new key, signs the challenge and the
+// request with the current key, and sends both.
+func (c *Client) Renew(ctx context.Context, id string, r Renewal) (*identity.EnrollResponse, error) {
 	seg, err := segment(id)
 	if err != nil {
 		return nil, err
 	}
-	csr, err := CertificateRequest(key)
+	if err := checkKey(r.Current); err != nil {
+		return nil, err
+	}
+	next := r.Next
+	if next == nil {
+		next = r.Current
+	}
+	csr, err := CertificateRequest(next)
 	if err != nil {
 		return nil, err
 	}
-	req := identity.RenewRequest{CSR: base64.StdEncoding.EncodeToString(csr)}
+	var ch identity.ChallengeResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/sessions/challenge", identity.ChallengeRequest{DeviceID: id, Purpose: identity.ChallengeRenew}, &ch, http.StatusOK); err != nil {
+		return nil, fmt.Errorf("challenge: %w", err)
+	}
+	if nonce, err := base64.StdEncoding.DecodeString(ch.Nonce); err != nil || len(nonce) < minNonceBytes || ch.ChallengeID == "" {
+		return nil, fmt.Errorf("%w: malformed challenge", ErrBadResponse)
+	}
+	sig, err := signMessage(r.Current, identity.RenewMessage(ch.ChallengeID, id, ch.Nonce, csr))
+	if err != nil {
+		return nil, fmt.Errorf("sign renewal: %w", err)
+	}
+	req := identity.RenewRequest{
+		CSR:         base64.StdEncoding.EncodeToString(csr),
+		ChallengeID: ch.ChallengeID,
+		Signature:   base64.StdEncoding.EncodeToString(sig),
+		Password:    r.Password,
+	}
 	var out identity.EnrollResponse
 	if err := c.do(ctx, http.MethodPost, "/v1/devices/"+seg+"/renew", req, &out, http.StatusOK); err != nil {
 		return nil, err
