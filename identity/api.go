@@ -75,7 +75,7 @@ var (
 	TypeInvalidRole        = web.NewType("invalid-role")
 	TypeInvalidOrg         = web.NewType("invalid-organisation")
 	TypeNotVerified        = web.NewType("organisation-not-verified")
-	TypeNotConfigured      = web.NewType("not-configured") // e.g. eID (level high) without a provider
+	TypeNotConfigured      = web.NewType("not-configured")    // e.g. eID (level high) without a provider
 	TypeDeviceExpired      = web.NewType("device-expired")    // the device certificate has expired: enrol the device anew
 	TypeInvalidKeyProof    = web.NewType("invalid-key-proof") // a renewal without a valid signature by the device's current key
 	// Also used: web.TypeInvalidJSON, web.TypeTooLarge, web.TypeValidation,

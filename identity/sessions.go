@@ -18,7 +18,6 @@ import (
 	"github.com/kanal-server/kanal/internal/web"
 )
 
-
 var (
 	errInvalidChallenge = web.Errorf(http.StatusUnauthorized, TypeInvalidChallenge, "Invalid challenge",
 		"the challenge is unknown, expired, already used or for another device; request a new one")
