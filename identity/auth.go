@@ -84,7 +84,7 @@ var (
 	// certificate to vouch for the key that proves the renewal. The way
 	// back is the way any new device comes in.
 	errDeviceExpired = web.Errorf(http.StatusUnauthorized, TypeDeviceExpired, "Device certificate expired",
-		"this device's certificate has expired and can no longer be renewed; enrol this machine again as a new device from another of your devices ('kanal device request' here, 'kanal device approve' there), then revoke the old one")
+		"this device's certificate has expired and can no longer be renewed; enrol this machine again as a new device, approved by another of your devices, and revoke the old one")
 )
 
 func (s *Service) authenticate(h http.Handler, kinds accept, min ca.Level) http.Handler {

@@ -50,6 +50,7 @@ type opts struct {
 	kind       string
 	role       string
 	deviceOnly bool
+	newKey     string
 	ca         bool
 }
 
