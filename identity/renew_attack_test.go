@@ -350,6 +350,16 @@ func TestAttackExpiredDeviceCertificate(t *testing.T) {
 			t.Fatalf("the error does not say what to do: %s", r.body)
 		}
 		e.mustProblem(e.do("POST", "/v1/sessions/challenge", "", map[string]string{"device_id": u.device, "purpose": "renew"}), 401, TypeDeviceExpired)
+		// Made a member now, the account gets no membership for the
+		// expired device: a membership names a key nobody vouches for.
+		var org Organisation
+		e.must(e.do("POST", "/v1/admin/orgs", e.op, CreateOrgRequest{Name: "Bürgeramt", Kind: KindOffice}), 201).decode(t, &org)
+		e.must(e.do("POST", "/v1/admin/orgs/"+org.OrgID+"/verify", e.op, nil), 200)
+		var m Member
+		e.must(e.do("POST", "/v1/orgs/"+org.OrgID+"/members", e.op, AddMemberRequest{AccountID: u.account, Role: RoleAgent}), 201).decode(t, &m)
+		if len(m.Memberships) != 0 {
+			t.Fatalf("an expired device got a membership: %+v", m.Memberships)
+		}
 		if after := e.deviceState(u.device); stripSessions(after) != stripSessions(before) {
 			t.Fatalf("the expired device changed:\n%s\n%s", before, after)
 		}
