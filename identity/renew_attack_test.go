@@ -382,3 +382,54 @@ func TestAttackExpiredDeviceCertificate(t *testing.T) {
 		}
 	})
 }
+
+// TestAttackRenewFloodConcurrent: the same adversary changes the keys of
+// all the account's devices at once, on every engine, hoping that
+// concurrent renewals each see the account's count before the others
+// raise it. Exactly MaxKeyChangesPerAccount go through.
+func TestAttackRenewFloodConcurrent(t *testing.T) {
+	runDB(t, func(t *testing.T, e *env) {
+		u := e.newUser("burst@example.de", "burst's long password")
+		type dev struct {
+			id  string
+			key crypto.Signer
+		}
+		devs := []dev{{u.device, u.key}}
+		for len(devs) < MaxDevices {
+			k := newP256(t)
+			devs = append(devs, dev{e.enroll(u.session.Token, k).DeviceID, k})
+		}
+		const perDevice = 2 // below MaxKeyChangesPerDevice: only the account limit bites
+		if len(devs)*perDevice <= MaxKeyChangesPerAccount || perDevice > MaxKeyChangesPerDevice {
+			t.Fatal("the burst does not exceed the account limit")
+		}
+		revoked := e.revokedSerials()
+		var mu sync.Mutex
+		codes := map[int]int{}
+		var wg sync.WaitGroup
+		for _, d := range devs {
+			wg.Add(1)
+			go func(d dev) {
+				defer wg.Done()
+				for i := 0; i < perDevice; i++ {
+					next := newP256(t)
+					s := e.login(d.id, d.key, u.password)
+					r := e.do("POST", "/v1/devices/"+d.id+"/renew", s.Token, e.renewProof(d.id, d.key, csrFor(t, next)))
+					mu.Lock()
+					codes[r.status]++
+					mu.Unlock()
+					if r.status == 200 {
+						d.key = next
+					}
+				}
+			}(d)
+		}
+		wg.Wait()
+		if codes[200] != MaxKeyChangesPerAccount || codes[429] != len(devs)*perDevice-MaxKeyChangesPerAccount {
+			t.Fatalf("answers %v, want %d × 200 and the rest 429", codes, MaxKeyChangesPerAccount)
+		}
+		if got := e.revokedSerials() - revoked; got != MaxKeyChangesPerAccount {
+			t.Fatalf("%d serials revoked, want %d", got, MaxKeyChangesPerAccount)
+		}
+	})
+}
