@@ -120,10 +120,16 @@ type PasswordRequest struct {
 
 // POST /v1/devices (setup token for the first device, or a substantial
 // session). CSR is base64 (standard) of a DER PKCS#10 request signed by the
-// device key: ECDSA P-256 or Ed25519.
+// device key: ECDSA P-256 or Ed25519. With a session, the session's device
+// approves the new one with its key: ChallengeID names a challenge of
+// purpose "approve" for the session's device, and Signature is that
+// device's signature over ApproveMessage(ChallengeID, session's device id,
+// nonce, CSR DER), encoded as LoginRequest documents.
 type EnrollRequest struct {
-	Name string `json:"name"`
-	CSR  string `json:"csr"`
+	Name        string `json:"name"`
+	CSR         string `json:"csr"`
+	ChallengeID string `json:"challenge_id,omitempty"`
+	Signature   string `json:"signature,omitempty"`
 }
 
 // EnrollResponse answers enrollment (201) and renewal (200).
@@ -175,8 +181,9 @@ type ChallengeRequest struct {
 
 // Challenge purposes: a challenge is good only for what it was asked for.
 const (
-	ChallengeLogin = "login"
-	ChallengeRenew = "renew"
+	ChallengeLogin   = "login"
+	ChallengeRenew   = "renew"
+	ChallengeApprove = "approve"
 )
 
 // ChallengeResponse is single use, valid ChallengeLifetime, bound to the
@@ -246,6 +253,21 @@ const RenewMessagePrefix = "kanal device renew v1\n"
 func RenewMessage(challengeID, deviceID, nonce string, csrDER []byte) []byte {
 	h := sha256.Sum256(csrDER)
 	return []byte(RenewMessagePrefix + challengeID + "\n" + deviceID + "\n" + nonce + "\n" + hex.EncodeToString(h[:]))
+}
+
+// ApproveMessagePrefix starts every approval of a new device by an
+// enrolled one; it differs from the login and renewal prefixes.
+const ApproveMessagePrefix = "kanal device approve v1\n"
+
+// ApproveMessage returns the exact bytes an enrolled device's key signs to
+// approve the enrolment of the device whose certificate request is csrDER:
+//
+//	"kanal device approve v1\n" + challenge_id + "\n" + approver_device_id + "\n" + nonce + "\n" + hex(SHA-256(csr))
+//
+// with the same conventions as RenewMessage.
+func ApproveMessage(challengeID, approverID, nonce string, csrDER []byte) []byte {
+	h := sha256.Sum256(csrDER)
+	return []byte(ApproveMessagePrefix + challengeID + "\n" + approverID + "\n" + nonce + "\n" + hex.EncodeToString(h[:]))
 }
 
 // GET /v1/me (session).

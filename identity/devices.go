@@ -98,6 +98,15 @@ func (s *Service) handleEnroll(w http.ResponseWriter, r *http.Request) error {
 		return web.Errorf(http.StatusForbidden, web.TypeInsufficientLevel, "Insufficient level of assurance",
 			"enrolling a further device needs a substantial session")
 	}
+	if !c.setup {
+		// A further device is approved by the session's device with its
+		// key, not by the bearer token alone: a copied token must not be
+		// enough to add the thief's device, which would get the account's
+		// memberships.
+		if err := s.checkApproval(ctx, c.p.DeviceID, csr, req.ChallengeID, req.Signature); err != nil {
+			return err
+		}
+	}
 	accountID := c.p.AccountID
 	password, err := s.accountPassword(ctx, accountID)
 	if err != nil {
@@ -197,11 +206,46 @@ func ownDevice(p Principal, deviceAccount, deviceID string) error {
 	return nil
 }
 
+// checkApproval checks that device approver's current key signed
+// ApproveMessage over a fresh approve challenge and this certificate
+// request.
+func (s *Service) checkApproval(ctx context.Context, approver string, csr []byte, challengeID, signature string) error {
+	if parsed, err := x509.ParseCertificateRequest(csr); err != nil || parsed.CheckSignature() != nil {
+		return errInvalidCSR
+	}
+	if challengeID == "" && signature == "" {
+		return errNoApproval
+	}
+	sig, err := base64.StdEncoding.DecodeString(signature)
+	if !ca.ValidID(challengeID) || err != nil || len(sig) == 0 || len(sig) > 256 {
+		return validationf("challenge_id must be an id and signature base64 (standard)")
+	}
+	now := s.now()
+	nonce, err := s.consumeChallenge(ctx, now, challengeID, approver, ChallengeApprove)
+	if err != nil {
+		return err
+	}
+	var certPEM string
+	if err := s.db.QueryRow(ctx, `SELECT cert_pem FROM identity_devices WHERE id = $1`, approver).Scan(&certPEM); err != nil {
+		return err
+	}
+	id, err := s.currentCert(certPEM, now)
+	if err != nil {
+		return err
+	}
+	if !verifySignature(id.PublicKey, ApproveMessage(challengeID, approver, nonce, csr), sig) {
+		return errBadKeyProof
+	}
+	return nil
+}
+
 var (
+	errNoApproval = web.Errorf(http.StatusForbidden, TypeInvalidKeyProof, "Approval by the device key required",
+		"enrolling a further device needs the approval of the session's device, signed with its key over a fresh approve challenge (see ApproveMessage)")
 	errNoKeyProof = web.Errorf(http.StatusForbidden, TypeInvalidKeyProof, "Proof of the device key required",
 		"a renewal must be signed by the device's current key over a fresh renew challenge (see RenewMessage); a session alone cannot change a device's key")
 	errBadKeyProof = web.Errorf(http.StatusForbidden, TypeInvalidKeyProof, "Invalid proof of the device key",
-		"the signature is not the device's current key's over this renew challenge and this certificate request")
+		"the signature is not the device's current key's over this challenge and this certificate request")
 )
 
 // handleRenew issues a device a new certificate, for its current key or a

@@ -35,7 +35,7 @@ func TestFullFlow(t *testing.T) {
 		}
 		// A second device, Ed25519, enrolled with the substantial session.
 		_, edKey, _ := ed25519.GenerateKey(rand.Reader)
-		er := e.enroll(u.session.Token, edKey)
+		er := e.approve(u, edKey)
 		if er.Level != LevelSubstantial {
 			t.Fatalf("second device level %s", er.Level)
 		}
@@ -352,7 +352,7 @@ func TestRevocation(t *testing.T) {
 	runDB(t, func(t *testing.T, e *env) {
 		u := e.newUser("karl@example.de", "karl's long password")
 		key2 := newP256(t)
-		er := e.enroll(u.session.Token, key2)
+		er := e.approve(u, key2)
 		s2 := e.login(er.DeviceID, key2, u.password)
 		other := e.newUser("lena@example.de", "lena's long password")
 		// A foreign device cannot be revoked or renewed.

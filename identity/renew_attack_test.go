@@ -158,7 +158,7 @@ func TestAttackRenewEndsOldSessions(t *testing.T) {
 		u := e.newUser("anna@example.de", "anna's long password")
 		// A second device of the account, which must hear of the change.
 		laptop := newP256(t)
-		second := e.enroll(u.session.Token, laptop)
+		second := e.approve(u, laptop)
 		var mu sync.Mutex
 		var told []string
 		e.svc.AddKeyChangeNotice(func(account, device string) {
@@ -278,7 +278,7 @@ func TestAttackRenewFlood(t *testing.T) {
 		devs := []dev{{v.device, v.key}}
 		for len(devs)*MaxKeyChangesPerDevice <= MaxKeyChangesPerAccount {
 			k := newP256(t)
-			devs = append(devs, dev{e.enroll(v.session.Token, k).DeviceID, k})
+			devs = append(devs, dev{e.approve(v, k).DeviceID, k})
 		}
 		changes := 0
 		for _, d := range devs {
@@ -397,7 +397,7 @@ func TestAttackRenewFloodConcurrent(t *testing.T) {
 		devs := []dev{{u.device, u.key}}
 		for len(devs) < MaxDevices {
 			k := newP256(t)
-			devs = append(devs, dev{e.enroll(u.session.Token, k).DeviceID, k})
+			devs = append(devs, dev{e.approve(u, k).DeviceID, k})
 		}
 		const perDevice = 2 // below MaxKeyChangesPerDevice: only the account limit bites
 		if len(devs)*perDevice <= MaxKeyChangesPerAccount || perDevice > MaxKeyChangesPerDevice {
@@ -430,6 +430,67 @@ func TestAttackRenewFloodConcurrent(t *testing.T) {
 		}
 		if got := e.revokedSerials() - revoked; got != MaxKeyChangesPerAccount {
 			t.Fatalf("%d serials revoked, want %d", got, MaxKeyChangesPerAccount)
+		}
+	})
+}
+
+// TestAttackEnrolWithStolenToken: the adversary holds a copy of an office
+// agent's substantial session token and a key pair of their own. Instead
+// of moving the agent's device to their key, they try to add their own
+// device to the agent's account, which would get a membership of the
+// office. A further device needs the approval of the session's device,
+// signed with its key: refused, and the account is as before.
+func TestAttackEnrolWithStolenToken(t *testing.T) {
+	runDB(t, func(t *testing.T, e *env) {
+		f := e.newOrg(KindOffice)
+		agent := f.agent
+		state := func() string {
+			var b strings.Builder
+			for _, q := range []string{
+				`SELECT COUNT(*) FROM identity_devices WHERE account_id = $1`,
+				`SELECT COUNT(*) FROM identity_memberships WHERE account_id = $1`,
+				`SELECT COUNT(*) FROM identity_device_certs c JOIN identity_devices d ON d.id = c.device_id WHERE d.account_id = $1`,
+			} {
+				var n int
+				if err := e.d.QueryRow(context.Background(), q, agent.account).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				fmt.Fprintf(&b, "%d ", n)
+			}
+			return b.String()
+		}
+		before := state()
+		thief := newP256(t)
+		thiefCSR := csrFor(t, thief)
+		approval := func(signer crypto.Signer) EnrollRequest {
+			var c ChallengeResponse
+			e.must(e.do("POST", "/v1/sessions/challenge", "", map[string]string{"device_id": agent.device, "purpose": "approve"}), 200).decode(t, &c)
+			der, _ := base64.StdEncoding.DecodeString(thiefCSR)
+			h := sha256.Sum256(der)
+			msg := "kanal device approve v1\n" + c.ChallengeID + "\n" + agent.device + "\n" + c.Nonce + "\n" + hex.EncodeToString(h[:])
+			return EnrollRequest{Name: "Dienst-Laptop", CSR: thiefCSR, ChallengeID: c.ChallengeID, Signature: sign(t, signer, []byte(msg))}
+		}
+		for _, a := range []struct {
+			name string
+			body func() any
+		}{
+			{"no approval", func() any { return EnrollRequest{Name: "Dienst-Laptop", CSR: thiefCSR} }},
+			{"approval signed by the thief's own key", func() any { return approval(thief) }},
+		} {
+			r := e.do("POST", "/v1/devices", agent.session.Token, a.body())
+			if r.status < 400 {
+				t.Fatalf("%s: the thief enrolled a device of the agent's account: %d %s", a.name, r.status, r.body)
+			}
+			e.mustProblem(r, 403, TypeInvalidKeyProof)
+			if after := state(); after != before {
+				t.Fatalf("%s: refused but the account changed: %s → %s", a.name, before, after)
+			}
+		}
+		// The agent's own device approves: that works, and the new device
+		// gets the membership.
+		er := e.approve(agent, newP256(t))
+		if e.membershipCount(er.DeviceID) != 1 {
+			t.Fatal("the approved device has no membership")
 		}
 	})
 }

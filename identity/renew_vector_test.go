@@ -12,13 +12,15 @@ import (
 
 var updateVectors = flag.Bool("update", false, "rewrite identity/testdata/renew-vectors.json")
 
-// renewVector is one test vector of the renewal proof, as
+// renewVector is one test vector of a device-key proof — a renewal
+// (RenewMessage) or an approval of a new device (ApproveMessage) — as
 // docs/api-identity.md cites it: the inputs, the exact bytes signed, and
 // an Ed25519 signature over them (Ed25519 is deterministic, so the
 // signature is part of the vector).
 type renewVector struct {
+	Kind        string `json:"kind"` // "renew" or "approve"
 	ChallengeID string `json:"challenge_id"`
-	DeviceID    string `json:"device_id"`
+	DeviceID    string `json:"device_id"` // the renewed device, or the approving one
 	Nonce       string `json:"nonce"`
 	CSR         string `json:"csr"`          // base64 DER, as RenewRequest carries it
 	Message     string `json:"message"`      // the signed bytes, as a string
@@ -41,13 +43,17 @@ func TestRenewMessageVectors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v := renewVector{ChallengeID: "chl_abcdefghijklmnop", DeviceID: "dev_qrstuvwxyz234567",
-			Nonce: base64.StdEncoding.EncodeToString(make([]byte, NonceBytes)), CSR: base64.StdEncoding.EncodeToString(csr),
-			Ed25519Seed: hex.EncodeToString(seed)}
-		msg := RenewMessage(v.ChallengeID, v.DeviceID, v.Nonce, csr)
-		v.Message, v.MessageHex = string(msg), hex.EncodeToString(msg)
-		v.Signature = base64.StdEncoding.EncodeToString(ed25519.Sign(key, msg))
-		out, _ := json.MarshalIndent([]renewVector{v}, "", "  ")
+		var vs []renewVector
+		for _, kind := range []string{"renew", "approve"} {
+			v := renewVector{Kind: kind, ChallengeID: "chl_abcdefghijklmnop", DeviceID: "dev_qrstuvwxyz234567",
+				Nonce: base64.StdEncoding.EncodeToString(make([]byte, NonceBytes)), CSR: base64.StdEncoding.EncodeToString(csr),
+				Ed25519Seed: hex.EncodeToString(seed)}
+			msg := vectorMessage(v, csr)
+			v.Message, v.MessageHex = string(msg), hex.EncodeToString(msg)
+			v.Signature = base64.StdEncoding.EncodeToString(ed25519.Sign(key, msg))
+			vs = append(vs, v)
+		}
+		out, _ := json.MarshalIndent(vs, "", "  ")
 		if err := os.WriteFile(renewVectorsFile, append(out, '\n'), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -65,9 +71,9 @@ func TestRenewMessageVectors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		msg := RenewMessage(v.ChallengeID, v.DeviceID, v.Nonce, csr)
+		msg := vectorMessage(v, csr)
 		if string(msg) != v.Message || hex.EncodeToString(msg) != v.MessageHex {
-			t.Fatalf("RenewMessage = %q, the vector says %q", msg, v.Message)
+			t.Fatalf("%s message = %q, the vector says %q", v.Kind, msg, v.Message)
 		}
 		seed, _ := hex.DecodeString(v.Ed25519Seed)
 		key := ed25519.NewKeyFromSeed(seed)
@@ -76,9 +82,14 @@ func TestRenewMessageVectors(t *testing.T) {
 			t.Fatal("the vector's signature does not verify as the server verifies")
 		}
 		// One byte more or less in any field breaks the proof.
+		other := v
+		other.Kind = map[string]string{"renew": "approve", "approve": "renew"}[v.Kind]
+		moved := v
+		moved.DeviceID += "x"
 		for _, bad := range [][]byte{
-			RenewMessage(v.ChallengeID, v.DeviceID+"x", v.Nonce, csr),
-			RenewMessage(v.ChallengeID, v.DeviceID, v.Nonce, append(csr, 0)),
+			vectorMessage(moved, csr),
+			vectorMessage(v, append(csr, 0)),
+			vectorMessage(other, csr),
 			LoginMessage(v.ChallengeID, v.DeviceID, v.Nonce),
 		} {
 			if verifySignature(key.Public(), bad, sig) {
@@ -86,4 +97,11 @@ func TestRenewMessageVectors(t *testing.T) {
 			}
 		}
 	}
+}
+
+func vectorMessage(v renewVector, csr []byte) []byte {
+	if v.Kind == "approve" {
+		return ApproveMessage(v.ChallengeID, v.DeviceID, v.Nonce, csr)
+	}
+	return RenewMessage(v.ChallengeID, v.DeviceID, v.Nonce, csr)
 }

@@ -37,9 +37,9 @@ func (s *Service) handleChallenge(w http.ResponseWriter, r *http.Request) error 
 	switch purpose {
 	case "":
 		purpose = ChallengeLogin
-	case ChallengeLogin, ChallengeRenew:
+	case ChallengeLogin, ChallengeRenew, ChallengeApprove:
 	default:
-		return validationf("purpose must be %q or %q", ChallengeLogin, ChallengeRenew)
+		return validationf("purpose must be %q, %q or %q", ChallengeLogin, ChallengeRenew, ChallengeApprove)
 	}
 	ctx := r.Context()
 	var revoked sql.NullInt64

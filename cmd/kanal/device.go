@@ -59,7 +59,7 @@ certificate back to 'kanal device install'.`,
 		{
 			name: "device approve", args: "[--name N] <request-file|->", nargs: 1,
 			summary: "on an enrolled device: certify another machine's request, print its certificate",
-			help:    `Needs a session of level substantial ('kanal login' with the password).`,
+			help:    `Needs a session of level substantial ('kanal login' with the password); this device signs the approval with its key.`,
 			flags: func(fs *flag.FlagSet, o *opts) {
 				fs.StringVar(&o.name, "name", "", "the new device's `name`")
 			},
@@ -319,7 +319,9 @@ func deviceApprove(ctx context.Context, c *cli, o *opts, args []string) error {
 	if name == "" {
 		name = "device approved by " + st.Data.DeviceID
 	}
-	res, err := api.EnrollCSR(ctx, name, csr)
+	// This device approves the new one with its key; the session alone
+	// would not do.
+	res, err := api.WithDevice(st.Data.DeviceID, st.Data.DeviceKey).EnrollCSR(ctx, name, csr)
 	if err != nil {
 		return err
 	}

@@ -44,7 +44,8 @@ func (c *Client) SetPassword(ctx context.Context, password, current string) erro
 // EnrollDevice asks the CA to certify key as a new device of the account,
 // proving possession with a certificate request that key signs. The private
 // key never leaves the caller. The first device enrolls with the setup
-// token, later ones with a session of level substantial.
+// token, later ones with a session of level substantial whose device
+// approves them (WithDevice).
 func (c *Client) EnrollDevice(ctx context.Context, name string, key crypto.Signer) (*identity.EnrollResponse, error) {
 	csr, err := CertificateRequest(key)
 	if err != nil {
@@ -56,8 +57,26 @@ func (c *Client) EnrollDevice(ctx context.Context, name string, key crypto.Signe
 // EnrollCSR is EnrollDevice for a certificate request made elsewhere: by a
 // new device whose key this client never holds, which is how an enrolled
 // device approves another.
+//
+// With a session, the client must know the session's device and key
+// (WithDevice): that device approves the new one by signing
+// identity.ApproveMessage over a fresh challenge and the request.
 func (c *Client) EnrollCSR(ctx context.Context, name string, csrDER []byte) (*identity.EnrollResponse, error) {
 	req := identity.EnrollRequest{Name: name, CSR: base64.StdEncoding.EncodeToString(csrDER)}
+	if c.key != nil {
+		if err := checkKey(c.key); err != nil {
+			return nil, err
+		}
+		ch, err := c.challenge(ctx, c.device, identity.ChallengeApprove)
+		if err != nil {
+			return nil, err
+		}
+		sig, err := signMessage(c.key, identity.ApproveMessage(ch.ChallengeID, c.device, ch.Nonce, csrDER))
+		if err != nil {
+			return nil, fmt.Errorf("sign approval: %w", err)
+		}
+		req.ChallengeID, req.Signature = ch.ChallengeID, base64.StdEncoding.EncodeToString(sig)
+	}
 	var out identity.EnrollResponse
 	if err := c.do(ctx, http.MethodPost, "/v1/devices", req, &out, http.StatusCreated); err != nil {
 		return nil, err
@@ -114,12 +133,9 @@ func (c *Client) Renew(ctx context.Context, id string, r Renewal) (*identity.Enr
 	if err != nil {
 		return nil, err
 	}
-	var ch identity.ChallengeResponse
-	if err := c.do(ctx, http.MethodPost, "/v1/sessions/challenge", identity.ChallengeRequest{DeviceID: id, Purpose: identity.ChallengeRenew}, &ch, http.StatusOK); err != nil {
-		return nil, fmt.Errorf("challenge: %w", err)
-	}
-	if nonce, err := base64.StdEncoding.DecodeString(ch.Nonce); err != nil || len(nonce) < minNonceBytes || ch.ChallengeID == "" {
-		return nil, fmt.Errorf("%w: malformed challenge", ErrBadResponse)
+	ch, err := c.challenge(ctx, id, identity.ChallengeRenew)
+	if err != nil {
+		return nil, err
 	}
 	sig, err := signMessage(r.Current, identity.RenewMessage(ch.ChallengeID, id, ch.Nonce, csr))
 	if err != nil {
@@ -303,4 +319,19 @@ func (c *Client) DirectoryCA(ctx context.Context) (*identity.DirectoryCA, error)
 		return nil, err
 	}
 	return &out, nil
+}
+
+// challenge asks for a challenge for device and purpose and checks that
+// the server sent what it promised.
+func (c *Client) challenge(ctx context.Context, device, purpose string) (*identity.ChallengeResponse, error) {
+	var ch identity.ChallengeResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/sessions/challenge", identity.ChallengeRequest{DeviceID: device, Purpose: purpose}, &ch, http.StatusOK); err != nil {
+		return nil, fmt.Errorf("challenge: %w", err)
+	}
+	// The nonce is signed as the server sent it, base64 and all; decoding
+	// it only checks that the server sent what it promised.
+	if nonce, err := base64.StdEncoding.DecodeString(ch.Nonce); err != nil || len(nonce) < minNonceBytes || ch.ChallengeID == "" {
+		return nil, fmt.Errorf("%w: malformed challenge", ErrBadResponse)
+	}
+	return &ch, nil
 }
