@@ -83,6 +83,11 @@ var (
 		"this device has been removed from its account")
 	errOperatorExpired = web.Errorf(http.StatusUnauthorized, TypeInvalidToken, "Operator token expired",
 		"issue a new one on the server with: kanald operator reset")
+	// An expired certificate cannot be renewed: renewing needs the
+	// certificate to vouch for the key that proves the renewal. The way
+	// back is the way any new device comes in.
+	errDeviceExpired = web.Errorf(http.StatusUnauthorized, TypeDeviceExpired, "Device certificate expired",
+		"this device's certificate has expired and can no longer be renewed; enrol this machine again as a new device, approved by another of your devices, and revoke the old one")
 )
 
 func (s *Service) authenticate(h http.Handler, kinds accept, min ca.Level) http.Handler {
@@ -129,12 +134,12 @@ func (s *Service) identify(r *http.Request, kinds accept) (*caller, error) {
 	switch {
 	case strings.HasPrefix(tok, prefixSession) && kinds&acceptSession != 0:
 		var c caller
-		var level, expires int64
+		var level, expires, devExpires int64
 		var revoked int
 		var devRevoked sql.NullInt64
-		err := s.db.QueryRow(ctx, `SELECT s.token_hash, s.account_id, s.device_id, s.level, s.expires_at, s.revoked, d.revoked_at
+		err := s.db.QueryRow(ctx, `SELECT s.token_hash, s.account_id, s.device_id, s.level, s.expires_at, s.revoked, d.revoked_at, d.expires_at
 			FROM identity_sessions s JOIN identity_devices d ON d.id = s.device_id WHERE s.token_hash = $1`, h).
-			Scan(&c.sessionHash, &c.p.AccountID, &c.p.DeviceID, &level, &expires, &revoked, &devRevoked)
+			Scan(&c.sessionHash, &c.p.AccountID, &c.p.DeviceID, &level, &expires, &revoked, &devRevoked, &devExpires)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return nil, errBadToken
@@ -146,6 +151,10 @@ func (s *Service) identify(r *http.Request, kinds accept) (*caller, error) {
 			return nil, errDeviceRevoked
 		case revoked != 0:
 			return nil, errBadToken
+		case devExpires <= now:
+			// A session is no stronger than the certificate it was
+			// opened with: it ends when the certificate does.
+			return nil, errDeviceExpired
 		case expires <= now:
 			return nil, errSessionExpired
 		}

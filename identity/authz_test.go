@@ -185,7 +185,7 @@ func TestOrganisations(t *testing.T) {
 
 		// The agent's device certificate and membership verify together.
 		key2 := newP256(t)
-		er := e.enroll(f.agent.session.Token, key2) // a new device gets a membership too
+		er := e.approve(f.agent, key2) // a new device gets a membership too
 		var d DirectoryOrg
 		e.must(e.do("GET", "/v1/directory/orgs/"+f.org.OrgID, f.agent.session.Token, nil), 200).decode(t, &d)
 		orgBlock, _ := pem.Decode([]byte(d.Certificate))

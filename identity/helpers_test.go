@@ -265,6 +265,20 @@ func (e *env) enroll(token string, key crypto.Signer) EnrollResponse {
 	return er
 }
 
+// approve enrolls key as a further device of u's account, with u's
+// session and u's device approving it with its key.
+func (e *env) approve(u *user, key crypto.Signer) EnrollResponse {
+	e.t.Helper()
+	var c ChallengeResponse
+	e.must(e.do("POST", "/v1/sessions/challenge", "", ChallengeRequest{DeviceID: u.device, Purpose: ChallengeApprove}), 200).decode(e.t, &c)
+	csr := csrFor(e.t, key)
+	der, _ := base64.StdEncoding.DecodeString(csr)
+	req := EnrollRequest{Name: "Laptop", CSR: csr, ChallengeID: c.ChallengeID, Signature: sign(e.t, u.key, ApproveMessage(c.ChallengeID, u.device, c.Nonce, der))}
+	var er EnrollResponse
+	e.must(e.do("POST", "/v1/devices", u.session.Token, req), 201).decode(e.t, &er)
+	return er
+}
+
 func (e *env) challenge(device string) ChallengeResponse {
 	e.t.Helper()
 	var c ChallengeResponse

@@ -56,6 +56,15 @@ const (
 	MaxLockout       = 15 * time.Minute
 	FailureMemory    = 24 * time.Hour
 
+	// Key changes: each revokes a certificate serial, which every client
+	// downloads with the revocation list, so a device may change its key at
+	// most MaxKeyChangesPerDevice times and an account (all its devices
+	// together) MaxKeyChangesPerAccount times per KeyChangeWindow. Renewals
+	// that keep the key revoke nothing and are not counted.
+	KeyChangeWindow         = 24 * time.Hour
+	MaxKeyChangesPerDevice  = 3
+	MaxKeyChangesPerAccount = 10
+
 	// CRLLifetime is how long a served revocation list is valid; the list is
 	// signed afresh for every request, so revocation is visible at once.
 	CRLLifetime = time.Hour

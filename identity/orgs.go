@@ -403,7 +403,11 @@ func (s *Service) issueMemberships(ctx context.Context, tx *sql.Tx, o orgRow, ac
 	if err != nil {
 		return nil, err
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT id, cert_pem FROM identity_devices WHERE account_id = $1 AND revoked_at IS NULL ORDER BY id`, account)
+	now := s.now()
+	// An expired device gets no membership: its certificate vouches for
+	// nothing any more, and a membership names the device's key.
+	rows, err := tx.QueryContext(ctx, `SELECT id, cert_pem FROM identity_devices WHERE account_id = $1 AND revoked_at IS NULL AND expires_at > $2 ORDER BY id`,
+		account, now.Unix())
 	if err != nil {
 		return nil, err
 	}
@@ -424,15 +428,20 @@ func (s *Service) issueMemberships(ctx context.Context, tx *sql.Tx, o orgRow, ac
 		return nil, err
 	}
 	out := []MemberDevice{}
-	now := s.now()
 	for _, d := range devs {
 		cert, err := parsePEMCert(d.pem)
 		if err != nil {
 			return nil, err
 		}
+		// A membership lasts no longer than the organisation's certificate
+		// nor than the device certificate whose key it names; renewing the
+		// device renews its memberships.
 		notAfter := now.Add(ca.DefaultMembershipLifetime)
 		if orgEnd := auth.Certificate().NotAfter; notAfter.After(orgEnd) {
 			notAfter = orgEnd
+		}
+		if notAfter.After(cert.NotAfter) {
+			notAfter = cert.NotAfter
 		}
 		m, err := auth.IssueMembership(ca.MembershipRequest{DevicePublicKey: cert.PublicKey.(crypto.PublicKey), AccountID: account, DeviceID: d.id,
 			Role: role, NotBefore: now.Add(-certSkew), NotAfter: notAfter})

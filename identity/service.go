@@ -83,6 +83,8 @@ type Service struct {
 	hooks []RevocationHook
 	// notices run after a revocation has committed.
 	notices []func(deviceID string)
+	// keyNotices run after a device's key change has committed.
+	keyNotices []func(accountID, deviceID string)
 }
 
 // New checks o and returns a Service.
@@ -146,6 +148,21 @@ func (s *Service) AddRevocationNotice(f func(deviceID string)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.notices = append(s.notices, f)
+}
+
+// AddKeyChangeNotice registers f to be called after a renewal that gave
+// device deviceID of account accountID a new key has committed: kanald
+// tells the account's devices, so a key change nobody asked for is seen.
+func (s *Service) AddKeyChangeNotice(f func(accountID, deviceID string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.keyNotices = append(s.keyNotices, f)
+}
+
+func (s *Service) keyChangeNotices() []func(string, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.keyNotices)
 }
 
 func (s *Service) revocationHooks() ([]RevocationHook, []func(string)) {

@@ -51,6 +51,7 @@ type opts struct {
 	kind       string
 	role       string
 	deviceOnly bool
+	newKey     string
 	ca         bool
 }
 

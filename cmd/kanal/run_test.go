@@ -160,7 +160,16 @@ func TestInProcess(t *testing.T) {
 	must("Password set.", "password")
 	must("level substantial", "login")
 	must("Renewed the certificate", "device", "renew")
-	must("BEGIN CERTIFICATE", "device", "show")
+	// A key change ends this device's sessions; the new key logs in.
+	oldCert := must("BEGIN CERTIFICATE", "device", "show")
+	must("Changed the key of device", "device", "renew", "--new-key", "p256")
+	if code, out := runKanal(t, env, "whoami"); code == 0 {
+		t.Fatalf("whoami after a key change: exit 0\n%s", out)
+	}
+	must("level substantial", "login")
+	if newCert := must("BEGIN CERTIFICATE", "device", "show"); newCert == oldCert {
+		t.Fatal("the key change kept the old certificate")
+	}
 	must("Logged out.", "logout")
 
 	// Enrolled before a password: the certificate is low until renewed.

@@ -19,6 +19,7 @@ import (
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/web"
 	"github.com/kanal-server/kanal/messaging"
+	"github.com/kanal-server/kanal/messaging/kind"
 	"github.com/kanal-server/kanal/messaging/mailbox"
 	"github.com/kanal-server/kanal/messaging/push"
 	"github.com/kanal-server/kanal/payments"
@@ -126,6 +127,13 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	a.ident.AddRevocationNotice(func(device string) {
 		if err := hub.Disconnect(device); err != nil {
 			log.Warn("disconnect revoked device", "device", device, "err", err)
+		}
+	})
+	// A key change is announced to the account's devices, so that one
+	// nobody on the account asked for is seen.
+	a.ident.AddKeyChangeNotice(func(account, device string) {
+		if err := announceKeyChange(prekeys, account, device); err != nil {
+			log.Warn("announce key change", "device", device, "err", err)
 		}
 	})
 	sweepCtx, stop := context.WithCancel(context.Background())
@@ -292,4 +300,27 @@ func registerStateMetrics(reg *prometheus.Registry, d *db.DB, b *bus.Bus) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_nats_reconnects_total", Help: "NATS reconnects since start."},
 			func() float64 { return float64(b.Conn().Stats().Reconnects) }),
 	)
+}
+
+// keyChangeTimeout bounds posting a key change notice, which runs after
+// the renewal has committed, in its request.
+const keyChangeTimeout = 10 * time.Second
+
+// announceKeyChange posts a device.change notice to every device of the
+// account, in the account's conversation with itself.
+func announceKeyChange(m *messaging.Service, account, device string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), keyChangeTimeout)
+	defer cancel()
+	now := time.Now()
+	msg, err := kind.New(fmt.Sprintf("kanal-key-%s-%d", device, now.UnixNano()), now,
+		&kind.DeviceChangeBody{AccountID: account, DeviceID: device, Op: "key"})
+	if err != nil {
+		return err
+	}
+	raw, err := msg.Marshal()
+	if err != nil {
+		return err
+	}
+	return m.PostNotice(ctx, messaging.Notice{Accounts: []string{account},
+		Conversation: messaging.DirectConversation(account, account), Message: raw})
 }

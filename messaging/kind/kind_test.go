@@ -34,6 +34,7 @@ var valid = []kind.Body{
 	&kind.FormSubmissionBody{FormID: "f1", SubmissionID: "sub1", Answers: map[string]string{"name": "Erika Mustermann"}},
 	&kind.DocumentShareBody{DocumentID: "d1", Version: 1, Name: "Bescheid.pdf", Key: key32, SHA256: sha256},
 	&kind.GroupChangeBody{GroupID: "g_1", Op: "added", AccountID: "acc_2", By: "acc_1", Role: "member"},
+	&kind.DeviceChangeBody{AccountID: "acc_1", DeviceID: "dev_1", Op: "key"},
 }
 
 func TestEveryKindRoundTrips(t *testing.T) {
@@ -65,10 +66,11 @@ func TestEveryKindRoundTrips(t *testing.T) {
 			t.Errorf("kind %s has no valid example in this test", k)
 		}
 	}
-	// docs/design.md's twelve kinds, and group.change, which only the server
-	// writes (membership changes every member sees).
-	if len(kind.Kinds()) != 13 {
-		t.Errorf("%d kinds registered, want docs/design.md's 12 and group.change", len(kind.Kinds()))
+	// docs/design.md's twelve kinds, and group.change and device.change, which
+	// only the server writes (membership changes every member sees, key
+	// changes every device of the account sees).
+	if len(kind.Kinds()) != 14 {
+		t.Errorf("%d kinds registered, want docs/design.md's 12, group.change and device.change", len(kind.Kinds()))
 	}
 }
 
@@ -105,6 +107,8 @@ func TestInvalidBodies(t *testing.T) {
 		"group change bad op":     &kind.GroupChangeBody{GroupID: "g", Op: "merge", AccountID: "a", By: "b"},
 		"group removal with role": &kind.GroupChangeBody{GroupID: "g", Op: "removed", AccountID: "a", By: "b", Role: "admin"},
 		"group add without role":  &kind.GroupChangeBody{GroupID: "g", Op: "added", AccountID: "a", By: "b"},
+		"device change bad op":    &kind.DeviceChangeBody{AccountID: "a", DeviceID: "d", Op: "revoked"},
+		"device change no device": &kind.DeviceChangeBody{AccountID: "a", Op: "key"},
 		"invite without close":    &kind.SurveyInviteBody{SurveyID: "s", Title: "t"},
 		"offer not a JWS":         &kind.OfferBody{OfferID: "o", JWS: "hello"},
 		"negative amount":         &kind.PaymentRequestBody{RequestID: "r", AmountCents: -5, Currency: "EUR", Creditor: "c", IBAN: "DE89370400440532013000", Reference: "x", DueDate: "2026-12-31"},
