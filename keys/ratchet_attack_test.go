@@ -300,3 +300,40 @@ func TestPropertyNoForgeryFromPublicValues(t *testing.T) {
 	}
 	t.Logf("%d forgeries over %d states refused", tried, len(states))
 }
+
+// TestAttackZeroSharedKey: a session whose root is the all-zero key (what
+// an unset shared key looks like) would have chains anyone can compute; it
+// is refused before it exists.
+func TestAttackZeroSharedKey(t *testing.T) {
+	b := newParty(t, nil, "bob-laptop")
+	zero := make([]byte, SharedKeySize)
+	if _, err := NewInitiatorSession(nil, zero, nil, b.spk.Public()); !errors.Is(err, ErrInvalidKey) {
+		t.Fatalf("initiator session from a zero shared key: %v, want ErrInvalidKey", err)
+	}
+	if _, err := NewResponderSession(nil, zero, nil, b.spk); !errors.Is(err, ErrInvalidKey) {
+		t.Fatalf("responder session from a zero shared key: %v, want ErrInvalidKey", err)
+	}
+}
+
+// TestHasReceivingChain: the initiator has a receiving chain only once it
+// has decrypted the responder's reply; a refused forgery does not give it
+// one.
+func TestHasReceivingChain(t *testing.T) {
+	alice, bob := newSessionPair(t, nil)
+	if alice.HasReceivingChain() || bob.HasReceivingChain() {
+		t.Fatal("fresh sessions claim a receiving chain")
+	}
+	m := mustEncrypt(t, alice, "m")
+	alice.Decrypt(forgeRatchetMessage(alice.ad, alice.dhr, 0, 0, [32]byte{}, []byte("forged")))
+	if alice.HasReceivingChain() {
+		t.Fatal("a refused forgery gave the initiator a receiving chain")
+	}
+	mustDecrypt(t, bob, m, "m")
+	if !bob.HasReceivingChain() {
+		t.Fatal("responder after the first message has no receiving chain")
+	}
+	mustDecrypt(t, alice, mustEncrypt(t, bob, "r"), "r")
+	if !alice.HasReceivingChain() {
+		t.Fatal("initiator after the reply has no receiving chain")
+	}
+}
