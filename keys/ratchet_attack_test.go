@@ -130,7 +130,11 @@ func TestAttackForgedBeforeFirstReply(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustDecrypt(t, bob, first, "Guten Tag")
-	mustDecrypt(t, alice, mustEncrypt(t, bob, "Hallo Alice"), "Hallo Alice")
+	// Control: the forger is right about the format. With Bob's real
+	// sending chain key — the secret the adversary lacks — the same
+	// construction is Bob's real answer, and Alice reads it.
+	mustDecrypt(t, alice, forgeRatchetMessage(ad, bob.dhsPub, 0, 0, bob.cks, []byte("Hallo Alice")), "Hallo Alice")
+	mustDecrypt(t, bob, mustEncrypt(t, alice, "Gut."), "Gut.")
 }
 
 // sessionState is one named state of a session pair, with everything
@@ -283,7 +287,7 @@ func TestPropertyNoForgeryFromPublicValues(t *testing.T) {
 			}
 			for _, dh := range ratchetKeys {
 				for _, ck := range cks {
-					for _, c := range []struct{ pn, n uint32 }{{0, 0}, {0, 1}, {3, 0}, {1, 2}, {0, 5}} {
+					for _, c := range []struct{ pn, n uint32 }{{0, 0}, {0, 2}, {3, 1}} {
 						forged := forgeRatchetMessage(st.ad, dh, c.pn, c.n, ck, pt)
 						tried++
 						if got, err := victim.Decrypt(forged); err == nil {
@@ -335,5 +339,97 @@ func TestHasReceivingChain(t *testing.T) {
 	mustDecrypt(t, alice, mustEncrypt(t, bob, "r"), "r")
 	if !alice.HasReceivingChain() {
 		t.Fatal("initiator after the reply has no receiving chain")
+	}
+}
+
+// TestAttackForgedInitialMessage: instead of a ratchet message the
+// adversary sends Alice a new PQXDH initial message "from Bob", built from
+// Bob's published identity and Alice's published bundle: an ephemeral key
+// of its own, an ML-KEM ciphertext it encapsulated itself (so it knows SS),
+// and the DH outputs it can compute (DH2, DH3, DH4). DH1 = DH(IKB, SPKA)
+// needs Bob's identity key; the adversary guesses it (zero, or a DH it can
+// compute). The first ratchet message it builds on that guess must not
+// decrypt in the session Alice starts as the responder.
+func TestAttackForgedInitialMessage(t *testing.T) {
+	a := newParty(t, nil, "alice-phone")
+	b := newParty(t, nil, "bob-laptop")
+	aliceBundle := a.bundle(t, true)
+	ikB := b.id.Public()
+
+	e, err := newX25519(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dh := func(pub *ecdh.PublicKey) []byte {
+		out, err := e.ECDH(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	ss, ct := aliceBundle.PQPrekey.Key().Encapsulate()
+	msg := InitialMessage{Identity: ikB, Ephemeral: e.PublicKey(), SignedPrekeyID: aliceBundle.SignedPrekey.ID(),
+		PQPrekeyID: aliceBundle.PQPrekey.ID(), HasOneTimePrekey: true, OneTimePrekeyID: aliceBundle.OneTimePrekey.ID(), KEMCiphertext: ct}
+	dh2 := dh(aliceBundle.Identity.AgreementKey()) // DH(EK, IKA) = DH(IKA, EK)
+	dh3 := dh(aliceBundle.SignedPrekey.Key())
+	dh4 := dh(aliceBundle.OneTimePrekey.Key())
+	ad := publicAD(t, ikB, aliceBundle.Identity)
+	ratchet, err := newX25519(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ratchetDH, err := ratchet.ECDH(aliceBundle.SignedPrekey.Key())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	realDH1, err := b.id.dh.ECDH(aliceBundle.SignedPrekey.Key())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The last "guess" is the real DH1, which needs Bob's identity key: a
+	// control that the construction is right, so the refusals before it
+	// come from the missing secret alone.
+	guesses := [][]byte{make([]byte, 32), dh2, dh3, dh(ikB.AgreementKey()), realDH1}
+	for i, dh1 := range guesses {
+		ikm := bytes.Repeat([]byte{0xFF}, 32)
+		for _, part := range [][]byte{dh1, dh2, dh3, dh4, ss} {
+			ikm = append(ikm, part...)
+		}
+		guessSK, err := hkdf.Key(sha256.New, ikm, make([]byte, 32), "kanal PQXDH X25519 SHA-256 ML-KEM-768 v1", 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// KDF_RK(SK, DH(SPKA, ratchet key)): the chain Alice would receive on.
+		okm, err := hkdf.Key(sha256.New, ratchetDH, guessSK, "kanal ratchet root v1", 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ck [32]byte
+		copy(ck[:], okm[32:])
+		forged := forgeRatchetMessage(ad, pub32(ratchet.PublicKey()), 0, 0, ck, []byte("Hier ist Bob."))
+
+		// Alice runs PQXDH as the responder and decrypts the first message,
+		// as the SDK does.
+		sk, rad, err := RespondPQXDH(a.responderKeys(true), &msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := NewResponderSession(nil, sk, rad, a.spk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pt, err := s.Decrypt(forged)
+		if i == len(guesses)-1 {
+			if err != nil || string(pt) != "Hier ist Bob." {
+				t.Fatalf("control with Bob's identity key: %q %v", pt, err)
+			}
+			continue
+		}
+		if err == nil {
+			t.Fatalf("guess %d: forged initial message opened a session: %q", i, pt)
+		} else if !errors.Is(err, ErrDecrypt) {
+			t.Fatalf("guess %d: %v, want ErrDecrypt", i, err)
+		}
 	}
 }
