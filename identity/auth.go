@@ -26,6 +26,8 @@ type caller struct {
 	setup       bool
 	p           Principal
 	sessionHash string
+	family      string // of a session
+	expires     int64  // of a session, Unix seconds
 }
 
 type ctxKey struct{}
@@ -121,9 +123,9 @@ func (s *Service) identify(r *http.Request, kinds accept) (*caller, error) {
 		var level, expires int64
 		var revoked int
 		var devRevoked sql.NullInt64
-		err := s.db.QueryRow(ctx, `SELECT s.token_hash, s.account_id, s.device_id, s.level, s.expires_at, s.revoked, d.revoked_at
+		err := s.db.QueryRow(ctx, `SELECT s.token_hash, s.family, s.account_id, s.device_id, s.level, s.expires_at, s.revoked, d.revoked_at
 			FROM identity_sessions s JOIN identity_devices d ON d.id = s.device_id WHERE s.token_hash = $1`, h).
-			Scan(&c.sessionHash, &c.p.AccountID, &c.p.DeviceID, &level, &expires, &revoked, &devRevoked)
+			Scan(&c.sessionHash, &c.family, &c.p.AccountID, &c.p.DeviceID, &level, &expires, &revoked, &devRevoked)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return nil, errBadToken
@@ -139,6 +141,7 @@ func (s *Service) identify(r *http.Request, kinds accept) (*caller, error) {
 			return nil, errSessionExpired
 		}
 		c.p.Level = ca.Level(level)
+		c.expires = expires
 		return &c, nil
 	case strings.HasPrefix(tok, prefixSetup) && kinds&acceptSetup != 0:
 		var c caller

@@ -315,14 +315,11 @@ func (s *Service) RevokeDevice(ctx context.Context, deviceID, actor string) erro
 				return err
 			}
 		}
-		for _, q := range []string{
-			`UPDATE identity_sessions SET revoked = 1 WHERE device_id = $1`,
-			`UPDATE identity_refresh_tokens SET revoked = 1 WHERE device_id = $1`,
-			`DELETE FROM identity_challenges WHERE device_id = $1`,
-		} {
-			if _, err := tx.ExecContext(ctx, q, deviceID); err != nil {
-				return err
-			}
+		if err := endDeviceSessionsTx(ctx, tx, deviceID); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM identity_challenges WHERE device_id = $1`, deviceID); err != nil {
+			return err
 		}
 		for _, h := range hooks {
 			if err := h(ctx, tx, deviceID); err != nil {
@@ -332,6 +329,7 @@ func (s *Service) RevokeDevice(ctx context.Context, deviceID, actor string) erro
 		return audit(ctx, tx, now, actor, "device.revoke", "", account, deviceID)
 	})
 	if err == nil && revoked {
+		s.sessionsEnded(SessionEnd{Reason: EndDeviceRevoked, Device: deviceID})
 		for _, n := range notices {
 			n(deviceID)
 		}

@@ -78,6 +78,8 @@ type Service struct {
 	hooks []RevocationHook
 	// notices run after a revocation has committed.
 	notices []func(deviceID string)
+	// ended run after sessions have ended (sessionend.go).
+	ended []func(SessionEnd)
 }
 
 // New checks o and returns a Service.

@@ -347,8 +347,9 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 	h := hashToken(req.RefreshToken)
 	var resp SessionResponse
 	var fail error
+	var reused string // the family ended for reuse
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
-		fail = nil
+		fail, reused = nil, ""
 		var stored, family, account, device string
 		var level int
 		var expires int64
@@ -376,11 +377,8 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 			// returned after this commits.
 			fail = web.Errorf(http.StatusUnauthorized, TypeRefreshReused, "Refresh token reused",
 				"this refresh token was already used; all sessions of this login are revoked")
-			if _, err := tx.ExecContext(ctx, `UPDATE identity_sessions SET revoked = 1 WHERE family = $1`, family); err != nil {
-				return err
-			}
-			_, err := tx.ExecContext(ctx, `UPDATE identity_refresh_tokens SET revoked = 1 WHERE family = $1`, family)
-			return err
+			reused = family
+			return endFamilyTx(ctx, tx, family)
 		}
 		if fail != nil {
 			return nil
@@ -394,6 +392,9 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if reused != "" {
+		s.sessionsEnded(SessionEnd{Reason: EndRefreshReused, Family: reused})
+	}
 	if fail != nil {
 		return fail
 	}
@@ -404,20 +405,11 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	c := callerFrom(ctx)
-	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
-		var family string
-		if err := tx.QueryRowContext(ctx, `SELECT family FROM identity_sessions WHERE token_hash = $1`, c.sessionHash).Scan(&family); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE identity_sessions SET revoked = 1 WHERE family = $1`, family); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, `UPDATE identity_refresh_tokens SET revoked = 1 WHERE family = $1`, family)
-		return err
-	})
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error { return endFamilyTx(ctx, tx, c.family) })
 	if err != nil {
 		return err
 	}
+	s.sessionsEnded(SessionEnd{Reason: EndLogout, Family: c.family})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
