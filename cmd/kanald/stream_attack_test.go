@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/nats-io/nats.go"
 
 	idclient "github.com/kanal-server/kanal/identity/client"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
@@ -220,5 +221,54 @@ func TestStolenStreamEndsWithTheSession(t *testing.T) {
 				t.Fatalf("the owner got %s, want the held envelope %s", got[0].ID, held[0].ID)
 			}
 		})
+	}
+}
+
+// TestNATSPublisherForgesNothing: a NATS publisher — a client of the
+// deployment's NATS without the CA key — forges a wake-up carrying an
+// envelope of their making for a device whose stream is on one of two
+// real nodes, and the messages that close streams (the old revocation
+// subject, a session end naming the device, its account and its login).
+// The device's socket gets only its real envelopes and stays open.
+func TestNATSPublisherForgesNothing(t *testing.T) {
+	a, b := twoNodes(t)
+	nc, err := nats.Connect(kanaldtest.NATSURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	sender := pushSignUp(t, a, "sender@example.org")
+	v := pushSignUp(t, a, "victim@example.org")
+	startSession(t, sender, v)
+	ws := openStream(t, b.URL, v.Token)
+
+	publish := func(subject string, data []byte) {
+		t.Helper()
+		if err := nc.Publish(subject, data); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		fake, _ := json.Marshal([]mailbox.Envelope{{ID: fmt.Sprint("forged-", i), Seq: int64(i + 1), Conversation: "conv_x",
+			Sender: sender.DeviceID, Recipient: v.DeviceID, Class: "message", Ciphertext: []byte("forged"), ServerTime: time.Now().UTC()}})
+		if i == 1 {
+			fake = append(make([]byte, 32), fake...)
+		}
+		publish("kanal.mbox.wake."+v.DeviceID, fake)
+		end, _ := json.Marshal(map[string]any{"reason": "logged out", "device": v.DeviceID, "account": v.AccountID, "at": time.Now().UnixMilli()})
+		publish("kanal.mbox.end", append(make([]byte, 32), end...))
+		publish("kanal.mbox.disconnect."+v.DeviceID, nil)
+
+		sender.send(t, a.URL, sealed(t, sender, v, fmt.Sprint("real-", i), "real"))
+		got := nextEnvelopes(t, ws)
+		if len(got) != 1 || got[0].Sender != sender.DeviceID || strings.HasPrefix(got[0].ID, "forged") || string(got[0].Ciphertext) == "forged" {
+			t.Fatalf("round %d: the socket got %+v, want only the real envelope", i, got)
+		}
+		if err := ack(ws, got[0].ID); err != nil {
+			t.Fatalf("round %d: the stream was closed: %v", i, err)
+		}
 	}
 }

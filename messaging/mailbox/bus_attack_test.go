@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/kanal-server/kanal/internal/bus"
+	"github.com/kanal-server/kanal/internal/db/dbtest"
 	"github.com/kanal-server/kanal/messaging/mailbox"
 )
 
@@ -159,4 +161,64 @@ func TestForgedDisconnectClosesNothing(t *testing.T) {
 			t.Fatal("the victim's stream was closed by a forged message")
 		}
 	})
+}
+
+// TestReplayedSessionEndClosesNothing: a NATS publisher captures a genuine
+// session end — a password change, which closes every login of the account
+// but one — and replays it later, when the account's owner has logged in
+// anew, to close the new streams. Once the session end is older than the
+// hub accepts, the replay closes nothing. (The node that gets the replay
+// runs its clock two minutes ahead, which is "later" without waiting.)
+func TestReplayedSessionEndClosesNothing(t *testing.T) {
+	d := dbtest.SQLite(t, mailbox.Migrations())
+	store := mailbox.NewStore(d, mailbox.StoreOptions{})
+	bb, err := bus.Open(context.Background(), bus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bb.Close()
+	now := newNode(t, store, bb, 0)
+	later := newNodeWith(t, store, bb, 0, 0, func() time.Time { return time.Now().Add(2 * time.Minute) })
+	evil := publisher(t, now)
+	captured := make(chan []byte, 1)
+	sub, err := evil.Subscribe("kanal.mbox.end", func(m *nats.Msg) {
+		select {
+		case captured <- m.Data:
+		default:
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := evil.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	acc, dev := uniqueDevice("acc"), uniqueDevice("dev_new")
+	if err := now.hub.EndSessions(mailbox.SessionEnd{Reason: "password changed", Account: acc, KeepFamily: "fam_kept"}); err != nil {
+		t.Fatal(err)
+	}
+	var replay []byte
+	select {
+	case replay = <-captured:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session end never crossed the bus")
+	}
+	c := dialSession(t, later, sessionHeader(dev, acc, "fam_new_login"))
+	if f, err := c.next(); err != nil || f.Type != "synced" {
+		t.Fatalf("want synced, got %+v %v", f, err)
+	}
+	waitConnected(t, later, dev)
+	publish(t, evil, "kanal.mbox.end", replay)
+	e := []mailbox.Envelope{env(dev, "dev_a", "after the replay")}
+	if err := store.Append(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	now.hub.Deliver(e)
+	if got := c.collect(1, true); got[0].ID != e[0].ID {
+		t.Fatalf("got %+v", got)
+	}
+	if !later.hub.Connected(dev) {
+		t.Fatal("a replayed session end closed the new login's stream")
+	}
 }

@@ -855,7 +855,7 @@ func (c *conn) takeAcks(ids []string) error {
 	}
 	c.mu.Unlock()
 	if due {
-		return c.flushAcks(c.ctx)
+		c.flushOrClose()
 	}
 	return nil
 }
@@ -864,7 +864,15 @@ func (c *conn) flushLater() {
 	c.mu.Lock()
 	c.ackTimer = false
 	c.mu.Unlock()
-	if err := c.flushAcks(c.ctx); err != nil && c.ctx.Err() == nil {
+	c.flushOrClose()
+}
+
+// flushOrClose writes the waiting acknowledgements. They were taken while
+// the stream was open, so a close meanwhile does not cancel the write.
+func (c *conn) flushOrClose() {
+	ctx, cancel := context.WithTimeout(context.Background(), c.hub.o.WriteTimeout)
+	defer cancel()
+	if err := c.flushAcks(ctx); err != nil {
 		c.hub.o.Logger.Warn("mailbox: acknowledgements", "device", c.device, "err", err)
 		c.close(websocket.StatusInternalError, "")
 	}

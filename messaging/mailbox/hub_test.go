@@ -40,12 +40,12 @@ type node struct {
 }
 
 func newNode(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout time.Duration) *node {
-	return newNodeRecheck(t, store, b, writeTimeout, 0)
+	return newNodeWith(t, store, b, writeTimeout, 0, nil)
 }
 
-// newNodeRecheck is newNode with a session check every recheck (zero: the
-// default).
-func newNodeRecheck(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, recheck time.Duration) *node {
+// newNodeWith is newNode with a session check every recheck (zero: the
+// default) and a clock (nil: time.Now).
+func newNodeWith(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, recheck time.Duration, now func() time.Time) *node {
 	t.Helper()
 	n := &node{tracker: &web.Tracker{}, bus: b, verdict: map[string]error{}}
 	// The hub's log, shown only when the test fails (why a socket closed).
@@ -64,6 +64,7 @@ func newNodeRecheck(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout
 			return n.verdict[s.Ref]
 		},
 		SessionRecheck: recheck,
+		Now:            now,
 		BusKey:         testBusKey,
 		WriteTimeout:   writeTimeout,
 	})

@@ -162,7 +162,7 @@ func TestLostSessionEndIsCaught(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bb.Close()
-	n := newNodeRecheck(t, store, bb, 0, 200*time.Millisecond)
+	n := newNodeWith(t, store, bb, 0, 200*time.Millisecond, nil)
 	for _, c := range []struct {
 		verdict error
 		code    websocket.StatusCode
