@@ -108,6 +108,13 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	}
 	streamed("wake", func() uint64 { return hub.Stats().Carried })
 	streamed("mailbox", func() uint64 { return hub.Stats().Read })
+	a.metrics.Registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_bus_rejected_total",
+			Help: "Bus messages (carried wake-ups, session ends) whose tag did not verify: sent by someone without the deployment's key, or by another deployment on the same NATS."},
+			func() float64 { return float64(hub.Stats().Forged) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_stream_ack_writes_total",
+			Help: "Writes that deleted acknowledged envelopes, on this node's streams."},
+			func() float64 { return float64(hub.Stats().AckWrites) }))
 	// Web push wakes devices that do not pick up their envelopes.
 	pusher, err := newPush(cfg, log, d, authority, a.ident, mailboxes, hub, a.metrics.Registry)
 	if err != nil {

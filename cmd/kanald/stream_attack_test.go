@@ -271,4 +271,9 @@ func TestNATSPublisherForgesNothing(t *testing.T) {
 			t.Fatalf("round %d: the stream was closed: %v", i, err)
 		}
 	}
+	// Node b saw every forgery for what it is: three wake-ups, three
+	// session ends (more if other deployments share the test NATS).
+	if n := metric(t, b.URL, "kanal_bus_rejected_total"); n < 6 {
+		t.Fatalf("kanal_bus_rejected_total = %v on the stream's node, want at least 6", n)
+	}
 }

@@ -134,6 +134,16 @@ func NewHub(o HubOptions) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The subscription reaches the server with the connection's next
+	// flush; until then a session end sent by another node would pass
+	// this one by. Flush now, before any stream is served.
+	ctx, cancel := context.WithTimeout(context.Background(), o.WriteTimeout)
+	err = o.Bus.Ping(ctx)
+	cancel()
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("mailbox: subscribe to session ends: %w", err)
+	}
 	h.endSub = sub
 	go h.dispatch()
 	return h, nil
