@@ -166,7 +166,7 @@ func (h *Hub) Stats() HubStats {
 	return HubStats{Carried: h.carried.Load(), Read: h.read.Load(), Forged: h.forged.Load(), AckWrites: h.ackWrites.Load()}
 }
 
-// Close stops the hub's wake-up dispatch and its revocation subscription.
+// Close stops the hub's wake-up dispatch and its session-end subscription.
 // Connections are closed through the Tracker, not here.
 func (h *Hub) Close() {
 	h.stopOnce.Do(func() {
@@ -379,7 +379,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(MaxFrame)
 	// The request context ends when the handler returns; the stream lives
 	// on its own context, cancelled by close. It keeps none of the
-	// request's values: the device is all a stream needs.
+	// request's values: its session is all a stream needs.
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{hub: h, device: device, sess: sess, ws: ws, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 		inflight: map[string]bool{}, done: make(chan struct{})}
