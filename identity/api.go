@@ -247,8 +247,8 @@ type AuditList struct {
 type AuditEntry struct {
 	ID        int64     `json:"id"`
 	At        time.Time `json:"at"`
-	Actor     string    `json:"actor"`  // "operator" or "account:<id>"
-	Action    string    `json:"action"` // e.g. org.create, org.verify, member.add, member.remove, device.revoke
+	Actor     string    `json:"actor"`  // "operator:<token id>" (op1, op2, …), "account:<id>", or the kanald command that issued an operator token
+	Action    string    `json:"action"` // e.g. org.create, org.verify, member.add, member.remove, device.revoke, operator.issue, operator.reset, operator.request (every request made with an operator token, before it runs; Detail is its method and path)
 	OrgID     string    `json:"org_id,omitempty"`
 	AccountID string    `json:"account_id,omitempty"` // the account acted upon
 	Detail    string    `json:"detail,omitempty"`

@@ -23,6 +23,7 @@ type Principal struct {
 // set: an operator, a setup token (account only, no device) or a session.
 type caller struct {
 	operator    bool
+	operatorID  string // op1, op2, …: which operator token, for the audit log
 	setup       bool
 	p           Principal
 	sessionHash string
@@ -82,6 +83,8 @@ var (
 		"refresh the session or log in again")
 	errDeviceRevoked = web.Errorf(http.StatusUnauthorized, TypeDeviceRevoked, "Device revoked",
 		"this device has been removed from its account")
+	errOperatorExpired = web.Errorf(http.StatusUnauthorized, TypeInvalidToken, "Operator token expired",
+		"issue a new one on the server with: kanald operator reset")
 )
 
 func (s *Service) authenticate(h http.Handler, kinds accept, min ca.Level) http.Handler {
@@ -93,6 +96,14 @@ func (s *Service) authenticate(h http.Handler, kinds accept, min ca.Level) http.
 		if !c.operator && !c.setup && c.p.Level < min {
 			return web.Errorf(http.StatusForbidden, web.TypeInsufficientLevel, "Insufficient level of assurance",
 				"this needs a %s session; log in with your password", min)
+		}
+		if c.operator {
+			// Every request made with an operator token is in the audit
+			// log, with the token's id, before it runs: an operator action
+			// that cannot be recorded does not happen.
+			if err := s.auditOperatorRequest(r, c); err != nil {
+				return err
+			}
 		}
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, c)))
 		return nil
@@ -161,16 +172,21 @@ func (s *Service) identify(r *http.Request, kinds accept) (*caller, error) {
 		return &c, nil
 	case strings.HasPrefix(tok, prefixOperator) && kinds&acceptOperator != 0:
 		var stored string
-		err := s.db.QueryRow(ctx, `SELECT token_hash FROM identity_operator WHERE singleton = 1`).Scan(&stored)
-		if errors.Is(err, sql.ErrNoRows) {
+		var gen, expires int64
+		var revoked sql.NullInt64
+		err := s.db.QueryRow(ctx, `SELECT generation, token_hash, expires_at, revoked_at FROM identity_operator_tokens WHERE token_hash = $1`, h).
+			Scan(&gen, &stored, &expires, &revoked)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
 			return nil, errBadToken
-		} else if err != nil {
+		case err != nil:
 			return nil, err
-		}
-		if !equalSecret(stored, h) {
+		case !equalSecret(stored, h), revoked.Valid:
 			return nil, errBadToken
+		case expires <= now:
+			return nil, errOperatorExpired
 		}
-		return &caller{operator: true}, nil
+		return &caller{operator: true, operatorID: operatorID(gen)}, nil
 	}
 	return nil, errBadToken
 }
@@ -185,4 +201,16 @@ func (s *Service) OrgRole(ctx context.Context, orgID, accountID string) (string,
 		return "", nil
 	}
 	return role, err
+}
+
+// auditOperatorRequest appends the request line of an operator request
+// (method and path with query, never headers or body) to the audit log.
+func (s *Service) auditOperatorRequest(r *http.Request, c *caller) error {
+	line := r.Method + " " + r.URL.RequestURI()
+	if len(line) > maxAuditDetail {
+		line = line[:maxAuditDetail]
+	}
+	return s.db.Tx(r.Context(), func(tx *sql.Tx) error {
+		return audit(r.Context(), tx, s.now().Unix(), actorOf(c), "operator.request", "", "", line)
+	})
 }

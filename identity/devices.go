@@ -111,6 +111,12 @@ func (s *Service) handleEnroll(w http.ResponseWriter, r *http.Request) error {
 	}
 	now := s.now()
 	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
+		// The count and the insert below must not interleave with another
+		// enrolment of the account: one setup token, one device; at most
+		// MaxDevices however many enrolments race.
+		if err := s.db.Lock(ctx, tx, "identity.devices:"+accountID); err != nil {
+			return err
+		}
 		var all, active int
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(CASE WHEN revoked_at IS NULL THEN 1 ELSE 0 END), 0)
 			FROM identity_devices WHERE account_id = $1`, accountID).Scan(&all, &active); err != nil {

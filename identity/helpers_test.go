@@ -93,15 +93,19 @@ func runDB(t *testing.T, fn func(t *testing.T, e *env)) {
 	dbtest.Run(t, migrationSets(), func(t *testing.T, d *db.DB) { fn(t, newEnv(t, d)) })
 }
 
-func newEnv(t *testing.T, d *db.DB) *env {
+func newEnv(t *testing.T, d *db.DB, opts ...func(*Options)) *env {
 	t.Helper()
 	c, err := ca.Create("test", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := &env{t: t, d: d, clock: &clock{t: time.Now().UTC().Truncate(time.Second)}, mail: &memMailer{}, ca: c}
-	svc, err := New(Options{DB: d, CA: c, Mailer: e.mail, Now: e.clock.now, Argon2: &fastArgon,
-		Logger: slog.New(slog.DiscardHandler)})
+	o := Options{DB: d, CA: c, Mailer: e.mail, Now: e.clock.now, Argon2: &fastArgon,
+		Logger: slog.New(slog.DiscardHandler)}
+	for _, f := range opts {
+		f(&o)
+	}
+	svc, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +127,8 @@ func newEnv(t *testing.T, d *db.DB) *env {
 	svc.Register(mux)
 	e.srv = httptest.NewServer(web.Handler(mux, web.Options{Logger: slog.New(slog.DiscardHandler)}))
 	t.Cleanup(e.srv.Close)
-	op, created, err := svc.EnsureOperator(context.Background())
+	var op string
+	_, created, err := svc.EnsureOperator(context.Background(), OperatorOptions{Deliver: func(tok string, _ OperatorToken) error { op = tok; return nil }})
 	if err != nil || !created {
 		t.Fatalf("operator: %v %v", created, err)
 	}

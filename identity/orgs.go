@@ -29,7 +29,7 @@ func audit(ctx context.Context, tx *sql.Tx, at int64, actor, action, orgID, acco
 
 func actorOf(c *caller) string {
 	if c.operator {
-		return "operator"
+		return "operator:" + c.operatorID
 	}
 	return "account:" + c.p.AccountID
 }
@@ -95,7 +95,7 @@ func (s *Service) handleCreateOrg(w http.ResponseWriter, r *http.Request) error 
 	if _, err := ca.ParseOrgKind(req.Kind); err != nil {
 		return validationf("kind must be office, council or merchant")
 	}
-	ctx := r.Context()
+	ctx, c := r.Context(), callerFrom(r.Context())
 	id, err := newID(s.rand, "org_")
 	if err != nil {
 		return err
@@ -105,7 +105,7 @@ func (s *Service) handleCreateOrg(w http.ResponseWriter, r *http.Request) error 
 		if _, err := tx.ExecContext(ctx, `INSERT INTO identity_orgs (id, name, kind, created_at) VALUES ($1, $2, $3, $4)`, id, req.Name, req.Kind, now); err != nil {
 			return err
 		}
-		return audit(ctx, tx, now, "operator", "org.create", id, "", req.Kind+": "+req.Name)
+		return audit(ctx, tx, now, actorOf(c), "org.create", id, "", req.Kind+": "+req.Name)
 	})
 	if err != nil {
 		return err
@@ -143,7 +143,7 @@ func (o orgRow) api() Organisation {
 // organisation that is already verified returns its certificate unchanged:
 // re-keying would orphan every membership certificate.
 func (s *Service) handleVerifyOrg(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
+	ctx, c := r.Context(), callerFrom(r.Context())
 	id := r.PathValue("id")
 	var out Organisation
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
@@ -178,7 +178,7 @@ func (s *Service) handleVerifyOrg(w http.ResponseWriter, r *http.Request) error 
 		}
 		o.verified, o.certPEM = sql.NullInt64{Int64: now.Unix(), Valid: true}, string(auth.CertPEM())
 		out = o.api()
-		return audit(ctx, tx, now.Unix(), "operator", "org.verify", o.id, "", "serial "+auth.Certificate().SerialNumber.String())
+		return audit(ctx, tx, now.Unix(), actorOf(c), "org.verify", o.id, "", "serial "+auth.Certificate().SerialNumber.String())
 	})
 	if err != nil {
 		return err

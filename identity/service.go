@@ -46,12 +46,16 @@ type Options struct {
 	Now  func() time.Time // nil: time.Now
 	Rand io.Reader        // nil: crypto/rand.Reader
 
-	// TrustProxy makes login throttling use the right-most address of
+	// TrustProxy makes login and sign-up throttling use the right-most address of
 	// X-Forwarded-For. Only set it behind a proxy that sets that header.
 	TrustProxy bool
 
 	// Argon2 overrides DefaultArgon2 (tests use cheaper parameters).
 	Argon2 *Argon2Params
+
+	// SignupLimits overrides the sign-up rate limits (a zero field: the
+	// default of limits.go).
+	SignupLimits SignupLimits
 
 	// EID enables POST /v1/eid/verify; nil answers 501 not-configured.
 	EID EIDVerifier
@@ -68,6 +72,7 @@ type Service struct {
 	now      func() time.Time
 	rand     io.Reader
 	proxy    bool
+	signups  SignupLimits
 	argon    Argon2Params
 	eid      EIDVerifier
 	codeKey  []byte // HMAC key of sign-up codes
@@ -100,6 +105,13 @@ func New(o Options) (*Service, error) {
 	}
 	if s.rand == nil {
 		s.rand = rand.Reader
+	}
+	s.signups = o.SignupLimits
+	if s.signups.PerClient <= 0 {
+		s.signups.PerClient = MaxSignupsPerClient
+	}
+	if s.signups.Global <= 0 {
+		s.signups.Global = MaxSignupsGlobal
 	}
 	if o.Argon2 != nil {
 		s.argon = *o.Argon2

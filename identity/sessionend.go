@@ -123,19 +123,6 @@ func endDeviceSessionsTx(ctx context.Context, tx *sql.Tx, device string) error {
 	return nil
 }
 
-// endFamilyTx revokes every session and refresh token of one login.
-func endFamilyTx(ctx context.Context, tx *sql.Tx, family string) error {
-	for _, q := range []string{
-		`UPDATE identity_sessions SET revoked = 1 WHERE family = $1`,
-		`UPDATE identity_refresh_tokens SET revoked = 1 WHERE family = $1`,
-	} {
-		if _, err := tx.ExecContext(ctx, q, family); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // endAccountSessionsTx revokes every session and refresh token of account
 // except those of the login keep ("" keeps none).
 func endAccountSessionsTx(ctx context.Context, tx *sql.Tx, account, keep string) error {

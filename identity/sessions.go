@@ -85,7 +85,7 @@ func verifySignature(pub any, msg, sig []byte) bool {
 	return false
 }
 
-// clientAddr is the address login failures are counted against.
+// clientAddr is the address login failures and sign-ups are counted against.
 func (s *Service) clientAddr(r *http.Request) string {
 	if s.proxy {
 		if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
@@ -375,16 +375,22 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 			// A used refresh token is presented again: either the client
 			// or a thief holds a copy. Kill the whole family; the error is
 			// returned after this commits.
-			fail = web.Errorf(http.StatusUnauthorized, TypeRefreshReused, "Refresh token reused",
-				"this refresh token was already used; all sessions of this login are revoked")
-			reused = family
-			return endFamilyTx(ctx, tx, family)
+			fail, reused = errRefreshReused, family
+			return revokeFamily(ctx, tx, family)
 		}
 		if fail != nil {
 			return nil
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE identity_refresh_tokens SET used = 1 WHERE token_hash = $1`, h); err != nil {
+		// Compare-and-set: of concurrent rotations with one token, one
+		// marks it used; under READ COMMITTED the others wait for that
+		// commit, match no row, and are the reuse the case above handles.
+		res, err := tx.ExecContext(ctx, `UPDATE identity_refresh_tokens SET used = 1 WHERE token_hash = $1 AND used = 0 AND revoked = 0`, h)
+		if err != nil {
 			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			fail, reused = errRefreshReused, family
+			return revokeFamily(ctx, tx, family)
 		}
 		resp, err = s.newSession(ctx, tx, account, device, family, ca.Level(level))
 		return err
@@ -402,10 +408,22 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+var errRefreshReused = web.Errorf(http.StatusUnauthorized, TypeRefreshReused, "Refresh token reused",
+	"this refresh token was already used; all sessions of this login are revoked")
+
+// revokeFamily ends every session and refresh token of one login.
+func revokeFamily(ctx context.Context, tx *sql.Tx, family string) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE identity_sessions SET revoked = 1 WHERE family = $1`, family); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE identity_refresh_tokens SET revoked = 1 WHERE family = $1`, family)
+	return err
+}
+
 func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	c := callerFrom(ctx)
-	err := s.db.Tx(ctx, func(tx *sql.Tx) error { return endFamilyTx(ctx, tx, c.family) })
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error { return revokeFamily(ctx, tx, c.family) })
 	if err != nil {
 		return err
 	}

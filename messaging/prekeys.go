@@ -81,6 +81,9 @@ type Options struct {
 	// Retention is how long attachment blobs are kept (0: the mailbox's
 	// DefaultRetention).
 	Retention time.Duration
+	// MailboxQuota overrides the per-device mailbox quota sends must fit
+	// in (a zero field: MaxMailboxEnvelopes, MaxMailboxBytes).
+	MailboxQuota mailbox.Quota
 }
 
 // Service is the prekey directory. Its methods are safe for concurrent use.
@@ -97,6 +100,7 @@ type Service struct {
 	stored    func(envs []mailbox.Envelope)
 	limit     *sendLimiter
 	retention time.Duration
+	quota     mailbox.Quota
 }
 
 // New checks o and returns a Service.
@@ -105,7 +109,13 @@ func New(o Options) (*Service, error) {
 		return nil, errors.New("messaging: DB, Directory and Auth are required")
 	}
 	s := &Service{db: o.DB, dir: o.Directory, auth: o.Auth, log: o.Logger, now: o.Now,
-		mailbox: o.Mailbox, batch: o.Batcher, notify: o.Notify, stored: o.Stored, retention: o.Retention}
+		mailbox: o.Mailbox, batch: o.Batcher, notify: o.Notify, stored: o.Stored, retention: o.Retention, quota: o.MailboxQuota}
+	if s.quota.MaxEnvelopes <= 0 {
+		s.quota.MaxEnvelopes = MaxMailboxEnvelopes
+	}
+	if s.quota.MaxBytes <= 0 {
+		s.quota.MaxBytes = MaxMailboxBytes
+	}
 	if s.retention <= 0 {
 		s.retention = mailbox.DefaultRetention
 	}

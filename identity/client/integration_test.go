@@ -80,7 +80,8 @@ func newDeployment(t *testing.T, d *db.DB) *deployment {
 	if err != nil {
 		t.Fatal(err)
 	}
-	op, created, err := svc.EnsureOperator(ctx)
+	var op string
+	_, created, err := svc.EnsureOperator(ctx, identity.OperatorOptions{Deliver: func(tok string, _ identity.OperatorToken) error { op = tok; return nil }})
 	if err != nil || !created {
 		t.Fatalf("EnsureOperator: %v %v", created, err)
 	}

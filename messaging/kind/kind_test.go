@@ -65,10 +65,10 @@ func TestEveryKindRoundTrips(t *testing.T) {
 			t.Errorf("kind %s has no valid example in this test", k)
 		}
 	}
-	// DESIGN.md's twelve kinds, and group.change, which only the server
+	// docs/design.md's twelve kinds, and group.change, which only the server
 	// writes (membership changes every member sees).
 	if len(kind.Kinds()) != 13 {
-		t.Errorf("%d kinds registered, want DESIGN.md's 12 and group.change", len(kind.Kinds()))
+		t.Errorf("%d kinds registered, want docs/design.md's 12 and group.change", len(kind.Kinds()))
 	}
 }
 

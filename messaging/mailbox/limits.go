@@ -2,6 +2,13 @@ package mailbox
 
 import "time"
 
+// Quota bounds one device's mailbox; see Store.AppendWithinTx. A zero
+// field is no limit.
+type Quota struct {
+	MaxEnvelopes int64
+	MaxBytes     int64
+}
+
 // Limits of the mailbox and the stream.
 const (
 	// MaxCiphertext is the largest envelope body; attachments travel as
