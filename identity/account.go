@@ -293,10 +293,19 @@ func (s *Service) handlePassword(w http.ResponseWriter, r *http.Request) error {
 		if n, _ := res.RowsAffected(); n != 1 {
 			return web.Errorf(http.StatusConflict, web.TypeConflict, "Conflict", "the password was changed concurrently")
 		}
-		return nil
+		if current == "" {
+			return nil
+		}
+		// A changed password ends every other login of the account: one
+		// who changes it because it leaked must not leave the thief's
+		// sessions (or their streams) running.
+		return endAccountSessionsTx(ctx, tx, c.p.AccountID, c.family)
 	})
 	if err != nil {
 		return err
+	}
+	if current != "" {
+		s.sessionsEnded(SessionEnd{Reason: EndPasswordChanged, Account: c.p.AccountID, KeepFamily: c.family})
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -27,6 +27,8 @@ type caller struct {
 	setup       bool
 	p           Principal
 	sessionHash string
+	family      string // of a session
+	expires     int64  // of a session, Unix seconds
 }
 
 type ctxKey struct{}
@@ -137,9 +139,9 @@ func (s *Service) identify(r *http.Request, kinds accept) (*caller, error) {
 		var level, expires, devExpires int64
 		var revoked int
 		var devRevoked sql.NullInt64
-		err := s.db.QueryRow(ctx, `SELECT s.token_hash, s.account_id, s.device_id, s.level, s.expires_at, s.revoked, d.revoked_at, d.expires_at
+		err := s.db.QueryRow(ctx, `SELECT s.token_hash, s.family, s.account_id, s.device_id, s.level, s.expires_at, s.revoked, d.revoked_at, d.expires_at
 			FROM identity_sessions s JOIN identity_devices d ON d.id = s.device_id WHERE s.token_hash = $1`, h).
-			Scan(&c.sessionHash, &c.p.AccountID, &c.p.DeviceID, &level, &expires, &revoked, &devRevoked, &devExpires)
+			Scan(&c.sessionHash, &c.family, &c.p.AccountID, &c.p.DeviceID, &level, &expires, &revoked, &devRevoked, &devExpires)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return nil, errBadToken
@@ -159,6 +161,7 @@ func (s *Service) identify(r *http.Request, kinds accept) (*caller, error) {
 			return nil, errSessionExpired
 		}
 		c.p.Level = ca.Level(level)
+		c.expires = expires
 		return &c, nil
 	case strings.HasPrefix(tok, prefixSetup) && kinds&acceptSetup != 0:
 		var c caller

@@ -398,6 +398,7 @@ func (s *Service) handleRenew(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if keyChanged {
+		s.sessionsEnded(SessionEnd{Reason: EndKeyChanged, Device: deviceID})
 		for _, n := range s.keyChangeNotices() {
 			n(account, deviceID)
 		}
@@ -508,6 +509,7 @@ func (s *Service) RevokeDevice(ctx context.Context, deviceID, actor string) erro
 		return audit(ctx, tx, now, actor, "device.revoke", "", account, deviceID)
 	})
 	if err == nil && revoked {
+		s.sessionsEnded(SessionEnd{Reason: EndDeviceRevoked, Device: deviceID})
 		for _, n := range notices {
 			n(deviceID)
 		}

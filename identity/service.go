@@ -85,6 +85,8 @@ type Service struct {
 	notices []func(deviceID string)
 	// keyNotices run after a device's key change has committed.
 	keyNotices []func(accountID, deviceID string)
+	// ended run after sessions have ended (sessionend.go).
+	ended []func(SessionEnd)
 }
 
 // New checks o and returns a Service.

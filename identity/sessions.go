@@ -377,8 +377,9 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 	h := hashToken(req.RefreshToken)
 	var resp SessionResponse
 	var fail error
+	var reused string // the family ended for reuse
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
-		fail = nil
+		fail, reused = nil, ""
 		var stored, family, account, device string
 		var level int
 		var expires, devExpires int64
@@ -406,7 +407,7 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 			// A used refresh token is presented again: either the client
 			// or a thief holds a copy. Kill the whole family; the error is
 			// returned after this commits.
-			fail = errRefreshReused
+			fail, reused = errRefreshReused, family
 			return revokeFamily(ctx, tx, family)
 		}
 		if fail != nil {
@@ -420,7 +421,7 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n != 1 {
-			fail = errRefreshReused
+			fail, reused = errRefreshReused, family
 			return revokeFamily(ctx, tx, family)
 		}
 		resp, err = s.newSession(ctx, tx, account, device, family, ca.Level(level))
@@ -428,6 +429,9 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 	})
 	if err != nil {
 		return err
+	}
+	if reused != "" {
+		s.sessionsEnded(SessionEnd{Reason: EndRefreshReused, Family: reused})
 	}
 	if fail != nil {
 		return fail
@@ -451,20 +455,11 @@ func revokeFamily(ctx context.Context, tx *sql.Tx, family string) error {
 func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	c := callerFrom(ctx)
-	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
-		var family string
-		if err := tx.QueryRowContext(ctx, `SELECT family FROM identity_sessions WHERE token_hash = $1`, c.sessionHash).Scan(&family); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE identity_sessions SET revoked = 1 WHERE family = $1`, family); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, `UPDATE identity_refresh_tokens SET revoked = 1 WHERE family = $1`, family)
-		return err
-	})
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error { return revokeFamily(ctx, tx, c.family) })
 	if err != nil {
 		return err
 	}
+	s.sessionsEnded(SessionEnd{Reason: EndLogout, Family: c.family})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -64,21 +66,41 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	a.batch = d.NewBatcher(64)
 	mailboxes := mailbox.NewStore(d, mailbox.StoreOptions{Batcher: a.batch, Retention: cfg.Retention})
 	var sends *messaging.Service // set below; the hub hands it send frames
-	hub, err := mailbox.NewHub(mailbox.HubOptions{Store: mailboxes, Bus: b, Logger: log, Tracker: a.conns,
+	busKey, err := deriveBusKey(authority)
+	if err != nil {
+		return nil, err
+	}
+	hub, err := mailbox.NewHub(mailbox.HubOptions{Store: mailboxes, Bus: b, Logger: log, Tracker: a.conns, BusKey: busKey,
 		Frames: func(ctx context.Context, device, typ string, raw json.RawMessage) (any, error) {
 			return sends.Frames(ctx, device, typ, raw)
 		},
-		Device: func(r *http.Request) (string, bool) {
-			p, ok := identity.FromContext(r.Context())
-			return p.DeviceID, ok
+		Session: func(r *http.Request) (mailbox.Session, bool) {
+			s, ok := identity.SessionFromContext(r.Context())
+			return mailbox.Session{Device: s.DeviceID, Account: s.AccountID, Family: s.Family, Expires: s.ExpiresAt, Ref: s.Ref}, ok
 		},
-		Active: func(ctx context.Context, device string) error {
-			_, err := a.ident.Device(ctx, device)
+		Check: func(ctx context.Context, s mailbox.Session) error {
+			err := a.ident.CheckSession(ctx, s.Ref)
+			switch {
+			case errors.Is(err, identity.ErrUnknownDevice):
+				return fmt.Errorf("%w: %w", mailbox.ErrDeviceRevoked, err)
+			case errors.Is(err, identity.ErrSessionEnded):
+				return fmt.Errorf("%w: %w", mailbox.ErrSessionEnded, err)
+			}
 			return err
 		}})
 	if err != nil {
 		return nil, err
 	}
+	// Wherever identity ends sessions (logout, a reused refresh token, a
+	// changed password or key, a revoked device), their streams close on
+	// every node once the change has committed.
+	a.ident.AddSessionEndNotice(func(e identity.SessionEnd) {
+		err := hub.EndSessions(mailbox.SessionEnd{Reason: e.Reason, Revoked: e.Reason == identity.EndDeviceRevoked,
+			Family: e.Family, Device: e.Device, Account: e.Account, KeepFamily: e.KeepFamily})
+		if err != nil {
+			log.Warn("session end not published; the streams' session checks close them", "reason", e.Reason, "err", err)
+		}
+	})
 	a.hub = hub
 	streamed := func(source string, count func() uint64) {
 		a.metrics.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -88,6 +110,13 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	}
 	streamed("wake", func() uint64 { return hub.Stats().Carried })
 	streamed("mailbox", func() uint64 { return hub.Stats().Read })
+	a.metrics.Registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_bus_rejected_total",
+			Help: "Bus messages (carried wake-ups, session ends) whose tag did not verify: sent by someone without the deployment's key, or by another deployment on the same NATS."},
+			func() float64 { return float64(hub.Stats().Forged) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_stream_ack_writes_total",
+			Help: "Writes that deleted acknowledged envelopes, on this node's streams."},
+			func() float64 { return float64(hub.Stats().AckWrites) }))
 	// Web push wakes devices that do not pick up their envelopes.
 	pusher, err := newPush(cfg, log, d, authority, a.ident, mailboxes, hub, a.metrics.Registry)
 	if err != nil {
@@ -120,15 +149,10 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	sends = prekeys
 	a.ident.AddRevocationHook(messaging.DeletePrekeys)
 	// A revoked device loses its undelivered envelopes, in the revoking
-	// transaction, and once that has committed, its socket on whichever
-	// node holds it.
+	// transaction; its socket, on whichever node holds it, closes with its
+	// sessions (above).
 	a.ident.AddRevocationHook(mailboxes.DeleteDeviceTx)
 	a.ident.AddRevocationHook(push.DeleteDeviceTx)
-	a.ident.AddRevocationNotice(func(device string) {
-		if err := hub.Disconnect(device); err != nil {
-			log.Warn("disconnect revoked device", "device", device, "err", err)
-		}
-	})
 	// A key change is announced to the account's devices, so that one
 	// nobody on the account asked for is seen.
 	a.ident.AddKeyChangeNotice(func(account, device string) {
@@ -181,6 +205,18 @@ func (a *app) close() {
 	a.wg.Wait()
 	a.hub.Close()
 	a.batch.Close()
+}
+
+// deriveBusKey is the key that authenticates what nodes tell each other
+// over NATS (see messaging/mailbox/busauth.go). Every node of a deployment
+// shares the CA key, so every node derives the same; a NATS publisher
+// without it can forge nothing.
+func deriveBusKey(authority *ca.CA) ([]byte, error) {
+	master, err := authority.KeyPEM()
+	if err != nil {
+		return nil, fmt.Errorf("bus key: %w", err)
+	}
+	return hkdf.Key(sha256.New, master, nil, "kanal bus mac v1", 32)
 }
 
 // sweepInterval is how often a node deletes envelopes past their retention.
