@@ -5,10 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/mail"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/kanal-server/kanal/internal/db"
@@ -57,9 +59,30 @@ func (s *Service) handleSignup(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	client := signupClient(s.clientAddr(r))
 	var exists, limited bool
+	var retry time.Duration
+	var limitedFor string
 	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
-		exists, limited = false, false
+		exists, limited, retry = false, false, 0
+		// The deployment's limit, then the client's: a refused sign-up
+		// rolls back and counts against nothing.
+		for _, l := range []struct {
+			key, what string
+			max       int
+		}{
+			{"signup:global", "on this server right now", s.signups.Global},
+			{"signup:client:" + client, "from your network", s.signups.PerClient},
+		} {
+			d, err := countWindow(ctx, tx, l.key, l.max, SignupWindow, now)
+			if err != nil {
+				return err
+			}
+			if d > 0 {
+				retry, limitedFor = d, l.what
+				return errRollback
+			}
+		}
 		var one int
 		switch err := tx.QueryRowContext(ctx, `SELECT 1 FROM identity_accounts WHERE email = $1`, email).Scan(&one); {
 		case err == nil:
@@ -80,7 +103,7 @@ func (s *Service) handleSignup(w http.ResponseWriter, r *http.Request) error {
 		}
 		if sends >= MaxSignupsPerWindow {
 			limited = true
-			return nil
+			return errRollback
 		}
 		codeHash := ""
 		if !exists {
@@ -92,8 +115,14 @@ func (s *Service) handleSignup(w http.ResponseWriter, r *http.Request) error {
 			email, codeHash, now.Add(CodeLifetime).Unix(), sends+1, window)
 		return err
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, errRollback) {
 		return err
+	}
+	if retry > 0 {
+		secs := int((retry + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		return web.Errorf(http.StatusTooManyRequests, web.TypeRateLimited, "Too many sign-ups",
+			"too many sign-ups %s; try again in %d seconds", limitedFor, secs).With("retry_after", secs)
 	}
 	if limited {
 		w.Header().Set("Retry-After", strconv.Itoa(int(SignupWindow.Seconds())))
@@ -140,10 +169,20 @@ func (s *Service) handleVerify(w http.ResponseWriter, r *http.Request) error {
 	var fail *web.Problem
 	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
 		fail = nil
+		// An attempt is counted before the code is compared, by a
+		// conditional update: under READ COMMITTED, concurrent guesses
+		// queue on the row and each sees the count the one before left,
+		// so at most MaxCodeAttempts guesses are ever compared.
+		res, err := tx.ExecContext(ctx, `UPDATE identity_signups SET attempts = attempts + 1 WHERE email = $1 AND attempts < $2 AND used = 0`,
+			email, MaxCodeAttempts)
+		if err != nil {
+			return err
+		}
+		counted, _ := res.RowsAffected()
 		var stored string
 		var expires int64
 		var attempts, used int
-		err := tx.QueryRowContext(ctx, `SELECT code_hash, expires_at, attempts, used FROM identity_signups WHERE email = $1`, email).
+		err = tx.QueryRowContext(ctx, `SELECT code_hash, expires_at, attempts, used FROM identity_signups WHERE email = $1`, email).
 			Scan(&stored, &expires, &attempts, &used)
 		if errors.Is(err, sql.ErrNoRows) {
 			fail = invalidCode("the code is wrong or has expired")
@@ -154,7 +193,7 @@ func (s *Service) handleVerify(w http.ResponseWriter, r *http.Request) error {
 		switch {
 		case used != 0:
 			fail = invalidCode("the code was already used; request a new one")
-		case attempts >= MaxCodeAttempts:
+		case counted != 1:
 			fail = invalidCode("too many wrong attempts; request a new code")
 		case expires <= now.Unix():
 			fail = invalidCode("the code has expired; request a new one")
@@ -164,11 +203,13 @@ func (s *Service) handleVerify(w http.ResponseWriter, r *http.Request) error {
 		if fail != nil {
 			// The attempt counts even if the code had already expired, and
 			// the counter commits: the error is returned after the commit.
-			_, err := tx.ExecContext(ctx, `UPDATE identity_signups SET attempts = attempts + 1 WHERE email = $1`, email)
-			return err
+			return nil
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE identity_signups SET used = 1 WHERE email = $1`, email); err != nil {
+		if res, err := tx.ExecContext(ctx, `UPDATE identity_signups SET used = 1 WHERE email = $1 AND used = 0`, email); err != nil {
 			return err
+		} else if n, _ := res.RowsAffected(); n != 1 {
+			fail = invalidCode("the code was already used; request a new one")
+			return errRollback
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO identity_accounts (id, email, password, created_at) VALUES ($1, $2, '', $3)`,
 			accountID, email, now.Unix()); err != nil {
@@ -252,10 +293,19 @@ func (s *Service) handlePassword(w http.ResponseWriter, r *http.Request) error {
 		if n, _ := res.RowsAffected(); n != 1 {
 			return web.Errorf(http.StatusConflict, web.TypeConflict, "Conflict", "the password was changed concurrently")
 		}
-		return nil
+		if current == "" {
+			return nil
+		}
+		// A changed password ends every other login of the account: one
+		// who changes it because it leaked must not leave the thief's
+		// sessions (or their streams) running.
+		return endAccountSessionsTx(ctx, tx, c.p.AccountID, c.family)
 	})
 	if err != nil {
 		return err
+	}
+	if current != "" {
+		s.sessionsEnded(SessionEnd{Reason: EndPasswordChanged, Account: c.p.AccountID, KeepFamily: c.family})
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -265,4 +315,64 @@ func (s *Service) accountPassword(ctx context.Context, accountID string) (string
 	var pw string
 	err := s.db.QueryRow(ctx, `SELECT password FROM identity_accounts WHERE id = $1`, accountID).Scan(&pw)
 	return pw, err
+}
+
+// signupClient is the key a client address's sign-ups count against: the
+// address itself for IPv4, its /64 for IPv6, since anyone with an IPv6
+// connection holds a whole /64.
+func signupClient(addr string) string {
+	ip := net.ParseIP(addr)
+	if ip == nil {
+		return addr
+	}
+	if v4 := ip.To4(); v4 != nil {
+		return v4.String()
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+}
+
+// countWindow counts one event against key in fixed windows of length
+// window, in one statement (so concurrent counts queue on the row), and
+// returns how long until the window ends if the count is now past limit,
+// else 0. The counters share identity_throttle with login throttling,
+// under keys of their own: failures holds the count, updated_at the start
+// of the window.
+func countWindow(ctx context.Context, tx *sql.Tx, key string, limit int, window time.Duration, now time.Time) (time.Duration, error) {
+	var n int
+	var start int64
+	err := tx.QueryRowContext(ctx, `INSERT INTO identity_throttle (key, failures, locked_until, updated_at) VALUES ($1, 1, 0, $2)
+		ON CONFLICT (key) DO UPDATE SET
+			failures = CASE WHEN identity_throttle.updated_at <= $3 THEN 1 ELSE identity_throttle.failures + 1 END,
+			updated_at = CASE WHEN identity_throttle.updated_at <= $3 THEN $2 ELSE identity_throttle.updated_at END
+		RETURNING failures, updated_at`, key, now.Unix(), now.Add(-window).Unix()).Scan(&n, &start)
+	if err != nil {
+		return 0, err
+	}
+	if n <= limit {
+		return 0, nil
+	}
+	return max(time.Unix(start, 0).Add(window).Sub(now), time.Second), nil
+}
+
+// ExpireSignups deletes sign-ups whose code has expired and whose
+// per-address window has ended, and sign-up counters of ended windows,
+// and returns how many sign-ups it deleted. kanald's sweep calls it; with
+// the global limit it bounds the unverified sign-ups ever stored.
+func (s *Service) ExpireSignups(ctx context.Context) (int64, error) {
+	now := s.now()
+	ended := now.Add(-SignupWindow).Unix()
+	var n int64
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM identity_signups WHERE window_start <= $1 AND expires_at <= $2`, ended, now.Unix())
+		if err != nil {
+			return err
+		}
+		n, _ = res.RowsAffected()
+		_, err = tx.ExecContext(ctx, `DELETE FROM identity_throttle WHERE key LIKE 'signup:%' AND updated_at <= $1`, ended)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("identity: expire sign-ups: %w", err)
+	}
+	return n, nil
 }

@@ -7,6 +7,8 @@
 package identity
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"time"
 
 	"github.com/kanal-server/kanal/internal/web"
@@ -35,6 +37,7 @@ const (
 const (
 	StatusActive  = "active"
 	StatusRevoked = "revoked"
+	StatusExpired = "expired" // not revoked, but its certificate has expired
 )
 
 // Organisation kinds as they appear in JSON.
@@ -72,7 +75,9 @@ var (
 	TypeInvalidRole        = web.NewType("invalid-role")
 	TypeInvalidOrg         = web.NewType("invalid-organisation")
 	TypeNotVerified        = web.NewType("organisation-not-verified")
-	TypeNotConfigured      = web.NewType("not-configured") // e.g. eID (level high) without a provider
+	TypeNotConfigured      = web.NewType("not-configured")    // e.g. eID (level high) without a provider
+	TypeDeviceExpired      = web.NewType("device-expired")    // the device certificate has expired: enrol the device anew
+	TypeInvalidKeyProof    = web.NewType("invalid-key-proof") // a renewal without a valid signature by the device's current key
 	// Also used: web.TypeInvalidJSON, web.TypeTooLarge, web.TypeValidation,
 	// web.TypeNotFound, web.TypeForbidden, web.TypeRateLimited (with
 	// Retry-After), web.TypeInsufficientLevel, web.TypeConflict.
@@ -115,10 +120,16 @@ type PasswordRequest struct {
 
 // POST /v1/devices (setup token for the first device, or a substantial
 // session). CSR is base64 (standard) of a DER PKCS#10 request signed by the
-// device key: ECDSA P-256 or Ed25519.
+// device key: ECDSA P-256 or Ed25519. With a session, the session's device
+// approves the new one with its key: ChallengeID names a challenge of
+// purpose "approve" for the session's device, and Signature is that
+// device's signature over ApproveMessage(ChallengeID, session's device id,
+// nonce, CSR DER), encoded as LoginRequest documents.
 type EnrollRequest struct {
-	Name string `json:"name"`
-	CSR  string `json:"csr"`
+	Name        string `json:"name"`
+	CSR         string `json:"csr"`
+	ChallengeID string `json:"challenge_id,omitempty"`
+	Signature   string `json:"signature,omitempty"`
 }
 
 // EnrollResponse answers enrollment (201) and renewal (200).
@@ -129,9 +140,20 @@ type EnrollResponse struct {
 	Level       string `json:"level"`       // level written into the certificate
 }
 
-// POST /v1/devices/{id}/renew (session of the device's account).
+// POST /v1/devices/{id}/renew (session of the device's account, and
+// proof of the device's current key). CSR is the request for the new
+// certificate, signed by the new key (which may be the current one).
+// ChallengeID names a challenge of purpose "renew" for this device, and
+// Signature is the current device key's signature over
+// RenewMessage(ChallengeID, device id, challenge nonce, CSR DER), in the
+// encoding LoginRequest documents. The new certificate's level is the
+// session's (at most substantial); with the account's Password as well it
+// is substantial.
 type RenewRequest struct {
-	CSR string `json:"csr"`
+	CSR         string `json:"csr"`
+	ChallengeID string `json:"challenge_id"`
+	Signature   string `json:"signature"`
+	Password    string `json:"password,omitempty"`
 }
 
 // GET /v1/devices (session).
@@ -150,13 +172,22 @@ type Device struct {
 	RevokedAt *time.Time `json:"revoked_at"` // null unless revoked
 }
 
-// POST /v1/sessions/challenge (no auth).
+// POST /v1/sessions/challenge (no auth). Purpose is ChallengeLogin (the
+// default when empty) or ChallengeRenew.
 type ChallengeRequest struct {
 	DeviceID string `json:"device_id"`
+	Purpose  string `json:"purpose,omitempty"`
 }
 
+// Challenge purposes: a challenge is good only for what it was asked for.
+const (
+	ChallengeLogin   = "login"
+	ChallengeRenew   = "renew"
+	ChallengeApprove = "approve"
+)
+
 // ChallengeResponse is single use, valid ChallengeLifetime, bound to the
-// device and to logging in.
+// device and to its purpose.
 type ChallengeResponse struct {
 	ChallengeID string    `json:"challenge_id"`
 	Nonce       string    `json:"nonce"` // base64 of 32 random bytes
@@ -204,6 +235,41 @@ func LoginMessage(challengeID, deviceID, nonce string) []byte {
 	return []byte(LoginMessagePrefix + challengeID + "\n" + deviceID + "\n" + nonce)
 }
 
+// RenewMessagePrefix starts every renewal proof. It differs from
+// LoginMessagePrefix, so a login signature is never a renewal proof and
+// the other way round.
+const RenewMessagePrefix = "kanal device renew v1\n"
+
+// RenewMessage returns the exact bytes a device's current key signs to
+// renew the device with the certificate request csrDER:
+//
+//	"kanal device renew v1\n" + challenge_id + "\n" + device_id + "\n" + nonce + "\n" + hex(SHA-256(csr))
+//
+// where nonce is the base64 string exactly as the challenge response gave
+// it, csr is the DER of the certificate request (the bytes that are
+// base64-encoded in RenewRequest.CSR), hex is lower case, and there is no
+// trailing newline. The request carries the new public key, so the proof
+// binds the old key, the new key, the device and a fresh server challenge.
+func RenewMessage(challengeID, deviceID, nonce string, csrDER []byte) []byte {
+	h := sha256.Sum256(csrDER)
+	return []byte(RenewMessagePrefix + challengeID + "\n" + deviceID + "\n" + nonce + "\n" + hex.EncodeToString(h[:]))
+}
+
+// ApproveMessagePrefix starts every approval of a new device by an
+// enrolled one; it differs from the login and renewal prefixes.
+const ApproveMessagePrefix = "kanal device approve v1\n"
+
+// ApproveMessage returns the exact bytes an enrolled device's key signs to
+// approve the enrolment of the device whose certificate request is csrDER:
+//
+//	"kanal device approve v1\n" + challenge_id + "\n" + approver_device_id + "\n" + nonce + "\n" + hex(SHA-256(csr))
+//
+// with the same conventions as RenewMessage.
+func ApproveMessage(challengeID, approverID, nonce string, csrDER []byte) []byte {
+	h := sha256.Sum256(csrDER)
+	return []byte(ApproveMessagePrefix + challengeID + "\n" + approverID + "\n" + nonce + "\n" + hex.EncodeToString(h[:]))
+}
+
 // GET /v1/me (session).
 type MeResponse struct {
 	AccountID     string         `json:"account_id"`
@@ -247,8 +313,8 @@ type AuditList struct {
 type AuditEntry struct {
 	ID        int64     `json:"id"`
 	At        time.Time `json:"at"`
-	Actor     string    `json:"actor"`  // "operator" or "account:<id>"
-	Action    string    `json:"action"` // e.g. org.create, org.verify, member.add, member.remove, device.revoke
+	Actor     string    `json:"actor"`  // "operator:<token id>" (op1, op2, …), "account:<id>", or the kanald command that issued an operator token
+	Action    string    `json:"action"` // e.g. org.create, org.verify, member.add, member.remove, device.revoke, operator.issue, operator.reset, operator.request (every request made with an operator token, before it runs; Detail is its method and path)
 	OrgID     string    `json:"org_id,omitempty"`
 	AccountID string    `json:"account_id,omitempty"` // the account acted upon
 	Detail    string    `json:"detail,omitempty"`

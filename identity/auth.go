@@ -23,9 +23,12 @@ type Principal struct {
 // set: an operator, a setup token (account only, no device) or a session.
 type caller struct {
 	operator    bool
+	operatorID  string // op1, op2, …: which operator token, for the audit log
 	setup       bool
 	p           Principal
 	sessionHash string
+	family      string // of a session
+	expires     int64  // of a session, Unix seconds
 }
 
 type ctxKey struct{}
@@ -80,6 +83,13 @@ var (
 		"refresh the session or log in again")
 	errDeviceRevoked = web.Errorf(http.StatusUnauthorized, TypeDeviceRevoked, "Device revoked",
 		"this device has been removed from its account")
+	errOperatorExpired = web.Errorf(http.StatusUnauthorized, TypeInvalidToken, "Operator token expired",
+		"issue a new one on the server with: kanald operator reset")
+	// An expired certificate cannot be renewed: renewing needs the
+	// certificate to vouch for the key that proves the renewal. The way
+	// back is the way any new device comes in.
+	errDeviceExpired = web.Errorf(http.StatusUnauthorized, TypeDeviceExpired, "Device certificate expired",
+		"this device's certificate has expired and can no longer be renewed; enrol this machine again as a new device, approved by another of your devices, and revoke the old one")
 )
 
 func (s *Service) authenticate(h http.Handler, kinds accept, min ca.Level) http.Handler {
@@ -91,6 +101,14 @@ func (s *Service) authenticate(h http.Handler, kinds accept, min ca.Level) http.
 		if !c.operator && !c.setup && c.p.Level < min {
 			return web.Errorf(http.StatusForbidden, web.TypeInsufficientLevel, "Insufficient level of assurance",
 				"this needs a %s session; log in with your password", min)
+		}
+		if c.operator {
+			// Every request made with an operator token is in the audit
+			// log, with the token's id, before it runs: an operator action
+			// that cannot be recorded does not happen.
+			if err := s.auditOperatorRequest(r, c); err != nil {
+				return err
+			}
 		}
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, c)))
 		return nil
@@ -118,12 +136,12 @@ func (s *Service) identify(r *http.Request, kinds accept) (*caller, error) {
 	switch {
 	case strings.HasPrefix(tok, prefixSession) && kinds&acceptSession != 0:
 		var c caller
-		var level, expires int64
+		var level, expires, devExpires int64
 		var revoked int
 		var devRevoked sql.NullInt64
-		err := s.db.QueryRow(ctx, `SELECT s.token_hash, s.account_id, s.device_id, s.level, s.expires_at, s.revoked, d.revoked_at
+		err := s.db.QueryRow(ctx, `SELECT s.token_hash, s.family, s.account_id, s.device_id, s.level, s.expires_at, s.revoked, d.revoked_at, d.expires_at
 			FROM identity_sessions s JOIN identity_devices d ON d.id = s.device_id WHERE s.token_hash = $1`, h).
-			Scan(&c.sessionHash, &c.p.AccountID, &c.p.DeviceID, &level, &expires, &revoked, &devRevoked)
+			Scan(&c.sessionHash, &c.family, &c.p.AccountID, &c.p.DeviceID, &level, &expires, &revoked, &devRevoked, &devExpires)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return nil, errBadToken
@@ -135,10 +153,15 @@ func (s *Service) identify(r *http.Request, kinds accept) (*caller, error) {
 			return nil, errDeviceRevoked
 		case revoked != 0:
 			return nil, errBadToken
+		case devExpires <= now:
+			// A session is no stronger than the certificate it was
+			// opened with: it ends when the certificate does.
+			return nil, errDeviceExpired
 		case expires <= now:
 			return nil, errSessionExpired
 		}
 		c.p.Level = ca.Level(level)
+		c.expires = expires
 		return &c, nil
 	case strings.HasPrefix(tok, prefixSetup) && kinds&acceptSetup != 0:
 		var c caller
@@ -158,16 +181,21 @@ func (s *Service) identify(r *http.Request, kinds accept) (*caller, error) {
 		return &c, nil
 	case strings.HasPrefix(tok, prefixOperator) && kinds&acceptOperator != 0:
 		var stored string
-		err := s.db.QueryRow(ctx, `SELECT token_hash FROM identity_operator WHERE singleton = 1`).Scan(&stored)
-		if errors.Is(err, sql.ErrNoRows) {
+		var gen, expires int64
+		var revoked sql.NullInt64
+		err := s.db.QueryRow(ctx, `SELECT generation, token_hash, expires_at, revoked_at FROM identity_operator_tokens WHERE token_hash = $1`, h).
+			Scan(&gen, &stored, &expires, &revoked)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
 			return nil, errBadToken
-		} else if err != nil {
+		case err != nil:
 			return nil, err
-		}
-		if !equalSecret(stored, h) {
+		case !equalSecret(stored, h), revoked.Valid:
 			return nil, errBadToken
+		case expires <= now:
+			return nil, errOperatorExpired
 		}
-		return &caller{operator: true}, nil
+		return &caller{operator: true, operatorID: operatorID(gen)}, nil
 	}
 	return nil, errBadToken
 }
@@ -182,4 +210,16 @@ func (s *Service) OrgRole(ctx context.Context, orgID, accountID string) (string,
 		return "", nil
 	}
 	return role, err
+}
+
+// auditOperatorRequest appends the request line of an operator request
+// (method and path with query, never headers or body) to the audit log.
+func (s *Service) auditOperatorRequest(r *http.Request, c *caller) error {
+	line := r.Method + " " + r.URL.RequestURI()
+	if len(line) > maxAuditDetail {
+		line = line[:maxAuditDetail]
+	}
+	return s.db.Tx(r.Context(), func(tx *sql.Tx) error {
+		return audit(r.Context(), tx, s.now().Unix(), actorOf(c), "operator.request", "", "", line)
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,6 +46,8 @@ func checkDeviceName(name string) error {
 	return nil
 }
 
+var errInvalidCSR = web.Errorf(http.StatusBadRequest, TypeInvalidCSR, "Invalid CSR", "the request cannot be parsed or its signature does not match its key")
+
 func decodeCSR(s string) ([]byte, error) {
 	der, err := base64.StdEncoding.DecodeString(s)
 	if err != nil || len(der) == 0 || len(der) > ca.MaxCSRSize {
@@ -61,7 +64,7 @@ func (s *Service) issueDevice(csr []byte, accountID, deviceID string, level ca.L
 	case errors.Is(err, ca.ErrUnsupportedKey):
 		return nil, web.Errorf(http.StatusBadRequest, TypeUnsupportedKey, "Unsupported key", "device keys must be ECDSA P-256 or Ed25519")
 	case errors.Is(err, ca.ErrBadCSR):
-		return nil, web.Errorf(http.StatusBadRequest, TypeInvalidCSR, "Invalid CSR", "the request cannot be parsed or its signature does not match its key")
+		return nil, errInvalidCSR
 	case err != nil:
 		return nil, err
 	}
@@ -95,6 +98,15 @@ func (s *Service) handleEnroll(w http.ResponseWriter, r *http.Request) error {
 		return web.Errorf(http.StatusForbidden, web.TypeInsufficientLevel, "Insufficient level of assurance",
 			"enrolling a further device needs a substantial session")
 	}
+	if !c.setup {
+		// A further device is approved by the session's device with its
+		// key, not by the bearer token alone: a copied token must not be
+		// enough to add the thief's device, which would get the account's
+		// memberships.
+		if err := s.checkApproval(ctx, c.p.DeviceID, csr, req.ChallengeID, req.Signature); err != nil {
+			return err
+		}
+	}
 	accountID := c.p.AccountID
 	password, err := s.accountPassword(ctx, accountID)
 	if err != nil {
@@ -111,6 +123,12 @@ func (s *Service) handleEnroll(w http.ResponseWriter, r *http.Request) error {
 	}
 	now := s.now()
 	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
+		// The count and the insert below must not interleave with another
+		// enrolment of the account: one setup token, one device; at most
+		// MaxDevices however many enrolments race.
+		if err := s.db.Lock(ctx, tx, "identity.devices:"+accountID); err != nil {
+			return err
+		}
 		var all, active int
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(CASE WHEN revoked_at IS NULL THEN 1 ELSE 0 END), 0)
 			FROM identity_devices WHERE account_id = $1`, accountID).Scan(&all, &active); err != nil {
@@ -151,6 +169,7 @@ func (s *Service) handleListDevices(w http.ResponseWriter, r *http.Request) erro
 	}
 	defer rows.Close()
 	out := DeviceList{Devices: []Device{}}
+	now := s.now().Unix()
 	for rows.Next() {
 		var d Device
 		var level int
@@ -160,9 +179,13 @@ func (s *Service) handleListDevices(w http.ResponseWriter, r *http.Request) erro
 			return err
 		}
 		d.Level, d.CreatedAt, d.ExpiresAt, d.RevokedAt = ca.Level(level).String(), unixTime(created), unixTime(expires), nullTime(revoked)
-		d.Status = StatusActive
-		if revoked.Valid {
+		switch {
+		case revoked.Valid:
 			d.Status = StatusRevoked
+		case expires <= now:
+			d.Status = StatusExpired
+		default:
+			d.Status = StatusActive
 		}
 		out.Devices = append(out.Devices, d)
 	}
@@ -189,6 +212,56 @@ func ownDevice(p Principal, deviceAccount, deviceID string) error {
 	return nil
 }
 
+// checkApproval checks that device approver's current key signed
+// ApproveMessage over a fresh approve challenge and this certificate
+// request.
+func (s *Service) checkApproval(ctx context.Context, approver string, csr []byte, challengeID, signature string) error {
+	if parsed, err := x509.ParseCertificateRequest(csr); err != nil || parsed.CheckSignature() != nil {
+		return errInvalidCSR
+	}
+	if challengeID == "" && signature == "" {
+		return errNoApproval
+	}
+	sig, err := base64.StdEncoding.DecodeString(signature)
+	if !ca.ValidID(challengeID) || err != nil || len(sig) == 0 || len(sig) > 256 {
+		return validationf("challenge_id must be an id and signature base64 (standard)")
+	}
+	now := s.now()
+	nonce, err := s.consumeChallenge(ctx, now, challengeID, approver, ChallengeApprove)
+	if err != nil {
+		return err
+	}
+	var certPEM string
+	if err := s.db.QueryRow(ctx, `SELECT cert_pem FROM identity_devices WHERE id = $1`, approver).Scan(&certPEM); err != nil {
+		return err
+	}
+	id, err := s.currentCert(certPEM, now)
+	if err != nil {
+		return err
+	}
+	if !verifySignature(id.PublicKey, ApproveMessage(challengeID, approver, nonce, csr), sig) {
+		return errBadKeyProof
+	}
+	return nil
+}
+
+var (
+	errNoApproval = web.Errorf(http.StatusForbidden, TypeInvalidKeyProof, "Approval by the device key required",
+		"enrolling a further device needs the approval of the session's device, signed with its key over a fresh approve challenge (see ApproveMessage)")
+	errNoKeyProof = web.Errorf(http.StatusForbidden, TypeInvalidKeyProof, "Proof of the device key required",
+		"a renewal must be signed by the device's current key over a fresh renew challenge (see RenewMessage); a session alone cannot change a device's key")
+	errBadKeyProof = web.Errorf(http.StatusForbidden, TypeInvalidKeyProof, "Invalid proof of the device key",
+		"the signature is not the device's current key's over this challenge and this certificate request")
+)
+
+// handleRenew issues a device a new certificate, for its current key or a
+// new one. A session is not enough: whoever holds a copy of a bearer token
+// could otherwise move the device — and its memberships — to a key of
+// their own. The device's current key must sign the request (RenewMessage),
+// and the new certificate says no more than this request proved: the
+// session's level, or substantial with the password. A new key ends every
+// login of the device, is limited per device and account, and is announced
+// to the account's devices.
 func (s *Service) handleRenew(w http.ResponseWriter, r *http.Request) error {
 	var req RenewRequest
 	if err := web.DecodeJSON(w, r, &req, maxCSRBody); err != nil {
@@ -200,6 +273,7 @@ func (s *Service) handleRenew(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx := r.Context()
 	p, _ := FromContext(ctx)
+	now := s.now()
 	deviceID := r.PathValue("id")
 	var account, oldPEM string
 	var revoked sql.NullInt64
@@ -215,22 +289,71 @@ func (s *Service) handleRenew(w http.ResponseWriter, r *http.Request) error {
 	if revoked.Valid {
 		return web.Errorf(http.StatusConflict, TypeDeviceRevoked, "Device revoked", "a revoked device cannot be renewed; enroll a new one")
 	}
+	// A request that cannot be certified is refused before a challenge
+	// is consumed.
+	if parsed, err := x509.ParseCertificateRequest(csr); err != nil || parsed.CheckSignature() != nil {
+		return errInvalidCSR
+	}
+	if req.ChallengeID == "" && req.Signature == "" {
+		return errNoKeyProof
+	}
+	sig, err := base64.StdEncoding.DecodeString(req.Signature)
+	if !ca.ValidID(req.ChallengeID) || err != nil || len(sig) == 0 || len(sig) > 256 {
+		return validationf("challenge_id must be an id and signature base64 (standard)")
+	}
+	if len(req.Password) > MaxPasswordBytes {
+		return errInvalidCredentials
+	}
+	nonce, err := s.consumeChallenge(ctx, now, req.ChallengeID, deviceID, ChallengeRenew)
+	if err != nil {
+		return err
+	}
+	old, err := s.currentCert(oldPEM, now)
+	if err != nil {
+		return err
+	}
+	if !verifySignature(old.PublicKey, RenewMessage(req.ChallengeID, deviceID, nonce, csr), sig) {
+		return errBadKeyProof
+	}
+
 	password, err := s.accountPassword(ctx, account)
 	if err != nil {
 		return err
 	}
-	level := certLevel(password)
+	// The level is what this request proved, never what the account could
+	// prove: a session's level (high is not yet written into device
+	// certificates), or substantial with the password checked here.
+	level := min(p.Level, ca.LevelSubstantial)
+	if req.Password != "" {
+		if err := s.checkPassword(ctx, w, now, account, password, req.Password, "addr:"+s.clientAddr(r)); err != nil {
+			return err
+		}
+		level = ca.LevelSubstantial
+	}
+	level = min(level, certLevel(password))
 	cert, err := s.issueDevice(csr, account, deviceID, level)
 	if err != nil {
 		return err
 	}
-	old, err := parsePEMCert(oldPEM)
-	if err != nil {
-		return err
-	}
 	keyChanged := !cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(old.PublicKey)
-	now := s.now()
+	var wait time.Duration
 	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
+		wait = 0
+		if keyChanged {
+			for _, l := range []struct {
+				key string
+				max int
+			}{{"keychange:device:" + deviceID, MaxKeyChangesPerDevice}, {"keychange:account:" + account, MaxKeyChangesPerAccount}} {
+				d, err := countKeyChange(ctx, tx, now, l.key, l.max)
+				if err != nil {
+					return err
+				}
+				wait = max(wait, d)
+			}
+			if wait > 0 {
+				return errRollback
+			}
+		}
 		res, err := tx.ExecContext(ctx, `UPDATE identity_devices SET level = $1, cert_pem = $2, cert_serial = $3, expires_at = $4
 			WHERE id = $5 AND revoked_at IS NULL AND cert_pem = $6`,
 			int(level), pemCert(cert.Raw), cert.SerialNumber.String(), cert.NotAfter.Unix(), deviceID, oldPEM)
@@ -246,9 +369,16 @@ func (s *Service) handleRenew(w http.ResponseWriter, r *http.Request) error {
 		}
 		if keyChanged {
 			// A new key usually means the old one is suspect: the old
-			// certificate goes on the CRL rather than waiting to expire.
+			// certificate goes on the CRL rather than waiting to expire,
+			// and every login made with it ends.
 			if _, err := tx.ExecContext(ctx, `UPDATE identity_device_certs SET revoked_at = $1 WHERE serial = $2 AND revoked_at IS NULL`,
-				now.Unix(), old.SerialNumber.String()); err != nil {
+				now.Unix(), old.Serial.String()); err != nil {
+				return err
+			}
+			if err := endDeviceSessions(ctx, tx, deviceID); err != nil {
+				return err
+			}
+			if err := audit(ctx, tx, now.Unix(), "account:"+p.AccountID, "device.key_change", "", account, deviceID); err != nil {
 				return err
 			}
 		}
@@ -257,10 +387,63 @@ func (s *Service) handleRenew(w http.ResponseWriter, r *http.Request) error {
 		}
 		return s.issueMembershipsForDevice(ctx, tx, account, deviceID, cert.PublicKey)
 	})
+	if errors.Is(err, errRollback) {
+		secs := int((wait + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		return web.Errorf(http.StatusTooManyRequests, web.TypeRateLimited, "Too many key changes",
+			"a device may change its key %d times and an account %d times in %s; try again in %d seconds",
+			MaxKeyChangesPerDevice, MaxKeyChangesPerAccount, KeyChangeWindow, secs).With("retry_after", secs)
+	}
 	if err != nil {
 		return err
 	}
+	if keyChanged {
+		s.sessionsEnded(SessionEnd{Reason: EndKeyChanged, Device: deviceID})
+		for _, n := range s.keyChangeNotices() {
+			n(account, deviceID)
+		}
+	}
 	web.WriteJSON(w, http.StatusOK, EnrollResponse{DeviceID: deviceID, Certificate: pemCert(cert.Raw), CA: string(s.ca.CertPEM()), Level: level.String()})
+	return nil
+}
+
+// countKeyChange counts one key change against key in a fixed window of
+// KeyChangeWindow and returns how long to wait if that makes more than
+// limit. It keeps its counter in identity_throttle, with failures as the
+// count and locked_until as the end of the window, in one statement, so
+// that concurrent renewals on any node each see the others' counts. The
+// count is rolled back with a refused renewal.
+func countKeyChange(ctx context.Context, tx *sql.Tx, now time.Time, key string, limit int) (time.Duration, error) {
+	var n int
+	var end int64
+	err := tx.QueryRowContext(ctx, `INSERT INTO identity_throttle (key, failures, locked_until, updated_at) VALUES ($1, 1, $2, $3)
+		ON CONFLICT (key) DO UPDATE SET
+			failures = CASE WHEN identity_throttle.locked_until <= $3 THEN 1 ELSE identity_throttle.failures + 1 END,
+			locked_until = CASE WHEN identity_throttle.locked_until <= $3 THEN $2 ELSE identity_throttle.locked_until END,
+			updated_at = $3
+		RETURNING failures, locked_until`, key, now.Add(KeyChangeWindow).Unix(), now.Unix()).Scan(&n, &end)
+	if err != nil {
+		return 0, err
+	}
+	if n <= limit {
+		return 0, nil
+	}
+	return max(time.Unix(end, 0).Sub(now), time.Second), nil
+}
+
+// endDeviceSessions ends every session and refresh token of a device and
+// drops its open challenges, inside tx. A revocation and a key change call
+// it: it is the one place where all logins of a device end.
+func endDeviceSessions(ctx context.Context, tx *sql.Tx, deviceID string) error {
+	for _, q := range []string{
+		`UPDATE identity_sessions SET revoked = 1 WHERE device_id = $1`,
+		`UPDATE identity_refresh_tokens SET revoked = 1 WHERE device_id = $1`,
+		`DELETE FROM identity_challenges WHERE device_id = $1`,
+	} {
+		if _, err := tx.ExecContext(ctx, q, deviceID); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -315,14 +498,8 @@ func (s *Service) RevokeDevice(ctx context.Context, deviceID, actor string) erro
 				return err
 			}
 		}
-		for _, q := range []string{
-			`UPDATE identity_sessions SET revoked = 1 WHERE device_id = $1`,
-			`UPDATE identity_refresh_tokens SET revoked = 1 WHERE device_id = $1`,
-			`DELETE FROM identity_challenges WHERE device_id = $1`,
-		} {
-			if _, err := tx.ExecContext(ctx, q, deviceID); err != nil {
-				return err
-			}
+		if err := endDeviceSessions(ctx, tx, deviceID); err != nil {
+			return err
 		}
 		for _, h := range hooks {
 			if err := h(ctx, tx, deviceID); err != nil {
@@ -332,6 +509,7 @@ func (s *Service) RevokeDevice(ctx context.Context, deviceID, actor string) erro
 		return audit(ctx, tx, now, actor, "device.revoke", "", account, deviceID)
 	})
 	if err == nil && revoked {
+		s.sessionsEnded(SessionEnd{Reason: EndDeviceRevoked, Device: deviceID})
 		for _, n := range notices {
 			n(deviceID)
 		}

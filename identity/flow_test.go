@@ -35,7 +35,7 @@ func TestFullFlow(t *testing.T) {
 		}
 		// A second device, Ed25519, enrolled with the substantial session.
 		_, edKey, _ := ed25519.GenerateKey(rand.Reader)
-		er := e.enroll(u.session.Token, edKey)
+		er := e.approve(u, edKey)
 		if er.Level != LevelSubstantial {
 			t.Fatalf("second device level %s", er.Level)
 		}
@@ -54,16 +54,22 @@ func TestFullFlow(t *testing.T) {
 		if err != nil || id.AccountID != u.account || id.DeviceID != er.DeviceID || id.Level != ca.LevelSubstantial {
 			t.Fatalf("certificate %+v %v", id, err)
 		}
-		// Renewal with a new key revokes the old certificate.
+		// Renewal with a new key, proved by the old one (Ed25519 here),
+		// revokes the old certificate. A substantial session of another
+		// device of the account may ask for it.
 		var rn EnrollResponse
-		e.must(e.do("POST", "/v1/devices/"+er.DeviceID+"/renew", u.session.Token, RenewRequest{CSR: csrFor(t, newP256(t))}), 200).decode(t, &rn)
+		newKey := newP256(t)
+		e.must(e.do("POST", "/v1/devices/"+er.DeviceID+"/renew", u.session.Token, e.renewProof(er.DeviceID, edKey, csrFor(t, newKey))), 200).decode(t, &rn)
 		if rn.DeviceID != er.DeviceID || rn.Certificate == er.Certificate {
 			t.Fatal("renewal did not issue a new certificate")
 		}
 		if !crlLists(t, e, id.Serial) {
 			t.Fatal("replaced certificate not on the CRL")
 		}
+		// The key change ended the device's sessions.
+		e.mustProblem(e.do("GET", "/v1/me", low.Token, nil), 401, TypeInvalidToken)
 		// Logout kills the session.
+		low = e.login(er.DeviceID, newKey, "")
 		e.must(e.do("DELETE", "/v1/sessions/current", low.Token, nil), 204)
 		e.mustProblem(e.do("GET", "/v1/me", low.Token, nil), 401, TypeInvalidToken)
 	})
@@ -346,7 +352,7 @@ func TestRevocation(t *testing.T) {
 	runDB(t, func(t *testing.T, e *env) {
 		u := e.newUser("karl@example.de", "karl's long password")
 		key2 := newP256(t)
-		er := e.enroll(u.session.Token, key2)
+		er := e.approve(u, key2)
 		s2 := e.login(er.DeviceID, key2, u.password)
 		other := e.newUser("lena@example.de", "lena's long password")
 		// A foreign device cannot be revoked or renewed.

@@ -93,15 +93,19 @@ func runDB(t *testing.T, fn func(t *testing.T, e *env)) {
 	dbtest.Run(t, migrationSets(), func(t *testing.T, d *db.DB) { fn(t, newEnv(t, d)) })
 }
 
-func newEnv(t *testing.T, d *db.DB) *env {
+func newEnv(t *testing.T, d *db.DB, opts ...func(*Options)) *env {
 	t.Helper()
 	c, err := ca.Create("test", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := &env{t: t, d: d, clock: &clock{t: time.Now().UTC().Truncate(time.Second)}, mail: &memMailer{}, ca: c}
-	svc, err := New(Options{DB: d, CA: c, Mailer: e.mail, Now: e.clock.now, Argon2: &fastArgon,
-		Logger: slog.New(slog.DiscardHandler)})
+	o := Options{DB: d, CA: c, Mailer: e.mail, Now: e.clock.now, Argon2: &fastArgon,
+		Logger: slog.New(slog.DiscardHandler)}
+	for _, f := range opts {
+		f(&o)
+	}
+	svc, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +127,8 @@ func newEnv(t *testing.T, d *db.DB) *env {
 	svc.Register(mux)
 	e.srv = httptest.NewServer(web.Handler(mux, web.Options{Logger: slog.New(slog.DiscardHandler)}))
 	t.Cleanup(e.srv.Close)
-	op, created, err := svc.EnsureOperator(context.Background())
+	var op string
+	_, created, err := svc.EnsureOperator(context.Background(), OperatorOptions{Deliver: func(tok string, _ OperatorToken) error { op = tok; return nil }})
 	if err != nil || !created {
 		t.Fatalf("operator: %v %v", created, err)
 	}
@@ -257,6 +262,20 @@ func (e *env) enroll(token string, key crypto.Signer) EnrollResponse {
 	e.t.Helper()
 	var er EnrollResponse
 	e.must(e.do("POST", "/v1/devices", token, EnrollRequest{Name: "Telefon", CSR: csrFor(e.t, key)}), 201).decode(e.t, &er)
+	return er
+}
+
+// approve enrolls key as a further device of u's account, with u's
+// session and u's device approving it with its key.
+func (e *env) approve(u *user, key crypto.Signer) EnrollResponse {
+	e.t.Helper()
+	var c ChallengeResponse
+	e.must(e.do("POST", "/v1/sessions/challenge", "", ChallengeRequest{DeviceID: u.device, Purpose: ChallengeApprove}), 200).decode(e.t, &c)
+	csr := csrFor(e.t, key)
+	der, _ := base64.StdEncoding.DecodeString(csr)
+	req := EnrollRequest{Name: "Laptop", CSR: csr, ChallengeID: c.ChallengeID, Signature: sign(e.t, u.key, ApproveMessage(c.ChallengeID, u.device, c.Nonce, der))}
+	var er EnrollResponse
+	e.must(e.do("POST", "/v1/devices", u.session.Token, req), 201).decode(e.t, &er)
 	return er
 }
 

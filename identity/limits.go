@@ -14,6 +14,17 @@ const (
 	SignupWindow        = time.Hour
 	MaxSignupsPerWindow = 5
 
+	// MaxSignupsPerClient and MaxSignupsGlobal rate-limit sign-up mails
+	// per client address (an IPv6 address counts by its /64) and for the
+	// whole deployment, in fixed windows of SignupWindow, so that nobody
+	// can mail-bomb many addresses or fill the database with unverified
+	// sign-ups. A refused sign-up is 429 with Retry-After and changes
+	// nothing. With the sweep (ExpireSignups), which deletes a sign-up once
+	// its code and its window have passed, at most about 2 ×
+	// MaxSignupsGlobal unverified sign-ups are ever stored.
+	MaxSignupsPerClient = 30
+	MaxSignupsGlobal    = 3000
+
 	// SetupTokenLifetime bounds the token that verification hands out.
 	SetupTokenLifetime = 30 * time.Minute
 
@@ -45,6 +56,15 @@ const (
 	MaxLockout       = 15 * time.Minute
 	FailureMemory    = 24 * time.Hour
 
+	// Key changes: each revokes a certificate serial, which every client
+	// downloads with the revocation list, so a device may change its key at
+	// most MaxKeyChangesPerDevice times and an account (all its devices
+	// together) MaxKeyChangesPerAccount times per KeyChangeWindow. Renewals
+	// that keep the key revoke nothing and are not counted.
+	KeyChangeWindow         = 24 * time.Hour
+	MaxKeyChangesPerDevice  = 3
+	MaxKeyChangesPerAccount = 10
+
 	// CRLLifetime is how long a served revocation list is valid; the list is
 	// signed afresh for every request, so revocation is visible at once.
 	CRLLifetime = time.Hour
@@ -56,4 +76,22 @@ const (
 	maxCSRBody   = 32 << 10
 	// MaxAuditPage is the most audit entries one request returns.
 	MaxAuditPage = 500
+
+	// DefaultOperatorTokenTTL is how long an operator token works unless
+	// kanald is told otherwise; MinOperatorTokenTTL and MaxOperatorTokenTTL
+	// bound what it may be told. A token is rotated with
+	// `kanald operator reset` before it runs out.
+	DefaultOperatorTokenTTL = 90 * 24 * time.Hour
+	MinOperatorTokenTTL     = time.Hour
+	MaxOperatorTokenTTL     = 365 * 24 * time.Hour
+	// maxAuditDetail bounds the request line an operator request leaves
+	// in the audit log.
+	maxAuditDetail = 512
 )
+
+// SignupLimits are the sign-up rate limits of a Service; see
+// MaxSignupsPerClient and MaxSignupsGlobal.
+type SignupLimits struct {
+	PerClient int // sign-ups per client address and SignupWindow
+	Global    int // sign-ups of the deployment per SignupWindow
+}

@@ -29,7 +29,7 @@ func audit(ctx context.Context, tx *sql.Tx, at int64, actor, action, orgID, acco
 
 func actorOf(c *caller) string {
 	if c.operator {
-		return "operator"
+		return "operator:" + c.operatorID
 	}
 	return "account:" + c.p.AccountID
 }
@@ -95,7 +95,7 @@ func (s *Service) handleCreateOrg(w http.ResponseWriter, r *http.Request) error 
 	if _, err := ca.ParseOrgKind(req.Kind); err != nil {
 		return validationf("kind must be office, council or merchant")
 	}
-	ctx := r.Context()
+	ctx, c := r.Context(), callerFrom(r.Context())
 	id, err := newID(s.rand, "org_")
 	if err != nil {
 		return err
@@ -105,7 +105,7 @@ func (s *Service) handleCreateOrg(w http.ResponseWriter, r *http.Request) error 
 		if _, err := tx.ExecContext(ctx, `INSERT INTO identity_orgs (id, name, kind, created_at) VALUES ($1, $2, $3, $4)`, id, req.Name, req.Kind, now); err != nil {
 			return err
 		}
-		return audit(ctx, tx, now, "operator", "org.create", id, "", req.Kind+": "+req.Name)
+		return audit(ctx, tx, now, actorOf(c), "org.create", id, "", req.Kind+": "+req.Name)
 	})
 	if err != nil {
 		return err
@@ -143,7 +143,7 @@ func (o orgRow) api() Organisation {
 // organisation that is already verified returns its certificate unchanged:
 // re-keying would orphan every membership certificate.
 func (s *Service) handleVerifyOrg(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
+	ctx, c := r.Context(), callerFrom(r.Context())
 	id := r.PathValue("id")
 	var out Organisation
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
@@ -178,7 +178,7 @@ func (s *Service) handleVerifyOrg(w http.ResponseWriter, r *http.Request) error 
 		}
 		o.verified, o.certPEM = sql.NullInt64{Int64: now.Unix(), Valid: true}, string(auth.CertPEM())
 		out = o.api()
-		return audit(ctx, tx, now.Unix(), "operator", "org.verify", o.id, "", "serial "+auth.Certificate().SerialNumber.String())
+		return audit(ctx, tx, now.Unix(), actorOf(c), "org.verify", o.id, "", "serial "+auth.Certificate().SerialNumber.String())
 	})
 	if err != nil {
 		return err
@@ -403,7 +403,11 @@ func (s *Service) issueMemberships(ctx context.Context, tx *sql.Tx, o orgRow, ac
 	if err != nil {
 		return nil, err
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT id, cert_pem FROM identity_devices WHERE account_id = $1 AND revoked_at IS NULL ORDER BY id`, account)
+	now := s.now()
+	// An expired device gets no membership: its certificate vouches for
+	// nothing any more, and a membership names the device's key.
+	rows, err := tx.QueryContext(ctx, `SELECT id, cert_pem FROM identity_devices WHERE account_id = $1 AND revoked_at IS NULL AND expires_at > $2 ORDER BY id`,
+		account, now.Unix())
 	if err != nil {
 		return nil, err
 	}
@@ -424,15 +428,20 @@ func (s *Service) issueMemberships(ctx context.Context, tx *sql.Tx, o orgRow, ac
 		return nil, err
 	}
 	out := []MemberDevice{}
-	now := s.now()
 	for _, d := range devs {
 		cert, err := parsePEMCert(d.pem)
 		if err != nil {
 			return nil, err
 		}
+		// A membership lasts no longer than the organisation's certificate
+		// nor than the device certificate whose key it names; renewing the
+		// device renews its memberships.
 		notAfter := now.Add(ca.DefaultMembershipLifetime)
 		if orgEnd := auth.Certificate().NotAfter; notAfter.After(orgEnd) {
 			notAfter = orgEnd
+		}
+		if notAfter.After(cert.NotAfter) {
+			notAfter = cert.NotAfter
 		}
 		m, err := auth.IssueMembership(ca.MembershipRequest{DevicePublicKey: cert.PublicKey.(crypto.PublicKey), AccountID: account, DeviceID: d.id,
 			Role: role, NotBefore: now.Add(-certSkew), NotAfter: notAfter})

@@ -46,12 +46,16 @@ type Options struct {
 	Now  func() time.Time // nil: time.Now
 	Rand io.Reader        // nil: crypto/rand.Reader
 
-	// TrustProxy makes login throttling use the right-most address of
+	// TrustProxy makes login and sign-up throttling use the right-most address of
 	// X-Forwarded-For. Only set it behind a proxy that sets that header.
 	TrustProxy bool
 
 	// Argon2 overrides DefaultArgon2 (tests use cheaper parameters).
 	Argon2 *Argon2Params
+
+	// SignupLimits overrides the sign-up rate limits (a zero field: the
+	// default of limits.go).
+	SignupLimits SignupLimits
 
 	// EID enables POST /v1/eid/verify; nil answers 501 not-configured.
 	EID EIDVerifier
@@ -68,6 +72,7 @@ type Service struct {
 	now      func() time.Time
 	rand     io.Reader
 	proxy    bool
+	signups  SignupLimits
 	argon    Argon2Params
 	eid      EIDVerifier
 	codeKey  []byte // HMAC key of sign-up codes
@@ -78,6 +83,10 @@ type Service struct {
 	hooks []RevocationHook
 	// notices run after a revocation has committed.
 	notices []func(deviceID string)
+	// keyNotices run after a device's key change has committed.
+	keyNotices []func(accountID, deviceID string)
+	// ended run after sessions have ended (sessionend.go).
+	ended []func(SessionEnd)
 }
 
 // New checks o and returns a Service.
@@ -98,6 +107,13 @@ func New(o Options) (*Service, error) {
 	}
 	if s.rand == nil {
 		s.rand = rand.Reader
+	}
+	s.signups = o.SignupLimits
+	if s.signups.PerClient <= 0 {
+		s.signups.PerClient = MaxSignupsPerClient
+	}
+	if s.signups.Global <= 0 {
+		s.signups.Global = MaxSignupsGlobal
 	}
 	if o.Argon2 != nil {
 		s.argon = *o.Argon2
@@ -134,6 +150,21 @@ func (s *Service) AddRevocationNotice(f func(deviceID string)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.notices = append(s.notices, f)
+}
+
+// AddKeyChangeNotice registers f to be called after a renewal that gave
+// device deviceID of account accountID a new key has committed: kanald
+// tells the account's devices, so a key change nobody asked for is seen.
+func (s *Service) AddKeyChangeNotice(f func(accountID, deviceID string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.keyNotices = append(s.keyNotices, f)
+}
+
+func (s *Service) keyChangeNotices() []func(string, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.keyNotices)
 }
 
 func (s *Service) revocationHooks() ([]RevocationHook, []func(string)) {

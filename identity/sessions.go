@@ -18,8 +18,6 @@ import (
 	"github.com/kanal-server/kanal/internal/web"
 )
 
-const purposeLogin = "login"
-
 var (
 	errInvalidChallenge = web.Errorf(http.StatusUnauthorized, TypeInvalidChallenge, "Invalid challenge",
 		"the challenge is unknown, expired, already used or for another device; request a new one")
@@ -35,9 +33,18 @@ func (s *Service) handleChallenge(w http.ResponseWriter, r *http.Request) error 
 	if !ca.ValidID(req.DeviceID) {
 		return validationf("device_id is not a device id")
 	}
+	purpose := req.Purpose
+	switch purpose {
+	case "":
+		purpose = ChallengeLogin
+	case ChallengeLogin, ChallengeRenew, ChallengeApprove:
+	default:
+		return validationf("purpose must be %q, %q or %q", ChallengeLogin, ChallengeRenew, ChallengeApprove)
+	}
 	ctx := r.Context()
 	var revoked sql.NullInt64
-	err := s.db.QueryRow(ctx, `SELECT revoked_at FROM identity_devices WHERE id = $1`, req.DeviceID).Scan(&revoked)
+	var certExpires int64
+	err := s.db.QueryRow(ctx, `SELECT revoked_at, expires_at FROM identity_devices WHERE id = $1`, req.DeviceID).Scan(&revoked, &certExpires)
 	if errors.Is(err, sql.ErrNoRows) {
 		return errInvalidCredentials
 	} else if err != nil {
@@ -45,6 +52,9 @@ func (s *Service) handleChallenge(w http.ResponseWriter, r *http.Request) error 
 	}
 	if revoked.Valid {
 		return errDeviceRevoked
+	}
+	if certExpires <= s.now().Unix() {
+		return errDeviceExpired
 	}
 	id, err := newID(s.rand, "chl_")
 	if err != nil {
@@ -63,7 +73,7 @@ func (s *Service) handleChallenge(w http.ResponseWriter, r *http.Request) error 
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO identity_challenges (id, device_id, purpose, nonce, expires_at, used) VALUES ($1, $2, $3, $4, $5, 0)`,
-			id, req.DeviceID, purposeLogin, n64, exp.Unix())
+			id, req.DeviceID, purpose, n64, exp.Unix())
 		return err
 	})
 	if err != nil {
@@ -85,7 +95,7 @@ func verifySignature(pub any, msg, sig []byte) bool {
 	return false
 }
 
-// clientAddr is the address login failures are counted against.
+// clientAddr is the address login failures and sign-ups are counted against.
 func (s *Service) clientAddr(r *http.Request) string {
 	if s.proxy {
 		if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
@@ -126,32 +136,9 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		return throttled(w, wait)
 	}
 
-	// The challenge is consumed whatever happens next: one challenge, one try.
-	var chDevice, purpose, nonce string
-	var chExpires int64
-	var consumed bool
-	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
-		consumed = false
-		err := tx.QueryRowContext(ctx, `SELECT device_id, purpose, nonce, expires_at FROM identity_challenges WHERE id = $1 AND used = 0`, req.ChallengeID).
-			Scan(&chDevice, &purpose, &nonce, &chExpires)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		} else if err != nil {
-			return err
-		}
-		res, err := tx.ExecContext(ctx, `UPDATE identity_challenges SET used = 1 WHERE id = $1 AND used = 0`, req.ChallengeID)
-		if err != nil {
-			return err
-		}
-		n, _ := res.RowsAffected()
-		consumed = n == 1
-		return nil
-	})
+	nonce, err := s.consumeChallenge(ctx, now, req.ChallengeID, req.DeviceID, ChallengeLogin)
 	if err != nil {
 		return err
-	}
-	if !consumed || purpose != purposeLogin || chExpires <= now.Unix() || !equalSecret(chDevice, req.DeviceID) {
-		return errInvalidChallenge
 	}
 
 	var account, certPEM, phc string
@@ -166,19 +153,15 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	if revoked.Valid {
 		return errDeviceRevoked
 	}
-	cert, err := parsePEMCert(certPEM)
+	id, err := s.currentCert(certPEM, now)
 	if err != nil {
 		return err
 	}
-	if !verifySignature(cert.PublicKey, LoginMessage(req.ChallengeID, req.DeviceID, nonce), sig) {
+	if !verifySignature(id.PublicKey, LoginMessage(req.ChallengeID, req.DeviceID, nonce), sig) {
 		if err := s.recordFailure(ctx, now, addrKey); err != nil {
 			return err
 		}
 		return errInvalidCredentials
-	}
-	id, err := ca.VerifyDevice(cert.Raw, s.ca.Pool(), cert.NotBefore.Add(time.Second))
-	if err != nil {
-		return err
 	}
 
 	level := ca.LevelLow
@@ -228,6 +211,53 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	}
 	web.WriteJSON(w, http.StatusCreated, resp)
 	return nil
+}
+
+// consumeChallenge spends challenge id, which must be unused, unexpired,
+// for device and for purpose, and returns its nonce. The challenge is
+// consumed whatever happens next: one challenge, one try.
+func (s *Service) consumeChallenge(ctx context.Context, now time.Time, id, device, purpose string) (nonce string, err error) {
+	var chDevice, chPurpose string
+	var chExpires int64
+	var consumed bool
+	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
+		consumed = false
+		err := tx.QueryRowContext(ctx, `SELECT device_id, purpose, nonce, expires_at FROM identity_challenges WHERE id = $1 AND used = 0`, id).
+			Scan(&chDevice, &chPurpose, &nonce, &chExpires)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE identity_challenges SET used = 1 WHERE id = $1 AND used = 0`, id)
+		if err != nil {
+			return err
+		}
+		n, _ := res.RowsAffected()
+		consumed = n == 1
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if !consumed || chPurpose != purpose || chExpires <= now.Unix() || !equalSecret(chDevice, device) {
+		return "", errInvalidChallenge
+	}
+	return nonce, nil
+}
+
+// currentCert parses a device's stored certificate and verifies it at
+// now, the time of use: an expired certificate vouches for nothing.
+func (s *Service) currentCert(certPEM string, now time.Time) (ca.DeviceIdentity, error) {
+	cert, err := parsePEMCert(certPEM)
+	if err != nil {
+		return ca.DeviceIdentity{}, err
+	}
+	id, err := ca.VerifyDevice(cert.Raw, s.ca.Pool(), now)
+	if errors.Is(err, ca.ErrExpired) {
+		return ca.DeviceIdentity{}, errDeviceExpired
+	}
+	return id, err
 }
 
 // newSession stores a session and a refresh token of family, in tx or in
@@ -347,16 +377,17 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 	h := hashToken(req.RefreshToken)
 	var resp SessionResponse
 	var fail error
+	var reused string // the family ended for reuse
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
-		fail = nil
+		fail, reused = nil, ""
 		var stored, family, account, device string
 		var level int
-		var expires int64
+		var expires, devExpires int64
 		var used, revoked int
 		var devRevoked sql.NullInt64
-		err := tx.QueryRowContext(ctx, `SELECT t.token_hash, t.family, t.account_id, t.device_id, t.level, t.expires_at, t.used, t.revoked, d.revoked_at
+		err := tx.QueryRowContext(ctx, `SELECT t.token_hash, t.family, t.account_id, t.device_id, t.level, t.expires_at, t.used, t.revoked, d.revoked_at, d.expires_at
 			FROM identity_refresh_tokens t JOIN identity_devices d ON d.id = t.device_id WHERE t.token_hash = $1`, h).
-			Scan(&stored, &family, &account, &device, &level, &expires, &used, &revoked, &devRevoked)
+			Scan(&stored, &family, &account, &device, &level, &expires, &used, &revoked, &devRevoked, &devExpires)
 		if errors.Is(err, sql.ErrNoRows) {
 			fail = errBadToken
 			return nil
@@ -368,31 +399,39 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 			fail = errBadToken
 		case devRevoked.Valid:
 			fail = errDeviceRevoked
+		case revoked == 0 && used == 0 && devExpires <= now:
+			fail = errDeviceExpired
 		case revoked != 0 || expires <= now:
 			fail = errBadToken
 		case used != 0:
 			// A used refresh token is presented again: either the client
 			// or a thief holds a copy. Kill the whole family; the error is
 			// returned after this commits.
-			fail = web.Errorf(http.StatusUnauthorized, TypeRefreshReused, "Refresh token reused",
-				"this refresh token was already used; all sessions of this login are revoked")
-			if _, err := tx.ExecContext(ctx, `UPDATE identity_sessions SET revoked = 1 WHERE family = $1`, family); err != nil {
-				return err
-			}
-			_, err := tx.ExecContext(ctx, `UPDATE identity_refresh_tokens SET revoked = 1 WHERE family = $1`, family)
-			return err
+			fail, reused = errRefreshReused, family
+			return revokeFamily(ctx, tx, family)
 		}
 		if fail != nil {
 			return nil
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE identity_refresh_tokens SET used = 1 WHERE token_hash = $1`, h); err != nil {
+		// Compare-and-set: of concurrent rotations with one token, one
+		// marks it used; under READ COMMITTED the others wait for that
+		// commit, match no row, and are the reuse the case above handles.
+		res, err := tx.ExecContext(ctx, `UPDATE identity_refresh_tokens SET used = 1 WHERE token_hash = $1 AND used = 0 AND revoked = 0`, h)
+		if err != nil {
 			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			fail, reused = errRefreshReused, family
+			return revokeFamily(ctx, tx, family)
 		}
 		resp, err = s.newSession(ctx, tx, account, device, family, ca.Level(level))
 		return err
 	})
 	if err != nil {
 		return err
+	}
+	if reused != "" {
+		s.sessionsEnded(SessionEnd{Reason: EndRefreshReused, Family: reused})
 	}
 	if fail != nil {
 		return fail
@@ -401,23 +440,26 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+var errRefreshReused = web.Errorf(http.StatusUnauthorized, TypeRefreshReused, "Refresh token reused",
+	"this refresh token was already used; all sessions of this login are revoked")
+
+// revokeFamily ends every session and refresh token of one login.
+func revokeFamily(ctx context.Context, tx *sql.Tx, family string) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE identity_sessions SET revoked = 1 WHERE family = $1`, family); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE identity_refresh_tokens SET revoked = 1 WHERE family = $1`, family)
+	return err
+}
+
 func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	c := callerFrom(ctx)
-	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
-		var family string
-		if err := tx.QueryRowContext(ctx, `SELECT family FROM identity_sessions WHERE token_hash = $1`, c.sessionHash).Scan(&family); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE identity_sessions SET revoked = 1 WHERE family = $1`, family); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, `UPDATE identity_refresh_tokens SET revoked = 1 WHERE family = $1`, family)
-		return err
-	})
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error { return revokeFamily(ctx, tx, c.family) })
 	if err != nil {
 		return err
 	}
+	s.sessionsEnded(SessionEnd{Reason: EndLogout, Family: c.family})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -471,4 +513,34 @@ func (s *Service) handleEID(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// checkPassword checks an account's password as login does — throttled
+// per account and client address, against a dummy hash when the account
+// has none, failures counted — for a request that proves the password
+// again (a renewal asking for a substantial certificate).
+func (s *Service) checkPassword(ctx context.Context, w http.ResponseWriter, now time.Time, account, phc, password, addrKey string) error {
+	accountKey := "account:" + account
+	for _, key := range []string{addrKey, accountKey} {
+		if wait, err := s.lockedFor(ctx, now, key); err != nil {
+			return err
+		} else if wait > 0 {
+			return throttled(w, wait)
+		}
+	}
+	stored := phc
+	if stored == "" {
+		stored = s.dummyPHC
+	}
+	ok, _, err := verifyPassword(stored, password, s.argon)
+	if err != nil {
+		return err
+	}
+	if !ok || phc == "" {
+		if err := s.recordFailure(ctx, now, accountKey, addrKey); err != nil {
+			return err
+		}
+		return errInvalidCredentials
+	}
+	return s.clearFailures(ctx, accountKey)
 }

@@ -31,6 +31,22 @@
 //     group message once; members decrypt with a SenderKeyReceiver. Sender
 //     keys are rotated when membership changes.
 //
+// # What a message must prove
+//
+// A ratchet message decrypts only under a chain key that exists and was
+// derived from a secret of the session: the PQXDH shared key and a DH
+// output of one of our own private ratchet keys. In particular, an
+// initiator has no receiving chain until it has decrypted the responder's
+// first reply (the spec's CKr = None): a message whose header names the
+// responder's signed prekey, the initiator's remote ratchet key until then,
+// fails with ErrDecrypt, and so does any message for which no receiving
+// chain exists. Session.HasReceivingChain tells a caller whether the peer
+// has answered, which is when it may stop sending the PQXDH initial
+// message. A failed Decrypt never changes the session.
+// TestPropertyNoForgeryFromPublicValues checks, over every session state,
+// that nothing built from public values (published keys, headers, zero or
+// guessable chain keys) decrypts.
+//
 // pqxdh.go, ratchet.go and senderkey.go each start with the specification
 // they follow and every deviation from it. Limits are in limits.go; errors
 // callers branch on are the Err… sentinels in errors.go.

@@ -124,11 +124,16 @@ func FuzzDecodeInitialMessage(f *testing.F) {
 
 func FuzzDecodeRatchetMessage(f *testing.F) {
 	alice, bob := newSessionPair(f, newDetReader("fuzz ratchet"))
+	waiting, _ := alice.MarshalBinary() // the initiator before any reply
 	m0 := mustEncrypt(f, alice, "hello")
 	f.Add(m0)
 	f.Add(mustEncrypt(f, alice, ""))
 	mustDecrypt(f, bob, m0, "hello")
-	f.Add(mustEncrypt(f, bob, "reply"))
+	reply := mustEncrypt(f, bob, "reply")
+	f.Add(reply)
+	// A forgery under the responder's signed prekey and an all-zero chain.
+	spk := cloneSession(f, alice).dhr
+	f.Add(forgeRatchetMessage(alice.ad, spk, 0, 0, [32]byte{}, []byte("forged")))
 	state, _ := bob.MarshalBinary()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := UnmarshalSession(newDetReader("fuzz"), state)
@@ -139,6 +144,19 @@ func FuzzDecodeRatchetMessage(f *testing.F) {
 			after, _ := s.MarshalBinary()
 			if !bytes.Equal(after, state) {
 				t.Fatal("failed decryption changed the session")
+			}
+		}
+		// The initiator before the first reply accepts Bob's real reply
+		// and nothing else.
+		w, err := UnmarshalSession(newDetReader("fuzz"), waiting)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Decrypt(data); err == nil && !bytes.Equal(data, reply) {
+			t.Fatalf("initiator before the first reply decrypted %x", data)
+		} else if err != nil {
+			if after, _ := w.MarshalBinary(); !bytes.Equal(after, waiting) {
+				t.Fatal("failed decryption changed the waiting initiator")
 			}
 		}
 	})

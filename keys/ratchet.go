@@ -26,11 +26,21 @@ package keys
 // committed only after the AEAD has authenticated the message (the spec's
 // "exception → discard changes"). Replays of keys already used are reported
 // as ErrReplay, using the recent remote ratchet keys to recognise old chains.
+//
+// A chain key is used only when it exists: Decrypt derives message keys
+// from a receiving chain only after a DH ratchet step has created it from
+// the root key (the PQXDH secret, or a later root) and a DH output of our
+// own private ratchet key. Before the initiator has decrypted the
+// responder's first reply it has no receiving chain, so a message whose
+// header names the responder's signed prekey fails with ErrDecrypt instead
+// of being read under a chain key made of public values (spec: CKr = None).
+// An all-zero PQXDH shared key is refused when a session starts.
 
 import (
 	"crypto/ecdh"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -139,6 +149,11 @@ func newSession(rand io.Reader, sharedKey, ad []byte) (*Session, error) {
 	}
 	if len(ad) > MaxAssociatedDataLen {
 		return nil, fmt.Errorf("keys.ratchet: associated data: %w", ErrTooLarge)
+	}
+	// SK is the root of every chain key; an all-zero SK is what an unset
+	// key looks like, and anyone could compute the chains under it.
+	if subtle.ConstantTimeCompare(sharedKey, make([]byte, SharedKeySize)) == 1 {
+		return nil, fmt.Errorf("keys.ratchet: all-zero shared key: %w", ErrInvalidKey)
 	}
 	s := &Session{rand: rand, ad: append([]byte(nil), ad...), skipped: map[skippedKey]skippedEntry{}}
 	copy(s.rk[:], sharedKey)
@@ -284,6 +299,14 @@ func (s *Session) Decrypt(msg []byte) ([]byte, error) {
 	}
 	if err := st.skipTo(h.n); err != nil {
 		return nil, err
+	}
+	if !st.hasCKr {
+		// The spec's CKr = None. Until the responder's first reply the
+		// initiator's remote ratchet key is the responder's signed prekey,
+		// and no receiving chain belongs to it: a message under that key
+		// was not made by anyone holding a secret of this session (its
+		// chain key would be derived from nothing), so it fails here.
+		return nil, fmt.Errorf("keys.ratchet: no receiving chain for this ratchet key: %w", ErrDecrypt)
 	}
 	mk, next := chainKDF(st.ckr)
 	pt, err := openMessage(mk, s.ad, hdr, ct)
@@ -475,6 +498,13 @@ func (s *Session) sortedSkipped() []skippedKey {
 	})
 	return ks
 }
+
+// HasReceivingChain reports whether the session has a receiving chain,
+// that is whether it has decrypted a message of the peer's. An initiator
+// has none until the responder's first reply has decrypted; until then the
+// peer may not have the session yet, so the caller keeps sending the PQXDH
+// initial message with every message.
+func (s *Session) HasReceivingChain() bool { return s.hasCKr }
 
 // SkippedKeys reports how many skipped message keys the session holds.
 func (s *Session) SkippedKeys() int { return len(s.skipped) }

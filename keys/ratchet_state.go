@@ -15,7 +15,8 @@ import (
 //	nSkipped(4) || nSkipped × (DH(32) || N(4) || MK(32) || step(4) || seq(8))
 //
 // Skipped keys are written oldest first with strictly increasing seq, so the
-// encoding is canonical. The output is secret: it holds the chain keys.
+// encoding is canonical. A receiving chain (hasCKr) without a remote ratchet
+// key (hasDHr) is refused. The output is secret: it holds the chain keys.
 
 // MarshalBinary serializes the session state.
 func (s *Session) MarshalBinary() ([]byte, error) {
@@ -97,6 +98,10 @@ func (s *Session) UnmarshalBinary(data []byte) error {
 		}
 		lastSeq = e.seq
 		n.skipped[k] = e
+	}
+	if n.hasCKr && !n.hasDHr {
+		// A receiving chain belongs to a remote ratchet key.
+		d.fail("receiving chain without a remote ratchet key")
 	}
 	if err := d.finish(); err != nil {
 		return err

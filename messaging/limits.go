@@ -51,6 +51,19 @@ const (
 	// mailbox.MaxCiphertext.
 	MaxNoticeBytes = 16 << 10
 
+	// MaxMailboxEnvelopes and MaxMailboxBytes are the quota of one
+	// recipient device's mailbox: a send that would take any of its
+	// recipients' mailboxes past either is refused whole (507
+	// mailbox-full) and stores nothing. The quota is the device's, shared
+	// by all who send to it: a flood fills it and then holds back other
+	// senders too, until the device reads (acks) or the envelopes expire —
+	// what it bounds is the space one victim's mailbox can take, while
+	// MaxSendsPerWindow bounds each flooding device. Server notices are
+	// counted but not refused. 128 MiB is some two thousand envelopes of
+	// the largest size, or tens of thousands of ordinary messages.
+	MaxMailboxEnvelopes = 20000
+	MaxMailboxBytes     = 128 << 20
+
 	// MaxGroupMembers bounds a group: a group message is encrypted once
 	// per device of every member and must fit in MaxSendDevices envelopes.
 	MaxGroupMembers = kind.MaxGroupMembers
@@ -63,6 +76,11 @@ const (
 	// MaxBlobBytesPerAccount bounds what one account's unexpired blobs may
 	// take on the server.
 	MaxBlobBytesPerAccount = 500 << 20
+
+	// BlobUploadTimeout is how long an upload's reservation of quota lasts
+	// while its body is read; a reservation its upload never completed
+	// expires after it.
+	BlobUploadTimeout = 10 * time.Minute
 
 	// SendIdempotency is how long a send's first answer is kept for
 	// retries with the same client_id.

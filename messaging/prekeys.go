@@ -85,6 +85,9 @@ type Options struct {
 	// PostNotice is given); required with Mailbox. cmd/kanald passes the
 	// deployment notary from the CA directory.
 	Notary *ca.Notary
+	// MailboxQuota overrides the per-device mailbox quota sends must fit
+	// in (a zero field: MaxMailboxEnvelopes, MaxMailboxBytes).
+	MailboxQuota mailbox.Quota
 }
 
 // Service is the prekey directory. Its methods are safe for concurrent use.
@@ -102,6 +105,7 @@ type Service struct {
 	limit     *sendLimiter
 	retention time.Duration
 	notary    *ca.Notary
+	quota     mailbox.Quota
 }
 
 // New checks o and returns a Service.
@@ -113,7 +117,13 @@ func New(o Options) (*Service, error) {
 		return nil, errors.New("messaging: Mailbox needs Notary, which signs the server's notices")
 	}
 	s := &Service{db: o.DB, dir: o.Directory, auth: o.Auth, log: o.Logger, now: o.Now,
-		mailbox: o.Mailbox, batch: o.Batcher, notify: o.Notify, stored: o.Stored, retention: o.Retention, notary: o.Notary}
+		mailbox: o.Mailbox, batch: o.Batcher, notify: o.Notify, stored: o.Stored, retention: o.Retention, quota: o.MailboxQuota, notary: o.Notary}
+	if s.quota.MaxEnvelopes <= 0 {
+		s.quota.MaxEnvelopes = MaxMailboxEnvelopes
+	}
+	if s.quota.MaxBytes <= 0 {
+		s.quota.MaxBytes = MaxMailboxBytes
+	}
 	if s.retention <= 0 {
 		s.retention = mailbox.DefaultRetention
 	}

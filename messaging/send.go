@@ -44,6 +44,11 @@ var (
 	// TypeNoRecipients: nobody but the sending device is in the
 	// conversation (a group whose other members have no active device).
 	TypeNoRecipients = web.NewType("no-recipients")
+	// TypeMailboxFull: the send would take a recipient device's mailbox
+	// past its quota (MaxMailboxEnvelopes, MaxMailboxBytes). Extension
+	// member "devices": the full devices, sorted. Nothing was stored, for
+	// any recipient; retry later, when the device has read its mailbox.
+	TypeMailboxFull = web.NewType("mailbox-full")
 )
 
 // SendRequest is the body of POST /v1/messages (any session).
@@ -340,7 +345,7 @@ func (s *Service) Send(ctx context.Context, c Caller, req *SendRequest) (resp *S
 	var stored []mailbox.Envelope
 	fn := func(tx *sql.Tx) error {
 		envs := slices.Clone(cs.envs)
-		if err := s.mailbox.AppendTx(ctx, tx, envs); err != nil {
+		if err := s.mailbox.AppendWithinTx(ctx, tx, envs, s.quota); err != nil {
 			return err
 		}
 		stored = envs
@@ -370,6 +375,12 @@ func (s *Service) Send(ctx context.Context, c Caller, req *SendRequest) (resp *S
 		if prev, perr := s.previousSend(ctx, c.DeviceID, req.ClientID, cs.conversation); prev != nil || perr != nil {
 			return prev, false, perr
 		}
+	}
+	var full *mailbox.FullError
+	if errors.As(err, &full) {
+		return nil, false, web.Errorf(http.StatusInsufficientStorage, TypeMailboxFull, "Mailbox full",
+			"a recipient device's mailbox is full until it reads its messages; nothing was sent, try again later").
+			With("devices", full.Devices)
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("messaging.send: %w", err)

@@ -39,7 +39,7 @@ type sendEnv struct {
 	woken [][]string
 }
 
-func newSendEnv(t *testing.T, d *db.DB, limit int, batch bool) *sendEnv {
+func newSendEnv(t *testing.T, d *db.DB, limit int, batch bool, opts ...func(*messaging.Options)) *sendEnv {
 	now := testNow
 	e := &sendEnv{t: t, d: d, dir: newFakeDir(t), now: &now}
 	e.mb = mailbox.NewStore(d, mailbox.StoreOptions{Now: func() time.Time { return *e.now }})
@@ -50,6 +50,9 @@ func newSendEnv(t *testing.T, d *db.DB, limit int, batch bool) *sendEnv {
 			defer e.mu.Unlock()
 			e.woken = append(e.woken, devices)
 		}}
+	for _, f := range opts {
+		f(&o)
+	}
 	if batch {
 		b := d.NewBatcher(8)
 		t.Cleanup(b.Close)

@@ -76,6 +76,7 @@ type fakePSP struct {
 	srv      *httptest.Server
 	payments atomic.Int64
 	refunds  atomic.Int64
+	down     atomic.Bool // refunds answer 503
 	mu       sync.Mutex
 	keys     map[string]bool
 }
@@ -95,6 +96,10 @@ func newFakePSP(t testing.TB) *fakePSP {
 	mux.HandleFunc("POST /v1/refunds", func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer "+pspAPIKey {
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		if f.down.Load() {
+			http.Error(w, "unavailable", http.StatusServiceUnavailable)
 			return
 		}
 		f.mu.Lock()

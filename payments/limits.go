@@ -21,4 +21,8 @@ const (
 
 	// MaxDueDays bounds how far ahead a due date may be.
 	MaxDueDays = 366
+
+	// RefundRetryAfter is how long a booked refund waits for its client to
+	// retry before RetryRefunds asks the provider again itself.
+	RefundRetryAfter = 5 * time.Minute
 )

@@ -89,16 +89,30 @@ var errDuplicateEvent = errors.New("duplicate event")
 // RefundResult is the answer to a refund.
 type RefundResult struct {
 	RequestID     string `json:"request_id"`
+	RefundID      string `json:"refund_id"`
 	AmountCents   int64  `json:"amount_cents"`
 	RefundedCents int64  `json:"refunded_cents"` // in total, after this refund
 	Status        string `json:"status"`
 }
 
+// Refund statuses (payments_refunds.status).
+const (
+	refundPending   = "pending"   // booked, the provider has not confirmed the payout
+	refundConfirmed = "confirmed" // the provider accepted the payout
+)
+
 // Refund gives back part or all of a paid request through the provider
 // that collected it. The caller must be an owner or admin of the
 // organisation with a substantial session; key is the Idempotency-Key.
-// The provider is asked first, with the same key, so that a retry after
-// a lost answer neither pays out twice nor books twice.
+//
+// The refund is booked first — the request's refunded amount, its
+// transition, the ledger and a pending refund row in one transaction whose
+// conditional update refuses to refund more than was paid, however many
+// refunds race — and only a booked refund is sent to the provider, with an
+// idempotency key derived from the refund's id. If the provider does not
+// answer, the refund stays booked and pending: a retry with the same
+// Idempotency-Key, or RetryRefunds, asks the provider again with the same
+// key, so a payout happens once.
 func (s *Service) Refund(ctx context.Context, actor Actor, id, key string, amount int64) (*RefundResult, bool, error) {
 	if actor.Level < ca.LevelSubstantial {
 		return nil, false, fmt.Errorf("payments.refund: %w", ErrLevel)
@@ -118,10 +132,19 @@ func (s *Service) Refund(ctx context.Context, actor Actor, id, key string, amoun
 	}
 	scope := "refund:" + id
 	params := struct{ Amount int64 }{amount}
-	// A replay answers from the stored result without asking the provider.
+	// A replay answers from the stored result; the provider is asked
+	// again only if it never confirmed.
 	if out, ok, err := s.storedResult(ctx, scope, key, params); err != nil || ok {
-		return out, ok, err
+		if err == nil && out.RefundID != "" {
+			err = s.payRefund(ctx, out.RefundID)
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		return out, true, nil
 	}
+	// These checks give a clear answer early; the conditional update
+	// below is what holds under concurrency.
 	if r.Status != StatusPaid && r.Status != StatusRefunded {
 		return nil, false, fmt.Errorf("payments.refund: %w: request %s is %s", ErrState, id, r.Status)
 	}
@@ -132,8 +155,9 @@ func (s *Service) Refund(ctx context.Context, actor Actor, id, key string, amoun
 	if p == nil {
 		return nil, false, fmt.Errorf("payments.refund: %w: provider %q", ErrNotConfigured, r.Provider)
 	}
-	if err := p.Refund(ctx, r, amount, scope+":"+key); err != nil {
-		return nil, false, fmt.Errorf("payments.refund: %w: %w", ErrProvider, err)
+	refundID, err := newID("rf_")
+	if err != nil {
+		return nil, false, err
 	}
 	now := s.now().Unix()
 	out, replay, err := idempotent(ctx, s.db, scope, key, params, now, func(tx *sql.Tx) (RefundResult, error) {
@@ -148,19 +172,32 @@ func (s *Service) Refund(ctx context.Context, actor Actor, id, key string, amoun
 			return RefundResult{}, err
 		}
 		if n, _ := res.RowsAffected(); n != 1 {
-			return RefundResult{}, fmt.Errorf("%w: request %s is %s with %d of %d cents refunded", ErrState, id, cur.Status, cur.RefundedCents, cur.PaidCents)
+			if cur.Status != StatusPaid && cur.Status != StatusRefunded {
+				return RefundResult{}, fmt.Errorf("%w: request %s is %s", ErrState, id, cur.Status)
+			}
+			return RefundResult{}, invalid("at most %d cents are left to refund", cur.PaidCents-cur.RefundedCents)
 		}
-		if err := transition(ctx, tx, id, r.Status, StatusRefunded, amount, "api", actor.String(), now); err != nil {
+		// The row lock of the update orders refunds of one request, so
+		// the refunded total before this one tells where it came from.
+		from := StatusRefunded
+		if cur.RefundedCents == amount {
+			from = StatusPaid
+		}
+		if err := transition(ctx, tx, id, from, StatusRefunded, amount, "api", actor.String(), now); err != nil {
 			return RefundResult{}, err
 		}
 		if err := post(ctx, tx, id, "refund", now, transfer(cur.OrgID, AccRefunds, p.Account(), amount)); err != nil {
 			return RefundResult{}, err
 		}
-		if err := audit(ctx, tx, now, actor, "request.refund", cur.OrgID, id, fmt.Sprintf("%d cents, %d in total", amount, cur.RefundedCents)); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO payments_refunds (id, request_id, amount_cents, provider, status, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $6)`, refundID, id, amount, p.Name(), refundPending, now); err != nil {
+			return RefundResult{}, err
+		}
+		if err := audit(ctx, tx, now, actor, "request.refund", cur.OrgID, id, fmt.Sprintf("%d cents, %d in total, refund %s", amount, cur.RefundedCents, refundID)); err != nil {
 			return RefundResult{}, err
 		}
 		r = cur
-		return RefundResult{RequestID: id, AmountCents: amount, RefundedCents: cur.RefundedCents, Status: cur.Status}, nil
+		return RefundResult{RequestID: id, RefundID: refundID, AmountCents: amount, RefundedCents: cur.RefundedCents, Status: cur.Status}, nil
 	})
 	if err != nil {
 		return nil, false, wrap("payments.refund", err)
@@ -168,7 +205,82 @@ func (s *Service) Refund(ctx context.Context, actor Actor, id, key string, amoun
 	if !replay {
 		s.announce(ctx, r)
 	}
+	if out.RefundID != "" {
+		if err := s.payRefund(ctx, out.RefundID); err != nil {
+			return nil, false, err
+		}
+	}
 	return &out, replay, nil
+}
+
+// refundKey is the provider idempotency key of a booked refund.
+func refundKey(refundID string) string { return "kanal-refund:" + refundID }
+
+// payRefund asks the provider to pay out a booked refund unless it has
+// already confirmed it, and records the confirmation. An error leaves the
+// refund pending, to be asked again with the same key.
+func (s *Service) payRefund(ctx context.Context, refundID string) error {
+	var requestID, provider, status string
+	var amount int64
+	err := s.db.QueryRow(ctx, `SELECT request_id, provider, amount_cents, status FROM payments_refunds WHERE id = $1`, refundID).
+		Scan(&requestID, &provider, &amount, &status)
+	if err != nil {
+		return fmt.Errorf("payments.refund: %w", err)
+	}
+	if status == refundConfirmed {
+		return nil
+	}
+	p := s.provider(provider)
+	if p == nil {
+		return fmt.Errorf("payments.refund: %w: provider %q", ErrNotConfigured, provider)
+	}
+	r, err := loadRequest(ctx, readDB{s.db}, requestID)
+	if err != nil {
+		return fmt.Errorf("payments.refund: %w", err)
+	}
+	if err := p.Refund(ctx, r, amount, refundKey(refundID)); err != nil {
+		return fmt.Errorf("payments.refund: the refund %s is booked; the provider did not confirm it: %w: %w", refundID, ErrProvider, err)
+	}
+	if _, err := s.db.Exec(ctx, `UPDATE payments_refunds SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4`,
+		refundConfirmed, s.now().Unix(), refundID, refundPending); err != nil {
+		return fmt.Errorf("payments.refund: %w", err)
+	}
+	return nil
+}
+
+// RetryRefunds asks the provider again for booked refunds that it has not
+// confirmed for at least RefundRetryAfter, and returns how many it
+// confirmed. kanald's sweep calls it, so a refund whose client gave up is
+// still paid out, once.
+func (s *Service) RetryRefunds(ctx context.Context) (int, error) {
+	rows, err := s.db.Query(ctx, `SELECT id FROM payments_refunds WHERE status = $1 AND created_at <= $2 ORDER BY created_at LIMIT 100`,
+		refundPending, s.now().Add(-RefundRetryAfter).Unix())
+	if err != nil {
+		return 0, fmt.Errorf("payments.refund: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("payments.refund: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("payments.refund: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, id := range ids {
+		if err := s.payRefund(ctx, id); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
 }
 
 // storedResult looks up an idempotency key outside a transaction.

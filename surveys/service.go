@@ -333,6 +333,16 @@ func (s *Service) Define(ctx context.Context, c Caller, id string, signed *Signe
 	if err != nil {
 		return err
 	}
+	// Verify checks the certificates at the signing time the definition
+	// claims; the server takes a definition only from certificates that
+	// are valid now, so an expired device or membership cannot sign one
+	// with a date from its lifetime.
+	if _, err := ca.VerifyDevice(signed.Device, s.roots, now); err != nil {
+		return fmt.Errorf("%w: device certificate: %w", ErrBadSignature, err)
+	}
+	if _, err := ca.VerifyMembership(signed.Membership, signed.Organisation, s.roots, now); err != nil {
+		return fmt.Errorf("%w: membership certificate: %w", ErrBadSignature, err)
+	}
 	switch {
 	case signer.AccountID != c.AccountID:
 		return fmt.Errorf("%w: sign the definition with one of your own devices", ErrBadSignature)

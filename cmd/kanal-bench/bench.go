@@ -539,7 +539,7 @@ func waitHello(ctx context.Context, d *device, from string) error {
 // operatorToken is the token kanald printed at its first start.
 func (r *runner) operatorToken() (string, error) {
 	if r.cl.opToken == "" {
-		return "", errors.New("no operator token: kanald printed none (start a fresh one) or set KANAL_OPERATOR_TOKEN")
+		return "", errors.New("no operator token: set KANAL_OPERATOR_TOKEN (kanald writes it to <data-dir>/operator-token)")
 	}
 	return r.cl.opToken, nil
 }

@@ -5,17 +5,19 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"strings"
 
 	"github.com/kanal-server/kanal/identity"
 	"github.com/kanal-server/kanal/identity/client"
 )
 
 func adminCommands() []*command {
-	tokenFlag := func(fs *flag.FlagSet, o *opts) {
-		fs.StringVar(&o.token, "token", "", "operator `token` (default $KANAL_OPERATOR_TOKEN)")
-	}
-	const tokenHelp = `Authorised by the operator token kanald printed at its first start, from
---token or KANAL_OPERATOR_TOKEN. Needs no key store.`
+	tokenFlag := operatorTokenFlags
+	const tokenHelp = `Authorised by the operator token, which kanald writes to
+<data-dir>/operator-token (mode 0600): from --token-file or
+KANAL_OPERATOR_TOKEN_FILE, or --token or KANAL_OPERATOR_TOKEN. Needs no key
+store.`
 	return []*command{
 		{
 			name: "admin org create", args: "[--kind office|council|merchant] <name>", nargs: 1,
@@ -56,13 +58,54 @@ Each of the member's active devices gets a membership certificate.
 	}
 }
 
-func (c *cli) operator(o *opts) (*client.Client, error) {
-	tok := o.token
-	if tok == "" {
-		tok = c.env("KANAL_OPERATOR_TOKEN")
+// operatorTokenFlags adds --token and --token-file.
+func operatorTokenFlags(fs *flag.FlagSet, o *opts) {
+	fs.StringVar(&o.token, "token", "", "operator `token` (default $KANAL_OPERATOR_TOKEN)")
+	fs.StringVar(&o.tokenFile, "token-file", "", "`file` holding the operator token, such as kanal-data/operator-token (default $KANAL_OPERATOR_TOKEN_FILE)")
+}
+
+// operatorToken finds the operator token: --token, --token-file,
+// KANAL_OPERATOR_TOKEN, KANAL_OPERATOR_TOKEN_FILE, in that order.
+func (c *cli) operatorToken(o *opts) (string, error) {
+	switch {
+	case o.token != "":
+		return o.token, nil
+	case o.tokenFile != "":
+		return readTokenFile(o.tokenFile)
+	case c.env("KANAL_OPERATOR_TOKEN") != "":
+		return c.env("KANAL_OPERATOR_TOKEN"), nil
+	case c.env("KANAL_OPERATOR_TOKEN_FILE") != "":
+		return readTokenFile(c.env("KANAL_OPERATOR_TOKEN_FILE"))
 	}
-	if tok == "" {
-		return nil, errors.New("no operator token: set KANAL_OPERATOR_TOKEN or pass --token")
+	return "", errors.New("no operator token: pass --token-file kanal-data/operator-token, or set KANAL_OPERATOR_TOKEN_FILE or KANAL_OPERATOR_TOKEN")
+}
+
+// readTokenFile reads an operator token file. Like ssh with a private
+// key, it refuses a file that others may read: the token is as good as
+// the operator.
+func readTokenFile(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("cannot read the operator token file: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("operator token file %s is readable by others (mode %04o); chmod 600 it and reset the token with kanald operator reset", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("cannot read the operator token file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if !strings.HasPrefix(tok, "kanal_op_") || strings.ContainsAny(tok, " \t\r\n") {
+		return "", fmt.Errorf("%s holds no operator token (kanal_op_…)", path)
+	}
+	return tok, nil
+}
+
+func (c *cli) operator(o *opts) (*client.Client, error) {
+	tok, err := c.operatorToken(o)
+	if err != nil {
+		return nil, err
 	}
 	return c.api(o, nil).WithToken(tok), nil
 }

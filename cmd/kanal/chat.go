@@ -223,6 +223,8 @@ func summary(m *kind.Message) string {
 		return s
 	case *kind.PaymentStatusBody:
 		return "payment " + b.RequestID + " " + b.Status
+	case *kind.DeviceChangeBody:
+		return "your device " + b.DeviceID + " has a new key; if you did not do this, revoke it with 'kanal device revoke " + b.DeviceID + "'"
 	case *kind.SurveyInviteBody:
 		return "survey invitation: " + b.Title + " (" + b.SurveyID + ")"
 	case *kind.PollBody:

@@ -59,7 +59,7 @@ certificate back to 'kanal device install'.`,
 		{
 			name: "device approve", args: "[--name N] <request-file|->", nargs: 1,
 			summary: "on an enrolled device: certify another machine's request, print its certificate",
-			help:    `Needs a session of level substantial ('kanal login' with the password).`,
+			help:    `Needs a session of level substantial ('kanal login' with the password); this device signs the approval with its key.`,
 			flags: func(fs *flag.FlagSet, o *opts) {
 				fs.StringVar(&o.name, "name", "", "the new device's `name`")
 			},
@@ -83,9 +83,20 @@ deployment CA, then keeps it. 'kanal login' works from here on.`,
 			run:     deviceRevoke,
 		},
 		{
-			name: "device renew", args: "", nargs: 0,
-			summary: "get a fresh certificate for this device",
-			run:     deviceRenew,
+			name: "device renew", args: "[--device-only] [--new-key p256|ed25519]", nargs: 0,
+			summary: "get a fresh certificate for this device, optionally for a new key",
+			help: `Signs the renewal with this device's key — a session alone cannot renew a
+device. The certificate's level is the session's; with the password
+(KANAL_PASSWORD or a prompt) it is substantial. --device-only renews without
+the password. With --new-key the device gets a new key of that type: the old
+certificate is revoked, every session of this device ends (run 'kanal login'
+again), and the account's other devices are told. Renew before the
+certificate expires: an expired device must be enrolled anew.`,
+			flags: func(fs *flag.FlagSet, o *opts) {
+				fs.BoolVar(&o.deviceOnly, "device-only", false, "renew without the password (the certificate keeps the session's level)")
+				fs.StringVar(&o.newKey, "new-key", "", "replace the device key with a new one of this `type`: p256 or ed25519")
+			},
+			run: deviceRenew,
 		},
 		{
 			name: "device show", args: "[--ca]", nargs: 0,
@@ -308,7 +319,9 @@ func deviceApprove(ctx context.Context, c *cli, o *opts, args []string) error {
 	if name == "" {
 		name = "device approved by " + st.Data.DeviceID
 	}
-	res, err := api.EnrollCSR(ctx, name, csr)
+	// This device approves the new one with its key; the session alone
+	// would not do.
+	res, err := api.WithDevice(st.Data.DeviceID, st.Data.DeviceKey).EnrollCSR(ctx, name, csr)
 	if err != nil {
 		return err
 	}
@@ -402,15 +415,72 @@ func deviceRenew(ctx context.Context, c *cli, o *opts, _ []string) error {
 	if err != nil {
 		return err
 	}
-	res, err := api.RenewDevice(ctx, st.Data.DeviceID, st.Data.DeviceKey)
+	r := client.Renewal{Current: st.Data.DeviceKey}
+	if !o.deviceOnly {
+		pw, err := c.optionalSecret("KANAL_PASSWORD", "Password (empty: the certificate keeps the session's level): ")
+		if err != nil {
+			return fmt.Errorf("password: %w", err)
+		}
+		r.Password = string(pw)
+	}
+	if o.newKey != "" {
+		if r.Next, err = pendingDeviceKey(st, o.newKey); err != nil {
+			return err
+		}
+	}
+	res, err := api.Renew(ctx, st.Data.DeviceID, r)
 	if err != nil {
+		if client.IsProblem(err, string(identity.TypeDeviceExpired)) {
+			return fmt.Errorf("%w (here, with a new KANAL_HOME: 'kanal device request'; on a valid device: 'kanal device approve'; here again: 'kanal device install')", err)
+		}
 		return err
 	}
-	if err := keepCertificate(st, st.Data.DeviceKey, res.Certificate, res.CA); err != nil {
+	if r.Next == nil {
+		if err := keepCertificate(st, st.Data.DeviceKey, res.Certificate, res.CA); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "Renewed the certificate of device %s (level %s).\n", st.Data.DeviceID, res.Level)
+		return nil
+	}
+	// The server has ended every session of the device; the new key
+	// replaces the old one here only once the certificate checks out.
+	if _, err := checkDeviceCert(r.Next, []byte(res.Certificate), []byte(res.CA)); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "Renewed the certificate of device %s (level %s).\n", st.Data.DeviceID, res.Level)
+	st.Data.DeviceKey = r.Next
+	setSecret(st, secretPendingKey, "")
+	clearSession(st)
+	if err := keepCertificate(st, r.Next, res.Certificate, res.CA); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "Changed the key of device %s to a new %s key (certificate level %s). Its sessions have ended: run 'kanal login'.\n",
+		st.Data.DeviceID, o.newKey, res.Level)
 	return nil
+}
+
+// pendingDeviceKey returns the new device key a key change is for,
+// generating and saving it first if there is none: if the command is cut
+// off after the server certified the key, the key is not lost.
+func pendingDeviceKey(st *keystore.Store, kind string) (crypto.Signer, error) {
+	if der := getSecret(st, secretPendingKey); der != "" {
+		k, err := x509.ParsePKCS8PrivateKey([]byte(der))
+		if signer, ok := k.(crypto.Signer); err == nil && ok && keyKind(signer) == kind {
+			return signer, nil
+		}
+	}
+	key, err := newDeviceKey(kind)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	setSecret(st, secretPendingKey, string(der))
+	if err := st.Save(); err != nil {
+		return nil, err
+	}
+	return key, nil
 }
 
 func deviceShow(ctx context.Context, c *cli, o *opts, _ []string) error {

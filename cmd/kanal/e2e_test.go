@@ -247,13 +247,16 @@ func TestUserSession(t *testing.T) {
 		{cmd: "openssl crl -in crl.pem -noout -text", want: []string{"Revoked Certificates"}},
 
 		// The operator: an office, verified, with alice as an agent.
-		{do: func(t *testing.T) { s.vars["OPTOKEN"] = srv.OperatorToken(t) }},
+		{do: func(t *testing.T) {
+			s.vars["OPTOKEN"] = srv.OperatorToken(t)
+			s.vars["OPFILE"] = filepath.Join(srv.DataDir, "operator-token")
+		}},
 		{cmd: "kanal admin org create 'Bürgeramt Musterstadt'", exit: 1, want: []string{"no operator token"}},
 		{cmd: "kanal admin org create --token kanal_op_wrong 'Bürgeramt Musterstadt'", exit: 1, want: []string{"(urn:kanal:problem:"}},
 		{cmd: "kanal admin org create --kind office 'Bürgeramt Musterstadt'", env: []string{"KANAL_OPERATOR_TOKEN=$OPTOKEN"},
 			set: map[string]string{"ORG": `(?m)^(\S+)$`}},
-		{cmd: "kanal admin org verify $ORG", env: []string{"KANAL_OPERATOR_TOKEN=$OPTOKEN"}, want: []string{"Verified office", "Bürgeramt Musterstadt"}},
-		{cmd: "kanal admin org member add --role agent $ORG alice@example.org", env: []string{"KANAL_OPERATOR_TOKEN=$OPTOKEN"},
+		{cmd: "kanal admin org verify --token-file $OPFILE $ORG", want: []string{"Verified office", "Bürgeramt Musterstadt"}},
+		{cmd: "kanal admin org member add --role agent $ORG alice@example.org", env: []string{"KANAL_OPERATOR_TOKEN_FILE=$OPFILE"},
 			want: []string{"Added account $ACCOUNT to $ORG as agent"}},
 		{cmd: "kanal whoami", want: []string{"$ORG Bürgeramt Musterstadt (agent)"}},
 		{cmd: "kanal directory org $ORG", want: []string{"verified", "$ACCOUNT", "agent"}},

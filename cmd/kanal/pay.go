@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -31,9 +30,7 @@ func payCommands() []*command {
 	keyFlag := func(fs *flag.FlagSet) {
 		fs.StringVar(&po.key, "key", "", "Idempotency-Key (default: a fresh random one; repeat a key only to retry)")
 	}
-	tokenFlag := func(fs *flag.FlagSet, o *opts) {
-		fs.StringVar(&o.token, "token", "", "operator `token` (default $KANAL_OPERATOR_TOKEN)")
-	}
+	tokenFlag := operatorTokenFlags
 	return []*command{
 		{
 			name: "pay request", args: "--org ORG (--contract ID | --to ACCOUNT --amount 37.00) --creditor NAME --iban IBAN --purpose TEXT --due YYYY-MM-DD", nargs: 0,
@@ -159,12 +156,9 @@ func (c *cli) payAPI(ctx context.Context, o *opts) (*pclient.Client, *keystore.S
 }
 
 func (c *cli) payOperator(o *opts) (*pclient.Client, error) {
-	tok := o.token
-	if tok == "" {
-		tok = c.env("KANAL_OPERATOR_TOKEN")
-	}
-	if tok == "" {
-		return nil, errors.New("no operator token: set KANAL_OPERATOR_TOKEN or pass --token")
+	tok, err := c.operatorToken(o)
+	if err != nil {
+		return nil, err
 	}
 	return pclient.New(c.serverURL(o, nil), tok, nil), nil
 }

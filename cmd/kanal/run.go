@@ -47,9 +47,11 @@ type opts struct {
 	name       string
 	keyType    string
 	token      string
+	tokenFile  string
 	kind       string
 	role       string
 	deviceOnly bool
+	newKey     string
 	ca         bool
 }
 
@@ -211,6 +213,7 @@ Environment:
   KANAL_PASSWORD        the account password for password and login (otherwise asked)
   KANAL_CURRENT_PASSWORD  the password being replaced, when changing it while logged in
   KANAL_OPERATOR_TOKEN  the operator token for kanal admin (or --token)
+  KANAL_OPERATOR_TOKEN_FILE  a file (mode 0600) holding it, e.g. kanal-data/operator-token (or --token-file)
 
 A first session:
   kanal register alice@example.org     # a code arrives by e-mail

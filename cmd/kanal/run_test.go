@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -62,6 +63,30 @@ func TestUsage(t *testing.T) {
 		if code != c.code || !strings.Contains(out, c.want) {
 			t.Errorf("kanal %s: exit %d, output:\n%s\nwant exit %d and %q", strings.Join(c.args, " "), code, out, c.code, c.want)
 		}
+	}
+}
+
+// TestOperatorTokenFile: the operator token is read from a file only its
+// owner can read; a file others can read is refused before the token is
+// sent anywhere.
+func TestOperatorTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	open, private := filepath.Join(dir, "open"), filepath.Join(dir, "private")
+	if err := os.WriteFile(open, []byte("kanal_op_x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(private, []byte("kanal_op_x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"KANAL_SERVER": "http://127.0.0.1:1"}
+	code, out := runKanal(t, env, "admin", "org", "verify", "--token-file", open, "org_1")
+	if code != 1 || !strings.Contains(out, "readable by others (mode 0644)") {
+		t.Fatalf("world-readable token file: exit %d\n%s", code, out)
+	}
+	env["KANAL_OPERATOR_TOKEN_FILE"] = private
+	code, out = runKanal(t, env, "admin", "org", "verify", "org_1")
+	if code != 1 || strings.Contains(out, "operator token") || !strings.Contains(out, "127.0.0.1:1") {
+		t.Fatalf("private token file: exit %d\n%s (want the token read and the server tried)", code, out)
 	}
 }
 
@@ -135,7 +160,16 @@ func TestInProcess(t *testing.T) {
 	must("Password set.", "password")
 	must("level substantial", "login")
 	must("Renewed the certificate", "device", "renew")
-	must("BEGIN CERTIFICATE", "device", "show")
+	// A key change ends this device's sessions; the new key logs in.
+	oldCert := must("BEGIN CERTIFICATE", "device", "show")
+	must("Changed the key of device", "device", "renew", "--new-key", "p256")
+	if code, out := runKanal(t, env, "whoami"); code == 0 {
+		t.Fatalf("whoami after a key change: exit 0\n%s", out)
+	}
+	must("level substantial", "login")
+	if newCert := must("BEGIN CERTIFICATE", "device", "show"); newCert == oldCert {
+		t.Fatal("the key change kept the old certificate")
+	}
 	must("Logged out.", "logout")
 
 	// Enrolled before a password: the certificate is low until renewed.

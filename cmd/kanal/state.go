@@ -28,6 +28,9 @@ const (
 	secretSessionExpires = "kanal.session_expires"
 	secretLevel          = "kanal.level"
 	secretCA             = "kanal.ca_pem"
+	// secretPendingKey is a new device key (PKCS#8 DER) that 'kanal device
+	// renew --new-key' has generated and not yet had certified.
+	secretPendingKey = "kanal.pending_device_key"
 )
 
 // refreshSlack refreshes a session a little before the server would

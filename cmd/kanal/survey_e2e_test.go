@@ -165,7 +165,8 @@ func voterAnswers(i int) []any {
 // 'kanal survey tally' recounting the same from the public board alone.
 func TestSurveyThousandVoters(t *testing.T) {
 	ctx := context.Background()
-	srv := kanaldtest.Start(t, bin.kanald)
+	// The thousand voters sign up from one address, in one hour.
+	srv := kanaldtest.Start(t, bin.kanald, "KANAL_SIGNUP_LIMIT=1000000", "KANAL_SIGNUP_CLIENT_LIMIT=1000000")
 	ic := idclient.New(srv.URL, httpClient)
 	op := ic.WithToken(srv.OperatorToken(t))
 	started := time.Now()

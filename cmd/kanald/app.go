@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +21,7 @@ import (
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/web"
 	"github.com/kanal-server/kanal/messaging"
+	"github.com/kanal-server/kanal/messaging/kind"
 	"github.com/kanal-server/kanal/messaging/mailbox"
 	"github.com/kanal-server/kanal/messaging/push"
 	"github.com/kanal-server/kanal/payments"
@@ -51,7 +54,8 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	if err != nil {
 		return nil, err
 	}
-	a.ident, err = identity.New(identity.Options{DB: d, CA: authority, Mailer: mailer, Logger: log, TrustProxy: cfg.TrustProxy})
+	a.ident, err = identity.New(identity.Options{DB: d, CA: authority, Mailer: mailer, Logger: log, TrustProxy: cfg.TrustProxy,
+		SignupLimits: identity.SignupLimits{PerClient: cfg.SignupClientLimit, Global: cfg.SignupLimit}})
 	if err != nil {
 		return nil, err
 	}
@@ -62,21 +66,41 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	a.batch = d.NewBatcher(64)
 	mailboxes := mailbox.NewStore(d, mailbox.StoreOptions{Batcher: a.batch, Retention: cfg.Retention})
 	var sends *messaging.Service // set below; the hub hands it send frames
-	hub, err := mailbox.NewHub(mailbox.HubOptions{Store: mailboxes, Bus: b, Logger: log, Tracker: a.conns,
+	busKey, err := deriveBusKey(authority)
+	if err != nil {
+		return nil, err
+	}
+	hub, err := mailbox.NewHub(mailbox.HubOptions{Store: mailboxes, Bus: b, Logger: log, Tracker: a.conns, BusKey: busKey,
 		Frames: func(ctx context.Context, device, typ string, raw json.RawMessage) (any, error) {
 			return sends.Frames(ctx, device, typ, raw)
 		},
-		Device: func(r *http.Request) (string, bool) {
-			p, ok := identity.FromContext(r.Context())
-			return p.DeviceID, ok
+		Session: func(r *http.Request) (mailbox.Session, bool) {
+			s, ok := identity.SessionFromContext(r.Context())
+			return mailbox.Session{Device: s.DeviceID, Account: s.AccountID, Family: s.Family, Expires: s.ExpiresAt, Ref: s.Ref}, ok
 		},
-		Active: func(ctx context.Context, device string) error {
-			_, err := a.ident.Device(ctx, device)
+		Check: func(ctx context.Context, s mailbox.Session) error {
+			err := a.ident.CheckSession(ctx, s.Ref)
+			switch {
+			case errors.Is(err, identity.ErrUnknownDevice):
+				return fmt.Errorf("%w: %w", mailbox.ErrDeviceRevoked, err)
+			case errors.Is(err, identity.ErrSessionEnded):
+				return fmt.Errorf("%w: %w", mailbox.ErrSessionEnded, err)
+			}
 			return err
 		}})
 	if err != nil {
 		return nil, err
 	}
+	// Wherever identity ends sessions (logout, a reused refresh token, a
+	// changed password or key, a revoked device), their streams close on
+	// every node once the change has committed.
+	a.ident.AddSessionEndNotice(func(e identity.SessionEnd) {
+		err := hub.EndSessions(mailbox.SessionEnd{Reason: e.Reason, Revoked: e.Reason == identity.EndDeviceRevoked,
+			Family: e.Family, Device: e.Device, Account: e.Account, KeepFamily: e.KeepFamily})
+		if err != nil {
+			log.Warn("session end not published; the streams' session checks close them", "reason", e.Reason, "err", err)
+		}
+	})
 	a.hub = hub
 	streamed := func(source string, count func() uint64) {
 		a.metrics.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -86,6 +110,13 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	}
 	streamed("wake", func() uint64 { return hub.Stats().Carried })
 	streamed("mailbox", func() uint64 { return hub.Stats().Read })
+	a.metrics.Registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_bus_rejected_total",
+			Help: "Bus messages (carried wake-ups, session ends) whose tag did not verify: sent by someone without the deployment's key, or by another deployment on the same NATS."},
+			func() float64 { return float64(hub.Stats().Forged) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_stream_ack_writes_total",
+			Help: "Writes that deleted acknowledged envelopes, on this node's streams."},
+			func() float64 { return float64(hub.Stats().AckWrites) }))
 	// Web push wakes devices that do not pick up their envelopes.
 	pusher, err := newPush(cfg, log, d, authority, a.ident, mailboxes, hub, a.metrics.Registry)
 	if err != nil {
@@ -124,13 +155,15 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	sends = prekeys
 	a.ident.AddRevocationHook(messaging.DeletePrekeys)
 	// A revoked device loses its undelivered envelopes, in the revoking
-	// transaction, and once that has committed, its socket on whichever
-	// node holds it.
+	// transaction; its socket, on whichever node holds it, closes with its
+	// sessions (above).
 	a.ident.AddRevocationHook(mailboxes.DeleteDeviceTx)
 	a.ident.AddRevocationHook(push.DeleteDeviceTx)
-	a.ident.AddRevocationNotice(func(device string) {
-		if err := hub.Disconnect(device); err != nil {
-			log.Warn("disconnect revoked device", "device", device, "err", err)
+	// A key change is announced to the account's devices, so that one
+	// nobody on the account asked for is seen.
+	a.ident.AddKeyChangeNotice(func(account, device string) {
+		if err := announceKeyChange(prekeys, account, device); err != nil {
+			log.Warn("announce key change", "device", device, "err", err)
 		}
 	})
 	sweepCtx, stop := context.WithCancel(context.Background())
@@ -139,7 +172,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	go func() {
 		defer a.wg.Done()
 		sweepExpired(sweepCtx, log, expiry{"mailbox", mailboxes.Expire}, expiry{"attachment blobs", prekeys.ExpireBlobs},
-			expiry{"send idempotency rows", prekeys.ExpireSends})
+			expiry{"send idempotency rows", prekeys.ExpireSends}, expiry{"sign-ups", a.ident.ExpireSignups})
 	}()
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); pusher.Run(sweepCtx) }()
@@ -178,6 +211,18 @@ func (a *app) close() {
 	a.wg.Wait()
 	a.hub.Close()
 	a.batch.Close()
+}
+
+// deriveBusKey is the key that authenticates what nodes tell each other
+// over NATS (see messaging/mailbox/busauth.go). Every node of a deployment
+// shares the CA key, so every node derives the same; a NATS publisher
+// without it can forge nothing.
+func deriveBusKey(authority *ca.CA) ([]byte, error) {
+	master, err := authority.KeyPEM()
+	if err != nil {
+		return nil, fmt.Errorf("bus key: %w", err)
+	}
+	return hkdf.Key(sha256.New, master, nil, "kanal bus mac v1", 32)
 }
 
 // sweepInterval is how often a node deletes envelopes past their retention.
@@ -297,4 +342,27 @@ func registerStateMetrics(reg *prometheus.Registry, d *db.DB, b *bus.Bus) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_nats_reconnects_total", Help: "NATS reconnects since start."},
 			func() float64 { return float64(b.Conn().Stats().Reconnects) }),
 	)
+}
+
+// keyChangeTimeout bounds posting a key change notice, which runs after
+// the renewal has committed, in its request.
+const keyChangeTimeout = 10 * time.Second
+
+// announceKeyChange posts a device.change notice to every device of the
+// account, in the account's conversation with itself.
+func announceKeyChange(m *messaging.Service, account, device string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), keyChangeTimeout)
+	defer cancel()
+	now := time.Now()
+	msg, err := kind.New(fmt.Sprintf("kanal-key-%s-%d", device, now.UnixNano()), now,
+		&kind.DeviceChangeBody{AccountID: account, DeviceID: device, Op: "key"})
+	if err != nil {
+		return err
+	}
+	raw, err := msg.Marshal()
+	if err != nil {
+		return err
+	}
+	return m.PostNotice(ctx, messaging.Notice{Accounts: []string{account},
+		Conversation: messaging.DirectConversation(account, account), Message: raw})
 }

@@ -22,19 +22,25 @@ import (
 // config is kanald's configuration. Flags win over environment variables,
 // which win over the defaults.
 type config struct {
-	Addr        string
-	DataDir     string
-	DatabaseURL string
-	NATSURL     string
-	LogLevel    slog.Level
-	LogFormat   string
-	SMTPURL     string
-	MailFrom    string
-	CADir       string // empty: <DataDir>/ca
-	TrustProxy  bool
-	Retention   time.Duration // how long an undelivered envelope is kept
-	SendLimit   int           // sends per device per minute
-	PprofAddr   string        // loopback address for /debug/pprof/; empty: off
+	Addr              string
+	DataDir           string
+	DatabaseURL       string
+	NATSURL           string
+	NATS              bus.Options // TLS and credentials of an external NATS (URL, Name and Logger unset)
+	LogLevel          slog.Level
+	LogFormat         string
+	SMTPURL           string
+	MailFrom          string
+	CADir             string // empty: <DataDir>/ca
+	TrustProxy        bool
+	Retention         time.Duration // how long an undelivered envelope is kept
+	SendLimit         int           // sends per device per minute
+	SignupLimit       int           // sign-ups of the deployment per hour
+	SignupClientLimit int           // sign-ups per client address per hour
+	PprofAddr         string        // loopback address for /debug/pprof/; empty: off
+
+	OperatorTokenTTL  time.Duration // lifetime of an operator token kanald issues
+	OperatorTokenFile string        // empty: <DataDir>/operator-token
 
 	PSPURL           string // empty: no card/wallet provider
 	PSPAPIKey        string
@@ -43,6 +49,7 @@ type config struct {
 	PushHosts   push.HostList // empty: any public host
 	PushSubject string        // empty: mailto: the MailFrom address
 	PushCAFile  string
+	PushWorkers int // pushes in flight at once on this node
 }
 
 // setting describes one configuration value for flags, env and the README.
@@ -55,20 +62,32 @@ var settings = []setting{
 	{"data-dir", "KANAL_DATA_DIR", "./kanal-data", "directory for the SQLite database and local state"},
 	{"database-url", "KANAL_DATABASE_URL", "", "postgres://… for PostgreSQL; empty for SQLite in the data directory"},
 	{"nats-url", "KANAL_NATS_URL", "", "nats://… of a NATS server or cluster; empty for an in-process server"},
+	{"nats-ca-file", "KANAL_NATS_CA_FILE", "", "PEM file of the CA certificates the external NATS server's certificate must chain to; set, the connection must use TLS"},
+	{"nats-cert-file", "KANAL_NATS_CERT_FILE", "", "PEM client certificate for a NATS server that verifies clients (with KANAL_NATS_KEY_FILE)"},
+	{"nats-key-file", "KANAL_NATS_KEY_FILE", "", "PEM key of KANAL_NATS_CERT_FILE (not readable by everyone)"},
+	{"nats-user", "KANAL_NATS_USER", "", "NATS user (with KANAL_NATS_PASSWORD); or user:password@ in KANAL_NATS_URL"},
+	{"nats-password", "KANAL_NATS_PASSWORD", "", "password of KANAL_NATS_USER"},
+	{"nats-nkey-file", "KANAL_NATS_NKEY_FILE", "", "file holding the NATS nkey user seed (SU…), not readable by everyone"},
+	{"nats-creds-file", "KANAL_NATS_CREDS_FILE", "", "NATS .creds file (user JWT and seed) for a server in operator mode, not readable by everyone"},
 	{"log-level", "KANAL_LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"log-format", "KANAL_LOG_FORMAT", "text", "text or json"},
 	{"smtp-url", "KANAL_SMTP_URL", "", "smtp://user:pass@host:port[?starttls=required|opportunistic|none] for outgoing mail; empty writes mails to <data-dir>/mail"},
 	{"mail-from", "KANAL_MAIL_FROM", "kanal <noreply@localhost>", "sender of kanal's mails"},
+	{"operator-token-file", "KANAL_OPERATOR_TOKEN_FILE", "", "file (mode 0600) the operator token is written to at the first start and by kanald operator reset; empty for <data-dir>/operator-token"},
+	{"operator-token-ttl", "KANAL_OPERATOR_TOKEN_TTL", "2160h", "how long an operator token works (1h to 8760h); rotate it with kanald operator reset"},
 	{"ca-dir", "KANAL_CA_DIR", "", "directory of the deployment CA (ca.pem, ca.key); empty for <data-dir>/ca. All nodes of a deployment must share it"},
-	{"trust-proxy", "KANAL_TRUST_PROXY", "false", "true behind a reverse proxy that sets X-Forwarded-For (used for login throttling)"},
+	{"trust-proxy", "KANAL_TRUST_PROXY", "false", "true behind a reverse proxy that sets X-Forwarded-For (used for login and sign-up throttling)"},
 	{"pprof-addr", "KANAL_PPROF_ADDR", "", "loopback address such as 127.0.0.1:6060 on which Go's profiling endpoints (/debug/pprof/) are served; empty: off"},
 	{"send-limit", "KANAL_SEND_LIMIT", "600", "sends one device may make per minute (1 to 100000); a council device that sends announcements one by one needs more"},
+	{"signup-limit", "KANAL_SIGNUP_LIMIT", "3000", "sign-ups the deployment accepts per hour, counted on all nodes together (1 to 1000000)"},
+	{"signup-client-limit", "KANAL_SIGNUP_CLIENT_LIMIT", "30", "sign-ups one client address (an IPv6 /64) may make per hour (1 to 1000000); behind a proxy, needs KANAL_TRUST_PROXY"},
 	{"retention", "KANAL_RETENTION", "720h", "how long an undelivered envelope waits in a device's mailbox before it expires (1h to 8760h)"},
 	{"psp-url", "KANAL_PSP_URL", "", "base URL of the card/wallet payment provider's API; empty: payment requests are paid by bank transfer only"},
 	{"psp-api-key", "KANAL_PSP_API_KEY", "", "API key for the payment provider (required with KANAL_PSP_URL)"},
 	{"psp-webhook-secret", "KANAL_PSP_WEBHOOK_SECRET", "", "shared secret (at least 32 bytes) the provider signs its webhooks with (required with KANAL_PSP_URL)"},
 	{"push-hosts", "KANAL_PUSH_HOSTS", "", "comma-separated push service hosts devices may subscribe with (name, IP address or *.domain); empty allows any public host"},
 	{"push-subject", "KANAL_PUSH_SUBJECT", "", "VAPID contact sent to push services, mailto:… or https://…; empty: mailto: the KANAL_MAIL_FROM address"},
+	{"push-workers", "KANAL_PUSH_WORKERS", "16", "web pushes in flight at once on this node (1 to 1024); one push service host gets at most half of them"},
 	{"push-ca-file", "KANAL_PUSH_CA_FILE", "", "PEM file of extra CA certificates trusted for push services (a private push service, or tests); empty: the system's roots"},
 }
 
@@ -116,7 +135,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		PushSubject: *vals["KANAL_PUSH_SUBJECT"],
 		PushCAFile:  *vals["KANAL_PUSH_CA_FILE"],
 	}
-	if err := checkPushSettings(c, *vals["KANAL_PUSH_HOSTS"]); err != nil {
+	if err := checkPushSettings(c, *vals["KANAL_PUSH_HOSTS"], *vals["KANAL_PUSH_WORKERS"]); err != nil {
 		return nil, err
 	}
 	r, err := time.ParseDuration(*vals["KANAL_RETENTION"])
@@ -124,8 +143,22 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, &settingError{"KANAL_RETENTION", fmt.Errorf("%q is not a duration from 1h to 8760h", *vals["KANAL_RETENTION"])}
 	}
 	c.Retention = r
+	ttl, err := time.ParseDuration(*vals["KANAL_OPERATOR_TOKEN_TTL"])
+	if err != nil || ttl < identity.MinOperatorTokenTTL || ttl > identity.MaxOperatorTokenTTL {
+		return nil, &settingError{"KANAL_OPERATOR_TOKEN_TTL", fmt.Errorf("%q is not a duration from 1h to 8760h", *vals["KANAL_OPERATOR_TOKEN_TTL"])}
+	}
+	c.OperatorTokenTTL = ttl
+	c.OperatorTokenFile = *vals["KANAL_OPERATOR_TOKEN_FILE"]
 	if c.SendLimit, err = strconv.Atoi(*vals["KANAL_SEND_LIMIT"]); err != nil || c.SendLimit < 1 || c.SendLimit > 100000 {
 		return nil, &settingError{"KANAL_SEND_LIMIT", fmt.Errorf("%q is not a number from 1 to 100000", *vals["KANAL_SEND_LIMIT"])}
+	}
+	for _, l := range []struct {
+		env string
+		v   *int
+	}{{"KANAL_SIGNUP_LIMIT", &c.SignupLimit}, {"KANAL_SIGNUP_CLIENT_LIMIT", &c.SignupClientLimit}} {
+		if *l.v, err = strconv.Atoi(*vals[l.env]); err != nil || *l.v < 1 || *l.v > 1000000 {
+			return nil, &settingError{l.env, fmt.Errorf("%q is not a number from 1 to 1000000", *vals[l.env])}
+		}
 	}
 	if a := *vals["KANAL_PPROF_ADDR"]; a != "" {
 		host, _, err := net.SplitHostPort(a)
@@ -168,6 +201,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 			return nil, &settingError{"KANAL_NATS_URL", err}
 		}
 	}
+	c.NATS = bus.Options{URL: c.NATSURL,
+		CAFile: *vals["KANAL_NATS_CA_FILE"], CertFile: *vals["KANAL_NATS_CERT_FILE"], KeyFile: *vals["KANAL_NATS_KEY_FILE"],
+		User: *vals["KANAL_NATS_USER"], Password: *vals["KANAL_NATS_PASSWORD"],
+		NKeyFile: *vals["KANAL_NATS_NKEY_FILE"], CredsFile: *vals["KANAL_NATS_CREDS_FILE"]}
+	if err := c.NATS.Check(); err != nil {
+		return nil, natsSettingError(c.NATS, err)
+	}
 	if err := c.LogLevel.UnmarshalText([]byte(*vals["KANAL_LOG_LEVEL"])); err != nil {
 		return nil, &settingError{"KANAL_LOG_LEVEL", fmt.Errorf("%q is not debug, info, warn or error", *vals["KANAL_LOG_LEVEL"])}
 	}
@@ -187,10 +227,48 @@ func newLogger(c *config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// operatorTokenFile is where kanald writes a new operator token.
+func (c *config) operatorTokenFile() string {
+	if c.OperatorTokenFile != "" {
+		return c.OperatorTokenFile
+	}
+	return filepath.Join(c.DataDir, "operator-token")
+}
+
 // caDir is where the deployment CA lives.
 func (c *config) caDir() string {
 	if c.CADir != "" {
 		return c.CADir
 	}
 	return filepath.Join(c.DataDir, "ca")
+}
+
+// natsSettingError names the setting behind a bus error: the field of a
+// bad option, or for a refused connection the setting to look at.
+func natsSettingError(o bus.Options, err error) error {
+	var oe *bus.OptionError
+	if errors.As(err, &oe) {
+		return &settingError{natsFieldEnv[oe.Field], err}
+	}
+	env := "KANAL_NATS_URL"
+	switch {
+	case errors.Is(err, bus.ErrServerCertificate):
+		env = "KANAL_NATS_CA_FILE"
+	case errors.Is(err, bus.ErrClientCertificate):
+		env = "KANAL_NATS_CERT_FILE"
+	case errors.Is(err, bus.ErrCredentials) && o.NKeyFile != "":
+		env = "KANAL_NATS_NKEY_FILE"
+	case errors.Is(err, bus.ErrCredentials) && o.CredsFile != "":
+		env = "KANAL_NATS_CREDS_FILE"
+	case errors.Is(err, bus.ErrCredentials) && o.User != "":
+		env = "KANAL_NATS_USER"
+	case errors.Is(err, bus.ErrCredentials) && !strings.Contains(o.URL, "@"):
+		err = fmt.Errorf("%w (set KANAL_NATS_USER and KANAL_NATS_PASSWORD, KANAL_NATS_NKEY_FILE or KANAL_NATS_CREDS_FILE)", err)
+	}
+	return &settingError{env, err}
+}
+
+var natsFieldEnv = map[string]string{
+	"URL": "KANAL_NATS_URL", "CAFile": "KANAL_NATS_CA_FILE", "CertFile": "KANAL_NATS_CERT_FILE", "KeyFile": "KANAL_NATS_KEY_FILE",
+	"User": "KANAL_NATS_USER", "Password": "KANAL_NATS_PASSWORD", "NKeyFile": "KANAL_NATS_NKEY_FILE", "CredsFile": "KANAL_NATS_CREDS_FILE",
 }

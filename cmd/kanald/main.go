@@ -1,6 +1,9 @@
 // Command kanald is the kanal server. With no configuration it keeps its
 // data in ./kanal-data (SQLite) and runs an in-process NATS server; pointed
 // at PostgreSQL and a NATS cluster, several kanald nodes serve one city.
+//
+// `kanald operator reset` issues a new operator token and revokes the
+// earlier ones, against the database of the same settings.
 package main
 
 import (
@@ -15,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kanal-server/kanal/identity"
 	"github.com/kanal-server/kanal/internal/bus"
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/web"
@@ -36,6 +40,9 @@ const shutdownTimeout = 8 * time.Second
 // gracefully. Any startup failure is returned as one line naming the setting
 // and the cause, and leaves nothing half-written behind.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) (err error) {
+	if len(args) > 0 && args[0] == "operator" {
+		return runOperator(ctx, args[1:], getenv, stdout)
+	}
 	cfg, err := parseConfig(args, getenv, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -89,9 +96,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return &settingError{"KANAL_CA_DIR", err}
 	}
 
-	b, err := bus.Open(ctx, bus.Options{URL: cfg.NATSURL, Name: "kanald-" + cfg.Addr, Logger: log})
+	natsOpts := cfg.NATS
+	natsOpts.Name, natsOpts.Logger = "kanald-"+cfg.Addr, log
+	b, err := bus.Open(ctx, natsOpts)
 	if err != nil {
-		return &settingError{"KANAL_NATS_URL", err}
+		return natsSettingError(natsOpts, err)
 	}
 	defer b.Close()
 
@@ -99,13 +108,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	// The operator credential exists once per deployment; the node that
-	// creates it prints it once. Only its hash is stored.
-	if tok, created, err := a.ident.EnsureOperator(ctx); err != nil {
-		return &settingError{"KANAL_DATABASE_URL", fmt.Errorf("create operator credential: %w", err)}
+	// The first operator token is issued once per deployment, by the node
+	// that gets there first, into a file only kanald's user can read:
+	// never onto the log stream. Only its hash is stored.
+	tokenFile := cfg.operatorTokenFile()
+	if t, created, err := a.ident.EnsureOperator(ctx, identity.OperatorOptions{
+		TTL: cfg.OperatorTokenTTL, Actor: "kanald",
+		Deliver: func(tok string, _ identity.OperatorToken) error { return writeSecretFile(tokenFile, tok+"\n") },
+	}); err != nil {
+		return &settingError{"KANAL_OPERATOR_TOKEN_FILE", fmt.Errorf("issue the operator token: %w", err)}
 	} else if created {
-		fmt.Fprintf(stdout, "KANAL OPERATOR TOKEN (shown once, keep it safe): %s\n", tok)
+		log.Info(fmt.Sprintf("operator token %s written to %s (mode 0600)", t.ID, tokenFile), "expires", t.ExpiresAt)
 	}
+	warnOperatorExpiry(ctx, log, d, time.Now())
 	if cfg.PprofAddr != "" {
 		stopPprof, err := startPprof(cfg.PprofAddr, log)
 		if err != nil {

@@ -48,6 +48,10 @@ func TestConfigRejectsBadSettings(t *testing.T) {
 		{map[string]string{"KANAL_SEND_LIMIT": "0"}, "KANAL_SEND_LIMIT"},
 		{map[string]string{"KANAL_SEND_LIMIT": "1e3"}, "KANAL_SEND_LIMIT"},
 		{map[string]string{"KANAL_SEND_LIMIT": "100001"}, "KANAL_SEND_LIMIT"},
+		{map[string]string{"KANAL_PUSH_WORKERS": "0"}, "KANAL_PUSH_WORKERS"},
+		{map[string]string{"KANAL_PUSH_WORKERS": "1025"}, "KANAL_PUSH_WORKERS"},
+		{map[string]string{"KANAL_SIGNUP_LIMIT": "0"}, "KANAL_SIGNUP_LIMIT"},
+		{map[string]string{"KANAL_SIGNUP_CLIENT_LIMIT": "many"}, "KANAL_SIGNUP_CLIENT_LIMIT"},
 		{map[string]string{"KANAL_PPROF_ADDR": "0.0.0.0:6060"}, "KANAL_PPROF_ADDR"},
 		{map[string]string{"KANAL_PPROF_ADDR": "6060"}, "KANAL_PPROF_ADDR"},
 		{map[string]string{"KANAL_DATA_DIR": ""}, ""},
@@ -248,9 +252,13 @@ func TestTwoNodesSharePostgresAndNATS(t *testing.T) {
 	if a.URL == b.URL || a.Deployment != b.Deployment {
 		t.Fatalf("nodes %s (%s) and %s (%s)", a.URL, a.Deployment, b.URL, b.Deployment)
 	}
-	// Exactly one node printed the operator token.
-	if n := strings.Count(a.Output()+b.Output(), "KANAL OPERATOR TOKEN"); n != 1 {
-		t.Fatalf("operator token printed %d times", n)
+	// Exactly one node issued the operator token, into its own data
+	// directory, and neither printed it.
+	if n := strings.Count(a.Output()+b.Output(), `"msg":"operator token op1 written to `); n != 1 {
+		t.Fatalf("operator token issued %d times", n)
+	}
+	if opTokenRE.MatchString(a.Output() + b.Output()) {
+		t.Fatal("a node printed the operator token")
 	}
 	// Both serve the same CA.
 	_, caA := a.get(t, "/v1/directory/ca")
@@ -291,8 +299,8 @@ func TestTwoNodesSharePostgresAndNATS(t *testing.T) {
 func TestCAMismatchRefused(t *testing.T) {
 	dataDir := filepath.Join(t.TempDir(), "kanal-data")
 	n := startNode(t, map[string]string{"KANAL_DATA_DIR": dataDir})
-	if !strings.Contains(n.Output(), "KANAL OPERATOR TOKEN") {
-		t.Fatal("first start printed no operator token")
+	if !strings.Contains(n.Output(), "operator token op1 written to") {
+		t.Fatal("first start issued no operator token")
 	}
 	if err, _ := n.Stop(t); err != nil {
 		t.Fatal(err)
@@ -308,9 +316,9 @@ func TestCAMismatchRefused(t *testing.T) {
 	if !strings.HasPrefix(msg, "KANAL_CA_DIR: ") || !strings.Contains(msg, other) || strings.Contains(msg, "\n") {
 		t.Fatalf("error %q should be one line naming KANAL_CA_DIR and %s", msg, other)
 	}
-	// The original CA still starts, and prints no second operator token.
+	// The original CA still starts, and issues no second operator token.
 	n = startNode(t, map[string]string{"KANAL_DATA_DIR": dataDir})
-	if strings.Contains(n.Output(), "KANAL OPERATOR TOKEN") {
-		t.Fatal("operator token printed again")
+	if strings.Contains(n.Output(), "operator token op") {
+		t.Fatal("operator token issued again")
 	}
 }

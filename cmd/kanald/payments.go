@@ -72,6 +72,11 @@ func mountPayments(d paymentsDeps) error {
 				} else if n > 0 {
 					d.log.Info("payment expiry sweep", "expired", n)
 				}
+				if n, err := s.RetryRefunds(d.ctx); err != nil && d.ctx.Err() == nil {
+					d.log.Warn("refund retry sweep", "err", err)
+				} else if n > 0 {
+					d.log.Info("refund retry sweep", "confirmed", n)
+				}
 			}
 		}
 	}()

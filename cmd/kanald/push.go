@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/mail"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -42,6 +43,7 @@ func newPush(cfg *config, log *slog.Logger, d *db.DB, authority *ca.CA, ident *i
 	}
 	svc, err := push.New(context.Background(), push.Options{DB: d, Logger: log, SealKey: seal,
 		Subject: cfg.pushSubject(), AllowedHosts: cfg.PushHosts, HTTPClient: push.NewHTTPClient(roots, cfg.PushHosts),
+		Workers: cfg.PushWorkers,
 		Pending: mailboxes.PendingClasses, Newest: mailboxes.Newest, Live: hub.Connected,
 		Auth: push.Auth{
 			Require: func(h http.Handler) http.Handler { return ident.RequireSession(ca.LevelLow, h) },
@@ -52,6 +54,9 @@ func newPush(cfg *config, log *slog.Logger, d *db.DB, authority *ca.CA, ident *i
 		}})
 	if err != nil {
 		return nil, err
+	}
+	if w := subjectWarning(cfg.pushSubject()); w != "" {
+		log.Warn("push: "+w, "subject", cfg.pushSubject())
 	}
 	counter := func(name, help string, f func(push.Stats) uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
@@ -107,11 +112,31 @@ func (c *config) pushSubject() string {
 	return "mailto:noreply@localhost"
 }
 
+// subjectWarning says why push services may refuse the VAPID contact
+// subject, or "" when it looks reachable. Apple's push service is reported
+// to answer 403 to a contact at a host that cannot receive mail.
+func subjectWarning(subject string) string {
+	addr, ok := strings.CutPrefix(subject, "mailto:")
+	if !ok {
+		return ""
+	}
+	_, host, _ := strings.Cut(addr, "@")
+	host = strings.ToLower(host)
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") || !strings.Contains(host, ".") ||
+		strings.HasSuffix(host, ".local") || strings.HasSuffix(host, ".invalid") || strings.HasSuffix(host, ".example") {
+		return "the VAPID contact is not a deliverable address; push services may refuse every push (403): set KANAL_PUSH_SUBJECT or KANAL_MAIL_FROM"
+	}
+	return ""
+}
+
 // checkPushSettings validates the push settings for parseConfig.
-func checkPushSettings(c *config, hosts string) error {
+func checkPushSettings(c *config, hosts, workers string) error {
 	var err error
 	if c.PushHosts, err = push.ParseHostList(hosts); err != nil {
 		return &settingError{"KANAL_PUSH_HOSTS", err}
+	}
+	if c.PushWorkers, err = strconv.Atoi(workers); err != nil || c.PushWorkers < 1 || c.PushWorkers > push.MaxWorkers {
+		return &settingError{"KANAL_PUSH_WORKERS", fmt.Errorf("%q is not a number from 1 to %d", workers, push.MaxWorkers)}
 	}
 	if s := c.PushSubject; s != "" {
 		if _, err := mail.ParseAddress(strings.TrimPrefix(s, "mailto:")); !(strings.HasPrefix(s, "mailto:") && err == nil) &&

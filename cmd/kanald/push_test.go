@@ -540,3 +540,20 @@ func TestPushAcrossNodes(t *testing.T) {
 		t.Fatalf("bob got %d envelopes", len(got))
 	}
 }
+
+// TestSubjectWarning: the default contact mailto:noreply@localhost, and
+// others no push service can write to, are warned about at start.
+func TestSubjectWarning(t *testing.T) {
+	for subject, warn := range map[string]bool{
+		"mailto:noreply@localhost":       true,
+		"mailto:ops@kanal.localhost":     true,
+		"mailto:ops@intranet":            true,
+		"mailto:ops@host.local":          true,
+		"mailto:ops@stadt-worms.de":      false,
+		"https://stadt-worms.de/kontakt": false,
+	} {
+		if got := subjectWarning(subject) != ""; got != warn {
+			t.Errorf("%s: warned %v, want %v", subject, got, warn)
+		}
+	}
+}

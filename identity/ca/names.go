@@ -7,7 +7,7 @@ import (
 	"unicode/utf8"
 )
 
-// Level is an account's level of assurance (see DESIGN.md). The zero value
+// Level is an account's level of assurance (see docs/design.md). The zero value
 // is not a level.
 type Level uint8
 

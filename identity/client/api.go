@@ -44,7 +44,8 @@ func (c *Client) SetPassword(ctx context.Context, password, current string) erro
 // EnrollDevice asks the CA to certify key as a new device of the account,
 // proving possession with a certificate request that key signs. The private
 // key never leaves the caller. The first device enrolls with the setup
-// token, later ones with a session of level substantial.
+// token, later ones with a session of level substantial whose device
+// approves them (WithDevice).
 func (c *Client) EnrollDevice(ctx context.Context, name string, key crypto.Signer) (*identity.EnrollResponse, error) {
 	csr, err := CertificateRequest(key)
 	if err != nil {
@@ -56,8 +57,26 @@ func (c *Client) EnrollDevice(ctx context.Context, name string, key crypto.Signe
 // EnrollCSR is EnrollDevice for a certificate request made elsewhere: by a
 // new device whose key this client never holds, which is how an enrolled
 // device approves another.
+//
+// With a session, the client must know the session's device and key
+// (WithDevice): that device approves the new one by signing
+// identity.ApproveMessage over a fresh challenge and the request.
 func (c *Client) EnrollCSR(ctx context.Context, name string, csrDER []byte) (*identity.EnrollResponse, error) {
 	req := identity.EnrollRequest{Name: name, CSR: base64.StdEncoding.EncodeToString(csrDER)}
+	if c.key != nil {
+		if err := checkKey(c.key); err != nil {
+			return nil, err
+		}
+		ch, err := c.challenge(ctx, c.device, identity.ChallengeApprove)
+		if err != nil {
+			return nil, err
+		}
+		sig, err := signMessage(c.key, identity.ApproveMessage(ch.ChallengeID, c.device, ch.Nonce, csrDER))
+		if err != nil {
+			return nil, fmt.Errorf("sign approval: %w", err)
+		}
+		req.ChallengeID, req.Signature = ch.ChallengeID, base64.StdEncoding.EncodeToString(sig)
+	}
 	var out identity.EnrollResponse
 	if err := c.do(ctx, http.MethodPost, "/v1/devices", req, &out, http.StatusCreated); err != nil {
 		return nil, err
@@ -74,18 +93,60 @@ func (c *Client) Devices(ctx context.Context) ([]identity.Device, error) {
 	return out.Devices, nil
 }
 
-// RenewDevice asks for a fresh certificate for device id, with a request
-// signed again by its key.
+// RenewDevice asks for a fresh certificate for device id, for the same
+// key, proving possession of it (see Renew). The certificate's level is
+// the session's.
 func (c *Client) RenewDevice(ctx context.Context, id string, key crypto.Signer) (*identity.EnrollResponse, error) {
+	return c.Renew(ctx, id, Renewal{Current: key})
+}
+
+// Renewal says how to renew a device.
+type Renewal struct {
+	// Current is the device's current key. It signs the proof the server
+	// requires (identity.RenewMessage): a session alone cannot renew.
+	Current crypto.Signer
+	// Next is the key the new certificate is for; nil keeps Current. A new
+	// key ends every session of the device, this client's included: log
+	// in again with Next.
+	Next crypto.Signer
+	// Password, if set, is checked again, so that a low session can get a
+	// substantial certificate.
+	Password string
+}
+
+// Renew renews device id: it asks for a renew challenge, makes a
+// certificate request signed by the new key, signs the challenge and the
+// request with the current key, and sends both.
+func (c *Client) Renew(ctx context.Context, id string, r Renewal) (*identity.EnrollResponse, error) {
 	seg, err := segment(id)
 	if err != nil {
 		return nil, err
 	}
-	csr, err := CertificateRequest(key)
+	if err := checkKey(r.Current); err != nil {
+		return nil, err
+	}
+	next := r.Next
+	if next == nil {
+		next = r.Current
+	}
+	csr, err := CertificateRequest(next)
 	if err != nil {
 		return nil, err
 	}
-	req := identity.RenewRequest{CSR: base64.StdEncoding.EncodeToString(csr)}
+	ch, err := c.challenge(ctx, id, identity.ChallengeRenew)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := signMessage(r.Current, identity.RenewMessage(ch.ChallengeID, id, ch.Nonce, csr))
+	if err != nil {
+		return nil, fmt.Errorf("sign renewal: %w", err)
+	}
+	req := identity.RenewRequest{
+		CSR:         base64.StdEncoding.EncodeToString(csr),
+		ChallengeID: ch.ChallengeID,
+		Signature:   base64.StdEncoding.EncodeToString(sig),
+		Password:    r.Password,
+	}
 	var out identity.EnrollResponse
 	if err := c.do(ctx, http.MethodPost, "/v1/devices/"+seg+"/renew", req, &out, http.StatusOK); err != nil {
 		return nil, err
@@ -258,4 +319,19 @@ func (c *Client) DirectoryCA(ctx context.Context) (*identity.DirectoryCA, error)
 		return nil, err
 	}
 	return &out, nil
+}
+
+// challenge asks for a challenge for device and purpose and checks that
+// the server sent what it promised.
+func (c *Client) challenge(ctx context.Context, device, purpose string) (*identity.ChallengeResponse, error) {
+	var ch identity.ChallengeResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/sessions/challenge", identity.ChallengeRequest{DeviceID: device, Purpose: purpose}, &ch, http.StatusOK); err != nil {
+		return nil, fmt.Errorf("challenge: %w", err)
+	}
+	// The nonce is signed as the server sent it, base64 and all; decoding
+	// it only checks that the server sent what it promised.
+	if nonce, err := base64.StdEncoding.DecodeString(ch.Nonce); err != nil || len(nonce) < minNonceBytes || ch.ChallengeID == "" {
+		return nil, fmt.Errorf("%w: malformed challenge", ErrBadResponse)
+	}
+	return &ch, nil
 }

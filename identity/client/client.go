@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto"
 	"fmt"
 	"io"
 	"mime"
@@ -18,6 +19,10 @@ type Client struct {
 	base  string // scheme://host[/prefix], no trailing slash
 	hc    *http.Client
 	token string
+	// device and key are the session's device, which approves further
+	// devices with its key (see WithDevice).
+	device string
+	key    crypto.Signer
 }
 
 // New returns a client for the server at baseURL ("https://kanal.example.de").
@@ -36,6 +41,16 @@ func New(baseURL string, httpClient *http.Client) *Client {
 func (c *Client) WithToken(token string) *Client {
 	d := *c
 	d.token = token
+	return &d
+}
+
+// WithDevice returns a copy of c that knows the session's device and its
+// key, with which it approves the enrolment of further devices
+// (EnrollDevice, EnrollCSR with a session): the server does not take a
+// session alone as approval.
+func (c *Client) WithDevice(deviceID string, key crypto.Signer) *Client {
+	d := *c
+	d.device, d.key = deviceID, key
 	return &d
 }
 

@@ -80,7 +80,8 @@ func newDeployment(t *testing.T, d *db.DB) *deployment {
 	if err != nil {
 		t.Fatal(err)
 	}
-	op, created, err := svc.EnsureOperator(ctx)
+	var op string
+	_, created, err := svc.EnsureOperator(ctx, identity.OperatorOptions{Deliver: func(tok string, _ identity.OperatorToken) error { op = tok; return nil }})
 	if err != nil || !created {
 		t.Fatalf("EnsureOperator: %v %v", created, err)
 	}
@@ -174,10 +175,13 @@ func TestAgainstTheRealService(t *testing.T) {
 			t.Fatalf("me: %+v", me)
 		}
 
-		// A second device (Ed25519), enrolled by the substantial session.
+		// A second device (Ed25519), enrolled by the substantial session
+		// and approved by its device's key; the session alone is refused.
 		_, phone, err := ed25519.GenerateKey(rand.Reader)
 		check(t, err)
-		second, err := sess.EnrollDevice(ctx, "phone", phone)
+		_, err = sess.EnrollDevice(ctx, "phone", phone)
+		mustProblem(t, err, identity.TypeInvalidKeyProof)
+		second, err := sess.WithDevice(enrolled.DeviceID, laptop).EnrollDevice(ctx, "phone", phone)
 		check(t, err)
 		ps, err := c.Login(ctx, second.DeviceID, phone, password)
 		check(t, err)

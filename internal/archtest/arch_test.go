@@ -95,7 +95,7 @@ func harness(path string) bool {
 	return area(path) == "internal" && strings.HasSuffix(path, "test")
 }
 
-// violations applies DESIGN.md's dependency rules to a package graph:
+// violations applies docs/design.md's dependency rules to a package graph:
 // cmd → domains → identity → keys, siblings apart, internal below domains.
 func violations(pkgs map[string]pkg) []string {
 	var out []string

@@ -1,4 +1,4 @@
 // Package archtest holds the tests that keep kanal's architecture as
-// DESIGN.md draws it: the direction of imports between packages, and a doc
+// docs/design.md draws it: the direction of imports between packages, and a doc
 // comment on every package. It has no code of its own.
 package archtest

@@ -24,6 +24,16 @@ type Options struct {
 	// Name identifies this node's connection in NATS monitoring.
 	Name   string
 	Logger *slog.Logger
+
+	// TLS and credentials for an external server (the embedded one needs
+	// none: it has no listener). See Check for which go together.
+	CAFile    string // PEM CA certificates the server's certificate must chain to; set: TLS required
+	CertFile  string // PEM client certificate, for a server that verifies clients (with KeyFile)
+	KeyFile   string
+	User      string // user and password (or user:password@ in URL)
+	Password  string
+	NKeyFile  string // file holding an nkey user seed (SU…)
+	CredsFile string // a .creds file: user JWT and nkey seed, for a server in operator (JWT) mode
 }
 
 // Bus is a NATS connection, and the embedded server when there is one.
@@ -64,6 +74,9 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "server", nc.ConnectedUrlRedacted()) }),
 	}
 	if o.URL == "" {
+		if err := o.Check(); err != nil {
+			return nil, err
+		}
 		ns, err := server.NewServer(&server.Options{
 			DontListen: true,
 			NoSigs:     true,
@@ -81,15 +94,19 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 		}
 		b.embedded = ns
 		opts = append(opts, nats.InProcessServer(ns))
-	} else if err := ValidateURL(o.URL); err != nil {
-		return nil, err
+	} else {
+		auth, err := o.external()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, auth...)
 	}
 	nc, err := nats.Connect(o.URL, opts...)
 	if err != nil {
 		if b.embedded != nil {
 			b.embedded.Shutdown()
 		}
-		return nil, fmt.Errorf("cannot connect to NATS at %s: %w", redact(o.URL), err)
+		return nil, connectError(o.URL, err)
 	}
 	// Confirm the server answers before we call ourselves connected.
 	if err := nc.FlushTimeout(connectTimeout); err != nil {
@@ -97,7 +114,12 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 		if b.embedded != nil {
 			b.embedded.Shutdown()
 		}
-		return nil, fmt.Errorf("cannot connect to NATS at %s: %w", redact(o.URL), err)
+		return nil, connectError(o.URL, err)
+	}
+	if b.embedded == nil {
+		if _, err := nc.TLSConnectionState(); err != nil {
+			log.Warn("the connection to NATS is not encrypted: give the CA of the server's certificate and run the server with TLS required", "server", nc.ConnectedUrlRedacted())
+		}
 	}
 	b.nc = nc
 	return b, nil
@@ -147,6 +169,10 @@ func redact(raw string) string {
 	var out []string
 	for _, one := range splitURLs(raw) {
 		if u, err := url.Parse(one); err == nil {
+			if _, hasPassword := u.User.Password(); u.User != nil && !hasPassword {
+				// A lone user name in a NATS URL is a token: hide it too.
+				u.User = url.User("xxxxx")
+			}
 			out = append(out, u.Redacted())
 		}
 	}

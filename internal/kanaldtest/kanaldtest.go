@@ -1,7 +1,7 @@
 // Package kanaldtest runs the real kanald binary for end-to-end tests: it
 // builds it, starts it on a free loopback port with a fresh data directory,
-// waits for its "kanald ready" line, keeps its output, reads the sign-up
-// codes it mails into the data directory, signs users up and enrols their
+// waits for its "kanald ready" line, keeps its output, reads the operator
+// token and the sign-up codes it writes into the data directory, signs users up and enrols their
 // devices through identity's real routes, and stops it with SIGTERM.
 package kanaldtest
 
@@ -150,14 +150,19 @@ func (s *Server) Kill(t testing.TB) {
 	}
 }
 
-var operatorTokenRE = regexp.MustCompile(`kanal_op_[A-Za-z0-9_-]+`)
-
-// OperatorToken returns the operator token kanald printed at first start.
+// OperatorToken returns the operator token as the operator reads it: from
+// the file (mode 0600) kanald writes it to in its data directory, at the
+// first start or after `kanald operator reset`.
 func (s *Server) OperatorToken(t testing.TB) string {
 	t.Helper()
-	tok := operatorTokenRE.FindString(s.Output())
-	if tok == "" {
-		t.Fatalf("kanald printed no operator token (kanal_op_…):\n%s", s.Output())
+	file := filepath.Join(s.DataDir, "operator-token")
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("no operator token: %v\n%s", err, s.Output())
+	}
+	tok := strings.TrimSpace(string(b))
+	if !strings.HasPrefix(tok, "kanal_op_") {
+		t.Fatalf("%s holds no operator token (kanal_op_…)", file)
 	}
 	return tok
 }

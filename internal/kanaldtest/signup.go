@@ -19,7 +19,7 @@ type Device struct {
 	Certificate         []byte            // PEM
 	CA                  *x509.Certificate // the deployment's device CA
 	Token               string            // the session token
-	Identity            *idclient.Client  // identity's client with Token
+	Identity            *idclient.Client  // identity's client with Token, approving with Key
 }
 
 // Verify signs email up as a user would: it asks for the code, reads it
@@ -47,7 +47,8 @@ func (s *Server) SignUp(t testing.TB, email string, key crypto.Signer) *Device {
 }
 
 // Enrol enrols a device of account, named name, with key through enroller
-// (identity's client with a setup token or a substantial session) and logs
+// (identity's client with a setup token, or with a substantial session and
+// the key of its device, as Device.Identity has them) and logs
 // it in with password ("" for a low session).
 func (s *Server) Enrol(t testing.TB, account string, enroller *idclient.Client, name string, key crypto.Signer, password string) *Device {
 	t.Helper()
@@ -70,7 +71,7 @@ func (s *Server) Enrol(t testing.TB, account string, enroller *idclient.Client, 
 		t.Fatal(err)
 	}
 	return &Device{AccountID: account, DeviceID: enr.DeviceID, Key: key, Certificate: []byte(enr.Certificate), CA: ca,
-		Token: sess.Token, Identity: ic.WithToken(sess.Token)}
+		Token: sess.Token, Identity: ic.WithToken(sess.Token).WithDevice(enr.DeviceID, key)}
 }
 
 // SDK returns a messaging client for d that talks to base (kanald or a

@@ -22,6 +22,28 @@
 // sender's device certificate and identity binding, so the receiver checks
 // the sender the same way, offline, before it answers.
 //
+// # Sessions
+//
+// The SDK keeps, per peer device, a current session and up to
+// MaxArchivedSessions archived ones (as Signal does). Messages go out only
+// under the current session; an incoming message is tried under the
+// current one, then the archived ones. The initiator attaches its PQXDH
+// initial message to every message until its session has decrypted a
+// reply from the peer (keys.Session.HasReceivingChain): before that the
+// peer may not have the session, and nothing else shows that it has.
+//
+// An incoming initial message is read under the session it started if
+// that session is still kept. Otherwise it starts a new session only if it
+// is new: the SHA-256 of the last MaxStartedSessions initial messages that
+// started a session with the device are remembered, and a repeat is
+// refused with keys.ErrReplay; one naming a one-time prekey already used
+// fails with ErrUnknownKey. The new session becomes current, and the old
+// one is archived, only once its first message has decrypted — except
+// that when both devices started a session at once the one started by the
+// device with the smaller id stays current. A replayed initial message can
+// therefore not replace a working session. docs/e2e-sessions.md specifies
+// the stored record.
+//
 // State — the identity key, private prekeys and sessions — lives in a Store:
 // MemoryStore for tests, KeystoreStore inside the CLI's encrypted key store.
 // Every change is written before the call that made it returns, so a

@@ -19,6 +19,18 @@ const (
 	// the next check fetches a new one.
 	CRLMaxAge = time.Minute
 
+	// MaxArchivedSessions is how many earlier sessions with a device are
+	// kept, besides the current one, to read what the peer sent under
+	// them (after both devices started a session at once, or a new
+	// session replaced one). An older session is dropped: messages still
+	// under way in it are lost.
+	MaxArchivedSessions = 4
+
+	// MaxStartedSessions is how many initial messages of a device are
+	// remembered as having started a session, so a replay of one of them
+	// is refused even after its session has left the archive.
+	MaxStartedSessions = 64
+
 	// DefaultTimeout bounds a request when Options has no HTTPClient.
 	DefaultTimeout = 30 * time.Second
 )

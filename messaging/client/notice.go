@@ -15,7 +15,7 @@ import (
 )
 
 // Notices: what the server itself states (a group's members changed, a
-// payment arrived). Anyone who can write kanal's database or publish on
+// payment arrived, a device of this account changed its key). Anyone who can write kanal's database or publish on
 // its bus can put an envelope "from kanal" into a mailbox, so an envelope
 // from messaging.NoticeSender is believed only when VerifyNotice accepts
 // it; anything else that claims to come from the server is a
@@ -80,6 +80,10 @@ func (c *Client) VerifyNotice(env *mailbox.Envelope) (*Notice, error) {
 	case *kind.GroupChangeBody:
 		if !messaging.ValidGroupID(st.Conversation) || b.GroupID != st.Conversation {
 			return nil, fmt.Errorf("%w: a change of group %s in conversation %s", ErrBadNotice, b.GroupID, st.Conversation)
+		}
+	case *kind.DeviceChangeBody:
+		if b.AccountID != c.account || st.Conversation != messaging.DirectConversation(c.account, c.account) {
+			return nil, fmt.Errorf("%w: a device change of account %s in conversation %s", ErrBadNotice, b.AccountID, st.Conversation)
 		}
 	case *kind.PaymentStatusBody:
 		if !strings.HasPrefix(st.Conversation, "o_") {

@@ -48,20 +48,81 @@ func (m *Message) UnmarshalBinary(b []byte) error {
 	return nil
 }
 
-// sessionRecord is what the Store keeps per peer device.
+// sessionRecord is what the Store keeps per peer device: the current
+// session, which every message to the device goes out under, and the
+// sessions before it, kept for reading (Signal's archived sessions).
 type sessionRecord struct {
 	Session []byte `json:"session"`
-	// Initial is set on the initiator's side until the peer answers: it
-	// goes out with every message, since any of them may arrive first.
+	// Initial is set on the initiator's side until the session has
+	// decrypted a reply: it goes out with every message, since any of them
+	// may arrive first, and only a reply shows the peer has the session.
 	Initial []byte `json:"initial,omitempty"`
 	// InitialHash, on the responder's side, names the initial message that
 	// started Session, so repeats of it are not run again.
 	InitialHash []byte `json:"initial_hash,omitempty"`
-	// Alt is a second session the peer started while ours was waiting
-	// for its first answer; see Decrypt.
-	Alt *sessionRecord `json:"alt,omitempty"`
 	// Account is the peer device's account, from its verified certificate.
 	Account string `json:"account,omitempty"`
+	// Archived are the earlier sessions with the device, newest first, at
+	// most MaxArchivedSessions: a session the peer started while ours was
+	// waiting for its first answer, or the one a new session replaced.
+	// Messages the peer sent under them still decrypt; nothing is sent
+	// under them. Only the current record has archived ones.
+	Archived []*sessionRecord `json:"archived,omitempty"`
+	// Started holds the SHA-256 of the last MaxStartedSessions initial
+	// messages of the device that started a session here, oldest first. An
+	// initial message seen before never starts a session again: a replay
+	// cannot replace the working session, even when the prekeys it names
+	// are still held (a signed prekey, a last-resort ML-KEM prekey).
+	Started [][]byte `json:"started,omitempty"`
+	// Alt is how records written before archived sessions existed kept
+	// the one other session; loadSession moves it into Archived.
+	Alt *sessionRecord `json:"alt,omitempty"`
+}
+
+// archive makes old the newest archived session of r, dropping the oldest
+// beyond MaxArchivedSessions.
+func (r *sessionRecord) archive(old *sessionRecord) {
+	old.Archived, old.Started, old.Alt = nil, nil, nil
+	r.Archived = append([]*sessionRecord{old}, r.Archived...)
+	if len(r.Archived) > MaxArchivedSessions {
+		r.Archived = r.Archived[:MaxArchivedSessions]
+	}
+}
+
+// started records that the initial message with hash h started a session.
+func (r *sessionRecord) started(h []byte) {
+	r.Started = append(r.Started, h)
+	if len(r.Started) > MaxStartedSessions {
+		r.Started = r.Started[len(r.Started)-MaxStartedSessions:]
+	}
+}
+
+// withInitial returns the session of r (current or archived) that the
+// initial message with hash h started, or nil.
+func (r *sessionRecord) withInitial(h []byte) *sessionRecord {
+	if r == nil {
+		return nil
+	}
+	for _, s := range append([]*sessionRecord{r}, r.Archived...) {
+		if bytes.Equal(s.InitialHash, h) {
+			return s
+		}
+	}
+	return nil
+}
+
+// startedBefore reports whether the initial message with hash h has
+// started a session here before.
+func (r *sessionRecord) startedBefore(h []byte) bool {
+	if r == nil {
+		return false
+	}
+	for _, k := range r.Started {
+		if bytes.Equal(k, h) {
+			return true
+		}
+	}
+	return r.withInitial(h) != nil
 }
 
 func (c *Client) loadSession(device string) (*sessionRecord, error) {
@@ -75,6 +136,16 @@ func (c *Client) loadSession(device string) (*sessionRecord, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("messaging/client: stored session with %s: %w", device, err)
 	}
+	if r.Alt != nil {
+		alt := r.Alt
+		r.Alt = nil
+		for _, s := range []*sessionRecord{&r, alt} {
+			if s.InitialHash != nil {
+				r.started(s.InitialHash)
+			}
+		}
+		r.archive(alt)
+	}
 	return &r, nil
 }
 
@@ -87,7 +158,8 @@ func (c *Client) HasSession(device string) (bool, error) {
 }
 
 // StartSession runs PQXDH as the initiator against a verified bundle and
-// stores the new session, replacing any earlier one with that device.
+// makes the new session the current one with that device; an earlier one
+// is archived, so what the peer sent under it still decrypts.
 func (c *Client) StartSession(b *Bundle) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -110,7 +182,16 @@ func (c *Client) StartSession(b *Bundle) error {
 	if err != nil {
 		return err
 	}
-	return c.putJSON(nameSession(b.Device.DeviceID), &sessionRecord{Session: state, Initial: initial, Account: b.Device.AccountID})
+	nr := &sessionRecord{Session: state, Initial: initial, Account: b.Device.AccountID}
+	old, err := c.loadSession(b.Device.DeviceID)
+	if err != nil {
+		return err
+	}
+	if old != nil {
+		nr.Archived, nr.Started = old.Archived, old.Started
+		nr.archive(old)
+	}
+	return c.putJSON(nameSession(b.Device.DeviceID), nr)
 }
 
 // Encrypt encrypts plaintext for a device this client has a session with.
@@ -158,9 +239,14 @@ func (c *Client) Encrypt(device string, plaintext []byte) (*Message, error) {
 // its device key bound the identity key in the initial message. The
 // one-time prekeys it used are deleted once it decrypts.
 //
-// If both devices started a session at once, the one started by the
-// device with the smaller id is kept for sending; the other is kept for
-// reading whatever was sent under it.
+// A message is tried under the current session, then under the archived
+// ones. An initial message that started a session before is read only
+// under that session; one that is new starts a session, which becomes the
+// current one (the old one is archived) only once its first message has
+// decrypted. If both devices started a session at once, the one started
+// by the device with the smaller id stays current; the other is archived
+// for reading whatever was sent under it. The initiator keeps sending its
+// initial message until its session has decrypted a reply.
 func (c *Client) Decrypt(ctx context.Context, device string, m *Message) ([]byte, error) {
 	if len(m.Ciphertext) == 0 {
 		return nil, fmt.Errorf("%w: no ciphertext", ErrBadMessage)
@@ -184,22 +270,23 @@ func (c *Client) Decrypt(ctx context.Context, device string, m *Message) ([]byte
 		if r == nil {
 			return nil, fmt.Errorf("%w: %s", ErrNoSession, device)
 		}
-		pt, err := c.decryptWith(r, m.Ciphertext)
+		pt, err := c.decryptAny(r, m.Ciphertext)
 		if err != nil {
 			return nil, err
 		}
-		r.Initial = nil // the peer answered: it has the session
 		return pt, c.putJSON(nameSession(device), r)
 	}
 	h := sha256.Sum256(m.Initial)
-	for _, known := range []*sessionRecord{r, altOf(r)} {
-		if known != nil && bytes.Equal(known.InitialHash, h[:]) {
-			pt, err := c.decryptWith(known, m.Ciphertext)
-			if err != nil {
-				return nil, err
-			}
-			return pt, c.putJSON(nameSession(device), r)
+	if known := r.withInitial(h[:]); known != nil {
+		pt, err := c.decryptWith(known, m.Ciphertext)
+		if err != nil {
+			return nil, err
 		}
+		return pt, c.putJSON(nameSession(device), r)
+	}
+	if r.startedBefore(h[:]) {
+		// Its session is gone from the archive: a replay, refused.
+		return nil, fmt.Errorf("messaging/client: initial message from %s started a session before: %w", device, keys.ErrReplay)
 	}
 
 	// A new session started by the peer.
@@ -209,15 +296,20 @@ func (c *Client) Decrypt(ctx context.Context, device string, m *Message) ([]byte
 	}
 	nr.InitialHash = h[:]
 	switch {
-	case r != nil && r.Initial != nil && c.device < device:
+	case r == nil:
+		r = nr
+	case r.Initial != nil && c.device < device:
 		// Both started; ours wins and theirs is kept for reading.
-		r.Alt = nr
+		r.archive(nr)
 		if r.Account == "" {
 			r.Account = nr.Account
 		}
 	default:
+		nr.Archived, nr.Started = r.Archived, r.Started
+		nr.archive(r)
 		r = nr
 	}
+	r.started(h[:])
 	if err := c.putJSON(nameSession(device), r); err != nil {
 		return nil, err
 	}
@@ -229,11 +321,23 @@ func (c *Client) Decrypt(ctx context.Context, device string, m *Message) ([]byte
 	return pt, nil
 }
 
-func altOf(r *sessionRecord) *sessionRecord {
-	if r == nil {
-		return nil
+// decryptAny decrypts under r's current session, then under its archived
+// ones, newest first, and updates the one that decrypted. The current
+// session stops sending the initial message once it has decrypted a reply.
+// When none decrypts, the error is the current session's, unless one of
+// them recognised a replay.
+func (c *Client) decryptAny(r *sessionRecord, ct []byte) ([]byte, error) {
+	var first error
+	for i, s := range append([]*sessionRecord{r}, r.Archived...) {
+		pt, err := c.decryptWith(s, ct)
+		if err == nil {
+			return pt, nil
+		}
+		if i == 0 || errors.Is(err, keys.ErrReplay) && !errors.Is(first, keys.ErrReplay) {
+			first = err
+		}
 	}
-	return r.Alt
+	return nil, first
 }
 
 // decryptWith decrypts under r's session and updates r on success.
@@ -248,6 +352,9 @@ func (c *Client) decryptWith(r *sessionRecord, ct []byte) ([]byte, error) {
 	}
 	if r.Session, err = s.MarshalBinary(); err != nil {
 		return nil, err
+	}
+	if s.HasReceivingChain() {
+		r.Initial = nil // the peer answered: it has the session
 	}
 	return pt, nil
 }

@@ -34,6 +34,9 @@ const (
 	// GroupChange is written by the server, not by a member: it announces
 	// a change of a group's membership to every member's devices.
 	GroupChange Kind = "group.change"
+	// DeviceChange is written by the server, not by a member: it tells an
+	// account's devices that one of them changed its key.
+	DeviceChange Kind = "device.change"
 )
 
 // Class is what the server may know of a kind.
@@ -72,6 +75,7 @@ var registry = map[Kind]entry{
 	FormSubmission: {ClassMessage, func() Body { return new(FormSubmissionBody) }},
 	DocumentShare:  {ClassMessage, func() Body { return new(DocumentShareBody) }},
 	GroupChange:    {ClassMessage, func() Body { return new(GroupChangeBody) }},
+	DeviceChange:   {ClassMessage, func() Body { return new(DeviceChangeBody) }},
 }
 
 // Kinds lists every registered kind.

@@ -36,6 +36,7 @@ var valid = []kind.Body{
 	&kind.GroupChangeBody{GroupID: "g_1", Op: "added", AccountID: "acc_2", By: "acc_1", Role: "member"},
 	&kind.GroupChangeBody{GroupID: "g_1", Op: "added", AccountID: "acc_2", By: "acc_1", Role: "member",
 		Members: map[string]string{"acc_1": "admin", "acc_2": "member"}},
+	&kind.DeviceChangeBody{AccountID: "acc_1", DeviceID: "dev_1", Op: "key"},
 }
 
 func TestEveryKindRoundTrips(t *testing.T) {
@@ -67,10 +68,11 @@ func TestEveryKindRoundTrips(t *testing.T) {
 			t.Errorf("kind %s has no valid example in this test", k)
 		}
 	}
-	// DESIGN.md's twelve kinds, and group.change, which only the server
-	// writes (membership changes every member sees).
-	if len(kind.Kinds()) != 13 {
-		t.Errorf("%d kinds registered, want DESIGN.md's 12 and group.change", len(kind.Kinds()))
+	// docs/design.md's twelve kinds, and group.change and device.change, which
+	// only the server writes (membership changes every member sees, key
+	// changes every device of the account sees).
+	if len(kind.Kinds()) != 14 {
+		t.Errorf("%d kinds registered, want docs/design.md's 12, group.change and device.change", len(kind.Kinds()))
 	}
 }
 
@@ -113,6 +115,8 @@ func TestInvalidBodies(t *testing.T) {
 			Members: map[string]string{"a": "member", "b": "admin"}},
 		"group members bad role": &kind.GroupChangeBody{GroupID: "g", Op: "added", AccountID: "a", By: "b", Role: "member",
 			Members: map[string]string{"a": "member", "b": "owner"}},
+		"device change bad op":    &kind.DeviceChangeBody{AccountID: "a", DeviceID: "d", Op: "revoked"},
+		"device change no device": &kind.DeviceChangeBody{AccountID: "a", Op: "key"},
 		"invite without close":    &kind.SurveyInviteBody{SurveyID: "s", Title: "t"},
 		"offer not a JWS":         &kind.OfferBody{OfferID: "o", JWS: "hello"},
 		"negative amount":         &kind.PaymentRequestBody{RequestID: "r", AmountCents: -5, Currency: "EUR", Creditor: "c", IBAN: "DE89370400440532013000", Reference: "x", DueDate: "2026-12-31"},

@@ -414,3 +414,27 @@ func (b *GroupChangeBody) Validate() error {
 	}
 	return nil
 }
+
+// DeviceChangeBody tells an account's devices that its device DeviceID
+// changed: Op "key" means the device now holds a new key (and
+// certificate), and every session made with the old one has ended. A
+// change nobody on the account asked for means the account is in someone
+// else's hands.
+type DeviceChangeBody struct {
+	AccountID string `json:"account_id"`
+	DeviceID  string `json:"device_id"`
+	Op        string `json:"op"`
+}
+
+func (*DeviceChangeBody) Kind() Kind { return DeviceChange }
+func (b *DeviceChangeBody) Validate() error {
+	for _, f := range []struct{ name, v string }{{"account_id", b.AccountID}, {"device_id", b.DeviceID}} {
+		if err := checkID(f.name, f.v); err != nil {
+			return invalid(DeviceChange, "%v", err)
+		}
+	}
+	if b.Op != "key" {
+		return invalid(DeviceChange, "op must be key")
+	}
+	return nil
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -25,7 +26,12 @@ import (
 const (
 	StatusReplaced websocket.StatusCode = 4000 // the device connected again elsewhere
 	StatusRevoked  websocket.StatusCode = 4001 // the device was revoked
-	StatusTooSlow  websocket.StatusCode = 4008 // the socket did not take frames in time
+	// StatusSessionEnded: the session the stream was opened with has
+	// ended — logged out, expired, its login revoked (refresh token
+	// reuse, password change, key change). Refresh or log in, then
+	// connect again.
+	StatusSessionEnded websocket.StatusCode = 4002
+	StatusTooSlow      websocket.StatusCode = 4008 // the socket did not take frames in time
 )
 
 // FrameHandler handles a frame type the hub does not know itself, such as a
@@ -39,14 +45,28 @@ type HubOptions struct {
 	Bus     *bus.Bus
 	Logger  *slog.Logger
 	Tracker *web.Tracker // shutdown closes every socket through it
-	// Device returns the authenticated device of a request; the identity
-	// middleware in front of the stream route has already checked it.
-	Device func(*http.Request) (string, bool)
-	// Active, if set, is asked once more after the socket is registered:
-	// a revocation that committed between the request's authentication and
-	// the registration would otherwise miss the socket (Disconnect finds
-	// nothing to close yet). Returning an error closes it as revoked.
-	Active func(ctx context.Context, device string) error
+	// Session returns the session of an authenticated request; the
+	// identity middleware in front of the stream route has checked it.
+	// The stream is bound to it: it closes when the session expires or
+	// ends (EndSessions). Required.
+	Session func(*http.Request) (Session, bool)
+	// Check says whether a stream's session is still live: nil, an error
+	// wrapping ErrSessionEnded or ErrDeviceRevoked, or any other error
+	// when it cannot tell (the stream stays, and is checked again). It is
+	// asked once the socket is registered — a session that ended between
+	// the request's authentication and the registration would otherwise
+	// be missed, EndSessions finding nothing to close yet — and every
+	// SessionRecheck after, so that a session end lost on the bus does
+	// not keep a stream open. Required.
+	Check func(ctx context.Context, s Session) error
+	// SessionRecheck overrides SessionRecheckInterval (zero: default).
+	SessionRecheck time.Duration
+	// BusKey authenticates what the nodes of a deployment tell each other
+	// over the bus (busauth.go): envelopes carried in wake-ups and session
+	// ends. Every node must have the same; at least MinBusKey bytes.
+	BusKey []byte
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
 	// Frames handles frame types other than "ack" (may be nil).
 	Frames FrameHandler
 	// OriginPatterns lists the web origins allowed to open a stream from a
@@ -63,32 +83,68 @@ type Hub struct {
 	conns map[string]*conn
 
 	carried, read atomic.Uint64 // envelopes written from wake-ups, from mailbox reads
+	forged        atomic.Uint64 // bus messages whose tag did not verify
+	ackWrites     atomic.Uint64 // acknowledgement writes to the store
 
 	// Every connection subscribes to its device's wake-up subject, so
 	// NATS sends a node only the wake-ups of its own devices; all those
 	// subscriptions deliver into this one channel, read by one goroutine
 	// (dispatch), rather than each running a goroutine of its own.
-	wakes     chan *bus.Msg
-	stop      chan struct{}
-	stopOnce  sync.Once
-	revokeSub *bus.Subscription
+	wakes    chan *bus.Msg
+	stop     chan struct{}
+	stopOnce sync.Once
+	endSub   *bus.Subscription
 }
 
-// NewHub returns a Hub and subscribes to the bus subjects that let other
-// nodes disconnect a device (on revocation). Close stops it.
+// Errors HubOptions.Check returns (wrapped) for a session that is over.
+var (
+	ErrSessionEnded  = errors.New("mailbox: session ended")
+	ErrDeviceRevoked = errors.New("mailbox: device revoked")
+)
+
+// Session is what a stream is bound to: the session it was opened with.
+type Session struct {
+	Device  string
+	Account string
+	Family  string    // the login the session belongs to
+	Expires time.Time // the stream closes then
+	Ref     string    // what HubOptions.Check finds the session by
+}
+
+// NewHub returns a Hub and subscribes to the bus subject on which nodes
+// tell each other that sessions ended. Close stops it.
 func NewHub(o HubOptions) (*Hub, error) {
+	if len(o.BusKey) < MinBusKey {
+		return nil, fmt.Errorf("mailbox: a bus key of at least %d bytes is required", MinBusKey)
+	}
+	if o.Session == nil || o.Check == nil {
+		return nil, errors.New("mailbox: Session and Check are required")
+	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = WriteTimeout
 	}
+	if o.SessionRecheck <= 0 {
+		o.SessionRecheck = SessionRecheckInterval
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	h := &Hub{o: o, conns: map[string]*conn{}, wakes: make(chan *bus.Msg, wakeBuffer), stop: make(chan struct{})}
-	sub, err := o.Bus.Subscribe(subjectDisconnect+"*", func(m *bus.Msg) {
-		dev := m.Subject[len(subjectDisconnect):]
-		h.closeLocal(dev, StatusRevoked, "device revoked")
-	})
+	sub, err := o.Bus.Subscribe(subjectEnd, h.takeEnd)
 	if err != nil {
 		return nil, err
 	}
-	h.revokeSub = sub
+	// The subscription reaches the server with the connection's next
+	// flush; until then a session end sent by another node would pass
+	// this one by. Flush now, before any stream is served.
+	ctx, cancel := context.WithTimeout(context.Background(), o.WriteTimeout)
+	err = o.Bus.Ping(ctx)
+	cancel()
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("mailbox: subscribe to session ends: %w", err)
+	}
+	h.endSub = sub
 	go h.dispatch()
 	return h, nil
 }
@@ -98,17 +154,24 @@ func NewHub(o HubOptions) (*Hub, error) {
 type HubStats struct {
 	Carried uint64 // carried by the wake-up, written without a mailbox read
 	Read    uint64 // read from the mailbox: backlog, gaps, large envelopes
+	// Forged counts bus messages (wake-ups carrying envelopes, session
+	// ends) whose tag did not verify; none of them was acted on.
+	Forged uint64
+	// AckWrites counts the writes that deleted acknowledged envelopes.
+	AckWrites uint64
 }
 
 // Stats returns the counters since the hub started.
-func (h *Hub) Stats() HubStats { return HubStats{Carried: h.carried.Load(), Read: h.read.Load()} }
+func (h *Hub) Stats() HubStats {
+	return HubStats{Carried: h.carried.Load(), Read: h.read.Load(), Forged: h.forged.Load(), AckWrites: h.ackWrites.Load()}
+}
 
-// Close stops the hub's wake-up dispatch and its revocation subscription.
+// Close stops the hub's wake-up dispatch and its session-end subscription.
 // Connections are closed through the Tracker, not here.
 func (h *Hub) Close() {
 	h.stopOnce.Do(func() {
 		close(h.stop)
-		_ = h.revokeSub.Unsubscribe()
+		_ = h.endSub.Unsubscribe()
 	})
 }
 
@@ -125,16 +188,28 @@ func (h *Hub) dispatch() {
 			h.mu.Lock()
 			c := h.conns[dev]
 			h.mu.Unlock()
-			if c != nil {
-				c.offer(m.Data)
+			if c == nil {
+				continue
 			}
+			// Envelopes carried without a valid tag are not the store's:
+			// they are dropped, and the wake-up counts as a plain one, so
+			// the stream reads the mailbox, which is the truth.
+			var carried []byte
+			if len(m.Data) > 0 {
+				var ok bool
+				if carried, ok = openBus(h.o.BusKey, purposeWake, m.Subject, m.Data); !ok {
+					h.forged.Add(1)
+					carried = nil
+				}
+			}
+			c.offer(carried)
 		}
 	}
 }
 
 const (
-	subjectWake       = "kanal.mbox.wake."
-	subjectDisconnect = "kanal.mbox.disconnect."
+	subjectWake = "kanal.mbox.wake."
+	subjectEnd  = "kanal.mbox.end"
 )
 
 // Notify wakes the recipient devices of envelopes that have just been
@@ -171,7 +246,9 @@ func (h *Hub) Deliver(envs []Envelope) {
 			size += len(e.Ciphertext)
 		}
 		if size <= maxCarried {
-			data, _ = json.Marshal(es) // a failure leaves a plain wake-up
+			if b, err := json.Marshal(es); err == nil { // a failure leaves a plain wake-up
+				data = sealBus(h.o.BusKey, purposeWake, subjectWake+d, b)
+			}
 		}
 		if err := h.o.Bus.Publish(subjectWake+d, data); err != nil {
 			h.o.Logger.Warn("mailbox: wake-up not published", "device", d, "err", err)
@@ -179,9 +256,99 @@ func (h *Hub) Deliver(envs []Envelope) {
 	}
 }
 
-// Disconnect closes the device's socket on whichever node holds it.
+// SessionEnd names the sessions whose streams must close, on every node:
+// those of one login (Family), of one device (Device), or of one account
+// except one login (Account, KeepFamily). Exactly one of Family, Device
+// and Account is set.
+type SessionEnd struct {
+	Reason     string `json:"reason"`            // shown in the close frame
+	Revoked    bool   `json:"revoked,omitempty"` // the device was revoked: StatusRevoked
+	Family     string `json:"family,omitempty"`
+	Device     string `json:"device,omitempty"`
+	Account    string `json:"account,omitempty"`
+	KeepFamily string `json:"keep_family,omitempty"`
+	// At is when it was published (Unix milliseconds, set by EndSessions):
+	// a node ignores one older than maxEndAge, so that a session end
+	// captured off the bus cannot be replayed later against the streams
+	// of the account's new logins.
+	At int64 `json:"at"`
+}
+
+func (e *SessionEnd) matches(s *Session) bool {
+	switch {
+	case e.Family != "":
+		return s.Family == e.Family
+	case e.Device != "":
+		return s.Device == e.Device
+	case e.Account != "":
+		return s.Account == e.Account && s.Family != e.KeepFamily
+	}
+	return false
+}
+
+func (e *SessionEnd) code() websocket.StatusCode {
+	if e.Revoked {
+		return StatusRevoked
+	}
+	return StatusSessionEnded
+}
+
+// EndSessions closes the streams of the sessions e names: at once on this
+// node, and on the others through the bus. Call it after the change that
+// ended them has committed.
+func (h *Hub) EndSessions(e SessionEnd) error {
+	e.At = h.o.Now().UnixMilli()
+	h.endLocal(&e)
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return h.o.Bus.Publish(subjectEnd, sealBus(h.o.BusKey, purposeEnd, subjectEnd, b))
+}
+
+// Disconnect closes the device's streams on every node: it was revoked.
 func (h *Hub) Disconnect(device string) error {
-	return h.o.Bus.Publish(subjectDisconnect+device, nil)
+	return h.EndSessions(SessionEnd{Reason: "device revoked", Revoked: true, Device: device})
+}
+
+// takeEnd acts on a session end from the bus, if it is genuine and fresh.
+func (h *Hub) takeEnd(m *bus.Msg) {
+	payload, ok := openBus(h.o.BusKey, purposeEnd, m.Subject, m.Data)
+	if !ok {
+		h.forged.Add(1)
+		h.o.Logger.Warn("mailbox: session end with a bad tag ignored")
+		return
+	}
+	var e SessionEnd
+	if err := web.DecodeStrict(payload, &e, maxEndMessage); err != nil {
+		h.o.Logger.Warn("mailbox: malformed session end ignored", "err", err)
+		return
+	}
+	if age := h.o.Now().Sub(time.UnixMilli(e.At)); age > maxEndAge || age < -maxEndAge {
+		h.o.Logger.Warn("mailbox: stale session end ignored (are the nodes' clocks apart?)", "age", age)
+		return
+	}
+	h.endLocal(&e)
+}
+
+func (h *Hub) endLocal(e *SessionEnd) {
+	var hit []*conn
+	h.mu.Lock()
+	if e.Device != "" && e.Family == "" {
+		if c := h.conns[e.Device]; c != nil {
+			hit = append(hit, c)
+		}
+	} else {
+		for _, c := range h.conns {
+			if e.matches(&c.sess) {
+				hit = append(hit, c)
+			}
+		}
+	}
+	h.mu.Unlock()
+	for _, c := range hit {
+		c.close(e.code(), e.Reason)
+	}
 }
 
 // Connected reports whether device has a socket on this node.
@@ -192,18 +359,10 @@ func (h *Hub) Connected(device string) bool {
 	return ok
 }
 
-func (h *Hub) closeLocal(device string, code websocket.StatusCode, reason string) {
-	h.mu.Lock()
-	c := h.conns[device]
-	h.mu.Unlock()
-	if c != nil {
-		c.close(code, reason)
-	}
-}
-
 // ServeHTTP upgrades an authenticated request to the device's stream.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	device, ok := h.o.Device(r)
+	sess, ok := h.o.Session(r)
+	device := sess.Device
 	if !ok || !ValidDeviceID(device) {
 		web.WriteProblem(w, r, web.Errorf(http.StatusUnauthorized, web.TypeUnauthorized, "Unauthorized", "a device session is required"))
 		return
@@ -220,10 +379,10 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(MaxFrame)
 	// The request context ends when the handler returns; the stream lives
 	// on its own context, cancelled by close. It keeps none of the
-	// request's values: the device is all a stream needs.
+	// request's values: its session is all a stream needs.
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &conn{hub: h, device: device, ws: ws, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
-		inflight: map[string]struct{}{}, done: make(chan struct{})}
+	c := &conn{hub: h, device: device, sess: sess, ws: ws, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
+		inflight: map[string]bool{}, done: make(chan struct{})}
 	untrack, ok := h.o.Tracker.Track(func() { c.close(websocket.StatusGoingAway, "server shutting down"); <-c.done })
 	if !ok {
 		ws.Close(websocket.StatusGoingAway, "server shutting down")
@@ -283,6 +442,7 @@ const maxCloseReason = 120
 type conn struct {
 	hub    *Hub
 	device string
+	sess   Session
 	ws     *websocket.Conn
 	wake   chan struct{}
 	ctx    context.Context
@@ -290,12 +450,19 @@ type conn struct {
 
 	writeMu sync.Mutex // the pump and frame replies both write
 
-	mu       sync.Mutex
-	inflight map[string]struct{}
-	cursor   int64    // last seq sent on this connection
-	carried  [][]byte // envelopes carried by wake-ups since the pump last looked
-	fetch    bool     // a wake-up came without envelopes: read the mailbox
-	held     bool     // the pump waits for acks: MaxInFlight are unacknowledged
+	ackMu sync.Mutex // one acknowledgement write at a time
+
+	mu sync.Mutex
+	// inflight holds the envelopes sent and not yet deleted: false until
+	// the device acknowledges one, true while its deletion waits in acked.
+	inflight map[string]bool
+	acked    []string  // acknowledged, to be deleted with the next write
+	lastAck  time.Time // of the last acknowledgement write
+	ackTimer bool      // a write of acked is scheduled
+	cursor   int64     // last seq sent on this connection
+	carried  [][]byte  // envelopes carried by wake-ups since the pump last looked
+	fetch    bool      // a wake-up came without envelopes: read the mailbox
+	held     bool      // the pump waits for acks: MaxInFlight are unacknowledged
 	closing  bool
 	closeErr struct {
 		code   websocket.StatusCode
@@ -391,15 +558,30 @@ func (c *conn) run() {
 	}
 	defer sub.Unsubscribe()
 
-	if active := c.hub.o.Active; active != nil {
-		if err := active(c.ctx, c.device); err != nil {
-			c.ws.Close(StatusRevoked, "device revoked")
-			return
+	if ended, err := c.checkSession(); ended {
+		c.mu.Lock()
+		code, reason := c.closeErr.code, c.closeErr.reason
+		c.mu.Unlock()
+		if code == 0 {
+			code = websocket.StatusGoingAway
 		}
+		c.ws.Close(code, reason)
+		return
+	} else if err != nil {
+		log.Warn("mailbox: session check", "err", err)
+		c.ws.Close(websocket.StatusTryAgainLater, "try again")
+		return
 	}
 
 	go c.readLoop()
 	err = c.pump()
+	// Acknowledgements that came before the close are still written: the
+	// device took those envelopes while its session was live.
+	fctx, cancel := context.WithTimeout(context.Background(), c.hub.o.WriteTimeout)
+	if ferr := c.flushAcks(fctx); ferr != nil {
+		log.Warn("mailbox: acknowledgements at close", "err", ferr)
+	}
+	cancel()
 
 	c.mu.Lock()
 	code, reason := c.closeErr.code, c.closeErr.reason
@@ -427,6 +609,12 @@ func (c *conn) pump() error {
 	synced := false
 	ping := time.NewTicker(PingInterval)
 	defer ping.Stop()
+	// The stream ends with its session: at its expiry, and when a check
+	// finds it ended (should the word of its end have been lost).
+	expiry := time.NewTimer(c.sess.Expires.Sub(c.hub.o.Now()))
+	defer expiry.Stop()
+	recheck := time.NewTicker(c.hub.o.SessionRecheck)
+	defer recheck.Stop()
 	for {
 		c.mu.Lock()
 		room := MaxInFlight - len(c.inflight)
@@ -462,7 +650,7 @@ func (c *conn) pump() error {
 		if len(batch) > 0 {
 			c.mu.Lock()
 			for _, e := range batch {
-				c.inflight[e.ID] = struct{}{}
+				c.inflight[e.ID] = false
 			}
 			c.cursor = batch[len(batch)-1].Seq
 			c.mu.Unlock()
@@ -485,6 +673,15 @@ func (c *conn) pump() error {
 		case <-c.ctx.Done():
 			return nil
 		case <-c.wake:
+		case <-expiry.C:
+			c.close(StatusSessionEnded, "session expired")
+			return nil
+		case <-recheck.C:
+			if ended, err := c.checkSession(); ended {
+				return nil
+			} else if err != nil {
+				c.hub.o.Logger.Warn("mailbox: session check", "device", c.device, "err", err)
+			}
 		case <-ping.C:
 			pctx, cancel := context.WithTimeout(context.Background(), c.hub.o.WriteTimeout)
 			err := c.ws.Ping(pctx)
@@ -577,27 +774,15 @@ func (c *conn) handle(typ string, data []byte) error {
 		if err := web.DecodeStrict(data, &f, MaxFrame); err != nil {
 			return err
 		}
-		if _, err := c.hub.o.Store.Ack(c.ctx, c.device, f.IDs); err != nil {
-			if errors.Is(err, ErrInvalid) {
-				return web.Errorf(http.StatusBadRequest, web.TypeValidation, "Invalid ack", "%v", err)
-			}
-			return err
+		if len(f.IDs) > MaxAckBatch {
+			return web.Errorf(http.StatusBadRequest, web.TypeValidation, "Invalid ack", "at most %d ids per ack", MaxAckBatch)
 		}
-		c.mu.Lock()
 		for _, id := range f.IDs {
-			delete(c.inflight, id)
+			if len(id) == 0 || len(id) > 64 {
+				return web.Errorf(http.StatusBadRequest, web.TypeValidation, "Invalid ack", "bad envelope id")
+			}
 		}
-		// Only a pump held back by the in-flight limit needs telling that
-		// there is room again; it reads what waited meanwhile.
-		held := c.held && len(c.inflight) < MaxInFlight
-		if held {
-			c.held, c.fetch = false, true
-		}
-		c.mu.Unlock()
-		if held {
-			c.signal()
-		}
-		return nil
+		return c.takeAcks(f.IDs)
 	default:
 		if c.hub.o.Frames == nil {
 			return errUnknownFrame
@@ -627,4 +812,115 @@ func splitBySize(batch []Envelope, limit int) [][]Envelope {
 		size += len(e.Ciphertext)
 	}
 	return append(out, batch[start:])
+}
+
+// checkSession asks whether the stream's session is still live and closes
+// the stream if it is not. err is a check that could not tell.
+func (c *conn) checkSession() (ended bool, err error) {
+	err = c.hub.o.Check(c.ctx, c.sess)
+	switch {
+	case err == nil:
+		return false, nil
+	case errors.Is(err, ErrDeviceRevoked):
+		c.close(StatusRevoked, "device revoked")
+		return true, nil
+	case errors.Is(err, ErrSessionEnded):
+		c.close(StatusSessionEnded, "session ended")
+		return true, nil
+	case c.ctx.Err() != nil:
+		return true, nil // closing anyway
+	}
+	return false, err
+}
+
+// Acknowledgements. Each ack frame used to be a write; a device sending a
+// flood of them made the server write as fast as it could read. Now only
+// ids this stream sent and that are not acknowledged yet count — others
+// are ignored, so a flood of made-up or repeated ids writes nothing — and
+// what counts is written at most once per AckInterval, or at once when
+// MaxAckBatch ids wait. The envelopes stay in flight until written, so
+// the in-flight limit still holds the pump back meanwhile.
+
+func (c *conn) takeAcks(ids []string) error {
+	now := c.hub.o.Now()
+	c.mu.Lock()
+	if c.closing {
+		// The stream is closing (its session may have ended): nothing
+		// more is taken from it.
+		c.mu.Unlock()
+		return nil
+	}
+	for _, id := range ids {
+		if acked, sent := c.inflight[id]; sent && !acked {
+			c.inflight[id] = true
+			c.acked = append(c.acked, id)
+		}
+	}
+	n := len(c.acked)
+	wait := AckInterval - now.Sub(c.lastAck)
+	due := n > 0 && (n >= MaxAckBatch || wait <= 0)
+	if n > 0 && !due && !c.ackTimer {
+		c.ackTimer = true
+		time.AfterFunc(wait, c.flushLater)
+	}
+	c.mu.Unlock()
+	if due {
+		c.flushOrClose()
+	}
+	return nil
+}
+
+func (c *conn) flushLater() {
+	c.mu.Lock()
+	c.ackTimer = false
+	c.mu.Unlock()
+	c.flushOrClose()
+}
+
+// flushOrClose writes the waiting acknowledgements. They were taken while
+// the stream was open, so a close meanwhile does not cancel the write.
+func (c *conn) flushOrClose() {
+	ctx, cancel := context.WithTimeout(context.Background(), c.hub.o.WriteTimeout)
+	defer cancel()
+	if err := c.flushAcks(ctx); err != nil {
+		c.hub.o.Logger.Warn("mailbox: acknowledgements", "device", c.device, "err", err)
+		c.close(websocket.StatusInternalError, "")
+	}
+}
+
+// flushAcks deletes the acknowledged envelopes waiting in acked.
+func (c *conn) flushAcks(ctx context.Context) error {
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
+	c.mu.Lock()
+	ids := c.acked
+	c.acked = nil
+	c.lastAck = c.hub.o.Now()
+	c.mu.Unlock()
+	for rest := ids; len(rest) > 0; {
+		part := rest[:min(len(rest), MaxAckBatch)]
+		rest = rest[len(part):]
+		c.hub.ackWrites.Add(1)
+		if _, err := c.hub.o.Store.Ack(ctx, c.device, part); err != nil {
+			return err
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	c.mu.Lock()
+	for _, id := range ids {
+		delete(c.inflight, id)
+	}
+	// Only a pump held back by the in-flight limit needs telling that
+	// there is room again; it reads what waited meanwhile.
+	held := c.held && len(c.inflight) < MaxInFlight
+	if held {
+		c.held, c.fetch = false, true
+	}
+	c.mu.Unlock()
+	if held {
+		c.signal()
+	}
+	return nil
 }

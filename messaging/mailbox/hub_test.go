@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,17 +25,29 @@ import (
 )
 
 // node is one kanald's share of the mailbox: a hub behind an httptest
-// server. The device is taken from a header here; the identity middleware
-// that sets it in kanald is tested with the routes that use it.
+// server. The session is taken from headers here, and its check is the
+// node's verdicts; identity, which gives both in kanald, is tested with
+// the real binary (cmd/kanald).
 type node struct {
+	mu      sync.Mutex
+	verdict map[string]error // by Session.Ref; none: live
+
 	hub     *mailbox.Hub
 	srv     *httptest.Server
 	tracker *web.Tracker
+	bus     *bus.Bus
+	natsURL string // the external NATS, "" on the embedded server
 }
 
 func newNode(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout time.Duration) *node {
+	return newNodeWith(t, store, b, writeTimeout, 0, nil)
+}
+
+// newNodeWith is newNode with a session check every recheck (zero: the
+// default) and a clock (nil: time.Now).
+func newNodeWith(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, recheck time.Duration, now func() time.Time) *node {
 	t.Helper()
-	n := &node{tracker: &web.Tracker{}}
+	n := &node{tracker: &web.Tracker{}, bus: b, verdict: map[string]error{}}
 	// The hub's log, shown only when the test fails (why a socket closed).
 	logs := &lockedBuffer{}
 	t.Cleanup(func() {
@@ -44,8 +57,16 @@ func newNode(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout time.D
 	})
 	h, err := mailbox.NewHub(mailbox.HubOptions{
 		Store: store, Bus: b, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Tracker: n.tracker,
-		Device:       func(r *http.Request) (string, bool) { d := r.Header.Get("Kanal-Test-Device"); return d, d != "" },
-		WriteTimeout: writeTimeout,
+		Session: testSession,
+		Check: func(_ context.Context, s mailbox.Session) error {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			return n.verdict[s.Ref]
+		},
+		SessionRecheck: recheck,
+		Now:            now,
+		BusKey:         testBusKey,
+		WriteTimeout:   writeTimeout,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -54,6 +75,39 @@ func newNode(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout time.D
 	n.srv = httptest.NewServer(h)
 	t.Cleanup(func() { n.tracker.CloseAll(); n.srv.Close(); h.Close() })
 	return n
+}
+
+// testBusKey is the deployment's bus key in these tests: every node has it.
+var testBusKey = bytes.Repeat([]byte("k"), mailbox.MinBusKey)
+
+// testSession reads the stream's session from the request's headers: the
+// device, and optionally its account, login (family) and expiry (Unix
+// milliseconds); Ref is the family.
+func testSession(r *http.Request) (mailbox.Session, bool) {
+	d := r.Header.Get("Kanal-Test-Device")
+	s := mailbox.Session{Device: d, Account: "acc_" + d, Family: "fam_" + d, Expires: time.Now().Add(time.Hour)}
+	if v := r.Header.Get("Kanal-Test-Account"); v != "" {
+		s.Account = v
+	}
+	if v := r.Header.Get("Kanal-Test-Family"); v != "" {
+		s.Family = v
+	}
+	if v := r.Header.Get("Kanal-Test-Expires"); v != "" {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return mailbox.Session{}, false
+		}
+		s.Expires = time.UnixMilli(ms)
+	}
+	s.Ref = s.Family
+	return s, d != ""
+}
+
+// setVerdict makes the node's session check answer err for the login.
+func (n *node) setVerdict(family string, err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.verdict[family] = err
 }
 
 type lockedBuffer struct {
@@ -80,10 +134,16 @@ type client struct {
 
 func dial(t *testing.T, n *node, device string) *client {
 	t.Helper()
+	return dialSession(t, n, http.Header{"Kanal-Test-Device": {device}})
+}
+
+// dialSession opens a stream with the session the headers describe.
+func dialSession(t *testing.T, n *node, h http.Header) *client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(n.srv.URL, "http"), &websocket.DialOptions{
-		HTTPHeader: http.Header{"Kanal-Test-Device": {device}},
+		HTTPHeader: h,
 	})
 	if err != nil {
 		t.Fatalf("dial: %v", err)
@@ -199,7 +259,9 @@ func run(t *testing.T, d *db.DB, bo bus.Options, fn func(t *testing.T, store *ma
 		}
 		t.Cleanup(func() { bb.Close() })
 	}
-	fn(t, store, newNode(t, store, ba, 0), newNode(t, store, bb, 0))
+	na, nb := newNode(t, store, ba, 0), newNode(t, store, bb, 0)
+	na.natsURL, nb.natsURL = bo.URL, bo.URL
+	fn(t, store, na, nb)
 }
 
 // uniqueDevice keeps runs on the shared external NATS apart.

@@ -2,6 +2,13 @@ package mailbox
 
 import "time"
 
+// Quota bounds one device's mailbox; see Store.AppendWithinTx. A zero
+// field is no limit.
+type Quota struct {
+	MaxEnvelopes int64
+	MaxBytes     int64
+}
+
 // Limits of the mailbox and the stream.
 const (
 	// MaxCiphertext is the largest envelope body; attachments travel as
@@ -39,6 +46,22 @@ const (
 	// dead peers. Each ping is also followed by a read of the mailbox, so
 	// a lost wake-up delays an envelope by at most this long.
 	PingInterval = 30 * time.Second
+
+	// SessionRecheckInterval is how often a stream asks whether its
+	// session still holds. Sessions that end close their streams at once
+	// through the bus; this check closes one whose word was lost.
+	SessionRecheckInterval = 2 * time.Minute
+
+	// AckInterval is how often a stream writes acknowledgements at most
+	// (besides one write whenever MaxAckBatch of them wait): acks that
+	// come faster are gathered into the next write.
+	AckInterval = 100 * time.Millisecond
+
+	// maxEndAge is how old a session end from the bus may be. Older ones
+	// are ignored (a replay, or nodes whose clocks are far apart; the
+	// session check then closes the streams). maxEndMessage caps its size.
+	maxEndAge     = time.Minute
+	maxEndMessage = 4 << 10
 
 	// wakeBuffer is the node's queue of wake-ups between NATS and the
 	// hub's dispatch. Dispatch is a map lookup and a non-blocking signal,

@@ -40,6 +40,16 @@ var (
 	ErrInvalid = errors.New("mailbox: invalid envelope")
 )
 
+// FullError says that an append would take devices' mailboxes past their
+// Quota; nothing of the append is stored once its transaction rolls back.
+type FullError struct {
+	Devices []string // sorted
+}
+
+func (e *FullError) Error() string {
+	return fmt.Sprintf("mailbox: full: %s", strings.Join(e.Devices, ", "))
+}
+
 // Store keeps the per-device mailboxes.
 type Store struct {
 	db        *db.DB
@@ -126,6 +136,16 @@ func (s *Store) Append(ctx context.Context, envs []Envelope) error {
 // makes seq order equal commit order for each device, which is what lets a
 // reader resume from "after seq N".
 func (s *Store) AppendTx(ctx context.Context, tx *sql.Tx, envs []Envelope) error {
+	return s.AppendWithinTx(ctx, tx, envs, Quota{})
+}
+
+// AppendWithinTx is AppendTx for envelopes that must fit in each
+// recipient's mailbox quota q: if any recipient's mailbox would hold more
+// than q allows it returns a *FullError, having written only what the
+// caller's transaction must then roll back. The check is made in the
+// statement that takes the head rows' locks, so concurrent appends cannot
+// all pass one check.
+func (s *Store) AppendWithinTx(ctx context.Context, tx *sql.Tx, envs []Envelope, q Quota) error {
 	byDevice := map[string][]int{}
 	for i := range envs {
 		if err := validate(&envs[i]); err != nil {
@@ -147,7 +167,7 @@ func (s *Store) AppendTx(ctx context.Context, tx *sql.Tx, envs []Envelope) error
 	for len(devices) > 0 {
 		chunk := devices[:min(len(devices), maxRowsPerStatement)]
 		devices = devices[len(chunk):]
-		last, err := s.advanceHeads(ctx, tx, chunk, byDevice)
+		last, err := s.advanceHeads(ctx, tx, chunk, byDevice, envs, q)
 		if err != nil {
 			return err
 		}
@@ -186,42 +206,105 @@ func (s *Store) AppendTx(ctx context.Context, tx *sql.Tx, envs []Envelope) error
 const maxRowsPerStatement = 256
 
 // advanceHeads reserves len(byDevice[d]) sequence numbers for each device d
-// of devices (sorted) in one statement and returns each device's new last
-// seq. PostgreSQL takes the head rows' locks in the order of the VALUES
-// list, which is device order, as the one-statement-per-device version did.
-func (s *Store) advanceHeads(ctx context.Context, tx *sql.Tx, devices []string, byDevice map[string][]int) (map[string]int64, error) {
+// of devices (sorted) in one statement, adds the envelopes to each
+// device's depth and bytes, and returns each device's new last seq — or a
+// *FullError if a device is now past q. PostgreSQL takes the head rows'
+// locks in the order of the VALUES list, which is device order, as the
+// one-statement-per-device version did.
+func (s *Store) advanceHeads(ctx context.Context, tx *sql.Tx, devices []string, byDevice map[string][]int, envs []Envelope, quota Quota) (map[string]int64, error) {
 	var q strings.Builder
-	q.WriteString(`INSERT INTO mailbox_heads (device_id, last_seq) VALUES `)
-	args := make([]any, 0, 2*len(devices))
+	q.WriteString(`INSERT INTO mailbox_heads (device_id, last_seq, depth, bytes) VALUES `)
+	args := make([]any, 0, 3*len(devices))
 	for i, dev := range devices {
 		if i > 0 {
 			q.WriteString(", ")
 		}
-		fmt.Fprintf(&q, "($%d, $%d)", 2*i+1, 2*i+2)
-		args = append(args, dev, int64(len(byDevice[dev])))
+		var size int64
+		for _, j := range byDevice[dev] {
+			size += int64(len(envs[j].Ciphertext))
+		}
+		n := int64(len(byDevice[dev]))
+		fmt.Fprintf(&q, "($%d, $%d, $%d, $%d)", 3*i+1, 3*i+2, 3*i+2, 3*i+3)
+		args = append(args, dev, n, size)
 	}
-	q.WriteString(` ON CONFLICT (device_id) DO UPDATE SET last_seq = mailbox_heads.last_seq + excluded.last_seq RETURNING device_id, last_seq`)
+	q.WriteString(` ON CONFLICT (device_id) DO UPDATE SET last_seq = mailbox_heads.last_seq + excluded.last_seq,
+		depth = mailbox_heads.depth + excluded.depth, bytes = mailbox_heads.bytes + excluded.bytes
+		RETURNING device_id, last_seq, depth, bytes`)
 	rows, err := tx.QueryContext(ctx, q.String(), args...)
 	if err != nil {
 		return nil, fmt.Errorf("mailbox.append: %w", err)
 	}
 	defer rows.Close()
 	last := make(map[string]int64, len(devices))
+	var full []string
 	for rows.Next() {
 		var dev string
-		var seq int64
-		if err := rows.Scan(&dev, &seq); err != nil {
+		var seq, depth, size int64
+		if err := rows.Scan(&dev, &seq, &depth, &size); err != nil {
 			return nil, fmt.Errorf("mailbox.append: %w", err)
 		}
 		last[dev] = seq
+		if quota.MaxEnvelopes > 0 && depth > quota.MaxEnvelopes || quota.MaxBytes > 0 && size > quota.MaxBytes {
+			full = append(full, dev)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("mailbox.append: %w", err)
+	}
+	if len(full) > 0 {
+		sort.Strings(full)
+		return nil, &FullError{Devices: full}
 	}
 	if len(last) != len(devices) {
 		return nil, fmt.Errorf("mailbox.append: %d of %d mailbox heads returned", len(last), len(devices))
 	}
 	return last, nil
+}
+
+// release subtracts deleted envelopes from their devices' depth and bytes.
+func release(ctx context.Context, tx *sql.Tx, gone map[string][2]int64) error {
+	devices := make([]string, 0, len(gone))
+	for d := range gone {
+		devices = append(devices, d)
+	}
+	// Device order, as appends lock head rows, so the two cannot deadlock.
+	sort.Strings(devices)
+	for _, d := range devices {
+		g := gone[d]
+		if _, err := tx.ExecContext(ctx, `UPDATE mailbox_heads SET depth = depth - $1, bytes = bytes - $2 WHERE device_id = $3`, g[0], g[1], d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteReleasing runs a DELETE … RETURNING device_id, LENGTH(ciphertext)
+// and subtracts what it deleted from the heads, in tx.
+func deleteReleasing(ctx context.Context, tx *sql.Tx, query string, args ...any) (int64, error) {
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	gone := map[string][2]int64{}
+	var n int64
+	for rows.Next() {
+		var dev string
+		var size int64
+		if err := rows.Scan(&dev, &size); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		g := gone[dev]
+		g[0]++
+		g[1] += size
+		gone[dev] = g
+		n++
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	return n, release(ctx, tx, gone)
 }
 
 // Fetch returns up to limit envelopes of device with seq > after, in order.
@@ -270,27 +353,23 @@ func (s *Store) Ack(ctx context.Context, device string, ids []string) (int64, er
 		fmt.Fprintf(&ph, "$%d", i+2)
 		args = append(args, id)
 	}
-	q := `DELETE FROM mailbox WHERE device_id = $1 AND envelope_id IN (` + ph.String() + `)`
-	if s.batch == nil {
-		res, err := s.db.Exec(ctx, q, args...)
-		if err != nil {
-			return 0, fmt.Errorf("mailbox.ack: %w", err)
-		}
-		return res.RowsAffected()
-	}
-	// Every device acknowledges every frame it takes, so acks are as many
-	// writes as sends: on their own, each would be a commit and (on SQLite)
-	// an fsync of its own — a fifth of kanald's CPU in the direct benchmark.
-	// They share the sends' group commit instead.
+	q := `DELETE FROM mailbox WHERE device_id = $1 AND envelope_id IN (` + ph.String() + `) RETURNING device_id, LENGTH(ciphertext)`
 	var n int64
-	err := s.batch.Do(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, q, args...)
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected()
+	fn := func(tx *sql.Tx) error {
+		var err error
+		n, err = deleteReleasing(ctx, tx, q, args...)
 		return err
-	})
+	}
+	var err error
+	if s.batch == nil {
+		err = s.db.Tx(ctx, fn)
+	} else {
+		// Every device acknowledges every frame it takes, so acks are as
+		// many writes as sends: on their own, each would be a commit and
+		// (on SQLite) an fsync of its own — a fifth of kanald's CPU in the
+		// direct benchmark. They share the sends' group commit instead.
+		err = s.batch.Do(ctx, fn)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("mailbox.ack: %w", err)
 	}
@@ -306,11 +385,16 @@ func (s *Store) Depth(ctx context.Context, device string) (int, error) {
 
 // Expire deletes envelopes past their retention and returns how many.
 func (s *Store) Expire(ctx context.Context) (int64, error) {
-	res, err := s.db.Exec(ctx, `DELETE FROM mailbox WHERE expires_at <= $1`, s.now().UnixMilli())
+	var n int64
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		n, err = deleteReleasing(ctx, tx, `DELETE FROM mailbox WHERE expires_at <= $1 RETURNING device_id, LENGTH(ciphertext)`, s.now().UnixMilli())
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("mailbox.expire: %w", err)
 	}
-	return res.RowsAffected()
+	return n, nil
 }
 
 // DeleteDeviceTx empties a device's mailbox inside the caller's transaction;

@@ -20,7 +20,11 @@ const (
 	DefaultBaseBackoff    = time.Second
 	DefaultMaxBackoff     = 10 * time.Minute
 	DefaultMaxAttempts    = 10
-	DefaultWorkers        = 4
+	DefaultWorkers        = 16
+	MaxWorkers            = 1024
+	DefaultHostCooldown   = time.Minute
+	DefaultHostBusyDelay  = time.Second
+	DefaultStoreTimeout   = 10 * time.Second
 	// flushDelay is how long notifications gather before they are written
 	// to the queue together.
 	flushDelay = 20 * time.Millisecond

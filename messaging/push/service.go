@@ -81,6 +81,19 @@ type Options struct {
 	MaxBackoff     time.Duration
 	MaxAttempts    int // after this many failures a job is given up
 	Workers        int // pushes in flight at once on this node
+	// HostWorkers is how many of the Workers one push service host may
+	// hold at once, so that a hanging or slow service cannot take them
+	// all; zero means half of Workers (at least 1).
+	HostWorkers int
+	// HostCooldown: after a request to a host times out, that host gets
+	// one worker until this long has passed without another timeout.
+	HostCooldown time.Duration
+	// HostBusyDelay is how long a job waits when its host has no free
+	// worker.
+	HostBusyDelay time.Duration
+	// StoreTimeout bounds each write that records a push's outcome. It
+	// starts after the send, however long the send took.
+	StoreTimeout time.Duration
 }
 
 // Stats are the service's counters since start.
@@ -97,6 +110,8 @@ type Service struct {
 	store store
 	vapid vapidKey
 	sub   string // Subject as webpush-go wants it
+
+	hosts *hostSlots
 
 	mu      sync.Mutex
 	pending map[string]struct{} // notified devices not yet in the queue
@@ -131,13 +146,24 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = DefaultMaxAttempts
 	}
+	def(&o.HostCooldown, DefaultHostCooldown)
+	def(&o.HostBusyDelay, DefaultHostBusyDelay)
+	def(&o.StoreTimeout, DefaultStoreTimeout)
 	if o.Workers <= 0 {
 		o.Workers = DefaultWorkers
 	}
+	if o.Workers > MaxWorkers {
+		return nil, fmt.Errorf("push.new: at most %d workers", MaxWorkers)
+	}
+	if o.HostWorkers <= 0 {
+		o.HostWorkers = max(1, o.Workers/2)
+	}
+	o.HostWorkers = min(o.HostWorkers, o.Workers)
 	if o.HTTPClient == nil {
 		o.HTTPClient = NewHTTPClient(nil, o.AllowedHosts)
 	}
-	s := &Service{o: o, store: store{o.DB}, sub: sub, pending: map[string]struct{}{}, wake: make(chan struct{}, 1)}
+	s := &Service{o: o, store: store{o.DB}, sub: sub, pending: map[string]struct{}{}, wake: make(chan struct{}, 1),
+		hosts: newHostSlots(o.HostWorkers, o.HostCooldown)}
 	if s.vapid, err = loadVAPID(ctx, o.DB, o.SealKey, o.Now()); err != nil {
 		return nil, err
 	}
@@ -338,31 +364,35 @@ func (s *Service) recover(ctx context.Context) error {
 // records the outcome.
 func (s *Service) process(ctx context.Context, j job) {
 	log := s.o.Logger.With("device", j.device)
-	// Bookkeeping after a send must happen even when ctx ended during it.
-	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
+	// Bookkeeping must happen even when ctx ended, and each step gets its
+	// own deadline from the moment it starts: a context made before the
+	// send would already be spent after a slow push service, and the
+	// outcome would never be recorded.
+	book := func(f func(context.Context) error) {
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.StoreTimeout)
+		defer cancel()
+		s.logErr(log, f(bctx))
+	}
 	now := s.o.Now()
-	release := func() { // try again soon, without counting an attempt
-		if err := s.store.retry(bctx, j.device, j.attempts, now.Add(s.o.PollInterval)); err != nil {
-			log.Warn("push: release", "err", err)
-		}
+	release := func(at time.Time) { // try again then, without counting an attempt
+		book(func(c context.Context) error { return s.store.retry(c, j.device, j.attempts, at) })
 	}
 	sub, err := s.store.get(ctx, j.device)
 	if errors.Is(err, ErrNoSubscription) {
-		_ = s.store.drop(bctx, j.device)
+		book(func(c context.Context) error { return s.store.drop(c, j.device) })
 		return
 	}
 	if err != nil {
-		release()
+		release(now.Add(s.o.PollInterval))
 		return
 	}
 	if s.o.Live != nil && s.o.Live(j.device) {
-		s.logErr(log, s.store.finish(bctx, j, now.Add(s.o.Grace)))
+		book(func(c context.Context) error { return s.store.finish(c, j, now.Add(s.o.Grace)) })
 		return
 	}
 	classes, err := s.o.Pending(ctx, j.device, now.Add(-s.o.Grace))
 	if err != nil {
-		release()
+		release(now.Add(s.o.PollInterval))
 		return
 	}
 	urgency, ttl, ok := wakeFor(classes)
@@ -371,46 +401,60 @@ func (s *Service) process(ctx context.Context, j job) {
 		// may have come since: its envelopes are still inside their own
 		// grace period and were not looked at. Look again when it ends.
 		if due := time.UnixMilli(j.notifiedAt).Add(s.o.Grace); due.After(now) {
-			s.logErr(log, s.store.retry(bctx, j.device, 0, due))
+			book(func(c context.Context) error { return s.store.retry(c, j.device, 0, due) })
 			return
 		}
 		// Taken in time, or only receipts: nothing to wake for.
-		s.logErr(log, s.store.finish(bctx, j, now.Add(s.o.Grace)))
+		book(func(c context.Context) error { return s.store.finish(c, j, now.Add(s.o.Grace)) })
+		return
+	}
+	host := endpointHost(sub.Endpoint)
+	done, ok := s.hosts.acquire(host, s.o.Now())
+	if !ok {
+		// This push service already has its share of the workers (or is
+		// cooling down after timeouts): leave the job for later, so that
+		// the workers go to devices on other push services.
+		release(s.o.Now().Add(s.o.HostBusyDelay))
 		return
 	}
 	status, retryAfter, err := s.send(ctx, sub, urgency, ttl)
+	done(errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil, s.o.Now())
 	switch {
 	case err != nil && ctx.Err() != nil:
 		// Shutting down: the job stays, due at once for the next start.
-		s.logErr(log, s.store.retry(bctx, j.device, j.attempts, now))
+		release(now)
 	case err == nil && status >= 200 && status < 300:
 		s.sent.Add(1)
-		s.logErr(log, s.store.sent(bctx, j, sub.Endpoint, s.o.Now(), s.o.MinInterval))
+		book(func(c context.Context) error { return s.store.sent(c, j, sub.Endpoint, s.o.Now(), s.o.MinInterval) })
 	case err == nil && (status == http.StatusNotFound || status == http.StatusGone):
-		pruned, perr := s.store.prune(bctx, j.device, sub.Endpoint)
-		s.logErr(log, perr)
-		if pruned {
-			s.pruned.Add(1)
-			log.Info("push: subscription expired at the push service, removed", "status", status)
-		}
+		book(func(c context.Context) error {
+			pruned, err := s.store.prune(c, j.device, sub.Endpoint)
+			if pruned {
+				s.pruned.Add(1)
+				log.Info("push: subscription expired at the push service, removed", "status", status)
+			}
+			return err
+		})
 	case err != nil || status == http.StatusTooManyRequests || status >= 500:
 		attempts := j.attempts + 1
 		if attempts >= s.o.MaxAttempts {
 			s.failed.Add(1)
 			log.Warn("push: giving up", "attempts", attempts, "status", status, "err", err)
-			s.logErr(log, s.store.drop(bctx, j.device))
+			book(func(c context.Context) error { return s.store.drop(c, j.device) })
 			return
 		}
 		s.retried.Add(1)
 		delay := max(s.backoff(attempts), retryAfter)
 		log.Debug("push: will retry", "attempts", attempts, "status", status, "err", err, "in", delay)
-		s.logErr(log, s.store.retry(bctx, j.device, attempts, s.o.Now().Add(delay)))
+		book(func(c context.Context) error { return s.store.retry(c, j.device, attempts, s.o.Now().Add(delay)) })
 	default:
 		// 400, 401, 403, 413 …: the request is wrong for this push service
-		// and sending it again will not help.
+		// and sending it again will not help. A 403 usually means the
+		// service refused the VAPID token or its contact (sub), which the
+		// operator must fix: name the service.
 		s.failed.Add(1)
-		log.Warn("push: refused by the push service", "status", status)
-		s.logErr(log, s.store.drop(bctx, j.device))
+		log.Warn("push: refused by the push service", "status", status, "host", host, "subject", s.sub)
+		book(func(c context.Context) error { return s.store.drop(c, j.device) })
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -80,9 +81,13 @@ func (l HostList) allows(host string) bool {
 }
 
 // names reports whether the list names ip literally; only then may kanal
-// send to an address that is not public.
+// send to an address that is not public. "localhost" on the list names the
+// loopback addresses.
 func (l HostList) names(ip netip.Addr) bool {
 	for _, h := range l {
+		if h == "localhost" && ip.Unmap().IsLoopback() {
+			return true
+		}
 		if a, err := netip.ParseAddr(h); err == nil && a.Unmap() == ip.Unmap() {
 			return true
 		}
@@ -90,13 +95,62 @@ func (l HostList) names(ip netip.Addr) bool {
 	return false
 }
 
+// notPublic are the IPv4 and IPv6 ranges beyond what netip's predicates
+// cover that are not the public internet (RFC 6890's special-purpose
+// registries): shared address space behind carrier NAT, benchmarking,
+// documentation, reserved and broadcast, and IPv6 prefixes that are local
+// or cannot be routed to a push service.
+var notPublic = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("100.64.0.0/10"), // shared address space (RFC 6598)
+	netip.MustParsePrefix("192.0.0.0/24"),
+	netip.MustParsePrefix("192.0.2.0/24"),
+	netip.MustParsePrefix("198.18.0.0/15"), // benchmarking (RFC 2544)
+	netip.MustParsePrefix("198.51.100.0/24"),
+	netip.MustParsePrefix("203.0.113.0/24"),
+	netip.MustParsePrefix("240.0.0.0/4"),    // reserved, with 255.255.255.255
+	netip.MustParsePrefix("100::/64"),       // discard-only
+	netip.MustParsePrefix("2001::/32"),      // Teredo: embeds IPv4 addresses of its own
+	netip.MustParsePrefix("2001:db8::/32"),  // documentation
+	netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64 (RFC 8215)
+}
+
+// embeddedIPv4 returns the IPv4 address inside an IPv6 address that
+// carries one to the IPv4 internet: NAT64's well-known prefix
+// 64:ff9b::/96, 6to4's 2002::/16 and the deprecated IPv4-compatible ::/96.
+func embeddedIPv4(ip netip.Addr) (netip.Addr, bool) {
+	if !ip.Is6() || ip.Is4In6() {
+		return netip.Addr{}, false
+	}
+	b := ip.As16()
+	switch {
+	case netip.MustParsePrefix("64:ff9b::/96").Contains(ip), netip.MustParsePrefix("::/96").Contains(ip):
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case netip.MustParsePrefix("2002::/16").Contains(ip):
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	}
+	return netip.Addr{}, false
+}
+
 // publicAddr reports whether ip is an address on the public internet: the
 // push service a browser hands out never lives on loopback, a private
-// network or a link-local address, and kanal must not be used to reach one.
+// network or a link-local address, and kanal must not be used to reach one
+// — also not through an IPv6 form that embeds such an IPv4 address.
 func publicAddr(ip netip.Addr) bool {
 	ip = ip.Unmap()
-	return ip.IsValid() && !ip.IsLoopback() && !ip.IsPrivate() && !ip.IsLinkLocalUnicast() &&
-		!ip.IsLinkLocalMulticast() && !ip.IsInterfaceLocalMulticast() && !ip.IsMulticast() && !ip.IsUnspecified()
+	if v4, ok := embeddedIPv4(ip); ok {
+		return publicAddr(v4)
+	}
+	if !ip.IsValid() || ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() ||
+		ip.IsLinkLocalMulticast() || ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() {
+		return false
+	}
+	for _, p := range notPublic {
+		if p.Contains(ip) {
+			return false
+		}
+	}
+	return true
 }
 
 // Validate checks r and returns its canonical form. Nothing about the
@@ -157,7 +211,7 @@ func validEndpoint(raw string, allowed HostList) (string, error) {
 		if !publicAddr(ip) && !allowed.names(ip) {
 			return "", fmt.Errorf("%w: endpoint address %s is not public", ErrHostNotAllowed, host)
 		}
-	} else if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+	} else if (host == "localhost" || strings.HasSuffix(host, ".localhost")) && !slices.Contains(allowed, host) {
 		return "", fmt.Errorf("%w: endpoint host %s is local", ErrHostNotAllowed, host)
 	}
 	return raw, nil

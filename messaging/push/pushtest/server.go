@@ -62,6 +62,7 @@ type Server struct {
 	fallback int   // answer once the script is used up
 	pushes   []Push
 	hanging  int
+	delay    time.Duration // before every answer: a slow push service
 	release  chan struct{}
 	arrived  chan struct{} // closed and replaced on every request
 }
@@ -113,6 +114,14 @@ func (s *Server) AnswerAlways(status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.fallback = status
+}
+
+// Delay makes the service take d before each later answer, as a slow
+// push service does.
+func (s *Server) Delay(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delay = d
 }
 
 // Release lets every hanging request go (they are answered 201) and makes
@@ -179,11 +188,18 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		} else {
 			status = s.fallback
 		}
-		release := s.release
+		release, delay := s.release, s.delay
 		if status == Hang {
 			s.hanging++
 		}
 		s.mu.Unlock()
+		if delay > 0 && status != Hang {
+			select {
+			case <-time.After(delay):
+			case <-r.Context().Done():
+				status = 0
+			}
+		}
 		if status == Hang {
 			select {
 			case <-release:

@@ -1,0 +1,189 @@
+package mailbox_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/kanal-server/kanal/internal/bus"
+	"github.com/kanal-server/kanal/internal/db/dbtest"
+	"github.com/kanal-server/kanal/messaging/mailbox"
+)
+
+// Attacks by the holder of a stolen session token, who opened a stream with
+// it and keeps it open after the session is over. The hub's side: a stream
+// is bound to its session and closes with it, on every node. (identity's
+// side, which tells the hub, is attacked through the real binary in
+// cmd/kanald.)
+
+func sessionHeader(device, account, family string) http.Header {
+	return http.Header{"Kanal-Test-Device": {device}, "Kanal-Test-Account": {account}, "Kanal-Test-Family": {family}}
+}
+
+// closeOf reads until the server closes and returns its close error.
+func (c *client) closeOf() (websocket.StatusCode, string) {
+	c.t.Helper()
+	for {
+		if _, err := c.next(); err != nil {
+			var ce websocket.CloseError
+			if errors.As(err, &ce) {
+				return ce.Code, ce.Reason
+			}
+			return websocket.CloseStatus(err), ""
+		}
+	}
+}
+
+// TestStreamsCloseWithTheirSession: a session end published on one node
+// closes the matching streams on both, by login, by account (sparing the
+// login that made the change) and by device, and nothing else.
+func TestStreamsCloseWithTheirSession(t *testing.T) {
+	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, b *node) {
+		ctx := context.Background()
+		acc := uniqueDevice("acc")
+		d1, d2, d3 := uniqueDevice("dev_1"), uniqueDevice("dev_2"), uniqueDevice("dev_3")
+		stranger := uniqueDevice("dev_s")
+		// The thief's login of d1, on both nodes; the owner's login on d2;
+		// a third device of the account; another account's device.
+		thiefA := dialSession(t, a, sessionHeader(d1, acc, "fam_thief_"+acc))
+		thiefB := dialSession(t, b, sessionHeader(d1, acc, "fam_thief_"+acc))
+		owner := dialSession(t, b, sessionHeader(d2, acc, "fam_owner_"+acc))
+		third := dialSession(t, a, sessionHeader(d3, acc, "fam_third_"+acc))
+		other := dialSession(t, b, sessionHeader(stranger, "acc_"+stranger, "fam_thief_"+acc+"x"))
+		for _, c := range []*client{thiefA, thiefB, owner, third, other} {
+			if f, err := c.next(); err != nil || f.Type != "synced" {
+				t.Fatalf("want synced, got %+v %v", f, err)
+			}
+		}
+		waitConnected(t, a, d1)
+		waitConnected(t, b, d1)
+		// The thief holds an envelope, unacknowledged.
+		held := []mailbox.Envelope{env(d1, "dev_a", "held")}
+		if err := store.Append(ctx, held); err != nil {
+			t.Fatal(err)
+		}
+		a.hub.Deliver(held)
+		thiefA.collect(1, false)
+		thiefB.collect(1, false)
+
+		// Logged out, on node a: the login's streams close on both nodes.
+		if err := a.hub.EndSessions(mailbox.SessionEnd{Reason: "logged out", Family: "fam_thief_" + acc}); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []*client{thiefA, thiefB} {
+			if code, reason := c.closeOf(); code != mailbox.StatusSessionEnded || reason != "logged out" {
+				t.Fatalf("the thief's stream closed with %d %q, want %d", code, reason, mailbox.StatusSessionEnded)
+			}
+			// An ack on the closed stream deletes nothing.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			c.ws.Write(ctx, websocket.MessageText, []byte(fmt.Sprintf(`{"type":"ack","ids":[%q]}`, held[0].ID)))
+			cancel()
+		}
+		if n, err := store.Depth(ctx, d1); err != nil || n != 1 {
+			t.Fatalf("after the session ended the held envelope is gone (%d, %v)", n, err)
+		}
+		// Everyone else is still connected and receiving.
+		alive := func(c *client, dev string) {
+			t.Helper()
+			e := []mailbox.Envelope{env(dev, "dev_a", "alive")}
+			if err := store.Append(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+			b.hub.Deliver(e)
+			if got := c.collect(1, true); got[0].ID != e[0].ID {
+				t.Fatalf("%s got %+v", dev, got)
+			}
+		}
+		alive(owner, d2)
+		alive(third, d3)
+		alive(other, stranger)
+
+		// The password changed, through the owner's login: every other
+		// login of the account ends, the owner's stays.
+		if err := b.hub.EndSessions(mailbox.SessionEnd{Reason: "password changed", Account: acc, KeepFamily: "fam_owner_" + acc}); err != nil {
+			t.Fatal(err)
+		}
+		if code, _ := third.closeOf(); code != mailbox.StatusSessionEnded {
+			t.Fatalf("the account's other login closed with %d", code)
+		}
+		alive(owner, d2)
+		alive(other, stranger)
+
+		// The device is revoked: StatusRevoked.
+		if err := a.hub.Disconnect(d2); err != nil {
+			t.Fatal(err)
+		}
+		if code, _ := owner.closeOf(); code != mailbox.StatusRevoked {
+			t.Fatalf("the revoked device's stream closed with %d", code)
+		}
+		alive(other, stranger)
+	})
+}
+
+// TestStreamClosesAtSessionExpiry: a stream whose session expires closes
+// then, by itself, and an ack sent after that deletes nothing.
+func TestStreamClosesAtSessionExpiry(t *testing.T) {
+	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, b *node) {
+		ctx := context.Background()
+		dev := uniqueDevice("dev_exp")
+		held := []mailbox.Envelope{env(dev, "dev_a", "held")}
+		if err := store.Append(ctx, held); err != nil {
+			t.Fatal(err)
+		}
+		h := sessionHeader(dev, "acc_"+dev, "fam_"+dev)
+		h.Set("Kanal-Test-Expires", fmt.Sprint(time.Now().Add(1500*time.Millisecond).UnixMilli()))
+		c := dialSession(t, b, h)
+		c.collect(1, false)
+		if code, reason := c.closeOf(); code != mailbox.StatusSessionEnded || reason != "session expired" {
+			t.Fatalf("the expired session's stream closed with %d %q", code, reason)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		c.ws.Write(wctx, websocket.MessageText, []byte(fmt.Sprintf(`{"type":"ack","ids":[%q]}`, held[0].ID)))
+		cancel()
+		if n, err := store.Depth(ctx, dev); err != nil || n != 1 {
+			t.Fatalf("after expiry the held envelope is gone (%d, %v)", n, err)
+		}
+	})
+}
+
+// TestLostSessionEndIsCaught: the word that a session ended never reaches
+// the node (lost on the bus, or the node was cut off): the stream's own
+// session check closes it.
+func TestLostSessionEndIsCaught(t *testing.T) {
+	d := dbtest.SQLite(t, mailbox.Migrations())
+	store := mailbox.NewStore(d, mailbox.StoreOptions{})
+	bb, err := bus.Open(context.Background(), bus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bb.Close()
+	n := newNodeWith(t, store, bb, 0, 200*time.Millisecond, nil)
+	for _, c := range []struct {
+		verdict error
+		code    websocket.StatusCode
+	}{
+		{fmt.Errorf("%w: revoked", mailbox.ErrSessionEnded), mailbox.StatusSessionEnded},
+		{fmt.Errorf("%w: gone", mailbox.ErrDeviceRevoked), mailbox.StatusRevoked},
+	} {
+		dev := uniqueDevice("dev_lost")
+		cl := dialSession(t, n, sessionHeader(dev, "acc_"+dev, "fam_"+dev))
+		if f, err := cl.next(); err != nil || f.Type != "synced" {
+			t.Fatalf("want synced, got %+v %v", f, err)
+		}
+		n.setVerdict("fam_"+dev, c.verdict)
+		if code, _ := cl.closeOf(); code != c.code {
+			t.Fatalf("verdict %v: closed with %d, want %d", c.verdict, code, c.code)
+		}
+	}
+	// A session that ended before its stream registered is refused at once.
+	dev := uniqueDevice("dev_late")
+	n.setVerdict("fam_"+dev, mailbox.ErrSessionEnded)
+	if code, _ := dialSession(t, n, sessionHeader(dev, "acc_"+dev, "fam_"+dev)).closeOf(); code != mailbox.StatusSessionEnded {
+		t.Fatalf("a stream of an ended session closed with %d", code)
+	}
+}
