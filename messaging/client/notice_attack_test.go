@@ -22,7 +22,8 @@ import (
 )
 
 // Attacks on the server's own statements. A notice "from kanal" carries
-// what the server states — a group's members changed, a payment arrived —
+// what the server states — a group's members changed, a payment arrived,
+// a device of the account changed its key —
 // and the SDK acts on it, so whoever can write the database or publish on
 // the bus must not be able to make one up, nor move a real one to another
 // device, another conversation or another kind.
@@ -184,8 +185,8 @@ func groupChange(in *client.Incoming, group, op, account string) bool {
 // TestAttackNoticesFromDatabase: an adversary with write access to the
 // database (and so read access) puts notices "from kanal" into Bob's
 // mailbox: a payment.status paid it made up, a group.change adding
-// Mallory to Bob's group, a text "from kanal" (a kind the server never
-// sends), a real notice of Alice's moved to Bob's device, and a real
+// Mallory to Bob's group, a device.change, a text "from kanal" (a kind the
+// server never sends; also once signed with the notary), a real notice of Alice's moved to Bob's device, and a real
 // notice of Bob's moved to another conversation and replayed in its own.
 // Bob's SDK reports each as an error and believes none of it.
 func TestAttackNoticesFromDatabase(t *testing.T) {
@@ -233,10 +234,14 @@ func TestAttackNoticesFromDatabase(t *testing.T) {
 			"replay-other-conv": "Bob's real notice of one group, moved to another",
 			"replay-same":       "Bob's real notice, replayed in its own conversation",
 			"signed-text":       "a text from kanal signed by the deployment notary, a kind the server never sends",
+			"forged-device":     "a made-up device.change saying Bob's device has a new key",
 		}
 		plant(t, d, bob.DeviceID, "forged-paid", conv, forgedNotice(t, conv, &kind.PaymentStatusBody{RequestID: "pr_forged", Status: "paid", AmountCents: 21400}))
 		plant(t, d, bob.DeviceID, "forged-member", g1.GroupID, forgedNotice(t, g1.GroupID,
 			&kind.GroupChangeBody{GroupID: g1.GroupID, Op: "added", AccountID: mallory.AccountID, By: alice.AccountID, Role: messaging.GroupMember}))
+		self := messaging.DirectConversation(bob.AccountID, bob.AccountID)
+		plant(t, d, bob.DeviceID, "forged-device", self, forgedNotice(t, self,
+			&kind.DeviceChangeBody{AccountID: bob.AccountID, DeviceID: bob.DeviceID, Op: "key"}))
 		plant(t, d, bob.DeviceID, "forged-text", conv, forgedNotice(t, conv, &kind.TextBody{Text: "Your payment failed, pay again at https://evil.example"}))
 		plant(t, d, bob.DeviceID, "replay-other-dev", g1.GroupID, aliceG1)
 		plant(t, d, bob.DeviceID, "replay-other-conv", g2.GroupID, bobG1)
