@@ -54,6 +54,20 @@ const (
 	RoleSeller    = "seller"
 )
 
+// IsAgentRole reports whether a member with role speaks and reads for the
+// organisation in its conversations with citizens: owners, admins, agents
+// and a merchant's sellers (who send offers there). A council's
+// organisers run surveys; they do not read its citizens' conversations.
+// The server addresses only these members' devices, and clients encrypt
+// to no other member's device.
+func IsAgentRole(role string) bool {
+	switch role {
+	case RoleOwner, RoleAdmin, RoleAgent, RoleSeller:
+		return true
+	}
+	return false
+}
+
 // Problem types of the identity service. Clients branch on these.
 var (
 	TypeInvalidEmail       = web.NewType("invalid-email")
