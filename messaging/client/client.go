@@ -58,8 +58,8 @@ type Options struct {
 	// from it arrives. It runs on the goroutine of that Send or Receive.
 	OnNewDevice func(NewDevice)
 
-	Now func() time.Time // nil: time.Now
-	Rand  io.Reader        // nil: crypto/rand
+	Now  func() time.Time // nil: time.Now
+	Rand io.Reader        // nil: crypto/rand
 }
 
 // Client is one device's end-to-end state and its connection to the
