@@ -55,14 +55,14 @@ const (
 )
 
 // IsAgentRole reports whether a member with role speaks and reads for the
-// organisation in its conversations with citizens: owners, admins, agents
-// and a merchant's sellers (who send offers there). A council's
-// organisers run surveys; they do not read its citizens' conversations.
-// The server addresses only these members' devices, and clients encrypt
-// to no other member's device.
+// organisation in its conversations with citizens. Every role the
+// deployment grants does — owners, admins and agents answer, a council's
+// organisers send survey invitations, a merchant's sellers send offers —
+// and the server addresses all their devices; a client encrypts to no
+// member whose membership certificate names any other role.
 func IsAgentRole(role string) bool {
 	switch role {
-	case RoleOwner, RoleAdmin, RoleAgent, RoleSeller:
+	case RoleOwner, RoleAdmin, RoleAgent, RoleOrganiser, RoleSeller:
 		return true
 	}
 	return false

@@ -78,9 +78,9 @@ func (s *Service) DevicesOf(ctx context.Context, accounts []string) ([]ActiveDev
 	return out, rows.Err()
 }
 
-// OrgAgents returns a verified organisation's certificate and the active
-// devices of its members with an agent role (IsAgentRole), each with its
-// newest live membership certificate.
+// OrgAgents returns a verified organisation's certificate and every
+// member's active device with its newest live membership certificate; every
+// role speaks for the organisation.
 func (s *Service) OrgAgents(ctx context.Context, org string) ([]byte, []ActiveDevice, error) {
 	var certPEM string
 	err := s.db.QueryRow(ctx, `SELECT cert_pem FROM identity_orgs WHERE id = $1 AND verified_at IS NOT NULL`, org).Scan(&certPEM)
@@ -92,8 +92,7 @@ func (s *Service) OrgAgents(ctx context.Context, org string) ([]byte, []ActiveDe
 	ds, err := s.activeDevices(ctx, `SELECT d.id, d.account_id, d.cert_pem, ms.cert_pem FROM identity_members m
 		JOIN identity_memberships ms ON ms.org_id = m.org_id AND ms.account_id = m.account_id AND ms.revoked_at IS NULL
 		JOIN identity_devices d ON d.id = ms.device_id AND d.revoked_at IS NULL
-		WHERE m.org_id = $1 AND m.role IN ('`+RoleOwner+`', '`+RoleAdmin+`', '`+RoleAgent+`', '`+RoleSeller+`')
-		ORDER BY d.id, ms.not_after DESC`, org)
+		WHERE m.org_id = $1 ORDER BY d.id, ms.not_after DESC`, org)
 	if err != nil {
 		return nil, nil, err
 	}
