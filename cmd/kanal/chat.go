@@ -212,6 +212,8 @@ func summary(m *kind.Message) string {
 			return b.By + " removed " + b.AccountID
 		case "left":
 			return b.AccountID + " left"
+		case "member":
+			return b.AccountID + " is a member (" + b.Role + ")"
 		default:
 			return b.By + " made " + b.AccountID + " " + b.Role
 		}
