@@ -506,6 +506,35 @@ func (s *Service) changeGroup(ctx context.Context, id string, audience []string,
 	return err
 }
 
+// SendRoster stores, for the calling device only, a group.change notice
+// with op member for every member of a group the caller is a member of,
+// and wakes the device: how a device that lost the group's notices (or
+// never had them) learns whom it may encrypt the group's messages to.
+func (s *Service) SendRoster(ctx context.Context, c Caller, id string) (*RosterResponse, error) {
+	g, err := s.GetGroup(ctx, c, id)
+	if err != nil {
+		return nil, err
+	}
+	envs, err := s.rosterNotices(g, []string{c.DeviceID})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.mailbox.Append(ctx, envs); err != nil {
+		return nil, fmt.Errorf("messaging.group: %w", err)
+	}
+	if s.notify != nil {
+		s.notify(c.DeviceID)
+	}
+	return &RosterResponse{GroupID: id, Members: len(g.Members)}, nil
+}
+
+// RosterResponse answers POST /v1/groups/{id}/roster (202): the member
+// list is on its way to the calling device, one notice per member.
+type RosterResponse struct {
+	GroupID string `json:"group_id"`
+	Members int    `json:"members"`
+}
+
 // groupMembers returns the accounts of a group the caller is a member of.
 func (s *Service) groupMembers(ctx context.Context, c Caller, id string) ([]string, error) {
 	g, err := s.GetGroup(ctx, c, id)
@@ -545,6 +574,15 @@ func (s *Service) handleGetGroup(w http.ResponseWriter, r *http.Request, c Calle
 		return err
 	}
 	web.WriteJSON(w, http.StatusOK, g)
+	return nil
+}
+
+func (s *Service) handleGroupRoster(w http.ResponseWriter, r *http.Request, c Caller) error {
+	out, err := s.SendRoster(r.Context(), c, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	web.WriteJSON(w, http.StatusAccepted, out)
 	return nil
 }
 

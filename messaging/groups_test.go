@@ -184,6 +184,25 @@ func TestGroups(t *testing.T) {
 		}
 		st, out = send(bob, "b2", "alice-phone", "alice-laptop", "carol-phone", "carol-tablet")
 		wantProblem(t, st, out, 404, messaging.TypeNotMember)
+		// A member's device asks for the member list again: it alone gets
+		// it. A former member does not.
+		before, tabletBefore := len(e.notices("carol-phone")), len(e.notices("carol-tablet"))
+		if st, out := e.call(tablet, "POST", "/v1/groups/"+gid+"/roster", nil); st != 202 {
+			t.Fatalf("roster: %d %v", st, out)
+		}
+		ns = e.notices("carol-tablet")
+		if len(ns) != tabletBefore+2 || ns[len(ns)-1].Op != "member" || ns[len(ns)-2].Op != "member" {
+			t.Fatalf("roster notices: %+v", ns)
+		}
+		if n := len(e.notices("carol-phone")); n != before {
+			t.Fatalf("another device got the roster: %d → %d notices", before, n)
+		}
+		envBefore, _ = e.stored()
+		st, out = e.call(bob, "POST", "/v1/groups/"+gid+"/roster", nil)
+		wantProblem(t, st, out, 404, messaging.TypeNotMember)
+		if envAfter, _ := e.stored(); envAfter != envBefore {
+			t.Fatalf("a former member's roster request stored %d envelopes", envAfter-envBefore)
+		}
 
 		// Lists and roles.
 		st, out = e.call(carol, "GET", "/v1/groups", nil)

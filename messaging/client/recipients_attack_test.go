@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	idclient "github.com/kanal-server/kanal/identity/client"
 	"github.com/kanal-server/kanal/messaging"
@@ -358,6 +359,53 @@ func TestGhostInGroup(t *testing.T) {
 	// Without the ghost, the group message goes out.
 	if _, err := anna.SDK(t, srv.URL, annaStore).Send(ctx, client.Peer{GroupID: grp.GroupID}, textMsg(t, "an alle")); err != nil {
 		t.Fatal(err)
+	}
+
+	// Ben's device lost its state and publishes a new identity key: the
+	// server tells it the group's members, and it writes to the group.
+	benStore := client.NewMemoryStore()
+	benAgain := newPhone(t, "ben-again", ben, srv.URL, benStore)
+	benAgain.connect(ctx)
+	defer benAgain.disconnect()
+	waitMembers(t, benAgain.sdk, grp.GroupID, anna.AccountID, ben.AccountID)
+	if _, err := benAgain.sdk.Send(ctx, client.Peer{GroupID: grp.GroupID}, textMsg(t, "wieder da")); err != nil {
+		t.Fatal(err)
+	}
+	// Without what the notices said (a client from before they counted),
+	// a send to the group fails: the server names anna's device, and
+	// nothing told this device that anna is a member. It asks for the
+	// member list, and then the message goes out.
+	if err := benStore.Delete("groups/" + grp.GroupID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ben.SDK(t, srv.URL, benStore).Send(ctx, client.Peer{GroupID: grp.GroupID}, textMsg(t, "x")); !errors.Is(err, client.ErrNotRecipient) {
+		t.Fatalf("send without the member list: %v", err)
+	}
+	if err := benAgain.sdk.RequestRoster(ctx, grp.GroupID); err != nil {
+		t.Fatal(err)
+	}
+	waitMembers(t, benAgain.sdk, grp.GroupID, anna.AccountID, ben.AccountID)
+	if _, err := benAgain.sdk.Send(ctx, client.Peer{GroupID: grp.GroupID}, textMsg(t, "noch einmal")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitMembers waits until c was told that accounts are the group's members.
+func waitMembers(t *testing.T, c *client.Client, group string, accounts ...string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		m, err := c.GroupMembers(group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m) == len(accounts) && !slices.ContainsFunc(accounts, func(a string) bool { _, ok := m[a]; return !ok }) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("members of %s: %v, want %v", group, m, accounts)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
