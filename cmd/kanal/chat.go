@@ -335,10 +335,18 @@ func chatSend(ctx context.Context, c *cli, o *opts, co *chatOpts, args []string)
 	err = s.sendText(ctx, c, to, args[1], nil)
 	if errors.Is(err, mclient.ErrNotRecipient) && to.GroupID != "" {
 		// The group's members are what this device was told by the
-		// group's notices: ask for the member list, read it with whatever
-		// else is waiting, and try again.
-		if err := s.mc.RequestRoster(ctx, to.GroupID); err != nil {
-			return err
+		// group's notices: read those waiting — and, if it knows no member
+		// at all, ask for the member list first — then try once more. A
+		// device that knows the group never asks: a refused member stays
+		// refused.
+		known, gerr := s.mc.GroupMembers(to.GroupID)
+		if gerr != nil {
+			return gerr
+		}
+		if len(known) == 0 {
+			if err := s.mc.RequestRoster(ctx, to.GroupID); err != nil {
+				return err
+			}
 		}
 		if err := s.fetch(ctx, c, 0, func(entry) {}); err != nil {
 			return err

@@ -36,7 +36,7 @@ func (e *RecipientError) Error() string {
 	if e.AccountID != "" {
 		who += " of account " + e.AccountID
 	}
-	return fmt.Sprintf("messaging/client: the server named %s as a recipient of the conversation with %s: %s", who, e.Peer, e.Reason)
+	return fmt.Sprintf("recipient refused: the server named %s as a recipient of the conversation with %s: %s", who, e.Peer, e.Reason)
 }
 
 func (e *RecipientError) Unwrap() []error {
@@ -181,21 +181,41 @@ func (c *Client) agentMembership(ctx context.Context, org, device string) (*ca.M
 }
 
 // Group members, as this device was told by group.change notices, kept
-// in the Store by group.
+// in the Store by group. A device that saw itself added (or create the
+// group) has followed every change since: the roster notices (op member)
+// a server sends to a newcomer or a new device are taken only until then.
+// So a row written into the server's member table reaches only a device
+// that learns the group from a roster, never one that followed the changes.
 func nameGroup(id string) string { return "groups/" + id }
 
-func (c *Client) groupMembers(id string) (map[string]string, error) {
+type groupState struct {
+	Members map[string]string `json:"members"` // account → role
+	Joined  bool              `json:"joined"`  // saw its own created or added
+}
+
+func (c *Client) groupState(id string) (*groupState, error) {
+	g := &groupState{Members: map[string]string{}}
 	b, err := c.store.Get(nameGroup(id))
 	if errors.Is(err, ErrNotFound) {
-		return map[string]string{}, nil
+		return g, nil
 	} else if err != nil {
 		return nil, err
 	}
-	m := map[string]string{}
-	if err := json.Unmarshal(b, &m); err != nil {
+	if err := json.Unmarshal(b, g); err != nil {
 		return nil, fmt.Errorf("messaging/client: stored members of %s: %w", id, err)
 	}
-	return m, nil
+	if g.Members == nil {
+		g.Members = map[string]string{}
+	}
+	return g, nil
+}
+
+func (c *Client) groupMembers(id string) (map[string]string, error) {
+	g, err := c.groupState(id)
+	if err != nil {
+		return nil, err
+	}
+	return g.Members, nil
 }
 
 // applyGroupChange records an accepted group.change notice of group
@@ -206,23 +226,31 @@ func (c *Client) applyGroupChange(conv string, b *kind.GroupChangeBody) error {
 	}
 	c.groupMu.Lock()
 	defer c.groupMu.Unlock()
-	members, err := c.groupMembers(conv)
+	g, err := c.groupState(conv)
 	if err != nil {
 		return err
 	}
 	switch b.Op {
-	case "created", "added", "role", "member":
-		members[b.AccountID] = b.Role
+	case "member":
+		if g.Joined {
+			return nil // this device follows the changes; a roster adds nothing
+		}
+		g.Members[b.AccountID] = b.Role
+	case "created", "added", "role":
+		g.Members[b.AccountID] = b.Role
+		if b.AccountID == c.account && b.Op != "role" {
+			g.Joined = true
+		}
 	case "removed", "left":
 		if b.AccountID == c.account {
 			// Out of the group: a later invitation starts afresh.
 			return c.store.Delete(nameGroup(conv))
 		}
-		delete(members, b.AccountID)
+		delete(g.Members, b.AccountID)
 	default:
 		return fmt.Errorf("%w: group change %q", ErrBadMessage, b.Op)
 	}
-	return c.putJSON(nameGroup(conv), members)
+	return c.putJSON(nameGroup(conv), g)
 }
 
 // GroupMembers returns the members of a group as this device was told by

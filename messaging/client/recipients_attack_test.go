@@ -468,3 +468,54 @@ func TestNewDeviceOfContactReported(t *testing.T) {
 		t.Fatalf("reported again: %+v", news)
 	}
 }
+
+// TestGroupMemberWrittenIntoDatabase: the adversary can write the
+// server's database and adds Carl to Anna and Ben's group as a row of the
+// member table, without any member adding him. The server now names
+// Carl's device for every group send, and a member list it sends out
+// lists him; Anna's device, which has followed the group's changes since
+// it created the group, encrypts to nobody those changes did not name.
+func TestGroupMemberWrittenIntoDatabase(t *testing.T) {
+	ctx := context.Background()
+	d := startDeployment(t, false)
+	srv := d.node(0)
+	anna := newAccount(t, d, "anna@example.org", 1)[0]
+	ben := newAccount(t, d, "ben@example.org", 1)[0]
+	carl := newAccount(t, d, "carl@example.org", 1)[0]
+	newPhone(t, "ben", ben, srv.URL, client.NewMemoryStore())
+	carlPhone := newPhone(t, "carl", carl, srv.URL, client.NewMemoryStore())
+	annaPhone := newPhone(t, "anna", anna, srv.URL, client.NewMemoryStore())
+	grp, err := annaPhone.sdk.CreateGroup(ctx, messaging.GroupMemberRequest{AccountID: ben.AccountID, Role: messaging.GroupMember})
+	if err != nil {
+		t.Fatal(err)
+	}
+	annaPhone.connect(ctx)
+	defer annaPhone.disconnect()
+	waitNotices(t, annaPhone, grp.GroupID, 2)
+
+	if _, err := d.open(t).Exec(ctx, `INSERT INTO messaging_group_members (group_id, account_id, role, added_at) VALUES ($1, $2, 'member', 0)`,
+		grp.GroupID, carl.AccountID); err != nil {
+		t.Fatal(err)
+	}
+	send := func() {
+		t.Helper()
+		_, err := annaPhone.sdk.Send(ctx, client.Peer{GroupID: grp.GroupID}, textMsg(t, "nur für die Gruppe"))
+		var re *client.RecipientError
+		if !errors.As(err, &re) || re.DeviceID != carl.DeviceID {
+			t.Fatalf("send to a group with a member written into the database: %v", err)
+		}
+		t.Logf("refused: %v", err)
+	}
+	send()
+	// Even a member list the device asks for itself, which now names
+	// Carl, does not change what it learnt from the changes.
+	if err := annaPhone.sdk.RequestRoster(ctx, grp.GroupID); err != nil {
+		t.Fatal(err)
+	}
+	waitNotices(t, annaPhone, grp.GroupID, 5)
+	send()
+	if m, err := annaPhone.sdk.GroupMembers(grp.GroupID); err != nil || len(m) != 2 {
+		t.Fatalf("anna's device takes the group's members to be %v (%v)", m, err)
+	}
+	noTextsFrom(t, carlPhone, anna.DeviceID)
+}
