@@ -57,6 +57,20 @@ const (
 	RoleSeller    = "seller"
 )
 
+// IsAgentRole reports whether a member with role speaks and reads for the
+// organisation in its conversations with citizens. Every role the
+// deployment grants does — owners, admins and agents answer, a council's
+// organisers send survey invitations, a merchant's sellers send offers —
+// and the server addresses all their devices; a client encrypts to no
+// member whose membership certificate names any other role.
+func IsAgentRole(role string) bool {
+	switch role {
+	case RoleOwner, RoleAdmin, RoleAgent, RoleOrganiser, RoleSeller:
+		return true
+	}
+	return false
+}
+
 // Problem types of the identity service. Clients branch on these.
 var (
 	TypeInvalidEmail       = web.NewType("invalid-email")

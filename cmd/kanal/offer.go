@@ -130,7 +130,7 @@ func (c *cli) messenger(ctx context.Context, o *opts, st *keystore.Store) (*mcli
 	}
 	mc, err := mclient.New(mclient.Options{BaseURL: c.serverURL(o, st), Token: st.Data.SessionToken, AccountID: st.Data.AccountID,
 		DeviceID: st.Data.DeviceID, DeviceKey: st.Data.DeviceKey, DeviceCertificate: st.Data.DeviceCertPEM, CA: caC,
-		Store: mclient.NewKeystoreStore(st)})
+		Store: mclient.NewKeystoreStore(st), OnNewDevice: func(n mclient.NewDevice) { c.newDevice(st, n) }})
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +151,7 @@ func (c *cli) send(ctx context.Context, o *opts, st *keystore.Store, to mclient.
 		return err
 	}
 	_, err = mc.Send(ctx, to, m)
-	return err
+	return explainSend(err)
 }
 
 // sendPaymentRequest sends r to its payer, as the organisation.

@@ -18,6 +18,17 @@
 // through the organisation's certificate to the CA and name the same device
 // and key. Anything else is refused and reported, never used.
 //
+// Nor is the server trusted with whom a message is encrypted to. Its list
+// of devices for a send (the 409 stale-devices answer) is checked device by
+// device against what the client verified itself: in a direct conversation
+// only devices of the two accounts; with an organisation only this
+// account's devices, the addressed citizen's, and devices with a membership
+// of that organisation in an agent role; in a group only devices of members
+// that group.change notices named. One device that fails stops the send
+// with a *RecipientError, before anything is encrypted. Each account's
+// devices are pinned when first met; a device met later is reported
+// through Options.OnNewDevice.
+//
 // The first message to a device carries the PQXDH initial message with the
 // sender's device certificate and identity binding, so the receiver checks
 // the sender the same way, offline, before it answers.

@@ -438,3 +438,16 @@ func (c *Client) peerAccount(device string) (string, error) {
 	}
 	return r.Account, nil
 }
+
+// sessionAccount returns the account of a device this client has a
+// session with, as its verified certificate named it; "" when there is no
+// session or it does not record the account.
+func (c *Client) sessionAccount(device string) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, err := c.loadSession(device)
+	if err != nil || r == nil {
+		return "", err
+	}
+	return r.Account, nil
+}

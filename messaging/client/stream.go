@@ -16,6 +16,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/kanal-server/kanal/identity"
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/messaging"
 	"github.com/kanal-server/kanal/messaging/kind"
@@ -457,6 +458,13 @@ func (c *Client) read(ctx context.Context, env *mailbox.Envelope) (*Incoming, er
 		if messaging.ValidGroupID(env.Conversation) {
 			in.Reply = Peer{GroupID: env.Conversation}
 		}
+		// A membership change this client accepted is what it later
+		// encrypts the group's messages to.
+		if b, ok := m.Body.(*kind.GroupChangeBody); ok {
+			if err := c.applyGroupChange(env.Conversation, b); err != nil {
+				return nil, err
+			}
+		}
 		return in, nil
 	}
 	var m Message
@@ -472,6 +480,9 @@ func (c *Client) read(ctx context.Context, env *mailbox.Envelope) (*Incoming, er
 		return nil, err
 	}
 	in.SenderAccount = acct
+	if err := c.pin(map[string]string{env.Sender: acct}); err != nil {
+		return nil, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(pt))
 	dec.DisallowUnknownFields()
 	var ct content
@@ -496,6 +507,9 @@ func (c *Client) read(ctx context.Context, env *mailbox.Envelope) (*Incoming, er
 		}
 		if mem.OrgID != to.OrgID {
 			return nil, untrusted(env.Sender, "membership of %s, not %s", mem.OrgID, to.OrgID)
+		}
+		if !identity.IsAgentRole(mem.Role) {
+			return nil, untrusted(env.Sender, "role %q does not speak for the organisation", mem.Role)
 		}
 		in.Org = mem
 		if c.account == to.AccountID {

@@ -364,6 +364,9 @@ func (b *DocumentShareBody) Validate() error {
 // added, removed, left or role; AccountID is the member it concerns (for
 // created, the creator), By the admin who made the change, Role the
 // member's role after it (admin or member; empty when the member is gone).
+// Op member lists a member who was there before, to a member just added
+// or to a device that publishes its keys later, so that it knows the
+// whole group; By is then the group's creator.
 type GroupChangeBody struct {
 	GroupID   string `json:"group_id"`
 	Op        string `json:"op"`
@@ -380,7 +383,7 @@ func (b *GroupChangeBody) Validate() error {
 		}
 	}
 	switch b.Op {
-	case "created", "added", "role":
+	case "created", "added", "role", "member":
 		if b.Role != "admin" && b.Role != "member" {
 			return invalid(GroupChange, "role must be admin or member")
 		}
@@ -389,7 +392,7 @@ func (b *GroupChangeBody) Validate() error {
 			return invalid(GroupChange, "role must be empty for %s", b.Op)
 		}
 	default:
-		return invalid(GroupChange, "op must be created, added, removed, left or role")
+		return invalid(GroupChange, "op must be created, added, removed, left, role or member")
 	}
 	return nil
 }
