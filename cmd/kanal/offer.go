@@ -294,11 +294,7 @@ func offerSign(ctx context.Context, c *cli, o *opts, fo *offerOpts, args []strin
 	if err != nil {
 		return err
 	}
-	dir, err := api.DirectoryCA(ctx)
-	if err != nil {
-		return err
-	}
-	crl, err := pemBlock([]byte(dir.CRL), "X509 CRL")
+	crl, err := api.CRL(ctx, caC)
 	if err != nil {
 		return err
 	}

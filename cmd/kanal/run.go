@@ -51,6 +51,7 @@ type opts struct {
 	role       string
 	deviceOnly bool
 	ca         bool
+	orgCRL     string
 }
 
 // cli is one invocation's world: the environment and streams run was given.

@@ -15,10 +15,14 @@ const (
 	// MaxMessageBytes caps an encoded Message.
 	MaxMessageBytes = 512 << 10
 
-	// CRLMaxAge is how long a fetched revocation list is reused before
-	// the next check fetches a new one.
-	CRLMaxAge = time.Minute
+	// StatusMaxAge is how long a verified certificate status (the CA's
+	// signed OCSP answer about one peer device) is reused before the next
+	// check asks again.
+	StatusMaxAge = time.Minute
 
 	// DefaultTimeout bounds a request when Options has no HTTPClient.
 	DefaultTimeout = 30 * time.Second
 )
+
+// maxCachedStatuses bounds the certificate statuses a client keeps.
+const maxCachedStatuses = 10000

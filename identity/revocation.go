@@ -1,0 +1,383 @@
+package identity
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/internal/web"
+)
+
+// Revocation is published three ways, none of which signs per request:
+//
+//   - the device CRL (GET /v1/directory/crl) and each organisation's
+//     membership CRL (GET /v1/directory/orgs/{id}/crl) are signed once per
+//     revocation generation — a counter that database triggers bump in the
+//     transaction that revokes — stored in identity_crls for all nodes, and
+//     served from memory while the generation is unchanged and the list is
+//     younger than CRLRefresh;
+//   - the status of one device certificate (POST /v1/ocsp, RFC 6960) is
+//     signed when its row changes or the cached answer is older than
+//     StatusRefresh, and costs one indexed lookup otherwise. Its size does
+//     not depend on how many certificates were ever revoked, which is what
+//     clients check before trusting a peer.
+//
+// A node reads the generation (or the certificate's row) on every request,
+// so it never serves a list older than a revocation it can see.
+
+// Scopes of the revocation lists.
+const (
+	scopeDevices   = "device"
+	scopeOrgPrefix = "org:"
+)
+
+type cachedList struct {
+	generation int64
+	number     int64
+	thisUpdate time.Time
+	der        []byte
+	etag       string
+}
+
+type cachedStatus struct {
+	revokedAt  int64 // 0: not revoked
+	thisUpdate time.Time
+	der        []byte
+}
+
+// revocationCache is a node's copy of what identity_crls holds, and the
+// status answers it signed. The zero value is ready to use.
+type revocationCache struct {
+	mu       sync.Mutex
+	lists    map[string]*cachedList
+	statuses map[string]*cachedStatus
+
+	// signMu lets one request per node sign at a time; the others wait
+	// and then serve what it stored.
+	signMu sync.Mutex
+}
+
+func (c *revocationCache) list(scope string) *cachedList {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lists[scope]
+}
+
+func (c *revocationCache) putList(scope string, l *cachedList) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lists == nil {
+		c.lists = map[string]*cachedList{}
+	}
+	if len(c.lists) >= MaxCachedLists {
+		for k := range c.lists {
+			delete(c.lists, k)
+			break
+		}
+	}
+	c.lists[scope] = l
+}
+
+func (c *revocationCache) status(serial string) *cachedStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.statuses[serial]
+}
+
+func (c *revocationCache) putStatus(serial string, st *cachedStatus) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.statuses == nil {
+		c.statuses = map[string]*cachedStatus{}
+	}
+	if len(c.statuses) >= MaxCachedStatuses {
+		for k := range c.statuses {
+			delete(c.statuses, k)
+			break
+		}
+	}
+	c.statuses[serial] = st
+}
+
+func (l *cachedList) fresh(generation int64, now time.Time) bool {
+	return l != nil && l.generation == generation && now.Sub(l.thisUpdate) < CRLRefresh && !l.thisUpdate.After(now.Add(time.Minute))
+}
+
+// generation returns the revocation generation of scope (0 before the
+// first revocation).
+func (s *Service) generation(ctx context.Context, scope string) (int64, error) {
+	var g int64
+	err := s.db.QueryRow(ctx, `SELECT generation FROM identity_revocation_generations WHERE scope = $1`, scope).Scan(&g)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return g, err
+}
+
+// signList signs a list of entries with a CRL number, valid from now to next.
+type signList func(entries []ca.Revoked, number *big.Int, now, next time.Time) ([]byte, error)
+
+// loadEntries reads the revoked, unexpired certificates of a scope.
+type loadEntries func(ctx context.Context, now time.Time) ([]ca.Revoked, error)
+
+// revocationList returns the current list of scope: the cached one if it
+// is of the current generation and fresh, else the one another node
+// stored, else a newly signed one.
+func (s *Service) revocationList(ctx context.Context, scope string, load loadEntries, sign signList) (*cachedList, error) {
+	// The generation is read before the entries, so a stored list never
+	// claims a newer generation than its content.
+	gen, err := s.generation(ctx, scope)
+	if err != nil {
+		return nil, err
+	}
+	if l := s.rev.list(scope); l.fresh(gen, s.now()) {
+		return l, nil
+	}
+	s.rev.signMu.Lock()
+	defer s.rev.signMu.Unlock()
+	for range 3 {
+		now := s.now()
+		stored, err := s.storedList(ctx, scope)
+		if err != nil {
+			return nil, err
+		}
+		if stored.fresh(gen, now) {
+			s.rev.putList(scope, stored)
+			return stored, nil
+		}
+		entries, err := load(ctx, now)
+		if err != nil {
+			return nil, err
+		}
+		number := int64(1)
+		if stored != nil {
+			number = stored.number + 1
+		}
+		der, err := sign(entries, big.NewInt(number), now, now.Add(CRLLifetime))
+		if err != nil {
+			return nil, err
+		}
+		// Compare and swap on the CRL number: two nodes that sign at once
+		// must not publish two lists under one number; the loser serves
+		// the winner's list.
+		var res sql.Result
+		if stored == nil {
+			res, err = s.db.Exec(ctx, `INSERT INTO identity_crls (scope, generation, number, this_update, der) VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (scope) DO NOTHING`, scope, gen, number, now.Unix(), der)
+		} else {
+			res, err = s.db.Exec(ctx, `UPDATE identity_crls SET generation = $1, number = $2, this_update = $3, der = $4
+				WHERE scope = $5 AND number = $6`, gen, number, now.Unix(), der, scope, stored.number)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return nil, err
+		} else if n == 1 {
+			l := newCachedList(gen, number, unixTime(now.Unix()), der)
+			s.rev.putList(scope, l)
+			return l, nil
+		}
+	}
+	return nil, errors.New("identity: revocation list: lost the race to store it three times")
+}
+
+func newCachedList(gen, number int64, this time.Time, der []byte) *cachedList {
+	h := sha256.Sum256(der)
+	return &cachedList{generation: gen, number: number, thisUpdate: this, der: der, etag: `"` + hex.EncodeToString(h[:16]) + `"`}
+}
+
+func (s *Service) storedList(ctx context.Context, scope string) (*cachedList, error) {
+	var gen, number, this int64
+	var der []byte
+	err := s.db.QueryRow(ctx, `SELECT generation, number, this_update, der FROM identity_crls WHERE scope = $1`, scope).
+		Scan(&gen, &number, &this, &der)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	return newCachedList(gen, number, unixTime(this), der), nil
+}
+
+func revokedEntries(ctx context.Context, s *Service, query string, args ...any) ([]ca.Revoked, error) {
+	rows, err := s.db.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var entries []ca.Revoked
+	for rows.Next() {
+		var serial string
+		var at int64
+		if err := rows.Scan(&serial, &at); err != nil {
+			return nil, err
+		}
+		n, ok := new(big.Int).SetString(serial, 10)
+		if !ok {
+			return nil, errors.New("identity: bad stored serial")
+		}
+		entries = append(entries, ca.Revoked{Serial: n, At: unixTime(at)})
+	}
+	return entries, rows.Err()
+}
+
+// CRL returns the deployment CA's revocation list (DER) of revoked device
+// certificates that have not yet expired. It is signed once per
+// revocation and then served as stored, by every node.
+func (s *Service) CRL(ctx context.Context) ([]byte, error) {
+	l, err := s.deviceCRL(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return l.der, nil
+}
+
+func (s *Service) deviceCRL(ctx context.Context) (*cachedList, error) {
+	return s.revocationList(ctx, scopeDevices, func(ctx context.Context, now time.Time) ([]ca.Revoked, error) {
+		return revokedEntries(ctx, s, `SELECT serial, revoked_at FROM identity_device_certs
+			WHERE revoked_at IS NOT NULL AND not_after > $1 ORDER BY serial`, now.Unix())
+	}, s.ca.RevocationList)
+}
+
+// OrgCRL returns the revocation list (DER) of an organisation's membership
+// certificates, signed by the organisation's own authority key (the key
+// that issued them): members who left, or whose role changed, or whose
+// device was revoked.
+func (s *Service) OrgCRL(ctx context.Context, orgID string) ([]byte, error) {
+	l, err := s.orgCRL(ctx, orgID)
+	if err != nil {
+		return nil, err
+	}
+	return l.der, nil
+}
+
+func (s *Service) orgCRL(ctx context.Context, orgID string) (*cachedList, error) {
+	o, err := s.loadOrgRead(ctx, orgID)
+	if err != nil {
+		return nil, err
+	}
+	if !o.verified.Valid || o.certPEM == "" {
+		return nil, errNoOrg
+	}
+	sign := func(entries []ca.Revoked, number *big.Int, now, next time.Time) ([]byte, error) {
+		keyPEM, err := s.unseal(o.sealed, o.id)
+		if err != nil {
+			return nil, err
+		}
+		auth, err := ca.ParseOrgAuthority([]byte(o.certPEM), keyPEM)
+		if err != nil {
+			return nil, err
+		}
+		return auth.RevocationList(entries, number, now, next)
+	}
+	return s.revocationList(ctx, scopeOrgPrefix+o.id, func(ctx context.Context, now time.Time) ([]ca.Revoked, error) {
+		return revokedEntries(ctx, s, `SELECT serial, revoked_at FROM identity_memberships
+			WHERE org_id = $1 AND revoked_at IS NOT NULL AND not_after > $2 ORDER BY serial`, o.id, now.Unix())
+	}, sign)
+}
+
+func writeCRL(w http.ResponseWriter, r *http.Request, l *cachedList) {
+	w.Header().Set("ETag", l.etag)
+	w.Header().Set("Cache-Control", "no-cache")
+	if r.Header.Get("If-None-Match") == l.etag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	w.Header().Set("Content-Type", "application/pkix-crl")
+	w.WriteHeader(http.StatusOK)
+	w.Write(l.der)
+}
+
+func (s *Service) handleDirectoryCRL(w http.ResponseWriter, r *http.Request) error {
+	l, err := s.deviceCRL(r.Context())
+	if err != nil {
+		return err
+	}
+	writeCRL(w, r, l)
+	return nil
+}
+
+func (s *Service) handleDirectoryOrgCRL(w http.ResponseWriter, r *http.Request) error {
+	l, err := s.orgCRL(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeCRL(w, r, l)
+	return nil
+}
+
+// errUnknownSerial: the responder answers "unauthorized", unsigned.
+var errUnknownSerial = errors.New("identity: no device certificate with this serial")
+
+// CertificateStatus returns the signed status (a DER OCSP response) of the
+// device certificate with serial. A serial kanal never issued gives
+// errUnknownSerial.
+func (s *Service) CertificateStatus(ctx context.Context, serial *big.Int) ([]byte, error) {
+	key := serial.String()
+	var revoked sql.NullInt64
+	err := s.db.QueryRow(ctx, `SELECT revoked_at FROM identity_device_certs WHERE serial = $1`, key).Scan(&revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, errUnknownSerial
+	} else if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	if c := s.rev.status(key); c != nil && c.revokedAt == revoked.Int64 && now.Sub(c.thisUpdate) < StatusRefresh && !c.thisUpdate.After(now.Add(time.Minute)) {
+		return c.der, nil
+	}
+	var at *time.Time
+	if revoked.Valid {
+		t := unixTime(revoked.Int64)
+		at = &t
+	}
+	der, err := s.ca.SignStatus(serial, at, now, now.Add(StatusLifetime))
+	if err != nil {
+		return nil, err
+	}
+	s.rev.putStatus(key, &cachedStatus{revokedAt: revoked.Int64, thisUpdate: now.UTC().Truncate(time.Second), der: der})
+	return der, nil
+}
+
+// handleOCSP answers an RFC 6960 request sent by POST (as openssl and
+// the kanal clients do).
+func (s *Service) handleOCSP(w http.ResponseWriter, r *http.Request) error {
+	if ct := r.Header.Get("Content-Type"); ct != "application/ocsp-request" {
+		return web.Errorf(http.StatusUnsupportedMediaType, web.TypeUnsupportedMedia, "Not an OCSP request",
+			"the body must be application/ocsp-request, got %q", ct)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, ca.MaxStatusRequestSize))
+	if err != nil {
+		return web.Errorf(http.StatusRequestEntityTooLarge, web.TypeTooLarge, "Request too large",
+			"an OCSP request is at most %d bytes", ca.MaxStatusRequestSize)
+	}
+	var der []byte
+	serial, err := ca.ParseStatusRequest(body, s.ca.Certificate())
+	switch {
+	case errors.Is(err, ca.ErrWrongIssuer):
+		der = ca.UnauthorizedStatus()
+	case err != nil:
+		return web.Errorf(http.StatusBadRequest, web.TypeBadRequest, "Malformed OCSP request", "%v", err)
+	default:
+		der, err = s.CertificateStatus(r.Context(), serial)
+		if errors.Is(err, errUnknownSerial) {
+			der = ca.UnauthorizedStatus()
+		} else if err != nil {
+			return fmt.Errorf("identity: certificate status: %w", err)
+		}
+	}
+	w.Header().Set("Content-Type", "application/ocsp-response")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	w.Write(der)
+	return nil
+}
