@@ -494,7 +494,7 @@ func TestRevokedSellerContractRefused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		w.crl = []ca.Revoked{{Serial: c, At: w.now.Add(-time.Second)}}
+		w.revoked[c.String()] = true
 		before := w.snapshot()
 		if _, _, err := w.s.RegisterContract(context.Background(), actor(citizen), "c1", contract); !errors.Is(err, ErrContract) {
 			t.Fatalf("revoked seller: %v", err)
@@ -502,7 +502,6 @@ func TestRevokedSellerContractRefused(t *testing.T) {
 		w.unchanged(before, "a revoked seller's contract")
 		// Revoked after signing: the contract verifies offline, but kanald
 		// registers nothing from a device that is revoked now.
-		w.crl = []ca.Revoked{{Serial: c, At: w.now.Add(time.Second)}}
 		w.now = w.now.Add(time.Minute)
 		if _, _, err := w.s.RegisterContract(context.Background(), actor(citizen), "c1", contract); !errors.Is(err, ErrContract) {
 			t.Fatalf("seller revoked since: %v", err)

@@ -65,9 +65,20 @@ func newPKI(t testing.TB, buyerLevel ca.Level) *pki {
 	}
 	p.sellerD, _ = ca.VerifyDevice(sellerCert, c.Pool(), t0)
 	p.buyerID, _ = ca.VerifyDevice(buyerCert, c.Pool(), t0)
-	// Tests countersign at t0+1h; the buyer fetched the list a minute before.
-	p.buyer.CRL = p.crl(t, t0.Add(59*time.Minute))
+	// Tests countersign at t0+1h; the buyer fetched the statuses a minute
+	// before.
+	p.buyer.SellerStatus = p.status(t, t0.Add(59*time.Minute), p.sellerD.Serial, nil)
+	p.buyer.BuyerStatus = p.status(t, t0.Add(59*time.Minute), p.buyerID.Serial, nil)
 	return p
+}
+
+func (p *pki) status(t testing.TB, at time.Time, serial *big.Int, revokedAt *time.Time) []byte {
+	t.Helper()
+	der, err := p.ca.SignStatus(serial, revokedAt, at, at.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
 }
 
 func (p *pki) crl(t testing.TB, at time.Time, revoked ...ca.Revoked) []byte {
@@ -203,13 +214,26 @@ func TestRevokedDevices(t *testing.T) {
 		t.Fatalf("old list: %v", err)
 	}
 
-	// The buyer's own list already shows the seller revoked: the client
-	// refuses to countersign, and a contract made anyway (with the list
-	// embedded) fails verification.
+	// The buyer's own status of the seller already shows it revoked: the
+	// client refuses to countersign.
 	b := p.buyer
-	b.CRL = p.crl(t, signed, ca.Revoked{Serial: p.sellerD.Serial, At: t0.Add(-time.Minute)})
+	at := t0.Add(-time.Minute)
+	b.SellerStatus = p.status(t, signed, p.sellerD.Serial, &at)
 	if _, err := Countersign(offerJWS, b, p.ca.Certificate(), signed); !errors.Is(err, ErrRevoked) {
 		t.Fatalf("countersign with revoked seller: %v", err)
+	}
+	// Statuses swapped (each about the other device), stale, or from
+	// another CA are no statuses at all.
+	for name, bb := range map[string]Buyer{
+		"swapped": {Key: b.Key, DeviceCert: b.DeviceCert, SellerStatus: p.buyer.BuyerStatus, BuyerStatus: p.buyer.SellerStatus},
+		"stale": {Key: b.Key, DeviceCert: b.DeviceCert, SellerStatus: p.status(t, signed.Add(-2*time.Hour), p.sellerD.Serial, nil),
+			BuyerStatus: p.buyer.BuyerStatus},
+		"foreign CA": {Key: b.Key, DeviceCert: b.DeviceCert, SellerStatus: newPKI(t, ca.LevelSubstantial).status(t, signed, p.sellerD.Serial, nil),
+			BuyerStatus: p.buyer.BuyerStatus},
+	} {
+		if _, err := Countersign(offerJWS, bb, p.ca.Certificate(), signed); !errors.Is(err, ErrNoCRL) {
+			t.Errorf("%s: %v, want ErrNoCRL", name, err)
+		}
 	}
 }
 
