@@ -211,9 +211,9 @@ func (w *world) device(account string, level ca.Level) (crypto.Signer, []byte, c
 	return key, cert.Raw, id
 }
 
-// contract makes a signed contract: the seller's offer, countersigned by
-// the citizen at the world's time.
-func (w *world) contract(offerID string, buyerLevel ca.Level) string {
+// offer makes the seller's signed offer, issued at issued; it is not
+// registered.
+func (w *world) offer(offerID string, issued time.Time) (string, []byte) {
 	w.t.Helper()
 	sk, sc, _ := w.device(seller, ca.LevelSubstantial)
 	mem, err := w.org.IssueMembership(ca.MembershipRequest{DevicePublicKey: sk.Public(), AccountID: seller, DeviceID: "dev-" + seller, Role: "seller", NotBefore: t0.Add(-time.Hour)})
@@ -223,13 +223,20 @@ func (w *world) contract(offerID string, buyerLevel ca.Level) string {
 	o := jws.Offer{Version: 1, OfferID: offerID, OrgID: orgShop, OrgName: "Bäckerei Korn", BuyerAccount: citizen,
 		Items: []jws.Item{{Description: "Geburtstagstorte", Quantity: 1, UnitCents: 4500, VATBasisPoints: 700},
 			{Description: "Kerzen", Quantity: 2, UnitCents: 250, VATBasisPoints: 1900}},
-		Currency: "EUR", IssuedAt: w.now.Add(-time.Minute), ValidUntil: w.now.Add(72 * time.Hour)}
+		Currency: "EUR", IssuedAt: issued, ValidUntil: w.now.Add(72 * time.Hour)}
 	o.TotalCents, o.VATCents = jws.Totals(o.Items)
 	offer, err := jws.SignOffer(o, jws.Seller{Key: sk, DeviceCert: sc, Membership: mem.Raw, OrgCert: w.org.Certificate().Raw}, w.ca.Pool())
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	// The seller registers the offer as it sends it.
+	return offer, sc
+}
+
+// contract makes a signed contract: the seller's offer, registered by the
+// seller, countersigned by the citizen at the world's time.
+func (w *world) contract(offerID string, buyerLevel ca.Level) string {
+	w.t.Helper()
+	offer, sc := w.offer(offerID, w.now.Add(-time.Minute))
 	if _, _, err := w.s.RegisterOffer(context.Background(), actor(seller), offer); err != nil {
 		w.t.Fatal(err)
 	}
