@@ -4,14 +4,19 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"database/sql"
 	"encoding/pem"
+	"fmt"
 	"log/slog"
 	"math/big"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/internal/db/dbtest"
 	"github.com/kanal-server/kanal/internal/web"
 )
 
@@ -162,4 +167,77 @@ func TestOrgCRL(t *testing.T) {
 		}
 		e.mustProblem(e.do("GET", "/v1/directory/orgs/org_nope/crl", "", nil), 404, web.TypeNotFound)
 	})
+}
+
+// BenchmarkCRLWithFlood measures serving the device CRL with 100,000
+// revoked, unexpired serials in the database: "cached" is every request
+// after the first (one generation read), "sign" a request after each
+// revocation (the list is read and signed anew).
+func BenchmarkCRLWithFlood(b *testing.B) {
+	for _, engine := range []string{"sqlite", "postgres"} {
+		b.Run(engine, func(b *testing.B) {
+			var d *db.DB
+			if engine == "sqlite" {
+				d = dbtest.SQLite(b, migrationSets()...)
+			} else {
+				d = dbtest.Postgres(b, migrationSets()...)
+			}
+			ctx := context.Background()
+			c, err := ca.Create("bench", time.Now())
+			if err != nil {
+				b.Fatal(err)
+			}
+			svc, err := New(Options{DB: d, CA: c, Mailer: &memMailer{}, Argon2: &fastArgon, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			now := time.Now()
+			err = d.Tx(ctx, func(tx *sql.Tx) error {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO identity_accounts (id, email, created_at) VALUES ('acc_b', 'b@example.de', 0)`); err != nil {
+					return err
+				}
+				if _, err := tx.ExecContext(ctx, `INSERT INTO identity_devices (id, account_id, name, level, cert_pem, cert_serial, expires_at, created_at)
+					VALUES ('dev_b', 'acc_b', 'b', 1, '', '1', 0, 0)`); err != nil {
+					return err
+				}
+				for i := 0; i < 100_000; i += 500 {
+					var q strings.Builder
+					q.WriteString(`INSERT INTO identity_device_certs (serial, device_id, not_after, revoked_at) VALUES `)
+					for j := i; j < i+500; j++ {
+						if j > i {
+							q.WriteString(",")
+						}
+						fmt.Fprintf(&q, "('%d', 'dev_b', %d, %d)", new(big.Int).Add(new(big.Int).Lsh(big.NewInt(1), 126), big.NewInt(int64(j))), now.Add(time.Hour).Unix(), now.Unix())
+					}
+					if _, err := tx.ExecContext(ctx, q.String()); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Run("cached", func(b *testing.B) {
+				if _, err := svc.CRL(ctx); err != nil {
+					b.Fatal(err)
+				}
+				for b.Loop() {
+					if _, err := svc.CRL(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run("sign", func(b *testing.B) {
+				for b.Loop() {
+					if _, err := d.Exec(ctx, `UPDATE identity_revocation_generations SET generation = generation + 1 WHERE scope = 'device'`); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := svc.CRL(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
 }
