@@ -3,8 +3,10 @@ package identity
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"database/sql"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -319,6 +321,44 @@ func (s *Service) handleDirectoryOrgCRL(w http.ResponseWriter, r *http.Request) 
 // errUnknownSerial: the responder answers "unauthorized", unsigned.
 var errUnknownSerial = errors.New("identity: no device certificate with this serial")
 
+// MembershipStatus returns the status (a DER OCSP response signed by the
+// organisation's key) of the membership certificate with serial that
+// orgID issued. A serial the organisation never issued gives
+// errUnknownSerial.
+func (s *Service) MembershipStatus(ctx context.Context, o orgRow, serial *big.Int) ([]byte, error) {
+	var revoked sql.NullInt64
+	err := s.db.QueryRow(ctx, `SELECT revoked_at FROM identity_memberships WHERE serial = $1 AND org_id = $2`, serial.String(), o.id).Scan(&revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, errUnknownSerial
+	} else if err != nil {
+		return nil, err
+	}
+	key := scopeOrgPrefix + o.id + "/" + serial.String()
+	now := s.now()
+	if c := s.rev.status(key); c != nil && c.revokedAt == revoked.Int64 && now.Sub(c.thisUpdate) < StatusRefresh && !c.thisUpdate.After(now.Add(time.Minute)) {
+		return c.der, nil
+	}
+	keyPEM, err := s.unseal(o.sealed, o.id)
+	if err != nil {
+		return nil, err
+	}
+	auth, err := ca.ParseOrgAuthority([]byte(o.certPEM), keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	var at *time.Time
+	if revoked.Valid {
+		t := unixTime(revoked.Int64)
+		at = &t
+	}
+	der, err := auth.SignStatus(serial, at, now, now.Add(StatusLifetime))
+	if err != nil {
+		return nil, err
+	}
+	s.rev.putStatus(key, &cachedStatus{revokedAt: revoked.Int64, thisUpdate: now.UTC().Truncate(time.Second), der: der})
+	return der, nil
+}
+
 // CertificateStatus returns the signed status (a DER OCSP response) of the
 // device certificate with serial. A serial kanal never issued gives
 // errUnknownSerial.
@@ -348,90 +388,91 @@ func (s *Service) CertificateStatus(ctx context.Context, serial *big.Int) ([]byt
 	return der, nil
 }
 
-// handleOCSP answers an RFC 6960 request sent by POST (as openssl and
-// the kanal clients do).
+// handleOCSP answers an RFC 6960 request for a device certificate, sent
+// by POST (as openssl and the kanal clients do).
 func (s *Service) handleOCSP(w http.ResponseWriter, r *http.Request) error {
+	body, err := readStatusRequest(w, r)
+	if err != nil {
+		return err
+	}
+	der, err := s.answerStatus(body, s.ca.Certificate(), func(serial *big.Int) ([]byte, error) {
+		return s.CertificateStatus(r.Context(), serial)
+	})
+	if err != nil {
+		return err
+	}
+	writeStatus(w, der)
+	return nil
+}
+
+// handleOrgOCSP answers an RFC 6960 request for a membership certificate
+// of the organisation, signed by the organisation's key.
+func (s *Service) handleOrgOCSP(w http.ResponseWriter, r *http.Request) error {
+	body, err := readStatusRequest(w, r)
+	if err != nil {
+		return err
+	}
+	o, err := s.loadOrgRead(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if !o.verified.Valid || o.certPEM == "" {
+		return errNoOrg
+	}
+	blk, _ := pem.Decode([]byte(o.certPEM))
+	if blk == nil {
+		return errors.New("identity: stored organisation certificate is not PEM")
+	}
+	orgCert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return err
+	}
+	der, err := s.answerStatus(body, orgCert, func(serial *big.Int) ([]byte, error) {
+		return s.MembershipStatus(r.Context(), o, serial)
+	})
+	if err != nil {
+		return err
+	}
+	writeStatus(w, der)
+	return nil
+}
+
+func readStatusRequest(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "application/ocsp-request" {
-		return web.Errorf(http.StatusUnsupportedMediaType, web.TypeUnsupportedMedia, "Not an OCSP request",
+		return nil, web.Errorf(http.StatusUnsupportedMediaType, web.TypeUnsupportedMedia, "Not an OCSP request",
 			"the body must be application/ocsp-request, got %q", ct)
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, ca.MaxStatusRequestSize))
 	if err != nil {
-		return web.Errorf(http.StatusRequestEntityTooLarge, web.TypeTooLarge, "Request too large",
+		return nil, web.Errorf(http.StatusRequestEntityTooLarge, web.TypeTooLarge, "Request too large",
 			"an OCSP request is at most %d bytes", ca.MaxStatusRequestSize)
 	}
-	var der []byte
-	serial, err := ca.ParseStatusRequest(body, s.ca.Certificate())
+	return body, nil
+}
+
+// answerStatus parses a request for issuer's certificates and answers it
+// with status, or with the unsigned "unauthorized" for another issuer or
+// an unknown serial.
+func (s *Service) answerStatus(body []byte, issuer *x509.Certificate, status func(*big.Int) ([]byte, error)) ([]byte, error) {
+	serial, err := ca.ParseStatusRequest(body, issuer)
 	switch {
 	case errors.Is(err, ca.ErrWrongIssuer):
-		der = ca.UnauthorizedStatus()
+		return ca.UnauthorizedStatus(), nil
 	case err != nil:
-		return web.Errorf(http.StatusBadRequest, web.TypeBadRequest, "Malformed OCSP request", "%v", err)
-	default:
-		der, err = s.CertificateStatus(r.Context(), serial)
-		if errors.Is(err, errUnknownSerial) {
-			der = ca.UnauthorizedStatus()
-		} else if err != nil {
-			return fmt.Errorf("identity: certificate status: %w", err)
-		}
+		return nil, web.Errorf(http.StatusBadRequest, web.TypeBadRequest, "Malformed OCSP request", "%v", err)
 	}
+	der, err := status(serial)
+	if errors.Is(err, errUnknownSerial) {
+		return ca.UnauthorizedStatus(), nil
+	} else if err != nil {
+		return nil, fmt.Errorf("identity: certificate status: %w", err)
+	}
+	return der, nil
+}
+
+func writeStatus(w http.ResponseWriter, der []byte) {
 	w.Header().Set("Content-Type", "application/ocsp-response")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
 	w.Write(der)
-	return nil
-}
-
-// ErrNotCurrent is wrapped by CheckDeviceCertificate and CheckMembership
-// when a certificate may not sign now.
-var ErrNotCurrent = errors.New("identity: certificate not current")
-
-// CheckDeviceCertificate returns nil if serial names a device certificate
-// kanal issued that is unexpired, not revoked, and of a device that is not
-// revoked. Documents a server registers are checked with it: a signature
-// made at a signer-chosen time proves nothing about now.
-func (s *Service) CheckDeviceCertificate(ctx context.Context, serial *big.Int) error {
-	var notAfter int64
-	var certRevoked, devRevoked sql.NullInt64
-	err := s.db.QueryRow(ctx, `SELECT c.not_after, c.revoked_at, d.revoked_at FROM identity_device_certs c
-		JOIN identity_devices d ON d.id = c.device_id WHERE c.serial = $1`, serial.String()).Scan(&notAfter, &certRevoked, &devRevoked)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return fmt.Errorf("%w: no device certificate %s", ErrNotCurrent, serial)
-	case err != nil:
-		return err
-	case certRevoked.Valid || devRevoked.Valid:
-		return fmt.Errorf("%w: device certificate %s is revoked", ErrNotCurrent, serial)
-	case s.now().Unix() >= notAfter:
-		return fmt.Errorf("%w: device certificate %s has expired", ErrNotCurrent, serial)
-	}
-	return nil
-}
-
-// CheckMembership returns nil if the membership certificate with serial
-// is one kanal issued to deviceID of accountID in orgID, unexpired and not
-// revoked, and the account is a member of the organisation with role now.
-func (s *Service) CheckMembership(ctx context.Context, orgID, accountID, deviceID, role string, serial *big.Int) error {
-	var notAfter int64
-	var revoked sql.NullInt64
-	var current sql.NullString
-	err := s.db.QueryRow(ctx, `SELECT ms.not_after, ms.revoked_at, m.role FROM identity_memberships ms
-		LEFT JOIN identity_members m ON m.org_id = ms.org_id AND m.account_id = ms.account_id
-		WHERE ms.serial = $1 AND ms.org_id = $2 AND ms.account_id = $3 AND ms.device_id = $4`,
-		serial.String(), orgID, accountID, deviceID).Scan(&notAfter, &revoked, &current)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return fmt.Errorf("%w: no such membership certificate of %s", ErrNotCurrent, orgID)
-	case err != nil:
-		return err
-	case revoked.Valid:
-		return fmt.Errorf("%w: the membership certificate was revoked", ErrNotCurrent)
-	case !current.Valid:
-		return fmt.Errorf("%w: %s is no longer a member of %s", ErrNotCurrent, accountID, orgID)
-	case current.String != role:
-		return fmt.Errorf("%w: the member's role is now %s, not %s", ErrNotCurrent, current.String, role)
-	case s.now().Unix() >= notAfter:
-		return fmt.Errorf("%w: the membership certificate has expired", ErrNotCurrent)
-	}
-	return nil
 }

@@ -165,6 +165,34 @@ func TestOrgCRL(t *testing.T) {
 		if _, _, err := ca.CheckRevoked(after, e.ca.Certificate(), memSerial); err == nil {
 			t.Fatal("the organisation's list verified under the deployment CA, not the organisation")
 		}
+		// The membership's own status, signed by the organisation, says the same.
+		req, _ := ca.StatusRequest(&x509.Certificate{SerialNumber: memSerial}, orgCert)
+		hr, err := http.Post(e.srv.URL+"/v1/directory/orgs/"+org.OrgID+"/ocsp", "application/ocsp-request", bytes.NewReader(req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body bytes.Buffer
+		body.ReadFrom(hr.Body)
+		hr.Body.Close()
+		st, err := ca.CheckStatus(body.Bytes(), orgCert, memSerial, e.clock.now(), time.Minute)
+		if err != nil || !st.Revoked {
+			t.Fatalf("membership status after removal: %+v %v", st, err)
+		}
+		if _, err := ca.CheckStatus(body.Bytes(), e.ca.Certificate(), memSerial, e.clock.now(), time.Minute); err == nil {
+			t.Fatal("a membership status checked against the deployment CA instead of the organisation")
+		}
+		// Asked with the deployment CA as issuer: not this responder's.
+		req, _ = ca.StatusRequest(&x509.Certificate{SerialNumber: memSerial}, e.ca.Certificate())
+		hr, err = http.Post(e.srv.URL+"/v1/directory/orgs/"+org.OrgID+"/ocsp", "application/ocsp-request", bytes.NewReader(req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body.Reset()
+		body.ReadFrom(hr.Body)
+		hr.Body.Close()
+		if !bytes.Equal(body.Bytes(), ca.UnauthorizedStatus()) {
+			t.Fatalf("a request for another issuer: %x", body.Bytes())
+		}
 		e.mustProblem(e.do("GET", "/v1/directory/orgs/org_nope/crl", "", nil), 404, web.TypeNotFound)
 	})
 }

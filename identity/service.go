@@ -193,6 +193,7 @@ func (s *Service) routes() []route {
 		{"GET /v1/directory/crl", AuthNone, s.handleDirectoryCRL},
 		{"GET /v1/directory/orgs/{id}/crl", AuthNone, s.handleDirectoryOrgCRL},
 		{"POST /v1/ocsp", AuthNone, s.handleOCSP},
+		{"POST /v1/directory/orgs/{id}/ocsp", AuthNone, s.handleOrgOCSP},
 	}
 }
 

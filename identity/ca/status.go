@@ -40,6 +40,12 @@ func (c *CA) SignStatus(serial *big.Int, revokedAt *time.Time, now, next time.Ti
 	return signStatus(c.cert, c.key, serial, revokedAt, now, next)
 }
 
+// SignStatus signs the status of serial, a membership certificate the
+// organisation issued, as (*CA).SignStatus does for device certificates.
+func (o *OrgAuthority) SignStatus(serial *big.Int, revokedAt *time.Time, now, next time.Time) ([]byte, error) {
+	return signStatus(o.cert, o.key, serial, revokedAt, now, next)
+}
+
 func signStatus(issuer *x509.Certificate, key crypto.Signer, serial *big.Int, revokedAt *time.Time, now, next time.Time) ([]byte, error) {
 	if serial == nil || serial.Sign() <= 0 {
 		return nil, fmt.Errorf("%w: serial", ErrBadStatus)

@@ -41,6 +41,30 @@ func (c *Client) CertificateStatus(ctx context.Context, cert, issuer *x509.Certi
 	return st, der, nil
 }
 
+// MembershipStatus asks the organisation's responder (POST
+// /v1/directory/orgs/{id}/ocsp) about a membership certificate it issued,
+// and returns the answer checked against orgCert, the organisation
+// certificate that issued it (and signs the answer), at now.
+func (c *Client) MembershipStatus(ctx context.Context, orgID string, membership, orgCert *x509.Certificate, now time.Time) (ca.Status, []byte, error) {
+	seg, err := segment(orgID)
+	if err != nil {
+		return ca.Status{}, nil, err
+	}
+	reqDER, err := ca.StatusRequest(membership, orgCert)
+	if err != nil {
+		return ca.Status{}, nil, err
+	}
+	der, err := c.raw(ctx, http.MethodPost, "/v1/directory/orgs/"+seg+"/ocsp", "application/ocsp-request", reqDER, "application/ocsp-response", ca.MaxStatusSize)
+	if err != nil {
+		return ca.Status{}, nil, fmt.Errorf("membership status: %w", err)
+	}
+	st, err := ca.CheckStatus(der, orgCert, membership.SerialNumber, now, StatusSkew)
+	if err != nil {
+		return ca.Status{}, nil, fmt.Errorf("membership status: %w", err)
+	}
+	return st, der, nil
+}
+
 // CRL returns the deployment CA's current revocation list of device
 // certificates (DER), after checking that issuer signed it. It can be
 // large; clients that check one peer use CertificateStatus.
