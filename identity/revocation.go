@@ -476,3 +476,57 @@ func writeStatus(w http.ResponseWriter, der []byte) {
 	w.WriteHeader(http.StatusOK)
 	w.Write(der)
 }
+
+// ErrNotCurrent is wrapped by CheckDeviceCertificate and CheckMembership
+// when a certificate may not sign now.
+var ErrNotCurrent = errors.New("identity: certificate not current")
+
+// CheckDeviceCertificate returns nil if serial names a device certificate
+// kanal issued that is unexpired, not revoked, and of a device that is not
+// revoked. Documents a server registers are checked with it: a signature
+// made at a signer-chosen time proves nothing about now.
+func (s *Service) CheckDeviceCertificate(ctx context.Context, serial *big.Int) error {
+	var notAfter int64
+	var certRevoked, devRevoked sql.NullInt64
+	err := s.db.QueryRow(ctx, `SELECT c.not_after, c.revoked_at, d.revoked_at FROM identity_device_certs c
+		JOIN identity_devices d ON d.id = c.device_id WHERE c.serial = $1`, serial.String()).Scan(&notAfter, &certRevoked, &devRevoked)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("%w: no device certificate %s", ErrNotCurrent, serial)
+	case err != nil:
+		return err
+	case certRevoked.Valid || devRevoked.Valid:
+		return fmt.Errorf("%w: device certificate %s is revoked", ErrNotCurrent, serial)
+	case s.now().Unix() >= notAfter:
+		return fmt.Errorf("%w: device certificate %s has expired", ErrNotCurrent, serial)
+	}
+	return nil
+}
+
+// CheckMembership returns nil if the membership certificate with serial
+// is one kanal issued to deviceID of accountID in orgID, unexpired and not
+// revoked, and the account is a member of the organisation with role now.
+func (s *Service) CheckMembership(ctx context.Context, orgID, accountID, deviceID, role string, serial *big.Int) error {
+	var notAfter int64
+	var revoked sql.NullInt64
+	var current sql.NullString
+	err := s.db.QueryRow(ctx, `SELECT ms.not_after, ms.revoked_at, m.role FROM identity_memberships ms
+		LEFT JOIN identity_members m ON m.org_id = ms.org_id AND m.account_id = ms.account_id
+		WHERE ms.serial = $1 AND ms.org_id = $2 AND ms.account_id = $3 AND ms.device_id = $4`,
+		serial.String(), orgID, accountID, deviceID).Scan(&notAfter, &revoked, &current)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("%w: no such membership certificate of %s", ErrNotCurrent, orgID)
+	case err != nil:
+		return err
+	case revoked.Valid:
+		return fmt.Errorf("%w: the membership certificate was revoked", ErrNotCurrent)
+	case !current.Valid:
+		return fmt.Errorf("%w: %s is no longer a member of %s", ErrNotCurrent, accountID, orgID)
+	case current.String != role:
+		return fmt.Errorf("%w: the member's role is now %s, not %s", ErrNotCurrent, current.String, role)
+	case s.now().Unix() >= notAfter:
+		return fmt.Errorf("%w: the membership certificate has expired", ErrNotCurrent)
+	}
+	return nil
+}

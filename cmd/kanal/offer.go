@@ -85,7 +85,8 @@ gross (VAT included), in euro. Prints the offer id.`,
 that it is addressed to this account and still valid, that the seller's
 device is not revoked), prints it, countersigns the exact offer bytes with
 this device's key, registers the contract with kanald by its hash, and
-sends it back to the organisation as a contract message. Needs level
+sends it back to the organisation as a contract message. The seller's
+membership is checked with the organisation's signed status of it. Needs level
 substantial. Writes the contract to --out (default contract.jws).`,
 			flags: func(fs *flag.FlagSet, o *opts) {
 				fs.StringVar(&fo.out, "out", "contract.jws", "write the contract JWS to this `file`")
@@ -308,6 +309,16 @@ func offerSign(ctx context.Context, c *cli, o *opts, fo *offerOpts, args []strin
 		return err
 	}
 	printOffer(c.stdout, vo)
+	// The seller must still be a member: the organisation's signed status
+	// of the membership certificate, one small answer.
+	ms, _, err := api.MembershipStatus(ctx, vo.Offer.OrgID, &x509.Certificate{SerialNumber: vo.Membership.Serial}, vo.OrgCert, c.now())
+	if err != nil {
+		return fmt.Errorf("the seller's membership status: %w", err)
+	}
+	if ms.Revoked {
+		return fmt.Errorf("the seller's membership of %s was revoked at %s: not countersigning", vo.Offer.OrgName,
+			ms.RevokedAt.UTC().Format(time.RFC3339))
+	}
 	devDER, err := pemBlock(st.Data.DeviceCertPEM, "CERTIFICATE")
 	if err != nil {
 		return err
