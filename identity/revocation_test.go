@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -78,6 +79,29 @@ func TestRevocationListsShared(t *testing.T) {
 		if mine, _ := e.svc.CRL(ctx); !bytes.Equal(mine, next) {
 			t.Fatal("node A signed its own list instead of serving the stored one")
 		}
+		// Many requests at once on both nodes after a revocation: one list.
+		v := e.newUser("vera@example.de", "vera's long password")
+		e.must(e.do("DELETE", "/v1/devices/"+v.device, v.session.Token, nil), 204)
+		lists := make([][]byte, 16)
+		var wg sync.WaitGroup
+		for i := range lists {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				node := e.svc
+				if i%2 == 1 {
+					node = other
+				}
+				lists[i], _ = node.CRL(ctx)
+			}()
+		}
+		wg.Wait()
+		for i := range lists {
+			if !bytes.Equal(lists[i], lists[0]) || lists[i] == nil {
+				t.Fatalf("concurrent requests got different lists (%d)", i)
+			}
+		}
+		next = lists[0]
 		// Near its next update the list is signed again, with a higher number.
 		e.clock.advance(CRLRefresh)
 		later, err := other.CRL(ctx)
