@@ -81,10 +81,11 @@ type Client struct {
 	token atomic.Pointer[string]
 
 	mu     sync.Mutex // serialises state changes
-	crl    []byte
-	crlAt  time.Time
 	idKey  keys.IdentityPrivate
 	idMeta *meta
+
+	statusMu sync.Mutex // guards statuses
+	statuses map[string]statusEntry
 
 	convs   conversations
 	inboxMu sync.Mutex // received envelopes: decrypt, keep, forget

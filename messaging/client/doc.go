@@ -9,7 +9,10 @@
 //   - its device certificate chains to the deployment CA the Client was
 //     given (not the one the server names), is valid now and names the
 //     device and account of the bundle,
-//   - the certificate is not on the CA's current revocation list,
+//   - the CA's signed status of that one certificate (RFC 6960 OCSP, from
+//     POST /v1/ocsp, checked against the configured CA and current) says
+//     it is not revoked — a few hundred bytes however many certificates
+//     were ever revoked,
 //   - the device key in it signed the bundle's identity key for that device
 //     (keys.VerifyIdentity), and
 //   - the identity key signed the signed prekey and the ML-KEM prekey.

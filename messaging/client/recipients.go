@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/http"
 	"net/url"
 	"slices"
@@ -133,42 +134,41 @@ func (c *Client) admit(ctx context.Context, to Peer, r recipient) error {
 type agentSet struct {
 	at      time.Time
 	members map[string]*ca.Membership // by device
+	serials map[string]*big.Int       // device certificate serials, by device
 }
 
 // agentMembership returns the verified membership of device in org, from
 // the directory (GET /v1/directory/orgs/{id}), or nil if it shows none
-// that verifies. A listing is reused for CRLMaxAge unless it lacks the
+// that verifies. A listing is reused for StatusMaxAge unless it lacks the
 // device.
 func (c *Client) agentMembership(ctx context.Context, org, device string) (*ca.Membership, error) {
 	c.convs.mu.Lock()
 	set := c.convs.agents[org]
 	c.convs.mu.Unlock()
-	if set != nil && c.now().Sub(set.at) < CRLMaxAge {
+	if set != nil && c.now().Sub(set.at) < StatusMaxAge {
 		if m := set.members[device]; m != nil {
-			return m, nil
+			return c.unrevoked(ctx, set, device)
 		}
 	}
 	var d identity.DirectoryOrg
 	if err := c.do(ctx, http.MethodGet, "/v1/directory/orgs/"+url.PathEscape(org), nil, &d); err != nil {
 		return nil, fmt.Errorf("messaging/client: organisation %s: %w", org, err)
 	}
-	crl, err := c.revocationList(ctx)
-	if err != nil {
-		return nil, err
-	}
 	orgDER := derOf(d.Certificate)
-	set = &agentSet{at: c.now(), members: map[string]*ca.Membership{}}
+	set = &agentSet{at: c.now(), members: map[string]*ca.Membership{}, serials: map[string]*big.Int{}}
+	chainOnly := func(*big.Int) error { return nil } // the status of the one device asked about is checked below
 	for _, mem := range d.Members {
 		for _, dev := range mem.Devices {
 			m, err := ca.VerifyMembership(derOf(dev.MembershipCertificate), orgDER, c.roots, c.now())
 			if err != nil || m.OrgID != org || m.DeviceID != dev.DeviceID {
 				continue
 			}
-			di, err := c.checkDevice(derOf(dev.Certificate), dev.DeviceID, crl)
+			di, err := c.checkDevice(derOf(dev.Certificate), dev.DeviceID, chainOnly)
 			if err != nil || ca.CheckSameDevice(di, m) != nil {
 				continue
 			}
 			set.members[dev.DeviceID] = &m
+			set.serials[dev.DeviceID] = di.Serial
 		}
 	}
 	c.convs.mu.Lock()
@@ -177,7 +177,23 @@ func (c *Client) agentMembership(ctx context.Context, org, device string) (*ca.M
 	}
 	c.convs.agents[org] = set
 	c.convs.mu.Unlock()
-	return set.members[device], nil
+	return c.unrevoked(ctx, set, device)
+}
+
+// unrevoked returns device's membership from set if the CA's signed status
+// says its device certificate is not revoked (one status per device asked
+// about, not per agent listed).
+func (c *Client) unrevoked(ctx context.Context, set *agentSet, device string) (*ca.Membership, error) {
+	m := set.members[device]
+	if m == nil {
+		return nil, nil
+	}
+	if err := c.deviceStatus(ctx, set.serials[device]); errors.Is(err, ca.ErrRevoked) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // Group members, as this device was told by group.change notices, kept
