@@ -57,6 +57,20 @@ const (
 	RoleSeller    = "seller"
 )
 
+// IsAgentRole reports whether a member with role speaks and reads for the
+// organisation in its conversations with citizens. Every role the
+// deployment grants does — owners, admins and agents answer, a council's
+// organisers send survey invitations, a merchant's sellers send offers —
+// and the server addresses all their devices; a client encrypts to no
+// member whose membership certificate names any other role.
+func IsAgentRole(role string) bool {
+	switch role {
+	case RoleOwner, RoleAdmin, RoleAgent, RoleOrganiser, RoleSeller:
+		return true
+	}
+	return false
+}
+
 // Problem types of the identity service. Clients branch on these.
 var (
 	TypeInvalidEmail       = web.NewType("invalid-email")
@@ -377,10 +391,12 @@ type MemberDevice struct {
 	MembershipCertificate string `json:"membership_certificate"` // PEM, issued by the organisation
 }
 
-// GET /v1/directory/ca (no auth).
+// GET /v1/directory/ca (no auth). The revocation list is served apart,
+// as DER, by GET /v1/directory/crl (application/pkix-crl), and the status
+// of one device certificate by POST /v1/ocsp (RFC 6960); an
+// organisation's membership CRL by GET /v1/directory/orgs/{id}/crl.
 type DirectoryCA struct {
 	Certificate string `json:"certificate"` // PEM deployment CA certificate
-	CRL         string `json:"crl"`         // PEM "X509 CRL" signed by the CA, listing revoked device certificates
 }
 
 // POST /v1/eid/verify (session). Reserved for level high; answers 501

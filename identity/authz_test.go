@@ -116,6 +116,11 @@ func TestAuthorizationTable(t *testing.T) {
 			{"GET /v1/directory/accounts/{id}/devices", "GET", "/v1/directory/accounts/" + alice.account + "/devices", nil, sessions(200, nil)},
 			{"GET /v1/directory/orgs/{id}", "GET", "/v1/directory/orgs/" + org, nil, sessions(200, nil)},
 			{"GET /v1/directory/ca", "GET", "/v1/directory/ca", nil, all(200)},
+			{"GET /v1/directory/crl", "GET", "/v1/directory/crl", nil, all(200)},
+			{"GET /v1/directory/orgs/{id}/crl", "GET", "/v1/directory/orgs/" + org + "/crl", nil, all(200)},
+			// Anyone may ask; a body that is not an OCSP request is refused.
+			{"POST /v1/ocsp", "POST", "/v1/ocsp", nil, all(415)},
+			{"POST /v1/directory/orgs/{id}/ocsp", "POST", "/v1/directory/orgs/" + org + "/ocsp", nil, all(415)},
 		}
 		covered := map[string]bool{}
 		forbidden := 0

@@ -3,12 +3,9 @@ package identity
 import (
 	"context"
 	"database/sql"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net/http"
 
-	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/internal/web"
 )
 
@@ -97,46 +94,7 @@ func (s *Service) loadOrgRead(ctx context.Context, id string) (orgRow, error) {
 	return o, err
 }
 
-// CRL returns the deployment CA's revocation list (DER) of revoked device
-// certificates that have not yet expired. It is signed afresh on every
-// call, so a revocation is listed as soon as its transaction commits.
-func (s *Service) CRL(ctx context.Context) ([]byte, error) {
-	now := s.now()
-	rows, err := s.db.Query(ctx, `SELECT serial, revoked_at FROM identity_device_certs
-		WHERE revoked_at IS NOT NULL AND not_after > $1 ORDER BY serial`, now.Unix())
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var entries []ca.Revoked
-	for rows.Next() {
-		var serial string
-		var at int64
-		if err := rows.Scan(&serial, &at); err != nil {
-			return nil, err
-		}
-		n, ok := new(big.Int).SetString(serial, 10)
-		if !ok {
-			return nil, errors.New("identity: bad stored serial")
-		}
-		entries = append(entries, ca.Revoked{Serial: n, At: unixTime(at)})
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	// The CRL number must grow with every list; nanoseconds do, across
-	// nodes with sane clocks.
-	return s.ca.RevocationList(entries, big.NewInt(now.UnixNano()), now, now.Add(CRLLifetime))
-}
-
 func (s *Service) handleDirectoryCA(w http.ResponseWriter, r *http.Request) error {
-	crl, err := s.CRL(r.Context())
-	if err != nil {
-		return err
-	}
-	web.WriteJSON(w, http.StatusOK, DirectoryCA{
-		Certificate: string(s.ca.CertPEM()),
-		CRL:         string(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl})),
-	})
+	web.WriteJSON(w, http.StatusOK, DirectoryCA{Certificate: string(s.ca.CertPEM())})
 	return nil
 }

@@ -77,13 +77,11 @@ func TestFullFlow(t *testing.T) {
 
 func crlLists(t *testing.T, e *env, serial *big.Int) bool {
 	t.Helper()
-	var d DirectoryCA
-	e.must(e.do("GET", "/v1/directory/ca", "", nil), 200).decode(t, &d)
-	b, _ := pem.Decode([]byte(d.CRL))
-	if b == nil || b.Type != "X509 CRL" {
-		t.Fatalf("crl %q", d.CRL)
+	r := e.must(e.do("GET", "/v1/directory/crl", "", nil), 200)
+	if ct := r.header.Get("Content-Type"); ct != "application/pkix-crl" {
+		t.Fatalf("crl content type %q", ct)
 	}
-	_, revoked, err := ca.CheckRevoked(b.Bytes, e.ca.Certificate(), serial)
+	_, revoked, err := ca.CheckRevoked(r.body, e.ca.Certificate(), serial)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,14 +406,25 @@ func TestOpenSSLVerify(t *testing.T) {
 		if err != nil || !strings.Contains(string(out), ": OK") {
 			t.Fatalf("openssl verify: %v\n%s", err, out)
 		}
+		// The certificate status, as openssl's OCSP client asks for it.
+		ocspCheck := func(want string) {
+			t.Helper()
+			out, err := exec.Command(openssl, "ocsp", "-no_nonce", "-issuer", caFile, "-CAfile", caFile, "-cert", certFile,
+				"-url", e.srv.URL+"/v1/ocsp").CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "Response verify OK") || !strings.Contains(string(out), certFile+": "+want) {
+				t.Fatalf("openssl ocsp, want %s: %v\n%s", want, err, out)
+			}
+		}
+		ocspCheck("good")
 		// And with the CRL once the device is revoked.
 		e.must(e.do("DELETE", "/v1/devices/"+u.device, u.session.Token, nil), 204)
-		e.must(e.do("GET", "/v1/directory/ca", "", nil), 200).decode(t, &d)
+		r := e.must(e.do("GET", "/v1/directory/crl", "", nil), 200)
 		crlFile := filepath.Join(dir, "crl.pem")
-		os.WriteFile(crlFile, []byte(d.CRL), 0o600)
+		os.WriteFile(crlFile, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: r.body}), 0o600)
 		out, err = exec.Command(openssl, "verify", "-crl_check", "-CAfile", caFile, "-CRLfile", crlFile, certFile).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "revoked") {
 			t.Fatalf("openssl accepted a revoked certificate: %v\n%s", err, out)
 		}
+		ocspCheck("revoked")
 	})
 }

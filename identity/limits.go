@@ -65,9 +65,24 @@ const (
 	MaxKeyChangesPerDevice  = 3
 	MaxKeyChangesPerAccount = 10
 
-	// CRLLifetime is how long a served revocation list is valid; the list is
-	// signed afresh for every request, so revocation is visible at once.
+	// CRLLifetime is how long a served revocation list is valid (its next
+	// update). A list is signed once per revocation and re-signed when it
+	// is older than CRLRefresh, so a served list always has at least
+	// CRLLifetime-CRLRefresh to run; a revocation is in the next list
+	// served by any node.
 	CRLLifetime = time.Hour
+	CRLRefresh  = 10 * time.Minute
+
+	// StatusLifetime and StatusRefresh are the same for the status of one
+	// certificate (POST /v1/ocsp).
+	StatusLifetime = time.Hour
+	StatusRefresh  = 10 * time.Minute
+
+	// MaxCachedLists and MaxCachedStatuses bound what a node keeps in
+	// memory of signed lists (one per organisation) and statuses (one per
+	// certificate asked about).
+	MaxCachedLists    = 1000
+	MaxCachedStatuses = 50000
 
 	// MaxEmailBytes bounds an e-mail address (RFC 5321 path limit).
 	MaxEmailBytes = 254

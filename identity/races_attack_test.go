@@ -3,6 +3,7 @@ package identity
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -193,13 +194,20 @@ func TestAttackSetupTokenRace(t *testing.T) {
 func TestAttackDeviceCapRace(t *testing.T) {
 	runDB(t, func(t *testing.T, e *env) {
 		u := e.newUser("cora@example.de", "cora's long password")
-		csrs := make([]string, racers)
-		for i := range csrs {
-			csrs[i] = csrFor(t, newP256(t))
+		// Each enrolment is approved by the session's device, as a
+		// further device must be: the holder has that device's key too.
+		reqs := make([]EnrollRequest, racers)
+		for i := range reqs {
+			var c ChallengeResponse
+			e.must(e.do("POST", "/v1/sessions/challenge", "", ChallengeRequest{DeviceID: u.device, Purpose: ChallengeApprove}), 200).decode(t, &c)
+			csr := csrFor(t, newP256(t))
+			der, _ := base64.StdEncoding.DecodeString(csr)
+			reqs[i] = EnrollRequest{Name: "Telefon", CSR: csr, ChallengeID: c.ChallengeID,
+				Signature: sign(t, u.key, ApproveMessage(c.ChallengeID, u.device, c.Nonce, der))}
 		}
 		e.warm(t)
 		rs := race(t, racers, func(i int) (resp, error) {
-			return e.try("POST", "/v1/devices", u.session.Token, EnrollRequest{Name: "Telefon", CSR: csrs[i]})
+			return e.try("POST", "/v1/devices", u.session.Token, reqs[i])
 		})
 		if won := countStatus(rs, 201); won != MaxDevices-1 {
 			t.Fatalf("%d of %d concurrent enrolments succeeded, want %d", won, racers, MaxDevices-1)

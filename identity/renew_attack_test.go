@@ -352,6 +352,12 @@ func TestAttackExpiredDeviceCertificate(t *testing.T) {
 		e.mustProblem(e.do("POST", "/v1/sessions/challenge", "", map[string]string{"device_id": u.device, "purpose": "renew"}), 401, TypeDeviceExpired)
 		// Made a member now, the account gets no membership for the
 		// expired device: a membership names a key nobody vouches for.
+		// (The operator's token from the start has expired too by now:
+		// the operator resets it, as kanald operator reset does.)
+		if _, _, err := ResetOperator(context.Background(), e.svc.db, OperatorOptions{Now: e.clock.now,
+			Deliver: func(tok string, _ OperatorToken) error { e.op = tok; return nil }}); err != nil {
+			t.Fatal(err)
+		}
 		var org Organisation
 		e.must(e.do("POST", "/v1/admin/orgs", e.op, CreateOrgRequest{Name: "Bürgeramt", Kind: KindOffice}), 201).decode(t, &org)
 		e.must(e.do("POST", "/v1/admin/orgs/"+org.OrgID+"/verify", e.op, nil), 200)

@@ -79,6 +79,8 @@ type Service struct {
 	sealKey  []byte // AES key of organisation authority keys
 	dummyPHC string // verified against when an account has no password
 
+	rev revocationCache
+
 	mu    sync.Mutex
 	hooks []RevocationHook
 	// notices run after a revocation has committed.
@@ -219,6 +221,10 @@ func (s *Service) routes() []route {
 		{"GET /v1/directory/accounts/{id}/devices", AuthSession, s.handleDirectoryDevices},
 		{"GET /v1/directory/orgs/{id}", AuthSession, s.handleDirectoryOrg},
 		{"GET /v1/directory/ca", AuthNone, s.handleDirectoryCA},
+		{"GET /v1/directory/crl", AuthNone, s.handleDirectoryCRL},
+		{"GET /v1/directory/orgs/{id}/crl", AuthNone, s.handleDirectoryOrgCRL},
+		{"POST /v1/ocsp", AuthNone, s.handleOCSP},
+		{"POST /v1/directory/orgs/{id}/ocsp", AuthNone, s.handleOrgOCSP},
 	}
 }
 

@@ -137,18 +137,18 @@ func (s *Service) CreateGroup(ctx context.Context, c Caller, req *CreateGroupReq
 	for _, m := range req.Members {
 		changes = append(changes, kind.GroupChangeBody{GroupID: g.GroupID, Op: "added", AccountID: m.AccountID, By: c.AccountID, Role: m.Role})
 	}
-	err := s.changeGroup(ctx, g.GroupID, accountsOf(g.Members), changes, func(tx *sql.Tx) (*Group, error) {
+	err := s.changeGroup(ctx, g.GroupID, accountsOf(g.Members), changes, nil, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO messaging_groups (id, created_by, created_at) VALUES ($1, $2, $3)`,
 			g.GroupID, c.AccountID, g.CreatedAt.Unix()); err != nil {
-			return nil, err
+			return err
 		}
 		for _, m := range g.Members {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO messaging_group_members (group_id, account_id, role, added_at) VALUES ($1, $2, $3, $4)`,
 				g.GroupID, m.AccountID, m.Role, g.CreatedAt.Unix()); err != nil {
-				return nil, err
+				return err
 			}
 		}
-		return g, nil
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("messaging.group: %w", err)
@@ -369,23 +369,27 @@ func (s *Service) editGroup(ctx context.Context, c Caller, id string,
 		return nil, err
 	}
 	audience := accountsOf(before.Members)
+	var roster *rosterFor
 	if change.Op == "added" {
 		audience = append(audience, change.AccountID)
+		// The newcomer also learns who was there before: its client
+		// encrypts to no member it has not been told of.
+		roster = &rosterFor{account: change.AccountID, group: before}
 	}
 	var after *Group
-	err = s.changeGroup(ctx, id, audience, []kind.GroupChangeBody{*change}, func(tx *sql.Tx) (*Group, error) {
+	err = s.changeGroup(ctx, id, audience, []kind.GroupChangeBody{*change}, roster, func(tx *sql.Tx) error {
 		g, err := s.loadGroup(ctx, tx.QueryRowContext, tx.QueryContext, id)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if g == nil || g.role(c.AccountID) == "" {
-			return nil, errNotMember(id)
+			return errNotMember(id)
 		}
 		if _, _, err := decide(g); err != nil {
-			return nil, err // the group changed since the first look
+			return err // the group changed since the first look
 		}
 		if len(g.Members) != len(before.Members) {
-			return nil, errGroupChanged
+			return errGroupChanged
 		}
 		switch change.Op {
 		case "added":
@@ -396,15 +400,15 @@ func (s *Service) editGroup(ctx context.Context, c Caller, id string,
 			_, err = tx.ExecContext(ctx, stmt, id, change.AccountID)
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if after, err = s.loadGroup(ctx, tx.QueryRowContext, tx.QueryContext, id); err != nil {
-			return nil, err
+			return err
 		}
 		if len(after.Members) == 0 {
 			_, err = tx.ExecContext(ctx, `DELETE FROM messaging_groups WHERE id = $1`, id)
 		}
-		return after, err
+		return err
 	})
 	if errors.Is(err, errGroupChanged) {
 		return nil, web.Errorf(http.StatusConflict, web.TypeConflict, "Group changed", "the group changed at the same time; try again")
@@ -421,52 +425,111 @@ func (s *Service) editGroup(ctx context.Context, c Caller, id string,
 
 var errGroupChanged = errors.New("messaging.group: changed concurrently")
 
+// rosterFor asks changeGroup to list a group's members, as group.change
+// notices with op member, to the devices of one account.
+type rosterFor struct {
+	account string
+	group   *Group
+}
+
+// rosterNotices returns a group.change notice with op member for every
+// member of g, addressed to each of devices.
+func (s *Service) rosterNotices(g *Group, devices []string) ([]mailbox.Envelope, error) {
+	var envs []mailbox.Envelope
+	for _, m := range g.Members {
+		msg, err := kind.New(newMessageID(), s.now(), &kind.GroupChangeBody{GroupID: g.GroupID, Op: "member",
+			AccountID: m.AccountID, By: g.CreatedBy, Role: m.Role})
+		if err != nil {
+			return nil, err
+		}
+		sealed, err := s.sealNotices(g.GroupID, msg, devices)
+		if err != nil {
+			return nil, err
+		}
+		envs = append(envs, sealed...)
+	}
+	return envs, nil
+}
+
 // changeGroup runs change and stores a group.change notice for every
-// active device of the audience accounts, in one transaction, then wakes
-// those devices. Each notice carries the member list as change left it,
-// read in the same transaction, so a device that joins later learns from
-// one signed notice whom the group holds.
-func (s *Service) changeGroup(ctx context.Context, id string, audience []string, changes []kind.GroupChangeBody, change func(tx *sql.Tx) (*Group, error)) error {
+// active device of the audience accounts, and the roster for a newcomer,
+// in one transaction, then wakes those devices.
+func (s *Service) changeGroup(ctx context.Context, id string, audience []string, changes []kind.GroupChangeBody, roster *rosterFor, change func(tx *sql.Tx) error) error {
 	ds, err := s.dir.DevicesOf(ctx, audience)
 	if err != nil {
 		return err
 	}
 	devices := make([]string, len(ds))
+	var newcomer []string
 	for i, d := range ds {
 		devices[i] = d.DeviceID
+		if roster != nil && d.AccountID == roster.account {
+			newcomer = append(newcomer, d.DeviceID)
+		}
 	}
 	sort.Strings(devices)
-	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
-		after, err := change(tx)
+	var envs []mailbox.Envelope
+	if roster != nil && s.mailbox != nil {
+		if envs, err = s.rosterNotices(roster.group, newcomer); err != nil {
+			return err
+		}
+	}
+	for i := range changes {
+		if s.mailbox == nil {
+			break
+		}
+		m, err := kind.New(newMessageID(), s.now(), &changes[i])
 		if err != nil {
 			return err
 		}
-		if s.mailbox == nil || len(devices) == 0 {
+		sealed, err := s.sealNotices(id, m, devices)
+		if err != nil {
+			return err
+		}
+		envs = append(envs, sealed...)
+	}
+	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
+		if err := change(tx); err != nil {
+			return err
+		}
+		if len(envs) == 0 || s.mailbox == nil {
 			return nil
 		}
-		members := make(map[string]string, len(after.Members))
-		for _, m := range after.Members {
-			members[m.AccountID] = m.Role
-		}
-		var envs []mailbox.Envelope
-		for _, c := range changes {
-			c.Members = members
-			m, err := kind.New(newMessageID(), s.now(), &c)
-			if err != nil {
-				return err
-			}
-			sealed, err := s.sealNotices(id, m, devices)
-			if err != nil {
-				return err
-			}
-			envs = append(envs, sealed...)
-		}
-		return s.mailbox.AppendTx(ctx, tx, envs)
+		return s.mailbox.AppendTx(ctx, tx, slices.Clone(envs))
 	})
 	if err == nil && s.notify != nil && len(devices) > 0 {
 		s.notify(devices...)
 	}
 	return err
+}
+
+// SendRoster stores, for the calling device only, a group.change notice
+// with op member for every member of a group the caller is a member of,
+// and wakes the device: how a device that lost the group's notices (or
+// never had them) learns whom it may encrypt the group's messages to.
+func (s *Service) SendRoster(ctx context.Context, c Caller, id string) (*RosterResponse, error) {
+	g, err := s.GetGroup(ctx, c, id)
+	if err != nil {
+		return nil, err
+	}
+	envs, err := s.rosterNotices(g, []string{c.DeviceID})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.mailbox.Append(ctx, envs); err != nil {
+		return nil, fmt.Errorf("messaging.group: %w", err)
+	}
+	if s.notify != nil {
+		s.notify(c.DeviceID)
+	}
+	return &RosterResponse{GroupID: id, Members: len(g.Members)}, nil
+}
+
+// RosterResponse answers POST /v1/groups/{id}/roster (202): the member
+// list is on its way to the calling device, one notice per member.
+type RosterResponse struct {
+	GroupID string `json:"group_id"`
+	Members int    `json:"members"`
 }
 
 // groupMembers returns the accounts of a group the caller is a member of.
@@ -508,6 +571,15 @@ func (s *Service) handleGetGroup(w http.ResponseWriter, r *http.Request, c Calle
 		return err
 	}
 	web.WriteJSON(w, http.StatusOK, g)
+	return nil
+}
+
+func (s *Service) handleGroupRoster(w http.ResponseWriter, r *http.Request, c Caller) error {
+	out, err := s.SendRoster(r.Context(), c, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	web.WriteJSON(w, http.StatusAccepted, out)
 	return nil
 }
 

@@ -3,7 +3,6 @@ package messaging_test
 import (
 	"context"
 	"encoding/json"
-	"reflect"
 	"sort"
 	"testing"
 	"time"
@@ -137,18 +136,48 @@ func TestGroups(t *testing.T) {
 			t.Fatalf("refused requests stored something: %d→%d envelopes, %d→%d sends", envBefore, envAfter, sendsBefore, sendsAfter)
 		}
 
-		// Alice adds carol: carol sees the change, and now must be addressed.
+		// Alice adds carol: carol sees the change, is told who was there
+		// before (op member), and now must be addressed.
 		if st, out = e.call(alice, "POST", "/v1/groups/"+gid+"/members", messaging.GroupMemberRequest{AccountID: "carol", Role: "member"}); st != 200 {
 			t.Fatalf("add: %d %v", st, out)
 		}
-		// Her one notice tells her the whole group.
-		if ns := e.notices("carol-phone"); len(ns) != 1 || ns[0].Op != "added" || ns[0].AccountID != "carol" ||
-			!reflect.DeepEqual(ns[0].Members, map[string]string{"alice": "admin", "bob": "member", "carol": "member"}) {
+		ns := e.notices("carol-phone")
+		roster := map[string]string{}
+		for _, n := range ns {
+			if n.Op == "member" {
+				roster[n.AccountID] = n.Role
+			}
+		}
+		if len(ns) != 3 || ns[2].Op != "added" || ns[2].AccountID != "carol" || len(roster) != 2 ||
+			roster["alice"] != "admin" || roster["bob"] != "member" {
 			t.Fatalf("carol notices: %+v", ns)
+		}
+		if ns := e.notices("bob-phone"); ns[len(ns)-1].Op != "added" || ns[len(ns)-1].AccountID != "carol" {
+			t.Fatalf("bob's last notice: %+v", ns[len(ns)-1])
+		}
+		// A device carol enrolls later missed all that: when it publishes
+		// its keys, it is told the members.
+		tablet := e.enroll("carol", "carol-tablet", false)
+		roster = map[string]string{}
+		for _, n := range e.notices("carol-tablet") {
+			if n.Op != "member" || n.GroupID != gid {
+				t.Fatalf("carol's new device: %+v", n)
+			}
+			roster[n.AccountID] = n.Role
+		}
+		if len(roster) != 3 || roster["carol"] != "member" {
+			t.Fatalf("carol's new device is told %v", roster)
+		}
+		// Publishing again with the same identity key tells it nothing more.
+		if st, out := e.call(tablet, "PUT", "/v1/prekeys", tablet.publishRequest(t)); st != 200 {
+			t.Fatalf("publish again: %d %v", st, out)
+		}
+		if n := len(e.notices("carol-tablet")); n != 3 {
+			t.Fatalf("publishing again stored %d notices, want 3", n)
 		}
 		st, out = send(bob, "b1", "alice-phone", "alice-laptop")
 		wantProblem(t, st, out, 409, messaging.TypeStaleDevices)
-		if got := strs(out["missing"]); len(got) != 1 || got[0] != "carol-phone" {
+		if got := strs(out["missing"]); len(got) != 2 || got[0] != "carol-phone" || got[1] != "carol-tablet" {
 			t.Fatalf("missing %v", got)
 		}
 		// Bob leaves; everyone, bob included, is told; bob can no longer send.
@@ -157,13 +186,31 @@ func TestGroups(t *testing.T) {
 		}
 		for _, dev := range []string{"alice-phone", "bob-phone", "carol-phone"} {
 			ns := e.notices(dev)
-			if last := ns[len(ns)-1]; last.Op != "left" || last.AccountID != "bob" ||
-				!reflect.DeepEqual(last.Members, map[string]string{"alice": "admin", "carol": "member"}) {
+			if last := ns[len(ns)-1]; last.Op != "left" || last.AccountID != "bob" {
 				t.Fatalf("%s: last notice %+v", dev, last)
 			}
 		}
-		st, out = send(bob, "b2", "alice-phone", "alice-laptop", "carol-phone")
+		st, out = send(bob, "b2", "alice-phone", "alice-laptop", "carol-phone", "carol-tablet")
 		wantProblem(t, st, out, 404, messaging.TypeNotMember)
+		// A member's device asks for the member list again: it alone gets
+		// it. A former member does not.
+		before, tabletBefore := len(e.notices("carol-phone")), len(e.notices("carol-tablet"))
+		if st, out := e.call(tablet, "POST", "/v1/groups/"+gid+"/roster", nil); st != 202 {
+			t.Fatalf("roster: %d %v", st, out)
+		}
+		ns = e.notices("carol-tablet")
+		if len(ns) != tabletBefore+2 || ns[len(ns)-1].Op != "member" || ns[len(ns)-2].Op != "member" {
+			t.Fatalf("roster notices: %+v", ns)
+		}
+		if n := len(e.notices("carol-phone")); n != before {
+			t.Fatalf("another device got the roster: %d → %d notices", before, n)
+		}
+		envBefore, _ = e.stored()
+		st, out = e.call(bob, "POST", "/v1/groups/"+gid+"/roster", nil)
+		wantProblem(t, st, out, 404, messaging.TypeNotMember)
+		if envAfter, _ := e.stored(); envAfter != envBefore {
+			t.Fatalf("a former member's roster request stored %d envelopes", envAfter-envBefore)
+		}
 
 		// Lists and roles.
 		st, out = e.call(carol, "GET", "/v1/groups", nil)

@@ -46,6 +46,7 @@ func (s *Service) routes() []route {
 			route{"POST /v1/groups", AuthSession, s.handleCreateGroup},
 			route{"GET /v1/groups", AuthSession, s.handleListGroups},
 			route{"GET /v1/groups/{id}", AuthGroupMember, s.handleGetGroup},
+			route{"POST /v1/groups/{id}/roster", AuthGroupMember, s.handleGroupRoster},
 			route{"POST /v1/groups/{id}/members", AuthGroupAdmin, s.handleAddGroupMember},
 			route{"PATCH /v1/groups/{id}/members/{account}", AuthGroupAdmin, s.handleSetGroupRole},
 			route{"DELETE /v1/groups/{id}/members/{account}", AuthGroupAdminOrSelf, s.handleRemoveGroupMember},

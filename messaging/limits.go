@@ -1,10 +1,6 @@
 package messaging
 
-import (
-	"time"
-
-	"github.com/kanal-server/kanal/messaging/kind"
-)
+import "time"
 
 // Limits of the prekey directory, in one place.
 const (
@@ -66,7 +62,7 @@ const (
 
 	// MaxGroupMembers bounds a group: a group message is encrypted once
 	// per device of every member and must fit in MaxSendDevices envelopes.
-	MaxGroupMembers = kind.MaxGroupMembers
+	MaxGroupMembers = 100
 
 	// MaxBlob is the largest attachment blob (the ciphertext of one file);
 	// kind.MaxAttachment says the same to clients. 30 s of ReadTimeout

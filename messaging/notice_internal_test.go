@@ -72,8 +72,7 @@ func makeNoticeVectors(t *testing.T) *noticeVectors {
 		conv, device string
 		body         kind.Body
 	}{
-		{"g_0123456789abcdef0123456789abcdef", "dev_bob1", &kind.GroupChangeBody{GroupID: "g_0123456789abcdef0123456789abcdef", Op: "added", AccountID: "acc_bob", By: "acc_alice", Role: GroupMember,
-			Members: map[string]string{"acc_alice": GroupAdmin, "acc_bob": GroupMember}}},
+		{"g_0123456789abcdef0123456789abcdef", "dev_bob1", &kind.GroupChangeBody{GroupID: "g_0123456789abcdef0123456789abcdef", Op: "added", AccountID: "acc_bob", By: "acc_alice", Role: GroupMember}},
 		{OrgConversation("org_bakery", "acc_carl"), "dev_carl1", &kind.PaymentStatusBody{RequestID: "pr_42", Status: "paid", AmountCents: 21400}},
 	} {
 		m, err := kind.New("kanal_vector", vectorTime, c.body)

@@ -266,19 +266,32 @@ func (s *Service) Publish(ctx context.Context, c Caller, req *PublishRequest) (*
 	}
 	idBin := bin(p.id)
 	var st *PrekeyStatus
+	var introduced bool
 	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
 		var old []byte
 		err := tx.QueryRowContext(ctx, `SELECT identity_key FROM messaging_identities WHERE device_id = $1`, c.DeviceID).Scan(&old)
+		newKey := false
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
+			newKey = true
 		case err != nil:
 			return err
 		default:
 			var oldID keys.IdentityPublic
 			if oldID.UnmarshalBinary(old) != nil || !oldID.Equal(p.id) {
+				newKey = true
 				if err := DeletePrekeys(ctx, tx, c.DeviceID); err != nil {
 					return err
 				}
+			}
+		}
+		// A device with a new identity key (a new device, or one that lost
+		// its state) missed the membership changes of its account's groups:
+		// it gets each group's member list, or its client could not send
+		// there.
+		if newKey {
+			if introduced, err = s.introduceGroups(ctx, tx, c); err != nil {
+				return err
 			}
 		}
 		// A one-time PQ prekey may not share the last-resort key's id: the
@@ -309,7 +322,55 @@ func (s *Service) Publish(ctx context.Context, c Caller, req *PublishRequest) (*
 	if err != nil {
 		return nil, err
 	}
+	if introduced && s.notify != nil {
+		s.notify(c.DeviceID)
+	}
 	return st, nil
+}
+
+// introduceGroups stores, for the calling device, the member list of
+// every group of its account as group.change notices (op member), in tx.
+// It reports whether it stored any.
+func (s *Service) introduceGroups(ctx context.Context, tx *sql.Tx, c Caller) (bool, error) {
+	if s.mailbox == nil {
+		return false, nil
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT group_id FROM messaging_group_members WHERE account_id = $1 ORDER BY group_id`, c.AccountID)
+	if err != nil {
+		return false, err
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return false, err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return false, err
+	}
+	var envs []mailbox.Envelope
+	for _, id := range ids {
+		g, err := s.loadGroup(ctx, tx.QueryRowContext, tx.QueryContext, id)
+		if err != nil {
+			return false, err
+		}
+		if g == nil {
+			continue
+		}
+		e, err := s.rosterNotices(g, []string{c.DeviceID})
+		if err != nil {
+			return false, err
+		}
+		envs = append(envs, e...)
+	}
+	if len(envs) == 0 {
+		return false, nil
+	}
+	return true, s.mailbox.AppendTx(ctx, tx, envs)
 }
 
 // AddPrekeys stores a batch of one-time prekeys for the calling device,

@@ -9,6 +9,8 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -43,6 +45,27 @@ type roles map[string]string
 
 func (r roles) OrgRole(_ context.Context, org, account string) (string, error) {
 	return r[org+"/"+account], nil
+}
+
+// certs answers from the world's roles and revoked serials, as
+// identity.Service does from its tables.
+type certs struct{ w *world }
+
+func (c certs) CheckDeviceCertificate(_ context.Context, serial *big.Int) error {
+	if c.w.revoked[serial.String()] {
+		return fmt.Errorf("device certificate %s is revoked", serial)
+	}
+	return nil
+}
+
+func (c certs) CheckMembership(ctx context.Context, org, account, device, role string, serial *big.Int) error {
+	if c.w.revoked[serial.String()] {
+		return errors.New("membership revoked")
+	}
+	if got, _ := c.w.roles.OrgRole(ctx, org, account); got != role {
+		return fmt.Errorf("role is %q, not %q", got, role)
+	}
+	return nil
 }
 
 // recorder keeps announcements.
@@ -130,17 +153,18 @@ func webhook(t testing.TB, at time.Time, ev WebhookEvent) (string, []byte) {
 // world is one test's payments service over a real database, with a
 // deployment CA, a merchant and an office.
 type world struct {
-	t    testing.TB
-	d    *db.DB
-	s    *Service
-	now  time.Time
-	ca   *ca.CA
-	org  *ca.OrgAuthority
-	psp  *fakePSP
-	ann  *recorder
-	crl  []ca.Revoked
-	keys map[string]crypto.Signer
-	cert map[string][]byte
+	t       testing.TB
+	d       *db.DB
+	s       *Service
+	now     time.Time
+	ca      *ca.CA
+	org     *ca.OrgAuthority
+	psp     *fakePSP
+	ann     *recorder
+	revoked map[string]bool // revoked serials
+	roles   roles
+	keys    map[string]crypto.Signer
+	cert    map[string][]byte
 }
 
 func newWorld(t testing.TB, d *db.DB) *world {
@@ -154,17 +178,15 @@ func newWorld(t testing.TB, d *db.DB) *world {
 		t.Fatal(err)
 	}
 	w := &world{t: t, d: d, now: t0, ca: authority, org: org, psp: newFakePSP(t), ann: &recorder{},
-		keys: map[string]crypto.Signer{}, cert: map[string][]byte{}}
+		keys: map[string]crypto.Signer{}, cert: map[string][]byte{}, revoked: map[string]bool{},
+		roles: roles{orgShop + "/" + seller: "seller", orgAmt + "/" + clerk: "agent", orgShop + "/" + "acc-owner": "owner",
+			orgAmt + "/" + "acc-amtsleiter": "admin"}}
 	psp, err := NewPSP(PSPOptions{Name: "psp", BaseURL: w.psp.srv.URL, APIKey: pspAPIKey, WebhookSecret: secret})
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.s, err = New(Options{DB: d, Now: func() time.Time { return w.now }, CA: authority.Certificate(),
-		CRL: func(context.Context) ([]byte, error) {
-			return authority.RevocationList(w.crl, big.NewInt(w.now.UnixNano()), w.now, w.now.Add(time.Hour))
-		},
-		Orgs: roles{orgShop + "/" + seller: "seller", orgAmt + "/" + clerk: "agent", orgShop + "/" + "acc-owner": "owner",
-			orgAmt + "/" + "acc-amtsleiter": "admin"},
+		Certs: certs{w}, Orgs: w.roles,
 		Announcer: w.ann, PSP: psp})
 	if err != nil {
 		t.Fatal(err)
@@ -194,9 +216,9 @@ func (w *world) device(account string, level ca.Level) (crypto.Signer, []byte, c
 	return key, cert.Raw, id
 }
 
-// contract makes a signed contract: the seller's offer, countersigned by
-// the citizen at the world's time.
-func (w *world) contract(offerID string, buyerLevel ca.Level) string {
+// offer makes the seller's signed offer, issued at issued; it is not
+// registered.
+func (w *world) offer(offerID string, issued time.Time) (string, []byte) {
 	w.t.Helper()
 	sk, sc, _ := w.device(seller, ca.LevelSubstantial)
 	mem, err := w.org.IssueMembership(ca.MembershipRequest{DevicePublicKey: sk.Public(), AccountID: seller, DeviceID: "dev-" + seller, Role: "seller", NotBefore: t0.Add(-time.Hour)})
@@ -206,19 +228,42 @@ func (w *world) contract(offerID string, buyerLevel ca.Level) string {
 	o := jws.Offer{Version: 1, OfferID: offerID, OrgID: orgShop, OrgName: "Bäckerei Korn", BuyerAccount: citizen,
 		Items: []jws.Item{{Description: "Geburtstagstorte", Quantity: 1, UnitCents: 4500, VATBasisPoints: 700},
 			{Description: "Kerzen", Quantity: 2, UnitCents: 250, VATBasisPoints: 1900}},
-		Currency: "EUR", IssuedAt: w.now.Add(-time.Minute), ValidUntil: w.now.Add(72 * time.Hour)}
+		Currency: "EUR", IssuedAt: issued, ValidUntil: w.now.Add(72 * time.Hour)}
 	o.TotalCents, o.VATCents = jws.Totals(o.Items)
 	offer, err := jws.SignOffer(o, jws.Seller{Key: sk, DeviceCert: sc, Membership: mem.Raw, OrgCert: w.org.Certificate().Raw}, w.ca.Pool())
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	bk, bc, _ := w.device(citizen, buyerLevel)
-	crl, _ := w.s.crl(context.Background())
-	c, err := jws.Countersign(offer, jws.Buyer{Key: bk, DeviceCert: bc, CRL: crl}, w.ca.Certificate(), w.now)
+	return offer, sc
+}
+
+// contract makes a signed contract: the seller's offer, registered by the
+// seller, countersigned by the citizen at the world's time.
+func (w *world) contract(offerID string, buyerLevel ca.Level) string {
+	w.t.Helper()
+	offer, sc := w.offer(offerID, w.now.Add(-time.Minute))
+	if _, _, err := w.s.RegisterOffer(context.Background(), actor(seller), offer); err != nil {
+		w.t.Fatal(err)
+	}
+	bk, bc, bid := w.device(citizen, buyerLevel)
+	sid, _ := ca.VerifyDevice(sc, w.ca.Pool(), t0)
+	c, err := jws.Countersign(offer, jws.Buyer{Key: bk, DeviceCert: bc, SellerStatus: w.status(sid.Serial), BuyerStatus: w.status(bid.Serial)},
+		w.ca.Certificate(), w.now)
 	if err != nil {
 		w.t.Fatal(err)
 	}
 	return c
+}
+
+// status is the CA's signed status of serial now, as POST /v1/ocsp
+// answers.
+func (w *world) status(serial *big.Int) []byte {
+	w.t.Helper()
+	der, err := w.ca.SignStatus(serial, nil, w.now, w.now.Add(time.Hour))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return der
 }
 
 // fee is valid parameters of an office fee.

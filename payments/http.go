@@ -49,6 +49,7 @@ type route struct {
 
 func (s *Service) routes() []route {
 	return []route{
+		{"POST /v1/offers", "session", s.handleRegisterOffer},
 		{"POST /v1/contracts", "session", s.handleRegisterContract},
 		{"GET /v1/contracts/{id}", "session", s.handleContract},
 		{"POST /v1/orgs/{org}/payment-requests", "session", s.handleCreate},
@@ -185,6 +186,19 @@ func (s *Service) handleRegisterContract(w http.ResponseWriter, r *http.Request,
 		return err
 	}
 	writeCreated(w, c, replay)
+	return nil
+}
+
+func (s *Service) handleRegisterOffer(w http.ResponseWriter, r *http.Request, a Actor) error {
+	var in RegisterOfferRequest
+	if err := web.DecodeJSON(w, r, &in, MaxBody); err != nil {
+		return err
+	}
+	o, replay, err := s.RegisterOffer(r.Context(), a, in.Offer)
+	if err != nil {
+		return err
+	}
+	writeCreated(w, o, replay)
 	return nil
 }
 

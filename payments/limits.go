@@ -19,6 +19,13 @@ const (
 	// the window the stored event id refuses replays.
 	WebhookTolerance = 5 * time.Minute
 
+	// MaxClockSkew is how far an offer's issued_at may be from the
+	// server's clock when the seller registers it. The signer chooses
+	// issued_at, and certificates are checked at it, so without this
+	// bound a former member could date an offer back to when they were
+	// one.
+	MaxClockSkew = 2 * time.Minute
+
 	// MaxDueDays bounds how far ahead a due date may be.
 	MaxDueDays = 366
 

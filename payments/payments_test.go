@@ -485,6 +485,60 @@ func TestContracts(t *testing.T) {
 	})
 }
 
+// TestRegisterOffer: only the signing device, with a substantial
+// session, registers an offer, only while its seller is a current member
+// and only with an issued_at near the server's clock; a contract needs a
+// registered offer.
+func TestRegisterOffer(t *testing.T) {
+	run(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		// A contract on an unregistered offer is refused.
+		contract := w.contract("of-contract", ca.LevelSubstantial)
+		if _, err := w.d.Exec(ctx, `DELETE FROM payments_offers`); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := w.s.RegisterContract(ctx, actor(citizen), "c1", contract); !errors.Is(err, ErrContract) {
+			t.Fatalf("contract on an unregistered offer: %v", err)
+		}
+		before := w.snapshot()
+		low := actor(seller)
+		low.Level = ca.LevelLow
+		skewed, _ := w.offer("of-skew", w.now.Add(-MaxClockSkew-time.Second))
+		ahead, _ := w.offer("of-ahead", w.now.Add(MaxClockSkew+time.Second))
+		good, _ := w.offer("of-good", w.now)
+		for _, c := range []struct {
+			name  string
+			actor Actor
+			offer string
+			want  error
+		}{
+			{"level low", low, good, ErrLevel},
+			{"another device", actor(citizen), good, ErrForbidden},
+			{"issued too early", actor(seller), skewed, ErrInvalid},
+			{"issued ahead", actor(seller), ahead, ErrInvalid},
+			{"not a JWS", actor(seller), "a.b.c", ErrInvalid},
+		} {
+			if _, _, err := w.s.RegisterOffer(ctx, c.actor, c.offer); !errors.Is(err, c.want) {
+				t.Errorf("%s: %v, want %v", c.name, err, c.want)
+			}
+		}
+		// A seller who is no longer a member.
+		delete(w.roles, orgShop+"/"+seller)
+		if _, _, err := w.s.RegisterOffer(ctx, actor(seller), good); !errors.Is(err, ErrForbidden) {
+			t.Fatalf("former member: %v", err)
+		}
+		w.unchanged(before, "refused offers")
+		w.roles[orgShop+"/"+seller] = "seller"
+		info, replay, err := w.s.RegisterOffer(ctx, actor(seller), good)
+		if err != nil || replay || info.OfferID != "of-good" || info.SellerAccount != seller {
+			t.Fatalf("register %+v %v %v", info, replay, err)
+		}
+		if again, replay, err := w.s.RegisterOffer(ctx, actor(seller), good); err != nil || !replay || again.ID != info.ID {
+			t.Fatalf("again %+v %v %v", again, replay, err)
+		}
+	})
+}
+
 func TestRevokedSellerContractRefused(t *testing.T) {
 	run(t, func(t *testing.T, w *world) {
 		contract := w.contract("offer-1", ca.LevelSubstantial)
@@ -494,7 +548,7 @@ func TestRevokedSellerContractRefused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		w.crl = []ca.Revoked{{Serial: c, At: w.now.Add(-time.Second)}}
+		w.revoked[c.String()] = true
 		before := w.snapshot()
 		if _, _, err := w.s.RegisterContract(context.Background(), actor(citizen), "c1", contract); !errors.Is(err, ErrContract) {
 			t.Fatalf("revoked seller: %v", err)
@@ -502,7 +556,6 @@ func TestRevokedSellerContractRefused(t *testing.T) {
 		w.unchanged(before, "a revoked seller's contract")
 		// Revoked after signing: the contract verifies offline, but kanald
 		// registers nothing from a device that is revoked now.
-		w.crl = []ca.Revoked{{Serial: c, At: w.now.Add(time.Second)}}
 		w.now = w.now.Add(time.Minute)
 		if _, _, err := w.s.RegisterContract(context.Background(), actor(citizen), "c1", contract); !errors.Is(err, ErrContract) {
 			t.Fatalf("seller revoked since: %v", err)

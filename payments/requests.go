@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"math/big"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -48,25 +47,25 @@ func (s *Service) RegisterContract(ctx context.Context, actor Actor, key, contra
 	if len(contract) == 0 || len(contract) > jws.MaxJWS {
 		return nil, false, invalid("contract must be a compact JWS of at most %d bytes", jws.MaxJWS)
 	}
-	crl, err := s.crl(ctx)
-	if err != nil {
-		return nil, false, fmt.Errorf("payments.contract: revocation list: %w", err)
-	}
-	c, err := jws.VerifyContract(contract, jws.VerifyOptions{CA: s.ca, CRL: crl})
+	c, err := jws.VerifyContract(contract, jws.VerifyOptions{CA: s.ca})
 	if err != nil {
 		return nil, false, fmt.Errorf("payments.contract: %w: %w", ErrContract, err)
 	}
-	// Offline verification accepts a device revoked after signing; kanald,
-	// which knows the time, registers nothing signed by a device that is
-	// revoked now or dated in the future: a stolen key could back-date.
-	for _, serial := range []*big.Int{c.Offer.SellerDevice.Serial, c.Buyer.Serial} {
-		if _, revoked, err := ca.CheckRevoked(crl, s.ca, serial); err != nil {
-			return nil, false, fmt.Errorf("payments.contract: revocation list: %w", err)
-		} else if revoked {
-			return nil, false, fmt.Errorf("payments.contract: %w: a signing device is revoked", ErrContract)
-		}
+	// Offline verification accepts what was valid when it was signed;
+	// kanald, which knows the time, registers a contract only for an offer
+	// it registered (from a current member, dated by its own clock), from
+	// a seller who is still a current member, and from devices that are
+	// not revoked now.
+	if err := s.offerRegistered(ctx, c.OfferJWS); err != nil {
+		return nil, false, err
 	}
-	if c.SignedAt.After(s.now().Add(5 * time.Minute)) {
+	if err := s.checkSeller(ctx, &c.Offer); err != nil {
+		return nil, false, fmt.Errorf("payments.contract: %w: %w", ErrContract, err)
+	}
+	if err := s.certs.CheckDeviceCertificate(ctx, c.Buyer.Serial); err != nil {
+		return nil, false, fmt.Errorf("payments.contract: %w: buyer: %w", ErrContract, err)
+	}
+	if c.SignedAt.After(s.now().Add(MaxClockSkew)) {
 		return nil, false, fmt.Errorf("payments.contract: %w: signed in the future", ErrContract)
 	}
 	o := c.Offer.Offer

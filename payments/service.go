@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"time"
 
 	"github.com/kanal-server/kanal/identity/ca"
@@ -76,6 +77,18 @@ type Orgs interface {
 	OrgRole(ctx context.Context, orgID, accountID string) (string, error)
 }
 
+// Certificates answers, from identity's records, whether certificates
+// may sign now. identity.Service implements it.
+type Certificates interface {
+	// CheckDeviceCertificate returns nil if serial names an unexpired,
+	// unrevoked device certificate of an unrevoked device.
+	CheckDeviceCertificate(ctx context.Context, serial *big.Int) error
+	// CheckMembership returns nil if the membership certificate with
+	// serial, of deviceID of accountID in orgID, is unexpired and
+	// unrevoked, and the account is a member with role now.
+	CheckMembership(ctx context.Context, orgID, accountID, deviceID, role string, serial *big.Int) error
+}
+
 // Announcement is a request's new state, to be posted into the chat of the
 // payer and the organisation as a payment.status message.
 type Announcement struct {
@@ -92,16 +105,17 @@ type Announcer interface {
 	Announce(ctx context.Context, a Announcement) error
 }
 
-// Options configures a Service. DB, CA, CRL and Orgs are required.
+// Options configures a Service. DB, CA, Certs and Orgs are required.
 type Options struct {
 	DB     *db.DB
 	Logger *slog.Logger     // nil: discard
 	Now    func() time.Time // nil: time.Now
 
-	// CA is the deployment CA certificate contracts must chain to; CRL
-	// returns its current revocation list (DER).
-	CA  *x509.Certificate
-	CRL func(ctx context.Context) ([]byte, error)
+	// CA is the deployment CA certificate offers and contracts must
+	// chain to; Certs says whether their signers' certificates are
+	// current.
+	CA    *x509.Certificate
+	Certs Certificates
 
 	Orgs      Orgs
 	Announcer Announcer // nil: transitions are not announced
@@ -117,7 +131,7 @@ type Service struct {
 	log       *slog.Logger
 	now       func() time.Time
 	ca        *x509.Certificate
-	crl       func(context.Context) ([]byte, error)
+	certs     Certificates
 	orgs      Orgs
 	announcer Announcer
 	psp       *PSP
@@ -126,10 +140,10 @@ type Service struct {
 
 // New returns a Service.
 func New(o Options) (*Service, error) {
-	if o.DB == nil || o.CA == nil || o.CRL == nil || o.Orgs == nil {
-		return nil, errors.New("payments.New: DB, CA, CRL and Orgs are required")
+	if o.DB == nil || o.CA == nil || o.Certs == nil || o.Orgs == nil {
+		return nil, errors.New("payments.New: DB, CA, Certs and Orgs are required")
 	}
-	s := &Service{db: o.DB, log: o.Logger, now: o.Now, ca: o.CA, crl: o.CRL, orgs: o.Orgs, announcer: o.Announcer, psp: o.PSP}
+	s := &Service{db: o.DB, log: o.Logger, now: o.Now, ca: o.CA, certs: o.Certs, orgs: o.Orgs, announcer: o.Announcer, psp: o.PSP}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

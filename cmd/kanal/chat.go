@@ -212,6 +212,8 @@ func summary(m *kind.Message) string {
 			return b.By + " removed " + b.AccountID
 		case "left":
 			return b.AccountID + " left"
+		case "member":
+			return b.AccountID + " is a member (" + b.Role + ")"
 		default:
 			return b.By + " made " + b.AccountID + " " + b.Role
 		}
@@ -316,7 +318,7 @@ func (s *chatSession) sendText(ctx context.Context, c *cli, to mclient.Peer, tex
 		_, err = s.mc.Send(ctx, to, m)
 	}
 	if err != nil {
-		return err
+		return explainSend(err)
 	}
 	conv, _ := s.mc.ConversationID(to)
 	reply, org := peerString(to)
@@ -332,12 +334,66 @@ func chatSend(ctx context.Context, c *cli, o *opts, co *chatOpts, args []string)
 	if err != nil {
 		return err
 	}
-	if err := s.sendText(ctx, c, to, args[1], nil); err != nil {
+	err = s.sendText(ctx, c, to, args[1], nil)
+	if errors.Is(err, mclient.ErrNotRecipient) && to.GroupID != "" {
+		// The group's members are what this device was told by the
+		// group's notices: read those waiting — and, if it knows no member
+		// at all, ask for the member list first — then try once more. A
+		// device that knows the group never asks: a refused member stays
+		// refused.
+		known, gerr := s.mc.GroupMembers(to.GroupID)
+		if gerr != nil {
+			return gerr
+		}
+		if len(known) == 0 {
+			if err := s.mc.RequestRoster(ctx, to.GroupID); err != nil {
+				return err
+			}
+		}
+		if err := s.fetch(ctx, c, 0, func(entry) {}); err != nil {
+			return err
+		}
+		err = s.sendText(ctx, c, to, args[1], nil)
+	}
+	if err != nil {
 		return err
 	}
 	fmt.Fprintln(c.stdout, "sent")
 	return nil
 }
+
+// newDevice tells the user that a contact (or this account) has a device
+// the key store had not met before.
+func (c *cli) newDevice(st *keystore.Store, n mclient.NewDevice) {
+	if n.AccountID == st.Data.AccountID {
+		fmt.Fprintf(c.stderr, "Your account has a new device (%s). If you did not add it, revoke it: kanal device revoke %s\n", n.DeviceID, n.DeviceID)
+		return
+	}
+	// kanal keeps no names for accounts yet: the account id is the name.
+	fmt.Fprintf(c.stderr, "%s has a new device (%s).\n", n.AccountID, n.DeviceID)
+}
+
+// explainSend says in one sentence why a send was refused for a device
+// the server named as a recipient.
+func explainSend(err error) error {
+	var re *mclient.RecipientError
+	if !errors.As(err, &re) {
+		return err
+	}
+	return &refusedRecipient{re}
+}
+
+type refusedRecipient struct{ re *mclient.RecipientError }
+
+func (e *refusedRecipient) Error() string {
+	who := "device " + e.re.DeviceID
+	if e.re.AccountID != "" {
+		who += " of " + e.re.AccountID
+	}
+	return fmt.Sprintf("not sent to anyone: the server wanted %s to read this conversation, but %s", who, e.re.Reason)
+}
+
+func (e *refusedRecipient) Unwrap() error { return e.re }
 
 // fetch reads the backlog (and, with wait, what arrives for that long),
 // records it and sends delivery receipts. show is called for each new

@@ -99,7 +99,7 @@ func TestChatCLI(t *testing.T) {
 	s.run([]step{
 		// Login published bob's keys: alice reaches him before he has
 		// used the chat.
-		{cmd: "kanal send $BOB 'Hallo Bob, wie geht es?'", want: []string{"sent"}},
+		{cmd: "kanal send $BOB 'Hallo Bob, wie geht es?'", want: []string{"sent"}, not: []string{"new device"}},
 		{cmd: "kanal send $BOB 'Zweite Nachricht'", want: []string{"sent"}},
 		{home: "bob", cmd: "kanal inbox", want: []string{"$ALICE", "Hallo Bob, wie geht es?", "Zweite Nachricht"}},
 		{home: "bob", cmd: "kanal inbox", want: []string{"no new messages"}, not: []string{"Hallo Bob"}},
@@ -110,6 +110,15 @@ func TestChatCLI(t *testing.T) {
 		// Alice's inbox holds bob's delivery receipts: her history marks
 		// her messages delivered.
 		{cmd: "kanal inbox", want: []string{"no new messages"}},
+		// Bob adds a phone: alice's next send reaches it and tells her.
+		{home: "bobphone", cmd: "kanal device request > bobphone.csr"},
+		{home: "bob", cmd: "kanal device approve --name phone bobphone.csr > bobphone.pem",
+			set: map[string]string{"BOBPHONE": `Approved device (\S+) `}},
+		{home: "bobphone", cmd: "kanal device install bobphone.pem"},
+		{home: "bobphone", cmd: "kanal login"},
+		{cmd: "kanal send $BOB 'Neues Telefon?'", want: []string{"$BOB has a new device ($BOBPHONE).", "sent"}},
+		{cmd: "kanal send $BOB 'Noch eine'", want: []string{"sent"}, not: []string{"new device"}},
+		{home: "bobphone", cmd: "kanal inbox", want: []string{"Neues Telefon?", "Noch eine"}},
 	})
 
 	// The interactive chat, in a terminal.

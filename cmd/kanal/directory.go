@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
@@ -12,10 +14,15 @@ import (
 func directoryCommands() []*command {
 	return []*command{
 		{
-			name: "directory ca", args: "[--crl]", nargs: 0,
+			name: "directory ca", args: "[--crl | --org-crl ORG]", nargs: 0,
 			summary: "print the deployment CA certificate (PEM); no login needed",
+			help: `With --crl, prints the CA's current revocation list of device certificates
+instead; with --org-crl, the revocation list of an organisation's
+membership certificates (signed by the organisation, which 'kanal verify'
+checks). Both are PEM.`,
 			flags: func(fs *flag.FlagSet, o *opts) {
 				fs.BoolVar(&o.ca, "crl", false, "print the current revocation list instead")
+				fs.StringVar(&o.orgCRL, "org-crl", "", "print this `organisation`'s membership revocation list instead")
 			},
 			run: directoryCA,
 		},
@@ -33,15 +40,38 @@ func directoryCommands() []*command {
 }
 
 func directoryCA(ctx context.Context, c *cli, o *opts, _ []string) error {
-	dir, err := c.api(o, nil).DirectoryCA(ctx)
+	api := c.api(o, nil)
+	if o.orgCRL != "" {
+		// Only parsed here: the organisation certificate that signs it
+		// travels in every offer, and 'kanal verify' checks the signature.
+		der, err := api.OrgCRL(ctx, o.orgCRL, nil)
+		if err != nil {
+			return err
+		}
+		_, err = c.stdout.Write(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}))
+		return err
+	}
+	dir, err := api.DirectoryCA(ctx)
 	if err != nil {
 		return err
 	}
-	out := dir.Certificate
-	if o.ca {
-		out = dir.CRL
+	if !o.ca {
+		_, err = io.WriteString(c.stdout, dir.Certificate)
+		return err
 	}
-	_, err = io.WriteString(c.stdout, out)
+	caDER, err := pemBlock([]byte(dir.Certificate), "CERTIFICATE")
+	if err != nil {
+		return err
+	}
+	caC, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return err
+	}
+	der, err := api.CRL(ctx, caC)
+	if err != nil {
+		return err
+	}
+	_, err = c.stdout.Write(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}))
 	return err
 }
 

@@ -85,7 +85,8 @@ gross (VAT included), in euro. Prints the offer id.`,
 that it is addressed to this account and still valid, that the seller's
 device is not revoked), prints it, countersigns the exact offer bytes with
 this device's key, registers the contract with kanald by its hash, and
-sends it back to the organisation as a contract message. Needs level
+sends it back to the organisation as a contract message. The seller's
+membership is checked with the organisation's signed status of it. Needs level
 substantial. Writes the contract to --out (default contract.jws).`,
 			flags: func(fs *flag.FlagSet, o *opts) {
 				fs.StringVar(&fo.out, "out", "contract.jws", "write the contract JWS to this `file`")
@@ -130,7 +131,7 @@ func (c *cli) messenger(ctx context.Context, o *opts, st *keystore.Store) (*mcli
 	}
 	mc, err := mclient.New(mclient.Options{BaseURL: c.serverURL(o, st), Token: st.Data.SessionToken, AccountID: st.Data.AccountID,
 		DeviceID: st.Data.DeviceID, DeviceKey: st.Data.DeviceKey, DeviceCertificate: st.Data.DeviceCertPEM, CA: caC,
-		Store: mclient.NewKeystoreStore(st)})
+		Store: mclient.NewKeystoreStore(st), OnNewDevice: func(n mclient.NewDevice) { c.newDevice(st, n) }})
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +152,7 @@ func (c *cli) send(ctx context.Context, o *opts, st *keystore.Store, to mclient.
 		return err
 	}
 	_, err = mc.Send(ctx, to, m)
-	return err
+	return explainSend(err)
 }
 
 // sendPaymentRequest sends r to its payer, as the organisation.
@@ -269,6 +270,13 @@ func offerSend(ctx context.Context, c *cli, o *opts, fo *offerOpts) error {
 			return err
 		}
 	}
+	// kanald registers the offer now, while this device is a current
+	// member and the offer's issued_at is close to its clock: only a
+	// registered offer becomes a registered contract.
+	pay := pclient.New(c.serverURL(o, st), st.Data.SessionToken, nil)
+	if _, _, err := pay.RegisterOffer(ctx, signed); err != nil {
+		return fmt.Errorf("register the offer: %w", err)
+	}
 	if !fo.noSend {
 		if err := c.send(ctx, o, st, mclient.Peer{OrgID: org.OrgID, AccountID: fo.to}, &kind.OfferBody{OfferID: offer.OfferID, JWS: signed}); err != nil {
 			return fmt.Errorf("send the offer: %w", err)
@@ -305,14 +313,6 @@ func offerSign(ctx context.Context, c *cli, o *opts, fo *offerOpts, args []strin
 	if err != nil {
 		return err
 	}
-	dir, err := api.DirectoryCA(ctx)
-	if err != nil {
-		return err
-	}
-	crl, err := pemBlock([]byte(dir.CRL), "X509 CRL")
-	if err != nil {
-		return err
-	}
 	roots := x509.NewCertPool()
 	roots.AddCert(caC)
 	vo, err := jws.VerifyOffer(offerJWS, roots)
@@ -320,11 +320,35 @@ func offerSign(ctx context.Context, c *cli, o *opts, fo *offerOpts, args []strin
 		return err
 	}
 	printOffer(c.stdout, vo)
+	// The seller must still be a member: the organisation's signed status
+	// of the membership certificate, one small answer.
+	ms, _, err := api.MembershipStatus(ctx, vo.Offer.OrgID, &x509.Certificate{SerialNumber: vo.Membership.Serial}, vo.OrgCert, c.now())
+	if err != nil {
+		return fmt.Errorf("the seller's membership status: %w", err)
+	}
+	if ms.Revoked {
+		return fmt.Errorf("the seller's membership of %s was revoked at %s: not countersigning", vo.Offer.OrgName,
+			ms.RevokedAt.UTC().Format(time.RFC3339))
+	}
 	devDER, err := pemBlock(st.Data.DeviceCertPEM, "CERTIFICATE")
 	if err != nil {
 		return err
 	}
-	contract, err := jws.Countersign(offerJWS, jws.Buyer{Key: st.Data.DeviceKey, DeviceCert: devDER, CRL: crl}, caC, c.now())
+	// The CA's signed statuses of both devices go into the contract, so
+	// that it verifies offline; one small answer each, however many
+	// certificates were ever revoked.
+	b := jws.Buyer{Key: st.Data.DeviceKey, DeviceCert: devDER}
+	own, err := x509.ParseCertificate(devDER)
+	if err != nil {
+		return err
+	}
+	if _, b.SellerStatus, err = api.CertificateStatus(ctx, &x509.Certificate{SerialNumber: vo.SellerDevice.Serial}, caC, c.now()); err != nil {
+		return fmt.Errorf("the seller's certificate status: %w", err)
+	}
+	if _, b.BuyerStatus, err = api.CertificateStatus(ctx, own, caC, c.now()); err != nil {
+		return fmt.Errorf("this device's certificate status: %w", err)
+	}
+	contract, err := jws.Countersign(offerJWS, b, caC, c.now())
 	if err != nil {
 		return err
 	}

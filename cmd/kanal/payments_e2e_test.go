@@ -152,7 +152,7 @@ func TestPaymentsSession(t *testing.T) {
 		{home: "carl", cmd: "kanal directory ca > ca.pem"},
 		{home: "carl", cmd: "kanal directory ca --crl > crl.pem"},
 		{cmd: "kanal verify contract.jws --ca ca.pem", want: []string{"Contract $CONTRACT verifies.", "role seller", "level substantial",
-			"neither device was revoked at signing time (checked against the revocation list embedded at signing)"}},
+			"neither device was revoked at signing time (checked against the certificate statuses embedded at signing)"}},
 		{cmd: "kanal verify contract.jws --ca ca.pem --crl crl.pem", want: []string{"Contract $CONTRACT verifies.", "checked against the given revocation list"}},
 		// Must-show 3: one byte changed, and the contract fails.
 		{do: func(t *testing.T) {

@@ -53,6 +53,7 @@ type opts struct {
 	deviceOnly bool
 	newKey     string
 	ca         bool
+	orgCRL     string
 }
 
 // cli is one invocation's world: the environment and streams run was given.

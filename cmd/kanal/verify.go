@@ -20,8 +20,10 @@ import (
 
 // verifyOpts are the flags of 'kanal verify'.
 type verifyOpts struct {
-	ca  string
-	crl string
+	ca     string
+	crl    string
+	orgCRL string
+	fetch  bool
 }
 
 var signupCode = regexp.MustCompile(`^[0-9]{8}$`)
@@ -32,7 +34,7 @@ var signupCode = regexp.MustCompile(`^[0-9]{8}$`)
 func verifyCommand() *command {
 	var vo verifyOpts
 	return &command{
-		name: "verify", args: "<code> | <file> --ca ca.pem [--crl crl.pem]", nargs: 1,
+		name: "verify", args: "<code> | <file> --ca ca.pem [--crl crl.pem] [--org-crl org-crl.pem | --fetch]", nargs: 1,
 		summary: "confirm the e-mailed code, or verify a signed offer or contract offline",
 		help: `With an 8-digit code: confirms the address given to 'kanal register' and
 keeps the setup token the server returns (valid for 30 minutes) for
@@ -46,17 +48,28 @@ buyer's level (substantial or higher), that the buyer signed while the
 offer was valid, and that neither device had been revoked when the buyer
 signed. Revocation is checked against --crl if given (a list issued at or
 after the signature, e.g. 'kanal directory ca --crl > crl.pem'), otherwise
-against the list the buyer embedded when signing. An offer is checked for
-its signature, chain and membership. Exit status 0 means it verifies.`,
+against the certificate statuses the buyer embedded when signing. An offer
+is checked for its signature, chain and membership.
+
+The seller's membership is checked against the organisation's own
+revocation list of membership certificates, given with --org-crl (from
+'kanal directory ca --org-crl ORG > org-crl.pem', issued after the
+signature) or fetched from the server with --fetch (which also fetches
+the CA's list for --crl). A contract is refused if the membership was
+revoked at or before the buyer signed; an offer is refused if its
+membership is on the list at all, since an offer's issued_at is chosen by
+its signer. Exit status 0 means it verifies.`,
 		flags: func(fs *flag.FlagSet, o *opts) {
 			fs.StringVar(&vo.ca, "ca", "", "the deployment CA certificate `file` (PEM)")
 			fs.StringVar(&vo.crl, "crl", "", "a revocation list `file` (PEM or DER) issued after the signature")
+			fs.StringVar(&vo.orgCRL, "org-crl", "", "the organisation's membership revocation list `file` (PEM or DER)")
+			fs.BoolVar(&vo.fetch, "fetch", false, "fetch the current revocation lists from the server")
 		},
 		run: func(ctx context.Context, c *cli, o *opts, args []string) error {
 			if signupCode.MatchString(args[0]) && vo.ca == "" {
 				return verify(ctx, c, o, args)
 			}
-			return verifyFile(c, &vo, args[0])
+			return verifyFile(ctx, c, o, &vo, args[0])
 		},
 	}
 }
@@ -94,7 +107,7 @@ func docKind(b []byte) (string, error) {
 	return "", errors.New("not a document kanal verify knows (a contract or an offer JWS, or a signed survey definition)")
 }
 
-func verifyFile(c *cli, vo *verifyOpts, path string) error {
+func verifyFile(ctx context.Context, c *cli, o *opts, vo *verifyOpts, path string) error {
 	b, err := readInput(c, path, jws.MaxJWS+1024)
 	if err != nil {
 		return err
@@ -106,41 +119,92 @@ func verifyFile(c *cli, vo *verifyOpts, path string) error {
 	if vo.ca == "" {
 		return &usageError{cmd: "verify", msg: "--ca ca.pem is required to verify a file ('kanal directory ca > ca.pem')"}
 	}
+	if vo.fetch && (vo.crl != "" || vo.orgCRL != "") {
+		return &usageError{cmd: "verify", msg: "give either --fetch or the list files, not both"}
+	}
 	caCert, err := readCert(vo.ca)
 	if err != nil {
 		return err
 	}
-	var crl []byte
-	if vo.crl != "" {
-		raw, err := os.ReadFile(vo.crl)
-		if err != nil {
-			return err
-		}
-		if crl, err = pemBlock(raw, "X509 CRL"); err != nil {
-			crl = raw // DER
-		}
+	crl, err := readCRL(vo.crl)
+	if err != nil {
+		return err
+	}
+	orgCRL, err := readCRL(vo.orgCRL)
+	if err != nil {
+		return err
 	}
 	doc := strings.TrimSpace(string(b))
+	roots := x509.NewCertPool()
+	roots.AddCert(caCert)
+	// fetchOrg fetches the lists for the offer's organisation, checked
+	// against the organisation certificate in the offer.
+	fetchOrg := func(offer *jws.VerifiedOffer) error {
+		if !vo.fetch {
+			return nil
+		}
+		api := c.api(o, nil)
+		if crl, err = api.CRL(ctx, caCert); err != nil {
+			return err
+		}
+		orgCRL, err = api.OrgCRL(ctx, offer.Offer.OrgID, offer.OrgCert)
+		return err
+	}
 	switch k {
 	case docSurvey:
 		return verifySurveyDocument(c, vo.ca, b)
 	case docContract:
-		ct, err := jws.VerifyContract(doc, jws.VerifyOptions{CA: caCert, CRL: crl})
+		if vo.fetch {
+			// The offer inside names the organisation whose list is needed.
+			ct, err := jws.VerifyContract(doc, jws.VerifyOptions{CA: caCert})
+			if err != nil {
+				return err
+			}
+			if err := fetchOrg(&ct.Offer); err != nil {
+				return err
+			}
+		}
+		ct, err := jws.VerifyContract(doc, jws.VerifyOptions{CA: caCert, CRL: crl, OrgCRL: orgCRL})
 		if err != nil {
 			return err
 		}
-		printContract(c.stdout, ct, crl != nil)
+		printContract(c.stdout, ct, crl != nil, orgCRL != nil)
 	case docOffer:
-		roots := x509.NewCertPool()
-		roots.AddCert(caCert)
-		vo, err := jws.VerifyOffer(doc, roots)
+		offer, err := jws.VerifyOffer(doc, roots)
 		if err != nil {
 			return err
 		}
-		printOffer(c.stdout, vo)
-		fmt.Fprintln(c.stdout, "Signature and certificates verify. Revocation is checked when the offer is countersigned.")
+		if err := fetchOrg(offer); err != nil {
+			return err
+		}
+		if orgCRL != nil {
+			if err := offer.CheckOrgCRL(orgCRL); err != nil {
+				return err
+			}
+		}
+		printOffer(c.stdout, offer)
+		if orgCRL != nil {
+			fmt.Fprintln(c.stdout, "Signature and certificates verify, and the seller's membership is not on the organisation's revocation list.")
+		} else {
+			fmt.Fprintln(c.stdout, "Signature and certificates verify. Membership revocation not checked (give --org-crl or --fetch).")
+		}
 	}
 	return nil
+}
+
+// readCRL reads a revocation list file, PEM or DER; "" gives nil.
+func readCRL(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if der, err := pemBlock(raw, "X509 CRL"); err == nil {
+		return der, nil
+	}
+	return raw, nil
 }
 
 func readInput(c *cli, path string, max int64) ([]byte, error) {
@@ -197,14 +261,17 @@ func printOffer(w io.Writer, vo *jws.VerifiedOffer) {
 	}
 }
 
-func printContract(w io.Writer, ct *jws.Contract, givenCRL bool) {
+func printContract(w io.Writer, ct *jws.Contract, givenCRL, givenOrgCRL bool) {
 	fmt.Fprintf(w, "Contract %s verifies.\n", ct.ID)
 	printOffer(w, &ct.Offer)
 	fmt.Fprintf(w, "  countersigned by device %s of account %s (level %s) at %s\n", ct.Buyer.DeviceID, ct.Buyer.AccountID, ct.Buyer.Level,
 		ct.SignedAt.UTC().Format(time.RFC3339))
-	src := "the revocation list embedded at signing"
+	src := "the certificate statuses embedded at signing"
 	if givenCRL {
 		src = "the given revocation list"
 	}
 	fmt.Fprintf(w, "  neither device was revoked at signing time (checked against %s)\n", src)
+	if givenOrgCRL {
+		fmt.Fprintln(w, "  the seller's membership was not revoked at signing time (checked against the organisation's revocation list)")
+	}
 }

@@ -35,4 +35,9 @@ const (
 	MaxCSRSize         = 16 << 10
 	// MaxCRLSize bounds a revocation list before parsing.
 	MaxCRLSize = 16 << 20
+	// MaxStatusSize bounds a certificate status (OCSP) response, and
+	// MaxStatusRequestSize a request, before parsing. A response is a few
+	// hundred bytes whatever the number of revocations.
+	MaxStatusSize        = 4 << 10
+	MaxStatusRequestSize = 1 << 10
 )

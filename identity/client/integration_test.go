@@ -214,16 +214,15 @@ func TestAgainstTheRealService(t *testing.T) {
 		if !revoked {
 			t.Fatalf("directory: %+v", dirDevs)
 		}
-		dirCA, err := c.DirectoryCA(ctx)
+		crl, err := c.CRL(ctx, dep.ca.Certificate())
 		check(t, err)
-		crl, _ := pem.Decode([]byte(dirCA.CRL))
-		if crl == nil {
-			t.Fatalf("no PEM CRL: %q", dirCA.CRL)
-		}
 		phoneCert, err := x509.ParseCertificate(certDER(t, second.Certificate))
 		check(t, err)
-		if _, isRevoked, err := ca.CheckRevoked(crl.Bytes, dep.ca.Certificate(), phoneCert.SerialNumber); err != nil || !isRevoked {
+		if _, isRevoked, err := ca.CheckRevoked(crl, dep.ca.Certificate(), phoneCert.SerialNumber); err != nil || !isRevoked {
 			t.Fatalf("CRL does not list the revoked device: %v %v", isRevoked, err)
+		}
+		if st, _, err := c.CertificateStatus(ctx, phoneCert, dep.ca.Certificate(), time.Now()); err != nil || !st.Revoked {
+			t.Fatalf("certificate status of the revoked device: %+v %v", st, err)
 		}
 
 		// Renewal, refresh and logout.

@@ -7,7 +7,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/http"
+	"time"
 
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/keys"
@@ -53,13 +55,10 @@ func (c *Client) claim(ctx context.Context, req messaging.ClaimRequest) (*Claim,
 	if err := c.do(ctx, http.MethodPost, "/v1/prekeys/claim", &req, &resp); err != nil {
 		return nil, fmt.Errorf("messaging/client: claim: %w", err)
 	}
-	crl, err := c.revocationList(ctx)
-	if err != nil {
-		return nil, err
-	}
+	status := func(serial *big.Int) error { return c.deviceStatus(ctx, serial) }
 	out := &Claim{Unpublished: resp.Unpublished}
 	for i := range resp.Bundles {
-		b, err := c.verify(&resp.Bundles[i], req, resp.OrgCertificate, crl)
+		b, err := c.verify(&resp.Bundles[i], req, resp.OrgCertificate, status)
 		if err != nil {
 			out.Refused = append(out.Refused, Refusal{DeviceID: resp.Bundles[i].Bundle.DeviceID, Err: err})
 			continue
@@ -82,10 +81,10 @@ func derOf(s string) []byte {
 
 // verify checks one claimed bundle, without trusting the server for
 // anything: see the package documentation for the rules.
-func (c *Client) verify(cb *messaging.ClaimedBundle, req messaging.ClaimRequest, orgPEM string, crl []byte) (*Bundle, error) {
+func (c *Client) verify(cb *messaging.ClaimedBundle, req messaging.ClaimRequest, orgPEM string, status statusFunc) (*Bundle, error) {
 	dev := cb.Bundle.DeviceID
 	now := c.now()
-	di, err := c.checkDevice(derOf(cb.Certificate), dev, crl)
+	di, err := c.checkDevice(derOf(cb.Certificate), dev, status)
 	if err != nil {
 		return nil, err
 	}
@@ -119,9 +118,13 @@ func (c *Client) verify(cb *messaging.ClaimedBundle, req messaging.ClaimRequest,
 	return b, nil
 }
 
+// statusFunc reports a device certificate's revocation: nil when the
+// CA's signed status says it is not revoked.
+type statusFunc func(serial *big.Int) error
+
 // checkDevice verifies a device certificate: chain to the CA, validity now,
-// the expected device, and absence from the revocation list.
-func (c *Client) checkDevice(der []byte, deviceID string, crl []byte) (ca.DeviceIdentity, error) {
+// the expected device, and its signed status (not revoked).
+func (c *Client) checkDevice(der []byte, deviceID string, status statusFunc) (ca.DeviceIdentity, error) {
 	if der == nil {
 		return ca.DeviceIdentity{}, untrusted(deviceID, "no device certificate")
 	}
@@ -133,44 +136,64 @@ func (c *Client) checkDevice(der []byte, deviceID string, crl []byte) (ca.Device
 	if di.DeviceID != deviceID {
 		return di, untrusted(deviceID, "certificate is for device %q", di.DeviceID)
 	}
-	_, revoked, err := ca.CheckRevokedAt(crl, c.caCert, di.Serial, now)
-	if err != nil {
-		return di, untrusted(deviceID, "revocation list: %v", err)
-	}
-	if revoked {
-		return di, untrusted(deviceID, "%v", ca.ErrRevoked)
+	if err := status(di.Serial); err != nil {
+		return di, untrusted(deviceID, "%v", err)
 	}
 	return di, nil
 }
 
-// revocationList returns the CA's current CRL (DER), fetched from the
-// directory at most every CRLMaxAge. Its signature and freshness are
-// checked against the configured CA where it is used, so a server cannot
-// forge or replay one.
-func (c *Client) revocationList(ctx context.Context) ([]byte, error) {
-	c.mu.Lock()
-	if c.crl != nil && c.now().Sub(c.crlAt) < CRLMaxAge {
-		defer c.mu.Unlock()
-		return c.crl, nil
-	}
-	c.mu.Unlock()
-	d, err := c.id.DirectoryCA(ctx)
+// statusOf returns the revocation state of the certificate in der, for
+// a check made later without network access (under c.mu). A certificate
+// that does not parse gets a nil answer: checkDevice refuses it anyway.
+func (c *Client) statusOf(ctx context.Context, der []byte) statusFunc {
+	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("messaging/client: revocation list: %w", err)
+		return func(*big.Int) error { return nil }
 	}
-	blk, _ := pem.Decode([]byte(d.CRL))
-	if blk == nil || blk.Type != "X509 CRL" {
-		return nil, errors.New("messaging/client: revocation list: not a PEM X509 CRL")
+	st := c.deviceStatus(ctx, cert.SerialNumber)
+	return func(serial *big.Int) error {
+		if serial.Cmp(cert.SerialNumber) != 0 {
+			return errors.New("certificate status fetched for another certificate")
+		}
+		return st
 	}
-	crl, err := x509.ParseRevocationList(blk.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("messaging/client: revocation list: %w", err)
+}
+
+// deviceStatus asks the CA's responder whether the device certificate
+// with serial is revoked, reusing a verified answer for up to
+// StatusMaxAge (never past its next update). The answer is one signed
+// response per certificate, whatever the number of revocations, and is
+// checked against the configured CA: the server cannot forge one, and can
+// replay an old one only until its next update.
+func (c *Client) deviceStatus(ctx context.Context, serial *big.Int) error {
+	key := serial.String()
+	now := c.now()
+	c.statusMu.Lock()
+	e, ok := c.statuses[key]
+	c.statusMu.Unlock()
+	if !ok || !now.Before(e.until) {
+		st, _, err := c.id.CertificateStatus(ctx, &x509.Certificate{SerialNumber: serial}, c.caCert, now)
+		if err != nil {
+			return fmt.Errorf("messaging/client: %w", err)
+		}
+		e = statusEntry{revoked: st.Revoked, until: now.Add(StatusMaxAge)}
+		if st.NextUpdate.Before(e.until) {
+			e.until = st.NextUpdate
+		}
+		c.statusMu.Lock()
+		if c.statuses == nil || len(c.statuses) >= maxCachedStatuses {
+			c.statuses = map[string]statusEntry{}
+		}
+		c.statuses[key] = e
+		c.statusMu.Unlock()
 	}
-	if err := crl.CheckSignatureFrom(c.caCert); err != nil {
-		return nil, fmt.Errorf("messaging/client: revocation list: %w", err)
+	if e.revoked {
+		return ca.ErrRevoked
 	}
-	c.mu.Lock()
-	c.crl, c.crlAt = blk.Bytes, c.now()
-	c.mu.Unlock()
-	return blk.Bytes, nil
+	return nil
+}
+
+type statusEntry struct {
+	revoked bool
+	until   time.Time
 }

@@ -363,6 +363,9 @@ func testChannel(t *testing.T, twoNodes bool) {
 		t.Fatal(err)
 	}
 	g := grp.GroupID
+	// anna1 encrypts only to the members it was told of: it waits for
+	// the notices first.
+	waitNotices(t, anna1, g, 3)
 	anna1.send(client.Peer{GroupID: g}, marker+" Treffen am Montag?")
 	for _, p := range []*phone{anna2, ben1, ben2, agent1} {
 		p.waitTexts(1, func(in *client.Incoming) bool { return in.Conversation == g })

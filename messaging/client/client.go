@@ -52,8 +52,14 @@ type Options struct {
 	CA *x509.Certificate
 
 	Store Store
-	Now   func() time.Time // nil: time.Now
-	Rand  io.Reader        // nil: crypto/rand
+	// OnNewDevice, if set, is called when a contact's account (or this
+	// one) shows a device this client has not met before, once the
+	// account's devices are pinned: when a send addresses it or a message
+	// from it arrives. It runs on the goroutine of that Send or Receive.
+	OnNewDevice func(NewDevice)
+
+	Now  func() time.Time // nil: time.Now
+	Rand io.Reader        // nil: crypto/rand
 }
 
 // Client is one device's end-to-end state and its connection to the
@@ -75,13 +81,17 @@ type Client struct {
 	token atomic.Pointer[string]
 
 	mu     sync.Mutex // serialises state changes
-	crl    []byte
-	crlAt  time.Time
 	idKey  keys.IdentityPrivate
 	idMeta *meta
 
+	statusMu sync.Mutex // guards statuses
+	statuses map[string]statusEntry
+
 	convs   conversations
 	inboxMu sync.Mutex // received envelopes: decrypt, keep, forget
+	groupMu sync.Mutex // group members and pinned devices in the Store
+
+	onNewDevice func(NewDevice)
 }
 
 // New checks o and returns a Client. It does not contact the server.
@@ -94,7 +104,7 @@ func New(o Options) (*Client, error) {
 		der = b.Bytes
 	}
 	c := &Client{base: o.BaseURL, hc: o.HTTPClient, account: o.AccountID, device: o.DeviceID, deviceKey: o.DeviceKey,
-		certDER: der, caCert: o.CA, store: o.Store, now: o.Now, rand: o.Rand}
+		certDER: der, caCert: o.CA, store: o.Store, now: o.Now, rand: o.Rand, onNewDevice: o.OnNewDevice}
 	c.token.Store(&o.Token)
 	if c.hc == nil {
 		c.hc = &http.Client{Timeout: DefaultTimeout}

@@ -125,6 +125,7 @@ type conversations struct {
 	mu      sync.Mutex
 	devices map[string]*deviceSet // by conversation id
 	proofs  map[string]*orgProof  // by organisation id
+	agents  map[string]*agentSet  // by organisation id
 }
 
 // ErrSendFailed wraps what stopped Send from storing a message.
@@ -184,9 +185,13 @@ func (c *Client) send(ctx context.Context, to Peer, m *kind.Message, post sendFu
 	h := sha256.Sum256([]byte(m.ID))
 	req := messaging.SendRequest{To: to.sendTo(), ClientID: hex.EncodeToString(h[:16]), Class: string(m.Class())}
 
+	// The first attempt addresses the devices of the last accepted send;
+	// one of them that no longer passes (a member who left) is dropped,
+	// not refused: the list is the client's own. Every later list is the
+	// server's, and every device on it must pass.
 	set := c.cachedDevices(conv)
 	for attempt := 0; ; attempt++ {
-		if err := c.ensureSessions(ctx, to, set); err != nil {
+		if err := c.ensureSessions(ctx, to, set, attempt > 0); err != nil {
 			return nil, err
 		}
 		req.Envelopes = req.Envelopes[:0]
@@ -250,60 +255,108 @@ func (c *Client) rememberDevices(conv string, s *deviceSet) {
 	c.convs.devices[conv] = s
 }
 
-// ensureSessions claims bundles for the devices of set that this client
-// has no session with, and starts those sessions. Devices of the caller's
-// own account are claimed from the account; in a conversation with an
-// organisation, other devices that are not the addressed citizen's are
-// its agents, claimed with their membership checked; anything else from
-// its account. A device whose bundle does not verify stops the send.
-func (c *Client) ensureSessions(ctx context.Context, to Peer, set *deviceSet) error {
+// ensureSessions checks every device of set against the conversation
+// (see admit) and has a session with each once they all pass. Devices
+// without a session get their bundle claimed and verified first: devices
+// the server says are of this account or of the addressed citizen from
+// that account, the other devices of a conversation with an organisation
+// as its agents (membership checked), anything else from the account the
+// server names, which the bundle's certificate must name too. A device
+// that fails stops the send with a *RecipientError before any session is
+// started or anything is encrypted; if strict is false such a device is
+// dropped from set instead.
+func (c *Client) ensureSessions(ctx context.Context, to Peer, set *deviceSet, strict bool) error {
 	type claimKey struct{ account, org string }
 	need := map[claimKey][]string{}
+	found := map[string]*recipient{}
 	for _, dev := range sortedDevices(set) {
-		ok, err := c.HasSession(dev)
+		acct, err := c.sessionAccount(dev)
 		if err != nil {
 			return err
 		}
-		if ok {
+		if acct != "" {
+			found[dev] = &recipient{device: dev, account: acct}
 			continue
 		}
-		acct := set.accounts[dev]
+		hint := set.accounts[dev]
 		var key claimKey
 		switch {
-		case acct == c.account || acct != "" && acct == to.AccountID || to.OrgID == "" && acct != "":
-			key.account = acct
+		case hint == c.account || hint != "" && hint == to.AccountID || to.OrgID == "" && hint != "":
+			key.account = hint
 		case to.OrgID != "":
 			key.org = to.OrgID
 		default:
-			return fmt.Errorf("%w: the server named device %s without its account", ErrSendFailed, dev)
+			return c.dropOrRefuse(set, strict, &RecipientError{Peer: to, DeviceID: dev, Reason: "the server named it without its account"})
 		}
 		need[key] = append(need[key], dev)
 	}
+	bundles := map[string]*Bundle{}
 	for key, devs := range need {
 		claim, err := c.claim(ctx, messaging.ClaimRequest{AccountID: key.account, OrgID: key.org, Devices: devs})
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrSendFailed, err)
 		}
-		if len(claim.Refused) > 0 {
-			return fmt.Errorf("%w: %w", ErrSendFailed, claim.Refused[0].Err)
+		for _, r := range claim.Refused {
+			if slices.Contains(devs, r.DeviceID) {
+				if err := c.dropOrRefuse(set, strict, &RecipientError{Peer: to, DeviceID: r.DeviceID,
+					Reason: "its bundle did not verify", Err: r.Err}); err != nil {
+					return err
+				}
+			}
 		}
 		for _, b := range claim.Bundles {
-			if !slices.Contains(devs, b.Device.DeviceID) {
-				continue
+			if slices.Contains(devs, b.Device.DeviceID) {
+				bundles[b.Device.DeviceID] = b
+				found[b.Device.DeviceID] = &recipient{device: b.Device.DeviceID, account: b.Device.AccountID, membership: b.Membership}
 			}
+		}
+		for _, d := range devs {
+			if _, still := set.accounts[d]; still && found[d] == nil {
+				where := "account " + key.account
+				if key.org != "" {
+					where = "organisation " + key.org
+				}
+				if err := c.dropOrRefuse(set, strict, &RecipientError{Peer: to, DeviceID: d,
+					Reason: "the server gave no keys for it as a device of " + where}); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for _, dev := range sortedDevices(set) {
+		r := found[dev]
+		if err := c.admit(ctx, to, *r); err != nil {
+			var re *RecipientError
+			if !errors.As(err, &re) {
+				return fmt.Errorf("%w: %w", ErrSendFailed, err)
+			}
+			if err := c.dropOrRefuse(set, strict, re); err != nil {
+				return err
+			}
+			delete(bundles, dev)
+		}
+	}
+	// Every device left has passed: only now are sessions started.
+	pinned := map[string]string{}
+	for _, dev := range sortedDevices(set) {
+		if b := bundles[dev]; b != nil {
 			if err := c.StartSession(b); err != nil {
 				return err
 			}
 		}
-		for _, d := range devs {
-			if ok, err := c.HasSession(d); err != nil {
-				return err
-			} else if !ok {
-				return fmt.Errorf("%w: no keys for device %s", ErrSendFailed, d)
-			}
-		}
+		pinned[dev] = found[dev].account
 	}
-	return nil
+	return c.pin(pinned)
+}
+
+// dropOrRefuse drops the device of e from set when strict is false, and
+// otherwise returns e as the reason the send failed.
+func (c *Client) dropOrRefuse(set *deviceSet, strict bool, e *RecipientError) error {
+	if !strict {
+		delete(set.accounts, e.DeviceID)
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrSendFailed, e)
 }
 
 // postSend stores one attempt over HTTP.

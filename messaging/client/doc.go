@@ -9,7 +9,10 @@
 //   - its device certificate chains to the deployment CA the Client was
 //     given (not the one the server names), is valid now and names the
 //     device and account of the bundle,
-//   - the certificate is not on the CA's current revocation list,
+//   - the CA's signed status of that one certificate (RFC 6960 OCSP, from
+//     POST /v1/ocsp, checked against the configured CA and current) says
+//     it is not revoked — a few hundred bytes however many certificates
+//     were ever revoked,
 //   - the device key in it signed the bundle's identity key for that device
 //     (keys.VerifyIdentity), and
 //   - the identity key signed the signed prekey and the ML-KEM prekey.
@@ -17,6 +20,17 @@
 // For an organisation's agents the membership certificate must also chain
 // through the organisation's certificate to the CA and name the same device
 // and key. Anything else is refused and reported, never used.
+//
+// Nor is the server trusted with whom a message is encrypted to. Its list
+// of devices for a send (the 409 stale-devices answer) is checked device by
+// device against what the client verified itself: in a direct conversation
+// only devices of the two accounts; with an organisation only this
+// account's devices, the addressed citizen's, and devices with a membership
+// of that organisation in an agent role; in a group only devices of members
+// that group.change notices named. One device that fails stops the send
+// with a *RecipientError, before anything is encrypted. Each account's
+// devices are pinned when first met; a device met later is reported
+// through Options.OnNewDevice.
 //
 // The first message to a device carries the PQXDH initial message with the
 // sender's device certificate and identity binding, so the receiver checks

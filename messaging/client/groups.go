@@ -11,7 +11,10 @@ import (
 // Groups. The server keeps a group's member list (it must know whom to
 // deliver to); everything members say, the group's name included, goes
 // end to end with Send to Peer{GroupID}. Each change of the list reaches
-// every member as a group.change notice from the server.
+// every member as a group.change notice from the server, and Send
+// encrypts only to the members those notices named (GroupMembers). A
+// device that has no such notices for a group asks for them with
+// RequestRoster and receives them on its stream.
 
 // CreateGroup creates a group with this account as admin and members.
 func (c *Client) CreateGroup(ctx context.Context, members ...messaging.GroupMemberRequest) (*messaging.Group, error) {
@@ -51,4 +54,12 @@ func (c *Client) RemoveGroupMember(ctx context.Context, id, account string) (*me
 	var g messaging.Group
 	err := c.do(ctx, http.MethodDelete, "/v1/groups/"+url.PathEscape(id)+"/members/"+url.PathEscape(account), nil, &g)
 	return &g, err
+}
+
+// RequestRoster asks the server to send this device the group's member
+// list as group.change notices (op member); they arrive on the stream like
+// any notice, and Send uses them once they have been received.
+func (c *Client) RequestRoster(ctx context.Context, id string) error {
+	var out messaging.RosterResponse
+	return c.doStatus(ctx, http.MethodPost, "/v1/groups/"+url.PathEscape(id)+"/roster", nil, &out, http.StatusAccepted)
 }

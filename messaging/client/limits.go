@@ -15,9 +15,10 @@ const (
 	// MaxMessageBytes caps an encoded Message.
 	MaxMessageBytes = 512 << 10
 
-	// CRLMaxAge is how long a fetched revocation list is reused before
-	// the next check fetches a new one.
-	CRLMaxAge = time.Minute
+	// StatusMaxAge is how long a verified certificate status (the CA's
+	// signed OCSP answer about one peer device) is reused before the next
+	// check asks again.
+	StatusMaxAge = time.Minute
 
 	// MaxArchivedSessions is how many earlier sessions with a device are
 	// kept, besides the current one, to read what the peer sent under
@@ -34,3 +35,6 @@ const (
 	// DefaultTimeout bounds a request when Options has no HTTPClient.
 	DefaultTimeout = 30 * time.Second
 )
+
+// maxCachedStatuses bounds the certificate statuses a client keeps.
+const maxCachedStatuses = 10000

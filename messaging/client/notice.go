@@ -93,16 +93,15 @@ func (c *Client) VerifyNotice(env *mailbox.Envelope) (*Notice, error) {
 	return &Notice{ID: st.ID, Time: st.Time, Conversation: st.Conversation, Message: m, Raw: st.Message}, nil
 }
 
-// Names in the Store: the ids of notices accepted (a bounded list), and
-// the members of each group as the verified group.change notices say.
+// nameNotices names, in the Store, the ids of the notices accepted (a
+// bounded list).
 const nameNotices = "inbox/notices"
-
-func nameGroup(id string) string { return "groups/members/" + id }
 
 // acceptNotice refuses a notice this device has accepted before (a real
 // notice replayed under a new envelope id), applies a group change to the
-// members this device believes, and remembers the notice. The caller
-// holds inboxMu.
+// members this device believes (recipients.go: what it later encrypts the
+// group's messages to), and remembers the notice. The caller holds
+// inboxMu.
 func (c *Client) acceptNotice(n *Notice) error {
 	var ids []string
 	if b, err := c.store.Get(nameNotices); err == nil {
@@ -116,7 +115,7 @@ func (c *Client) acceptNotice(n *Notice) error {
 		return fmt.Errorf("%w: notice %s was received before", ErrBadNotice, n.ID)
 	}
 	if b, ok := n.Message.Body.(*kind.GroupChangeBody); ok {
-		if err := c.applyGroupChange(b); err != nil {
+		if err := c.applyGroupChange(n.Conversation, b); err != nil {
 			return err
 		}
 	}
@@ -125,41 +124,4 @@ func (c *Client) acceptNotice(n *Notice) error {
 		ids = ids[len(ids)-maxSeen:]
 	}
 	return c.putJSON(nameNotices, ids)
-}
-
-// applyGroupChange updates the members of a group this device believes:
-// the member list the notice carries, or else the one change it names.
-func (c *Client) applyGroupChange(b *kind.GroupChangeBody) error {
-	if b.Members != nil {
-		return c.putJSON(nameGroup(b.GroupID), b.Members)
-	}
-	members, err := c.GroupMembers(b.GroupID)
-	if errors.Is(err, ErrNotFound) || b.Op == "created" {
-		members = map[string]string{}
-	} else if err != nil {
-		return err
-	}
-	switch b.Op {
-	case "created", "added", "role":
-		members[b.AccountID] = b.Role
-	case "removed", "left":
-		delete(members, b.AccountID)
-	}
-	return c.putJSON(nameGroup(b.GroupID), members)
-}
-
-// GroupMembers returns the members of a group (account → role) as this
-// device has learned them from verified group.change notices, in the
-// order they arrived; ErrNotFound when it has received none for the group.
-// It never asks the server.
-func (c *Client) GroupMembers(groupID string) (map[string]string, error) {
-	b, err := c.store.Get(nameGroup(groupID))
-	if err != nil {
-		return nil, err
-	}
-	var members map[string]string
-	if err := json.Unmarshal(b, &members); err != nil {
-		return nil, err
-	}
-	return members, nil
 }

@@ -251,14 +251,12 @@ func (c *Client) Decrypt(ctx context.Context, device string, m *Message) ([]byte
 	if len(m.Ciphertext) == 0 {
 		return nil, fmt.Errorf("%w: no ciphertext", ErrBadMessage)
 	}
-	// The revocation list is fetched before taking the lock: a message
-	// that may start a session needs it, and the fetch is network I/O.
-	var crl []byte
+	// The sender's certificate status is fetched before taking the lock:
+	// a message that may start a session needs it, and the fetch is
+	// network I/O.
+	var status statusFunc
 	if m.Initial != nil {
-		var err error
-		if crl, err = c.revocationList(ctx); err != nil {
-			return nil, err
-		}
+		status = c.statusOf(ctx, m.Certificate)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -290,7 +288,7 @@ func (c *Client) Decrypt(ctx context.Context, device string, m *Message) ([]byte
 	}
 
 	// A new session started by the peer.
-	nr, pt, used, err := c.respond(device, m, crl)
+	nr, pt, used, err := c.respond(device, m, status)
 	if err != nil {
 		return nil, err
 	}
@@ -362,12 +360,12 @@ func (c *Client) decryptWith(r *sessionRecord, ct []byte) ([]byte, error) {
 // respond checks the sender of an initial message and runs PQXDH as the
 // responder. used names the one-time private keys to delete once the new
 // session is stored. Called with c.mu held.
-func (c *Client) respond(device string, m *Message, crl []byte) (*sessionRecord, []byte, []string, error) {
+func (c *Client) respond(device string, m *Message, status statusFunc) (*sessionRecord, []byte, []string, error) {
 	var init keys.InitialMessage
 	if err := init.UnmarshalBinary(m.Initial); err != nil {
 		return nil, nil, nil, fmt.Errorf("%w: initial message: %v", ErrBadMessage, err)
 	}
-	di, err := c.checkDevice(m.Certificate, device, crl)
+	di, err := c.checkDevice(m.Certificate, device, status)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -435,6 +433,19 @@ func (c *Client) peerAccount(device string) (string, error) {
 	}
 	if r == nil || r.Account == "" {
 		return "", fmt.Errorf("%w: %s", ErrNoSession, device)
+	}
+	return r.Account, nil
+}
+
+// sessionAccount returns the account of a device this client has a
+// session with, as its verified certificate named it; "" when there is no
+// session or it does not record the account.
+func (c *Client) sessionAccount(device string) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, err := c.loadSession(device)
+	if err != nil || r == nil {
+		return "", err
 	}
 	return r.Account, nil
 }

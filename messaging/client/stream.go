@@ -16,6 +16,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/kanal-server/kanal/identity"
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/messaging"
 	"github.com/kanal-server/kanal/messaging/kind"
@@ -469,6 +470,9 @@ func (c *Client) read(ctx context.Context, env *mailbox.Envelope) (*Incoming, er
 		return nil, err
 	}
 	in.SenderAccount = acct
+	if err := c.pin(map[string]string{env.Sender: acct}); err != nil {
+		return nil, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(pt))
 	dec.DisallowUnknownFields()
 	var ct content
@@ -493,6 +497,9 @@ func (c *Client) read(ctx context.Context, env *mailbox.Envelope) (*Incoming, er
 		}
 		if mem.OrgID != to.OrgID {
 			return nil, untrusted(env.Sender, "membership of %s, not %s", mem.OrgID, to.OrgID)
+		}
+		if !identity.IsAgentRole(mem.Role) {
+			return nil, untrusted(env.Sender, "role %q does not speak for the organisation", mem.Role)
 		}
 		in.Org = mem
 		if c.account == to.AccountID {

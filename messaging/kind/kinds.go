@@ -364,16 +364,15 @@ func (b *DocumentShareBody) Validate() error {
 // added, removed, left or role; AccountID is the member it concerns (for
 // created, the creator), By the admin who made the change, Role the
 // member's role after it (admin or member; empty when the member is gone).
-// Members, when present, is the whole member list after the change
-// (account → role), so a device that joins later learns it from the one
-// signed notice that tells it it was added.
+// Op member lists a member who was there before, to a member just added
+// or to a device that publishes its keys later, so that it knows the
+// whole group; By is then the group's creator.
 type GroupChangeBody struct {
-	GroupID   string            `json:"group_id"`
-	Op        string            `json:"op"`
-	AccountID string            `json:"account_id"`
-	By        string            `json:"by"`
-	Role      string            `json:"role,omitempty"`
-	Members   map[string]string `json:"members,omitempty"`
+	GroupID   string `json:"group_id"`
+	Op        string `json:"op"`
+	AccountID string `json:"account_id"`
+	By        string `json:"by"`
+	Role      string `json:"role,omitempty"`
 }
 
 func (*GroupChangeBody) Kind() Kind { return GroupChange }
@@ -384,7 +383,7 @@ func (b *GroupChangeBody) Validate() error {
 		}
 	}
 	switch b.Op {
-	case "created", "added", "role":
+	case "created", "added", "role", "member":
 		if b.Role != "admin" && b.Role != "member" {
 			return invalid(GroupChange, "role must be admin or member")
 		}
@@ -393,24 +392,7 @@ func (b *GroupChangeBody) Validate() error {
 			return invalid(GroupChange, "role must be empty for %s", b.Op)
 		}
 	default:
-		return invalid(GroupChange, "op must be created, added, removed, left or role")
-	}
-	if b.Members == nil {
-		return nil
-	}
-	if len(b.Members) > MaxGroupMembers {
-		return invalid(GroupChange, "more than %d members", MaxGroupMembers)
-	}
-	for acct, role := range b.Members {
-		if err := checkID("members", acct); err != nil {
-			return invalid(GroupChange, "%v", err)
-		}
-		if role != "admin" && role != "member" {
-			return invalid(GroupChange, "members: role must be admin or member")
-		}
-	}
-	if b.Members[b.AccountID] != b.Role {
-		return invalid(GroupChange, "members must hold %s with the role the change gives", b.AccountID)
+		return invalid(GroupChange, "op must be created, added, removed, left, role or member")
 	}
 	return nil
 }

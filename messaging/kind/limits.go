@@ -9,7 +9,6 @@ const (
 	MaxName          = 200
 	MaxReceiptIDs    = 100
 	MaxPollOptions   = 20
-	MaxGroupMembers  = 100 // members a group.change lists (messaging.MaxGroupMembers)
 	MaxPollQuestion  = 500
 	MaxAttachment    = 25 << 20 // size of the encrypted blob an attachment names (messaging.MaxBlob)
 	MaxJWS           = 32 << 10

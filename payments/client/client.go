@@ -99,6 +99,13 @@ func (c *Client) postJSON(ctx context.Context, path, key string, in, out any) (R
 
 func seg(s string) string { return url.PathEscape(s) }
 
+// RegisterOffer registers an offer JWS as its seller sends it.
+func (c *Client) RegisterOffer(ctx context.Context, offer string) (*payments.OfferInfo, Replayed, error) {
+	var out payments.OfferInfo
+	r, err := c.postJSON(ctx, "/v1/offers", "", payments.RegisterOfferRequest{Offer: offer}, &out)
+	return &out, r, err
+}
+
 // RegisterContract registers a contract JWS.
 func (c *Client) RegisterContract(ctx context.Context, key, contract string) (*payments.ContractInfo, Replayed, error) {
 	var out payments.ContractInfo

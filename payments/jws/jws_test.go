@@ -22,6 +22,7 @@ var t0 = time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
 // device, made with the real identity/ca.
 type pki struct {
 	ca      *ca.CA
+	org     *ca.OrgAuthority
 	seller  Seller
 	buyer   Buyer
 	buyerID ca.DeviceIdentity
@@ -59,15 +60,26 @@ func newPKI(t testing.TB, buyerLevel ca.Level) *pki {
 	}
 	_, bk, _ := ed25519.GenerateKey(rand.Reader)
 	buyerCert := device(t, c, bk, "acc-buyer", "dev-buyer", buyerLevel)
-	p := &pki{ca: c,
+	p := &pki{ca: c, org: org,
 		seller: Seller{Key: sk, DeviceCert: sellerCert, Membership: mem.Raw, OrgCert: org.Certificate().Raw},
 		buyer:  Buyer{Key: bk, DeviceCert: buyerCert},
 	}
 	p.sellerD, _ = ca.VerifyDevice(sellerCert, c.Pool(), t0)
 	p.buyerID, _ = ca.VerifyDevice(buyerCert, c.Pool(), t0)
-	// Tests countersign at t0+1h; the buyer fetched the list a minute before.
-	p.buyer.CRL = p.crl(t, t0.Add(59*time.Minute))
+	// Tests countersign at t0+1h; the buyer fetched the statuses a minute
+	// before.
+	p.buyer.SellerStatus = p.status(t, t0.Add(59*time.Minute), p.sellerD.Serial, nil)
+	p.buyer.BuyerStatus = p.status(t, t0.Add(59*time.Minute), p.buyerID.Serial, nil)
 	return p
+}
+
+func (p *pki) status(t testing.TB, at time.Time, serial *big.Int, revokedAt *time.Time) []byte {
+	t.Helper()
+	der, err := p.ca.SignStatus(serial, revokedAt, at, at.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
 }
 
 func (p *pki) crl(t testing.TB, at time.Time, revoked ...ca.Revoked) []byte {
@@ -203,13 +215,26 @@ func TestRevokedDevices(t *testing.T) {
 		t.Fatalf("old list: %v", err)
 	}
 
-	// The buyer's own list already shows the seller revoked: the client
-	// refuses to countersign, and a contract made anyway (with the list
-	// embedded) fails verification.
+	// The buyer's own status of the seller already shows it revoked: the
+	// client refuses to countersign.
 	b := p.buyer
-	b.CRL = p.crl(t, signed, ca.Revoked{Serial: p.sellerD.Serial, At: t0.Add(-time.Minute)})
+	at := t0.Add(-time.Minute)
+	b.SellerStatus = p.status(t, signed, p.sellerD.Serial, &at)
 	if _, err := Countersign(offerJWS, b, p.ca.Certificate(), signed); !errors.Is(err, ErrRevoked) {
 		t.Fatalf("countersign with revoked seller: %v", err)
+	}
+	// Statuses swapped (each about the other device), stale, or from
+	// another CA are no statuses at all.
+	for name, bb := range map[string]Buyer{
+		"swapped": {Key: b.Key, DeviceCert: b.DeviceCert, SellerStatus: p.buyer.BuyerStatus, BuyerStatus: p.buyer.SellerStatus},
+		"stale": {Key: b.Key, DeviceCert: b.DeviceCert, SellerStatus: p.status(t, signed.Add(-2*time.Hour), p.sellerD.Serial, nil),
+			BuyerStatus: p.buyer.BuyerStatus},
+		"foreign CA": {Key: b.Key, DeviceCert: b.DeviceCert, SellerStatus: newPKI(t, ca.LevelSubstantial).status(t, signed, p.sellerD.Serial, nil),
+			BuyerStatus: p.buyer.BuyerStatus},
+	} {
+		if _, err := Countersign(offerJWS, bb, p.ca.Certificate(), signed); !errors.Is(err, ErrNoCRL) {
+			t.Errorf("%s: %v, want ErrNoCRL", name, err)
+		}
 	}
 }
 
@@ -280,4 +305,55 @@ func FuzzVerifyContract(f *testing.F) {
 			t.Fatalf("a different contract verifies: %q (%+v)", s, c)
 		}
 	})
+}
+
+// TestOrgCRL: a seller whose membership is on the organisation's list
+// makes no offer that verifies with the list, whatever its issued_at; a
+// contract is refused when the membership was revoked at or before the
+// buyer signed. The list must be the organisation's and recent enough.
+func TestOrgCRL(t *testing.T) {
+	p := newPKI(t, ca.LevelSubstantial)
+	offerJWS, _ := SignOffer(offer(), p.seller, p.ca.Pool())
+	vo, err := VerifyOffer(offerJWS, p.ca.Pool())
+	if err != nil {
+		t.Fatal(err)
+	}
+	orgList := func(at time.Time, revoked ...ca.Revoked) []byte {
+		der, err := p.org.RevocationList(revoked, big.NewInt(at.Unix()), at, at.Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	signed := t0.Add(time.Hour)
+	contract, err := Countersign(offerJWS, p.buyer, p.ca.Certificate(), signed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := vo.CheckOrgCRL(orgList(signed)); err != nil {
+		t.Fatalf("a current member's offer: %v", err)
+	}
+	// Revoked long after the offer's issued_at: the offer is refused all
+	// the same, since issued_at is the signer's word.
+	later := ca.Revoked{Serial: vo.Membership.Serial, At: t0.Add(48 * time.Hour)}
+	if err := vo.CheckOrgCRL(orgList(t0.Add(49*time.Hour), later)); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("offer of a removed member: %v", err)
+	}
+	// A contract signed before the removal stands; one after does not.
+	if _, err := VerifyContract(contract, VerifyOptions{CA: p.ca.Certificate(), OrgCRL: orgList(t0.Add(49*time.Hour), later)}); err != nil {
+		t.Fatalf("contract signed before the removal: %v", err)
+	}
+	before := ca.Revoked{Serial: vo.Membership.Serial, At: signed.Add(-time.Minute)}
+	if _, err := VerifyContract(contract, VerifyOptions{CA: p.ca.Certificate(), OrgCRL: orgList(signed, before)}); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("contract signed after the removal: %v", err)
+	}
+	// A list from before the document, or signed by the CA instead of
+	// the organisation, cannot speak for it.
+	if err := vo.CheckOrgCRL(orgList(t0.Add(-time.Minute))); !errors.Is(err, ErrNoCRL) {
+		t.Fatalf("old list: %v", err)
+	}
+	caList, _ := p.ca.RevocationList(nil, big.NewInt(1), signed, signed.Add(time.Hour))
+	if err := vo.CheckOrgCRL(caList); !errors.Is(err, ErrNoCRL) {
+		t.Fatalf("list of another issuer: %v", err)
+	}
 }

@@ -3,7 +3,8 @@
 // device certificate (x5c) and the membership certificate that ties the
 // device to the merchant organisation; a contract is the buyer's JWS over
 // the exact bytes of that offer JWS, carrying the buyer's device
-// certificate and the revocation list the buyer saw when signing. Anyone
+// certificate and the CA's signed statuses (OCSP) of both devices that the
+// buyer fetched when signing. Anyone
 // holding the deployment's CA certificate can verify both offline.
 //
 // The JOSE work is done by github.com/go-jose/go-jose/v4; this package

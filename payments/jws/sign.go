@@ -28,7 +28,7 @@ const (
 // Header names of kanal's own protected header parameters.
 const (
 	headerMembership = "kanal_membership" // [membership DER, organisation DER], standard base64
-	headerCRL        = "kanal_crl"        // DER CRL of the deployment CA, standard base64
+	headerStatus     = "kanal_status"     // [seller device status, buyer device status]: DER OCSP responses of the CA, standard base64
 )
 
 // algorithms are the only ones accepted: what device keys can make.
@@ -46,10 +46,13 @@ type Seller struct {
 type Buyer struct {
 	Key        crypto.Signer
 	DeviceCert []byte
-	// CRL is the deployment CA's current revocation list (DER). It is
-	// embedded in the contract so that a verifier without network access
-	// knows the revocation state at signing time.
-	CRL []byte
+	// SellerStatus and BuyerStatus are the CA's current signed statuses
+	// (DER OCSP responses, from POST /v1/ocsp) of the seller's and the
+	// buyer's device certificates. They are embedded in the contract so
+	// that a verifier without network access knows that neither device
+	// was revoked at signing time; unlike a CRL, their size does not grow
+	// with the number of revocations.
+	SellerStatus, BuyerStatus []byte
 }
 
 func signingKey(k crypto.Signer) (jose.SigningKey, error) {
@@ -151,9 +154,9 @@ func Countersign(offerJWS string, b Buyer, caCert *x509.Certificate, now time.Ti
 	if err := sameKey(buyer.PublicKey, b.Key.Public()); err != nil {
 		return "", err
 	}
-	// The embedded list must be able to speak for now: checked as a
-	// verifier will check it.
-	if err := checkNotRevoked(b.CRL, caCert, now, true, vo.SellerDevice, buyer); err != nil {
+	// The embedded statuses must speak for now: checked as a verifier
+	// will check them.
+	if err := checkStatuses([][]byte{b.SellerStatus, b.BuyerStatus}, caCert, now, vo.SellerDevice, buyer); err != nil {
 		return "", err
 	}
 	payload, err := json.Marshal(acceptance{Version: 1, Offer: offerJWS, BuyerAccount: buyer.AccountID, BuyerDevice: buyer.DeviceID, SignedAt: now})
@@ -161,7 +164,7 @@ func Countersign(offerJWS string, b Buyer, caCert *x509.Certificate, now time.Ti
 		return "", fmt.Errorf("jws: encode contract: %w", err)
 	}
 	return sign(b.Key, TypeContract, b.DeviceCert, map[jose.HeaderKey]any{
-		headerCRL: base64.StdEncoding.EncodeToString(b.CRL),
+		headerStatus: []string{base64.StdEncoding.EncodeToString(b.SellerStatus), base64.StdEncoding.EncodeToString(b.BuyerStatus)},
 	}, payload)
 }
 

@@ -11,9 +11,9 @@ import (
 	"github.com/kanal-server/kanal/identity/ca"
 )
 
-// clockSkew is how far a signer's clock may be ahead of the CRL's: the
-// buyer fetches the list from kanald and signs a moment later, on its own
-// clock.
+// clockSkew is how far a signer's clock may be behind the CA's: the
+// buyer fetches the statuses from kanald and signs a moment later, on its
+// own clock.
 const clockSkew = 5 * time.Minute
 
 // VerifiedOffer is an offer whose signature and certificates checked out.
@@ -21,6 +21,7 @@ type VerifiedOffer struct {
 	Offer        Offer
 	SellerDevice ca.DeviceIdentity
 	Membership   ca.Membership
+	OrgCert      *x509.Certificate // the organisation certificate that issued Membership
 }
 
 // Contract is a verified contract.
@@ -135,7 +136,49 @@ func VerifyOffer(offerJWS string, roots *x509.CertPool) (*VerifiedOffer, error) 
 	if m.OrgName != o.OrgName {
 		return nil, fmt.Errorf("offer: %w: organisation certificate names %q, the offer %q", ErrCertificate, m.OrgName, o.OrgName)
 	}
-	return &VerifiedOffer{Offer: o, SellerDevice: dev, Membership: m}, nil
+	orgCert, err := x509.ParseCertificate(mem[1])
+	if err != nil {
+		return nil, fmt.Errorf("offer: %w: organisation certificate: %v", ErrCertificate, err)
+	}
+	return &VerifiedOffer{Offer: o, SellerDevice: dev, Membership: m, OrgCert: orgCert}, nil
+}
+
+// CheckOrgCRL checks the offer's membership certificate against orgCRL,
+// the organisation's revocation list of membership certificates (DER,
+// from GET /v1/directory/orgs/{id}/crl), which the organisation
+// certificate in the offer must have signed, issued at or after the
+// offer's issued_at. An offer whose membership is on the list is refused
+// whatever the revocation time: its issued_at is chosen by its signer, so
+// it cannot show that it was made before the member left.
+func (vo *VerifiedOffer) CheckOrgCRL(orgCRL []byte) error {
+	at, revoked, err := vo.orgCRL(orgCRL, vo.Offer.IssuedAt)
+	if err != nil {
+		return fmt.Errorf("offer: %w", err)
+	}
+	if revoked {
+		return fmt.Errorf("offer: %w: the seller's membership of %s was revoked at %s; an offer's issued_at is chosen by its signer",
+			ErrRevoked, vo.Offer.OrgID, at.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+func (vo *VerifiedOffer) orgCRL(orgCRL []byte, notBefore time.Time) (time.Time, bool, error) {
+	if len(orgCRL) == 0 || len(orgCRL) > ca.MaxCRLSize {
+		return time.Time{}, false, fmt.Errorf("%w: organisation list size %d", ErrNoCRL, len(orgCRL))
+	}
+	list, err := x509.ParseRevocationList(orgCRL)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("%w: organisation list: %v", ErrNoCRL, err)
+	}
+	if list.ThisUpdate.Before(notBefore) {
+		return time.Time{}, false, fmt.Errorf("%w: the organisation list was issued %s, before the document was signed",
+			ErrNoCRL, list.ThisUpdate.Format(time.RFC3339))
+	}
+	at, revoked, err := ca.CheckRevoked(orgCRL, vo.OrgCert, vo.Membership.Serial)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("%w: organisation list: %v", ErrNoCRL, err)
+	}
+	return at, revoked, nil
 }
 
 func checkSeller(devDER, memDER, orgDER []byte, roots *x509.CertPool, at time.Time) (ca.DeviceIdentity, ca.Membership, error) {
@@ -162,9 +205,15 @@ type VerifyOptions struct {
 	CA *x509.Certificate
 	// CRL, if set, is a revocation list of the CA (DER) issued at or after
 	// the contract was signed, such as the current one from
-	// "kanal directory ca --crl". Without it, the list embedded in the
-	// contract, which the buyer fetched when signing, is used.
+	// "kanal directory ca --crl". Without it, the certificate statuses
+	// embedded in the contract, which the buyer fetched when signing, are
+	// used.
 	CRL []byte
+	// OrgCRL, if set, is the selling organisation's revocation list of
+	// membership certificates (DER), issued at or after the contract was
+	// signed, such as "kanal directory ca --org-crl ORG". A contract whose
+	// seller's membership was revoked at or before signing is refused.
+	OrgCRL []byte
 }
 
 // VerifyContract checks a contract offline: the buyer's signature and
@@ -214,30 +263,36 @@ func VerifyContract(contractJWS string, opts VerifyOptions) (*Contract, error) {
 	case !a.SignedAt.Before(vo.Offer.ValidUntil):
 		return nil, fmt.Errorf("contract: %w: signed after the offer's validity", ErrExpired)
 	}
-	crl, embedded := opts.CRL, false
-	if crl == nil {
-		embedded = true
-		b64, ok := h.ExtraHeaders[headerCRL].(string)
-		if !ok {
-			return nil, fmt.Errorf("contract: %w: none given and none embedded", ErrNoCRL)
+	if opts.CRL != nil {
+		err = checkNotRevoked(opts.CRL, opts.CA, a.SignedAt, vo.SellerDevice, buyer)
+	} else {
+		var statuses [][]byte
+		if statuses, err = stringList(h.ExtraHeaders, headerStatus, 2); err != nil {
+			return nil, fmt.Errorf("contract: %w: no embedded certificate statuses: %w", ErrNoCRL, err)
 		}
-		if crl, err = base64.StdEncoding.DecodeString(b64); err != nil {
-			return nil, fmt.Errorf("contract: %w: embedded list: %v", ErrNoCRL, err)
-		}
+		err = checkStatuses(statuses, opts.CA, a.SignedAt, vo.SellerDevice, buyer)
 	}
-	if err := checkNotRevoked(crl, opts.CA, a.SignedAt, embedded, vo.SellerDevice, buyer); err != nil {
+	if err != nil {
 		return nil, fmt.Errorf("contract: %w", err)
+	}
+	if opts.OrgCRL != nil {
+		at, revoked, err := vo.orgCRL(opts.OrgCRL, a.SignedAt)
+		if err != nil {
+			return nil, fmt.Errorf("contract: %w", err)
+		}
+		if revoked && !at.After(a.SignedAt) {
+			return nil, fmt.Errorf("contract: %w: the seller's membership was revoked at %s, the contract signed at %s", ErrRevoked,
+				at.UTC().Format(time.RFC3339), a.SignedAt.UTC().Format(time.RFC3339))
+		}
 	}
 	return &Contract{ID: ContractID(contractJWS), Offer: *vo, Buyer: buyer, SignedAt: a.SignedAt, OfferJWS: a.Offer}, nil
 }
 
 // checkNotRevoked refuses the signature when either device certificate
 // is on the CA's revocation list with a revocation time at or before
-// signedAt. A list that was current at signing time (embedded) must have
-// been issued no later than signedAt (plus clock skew) and still be valid
-// then; a list given by the verifier must have been issued at or after
-// signedAt, or it could not know about a revocation just before.
-func checkNotRevoked(crlDER []byte, caCert *x509.Certificate, signedAt time.Time, embedded bool, devices ...ca.DeviceIdentity) error {
+// signedAt. The list, given by the verifier, must have been issued at or
+// after signedAt, or it could not know about a revocation just before.
+func checkNotRevoked(crlDER []byte, caCert *x509.Certificate, signedAt time.Time, devices ...ca.DeviceIdentity) error {
 	if len(crlDER) == 0 || len(crlDER) > ca.MaxCRLSize {
 		return fmt.Errorf("%w: size %d", ErrNoCRL, len(crlDER))
 	}
@@ -248,12 +303,7 @@ func checkNotRevoked(crlDER []byte, caCert *x509.Certificate, signedAt time.Time
 	if err := list.CheckSignatureFrom(caCert); err != nil {
 		return fmt.Errorf("%w: not signed by the CA: %v", ErrNoCRL, err)
 	}
-	if embedded {
-		if list.ThisUpdate.After(signedAt.Add(clockSkew)) || !signedAt.Before(list.NextUpdate) {
-			return fmt.Errorf("%w: embedded list (%s to %s) was not current at signing time %s", ErrNoCRL,
-				list.ThisUpdate.Format(time.RFC3339), list.NextUpdate.Format(time.RFC3339), signedAt.Format(time.RFC3339))
-		}
-	} else if list.ThisUpdate.Before(signedAt) {
+	if list.ThisUpdate.Before(signedAt) {
 		return fmt.Errorf("%w: the list was issued %s, before the contract was signed", ErrNoCRL, list.ThisUpdate.Format(time.RFC3339))
 	}
 	for _, d := range devices {
@@ -264,6 +314,27 @@ func checkNotRevoked(crlDER []byte, caCert *x509.Certificate, signedAt time.Time
 		if revoked && !at.After(signedAt) {
 			return fmt.Errorf("%w: device %s was revoked at %s, the contract signed at %s", ErrRevoked, d.DeviceID,
 				at.Format(time.RFC3339), signedAt.Format(time.RFC3339))
+		}
+	}
+	return nil
+}
+
+// checkStatuses checks one embedded certificate status per device: signed
+// by the CA, about that device's certificate, current at signedAt (issued
+// no later than signedAt plus clock skew, next update after it), and not
+// revoked at or before signedAt.
+func checkStatuses(statuses [][]byte, caCert *x509.Certificate, signedAt time.Time, devices ...ca.DeviceIdentity) error {
+	if len(statuses) != len(devices) {
+		return fmt.Errorf("%w: %d statuses for %d devices", ErrNoCRL, len(statuses), len(devices))
+	}
+	for i, d := range devices {
+		st, err := ca.CheckStatus(statuses[i], caCert, d.Serial, signedAt, clockSkew)
+		if err != nil {
+			return fmt.Errorf("%w: status of device %s: %v", ErrNoCRL, d.DeviceID, err)
+		}
+		if st.Revoked && !st.RevokedAt.After(signedAt) {
+			return fmt.Errorf("%w: device %s was revoked at %s, the contract signed at %s", ErrRevoked, d.DeviceID,
+				st.RevokedAt.Format(time.RFC3339), signedAt.Format(time.RFC3339))
 		}
 	}
 	return nil
