@@ -158,7 +158,7 @@ func TestChatCLI(t *testing.T) {
 
 	// Afterwards, the conversation is in both histories.
 	s.run([]step{
-		{cmd: "kanal conversations", want: []string{"$BOB", "4", "me: Auch gut. Bis Montag! ✓✓"}},
+		{cmd: "kanal conversations", want: []string{"$BOB", "6", "me: Auch gut. Bis Montag! ✓✓"}},
 		{home: "bob", cmd: "kanal conversations", want: []string{"$ALICE", "Auch gut. Bis Montag!"}},
 	})
 }

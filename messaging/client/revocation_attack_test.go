@@ -153,7 +153,7 @@ func TestAttackRevocationFlood(t *testing.T) {
 		insertRevocations(t, d, floodSerials)
 		// Mallory's own key change, through the API, on top of the flood.
 		newKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if _, err := mallory.Identity.RenewDevice(ctx, mallory.DeviceID, newKey); err != nil {
+		if _, err := mallory.Identity.Renew(ctx, mallory.DeviceID, idclient.Renewal{Current: mallory.Key, Next: newKey}); err != nil {
 			t.Fatalf("mallory renews: %v", err)
 		}
 		malloryOld := mustSerial(t, mallory.Certificate)
