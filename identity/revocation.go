@@ -77,16 +77,7 @@ func (c *revocationCache) list(scope string) *cachedList {
 func (c *revocationCache) putList(scope string, l *cachedList) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.lists == nil {
-		c.lists = map[string]*cachedList{}
-	}
-	if len(c.lists) >= MaxCachedLists {
-		for k := range c.lists {
-			delete(c.lists, k)
-			break
-		}
-	}
-	c.lists[scope] = l
+	putBounded(&c.lists, MaxCachedLists, scope, l)
 }
 
 func (c *revocationCache) status(serial string) *cachedStatus {
@@ -98,16 +89,23 @@ func (c *revocationCache) status(serial string) *cachedStatus {
 func (c *revocationCache) putStatus(serial string, st *cachedStatus) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.statuses == nil {
-		c.statuses = map[string]*cachedStatus{}
+	putBounded(&c.statuses, MaxCachedStatuses, serial, st)
+}
+
+// putBounded stores v under k in *m, making the map if needed, and first
+// drops an arbitrary entry when it holds max: a cache miss costs one
+// signature, so which entry goes matters little, and the memory is bounded.
+func putBounded[V any](m *map[string]V, max int, k string, v V) {
+	if *m == nil {
+		*m = map[string]V{}
 	}
-	if len(c.statuses) >= MaxCachedStatuses {
-		for k := range c.statuses {
-			delete(c.statuses, k)
+	if _, ok := (*m)[k]; !ok && len(*m) >= max {
+		for old := range *m {
+			delete(*m, old)
 			break
 		}
 	}
-	c.statuses[serial] = st
+	(*m)[k] = v
 }
 
 func (l *cachedList) fresh(generation int64, now time.Time) bool {

@@ -166,38 +166,8 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) error {
 
 	level := ca.LevelLow
 	if req.Password != "" {
-		accountKey := "account:" + account
-		if wait, err := s.lockedFor(ctx, now, accountKey); err != nil {
+		if err := s.checkPassword(ctx, w, now, account, phc, req.Password, addrKey); err != nil {
 			return err
-		} else if wait > 0 {
-			return throttled(w, wait)
-		}
-		// An account without a password is checked against a dummy hash,
-		// so the answer and its timing are the same as for a wrong one.
-		stored := phc
-		if stored == "" {
-			stored = s.dummyPHC
-		}
-		ok, rehash, err := verifyPassword(stored, req.Password, s.argon)
-		if err != nil {
-			return err
-		}
-		if !ok || phc == "" {
-			if err := s.recordFailure(ctx, now, accountKey, addrKey); err != nil {
-				return err
-			}
-			return errInvalidCredentials
-		}
-		if err := s.clearFailures(ctx, accountKey); err != nil {
-			return err
-		}
-		if rehash {
-			if fresh, err := hashPassword(s.rand, s.argon, req.Password); err == nil {
-				_, err = s.db.Exec(ctx, `UPDATE identity_accounts SET password = $1 WHERE id = $2 AND password = $3`, fresh, account, phc)
-				if err != nil {
-					s.log.WarnContext(ctx, "identity: password rehash", "err", err)
-				}
-			}
 		}
 		level = min(ca.LevelSubstantial, id.Level)
 	}
@@ -515,10 +485,12 @@ func (s *Service) handleEID(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// checkPassword checks an account's password as login does — throttled
-// per account and client address, against a dummy hash when the account
-// has none, failures counted — for a request that proves the password
-// again (a renewal asking for a substantial certificate).
+// checkPassword checks an account's password for a login, or for a request
+// that proves it again (a renewal asking for a substantial certificate):
+// throttled per account and client address, against a dummy hash when the
+// account has none, so the answer and its timing are the same as for a
+// wrong one, and failures counted. A hash made with weaker parameters
+// than today's is replaced.
 func (s *Service) checkPassword(ctx context.Context, w http.ResponseWriter, now time.Time, account, phc, password, addrKey string) error {
 	accountKey := "account:" + account
 	for _, key := range []string{addrKey, accountKey} {
@@ -532,7 +504,7 @@ func (s *Service) checkPassword(ctx context.Context, w http.ResponseWriter, now 
 	if stored == "" {
 		stored = s.dummyPHC
 	}
-	ok, _, err := verifyPassword(stored, password, s.argon)
+	ok, rehash, err := verifyPassword(stored, password, s.argon)
 	if err != nil {
 		return err
 	}
@@ -542,5 +514,16 @@ func (s *Service) checkPassword(ctx context.Context, w http.ResponseWriter, now 
 		}
 		return errInvalidCredentials
 	}
-	return s.clearFailures(ctx, accountKey)
+	if err := s.clearFailures(ctx, accountKey); err != nil {
+		return err
+	}
+	if rehash {
+		if fresh, err := hashPassword(s.rand, s.argon, password); err == nil {
+			_, err = s.db.Exec(ctx, `UPDATE identity_accounts SET password = $1 WHERE id = $2 AND password = $3`, fresh, account, phc)
+			if err != nil {
+				s.log.WarnContext(ctx, "identity: password rehash", "err", err)
+			}
+		}
+	}
+	return nil
 }
