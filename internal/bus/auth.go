@@ -51,10 +51,11 @@ func (o Options) Check() error {
 // external turns the TLS and credential settings into NATS options.
 func (o Options) external() ([]nats.Option, error) {
 	if o.URL == "" {
-		for field, v := range map[string]string{"CAFile": o.CAFile, "CertFile": o.CertFile, "KeyFile": o.KeyFile,
-			"User": o.User, "Password": o.Password, "NKeyFile": o.NKeyFile, "CredsFile": o.CredsFile} {
-			if v != "" {
-				return nil, optErr(field, "only for an external NATS server; the embedded one has no listener and needs none")
+		// In a fixed order, so the same settings always name the same one.
+		for _, f := range []struct{ field, v string }{{"CAFile", o.CAFile}, {"CertFile", o.CertFile}, {"KeyFile", o.KeyFile},
+			{"User", o.User}, {"Password", o.Password}, {"NKeyFile", o.NKeyFile}, {"CredsFile", o.CredsFile}} {
+			if f.v != "" {
+				return nil, optErr(f.field, "only for an external NATS server; the embedded one has no listener and needs none")
 			}
 		}
 		return nil, nil
