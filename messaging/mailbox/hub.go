@@ -557,6 +557,16 @@ func (c *conn) run() {
 		return
 	}
 	defer sub.Unsubscribe()
+	// The subscription reaches the NATS server with the connection's next
+	// flush; a wake-up published before that passes this node by, and its
+	// envelope would wait for the next ping's read. One round trip to the
+	// bus per connect closes that gap; if the bus is slow the stream goes
+	// on, and the pings' reads still find everything.
+	pctx, cancel := context.WithTimeout(c.ctx, c.hub.o.WriteTimeout)
+	if err := c.hub.o.Bus.Ping(pctx); err != nil {
+		log.Debug("mailbox: flushing the wake-up subscription", "err", err)
+	}
+	cancel()
 
 	if ended, err := c.checkSession(); ended {
 		c.mu.Lock()
