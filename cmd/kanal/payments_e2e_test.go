@@ -110,7 +110,8 @@ func TestPaymentsSession(t *testing.T) {
 	s := &session{
 		t:    t,
 		work: t.TempDir(),
-		vars: map[string]string{"DUE": time.Now().AddDate(0, 0, 14).Format(time.DateOnly)},
+		vars: map[string]string{"DUE": time.Now().AddDate(0, 0, 14).Format(time.DateOnly),
+			"CRED": strings.Repeat("Bäckerei Körner ", 4) + "Söhne!"}, // 70 characters, 78 bytes
 		env: []string{
 			"PATH=" + os.Getenv("PATH"),
 			"KANAL_SERVER=" + srv.URL,
@@ -224,6 +225,16 @@ func TestPaymentsSession(t *testing.T) {
 		// Bad input and forbidden calls at the HTTP edge: clear problems,
 		// and the books are exactly as they were.
 		{do: func(t *testing.T) { badPaymentCalls(t, s, srv.URL) }},
+
+		// A 70-character creditor with umlauts (more than 70 bytes) is one
+		// rule end to end: created, and sent in the chat. Without --key,
+		// running the same command again replays the first request instead
+		// of creating a second one.
+		{home: "mia", cmd: "kanal pay request --org $ORG --to $CARL --amount 12.00 --creditor '$CRED' --iban DE89370400440532013000 --purpose 'Brötchen für Jürgen' --due $DUE",
+			set: map[string]string{"UML": `(?m)^(pr_\S+)$`}},
+		{home: "mia", cmd: "kanal pay request --org $ORG --to $CARL --amount 12.00 --creditor '$CRED' --iban DE89370400440532013000 --purpose 'Brötchen für Jürgen' --due $DUE",
+			want: []string{"$UML", "answered from the first request"}},
+		{home: "carl", cmd: "kanal pay show $UML", want: []string{"open", "EUR 12.00", "Söhne"}},
 	}...))
 }
 
