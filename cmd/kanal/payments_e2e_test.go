@@ -148,7 +148,13 @@ func TestPaymentsSession(t *testing.T) {
 		// Must-show 1: offer in the chat → countersigned → verifies offline.
 		{home: "mia", cmd: "kanal offer send --org $ORG --to $CARL --item 'Hochzeitstorte, drei Etagen|1|189.00|7' --item 'Lieferung|1|25.00|19' --terms 'Lieferung am 20. Juni.'",
 			want: []string{"Sent offer over EUR 214.00"}, set: map[string]string{"OFFER": `(?m)^(of_\S+)$`}},
-		{home: "carl", cmd: "kanal offer sign --out contract.jws", want: []string{"Offer $OFFER from Bäckerei Korn", "Hochzeitstorte", "total EUR 214.00 (VAT included: EUR 16.35)"},
+		// The offer arrives and is shown, but a binding signature needs
+		// confirmation: without a terminal and without --yes, nothing is
+		// signed. The offer stays available by its id.
+		{home: "carl", cmd: "kanal offer sign --out contract.jws", exit: 1, want: []string{"Offer $OFFER from Bäckerei Korn", "not confirmed"}},
+		{home: "carl", cmd: "kanal offer list", want: []string{"$OFFER", "Bäckerei Korn", "EUR 214.00", "open"}},
+		{home: "carl", cmd: "kanal offer show $OFFER", want: []string{"Hochzeitstorte", "total EUR 214.00 (VAT included: EUR 16.35)", "role seller"}},
+		{home: "carl", cmd: "kanal offer sign $OFFER --yes --out contract.jws", want: []string{"Offer $OFFER from Bäckerei Korn", "Hochzeitstorte", "total EUR 214.00 (VAT included: EUR 16.35)"},
 			set: map[string]string{"CONTRACT": `(?m)^([0-9a-f]{64})$`}},
 		{home: "carl", cmd: "kanal directory ca > ca.pem"},
 		{home: "carl", cmd: "kanal directory ca --crl > crl.pem"},
