@@ -86,8 +86,10 @@ func parseCompact(s, typ, extra string) (*compact, error) {
 		}
 	}
 	c := &compact{input: []byte(parts[0] + "." + parts[1]), payload: dec[1], sig: dec[2], extra: members[extra]}
+	// RFC 7515 §4.1.9: "typ" is a media type, case-insensitive, with
+	// "application/" implied when it has no "/".
 	var gotTyp string
-	if err := json.Unmarshal(members["typ"], &gotTyp); err != nil || gotTyp != typ {
+	if err := json.Unmarshal(members["typ"], &gotTyp); err != nil || strings.TrimPrefix(strings.ToLower(gotTyp), "application/") != typ {
 		return nil, fmt.Errorf("%w: typ %s, want %q", ErrMalformed, members["typ"], typ)
 	}
 	if err := json.Unmarshal(members["alg"], &c.alg); err != nil || (c.alg != algES256 && c.alg != algEdDSA) {

@@ -132,6 +132,12 @@ func TestForeignHeaderForm(t *testing.T) {
 		t.Fatalf("countersign: %v", err)
 	}
 
+	// The same media type written in full, in other letter case.
+	full := strings.Replace(header, `"kanal-offer+jws"`, `"application/Kanal-Offer+JWS"`, 1)
+	if _, err := VerifyOffer(foreignOffer(t, p, offer(), full), p.ca.Pool()); err != nil {
+		t.Fatalf("typ with application/ prefix: %v", err)
+	}
+
 	crit := `{"alg":"ES256","crit":["exp"],"exp":1,"kanal_membership":` + mem + `,"typ":"kanal-offer+jws","x5c":` + x5c + `}`
 	_, err = VerifyOffer(foreignOffer(t, p, offer(), crit), p.ca.Pool())
 	if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "crit") {
