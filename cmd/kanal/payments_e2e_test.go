@@ -111,7 +111,8 @@ func TestPaymentsSession(t *testing.T) {
 		t:    t,
 		work: t.TempDir(),
 		vars: map[string]string{"DUE": time.Now().AddDate(0, 0, 14).Format(time.DateOnly),
-			"CRED": strings.Repeat("Bäckerei Körner ", 4) + "Söhne!"}, // 70 characters, 78 bytes
+			"CRED":  strings.Repeat("Bäckerei Körner ", 4) + "Söhne!", // 70 characters, 78 bytes
+			"EUROS": strings.Repeat("€", 70)},                         // 70 characters, 210 bytes
 		env: []string{
 			"PATH=" + os.Getenv("PATH"),
 			"KANAL_SERVER=" + srv.URL,
@@ -241,6 +242,13 @@ func TestPaymentsSession(t *testing.T) {
 		{home: "mia", cmd: "kanal pay request --org $ORG --to $CARL --amount 12.00 --creditor '$CRED' --iban DE89370400440532013000 --purpose 'Brötchen für Jürgen' --due $DUE",
 			want: []string{"$UML", "answered from the first request"}},
 		{home: "carl", cmd: "kanal pay show $UML", want: []string{"open", "EUR 12.00", "Söhne"}},
+		// Within the character limits but over the QR code's 331 bytes:
+		// refused at creation with a problem, not a 500 at 'pay qr'.
+		{home: "mia", cmd: "kanal pay request --org $ORG --to $CARL --amount 12.00 --creditor '$EUROS' --iban DE89370400440532013000 --purpose '$EUROS' --due $DUE",
+			exit: 1, want: []string{"331", "(urn:kanal:problem:validation)"}, not: []string{"pr_"}},
+		// A Swiss IBAN needs the BIC.
+		{home: "mia", cmd: "kanal pay request --org $ORG --to $CARL --amount 12.00 --creditor 'Stadt Zürich' --iban CH9300762011623852957 --purpose Gebühr --due $DUE",
+			exit: 1, want: []string{"bic is required", "(urn:kanal:problem:validation)"}},
 	}...))
 }
 
