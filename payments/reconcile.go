@@ -177,9 +177,13 @@ func (s *Service) importEntry(ctx context.Context, tx *sql.Tx, actor Actor, st c
 		r.Status, r.PaidCents, r.Provider = StatusPaid, r.AmountCents, ProviderBank
 	} else {
 		be.Status = EntryUnmatched
-		// The money is in the bank either way: booked, and owed to no one yet.
-		if err := post(ctx, tx, "", "bank.unallocated", now, transfer(org, AccBank, AccUnmatched, e.AmountCents)); err != nil {
-			return nil, nil, false, err
+		// The money is in the bank either way: booked, and owed to no one
+		// yet. The books are in euro cents: a credit in another currency
+		// is listed for the operator but never enters them.
+		if e.Currency == "EUR" {
+			if err := post(ctx, tx, "", "bank.unallocated", now, transfer(org, AccBank, AccUnmatched, e.AmountCents)); err != nil {
+				return nil, nil, false, err
+			}
 		}
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO payments_bank_entries (id, statement_id, iban, bank_ref, amount_cents, currency, reference,
@@ -291,9 +295,9 @@ func (s *Service) Resolve(ctx context.Context, actor Actor, entryID, requestID, 
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
 		r = nil
 		var amount int64
-		var org, status string
-		err := tx.QueryRowContext(ctx, `SELECT amount_cents, status, org_id FROM payments_bank_entries WHERE id = $1`, entryID).
-			Scan(&amount, &status, &org)
+		var org, status, currency string
+		err := tx.QueryRowContext(ctx, `SELECT amount_cents, status, org_id, currency FROM payments_bank_entries WHERE id = $1`, entryID).
+			Scan(&amount, &status, &org, &currency)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("entry %s: %w", entryID, ErrNotFound)
 		} else if err != nil {
@@ -303,8 +307,10 @@ func (s *Service) Resolve(ctx context.Context, actor Actor, entryID, requestID, 
 			return fmt.Errorf("%w: entry %s is %s", ErrState, entryID, status)
 		}
 		if requestID != "" {
+			// Only a credit in the request's currency can pay it.
 			res, err := tx.ExecContext(ctx, `UPDATE payments_requests SET status = $1, paid_cents = amount_cents, provider = $2, provider_payment = $3,
-				updated_at = $4 WHERE id = $5 AND status = $6 AND amount_cents = $7`, StatusPaid, ProviderBank, entryID, now, requestID, StatusOpen, amount)
+				updated_at = $4 WHERE id = $5 AND status = $6 AND amount_cents = $7 AND currency = $8`,
+				StatusPaid, ProviderBank, entryID, now, requestID, StatusOpen, amount, currency)
 			if err != nil {
 				return err
 			}
@@ -312,7 +318,8 @@ func (s *Service) Resolve(ctx context.Context, actor Actor, entryID, requestID, 
 				return err
 			}
 			if n, _ := res.RowsAffected(); n != 1 {
-				return fmt.Errorf("%w: request %s is %s and asks for %d cents", ErrState, requestID, r.Status, r.AmountCents)
+				return fmt.Errorf("%w: request %s is %s and asks for %s %d.%02d; the entry is %s %d.%02d", ErrState, requestID, r.Status,
+					r.Currency, r.AmountCents/100, r.AmountCents%100, currency, amount/100, amount%100)
 			}
 			if err := transition(ctx, tx, requestID, StatusOpen, StatusPaid, amount, "bank.resolve", actor.String(), now); err != nil {
 				return err
@@ -323,8 +330,10 @@ func (s *Service) Resolve(ctx context.Context, actor Actor, entryID, requestID, 
 			if note == "" {
 				note = "paid request " + requestID
 			}
-		} else if err := post(ctx, tx, "", "bank.returned", now, transfer(org, AccUnmatched, AccBank, amount)); err != nil {
-			return err
+		} else if currency == "EUR" {
+			if err := post(ctx, tx, "", "bank.returned", now, transfer(org, AccUnmatched, AccBank, amount)); err != nil {
+				return err
+			}
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE payments_bank_entries SET status = $1, request_id = $2, note = $3, resolved_at = $4, resolved_by = $5
 			WHERE id = $6`, EntryResolved, requestID, note, now, actor.String(), entryID); err != nil {

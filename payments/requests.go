@@ -11,6 +11,7 @@ import (
 
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/payments/epc"
 	"github.com/kanal-server/kanal/payments/jws"
 	"github.com/kanal-server/kanal/payments/sepa"
 )
@@ -226,8 +227,11 @@ func (p *CreateParams) validate(today time.Time) error {
 		return invalid("iban: %v", err)
 	}
 	p.IBAN = iban
-	if p.BIC != "" && (len(p.BIC) != 8 && len(p.BIC) != 11 || strings.ToUpper(p.BIC) != p.BIC || strings.Trim(p.BIC, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != "") {
-		return invalid("bic must be 8 or 11 upper-case letters and digits")
+	if p.BIC != "" && !sepa.ValidBIC(p.BIC) {
+		return invalid("bic must be 8 or 11 upper-case letters and digits, 6 letters first")
+	}
+	if p.BIC == "" && sepa.BICRequired(p.IBAN) {
+		return invalid("bic is required for an IBAN of %s, a SEPA country outside the EEA (EPC069-12)", p.IBAN[:2])
 	}
 	if p.Reference != "" {
 		ref, err := sepa.NormalizeReference(p.Reference)
@@ -322,6 +326,13 @@ func (s *Service) create(ctx context.Context, tx *sql.Tx, actor Actor, org strin
 		if r.Reference, err = sepa.NewReference(strings.ToUpper(strings.TrimPrefix(id, "pr_"))); err != nil {
 			return Request{}, err
 		}
+	}
+	// The request must always have a QR code: its EPC069-12 payload
+	// (UTF-8, at most 331 bytes) is checked here, before anything is
+	// stored; the transaction rolls back on error.
+	if _, err := epc.Payload(transferOf(&r)); err != nil {
+		return Request{}, invalid("the EPC QR payload of this request would not be valid (at most %d bytes of UTF-8; creditor and purpose in multi-byte characters count more): %v",
+			epc.MaxPayload, err)
 	}
 	var contract any
 	if r.ContractID != "" {

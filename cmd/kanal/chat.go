@@ -121,6 +121,9 @@ type entry struct {
 	Text         string    `json:"text"`
 	At           time.Time `json:"at"`
 	Status       string    `json:"status,omitempty"` // for my messages: sent, delivered, read
+	// JWS is a received offer's compact JWS, kept so that 'kanal offer
+	// list|show|sign ID' find an offer the inbox already showed.
+	JWS string `json:"jws,omitempty"`
 }
 
 const (
@@ -250,6 +253,9 @@ func entryOf(in *mclient.Incoming) entry {
 		e.Org = in.Org.OrgName
 	}
 	e.Reply, e.ReplyOrg = peerString(in.Reply)
+	if b, ok := in.Message.Body.(*kind.OfferBody); ok {
+		e.JWS = b.JWS
+	}
 	return e
 }
 

@@ -24,7 +24,7 @@ type offerOpts struct {
 	org, to, terms, out, status string
 	items                       itemList
 	valid, timeout              time.Duration
-	noSend                      bool
+	noSend, yes                 bool
 }
 
 // itemList collects repeated --item flags.
@@ -79,16 +79,36 @@ gross (VAT included), in euro. Prints the offer id.`,
 			run: func(ctx context.Context, c *cli, o *opts, _ []string) error { return offerSend(ctx, c, o, &fo) },
 		},
 		{
-			name: "offer sign", args: "[offer.jws] [--out contract.jws]", nargs: -1,
-			summary: "countersign an offer (from a file, or the newest in the chat) into a contract",
+			name: "offer list", args: "", nargs: 0,
+			summary: "list the offers received in the chat",
+			help: `Lists the offers this device has received (kept with the chat history):
+id, seller, total, validity, and whether the offer verifies and can still
+be accepted. Show one with 'kanal offer show ID', accept it with
+'kanal offer sign ID'.`,
+			run: func(ctx context.Context, c *cli, o *opts, _ []string) error { return offerList(c) },
+		},
+		{
+			name: "offer show", args: "<offer-id>", nargs: 1,
+			summary: "show a received offer: items, total, seller, validity",
+			run:     func(ctx context.Context, c *cli, o *opts, args []string) error { return offerShow(c, args[0]) },
+		},
+		{
+			name: "offer sign", args: "[offer-id | offer.jws] [--yes] [--out contract.jws]", nargs: -1,
+			summary: "countersign an offer (received earlier, from a file, or the next in the chat) into a contract",
 			help: `Verifies the offer (the seller's signature, certificates and membership,
 that it is addressed to this account and still valid, that the seller's
 device is not revoked), prints it, countersigns the exact offer bytes with
 this device's key, registers the contract with kanald by its hash, and
 sends it back to the organisation as a contract message. The seller's
 membership is checked with the organisation's signed status of it. Needs level
-substantial. Writes the contract to --out (default contract.jws).`,
+substantial. Writes the contract to --out (default contract.jws).
+
+The argument is the id of an offer already received (see 'kanal offer
+list') or a file; without one, the next offer to arrive in the chat. A
+countersignature is binding: after showing the offer, kanal asks for
+"yes" on the terminal, or takes --yes.`,
 			flags: func(fs *flag.FlagSet, o *opts) {
+				fs.BoolVar(&fo.yes, "yes", false, "countersign without asking (the offer is still shown)")
 				fs.StringVar(&fo.out, "out", "contract.jws", "write the contract JWS to this `file`")
 				fs.DurationVar(&fo.timeout, "timeout", 20*time.Second, "how long to wait for an offer in the chat")
 			},
@@ -296,7 +316,11 @@ func offerSign(ctx context.Context, c *cli, o *opts, fo *offerOpts, args []strin
 		return err
 	}
 	var offerJWS string
-	if len(args) == 1 {
+	if len(args) == 1 && !fileExists(args[0]) && args[0] != "-" {
+		if offerJWS, err = receivedOffer(st, args[0]); err != nil {
+			return err
+		}
+	} else if len(args) == 1 {
 		b, err := readInput(c, args[0], jws.MaxJWS+1024)
 		if err != nil {
 			return err
@@ -320,6 +344,9 @@ func offerSign(ctx context.Context, c *cli, o *opts, fo *offerOpts, args []strin
 		return err
 	}
 	printOffer(c.stdout, vo)
+	if err := c.confirm(fo.yes, "Countersign this offer? This is a binding signature. Type yes: "); err != nil {
+		return err
+	}
 	// The seller must still be a member: the organisation's signed status
 	// of the membership certificate, one small answer.
 	ms, _, err := api.MembershipStatus(ctx, vo.Offer.OrgID, &x509.Certificate{SerialNumber: vo.Membership.Serial}, vo.OrgCert, c.now())
@@ -387,5 +414,103 @@ func payWait(ctx context.Context, c *cli, o *opts, fo *offerOpts, id string) err
 	}
 	b := in.Message.Body.(*kind.PaymentStatusBody)
 	fmt.Fprintf(c.stdout, "%s %s %s\n", b.RequestID, b.Status, euro(b.AmountCents))
+	return nil
+}
+
+func fileExists(name string) bool {
+	_, err := os.Stat(name)
+	return err == nil
+}
+
+// receivedOffers returns the offers kept with the chat history, oldest
+// first.
+func receivedOffers(st *keystore.Store) ([]entry, error) {
+	h, err := loadHistory(mclient.NewKeystoreStore(st))
+	if err != nil {
+		return nil, err
+	}
+	var out []entry
+	for _, e := range h.entries {
+		if e.Kind == string(kind.Offer) && e.JWS != "" {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// receivedOffer finds a received offer by its offer id (the newest if
+// the seller sent it more than once).
+func receivedOffer(st *keystore.Store, id string) (string, error) {
+	offers, err := receivedOffers(st)
+	if err != nil {
+		return "", err
+	}
+	for i := len(offers) - 1; i >= 0; i-- {
+		if offers[i].Text == "offer "+id {
+			return offers[i].JWS, nil
+		}
+	}
+	return "", fmt.Errorf("no offer %s has been received (and no such file); see 'kanal offer list'", id)
+}
+
+func offerList(c *cli) error {
+	st, err := c.openStore(false)
+	if err != nil {
+		return err
+	}
+	offers, err := receivedOffers(st)
+	if err != nil {
+		return err
+	}
+	if len(offers) == 0 {
+		fmt.Fprintln(c.stderr, "No offers received yet.")
+		return nil
+	}
+	caC, err := caCert(st)
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(caC)
+	for _, e := range offers {
+		vo, err := jws.VerifyOffer(e.JWS, roots)
+		if err != nil {
+			fmt.Fprintf(c.stdout, "%s\tfrom %s\tdoes not verify: %v\n", strings.TrimPrefix(e.Text, "offer "), e.From, err)
+			continue
+		}
+		o := vo.Offer
+		state := "open"
+		if !c.now().Before(o.ValidUntil) {
+			state = "expired"
+		}
+		fmt.Fprintf(c.stdout, "%s\t%s\t%s\tvalid until %s\t%s\n", o.OfferID, o.OrgName, euro(o.TotalCents),
+			o.ValidUntil.UTC().Format(time.RFC3339), state)
+	}
+	return nil
+}
+
+func offerShow(c *cli, id string) error {
+	st, err := c.openStore(false)
+	if err != nil {
+		return err
+	}
+	offerJWS, err := receivedOffer(st, id)
+	if err != nil {
+		return err
+	}
+	caC, err := caCert(st)
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(caC)
+	vo, err := jws.VerifyOffer(offerJWS, roots)
+	if err != nil {
+		return err
+	}
+	printOffer(c.stdout, vo)
+	if !c.now().Before(vo.Offer.ValidUntil) {
+		fmt.Fprintln(c.stdout, "  expired: it can no longer be accepted")
+	}
 	return nil
 }

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -38,7 +40,13 @@ func payCommands() []*command {
 			help: `Needs a substantial session and the role owner, admin, agent or seller in
 the organisation. The IBAN is checked (mod 97); the RF creditor reference
 is generated unless --reference gives one. Prints the request id. The
-request is sent to the payer as a payment.request message.`,
+request is sent to the payer as a payment.request message.
+
+Without --key, the Idempotency-Key is derived from the account and the
+request's parameters: running the same command again (after a network
+error, or when sending the chat message failed) answers with the request
+already created and sends the message, instead of creating a second
+request. Give --key to make a second request with identical parameters.`,
 			flags: func(fs *flag.FlagSet, o *opts) {
 				fs.StringVar(&po.org, "org", "", "the requesting organisation's `id`")
 				fs.StringVar(&po.contract, "contract", "", "a registered contract's `id` (amount and payer come from it)")
@@ -50,7 +58,7 @@ request is sent to the payer as a payment.request message.`,
 				fs.StringVar(&po.purpose, "purpose", "", "what the payment is for")
 				fs.StringVar(&po.due, "due", "", "due `date`, YYYY-MM-DD")
 				fs.StringVar(&po.reference, "reference", "", "an RF creditor `reference` to use")
-				keyFlag(fs)
+				fs.StringVar(&po.key, "key", "", "Idempotency-Key (default: derived from the account and the parameters, so that running the same command again retries it)")
 			},
 			run: func(ctx context.Context, c *cli, o *opts, _ []string) error { return payRequest(ctx, c, o, &po) },
 		},
@@ -178,6 +186,18 @@ func newKey() string {
 	return hex.EncodeToString(b[:])
 }
 
+// requestKey is the default Idempotency-Key of "pay request": a hash of
+// the account and the parameters as given, so that a retry of the same
+// command is recognised by the server (and its first answer replayed).
+func requestKey(account, org string, p payments.CreateParams) string {
+	b, _ := json.Marshal(struct {
+		Account, Org string
+		P            payments.CreateParams
+	}{account, org, p})
+	h := sha256.Sum256(append([]byte("kanal pay request v1\x00"), b...))
+	return "cli-" + hex.EncodeToString(h[:20])
+}
+
 func payRequest(ctx context.Context, c *cli, o *opts, po *payOpts) error {
 	if po.org == "" || (po.contract == "") == (po.to == "") {
 		return &usageError{cmd: "pay request", msg: "give --org and either --contract or --to with --amount"}
@@ -197,7 +217,7 @@ func payRequest(ctx context.Context, c *cli, o *opts, po *payOpts) error {
 	}
 	key := po.key
 	if key == "" {
-		key = newKey()
+		key = requestKey(st.Data.AccountID, po.org, p)
 	}
 	r, replay, err := api.CreateRequest(ctx, po.org, key, p)
 	if err != nil {
@@ -208,7 +228,7 @@ func payRequest(ctx context.Context, c *cli, o *opts, po *payOpts) error {
 	}
 	fmt.Fprintf(c.stderr, "Payment request for %s to %s, reference %s, due %s.\n", euro(r.AmountCents), r.PayerAccount, r.Reference, r.DueDate)
 	if err := c.sendPaymentRequest(ctx, o, st, r); err != nil {
-		return fmt.Errorf("created %s, but sending it in the chat failed: %w", r.RequestID, err)
+		return fmt.Errorf("created %s, but sending it in the chat failed (run the same command again to resend it; the request is not created twice): %w", r.RequestID, err)
 	}
 	fmt.Fprintln(c.stdout, r.RequestID)
 	return nil

@@ -110,7 +110,9 @@ func TestPaymentsSession(t *testing.T) {
 	s := &session{
 		t:    t,
 		work: t.TempDir(),
-		vars: map[string]string{"DUE": time.Now().AddDate(0, 0, 14).Format(time.DateOnly)},
+		vars: map[string]string{"DUE": time.Now().AddDate(0, 0, 14).Format(time.DateOnly),
+			"CRED":  strings.Repeat("Bäckerei Körner ", 4) + "Söhne!", // 70 characters, 78 bytes
+			"EUROS": strings.Repeat("€", 70)},                         // 70 characters, 210 bytes
 		env: []string{
 			"PATH=" + os.Getenv("PATH"),
 			"KANAL_SERVER=" + srv.URL,
@@ -147,7 +149,13 @@ func TestPaymentsSession(t *testing.T) {
 		// Must-show 1: offer in the chat → countersigned → verifies offline.
 		{home: "mia", cmd: "kanal offer send --org $ORG --to $CARL --item 'Hochzeitstorte, drei Etagen|1|189.00|7' --item 'Lieferung|1|25.00|19' --terms 'Lieferung am 20. Juni.'",
 			want: []string{"Sent offer over EUR 214.00"}, set: map[string]string{"OFFER": `(?m)^(of_\S+)$`}},
-		{home: "carl", cmd: "kanal offer sign --out contract.jws", want: []string{"Offer $OFFER from Bäckerei Korn", "Hochzeitstorte", "total EUR 214.00 (VAT included: EUR 16.35)"},
+		// The offer arrives and is shown, but a binding signature needs
+		// confirmation: without a terminal and without --yes, nothing is
+		// signed. The offer stays available by its id.
+		{home: "carl", cmd: "kanal offer sign --out contract.jws", exit: 1, want: []string{"Offer $OFFER from Bäckerei Korn", "not confirmed"}},
+		{home: "carl", cmd: "kanal offer list", want: []string{"$OFFER", "Bäckerei Korn", "EUR 214.00", "open"}},
+		{home: "carl", cmd: "kanal offer show $OFFER", want: []string{"Hochzeitstorte", "total EUR 214.00 (VAT included: EUR 16.35)", "role seller"}},
+		{home: "carl", cmd: "kanal offer sign $OFFER --yes --out contract.jws", want: []string{"Offer $OFFER from Bäckerei Korn", "Hochzeitstorte", "total EUR 214.00 (VAT included: EUR 16.35)"},
 			set: map[string]string{"CONTRACT": `(?m)^([0-9a-f]{64})$`}},
 		{home: "carl", cmd: "kanal directory ca > ca.pem"},
 		{home: "carl", cmd: "kanal directory ca --crl > crl.pem"},
@@ -224,6 +232,23 @@ func TestPaymentsSession(t *testing.T) {
 		// Bad input and forbidden calls at the HTTP edge: clear problems,
 		// and the books are exactly as they were.
 		{do: func(t *testing.T) { badPaymentCalls(t, s, srv.URL) }},
+
+		// A 70-character creditor with umlauts (more than 70 bytes) is one
+		// rule end to end: created, and sent in the chat. Without --key,
+		// running the same command again replays the first request instead
+		// of creating a second one.
+		{home: "mia", cmd: "kanal pay request --org $ORG --to $CARL --amount 12.00 --creditor '$CRED' --iban DE89370400440532013000 --purpose 'Brötchen für Jürgen' --due $DUE",
+			set: map[string]string{"UML": `(?m)^(pr_\S+)$`}},
+		{home: "mia", cmd: "kanal pay request --org $ORG --to $CARL --amount 12.00 --creditor '$CRED' --iban DE89370400440532013000 --purpose 'Brötchen für Jürgen' --due $DUE",
+			want: []string{"$UML", "answered from the first request"}},
+		{home: "carl", cmd: "kanal pay show $UML", want: []string{"open", "EUR 12.00", "Söhne"}},
+		// Within the character limits but over the QR code's 331 bytes:
+		// refused at creation with a problem, not a 500 at 'pay qr'.
+		{home: "mia", cmd: "kanal pay request --org $ORG --to $CARL --amount 12.00 --creditor '$EUROS' --iban DE89370400440532013000 --purpose '$EUROS' --due $DUE",
+			exit: 1, want: []string{"331", "(urn:kanal:problem:validation)"}, not: []string{"pr_"}},
+		// A Swiss IBAN needs the BIC.
+		{home: "mia", cmd: "kanal pay request --org $ORG --to $CARL --amount 12.00 --creditor 'Stadt Zürich' --iban CH9300762011623852957 --purpose Gebühr --due $DUE",
+			exit: 1, want: []string{"bic is required", "(urn:kanal:problem:validation)"}},
 	}...))
 }
 

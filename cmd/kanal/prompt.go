@@ -61,3 +61,21 @@ func (c *cli) optionalSecret(name, prompt string) ([]byte, error) {
 	fmt.Fprintln(c.stderr)
 	return b, err
 }
+
+// confirm asks for "yes" on the terminal before something binding, unless
+// yes is set. Without a terminal it fails rather than assume consent.
+func (c *cli) confirm(yes bool, prompt string) error {
+	if yes {
+		return nil
+	}
+	f, ok := c.stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return errors.New("not confirmed: run on a terminal and answer yes, or give --yes")
+	}
+	fmt.Fprint(c.stderr, prompt)
+	var answer string
+	if _, err := fmt.Fscanln(f, &answer); err != nil || answer != "yes" {
+		return errors.New("not confirmed: nothing was signed")
+	}
+	return nil
+}

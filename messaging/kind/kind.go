@@ -245,6 +245,27 @@ func checkText(field, v string, max int, required bool) error {
 	return nil
 }
 
+// checkChars checks a one-line text limited in characters (Unicode code
+// points), not bytes, with no control characters at all: the rule of
+// EPC069-12 for a transfer's name and remittance text, which payments
+// applies to the same fields when a request is created.
+func checkChars(field, v string, max int, required bool) error {
+	switch {
+	case required && strings.TrimSpace(v) == "":
+		return fmt.Errorf("%s is required", field)
+	case !utf8.ValidString(v):
+		return fmt.Errorf("%s is not UTF-8", field)
+	case utf8.RuneCountInString(v) > max:
+		return fmt.Errorf("%s is over %d characters", field, max)
+	}
+	for _, r := range v {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%s contains control characters", field)
+		}
+	}
+	return nil
+}
+
 func checkBase64(field, v string, n int) error {
 	b, err := base64.StdEncoding.Strict().DecodeString(v)
 	if err != nil || len(b) != n {

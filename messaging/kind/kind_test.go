@@ -191,3 +191,18 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 	})
 }
+
+// TestPaymentRequestCountsCharacters: creditor and purpose are limited in
+// characters, as the payments API limits them (EPC069-12): a 70-character
+// name with umlauts, which the server accepts, fits the message too.
+func TestPaymentRequestCountsCharacters(t *testing.T) {
+	b := &kind.PaymentRequestBody{RequestID: "r", AmountCents: 5, Currency: "EUR", Creditor: strings.Repeat("ä", kind.MaxCreditor),
+		IBAN: "DE89370400440532013000", Reference: "RF18539007547034", DueDate: "2026-12-31", Purpose: strings.Repeat("ü", kind.MaxPurpose)}
+	if _, err := kind.New("msg_1", when, b); err != nil {
+		t.Fatalf("umlaut creditor and purpose at the limits: %v", err)
+	}
+	b.Creditor += "ä"
+	if _, err := kind.New("msg_1", when, b); !errors.Is(err, kind.ErrInvalid) {
+		t.Fatalf("71 characters: %v", err)
+	}
+}

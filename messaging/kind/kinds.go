@@ -227,8 +227,8 @@ func (b *PaymentRequestBody) Validate() error {
 		return invalid(PaymentRequest, "amount_cents must be 1..%d", MaxAmountCents)
 	case b.Currency != "EUR":
 		return invalid(PaymentRequest, "currency must be EUR")
-	case checkText("creditor", b.Creditor, MaxCreditor, true) != nil:
-		return invalid(PaymentRequest, "%v", checkText("creditor", b.Creditor, MaxCreditor, true))
+	case checkChars("creditor", b.Creditor, MaxCreditor, true) != nil:
+		return invalid(PaymentRequest, "%v", checkChars("creditor", b.Creditor, MaxCreditor, true))
 	case !ibanShape.MatchString(b.IBAN):
 		return invalid(PaymentRequest, "iban is not an IBAN (upper case, no spaces)")
 	case checkText("reference", b.Reference, MaxReference, true) != nil:
@@ -237,7 +237,7 @@ func (b *PaymentRequestBody) Validate() error {
 	if _, err := time.Parse(time.DateOnly, b.DueDate); err != nil {
 		return invalid(PaymentRequest, "due_date must be YYYY-MM-DD")
 	}
-	if err := checkText("purpose", b.Purpose, MaxPurpose, false); err != nil {
+	if err := checkChars("purpose", b.Purpose, MaxPurpose, false); err != nil {
 		return invalid(PaymentRequest, "%v", err)
 	}
 	if b.BIC != "" && !bicShape.MatchString(b.BIC) {

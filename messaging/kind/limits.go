@@ -13,9 +13,9 @@ const (
 	MaxAttachment    = 25 << 20 // size of the encrypted blob an attachment names (messaging.MaxBlob)
 	MaxJWS           = 32 << 10
 	MaxFormAnswers   = 32 << 10
-	MaxCreditor      = 70 // EPC069-12 limit for the beneficiary name
+	MaxCreditor      = 70 // characters: EPC069-12 limit for the beneficiary name
 	MaxReference     = 35
-	MaxPurpose       = 140         // EPC069-12: unstructured remittance information
+	MaxPurpose       = 140         // characters: EPC069-12 unstructured remittance information
 	MaxAmountCents   = 99999999999 // EPC069-12: at most 999,999,999.99 EUR
 	CurrentVersion   = 1
 	attachmentKeyLen = 32

@@ -28,6 +28,44 @@ const (
 	namespace  = "urn:iso:std:iso:20022:tech:xsd:camt.053.001."
 )
 
+// Versions are the camt.053 message versions read: the document's
+// namespace must be namespace + one of these, exactly.
+var Versions = []string{"02", "03", "04", "05", "06", "07", "08"}
+
+func knownNamespace(ns string) bool {
+	v, ok := strings.CutPrefix(ns, namespace)
+	if !ok {
+		return false
+	}
+	for _, w := range Versions {
+		if v == w {
+			return true
+		}
+	}
+	return false
+}
+
+// noDirectives reads the whole document as XML tokens and refuses any
+// directive (<!DOCTYPE …>, <!ENTITY …>, in any letter case, anywhere):
+// the rule is decided by the parser, not by matching bytes.
+func noDirectives(data []byte) error {
+	dec := xml.NewDecoder(bytes.NewReader(data))
+	dec.Strict = true
+	for {
+		tok, err := dec.RawToken()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		if d, ok := tok.(xml.Directive); ok {
+			name, _, _ := strings.Cut(strings.TrimSpace(string(d)), " ")
+			return fmt.Errorf("%w: document type declarations are not accepted (<!%.20s)", ErrInvalid, name)
+		}
+	}
+}
+
 // ErrInvalid is wrapped by every parse error.
 var ErrInvalid = errors.New("camt: invalid statement")
 
@@ -122,8 +160,8 @@ func Parse(r io.Reader) ([]Statement, error) {
 	if len(data) > MaxSize {
 		return nil, fmt.Errorf("%w: larger than %d bytes", ErrInvalid, MaxSize)
 	}
-	if bytes.Contains(data, []byte("<!DOCTYPE")) || bytes.Contains(data, []byte("<!ENTITY")) {
-		return nil, fmt.Errorf("%w: document type declarations are not accepted", ErrInvalid)
+	if err := noDirectives(data); err != nil {
+		return nil, err
 	}
 	dec := xml.NewDecoder(bytes.NewReader(data))
 	dec.Strict = true
@@ -150,8 +188,9 @@ func Parse(r io.Reader) ([]Statement, error) {
 			return nil, fmt.Errorf("%w: content after the document", ErrInvalid)
 		}
 	}
-	if doc.XMLName.Local != "Document" || !strings.HasPrefix(doc.XMLName.Space, namespace) {
-		return nil, fmt.Errorf("%w: not a camt.053 document (%s %s)", ErrInvalid, doc.XMLName.Space, doc.XMLName.Local)
+	if doc.XMLName.Local != "Document" || !knownNamespace(doc.XMLName.Space) {
+		return nil, fmt.Errorf("%w: not a camt.053 document of version 001.%s to 001.%s (%s %s)", ErrInvalid,
+			Versions[0], Versions[len(Versions)-1], doc.XMLName.Space, doc.XMLName.Local)
 	}
 	if len(doc.Statements) != 1 {
 		return nil, fmt.Errorf("%w: %d BkToCstmrStmt elements", ErrInvalid, len(doc.Statements))

@@ -42,22 +42,26 @@ func TestSampleStatement(t *testing.T) {
 func TestBadStatements(t *testing.T) {
 	good := string(sample(t))
 	for name, doc := range map[string]string{
-		"empty":             "",
-		"not XML":           "hello",
-		"truncated":         good[:len(good)/2],
-		"camt.052":          strings.Replace(good, "xsd:camt.053.001.02", "xsd:camt.052.001.02", 1),
-		"no namespace":      strings.Replace(good, ` xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.02"`, "", 1),
-		"negative amount":   strings.Replace(good, ">37.00</Amt>\n        <CdtDbtInd>", ">-37.00</Amt>\n        <CdtDbtInd>", 1),
-		"three decimals":    strings.Replace(good, ">37.00</Amt>\n        <CdtDbtInd>", ">37.001</Amt>\n        <CdtDbtInd>", 1),
-		"comma decimal":     strings.Replace(good, ">37.00</Amt>\n        <CdtDbtInd>", ">37,00</Amt>\n        <CdtDbtInd>", 1),
-		"exponent":          strings.Replace(good, ">37.00</Amt>\n        <CdtDbtInd>", ">3.7E1</Amt>\n        <CdtDbtInd>", 1),
-		"unknown indicator": strings.Replace(good, "<CdtDbtInd>CRDT</CdtDbtInd>\n        <Sts>", "<CdtDbtInd>XXXX</CdtDbtInd>\n        <Sts>", 1),
-		"bad booking date":  strings.Replace(good, "<Dt>2026-05-13</Dt>\n        </BookgDt>", "<Dt>13.05.2026</Dt>\n        </BookgDt>", 1),
-		"trailing element":  good + "<Document/>",
-		"doctype":           strings.Replace(good, "<Document ", `<!DOCTYPE d [<!ENTITY x "y">]><Document `, 1),
-		"unclosed tag":      strings.Replace(good, "</AcctSvcrRef>", "", 1),
-		"lower-case ccy":    strings.Replace(good, `Ccy="EUR">37.00`, `Ccy="eur">37.00`, 1),
-		"no account IBAN":   strings.Replace(good, "<IBAN>DE89370400440532013000</IBAN>", "", 1),
+		"empty":              "",
+		"not XML":            "hello",
+		"truncated":          good[:len(good)/2],
+		"camt.052":           strings.Replace(good, "xsd:camt.053.001.02", "xsd:camt.052.001.02", 1),
+		"no namespace":       strings.Replace(good, ` xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.02"`, "", 1),
+		"negative amount":    strings.Replace(good, ">37.00</Amt>\n        <CdtDbtInd>", ">-37.00</Amt>\n        <CdtDbtInd>", 1),
+		"three decimals":     strings.Replace(good, ">37.00</Amt>\n        <CdtDbtInd>", ">37.001</Amt>\n        <CdtDbtInd>", 1),
+		"comma decimal":      strings.Replace(good, ">37.00</Amt>\n        <CdtDbtInd>", ">37,00</Amt>\n        <CdtDbtInd>", 1),
+		"exponent":           strings.Replace(good, ">37.00</Amt>\n        <CdtDbtInd>", ">3.7E1</Amt>\n        <CdtDbtInd>", 1),
+		"unknown indicator":  strings.Replace(good, "<CdtDbtInd>CRDT</CdtDbtInd>\n        <Sts>", "<CdtDbtInd>XXXX</CdtDbtInd>\n        <Sts>", 1),
+		"bad booking date":   strings.Replace(good, "<Dt>2026-05-13</Dt>\n        </BookgDt>", "<Dt>13.05.2026</Dt>\n        </BookgDt>", 1),
+		"trailing element":   good + "<Document/>",
+		"doctype":            strings.Replace(good, "<Document ", `<!DOCTYPE d [<!ENTITY x "y">]><Document `, 1),
+		"lower-case doctype": strings.Replace(good, "<Document ", `<!doctype Document><Document `, 1),
+		"mixed-case doctype": strings.Replace(good, "<Document ", `<!DocType Document SYSTEM "x.dtd"><Document `, 1),
+		"unknown version":    strings.Replace(good, "xsd:camt.053.001.02", "xsd:camt.053.001.99", 1),
+		"version suffix":     strings.Replace(good, "xsd:camt.053.001.02", "xsd:camt.053.001.02x", 1),
+		"unclosed tag":       strings.Replace(good, "</AcctSvcrRef>", "", 1),
+		"lower-case ccy":     strings.Replace(good, `Ccy="EUR">37.00`, `Ccy="eur">37.00`, 1),
+		"no account IBAN":    strings.Replace(good, "<IBAN>DE89370400440532013000</IBAN>", "", 1),
 	} {
 		if _, err := Parse(strings.NewReader(doc)); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: %v, want ErrInvalid", name, err)
@@ -101,4 +105,15 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDocumentedVersions: each camt.053 version the docs list is read.
+func TestDocumentedVersions(t *testing.T) {
+	good := string(sample(t))
+	for _, v := range []string{"02", "03", "04", "05", "06", "07", "08"} {
+		doc := strings.Replace(good, "xsd:camt.053.001.02", "xsd:camt.053.001."+v, 1)
+		if _, err := Parse(strings.NewReader(doc)); err != nil {
+			t.Errorf("camt.053.001.%s: %v", v, err)
+		}
+	}
 }

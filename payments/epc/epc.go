@@ -29,7 +29,7 @@ var ErrInvalid = errors.New("epc: invalid transfer")
 
 // Transfer is one SEPA credit transfer as the QR code carries it.
 type Transfer struct {
-	BIC         string // optional in version 002 inside the EEA
+	BIC         string // optional in version 002 inside the EEA; required for other SEPA countries (sepa.BICRequired)
 	Name        string // beneficiary, at most 70 characters
 	IBAN        string
 	AmountCents int64  // 1 .. 99999999999
@@ -47,7 +47,7 @@ type Transfer struct {
 //	002          version
 //	1            character set: UTF-8
 //	SCT          identification: SEPA credit transfer
-//	BIC          optional in version 002
+//	BIC          optional in version 002 for EEA IBANs, required for other SEPA countries
 //	name         beneficiary, ≤ 70
 //	IBAN
 //	EUR12.34     amount, "EUR" and at most two decimals; empty is allowed, not used here
@@ -81,8 +81,11 @@ func (t Transfer) check() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
 	}
-	if t.BIC != "" && !isBIC(t.BIC) {
-		return bad("BIC %q is not 8 or 11 letters and digits", t.BIC)
+	if t.BIC != "" && !sepa.ValidBIC(t.BIC) {
+		return bad("BIC %q is not 8 or 11 upper-case letters and digits (6 letters first)", t.BIC)
+	}
+	if t.BIC == "" && sepa.BICRequired(t.IBAN) {
+		return bad("the BIC is required for an IBAN of %.2s, a SEPA country outside the EEA", t.IBAN)
 	}
 	if err := text("name", t.Name, MaxName, true); err != nil {
 		return err
@@ -127,10 +130,6 @@ func text(field, s string, max int, required bool) error {
 		}
 	}
 	return nil
-}
-
-func isBIC(s string) bool {
-	return (len(s) == 8 || len(s) == 11) && strings.ToUpper(s) == s && alnum(s)
 }
 
 func alnum(s string) bool {

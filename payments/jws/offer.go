@@ -7,8 +7,10 @@
 // buyer fetched when signing. Anyone
 // holding the deployment's CA certificate can verify both offline.
 //
-// The JOSE work is done by github.com/go-jose/go-jose/v4; this package
-// decides which algorithms, headers and certificates are acceptable.
+// The compact JWS is made and checked here with the standard library
+// (compact.go), not a JOSE library: kanal's rules — low-s ES256, the
+// header's members checked by value, one base64url encoding per document —
+// are exactly what a general library leaves to its caller.
 package jws
 
 import (

@@ -2,9 +2,6 @@ package jws
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
@@ -12,8 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
-
-	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/kanal-server/kanal/identity/ca"
 )
@@ -30,9 +25,6 @@ const (
 	headerMembership = "kanal_membership" // [membership DER, organisation DER], standard base64
 	headerStatus     = "kanal_status"     // [seller device status, buyer device status]: DER OCSP responses of the CA, standard base64
 )
-
-// algorithms are the only ones accepted: what device keys can make.
-var algorithms = []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA}
 
 // Seller is the device that signs an offer for its organisation.
 type Seller struct {
@@ -53,40 +45,6 @@ type Buyer struct {
 	// was revoked at signing time; unlike a CRL, their size does not grow
 	// with the number of revocations.
 	SellerStatus, BuyerStatus []byte
-}
-
-func signingKey(k crypto.Signer) (jose.SigningKey, error) {
-	switch key := k.(type) {
-	case *ecdsa.PrivateKey:
-		if key.Curve != elliptic.P256() {
-			return jose.SigningKey{}, fmt.Errorf("%w: ECDSA key is not P-256", ErrCertificate)
-		}
-		return jose.SigningKey{Algorithm: jose.ES256, Key: key}, nil
-	case ed25519.PrivateKey:
-		return jose.SigningKey{Algorithm: jose.EdDSA, Key: key}, nil
-	}
-	return jose.SigningKey{}, fmt.Errorf("%w: device key %T", ErrCertificate, k)
-}
-
-func sign(key crypto.Signer, typ string, certDER []byte, extra map[jose.HeaderKey]any, payload []byte) (string, error) {
-	sk, err := signingKey(key)
-	if err != nil {
-		return "", err
-	}
-	opts := (&jose.SignerOptions{}).WithType(jose.ContentType(typ)).
-		WithHeader("x5c", []string{base64.StdEncoding.EncodeToString(certDER)})
-	for k, v := range extra {
-		opts = opts.WithHeader(k, v)
-	}
-	signer, err := jose.NewSigner(sk, opts)
-	if err != nil {
-		return "", fmt.Errorf("jws: signer: %w", err)
-	}
-	obj, err := signer.Sign(payload)
-	if err != nil {
-		return "", fmt.Errorf("jws: sign: %w", err)
-	}
-	return obj.CompactSerialize()
 }
 
 // SignOffer validates o and signs it as the seller's device. The device
@@ -111,9 +69,8 @@ func SignOffer(o Offer, s Seller, roots *x509.CertPool) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("jws: encode offer: %w", err)
 	}
-	return sign(s.Key, TypeOffer, s.DeviceCert, map[jose.HeaderKey]any{
-		headerMembership: []string{base64.StdEncoding.EncodeToString(s.Membership), base64.StdEncoding.EncodeToString(s.OrgCert)},
-	}, payload)
+	return sign(s.Key, TypeOffer, s.DeviceCert, headerMembership,
+		[]string{base64.StdEncoding.EncodeToString(s.Membership), base64.StdEncoding.EncodeToString(s.OrgCert)}, payload)
 }
 
 // acceptance is the payload of a contract: the buyer signs the offer JWS
@@ -163,9 +120,8 @@ func Countersign(offerJWS string, b Buyer, caCert *x509.Certificate, now time.Ti
 	if err != nil {
 		return "", fmt.Errorf("jws: encode contract: %w", err)
 	}
-	return sign(b.Key, TypeContract, b.DeviceCert, map[jose.HeaderKey]any{
-		headerStatus: []string{base64.StdEncoding.EncodeToString(b.SellerStatus), base64.StdEncoding.EncodeToString(b.BuyerStatus)},
-	}, payload)
+	return sign(b.Key, TypeContract, b.DeviceCert, headerStatus,
+		[]string{base64.StdEncoding.EncodeToString(b.SellerStatus), base64.StdEncoding.EncodeToString(b.BuyerStatus)}, payload)
 }
 
 // ContractID is a contract's identity: the SHA-256 of its compact JWS,

@@ -3,10 +3,10 @@ package jws
 import (
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
-
-	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/kanal-server/kanal/identity/ca"
 )
@@ -33,66 +33,17 @@ type Contract struct {
 	OfferJWS string
 }
 
-// parse checks the size, the algorithm and the type, and returns the
-// parsed object and its payload, NOT yet verified: the payload names the
-// signing time at which the certificate must be checked, and only then is
-// the signature verified (signedBy).
-func parse(s, typ string) (*jose.JSONWebSignature, []byte, error) {
-	if len(s) == 0 || len(s) > MaxJWS {
-		return nil, nil, fmt.Errorf("%w: size %d", ErrMalformed, len(s))
-	}
-	obj, err := jose.ParseSignedCompact(s, algorithms)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if len(obj.Signatures) != 1 {
-		return nil, nil, fmt.Errorf("%w: %d signatures", ErrMalformed, len(obj.Signatures))
-	}
-	// base64url leaves spare bits in the last character of each part,
-	// which decoders ignore: a document must be in its one canonical
-	// form, or a changed character could leave it "valid" under a new
-	// hash (and contract id).
-	if canon, err := obj.CompactSerialize(); err != nil || canon != s {
-		return nil, nil, fmt.Errorf("%w: not in canonical compact form", ErrMalformed)
-	}
-	h := obj.Signatures[0].Protected
-	if got, _ := h.ExtraHeaders[jose.HeaderType].(string); got != typ {
-		return nil, nil, fmt.Errorf("%w: typ %q, want %q", ErrMalformed, got, typ)
-	}
-	return obj, obj.UnsafePayloadWithoutVerification(), nil
-}
-
-// signedBy verifies the x5c chain to roots at at, then the signature with
-// the leaf's key, and returns the leaf's DER and the verified payload.
-func signedBy(obj *jose.JSONWebSignature, roots *x509.CertPool, at time.Time) ([]byte, []byte, error) {
-	chains, err := obj.Signatures[0].Protected.Certificates(x509.VerifyOptions{
-		Roots: roots, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-	if err != nil || len(chains) == 0 || len(chains[0]) == 0 {
-		return nil, nil, fmt.Errorf("%w: x5c: %v", ErrCertificate, err)
-	}
-	leaf := chains[0][0]
-	payload, err := obj.Verify(leaf.PublicKey)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrSignature, err)
-	}
-	return leaf.Raw, payload, nil
-}
-
-// stringList reads a header parameter holding n standard-base64 strings.
-func stringList(hs map[jose.HeaderKey]any, key string, n int) ([][]byte, error) {
-	raw, ok := hs[jose.HeaderKey(key)].([]any)
-	if !ok || len(raw) != n {
+// stringList reads a header member holding n standard-base64 strings.
+func stringList(raw json.RawMessage, key string, n int) ([][]byte, error) {
+	var list []string
+	if err := json.Unmarshal(raw, &list); err != nil || len(list) != n {
 		return nil, fmt.Errorf("%w: header %s must hold %d values", ErrMalformed, key, n)
 	}
 	out := make([][]byte, n)
-	for i, v := range raw {
-		s, ok := v.(string)
-		if !ok {
-			return nil, fmt.Errorf("%w: header %s", ErrMalformed, key)
-		}
-		b, err := base64.StdEncoding.DecodeString(s)
-		if err != nil {
-			return nil, fmt.Errorf("%w: header %s: %v", ErrMalformed, key, err)
+	for i, s := range list {
+		b, err := base64.StdEncoding.Strict().DecodeString(s)
+		if err != nil || strings.ContainsAny(s, "\r\n") {
+			return nil, fmt.Errorf("%w: header %s: not standard base64", ErrMalformed, key)
 		}
 		out[i] = b
 	}
@@ -106,23 +57,22 @@ func stringList(hs map[jose.HeaderKey]any, key string, n int) ([][]byte, error) 
 // organisation, and the offer's content. It does not check expiry or
 // revocation, which depend on when the offer is used.
 func VerifyOffer(offerJWS string, roots *x509.CertPool) (*VerifiedOffer, error) {
-	obj, unverified, err := parse(offerJWS, TypeOffer)
+	c, err := parseCompact(offerJWS, TypeOffer, headerMembership)
 	if err != nil {
 		return nil, fmt.Errorf("offer: %w", err)
 	}
 	var o Offer
-	if err := decodeStrict(unverified, &o); err != nil {
+	if err := decodeStrict(c.payload, &o); err != nil {
 		return nil, fmt.Errorf("offer: %w", err)
 	}
-	devDER, _, err := signedBy(obj, roots, o.IssuedAt)
+	devDER, err := c.verifyChain(roots, o.IssuedAt)
 	if err != nil {
 		return nil, fmt.Errorf("offer: %w", err)
 	}
-	h := obj.Signatures[0].Protected
 	if err := o.Validate(); err != nil {
 		return nil, fmt.Errorf("offer: %w", err)
 	}
-	mem, err := stringList(h.ExtraHeaders, headerMembership, 2)
+	mem, err := stringList(c.extra, headerMembership, 2)
 	if err != nil {
 		return nil, fmt.Errorf("offer: %w", err)
 	}
@@ -227,22 +177,21 @@ func VerifyContract(contractJWS string, opts VerifyOptions) (*Contract, error) {
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(opts.CA)
-	obj, unverified, err := parse(contractJWS, TypeContract)
+	c, err := parseCompact(contractJWS, TypeContract, headerStatus)
 	if err != nil {
 		return nil, fmt.Errorf("contract: %w", err)
 	}
 	var a acceptance
-	if err := decodeStrict(unverified, &a); err != nil {
+	if err := decodeStrict(c.payload, &a); err != nil {
 		return nil, fmt.Errorf("contract: %w", err)
 	}
 	if a.Version != 1 || a.SignedAt.IsZero() {
 		return nil, fmt.Errorf("contract: %w: version or signed_at", ErrMalformed)
 	}
-	buyerDER, _, err := signedBy(obj, roots, a.SignedAt)
+	buyerDER, err := c.verifyChain(roots, a.SignedAt)
 	if err != nil {
 		return nil, fmt.Errorf("contract: %w", err)
 	}
-	h := obj.Signatures[0].Protected
 	vo, err := VerifyOffer(a.Offer, roots)
 	if err != nil {
 		return nil, err
@@ -267,7 +216,7 @@ func VerifyContract(contractJWS string, opts VerifyOptions) (*Contract, error) {
 		err = checkNotRevoked(opts.CRL, opts.CA, a.SignedAt, vo.SellerDevice, buyer)
 	} else {
 		var statuses [][]byte
-		if statuses, err = stringList(h.ExtraHeaders, headerStatus, 2); err != nil {
+		if statuses, err = stringList(c.extra, headerStatus, 2); err != nil {
 			return nil, fmt.Errorf("contract: %w: no embedded certificate statuses: %w", ErrNoCRL, err)
 		}
 		err = checkStatuses(statuses, opts.CA, a.SignedAt, vo.SellerDevice, buyer)

@@ -25,6 +25,36 @@ var ibanLengths = map[string]int{
 	"VA": 22,
 }
 
+// nonEEA are the SEPA countries outside the European Economic Area, by
+// the EPC's list of SEPA scheme countries (EPC409-09) as far as their
+// IBANs are accepted here (Jersey, Guernsey and the Isle of Man use GB
+// IBANs). For them EPC069-12 and the SEPA rulebooks keep the BIC
+// mandatory.
+var nonEEA = map[string]bool{"AD": true, "CH": true, "GB": true, "GI": true, "MC": true, "SM": true, "VA": true}
+
+// BICRequired reports whether a transfer to iban (normalised) must name
+// the creditor's BIC: its country is a SEPA country outside the EEA.
+func BICRequired(iban string) bool {
+	return len(iban) >= 2 && nonEEA[iban[:2]]
+}
+
+// ValidBIC reports whether s has the shape of a BIC (ISO 9362): four
+// letters (institution), two letters (country), two letters or digits
+// (location), optionally three letters or digits (branch), upper case.
+func ValidBIC(s string) bool {
+	if len(s) != 8 && len(s) != 11 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		letter, digit := c >= 'A' && c <= 'Z', c >= '0' && c <= '9'
+		if !letter && (i < 6 || !digit) {
+			return false
+		}
+	}
+	return true
+}
+
 // NormalizeIBAN removes spaces and upper-cases s, then checks it: a SEPA
 // country code, that country's length, alphanumerics only, and the ISO
 // 13616 checksum (the number formed by moving the first four characters to
