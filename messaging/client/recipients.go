@@ -253,8 +253,15 @@ func (c *Client) applyGroupChange(conv string, b *kind.GroupChangeBody) error {
 		}
 		g.Members[b.AccountID] = b.Role
 	case "created", "added", "role":
+		// A device follows the changes from its own join on — if it knew
+		// who was there before: it created the group, or the roster that
+		// precedes a newcomer's "added" told it. A device whose state is
+		// new (it lost it and published a new key) may meet an old
+		// "added" for itself before the roster the server sends it then;
+		// it still takes that roster.
+		knew := len(g.Members) > 0
 		g.Members[b.AccountID] = b.Role
-		if b.AccountID == c.account && b.Op != "role" {
+		if b.AccountID == c.account && (b.Op == "created" || b.Op == "added" && knew) {
 			g.Joined = true
 		}
 	case "removed", "left":
