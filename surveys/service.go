@@ -139,18 +139,19 @@ type row struct {
 	boardHead                  []byte
 	tokensIssued               int64
 	result                     sql.NullString
+	closing                    sql.NullString // a SignedClosing, after an early close
 }
 
 type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-const rowColumns = `id, org_id, created_by, mode, token_key, token_pub, signed, opens_at, closes_at, board_len, board_head, tokens_issued, result`
+const rowColumns = `id, org_id, created_by, mode, token_key, token_pub, signed, opens_at, closes_at, board_len, board_head, tokens_issued, result, closing`
 
 func scanRow(r *sql.Row) (*row, error) {
 	var x row
 	err := r.Scan(&x.id, &x.orgID, &x.createdBy, &x.mode, &x.tokenKey, &x.tokenPub, &x.signed, &x.opensAt, &x.closesAt,
-		&x.boardLen, &x.boardHead, &x.tokensIssued, &x.result)
+		&x.boardLen, &x.boardHead, &x.tokensIssued, &x.result, &x.closing)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -620,22 +621,98 @@ func nilIfEmpty(b []byte) []byte {
 // Board returns up to limit entries after entry number after, and a signed
 // head read before them (so the page never ends before it).
 func (s *Service) Board(ctx context.Context, id string, after int64, limit int) ([]Entry, *SignedHead, error) {
-	r, err := s.load(ctx, id)
+	p, err := s.Page(ctx, id, after, limit)
 	if err != nil {
 		return nil, nil, err
 	}
+	return p.Entries, &p.Head, nil
+}
+
+// Page is Board as served: the entries, the signed head and, when the
+// organiser closed the survey early, its signed closing.
+func (s *Service) Page(ctx context.Context, id string, after int64, limit int) (*BoardPage, error) {
+	r, err := s.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
 	if !r.signed.Valid {
-		return nil, nil, ErrNotFound
+		return nil, ErrNotFound
 	}
 	if after < 0 || limit < 1 || limit > MaxBoardPage {
-		return nil, nil, invalidf("after must be >= 0 and limit 1..%d", MaxBoardPage)
+		return nil, invalidf("after must be >= 0 and limit 1..%d", MaxBoardPage)
+	}
+	closing, err := r.signedClosing()
+	if err != nil {
+		return nil, err
 	}
 	head, err := s.signHead(r)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	entries, err := s.entries(ctx, id, after, limit)
-	return entries, head, err
+	if err != nil {
+		return nil, err
+	}
+	return &BoardPage{Head: *head, Entries: entries, Closing: closing}, nil
+}
+
+func (r *row) signedClosing() (*SignedClosing, error) {
+	if !r.closing.Valid {
+		return nil, nil
+	}
+	var c SignedClosing
+	if err := json.Unmarshal([]byte(r.closing.String), &c); err != nil {
+		return nil, fmt.Errorf("surveys: stored closing: %w", err)
+	}
+	return &c, nil
+}
+
+// CloseEarly records the organiser's signed closing of an open survey:
+// from then on ballots are refused and the tally key may be published.
+// The closing must be signed by the device that signed the definition and
+// carry a time within MaxClosingSkew of kanald's clock; closes_at becomes
+// the moment it is recorded.
+func (s *Service) CloseEarly(ctx context.Context, c Caller, id string, sc *SignedClosing) error {
+	r, err := s.load(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := s.requireOrganiser(ctx, c, r.orgID); err != nil {
+		return err
+	}
+	now := s.now()
+	switch s.status(r, now) {
+	case StatusDraft:
+		return ErrNotFound
+	case StatusScheduled:
+		return fmt.Errorf("%w: it opens at %s", ErrNotOpen, time.Unix(r.opensAt.Int64, 0).UTC().Format(time.RFC3339))
+	case StatusClosed, StatusTallied:
+		return fmt.Errorf("%w: already closed", ErrNotOpen)
+	}
+	o, err := s.parsed(r)
+	if err != nil {
+		return err
+	}
+	cl, err := VerifyClosing(o.signed, o.def, sc)
+	if err != nil {
+		return err
+	}
+	if d := cl.ClosedAt.Sub(now); d > MaxClosingSkew || d < -MaxClosingSkew {
+		return invalidf("closing: closed_at %s is more than %v from the server's clock", cl.ClosedAt.Format(time.RFC3339), MaxClosingSkew)
+	}
+	body, err := json.Marshal(sc)
+	if err != nil {
+		return err
+	}
+	res, err := s.db.Exec(ctx, `UPDATE surveys SET closing = $1, closes_at = $2
+		WHERE id = $3 AND closing IS NULL AND result IS NULL AND closes_at > $2`, string(body), now.Unix(), id)
+	if err != nil {
+		return fmt.Errorf("surveys.close: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("%w: already closed", ErrNotOpen)
+	}
+	return nil
 }
 
 func (s *Service) signHead(r *row) (*SignedHead, error) {
@@ -773,7 +850,11 @@ func (s *Service) Get(ctx context.Context, id string) (*Survey, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Survey{Signed: *o.signed, Status: s.status(r, s.now()), BoardLength: r.boardLen, TokensIssued: r.tokensIssued}, nil
+	closing, err := r.signedClosing()
+	if err != nil {
+		return nil, err
+	}
+	return &Survey{Signed: *o.signed, Status: s.status(r, s.now()), BoardLength: r.boardLen, TokensIssued: r.tokensIssued, Closing: closing}, nil
 }
 
 // ListOpen returns the open surveys the caller may answer.
@@ -787,7 +868,7 @@ func (s *Service) ListOpen(ctx context.Context, c Caller) ([]Summary, error) {
 	for rows.Next() {
 		var x row
 		if err := rows.Scan(&x.id, &x.orgID, &x.createdBy, &x.mode, &x.tokenKey, &x.tokenPub, &x.signed, &x.opensAt, &x.closesAt,
-			&x.boardLen, &x.boardHead, &x.tokensIssued, &x.result); err != nil {
+			&x.boardLen, &x.boardHead, &x.tokensIssued, &x.result, &x.closing); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("surveys.list: %w", err)
 		}

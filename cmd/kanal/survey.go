@@ -108,9 +108,14 @@ ballot without a session. The receipt is kept in the key store.`,
 			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
 				return surveyReceipt(ctx, c, o, so, args)
 			}},
-		{name: "survey publish", args: "ID", nargs: 1, summary: "after closing, publish the tally key; kanald counts and signs (organisers)",
+		{name: "survey close", args: "ID", nargs: 1, summary: "close an open survey now, before its closing time (organisers; the device that signed it)",
 			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
-				return surveyPublish(ctx, c, o, args[0])
+				return surveyClose(ctx, c, o, args[0])
+			}},
+		{name: "survey publish", args: "ID", nargs: 1, summary: "after closing, publish the tally key; kanald counts and signs (organisers)",
+			flags: func(fs *flag.FlagSet, _ *opts) { caFlag(fs) },
+			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
+				return surveyPublish(ctx, c, o, so, args[0])
 			}},
 		{name: "survey tally", args: "ID [--ca ca.pem]", nargs: 1, summary: "recount a survey from its public board and compare with the signed result",
 			flags: func(fs *flag.FlagSet, _ *opts) { caFlag(fs) },
@@ -492,7 +497,7 @@ func surveyReceipt(ctx context.Context, c *cli, o *opts, so *surveyOpts, args []
 	return nil
 }
 
-func surveyPublish(ctx context.Context, c *cli, o *opts, id string) error {
+func surveyPublish(ctx context.Context, c *cli, o *opts, so *surveyOpts, id string) error {
 	st, err := c.openStore(false)
 	if err != nil {
 		return err
@@ -505,14 +510,39 @@ func surveyPublish(ctx context.Context, c *cli, o *opts, id string) error {
 	if err != nil {
 		return err
 	}
+	// The SDK checks the signed definition's closes_at (or this device's
+	// recorded early closing) on this device's clock before the key goes
+	// anywhere: an open survey's ballots would decrypt with it.
+	api, roots, err := c.surveyClient(ctx, o, so, st)
+	if err != nil {
+		return err
+	}
+	if _, err := api.WithClock(c.now).Tally(ctx, id, key, roots); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "Tally key of survey %s published; kanald has counted and signed the result.\nAnyone can recount it: kanal survey tally %s --ca ca.pem\n", id, id)
+	return nil
+}
+
+// surveyClose signs "closed now" with this device's key (the one that
+// signed the definition) and has kanald record it.
+func surveyClose(ctx context.Context, c *cli, o *opts, id string) error {
+	st, err := c.openStore(false)
+	if err != nil {
+		return err
+	}
+	if st.Data.DeviceKey == nil {
+		return errors.New("this key store has no enrolled device: run 'kanal device enroll'")
+	}
 	api, err := c.surveyAPI(ctx, o, st)
 	if err != nil {
 		return err
 	}
-	if _, err := api.Tally(ctx, id, key); err != nil {
+	sv, err := api.WithClock(c.now).Close(ctx, id, st.Data.DeviceKey)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "Tally key of survey %s published; kanald has counted and signed the result.\nAnyone can recount it: kanal survey tally %s --ca ca.pem\n", id, id)
+	fmt.Fprintf(c.stdout, "Survey %s closed early (%d ballots on the board); publish the tally key with 'kanal survey publish %s'.\n", id, sv.BoardLength, id)
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,7 +66,14 @@ func TestSurveyCLI(t *testing.T) {
 		{home: "bob", cmd: "kanal survey vote $SURVEY --answers '[1, 4]' --delay 200ms", want: []string{"Ballot counted as entry 1"}},
 		{home: "bob", cmd: "kanal survey vote $SURVEY --answers '[0, 4]'", exit: 1, want: []string{"token-already-issued"}},
 		{home: "bob", cmd: "kanal survey receipt $SURVEY", want: []string{"entry 1 on the board"}},
-		{home: "rat", cmd: "kanal survey publish $SURVEY", exit: 1, want: []string{"survey-not-closed"}},
+		// Publishing before closing is refused on the device: the tally key
+		// never reaches kanald (no tally request in its access log).
+		{home: "rat", cmd: "kanal survey publish $SURVEY", exit: 1, want: []string{"closes at", "stays on this device"}},
+		{do: func(t *testing.T) {
+			if strings.Contains(srv.Output(), `"route":"POST /v1/surveys/{id}/tally"`) {
+				t.Fatal("kanald received a tally request (and the tally key) before the survey closed")
+			}
+		}},
 		{home: "bob", cmd: "kanal survey publish $SURVEY", exit: 1, want: []string{"no tally key"}},
 		{do: func(t *testing.T) { time.Sleep(time.Until(closes) + 500*time.Millisecond) }},
 		{home: "bob", cmd: "kanal survey vote $SURVEY --answers '[0, 4]'", exit: 1, want: []string{"survey-not-open"}},

@@ -334,7 +334,7 @@ func TestSurveyThousandVoters(t *testing.T) {
 		t.Logf("waiting %v for the survey to close", wait.Round(time.Second))
 		time.Sleep(wait + 100*time.Millisecond)
 	}
-	sr, err := orgSurveys.Tally(ctx, draft.SurveyID, tk.Private)
+	sr, err := orgSurveys.Tally(ctx, draft.SurveyID, tk.Private, roots)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -41,6 +42,7 @@ type Client struct {
 	base  string
 	hc    *http.Client
 	token string
+	now   func() time.Time
 }
 
 // New returns a client for the server at baseURL. A nil httpClient means
@@ -49,7 +51,15 @@ func New(baseURL string, httpClient *http.Client) *Client {
 	if httpClient == nil {
 		httpClient = &http.Client{Timeout: DefaultTimeout}
 	}
-	return &Client{base: baseURL, hc: httpClient}
+	return &Client{base: baseURL, hc: httpClient, now: time.Now}
+}
+
+// WithClock returns a copy that reads the time from now: the device's
+// clock, against which Tally checks the survey's closing time.
+func (c *Client) WithClock(now func() time.Time) *Client {
+	cc := *c
+	cc.now = now
+	return &cc
 }
 
 // WithToken returns a copy that sends the session token. Anonymous
@@ -207,10 +217,37 @@ func (c *Client) Board(ctx context.Context, id string, roots *x509.CertPool) ([]
 }
 
 // Tally publishes the tally private key after closing; the answer is the
-// signed result.
-func (c *Client) Tally(ctx context.Context, id string, tallyPriv []byte) (*surveys.SignedResult, error) {
+// signed result. Before anything carries the key it fetches the survey,
+// verifies its definition against roots, checks that the key is the
+// definition's, and checks on this device's clock that the survey has
+// closed: at its closes_at, or by a closing this organiser's device signed
+// (Close). Otherwise it returns surveys.ErrNotClosed and the key is never
+// sent.
+func (c *Client) Tally(ctx context.Context, id string, tallyPriv []byte, roots *x509.CertPool) (*surveys.SignedResult, error) {
+	d, sv, err := c.Definition(ctx, id, roots)
+	if err != nil {
+		return nil, err
+	}
+	if err := surveys.CheckTallyKey(d.TallyKey, tallyPriv); err != nil {
+		return nil, err
+	}
+	if err := surveys.MayPublish(&sv.Signed, d, sv.Closing, c.now()); err != nil {
+		return nil, err
+	}
 	var r surveys.SignedResult
 	return &r, c.do(ctx, "POST", "/v1/surveys/"+seg(id)+"/tally", true, surveys.TallyRequest{TallyKey: tallyPriv}, &r, http.StatusOK)
+}
+
+// Close closes an open survey now, before its closes_at: key must be the
+// key of the device that signed the definition. kanald records the signed
+// closing and refuses ballots from then on; Tally is allowed afterwards.
+func (c *Client) Close(ctx context.Context, id string, key crypto.Signer) (*surveys.Survey, error) {
+	sc, err := surveys.SignClosing(id, c.now(), key)
+	if err != nil {
+		return nil, err
+	}
+	var sv surveys.Survey
+	return &sv, c.do(ctx, "POST", "/v1/surveys/"+seg(id)+"/close", true, sc, &sv, http.StatusOK)
 }
 
 // Result returns the signed result (with the session, if the client has
