@@ -2,9 +2,9 @@ package surveys
 
 import (
 	"crypto"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"crypto/x509"
 	"time"
 )
 
