@@ -1,6 +1,7 @@
 package surveys
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/x509"
 	"encoding/json"
@@ -56,11 +57,17 @@ func SignClosing(id string, now time.Time, key crypto.Signer) (*SignedClosing, e
 
 // VerifyClosing checks a closing statement against the signed definition
 // it closes: it names the survey, falls between opening and closing, and
-// is signed by the definition's device. The bytes signed are exactly the
-// bytes of Closing as they are (no re-encoding).
+// is signed by the definition's device. The signature is over the compact
+// form of the statement (as for definitions), which is also how kanald
+// stores and serves it.
 func VerifyClosing(s *Signed, d *Definition, c *SignedClosing) (*Closing, error) {
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, c.Closing); err != nil {
+		return nil, invalidf("closing: %v", err)
+	}
+	body := compact.Bytes()
 	var cl Closing
-	if err := strictJSON(c.Closing, &cl); err != nil {
+	if err := strictJSON(body, &cl); err != nil {
 		return nil, invalidf("closing: %v", err)
 	}
 	if cl.Version != 1 || cl.SurveyID != d.SurveyID {
@@ -75,7 +82,7 @@ func VerifyClosing(s *Signed, d *Definition, c *SignedClosing) (*Closing, error)
 	if err != nil {
 		return nil, fmt.Errorf("%w: closing: device certificate: %v", ErrBadSignature, err)
 	}
-	if !verifyDevice(dev.PublicKey, append([]byte(closingContext), c.Closing...), c.Signature) {
+	if !verifyDevice(dev.PublicKey, append([]byte(closingContext), body...), c.Signature) {
 		return nil, fmt.Errorf("%w: closing is not signed by the device that signed the definition", ErrBadSignature)
 	}
 	return &cl, nil
