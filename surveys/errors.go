@@ -16,7 +16,7 @@ var (
 	ErrAlreadyIssued  = errors.New("surveys: token already issued")
 	ErrBadToken       = errors.New("surveys: bad token")
 	ErrOtherSurvey    = errors.New("surveys: token of another survey")
-	ErrAlreadyVoted   = errors.New("surveys: token already used")
+	ErrAlreadyVoted   = errors.New("surveys: already voted")
 	ErrNotOpen        = errors.New("surveys: survey not open")
 	ErrOpened         = errors.New("surveys: survey already opened")
 	ErrNotClosed      = errors.New("surveys: survey not closed yet")

@@ -506,7 +506,11 @@ func (s *Service) IssueToken(ctx context.Context, c Caller, id string, blinded [
 // CastAnonymous puts an anonymous ballot on the board: the token must be
 // this survey's and verify, its nullifier unused, the survey open.
 func (s *Service) CastAnonymous(ctx context.Context, id string, t *Token, ciphertext []byte) (*Receipt, error) {
-	// A token of another survey is named as such before anything else.
+	// A survey that does not exist is not found, whatever the token says;
+	// a token of another survey is named as such before anything else.
+	if _, err := s.load(ctx, id); err != nil {
+		return nil, err
+	}
 	if tid, err := TokenSurvey(t.Message); err != nil {
 		return nil, err
 	} else if tid != id {
@@ -563,6 +567,10 @@ func checkCiphertext(ct []byte) error {
 // each entry follows the head before it.
 func (s *Service) append(ctx context.Context, id string, e Entry) (*Receipt, error) {
 	closes := s.now().Unix()
+	used := fmt.Errorf("%w: this ballot's token has been counted already", ErrAlreadyVoted)
+	if e.Voter != "" {
+		used = fmt.Errorf("%w: %s has already voted in this survey", ErrAlreadyVoted, e.Voter)
+	}
 	var rec Receipt
 	err := s.ballots.Do(ctx, func(tx *sql.Tx) error {
 		var n int
@@ -570,7 +578,7 @@ func (s *Service) append(ctx context.Context, id string, e Entry) (*Receipt, err
 			return err
 		}
 		if n > 0 {
-			return fmt.Errorf("%w: this ballot's token has been counted already", ErrAlreadyVoted)
+			return used
 		}
 		var seq int64
 		var prev []byte
@@ -590,7 +598,7 @@ func (s *Service) append(ctx context.Context, id string, e Entry) (*Receipt, err
 		if _, err := tx.ExecContext(ctx, `INSERT INTO survey_board (survey_id, seq, prev, nullifier, token_message, token_signature, ciphertext, hash)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, id, e.Seq, e.Prev, e.Nullifier, nilIfEmpty(e.TokenMessage), nilIfEmpty(e.TokenSignature), e.Ciphertext, e.Hash); err != nil {
 			if db.IsUniqueViolation(err) {
-				return fmt.Errorf("%w: this ballot's token has been counted already", ErrAlreadyVoted)
+				return used
 			}
 			return err
 		}
@@ -854,7 +862,13 @@ func (s *Service) Get(ctx context.Context, id string) (*Survey, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Survey{Signed: *o.signed, Status: s.status(r, s.now()), BoardLength: r.boardLen, TokensIssued: r.tokensIssued, Closing: closing}, nil
+	// Named surveys issue no tokens; like the signed statement, count each
+	// voter as one.
+	tokens := r.tokensIssued
+	if r.mode == ModeNamed {
+		tokens = r.boardLen
+	}
+	return &Survey{Signed: *o.signed, Status: s.status(r, s.now()), BoardLength: r.boardLen, TokensIssued: tokens, Closing: closing}, nil
 }
 
 // ListOpen returns the open surveys the caller may answer.
