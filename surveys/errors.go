@@ -25,6 +25,7 @@ var (
 	ErrBadTallyKey    = errors.New("surveys: tally key does not match")
 	ErrWrongMode      = errors.New("surveys: wrong mode for this survey")
 	ErrBadBoard       = errors.New("surveys: bulletin board does not verify")
+	ErrBadReceipt     = errors.New("surveys: receipt is not on the board or not signed by the notary")
 	ErrNotConfigured  = errors.New("surveys: not configured")
 	ErrSessionPresent = errors.New("surveys: anonymous ballot sent with a session")
 )

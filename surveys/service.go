@@ -616,6 +616,8 @@ func (s *Service) append(ctx context.Context, id string, e Entry) (*Receipt, err
 	if err != nil {
 		return nil, err
 	}
+	rec.At = s.now().UTC().Truncate(time.Second)
+	rec.Signature, rec.Notary = s.notary.Sign(PurposeReceipt, ReceiptMessage(&rec)), s.notary.Certificate().Raw
 	return &rec, nil
 }
 

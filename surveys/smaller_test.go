@@ -58,3 +58,40 @@ func TestNamedSurveyCounts(t *testing.T) {
 		t.Fatalf("GET says %d tokens issued, the signed statement %d", sv.TokensIssued, st.TokensIssued)
 	}
 }
+
+// TestReceipts13: a fabricated receipt is reported as a receipt that is
+// not on the board, not as a bad board; receipts carry the notary's
+// signature, which a third party checks and which breaks when any field
+// changes.
+func TestReceiptsSignedAndFabricated(t *testing.T) {
+	e, def, _, entries, _, recs := boardOf(t, 3)
+	roots := e.p.ca.Pool()
+	for _, r := range recs {
+		if err := VerifyReceipt(r, roots); err != nil {
+			t.Fatalf("receipt %d: %v", r.Seq, err)
+		}
+		if err := FindReceipt(entries, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fake := *recs[0]
+	fake.Hash = append([]byte(nil), fake.Hash...)
+	fake.Hash[0] ^= 1
+	if err := FindReceipt(entries, &fake); !errors.Is(err, ErrBadReceipt) || errors.Is(err, ErrBadBoard) {
+		t.Fatalf("fabricated receipt: %v, want ErrBadReceipt", err)
+	}
+	if err := VerifyReceipt(&fake, roots); !errors.Is(err, ErrBadReceipt) {
+		t.Fatalf("altered receipt's signature: %v", err)
+	}
+	beyond := *recs[0]
+	beyond.Seq = 99
+	if err := FindReceipt(entries, &beyond); !errors.Is(err, ErrBadReceipt) {
+		t.Fatalf("receipt past the board: %v", err)
+	}
+	other := *recs[0]
+	other.SurveyID = "srv_other"
+	if err := VerifyReceipt(&other, roots); !errors.Is(err, ErrBadReceipt) {
+		t.Fatalf("receipt moved to another survey: %v", err)
+	}
+	_ = def
+}

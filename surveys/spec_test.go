@@ -27,11 +27,12 @@ var writeVectors = flag.Bool("write-vectors", false, "rewrite surveys/testdata/s
 // Each holds the exact bytes kanald serves (json.Encoder output, with its
 // trailing newline), so the notary signatures verify over them as is.
 const (
-	specCA     = "testdata/spec/ca.pem"
-	specSurvey = "testdata/spec/survey.json" // GET /v1/surveys/{id}
-	specBoard  = "testdata/spec/board.json"  // GET /v1/surveys/{id}/board?after=0&limit=1000
-	specResult = "testdata/spec/result.json" // GET /v1/surveys/{id}/result
-	specNamed  = "testdata/spec/named.json"  // a named-mode nullifier
+	specCA      = "testdata/spec/ca.pem"
+	specSurvey  = "testdata/spec/survey.json"  // GET /v1/surveys/{id}
+	specBoard   = "testdata/spec/board.json"   // GET /v1/surveys/{id}/board?after=0&limit=1000
+	specResult  = "testdata/spec/result.json"  // GET /v1/surveys/{id}/result
+	specNamed   = "testdata/spec/named.json"   // a named-mode nullifier
+	specReceipt = "testdata/spec/receipt.json" // POST /v1/surveys/{id}/ballots answer for entry 1
 )
 
 // TestVerifierSpec recomputes a board from the rules written in
@@ -54,7 +55,7 @@ func TestVerifierSpec(t *testing.T) {
 		}
 	}
 	stored := map[string][]byte{}
-	for _, name := range []string{specCA, specSurvey, specBoard, specResult, specNamed} {
+	for _, name := range []string{specCA, specSurvey, specBoard, specResult, specNamed, specReceipt} {
 		b, err := os.ReadFile(name)
 		if err != nil {
 			t.Fatal(err)
@@ -67,7 +68,7 @@ func TestVerifierSpec(t *testing.T) {
 // freshSpecBoard runs a small anonymous survey through the service and
 // returns the bytes kanald would serve.
 func freshSpecBoard(t *testing.T) map[string][]byte {
-	e, def, tk, _, _, _ := boardOf(t, 3)
+	e, def, tk, _, _, recs := boardOf(t, 3)
 	ctx := context.Background()
 	served := func(v any) []byte {
 		var b bytes.Buffer
@@ -92,7 +93,7 @@ func freshSpecBoard(t *testing.T) map[string][]byte {
 		"nullifier": fmt.Sprintf("%x", NamedNullifier(def.SurveyID, "acc_ab12cd34ef56gh78"))}
 	nb, _ := json.MarshalIndent(named, "", "  ")
 	return map[string][]byte{specCA: e.p.ca.CertPEM(), specSurvey: served(sv), specBoard: served(page),
-		specResult: served(res), specNamed: append(nb, '\n')}
+		specResult: served(res), specNamed: append(nb, '\n'), specReceipt: served(recs[0])}
 }
 
 // The verifier's own view of the wire shapes (docs/surveys.md). []byte
@@ -303,6 +304,30 @@ func verifyBySpec(t *testing.T, files map[string][]byte) {
 		if st.Result.Questions[0].Options[i].Count != n {
 			t.Fatalf("question 1, option %d: result %d, recounted %d", i, st.Result.Questions[0].Options[i].Count, n)
 		}
+	}
+
+	// Receipt: the notary signs (purpose surveys.receipt)
+	// "kanal survey receipt v1" 0x00 ‖ id ‖ 0x00 ‖ u64be(seq) ‖
+	// u64be(len(hash)) ‖ hash ‖ u64be(at as Unix seconds).
+	var rc struct {
+		SurveyID  string    `json:"survey_id"`
+		Seq       int64     `json:"seq"`
+		Hash      []byte    `json:"hash"`
+		At        time.Time `json:"at"`
+		Signature []byte    `json:"signature"`
+		Notary    []byte    `json:"notary_certificate"`
+	}
+	if err := json.Unmarshal(files[specReceipt], &rc); err != nil {
+		t.Fatal(err)
+	}
+	rm := []byte("kanal survey receipt v1\x00" + rc.SurveyID + "\x00")
+	rm = binary.BigEndian.AppendUint64(rm, uint64(rc.Seq))
+	rm = binary.BigEndian.AppendUint64(rm, uint64(len(rc.Hash)))
+	rm = append(rm, rc.Hash...)
+	rm = binary.BigEndian.AppendUint64(rm, uint64(rc.At.Unix()))
+	notarized(specSigned{Signature: rc.Signature, Notary: rc.Notary}, "surveys.receipt", rm)
+	if rc.SurveyID != id || rc.Seq < 1 || rc.Seq > int64(len(page.Entries)) || !bytes.Equal(page.Entries[rc.Seq-1].Hash, rc.Hash) {
+		t.Fatal("the receipt's entry is not on the board")
 	}
 
 	// Named mode: SHA-256("kanal survey nullifier v1" 0x00 "named" 0x00 ‖ id ‖ 0x00 ‖ account).

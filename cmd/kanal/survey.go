@@ -493,7 +493,8 @@ func surveyReceipt(ctx context.Context, c *cli, o *opts, so *surveyOpts, args []
 	if err := sclient.New(c.serverURL(o, st), nil).CheckReceipt(ctx, &rec, roots); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "Your ballot is entry %d on the board of survey %s, and the board's chain and signed head verify.\n", rec.Seq, id)
+	fmt.Fprintf(c.stdout, "Your ballot is entry %d on the board of survey %s: the receipt is signed by the deployment's notary (%s), and the board's chain and signed head verify.\n",
+		rec.Seq, id, rec.At.UTC().Format(time.RFC3339))
 	return nil
 }
 

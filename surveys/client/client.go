@@ -307,8 +307,13 @@ func (c *Client) Recount(ctx context.Context, id string, roots *x509.CertPool) (
 	return st, nil
 }
 
-// CheckReceipt verifies the board and that it holds the receipt's ballot.
+// CheckReceipt verifies the receipt's notary signature, the board, and
+// that the board holds the receipt's ballot. A receipt the board does not
+// hold, or one not signed by the notary, is surveys.ErrBadReceipt.
 func (c *Client) CheckReceipt(ctx context.Context, r *surveys.Receipt, roots *x509.CertPool) error {
+	if err := surveys.VerifyReceipt(r, roots); err != nil {
+		return err
+	}
 	d, _, err := c.Definition(ctx, r.SurveyID, roots)
 	if err != nil {
 		return err
