@@ -37,6 +37,10 @@ type surveyOpts struct {
 	delay                            time.Duration
 }
 
+// DefaultBallotDelay bounds the random wait between the token request and
+// the anonymous ballot when --delay is not given (docs/surveys.md).
+const DefaultBallotDelay = 10 * time.Minute
+
 func surveyCommands() []*command {
 	so := &surveyOpts{}
 	caFlag := func(fs *flag.FlagSet) {
@@ -92,12 +96,15 @@ checks the organiser's signature before showing it.`,
 choice and scale (1..5) questions, a list of option numbers (from 0) for
 multiple choice and ranking, a string for text, null to skip an optional
 question. For an anonymous survey kanal fetches a blind token with your
-session, waits (--delay, a random time up to the given duration, so the
-server cannot pair the two requests by time), and casts the encrypted
-ballot without a session. The receipt is kept in the key store.`,
+session, waits (--delay: a random time up to the given duration, 10
+minutes unless you say otherwise, so that the server cannot pair the two
+requests by time; --delay 0 does not wait), and casts the encrypted ballot
+without a session on a new connection that is closed after it. The receipt
+is kept in the key store; if the wait is interrupted, voting again reuses
+the stored token.`,
 			flags: func(fs *flag.FlagSet, _ *opts) {
 				fs.StringVar(&so.answers, "answers", "", "the answers as a JSON `list`")
-				fs.DurationVar(&so.delay, "delay", 0, "wait a random time up to `DURATION` between token and ballot")
+				fs.DurationVar(&so.delay, "delay", DefaultBallotDelay, "wait a random time up to `DURATION` between token and ballot")
 				caFlag(fs)
 			},
 			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
@@ -214,6 +221,19 @@ func surveyCreate(ctx context.Context, c *cli, o *opts, so *surveyOpts, args []s
 	if err != nil {
 		return err
 	}
+	// Check the whole file before kanald makes a draft (and its token
+	// key): a bad file must leave nothing on the server.
+	now := c.now().UTC().Truncate(time.Second)
+	def.Version, def.OrgID, def.Mode = 1, so.org, so.mode
+	if def.OpensAt.IsZero() {
+		def.OpensAt = now
+	}
+	if !def.ClosesAt.After(now) {
+		return fmt.Errorf("%s: closes_at %s is in the past", args[0], def.ClosesAt.UTC().Format(time.RFC3339))
+	}
+	if err := def.ValidateDraft(); err != nil {
+		return fmt.Errorf("%s: %w", args[0], err)
+	}
 	st, err := c.openStore(false)
 	if err != nil {
 		return err
@@ -241,12 +261,7 @@ func surveyCreate(ctx context.Context, c *cli, o *opts, so *surveyOpts, args []s
 	if err != nil {
 		return err
 	}
-	now := c.now().UTC().Truncate(time.Second)
-	def.Version, def.SurveyID, def.OrgID, def.Mode = 1, draft.SurveyID, so.org, so.mode
-	def.TokenKey, def.TallyKey, def.SignedAt = draft.TokenKey, tk.Public, now
-	if def.OpensAt.IsZero() {
-		def.OpensAt = now
-	}
+	def.SurveyID, def.TokenKey, def.TallyKey, def.SignedAt = draft.SurveyID, draft.TokenKey, tk.Public, now
 	signed, err := surveys.Sign(def, st.Data.DeviceKey, dev, mem, org)
 	if err != nil {
 		return err
@@ -422,6 +437,8 @@ func surveyVote(ctx context.Context, c *cli, o *opts, so *surveyOpts, id string)
 			if rerr != nil {
 				return rerr
 			}
+			fmt.Fprintf(c.stderr, "Token received; casting the ballot in %v (--delay %v), on a new connection.\n",
+				time.Duration(n.Int64()).Round(time.Second), so.delay)
 			select {
 			case <-time.After(time.Duration(n.Int64())):
 			case <-ctx.Done():

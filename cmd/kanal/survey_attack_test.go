@@ -29,8 +29,10 @@ import (
 // recorder is a reverse proxy in front of the real kanald that keeps every
 // request it forwards: what the server was sent.
 type recorder struct {
-	mu   sync.Mutex
-	reqs []string // "METHOD path\nbody"
+	mu    sync.Mutex
+	reqs  []string // "METHOD path\nbody"
+	conns []string // the client address of each request
+	close []bool   // whether each request asked to close its connection
 }
 
 func (rec *recorder) start(t *testing.T, target string) string {
@@ -44,11 +46,26 @@ func (rec *recorder) start(t *testing.T, target string) string {
 		r.Body = io.NopCloser(bytes.NewReader(b))
 		rec.mu.Lock()
 		rec.reqs = append(rec.reqs, r.Method+" "+r.URL.Path+"\n"+string(b))
+		rec.conns = append(rec.conns, r.RemoteAddr)
+		rec.close = append(rec.close, r.Close)
 		rec.mu.Unlock()
 		proxy.ServeHTTP(w, r)
 	}))
 	t.Cleanup(ts.Close)
 	return ts.URL
+}
+
+// last returns the index of the last request whose first line starts
+// with prefix, or -1.
+func (rec *recorder) last(prefix string) int {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for i := len(rec.reqs) - 1; i >= 0; i-- {
+		if strings.HasPrefix(rec.reqs[i], prefix) {
+			return i
+		}
+	}
+	return -1
 }
 
 // saw reports the requests that contain s.
@@ -126,6 +143,16 @@ func TestSurveyTallyKeyStaysOnDeviceBeforeClosing(t *testing.T) {
 	}
 	if _, err := voter.Cast(ctx, def, tok, []any{1}); err != nil {
 		t.Fatal(err)
+	}
+	// Unlinkability: the SDK's client keeps connections alive, yet the
+	// ballot arrives on a connection of its own that it asks to close —
+	// not on the one that carried the session's token request.
+	ti, bi := rec.last("POST /v1/surveys/"+draft.SurveyID+"/token"), rec.last("POST /v1/surveys/"+draft.SurveyID+"/ballots")
+	if ti < 0 || bi < 0 {
+		t.Fatal("token request or ballot not seen")
+	}
+	if rec.conns[ti] == rec.conns[bi] || !rec.close[bi] {
+		t.Fatalf("the ballot came on the token request's connection (%s, %s) or kept it alive (close %v)", rec.conns[ti], rec.conns[bi], rec.close[bi])
 	}
 
 	// Publishing while open: refused on the device, nothing sent.

@@ -32,8 +32,13 @@ func TestSurveyCLI(t *testing.T) {
 		"audience": {"kind": "level", "level": "low"},
 		"questions": [{"kind": "text", "prompt": "Ideen?", "max": 200}]}`,
 		closes.Add(time.Hour).Format(time.RFC3339), closes.Add(2*time.Hour).Format(time.RFC3339))
+	// Files kanald would refuse: one option only; closed already.
+	bad := `{"title": "Kaputt", "closes_at": %q, "audience": {"kind": "level", "level": "low"}, "results": "public",
+		"questions": [{"kind": "single", "prompt": "Nur eine Wahl?", "options": [%s]}]}`
 	for name, content := range map[string]string{"survey.json": def, "later.json": fmt.Sprintf(later, "Haushalt 2027"),
-		"later2.json": fmt.Sprintf(later, "Haushalt 2027 und 2028")} {
+		"later2.json": fmt.Sprintf(later, "Haushalt 2027 und 2028"),
+		"bad-options.json": fmt.Sprintf(bad, closes.Format(time.RFC3339), `"Ja"`),
+		"bad-closed.json":  fmt.Sprintf(bad, time.Now().Add(-time.Hour).UTC().Format(time.RFC3339), `"Ja", "Nein"`)} {
 		if err := os.WriteFile(filepath.Join(s.work, name), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -48,6 +53,15 @@ func TestSurveyCLI(t *testing.T) {
 		// Bob's device comes online once and publishes its keys.
 		{home: "bob", cmd: "kanal inbox", want: []string{"no new messages"}},
 
+		// Invalid files are refused before kanald makes a draft: no
+		// orphan draft (and RSA key) on the server.
+		{home: "rat", cmd: "kanal survey create --org $ORG bad-options.json", exit: 1, want: []string{"2..30 options"}},
+		{home: "rat", cmd: "kanal survey create --org $ORG bad-closed.json", exit: 1, want: []string{"in the past"}},
+		{do: func(t *testing.T) {
+			if strings.Contains(srv.Output(), `"route":"POST /v1/surveys"`) {
+				t.Fatal("an invalid survey file created a draft on the server")
+			}
+		}},
 		{home: "rat", cmd: "kanal survey create --org $ORG survey.json", want: []string{"created (anonymous)"},
 			set: map[string]string{"SURVEY": `Survey (srv_\S+) created`}},
 		// A survey that has not opened yet may be replaced, and shows the

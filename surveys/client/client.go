@@ -174,7 +174,43 @@ func (c *Client) Cast(ctx context.Context, d *surveys.Definition, tok *surveys.T
 		return nil, err
 	}
 	var rec surveys.Receipt
-	return &rec, c.do(ctx, "POST", "/v1/surveys/"+seg(d.SurveyID)+"/ballots", false, surveys.BallotRequest{Token: tok, Ciphertext: ct}, &rec, http.StatusCreated)
+	// The ballot goes on a connection of its own, closed after it: a
+	// kept-alive connection would carry it next to the session's token
+	// request and link the two for anyone who sees connections.
+	fresh := *c
+	fresh.hc = freshConnections(c.hc)
+	return &rec, fresh.do(ctx, "POST", "/v1/surveys/"+seg(d.SurveyID)+"/ballots", false, surveys.BallotRequest{Token: tok, Ciphertext: ct}, &rec, http.StatusCreated)
+}
+
+// freshConnections returns a client like hc whose transport shares no
+// connection with hc's and keeps none alive: one request, one new
+// connection, closed afterwards.
+func freshConnections(hc *http.Client) *http.Client {
+	cc := *hc
+	var t *http.Transport
+	switch tr := hc.Transport.(type) {
+	case nil:
+		t = http.DefaultTransport.(*http.Transport).Clone()
+	case *http.Transport:
+		t = tr.Clone()
+	default:
+		// An unknown round tripper (a test's, a proxy's): it decides; the
+		// request still asks to close its connection.
+		cc.Transport = closingTransport{tr}
+		return &cc
+	}
+	t.DisableKeepAlives = true
+	cc.Transport = t
+	return &cc
+}
+
+// closingTransport marks every request "Connection: close".
+type closingTransport struct{ rt http.RoundTripper }
+
+func (ct closingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Close = true
+	return ct.rt.RoundTrip(r)
 }
 
 // CastNamed casts a named ballot for account, the session's own.
