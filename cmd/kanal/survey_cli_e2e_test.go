@@ -36,7 +36,7 @@ func TestSurveyCLI(t *testing.T) {
 	bad := `{"title": "Kaputt", "closes_at": %q, "audience": {"kind": "level", "level": "low"}, "results": "public",
 		"questions": [{"kind": "single", "prompt": "Nur eine Wahl?", "options": [%s]}]}`
 	for name, content := range map[string]string{"survey.json": def, "later.json": fmt.Sprintf(later, "Haushalt 2027"),
-		"later2.json": fmt.Sprintf(later, "Haushalt 2027 und 2028"),
+		"later2.json":      fmt.Sprintf(later, "Haushalt 2027 und 2028"),
 		"bad-options.json": fmt.Sprintf(bad, closes.Format(time.RFC3339), `"Ja"`),
 		"bad-closed.json":  fmt.Sprintf(bad, time.Now().Add(-time.Hour).UTC().Format(time.RFC3339), `"Ja", "Nein"`)} {
 		if err := os.WriteFile(filepath.Join(s.work, name), []byte(content), 0o600); err != nil {
