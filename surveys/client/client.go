@@ -270,6 +270,11 @@ func (c *Client) Tally(ctx context.Context, id string, tallyPriv []byte, roots *
 	if err := surveys.MayPublish(&sv.Signed, d, sv.Closing, c.now()); err != nil {
 		return nil, err
 	}
+	// A device clock running ahead must not publish either: the server's
+	// own view has to agree that the survey is closed.
+	if sv.Status == surveys.StatusOpen || sv.Status == surveys.StatusScheduled {
+		return nil, fmt.Errorf("%w: the server says survey %s is %s; the tally key stays on this device", surveys.ErrNotClosed, id, sv.Status)
+	}
 	var r surveys.SignedResult
 	return &r, c.do(ctx, "POST", "/v1/surveys/"+seg(id)+"/tally", true, surveys.TallyRequest{TallyKey: tallyPriv}, &r, http.StatusOK)
 }
