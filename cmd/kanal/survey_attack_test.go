@@ -164,6 +164,10 @@ func TestSurveyTallyKeyStaysOnDeviceBeforeClosing(t *testing.T) {
 	if _, err := orgSurveys.WithClock(func() time.Time { return def.ClosesAt.Add(-time.Second) }).Tally(ctx, id, tk.Private, roots); !errors.Is(err, surveys.ErrNotClosed) {
 		t.Fatalf("tally a second before closing: %v", err)
 	}
+	// A device clock running an hour ahead: the server still says open.
+	if _, err := orgSurveys.WithClock(func() time.Time { return def.ClosesAt.Add(time.Hour) }).Tally(ctx, id, tk.Private, roots); !errors.Is(err, surveys.ErrNotClosed) {
+		t.Fatalf("tally with a clock running ahead: %v", err)
+	}
 	if got := rec.saw(keyB64); len(got) != 0 {
 		t.Fatalf("the server was sent the tally key of an open survey: %q", got[0])
 	}
