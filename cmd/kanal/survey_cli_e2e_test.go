@@ -36,7 +36,9 @@ func TestSurveyCLI(t *testing.T) {
 	bad := `{"title": "Kaputt", "closes_at": %q, "audience": {"kind": "level", "level": "low"}, "results": "public",
 		"questions": [{"kind": "single", "prompt": "Nur eine Wahl?", "options": [%s]}]}`
 	for name, content := range map[string]string{"survey.json": def, "later.json": fmt.Sprintf(later, "Haushalt 2027"),
-		"later2.json":      fmt.Sprintf(later, "Haushalt 2027 und 2028"),
+		"later2.json": fmt.Sprintf(later, "Haushalt 2027 und 2028"),
+		"soon.json": fmt.Sprintf(`{"title": "Parkbank", "closes_at": %q, "audience": {"kind": "level", "level": "low"}, "results": "public",
+			"questions": [{"kind": "single", "prompt": "Neue Bank?", "options": ["Ja", "Nein"]}]}`, time.Now().Add(time.Hour).UTC().Format(time.RFC3339)),
 		"bad-options.json": fmt.Sprintf(bad, closes.Format(time.RFC3339), `"Ja"`),
 		"bad-closed.json":  fmt.Sprintf(bad, time.Now().Add(-time.Hour).UTC().Format(time.RFC3339), `"Ja", "Nein"`)} {
 		if err := os.WriteFile(filepath.Join(s.work, name), []byte(content), 0o600); err != nil {
@@ -94,6 +96,13 @@ func TestSurveyCLI(t *testing.T) {
 		{home: "rat", cmd: "kanal survey publish $SURVEY", want: []string{"published"}},
 		{home: "bob", cmd: "kanal survey tally $SURVEY", want: []string{"1 ballots: 1 valid, 0 invalid", "agrees with the result kanald signed"}},
 		{home: "bob", cmd: "kanal survey result $SURVEY --csv result.csv --svg result.svg", want: []string{"Nein", "100.0%"}},
+		// Closing early: the organiser's device signs "closed now"; then
+		// the tally key may go, an hour before closes_at.
+		{home: "rat", cmd: "kanal survey create --org $ORG soon.json", set: map[string]string{"SOON": `Survey (srv_\S+) created`}},
+		{home: "bob", cmd: "kanal survey close $SOON", exit: 1, want: []string{"forbidden"}},
+		{home: "rat", cmd: "kanal survey publish $SOON", exit: 1, want: []string{"stays on this device"}},
+		{home: "rat", cmd: "kanal survey close $SOON", want: []string{"closed early"}},
+		{home: "rat", cmd: "kanal survey publish $SOON", want: []string{"published"}},
 	})
 	for _, f := range []string{"result.csv", "result.svg"} {
 		if b, err := os.ReadFile(filepath.Join(s.work, f)); err != nil || len(b) == 0 {
