@@ -46,6 +46,8 @@ type Survey struct {
 	Status       string `json:"status"`
 	BoardLength  int64  `json:"board_length"`
 	TokensIssued int64  `json:"tokens_issued"`
+	// Closing is the organiser's signed early closing, if there was one.
+	Closing *SignedClosing `json:"closing,omitempty"`
 }
 
 // Summary is one entry of GET /v1/surveys, the open surveys for the caller.
@@ -84,6 +86,8 @@ type BallotRequest struct {
 type BoardPage struct {
 	Head    SignedHead `json:"head"`
 	Entries []Entry    `json:"entries"`
+	// Closing is the organiser's signed early closing, if there was one.
+	Closing *SignedClosing `json:"closing,omitempty"`
 }
 
 // TallyRequest is the body of POST /v1/surveys/{id}/tally.

@@ -169,20 +169,57 @@ func CheckBoard(d *Definition, entries []Entry, head *Head) error {
 	return nil
 }
 
-// Receipt is what a voter keeps: where its ballot is on the board.
+// Receipt is what a voter keeps: where its ballot is on the board, signed
+// by the deployment notary so that the voter can show it to anyone.
 type Receipt struct {
-	SurveyID string `json:"survey_id"`
-	Seq      int64  `json:"seq"`
-	Hash     []byte `json:"hash"`
+	SurveyID string    `json:"survey_id"`
+	Seq      int64     `json:"seq"`
+	Hash     []byte    `json:"hash"`
+	At       time.Time `json:"at"`
+	// Signature is the notary's (purpose surveys.receipt) over
+	// ReceiptMessage; Notary its certificate (DER).
+	Signature []byte `json:"signature"`
+	Notary    []byte `json:"notary_certificate"`
 }
 
-// FindReceipt reports whether a checked board holds the receipt's entry.
+// PurposeReceipt is the notary purpose of ballot receipts.
+const PurposeReceipt = "surveys.receipt"
+
+// ReceiptMessage is what the notary signs for a receipt:
+//
+//	"kanal survey receipt v1" 0x00 ‖ survey id ‖ 0x00 ‖ u64be(seq) ‖ u64be(len(hash)) ‖ hash ‖ u64be(at, Unix seconds)
+func ReceiptMessage(r *Receipt) []byte {
+	m := make([]byte, 0, 64+len(r.SurveyID)+len(r.Hash))
+	m = append(m, "kanal survey receipt v1\x00"...)
+	m = append(m, r.SurveyID...)
+	m = append(m, 0)
+	m = binary.BigEndian.AppendUint64(m, uint64(r.Seq))
+	m = binary.BigEndian.AppendUint64(m, uint64(len(r.Hash)))
+	m = append(m, r.Hash...)
+	return binary.BigEndian.AppendUint64(m, uint64(r.At.Unix()))
+}
+
+// VerifyReceipt checks a receipt's notary signature against the
+// deployment CA: kanald put this ballot at this place on this board.
+func VerifyReceipt(r *Receipt, roots *x509.CertPool) error {
+	if len(r.Signature) == 0 {
+		return fmt.Errorf("%w: the receipt is not signed", ErrBadReceipt)
+	}
+	if err := ca.VerifyNotarized(r.Notary, roots, r.At, PurposeReceipt, ReceiptMessage(r), r.Signature); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadReceipt, err)
+	}
+	return nil
+}
+
+// FindReceipt reports whether a checked board holds the receipt's entry;
+// a receipt the board does not hold is ErrBadReceipt (the board itself is
+// fine: CheckBoard said so).
 func FindReceipt(entries []Entry, r *Receipt) error {
 	if r.Seq < 1 || r.Seq > int64(len(entries)) {
-		return fmt.Errorf("%w: the board has no entry %d", ErrBadBoard, r.Seq)
+		return fmt.Errorf("%w: the board has no entry %d", ErrBadReceipt, r.Seq)
 	}
 	if subtle.ConstantTimeCompare(entries[r.Seq-1].Hash, r.Hash) != 1 {
-		return fmt.Errorf("%w: entry %d is not the receipt's ballot", ErrBadBoard, r.Seq)
+		return fmt.Errorf("%w: entry %d is not the receipt's ballot", ErrBadReceipt, r.Seq)
 	}
 	return nil
 }

@@ -57,10 +57,10 @@ func TestReceipts(t *testing.T) {
 	}
 	madeUp := &Receipt{SurveyID: def.SurveyID, Seq: 2, Hash: make([]byte, 32)}
 	rand.Read(madeUp.Hash)
-	if err := FindReceipt(entries, madeUp); !errors.Is(err, ErrBadBoard) {
+	if err := FindReceipt(entries, madeUp); !errors.Is(err, ErrBadReceipt) {
 		t.Fatalf("made-up receipt: %v", err)
 	}
-	if err := FindReceipt(entries, &Receipt{SurveyID: def.SurveyID, Seq: 99, Hash: recs[0].Hash}); !errors.Is(err, ErrBadBoard) {
+	if err := FindReceipt(entries, &Receipt{SurveyID: def.SurveyID, Seq: 99, Hash: recs[0].Hash}); !errors.Is(err, ErrBadReceipt) {
 		t.Fatalf("receipt past the end: %v", err)
 	}
 }

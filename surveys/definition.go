@@ -94,11 +94,21 @@ type Audience struct {
 
 // Validate checks a definition's shape: texts, questions, audience, dates
 // and keys. It does not check the signature (see Verify).
-func (d *Definition) Validate() error {
+func (d *Definition) Validate() error { return d.validate(true) }
+
+// ValidateDraft checks what an organiser's file decides — texts,
+// questions, audience, dates, mode, results — before the survey exists:
+// everything Validate checks except the survey id, the keys and the
+// signing time, which come with the draft. A client runs it (and checks
+// that closes_at is in the future) before it creates the server's draft,
+// so that a bad file leaves nothing behind.
+func (d *Definition) ValidateDraft() error { return d.validate(false) }
+
+func (d *Definition) validate(full bool) error {
 	if d.Version != 1 {
 		return invalidf("version must be 1")
 	}
-	if !ca.ValidID(d.SurveyID) || !ca.ValidID(d.OrgID) {
+	if (full && !ca.ValidID(d.SurveyID)) || !ca.ValidID(d.OrgID) {
 		return invalidf("survey_id and org_id must be kanal ids")
 	}
 	if err := checkText("title", d.Title, MaxTitle, true); err != nil {
@@ -124,11 +134,14 @@ func (d *Definition) Validate() error {
 	if d.ClosesAt.Sub(d.OpensAt) > MaxDuration {
 		return invalidf("a survey is open for at most %v", MaxDuration)
 	}
-	if d.SignedAt.IsZero() {
+	if full && d.SignedAt.IsZero() {
 		return invalidf("signed_at is required")
 	}
 	switch d.Mode {
 	case ModeAnonymous:
+		if !full {
+			break
+		}
 		if _, err := ParseTokenKey(d.TokenKey); err != nil {
 			return err
 		}
@@ -141,6 +154,9 @@ func (d *Definition) Validate() error {
 	}
 	if d.Results != ResultsPublic && d.Results != ResultsOrganisation {
 		return invalidf("results must be public or organisation")
+	}
+	if !full {
+		return nil
 	}
 	if _, err := ecdh.X25519().NewPublicKey(d.TallyKey); err != nil {
 		return invalidf("tally_key must be an X25519 public key")

@@ -44,6 +44,7 @@ func (s *Service) routes() []route {
 		{"POST /v1/surveys/{id}/ballots", AuthNoSession, s.public(s.handleBallot)},
 		{"POST /v1/surveys/{id}/named-ballots", AuthEligible, session(s.handleNamedBallot)},
 		{"GET /v1/surveys/{id}/board", AuthNone, s.public(s.handleBoard)},
+		{"POST /v1/surveys/{id}/close", AuthOrganiser, organiser(s.handleClose)},
 		{"POST /v1/surveys/{id}/tally", AuthOrganiser, organiser(s.handleTally)},
 		{"GET /v1/surveys/{id}/result", AuthOptional, s.optional(s.handleResult)},
 		{"GET /v1/surveys/{id}/result.csv", AuthOptional, s.optional(s.handleResultCSV)},
@@ -264,11 +265,27 @@ func (s *Service) handleBoard(w http.ResponseWriter, r *http.Request, _ *Caller)
 		}
 		limit = n
 	}
-	entries, head, err := s.Board(r.Context(), r.PathValue("id"), after, limit)
+	p, err := s.Page(r.Context(), r.PathValue("id"), after, limit)
 	if err != nil {
 		return err
 	}
-	web.WriteJSON(w, http.StatusOK, BoardPage{Head: *head, Entries: entries})
+	web.WriteJSON(w, http.StatusOK, p)
+	return nil
+}
+
+func (s *Service) handleClose(w http.ResponseWriter, r *http.Request, c *Caller) error {
+	var req SignedClosing
+	if err := web.DecodeJSON(w, r, &req, maxSmallBody); err != nil {
+		return err
+	}
+	if err := s.CloseEarly(r.Context(), *c, r.PathValue("id"), &req); err != nil {
+		return err
+	}
+	sv, err := s.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	web.WriteJSON(w, http.StatusOK, sv)
 	return nil
 }
 

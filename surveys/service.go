@@ -139,18 +139,19 @@ type row struct {
 	boardHead                  []byte
 	tokensIssued               int64
 	result                     sql.NullString
+	closing                    sql.NullString // a SignedClosing, after an early close
 }
 
 type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-const rowColumns = `id, org_id, created_by, mode, token_key, token_pub, signed, opens_at, closes_at, board_len, board_head, tokens_issued, result`
+const rowColumns = `id, org_id, created_by, mode, token_key, token_pub, signed, opens_at, closes_at, board_len, board_head, tokens_issued, result, closing`
 
 func scanRow(r *sql.Row) (*row, error) {
 	var x row
 	err := r.Scan(&x.id, &x.orgID, &x.createdBy, &x.mode, &x.tokenKey, &x.tokenPub, &x.signed, &x.opensAt, &x.closesAt,
-		&x.boardLen, &x.boardHead, &x.tokensIssued, &x.result)
+		&x.boardLen, &x.boardHead, &x.tokensIssued, &x.result, &x.closing)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -505,7 +506,11 @@ func (s *Service) IssueToken(ctx context.Context, c Caller, id string, blinded [
 // CastAnonymous puts an anonymous ballot on the board: the token must be
 // this survey's and verify, its nullifier unused, the survey open.
 func (s *Service) CastAnonymous(ctx context.Context, id string, t *Token, ciphertext []byte) (*Receipt, error) {
-	// A token of another survey is named as such before anything else.
+	// A survey that does not exist is not found, whatever the token says;
+	// a token of another survey is named as such before anything else.
+	if _, err := s.load(ctx, id); err != nil {
+		return nil, err
+	}
 	if tid, err := TokenSurvey(t.Message); err != nil {
 		return nil, err
 	} else if tid != id {
@@ -562,6 +567,10 @@ func checkCiphertext(ct []byte) error {
 // each entry follows the head before it.
 func (s *Service) append(ctx context.Context, id string, e Entry) (*Receipt, error) {
 	closes := s.now().Unix()
+	used := fmt.Errorf("%w: this ballot's token has been counted already", ErrAlreadyVoted)
+	if e.Voter != "" {
+		used = fmt.Errorf("%w: %s has already voted in this survey", ErrAlreadyVoted, e.Voter)
+	}
 	var rec Receipt
 	err := s.ballots.Do(ctx, func(tx *sql.Tx) error {
 		var n int
@@ -569,7 +578,7 @@ func (s *Service) append(ctx context.Context, id string, e Entry) (*Receipt, err
 			return err
 		}
 		if n > 0 {
-			return fmt.Errorf("%w: this ballot's token has been counted already", ErrAlreadyVoted)
+			return used
 		}
 		var seq int64
 		var prev []byte
@@ -589,7 +598,7 @@ func (s *Service) append(ctx context.Context, id string, e Entry) (*Receipt, err
 		if _, err := tx.ExecContext(ctx, `INSERT INTO survey_board (survey_id, seq, prev, nullifier, token_message, token_signature, ciphertext, hash)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, id, e.Seq, e.Prev, e.Nullifier, nilIfEmpty(e.TokenMessage), nilIfEmpty(e.TokenSignature), e.Ciphertext, e.Hash); err != nil {
 			if db.IsUniqueViolation(err) {
-				return fmt.Errorf("%w: this ballot's token has been counted already", ErrAlreadyVoted)
+				return used
 			}
 			return err
 		}
@@ -607,6 +616,8 @@ func (s *Service) append(ctx context.Context, id string, e Entry) (*Receipt, err
 	if err != nil {
 		return nil, err
 	}
+	rec.At = s.now().UTC().Truncate(time.Second)
+	rec.Signature, rec.Notary = s.notary.Sign(PurposeReceipt, ReceiptMessage(&rec)), s.notary.Certificate().Raw
 	return &rec, nil
 }
 
@@ -620,22 +631,98 @@ func nilIfEmpty(b []byte) []byte {
 // Board returns up to limit entries after entry number after, and a signed
 // head read before them (so the page never ends before it).
 func (s *Service) Board(ctx context.Context, id string, after int64, limit int) ([]Entry, *SignedHead, error) {
-	r, err := s.load(ctx, id)
+	p, err := s.Page(ctx, id, after, limit)
 	if err != nil {
 		return nil, nil, err
 	}
+	return p.Entries, &p.Head, nil
+}
+
+// Page is Board as served: the entries, the signed head and, when the
+// organiser closed the survey early, its signed closing.
+func (s *Service) Page(ctx context.Context, id string, after int64, limit int) (*BoardPage, error) {
+	r, err := s.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
 	if !r.signed.Valid {
-		return nil, nil, ErrNotFound
+		return nil, ErrNotFound
 	}
 	if after < 0 || limit < 1 || limit > MaxBoardPage {
-		return nil, nil, invalidf("after must be >= 0 and limit 1..%d", MaxBoardPage)
+		return nil, invalidf("after must be >= 0 and limit 1..%d", MaxBoardPage)
+	}
+	closing, err := r.signedClosing()
+	if err != nil {
+		return nil, err
 	}
 	head, err := s.signHead(r)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	entries, err := s.entries(ctx, id, after, limit)
-	return entries, head, err
+	if err != nil {
+		return nil, err
+	}
+	return &BoardPage{Head: *head, Entries: entries, Closing: closing}, nil
+}
+
+func (r *row) signedClosing() (*SignedClosing, error) {
+	if !r.closing.Valid {
+		return nil, nil
+	}
+	var c SignedClosing
+	if err := json.Unmarshal([]byte(r.closing.String), &c); err != nil {
+		return nil, fmt.Errorf("surveys: stored closing: %w", err)
+	}
+	return &c, nil
+}
+
+// CloseEarly records the organiser's signed closing of an open survey:
+// from then on ballots are refused and the tally key may be published.
+// The closing must be signed by the device that signed the definition and
+// carry a time within MaxClosingSkew of kanald's clock; closes_at becomes
+// the moment it is recorded.
+func (s *Service) CloseEarly(ctx context.Context, c Caller, id string, sc *SignedClosing) error {
+	r, err := s.load(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := s.requireOrganiser(ctx, c, r.orgID); err != nil {
+		return err
+	}
+	now := s.now()
+	switch s.status(r, now) {
+	case StatusDraft:
+		return ErrNotFound
+	case StatusScheduled:
+		return fmt.Errorf("%w: it opens at %s", ErrNotOpen, time.Unix(r.opensAt.Int64, 0).UTC().Format(time.RFC3339))
+	case StatusClosed, StatusTallied:
+		return fmt.Errorf("%w: already closed", ErrNotOpen)
+	}
+	o, err := s.parsed(r)
+	if err != nil {
+		return err
+	}
+	cl, err := VerifyClosing(o.signed, o.def, sc)
+	if err != nil {
+		return err
+	}
+	if d := cl.ClosedAt.Sub(now); d > MaxClosingSkew || d < -MaxClosingSkew {
+		return invalidf("closing: closed_at %s is more than %v from the server's clock", cl.ClosedAt.Format(time.RFC3339), MaxClosingSkew)
+	}
+	body, err := json.Marshal(sc)
+	if err != nil {
+		return err
+	}
+	res, err := s.db.Exec(ctx, `UPDATE surveys SET closing = $1, closes_at = $2
+		WHERE id = $3 AND closing IS NULL AND result IS NULL AND closes_at > $2`, string(body), now.Unix(), id)
+	if err != nil {
+		return fmt.Errorf("surveys.close: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("%w: already closed", ErrNotOpen)
+	}
+	return nil
 }
 
 func (s *Service) signHead(r *row) (*SignedHead, error) {
@@ -773,7 +860,17 @@ func (s *Service) Get(ctx context.Context, id string) (*Survey, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Survey{Signed: *o.signed, Status: s.status(r, s.now()), BoardLength: r.boardLen, TokensIssued: r.tokensIssued}, nil
+	closing, err := r.signedClosing()
+	if err != nil {
+		return nil, err
+	}
+	// Named surveys issue no tokens; like the signed statement, count each
+	// voter as one.
+	tokens := r.tokensIssued
+	if r.mode == ModeNamed {
+		tokens = r.boardLen
+	}
+	return &Survey{Signed: *o.signed, Status: s.status(r, s.now()), BoardLength: r.boardLen, TokensIssued: tokens, Closing: closing}, nil
 }
 
 // ListOpen returns the open surveys the caller may answer.
@@ -787,7 +884,7 @@ func (s *Service) ListOpen(ctx context.Context, c Caller) ([]Summary, error) {
 	for rows.Next() {
 		var x row
 		if err := rows.Scan(&x.id, &x.orgID, &x.createdBy, &x.mode, &x.tokenKey, &x.tokenPub, &x.signed, &x.opensAt, &x.closesAt,
-			&x.boardLen, &x.boardHead, &x.tokensIssued, &x.result); err != nil {
+			&x.boardLen, &x.boardHead, &x.tokensIssued, &x.result, &x.closing); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("surveys.list: %w", err)
 		}

@@ -178,7 +178,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 			}, ErrOpened},
 			{"tally before closing", func() error { _, err := e.s.Tally(ctx, e.org.Caller, def.SurveyID, tk.Private); return err }, ErrNotClosed},
 			{"tally by a non-organiser", func() error { _, err := e.s.Tally(ctx, voter(1), def.SurveyID, tk.Private); return err }, ErrForbidden},
-			{"ballot for another survey's id", func() error { _, err := e.s.CastAnonymous(ctx, "srv_nope", valid, ct); return err }, ErrOtherSurvey},
+			{"ballot for an unknown survey", func() error { _, err := e.s.CastAnonymous(ctx, "srv_nope", valid, ct); return err }, ErrNotFound},
 			{"token for an unknown survey", func() error { _, err := e.s.IssueToken(ctx, voter(5), "srv_nope", second.Blinded); return err }, ErrNotFound},
 		} {
 			err := tc.do()

@@ -216,9 +216,8 @@ func (c *counter) result() QuestionResult {
 type Statement struct {
 	Result   Result `json:"result"`
 	TallyKey []byte `json:"tally_key"`
-	// Eligible is how many accounts received a token (anonymous) or could
-	// vote and were counted as eligible (named: members of the audience
-	// when it is an organisation, otherwise those who voted).
+	// TokensIssued is how many accounts received a token (anonymous) or
+	// voted (named: there are no tokens, each voter counts as one).
 	TokensIssued int `json:"tokens_issued"`
 	// Participation is the share of issued tokens that became ballots,
 	// in percent to one decimal.

@@ -37,6 +37,10 @@ type surveyOpts struct {
 	delay                            time.Duration
 }
 
+// DefaultBallotDelay bounds the random wait between the token request and
+// the anonymous ballot when --delay is not given (docs/surveys.md).
+const DefaultBallotDelay = 10 * time.Minute
+
 func surveyCommands() []*command {
 	so := &surveyOpts{}
 	caFlag := func(fs *flag.FlagSet) {
@@ -92,12 +96,15 @@ checks the organiser's signature before showing it.`,
 choice and scale (1..5) questions, a list of option numbers (from 0) for
 multiple choice and ranking, a string for text, null to skip an optional
 question. For an anonymous survey kanal fetches a blind token with your
-session, waits (--delay, a random time up to the given duration, so the
-server cannot pair the two requests by time), and casts the encrypted
-ballot without a session. The receipt is kept in the key store.`,
+session, waits (--delay: a random time up to the given duration, 10
+minutes unless you say otherwise, so that the server cannot pair the two
+requests by time; --delay 0 does not wait), and casts the encrypted ballot
+without a session on a new connection that is closed after it. The receipt
+is kept in the key store; if the wait is interrupted, voting again reuses
+the stored token.`,
 			flags: func(fs *flag.FlagSet, _ *opts) {
 				fs.StringVar(&so.answers, "answers", "", "the answers as a JSON `list`")
-				fs.DurationVar(&so.delay, "delay", 0, "wait a random time up to `DURATION` between token and ballot")
+				fs.DurationVar(&so.delay, "delay", DefaultBallotDelay, "wait a random time up to `DURATION` between token and ballot")
 				caFlag(fs)
 			},
 			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
@@ -108,9 +115,14 @@ ballot without a session. The receipt is kept in the key store.`,
 			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
 				return surveyReceipt(ctx, c, o, so, args)
 			}},
-		{name: "survey publish", args: "ID", nargs: 1, summary: "after closing, publish the tally key; kanald counts and signs (organisers)",
+		{name: "survey close", args: "ID", nargs: 1, summary: "close an open survey now, before its closing time (organisers; the device that signed it)",
 			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
-				return surveyPublish(ctx, c, o, args[0])
+				return surveyClose(ctx, c, o, args[0])
+			}},
+		{name: "survey publish", args: "ID", nargs: 1, summary: "after closing, publish the tally key; kanald counts and signs (organisers)",
+			flags: func(fs *flag.FlagSet, _ *opts) { caFlag(fs) },
+			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
+				return surveyPublish(ctx, c, o, so, args[0])
 			}},
 		{name: "survey tally", args: "ID [--ca ca.pem]", nargs: 1, summary: "recount a survey from its public board and compare with the signed result",
 			flags: func(fs *flag.FlagSet, _ *opts) { caFlag(fs) },
@@ -209,6 +221,19 @@ func surveyCreate(ctx context.Context, c *cli, o *opts, so *surveyOpts, args []s
 	if err != nil {
 		return err
 	}
+	// Check the whole file before kanald makes a draft (and its token
+	// key): a bad file must leave nothing on the server.
+	now := c.now().UTC().Truncate(time.Second)
+	def.Version, def.OrgID, def.Mode = 1, so.org, so.mode
+	if def.OpensAt.IsZero() {
+		def.OpensAt = now
+	}
+	if !def.ClosesAt.After(now) {
+		return fmt.Errorf("%s: closes_at %s is in the past", args[0], def.ClosesAt.UTC().Format(time.RFC3339))
+	}
+	if err := def.ValidateDraft(); err != nil {
+		return fmt.Errorf("%s: %w", args[0], err)
+	}
 	st, err := c.openStore(false)
 	if err != nil {
 		return err
@@ -236,12 +261,7 @@ func surveyCreate(ctx context.Context, c *cli, o *opts, so *surveyOpts, args []s
 	if err != nil {
 		return err
 	}
-	now := c.now().UTC().Truncate(time.Second)
-	def.Version, def.SurveyID, def.OrgID, def.Mode = 1, draft.SurveyID, so.org, so.mode
-	def.TokenKey, def.TallyKey, def.SignedAt = draft.TokenKey, tk.Public, now
-	if def.OpensAt.IsZero() {
-		def.OpensAt = now
-	}
+	def.SurveyID, def.TokenKey, def.TallyKey, def.SignedAt = draft.SurveyID, draft.TokenKey, tk.Public, now
 	signed, err := surveys.Sign(def, st.Data.DeviceKey, dev, mem, org)
 	if err != nil {
 		return err
@@ -417,6 +437,8 @@ func surveyVote(ctx context.Context, c *cli, o *opts, so *surveyOpts, id string)
 			if rerr != nil {
 				return rerr
 			}
+			fmt.Fprintf(c.stderr, "Token received; casting the ballot in %v (--delay %v), on a new connection.\n",
+				time.Duration(n.Int64()).Round(time.Second), so.delay)
 			select {
 			case <-time.After(time.Duration(n.Int64())):
 			case <-ctx.Done():
@@ -488,11 +510,12 @@ func surveyReceipt(ctx context.Context, c *cli, o *opts, so *surveyOpts, args []
 	if err := sclient.New(c.serverURL(o, st), nil).CheckReceipt(ctx, &rec, roots); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "Your ballot is entry %d on the board of survey %s, and the board's chain and signed head verify.\n", rec.Seq, id)
+	fmt.Fprintf(c.stdout, "Your ballot is entry %d on the board of survey %s: the receipt is signed by the deployment's notary (%s), and the board's chain and signed head verify.\n",
+		rec.Seq, id, rec.At.UTC().Format(time.RFC3339))
 	return nil
 }
 
-func surveyPublish(ctx context.Context, c *cli, o *opts, id string) error {
+func surveyPublish(ctx context.Context, c *cli, o *opts, so *surveyOpts, id string) error {
 	st, err := c.openStore(false)
 	if err != nil {
 		return err
@@ -505,14 +528,39 @@ func surveyPublish(ctx context.Context, c *cli, o *opts, id string) error {
 	if err != nil {
 		return err
 	}
+	// The SDK checks the signed definition's closes_at (or this device's
+	// recorded early closing) on this device's clock before the key goes
+	// anywhere: an open survey's ballots would decrypt with it.
+	api, roots, err := c.surveyClient(ctx, o, so, st)
+	if err != nil {
+		return err
+	}
+	if _, err := api.WithClock(c.now).Tally(ctx, id, key, roots); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "Tally key of survey %s published; kanald has counted and signed the result.\nAnyone can recount it: kanal survey tally %s --ca ca.pem\n", id, id)
+	return nil
+}
+
+// surveyClose signs "closed now" with this device's key (the one that
+// signed the definition) and has kanald record it.
+func surveyClose(ctx context.Context, c *cli, o *opts, id string) error {
+	st, err := c.openStore(false)
+	if err != nil {
+		return err
+	}
+	if st.Data.DeviceKey == nil {
+		return errors.New("this key store has no enrolled device: run 'kanal device enroll'")
+	}
 	api, err := c.surveyAPI(ctx, o, st)
 	if err != nil {
 		return err
 	}
-	if _, err := api.Tally(ctx, id, key); err != nil {
+	sv, err := api.WithClock(c.now).Close(ctx, id, st.Data.DeviceKey)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "Tally key of survey %s published; kanald has counted and signed the result.\nAnyone can recount it: kanal survey tally %s --ca ca.pem\n", id, id)
+	fmt.Fprintf(c.stdout, "Survey %s closed early (%d ballots on the board); publish the tally key with 'kanal survey publish %s'.\n", id, sv.BoardLength, id)
 	return nil
 }
 

@@ -334,7 +334,7 @@ func TestSurveyThousandVoters(t *testing.T) {
 		t.Logf("waiting %v for the survey to close", wait.Round(time.Second))
 		time.Sleep(wait + 100*time.Millisecond)
 	}
-	sr, err := orgSurveys.Tally(ctx, draft.SurveyID, tk.Private)
+	sr, err := orgSurveys.Tally(ctx, draft.SurveyID, tk.Private, roots)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,13 +410,16 @@ func TestSurveyThousandVoters(t *testing.T) {
 	// Receipts: a counted ballot's is on the board, a made-up one is not.
 	work := t.TempDir()
 	good, _ := json.Marshal(receipts[123])
-	madeUp, _ := json.Marshal(&surveys.Receipt{SurveyID: draft.SurveyID, Seq: receipts[123].Seq, Hash: bytes.Repeat([]byte{7}, 32)})
+	// A fabricated receipt borrows a real one's signature.
+	fake := *receipts[123]
+	fake.Hash = bytes.Repeat([]byte{7}, 32)
+	madeUp, _ := json.Marshal(&fake)
 	os.WriteFile(filepath.Join(work, "good.json"), good, 0o600)
 	os.WriteFile(filepath.Join(work, "made-up.json"), madeUp, 0o600)
 	if out, code := kanal("survey", "receipt", draft.SurveyID, filepath.Join(work, "good.json"), "--ca", caFile); code != 0 {
 		t.Fatalf("receipt of a counted ballot (exit %d):\n%s", code, out)
 	}
-	if out, code := kanal("survey", "receipt", draft.SurveyID, filepath.Join(work, "made-up.json"), "--ca", caFile); code != 1 || !strings.Contains(out, "is not the receipt's ballot") {
+	if out, code := kanal("survey", "receipt", draft.SurveyID, filepath.Join(work, "made-up.json"), "--ca", caFile); code != 1 || !strings.Contains(out, "receipt is not on the board or not signed") || strings.Contains(out, "bulletin board does not verify") {
 		t.Fatalf("made-up receipt (exit %d):\n%s", code, out)
 	}
 

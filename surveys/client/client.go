@@ -8,6 +8,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -41,6 +42,7 @@ type Client struct {
 	base  string
 	hc    *http.Client
 	token string
+	now   func() time.Time
 }
 
 // New returns a client for the server at baseURL. A nil httpClient means
@@ -49,7 +51,15 @@ func New(baseURL string, httpClient *http.Client) *Client {
 	if httpClient == nil {
 		httpClient = &http.Client{Timeout: DefaultTimeout}
 	}
-	return &Client{base: baseURL, hc: httpClient}
+	return &Client{base: baseURL, hc: httpClient, now: time.Now}
+}
+
+// WithClock returns a copy that reads the time from now: the device's
+// clock, against which Tally checks the survey's closing time.
+func (c *Client) WithClock(now func() time.Time) *Client {
+	cc := *c
+	cc.now = now
+	return &cc
 }
 
 // WithToken returns a copy that sends the session token. Anonymous
@@ -164,7 +174,43 @@ func (c *Client) Cast(ctx context.Context, d *surveys.Definition, tok *surveys.T
 		return nil, err
 	}
 	var rec surveys.Receipt
-	return &rec, c.do(ctx, "POST", "/v1/surveys/"+seg(d.SurveyID)+"/ballots", false, surveys.BallotRequest{Token: tok, Ciphertext: ct}, &rec, http.StatusCreated)
+	// The ballot goes on a connection of its own, closed after it: a
+	// kept-alive connection would carry it next to the session's token
+	// request and link the two for anyone who sees connections.
+	fresh := *c
+	fresh.hc = freshConnections(c.hc)
+	return &rec, fresh.do(ctx, "POST", "/v1/surveys/"+seg(d.SurveyID)+"/ballots", false, surveys.BallotRequest{Token: tok, Ciphertext: ct}, &rec, http.StatusCreated)
+}
+
+// freshConnections returns a client like hc whose transport shares no
+// connection with hc's and keeps none alive: one request, one new
+// connection, closed afterwards.
+func freshConnections(hc *http.Client) *http.Client {
+	cc := *hc
+	var t *http.Transport
+	switch tr := hc.Transport.(type) {
+	case nil:
+		t = http.DefaultTransport.(*http.Transport).Clone()
+	case *http.Transport:
+		t = tr.Clone()
+	default:
+		// An unknown round tripper (a test's, a proxy's): it decides; the
+		// request still asks to close its connection.
+		cc.Transport = closingTransport{tr}
+		return &cc
+	}
+	t.DisableKeepAlives = true
+	cc.Transport = t
+	return &cc
+}
+
+// closingTransport marks every request "Connection: close".
+type closingTransport struct{ rt http.RoundTripper }
+
+func (ct closingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Close = true
+	return ct.rt.RoundTrip(r)
 }
 
 // CastNamed casts a named ballot for account, the session's own.
@@ -207,10 +253,42 @@ func (c *Client) Board(ctx context.Context, id string, roots *x509.CertPool) ([]
 }
 
 // Tally publishes the tally private key after closing; the answer is the
-// signed result.
-func (c *Client) Tally(ctx context.Context, id string, tallyPriv []byte) (*surveys.SignedResult, error) {
+// signed result. Before anything carries the key it fetches the survey,
+// verifies its definition against roots, checks that the key is the
+// definition's, and checks on this device's clock that the survey has
+// closed: at its closes_at, or by a closing this organiser's device signed
+// (Close). Otherwise it returns surveys.ErrNotClosed and the key is never
+// sent.
+func (c *Client) Tally(ctx context.Context, id string, tallyPriv []byte, roots *x509.CertPool) (*surveys.SignedResult, error) {
+	d, sv, err := c.Definition(ctx, id, roots)
+	if err != nil {
+		return nil, err
+	}
+	if err := surveys.CheckTallyKey(d.TallyKey, tallyPriv); err != nil {
+		return nil, err
+	}
+	if err := surveys.MayPublish(&sv.Signed, d, sv.Closing, c.now()); err != nil {
+		return nil, err
+	}
+	// A device clock running ahead must not publish either: the server's
+	// own view has to agree that the survey is closed.
+	if sv.Status == surveys.StatusOpen || sv.Status == surveys.StatusScheduled {
+		return nil, fmt.Errorf("%w: the server says survey %s is %s; the tally key stays on this device", surveys.ErrNotClosed, id, sv.Status)
+	}
 	var r surveys.SignedResult
 	return &r, c.do(ctx, "POST", "/v1/surveys/"+seg(id)+"/tally", true, surveys.TallyRequest{TallyKey: tallyPriv}, &r, http.StatusOK)
+}
+
+// Close closes an open survey now, before its closes_at: key must be the
+// key of the device that signed the definition. kanald records the signed
+// closing and refuses ballots from then on; Tally is allowed afterwards.
+func (c *Client) Close(ctx context.Context, id string, key crypto.Signer) (*surveys.Survey, error) {
+	sc, err := surveys.SignClosing(id, c.now(), key)
+	if err != nil {
+		return nil, err
+	}
+	var sv surveys.Survey
+	return &sv, c.do(ctx, "POST", "/v1/surveys/"+seg(id)+"/close", true, sc, &sv, http.StatusOK)
 }
 
 // Result returns the signed result (with the session, if the client has
@@ -270,8 +348,13 @@ func (c *Client) Recount(ctx context.Context, id string, roots *x509.CertPool) (
 	return st, nil
 }
 
-// CheckReceipt verifies the board and that it holds the receipt's ballot.
+// CheckReceipt verifies the receipt's notary signature, the board, and
+// that the board holds the receipt's ballot. A receipt the board does not
+// hold, or one not signed by the notary, is surveys.ErrBadReceipt.
 func (c *Client) CheckReceipt(ctx context.Context, r *surveys.Receipt, roots *x509.CertPool) error {
+	if err := surveys.VerifyReceipt(r, roots); err != nil {
+		return err
+	}
 	d, _, err := c.Definition(ctx, r.SurveyID, roots)
 	if err != nil {
 		return err

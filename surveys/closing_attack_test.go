@@ -1,0 +1,96 @@
+package surveys
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/internal/db/dbtest"
+)
+
+// TestAttackEarlyClosing: the adversary holds the organiser's session (a
+// bearer token) but not the device key that signed the definition. It
+// cannot close the survey with a key of its own, replay the organiser's
+// closing of another survey, or post-date or back-date one; each refusal
+// leaves closes_at and the closing as they were. The organiser's own
+// closing stops ballots at once and allows the tally.
+func TestAttackEarlyClosing(t *testing.T) {
+	dbtest.Run(t, sets, func(t *testing.T, d *db.DB) {
+		e := newEnv(t, d)
+		ctx := context.Background()
+		def, tk := e.survey(t, ModeAnonymous, everyone)
+		other, _ := e.survey(t, ModeAnonymous, everyone)
+		e.clk.set(def.OpensAt.Add(time.Minute))
+		now := e.clk.now()
+		tok := e.token(t, def, voter(1))
+		unused := e.token(t, def, voter(3)) // cast after the closing
+		if _, err := e.cast(def, tok, intended(1)); err != nil {
+			t.Fatal(err)
+		}
+		stored := func() [2]int {
+			return [2]int{e.count(t, `SELECT closes_at FROM surveys WHERE id = $1`, def.SurveyID),
+				e.count(t, `SELECT COUNT(*) FROM surveys WHERE id = $1 AND closing IS NOT NULL`, def.SurveyID)}
+		}
+		before := stored()
+
+		_, stranger, _ := ed25519.GenerateKey(rand.Reader)
+		forged, _ := SignClosing(def.SurveyID, now, stranger)
+		replayed, _ := SignClosing(other.SurveyID, now, e.org.key)
+		late, _ := SignClosing(def.SurveyID, now.Add(MaxClosingSkew+time.Minute), e.org.key)
+		early, _ := SignClosing(def.SurveyID, now.Add(-MaxClosingSkew-time.Second), e.org.key)
+		good, _ := SignClosing(def.SurveyID, now, e.org.key)
+		for _, tc := range []struct {
+			name   string
+			caller Caller
+			c      *SignedClosing
+			want   error
+		}{
+			{"signed by another key", e.org.Caller, forged, ErrBadSignature},
+			{"another survey's closing", e.org.Caller, replayed, ErrInvalid},
+			{"closed_at too far ahead", e.org.Caller, late, ErrInvalid},
+			{"closed_at too far back", e.org.Caller, early, ErrInvalid},
+			{"by a citizen", voter(1), good, ErrForbidden},
+		} {
+			if err := e.s.CloseEarly(ctx, tc.caller, def.SurveyID, tc.c); !errors.Is(err, tc.want) {
+				t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+			}
+			if after := stored(); after != before {
+				t.Errorf("%s changed the survey: %v -> %v", tc.name, before, after)
+			}
+		}
+		if _, err := e.s.Tally(ctx, e.org.Caller, def.SurveyID, tk.Private); !errors.Is(err, ErrNotClosed) {
+			t.Fatalf("tally before closing: %v", err)
+		}
+
+		if err := e.s.CloseEarly(ctx, e.org.Caller, def.SurveyID, good); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.s.CloseEarly(ctx, e.org.Caller, def.SurveyID, good); !errors.Is(err, ErrNotOpen) {
+			t.Fatalf("second closing: %v", err)
+		}
+		sv, err := e.s.Get(ctx, def.SurveyID)
+		if err != nil || sv.Status != StatusClosed || sv.Closing == nil {
+			t.Fatalf("after closing: %v %+v", err, sv)
+		}
+		p, err := e.s.Page(ctx, def.SurveyID, 0, 10)
+		if err != nil || p.Closing == nil || len(p.Entries) != 1 {
+			t.Fatalf("board after closing: %v", err)
+		}
+		if err := MayPublish(&sv.Signed, def, sv.Closing, now); err != nil {
+			t.Fatalf("publishing after the device's closing: %v", err)
+		}
+		if err := MayPublish(&sv.Signed, def, nil, now); !errors.Is(err, ErrNotClosed) {
+			t.Fatalf("publishing without a closing: %v", err)
+		}
+		if _, err := e.cast(def, unused, intended(2)); !errors.Is(err, ErrNotOpen) {
+			t.Fatalf("ballot after closing: %v", err)
+		}
+		if _, err := e.s.Tally(ctx, e.org.Caller, def.SurveyID, tk.Private); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
