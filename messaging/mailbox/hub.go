@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 
@@ -21,8 +22,8 @@ import (
 )
 
 // Close codes a device may see, besides the standard ones (1001 when the
-// server shuts down, 1007 for a frame that is not JSON, 1008 for a frame
-// that breaks the protocol, 1009 for a frame that is too large).
+// server shuts down, 1007 for a frame that is not UTF-8 JSON, 1008 for a
+// frame that breaks the protocol, 1009 for a frame that is too large).
 const (
 	StatusReplaced websocket.StatusCode = 4000 // the device connected again elsewhere
 	StatusRevoked  websocket.StatusCode = 4001 // the device was revoked
@@ -31,7 +32,7 @@ const (
 	// reuse, password change, key change). Refresh or log in, then
 	// connect again.
 	StatusSessionEnded websocket.StatusCode = 4002
-	StatusTooSlow      websocket.StatusCode = 4008 // the socket did not take frames in time
+	StatusTooSlow      websocket.StatusCode = 4008 // the socket did not answer a ping in time
 )
 
 // FrameHandler handles a frame type the hub does not know itself, such as a
@@ -74,6 +75,8 @@ type HubOptions struct {
 	OriginPatterns []string
 	// WriteTimeout overrides the package's WriteTimeout (zero: default).
 	WriteTimeout time.Duration
+	// PingInterval overrides the package's PingInterval (zero: default).
+	PingInterval time.Duration
 }
 
 // Hub holds this node's device connections.
@@ -125,6 +128,9 @@ func NewHub(o HubOptions) (*Hub, error) {
 	}
 	if o.SessionRecheck <= 0 {
 		o.SessionRecheck = SessionRecheckInterval
+	}
+	if o.PingInterval <= 0 {
+		o.PingInterval = PingInterval
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -586,15 +592,19 @@ func (c *conn) run() {
 	c.mu.Lock()
 	code, reason := c.closeErr.code, c.closeErr.reason
 	c.mu.Unlock()
+	stalled := false
 	switch {
 	case code != 0:
 	case errors.Is(err, context.DeadlineExceeded):
-		code, reason = StatusTooSlow, "socket stalled"
+		code, reason, stalled = StatusTooSlow, "socket stalled", true
 	default:
 		code, reason = websocket.StatusInternalError, "stream error"
 	}
-	if code == StatusTooSlow || code == websocket.StatusInternalError {
-		// A stalled peer will not complete a closing handshake either.
+	if stalled || code == websocket.StatusInternalError {
+		// A frame write ran past its deadline: the peer's buffers are
+		// full, so no close frame could reach it, and the library has
+		// already dropped the connection (a write's deadline closes it).
+		// The device sees the connection end (1006) and reconnects.
 		c.ws.CloseNow()
 	} else {
 		c.ws.Close(code, reason)
@@ -607,7 +617,7 @@ func (c *conn) run() {
 func (c *conn) pump() error {
 	store := c.hub.o.Store
 	synced := false
-	ping := time.NewTicker(PingInterval)
+	ping := time.NewTicker(c.hub.o.PingInterval)
 	defer ping.Stop()
 	// The stream ends with its session: at its expiry, and when a check
 	// finds it ended (should the word of its end have been lost).
@@ -690,7 +700,10 @@ func (c *conn) pump() error {
 				if c.ctx.Err() != nil {
 					return nil
 				}
-				return context.DeadlineExceeded
+				// No pong in time, but the ping went out: the socket
+				// still takes frames, so the close can say why (4008).
+				c.close(StatusTooSlow, "no answer to ping")
+				return nil
 			}
 		}
 	}
@@ -740,6 +753,13 @@ func (c *conn) readLoop() {
 			c.close(websocket.StatusUnsupportedData, "text frames only")
 			return
 		}
+		// A text frame is UTF-8 or the connection fails with 1007 (RFC
+		// 6455 §8.1); encoding/json would read bytes that are not as
+		// U+FFFD and go on.
+		if !utf8.Valid(data) {
+			c.close(websocket.StatusInvalidFramePayloadData, "text frame is not UTF-8")
+			return
+		}
 		var head struct {
 			Type string `json:"type"`
 		}
@@ -762,7 +782,19 @@ func (c *conn) readLoop() {
 	}
 }
 
-var errUnknownFrame = errors.New("unknown frame type")
+var (
+	errUnknownFrame = errors.New("unknown frame type")
+	errBadFrame     = errors.New("bad ack frame")
+)
+
+// problemDetail is what a close reason says of a decoding error.
+func problemDetail(err error) string {
+	var p *web.Problem
+	if errors.As(err, &p) {
+		return p.Detail
+	}
+	return err.Error()
+}
 
 func (c *conn) handle(typ string, data []byte) error {
 	switch typ {
@@ -772,7 +804,10 @@ func (c *conn) handle(typ string, data []byte) error {
 			IDs  []string `json:"ids"`
 		}
 		if err := web.DecodeStrict(data, &f, MaxFrame); err != nil {
-			return err
+			// Not an ack frame at all: the protocol is broken, and the
+			// stream closes with 1008 as for any other bad frame. A
+			// well-formed ack the server refuses gets a problem frame.
+			return fmt.Errorf("%w: %s", errBadFrame, problemDetail(err))
 		}
 		if len(f.IDs) > MaxAckBatch {
 			return web.Errorf(http.StatusBadRequest, web.TypeValidation, "Invalid ack", "at most %d ids per ack", MaxAckBatch)
