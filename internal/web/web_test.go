@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -292,4 +294,58 @@ func TestTrackerClosesEverything(t *testing.T) {
 	if _, ok := tr.Track(func() {}); ok {
 		t.Fatal("tracker accepted a connection after CloseAll")
 	}
+}
+
+// TestFailAfterTheResponseStarted: a handler whose write fails halfway —
+// a client that stopped reading a download until the write deadline — has
+// sent its status already. Its error is not answered with a second status
+// ("superfluous response.WriteHeader" in the server's log) nor logged as a
+// server error: the response is cut, which the client sees.
+func TestFailAfterTheResponseStarted(t *testing.T) {
+	var logs, serverLog lockedBuf
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /blob", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("partial"))
+		web.Fail(w, r, log, "blobs", errors.New("write tcp: i/o timeout"), func(error) *web.Problem { return nil })
+	})
+	srv := httptest.NewUnstartedServer(web.Handler(mux, web.Options{Logger: log}))
+	srv.Config.ErrorLog = stdlog.New(&serverLog, "", 0)
+	srv.Start()
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/blob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	srv.Close() // flushes the server's log
+	if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "partial") || strings.Contains(string(body), "problem") {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	if s := serverLog.String(); strings.Contains(s, "superfluous") {
+		t.Fatalf("server log: %s", s)
+	}
+	if s := logs.String(); strings.Contains(s, "level=ERROR") || !strings.Contains(s, "i/o timeout") {
+		t.Fatalf("log: %s", s)
+	}
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
