@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -77,6 +78,8 @@ type HubOptions struct {
 	WriteTimeout time.Duration
 	// PingInterval overrides the package's PingInterval (zero: default).
 	PingInterval time.Duration
+	// FrameTimeout overrides the package's FrameTimeout (zero: default).
+	FrameTimeout time.Duration
 }
 
 // Hub holds this node's device connections.
@@ -131,6 +134,9 @@ func NewHub(o HubOptions) (*Hub, error) {
 	}
 	if o.PingInterval <= 0 {
 		o.PingInterval = PingInterval
+	}
+	if o.FrameTimeout <= 0 {
+		o.FrameTimeout = FrameTimeout
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -740,7 +746,7 @@ func (c *conn) readLoop() {
 	for {
 		// Read ends when the socket closes; it is not tied to c.ctx for the
 		// same reason as write.
-		typ, data, err := c.ws.Read(context.Background())
+		typ, data, err := c.readFrame()
 		if err != nil {
 			if errors.Is(err, websocket.ErrMessageTooBig) {
 				c.close(websocket.StatusMessageTooBig, "frame too large")
@@ -780,6 +786,22 @@ func (c *conn) readLoop() {
 			return
 		}
 	}
+}
+
+// readFrame reads the next frame, waiting for its start as long as the
+// device likes but for its end at most FrameTimeout: a frame's bytes stay
+// in memory until it is complete. A frame that takes longer closes the
+// stream with 4008 — with a close frame, since the socket still takes
+// writes; the read then ends when the connection does.
+func (c *conn) readFrame() (websocket.MessageType, []byte, error) {
+	typ, rd, err := c.ws.Reader(context.Background())
+	if err != nil {
+		return 0, nil, err
+	}
+	cut := time.AfterFunc(c.hub.o.FrameTimeout, func() { c.close(StatusTooSlow, "frame not finished in time") })
+	defer cut.Stop()
+	data, err := io.ReadAll(rd)
+	return typ, data, err
 }
 
 var (

@@ -45,17 +45,17 @@ func newNode(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout time.D
 
 // newNodeWithPing is newNode with a ping every interval.
 func newNodeWithPing(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, interval time.Duration) *node {
-	return newNodeOpts(t, store, b, writeTimeout, 0, nil, interval)
+	return newNodeOpts(t, store, b, writeTimeout, 0, nil, interval, 0)
 }
 
 // newNodeWith is newNode with a session check every recheck (zero: the
 // default) and a clock (nil: time.Now).
 func newNodeWith(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, recheck time.Duration, now func() time.Time) *node {
 	t.Helper()
-	return newNodeOpts(t, store, b, writeTimeout, recheck, now, 0)
+	return newNodeOpts(t, store, b, writeTimeout, recheck, now, 0, 0)
 }
 
-func newNodeOpts(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, recheck time.Duration, now func() time.Time, ping time.Duration) *node {
+func newNodeOpts(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, recheck time.Duration, now func() time.Time, ping, frame time.Duration) *node {
 	t.Helper()
 	n := &node{tracker: &web.Tracker{}, bus: b, verdict: map[string]error{}}
 	// The hub's log, shown only when the test fails (why a socket closed).
@@ -78,6 +78,7 @@ func newNodeOpts(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, r
 		BusKey:         testBusKey,
 		WriteTimeout:   writeTimeout,
 		PingInterval:   ping,
+		FrameTimeout:   frame,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -518,5 +519,35 @@ func TestStalledSocketDoesNotSlowOthers(t *testing.T) {
 	stalled.ws.CloseNow()
 	if caught := dial(t, n, "dev_stalled").collect(sends, true); len(caught) != sends {
 		t.Fatalf("stalled device caught up %d of %d", len(caught), sends)
+	}
+}
+
+// TestUnfinishedFrameIsCut: a device that starts a frame and never
+// finishes it — holding the server to the bytes it sent while it answers
+// pings — is cut off after the frame time with 4008, as one that does
+// not answer pings is; what it sent of the frame is dropped with it.
+func TestUnfinishedFrameIsCut(t *testing.T) {
+	d := dbtest.SQLite(t, mailbox.Migrations())
+	b, err := bus.Open(context.Background(), bus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	n := newNodeOpts(t, mailbox.NewStore(d, mailbox.StoreOptions{}), b, 0, 0, nil, 0, 300*time.Millisecond)
+	cl := dial(t, n, "dev_trickle")
+	waitConnected(t, n, "dev_trickle")
+	ctx := context.Background()
+	w, err := cl.ws.Writer(ctx, websocket.MessageText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Past the client's write buffer, so that the frame's start is sent.
+	if _, err := w.Write([]byte(`{"type":"ack","ids":["` + strings.Repeat("x", 64<<10))); err != nil {
+		t.Fatal(err)
+	}
+	// The rest of the frame never comes; the client keeps reading (and
+	// so answers pings) until the server closes.
+	if code := cl.closeCode(); code != mailbox.StatusTooSlow {
+		t.Fatalf("close %d, want %d", code, mailbox.StatusTooSlow)
 	}
 }
