@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/kanal-server/kanal/internal/db"
@@ -26,9 +27,15 @@ var errInvalidEmail = web.Errorf(http.StatusBadRequest, TypeInvalidEmail, "Inval
 
 // normalizeEmail accepts a bare address (no display name, no angle
 // brackets, no line breaks) and lower-cases it, so that one mailbox is one
-// account.
+// account. It refuses what is not text — invalid UTF-8, control
+// characters, U+FFFD (what a decoder makes of bytes that were not UTF-8,
+// or of an escaped lone surrogate) — and a domain that is an address
+// literal (a@[127.0.0.1]): a sign-up names a mail domain, never a host.
 func normalizeEmail(s string) (string, bool) {
-	if s == "" || len(s) > MaxEmailBytes || !utf8.ValidString(s) || strings.ContainsAny(s, "\r\n\t \"<>()") {
+	if s == "" || len(s) > MaxEmailBytes || !utf8.ValidString(s) || strings.ContainsAny(s, "\r\n\t \"<>()[]\uFFFD") {
+		return "", false
+	}
+	if strings.ContainsFunc(s, unicode.IsControl) {
 		return "", false
 	}
 	a, err := mail.ParseAddress(s)

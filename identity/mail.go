@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Message is a plain-text mail to one recipient.
@@ -34,11 +36,12 @@ type Mailer interface {
 
 // formatMessage renders m as an RFC 5322 message with CRLF line endings,
 // a quoted-printable UTF-8 body and an encoded subject. Addresses are
-// checked for line breaks before they reach a header.
+// checked before they reach a header: valid UTF-8 (RFC 6532) without
+// control characters, line breaks among them.
 func formatMessage(from string, m Message, now time.Time, id string) ([]byte, error) {
 	for _, a := range []string{from, m.To} {
-		if strings.ContainsAny(a, "\r\n") {
-			return nil, errors.New("identity: mail: line break in address")
+		if !utf8.ValidString(a) || strings.ContainsFunc(a, unicode.IsControl) {
+			return nil, errors.New("identity: mail: address is not UTF-8 text (control character or invalid byte)")
 		}
 	}
 	var b bytes.Buffer

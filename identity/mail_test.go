@@ -166,3 +166,16 @@ type mimeWordDecoder = mime.WordDecoder
 type cryptoRand struct{}
 
 func (cryptoRand) Read(p []byte) (int, error) { return rand.Read(p) }
+
+// An address that is not valid UTF-8, or holds a control character, never
+// reaches a header, whoever calls the mailer.
+func TestFormatMessageRefusesBadAddresses(t *testing.T) {
+	for _, to := range []string{"anna\xff@example.de", "anna@example.de\r\nBcc: x@y.de", "anna\x00@example.de", "anna\x7f@example.de", "anna\u0085@example.de"} {
+		if _, err := formatMessage("kanal@example.de", Message{To: to, Subject: "s", Body: "b"}, time.Now(), "id@example.de"); err == nil {
+			t.Errorf("%q reached a header", to)
+		}
+	}
+	if _, err := formatMessage("kanal@example.de", Message{To: "jörg@example.de", Subject: "s", Body: "b"}, time.Now(), "id@example.de"); err != nil {
+		t.Errorf("UTF-8 address refused: %v", err)
+	}
+}

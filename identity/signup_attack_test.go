@@ -111,3 +111,40 @@ func TestSignupExpiry(t *testing.T) {
 		}
 	})
 }
+
+// TestAttackSignupLooseInput: an anonymous client sends sign-ups whose
+// address is not what a reader would take it for — bytes that are not
+// UTF-8 (encoding/json would turn them into U+FFFD and carry on, and the
+// address would reach the mail's To: header), escapes that decode to
+// U+FFFD or a control character, an address literal naming a host by IP,
+// a key in another case and a key given twice. Each is refused with a
+// problem, and no sign-up is stored and no mail sent.
+func TestAttackSignupLooseInput(t *testing.T) {
+	runDB(t, func(t *testing.T, e *env) {
+		cases := []struct {
+			name, body string
+			typ        web.ProblemType
+		}{
+			{"invalid UTF-8", "{\"email\":\"anna\xff@example.de\"}", web.TypeInvalidJSON},
+			{"invalid UTF-8 in the domain", "{\"email\":\"anna@exa\xc3mple.de\"}", web.TypeInvalidJSON},
+			{"escaped replacement character", `{"email":"anna\ufffd@example.de"}`, TypeInvalidEmail},
+			{"escaped lone surrogate", `{"email":"anna\ud800@example.de"}`, TypeInvalidEmail},
+			{"escaped NUL", `{"email":"anna\u0000@example.de"}`, TypeInvalidEmail},
+			{"escaped DEL", `{"email":"anna\u007f@example.de"}`, TypeInvalidEmail},
+			{"IPv4 address literal", `{"email":"a@[127.0.0.1]"}`, TypeInvalidEmail},
+			{"IPv6 address literal", `{"email":"a@[IPv6:::1]"}`, TypeInvalidEmail},
+			{"address literal with a dot name", `{"email":"a@[mail.example.de]"}`, TypeInvalidEmail},
+			{"key in capitals", `{"EMAIL":"anna@example.de"}`, web.TypeInvalidJSON},
+			{"key twice", `{"email":"anna@example.de","email":"bert@example.de"}`, web.TypeInvalidJSON},
+		}
+		for _, c := range cases {
+			e.mustProblem(e.do("POST", "/v1/signup", "", c.body), 400, c.typ)
+		}
+		if n := e.count("identity_signups"); n != 0 {
+			t.Fatalf("%d sign-ups stored after bad input", n)
+		}
+		if n := e.mail.count(); n != 0 {
+			t.Fatalf("%d mails sent after bad input", n)
+		}
+	})
+}

@@ -3,6 +3,7 @@ package messaging_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sort"
 	"testing"
 	"time"
@@ -285,6 +286,70 @@ func TestExpireSends(t *testing.T) {
 		}
 		if _, sends := e.stored(); sends != 0 {
 			t.Fatalf("%d idempotency rows left", sends)
+		}
+	})
+}
+
+// addBare registers a device in the directory without keys: enough to be
+// an addressee of notices, and cheap enough for a thousand of them.
+func (f *fakeDir) addBare(account, id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.devices[id] = messaging.Device{DeviceID: id, AccountID: account}
+}
+
+// A group at the limits — MaxGroupMembers members with identity's ten
+// devices each — is created, and every change and notice reaches every
+// device: the envelopes of one change are more rows than one statement
+// can carry parameters for (SQLite takes 32,766), so they are split.
+func TestGroupAtMaxima(t *testing.T) {
+	const devicesPerAccount = 10 // identity.MaxDevices
+	dbtest.Run(t, sendSets, func(t *testing.T, d *db.DB) {
+		e := newSendEnv(t, d, 0, true)
+		ctx := context.Background()
+		owner := e.enroll("owner", "owner-d0", false)
+		var req messaging.CreateGroupRequest
+		accounts := []string{"owner"}
+		for i := 0; i < messaging.MaxGroupMembers-1; i++ {
+			a := fmt.Sprintf("acct%03d", i)
+			for j := 0; j < devicesPerAccount; j++ {
+				e.dir.addBare(a, fmt.Sprintf("%s-d%d", a, j))
+			}
+			req.Members = append(req.Members, messaging.GroupMemberRequest{AccountID: a, Role: messaging.GroupMember})
+			accounts = append(accounts, a)
+		}
+		for j := 1; j < devicesPerAccount; j++ {
+			e.dir.addBare("owner", fmt.Sprintf("owner-d%d", j))
+		}
+		g, err := e.svc.CreateGroup(ctx, owner.caller(), &req)
+		if err != nil {
+			t.Fatalf("create group of %d members × %d devices: %v", len(req.Members)+1, devicesPerAccount, err)
+		}
+		if len(g.Members) != messaging.MaxGroupMembers {
+			t.Fatalf("%d members", len(g.Members))
+		}
+		for _, a := range accounts {
+			for j := 0; j < devicesPerAccount; j++ {
+				dev := fmt.Sprintf("%s-d%d", a, j)
+				if n, err := e.mb.Depth(ctx, dev); err != nil || n != messaging.MaxGroupMembers {
+					t.Fatalf("%s holds %d notices (%v), want %d", dev, n, err, messaging.MaxGroupMembers)
+				}
+			}
+		}
+		// A notice to every device of the group's members.
+		msg, err := kind.New("m1", testNow, &kind.GroupChangeBody{GroupID: g.GroupID, Op: "role", AccountID: "owner", By: "owner", Role: messaging.GroupAdmin})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := msg.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.svc.PostNotice(ctx, messaging.Notice{Accounts: accounts, Conversation: g.GroupID, Message: raw}); err != nil {
+			t.Fatalf("notice to %d devices: %v", len(accounts)*devicesPerAccount, err)
+		}
+		if n, err := e.mb.Depth(ctx, "acct042-d9"); err != nil || n != messaging.MaxGroupMembers+1 {
+			t.Fatalf("acct042-d9 holds %d envelopes (%v)", n, err)
 		}
 	})
 }

@@ -9,12 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sort"
 	"time"
 
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/internal/web"
 	"github.com/kanal-server/kanal/keys"
 	"github.com/kanal-server/kanal/messaging/mailbox"
 )
@@ -541,6 +543,12 @@ func (s *Service) Claim(ctx context.Context, c Caller, req *ClaimRequest) (*Clai
 	}
 	if err != nil {
 		return nil, err
+	}
+	if req.AccountID != "" && len(devices) == 0 {
+		// As for an unknown organisation: an empty claim would read as an
+		// account whose devices have not published keys yet.
+		return nil, web.Errorf(http.StatusNotFound, TypeUnknownRecipient, "Unknown account",
+			"account %s has no active devices", req.AccountID)
 	}
 	if len(req.Devices) > MaxClaimDevices {
 		return nil, fmt.Errorf("%w: devices: at most %d", ErrInvalid, MaxClaimDevices)

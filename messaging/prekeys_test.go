@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
+	"github.com/kanal-server/kanal/internal/web"
 	"github.com/kanal-server/kanal/keys"
 	"github.com/kanal-server/kanal/messaging"
 )
@@ -125,8 +127,11 @@ func TestPublishAndClaim(t *testing.T) {
 		if err != nil || len(resp.Bundles) != 1 || resp.Bundles[0].Bundle.DeviceID != bob2.id {
 			t.Fatalf("own account claim: %+v %v", resp, err)
 		}
-		// An unknown account has no devices.
-		if resp, err := s.Claim(ctx, alice.caller(), &messaging.ClaimRequest{AccountID: "nobody"}); err != nil || len(resp.Bundles) != 0 {
+		// An unknown account (or one without an active device) is not
+		// found, as an unknown organisation is — not an empty claim.
+		var p *web.Problem
+		if resp, err := s.Claim(ctx, alice.caller(), &messaging.ClaimRequest{AccountID: "nobody"}); !errors.As(err, &p) ||
+			p.Status != http.StatusNotFound || p.Type != messaging.TypeUnknownRecipient {
 			t.Fatalf("unknown account: %+v %v", resp, err)
 		}
 

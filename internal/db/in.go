@@ -4,8 +4,7 @@ import "strconv"
 
 // In returns the placeholder list "$1,$2,…" for values, and the values as
 // query arguments, for a query's "IN (…)". Both engines take the $n form.
-// Callers bound the number of values; neither engine takes more than
-// 32,766 arguments in one statement.
+// Callers bound the number of values well below MaxParams.
 func In(values []string) (placeholders string, args []any) {
 	b := make([]byte, 0, len(values)*4)
 	args = make([]any, len(values))

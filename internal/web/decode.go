@@ -8,21 +8,32 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
+	"strings"
+	"unicode/utf8"
 )
 
 // DecodeJSON reads exactly one JSON value from r's body into v. It rejects
-// a content type other than application/json, a body over maxBytes (0 means
-// MaxBodyBytes), unknown fields, and anything after the value. The returned
+// a content type other than application/json (in UTF-8), a body over
+// maxBytes (0 means MaxBodyBytes), a body that is not UTF-8, unknown
+// fields, keys that match a field only in another case, duplicate keys,
+// and anything after the value. The returned
 // error is a *Problem ready for WriteError.
 func DecodeJSON(w http.ResponseWriter, r *http.Request, v any, maxBytes int64) error {
 	if maxBytes <= 0 {
 		maxBytes = MaxBodyBytes
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
+		mt, params, err := mime.ParseMediaType(ct)
 		if err != nil || mt != "application/json" {
 			return Errorf(http.StatusUnsupportedMediaType, TypeUnsupportedMedia,
 				"Unsupported media type", "the body must be application/json")
+		}
+		// JSON is UTF-8 (RFC 8259 §8.1); a body declared as anything else
+		// would be read as something its sender did not mean.
+		if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+			return Errorf(http.StatusUnsupportedMediaType, TypeUnsupportedMedia,
+				"Unsupported media type", "the body must be application/json in UTF-8, not charset %q", shortKey(cs))
 		}
 	}
 	body := http.MaxBytesReader(w, r.Body, maxBytes)
@@ -40,7 +51,16 @@ func DecodeStrict(data []byte, v any, maxBytes int64) error {
 }
 
 func decodeStrict(rd io.Reader, v any, maxBytes int64) error {
-	dec := json.NewDecoder(rd)
+	data, err := io.ReadAll(rd)
+	if err != nil {
+		return jsonProblem(err, maxBytes)
+	}
+	// encoding/json would turn invalid UTF-8 into U+FFFD and go on: the
+	// value would no longer be what was sent.
+	if !utf8.Valid(data) {
+		return Errorf(http.StatusBadRequest, TypeInvalidJSON, "Invalid JSON", "the body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return jsonProblem(err, maxBytes)
@@ -53,10 +73,16 @@ func decodeStrict(rd io.Reader, v any, maxBytes int64) error {
 		}
 		return jsonProblem(err, maxBytes)
 	}
+	if err := checkKeys(data, reflect.TypeOf(v)); err != nil {
+		return jsonProblem(err, maxBytes)
+	}
 	return nil
 }
 
 func jsonProblem(err error, maxBytes int64) *Problem {
+	if p, ok := err.(*Problem); ok {
+		return p
+	}
 	var maxErr *http.MaxBytesError
 	var syntaxErr *json.SyntaxError
 	var typeErr *json.UnmarshalTypeError

@@ -121,7 +121,16 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 // errors and any *Problem) is written as that problem; anything else is
 // logged under domain with the request id and route, and answered as an
 // internal error that says nothing of its cause.
+//
+// If the response has started (its status is sent: a download whose
+// client stopped reading until the write deadline), no answer can follow:
+// the error is logged at info — the client's connection failed, not the
+// server — and the client sees the response cut short.
 func Fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, domain string, err error, toProblem func(error) *Problem) {
+	if started(w) {
+		log.InfoContext(r.Context(), domain+": response cut short", "request_id", RequestID(r.Context()), "route", r.Pattern, "err", err)
+		return
+	}
 	if p := toProblem(err); p != nil {
 		WriteProblem(w, r, p)
 		return
@@ -136,4 +145,19 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// started reports whether w's status has been sent, as far as the
+// statusWriter that Handler puts around every response can tell.
+func started(w http.ResponseWriter) bool {
+	for {
+		switch x := w.(type) {
+		case *statusWriter:
+			return x.wrote
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = x.Unwrap()
+		default:
+			return false
+		}
+	}
 }

@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -54,6 +56,16 @@ func TestDecodeJSON(t *testing.T) {
 		{"syntax", "application/json", `{name:1}`, 400, web.TypeInvalidJSON},
 		{"too large", "application/json", `{"name":"` + strings.Repeat("x", 100) + `"}`, 413, web.TypeTooLarge},
 		{"form body", "application/x-www-form-urlencoded", `name=a`, 415, web.TypeUnsupportedMedia},
+		{"charset UTF-8 in capitals", "application/json; charset=UTF-8", `{"name":"Amt"}`, 200, ""},
+		{"key in capitals", "application/json", `{"NAME":"Amt"}`, 400, web.TypeInvalidJSON},
+		{"key in mixed case", "application/json", `{"Name":"Amt"}`, 400, web.TypeInvalidJSON},
+		{"key escaped to another case", "application/json", `{"\u004eame":"Amt"}`, 400, web.TypeInvalidJSON},
+		{"duplicate key", "application/json", `{"name":"a","name":"b"}`, 400, web.TypeInvalidJSON},
+		{"duplicate key escaped", "application/json", `{"name":"a","\u006eame":"b"}`, 400, web.TypeInvalidJSON},
+		{"invalid UTF-8 in a string", "application/json", "{\"name\":\"A\xffmt\"}", 400, web.TypeInvalidJSON},
+		{"charset utf-16", "application/json; charset=utf-16", `{"name":"Amt"}`, 415, web.TypeUnsupportedMedia},
+		{"charset latin-1", "application/json; charset=iso-8859-1", `{"name":"Amt"}`, 415, web.TypeUnsupportedMedia},
+		{"charset empty", "application/json; charset=", `{"name":"Amt"}`, 415, web.TypeUnsupportedMedia},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -95,6 +107,65 @@ func TestDecodeStrict(t *testing.T) {
 	}
 	if err := web.DecodeStrict(bytes.Repeat([]byte(" "), 101), &g, 100); err == nil {
 		t.Fatal("oversized frame accepted")
+	}
+}
+
+// Keys match fields exactly, once, at every depth of a value: in nested
+// structs, slices and maps of them, and promoted from embedded structs. A
+// json.RawMessage or map[string]any holds no fields but no duplicate keys
+// either.
+func TestDecodeStrictKeys(t *testing.T) {
+	type inner struct {
+		ID string `json:"id"`
+	}
+	type Embedded struct {
+		Kind string `json:"kind"`
+	}
+	type outer struct {
+		Embedded
+		Inner   inner            `json:"inner"`
+		Ptr     *inner           `json:"ptr"`
+		List    []inner          `json:"list"`
+		ByName  map[string]inner `json:"by_name"`
+		Raw     json.RawMessage  `json:"raw"`
+		Any     map[string]any   `json:"any"`
+		Untaged string
+		Skipped string `json:"-"`
+	}
+	good := []string{
+		`{"kind":"k","inner":{"id":"1"},"ptr":{"id":"2"},"list":[{"id":"3"}],"by_name":{"ID":{"id":"4"}},"raw":{"A":1,"a":2},"any":{"X":1,"x":2},"Untaged":"u"}`,
+		`{"ptr":null,"list":null}`,
+	}
+	for _, in := range good {
+		var v outer
+		if err := web.DecodeStrict([]byte(in), &v, 0); err != nil {
+			t.Errorf("%s: %v", in, err)
+		}
+	}
+	bad := []string{
+		`{"Kind":"k"}`,
+		`{"inner":{"ID":"1"}}`,
+		`{"ptr":{"Id":"2"}}`,
+		`{"list":[{"id":"3"},{"iD":"4"}]}`,
+		`{"by_name":{"x":{"ID":"4"}}}`,
+		`{"untaged":"u"}`,
+		`{"inner":{"id":"1","id":"2"}}`,
+		`{"list":[{"id":"3","id":"3"}]}`,
+		`{"by_name":{"x":{"id":"1"},"x":{"id":"2"}}}`,
+		`{"raw":{"a":1,"a":2}}`,
+		`{"raw":[{"a":{"b":1,"b":2}}]}`,
+		`{"any":{"x":1,"x":2}}`,
+		`{"kind":"k","kind":"k"}`,
+		"{\"kind\":\"\xc3\"}",
+		"{\"raw\":\"\xed\xa0\x80\"}",
+	}
+	for _, in := range bad {
+		var v outer
+		err := web.DecodeStrict([]byte(in), &v, 0)
+		var p *web.Problem
+		if !errors.As(err, &p) || p.Type != web.TypeInvalidJSON || p.Status != http.StatusBadRequest {
+			t.Errorf("%q: %v, want an invalid-json problem", in, err)
+		}
 	}
 }
 
@@ -223,4 +294,58 @@ func TestTrackerClosesEverything(t *testing.T) {
 	if _, ok := tr.Track(func() {}); ok {
 		t.Fatal("tracker accepted a connection after CloseAll")
 	}
+}
+
+// TestFailAfterTheResponseStarted: a handler whose write fails halfway —
+// a client that stopped reading a download until the write deadline — has
+// sent its status already. Its error is not answered with a second status
+// ("superfluous response.WriteHeader" in the server's log) nor logged as a
+// server error: the response is cut, which the client sees.
+func TestFailAfterTheResponseStarted(t *testing.T) {
+	var logs, serverLog lockedBuf
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /blob", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("partial"))
+		web.Fail(w, r, log, "blobs", errors.New("write tcp: i/o timeout"), func(error) *web.Problem { return nil })
+	})
+	srv := httptest.NewUnstartedServer(web.Handler(mux, web.Options{Logger: log}))
+	srv.Config.ErrorLog = stdlog.New(&serverLog, "", 0)
+	srv.Start()
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/blob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	srv.Close() // flushes the server's log
+	if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "partial") || strings.Contains(string(body), "problem") {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	if s := serverLog.String(); strings.Contains(s, "superfluous") {
+		t.Fatalf("server log: %s", s)
+	}
+	if s := logs.String(); strings.Contains(s, "level=ERROR") || !strings.Contains(s, "i/o timeout") {
+		t.Fatalf("log: %s", s)
+	}
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

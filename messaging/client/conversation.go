@@ -293,6 +293,11 @@ func (c *Client) ensureSessions(ctx context.Context, to Peer, set *deviceSet, st
 	bundles := map[string]*Bundle{}
 	for key, devs := range need {
 		claim, err := c.claim(ctx, messaging.ClaimRequest{AccountID: key.account, OrgID: key.org, Devices: devs})
+		if key.account != "" && idclient.IsProblem(err, string(messaging.TypeUnknownRecipient)) {
+			// The account's last device went since the server named
+			// these: none of them gets keys, as below.
+			claim, err = &Claim{}, nil
+		}
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrSendFailed, err)
 		}

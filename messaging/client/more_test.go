@@ -60,6 +60,9 @@ func TestOrganisationOverKanald(t *testing.T) {
 		if _, err := citizenSDK.ClaimOrg(ctx, "org_unknown"); !idclient.IsProblem(err, "urn:kanal:problem:unknown-recipient") {
 			t.Fatalf("unknown org: %v", err)
 		}
+		if _, err := citizenSDK.ClaimAccount(ctx, "acc_unknown"); !idclient.IsProblem(err, "urn:kanal:problem:unknown-recipient") || idclient.StatusOf(err) != 404 {
+			t.Fatalf("unknown account: %v", err)
+		}
 	})
 }
 

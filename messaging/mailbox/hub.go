@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 
@@ -21,8 +23,8 @@ import (
 )
 
 // Close codes a device may see, besides the standard ones (1001 when the
-// server shuts down, 1007 for a frame that is not JSON, 1008 for a frame
-// that breaks the protocol, 1009 for a frame that is too large).
+// server shuts down, 1007 for a frame that is not UTF-8 JSON, 1008 for a
+// frame that breaks the protocol, 1009 for a frame that is too large).
 const (
 	StatusReplaced websocket.StatusCode = 4000 // the device connected again elsewhere
 	StatusRevoked  websocket.StatusCode = 4001 // the device was revoked
@@ -31,7 +33,7 @@ const (
 	// reuse, password change, key change). Refresh or log in, then
 	// connect again.
 	StatusSessionEnded websocket.StatusCode = 4002
-	StatusTooSlow      websocket.StatusCode = 4008 // the socket did not take frames in time
+	StatusTooSlow      websocket.StatusCode = 4008 // the socket did not answer a ping in time
 )
 
 // FrameHandler handles a frame type the hub does not know itself, such as a
@@ -74,6 +76,10 @@ type HubOptions struct {
 	OriginPatterns []string
 	// WriteTimeout overrides the package's WriteTimeout (zero: default).
 	WriteTimeout time.Duration
+	// PingInterval overrides the package's PingInterval (zero: default).
+	PingInterval time.Duration
+	// FrameTimeout overrides the package's FrameTimeout (zero: default).
+	FrameTimeout time.Duration
 }
 
 // Hub holds this node's device connections.
@@ -125,6 +131,12 @@ func NewHub(o HubOptions) (*Hub, error) {
 	}
 	if o.SessionRecheck <= 0 {
 		o.SessionRecheck = SessionRecheckInterval
+	}
+	if o.PingInterval <= 0 {
+		o.PingInterval = PingInterval
+	}
+	if o.FrameTimeout <= 0 {
+		o.FrameTimeout = FrameTimeout
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -596,15 +608,19 @@ func (c *conn) run() {
 	c.mu.Lock()
 	code, reason := c.closeErr.code, c.closeErr.reason
 	c.mu.Unlock()
+	stalled := false
 	switch {
 	case code != 0:
 	case errors.Is(err, context.DeadlineExceeded):
-		code, reason = StatusTooSlow, "socket stalled"
+		code, reason, stalled = StatusTooSlow, "socket stalled", true
 	default:
 		code, reason = websocket.StatusInternalError, "stream error"
 	}
-	if code == StatusTooSlow || code == websocket.StatusInternalError {
-		// A stalled peer will not complete a closing handshake either.
+	if stalled || code == websocket.StatusInternalError {
+		// A frame write ran past its deadline: the peer's buffers are
+		// full, so no close frame could reach it, and the library has
+		// already dropped the connection (a write's deadline closes it).
+		// The device sees the connection end (1006) and reconnects.
 		c.ws.CloseNow()
 	} else {
 		c.ws.Close(code, reason)
@@ -617,7 +633,7 @@ func (c *conn) run() {
 func (c *conn) pump() error {
 	store := c.hub.o.Store
 	synced := false
-	ping := time.NewTicker(PingInterval)
+	ping := time.NewTicker(c.hub.o.PingInterval)
 	defer ping.Stop()
 	// The stream ends with its session: at its expiry, and when a check
 	// finds it ended (should the word of its end have been lost).
@@ -700,7 +716,10 @@ func (c *conn) pump() error {
 				if c.ctx.Err() != nil {
 					return nil
 				}
-				return context.DeadlineExceeded
+				// No pong in time, but the ping went out: the socket
+				// still takes frames, so the close can say why (4008).
+				c.close(StatusTooSlow, "no answer to ping")
+				return nil
 			}
 		}
 	}
@@ -737,7 +756,7 @@ func (c *conn) readLoop() {
 	for {
 		// Read ends when the socket closes; it is not tied to c.ctx for the
 		// same reason as write.
-		typ, data, err := c.ws.Read(context.Background())
+		typ, data, err := c.readFrame()
 		if err != nil {
 			if errors.Is(err, websocket.ErrMessageTooBig) {
 				c.close(websocket.StatusMessageTooBig, "frame too large")
@@ -748,6 +767,13 @@ func (c *conn) readLoop() {
 		}
 		if typ != websocket.MessageText {
 			c.close(websocket.StatusUnsupportedData, "text frames only")
+			return
+		}
+		// A text frame is UTF-8 or the connection fails with 1007 (RFC
+		// 6455 §8.1); encoding/json would read bytes that are not as
+		// U+FFFD and go on.
+		if !utf8.Valid(data) {
+			c.close(websocket.StatusInvalidFramePayloadData, "text frame is not UTF-8")
 			return
 		}
 		var head struct {
@@ -772,7 +798,35 @@ func (c *conn) readLoop() {
 	}
 }
 
-var errUnknownFrame = errors.New("unknown frame type")
+// readFrame reads the next frame, waiting for its start as long as the
+// device likes but for its end at most FrameTimeout: a frame's bytes stay
+// in memory until it is complete. A frame that takes longer closes the
+// stream with 4008 — with a close frame, since the socket still takes
+// writes; the read then ends when the connection does.
+func (c *conn) readFrame() (websocket.MessageType, []byte, error) {
+	typ, rd, err := c.ws.Reader(context.Background())
+	if err != nil {
+		return 0, nil, err
+	}
+	cut := time.AfterFunc(c.hub.o.FrameTimeout, func() { c.close(StatusTooSlow, "frame not finished in time") })
+	defer cut.Stop()
+	data, err := io.ReadAll(rd)
+	return typ, data, err
+}
+
+var (
+	errUnknownFrame = errors.New("unknown frame type")
+	errBadFrame     = errors.New("bad ack frame")
+)
+
+// problemDetail is what a close reason says of a decoding error.
+func problemDetail(err error) string {
+	var p *web.Problem
+	if errors.As(err, &p) {
+		return p.Detail
+	}
+	return err.Error()
+}
 
 func (c *conn) handle(typ string, data []byte) error {
 	switch typ {
@@ -782,7 +836,10 @@ func (c *conn) handle(typ string, data []byte) error {
 			IDs  []string `json:"ids"`
 		}
 		if err := web.DecodeStrict(data, &f, MaxFrame); err != nil {
-			return err
+			// Not an ack frame at all: the protocol is broken, and the
+			// stream closes with 1008 as for any other bad frame. A
+			// well-formed ack the server refuses gets a problem frame.
+			return fmt.Errorf("%w: %s", errBadFrame, problemDetail(err))
 		}
 		if len(f.IDs) > MaxAckBatch {
 			return web.Errorf(http.StatusBadRequest, web.TypeValidation, "Invalid ack", "at most %d ids per ack", MaxAckBatch)

@@ -43,9 +43,19 @@ func newNode(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout time.D
 	return newNodeWith(t, store, b, writeTimeout, 0, nil)
 }
 
+// newNodeWithPing is newNode with a ping every interval.
+func newNodeWithPing(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, interval time.Duration) *node {
+	return newNodeOpts(t, store, b, writeTimeout, 0, nil, interval, 0)
+}
+
 // newNodeWith is newNode with a session check every recheck (zero: the
 // default) and a clock (nil: time.Now).
 func newNodeWith(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, recheck time.Duration, now func() time.Time) *node {
+	t.Helper()
+	return newNodeOpts(t, store, b, writeTimeout, recheck, now, 0, 0)
+}
+
+func newNodeOpts(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, recheck time.Duration, now func() time.Time, ping, frame time.Duration) *node {
 	t.Helper()
 	n := &node{tracker: &web.Tracker{}, bus: b, verdict: map[string]error{}}
 	// The hub's log, shown only when the test fails (why a socket closed).
@@ -67,6 +77,8 @@ func newNodeWith(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, r
 		Now:            now,
 		BusKey:         testBusKey,
 		WriteTimeout:   writeTimeout,
+		PingInterval:   ping,
+		FrameTimeout:   frame,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -332,38 +344,82 @@ func TestUnackedAreRedeliveredOnReconnect(t *testing.T) {
 	})
 }
 
+// TestBadFramesCloseTheStream: a frame that is not UTF-8 text closes with
+// 1007 (RFC 6455 §8.1), one that breaks the protocol — an unknown type, an
+// ack with an unknown field, a key in another case, a key twice — with
+// 1008, as docs/api-messaging.md says, and the envelope the bad ack named
+// stays in the mailbox. A well-formed ack the server refuses (an empty id)
+// gets a problem frame and the stream stays open.
 func TestBadFramesCloseTheStream(t *testing.T) {
 	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, _ *node) {
+		ctx := context.Background()
 		cases := []struct {
-			frame string
+			name  string
+			frame func(id string) string
 			code  websocket.StatusCode
 		}{
-			{`not json`, websocket.StatusInvalidFramePayloadData},
-			{`{"type":"launch"}`, websocket.StatusPolicyViolation},
+			{"not JSON", func(string) string { return `not json` }, websocket.StatusInvalidFramePayloadData},
+			{"invalid UTF-8", func(id string) string { return "{\"type\":\"ack\",\"ids\":[\"" + id + "\xff\"]}" }, websocket.StatusInvalidFramePayloadData},
+			{"invalid UTF-8 in an unknown frame", func(string) string { return "{\"type\":\"l\xc0unch\"}" }, websocket.StatusInvalidFramePayloadData},
+			{"unknown type", func(string) string { return `{"type":"launch"}` }, websocket.StatusPolicyViolation},
+			{"ack with an unknown field", func(id string) string { return `{"type":"ack","ids":["` + id + `"],"extra":true}` }, websocket.StatusPolicyViolation},
+			{"ack with a key in capitals", func(id string) string { return `{"type":"ack","IDS":["` + id + `"]}` }, websocket.StatusPolicyViolation},
+			{"ack with a key twice", func(id string) string { return `{"type":"ack","ids":["` + id + `"],"ids":["` + id + `"]}` }, websocket.StatusPolicyViolation},
 		}
 		for _, c := range cases {
-			cl := dial(t, a, uniqueDevice("dev_x"))
-			cl.sendRaw([]byte(c.frame))
-			if got := cl.closeCode(); got != c.code {
-				t.Errorf("frame %q: close %d, want %d", c.frame, got, c.code)
+			dev := uniqueDevice("dev_x")
+			if err := store.Append(ctx, []mailbox.Envelope{env(dev, "dev_a", "hello")}); err != nil {
+				t.Fatal(err)
+			}
+			cl := dial(t, a, dev)
+			got := cl.collect(1, false)
+			cl.sendRaw([]byte(c.frame(got[0].ID)))
+			if code := cl.closeCode(); code != c.code {
+				t.Errorf("%s: close %d, want %d", c.name, code, c.code)
+			}
+			if n, err := store.Depth(ctx, dev); err != nil || n != 1 {
+				t.Errorf("%s: mailbox holds %d envelopes (%v), want 1", c.name, n, err)
 			}
 		}
-		// A malformed ack is answered with a problem; the stream stays open.
+		// A refused ack is answered with a problem; the stream stays open.
 		cl := dial(t, a, uniqueDevice("dev_y"))
-		cl.send(map[string]any{"type": "ack", "ids": []string{"x"}, "extra": true})
+		cl.send(map[string]any{"type": "ack", "ids": []string{""}})
 		for {
 			f, err := cl.next()
 			if err != nil {
-				t.Fatalf("stream closed on a bad ack: %v", err)
+				t.Fatalf("stream closed on a refused ack: %v", err)
 			}
 			if f.Type == "problem" {
-				if f.Problem["type"] != string(web.TypeInvalidJSON) {
+				if f.Problem["type"] != string(web.TypeValidation) {
 					t.Fatalf("problem %v", f.Problem)
 				}
 				break
 			}
 		}
 	})
+}
+
+// TestUnansweredPingClosesWith4008: a device that stops reading while its
+// socket can still take a frame is told why it is cut off — close 4008,
+// as docs/api-messaging.md says — not dropped without a close frame.
+func TestUnansweredPingClosesWith4008(t *testing.T) {
+	d := dbtest.SQLite(t, mailbox.Migrations())
+	b, err := bus.Open(context.Background(), bus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	n := newNodeWithPing(t, mailbox.NewStore(d, mailbox.StoreOptions{}), b, time.Second, 100*time.Millisecond)
+	cl := dial(t, n, "dev_silent") // reads nothing, so answers no ping
+	waitConnected(t, n, "dev_silent")
+	for deadline := time.Now().Add(30 * time.Second); n.hub.Connected("dev_silent"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("silent socket never cut")
+		}
+	}
+	if code := cl.closeCode(); code != mailbox.StatusTooSlow {
+		t.Fatalf("close %d, want %d", code, mailbox.StatusTooSlow)
+	}
 }
 
 func TestReplacedAndRevokedAndShutdown(t *testing.T) {
@@ -463,5 +519,35 @@ func TestStalledSocketDoesNotSlowOthers(t *testing.T) {
 	stalled.ws.CloseNow()
 	if caught := dial(t, n, "dev_stalled").collect(sends, true); len(caught) != sends {
 		t.Fatalf("stalled device caught up %d of %d", len(caught), sends)
+	}
+}
+
+// TestUnfinishedFrameIsCut: a device that starts a frame and never
+// finishes it — holding the server to the bytes it sent while it answers
+// pings — is cut off after the frame time with 4008, as one that does
+// not answer pings is; what it sent of the frame is dropped with it.
+func TestUnfinishedFrameIsCut(t *testing.T) {
+	d := dbtest.SQLite(t, mailbox.Migrations())
+	b, err := bus.Open(context.Background(), bus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	n := newNodeOpts(t, mailbox.NewStore(d, mailbox.StoreOptions{}), b, 0, 0, nil, 0, 300*time.Millisecond)
+	cl := dial(t, n, "dev_trickle")
+	waitConnected(t, n, "dev_trickle")
+	ctx := context.Background()
+	w, err := cl.ws.Writer(ctx, websocket.MessageText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Past the client's write buffer, so that the frame's start is sent.
+	if _, err := w.Write([]byte(`{"type":"ack","ids":["` + strings.Repeat("x", 64<<10))); err != nil {
+		t.Fatal(err)
+	}
+	// The rest of the frame never comes; the client keeps reading (and
+	// so answers pings) until the server closes.
+	if code := cl.closeCode(); code != mailbox.StatusTooSlow {
+		t.Fatalf("close %d, want %d", code, mailbox.StatusTooSlow)
 	}
 }

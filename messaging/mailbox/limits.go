@@ -39,6 +39,14 @@ const (
 	// MaxFrame caps a frame from a device.
 	MaxFrame = 256 << 10
 
+	// FrameTimeout is how long a frame from a device may take from its
+	// first byte to its last. What has come of a frame is held in memory
+	// until it is complete, so a device that starts frames and never
+	// finishes them would pin up to MaxFrame per connection for as long as
+	// it answers pings; after FrameTimeout it is closed with 4008. A full
+	// MaxFrame in this time needs about 70 kbit/s.
+	FrameTimeout = 30 * time.Second
+
 	// DefaultRetention is how long an undelivered envelope is kept.
 	DefaultRetention = 30 * 24 * time.Hour
 

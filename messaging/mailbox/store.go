@@ -165,15 +165,16 @@ func (s *Store) AppendWithinTx(ctx context.Context, tx *sql.Tx, envs []Envelope,
 	// statement is a round trip, and a group message to 50 devices was 100
 	// of them.
 	for len(devices) > 0 {
-		chunk := devices[:min(len(devices), maxRowsPerStatement)]
+		chunk := devices[:min(len(devices), maxHeadsPerStatement)]
 		devices = devices[len(chunk):]
 		last, err := s.advanceHeads(ctx, tx, chunk, byDevice, envs, q)
 		if err != nil {
 			return err
 		}
-		var q strings.Builder
-		q.WriteString(`INSERT INTO mailbox (device_id, seq, envelope_id, conversation, sender_device, class, ciphertext, created_at, expires_at) VALUES `)
-		args := make([]any, 0, 9*len(chunk))
+		// The chunk's devices may hold many envelopes each (a group's
+		// creation gives every member device one notice per member), so
+		// the rows are split again by their parameters.
+		rows := make([]int, 0, len(chunk))
 		for _, dev := range chunk {
 			idx := byDevice[dev]
 			seq := last[dev] - int64(len(idx))
@@ -185,25 +186,50 @@ func (s *Store) AppendWithinTx(ctx context.Context, tx *sql.Tx, envs []Envelope,
 				}
 				e.Seq = seq
 				e.ServerTime = time.UnixMilli(created).UTC()
-				if len(args) > 0 {
+				rows = append(rows, i)
+			}
+		}
+		for len(rows) > 0 {
+			part := rows[:min(len(rows), maxEnvelopesPerStatement)]
+			rows = rows[len(part):]
+			var q strings.Builder
+			q.WriteString(`INSERT INTO mailbox (device_id, seq, envelope_id, conversation, sender_device, class, ciphertext, created_at, expires_at) VALUES `)
+			args := make([]any, 0, envelopeParams*len(part))
+			for k, i := range part {
+				e := &envs[i]
+				if k > 0 {
 					q.WriteString(", ")
 				}
 				n := len(args)
 				fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9)
-				args = append(args, dev, seq, e.ID, e.Conversation, e.Sender, e.Class, e.Ciphertext, created, expires)
+				args = append(args, e.Recipient, e.Seq, e.ID, e.Conversation, e.Sender, e.Class, e.Ciphertext, created, expires)
 			}
-		}
-		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
-			return fmt.Errorf("mailbox.append: %w", err)
+			if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+				return fmt.Errorf("mailbox.append: %w", err)
+			}
 		}
 	}
 	return nil
 }
 
-// maxRowsPerStatement bounds the devices of one multi-row statement, so its
-// parameters stay far below SQLite's and PostgreSQL's limits (32,766 and
-// 65,535) even when each device gets several envelopes.
-const maxRowsPerStatement = 256
+// Rows per multi-row statement. Each must stay within db.MaxParams
+// arguments (a test at compile time below), and well within: SQLite looks
+// a $n parameter up by name, linearly, so a statement's parse costs the
+// square of its parameters — 3,640 rows of nine took seconds each, 256
+// rows a few milliseconds. maxHeadsPerStatement bounds the devices of one
+// advanceHeads (three parameters each), maxEnvelopesPerStatement the rows
+// of one insert into the mailbox (nine each), however the envelopes fall
+// on devices.
+const (
+	envelopeParams           = 9
+	maxHeadsPerStatement     = 256
+	maxEnvelopesPerStatement = 256
+)
+
+var (
+	_ [db.MaxParams - 3*maxHeadsPerStatement]struct{}
+	_ [db.MaxParams - envelopeParams*maxEnvelopesPerStatement]struct{}
+)
 
 // advanceHeads reserves len(byDevice[d]) sequence numbers for each device d
 // of devices (sorted) in one statement, adds the envelopes to each
