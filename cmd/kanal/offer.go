@@ -139,6 +139,18 @@ func caCert(st *keystore.Store) (*x509.Certificate, error) {
 	return x509.ParseCertificate(der)
 }
 
+// caRoots is the deployment CA from the key store, and a pool holding it
+// for verifying offers and contracts.
+func caRoots(st *keystore.Store) (*x509.Certificate, *x509.CertPool, error) {
+	caC, err := caCert(st)
+	if err != nil {
+		return nil, nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(caC)
+	return caC, roots, nil
+}
+
 // messenger returns this device's end-to-end client, publishing its keys
 // on first use so that others can reach it.
 func (c *cli) messenger(ctx context.Context, o *opts, st *keystore.Store) (*mclient.Client, error) {
@@ -271,12 +283,10 @@ func offerSend(ctx context.Context, c *cli, o *opts, fo *offerOpts) error {
 	if err != nil {
 		return err
 	}
-	caC, err := caCert(st)
+	_, roots, err := caRoots(st)
 	if err != nil {
 		return err
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(caC)
 	now := c.now().UTC().Truncate(time.Second)
 	offer := jws.Offer{Version: 1, OfferID: "of_" + newKey()[:20], OrgID: org.OrgID, OrgName: org.Name, BuyerAccount: fo.to,
 		Items: fo.items, Currency: "EUR", Terms: fo.terms, IssuedAt: now, ValidUntil: now.Add(fo.valid)}
@@ -333,12 +343,10 @@ func offerSign(ctx context.Context, c *cli, o *opts, fo *offerOpts, args []strin
 		}
 		offerJWS = in.Message.Body.(*kind.OfferBody).JWS
 	}
-	caC, err := caCert(st)
+	caC, roots, err := caRoots(st)
 	if err != nil {
 		return err
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(caC)
 	vo, err := jws.VerifyOffer(offerJWS, roots)
 	if err != nil {
 		return err
@@ -466,12 +474,10 @@ func offerList(c *cli) error {
 		fmt.Fprintln(c.stderr, "No offers received yet.")
 		return nil
 	}
-	caC, err := caCert(st)
+	_, roots, err := caRoots(st)
 	if err != nil {
 		return err
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(caC)
 	for _, e := range offers {
 		vo, err := jws.VerifyOffer(e.JWS, roots)
 		if err != nil {
@@ -498,12 +504,10 @@ func offerShow(c *cli, id string) error {
 	if err != nil {
 		return err
 	}
-	caC, err := caCert(st)
+	_, roots, err := caRoots(st)
 	if err != nil {
 		return err
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(caC)
 	vo, err := jws.VerifyOffer(offerJWS, roots)
 	if err != nil {
 		return err
