@@ -109,6 +109,9 @@ func errNotMember(id string) error {
 // CreateGroup creates a group with the caller as admin and the requested
 // members, and announces each to every member's devices.
 func (s *Service) CreateGroup(ctx context.Context, c Caller, req *CreateGroupRequest) (*Group, error) {
+	if err := s.groupLimit(s.groupCreates, "group creations", c.DeviceID); err != nil {
+		return nil, err
+	}
 	if len(req.Members)+1 > MaxGroupMembers {
 		return nil, fmt.Errorf("%w: a group has at most %d members", ErrInvalid, MaxGroupMembers)
 	}
@@ -275,6 +278,9 @@ func (s *Service) ListGroups(ctx context.Context, c Caller) (*GroupList, error) 
 
 // AddGroupMember adds an account to a group; only an admin may.
 func (s *Service) AddGroupMember(ctx context.Context, c Caller, id string, req *GroupMemberRequest) (*Group, error) {
+	if err := s.groupLimit(s.groupChanges, "group changes", c.DeviceID); err != nil {
+		return nil, err
+	}
 	if !validAccountID(req.AccountID) {
 		return nil, fmt.Errorf("%w: account_id: malformed", ErrInvalid)
 	}
@@ -302,6 +308,9 @@ func (s *Service) AddGroupMember(ctx context.Context, c Caller, id string, req *
 // SetGroupRole changes a member's role; only an admin may, and the last
 // admin cannot step down while other members remain.
 func (s *Service) SetGroupRole(ctx context.Context, c Caller, id, account string, req *GroupRoleRequest) (*Group, error) {
+	if err := s.groupLimit(s.groupChanges, "group changes", c.DeviceID); err != nil {
+		return nil, err
+	}
 	if !validRole(req.Role) {
 		return nil, fmt.Errorf("%w: role: admin or member", ErrInvalid)
 	}
@@ -326,6 +335,11 @@ func (s *Service) SetGroupRole(ctx context.Context, c Caller, id, account string
 // cannot leave while other members remain; the last member leaving ends
 // the group.
 func (s *Service) RemoveGroupMember(ctx context.Context, c Caller, id, account string) (*Group, error) {
+	if account != c.AccountID { // leaving is never limited
+		if err := s.groupLimit(s.groupChanges, "group changes", c.DeviceID); err != nil {
+			return nil, err
+		}
+	}
 	return s.editGroup(ctx, c, id, func(g *Group) (*kind.GroupChangeBody, string, error) {
 		role := g.role(account)
 		op := "removed"
@@ -539,6 +553,18 @@ func (s *Service) groupMembers(ctx context.Context, c Caller, id string) ([]stri
 		return nil, err
 	}
 	return accountsOf(g.Members), nil
+}
+
+// groupLimit counts one group creation or change of device against l.
+func (s *Service) groupLimit(l *sendLimiter, what, device string) error {
+	if err := l.allow(device, s.now()); err != nil {
+		var rl *RateLimitError
+		if errors.As(err, &rl) {
+			return &RateLimitError{RetryAfter: rl.RetryAfter, group: what, limit: l.limit}
+		}
+		return err
+	}
+	return nil
 }
 
 // Group routes.

@@ -100,7 +100,10 @@ func problem(err error) *web.Problem {
 	if errors.As(err, &rl) {
 		secs := int(rl.RetryAfter.Seconds() + 0.999)
 		title := "Too many claims"
-		if rl.sends > 0 {
+		switch {
+		case rl.group != "":
+			title = "Too many " + rl.group
+		case rl.sends > 0:
 			title = "Too many sends"
 		}
 		return web.Errorf(http.StatusTooManyRequests, web.TypeRateLimited, title, "%s", err).

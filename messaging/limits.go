@@ -41,6 +41,15 @@ const (
 	SendWindow        = time.Minute
 	MaxSendsPerWindow = 600
 
+	// GroupWindow, MaxGroupCreatesPerWindow and MaxGroupChangesPerWindow
+	// rate-limit, per device, the creation of groups and the membership
+	// changes an admin makes (add, role, remove): each writes a notice to
+	// every device of every member, so a loop of them floods people who
+	// never asked to be in a group. Leaving a group is never limited.
+	GroupWindow              = time.Hour
+	MaxGroupCreatesPerWindow = 20
+	MaxGroupChangesPerWindow = 300
+
 	// MaxNoticeBytes bounds a notice statement (NoticeStatement's text
 	// form). Notices are short facts; with the signature and the notary
 	// certificate, base64 in JSON, the envelope stays well under

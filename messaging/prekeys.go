@@ -45,10 +45,15 @@ var (
 // the limit; RetryAfter is when the current window ends.
 type RateLimitError struct {
 	RetryAfter time.Duration
-	sends      int // the send limit, for a send; 0 for a claim
+	sends      int    // the send limit, for a send; 0 for a claim
+	group      string // "group creations" or "group changes", for those
+	limit      int
 }
 
 func (e *RateLimitError) Error() string {
+	if e.group != "" {
+		return fmt.Sprintf("messaging.group: at most %d %s per device per %s", e.limit, e.group, GroupWindow)
+	}
 	if e.sends > 0 {
 		return fmt.Sprintf("messaging.send: at most %d sends per device per %s", e.sends, SendWindow)
 	}
@@ -100,14 +105,17 @@ type Service struct {
 	log  *slog.Logger
 	now  func() time.Time
 
-	mailbox   *mailbox.Store
-	batch     *db.Batcher
-	notify    func(devices ...string)
-	stored    func(envs []mailbox.Envelope)
-	limit     *sendLimiter
-	retention time.Duration
-	notary    *ca.Notary
-	quota     mailbox.Quota
+	mailbox *mailbox.Store
+	batch   *db.Batcher
+	notify  func(devices ...string)
+	stored  func(envs []mailbox.Envelope)
+	limit   *sendLimiter
+	// groupCreates and groupChanges count group creations and an admin's
+	// membership changes per device (GroupWindow).
+	groupCreates, groupChanges *sendLimiter
+	retention                  time.Duration
+	notary                     *ca.Notary
+	quota                      mailbox.Quota
 }
 
 // New checks o and returns a Service.
@@ -134,6 +142,8 @@ func New(o Options) (*Service, error) {
 		limit = MaxSendsPerWindow
 	}
 	s.limit = newSendLimiter(limit, SendWindow)
+	s.groupCreates = newSendLimiter(MaxGroupCreatesPerWindow, GroupWindow)
+	s.groupChanges = newSendLimiter(MaxGroupChangesPerWindow, GroupWindow)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
