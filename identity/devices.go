@@ -474,7 +474,7 @@ func (s *Service) handleRevoke(w http.ResponseWriter, r *http.Request) error {
 // revoked device does nothing.
 func (s *Service) RevokeDevice(ctx context.Context, deviceID, actor string) error {
 	now := s.now().Unix()
-	hooks, notices := s.revocationHooks()
+	hooks := s.revocationHooks()
 	revoked := false
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
 		revoked = false
@@ -509,10 +509,10 @@ func (s *Service) RevokeDevice(ctx context.Context, deviceID, actor string) erro
 		return audit(ctx, tx, now, actor, "device.revoke", "", account, deviceID)
 	})
 	if err == nil && revoked {
+		// Effects outside the database — closing the device's streams on
+		// every node — come after the commit, through the session-end
+		// notices.
 		s.sessionsEnded(SessionEnd{Reason: EndDeviceRevoked, Device: deviceID})
-		for _, n := range notices {
-			n(deviceID)
-		}
 	}
 	return err
 }

@@ -83,8 +83,6 @@ type Service struct {
 
 	mu    sync.Mutex
 	hooks []RevocationHook
-	// notices run after a revocation has committed.
-	notices []func(deviceID string)
 	// keyNotices run after a device's key change has committed.
 	keyNotices []func(accountID, deviceID string)
 	// ended run after sessions have ended (sessionend.go).
@@ -144,16 +142,6 @@ func (s *Service) AddRevocationHook(h RevocationHook) {
 	s.hooks = append(s.hooks, h)
 }
 
-// AddRevocationNotice registers f to be called after a device revocation
-// has committed — for effects outside the database, such as closing the
-// device's live connections, which must not happen while the revocation
-// could still roll back or before new requests are refused.
-func (s *Service) AddRevocationNotice(f func(deviceID string)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.notices = append(s.notices, f)
-}
-
 // AddKeyChangeNotice registers f to be called after a renewal that gave
 // device deviceID of account accountID a new key has committed: kanald
 // tells the account's devices, so a key change nobody asked for is seen.
@@ -169,10 +157,10 @@ func (s *Service) keyChangeNotices() []func(string, string) {
 	return slices.Clone(s.keyNotices)
 }
 
-func (s *Service) revocationHooks() ([]RevocationHook, []func(string)) {
+func (s *Service) revocationHooks() []RevocationHook {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Clone(s.hooks), slices.Clone(s.notices)
+	return slices.Clone(s.hooks)
 }
 
 // Route is one registered route and who may call it, for documentation
