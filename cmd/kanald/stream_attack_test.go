@@ -241,9 +241,15 @@ func TestNATSPublisherForgesNothing(t *testing.T) {
 	v := pushSignUp(t, a, "victim@example.org")
 	startSession(t, sender, v)
 	ws := openStream(t, b.URL, v.Token)
-	// The stream's wake-up subscription is live at the NATS server once
-	// the stream is open (the hub flushes it before its first read), so
-	// every forgery below reaches node b and is counted.
+	// One real envelope first: once it has arrived, node b's wake-up
+	// subscription for the device is live at the NATS server, so every
+	// forgery below reaches the node and is counted.
+	sender.send(t, a.URL, sealed(t, sender, v, "warm-up", "real"))
+	if got := nextEnvelopes(t, ws); len(got) != 1 {
+		t.Fatalf("warm-up: got %d envelopes", len(got))
+	} else if err := ack(ws, got[0].ID); err != nil {
+		t.Fatal(err)
+	}
 
 	publish := func(subject string, data []byte) {
 		t.Helper()
