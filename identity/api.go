@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/kanal-server/kanal/internal/web"
+
+	"github.com/kanal-server/kanal/keys/transparency"
 )
 
 // This file is the HTTP contract of the identity service: the JSON bodies of
@@ -364,6 +366,10 @@ type DirectoryDevice struct {
 	Certificate string     `json:"certificate"` // PEM
 	Status      string     `json:"status"`
 	RevokedAt   *time.Time `json:"revoked_at"`
+	// Log proves the device's entry in the transparency log: the device
+	// entry of this certificate, or for a revoked device its
+	// device-revoked entry (docs/transparency.md).
+	Log *transparency.Attachment `json:"log,omitempty"`
 }
 
 // GET /v1/directory/orgs/{id} (any session).
@@ -389,6 +395,9 @@ type MemberDevice struct {
 	DeviceID              string `json:"device_id"`
 	Certificate           string `json:"certificate"`            // PEM device certificate
 	MembershipCertificate string `json:"membership_certificate"` // PEM, issued by the organisation
+	// Log proves the membership entry of this membership certificate
+	// (directory answers only).
+	Log *transparency.Attachment `json:"log,omitempty"`
 }
 
 // GET /v1/directory/ca (no auth). The revocation list is served apart,

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/internal/web"
+	"github.com/kanal-server/kanal/keys/transparency"
 )
 
 // certSkew backdates certificates a little so that a client whose clock is
@@ -149,6 +150,9 @@ func (s *Service) handleEnroll(w http.ResponseWriter, r *http.Request) error {
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO identity_device_certs (serial, device_id, not_after) VALUES ($1, $2, $3)`,
 			cert.SerialNumber.String(), deviceID, cert.NotAfter.Unix()); err != nil {
+			return err
+		}
+		if err := s.appendLog(ctx, tx, deviceEntry(transparency.KindDevice, accountID, deviceID, cert.Raw, now.Unix())); err != nil {
 			return err
 		}
 		return s.issueMembershipsForDevice(ctx, tx, accountID, deviceID, cert.PublicKey)
@@ -336,6 +340,7 @@ func (s *Service) handleRenew(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	keyChanged := !cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(old.PublicKey)
+	renewHooks := s.renewalHooks()
 	var wait time.Duration
 	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
 		wait = 0
@@ -382,10 +387,28 @@ func (s *Service) handleRenew(w http.ResponseWriter, r *http.Request) error {
 				return err
 			}
 		}
+		// The new certificate, and the memberships that name the old one
+		// ending, go into the transparency log with the change.
+		entries, err := endedMemberships(ctx, tx, now.Unix(), `SELECT org_id, account_id, device_id, cert_pem FROM identity_memberships
+			WHERE device_id = $1 AND revoked_at IS NULL ORDER BY serial`, deviceID)
+		if err != nil {
+			return err
+		}
+		if err := s.appendLog(ctx, tx, append([]transparency.Entry{deviceEntry(transparency.KindDevice, account, deviceID, cert.Raw, now.Unix())}, entries...)...); err != nil {
+			return err
+		}
 		if _, err := tx.ExecContext(ctx, `UPDATE identity_memberships SET revoked_at = $1 WHERE device_id = $2 AND revoked_at IS NULL`, now.Unix(), deviceID); err != nil {
 			return err
 		}
-		return s.issueMembershipsForDevice(ctx, tx, account, deviceID, cert.PublicKey)
+		if err := s.issueMembershipsForDevice(ctx, tx, account, deviceID, cert.PublicKey); err != nil {
+			return err
+		}
+		for _, h := range renewHooks {
+			if err := h(ctx, tx, account, deviceID, cert.Raw); err != nil {
+				return fmt.Errorf("identity: renewal hook: %w", err)
+			}
+		}
+		return nil
 	})
 	if errors.Is(err, errRollback) {
 		secs := int((wait + time.Second - 1) / time.Second)
@@ -487,7 +510,20 @@ func (s *Service) RevokeDevice(ctx context.Context, deviceID, actor string) erro
 			return nil
 		}
 		revoked = true
-		if err := tx.QueryRowContext(ctx, `SELECT account_id FROM identity_devices WHERE id = $1`, deviceID).Scan(&account); err != nil {
+		var certPEM string
+		if err := tx.QueryRowContext(ctx, `SELECT account_id, cert_pem FROM identity_devices WHERE id = $1`, deviceID).Scan(&account, &certPEM); err != nil {
+			return err
+		}
+		cert, err := parsePEMCert(certPEM)
+		if err != nil {
+			return err
+		}
+		entries, err := endedMemberships(ctx, tx, now, `SELECT org_id, account_id, device_id, cert_pem FROM identity_memberships
+			WHERE device_id = $1 AND revoked_at IS NULL ORDER BY serial`, deviceID)
+		if err != nil {
+			return err
+		}
+		if err := s.appendLog(ctx, tx, append([]transparency.Entry{deviceEntry(transparency.KindDeviceRevoked, account, deviceID, cert.Raw, now)}, entries...)...); err != nil {
 			return err
 		}
 		for _, q := range []string{

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/kanal-server/kanal/internal/web"
+	"github.com/kanal-server/kanal/keys/transparency"
 )
 
 func (s *Service) handleDirectoryDevices(w http.ResponseWriter, r *http.Request) error {
@@ -39,6 +40,19 @@ func (s *Service) handleDirectoryDevices(w http.ResponseWriter, r *http.Request)
 	}
 	if err := rows.Err(); err != nil {
 		return err
+	}
+	rows.Close()
+	// The entries are looked up after the bindings were read, so the
+	// newest checkpoint covers each (they commit together).
+	for i := range out.Devices {
+		d := &out.Devices[i]
+		kind := transparency.KindDevice
+		if d.Status == StatusRevoked {
+			kind = transparency.KindDeviceRevoked
+		}
+		if d.Log, err = s.attach(ctx, kind, d.DeviceID, d.Certificate, ""); err != nil {
+			return err
+		}
 	}
 	web.WriteJSON(w, http.StatusOK, out)
 	return nil
@@ -79,6 +93,18 @@ func (s *Service) handleDirectoryOrg(w http.ResponseWriter, r *http.Request) err
 	}
 	if err := rows.Err(); err != nil {
 		return err
+	}
+	rows.Close()
+	for i := range out.Members {
+		for j := range out.Members[i].Devices {
+			d := &out.Members[i].Devices[j]
+			if d.MembershipCertificate == "" {
+				continue
+			}
+			if d.Log, err = s.attach(ctx, transparency.KindMembership, d.DeviceID, d.MembershipCertificate, o.id); err != nil {
+				return err
+			}
+		}
 	}
 	web.WriteJSON(w, http.StatusOK, out)
 	return nil

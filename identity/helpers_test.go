@@ -23,7 +23,11 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/identity/translog"
+	"github.com/kanal-server/kanal/keys/transparency"
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
 	"github.com/kanal-server/kanal/internal/web"
@@ -86,7 +90,25 @@ type env struct {
 	hooks  []string
 }
 
-func migrationSets() []db.Migrations { return []db.Migrations{Migrations()} }
+func migrationSets() []db.Migrations { return []db.Migrations{Migrations(), translog.Migrations()} }
+
+// newLog returns a transparency log over d with a fresh key.
+func newLog(t testing.TB, d *db.DB) *translog.Log {
+	t.Helper()
+	skey, vkey, err := transparency.GenerateKey(rand.Reader, "kanal/test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := translog.New(context.Background(), translog.Options{DB: d, Signer: signer, Verifier: vkey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
 
 // runDB runs fn against SQLite and PostgreSQL with a fresh server each.
 func runDB(t *testing.T, fn func(t *testing.T, e *env)) {
@@ -101,7 +123,7 @@ func newEnv(t *testing.T, d *db.DB, opts ...func(*Options)) *env {
 	}
 	e := &env{t: t, d: d, clock: &clock{t: time.Now().UTC().Truncate(time.Second)}, mail: &memMailer{}, ca: c}
 	o := Options{DB: d, CA: c, Mailer: e.mail, Now: e.clock.now, Argon2: &fastArgon,
-		Logger: slog.New(slog.DiscardHandler)}
+		Logger: slog.New(slog.DiscardHandler), Log: newLog(t, d)}
 	for _, f := range opts {
 		f(&o)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/web"
+	"github.com/kanal-server/kanal/keys/transparency"
 )
 
 // audit appends one entry to the audit log. The log is append-only: this
@@ -379,6 +380,14 @@ func (s *Service) handleRemoveMember(w http.ResponseWriter, r *http.Request) err
 		if _, err := tx.ExecContext(ctx, `DELETE FROM identity_members WHERE org_id = $1 AND account_id = $2`, orgID, account); err != nil {
 			return err
 		}
+		entries, err := endedMemberships(ctx, tx, now, `SELECT org_id, account_id, device_id, cert_pem FROM identity_memberships
+			WHERE org_id = $1 AND account_id = $2 AND revoked_at IS NULL ORDER BY serial`, orgID, account)
+		if err != nil {
+			return err
+		}
+		if err := s.appendLog(ctx, tx, entries...); err != nil {
+			return err
+		}
 		if _, err := tx.ExecContext(ctx, `UPDATE identity_memberships SET revoked_at = $1 WHERE org_id = $2 AND account_id = $3 AND revoked_at IS NULL`,
 			now, orgID, account); err != nil {
 			return err
@@ -428,6 +437,7 @@ func (s *Service) issueMemberships(ctx context.Context, tx *sql.Tx, o orgRow, ac
 		return nil, err
 	}
 	out := []MemberDevice{}
+	var entries []transparency.Entry
 	for _, d := range devs {
 		cert, err := parsePEMCert(d.pem)
 		if err != nil {
@@ -453,6 +463,11 @@ func (s *Service) issueMemberships(ctx context.Context, tx *sql.Tx, o orgRow, ac
 			return nil, err
 		}
 		out = append(out, MemberDevice{DeviceID: d.id, Certificate: d.pem, MembershipCertificate: pemCert(m.Raw)})
+		entries = append(entries, transparency.Entry{Kind: transparency.KindMembership, Org: o.id, Account: account, Device: d.id,
+			Role: role, Cert: transparency.CertFingerprint(m.Raw), Time: now.Unix()})
+	}
+	if err := s.appendLog(ctx, tx, entries...); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

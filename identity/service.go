@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/identity/translog"
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/web"
 )
@@ -61,6 +62,12 @@ type Options struct {
 	EID EIDVerifier
 
 	RevocationHooks []RevocationHook
+
+	// Log is the deployment's transparency log: every device, key change,
+	// revocation and membership is appended to it in the transaction that
+	// writes it, and the directory attaches inclusion proofs. Nil keeps no
+	// log (identity's own unit tests); cmd/kanald always sets it.
+	Log *translog.Log
 }
 
 // Service is the identity service. Its methods are safe for concurrent use.
@@ -81,8 +88,11 @@ type Service struct {
 
 	rev revocationCache
 
-	mu    sync.Mutex
-	hooks []RevocationHook
+	tlog *translog.Log
+
+	mu         sync.Mutex
+	hooks      []RevocationHook
+	renewHooks []RenewalHook
 	// keyNotices run after a device's key change has committed.
 	keyNotices []func(accountID, deviceID string)
 	// ended run after sessions have ended (sessionend.go).
@@ -97,7 +107,7 @@ func New(o Options) (*Service, error) {
 	s := &Service{
 		db: o.DB, ca: o.CA, mailer: o.Mailer, log: o.Logger, now: o.Now, rand: o.Rand,
 		proxy: o.TrustProxy, argon: DefaultArgon2, eid: o.EID,
-		hooks: append([]RevocationHook(nil), o.RevocationHooks...),
+		hooks: append([]RevocationHook(nil), o.RevocationHooks...), tlog: o.Log,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -141,6 +151,29 @@ func (s *Service) AddRevocationHook(h RevocationHook) {
 	defer s.mu.Unlock()
 	s.hooks = append(s.hooks, h)
 }
+
+// RenewalHook is called, inside the transaction that gives a device a new
+// certificate, with the device and the new certificate's DER: messaging
+// logs the device's published identity key again under the new
+// certificate. An error aborts the renewal.
+type RenewalHook func(ctx context.Context, tx *sql.Tx, accountID, deviceID string, certDER []byte) error
+
+// AddRenewalHook registers h for every later renewal. Call it while
+// wiring, before serving.
+func (s *Service) AddRenewalHook(h RenewalHook) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.renewHooks = append(s.renewHooks, h)
+}
+
+func (s *Service) renewalHooks() []RenewalHook {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.renewHooks)
+}
+
+// TransparencyLog is the log the service appends to, nil if none.
+func (s *Service) TransparencyLog() *translog.Log { return s.tlog }
 
 // AddKeyChangeNotice registers f to be called after a renewal that gave
 // device deviceID of account accountID a new key has committed: kanald

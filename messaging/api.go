@@ -5,6 +5,8 @@ import (
 
 	"github.com/kanal-server/kanal/internal/web"
 	"github.com/kanal-server/kanal/keys"
+
+	"github.com/kanal-server/kanal/keys/transparency"
 )
 
 // This file is the HTTP contract of the prekey directory. messaging/client
@@ -101,4 +103,10 @@ type ClaimedBundle struct {
 	MembershipCertificate string            `json:"membership_certificate,omitempty"`
 	IdentityBinding       string            `json:"identity_binding"`
 	Bundle                keys.PrekeyBundle `json:"bundle"`
+	// Log proves the device's identity-key entry in the transparency log
+	// (account, device, certificate fingerprint, identity key), and
+	// MembershipLog, for an organisation's agent, its membership entry
+	// (docs/transparency.md). A client refuses a bundle without them.
+	Log           *transparency.Attachment `json:"log,omitempty"`
+	MembershipLog *transparency.Attachment `json:"membership_log,omitempty"`
 }

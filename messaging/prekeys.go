@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/identity/translog"
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/web"
 	"github.com/kanal-server/kanal/keys"
@@ -95,6 +96,11 @@ type Options struct {
 	// MailboxQuota overrides the per-device mailbox quota sends must fit
 	// in (a zero field: MaxMailboxEnvelopes, MaxMailboxBytes).
 	MailboxQuota mailbox.Quota
+	// Log is the transparency log: a published identity key is appended
+	// in the transaction that stores it, and claims attach the proofs.
+	// Nil keeps no log (the directory's own unit tests); cmd/kanald
+	// always sets it.
+	Log *translog.Log
 }
 
 // Service is the prekey directory. Its methods are safe for concurrent use.
@@ -116,6 +122,7 @@ type Service struct {
 	retention                  time.Duration
 	notary                     *ca.Notary
 	quota                      mailbox.Quota
+	tlog                       *translog.Log
 }
 
 // New checks o and returns a Service.
@@ -127,7 +134,7 @@ func New(o Options) (*Service, error) {
 		return nil, errors.New("messaging: Mailbox needs Notary, which signs the server's notices")
 	}
 	s := &Service{db: o.DB, dir: o.Directory, auth: o.Auth, log: o.Logger, now: o.Now,
-		mailbox: o.Mailbox, batch: o.Batcher, notify: o.Notify, stored: o.Stored, retention: o.Retention, quota: o.MailboxQuota, notary: o.Notary}
+		mailbox: o.Mailbox, batch: o.Batcher, notify: o.Notify, stored: o.Stored, retention: o.Retention, quota: o.MailboxQuota, notary: o.Notary, tlog: o.Log}
 	if s.quota.MaxEnvelopes <= 0 {
 		s.quota.MaxEnvelopes = MaxMailboxEnvelopes
 	}
@@ -250,19 +257,19 @@ func checkPublish(req *PublishRequest) (*publication, error) {
 
 // checkBinding verifies that the device key in the device's certificate
 // signed the identity key for this device.
-func (s *Service) checkBinding(ctx context.Context, deviceID string, id keys.IdentityPublic, sig []byte) error {
+func (s *Service) checkBinding(ctx context.Context, deviceID string, id keys.IdentityPublic, sig []byte) ([]byte, error) {
 	dev, err := s.dir.Device(ctx, deviceID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cert, err := x509.ParseCertificate(dev.Certificate)
 	if err != nil {
-		return fmt.Errorf("messaging: certificate of device %s: %w", deviceID, err)
+		return nil, fmt.Errorf("messaging: certificate of device %s: %w", deviceID, err)
 	}
 	if err := keys.VerifyIdentity(cert.PublicKey, id, deviceID, sig); err != nil {
-		return fmt.Errorf("%w: %w", ErrBadBinding, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadBinding, err)
 	}
-	return nil
+	return dev.Certificate, nil
 }
 
 // Publish stores the calling device's identity, signed prekey and
@@ -273,7 +280,8 @@ func (s *Service) Publish(ctx context.Context, c Caller, req *PublishRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	if err := s.checkBinding(ctx, c.DeviceID, p.id, p.binding); err != nil {
+	certDER, err := s.checkBinding(ctx, c.DeviceID, p.id, p.binding)
+	if err != nil {
 		return nil, err
 	}
 	idBin := bin(p.id)
@@ -305,6 +313,11 @@ func (s *Service) Publish(ctx context.Context, c Caller, req *PublishRequest) (*
 			if introduced, err = s.introduceGroups(ctx, tx, c); err != nil {
 				return err
 			}
+		}
+		// The key goes into the transparency log with its publication,
+		// unless the log already has it under this certificate.
+		if err := s.logIdentity(ctx, tx, c.AccountID, c.DeviceID, certDER, idBin); err != nil {
+			return err
 		}
 		// A one-time PQ prekey may not share the last-resort key's id: the
 		// device finds its private key by the id an initial message names.
@@ -593,6 +606,9 @@ func (s *Service) Claim(ctx context.Context, c Caller, req *ClaimRequest) (*Clai
 		return nil
 	})
 	if err != nil {
+		return nil, err
+	}
+	if err := s.attachProofs(ctx, req.OrgID, resp.Bundles); err != nil {
 		return nil, err
 	}
 	if resp.Bundles == nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/kanal-server/kanal/identity"
 	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/identity/translog"
 	"github.com/kanal-server/kanal/internal/bus"
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/web"
@@ -35,6 +37,7 @@ type app struct {
 	conns   *web.Tracker
 	metrics *web.Metrics
 	ident   *identity.Service
+	tlog    *translog.Log
 	batch   *db.Batcher
 	hub     *mailbox.Hub
 	stop    context.CancelFunc // ends background work such as the expiry sweep
@@ -43,7 +46,7 @@ type app struct {
 
 // migrations lists every domain's schema, in dependency order.
 func migrations() []db.Migrations {
-	return []db.Migrations{kanaldMigrations(), identity.Migrations(), messaging.Migrations(), mailbox.Migrations(), push.Migrations(), surveys.Migrations(), payments.Migrations()}
+	return []db.Migrations{kanaldMigrations(), identity.Migrations(), translog.Migrations(), messaging.Migrations(), mailbox.Migrations(), push.Migrations(), surveys.Migrations(), payments.Migrations()}
 }
 
 func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.CA) (*app, error) {
@@ -54,7 +57,21 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	if err != nil {
 		return nil, err
 	}
-	a.ident, err = identity.New(identity.Options{DB: d, CA: authority, Mailer: mailer, Logger: log, TrustProxy: cfg.TrustProxy,
+	// The transparency log, signed with a key of its own (not the CA's),
+	// records every binding identity and messaging vouch for.
+	origin := cfg.LogOrigin
+	if origin == "" {
+		origin = translog.DefaultOrigin(authority.Certificate().Raw)
+	}
+	signer, vkey, err := translog.LoadOrCreateKey(cfg.logKeyFile(), origin, rand.Reader)
+	if err != nil {
+		return nil, &settingError{"KANAL_LOG_KEY_FILE", err}
+	}
+	a.tlog, err = translog.New(context.Background(), translog.Options{DB: d, Signer: signer, Verifier: vkey, Logger: log})
+	if err != nil {
+		return nil, &settingError{"KANAL_LOG_KEY_FILE", err}
+	}
+	a.ident, err = identity.New(identity.Options{DB: d, CA: authority, Mailer: mailer, Logger: log, TrustProxy: cfg.TrustProxy, Log: a.tlog,
 		SignupLimits: identity.SignupLimits{PerClient: cfg.SignupClientLimit, Global: cfg.SignupLimit}})
 	if err != nil {
 		return nil, err
@@ -132,7 +149,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		return nil, &settingError{"KANAL_CA_DIR", fmt.Errorf("notary: %w", err)}
 	}
 	prekeys, err := messaging.New(messaging.Options{DB: d, Directory: identityDirectory{a.ident}, Logger: log,
-		Mailbox: mailboxes, Batcher: a.batch, MaxSendsPerWindow: cfg.SendLimit, Notary: notary,
+		Mailbox: mailboxes, Batcher: a.batch, MaxSendsPerWindow: cfg.SendLimit, Notary: notary, Log: a.tlog,
 		Notify: func(devices ...string) { hub.Notify(devices...); pusher.Notify(devices...) },
 		Stored: func(envs []mailbox.Envelope) {
 			hub.Deliver(envs)
@@ -154,6 +171,9 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	}
 	sends = prekeys
 	a.ident.AddRevocationHook(messaging.DeletePrekeys)
+	// A renewed device's published identity key is logged again under its
+	// new certificate, in the renewing transaction.
+	a.ident.AddRenewalHook(prekeys.LogRenewal)
 	// A revoked device loses its undelivered envelopes, in the revoking
 	// transaction; its socket, on whichever node holds it, closes with its
 	// sessions (above).
@@ -179,6 +199,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 
 	mux := http.NewServeMux()
 	a.ident.Register(mux)
+	a.tlog.Register(mux)
 	prekeys.Register(mux)
 	pusher.Register(mux)
 	if err := a.mountSurveys(sweepCtx, mux, log, d, authority, notary, prekeys); err != nil {

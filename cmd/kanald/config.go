@@ -32,6 +32,8 @@ type config struct {
 	SMTPURL           string
 	MailFrom          string
 	CADir             string // empty: <DataDir>/ca
+	LogOrigin         string // empty: translog.DefaultOrigin of the CA
+	LogKeyFile        string // empty: <CADir>/log.key
 	TrustProxy        bool
 	Retention         time.Duration // how long an undelivered envelope is kept
 	SendLimit         int           // sends per device per minute
@@ -76,6 +78,8 @@ var settings = []setting{
 	{"operator-token-file", "KANAL_OPERATOR_TOKEN_FILE", "", "file (mode 0600) the operator token is written to at the first start and by kanald operator reset; empty for <data-dir>/operator-token"},
 	{"operator-token-ttl", "KANAL_OPERATOR_TOKEN_TTL", "2160h", "how long an operator token works (1h to 8760h); rotate it with kanald operator reset"},
 	{"ca-dir", "KANAL_CA_DIR", "", "directory of the deployment CA (ca.pem, ca.key); empty for <data-dir>/ca. All nodes of a deployment must share it"},
+	{"log-origin", "KANAL_LOG_ORIGIN", "", "origin (name) of the transparency log in its checkpoints; empty for kanal/<first 16 hex digits of the SHA-256 of the CA certificate>"},
+	{"log-key-file", "KANAL_LOG_KEY_FILE", "", "the transparency log's signing key (note key, mode 0600), created at the first start; empty for <ca-dir>/log.key. All nodes of a deployment must share it"},
 	{"trust-proxy", "KANAL_TRUST_PROXY", "false", "true behind a reverse proxy that sets X-Forwarded-For (used for login and sign-up throttling)"},
 	{"pprof-addr", "KANAL_PPROF_ADDR", "", "loopback address such as 127.0.0.1:6060 on which Go's profiling endpoints (/debug/pprof/) are served; empty: off"},
 	{"send-limit", "KANAL_SEND_LIMIT", "600", "sends one device may make per minute (1 to 100000); a council device that sends announcements one by one needs more"},
@@ -127,6 +131,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		SMTPURL:     *vals["KANAL_SMTP_URL"],
 		MailFrom:    *vals["KANAL_MAIL_FROM"],
 		CADir:       *vals["KANAL_CA_DIR"],
+		LogOrigin:   *vals["KANAL_LOG_ORIGIN"],
+		LogKeyFile:  *vals["KANAL_LOG_KEY_FILE"],
 
 		PSPURL:           *vals["KANAL_PSP_URL"],
 		PSPAPIKey:        *vals["KANAL_PSP_API_KEY"],
@@ -241,6 +247,15 @@ func (c *config) caDir() string {
 		return c.CADir
 	}
 	return filepath.Join(c.DataDir, "ca")
+}
+
+// logKeyFile is where the transparency log's key lives: beside the CA by
+// default, since every node of a deployment must sign with the same key.
+func (c *config) logKeyFile() string {
+	if c.LogKeyFile != "" {
+		return c.LogKeyFile
+	}
+	return filepath.Join(c.caDir(), "log.key")
 }
 
 // natsSettingError names the setting behind a bus error: the field of a

@@ -138,7 +138,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		"database", string(d.Dialect()),
 		"bus", map[bool]string{true: "embedded", false: "external"}[b.Embedded()],
 		"data_dir", cfg.DataDir,
-		"deployment", dep.ID)
+		"deployment", dep.ID,
+		"log_key", a.tlog.VerifierKey())
 
 	select {
 	case err := <-serveErr:
