@@ -27,10 +27,10 @@ import (
 
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/identity/translog"
-	"github.com/kanal-server/kanal/keys/transparency"
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
 	"github.com/kanal-server/kanal/internal/web"
+	"github.com/kanal-server/kanal/keys/transparency"
 	"log/slog"
 )
 
