@@ -25,9 +25,12 @@ import (
 // Close codes a device may see, besides the standard ones (1001 when the
 // server shuts down, 1007 for a frame that is not UTF-8 JSON, 1008 for a
 // frame that breaks the protocol, 1009 for a frame that is too large).
+//
+// 4000 ("replaced by a newer connection") is retired: a device may hold
+// several streams at once (MaxStreams), and a new one no longer closes the
+// others. The code is not reused.
 const (
-	StatusReplaced websocket.StatusCode = 4000 // the device connected again elsewhere
-	StatusRevoked  websocket.StatusCode = 4001 // the device was revoked
+	StatusRevoked websocket.StatusCode = 4001 // the device was revoked
 	// StatusSessionEnded: the session the stream was opened with has
 	// ended — logged out, expired, its login revoked (refresh token
 	// reuse, password change, key change). Refresh or log in, then
@@ -80,13 +83,23 @@ type HubOptions struct {
 	PingInterval time.Duration
 	// FrameTimeout overrides the package's FrameTimeout (zero: default).
 	FrameTimeout time.Duration
+	// MaxStreams overrides the package's MaxStreams (zero: default).
+	MaxStreams int
 }
+
+// TypeTooManyStreams is the problem a stream request gets (429, before the
+// upgrade) when its device already holds MaxStreams streams on the node.
+var TypeTooManyStreams = web.NewType("too-many-streams")
 
 // Hub holds this node's device connections.
 type Hub struct {
 	o     HubOptions
 	mu    sync.Mutex
-	conns map[string]*conn
+	conns map[string][]*conn // a device's streams on this node
+	// pending counts the streams being upgraded: they hold their place
+	// under MaxStreams from the check until they are registered, so a
+	// burst of requests cannot open more than the limit.
+	pending map[string]int
 
 	carried, read atomic.Uint64 // envelopes written from wake-ups, from mailbox reads
 	forged        atomic.Uint64 // bus messages whose tag did not verify
@@ -141,7 +154,10 @@ func NewHub(o HubOptions) (*Hub, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	h := &Hub{o: o, conns: map[string]*conn{}, wakes: make(chan *bus.Msg, wakeBuffer), stop: make(chan struct{})}
+	if o.MaxStreams <= 0 {
+		o.MaxStreams = MaxStreams
+	}
+	h := &Hub{o: o, conns: map[string][]*conn{}, pending: map[string]int{}, wakes: make(chan *bus.Msg, wakeBuffer), stop: make(chan struct{})}
 	sub, err := o.Bus.Subscribe(subjectEnd, h.takeEnd)
 	if err != nil {
 		return nil, err
@@ -187,9 +203,10 @@ func (h *Hub) Close() {
 	})
 }
 
-// dispatch hands each wake-up to the device's connection on this node. A
-// wake-up for a device that has just disconnected finds none and is
-// dropped: the envelope waits in the mailbox.
+// dispatch hands each wake-up to the device's connections on this node:
+// every stream gets the live envelopes. A wake-up for a device that has
+// just disconnected finds none and is dropped: the envelope waits in the
+// mailbox.
 func (h *Hub) dispatch() {
 	for {
 		select {
@@ -197,10 +214,8 @@ func (h *Hub) dispatch() {
 			return
 		case m := <-h.wakes:
 			dev := strings.TrimPrefix(m.Subject, subjectWake)
-			h.mu.Lock()
-			c := h.conns[dev]
-			h.mu.Unlock()
-			if c == nil {
+			cs := h.streams(dev)
+			if len(cs) == 0 {
 				continue
 			}
 			// Envelopes carried without a valid tag are not the store's:
@@ -214,9 +229,18 @@ func (h *Hub) dispatch() {
 					carried = nil
 				}
 			}
-			c.offer(carried)
+			for _, c := range cs {
+				c.offer(carried)
+			}
 		}
 	}
+}
+
+// streams returns a copy of the device's streams on this node.
+func (h *Hub) streams(device string) []*conn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.conns[device])
 }
 
 const (
@@ -347,13 +371,13 @@ func (h *Hub) endLocal(e *SessionEnd) {
 	var hit []*conn
 	h.mu.Lock()
 	if e.Device != "" && e.Family == "" {
-		if c := h.conns[e.Device]; c != nil {
-			hit = append(hit, c)
-		}
+		hit = append(hit, h.conns[e.Device]...)
 	} else {
-		for _, c := range h.conns {
-			if e.matches(&c.sess) {
-				hit = append(hit, c)
+		for _, cs := range h.conns {
+			for _, c := range cs {
+				if e.matches(&c.sess) {
+					hit = append(hit, c)
+				}
 			}
 		}
 	}
@@ -365,10 +389,14 @@ func (h *Hub) endLocal(e *SessionEnd) {
 
 // Connected reports whether device has a socket on this node.
 func (h *Hub) Connected(device string) bool {
+	return h.Streams(device) > 0
+}
+
+// Streams returns how many streams device holds on this node.
+func (h *Hub) Streams(device string) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	_, ok := h.conns[device]
-	return ok
+	return len(h.conns[device])
 }
 
 // ServeHTTP upgrades an authenticated request to the device's stream.
@@ -379,6 +407,20 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		web.WriteProblem(w, r, web.Errorf(http.StatusUnauthorized, web.TypeUnauthorized, "Unauthorized", "a device session is required"))
 		return
 	}
+	// Without the bus a stream would get no live envelopes and no word of
+	// its session's end: refuse it before the upgrade; the device tries
+	// again later.
+	if !h.o.Bus.Connected() {
+		w.Header().Set("Retry-After", "5")
+		web.WriteProblem(w, r, web.Errorf(http.StatusServiceUnavailable, web.TypeUnavailable, "Unavailable", "the server cannot deliver live messages right now; try again shortly"))
+		return
+	}
+	if !h.reserve(device) {
+		w.Header().Set("Retry-After", "5")
+		web.WriteProblem(w, r, web.Errorf(http.StatusTooManyRequests, TypeTooManyStreams, "Too many streams",
+			"this device already has %d streams open on this server; close one first", h.o.MaxStreams).With("max_streams", h.o.MaxStreams))
+		return
+	}
 	// The server's read and write timeouts are meant for requests; a
 	// stream lives for hours and has its own per-write deadline and pings.
 	rc := http.NewResponseController(w)
@@ -386,6 +428,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = rc.SetWriteDeadline(time.Time{})
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: h.o.OriginPatterns})
 	if err != nil {
+		h.release(device)
 		return // Accept has written the error response
 	}
 	ws.SetReadLimit(MaxFrame)
@@ -397,6 +440,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		inflight: map[string]bool{}, done: make(chan struct{})}
 	untrack, ok := h.o.Tracker.Track(func() { c.close(websocket.StatusGoingAway, "server shutting down"); <-c.done })
 	if !ok {
+		h.release(device)
 		ws.Close(websocket.StatusGoingAway, "server shutting down")
 		cancel()
 		return
@@ -413,20 +457,47 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 }
 
+// reserve takes a place for one more stream of device, if it has fewer
+// than MaxStreams on this node (open or being opened).
+func (h *Hub) reserve(device string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.conns[device])+h.pending[device] >= h.o.MaxStreams {
+		return false
+	}
+	h.pending[device]++
+	return true
+}
+
+// release gives back a place reserve took for a stream that did not open.
+func (h *Hub) release(device string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.unpend(device)
+}
+
+func (h *Hub) unpend(device string) {
+	if h.pending[device]--; h.pending[device] <= 0 {
+		delete(h.pending, device)
+	}
+}
+
+// register turns the stream's reserved place into an open stream. The
+// device's other streams stay open.
 func (h *Hub) register(c *conn) {
 	h.mu.Lock()
-	old := h.conns[c.device]
-	h.conns[c.device] = c
+	h.unpend(c.device)
+	h.conns[c.device] = append(h.conns[c.device], c)
 	h.mu.Unlock()
-	if old != nil {
-		old.close(StatusReplaced, "replaced by a newer connection")
-	}
 }
 
 func (h *Hub) unregister(c *conn) {
 	h.mu.Lock()
-	if h.conns[c.device] == c {
+	cs := slices.DeleteFunc(h.conns[c.device], func(o *conn) bool { return o == c })
+	if len(cs) == 0 {
 		delete(h.conns, c.device)
+	} else {
+		h.conns[c.device] = cs
 	}
 	h.mu.Unlock()
 }
@@ -450,7 +521,8 @@ type (
 
 const maxCloseReason = 120
 
-// conn is one device's socket. One goroutine writes (the pump), one reads.
+// conn is one of a device's sockets. One goroutine writes (the pump), one
+// reads.
 type conn struct {
 	hub    *Hub
 	device string
@@ -975,9 +1047,30 @@ func (c *conn) flushAcks(ctx context.Context) error {
 	if len(ids) == 0 {
 		return nil
 	}
+	c.forget(ids, true)
+	// Acknowledgements are the device's, not the stream's: the envelopes
+	// are gone from the mailbox, so the device's other streams on this
+	// node no longer hold them in flight either. Only ids a sibling sent
+	// and still waits for are dropped from its window, so an ack frees at
+	// most one place per envelope actually deleted, never more.
+	for _, s := range c.hub.streams(c.device) {
+		if s != c {
+			s.forget(ids, false)
+		}
+	}
+	return nil
+}
+
+// forget drops deleted envelopes from the stream's in-flight window: all
+// of ids if own (this stream wrote their deletion), else only those still
+// waiting for this stream's device to acknowledge them (an id whose
+// deletion this stream has queued itself stays until its own write).
+func (c *conn) forget(ids []string, own bool) {
 	c.mu.Lock()
 	for _, id := range ids {
-		delete(c.inflight, id)
+		if acked, sent := c.inflight[id]; sent && (own || !acked) {
+			delete(c.inflight, id)
+		}
 	}
 	// Only a pump held back by the in-flight limit needs telling that
 	// there is room again; it reads what waited meanwhile.
@@ -989,5 +1082,4 @@ func (c *conn) flushAcks(ctx context.Context) error {
 	if held {
 		c.signal()
 	}
-	return nil
 }

@@ -24,8 +24,14 @@ const (
 	// MaxInFlight is how many envelopes a connection may hold sent but
 	// unacknowledged before the server stops sending: flow control, so a
 	// device that does not ack cannot make the server read its whole
-	// mailbox into memory.
+	// mailbox into memory. Each of a device's streams has its own window;
+	// a device holds at most MaxStreams*MaxInFlight on a node.
 	MaxInFlight = 512
+
+	// MaxStreams is how many streams one device may hold open on one
+	// node at once (a chat window, a second command, a tab). One more is
+	// refused before the upgrade with 429 too-many-streams.
+	MaxStreams = 8
 
 	// WriteTimeout bounds one websocket write. A socket that cannot take a
 	// frame in this time is stalled: it is closed, and the device catches up
