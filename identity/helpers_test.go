@@ -88,7 +88,11 @@ type env struct {
 	op     string
 	hookMu sync.Mutex
 	hooks  []string
+	secret []byte
 }
+
+// testSecret is the deployment secret of the tests' services.
+var testSecret = bytes.Repeat([]byte{0x5e}, SecretSize)
 
 func migrationSets() []db.Migrations { return []db.Migrations{Migrations(), translog.Migrations()} }
 
@@ -121,8 +125,8 @@ func newEnv(t *testing.T, d *db.DB, opts ...func(*Options)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, d: d, clock: &clock{t: time.Now().UTC().Truncate(time.Second)}, mail: &memMailer{}, ca: c}
-	o := Options{DB: d, CA: c, Mailer: e.mail, Now: e.clock.now, Argon2: &fastArgon,
+	e := &env{t: t, d: d, clock: &clock{t: time.Now().UTC().Truncate(time.Second)}, mail: &memMailer{}, ca: c, secret: testSecret}
+	o := Options{DB: d, CA: c, Mailer: e.mail, Now: e.clock.now, Argon2: &fastArgon, Secret: e.secret,
 		Logger: slog.New(slog.DiscardHandler), Log: newLog(t, d)}
 	for _, f := range opts {
 		f(&o)

@@ -8,6 +8,8 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -36,10 +38,14 @@ func actorOf(c *caller) string {
 }
 
 // seal encrypts an organisation key with AES-256-GCM under a key derived
-// from the deployment CA key; the organisation id is the associated data,
+// from the deployment secret; the organisation id is the associated data,
 // so a sealed key cannot be moved to another organisation's row.
 func (s *Service) seal(plain []byte, orgID string) (string, error) {
-	block, err := aes.NewCipher(s.sealKey)
+	return sealWith(s.rand, s.sealKey, plain, orgID)
+}
+
+func sealWith(r io.Reader, key, plain []byte, orgID string) (string, error) {
+	block, err := aes.NewCipher(key)
 	if err != nil {
 		return "", err
 	}
@@ -47,7 +53,7 @@ func (s *Service) seal(plain []byte, orgID string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	nonce, err := readRandom(s.rand, aead.NonceSize())
+	nonce, err := readRandom(r, aead.NonceSize())
 	if err != nil {
 		return "", err
 	}
@@ -55,11 +61,72 @@ func (s *Service) seal(plain []byte, orgID string) (string, error) {
 }
 
 func (s *Service) unseal(sealed, orgID string) ([]byte, error) {
+	plain, err := openSealed(s.sealKey, sealed, orgID)
+	if err != nil && s.legacy != nil {
+		plain, err = openSealed(s.legacy, sealed, orgID)
+	}
+	return plain, err
+}
+
+// ResealLegacy seals every organisation key that opens only under the
+// legacy key (Options.LegacySecret) again under the secret's key, and
+// returns how many. kanald calls it at start; afterwards the legacy key is
+// no longer needed.
+func (s *Service) ResealLegacy(ctx context.Context) (int, error) {
+	if s.legacy == nil {
+		return 0, nil
+	}
+	n := 0
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		n = 0
+		rows, err := tx.QueryContext(ctx, `SELECT id, key_sealed FROM identity_orgs WHERE key_sealed <> ''`)
+		if err != nil {
+			return err
+		}
+		var ids, sealed []string
+		for rows.Next() {
+			var id, k string
+			if err := rows.Scan(&id, &k); err != nil {
+				rows.Close()
+				return err
+			}
+			ids, sealed = append(ids, id), append(sealed, k)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for i, id := range ids {
+			if _, err := openSealed(s.sealKey, sealed[i], id); err == nil {
+				continue
+			}
+			plain, err := openSealed(s.legacy, sealed[i], id)
+			if err != nil {
+				continue // neither key: using the organisation reports it
+			}
+			again, err := s.seal(plain, id)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE identity_orgs SET key_sealed = $1 WHERE id = $2`, again, id); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("identity: seal organisation keys again: %w", err)
+	}
+	return n, nil
+}
+
+func openSealed(key []byte, sealed, orgID string) ([]byte, error) {
 	b, err := base64.StdEncoding.DecodeString(sealed)
 	if err != nil {
 		return nil, err
 	}
-	block, err := aes.NewCipher(s.sealKey)
+	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
 	}

@@ -53,7 +53,7 @@ func (e *env) status(serial *big.Int) resp {
 func TestRevocationListsShared(t *testing.T) {
 	runDB(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
-		other, err := New(Options{DB: e.d, CA: e.ca, Mailer: e.mail, Now: e.clock.now, Argon2: &fastArgon, Logger: slog.New(slog.DiscardHandler)})
+		other, err := New(Options{DB: e.d, CA: e.ca, Mailer: e.mail, Secret: e.secret, Now: e.clock.now, Argon2: &fastArgon, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -239,7 +239,7 @@ func BenchmarkCRLWithFlood(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			svc, err := New(Options{DB: d, CA: c, Mailer: &memMailer{}, Argon2: &fastArgon, Logger: slog.New(slog.DiscardHandler)})
+			svc, err := New(Options{DB: d, CA: c, Mailer: &memMailer{}, Secret: testSecret, Argon2: &fastArgon, Logger: slog.New(slog.DiscardHandler)})
 			if err != nil {
 				b.Fatal(err)
 			}

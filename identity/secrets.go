@@ -103,9 +103,13 @@ func validCode(s string) bool {
 	return strings.Trim(s, "0123456789") == ""
 }
 
-// deriveKey derives a purpose-bound secret from the deployment CA key, so
-// every node sharing the CA shares the secret and the database alone never
-// holds it.
+// SecretSize is the size of the deployment secret in bytes.
+const SecretSize = 32
+
+// deriveKey derives a purpose-bound key from the deployment secret, so
+// every node sharing the secret derives the same key and the database alone
+// never holds it. (Before the deployment secret, master was the CA key's
+// PEM; ResealLegacy moves what was sealed under it.)
 func deriveKey(master []byte, purpose string) ([]byte, error) {
 	return hkdf.Key(sha256.New, master, nil, "kanal identity "+purpose, 32)
 }

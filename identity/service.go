@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"embed"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -37,11 +38,21 @@ type EIDVerifier interface {
 	Verify(ctx context.Context, assertion string) (subject string, err error)
 }
 
-// Options configures a Service. DB, CA and Mailer are required.
+// Options configures a Service. DB, CA, Mailer and Secret are required.
 type Options struct {
 	DB     *db.DB
 	CA     *ca.CA
 	Mailer Mailer
+
+	// Secret is the deployment secret (32 bytes, shared by every node and
+	// never in the database): the keys that seal organisation keys and
+	// MAC sign-up codes are derived from it, not from the CA key.
+	Secret []byte
+	// LegacySecret, if set, is the master the seal key was derived from
+	// before the deployment secret (the CA key's PEM): organisation keys
+	// sealed under it still open, and ResealLegacy seals them again.
+	LegacySecret []byte
+
 	Logger *slog.Logger // nil: discard
 
 	Now  func() time.Time // nil: time.Now
@@ -84,6 +95,7 @@ type Service struct {
 	eid      EIDVerifier
 	codeKey  []byte // HMAC key of sign-up codes
 	sealKey  []byte // AES key of organisation authority keys
+	legacy   []byte // nil, or the AES key organisation keys were sealed under before the secret
 	dummyPHC string // verified against when an account has no password
 
 	rev revocationCache
@@ -103,6 +115,9 @@ type Service struct {
 func New(o Options) (*Service, error) {
 	if o.DB == nil || o.CA == nil || o.Mailer == nil {
 		return nil, errors.New("identity: DB, CA and Mailer are required")
+	}
+	if len(o.Secret) != SecretSize {
+		return nil, fmt.Errorf("identity: Secret must be %d bytes", SecretSize)
 	}
 	s := &Service{
 		db: o.DB, ca: o.CA, mailer: o.Mailer, log: o.Logger, now: o.Now, rand: o.Rand,
@@ -128,15 +143,17 @@ func New(o Options) (*Service, error) {
 	if o.Argon2 != nil {
 		s.argon = *o.Argon2
 	}
-	master, err := o.CA.KeyPEM()
-	if err != nil {
+	var err error
+	if s.codeKey, err = deriveKey(o.Secret, "secret: signup code v2"); err != nil {
 		return nil, err
 	}
-	if s.codeKey, err = deriveKey(master, "signup code v1"); err != nil {
+	if s.sealKey, err = deriveKey(o.Secret, "secret: organisation key seal v2"); err != nil {
 		return nil, err
 	}
-	if s.sealKey, err = deriveKey(master, "organisation key seal v1"); err != nil {
-		return nil, err
+	if o.LegacySecret != nil {
+		if s.legacy, err = deriveKey(o.LegacySecret, "organisation key seal v1"); err != nil {
+			return nil, err
+		}
 	}
 	if s.dummyPHC, err = hashPassword(s.rand, s.argon, "kanal dummy password"); err != nil {
 		return nil, err

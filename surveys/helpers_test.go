@@ -110,12 +110,13 @@ func (d *directory) set(org, account, role string) {
 // env is a surveys service on a database with one council and its
 // organiser.
 type env struct {
-	s   *Service
-	d   *db.DB
-	p   *pki
-	clk *clock
-	dir *directory
-	org *member // the council's organiser
+	s    *Service
+	d    *db.DB
+	p    *pki
+	clk  *clock
+	dir  *directory
+	org  *member // the council's organiser
+	seal []byte  // the service's SealKey
 }
 
 func newEnv(t testing.TB, d *db.DB) *env {
@@ -132,7 +133,7 @@ func newEnv(t testing.TB, d *db.DB) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
-	e.s = s
+	e.s, e.seal = s, seal
 	return e
 }
 

@@ -71,8 +71,12 @@ type Options struct {
 	Now           func() time.Time
 	// SealKey (32 bytes) encrypts the surveys' token keys at rest, so a
 	// database dump alone cannot mint eligibility tokens. kanald derives it
-	// from the CA key.
+	// from the deployment secret.
 	SealKey []byte
+	// LegacySealKey, if set, is a key token keys may still be sealed under
+	// (kanald before the deployment secret derived it from the CA key):
+	// ResealLegacy seals them again under SealKey.
+	LegacySealKey []byte
 	// BallotBatch is the most ballots that share one commit (0: 64).
 	BallotBatch int
 }
@@ -89,6 +93,7 @@ type Service struct {
 	now     func() time.Time
 	ballots *db.Batcher
 	seal    cipher.AEAD // token keys at rest
+	legacy  cipher.AEAD // nil, or what token keys were sealed under before
 
 	mu    sync.Mutex
 	cache map[string]*openSurvey // surveys that have opened: immutable
@@ -112,6 +117,13 @@ func New(o Options) (*Service, error) {
 	}
 	s := &Service{db: o.DB, notary: o.Notary, roots: o.Roots, auth: o.Auth, dir: o.Directory, convs: o.Conversations,
 		log: o.Logger, now: o.Now, seal: seal, cache: map[string]*openSurvey{}}
+	if o.LegacySealKey != nil {
+		if len(o.LegacySealKey) != 32 {
+			return nil, errors.New("surveys: LegacySealKey must be 32 bytes")
+		}
+		block, _ := aes.NewCipher(o.LegacySealKey)
+		s.legacy, _ = cipher.NewGCM(block)
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -124,6 +136,65 @@ func New(o Options) (*Service, error) {
 	}
 	s.ballots = o.DB.NewBatcher(batch)
 	return s, nil
+}
+
+// ResealLegacy seals every token key that opens only under LegacySealKey
+// again under SealKey, and returns how many it sealed again. kanald calls
+// it at start; afterwards the legacy key is no longer needed.
+func (s *Service) ResealLegacy(ctx context.Context) (int, error) {
+	if s.legacy == nil {
+		return 0, nil
+	}
+	n := 0
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT id, token_key FROM surveys WHERE token_key IS NOT NULL`)
+		if err != nil {
+			return err
+		}
+		type sealed struct {
+			id  string
+			key []byte
+		}
+		var todo []sealed
+		for rows.Next() {
+			var r sealed
+			if err := rows.Scan(&r.id, &r.key); err != nil {
+				rows.Close()
+				return err
+			}
+			todo = append(todo, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		ns := s.seal.NonceSize()
+		for _, r := range todo {
+			if len(r.key) < ns {
+				continue
+			}
+			if _, err := s.seal.Open(nil, r.key[:ns], r.key[ns:], []byte(r.id)); err == nil {
+				continue
+			}
+			der, err := s.legacy.Open(nil, r.key[:ns], r.key[ns:], []byte(r.id))
+			if err != nil {
+				continue // neither key: openSurvey reports it when the survey is used
+			}
+			nonce := make([]byte, ns)
+			if _, err := rand.Read(nonce); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE surveys SET token_key = $1 WHERE id = $2`, s.seal.Seal(nonce, nonce, der, []byte(r.id)), r.id); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("surveys: seal token keys again: %w", err)
+	}
+	return n, nil
 }
 
 // Close stops the service's background work.
@@ -214,6 +285,9 @@ func (s *Service) parsed(r *row) (*openSurvey, error) {
 			return nil, errors.New("surveys: stored token key too short")
 		}
 		der, err := s.seal.Open(nil, r.tokenKey[:ns], r.tokenKey[ns:], []byte(r.id))
+		if err != nil && s.legacy != nil {
+			der, err = s.legacy.Open(nil, r.tokenKey[:ns], r.tokenKey[ns:], []byte(r.id))
+		}
 		if err != nil {
 			return nil, fmt.Errorf("surveys: stored token key does not unseal: %w", err)
 		}

@@ -126,7 +126,7 @@ func TestInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	mail := &mailbox{last: map[string]string{}}
-	svc, err := identity.New(identity.Options{DB: d, CA: authority, Mailer: mail,
+	svc, err := identity.New(identity.Options{DB: d, CA: authority, Mailer: mail, Secret: make([]byte, identity.SecretSize),
 		Argon2: &identity.Argon2Params{Memory: 64, Time: 1, Threads: 1}})
 	if err != nil {
 		t.Fatal(err)

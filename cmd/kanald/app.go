@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/hkdf"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,7 +47,7 @@ func migrations() []db.Migrations {
 	return []db.Migrations{kanaldMigrations(), identity.Migrations(), translog.Migrations(), messaging.Migrations(), mailbox.Migrations(), push.Migrations(), surveys.Migrations(), payments.Migrations()}
 }
 
-func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.CA) (*app, error) {
+func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.CA, keys *secretKeys) (*app, error) {
 	a := &app{conns: &web.Tracker{}, metrics: web.NewMetrics()}
 	registerStateMetrics(a.metrics.Registry, d, b)
 
@@ -72,9 +70,15 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		return nil, &settingError{"KANAL_LOG_KEY_FILE", err}
 	}
 	a.ident, err = identity.New(identity.Options{DB: d, CA: authority, Mailer: mailer, Logger: log, TrustProxy: cfg.TrustProxy, Log: a.tlog,
+		Secret: keys.secret, LegacySecret: keys.legacy,
 		SignupLimits: identity.SignupLimits{PerClient: cfg.SignupClientLimit, Global: cfg.SignupLimit}})
 	if err != nil {
 		return nil, err
+	}
+	if n, err := a.ident.ResealLegacy(context.Background()); err != nil {
+		return nil, err
+	} else if n > 0 {
+		log.Info("organisation keys sealed again under the deployment secret", "count", n)
 	}
 
 	// Sends share commits: concurrent sends are stored in one transaction
@@ -83,10 +87,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	a.batch = d.NewBatcher(64)
 	mailboxes := mailbox.NewStore(d, mailbox.StoreOptions{Batcher: a.batch, Retention: cfg.Retention})
 	var sends *messaging.Service // set below; the hub hands it send frames
-	busKey, err := deriveBusKey(authority)
-	if err != nil {
-		return nil, err
-	}
+	busKey := keys.bus
 	hub, err := mailbox.NewHub(mailbox.HubOptions{Store: mailboxes, Bus: b, Logger: log, Tracker: a.conns, BusKey: busKey,
 		Frames: func(ctx context.Context, device, typ string, raw json.RawMessage) (any, error) {
 			return sends.Frames(ctx, device, typ, raw)
@@ -135,7 +136,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 			Help: "Writes that deleted acknowledged envelopes, on this node's streams."},
 			func() float64 { return float64(hub.Stats().AckWrites) }))
 	// Web push wakes devices that do not pick up their envelopes.
-	pusher, err := newPush(cfg, log, d, authority, a.ident, mailboxes, hub, a.metrics.Registry)
+	pusher, err := newPush(cfg, log, d, keys, a.ident, mailboxes, hub, a.metrics.Registry)
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +203,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	a.tlog.Register(mux)
 	prekeys.Register(mux)
 	pusher.Register(mux)
-	if err := a.mountSurveys(sweepCtx, mux, log, d, authority, notary, prekeys); err != nil {
+	if err := a.mountSurveys(sweepCtx, mux, log, d, authority, keys, notary, prekeys); err != nil {
 		return nil, err
 	}
 	mux.Handle("GET /v1/stream", a.ident.RequireSession(ca.LevelLow, hub))
@@ -232,18 +233,6 @@ func (a *app) close() {
 	a.wg.Wait()
 	a.hub.Close()
 	a.batch.Close()
-}
-
-// deriveBusKey is the key that authenticates what nodes tell each other
-// over NATS (see messaging/mailbox/busauth.go). Every node of a deployment
-// shares the CA key, so every node derives the same; a NATS publisher
-// without it can forge nothing.
-func deriveBusKey(authority *ca.CA) ([]byte, error) {
-	master, err := authority.KeyPEM()
-	if err != nil {
-		return nil, fmt.Errorf("bus key: %w", err)
-	}
-	return hkdf.Key(sha256.New, master, nil, "kanal bus mac v1", 32)
 }
 
 // sweepInterval is how often a node deletes envelopes past their retention.

@@ -34,6 +34,7 @@ type config struct {
 	CADir             string // empty: <DataDir>/ca
 	LogOrigin         string // empty: translog.DefaultOrigin of the CA
 	LogKeyFile        string // empty: <CADir>/log.key
+	SecretFile        string // empty: <CADir>/secret
 	TrustProxy        bool
 	Retention         time.Duration // how long an undelivered envelope is kept
 	SendLimit         int           // sends per device per minute
@@ -80,6 +81,7 @@ var settings = []setting{
 	{"ca-dir", "KANAL_CA_DIR", "", "directory of the deployment CA (ca.pem, ca.key); empty for <data-dir>/ca. All nodes of a deployment must share it"},
 	{"log-origin", "KANAL_LOG_ORIGIN", "", "origin (name) of the transparency log in its checkpoints; empty for kanal/<first 16 hex digits of the SHA-256 of the CA certificate>"},
 	{"log-key-file", "KANAL_LOG_KEY_FILE", "", "the transparency log's signing key (note key, mode 0600), created at the first start; empty for <ca-dir>/log.key. All nodes of a deployment must share it"},
+	{"secret-file", "KANAL_SECRET_FILE", "", "the deployment secret (exactly 32 random bytes, mode 0600) from which the keys sealing the VAPID key, survey token keys and organisation keys and the bus key are derived, created at the first start; empty for <ca-dir>/secret (inside the data directory by default). All nodes of a deployment must share it; it is not the CA key"},
 	{"trust-proxy", "KANAL_TRUST_PROXY", "false", "true behind a reverse proxy that sets X-Forwarded-For (used for login and sign-up throttling)"},
 	{"pprof-addr", "KANAL_PPROF_ADDR", "", "loopback address such as 127.0.0.1:6060 on which Go's profiling endpoints (/debug/pprof/) are served; empty: off"},
 	{"send-limit", "KANAL_SEND_LIMIT", "600", "sends one device may make per minute (1 to 100000); a council device that sends announcements one by one needs more"},
@@ -133,6 +135,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		CADir:       *vals["KANAL_CA_DIR"],
 		LogOrigin:   *vals["KANAL_LOG_ORIGIN"],
 		LogKeyFile:  *vals["KANAL_LOG_KEY_FILE"],
+		SecretFile:  *vals["KANAL_SECRET_FILE"],
 
 		PSPURL:           *vals["KANAL_PSP_URL"],
 		PSPAPIKey:        *vals["KANAL_PSP_API_KEY"],
@@ -247,6 +250,16 @@ func (c *config) caDir() string {
 		return c.CADir
 	}
 	return filepath.Join(c.DataDir, "ca")
+}
+
+// secretFile is where the deployment secret lives: beside the CA by
+// default (in the data directory unless KANAL_CA_DIR moves it), since every
+// node of a deployment must derive the same keys.
+func (c *config) secretFile() string {
+	if c.SecretFile != "" {
+		return c.SecretFile
+	}
+	return filepath.Join(c.caDir(), "secret")
 }
 
 // logKeyFile is where the transparency log's key lives: beside the CA by

@@ -96,6 +96,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return &settingError{"KANAL_CA_DIR", err}
 	}
 
+	// The deployment secret, not the CA key, yields the keys that seal
+	// what the database holds. A data directory from before the secret
+	// still opens: its CA key is the legacy master, and what was sealed
+	// under it is sealed again under the secret at start.
+	recorded, err := secretRecorded(ctx, d)
+	if err != nil {
+		return &settingError{"KANAL_DATABASE_URL", err}
+	}
+	secret, createdSecret, err := loadOrCreateSecret(cfg.secretFile(), recorded == "")
+	if err != nil {
+		return &settingError{"KANAL_SECRET_FILE", err}
+	}
+	legacy, err := authority.KeyPEM()
+	if err != nil {
+		return &settingError{"KANAL_CA_DIR", err}
+	}
+	keys, err := deriveSecretKeys(secret, legacy)
+	if err != nil {
+		return err
+	}
+	if err := checkSecret(ctx, d, cfg.secretFile(), keys.check); err != nil {
+		if createdSecret {
+			os.Remove(cfg.secretFile())
+		}
+		return &settingError{"KANAL_SECRET_FILE", err}
+	}
+	if createdSecret {
+		log.Info("deployment secret created (mode 0600); every node of the deployment needs this file", "file", cfg.secretFile())
+	}
+
 	natsOpts := cfg.NATS
 	natsOpts.Name, natsOpts.Logger = "kanald-"+cfg.Addr, log
 	b, err := bus.Open(ctx, natsOpts)
@@ -104,7 +134,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	defer b.Close()
 
-	a, err := newApp(cfg, log, d, b, authority)
+	a, err := newApp(cfg, log, d, b, authority, keys)
 	if err != nil {
 		return err
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/hkdf"
-	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
 	"log/slog"
@@ -24,24 +22,16 @@ import (
 )
 
 // newPush builds the web push service: its VAPID key sealed under a key
-// derived from the CA key, sessions from identity, the mailbox as the
+// derived from the deployment secret, sessions from identity, the mailbox as the
 // judge of whether a device has picked up its envelopes, this node's hub
 // for a quick "connected here", and its metrics.
-func newPush(cfg *config, log *slog.Logger, d *db.DB, authority *ca.CA, ident *identity.Service,
+func newPush(cfg *config, log *slog.Logger, d *db.DB, keys *secretKeys, ident *identity.Service,
 	mailboxes *mailbox.Store, hub *mailbox.Hub, reg prometheus.Registerer) (*push.Service, error) {
-	master, err := authority.KeyPEM()
-	if err != nil {
-		return nil, fmt.Errorf("push: %w", err)
-	}
-	seal, err := hkdf.Key(sha256.New, master, nil, "kanal push vapid seal v1", 32)
-	if err != nil {
-		return nil, fmt.Errorf("push: %w", err)
-	}
 	roots, err := pushRoots(cfg.PushCAFile)
 	if err != nil {
 		return nil, &settingError{"KANAL_PUSH_CA_FILE", err}
 	}
-	svc, err := push.New(context.Background(), push.Options{DB: d, Logger: log, SealKey: seal,
+	svc, err := push.New(context.Background(), push.Options{DB: d, Logger: log, SealKey: keys.vapid, LegacySealKey: keys.legacyVAPID,
 		Subject: cfg.pushSubject(), AllowedHosts: cfg.PushHosts, HTTPClient: push.NewHTTPClient(roots, cfg.PushHosts),
 		Workers: cfg.PushWorkers,
 		Pending: mailboxes.PendingClasses, Newest: mailboxes.Newest, Live: hub.Connected,

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/hkdf"
-	"crypto/sha256"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -20,18 +18,12 @@ import (
 // the deployment notary (from the shared CA directory), and group
 // membership from messaging for surveys addressed to a group. The
 // service's group commit stops when ctx ends.
-func (a *app) mountSurveys(ctx context.Context, mux *http.ServeMux, log *slog.Logger, d *db.DB, authority *ca.CA, notary *ca.Notary, msg *messaging.Service) error {
-	// The token keys are sealed under a key only the CA key yields, as
-	// identity seals organisation keys: a database dump cannot mint tokens.
-	master, err := authority.KeyPEM()
-	if err != nil {
-		return err
-	}
-	seal, err := hkdf.Key(sha256.New, master, nil, "kanal surveys token key seal v1", 32)
-	if err != nil {
-		return err
-	}
-	s, err := surveys.New(surveys.Options{DB: d, Notary: notary, Roots: authority.Pool(), Logger: log, SealKey: seal,
+func (a *app) mountSurveys(ctx context.Context, mux *http.ServeMux, log *slog.Logger, d *db.DB, authority *ca.CA, keys *secretKeys, notary *ca.Notary, msg *messaging.Service) error {
+	// The token keys are sealed under a key only the deployment secret
+	// yields, as identity seals organisation keys: a database dump cannot
+	// mint tokens.
+	s, err := surveys.New(surveys.Options{DB: d, Notary: notary, Roots: authority.Pool(), Logger: log,
+		SealKey: keys.token, LegacySealKey: keys.legacyToken,
 		Directory:     orgRoles{a.ident},
 		Conversations: groupMembers{msg},
 		Auth: surveys.Auth{
@@ -43,6 +35,11 @@ func (a *app) mountSurveys(ctx context.Context, mux *http.ServeMux, log *slog.Lo
 		}})
 	if err != nil {
 		return err
+	}
+	if n, err := s.ResealLegacy(ctx); err != nil {
+		return err
+	} else if n > 0 {
+		log.Info("survey token keys sealed again under the deployment secret", "count", n)
 	}
 	s.Register(mux)
 	a.wg.Add(1)

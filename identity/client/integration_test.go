@@ -73,7 +73,7 @@ func newDeployment(t *testing.T, d *db.DB) *deployment {
 	}
 	mail := &inbox{}
 	svc, err := identity.New(identity.Options{
-		DB: d, CA: authority, Mailer: mail,
+		DB: d, CA: authority, Mailer: mail, Secret: make([]byte, identity.SecretSize),
 		// Cheap password hashing; the cost does not change the protocol.
 		Argon2: &identity.Argon2Params{Memory: 64, Time: 1, Threads: 1},
 	})

@@ -48,8 +48,12 @@ type Options struct {
 	Logger *slog.Logger
 	Auth   Auth
 	// SealKey (32 bytes) seals the VAPID private key in the database;
-	// kanald derives it from the deployment CA key.
+	// kanald derives it from the deployment secret.
 	SealKey []byte
+	// LegacySealKey, if set, is a key the VAPID key may still be sealed
+	// under (kanald before the deployment secret derived it from the CA
+	// key): a key that opens only under it is sealed again under SealKey.
+	LegacySealKey []byte
 	// Subject is the VAPID "sub" claim: "mailto:operator@example.org" or
 	// an https URL where the push service can reach the operator.
 	Subject string
@@ -164,7 +168,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	}
 	s := &Service{o: o, store: store{o.DB}, sub: sub, pending: map[string]struct{}{}, wake: make(chan struct{}, 1),
 		hosts: newHostSlots(o.HostWorkers, o.HostCooldown)}
-	if s.vapid, err = loadVAPID(ctx, o.DB, o.SealKey, o.Now()); err != nil {
+	if s.vapid, err = loadVAPID(ctx, o.DB, o.SealKey, o.LegacySealKey, o.Now()); err != nil {
 		return nil, err
 	}
 	return s, nil

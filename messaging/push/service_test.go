@@ -1,6 +1,7 @@
 package push_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -272,7 +273,7 @@ func TestVAPIDKeySealed(t *testing.T) {
 		ctx := context.Background()
 		f := newFixture(t, d, nil)
 		o := testOptions(d, f.mbox, f.ps, make([]byte, 32))
-		if _, err := push.New(ctx, o); err == nil || !strings.Contains(err.Error(), "another CA key") {
+		if _, err := push.New(ctx, o); err == nil || !strings.Contains(err.Error(), "another deployment secret") {
 			t.Fatalf("loaded the VAPID key with another seal key: %v", err)
 		}
 		var pub, sealed string
@@ -412,6 +413,41 @@ func TestManyDevicesInOneFlush(t *testing.T) {
 		}
 		if len(ps) < 2 || got[first.ID] != 1 || got[last.ID] != 1 || len(got) != 2 {
 			t.Fatalf("pushes by subscriber %v, want one each for %s and %s", got, first.ID, last.ID)
+		}
+	})
+}
+
+// TestLegacySecretOpensWhatWasSealed: a VAPID key sealed under the old
+// (CA-derived) key opens with it as LegacySealKey, keeps its public key,
+// is sealed again under the new key, and afterwards opens without the
+// legacy key; subscriptions made with the old public key keep working.
+func TestLegacySecretOpensWhatWasSealed(t *testing.T) {
+	dbtest.Run(t, sets, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		f := newFixture(t, d, nil) // sealed under f.sealKey: the "old" key
+		newKey := bytes.Repeat([]byte{7}, 32)
+		o := testOptions(d, f.mbox, f.ps, newKey)
+		if _, err := push.New(ctx, o); err == nil {
+			t.Fatal("opened the old key without the legacy key")
+		}
+		o.LegacySealKey = f.sealKey
+		again, err := push.New(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again.PublicKey() != f.svc.PublicKey() {
+			t.Fatal("the VAPID key changed: every subscription would break")
+		}
+		o.LegacySealKey = nil
+		third, err := push.New(ctx, o)
+		if err != nil {
+			t.Fatalf("not sealed again under the new key: %v", err)
+		}
+		if third.PublicKey() != f.svc.PublicKey() {
+			t.Fatal("the VAPID key changed")
+		}
+		if _, err := push.New(ctx, testOptions(d, f.mbox, f.ps, f.sealKey)); err == nil {
+			t.Fatal("the old key still opens the resealed VAPID key")
 		}
 	})
 }

@@ -31,9 +31,11 @@ const sealAAD = "kanal push vapid private key v1"
 // start. It lives in the database because every node of a deployment
 // shares the database and must sign with the same key: concurrent first
 // starts insert with ON CONFLICT DO NOTHING and all read back the winner.
-// The private scalar is sealed under sealKey (derived from the CA key, which
-// the database does not hold), so a database dump cannot sign pushes.
-func loadVAPID(ctx context.Context, d *db.DB, sealKey []byte, now time.Time) (vapidKey, error) {
+// The private scalar is sealed under sealKey (derived from the deployment
+// secret, which the database does not hold), so a database dump cannot sign
+// pushes. A key sealed under legacyKey (if set) is sealed again under
+// sealKey, once.
+func loadVAPID(ctx context.Context, d *db.DB, sealKey, legacyKey []byte, now time.Time) (vapidKey, error) {
 	aead, err := newAEAD(sealKey)
 	if err != nil {
 		return vapidKey{}, err
@@ -66,8 +68,11 @@ func loadVAPID(ctx context.Context, d *db.DB, sealKey []byte, now time.Time) (va
 		return vapidKey{}, errors.New("push.vapid: stored key is malformed")
 	}
 	scalar, err := aead.Open(nil, raw[:aead.NonceSize()], raw[aead.NonceSize():], []byte(sealAAD))
+	if err != nil && legacyKey != nil {
+		scalar, err = reseal(ctx, d, aead, legacyKey, sealedStored, raw)
+	}
 	if err != nil {
-		return vapidKey{}, errors.New("push.vapid: the stored VAPID key was sealed under another CA key")
+		return vapidKey{}, errors.New("push.vapid: the stored VAPID key was sealed under another deployment secret (or CA key)")
 	}
 	priv, err := ecdh.P256().NewPrivateKey(scalar)
 	if err != nil {
@@ -78,6 +83,30 @@ func loadVAPID(ctx context.Context, d *db.DB, sealKey []byte, now time.Time) (va
 		return vapidKey{}, errors.New("push.vapid: stored public key does not match the private key")
 	}
 	return vapidKey{public: pub, private: enc.EncodeToString(scalar)}, nil
+}
+
+// reseal opens a VAPID key sealed under legacyKey and stores it sealed
+// under aead instead. The update matches the old sealed value, so of
+// nodes upgrading at once one writes and the others' updates change
+// nothing; all of them use the same scalar.
+func reseal(ctx context.Context, d *db.DB, aead cipher.AEAD, legacyKey []byte, stored string, raw []byte) ([]byte, error) {
+	old, err := newAEAD(legacyKey)
+	if err != nil {
+		return nil, err
+	}
+	scalar, err := old.Open(nil, raw[:old.NonceSize()], raw[old.NonceSize():], []byte(sealAAD))
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	resealed := base64.RawURLEncoding.EncodeToString(aead.Seal(nonce, nonce, scalar, []byte(sealAAD)))
+	if _, err := d.Exec(ctx, `UPDATE push_vapid SET sealed_private = $1 WHERE singleton = 1 AND sealed_private = $2`, resealed, stored); err != nil {
+		return nil, fmt.Errorf("push.vapid: seal again: %w", err)
+	}
+	return scalar, nil
 }
 
 func newAEAD(key []byte) (cipher.AEAD, error) {
