@@ -26,9 +26,9 @@ const secretSize = identity.SecretSize
 // label each (no salt, 32 bytes). Identity derives its own two (sign-up
 // code MAC, organisation key seal) from the same secret.
 const (
-	labelVAPIDSeal  = "kanal secret: push vapid seal v1"
-	labelTokenSeal  = "kanal secret: surveys token key seal v1"
-	labelBusMAC     = "kanal secret: bus mac v1"
+	labelVAPIDSeal   = "kanal secret: push vapid seal v1"
+	labelTokenSeal   = "kanal secret: surveys token key seal v1"
+	labelBusMAC      = "kanal secret: bus mac v1"
 	labelSecretCheck = "kanal secret: check v1" // recorded in the database to catch a node with another secret
 )
 
