@@ -72,6 +72,7 @@ func commands() []*command {
 	cmds = append(cmds, adminCommands()...)
 	cmds = append(cmds, directoryCommands()...)
 	cmds = append(cmds, chatCommands()...)
+	cmds = append(cmds, groupCommands()...)
 	cmds = append(cmds, offerCommands()...)
 	cmds = append(cmds, payCommands()...)
 	cmds = append(cmds, surveyCommands()...)

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/kanal-server/kanal/messaging"
+	mclient "github.com/kanal-server/kanal/messaging/client"
+)
+
+// The group commands. The server keeps a group's member list, so that it
+// knows whose devices a group message goes to; what the members say goes
+// end to end with 'kanal send <group>' and 'kanal chat <group>'.
+
+// groupOpts are the flags of the group commands.
+type groupOpts struct {
+	admin bool // add as admin instead of member
+}
+
+func groupCommands() []*command {
+	var g groupOpts
+	adminFlag := func(fs *flag.FlagSet, o *opts) {
+		fs.BoolVar(&g.admin, "admin", false, "make the account an admin of the group (admins add and remove members)")
+	}
+	return []*command{
+		{
+			name: "group create", args: "[account-id…]", nargs: -1,
+			summary: "create a group with you as its admin and the accounts as members (prints its id)",
+			help: `Creates a group; you are its first admin, the accounts given are its
+members. Each member's devices are told by a notice from the server. Write
+to the group with 'kanal send <group> <text>' or 'kanal chat <group>'.`,
+			run: func(ctx context.Context, c *cli, o *opts, args []string) error { return groupCreate(ctx, c, o, args) },
+		},
+		{
+			name: "group add", args: "[--admin] <group-id> <account-id>", nargs: 2,
+			summary: "add an account to a group (admins only)",
+			flags:   adminFlag,
+			run:     func(ctx context.Context, c *cli, o *opts, args []string) error { return groupAdd(ctx, c, o, &g, args) },
+		},
+		{
+			name: "group remove", args: "<group-id> <account-id>", nargs: 2,
+			summary: "remove an account from a group (admins only)",
+			run:     groupRemove,
+		},
+		{
+			name: "group leave", args: "<group-id>", nargs: 1,
+			summary: "leave a group",
+			help:    "The last admin cannot leave while others remain: make another member admin first.",
+			run:     groupLeave,
+		},
+		{
+			name: "group list", nargs: 0,
+			summary: "list your groups",
+			run:     groupList,
+		},
+		{
+			name: "group show", args: "<group-id>", nargs: 1,
+			summary: "show a group's members and their roles",
+			run:     groupShow,
+		},
+	}
+}
+
+// groupClient opens the key store and this device's end-to-end client.
+func (c *cli) groupClient(ctx context.Context, o *opts) (*mclient.Client, string, error) {
+	st, _, err := c.openSession(ctx, o)
+	if err != nil {
+		return nil, "", err
+	}
+	mc, err := c.messenger(ctx, o, st)
+	if err != nil {
+		return nil, "", err
+	}
+	return mc, st.Data.AccountID, nil
+}
+
+// checkGroupID refuses what is not a group id before asking the server.
+func checkGroupID(cmd, id string) error {
+	if !messaging.ValidGroupID(id) {
+		return &usageError{cmd: cmd, msg: fmt.Sprintf("%q is not a group id (g_ and 32 hex digits; see 'kanal group list')", id)}
+	}
+	return nil
+}
+
+// checkAccountID refuses what is not an account id before asking the server.
+func checkAccountID(cmd, id string) error {
+	if !strings.HasPrefix(id, "acc_") {
+		return &usageError{cmd: cmd, msg: fmt.Sprintf("%q is not an account id (acc_…)", id)}
+	}
+	return nil
+}
+
+func groupCreate(ctx context.Context, c *cli, o *opts, args []string) error {
+	members := make([]messaging.GroupMemberRequest, 0, len(args))
+	for _, a := range args {
+		if err := checkAccountID("group create", a); err != nil {
+			return err
+		}
+		members = append(members, messaging.GroupMemberRequest{AccountID: a, Role: messaging.GroupMember})
+	}
+	mc, _, err := c.groupClient(ctx, o)
+	if err != nil {
+		return err
+	}
+	g, err := mc.CreateGroup(ctx, members...)
+	if err != nil {
+		return err
+	}
+	// The id alone on stdout, so that G=$(kanal group create …) works.
+	fmt.Fprintf(c.stderr, "Created a group of %s; you are its admin.\n", plural(len(g.Members), "member"))
+	fmt.Fprintln(c.stdout, g.GroupID)
+	return nil
+}
+
+func groupAdd(ctx context.Context, c *cli, o *opts, g *groupOpts, args []string) error {
+	if err := checkGroupID("group add", args[0]); err != nil {
+		return err
+	}
+	if err := checkAccountID("group add", args[1]); err != nil {
+		return err
+	}
+	role := messaging.GroupMember
+	if g.admin {
+		role = messaging.GroupAdmin
+	}
+	mc, _, err := c.groupClient(ctx, o)
+	if err != nil {
+		return err
+	}
+	grp, err := mc.AddGroupMember(ctx, args[0], args[1], role)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "Added %s to %s as %s; the group has %s.\n", args[1], args[0], role, plural(len(grp.Members), "member"))
+	return nil
+}
+
+func groupRemove(ctx context.Context, c *cli, o *opts, args []string) error {
+	if err := checkGroupID("group remove", args[0]); err != nil {
+		return err
+	}
+	if err := checkAccountID("group remove", args[1]); err != nil {
+		return err
+	}
+	mc, _, err := c.groupClient(ctx, o)
+	if err != nil {
+		return err
+	}
+	grp, err := mc.RemoveGroupMember(ctx, args[0], args[1])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "Removed %s from %s; the group has %s.\n", args[1], args[0], plural(len(grp.Members), "member"))
+	return nil
+}
+
+func groupLeave(ctx context.Context, c *cli, o *opts, args []string) error {
+	if err := checkGroupID("group leave", args[0]); err != nil {
+		return err
+	}
+	mc, me, err := c.groupClient(ctx, o)
+	if err != nil {
+		return err
+	}
+	if _, err := mc.RemoveGroupMember(ctx, args[0], me); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "You left %s.\n", args[0])
+	return nil
+}
+
+func groupList(ctx context.Context, c *cli, o *opts, _ []string) error {
+	mc, _, err := c.groupClient(ctx, o)
+	if err != nil {
+		return err
+	}
+	l, err := mc.Groups(ctx)
+	if err != nil {
+		return err
+	}
+	if len(l.Groups) == 0 {
+		fmt.Fprintln(c.stdout, "You are in no group yet: 'kanal group create' starts one.")
+		return nil
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GROUP\tYOUR ROLE\tMEMBERS")
+	for _, s := range l.Groups {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.GroupID, s.Role, plural(s.Members, "member"))
+	}
+	return tw.Flush()
+}
+
+func groupShow(ctx context.Context, c *cli, o *opts, args []string) error {
+	if err := checkGroupID("group show", args[0]); err != nil {
+		return err
+	}
+	mc, me, err := c.groupClient(ctx, o)
+	if err != nil {
+		return err
+	}
+	g, err := mc.Group(ctx, args[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "group       %s\ncreated by  %s on %s\n%s:\n", g.GroupID, g.CreatedBy,
+		g.CreatedAt.Local().Format("2006-01-02"), plural(len(g.Members), "member"))
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	for _, m := range g.Members {
+		mark := " "
+		if m.AccountID == me {
+			mark = "*"
+		}
+		fmt.Fprintf(tw, "%s %s\t%s\tsince %s\n", mark, m.AccountID, m.Role, m.AddedAt.Local().Format("2006-01-02"))
+	}
+	return tw.Flush()
+}
