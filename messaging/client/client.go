@@ -57,6 +57,11 @@ type Options struct {
 	// account's devices are pinned: when a send addresses it or a message
 	// from it arrives. It runs on the goroutine of that Send or Receive.
 	OnNewDevice func(NewDevice)
+	// OnKeyChange, if set, is called when a contact's device shows an
+	// identity key other than the one pinned for it, or a verified contact
+	// shows a new device (see VerifyContact). It runs on the goroutine of
+	// the Send or Receive that met the key.
+	OnKeyChange func(KeyChange)
 
 	Now  func() time.Time // nil: time.Now
 	Rand io.Reader        // nil: crypto/rand
@@ -92,6 +97,8 @@ type Client struct {
 	groupMu sync.Mutex // group members and pinned devices in the Store
 
 	onNewDevice func(NewDevice)
+	onKeyChange func(KeyChange)
+	trustMu     sync.Mutex // pinned identity keys in the Store; taken before mu, never after
 }
 
 // New checks o and returns a Client. It does not contact the server.
@@ -104,7 +111,7 @@ func New(o Options) (*Client, error) {
 		der = b.Bytes
 	}
 	c := &Client{base: o.BaseURL, hc: o.HTTPClient, account: o.AccountID, device: o.DeviceID, deviceKey: o.DeviceKey,
-		certDER: der, caCert: o.CA, store: o.Store, now: o.Now, rand: o.Rand, onNewDevice: o.OnNewDevice}
+		certDER: der, caCert: o.CA, store: o.Store, now: o.Now, rand: o.Rand, onNewDevice: o.OnNewDevice, onKeyChange: o.OnKeyChange}
 	c.token.Store(&o.Token)
 	if c.hc == nil {
 		c.hc = &http.Client{Timeout: DefaultTimeout}

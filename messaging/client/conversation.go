@@ -345,13 +345,21 @@ func (c *Client) ensureSessions(ctx context.Context, to Peer, set *deviceSet, st
 	pinned := map[string]string{}
 	for _, dev := range sortedDevices(set) {
 		if b := bundles[dev]; b != nil {
+			if err := c.observeKey(b.Device.AccountID, dev, b.Prekeys.Identity); err != nil {
+				return err
+			}
 			if err := c.StartSession(b); err != nil {
 				return err
 			}
 		}
 		pinned[dev] = found[dev].account
 	}
-	return c.pin(pinned)
+	if err := c.pin(pinned); err != nil {
+		return err
+	}
+	// A verified contact whose key changed, or who has a device the user
+	// did not verify, gets nothing until verified again.
+	return c.checkVerified(set)
 }
 
 // dropOrRefuse drops the device of e from set when strict is false, and

@@ -248,8 +248,31 @@ func (c *Client) Encrypt(device string, plaintext []byte) (*Message, error) {
 // for reading whatever was sent under it. The initiator keeps sending its
 // initial message until its session has decrypted a reply.
 func (c *Client) Decrypt(ctx context.Context, device string, m *Message) ([]byte, error) {
+	pt, started, err := c.decrypt(ctx, device, m)
+	if err != nil {
+		return nil, err
+	}
+	if started != nil {
+		// The key that started a session is pinned, or reported if it
+		// is not the pinned one (after c.mu is released: OnKeyChange may
+		// call back into the client).
+		if err := c.observeKey(started.account, device, started.key); err != nil {
+			return nil, err
+		}
+	}
+	return pt, nil
+}
+
+// startedBy is the verified sender of an initial message that started a
+// session.
+type startedBy struct {
+	account string
+	key     keys.IdentityPublic
+}
+
+func (c *Client) decrypt(ctx context.Context, device string, m *Message) ([]byte, *startedBy, error) {
 	if len(m.Ciphertext) == 0 {
-		return nil, fmt.Errorf("%w: no ciphertext", ErrBadMessage)
+		return nil, nil, fmt.Errorf("%w: no ciphertext", ErrBadMessage)
 	}
 	// The sender's certificate status is fetched before taking the lock:
 	// a message that may start a session needs it, and the fetch is
@@ -262,37 +285,42 @@ func (c *Client) Decrypt(ctx context.Context, device string, m *Message) ([]byte
 	defer c.mu.Unlock()
 	r, err := c.loadSession(device)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if m.Initial == nil {
 		if r == nil {
-			return nil, fmt.Errorf("%w: %s", ErrNoSession, device)
+			return nil, nil, fmt.Errorf("%w: %s", ErrNoSession, device)
 		}
 		pt, err := c.decryptAny(r, m.Ciphertext)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return pt, c.putJSON(nameSession(device), r)
+		return pt, nil, c.putJSON(nameSession(device), r)
 	}
 	h := sha256.Sum256(m.Initial)
 	if known := r.withInitial(h[:]); known != nil {
 		pt, err := c.decryptWith(known, m.Ciphertext)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return pt, c.putJSON(nameSession(device), r)
+		return pt, nil, c.putJSON(nameSession(device), r)
 	}
 	if r.startedBefore(h[:]) {
 		// Its session is gone from the archive: a replay, refused.
-		return nil, fmt.Errorf("messaging/client: initial message from %s started a session before: %w", device, keys.ErrReplay)
+		return nil, nil, fmt.Errorf("messaging/client: initial message from %s started a session before: %w", device, keys.ErrReplay)
 	}
 
 	// A new session started by the peer.
 	nr, pt, used, err := c.respond(device, m, status)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	nr.InitialHash = h[:]
+	var init keys.InitialMessage
+	if err := init.UnmarshalBinary(m.Initial); err != nil { // respond parsed it already
+		return nil, nil, err
+	}
+	by := &startedBy{account: nr.Account, key: init.Identity}
 	switch {
 	case r == nil:
 		r = nr
@@ -309,14 +337,14 @@ func (c *Client) Decrypt(ctx context.Context, device string, m *Message) ([]byte
 	}
 	r.started(h[:])
 	if err := c.putJSON(nameSession(device), r); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, name := range used {
 		if err := c.store.Delete(name); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return pt, nil
+	return pt, by, nil
 }
 
 // decryptAny decrypts under r's current session, then under its archived
