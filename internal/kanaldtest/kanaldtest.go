@@ -40,6 +40,8 @@ type Server struct {
 	DataDir    string
 	Deployment string // the deployment id from the ready line
 
+	bin  string
+	env  []string // the extra environment Start was given
 	cmd  *exec.Cmd
 	done chan error // receives the exit once; Stop puts it back
 	mu   sync.Mutex
@@ -52,7 +54,7 @@ type Server struct {
 // and its output is logged if the test failed.
 func Start(t testing.TB, bin string, env ...string) *Server {
 	t.Helper()
-	s := &Server{DataDir: filepath.Join(t.TempDir(), "kanal-data"), done: make(chan error, 1)}
+	s := &Server{DataDir: filepath.Join(t.TempDir(), "kanal-data"), done: make(chan error, 1), bin: bin, env: env}
 	for _, kv := range env {
 		if v, ok := strings.CutPrefix(kv, "KANAL_DATA_DIR="); ok {
 			s.DataDir = v
@@ -109,6 +111,29 @@ func Start(t testing.TB, bin string, env ...string) *Server {
 		t.Fatalf("kanald not ready after 60s\n%s", s.Output())
 	}
 	return s
+}
+
+// Restart stops kanald with SIGTERM, as a deploy does, and starts it again
+// on the same address with the same data directory and environment. It
+// returns the new process; s is stopped.
+func (s *Server) Restart(t testing.TB) *Server {
+	t.Helper()
+	s.Stop(t)
+	return s.StartAgain(t)
+}
+
+// StartAgain starts kanald again, after Stop or Kill, on the same address
+// with the same data directory and environment.
+func (s *Server) StartAgain(t testing.TB) *Server {
+	t.Helper()
+	addr := strings.TrimPrefix(s.URL, "http://")
+	env := append(append([]string{}, s.env...), "KANAL_DATA_DIR="+s.DataDir, "KANAL_ADDR="+addr)
+	n := Start(t, s.bin, env...)
+	n.env = s.env
+	if n.URL != s.URL {
+		t.Fatalf("kanald came back on %s, not %s", n.URL, s.URL)
+	}
+	return n
 }
 
 // Output returns everything kanald printed so far.
