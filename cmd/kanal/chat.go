@@ -382,6 +382,10 @@ func (c *cli) newDevice(st *keystore.Store, n mclient.NewDevice) {
 // explainSend says in one sentence why a send was refused for a device
 // the server named as a recipient.
 func explainSend(err error) error {
+	var kc *mclient.KeyChangedError
+	if errors.As(err, &kc) {
+		return fmt.Errorf("not sent: %w. Run 'kanal safety-number %s' and, if the numbers match, 'kanal contact verify %s'", kc, kc.AccountID, kc.AccountID)
+	}
 	var re *mclient.RecipientError
 	if !errors.As(err, &re) {
 		return err

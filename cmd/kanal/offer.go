@@ -163,7 +163,8 @@ func (c *cli) messenger(ctx context.Context, o *opts, st *keystore.Store) (*mcli
 	}
 	mc, err := mclient.New(mclient.Options{BaseURL: c.serverURL(o, st), Token: st.Data.SessionToken, AccountID: st.Data.AccountID,
 		DeviceID: st.Data.DeviceID, DeviceKey: st.Data.DeviceKey, DeviceCertificate: st.Data.DeviceCertPEM, CA: caC,
-		Store: mclient.NewKeystoreStore(st), OnNewDevice: func(n mclient.NewDevice) { c.newDevice(st, n) }})
+		Store: mclient.NewKeystoreStore(st), OnNewDevice: func(n mclient.NewDevice) { c.newDevice(st, n) },
+		OnKeyChange: c.keyChanged})
 	if err != nil {
 		return nil, err
 	}

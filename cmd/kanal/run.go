@@ -76,6 +76,7 @@ func commands() []*command {
 	cmds = append(cmds, offerCommands()...)
 	cmds = append(cmds, payCommands()...)
 	cmds = append(cmds, surveyCommands()...)
+	cmds = append(cmds, trustCommands()...)
 	return cmds
 }
 
