@@ -32,7 +32,9 @@ code of it ("KANAL-SN1:" and the digits). The contact's device shows the
 same number for this device. Compare them in person or over a channel you
 trust; if they match, run 'kanal contact verify <account>'. A contact whose
 keys this device has not met yet has them fetched first.`,
-			run: func(ctx context.Context, c *cli, o *opts, args []string) error { return safetyNumber(ctx, c, o, args[0]) },
+			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
+				return safetyNumber(ctx, c, o, args[0])
+			},
 		},
 		{
 			name: "contact verify", args: "<account>", nargs: 1,
@@ -41,17 +43,23 @@ keys this device has not met yet has them fetched first.`,
 ones whose safety numbers you compared. From then on, if one of those keys
 changes or the contact has a new device, sending to them stops until you
 compare and verify again.`,
-			run: func(ctx context.Context, c *cli, o *opts, args []string) error { return contactVerify(ctx, c, o, args[0], true) },
+			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
+				return contactVerify(ctx, c, o, args[0], true)
+			},
 		},
 		{
 			name: "contact unverify", args: "<account>", nargs: 1,
 			summary: "forget that a contact was verified",
-			run:     func(ctx context.Context, c *cli, o *opts, args []string) error { return contactVerify(ctx, c, o, args[0], false) },
+			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
+				return contactVerify(ctx, c, o, args[0], false)
+			},
 		},
 		{
 			name: "contact show", args: "<account>", nargs: 1,
 			summary: "show a contact's pinned device keys and whether they are verified",
-			run:     func(ctx context.Context, c *cli, o *opts, args []string) error { return contactShow(ctx, c, o, args[0]) },
+			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
+				return contactShow(ctx, c, o, args[0])
+			},
 		},
 	}
 }
