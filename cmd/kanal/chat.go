@@ -16,6 +16,7 @@ import (
 
 	"github.com/kanal-server/kanal/identity/keystore"
 	mclient "github.com/kanal-server/kanal/messaging/client"
+	"github.com/kanal-server/kanal/messaging"
 	"github.com/kanal-server/kanal/messaging/kind"
 )
 
@@ -313,7 +314,12 @@ func (s *chatSession) take(in *mclient.Incoming) (*entry, error) {
 	return &e, s.hist.add(e)
 }
 
-func (s *chatSession) sendText(ctx context.Context, c *cli, to mclient.Peer, text string, via *mclient.Stream) error {
+// messageSender is a stream, or a live stream, that sends.
+type messageSender interface {
+	Send(ctx context.Context, to mclient.Peer, m *kind.Message) (*messaging.SendResponse, error)
+}
+
+func (s *chatSession) sendText(ctx context.Context, c *cli, to mclient.Peer, text string, via messageSender) error {
 	m, err := kind.New("cli-"+newKey(), c.now(), &kind.TextBody{Text: text})
 	if err != nil {
 		return err
@@ -538,17 +544,30 @@ func chat(ctx context.Context, c *cli, o *opts, co *chatOpts, peer string) error
 	if err != nil {
 		return err
 	}
-	st, err := s.mc.Connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
 	var out sync.Mutex
 	say := func(format string, args ...any) {
 		out.Lock()
 		defer out.Unlock()
 		fmt.Fprintf(c.stdout, format, args...)
 	}
+	// The chat's stream reconnects by itself when the connection is lost
+	// (a server restart or deploy, a network change) and then shows what
+	// arrived meanwhile; it ends only when the session does.
+	offline := false
+	st := s.mc.Listen(ctx, mclient.ListenOptions{
+		Refresh: c.chatRefresh(o, s.st),
+		OnChange: func(ch mclient.LiveChange) {
+			switch {
+			case !ch.Connected && !offline:
+				offline = true
+				say("(connection to the server lost — reconnecting…)\n")
+			case ch.Connected && ch.Reconnected:
+				offline = false
+				say("(reconnected)\n")
+			}
+		},
+	})
+	defer st.Close()
 	me := s.st.Data.AccountID
 	say("chat with %s — type a message and press Enter; /quit to leave\n", to)
 	for _, e := range s.hist.entries {
@@ -614,6 +633,10 @@ func chat(ctx context.Context, c *cli, o *opts, co *chatOpts, peer string) error
 		case <-ctx.Done():
 			return st.Ack(context.Background())
 		case err := <-recvErr:
+			var stopped *mclient.StoppedError
+			if errors.As(err, &stopped) {
+				return &chatEnded{stopped}
+			}
 			return fmt.Errorf("connection lost: %w", err)
 		case err := <-readErr:
 			if err != nil && !errors.Is(err, io.EOF) {
@@ -634,5 +657,59 @@ func chat(ctx context.Context, c *cli, o *opts, co *chatOpts, peer string) error
 				say("[%s] me: %s\n", c.now().Local().Format("15:04"), line)
 			}
 		}
+	}
+}
+
+// chatEnded is a chat whose stream stopped for good: the session ended
+// and could not be renewed, or the device was revoked.
+type chatEnded struct{ e *mclient.StoppedError }
+
+func (e *chatEnded) Error() string {
+	msg := "the chat ended. " + e.e.Reason
+	if strings.Contains(e.e.Reason, "log in again") {
+		msg += " Run 'kanal login', then open the chat again."
+	}
+	return msg
+}
+
+func (e *chatEnded) Unwrap() error { return e.e }
+
+// chatRefresh renews the chat's session when its stream says the session
+// ended or expired. Another kanal command may have renewed it meanwhile —
+// the refresh token is then already used, and using it again would end
+// the login — or logged out: the key store on disk says which.
+func (c *cli) chatRefresh(o *opts, used *keystore.Store) func(context.Context) (string, error) {
+	return func(ctx context.Context) (string, error) {
+		disk, err := c.openStore(false)
+		if err != nil {
+			return "", err
+		}
+		if disk.Data.SessionToken == "" {
+			return "", errNotLoggedIn
+		}
+		if disk.Data.SessionToken != used.Data.SessionToken {
+			copySession(used, disk)
+			return used.Data.SessionToken, used.Save()
+		}
+		refresh := getSecret(disk, secretRefreshToken)
+		if refresh == "" {
+			return "", errNotLoggedIn
+		}
+		sess, err := c.api(o, disk).Refresh(ctx, refresh)
+		if err != nil {
+			return "", err
+		}
+		if err := saveSession(used, sess); err != nil {
+			return "", err
+		}
+		return sess.Token, nil
+	}
+}
+
+// copySession takes the session another kanal command saved.
+func copySession(to, from *keystore.Store) {
+	to.Data.SessionToken = from.Data.SessionToken
+	for _, k := range []string{secretRefreshToken, secretSessionExpires, secretLevel} {
+		setSecret(to, k, getSecret(from, k))
 	}
 }
