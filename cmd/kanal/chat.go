@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/kanal-server/kanal/identity/keystore"
-	mclient "github.com/kanal-server/kanal/messaging/client"
 	"github.com/kanal-server/kanal/messaging"
+	mclient "github.com/kanal-server/kanal/messaging/client"
 	"github.com/kanal-server/kanal/messaging/kind"
 )
 
