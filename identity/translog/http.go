@@ -18,7 +18,9 @@ var (
 )
 
 // Routes lists the public routes Register adds: none needs authentication,
-// since the log is public for anyone to check.
+// since the log is public for anyone to check. POST /v1/log/cosignatures
+// is authenticated by what it carries: only a configured witness's key
+// makes a cosignature the log stores.
 func (l *Log) Routes() []string {
 	return []string{
 		"GET /v1/log/key",
@@ -27,12 +29,16 @@ func (l *Log) Routes() []string {
 		"GET /v1/log/proof/consistency",
 		"GET /v1/log/entries",
 		"GET /v1/log/tile/{path...}",
+		"POST /v1/log/cosignatures",
+		"GET /v1/log/witnesses",
+		"GET /v1/log/witness/checkpoint",
 	}
 }
 
 // Register adds the log's routes to mux.
 func (l *Log) Register(mux *http.ServeMux) {
-	hs := []func(http.ResponseWriter, *http.Request) error{l.handleKey, l.handleCheckpoint, l.handleInclusion, l.handleConsistency, l.handleEntries, l.handleTile}
+	hs := []func(http.ResponseWriter, *http.Request) error{l.handleKey, l.handleCheckpoint, l.handleInclusion, l.handleConsistency, l.handleEntries, l.handleTile,
+		l.handleCosignatures, l.handleWitnesses, l.handleWitnessCheckpoint}
 	for i, pattern := range l.Routes() {
 		h := hs[i]
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {

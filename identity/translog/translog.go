@@ -35,8 +35,13 @@ type Options struct {
 	Signer note.Signer
 	// Verifier is the published verifier key of Signer ("name+hash+base64").
 	Verifier string
-	Logger   *slog.Logger     // nil: discard
-	Now      func() time.Time // nil: time.Now
+	// Witnesses are the verifier keys of the witnesses whose cosignatures
+	// the log stores (C2SP tlog-cosignature); WitnessQuorum is how many a
+	// checkpoint needs to be served as GET /v1/log/witness/checkpoint.
+	Witnesses     []string
+	WitnessQuorum int
+	Logger        *slog.Logger     // nil: discard
+	Now           func() time.Time // nil: time.Now
 }
 
 // Log is the transparency log of one deployment. Its methods are safe for
@@ -48,6 +53,8 @@ type Log struct {
 	vkey     string
 	log      *slog.Logger
 	now      func() time.Time
+
+	witnesses *transparency.WitnessPolicy // nil: none
 }
 
 // Errors of the log.
@@ -71,6 +78,11 @@ func New(ctx context.Context, o Options) (*Log, error) {
 		return nil, errors.New("translog: verifier key is not the signer's")
 	}
 	l := &Log{db: o.DB, signer: o.Signer, verifier: v, vkey: o.Verifier, log: o.Logger, now: o.Now}
+	if len(o.Witnesses) > 0 || o.WitnessQuorum != 0 {
+		if l.witnesses, err = transparency.NewWitnessPolicy(o.Witnesses, o.WitnessQuorum, 0); err != nil {
+			return nil, err
+		}
+	}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
 	}
