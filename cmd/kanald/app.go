@@ -65,7 +65,8 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	if err != nil {
 		return nil, &settingError{"KANAL_LOG_KEY_FILE", err}
 	}
-	a.tlog, err = translog.New(context.Background(), translog.Options{DB: d, Signer: signer, Verifier: vkey, Logger: log})
+	a.tlog, err = translog.New(context.Background(), translog.Options{DB: d, Signer: signer, Verifier: vkey, Logger: log,
+		Witnesses: cfg.LogWitnesses, WitnessQuorum: cfg.LogWitnessQuorum})
 	if err != nil {
 		return nil, &settingError{"KANAL_LOG_KEY_FILE", err}
 	}

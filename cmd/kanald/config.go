@@ -16,6 +16,7 @@ import (
 	"github.com/kanal-server/kanal/identity"
 	"github.com/kanal-server/kanal/internal/bus"
 	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/keys/transparency"
 	"github.com/kanal-server/kanal/messaging/push"
 )
 
@@ -31,10 +32,12 @@ type config struct {
 	LogFormat         string
 	SMTPURL           string
 	MailFrom          string
-	CADir             string // empty: <DataDir>/ca
-	LogOrigin         string // empty: translog.DefaultOrigin of the CA
-	LogKeyFile        string // empty: <CADir>/log.key
-	SecretFile        string // empty: <CADir>/secret
+	CADir             string   // empty: <DataDir>/ca
+	LogOrigin         string   // empty: translog.DefaultOrigin of the CA
+	LogKeyFile        string   // empty: <CADir>/log.key
+	SecretFile        string   // empty: <CADir>/secret
+	LogWitnesses      []string // witness verifier keys (C2SP tlog-cosignature)
+	LogWitnessQuorum  int
 	TrustProxy        bool
 	Retention         time.Duration // how long an undelivered envelope is kept
 	SendLimit         int           // sends per device per minute
@@ -81,6 +84,8 @@ var settings = []setting{
 	{"ca-dir", "KANAL_CA_DIR", "", "directory of the deployment CA (ca.pem, ca.key); empty for <data-dir>/ca. All nodes of a deployment must share it"},
 	{"log-origin", "KANAL_LOG_ORIGIN", "", "origin (name) of the transparency log in its checkpoints; empty for kanal/<first 16 hex digits of the SHA-256 of the CA certificate>"},
 	{"log-key-file", "KANAL_LOG_KEY_FILE", "", "the transparency log's signing key (note key, mode 0600), created at the first start; empty for <ca-dir>/log.key. All nodes of a deployment must share it"},
+	{"log-witnesses", "KANAL_LOG_WITNESSES", "", "comma-separated verifier keys (name+keyid+base64, from 'kanal witness init') of the witnesses whose cosignatures of the transparency log's checkpoints kanald stores and serves"},
+	{"log-witness-quorum", "KANAL_LOG_WITNESS_QUORUM", "", "how many witness cosignatures a checkpoint needs to be served at /v1/log/witness/checkpoint (0 to the number of witnesses); empty: 1 with witnesses, 0 without"},
 	{"secret-file", "KANAL_SECRET_FILE", "", "the deployment secret (exactly 32 random bytes, mode 0600) from which the keys sealing the VAPID key, survey token keys and organisation keys and the bus key are derived, created at the first start; empty for <ca-dir>/secret (inside the data directory by default). All nodes of a deployment must share it; it is not the CA key"},
 	{"trust-proxy", "KANAL_TRUST_PROXY", "false", "true behind a reverse proxy that sets X-Forwarded-For (used for login and sign-up throttling)"},
 	{"pprof-addr", "KANAL_PPROF_ADDR", "", "loopback address such as 127.0.0.1:6060 on which Go's profiling endpoints (/debug/pprof/) are served; empty: off"},
@@ -143,6 +148,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 
 		PushSubject: *vals["KANAL_PUSH_SUBJECT"],
 		PushCAFile:  *vals["KANAL_PUSH_CA_FILE"],
+	}
+	if err := checkWitnessSettings(c, *vals["KANAL_LOG_WITNESSES"], *vals["KANAL_LOG_WITNESS_QUORUM"]); err != nil {
+		return nil, err
 	}
 	if err := checkPushSettings(c, *vals["KANAL_PUSH_HOSTS"], *vals["KANAL_PUSH_WORKERS"]); err != nil {
 		return nil, err
@@ -250,6 +258,29 @@ func (c *config) caDir() string {
 		return c.CADir
 	}
 	return filepath.Join(c.DataDir, "ca")
+}
+
+// checkWitnessSettings parses the witness keys and the quorum.
+func checkWitnessSettings(c *config, keys, quorum string) error {
+	for _, k := range strings.Split(keys, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			c.LogWitnesses = append(c.LogWitnesses, k)
+		}
+	}
+	switch {
+	case quorum != "":
+		n, err := strconv.Atoi(quorum)
+		if err != nil || n < 0 || n > len(c.LogWitnesses) {
+			return &settingError{"KANAL_LOG_WITNESS_QUORUM", fmt.Errorf("%q is not a number from 0 to the number of witnesses (%d)", quorum, len(c.LogWitnesses))}
+		}
+		c.LogWitnessQuorum = n
+	case len(c.LogWitnesses) > 0:
+		c.LogWitnessQuorum = 1
+	}
+	if _, err := transparency.NewWitnessPolicy(c.LogWitnesses, c.LogWitnessQuorum, 0); err != nil {
+		return &settingError{"KANAL_LOG_WITNESSES", errors.New(strings.TrimPrefix(err.Error(), "transparency: "))}
+	}
+	return nil
 }
 
 // secretFile is where the deployment secret lives: beside the CA by

@@ -53,6 +53,9 @@ func TestConfigRejectsBadSettings(t *testing.T) {
 		{map[string]string{"KANAL_SIGNUP_LIMIT": "0"}, "KANAL_SIGNUP_LIMIT"},
 		{map[string]string{"KANAL_SIGNUP_CLIENT_LIMIT": "many"}, "KANAL_SIGNUP_CLIENT_LIMIT"},
 		{map[string]string{"KANAL_PPROF_ADDR": "0.0.0.0:6060"}, "KANAL_PPROF_ADDR"},
+		{map[string]string{"KANAL_LOG_WITNESSES": "witness.example/a+00000000+AAAA"}, "KANAL_LOG_WITNESSES"},
+		{map[string]string{"KANAL_LOG_WITNESS_QUORUM": "1"}, "KANAL_LOG_WITNESS_QUORUM"},
+		{map[string]string{"KANAL_LOG_WITNESS_QUORUM": "-1"}, "KANAL_LOG_WITNESS_QUORUM"},
 		{map[string]string{"KANAL_PPROF_ADDR": "6060"}, "KANAL_PPROF_ADDR"},
 		{map[string]string{"KANAL_DATA_DIR": ""}, ""},
 	}
