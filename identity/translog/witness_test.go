@@ -216,4 +216,5 @@ func goodPrefixBadSig(t *testing.T, good, bad string) string {
 	br, _ := b64.DecodeString(b.Base64)
 	return b64.EncodeToString(append(gr[:12:12], br[12:]...))
 }
+
 var b64 = base64.StdEncoding
