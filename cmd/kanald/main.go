@@ -13,8 +13,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	neturl "net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,6 +30,15 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if startedByGoRun() {
+		// `go run` does not pass SIGTERM on to the program it built: the go
+		// command dies and kanald would live on, orphaned, holding the port
+		// and the database. Under go run, kanald stops when its parent does.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go exitWithParent(os.Getppid(), cancel)
+	}
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "kanald: %v\n", err)
 		os.Exit(1)
@@ -59,6 +71,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return &settingError{"KANAL_ADDR", fmt.Errorf("cannot listen on %s: %w", cfg.Addr, errors.Unwrap(err))}
 	}
 	defer ln.Close()
+	// The first line says where kanald will answer and where it keeps its
+	// data, before the slow parts (migrations, the CA, NATS) begin: a
+	// newcomer sees at once what started and where to look.
+	log.Info("kanald starting",
+		"pid", os.Getpid(),
+		"addr", "http://"+ln.Addr().String(),
+		"data_dir", absPath(cfg.DataDir),
+		"database", databaseSummary(cfg.DatabaseURL, cfg.DataDir))
 
 	createdDir, err := prepareDataDir(cfg.DataDir)
 	if err != nil {
@@ -169,6 +189,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		"bus", map[bool]string{true: "embedded", false: "external"}[b.Embedded()],
 		"data_dir", cfg.DataDir,
 		"deployment", dep.ID,
+		"ca_sha256", caFingerprint(authority),
 		"log_key", a.tlog.VerifierKey())
 
 	select {
@@ -217,4 +238,56 @@ func prepareDataDir(dir string) (created bool, err error) {
 	probe.Close()
 	os.Remove(probe.Name())
 	return created, nil
+}
+
+// absPath is dir made absolute for the log, or dir itself if it cannot be.
+func absPath(dir string) string {
+	if abs, err := filepath.Abs(dir); err == nil {
+		return abs
+	}
+	return dir
+}
+
+// databaseSummary names the database for the first log line without its
+// credentials: the SQLite file, or the PostgreSQL host and database.
+func databaseSummary(url, dataDir string) string {
+	switch {
+	case url == "":
+		return "sqlite:" + filepath.Join(absPath(dataDir), "kanal.db")
+	case strings.HasPrefix(url, "sqlite:"):
+		return url
+	}
+	u, err := neturl.Parse(url)
+	if err != nil {
+		return "postgres"
+	}
+	return "postgres://" + u.Host + u.Path
+}
+
+// startedByGoRun reports whether `go run` started this process: its
+// parent is the go command running "run" (read from /proc where there is
+// one), or the binary sits where go run links it (…/go-build…/exe/).
+func startedByGoRun() bool {
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", os.Getppid())); err == nil {
+		args := strings.Split(string(b), "\x00")
+		if len(args) > 1 && filepath.Base(args[0]) == "go" && args[1] == "run" {
+			return true
+		}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return false
+	}
+	return filepath.Base(filepath.Dir(exe)) == "exe" && strings.Contains(exe, string(filepath.Separator)+"go-build")
+}
+
+// exitWithParent calls stop once the process whose child kanald is (ppid)
+// has gone: kanald is then re-parented and its parent id changes.
+func exitWithParent(ppid int, stop func()) {
+	for range time.Tick(250 * time.Millisecond) {
+		if os.Getppid() != ppid {
+			stop()
+			return
+		}
+	}
 }
