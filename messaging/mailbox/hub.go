@@ -104,12 +104,15 @@ type Hub struct {
 	carried, read atomic.Uint64 // envelopes written from wake-ups, from mailbox reads
 	forged        atomic.Uint64 // bus messages whose tag did not verify
 	ackWrites     atomic.Uint64 // acknowledgement writes to the store
+	wakeUps       atomic.Uint64 // wake-ups dispatched to a device's streams
 
 	// Every connection subscribes to its device's wake-up subject, so
 	// NATS sends a node only the wake-ups of its own devices; all those
 	// subscriptions deliver into this one channel, read by one goroutine
 	// (dispatch), rather than each running a goroutine of its own.
 	wakes    chan *bus.Msg
+	subMu    sync.Mutex
+	subs     map[string]*wakeSub // by device: one per device, shared by its streams
 	stop     chan struct{}
 	stopOnce sync.Once
 	endSub   *bus.Subscription
@@ -157,7 +160,7 @@ func NewHub(o HubOptions) (*Hub, error) {
 	if o.MaxStreams <= 0 {
 		o.MaxStreams = MaxStreams
 	}
-	h := &Hub{o: o, conns: map[string][]*conn{}, pending: map[string]int{}, wakes: make(chan *bus.Msg, wakeBuffer), stop: make(chan struct{})}
+	h := &Hub{o: o, conns: map[string][]*conn{}, pending: map[string]int{}, subs: map[string]*wakeSub{}, wakes: make(chan *bus.Msg, wakeBuffer), stop: make(chan struct{})}
 	sub, err := o.Bus.Subscribe(subjectEnd, h.takeEnd)
 	if err != nil {
 		return nil, err
@@ -187,11 +190,14 @@ type HubStats struct {
 	Forged uint64
 	// AckWrites counts the writes that deleted acknowledged envelopes.
 	AckWrites uint64
+	// WakeUps counts the wake-ups that reached a device with streams on
+	// this node: one per wake-up, however many streams the device has.
+	WakeUps uint64
 }
 
 // Stats returns the counters since the hub started.
 func (h *Hub) Stats() HubStats {
-	return HubStats{Carried: h.carried.Load(), Read: h.read.Load(), Forged: h.forged.Load(), AckWrites: h.ackWrites.Load()}
+	return HubStats{Carried: h.carried.Load(), Read: h.read.Load(), Forged: h.forged.Load(), AckWrites: h.ackWrites.Load(), WakeUps: h.wakeUps.Load()}
 }
 
 // Close stops the hub's wake-up dispatch and its session-end subscription.
@@ -218,6 +224,7 @@ func (h *Hub) dispatch() {
 			if len(cs) == 0 {
 				continue
 			}
+			h.wakeUps.Add(1)
 			// Envelopes carried without a valid tag are not the store's:
 			// they are dropped, and the wake-up counts as a plain one, so
 			// the stream reads the mailbox, which is the truth.
@@ -241,6 +248,39 @@ func (h *Hub) streams(device string) []*conn {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return slices.Clone(h.conns[device])
+}
+
+// wakeSub is a device's wake-up subscription on this node. The device's
+// streams share it: a subscription each would make NATS deliver every
+// wake-up once per stream, and dispatch hand each copy to every stream.
+type wakeSub struct {
+	sub  *bus.Subscription
+	refs int
+}
+
+// subscribeWake subscribes to the device's wake-ups, or shares the
+// subscription one of its streams holds; release gives it back.
+func (h *Hub) subscribeWake(device string) (release func(), err error) {
+	h.subMu.Lock()
+	defer h.subMu.Unlock()
+	s := h.subs[device]
+	if s == nil {
+		sub, err := h.o.Bus.ChanSubscribe(subjectWake+device, h.wakes)
+		if err != nil {
+			return nil, err
+		}
+		s = &wakeSub{sub: sub}
+		h.subs[device] = s
+	}
+	s.refs++
+	return func() {
+		h.subMu.Lock()
+		defer h.subMu.Unlock()
+		if s.refs--; s.refs == 0 {
+			_ = s.sub.Unsubscribe()
+			delete(h.subs, device)
+		}
+	}, nil
 }
 
 const (
@@ -634,13 +674,13 @@ func (c *conn) run() {
 	// Subscribe before the first read of the mailbox, so an envelope
 	// committed in between is not missed: it either shows in the read or
 	// wakes us afterwards.
-	sub, err := c.hub.o.Bus.ChanSubscribe(subjectWake+c.device, c.hub.wakes)
+	release, err := c.hub.subscribeWake(c.device)
 	if err != nil {
 		log.Warn("mailbox: subscribe", "err", err)
 		c.ws.Close(websocket.StatusInternalError, "try again")
 		return
 	}
-	defer sub.Unsubscribe()
+	defer release()
 	// The subscription reaches the NATS server with the connection's next
 	// flush; a wake-up published before that passes this node by, and its
 	// envelope would wait for the next ping's read. One round trip to the

@@ -114,6 +114,11 @@ func TestSeveralStreamsPerDevice(t *testing.T) {
 				}
 			}
 		}
+		// One wake-up per envelope reached each node, however many
+		// streams the device holds there (they share one subscription).
+		if w := a.hub.Stats().WakeUps; w != 3 {
+			t.Errorf("node A dispatched %d wake-ups for 3 envelopes", w)
+		}
 		if a.hub.Streams(dev) != 2 || b.hub.Streams(dev) != 1 {
 			t.Fatalf("a stream closed: %d on A, %d on B", a.hub.Streams(dev), b.hub.Streams(dev))
 		}

@@ -1,0 +1,106 @@
+package mailbox_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/kanal-server/kanal/internal/bus"
+	"github.com/kanal-server/kanal/internal/db/dbtest"
+	"github.com/kanal-server/kanal/internal/web"
+	"github.com/kanal-server/kanal/messaging/mailbox"
+)
+
+// BenchmarkStreamsPerEnvelope: what a device's further streams cost per
+// envelope. One op is one 1 KiB envelope stored, woken over the bus (carried
+// in the wake-up) and read by each of the device's streams on the node — 1
+// or MaxStreams (8) — with one of them acknowledging it (the others' windows
+// are freed by that ack). SQLite and the embedded NATS, one node.
+func BenchmarkStreamsPerEnvelope(b *testing.B) {
+	for _, k := range []int{1, mailbox.MaxStreams} {
+		b.Run(fmt.Sprintf("streams=%d", k), func(b *testing.B) { benchStreams(b, k) })
+	}
+}
+
+func benchStreams(b *testing.B, k int) {
+	ctx := context.Background()
+	d := dbtest.SQLite(b, mailbox.Migrations())
+	store := mailbox.NewStore(d, mailbox.StoreOptions{})
+	bs, err := bus.Open(ctx, bus.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bs.Close()
+	tracker := &web.Tracker{}
+	h, err := mailbox.NewHub(mailbox.HubOptions{Store: store, Bus: bs, Tracker: tracker, BusKey: testBusKey,
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Session: testSession, Check: func(context.Context, mailbox.Session) error { return nil }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer func() { tracker.CloseAll(); srv.Close(); h.Close() }()
+
+	dev := uniqueDevice("dev_bench")
+	streams := make([]*websocket.Conn, k)
+	for i := range streams {
+		ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), &websocket.DialOptions{
+			HTTPHeader: http.Header{"Kanal-Test-Device": {dev}}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ws.SetReadLimit(1 << 22)
+		defer ws.CloseNow()
+		streams[i] = ws
+		if f := benchRead(b, ws); f.Type != "synced" {
+			b.Fatalf("first frame %q", f.Type)
+		}
+	}
+	body := make([]byte, 1024)
+	b.ResetTimer()
+	for range b.N {
+		e := []mailbox.Envelope{{Recipient: dev, Sender: "dev_s", Conversation: "c", Class: "message", Ciphertext: body}}
+		if err := store.Append(ctx, e); err != nil {
+			b.Fatal(err)
+		}
+		h.Deliver(e)
+		for i, ws := range streams {
+			f := benchRead(b, ws)
+			for len(f.Envelopes) == 0 {
+				f = benchRead(b, ws)
+			}
+			if i == 0 {
+				ack, _ := json.Marshal(map[string]any{"type": "ack", "ids": []string{f.Envelopes[0].ID}})
+				if err := ws.Write(ctx, websocket.MessageText, ack); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	b.ReportMetric(float64(b.N*k)/b.Elapsed().Seconds(), "deliveries/s")
+	st := h.Stats()
+	b.ReportMetric(float64(st.Read)/float64(b.N*k), "read-fraction")
+}
+
+func benchRead(b *testing.B, ws *websocket.Conn) frame {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, data, err := ws.Read(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var f frame
+	if err := json.Unmarshal(data, &f); err != nil {
+		b.Fatal(err)
+	}
+	return f
+}
