@@ -29,6 +29,8 @@ import (
 type chatOpts struct {
 	org  string // speak as this organisation (agents)
 	wait time.Duration
+	file string // send this file as an attachment
+	name string // the attachment's name, instead of the file's
 }
 
 func chatCommands() []*command {
@@ -54,11 +56,20 @@ Ctrl-D to leave.
 			run:   func(ctx context.Context, c *cli, o *opts, args []string) error { return chat(ctx, c, o, &co, args[0]) },
 		},
 		{
-			name: "send", args: "[--org ORG] <account|org|group> <text>", nargs: 2,
-			summary: "send one text message",
-			help:    "Encrypts the text for every device of the conversation and sends it.\n\n" + peerHelp,
-			flags:   orgFlag,
-			run:     func(ctx context.Context, c *cli, o *opts, args []string) error { return chatSend(ctx, c, o, &co, args) },
+			name: "send", args: "[--org ORG] [--file PATH] <account|org|group> [text]", nargs: -1,
+			summary: "send one text message, or a file with --file",
+			help: `Encrypts the text for every device of the conversation and sends it.
+With --file, the file is encrypted with a key of its own, uploaded, and the
+key sent end to end; the other side saves it with 'kanal get'. The server
+never sees the file, its name or its type.
+
+` + peerHelp,
+			flags: func(fs *flag.FlagSet, o *opts) {
+				orgFlag(fs, o)
+				fs.StringVar(&co.file, "file", "", "send this `file` as an attachment (at most 25 MB)")
+				fs.StringVar(&co.name, "name", "", "the `name` the other side sees for the file (default: the file's own)")
+			},
+			run: func(ctx context.Context, c *cli, o *opts, args []string) error { return chatSend(ctx, c, o, &co, args) },
 		},
 		{
 			name: "inbox", args: "[--wait DURATION]", nargs: 0,
@@ -125,6 +136,8 @@ type entry struct {
 	// JWS is a received offer's compact JWS, kept so that 'kanal offer
 	// list|show|sign ID' find an offer the inbox already showed.
 	JWS string `json:"jws,omitempty"`
+	// Att is an attachment's blob, key and hash, for 'kanal get ID'.
+	Att *kind.AttachmentBody `json:"att,omitempty"`
 }
 
 const (
@@ -233,6 +246,8 @@ func summary(m *kind.Message) string {
 		return "your device " + b.DeviceID + " has a new key; if you did not do this, revoke it with 'kanal device revoke " + b.DeviceID + "'"
 	case *kind.SurveyInviteBody:
 		return "survey invitation: " + b.Title + " (" + b.SurveyID + ")"
+	case *kind.AttachmentBody:
+		return fmt.Sprintf("file %s (%s, %s)", displayName(b.Name), size(b.Size), b.MIME)
 	case *kind.PollBody:
 		return "poll " + b.Op + " " + b.PollID + " " + b.Question
 	case *kind.OfferBody:
@@ -257,6 +272,9 @@ func entryOf(in *mclient.Incoming) entry {
 	if b, ok := in.Message.Body.(*kind.OfferBody); ok {
 		e.JWS = b.JWS
 	}
+	if b, ok := in.Message.Body.(*kind.AttachmentBody); ok {
+		e.Att = b
+	}
 	return e
 }
 
@@ -275,7 +293,11 @@ func (e entry) line(me string) string {
 	case "read":
 		mark = " ✓✓"
 	}
-	return fmt.Sprintf("[%s] %s: %s%s", e.At.Local().Format("15:04"), who, e.Text, mark)
+	text := e.Text
+	if e.Att != nil {
+		text += " — kanal get " + e.ID
+	}
+	return fmt.Sprintf("[%s] %s: %s%s", e.At.Local().Format("15:04"), who, text, mark)
 }
 
 // chatSession is an open chat: the key store, the E2E client and the history.
@@ -311,6 +333,16 @@ func (s *chatSession) take(in *mclient.Incoming) (*entry, error) {
 	if in.SenderAccount == s.st.Data.AccountID && !in.FromServer {
 		e.From = "me"
 	}
+	if pb, ok := in.Message.Body.(*kind.PollBody); ok && !in.FromServer {
+		note, err := s.applyPoll(pb, in.Conversation, in.SenderAccount, e.Reply, e.ReplyOrg, in.ServerTime)
+		if err != nil {
+			return nil, err
+		}
+		e.Text = s.pollLine(pb, in.Conversation, in.SenderAccount)
+		if note != "" {
+			e.Text = note
+		}
+	}
 	return &e, s.hist.add(e)
 }
 
@@ -320,34 +352,29 @@ type messageSender interface {
 }
 
 func (s *chatSession) sendText(ctx context.Context, c *cli, to mclient.Peer, text string, via messageSender) error {
-	m, err := kind.New("cli-"+newKey(), c.now(), &kind.TextBody{Text: text})
-	if err != nil {
-		return err
-	}
-	if via != nil {
-		_, err = via.Send(ctx, to, m)
-	} else {
-		_, err = s.mc.Send(ctx, to, m)
-	}
-	if err != nil {
-		return explainSend(err)
-	}
-	conv, _ := s.mc.ConversationID(to)
-	reply, org := peerString(to)
-	return s.hist.add(entry{ID: m.ID, Conversation: conv, Reply: reply, ReplyOrg: org, From: "me", Kind: string(kind.Text), Text: text, At: c.now(), Status: "sent"})
+	_, err := s.sendBody(ctx, c, to, &kind.TextBody{Text: text}, via)
+	return err
 }
 
-func chatSend(ctx context.Context, c *cli, o *opts, co *chatOpts, args []string) error {
-	to, err := parsePeer(args[0], co.org)
+// sendBody sends one message of any kind and keeps it in the history.
+// Sent outside a chat (via nil) to a group whose members this device does
+// not know yet, it reads the group's notices first and tries once more.
+func (s *chatSession) sendBody(ctx context.Context, c *cli, to mclient.Peer, body kind.Body, via messageSender) (*kind.Message, error) {
+	m, err := kind.New("cli-"+newKey(), c.now(), body)
 	if err != nil {
-		return &usageError{cmd: "send", msg: err.Error()}
+		return nil, err
 	}
-	s, err := c.openChat(ctx, o)
-	if err != nil {
+	send := func() error {
+		var err error
+		if via != nil {
+			_, err = via.Send(ctx, to, m)
+		} else {
+			_, err = s.mc.Send(ctx, to, m)
+		}
 		return err
 	}
-	err = s.sendText(ctx, c, to, args[1], nil)
-	if errors.Is(err, mclient.ErrNotRecipient) && to.GroupID != "" {
+	err = send()
+	if errors.Is(err, mclient.ErrNotRecipient) && to.GroupID != "" && via == nil {
 		// The group's members are what this device was told by the
 		// group's notices: read those waiting — and, if it knows no member
 		// at all, ask for the member list first — then try once more. A
@@ -355,20 +382,69 @@ func chatSend(ctx context.Context, c *cli, o *opts, co *chatOpts, args []string)
 		// refused.
 		known, gerr := s.mc.GroupMembers(to.GroupID)
 		if gerr != nil {
-			return gerr
+			return nil, gerr
 		}
 		if len(known) == 0 {
 			if err := s.mc.RequestRoster(ctx, to.GroupID); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		if err := s.fetch(ctx, c, 0, func(entry) {}); err != nil {
-			return err
+			return nil, err
 		}
-		err = s.sendText(ctx, c, to, args[1], nil)
+		err = send()
 	}
 	if err != nil {
+		return nil, explainSend(err)
+	}
+	conv, _ := s.mc.ConversationID(to)
+	reply, org := peerString(to)
+	e := entry{ID: m.ID, Conversation: conv, Reply: reply, ReplyOrg: org, From: "me", Kind: string(m.Kind), Text: summary(m), At: c.now(), Status: "sent"}
+	if a, ok := body.(*kind.AttachmentBody); ok {
+		e.Att = a
+	}
+	if pb, ok := body.(*kind.PollBody); ok {
+		if _, err := s.applyPoll(pb, conv, s.st.Data.AccountID, reply, org, e.At); err != nil {
+			return nil, err
+		}
+		e.Text = s.pollLine(pb, conv, s.st.Data.AccountID)
+	}
+	return m, s.hist.add(e)
+}
+
+func chatSend(ctx context.Context, c *cli, o *opts, co *chatOpts, args []string) error {
+	if co.file == "" && len(args) != 2 || co.file != "" && len(args) != 1 {
+		return &usageError{cmd: "send", msg: "usage: kanal send [--org ORG] <account|org|group> <text>, or kanal send --file PATH <account|org|group>"}
+	}
+	to, err := parsePeer(args[0], co.org)
+	if err != nil {
+		return &usageError{cmd: "send", msg: err.Error()}
+	}
+	var f *localFile
+	if co.file != "" {
+		if f, err = readLocalFile(co.file, co.name); err != nil {
+			return err
+		}
+	}
+	s, err := c.openChat(ctx, o)
+	if err != nil {
 		return err
+	}
+	var body kind.Body = &kind.TextBody{}
+	if f != nil {
+		if body, err = s.mc.UploadAttachment(ctx, f.data, f.mime, f.name); err != nil {
+			return err
+		}
+	} else {
+		body = &kind.TextBody{Text: args[1]}
+	}
+	m, err := s.sendBody(ctx, c, to, body, nil)
+	if err != nil {
+		return err
+	}
+	if a, ok := body.(*kind.AttachmentBody); ok {
+		fmt.Fprintf(c.stdout, "sent %s (%s); the other side saves it with: kanal get %s\n", displayName(a.Name), size(a.Size), m.ID)
+		return nil
 	}
 	fmt.Fprintln(c.stdout, "sent")
 	return nil

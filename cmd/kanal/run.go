@@ -73,6 +73,8 @@ func commands() []*command {
 	cmds = append(cmds, directoryCommands()...)
 	cmds = append(cmds, chatCommands()...)
 	cmds = append(cmds, groupCommands()...)
+	cmds = append(cmds, attachmentCommands()...)
+	cmds = append(cmds, pollCommands()...)
 	cmds = append(cmds, offerCommands()...)
 	cmds = append(cmds, payCommands()...)
 	cmds = append(cmds, surveyCommands()...)
