@@ -26,7 +26,8 @@ func main() {
 }
 
 // exitCode prints err as one line and says how to exit: 0 on success, 2
-// for a usage error (with a pointer to the help), 1 for anything else.
+// for a usage error (with a pointer to the help), the status an exitStatus
+// asks for (3: a witness saw a split view), 1 for anything else.
 func exitCode(err error, stderr io.Writer) int {
 	if err == nil {
 		return 0
@@ -40,6 +41,10 @@ func exitCode(err error, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "Run 'kanal help' for usage.\n")
 		}
 		return 2
+	}
+	var st *exitStatus
+	if errors.As(err, &st) {
+		return st.code
 	}
 	return 1
 }

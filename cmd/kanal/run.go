@@ -78,6 +78,7 @@ func commands() []*command {
 	cmds = append(cmds, offerCommands()...)
 	cmds = append(cmds, payCommands()...)
 	cmds = append(cmds, surveyCommands()...)
+	cmds = append(cmds, witnessCommands()...)
 	cmds = append(cmds, trustCommands()...)
 	return cmds
 }
