@@ -263,12 +263,10 @@ func (l *LiveStream) Send(ctx context.Context, to Peer, m *kind.Message) (*messa
 	return l.c.Send(ctx, to, m)
 }
 
-// Receipt tells the sender's devices that in was delivered or read. Only
-// messages people write get receipts: not server notices, not receipts,
-// nor any other kind that is not a chat message (LiveStream.Receipt skips
-// them, as Stream.Receipt does for notices and receipts).
+// Receipt tells the sender's devices that in was delivered or read, if
+// in wants one (WantsReceipt); else it does nothing.
 func (l *LiveStream) Receipt(ctx context.Context, in *Incoming, status string) error {
-	if in.FromServer || in.Message == nil || in.Message.Kind == kind.Receipt {
+	if !l.c.WantsReceipt(in) {
 		return nil
 	}
 	m, err := kind.New(NewMessageID(), l.c.now(), &kind.ReceiptBody{Status: status, IDs: []string{in.Message.ID}})
@@ -277,6 +275,23 @@ func (l *LiveStream) Receipt(ctx context.Context, in *Incoming, status string) e
 	}
 	_, err = l.Send(ctx, in.Reply, m)
 	return err
+}
+
+// chatKinds are the kinds a person writes into a conversation: those get
+// delivered and read receipts.
+var chatKinds = map[kind.Kind]bool{
+	kind.Text: true, kind.Attachment: true, kind.Poll: true, kind.SurveyInvite: true, kind.Offer: true,
+	kind.Contract: true, kind.PaymentRequest: true, kind.FormRequest: true, kind.FormSubmission: true,
+	kind.DocumentShare: true,
+}
+
+// WantsReceipt says whether in is a chat message from someone else, which
+// a receipt answers. Server notices, receipts, status and control kinds
+// (a payment's status, group and device changes, and any kind not written
+// as a chat message, such as profile updates) get none, nor do messages
+// from this account's own other devices.
+func (c *Client) WantsReceipt(in *Incoming) bool {
+	return !in.FromServer && in.Message != nil && chatKinds[in.Message.Kind] && in.SenderAccount != c.account
 }
 
 func (l *LiveStream) run() {

@@ -210,6 +210,22 @@ func TestLiveStreamSurvivesRestartAndSessionEnd(t *testing.T) {
 		return sess.Token, nil
 	}})
 	without := listen(t, bobSDK, client.ListenOptions{})
+	// Receipts answer chat messages from others only.
+	for _, c := range []struct {
+		in   client.Incoming
+		want bool
+	}{
+		{client.Incoming{SenderAccount: "acc_other", Message: textMsg(t, "hallo")}, true},
+		{client.Incoming{SenderAccount: bob.AccountID, Message: textMsg(t, "from my phone")}, false},
+		{client.Incoming{FromServer: true, Message: textMsg(t, "notice")}, false},
+		{client.Incoming{SenderAccount: "acc_other", Message: &kind.Message{Kind: kind.Receipt}}, false},
+		{client.Incoming{SenderAccount: "acc_other", Message: &kind.Message{Kind: kind.GroupChange}}, false},
+		{client.Incoming{SenderAccount: "acc_other", Message: &kind.Message{Kind: "profile.update"}}, false},
+	} {
+		if got := bobSDK.WantsReceipt(&c.in); got != c.want {
+			t.Errorf("WantsReceipt(%s from %s, server %v) = %v", c.in.Message.Kind, c.in.SenderAccount, c.in.FromServer, got)
+		}
+	}
 	withRefresh.waitChange(1, connected)
 	without.waitChange(1, connected)
 
