@@ -147,13 +147,66 @@ func adminMemberAdd(ctx context.Context, c *cli, o *opts, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "Added account %s to %s as %s (%d membership certificates).\n",
-		m.AccountID, m.OrgID, m.Role, len(m.Memberships))
+	fmt.Fprintf(c.stdout, "Added account %s to %s as %s (%s).\n",
+		m.AccountID, m.OrgID, m.Role, plural(len(m.Memberships), "membership certificate"))
 	return nil
 }
 
 func adminMemberRemove(ctx context.Context, c *cli, o *opts, args []string) error {
 	api, err := c.operator(o)
+	if err != nil {
+		return err
+	}
+	if err := api.RemoveMember(ctx, args[0], args[1]); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "Removed account %s from %s.\n", args[1], args[0])
+	return nil
+}
+
+// orgCommands let an organisation's owners and admins manage its members
+// with their own session, without the operator.
+func orgCommands() []*command {
+	const sessionHelp = `Needs a substantial session ('kanal login') of an owner or admin of the
+organisation; an admin cannot add or remove owners. The operator does the
+same with 'kanal admin org member'.`
+	return []*command{
+		{
+			name: "org member add", args: "[--role R] <org-id> <email|account-id>", nargs: 2,
+			summary: "add an account to your organisation (owners and admins)",
+			help: `Roles: owner, admin, agent; councils also organiser, merchants also seller.
+Each of the member's active devices gets a membership certificate.
+` + sessionHelp,
+			flags: func(fs *flag.FlagSet, o *opts) {
+				fs.StringVar(&o.role, "role", identity.RoleAgent, "the member's `role`")
+			},
+			run: orgMemberAdd,
+		},
+		{
+			name: "org member remove", args: "<org-id> <account-id>", nargs: 2,
+			summary: "remove an account from your organisation; its memberships are revoked",
+			help:    sessionHelp,
+			run:     orgMemberRemove,
+		},
+	}
+}
+
+func orgMemberAdd(ctx context.Context, c *cli, o *opts, args []string) error {
+	_, api, err := c.openSession(ctx, o)
+	if err != nil {
+		return err
+	}
+	m, err := api.AddMember(ctx, args[0], args[1], o.role)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "Added account %s to %s as %s (%s).\n",
+		m.AccountID, m.OrgID, m.Role, plural(len(m.Memberships), "membership certificate"))
+	return nil
+}
+
+func orgMemberRemove(ctx context.Context, c *cli, o *opts, args []string) error {
+	_, api, err := c.openSession(ctx, o)
 	if err != nil {
 		return err
 	}

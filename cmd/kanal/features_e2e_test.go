@@ -188,3 +188,75 @@ func TestAttackPollCloseByAnother(t *testing.T) {
 		{cmd: "kanal poll results $P", want: []string{"(open, 1 voter,", "3) Mittwoch  1 vote"}},
 	})
 }
+
+// TestPushCLI: a device subscribes for Web Push, shows and replaces the
+// subscription, and removes it; a subscription the server refuses says
+// why.
+func TestPushCLI(t *testing.T) {
+	srv := kanaldtest.Start(t, bin.kanald)
+	s := newSession(t, srv)
+	s.run(signUpSteps(s, srv, "alice", "alice@example.org", "ALICE"))
+	os.WriteFile(filepath.Join(s.work, "sub.json"), []byte(`{"endpoint":"https://push.example.net/wpush/v2/abc","expirationTime":null,"keys":{"p256dh":"BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM","auth":"tBHItJI5svbpez7KI4CCXg"}}`), 0o600)
+	s.run([]step{
+		{cmd: "kanal push show", want: []string{"endpoint   none: this device has no push subscription", "vapid key  B"}},
+		{cmd: "kanal push subscribe https://push.example.org/send/1", want: []string{"Made a subscription key for testing", "private key ", "Subscribed: pushes for this device go to https://push.example.org/send/1."}},
+		{cmd: "kanal push show", want: []string{"endpoint   https://push.example.org/send/1"}},
+		{cmd: "kanal push subscribe --json sub.json", want: []string{"Replaced this device's push subscription: pushes go to https://push.example.net/wpush/v2/abc."}},
+		{cmd: "kanal push show", want: []string{"endpoint   https://push.example.net/wpush/v2/abc"}},
+		// Refused: not https, and a key that is not a P-256 point. Nothing changes.
+		{cmd: "kanal push subscribe http://push.example.org/x", exit: 1, want: []string{"kanal: push subscribe: "}},
+		{cmd: "kanal push subscribe --p256dh AAAA --auth tBHItJI5svbpez7KI4CCXg https://push.example.org/x", exit: 1, want: []string{"p256dh"}},
+		{cmd: "kanal push subscribe --p256dh AAAA https://push.example.org/x", exit: 2, want: []string{"give both --p256dh and --auth, or neither"}},
+		{cmd: "kanal push show", want: []string{"endpoint   https://push.example.net/wpush/v2/abc"}},
+		{cmd: "kanal push unsubscribe", want: []string{"This device has no push subscription now."}},
+		{cmd: "kanal push show", want: []string{"endpoint   none"}},
+	})
+}
+
+// TestOrgMembersCLI: an organisation's owner adds and removes members
+// with their own session, without the operator.
+func TestOrgMembersCLI(t *testing.T) {
+	s, _ := orgWorld(t)
+	s.run([]step{
+		{home: "owner", cmd: "kanal org member add --role agent $ORG agent@example.org", want: []string{"Added account $AGENT to $ORG as agent (1 membership certificate)."}},
+		{home: "agent", cmd: "kanal whoami", want: []string{"$ORG Bürgeramt Worms (agent)"}},
+		{home: "owner", cmd: "kanal org member remove $ORG $AGENT", want: []string{"Removed account $AGENT from $ORG."}},
+		{home: "agent", cmd: "kanal whoami", not: []string{"Bürgeramt Worms (agent)"}},
+	})
+}
+
+// TestAttackOrgMemberByNonOwner: an agent of the organisation, and an
+// account outside it, try to add themselves or others, or to remove the
+// owner. The server refuses each, and the members stay as they were.
+func TestAttackOrgMemberByNonOwner(t *testing.T) {
+	s, _ := orgWorld(t)
+	s.run([]step{
+		{home: "owner", cmd: "kanal org member add --role agent $ORG agent@example.org", want: []string{"as agent"}},
+		{home: "agent", cmd: "kanal org member add --role owner $ORG agent@example.org", exit: 1, want: []string{"kanal: org member add: "}},
+		{home: "agent", cmd: "kanal org member add --role agent $ORG mallory@example.org", exit: 1, want: []string{"kanal: org member add: "}},
+		{home: "agent", cmd: "kanal org member remove $ORG $OWNER", exit: 1, want: []string{"kanal: org member remove: "}},
+		{home: "mallory", cmd: "kanal org member add --role owner $ORG mallory@example.org", exit: 1, want: []string{"kanal: org member add: "}},
+		{home: "mallory", cmd: "kanal org member remove $ORG $AGENT", exit: 1, want: []string{"kanal: org member remove: "}},
+		{home: "owner", cmd: "kanal directory org $ORG", want: []string{"$OWNER", "owner", "$AGENT", "agent"}, not: []string{"$MALLORY"}},
+		{home: "mallory", cmd: "kanal whoami", not: []string{"Bürgeramt Worms"}},
+	})
+}
+
+// orgWorld: a verified office with an owner the operator added, and two
+// other accounts, agent and mallory.
+func orgWorld(t *testing.T) (*session, *kanaldtest.Server) {
+	srv := kanaldtest.Start(t, bin.kanald)
+	s := newSession(t, srv)
+	var steps []step
+	for _, p := range []string{"owner", "agent", "mallory"} {
+		steps = append(steps, signUpSteps(s, srv, p, p+"@example.org", strings.ToUpper(p))...)
+	}
+	s.run(steps)
+	s.vars["OPTOKEN"] = srv.OperatorToken(t)
+	s.run([]step{
+		{cmd: "kanal admin org create --kind office 'Bürgeramt Worms'", env: []string{"KANAL_OPERATOR_TOKEN=$OPTOKEN"}, set: map[string]string{"ORG": `(?m)^(org_\S+)$`}},
+		{cmd: "kanal admin org verify $ORG", env: []string{"KANAL_OPERATOR_TOKEN=$OPTOKEN"}},
+		{cmd: "kanal admin org member add --role owner $ORG owner@example.org", env: []string{"KANAL_OPERATOR_TOKEN=$OPTOKEN"}},
+	})
+	return s, srv
+}

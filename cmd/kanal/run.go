@@ -75,6 +75,8 @@ func commands() []*command {
 	cmds = append(cmds, groupCommands()...)
 	cmds = append(cmds, attachmentCommands()...)
 	cmds = append(cmds, pollCommands()...)
+	cmds = append(cmds, pushCommands()...)
+	cmds = append(cmds, orgCommands()...)
 	cmds = append(cmds, offerCommands()...)
 	cmds = append(cmds, payCommands()...)
 	cmds = append(cmds, surveyCommands()...)
