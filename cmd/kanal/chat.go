@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	idclient "github.com/kanal-server/kanal/identity/client"
 	"github.com/kanal-server/kanal/identity/keystore"
 	"github.com/kanal-server/kanal/messaging"
 	mclient "github.com/kanal-server/kanal/messaging/client"
@@ -629,17 +630,23 @@ func chat(ctx context.Context, c *cli, o *opts, co *chatOpts, peer string) error
 	// The chat's stream reconnects by itself when the connection is lost
 	// (a server restart or deploy, a network change) and then shows what
 	// arrived meanwhile; it ends only when the session does.
-	offline := false
+	offline, everConnected := false, false
 	st := s.mc.Listen(ctx, mclient.ListenOptions{
 		Refresh: c.chatRefresh(o, s.st),
 		OnChange: func(ch mclient.LiveChange) {
 			switch {
+			case !ch.Connected && !offline && !everConnected:
+				offline = true
+				say("(not connected: %s — trying again…)\n", notConnectedReason(ch.Err))
 			case !ch.Connected && !offline:
 				offline = true
 				say("(connection to the server lost — reconnecting…)\n")
-			case ch.Connected && ch.Reconnected:
+			case ch.Connected && (ch.Reconnected || offline):
 				offline = false
 				say("(reconnected)\n")
+			}
+			if ch.Connected {
+				everConnected = true
 			}
 		},
 	})
@@ -788,4 +795,15 @@ func copySession(to, from *keystore.Store) {
 	for _, k := range []string{secretRefreshToken, secretSessionExpires, secretLevel} {
 		setSecret(to, k, getSecret(from, k))
 	}
+}
+
+// notConnectedReason says in a few words why the chat's first connection
+// failed: the server's own words when it refused, else that it cannot be
+// reached.
+func notConnectedReason(err error) string {
+	var p *idclient.Problem
+	if errors.As(err, &p) && p.Detail != "" {
+		return p.Detail
+	}
+	return "the server cannot be reached"
 }
