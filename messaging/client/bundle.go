@@ -13,6 +13,7 @@ import (
 
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/keys"
+	"github.com/kanal-server/kanal/keys/transparency"
 	"github.com/kanal-server/kanal/messaging"
 )
 
@@ -58,7 +59,7 @@ func (c *Client) claim(ctx context.Context, req messaging.ClaimRequest) (*Claim,
 	status := func(serial *big.Int) error { return c.deviceStatus(ctx, serial) }
 	out := &Claim{Unpublished: resp.Unpublished}
 	for i := range resp.Bundles {
-		b, err := c.verify(&resp.Bundles[i], req, resp.OrgCertificate, status)
+		b, err := c.verify(ctx, &resp.Bundles[i], req, resp.OrgCertificate, status)
 		if err != nil {
 			out.Refused = append(out.Refused, Refusal{DeviceID: resp.Bundles[i].Bundle.DeviceID, Err: err})
 			continue
@@ -81,7 +82,7 @@ func derOf(s string) []byte {
 
 // verify checks one claimed bundle, without trusting the server for
 // anything: see the package documentation for the rules.
-func (c *Client) verify(cb *messaging.ClaimedBundle, req messaging.ClaimRequest, orgPEM string, status statusFunc) (*Bundle, error) {
+func (c *Client) verify(ctx context.Context, cb *messaging.ClaimedBundle, req messaging.ClaimRequest, orgPEM string, status statusFunc) (*Bundle, error) {
 	dev := cb.Bundle.DeviceID
 	now := c.now()
 	di, err := c.checkDevice(derOf(cb.Certificate), dev, status)
@@ -101,6 +102,13 @@ func (c *Client) verify(cb *messaging.ClaimedBundle, req messaging.ClaimRequest,
 	if err := cb.Bundle.Verify(); err != nil {
 		return nil, untrusted(dev, "bundle signatures: %v", err)
 	}
+	idBin, err := cb.Bundle.Identity.MarshalBinary()
+	if err != nil {
+		return nil, untrusted(dev, "identity key: %v", err)
+	}
+	if err := c.logged(ctx, cb.Log, transparency.Entry{Kind: transparency.KindIdentityKey, Account: di.AccountID, Device: dev, Key: idBin}, derOf(cb.Certificate)); err != nil {
+		return nil, notLogged(dev, "identity key", err)
+	}
 	b := &Bundle{Device: di, Prekeys: cb.Bundle}
 	if req.OrgID != "" {
 		m, err := ca.VerifyMembership(derOf(cb.MembershipCertificate), derOf(orgPEM), c.roots, now)
@@ -112,6 +120,9 @@ func (c *Client) verify(cb *messaging.ClaimedBundle, req messaging.ClaimRequest,
 		}
 		if m.OrgID != req.OrgID {
 			return nil, untrusted(dev, "membership of organisation %q, not %q", m.OrgID, req.OrgID)
+		}
+		if err := c.logged(ctx, cb.MembershipLog, membershipEntry(m), derOf(cb.MembershipCertificate)); err != nil {
+			return nil, notLogged(dev, "membership", err)
 		}
 		b.Membership = &m
 	}
@@ -196,4 +207,9 @@ func (c *Client) deviceStatus(ctx context.Context, serial *big.Int) error {
 type statusEntry struct {
 	revoked bool
 	until   time.Time
+}
+
+// membershipEntry is the log entry a membership certificate must have.
+func membershipEntry(m ca.Membership) transparency.Entry {
+	return transparency.Entry{Kind: transparency.KindMembership, Org: m.OrgID, Account: m.AccountID, Device: m.DeviceID, Role: m.Role}
 }

@@ -20,6 +20,7 @@ import (
 	idclient "github.com/kanal-server/kanal/identity/client"
 	"github.com/kanal-server/kanal/internal/apiclient"
 	"github.com/kanal-server/kanal/keys"
+	"github.com/kanal-server/kanal/keys/transparency"
 	"github.com/kanal-server/kanal/messaging"
 )
 
@@ -63,6 +64,18 @@ type Options struct {
 	// the Send or Receive that met the key.
 	OnKeyChange func(KeyChange)
 
+	// LogKey is the deployment's transparency log key, a note verifier
+	// key ("name+hash+base64"), from the deployment's configuration like
+	// CA. Empty: the key GET /v1/log/key serves on first use is pinned in
+	// the Store (trust on first use). A pinned key that differs from
+	// LogKey is refused.
+	LogKey string
+	// CheckCheckpoint, if set, is asked about every checkpoint before it
+	// replaces the stored one (with the note as signed, cosignatures
+	// included): an error refuses it, and whatever came with it. Witness
+	// cosignature quorums plug in here.
+	CheckCheckpoint func(note []byte, c transparency.Checkpoint) error
+
 	Now  func() time.Time // nil: time.Now
 	Rand io.Reader        // nil: crypto/rand
 }
@@ -99,6 +112,11 @@ type Client struct {
 	onNewDevice func(NewDevice)
 	onKeyChange func(KeyChange)
 	trustMu     sync.Mutex // pinned identity keys in the Store; taken before mu, never after
+
+	logKeyOpt       string
+	checkCheckpoint func([]byte, transparency.Checkpoint) error
+	logMu           sync.Mutex // guards logState and the log's Store names
+	logState        *logState
 }
 
 // New checks o and returns a Client. It does not contact the server.
@@ -111,13 +129,19 @@ func New(o Options) (*Client, error) {
 		der = b.Bytes
 	}
 	c := &Client{base: o.BaseURL, hc: o.HTTPClient, account: o.AccountID, device: o.DeviceID, deviceKey: o.DeviceKey,
-		certDER: der, caCert: o.CA, store: o.Store, now: o.Now, rand: o.Rand, onNewDevice: o.OnNewDevice, onKeyChange: o.OnKeyChange}
+		certDER: der, caCert: o.CA, store: o.Store, now: o.Now, rand: o.Rand, onNewDevice: o.OnNewDevice, onKeyChange: o.OnKeyChange,
+		logKeyOpt: o.LogKey, checkCheckpoint: o.CheckCheckpoint}
 	c.token.Store(&o.Token)
 	if c.hc == nil {
 		c.hc = &http.Client{Timeout: DefaultTimeout}
 	}
 	if c.now == nil {
 		c.now = time.Now
+	}
+	if o.LogKey != "" {
+		if _, err := transparency.NewVerifier(o.LogKey); err != nil {
+			return nil, fmt.Errorf("messaging/client: LogKey: %w", err)
+		}
 	}
 	c.roots = x509.NewCertPool()
 	c.roots.AddCert(o.CA)

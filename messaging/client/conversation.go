@@ -20,6 +20,7 @@ import (
 	"github.com/kanal-server/kanal/identity"
 	"github.com/kanal-server/kanal/identity/ca"
 	idclient "github.com/kanal-server/kanal/identity/client"
+	"github.com/kanal-server/kanal/keys/transparency"
 	"github.com/kanal-server/kanal/messaging"
 	"github.com/kanal-server/kanal/messaging/kind"
 )
@@ -111,6 +112,9 @@ type content struct {
 type orgProof struct {
 	Membership  []byte `json:"membership"`
 	Certificate []byte `json:"org_certificate"`
+	// Log proves the membership's entry in the transparency log, as the
+	// directory gave it to the agent; the receiver checks it.
+	Log *transparency.Attachment `json:"log,omitempty"`
 }
 
 const contentVersion = 1
@@ -442,9 +446,13 @@ func (c *Client) ownOrgProof(ctx context.Context, org string) (*orgProof, error)
 			if dev.DeviceID != c.device {
 				continue
 			}
-			p = &orgProof{Membership: derOf(dev.MembershipCertificate), Certificate: orgDER}
-			if _, err := c.checkOrgProof(p, c.account, c.device); err != nil {
+			p = &orgProof{Membership: derOf(dev.MembershipCertificate), Certificate: orgDER, Log: dev.Log}
+			m, err := c.checkOrgProof(p, c.account, c.device)
+			if err != nil {
 				return nil, err
+			}
+			if err := c.logged(ctx, p.Log, membershipEntry(*m), p.Membership); err != nil {
+				return nil, fmt.Errorf("%w: this device's membership of %s: %w", ErrSendFailed, org, err)
 			}
 			c.convs.mu.Lock()
 			if c.convs.proofs == nil {

@@ -167,6 +167,10 @@ func (c *Client) agentMembership(ctx context.Context, org, device string) (*ca.M
 			if err != nil || ca.CheckSameDevice(di, m) != nil {
 				continue
 			}
+			// The membership must be in the log, like a claimed one.
+			if err := c.logged(ctx, dev.Log, membershipEntry(m), derOf(dev.MembershipCertificate)); err != nil {
+				continue
+			}
 			set.members[dev.DeviceID] = &m
 			set.serials[dev.DeviceID] = di.Serial
 		}

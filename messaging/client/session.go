@@ -278,8 +278,19 @@ func (c *Client) decrypt(ctx context.Context, device string, m *Message) ([]byte
 	// a message that may start a session needs it, and the fetch is
 	// network I/O.
 	var status statusFunc
+	// So is the sender's log entry, unless the initial message already
+	// started a session here (the initiator repeats it until answered).
+	logErr := errLogUnchecked
 	if m.Initial != nil {
 		status = c.statusOf(ctx, m.Certificate)
+		h := sha256.Sum256(m.Initial)
+		c.mu.Lock()
+		r, err := c.loadSession(device)
+		known := err == nil && r != nil && r.withInitial(h[:]) != nil
+		c.mu.Unlock()
+		if !known {
+			logErr = c.senderLogged(ctx, device, m.Certificate)
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -311,7 +322,7 @@ func (c *Client) decrypt(ctx context.Context, device string, m *Message) ([]byte
 	}
 
 	// A new session started by the peer.
-	nr, pt, used, err := c.respond(device, m, status)
+	nr, pt, used, err := c.respond(device, m, status, logErr)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -385,10 +396,15 @@ func (c *Client) decryptWith(r *sessionRecord, ct []byte) ([]byte, error) {
 	return pt, nil
 }
 
+// errLogUnchecked stands for a log check Decrypt skipped because the
+// session looked started; if it was not after all, the message is refused
+// and may be tried again.
+var errLogUnchecked = fmt.Errorf("%w: the sender's log entry was not checked; try again", ErrLog)
+
 // respond checks the sender of an initial message and runs PQXDH as the
 // responder. used names the one-time private keys to delete once the new
 // session is stored. Called with c.mu held.
-func (c *Client) respond(device string, m *Message, status statusFunc) (*sessionRecord, []byte, []string, error) {
+func (c *Client) respond(device string, m *Message, status statusFunc, logErr error) (*sessionRecord, []byte, []string, error) {
 	var init keys.InitialMessage
 	if err := init.UnmarshalBinary(m.Initial); err != nil {
 		return nil, nil, nil, fmt.Errorf("%w: initial message: %v", ErrBadMessage, err)
@@ -396,6 +412,11 @@ func (c *Client) respond(device string, m *Message, status statusFunc) (*session
 	di, err := c.checkDevice(m.Certificate, device, status)
 	if err != nil {
 		return nil, nil, nil, err
+	}
+	if logErr != nil {
+		// The sender's device certificate is not in the log the
+		// directory proves (senderLogged).
+		return nil, nil, nil, logErr
 	}
 	if err := keys.VerifyIdentity(di.PublicKey, init.Identity, device, m.Binding); err != nil {
 		return nil, nil, nil, untrusted(device, "identity key not bound to the device key: %v", err)

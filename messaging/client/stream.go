@@ -495,6 +495,9 @@ func (c *Client) read(ctx context.Context, env *mailbox.Envelope) (*Incoming, er
 		if err != nil {
 			return nil, err
 		}
+		if err := c.logged(ctx, ct.Org.Log, membershipEntry(*mem), ct.Org.Membership); err != nil {
+			return nil, notLogged(env.Sender, "membership", err)
+		}
 		if mem.OrgID != to.OrgID {
 			return nil, untrusted(env.Sender, "membership of %s, not %s", mem.OrgID, to.OrgID)
 		}
