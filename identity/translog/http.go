@@ -32,13 +32,14 @@ func (l *Log) Routes() []string {
 		"POST /v1/log/cosignatures",
 		"GET /v1/log/witnesses",
 		"GET /v1/log/witness/checkpoint",
+		"GET /v1/log/lookup",
 	}
 }
 
 // Register adds the log's routes to mux.
 func (l *Log) Register(mux *http.ServeMux) {
 	hs := []func(http.ResponseWriter, *http.Request) error{l.handleKey, l.handleCheckpoint, l.handleInclusion, l.handleConsistency, l.handleEntries, l.handleTile,
-		l.handleCosignatures, l.handleWitnesses, l.handleWitnessCheckpoint}
+		l.handleCosignatures, l.handleWitnesses, l.handleWitnessCheckpoint, l.handleLookup}
 	for i, pattern := range l.Routes() {
 		h := hs[i]
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {

@@ -357,3 +357,48 @@ func TestAttackOtherKeyRefused(t *testing.T) {
 		t.Fatalf("New with another key: %v", err)
 	}
 }
+
+// TestLookup: GET /v1/log/lookup finds the entry of a device certificate
+// and proves it against the newest checkpoint; what is not in the log is a
+// 404 problem, bad parameters a 400.
+func TestLookup(t *testing.T) {
+	dbtest.Run(t, []db.Migrations{translog.Migrations()}, func(t *testing.T, d *db.DB) {
+		l, vkey := newLog(t, d)
+		mux := http.NewServeMux()
+		l.Register(mux)
+		srv := httptest.NewServer(mux)
+		defer srv.Close()
+		appendN(t, d, l, 0, 20, 6)
+		e := entry(7)
+		var a transparency.Attachment
+		getJSON(t, srv.URL+"/v1/log/lookup?kind=device&device=dev_7&cert="+e.Cert.String(), &a)
+		v, _ := transparency.NewVerifier(vkey)
+		cp, _, err := transparency.Open([]byte(a.Checkpoint), v)
+		if err != nil || cp.Size != 20 || a.Index != 7 {
+			t.Fatalf("checkpoint %+v %v, index %d", cp, err, a.Index)
+		}
+		want, _ := e.Marshal()
+		if err := transparency.VerifyInclusion(cp, a.Index, want, decodeHashes(t, a.Proof)); err != nil || string(a.Entry) != string(want) {
+			t.Fatalf("entry %q: %v", a.Entry, err)
+		}
+		other := entry(8).Cert.String()
+		for path, code := range map[string]int{
+			"kind=device&device=dev_7&cert=" + other:                        404,
+			"kind=identity-key&device=dev_7&cert=" + e.Cert.String():        404,
+			"kind=device&device=dev_7&cert=" + strings.ToUpper(other):       400,
+			"kind=device&device=dev_7&cert=sha256:00":                       400,
+			"kind=survey-head&device=dev_7&cert=" + other:                   400,
+			"kind=membership&device=dev_7&cert=" + other:                    400,
+			"kind=device&device=dev_7&org=o&cert=" + other:                  400,
+			"kind=device&device=dev_7&cert=" + other + "&cert=" + other:     400,
+			"kind=device&cert=" + other:                                     400,
+			"kind=membership&org=o&device=dev_7&cert=" + e.Cert.String():    404,
+			"kind=device&device=dev_7&cert=" + e.Cert.String() + "&extra=1": 400,
+		} {
+			got, body := get(t, srv.URL+"/v1/log/lookup?"+path)
+			if got != code || !strings.Contains(string(body), `"type"`) {
+				t.Errorf("lookup %s: %d %s, want %d with a problem", path, got, body, code)
+			}
+		}
+	})
+}

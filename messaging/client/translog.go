@@ -17,6 +17,8 @@ import (
 
 	"github.com/kanal-server/kanal/identity"
 	"github.com/kanal-server/kanal/identity/ca"
+	idclient "github.com/kanal-server/kanal/identity/client"
+	"github.com/kanal-server/kanal/identity/translog"
 	"github.com/kanal-server/kanal/internal/apiclient"
 	"github.com/kanal-server/kanal/keys/transparency"
 )
@@ -426,32 +428,28 @@ func (c *Client) chainOnly(der []byte, device string) (ca.DeviceIdentity, error)
 	return di, nil
 }
 
-// senderLogged returns the check that the device certificate der of a
-// sender is in the log: the directory's list of its account's devices
-// must show this certificate with a verified entry. It is fetched before
-// the caller takes c.mu, like the certificate status.
+// senderLogged checks that the device certificate der of a sender is in
+// the log: GET /v1/log/lookup gives its device entry with an inclusion
+// proof, which must verify and name this certificate, device and account.
+// It runs before the caller takes c.mu, like the certificate status. A
+// certificate that does not verify is left to checkDevice.
 func (c *Client) senderLogged(ctx context.Context, device string, der []byte) error {
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil // checkDevice refuses it
-	}
 	di, err := ca.VerifyDevice(der, c.roots, c.now())
 	if err != nil {
 		return nil // checkDevice refuses it
 	}
-	list, err := c.Devices(ctx, di.AccountID)
+	fp := transparency.CertFingerprint(der)
+	var a transparency.Attachment
+	q := url.Values{"kind": {string(transparency.KindDevice)}, "device": {device}, "cert": {fp.String()}}
+	err = c.do(ctx, http.MethodGet, "/v1/log/lookup?"+q.Encode(), nil, &a)
+	if idclient.IsProblem(err, string(translog.TypeNotInLog)) {
+		return notLogged(device, "sender", fmt.Errorf("%w: the log has no entry of this device certificate of account %s", ErrNotLogged, di.AccountID))
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("messaging/client: the sender's log entry: %w", err)
 	}
-	for _, d := range list.Devices {
-		if d.Device.DeviceID == device && bytes.Equal(d.der, cert.Raw) {
-			return nil
-		}
+	if err := c.logged(ctx, &a, transparency.Entry{Kind: transparency.KindDevice, Account: di.AccountID, Device: device}, der); err != nil {
+		return notLogged(device, "sender", err)
 	}
-	for _, r := range list.Refused {
-		if r.DeviceID == device {
-			return r.Err
-		}
-	}
-	return notLogged(device, "sender", fmt.Errorf("%w: the directory lists no logged device %s of account %s with this certificate", ErrNotLogged, device, di.AccountID))
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -26,6 +27,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/identity/translog"
 	"github.com/kanal-server/kanal/keys"
 	"github.com/kanal-server/kanal/keys/transparency"
 	"github.com/kanal-server/kanal/messaging"
@@ -520,5 +522,32 @@ func TestAttackLogKeySwapRefused(t *testing.T) {
 	}
 	if _, err := c.LogKey(ctx); !errors.Is(err, client.ErrLog) {
 		t.Fatalf("configured key differs from the pinned one: %v", err)
+	}
+}
+
+// logAsNode appends entries to kanald's transparency log as the node
+// would, with the node's log key and database: the attacker who holds the
+// node can log what it mints, which every client accepts and the owner's
+// monitor sees.
+func logAsNode(t *testing.T, s *server, entries ...transparency.Entry) {
+	t.Helper()
+	ctx := context.Background()
+	signer := logSigner(t, s)
+	resp, err := http.Get(s.URL + "/v1/log/key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vkey, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	d := openKanaldDB(t, s)
+	l, err := translog.New(ctx, translog.Options{DB: d, Signer: signer, Verifier: strings.TrimSpace(string(vkey))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Tx(ctx, func(tx *sql.Tx) error {
+		_, err := l.Append(ctx, tx, entries...)
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/keys"
+	"github.com/kanal-server/kanal/keys/transparency"
 	"github.com/kanal-server/kanal/messaging"
 	"github.com/kanal-server/kanal/messaging/client"
 	"github.com/kanal-server/kanal/messaging/mailbox"
@@ -45,7 +46,8 @@ func nodeCA(t *testing.T, dataDir string) *ca.CA {
 
 // forgeDevice issues, with the node's CA key, a certificate for device of
 // account on a key the adversary holds, and records its serial in the
-// database so the CA's status responder vouches for it.
+// database so the CA's status responder vouches for it, and appends its
+// device entry to the transparency log with the node's log key.
 func forgeDevice(t *testing.T, srv *server, account, device string) (*ecdsa.PrivateKey, []byte) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -67,6 +69,11 @@ func forgeDevice(t *testing.T, srv *server, account, device string) (*ecdsa.Priv
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The adversary logs the certificate too (with the node's log key):
+	// an unlogged one every SDK refuses (TestAttackUnloggedSenderRefused),
+	// a logged one reaches Anna — and shows in Ben's monitor.
+	logAsNode(t, srv, transparency.Entry{Kind: transparency.KindDevice, Account: account, Device: device,
+		Cert: transparency.CertFingerprint(cert.Raw), Time: time.Now().Unix()})
 	return key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
 }
 
