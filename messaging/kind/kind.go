@@ -76,6 +76,8 @@ var registry = map[Kind]entry{
 	DocumentShare:  {ClassMessage, func() Body { return new(DocumentShareBody) }},
 	GroupChange:    {ClassMessage, func() Body { return new(GroupChangeBody) }},
 	DeviceChange:   {ClassMessage, func() Body { return new(DeviceChangeBody) }},
+	// A profile wakes nobody: it matters when the next message is shown.
+	Profile: {ClassReceipt, func() Body { return new(ProfileBody) }},
 }
 
 // Kinds lists every registered kind.

@@ -35,6 +35,8 @@ var valid = []kind.Body{
 	&kind.DocumentShareBody{DocumentID: "d1", Version: 1, Name: "Bescheid.pdf", Key: key32, SHA256: sha256},
 	&kind.GroupChangeBody{GroupID: "g_1", Op: "added", AccountID: "acc_2", By: "acc_1", Role: "member"},
 	&kind.DeviceChangeBody{AccountID: "acc_1", DeviceID: "dev_1", Op: "key"},
+	&kind.ProfileBody{AccountID: "acc_1", Version: 2, UpdatedAt: when, DisplayName: "Frau Schmidt",
+		Avatar: &kind.ProfileAvatar{MIME: "image/png", Data: "iVBORw0KGgo="}},
 }
 
 func TestEveryKindRoundTrips(t *testing.T) {
@@ -66,11 +68,11 @@ func TestEveryKindRoundTrips(t *testing.T) {
 			t.Errorf("kind %s has no valid example in this test", k)
 		}
 	}
-	// docs/design.md's twelve kinds, and group.change and device.change, which
+	// docs/design.md's twelve kinds, group.change and device.change, which
 	// only the server writes (membership changes every member sees, key
-	// changes every device of the account sees).
-	if len(kind.Kinds()) != 14 {
-		t.Errorf("%d kinds registered, want docs/design.md's 12, group.change and device.change", len(kind.Kinds()))
+	// changes every device of the account sees), and profile.
+	if len(kind.Kinds()) != 15 {
+		t.Errorf("%d kinds registered, want docs/design.md's 12, group.change, device.change and profile", len(kind.Kinds()))
 	}
 }
 
