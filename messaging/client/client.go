@@ -108,6 +108,7 @@ type Client struct {
 	convs   conversations
 	inboxMu sync.Mutex // received envelopes: decrypt, keep, forget
 	groupMu sync.Mutex // group members and pinned devices in the Store
+	profMu  sync.Mutex // profiles in the Store
 
 	onNewDevice func(NewDevice)
 	onKeyChange func(KeyChange)

@@ -172,6 +172,18 @@ func (c *Client) send(ctx context.Context, to Peer, m *kind.Message, post sendFu
 	if err != nil {
 		return nil, err
 	}
+	if m.Kind != kind.Profile && m.Kind != kind.Receipt {
+		// The people of a conversation learn this account's name before
+		// its first message (profile.go). A profile that cannot go out
+		// now goes with the next message.
+		c.shareProfile(ctx, to, post, false)
+	}
+	return c.sendRaw(ctx, to, m.ID, m.Class(), raw, post)
+}
+
+// sendRaw encrypts the encoded message raw for every device of the
+// conversation with to and stores it; id makes the send idempotent.
+func (c *Client) sendRaw(ctx context.Context, to Peer, id string, class kind.Class, raw []byte, post sendFunc) (*messaging.SendResponse, error) {
 	conv, err := c.ConversationID(to)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrSendFailed, to, err)
@@ -186,8 +198,8 @@ func (c *Client) send(ctx context.Context, to Peer, m *kind.Message, post sendFu
 	if err != nil {
 		return nil, err
 	}
-	h := sha256.Sum256([]byte(m.ID))
-	req := messaging.SendRequest{To: to.sendTo(), ClientID: hex.EncodeToString(h[:16]), Class: string(m.Class())}
+	h := sha256.Sum256([]byte(id))
+	req := messaging.SendRequest{To: to.sendTo(), ClientID: hex.EncodeToString(h[:16]), Class: string(class)}
 
 	// The first attempt addresses the devices of the last accepted send;
 	// one of them that no longer passes (a member who left) is dropped,

@@ -533,6 +533,11 @@ func (c *Client) read(ctx context.Context, env *mailbox.Envelope) (*Incoming, er
 	if err != nil {
 		return nil, err
 	}
+	if p, ok := msg.Body.(*kind.ProfileBody); ok {
+		if err := c.acceptProfile(acct, p); err != nil {
+			return nil, err
+		}
+	}
 	in.Message, in.Raw = msg, ct.Message
 	return in, nil
 }

@@ -1,0 +1,15 @@
+package client
+
+import (
+	"context"
+
+	"github.com/kanal-server/kanal/messaging/kind"
+)
+
+// SendRawForTest sends raw as a message's encoded form without checking
+// it, as a modified client could: the receiving side must refuse what is
+// not valid.
+func (c *Client) SendRawForTest(ctx context.Context, to Peer, id string, raw []byte) error {
+	_, err := c.sendRaw(ctx, to, id, kind.ClassMessage, raw, c.postSend)
+	return err
+}
