@@ -32,7 +32,7 @@ import (
 // Names in the Store.
 const nameOwnProfile = "profile/own"
 
-func nameProfile(account string) string { return "profile/of/" + account }
+func nameProfile(account string) string  { return "profile/of/" + account }
 func nameProfileSent(conv string) string { return "profile/sent/" + conv }
 
 // ErrProfile is returned for a profile this device will not set.
