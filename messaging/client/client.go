@@ -63,6 +63,9 @@ type Options struct {
 	// shows a new device (see VerifyContact). It runs on the goroutine of
 	// the Send or Receive that met the key.
 	OnKeyChange func(KeyChange)
+	// OnAlert, if set, is called for each alert a Monitor poll raises,
+	// on the goroutine of that poll.
+	OnAlert func(Alert)
 
 	// LogKey is the deployment's transparency log key, a note verifier
 	// key ("name+hash+base64"), from the deployment's configuration like
@@ -112,6 +115,8 @@ type Client struct {
 
 	onNewDevice func(NewDevice)
 	onKeyChange func(KeyChange)
+	onAlert     func(Alert)
+	monitorMu   sync.Mutex // the monitor's state in the Store
 	trustMu     sync.Mutex // pinned identity keys in the Store; taken before mu, never after
 
 	logKeyOpt       string
@@ -130,7 +135,7 @@ func New(o Options) (*Client, error) {
 		der = b.Bytes
 	}
 	c := &Client{base: o.BaseURL, hc: o.HTTPClient, account: o.AccountID, device: o.DeviceID, deviceKey: o.DeviceKey,
-		certDER: der, caCert: o.CA, store: o.Store, now: o.Now, rand: o.Rand, onNewDevice: o.OnNewDevice, onKeyChange: o.OnKeyChange,
+		certDER: der, caCert: o.CA, store: o.Store, now: o.Now, rand: o.Rand, onNewDevice: o.OnNewDevice, onKeyChange: o.OnKeyChange, onAlert: o.OnAlert,
 		logKeyOpt: o.LogKey, checkCheckpoint: o.CheckCheckpoint}
 	c.token.Store(&o.Token)
 	if c.hc == nil {

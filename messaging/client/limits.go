@@ -32,9 +32,20 @@ const (
 	// is refused even after its session has left the archive.
 	MaxStartedSessions = 64
 
+	// MonitorBatch is how many log entries the monitor asks for at a
+	// time (the server's most per request).
+	MonitorBatch = 1000
+
+	// LogTileHeight is the height of the log's hash tiles
+	// (GET /v1/log/tile/): 8, 256 hashes a tile, as sumdb's.
+	LogTileHeight = 8
+
 	// DefaultTimeout bounds a request when Options has no HTTPClient.
 	DefaultTimeout = 30 * time.Second
 )
 
 // maxCachedStatuses bounds the certificate statuses a client keeps.
 const maxCachedStatuses = 10000
+
+// maxCachedTiles bounds the verified hash tiles one monitor poll keeps.
+const maxCachedTiles = 4096

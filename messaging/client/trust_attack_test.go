@@ -118,6 +118,10 @@ func swapKey(t *testing.T, srv *server, victim, target *user, mallory string, te
 	if err != nil {
 		t.Fatal(err)
 	}
+	// And logs the key, as messaging would have on publication.
+	idBin, _ := id.MarshalBinary()
+	logAsNode(t, srv, transparency.Entry{Kind: transparency.KindIdentityKey, Account: victim.AccountID, Device: victim.DeviceID,
+		Cert: transparency.CertFingerprint(derOfPEM(t, certPEM)), Key: idBin, Time: time.Now().Unix()})
 	return id
 }
 
@@ -170,6 +174,9 @@ func TestAttackIdentityKeySwapped(t *testing.T) {
 				}
 			}
 			sendText(t, annaSDK, ben.AccountID, "Hallo Ben")
+			if got, err := benSDK.Monitor(ctx); err != nil || len(got) != 0 {
+				t.Fatalf("Ben's monitor before the attack: %+v %v", got, err)
+			}
 			benKey, err := benSDK.IdentityPublic()
 			if err != nil {
 				t.Fatal(err)
@@ -199,6 +206,10 @@ func TestAttackIdentityKeySwapped(t *testing.T) {
 			}
 			wantTexts(t, "Anna", texts, ben.AccountID+": Hier ist Ben, neues Telefon. Schick mir die PIN.")
 
+			// Ben's monitor sees the key logged for his device.
+			if got, err := benSDK.Monitor(ctx); err != nil || len(got) != 1 || got[0].Kind != client.AlertForeignKey || got[0].DeviceID != ben.DeviceID {
+				t.Fatalf("Ben's monitor after the attack: %+v %v", got, err)
+			}
 			// The change is visible: reported, and shown by Contact.
 			got := changes.list()
 			if len(got) != 1 || got[0].AccountID != ben.AccountID || got[0].DeviceID != ben.DeviceID || got[0].NewDevice ||
