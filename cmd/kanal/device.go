@@ -22,6 +22,7 @@ import (
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/identity/client"
 	"github.com/kanal-server/kanal/identity/keystore"
+	mclient "github.com/kanal-server/kanal/messaging/client"
 )
 
 // maxPEMInput bounds a certificate or request read from a file or stdin.
@@ -323,6 +324,10 @@ func deviceApprove(ctx context.Context, c *cli, o *opts, args []string) error {
 	// would not do.
 	res, err := api.WithDevice(st.Data.DeviceID, st.Data.DeviceKey).EnrollCSR(ctx, name, csr)
 	if err != nil {
+		return err
+	}
+	// This device enrolled it: its monitor expects it in the log.
+	if err := mclient.ExpectDevice(mclient.NewKeystoreStore(st), res.DeviceID); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stderr, "Approved device %s (%q). Run 'kanal device install' with this certificate on it.\n", res.DeviceID, name)

@@ -154,6 +154,21 @@ func caRoots(st *keystore.Store) (*x509.Certificate, *x509.CertPool, error) {
 // messenger returns this device's end-to-end client, publishing its keys
 // on first use so that others can reach it.
 func (c *cli) messenger(ctx context.Context, o *opts, st *keystore.Store) (*mclient.Client, error) {
+	mc, err := c.messengerNoPoll(ctx, o, st)
+	if err != nil {
+		return nil, err
+	}
+	// Each command that uses the messaging side checks the log for this
+	// account; a failed check is told, not fatal (a refused log changes
+	// nothing kept).
+	if err := c.monitor(ctx, mc); err != nil && !errors.Is(err, mclient.ErrLog) {
+		fmt.Fprintf(c.stderr, "WARNING: the transparency log could not be checked: %v\n", err)
+	}
+	return mc, nil
+}
+
+// messengerNoPoll is messenger without the monitor's poll.
+func (c *cli) messengerNoPoll(ctx context.Context, o *opts, st *keystore.Store) (*mclient.Client, error) {
 	if st.Data.DeviceKey == nil {
 		return nil, errors.New("no device key: run 'kanal device enroll'")
 	}
@@ -164,7 +179,7 @@ func (c *cli) messenger(ctx context.Context, o *opts, st *keystore.Store) (*mcli
 	mc, err := mclient.New(mclient.Options{BaseURL: c.serverURL(o, st), Token: st.Data.SessionToken, AccountID: st.Data.AccountID,
 		DeviceID: st.Data.DeviceID, DeviceKey: st.Data.DeviceKey, DeviceCertificate: st.Data.DeviceCertPEM, CA: caC,
 		Store: mclient.NewKeystoreStore(st), OnNewDevice: func(n mclient.NewDevice) { c.newDevice(st, n) },
-		OnKeyChange: c.keyChanged})
+		OnKeyChange: c.keyChanged, OnAlert: func(a mclient.Alert) { fmt.Fprintln(c.stderr, alertLine(a)) }})
 	if err != nil {
 		return nil, err
 	}

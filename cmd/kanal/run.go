@@ -63,6 +63,9 @@ type cli struct {
 	stdout io.Writer
 	stderr io.Writer
 	now    func() time.Time
+	// quietAlerts: the command lists the monitor's alerts itself, so
+	// opening the key store does not print them.
+	quietAlerts bool
 }
 
 func commands() []*command {
@@ -82,6 +85,7 @@ func commands() []*command {
 	cmds = append(cmds, surveyCommands()...)
 	cmds = append(cmds, witnessCommands()...)
 	cmds = append(cmds, trustCommands()...)
+	cmds = append(cmds, alertCommands()...)
 	return cmds
 }
 
@@ -117,6 +121,7 @@ func run(ctx context.Context, args []string, env func(string) string, stdin io.R
 		}
 		return &usageError{msg: fmt.Sprintf("unknown command %q", args[0])}
 	}
+	c.quietAlerts = strings.HasPrefix(cmd.name, "alerts")
 	fs := flag.NewFlagSet("kanal "+cmd.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	serverFlag(fs, &o)

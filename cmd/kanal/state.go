@@ -80,7 +80,11 @@ func (c *cli) openStore(create bool) (*keystore.Store, error) {
 	if errors.Is(err, keystore.ErrWrongPassphrase) {
 		return nil, fmt.Errorf("wrong passphrase for %s", path)
 	}
-	return st, err
+	if err != nil {
+		return nil, err
+	}
+	c.showAlerts(st)
+	return st, nil
 }
 
 // serverURL picks the server: --server, then KANAL_SERVER, then the one
