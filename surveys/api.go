@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/kanal-server/kanal/internal/web"
+	"github.com/kanal-server/kanal/keys/transparency"
 )
 
 // Problem types of the surveys API. Clients branch on these.
@@ -48,6 +49,12 @@ type Survey struct {
 	TokensIssued int64  `json:"tokens_issued"`
 	// Closing is the organiser's signed early closing, if there was one.
 	Closing *SignedClosing `json:"closing,omitempty"`
+	// HeadLog proves the head's survey-head entry (survey, length, head
+	// hash) in the deployment's transparency log, so that the server cannot
+	// show different boards to different voters without both heads being
+	// in the one public log (docs/transparency.md). Absent when the
+	// deployment runs no log.
+	HeadLog *transparency.Attachment `json:"head_log,omitempty"`
 }
 
 // Summary is one entry of GET /v1/surveys, the open surveys for the caller.
@@ -88,6 +95,12 @@ type BoardPage struct {
 	Entries []Entry    `json:"entries"`
 	// Closing is the organiser's signed early closing, if there was one.
 	Closing *SignedClosing `json:"closing,omitempty"`
+	// HeadLog proves the head's survey-head entry (survey, length, head
+	// hash) in the deployment's transparency log, so that the server cannot
+	// show different boards to different voters without both heads being
+	// in the one public log (docs/transparency.md). Absent when the
+	// deployment runs no log.
+	HeadLog *transparency.Attachment `json:"head_log,omitempty"`
 }
 
 // TallyRequest is the body of POST /v1/surveys/{id}/tally.

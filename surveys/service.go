@@ -22,6 +22,7 @@ import (
 
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/keys/transparency"
 )
 
 //go:embed migrations/*.sql
@@ -79,6 +80,16 @@ type Options struct {
 	LegacySealKey []byte
 	// BallotBatch is the most ballots that share one commit (0: 64).
 	BallotBatch int
+	// HeadLog, if set, puts the board heads the service serves into the
+	// deployment's transparency log (kanald wires identity/translog).
+	HeadLog HeadLog
+}
+
+// HeadLog is the transparency log as the surveys see it.
+type HeadLog interface {
+	// LogHead makes sure the board head (survey, length, head hash) is
+	// in the log and returns its entry's inclusion proof.
+	LogHead(ctx context.Context, survey string, length int64, head []byte) (*transparency.Attachment, error)
 }
 
 // Service is the surveys domain. Its methods are safe for concurrent use.
@@ -94,6 +105,8 @@ type Service struct {
 	ballots *db.Batcher
 	seal    cipher.AEAD // token keys at rest
 	legacy  cipher.AEAD // nil, or what token keys were sealed under before
+
+	headLog HeadLog
 
 	mu    sync.Mutex
 	cache map[string]*openSurvey // surveys that have opened: immutable
@@ -116,7 +129,7 @@ func New(o Options) (*Service, error) {
 		return nil, fmt.Errorf("surveys: seal key: %w", err)
 	}
 	s := &Service{db: o.DB, notary: o.Notary, roots: o.Roots, auth: o.Auth, dir: o.Directory, convs: o.Conversations,
-		log: o.Logger, now: o.Now, seal: seal, cache: map[string]*openSurvey{}}
+		log: o.Logger, now: o.Now, seal: seal, cache: map[string]*openSurvey{}, headLog: o.HeadLog}
 	if o.LegacySealKey != nil {
 		if len(o.LegacySealKey) != 32 {
 			return nil, errors.New("surveys: LegacySealKey must be 32 bytes")
@@ -733,11 +746,17 @@ func (s *Service) Page(ctx context.Context, id string, after int64, limit int) (
 	if err != nil {
 		return nil, err
 	}
+	var headLog *transparency.Attachment
+	if s.headLog != nil {
+		if headLog, err = s.headLog.LogHead(ctx, r.id, r.boardLen, r.boardHead); err != nil {
+			return nil, fmt.Errorf("surveys: logging the board head: %w", err)
+		}
+	}
 	entries, err := s.entries(ctx, id, after, limit)
 	if err != nil {
 		return nil, err
 	}
-	return &BoardPage{Head: *head, Entries: entries, Closing: closing}, nil
+	return &BoardPage{Head: *head, Entries: entries, Closing: closing, HeadLog: headLog}, nil
 }
 
 func (r *row) signedClosing() (*SignedClosing, error) {

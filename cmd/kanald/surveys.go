@@ -26,6 +26,7 @@ func (a *app) mountSurveys(ctx context.Context, mux *http.ServeMux, log *slog.Lo
 		SealKey: keys.token, LegacySealKey: keys.legacyToken,
 		Directory:     orgRoles{a.ident},
 		Conversations: groupMembers{msg},
+		HeadLog:       a.tlog, // the board heads go into the transparency log
 		Auth: surveys.Auth{
 			Require: a.ident.RequireSession,
 			Caller: func(ctx context.Context) (surveys.Caller, bool) {

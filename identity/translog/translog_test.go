@@ -1,6 +1,7 @@
 package translog_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -399,6 +400,67 @@ func TestLookup(t *testing.T) {
 			if got != code || !strings.Contains(string(body), `"type"`) {
 				t.Errorf("lookup %s: %d %s, want %d with a problem", path, got, body, code)
 			}
+		}
+	})
+}
+
+// TestLogHead: a survey board head is logged once, however many times
+// and from however many goroutines it is served, and proved each time; a
+// new head gets its own entry.
+func TestLogHead(t *testing.T) {
+	dbtest.Run(t, []db.Migrations{translog.Migrations()}, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		l, vkey := newLog(t, d)
+		appendN(t, d, l, 0, 5, 5)
+		head := make([]byte, 32)
+		head[0] = 1
+		var wg sync.WaitGroup
+		idx := make([]int64, 8)
+		errs := make([]error, 8)
+		for i := range idx {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				a, err := l.LogHead(ctx, "srv_1", 42, head)
+				if err == nil {
+					idx[i] = a.Index
+				}
+				errs[i] = err
+			}()
+		}
+		wg.Wait()
+		for i := range idx {
+			if errs[i] != nil || idx[i] != idx[0] {
+				t.Fatalf("LogHead %d: index %d (first %d), %v", i, idx[i], idx[0], errs[i])
+			}
+		}
+		if n, _ := l.Size(ctx); n != 6 {
+			t.Fatalf("log size %d after logging one head, want 6", n)
+		}
+		a, err := l.LogHead(ctx, "srv_1", 42, head)
+		if err != nil || a.Index != 5 {
+			t.Fatalf("again: %+v %v", a, err)
+		}
+		v, _ := transparency.NewVerifier(vkey)
+		cp, _, err := transparency.Open([]byte(a.Checkpoint), v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := transparency.VerifyInclusion(cp, a.Index, a.Entry, decodeHashes(t, a.Proof)); err != nil {
+			t.Fatal(err)
+		}
+		e, err := transparency.ParseEntry(a.Entry)
+		if err != nil || e.Kind != transparency.KindSurveyHead || e.Survey != "srv_1" || e.Size != 42 || !bytes.Equal(e.Head, head) {
+			t.Fatalf("entry %+v %v", e, err)
+		}
+		head2 := bytes.Clone(head)
+		head2[1] = 2
+		b, err := l.LogHead(ctx, "srv_1", 43, head2)
+		if err != nil || b.Index != 6 {
+			t.Fatalf("a new head: %+v %v", b, err)
+		}
+		if _, err := l.LogHead(ctx, "srv 1", 43, head2); err == nil {
+			t.Fatal("a survey id with a space was logged")
 		}
 	})
 }
