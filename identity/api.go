@@ -89,6 +89,7 @@ var (
 	TypeTooManyDevices     = web.NewType("too-many-devices")     // the account has MaxDevices active devices
 	TypeRefreshReused      = web.NewType("refresh-token-reused") // an old refresh token: the whole family is revoked
 	TypeInvalidRole        = web.NewType("invalid-role")
+	TypeTooManyMembers     = web.NewType("too-many-members") // the organisation has MaxOrgMembers members
 	TypeInvalidOrg         = web.NewType("invalid-organisation")
 	TypeNotVerified        = web.NewType("organisation-not-verified")
 	TypeNotConfigured      = web.NewType("not-configured")    // e.g. eID (level high) without a provider

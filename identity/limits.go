@@ -35,6 +35,12 @@ const (
 
 	// MaxDevices is the number of active devices an account may have.
 	MaxDevices = 10
+	// MaxOrgMembers is the most members (of any role) an organisation may
+	// have. Every active device of every member is an agent device a
+	// citizen's message is encrypted to: 99 members × MaxDevices, and the
+	// citizen's own other devices, fit the envelopes one send may carry
+	// (messaging.MaxSendDevices, 1000).
+	MaxOrgMembers = 99
 	// MaxDeviceNameBytes bounds a device's display name.
 	MaxDeviceNameBytes = 64
 

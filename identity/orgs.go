@@ -397,6 +397,20 @@ func (s *Service) handleAddMember(w http.ResponseWriter, r *http.Request) error 
 		} else if err != nil {
 			return err
 		}
+		// The count and the insert must not interleave with another
+		// addition to the organisation: at most MaxOrgMembers however
+		// many additions race.
+		if err := s.db.Lock(ctx, tx, "identity.members:"+orgID); err != nil {
+			return err
+		}
+		var members int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM identity_members WHERE org_id = $1`, orgID).Scan(&members); err != nil {
+			return err
+		}
+		if members >= MaxOrgMembers {
+			return web.Errorf(http.StatusConflict, TypeTooManyMembers, "Too many members",
+				"an organisation has at most %d members; remove one first", MaxOrgMembers)
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO identity_members (org_id, account_id, role, created_at) VALUES ($1, $2, $3, $4)`,
 			orgID, account, req.Role, now.Unix()); err != nil {
 			if db.IsUniqueViolation(err) {
