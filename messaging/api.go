@@ -77,10 +77,15 @@ type PrekeyStatus struct {
 // narrows the claim to those of the account's (or organisation's agent)
 // devices: a client that already has sessions with the others does not
 // use up their one-time prekeys.
+//
+// A claim covers at most MaxClaimDevices devices, in device id order:
+// After, if set, is the Next of the previous page, and the claim covers
+// the devices with ids above it. Devices holds at most MaxClaimFilter ids.
 type ClaimRequest struct {
 	AccountID string   `json:"account_id,omitempty"`
 	OrgID     string   `json:"org_id,omitempty"`
 	Devices   []string `json:"devices,omitempty"`
+	After     string   `json:"after,omitempty"`
 }
 
 // ClaimResponse carries one bundle per active device that has published
@@ -92,6 +97,9 @@ type ClaimResponse struct {
 	Bundles        []ClaimedBundle `json:"bundles"`
 	// Unpublished lists active devices that have not published keys yet.
 	Unpublished []string `json:"unpublished"`
+	// Next is set when devices remain beyond this page: claim again with
+	// After set to it. It is the id of the page's last device.
+	Next string `json:"next,omitempty"`
 }
 
 // ClaimedBundle is one device's bundle with what a client needs to check it

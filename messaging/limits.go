@@ -19,21 +19,31 @@ const (
 	LowPrekeys = 20
 
 	// ClaimWindow and MaxClaimsPerWindow rate-limit bundle claims per
-	// claiming account: at most MaxClaimsPerWindow claim requests in each
-	// fixed window. A claim takes one one-time prekey of each kind per
-	// device, so this bounds how fast one account can drain other devices'
-	// one-time keys (after which sessions still start, on the signed and
-	// last-resort prekeys).
+	// claiming account: at most MaxClaimsPerWindow claim requests (each
+	// page of a paged claim is one) in each fixed window. A claim takes
+	// one one-time prekey of each kind per device, so this bounds how fast
+	// one account can drain other devices' one-time keys (after which
+	// sessions still start, on the signed and last-resort prekeys). The
+	// first message to a group of MaxGroupMembers accounts claims once per
+	// other member (99), an office at its maximum takes five pages: 120 a
+	// minute lets either happen at once.
 	ClaimWindow        = time.Minute
-	MaxClaimsPerWindow = 30
+	MaxClaimsPerWindow = 120
 
-	// MaxClaimDevices bounds the bundles one claim returns (an account has
-	// at most identity.MaxDevices; an organisation may have many agents).
+	// MaxClaimDevices is the most bundles one claim (one page) returns:
+	// a claim for more devices — an organisation's agents — is answered in
+	// pages, each naming the next (ClaimResponse.Next).
 	MaxClaimDevices = 200
 
+	// MaxClaimFilter bounds ClaimRequest.Devices, the devices a claim is
+	// narrowed to: every device one send may address.
+	MaxClaimFilter = MaxSendDevices
+
 	// MaxSendDevices is the most envelopes (recipient devices, the
-	// sender's own other devices included) one send may carry.
-	MaxSendDevices = 500
+	// sender's own other devices included) one send may carry: a group of
+	// MaxGroupMembers accounts with identity.MaxDevices devices each, or an
+	// organisation of identity.MaxOrgMembers members and a citizen, fits.
+	MaxSendDevices = 1000
 
 	// SendWindow and MaxSendsPerWindow rate-limit POST /v1/messages per
 	// sending device, in fixed windows. Retries answered from the
@@ -69,8 +79,9 @@ const (
 	MaxMailboxEnvelopes = 20000
 	MaxMailboxBytes     = 128 << 20
 
-	// MaxGroupMembers bounds a group: a group message is encrypted once
-	// per device of every member and must fit in MaxSendDevices envelopes.
+	// MaxGroupMembers bounds a group, its pending invitations counted: a
+	// group message is encrypted once per device of every member and must
+	// fit in MaxSendDevices envelopes (100 × identity.MaxDevices = 1000).
 	MaxGroupMembers = 100
 
 	// MaxBlob is the largest attachment blob (the ciphertext of one file);
@@ -93,8 +104,10 @@ const (
 
 	// maxSendBody caps the body of a send: envelopes are base64, each at
 	// most mailbox.MaxCiphertext bytes before encoding, but the whole send
-	// is bounded well below MaxSendDevices full envelopes.
-	maxSendBody = 8 << 20
+	// is bounded well below MaxSendDevices full envelopes — 1000 first
+	// messages (a post-quantum session start, about 2 KB each in base64)
+	// take some 2 MB; 16 MiB leaves room for longer texts.
+	maxSendBody = 16 << 20
 
 	// maxSmallBody caps the bodies of PUT /v1/prekeys and of claims;
 	// maxBatchBody a full one-time batch (an ML-KEM-768 key is about 1.6 KB

@@ -573,18 +573,23 @@ func (s *Service) Claim(ctx context.Context, c Caller, req *ClaimRequest) (*Clai
 		return nil, web.Errorf(http.StatusNotFound, TypeUnknownRecipient, "Unknown account",
 			"account %s has no active devices", req.AccountID)
 	}
-	if len(req.Devices) > MaxClaimDevices {
-		return nil, fmt.Errorf("%w: devices: at most %d", ErrInvalid, MaxClaimDevices)
+	if len(req.Devices) > MaxClaimFilter {
+		return nil, fmt.Errorf("%w: devices: at most %d", ErrInvalid, MaxClaimFilter)
+	}
+	if req.After != "" && !mailbox.ValidDeviceID(req.After) {
+		return nil, fmt.Errorf("%w: after: malformed device id", ErrInvalid)
 	}
 	devices = slicesDeleteFunc(devices, func(d Device) bool {
-		return d.DeviceID == c.DeviceID || len(req.Devices) > 0 && !slices.Contains(req.Devices, d.DeviceID)
+		return d.DeviceID == c.DeviceID || d.DeviceID <= req.After && req.After != "" ||
+			len(req.Devices) > 0 && !slices.Contains(req.Devices, d.DeviceID)
 	})
+	sort.Slice(devices, func(i, j int) bool { return devices[i].DeviceID < devices[j].DeviceID })
 	if len(devices) > MaxClaimDevices {
-		return nil, fmt.Errorf("%w: more than %d devices", ErrInvalid, MaxClaimDevices)
+		devices = devices[:MaxClaimDevices]
+		resp.Next = devices[len(devices)-1].DeviceID
 	}
 	// Claim in device id order, so that concurrent claims of overlapping
 	// device sets lock one-time keys in the same order and cannot deadlock.
-	sort.Slice(devices, func(i, j int) bool { return devices[i].DeviceID < devices[j].DeviceID })
 	// The count and the claim share one transaction, so a claim costs one
 	// commit; a refused claim rolls back and does not count.
 	err = s.db.Tx(ctx, func(tx *sql.Tx) error {

@@ -28,7 +28,7 @@ var sendSets = []db.Migrations{messaging.Migrations(), mailbox.Migrations()}
 
 // sendEnv is a send service over httptest with a recording notify.
 type sendEnv struct {
-	t     *testing.T
+	t     testing.TB
 	d     *db.DB
 	dir   *fakeDir
 	mb    *mailbox.Store
@@ -39,7 +39,7 @@ type sendEnv struct {
 	woken [][]string
 }
 
-func newSendEnv(t *testing.T, d *db.DB, limit int, batch bool, opts ...func(*messaging.Options)) *sendEnv {
+func newSendEnv(t testing.TB, d *db.DB, limit int, batch bool, opts ...func(*messaging.Options)) *sendEnv {
 	now := testNow
 	e := &sendEnv{t: t, d: d, dir: newFakeDir(t), now: &now}
 	e.mb = mailbox.NewStore(d, mailbox.StoreOptions{Now: func() time.Time { return *e.now }})

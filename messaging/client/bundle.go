@@ -51,22 +51,35 @@ func (c *Client) ClaimOrg(ctx context.Context, orgID string) (*Claim, error) {
 	return c.claim(ctx, messaging.ClaimRequest{OrgID: orgID})
 }
 
+// claim claims every page of req's devices (messaging.MaxClaimDevices
+// a page) and verifies each bundle.
 func (c *Client) claim(ctx context.Context, req messaging.ClaimRequest) (*Claim, error) {
-	var resp messaging.ClaimResponse
-	if err := c.do(ctx, http.MethodPost, "/v1/prekeys/claim", &req, &resp); err != nil {
-		return nil, fmt.Errorf("messaging/client: claim: %w", err)
-	}
 	status := func(serial *big.Int) error { return c.deviceStatus(ctx, serial) }
-	out := &Claim{Unpublished: resp.Unpublished}
-	for i := range resp.Bundles {
-		b, err := c.verify(ctx, &resp.Bundles[i], req, resp.OrgCertificate, status)
-		if err != nil {
-			out.Refused = append(out.Refused, Refusal{DeviceID: resp.Bundles[i].Bundle.DeviceID, Err: err})
-			continue
+	out := &Claim{}
+	for {
+		var resp messaging.ClaimResponse
+		if err := c.do(ctx, http.MethodPost, "/v1/prekeys/claim", &req, &resp); err != nil {
+			return nil, fmt.Errorf("messaging/client: claim: %w", err)
 		}
-		out.Bundles = append(out.Bundles, b)
+		out.Unpublished = append(out.Unpublished, resp.Unpublished...)
+		for i := range resp.Bundles {
+			b, err := c.verify(ctx, &resp.Bundles[i], req, resp.OrgCertificate, status)
+			if err != nil {
+				out.Refused = append(out.Refused, Refusal{DeviceID: resp.Bundles[i].Bundle.DeviceID, Err: err})
+				continue
+			}
+			out.Bundles = append(out.Bundles, b)
+		}
+		if resp.Next == "" {
+			return out, nil
+		}
+		// Pages go forward in device id order; a server that answers a
+		// page with the same or an earlier cursor would loop forever.
+		if resp.Next <= req.After || len(resp.Bundles)+len(resp.Unpublished) == 0 {
+			return nil, fmt.Errorf("messaging/client: claim: the server's next page %q does not follow %q", resp.Next, req.After)
+		}
+		req.After = resp.Next
 	}
-	return out, nil
 }
 
 func untrusted(device, format string, args ...any) error {

@@ -79,6 +79,15 @@ type Options struct {
 	// cosignature quorums plug in here.
 	CheckCheckpoint func(note []byte, c transparency.Checkpoint) error
 
+	// PrekeyBatch is how many one-time prekeys of each kind Publish and
+	// Replenish upload at a time (0: PrekeyBatch; at most
+	// messaging.MaxPrekeyBatch). A device that meets many new peers at
+	// once — a member of a large group — uses up a batch quickly; a
+	// device that must start cheaply (a test enrolling thousands) uploads
+	// fewer. Once used up, sessions still start on the last-resort
+	// prekey.
+	PrekeyBatch int
+
 	Now  func() time.Time // nil: time.Now
 	Rand io.Reader        // nil: crypto/rand
 }
@@ -123,6 +132,7 @@ type Client struct {
 	checkCheckpoint func([]byte, transparency.Checkpoint) error
 	logMu           sync.Mutex // guards logState and the log's Store names
 	logState        *logState
+	batch           int // one-time prekeys of each kind per upload
 }
 
 // New checks o and returns a Client. It does not contact the server.
@@ -137,6 +147,14 @@ func New(o Options) (*Client, error) {
 	c := &Client{base: o.BaseURL, hc: o.HTTPClient, account: o.AccountID, device: o.DeviceID, deviceKey: o.DeviceKey,
 		certDER: der, caCert: o.CA, store: o.Store, now: o.Now, rand: o.Rand, onNewDevice: o.OnNewDevice, onKeyChange: o.OnKeyChange, onAlert: o.OnAlert,
 		logKeyOpt: o.LogKey, checkCheckpoint: o.CheckCheckpoint}
+	switch {
+	case o.PrekeyBatch < 0 || o.PrekeyBatch > messaging.MaxPrekeyBatch:
+		return nil, fmt.Errorf("messaging/client: PrekeyBatch must be 0..%d", messaging.MaxPrekeyBatch)
+	case o.PrekeyBatch == 0:
+		c.batch = PrekeyBatch
+	default:
+		c.batch = o.PrekeyBatch
+	}
 	c.token.Store(&o.Token)
 	if c.hc == nil {
 		c.hc = &http.Client{Timeout: DefaultTimeout}

@@ -255,14 +255,14 @@ func (c *Client) publish(ctx context.Context) (*messaging.PrekeyStatus, error) {
 }
 
 // topUp uploads one-time prekeys of each kind that is below
-// messaging.LowPrekeys, up to PrekeyBatch more and never past
+// messaging.LowPrekeys, up to Options.PrekeyBatch more and never past
 // messaging.MaxStoredPrekeys. Called with c.mu held.
 func (c *Client) topUp(ctx context.Context, st *messaging.PrekeyStatus) (*messaging.PrekeyStatus, error) {
 	want := func(have int) int {
 		if have >= messaging.LowPrekeys {
 			return 0
 		}
-		return min(PrekeyBatch, messaging.MaxStoredPrekeys-have)
+		return min(c.batch, messaging.MaxStoredPrekeys-have)
 	}
 	n, m := want(st.OneTimePrekeys), want(st.PQPrekeys)
 	if n+m == 0 {
