@@ -15,11 +15,16 @@ import (
 	"time"
 )
 
-// CA is a deployment CA: the root certificate and its private key. A CA is
-// safe for concurrent use.
+// CA is a deployment CA: the certificate that issues and its private key.
+// It is either the root itself (a deployment made by LoadOrCreateDir) or
+// an issuing intermediate under an offline root (IssueIntermediate,
+// LoadIssuingDir), in which case root and retired intermediates come with
+// it. A CA is safe for concurrent use.
 type CA struct {
-	cert *x509.Certificate
-	key  crypto.Signer
+	cert    *x509.Certificate
+	key     crypto.Signer
+	root    *x509.Certificate   // nil: cert is the root
+	retired []*x509.Certificate // earlier intermediates, still trusted for what they issued
 }
 
 // Create generates a new deployment CA: an ECDSA P-256 key and a self-signed
@@ -142,16 +147,41 @@ func parsePrivateKeyPEM(keyPEM []byte) (crypto.Signer, error) {
 // Certificate returns the CA certificate. Callers must not modify it.
 func (c *CA) Certificate() *x509.Certificate { return c.cert }
 
-// Pool returns a new pool holding only the CA certificate, for the Verify
-// functions.
+// Pool returns a new pool for the Verify functions: the root and, under
+// an offline root, the issuing and retired intermediates (see TrustPool).
 func (c *CA) Pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(c.cert)
+	if c.root == nil {
+		p := x509.NewCertPool()
+		p.AddCert(c.cert)
+		return p
+	}
+	p, _ := TrustPool(c.root, c.Intermediates()) // checked when loaded
 	return p
 }
 
-// CertPEM returns the CA certificate in PEM form, as distributed to clients.
+// CertPEM returns the issuing certificate in PEM form.
 func (c *CA) CertPEM() []byte { return pemCert(c.cert.Raw) }
+
+// Root is the deployment's root certificate, what clients pin: the CA
+// certificate itself, or the offline root above the intermediate.
+func (c *CA) Root() *x509.Certificate {
+	if c.root != nil {
+		return c.root
+	}
+	return c.cert
+}
+
+// RootPEM is Root in PEM form, as distributed to clients.
+func (c *CA) RootPEM() []byte { return pemCert(c.Root().Raw) }
+
+// Intermediates are the issuing intermediate and the retired ones, newest
+// first; nil for a CA that is its own root.
+func (c *CA) Intermediates() []*x509.Certificate {
+	if c.root == nil {
+		return nil
+	}
+	return append([]*x509.Certificate{c.cert}, c.retired...)
+}
 
 // KeyPEM returns the CA private key as PEM PKCS#8. It is the deployment's
 // most sensitive secret.
