@@ -153,8 +153,12 @@ type EnrollRequest struct {
 type EnrollResponse struct {
 	DeviceID    string `json:"device_id"`
 	Certificate string `json:"certificate"` // PEM device certificate
-	CA          string `json:"ca"`          // PEM deployment CA certificate
+	CA          string `json:"ca"`          // PEM deployment CA certificate (the root clients pin)
 	Level       string `json:"level"`       // level written into the certificate
+	// Intermediates are the PEM issuing intermediates (current first, then
+	// retired) when the root is kept offline; absent when the root issues.
+	// Clients check each against the root (ca.TrustPool).
+	Intermediates []string `json:"intermediates,omitempty"`
 }
 
 // POST /v1/devices/{id}/renew (session of the device's account, and
@@ -406,7 +410,8 @@ type MemberDevice struct {
 // of one device certificate by POST /v1/ocsp (RFC 6960); an
 // organisation's membership CRL by GET /v1/directory/orgs/{id}/crl.
 type DirectoryCA struct {
-	Certificate string `json:"certificate"` // PEM deployment CA certificate
+	Certificate   string   `json:"certificate"`             // PEM deployment CA certificate (the root)
+	Intermediates []string `json:"intermediates,omitempty"` // PEM issuing intermediates, current first
 }
 
 // POST /v1/eid/verify (session). Reserved for level high; answers 501

@@ -160,7 +160,7 @@ func (s *Service) handleEnroll(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	web.WriteJSON(w, http.StatusCreated, EnrollResponse{DeviceID: deviceID, Certificate: pemCert(cert.Raw), CA: string(s.ca.CertPEM()), Level: level.String()})
+	web.WriteJSON(w, http.StatusCreated, EnrollResponse{DeviceID: deviceID, Certificate: pemCert(cert.Raw), CA: string(s.ca.RootPEM()), Intermediates: s.intermediatesPEM(), Level: level.String()})
 	return nil
 }
 
@@ -426,7 +426,7 @@ func (s *Service) handleRenew(w http.ResponseWriter, r *http.Request) error {
 			n(account, deviceID)
 		}
 	}
-	web.WriteJSON(w, http.StatusOK, EnrollResponse{DeviceID: deviceID, Certificate: pemCert(cert.Raw), CA: string(s.ca.CertPEM()), Level: level.String()})
+	web.WriteJSON(w, http.StatusOK, EnrollResponse{DeviceID: deviceID, Certificate: pemCert(cert.Raw), CA: string(s.ca.RootPEM()), Intermediates: s.intermediatesPEM(), Level: level.String()})
 	return nil
 }
 

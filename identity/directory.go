@@ -121,6 +121,16 @@ func (s *Service) loadOrgRead(ctx context.Context, id string) (orgRow, error) {
 }
 
 func (s *Service) handleDirectoryCA(w http.ResponseWriter, r *http.Request) error {
-	web.WriteJSON(w, http.StatusOK, DirectoryCA{Certificate: string(s.ca.CertPEM())})
+	web.WriteJSON(w, http.StatusOK, DirectoryCA{Certificate: string(s.ca.RootPEM()), Intermediates: s.intermediatesPEM()})
 	return nil
+}
+
+// intermediatesPEM is the CA's issuing and retired intermediates in PEM,
+// nil when the root issues.
+func (s *Service) intermediatesPEM() []string {
+	var out []string
+	for _, c := range s.ca.Intermediates() {
+		out = append(out, pemCert(c.Raw))
+	}
+	return out
 }

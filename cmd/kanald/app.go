@@ -59,7 +59,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	// records every binding identity and messaging vouch for.
 	origin := cfg.LogOrigin
 	if origin == "" {
-		origin = translog.DefaultOrigin(authority.Certificate().Raw)
+		origin = translog.DefaultOrigin(authority.Root().Raw)
 	}
 	signer, vkey, err := translog.LoadOrCreateKey(cfg.logKeyFile(), origin, rand.Reader)
 	if err != nil {

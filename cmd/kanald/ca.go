@@ -31,13 +31,20 @@ func loadCA(dir, name string, now time.Time) (*ca.CA, error) {
 		return nil, fmt.Errorf("cannot lock %s: %w", dir, err)
 	}
 	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	// A directory made by 'kanald ca init' holds an intermediate and no
+	// root key; otherwise the CA directory holds the root itself.
+	if ca.HasIssuingDir(dir) {
+		return ca.LoadIssuingDir(dir)
+	}
 	c, _, err := ca.LoadOrCreateDir(dir, name, now)
 	return c, err
 }
 
-// caFingerprint is the hex SHA-256 of the CA certificate.
+// caFingerprint is the hex SHA-256 of the root certificate (the CA
+// certificate itself, or the offline root above the intermediate: a new
+// intermediate does not change it).
 func caFingerprint(c *ca.CA) string {
-	sum := sha256.Sum256(c.Certificate().Raw)
+	sum := sha256.Sum256(c.Root().Raw)
 	return hex.EncodeToString(sum[:])
 }
 

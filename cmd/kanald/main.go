@@ -3,7 +3,8 @@
 // at PostgreSQL and a NATS cluster, several kanald nodes serve one city.
 //
 // `kanald operator reset` issues a new operator token and revokes the
-// earlier ones, against the database of the same settings.
+// earlier ones, against the database of the same settings. `kanald ca
+// init` and `kanald ca issue-intermediate` keep the CA's root offline.
 package main
 
 import (
@@ -54,6 +55,9 @@ const shutdownTimeout = 8 * time.Second
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) (err error) {
 	if len(args) > 0 && args[0] == "operator" {
 		return runOperator(ctx, args[1:], getenv, stdout)
+	}
+	if len(args) > 0 && args[0] == "ca" {
+		return runCA(ctx, args[1:], getenv, stdout)
 	}
 	cfg, err := parseConfig(args, getenv, stdout)
 	if errors.Is(err, flag.ErrHelp) {
@@ -128,9 +132,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return &settingError{"KANAL_SECRET_FILE", err}
 	}
-	legacy, err := authority.KeyPEM()
-	if err != nil {
-		return &settingError{"KANAL_CA_DIR", err}
+	var legacy []byte // the CA key, if this node holds the root (older data directories)
+	if authority.Intermediates() == nil {
+		if legacy, err = authority.KeyPEM(); err != nil {
+			return &settingError{"KANAL_CA_DIR", err}
+		}
 	}
 	keys, err := deriveSecretKeys(secret, legacy)
 	if err != nil {

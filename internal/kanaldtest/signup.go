@@ -5,9 +5,11 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
+	"strings"
 	"testing"
 
 	"github.com/kanal-server/kanal/identity"
+	cautil "github.com/kanal-server/kanal/identity/ca"
 	idclient "github.com/kanal-server/kanal/identity/client"
 	"github.com/kanal-server/kanal/messaging/client"
 )
@@ -16,10 +18,11 @@ import (
 type Device struct {
 	AccountID, DeviceID string
 	Key                 crypto.Signer
-	Certificate         []byte            // PEM
-	CA                  *x509.Certificate // the deployment's device CA
-	Token               string            // the session token
-	Identity            *idclient.Client  // identity's client with Token, approving with Key
+	Certificate         []byte              // PEM
+	CA                  *x509.Certificate   // the deployment's device CA
+	Intermediates       []*x509.Certificate // its issuing intermediates, if the root is offline
+	Token               string              // the session token
+	Identity            *idclient.Client    // identity's client with Token, approving with Key
 }
 
 // Verify signs email up as a user would: it asks for the code, reads it
@@ -70,7 +73,11 @@ func (s *Server) Enrol(t testing.TB, account string, enroller *idclient.Client, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Device{AccountID: account, DeviceID: enr.DeviceID, Key: key, Certificate: []byte(enr.Certificate), CA: ca,
+	inters, err := cautil.ParseCertificatesPEM([]byte(strings.Join(enr.Intermediates, "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Device{AccountID: account, DeviceID: enr.DeviceID, Key: key, Certificate: []byte(enr.Certificate), CA: ca, Intermediates: inters,
 		Token: sess.Token, Identity: ic.WithToken(sess.Token).WithDevice(enr.DeviceID, key)}
 }
 
@@ -79,7 +86,7 @@ func (s *Server) Enrol(t testing.TB, account string, enroller *idclient.Client, 
 func (d *Device) SDK(t testing.TB, base string, store client.Store) *client.Client {
 	t.Helper()
 	c, err := client.New(client.Options{BaseURL: base, Token: d.Token, AccountID: d.AccountID, DeviceID: d.DeviceID,
-		DeviceKey: d.Key, DeviceCertificate: d.Certificate, CA: d.CA, Store: store})
+		DeviceKey: d.Key, DeviceCertificate: d.Certificate, CA: d.CA, Intermediates: d.Intermediates, Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}

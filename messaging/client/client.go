@@ -51,6 +51,11 @@ type Options struct {
 	// CA is the deployment CA every peer certificate must chain to. Take
 	// it from enrolment or configuration, not from a claim response.
 	CA *x509.Certificate
+	// Intermediates are the deployment's issuing intermediates when its
+	// root is kept offline (enrolment's "intermediates", current first);
+	// each must be signed by CA as an issuing intermediate (ca.TrustPool)
+	// or New fails.
+	Intermediates []*x509.Certificate
 
 	Store Store
 	// OnNewDevice, if set, is called when a contact's account (or this
@@ -167,8 +172,15 @@ func New(o Options) (*Client, error) {
 			return nil, fmt.Errorf("messaging/client: LogKey: %w", err)
 		}
 	}
-	c.roots = x509.NewCertPool()
-	c.roots.AddCert(o.CA)
+	roots, err := ca.TrustPool(o.CA, o.Intermediates)
+	if err != nil {
+		return nil, fmt.Errorf("messaging/client: %w", err)
+	}
+	c.roots = roots
+	if len(o.Intermediates) > 0 {
+		// Statuses are signed by the issuing intermediate.
+		c.caCert = o.Intermediates[0]
+	}
 	// The own certificate must be one that peers will accept.
 	di, err := ca.VerifyDevice(der, c.roots, c.now())
 	if err != nil {
