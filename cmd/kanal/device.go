@@ -187,7 +187,7 @@ func deviceEnroll(ctx context.Context, c *cli, o *opts, _ []string) error {
 		}
 		return err
 	}
-	if err := keepCertificate(st, key, res.Certificate, res.CA); err != nil {
+	if err := keepCertificate(st, key, res.Certificate, res.CA, res.Intermediates); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "Enrolled device %s (%q, %s key), certificate level %s.\n", st.Data.DeviceID, name, o.keyType, res.Level)
@@ -201,8 +201,8 @@ func deviceEnroll(ctx context.Context, c *cli, o *opts, _ []string) error {
 
 // keepCertificate checks that certPEM certifies key and chains to caPEM,
 // and stores it with the ids it names.
-func keepCertificate(st *keystore.Store, key crypto.Signer, certPEM, caPEM string) error {
-	id, err := checkDeviceCert(key, []byte(certPEM), []byte(caPEM))
+func keepCertificate(st *keystore.Store, key crypto.Signer, certPEM, caPEM string, intermediates []string) error {
+	id, err := checkDeviceCert(key, []byte(certPEM), []byte(caPEM), intermediates)
 	if err != nil {
 		return err
 	}
@@ -213,12 +213,13 @@ func keepCertificate(st *keystore.Store, key crypto.Signer, certPEM, caPEM strin
 	st.Data.DeviceID = id.DeviceID
 	st.Data.DeviceCertPEM = []byte(certPEM)
 	setSecret(st, secretCA, caPEM)
+	setSecret(st, secretIntermediates, strings.Join(intermediates, ""))
 	return st.Save()
 }
 
 // checkDeviceCert verifies a device certificate offline, as any peer
 // would: it must chain to the CA and certify exactly key.
-func checkDeviceCert(key crypto.Signer, certPEM, caPEM []byte) (ca.DeviceIdentity, error) {
+func checkDeviceCert(key crypto.Signer, certPEM, caPEM []byte, intermediates []string) (ca.DeviceIdentity, error) {
 	certDER, err := pemBlock(certPEM, "CERTIFICATE")
 	if err != nil {
 		return ca.DeviceIdentity{}, fmt.Errorf("device certificate: %w", err)
@@ -231,8 +232,14 @@ func checkDeviceCert(key crypto.Signer, certPEM, caPEM []byte) (ca.DeviceIdentit
 	if err != nil {
 		return ca.DeviceIdentity{}, fmt.Errorf("CA certificate: %w", err)
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(root)
+	inters, err := ca.ParseCertificatesPEM([]byte(strings.Join(intermediates, "")))
+	if err != nil {
+		return ca.DeviceIdentity{}, fmt.Errorf("intermediate certificates: %w", err)
+	}
+	roots, err := ca.TrustPool(root, inters)
+	if err != nil {
+		return ca.DeviceIdentity{}, err
+	}
 	id, err := ca.VerifyDevice(certDER, roots, time.Now())
 	if err != nil {
 		return ca.DeviceIdentity{}, fmt.Errorf("device certificate: %w", err)
@@ -356,7 +363,7 @@ func deviceInstall(ctx context.Context, c *cli, o *opts, args []string) error {
 	if err != nil {
 		return fmt.Errorf("fetch the deployment CA: %w", err)
 	}
-	if err := keepCertificate(st, st.Data.DeviceKey, string(certPEM), dir.Certificate); err != nil {
+	if err := keepCertificate(st, st.Data.DeviceKey, string(certPEM), dir.Certificate, dir.Intermediates); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "Installed device %s of account %s.\nNext: kanal login\n", st.Data.DeviceID, st.Data.AccountID)
@@ -441,7 +448,7 @@ func deviceRenew(ctx context.Context, c *cli, o *opts, _ []string) error {
 		return err
 	}
 	if r.Next == nil {
-		if err := keepCertificate(st, st.Data.DeviceKey, res.Certificate, res.CA); err != nil {
+		if err := keepCertificate(st, st.Data.DeviceKey, res.Certificate, res.CA, res.Intermediates); err != nil {
 			return err
 		}
 		fmt.Fprintf(c.stdout, "Renewed the certificate of device %s (level %s).\n", st.Data.DeviceID, res.Level)
@@ -449,13 +456,13 @@ func deviceRenew(ctx context.Context, c *cli, o *opts, _ []string) error {
 	}
 	// The server has ended every session of the device; the new key
 	// replaces the old one here only once the certificate checks out.
-	if _, err := checkDeviceCert(r.Next, []byte(res.Certificate), []byte(res.CA)); err != nil {
+	if _, err := checkDeviceCert(r.Next, []byte(res.Certificate), []byte(res.CA), res.Intermediates); err != nil {
 		return err
 	}
 	st.Data.DeviceKey = r.Next
 	setSecret(st, secretPendingKey, "")
 	clearSession(st)
-	if err := keepCertificate(st, r.Next, res.Certificate, res.CA); err != nil {
+	if err := keepCertificate(st, r.Next, res.Certificate, res.CA, res.Intermediates); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "Changed the key of device %s to a new %s key (certificate level %s). Its sessions have ended: run 'kanal login'.\n",

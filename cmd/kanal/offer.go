@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/identity/keystore"
 	mclient "github.com/kanal-server/kanal/messaging/client"
 	"github.com/kanal-server/kanal/messaging/kind"
@@ -146,9 +147,18 @@ func caRoots(st *keystore.Store) (*x509.Certificate, *x509.CertPool, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(caC)
+	roots, err := ca.TrustPool(caC, storedIntermediates(st))
+	if err != nil {
+		return nil, nil, err
+	}
 	return caC, roots, nil
+}
+
+// storedIntermediates are the CA's issuing intermediates the key store
+// keeps from enrolment (none when the deployment's root issues).
+func storedIntermediates(st *keystore.Store) []*x509.Certificate {
+	cs, _ := ca.ParseCertificatesPEM([]byte(getSecret(st, secretIntermediates)))
+	return cs
 }
 
 // messenger returns this device's end-to-end client, publishing its keys
@@ -178,7 +188,7 @@ func (c *cli) messengerNoPoll(ctx context.Context, o *opts, st *keystore.Store) 
 	}
 	mc, err := mclient.New(mclient.Options{BaseURL: c.serverURL(o, st), Token: st.Data.SessionToken, AccountID: st.Data.AccountID,
 		DeviceID: st.Data.DeviceID, DeviceKey: st.Data.DeviceKey, DeviceCertificate: st.Data.DeviceCertPEM, CA: caC,
-		Store: mclient.NewKeystoreStore(st), OnNewDevice: func(n mclient.NewDevice) { c.newDevice(st, n) },
+		Intermediates: storedIntermediates(st), Store: mclient.NewKeystoreStore(st), OnNewDevice: func(n mclient.NewDevice) { c.newDevice(st, n) },
 		OnKeyChange: c.keyChanged, OnAlert: func(a mclient.Alert) { fmt.Fprintln(c.stderr, alertLine(a)) }})
 	if err != nil {
 		return nil, err

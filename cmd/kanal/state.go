@@ -28,6 +28,7 @@ const (
 	secretSessionExpires = "kanal.session_expires"
 	secretLevel          = "kanal.level"
 	secretCA             = "kanal.ca_pem"
+	secretIntermediates  = "kanal.intermediates_pem"
 	// secretPendingKey is a new device key (PKCS#8 DER) that 'kanal device
 	// renew --new-key' has generated and not yet had certified.
 	secretPendingKey = "kanal.pending_device_key"
