@@ -181,6 +181,13 @@ func TestPolicyQuorum(t *testing.T) {
 			}
 		})
 	}
+	// CheckCosigned counts the same without the log key.
+	if got, err := p.CheckCosigned(cosign(t, msg, now, cs[0], cs[2]), now); err != nil || len(got) != 2 {
+		t.Fatalf("CheckCosigned: %d %v", len(got), err)
+	}
+	if _, err := p.CheckCosigned(cosign(t, msg, now, cs[0]), now); !errors.Is(err, ErrQuorum) {
+		t.Fatalf("CheckCosigned with one: %v", err)
+	}
 	// A cosignature over another checkpoint of the same log does not count.
 	_, other := testLog(t, 11)
 	moved := AddSignatures(msg, strings.Split(strings.TrimSpace(string(cosign(t, other, now, cs[0], cs[1])[len(other):])), "\n")...)

@@ -83,6 +83,18 @@ type Options struct {
 	// included): an error refuses it, and whatever came with it. Witness
 	// cosignature quorums plug in here.
 	CheckCheckpoint func(note []byte, c transparency.Checkpoint) error
+	// Witnesses are the verifier keys ("name+keyid+base64", C2SP
+	// tlog-cosignature) of the witnesses whose cosignatures every
+	// checkpoint must carry before it replaces the stored one:
+	// WitnessQuorum of them (0: all listed), each cosigned no longer than
+	// WitnessMaxAge ago (0: any age). A checkpoint without the quorum is
+	// refused with transparency.ErrQuorum and the stored one kept. With
+	// witnesses, UpdateLog fetches GET /v1/log/witness/checkpoint. Take
+	// the keys from the deployment's published configuration, not from
+	// GET /v1/log/witnesses.
+	Witnesses     []string
+	WitnessQuorum int
+	WitnessMaxAge time.Duration
 
 	// PrekeyBatch is how many one-time prekeys of each kind Publish and
 	// Replenish upload at a time (0: PrekeyBatch; at most
@@ -135,6 +147,7 @@ type Client struct {
 
 	logKeyOpt       string
 	checkCheckpoint func([]byte, transparency.Checkpoint) error
+	witnessed       bool       // checkpoints must carry witness cosignatures
 	logMu           sync.Mutex // guards logState and the log's Store names
 	logState        *logState
 	batch           int // one-time prekeys of each kind per upload
@@ -171,6 +184,27 @@ func New(o Options) (*Client, error) {
 		if _, err := transparency.NewVerifier(o.LogKey); err != nil {
 			return nil, fmt.Errorf("messaging/client: LogKey: %w", err)
 		}
+	}
+	if len(o.Witnesses) > 0 || o.WitnessQuorum != 0 {
+		q := o.WitnessQuorum
+		if q == 0 {
+			q = len(o.Witnesses)
+		}
+		policy, err := transparency.NewWitnessPolicy(o.Witnesses, q, o.WitnessMaxAge)
+		if err != nil {
+			return nil, fmt.Errorf("messaging/client: Witnesses: %w", err)
+		}
+		user := c.checkCheckpoint
+		c.checkCheckpoint = func(msg []byte, cp transparency.Checkpoint) error {
+			if _, err := policy.CheckCosigned(msg, c.now()); err != nil {
+				return err
+			}
+			if user != nil {
+				return user(msg, cp)
+			}
+			return nil
+		}
+		c.witnessed = true
 	}
 	roots, err := ca.TrustPool(o.CA, o.Intermediates)
 	if err != nil {

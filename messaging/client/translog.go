@@ -227,11 +227,16 @@ func (c *Client) AdvanceLog(ctx context.Context, checkpoint []byte, proof []tlog
 	return cp, c.accept(ctx, st, checkpoint, cp, func(context.Context, int64, int64) ([]tlog.Hash, error) { return proof, nil })
 }
 
-// UpdateLog fetches the newest checkpoint and the proof that it extends
-// the stored one, checks both and stores the checkpoint. It returns the
-// checkpoint now stored.
+// UpdateLog fetches the newest checkpoint (with Options.Witnesses, the
+// newest the witnesses cosigned) and the proof that it extends the stored
+// one, checks both and stores the checkpoint. It returns the checkpoint
+// now stored.
 func (c *Client) UpdateLog(ctx context.Context) (transparency.Checkpoint, error) {
-	msg, err := c.getText(ctx, "/v1/log/checkpoint")
+	path := "/v1/log/checkpoint"
+	if c.witnessed {
+		path = "/v1/log/witness/checkpoint"
+	}
+	msg, err := c.getText(ctx, path)
 	if err != nil {
 		return transparency.Checkpoint{}, fmt.Errorf("messaging/client: checkpoint: %w", err)
 	}
