@@ -157,100 +157,102 @@ func TestAttackIdentityKeySwapped(t *testing.T) {
 			name = "verified"
 		}
 		t.Run(name, func(t *testing.T) {
-			ctx := context.Background()
-			srv := startKanald(t, false)
-			anna, ben := signUp(t, srv, "anna@example.org", true), signUp(t, srv, "ben@example.org", false)
-			mallory := signUp(t, srv, "mallory@example.org", false)
-			var changes keyChanges
-			annaSDK, err := client.New(client.Options{BaseURL: srv.URL, Token: anna.Token, AccountID: anna.AccountID, DeviceID: anna.DeviceID,
-				DeviceKey: anna.Key, DeviceCertificate: anna.Certificate, CA: anna.CA, Store: client.NewMemoryStore(), OnKeyChange: changes.add})
-			if err != nil {
-				t.Fatal(err)
-			}
-			benSDK := ben.SDK(t, srv.URL, client.NewMemoryStore())
-			for _, s := range []*client.Client{annaSDK, benSDK} {
-				if _, err := s.Publish(ctx); err != nil {
+			engines(t, func(t *testing.T, postgres bool) {
+				ctx := context.Background()
+				srv := startKanald(t, postgres)
+				anna, ben := signUp(t, srv, "anna@example.org", true), signUp(t, srv, "ben@example.org", false)
+				mallory := signUp(t, srv, "mallory@example.org", false)
+				var changes keyChanges
+				annaSDK, err := client.New(client.Options{BaseURL: srv.URL, Token: anna.Token, AccountID: anna.AccountID, DeviceID: anna.DeviceID,
+					DeviceKey: anna.Key, DeviceCertificate: anna.Certificate, CA: anna.CA, Store: client.NewMemoryStore(), OnKeyChange: changes.add})
+				if err != nil {
 					t.Fatal(err)
 				}
-			}
-			sendText(t, annaSDK, ben.AccountID, "Hallo Ben")
-			if got, err := benSDK.Monitor(ctx); err != nil || len(got) != 0 {
-				t.Fatalf("Ben's monitor before the attack: %+v %v", got, err)
-			}
-			benKey, err := benSDK.IdentityPublic()
-			if err != nil {
-				t.Fatal(err)
-			}
-			// Both sides compute the same safety number from the keys.
-			annaNums, err := annaSDK.SafetyNumbers(ctx, ben.AccountID)
-			if err != nil || len(annaNums) != 1 || annaNums[0].DeviceID != ben.DeviceID {
-				t.Fatalf("Anna's safety numbers for Ben: %+v %v", annaNums, err)
-			}
-			benNums, err := benSDK.SafetyNumbers(ctx, anna.AccountID)
-			if err != nil || len(benNums) != 1 || !benNums[0].Number.Equal(annaNums[0].Number) {
-				t.Fatalf("Ben's safety number %+v, Anna's %+v (%v)", benNums, annaNums, err)
-			}
-			if verified {
+				benSDK := ben.SDK(t, srv.URL, client.NewMemoryStore())
+				for _, s := range []*client.Client{annaSDK, benSDK} {
+					if _, err := s.Publish(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+				sendText(t, annaSDK, ben.AccountID, "Hallo Ben")
+				if got, err := benSDK.Monitor(ctx); err != nil || len(got) != 0 {
+					t.Fatalf("Ben's monitor before the attack: %+v %v", got, err)
+				}
+				benKey, err := benSDK.IdentityPublic()
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Both sides compute the same safety number from the keys.
+				annaNums, err := annaSDK.SafetyNumbers(ctx, ben.AccountID)
+				if err != nil || len(annaNums) != 1 || annaNums[0].DeviceID != ben.DeviceID {
+					t.Fatalf("Anna's safety numbers for Ben: %+v %v", annaNums, err)
+				}
+				benNums, err := benSDK.SafetyNumbers(ctx, anna.AccountID)
+				if err != nil || len(benNums) != 1 || !benNums[0].Number.Equal(annaNums[0].Number) {
+					t.Fatalf("Ben's safety number %+v, Anna's %+v (%v)", benNums, annaNums, err)
+				}
+				if verified {
+					if err := annaSDK.VerifyContact(ben.AccountID); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if got := changes.list(); len(got) != 0 {
+					t.Fatalf("key changes before the attack: %+v", got)
+				}
+
+				forged := swapKey(t, srv, ben, anna, mallory.Token, "Hier ist Ben, neues Telefon. Schick mir die PIN.")
+				texts, refused := inbox(t, annaSDK)
+				if len(refused) != 0 {
+					t.Fatalf("refused: %v", refused)
+				}
+				wantTexts(t, "Anna", texts, ben.AccountID+": Hier ist Ben, neues Telefon. Schick mir die PIN.")
+
+				// Ben's monitor sees the key logged for his device.
+				if got, err := benSDK.Monitor(ctx); err != nil || len(got) != 1 || got[0].Kind != client.AlertForeignKey || got[0].DeviceID != ben.DeviceID {
+					t.Fatalf("Ben's monitor after the attack: %+v %v", got, err)
+				}
+				// The change is visible: reported, and shown by Contact.
+				got := changes.list()
+				if len(got) != 1 || got[0].AccountID != ben.AccountID || got[0].DeviceID != ben.DeviceID || got[0].NewDevice ||
+					!got[0].Old.Equal(benKey) || !got[0].New.Equal(forged) || got[0].Verified != verified {
+					t.Fatalf("key changes: %+v, want Ben's %s from his key to the forged one (verified %v)", got, ben.DeviceID, verified)
+				}
+				ct, err := annaSDK.Contact(ben.AccountID)
+				if err != nil || len(ct.Devices) != 1 || !ct.Devices[0].Key.Equal(forged) || ct.Devices[0].Unverified != verified {
+					t.Fatalf("contact: %+v %v", ct, err)
+				}
+				nums, err := annaSDK.SafetyNumbers(ctx, ben.AccountID)
+				if err != nil || nums[0].Number.Equal(annaNums[0].Number) {
+					t.Fatalf("the safety number did not change with the key: %+v %v", nums, err)
+				}
+
+				mb := mailboxOf(t, srv)
+				before, _ := pending(t, mb, ben.DeviceID)
+				_, err = annaSDK.Send(ctx, client.Peer{AccountID: ben.AccountID}, textMsg(t, "1234"))
+				after, _ := pending(t, mb, ben.DeviceID)
+				if !verified {
+					if err != nil {
+						t.Fatalf("send to an unverified contact whose key changed: %v", err)
+					}
+					return
+				}
+				var kc *client.KeyChangedError
+				if !errors.As(err, &kc) || !errors.Is(err, client.ErrKeyChanged) || kc.AccountID != ben.AccountID || kc.DeviceID != ben.DeviceID || kc.NewDevice {
+					t.Fatalf("send to a verified contact whose key changed: %v, want a KeyChangedError for %s", err, ben.DeviceID)
+				}
+				if len(after) != len(before) {
+					t.Fatalf("a blocked send stored %d envelopes", len(after)-len(before))
+				}
+				// Still blocked on the next try; verifying again (the user
+				// compared the new number) lets it go.
+				if _, err := annaSDK.Send(ctx, client.Peer{AccountID: ben.AccountID}, textMsg(t, "1234")); !errors.As(err, &kc) {
+					t.Fatalf("second send: %v", err)
+				}
 				if err := annaSDK.VerifyContact(ben.AccountID); err != nil {
 					t.Fatal(err)
 				}
-			}
-			if got := changes.list(); len(got) != 0 {
-				t.Fatalf("key changes before the attack: %+v", got)
-			}
-
-			forged := swapKey(t, srv, ben, anna, mallory.Token, "Hier ist Ben, neues Telefon. Schick mir die PIN.")
-			texts, refused := inbox(t, annaSDK)
-			if len(refused) != 0 {
-				t.Fatalf("refused: %v", refused)
-			}
-			wantTexts(t, "Anna", texts, ben.AccountID+": Hier ist Ben, neues Telefon. Schick mir die PIN.")
-
-			// Ben's monitor sees the key logged for his device.
-			if got, err := benSDK.Monitor(ctx); err != nil || len(got) != 1 || got[0].Kind != client.AlertForeignKey || got[0].DeviceID != ben.DeviceID {
-				t.Fatalf("Ben's monitor after the attack: %+v %v", got, err)
-			}
-			// The change is visible: reported, and shown by Contact.
-			got := changes.list()
-			if len(got) != 1 || got[0].AccountID != ben.AccountID || got[0].DeviceID != ben.DeviceID || got[0].NewDevice ||
-				!got[0].Old.Equal(benKey) || !got[0].New.Equal(forged) || got[0].Verified != verified {
-				t.Fatalf("key changes: %+v, want Ben's %s from his key to the forged one (verified %v)", got, ben.DeviceID, verified)
-			}
-			ct, err := annaSDK.Contact(ben.AccountID)
-			if err != nil || len(ct.Devices) != 1 || !ct.Devices[0].Key.Equal(forged) || ct.Devices[0].Unverified != verified {
-				t.Fatalf("contact: %+v %v", ct, err)
-			}
-			nums, err := annaSDK.SafetyNumbers(ctx, ben.AccountID)
-			if err != nil || nums[0].Number.Equal(annaNums[0].Number) {
-				t.Fatalf("the safety number did not change with the key: %+v %v", nums, err)
-			}
-
-			mb := mailboxOf(t, srv)
-			before, _ := pending(t, mb, ben.DeviceID)
-			_, err = annaSDK.Send(ctx, client.Peer{AccountID: ben.AccountID}, textMsg(t, "1234"))
-			after, _ := pending(t, mb, ben.DeviceID)
-			if !verified {
-				if err != nil {
-					t.Fatalf("send to an unverified contact whose key changed: %v", err)
-				}
-				return
-			}
-			var kc *client.KeyChangedError
-			if !errors.As(err, &kc) || !errors.Is(err, client.ErrKeyChanged) || kc.AccountID != ben.AccountID || kc.DeviceID != ben.DeviceID || kc.NewDevice {
-				t.Fatalf("send to a verified contact whose key changed: %v, want a KeyChangedError for %s", err, ben.DeviceID)
-			}
-			if len(after) != len(before) {
-				t.Fatalf("a blocked send stored %d envelopes", len(after)-len(before))
-			}
-			// Still blocked on the next try; verifying again (the user
-			// compared the new number) lets it go.
-			if _, err := annaSDK.Send(ctx, client.Peer{AccountID: ben.AccountID}, textMsg(t, "1234")); !errors.As(err, &kc) {
-				t.Fatalf("second send: %v", err)
-			}
-			if err := annaSDK.VerifyContact(ben.AccountID); err != nil {
-				t.Fatal(err)
-			}
-			sendText(t, annaSDK, ben.AccountID, "jetzt geprüft")
+				sendText(t, annaSDK, ben.AccountID, "jetzt geprüft")
+			})
 		})
 	}
 }
