@@ -9,9 +9,13 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -531,4 +535,43 @@ func TestSurveyGroupAudience(t *testing.T) {
 			t.Errorf("non-member: token %v, %d surveys listed", err, len(list))
 		}
 	}
+
+	// The board's head is in the transparency log: checked through Anna's
+	// messaging SDK (its pinned log key and checkpoint). A server that
+	// serves the board without head_log is refused.
+	roots := x509.NewCertPool()
+	roots.AddCert(caCert)
+	if _, _, err := public.WithLog(mc).Board(ctx, def.SurveyID, roots); err != nil {
+		t.Fatalf("board with its head_log: %v", err)
+	}
+	strip := httptest.NewServer(&httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(mustURL(t, srv.URL)) },
+		ModifyResponse: func(resp *http.Response) error {
+			if !strings.HasSuffix(resp.Request.URL.Path, "/board") {
+				return nil
+			}
+			var page map[string]json.RawMessage
+			if err := json.NewDecoder(resp.Body).Decode(&page); err != nil {
+				return err
+			}
+			delete(page, "head_log")
+			b, _ := json.Marshal(page)
+			resp.Body = io.NopCloser(bytes.NewReader(b))
+			resp.ContentLength = int64(len(b))
+			resp.Header.Set("Content-Length", fmt.Sprint(len(b)))
+			return nil
+		}})
+	defer strip.Close()
+	if _, _, err := sclient.New(strip.URL, httpClient).WithLog(mc).Board(ctx, def.SurveyID, roots); !errors.Is(err, surveys.ErrBadBoard) {
+		t.Fatalf("board without head_log: %v, want ErrBadBoard", err)
+	}
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }

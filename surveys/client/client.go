@@ -20,6 +20,7 @@ import (
 
 	idclient "github.com/kanal-server/kanal/identity/client"
 	"github.com/kanal-server/kanal/internal/apiclient"
+	"github.com/kanal-server/kanal/keys/transparency"
 	"github.com/kanal-server/kanal/surveys"
 )
 
@@ -43,6 +44,25 @@ type Client struct {
 	hc    *http.Client
 	token string
 	now   func() time.Time
+	log   LogChecker // nil: board heads are not checked against the log
+}
+
+// LogChecker verifies a transparency log attachment against the log key
+// and checkpoint the device pinned: messaging/client's Client.VerifyLogged
+// is one (docs/transparency.md).
+type LogChecker interface {
+	VerifyLogged(ctx context.Context, a *transparency.Attachment) (*transparency.Entry, error)
+}
+
+// WithLog returns a copy whose Board requires, on every page, the head's
+// inclusion proof in the deployment's transparency log (head_log),
+// verified by l, naming the page's survey, length and head hash: a board
+// the server did not log, and so might show only to this voter, is
+// refused with surveys.ErrBadBoard.
+func (c *Client) WithLog(l LogChecker) *Client {
+	cc := *c
+	cc.log = l
+	return &cc
 }
 
 // New returns a client for the server at baseURL. A nil httpClient means
@@ -239,6 +259,9 @@ func (c *Client) Board(ctx context.Context, id string, roots *x509.CertPool) ([]
 		if err != nil {
 			return nil, nil, err
 		}
+		if err := c.checkHeadLog(ctx, id, h, p.HeadLog); err != nil {
+			return nil, nil, err
+		}
 		head = h
 		all = append(all, p.Entries...)
 		if len(p.Entries) == 0 || int64(len(all)) >= head.Length {
@@ -367,4 +390,23 @@ func (c *Client) CheckReceipt(ctx context.Context, r *surveys.Receipt, roots *x5
 		return err
 	}
 	return surveys.FindReceipt(entries, r)
+}
+
+// checkHeadLog checks, when the client has a LogChecker, that a is the
+// verified survey-head entry of head.
+func (c *Client) checkHeadLog(ctx context.Context, id string, head *surveys.Head, a *transparency.Attachment) error {
+	if c.log == nil {
+		return nil
+	}
+	if a == nil {
+		return fmt.Errorf("%w: the board head is not in the transparency log (no head_log)", surveys.ErrBadBoard)
+	}
+	e, err := c.log.VerifyLogged(ctx, a)
+	if err != nil {
+		return fmt.Errorf("%w: head_log: %w", surveys.ErrBadBoard, err)
+	}
+	if e.Kind != transparency.KindSurveyHead || e.Survey != id || head.SurveyID != id || e.Size != uint64(head.Length) || !bytes.Equal(e.Head, head.Hash) {
+		return fmt.Errorf("%w: head_log names %s %s of length %d, not this board's head", surveys.ErrBadBoard, e.Kind, e.Survey, e.Size)
+	}
+	return nil
 }
