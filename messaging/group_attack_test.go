@@ -58,9 +58,18 @@ func TestAttackGroupFlood(t *testing.T) {
 		if changes != messaging.MaxGroupChangesPerWindow {
 			t.Fatalf("%d membership changes before the limit, want %d", changes, messaging.MaxGroupChangesPerWindow)
 		}
-		// The victim leaves any group of mallory's whatever the limits.
-		if st, out := e.call(victim, "DELETE", "/v1/groups/"+firstGroupOf(t, e, victim)+"/members/victim", nil); st != 200 {
-			t.Fatalf("leaving: %d %v", st, out)
+		// The victim is in none of mallory's groups, and declines any
+		// invitation whatever the limits.
+		if st, out := e.call(victim, "GET", "/v1/groups", nil); st != 200 || len(out["groups"].([]any)) != 0 {
+			t.Fatalf("the victim's groups: %d %v", st, out)
+		}
+		st, out = e.call(victim, "GET", "/v1/invitations", nil)
+		invs, _ := out["invitations"].([]any)
+		if st != 200 || len(invs) == 0 {
+			t.Fatalf("the victim's invitations: %d %v", st, out)
+		}
+		if st, out := e.call(victim, "POST", "/v1/groups/"+invs[0].(map[string]any)["group_id"].(string)+"/invitation/decline", nil); st != 200 {
+			t.Fatalf("declining: %d %v", st, out)
 		}
 		// Another device is not held back.
 		if st, out := e.call(alice, "POST", "/v1/groups", messaging.CreateGroupRequest{}); st != 201 {

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/kanal-server/kanal/internal/web"
@@ -55,6 +56,9 @@ type Group struct {
 	CreatedBy string            `json:"created_by"`
 	CreatedAt time.Time         `json:"created_at"`
 	Members   []GroupMemberInfo `json:"members"`
+	// Invitations are the pending invitations, not yet accepted,
+	// declined, withdrawn or expired.
+	Invitations []GroupInvitation `json:"invitations"`
 }
 
 // GroupMemberRequest names an account and its role: an element of
@@ -106,14 +110,16 @@ func errNotMember(id string) error {
 	return web.Errorf(http.StatusNotFound, TypeNotMember, "Not a member", "no group %s with you as a member", id)
 }
 
-// CreateGroup creates a group with the caller as admin and the requested
-// members, and announces each to every member's devices.
+// CreateGroup creates a group with the caller as its only member (an
+// admin) and invites the requested accounts, and announces the group to
+// the caller's devices and each invitation to the caller's and the
+// invitee's devices.
 func (s *Service) CreateGroup(ctx context.Context, c Caller, req *CreateGroupRequest) (*Group, error) {
 	if err := s.groupLimit(s.groupCreates, "group creations", c.DeviceID); err != nil {
 		return nil, err
 	}
 	if len(req.Members)+1 > MaxGroupMembers {
-		return nil, fmt.Errorf("%w: a group has at most %d members", ErrInvalid, MaxGroupMembers)
+		return nil, errGroupFull()
 	}
 	seen := map[string]bool{c.AccountID: true}
 	for i, m := range req.Members {
@@ -131,31 +137,50 @@ func (s *Service) CreateGroup(ctx context.Context, c Caller, req *CreateGroupReq
 	if err := s.checkAccounts(ctx, req.Members); err != nil {
 		return nil, err
 	}
-	g := &Group{GroupID: newGroupID(), CreatedBy: c.AccountID, CreatedAt: s.now().UTC().Truncate(time.Second)}
-	g.Members = append(g.Members, GroupMemberInfo{AccountID: c.AccountID, Role: GroupAdmin, AddedAt: g.CreatedAt})
+	now := s.now().UTC().Truncate(time.Second)
+	g := &Group{GroupID: newGroupID(), CreatedBy: c.AccountID, CreatedAt: now,
+		Members:     []GroupMemberInfo{{AccountID: c.AccountID, Role: GroupAdmin, AddedAt: now}},
+		Invitations: []GroupInvitation{}}
+	p := &groupPlan{notices: []groupNotice{{kind.GroupChangeBody{GroupID: g.GroupID, Op: "created", AccountID: c.AccountID, By: c.AccountID, Role: GroupAdmin}, []string{c.AccountID}}}}
 	for _, m := range req.Members {
-		g.Members = append(g.Members, GroupMemberInfo{AccountID: m.AccountID, Role: m.Role, AddedAt: g.CreatedAt})
+		inv := GroupInvitation{AccountID: m.AccountID, Role: m.Role, InvitedBy: c.AccountID, InvitedAt: now, ExpiresAt: now.Add(InvitationLifetime)}
+		g.Invitations = append(g.Invitations, inv)
+		p.notices = append(p.notices, groupNotice{kind.GroupChangeBody{GroupID: g.GroupID, Op: "invited", AccountID: m.AccountID, By: c.AccountID, Role: m.Role},
+			[]string{c.AccountID, m.AccountID}})
 	}
-	changes := []kind.GroupChangeBody{{GroupID: g.GroupID, Op: "created", AccountID: c.AccountID, By: c.AccountID, Role: GroupAdmin}}
-	for _, m := range req.Members {
-		changes = append(changes, kind.GroupChangeBody{GroupID: g.GroupID, Op: "added", AccountID: m.AccountID, By: c.AccountID, Role: m.Role})
+	envs, devices, err := s.sealPlan(ctx, g.GroupID, p)
+	if err != nil {
+		return nil, err
 	}
-	err := s.changeGroup(ctx, g.GroupID, accountsOf(g.Members), changes, nil, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO messaging_groups (id, created_by, created_at) VALUES ($1, $2, $3)`,
-			g.GroupID, c.AccountID, g.CreatedAt.Unix()); err != nil {
-			return err
-		}
-		for _, m := range g.Members {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO messaging_group_members (group_id, account_id, role, added_at) VALUES ($1, $2, $3, $4)`,
-				g.GroupID, m.AccountID, m.Role, g.CreatedAt.Unix()); err != nil {
+	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
+		for _, inv := range g.Invitations {
+			if err := s.checkDeclined(ctx, tx, g.GroupID, c.AccountID, inv.AccountID); err != nil {
 				return err
 			}
 		}
-		return nil
+		if _, err := tx.ExecContext(ctx, `INSERT INTO messaging_groups (id, created_by, created_at) VALUES ($1, $2, $3)`,
+			g.GroupID, c.AccountID, now.Unix()); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO messaging_group_members (group_id, account_id, role, added_at) VALUES ($1, $2, $3, $4)`,
+			g.GroupID, c.AccountID, GroupAdmin, now.Unix()); err != nil {
+			return err
+		}
+		for _, inv := range g.Invitations {
+			if err := insertInvitation(ctx, tx, g.GroupID, inv); err != nil {
+				return err
+			}
+		}
+		return s.appendNotices(ctx, tx, envs)
 	})
 	if err != nil {
+		var pr *web.Problem
+		if errors.As(err, &pr) {
+			return nil, pr
+		}
 		return nil, fmt.Errorf("messaging.group: %w", err)
 	}
+	s.wake(devices)
 	return g, nil
 }
 
@@ -206,12 +231,13 @@ type (
 	queryFunc    func(ctx context.Context, q string, args ...any) (*sql.Rows, error)
 )
 
-// loadGroup reads a group and its members, nil if there is none.
+// loadGroup reads a group, its members and its pending invitations (those
+// not expired), nil if there is none.
 func (s *Service) loadGroup(ctx context.Context, row queryRowFunc, rows queryFunc, id string) (*Group, error) {
 	if !ValidGroupID(id) {
 		return nil, nil
 	}
-	g := &Group{GroupID: id}
+	g := &Group{GroupID: id, Invitations: []GroupInvitation{}}
 	var created int64
 	err := row(ctx, `SELECT created_by, created_at FROM messaging_groups WHERE id = $1`, id).Scan(&g.CreatedBy, &created)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -234,7 +260,26 @@ func (s *Service) loadGroup(ctx context.Context, row queryRowFunc, rows queryFun
 		m.AddedAt = time.Unix(added, 0).UTC()
 		g.Members = append(g.Members, m)
 	}
-	return g, rs.Err()
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("messaging.group: %w", err)
+	}
+	rs.Close()
+	is, err := rows(ctx, `SELECT account_id, role, invited_by, invited_at, expires_at FROM messaging_group_invitations
+		WHERE group_id = $1 AND expires_at > $2 ORDER BY invited_at, account_id`, id, s.now().Unix())
+	if err != nil {
+		return nil, fmt.Errorf("messaging.group: %w", err)
+	}
+	defer is.Close()
+	for is.Next() {
+		var inv GroupInvitation
+		var at, exp int64
+		if err := is.Scan(&inv.AccountID, &inv.Role, &inv.InvitedBy, &at, &exp); err != nil {
+			return nil, fmt.Errorf("messaging.group: %w", err)
+		}
+		inv.InvitedAt, inv.ExpiresAt = time.Unix(at, 0).UTC(), time.Unix(exp, 0).UTC()
+		g.Invitations = append(g.Invitations, inv)
+	}
+	return g, is.Err()
 }
 
 func (g *Group) role(account string) string {
@@ -244,6 +289,16 @@ func (g *Group) role(account string) string {
 		}
 	}
 	return ""
+}
+
+// invitation returns account's pending invitation, nil if there is none.
+func (g *Group) invitation(account string) *GroupInvitation {
+	for i := range g.Invitations {
+		if g.Invitations[i].AccountID == account {
+			return &g.Invitations[i]
+		}
+	}
+	return nil
 }
 
 func (g *Group) admins() int {
@@ -276,7 +331,8 @@ func (s *Service) ListGroups(ctx context.Context, c Caller) (*GroupList, error) 
 	return out, rs.Err()
 }
 
-// AddGroupMember adds an account to a group; only an admin may.
+// AddGroupMember invites an account to a group; only an admin may. The
+// account becomes a member when it accepts (AcceptInvitation).
 func (s *Service) AddGroupMember(ctx context.Context, c Caller, id string, req *GroupMemberRequest) (*Group, error) {
 	if err := s.groupLimit(s.groupChanges, "group changes", c.DeviceID); err != nil {
 		return nil, err
@@ -290,18 +346,34 @@ func (s *Service) AddGroupMember(ctx context.Context, c Caller, id string, req *
 	if err := s.checkAccounts(ctx, []GroupMemberRequest{*req}); err != nil {
 		return nil, err
 	}
-	return s.editGroup(ctx, c, id, func(g *Group) (*kind.GroupChangeBody, string, error) {
+	return s.changeGroup(ctx, id, func(g *Group) (*groupPlan, error) {
+		if g == nil || g.role(c.AccountID) == "" {
+			return nil, errNotMember(id)
+		}
 		if g.role(c.AccountID) != GroupAdmin {
-			return nil, "", web.Errorf(http.StatusForbidden, TypeNotAdmin, "Not a group admin", "only an admin adds members")
+			return nil, web.Errorf(http.StatusForbidden, TypeNotAdmin, "Not a group admin", "only an admin invites members")
 		}
 		if g.role(req.AccountID) != "" {
-			return nil, "", web.Errorf(http.StatusConflict, TypeAlreadyMember, "Already a member", "%s is already a member", req.AccountID)
+			return nil, web.Errorf(http.StatusConflict, TypeAlreadyMember, "Already a member", "%s is already a member", req.AccountID)
 		}
-		if len(g.Members)+1 > MaxGroupMembers {
-			return nil, "", fmt.Errorf("%w: a group has at most %d members", ErrInvalid, MaxGroupMembers)
+		if g.invitation(req.AccountID) != nil {
+			return nil, web.Errorf(http.StatusConflict, TypeAlreadyInvited, "Already invited", "%s is already invited; the invitation waits for an answer", req.AccountID)
 		}
-		return &kind.GroupChangeBody{GroupID: id, Op: "added", AccountID: req.AccountID, By: c.AccountID, Role: req.Role},
-			`INSERT INTO messaging_group_members (group_id, account_id, role, added_at) VALUES ($1, $2, $3, $4)`, nil
+		if len(g.Members)+len(g.Invitations)+1 > MaxGroupMembers {
+			return nil, errGroupFull()
+		}
+		now := s.now().UTC().Truncate(time.Second)
+		inv := GroupInvitation{AccountID: req.AccountID, Role: req.Role, InvitedBy: c.AccountID, InvitedAt: now, ExpiresAt: now.Add(InvitationLifetime)}
+		return &groupPlan{
+			notices: []groupNotice{{kind.GroupChangeBody{GroupID: id, Op: "invited", AccountID: req.AccountID, By: c.AccountID, Role: req.Role},
+				append(accountsOf(g.Members), req.AccountID)}},
+			apply: func(ctx context.Context, tx *sql.Tx) error {
+				if err := s.checkDeclined(ctx, tx, id, c.AccountID, req.AccountID); err != nil {
+					return err
+				}
+				return insertInvitation(ctx, tx, id, inv)
+			},
+		}, nil
 	})
 }
 
@@ -314,132 +386,181 @@ func (s *Service) SetGroupRole(ctx context.Context, c Caller, id, account string
 	if !validRole(req.Role) {
 		return nil, fmt.Errorf("%w: role: admin or member", ErrInvalid)
 	}
-	return s.editGroup(ctx, c, id, func(g *Group) (*kind.GroupChangeBody, string, error) {
+	return s.changeGroup(ctx, id, func(g *Group) (*groupPlan, error) {
+		if g == nil || g.role(c.AccountID) == "" {
+			return nil, errNotMember(id)
+		}
 		if g.role(c.AccountID) != GroupAdmin {
-			return nil, "", web.Errorf(http.StatusForbidden, TypeNotAdmin, "Not a group admin", "only an admin changes roles")
+			return nil, web.Errorf(http.StatusForbidden, TypeNotAdmin, "Not a group admin", "only an admin changes roles")
 		}
 		old := g.role(account)
 		if old == "" {
-			return nil, "", web.Errorf(http.StatusNotFound, TypeNotMember, "Not a member", "%s is not a member", account)
+			// An invitee too: a role change never makes a member.
+			return nil, web.Errorf(http.StatusNotFound, TypeNotMember, "Not a member", "%s is not a member", account)
 		}
 		if old == GroupAdmin && req.Role != GroupAdmin && g.admins() == 1 && len(g.Members) > 1 {
-			return nil, "", web.Errorf(http.StatusConflict, TypeLastAdmin, "Last admin", "make another member admin first")
+			return nil, web.Errorf(http.StatusConflict, TypeLastAdmin, "Last admin", "make another member admin first")
 		}
-		return &kind.GroupChangeBody{GroupID: id, Op: "role", AccountID: account, By: c.AccountID, Role: req.Role},
-			`UPDATE messaging_group_members SET role = $3 WHERE group_id = $1 AND account_id = $2`, nil
+		return &groupPlan{
+			notices: []groupNotice{{kind.GroupChangeBody{GroupID: id, Op: "role", AccountID: account, By: c.AccountID, Role: req.Role}, accountsOf(g.Members)}},
+			apply: func(ctx context.Context, tx *sql.Tx) error {
+				_, err := tx.ExecContext(ctx, `UPDATE messaging_group_members SET role = $3 WHERE group_id = $1 AND account_id = $2`, id, account, req.Role)
+				return err
+			},
+		}, nil
 	})
 }
 
 // RemoveGroupMember removes account from a group: an admin removes
 // anyone, a member removes only themselves (leaves). The last admin
 // cannot leave while other members remain; the last member leaving ends
-// the group.
+// the group, its invitations with it. An admin removing an invitee
+// withdraws the invitation.
 func (s *Service) RemoveGroupMember(ctx context.Context, c Caller, id, account string) (*Group, error) {
 	if account != c.AccountID { // leaving is never limited
 		if err := s.groupLimit(s.groupChanges, "group changes", c.DeviceID); err != nil {
 			return nil, err
 		}
 	}
-	return s.editGroup(ctx, c, id, func(g *Group) (*kind.GroupChangeBody, string, error) {
+	return s.changeGroup(ctx, id, func(g *Group) (*groupPlan, error) {
+		if g == nil || g.role(c.AccountID) == "" {
+			return nil, errNotMember(id)
+		}
 		role := g.role(account)
 		op := "removed"
 		if account == c.AccountID {
 			op = "left"
 		} else if g.role(c.AccountID) != GroupAdmin {
-			return nil, "", web.Errorf(http.StatusForbidden, TypeNotAdmin, "Not a group admin", "only an admin removes other members")
+			return nil, web.Errorf(http.StatusForbidden, TypeNotAdmin, "Not a group admin", "only an admin removes other members")
+		}
+		if role == "" && account != c.AccountID && g.invitation(account) != nil {
+			return &groupPlan{
+				notices: []groupNotice{{kind.GroupChangeBody{GroupID: id, Op: "uninvited", AccountID: account, By: c.AccountID},
+					append(accountsOf(g.Members), account)}},
+				apply: func(ctx context.Context, tx *sql.Tx) error {
+					_, err := tx.ExecContext(ctx, `DELETE FROM messaging_group_invitations WHERE group_id = $1 AND account_id = $2`, id, account)
+					return err
+				},
+			}, nil
 		}
 		if role == "" {
-			return nil, "", web.Errorf(http.StatusNotFound, TypeNotMember, "Not a member", "%s is not a member", account)
+			return nil, web.Errorf(http.StatusNotFound, TypeNotMember, "Not a member", "%s is not a member", account)
 		}
 		if role == GroupAdmin && g.admins() == 1 && len(g.Members) > 1 {
-			return nil, "", web.Errorf(http.StatusConflict, TypeLastAdmin, "Last admin", "make another member admin first")
+			return nil, web.Errorf(http.StatusConflict, TypeLastAdmin, "Last admin", "make another member admin first")
 		}
-		return &kind.GroupChangeBody{GroupID: id, Op: op, AccountID: account, By: c.AccountID},
-			`DELETE FROM messaging_group_members WHERE group_id = $1 AND account_id = $2`, nil
+		return &groupPlan{
+			notices: []groupNotice{{kind.GroupChangeBody{GroupID: id, Op: op, AccountID: account, By: c.AccountID}, accountsOf(g.Members)}},
+			apply: func(ctx context.Context, tx *sql.Tx) error {
+				if _, err := tx.ExecContext(ctx, `DELETE FROM messaging_group_members WHERE group_id = $1 AND account_id = $2`, id, account); err != nil {
+					return err
+				}
+				if len(g.Members) == 1 { // the last member: the group ends
+					_, err := tx.ExecContext(ctx, `DELETE FROM messaging_groups WHERE id = $1`, id)
+					return err
+				}
+				return nil
+			},
+		}, nil
 	})
 }
 
-// editGroup runs one membership change: decide reads the group inside the
-// transaction (the caller must be a member) and returns the change to
-// announce and the statement that makes it, run with the group id, the
-// account and (for an insert or a role change) the role.
-func (s *Service) editGroup(ctx context.Context, c Caller, id string,
-	decide func(g *Group) (*kind.GroupChangeBody, string, error)) (*Group, error) {
-	if !ValidGroupID(id) {
-		return nil, errNotMember(id)
+// groupNotice is one group.change notice and the accounts whose active
+// devices receive it.
+type groupNotice struct {
+	change   kind.GroupChangeBody
+	accounts []string
+}
+
+// groupPlan is one change of a group: the notices announcing it, the
+// roster a newcomer receives first, and the statements that make it.
+type groupPlan struct {
+	notices []groupNotice
+	roster  *rosterFor
+	apply   func(ctx context.Context, tx *sql.Tx) error
+}
+
+// key identifies what a plan announces to whom, to see whether the group
+// changed between sealing the notices and the transaction.
+func (p *groupPlan) key() string {
+	var b strings.Builder
+	for _, n := range p.notices {
+		as := slices.Clone(n.accounts)
+		sort.Strings(as)
+		fmt.Fprintf(&b, "%+v %v;", n.change, as)
 	}
-	// The announcement goes to the members before and after the change;
-	// their devices are looked up first, outside the transaction, from
-	// the member list as it is now. A concurrent change is caught inside.
-	before, err := s.loadGroup(ctx, s.db.QueryRow, s.db.Query, id)
-	if err != nil {
-		return nil, err
+	if p.roster != nil {
+		fmt.Fprintf(&b, "roster %s %+v", p.roster.account, p.roster.group.Members)
 	}
-	if before == nil || before.role(c.AccountID) == "" {
-		return nil, errNotMember(id)
-	}
-	change, stmt, err := decide(before)
-	if err != nil {
-		return nil, err
-	}
-	audience := accountsOf(before.Members)
-	var roster *rosterFor
-	if change.Op == "added" {
-		audience = append(audience, change.AccountID)
-		// The newcomer also learns who was there before: its client
-		// encrypts to no member it has not been told of.
-		roster = &rosterFor{account: change.AccountID, group: before}
-	}
-	var after *Group
-	err = s.changeGroup(ctx, id, audience, []kind.GroupChangeBody{*change}, roster, func(tx *sql.Tx) error {
-		g, err := s.loadGroup(ctx, tx.QueryRowContext, tx.QueryContext, id)
+	return b.String()
+}
+
+// changeGroup runs one change: decide reads the group (nil if there is
+// none) and returns the plan. The notices are sealed first, outside the
+// transaction, for the devices of the accounts as they are now; inside,
+// under the group's lock, decide runs again on the group as it is then,
+// and if its plan differs (the group changed at the same time) the whole
+// change starts over, a few times at most.
+func (s *Service) changeGroup(ctx context.Context, id string, decide func(g *Group) (*groupPlan, error)) (*Group, error) {
+	for range 3 {
+		before, err := s.loadGroup(ctx, s.db.QueryRow, s.db.Query, id)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if g == nil || g.role(c.AccountID) == "" {
-			return errNotMember(id)
+		p, err := decide(before)
+		if err != nil {
+			return nil, err
 		}
-		if _, _, err := decide(g); err != nil {
-			return err // the group changed since the first look
+		envs, devices, err := s.sealPlan(ctx, id, p)
+		if err != nil {
+			return nil, err
 		}
-		if len(g.Members) != len(before.Members) {
-			return errGroupChanged
-		}
-		switch change.Op {
-		case "added":
-			_, err = tx.ExecContext(ctx, stmt, id, change.AccountID, change.Role, s.now().Unix())
-		case "role":
-			_, err = tx.ExecContext(ctx, stmt, id, change.AccountID, change.Role)
-		default:
-			_, err = tx.ExecContext(ctx, stmt, id, change.AccountID)
+		var after *Group
+		err = s.db.Tx(ctx, func(tx *sql.Tx) error {
+			if err := s.db.Lock(ctx, tx, "messaging.group:"+id); err != nil {
+				return err
+			}
+			g, err := s.loadGroup(ctx, tx.QueryRowContext, tx.QueryContext, id)
+			if err != nil {
+				return err
+			}
+			now, err := decide(g)
+			if err != nil {
+				return err
+			}
+			if now.key() != p.key() {
+				return errGroupChanged
+			}
+			if err := now.apply(ctx, tx); err != nil {
+				return err
+			}
+			if after, err = s.loadGroup(ctx, tx.QueryRowContext, tx.QueryContext, id); err != nil {
+				return err
+			}
+			return s.appendNotices(ctx, tx, envs)
+		})
+		if errors.Is(err, errGroupChanged) {
+			continue
 		}
 		if err != nil {
-			return err
+			var pr *web.Problem
+			if errors.As(err, &pr) {
+				return nil, pr
+			}
+			return nil, fmt.Errorf("messaging.group: %w", err)
 		}
-		if after, err = s.loadGroup(ctx, tx.QueryRowContext, tx.QueryContext, id); err != nil {
-			return err
+		s.wake(devices)
+		if after == nil { // the group ended
+			after = &Group{GroupID: id, Members: []GroupMemberInfo{}, Invitations: []GroupInvitation{}}
 		}
-		if len(after.Members) == 0 {
-			_, err = tx.ExecContext(ctx, `DELETE FROM messaging_groups WHERE id = $1`, id)
-		}
-		return err
-	})
-	if errors.Is(err, errGroupChanged) {
-		return nil, web.Errorf(http.StatusConflict, web.TypeConflict, "Group changed", "the group changed at the same time; try again")
+		return after, nil
 	}
-	if err != nil {
-		var p *web.Problem
-		if errors.As(err, &p) {
-			return nil, p
-		}
-		return nil, fmt.Errorf("messaging.group: %w", err)
-	}
-	return after, nil
+	return nil, web.Errorf(http.StatusConflict, web.TypeConflict, "Group changed", "the group changed at the same time; try again")
 }
 
 var errGroupChanged = errors.New("messaging.group: changed concurrently")
 
-// rosterFor asks changeGroup to list a group's members, as group.change
+// rosterFor asks for a group's members to be listed, as group.change
 // notices with op member, to the devices of one account.
 type rosterFor struct {
 	account string
@@ -465,56 +586,78 @@ func (s *Service) rosterNotices(g *Group, devices []string) ([]mailbox.Envelope,
 	return envs, nil
 }
 
-// changeGroup runs change and stores a group.change notice for every
-// active device of the audience accounts, and the roster for a newcomer,
-// in one transaction, then wakes those devices.
-func (s *Service) changeGroup(ctx context.Context, id string, audience []string, changes []kind.GroupChangeBody, roster *rosterFor, change func(tx *sql.Tx) error) error {
-	ds, err := s.dir.DevicesOf(ctx, audience)
+// sealPlan seals the plan's notices — the roster first — for the active
+// devices of their accounts, and returns them with every device to wake.
+func (s *Service) sealPlan(ctx context.Context, id string, p *groupPlan) ([]mailbox.Envelope, []string, error) {
+	if s.mailbox == nil {
+		return nil, nil, nil
+	}
+	set := map[string]bool{}
+	for _, n := range p.notices {
+		for _, a := range n.accounts {
+			set[a] = true
+		}
+	}
+	if p.roster != nil {
+		set[p.roster.account] = true
+	}
+	accounts := make([]string, 0, len(set))
+	for a := range set {
+		accounts = append(accounts, a)
+	}
+	sort.Strings(accounts)
+	ds, err := s.dir.DevicesOf(ctx, accounts)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	devices := make([]string, len(ds))
-	var newcomer []string
-	for i, d := range ds {
-		devices[i] = d.DeviceID
-		if roster != nil && d.AccountID == roster.account {
-			newcomer = append(newcomer, d.DeviceID)
-		}
+	byAccount := map[string][]string{}
+	var all []string
+	for _, d := range ds {
+		byAccount[d.AccountID] = append(byAccount[d.AccountID], d.DeviceID)
+		all = append(all, d.DeviceID)
 	}
-	sort.Strings(devices)
+	sort.Strings(all)
 	var envs []mailbox.Envelope
-	if roster != nil && s.mailbox != nil {
-		if envs, err = s.rosterNotices(roster.group, newcomer); err != nil {
-			return err
+	if p.roster != nil {
+		devs := slices.Clone(byAccount[p.roster.account])
+		sort.Strings(devs)
+		if envs, err = s.rosterNotices(p.roster.group, devs); err != nil {
+			return nil, nil, err
 		}
 	}
-	for i := range changes {
-		if s.mailbox == nil {
-			break
+	for i := range p.notices {
+		var devs []string
+		for _, a := range p.notices[i].accounts {
+			devs = append(devs, byAccount[a]...)
 		}
-		m, err := kind.New(newMessageID(), s.now(), &changes[i])
+		sort.Strings(devs)
+		devs = slices.Compact(devs)
+		m, err := kind.New(newMessageID(), s.now(), &p.notices[i].change)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
-		sealed, err := s.sealNotices(id, m, devices)
+		sealed, err := s.sealNotices(id, m, devs)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		envs = append(envs, sealed...)
 	}
-	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
-		if err := change(tx); err != nil {
-			return err
-		}
-		if len(envs) == 0 || s.mailbox == nil {
-			return nil
-		}
-		return s.mailbox.AppendTx(ctx, tx, slices.Clone(envs))
-	})
-	if err == nil && s.notify != nil && len(devices) > 0 {
+	return envs, all, nil
+}
+
+// appendNotices stores sealed notices in tx.
+func (s *Service) appendNotices(ctx context.Context, tx *sql.Tx, envs []mailbox.Envelope) error {
+	if len(envs) == 0 || s.mailbox == nil {
+		return nil
+	}
+	return s.mailbox.AppendTx(ctx, tx, slices.Clone(envs))
+}
+
+// wake tells devices they have new envelopes.
+func (s *Service) wake(devices []string) {
+	if s.notify != nil && len(devices) > 0 {
 		s.notify(devices...)
 	}
-	return err
 }
 
 // SendRoster stores, for the calling device only, a group.change notice

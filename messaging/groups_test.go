@@ -75,12 +75,32 @@ func TestGroups(t *testing.T) {
 		if !messaging.ValidGroupID(gid) {
 			t.Fatalf("group id %q", gid)
 		}
-		// Every device of every member was told: created (alice) and added (bob).
-		for _, dev := range []string{"alice-phone", "alice-laptop", "bob-phone"} {
+		// Bob is invited, not a member: alice's devices are told of the
+		// group and the invitation, bob's of his invitation only.
+		for _, dev := range []string{"alice-phone", "alice-laptop"} {
 			ns := e.notices(dev)
-			if len(ns) != 2 || ns[0].Op != "created" || ns[0].AccountID != "alice" || ns[1].Op != "added" || ns[1].AccountID != "bob" || ns[1].By != "alice" {
+			if len(ns) != 2 || ns[0].Op != "created" || ns[0].AccountID != "alice" || ns[1].Op != "invited" || ns[1].AccountID != "bob" || ns[1].By != "alice" {
 				t.Fatalf("%s notices: %+v", dev, ns)
 			}
+		}
+		if ns := e.notices("bob-phone"); len(ns) != 1 || ns[0].Op != "invited" || ns[0].AccountID != "bob" || ns[0].Role != "member" {
+			t.Fatalf("bob-phone notices: %+v", ns)
+		}
+		if ms := out["members"].([]any); len(ms) != 1 || len(out["invitations"].([]any)) != 1 {
+			t.Fatalf("created group: %v", out)
+		}
+		// Bob accepts: every device of every member is told, bob's after
+		// the member list.
+		if st, out := e.call(bob, "POST", "/v1/groups/"+gid+"/invitation/accept", nil); st != 200 || len(out["members"].([]any)) != 2 || len(out["invitations"].([]any)) != 0 {
+			t.Fatalf("accept: %d %v", st, out)
+		}
+		for _, dev := range []string{"alice-phone", "alice-laptop"} {
+			if ns := e.notices(dev); len(ns) != 3 || ns[2].Op != "added" || ns[2].AccountID != "bob" || ns[2].By != "alice" {
+				t.Fatalf("%s notices: %+v", dev, ns)
+			}
+		}
+		if ns := e.notices("bob-phone"); len(ns) != 3 || ns[1].Op != "member" || ns[1].AccountID != "alice" || ns[2].Op != "added" || ns[2].AccountID != "bob" {
+			t.Fatalf("bob-phone notices: %+v", ns)
 		}
 		if len(e.notices("carol-phone")) != 0 {
 			t.Fatal("a non-member was told about the group")
@@ -137,10 +157,13 @@ func TestGroups(t *testing.T) {
 			t.Fatalf("refused requests stored something: %d→%d envelopes, %d→%d sends", envBefore, envAfter, sendsBefore, sendsAfter)
 		}
 
-		// Alice adds carol: carol sees the change, is told who was there
-		// before (op member), and now must be addressed.
+		// Alice invites carol, who accepts: carol sees the change, is told
+		// who was there before (op member), and now must be addressed.
 		if st, out = e.call(alice, "POST", "/v1/groups/"+gid+"/members", messaging.GroupMemberRequest{AccountID: "carol", Role: "member"}); st != 200 {
 			t.Fatalf("add: %d %v", st, out)
+		}
+		if st, out = e.call(carol, "POST", "/v1/groups/"+gid+"/invitation/accept", nil); st != 200 {
+			t.Fatalf("accept: %d %v", st, out)
 		}
 		ns := e.notices("carol-phone")
 		roster := map[string]string{}
@@ -149,7 +172,7 @@ func TestGroups(t *testing.T) {
 				roster[n.AccountID] = n.Role
 			}
 		}
-		if len(ns) != 3 || ns[2].Op != "added" || ns[2].AccountID != "carol" || len(roster) != 2 ||
+		if len(ns) != 4 || ns[0].Op != "invited" || ns[3].Op != "added" || ns[3].AccountID != "carol" || len(roster) != 2 ||
 			roster["alice"] != "admin" || roster["bob"] != "member" {
 			t.Fatalf("carol notices: %+v", ns)
 		}
@@ -298,10 +321,10 @@ func (f *fakeDir) addBare(account, id string) {
 	f.devices[id] = messaging.Device{DeviceID: id, AccountID: account}
 }
 
-// A group at the limits — MaxGroupMembers members with identity's ten
-// devices each — is created, and every change and notice reaches every
-// device: the envelopes of one change are more rows than one statement
-// can carry parameters for (SQLite takes 32,766), so they are split.
+// A group at the limits — MaxGroupMembers members, invited, with
+// identity's ten devices each — is created, and every change and notice
+// reaches every device: the envelopes are split by the parameters one
+// statement can carry (SQLite takes 32,766).
 func TestGroupAtMaxima(t *testing.T) {
 	const devicesPerAccount = 10 // identity.MaxDevices
 	dbtest.Run(t, sendSets, func(t *testing.T, d *db.DB) {
@@ -325,14 +348,22 @@ func TestGroupAtMaxima(t *testing.T) {
 		if err != nil {
 			t.Fatalf("create group of %d members × %d devices: %v", len(req.Members)+1, devicesPerAccount, err)
 		}
-		if len(g.Members) != messaging.MaxGroupMembers {
-			t.Fatalf("%d members", len(g.Members))
+		if len(g.Members)+len(g.Invitations) != messaging.MaxGroupMembers {
+			t.Fatalf("%d members, %d invitations", len(g.Members), len(g.Invitations))
 		}
-		for _, a := range accounts {
+		// The owner's devices are told of the group and of 99
+		// invitations; each invitee's devices of its own invitation.
+		// (TestGroupAndOfficeAtTheMaxima has them all accept and
+		// messages the group.)
+		for i, a := range accounts {
+			want := messaging.MaxGroupMembers
+			if i > 0 {
+				want = 1
+			}
 			for j := 0; j < devicesPerAccount; j++ {
 				dev := fmt.Sprintf("%s-d%d", a, j)
-				if n, err := e.mb.Depth(ctx, dev); err != nil || n != messaging.MaxGroupMembers {
-					t.Fatalf("%s holds %d notices (%v), want %d", dev, n, err, messaging.MaxGroupMembers)
+				if n, err := e.mb.Depth(ctx, dev); err != nil || n != want {
+					t.Fatalf("%s holds %d notices (%v), want %d", dev, n, err, want)
 				}
 			}
 		}
@@ -348,7 +379,7 @@ func TestGroupAtMaxima(t *testing.T) {
 		if err := e.svc.PostNotice(ctx, messaging.Notice{Accounts: accounts, Conversation: g.GroupID, Message: raw}); err != nil {
 			t.Fatalf("notice to %d devices: %v", len(accounts)*devicesPerAccount, err)
 		}
-		if n, err := e.mb.Depth(ctx, "acct042-d9"); err != nil || n != messaging.MaxGroupMembers+1 {
+		if n, err := e.mb.Depth(ctx, "acct042-d9"); err != nil || n != 2 {
 			t.Fatalf("acct042-d9 holds %d envelopes (%v)", n, err)
 		}
 	})

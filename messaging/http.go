@@ -23,6 +23,7 @@ const (
 	AuthGroupMember      = "session of a member of the group"
 	AuthGroupAdmin       = "session of an admin of the group"
 	AuthGroupAdminOrSelf = "session of an admin of the group, or of the member leaving"
+	AuthInvitee          = "session of an account invited to the group"
 )
 
 type route struct {
@@ -50,6 +51,9 @@ func (s *Service) routes() []route {
 			route{"POST /v1/groups/{id}/members", AuthGroupAdmin, s.handleAddGroupMember},
 			route{"PATCH /v1/groups/{id}/members/{account}", AuthGroupAdmin, s.handleSetGroupRole},
 			route{"DELETE /v1/groups/{id}/members/{account}", AuthGroupAdminOrSelf, s.handleRemoveGroupMember},
+			route{"POST /v1/groups/{id}/invitation/accept", AuthInvitee, s.handleAcceptInvitation},
+			route{"POST /v1/groups/{id}/invitation/decline", AuthInvitee, s.handleDeclineInvitation},
+			route{"GET /v1/invitations", AuthSession, s.handleListInvitations},
 		)
 	}
 	return rs

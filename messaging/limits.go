@@ -84,6 +84,16 @@ const (
 	// fit in MaxSendDevices envelopes (100 × identity.MaxDevices = 1000).
 	MaxGroupMembers = 100
 
+	// InvitationLifetime is how long an invitation to a group waits for
+	// its answer; after it the invitation is void and its place in the
+	// group free again.
+	InvitationLifetime = 14 * 24 * time.Hour
+
+	// DeclineBlock is how long, after an account declined an invitation,
+	// nobody may invite it to that group again, and its inviter may not
+	// invite it to any group.
+	DeclineBlock = 90 * 24 * time.Hour
+
 	// MaxBlob is the largest attachment blob (the ciphertext of one file);
 	// kind.MaxAttachment says the same to clients. 30 s of ReadTimeout
 	// carry it at about 7 Mbit/s.

@@ -279,8 +279,8 @@ func BenchmarkSendToMaximalGroup(b *testing.B) {
 	}
 }
 
-// makeGroup creates a group of owner (admin) and the accounts (members)
-// and returns its id.
+// makeGroup creates a group of owner (admin) and the accounts (members,
+// who accept their invitations) and returns its id.
 func (e *sendEnv) makeGroup(owner *device, accounts ...string) string {
 	e.t.Helper()
 	var req messaging.CreateGroupRequest
@@ -290,6 +290,11 @@ func (e *sendEnv) makeGroup(owner *device, accounts ...string) string {
 	g, err := e.svc.CreateGroup(context.Background(), owner.caller(), &req)
 	if err != nil {
 		e.t.Fatalf("create group: %v", err)
+	}
+	for _, a := range accounts {
+		if _, err := e.svc.AcceptInvitation(context.Background(), messaging.Caller{AccountID: a, DeviceID: a + "-d0"}, g.GroupID); err != nil {
+			e.t.Fatalf("%s accepts: %v", a, err)
+		}
 	}
 	return g.GroupID
 }

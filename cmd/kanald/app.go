@@ -194,7 +194,8 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	go func() {
 		defer a.wg.Done()
 		sweepExpired(sweepCtx, log, expiry{"mailbox", mailboxes.Expire}, expiry{"attachment blobs", prekeys.ExpireBlobs},
-			expiry{"send idempotency rows", prekeys.ExpireSends}, expiry{"sign-ups", a.ident.ExpireSignups})
+			expiry{"send idempotency rows", prekeys.ExpireSends}, expiry{"group invitations", prekeys.ExpireInvitations},
+			expiry{"sign-ups", a.ident.ExpireSignups})
 	}()
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); pusher.Run(sweepCtx) }()

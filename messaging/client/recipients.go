@@ -251,6 +251,10 @@ func (c *Client) applyGroupChange(conv string, b *kind.GroupChangeBody) error {
 		return err
 	}
 	switch b.Op {
+	case "invited", "declined", "uninvited":
+		// An invitation changes no member: the invitee is encrypted to
+		// once an added (after accepting) says so.
+		return nil
 	case "member":
 		if g.Joined {
 			return nil // this device follows the changes; a roster adds nothing

@@ -364,6 +364,10 @@ func (b *DocumentShareBody) Validate() error {
 // added, removed, left or role; AccountID is the member it concerns (for
 // created, the creator), By the admin who made the change, Role the
 // member's role after it (admin or member; empty when the member is gone).
+// Invitations are announced too, and change no member: invited (Role the
+// role the account will have; By the inviting admin), declined (By the
+// account that declined) and uninvited (an admin, By, withdrew it). An
+// accepted invitation is an added whose By is the inviting admin.
 // Op member lists a member who was there before, to a member just added
 // or to a device that publishes its keys later, so that it knows the
 // whole group; By is then the group's creator.
@@ -383,16 +387,16 @@ func (b *GroupChangeBody) Validate() error {
 		}
 	}
 	switch b.Op {
-	case "created", "added", "role", "member":
+	case "created", "added", "role", "member", "invited":
 		if b.Role != "admin" && b.Role != "member" {
 			return invalid(GroupChange, "role must be admin or member")
 		}
-	case "removed", "left":
+	case "removed", "left", "declined", "uninvited":
 		if b.Role != "" {
 			return invalid(GroupChange, "role must be empty for %s", b.Op)
 		}
 	default:
-		return invalid(GroupChange, "op must be created, added, removed, left, role or member")
+		return invalid(GroupChange, "op must be created, added, removed, left, role, member, invited, declined or uninvited")
 	}
 	return nil
 }
