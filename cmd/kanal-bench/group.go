@@ -69,7 +69,35 @@ func (r *runner) createGroup(ctx context.Context, creator *device, members []*de
 	if err := json.Unmarshal(b, &g); err != nil {
 		return "", err
 	}
+	// The members are invited; each accepts.
+	for _, m := range members {
+		if m == creator {
+			continue
+		}
+		if err := acceptInvitation(ctx, m, g.GroupID); err != nil {
+			return "", err
+		}
+	}
 	return g.GroupID, nil
+}
+
+// acceptInvitation makes d's account a member of the group it is invited to.
+func acceptInvitation(ctx context.Context, d *device, group string) error {
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, d.base+"/v1/groups/"+group+"/invitation/accept", nil)
+	if err != nil {
+		return err
+	}
+	hr.Header.Set("Authorization", "Bearer "+d.token)
+	resp, err := d.hc.Do(hr)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("accept invitation: %d %s", resp.StatusCode, b)
+	}
+	return nil
 }
 
 func (r *runner) group(ctx context.Context) error {

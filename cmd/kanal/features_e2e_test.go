@@ -134,6 +134,8 @@ func pollWorld(t *testing.T) *session {
 	s.run(steps)
 	s.run([]step{
 		{cmd: "kanal group create $BOB $CAROL", set: map[string]string{"G": `(?m)^(g_[0-9a-f]{32})$`}},
+		{home: "bob", cmd: "kanal group accept $G", want: []string{"You are now a member"}},
+		{home: "carol", cmd: "kanal group accept $G", want: []string{"You are now a member"}},
 		{cmd: "kanal poll create $G 'Wann treffen wir uns?' Montag Dienstag Mittwoch", want: []string{"Opened a poll with 3 options."},
 			set: map[string]string{"P": `(?m)^(poll-\S+)$`}},
 	})

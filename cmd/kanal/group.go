@@ -28,21 +28,22 @@ func groupCommands() []*command {
 	return []*command{
 		{
 			name: "group create", args: "[account-id…]", nargs: -1,
-			summary: "create a group with you as its admin and the accounts as members (prints its id)",
-			help: `Creates a group; you are its first admin, the accounts given are its
-members. Each member's devices are told by a notice from the server. Write
-to the group with 'kanal send <group> <text>' or 'kanal chat <group>'.`,
+			summary: "create a group with you as its admin and invite the accounts (prints its id)",
+			help: `Creates a group; you are its first admin. The accounts given are invited:
+each becomes a member when it accepts ('kanal group accept <group>'), and
+until then no message of the group reaches it. Write to the group with
+'kanal send <group> <text>' or 'kanal chat <group>'.`,
 			run: func(ctx context.Context, c *cli, o *opts, args []string) error { return groupCreate(ctx, c, o, args) },
 		},
 		{
 			name: "group add", args: "[--admin] <group-id> <account-id>", nargs: 2,
-			summary: "add an account to a group (admins only)",
+			summary: "invite an account to a group (admins only); it becomes a member when it accepts",
 			flags:   adminFlag,
 			run:     func(ctx context.Context, c *cli, o *opts, args []string) error { return groupAdd(ctx, c, o, &g, args) },
 		},
 		{
 			name: "group remove", args: "<group-id> <account-id>", nargs: 2,
-			summary: "remove an account from a group (admins only)",
+			summary: "remove an account from a group, or withdraw its invitation (admins only)",
 			run:     groupRemove,
 		},
 		{
@@ -58,8 +59,25 @@ to the group with 'kanal send <group> <text>' or 'kanal chat <group>'.`,
 		},
 		{
 			name: "group show", args: "<group-id>", nargs: 1,
-			summary: "show a group's members and their roles",
+			summary: "show a group's members and their roles, and who is invited",
 			run:     groupShow,
+		},
+		{
+			name: "group invitations", nargs: 0,
+			summary: "list the groups you are invited to",
+			run:     groupInvitations,
+		},
+		{
+			name: "group accept", args: "<group-id>", nargs: 1,
+			summary: "accept an invitation: become a member of the group",
+			run:     groupAccept,
+		},
+		{
+			name: "group decline", args: "<group-id>", nargs: 1,
+			summary: "decline an invitation",
+			help: `Declines an invitation to a group. For 90 days nobody can invite you to
+that group again, and the one who invited you cannot invite you to any group.`,
+			run: groupDecline,
 		},
 	}
 }
@@ -110,7 +128,11 @@ func groupCreate(ctx context.Context, c *cli, o *opts, args []string) error {
 		return err
 	}
 	// The id alone on stdout, so that G=$(kanal group create …) works.
-	fmt.Fprintf(c.stderr, "Created a group of %s; you are its admin.\n", plural(len(g.Members), "member"))
+	fmt.Fprintf(c.stderr, "Created a group; you are its admin.\n")
+	if len(g.Invitations) > 0 {
+		fmt.Fprintf(c.stderr, "Invited %s; each becomes a member on accepting ('kanal group accept %s').\n",
+			plural(len(g.Invitations), "account"), g.GroupID)
+	}
 	fmt.Fprintln(c.stdout, g.GroupID)
 	return nil
 }
@@ -134,7 +156,8 @@ func groupAdd(ctx context.Context, c *cli, o *opts, g *groupOpts, args []string)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "Added %s to %s as %s; the group has %s.\n", args[1], args[0], role, plural(len(grp.Members), "member"))
+	fmt.Fprintf(c.stdout, "Invited %s to %s as %s; the group has %s and %s.\n", args[1], args[0], role,
+		plural(len(grp.Members), "member"), plural(len(grp.Invitations), "invitation"))
 	return nil
 }
 
@@ -149,9 +172,19 @@ func groupRemove(ctx context.Context, c *cli, o *opts, args []string) error {
 	if err != nil {
 		return err
 	}
+	before, err := mc.Group(ctx, args[0])
+	if err != nil {
+		return err
+	}
 	grp, err := mc.RemoveGroupMember(ctx, args[0], args[1])
 	if err != nil {
 		return err
+	}
+	for _, inv := range before.Invitations {
+		if inv.AccountID == args[1] {
+			fmt.Fprintf(c.stdout, "Withdrew the invitation of %s to %s.\n", args[1], args[0])
+			return nil
+		}
 	}
 	fmt.Fprintf(c.stdout, "Removed %s from %s; the group has %s.\n", args[1], args[0], plural(len(grp.Members), "member"))
 	return nil
@@ -215,5 +248,74 @@ func groupShow(ctx context.Context, c *cli, o *opts, args []string) error {
 		}
 		fmt.Fprintf(tw, "%s %s\t%s\tsince %s\n", mark, m.AccountID, m.Role, m.AddedAt.Local().Format("2006-01-02"))
 	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(g.Invitations) == 0 {
+		return nil
+	}
+	fmt.Fprintf(c.stdout, "%s:\n", plural(len(g.Invitations), "invitation"))
+	for _, inv := range g.Invitations {
+		fmt.Fprintf(tw, "  %s\t%s\tinvited by %s, until %s\n", inv.AccountID, inv.Role, inv.InvitedBy, inv.ExpiresAt.Local().Format("2006-01-02"))
+	}
 	return tw.Flush()
+}
+
+func groupInvitations(ctx context.Context, c *cli, o *opts, _ []string) error {
+	mc, _, err := c.groupClient(ctx, o)
+	if err != nil {
+		return err
+	}
+	l, err := mc.Invitations(ctx)
+	if err != nil {
+		return err
+	}
+	if len(l.Invitations) == 0 {
+		fmt.Fprintln(c.stdout, "You have no invitations.")
+		return nil
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GROUP\tINVITED BY\tAS\tMEMBERS\tUNTIL")
+	for _, inv := range l.Invitations {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", inv.GroupID, inv.InvitedBy, inv.Role, plural(inv.Members, "member"),
+			inv.ExpiresAt.Local().Format("2006-01-02"))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.stdout, "Accept with 'kanal group accept <group>', decline with 'kanal group decline <group>'.")
+	return nil
+}
+
+func groupAccept(ctx context.Context, c *cli, o *opts, args []string) error {
+	if err := checkGroupID("group accept", args[0]); err != nil {
+		return err
+	}
+	mc, _, err := c.groupClient(ctx, o)
+	if err != nil {
+		return err
+	}
+	g, err := mc.AcceptInvitation(ctx, args[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "You are now a member of %s; the group has %s.\n", args[0], plural(len(g.Members), "member"))
+	return nil
+}
+
+func groupDecline(ctx context.Context, c *cli, o *opts, args []string) error {
+	if err := checkGroupID("group decline", args[0]); err != nil {
+		return err
+	}
+	mc, _, err := c.groupClient(ctx, o)
+	if err != nil {
+		return err
+	}
+	out, err := mc.DeclineInvitation(ctx, args[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "You declined the invitation to %s; you cannot be invited to it again before %s.\n",
+		args[0], out.BlockedUntil.Local().Format("2006-01-02"))
+	return nil
 }

@@ -27,8 +27,15 @@ func TestGroupsCLI(t *testing.T) {
 	s.run(steps)
 	s.run([]step{
 		{cmd: "kanal group list", want: []string{"You are in no group yet"}},
-		{cmd: "kanal group create $BOB", want: []string{"Created a group of 2 members; you are its admin."},
+		{cmd: "kanal group create $BOB", want: []string{"Created a group; you are its admin.", "Invited 1 account"},
 			set: map[string]string{"G": `(?m)^(g_[0-9a-f]{32})$`}},
+		{cmd: "kanal group show $G", want: []string{"1 member:", "* $ALICE", "1 invitation:", "$BOB"}},
+		// Bob is invited, not a member, until he accepts.
+		{home: "bob", cmd: "kanal group list", want: []string{"You are in no group yet"}},
+		{home: "bob", cmd: "kanal group invitations", want: []string{"$G", "$ALICE", "member", "1 member", "kanal group accept"}},
+		{home: "bob", cmd: "kanal group accept $G", want: []string{"You are now a member of $G; the group has 2 members."}},
+		{home: "bob", cmd: "kanal group invitations", want: []string{"You have no invitations."}},
+		{home: "bob", cmd: "kanal group accept $G", exit: 1, want: []string{"kanal: group accept: "}},
 		{cmd: "kanal group list", want: []string{"GROUP", "$G", "admin", "2 members"}},
 		{cmd: "kanal group show $G", want: []string{"* $ALICE", "admin", "$BOB", "member", "2 members:"}},
 		{cmd: "kanal send $G 'Hallo Gruppe'", want: []string{"sent"}},
@@ -43,13 +50,24 @@ func TestGroupsCLI(t *testing.T) {
 		{cmd: "kanal group add g_nope $CAROL", exit: 2, want: []string{`"g_nope" is not a group id`}},
 		{cmd: "kanal group add $G carol@example.org", exit: 2, want: []string{`"carol@example.org" is not an account id`}},
 
-		{cmd: "kanal group add --admin $G $CAROL", want: []string{"Added $CAROL to $G as admin; the group has 3 members."}},
+		{cmd: "kanal group add --admin $G $CAROL", want: []string{"Invited $CAROL to $G as admin; the group has 2 members and 1 invitation."}},
+		{home: "carol", cmd: "kanal group accept $G", want: []string{"the group has 3 members."}},
 		{home: "carol", cmd: "kanal inbox", want: []string{"$G"}},
 		{cmd: "kanal group remove $G $BOB", want: []string{"Removed $BOB from $G; the group has 2 members."}},
 		{home: "bob", cmd: "kanal group list", want: []string{"You are in no group yet"}},
 		{home: "bob", cmd: "kanal group show $G", exit: 1, want: []string{"kanal: group show: "}},
 		{home: "carol", cmd: "kanal group leave $G", want: []string{"You left $G."}},
 		{cmd: "kanal group show $G", want: []string{"1 member:", "* $ALICE"}, not: []string{"$CAROL", "1 members"}},
-		{cmd: "kanal help group", want: []string{"group create", "group add", "group remove", "group leave", "group list", "group show"}},
+		// Bob declines a second invitation: alice cannot invite him again.
+		{cmd: "kanal group create", want: []string{"Created a group"}, set: map[string]string{"G2": `(?m)^(g_[0-9a-f]{32})$`}},
+		{cmd: "kanal group add $G2 $BOB", want: []string{"Invited $BOB"}},
+		{cmd: "kanal group remove $G2 $BOB", want: []string{"Withdrew the invitation of $BOB to $G2."}},
+		{cmd: "kanal group add $G2 $BOB", want: []string{"Invited $BOB"}},
+		{home: "bob", cmd: "kanal group decline $G2", want: []string{"You declined the invitation to $G2"}},
+		{home: "bob", cmd: "kanal group invitations", want: []string{"You have no invitations."}},
+		{cmd: "kanal group add $G2 $BOB", exit: 1, want: []string{"kanal: group add: "}},
+		{home: "bob", cmd: "kanal group decline g_nope", exit: 2, want: []string{`"g_nope" is not a group id`}},
+		{cmd: "kanal help group", want: []string{"group create", "group add", "group remove", "group leave", "group list", "group show",
+			"group invitations", "group accept", "group decline"}},
 	})
 }

@@ -510,6 +510,14 @@ func TestSurveyGroupAudience(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ben, err := mclient.New(mclient.Options{BaseURL: srv.URL, Token: citizens[1].token, AccountID: citizens[1].id, DeviceID: citizens[1].device,
+		DeviceKey: citizens[1].key, DeviceCertificate: citizens[1].cert, CA: caCert, Store: mclient.NewMemoryStore()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ben.AcceptInvitation(ctx, g.GroupID); err != nil {
+		t.Fatal(err)
+	}
 
 	_, _, _, def := defineSurvey(t, srv.URL, ic, org.OrgID, organiser, func(draft *surveys.Draft, tallyKey []byte) *surveys.Definition {
 		now := time.Now().UTC().Truncate(time.Second)

@@ -363,9 +363,15 @@ func testChannel(t *testing.T, twoNodes bool) {
 		t.Fatal(err)
 	}
 	g := grp.GroupID
+	// They are invited; each accepts.
+	for _, p := range []*phone{ben1, agent1} {
+		if _, err := p.sdk.AcceptInvitation(ctx, g); err != nil {
+			t.Fatalf("%s accepts: %v", p.name, err)
+		}
+	}
 	// anna1 encrypts only to the members it was told of: it waits for
-	// the notices first.
-	waitNotices(t, anna1, g, 3)
+	// the notices first (created, two invited, two added).
+	waitNotices(t, anna1, g, 5)
 	anna1.send(client.Peer{GroupID: g}, marker+" Treffen am Montag?")
 	for _, p := range []*phone{anna2, ben1, ben2, agent1} {
 		p.waitTexts(1, func(in *client.Incoming) bool { return in.Conversation == g })
@@ -373,7 +379,7 @@ func testChannel(t *testing.T, twoNodes bool) {
 	if got := agent2.texts(func(in *client.Incoming) bool { return in.Conversation == g }); len(got) != 0 {
 		t.Fatalf("a non-member got the group message: %q", got)
 	}
-	waitNotices(t, ben2, g, 3) // created, added ben, added agent1
+	waitNotices(t, ben2, g, 4) // invited ben, member anna, added ben, added agent1
 
 	// The database holds no plaintext: search every table.
 	searchTables(t, d.open(t), marker)

@@ -30,6 +30,10 @@ func TestGroupRosterRules(t *testing.T) {
 			[]string{"acc_anna", "acc_me"}},
 		{"new state: an old add of itself, then the roster", []kind.GroupChangeBody{ch("added", "acc_me"), ch("member", "acc_anna"), ch("member", "acc_me")},
 			[]string{"acc_anna", "acc_me"}},
+		{"invitations change no member", []kind.GroupChangeBody{ch("created", "acc_me"), ch("invited", "acc_mallory"),
+			ch("declined", "acc_mallory"), ch("invited", "acc_eve"), {GroupID: grp, Op: "uninvited", AccountID: "acc_eve", By: "acc_me"}},
+			[]string{"acc_me"}},
+		{"an invitee is no member before its add", []kind.GroupChangeBody{ch("invited", "acc_me")}, []string{}},
 		{"a change after a removal of another", []kind.GroupChangeBody{ch("created", "acc_me"), ch("added", "acc_ben"), ch("removed", "acc_ben")},
 			[]string{"acc_me"}},
 	} {

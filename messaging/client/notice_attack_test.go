@@ -209,10 +209,17 @@ func TestAttackNoticesFromDatabase(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		for _, g := range []string{g1.GroupID, g2.GroupID} {
+			if _, err := bobSDK.AcceptInvitation(ctx, g); err != nil {
+				t.Fatal(err)
+			}
+		}
 		d := srv.openDB(t)
+		// Alice: created, invited bob, added bob; Bob: invited, the member
+		// list (alice), added bob — for each group.
 		aliceNotices, bobNotices := noticeRows(t, d, alice.DeviceID), noticeRows(t, d, bob.DeviceID)
-		if len(aliceNotices) != 4 || len(bobNotices) != 4 {
-			t.Fatalf("notices before the attack: alice %d, bob %d, want 4 each", len(aliceNotices), len(bobNotices))
+		if len(aliceNotices) != 6 || len(bobNotices) != 6 {
+			t.Fatalf("notices before the attack: alice %d, bob %d, want 6 each", len(aliceNotices), len(bobNotices))
 		}
 		// Find a notice of each about g1 by its conversation column.
 		pick := func(device string) []byte {
@@ -319,13 +326,16 @@ func TestAttackNoticeFromBus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := bobSDK.AcceptInvitation(ctx, g1.GroupID); err != nil {
+		t.Fatal(err)
+	}
 	s, err := bobSDK.Connect(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	// Bob has read his two notices (sequence numbers 1 and 2): the
-	// forgery comes next, as number 3.
+	// Bob has read his three notices (sequence numbers 1 to 3: invited,
+	// the member list, added): the forgery comes next, as number 4.
 	receiveUntil(t, s, func(in *client.Incoming) bool { return groupChange(in, g1.GroupID, "added", bob.AccountID) })
 
 	nc, err := nats.Connect(natsURL)
@@ -348,10 +358,13 @@ func TestAttackNoticeFromBus(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	// The real change comes as numbers 3 and 4: a node that took the
-	// forgery as number 3 still delivers 4.
+	// The real change comes as numbers 4 to 6: a node that took the
+	// forgery as number 4 still delivers the rest.
 	g2, err := aliceSDK.CreateGroup(ctx, messaging.GroupMemberRequest{AccountID: bob.AccountID, Role: messaging.GroupMember})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bobSDK.AcceptInvitation(ctx, g2.GroupID); err != nil {
 		t.Fatal(err)
 	}
 	got := receiveUntil(t, s, func(in *client.Incoming) bool { return groupChange(in, g2.GroupID, "added", bob.AccountID) })

@@ -145,6 +145,9 @@ func TestProfiles(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if _, err := friendSDK.AcceptInvitation(ctx, grp.GroupID); err != nil {
+			t.Fatal(err)
+		}
 		inbox(t, citizenSDK)
 		inbox(t, friendSDK)
 		waitMembers(t, citizenSDK, grp.GroupID, citizen.AccountID, friend.AccountID)

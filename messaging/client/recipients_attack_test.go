@@ -348,8 +348,11 @@ func TestGhostInGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := benPhone.sdk.AcceptInvitation(ctx, grp.GroupID); err != nil {
+		t.Fatal(err)
+	}
 	annaPhone.connect(ctx)
-	waitNotices(t, annaPhone, grp.GroupID, 2) // created, added ben
+	waitNotices(t, annaPhone, grp.GroupID, 3) // created, invited ben, added ben
 	defer annaPhone.disconnect()
 
 	_, err = annaPhone.sdk.Send(ctx, client.Peer{GroupID: grp.GroupID}, textMsg(t, "nur für die Gruppe"))
@@ -482,16 +485,19 @@ func TestGroupMemberWrittenIntoDatabase(t *testing.T) {
 	anna := newAccount(t, d, "anna@example.org", 1)[0]
 	ben := newAccount(t, d, "ben@example.org", 1)[0]
 	carl := newAccount(t, d, "carl@example.org", 1)[0]
-	newPhone(t, "ben", ben, srv.URL, client.NewMemoryStore())
+	benPhone := newPhone(t, "ben", ben, srv.URL, client.NewMemoryStore())
 	carlPhone := newPhone(t, "carl", carl, srv.URL, client.NewMemoryStore())
 	annaPhone := newPhone(t, "anna", anna, srv.URL, client.NewMemoryStore())
 	grp, err := annaPhone.sdk.CreateGroup(ctx, messaging.GroupMemberRequest{AccountID: ben.AccountID, Role: messaging.GroupMember})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := benPhone.sdk.AcceptInvitation(ctx, grp.GroupID); err != nil {
+		t.Fatal(err)
+	}
 	annaPhone.connect(ctx)
 	defer annaPhone.disconnect()
-	waitNotices(t, annaPhone, grp.GroupID, 2)
+	waitNotices(t, annaPhone, grp.GroupID, 3)
 
 	if _, err := d.open(t).Exec(ctx, `INSERT INTO messaging_group_members (group_id, account_id, role, added_at) VALUES ($1, $2, 'member', 0)`,
 		grp.GroupID, carl.AccountID); err != nil {
@@ -512,7 +518,7 @@ func TestGroupMemberWrittenIntoDatabase(t *testing.T) {
 	if err := annaPhone.sdk.RequestRoster(ctx, grp.GroupID); err != nil {
 		t.Fatal(err)
 	}
-	waitNotices(t, annaPhone, grp.GroupID, 5)
+	waitNotices(t, annaPhone, grp.GroupID, 6)
 	send()
 	if m, err := annaPhone.sdk.GroupMembers(grp.GroupID); err != nil || len(m) != 2 {
 		t.Fatalf("anna's device takes the group's members to be %v (%v)", m, err)
