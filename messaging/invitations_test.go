@@ -348,7 +348,7 @@ func TestAttackDeclineLeavesNoTrace(t *testing.T) {
 			t.Fatalf("bob got %d envelopes after declining", n-bobBefore)
 		}
 		for _, table := range []string{"messaging_group_members", "messaging_group_invitations"} {
-			if n := e.count(`SELECT COUNT(*) FROM `+table+` WHERE account_id = 'bob'`); n != 0 {
+			if n := e.count(`SELECT COUNT(*) FROM ` + table + ` WHERE account_id = 'bob'`); n != 0 {
 				t.Fatalf("%d rows of bob in %s", n, table)
 			}
 		}
