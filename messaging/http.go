@@ -110,7 +110,7 @@ func problem(err error) *web.Problem {
 		case rl.sends > 0:
 			title = "Too many sends"
 		}
-		return web.Errorf(http.StatusTooManyRequests, web.TypeRateLimited, title, "%s", err).
+		return web.Errorf(http.StatusTooManyRequests, web.TypeRateLimited, title, "%s", web.Detail(err)).
 			With("retry_after", max(secs, 1))
 	}
 	for _, m := range []struct {
@@ -131,7 +131,7 @@ func problem(err error) *web.Problem {
 		{ErrInvalid, http.StatusBadRequest, web.TypeValidation, "Invalid request"},
 	} {
 		if errors.Is(err, m.err) {
-			return web.Errorf(m.status, m.typ, m.title, "%s", err)
+			return web.Errorf(m.status, m.typ, m.title, "%s", web.Detail(err))
 		}
 	}
 	return nil

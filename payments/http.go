@@ -114,7 +114,7 @@ func problem(err error) *web.Problem {
 	if errors.As(err, &p) {
 		return p
 	}
-	detail := err.Error()
+	detail := web.Detail(err)
 	switch {
 	case errors.Is(err, ErrIdempotency):
 		return web.Errorf(http.StatusUnprocessableEntity, TypeIdempotencyKeyReused, "Idempotency key reused",

@@ -204,11 +204,11 @@ func (p *CreateParams) validate(today time.Time) error {
 		return invalid("currency must be EUR")
 	}
 	if p.AmountCents < 0 || p.AmountCents > MaxAmountCents {
-		return invalid("amount_cents must be 1..%d", int64(MaxAmountCents))
+		return invalid("the amount must be %s to %s", Euro(1), Euro(MaxAmountCents))
 	}
 	if p.ContractID == "" {
 		if p.AmountCents == 0 {
-			return invalid("amount_cents is required for a fee")
+			return invalid("a fee needs an amount")
 		}
 		if !ca.ValidID(p.PayerAccount) {
 			return invalid("payer_account is required for a fee")
@@ -313,7 +313,7 @@ func (s *Service) create(ctx context.Context, tx *sql.Tx, actor Actor, org strin
 		case p.PayerAccount != "" && p.PayerAccount != c.BuyerAccount:
 			return Request{}, invalid("payer_account must be the contract's buyer")
 		case p.AmountCents != 0 && p.AmountCents != c.TotalCents:
-			return Request{}, invalid("amount_cents %d differs from the contract's total %d", p.AmountCents, c.TotalCents)
+			return Request{}, invalid("the amount %s differs from the contract's total %s", Euro(p.AmountCents), Euro(c.TotalCents))
 		}
 		r.PayerAccount, r.AmountCents, r.income = c.BuyerAccount, c.TotalCents, AccSales
 	}

@@ -56,7 +56,7 @@ func (s *Service) settle(ctx context.Context, st Settlement) (r *Request, duplic
 			if r.Status != StatusOpen {
 				return fmt.Errorf("%w: request %s is %s", ErrState, r.RequestID, r.Status)
 			}
-			return fmt.Errorf("%w: paid %d cents, the request asks for %d", ErrWebhook, st.AmountCents, r.AmountCents)
+			return fmt.Errorf("%w: paid %s, the request asks for %s", ErrWebhook, Euro(st.AmountCents), Euro(r.AmountCents))
 		}
 		if err := transition(ctx, tx, r.RequestID, StatusOpen, StatusPaid, st.AmountCents, st.Provider, actor.String(), now); err != nil {
 			return err
@@ -128,7 +128,7 @@ func (s *Service) Refund(ctx context.Context, actor Actor, id, key string, amoun
 		return nil, false, err
 	}
 	if amount <= 0 || amount > MaxAmountCents {
-		return nil, false, fmt.Errorf("payments.refund: %w", invalid("amount_cents must be positive"))
+		return nil, false, fmt.Errorf("payments.refund: %w", invalid("a refund's amount must be more than %s", Euro(0)))
 	}
 	scope := "refund:" + id
 	params := struct{ Amount int64 }{amount}
@@ -149,7 +149,7 @@ func (s *Service) Refund(ctx context.Context, actor Actor, id, key string, amoun
 		return nil, false, fmt.Errorf("payments.refund: %w: request %s is %s", ErrState, id, r.Status)
 	}
 	if r.RefundedCents+amount > r.PaidCents {
-		return nil, false, fmt.Errorf("payments.refund: %w", invalid("at most %d cents are left to refund", r.PaidCents-r.RefundedCents))
+		return nil, false, fmt.Errorf("payments.refund: %w", invalid("at most %s is left to refund", Euro(r.PaidCents-r.RefundedCents)))
 	}
 	p := s.provider(r.Provider)
 	if p == nil {
@@ -175,7 +175,7 @@ func (s *Service) Refund(ctx context.Context, actor Actor, id, key string, amoun
 			if cur.Status != StatusPaid && cur.Status != StatusRefunded {
 				return RefundResult{}, fmt.Errorf("%w: request %s is %s", ErrState, id, cur.Status)
 			}
-			return RefundResult{}, invalid("at most %d cents are left to refund", cur.PaidCents-cur.RefundedCents)
+			return RefundResult{}, invalid("at most %s is left to refund", Euro(cur.PaidCents-cur.RefundedCents))
 		}
 		// The row lock of the update orders refunds of one request, so
 		// the refunded total before this one tells where it came from.

@@ -144,7 +144,7 @@ func problem(err error) *web.Problem {
 		{ErrNotConfigured, http.StatusNotImplemented, TypeNotConfigured, "Not configured"},
 	} {
 		if errors.Is(err, m.err) {
-			return web.Errorf(m.status, m.typ, m.title, "%s", err)
+			return web.Errorf(m.status, m.typ, m.title, "%s", web.Detail(err))
 		}
 	}
 	return nil

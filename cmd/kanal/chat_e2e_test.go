@@ -106,7 +106,7 @@ func TestChatCLI(t *testing.T) {
 		{home: "bob", cmd: "kanal conversations", want: []string{"WITH", "$ALICE", "2", "Zweite Nachricht"}},
 		// Bad input: an id of no known kind, an unknown account.
 		{cmd: "kanal send bob@example.org 'x'", exit: 2, want: []string{"is not an account (acc_…), organisation (org_…) or group (g_…) id"}},
-		{cmd: "kanal send acc_doesnotexist 'x'", exit: 1, want: []string{"urn:kanal:problem:unknown-recipient"}},
+		{cmd: "kanal -v send acc_doesnotexist 'x'", exit: 1, want: []string{"urn:kanal:problem:unknown-recipient"}},
 		// Alice's inbox holds bob's delivery receipts: her history marks
 		// her messages delivered.
 		{cmd: "kanal inbox", want: []string{"no new messages"}},

@@ -262,3 +262,30 @@ func orgWorld(t *testing.T) (*session, *kanaldtest.Server) {
 	})
 	return s, srv
 }
+
+// TestPayCheckoutWithoutCardProvider: on a kanald without a card
+// provider, 'kanal pay checkout' says so plainly and points at the bank
+// transfer, instead of printing GiroCode data as if it were a URL.
+func TestPayCheckoutWithoutCardProvider(t *testing.T) {
+	srv := kanaldtest.Start(t, bin.kanald)
+	s := newSession(t, srv)
+	s.run(append(signUpSteps(s, srv, "mia", "mia@example.org", "MIA"), signUpSteps(s, srv, "carl", "carl@example.org", "CARL")...))
+	s.vars["OPTOKEN"] = srv.OperatorToken(t)
+	s.vars["DUE"] = time.Now().AddDate(0, 0, 14).Format(time.DateOnly)
+	op := []string{"KANAL_OPERATOR_TOKEN=$OPTOKEN"}
+	s.run([]step{
+		{cmd: "kanal admin org create --kind merchant 'Bäckerei Korn'", env: op, set: map[string]string{"ORG": `(?m)^(org_\S+)$`}},
+		{cmd: "kanal admin org verify $ORG", env: op},
+		{cmd: "kanal admin org member add --role seller $ORG mia@example.org", env: op},
+		{home: "carl", cmd: "kanal inbox"},
+		{home: "mia", cmd: "kanal pay request --org $ORG --to $CARL --amount 12.50 --creditor 'Bäckerei Korn' --iban DE02120300000000202051 --purpose Brot --due $DUE",
+			set: map[string]string{"REQ": `(?m)^(pr_\S+)`}},
+		{home: "carl", cmd: "kanal pay checkout $REQ", exit: 1,
+			want: []string{"this server takes no card payments (it has no card provider): pay by bank transfer; 'kanal pay qr $REQ > girocode.png' makes the GiroCode to scan"},
+			not:  []string{"BCD\n", "SCT"}},
+		{home: "carl", cmd: "kanal help pay checkout", want: []string{"without such a provider"}},
+		// Amounts typed in euros come back in euros.
+		{home: "mia", cmd: "kanal pay request --org $ORG --to $CARL --amount 1000000000.00 --creditor 'Bäckerei Korn' --iban DE02120300000000202051 --purpose Brot --due $DUE",
+			exit: 1, want: []string{"EUR 999999999.99"}, not: []string{"cents", "99999999999"}},
+	})
+}

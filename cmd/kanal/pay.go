@@ -79,6 +79,10 @@ request. Give --key to make a second request with identical parameters.`,
 		{
 			name: "pay checkout", args: "<request-id>", nargs: 1,
 			summary: "pay a request by card or wallet: prints the provider's checkout URL",
+			help: `Asks kanald's card and wallet provider for a checkout page and prints its
+URL. A kanald without such a provider (no KANAL_PSP_URL) takes payments by
+bank transfer only: then this says so and exits 1, and 'kanal pay qr'
+prints the GiroCode to scan instead.`,
 			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
 				return payCheckout(ctx, c, o, args[0])
 			},
@@ -310,11 +314,10 @@ func payCheckout(ctx context.Context, c *cli, o *opts, id string) error {
 	if err != nil {
 		return err
 	}
-	if in.CheckoutURL != "" {
-		fmt.Fprintln(c.stdout, in.CheckoutURL)
-		return nil
+	if in.CheckoutURL == "" {
+		return fmt.Errorf("this server takes no card payments (it has no card provider): pay by bank transfer; 'kanal pay qr %s > girocode.png' makes the GiroCode to scan", id)
 	}
-	fmt.Fprintln(c.stdout, in.EPCPayload)
+	fmt.Fprintln(c.stdout, in.CheckoutURL)
 	return nil
 }
 
@@ -430,7 +433,7 @@ func adminBooks(ctx context.Context, c *cli, o *opts) error {
 	}
 	w.Flush()
 	if !b.Balanced {
-		return fmt.Errorf("the books do NOT balance: total %d cents, unbalanced transactions %s", b.TotalCents, strings.Join(b.Unbalanced, ", "))
+		return fmt.Errorf("the books do NOT balance: total %s, unbalanced transactions %s", payments.Euro(b.TotalCents), strings.Join(b.Unbalanced, ", "))
 	}
 	fmt.Fprintf(c.stdout, "balanced: %d transactions, entries sum to 0\n", b.Transactions)
 	return nil

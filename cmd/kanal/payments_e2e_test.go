@@ -178,11 +178,11 @@ func TestPaymentsSession(t *testing.T) {
 			want: []string{"EUR 214.00"}, set: map[string]string{"REQ": `(?m)^(pr_\S+)$`}},
 		{home: "mia", cmd: "kanal pay request --org $ORG --contract $CONTRACT --creditor 'Bäckerei Korn' --iban 'DE02 1203 0000 0000 2020 51' --purpose 'Auftrag $OFFER' --due $DUE --key req-1",
 			want: []string{"$REQ", "answered from the first request"}},
-		{home: "mia", cmd: "kanal pay request --org $ORG --contract $CONTRACT --creditor 'Bäckerei Korn' --iban 'DE02 1203 0000 0000 2020 51' --purpose 'anders' --due $DUE --key req-1",
+		{home: "mia", cmd: "kanal -v pay request --org $ORG --contract $CONTRACT --creditor 'Bäckerei Korn' --iban 'DE02 1203 0000 0000 2020 51' --purpose 'anders' --due $DUE --key req-1",
 			exit: 1, want: []string{"(urn:kanal:problem:idempotency-key-reused)"}},
-		{home: "mia", cmd: "kanal pay request --org $ORG --to $CARL --amount 10.00 --creditor 'Bäckerei Korn' --iban 'DE03 1203 0000 0000 2020 51' --purpose x --due $DUE",
+		{home: "mia", cmd: "kanal -v pay request --org $ORG --to $CARL --amount 10.00 --creditor 'Bäckerei Korn' --iban 'DE03 1203 0000 0000 2020 51' --purpose x --due $DUE",
 			exit: 1, want: []string{"checksum", "(urn:kanal:problem:validation)"}},
-		{home: "carl", cmd: "kanal pay request --org $ORG --to $CARL --amount 10.00 --creditor 'Bäckerei Korn' --iban 'DE02 1203 0000 0000 2020 51' --purpose x --due $DUE",
+		{home: "carl", cmd: "kanal -v pay request --org $ORG --to $CARL --amount 10.00 --creditor 'Bäckerei Korn' --iban 'DE02 1203 0000 0000 2020 51' --purpose x --due $DUE",
 			exit: 1, want: []string{"(urn:kanal:problem:forbidden)"}},
 		{home: "carl", cmd: "kanal pay show $REQ", want: []string{"open", "EUR 214.00", "DE02120300000000202051"}},
 		// Must-show 5 through the CLI: the PNG decodes to the EPC fields.
@@ -244,10 +244,10 @@ func TestPaymentsSession(t *testing.T) {
 		{home: "carl", cmd: "kanal pay show $UML", want: []string{"open", "EUR 12.00", "Söhne"}},
 		// Within the character limits but over the QR code's 331 bytes:
 		// refused at creation with a problem, not a 500 at 'pay qr'.
-		{home: "mia", cmd: "kanal pay request --org $ORG --to $CARL --amount 12.00 --creditor '$EUROS' --iban DE89370400440532013000 --purpose '$EUROS' --due $DUE",
+		{home: "mia", cmd: "kanal -v pay request --org $ORG --to $CARL --amount 12.00 --creditor '$EUROS' --iban DE89370400440532013000 --purpose '$EUROS' --due $DUE",
 			exit: 1, want: []string{"331", "(urn:kanal:problem:validation)"}, not: []string{"pr_"}},
 		// A Swiss IBAN needs the BIC.
-		{home: "mia", cmd: "kanal pay request --org $ORG --to $CARL --amount 12.00 --creditor 'Stadt Zürich' --iban CH9300762011623852957 --purpose Gebühr --due $DUE",
+		{home: "mia", cmd: "kanal -v pay request --org $ORG --to $CARL --amount 12.00 --creditor 'Stadt Zürich' --iban CH9300762011623852957 --purpose Gebühr --due $DUE",
 			exit: 1, want: []string{"bic is required", "(urn:kanal:problem:validation)"}},
 	}...))
 }

@@ -54,6 +54,7 @@ type opts struct {
 	newKey     string
 	ca         bool
 	orgCRL     string
+	verbose    bool
 }
 
 // cli is one invocation's world: the environment and streams run was given.
@@ -114,6 +115,9 @@ func run(ctx context.Context, args []string, env func(string) string, stdin io.R
 	cmd, rest := lookup(args)
 	if cmd == nil {
 		if group := groupOf(args); group != "" {
+			if n := len(strings.Fields(group)); len(args) > n && isHelp(args[n]) {
+				return c.help(strings.Fields(group))
+			}
 			if len(args) == len(strings.Fields(group)) {
 				return &usageError{cmd: group, msg: "missing subcommand"}
 			}
@@ -143,9 +147,18 @@ func run(ctx context.Context, args []string, env func(string) string, stdin io.R
 		if errors.As(err, &u) {
 			return err
 		}
-		return fmt.Errorf("%s: %w", cmd.name, err)
+		return &shownError{cmd: cmd.name, err: err, verbose: o.verbose}
 	}
 	return nil
+}
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--help", "help":
+		return true
+	}
+	return false
 }
 
 // parseInterspersed parses flags wherever they stand among the arguments,
@@ -173,6 +186,7 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 
 func serverFlag(fs *flag.FlagSet, o *opts) {
 	fs.StringVar(&o.server, "server", o.server, "kanald `URL` (default $KANAL_SERVER, the key store's server, or "+defaultServer+")")
+	fs.BoolVar(&o.verbose, "v", o.verbose, "account ids next to names, and an error's technical chain")
 }
 
 // lookup finds the command whose name is the longest prefix of args.
@@ -213,7 +227,7 @@ func (c *cli) help(topic []string) error {
 	if len(topic) == 0 {
 		fmt.Fprint(w, `kanal is the command-line client for a kanal server.
 
-Usage: kanal [--server URL] <command> [arguments]
+Usage: kanal [--server URL] [-v] <command> [arguments]
 
 Commands:
 `)

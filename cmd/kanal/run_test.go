@@ -182,7 +182,7 @@ func TestInProcess(t *testing.T) {
 	must("Password set.", "password")
 	must("level substantial", "device", "renew")
 	must("level substantial", "login")
-	code, out := runKanal(t, env, "password")
+	code, out := runKanal(t, env, "-v", "password")
 	if code != 1 || !strings.Contains(out, "(urn:kanal:problem:password-required)") {
 		t.Fatalf("changing the password without the current one: exit %d\n%s", code, out)
 	}

@@ -68,9 +68,9 @@ func problem(err error) *web.Problem {
 	case errors.As(err, &p):
 		return p
 	case errors.Is(err, ErrInvalid):
-		return web.Errorf(http.StatusBadRequest, TypeInvalidSubscription, "Invalid push subscription", "%s", err)
+		return web.Errorf(http.StatusBadRequest, TypeInvalidSubscription, "Invalid push subscription", "%s", web.Detail(err))
 	case errors.Is(err, ErrHostNotAllowed):
-		return web.Errorf(http.StatusBadRequest, TypeHostNotAllowed, "Push service not allowed", "%s", err)
+		return web.Errorf(http.StatusBadRequest, TypeHostNotAllowed, "Push service not allowed", "%s", web.Detail(err))
 	case errors.Is(err, ErrNoSubscription):
 		return web.Errorf(http.StatusNotFound, TypeNoSubscription, "No push subscription", "this device has no push subscription")
 	}
