@@ -45,11 +45,12 @@ func DetailText(s string) string {
 
 // packageWords are the one-word prefixes of kanal's packages that errors
 // carry; a prefix with a dot or a slash (payments.import, messaging/client)
-// is one too.
+// that starts with one is one too. Package names that are also words of a
+// message (identity, offer, contract) are not on the list: a detail such
+// as "identity: invalid key" names a field.
 var packageWords = map[string]bool{
-	"camt": true, "ca": true, "contract": true, "epc": true, "identity": true, "jws": true, "keystore": true,
-	"kind": true, "mailbox": true, "messaging": true, "offer": true, "payments": true, "push": true,
-	"pushtest": true, "surveys": true, "translog": true, "transparency": true, "web": true, "bus": true,
+	"bus": true, "camt": true, "epc": true, "jws": true, "keystore": true, "mailbox": true, "messaging": true,
+	"payments": true, "push": true, "pushtest": true, "surveys": true, "translog": true, "transparency": true, "web": true,
 }
 
 func isPackagePrefix(p string) bool {

@@ -30,3 +30,15 @@ func TestDetail(t *testing.T) {
 		}
 	}
 }
+
+// TestDetailKeepsFieldNames: a prefix that names a field stays.
+func TestDetailKeepsFieldNames(t *testing.T) {
+	for _, s := range []string{"identity: invalid key: bad base64", "offer: expired", "contract: total differs"} {
+		if got := DetailText(s); got != s {
+			t.Errorf("DetailText(%q) = %q", s, got)
+		}
+	}
+	if got := DetailText("messaging: identity: invalid key"); got != "identity: invalid key" {
+		t.Errorf("got %q", got)
+	}
+}
