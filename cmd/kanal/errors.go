@@ -36,6 +36,11 @@ func (e *shownError) Unwrap() error { return e.err }
 
 // sentence is err in the user's terms.
 func sentence(err error) string {
+	var stopped *mclient.StoppedError
+	if errors.As(err, &stopped) {
+		// A live stream's end, already said in the user's terms.
+		return err.Error()
+	}
 	if s, ok := mclient.CloseSentence(err); ok {
 		return s
 	}

@@ -56,7 +56,7 @@ func TestErrorVerbose(t *testing.T) {
 		{cmd: "kanal verify 00000000", exit: 1, want: []string{"kanal: verify: "}, not: []string{"urn:kanal:problem", "technical:", "HTTP"}},
 		{cmd: "kanal -v verify 00000000", exit: 1, want: []string{"kanal: verify: ", "\n  technical: ", "(urn:kanal:problem:invalid-code)", "HTTP 4"}},
 		{cmd: "kanal verify -v 00000000", exit: 1, want: []string{"\n  technical: "}},
-		{cmd: "kanal help", want: []string{"[-v]"}},
+		{cmd: "kanal help", want: []string{"  -v  "}},
 	})
 }
 

@@ -227,12 +227,16 @@ func (c *cli) help(topic []string) error {
 	if len(topic) == 0 {
 		fmt.Fprint(w, `kanal is the command-line client for a kanal server.
 
-Usage: kanal [--server URL] [-v] <command> [arguments]
+Usage: kanal [--server URL] <command> [arguments]
 
 Commands:
 `)
 		printCommands(w, commands())
 		fmt.Fprint(w, `
+Global flags (before or after the command):
+  --server URL          kanald address
+  -v                    account ids next to names, and an error's technical chain
+
 Environment:
   KANAL_SERVER          kanald address (default `+defaultServer+`)
   KANAL_HOME            where the key store lives (default: the user config directory/kanal)

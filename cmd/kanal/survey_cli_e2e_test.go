@@ -74,13 +74,13 @@ func TestSurveyCLI(t *testing.T) {
 		{home: "rat", cmd: "kanal directory ca > ca.pem"},
 		{home: "rat", cmd: "kanal survey verify later-signed.json --ca ca.pem", want: []string{"Haushalt 2027 und 2028"}},
 		// It opened when it was made: no more changes.
-		{home: "rat", cmd: "kanal survey edit $SURVEY survey.json", exit: 1, want: []string{"survey-opened"}},
+		{home: "rat", cmd: "kanal -v survey edit $SURVEY survey.json", exit: 1, want: []string{"survey-opened"}},
 		{home: "rat", cmd: "kanal survey invite $SURVEY $BOB", want: []string{"Invited $BOB"}},
 		{home: "bob", cmd: "kanal inbox", want: []string{"survey invitation: Spielplatz Lindenstraße ($SURVEY)"}},
 		{home: "bob", cmd: "kanal survey list", want: []string{"$SURVEY", "Spielplatz Lindenstraße"}},
 		{home: "bob", cmd: "kanal survey vote $SURVEY --answers '[0, 7]'", exit: 1, want: []string{"answer 2"}},
 		{home: "bob", cmd: "kanal survey vote $SURVEY --answers '[1, 4]' --delay 200ms", want: []string{"Ballot counted as entry 1"}},
-		{home: "bob", cmd: "kanal survey vote $SURVEY --answers '[0, 4]'", exit: 1, want: []string{"token-already-issued"}},
+		{home: "bob", cmd: "kanal -v survey vote $SURVEY --answers '[0, 4]'", exit: 1, want: []string{"token already issued: this account already received", "token-already-issued"}},
 		{home: "bob", cmd: "kanal survey receipt $SURVEY", want: []string{"entry 1 on the board"}},
 		// Publishing before closing is refused on the device: the tally key
 		// never reaches kanald (no tally request in its access log).
@@ -92,14 +92,14 @@ func TestSurveyCLI(t *testing.T) {
 		}},
 		{home: "bob", cmd: "kanal survey publish $SURVEY", exit: 1, want: []string{"no tally key"}},
 		{do: func(t *testing.T) { time.Sleep(time.Until(closes) + 500*time.Millisecond) }},
-		{home: "bob", cmd: "kanal survey vote $SURVEY --answers '[0, 4]'", exit: 1, want: []string{"survey-not-open"}},
+		{home: "bob", cmd: "kanal -v survey vote $SURVEY --answers '[0, 4]'", exit: 1, want: []string{"survey-not-open"}},
 		{home: "rat", cmd: "kanal survey publish $SURVEY", want: []string{"published"}},
 		{home: "bob", cmd: "kanal survey tally $SURVEY", want: []string{"1 ballots: 1 valid, 0 invalid", "agrees with the result kanald signed"}},
 		{home: "bob", cmd: "kanal survey result $SURVEY --csv result.csv --svg result.svg", want: []string{"Nein", "100.0%"}},
 		// Closing early: the organiser's device signs "closed now"; then
 		// the tally key may go, an hour before closes_at.
 		{home: "rat", cmd: "kanal survey create --org $ORG soon.json", set: map[string]string{"SOON": `Survey (srv_\S+) created`}},
-		{home: "bob", cmd: "kanal survey close $SOON", exit: 1, want: []string{"forbidden"}},
+		{home: "bob", cmd: "kanal survey close $SOON", exit: 1, want: []string{"not allowed: only an organiser, admin or owner"}},
 		{home: "rat", cmd: "kanal survey publish $SOON", exit: 1, want: []string{"stays on this device"}},
 		{home: "rat", cmd: "kanal survey close $SOON", want: []string{"closed early"}},
 		{home: "rat", cmd: "kanal survey publish $SOON", want: []string{"published"}},
