@@ -289,3 +289,26 @@ func TestPayCheckoutWithoutCardProvider(t *testing.T) {
 			exit: 1, want: []string{"EUR 999999999.99"}, not: []string{"cents", "99999999999"}},
 	})
 }
+
+// TestFeaturesCLI is the city team's walk through the features that had
+// no command: a group, a file and a poll in it, and a push subscription,
+// each through the real binary against kanald.
+func TestFeaturesCLI(t *testing.T) {
+	srv := kanaldtest.Start(t, bin.kanald)
+	s := newSession(t, srv)
+	s.run(append(signUpSteps(s, srv, "alice", "alice@example.org", "ALICE"), signUpSteps(s, srv, "bob", "bob@example.org", "BOB")...))
+	os.WriteFile(filepath.Join(s.work, "plan.txt"), []byte("Treffen im Rathaus, Raum 2\n"), 0o600)
+	s.run([]step{
+		{cmd: "kanal group create $BOB", set: map[string]string{"G": `(?m)^(g_[0-9a-f]{32})$`}},
+		{cmd: "kanal send --file plan.txt $G", want: []string{`sent "plan.txt"`}, set: map[string]string{"ATT": `kanal get (\S+)`}},
+		{cmd: "kanal poll create $G 'Passt Dienstag?' Ja Nein", set: map[string]string{"P": `(?m)^(poll-\S+)$`}},
+		{home: "bob", cmd: "kanal inbox", want: []string{`file "plan.txt" (27 bytes, text/plain) — kanal get $ATT`, "poll: Passt Dienstag? 1) Ja 2) Nein"}},
+		{home: "bob", cmd: "kanal get -o - $ATT", want: []string{"Treffen im Rathaus, Raum 2"}},
+		{home: "bob", cmd: "kanal poll vote $P Ja", want: []string{`Voted "Ja"`}},
+		{cmd: "kanal poll results $P", want: []string{"1 voter", "1) Ja    1 vote"}},
+		{cmd: "kanal conversations", want: []string{"$G"}},
+		{home: "bob", cmd: "kanal push subscribe https://push.example.org/bob", want: []string{"Subscribed"}},
+		{home: "bob", cmd: "kanal push show", want: []string{"https://push.example.org/bob"}},
+		{cmd: "kanal survey --help", want: []string{"survey close"}},
+	})
+}

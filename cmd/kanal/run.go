@@ -273,6 +273,16 @@ Run 'kanal help <command>' for a command's details.
 		fmt.Fprintf(w, "\nFlags:\n")
 		fs.SetOutput(w)
 		fs.PrintDefaults()
+		var sub []*command
+		for _, other := range commands() {
+			if strings.HasPrefix(other.name, cmd.name+" ") {
+				sub = append(sub, other)
+			}
+		}
+		if len(sub) > 0 {
+			fmt.Fprintf(w, "\nSubcommands:\n")
+			printCommands(w, sub)
+		}
 		return nil
 	}
 	var in []*command
