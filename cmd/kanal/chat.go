@@ -137,6 +137,8 @@ type entry struct {
 	// JWS is a received offer's compact JWS, kept so that 'kanal offer
 	// list|show|sign ID' find an offer the inbox already showed.
 	JWS string `json:"jws,omitempty"`
+	// Group is a group change, whose accounts are named when it is shown.
+	Group *kind.GroupChangeBody `json:"group,omitempty"`
 	// Att is an attachment's blob, key and hash, for 'kanal get ID'.
 	Att *kind.AttachmentBody `json:"att,omitempty"`
 }
@@ -221,20 +223,7 @@ func summary(m *kind.Message) string {
 	case *kind.ReceiptBody:
 		return b.Status + " " + strings.Join(b.IDs, ",")
 	case *kind.GroupChangeBody:
-		switch b.Op {
-		case "created":
-			return b.By + " created the group"
-		case "added":
-			return b.By + " added " + b.AccountID + " as " + b.Role
-		case "removed":
-			return b.By + " removed " + b.AccountID
-		case "left":
-			return b.AccountID + " left"
-		case "member":
-			return b.AccountID + " is a member (" + b.Role + ")"
-		default:
-			return b.By + " made " + b.AccountID + " " + b.Role
-		}
+		return groupChange(b, func(id string) string { return id })
 	case *kind.PaymentRequestBody:
 		s := fmt.Sprintf("payment request %s: %d.%02d %s to %s, reference %s", b.RequestID, b.AmountCents/100, b.AmountCents%100, b.Currency, b.Creditor, b.Reference)
 		if b.Purpose != "" {
@@ -260,6 +249,24 @@ func summary(m *kind.Message) string {
 	}
 }
 
+// groupChange says what a group change did, naming accounts with name.
+func groupChange(b *kind.GroupChangeBody, name func(string) string) string {
+	switch b.Op {
+	case "created":
+		return name(b.By) + " created the group"
+	case "added":
+		return name(b.By) + " added " + name(b.AccountID) + " as " + b.Role
+	case "removed":
+		return name(b.By) + " removed " + name(b.AccountID)
+	case "left":
+		return name(b.AccountID) + " left"
+	case "member":
+		return name(b.AccountID) + " is a member (" + b.Role + ")"
+	default:
+		return name(b.By) + " made " + name(b.AccountID) + " " + b.Role
+	}
+}
+
 func entryOf(in *mclient.Incoming) entry {
 	e := entry{ID: in.Message.ID, Conversation: in.Conversation, From: in.SenderAccount, Kind: string(in.Message.Kind),
 		Text: summary(in.Message), At: in.ServerTime}
@@ -276,17 +283,14 @@ func entryOf(in *mclient.Incoming) entry {
 	if b, ok := in.Message.Body.(*kind.AttachmentBody); ok {
 		e.Att = b
 	}
+	if b, ok := in.Message.Body.(*kind.GroupChangeBody); ok {
+		e.Group = b // its accounts are named when it is shown
+	}
 	return e
 }
 
-func (e entry) line(me string) string {
-	who := e.From
-	switch {
-	case e.From == me:
-		who = "me (other device)"
-	case e.Org != "":
-		who = e.Org + " (" + e.From + ")"
-	}
+func (e entry) line(n *namer) string {
+	who := n.sender(e)
 	mark := ""
 	switch e.Status {
 	case "delivered":
@@ -295,6 +299,9 @@ func (e entry) line(me string) string {
 		mark = " ✓✓"
 	}
 	text := e.Text
+	if e.Group != nil {
+		text = groupChange(e.Group, n.account)
+	}
 	if e.Att != nil {
 		text += " — kanal get " + e.ID
 	}
@@ -303,13 +310,14 @@ func (e entry) line(me string) string {
 
 // chatSession is an open chat: the key store, the E2E client and the history.
 type chatSession struct {
-	st   *keystore.Store
-	mc   *mclient.Client
-	hist *history
+	st    *keystore.Store
+	mc    *mclient.Client
+	hist  *history
+	names *namer
 }
 
 func (c *cli) openChat(ctx context.Context, o *opts) (*chatSession, error) {
-	st, _, err := c.openSession(ctx, o) // refreshes the session if needed
+	st, api, err := c.openSession(ctx, o) // refreshes the session if needed
 	if err != nil {
 		return nil, err
 	}
@@ -321,7 +329,12 @@ func (c *cli) openChat(ctx context.Context, o *opts) (*chatSession, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &chatSession{st: st, mc: mc, hist: h}, nil
+	n := c.names(ctx, o, st, api)
+	for _, e := range h.entries {
+		n.learnOrg(e.Reply, e.Org)
+		n.learnOrg(e.ReplyOrg, e.Org)
+	}
+	return &chatSession{st: st, mc: mc, hist: h, names: n}, nil
 }
 
 // take records what arrived: receipts update my messages, everything
@@ -330,7 +343,12 @@ func (s *chatSession) take(in *mclient.Incoming) (*entry, error) {
 	if rb, ok := in.Message.Body.(*kind.ReceiptBody); ok {
 		return nil, s.hist.mark(rb.IDs, rb.Status)
 	}
+	if in.Message.Kind == kind.Profile {
+		return nil, nil // the SDK keeps it; names.go shows it
+	}
 	e := entryOf(in)
+	s.names.learnOrg(e.Reply, e.Org)
+	s.names.learnOrg(e.ReplyOrg, e.Org)
 	if in.SenderAccount == s.st.Data.AccountID && !in.FromServer {
 		e.From = "me"
 	}
@@ -458,8 +476,7 @@ func (c *cli) newDevice(st *keystore.Store, n mclient.NewDevice) {
 		fmt.Fprintf(c.stderr, "Your account has a new device (%s). If you did not add it, revoke it: kanal device revoke %s\n", n.DeviceID, n.DeviceID)
 		return
 	}
-	// kanal keeps no names for accounts yet: the account id is the name.
-	fmt.Fprintf(c.stderr, "%s has a new device (%s).\n", n.AccountID, n.DeviceID)
+	fmt.Fprintf(c.stderr, "%s has a new device (%s).\n", c.names(context.Background(), &opts{}, st, nil).account(n.AccountID), n.DeviceID)
 }
 
 // explainSend says in one sentence why a send was refused for a device
@@ -551,7 +568,7 @@ func inbox(ctx context.Context, c *cli, o *opts, co *chatOpts) error {
 	n := 0
 	err = s.fetch(ctx, c, co.wait, func(e entry) {
 		n++
-		fmt.Fprintf(c.stdout, "%s  %s\n", e.Reply, e.line(s.st.Data.AccountID))
+		fmt.Fprintf(c.stdout, "%s  %s\n", s.with(e), e.line(s.names))
 	})
 	if err != nil {
 		return err
@@ -570,8 +587,15 @@ func conversations(ctx context.Context, c *cli, o *opts) error {
 	if err := s.fetch(ctx, c, 0, func(entry) {}); err != nil {
 		return err
 	}
+	return s.listConversations(c.stdout)
+}
+
+// listConversations prints each conversation of the history with its
+// newest message, newest first.
+func (s *chatSession) listConversations(out io.Writer) error {
 	type conv struct {
 		last  entry
+		with  entry // the newest entry that names the other side
 		count int
 	}
 	byConv := map[string]*conv{}
@@ -585,9 +609,14 @@ func conversations(ctx context.Context, c *cli, o *opts) error {
 		if x.last.ID == "" || !e.At.Before(x.last.At) {
 			x.last = e
 		}
+		// A server notice (a payment's status, a group change) names no
+		// one to answer: the conversation is still with whom it was.
+		if e.Reply != "" && (x.with.ID == "" || !e.At.Before(x.with.At)) {
+			x.with = e
+		}
 	}
 	if len(byConv) == 0 {
-		fmt.Fprintln(c.stdout, "no conversations yet")
+		fmt.Fprintln(out, "no conversations yet")
 		return nil
 	}
 	list := make([]*conv, 0, len(byConv))
@@ -595,14 +624,14 @@ func conversations(ctx context.Context, c *cli, o *opts) error {
 		list = append(list, x)
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].last.At.After(list[j].last.At) })
-	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "WITH\tMESSAGES\tNEWEST")
 	for _, x := range list {
-		with := x.last.Reply
-		if x.last.ReplyOrg != "" {
-			with = x.last.Reply + " (as " + x.last.ReplyOrg + ")"
+		w := x.with
+		if w.ID == "" {
+			w = x.last
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\n", with, x.count, x.last.line(s.st.Data.AccountID))
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", s.with(w), x.count, x.last.line(s.names))
 	}
 	return tw.Flush()
 }
@@ -651,11 +680,11 @@ func chat(ctx context.Context, c *cli, o *opts, co *chatOpts, peer string) error
 		},
 	})
 	defer st.Close()
-	me := s.st.Data.AccountID
-	say("chat with %s — type a message and press Enter; /quit to leave\n", to)
+	peerID, peerOrg := peerString(to)
+	say("chat with %s — type a message and press Enter; /quit to leave\n", s.names.peer(peerID, peerOrg))
 	for _, e := range s.hist.entries {
 		if e.Conversation == conv {
-			say("%s\n", e.line(me))
+			say("%s\n", e.line(s.names))
 		}
 	}
 
@@ -689,12 +718,12 @@ func chat(ctx context.Context, c *cli, o *opts, co *chatOpts, peer string) error
 				say("  %s %s\n", mark, rb.Status)
 			case e == nil:
 			case in.Conversation == conv:
-				say("%s\n", e.line(me))
+				say("%s\n", e.line(s.names))
 				if err := st.Receipt(ctx, in, "read"); err != nil {
 					say("(read receipt not sent: %v)\n", err)
 				}
 			default:
-				say("(new message from %s in another conversation: kanal chat %s)\n", e.From, e.Reply)
+				say("(new message from %s in another conversation: kanal chat %s)\n", s.names.sender(*e), chatArgs(*e))
 				if err := st.Receipt(ctx, in, "delivered"); err != nil {
 					say("(receipt not sent: %v)\n", err)
 				}
@@ -806,4 +835,21 @@ func notConnectedReason(err error) string {
 		return p.Detail
 	}
 	return "the server cannot be reached"
+}
+
+// with is the other side of e's conversation, named; "kanal" for a
+// conversation of server notices alone.
+func (s *chatSession) with(e entry) string {
+	if e.Reply == "" {
+		return "kanal"
+	}
+	return s.names.peer(e.Reply, e.ReplyOrg)
+}
+
+// chatArgs is what to give 'kanal chat' to answer in e's conversation.
+func chatArgs(e entry) string {
+	if e.ReplyOrg != "" {
+		return "--org " + e.ReplyOrg + " " + e.Reply
+	}
+	return e.Reply
 }

@@ -138,7 +138,7 @@ func TestChatCLI(t *testing.T) {
 		return path
 	}
 	x.start("bob", script("bob", "ALICE"))
-	x.waitFor("bob", "chat with account "+s.vars["ALICE"], "Hallo Bob, wie geht es?", "Zweite Nachricht")
+	x.waitFor("bob", "chat with "+s.vars["ALICE"], "Hallo Bob, wie geht es?", "Zweite Nachricht")
 	x.start("alice", script("alice", "BOB"))
 	// Alice's history shows her two messages as delivered (✓).
 	x.waitFor("alice", "me: Hallo Bob, wie geht es? ✓", "me: Zweite Nachricht ✓")

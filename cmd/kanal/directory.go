@@ -97,10 +97,11 @@ func directoryDevices(ctx context.Context, c *cli, o *opts, args []string) error
 }
 
 func directoryOrg(ctx context.Context, c *cli, o *opts, args []string) error {
-	_, api, err := c.openSession(ctx, o)
+	st, api, err := c.openSession(ctx, o)
 	if err != nil {
 		return err
 	}
+	n := c.names(ctx, o, st, api)
 	org, err := api.DirectoryOrg(ctx, args[0])
 	if err != nil {
 		return err
@@ -112,7 +113,7 @@ func directoryOrg(ctx context.Context, c *cli, o *opts, args []string) error {
 	fmt.Fprintf(c.stdout, "%s %q (%s, %s)\n", org.OrgID, oneLine(org.Name), org.Kind, verified)
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	for _, m := range org.Members {
-		fmt.Fprintf(tw, "  %s\t%s\t%d devices\n", m.AccountID, m.Role, len(m.Devices))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", n.account(m.AccountID), m.Role, plural(len(m.Devices), "device"))
 	}
 	return tw.Flush()
 }

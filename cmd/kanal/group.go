@@ -83,16 +83,16 @@ that group again, and the one who invited you cannot invite you to any group.`,
 }
 
 // groupClient opens the key store and this device's end-to-end client.
-func (c *cli) groupClient(ctx context.Context, o *opts) (*mclient.Client, string, error) {
-	st, _, err := c.openSession(ctx, o)
+func (c *cli) groupClient(ctx context.Context, o *opts) (*mclient.Client, *namer, error) {
+	st, api, err := c.openSession(ctx, o)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	mc, err := c.messenger(ctx, o, st)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
-	return mc, st.Data.AccountID, nil
+	return mc, c.names(ctx, o, st, api), nil
 }
 
 // checkGroupID refuses what is not a group id before asking the server.
@@ -148,7 +148,7 @@ func groupAdd(ctx context.Context, c *cli, o *opts, g *groupOpts, args []string)
 	if g.admin {
 		role = messaging.GroupAdmin
 	}
-	mc, _, err := c.groupClient(ctx, o)
+	mc, n, err := c.groupClient(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -156,7 +156,7 @@ func groupAdd(ctx context.Context, c *cli, o *opts, g *groupOpts, args []string)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "Invited %s to %s as %s; the group has %s and %s.\n", args[1], args[0], role,
+	fmt.Fprintf(c.stdout, "Invited %s to %s as %s; the group has %s and %s.\n", n.account(args[1]), args[0], role,
 		plural(len(grp.Members), "member"), plural(len(grp.Invitations), "invitation"))
 	return nil
 }
@@ -168,7 +168,7 @@ func groupRemove(ctx context.Context, c *cli, o *opts, args []string) error {
 	if err := checkAccountID("group remove", args[1]); err != nil {
 		return err
 	}
-	mc, _, err := c.groupClient(ctx, o)
+	mc, n, err := c.groupClient(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -182,11 +182,11 @@ func groupRemove(ctx context.Context, c *cli, o *opts, args []string) error {
 	}
 	for _, inv := range before.Invitations {
 		if inv.AccountID == args[1] {
-			fmt.Fprintf(c.stdout, "Withdrew the invitation of %s to %s.\n", args[1], args[0])
+			fmt.Fprintf(c.stdout, "Withdrew the invitation of %s to %s.\n", n.account(args[1]), args[0])
 			return nil
 		}
 	}
-	fmt.Fprintf(c.stdout, "Removed %s from %s; the group has %s.\n", args[1], args[0], plural(len(grp.Members), "member"))
+	fmt.Fprintf(c.stdout, "Removed %s from %s; the group has %s.\n", n.account(args[1]), args[0], plural(len(grp.Members), "member"))
 	return nil
 }
 
@@ -194,11 +194,11 @@ func groupLeave(ctx context.Context, c *cli, o *opts, args []string) error {
 	if err := checkGroupID("group leave", args[0]); err != nil {
 		return err
 	}
-	mc, me, err := c.groupClient(ctx, o)
+	mc, n, err := c.groupClient(ctx, o)
 	if err != nil {
 		return err
 	}
-	if _, err := mc.RemoveGroupMember(ctx, args[0], me); err != nil {
+	if _, err := mc.RemoveGroupMember(ctx, args[0], n.me); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "You left %s.\n", args[0])
@@ -230,7 +230,7 @@ func groupShow(ctx context.Context, c *cli, o *opts, args []string) error {
 	if err := checkGroupID("group show", args[0]); err != nil {
 		return err
 	}
-	mc, me, err := c.groupClient(ctx, o)
+	mc, n, err := c.groupClient(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -238,15 +238,15 @@ func groupShow(ctx context.Context, c *cli, o *opts, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "group       %s\ncreated by  %s on %s\n%s:\n", g.GroupID, g.CreatedBy,
+	fmt.Fprintf(c.stdout, "group       %s\ncreated by  %s on %s\n%s:\n", g.GroupID, n.account(g.CreatedBy),
 		g.CreatedAt.Local().Format("2006-01-02"), plural(len(g.Members), "member"))
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	for _, m := range g.Members {
 		mark := " "
-		if m.AccountID == me {
+		if m.AccountID == n.me {
 			mark = "*"
 		}
-		fmt.Fprintf(tw, "%s %s\t%s\tsince %s\n", mark, m.AccountID, m.Role, m.AddedAt.Local().Format("2006-01-02"))
+		fmt.Fprintf(tw, "%s %s\t%s\tsince %s\n", mark, n.account(m.AccountID), m.Role, m.AddedAt.Local().Format("2006-01-02"))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -256,13 +256,13 @@ func groupShow(ctx context.Context, c *cli, o *opts, args []string) error {
 	}
 	fmt.Fprintf(c.stdout, "%s:\n", plural(len(g.Invitations), "invitation"))
 	for _, inv := range g.Invitations {
-		fmt.Fprintf(tw, "  %s\t%s\tinvited by %s, until %s\n", inv.AccountID, inv.Role, inv.InvitedBy, inv.ExpiresAt.Local().Format("2006-01-02"))
+		fmt.Fprintf(tw, "  %s\t%s\tinvited by %s, until %s\n", n.account(inv.AccountID), inv.Role, n.account(inv.InvitedBy), inv.ExpiresAt.Local().Format("2006-01-02"))
 	}
 	return tw.Flush()
 }
 
 func groupInvitations(ctx context.Context, c *cli, o *opts, _ []string) error {
-	mc, _, err := c.groupClient(ctx, o)
+	mc, n, err := c.groupClient(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -277,7 +277,7 @@ func groupInvitations(ctx context.Context, c *cli, o *opts, _ []string) error {
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "GROUP\tINVITED BY\tAS\tMEMBERS\tUNTIL")
 	for _, inv := range l.Invitations {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", inv.GroupID, inv.InvitedBy, inv.Role, plural(inv.Members, "member"),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", inv.GroupID, n.account(inv.InvitedBy), inv.Role, plural(inv.Members, "member"),
 			inv.ExpiresAt.Local().Format("2006-01-02"))
 	}
 	if err := tw.Flush(); err != nil {

@@ -54,7 +54,7 @@ type opts struct {
 	newKey     string
 	ca         bool
 	orgCRL     string
-	verbose    bool
+	verbose    bool // -v: account ids next to names
 }
 
 // cli is one invocation's world: the environment and streams run was given.
@@ -67,6 +67,8 @@ type cli struct {
 	// quietAlerts: the command lists the monitor's alerts itself, so
 	// opening the key store does not print them.
 	quietAlerts bool
+	// verbose is -v: account ids next to names (names.go).
+	verbose bool
 }
 
 func commands() []*command {
@@ -76,6 +78,7 @@ func commands() []*command {
 	cmds = append(cmds, adminCommands()...)
 	cmds = append(cmds, directoryCommands()...)
 	cmds = append(cmds, chatCommands()...)
+	cmds = append(cmds, profileCommands()...)
 	cmds = append(cmds, groupCommands()...)
 	cmds = append(cmds, attachmentCommands()...)
 	cmds = append(cmds, pollCommands()...)
@@ -142,6 +145,7 @@ func run(ctx context.Context, args []string, env func(string) string, stdin io.R
 	if cmd.nargs >= 0 && len(positional) != cmd.nargs {
 		return &usageError{cmd: cmd.name, msg: fmt.Sprintf("usage: kanal %s %s", cmd.name, cmd.args)}
 	}
+	c.verbose = o.verbose
 	if err := cmd.run(ctx, c, &o, positional); err != nil {
 		var u *usageError
 		if errors.As(err, &u) {
@@ -227,7 +231,7 @@ func (c *cli) help(topic []string) error {
 	if len(topic) == 0 {
 		fmt.Fprint(w, `kanal is the command-line client for a kanal server.
 
-Usage: kanal [--server URL] <command> [arguments]
+Usage: kanal [--server URL] [-v] <command> [arguments]
 
 Commands:
 `)
