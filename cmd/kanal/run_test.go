@@ -38,7 +38,8 @@ func TestUsage(t *testing.T) {
 	}{
 		{nil, 2, "no command given"},
 		{[]string{"help"}, 0, "kanal register alice@example.org"},
-		{[]string{"--help"}, 0, "Usage: kanal [--server URL] <command>"},
+		{[]string{"--help"}, 0, "Usage: kanal [--server URL] [-v] <command>"},
+		{[]string{"help", "profile", "set"}, 0, "account ids next to names, and an error's technical chain"},
 		{[]string{"help", "device"}, 0, "device enroll"},
 		{[]string{"help", "admin", "org", "member", "add"}, 0, "-role role"},
 		{[]string{"device", "enroll", "-h"}, 0, "Usage: kanal device enroll"},
