@@ -229,6 +229,9 @@ func (l *Log) handleWitnessCheckpoint(w http.ResponseWriter, r *http.Request) er
 	}
 	msg, err := l.WitnessCheckpoint(r.Context())
 	if errors.Is(err, ErrNotFound) {
+		if l.witnesses == nil { // no witnesses: the newest checkpoint, and the log has none yet
+			return web.Errorf(http.StatusNotFound, TypeNotCosigned, "Not cosigned yet", "the log has no checkpoint yet")
+		}
 		return web.Errorf(http.StatusNotFound, TypeNotCosigned, "Not cosigned yet", "no checkpoint carries the cosignatures of %d witnesses yet", l.witnesses.Quorum)
 	}
 	if err != nil {

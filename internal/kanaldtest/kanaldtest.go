@@ -34,9 +34,16 @@ func Build(dir string) (string, error) {
 	return out, nil
 }
 
+// Front, when set, is called with each started kanald's address and
+// returns the address the test talks to instead: a proxy in front of it
+// (cmd/kanal's OpenAPI test validates every exchange there). Set it only
+// in tests that do not run in parallel.
+var Front func(t testing.TB, url string) string
+
 // Server is a running kanald.
 type Server struct {
 	URL        string // http://127.0.0.1:port
+	Direct     string // kanald's own address: URL, unless Front put a proxy before it
 	DataDir    string
 	Deployment string // the deployment id from the ready line
 
@@ -53,6 +60,15 @@ type Server struct {
 // and waits until it is ready. The process is stopped when the test ends,
 // and its output is logged if the test failed.
 func Start(t testing.TB, bin string, env ...string) *Server {
+	t.Helper()
+	s := start(t, bin, env...)
+	if Front != nil {
+		s.URL = Front(t, s.Direct)
+	}
+	return s
+}
+
+func start(t testing.TB, bin string, env ...string) *Server {
 	t.Helper()
 	s := &Server{DataDir: filepath.Join(t.TempDir(), "kanal-data"), done: make(chan error, 1), bin: bin, env: env}
 	for _, kv := range env {
@@ -110,6 +126,7 @@ func Start(t testing.TB, bin string, env ...string) *Server {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("kanald not ready after 60s\n%s", s.Output())
 	}
+	s.Direct = s.URL
 	return s
 }
 
@@ -126,13 +143,14 @@ func (s *Server) Restart(t testing.TB) *Server {
 // with the same data directory and environment.
 func (s *Server) StartAgain(t testing.TB) *Server {
 	t.Helper()
-	addr := strings.TrimPrefix(s.URL, "http://")
+	addr := strings.TrimPrefix(s.Direct, "http://")
 	env := append(append([]string{}, s.env...), "KANAL_DATA_DIR="+s.DataDir, "KANAL_ADDR="+addr)
-	n := Start(t, s.bin, env...)
+	n := start(t, s.bin, env...)
 	n.env = s.env
-	if n.URL != s.URL {
-		t.Fatalf("kanald came back on %s, not %s", n.URL, s.URL)
+	if n.Direct != s.Direct {
+		t.Fatalf("kanald came back on %s, not %s", n.Direct, s.Direct)
 	}
+	n.URL = s.URL // a proxy from Front forwards to the same address
 	return n
 }
 

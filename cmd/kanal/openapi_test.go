@@ -1,0 +1,586 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"mime"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+
+	idclient "github.com/kanal-server/kanal/identity/client"
+	"github.com/kanal-server/kanal/internal/kanaldtest"
+)
+
+// The API description, docs/openapi.yaml, is checked three ways: every
+// route kanald serves is in it (TestOpenAPIDescribesEveryRoute), every
+// problem type the code declares is listed in it
+// (TestOpenAPIListsEveryProblemType), and a city's day against the real
+// kanald, through a proxy that validates every request and every answer
+// with kin-openapi, exercises every operation it describes
+// (TestOpenAPIValidatesRealResponses).
+
+const openapiFile = "../../docs/openapi.yaml"
+
+// routeLiteral is a Go string literal that is a ServeMux pattern with a
+// method: how every kanal package writes its routes.
+var routeLiteral = regexp.MustCompile(`"((?:GET|HEAD|POST|PUT|PATCH|DELETE) /[A-Za-z0-9_./{}-]*)"`)
+
+// goSources returns the repository's non-test Go files.
+func goSources(t testing.TB) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir("../..", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") && d.Name() != ".." && d.Name() != "." || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			out[p] = string(b)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// candidatePatterns are the route-shaped literals of the code. Some are
+// not routes kanald serves (an outside provider's path a client calls);
+// TestOpenAPIDescribesEveryRoute asks the running kanald which are.
+func candidatePatterns(t testing.TB) []string {
+	seen := map[string]bool{}
+	for _, src := range goSources(t) {
+		for _, m := range routeLiteral.FindAllStringSubmatch(src, -1) {
+			seen[m[1]] = true
+		}
+	}
+	var out []string
+	for p := range seen {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// samplePath fills a pattern's wildcards.
+func samplePath(path string) string {
+	return regexp.MustCompile(`\{[a-z_]+(\.\.\.)?\}`).ReplaceAllString(path, "x")
+}
+
+// servedPatterns sends one unauthenticated request per candidate to a
+// fresh kanald and reads back, from /metrics, the route pattern that
+// served each: the routes kanald really has, whichever package added
+// them and however.
+func servedPatterns(t *testing.T) []string {
+	srv := kanaldtest.Start(t, bin.kanald)
+	var served []string
+	for _, p := range candidatePatterns(t) {
+		method, path, _ := strings.Cut(p, " ")
+		req, _ := http.NewRequest(method, srv.Direct+samplePath(path), strings.NewReader("{}"))
+		req.Header.Set("Content-Type", "application/json")
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			// A handler that panics leaves no route in the metrics: it is
+			// served, and a bug.
+			if resp.StatusCode == http.StatusInternalServerError {
+				t.Errorf("%s %s answered 500 to a request without a session", method, samplePath(path))
+				served = append(served, p)
+			}
+		}
+	}
+	resp, err := http.Get(srv.Direct + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	seen := map[string]bool{}
+	for _, p := range served {
+		seen[p] = true
+	}
+	for _, m := range regexp.MustCompile(`kanal_http_requests_total\{[^}]*route="([^"]+)"`).FindAllStringSubmatch(string(b), -1) {
+		if strings.Contains(m[1], " /") { // not the catch-all 404 ("/") or "unmatched"
+			seen[m[1]] = true
+		}
+	}
+	var out []string
+	for p := range seen {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func loadOpenAPI(t testing.TB) *openapi3.T {
+	t.Helper()
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromFile(openapiFile)
+	if err != nil {
+		t.Fatalf("%s: %v", openapiFile, err)
+	}
+	if err := doc.Validate(context.Background()); err != nil {
+		t.Fatalf("%s is not a valid OpenAPI document: %v", openapiFile, err)
+	}
+	if !strings.HasPrefix(doc.OpenAPI, "3.1") {
+		t.Fatalf("%s is OpenAPI %s, want 3.1", openapiFile, doc.OpenAPI)
+	}
+	return doc
+}
+
+// documented returns the document's operations as ServeMux patterns
+// ("GET /v1/groups/{id}").
+func documented(doc *openapi3.T) map[string]bool {
+	out := map[string]bool{}
+	for path, item := range doc.Paths.Map() {
+		for method := range item.Operations() {
+			out[method+" "+path] = true
+		}
+	}
+	return out
+}
+
+// muxPath is the document's path for a ServeMux pattern: a trailing
+// {x...} wildcard is written {x} in OpenAPI.
+func muxPath(pattern string) string { return strings.ReplaceAll(pattern, "...}", "}") }
+
+// TestOpenAPIDescribesEveryRoute fails when kanald serves a route the
+// document lacks, and prints a stub to start its description from.
+func TestOpenAPIDescribesEveryRoute(t *testing.T) {
+	doc := loadOpenAPI(t)
+	have := documented(doc)
+	served := servedPatterns(t)
+	if len(served) < 80 {
+		t.Fatalf("found only %d routes: %v", len(served), served)
+	}
+	for _, p := range served {
+		if !have[muxPath(p)] {
+			method, path, _ := strings.Cut(muxPath(p), " ")
+			t.Errorf("kanald serves %s, which docs/openapi.yaml does not describe; a stub:\n  %s:\n    %s:\n      operationId: TODO\n      summary: TODO\n      responses:\n        \"200\":\n          description: TODO\n",
+				p, path, strings.ToLower(method))
+		}
+	}
+	for op := range have {
+		if !slices.ContainsFunc(served, func(p string) bool { return muxPath(p) == op }) {
+			t.Errorf("docs/openapi.yaml describes %s, which kanald does not serve", op)
+		}
+	}
+}
+
+// TestOpenAPIListsEveryProblemType: every problem type the code can emit
+// (web.NewType("…") or a literal urn:kanal:problem:… ) is listed in the
+// document's x-kanal-problem-types, and the list names no other.
+func TestOpenAPIListsEveryProblemType(t *testing.T) {
+	doc := loadOpenAPI(t)
+	listed := map[string]bool{}
+	raw, _ := doc.Extensions["x-kanal-problem-types"].([]any)
+	for _, e := range raw {
+		m, _ := e.(map[string]any)
+		typ, _ := m["type"].(string)
+		if typ == "" || m["status"] == nil || m["title"] == nil {
+			t.Errorf("x-kanal-problem-types entry without type, status and title: %v", e)
+		}
+		listed[typ] = true
+	}
+	code := map[string]string{}
+	newType := regexp.MustCompile(`NewType\("([a-z0-9-]+)"\)`)
+	literal := regexp.MustCompile(`urn:kanal:problem:([a-z0-9-]+)`)
+	for file, src := range goSources(t) {
+		for _, re := range []*regexp.Regexp{newType, literal} {
+			for _, m := range re.FindAllStringSubmatch(src, -1) {
+				code["urn:kanal:problem:"+m[1]] = file
+			}
+		}
+	}
+	if len(code) < 50 {
+		t.Fatalf("found only %d problem types in the code", len(code))
+	}
+	for typ, file := range code {
+		if !listed[typ] {
+			t.Errorf("%s (declared in %s) is not in x-kanal-problem-types", typ, file)
+		}
+	}
+	for typ := range listed {
+		if _, ok := code[typ]; !ok {
+			t.Errorf("x-kanal-problem-types lists %s, which the code never emits", typ)
+		}
+	}
+}
+
+// oaCheck is the validating proxy: every exchange between the tests and
+// kanald goes through it, is validated against the document, and counts
+// towards the operations exercised.
+type oaCheck struct {
+	doc    *openapi3.T
+	router routers.Router
+
+	mu   sync.Mutex
+	seen map[string]map[int]int // operation → status → count
+	errs []string
+}
+
+func init() {
+	// Bodies that are not JSON are checked for their media type only.
+	for _, ct := range []string{"application/ocsp-request", "application/ocsp-response", "application/pkix-crl",
+		"image/png", "image/svg+xml", "application/xml", "text/xml",
+		"", // a payment provider's webhook may come without a Content-Type
+	} {
+		openapi3filter.RegisterBodyDecoder(ct, openapi3filter.FileBodyDecoder)
+	}
+}
+
+func newOACheck(t *testing.T) *oaCheck {
+	doc := loadOpenAPI(t)
+	r, err := gorillamux.NewRouter(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &oaCheck{doc: doc, router: r, seen: map[string]map[int]int{}}
+}
+
+func (c *oaCheck) fail(format string, args ...any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.errs = append(c.errs, fmt.Sprintf(format, args...))
+}
+
+type oaKey struct{}
+
+type oaExchange struct {
+	in     *openapi3filter.RequestValidationInput
+	op     string
+	reqErr error // the request does not match the document
+	body   []byte
+}
+
+// front is kanaldtest.Front: a validating proxy for the kanald at target.
+func (c *oaCheck) front(t testing.TB, target string) string {
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite:        func(pr *httputil.ProxyRequest) { pr.SetURL(u) },
+		ModifyResponse: c.checkResponse,
+		FlushInterval:  -1,
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ex := c.checkRequest(r)
+		rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), oaKey{}, ex)))
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func (c *oaCheck) checkRequest(r *http.Request) *oaExchange {
+	body, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	// Match as the document sees it: a path on its server.
+	m := r.Clone(context.Background())
+	m.URL.Scheme, m.URL.Host = "http", "127.0.0.1:8080" // the server the document names
+	m.Body = io.NopCloser(bytes.NewReader(body))
+	// A tile's path has slashes (8/0/x001/234.p/5), which an OpenAPI path
+	// parameter cannot match: route on one segment, validate the rest.
+	tile, isTile := strings.CutPrefix(r.URL.Path, "/v1/log/tile/")
+	if isTile {
+		m.URL.Path, m.URL.RawPath = "/v1/log/tile/t", ""
+	}
+	route, params, err := c.router.FindRoute(m)
+	if isTile && err == nil {
+		params["path"] = tile
+	}
+	if err != nil {
+		c.fail("%s %s: not in docs/openapi.yaml: %v", r.Method, r.URL.Path, err)
+		return nil
+	}
+	in := &openapi3filter.RequestValidationInput{Request: m, PathParams: params, Route: route,
+		Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, MultiError: true}}
+	ex := &oaExchange{in: in, op: r.Method + " " + route.Path, body: body}
+	ex.reqErr = openapi3filter.ValidateRequest(context.Background(), in)
+	return ex
+}
+
+func (c *oaCheck) checkResponse(resp *http.Response) error {
+	ex, _ := resp.Request.Context().Value(oaKey{}).(*oaExchange)
+	if ex == nil {
+		return nil
+	}
+	var body []byte
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		var err error
+		body, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+	}
+	// The tests send bad requests on purpose; kanald must refuse every
+	// request the document calls invalid.
+	if ex.reqErr != nil && resp.StatusCode < 400 {
+		c.fail("%s: kanald answered %d to a request the document calls invalid (%s): %v", ex.op, resp.StatusCode, truncate(ex.body), ex.reqErr)
+	}
+	c.mu.Lock()
+	if c.seen[ex.op] == nil {
+		c.seen[ex.op] = map[int]int{}
+	}
+	c.seen[ex.op][resp.StatusCode]++
+	c.mu.Unlock()
+	in := &openapi3filter.ResponseValidationInput{RequestValidationInput: ex.in, Status: resp.StatusCode, Header: resp.Header,
+		Body: io.NopCloser(bytes.NewReader(body)), Options: &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true}}
+	if resp.StatusCode == http.StatusSwitchingProtocols || resp.StatusCode == http.StatusNotModified {
+		in.Body = io.NopCloser(bytes.NewReader(nil))
+	}
+	if ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); ct == "application/problem+json" {
+		var p struct{ Type string }
+		json.Unmarshal(body, &p)
+		if !c.problemListed(p.Type) {
+			c.fail("%s: %d answered with problem type %q, which x-kanal-problem-types lacks", ex.op, resp.StatusCode, p.Type)
+		}
+	}
+	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
+		c.fail("%s: answer %d %s does not match the document: %v", ex.op, resp.StatusCode, truncate(body), err)
+	}
+	return nil
+}
+
+func (c *oaCheck) problemListed(typ string) bool {
+	raw, _ := c.doc.Extensions["x-kanal-problem-types"].([]any)
+	for _, e := range raw {
+		if m, _ := e.(map[string]any); m["type"] == typ {
+			return true
+		}
+	}
+	return false
+}
+
+func truncate(b []byte) string {
+	if len(b) > 300 {
+		return string(b[:300]) + "…"
+	}
+	return string(b)
+}
+
+// TestOpenAPIValidatesRealResponses is a city's day against the real
+// kanald and kanal binaries — citizens sign up and chat, an office and a
+// council are set up, a group talks, a survey runs and is recounted, a
+// bakery's offer becomes a contract and is paid by card and by bank
+// transfer — with every request and every answer passing through a proxy
+// that validates them against docs/openapi.yaml. It fails on any answer
+// the document does not describe (status or body) and on any documented
+// operation the day did not exercise.
+func TestOpenAPIValidatesRealResponses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a whole city day")
+	}
+	c := newOACheck(t)
+	kanaldtest.Front = c.front
+	defer func() { kanaldtest.Front = nil }()
+
+	day := cityDay()
+	for _, d := range day {
+		t.Run(d.name, d.f)
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.errs {
+		t.Error(e)
+	}
+	for op := range documented(c.doc) {
+		if len(c.seen[op]) == 0 {
+			t.Errorf("the city day never exercised %s", op)
+		}
+	}
+	var ops []string
+	for op, st := range c.seen {
+		ops = append(ops, fmt.Sprintf("%s %v", op, st))
+	}
+	sort.Strings(ops)
+	t.Logf("exercised %d operations:\n%s", len(ops), strings.Join(ops, "\n"))
+}
+
+// apiCorners exercises, straight over HTTP, what the CLI sessions do not
+// reach: refreshing and renewing, the operator's audit log, eID without a
+// provider, an organisation's revocation list and OCSP, the transparency
+// log, operations endpoints, and the answers of routes whose success the
+// sessions show but whose refusals they do not.
+func apiCorners(t *testing.T) {
+	srv := kanaldtest.Start(t, bin.kanald)
+	ctx := context.Background()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	ic, v := srv.Verify(t, "corner@example.org")
+	setup := ic.WithToken(v.SetupToken)
+	if err := setup.SetPassword(ctx, "Tr0ub4dor&3-but-longer", ""); err != nil {
+		t.Fatal(err)
+	}
+	d := srv.Enrol(t, v.AccountID, setup, "laptop", key, "Tr0ub4dor&3-but-longer")
+	op := srv.OperatorToken(t)
+
+	type call struct {
+		method, path, token, ctype, body string
+		want                             int
+	}
+	do := func(c call) []byte {
+		t.Helper()
+		req, _ := http.NewRequest(c.method, srv.URL+c.path, strings.NewReader(c.body))
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		if c.ctype != "" {
+			req.Header.Set("Content-Type", c.ctype)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != c.want {
+			t.Errorf("%s %s: %d %s, want %d", c.method, c.path, resp.StatusCode, truncate(b), c.want)
+		}
+		return b
+	}
+	login, err := ic.Login(ctx, d.DeviceID, key, "Tr0ub4dor&3-but-longer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ic.Refresh(ctx, login.RefreshToken); err != nil {
+		t.Fatal(err)
+	}
+	do(call{"POST", "/v1/sessions/refresh", "", "application/json", `{"refresh_token":"` + login.RefreshToken + `"}`, 401})
+	if _, err := d.Identity.RenewDevice(ctx, d.DeviceID, key); err != nil {
+		t.Fatal(err)
+	}
+	d = srv.Enrol(t, v.AccountID, mustLogin(t, srv, d.DeviceID, key), "tablet", mustKey(), "Tr0ub4dor&3-but-longer")
+	tok := d.Token
+
+	org := do(call{"POST", "/v1/admin/orgs", op, "application/json", `{"name":"Bürgeramt Worms","kind":"office"}`, 201})
+	var o struct {
+		OrgID string `json:"org_id"`
+	}
+	json.Unmarshal(org, &o)
+	do(call{"POST", "/v1/admin/orgs/" + o.OrgID + "/verify", op, "", "", 200})
+	do(call{"GET", "/v1/admin/audit", op, "", "", 200})
+	do(call{"GET", "/v1/admin/audit", tok, "", "", 401})
+	do(call{"GET", "/v1/directory/accounts/" + d.AccountID + "/devices", tok, "", "", 200})
+	do(call{"GET", "/v1/directory/orgs/" + o.OrgID + "/crl", "", "", "", 200})
+	do(call{"POST", "/v1/directory/orgs/" + o.OrgID + "/ocsp", "", "application/ocsp-request", "not ocsp", 400})
+	do(call{"POST", "/v1/eid/verify", tok, "application/json", `{"provider":"bund","assertion":"x"}`, 501})
+	do(call{"GET", "/v1/me", "", "", "", 401})
+	do(call{"POST", "/v1/signup", "", "application/json", `{"email":"x@example.org","extra":1}`, 400})
+
+	// The transparency log, public.
+	cp := string(do(call{"GET", "/v1/log/checkpoint", "", "", "", 200}))
+	do(call{"GET", "/v1/log/key", "", "", "", 200})
+	lines := strings.Split(cp, "\n")
+	size := "1"
+	if len(lines) > 1 {
+		size = lines[1]
+	}
+	do(call{"GET", "/v1/log/proof/inclusion?index=0&size=" + size, "", "", "", 200})
+	do(call{"GET", "/v1/log/proof/consistency?old=1&new=" + size, "", "", "", 200})
+	do(call{"GET", "/v1/log/entries?start=0&count=1", "", "", "", 200})
+	do(call{"GET", "/v1/log/tile/8/0/000.p/1", "", "", "", 200})
+	do(call{"GET", "/v1/log/tile/8/0/x999", "", "", "", 400})
+	do(call{"GET", "/v1/log/witnesses", "", "", "", 200})
+	do(call{"GET", "/v1/log/witness/checkpoint", "", "", "", 200}) // no witnesses configured: the newest checkpoint
+	do(call{"POST", "/v1/log/cosignatures", "", "application/json", `{"checkpoint":"x","cosignatures":[]}`, 422})
+
+	// Messaging and groups: what the sessions leave out.
+	do(call{"PATCH", "/v1/groups/g_00000000000000000000000000000000/members/" + d.AccountID, tok, "application/json", `{"role":"admin"}`, 404})
+	do(call{"POST", "/v1/blobs", tok, "application/octet-stream", "ciphertext", 201})
+	do(call{"GET", "/v1/blobs/b_nope", tok, "", "", 404})
+	do(call{"POST", "/v1/messages", tok, "application/json", `{"client_id":"c1","to":"acc_nope","envelopes":[]}`, 400})
+
+	// Surveys and payments that the sessions reach only on the happy path.
+	do(call{"POST", "/v1/surveys/sv_nope/named-ballots", tok, "application/json", `{"ciphertext":"AAAA"}`, 404})
+	do(call{"GET", "/v1/surveys/sv_nope/result.csv", "", "", "", 404})
+	do(call{"GET", "/v1/surveys/sv_nope/result.svg", "", "", "", 404})
+	do(call{"GET", "/v1/contracts/ct_nope", tok, "", "", 404})
+	do(call{"POST", "/v1/admin/payments/bank-entries/be_nope/resolve", op, "application/json", `{"note":"sent back"}`, 404})
+
+	// Operations.
+	do(call{"GET", "/healthz", "", "", "", 200})
+	do(call{"GET", "/readyz", "", "", "", 200})
+	do(call{"GET", "/metrics", "", "", "", 200})
+
+	// Revoking a device ends its sessions.
+	do(call{"DELETE", "/v1/devices/" + d.DeviceID, tok, "", "", 204})
+	do(call{"GET", "/v1/devices", tok, "", "", 401})
+}
+
+func mustKey() ed25519.PrivateKey {
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
+// mustLogin returns identity's client with a fresh substantial session of
+// device, approving with its key.
+func mustLogin(t *testing.T, srv *kanaldtest.Server, device string, key ed25519.PrivateKey) *idclient.Client {
+	ic := idclient.New(srv.URL, nil)
+	s, err := ic.Login(context.Background(), device, key, "Tr0ub4dor&3-but-longer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ic.WithToken(s.Token).WithDevice(device, key)
+}
+
+type dayPart struct {
+	name string
+	f    func(*testing.T)
+}
+
+// cityDay is the day TestOpenAPIValidatesRealResponses runs: the CLI's
+// end-to-end sessions, then the corners of the API no session reaches.
+func cityDay() []dayPart {
+	return []dayPart{
+		{"citizen signs up, second device, office", TestUserSession},
+		{"group", TestGroupsCLI},
+		{"survey", TestSurveyCLI},
+		{"survey for a group", TestSurveyGroupAudience},
+		{"bakery offer and payments", TestPaymentsSession},
+		{"contacts verified", TestContactVerifyCLI},
+		{"attachments", TestAttachmentsCLI},
+		{"polls", TestPollsCLI},
+		{"push", TestPushCLI},
+		{"organisation owners", TestOrgMembersCLI},
+		{"the rest of the API", apiCorners},
+	}
+}
+
+func contextWith(r *http.Request, v any) context.Context {
+	return context.WithValue(r.Context(), oaKey{}, v)
+}
