@@ -522,6 +522,9 @@ func apiCorners(t *testing.T) {
 
 	// Messaging and groups: what the sessions leave out.
 	do(call{"PATCH", "/v1/groups/g_00000000000000000000000000000000/members/" + d.AccountID, tok, "application/json", `{"role":"admin"}`, 404})
+	do(call{"GET", "/v1/invitations", tok, "", "", 200})
+	do(call{"POST", "/v1/groups/g_00000000000000000000000000000000/invitation/accept", tok, "", "", 404})
+	do(call{"POST", "/v1/groups/g_00000000000000000000000000000000/invitation/decline", tok, "", "", 404})
 	do(call{"POST", "/v1/blobs", tok, "application/octet-stream", "ciphertext", 201})
 	do(call{"GET", "/v1/blobs/b_nope", tok, "", "", 404})
 	do(call{"POST", "/v1/messages", tok, "application/json", `{"client_id":"c1","to":"acc_nope","envelopes":[]}`, 400})
