@@ -300,6 +300,7 @@ func TestFeaturesCLI(t *testing.T) {
 	os.WriteFile(filepath.Join(s.work, "plan.txt"), []byte("Treffen im Rathaus, Raum 2\n"), 0o600)
 	s.run([]step{
 		{cmd: "kanal group create $BOB", set: map[string]string{"G": `(?m)^(g_[0-9a-f]{32})$`}},
+		{home: "bob", cmd: "kanal group accept $G", want: []string{"You are now a member"}},
 		{cmd: "kanal send --file plan.txt $G", want: []string{`sent "plan.txt"`}, set: map[string]string{"ATT": `kanal get (\S+)`}},
 		{cmd: "kanal poll create $G 'Passt Dienstag?' Ja Nein", set: map[string]string{"P": `(?m)^(poll-\S+)$`}},
 		{home: "bob", cmd: "kanal inbox", want: []string{`file "plan.txt" (27 bytes, text/plain) — kanal get $ATT`, "poll: Passt Dienstag? 1) Ja 2) Nein"}},
