@@ -108,6 +108,6 @@ func alertsAck(ctx context.Context, c *cli, o *opts, _ []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "Acknowledged %d alert(s).\n", n)
+	fmt.Fprintf(c.stdout, "Acknowledged %s.\n", plural(n, "alert"))
 	return nil
 }

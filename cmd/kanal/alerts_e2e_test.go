@@ -119,10 +119,10 @@ func TestAlertsCLI(t *testing.T) {
 		{cmd: "kanal whoami", want: []string{"ALERT: a device you do not know, $MINTED", "kanal alerts ack"}},
 		{cmd: "kanal alerts", want: []string{"$MINTED", "kanal alerts ack"}},
 		{cmd: "kanal device revoke $MINTED"},
-		{cmd: "kanal alerts ack", want: []string{"Acknowledged 1 alert(s)."}},
+		{cmd: "kanal alerts ack", want: []string{"Acknowledged 1 alert."}},
 		{cmd: "kanal whoami", not: []string{"ALERT"}},
 		{cmd: "kanal alerts", want: []string{"No alerts"}},
-		{cmd: "kanal alerts ack", want: []string{"Acknowledged 0 alert(s)."}},
+		{cmd: "kanal alerts ack", want: []string{"Acknowledged 0 alerts."}},
 		{cmd: "kanal alerts extra", exit: 2},
 	})
 }

@@ -81,15 +81,21 @@ func safetyQR(n mclient.DeviceSafetyNumber) (string, error) {
 	return q.ToSmallString(false), nil
 }
 
-func safetyNumber(ctx context.Context, c *cli, o *opts, account string) error {
+// contactMessenger checks a contact's account argument, then opens the
+// session and the messenger the contact commands work with.
+func (c *cli) contactMessenger(ctx context.Context, o *opts, account string) (*mclient.Client, error) {
 	if err := checkAccountArg(account); err != nil {
-		return err
+		return nil, err
 	}
 	st, _, err := c.openSession(ctx, o)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	mc, err := c.messenger(ctx, o, st)
+	return c.messenger(ctx, o, st)
+}
+
+func safetyNumber(ctx context.Context, c *cli, o *opts, account string) error {
+	mc, err := c.contactMessenger(ctx, o, account)
 	if err != nil {
 		return err
 	}
@@ -120,14 +126,7 @@ func safetyNumber(ctx context.Context, c *cli, o *opts, account string) error {
 }
 
 func contactVerify(ctx context.Context, c *cli, o *opts, account string, verify bool) error {
-	if err := checkAccountArg(account); err != nil {
-		return err
-	}
-	st, _, err := c.openSession(ctx, o)
-	if err != nil {
-		return err
-	}
-	mc, err := c.messenger(ctx, o, st)
+	mc, err := c.contactMessenger(ctx, o, account)
 	if err != nil {
 		return err
 	}
@@ -155,19 +154,12 @@ func contactVerify(ctx context.Context, c *cli, o *opts, account string, verify 
 	if ct, err = mc.Contact(account); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "Verified %s (%d device(s)).\n", account, len(ct.Devices))
+	fmt.Fprintf(c.stdout, "Verified %s (%s).\n", account, plural(len(ct.Devices), "device"))
 	return nil
 }
 
 func contactShow(ctx context.Context, c *cli, o *opts, account string) error {
-	if err := checkAccountArg(account); err != nil {
-		return err
-	}
-	st, _, err := c.openSession(ctx, o)
-	if err != nil {
-		return err
-	}
-	mc, err := c.messenger(ctx, o, st)
+	mc, err := c.contactMessenger(ctx, o, account)
 	if err != nil {
 		return err
 	}
