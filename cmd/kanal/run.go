@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 )
 
 // defaultServer is where kanal looks for kanald when nothing says otherwise:
@@ -303,10 +303,50 @@ Run 'kanal help <command>' for a command's details.
 	return nil
 }
 
+// printCommands lists commands with their summaries in a column, wrapped
+// to fit an 80-column terminal: a usage too wide for the column puts its
+// summary on the next line.
 func printCommands(w io.Writer, cmds []*command) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	const widest, width = 30, 80
+	col := 0
 	for _, cmd := range cmds {
-		fmt.Fprintf(tw, "  %s %s\t%s\n", cmd.name, cmd.args, cmd.summary)
+		if n := utf8.RuneCountInString(usageLine(cmd)); n > col && n <= widest {
+			col = n
+		}
 	}
-	tw.Flush()
+	indent := strings.Repeat(" ", 2+col+2)
+	for _, cmd := range cmds {
+		usage := usageLine(cmd)
+		lines := wrapWords(cmd.summary, width-len(indent))
+		if n := utf8.RuneCountInString(usage); n <= col {
+			fmt.Fprintf(w, "  %s%s  %s\n", usage, strings.Repeat(" ", col-n), lines[0])
+			lines = lines[1:]
+		} else {
+			fmt.Fprintf(w, "  %s\n", usage)
+		}
+		for _, l := range lines {
+			fmt.Fprintf(w, "%s%s\n", indent, l)
+		}
+	}
+}
+
+func usageLine(cmd *command) string { return strings.TrimSpace(cmd.name + " " + cmd.args) }
+
+// wrapWords breaks s into lines of at most width runes, at spaces; a word
+// longer than width stands on a line of its own.
+func wrapWords(s string, width int) []string {
+	var lines []string
+	line := ""
+	for _, word := range strings.Fields(s) {
+		switch {
+		case line == "":
+			line = word
+		case utf8.RuneCountInString(line)+1+utf8.RuneCountInString(word) <= width:
+			line += " " + word
+		default:
+			lines = append(lines, line)
+			line = word
+		}
+	}
+	return append(lines, line)
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/kanal-server/kanal/identity"
 	"github.com/kanal-server/kanal/identity/ca"
@@ -186,5 +187,37 @@ func TestInProcess(t *testing.T) {
 	code, out := runKanal(t, env, "-v", "password")
 	if code != 1 || !strings.Contains(out, "(urn:kanal:problem:password-required)") {
 		t.Fatalf("changing the password without the current one: exit %d\n%s", code, out)
+	}
+}
+
+// TestCommandListFitsTheTerminal: 'kanal --help' lists every command in a
+// column that fits 80 columns; only a usage too long for any terminal line
+// stands wider, alone on its line, with its summary below.
+func TestCommandListFitsTheTerminal(t *testing.T) {
+	var b bytes.Buffer
+	cmds := commands()
+	printCommands(&b, cmds)
+	usages := map[string]bool{}
+	for _, c := range cmds {
+		usages["  "+usageLine(c)] = true
+	}
+	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+	summaries := 0
+	for _, l := range lines {
+		if utf8.RuneCountInString(l) > 80 && !usages[l] {
+			t.Errorf("line wider than 80 columns: %q", l)
+		}
+		if !strings.HasPrefix(l, "   ") || usages[l] {
+			continue
+		}
+		summaries++
+	}
+	if len(lines) < len(cmds) || summaries == 0 {
+		t.Fatalf("%d lines for %d commands", len(lines), len(cmds))
+	}
+	for _, c := range cmds {
+		if !strings.Contains(strings.Join(strings.Fields(b.String()), " "), c.summary) {
+			t.Errorf("summary of %q lost in wrapping", c.name)
+		}
 	}
 }
