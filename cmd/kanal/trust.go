@@ -82,20 +82,29 @@ func safetyQR(n mclient.DeviceSafetyNumber) (string, error) {
 }
 
 // contactMessenger checks a contact's account argument, then opens the
-// session and the messenger the contact commands work with.
-func (c *cli) contactMessenger(ctx context.Context, o *opts, account string) (*mclient.Client, error) {
+// session and the messenger the contact commands work with. who names the
+// contact for these commands: the display name it gave itself is only its
+// claim, so the account id always stands next to it.
+func (c *cli) contactMessenger(ctx context.Context, o *opts, account string) (mc *mclient.Client, who string, err error) {
 	if err := checkAccountArg(account); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	st, _, err := c.openSession(ctx, o)
+	st, api, err := c.openSession(ctx, o)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return c.messenger(ctx, o, st)
+	if mc, err = c.messenger(ctx, o, st); err != nil {
+		return nil, "", err
+	}
+	who = account
+	if name := c.names(ctx, o, st, api).displayName(account); name != "" {
+		who = name + " (" + account + ")"
+	}
+	return mc, who, nil
 }
 
 func safetyNumber(ctx context.Context, c *cli, o *opts, account string) error {
-	mc, err := c.contactMessenger(ctx, o, account)
+	mc, who, err := c.contactMessenger(ctx, o, account)
 	if err != nil {
 		return err
 	}
@@ -109,8 +118,8 @@ func safetyNumber(ctx context.Context, c *cli, o *opts, account string) error {
 	}
 	for _, n := range nums {
 		groups := strings.Fields(n.Number.String())
-		fmt.Fprintf(c.stdout, "Safety number with %s (device %s):\n\n    %s\n    %s\n\n",
-			account, n.DeviceID, strings.Join(groups[:6], " "), strings.Join(groups[6:], " "))
+		fmt.Fprintf(c.stdout, "Safety number with %s, device %s:\n\n    %s\n    %s\n\n",
+			who, n.DeviceID, strings.Join(groups[:6], " "), strings.Join(groups[6:], " "))
 		qr, err := safetyQR(n)
 		if err != nil {
 			return err
@@ -118,15 +127,15 @@ func safetyNumber(ctx context.Context, c *cli, o *opts, account string) error {
 		fmt.Fprintln(c.stdout, qr)
 	}
 	if ct.Verified {
-		fmt.Fprintf(c.stdout, "%s is verified.\n", account)
+		fmt.Fprintf(c.stdout, "%s is verified.\n", who)
 	} else {
-		fmt.Fprintf(c.stdout, "If the numbers match on %s's device: kanal contact verify %s\n", account, account)
+		fmt.Fprintf(c.stdout, "If the numbers match on %s's device: kanal contact verify %s\n", who, account)
 	}
 	return nil
 }
 
 func contactVerify(ctx context.Context, c *cli, o *opts, account string, verify bool) error {
-	mc, err := c.contactMessenger(ctx, o, account)
+	mc, who, err := c.contactMessenger(ctx, o, account)
 	if err != nil {
 		return err
 	}
@@ -134,7 +143,7 @@ func contactVerify(ctx context.Context, c *cli, o *opts, account string, verify 
 		if err := mc.UnverifyContact(account); err != nil {
 			return err
 		}
-		fmt.Fprintf(c.stdout, "%s is no longer verified.\n", account)
+		fmt.Fprintf(c.stdout, "%s is no longer verified.\n", who)
 		return nil
 	}
 	ct, err := mc.Contact(account)
@@ -154,12 +163,12 @@ func contactVerify(ctx context.Context, c *cli, o *opts, account string, verify 
 	if ct, err = mc.Contact(account); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "Verified %s (%s).\n", account, plural(len(ct.Devices), "device"))
+	fmt.Fprintf(c.stdout, "Verified %s: %s.\n", who, plural(len(ct.Devices), "device"))
 	return nil
 }
 
 func contactShow(ctx context.Context, c *cli, o *opts, account string) error {
-	mc, err := c.contactMessenger(ctx, o, account)
+	mc, who, err := c.contactMessenger(ctx, o, account)
 	if err != nil {
 		return err
 	}
@@ -171,7 +180,7 @@ func contactShow(ctx context.Context, c *cli, o *opts, account string) error {
 	if ct.Verified {
 		state = "verified"
 	}
-	fmt.Fprintf(c.stdout, "%s: %s\n", account, state)
+	fmt.Fprintf(c.stdout, "%s: %s\n", who, state)
 	if len(ct.Devices) == 0 {
 		fmt.Fprintln(c.stdout, "  no device keys met yet")
 	}

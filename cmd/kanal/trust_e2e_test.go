@@ -125,7 +125,7 @@ func TestContactVerifyCLI(t *testing.T) {
 				t.Fatalf("QR payloads %q and %q, want KANAL-SN1:%s", ap, bp, ad)
 			}
 		}},
-		{cmd: "kanal contact verify $BOB", want: []string{"Verified $BOB (1 device)."}},
+		{cmd: "kanal contact verify $BOB", want: []string{"Verified $BOB: 1 device."}},
 		{cmd: "kanal contact show $BOB", want: []string{"$BOB: verified"}, not: []string{"KEY CHANGED"}},
 		{cmd: "kanal safety-number $BOB", want: []string{"$BOB is verified."}},
 		{cmd: "kanal send $BOB 'Geprüft'", want: []string{"sent"}},
@@ -139,7 +139,7 @@ func TestContactVerifyCLI(t *testing.T) {
 			"not sent", "kanal contact verify $BOB"}},
 		{cmd: "kanal send $BOB 'An beide'", exit: 1, want: []string{"not sent"}},
 		{cmd: "kanal contact show $BOB", want: []string{"$BOB: verified", "device $BOBPHONE", "KEY CHANGED OR NEW SINCE VERIFIED"}},
-		{cmd: "kanal contact verify $BOB", want: []string{"Verified $BOB (2 devices)."}},
+		{cmd: "kanal contact verify $BOB", want: []string{"Verified $BOB: 2 devices."}},
 		{cmd: "kanal send $BOB 'An beide'", want: []string{"sent"}},
 		{home: "bobphone", cmd: "kanal inbox", want: []string{"An beide"}},
 		{cmd: "kanal contact unverify $BOB", want: []string{"$BOB is no longer verified."}},
