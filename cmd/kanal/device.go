@@ -1,13 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"flag"
@@ -169,6 +173,15 @@ func deviceEnroll(ctx context.Context, c *cli, o *opts, _ []string) error {
 	if err != nil {
 		return err
 	}
+	// The CA is checked before the setup token is spent on a server that
+	// is not the deployment the citizen was given the fingerprint of.
+	dir, err := api.DirectoryCA(ctx)
+	if err != nil {
+		return err
+	}
+	if err := checkCA(st, dir.Certificate, c.env("KANAL_CA_FINGERPRINT")); err != nil {
+		return err
+	}
 	name := o.name
 	if name == "" {
 		name, _ = os.Hostname()
@@ -187,7 +200,7 @@ func deviceEnroll(ctx context.Context, c *cli, o *opts, _ []string) error {
 		}
 		return err
 	}
-	if err := keepCertificate(st, key, res.Certificate, res.CA, res.Intermediates); err != nil {
+	if err := keepCertificate(st, key, res.Certificate, res.CA, res.Intermediates, c.env("KANAL_CA_FINGERPRINT")); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "Enrolled device %s (%q, %s key), certificate level %s.\n", st.Data.DeviceID, name, o.keyType, res.Level)
@@ -201,7 +214,10 @@ func deviceEnroll(ctx context.Context, c *cli, o *opts, _ []string) error {
 
 // keepCertificate checks that certPEM certifies key and chains to caPEM,
 // and stores it with the ids it names.
-func keepCertificate(st *keystore.Store, key crypto.Signer, certPEM, caPEM string, intermediates []string) error {
+func keepCertificate(st *keystore.Store, key crypto.Signer, certPEM, caPEM string, intermediates []string, pin string) error {
+	if err := checkCA(st, caPEM, pin); err != nil {
+		return err
+	}
 	id, err := checkDeviceCert(key, []byte(certPEM), []byte(caPEM), intermediates)
 	if err != nil {
 		return err
@@ -215,6 +231,33 @@ func keepCertificate(st *keystore.Store, key crypto.Signer, certPEM, caPEM strin
 	setSecret(st, secretCA, caPEM)
 	setSecret(st, secretIntermediates, strings.Join(intermediates, ""))
 	return st.Save()
+}
+
+// checkCA refuses a deployment CA other than the one this key store was
+// enrolled under (trust on first use), and, at any enrolment, one whose
+// SHA-256 fingerprint is not pin (KANAL_CA_FINGERPRINT: the fingerprint
+// the city publishes, hex with or without colons; docs/security.md).
+func checkCA(st *keystore.Store, caPEM, pin string) error {
+	der, err := pemBlock([]byte(caPEM), "CERTIFICATE")
+	if err != nil {
+		return fmt.Errorf("CA certificate: %w", err)
+	}
+	if pin != "" {
+		want, err := hex.DecodeString(strings.NewReplacer(":", "", " ", "").Replace(strings.TrimSpace(pin)))
+		if err != nil || len(want) != sha256.Size {
+			return errors.New("KANAL_CA_FINGERPRINT is not a SHA-256 fingerprint (64 hex digits, colons allowed)")
+		}
+		if got := sha256.Sum256(der); subtle.ConstantTimeCompare(got[:], want) != 1 {
+			return fmt.Errorf("the server's CA has fingerprint %X, not the KANAL_CA_FINGERPRINT %X you were given: this is not the deployment you meant; nothing was stored", got[:], want)
+		}
+	}
+	if old := getSecret(st, secretCA); old != "" {
+		oldDER, err := pemBlock([]byte(old), "CERTIFICATE")
+		if err == nil && !bytes.Equal(oldDER, der) {
+			return errors.New("the server presents another CA than the one this device was enrolled under; refused, nothing was stored (a new deployment needs a new KANAL_HOME)")
+		}
+	}
+	return nil
 }
 
 // checkDeviceCert verifies a device certificate offline, as any peer
@@ -363,7 +406,7 @@ func deviceInstall(ctx context.Context, c *cli, o *opts, args []string) error {
 	if err != nil {
 		return fmt.Errorf("fetch the deployment CA: %w", err)
 	}
-	if err := keepCertificate(st, st.Data.DeviceKey, string(certPEM), dir.Certificate, dir.Intermediates); err != nil {
+	if err := keepCertificate(st, st.Data.DeviceKey, string(certPEM), dir.Certificate, dir.Intermediates, c.env("KANAL_CA_FINGERPRINT")); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "Installed device %s of account %s.\nNext: kanal login\n", st.Data.DeviceID, st.Data.AccountID)
@@ -448,7 +491,7 @@ func deviceRenew(ctx context.Context, c *cli, o *opts, _ []string) error {
 		return err
 	}
 	if r.Next == nil {
-		if err := keepCertificate(st, st.Data.DeviceKey, res.Certificate, res.CA, res.Intermediates); err != nil {
+		if err := keepCertificate(st, st.Data.DeviceKey, res.Certificate, res.CA, res.Intermediates, c.env("KANAL_CA_FINGERPRINT")); err != nil {
 			return err
 		}
 		fmt.Fprintf(c.stdout, "Renewed the certificate of device %s (level %s).\n", st.Data.DeviceID, res.Level)
@@ -462,7 +505,7 @@ func deviceRenew(ctx context.Context, c *cli, o *opts, _ []string) error {
 	st.Data.DeviceKey = r.Next
 	setSecret(st, secretPendingKey, "")
 	clearSession(st)
-	if err := keepCertificate(st, r.Next, res.Certificate, res.CA, res.Intermediates); err != nil {
+	if err := keepCertificate(st, r.Next, res.Certificate, res.CA, res.Intermediates, c.env("KANAL_CA_FINGERPRINT")); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "Changed the key of device %s to a new %s key (certificate level %s). Its sessions have ended: run 'kanal login'.\n",

@@ -247,6 +247,7 @@ Environment:
   KANAL_PASSPHRASE      the key store's passphrase (otherwise asked on the terminal)
   KANAL_PASSWORD        the account password for password and login (otherwise asked)
   KANAL_CURRENT_PASSWORD  the password being replaced, when changing it while logged in
+  KANAL_CA_FINGERPRINT  the deployment CA's SHA-256 as the city publishes it; enrolment refuses any other CA
   KANAL_OPERATOR_TOKEN  the operator token for kanal admin (or --token)
   KANAL_OPERATOR_TOKEN_FILE  a file (mode 0600) holding it, e.g. kanal-data/operator-token (or --token-file)
 
