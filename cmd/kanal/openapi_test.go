@@ -588,6 +588,3 @@ func cityDay() []dayPart {
 	}
 }
 
-func contextWith(r *http.Request, v any) context.Context {
-	return context.WithValue(r.Context(), oaKey{}, v)
-}

@@ -12,7 +12,7 @@ import (
 var markdownLink = regexp.MustCompile(`\]\(([^)\s]+)(?:\s+"[^"]*")?\)`)
 
 // outsidePath matches a relative path written in prose that climbs up
-// (`../shared/DESIGN.md`); it must stay inside the repository and exist.
+// (`../notes/DESIGN.md`); it must stay inside the repository and exist.
 var outsidePath = regexp.MustCompile("(?:^|[\\s`(\"'])((?:\\.\\./)+[A-Za-z0-9_.-][^\\s`)\"']*)")
 
 // docFiles are the README and every markdown file under docs/.
@@ -106,21 +106,21 @@ func TestDocsLinkOnlyInsideTheRepository(t *testing.T) {
 	}
 }
 
-// TestLinkCheckCatchesOutsideLinks is the check's own attack test: the
-// README's old link to a design page beside the repository is caught, as
-// are absolute paths and missing files.
+// TestLinkCheckCatchesOutsideLinks is the check's own attack test: a link
+// to a design page beside the repository is caught, in a link or in prose,
+// as are absolute paths and missing files.
 func TestLinkCheckCatchesOutsideLinks(t *testing.T) {
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
 	bad := map[string]string{
-		"README.md": "See [the design](../shared/DESIGN.md).",
+		"README.md": "See [the design](../notes/DESIGN.md).",
 		"docs/a.md": "See [x](../../other/README.md).",
-		"docs/b.md": "The map is in `../shared/DESIGN.md`.",
+		"docs/b.md": "The map is in `../notes/DESIGN.md`.",
 		"docs/c.md": "See [y](/etc/passwd).",
 		"docs/d.md": "See [z](no-such-page.md).",
-		"docs/e.md": "Read ../shared/STYLE.md first.",
+		"docs/e.md": "Read ../notes/STYLE.md first.",
 	}
 	for path, text := range bad {
 		if len(linkProblems(root, path, text)) == 0 {
