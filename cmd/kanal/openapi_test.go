@@ -587,4 +587,3 @@ func cityDay() []dayPart {
 		{"the rest of the API", apiCorners},
 	}
 }
-
