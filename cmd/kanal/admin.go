@@ -138,32 +138,6 @@ func adminOrgVerify(ctx context.Context, c *cli, o *opts, args []string) error {
 	return nil
 }
 
-func adminMemberAdd(ctx context.Context, c *cli, o *opts, args []string) error {
-	api, err := c.operator(o)
-	if err != nil {
-		return err
-	}
-	m, err := api.AddMember(ctx, args[0], args[1], o.role)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(c.stdout, "Added account %s to %s as %s (%s).\n",
-		m.AccountID, m.OrgID, m.Role, plural(len(m.Memberships), "membership certificate"))
-	return nil
-}
-
-func adminMemberRemove(ctx context.Context, c *cli, o *opts, args []string) error {
-	api, err := c.operator(o)
-	if err != nil {
-		return err
-	}
-	if err := api.RemoveMember(ctx, args[0], args[1]); err != nil {
-		return err
-	}
-	fmt.Fprintf(c.stdout, "Removed account %s from %s.\n", args[1], args[0])
-	return nil
-}
-
 // orgCommands let an organisation's owners and admins manage its members
 // with their own session, without the operator.
 func orgCommands() []*command {
@@ -191,28 +165,48 @@ Each of the member's active devices gets a membership certificate.
 	}
 }
 
-func orgMemberAdd(ctx context.Context, c *cli, o *opts, args []string) error {
+// The operator (with its token) and an organisation's owners and admins
+// (with their own session) manage members through the same routes.
+var (
+	adminMemberAdd    = memberAdd(func(_ context.Context, c *cli, o *opts) (*client.Client, error) { return c.operator(o) })
+	adminMemberRemove = memberRemove(func(_ context.Context, c *cli, o *opts) (*client.Client, error) { return c.operator(o) })
+	orgMemberAdd      = memberAdd(sessionAPI)
+	orgMemberRemove   = memberRemove(sessionAPI)
+)
+
+func sessionAPI(ctx context.Context, c *cli, o *opts) (*client.Client, error) {
 	_, api, err := c.openSession(ctx, o)
-	if err != nil {
-		return err
-	}
-	m, err := api.AddMember(ctx, args[0], args[1], o.role)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(c.stdout, "Added account %s to %s as %s (%s).\n",
-		m.AccountID, m.OrgID, m.Role, plural(len(m.Memberships), "membership certificate"))
-	return nil
+	return api, err
 }
 
-func orgMemberRemove(ctx context.Context, c *cli, o *opts, args []string) error {
-	_, api, err := c.openSession(ctx, o)
-	if err != nil {
-		return err
+type apiFor func(context.Context, *cli, *opts) (*client.Client, error)
+
+func memberAdd(with apiFor) func(context.Context, *cli, *opts, []string) error {
+	return func(ctx context.Context, c *cli, o *opts, args []string) error {
+		api, err := with(ctx, c, o)
+		if err != nil {
+			return err
+		}
+		m, err := api.AddMember(ctx, args[0], args[1], o.role)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "Added account %s to %s as %s (%s).\n",
+			m.AccountID, m.OrgID, m.Role, plural(len(m.Memberships), "membership certificate"))
+		return nil
 	}
-	if err := api.RemoveMember(ctx, args[0], args[1]); err != nil {
-		return err
+}
+
+func memberRemove(with apiFor) func(context.Context, *cli, *opts, []string) error {
+	return func(ctx context.Context, c *cli, o *opts, args []string) error {
+		api, err := with(ctx, c, o)
+		if err != nil {
+			return err
+		}
+		if err := api.RemoveMember(ctx, args[0], args[1]); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "Removed account %s from %s.\n", args[1], args[0])
+		return nil
 	}
-	fmt.Fprintf(c.stdout, "Removed account %s from %s.\n", args[1], args[0])
-	return nil
 }
