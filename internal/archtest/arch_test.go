@@ -165,6 +165,8 @@ func TestRulesCatchForbiddenImports(t *testing.T) {
 		"a domain uses a command": mk(module+"/messaging", module+"/cmd/kanald"),
 		"kanald uses a harness":   mk(module+"/cmd/kanald", module+"/internal/kanaldtest"),
 		"a domain uses a harness": mk(module+"/payments", module+"/internal/db/dbtest"),
+		"forms uses payments":     mk(module+"/miniapps/forms", module+"/payments/jws"),
+		"forms uses messaging":    mk(module+"/miniapps/forms", module+"/messaging/kind"),
 	}
 	for name, g := range bad {
 		if v := violations(g); len(v) != 1 {
@@ -182,6 +184,29 @@ func TestRulesCatchForbiddenImports(t *testing.T) {
 	for name, g := range good {
 		if v := violations(g); len(v) != 0 {
 			t.Errorf("%s: got violations %v, want none", name, v)
+		}
+	}
+}
+
+// TestFormsStandAlone: miniapps/forms, the first declarative mini-app,
+// reaches chats, surveys and payments only through cmd's wiring — a
+// form template is checked by the same code on a client that holds no
+// messaging or payments package.
+func TestFormsStandAlone(t *testing.T) {
+	pkgs := listPackages(t)
+	const forms = module + "/miniapps/forms"
+	if _, ok := pkgs[forms]; !ok {
+		t.Fatalf("%s is missing", forms)
+	}
+	for path, p := range pkgs {
+		if path != forms && !strings.HasPrefix(path, forms+"/") {
+			continue
+		}
+		for _, dep := range p.Deps {
+			switch area(dep) {
+			case "messaging", "surveys", "payments":
+				t.Errorf("%s depends on %s", path, dep)
+			}
 		}
 	}
 }
