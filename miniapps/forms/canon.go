@@ -141,7 +141,9 @@ func writeCanonical(out *bytes.Buffer, v any) error {
 		out.WriteByte(']')
 	case []member:
 		sorted := slices.Clone(v)
-		slices.SortFunc(sorted, func(a, b member) int { return slices.Compare(utf16.Encode([]rune(a.name)), utf16.Encode([]rune(b.name))) })
+		slices.SortFunc(sorted, func(a, b member) int {
+			return slices.Compare(utf16.Encode([]rune(a.name)), utf16.Encode([]rune(b.name)))
+		})
 		out.WriteByte('{')
 		for i, m := range sorted {
 			if i > 0 {
