@@ -3,6 +3,7 @@ module github.com/kanal-server/kanal
 go 1.26.0
 
 require (
+	filippo.io/bigmod v0.1.0
 	github.com/SherClockHolmes/webpush-go v1.4.0
 	github.com/cloudflare/circl v1.6.5
 	github.com/getkin/kin-openapi v0.153.0

@@ -270,6 +270,7 @@ type openSurvey struct {
 	signed   *Signed
 	tokenKey *rsa.PrivateKey
 	tokenPub *rsa.PublicKey
+	signer   *TokenSigner
 }
 
 // parsed returns a defined survey's definition, from the cache once the
@@ -308,7 +309,11 @@ func (s *Service) parsed(r *row) (*openSurvey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("surveys: stored token key: %w", err)
 		}
-		o.tokenKey, o.tokenPub = k, &k.PublicKey
+		signer, err := NewTokenSigner(k)
+		if err != nil {
+			return nil, err
+		}
+		o.tokenKey, o.tokenPub, o.signer = k, &k.PublicKey, signer
 	}
 	if !s.now().Before(o.def.OpensAt) {
 		s.mu.Lock()
@@ -557,7 +562,7 @@ func (s *Service) IssueToken(ctx context.Context, c Caller, id string, blinded [
 	// Sign before the transaction, which holds SQLite's one writer: the
 	// RSA operation is most of the cost, and nothing leaves the server
 	// unless the issuance commits.
-	sig, err := BlindSign(o.tokenKey, blinded)
+	sig, err := o.signer.BlindSign(blinded)
 	if err != nil {
 		return nil, err
 	}

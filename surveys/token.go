@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"fmt"
 
+	"filippo.io/bigmod"
 	"github.com/cloudflare/circl/blindsign/blindrsa"
 )
 
@@ -72,16 +73,94 @@ func MarshalTokenPublic(k *rsa.PrivateKey) ([]byte, error) {
 	return der, nil
 }
 
-// BlindSign signs a blinded token request with the survey's key.
+// BlindSign signs a blinded token request with the survey's key. It
+// prepares the key on every call; a server that signs many requests with
+// one key keeps a TokenSigner.
 func BlindSign(k *rsa.PrivateKey, blinded []byte) ([]byte, error) {
-	if len(blinded) != k.Size() {
-		return nil, fmt.Errorf("%w: blinded request must be %d bytes", ErrInvalid, k.Size())
-	}
-	sig, err := blindrsa.NewSigner(k).BlindSign(blinded)
+	s, err := NewTokenSigner(k)
 	if err != nil {
-		return nil, fmt.Errorf("%w: blinded request: %v", ErrInvalid, err)
+		return nil, err
 	}
-	return sig, nil
+	return s.BlindSign(blinded)
+}
+
+// TokenSigner is a survey's token key prepared for RFC 9474's BlindSign:
+// the raw RSA private operation s = m^d mod n on the blinded request m.
+//
+// It computes s with the Chinese remainder theorem (two exponentiations
+// modulo the 1024-bit primes instead of one modulo the 2048-bit n, about
+// four times less work) in constant time with filippo.io/bigmod, the
+// modular arithmetic of Go's own crypto/rsa. The standard library signs
+// only padded messages and circl's BlindSign exponentiates modulo n with
+// math/big; the blinded request is already the padded message, so only
+// the exponentiation is kanal's, and it is checked: s^e must give m back
+// before s leaves the server, which also refuses a signature that a
+// fault in one half of the CRT would have made (and which would factor n).
+type TokenSigner struct {
+	n, p, q *bigmod.Modulus
+	dP, dQ  []byte
+	qInv    *bigmod.Nat
+	e       uint
+	size    int
+}
+
+// NewTokenSigner prepares a two-prime RSA key for blind signing.
+func NewTokenSigner(k *rsa.PrivateKey) (*TokenSigner, error) {
+	if len(k.Primes) != 2 || k.E < 3 {
+		return nil, fmt.Errorf("surveys: token key: need a two-prime RSA key")
+	}
+	pre := k.Precomputed
+	if pre.Dp == nil || pre.Dq == nil || pre.Qinv == nil {
+		// A key built by hand; ParsePKCS1PrivateKey and GenerateKey
+		// precompute. Work on a copy, not the caller's key.
+		c := *k
+		c.Precompute()
+		pre = c.Precomputed
+	}
+	n, err := bigmod.NewModulus(k.N.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("surveys: token key: %w", err)
+	}
+	p, err := bigmod.NewModulus(k.Primes[0].Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("surveys: token key: %w", err)
+	}
+	q, err := bigmod.NewModulus(k.Primes[1].Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("surveys: token key: %w", err)
+	}
+	qInv, err := bigmod.NewNat().SetBytes(pre.Qinv.Bytes(), p)
+	if err != nil {
+		return nil, fmt.Errorf("surveys: token key: %w", err)
+	}
+	return &TokenSigner{n: n, p: p, q: q, dP: pre.Dp.Bytes(), dQ: pre.Dq.Bytes(), qInv: qInv, e: uint(k.E), size: k.Size()}, nil
+}
+
+// Size is the length of a blinded request and of its signature.
+func (s *TokenSigner) Size() int { return s.size }
+
+// BlindSign signs a blinded token request.
+func (s *TokenSigner) BlindSign(blinded []byte) ([]byte, error) {
+	if len(blinded) != s.size {
+		return nil, fmt.Errorf("%w: blinded request must be %d bytes", ErrInvalid, s.size)
+	}
+	c, err := bigmod.NewNat().SetBytes(blinded, s.n)
+	if err != nil {
+		return nil, fmt.Errorf("%w: blinded request is not below the modulus", ErrInvalid)
+	}
+	t := bigmod.NewNat()
+	// m1 = c^dP mod p, m2 = c^dQ mod q
+	m := bigmod.NewNat().Exp(t.Mod(c, s.p), s.dP, s.p)
+	m2 := bigmod.NewNat().Exp(t.Mod(c, s.q), s.dQ, s.q)
+	// Garner: m = m2 + q·((m1 − m2)·qInv mod p)
+	m.Sub(t.Mod(m2, s.p), s.p)
+	m.Mul(s.qInv, s.p)
+	m.ExpandFor(s.n).Mul(t.Mod(s.q.Nat(), s.n), s.n)
+	m.Add(m2.ExpandFor(s.n), s.n)
+	if bigmod.NewNat().ExpShortVarTime(m, s.e, s.n).Equal(c) != 1 {
+		return nil, fmt.Errorf("surveys: blind signature failed its check")
+	}
+	return m.Bytes(s.n), nil
 }
 
 // TokenRequest is a client's pending request: what it needs to unblind
