@@ -18,7 +18,7 @@ import (
 
 // Notices are envelopes the server writes itself: a group's membership
 // changed, a payment was received, a device of the account changed its
-// key. They carry facts the server holds
+// key, a case opened by a form submission changed its status. They carry facts the server holds
 // anyway, so they are not encrypted, but they are signed: the envelope's
 // ciphertext field holds a NoticeBody in JSON — a statement and the
 // deployment notary's signature of it — and its sender is NoticeSender,
@@ -44,7 +44,7 @@ const NoticeSender = "kanal"
 // added here and nowhere else.
 func NoticeKind(k kind.Kind) bool {
 	switch k {
-	case kind.GroupChange, kind.PaymentStatus, kind.DeviceChange:
+	case kind.GroupChange, kind.PaymentStatus, kind.DeviceChange, kind.CaseStatus:
 		return true
 	}
 	return false

@@ -2,7 +2,8 @@
 // travels inside kanal's end-to-end encryption. Every kind — text,
 // attachment, receipt, poll, survey.invite, offer, contract,
 // payment.request, payment.status, form.request, form.submission,
-// document.share, and profile (an account's display name and avatar,
+// case.status and case.note (forms.go: a form's answers and the case they
+// open), document.share, and profile (an account's display name and avatar,
 // docs/profiles.md) — has one Go type here with its validation, and the SDK
 // refuses to send or accept a message that does not pass it.
 //

@@ -31,6 +31,12 @@ const (
 	FormRequest    Kind = "form.request"
 	FormSubmission Kind = "form.submission"
 	DocumentShare  Kind = "document.share"
+	// CaseStatus is written by the server: a case opened by a form
+	// submission changed its status.
+	CaseStatus Kind = "case.status"
+	// CaseNote is an organisation's internal note on a case, sent by an
+	// agent to the organisation's agents only.
+	CaseNote Kind = "case.note"
 	// GroupChange is written by the server, not by a member: it announces
 	// a change of a group's membership to every member's devices.
 	GroupChange Kind = "group.change"
@@ -74,6 +80,8 @@ var registry = map[Kind]entry{
 	FormRequest:    {ClassMessage, func() Body { return new(FormRequestBody) }},
 	FormSubmission: {ClassMessage, func() Body { return new(FormSubmissionBody) }},
 	DocumentShare:  {ClassMessage, func() Body { return new(DocumentShareBody) }},
+	CaseStatus:     {ClassMessage, func() Body { return new(CaseStatusBody) }},
+	CaseNote:       {ClassMessage, func() Body { return new(CaseNoteBody) }},
 	GroupChange:    {ClassMessage, func() Body { return new(GroupChangeBody) }},
 	DeviceChange:   {ClassMessage, func() Body { return new(DeviceChangeBody) }},
 	// A profile wakes nobody: it matters when the next message is shown.

@@ -30,8 +30,13 @@ var valid = []kind.Body{
 	&kind.PaymentRequestBody{RequestID: "r1", AmountCents: 1250, Currency: "EUR", Creditor: "Bürgeramt Musterstadt", IBAN: "DE89370400440532013000", Reference: "RF18539007547034", DueDate: "2026-12-31",
 		Purpose: "Anwohnerparkausweis 2027", BIC: "COBADEFFXXX", ContractID: "c1"},
 	&kind.PaymentStatusBody{RequestID: "r1", Status: "paid", AmountCents: 1250},
-	&kind.FormRequestBody{FormID: "f1", TemplateID: "anmeldung", Version: 3, Title: "Anmeldung einer Wohnung"},
-	&kind.FormSubmissionBody{FormID: "f1", SubmissionID: "sub1", Answers: map[string]string{"name": "Erika Mustermann"}},
+	&kind.FormRequestBody{RequestID: "f1", TemplateID: "anmeldung", Version: "3.0.1", TemplateHash: sha256, Title: "Anmeldung einer Wohnung",
+		Prefill: json.RawMessage(`{"name":"Erika Mustermann"}`)},
+	&kind.FormSubmissionBody{SubmissionID: "sub1", CaseID: "case_1", RequestID: "f1", TemplateID: "anmeldung", Version: "3.0.1", TemplateHash: sha256,
+		Answers:     json.RawMessage(`{"name":"Erika Mustermann","persons":2}`),
+		Attachments: []kind.FormFile{{Field: "mietvertrag", AttachmentBody: kind.AttachmentBody{BlobID: "blob_1", Key: key32, SHA256: sha256, Size: 1024, MIME: "application/pdf"}}}},
+	&kind.CaseStatusBody{CaseID: "case_1", SubmissionID: "sub1", TemplateID: "anmeldung", Status: "needs_information", DueDate: "2026-12-31", Assignee: "acc_1", Seq: 3},
+	&kind.CaseNoteBody{CaseID: "case_1", Text: "Mietvertrag fehlt, nachgefragt."},
 	&kind.DocumentShareBody{DocumentID: "d1", Version: 1, Name: "Bescheid.pdf", Key: key32, SHA256: sha256},
 	&kind.GroupChangeBody{GroupID: "g_1", Op: "added", AccountID: "acc_2", By: "acc_1", Role: "member"},
 	&kind.DeviceChangeBody{AccountID: "acc_1", DeviceID: "dev_1", Op: "key"},
@@ -70,9 +75,10 @@ func TestEveryKindRoundTrips(t *testing.T) {
 	}
 	// docs/design.md's twelve kinds, group.change and device.change, which
 	// only the server writes (membership changes every member sees, key
-	// changes every device of the account sees), and profile.
-	if len(kind.Kinds()) != 15 {
-		t.Errorf("%d kinds registered, want docs/design.md's 12, group.change, device.change and profile", len(kind.Kinds()))
+	// changes every device of the account sees), profile, and the two
+	// kinds of a form's case (case.status, case.note).
+	if len(kind.Kinds()) != 17 {
+		t.Errorf("%d kinds registered, want docs/design.md's 12, group.change, device.change, profile, case.status and case.note", len(kind.Kinds()))
 	}
 }
 
@@ -121,8 +127,17 @@ func TestInvalidBodies(t *testing.T) {
 		"bad due date":            &kind.PaymentRequestBody{RequestID: "r", AmountCents: 5, Currency: "EUR", Creditor: "c", IBAN: "DE89370400440532013000", Reference: "x", DueDate: "31.12.2026"},
 		"creditor too long":       &kind.PaymentRequestBody{RequestID: "r", AmountCents: 5, Currency: "EUR", Creditor: strings.Repeat("c", 71), IBAN: "DE89370400440532013000", Reference: "x", DueDate: "2026-12-31"},
 		"unknown payment status":  &kind.PaymentStatusBody{RequestID: "r", Status: "stolen"},
-		"form version 0":          &kind.FormRequestBody{FormID: "f", TemplateID: "t", Title: "x"},
-		"submission without data": &kind.FormSubmissionBody{FormID: "f", SubmissionID: "s"},
+		"form version not semver": &kind.FormRequestBody{RequestID: "f", TemplateID: "t", Version: "3", TemplateHash: sha256, Title: "x"},
+		"form without hash":       &kind.FormRequestBody{RequestID: "f", TemplateID: "t", Version: "1.0.0", Title: "x"},
+		"prefill not an object":   &kind.FormRequestBody{RequestID: "f", TemplateID: "t", Version: "1.0.0", TemplateHash: sha256, Title: "x", Prefill: json.RawMessage(`[1]`)},
+		"submission without data": &kind.FormSubmissionBody{SubmissionID: "s", CaseID: "c", TemplateID: "t", Version: "1.0.0", TemplateHash: sha256},
+		"answers null":            &kind.FormSubmissionBody{SubmissionID: "s", CaseID: "c", TemplateID: "t", Version: "1.0.0", TemplateHash: sha256, Answers: json.RawMessage(`null`)},
+		"answers bad key":         &kind.FormSubmissionBody{SubmissionID: "s", CaseID: "c", TemplateID: "t", Version: "1.0.0", TemplateHash: sha256, Answers: json.RawMessage(`{"a b":1}`)},
+		"answers too big":         &kind.FormSubmissionBody{SubmissionID: "s", CaseID: "c", TemplateID: "t", Version: "1.0.0", TemplateHash: sha256, Answers: json.RawMessage(`{"a":"` + strings.Repeat("x", 33<<10) + `"}`)},
+		"attachment without key":  &kind.FormSubmissionBody{SubmissionID: "s", CaseID: "c", TemplateID: "t", Version: "1.0.0", TemplateHash: sha256, Answers: json.RawMessage(`{}`), Attachments: []kind.FormFile{{Field: "f", AttachmentBody: kind.AttachmentBody{BlobID: "b", SHA256: sha256, Size: 1, MIME: "image/png"}}}},
+		"case status unknown":     &kind.CaseStatusBody{CaseID: "c", SubmissionID: "s", TemplateID: "t", Status: "closed", DueDate: "2026-12-31", Seq: 1},
+		"case status no seq":      &kind.CaseStatusBody{CaseID: "c", SubmissionID: "s", TemplateID: "t", Status: "received", DueDate: "2026-12-31"},
+		"empty note":              &kind.CaseNoteBody{CaseID: "c", Text: " "},
 		"document without key":    &kind.DocumentShareBody{DocumentID: "d", Version: 1, Name: "n", SHA256: sha256},
 	}
 	for name, b := range bad {

@@ -274,65 +274,6 @@ func (b *PaymentStatusBody) Validate() error {
 	return nil
 }
 
-// FormRequestBody asks a citizen to fill in a form from a published template.
-type FormRequestBody struct {
-	FormID     string `json:"form_id"`
-	TemplateID string `json:"template_id"`
-	Version    int    `json:"version"`
-	Title      string `json:"title"`
-}
-
-func (*FormRequestBody) Kind() Kind { return FormRequest }
-func (b *FormRequestBody) Validate() error {
-	switch {
-	case checkID("form_id", b.FormID) != nil:
-		return invalid(FormRequest, "%v", checkID("form_id", b.FormID))
-	case checkID("template_id", b.TemplateID) != nil:
-		return invalid(FormRequest, "%v", checkID("template_id", b.TemplateID))
-	case b.Version < 1:
-		return invalid(FormRequest, "version must be at least 1")
-	}
-	if err := checkText("title", b.Title, MaxName, true); err != nil {
-		return invalid(FormRequest, "%v", err)
-	}
-	return nil
-}
-
-// FormSubmissionBody carries a citizen's answers to a form. The template
-// decides which answers are valid; here only the shape is checked.
-type FormSubmissionBody struct {
-	FormID       string            `json:"form_id"`
-	SubmissionID string            `json:"submission_id"`
-	Answers      map[string]string `json:"answers"`
-}
-
-func (*FormSubmissionBody) Kind() Kind { return FormSubmission }
-func (b *FormSubmissionBody) Validate() error {
-	if err := checkID("form_id", b.FormID); err != nil {
-		return invalid(FormSubmission, "%v", err)
-	}
-	if err := checkID("submission_id", b.SubmissionID); err != nil {
-		return invalid(FormSubmission, "%v", err)
-	}
-	if len(b.Answers) == 0 {
-		return invalid(FormSubmission, "answers are required")
-	}
-	total := 0
-	for k, v := range b.Answers {
-		if err := checkID("answer key", k); err != nil {
-			return invalid(FormSubmission, "%v", err)
-		}
-		if err := checkText("answer", v, MaxFormAnswers, false); err != nil {
-			return invalid(FormSubmission, "%v", err)
-		}
-		total += len(k) + len(v)
-	}
-	if total > MaxFormAnswers {
-		return invalid(FormSubmission, "answers are over %d bytes", MaxFormAnswers)
-	}
-	return nil
-}
-
 // DocumentShareBody shares a vault document: the document key is wrapped
 // to the recipient inside this end-to-end message.
 type DocumentShareBody struct {
