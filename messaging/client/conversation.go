@@ -172,24 +172,32 @@ func (c *Client) send(ctx context.Context, to Peer, m *kind.Message, post sendFu
 	if err != nil {
 		return nil, err
 	}
+	// An internal note goes to the organisation's agents only, never to a
+	// citizen, and proves that its writer is one of them.
+	internal := m.Kind == kind.CaseNote
+	if internal && (to.OrgID == "" || to.AccountID != "" || to.GroupID != "") {
+		return nil, fmt.Errorf("%w: a case note goes to an organisation's agents alone, not to %s", ErrSendFailed, to)
+	}
 	if m.Kind != kind.Profile && m.Kind != kind.Receipt {
 		// The people of a conversation learn this account's name before
 		// its first message (profile.go). A profile that cannot go out
 		// now goes with the next message.
 		c.shareProfile(ctx, to, post, false)
 	}
-	return c.sendRaw(ctx, to, m.ID, m.Class(), raw, post)
+	return c.sendRaw(ctx, to, m.ID, m.Class(), raw, internal, post)
 }
 
 // sendRaw encrypts the encoded message raw for every device of the
-// conversation with to and stores it; id makes the send idempotent.
-func (c *Client) sendRaw(ctx context.Context, to Peer, id string, class kind.Class, raw []byte, post sendFunc) (*messaging.SendResponse, error) {
+// conversation with to and stores it; id makes the send idempotent. An
+// agent answering as its organisation proves its membership; so does one
+// writing to its colleagues when internal is set.
+func (c *Client) sendRaw(ctx context.Context, to Peer, id string, class kind.Class, raw []byte, internal bool, post sendFunc) (*messaging.SendResponse, error) {
 	conv, err := c.ConversationID(to)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrSendFailed, to, err)
 	}
 	ct := content{V: contentVersion, Conversation: conv, To: to.sendTo(), Message: raw}
-	if to.OrgID != "" && to.AccountID != "" {
+	if to.OrgID != "" && (to.AccountID != "" || internal) {
 		if ct.Org, err = c.ownOrgProof(ctx, to.OrgID); err != nil {
 			return nil, err
 		}

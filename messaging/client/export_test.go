@@ -10,6 +10,6 @@ import (
 // it, as a modified client could: the receiving side must refuse what is
 // not valid.
 func (c *Client) SendRawForTest(ctx context.Context, to Peer, id string, raw []byte) error {
-	_, err := c.sendRaw(ctx, to, id, kind.ClassMessage, raw, c.postSend)
+	_, err := c.sendRaw(ctx, to, id, kind.ClassMessage, raw, false, c.postSend)
 	return err
 }

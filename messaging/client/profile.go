@@ -142,7 +142,7 @@ func (c *Client) shareProfile(ctx context.Context, to Peer, post sendFunc, repor
 	if err != nil {
 		return err
 	}
-	if _, err := c.sendRaw(ctx, to, m.ID, m.Class(), raw, post); err != nil {
+	if _, err := c.sendRaw(ctx, to, m.ID, m.Class(), raw, false, post); err != nil {
 		if report {
 			return err
 		}

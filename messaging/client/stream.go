@@ -491,18 +491,9 @@ func (c *Client) read(ctx context.Context, env *mailbox.Envelope) (*Incoming, er
 		in.Reply = Peer{GroupID: to.GroupID}
 	case to.OrgID != "" && to.AccountID != "":
 		// An agent answering as the organisation must prove it.
-		mem, err := c.checkOrgProof(ct.Org, acct, env.Sender)
+		mem, err := c.checkAgent(ctx, ct.Org, acct, env.Sender, to.OrgID)
 		if err != nil {
 			return nil, err
-		}
-		if err := c.logged(ctx, ct.Org.Log, membershipEntry(*mem), ct.Org.Membership); err != nil {
-			return nil, notLogged(env.Sender, "membership", err)
-		}
-		if mem.OrgID != to.OrgID {
-			return nil, untrusted(env.Sender, "membership of %s, not %s", mem.OrgID, to.OrgID)
-		}
-		if !identity.IsAgentRole(mem.Role) {
-			return nil, untrusted(env.Sender, "role %q does not speak for the organisation", mem.Role)
 		}
 		in.Org = mem
 		if c.account == to.AccountID {
@@ -511,6 +502,15 @@ func (c *Client) read(ctx context.Context, env *mailbox.Envelope) (*Incoming, er
 			in.Reply = Peer{OrgID: to.OrgID, AccountID: to.AccountID}
 		}
 	case to.OrgID != "":
+		// An agent writing to its colleagues (an internal case note)
+		// proves that it is one of them.
+		if ct.Org != nil {
+			mem, err := c.checkAgent(ctx, ct.Org, acct, env.Sender, to.OrgID)
+			if err != nil {
+				return nil, err
+			}
+			in.Org = mem
+		}
 		if acct == c.account {
 			in.Reply = Peer{OrgID: to.OrgID}
 		} else {
@@ -533,6 +533,11 @@ func (c *Client) read(ctx context.Context, env *mailbox.Envelope) (*Incoming, er
 	if err != nil {
 		return nil, err
 	}
+	// A case note is the organisation's internal word: only from an agent
+	// of the organisation, to its agents alone.
+	if msg.Kind == kind.CaseNote && (in.Org == nil || to.AccountID != "") {
+		return nil, untrusted(env.Sender, "a case note not written by an agent to the organisation's agents")
+	}
 	if p, ok := msg.Body.(*kind.ProfileBody); ok {
 		if err := c.acceptProfile(acct, p); err != nil {
 			return nil, err
@@ -540,6 +545,25 @@ func (c *Client) read(ctx context.Context, env *mailbox.Envelope) (*Incoming, er
 	}
 	in.Message, in.Raw = msg, ct.Message
 	return in, nil
+}
+
+// checkAgent checks that proof makes device (of account) an agent of org,
+// with its membership in the transparency log.
+func (c *Client) checkAgent(ctx context.Context, proof *orgProof, account, device, org string) (*ca.Membership, error) {
+	mem, err := c.checkOrgProof(proof, account, device)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.logged(ctx, proof.Log, membershipEntry(*mem), proof.Membership); err != nil {
+		return nil, notLogged(device, "membership", err)
+	}
+	if mem.OrgID != org {
+		return nil, untrusted(device, "membership of %s, not %s", mem.OrgID, org)
+	}
+	if !identity.IsAgentRole(mem.Role) {
+		return nil, untrusted(device, "role %q does not speak for the organisation", mem.Role)
+	}
+	return mem, nil
 }
 
 // NewMessageID returns a random message id for kind.New.
