@@ -1,0 +1,57 @@
+package cases
+
+import (
+	"context"
+	"errors"
+	"testing"
+)
+
+// TestAttackOutsidersWorkACase: a citizen (even the case's own), another
+// organisation's agent, and a member of the office without an agent role
+// try, with their own sessions, to list the inbox, read, assign and move
+// a case. Every attempt is refused — an outsider is not even told the
+// case exists — and nothing changes.
+func TestAttackOutsidersWorkACase(t *testing.T) {
+	run(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		c, _, err := w.s.Open(ctx, as(citizen), amt, hund("sub-1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		before, announced := rowCounts(t, w.d), len(w.ann.all())
+		for _, who := range []string{citizen, foreign, "acc_member", "acc_nobody"} {
+			if _, err := w.s.List(ctx, as(who), amt, Filter{}); !errors.Is(err, ErrForbidden) {
+				t.Errorf("%s lists the inbox: %v", who, err)
+			}
+			if _, err := w.s.Assign(ctx, as(who), c.ID, who); !errors.Is(err, ErrForbidden) && !errors.Is(err, ErrNotFound) {
+				t.Errorf("%s assigns: %v", who, err)
+			}
+			// Assigning the office's own agent does not help either.
+			if _, err := w.s.Assign(ctx, as(who), c.ID, agentA); !errors.Is(err, ErrForbidden) && !errors.Is(err, ErrNotFound) {
+				t.Errorf("%s assigns agent A: %v", who, err)
+			}
+			if _, err := w.s.SetStatus(ctx, as(who), c.ID, StatusDecided); !errors.Is(err, ErrForbidden) && !errors.Is(err, ErrNotFound) {
+				t.Errorf("%s decides: %v", who, err)
+			}
+			if who != citizen {
+				if _, _, err := w.s.Get(ctx, as(who), c.ID); !errors.Is(err, ErrNotFound) {
+					t.Errorf("%s reads the case: %v", who, err)
+				}
+			}
+		}
+		// The other organisation's agent cannot assign the case to
+		// herself by naming it under her own organisation either: the
+		// case's organisation is the server's, not the caller's.
+		if _, err := w.s.List(ctx, as(foreign), other, Filter{}); err != nil {
+			t.Fatal(err)
+		} else if cs, _ := w.s.List(ctx, as(foreign), other, Filter{}); len(cs) != 0 {
+			t.Fatalf("the other organisation's inbox holds %d cases", len(cs))
+		}
+		if after := rowCounts(t, w.d); after != before || len(w.ann.all()) != announced {
+			t.Fatalf("changed: %s → %s, %d → %d announcements", before, after, announced, len(w.ann.all()))
+		}
+		if got, _, _ := w.s.Get(ctx, as(agentA), c.ID); got.Status != StatusReceived || got.Assignee != "" || got.Seq != 1 {
+			t.Fatalf("case changed: %+v", got)
+		}
+	})
+}
