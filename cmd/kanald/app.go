@@ -26,6 +26,7 @@ import (
 	"github.com/kanal-server/kanal/messaging/push"
 	"github.com/kanal-server/kanal/payments"
 	"github.com/kanal-server/kanal/surveys"
+	"github.com/kanal-server/kanal/vault"
 )
 
 // app wires kanal's domains to the database, the bus and the HTTP edge.
@@ -44,7 +45,7 @@ type app struct {
 
 // migrations lists every domain's schema, in dependency order.
 func migrations() []db.Migrations {
-	return []db.Migrations{kanaldMigrations(), identity.Migrations(), translog.Migrations(), messaging.Migrations(), mailbox.Migrations(), push.Migrations(), surveys.Migrations(), payments.Migrations()}
+	return []db.Migrations{kanaldMigrations(), identity.Migrations(), translog.Migrations(), messaging.Migrations(), mailbox.Migrations(), push.Migrations(), surveys.Migrations(), payments.Migrations(), vault.Migrations()}
 }
 
 func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.CA, keys *secretKeys) (*app, error) {
@@ -210,6 +211,9 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	}
 	mux.Handle("GET /v1/stream", a.ident.RequireSession(ca.LevelLow, hub))
 	if err := mountPayments(paymentsDeps{sweepCtx, &a.wg, mux, cfg, log, d, a.ident, authority, prekeys}); err != nil {
+		return nil, err
+	}
+	if _, err := mountVault(mux, cfg, log, d, a.ident, prekeys); err != nil {
 		return nil, err
 	}
 	mux.Handle("GET /healthz", web.Healthz())

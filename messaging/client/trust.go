@@ -319,3 +319,14 @@ func (c *Client) UnverifyContact(account string) error {
 	t.Verified, t.VerifiedKeys = false, nil
 	return c.putJSON(nameTrust(account), t)
 }
+
+// UnwrapKey opens a key another device wrapped to this device's identity
+// key with keys.WrapKey (a vault document's key), under info.
+func (c *Client) UnwrapKey(info, wrapped []byte) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, err := c.loadIdentity(); err != nil {
+		return nil, err
+	}
+	return c.idKey.UnwrapKey(info, wrapped)
+}

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+
+	"github.com/kanal-server/kanal/identity"
+	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/messaging"
+	"github.com/kanal-server/kanal/vault"
+)
+
+// mountVault builds the vault service on its blob store and registers its
+// routes.
+func mountVault(mux *http.ServeMux, cfg *config, log *slog.Logger, d *db.DB, ident *identity.Service, msg *messaging.Service) (*vault.Service, error) {
+	blobs, err := vaultBlobs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s, err := vault.New(vault.Options{DB: d, Blobs: blobs, Logger: log, Directory: vaultDirectory{ident},
+		Conversations: vaultConversations{ident}})
+	if err != nil {
+		return nil, err
+	}
+	s.Register(mux, vault.Auth{
+		Session: func(h http.Handler) http.Handler { return ident.RequireSession(ca.LevelLow, h) },
+		Caller: func(ctx context.Context) (vault.Actor, bool) {
+			p, ok := identity.FromContext(ctx)
+			return vault.Actor{AccountID: p.AccountID, DeviceID: p.DeviceID}, ok
+		},
+	})
+	// A revoked device's wrapped keys go with it, in the revoking
+	// transaction.
+	ident.AddRevocationHook(vault.DeleteDeviceKeys)
+	return s, nil
+}
+
+// vaultBlobs is the vault's blob store: <data-dir>/vault by default.
+func vaultBlobs(cfg *config) (vault.Blobs, error) {
+	b, err := vault.NewDirBlobs(filepath.Join(cfg.DataDir, "vault"))
+	if err != nil {
+		return nil, &settingError{"KANAL_DATA_DIR", err}
+	}
+	return b, nil
+}
+
+// vaultDirectory answers the vault's questions from identity.
+type vaultDirectory struct{ s *identity.Service }
+
+func (v vaultDirectory) AccountDevices(ctx context.Context, account string) ([]string, error) {
+	ds, err := v.s.AccountDevices(ctx, account)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i] = d.DeviceID
+	}
+	return out, nil
+}
+
+func (v vaultDirectory) OrgRole(ctx context.Context, org, account string) (string, error) {
+	return v.s.OrgRole(ctx, org, account)
+}
+
+// vaultConversations says whether a conversation is the owner's direct
+// conversation with an account that has devices, or an organisation's
+// (one that exists) with the owner.
+type vaultConversations struct{ s *identity.Service }
+
+func (v vaultConversations) Between(ctx context.Context, conv, owner, account, org string) (bool, error) {
+	if account != "" {
+		if conv != messaging.DirectConversation(owner, account) {
+			return false, nil
+		}
+		ds, err := v.s.AccountDevices(ctx, account)
+		return len(ds) > 0, err
+	}
+	if conv != messaging.OrgConversation(org, owner) {
+		return false, nil
+	}
+	_, _, err := v.s.OrgAgents(ctx, org)
+	if errors.Is(err, identity.ErrUnknownOrg) {
+		return false, nil
+	}
+	return err == nil, err
+}
