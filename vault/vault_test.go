@@ -6,8 +6,8 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/kanal-server/kanal/internal/db"
 	idclient "github.com/kanal-server/kanal/identity/client"
+	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/vault"
 	vclient "github.com/kanal-server/kanal/vault/client"
 )
