@@ -7,23 +7,19 @@
 // buyer fetched when signing. Anyone
 // holding the deployment's CA certificate can verify both offline.
 //
-// The compact JWS is made and checked here with the standard library
-// (compact.go), not a JOSE library: kanal's rules — low-s ES256, the
-// header's members checked by value, one base64url encoding per document —
-// are exactly what a general library leaves to its caller.
+// The compact JWS, and the check of a member's certificates, are
+// identity/orgsig's, which form templates share.
 package jws
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/identity/orgsig"
 )
 
 // Limits of an offer.
@@ -42,11 +38,11 @@ const (
 var (
 	ErrInvalidOffer = errors.New("invalid offer")
 	ErrExpired      = errors.New("offer has expired")
-	ErrSignature    = errors.New("bad signature")
-	ErrCertificate  = errors.New("certificate not acceptable")
+	ErrSignature    = orgsig.ErrSignature
+	ErrCertificate  = orgsig.ErrCertificate
 	ErrRevoked      = errors.New("signing device revoked")
 	ErrNoCRL        = errors.New("no usable revocation list")
-	ErrMalformed    = errors.New("malformed JWS")
+	ErrMalformed    = orgsig.ErrMalformed
 )
 
 // Item is one line of an offer. Amounts are integer euro cents; the unit
@@ -159,14 +155,4 @@ func checkText(field, s string, max int, required bool) error {
 
 // decodeStrict decodes exactly one JSON value with unknown fields refused:
 // a signed document means exactly what its known fields say.
-func decodeStrict(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w: payload: %v", ErrMalformed, err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("%w: payload: trailing data", ErrMalformed)
-	}
-	return nil
-}
+var decodeStrict = orgsig.DecodeStrict

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/identity/orgsig"
 )
 
 // Media types in the "typ" header keep an offer from being taken for a
@@ -22,7 +23,7 @@ const (
 
 // Header names of kanal's own protected header parameters.
 const (
-	headerMembership = "kanal_membership" // [membership DER, organisation DER], standard base64
+	headerMembership = orgsig.HeaderMembership // [membership DER, organisation DER], standard base64
 	headerStatus     = "kanal_status"     // [seller device status, buyer device status]: DER OCSP responses of the CA, standard base64
 )
 
@@ -69,7 +70,7 @@ func SignOffer(o Offer, s Seller, roots *x509.CertPool) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("jws: encode offer: %w", err)
 	}
-	return sign(s.Key, TypeOffer, s.DeviceCert, headerMembership,
+	return orgsig.Sign(s.Key, TypeOffer, s.DeviceCert, headerMembership,
 		[]string{base64.StdEncoding.EncodeToString(s.Membership), base64.StdEncoding.EncodeToString(s.OrgCert)}, payload)
 }
 
@@ -120,7 +121,7 @@ func Countersign(offerJWS string, b Buyer, caCert *x509.Certificate, now time.Ti
 	if err != nil {
 		return "", fmt.Errorf("jws: encode contract: %w", err)
 	}
-	return sign(b.Key, TypeContract, b.DeviceCert, headerStatus,
+	return orgsig.Sign(b.Key, TypeContract, b.DeviceCert, headerStatus,
 		[]string{base64.StdEncoding.EncodeToString(b.SellerStatus), base64.StdEncoding.EncodeToString(b.BuyerStatus)}, payload)
 }
 
@@ -131,10 +132,4 @@ func ContractID(contractJWS string) string {
 	return hex.EncodeToString(h[:])
 }
 
-func sameKey(certKey, key crypto.PublicKey) error {
-	k, ok := certKey.(interface{ Equal(crypto.PublicKey) bool })
-	if !ok || !k.Equal(key) {
-		return fmt.Errorf("%w: the certificate is not for the signing key", ErrCertificate)
-	}
-	return nil
-}
+var sameKey = orgsig.SameKey

@@ -2,13 +2,11 @@ package jws
 
 import (
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/identity/orgsig"
 )
 
 // clockSkew is how far a signer's clock may be behind the CA's: the
@@ -34,21 +32,7 @@ type Contract struct {
 }
 
 // stringList reads a header member holding n standard-base64 strings.
-func stringList(raw json.RawMessage, key string, n int) ([][]byte, error) {
-	var list []string
-	if err := json.Unmarshal(raw, &list); err != nil || len(list) != n {
-		return nil, fmt.Errorf("%w: header %s must hold %d values", ErrMalformed, key, n)
-	}
-	out := make([][]byte, n)
-	for i, s := range list {
-		b, err := base64.StdEncoding.Strict().DecodeString(s)
-		if err != nil || strings.ContainsAny(s, "\r\n") {
-			return nil, fmt.Errorf("%w: header %s: not standard base64", ErrMalformed, key)
-		}
-		out[i] = b
-	}
-	return out, nil
-}
+var stringList = orgsig.StringList
 
 // VerifyOffer checks an offer JWS offline: the signature with the x5c
 // device certificate's key, that certificate and the membership
@@ -57,22 +41,22 @@ func stringList(raw json.RawMessage, key string, n int) ([][]byte, error) {
 // organisation, and the offer's content. It does not check expiry or
 // revocation, which depend on when the offer is used.
 func VerifyOffer(offerJWS string, roots *x509.CertPool) (*VerifiedOffer, error) {
-	c, err := parseCompact(offerJWS, TypeOffer, headerMembership)
+	c, err := orgsig.Parse(offerJWS, MaxJWS, TypeOffer, headerMembership)
 	if err != nil {
 		return nil, fmt.Errorf("offer: %w", err)
 	}
 	var o Offer
-	if err := decodeStrict(c.payload, &o); err != nil {
+	if err := decodeStrict(c.Payload, &o); err != nil {
 		return nil, fmt.Errorf("offer: %w", err)
 	}
-	devDER, err := c.verifyChain(roots, o.IssuedAt)
+	devDER, err := c.VerifyChain(roots, o.IssuedAt)
 	if err != nil {
 		return nil, fmt.Errorf("offer: %w", err)
 	}
 	if err := o.Validate(); err != nil {
 		return nil, fmt.Errorf("offer: %w", err)
 	}
-	mem, err := stringList(c.extra, headerMembership, 2)
+	mem, err := stringList(c.Extra, headerMembership, 2)
 	if err != nil {
 		return nil, fmt.Errorf("offer: %w", err)
 	}
@@ -132,16 +116,9 @@ func (vo *VerifiedOffer) orgCRL(orgCRL []byte, notBefore time.Time) (time.Time, 
 }
 
 func checkSeller(devDER, memDER, orgDER []byte, roots *x509.CertPool, at time.Time) (ca.DeviceIdentity, ca.Membership, error) {
-	dev, err := ca.VerifyDevice(devDER, roots, at)
+	dev, m, err := orgsig.CheckMember(devDER, memDER, orgDER, roots, at)
 	if err != nil {
-		return ca.DeviceIdentity{}, ca.Membership{}, fmt.Errorf("%w: seller device: %w", ErrCertificate, err)
-	}
-	m, err := ca.VerifyMembership(memDER, orgDER, roots, at)
-	if err != nil {
-		return ca.DeviceIdentity{}, ca.Membership{}, fmt.Errorf("%w: seller membership: %w", ErrCertificate, err)
-	}
-	if err := ca.CheckSameDevice(dev, m); err != nil {
-		return ca.DeviceIdentity{}, ca.Membership{}, fmt.Errorf("%w: %w", ErrCertificate, err)
+		return ca.DeviceIdentity{}, ca.Membership{}, fmt.Errorf("seller %w", err)
 	}
 	if m.OrgKind != ca.OrgMerchant && m.OrgKind != ca.OrgOffice {
 		return ca.DeviceIdentity{}, ca.Membership{}, fmt.Errorf("%w: a %s cannot make offers", ErrCertificate, m.OrgKind)
@@ -177,18 +154,18 @@ func VerifyContract(contractJWS string, opts VerifyOptions) (*Contract, error) {
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(opts.CA)
-	c, err := parseCompact(contractJWS, TypeContract, headerStatus)
+	c, err := orgsig.Parse(contractJWS, MaxJWS, TypeContract, headerStatus)
 	if err != nil {
 		return nil, fmt.Errorf("contract: %w", err)
 	}
 	var a acceptance
-	if err := decodeStrict(c.payload, &a); err != nil {
+	if err := decodeStrict(c.Payload, &a); err != nil {
 		return nil, fmt.Errorf("contract: %w", err)
 	}
 	if a.Version != 1 || a.SignedAt.IsZero() {
 		return nil, fmt.Errorf("contract: %w: version or signed_at", ErrMalformed)
 	}
-	buyerDER, err := c.verifyChain(roots, a.SignedAt)
+	buyerDER, err := c.VerifyChain(roots, a.SignedAt)
 	if err != nil {
 		return nil, fmt.Errorf("contract: %w", err)
 	}
@@ -216,7 +193,7 @@ func VerifyContract(contractJWS string, opts VerifyOptions) (*Contract, error) {
 		err = checkNotRevoked(opts.CRL, opts.CA, a.SignedAt, vo.SellerDevice, buyer)
 	} else {
 		var statuses [][]byte
-		if statuses, err = stringList(c.extra, headerStatus, 2); err != nil {
+		if statuses, err = stringList(c.Extra, headerStatus, 2); err != nil {
 			return nil, fmt.Errorf("contract: %w: no embedded certificate statuses: %w", ErrNoCRL, err)
 		}
 		err = checkStatuses(statuses, opts.CA, a.SignedAt, vo.SellerDevice, buyer)

@@ -1,4 +1,4 @@
-package jws
+package orgsig
 
 import (
 	"bytes"
@@ -35,24 +35,24 @@ var b64url = base64.RawURLEncoding.Strict()
 // valid signature (r, n − s) — and a second contract id — from a document.
 var p256HalfOrder = new(big.Int).Rsh(elliptic.P256().Params().N, 1)
 
-// compact is a parsed, not yet verified, compact JWS.
-type compact struct {
-	input   []byte // the signing input exactly as received: header "." payload
-	alg     string
-	x5c     [][]byte // DER, the leaf first
-	extra   json.RawMessage
-	payload []byte
-	sig     []byte
+// Compact is a parsed, not yet verified, compact JWS.
+type Compact struct {
+	Input   []byte // the signing input exactly as received: header "." payload
+	Alg     string
+	X5C     [][]byte // DER, the leaf first
+	Extra   json.RawMessage
+	Payload []byte
+	Sig     []byte
 }
 
-// parseCompact splits s into its three parts, each of which must be
+// Parse splits s into its three parts, each of which must be
 // canonical base64url, and checks the protected header's members by
 // value: exactly alg (ES256 or EdDSA), typ (== typ), x5c and the member
 // named extra, each once, in any order and with any JSON whitespace.
 // Nothing else is allowed: crit (no extension is implemented), and any
 // other member, is refused, each with its reason.
-func parseCompact(s, typ, extra string) (*compact, error) {
-	if len(s) == 0 || len(s) > MaxJWS {
+func Parse(s string, max int, typ, extra string) (*Compact, error) {
+	if len(s) == 0 || len(s) > max {
 		return nil, fmt.Errorf("%w: size %d", ErrMalformed, len(s))
 	}
 	parts := strings.Split(s, ".")
@@ -85,14 +85,14 @@ func parseCompact(s, typ, extra string) (*compact, error) {
 			return nil, fmt.Errorf("%w: header member %q is not allowed in a %s", ErrMalformed, name, typ)
 		}
 	}
-	c := &compact{input: []byte(parts[0] + "." + parts[1]), payload: dec[1], sig: dec[2], extra: members[extra]}
+	c := &Compact{Input: []byte(parts[0] + "." + parts[1]), Payload: dec[1], Sig: dec[2], Extra: members[extra]}
 	// RFC 7515 §4.1.9: "typ" is a media type, case-insensitive, with
 	// "application/" implied when it has no "/".
 	var gotTyp string
 	if err := json.Unmarshal(members["typ"], &gotTyp); err != nil || strings.TrimPrefix(strings.ToLower(gotTyp), "application/") != typ {
 		return nil, fmt.Errorf("%w: typ %s, want %q", ErrMalformed, members["typ"], typ)
 	}
-	if err := json.Unmarshal(members["alg"], &c.alg); err != nil || (c.alg != algES256 && c.alg != algEdDSA) {
+	if err := json.Unmarshal(members["alg"], &c.Alg); err != nil || (c.Alg != algES256 && c.Alg != algEdDSA) {
 		return nil, fmt.Errorf("%w: alg %s, want %q or %q", ErrMalformed, members["alg"], algES256, algEdDSA)
 	}
 	var x5c []string
@@ -104,7 +104,7 @@ func parseCompact(s, typ, extra string) (*compact, error) {
 		if err != nil || strings.ContainsAny(s, "\r\n") {
 			return nil, fmt.Errorf("%w: header x5c: not standard base64", ErrMalformed)
 		}
-		c.x5c = append(c.x5c, der)
+		c.X5C = append(c.X5C, der)
 	}
 	return c, nil
 }
@@ -146,12 +146,12 @@ func headerMembers(b []byte) (map[string]json.RawMessage, error) {
 	return m, nil
 }
 
-// verifyChain checks the x5c chain to roots at at (client authentication,
+// VerifyChain checks the x5c chain to roots at at (client authentication,
 // as device certificates are) and the signature with the leaf's key over
 // the signing input as received. It returns the leaf's DER.
-func (c *compact) verifyChain(roots *x509.CertPool, at time.Time) ([]byte, error) {
-	certs := make([]*x509.Certificate, len(c.x5c))
-	for i, der := range c.x5c {
+func (c *Compact) VerifyChain(roots *x509.CertPool, at time.Time) ([]byte, error) {
+	certs := make([]*x509.Certificate, len(c.X5C))
+	for i, der := range c.X5C {
 		cert, err := x509.ParseCertificate(der)
 		if err != nil {
 			return nil, fmt.Errorf("%w: x5c: %v", ErrCertificate, err)
@@ -166,7 +166,7 @@ func (c *compact) verifyChain(roots *x509.CertPool, at time.Time) ([]byte, error
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return nil, fmt.Errorf("%w: x5c: %v", ErrCertificate, err)
 	}
-	if err := verifySig(c.alg, certs[0].PublicKey, c.input, c.sig); err != nil {
+	if err := verifySig(c.Alg, certs[0].PublicKey, c.Input, c.Sig); err != nil {
 		return nil, err
 	}
 	return certs[0].Raw, nil
@@ -204,10 +204,10 @@ func verifySig(alg string, pub crypto.PublicKey, input, sig []byte) error {
 	return nil
 }
 
-// signCompact makes a compact JWS: the header is the JSON object of alg,
+// Sign makes a compact JWS: the header is the JSON object of alg,
 // typ, x5c and extra (Go's encoding, members in name order), ES256
 // signatures are r ‖ s with s ≤ n/2.
-func sign(key crypto.Signer, typ string, certDER []byte, extraName string, extra any, payload []byte) (string, error) {
+func Sign(key crypto.Signer, typ string, certDER []byte, extraName string, extra any, payload []byte) (string, error) {
 	var alg string
 	switch k := key.(type) {
 	case *ecdsa.PrivateKey:
