@@ -24,7 +24,7 @@ const (
 // Header names of kanal's own protected header parameters.
 const (
 	headerMembership = orgsig.HeaderMembership // [membership DER, organisation DER], standard base64
-	headerStatus     = "kanal_status"     // [seller device status, buyer device status]: DER OCSP responses of the CA, standard base64
+	headerStatus     = "kanal_status"          // [seller device status, buyer device status]: DER OCSP responses of the CA, standard base64
 )
 
 // Seller is the device that signs an offer for its organisation.
