@@ -131,3 +131,16 @@ func derOf(s string) []byte {
 	}
 	return nil
 }
+
+// OrgName returns a verified organisation's name, as its certificate
+// states it; an error if the organisation is unknown or unverified.
+func (s *Service) OrgName(ctx context.Context, orgID string) (string, error) {
+	o, err := s.loadOrgRead(ctx, orgID)
+	if err != nil {
+		return "", err
+	}
+	if !o.verified.Valid {
+		return "", fmt.Errorf("identity: organisation %s is not verified", orgID)
+	}
+	return o.name, nil
+}

@@ -546,3 +546,35 @@ func (s *Service) announce(ctx context.Context, r *Request) {
 		s.log.WarnContext(ctx, "payments: announce", "request", r.RequestID, "status", r.Status, "err", err)
 	}
 }
+
+// CreateAppRequest creates a payment request for an organisation on
+// behalf of one of its mini-apps (by names it, such as "app:bakery"). The
+// mini-app registry has checked the app's client credentials and the
+// citizen's consent; the payer is p.PayerAccount. key is the app's
+// idempotency key.
+func (s *Service) CreateAppRequest(ctx context.Context, by, org, key string, p CreateParams) (*Request, bool, error) {
+	if err := checkKey(key); err != nil {
+		return nil, false, err
+	}
+	if p.ContractID != "" || p.PayerAccount == "" {
+		return nil, false, invalid("a mini-app's request names its payer and no contract")
+	}
+	now := s.now().UTC()
+	if err := p.validate(now.Truncate(24 * time.Hour)); err != nil {
+		return nil, false, fmt.Errorf("payments.create: %w", err)
+	}
+	params := struct {
+		Org string
+		P   CreateParams
+	}{org, p}
+	out, replay, err := idempotent(ctx, s.db, "app-request:"+org, key, params, now.Unix(), func(tx *sql.Tx) (Request, error) {
+		return s.create(ctx, tx, Actor{AccountID: by}, org, p, now)
+	})
+	if err != nil {
+		return nil, false, wrap("payments.create", err)
+	}
+	if !replay {
+		s.announce(ctx, &out)
+	}
+	return &out, replay, nil
+}

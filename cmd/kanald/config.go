@@ -48,6 +48,8 @@ type config struct {
 	OperatorTokenTTL  time.Duration // lifetime of an operator token kanald issues
 	OperatorTokenFile string        // empty: <DataDir>/operator-token
 
+	PublicURL string // empty: http:// and the listening address
+
 	PSPURL           string // empty: no card/wallet provider
 	PSPAPIKey        string
 	PSPWebhookSecret string
@@ -93,6 +95,7 @@ var settings = []setting{
 	{"signup-limit", "KANAL_SIGNUP_LIMIT", "3000", "sign-ups the deployment accepts per hour, counted on all nodes together (1 to 1000000)"},
 	{"signup-client-limit", "KANAL_SIGNUP_CLIENT_LIMIT", "30", "sign-ups one client address (an IPv6 /64) may make per hour (1 to 1000000); behind a proxy, needs KANAL_TRUST_PROXY"},
 	{"retention", "KANAL_RETENTION", "720h", "how long an undelivered envelope waits in a device's mailbox before it expires (1h to 8760h)"},
+	{"public-url", "KANAL_PUBLIC_URL", "", "the URL citizens and mini-apps reach kanald at (https://kanal.example); the OpenID Provider's issuer is it plus /oidc. Empty: http:// and the listening address"},
 	{"psp-url", "KANAL_PSP_URL", "", "base URL of the card/wallet payment provider's API; empty: payment requests are paid by bank transfer only"},
 	{"psp-api-key", "KANAL_PSP_API_KEY", "", "API key for the payment provider (required with KANAL_PSP_URL)"},
 	{"psp-webhook-secret", "KANAL_PSP_WEBHOOK_SECRET", "", "shared secret (at least 32 bytes) the provider signs its webhooks with (required with KANAL_PSP_URL)"},
@@ -142,6 +145,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		LogKeyFile:  *vals["KANAL_LOG_KEY_FILE"],
 		SecretFile:  *vals["KANAL_SECRET_FILE"],
 
+		PublicURL:        *vals["KANAL_PUBLIC_URL"],
 		PSPURL:           *vals["KANAL_PSP_URL"],
 		PSPAPIKey:        *vals["KANAL_PSP_API_KEY"],
 		PSPWebhookSecret: *vals["KANAL_PSP_WEBHOOK_SECRET"],

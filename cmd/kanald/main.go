@@ -75,6 +75,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return &settingError{"KANAL_ADDR", fmt.Errorf("cannot listen on %s: %w", cfg.Addr, errors.Unwrap(err))}
 	}
 	defer ln.Close()
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = "http://" + ln.Addr().String()
+	}
 	// The first line says where kanald will answer and where it keeps its
 	// data, before the slow parts (migrations, the CA, NATS) begin: a
 	// newcomer sees at once what started and where to look.
