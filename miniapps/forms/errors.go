@@ -19,3 +19,5 @@ var (
 	ErrForbidden   = errors.New("not allowed")
 	ErrHandoff     = errors.New("hand-off refused")
 )
+
+func isErr(err, target error) bool { return errors.Is(err, target) }
