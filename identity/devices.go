@@ -500,49 +500,9 @@ func (s *Service) RevokeDevice(ctx context.Context, deviceID, actor string) erro
 	hooks := s.revocationHooks()
 	revoked := false
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
-		revoked = false
-		var account string
-		res, err := tx.ExecContext(ctx, `UPDATE identity_devices SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL`, now, deviceID)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return nil
-		}
-		revoked = true
-		var certPEM string
-		if err := tx.QueryRowContext(ctx, `SELECT account_id, cert_pem FROM identity_devices WHERE id = $1`, deviceID).Scan(&account, &certPEM); err != nil {
-			return err
-		}
-		cert, err := parsePEMCert(certPEM)
-		if err != nil {
-			return err
-		}
-		entries, err := endedMemberships(ctx, tx, now, `SELECT org_id, account_id, device_id, cert_pem FROM identity_memberships
-			WHERE device_id = $1 AND revoked_at IS NULL ORDER BY serial`, deviceID)
-		if err != nil {
-			return err
-		}
-		if err := s.appendLog(ctx, tx, append([]transparency.Entry{deviceEntry(transparency.KindDeviceRevoked, account, deviceID, cert.Raw, now)}, entries...)...); err != nil {
-			return err
-		}
-		for _, q := range []string{
-			`UPDATE identity_device_certs SET revoked_at = $1 WHERE device_id = $2 AND revoked_at IS NULL`,
-			`UPDATE identity_memberships SET revoked_at = $1 WHERE device_id = $2 AND revoked_at IS NULL`,
-		} {
-			if _, err := tx.ExecContext(ctx, q, now, deviceID); err != nil {
-				return err
-			}
-		}
-		if err := endDeviceSessions(ctx, tx, deviceID); err != nil {
-			return err
-		}
-		for _, h := range hooks {
-			if err := h(ctx, tx, deviceID); err != nil {
-				return fmt.Errorf("identity: revocation hook: %w", err)
-			}
-		}
-		return audit(ctx, tx, now, actor, "device.revoke", "", account, deviceID)
+		var err error
+		revoked, err = s.revokeDeviceTx(ctx, tx, hooks, deviceID, actor, now)
+		return err
 	})
 	if err == nil && revoked {
 		// Effects outside the database — closing the device's streams on
@@ -551,4 +511,50 @@ func (s *Service) RevokeDevice(ctx context.Context, deviceID, actor string) erro
 		s.sessionsEnded(SessionEnd{Reason: EndDeviceRevoked, Device: deviceID})
 	}
 	return err
+}
+
+// revokeDeviceTx is RevokeDevice inside tx; it reports whether the device
+// was active.
+func (s *Service) revokeDeviceTx(ctx context.Context, tx *sql.Tx, hooks []RevocationHook, deviceID, actor string, now int64) (bool, error) {
+	var account string
+	res, err := tx.ExecContext(ctx, `UPDATE identity_devices SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL`, now, deviceID)
+	if err != nil {
+		return false, err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return false, nil
+	}
+	var certPEM string
+	if err := tx.QueryRowContext(ctx, `SELECT account_id, cert_pem FROM identity_devices WHERE id = $1`, deviceID).Scan(&account, &certPEM); err != nil {
+		return false, err
+	}
+	cert, err := parsePEMCert(certPEM)
+	if err != nil {
+		return false, err
+	}
+	entries, err := endedMemberships(ctx, tx, now, `SELECT org_id, account_id, device_id, cert_pem FROM identity_memberships
+		WHERE device_id = $1 AND revoked_at IS NULL ORDER BY serial`, deviceID)
+	if err != nil {
+		return false, err
+	}
+	if err := s.appendLog(ctx, tx, append([]transparency.Entry{deviceEntry(transparency.KindDeviceRevoked, account, deviceID, cert.Raw, now)}, entries...)...); err != nil {
+		return false, err
+	}
+	for _, q := range []string{
+		`UPDATE identity_device_certs SET revoked_at = $1 WHERE device_id = $2 AND revoked_at IS NULL`,
+		`UPDATE identity_memberships SET revoked_at = $1 WHERE device_id = $2 AND revoked_at IS NULL`,
+	} {
+		if _, err := tx.ExecContext(ctx, q, now, deviceID); err != nil {
+			return false, err
+		}
+	}
+	if err := endDeviceSessions(ctx, tx, deviceID); err != nil {
+		return false, err
+	}
+	for _, h := range hooks {
+		if err := h(ctx, tx, deviceID); err != nil {
+			return false, fmt.Errorf("identity: revocation hook: %w", err)
+		}
+	}
+	return true, audit(ctx, tx, now, actor, "device.revoke", "", account, deviceID)
 }

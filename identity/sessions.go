@@ -37,9 +37,9 @@ func (s *Service) handleChallenge(w http.ResponseWriter, r *http.Request) error 
 	switch purpose {
 	case "":
 		purpose = ChallengeLogin
-	case ChallengeLogin, ChallengeRenew, ChallengeApprove:
+	case ChallengeLogin, ChallengeRenew, ChallengeApprove, ChallengeExport, ChallengeErase:
 	default:
-		return validationf("purpose must be %q, %q or %q", ChallengeLogin, ChallengeRenew, ChallengeApprove)
+		return validationf("purpose must be %q, %q, %q, %q or %q", ChallengeLogin, ChallengeRenew, ChallengeApprove, ChallengeExport, ChallengeErase)
 	}
 	ctx := r.Context()
 	var revoked sql.NullInt64

@@ -44,6 +44,31 @@ level substantial; --device-only logs in with the key alone.`,
 			run:     logout,
 		},
 		{
+			name: "account export", args: "<file.zip>", nargs: 1,
+			summary: "download everything the server holds about the account (GDPR Art. 15)",
+			help: `Proves this device's key to the server, which answers with every record it
+holds about the account: the account, devices, sessions, memberships, audit
+entries, payment records, survey participation, push subscriptions and more.
+Writes them as JSON files into a new zip archive, with a README.txt that
+says what each file holds. The archive is not encrypted: keep it safe.`,
+			run: accountExport,
+		},
+		{
+			name: "account delete", args: "[--confirm <account-id>]", nargs: 0,
+			summary: "erase the account on the server (GDPR Art. 17); this cannot be undone",
+			help: `Erases the account: the server revokes every device, ends every session,
+takes the account out of its groups and organisations (their members are
+told), and deletes or pseudonymises everything it holds about it. What the
+law makes it keep — the payment records, ten years under § 147 AO and
+§ 257 HGB — then names a pseudonym instead of the account. Needs a
+substantial session (kanal login with the password). Asks on the terminal
+to type the account id; --confirm <account-id> gives it without asking.`,
+			flags: func(fs *flag.FlagSet, o *opts) {
+				fs.StringVar(&o.confirmID, "confirm", "", "the `account-id` of this account, to confirm without asking")
+			},
+			run: accountDelete,
+		},
+		{
 			name: "whoami", args: "", nargs: 0,
 			summary: "show the account, device and level of the session",
 			run:     whoami,

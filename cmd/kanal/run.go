@@ -55,6 +55,7 @@ type opts struct {
 	ca         bool
 	orgCRL     string
 	verbose    bool // -v: account ids next to names
+	confirmID  string
 }
 
 // cli is one invocation's world: the environment and streams run was given.

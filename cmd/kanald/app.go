@@ -42,6 +42,13 @@ type app struct {
 	hub     *mailbox.Hub
 	stop    context.CancelFunc // ends background work such as the expiry sweep
 	wg      sync.WaitGroup
+
+	// The domains an account's export and erasure ask (account.go).
+	db       *db.DB
+	msg      *messaging.Service
+	push     *push.Service
+	surveys  *surveys.Service
+	payments *payments.Service
 }
 
 // migrations lists every domain's schema, in dependency order.
@@ -50,7 +57,7 @@ func migrations() []db.Migrations {
 }
 
 func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.CA, keys *secretKeys) (*app, error) {
-	a := &app{conns: &web.Tracker{}, metrics: web.NewMetrics()}
+	a := &app{conns: &web.Tracker{}, metrics: web.NewMetrics(), db: d}
 	registerStateMetrics(a.metrics.Registry, d, b)
 
 	mailer, err := newMailer(cfg, log)
@@ -174,6 +181,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		return nil, err
 	}
 	sends = prekeys
+	a.msg, a.push = prekeys, pusher
 	a.ident.AddRevocationHook(messaging.DeletePrekeys)
 	// A renewed device's published identity key is logged again under its
 	// new certificate, in the renewing transaction.
@@ -197,7 +205,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		defer a.wg.Done()
 		sweepExpired(sweepCtx, log, expiry{"mailbox", mailboxes.Expire}, expiry{"attachment blobs", prekeys.ExpireBlobs},
 			expiry{"send idempotency rows", prekeys.ExpireSends}, expiry{"group invitations", prekeys.ExpireInvitations},
-			expiry{"sign-ups", a.ident.ExpireSignups})
+			expiry{"sign-ups", a.ident.ExpireSignups}, expiry{"sessions, tokens, challenges and login throttles", a.ident.ExpireSessions})
 	}()
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); pusher.Run(sweepCtx) }()
@@ -211,7 +219,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		return nil, err
 	}
 	mux.Handle("GET /v1/stream", a.ident.RequireSession(ca.LevelLow, hub))
-	if err := mountPayments(paymentsDeps{sweepCtx, &a.wg, mux, cfg, log, d, a.ident, authority, prekeys}); err != nil {
+	if a.payments, err = mountPayments(paymentsDeps{sweepCtx, &a.wg, mux, cfg, log, d, a.ident, authority, prekeys}); err != nil {
 		return nil, err
 	}
 	if _, err := mountVault(mux, cfg, log, d, a.ident, prekeys); err != nil {
@@ -220,6 +228,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	if err := mountMiniapps(miniappsDeps{sweepCtx, &a.wg, mux, cfg, log, d, a.ident, authority, keys, prekeys}); err != nil {
 		return nil, err
 	}
+	a.mountAccount(mux, log)
 	mux.Handle("GET /healthz", web.Healthz())
 	mux.Handle("GET /readyz", web.Readyz(
 		web.Check{Name: "database", Func: d.Ping},

@@ -32,19 +32,19 @@ type paymentsDeps struct {
 
 // mountPayments builds the payments service, registers its routes and
 // starts the sweep that expires overdue requests.
-func mountPayments(d paymentsDeps) error {
+func mountPayments(d paymentsDeps) (*payments.Service, error) {
 	var psp *payments.PSP
 	if d.cfg.PSPURL != "" {
 		var err error
 		psp, err = payments.NewPSP(payments.PSPOptions{Name: "psp", BaseURL: d.cfg.PSPURL, APIKey: d.cfg.PSPAPIKey, WebhookSecret: d.cfg.PSPWebhookSecret})
 		if err != nil {
-			return &settingError{"KANAL_PSP_URL", err}
+			return nil, &settingError{"KANAL_PSP_URL", err}
 		}
 	}
 	s, err := payments.New(payments.Options{DB: d.db, Logger: d.log, CA: d.ca.Certificate(), Certs: d.ident, Orgs: d.ident,
 		Announcer: paymentNotices{d.msg}, PSP: psp})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s.Register(d.mux, payments.Auth{
 		Session:  func(h http.Handler) http.Handler { return d.ident.RequireSession(ca.LevelLow, h) },
@@ -80,7 +80,7 @@ func mountPayments(d paymentsDeps) error {
 			}
 		}
 	}()
-	return nil
+	return s, nil
 }
 
 // checkPSP checks the payment provider settings, naming the one to fix.

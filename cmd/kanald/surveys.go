@@ -43,6 +43,7 @@ func (a *app) mountSurveys(ctx context.Context, mux *http.ServeMux, log *slog.Lo
 		log.Info("survey token keys sealed again under the deployment secret", "count", n)
 	}
 	s.Register(mux)
+	a.surveys = s
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); <-ctx.Done(); s.Close() }()
 	return nil

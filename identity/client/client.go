@@ -62,6 +62,11 @@ func (c *Client) BaseURL() string { return c.base }
 // status; any other 2xx is as much an error as a 4xx, since the client
 // would not know what it means.
 func (c *Client) do(ctx context.Context, method, path string, in, out any, want int) error {
+	return c.doCapped(ctx, method, path, in, out, want, MaxResponseBytes)
+}
+
+// doCapped is do with a cap of max bytes on the answer.
+func (c *Client) doCapped(ctx context.Context, method, path string, in, out any, want, max int) error {
 	if err := apiclient.CheckBase(c.base); err != nil {
 		return err
 	}
@@ -91,7 +96,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any, want 
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "application/json" {
 		return fmt.Errorf("%w: content type %q, want application/json", ErrBadResponse, resp.Header.Get("Content-Type"))
 	}
-	b, err := readCapped(resp.Body)
+	b, err := readCapped(resp.Body, max)
 	if err != nil {
 		return err
 	}

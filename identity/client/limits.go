@@ -8,6 +8,10 @@ const (
 	// is far below it.
 	MaxResponseBytes = 1 << 20
 
+	// MaxExportBytes caps the answer of ExportAccount: everything the
+	// server holds about an account, as JSON.
+	MaxExportBytes = 256 << 20
+
 	// maxErrorBodyBytes caps what the client reads of an error answer
 	// that is not problem+json (a proxy's HTML page, say).
 	maxErrorBodyBytes = 4 << 10

@@ -109,7 +109,7 @@ func readProblem(resp *http.Response) error {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBodyBytes))
 		return &Problem{Type: BlankType, Title: strings.ToLower(http.StatusText(resp.StatusCode)), Status: resp.StatusCode}
 	}
-	body, err := readCapped(resp.Body)
+	body, err := readCapped(resp.Body, MaxResponseBytes)
 	if err != nil {
 		return fmt.Errorf("HTTP %d: %w", resp.StatusCode, err)
 	}
@@ -153,10 +153,10 @@ func readProblem(resp *http.Response) error {
 // not accept: too large, wrong content type, not the expected JSON.
 var ErrBadResponse = errors.New("identity client: bad response")
 
-func readCapped(r io.Reader) ([]byte, error) {
-	body, err := apiclient.ReadCapped(r, MaxResponseBytes)
+func readCapped(r io.Reader, max int) ([]byte, error) {
+	body, err := apiclient.ReadCapped(r, max)
 	if errors.Is(err, apiclient.ErrTooLarge) {
-		return nil, fmt.Errorf("%w: body larger than %d bytes", ErrBadResponse, MaxResponseBytes)
+		return nil, fmt.Errorf("%w: body larger than %d bytes", ErrBadResponse, max)
 	}
 	return body, err
 }
