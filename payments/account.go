@@ -18,15 +18,15 @@ import (
 // rows that name it, column by column, as stored (times are Unix
 // seconds, amounts euro cents).
 type AccountRecords struct {
-	Requests      []map[string]any `json:"payment_requests"`
-	Transitions   []map[string]any `json:"request_transitions"`
-	Ledger        []map[string]any `json:"ledger_entries"`
-	Refunds       []map[string]any `json:"refunds"`
-	Contracts     []map[string]any `json:"contracts"`
-	Offers        []map[string]any `json:"offers"`
-	Audit         []map[string]any `json:"audit"`
-	Idempotency   []map[string]any `json:"idempotency_records"`
-	BankResolved  []map[string]any `json:"bank_entries_resolved"`
+	Requests       []map[string]any `json:"payment_requests"`
+	Transitions    []map[string]any `json:"request_transitions"`
+	Ledger         []map[string]any `json:"ledger_entries"`
+	Refunds        []map[string]any `json:"refunds"`
+	Contracts      []map[string]any `json:"contracts"`
+	Offers         []map[string]any `json:"offers"`
+	Audit          []map[string]any `json:"audit"`
+	Idempotency    []map[string]any `json:"idempotency_records"`
+	BankResolved   []map[string]any `json:"bank_entries_resolved"`
 	ProviderEvents []map[string]any `json:"provider_events"`
 }
 
