@@ -20,8 +20,9 @@ import (
 	"github.com/kanal-server/kanal/internal/db/dbtest"
 )
 
-// t0 is the tests' clock.
-var t0 = time.Date(2026, 5, 4, 9, 0, 0, 0, time.UTC)
+// t0 is the tests' clock: now, because the OpenID library computes expires_in
+// against the real clock.
+var t0 = time.Now().UTC().Truncate(time.Second)
 
 const (
 	orgBakery = "org-bakery"
