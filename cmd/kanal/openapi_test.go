@@ -250,7 +250,7 @@ type oaCheck struct {
 func init() {
 	// Bodies that are not JSON are checked for their media type only.
 	for _, ct := range []string{"application/ocsp-request", "application/ocsp-response", "application/pkix-crl",
-		"image/png", "image/svg+xml", "application/xml", "text/xml"} {
+		"image/png", "image/svg+xml", "application/xml", "text/xml", "multipart/form-data"} {
 		openapi3filter.RegisterBodyDecoder(ct, openapi3filter.FileBodyDecoder)
 	}
 }

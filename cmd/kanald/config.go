@@ -54,6 +54,12 @@ type config struct {
 	PSPAPIKey        string
 	PSPWebhookSecret string
 
+	VaultS3URL       string // empty: vault blobs in <DataDir>/vault
+	VaultS3Access    string
+	VaultS3Secret    string
+	VaultMaxDocument int64 // bytes
+	VaultQuota       int64 // bytes per account and quota class
+
 	PushHosts   push.HostList // empty: any public host
 	PushSubject string        // empty: mailto: the MailFrom address
 	PushCAFile  string
@@ -99,6 +105,11 @@ var settings = []setting{
 	{"psp-url", "KANAL_PSP_URL", "", "base URL of the card/wallet payment provider's API; empty: payment requests are paid by bank transfer only"},
 	{"psp-api-key", "KANAL_PSP_API_KEY", "", "API key for the payment provider (required with KANAL_PSP_URL)"},
 	{"psp-webhook-secret", "KANAL_PSP_WEBHOOK_SECRET", "", "shared secret (at least 32 bytes) the provider signs its webhooks with (required with KANAL_PSP_URL)"},
+	{"vault-s3-url", "KANAL_VAULT_S3_URL", "", "https://host[:port]/bucket of an S3-compatible object store for the vault's encrypted documents; empty: <data-dir>/vault"},
+	{"vault-s3-access-key", "KANAL_VAULT_S3_ACCESS_KEY", "", "access key of KANAL_VAULT_S3_URL"},
+	{"vault-s3-secret-key", "KANAL_VAULT_S3_SECRET_KEY", "", "secret key of KANAL_VAULT_S3_URL"},
+	{"vault-max-document", "KANAL_VAULT_MAX_DOCUMENT", "33554432", "largest encrypted document version in bytes (1024 to 1073741824)"},
+	{"vault-quota", "KANAL_VAULT_QUOTA", "1073741824", "bytes each account may keep in the vault, per quota class (personal, issued)"},
 	{"push-hosts", "KANAL_PUSH_HOSTS", "", "comma-separated push service hosts devices may subscribe with (name, IP address or *.domain); empty allows any public host"},
 	{"push-subject", "KANAL_PUSH_SUBJECT", "", "VAPID contact sent to push services, mailto:… or https://…; empty: mailto: the KANAL_MAIL_FROM address"},
 	{"push-workers", "KANAL_PUSH_WORKERS", "16", "web pushes in flight at once on this node (1 to 1024); one push service host gets at most half of them"},
@@ -149,6 +160,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		PSPURL:           *vals["KANAL_PSP_URL"],
 		PSPAPIKey:        *vals["KANAL_PSP_API_KEY"],
 		PSPWebhookSecret: *vals["KANAL_PSP_WEBHOOK_SECRET"],
+
+		VaultS3URL:    *vals["KANAL_VAULT_S3_URL"],
+		VaultS3Access: *vals["KANAL_VAULT_S3_ACCESS_KEY"],
+		VaultS3Secret: *vals["KANAL_VAULT_S3_SECRET_KEY"],
 
 		PushSubject: *vals["KANAL_PUSH_SUBJECT"],
 		PushCAFile:  *vals["KANAL_PUSH_CA_FILE"],
@@ -208,6 +223,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if err := checkPSP(c); err != nil {
 		return nil, err
+	}
+	if c.VaultMaxDocument, err = strconv.ParseInt(*vals["KANAL_VAULT_MAX_DOCUMENT"], 10, 64); err != nil || c.VaultMaxDocument < 1024 || c.VaultMaxDocument > 1<<30 {
+		return nil, &settingError{"KANAL_VAULT_MAX_DOCUMENT", fmt.Errorf("%q is not a number of bytes from 1024 to 1073741824", *vals["KANAL_VAULT_MAX_DOCUMENT"])}
+	}
+	if c.VaultQuota, err = strconv.ParseInt(*vals["KANAL_VAULT_QUOTA"], 10, 64); err != nil || c.VaultQuota < c.VaultMaxDocument {
+		return nil, &settingError{"KANAL_VAULT_QUOTA", fmt.Errorf("%q is not a number of bytes of at least KANAL_VAULT_MAX_DOCUMENT", *vals["KANAL_VAULT_QUOTA"])}
+	}
+	if c.VaultS3URL == "" && (c.VaultS3Access != "" || c.VaultS3Secret != "") {
+		return nil, &settingError{"KANAL_VAULT_S3_URL", errors.New("required with KANAL_VAULT_S3_ACCESS_KEY and KANAL_VAULT_S3_SECRET_KEY")}
 	}
 	if c.DataDir == "" {
 		return nil, &settingError{"KANAL_DATA_DIR", errors.New("must not be empty")}

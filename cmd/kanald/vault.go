@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"time"
 
 	"github.com/kanal-server/kanal/identity"
 	"github.com/kanal-server/kanal/identity/ca"
@@ -17,11 +18,12 @@ import (
 // mountVault builds the vault service on its blob store and registers its
 // routes.
 func mountVault(mux *http.ServeMux, cfg *config, log *slog.Logger, d *db.DB, ident *identity.Service, msg *messaging.Service) (*vault.Service, error) {
-	blobs, err := vaultBlobs(cfg)
+	blobs, err := vaultBlobs(cfg, log)
 	if err != nil {
 		return nil, err
 	}
 	s, err := vault.New(vault.Options{DB: d, Blobs: blobs, Logger: log, Directory: vaultDirectory{ident},
+		MaxDocument: cfg.VaultMaxDocument, Quota: cfg.VaultQuota,
 		Conversations: vaultConversations{ident}})
 	if err != nil {
 		return nil, err
@@ -39,8 +41,19 @@ func mountVault(mux *http.ServeMux, cfg *config, log *slog.Logger, d *db.DB, ide
 	return s, nil
 }
 
-// vaultBlobs is the vault's blob store: <data-dir>/vault by default.
-func vaultBlobs(cfg *config) (vault.Blobs, error) {
+// vaultBlobs is the vault's blob store: an S3-compatible object store
+// when KANAL_VAULT_S3_URL is set, <data-dir>/vault otherwise.
+func vaultBlobs(cfg *config, log *slog.Logger) (vault.Blobs, error) {
+	if cfg.VaultS3URL != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		b, err := vault.NewS3Blobs(ctx, vault.S3Options{URL: cfg.VaultS3URL, AccessKey: cfg.VaultS3Access, SecretKey: cfg.VaultS3Secret})
+		if err != nil {
+			return nil, &settingError{"KANAL_VAULT_S3_URL", err}
+		}
+		log.Info("vault documents in an S3-compatible store", "url", cfg.VaultS3URL)
+		return b, nil
+	}
 	b, err := vault.NewDirBlobs(filepath.Join(cfg.DataDir, "vault"))
 	if err != nil {
 		return nil, &settingError{"KANAL_DATA_DIR", err}
