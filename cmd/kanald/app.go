@@ -25,6 +25,7 @@ import (
 	"github.com/kanal-server/kanal/messaging/mailbox"
 	"github.com/kanal-server/kanal/messaging/push"
 	"github.com/kanal-server/kanal/miniapps"
+	"github.com/kanal-server/kanal/miniapps/forms"
 	"github.com/kanal-server/kanal/payments"
 	"github.com/kanal-server/kanal/surveys"
 	"github.com/kanal-server/kanal/vault"
@@ -53,7 +54,7 @@ type app struct {
 
 // migrations lists every domain's schema, in dependency order.
 func migrations() []db.Migrations {
-	return []db.Migrations{kanaldMigrations(), identity.Migrations(), translog.Migrations(), messaging.Migrations(), mailbox.Migrations(), push.Migrations(), surveys.Migrations(), payments.Migrations(), vault.Migrations(), miniapps.Migrations()}
+	return []db.Migrations{kanaldMigrations(), identity.Migrations(), translog.Migrations(), messaging.Migrations(), mailbox.Migrations(), push.Migrations(), surveys.Migrations(), payments.Migrations(), vault.Migrations(), miniapps.Migrations(), forms.Migrations()}
 }
 
 func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.CA, keys *secretKeys) (*app, error) {
@@ -223,6 +224,9 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		return nil, err
 	}
 	if _, err := mountVault(mux, cfg, log, d, a.ident, prekeys); err != nil {
+		return nil, err
+	}
+	if _, err := mountForms(mux, log, d, a.ident, authority); err != nil {
 		return nil, err
 	}
 	if err := mountMiniapps(miniappsDeps{sweepCtx, &a.wg, mux, cfg, log, d, a.ident, authority, keys, prekeys}); err != nil {
