@@ -10,6 +10,10 @@ type PaymentAsk struct {
 	AccountID   string
 	AmountCents int64
 	Purpose     string
+	Creditor    string // the organisation's account holder name
+	IBAN        string
+	BIC         string
+	DueDate     string // YYYY-MM-DD
 	Key         string // idempotency key: the app's, scoped to the app
 }
 

@@ -25,6 +25,10 @@ type BridgePaymentRequest struct {
 	Subject        string `json:"subject"`
 	AmountCents    int64  `json:"amount_cents"`
 	Purpose        string `json:"purpose"`
+	Creditor       string `json:"creditor"` // the organisation's account holder
+	IBAN           string `json:"iban"`
+	BIC            string `json:"bic,omitempty"`
+	DueDate        string `json:"due_date"` // YYYY-MM-DD
 	IdempotencyKey string `json:"idempotency_key"`
 }
 
@@ -112,7 +116,7 @@ func (s *Service) handleBridgePayment(w http.ResponseWriter, r *http.Request, _ 
 		return fmt.Errorf("miniapps.bridge: %w: payments", ErrNotConfigured)
 	}
 	id, err := s.bridge.RequestPayment(r.Context(), PaymentAsk{AppID: a.ID, OrgID: a.OrgID, AccountID: account, AmountCents: req.AmountCents,
-		Purpose: req.Purpose, Key: a.ID + ":" + req.IdempotencyKey})
+		Purpose: req.Purpose, Creditor: req.Creditor, IBAN: req.IBAN, BIC: req.BIC, DueDate: req.DueDate, Key: a.ID + ":" + req.IdempotencyKey})
 	if err != nil {
 		return err
 	}

@@ -232,6 +232,10 @@ func summary(m *kind.Message) string {
 		return s
 	case *kind.PaymentStatusBody:
 		return "payment " + b.RequestID + " " + b.Status
+	case *kind.AppPostBody:
+		// Not an agent's end-to-end message: the server posted it for the
+		// mini-app, whose credentials and consent it checked.
+		return fmt.Sprintf("[mini-app %s %q, posted by kanal] %s", b.AppID, b.AppName, b.Text)
 	case *kind.DeviceChangeBody:
 		return "your device " + b.DeviceID + " has a new key; if you did not do this, revoke it with 'kanal device revoke " + b.DeviceID + "'"
 	case *kind.SurveyInviteBody:

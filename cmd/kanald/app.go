@@ -229,7 +229,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	if _, err := mountForms(mux, log, d, a.ident, authority); err != nil {
 		return nil, err
 	}
-	if err := mountMiniapps(miniappsDeps{sweepCtx, &a.wg, mux, cfg, log, d, a.ident, authority, keys, prekeys}); err != nil {
+	if err := mountMiniapps(miniappsDeps{sweepCtx, &a.wg, mux, cfg, log, d, a.ident, authority, keys, prekeys, a.payments}); err != nil {
 		return nil, err
 	}
 	a.mountAccount(mux, log)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -11,7 +13,9 @@ import (
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/messaging"
+	"github.com/kanal-server/kanal/messaging/kind"
 	"github.com/kanal-server/kanal/miniapps"
+	"github.com/kanal-server/kanal/payments"
 )
 
 // miniappsDeps is what the miniapps domain is wired to.
@@ -26,13 +30,15 @@ type miniappsDeps struct {
 	ca    *ca.CA
 	keys  *secretKeys
 	msg   *messaging.Service
+	pay   *payments.Service
 }
 
 // mountMiniapps builds the mini-app registry and OpenID Provider (issuer:
 // the public URL plus /oidc) and registers their routes.
 func mountMiniapps(d miniappsDeps) error {
 	s, err := miniapps.New(miniapps.Options{DB: d.db, Logger: d.log, CA: d.ca.Certificate(), Certs: d.ident, Orgs: d.ident,
-		Secret: d.keys.secret, Issuer: d.cfg.PublicURL + "/oidc", OrgConversation: messaging.OrgConversation})
+		Secret: d.keys.secret, Issuer: d.cfg.PublicURL + "/oidc", OrgConversation: messaging.OrgConversation,
+		Bridge: miniapps.Bridge{RequestPayment: appPayments{d.pay}.request, Post: appPosts{d.msg}.post}})
 	if err != nil {
 		return &settingError{"KANAL_PUBLIC_URL", err}
 	}
@@ -66,4 +72,38 @@ func mountMiniapps(d miniappsDeps) error {
 		}
 	}()
 	return nil
+}
+
+// appPayments creates a mini-app's payment request in payments, in its
+// organisation's name; payments announces it in the chat.
+type appPayments struct{ p *payments.Service }
+
+func (a appPayments) request(ctx context.Context, ask miniapps.PaymentAsk) (string, error) {
+	r, _, err := a.p.CreateAppRequest(ctx, "app:"+ask.AppID, ask.OrgID, ask.Key, payments.CreateParams{PayerAccount: ask.AccountID,
+		AmountCents: ask.AmountCents, Creditor: ask.Creditor, IBAN: ask.IBAN, BIC: ask.BIC, Purpose: ask.Purpose, DueDate: ask.DueDate})
+	if err != nil {
+		if errors.Is(err, payments.ErrInvalid) || errors.Is(err, payments.ErrIdempotency) {
+			return "", fmt.Errorf("%w: %v", miniapps.ErrInvalid, err)
+		}
+		return "", err
+	}
+	return r.RequestID, nil
+}
+
+// appPosts posts a mini-app's message as an app.post notice: signed by
+// the deployment notary, to the citizen's devices and the organisation's
+// agents, in the conversation the app was opened from.
+type appPosts struct{ m *messaging.Service }
+
+func (a appPosts) post(ctx context.Context, p miniapps.Post) error {
+	msg, err := kind.New("kanal-app-"+p.AppID+"-"+fmt.Sprint(time.Now().UnixNano()), time.Now(),
+		&kind.AppPostBody{AppID: p.AppID, AppName: p.AppName, OrgID: p.OrgID, Text: p.Text})
+	if err != nil {
+		return fmt.Errorf("%w: %v", miniapps.ErrInvalid, err)
+	}
+	raw, err := msg.Marshal()
+	if err != nil {
+		return err
+	}
+	return a.m.PostNotice(ctx, messaging.Notice{Accounts: []string{p.AccountID}, OrgID: p.OrgID, Conversation: p.Conversation, Message: raw})
 }

@@ -37,6 +37,10 @@ const (
 	// CaseNote is an organisation's internal note on a case, sent by an
 	// agent to the organisation's agents only.
 	CaseNote Kind = "case.note"
+	// AppPost is written by the server: a message a mini-app's backend
+	// posted into the conversation it was opened from (miniapps' bridge),
+	// shown as coming from the app, never as an agent's message.
+	AppPost Kind = "app.post"
 	// GroupChange is written by the server, not by a member: it announces
 	// a change of a group's membership to every member's devices.
 	GroupChange Kind = "group.change"
@@ -81,6 +85,7 @@ var registry = map[Kind]entry{
 	FormSubmission: {ClassMessage, func() Body { return new(FormSubmissionBody) }},
 	DocumentShare:  {ClassMessage, func() Body { return new(DocumentShareBody) }},
 	CaseStatus:     {ClassMessage, func() Body { return new(CaseStatusBody) }},
+	AppPost:        {ClassMessage, func() Body { return new(AppPostBody) }},
 	CaseNote:       {ClassMessage, func() Body { return new(CaseNoteBody) }},
 	GroupChange:    {ClassMessage, func() Body { return new(GroupChangeBody) }},
 	DeviceChange:   {ClassMessage, func() Body { return new(DeviceChangeBody) }},

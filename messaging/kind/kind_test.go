@@ -36,6 +36,7 @@ var valid = []kind.Body{
 		Answers:     json.RawMessage(`{"name":"Erika Mustermann","persons":2}`),
 		Attachments: []kind.FormFile{{Field: "mietvertrag", AttachmentBody: kind.AttachmentBody{BlobID: "blob_1", Key: key32, SHA256: sha256, Size: 1024, MIME: "application/pdf"}}}},
 	&kind.CaseStatusBody{CaseID: "case_1", SubmissionID: "sub1", TemplateID: "anmeldung", Status: "needs_information", DueDate: "2026-12-31", Assignee: "acc_1", Seq: 3},
+	&kind.AppPostBody{AppID: "bakery", AppName: "Bäckerei Korn: Bestellung", OrgID: "org_1", Text: "Ihre Bestellung ist bestätigt."},
 	&kind.CaseNoteBody{CaseID: "case_1", Text: "Mietvertrag fehlt, nachgefragt."},
 	&kind.DocumentShareBody{DocumentID: "d1", Version: 1, Name: "Bescheid.pdf", Key: key32, SHA256: sha256},
 	&kind.GroupChangeBody{GroupID: "g_1", Op: "added", AccountID: "acc_2", By: "acc_1", Role: "member"},
@@ -77,8 +78,8 @@ func TestEveryKindRoundTrips(t *testing.T) {
 	// only the server writes (membership changes every member sees, key
 	// changes every device of the account sees), profile, and the two
 	// kinds of a form's case (case.status, case.note).
-	if len(kind.Kinds()) != 17 {
-		t.Errorf("%d kinds registered, want docs/design.md's 12, group.change, device.change, profile, case.status and case.note", len(kind.Kinds()))
+	if len(kind.Kinds()) != 18 {
+		t.Errorf("%d kinds registered, want docs/design.md's 12, group.change, device.change, profile, case.status, case.note and app.post", len(kind.Kinds()))
 	}
 }
 
@@ -136,6 +137,7 @@ func TestInvalidBodies(t *testing.T) {
 		"answers too big":         &kind.FormSubmissionBody{SubmissionID: "s", CaseID: "c", TemplateID: "t", Version: "1.0.0", TemplateHash: sha256, Answers: json.RawMessage(`{"a":"` + strings.Repeat("x", 33<<10) + `"}`)},
 		"attachment without key":  &kind.FormSubmissionBody{SubmissionID: "s", CaseID: "c", TemplateID: "t", Version: "1.0.0", TemplateHash: sha256, Answers: json.RawMessage(`{}`), Attachments: []kind.FormFile{{Field: "f", AttachmentBody: kind.AttachmentBody{BlobID: "b", SHA256: sha256, Size: 1, MIME: "image/png"}}}},
 		"case status unknown":     &kind.CaseStatusBody{CaseID: "c", SubmissionID: "s", TemplateID: "t", Status: "closed", DueDate: "2026-12-31", Seq: 1},
+		"app post empty text":     &kind.AppPostBody{AppID: "bakery", AppName: "B", OrgID: "o", Text: " "},
 		"case status no seq":      &kind.CaseStatusBody{CaseID: "c", SubmissionID: "s", TemplateID: "t", Status: "received", DueDate: "2026-12-31"},
 		"empty note":              &kind.CaseNoteBody{CaseID: "c", Text: " "},
 		"document without key":    &kind.DocumentShareBody{DocumentID: "d", Version: 1, Name: "n", SHA256: sha256},
