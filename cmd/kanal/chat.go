@@ -248,6 +248,10 @@ func summary(m *kind.Message) string {
 		return "offer " + b.OfferID
 	case *kind.ContractBody:
 		return "contract " + b.ContractID
+	case *kind.DocumentShareBody:
+		return fmt.Sprintf("document %s (%s version %d): fetch it with 'kanal vault receive'", displayName(b.Name), b.DocumentID, b.Version)
+	case *kind.DocumentWithdrawnBody:
+		return fmt.Sprintf("%s withdrew the share of document %s version %d; what you fetched before stays with you", b.Owner, b.DocumentID, b.Version)
 	default:
 		return "[" + string(m.Kind) + "]"
 	}

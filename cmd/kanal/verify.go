@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/kanal-server/kanal/vault/issued"
 	"io"
 	"os"
 	"regexp"
@@ -79,6 +80,7 @@ const (
 	docOffer    = "offer"
 	docContract = "contract"
 	docSurvey   = "survey"
+	docIssued   = "issued"
 )
 
 // docKind recognises a document by its content.
@@ -97,6 +99,8 @@ func docKind(b []byte) (string, error) {
 					return docContract, nil
 				case jws.TypeOffer:
 					return docOffer, nil
+				case issued.Type:
+					return docIssued, nil
 				}
 			}
 		}
@@ -104,11 +108,11 @@ func docKind(b []byte) (string, error) {
 	if isSignedSurvey(b) {
 		return docSurvey, nil
 	}
-	return "", errors.New("not a document kanal verify knows (a contract or an offer JWS, or a signed survey definition)")
+	return "", errors.New("not a document kanal verify knows (a contract, an offer or an issued document JWS, or a signed survey definition)")
 }
 
 func verifyFile(ctx context.Context, c *cli, o *opts, vo *verifyOpts, path string) error {
-	b, err := readInput(c, path, jws.MaxJWS+1024)
+	b, err := readInput(c, path, issued.MaxJWS+1024)
 	if err != nil {
 		return err
 	}
@@ -151,6 +155,22 @@ func verifyFile(ctx context.Context, c *cli, o *opts, vo *verifyOpts, path strin
 		return err
 	}
 	switch k {
+	case docIssued:
+		v, err := issued.Verify(doc, roots)
+		if err != nil {
+			return err
+		}
+		d := v.Document
+		fmt.Fprintf(c.stdout, "Issued document %s verifies.\n", v.Hash)
+		fmt.Fprintf(c.stdout, "  %q (%s, %s, %d bytes), id %s\n", d.Title, d.Kind, d.MediaType, len(d.Content), d.DocumentID)
+		fmt.Fprintf(c.stdout, "  issued by %s (%s) to account %s at %s", d.OrgName, d.OrgID, d.Subject, d.IssuedAt.Format(time.RFC3339))
+		if !d.ValidUntil.IsZero() {
+			fmt.Fprintf(c.stdout, ", valid until %s", d.ValidUntil.Format(time.RFC3339))
+		}
+		fmt.Fprintf(c.stdout, "\n  signed by device %s of account %s, role %s\n", v.Signed.Device.DeviceID, v.Signed.Device.AccountID, v.Signed.Membership.Role)
+		if orgCRL != nil || vo.fetch {
+			fmt.Fprintln(c.stdout, "  (membership revocation lists are checked for offers and contracts; for issued documents, see docs/vault.md)")
+		}
 	case docSurvey:
 		return verifySurveyDocument(c, vo.ca, b)
 	case docContract:

@@ -12,6 +12,7 @@ import (
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/messaging"
+	"github.com/kanal-server/kanal/messaging/kind"
 	"github.com/kanal-server/kanal/vault"
 )
 
@@ -24,7 +25,7 @@ func mountVault(mux *http.ServeMux, cfg *config, log *slog.Logger, d *db.DB, ide
 	}
 	s, err := vault.New(vault.Options{DB: d, Blobs: blobs, Logger: log, Directory: vaultDirectory{ident},
 		MaxDocument: cfg.VaultMaxDocument, Quota: cfg.VaultQuota,
-		Conversations: vaultConversations{ident}})
+		Conversations: vaultConversations{ident}, Notifier: vaultNotices{msg}})
 	if err != nil {
 		return nil, err
 	}
@@ -101,4 +102,27 @@ func (v vaultConversations) Between(ctx context.Context, conv, owner, account, o
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// vaultNotices tells a withdrawn share's recipients, in the share's
+// conversation, with a signed document.withdrawn notice.
+type vaultNotices struct{ m *messaging.Service }
+
+func (n vaultNotices) Withdrawn(ctx context.Context, s vault.Share) error {
+	msg, err := kind.New("kanal-vault-"+s.ID+"-withdrawn", time.Now(),
+		&kind.DocumentWithdrawnBody{ShareID: s.ID, DocumentID: s.DocumentID, Version: s.Version, Owner: s.Owner})
+	if err != nil {
+		return err
+	}
+	raw, err := msg.Marshal()
+	if err != nil {
+		return err
+	}
+	nt := messaging.Notice{Conversation: s.Conversation, Message: raw}
+	if s.Org != "" {
+		nt.OrgID = s.Org
+	} else {
+		nt.Accounts = []string{s.Account}
+	}
+	return n.m.PostNotice(ctx, nt)
 }

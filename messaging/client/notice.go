@@ -85,6 +85,10 @@ func (c *Client) VerifyNotice(env *mailbox.Envelope) (*Notice, error) {
 		if b.AccountID != c.account || st.Conversation != messaging.DirectConversation(c.account, c.account) {
 			return nil, fmt.Errorf("%w: a device change of account %s in conversation %s", ErrBadNotice, b.AccountID, st.Conversation)
 		}
+	case *kind.DocumentWithdrawnBody:
+		if b.Owner == c.account {
+			return nil, fmt.Errorf("%w: a withdrawal of this account's own share", ErrBadNotice)
+		}
 	case *kind.PaymentStatusBody:
 		if !strings.HasPrefix(st.Conversation, "o_") {
 			return nil, fmt.Errorf("%w: a payment status outside an organisation's conversation", ErrBadNotice)

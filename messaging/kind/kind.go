@@ -31,6 +31,9 @@ const (
 	FormRequest    Kind = "form.request"
 	FormSubmission Kind = "form.submission"
 	DocumentShare  Kind = "document.share"
+	// DocumentWithdrawn is written by the server: the owner of a vault
+	// document withdrew its share with the recipient.
+	DocumentWithdrawn Kind = "document.withdrawn"
 	// CaseStatus is written by the server: a case opened by a form
 	// submission changed its status.
 	CaseStatus Kind = "case.status"
@@ -72,23 +75,24 @@ type entry struct {
 }
 
 var registry = map[Kind]entry{
-	Text:           {ClassMessage, func() Body { return new(TextBody) }},
-	Attachment:     {ClassMessage, func() Body { return new(AttachmentBody) }},
-	Receipt:        {ClassReceipt, func() Body { return new(ReceiptBody) }},
-	Poll:           {ClassMessage, func() Body { return new(PollBody) }},
-	SurveyInvite:   {ClassMessage, func() Body { return new(SurveyInviteBody) }},
-	Offer:          {ClassTransaction, func() Body { return new(OfferBody) }},
-	Contract:       {ClassTransaction, func() Body { return new(ContractBody) }},
-	PaymentRequest: {ClassTransaction, func() Body { return new(PaymentRequestBody) }},
-	PaymentStatus:  {ClassTransaction, func() Body { return new(PaymentStatusBody) }},
-	FormRequest:    {ClassMessage, func() Body { return new(FormRequestBody) }},
-	FormSubmission: {ClassMessage, func() Body { return new(FormSubmissionBody) }},
-	DocumentShare:  {ClassMessage, func() Body { return new(DocumentShareBody) }},
-	CaseStatus:     {ClassMessage, func() Body { return new(CaseStatusBody) }},
-	AppPost:        {ClassMessage, func() Body { return new(AppPostBody) }},
-	CaseNote:       {ClassMessage, func() Body { return new(CaseNoteBody) }},
-	GroupChange:    {ClassMessage, func() Body { return new(GroupChangeBody) }},
-	DeviceChange:   {ClassMessage, func() Body { return new(DeviceChangeBody) }},
+	Text:              {ClassMessage, func() Body { return new(TextBody) }},
+	Attachment:        {ClassMessage, func() Body { return new(AttachmentBody) }},
+	Receipt:           {ClassReceipt, func() Body { return new(ReceiptBody) }},
+	Poll:              {ClassMessage, func() Body { return new(PollBody) }},
+	SurveyInvite:      {ClassMessage, func() Body { return new(SurveyInviteBody) }},
+	Offer:             {ClassTransaction, func() Body { return new(OfferBody) }},
+	Contract:          {ClassTransaction, func() Body { return new(ContractBody) }},
+	PaymentRequest:    {ClassTransaction, func() Body { return new(PaymentRequestBody) }},
+	PaymentStatus:     {ClassTransaction, func() Body { return new(PaymentStatusBody) }},
+	FormRequest:       {ClassMessage, func() Body { return new(FormRequestBody) }},
+	FormSubmission:    {ClassMessage, func() Body { return new(FormSubmissionBody) }},
+	DocumentShare:     {ClassMessage, func() Body { return new(DocumentShareBody) }},
+	DocumentWithdrawn: {ClassMessage, func() Body { return new(DocumentWithdrawnBody) }},
+	CaseStatus:        {ClassMessage, func() Body { return new(CaseStatusBody) }},
+	AppPost:           {ClassMessage, func() Body { return new(AppPostBody) }},
+	CaseNote:          {ClassMessage, func() Body { return new(CaseNoteBody) }},
+	GroupChange:       {ClassMessage, func() Body { return new(GroupChangeBody) }},
+	DeviceChange:      {ClassMessage, func() Body { return new(DeviceChangeBody) }},
 	// A profile wakes nobody: it matters when the next message is shown.
 	Profile: {ClassReceipt, func() Body { return new(ProfileBody) }},
 }

@@ -301,6 +301,29 @@ func (b *DocumentShareBody) Validate() error {
 	return nil
 }
 
+// DocumentWithdrawnBody tells a share's recipients that its owner
+// withdrew it: the recipient can no longer fetch the document; what it
+// fetched before stays with it.
+type DocumentWithdrawnBody struct {
+	ShareID    string `json:"share_id"`
+	DocumentID string `json:"document_id"`
+	Version    int    `json:"version"`
+	Owner      string `json:"owner"`
+}
+
+func (*DocumentWithdrawnBody) Kind() Kind { return DocumentWithdrawn }
+func (b *DocumentWithdrawnBody) Validate() error {
+	for _, f := range []struct{ name, v string }{{"share_id", b.ShareID}, {"document_id", b.DocumentID}, {"owner", b.Owner}} {
+		if err := checkID(f.name, f.v); err != nil {
+			return invalid(DocumentWithdrawn, "%v", err)
+		}
+	}
+	if b.Version < 1 {
+		return invalid(DocumentWithdrawn, "version must be at least 1")
+	}
+	return nil
+}
+
 // GroupChangeBody announces a change of a group's members: Op is created,
 // added, removed, left or role; AccountID is the member it concerns (for
 // created, the creator), By the admin who made the change, Role the
