@@ -584,6 +584,7 @@ func cityDay() []dayPart {
 		{"polls", TestPollsCLI},
 		{"push", TestPushCLI},
 		{"organisation owners", TestOrgMembersCLI},
+		{"vault", TestVaultSession},
 		{"account export and erasure", TestAccountExportDeleteCLI},
 		{"the rest of the API", apiCorners},
 	}

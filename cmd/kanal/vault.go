@@ -215,15 +215,21 @@ func (c *cli) vault(ctx context.Context, o *opts) (*keystore.Store, *vclient.Cli
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	vc, mc, err := c.vaultClients(ctx, o, st)
+	return st, vc, mc, err
+}
+
+// vaultClients are vault's clients of an open session.
+func (c *cli) vaultClients(ctx context.Context, o *opts, st *keystore.Store) (*vclient.Client, *mclient.Client, error) {
 	mc, err := c.messenger(ctx, o, st)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	vc, err := vclient.New(vclient.Options{BaseURL: c.serverURL(o, st), Token: st.Data.SessionToken, DeviceID: st.Data.DeviceID, Device: mc})
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	return st, vc, mc, nil
+	return vc, mc, nil
 }
 
 // recipients are the devices of account whose keys verify (certificate
@@ -424,11 +430,14 @@ func vaultIssue(ctx context.Context, c *cli, o *opts, vo *vaultOpts, path string
 	if err != nil {
 		return fmt.Errorf("cannot read %s: %w", path, errors.Unwrap(err))
 	}
-	st, vc, mc, err := c.vault(ctx, o)
+	st, api, err := c.openSession(ctx, o)
 	if err != nil {
 		return err
 	}
-	api := c.api(o, st)
+	vc, mc, err := c.vaultClients(ctx, o, st)
+	if err != nil {
+		return err
+	}
 	org, err := api.DirectoryOrg(ctx, vo.org)
 	if err != nil {
 		return err
