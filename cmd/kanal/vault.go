@@ -15,8 +15,8 @@ import (
 	"github.com/kanal-server/kanal/identity/orgsig"
 	mclient "github.com/kanal-server/kanal/messaging/client"
 	"github.com/kanal-server/kanal/messaging/kind"
-	"github.com/kanal-server/kanal/vault/issued"
 	vclient "github.com/kanal-server/kanal/vault/client"
+	"github.com/kanal-server/kanal/vault/issued"
 )
 
 // vaultOpts are the flags of the vault commands.
@@ -50,7 +50,9 @@ file becomes a new version of DOC. Prints the document id.`,
 				fs.StringVar(&vo.folder, "folder", "", "the `folder` it is filed in")
 				fs.StringVar(&vo.name, "to-version", "", "store as a new version of this `document`")
 			},
-			run: func(ctx context.Context, c *cli, o *opts, args []string) error { return vaultPut(ctx, c, o, &vo, args[0]) },
+			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
+				return vaultPut(ctx, c, o, &vo, args[0])
+			},
 		},
 		{
 			name: "vault get", args: "<document> [--version N] [--out FILE]", nargs: 1,
@@ -62,7 +64,9 @@ its file name in the current directory.`,
 				fs.IntVar(&vo.version, "version", 0, "the `version` (default: the newest)")
 				fs.StringVar(&vo.out, "out", "", "write to this `file` (- for standard output)")
 			},
-			run: func(ctx context.Context, c *cli, o *opts, args []string) error { return vaultGet(ctx, c, o, &vo, args[0]) },
+			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
+				return vaultGet(ctx, c, o, &vo, args[0])
+			},
 		},
 		{
 			name: "vault ls", args: "", nargs: 0,
@@ -76,7 +80,9 @@ enrolled later), when this device can.`,
 		{
 			name: "vault versions", args: "<document>", nargs: 1,
 			summary: "list a document's versions",
-			run:     func(ctx context.Context, c *cli, o *opts, args []string) error { return vaultVersions(ctx, c, o, args[0]) },
+			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
+				return vaultVersions(ctx, c, o, args[0])
+			},
 		},
 		{
 			name: "vault rm", args: "<document>", nargs: 1,
@@ -122,7 +128,9 @@ the share id.`,
 				fs.StringVar(&vo.org, "org", "", "the `organisation` to share with")
 				fs.IntVar(&vo.version, "version", 0, "the `version` (default: the newest)")
 			},
-			run: func(ctx context.Context, c *cli, o *opts, args []string) error { return vaultShare(ctx, c, o, &vo, args[0]) },
+			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
+				return vaultShare(ctx, c, o, &vo, args[0])
+			},
 		},
 		{
 			name: "vault unshare", args: "<share>", nargs: 1,
@@ -183,7 +191,9 @@ Prints the vault document id.`,
 				fs.StringVar(&vo.title, "title", "", "its `title`")
 				fs.DurationVar(&vo.valid, "valid", 0, "how long it is valid (default: no end)")
 			},
-			run: func(ctx context.Context, c *cli, o *opts, args []string) error { return vaultIssue(ctx, c, o, &vo, args[0]) },
+			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
+				return vaultIssue(ctx, c, o, &vo, args[0])
+			},
 		},
 		{
 			name: "vault receive", args: "[--out FILE] [--timeout 30s]", nargs: 0,
