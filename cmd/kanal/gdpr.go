@@ -16,6 +16,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/kanal-server/kanal/identity"
+	"github.com/kanal-server/kanal/identity/keystore"
+	vclient "github.com/kanal-server/kanal/vault/client"
 )
 
 // The account's own data: 'kanal account export' (GDPR Art. 15) and
@@ -47,21 +49,25 @@ func accountExport(ctx context.Context, c *cli, o *opts, args []string) error {
 	if x.AccountID != st.Data.AccountID {
 		return fmt.Errorf("the server sent the data of account %s, not of this account %s", x.AccountID, st.Data.AccountID)
 	}
-	archive, err := exportArchive(x, api.BaseURL())
+	docs, err := c.vaultDocuments(ctx, o, st, api.BaseURL())
+	if err != nil {
+		return fmt.Errorf("vault documents: %w", err)
+	}
+	archive, err := exportArchive(x, api.BaseURL(), docs)
 	if err != nil {
 		return err
 	}
 	if err := writeNew(path, archive); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "Wrote %s: %d files about account %s (see %s inside).\nThe archive is not encrypted: keep it safe.\n",
-		path, len(x.Files)+1, x.AccountID, readmeName)
+	fmt.Fprintf(c.stdout, "Wrote %s: %d files about account %s and %d vault documents, decrypted (see %s inside).\nThe archive is not encrypted: keep it safe.\n",
+		path, len(x.Files)+1, x.AccountID, len(docs), readmeName)
 	return nil
 }
 
 // exportArchive builds the zip: README.txt, then each file as indented
 // JSON, in the server's order.
-func exportArchive(x *identity.AccountExport, server string) ([]byte, error) {
+func exportArchive(x *identity.AccountExport, server string, docs []vaultFile) ([]byte, error) {
 	var buf bytes.Buffer
 	z := zip.NewWriter(&buf)
 	add := func(name string, data []byte) error {
@@ -79,7 +85,7 @@ func exportArchive(x *identity.AccountExport, server string) ([]byte, error) {
 		}
 		seen[f.Name] = true
 	}
-	if err := add(readmeName, []byte(exportReadme(x, server))); err != nil {
+	if err := add(readmeName, []byte(exportReadme(x, server, docs))); err != nil {
 		return nil, err
 	}
 	for _, f := range x.Files {
@@ -89,6 +95,11 @@ func exportArchive(x *identity.AccountExport, server string) ([]byte, error) {
 		}
 		pretty.WriteByte('\n')
 		if err := add(f.Name, pretty.Bytes()); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range docs {
+		if err := add(d.name, d.data); err != nil {
 			return nil, err
 		}
 	}
@@ -113,7 +124,7 @@ func validExportName(n string) bool {
 }
 
 // exportReadme says what the archive is and what each file holds.
-func exportReadme(x *identity.AccountExport, server string) string {
+func exportReadme(x *identity.AccountExport, server string, docs []vaultFile) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "kanal: everything the server holds about account %s\n\n", x.AccountID)
 	fmt.Fprintf(&b, "Server:    %s\nGenerated: %s\n\n", server, x.GeneratedAt.UTC().Format(time.RFC3339))
@@ -127,7 +138,98 @@ func exportReadme(x *identity.AccountExport, server string) string {
 			b.WriteString("  " + l + "\n")
 		}
 	}
+	if len(docs) > 0 {
+		b.WriteString("\nvault/\n")
+		for _, l := range wrapWords("The vault's documents, decrypted on this device: vault/<document id>/v<version>-<file name or title>. Their metadata is in vault.json.", 74) {
+			b.WriteString("  " + l + "\n")
+		}
+		for _, d := range docs {
+			fmt.Fprintf(&b, "  %s  %q\n", d.name, d.title)
+		}
+	}
 	return b.String()
+}
+
+// vaultFile is one decrypted vault document version in the archive.
+type vaultFile struct {
+	name, title string
+	data        []byte
+}
+
+// vaultDocuments fetches and decrypts every version of every vault
+// document of the account, on this device.
+func (c *cli) vaultDocuments(ctx context.Context, o *opts, st *keystore.Store, server string) ([]vaultFile, error) {
+	mc, err := c.messengerNoPoll(ctx, o, st)
+	if err != nil {
+		return nil, err
+	}
+	vc, err := vclient.New(vclient.Options{BaseURL: server, Token: st.Data.SessionToken, DeviceID: st.Data.DeviceID, Device: mc})
+	if err != nil {
+		return nil, err
+	}
+	return fetchVaultDocuments(ctx, vc)
+}
+
+// fetchVaultDocuments downloads and decrypts every version of every
+// document vc's device can open.
+func fetchVaultDocuments(ctx context.Context, vc *vclient.Client) ([]vaultFile, error) {
+	entries, _, err := vc.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []vaultFile
+	for _, e := range entries {
+		if !validPathPart(e.Document.ID) {
+			return nil, fmt.Errorf("the server named a document %q", e.Document.ID)
+		}
+		d, _, err := vc.Document(ctx, e.Document.ID)
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range d.Versions {
+			data, m, err := vc.Get(ctx, d.ID, v.Version)
+			if err != nil {
+				return nil, fmt.Errorf("document %s version %d: %w", d.ID, v.Version, err)
+			}
+			name := m.FileName
+			if name == "" {
+				name = m.Title
+			}
+			out = append(out, vaultFile{name: fmt.Sprintf("vault/%s/v%d-%s", d.ID, v.Version, safeName(name)), title: m.Title, data: data})
+		}
+	}
+	return out, nil
+}
+
+// validPathPart accepts an id that is safe as one path element.
+func validPathPart(s string) bool {
+	return s != "" && len(s) <= 128 && safeName(s) == s
+}
+
+// safeName makes a file name safe inside the archive: letters, digits,
+// dot, dash and underscore stay, anything else becomes "_", a leading dot
+// too, and it is at most 80 bytes.
+func safeName(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	out := b.String()
+	if strings.HasPrefix(out, ".") {
+		out = "_" + out[1:]
+	}
+	if len(out) > 80 {
+		out = out[:80]
+	}
+	if out == "" {
+		out = "document"
+	}
+	return out
 }
 
 // writeNew writes data to a new file at path, never over an existing one,

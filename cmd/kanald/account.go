@@ -67,6 +67,8 @@ func (a *app) exportParts() []exportPart {
 			func(ctx context.Context, x *exportContext) (any, error) {
 				return a.surveys.ExportAccount(ctx, x.account)
 			}},
+		{"vault.json", "The vault: every document and each version's metadata as stored (size, SHA-256 of the ciphertext, times, the creating device, the title and tags encrypted with the document's key), which devices its key is wrapped to, the shares made and received, and the quota used. The documents themselves are under vault/, decrypted on this device.",
+			func(ctx context.Context, x *exportContext) (any, error) { return a.vault.ExportAccount(ctx, x.account) }},
 	}
 }
 
@@ -183,6 +185,12 @@ func (a *app) handleErase(w http.ResponseWriter, r *http.Request) error {
 func (a *app) eraseAccount(ctx context.Context, account string) (*identity.AccountErasure, error) {
 	if _, err := a.msg.LeaveAllGroups(ctx, account); err != nil {
 		return nil, err
+	}
+	// The vault destroys the wrapped keys first (crypto-shredding), then
+	// the documents and shares (recipients are told), in a transaction of
+	// its own, then the blobs nothing refers to.
+	if _, err := a.vault.EraseAccount(ctx, account); err != nil {
+		return nil, fmt.Errorf("erase: vault: %w", err)
 	}
 	pseudonym, err := a.ident.NewPseudonym()
 	if err != nil {

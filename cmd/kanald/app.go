@@ -50,6 +50,7 @@ type app struct {
 	push     *push.Service
 	surveys  *surveys.Service
 	payments *payments.Service
+	vault    *vault.Service
 }
 
 // migrations lists every domain's schema, in dependency order.
@@ -223,7 +224,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	if a.payments, err = mountPayments(paymentsDeps{sweepCtx, &a.wg, mux, cfg, log, d, a.ident, authority, prekeys}); err != nil {
 		return nil, err
 	}
-	if _, err := mountVault(mux, cfg, log, d, a.ident, prekeys); err != nil {
+	if a.vault, err = mountVault(mux, cfg, log, d, a.ident, prekeys); err != nil {
 		return nil, err
 	}
 	if _, err := mountForms(mux, log, d, a.ident, authority); err != nil {
