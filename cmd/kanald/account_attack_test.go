@@ -78,10 +78,14 @@ func TestAttackAccountDataOfAnother(t *testing.T) {
 	mallory := substantialUser(t, srv, "mallory@example.org")
 	aliceKey, malloryKey := alice.Key.(ed25519.PrivateKey), mallory.Key.(ed25519.PrivateKey)
 	exportMsg := func(dev string) func(id, nonce string) []byte {
-		return func(id, nonce string) []byte { return identity.AccountProofMessage(identity.ChallengeExport, id, dev, nonce) }
+		return func(id, nonce string) []byte {
+			return identity.AccountProofMessage(identity.ChallengeExport, id, dev, nonce)
+		}
 	}
 	eraseMsg := func(dev string) func(id, nonce string) []byte {
-		return func(id, nonce string) []byte { return identity.AccountProofMessage(identity.ChallengeErase, id, dev, nonce) }
+		return func(id, nonce string) []byte {
+			return identity.AccountProofMessage(identity.ChallengeErase, id, dev, nonce)
+		}
 	}
 
 	// Mallory's own export holds Mallory's data only: no request names
