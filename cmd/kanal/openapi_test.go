@@ -586,6 +586,7 @@ func cityDay() []dayPart {
 		{"organisation owners", TestOrgMembersCLI},
 		{"vault", TestVaultSession},
 		{"account export and erasure", TestAccountExportDeleteCLI},
+		{"form templates adopted across deployments", TestFormsAdoptionCLI},
 		{"the rest of the API", apiCorners},
 	}
 }

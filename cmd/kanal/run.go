@@ -87,6 +87,7 @@ func commands() []*command {
 	cmds = append(cmds, orgCommands()...)
 	cmds = append(cmds, offerCommands()...)
 	cmds = append(cmds, vaultCommands()...)
+	cmds = append(cmds, templateCommands()...)
 	cmds = append(cmds, payCommands()...)
 	cmds = append(cmds, appCommands()...)
 	cmds = append(cmds, surveyCommands()...)

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kanal-server/kanal/miniapps/forms"
 	"github.com/kanal-server/kanal/payments/jws"
 )
 
@@ -36,7 +37,7 @@ func verifyCommand() *command {
 	var vo verifyOpts
 	return &command{
 		name: "verify", args: "<code> | <file> --ca ca.pem [--crl crl.pem] [--org-crl org-crl.pem | --fetch]", nargs: 1,
-		summary: "confirm the e-mailed code, or verify a signed offer or contract offline",
+		summary: "confirm the e-mailed code, or verify a signed offer, contract or form template offline",
 		help: `With an 8-digit code: confirms the address given to 'kanal register' and
 keeps the setup token the server returns (valid for 30 minutes) for
 'kanal password' and the first 'kanal device enroll'.
@@ -59,7 +60,15 @@ signature) or fetched from the server with --fetch (which also fetches
 the CA's list for --crl). A contract is refused if the membership was
 revoked at or before the buyer signed; an offer is refused if its
 membership is on the list at all, since an offer's issued_at is chosen by
-its signer. Exit status 0 means it verifies.`,
+its signer.
+
+A signed form template ('kanal form show ID@VERSION --out file') is checked
+against the CA of the deployment that published it: the signature, the
+member's organisation, the template's rules, and its lineage down to the
+first version, each ancestor against the CA certificate its child names —
+so a template adopted from another deployment shows every organisation
+that made a version of it. A form bundle ('kanal form export') is checked
+against the exporting deployment's CA. Exit status 0 means it verifies.`,
 		flags: func(fs *flag.FlagSet, o *opts) {
 			fs.StringVar(&vo.ca, "ca", "", "the deployment CA certificate `file` (PEM)")
 			fs.StringVar(&vo.crl, "crl", "", "a revocation list `file` (PEM or DER) issued after the signature")
@@ -81,7 +90,26 @@ const (
 	docContract = "contract"
 	docSurvey   = "survey"
 	docIssued   = "issued"
+	docTemplate = "form template"
+	docBundle   = "form bundle"
 )
+
+// jwsTyp returns the typ of a compact JWS's protected header, or "".
+func jwsTyp(s string) string {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	hdr, err := base64.RawURLEncoding.DecodeString(parts[0])
+	if err != nil {
+		return ""
+	}
+	var h struct {
+		Typ string `json:"typ"`
+	}
+	_ = json.Unmarshal(hdr, &h)
+	return h.Typ
+}
 
 // docKind recognises a document by its content.
 func docKind(b []byte) (string, error) {
@@ -101,6 +129,8 @@ func docKind(b []byte) (string, error) {
 					return docOffer, nil
 				case issued.Type:
 					return docIssued, nil
+				case forms.TypeBundle:
+					return docBundle, nil
 				}
 			}
 		}
@@ -108,11 +138,15 @@ func docKind(b []byte) (string, error) {
 	if isSignedSurvey(b) {
 		return docSurvey, nil
 	}
-	return "", errors.New("not a document kanal verify knows (a contract, an offer or an issued document JWS, or a signed survey definition)")
+	var signed forms.Signed
+	if json.Unmarshal(b, &signed) == nil && jwsTyp(signed.JWS) == forms.TypeTemplate {
+		return docTemplate, nil
+	}
+	return "", errors.New("not a document kanal verify knows (a contract, an offer, an issued document or a form bundle JWS, a signed form template, or a signed survey definition)")
 }
 
 func verifyFile(ctx context.Context, c *cli, o *opts, vo *verifyOpts, path string) error {
-	b, err := readInput(c, path, issued.MaxJWS+1024)
+	b, err := readInput(c, path, max(issued.MaxJWS+1024, forms.MaxBundle))
 	if err != nil {
 		return err
 	}
@@ -173,6 +207,18 @@ func verifyFile(ctx context.Context, c *cli, o *opts, vo *verifyOpts, path strin
 		}
 	case docSurvey:
 		return verifySurveyDocument(c, vo.ca, b)
+	case docTemplate:
+		return verifyTemplate(c, caCert, b)
+	case docBundle:
+		imp, signer, err := forms.ImportBundle(b, caCert)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "Bundle verifies: signed by %s (%s), device %s of account %s, %d templates.\n", signer.Membership.OrgName,
+			signer.Membership.OrgID, signer.Device.DeviceID, signer.Device.AccountID, len(imp))
+		for _, in := range imp {
+			printProvenance(c.stdout, in.Verified)
+		}
 	case docContract:
 		if vo.fetch {
 			// The offer inside names the organisation whose list is needed.
@@ -294,4 +340,28 @@ func printContract(w io.Writer, ct *jws.Contract, givenCRL, givenOrgCRL bool) {
 	if givenOrgCRL {
 		fmt.Fprintln(w, "  the seller's membership was not revoked at signing time (checked against the organisation's revocation list)")
 	}
+}
+
+// verifyTemplate verifies a signed form template offline against the CA
+// of the deployment that published it: the signature, the chain, the
+// member's organisation, the template's rules, and its lineage down to
+// the first version, each ancestor against the CA its child names.
+func verifyTemplate(c *cli, caCert *x509.Certificate, b []byte) error {
+	var s forms.Signed
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := forms.Verify(s, caCert)
+	if err != nil {
+		return err
+	}
+	t := v.Template
+	fmt.Fprintf(c.stdout, "Form template %s %s verifies: %s, hash %s.\n", t.ID, t.Version, t.Title.DE, t.Hash())
+	printProvenance(c.stdout, v)
+	orgs := map[string]bool{}
+	for _, p := range v.Provenance() {
+		orgs[p.Membership.OrgName] = true
+	}
+	fmt.Fprintf(c.stdout, "%d organisations in its provenance, %d versions.\n", len(orgs), len(v.Provenance()))
+	return nil
 }

@@ -585,3 +585,14 @@ func validMediaType(m string) bool {
 	}
 	return true
 }
+
+// Recheck returns t decoded again from its JSON, after a caller edited
+// its exported members (an adapted label, a new version, a parent): every
+// rule is checked again and the hash recomputed.
+func (t *Template) Recheck() (*Template, error) {
+	raw, err := json.Marshal(t)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return Decode(raw)
+}
