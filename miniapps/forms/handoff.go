@@ -314,4 +314,3 @@ func uuid4(rnd io.Reader) (string, error) {
 	u[8] = u[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16]), nil
 }
-
