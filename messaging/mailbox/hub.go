@@ -1,6 +1,8 @@
 package mailbox
 
 import (
+	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -8,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -466,7 +469,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Time{})
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: h.o.OriginPatterns})
+	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{OriginPatterns: h.o.OriginPatterns})
 	if err != nil {
 		h.release(device)
 		return // Accept has written the error response
@@ -476,7 +479,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// on its own context, cancelled by close. It keeps none of the
 	// request's values: its session is all a stream needs.
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &conn{hub: h, device: device, sess: sess, ws: ws, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
+	c := &conn{hub: h, device: device, sess: sess, ws: ws, ctx: ctx, cancel: cancel,
 		inflight: map[string]bool{}, done: make(chan struct{})}
 	untrack, ok := h.o.Tracker.Track(func() { c.close(websocket.StatusGoingAway, "server shutting down"); <-c.done })
 	if !ok {
@@ -486,15 +489,53 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.register(c)
+	c.untrack = untrack
 	// The handler returns and net/http lets go of the hijacked connection,
-	// its request and the deep stack that served the upgrade; the stream
-	// runs on a fresh goroutine whose stack is only as deep as the pump.
-	// An idle stream is two goroutines: this one and its reader.
-	go func() {
-		defer untrack()
-		defer h.unregister(c)
-		c.run()
-	}()
+	// its request and the deep stack that served the upgrade. start runs
+	// on a goroutine of its own and ends once the stream is set up; an idle
+	// stream then holds one goroutine, its reader, on a fresh stack.
+	go c.start()
+}
+
+// streamBuffer is the size of a stream's read and of its write buffer.
+// net/http hands a hijacked connection over with 4 KiB buffers each,
+// which coder/websocket keeps for the connection's life: 8 KiB that an
+// idle stream holds for nothing. Frames from a device (acks, sends of a
+// few hundred bytes) fit in the read buffer; a longer frame is read
+// straight into its message by bufio. The write buffer holds a frame's
+// header with its payload up to this size, so a typical envelopes frame
+// is still one write; a larger frame takes two.
+const (
+	streamReadBuffer  = 1 << 10
+	streamWriteBuffer = 2 << 10
+)
+
+// smallBuffers hands coder/websocket the hijacked connection with smaller
+// buffers than net/http's. Bytes the client sent after its upgrade request
+// and that net/http has already read are moved into the new read buffer.
+type smallBuffers struct{ http.ResponseWriter }
+
+func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	n := brw.Reader.Buffered()
+	var pre []byte
+	if n > 0 {
+		p, _ := brw.Reader.Peek(n)
+		pre = bytes.Clone(p)
+	}
+	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(pre), nc), max(streamReadBuffer, n))
+	if n > 0 {
+		// The bytes are in the buffer now; coder/websocket takes them from
+		// there and reads the connection itself from then on.
+		if _, err := br.Peek(n); err != nil {
+			nc.Close()
+			return nil, nil, err
+		}
+	}
+	return nc, bufio.NewReadWriter(br, bufio.NewWriterSize(nc, streamWriteBuffer)), nil
 }
 
 // reserve takes a place for one more stream of device, if it has fewer
@@ -561,20 +602,31 @@ type (
 
 const maxCloseReason = 120
 
-// conn is one of a device's sockets. One goroutine writes (the pump), one
-// reads.
+// conn is one of a device's sockets. One goroutine reads, for as long as
+// the socket is open. Writing the mailbox (the pump) runs on a goroutine
+// only while there is something to write: a wake-up, an acknowledgement
+// that frees the window, or the backlog at the start. The ping, the
+// session's expiry and its periodic check share one timer, not a
+// goroutine. An idle stream is its reader, its timer and its buffers.
 type conn struct {
-	hub    *Hub
-	device string
-	sess   Session
-	ws     *websocket.Conn
-	wake   chan struct{}
-	ctx    context.Context
-	cancel context.CancelFunc
+	hub     *Hub
+	device  string
+	sess    Session
+	ws      *websocket.Conn
+	ctx     context.Context
+	cancel  context.CancelFunc
+	untrack func()
 
-	writeMu sync.Mutex // the pump and frame replies both write
+	writeMu sync.Mutex // the pump, pings' failures and frame replies write
 
 	ackMu sync.Mutex // one acknowledgement write at a time
+
+	pumps sync.WaitGroup // the pump's goroutine, while it runs
+	// One timer serves the ping, the session's recheck and its expiry:
+	// it fires at the earliest of the three (times of the monotonic
+	// clock, so the hub's Now only decides how long the session has).
+	timer                        *time.Timer
+	nextPing, nextCheck, expires time.Time
 
 	mu sync.Mutex
 	// inflight holds the envelopes sent and not yet deleted: false until
@@ -587,12 +639,17 @@ type conn struct {
 	carried  [][]byte  // envelopes carried by wake-ups since the pump last looked
 	fetch    bool      // a wake-up came without envelopes: read the mailbox
 	held     bool      // the pump waits for acks: MaxInFlight are unacknowledged
+	synced   bool      // the backlog is through and "synced" was sent
+	pumping  bool      // the pump's goroutine runs
+	again    bool      // work came while it ran: it looks once more
+	stopped  bool      // finishing: no pump starts any more
+	pumpErr  error     // what ended the pump, if it failed
 	closing  bool
 	closeErr struct {
 		code   websocket.StatusCode
 		reason string
 	}
-	done chan struct{} // closed when run returns
+	done chan struct{} // closed when the stream is finished
 }
 
 // offer takes a wake-up: the envelopes it carries (JSON), or nil for a
@@ -643,10 +700,48 @@ func nextCarried(device string, carried [][]byte, after int64, room int) (next [
 	return next, true
 }
 
+// signal tells the pump there is work: it starts the pump's goroutine,
+// or has the running one look again before it ends.
 func (c *conn) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default: // a wake-up is already pending; one read serves both
+	c.mu.Lock()
+	switch {
+	case c.stopped:
+	case c.pumping:
+		c.again = true
+	default:
+		c.pumping, c.again = true, false
+		c.pumps.Add(1)
+		go c.runPump()
+	}
+	c.mu.Unlock()
+}
+
+// runPump writes until nothing is left to write, then ends; the next
+// signal starts it again.
+func (c *conn) runPump() {
+	defer c.pumps.Done()
+	for {
+		more, err := c.pump()
+		c.mu.Lock()
+		if err != nil || c.ctx.Err() != nil {
+			if err != nil && c.pumpErr == nil {
+				c.pumpErr = err
+			}
+			c.pumping = false
+			c.mu.Unlock()
+			if err != nil {
+				c.cancel()
+			}
+			return
+		}
+		if more || c.again {
+			c.again = false
+			c.mu.Unlock()
+			continue
+		}
+		c.pumping = false
+		c.mu.Unlock()
+		return
 	}
 }
 
@@ -667,10 +762,11 @@ func (c *conn) close(code websocket.StatusCode, reason string) {
 	c.cancel()
 }
 
-func (c *conn) run() {
-	defer close(c.done)
+// start sets the stream up — the wake-up subscription, the session check
+// — then starts its timers, its pump for the backlog and its reader, and
+// returns. finish runs when the stream's context ends, whoever ends it.
+func (c *conn) start() {
 	log := c.hub.o.Logger.With("device", c.device)
-
 	// Subscribe before the first read of the mailbox, so an envelope
 	// committed in between is not missed: it either shows in the read or
 	// wakes us afterwards.
@@ -678,9 +774,9 @@ func (c *conn) run() {
 	if err != nil {
 		log.Warn("mailbox: subscribe", "err", err)
 		c.ws.Close(websocket.StatusInternalError, "try again")
+		c.end(nil)
 		return
 	}
-	defer release()
 	// The subscription reaches the NATS server with the connection's next
 	// flush; a wake-up published before that passes this node by, and its
 	// envelope would wait for the next ping's read. One round trip to the
@@ -700,25 +796,50 @@ func (c *conn) run() {
 			code = websocket.StatusGoingAway
 		}
 		c.ws.Close(code, reason)
+		c.end(release)
 		return
 	} else if err != nil {
 		log.Warn("mailbox: session check", "err", err)
 		c.ws.Close(websocket.StatusTryAgainLater, "try again")
+		c.end(release)
 		return
 	}
 
+	// The stream ends with its session: at its expiry, and when a check
+	// finds it ended (should the word of its end have been lost).
+	now := time.Now()
+	c.mu.Lock()
+	c.nextPing, c.nextCheck = now.Add(c.hub.o.PingInterval), now.Add(c.hub.o.SessionRecheck)
+	c.expires = now.Add(c.sess.Expires.Sub(c.hub.o.Now()))
+	c.timer = time.AfterFunc(c.untilNext(now), c.tick)
+	c.mu.Unlock()
+	context.AfterFunc(c.ctx, func() { c.finish(release) })
+	c.signal()
 	go c.readLoop()
-	err = c.pump()
+}
+
+// finish ends the stream once its context is done: it stops the timers,
+// waits for the pump, writes the acknowledgements taken so far, closes
+// the socket with the reason close recorded, and gives back the stream's
+// place and subscription.
+func (c *conn) finish(release func()) {
+	c.mu.Lock()
+	c.stopped = true
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.mu.Unlock()
+	c.pumps.Wait()
 	// Acknowledgements that came before the close are still written: the
 	// device took those envelopes while its session was live.
 	fctx, cancel := context.WithTimeout(context.Background(), c.hub.o.WriteTimeout)
 	if ferr := c.flushAcks(fctx); ferr != nil {
-		log.Warn("mailbox: acknowledgements at close", "err", ferr)
+		c.hub.o.Logger.Warn("mailbox: acknowledgements at close", "device", c.device, "err", ferr)
 	}
 	cancel()
 
 	c.mu.Lock()
-	code, reason := c.closeErr.code, c.closeErr.reason
+	code, reason, err := c.closeErr.code, c.closeErr.reason, c.pumpErr
 	c.mu.Unlock()
 	stalled := false
 	switch {
@@ -737,104 +858,135 @@ func (c *conn) run() {
 	} else {
 		c.ws.Close(code, reason)
 	}
-	log.Debug("mailbox: stream closed", "code", int(code), "reason", reason)
+	c.hub.o.Logger.Debug("mailbox: stream closed", "device", c.device, "code", int(code), "reason", reason)
+	c.end(release)
 }
 
-// pump sends the mailbox: backlog first, then whatever each wake-up brings,
-// never more than MaxInFlight unacknowledged envelopes.
-func (c *conn) pump() error {
-	store := c.hub.o.Store
-	synced := false
-	ping := time.NewTicker(c.hub.o.PingInterval)
-	defer ping.Stop()
-	// The stream ends with its session: at its expiry, and when a check
-	// finds it ended (should the word of its end have been lost).
-	expiry := time.NewTimer(c.sess.Expires.Sub(c.hub.o.Now()))
-	defer expiry.Stop()
-	recheck := time.NewTicker(c.hub.o.SessionRecheck)
-	defer recheck.Stop()
-	for {
-		c.mu.Lock()
-		room := MaxInFlight - len(c.inflight)
-		c.held = room <= 0
-		after := c.cursor
-		carried, fetch := c.carried, c.fetch
-		c.carried, c.fetch = nil, false
-		c.mu.Unlock()
-		var batch []Envelope
-		fetched := false
-		if room > 0 {
-			ok := false
-			// Once the backlog is through, a wake-up that carries the
-			// next envelopes saves reading them back.
-			if synced && !fetch && len(carried) > 0 {
-				batch, ok = nextCarried(c.device, carried, after, room)
-			}
-			if !ok {
-				var err error
-				batch, err = store.Fetch(c.ctx, c.device, after, min(room, FetchBatch))
-				if err != nil {
-					if c.ctx.Err() != nil {
-						return nil
-					}
-					return err
-				}
-				fetched = true
-				c.hub.read.Add(uint64(len(batch)))
-			} else {
-				c.hub.carried.Add(uint64(len(batch)))
-			}
-		}
-		if len(batch) > 0 {
-			c.mu.Lock()
-			for _, e := range batch {
-				c.inflight[e.ID] = false
-			}
-			c.cursor = batch[len(batch)-1].Seq
-			c.mu.Unlock()
-			for _, part := range splitBySize(batch, MaxFrameBytes) {
-				if err := c.write(envelopesFrame{Type: "envelopes", Envelopes: part}); err != nil {
-					return err
-				}
-			}
-			if fetched && len(batch) == min(room, FetchBatch) {
-				continue // there may be more right now
-			}
-		}
-		if !synced && room > 0 {
-			synced = true
-			if err := c.write(typeFrame{Type: "synced"}); err != nil {
-				return err
-			}
-		}
-		select {
-		case <-c.ctx.Done():
-			return nil
-		case <-c.wake:
-		case <-expiry.C:
-			c.close(StatusSessionEnded, "session expired")
-			return nil
-		case <-recheck.C:
-			if ended, err := c.checkSession(); ended {
-				return nil
-			} else if err != nil {
-				c.hub.o.Logger.Warn("mailbox: session check", "device", c.device, "err", err)
-			}
-		case <-ping.C:
-			pctx, cancel := context.WithTimeout(context.Background(), c.hub.o.WriteTimeout)
-			err := c.ws.Ping(pctx)
-			cancel()
-			if err != nil {
-				if c.ctx.Err() != nil {
-					return nil
-				}
-				// No pong in time, but the ping went out: the socket
-				// still takes frames, so the close can say why (4008).
-				c.close(StatusTooSlow, "no answer to ping")
-				return nil
-			}
+// end gives back what the stream held on the hub.
+func (c *conn) end(release func()) {
+	if release != nil {
+		release()
+	}
+	c.hub.unregister(c)
+	c.cancel()
+	close(c.done)
+	c.untrack()
+}
+
+// untilNext is the time from now to the earliest of the ping, the
+// recheck and the expiry. c.mu is held.
+func (c *conn) untilNext(now time.Time) time.Duration {
+	return min(c.nextPing.Sub(now), c.nextCheck.Sub(now), c.expires.Sub(now))
+}
+
+// tick does what is due of the session's expiry, its recheck and the ping,
+// then arms the timer for what comes next.
+func (c *conn) tick() {
+	now := time.Now()
+	c.mu.Lock()
+	expired, check, ping := !now.Before(c.expires), !now.Before(c.nextCheck), !now.Before(c.nextPing)
+	c.mu.Unlock()
+	if expired {
+		c.close(StatusSessionEnded, "session expired")
+		return
+	}
+	if check {
+		if ended, err := c.checkSession(); ended {
+			return
+		} else if err != nil {
+			c.hub.o.Logger.Warn("mailbox: session check", "device", c.device, "err", err)
 		}
 	}
+	if ping {
+		pctx, cancel := context.WithTimeout(context.Background(), c.hub.o.WriteTimeout)
+		err := c.ws.Ping(pctx)
+		cancel()
+		if c.ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			// No pong in time, but the ping went out: the socket still
+			// takes frames, so the close can say why (4008).
+			c.close(StatusTooSlow, "no answer to ping")
+			return
+		}
+	}
+	now = time.Now()
+	c.mu.Lock()
+	if check {
+		c.nextCheck = now.Add(c.hub.o.SessionRecheck)
+	}
+	if ping {
+		c.nextPing = now.Add(c.hub.o.PingInterval)
+	}
+	if !c.stopped {
+		c.timer.Reset(c.untilNext(now))
+	}
+	c.mu.Unlock()
+}
+
+// pump sends what the mailbox holds for the stream, once: the backlog
+// first (then "synced"), later whatever the wake-ups brought, never more
+// than MaxInFlight unacknowledged envelopes. more says there may be more
+// to read right now.
+func (c *conn) pump() (more bool, err error) {
+	store := c.hub.o.Store
+	c.mu.Lock()
+	room := MaxInFlight - len(c.inflight)
+	c.held = room <= 0
+	after := c.cursor
+	carried, fetch, synced := c.carried, c.fetch, c.synced
+	c.carried, c.fetch = nil, false
+	c.mu.Unlock()
+	var batch []Envelope
+	fetched := false
+	if room > 0 {
+		ok := false
+		// Once the backlog is through, a wake-up that carries the next
+		// envelopes saves reading them back.
+		if synced && !fetch && len(carried) > 0 {
+			batch, ok = nextCarried(c.device, carried, after, room)
+		}
+		if !ok {
+			var err error
+			batch, err = store.Fetch(c.ctx, c.device, after, min(room, FetchBatch))
+			if err != nil {
+				if c.ctx.Err() != nil {
+					return false, nil
+				}
+				return false, err
+			}
+			fetched = true
+			c.hub.read.Add(uint64(len(batch)))
+		} else {
+			c.hub.carried.Add(uint64(len(batch)))
+		}
+	}
+	if len(batch) > 0 {
+		c.mu.Lock()
+		for _, e := range batch {
+			c.inflight[e.ID] = false
+		}
+		c.cursor = batch[len(batch)-1].Seq
+		c.mu.Unlock()
+		for _, part := range splitBySize(batch, MaxFrameBytes) {
+			if err := c.write(envelopesFrame{Type: "envelopes", Envelopes: part}); err != nil {
+				return false, err
+			}
+		}
+		if fetched && len(batch) == min(room, FetchBatch) {
+			return true, nil // there may be more right now
+		}
+	}
+	if !synced && room > 0 {
+		c.mu.Lock()
+		c.synced = true
+		c.mu.Unlock()
+		if err := c.write(typeFrame{Type: "synced"}); err != nil {
+			return false, err
+		}
+	}
+	return false, nil
 }
 
 func (c *conn) write(v any) error {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/kanal-server/kanal/internal/benchcpu"
 	"github.com/kanal-server/kanal/internal/bus"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
 	"github.com/kanal-server/kanal/internal/web"
@@ -66,7 +67,9 @@ func benchStreams(b *testing.B, k int) {
 		}
 	}
 	body := make([]byte, 1024)
+	b.ReportAllocs()
 	b.ResetTimer()
+	done := benchcpu.Start(b)
 	for range b.N {
 		e := []mailbox.Envelope{{Recipient: dev, Sender: "dev_s", Conversation: "c", Class: "message", Ciphertext: body}}
 		if err := store.Append(ctx, e); err != nil {
@@ -86,6 +89,7 @@ func benchStreams(b *testing.B, k int) {
 			}
 		}
 	}
+	done()
 	b.ReportMetric(float64(b.N*k)/b.Elapsed().Seconds(), "deliveries/s")
 	st := h.Stats()
 	b.ReportMetric(float64(st.Read)/float64(b.N*k), "read-fraction")
