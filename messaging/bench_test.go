@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/internal/benchcpu"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
 	"github.com/kanal-server/kanal/messaging"
 	"github.com/kanal-server/kanal/messaging/mailbox"
@@ -116,7 +117,9 @@ func BenchmarkSend(b *testing.B) {
 			ct := base64.StdEncoding.EncodeToString(make([]byte, 1024))
 			var seq atomic.Int64
 			b.SetParallelism(32) // 64 senders on 2 cores
+			b.ReportAllocs()
 			b.ResetTimer()
+			done := benchcpu.Start(b)
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					i := seq.Add(1)
@@ -129,6 +132,7 @@ func BenchmarkSend(b *testing.B) {
 					}
 				}
 			})
+			done()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "envelopes/s")
 		})
 	}

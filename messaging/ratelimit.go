@@ -43,3 +43,15 @@ func (l *sendLimiter) allow(device string, now time.Time) error {
 	}
 	return nil
 }
+
+// refund takes back one send allow counted for device in the window of
+// now: a retry that was answered with its first send's result.
+func (l *sendLimiter) refund(device string, now time.Time) {
+	win := int64(l.window / time.Second)
+	start := now.Unix() / win * win
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if start == l.start && l.counts[device] > 0 {
+		l.counts[device]--
+	}
+}

@@ -308,6 +308,15 @@ func diff(want, got []string) (missing, stale []string) {
 // Send stores a message for every device that must receive it, or returns
 // the first answer of an earlier send with the same client_id (created
 // false). See SendRequest.
+//
+// The idempotency check rides on the insert: the send's row has the key
+// (sender device, client_id), so a retry of a committed send fails the
+// insert, and only then is the first answer read. A retry must get that
+// answer even when the fresh path would refuse it — the device set has
+// changed since, the device used up its send limit, a mailbox is full —
+// so every refusal looks for an earlier send first, and a retry gives
+// back the send it was counted as. A send that goes through pays no read
+// for this.
 func (s *Service) Send(ctx context.Context, c Caller, req *SendRequest) (resp *SendResponse, created bool, err error) {
 	if s.mailbox == nil {
 		return nil, false, errors.New("messaging: sends need Options.Mailbox")
@@ -316,18 +325,46 @@ func (s *Service) Send(ctx context.Context, c Caller, req *SendRequest) (resp *S
 	if err != nil {
 		return nil, false, err
 	}
-	if resp, err := s.previousSend(ctx, c.DeviceID, req.ClientID, cs.conversation); resp != nil || err != nil {
-		return resp, false, err
+	counted := false
+	resp, counted, err = s.sendFresh(ctx, c, req, cs)
+	if err == nil {
+		return resp, true, nil
 	}
-	if err := s.limit.allow(c.DeviceID, s.now()); err != nil {
+	var p *web.Problem
+	var rl *RateLimitError
+	var full *mailbox.FullError
+	if errors.As(err, &p) || errors.As(err, &rl) || errors.As(err, &full) || db.IsUniqueViolation(err) {
+		prev, perr := s.previousSend(ctx, c.DeviceID, req.ClientID, cs.conversation)
+		if prev != nil || perr != nil {
+			if counted {
+				s.limit.refund(c.DeviceID, s.now())
+			}
+			return prev, false, perr
+		}
+	}
+	if errors.As(err, &full) {
+		return nil, false, web.Errorf(http.StatusInsufficientStorage, TypeMailboxFull, "Mailbox full",
+			"a recipient device's mailbox is full until it reads its messages; nothing was sent, try again later").
+			With("devices", full.Devices)
+	}
+	if p != nil || rl != nil {
 		return nil, false, err
+	}
+	return nil, false, fmt.Errorf("messaging.send: %w", err)
+}
+
+// sendFresh is a send that no earlier attempt answered; counted says the
+// send limit counted it.
+func (s *Service) sendFresh(ctx context.Context, c Caller, req *SendRequest, cs *checkedSend) (resp *SendResponse, counted bool, err error) {
+	if err := s.limit.allow(c.DeviceID, s.now()); err != nil {
+		return nil, true, err // allow counts refused sends too
 	}
 	required, err := s.requiredDevices(ctx, c, req.To)
 	if err != nil {
-		return nil, false, err
+		return nil, true, err
 	}
 	if len(required) == 0 {
-		return nil, false, web.Errorf(http.StatusUnprocessableEntity, TypeNoRecipients, "No recipients",
+		return nil, true, web.Errorf(http.StatusUnprocessableEntity, TypeNoRecipients, "No recipients",
 			"the conversation has no active device besides the sending one")
 	}
 	want := make([]string, len(required))
@@ -337,7 +374,7 @@ func (s *Service) Send(ctx context.Context, c Caller, req *SendRequest) (resp *S
 		accounts[d.DeviceID] = d.AccountID
 	}
 	if missing, stale := diff(want, cs.devices); len(missing) > 0 || len(stale) > 0 {
-		return nil, false, web.Errorf(http.StatusConflict, TypeStaleDevices, "Stale devices",
+		return nil, true, web.Errorf(http.StatusConflict, TypeStaleDevices, "Stale devices",
 			"the envelopes must address exactly the active devices of the conversation other than the sending one").
 			With("missing", missing).With("stale", stale).With("devices", want).With("accounts", accounts)
 	}
@@ -358,6 +395,8 @@ func (s *Service) Send(ctx context.Context, c Caller, req *SendRequest) (resp *S
 		if err != nil {
 			return err
 		}
+		// The primary key (sender_device, client_id) refuses a second
+		// send with this client id; Send then returns the first answer.
 		if _, err := tx.ExecContext(ctx, `INSERT INTO messaging_sends (sender_device, client_id, conversation, result, created_at)
 			VALUES ($1, $2, $3, $4, $5)`, c.DeviceID, req.ClientID, cs.conversation, string(j), now.Unix()); err != nil {
 			return err
@@ -370,20 +409,8 @@ func (s *Service) Send(ctx context.Context, c Caller, req *SendRequest) (resp *S
 	} else {
 		err = s.db.Tx(ctx, fn)
 	}
-	if db.IsUniqueViolation(err) {
-		// A concurrent attempt with the same client_id committed first.
-		if prev, perr := s.previousSend(ctx, c.DeviceID, req.ClientID, cs.conversation); prev != nil || perr != nil {
-			return prev, false, perr
-		}
-	}
-	var full *mailbox.FullError
-	if errors.As(err, &full) {
-		return nil, false, web.Errorf(http.StatusInsufficientStorage, TypeMailboxFull, "Mailbox full",
-			"a recipient device's mailbox is full until it reads its messages; nothing was sent, try again later").
-			With("devices", full.Devices)
-	}
 	if err != nil {
-		return nil, false, fmt.Errorf("messaging.send: %w", err)
+		return nil, true, err
 	}
 	switch {
 	case s.stored != nil:

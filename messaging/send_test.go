@@ -445,3 +445,30 @@ func TestSendConcurrentRetries(t *testing.T) {
 		}
 	})
 }
+
+// TestSendRetryAfterDevicesChanged: the idempotency check rides on the
+// insert, so a retry whose device list has gone stale since its first
+// attempt (the recipient enrolled a device) must still get its first
+// answer, not 409, and store nothing; a new send with that list is
+// refused as stale.
+func TestSendRetryAfterDevicesChanged(t *testing.T) {
+	dbtest.Run(t, sendSets, func(t *testing.T, d *db.DB) {
+		e := newSendEnv(t, d, 100, false)
+		alice := e.enroll("alice", "alice-phone", true)
+		e.enroll("bob", "bob-phone", false)
+		st, _, first := e.post(alice, toAccount("bob", "m1", "bob-phone"))
+		if st != 201 {
+			t.Fatalf("send: %d %v", st, first)
+		}
+		e.enroll("bob", "bob-tablet", false)
+		st, _, again := e.post(alice, toAccount("bob", "m1", "bob-phone"))
+		if st != 200 || !reflect.DeepEqual(again, first) {
+			t.Fatalf("retry: %d %v, first %v", st, again, first)
+		}
+		st, _, out := e.post(alice, toAccount("bob", "m2", "bob-phone"))
+		wantProblem(t, st, out, 409, messaging.TypeStaleDevices)
+		if en, sn := e.stored(); en != 1 || sn != 1 {
+			t.Fatalf("stored %d envelopes %d sends", en, sn)
+		}
+	})
+}
