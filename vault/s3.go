@@ -34,19 +34,29 @@ type S3Blobs struct {
 	bucket string
 }
 
-// NewS3Blobs returns a store on the bucket in o.URL, creating the bucket
-// if it does not exist.
-func NewS3Blobs(ctx context.Context, o S3Options) (*S3Blobs, error) {
+// CheckS3Options checks o without connecting, returning the endpoint
+// URL and the bucket.
+func CheckS3Options(o S3Options) (*url.URL, string, error) {
 	u, err := url.Parse(o.URL)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return nil, errors.New("vault: S3 URL must be https://host[:port]/bucket")
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" {
+		return nil, "", errors.New("vault: S3 URL must be https://host[:port]/bucket (keys go in their own settings)")
 	}
 	bucket := strings.Trim(u.Path, "/")
 	if bucket == "" || strings.Contains(bucket, "/") {
-		return nil, errors.New("vault: S3 URL must name exactly one bucket: https://host[:port]/bucket")
+		return nil, "", errors.New("vault: S3 URL must name exactly one bucket: https://host[:port]/bucket")
 	}
 	if o.AccessKey == "" || o.SecretKey == "" {
-		return nil, errors.New("vault: S3 needs an access key and a secret key")
+		return nil, "", errors.New("vault: S3 needs an access key and a secret key")
+	}
+	return u, bucket, nil
+}
+
+// NewS3Blobs returns a store on the bucket in o.URL, creating the bucket
+// if it does not exist.
+func NewS3Blobs(ctx context.Context, o S3Options) (*S3Blobs, error) {
+	u, bucket, err := CheckS3Options(o)
+	if err != nil {
+		return nil, err
 	}
 	c, err := minio.New(u.Host, &minio.Options{Creds: credentials.NewStaticV4(o.AccessKey, o.SecretKey, ""),
 		Secure: u.Scheme == "https", Region: o.Region, Transport: o.Transport, BucketLookup: minio.BucketLookupPath})

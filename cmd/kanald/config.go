@@ -18,6 +18,7 @@ import (
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/keys/transparency"
 	"github.com/kanal-server/kanal/messaging/push"
+	"github.com/kanal-server/kanal/vault"
 )
 
 // config is kanald's configuration. Flags win over environment variables,
@@ -232,6 +233,19 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if c.VaultS3URL == "" && (c.VaultS3Access != "" || c.VaultS3Secret != "") {
 		return nil, &settingError{"KANAL_VAULT_S3_URL", errors.New("required with KANAL_VAULT_S3_ACCESS_KEY and KANAL_VAULT_S3_SECRET_KEY")}
+	}
+	if c.VaultS3URL != "" {
+		o := vault.S3Options{URL: c.VaultS3URL, AccessKey: c.VaultS3Access, SecretKey: c.VaultS3Secret}
+		if _, _, err := vault.CheckS3Options(o); err != nil {
+			env := "KANAL_VAULT_S3_URL"
+			switch {
+			case c.VaultS3Access == "" && strings.Contains(err.Error(), "key"):
+				env = "KANAL_VAULT_S3_ACCESS_KEY"
+			case c.VaultS3Secret == "" && strings.Contains(err.Error(), "key"):
+				env = "KANAL_VAULT_S3_SECRET_KEY"
+			}
+			return nil, &settingError{env, err}
+		}
 	}
 	if c.DataDir == "" {
 		return nil, &settingError{"KANAL_DATA_DIR", errors.New("must not be empty")}
