@@ -95,3 +95,5 @@ func (d *deployment) sign(t testing.TB, tpl *Template, lineage []Ancestor) (Sign
 	}
 	return s, v
 }
+
+func parseCert(der []byte) (*x509.Certificate, error) { return x509.ParseCertificate(der) }
