@@ -117,12 +117,41 @@ func (s *Service) authenticate(h http.Handler, kinds accept, min ca.Level) http.
 
 func bearer(r *http.Request) (string, bool) {
 	v := r.Header.Get("Authorization")
+	if v == "" {
+		if tok, ok := websocketBearer(r); ok {
+			return tok, true
+		}
+	}
 	scheme, tok, ok := strings.Cut(v, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return "", false
 	}
 	tok = strings.TrimSpace(tok)
 	return tok, tok != "" && len(tok) <= 128
+}
+
+// WebsocketBearerPrefix marks the subprotocol that carries a bearer token
+// on a websocket upgrade. A browser's WebSocket cannot send an
+// Authorization header, so the web app offers two subprotocols, "kanal"
+// and "kanal.bearer.<token>"; the server selects "kanal" and never echoes
+// the token. Only a script that holds the token can offer it, so this is
+// no ambient credential a foreign page could use (unlike a cookie).
+const WebsocketBearerPrefix = "kanal.bearer."
+
+// websocketBearer reads the token a browser offers as a websocket
+// subprotocol, on an upgrade request only.
+func websocketBearer(r *http.Request) (string, bool) {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		return "", false
+	}
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(h, ",") {
+			if tok, ok := strings.CutPrefix(strings.TrimSpace(p), WebsocketBearerPrefix); ok {
+				return tok, tok != "" && len(tok) <= 128
+			}
+		}
+	}
+	return "", false
 }
 
 func (s *Service) identify(r *http.Request, kinds accept) (*caller, error) {

@@ -29,6 +29,7 @@ import (
 	"github.com/kanal-server/kanal/payments"
 	"github.com/kanal-server/kanal/surveys"
 	"github.com/kanal-server/kanal/vault"
+	"github.com/kanal-server/kanal/webapp"
 )
 
 // app wires kanal's domains to the database, the bus and the HTTP edge.
@@ -246,6 +247,9 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		web.Check{Name: "bus", Func: b.Ping},
 	))
 	mux.Handle("GET /metrics", a.metrics.Handler())
+	if err := webapp.Register(mux); err != nil {
+		return nil, err
+	}
 	mux.Handle("/", web.NotFound())
 
 	a.handler = web.Handler(mux, web.Options{Logger: log, Metrics: a.metrics})

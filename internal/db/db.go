@@ -16,8 +16,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
-	"modernc.org/sqlite"
-	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // Dialect names the database engine behind a DB.
@@ -137,16 +135,6 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	r.SetMaxOpenConns(sqliteReaders)
 	r.SetMaxIdleConns(sqliteReaders)
 	return &DB{dialect: SQLite, w: w, r: r}, nil
-}
-
-// openSQLitePool is a pool of SQLite connections that keep their prepared
-// statements (stmtcache.go).
-func openSQLitePool(dsn string) (*sql.DB, error) {
-	c, err := sqlite.NewConnector(dsn)
-	if err != nil {
-		return nil, err
-	}
-	return sql.OpenDB(stmtCacheConnector{c}), nil
 }
 
 // OpenPostgres connects to PostgreSQL and checks that it answers.
@@ -287,14 +275,7 @@ func Retryable(err error) bool {
 	if errors.As(err, &pg) {
 		return pg.Code == "40001" || pg.Code == "40P01"
 	}
-	var se *sqlite.Error
-	if errors.As(err, &se) {
-		switch se.Code() & 0xff {
-		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
-			return true
-		}
-	}
-	return false
+	return sqliteBusy(err)
 }
 
 // IsUniqueViolation reports whether err is a unique or primary key
@@ -304,9 +285,5 @@ func IsUniqueViolation(err error) bool {
 	if errors.As(err, &pg) {
 		return pg.Code == "23505"
 	}
-	var se *sqlite.Error
-	if errors.As(err, &se) {
-		return se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
-	}
-	return false
+	return sqliteUnique(err)
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -109,8 +108,7 @@ func (c *Client) Connect(ctx context.Context) (*Stream, error) {
 	default:
 		return nil, fmt.Errorf("messaging/client: server address %q: want http(s)://", c.base)
 	}
-	ws, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: c.hc,
-		HTTPHeader: http.Header{"Authorization": {"Bearer " + *c.token.Load()}}})
+	ws, resp, err := websocket.Dial(ctx, u, c.dialOptions())
 	if err != nil {
 		if resp != nil && resp.StatusCode >= 400 {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes))

@@ -469,7 +469,10 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Time{})
-	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{OriginPatterns: h.o.OriginPatterns})
+	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{OriginPatterns: h.o.OriginPatterns,
+		// A browser offers "kanal" beside the subprotocol that carries its
+		// token (identity.WebsocketBearerPrefix) and needs one selected.
+		Subprotocols: []string{"kanal"}})
 	if err != nil {
 		h.release(device)
 		return // Accept has written the error response
