@@ -166,7 +166,9 @@ func typeEnter(sel, text string) chromedp.Action[chromedp.Void] {
 	return chromedp.SendKeys(chromedp.CSS(sel), text+kb.Enter)
 }
 
-func visible(sel string) chromedp.Action[chromedp.Void] { return chromedp.WaitVisible(chromedp.CSS(sel)) }
+func visible(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.WaitVisible(chromedp.CSS(sel))
+}
 
 func visibleX(xpath string) chromedp.Action[chromedp.Void] {
 	return chromedp.WaitVisible(chromedp.Search(xpath))
