@@ -278,6 +278,37 @@ func (s *Service) CreateRequest(ctx context.Context, actor Actor, org, key strin
 	if err := s.requireRole(ctx, actor, org, agentRoles...); err != nil {
 		return nil, false, err
 	}
+	return s.createRequest(ctx, actor, org, key, p)
+}
+
+// CreateFee creates the payment request of a fee that kanal itself charges
+// in org's name — a form's fee when a citizen's submission opens a case
+// (cmd/kanald wires it to the case inbox). No session stands behind it,
+// so no role is checked: by names the part of kanal that asks, and is
+// recorded as the request's creator. key makes it idempotent, as for
+// CreateRequest.
+func (s *Service) CreateFee(ctx context.Context, by, org, key string, p CreateParams) (*Request, bool, error) {
+	if by == "" || p.ContractID != "" {
+		return nil, false, invalid("a fee names who charges it and no contract")
+	}
+	if err := checkKey(key); err != nil {
+		return nil, false, err
+	}
+	return s.createRequest(ctx, Actor{AccountID: "system:" + by}, org, key, p)
+}
+
+// CheckAccount checks a creditor, IBAN and BIC as a payment request's
+// would be checked and returns the IBAN normalised.
+func CheckAccount(creditor, iban, bic string) (string, error) {
+	p := CreateParams{PayerAccount: "acc_check", AmountCents: 1, Creditor: creditor, IBAN: iban, BIC: bic, Purpose: "check",
+		DueDate: time.Now().UTC().Format(time.DateOnly)}
+	if err := p.validate(time.Now().UTC().Truncate(24 * time.Hour)); err != nil {
+		return "", err
+	}
+	return p.IBAN, nil
+}
+
+func (s *Service) createRequest(ctx context.Context, actor Actor, org, key string, p CreateParams) (*Request, bool, error) {
 	now := s.now().UTC()
 	if err := p.validate(now.Truncate(24 * time.Hour)); err != nil {
 		return nil, false, fmt.Errorf("payments.create: %w", err)

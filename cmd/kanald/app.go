@@ -25,6 +25,7 @@ import (
 	"github.com/kanal-server/kanal/messaging/mailbox"
 	"github.com/kanal-server/kanal/messaging/push"
 	"github.com/kanal-server/kanal/miniapps"
+	"github.com/kanal-server/kanal/miniapps/cases"
 	"github.com/kanal-server/kanal/miniapps/forms"
 	"github.com/kanal-server/kanal/payments"
 	"github.com/kanal-server/kanal/surveys"
@@ -56,7 +57,7 @@ type app struct {
 
 // migrations lists every domain's schema, in dependency order.
 func migrations() []db.Migrations {
-	return []db.Migrations{kanaldMigrations(), identity.Migrations(), translog.Migrations(), messaging.Migrations(), mailbox.Migrations(), push.Migrations(), surveys.Migrations(), payments.Migrations(), vault.Migrations(), miniapps.Migrations(), forms.Migrations()}
+	return []db.Migrations{kanaldMigrations(), identity.Migrations(), translog.Migrations(), messaging.Migrations(), mailbox.Migrations(), push.Migrations(), surveys.Migrations(), payments.Migrations(), vault.Migrations(), miniapps.Migrations(), forms.Migrations(), cases.Migrations()}
 }
 
 func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.CA, keys *secretKeys) (*app, error) {
@@ -228,7 +229,11 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	if a.vault, err = mountVault(mux, cfg, log, d, a.ident, prekeys); err != nil {
 		return nil, err
 	}
-	if _, err := mountForms(mux, log, d, a.ident, authority); err != nil {
+	_, err = mountForms(mux, log, d, a.ident, authority)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.mountCases(mux, log, d, prekeys, a.payments); err != nil {
 		return nil, err
 	}
 	if err := mountMiniapps(miniappsDeps{sweepCtx, &a.wg, mux, cfg, log, d, a.ident, authority, keys, prekeys, a.payments}); err != nil {

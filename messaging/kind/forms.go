@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -23,8 +24,8 @@ var semverShape = regexp.MustCompile(`^(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\
 type FormRequestBody struct {
 	RequestID    string `json:"request_id"`
 	TemplateID   string `json:"template_id"`
-	Version      string `json:"version"`         // the template's semantic version, MAJOR.MINOR.PATCH
-	TemplateHash string `json:"template_sha256"` // lower-case hex SHA-256 of the signed template
+	Version      string `json:"version"`       // the template's semantic version, MAJOR.MINOR.PATCH
+	TemplateHash string `json:"template_hash"` // the template version's hash, "sha256:" and 64 lower-case hex digits (miniapps/forms)
 	Title        string `json:"title"`
 	// Prefill holds values the office already knows, as a JSON object
 	// keyed by field; the citizen may change them.
@@ -59,7 +60,7 @@ type FormSubmissionBody struct {
 	RequestID    string          `json:"request_id,omitempty"` // the form.request it answers, if any
 	TemplateID   string          `json:"template_id"`
 	Version      string          `json:"version"`
-	TemplateHash string          `json:"template_sha256"`
+	TemplateHash string          `json:"template_hash"`
 	Answers      json.RawMessage `json:"answers"` // a JSON object keyed by field
 	Attachments  []FormFile      `json:"attachments,omitempty"`
 }
@@ -183,8 +184,8 @@ func checkTemplateRef(k Kind, id, version, hash string) error {
 		return invalid(k, "%v", checkID("template_id", id))
 	case !semverShape.MatchString(version):
 		return invalid(k, "version must be a semantic version MAJOR.MINOR.PATCH")
-	case checkSHA256("template_sha256", hash) != nil:
-		return invalid(k, "%v", checkSHA256("template_sha256", hash))
+	case !strings.HasPrefix(hash, "sha256:") || checkSHA256("template_hash", strings.TrimPrefix(hash, "sha256:")) != nil:
+		return invalid(k, "template_hash must be sha256: and 64 lower-case hex digits")
 	}
 	return nil
 }

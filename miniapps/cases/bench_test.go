@@ -77,7 +77,7 @@ func fillInbox(b *testing.B, d *db.DB, n int) {
 			if i%4 == 1 {
 				assignee = agentA
 			}
-			_, err := tx.Exec(`INSERT INTO cases (id, org_id, citizen, submission_id, template_id, template_version, template_sha256,
+			_, err := tx.Exec(`INSERT INTO cases (id, org_id, citizen, submission_id, template_id, template_version, template_hash,
 				status, assignee, due_date, seq, fee_request, created_at, updated_at) VALUES ($1, $2, $3, $4, 'hund', '1.0.0', $5, $6, $7, '2026-05-18', 1, '', $8, $8)`,
 				newCaseID(), amt, fmt.Sprintf("acc_%d", i), fmt.Sprintf("sub-%d", i), hundHash, statuses[(i/4)%4], assignee, t0.UnixMilli()+int64(i))
 			if err != nil {

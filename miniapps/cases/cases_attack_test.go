@@ -55,3 +55,28 @@ func TestAttackOutsidersWorkACase(t *testing.T) {
 		}
 	})
 }
+
+// TestAttackFeeAccount: an agent without the admin role, another
+// organisation's admin and a citizen try to redirect the office's fees to
+// their own account. Refused; the account stays the office's.
+func TestAttackFeeAccount(t *testing.T) {
+	run(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		thief := FeeAccount{Creditor: "Mallory", IBAN: "DE02120300000000202051"}
+		for _, who := range []string{agentA, foreign, citizen} {
+			if _, err := w.s.SetFeeAccount(ctx, as(who), amt, thief); !errors.Is(err, ErrForbidden) {
+				t.Errorf("%s sets the fee account: %v", who, err)
+			}
+		}
+		if _, err := w.s.SetFeeAccount(ctx, as(agentB), amt, FeeAccount{Creditor: "Stadtkasse", IBAN: "not an iban"}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("bad IBAN: %v", err)
+		}
+		if _, err := w.s.FeeAccount(ctx, as(citizen), amt); !errors.Is(err, ErrForbidden) {
+			t.Errorf("citizen reads the fee account: %v", err)
+		}
+		got, err := w.s.FeeAccount(ctx, as(agentA), amt)
+		if err != nil || got.Creditor != "Stadtkasse" || got.IBAN != "DE89370400440532013000" {
+			t.Fatalf("fee account %+v %v", got, err)
+		}
+	})
+}

@@ -70,7 +70,7 @@ func TestListFilters(t *testing.T) {
 		for i := range 7 {
 			r := hund(fmt.Sprintf("sub-%d", i))
 			if i%2 == 1 {
-				r = OpenRequest{SubmissionID: r.SubmissionID, TemplateID: "sperrmuell", Version: "2.1.0", TemplateSHA256: hundHash}
+				r = OpenRequest{SubmissionID: r.SubmissionID, TemplateID: "sperrmuell", Version: "2.1.0", TemplateHash: hundHash}
 			}
 			w.s.now = func() time.Time { return t0.Add(time.Duration(i) * time.Minute) }
 			c, _, err := w.s.Open(ctx, as(fmt.Sprintf("acc_c%d", i)), amt, r)
@@ -137,16 +137,17 @@ func TestBadInput(t *testing.T) {
 			r   OpenRequest
 			err error
 		}{
-			"unknown form":          {amt, OpenRequest{SubmissionID: "s2", TemplateID: "katze", Version: "1.0.0", TemplateSHA256: hundHash}, ErrUnknownTemplate},
-			"unknown version":       {amt, OpenRequest{SubmissionID: "s2", TemplateID: "hund", Version: "1.0.1", TemplateSHA256: hundHash}, ErrUnknownTemplate},
-			"withdrawn form":        {amt, OpenRequest{SubmissionID: "s2", TemplateID: "alt", Version: "1.0.0", TemplateSHA256: hundHash}, ErrWithdrawn},
-			"other hash":            {amt, OpenRequest{SubmissionID: "s2", TemplateID: "hund", Version: "1.0.0", TemplateSHA256: strings.Repeat("2", 64)}, ErrTemplateMismatch},
-			"version not semver":    {amt, OpenRequest{SubmissionID: "s2", TemplateID: "hund", Version: "1", TemplateSHA256: hundHash}, ErrInvalid},
-			"hash upper case":       {amt, OpenRequest{SubmissionID: "s2", TemplateID: "hund", Version: "1.0.0", TemplateSHA256: strings.Repeat("A", 64)}, ErrInvalid},
-			"submission id spaces":  {amt, OpenRequest{SubmissionID: "s 2", TemplateID: "hund", Version: "1.0.0", TemplateSHA256: hundHash}, ErrInvalid},
+			"unknown form":          {amt, OpenRequest{SubmissionID: "s2", TemplateID: "katze", Version: "1.0.0", TemplateHash: hundHash}, ErrUnknownTemplate},
+			"unknown version":       {amt, OpenRequest{SubmissionID: "s2", TemplateID: "hund", Version: "1.0.1", TemplateHash: hundHash}, ErrUnknownTemplate},
+			"withdrawn form":        {amt, OpenRequest{SubmissionID: "s2", TemplateID: "alt", Version: "1.0.0", TemplateHash: hundHash}, ErrWithdrawn},
+			"other hash":            {amt, OpenRequest{SubmissionID: "s2", TemplateID: "hund", Version: "1.0.0", TemplateHash: "sha256:" + strings.Repeat("2", 64)}, ErrTemplateMismatch},
+			"version not semver":    {amt, OpenRequest{SubmissionID: "s2", TemplateID: "hund", Version: "1", TemplateHash: hundHash}, ErrInvalid},
+			"hash upper case":       {amt, OpenRequest{SubmissionID: "s2", TemplateID: "hund", Version: "1.0.0", TemplateHash: "sha256:" + strings.Repeat("A", 64)}, ErrInvalid},
+			"submission id spaces":  {amt, OpenRequest{SubmissionID: "s 2", TemplateID: "hund", Version: "1.0.0", TemplateHash: hundHash}, ErrInvalid},
 			"unknown organisation":  {"org_nobody", hund("s2"), ErrNotFound},
-			"same id, other params": {amt, OpenRequest{SubmissionID: "sub-1", TemplateID: "sperrmuell", Version: "2.1.0", TemplateSHA256: hundHash}, ErrConflict},
-			"same id, other org":    {other, hund("sub-1"), ErrConflict},
+			"same id, other params": {amt, OpenRequest{SubmissionID: "sub-1", TemplateID: "sperrmuell", Version: "2.1.0", TemplateHash: hundHash}, ErrConflict},
+			"same id, other org":    {other, OpenRequest{SubmissionID: "sub-1", TemplateID: "sperrmuell", Version: "2.1.0", TemplateHash: hundHash}, ErrConflict},
+			"fee, no fee account":   {other, hund("s3"), ErrNoFeeAccount},
 		} {
 			if _, _, err := w.s.Open(ctx, as(citizen), tc.org, tc.r); !errors.Is(err, tc.err) {
 				t.Errorf("%s: %v, want %v", name, err, tc.err)
@@ -187,7 +188,7 @@ func TestOpenLimit(t *testing.T) {
 			t.Fatalf("third: %v", err)
 		}
 		// Another organisation counts apart.
-		if _, _, err := w.s.Open(ctx, as(citizen), other, hund("s9")); err != nil {
+		if _, _, err := w.s.Open(ctx, as(citizen), other, OpenRequest{SubmissionID: "s9", TemplateID: "sperrmuell", Version: "2.1.0", TemplateHash: hundHash}); err != nil {
 			t.Fatal(err)
 		}
 	})

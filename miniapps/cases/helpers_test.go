@@ -2,7 +2,9 @@ package cases
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,7 +23,7 @@ const (
 	agentA   = "acc_agent_a"
 	agentB   = "acc_agent_b"
 	foreign  = "acc_foreign_agent"
-	hundHash = "1111111111111111111111111111111111111111111111111111111111111111"
+	hundHash = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
 )
 
 // roles stands in for identity's member table: OrgRole and OrgVerified
@@ -70,7 +72,17 @@ type fees struct {
 	charged map[string]int
 }
 
-func (f *fees) Charge(_ context.Context, c Case, t Template) (string, error) {
+func (f *fees) Check(a FeeAccount) (FeeAccount, error) {
+	if !strings.HasPrefix(a.IBAN, "DE") || a.Creditor == "" {
+		return FeeAccount{}, errors.New("not an IBAN")
+	}
+	return a, nil
+}
+
+func (f *fees) Charge(_ context.Context, c Case, t Template, to FeeAccount) (string, error) {
+	if to.IBAN == "" {
+		return "", errors.New("no account")
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.charged[c.ID]++
@@ -91,12 +103,15 @@ func newWorld(t *testing.T, d *db.DB) *world {
 	w.s, err = New(Options{DB: d, Now: func() time.Time { return t0 },
 		Orgs: roles{amt + "/" + agentA: "agent", amt + "/" + agentB: "admin", other + "/" + foreign: "agent", amt + "/" + "acc_member": "member"},
 		Templates: catalogue{
-			"hund@1.0.0":       {ID: "hund", Version: "1.0.0", SHA256: hundHash, ProcessingDays: 14, FeeCents: 2500},
-			"sperrmuell@2.1.0": {ID: "sperrmuell", Version: "2.1.0", SHA256: hundHash, ProcessingDays: 7},
-			"alt@1.0.0":        {ID: "alt", Version: "1.0.0", SHA256: hundHash, Withdrawn: true},
+			"hund@1.0.0":       {ID: "hund", Version: "1.0.0", Hash: hundHash, ProcessingDays: 14, FeeCents: 2500},
+			"sperrmuell@2.1.0": {ID: "sperrmuell", Version: "2.1.0", Hash: hundHash, ProcessingDays: 7},
+			"alt@1.0.0":        {ID: "alt", Version: "1.0.0", Hash: hundHash, Withdrawn: true},
 		},
 		Announcer: w.ann, Fees: w.fees})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.s.SetFeeAccount(context.Background(), as(agentB), amt, FeeAccount{Creditor: "Stadtkasse", IBAN: "DE89370400440532013000"}); err != nil {
 		t.Fatal(err)
 	}
 	return w
@@ -109,7 +124,7 @@ func run(t *testing.T, fn func(t *testing.T, w *world)) {
 func as(account string) Actor { return Actor{AccountID: account, DeviceID: "dev_" + account} }
 
 func hund(sub string) OpenRequest {
-	return OpenRequest{SubmissionID: sub, TemplateID: "hund", Version: "1.0.0", TemplateSHA256: hundHash}
+	return OpenRequest{SubmissionID: sub, TemplateID: "hund", Version: "1.0.0", TemplateHash: hundHash}
 }
 
 // rowCounts counts the rows of the cases tables.

@@ -16,6 +16,7 @@ var (
 	TypeTemplateMismatch = web.NewType("template-mismatch")
 	TypeInvalidStatus    = web.NewType("invalid-status-change")
 	TypeTooManyCases     = web.NewType("too-many-cases")
+	TypeNoFeeAccount     = web.NewType("no-fee-account")
 )
 
 // Auth is how the HTTP edge authenticates; kanald wires identity's.
@@ -38,6 +39,8 @@ func (s *Service) routes() []route {
 		{"GET /v1/cases/{id}", s.handleGet},
 		{"POST /v1/cases/{id}/assign", s.handleAssign},
 		{"POST /v1/cases/{id}/status", s.handleStatus},
+		{"GET /v1/orgs/{org}/fee-account", s.handleFeeAccount},
+		{"PUT /v1/orgs/{org}/fee-account", s.handleSetFeeAccount},
 	}
 }
 
@@ -90,6 +93,8 @@ func problem(err error) *web.Problem {
 		return web.Errorf(http.StatusConflict, TypeInvalidStatus, "Status change not allowed", "%s", detail)
 	case errors.Is(err, ErrConflict):
 		return web.Errorf(http.StatusConflict, web.TypeConflict, "Conflict", "%s", detail)
+	case errors.Is(err, ErrNoFeeAccount):
+		return web.Errorf(http.StatusConflict, TypeNoFeeAccount, "No account for fees", "%s", detail)
 	case errors.Is(err, ErrTooMany):
 		return web.Errorf(http.StatusTooManyRequests, TypeTooManyCases, "Too many open cases", "%s", detail)
 	}
@@ -191,5 +196,27 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request, a Actor) 
 		return err
 	}
 	web.WriteJSON(w, http.StatusOK, CaseResponse{Case: c})
+	return nil
+}
+
+func (s *Service) handleFeeAccount(w http.ResponseWriter, r *http.Request, a Actor) error {
+	acct, err := s.FeeAccount(r.Context(), a, r.PathValue("org"))
+	if err != nil {
+		return err
+	}
+	web.WriteJSON(w, http.StatusOK, acct)
+	return nil
+}
+
+func (s *Service) handleSetFeeAccount(w http.ResponseWriter, r *http.Request, a Actor) error {
+	var in FeeAccount
+	if err := web.DecodeJSON(w, r, &in, MaxBody); err != nil {
+		return err
+	}
+	acct, err := s.SetFeeAccount(r.Context(), a, r.PathValue("org"), in)
+	if err != nil {
+		return err
+	}
+	web.WriteJSON(w, http.StatusOK, acct)
 	return nil
 }

@@ -54,6 +54,7 @@ var (
 	ErrTransition       = errors.New("status change not allowed")
 	ErrConflict         = errors.New("conflict")
 	ErrTooMany          = errors.New("too many open cases")
+	ErrNoFeeAccount     = errors.New("no account for fees")
 )
 
 // Actor is the session that acts.
@@ -64,20 +65,20 @@ type Actor struct {
 
 // Case is what the server holds of one case.
 type Case struct {
-	ID             string    `json:"id"`
-	OrgID          string    `json:"org_id"`
-	Citizen        string    `json:"citizen"`
-	SubmissionID   string    `json:"submission_id"`
-	TemplateID     string    `json:"template_id"`
-	Version        string    `json:"version"`
-	TemplateSHA256 string    `json:"template_sha256"`
-	Status         string    `json:"status"`
-	Assignee       string    `json:"assignee,omitempty"`
-	DueDate        string    `json:"due_date"` // YYYY-MM-DD
-	Seq            int       `json:"seq"`
-	FeeRequest     string    `json:"fee_request,omitempty"` // the payment request of the template's fee
-	CreatedAt      time.Time `json:"created_at"`
-	UpdatedAt      time.Time `json:"updated_at"`
+	ID           string    `json:"id"`
+	OrgID        string    `json:"org_id"`
+	Citizen      string    `json:"citizen"`
+	SubmissionID string    `json:"submission_id"`
+	TemplateID   string    `json:"template_id"`
+	Version      string    `json:"version"`
+	TemplateHash string    `json:"template_hash"`
+	Status       string    `json:"status"`
+	Assignee     string    `json:"assignee,omitempty"`
+	DueDate      string    `json:"due_date"` // YYYY-MM-DD
+	Seq          int       `json:"seq"`
+	FeeRequest   string    `json:"fee_request,omitempty"` // the payment request of the template's fee
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
 }
 
 // Event is one change of a case.
@@ -93,11 +94,12 @@ type Event struct {
 type Template struct {
 	ID             string
 	Version        string
-	SHA256         string // lower-case hex SHA-256 of the signed template
+	Hash           string // the version's hash, "sha256:" and hex (miniapps/forms)
 	Title          string
 	Withdrawn      bool
-	ProcessingDays int   // the office's processing time, in calendar days
-	FeeCents       int64 // 0: no fee
+	ProcessingDays int    // the office's processing time, in calendar days
+	FeeCents       int64  // 0: no fee
+	FeePurpose     string // the fee payment's remittance text
 }
 
 // Templates looks up a template version in the catalogue, as org uses it;
@@ -120,11 +122,22 @@ type Announcer interface {
 	Announce(ctx context.Context, c Case) error
 }
 
-// Fees creates the payment request of a template's fee for a new case and
-// returns its id. It is called again, with the same case, until it has
-// succeeded once, so it must be idempotent per case.
+// Fees is the payments side of a template's fee. Charge creates the
+// payment request of the fee for a new case, to the organisation's fee
+// account, and returns its id; it is called again, with the same case,
+// until it has succeeded once, so it must be idempotent per case. Check
+// says whether an account can be paid to (creditor, IBAN and BIC as
+// payments accepts them) and returns it normalised.
 type Fees interface {
-	Charge(ctx context.Context, c Case, t Template) (string, error)
+	Charge(ctx context.Context, c Case, t Template, to FeeAccount) (string, error)
+	Check(a FeeAccount) (FeeAccount, error)
+}
+
+// FeeAccount is where an organisation's form fees are paid to.
+type FeeAccount struct {
+	Creditor string `json:"creditor"`
+	IBAN     string `json:"iban"`
+	BIC      string `json:"bic,omitempty"`
 }
 
 // Options configure a Service. Fees may be nil (then a template with a
@@ -169,7 +182,7 @@ func New(o Options) (*Service, error) {
 var (
 	idShape     = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
 	semverShape = regexp.MustCompile(`^(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})$`)
-	hashShape   = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	hashShape   = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 	caseIDShape = regexp.MustCompile(`^case_[a-z2-7]{26}$`)
 )
 
@@ -181,10 +194,10 @@ func invalid(format string, args ...any) error {
 // /v1/orgs/{org}/cases, sent by the citizen's client before it sends the
 // answers end to end.
 type OpenRequest struct {
-	SubmissionID   string `json:"submission_id"`
-	TemplateID     string `json:"template_id"`
-	Version        string `json:"version"`
-	TemplateSHA256 string `json:"template_sha256"`
+	SubmissionID string `json:"submission_id"`
+	TemplateID   string `json:"template_id"`
+	Version      string `json:"version"`
+	TemplateHash string `json:"template_hash"`
 }
 
 func (r *OpenRequest) check() error {
@@ -195,8 +208,8 @@ func (r *OpenRequest) check() error {
 		return invalid("template_id must be 1..64 characters of A-Z a-z 0-9 _ . : -")
 	case !semverShape.MatchString(r.Version):
 		return invalid("version must be a semantic version MAJOR.MINOR.PATCH")
-	case !hashShape.MatchString(r.TemplateSHA256):
-		return invalid("template_sha256 must be a lower-case hex SHA-256")
+	case !hashShape.MatchString(r.TemplateHash):
+		return invalid("template_hash must be sha256: and 64 lower-case hex digits")
 	}
 	return nil
 }
@@ -224,22 +237,28 @@ func (s *Service) Open(ctx context.Context, a Actor, org string, r OpenRequest) 
 		return nil, false, err
 	case t.Withdrawn:
 		return nil, false, fmt.Errorf("%w: %s %s is withdrawn", ErrWithdrawn, r.TemplateID, r.Version)
-	case t.SHA256 != r.TemplateSHA256:
+	case t.Hash != r.TemplateHash:
 		return nil, false, fmt.Errorf("%w: %s %s is not the template with that hash", ErrTemplateMismatch, r.TemplateID, r.Version)
 	case t.ProcessingDays < 0 || t.ProcessingDays > MaxProcessing:
 		return nil, false, fmt.Errorf("cases: template %s %s: processing time %d days out of range", t.ID, t.Version, t.ProcessingDays)
 	case t.FeeCents > 0 && s.fees == nil:
 		return nil, false, fmt.Errorf("cases: template %s %s has a fee and no payments are wired", t.ID, t.Version)
 	}
+	var acct *FeeAccount
+	if t.FeeCents > 0 {
+		if acct, err = s.FeeAccountOf(ctx, org); err != nil {
+			return nil, false, err
+		}
+	}
 	now := s.now().UTC()
 	nc := &Case{ID: newCaseID(), OrgID: org, Citizen: a.AccountID, SubmissionID: r.SubmissionID, TemplateID: r.TemplateID,
-		Version: r.Version, TemplateSHA256: r.TemplateSHA256, Status: StatusReceived,
+		Version: r.Version, TemplateHash: r.TemplateHash, Status: StatusReceived,
 		DueDate: now.AddDate(0, 0, t.ProcessingDays).Format(time.DateOnly), Seq: 1,
 		CreatedAt: now.Truncate(time.Millisecond), UpdatedAt: now.Truncate(time.Millisecond)}
 	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
 		old, err := scanCase(tx.QueryRowContext(ctx, selectCase+` WHERE citizen = $1 AND submission_id = $2`, a.AccountID, r.SubmissionID))
 		if err == nil {
-			if old.OrgID != org || old.TemplateID != r.TemplateID || old.Version != r.Version || old.TemplateSHA256 != r.TemplateSHA256 {
+			if old.OrgID != org || old.TemplateID != r.TemplateID || old.Version != r.Version || old.TemplateHash != r.TemplateHash {
 				return fmt.Errorf("%w: submission %s was registered with other parameters", ErrConflict, r.SubmissionID)
 			}
 			c, replay = old, true
@@ -255,9 +274,9 @@ func (s *Service) Open(ctx context.Context, a Actor, org string, r OpenRequest) 
 		if open >= s.Limit {
 			return fmt.Errorf("%w: %d undecided cases at this organisation", ErrTooMany, open)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO cases (id, org_id, citizen, submission_id, template_id, template_version, template_sha256,
+		if _, err := tx.ExecContext(ctx, `INSERT INTO cases (id, org_id, citizen, submission_id, template_id, template_version, template_hash,
 			status, assignee, due_date, seq, fee_request, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '', $9, 1, '', $10, $10)`,
-			nc.ID, org, a.AccountID, r.SubmissionID, r.TemplateID, r.Version, r.TemplateSHA256, StatusReceived, nc.DueDate, nc.CreatedAt.UnixMilli()); err != nil {
+			nc.ID, org, a.AccountID, r.SubmissionID, r.TemplateID, r.Version, r.TemplateHash, StatusReceived, nc.DueDate, nc.CreatedAt.UnixMilli()); err != nil {
 			return err
 		}
 		c = nc
@@ -273,7 +292,7 @@ func (s *Service) Open(ctx context.Context, a Actor, org string, r OpenRequest) 
 		s.announce(ctx, *c)
 	}
 	if t.FeeCents > 0 && c.FeeRequest == "" {
-		id, err := s.fees.Charge(ctx, *c, t)
+		id, err := s.fees.Charge(ctx, *c, t, *acct)
 		if err != nil {
 			return nil, false, fmt.Errorf("cases: fee of case %s: %w", c.ID, err)
 		}
@@ -300,7 +319,7 @@ func newCaseID() string {
 	return "case_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
 }
 
-const selectCase = `SELECT id, org_id, citizen, submission_id, template_id, template_version, template_sha256, status, assignee,
+const selectCase = `SELECT id, org_id, citizen, submission_id, template_id, template_version, template_hash, status, assignee,
 	due_date, seq, fee_request, created_at, updated_at FROM cases`
 
 type scanner interface{ Scan(...any) error }
@@ -308,7 +327,7 @@ type scanner interface{ Scan(...any) error }
 func scanCase(row scanner) (*Case, error) {
 	var c Case
 	var created, updated int64
-	if err := row.Scan(&c.ID, &c.OrgID, &c.Citizen, &c.SubmissionID, &c.TemplateID, &c.Version, &c.TemplateSHA256, &c.Status,
+	if err := row.Scan(&c.ID, &c.OrgID, &c.Citizen, &c.SubmissionID, &c.TemplateID, &c.Version, &c.TemplateHash, &c.Status,
 		&c.Assignee, &c.DueDate, &c.Seq, &c.FeeRequest, &created, &updated); err != nil {
 		return nil, err
 	}
@@ -525,4 +544,55 @@ func (s *Service) change(ctx context.Context, a Actor, id string, f func(c *Case
 	}
 	s.announce(ctx, *c)
 	return c, nil
+}
+
+// FeeAccountOf returns the account org's fees are paid to, or
+// ErrNoFeeAccount.
+func (s *Service) FeeAccountOf(ctx context.Context, org string) (*FeeAccount, error) {
+	var a FeeAccount
+	err := s.db.QueryRow(ctx, `SELECT creditor, iban, bic FROM cases_fee_accounts WHERE org_id = $1`, org).Scan(&a.Creditor, &a.IBAN, &a.BIC)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: organisation %s has not set the account its form fees are paid to", ErrNoFeeAccount, org)
+	}
+	return &a, err
+}
+
+// FeeAccount returns org's fee account to its agents.
+func (s *Service) FeeAccount(ctx context.Context, a Actor, org string) (*FeeAccount, error) {
+	if !idShape.MatchString(org) {
+		return nil, invalid("organisation id malformed")
+	}
+	if err := s.agent(ctx, a, org); err != nil {
+		return nil, err
+	}
+	return s.FeeAccountOf(ctx, org)
+}
+
+// SetFeeAccount sets the account org's form fees are paid to; only the
+// organisation's owners and admins may.
+func (s *Service) SetFeeAccount(ctx context.Context, a Actor, org string, acct FeeAccount) (*FeeAccount, error) {
+	if !idShape.MatchString(org) {
+		return nil, invalid("organisation id malformed")
+	}
+	role, err := s.orgs.OrgRole(ctx, org, a.AccountID)
+	if err != nil {
+		return nil, err
+	}
+	if role != identity.RoleOwner && role != identity.RoleAdmin {
+		return nil, fmt.Errorf("%w: only the organisation's owners and admins set its fee account", ErrForbidden)
+	}
+	if s.fees == nil {
+		return nil, fmt.Errorf("%w: payments are not wired", ErrInvalid)
+	}
+	checked, err := s.fees.Check(acct)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	now := s.now().UnixMilli()
+	_, err = s.db.Exec(ctx, `INSERT INTO cases_fee_accounts (org_id, creditor, iban, bic, updated_at) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (org_id) DO UPDATE SET creditor = $2, iban = $3, bic = $4, updated_at = $5`, org, checked.Creditor, checked.IBAN, checked.BIC, now)
+	if err != nil {
+		return nil, err
+	}
+	return &checked, nil
 }

@@ -126,3 +126,21 @@ func (c *Client) SetStatus(ctx context.Context, id, status string) (*cases.Case,
 	}
 	return out.Case, nil
 }
+
+// FeeAccount returns the account org's form fees are paid to.
+func (c *Client) FeeAccount(ctx context.Context, org string) (*cases.FeeAccount, error) {
+	var out cases.FeeAccount
+	if err := c.do(ctx, http.MethodGet, "/v1/orgs/"+url.PathEscape(org)+"/fee-account", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// SetFeeAccount sets the account org's form fees are paid to.
+func (c *Client) SetFeeAccount(ctx context.Context, org string, a cases.FeeAccount) (*cases.FeeAccount, error) {
+	var out cases.FeeAccount
+	if err := c.do(ctx, http.MethodPut, "/v1/orgs/"+url.PathEscape(org)+"/fee-account", a, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

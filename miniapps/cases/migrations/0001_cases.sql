@@ -10,7 +10,7 @@ CREATE TABLE cases (
 	submission_id    TEXT    NOT NULL,
 	template_id      TEXT    NOT NULL,
 	template_version TEXT    NOT NULL,
-	template_sha256  TEXT    NOT NULL,
+	template_hash  TEXT    NOT NULL,
 	status           TEXT    NOT NULL CHECK (status IN ('received', 'in_progress', 'needs_information', 'decided')),
 	assignee         TEXT    NOT NULL DEFAULT '',
 	due_date         TEXT    NOT NULL,
@@ -36,4 +36,14 @@ CREATE TABLE cases_events (
 	actor    TEXT    NOT NULL,
 	at       BIGINT  NOT NULL,
 	PRIMARY KEY (case_id, seq)
+);
+
+-- The account an organisation's form fees are paid to: the creditor, IBAN
+-- and BIC of the payment request a fee's submission opens.
+CREATE TABLE cases_fee_accounts (
+	org_id     TEXT   PRIMARY KEY,
+	creditor   TEXT   NOT NULL,
+	iban       TEXT   NOT NULL,
+	bic        TEXT   NOT NULL,
+	updated_at BIGINT NOT NULL
 );
