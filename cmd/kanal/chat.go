@@ -141,6 +141,8 @@ type entry struct {
 	Group *kind.GroupChangeBody `json:"group,omitempty"`
 	// Att is an attachment's blob, key and hash, for 'kanal get ID'.
 	Att *kind.AttachmentBody `json:"att,omitempty"`
+	// Form is a received form request, for 'kanal form fill'.
+	Form *kind.FormRequestBody `json:"form,omitempty"`
 }
 
 const (
@@ -252,6 +254,18 @@ func summary(m *kind.Message) string {
 		return fmt.Sprintf("document %s (%s version %d): fetch it with 'kanal vault receive'", displayName(b.Name), b.DocumentID, b.Version)
 	case *kind.DocumentWithdrawnBody:
 		return fmt.Sprintf("%s withdrew the share of document %s version %d; what you fetched before stays with you", b.Owner, b.DocumentID, b.Version)
+	case *kind.FormRequestBody:
+		return fmt.Sprintf("form request %s: %s (%s %s) — kanal form fill %s", b.RequestID, b.Title, b.TemplateID, b.Version, b.RequestID)
+	case *kind.FormSubmissionBody:
+		return fmt.Sprintf("form %s %s submitted (case %s, %s)", b.TemplateID, b.Version, b.CaseID, plural(len(b.Attachments), "attachment"))
+	case *kind.CaseStatusBody:
+		s := fmt.Sprintf("case %s: %s (%s), due %s", b.CaseID, statusLabel(b.Status), b.TemplateID, b.DueDate)
+		if b.Assignee != "" {
+			s += ", assigned to " + b.Assignee
+		}
+		return s
+	case *kind.CaseNoteBody:
+		return "note on case " + b.CaseID + ": " + b.Text
 	default:
 		return "[" + string(m.Kind) + "]"
 	}
@@ -293,6 +307,9 @@ func entryOf(in *mclient.Incoming) entry {
 	}
 	if b, ok := in.Message.Body.(*kind.GroupChangeBody); ok {
 		e.Group = b // its accounts are named when it is shown
+	}
+	if b, ok := in.Message.Body.(*kind.FormRequestBody); ok && in.Org != nil {
+		e.Form = b // only an office's request is filled in
 	}
 	return e
 }
@@ -359,6 +376,11 @@ func (s *chatSession) take(in *mclient.Incoming) (*entry, error) {
 	s.names.learnOrg(e.ReplyOrg, e.Org)
 	if in.SenderAccount == s.st.Data.AccountID && !in.FromServer {
 		e.From = "me"
+	}
+	if note, err := s.takeCase(in); err != nil {
+		return nil, err
+	} else if note != "" {
+		e.Text = note
 	}
 	if pb, ok := in.Message.Body.(*kind.PollBody); ok && !in.FromServer {
 		note, err := s.applyPoll(pb, in.Conversation, in.SenderAccount, e.Reply, e.ReplyOrg, in.ServerTime)

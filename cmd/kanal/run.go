@@ -90,6 +90,8 @@ func commands() []*command {
 	cmds = append(cmds, templateCommands()...)
 	cmds = append(cmds, payCommands()...)
 	cmds = append(cmds, appCommands()...)
+	cmds = append(cmds, formCommands()...)
+	cmds = append(cmds, caseCommands()...)
 	cmds = append(cmds, surveyCommands()...)
 	cmds = append(cmds, witnessCommands()...)
 	cmds = append(cmds, trustCommands()...)
