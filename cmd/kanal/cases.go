@@ -92,8 +92,8 @@ With --message, the text goes to the citizen as the office, end to end
 			},
 		},
 		{
-			name: "case fee-account", args: "--org ORG --creditor NAME --iban IBAN [--bic BIC]", nargs: 0,
-			summary: "set the account the office's form fees are paid to (owners, admins)",
+			name: "case fee-account", args: "--org ORG [--creditor NAME --iban IBAN [--bic BIC]]", nargs: 0,
+			summary: "show or set the account the office's form fees are paid to (setting: owners, admins)",
 			flags: func(fs *flag.FlagSet, o *opts) {
 				orgFlag(fs)
 				fs.StringVar(&co.creditor, "creditor", "", "the creditor's `name` on the payment request")
@@ -474,8 +474,8 @@ func noteCase(ctx context.Context, c *cli, o *opts, id, text string) error {
 }
 
 func setFeeAccount(ctx context.Context, c *cli, o *opts, co *caseOpts) error {
-	if co.org == "" || co.creditor == "" || co.iban == "" {
-		return &usageError{cmd: "case fee-account", msg: "--org, --creditor and --iban are required"}
+	if co.org == "" || (co.creditor == "") != (co.iban == "") {
+		return &usageError{cmd: "case fee-account", msg: "--org is required, and --creditor and --iban go together"}
 	}
 	st, err := c.openStore(false)
 	if err != nil {
@@ -484,6 +484,14 @@ func setFeeAccount(ctx context.Context, c *cli, o *opts, co *caseOpts) error {
 	api, err := c.casesAPI(ctx, o, st)
 	if err != nil {
 		return err
+	}
+	if co.iban == "" {
+		a, err := api.FeeAccount(ctx, co.org)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "Form fees of %s are paid to %s, %s.\n", co.org, a.Creditor, a.IBAN)
+		return nil
 	}
 	a, err := api.SetFeeAccount(ctx, co.org, cases.FeeAccount{Creditor: co.creditor, IBAN: co.iban, BIC: co.bic})
 	if err != nil {

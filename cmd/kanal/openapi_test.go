@@ -587,6 +587,7 @@ func cityDay() []dayPart {
 		{"vault", TestVaultSession},
 		{"account export and erasure", TestAccountExportDeleteCLI},
 		{"form templates adopted across deployments", TestFormsAdoptionCLI},
+		{"a form and its case", TestFormsSession},
 		{"the rest of the API", apiCorners},
 	}
 }

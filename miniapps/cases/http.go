@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/kanal-server/kanal/internal/web"
 )
@@ -76,6 +77,12 @@ func problem(err error) *web.Problem {
 		return p
 	}
 	detail := web.Detail(err)
+	// The detail says why; the problem's type and title say what.
+	for _, e := range []error{ErrInvalid, ErrNotFound, ErrForbidden, ErrConflict} {
+		if errors.Is(err, e) {
+			detail = strings.TrimPrefix(detail, e.Error()+": ")
+		}
+	}
 	switch {
 	case errors.Is(err, ErrInvalid):
 		return web.Errorf(http.StatusUnprocessableEntity, web.TypeValidation, "Invalid request", "%s", detail)
