@@ -51,7 +51,9 @@ citizen fills it with 'kanal form fill'.`,
 					return nil
 				})
 			},
-			run: func(ctx context.Context, c *cli, o *opts, args []string) error { return formRequest(ctx, c, o, &fo, args[0], args[1]) },
+			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
+				return formRequest(ctx, c, o, &fo, args[0], args[1])
+			},
 		},
 		{
 			name: "form fill", args: "<request|org> [--template ID]", nargs: 1,
@@ -73,7 +75,9 @@ payment request when submitted: pay it with 'kanal pay checkout'.`,
 				fs.StringVar(&fo.answers, "answers", "", "take the answers from this JSON `file` instead of asking")
 				fs.StringVar(&fo.lang, "lang", "de", "show labels in `de` or en (errors are shown in both)")
 			},
-			run: func(ctx context.Context, c *cli, o *opts, args []string) error { return formFill(ctx, c, o, &fo, args[0]) },
+			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
+				return formFill(ctx, c, o, &fo, args[0])
+			},
 		},
 	}
 }
