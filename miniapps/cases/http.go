@@ -13,7 +13,7 @@ import (
 // Problem types of the cases API.
 var (
 	TypeUnknownForm      = web.NewType("unknown-form")
-	TypeFormWithdrawn    = web.NewType("form-withdrawn")
+	TypeFormWithdrawn    = web.NewType("template-withdrawn") // as the catalogue says it
 	TypeTemplateMismatch = web.NewType("template-mismatch")
 	TypeInvalidStatus    = web.NewType("invalid-status-change")
 	TypeTooManyCases     = web.NewType("too-many-cases")
@@ -93,7 +93,7 @@ func problem(err error) *web.Problem {
 	case errors.Is(err, ErrUnknownTemplate):
 		return web.Errorf(http.StatusUnprocessableEntity, TypeUnknownForm, "Unknown form", "%s", detail)
 	case errors.Is(err, ErrWithdrawn):
-		return web.Errorf(http.StatusGone, TypeFormWithdrawn, "Form withdrawn", "%s", detail)
+		return web.Errorf(http.StatusGone, TypeFormWithdrawn, "Template withdrawn", "%s", detail)
 	case errors.Is(err, ErrTemplateMismatch):
 		return web.Errorf(http.StatusUnprocessableEntity, TypeTemplateMismatch, "Template does not match", "%s", detail)
 	case errors.Is(err, ErrTransition):
