@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"mime"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,8 +24,16 @@ import (
 // templateOpts are the flags of the form template commands.
 type templateOpts struct {
 	org, out, dir, ca, parent, id string
+	answers, key                  string
+	attach                        attachList
 	withdrawn                     bool
 }
+
+// attachList collects repeated --attach NAME=FILE[:MEDIA/TYPE] flags.
+type attachList []string
+
+func (l *attachList) String() string     { return strings.Join(*l, ",") }
+func (l *attachList) Set(s string) error { *l = append(*l, s); return nil }
 
 // adoption is the file 'kanal form import' writes for each template it
 // verified: the signed template and the CA certificate it chains to, what
@@ -114,6 +123,29 @@ for 'kanal form publish --parent'). Exit status 0 means everything verifies.`,
 				fs.StringVar(&to.dir, "dir", ".", "write the templates into this `directory`")
 			},
 			run: func(ctx context.Context, c *cli, o *opts, args []string) error { return formImport(c, &to, args[0]) },
+		},
+		{
+			name: "form handoff", args: "<template> --answers answers.json [--attach NAME=FILE[:TYPE]]… --key system.jwk --ca system-ca.pem [--dir DIR]", nargs: 1,
+			summary: "encrypt a submission for the office's specialist system in FIT-Connect's format",
+			help: `Checks the decrypted answers and attachments of a submission against the
+template (a file, or ID@VERSION from the catalogue, verified), then
+encrypts the data, each attachment and the FIT-Connect metadata record
+(metadata schema 1.2.0, with the SHA-512 of the data and of every
+attachment) as compact JWE (RSA-OAEP-256, A256GCM) to the specialist
+system's key. The key is a JWK with an x5c certificate chain, accepted
+only if the chain verifies against the CA certificate the operator
+configured for specialist systems (--ca). Writes handoff.json (all parts)
+and one .jwe file per part into --dir. Nothing leaves this device.`,
+			flags: func(fs *flag.FlagSet, o *opts) {
+				fs.StringVar(&to.answers, "answers", "", "the submission's answers, a JSON `file`")
+				fs.Var(&to.attach, "attach", "an attachment NAME=FILE[:media/type] (repeat)")
+				fs.StringVar(&to.key, "key", "", "the specialist system's public key, a JWK `file` with x5c")
+				fs.StringVar(&to.ca, "ca", "", "the CA certificate `file` (PEM) the operator configured for specialist systems")
+				fs.StringVar(&to.dir, "dir", "handoff", "write the encrypted parts into this `directory`")
+			},
+			run: func(ctx context.Context, c *cli, o *opts, args []string) error {
+				return formHandoff(ctx, c, o, &to, args[0])
+			},
 		},
 		{
 			name: "form diff", args: "<A> [<B>]", nargs: -1,
@@ -566,5 +598,78 @@ func formDiff(ctx context.Context, c *cli, o *opts, args []string) error {
 	if len(changes) == 0 {
 		fmt.Fprintln(c.stdout, "No changes.")
 	}
+	return nil
+}
+
+func formHandoff(ctx context.Context, c *cli, o *opts, to *templateOpts, ref string) error {
+	if to.answers == "" || to.key == "" || to.ca == "" {
+		return &usageError{cmd: "form handoff", msg: "give --answers, --key and --ca"}
+	}
+	t, _, err := loadForDiff(ctx, c, o, ref)
+	if err != nil {
+		return err
+	}
+	caC, err := readCert(to.ca)
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(caC)
+	jwk, err := readInput(c, to.key, 64<<10)
+	if err != nil {
+		return err
+	}
+	key, err := forms.ParseHandoffKey(jwk, roots, c.now())
+	if err != nil {
+		return err
+	}
+	answers, err := readInput(c, to.answers, forms.MaxAnswers)
+	if err != nil {
+		return err
+	}
+	var files []forms.HandoffFile
+	for _, a := range to.attach {
+		name, rest, ok := strings.Cut(a, "=")
+		if !ok {
+			return &usageError{cmd: "form handoff", msg: "--attach is NAME=FILE[:media/type]"}
+		}
+		path, mt, _ := strings.Cut(rest, ":")
+		if mt == "" {
+			mt = mime.TypeByExtension(strings.ToLower(filepath.Ext(path)))
+			mt, _, _ = strings.Cut(mt, ";")
+		}
+		content, err := readInput(c, path, forms.MaxAttachmentBytes)
+		if err != nil {
+			return err
+		}
+		files = append(files, forms.HandoffFile{Name: name, Filename: filepath.Base(path), MediaType: mt, Content: content})
+	}
+	h, err := t.Handoff(key, answers, files, nil)
+	if err != nil {
+		var ae *forms.AnswerErrors
+		if errors.As(err, &ae) {
+			for _, fe := range ae.Fields {
+				fmt.Fprintf(c.stderr, "  %s: %s / %s\n", fe.Field, fe.DE, fe.EN)
+			}
+		}
+		return err
+	}
+	if err := os.MkdirAll(to.dir, 0o700); err != nil {
+		return err
+	}
+	if err := writeJSONFile(filepath.Join(to.dir, "handoff.json"), h); err != nil {
+		return err
+	}
+	parts := map[string]string{"metadata.jwe": h.Metadata, "data.jwe": h.Data}
+	for _, a := range h.Attachments {
+		parts[a.AttachmentID+".jwe"] = a.JWE
+	}
+	for name, jwe := range parts {
+		if err := os.WriteFile(filepath.Join(to.dir, name), []byte(jwe), 0o600); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(c.stdout, "Encrypted %s %s for key %s (%s): data, metadata and %d attachments in %s (FIT-Connect metadata schema 1.2.0)\n",
+		t.ID, t.Version, key.KID, key.Cert.Subject.CommonName, len(h.Attachments), to.dir)
 	return nil
 }
