@@ -44,6 +44,19 @@ type verifying struct {
 	h    hash.Hash
 	want string
 	left int64
+	err  error // the refusal returned, if any: a store's client may not wrap it
+	done bool  // the end was reached and the hash matched
+}
+
+// check reads what a store's client left unread (a client that stops at
+// the size it was given never sees the end) and returns the verdict.
+func (v *verifying) check() error {
+	if !v.done && v.err == nil {
+		if _, err := io.Copy(io.Discard, v); err != nil && v.err == nil {
+			return err
+		}
+	}
+	return v.err
 }
 
 func newVerifying(r io.Reader, hash string, size int64) *verifying {
@@ -55,15 +68,19 @@ func (v *verifying) Read(p []byte) (int, error) {
 	v.h.Write(p[:n])
 	v.left -= int64(n)
 	if v.left < 0 {
-		return n, fmt.Errorf("vault: blob longer than its size: %w", ErrHashMismatch)
+		v.err = fmt.Errorf("vault: blob longer than its size: %w", ErrHashMismatch)
+		return n, v.err
 	}
 	if err == io.EOF {
 		if v.left != 0 {
-			return n, fmt.Errorf("vault: blob shorter than its size: %w", io.ErrUnexpectedEOF)
+			v.err = fmt.Errorf("vault: blob shorter than its size: %w", io.ErrUnexpectedEOF)
+			return n, v.err
 		}
 		if hex.EncodeToString(v.h.Sum(nil)) != v.want {
-			return n, fmt.Errorf("vault: blob: %w", ErrHashMismatch)
+			v.err = fmt.Errorf("vault: blob: %w", ErrHashMismatch)
+			return n, v.err
 		}
+		v.done = true
 	}
 	return n, err
 }
@@ -101,7 +118,11 @@ func (d *DirBlobs) Put(ctx context.Context, hash string, size int64, r io.Reader
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // after the rename, a no-op
-	_, err = io.Copy(f, newVerifying(r, hash, size))
+	v := newVerifying(r, hash, size)
+	_, err = io.Copy(f, v)
+	if err == nil {
+		err = v.check()
+	}
 	if err == nil {
 		err = f.Sync()
 	}

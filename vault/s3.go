@@ -89,12 +89,17 @@ func (s *S3Blobs) Put(ctx context.Context, hash string, size int64, r io.Reader)
 	}
 	v := newVerifying(r, hash, size)
 	_, err = s.c.PutObject(ctx, s.bucket, name, v, size, minio.PutObjectOptions{ContentType: "application/octet-stream"})
+	if err == nil && v.check() != nil {
+		// The client stopped reading at the size it was given: the
+		// bytes after it, or a wrong hash, are found here.
+		err = v.err
+	}
 	if err != nil {
 		// The reader fails at its end when the bytes do not match: the
 		// upload is aborted. Should a store have kept it anyway, it goes.
-		if errors.Is(err, ErrHashMismatch) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if v.err != nil {
 			_ = s.c.RemoveObject(context.WithoutCancel(ctx), s.bucket, name, minio.RemoveObjectOptions{})
-			return err
+			return v.err
 		}
 		return fmt.Errorf("vault: S3 put: %w", err)
 	}
