@@ -11,8 +11,8 @@ import (
 	"encoding/hex"
 	"time"
 
+	"github.com/kanal-server/kanal/identity/oidc"
 	"github.com/kanal-server/kanal/internal/web"
-
 	"github.com/kanal-server/kanal/keys/transparency"
 )
 
@@ -95,6 +95,12 @@ var (
 	TypeNotConfigured      = web.NewType("not-configured")    // e.g. eID (level high) without a provider
 	TypeDeviceExpired      = web.NewType("device-expired")    // the device certificate has expired: enrol the device anew
 	TypeInvalidKeyProof    = web.NewType("invalid-key-proof") // a renewal without a valid signature by the device's current key
+	TypeEIDState           = web.NewType("eid-state")         // a callback whose state matches no eID login in progress
+	TypeEIDPending         = web.NewType("eid-pending")       // the browser has not come back from the eID provider yet
+	TypeEIDRejected        = web.NewType("eid-rejected")      // the provider's ID token failed a check (iss, aud, nonce, exp, signature)
+	TypeEIDLevel           = web.NewType("eid-level")         // the eID login's acr is below the level asked for
+	TypeEIDUnreachable     = web.NewType("eid-unreachable")   // the eID provider could not be reached
+	TypeEIDBound           = web.NewType("eid-bound")         // the identity is linked to another account, or the account to another identity
 	// Also used: web.TypeInvalidJSON, web.TypeTooLarge, web.TypeValidation,
 	// web.TypeNotFound, web.TypeForbidden, web.TypeRateLimited (with
 	// Retry-After), web.TypeInsufficientLevel, web.TypeConflict.
@@ -205,6 +211,7 @@ const (
 	ChallengeLogin   = "login"
 	ChallengeRenew   = "renew"
 	ChallengeApprove = "approve"
+	ChallengeEID     = "eid"
 )
 
 // ChallengeResponse is single use, valid ChallengeLifetime, bound to the
@@ -293,10 +300,15 @@ func ApproveMessage(challengeID, approverID, nonce string, csrDER []byte) []byte
 
 // GET /v1/me (session).
 type MeResponse struct {
-	AccountID     string         `json:"account_id"`
-	Email         string         `json:"email"`
-	DeviceID      string         `json:"device_id"`
-	Level         string         `json:"level"` // of the session
+	AccountID string `json:"account_id"`
+	Email     string `json:"email"`
+	DeviceID  string `json:"device_id"`
+	Level     string `json:"level"` // of the session
+	// Proofing says what stands behind Level (docs/levels.md): "e-mail",
+	// "device-bound, not identity-proofed" or "eID (identity-proofed)".
+	Proofing string `json:"proofing"`
+	// EIDLinked: a proven identity is bound to the account.
+	EIDLinked     bool           `json:"eid_linked"`
 	Organisations []MyMembership `json:"organisations"`
 }
 
@@ -414,9 +426,59 @@ type DirectoryCA struct {
 	Intermediates []string `json:"intermediates,omitempty"` // PEM issuing intermediates, current first
 }
 
-// POST /v1/eid/verify (session). Reserved for level high; answers 501
-// not-configured until an eID provider is configured.
-type EIDRequest struct {
-	Provider  string `json:"provider"`
-	Assertion string `json:"assertion"`
+// POST /v1/eid/start (substantial session): begin an eID login for the
+// session's device. SealKey is a fresh HPKE public key of the device
+// (base64 standard, KEM MLKEM768-X25519, RFC 9180 serialisation): the
+// attributes the provider releases are sealed to it at the callback
+// (docs/levels.md). Level is "high" (the default) or "substantial".
+type EIDStartRequest struct {
+	SealKey string `json:"seal_key"`
+	Level   string `json:"level,omitempty"`
 }
+
+// EIDStartResponse: the citizen opens URL in a browser; the provider sends
+// the browser back to GET /v1/eid/callback, and the device then finishes
+// with POST /v1/eid/complete naming FlowID.
+type EIDStartResponse struct {
+	FlowID    string    `json:"flow_id"`
+	URL       string    `json:"url"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// POST /v1/eid/complete (session): the device that started the login
+// proves possession of its key over a challenge of purpose "eid"
+// (EIDMessage). While the browser has not come back it answers 409
+// eid-pending and consumes nothing.
+type EIDCompleteRequest struct {
+	FlowID      string `json:"flow_id"`
+	ChallengeID string `json:"challenge_id"`
+	Signature   string `json:"signature"`
+}
+
+// EIDCompleteResponse: the session's level is now Level. Attributes is the
+// HPKE ciphertext (base64 standard; info "kanal eid attributes v1\n" +
+// flow id) of the JSON EIDAttributes, sealed to the start's SealKey.
+type EIDCompleteResponse struct {
+	Level      string `json:"level"`
+	ACR        string `json:"acr"`
+	Attributes string `json:"attributes"`
+}
+
+// EIDAttributes are the verified attributes an eID provider released. The
+// server holds them only in memory during the callback; devices get them
+// sealed to their key.
+type EIDAttributes = oidc.Attributes
+
+// EIDMessagePrefix starts every device proof that finishes an eID login.
+const EIDMessagePrefix = "kanal eid v1\n"
+
+// EIDMessage returns the exact bytes the device signs to finish an eID
+// login:
+//
+//	"kanal eid v1\n" + challenge_id + "\n" + device_id + "\n" + nonce + "\n" + flow_id
+func EIDMessage(challengeID, deviceID, nonce, flowID string) []byte {
+	return []byte(EIDMessagePrefix + challengeID + "\n" + deviceID + "\n" + nonce + "\n" + flowID)
+}
+
+// EIDAttributesInfo is the HPKE info of the sealed attributes of flowID.
+func EIDAttributesInfo(flowID string) []byte { return []byte("kanal eid attributes v1\n" + flowID) }

@@ -98,7 +98,13 @@ func TestAuthorizationTable(t *testing.T) {
 			// Logout: only unauthorised callers are tried here (TestFullFlow logs out).
 			{"DELETE /v1/sessions/current", "DELETE", "/v1/sessions/current", nil, map[string]int{"anonymous": 401, "revoked": 401, "operator": 401}},
 			{"GET /v1/me", "GET", "/v1/me", nil, sessions(200, nil)},
-			{"POST /v1/eid/verify", "POST", "/v1/eid/verify", func(string) any { return EIDRequest{Assertion: "x"} }, sessions(501, nil)},
+			// Without an eID provider (eid_attack_test.go runs one).
+			{"POST /v1/eid/start", "POST", "/v1/eid/start", func(string) any { return EIDStartRequest{SealKey: "AAAA"} }, sessions(501, map[string]int{"low": 403})},
+			{"GET /v1/eid/callback", "GET", "/v1/eid/callback?state=x&code=y", nil, all(501)},
+			{"POST /v1/eid/complete", "POST", "/v1/eid/complete", func(string) any {
+				return EIDCompleteRequest{FlowID: "eid_x", ChallengeID: "chl_x", Signature: "AAAA"}
+			}, sessions(501, nil)},
+			{"DELETE /v1/eid/link", "DELETE", "/v1/eid/link", nil, sessions(501, map[string]int{"low": 403})},
 			{"POST /v1/admin/orgs", "POST", "/v1/admin/orgs", func(string) any { return CreateOrgRequest{Name: "Rat", Kind: KindCouncil} }, operatorOnly(201)},
 			{"POST /v1/admin/orgs/{id}/verify", "POST", "/v1/admin/orgs/" + org + "/verify", nil, operatorOnly(200)},
 			{"GET /v1/admin/audit", "GET", "/v1/admin/audit", nil, operatorOnly(200)},

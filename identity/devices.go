@@ -325,16 +325,18 @@ func (s *Service) handleRenew(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	// The level is what this request proved, never what the account could
-	// prove: a session's level (high is not yet written into device
-	// certificates), or substantial with the password checked here.
-	level := min(p.Level, ca.LevelSubstantial)
+	// prove: the session's level (high only after a fresh eID login with
+	// this device's proof), or substantial with the password checked here.
+	level := p.Level
 	if req.Password != "" {
 		if err := s.checkPassword(ctx, w, now, account, password, req.Password, "addr:"+s.clientAddr(r)); err != nil {
 			return err
 		}
-		level = ca.LevelSubstantial
+		level = max(level, ca.LevelSubstantial)
 	}
-	level = min(level, certLevel(password))
+	if level < ca.LevelHigh {
+		level = min(level, certLevel(password))
+	}
 	cert, err := s.issueDevice(csr, account, deviceID, level)
 	if err != nil {
 		return err

@@ -50,6 +50,12 @@ const (
 
 	// SessionLifetime and RefreshLifetime bound the two bearer tokens.
 	SessionLifetime = time.Hour
+
+	// EIDFlowLifetime bounds an eID login from start to callback, and
+	// EIDFreshness how long after the callback the device may finish it:
+	// level high comes from a fresh eID login, not one of yesterday.
+	EIDFlowLifetime = 10 * time.Minute
+	EIDFreshness    = 10 * time.Minute
 	RefreshLifetime = 30 * 24 * time.Hour
 
 	// Login throttling: after FreeFailures failed logins for an account (or

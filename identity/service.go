@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/identity/oidc"
 	"github.com/kanal-server/kanal/identity/translog"
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/web"
@@ -31,11 +32,15 @@ func Migrations() db.Migrations { return db.Embedded("identity", migrationFiles)
 // device's prekeys). An error aborts the revocation.
 type RevocationHook func(ctx context.Context, tx *sql.Tx, deviceID string) error
 
-// EIDVerifier checks an assertion from an external eID provider (BundID,
-// the nPA through an OIDC bridge) and returns the stable subject it names.
-// It is the extension point for level high; see docs/api-identity.md.
-type EIDVerifier interface {
-	Verify(ctx context.Context, assertion string) (subject string, err error)
+// EIDProvider is the deployment's eID provider as identity uses it:
+// identity/oidc implements it as an OpenID Connect relying party.
+type EIDProvider interface {
+	// AuthCodeURL returns the URL the citizen opens to log in at level
+	// or above; state, nonce and the PKCE verifier are identity's.
+	AuthCodeURL(ctx context.Context, level ca.Level, state, nonce, verifier string) (string, error)
+	// Exchange redeems the code and returns the checked claims of the ID
+	// token, whose acr proves at least level.
+	Exchange(ctx context.Context, level ca.Level, code, verifier, nonce string) (oidc.Claims, error)
 }
 
 // Options configures a Service. DB, CA, Mailer and Secret are required.
@@ -69,8 +74,9 @@ type Options struct {
 	// default of limits.go).
 	SignupLimits SignupLimits
 
-	// EID enables POST /v1/eid/verify; nil answers 501 not-configured.
-	EID EIDVerifier
+	// EID enables the eID routes (/v1/eid/…) and so level high; nil
+	// answers 501 not-configured.
+	EID EIDProvider
 
 	RevocationHooks []RevocationHook
 
@@ -92,7 +98,8 @@ type Service struct {
 	proxy    bool
 	signups  SignupLimits
 	argon    Argon2Params
-	eid      EIDVerifier
+	eid      EIDProvider
+	eidKey   []byte // HMAC key of eID subjects and of the flows' PKCE verifiers and nonces
 	codeKey  []byte // HMAC key of sign-up codes
 	sealKey  []byte // AES key of organisation authority keys
 	legacy   []byte // nil, or the AES key organisation keys were sealed under before the secret
@@ -145,6 +152,9 @@ func New(o Options) (*Service, error) {
 	}
 	var err error
 	if s.codeKey, err = deriveKey(o.Secret, "secret: signup code v2"); err != nil {
+		return nil, err
+	}
+	if s.eidKey, err = deriveKey(o.Secret, "secret: eid subject v1"); err != nil {
 		return nil, err
 	}
 	if s.sealKey, err = deriveKey(o.Secret, "secret: organisation key seal v2"); err != nil {
@@ -226,6 +236,7 @@ const (
 	AuthSetupOrSession  = "setup token or session"
 	AuthSetupOrSubst    = "setup token (first device) or substantial session"
 	AuthSession         = "session"
+	AuthSubstantial     = "substantial session"
 	AuthOperator        = "operator"
 	AuthOperatorOrOwner = "operator or substantial session of an org owner/admin"
 )
@@ -250,7 +261,10 @@ func (s *Service) routes() []route {
 		{"POST /v1/sessions/refresh", AuthNone, s.handleRefresh},
 		{"DELETE /v1/sessions/current", AuthSession, s.handleLogout},
 		{"GET /v1/me", AuthSession, s.handleMe},
-		{"POST /v1/eid/verify", AuthSession, s.handleEID},
+		{"POST /v1/eid/start", AuthSubstantial, s.handleEIDStart},
+		{"GET /v1/eid/callback", AuthNone, s.handleEIDCallback},
+		{"POST /v1/eid/complete", AuthSession, s.handleEIDComplete},
+		{"DELETE /v1/eid/link", AuthSubstantial, s.handleEIDUnlink},
 		{"POST /v1/admin/orgs", AuthOperator, s.handleCreateOrg},
 		{"POST /v1/admin/orgs/{id}/verify", AuthOperator, s.handleVerifyOrg},
 		{"GET /v1/admin/audit", AuthOperator, s.handleAudit},
@@ -286,6 +300,8 @@ func (s *Service) Register(mux *http.ServeMux) {
 			h = s.authenticate(h, acceptSetup|acceptSession, ca.LevelLow)
 		case AuthSession:
 			h = s.authenticate(h, acceptSession, ca.LevelLow)
+		case AuthSubstantial:
+			h = s.authenticate(h, acceptSession, ca.LevelSubstantial)
 		case AuthOperator:
 			h = s.authenticate(h, acceptOperator, ca.LevelLow)
 		case AuthOperatorOrOwner:

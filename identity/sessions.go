@@ -37,9 +37,9 @@ func (s *Service) handleChallenge(w http.ResponseWriter, r *http.Request) error 
 	switch purpose {
 	case "":
 		purpose = ChallengeLogin
-	case ChallengeLogin, ChallengeRenew, ChallengeApprove, ChallengeExport, ChallengeErase:
+	case ChallengeLogin, ChallengeRenew, ChallengeApprove, ChallengeExport, ChallengeErase, ChallengeEID:
 	default:
-		return validationf("purpose must be %q, %q, %q, %q or %q", ChallengeLogin, ChallengeRenew, ChallengeApprove, ChallengeExport, ChallengeErase)
+		return validationf("purpose must be %q, %q, %q, %q, %q or %q", ChallengeLogin, ChallengeRenew, ChallengeApprove, ChallengeExport, ChallengeErase, ChallengeEID)
 	}
 	ctx := r.Context()
 	var revoked sql.NullInt64
@@ -437,8 +437,12 @@ func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) error {
 func (s *Service) handleMe(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	p, _ := FromContext(ctx)
-	out := MeResponse{AccountID: p.AccountID, DeviceID: p.DeviceID, Level: p.Level.String(), Organisations: []MyMembership{}}
+	out := MeResponse{AccountID: p.AccountID, DeviceID: p.DeviceID, Level: p.Level.String(), Proofing: Proofing(p.Level), Organisations: []MyMembership{}}
 	if err := s.db.QueryRow(ctx, `SELECT email FROM identity_accounts WHERE id = $1`, p.AccountID).Scan(&out.Email); err != nil {
+		return err
+	}
+	var err error
+	if out.EIDLinked, err = s.eidLinked(ctx, p.AccountID); err != nil {
 		return err
 	}
 	rows, err := s.db.Query(ctx, `SELECT o.id, o.name, m.role FROM identity_members m JOIN identity_orgs o ON o.id = m.org_id
@@ -458,30 +462,6 @@ func (s *Service) handleMe(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	web.WriteJSON(w, http.StatusOK, out)
-	return nil
-}
-
-// handleEID is the extension point for level high. Without a configured
-// EIDVerifier it says so; with one, a verified assertion raises the
-// current session to high.
-func (s *Service) handleEID(w http.ResponseWriter, r *http.Request) error {
-	if s.eid == nil {
-		return web.Errorf(http.StatusNotImplemented, TypeNotConfigured, "eID not configured",
-			"this deployment has no eID provider (BundID / nPA); level high is not available")
-	}
-	var req EIDRequest
-	if err := web.DecodeJSON(w, r, &req, 64<<10); err != nil {
-		return err
-	}
-	ctx := r.Context()
-	if _, err := s.eid.Verify(ctx, req.Assertion); err != nil {
-		return web.Errorf(http.StatusUnauthorized, TypeInvalidCredentials, "eID assertion rejected", "the eID provider's assertion did not verify")
-	}
-	c := callerFrom(ctx)
-	if _, err := s.db.Exec(ctx, `UPDATE identity_sessions SET level = $1 WHERE token_hash = $2`, int(ca.LevelHigh), c.sessionHash); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 

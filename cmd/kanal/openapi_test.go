@@ -498,7 +498,11 @@ func apiCorners(t *testing.T) {
 	do(call{"GET", "/v1/directory/accounts/" + d.AccountID + "/devices", tok, "", "", 200})
 	do(call{"GET", "/v1/directory/orgs/" + o.OrgID + "/crl", "", "", "", 200})
 	do(call{"POST", "/v1/directory/orgs/" + o.OrgID + "/ocsp", "", "application/ocsp-request", "not ocsp", 400})
-	do(call{"POST", "/v1/eid/verify", tok, "application/json", `{"provider":"bund","assertion":"x"}`, 501})
+	// Without an eID provider (cmd/kanal's eID test runs one).
+	do(call{"POST", "/v1/eid/start", tok, "application/json", `{"seal_key":"AAAA"}`, 501})
+	do(call{"GET", "/v1/eid/callback?state=x&code=y", "", "", "", 501})
+	do(call{"POST", "/v1/eid/complete", tok, "application/json", `{"flow_id":"eid_x","challenge_id":"chl_x","signature":"AAAA"}`, 501})
+	do(call{"DELETE", "/v1/eid/link", tok, "", "", 501})
 	do(call{"GET", "/v1/me", "", "", "", 401})
 	do(call{"POST", "/v1/signup", "", "application/json", `{"email":"x@example.org","extra":1}`, 400})
 

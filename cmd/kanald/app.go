@@ -83,9 +83,17 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	if err != nil {
 		return nil, &settingError{"KANAL_LOG_KEY_FILE", err}
 	}
-	a.ident, err = identity.New(identity.Options{DB: d, CA: authority, Mailer: mailer, Logger: log, TrustProxy: cfg.TrustProxy, Log: a.tlog,
+	eid, err := cfg.EID.relyingParty()
+	if err != nil {
+		return nil, err
+	}
+	opts := identity.Options{DB: d, CA: authority, Mailer: mailer, Logger: log, TrustProxy: cfg.TrustProxy, Log: a.tlog,
 		Secret: keys.secret, LegacySecret: keys.legacy,
-		SignupLimits: identity.SignupLimits{PerClient: cfg.SignupClientLimit, Global: cfg.SignupLimit}})
+		SignupLimits: identity.SignupLimits{PerClient: cfg.SignupClientLimit, Global: cfg.SignupLimit}}
+	if eid != nil {
+		opts.EID = eid
+	}
+	a.ident, err = identity.New(opts)
 	if err != nil {
 		return nil, err
 	}

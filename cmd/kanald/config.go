@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/mail"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -65,6 +66,8 @@ type config struct {
 	PushSubject string        // empty: mailto: the MailFrom address
 	PushCAFile  string
 	PushWorkers int // pushes in flight at once on this node
+
+	EID eidConfig // the eID provider (level high); Issuer empty: none
 }
 
 // setting describes one configuration value for flags, env and the README.
@@ -130,8 +133,8 @@ func (e *settingError) Unwrap() error { return e.err }
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("kanald", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	vals := make(map[string]*string, len(settings))
-	for _, s := range settings {
+	vals := make(map[string]*string, len(settings)+len(eidSettings))
+	for _, s := range append(slices.Clone(settings), eidSettings...) {
 		def := s.def
 		if v := getenv(s.env); v != "" {
 			def = v
@@ -246,6 +249,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 			}
 			return nil, &settingError{env, err}
 		}
+	}
+	if c.EID, err = parseEIDConfig(vals); err != nil {
+		return nil, err
 	}
 	if c.DataDir == "" {
 		return nil, &settingError{"KANAL_DATA_DIR", errors.New("must not be empty")}

@@ -58,6 +58,15 @@ func TestConfigRejectsBadSettings(t *testing.T) {
 		{map[string]string{"KANAL_LOG_WITNESS_QUORUM": "-1"}, "KANAL_LOG_WITNESS_QUORUM"},
 		{map[string]string{"KANAL_PPROF_ADDR": "6060"}, "KANAL_PPROF_ADDR"},
 		{map[string]string{"KANAL_DATA_DIR": ""}, ""},
+		{map[string]string{"KANAL_EID_CLIENT_ID": "kanal"}, "KANAL_EID_ISSUER"},
+		{map[string]string{"KANAL_EID_ISSUER": "http://eid.example", "KANAL_EID_CLIENT_ID": "kanal", "KANAL_EID_CLIENT_SECRET_FILE": "/dev/null",
+			"KANAL_EID_REDIRECT_URL": "https://kanal.example/v1/eid/callback"}, "KANAL_EID_ISSUER"},
+		{map[string]string{"KANAL_EID_ISSUER": "https://eid.example", "KANAL_EID_CLIENT_ID": "kanal",
+			"KANAL_EID_REDIRECT_URL": "https://kanal.example/v1/eid/callback"}, "KANAL_EID_CLIENT_SECRET_FILE"},
+		{map[string]string{"KANAL_EID_ISSUER": "https://eid.example", "KANAL_EID_CLIENT_ID": "kanal", "KANAL_EID_CLIENT_SECRET_FILE": "/nonexistent/secret",
+			"KANAL_EID_REDIRECT_URL": "https://kanal.example/v1/eid/callback"}, "KANAL_EID_CLIENT_SECRET_FILE"},
+		{map[string]string{"KANAL_EID_ISSUER": "https://eid.example", "KANAL_EID_CLIENT_ID": "kanal", "KANAL_EID_CLIENT_SECRET_FILE": "/etc/hostname",
+			"KANAL_EID_REDIRECT_URL": "https://kanal.example/v1/eid/callback"}, "KANAL_EID_CLIENT_SECRET_FILE"},
 	}
 	for _, c := range cases {
 		_, err := parseConfig(nil, envOf(c.env), io.Discard)
