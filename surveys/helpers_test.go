@@ -117,17 +117,20 @@ type env struct {
 	dir  *directory
 	org  *member // the council's organiser
 	seal []byte  // the service's SealKey
+	// persons maps accounts to their proven identity (Options.Persons).
+	persons map[string]string
 }
 
 func newEnv(t testing.TB, d *db.DB) *env {
 	t.Helper()
 	p := newPKI(t)
-	e := &env{d: d, p: p, clk: &clock{t: p.t0}, dir: &directory{}}
+	e := &env{d: d, p: p, clk: &clock{t: p.t0}, dir: &directory{}, persons: map[string]string{}}
 	e.org = p.member(t, "acc_organiser", "organiser", p.org)
 	e.dir.set(councilID, e.org.AccountID, "organiser")
 	seal := make([]byte, 32)
 	rand.Read(seal)
 	s, err := New(Options{DB: d, Notary: p.notary, Roots: p.ca.Pool(), Directory: e.dir, Now: e.clk.now, SealKey: seal,
+		Persons: func(_ context.Context, account string) (string, error) { return e.persons[account], nil },
 		Auth: Auth{Require: func(ca.Level, http.Handler) http.Handler { return nil }, Caller: func(context.Context) (Caller, bool) { return Caller{}, false }}})
 	if err != nil {
 		t.Fatal(err)

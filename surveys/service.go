@@ -12,6 +12,7 @@ import (
 	"database/sql"
 	"embed"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,6 +84,11 @@ type Options struct {
 	// HeadLog, if set, puts the board heads the service serves into the
 	// deployment's transparency log (kanald wires identity/translog).
 	HeadLog HeadLog
+	// Persons, if set, names the proven (eID) identity behind an account:
+	// an opaque pseudonym, "" if none. A survey whose audience is level
+	// high gives one token per identity, not per account. Nil: such
+	// surveys give no tokens.
+	Persons func(ctx context.Context, accountID string) (string, error)
 }
 
 // HeadLog is the transparency log as the surveys see it.
@@ -107,6 +113,7 @@ type Service struct {
 	legacy  cipher.AEAD // nil, or what token keys were sealed under before
 
 	headLog HeadLog
+	persons func(ctx context.Context, accountID string) (string, error)
 
 	mu    sync.Mutex
 	cache map[string]*openSurvey // surveys that have opened: immutable
@@ -129,7 +136,7 @@ func New(o Options) (*Service, error) {
 		return nil, fmt.Errorf("surveys: seal key: %w", err)
 	}
 	s := &Service{db: o.DB, notary: o.Notary, roots: o.Roots, auth: o.Auth, dir: o.Directory, convs: o.Conversations,
-		log: o.Logger, now: o.Now, seal: seal, cache: map[string]*openSurvey{}, headLog: o.HeadLog}
+		log: o.Logger, now: o.Now, seal: seal, cache: map[string]*openSurvey{}, headLog: o.HeadLog, persons: o.Persons}
 	if o.LegacySealKey != nil {
 		if len(o.LegacySealKey) != 32 {
 			return nil, errors.New("surveys: LegacySealKey must be 32 bytes")
@@ -529,7 +536,8 @@ func (s *Service) openFor(ctx context.Context, id string) (*row, *openSurvey, er
 }
 
 // IssueToken blind-signs an eligible account's one token request for an
-// open anonymous survey. The account is recorded with a hash of its
+// open anonymous survey (for an audience of level high, the one request of
+// the proven identity behind the account, whichever of its accounts asks). The account is recorded with a hash of its
 // blinded request, never the token: a retry of the same request (a lost
 // answer) is signed again, any other second request is refused.
 func (s *Service) IssueToken(ctx context.Context, c Caller, id string, blinded []byte) ([]byte, error) {
@@ -546,16 +554,20 @@ func (s *Service) IssueToken(ctx context.Context, c Caller, id string, blinded [
 	if len(blinded) != o.tokenKey.Size() {
 		return nil, invalidf("blinded must be %d bytes", o.tokenKey.Size())
 	}
+	holder, already, err := s.tokenHolder(ctx, o.def, c)
+	if err != nil {
+		return nil, err
+	}
 	sum := sha256.Sum256(blinded)
 	// A second request is refused, and a retry answered, before the
 	// costly signature.
 	var have, haveSig []byte
-	err = s.db.QueryRow(ctx, `SELECT blinded_hash, blind_sig FROM survey_tokens WHERE survey_id = $1 AND account_id = $2`, id, c.AccountID).Scan(&have, &haveSig)
+	err = s.db.QueryRow(ctx, `SELECT blinded_hash, blind_sig FROM survey_tokens WHERE survey_id = $1 AND account_id = $2`, id, holder).Scan(&have, &haveSig)
 	switch {
 	case err == nil && bytes.Equal(have, sum[:]):
 		return haveSig, nil
 	case err == nil:
-		return nil, fmt.Errorf("%w: this account already received its token for this survey", ErrAlreadyIssued)
+		return nil, fmt.Errorf("%w: %s", ErrAlreadyIssued, already)
 	case !errors.Is(err, sql.ErrNoRows):
 		return nil, err
 	}
@@ -568,16 +580,16 @@ func (s *Service) IssueToken(ctx context.Context, c Caller, id string, blinded [
 	}
 	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
 		var have []byte
-		err := tx.QueryRowContext(ctx, `SELECT blinded_hash FROM survey_tokens WHERE survey_id = $1 AND account_id = $2`, id, c.AccountID).Scan(&have)
+		err := tx.QueryRowContext(ctx, `SELECT blinded_hash FROM survey_tokens WHERE survey_id = $1 AND account_id = $2`, id, holder).Scan(&have)
 		switch {
 		case err == nil:
 			if !bytes.Equal(have, sum[:]) {
-				return fmt.Errorf("%w: this account already received its token for this survey", ErrAlreadyIssued)
+				return fmt.Errorf("%w: %s", ErrAlreadyIssued, already)
 			}
 		case errors.Is(err, sql.ErrNoRows):
-			if _, err := tx.ExecContext(ctx, `INSERT INTO survey_tokens (survey_id, account_id, blinded_hash, blind_sig) VALUES ($1, $2, $3, $4)`, id, c.AccountID, sum[:], sig); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO survey_tokens (survey_id, account_id, blinded_hash, blind_sig) VALUES ($1, $2, $3, $4)`, id, holder, sum[:], sig); err != nil {
 				if db.IsUniqueViolation(err) {
-					return fmt.Errorf("%w: this account already received its token for this survey", ErrAlreadyIssued)
+					return fmt.Errorf("%w: %s", ErrAlreadyIssued, already)
 				}
 				return err
 			}
@@ -593,6 +605,28 @@ func (s *Service) IssueToken(ctx context.Context, c Caller, id string, blinded [
 		return nil, err
 	}
 	return sig, nil
+}
+
+// tokenHolder is who a token is recorded for: the account, or for an
+// audience of level high the person, as a pseudonym of this survey —
+// SHA-256("kanal survey person v1\x00" + survey id + "\x00" + identity) —
+// so two accounts of one person share one token and the rows of two
+// surveys do not join. The pseudonym is hex, and so never an account id.
+func (s *Service) tokenHolder(ctx context.Context, d *Definition, c Caller) (holder, already string, err error) {
+	if d.Audience.Kind != AudienceLevel || d.Audience.Level < ca.LevelHigh {
+		return c.AccountID, "this account already received its token for this survey", nil
+	}
+	person := ""
+	if s.persons != nil {
+		if person, err = s.persons(ctx, c.AccountID); err != nil {
+			return "", "", err
+		}
+	}
+	if person == "" {
+		return "", "", fmt.Errorf("%w: this survey is for eID-proven citizens; link your eID first (kanal eid link)", ErrNotEligible)
+	}
+	h := sha256.Sum256([]byte("kanal survey person v1\x00" + d.SurveyID + "\x00" + person))
+	return hex.EncodeToString(h[:]), "this person already received a token for this survey, through this or another of their accounts", nil
 }
 
 // CastAnonymous puts an anonymous ballot on the board: the token must be

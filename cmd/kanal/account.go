@@ -70,7 +70,7 @@ to type the account id; --confirm <account-id> gives it without asking.`,
 		},
 		{
 			name: "whoami", args: "", nargs: 0,
-			summary: "show the account, device and level of the session",
+			summary: "show the account, device, level of the session and whether an eID backs it",
 			run:     whoami,
 		},
 	}
@@ -211,7 +211,7 @@ func logout(ctx context.Context, c *cli, o *opts, _ []string) error {
 }
 
 func whoami(ctx context.Context, c *cli, o *opts, _ []string) error {
-	_, api, err := c.openSession(ctx, o)
+	st, api, err := c.openSession(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -219,12 +219,24 @@ func whoami(ctx context.Context, c *cli, o *opts, _ []string) error {
 	if err != nil {
 		return err
 	}
+	eid := "not linked (kanal eid link)"
+	if me.EIDLinked {
+		eid = "linked"
+		if a := eidAttributes(st); a != nil && a.Name != "" {
+			eid += ", verified name " + oneLine(a.Name)
+		}
+	}
 	// Fixed columns, so that scripts can rely on the layout.
 	line := func(label, value string) { fmt.Fprintf(c.stdout, "%-13s  %s\n", label, value) }
 	line("account", me.AccountID)
 	line("email", me.Email)
 	line("device", me.DeviceID)
-	line("level", me.Level)
+	level := me.Level
+	if me.Proofing != "" {
+		level += " (" + me.Proofing + ")"
+	}
+	line("level", level)
+	line("eid", eid)
 	line("server", api.BaseURL())
 	if len(me.Organisations) == 0 {
 		line("organisations", "-")

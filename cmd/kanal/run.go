@@ -96,6 +96,7 @@ func commands() []*command {
 	cmds = append(cmds, witnessCommands()...)
 	cmds = append(cmds, trustCommands()...)
 	cmds = append(cmds, alertCommands()...)
+	cmds = append(cmds, eidCommands()...)
 	return cmds
 }
 

@@ -27,6 +27,8 @@ func (a *app) mountSurveys(ctx context.Context, mux *http.ServeMux, log *slog.Lo
 		Directory:     orgRoles{a.ident},
 		Conversations: groupMembers{msg},
 		HeadLog:       a.tlog, // the board heads go into the transparency log
+		// A high audience counts people: one token per proven identity.
+		Persons: a.ident.EIDPerson,
 		Auth: surveys.Auth{
 			Require: a.ident.RequireSession,
 			Caller: func(ctx context.Context) (surveys.Caller, bool) {

@@ -335,3 +335,43 @@ func (c *Client) challenge(ctx context.Context, device, purpose string) (*identi
 	}
 	return &ch, nil
 }
+
+// EIDStart begins an eID login (level high) for this client's device.
+// sealKey is the public half of NewEIDSealKey's pair: the attributes the
+// provider releases come back sealed to it.
+func (c *Client) EIDStart(ctx context.Context, sealKey string) (*identity.EIDStartResponse, error) {
+	var out identity.EIDStartResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/eid/start", identity.EIDStartRequest{SealKey: sealKey}, &out, http.StatusCreated); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// EIDComplete finishes eID login flowID with the device's proof: it
+// signs a fresh challenge of purpose eid (identity.EIDMessage) with key.
+// While the browser has not come back the server answers
+// identity.TypeEIDPending; call it again later.
+func (c *Client) EIDComplete(ctx context.Context, deviceID string, key crypto.Signer, flowID string) (*identity.EIDCompleteResponse, error) {
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	ch, err := c.challenge(ctx, deviceID, identity.ChallengeEID)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := signMessage(key, identity.EIDMessage(ch.ChallengeID, deviceID, ch.Nonce, flowID))
+	if err != nil {
+		return nil, fmt.Errorf("sign eID proof: %w", err)
+	}
+	req := identity.EIDCompleteRequest{FlowID: flowID, ChallengeID: ch.ChallengeID, Signature: base64.StdEncoding.EncodeToString(sig)}
+	var out identity.EIDCompleteResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/eid/complete", req, &out, http.StatusOK); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// EIDUnlink removes the account's eID link.
+func (c *Client) EIDUnlink(ctx context.Context) error {
+	return c.do(ctx, http.MethodDelete, "/v1/eid/link", nil, nil, http.StatusNoContent)
+}
