@@ -488,6 +488,9 @@ func (s *Service) eligible(ctx context.Context, d *Definition, c Caller) error {
 	switch d.Audience.Kind {
 	case AudienceLevel:
 		if c.Level < d.Audience.Level {
+			if d.Audience.Level >= ca.LevelHigh {
+				return fmt.Errorf("%w: this survey needs a session of level high, an eID login (kanal eid link)", ErrNotEligible)
+			}
 			return fmt.Errorf("%w: this survey needs a session of level %s", ErrNotEligible, d.Audience.Level)
 		}
 		return nil
