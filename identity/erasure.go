@@ -447,6 +447,9 @@ func (s *Service) EraseAccountTx(ctx context.Context, tx *sql.Tx, account, pseud
 		{`UPDATE identity_memberships SET revoked_at = $2 WHERE account_id = $1 AND revoked_at IS NULL`, []any{account, now}},
 		{`UPDATE identity_memberships SET account_id = $2, cert_pem = '' WHERE account_id = $1`, []any{account, pseudonym}},
 		{`DELETE FROM identity_sessions WHERE account_id = $1`, []any{account}},
+		// The eID link goes: the identity may be linked to a new account.
+		{`DELETE FROM identity_eid_bindings WHERE account_id = $1`, []any{account}},
+		{`DELETE FROM identity_eid_flows WHERE account_id = $1`, []any{account}},
 		{`DELETE FROM identity_refresh_tokens WHERE account_id = $1`, []any{account}},
 		{`DELETE FROM identity_setup_tokens WHERE account_id = $1`, []any{account}},
 		{`DELETE FROM identity_throttle WHERE key = $1`, []any{"account:" + account}},

@@ -131,7 +131,7 @@ func newEnv(t testing.TB, d *db.DB) *env {
 	rand.Read(seal)
 	s, err := New(Options{DB: d, Notary: p.notary, Roots: p.ca.Pool(), Directory: e.dir, Now: e.clk.now, SealKey: seal,
 		Persons: func(_ context.Context, account string) (string, error) { return e.persons[account], nil },
-		Auth: Auth{Require: func(ca.Level, http.Handler) http.Handler { return nil }, Caller: func(context.Context) (Caller, bool) { return Caller{}, false }}})
+		Auth:    Auth{Require: func(ca.Level, http.Handler) http.Handler { return nil }, Caller: func(context.Context) (Caller, bool) { return Caller{}, false }}})
 	if err != nil {
 		t.Fatal(err)
 	}
