@@ -212,4 +212,75 @@ func isOAuth(err error, code string) bool {
 	return errors.As(err, &re) && re.ErrorCode == code
 }
 
-var _ = json.Marshal
+
+// TestLogout is RP-initiated logout: the provider ends the app's tokens
+// for the subject and returns only to a registered URI.
+func TestLogout(t *testing.T) {
+	run(t, func(t *testing.T, w *world) {
+		secret := w.secret("bakery", ScopeOpenID)
+		r := newRP(t, w, "bakery", secret, gooidc.ScopeOpenID, gooidc.ScopeOfflineAccess)
+		tok, _ := r.login(w.consentAndOpen(citizen, "bakery", ScopeOpenID).LaunchToken)
+		raw, _ := tok.Extra("id_token").(string)
+		var disc struct {
+			EndSession string `json:"end_session_endpoint"`
+		}
+		if err := r.provider.Claims(&disc); err != nil {
+			t.Fatal(err)
+		}
+		end := func(redirect string) *http.Response {
+			q := url.Values{"id_token_hint": {raw}, "post_logout_redirect_uri": {redirect}, "state": {"bye"}}
+			resp, err := r.browser.Get(disc.EndSession + "?" + q.Encode())
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp
+		}
+		if resp := end("https://evil.example/bye"); strings.HasPrefix(resp.Header.Get("Location"), "https://evil.example") {
+			t.Fatal("logout returned to a URI not in the manifest")
+		}
+		// The refused logout ended nothing.
+		tok2, err := r.conf.TokenSource(context.Background(), &oauth2.Token{RefreshToken: tok.RefreshToken}).Token()
+		if err != nil {
+			t.Fatalf("refresh after a refused logout: %v", err)
+		}
+		if resp := end(appOrigin + "/callback"); !strings.HasPrefix(resp.Header.Get("Location"), appOrigin+"/callback") {
+			t.Fatalf("logout: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		if _, err := r.conf.TokenSource(context.Background(), &oauth2.Token{RefreshToken: tok2.RefreshToken}).Token(); !isOAuth(err, "invalid_grant") {
+			t.Fatalf("refresh after logout: %v", err)
+		}
+	})
+}
+
+// TestLaunchTokenVerifiesWithJWKS: an app checks a launch token with the
+// published keys alone, no secret shared with kanal; a token with one
+// byte changed does not verify.
+func TestLaunchTokenVerifiesWithJWKS(t *testing.T) {
+	run(t, func(t *testing.T, w *world) {
+		w.secret("bakery", ScopeOpenID)
+		o := w.consentAndOpen(citizen, "bakery", ScopeOpenID)
+		keys := gooidc.NewRemoteKeySet(context.Background(), w.s.issuer+"/keys")
+		payload, err := keys.VerifySignature(context.Background(), o.LaunchToken)
+		if err != nil {
+			t.Fatalf("launch token against the JWKS: %v", err)
+		}
+		var c LaunchClaims
+		if err := json.Unmarshal(payload, &c); err != nil {
+			t.Fatal(err)
+		}
+		if c.Subject != o.Subject || c.Audience != "bakery" || c.Issuer != w.s.issuer || c.Nonce == "" || c.ID == "" ||
+			!strings.HasPrefix(c.Conversation, "cv_") || c.Expiry-c.IssuedAt != int64(LaunchTTL/time.Second) {
+			t.Fatalf("claims: %+v", c)
+		}
+		u, _ := url.Parse(o.URL)
+		if u.Query().Get("launch_token") != o.LaunchToken || !strings.HasPrefix(o.URL, appOrigin+"/launch?") {
+			t.Fatalf("launch URL %s", o.URL)
+		}
+		b := []byte(o.LaunchToken)
+		b[len(b)/2] ^= 0x01
+		if _, err := keys.VerifySignature(context.Background(), string(b)); err == nil {
+			t.Fatal("a changed launch token verified")
+		}
+	})
+}
