@@ -212,7 +212,6 @@ func isOAuth(err error, code string) bool {
 	return errors.As(err, &re) && re.ErrorCode == code
 }
 
-
 // TestLogout is RP-initiated logout: the provider ends the app's tokens
 // for the subject and returns only to a registered URI.
 func TestLogout(t *testing.T) {
