@@ -162,7 +162,7 @@ func (s *chatSession) saveCase(r *caseRecord) error {
 
 // takeCase records what a message says about a case and returns the line
 // to show instead of the summary ("" to keep it).
-func (s *chatSession) takeCase(in *mclient.Incoming) (string, error) {
+func (s *chatSession) takeCase(ctx context.Context, c *cli, o *opts, in *mclient.Incoming) (string, error) {
 	me := s.st.Data.AccountID
 	switch b := in.Message.Body.(type) {
 	case *kind.FormSubmissionBody:
@@ -180,7 +180,7 @@ func (s *chatSession) takeCase(in *mclient.Incoming) (string, error) {
 		r.TemplateID, r.Version, r.Hash, r.Answers, r.Files = b.TemplateID, b.Version, b.TemplateHash, b.Answers, b.Attachments
 		r.Checked, r.Refused, r.Problem = false, nil, ""
 		line := ""
-		if t, err := formTemplate(b.TemplateID, b.Version, b.TemplateHash); err != nil {
+		if t, err := s.formTemplate(ctx, c, o, in.Reply.OrgID, b.TemplateID, b.Version, b.TemplateHash, true); err != nil {
 			r.Problem = err.Error()
 			line = fmt.Sprintf("form submission for case %s REFUSED: %v", b.CaseID, err)
 		} else {
@@ -350,7 +350,7 @@ func showCase(ctx context.Context, c *cli, o *opts, id string) error {
 	if r.SubmissionID != "" {
 		var answers map[string]json.RawMessage
 		json.Unmarshal(r.Answers, &answers)
-		t, terr := formTemplate(r.TemplateID, r.Version, r.Hash)
+		t, terr := s.formTemplate(ctx, c, o, r.Org, r.TemplateID, r.Version, r.Hash, true)
 		var order []string
 		if terr == nil {
 			order = t.Fields()

@@ -6,7 +6,10 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,9 +17,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kanal-server/kanal/identity/keystore"
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
 	"github.com/kanal-server/kanal/internal/kanaldtest"
+	mclient "github.com/kanal-server/kanal/messaging/client"
+	"github.com/kanal-server/kanal/messaging/kind"
+	"github.com/kanal-server/kanal/miniapps/cases"
 	"github.com/kanal-server/kanal/payments"
 )
 
@@ -82,7 +89,11 @@ func TestFormsSession(t *testing.T) {
 			want: []string{"paid to Stadtkasse Musterstadt, DE89370400440532013000"}},
 		{home: "ben", cmd: "kanal case fee-account --org $ORG", env: onB, want: []string{"paid to Stadtkasse Musterstadt, DE89370400440532013000"}},
 		{home: "clara", cmd: "kanal -v case fee-account --org $ORG", exit: 1, want: []string{"urn:kanal:problem:forbidden"}},
-		// Anna sends the form, with the city already filled in.
+		// The office publishes the dog registration as its own form;
+		// Anna sends it to Clara, with the city already filled in. A form
+		// the office has not published cannot be sent.
+		{home: "anna", cmd: "kanal form publish builtin:hundeanmeldung --org $ORG", want: []string{"Published hundeanmeldung 1.0.0"}},
+		{home: "anna", cmd: "kanal form request --org $ORG $CLARA sperrmuell", exit: 1, want: []string{"sperrmuell"}, not: []string{"Sent form"}},
 		{home: "anna", cmd: "kanal form request --org $ORG $CLARA hundeanmeldung --prefill city=Musterstadt",
 			want: []string{"Sent form hundeanmeldung 1.0.0"}, set: map[string]string{"REQ": `(?m)^(fr_\S+)$`}},
 		{home: "clara", cmd: "kanal inbox", want: []string{"form request $REQ", "Anmeldung eines Hundes", "kanal form fill $REQ"}},
@@ -100,6 +111,15 @@ func TestFormsSession(t *testing.T) {
 	fmt.Fprintf(&b, "exec %s form fill %s\n", bin.kanal, s.vars["REQ"])
 	if err := os.WriteFile(script, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	for name, size := range map[string]int{"big.pdf": 6 << 20, "notes.txt": 100, "sachkunde.pdf": 2000} {
+		b := bytes.Repeat([]byte("x"), size)
+		if strings.HasSuffix(name, ".pdf") {
+			copy(b, "%PDF-1.7\n")
+		}
+		if err := os.WriteFile(filepath.Join(s.work, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	x.start("clara", script)
 	x.waitFor("clara", "Anmeldung eines Hundes zur Hundesteuer (hundeanmeldung 1.0.0)", "Gebühr / fee: EUR 5.00")
@@ -121,7 +141,12 @@ func TestFormsSession(t *testing.T) {
 		{"Transpondernummer (Chip)", ""},
 		{"Hund gehalten seit *", "2026-11-01"},
 		{"Sind Sie mit dem Hund zugezogen?", "nein"},
-		{"Gilt der Hund als gefährlich", "nein"},
+		// A dangerous dog needs the proof of competence, a PDF or image of
+		// at most 5 MB: a larger file and a text file are refused.
+		{"Gilt der Hund als gefährlich", "ja"},
+		{"Sachkundenachweis *", "big.pdf"},
+		{"✗ competence_proof: Die Datei muss zwischen 1 und 5242880 Bytes groß sein. / The file must be between 1 and 5242880 bytes.", "notes.txt"},
+		{"✗ competence_proof: Dateityp text/plain ist nicht erlaubt", "sachkunde.pdf"},
 		{"Besteht eine Hundehaftpflichtversicherung? *", "ja"},
 		{"Versicherungsgesellschaft *", "Haftpflicht AG"},
 		{"Versicherungsnummer *", "HP-" + marker},
@@ -157,6 +182,7 @@ func TestFormsSession(t *testing.T) {
 		{home: "anna", cmd: "kanal cases --org $ORG", want: []string{"$CASE", "received", "hundeanmeldung 1.0.0", "checked"}},
 		{home: "ben", cmd: "kanal cases --org $ORG", env: onB, want: []string{"$CASE", "received", "checked"}},
 		{home: "ben", cmd: "kanal case show $CASE", env: onB, want: []string{"Familienname: Mustermann-$MARK", "Postleitzahl: 12345",
+			"Sachkundenachweis: \"sachkunde.pdf\" (2.0 kB, application/pdf)",
 			"Besteht eine Hundehaftpflichtversicherung?: ja / yes", "fee:      $FEE"}},
 		// Anna takes it and asks for information; Ben sees who has it.
 		{home: "anna", cmd: "kanal case assign $CASE me", want: []string{"assigned to $ANNA"}},
@@ -182,6 +208,24 @@ func TestFormsSession(t *testing.T) {
 		// The citizen does not work her own case.
 		{home: "clara", cmd: "kanal -v case status $CASE received", exit: 1, want: []string{"urn:kanal:problem:"}},
 		{home: "clara", cmd: "kanal -v cases --org $ORG", exit: 1, want: []string{"urn:kanal:problem:forbidden"}},
+
+		// Bad input. Answers that do not fit are refused by Clara's own
+		// client, with the field and the reason, and nothing is sent.
+		{do: func(t *testing.T) {
+			os.WriteFile(filepath.Join(s.work, "bad.json"), []byte(`{"family_name":"","postcode":"abc","sex":"cat"}`), 0o600)
+		}},
+		{home: "clara", cmd: "kanal form fill $ORG --template hundeanmeldung --answers bad.json", exit: 1,
+			want: []string{"✗ family_name: Mindestens 1 Zeichen. / At least 1 characters.", "✗ postcode:", "✗ sex: Bitte einen der vorgegebenen Werte wählen.", "not sent"}},
+		// A modified client sends them anyway: both agents' clients refuse
+		// them on receipt and say why.
+		{do: func(t *testing.T) { s.vars["BADCASE"] = sendUncheckedSubmission(t, s, "clara", s.vars["ORG"]) }},
+		{home: "anna", cmd: "kanal inbox", want: []string{"form submission for case $BADCASE REFUSED", "postcode: The answer does not have the required format"}},
+		{home: "ben", cmd: "kanal cases --org $ORG", env: onB, want: []string{"$BADCASE", "REFUSED"}},
+		// Once the office withdraws the form, no new submission is made:
+		// Clara's client refuses it, and so does the server.
+		{home: "anna", cmd: "kanal form withdraw hundeanmeldung@1.0.0", want: []string{"hundeanmeldung"}},
+		{home: "clara", cmd: "kanal form fill $ORG --template hundeanmeldung@1.0.0 --answers bad.json", exit: 1, want: []string{"withdrawn"}},
+		{do: func(t *testing.T) { badCaseCalls(t, s, nodeA.URL) }},
 	})
 	searchAllTables(t, dbURL, []string{marker, "Hauptstraße 1", "1990-04-01", "Bitte nennen Sie die Farbe", "Rasse ist nicht auf der Liste", "Die Farbe ist braun"})
 }
@@ -256,5 +300,96 @@ func searchAllTables(t *testing.T, dbURL string, needles []string) {
 	}
 	if scanned == 0 || !withCases {
 		t.Fatalf("scanned %d rows; the cases table had rows: %v", scanned, withCases)
+	}
+}
+
+// sendUncheckedSubmission is a modified client: it registers a submission
+// for Clara and sends answers that do not fit the form, skipping the
+// checks kanal makes. It returns the case id.
+func sendUncheckedSubmission(t *testing.T, s *session, home, org string) string {
+	t.Helper()
+	ctx := context.Background()
+	env := map[string]string{"KANAL_HOME": filepath.Join(s.work, home)}
+	for _, kv := range s.env {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	c := &cli{env: func(k string) string { return env[k] }, stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard, now: time.Now}
+	o := &opts{}
+	sess, err := c.openChat(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl, err := sess.formTemplate(ctx, c, o, org, "hundeanmeldung", "1.0.0", "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := c.casesAPI(ctx, o, sess.st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := api.Open(ctx, org, cases.OpenRequest{SubmissionID: "sub_unchecked", TemplateID: tpl.ID, Version: tpl.Version, TemplateHash: tpl.Hash()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := kind.New("m_unchecked", time.Now(), &kind.FormSubmissionBody{SubmissionID: "sub_unchecked", CaseID: cs.ID, TemplateID: tpl.ID,
+		Version: tpl.Version, TemplateHash: tpl.Hash(), Answers: json.RawMessage(`{"family_name":"X","postcode":"abc"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sess.mc.Send(ctx, mclient.Peer{OrgID: org}, m); err != nil {
+		t.Fatal(err)
+	}
+	return cs.ID
+}
+
+// badCaseCalls sends, with Clara's own session, submissions the server
+// must refuse: a withdrawn form, an unknown form, another hash, a bad
+// version; and an agent's calls she must not make. Each is a problem and
+// the cases table is as it was.
+func badCaseCalls(t *testing.T, s *session, base string) {
+	st, err := keystore.Open(filepath.Join(s.work, "clara", "keystore"), []byte("correct horse battery staple"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := st.Data.SessionToken
+	call := func(method, path, body string) (int, string) {
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	org := "/v1/orgs/" + s.vars["ORG"]
+	_, before := call("GET", "/v1/cases/"+s.vars["CASE"], "")
+	open := func(id, version, hash string) string {
+		return `{"submission_id":"sub_x","template_id":"` + id + `","version":"` + version + `","template_hash":"` + hash + `"}`
+	}
+	hash := "sha256:" + strings.Repeat("0", 64)
+	for _, c := range []struct {
+		name, method, path, body string
+		status                   int
+		typ                      string
+	}{
+		{"withdrawn form", "POST", org + "/cases", open("hundeanmeldung", "1.0.0", hash), 410, "template-withdrawn"},
+		{"unknown form", "POST", org + "/cases", open("katzenanmeldung", "1.0.0", hash), 422, "unknown-form"},
+		{"not a version", "POST", org + "/cases", open("hundeanmeldung", "1", hash), 422, "validation"},
+		{"unknown field", "POST", org + "/cases", `{"submission_id":"s","answers":{}}`, 400, "invalid-json"},
+		{"huge body", "POST", org + "/cases", `{"submission_id":"` + strings.Repeat("x", 8<<10) + `"}`, 413, "too-large"},
+		{"citizen assigns", "POST", "/v1/cases/" + s.vars["CASE"] + "/assign", `{"assignee":"` + s.vars["CLARA"] + `"}`, 403, "forbidden"},
+		{"citizen lists", "GET", org + "/cases", "", 403, "forbidden"},
+		{"citizen sets the fee account", "PUT", org + "/fee-account", `{"creditor":"Clara","iban":"DE02120300000000202051"}`, 403, "forbidden"},
+	} {
+		if got, b := call(c.method, c.path, c.body); got != c.status || !strings.Contains(b, "urn:kanal:problem:"+c.typ) {
+			t.Errorf("%s: %d %s, want %d %s", c.name, got, b, c.status, c.typ)
+		}
+	}
+	if _, after := call("GET", "/v1/cases/"+s.vars["CASE"], ""); after != before {
+		t.Fatalf("the case changed:\n%s\n%s", before, after)
 	}
 }

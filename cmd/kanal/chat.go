@@ -339,6 +339,10 @@ type chatSession struct {
 	mc    *mclient.Client
 	hist  *history
 	names *namer
+	// cli and opts are the command's, for what a message makes the
+	// session fetch (a form's template from the catalogue).
+	cli  *cli
+	opts *opts
 }
 
 func (c *cli) openChat(ctx context.Context, o *opts) (*chatSession, error) {
@@ -359,12 +363,12 @@ func (c *cli) openChat(ctx context.Context, o *opts) (*chatSession, error) {
 		n.learnOrg(e.Reply, e.Org)
 		n.learnOrg(e.ReplyOrg, e.Org)
 	}
-	return &chatSession{st: st, mc: mc, hist: h, names: n}, nil
+	return &chatSession{st: st, mc: mc, hist: h, names: n, cli: c, opts: o}, nil
 }
 
 // take records what arrived: receipts update my messages, everything
 // else goes into the history. It returns the entry to show, if any.
-func (s *chatSession) take(in *mclient.Incoming) (*entry, error) {
+func (s *chatSession) take(ctx context.Context, in *mclient.Incoming) (*entry, error) {
 	if rb, ok := in.Message.Body.(*kind.ReceiptBody); ok {
 		return nil, s.hist.mark(rb.IDs, rb.Status)
 	}
@@ -377,7 +381,7 @@ func (s *chatSession) take(in *mclient.Incoming) (*entry, error) {
 	if in.SenderAccount == s.st.Data.AccountID && !in.FromServer {
 		e.From = "me"
 	}
-	if note, err := s.takeCase(in); err != nil {
+	if note, err := s.takeCase(ctx, s.cli, s.opts, in); err != nil {
 		return nil, err
 	} else if note != "" {
 		e.Text = note
@@ -545,7 +549,7 @@ func (s *chatSession) fetch(ctx context.Context, c *cli, wait time.Duration, sho
 	}
 	defer st.Close()
 	handle := func(in *mclient.Incoming) error {
-		e, err := s.take(in)
+		e, err := s.take(ctx, in)
 		if err != nil || e == nil {
 			return err
 		}
@@ -734,7 +738,7 @@ func chat(ctx context.Context, c *cli, o *opts, co *chatOpts, peer string) error
 				return
 			}
 			rb, isReceipt := in.Message.Body.(*kind.ReceiptBody)
-			e, err := s.take(in)
+			e, err := s.take(ctx, in)
 			if err != nil {
 				recvErr <- err
 				return

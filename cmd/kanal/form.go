@@ -39,9 +39,11 @@ func formCommands() []*command {
 	var fo formOpts
 	return []*command{
 		{
-			name: "form request", args: "--org ORG <citizen> <template>", nargs: 2,
+			name: "form request", args: "--org ORG <citizen> <template[@version]>", nargs: 2,
 			summary: "send a citizen a form to fill in (agents)",
-			help: `Sends a form.request naming the template's id, version and hash, with
+			help: `Fetches the office's template from the catalogue (the newest version
+unless one is named) and verifies it, then sends a form.request naming the
+template's id, version and hash, with
 values the office already knows (--prefill field=value, repeatable). The
 citizen fills it with 'kanal form fill'.`,
 			flags: func(fs *flag.FlagSet, o *opts) {
@@ -82,18 +84,34 @@ payment request when submitted: pay it with 'kanal pay checkout'.`,
 	}
 }
 
-// formTemplate returns the template version id@version with hash, checked:
-// the template's canonical hash must be the one the request named.
-func formTemplate(id, version, hash string) (*forms.Template, error) {
-	t, _, err := forms.Builtin(id)
-	if errors.Is(err, forms.ErrNotFound) || err == nil && t.Version != version {
-		return nil, fmt.Errorf("the form %s %s is not in the catalogue", id, version)
-	}
+// formTemplate fetches the template version id@version ("latest" for the
+// newest) from the catalogue and checks it here, not trusting the server:
+// its signature and certificate chain against this device's CA, that
+// org published it (a form of another office is not this office's), and,
+// when hash is given, that it is the version the request named. A
+// withdrawn version is refused unless withdrawn is set (an agent reading a
+// case opened before the withdrawal).
+func (s *chatSession) formTemplate(ctx context.Context, c *cli, o *opts, org, id, version, hash string, withdrawn bool) (*forms.Template, error) {
+	caC, err := caCert(s.st)
 	if err != nil {
 		return nil, err
 	}
-	if hash != "" && t.Hash() != hash {
+	e, err := c.forms(o, s.st).Get(ctx, id, version, withdrawn)
+	if err != nil {
+		return nil, fmt.Errorf("the form %s %s: %w", id, version, err)
+	}
+	v, err := forms.Verify(e.Signed, caC)
+	if err != nil {
+		return nil, fmt.Errorf("the form %s %s does not verify: %w", id, version, err)
+	}
+	t := v.Template
+	switch {
+	case t.ID != id || version != "latest" && t.Version != version:
+		return nil, fmt.Errorf("the catalogue answered %s %s for %s %s: refused", t.ID, t.Version, id, version)
+	case hash != "" && t.Hash() != hash:
 		return nil, fmt.Errorf("the form %s %s in the catalogue is not the one named (hash %s, named %s): refused", id, version, t.Hash(), hash)
+	case t.Org.ID != org || v.Membership.OrgID != org:
+		return nil, fmt.Errorf("the form %s %s is not published by %s: refused", id, t.Version, org)
 	}
 	return t, nil
 }
@@ -102,9 +120,14 @@ func formRequest(ctx context.Context, c *cli, o *opts, fo *formOpts, citizen, te
 	if fo.org == "" || !strings.HasPrefix(citizen, "acc_") {
 		return &usageError{cmd: "form request", msg: "usage: kanal form request --org ORG <citizen account id> <template>"}
 	}
-	t, _, err := forms.Builtin(template)
+	s, err := c.openChat(ctx, o)
 	if err != nil {
-		return fmt.Errorf("no form %q in the catalogue", template)
+		return err
+	}
+	id, version := splitRef(template)
+	t, err := s.formTemplate(ctx, c, o, fo.org, id, version, "", false)
+	if err != nil {
+		return err
 	}
 	prefill := map[string]json.RawMessage{}
 	for _, p := range fo.prefill {
@@ -128,10 +151,6 @@ func formRequest(ctx context.Context, c *cli, o *opts, fo *formOpts, citizen, te
 			}
 		}
 		body.Prefill = raw
-	}
-	s, err := c.openChat(ctx, o)
-	if err != nil {
-		return err
 	}
 	if _, err := s.sendBody(ctx, c, mclient.Peer{OrgID: fo.org, AccountID: citizen}, body, nil); err != nil {
 		return err
@@ -179,11 +198,11 @@ func formFill(ctx context.Context, c *cli, o *opts, fo *formOpts, target string)
 	if err := s.fetch(ctx, c, 0, func(entry) {}); err != nil {
 		return err
 	}
-	d, err := s.startDraft(c, fo, target)
+	d, err := s.startDraft(ctx, c, o, fo, target)
 	if err != nil {
 		return err
 	}
-	t, err := formTemplate(d.TemplateID, d.Version, d.Hash)
+	t, err := s.formTemplate(ctx, c, o, d.Org, d.TemplateID, d.Version, d.Hash, false)
 	if err != nil {
 		return err
 	}
@@ -208,14 +227,15 @@ func formFill(ctx context.Context, c *cli, o *opts, fo *formOpts, target string)
 // startDraft continues the draft for target, or starts one from the
 // form.request target names (or the office's newest request, or
 // --template).
-func (s *chatSession) startDraft(c *cli, fo *formOpts, target string) (*draft, error) {
+func (s *chatSession) startDraft(ctx context.Context, c *cli, o *opts, fo *formOpts, target string) (*draft, error) {
 	var req *kind.FormRequestBody
 	org := ""
 	switch {
 	case strings.HasPrefix(target, "org_") && fo.template != "":
-		t, _, err := forms.Builtin(fo.template)
+		id, version := splitRef(fo.template)
+		t, err := s.formTemplate(ctx, c, o, target, id, version, "", false)
 		if err != nil {
-			return nil, fmt.Errorf("no form %q in the catalogue", fo.template)
+			return nil, err
 		}
 		req, org = &kind.FormRequestBody{RequestID: "self-" + t.ID, TemplateID: t.ID, Version: t.Version, TemplateHash: t.Hash()}, target
 	default:

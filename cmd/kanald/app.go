@@ -237,11 +237,11 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	if a.vault, err = mountVault(mux, cfg, log, d, a.ident, prekeys); err != nil {
 		return nil, err
 	}
-	_, err = mountForms(mux, log, d, a.ident, authority)
+	catalogue, err := mountForms(mux, log, d, a.ident, authority)
 	if err != nil {
 		return nil, err
 	}
-	if err := a.mountCases(mux, log, d, prekeys, a.payments); err != nil {
+	if err := a.mountCases(mux, log, d, prekeys, a.payments, catalogue, authority.Certificate()); err != nil {
 		return nil, err
 	}
 	if err := mountMiniapps(miniappsDeps{sweepCtx, &a.wg, mux, cfg, log, d, a.ident, authority, keys, prekeys, a.payments}); err != nil {

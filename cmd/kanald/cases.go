@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,8 +22,8 @@ import (
 // mountCases wires the case inbox: identity's roles, the form catalogue,
 // case.status notices into the citizen's conversation with the office,
 // and a template's fee to payments.
-func (a *app) mountCases(mux *http.ServeMux, log *slog.Logger, d *db.DB, msg *messaging.Service, pay *payments.Service) error {
-	s, err := cases.New(cases.Options{DB: d, Logger: log, Orgs: caseOrgs{a.ident}, Templates: caseTemplates{},
+func (a *app) mountCases(mux *http.ServeMux, log *slog.Logger, d *db.DB, msg *messaging.Service, pay *payments.Service, cat *forms.Catalogue, caCert *x509.Certificate) error {
+	s, err := cases.New(cases.Options{DB: d, Logger: log, Orgs: caseOrgs{a.ident}, Templates: caseTemplates{cat, caCert},
 		Announcer: caseNotices{msg}, Fees: caseFees{pay}})
 	if err != nil {
 		return err
@@ -52,18 +53,31 @@ func (o caseOrgs) OrgVerified(ctx context.Context, org string) (bool, error) {
 	return err == nil, err
 }
 
-// caseTemplates looks templates up among the ones kanal ships.
-type caseTemplates struct{}
+// caseTemplates looks a submission's template up in the form catalogue:
+// a version the office itself published (an adopting office publishes its
+// own version), verified against the deployment CA.
+type caseTemplates struct {
+	cat *forms.Catalogue
+	ca  *x509.Certificate
+}
 
-func (caseTemplates) Template(ctx context.Context, org, id, version string) (cases.Template, error) {
-	t, _, err := forms.Builtin(id)
-	if errors.Is(err, forms.ErrNotFound) || err == nil && t.Version != version {
-		return cases.Template{}, fmt.Errorf("%w: %s %s", cases.ErrUnknownTemplate, id, version)
-	}
-	if err != nil {
+func (c caseTemplates) Template(ctx context.Context, org, id, version string) (cases.Template, error) {
+	e, err := c.cat.Get(ctx, id, version, true)
+	if errors.Is(err, forms.ErrNotFound) {
+		return cases.Template{}, fmt.Errorf("%w: %s %s is not in the catalogue", cases.ErrUnknownTemplate, id, version)
+	} else if err != nil {
 		return cases.Template{}, err
 	}
-	out := cases.Template{ID: t.ID, Version: t.Version, Hash: t.Hash(), Title: t.Title.DE, ProcessingDays: t.ProcessingDays}
+	if e.OrgID != org {
+		return cases.Template{}, fmt.Errorf("%w: %s %s is not a form of organisation %s", cases.ErrUnknownTemplate, id, version, org)
+	}
+	v, err := forms.Verify(e.Signed, c.ca)
+	if err != nil {
+		return cases.Template{}, fmt.Errorf("cases: stored template %s %s: %w", id, version, err)
+	}
+	t := v.Template
+	out := cases.Template{ID: t.ID, Version: t.Version, Hash: t.Hash(), Title: t.Title.DE, ProcessingDays: t.ProcessingDays,
+		Withdrawn: e.WithdrawnAt != nil}
 	if t.Fee != nil {
 		out.FeeCents, out.FeePurpose = t.Fee.AmountCents, t.Fee.Purpose
 	}
