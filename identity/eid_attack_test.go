@@ -154,6 +154,13 @@ func TestEIDLinkRaisesToHigh(t *testing.T) {
 		if m := x.me(u); m.Level != "high" || !m.EIDLinked || m.Proofing != "eID (identity-proofed)" {
 			t.Fatalf("after: %+v", m)
 		}
+		// A certificate renewed in this session carries level high; one
+		// renewed in a substantial session does not.
+		var er EnrollResponse
+		x.must(x.do("POST", "/v1/devices/"+u.device+"/renew", u.session.Token, x.renewProof(u.device, u.key, csrFor(t, u.key))), 200).decode(t, &er)
+		if er.Level != "high" || x.certLevelOf(t, er.Certificate) != ca.LevelHigh {
+			t.Fatalf("renewed in a high session: %s", er.Level)
+		}
 		// The flow is spent: completing it again changes nothing.
 		x.mustProblem(x.complete(u, l.start.FlowID), 404, web.TypeNotFound)
 		// A refreshed session has the level the login proved, not high.
@@ -161,6 +168,10 @@ func TestEIDLinkRaisesToHigh(t *testing.T) {
 		x.must(x.do("POST", "/v1/sessions/refresh", "", RefreshRequest{RefreshToken: u.session.RefreshToken}), 201).decode(t, &ref)
 		if ref.Level != "substantial" {
 			t.Fatalf("refreshed session is %s", ref.Level)
+		}
+		x.must(x.do("POST", "/v1/devices/"+u.device+"/renew", ref.Token, x.renewProof(u.device, u.key, csrFor(t, u.key))), 200).decode(t, &er)
+		if er.Level != "substantial" || x.certLevelOf(t, er.Certificate) != ca.LevelSubstantial {
+			t.Fatalf("renewed in a substantial session: %s", er.Level)
 		}
 		// The same person links again (a new device, a new day): fine.
 		u.session = x.login(u.device, u.key, u.password)
@@ -384,4 +395,18 @@ func searchMarkers(t *testing.T, d *db.DB) {
 	if scanned == 0 {
 		t.Fatal("no rows scanned")
 	}
+}
+
+// certLevelOf reads the level a PEM device certificate carries.
+func (x *eidEnv) certLevelOf(t *testing.T, certPEM string) ca.Level {
+	t.Helper()
+	cert, err := parsePEMCert(certPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := ca.VerifyDevice(cert.Raw, x.svc.ca.Pool(), x.clock.now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id.Level
 }
