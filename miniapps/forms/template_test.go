@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -293,4 +294,29 @@ func TestBuiltinTemplates(t *testing.T) {
 	if tpl, _, _ := Builtin("bewohnerparkausweis"); tpl.Check([]byte(cases["bewohnerparkausweis"].good), nil).For("registration") == nil {
 		t.Fatal("the required registration certificate may be left out")
 	}
+}
+
+// FuzzCanonical: what Canonical accepts is valid JSON meaning the same
+// value, and canonical already (applying it twice changes nothing).
+func FuzzCanonical(f *testing.F) {
+	for _, s := range []string{`{"b":[1,2.50,"x\u0000"],"a":{"c":null}}`, `1e-7`, `"€"`, `[{},[]]`, `-0.0`, `{"\ud83d\ude00":1,"z":2}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Canonical(b)
+		if err != nil {
+			return
+		}
+		again, err := Canonical(c)
+		if err != nil || !bytes.Equal(again, c) {
+			t.Fatalf("not idempotent: %s → %s (%v)", c, again, err)
+		}
+		var x, y any
+		if json.Unmarshal(b, &x) != nil || json.Unmarshal(c, &y) != nil {
+			t.Fatalf("not JSON: %q → %q", b, c)
+		}
+		if !reflect.DeepEqual(x, y) { // floats compare with ==: -0 is 0, as in JCS
+			t.Fatalf("meaning changed: %s → %s", b, c)
+		}
+	})
 }
