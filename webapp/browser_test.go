@@ -38,7 +38,7 @@ var axeSource string
 
 // chromium finds the browser; without one the browser tests are skipped
 // (CI installs Debian's chromium).
-func chromium(t *testing.T) string {
+func chromium(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("browser test skipped under -short")
@@ -54,7 +54,7 @@ func chromium(t *testing.T) string {
 
 // browser starts a headless Chromium with a fresh profile and returns a
 // context for its first tab.
-func browser(t *testing.T) context.Context {
+func browser(t testing.TB) context.Context {
 	t.Helper()
 	alloc, cancel := chromedp.NewExecAllocator(context.Background(),
 		chromedp.ExecPath(chromium(t)),
@@ -83,14 +83,15 @@ func browser(t *testing.T) context.Context {
 // tab is one browser context (its own profile: cookies, IndexedDB) with
 // its own tab, for one person.
 type tab struct {
-	t    *testing.T
-	ctx  context.Context
-	name string
+	t       testing.TB
+	ctx     context.Context
+	name    string
+	timeout time.Duration // of one run; 90 s if zero
 }
 
 var shots atomic.Int32
 
-func artefacts(t *testing.T) string {
+func artefacts(t testing.TB) string {
 	dir := os.Getenv("KANAL_TEST_ARTEFACTS")
 	if dir == "" {
 		return t.TempDir()
@@ -106,7 +107,7 @@ func artefacts(t *testing.T) string {
 // (IndexedDB, keys), as two people on two machines. (A second
 // BrowserContext in one Chromium would do too, but chromedp v0.23's
 // Evaluate does not answer in one.)
-func newTab(t *testing.T, name string) *tab {
+func newTab(t testing.TB, name string) *tab {
 	return &tab{t: t, ctx: browser(t), name: name}
 }
 
@@ -114,7 +115,11 @@ func newTab(t *testing.T, name string) *tab {
 // with the page's status line when it fails.
 func run[T any](b *tab, what string, a chromedp.Action[T]) T {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 90*time.Second)
+	limit := b.timeout
+	if limit == 0 {
+		limit = 90 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, limit)
 	defer cancel()
 	v, err := chromedp.Run(ctx, a)
 	if err != nil {

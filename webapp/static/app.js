@@ -320,6 +320,9 @@ async function main() {
   await startGo();
   const salt = await kanalShell.get("meta/salt");
   show(salt ? "view-unlock" : "view-signup");
+  // Time to interactive: from navigation start until the SDK runs and the
+  // first form takes input (docs/benchmarks.md).
+  document.body.dataset.readyMs = String(Math.round(performance.now()));
   document.body.dataset.ready = "1";
 }
 

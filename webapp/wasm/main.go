@@ -64,25 +64,32 @@ type state struct {
 }
 
 const (
-	nameState   = "app/state"
-	nameHistory = "app/history"
-	maxHistory  = 1000
+	nameState = "app/state"
+	// The history is kept in chunks of historyChunk entries, so that one
+	// message adds to one small record, not to one record of all:
+	// "app/history" holds the number of the first and the last chunk,
+	// "app/history/<n>" the entries.
+	nameHistory   = "app/history"
+	historyChunk  = 50
+	maxHistory    = 1000
+	maxReceiptIDs = kind.MaxReceiptIDs
 )
 
 type app struct {
 	shell js.Value
 	base  string
 
-	mu      sync.Mutex
-	email   string // during sign-up
-	setup   string // the setup token, during sign-up
-	st      *state
-	store   *idbStore
-	key     crypto.Signer
-	token   string
-	mc      *mclient.Client
-	live    *mclient.LiveStream
-	entries []entry
+	mu       sync.Mutex
+	email    string // during sign-up
+	setup    string // the setup token, during sign-up
+	st       *state
+	store    *idbStore
+	key      crypto.Signer
+	token    string
+	mc       *mclient.Client
+	live     *mclient.LiveStream
+	entries  []entry
+	histBase int // the number of a.entries[0] in the kept history
 }
 
 // entry is one message as the page shows it.
@@ -270,16 +277,12 @@ func (a *app) open(ctx context.Context, st *state, store *idbStore, key crypto.S
 	if _, err := mc.Replenish(ctx); err != nil {
 		return fmt.Errorf("publish this device's keys: %w", err)
 	}
-	var entries []entry
-	if b, err := store.Get(nameHistory); err == nil {
-		if err := json.Unmarshal(b, &entries); err != nil {
-			return err
-		}
-	} else if !errors.Is(err, mclient.ErrNotFound) {
+	entries, histBase, err := loadHistory(store)
+	if err != nil {
 		return err
 	}
 	a.mu.Lock()
-	a.st, a.store, a.key, a.token, a.mc, a.entries = st, store, key, sess.Token, mc, entries
+	a.st, a.store, a.key, a.token, a.mc, a.entries, a.histBase = st, store, key, sess.Token, mc, entries, histBase
 	a.mu.Unlock()
 	return nil
 }
@@ -394,11 +397,43 @@ func (a *app) listen(args []js.Value) (any, error) {
 	}})
 	a.live = live
 	a.mu.Unlock()
-	go a.receive(mc, live, cb)
+	receipts := make(chan *mclient.Incoming, 4096)
+	go a.receive(mc, live, cb, receipts)
+	go sendReceipts(live, receipts)
 	return "ok", nil
 }
 
-func (a *app) receive(mc *mclient.Client, live *mclient.LiveStream, cb js.Value) {
+// sendReceipts sends delivery receipts off the receive path: what has
+// gathered while one was being sent goes in the next, one receipt per
+// conversation naming every message, so a backlog of a thousand messages
+// costs a few sends, not a thousand round trips.
+func sendReceipts(live *mclient.LiveStream, in <-chan *mclient.Incoming) {
+	ctx := context.Background()
+	for first := range in {
+		batch := map[mclient.Peer][]string{first.Reply: {first.Message.ID}}
+	more:
+		for {
+			select {
+			case m := <-in:
+				batch[m.Reply] = append(batch[m.Reply], m.Message.ID)
+			default:
+				break more
+			}
+		}
+		for to, ids := range batch {
+			for len(ids) > 0 {
+				n := min(len(ids), maxReceiptIDs)
+				m, err := kind.New(mclient.NewMessageID(), time.Now(), &kind.ReceiptBody{Status: "delivered", IDs: ids[:n]})
+				if err == nil {
+					_, _ = live.Send(ctx, to, m) // best effort: a lost receipt only leaves a message unticked
+				}
+				ids = ids[n:]
+			}
+		}
+	}
+}
+
+func (a *app) receive(mc *mclient.Client, live *mclient.LiveStream, cb js.Value, receipts chan<- *mclient.Incoming) {
 	ctx := context.Background()
 	for {
 		in, err := live.Receive(ctx)
@@ -426,8 +461,11 @@ func (a *app) receive(mc *mclient.Client, live *mclient.LiveStream, cb js.Value)
 			cb.Invoke(s)
 			return
 		}
-		if !in.FromServer && mc.WantsReceipt(in) {
-			_ = live.Receipt(ctx, in, "delivered")
+		if mc.WantsReceipt(in) {
+			select {
+			case receipts <- in:
+			default: // a receipt too many is dropped, never the message
+			}
 		}
 		s, _ := jsonString(e)
 		cb.Invoke(s)
@@ -475,32 +513,103 @@ func (a *app) keep(e entry) error {
 		}
 	}
 	a.entries = append(a.entries, e)
-	if len(a.entries) > maxHistory {
-		a.entries = a.entries[len(a.entries)-maxHistory:]
-	}
-	return a.saveLocked()
+	return a.saveLocked(len(a.entries) - 1)
 }
 
 func (a *app) mark(ids []string, status string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	first := -1
 	for i := range a.entries {
 		e := &a.entries[i]
 		for _, id := range ids {
-			if e.From == "me" && e.ID == id && e.State != "read" {
+			if e.From == "me" && e.ID == id && e.State != "read" && e.State != status {
 				e.State = status
+				if first < 0 {
+					first = i
+				}
 			}
 		}
 	}
-	_ = a.saveLocked()
+	if first >= 0 {
+		_ = a.saveLocked(first)
+	}
 }
 
-func (a *app) saveLocked() error {
-	b, err := json.Marshal(a.entries)
-	if err != nil {
+// historyHead is the "app/history" record: entries are numbered from
+// Base (the number of the first kept entry, counting every entry ever
+// kept), chunk n holding entries n*historyChunk to (n+1)*historyChunk-1.
+type historyHead struct {
+	Base  int `json:"base"`
+	Count int `json:"count"`
+}
+
+func loadHistory(s *idbStore) ([]entry, int, error) {
+	b, err := s.Get(nameHistory)
+	if errors.Is(err, mclient.ErrNotFound) {
+		return nil, 0, nil
+	} else if err != nil {
+		return nil, 0, err
+	}
+	var h historyHead
+	if err := json.Unmarshal(b, &h); err != nil {
+		return nil, 0, err
+	}
+	var out []entry
+	for c := h.Base / historyChunk; c*historyChunk < h.Base+h.Count; c++ {
+		b, err := s.Get(fmt.Sprintf("%s/%d", nameHistory, c))
+		if err != nil {
+			return nil, 0, err
+		}
+		var chunk []entry
+		if err := json.Unmarshal(b, &chunk); err != nil {
+			return nil, 0, err
+		}
+		for i, e := range chunk {
+			if n := c*historyChunk + i; n >= h.Base && n < h.Base+h.Count {
+				out = append(out, e)
+			}
+		}
+	}
+	return out, h.Base, nil
+}
+
+// saveLocked writes the chunks from the one holding entry from (an index
+// into a.entries) to the last, and the head, in one transaction; it drops
+// the oldest chunk once more than maxHistory entries are kept.
+func (a *app) saveLocked(from int) error {
+	base := a.histBase // a multiple of historyChunk: whole chunks are dropped
+	var dropped []string
+	if len(a.entries) > maxHistory+historyChunk {
+		drop := (len(a.entries) - maxHistory) / historyChunk * historyChunk
+		for c := base / historyChunk; c < (base+drop)/historyChunk; c++ {
+			dropped = append(dropped, fmt.Sprintf("%s/%d", nameHistory, c))
+		}
+		a.entries = a.entries[drop:]
+		base += drop
+		from = max(0, from-drop)
+	}
+	writes := map[string][]byte{}
+	for c := (base + from) / historyChunk; c*historyChunk < base+len(a.entries); c++ {
+		lo, hi := max(c*historyChunk-base, 0), min((c+1)*historyChunk-base, len(a.entries))
+		b, err := json.Marshal(a.entries[lo:hi])
+		if err != nil {
+			return err
+		}
+		writes[fmt.Sprintf("%s/%d", nameHistory, c)] = b
+	}
+	head, _ := json.Marshal(historyHead{Base: base, Count: len(a.entries)})
+	writes[nameHistory] = head
+	if err := a.store.PutAll(writes); err != nil {
 		return err
 	}
-	return a.store.Put(nameHistory, b)
+	a.histBase = base
+	for _, name := range dropped {
+		if err := a.store.Delete(name); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // deviceKey is this browser's device key: an Ed25519 WebCrypto key the
