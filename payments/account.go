@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 )
 
 // An account's own data (GDPR Art. 15 and 17; docs/privacy.md): what
@@ -61,46 +60,13 @@ func (s *Service) ExportAccount(ctx context.Context, account string) (*AccountRe
 			FROM payments_bank_entries WHERE request_id IN (` + reqs + `) OR resolved_by LIKE $2 ORDER BY imported_at, id`, []any{account, within}},
 		{&out.ProviderEvents, `SELECT * FROM payments_provider_events WHERE request_id IN (` + reqs + `) ORDER BY received_at, event_id`, []any{account}},
 	} {
-		rows, err := s.records(ctx, q.sql, q.args...)
+		rows, err := s.db.Records(ctx, q.sql, q.args...)
 		if err != nil {
 			return nil, fmt.Errorf("payments.export: %w", err)
 		}
 		*q.dst = rows
 	}
 	return out, nil
-}
-
-// records returns a query's rows as column → value maps.
-func (s *Service) records(ctx context.Context, query string, args ...any) ([]map[string]any, error) {
-	rows, err := s.db.Query(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
-	out := []map[string]any{}
-	for rows.Next() {
-		vals := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
-		}
-		m := make(map[string]any, len(cols))
-		for i, c := range cols {
-			if b, ok := vals[i].([]byte); ok {
-				vals[i] = string(b)
-			}
-			m[strings.ToLower(c)] = vals[i]
-		}
-		out = append(out, m)
-	}
-	return out, rows.Err()
 }
 
 // PseudonymiseAccountTx replaces account by pseudonym, inside tx, in

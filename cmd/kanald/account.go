@@ -69,6 +69,14 @@ func (a *app) exportParts() []exportPart {
 			}},
 		{"vault.json", "The vault: every document and each version's metadata as stored (size, SHA-256 of the ciphertext, times, the creating device, the title and tags encrypted with the document's key), which devices its key is wrapped to, the shares made and received, and the quota used. The documents themselves are under vault/, decrypted on this device.",
 			func(ctx context.Context, x *exportContext) (any, error) { return a.vault.ExportAccount(ctx, x.account) }},
+		{"miniapps.json", "Mini-apps: your consent decisions per app and scope, the pairwise subjects under which apps know you (one per app), the handles an app's bridge posts to you through, the tokens issued to apps for you (never the tokens themselves), the manifests you signed for your organisation, and the mini-app audit entries that name you.",
+			func(ctx context.Context, x *exportContext) (any, error) {
+				return a.miniapps.ExportAccount(ctx, x.account)
+			}},
+		{"forms.json", "Form templates you published or withdrew in your organisation's name.",
+			func(ctx context.Context, x *exportContext) (any, error) {
+				return a.forms.TemplatesPublished(ctx, x.account)
+			}},
 	}
 }
 
@@ -205,6 +213,12 @@ func (a *app) eraseAccount(ctx context.Context, account string) (*identity.Accou
 			return err
 		}
 		if err := a.msg.EraseAccountTx(ctx, tx, account, pseudonym); err != nil {
+			return err
+		}
+		if err := a.miniapps.EraseAccountTx(ctx, tx, account, pseudonym); err != nil {
+			return err
+		}
+		if err := a.forms.PseudonymiseAccountTx(ctx, tx, account, pseudonym); err != nil {
 			return err
 		}
 		var err error

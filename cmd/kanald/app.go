@@ -53,6 +53,8 @@ type app struct {
 	surveys  *surveys.Service
 	payments *payments.Service
 	vault    *vault.Service
+	miniapps *miniapps.Service
+	forms    *forms.Catalogue
 }
 
 // migrations lists every domain's schema, in dependency order.
@@ -237,14 +239,13 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	if a.vault, err = mountVault(mux, cfg, log, d, a.ident, prekeys); err != nil {
 		return nil, err
 	}
-	catalogue, err := mountForms(mux, log, d, a.ident, authority)
-	if err != nil {
+	if a.forms, err = mountForms(mux, log, d, a.ident, authority); err != nil {
 		return nil, err
 	}
-	if err := a.mountCases(mux, log, d, prekeys, a.payments, catalogue, authority.Certificate()); err != nil {
+	if err := a.mountCases(mux, log, d, prekeys, a.payments, a.forms, authority.Certificate()); err != nil {
 		return nil, err
 	}
-	if err := mountMiniapps(miniappsDeps{sweepCtx, &a.wg, mux, cfg, log, d, a.ident, authority, keys, prekeys, a.payments}); err != nil {
+	if a.miniapps, err = mountMiniapps(miniappsDeps{sweepCtx, &a.wg, mux, cfg, log, d, a.ident, authority, keys, prekeys, a.payments}); err != nil {
 		return nil, err
 	}
 	a.mountAccount(mux, log)

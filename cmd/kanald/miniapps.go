@@ -35,12 +35,12 @@ type miniappsDeps struct {
 
 // mountMiniapps builds the mini-app registry and OpenID Provider (issuer:
 // the public URL plus /oidc) and registers their routes.
-func mountMiniapps(d miniappsDeps) error {
+func mountMiniapps(d miniappsDeps) (*miniapps.Service, error) {
 	s, err := miniapps.New(miniapps.Options{DB: d.db, Logger: d.log, CA: d.ca.Certificate(), Certs: d.ident, Orgs: d.ident,
 		Secret: d.keys.secret, Issuer: d.cfg.PublicURL + "/oidc", OrgConversation: messaging.OrgConversation,
 		Bridge: miniapps.Bridge{RequestPayment: appPayments{d.pay}.request, Post: appPosts{d.msg}.post}})
 	if err != nil {
-		return &settingError{"KANAL_PUBLIC_URL", err}
+		return nil, &settingError{"KANAL_PUBLIC_URL", err}
 	}
 	if err := s.Register(d.mux, miniapps.Auth{
 		Session:  func(h http.Handler) http.Handler { return d.ident.RequireSession(ca.LevelLow, h) },
@@ -53,7 +53,7 @@ func mountMiniapps(d miniappsDeps) error {
 			return miniapps.Actor{AccountID: p.AccountID, DeviceID: p.DeviceID, Level: p.Level}, ok
 		},
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	d.wg.Add(1)
 	go func() {
@@ -71,7 +71,7 @@ func mountMiniapps(d miniappsDeps) error {
 			}
 		}
 	}()
-	return nil
+	return s, nil
 }
 
 // appPayments creates a mini-app's payment request in payments, in its
