@@ -19,7 +19,7 @@ import (
 // TestAccountDataExportAndErasure is docs/privacy.md's promise, on SQLite
 // and on PostgreSQL: a citizen who used every domain through the real
 // binaries — a group, an organisation, a push subscription, a payment
-// request, a survey token — exports their data, and each file of the
+// request, a survey token, a mini-app consent — exports their data, and each file of the
 // archive holds what README.txt says, checked against what the session
 // made; then they erase the account, and a search for its id and e-mail
 // over every column of every table finds only what docs/privacy.md lists
@@ -79,9 +79,16 @@ func accountDataSession(t *testing.T, srv *kanaldtest.Server, open func(context.
 		{home: "mia", cmd: "kanal survey invite $SURVEY $ALICE", want: []string{"Invited $ALICE"}},
 		{cmd: "kanal survey vote $SURVEY --answers '[0]' --delay 200ms", want: []string{"Ballot counted"}},
 		{cmd: "kanal whoami", set: map[string]string{"DEV": `(?m)^device\s+(\S+)`}},
-		{cmd: "kanal account export alice.zip", want: []string{"Wrote alice.zip"}},
 	}...)
 	s.run(steps)
+	// A mini-app of the bakery, which she consents to.
+	s.vars["APP"] = newAppServer(t).manifest(t, s.work, "bakery", s.vars["SHOP"])
+	s.run([]step{
+		{home: "mia", cmd: "kanal org app register $APP", want: []string{"the operator must approve it"}},
+		{cmd: "kanal admin apps approve bakery", env: op, want: []string{"Approved bakery"}},
+		{cmd: "kanal app consent bakery --all", want: []string{"Granted:"}},
+		{cmd: "kanal account export alice.zip", want: []string{"Wrote alice.zip"}},
+	})
 
 	// Each file holds what README.txt says it holds, checked against what
 	// the session made.
@@ -186,6 +193,12 @@ func accountDataSession(t *testing.T, srv *kanaldtest.Server, open func(context.
 	holds("surveys.json", &surveys, "the survey token", func() bool {
 		return len(surveys.Tokens) == 1 && surveys.Tokens[0].SurveyID == s.vars["SURVEY"] && surveys.Tokens[0].Issued
 	})
+	var apps struct {
+		Consents []map[string]any `json:"consents"`
+	}
+	holds("miniapps.json", &apps, "the consent to the bakery's app", func() bool {
+		return len(apps.Consents) > 0 && apps.Consents[0]["app_id"] == "bakery" && apps.Consents[0]["decision"] == "granted"
+	})
 	var vault struct {
 		Documents []any `json:"documents"`
 	}
@@ -216,7 +229,7 @@ func accountDataSession(t *testing.T, srv *kanaldtest.Server, open func(context.
 		t.Errorf("the search found nothing in translog_entries: does it search at all? (found %v)", found)
 	}
 	pseudo := searchAll(t, d, s.vars["PSEUDONYM"])
-	for _, table := range []string{"payments_requests", "payments_audit", "identity_audit", "survey_tokens"} {
+	for _, table := range []string{"payments_requests", "payments_audit", "identity_audit", "survey_tokens", "miniapps_consents"} {
 		if pseudo[table] == 0 {
 			t.Errorf("no row of %s names the pseudonym: the records kept by law were not kept (found %v)", table, pseudo)
 		}

@@ -77,6 +77,12 @@ func mountPayments(d paymentsDeps) (*payments.Service, error) {
 				} else if n > 0 {
 					d.log.Info("refund retry sweep", "confirmed", n)
 				}
+				// Records past their legal retention (docs/privacy.md).
+				if n, err := s.ExpireRecords(d.ctx); err != nil && d.ctx.Err() == nil {
+					d.log.Warn("payment retention sweep", "err", err)
+				} else if n > 0 {
+					d.log.Info("payment retention sweep", "deleted requests", n)
+				}
 			}
 		}
 	}()
