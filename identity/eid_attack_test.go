@@ -306,6 +306,19 @@ func TestAttackEIDBoundElsewhere(t *testing.T) {
 		l = x.begin(second)
 		x.must(x.callback(l.query), 200)
 		x.must(x.complete(second, l.start.FlowID), 200)
+		// Erasing the account erases its link: the identity is free again.
+		ctx := context.Background()
+		pseudonym, _ := x.svc.NewPseudonym()
+		if err := d.Tx(ctx, func(tx *sql.Tx) error { _, err := x.svc.EraseAccountTx(ctx, tx, second.account, pseudonym); return err }); err != nil {
+			t.Fatal(err)
+		}
+		if n := x.count("identity_eid_bindings"); n != 0 {
+			t.Fatalf("%d bindings after erasure", n)
+		}
+		anna.session = x.login(anna.device, anna.key, anna.password)
+		l = x.begin(anna)
+		x.must(x.callback(l.query), 200)
+		x.must(x.complete(anna, l.start.FlowID), 200)
 	})
 }
 
