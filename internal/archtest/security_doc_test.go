@@ -23,6 +23,7 @@ var securityPackages = map[string]string{
 	"ca":               "identity/ca",
 	"payments":         "payments",
 	"jws":              "payments/jws",
+	"forms":            "miniapps/forms",
 	"surveys":          "surveys",
 	"bus":              "internal/bus",
 	"kanald":           "cmd/kanald",
