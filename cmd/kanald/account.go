@@ -73,6 +73,8 @@ func (a *app) exportParts() []exportPart {
 			func(ctx context.Context, x *exportContext) (any, error) {
 				return a.miniapps.ExportAccount(ctx, x.account)
 			}},
+		{"cases.json", "Cases: the cases your form submissions opened with an office, or that were assigned to you as an agent (template, status, due date, assignee, payment request of the fee), and every change of them (status, assignee, who, when; times in Unix milliseconds). The answers and notes were never on the server.",
+			func(ctx context.Context, x *exportContext) (any, error) { return a.cases.ExportAccount(ctx, x.account) }},
 		{"forms.json", "Form templates you published or withdrew in your organisation's name.",
 			func(ctx context.Context, x *exportContext) (any, error) {
 				return a.forms.TemplatesPublished(ctx, x.account)
@@ -219,6 +221,9 @@ func (a *app) eraseAccount(ctx context.Context, account string) (*identity.Accou
 			return err
 		}
 		if err := a.forms.PseudonymiseAccountTx(ctx, tx, account, pseudonym); err != nil {
+			return err
+		}
+		if err := a.cases.PseudonymiseAccountTx(ctx, tx, account, pseudonym); err != nil {
 			return err
 		}
 		var err error

@@ -55,6 +55,7 @@ type app struct {
 	vault    *vault.Service
 	miniapps *miniapps.Service
 	forms    *forms.Catalogue
+	cases    *cases.Service
 }
 
 // migrations lists every domain's schema, in dependency order.

@@ -35,6 +35,7 @@ func (a *app) mountCases(mux *http.ServeMux, log *slog.Logger, d *db.DB, msg *me
 			return cases.Actor{AccountID: p.AccountID, DeviceID: p.DeviceID}, ok
 		},
 	})
+	a.cases = s
 	return nil
 }
 
