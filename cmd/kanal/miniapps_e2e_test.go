@@ -134,7 +134,11 @@ func TestMiniappSession(t *testing.T) {
 	})
 
 	ctx := context.Background()
-	issuer := srv.URL + "/oidc"
+	// The issuer is kanald's own address (its KANAL_PUBLIC_URL), which
+	// differs from srv.URL when the OpenAPI city day puts its checking
+	// proxy in front: the OpenID Provider's endpoints are described by its
+	// discovery document, not by docs/openapi.yaml.
+	issuer := srv.Direct + "/oidc"
 	b, err := bakery.New(ctx, bakery.Config{Issuer: issuer, Kanal: srv.URL, ClientID: "bakery", ClientSecret: s.vars["BSECRET"],
 		BaseURL: bakeryApp.srv.URL, Creditor: "Bäckerei Korn", IBAN: "DE02120300000000202051"})
 	if err != nil {

@@ -540,6 +540,11 @@ func apiCorners(t *testing.T) {
 	do(call{"GET", "/v1/contracts/ct_nope", tok, "", "", 404})
 	do(call{"POST", "/v1/admin/payments/bank-entries/be_nope/resolve", op, "application/json", `{"note":"sent back"}`, 404})
 
+	do(call{"POST", "/v1/admin/apps/nope/suspend", op, "", "", 404})
+	// The mini-app bridge answers an app's backend only, with its client
+	// credentials.
+	do(call{"POST", "/v1/bridge/form-requests", tok, "application/json", `{"conversation":"x","template_id":"t1","title":"x"}`, 401})
+
 	// Operations.
 	do(call{"GET", "/healthz", "", "", "", 200})
 	do(call{"GET", "/readyz", "", "", "", 200})
@@ -592,6 +597,7 @@ func cityDay() []dayPart {
 		{"account export and erasure", TestAccountExportDeleteCLI},
 		{"form templates adopted across deployments", TestFormsAdoptionCLI},
 		{"a form and its case", TestFormsSession},
+		{"a merchant's mini-app", TestMiniappSession},
 		{"the rest of the API", apiCorners},
 	}
 }
