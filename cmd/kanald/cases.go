@@ -32,7 +32,7 @@ func (a *app) mountCases(mux *http.ServeMux, log *slog.Logger, d *db.DB, msg *me
 		Session: func(h http.Handler) http.Handler { return a.ident.RequireSession(ca.LevelLow, h) },
 		Caller: func(ctx context.Context) (cases.Actor, bool) {
 			p, ok := identity.FromContext(ctx)
-			return cases.Actor{AccountID: p.AccountID, DeviceID: p.DeviceID}, ok
+			return cases.Actor{AccountID: p.AccountID, DeviceID: p.DeviceID, Level: p.Level.String()}, ok
 		},
 	})
 	a.cases = s
@@ -78,7 +78,7 @@ func (c caseTemplates) Template(ctx context.Context, org, id, version string) (c
 	}
 	t := v.Template
 	out := cases.Template{ID: t.ID, Version: t.Version, Hash: t.Hash(), Title: t.Title.DE, ProcessingDays: t.ProcessingDays,
-		Withdrawn: e.WithdrawnAt != nil}
+		Withdrawn: e.WithdrawnAt != nil, Level: t.Level}
 	if t.Fee != nil {
 		out.FeeCents, out.FeePurpose = t.Fee.AmountCents, t.Fee.Purpose
 	}

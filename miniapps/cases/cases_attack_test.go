@@ -3,6 +3,8 @@ package cases
 import (
 	"context"
 	"errors"
+	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -77,6 +79,36 @@ func TestAttackFeeAccount(t *testing.T) {
 		got, err := w.s.FeeAccount(ctx, as(agentA), amt)
 		if err != nil || got.Creditor != "Stadtkasse" || got.IBAN != "DE89370400440532013000" {
 			t.Fatalf("fee account %+v %v", got, err)
+		}
+	})
+}
+
+// TestAttackLevelTooLow: a form whose template needs level high (a
+// weapons-possession card, say) is refused to a substantial session — with
+// the step to take — and opens nothing; a high session opens it.
+func TestAttackLevelTooLow(t *testing.T) {
+	run(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		req := OpenRequest{SubmissionID: "sub-w", TemplateID: "waffen", Version: "1.0.0", TemplateHash: hundHash}
+		before, announced := rowCounts(t, w.d), len(w.ann.all())
+		for _, level := range []string{"", "low", "substantial"} {
+			a := as(citizen)
+			a.Level = level
+			_, _, err := w.s.Open(ctx, a, amt, req)
+			if !errors.Is(err, ErrLevel) {
+				t.Fatalf("a %q session opens a high form: %v", level, err)
+			}
+			if p := problem(err); p == nil || p.Status != http.StatusForbidden || !strings.Contains(p.Detail, "kanal eid link") {
+				t.Errorf("problem for %q: %+v", level, p)
+			}
+		}
+		if after := rowCounts(t, w.d); after != before || len(w.ann.all()) != announced {
+			t.Fatalf("a refused open changed rows %v -> %v or announced", before, after)
+		}
+		a := as(citizen)
+		a.Level = "high"
+		if c, _, err := w.s.Open(ctx, a, amt, req); err != nil || c.Status != StatusReceived {
+			t.Fatalf("a high session: %v %+v", err, c)
 		}
 	})
 }

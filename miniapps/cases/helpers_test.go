@@ -106,6 +106,7 @@ func newWorld(t *testing.T, d *db.DB) *world {
 			"hund@1.0.0":       {ID: "hund", Version: "1.0.0", Hash: hundHash, ProcessingDays: 14, FeeCents: 2500},
 			"sperrmuell@2.1.0": {ID: "sperrmuell", Version: "2.1.0", Hash: hundHash, ProcessingDays: 7},
 			"alt@1.0.0":        {ID: "alt", Version: "1.0.0", Hash: hundHash, Withdrawn: true},
+			"waffen@1.0.0":     {ID: "waffen", Version: "1.0.0", Hash: hundHash, ProcessingDays: 30, Level: "high"},
 		},
 		Announcer: w.ann, Fees: w.fees})
 	if err != nil {

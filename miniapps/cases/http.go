@@ -104,6 +104,8 @@ func problem(err error) *web.Problem {
 		return web.Errorf(http.StatusConflict, TypeNoFeeAccount, "No account for fees", "%s", detail)
 	case errors.Is(err, ErrTooMany):
 		return web.Errorf(http.StatusTooManyRequests, TypeTooManyCases, "Too many open cases", "%s", detail)
+	case errors.Is(err, ErrLevel):
+		return web.Errorf(http.StatusForbidden, web.TypeInsufficientLevel, "Level of assurance too low", "%s", detail)
 	}
 	return nil
 }

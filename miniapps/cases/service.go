@@ -55,12 +55,14 @@ var (
 	ErrConflict         = errors.New("conflict")
 	ErrTooMany          = errors.New("too many open cases")
 	ErrNoFeeAccount     = errors.New("no account for fees")
+	ErrLevel            = errors.New("level of assurance too low")
 )
 
 // Actor is the session that acts.
 type Actor struct {
 	AccountID string
 	DeviceID  string
+	Level     string // the session's level of assurance: "low", "substantial" or "high"
 }
 
 // Case is what the server holds of one case.
@@ -100,6 +102,7 @@ type Template struct {
 	ProcessingDays int    // the office's processing time, in calendar days
 	FeeCents       int64  // 0: no fee
 	FeePurpose     string // the fee payment's remittance text
+	Level          string // the citizen's level of assurance the form needs: "", "low", "substantial" or "high"
 }
 
 // Templates looks up a template version in the catalogue, as org uses it;
@@ -243,6 +246,9 @@ func (s *Service) Open(ctx context.Context, a Actor, org string, r OpenRequest) 
 		return nil, false, fmt.Errorf("cases: template %s %s: processing time %d days out of range", t.ID, t.Version, t.ProcessingDays)
 	case t.FeeCents > 0 && s.fees == nil:
 		return nil, false, fmt.Errorf("cases: template %s %s has a fee and no payments are wired", t.ID, t.Version)
+	case levelRank(a.Level) < levelRank(t.Level):
+		return nil, false, fmt.Errorf("%w: %s %s needs a session at level %s, this one is %s; step up first (kanal eid link for high)",
+			ErrLevel, t.ID, t.Version, t.Level, a.Level)
 	}
 	var acct *FeeAccount
 	if t.FeeCents > 0 {
@@ -595,4 +601,18 @@ func (s *Service) SetFeeAccount(ctx context.Context, a Actor, org string, acct F
 		return nil, err
 	}
 	return &checked, nil
+}
+
+// levelRank orders levels of assurance; "" (a template that names none)
+// is below low, and an unknown name ranks as nothing.
+func levelRank(l string) int {
+	switch l {
+	case "low":
+		return 1
+	case "substantial":
+		return 2
+	case "high":
+		return 3
+	}
+	return 0
 }
