@@ -335,6 +335,15 @@ type Organisation struct {
 	CreatedAt   time.Time  `json:"created_at"`
 	VerifiedAt  *time.Time `json:"verified_at,omitempty"`
 	Certificate string     `json:"certificate,omitempty"` // PEM organisation CA certificate
+	// RequireHighForAgents: an account becomes an agent only with an eID
+	// linked at level high (docs/levels.md).
+	RequireHighForAgents bool `json:"require_high_for_agents"`
+}
+
+// OrgSettingsRequest is the body of PATCH /v1/orgs/{id} (operator, owner
+// or admin). Answered with the Organisation (200).
+type OrgSettingsRequest struct {
+	RequireHighForAgents *bool `json:"require_high_for_agents"`
 }
 
 // GET /v1/admin/audit?after=<id>&limit=<n> (operator).

@@ -108,6 +108,9 @@ func TestAuthorizationTable(t *testing.T) {
 			{"POST /v1/admin/orgs", "POST", "/v1/admin/orgs", func(string) any { return CreateOrgRequest{Name: "Rat", Kind: KindCouncil} }, operatorOnly(201)},
 			{"POST /v1/admin/orgs/{id}/verify", "POST", "/v1/admin/orgs/" + org + "/verify", nil, operatorOnly(200)},
 			{"GET /v1/admin/audit", "GET", "/v1/admin/audit", nil, operatorOnly(200)},
+			// Unchanged settings: the operator, an owner or an admin may.
+			{"PATCH /v1/orgs/{id}", "PATCH", "/v1/orgs/" + org, func(string) any { return OrgSettingsRequest{RequireHighForAgents: new(false)} },
+				map[string]int{"anonymous": 401, "revoked": 401, "low": 403, "substantial": 403, "other": 403, "agent": 403, "admin": 200, "owner": 200, "operator": 200}},
 			// Adding an unknown address: authorised callers get 404 after the role check.
 			{"POST /v1/orgs/{id}/members", "POST", "/v1/orgs/" + org + "/members", func(string) any { return AddMemberRequest{Email: "nobody@example.de", Role: RoleAgent} },
 				map[string]int{"anonymous": 401, "revoked": 401, "low": 403, "substantial": 403, "other": 403, "agent": 403, "admin": 404, "owner": 404, "operator": 404}},

@@ -188,14 +188,15 @@ type orgRow struct {
 	id, name, kind, certPEM, sealed string
 	created                         int64
 	verified                        sql.NullInt64
+	highAgents                      int64
 }
 
 func (s *Service) loadOrg(ctx context.Context, q interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
 }, id string) (orgRow, error) {
 	var o orgRow
-	err := q.QueryRowContext(ctx, `SELECT id, name, kind, cert_pem, key_sealed, created_at, verified_at FROM identity_orgs WHERE id = $1`, id).
-		Scan(&o.id, &o.name, &o.kind, &o.certPEM, &o.sealed, &o.created, &o.verified)
+	err := q.QueryRowContext(ctx, `SELECT id, name, kind, cert_pem, key_sealed, created_at, verified_at, require_high_for_agents FROM identity_orgs WHERE id = $1`, id).
+		Scan(&o.id, &o.name, &o.kind, &o.certPEM, &o.sealed, &o.created, &o.verified, &o.highAgents)
 	if errors.Is(err, sql.ErrNoRows) {
 		return o, errNoOrg
 	}
@@ -204,7 +205,66 @@ func (s *Service) loadOrg(ctx context.Context, q interface {
 
 func (o orgRow) api() Organisation {
 	return Organisation{OrgID: o.id, Name: o.name, Kind: o.kind, Verified: o.verified.Valid, CreatedAt: unixTime(o.created),
-		VerifiedAt: nullTime(o.verified), Certificate: o.certPEM}
+		VerifiedAt: nullTime(o.verified), Certificate: o.certPEM, RequireHighForAgents: o.highAgents != 0}
+}
+
+// handleOrgSettings changes an organisation's settings. The operator, an
+// owner or an admin may; the change is audited.
+func (s *Service) handleOrgSettings(w http.ResponseWriter, r *http.Request) error {
+	var req OrgSettingsRequest
+	if err := web.DecodeJSON(w, r, &req, maxSmallBody); err != nil {
+		return err
+	}
+	if req.RequireHighForAgents == nil {
+		return validationf("give require_high_for_agents")
+	}
+	ctx, c := r.Context(), callerFrom(r.Context())
+	id := r.PathValue("id")
+	var out Organisation
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		o, err := s.loadOrg(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		role, err := s.actorRole(ctx, tx, c, id)
+		if err != nil {
+			return err
+		}
+		if !c.operator && role != RoleOwner && role != RoleAdmin {
+			return errNotAllowed
+		}
+		v := int64(0)
+		if *req.RequireHighForAgents {
+			v = 1
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE identity_orgs SET require_high_for_agents = $1 WHERE id = $2`, v, id); err != nil {
+			return err
+		}
+		o.highAgents = v
+		out = o.api()
+		return audit(ctx, tx, s.now().Unix(), actorOf(c), "org.settings", id, "", fmt.Sprintf("require_high_for_agents %t", v != 0))
+	})
+	if err != nil {
+		return err
+	}
+	web.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// checkHighAgent refuses an agent for an organisation that requires level
+// high of its agents unless the account has an eID linked at level high:
+// the proof the person behind the account was identity-proofed.
+func checkHighAgent(ctx context.Context, tx *sql.Tx, o orgRow, account, role string) error {
+	if o.highAgents == 0 || role != RoleAgent {
+		return nil
+	}
+	var level int64
+	err := tx.QueryRowContext(ctx, `SELECT level FROM identity_eid_bindings WHERE account_id = $1`, account).Scan(&level)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && ca.Level(level) < ca.LevelHigh) {
+		return web.Errorf(http.StatusForbidden, web.TypeInsufficientLevel, "Insufficient level of assurance",
+			"this organisation requires level high of its agents: the member must first link an eID (kanal eid link)")
+	}
+	return err
 }
 
 // handleVerifyOrg issues the organisation certificate. Verifying an
@@ -395,6 +455,9 @@ func (s *Service) handleAddMember(w http.ResponseWriter, r *http.Request) error 
 		if errors.Is(err, sql.ErrNoRows) {
 			return web.Errorf(http.StatusNotFound, web.TypeNotFound, "No such account", "the member must sign up first")
 		} else if err != nil {
+			return err
+		}
+		if err := checkHighAgent(ctx, tx, o, account, req.Role); err != nil {
 			return err
 		}
 		// The count and the insert must not interleave with another

@@ -268,6 +268,7 @@ func (s *Service) routes() []route {
 		{"POST /v1/admin/orgs", AuthOperator, s.handleCreateOrg},
 		{"POST /v1/admin/orgs/{id}/verify", AuthOperator, s.handleVerifyOrg},
 		{"GET /v1/admin/audit", AuthOperator, s.handleAudit},
+		{"PATCH /v1/orgs/{id}", AuthOperatorOrOwner, s.handleOrgSettings},
 		{"POST /v1/orgs/{id}/members", AuthOperatorOrOwner, s.handleAddMember},
 		{"DELETE /v1/orgs/{id}/members/{account_id}", AuthOperatorOrOwner, s.handleRemoveMember},
 		{"GET /v1/directory/accounts/{id}/devices", AuthSession, s.handleDirectoryDevices},
