@@ -49,6 +49,13 @@ Each of the member's active devices gets a membership certificate.
 			run: adminMemberAdd,
 		},
 		{
+			name: "admin org require-high", args: "<org-id> on|off", nargs: 2,
+			summary: "require level high (a linked eID) of an organisation's new agents",
+			help:    requireHighHelp + tokenHelp,
+			flags:   tokenFlag,
+			run:     adminRequireHigh,
+		},
+		{
 			name: "admin org member remove", args: "<org-id> <account-id>", nargs: 2,
 			summary: "remove an account from an organisation; its memberships are revoked",
 			help:    tokenHelp,
@@ -157,6 +164,12 @@ Each of the member's active devices gets a membership certificate.
 			run: orgMemberAdd,
 		},
 		{
+			name: "org require-high", args: "<org-id> on|off", nargs: 2,
+			summary: "require level high (a linked eID) of your organisation's new agents",
+			help:    requireHighHelp + sessionHelp,
+			run:     orgRequireHigh,
+		},
+		{
 			name: "org member remove", args: "<org-id> <account-id>", nargs: 2,
 			summary: "remove an account from your organisation; its memberships are revoked",
 			help:    sessionHelp,
@@ -172,7 +185,40 @@ var (
 	adminMemberRemove = memberRemove(func(_ context.Context, c *cli, o *opts) (*client.Client, error) { return c.operator(o) })
 	orgMemberAdd      = memberAdd(sessionAPI)
 	orgMemberRemove   = memberRemove(sessionAPI)
+	adminRequireHigh  = requireHigh(func(_ context.Context, c *cli, o *opts) (*client.Client, error) { return c.operator(o) })
+	orgRequireHigh    = requireHigh(sessionAPI)
 )
+
+const requireHighHelp = `The organisation's agents must then have an eID linked ('kanal eid link'):
+adding an agent without one is refused. Members already there stay.
+`
+
+func requireHigh(with apiFor) func(context.Context, *cli, *opts, []string) error {
+	return func(ctx context.Context, c *cli, o *opts, args []string) error {
+		var on bool
+		switch args[1] {
+		case "on":
+			on = true
+		case "off":
+		default:
+			return fmt.Errorf("say on or off, not %q", args[1])
+		}
+		api, err := with(ctx, c, o)
+		if err != nil {
+			return err
+		}
+		org, err := api.RequireHighForAgents(ctx, args[0], on)
+		if err != nil {
+			return err
+		}
+		if org.RequireHighForAgents {
+			fmt.Fprintf(c.stdout, "%s now adds only agents with an eID linked (level high).\n", org.OrgID)
+		} else {
+			fmt.Fprintf(c.stdout, "%s adds agents without an eID.\n", org.OrgID)
+		}
+		return nil
+	}
+}
 
 func sessionAPI(ctx context.Context, c *cli, o *opts) (*client.Client, error) {
 	_, api, err := c.openSession(ctx, o)

@@ -493,6 +493,15 @@ func apiCorners(t *testing.T) {
 	}
 	json.Unmarshal(org, &o)
 	do(call{"POST", "/v1/admin/orgs/" + o.OrgID + "/verify", op, "", "", 200})
+	// An organisation that requires level high of its agents: an account
+	// without an eID is refused as an agent.
+	do(call{"PATCH", "/v1/orgs/" + o.OrgID, tok, "application/json", `{"require_high_for_agents":true}`, 403})
+	do(call{"PATCH", "/v1/orgs/" + o.OrgID, op, "application/json", `{}`, 400})
+	do(call{"PATCH", "/v1/orgs/org_nosuchorg", op, "application/json", `{"require_high_for_agents":true}`, 404})
+	do(call{"PATCH", "/v1/orgs/" + o.OrgID, "", "application/json", `{"require_high_for_agents":true}`, 401})
+	do(call{"PATCH", "/v1/orgs/" + o.OrgID, op, "application/json", `{"require_high_for_agents":true}`, 200})
+	do(call{"POST", "/v1/orgs/" + o.OrgID + "/members", op, "application/json", `{"account_id":"` + d.AccountID + `","role":"agent"}`, 403})
+	do(call{"PATCH", "/v1/orgs/" + o.OrgID, op, "application/json", `{"require_high_for_agents":false}`, 200})
 	do(call{"GET", "/v1/admin/audit", op, "", "", 200})
 	do(call{"GET", "/v1/admin/audit", tok, "", "", 401})
 	do(call{"GET", "/v1/directory/accounts/" + d.AccountID + "/devices", tok, "", "", 200})

@@ -270,6 +270,20 @@ func (c *Client) AddMember(ctx context.Context, orgID, who, role string) (*ident
 
 // RemoveMember removes an account from organisation orgID; its membership
 // certificates are revoked.
+// RequireHighForAgents sets whether the organisation's agents must have
+// an eID linked (PATCH /v1/orgs/{id}; the operator, an owner or an admin).
+func (c *Client) RequireHighForAgents(ctx context.Context, orgID string, on bool) (*identity.Organisation, error) {
+	seg, err := segment(orgID)
+	if err != nil {
+		return nil, err
+	}
+	var out identity.Organisation
+	if err := c.do(ctx, http.MethodPatch, "/v1/orgs/"+seg, identity.OrgSettingsRequest{RequireHighForAgents: &on}, &out, http.StatusOK); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 func (c *Client) RemoveMember(ctx context.Context, orgID, accountID string) error {
 	seg, err := segment(orgID)
 	if err != nil {
