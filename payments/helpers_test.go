@@ -165,6 +165,8 @@ type world struct {
 	roles   roles
 	keys    map[string]crypto.Signer
 	cert    map[string][]byte
+	// offerMod, if set, changes each offer before the seller signs it.
+	offerMod func(*jws.Offer)
 }
 
 func newWorld(t testing.TB, d *db.DB) *world {
@@ -230,6 +232,9 @@ func (w *world) offer(offerID string, issued time.Time) (string, []byte) {
 			{Description: "Kerzen", Quantity: 2, UnitCents: 250, VATBasisPoints: 1900}},
 		Currency: "EUR", IssuedAt: issued, ValidUntil: w.now.Add(72 * time.Hour)}
 	o.TotalCents, o.VATCents = jws.Totals(o.Items)
+	if w.offerMod != nil {
+		w.offerMod(&o)
+	}
 	offer, err := jws.SignOffer(o, jws.Seller{Key: sk, DeviceCert: sc, Membership: mem.Raw, OrgCert: w.org.Certificate().Raw}, w.ca.Pool())
 	if err != nil {
 		w.t.Fatal(err)

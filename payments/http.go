@@ -123,6 +123,9 @@ func problem(err error) *web.Problem {
 		return web.Errorf(http.StatusUnprocessableEntity, web.TypeValidation, "Invalid request", "%s", detail)
 	case errors.Is(err, ErrNotFound):
 		return web.Errorf(http.StatusNotFound, web.TypeNotFound, "Not found", "%s", detail)
+	case errors.Is(err, ErrLevelHigh):
+		return web.Errorf(http.StatusForbidden, web.TypeInsufficientLevel, "Insufficient level of assurance",
+			"the offer's total is above the amount from which its seller requires level high: the buyer accepts it from a high session (kanal eid link)")
 	case errors.Is(err, ErrLevel):
 		return web.Errorf(http.StatusForbidden, web.TypeInsufficientLevel, "Insufficient level of assurance",
 			"this needs a substantial session; log in with your password")

@@ -86,6 +86,12 @@ func (s *Service) RegisterContract(ctx context.Context, actor Actor, key, contra
 			} else if !errors.Is(err, ErrNotFound) {
 				return ContractInfo{}, err
 			}
+			// Above the seller's amount, only the buyer registers, from a
+			// high session; a contract already registered is answered above.
+			if o.HighAboveCents > 0 && o.TotalCents > o.HighAboveCents &&
+				(actor.AccountID != c.Buyer.AccountID || actor.Level < ca.LevelHigh) {
+				return ContractInfo{}, fmt.Errorf("%w: total %d cents is above %d", ErrLevelHigh, o.TotalCents, o.HighAboveCents)
+			}
 			_, err := tx.ExecContext(ctx, `INSERT INTO payments_contracts (id, offer_id, org_id, buyer_account, seller_device, buyer_device,
 				total_cents, vat_cents, signed_at, registered_at, registered_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 				info.ContractID, info.OfferID, info.OrgID, info.BuyerAccount, info.SellerDevice, info.BuyerDevice,

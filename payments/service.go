@@ -38,6 +38,7 @@ var (
 	ErrNotFound      = errors.New("not found")
 	ErrForbidden     = errors.New("forbidden")
 	ErrLevel         = errors.New("level of assurance too low")
+	ErrLevelHigh     = errors.New("the offer requires level high")
 	ErrIdempotency   = errors.New("idempotency key reused with different parameters")
 	ErrState         = errors.New("not allowed in this state")
 	ErrContract      = errors.New("contract does not verify")

@@ -23,6 +23,7 @@ import (
 // offerOpts are the flags of the offer commands.
 type offerOpts struct {
 	org, to, terms, out, status string
+	highAbove                   string
 	items                       itemList
 	valid, timeout              time.Duration
 	noSend, yes                 bool
@@ -62,7 +63,7 @@ func offerCommands() []*command {
 	var fo offerOpts
 	return []*command{
 		{
-			name: "offer send", args: "--org ORG --to ACCOUNT --item 'what|qty|price|VAT%' … [--valid 72h] [--terms TEXT] [--out offer.jws]", nargs: 0,
+			name: "offer send", args: "--org ORG --to ACCOUNT --item 'what|qty|price|VAT%' … [--valid 72h] [--terms TEXT] [--high-above EUR] [--out offer.jws]", nargs: 0,
 			summary: "sign an offer as the organisation's seller and send it in the chat",
 			help: `Signs the offer with this device's key, with the device certificate and the
 membership certificate that ties the device to the organisation (a JWS
@@ -74,6 +75,7 @@ gross (VAT included), in euro. Prints the offer id.`,
 				fs.Var(&fo.items, "item", `an item "description|quantity|unit price|VAT %" (repeat)`)
 				fs.DurationVar(&fo.valid, "valid", 72*time.Hour, "how long the offer can be accepted")
 				fs.StringVar(&fo.terms, "terms", "", "the terms of the offer")
+				fs.StringVar(&fo.highAbove, "high-above", "", "above this total in `euro`, the buyer must accept at level high (kanal eid link)")
 				fs.StringVar(&fo.out, "out", "", "also write the offer JWS to this `file`")
 				fs.BoolVar(&fo.noSend, "no-send", false, "only sign and write --out; do not send")
 			},
@@ -317,6 +319,11 @@ func offerSend(ctx context.Context, c *cli, o *opts, fo *offerOpts) error {
 	offer := jws.Offer{Version: 1, OfferID: "of_" + newKey()[:20], OrgID: org.OrgID, OrgName: org.Name, BuyerAccount: fo.to,
 		Items: fo.items, Currency: "EUR", Terms: fo.terms, IssuedAt: now, ValidUntil: now.Add(fo.valid)}
 	offer.TotalCents, offer.VATCents = jws.Totals(offer.Items)
+	if fo.highAbove != "" {
+		if offer.HighAboveCents, err = parseEuro(fo.highAbove); err != nil {
+			return fmt.Errorf("--high-above: %w", err)
+		}
+	}
 	signed, err := jws.SignOffer(offer, jws.Seller{Key: st.Data.DeviceKey, DeviceCert: devDER, Membership: memDER, OrgCert: orgDER}, roots)
 	if err != nil {
 		return err

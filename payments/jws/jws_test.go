@@ -262,15 +262,17 @@ func TestCountersignRefusals(t *testing.T) {
 func TestInvalidOffers(t *testing.T) {
 	p := newPKI(t, ca.LevelSubstantial)
 	for name, mut := range map[string]func(*Offer){
-		"negative price":   func(o *Offer) { o.Items[0].UnitCents = -100 },
-		"zero quantity":    func(o *Offer) { o.Items[0].Quantity = 0 },
-		"wrong total":      func(o *Offer) { o.TotalCents++ },
-		"wrong VAT":        func(o *Offer) { o.VATCents-- },
-		"VAT over 100 %":   func(o *Offer) { o.Items[0].VATBasisPoints = 10001 },
-		"no items":         func(o *Offer) { o.Items = nil },
-		"dollars":          func(o *Offer) { o.Currency = "USD" },
-		"validity reverse": func(o *Offer) { o.ValidUntil = o.IssuedAt.Add(-time.Second) },
-		"other org":        func(o *Offer) { o.OrgID = "org-other" },
+		"negative price":            func(o *Offer) { o.Items[0].UnitCents = -100 },
+		"zero quantity":             func(o *Offer) { o.Items[0].Quantity = 0 },
+		"wrong total":               func(o *Offer) { o.TotalCents++ },
+		"wrong VAT":                 func(o *Offer) { o.VATCents-- },
+		"VAT over 100 %":            func(o *Offer) { o.Items[0].VATBasisPoints = 10001 },
+		"no items":                  func(o *Offer) { o.Items = nil },
+		"dollars":                   func(o *Offer) { o.Currency = "USD" },
+		"validity reverse":          func(o *Offer) { o.ValidUntil = o.IssuedAt.Add(-time.Second) },
+		"other org":                 func(o *Offer) { o.OrgID = "org-other" },
+		"negative high_above_cents": func(o *Offer) { o.HighAboveCents = -1 },
+		"high_above_cents over max": func(o *Offer) { o.HighAboveCents = MaxAmountCents + 1 },
 	} {
 		o := offer()
 		o.Items = append([]Item(nil), o.Items...)

@@ -68,6 +68,10 @@ type Offer struct {
 	Terms        string    `json:"terms"`
 	IssuedAt     time.Time `json:"issued_at"`
 	ValidUntil   time.Time `json:"valid_until"`
+	// HighAboveCents, set by the seller (0: not set), is the total above
+	// which kanald registers the buyer's contract only from a session at
+	// level high (docs/payments.md).
+	HighAboveCents int64 `json:"high_above_cents,omitempty"`
 }
 
 // Totals computes the gross total and the VAT it contains. Each line's VAT
@@ -100,6 +104,8 @@ func (o *Offer) Validate() error {
 		return bad("currency must be EUR")
 	case len(o.Items) == 0 || len(o.Items) > MaxItems:
 		return bad("1 to %d items", MaxItems)
+	case o.HighAboveCents < 0 || o.HighAboveCents > MaxAmountCents:
+		return bad("high_above_cents must be 0..%d", int64(MaxAmountCents))
 	case o.IssuedAt.IsZero() || !o.ValidUntil.After(o.IssuedAt) || o.ValidUntil.Sub(o.IssuedAt) > MaxValidity:
 		return bad("valid_until must follow issued_at by at most %v", MaxValidity)
 	}
