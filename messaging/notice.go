@@ -44,7 +44,7 @@ const NoticeSender = "kanal"
 // added here and nowhere else.
 func NoticeKind(k kind.Kind) bool {
 	switch k {
-	case kind.GroupChange, kind.PaymentStatus, kind.DeviceChange, kind.CaseStatus, kind.AppPost, kind.DocumentWithdrawn:
+	case kind.GroupChange, kind.PaymentStatus, kind.DeviceChange, kind.CaseStatus, kind.AppPost, kind.DocumentWithdrawn, kind.FormRequest:
 		return true
 	}
 	return false

@@ -308,8 +308,15 @@ func entryOf(in *mclient.Incoming) entry {
 	if b, ok := in.Message.Body.(*kind.GroupChangeBody); ok {
 		e.Group = b // its accounts are named when it is shown
 	}
-	if b, ok := in.Message.Body.(*kind.FormRequestBody); ok && in.Org != nil {
-		e.Form = b // only an office's request is filled in
+	if b, ok := in.Message.Body.(*kind.FormRequestBody); ok && (in.Org != nil || in.FromServer) {
+		// Only an office's request is filled in: an agent's, which proves
+		// its membership, or a notice the server posted for the office's
+		// mini-app, whose office 'kanal form fill' derives from the signed
+		// conversation and the template's verified publisher.
+		e.Form = b
+		if in.FromServer {
+			e.Text = "[mini-app of the office, posted by kanal] " + e.Text
+		}
 	}
 	return e
 }

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/kanal-server/kanal/messaging"
 	mclient "github.com/kanal-server/kanal/messaging/client"
 	"github.com/kanal-server/kanal/messaging/kind"
 	"github.com/kanal-server/kanal/miniapps/cases"
@@ -246,6 +247,12 @@ func (s *chatSession) startDraft(ctx context.Context, c *cli, o *opts, fo *formO
 			}
 			if e.ID == target || e.Form.RequestID == target || e.Reply == target {
 				req, org = e.Form, e.Reply
+				if e.From == "kanal" {
+					var err error
+					if org, err = s.noticeFormOrg(ctx, c, o, e); err != nil {
+						return nil, err
+					}
+				}
 				break
 			}
 		}
@@ -275,6 +282,23 @@ func (s *chatSession) startDraft(ctx context.Context, c *cli, o *opts, fo *formO
 		}
 	}
 	return &d, s.saveDraft(&d)
+}
+
+// noticeFormOrg is the office of a form request a mini-app sent as a
+// server notice. The notice names no office; its signed conversation is
+// the one between this account and an organisation
+// (messaging.OrgConversation), so the office is the template's publisher
+// when that conversation follows from it. The template's signature, chain,
+// publisher and hash are checked again (formTemplate) before filling in.
+func (s *chatSession) noticeFormOrg(ctx context.Context, c *cli, o *opts, e entry) (string, error) {
+	got, err := c.forms(o, s.st).Get(ctx, e.Form.TemplateID, e.Form.Version, false)
+	if err != nil {
+		return "", fmt.Errorf("the form %s %s: %w", e.Form.TemplateID, e.Form.Version, err)
+	}
+	if messaging.OrgConversation(got.OrgID, s.st.Data.AccountID) != e.Conversation {
+		return "", fmt.Errorf("the form request %s arrived in a conversation that is not yours with %s, the form's publisher: refused", e.Form.RequestID, got.OrgID)
+	}
+	return got.OrgID, nil
 }
 
 func (d *draft) key() string {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -43,7 +45,7 @@ func (a *appServer) manifest(t *testing.T, dir, id, org string) string {
 	t.Helper()
 	m := `{"app_id": "` + id + `", "org_id": "` + org + `", "name": "` + id + `", "version": 1,
   "origins": ["` + a.srv.URL + `"], "redirect_uris": ["` + a.srv.URL + `/callback"], "launch_url": "` + a.srv.URL + `/launch",
-  "icon": "https://baeckerei.example/icon.png", "scopes": ["openid", "level", "payments.request", "chat.post"]}`
+  "icon": "https://baeckerei.example/icon.png", "scopes": ["openid", "level", "payments.request", "chat.post", "forms.request"]}`
 	p := filepath.Join(dir, id+".json")
 	if err := os.WriteFile(p, []byte(m), 0o644); err != nil {
 		t.Fatal(err)
@@ -198,4 +200,114 @@ func TestMiniappSession(t *testing.T) {
 	if code, body := post(t, carl, bakeryApp.srv.URL+"/order", url.Values{"item": {"1 Brot"}, "cents": {"380"}}); code == http.StatusOK {
 		t.Fatalf("order after revocation: %d %s", code, body)
 	}
+}
+
+// TestMiniappFormRequest is an office's mini-app asking the citizen for a
+// form through the bridge: the form.request arrives as a server notice in
+// the citizen's conversation with the office, 'kanal form fill' takes the
+// office from that conversation and the template's verified publisher,
+// and the answers go end to end to the office's agents.
+func TestMiniappFormRequest(t *testing.T) {
+	srv := kanaldtest.Start(t, bin.kanald)
+	work := t.TempDir()
+	s := &session{t: t, work: work, vars: map[string]string{},
+		env: []string{"PATH=" + os.Getenv("PATH"), "KANAL_SERVER=" + srv.URL,
+			"KANAL_PASSPHRASE=correct horse battery staple", "KANAL_PASSWORD=Tr0ub4dor&3-but-longer"}}
+	var steps []step
+	for _, u := range []struct{ home, email, v string }{{"mia", "mia@example.org", "MIA"}, {"carl", "carl@example.org", "CARL"}} {
+		steps = append(steps,
+			step{home: u.home, cmd: "kanal register " + u.email},
+			step{do: func(t *testing.T) { s.vars["CODE"] = srv.Code(t, u.email) }},
+			step{home: u.home, cmd: "kanal verify $CODE", set: map[string]string{u.v: `account (\S+) `}},
+			step{home: u.home, cmd: "kanal password"},
+			step{home: u.home, cmd: "kanal device enroll --name " + u.home},
+			step{home: u.home, cmd: "kanal login", want: []string{"level substantial"}},
+		)
+	}
+	op := []string{"KANAL_OPERATOR_TOKEN=$OPTOKEN"}
+	app := newAppServer(t)
+	s.run(append(steps, []step{
+		{do: func(t *testing.T) { s.vars["OPTOKEN"] = srv.OperatorToken(t) }},
+		{cmd: "kanal admin org create --kind office 'Bürgeramt Musterstadt'", env: op, set: map[string]string{"ORG": `(?m)^(org_\S+)$`}},
+		{cmd: "kanal admin org verify $ORG", env: op},
+		{cmd: "kanal admin org member add --role admin $ORG mia@example.org", env: op},
+		{home: "carl", cmd: "kanal inbox"},
+		{home: "mia", cmd: "kanal inbox"},
+		{home: "mia", cmd: "kanal form publish builtin:sperrmuell --org $ORG", want: []string{"Published sperrmuell 1.0.0"}},
+		{do: func(t *testing.T) { s.vars["APP"] = app.manifest(t, work, "sperrmuell", s.vars["ORG"]) }},
+		{home: "mia", cmd: "kanal org app register $APP", set: map[string]string{"SECRET": `client_secret=(\S+)`}},
+		{cmd: "kanal admin apps approve sperrmuell", env: op},
+		{home: "carl", cmd: "kanal app consent sperrmuell --all", want: []string{"Granted:"}},
+		{home: "carl", cmd: "kanal app open sperrmuell", set: map[string]string{"URL": `(?m)^(http\S+launch_token=\S+)$`}},
+	}...))
+
+	// The app's backend asks for a form, in the conversation it was
+	// opened from: one the office did not publish is refused and nothing
+	// is posted; its own arrives as the app's request, which the citizen
+	// fills in and sends end to end to the office.
+	conv := launchConversation(t, s.vars["URL"])
+	formAsk := func(template string) (int, string) {
+		return bridgePost(t, srv.URL+"/v1/bridge/form-requests", "sperrmuell", s.vars["SECRET"],
+			`{"conversation":"`+conv+`","template_id":"`+template+`","title":"Sperrmüll abholen"}`)
+	}
+	if code, body := formAsk("hundeanmeldung"); code != http.StatusUnprocessableEntity || !strings.Contains(body, "unknown-form") {
+		t.Fatalf("a form the office did not publish: %d %s", code, body)
+	}
+	if code, body := formAsk("sperrmuell"); code != http.StatusNoContent {
+		t.Fatalf("form request: %d %s", code, body)
+	}
+	if err := os.WriteFile(filepath.Join(work, "answers.json"), []byte(`{"family_name":"Korn","given_name":"Carl","street":"Hauptstraße 1",
+"postcode":"12345","city":"Musterstadt","phone":"+49 30 123456","items":[{"item":"Ofen","count":1}],"volume_m3":1.5,"appliances":false,"kerbside":true}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.run([]step{
+		{home: "carl", cmd: "kanal inbox --wait 3s", want: []string{"[mini-app of the office, posted by kanal] form request", "Sperrmüll abholen (sperrmuell 1.0.0)"},
+			not: []string{"hundeanmeldung"}, set: map[string]string{"FREQ": `form request (fr_[a-z0-9]+):`}},
+		{home: "carl", cmd: "kanal form fill $FREQ --answers answers.json", want: []string{"Gesendet / submitted: case"}},
+		{home: "mia", cmd: "kanal inbox --wait 3s", want: []string{"(sperrmuell 1.0.0) submitted: case", "answers checked"}},
+	})
+}
+
+// launchConversation is the conversation handle in a launch URL's token
+// (its payload, read without checking: the bridge checks the handle).
+func launchConversation(t *testing.T, launch string) string {
+	t.Helper()
+	u, err := url.Parse(launch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(u.Query().Get("launch_token"), ".")
+	if len(parts) != 3 {
+		t.Fatalf("launch token in %s", launch)
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		Conversation string `json:"kanal_conversation"`
+	}
+	if err := json.Unmarshal(payload, &c); err != nil || c.Conversation == "" {
+		t.Fatalf("launch token payload %s: %v", payload, err)
+	}
+	return c.Conversation
+}
+
+// bridgePost calls the bridge as an app's backend, with its client
+// credentials.
+func bridgePost(t *testing.T, u, id, secret, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, u, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth(id, secret)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

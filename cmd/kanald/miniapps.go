@@ -2,19 +2,24 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/kanal-server/kanal/identity"
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/internal/web"
 	"github.com/kanal-server/kanal/messaging"
 	"github.com/kanal-server/kanal/messaging/kind"
 	"github.com/kanal-server/kanal/miniapps"
+	"github.com/kanal-server/kanal/miniapps/cases"
+	"github.com/kanal-server/kanal/miniapps/forms"
 	"github.com/kanal-server/kanal/payments"
 )
 
@@ -31,6 +36,7 @@ type miniappsDeps struct {
 	keys  *secretKeys
 	msg   *messaging.Service
 	pay   *payments.Service
+	forms *forms.Catalogue
 }
 
 // mountMiniapps builds the mini-app registry and OpenID Provider (issuer:
@@ -38,7 +44,8 @@ type miniappsDeps struct {
 func mountMiniapps(d miniappsDeps) (*miniapps.Service, error) {
 	s, err := miniapps.New(miniapps.Options{DB: d.db, Logger: d.log, CA: d.ca.Certificate(), Certs: d.ident, Orgs: d.ident,
 		Secret: d.keys.secret, Issuer: d.cfg.PublicURL + "/oidc", OrgConversation: messaging.OrgConversation,
-		Bridge: miniapps.Bridge{RequestPayment: appPayments{d.pay}.request, Post: appPosts{d.msg}.post}})
+		Bridge: miniapps.Bridge{RequestPayment: appPayments{d.pay}.request, Post: appPosts{d.msg}.post,
+			RequestForm: appForms{d.msg, d.forms}.request}})
 	if err != nil {
 		return nil, &settingError{"KANAL_PUBLIC_URL", err}
 	}
@@ -106,4 +113,36 @@ func (a appPosts) post(ctx context.Context, p miniapps.Post) error {
 		return err
 	}
 	return a.m.PostNotice(ctx, messaging.Notice{Accounts: []string{p.AccountID}, OrgID: p.OrgID, Conversation: p.Conversation, Message: raw})
+}
+
+// appForms sends a mini-app's form request as a form.request notice, like
+// appPosts: the newest published, not withdrawn version of a template of
+// the app's own organisation. The notice only points at the template; the
+// citizen's client fetches it and checks its signature, publisher and hash
+// itself before the citizen fills it in (docs/miniapps.md).
+type appForms struct {
+	m   *messaging.Service
+	cat *forms.Catalogue
+}
+
+func (a appForms) request(ctx context.Context, f miniapps.FormAsk) error {
+	vs, err := a.cat.List(ctx, forms.ListOptions{ID: f.TemplateID, OrgID: f.OrgID, Limit: 1})
+	if err != nil && !errors.Is(err, forms.ErrInvalid) {
+		return err
+	}
+	if len(vs) == 0 {
+		return web.Errorf(http.StatusUnprocessableEntity, cases.TypeUnknownForm, "Unknown form",
+			"%s has no published form %q", f.OrgID, f.TemplateID)
+	}
+	v := vs[0]
+	msg, err := kind.New("kanal-app-"+f.AppID+"-"+fmt.Sprint(time.Now().UnixNano()), time.Now(), &kind.FormRequestBody{
+		RequestID: "fr_" + strings.ToLower(rand.Text())[:20], TemplateID: v.ID, Version: v.Version, TemplateHash: v.Hash, Title: f.Title})
+	if err != nil {
+		return fmt.Errorf("%w: %v", miniapps.ErrInvalid, err)
+	}
+	raw, err := msg.Marshal()
+	if err != nil {
+		return err
+	}
+	return a.m.PostNotice(ctx, messaging.Notice{Accounts: []string{f.AccountID}, OrgID: f.OrgID, Conversation: f.Conversation, Message: raw})
 }
