@@ -234,6 +234,12 @@ func TestMiniappFormRequest(t *testing.T) {
 		{home: "carl", cmd: "kanal inbox"},
 		{home: "mia", cmd: "kanal inbox"},
 		{home: "mia", cmd: "kanal form publish builtin:sperrmuell --org $ORG", want: []string{"Published sperrmuell 1.0.0"}},
+		// Another office, which Mia also works for, publishes a form the
+		// first office's app must not send.
+		{cmd: "kanal admin org create --kind office 'Ordnungsamt Musterstadt'", env: op, set: map[string]string{"ORG2": `(?m)^(org_\S+)$`}},
+		{cmd: "kanal admin org verify $ORG2", env: op},
+		{cmd: "kanal admin org member add --role admin $ORG2 mia@example.org", env: op},
+		{home: "mia", cmd: "kanal form publish builtin:hundeanmeldung --org $ORG2", want: []string{"Published hundeanmeldung 1.0.0"}},
 		{do: func(t *testing.T) { s.vars["APP"] = app.manifest(t, work, "sperrmuell", s.vars["ORG"]) }},
 		{home: "mia", cmd: "kanal org app register $APP", set: map[string]string{"SECRET": `client_secret=(\S+)`}},
 		{cmd: "kanal admin apps approve sperrmuell", env: op},
@@ -250,8 +256,10 @@ func TestMiniappFormRequest(t *testing.T) {
 		return bridgePost(t, srv.URL+"/v1/bridge/form-requests", "sperrmuell", s.vars["SECRET"],
 			`{"conversation":"`+conv+`","template_id":"`+template+`","title":"Sperrmüll abholen"}`)
 	}
-	if code, body := formAsk("hundeanmeldung"); code != http.StatusUnprocessableEntity || !strings.Contains(body, "unknown-form") {
-		t.Fatalf("a form the office did not publish: %d %s", code, body)
+	for _, other := range []string{"hundeanmeldung", "bewohnerparkausweis"} { // another office's; nobody's
+		if code, body := formAsk(other); code != http.StatusUnprocessableEntity || !strings.Contains(body, "unknown-form") {
+			t.Fatalf("%s, a form the office did not publish: %d %s", other, code, body)
+		}
 	}
 	if code, body := formAsk("sperrmuell"); code != http.StatusNoContent {
 		t.Fatalf("form request: %d %s", code, body)
