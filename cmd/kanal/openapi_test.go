@@ -607,6 +607,7 @@ func cityDay() []dayPart {
 		{"form templates adopted across deployments", TestFormsAdoptionCLI},
 		{"a form and its case", TestFormsSession},
 		{"a merchant's mini-app", TestMiniappSession},
+		{"an office's mini-app asks for a form", TestMiniappFormRequest},
 		{"the rest of the API", apiCorners},
 	}
 }
