@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kanal-server/kanal/messaging/mailbox"
 )
@@ -147,5 +148,32 @@ func TestInFlightLimit(t *testing.T) {
 				t.Fatalf("after the ack, envelope %d: %q, want %q", i, e.Ciphertext, want)
 			}
 		}
+	})
+}
+
+// TestLostWakeUpIsReadAfterPing: an envelope whose wake-up was lost (the
+// node's queue overflowed under load, or NATS dropped it) and that no later
+// wake-up follows reaches the open stream after its next ping, which reads
+// the mailbox — it does not wait for the device to reconnect.
+func TestLostWakeUpIsReadAfterPing(t *testing.T) {
+	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, _ *node) {
+		ctx := context.Background()
+		n := newNodeWithPing(t, store, a.bus, 0, 200*time.Millisecond)
+		dev := uniqueDevice("dev_lost")
+		c := dial(t, n, dev)
+		if f, err := c.next(); err != nil || f.Type != "synced" {
+			t.Fatalf("want synced on an empty mailbox, got %+v %v", f, err)
+		}
+		// Committed, and its wake-up never published: the last envelope
+		// of a burst whose wake-up was dropped.
+		lost := []mailbox.Envelope{env(dev, "dev_a", "lost")}
+		if err := store.Append(ctx, lost); err != nil {
+			t.Fatal(err)
+		}
+		got := c.collect(1, true)
+		if got[0].ID != lost[0].ID {
+			t.Fatalf("got %+v, want the envelope whose wake-up was lost", got[0])
+		}
+		waitDepth(t, store, dev, 0)
 	})
 }

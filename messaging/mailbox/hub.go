@@ -913,6 +913,14 @@ func (c *conn) tick() {
 			c.close(StatusTooSlow, "no answer to ping")
 			return
 		}
+		// Then the mailbox is read: a wake-up lost on the way (NATS
+		// delivers at most once; a node's queue overflows under load)
+		// is noticed by the next one's gap, but the last of a burst has
+		// no next one. This read bounds its delay by PingInterval.
+		c.mu.Lock()
+		c.fetch, c.carried = true, nil
+		c.mu.Unlock()
+		c.signal()
 	}
 	now = time.Now()
 	c.mu.Lock()
