@@ -27,6 +27,22 @@ type batchReq struct {
 	ctx  context.Context
 	fn   func(tx *sql.Tx) error
 	done chan error
+	// merge and item, for DoMerged: the batch hands every item of one
+	// Merger to it at once.
+	merge Merger
+	item  any
+}
+
+// A Merger writes the work of many callers of one kind in a few
+// statements rather than a few per caller: on PostgreSQL every statement
+// is a round trip from the one batch worker, and on SQLite each has its
+// own setup cost. DoMerged queues an item for it.
+type Merger interface {
+	// MergeTx writes items (in the order they were queued) in tx. If it
+	// fails, the batch's transaction is rolled back and every body of the
+	// batch runs again on its own, each item through the fn it was queued
+	// with; so MergeTx must have no effects outside tx either.
+	MergeTx(ctx context.Context, tx *sql.Tx, items []any) error
 }
 
 // ErrBatcherClosed is returned by Do after Close.
@@ -55,7 +71,19 @@ func (d *DB) NewBatcher(maxBatch int) *Batcher {
 // has committed (nil) or fn's own error. Like Tx, fn may run more than once
 // if the batch is retried, so it must have no effects outside tx.
 func (b *Batcher) Do(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	r := &batchReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	return b.queue(&batchReq{ctx: ctx, fn: fn, done: make(chan error, 1)})
+}
+
+// DoMerged is Do for work that m can write together with the other items
+// it gets in the same batch: m.MergeTx writes the batch's items of m at
+// once, and fn writes item alone when the batch must be run body by body
+// (one body failed). Both must write the same.
+func (b *Batcher) DoMerged(ctx context.Context, m Merger, item any, fn func(tx *sql.Tx) error) error {
+	return b.queue(&batchReq{ctx: ctx, fn: fn, done: make(chan error, 1), merge: m, item: item})
+}
+
+func (b *Batcher) queue(r *batchReq) error {
+	ctx := r.ctx
 	b.closeMu.RLock()
 	if b.closed {
 		b.closeMu.RUnlock()
@@ -108,7 +136,8 @@ func (b *Batcher) loop() {
 }
 
 // run commits one batch. Optimistically, every body runs in one
-// transaction with no per-body overhead; bodies validate their input before
+// transaction with no per-body overhead, and the items queued with
+// DoMerged are written together by their Merger; bodies validate their input before
 // writing, so a failing body is rare. If one fails, the shared transaction
 // is rolled back and each body runs again in a transaction of its own, so
 // that only the failing body's caller sees an error.
@@ -126,12 +155,38 @@ func (b *Batcher) run(batch []*batchReq) {
 	}
 	if len(live) > 1 {
 		err := b.d.Tx(context.Background(), func(tx *sql.Tx) error {
+			// Merged items wait until a plain body comes or the batch
+			// ends, so the batch writes in the order it was queued except
+			// that items of different Mergers between two plain bodies are
+			// written kind by kind.
+			var kinds []Merger
+			items := map[Merger][]any{}
+			flush := func() error {
+				for _, m := range kinds {
+					if err := m.MergeTx(context.Background(), tx, items[m]); err != nil {
+						return err
+					}
+					delete(items, m)
+				}
+				kinds = kinds[:0]
+				return nil
+			}
 			for _, r := range live {
+				if r.merge != nil {
+					if _, ok := items[r.merge]; !ok {
+						kinds = append(kinds, r.merge)
+					}
+					items[r.merge] = append(items[r.merge], r.item)
+					continue
+				}
+				if err := flush(); err != nil {
+					return err
+				}
 				if err := r.fn(tx); err != nil {
 					return err
 				}
 			}
-			return nil
+			return flush()
 		})
 		if err == nil {
 			for _, r := range live {

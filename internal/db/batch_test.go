@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -66,6 +67,99 @@ func TestBatcherIsolatesFailures(t *testing.T) {
 		b.Close()
 		if err := b.Do(ctx, func(*sql.Tx) error { return nil }); !errors.Is(err, db.ErrBatcherClosed) {
 			t.Fatalf("after close: %v", err)
+		}
+	})
+}
+
+// accountMerger inserts accounts, one multi-row statement per batch.
+type accountMerger struct {
+	mu      sync.Mutex
+	written int // items written by MergeTx in transactions that committed or not
+}
+
+type account struct {
+	name    string
+	balance int
+}
+
+func (m *accountMerger) MergeTx(ctx context.Context, tx *sql.Tx, items []any) error {
+	q := `INSERT INTO accounts (name, balance) VALUES `
+	var args []any
+	for i, it := range items {
+		a := it.(account)
+		if i > 0 {
+			q += ", "
+		}
+		q += fmt.Sprintf("($%d, $%d)", 2*i+1, 2*i+2)
+		args = append(args, a.name, a.balance)
+	}
+	m.mu.Lock()
+	m.written += len(items)
+	m.mu.Unlock()
+	_, err := tx.ExecContext(ctx, q, args...)
+	return err
+}
+
+// TestBatcherMerged: items queued with DoMerged are written by their
+// Merger together with plain bodies; when one of them fails (a second
+// insert of a name), each runs alone through its own body, so only the
+// failing caller sees the error and every other item is committed once.
+func TestBatcherMerged(t *testing.T) {
+	dbtest.Run(t, []db.Migrations{ledgerMigrations}, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		b := d.NewBatcher(32)
+		defer b.Close()
+		m := &accountMerger{}
+		var wg sync.WaitGroup
+		results := make([]error, 300)
+		for i := range results {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// Every tenth item repeats the name of the one before it;
+				// every seventh is a plain body.
+				n := i
+				if i%10 == 9 {
+					n = i - 1
+				}
+				a := account{name: fmt.Sprintf("acct%03d", n), balance: i}
+				insert := func(tx *sql.Tx) error {
+					_, err := tx.ExecContext(ctx, `INSERT INTO accounts (name, balance) VALUES ($1, $2)`, a.name, a.balance)
+					return err
+				}
+				if i%7 == 0 {
+					results[i] = b.Do(ctx, insert)
+				} else {
+					results[i] = b.DoMerged(ctx, m, a, insert)
+				}
+			}()
+		}
+		wg.Wait()
+		failed := 0
+		for i, err := range results {
+			switch {
+			case err == nil:
+			case i%10 == 9 || i%10 == 8:
+				if !db.IsUniqueViolation(err) {
+					t.Fatalf("item %d: %v, want a unique violation", i, err)
+				}
+				failed++
+			default:
+				t.Fatalf("item %d: %v", i, err)
+			}
+		}
+		if failed != 30 {
+			t.Fatalf("%d items failed, want one of each of the 30 pairs", failed)
+		}
+		var n int
+		if err := d.QueryRow(ctx, `SELECT COUNT(*) FROM accounts`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 270 {
+			t.Fatalf("%d rows, want 270", n)
+		}
+		if m.written == 0 {
+			t.Fatal("the merger wrote nothing: merged items ran only alone")
 		}
 	})
 }
