@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kanal-server/kanal/internal/db"
@@ -378,34 +379,10 @@ func (s *Service) sendFresh(ctx context.Context, c Caller, req *SendRequest, cs 
 			"the envelopes must address exactly the active devices of the conversation other than the sending one").
 			With("missing", missing).With("stale", stale).With("devices", want).With("accounts", accounts)
 	}
-	now := s.now()
-	var stored []mailbox.Envelope
-	fn := func(tx *sql.Tx) error {
-		envs := slices.Clone(cs.envs)
-		if err := s.mailbox.AppendWithinTx(ctx, tx, envs, s.quota); err != nil {
-			return err
-		}
-		stored = envs
-		r := &SendResponse{ConversationID: cs.conversation, ClientID: req.ClientID,
-			ServerTime: envs[0].ServerTime, EnvelopeIDs: map[string]string{}}
-		for _, e := range envs {
-			r.EnvelopeIDs[e.Recipient] = e.ID
-		}
-		j, err := json.Marshal(r)
-		if err != nil {
-			return err
-		}
-		// The primary key (sender_device, client_id) refuses a second
-		// send with this client id; Send then returns the first answer.
-		if _, err := tx.ExecContext(ctx, `INSERT INTO messaging_sends (sender_device, client_id, conversation, result, created_at)
-			VALUES ($1, $2, $3, $4, $5)`, c.DeviceID, req.ClientID, cs.conversation, string(j), now.Unix()); err != nil {
-			return err
-		}
-		resp = r
-		return nil
-	}
+	p := &pendingSend{caller: c, clientID: req.ClientID, cs: cs, now: s.now()}
+	fn := func(tx *sql.Tx) error { return s.writeSends(ctx, tx, []*pendingSend{p}) }
 	if s.batch != nil {
-		err = s.batch.Do(ctx, fn)
+		err = s.batch.DoMerged(ctx, sendMerger{s}, p, fn)
 	} else {
 		err = s.db.Tx(ctx, fn)
 	}
@@ -414,11 +391,96 @@ func (s *Service) sendFresh(ctx context.Context, c Caller, req *SendRequest, cs 
 	}
 	switch {
 	case s.stored != nil:
-		s.stored(stored)
+		s.stored(p.stored)
 	case s.notify != nil:
 		s.notify(cs.devices...)
 	}
-	return resp, true, nil
+	return p.resp, true, nil
+}
+
+// pendingSend is a checked send on its way into the database; writeSends
+// fills in resp and stored.
+type pendingSend struct {
+	caller   Caller
+	clientID string
+	cs       *checkedSend
+	now      time.Time
+
+	resp   *SendResponse
+	stored []mailbox.Envelope
+}
+
+// sendMerger writes the sends of one group commit together (see
+// db.Merger): their envelopes in one append, their idempotency rows in one
+// insert, rather than three statements per send.
+type sendMerger struct{ s *Service }
+
+func (m sendMerger) MergeTx(ctx context.Context, tx *sql.Tx, items []any) error {
+	ps := make([]*pendingSend, len(items))
+	for i, it := range items {
+		ps[i] = it.(*pendingSend)
+	}
+	return m.s.writeSends(ctx, tx, ps)
+}
+
+// Idempotency rows per insert statement, five parameters each.
+const sendsPerStatement = 128
+
+var _ [db.MaxParams - 5*sendsPerStatement]struct{}
+
+// writeSends stores the sends' envelopes and idempotency rows in tx. If
+// it fails, tx must be rolled back: a send whose client id was used
+// before fails the insert of its idempotency row (the primary key is
+// sender device and client id), and a full mailbox fails the append.
+func (s *Service) writeSends(ctx context.Context, tx *sql.Tx, ps []*pendingSend) error {
+	n := 0
+	for _, p := range ps {
+		n += len(p.cs.envs)
+	}
+	// One append for all: the envelopes of each recipient device keep
+	// the order of the sends, which is the order they were queued in.
+	all := make([]mailbox.Envelope, 0, n)
+	for _, p := range ps {
+		all = append(all, p.cs.envs...)
+	}
+	if err := s.mailbox.AppendWithinTx(ctx, tx, all, s.quota); err != nil {
+		return err
+	}
+	var q strings.Builder
+	args := make([]any, 0, 5*min(len(ps), sendsPerStatement))
+	for i, p := range ps {
+		envs := all[:len(p.cs.envs):len(p.cs.envs)]
+		all = all[len(envs):]
+		r := &SendResponse{ConversationID: p.cs.conversation, ClientID: p.clientID,
+			ServerTime: envs[0].ServerTime, EnvelopeIDs: make(map[string]string, len(envs))}
+		for _, e := range envs {
+			r.EnvelopeIDs[e.Recipient] = e.ID
+		}
+		j, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		p.resp, p.stored = r, envs
+		if len(args) == 0 {
+			q.Reset()
+			q.WriteString(`INSERT INTO messaging_sends (sender_device, client_id, conversation, result, created_at) VALUES `)
+		} else {
+			q.WriteString(", ")
+		}
+		k := len(args)
+		fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d)", k+1, k+2, k+3, k+4, k+5)
+		args = append(args, p.caller.DeviceID, p.clientID, p.cs.conversation, string(j), p.now.Unix())
+		if len(args) == 5*sendsPerStatement || i == len(ps)-1 {
+			// The primary key (sender_device, client_id) refuses a
+			// second send with this client id; Send then returns the
+			// first answer.
+			if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+				return err
+			}
+			args = args[:0]
+		}
+	}
+	return nil
 }
 
 // ExpireSends deletes idempotency rows older than SendIdempotency and

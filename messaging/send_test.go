@@ -472,3 +472,80 @@ func TestSendRetryAfterDevicesChanged(t *testing.T) {
 		}
 	})
 }
+
+// TestSendGroupCommit: sends that share a group commit are written
+// together (one append, one insert of their idempotency rows), and each
+// keeps what a send promises: every answer names the envelope stored for
+// it, a sender's messages reach a device in the order it sent them, a
+// retry gets its first answer, and a send into a full mailbox fails alone
+// while the others of its commit are stored.
+func TestSendGroupCommit(t *testing.T) {
+	dbtest.Run(t, sendSets, func(t *testing.T, d *db.DB) {
+		e := newSendEnv(t, d, 0, true, func(o *messaging.Options) {
+			o.MailboxQuota = mailbox.Quota{MaxEnvelopes: 40}
+		})
+		e.enroll("bob", "bob-phone", false)
+		const senders, each = 12, 5
+		devs := make([]*device, senders)
+		for i := range devs {
+			devs[i] = e.enroll("s"+strconv.Itoa(i), "s"+strconv.Itoa(i)+"-phone", true)
+		}
+		answers := make([][]map[string]any, senders)
+		var wg sync.WaitGroup
+		for i, dev := range devs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for k := range each {
+					// bob's mailbox takes 40 of the 60: some sends near
+					// the end fail with mailbox-full, the rest go through.
+					st, _, out := e.post(dev, toAccount("bob", "m"+strconv.Itoa(k), "bob-phone"))
+					if st != 201 && !(st == 507 && out["type"] == string(messaging.TypeMailboxFull)) {
+						t.Errorf("%s send %d: %d %v", dev.id, k, st, out)
+					}
+					if st == 201 {
+						answers[i] = append(answers[i], out)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		got, err := e.mb.Fetch(context.Background(), "bob-phone", 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored := 0
+		for _, a := range answers {
+			stored += len(a)
+		}
+		if len(got) != 40 || stored != 40 {
+			t.Fatalf("bob holds %d envelopes, %d sends were answered 201; want 40 and 40", len(got), stored)
+		}
+		// Each answer's envelope id is in the mailbox, from its sender,
+		// and each sender's envelopes come in the order it sent them.
+		pos := map[string]int{}
+		for i, g := range got {
+			pos[g.ID] = i
+		}
+		for i, as := range answers {
+			last := -1
+			for _, a := range as {
+				id := a["envelope_ids"].(map[string]any)["bob-phone"].(string)
+				p, ok := pos[id]
+				if !ok || got[p].Sender != devs[i].id {
+					t.Fatalf("%s: answer %v names no envelope of its own", devs[i].id, a)
+				}
+				if p <= last {
+					t.Fatalf("%s: envelopes out of send order", devs[i].id)
+				}
+				last = p
+			}
+			if len(as) > 0 {
+				st, _, again := e.post(devs[i], toAccount("bob", as[0]["client_id"].(string), "bob-phone"))
+				if st != 200 || !reflect.DeepEqual(again, as[0]) {
+					t.Fatalf("%s: retry answered %d %v, first %v", devs[i].id, st, again, as[0])
+				}
+			}
+		}
+	})
+}
