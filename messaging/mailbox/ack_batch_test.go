@@ -51,9 +51,19 @@ func TestAckGroupCommit(t *testing.T) {
 			if errs[i] != nil || counts[i] != 2 {
 				t.Fatalf("dev_%d: ack deleted %d (%v), want 2", i, counts[i], errs[i])
 			}
-			left, err := s.Fetch(ctx, fmt.Sprintf("dev_%d", i), 0, 10)
+			dev := fmt.Sprintf("dev_%d", i)
+			left, err := s.Fetch(ctx, dev, 0, 10)
 			if err != nil || len(left) != 1 || left[0].ID != ids[i][2] {
-				t.Fatalf("dev_%d keeps %+v (%v), want only its third envelope", i, left, err)
+				t.Fatalf("%s keeps %+v (%v), want only its third envelope", dev, left, err)
+			}
+			// The acks of one commit are deleted together; each device's
+			// quota counters still give back exactly what it deleted.
+			var depth, size int64
+			if err := d.QueryRow(ctx, `SELECT depth, bytes FROM mailbox_heads WHERE device_id = $1`, dev).Scan(&depth, &size); err != nil {
+				t.Fatal(err)
+			}
+			if depth != 1 || size != int64(len(left[0].Ciphertext)) {
+				t.Fatalf("%s: head counts %d envelopes of %d bytes, want 1 of %d", dev, depth, size, len(left[0].Ciphertext))
 			}
 		}
 	})

@@ -366,9 +366,9 @@ func (s *Store) Ack(ctx context.Context, device string, ids []string) (int64, er
 	if len(ids) > MaxAckBatch {
 		return 0, fmt.Errorf("%w: at most %d ids per ack", ErrInvalid, MaxAckBatch)
 	}
+	var ph strings.Builder
 	args := make([]any, 0, len(ids)+1)
 	args = append(args, device)
-	var ph strings.Builder
 	for i, id := range ids {
 		if len(id) == 0 || len(id) > 64 {
 			return 0, fmt.Errorf("%w: bad envelope id", ErrInvalid)
@@ -380,10 +380,10 @@ func (s *Store) Ack(ctx context.Context, device string, ids []string) (int64, er
 		args = append(args, id)
 	}
 	q := `DELETE FROM mailbox WHERE device_id = $1 AND envelope_id IN (` + ph.String() + `) RETURNING device_id, LENGTH(ciphertext)`
-	var n int64
+	a := &pendingAck{device: device, ids: ids}
 	fn := func(tx *sql.Tx) error {
 		var err error
-		n, err = deleteReleasing(ctx, tx, q, args...)
+		a.n, err = deleteReleasing(ctx, tx, q, args...)
 		return err
 	}
 	var err error
@@ -393,13 +393,98 @@ func (s *Store) Ack(ctx context.Context, device string, ids []string) (int64, er
 		// Every device acknowledges every frame it takes, so acks are as
 		// many writes as sends: on their own, each would be a commit and
 		// (on SQLite) an fsync of its own — a fifth of kanald's CPU in the
-		// direct benchmark. They share the sends' group commit instead.
-		err = s.batch.Do(ctx, fn)
+		// direct benchmark. They share the sends' group commit instead,
+		// and the acks of one commit are deleted together.
+		err = s.batch.DoMerged(ctx, ackMerger{s}, a, fn)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("mailbox.ack: %w", err)
 	}
-	return n, nil
+	return a.n, nil
+}
+
+// pendingAck is one Ack on its way into a group commit; n is what it
+// deleted.
+type pendingAck struct {
+	device string
+	ids    []string
+	n      int64
+}
+
+// ackMerger deletes the acknowledgements of one group commit in a few
+// statements (see db.Merger).
+type ackMerger struct{ s *Store }
+
+// Acknowledged envelopes per delete statement, two parameters each.
+const acksPerStatement = 256
+
+var _ [db.MaxParams - 2*acksPerStatement]struct{}
+
+func (m ackMerger) MergeTx(ctx context.Context, tx *sql.Tx, items []any) error {
+	type key struct{ device, id string }
+	var pairs []key
+	for _, it := range items {
+		a := it.(*pendingAck)
+		a.n = 0
+		for _, id := range a.ids {
+			pairs = append(pairs, key{a.device, id})
+		}
+	}
+	// Which (device, envelope) pairs were deleted, and their sizes, to
+	// count each ack's deletions and release the heads once.
+	deleted := map[key]bool{}
+	gone := map[string][2]int64{}
+	for len(pairs) > 0 {
+		part := pairs[:min(len(pairs), acksPerStatement)]
+		pairs = pairs[len(part):]
+		var q strings.Builder
+		// The pairs as a named table, which both engines look up in the
+		// (device_id, envelope_id) index; SQLite scans the whole mailbox
+		// for "(device_id, envelope_id) IN (VALUES …)" written inline.
+		q.WriteString(`WITH acked(d, e) AS (VALUES `)
+		args := make([]any, 0, 2*len(part))
+		for i, p := range part {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			fmt.Fprintf(&q, "($%d, $%d)", 2*i+1, 2*i+2)
+			args = append(args, p.device, p.id)
+		}
+		q.WriteString(`) DELETE FROM mailbox WHERE (device_id, envelope_id) IN (SELECT d, e FROM acked)
+			RETURNING device_id, envelope_id, LENGTH(ciphertext)`)
+		rows, err := tx.QueryContext(ctx, q.String(), args...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var k key
+			var size int64
+			if err := rows.Scan(&k.device, &k.id, &size); err != nil {
+				rows.Close()
+				return err
+			}
+			deleted[k] = true
+			g := gone[k.device]
+			g[0]++
+			g[1] += size
+			gone[k.device] = g
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+	}
+	// An envelope two acks of the batch name counts for the first.
+	for _, it := range items {
+		a := it.(*pendingAck)
+		for _, id := range a.ids {
+			if k := (key{a.device, id}); deleted[k] {
+				a.n++
+				delete(deleted, k)
+			}
+		}
+	}
+	return release(ctx, tx, gone)
 }
 
 // Depth returns how many envelopes wait in device's mailbox.
