@@ -24,6 +24,9 @@ const (
 	AuthGroupAdmin       = "session of an admin of the group"
 	AuthGroupAdminOrSelf = "session of an admin of the group, or of the member leaving"
 	AuthInvitee          = "session of an account invited to the group"
+	// Broadcast routes check these themselves.
+	AuthOrgAgent        = "session of an agent device of the organisation"
+	AuthFollowerOrAgent = "session of a follower or an agent of the organisation"
 )
 
 type route struct {
@@ -54,6 +57,15 @@ func (s *Service) routes() []route {
 			route{"POST /v1/groups/{id}/invitation/accept", AuthInvitee, s.handleAcceptInvitation},
 			route{"POST /v1/groups/{id}/invitation/decline", AuthInvitee, s.handleDeclineInvitation},
 			route{"GET /v1/invitations", AuthSession, s.handleListInvitations},
+		)
+	}
+	if s.mailbox != nil && s.roots != nil {
+		rs = append(rs,
+			route{"GET /v1/broadcasts", AuthSession, s.handleFollowing},
+			route{"PUT /v1/broadcasts/{org}/follower", AuthSession, s.handleFollow},
+			route{"DELETE /v1/broadcasts/{org}/follower", AuthSession, s.handleUnfollow},
+			route{"POST /v1/broadcasts/{org}/posts", AuthOrgAgent, s.handlePost},
+			route{"GET /v1/broadcasts/{org}/posts/{id}", AuthFollowerOrAgent, s.handleReadPost},
 		)
 	}
 	return rs

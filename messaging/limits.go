@@ -123,5 +123,8 @@ const (
 	// maxBatchBody a full one-time batch (an ML-KEM-768 key is about 1.6 KB
 	// in text form, its signature 86 bytes).
 	maxSmallBody = 16 << 10
+	// maxPostBody caps POST /v1/broadcasts/{org}/posts: the announcement
+	// and its JSON.
+	maxPostBody  = MaxAnnouncementBytes + 1<<10
 	maxBatchBody = 512 << 10
 )

@@ -101,6 +101,13 @@ type Options struct {
 	// Nil keeps no log (the directory's own unit tests); cmd/kanald
 	// always sets it.
 	Log *translog.Log
+	// Roots is the deployment's CA, against which announcements are
+	// verified. With Mailbox it enables the broadcast routes.
+	Roots *x509.CertPool
+	// Fanout, if set, is called after an announcement commits with the
+	// follower devices' references and the announcement (cmd/kanald
+	// wires the hub's Fanout); otherwise Notify gets the devices.
+	Fanout func(refs []mailbox.Envelope, body []byte)
 }
 
 // Service is the prekey directory. Its methods are safe for concurrent use.
@@ -123,6 +130,9 @@ type Service struct {
 	notary                     *ca.Notary
 	quota                      mailbox.Quota
 	tlog                       *translog.Log
+	roots                      *x509.CertPool
+	fanout                     func(refs []mailbox.Envelope, body []byte)
+	broadcasts                 *sendLimiter
 }
 
 // New checks o and returns a Service.
@@ -134,7 +144,8 @@ func New(o Options) (*Service, error) {
 		return nil, errors.New("messaging: Mailbox needs Notary, which signs the server's notices")
 	}
 	s := &Service{db: o.DB, dir: o.Directory, auth: o.Auth, log: o.Logger, now: o.Now,
-		mailbox: o.Mailbox, batch: o.Batcher, notify: o.Notify, stored: o.Stored, retention: o.Retention, quota: o.MailboxQuota, notary: o.Notary, tlog: o.Log}
+		mailbox: o.Mailbox, batch: o.Batcher, notify: o.Notify, stored: o.Stored, retention: o.Retention, quota: o.MailboxQuota, notary: o.Notary, tlog: o.Log,
+		roots: o.Roots, fanout: o.Fanout}
 	if s.quota.MaxEnvelopes <= 0 {
 		s.quota.MaxEnvelopes = MaxMailboxEnvelopes
 	}
@@ -151,6 +162,7 @@ func New(o Options) (*Service, error) {
 	s.limit = newSendLimiter(limit, SendWindow)
 	s.groupCreates = newSendLimiter(MaxGroupCreatesPerWindow, GroupWindow)
 	s.groupChanges = newSendLimiter(MaxGroupChangesPerWindow, GroupWindow)
+	s.broadcasts = newSendLimiter(MaxBroadcastsPerWindow, BroadcastWindow)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

@@ -44,7 +44,7 @@ func newSendEnv(t testing.TB, d *db.DB, limit int, batch bool, opts ...func(*mes
 	e := &sendEnv{t: t, d: d, dir: newFakeDir(t), now: &now}
 	e.mb = mailbox.NewStore(d, mailbox.StoreOptions{Now: func() time.Time { return *e.now }})
 	o := messaging.Options{DB: d, Directory: e.dir, Auth: testAuth(), Now: func() time.Time { return *e.now },
-		Mailbox: e.mb, MaxSendsPerWindow: limit, Notary: e.dir.notary(t),
+		Mailbox: e.mb, MaxSendsPerWindow: limit, Notary: e.dir.notary(t), Roots: e.dir.ca.Pool(),
 		Notify: func(devices ...string) {
 			e.mu.Lock()
 			defer e.mu.Unlock()

@@ -176,6 +176,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	}
 	prekeys, err := messaging.New(messaging.Options{DB: d, Directory: identityDirectory{a.ident}, Logger: log,
 		Mailbox: mailboxes, Batcher: a.batch, MaxSendsPerWindow: cfg.SendLimit, Notary: notary, Log: a.tlog,
+		Roots: authority.Pool(), Fanout: hub.Fanout,
 		Notify: func(devices ...string) { hub.Notify(devices...); pusher.Notify(devices...) },
 		Stored: func(envs []mailbox.Envelope) {
 			hub.Deliver(envs)
@@ -220,6 +221,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		defer a.wg.Done()
 		sweepExpired(sweepCtx, log, expiry{"mailbox", mailboxes.Expire}, expiry{"attachment blobs", prekeys.ExpireBlobs},
 			expiry{"send idempotency rows", prekeys.ExpireSends}, expiry{"group invitations", prekeys.ExpireInvitations},
+			expiry{"broadcast records", prekeys.ExpireBroadcasts},
 			expiry{"sign-ups", a.ident.ExpireSignups}, expiry{"sessions, tokens, challenges and login throttles", a.ident.ExpireSessions})
 	}()
 	a.wg.Add(1)

@@ -119,6 +119,7 @@ type Hub struct {
 	stop     chan struct{}
 	stopOnce sync.Once
 	endSub   *bus.Subscription
+	fanSub   *bus.Subscription // broadcasts' fan-outs (fanout.go)
 }
 
 // Errors HubOptions.Check returns (wrapped) for a session that is over.
@@ -168,6 +169,10 @@ func NewHub(o HubOptions) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
+	if h.fanSub, err = o.Bus.Subscribe(subjectFanout, h.takeFanout); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, err
+	}
 	// The subscription reaches the server with the connection's next
 	// flush; until then a session end sent by another node would pass
 	// this one by. Flush now, before any stream is served.
@@ -176,6 +181,7 @@ func NewHub(o HubOptions) (*Hub, error) {
 	cancel()
 	if err != nil {
 		_ = sub.Unsubscribe()
+		_ = h.fanSub.Unsubscribe()
 		return nil, fmt.Errorf("mailbox: subscribe to session ends: %w", err)
 	}
 	h.endSub = sub
@@ -209,6 +215,7 @@ func (h *Hub) Close() {
 	h.stopOnce.Do(func() {
 		close(h.stop)
 		_ = h.endSub.Unsubscribe()
+		_ = h.fanSub.Unsubscribe()
 	})
 }
 

@@ -354,7 +354,11 @@ func (s *Store) Fetch(ctx context.Context, device string, after int64, limit int
 		e.ServerTime = time.UnixMilli(created).UTC()
 		out = append(out, e)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("mailbox.fetch: %w", err)
+	}
+	rows.Close()
+	return out, s.expandShared(ctx, out)
 }
 
 // Ack deletes the acknowledged envelopes of device and returns how many
@@ -500,6 +504,10 @@ func (s *Store) Expire(ctx context.Context) (int64, error) {
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
 		var err error
 		n, err = deleteReleasing(ctx, tx, `DELETE FROM mailbox WHERE expires_at <= $1 RETURNING device_id, LENGTH(ciphertext)`, s.now().UnixMilli())
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM mailbox_shared WHERE expires_at <= $1`, s.now().UnixMilli())
 		return err
 	})
 	if err != nil {

@@ -1,0 +1,135 @@
+package mailbox_test
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/kanal-server/kanal/messaging/mailbox"
+)
+
+// TestFanoutAcrossNodes: an envelope stored once for three devices — two
+// with streams on the other node, one offline — reaches the two streams
+// from the fan-out alone (no mailbox read), with its body and each
+// device's own seq, and the offline device reads the body from its
+// mailbox when it connects. Acknowledging removes only the device's own
+// reference.
+func TestFanoutAcrossNodes(t *testing.T) {
+	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, b *node) {
+		ctx := context.Background()
+		on1, on2, off := uniqueDevice("dev_on1"), uniqueDevice("dev_on2"), uniqueDevice("dev_off")
+		// on1 has an envelope already, so its seq differs from on2's.
+		first := []mailbox.Envelope{env(on1, "dev_a", "before")}
+		if err := store.Append(ctx, first); err != nil {
+			t.Fatal(err)
+		}
+		c1, c2 := dial(t, b, on1), dial(t, b, on2)
+		if got := c1.collect(1, true); got[0].ID != first[0].ID {
+			t.Fatalf("backlog: %+v", got)
+		}
+		for _, c := range []*client{c1, c2} {
+			for {
+				f, err := c.next()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if f.Type == "synced" {
+					break
+				}
+			}
+		}
+		waitConnected(t, b, on1)
+		waitConnected(t, b, on2)
+		before := b.hub.Stats()
+
+		body := []byte("the announcement, stored once")
+		refs, err := store.AppendShared(ctx, mailbox.Envelope{ID: "bc_1", Conversation: "b_council", Sender: "dev_clerk", Ciphertext: body},
+			[]string{on1, on2, off})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.hub.Fanout(refs, body)
+		for _, c := range []struct {
+			c   *client
+			dev string
+			seq int64
+		}{{c1, on1, 2}, {c2, on2, 1}} {
+			got := c.c.collect(1, true)
+			if len(got) != 1 || got[0].ID != "bc_1" || string(got[0].Ciphertext) != string(body) || got[0].Recipient != c.dev ||
+				got[0].Seq != c.seq || got[0].Class != mailbox.ClassBroadcast || got[0].Conversation != "b_council" {
+				t.Fatalf("%s got %+v", c.dev, got)
+			}
+		}
+		if st := b.hub.Stats(); st.Carried-before.Carried != 2 || st.Read != before.Read {
+			t.Fatalf("stats %+v → %+v: want both written from the fan-out", before, st)
+		}
+		c3 := dial(t, b, off)
+		got := c3.collect(1, true)
+		if got[0].ID != "bc_1" || string(got[0].Ciphertext) != string(body) {
+			t.Fatalf("offline device read %+v", got)
+		}
+		// Acks are written within mailbox.AckInterval.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			left := 0
+			for _, d := range []string{on1, on2, off} {
+				n, err := store.Depth(ctx, d)
+				if err != nil {
+					t.Fatal(err)
+				}
+				left += n
+			}
+			if left == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d references left after every device acknowledged", left)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+// TestForgedFanoutIsNotWritten: a NATS publisher (see bus_attack_test.go)
+// sends a fan-out naming the victim with the seq its stream expects next
+// and a body of their choosing, with no tag and with a made-up one. The
+// victim's socket gets only what its mailbox holds.
+func TestForgedFanoutIsNotWritten(t *testing.T) {
+	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, b *node) {
+		ctx := context.Background()
+		evil := publisher(t, b)
+		victim := uniqueDevice("dev_victim")
+		c := dial(t, b, victim)
+		if f, err := c.next(); err != nil || f.Type != "synced" {
+			t.Fatalf("want synced, got %+v %v", f, err)
+		}
+		waitConnected(t, b, victim)
+		forged, _ := json.Marshal(map[string]any{
+			"envelope": map[string]any{"id": "bc_forged", "seq": 0, "conversation": "b_council", "sender_device": "dev_clerk",
+				"recipient_device": "", "class": "broadcast", "ciphertext": []byte("Evakuierung! (forged)"), "server_ts": time.Now().UTC()},
+			"devices": []map[string]any{{"d": victim, "s": 1}},
+		})
+		publish(t, evil, "kanal.mbox.fanout", forged)
+		publish(t, evil, "kanal.mbox.fanout", append(make([]byte, 32), forged...))
+		body := []byte("genuine")
+		refs, err := store.AppendShared(ctx, mailbox.Envelope{ID: "bc_real", Conversation: "b_council", Sender: "dev_clerk", Ciphertext: body}, []string{victim})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.hub.Fanout(refs, body)
+		got := c.collect(1, true)
+		if len(got) != 1 || got[0].ID != "bc_real" || string(got[0].Ciphertext) != "genuine" {
+			t.Fatalf("the victim's socket got %+v", got)
+		}
+		for deadline := time.Now().Add(5 * time.Second); b.hub.Stats().Forged < 2; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d forged messages counted, want 2", b.hub.Stats().Forged)
+			}
+		}
+		if slices.ContainsFunc(got, func(e mailbox.Envelope) bool { return e.ID == "bc_forged" }) {
+			t.Fatal("forged announcement written")
+		}
+	})
+}
