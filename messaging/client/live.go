@@ -291,7 +291,7 @@ var chatKinds = map[kind.Kind]bool{
 // as a chat message, such as profile updates) get none, nor do messages
 // from this account's own other devices.
 func (c *Client) WantsReceipt(in *Incoming) bool {
-	return !in.FromServer && in.Message != nil && chatKinds[in.Message.Kind] && in.SenderAccount != c.account
+	return !in.FromServer && !in.Announcement && in.Message != nil && chatKinds[in.Message.Kind] && in.SenderAccount != c.account
 }
 
 func (l *LiveStream) run() {

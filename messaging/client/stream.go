@@ -50,6 +50,10 @@ type Incoming struct {
 	// member's, signed by the deployment's notary (VerifyNotice). For a
 	// notice, ServerTime is the time the notary signed.
 	FromServer bool `json:"from_server,omitempty"`
+	// Announcement marks an organisation's broadcast announcement: signed
+	// by an agent device (Org is its verified membership), not end-to-end
+	// encrypted — the server could read it. Message is its text.
+	Announcement bool `json:"announcement,omitempty"`
 	// Reply is where an answer to this message goes.
 	Reply   Peer          `json:"reply"`
 	Message *kind.Message `json:"-"`
@@ -348,7 +352,7 @@ func (s *Stream) post(ctx context.Context, req *messaging.SendRequest) (*messagi
 // Receipt tells the sender's devices that in was delivered or read.
 // Receipts travel like any message, end to end, in the same conversation.
 func (s *Stream) Receipt(ctx context.Context, in *Incoming, status string) error {
-	if in.FromServer || in.Message.Kind == kind.Receipt {
+	if in.FromServer || in.Announcement || in.Message.Kind == kind.Receipt {
 		return nil // the server gets no receipts, and receipts get none
 	}
 	m, err := kind.New(NewMessageID(), s.c.now(), &kind.ReceiptBody{Status: status, IDs: []string{in.Message.ID}})
@@ -454,6 +458,9 @@ func (c *Client) read(ctx context.Context, env *mailbox.Envelope) (*Incoming, er
 			in.Reply = Peer{GroupID: env.Conversation}
 		}
 		return in, nil
+	}
+	if env.Class == mailbox.ClassBroadcast {
+		return c.readAnnouncement(env, in)
 	}
 	var m Message
 	if err := m.UnmarshalBinary(env.Ciphertext); err != nil {
