@@ -118,4 +118,3 @@ func broadcastRewritten(t *testing.T, d *deployment) {
 		t.Fatalf("after unfollowing: %+v %v", r, err)
 	}
 }
-
