@@ -2,10 +2,14 @@ package mailbox_test
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/kanal-server/kanal/internal/bus"
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
 	"github.com/kanal-server/kanal/messaging/mailbox"
@@ -105,5 +109,74 @@ func TestAppendManyDevices(t *testing.T) {
 				t.Fatalf("%s holds %q, want %q", dev, bodies, want)
 			}
 		}
+	})
+}
+
+// TestSlowAckWriteKeepsTheStreamReading: while an acknowledgement's write
+// waits for the database (under load it queues behind the sends' group
+// commit), the stream goes on reading the device's frames — its pings are
+// answered, so the stream is not closed as stalled — and the write lands
+// once the database is free.
+func TestSlowAckWriteKeepsTheStreamReading(t *testing.T) {
+	dbtest.Run(t, []db.Migrations{mailbox.Migrations()}, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		b, err := bus.Open(ctx, bus.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		store := mailbox.NewStore(d, mailbox.StoreOptions{})
+		n := newNode(t, store, b, 0)
+		dev := uniqueDevice("dev_slowack")
+		es := []mailbox.Envelope{env(dev, "dev_a", "1")}
+		if err := store.Append(ctx, es); err != nil {
+			t.Fatal(err)
+		}
+		c := dial(t, n, dev)
+		got := c.collect(1, false)
+
+		// Another writer holds what the acknowledgement must write.
+		held, release := make(chan struct{}), make(chan struct{})
+		go d.Tx(ctx, func(tx *sql.Tx) error {
+			var err error
+			if d.Dialect() == db.Postgres {
+				_, err = tx.ExecContext(ctx, `SELECT 1 FROM mailbox WHERE device_id = $1 FOR UPDATE`, dev)
+			} else {
+				_, err = tx.ExecContext(ctx, `DELETE FROM mailbox WHERE device_id = 'nobody'`)
+			}
+			close(held)
+			<-release
+			if err != nil {
+				return err
+			}
+			return errors.New("rolled back")
+		})
+		<-held
+		c.send(map[string]any{"type": "ack", "ids": []string{got[0].ID}})
+		// The ack's write now waits. The stream still reads: a ping from
+		// the device is answered, which only the stream's reader does.
+		// (The device reads on, as its pongs come with what it reads.)
+		go func() {
+			for {
+				if _, _, err := c.ws.Read(ctx); err != nil {
+					return
+				}
+			}
+		}()
+		time.Sleep(200 * time.Millisecond)
+		for range 3 {
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err := c.ws.Ping(pctx)
+			cancel()
+			if err != nil {
+				close(release)
+				t.Fatalf("ping while the ack's write waits: %v", err)
+			}
+		}
+		if depth, err := store.Depth(ctx, dev); err != nil || depth != 1 {
+			t.Fatalf("depth %d (%v) while the writer holds the lock, want 1", depth, err)
+		}
+		close(release)
+		waitDepth(t, store, dev, 0)
 	})
 }

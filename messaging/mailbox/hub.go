@@ -629,7 +629,8 @@ type conn struct {
 
 	writeMu sync.Mutex // the pump, pings' failures and frame replies write
 
-	ackMu sync.Mutex // one acknowledgement write at a time
+	ackMu sync.Mutex     // one acknowledgement write at a time
+	acks  sync.WaitGroup // the acknowledgement writer, while it runs
 
 	pumps sync.WaitGroup // the pump's goroutine, while it runs
 	// One timer serves the ping, the session's recheck and its expiry:
@@ -645,6 +646,7 @@ type conn struct {
 	acked    []string  // acknowledged, to be deleted with the next write
 	lastAck  time.Time // of the last acknowledgement write
 	ackTimer bool      // a write of acked is scheduled
+	ackBusy  bool      // the acknowledgement writer runs
 	cursor   int64     // last seq sent on this connection
 	carried  [][]byte  // envelopes carried by wake-ups since the pump last looked
 	fetch    bool      // a wake-up came without envelopes: read the mailbox
@@ -840,6 +842,7 @@ func (c *conn) finish(release func()) {
 	}
 	c.mu.Unlock()
 	c.pumps.Wait()
+	c.acks.Wait()
 	// Acknowledgements that came before the close are still written: the
 	// device took those envelopes while its session was live.
 	fctx, cancel := context.WithTimeout(context.Background(), c.hub.o.WriteTimeout)
@@ -1189,11 +1192,18 @@ func (c *conn) checkSession() (ended bool, err error) {
 // what counts is written at most once per AckInterval, or at once when
 // MaxAckBatch ids wait. The envelopes stay in flight until written, so
 // the in-flight limit still holds the pump back meanwhile.
+//
+// The write runs off the read loop. Under load a commit waits behind the
+// sends' group commit for seconds; a read loop waiting with it would take
+// no pong and no further frame meanwhile — the device's ack writes would
+// time out, its pings go unanswered (4008) — and every stream closed so
+// would be sent its whole window again after the reconnect, more work
+// for a server that has too much already.
 
 func (c *conn) takeAcks(ids []string) error {
 	now := c.hub.o.Now()
 	c.mu.Lock()
-	if c.closing {
+	if c.closing || c.stopped {
 		// The stream is closing (its session may have ended): nothing
 		// more is taken from it.
 		c.mu.Unlock()
@@ -1212,11 +1222,40 @@ func (c *conn) takeAcks(ids []string) error {
 		c.ackTimer = true
 		time.AfterFunc(wait, c.flushLater)
 	}
+	start := due && !c.ackBusy
+	if start {
+		c.ackBusy = true
+		c.acks.Add(1)
+	}
 	c.mu.Unlock()
-	if due {
-		c.flushOrClose()
+	if start {
+		go c.writeAcks()
 	}
 	return nil
+}
+
+// writeAcks writes what is due, and again while more became due during
+// the write; what is not due yet is left to the timer.
+func (c *conn) writeAcks() {
+	defer c.acks.Done()
+	for {
+		c.flushOrClose()
+		c.mu.Lock()
+		n := len(c.acked)
+		wait := AckInterval - c.hub.o.Now().Sub(c.lastAck)
+		again := n > 0 && (n >= MaxAckBatch || wait <= 0) && !c.closing
+		if !again {
+			c.ackBusy = false
+			if n > 0 && !c.ackTimer && !c.stopped {
+				c.ackTimer = true
+				time.AfterFunc(max(wait, 0), c.flushLater)
+			}
+		}
+		c.mu.Unlock()
+		if !again {
+			return
+		}
+	}
 }
 
 func (c *conn) flushLater() {
