@@ -38,6 +38,11 @@ type runner struct {
 	distributions atomic.Uint64 // sender keys received (group)
 	lastDeliv     atomic.Int64  // unix nanos
 
+	// overload scenario
+	track       *overloadTracker
+	reconnects  *errCounter   // streams the server closed, by close status
+	redelivered atomic.Uint64 // envelope ids a device was sent again
+
 	maxRSS atomic.Int64
 	stop   chan struct{}
 	stderr io.Writer
@@ -83,7 +88,7 @@ func bench(ctx context.Context, o *options, stderr io.Writer) (*result, error) {
 	rand.Read(b[:])
 	res := &result{Scenario: o.scenario, Peer: o.peer, Devices: o.devices, RatePerDevice: o.rate, SizeBytes: o.size,
 		Nodes: o.nodes, LoadBefore: loadAvg(), Started: time.Now().UTC().Format(time.RFC3339)}
-	r := &runner{o: o, runID: hex.EncodeToString(b[:]), res: res, errs: &errCounter{}, net: newNetPool(o.sources),
+	r := &runner{o: o, runID: hex.EncodeToString(b[:]), res: res, errs: &errCounter{}, reconnects: &errCounter{}, net: newNetPool(o.sources),
 		stop: make(chan struct{}), stderr: stderr}
 	switch o.peer {
 	case "nats":
@@ -144,6 +149,8 @@ func bench(ctx context.Context, o *options, stderr io.Writer) (*result, error) {
 		err = r.broadcast(ctx)
 	case "group":
 		err = r.group(ctx)
+	case "overload":
+		err = r.overload(ctx)
 	}
 	return res, err
 }
@@ -472,12 +479,22 @@ func loadAvg() string {
 
 // direct: pairs of devices chatting, each sending to the other.
 func (r *runner) direct(ctx context.Context) error {
-	ds, err := r.provision(ctx, r.o.devices, "direct", true)
+	senders, err := r.pairs(ctx)
 	if err != nil {
 		return err
 	}
+	return r.measure(ctx, senders)
+}
+
+// pairs provisions the devices in pairs, connects their streams and
+// starts a session in each pair; each device is a sender to its peer.
+func (r *runner) pairs(ctx context.Context) ([]sender, error) {
+	ds, err := r.provision(ctx, r.o.devices, "direct", true)
+	if err != nil {
+		return nil, err
+	}
 	if err := r.connectAll(ctx, ds); err != nil {
-		return err
+		return nil, err
 	}
 	pairs := len(ds) / 2
 	// The first of each pair claims the second's bundle and starts the
@@ -507,7 +524,7 @@ func (r *runner) direct(ctx context.Context) error {
 		return waitHello(ctx, a, b.id)
 	})
 	if err != nil {
-		return fmt.Errorf("sessions: %w", err)
+		return nil, fmt.Errorf("sessions: %w", err)
 	}
 	var senders []sender
 	for i := range pairs {
@@ -515,7 +532,7 @@ func (r *runner) direct(ctx context.Context) error {
 		senders = append(senders, sender{d: a, to: messaging.SendTo{AccountID: b.account}, recips: []string{b.id}},
 			sender{d: b, to: messaging.SendTo{AccountID: a.account}, recips: []string{a.id}})
 	}
-	return r.measure(ctx, senders)
+	return senders, nil
 }
 
 func waitHello(ctx context.Context, d *device, from string) error {

@@ -59,6 +59,25 @@ func TestScenarios(t *testing.T) {
 			}
 		})
 	}
+	// overload: the maximum measured by a short closed loop, then twice
+	// that in an open loop; every send answered "sent" is delivered once,
+	// and the figures account for every send.
+	t.Run("overload", func(t *testing.T) {
+		res := runJSON(t, "-scenario", "overload", "-devices", "4", "-probe", "1500ms", "-duration", "1s", "-catch-up", "30s")
+		o := res.Overload
+		if o == nil || !o.MaxMeasured || o.MaxRate <= 0 || o.OfferedRate != 2*o.MaxRate {
+			t.Fatalf("overload figures: %+v", o)
+		}
+		if o.Sent == 0 || o.Lost != 0 || !o.CaughtUp || o.DeliveredOK != o.Sent || o.Duplicates != 0 || o.Unknown != 0 || o.RefusedButIn != 0 {
+			t.Fatalf("overload: %+v", o)
+		}
+		if o.Posted != o.Sent+o.Refused+o.Failed+o.Unanswered || o.RSSPeakMiB <= 0 || o.RSSEndMiB <= 0 {
+			t.Fatalf("overload accounting: %+v", o)
+		}
+		if len(res.Errors) != 0 {
+			t.Fatalf("errors: %v", res.Errors)
+		}
+	})
 	t.Run("connections", func(t *testing.T) {
 		res := runJSON(t, "-scenario", "connections", "-devices", "5", "-duration", "100ms")
 		if res.Connections != 5 || res.Server == nil || len(res.Errors) != 0 {
@@ -115,6 +134,10 @@ func TestBadFlags(t *testing.T) {
 		{"-peer", "nats", "-scenario", "office"},
 		{"-url", "http://127.0.0.1:8080"},
 		{"-nodes", "2"},
+		{"-scenario", "overload", "-overload", "0"},
+		{"-scenario", "overload", "-size", "10"},
+		{"-scenario", "overload", "-max-in-flight", "0"},
+		{"-scenario", "overload", "-catch-up", "2h"},
 	} {
 		var out, errb bytes.Buffer
 		if err := run(context.Background(), args, &out, &errb); err == nil {

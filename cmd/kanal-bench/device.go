@@ -76,8 +76,9 @@ type device struct {
 	ident   *idclient.Client
 	sdk     *client.Client
 
-	ws             *websocket.Conn
-	skeys          *senderKeys // group scenario
+	ws             *websocket.Conn // the open stream; replaced under wmu on a reconnect
+	markSynced     func()          // closes synced, once
+	skeys          *senderKeys     // group scenario
 	synced         chan struct{}
 	hello          chan string // senders of handshake messages received
 	sendSeq        atomic.Uint64
@@ -89,6 +90,13 @@ type device struct {
 	wmu     sync.Mutex
 	pmu     sync.Mutex
 	pending map[string]chan error
+
+	// seen holds the ids of the envelopes the device took (overload
+	// scenario): after a reconnect the server sends again what was not
+	// acknowledged yet, and such a copy is acknowledged again without
+	// being decrypted a second time, as the SDK's callers do.
+	smu  sync.Mutex
+	seen map[string]bool
 }
 
 // provisionStats times the provisioning phases.
@@ -163,6 +171,10 @@ func (r *runner) newDevice(ctx context.Context, label string, i int, publish boo
 	d := &device{n: i, base: r.cl.urls[i%len(r.cl.urls)], hc: r.net.client(),
 		synced: make(chan struct{}), hello: make(chan string, 16),
 		wsSend: r.o.transport == "ws", pending: map[string]chan error{}}
+	d.markSynced = sync.OnceFunc(func() { close(d.synced) })
+	if r.o.scenario == "overload" {
+		d.seen = map[string]bool{}
+	}
 	d.email = fmt.Sprintf("bench-%s-%s-%d@example.org", r.runID, label, i)
 	d.clientIDPrefix = "b" + strconv.Itoa(i) + "-"
 	ic := idclient.New(d.base, d.hc)
@@ -250,22 +262,47 @@ func (r *runner) connect(ctx context.Context, d *device, h envelopeHandler) erro
 		return fmt.Errorf("stream of %s: %w", d.id, err)
 	}
 	ws.SetReadLimit(mailbox.MaxFrameBytes * 2)
+	d.wmu.Lock()
 	d.ws = ws
-	go r.readLoop(ctx, d, h)
+	d.wmu.Unlock()
+	go r.readLoop(ctx, d, ws, h)
 	return nil
 }
 
-func (r *runner) readLoop(ctx context.Context, d *device, h envelopeHandler) {
-	syncedOnce := sync.OnceFunc(func() { close(d.synced) })
-	defer syncedOnce()
+// reconnect opens the device's stream again after the server closed it,
+// as a client would, until it succeeds or ctx ends.
+func (r *runner) reconnect(ctx context.Context, d *device, h envelopeHandler) {
+	for wait := 100 * time.Millisecond; ctx.Err() == nil; wait = min(2*wait, 5*time.Second) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if err := r.connect(ctx, d, h); err == nil {
+			return
+		}
+		r.reconnects.add("reconnect failed, retried")
+	}
+}
+
+func (r *runner) readLoop(ctx context.Context, d *device, ws *websocket.Conn, h envelopeHandler) {
+	defer d.markSynced()
 	frames := make(chan []mailbox.Envelope, mailbox.MaxInFlight)
 	defer close(frames)
 	go r.process(ctx, d, frames, h)
 	for {
-		_, data, err := d.ws.Read(ctx)
+		_, data, err := ws.Read(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
-				r.errs.add("stream closed: " + websocket.CloseStatus(err).String())
+				status := websocket.CloseStatus(err).String()
+				if d.seen != nil {
+					// The overload scenario's devices reconnect, as
+					// clients do; a close is counted, not an error.
+					r.reconnects.add("stream closed: " + status)
+					go r.reconnect(ctx, d, h)
+					return
+				}
+				r.errs.add("stream closed: " + status)
 			}
 			return
 		}
@@ -285,7 +322,7 @@ func (r *runner) readLoop(ctx context.Context, d *device, h envelopeHandler) {
 		}
 		switch f.Type {
 		case "synced":
-			syncedOnce()
+			d.markSynced()
 			continue
 		case "sent", "send_failed":
 			var err error
@@ -323,6 +360,16 @@ func (r *runner) process(ctx context.Context, d *device, frames <-chan []mailbox
 			if e.Sender == messaging.NoticeSender {
 				continue // the server's own word, such as a group change
 			}
+			if d.seen != nil {
+				d.smu.Lock()
+				again := d.seen[e.ID]
+				d.seen[e.ID] = true
+				d.smu.Unlock()
+				if again {
+					r.redelivered.Add(1)
+					continue
+				}
+			}
 			pt, err := d.open(ctx, &e)
 			if err != nil {
 				if ctx.Err() == nil {
@@ -342,11 +389,21 @@ func (r *runner) process(ctx context.Context, d *device, frames <-chan []mailbox
 				continue
 			}
 			intended := time.Unix(0, int64(binary.BigEndian.Uint64(pt[1:])))
+			if pt[0] == kindOverload && r.track != nil {
+				r.track.delivered(e.Sender, pt, intended, time.Now())
+				continue
+			}
 			h(d, e.Sender, pt[0], intended, time.Now())
 		}
 		ack, _ := json.Marshal(map[string]any{"type": "ack", "ids": ids})
 		if err := d.writeFrame(ctx, ack); err != nil {
-			if ctx.Err() == nil {
+			switch {
+			case ctx.Err() != nil:
+			case d.seen != nil:
+				// The stream closed under it; the server sends these
+				// envelopes again after the reconnect.
+				r.reconnects.add("ack on a closed stream")
+			default:
 				r.errs.add("ack failed")
 			}
 			return
@@ -479,8 +536,16 @@ func (d *device) post(ctx context.Context, o *outgoing) error {
 	}
 	var p struct{ Type string }
 	json.Unmarshal(b, &p)
-	return fmt.Errorf("send: %d %s", resp.StatusCode, strings.TrimPrefix(p.Type, "urn:kanal:problem:"))
+	return &errSendStatus{status: resp.StatusCode, typ: strings.TrimPrefix(p.Type, "urn:kanal:problem:")}
 }
+
+// errSendStatus is a send's error answer other than 429.
+type errSendStatus struct {
+	status int
+	typ    string
+}
+
+func (e *errSendStatus) Error() string { return fmt.Sprintf("send: %d %s", e.status, e.typ) }
 
 // sendOnce seals and posts pt, retrying after 429s until ctx ends.
 func (r *runner) sendOnce(ctx context.Context, d *device, to messaging.SendTo, recipients []string, pt []byte) error {

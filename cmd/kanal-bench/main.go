@@ -65,14 +65,21 @@ type options struct {
 	jsonOut          bool
 	plot             string
 	drain            time.Duration
-	progress         io.Writer // nil: no progress line
+	// overload scenario
+	maxRate     float64
+	factor      float64
+	probe       time.Duration
+	catchUp     time.Duration
+	maxInFlight int
+
+	progress io.Writer // nil: no progress line
 }
 
 func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("kanal-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.scenario, "scenario", "direct", "direct, office, connections, broadcast or group")
+	fs.StringVar(&o.scenario, "scenario", "direct", "direct, office, connections, broadcast, group or overload")
 	fs.StringVar(&o.peer, "peer", "kanal", "system under test: kanal, nats (raw NATS core pub/sub) or xmpp (an XMPP server); the peers run the direct scenario")
 	fs.StringVar(&o.transport, "transport", "http", "how devices send: http (POST /v1/messages) or ws (send frames on the stream they read)")
 	fs.IntVar(&o.devices, "devices", 0, "simulated devices (default: direct 200, office 200 citizens, connections 1000, broadcast 500, group 200)")
@@ -96,16 +103,26 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON instead of a table")
 	fs.StringVar(&o.plot, "plot", "", "write an SVG of latency over time to this file")
 	fs.DurationVar(&o.drain, "drain", 15*time.Second, "how long to wait for in-flight deliveries after the measured phase")
+	fs.Float64Var(&o.maxRate, "max-rate", 0, "overload: the server's maximum in envelopes/s (0: find it with a closed-loop phase of -probe first)")
+	fs.Float64Var(&o.factor, "overload", 2, "overload: drive the open loop at this multiple of the maximum")
+	fs.DurationVar(&o.probe, "probe", 15*time.Second, "overload: length of the closed-loop phase that finds the maximum")
+	fs.DurationVar(&o.catchUp, "catch-up", 5*time.Minute, "overload: how long to wait after the last send for every acknowledged envelope to arrive")
+	fs.IntVar(&o.maxInFlight, "max-in-flight", 2000, "overload: sends awaiting their answer at once, across all devices (each holds a connection)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	durationSet := false
+	fs.Visit(func(f *flag.Flag) { durationSet = durationSet || f.Name == "duration" })
+	if o.scenario == "overload" && !durationSet {
+		o.duration = 30 * time.Second
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	switch o.scenario {
-	case "direct", "office", "connections", "broadcast", "group":
+	case "direct", "office", "connections", "broadcast", "group", "overload":
 	default:
-		return nil, fmt.Errorf("-scenario %q: want direct, office, connections, broadcast or group", o.scenario)
+		return nil, fmt.Errorf("-scenario %q: want direct, office, connections, broadcast, group or overload", o.scenario)
 	}
 	if o.transport != "http" && o.transport != "ws" {
 		return nil, fmt.Errorf("-transport %q: want http or ws", o.transport)
@@ -120,7 +137,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-peer %q: want kanal, nats or xmpp", o.peer)
 	}
 	if o.devices == 0 {
-		o.devices = map[string]int{"direct": 200, "office": 200, "connections": 1000, "broadcast": 500, "group": 200}[o.scenario]
+		o.devices = map[string]int{"direct": 200, "office": 200, "connections": 1000, "broadcast": 500, "group": 200, "overload": 200}[o.scenario]
 	}
 	// Bounded in count and time, whatever the flags say.
 	switch {
@@ -144,8 +161,20 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-devices: at least -group-size for the group scenario")
 	case o.sources < 0 || o.sources > 250:
 		return nil, errors.New("-sources: 0..250")
+	case o.maxRate < 0 || o.maxRate > 1e6:
+		return nil, errors.New("-max-rate: 0..1000000 envelopes/s")
+	case o.factor <= 0 || o.factor > 100:
+		return nil, errors.New("-overload: above 0, at most 100")
+	case o.probe <= 0 || o.probe > 10*time.Minute:
+		return nil, errors.New("-probe: up to 10m")
+	case o.catchUp <= 0 || o.catchUp > time.Hour:
+		return nil, errors.New("-catch-up: up to 1h")
+	case o.maxInFlight < 1 || o.maxInFlight > 10000:
+		return nil, errors.New("-max-in-flight: 1..10000")
+	case o.scenario == "overload" && o.size < overloadHead:
+		return nil, fmt.Errorf("-size: at least %d bytes for the overload scenario", overloadHead)
 	}
-	if o.scenario == "direct" && o.devices%2 == 1 {
+	if (o.scenario == "direct" || o.scenario == "overload") && o.devices%2 == 1 {
 		o.devices++ // pairs
 	}
 	if o.sources == 0 {

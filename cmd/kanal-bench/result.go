@@ -40,6 +40,7 @@ type result struct {
 	ConnectS       float64 `json:"connect_s,omitempty"`
 	BroadcastS     float64 `json:"broadcast_s,omitempty"`
 
+	Overload     *overloadStats   `json:"overload,omitempty"`
 	Provisioning []provisionStats `json:"provisioning,omitempty"`
 	Series       []SeriesPoint    `json:"series,omitempty"`
 }
@@ -81,6 +82,8 @@ func writeTable(w io.Writer, res *result) {
 		row("devices", "%d, %d node(s), idle", res.Devices, max(res.Nodes, 1))
 	case "broadcast":
 		row("devices", "%d, %d node(s), %d-byte messages, one council device sending to each (32 sends in flight)", res.Devices, max(res.Nodes, 1), res.SizeBytes)
+	case "overload":
+		row("devices", "%d in pairs, %d node(s), %d-byte messages", res.Devices, max(res.Nodes, 1), res.SizeBytes)
 	default:
 		row("devices", "%d, %d node(s), %d-byte messages, rate %s", res.Devices, max(res.Nodes, 1), res.SizeBytes, rateText(res.RatePerDevice))
 	}
@@ -98,6 +101,27 @@ func writeTable(w io.Writer, res *result) {
 		row("delivered", "%d %s, %.0f/s over %.1fs", res.Delivered, what, res.EnvelopesPerS, res.DurationS)
 		l := res.Latency
 		row("send→deliver", "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms", l.P50, l.P90, l.P99, l.P999, l.Max)
+	}
+	if o := res.Overload; o != nil {
+		how := "given with -max-rate"
+		if o.MaxMeasured {
+			how = "measured in a closed loop"
+		}
+		row("maximum", "%.0f envelopes/s (%s)", o.MaxRate, how)
+		row("open loop", "%.0f envelopes/s offered (%g×), %.0f/s posted, at most %d sends awaiting an answer", o.OfferedRate, o.Factor, o.PostedRate, o.MaxInFlight)
+		row("sends", "%d posted: %d sent, %d refused (429/503), %d failed, %d unanswered; last answer after %.1fs", o.Posted, o.Sent, o.Refused, o.Failed, o.Unanswered, o.SendS)
+		row("delivered", "%d of the sent, %d in all; lost %d; duplicates %d; refused yet delivered %d; unknown %d; ids sent again after a reconnect %d",
+			o.DeliveredOK, o.Delivered, o.Lost, o.Duplicates, o.RefusedButIn, o.Unknown, o.Redelivered)
+		if o.CaughtUp {
+			row("catch-up", "every device had every sent envelope %.1fs after the last answer", o.CatchUpS)
+		} else {
+			row("catch-up", "NOT caught up: %d sent envelopes missing", o.Lost)
+		}
+		for k, v := range o.Reconnects {
+			row("reconnects", "%d  %s", v, k)
+		}
+		row("server memory", "RSS %.0f MiB before, peak %.0f MiB while sending, %.0f MiB at the last answer, peak %.0f MiB catching up, %.0f MiB after",
+			o.RSSStartMiB, o.RSSPeakMiB, o.RSSSendMiB, o.RSSCatchMiB, o.RSSEndMiB)
 	}
 	if res.BroadcastS > 0 {
 		row("broadcast", "%d devices reached in %.2fs", res.Delivered, res.BroadcastS)
