@@ -40,7 +40,7 @@ func TestScenarios(t *testing.T) {
 		{"direct", []string{"-scenario", "direct", "-devices", "4", "-rate", "20", "-duration", "1s"}},
 		{"direct-ws", []string{"-scenario", "direct", "-transport", "ws", "-devices", "4", "-rate", "20", "-duration", "1s"}},
 		{"office", []string{"-scenario", "office", "-devices", "3", "-agents", "2", "-rate", "10", "-duration", "1s"}},
-		{"broadcast", []string{"-scenario", "broadcast", "-devices", "6"}},
+		{"broadcast", []string{"-scenario", "broadcast", "-devices", "6", "-connected", "4"}},
 		{"group", []string{"-scenario", "group", "-devices", "6", "-group-size", "3", "-group-senders", "2", "-rate", "10", "-duration", "1s"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -53,6 +53,9 @@ func TestScenarios(t *testing.T) {
 			}
 			if res.Server == nil || res.Server.RSSMiB <= 0 || res.Latency.P50 <= 0 || res.Latency.P99 < res.Latency.P50 {
 				t.Fatalf("figures: %+v %+v", res.Server, res.Latency)
+			}
+			if tc.name == "broadcast" && (res.BroadcastStored != 6 || res.Delivered != 4) {
+				t.Fatalf("broadcast: stored for %d devices, %d delivered; want 6 and the 4 connected", res.BroadcastStored, res.Delivered)
 			}
 			if (tc.name == "office" || tc.name == "group") && res.Expected != res.Sent*2 {
 				t.Fatalf("%s: %d envelopes for %d sends to 2 devices each", tc.name, res.Expected, res.Sent)

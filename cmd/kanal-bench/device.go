@@ -75,6 +75,7 @@ type device struct {
 	hc      *http.Client
 	ident   *idclient.Client
 	sdk     *client.Client
+	roots   *x509.CertPool // the deployment CA
 
 	ws             *websocket.Conn // the open stream; replaced under wmu on a reconnect
 	markSynced     func()          // closes synced, once
@@ -216,6 +217,8 @@ func (r *runner) newDevice(ctx context.Context, label string, i int, publish boo
 	if err != nil {
 		return nil, err
 	}
+	d.roots = x509.NewCertPool()
+	d.roots.AddCert(caCert)
 	d.sdk, err = client.New(client.Options{BaseURL: d.base, HTTPClient: d.hc, Token: d.token, AccountID: d.account,
 		DeviceID: d.id, DeviceKey: key, DeviceCertificate: d.cert, CA: caCert, Store: client.NewMemoryStore()})
 	if err != nil {
@@ -359,6 +362,14 @@ func (r *runner) process(ctx context.Context, d *device, frames <-chan []mailbox
 			ids = append(ids, e.ID)
 			if e.Sender == messaging.NoticeSender {
 				continue // the server's own word, such as a group change
+			}
+			if e.Class == mailbox.ClassBroadcast {
+				if err := r.announcement(d, &e); err != nil {
+					r.errs.add("announcement refused: " + errKind(err))
+					continue
+				}
+				h(d, e.Sender, kindMeasured, time.Unix(0, r.posted.Load()), time.Now())
+				continue
 			}
 			if d.seen != nil {
 				d.smu.Lock()

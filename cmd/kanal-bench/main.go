@@ -61,6 +61,7 @@ type options struct {
 	peerURL          string
 	xmppDomain       string
 	sources          int
+	connected        int
 	provisionWorkers int
 	jsonOut          bool
 	plot             string
@@ -88,6 +89,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.size, "size", 256, "plaintext bytes per message (before encryption)")
 	fs.IntVar(&o.nodes, "nodes", 1, "kanald nodes to start (more than one needs -database-url and -nats-url)")
 	fs.IntVar(&o.agents, "agents", 10, "office scenario: agents of the organisation")
+	fs.IntVar(&o.connected, "connected", 0, "broadcast scenario: followers that hold a stream (default: all; each stream is an open file in kanal-bench and in kanald)")
 	fs.IntVar(&o.groupSize, "group-size", 50, "group scenario: members per group")
 	fs.IntVar(&o.groupSenders, "group-senders", 5, "group scenario: members of each group who send (each distributes a sender key)")
 	fs.StringVar(&o.url, "url", "", "drive a running kanald at this http://127.0.0.x:port instead of starting one (needs -mail-dir)")
@@ -138,6 +140,9 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.devices == 0 {
 		o.devices = map[string]int{"direct": 200, "office": 200, "connections": 1000, "broadcast": 500, "group": 200, "overload": 200}[o.scenario]
+	}
+	if o.connected <= 0 || o.connected > o.devices {
+		o.connected = o.devices
 	}
 	// Bounded in count and time, whatever the flags say.
 	switch {

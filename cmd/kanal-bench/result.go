@@ -39,6 +39,11 @@ type result struct {
 	OpenFilesLimit int64   `json:"open_files_limit,omitempty"` // of kanal-bench and its kanald children
 	ConnectS       float64 `json:"connect_s,omitempty"`
 	BroadcastS     float64 `json:"broadcast_s,omitempty"`
+	// BroadcastStored is the follower devices the announcement was
+	// stored for (connected or not), BroadcastPostS how long the post
+	// took to be answered (every reference committed).
+	BroadcastStored int     `json:"broadcast_stored,omitempty"`
+	BroadcastPostS  float64 `json:"broadcast_post_s,omitempty"`
 
 	Overload     *overloadStats   `json:"overload,omitempty"`
 	Provisioning []provisionStats `json:"provisioning,omitempty"`
@@ -81,7 +86,7 @@ func writeTable(w io.Writer, res *result) {
 	case "connections":
 		row("devices", "%d, %d node(s), idle", res.Devices, max(res.Nodes, 1))
 	case "broadcast":
-		row("devices", "%d, %d node(s), %d-byte messages, one council device sending to each (32 sends in flight)", res.Devices, max(res.Nodes, 1), res.SizeBytes)
+		row("devices", "%d followers, %d with a stream, %d node(s), one announcement posted once", res.Devices, res.Connections, max(res.Nodes, 1))
 	case "overload":
 		row("devices", "%d in pairs, %d node(s), %d-byte messages", res.Devices, max(res.Nodes, 1), res.SizeBytes)
 	default:
@@ -124,7 +129,7 @@ func writeTable(w io.Writer, res *result) {
 			o.RSSStartMiB, o.RSSPeakMiB, o.RSSSendMiB, o.RSSCatchMiB, o.RSSEndMiB)
 	}
 	if res.BroadcastS > 0 {
-		row("broadcast", "%d devices reached in %.2fs", res.Delivered, res.BroadcastS)
+		row("broadcast", "stored for %d devices, post answered in %.2fs; %d connected devices reached in %.2fs", res.BroadcastStored, res.BroadcastPostS, res.Delivered, res.BroadcastS)
 	}
 	if len(res.Errors) == 0 {
 		row("errors", "0")
