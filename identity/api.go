@@ -384,6 +384,11 @@ type Member struct {
 // GET /v1/directory/accounts/{id}/devices (any session).
 type DirectoryDevices struct {
 	Devices []DirectoryDevice `json:"devices"`
+	// LogSalt is the account's salt (32 bytes, standard base64): version 2
+	// log entries name the account by SHA-256("kanal-account/v1" || salt
+	// || account id) (docs/transparency.md). The account's own devices'
+	// monitor pins it. Absent on a deployment without a log.
+	LogSalt []byte `json:"log_salt,omitempty"`
 }
 
 // DirectoryDevice is another account's device as anyone may see it.

@@ -42,6 +42,13 @@ func (s *Service) handleDirectoryDevices(w http.ResponseWriter, r *http.Request)
 		return err
 	}
 	rows.Close()
+	if s.tlog != nil {
+		salt, err := s.tlog.AccountSalt(ctx, account)
+		if err != nil {
+			return err
+		}
+		out.LogSalt = salt[:]
+	}
 	// The entries are looked up after the bindings were read, so the
 	// newest checkpoint covers each (they commit together).
 	for i := range out.Devices {

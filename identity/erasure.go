@@ -319,7 +319,10 @@ func (s *Service) ExportAccount(ctx context.Context, account string) (*IdentityE
 		return nil, err
 	}
 	if s.tlog != nil {
-		err = s.rows(ctx, `SELECT idx, kind, device, org, created_at FROM translog_entries WHERE account = $1 ORDER BY idx`,
+		// Version 1 entries name the account, version 2 entries the
+		// commitment to it (its hex form, which no account id has).
+		err = s.rows(ctx, `SELECT idx, kind, device, org, created_at FROM translog_entries
+			WHERE account = $1 OR account = (SELECT commitment FROM translog_account_salts WHERE account = $1) ORDER BY idx`,
 			[]any{account}, func(r *sql.Rows) error {
 				var l LogRecord
 				var at int64
@@ -476,6 +479,14 @@ func (s *Service) EraseAccountTx(ctx context.Context, tx *sql.Tx, account, pseud
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM identity_accounts WHERE id = $1`, account); err != nil {
 		return nil, fmt.Errorf("identity.erase: %w", err)
+	}
+	// Crypto-shredding: the log's entries about the account (the device
+	// revocations just appended too) name it by a commitment under its
+	// salt; without the salt they name no one.
+	if s.tlog != nil {
+		if err := s.tlog.Shred(ctx, tx, account); err != nil {
+			return nil, fmt.Errorf("identity.erase: %w", err)
+		}
 	}
 	if err := audit(ctx, tx, now, "account:"+pseudonym, "account.erase", "", pseudonym, fmt.Sprintf("%d devices, %d organisations", len(e.Devices), len(e.Orgs))); err != nil {
 		return nil, fmt.Errorf("identity.erase: %w", err)

@@ -26,7 +26,9 @@ func (s *Service) logIdentity(ctx context.Context, tx *sql.Tx, accountID, device
 	case err != nil:
 		return err
 	default:
-		if e, perr := transparency.ParseEntry(data); perr == nil && e.Account == accountID && bytes.Equal(e.Key, idBin) {
+		// The entry was found by this device and certificate, which names
+		// the account: only the key is left to compare.
+		if e, perr := transparency.ParseEntry(data); perr == nil && bytes.Equal(e.Key, idBin) {
 			return nil
 		}
 	}

@@ -51,7 +51,7 @@ func (a *app) exportParts() []exportPart {
 			func(_ context.Context, x *exportContext) (any, error) { return x.ident.Memberships, nil }},
 		{"audit.json", "Entries of the identity audit log that name the account, as the one who acted or as the one acted on: time, actor, action, organisation, detail.",
 			func(_ context.Context, x *exportContext) (any, error) { return x.ident.Audit, nil }},
-		{"transparency-log.json", "Entries of the public transparency log about the account's devices and memberships: index, kind, device, organisation, time. The entries themselves are public at GET /v1/log/entries.",
+		{"transparency-log.json", "Entries of the public transparency log about the account's devices and memberships: index, kind, device, organisation, time. The entries themselves are public at GET /v1/log/entries; they name the account by a commitment under a salt the server deletes when the account is erased.",
 			func(_ context.Context, x *exportContext) (any, error) { return x.ident.Log, nil }},
 		{"messaging.json", "Messaging: the groups the account is in (role, since when, member count), pending invitations and declines to or by it, for each device its published public keys, how many one-time prekeys are left, the envelopes waiting in its mailbox (metadata only: the content is end-to-end encrypted) and its recent sends (conversation ids), and the attachment blobs it uploaded (size, hash, expiry; the content is encrypted with a key the server never had).",
 			func(ctx context.Context, x *exportContext) (any, error) {
@@ -155,7 +155,7 @@ var keptAfterErasure = []string{
 	"payment requests, contracts, offers, ledger, refunds and the payments audit log, naming the pseudonym (§ 147 AO, § 257 HGB: ten years)",
 	"the identity audit log, naming the pseudonym",
 	"revoked device and membership certificates, without name or account, until they expire (revocation lists)",
-	"the transparency log's entries about the account's devices (append-only and public; they hold ids and key fingerprints, no e-mail and no name)",
+	"the transparency log's entries about the account's devices (append-only and public; they name the account by a commitment whose salt is now deleted, and hold device ids and key fingerprints, no e-mail and no name; entries logged before commitments existed keep the account id)",
 	"ballots of named surveys on their public boards",
 	"group notices telling the remaining members that the account left, until their devices fetch them",
 }

@@ -33,7 +33,7 @@ func (l *Log) LogHead(ctx context.Context, survey string, size int64, head []byt
 			if !errors.Is(ferr, ErrNotFound) {
 				return ferr
 			}
-			e := transparency.Entry{Kind: transparency.KindSurveyHead, Survey: survey, Size: uint64(size), Head: head, Time: l.now().Unix()}
+			e := transparency.Entry{Version: transparency.V2, Kind: transparency.KindSurveyHead, Survey: survey, Size: uint64(size), Head: head, Time: l.now().Unix()}
 			if data, ferr = e.Marshal(); ferr != nil {
 				return ferr
 			}

@@ -2,11 +2,14 @@ package translog
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -42,6 +45,8 @@ type Options struct {
 	WitnessQuorum int
 	Logger        *slog.Logger     // nil: discard
 	Now           func() time.Time // nil: time.Now
+	// Rand draws the accounts' salts; nil: crypto/rand.
+	Rand io.Reader
 }
 
 // Log is the transparency log of one deployment. Its methods are safe for
@@ -53,6 +58,7 @@ type Log struct {
 	vkey     string
 	log      *slog.Logger
 	now      func() time.Time
+	rand     io.Reader
 
 	witnesses *transparency.WitnessPolicy // nil: none
 }
@@ -77,7 +83,10 @@ func New(ctx context.Context, o Options) (*Log, error) {
 	if v.Name() != o.Signer.Name() || v.KeyHash() != o.Signer.KeyHash() {
 		return nil, errors.New("translog: verifier key is not the signer's")
 	}
-	l := &Log{db: o.DB, signer: o.Signer, verifier: v, vkey: o.Verifier, log: o.Logger, now: o.Now}
+	l := &Log{db: o.DB, signer: o.Signer, verifier: v, vkey: o.Verifier, log: o.Logger, now: o.Now, rand: o.Rand}
+	if l.rand == nil {
+		l.rand = rand.Reader
+	}
 	if len(o.Witnesses) > 0 || o.WitnessQuorum != 0 {
 		if l.witnesses, err = transparency.NewWitnessPolicy(o.Witnesses, o.WitnessQuorum, 0); err != nil {
 			return nil, err
@@ -185,12 +194,21 @@ func (h *hashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 // commit together or not at all. Appends from every node are serialised
 // by an advisory lock (on SQLite the single writer does it). It returns
 // the index of the first entry.
+//
+// Every entry is appended in version 2: an entry given with an Account
+// names the commitment to it instead, under the account's salt (drawn in
+// tx if the account has none yet).
 func (l *Log) Append(ctx context.Context, tx *sql.Tx, entries ...transparency.Entry) (int64, error) {
 	if len(entries) == 0 {
 		return 0, errors.New("translog: nothing to append")
 	}
+	entries = slices.Clone(entries)
 	datas := make([][]byte, len(entries))
 	for i := range entries {
+		var err error
+		if entries[i], err = l.commit(ctx, tx, entries[i]); err != nil {
+			return 0, err
+		}
 		d, err := entries[i].Marshal()
 		if err != nil {
 			return 0, err
@@ -213,12 +231,15 @@ func (l *Log) Append(ctx context.Context, tx *sql.Tx, entries ...transparency.En
 			return 0, err
 		}
 		e := entries[i]
-		cert := ""
+		cert, account := "", ""
 		if e.Cert != (transparency.Fingerprint{}) {
 			cert = e.Cert.String()
 		}
+		if e.Commitment != (transparency.Commitment{}) {
+			account = e.Commitment.String()
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO translog_entries (idx, kind, account, device, org, cert, data, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, n, string(e.Kind), e.Account, e.Device, firstNonEmpty(e.Org, e.Survey), cert, data, now); err != nil {
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, n, string(e.Kind), account, e.Device, firstNonEmpty(e.Org, e.Survey), cert, data, now); err != nil {
 			return 0, err
 		}
 		base := tlog.StoredHashIndex(0, n)
@@ -369,9 +390,10 @@ func (l *Log) Find(ctx context.Context, kind transparency.Kind, device string, c
 }
 
 // Prove returns the attachment that lets a client check entry index
-// against the newest checkpoint: the entry, the checkpoint and the
-// inclusion proof. Call it after the entry was found, so that the newest
-// checkpoint covers it.
+// against the newest checkpoint: the entry, the checkpoint, the inclusion
+// proof and, for a version 2 entry about an account, the account's salt
+// (none once the account is erased). Call it after the entry was found,
+// so that the newest checkpoint covers it.
 func (l *Log) Prove(ctx context.Context, index int64, data []byte) (*transparency.Attachment, error) {
 	msg, c, err := l.Latest(ctx)
 	if err != nil {
@@ -384,7 +406,18 @@ func (l *Log) Prove(ctx context.Context, index int64, data []byte) (*transparenc
 	if err != nil {
 		return nil, err
 	}
-	return &transparency.Attachment{Index: index, Entry: data, Checkpoint: string(msg), Proof: transparency.EncodeHashes(p)}, nil
+	a := &transparency.Attachment{Index: index, Entry: data, Checkpoint: string(msg), Proof: transparency.EncodeHashes(p)}
+	e, err := transparency.ParseEntry(data)
+	if err != nil {
+		return nil, fmt.Errorf("translog: stored entry %d: %w", index, err)
+	}
+	if e.Commitment != (transparency.Commitment{}) {
+		a.Salt, err = l.saltByCommitment(ctx, e.Commitment)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+	}
+	return a, nil
 }
 
 // Attach finds the newest entry of kind about device with certificate

@@ -378,6 +378,13 @@ func TestLookup(t *testing.T) {
 		if err != nil || cp.Size != 20 || a.Index != 7 {
 			t.Fatalf("checkpoint %+v %v, index %d", cp, err, a.Index)
 		}
+		// The log holds the version 2 entry: the account as its
+		// commitment under the salt the attachment carries.
+		salt, ok := transparency.SaltOf(a.Salt)
+		if !ok {
+			t.Fatalf("the attachment carries a salt of %d bytes", len(a.Salt))
+		}
+		e.Version, e.Commitment, e.Account = transparency.V2, transparency.AccountCommitment(salt, e.Account), ""
 		want, _ := e.Marshal()
 		if err := transparency.VerifyInclusion(cp, a.Index, want, decodeHashes(t, a.Proof)); err != nil || string(a.Entry) != string(want) {
 			t.Fatalf("entry %q: %v", a.Entry, err)
@@ -461,6 +468,79 @@ func TestLogHead(t *testing.T) {
 		}
 		if _, err := l.LogHead(ctx, "srv 1", 43, head2); err == nil {
 			t.Fatal("a survey id with a space was logged")
+		}
+	})
+}
+
+// TestShredUnlinksAccount: entries name an account only by a commitment
+// under its salt; once Shred deleted the salt, the log holds the entries
+// unchanged (the tree and its proofs stand), no row of the log's tables
+// names the account, and an attachment of its entry carries no salt.
+func TestShredUnlinksAccount(t *testing.T) {
+	dbtest.Run(t, []db.Migrations{translog.Migrations()}, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		l, _ := newLog(t, d)
+		appendN(t, d, l, 0, 14, 5) // acc_0 to acc_6, two devices each
+		e := entry(3)
+		a, err := l.Attach(ctx, e.Kind, e.Device, e.Cert, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := transparency.ParseEntry(a.Entry)
+		if err != nil || !got.NamesAccount("acc_3", a.Salt) || got.NamesAccount("acc_4", a.Salt) {
+			t.Fatalf("entry %q with salt %x: %v", a.Entry, a.Salt, err)
+		}
+		c, err := l.Commitment(ctx, "acc_3")
+		if err != nil || c != got.Commitment {
+			t.Fatalf("commitment %v %v, entry names %v", c, err, got.Commitment)
+		}
+		_, before, _ := l.Latest(ctx)
+		if err := d.Tx(ctx, func(tx *sql.Tx) error { return l.Shred(ctx, tx, "acc_3") }); err != nil {
+			t.Fatal(err)
+		}
+		for _, table := range []string{"translog_entries", "translog_account_salts", "translog_hashes", "translog_checkpoints"} {
+			var n int
+			if err := d.QueryRow(ctx, `SELECT COUNT(*) FROM `+table).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			rows, err := d.Query(ctx, `SELECT * FROM `+table)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cols, _ := rows.Columns()
+			for rows.Next() {
+				vals := make([]any, len(cols))
+				ptrs := make([]any, len(cols))
+				for i := range vals {
+					ptrs[i] = &vals[i]
+				}
+				if err := rows.Scan(ptrs...); err != nil {
+					t.Fatal(err)
+				}
+				for _, v := range vals {
+					if strings.Contains(fmt.Sprint(v), "acc_3") || strings.Contains(fmt.Sprintf("%s", v), "acc_3") {
+						t.Errorf("a row of %s names acc_3 after the shred: %v", table, vals)
+					}
+				}
+			}
+			rows.Close()
+		}
+		if _, err := l.Commitment(ctx, "acc_3"); !errors.Is(err, translog.ErrNotFound) {
+			t.Errorf("a commitment of the shredded account: %v", err)
+		}
+		a2, err := l.Attach(ctx, e.Kind, e.Device, e.Cert, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a2.Salt != nil || string(a2.Entry) != string(a.Entry) {
+			t.Errorf("after the shred the attachment has salt %x and entry %q (was %q)", a2.Salt, a2.Entry, a.Entry)
+		}
+		if _, after, _ := l.Latest(ctx); after != before {
+			t.Errorf("the shred changed the tree: %+v, was %+v", after, before)
+		}
+		// Another account keeps its salt.
+		if other, err := l.Attach(ctx, e.Kind, entry(4).Device, entry(4).Cert, ""); err != nil || len(other.Salt) != transparency.SaltBytes {
+			t.Errorf("acc_4's attachment: salt %x, %v", other.Salt, err)
 		}
 	})
 }

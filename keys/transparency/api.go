@@ -11,6 +11,11 @@ type Attachment struct {
 	Entry      []byte   `json:"entry"`      // the encoded entry, standard base64 in JSON
 	Checkpoint string   `json:"checkpoint"` // the signed checkpoint note
 	Proof      []string `json:"proof"`      // standard base64 hashes
+	// Salt is the salt of the account a version 2 entry names by its
+	// commitment (SaltBytes bytes, standard base64 in JSON): with it, the
+	// client recomputes the commitment from the account it expects. Absent
+	// for version 1 entries, survey heads, and entries of erased accounts.
+	Salt []byte `json:"salt,omitempty"`
 }
 
 // InclusionProof answers GET /v1/log/proof/inclusion.

@@ -26,8 +26,17 @@ const (
 	KindSurveyHead        Kind = "survey-head"        // a survey board's signed head
 )
 
-// header is an entry's first line.
-const header = "kanal-log v1"
+// Entry format versions. Version 1 names the account in clear; version 2
+// names a commitment to it (AccountCommitment), so that deleting the
+// account's salt leaves the entry naming no one. Servers append version 2
+// only; clients accept both, for the entries logged before.
+const (
+	V1 = 1
+	V2 = 2
+)
+
+// headers are an entry's first line, by version.
+var headers = map[int]string{V1: "kanal-log v1", V2: "kanal-log v2"}
 
 // ErrEntry is wrapped by every error of ParseEntry and Entry.Marshal.
 var ErrEntry = errors.New("transparency: invalid entry")
@@ -41,24 +50,68 @@ func CertFingerprint(der []byte) Fingerprint { return sha256.Sum256(der) }
 // String returns "sha256:" and the lower-case hex of f, an entry's form.
 func (f Fingerprint) String() string { return "sha256:" + hex.EncodeToString(f[:]) }
 
-// Entry is one log entry. Which fields a kind carries, and in which order
-// they are encoded, is fields[Kind]; the others are zero.
-type Entry struct {
-	Kind    Kind
-	Org     string      // membership, membership-revoked
-	Account string      // every kind but survey-head
-	Device  string      // every kind but survey-head
-	Role    string      // membership
-	Cert    Fingerprint // every kind but survey-head: the device certificate's, or the membership certificate's
-	Key     []byte      // identity-key: the identity public key's wire encoding (keys.IdentityPublic.MarshalBinary)
-	Survey  string      // survey-head
-	Size    uint64      // survey-head: the board's size
-	Head    []byte      // survey-head: the board's head hash
-	Time    int64       // unix seconds when the server logged it
+// SaltBytes is the length of an account's salt.
+const SaltBytes = 32
+
+// Salt is the random value, one per account and kept by the server, that
+// AccountCommitment hides the account id with. Deleting it at the
+// account's erasure leaves its commitments naming no one.
+type Salt [SaltBytes]byte
+
+// Commitment is SHA-256("kanal-account/v1" || salt || account id): what a
+// version 2 entry names instead of the account. The prefix and the salt
+// have fixed lengths, so one commitment has one (salt, id) reading; who
+// knows the salt and the id recomputes it, who knows neither learns
+// nothing from it.
+type Commitment [sha256.Size]byte
+
+// commitmentPrefix separates account commitments from every other hash.
+const commitmentPrefix = "kanal-account/v1"
+
+// AccountCommitment returns the commitment to account under salt.
+func AccountCommitment(salt Salt, account string) Commitment {
+	h := sha256.New()
+	h.Write([]byte(commitmentPrefix))
+	h.Write(salt[:])
+	h.Write([]byte(account))
+	var c Commitment
+	h.Sum(c[:0])
+	return c
 }
 
-// fields lists each kind's lines after "kind", in order.
-var fields = map[Kind][]string{
+// String returns the 64 lower-case hex digits of c, an entry's form.
+func (c Commitment) String() string { return hex.EncodeToString(c[:]) }
+
+// SaltOf returns b as a Salt if it has SaltBytes bytes.
+func SaltOf(b []byte) (Salt, bool) {
+	var s Salt
+	if len(b) != SaltBytes {
+		return s, false
+	}
+	copy(s[:], b)
+	return s, true
+}
+
+// Entry is one log entry. Which fields a kind carries, and in which order
+// they are encoded, is fields(Version)[Kind]; the others are zero.
+type Entry struct {
+	Version    int // V1 or V2; 0 is V1
+	Kind       Kind
+	Org        string      // membership, membership-revoked
+	Account    string      // version 1: every kind but survey-head
+	Commitment Commitment  // version 2: every kind but survey-head, instead of Account
+	Device     string      // every kind but survey-head
+	Role       string      // membership
+	Cert       Fingerprint // every kind but survey-head: the device certificate's, or the membership certificate's
+	Key        []byte      // identity-key: the identity public key's wire encoding (keys.IdentityPublic.MarshalBinary)
+	Survey     string      // survey-head
+	Size       uint64      // survey-head: the board's size
+	Head       []byte      // survey-head: the board's head hash
+	Time       int64       // unix seconds when the server logged it
+}
+
+// fieldsV1 lists each kind's lines after "kind", in order, in version 1.
+var fieldsV1 = map[Kind][]string{
 	KindDevice:            {"account", "device", "cert", "time"},
 	KindIdentityKey:       {"account", "device", "cert", "key", "time"},
 	KindDeviceRevoked:     {"account", "device", "cert", "time"},
@@ -67,15 +120,73 @@ var fields = map[Kind][]string{
 	KindSurveyHead:        {"survey", "size", "head", "time"},
 }
 
+// fieldsV2 is fieldsV1 with "commitment" in the place of "account".
+var fieldsV2 = func() map[Kind][]string {
+	m := map[Kind][]string{}
+	for k, names := range fieldsV1 {
+		m[k] = make([]string, len(names))
+		for i, n := range names {
+			if n == "account" {
+				n = "commitment"
+			}
+			m[k][i] = n
+		}
+	}
+	return m
+}()
+
+// fields returns the lines of kind in version v, and whether both exist.
+func fields(v int, k Kind) ([]string, bool) {
+	var names []string
+	var ok bool
+	switch v {
+	case 0, V1:
+		names, ok = fieldsV1[k]
+	case V2:
+		names, ok = fieldsV2[k]
+	}
+	return names, ok
+}
+
+// version is e's version, 0 read as V1.
+func (e *Entry) version() int {
+	if e.Version == 0 {
+		return V1
+	}
+	return e.Version
+}
+
+// NamesAccount reports whether e is about account: a version 1 entry
+// names it, a version 2 entry names the commitment to it under salt
+// (salt as an attachment carries it; anything but SaltBytes bytes names
+// no one). A survey head is about no account.
+func (e *Entry) NamesAccount(account string, salt []byte) bool {
+	if account == "" {
+		return false
+	}
+	if e.version() == V1 {
+		return e.Account == account
+	}
+	s, ok := SaltOf(salt)
+	if !ok || e.Commitment == (Commitment{}) {
+		return false
+	}
+	return e.Commitment == AccountCommitment(s, account)
+}
+
 func entryErr(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrEntry, fmt.Sprintf(format, a...))
 }
 
-// Marshal encodes e: "kanal-log v1", "kind <kind>", then one "name value"
-// line per field of the kind, each line ending in "\n". It checks e as
-// ParseEntry would.
+// Marshal encodes e: "kanal-log v1" (or v2), "kind <kind>", then one
+// "name value" line per field of the kind, each line ending in "\n". It
+// checks e as ParseEntry would.
 func (e *Entry) Marshal() ([]byte, error) {
-	names, ok := fields[e.Kind]
+	header, ok := headers[e.version()]
+	if !ok {
+		return nil, entryErr("unknown version %d", e.Version)
+	}
+	names, ok := fields(e.Version, e.Kind)
 	if !ok {
 		return nil, entryErr("unknown kind %q", e.Kind)
 	}
@@ -95,7 +206,7 @@ func (e *Entry) Marshal() ([]byte, error) {
 	// Fields that the kind does not carry must be empty: an entry that
 	// says more than it encodes would mislead whoever holds the struct.
 	other := *e
-	other.Kind = ""
+	other.Kind, other.Version = "", 0
 	for _, name := range names {
 		other.clear(name)
 	}
@@ -106,7 +217,7 @@ func (e *Entry) Marshal() ([]byte, error) {
 }
 
 func (e *Entry) zero() bool {
-	return e.Kind == "" && e.Org == "" && e.Account == "" && e.Device == "" && e.Role == "" &&
+	return e.Kind == "" && e.Version == 0 && e.Org == "" && e.Account == "" && e.Commitment == (Commitment{}) && e.Device == "" && e.Role == "" &&
 		e.Cert == (Fingerprint{}) && e.Key == nil && e.Survey == "" && e.Size == 0 && e.Head == nil && e.Time == 0
 }
 
@@ -116,6 +227,8 @@ func (e *Entry) clear(name string) {
 		e.Org = ""
 	case "account":
 		e.Account = ""
+	case "commitment":
+		e.Commitment = Commitment{}
 	case "device":
 		e.Device = ""
 	case "role":
@@ -154,6 +267,11 @@ func (e *Entry) value(name string) (string, error) {
 			return "", entryErr("cert is missing")
 		}
 		return e.Cert.String(), nil
+	case "commitment":
+		if e.Commitment == (Commitment{}) {
+			return "", entryErr("commitment is missing")
+		}
+		return e.Commitment.String(), nil
 	case "key":
 		if len(e.Key) == 0 || len(e.Key) > MaxKeyBytes {
 			return "", entryErr("key must be 1 to %d bytes", MaxKeyBytes)
@@ -188,14 +306,20 @@ func ParseEntry(data []byte) (*Entry, error) {
 		return nil, entryErr("does not end in a line feed")
 	}
 	lines := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
-	if lines[0] != header {
-		return nil, entryErr("first line is not %q", header)
+	e := &Entry{}
+	switch lines[0] {
+	case headers[V1]:
+		e.Version = V1
+	case headers[V2]:
+		e.Version = V2
+	default:
+		return nil, entryErr("first line is not %q or %q", headers[V1], headers[V2])
 	}
 	if len(lines) < 2 || !strings.HasPrefix(lines[1], "kind ") {
 		return nil, entryErr("second line is not the kind")
 	}
-	e := &Entry{Kind: Kind(strings.TrimPrefix(lines[1], "kind "))}
-	names, ok := fields[e.Kind]
+	e.Kind = Kind(strings.TrimPrefix(lines[1], "kind "))
+	names, ok := fields(e.Version, e.Kind)
 	if !ok {
 		return nil, entryErr("unknown kind %q", e.Kind)
 	}
@@ -241,6 +365,12 @@ func (e *Entry) set(name, v string) error {
 			return entryErr("cert is not sha256: and 64 hex digits")
 		}
 		copy(e.Cert[:], b)
+	case "commitment":
+		b, herr := hex.DecodeString(v)
+		if herr != nil || len(b) != len(e.Commitment) {
+			return entryErr("commitment is not 64 hex digits")
+		}
+		copy(e.Commitment[:], b)
 	case "key":
 		if e.Key, err = base64.StdEncoding.Strict().DecodeString(v); err != nil || len(e.Key) == 0 {
 			return entryErr("key is not standard base64")

@@ -28,8 +28,27 @@ func sample() map[string]Entry {
 		"membership":         {Kind: KindMembership, Org: "org_1", Account: "acc_1", Device: "dev_1", Role: "agent", Cert: fp("membership 1"), Time: 1767225603},
 		"membership-revoked": {Kind: KindMembershipRevoked, Org: "org_1", Account: "acc_1", Device: "dev_1", Cert: fp("membership 1"), Time: 1767225604},
 		"survey-head":        {Kind: KindSurveyHead, Survey: "srv_1", Size: 42, Head: bytes.Repeat([]byte{7}, 32), Time: 1767225605},
+
+		"v2 device":             {Version: V2, Kind: KindDevice, Commitment: sampleCommitment(), Device: "dev_1", Cert: fp("cert 1"), Time: 1767225600},
+		"v2 identity-key":       {Version: V2, Kind: KindIdentityKey, Commitment: sampleCommitment(), Device: "dev_1", Cert: fp("cert 1"), Key: []byte{1, 2, 3, 4, 5}, Time: 1767225601},
+		"v2 device-revoked":     {Version: V2, Kind: KindDeviceRevoked, Commitment: sampleCommitment(), Device: "dev_1", Cert: fp("cert 1"), Time: 1767225602},
+		"v2 membership":         {Version: V2, Kind: KindMembership, Org: "org_1", Commitment: sampleCommitment(), Device: "dev_1", Role: "agent", Cert: fp("membership 1"), Time: 1767225603},
+		"v2 membership-revoked": {Version: V2, Kind: KindMembershipRevoked, Org: "org_1", Commitment: sampleCommitment(), Device: "dev_1", Cert: fp("membership 1"), Time: 1767225604},
+		"v2 survey-head":        {Version: V2, Kind: KindSurveyHead, Survey: "srv_1", Size: 42, Head: bytes.Repeat([]byte{7}, 32), Time: 1767225605},
 	}
 }
+
+// sampleSalt is the salt of the vectors' account acc_1: the bytes 0x00 to
+// 0x1f.
+func sampleSalt() Salt {
+	var s Salt
+	for i := range s {
+		s[i] = byte(i)
+	}
+	return s
+}
+
+func sampleCommitment() Commitment { return AccountCommitment(sampleSalt(), "acc_1") }
 
 // vector is one line of testdata/vectors.json, cited by docs/transparency.md.
 type vector struct {
@@ -41,25 +60,31 @@ type vector struct {
 
 func invalidEntries() map[string]string {
 	good := "kanal-log v1\nkind device\naccount acc_1\ndevice dev_1\ncert sha256:" + strings.Repeat("ab", 32) + "\ntime 5\n"
+	goodV2 := "kanal-log v2\nkind device\ncommitment " + sampleCommitment().String() + "\ndevice dev_1\ncert sha256:" + strings.Repeat("ab", 32) + "\ntime 5\n"
 	return map[string]string{
-		"no final line feed":   strings.TrimSuffix(good, "\n"),
-		"trailing blank line":  good + "\n",
-		"wrong header":         strings.Replace(good, "kanal-log v1", "kanal-log v2", 1),
-		"unknown kind":         strings.Replace(good, "kind device", "kind devices", 1),
-		"out of order":         strings.Replace(good, "account acc_1\ndevice dev_1", "device dev_1\naccount acc_1", 1),
-		"missing line":         strings.Replace(good, "device dev_1\n", "", 1),
-		"extra line":           strings.Replace(good, "time 5\n", "time 5\nkey AQID\n", 1),
-		"bad id":               strings.Replace(good, "acc_1", "acc 1", 1),
-		"empty id":             strings.Replace(good, "acc_1", "", 1),
-		"trailing space":       strings.Replace(good, "dev_1", "dev_1 ", 1),
-		"carriage return":      strings.ReplaceAll(good, "\n", "\r\n"),
-		"upper-case hex":       strings.Replace(good, strings.Repeat("ab", 32), strings.Repeat("AB", 32), 1),
-		"short fingerprint":    strings.Replace(good, strings.Repeat("ab", 32), strings.Repeat("ab", 31), 1),
-		"leading zero in time": strings.Replace(good, "time 5", "time 05", 1),
-		"negative time":        strings.Replace(good, "time 5", "time -5", 1),
-		"double space":         strings.Replace(good, "device dev_1", "device  dev_1", 1),
-		"key unpadded":         "kanal-log v1\nkind identity-key\naccount a\ndevice d\ncert sha256:" + strings.Repeat("ab", 32) + "\nkey AQI\ntime 5\n",
-		"role upper-case":      "kanal-log v1\nkind membership\norg o\naccount a\ndevice d\nrole Agent\ncert sha256:" + strings.Repeat("ab", 32) + "\ntime 5\n",
+		"no final line feed":        strings.TrimSuffix(good, "\n"),
+		"trailing blank line":       good + "\n",
+		"wrong header":              strings.Replace(good, "kanal-log v1", "kanal-log v3", 1),
+		"v1 account in v2":          strings.Replace(good, "kanal-log v1", "kanal-log v2", 1),
+		"v2 commitment in v1":       strings.Replace(goodV2, "kanal-log v2", "kanal-log v1", 1),
+		"v2 upper-case commitment":  strings.Replace(goodV2, sampleCommitment().String(), strings.ToUpper(sampleCommitment().String()), 1),
+		"v2 short commitment":       strings.Replace(goodV2, sampleCommitment().String(), sampleCommitment().String()[2:], 1),
+		"v2 commitment and account": strings.Replace(goodV2, "device dev_1", "account acc_1\ndevice dev_1", 1),
+		"unknown kind":              strings.Replace(good, "kind device", "kind devices", 1),
+		"out of order":              strings.Replace(good, "account acc_1\ndevice dev_1", "device dev_1\naccount acc_1", 1),
+		"missing line":              strings.Replace(good, "device dev_1\n", "", 1),
+		"extra line":                strings.Replace(good, "time 5\n", "time 5\nkey AQID\n", 1),
+		"bad id":                    strings.Replace(good, "acc_1", "acc 1", 1),
+		"empty id":                  strings.Replace(good, "acc_1", "", 1),
+		"trailing space":            strings.Replace(good, "dev_1", "dev_1 ", 1),
+		"carriage return":           strings.ReplaceAll(good, "\n", "\r\n"),
+		"upper-case hex":            strings.Replace(good, strings.Repeat("ab", 32), strings.Repeat("AB", 32), 1),
+		"short fingerprint":         strings.Replace(good, strings.Repeat("ab", 32), strings.Repeat("ab", 31), 1),
+		"leading zero in time":      strings.Replace(good, "time 5", "time 05", 1),
+		"negative time":             strings.Replace(good, "time 5", "time -5", 1),
+		"double space":              strings.Replace(good, "device dev_1", "device  dev_1", 1),
+		"key unpadded":              "kanal-log v1\nkind identity-key\naccount a\ndevice d\ncert sha256:" + strings.Repeat("ab", 32) + "\nkey AQI\ntime 5\n",
+		"role upper-case":           "kanal-log v1\nkind membership\norg o\naccount a\ndevice d\nrole Agent\ncert sha256:" + strings.Repeat("ab", 32) + "\ntime 5\n",
 	}
 }
 
@@ -322,5 +347,48 @@ func TestDecodeHashes(t *testing.T) {
 	}
 	if _, err := DecodeHashes([]string{"AQID"}); !errors.Is(err, ErrProofEncoded) {
 		t.Fatalf("short hash: %v", err)
+	}
+}
+
+// TestAccountCommitment checks the commitment against its definition,
+// computed here by hand, and that an entry names an account only under
+// its own salt: another salt, another account, a salt of another length
+// or a version 1 entry of another account name no one.
+func TestAccountCommitment(t *testing.T) {
+	salt := sampleSalt()
+	want := sha256.Sum256(append(append([]byte("kanal-account/v1"), salt[:]...), "acc_1"...))
+	if got := AccountCommitment(salt, "acc_1"); got != Commitment(want) {
+		t.Fatalf("commitment %x, want %x", got, want)
+	}
+	e := sample()["v2 device"]
+	other := salt
+	other[31] ^= 1
+	cases := []struct {
+		name    string
+		account string
+		salt    []byte
+		want    bool
+	}{
+		{"its account and salt", "acc_1", salt[:], true},
+		{"another salt", "acc_1", other[:], false},
+		{"another account", "acc_2", salt[:], false},
+		{"the account id moved into the salt", "1", append([]byte("acc_"), salt[:28]...), false},
+		{"a salt too long", "acc_1", append(salt[:], 0), false},
+		{"a salt too short", "acc_1", salt[:31], false},
+		{"no salt", "acc_1", nil, false},
+		{"no account", "", salt[:], false},
+	}
+	for _, c := range cases {
+		if got := e.NamesAccount(c.account, c.salt); got != c.want {
+			t.Errorf("%s: NamesAccount = %v, want %v", c.name, got, c.want)
+		}
+	}
+	v1 := sample()["device"]
+	if !v1.NamesAccount("acc_1", nil) || v1.NamesAccount("acc_2", salt[:]) {
+		t.Error("a version 1 entry names its account in clear, and only it")
+	}
+	head := sample()["v2 survey-head"]
+	if head.NamesAccount("acc_1", salt[:]) {
+		t.Error("a survey head names an account")
 	}
 }

@@ -40,6 +40,13 @@ import (
 //   - an identity key for another known device of the account that differs
 //     from the one the monitor saw for it before (AlertKeyChanged).
 //
+// An entry is about this account if it names the account (version 1) or
+// the commitment to it under the account's log salt (version 2), the salt
+// pinned from the directory's device list (Devices) on the first poll.
+// A version 2 entry about a device this device knows under another
+// commitment raises AlertForeignCommitment: the server showed this
+// monitor a salt other than the one it logs the account under.
+//
 // Alerts stay in the Store until AckAlerts; acknowledging a foreign device
 // makes it known. A log that does not verify is refused (the error wraps
 // ErrLog) and nothing of the poll is kept.
@@ -58,6 +65,9 @@ const (
 	AlertForeignDevice AlertKind = "foreign-device" // a device of this account that this device does not know
 	AlertForeignKey    AlertKind = "foreign-key"    // an identity key for this device that it did not publish
 	AlertKeyChanged    AlertKind = "key-changed"    // another identity key for a known device of this account
+	// AlertForeignCommitment: a known device of this account logged under
+	// a commitment that is not this account's under its pinned salt.
+	AlertForeignCommitment AlertKind = "foreign-commitment"
 )
 
 // Alert is something the log shows about this account that this device
@@ -79,6 +89,8 @@ func (a Alert) String() string {
 		return fmt.Sprintf("an identity key this device did not publish was logged for it, %s (log entry %d, %s)", a.DeviceID, a.Index, when)
 	case AlertKeyChanged:
 		return fmt.Sprintf("your device %s has a new identity key (log entry %d, %s)", a.DeviceID, a.Index, when)
+	case AlertForeignCommitment:
+		return fmt.Sprintf("your device %s was logged under another account than yours (log entry %d, %s)", a.DeviceID, a.Index, when)
 	}
 	return fmt.Sprintf("%s: device %s (log entry %d, %s)", a.Kind, a.DeviceID, a.Index, when)
 }
@@ -224,7 +236,14 @@ func (c *Client) Monitor(ctx context.Context) ([]Alert, error) {
 	if err != nil {
 		return nil, err
 	}
+	salt, err := c.monitorSalt(ctx)
+	if err != nil {
+		return nil, err
+	}
 	accountLine := []byte("\naccount " + c.account + "\n")
+	s, _ := transparency.SaltOf(salt)
+	commitLine := []byte("\ncommitment " + transparency.AccountCommitment(s, c.account).String() + "\n")
+	v2 := []byte("kanal-log v2\n")
 	hr := tlog.TileHashReader(cp.Tree(), &tileFetcher{ctx: ctx, c: c, cache: map[string][]byte{}})
 	var raised []Alert
 	for start := m.Next; start < cp.Size; {
@@ -246,19 +265,23 @@ func (c *Client) Monitor(ctx context.Context) ([]Alert, error) {
 				return nil, logErr(fmt.Errorf("%w: entry %d is not the one the checkpoint of size %d commits to", transparency.ErrInclusion, le.Index, cp.Size))
 			}
 			// An entry is parsed only if it names this account: its
-			// canonical form has the line "account <id>" (and entries are
-			// checked by hash whatever they say).
-			if !bytes.Contains(le.Data, accountLine) {
+			// canonical form has the line "account <id>" (version 1) or
+			// "commitment <hex>" (version 2) — or if it is a version 2
+			// entry about a device this device knows (entries are checked
+			// by hash whatever they say).
+			ours := bytes.Contains(le.Data, accountLine) || bytes.Contains(le.Data, commitLine)
+			if !ours && !(bytes.HasPrefix(le.Data, v2) && slices.Contains(m.Known, deviceLine(le.Data))) {
 				continue
 			}
 			e, err := transparency.ParseEntry(le.Data)
 			if err != nil {
 				return nil, logErr(fmt.Errorf("entry %d: %w", le.Index, err))
 			}
-			if e.Account != c.account {
-				continue
+			if e.NamesAccount(c.account, salt) {
+				raised = append(raised, m.check(le.Index, e, c.device, ownKey)...)
+			} else if e.Version == transparency.V2 && e.Commitment != (transparency.Commitment{}) && slices.Contains(m.Known, e.Device) {
+				raised = append(raised, m.foreignCommitment(le.Index, e)...)
 			}
-			raised = append(raised, m.check(le.Index, e, c.device, ownKey)...)
 		}
 		start += int64(len(es))
 	}
@@ -311,6 +334,54 @@ func (m *monitorState) check(index int64, e *transparency.Entry, self string, ow
 	}
 	m.Alerts = append(m.Alerts, a)
 	return []Alert{a}
+}
+
+// foreignCommitment raises AlertForeignCommitment for entry e about a
+// known device under another account's commitment, once per device.
+func (m *monitorState) foreignCommitment(index int64, e *transparency.Entry) []Alert {
+	for _, old := range m.Alerts {
+		if old.Kind == AlertForeignCommitment && old.DeviceID == e.Device {
+			return nil
+		}
+	}
+	a := Alert{Kind: AlertForeignCommitment, DeviceID: e.Device, Index: index, Entry: string(e.Kind), LoggedAt: time.Unix(e.Time, 0).UTC()}
+	m.Alerts = append(m.Alerts, a)
+	return []Alert{a}
+}
+
+// deviceLine returns the value of an encoded entry's "device" line, or "".
+func deviceLine(data []byte) string {
+	_, rest, ok := bytes.Cut(data, []byte("\ndevice "))
+	if !ok {
+		return ""
+	}
+	v, _, _ := bytes.Cut(rest, []byte("\n"))
+	return string(v)
+}
+
+// monitorSalt returns this account's log salt: the pinned one, or, before
+// one is pinned, the one the directory's list of the account's devices
+// gives (Devices pins it). A deployment that logs in version 2 always
+// gives one; a directory without it fails the poll, since the monitor
+// could not recognise the account's version 2 entries.
+func (c *Client) monitorSalt(ctx context.Context) ([]byte, error) {
+	salt, err := c.LogSalt(c.account)
+	if err == nil {
+		if _, ok := transparency.SaltOf(salt); !ok {
+			return nil, fmt.Errorf("messaging/client: monitor: the pinned log salt has %d bytes", len(salt))
+		}
+		return salt, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	list, err := c.Devices(ctx, c.account)
+	if err != nil {
+		return nil, fmt.Errorf("messaging/client: monitor: %w", err)
+	}
+	if list.Salt == nil {
+		return nil, logErr(fmt.Errorf("the directory gives no log salt for account %s", c.account))
+	}
+	return list.Salt, nil
 }
 
 // monitorStart finds this device's enrolment entry in the directory's

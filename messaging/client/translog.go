@@ -46,12 +46,19 @@ var (
 	// that is not consistent with the stored one. It also wraps
 	// keys/transparency's ErrSignature, ErrInclusion or ErrConsistency.
 	ErrLog = errors.New("messaging/client: transparency log check failed")
+	// ErrSaltChanged: a version 2 entry came with another salt for an
+	// account than the one pinned for it. An account's salt never changes
+	// while the account exists: a server that shows another one commits
+	// to the account in a place its own devices' monitor does not look.
+	// It wraps ErrNotLogged.
+	ErrSaltChanged = fmt.Errorf("%w: the account's log salt changed", ErrNotLogged)
 )
 
 // Store names of the log state.
 const (
 	nameLogKey        = "log/key"
 	nameLogCheckpoint = "log/checkpoint"
+	nameLogSalt       = "log/salt/" // + account: the account's pinned salt
 )
 
 // logState is the pinned log key and the stored checkpoint, loaded from
@@ -346,8 +353,10 @@ func (c *Client) VerifyLogged(ctx context.Context, a *transparency.Attachment) (
 
 // logged checks that attachment a proves an entry of kind that names
 // account, device and the certificate der (and org, role for a
-// membership; key for an identity key). The error wraps ErrNotLogged or
-// ErrLog.
+// membership; key for an identity key). A version 2 entry names the
+// account by its commitment: a.Salt must be the account's pinned salt
+// (pinned here on first use) and recompute the entry's commitment from
+// want.Account. The error wraps ErrNotLogged or ErrLog.
 func (c *Client) logged(ctx context.Context, a *transparency.Attachment, want transparency.Entry, certDER []byte) error {
 	e, err := c.VerifyLogged(ctx, a)
 	if err != nil {
@@ -355,11 +364,40 @@ func (c *Client) logged(ctx context.Context, a *transparency.Attachment, want tr
 	}
 	want.Cert = transparency.CertFingerprint(certDER)
 	kindOK := e.Kind == want.Kind || want.Kind == transparency.KindDevice && e.Kind == transparency.KindDeviceRevoked
-	if !kindOK || e.Account != want.Account || e.Device != want.Device || e.Cert != want.Cert || e.Org != want.Org ||
+	if !kindOK || !e.NamesAccount(want.Account, a.Salt) || e.Device != want.Device || e.Cert != want.Cert || e.Org != want.Org ||
 		e.Role != want.Role || !bytes.Equal(e.Key, want.Key) {
-		return fmt.Errorf("%w: entry %d is a %s entry of %s/%s, not the %s entry of this certificate", ErrNotLogged, a.Index, e.Kind, e.Account, e.Device, want.Kind)
+		return fmt.Errorf("%w: entry %d is a %s entry of device %s, not the %s entry of this certificate of account %s",
+			ErrNotLogged, a.Index, e.Kind, e.Device, want.Kind, want.Account)
+	}
+	if e.Version == transparency.V2 {
+		return c.pinSalt(want.Account, a.Salt)
 	}
 	return nil
+}
+
+// pinSalt pins salt as account's log salt if none is pinned, and refuses
+// one that differs from the pinned salt with ErrSaltChanged.
+func (c *Client) pinSalt(account string, salt []byte) error {
+	c.logMu.Lock()
+	defer c.logMu.Unlock()
+	pinned, err := c.store.Get(nameLogSalt + account)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return c.store.Put(nameLogSalt+account, bytes.Clone(salt))
+	case err != nil:
+		return err
+	case !bytes.Equal(pinned, salt):
+		return fmt.Errorf("%w: account %s", ErrSaltChanged, account)
+	}
+	return nil
+}
+
+// LogSalt returns the salt pinned for account: the one its first
+// verified version 2 entry came with. ErrNotFound if none is pinned.
+func (c *Client) LogSalt(account string) ([]byte, error) {
+	c.logMu.Lock()
+	defer c.logMu.Unlock()
+	return c.store.Get(nameLogSalt + account)
 }
 
 // notLogged is the refusal of a device's binding over a log check.
@@ -381,6 +419,9 @@ type LoggedDevice struct {
 type DeviceList struct {
 	Devices []LoggedDevice
 	Refused []Refusal // wraps ErrUntrusted (and ErrNotLogged or ErrLog)
+	// Salt is the account's log salt as the directory gave it (nil if it
+	// gave none); it is checked against, or pinned as, the account's salt.
+	Salt []byte
 }
 
 // Devices fetches the devices of account from the directory (GET
@@ -395,6 +436,15 @@ func (c *Client) Devices(ctx context.Context, account string) (*DeviceList, erro
 		return nil, fmt.Errorf("messaging/client: devices of %s: %w", account, err)
 	}
 	out := &DeviceList{}
+	if d.LogSalt != nil {
+		if _, ok := transparency.SaltOf(d.LogSalt); !ok {
+			return nil, fmt.Errorf("%w: devices of %s: the log salt has %d bytes, not %d", ErrNotLogged, account, len(d.LogSalt), transparency.SaltBytes)
+		}
+		if err := c.pinSalt(account, d.LogSalt); err != nil {
+			return nil, fmt.Errorf("messaging/client: devices of %s: %w", account, err)
+		}
+		out.Salt = d.LogSalt
+	}
 	for _, dev := range d.Devices {
 		der := derOf(dev.Certificate)
 		di, err := c.chainOnly(der, dev.DeviceID)

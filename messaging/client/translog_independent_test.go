@@ -27,7 +27,8 @@ import (
 // inclusion proof — and the checkpoints and proofs of its /v1/log routes
 // are checked with golang.org/x/mod's sumdb note and tlog packages alone,
 // as an outside implementation of docs/transparency.md would: not through
-// keys/transparency or the SDK. The entry names Bob's account, device,
+// keys/transparency or the SDK. The entry names Bob's account (by its
+// commitment under the attached salt), device,
 // certificate fingerprint and identity key; the leaf hash is SHA-256 of
 // 0x00 and the entry; a later checkpoint is consistent with the first;
 // the hash tiles give the same tree.
@@ -88,7 +89,13 @@ func TestIndependentVerificationOfClaims(t *testing.T) {
 		fp := sha256.Sum256(blk.Bytes)
 		idKey, _ := b.Bundle.Identity.MarshalBinary()
 		lines := strings.Split(string(a.Entry), "\n")
-		want := []string{"kanal-log v1", "kind identity-key", "account " + bob.AccountID, "device " + bob.DeviceID,
+		// Bob's account is named by SHA-256("kanal-account/v1" || salt ||
+		// account id), with the 32-byte salt the attachment carries.
+		if len(a.Salt) != 32 {
+			t.Fatalf("the attachment carries a salt of %d bytes", len(a.Salt))
+		}
+		commitment := sha256.Sum256(append(append([]byte("kanal-account/v1"), a.Salt...), bob.AccountID...))
+		want := []string{"kanal-log v2", "kind identity-key", "commitment " + hex.EncodeToString(commitment[:]), "device " + bob.DeviceID,
 			"cert sha256:" + hex.EncodeToString(fp[:]), "key " + base64.StdEncoding.EncodeToString(idKey)}
 		if len(lines) != 8 || lines[7] != "" || !strings.HasPrefix(lines[6], "time ") {
 			t.Fatalf("entry %q", a.Entry)
