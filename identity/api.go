@@ -483,6 +483,14 @@ type EIDCompleteResponse struct {
 // sealed to their key.
 type EIDAttributes = oidc.Attributes
 
+// EIDSealed is the JSON sealed to the device at the end of an eID login:
+// the attributes' members and, after a login at level high on a
+// deployment with a notary, verified_name (verifiedname.go).
+type EIDSealed struct {
+	EIDAttributes
+	VerifiedName *VerifiedNameAttestation `json:"verified_name,omitempty"`
+}
+
 // EIDMessagePrefix starts every device proof that finishes an eID login.
 const EIDMessagePrefix = "kanal eid v1\n"
 

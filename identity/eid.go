@@ -213,7 +213,11 @@ func (s *Service) handleEIDCallback(w http.ResponseWriter, r *http.Request) erro
 		errors.As(eidProblem(err), &p)
 		return fail(p)
 	}
-	sealed, err := sealAttributes(flow.sealKey, flow.id, claims.Attributes)
+	result := EIDSealed{EIDAttributes: claims.Attributes}
+	if claims.Level >= ca.LevelHigh {
+		result.VerifiedName = s.attestName(flow.account, claims.Attributes)
+	}
+	sealed, err := sealAttributes(flow.sealKey, flow.id, result)
 	if err != nil {
 		return fail(validationf("the device's seal key does not work: %v", err))
 	}
@@ -279,9 +283,10 @@ func clip(s string, n int) string {
 	return s
 }
 
-// sealAttributes seals the JSON attributes to the device's key: the
-// server keeps only this ciphertext, until the device fetches it.
-func sealAttributes(sealKey, flowID string, a EIDAttributes) (string, error) {
+// sealAttributes seals the JSON attributes and the verified name to the
+// device's key: the server keeps only this ciphertext, until the device
+// fetches it.
+func sealAttributes(sealKey, flowID string, a EIDSealed) (string, error) {
 	raw, err := base64.StdEncoding.DecodeString(sealKey)
 	if err != nil {
 		return "", err
@@ -304,17 +309,24 @@ func sealAttributes(sealKey, flowID string, a EIDAttributes) (string, error) {
 // OpenEIDAttributes opens what EIDCompleteResponse.Attributes carries with
 // the private key whose public half the start named.
 func OpenEIDAttributes(priv hpke.PrivateKey, flowID, sealed string) (EIDAttributes, error) {
+	r, err := OpenEIDResult(priv, flowID, sealed)
+	return r.EIDAttributes, err
+}
+
+// OpenEIDResult opens what EIDCompleteResponse.Attributes carries: the
+// attributes and, after a login at level high, the verified name.
+func OpenEIDResult(priv hpke.PrivateKey, flowID, sealed string) (EIDSealed, error) {
 	ct, err := base64.StdEncoding.DecodeString(sealed)
 	if err != nil {
-		return EIDAttributes{}, fmt.Errorf("identity: eid attributes: %w", err)
+		return EIDSealed{}, fmt.Errorf("identity: eid attributes: %w", err)
 	}
 	pt, err := hpke.Open(priv, hpke.HKDFSHA256(), hpke.ChaCha20Poly1305(), EIDAttributesInfo(flowID), ct)
 	if err != nil {
-		return EIDAttributes{}, fmt.Errorf("identity: eid attributes do not open: %w", err)
+		return EIDSealed{}, fmt.Errorf("identity: eid attributes do not open: %w", err)
 	}
-	var a EIDAttributes
+	var a EIDSealed
 	if err := json.Unmarshal(pt, &a); err != nil {
-		return EIDAttributes{}, fmt.Errorf("identity: eid attributes: %w", err)
+		return EIDSealed{}, fmt.Errorf("identity: eid attributes: %w", err)
 	}
 	return a, nil
 }

@@ -58,7 +58,15 @@ func newEIDEnv(t *testing.T, d *db.DB) *eidEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &eidEnv{env: newEnv(t, d, func(o *Options) { o.EID = rp }), op: op}
+	notaryDir := t.TempDir()
+	return &eidEnv{env: newEnv(t, d, func(o *Options) {
+		o.EID = rp
+		n, err := o.CA.Notary(notaryDir, o.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Notary = n
+	}), op: op}
 }
 
 // browse plays the citizen's browser: it opens the provider's URL,

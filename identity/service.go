@@ -78,6 +78,10 @@ type Options struct {
 	// answers 501 not-configured.
 	EID EIDProvider
 
+	// Notary signs the verified name an eID login at level high gives the
+	// device (verifiedname.go); nil gives none.
+	Notary *ca.Notary
+
 	RevocationHooks []RevocationHook
 
 	// Log is the deployment's transparency log: every device, key change,
@@ -99,6 +103,7 @@ type Service struct {
 	signups  SignupLimits
 	argon    Argon2Params
 	eid      EIDProvider
+	notary   *ca.Notary
 	eidKey   []byte // HMAC key of eID subjects and of the flows' PKCE verifiers and nonces
 	codeKey  []byte // HMAC key of sign-up codes
 	sealKey  []byte // AES key of organisation authority keys
@@ -128,7 +133,7 @@ func New(o Options) (*Service, error) {
 	}
 	s := &Service{
 		db: o.DB, ca: o.CA, mailer: o.Mailer, log: o.Logger, now: o.Now, rand: o.Rand,
-		proxy: o.TrustProxy, argon: DefaultArgon2, eid: o.EID,
+		proxy: o.TrustProxy, argon: DefaultArgon2, eid: o.EID, notary: o.Notary,
 		hooks: append([]RevocationHook(nil), o.RevocationHooks...), tlog: o.Log,
 	}
 	if s.log == nil {

@@ -266,6 +266,12 @@ func summary(m *kind.Message) string {
 		return s
 	case *kind.CaseNoteBody:
 		return "note on case " + b.CaseID + ": " + b.Text
+	case *kind.VerifiedNameBody:
+		// The name itself is shown as the sender's (names.go).
+		if b.Withdrawn {
+			return "withdrew the consent to show the eID-verified name to this office"
+		}
+		return "shares the name verified by eID with this office"
 	default:
 		return "[" + string(m.Kind) + "]"
 	}

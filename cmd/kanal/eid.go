@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/kanal-server/kanal/identity"
+	"github.com/kanal-server/kanal/identity/ca"
 	idclient "github.com/kanal-server/kanal/identity/client"
 	"github.com/kanal-server/kanal/identity/keystore"
+	mclient "github.com/kanal-server/kanal/messaging/client"
 )
 
 // Key store entries of an eID login in progress and of its result.
@@ -30,7 +32,8 @@ const (
 const eidPoll = 2 * time.Second
 
 func eidCommands() []*command {
-	var noWait bool
+	var noWait, revoke bool
+	var shareOrg string
 	return []*command{
 		{
 			name: "eid link", args: "[--no-wait]", nargs: 0,
@@ -60,6 +63,27 @@ once the browser is back. One eID links to one account only.`,
 			help: `The account's sessions at level high drop to substantial, and the eID
 may then be linked to another account.`,
 			run: eidUnlink,
+		},
+		{
+			name: "eid share-name", args: "--org <org-id> [--revoke]", nargs: 0,
+			summary: "show your eID-verified name to an office's agents, or stop showing it",
+			help: `With your consent for this organisation, your device sends the name your
+eID login proved to the office's agents, end to end in your conversation
+with the office; their screens show you as "Erika Mustermann ✓eID".
+The name is signed by this kanal deployment after your eID login at level
+high ('kanal eid link'); the server does not keep it, and other offices do
+not see it. Your consent is kept on this device. After a new eID login the
+new name goes to the offices you agreed to with your next message there.
+
+--revoke ends your consent for the office and tells its agents' devices
+to forget the name (what an agent has already read cannot be taken back).`,
+			flags: func(fs *flag.FlagSet, _ *opts) {
+				fs.StringVar(&shareOrg, "org", "", "the `organisation` whose agents may see your verified name")
+				fs.BoolVar(&revoke, "revoke", false, "end the consent for this organisation")
+			},
+			run: func(ctx context.Context, c *cli, o *opts, _ []string) error {
+				return eidShareName(ctx, c, o, shareOrg, revoke)
+			},
 		},
 	}
 }
@@ -144,13 +168,24 @@ func eidFinish(ctx context.Context, c *cli, o *opts, wait bool) error {
 		}
 		return err
 	}
-	attrs, err := identity.OpenEIDAttributes(priv, flow, done.Attributes)
+	res, err := identity.OpenEIDResult(priv, flow, done.Attributes)
 	if err != nil {
 		st.Save()
 		return err
 	}
+	attrs := res.EIDAttributes
 	b, _ := json.Marshal(attrs)
 	setSecret(st, secretEIDAttributes, string(b))
+	// The verified name for offices replaces an earlier one; it leaves
+	// this device only with the citizen's consent (kanal eid share-name).
+	var verified *identity.VerifiedName
+	if res.VerifiedName != nil {
+		if err := mclient.KeepVerifiedName(mclient.NewKeystoreStore(st), res.VerifiedName); err != nil {
+			st.Save()
+			return fmt.Errorf("the verified name from the eID login is damaged: %w", err)
+		}
+		verified, _ = identity.ParseVerifiedName(res.VerifiedName.Statement)
+	}
 	setSecret(st, secretLevel, done.Level)
 	if err := st.Save(); err != nil {
 		return err
@@ -176,6 +211,10 @@ func eidFinish(ctx context.Context, c *cli, o *opts, wait bool) error {
 		fmt.Fprintf(c.stdout, "Address:       %s\n", strings.Join(keep, ", "))
 	}
 	fmt.Fprintln(c.stdout, "(kept on this device only, in the key store)")
+	if verified != nil {
+		fmt.Fprintf(c.stdout, "An office sees your verified name only if you agree, per office: kanal eid share-name --org <org-id> (valid until %s).\n",
+			verified.ExpiresAt.Local().Format(time.DateOnly))
+	}
 	return nil
 }
 
@@ -188,10 +227,48 @@ func eidUnlink(ctx context.Context, c *cli, o *opts, _ []string) error {
 		return err
 	}
 	setSecret(st, secretEIDAttributes, "")
+	if err := mclient.ForgetVerifiedName(mclient.NewKeystoreStore(st)); err != nil {
+		return err
+	}
 	if err := st.Save(); err != nil {
 		return err
 	}
 	fmt.Fprintln(c.stdout, "eID unlinked: this account's sessions are at most level substantial.")
+	return nil
+}
+
+func eidShareName(ctx context.Context, c *cli, o *opts, org string, revoke bool) error {
+	if !strings.HasPrefix(org, "org_") || !ca.ValidID(org) {
+		return &usageError{cmd: "eid share-name", msg: "--org must name an organisation (org_…)"}
+	}
+	s, err := c.openChat(ctx, o)
+	if err != nil {
+		return err
+	}
+	if revoke {
+		if err := s.mc.WithdrawVerifiedName(ctx, org); err != nil {
+			return explainSend(err)
+		}
+		fmt.Fprintf(c.stdout, "%s no longer sees your verified name: your consent is withdrawn and its agents' devices forget it.\n", s.names.org(org))
+		return nil
+	}
+	_, v, err := mclient.OwnVerifiedName(mclient.NewKeystoreStore(s.st))
+	switch {
+	case err != nil:
+		return err
+	case v == nil:
+		return errors.New("this device has no eID-verified name: link your eID first (kanal eid link)")
+	case !c.now().Before(v.ExpiresAt):
+		return errors.New("your eID-verified name has expired: log in with your eID again (kanal eid link)")
+	}
+	if err := s.mc.ConsentVerifiedName(org); err != nil {
+		return err
+	}
+	if err := s.mc.ShareVerifiedName(ctx, org); err != nil {
+		return explainSend(err)
+	}
+	fmt.Fprintf(c.stdout, "%s now sees you as %q, verified by eID (until %s). Withdraw with: kanal eid share-name --org %s --revoke\n",
+		s.names.org(org), oneLine(v.Name), v.ExpiresAt.Local().Format(time.DateOnly), org)
 	return nil
 }
 

@@ -40,23 +40,7 @@ func TestEIDCLI(t *testing.T) {
 		Street: "Markergasse 7", PostalCode: "67547", Locality: "Worms", Country: "DE"})
 	op.LoginAs(subject, eidtest.ACRHigh)
 
-	// kanald's address must be known before it starts: it is the
-	// redirect URI registered with the provider.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	redirect := "http://" + addr + "/v1/eid/callback"
-	op.AddClient(eidtest.Client{ID: "kanal-worms", Secret: "a-client-secret-for-kanal-worms", RedirectURIs: []string{redirect}})
-	secretFile := filepath.Join(work, "eid-client-secret")
-	if err := os.WriteFile(secretFile, []byte("a-client-secret-for-kanal-worms\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	srv := kanaldtest.Start(t, bin.kanald, "KANAL_ADDR="+addr, "KANAL_EID_ISSUER="+op.Issuer, "KANAL_EID_CLIENT_ID=kanal-worms",
-		"KANAL_EID_CLIENT_SECRET_FILE="+secretFile, "KANAL_EID_REDIRECT_URL="+redirect, "KANAL_EID_CA_FILE="+op.CAFile,
-		"KANAL_EID_ACR_HIGH="+eidtest.ACRHigh, "KANAL_EID_ACR_SUBSTANTIAL="+eidtest.ACRSubstantial)
+	srv := eidKanald(t, work, op)
 
 	s := &session{t: t, work: work, vars: map[string]string{},
 		env: []string{"PATH=" + os.Getenv("PATH"), "KANAL_SERVER=" + srv.URL,
@@ -64,27 +48,8 @@ func TestEIDCLI(t *testing.T) {
 	s.run(append(append(signUpSteps(s, srv, "rat", "rat@example.org", "RAT"), signUpSteps(s, srv, "anna", "anna@example.org", "ANNA")...),
 		signUpSteps(s, srv, "anna2", "anna.privat@example.org", "ANNA2")...))
 
-	// browse plays the citizen's browser: it opens the provider's address
-	// from the CLI's output and follows every redirect, the last one to
-	// kanald's callback, and returns kanald's answer.
-	browse := func(home string, status int, want string) step {
-		return step{do: func(t *testing.T) {
-			c := op.HTTPClient()
-			res, err := c.Get(s.vars["URL_"+home])
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(res.Body)
-			res.Body.Close()
-			if res.StatusCode != status || !strings.Contains(string(b), want) {
-				t.Fatalf("the callback answered %d %s, want %d with %q", res.StatusCode, b, status, want)
-			}
-		}}
-	}
-	link := func(home string) step {
-		return step{home: home, cmd: "kanal eid link --no-wait", want: []string{"Open this address in a browser", "kanal eid finish"},
-			set: map[string]string{"URL_" + home: `(?m)^  (https://\S+)$`}}
-	}
+	browse := func(home string, status int, want string) step { return eidBrowse(s, op, home, status, want) }
+	link := eidLinkStep
 	closes := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
 	def := fmt.Sprintf(`{"title": "Bürgerentscheid Rheinbrücke", "closes_at": %q, "results": "public",
 		"audience": {"kind": "level", "level": "high"},
@@ -134,6 +99,54 @@ func TestEIDCLI(t *testing.T) {
 		{home: "anna2", cmd: "kanal survey vote $SURVEY --answers '[1]' --delay 200ms", exit: 1, want: []string{"this person already received a token"}},
 	})
 	searchDatabase(t, filepath.Join(srv.DataDir, "kanal.db"), subject, "Annamarker", "Musterfraumarker", "1979-03-14", "Markergasse")
+}
+
+// eidBrowse plays the citizen's browser: it opens the provider's address
+// from the CLI's output ($URL_home) and follows every redirect, the last
+// one to kanald's callback, and checks kanald's answer.
+func eidBrowse(s *session, op *eidtest.Provider, home string, status int, want string) step {
+	return step{do: func(t *testing.T) {
+		c := op.HTTPClient()
+		res, err := c.Get(s.vars["URL_"+home])
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != status || !strings.Contains(string(b), want) {
+			t.Fatalf("the callback answered %d %s, want %d with %q", res.StatusCode, b, status, want)
+		}
+	}}
+}
+
+// eidLinkStep starts an eID login in home's key store and keeps the
+// provider's address as $URL_home.
+func eidLinkStep(home string) step {
+	return step{home: home, cmd: "kanal eid link --no-wait", want: []string{"Open this address in a browser", "kanal eid finish"},
+		set: map[string]string{"URL_" + home: `(?m)^  (https://\S+)$`}}
+}
+
+// eidKanald starts kanald with the test eID provider op as its eID
+// provider, registering kanald there as a client.
+func eidKanald(t *testing.T, work string, op *eidtest.Provider, env ...string) *kanaldtest.Server {
+	t.Helper()
+	// kanald's address must be known before it starts: it is the
+	// redirect URI registered with the provider.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	redirect := "http://" + addr + "/v1/eid/callback"
+	op.AddClient(eidtest.Client{ID: "kanal-worms", Secret: "a-client-secret-for-kanal-worms", RedirectURIs: []string{redirect}})
+	secretFile := filepath.Join(work, "eid-client-secret")
+	if err := os.WriteFile(secretFile, []byte("a-client-secret-for-kanal-worms\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return kanaldtest.Start(t, bin.kanald, append([]string{"KANAL_ADDR=" + addr, "KANAL_EID_ISSUER=" + op.Issuer, "KANAL_EID_CLIENT_ID=kanal-worms",
+		"KANAL_EID_CLIENT_SECRET_FILE=" + secretFile, "KANAL_EID_REDIRECT_URL=" + redirect, "KANAL_EID_CA_FILE=" + op.CAFile,
+		"KANAL_EID_ACR_HIGH=" + eidtest.ACRHigh, "KANAL_EID_ACR_SUBSTANTIAL=" + eidtest.ACRSubstantial}, env...)...)
 }
 
 // searchDatabase reads every row of every table of a SQLite file and fails

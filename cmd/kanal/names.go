@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"strings"
+	"time"
 
 	"github.com/kanal-server/kanal/identity/client"
 	"github.com/kanal-server/kanal/identity/keystore"
@@ -16,7 +17,11 @@ import (
 // Bürgeramt Worms" (the name the agent gave itself · the organisation's
 // name from its CA-signed membership or the directory), an organisation by
 // its name. The account id shows only where no name is known, or with -v
-// next to the name.
+// next to the name. A citizen who shared an eID-verified name with an
+// organisation is shown to its agents, in that organisation's
+// conversations, as "Erika Mustermann ✓eID": the name the deployment's
+// notary signed after an eID login at level high, not a name the
+// account chose (docs/levels.md).
 
 type namer struct {
 	ctx     context.Context
@@ -25,12 +30,17 @@ type namer struct {
 	store   mclient.Store  // where the profiles received are kept
 	dir     *client.Client // the directory, for organisations' names; nil: none
 	orgs    map[string]string
+	now     func() time.Time // for verified names' expiry; nil: time.Now
 }
+
+// EIDMark follows a name verified by eID. Display names may not contain
+// it (kind.NormalizeDisplayName refuses check marks).
+const EIDMark = " ✓eID"
 
 // names returns the namer for this key store; api, if not nil, looks up
 // organisations' names in the directory.
 func (c *cli) names(ctx context.Context, o *opts, st *keystore.Store, api *client.Client) *namer {
-	return &namer{ctx: ctx, me: st.Data.AccountID, verbose: o.verbose || c.verbose, store: mclient.NewKeystoreStore(st), dir: api, orgs: map[string]string{}}
+	return &namer{ctx: ctx, me: st.Data.AccountID, verbose: o.verbose || c.verbose, store: mclient.NewKeystoreStore(st), dir: api, orgs: map[string]string{}, now: c.now}
 }
 
 // displayName is account's display name, "" if it has none here.
@@ -58,6 +68,24 @@ func (n *namer) withID(name, id string) string {
 
 // account is how an account is shown.
 func (n *namer) account(id string) string { return n.withID(n.displayName(id), id) }
+
+// citizen is how an account writing to org is shown to org's agents: by
+// the eID-verified name it shared with org, while it is valid, else as
+// account shows it.
+func (n *namer) citizen(id, org string) string {
+	if n == nil || n.store == nil || org == "" {
+		return n.account(id)
+	}
+	now := time.Now
+	if n.now != nil {
+		now = n.now
+	}
+	v, err := mclient.StoredVerifiedName(n.store, org, id, now())
+	if err != nil || v == nil {
+		return n.account(id)
+	}
+	return n.withID(oneLine(v.Name)+EIDMark, id)
+}
 
 // agent is how an organisation's agent is shown: its name · the
 // organisation's, or the organisation's alone while its name is unknown.
@@ -97,7 +125,7 @@ func (n *namer) org(id string) string {
 func (n *namer) peer(id, org string) string {
 	switch {
 	case org != "":
-		return n.account(id) + " (as " + n.org(org) + ")"
+		return n.citizen(id, org) + " (as " + n.org(org) + ")"
 	case strings.HasPrefix(id, "org_"):
 		return n.org(id)
 	case strings.HasPrefix(id, "g_"):
@@ -115,6 +143,8 @@ func (n *namer) sender(e entry) string {
 		return "me (other device)"
 	case e.Org != "":
 		return n.agent(e.From, e.Org)
+	case e.ReplyOrg != "" && e.From == e.Reply:
+		return n.citizen(e.From, e.ReplyOrg)
 	}
 	return n.account(e.From)
 }

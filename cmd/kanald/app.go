@@ -90,8 +90,15 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	if err != nil {
 		return nil, err
 	}
+	// The deployment notary, from the shared CA directory, signs what the
+	// server itself states: notices, survey board heads and results, the
+	// verified names of eID logins.
+	notary, err := authority.Notary(cfg.caDir(), time.Now())
+	if err != nil {
+		return nil, &settingError{"KANAL_CA_DIR", fmt.Errorf("notary: %w", err)}
+	}
 	opts := identity.Options{DB: d, CA: authority, Mailer: mailer, Logger: log, TrustProxy: cfg.TrustProxy, Log: a.tlog,
-		Secret: keys.secret, LegacySecret: keys.legacy,
+		Secret: keys.secret, LegacySecret: keys.legacy, Notary: notary,
 		SignupLimits: identity.SignupLimits{PerClient: cfg.SignupClientLimit, Global: cfg.SignupLimit}}
 	if eid != nil {
 		opts.EID = eid
@@ -168,12 +175,6 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	// The prekey directory and the send path, which stores its envelopes
 	// in the mailboxes and wakes the recipients' streams (and, without a
 	// stream, their push subscriptions) after commit.
-	// The deployment notary, from the shared CA directory, signs what the
-	// server itself states: notices, survey board heads and results.
-	notary, err := authority.Notary(cfg.caDir(), time.Now())
-	if err != nil {
-		return nil, &settingError{"KANAL_CA_DIR", fmt.Errorf("notary: %w", err)}
-	}
 	prekeys, err := messaging.New(messaging.Options{DB: d, Directory: identityDirectory{a.ident}, Logger: log,
 		Mailbox: mailboxes, Batcher: a.batch, MaxSendsPerWindow: cfg.SendLimit, Notary: notary, Log: a.tlog,
 		Roots: authority.Pool(), Fanout: hub.Fanout,

@@ -178,11 +178,21 @@ func (c *Client) send(ctx context.Context, to Peer, m *kind.Message, post sendFu
 	if internal && (to.OrgID == "" || to.AccountID != "" || to.GroupID != "") {
 		return nil, fmt.Errorf("%w: a case note goes to an organisation's agents alone, not to %s", ErrSendFailed, to)
 	}
+	// A verified name goes only where the citizen consented
+	// (verifiedname.go), never as an ordinary message.
+	if m.Kind == kind.VerifiedName {
+		return nil, fmt.Errorf("%w: a verified name is sent with ShareVerifiedName, after the citizen's consent", ErrSendFailed)
+	}
 	if m.Kind != kind.Profile && m.Kind != kind.Receipt {
 		// The people of a conversation learn this account's name before
 		// its first message (profile.go). A profile that cannot go out
 		// now goes with the next message.
 		c.shareProfile(ctx, to, post, false)
+		// So does an organisation the verified name, if the citizen
+		// consented and this one has not gone there yet.
+		if to.OrgID != "" && to.AccountID == "" && to.GroupID == "" && !internal {
+			c.shareVerifiedName(ctx, to.OrgID, post, false)
+		}
 	}
 	return c.sendRaw(ctx, to, m.ID, m.Class(), raw, internal, post)
 }

@@ -548,6 +548,12 @@ func (c *Client) read(ctx context.Context, env *mailbox.Envelope) (*Incoming, er
 			return nil, err
 		}
 	}
+	if v, ok := msg.Body.(*kind.VerifiedNameBody); ok {
+		fromCitizen := to.OrgID != "" && to.AccountID == "" && to.GroupID == "" && ct.Org == nil
+		if err := c.acceptVerifiedName(acct, to.OrgID, fromCitizen, v); err != nil {
+			return nil, err
+		}
+	}
 	in.Message, in.Raw = msg, ct.Message
 	return in, nil
 }

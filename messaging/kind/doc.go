@@ -4,7 +4,8 @@
 // payment.request, payment.status, form.request, form.submission,
 // case.status and case.note (forms.go: a form's answers and the case they
 // open), document.share, and profile (an account's display name and avatar,
-// docs/profiles.md) — has one Go type here with its validation, and the SDK
+// docs/profiles.md), and identity.verified-name (a citizen's eID-verified
+// name for an office, docs/levels.md) — has one Go type here with its validation, and the SDK
 // refuses to send or accept a message that does not pass it.
 //
 // The server never sees these messages. It sees only the coarse Class of a

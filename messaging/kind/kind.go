@@ -95,6 +95,9 @@ var registry = map[Kind]entry{
 	DeviceChange:      {ClassMessage, func() Body { return new(DeviceChangeBody) }},
 	// A profile wakes nobody: it matters when the next message is shown.
 	Profile: {ClassReceipt, func() Body { return new(ProfileBody) }},
+	// Nor does a verified name; and the server cannot tell it from a
+	// receipt.
+	VerifiedName: {ClassReceipt, func() Body { return new(VerifiedNameBody) }},
 }
 
 // Kinds lists every registered kind.

@@ -44,6 +44,8 @@ var valid = []kind.Body{
 	&kind.DeviceChangeBody{AccountID: "acc_1", DeviceID: "dev_1", Op: "key"},
 	&kind.ProfileBody{AccountID: "acc_1", Version: 2, UpdatedAt: when, DisplayName: "Frau Schmidt",
 		Avatar: &kind.ProfileAvatar{MIME: "image/png", Data: "iVBORw0KGgo="}},
+	&kind.VerifiedNameBody{OrgID: "org_1", Attestation: &kind.VerifiedNameAttestation{Statement: []byte("kanal verified-name v1\n"),
+		Signature: make([]byte, 64), Notary: []byte{0x30}}},
 }
 
 func TestEveryKindRoundTrips(t *testing.T) {
@@ -79,9 +81,10 @@ func TestEveryKindRoundTrips(t *testing.T) {
 	// only the server writes (membership changes every member sees, key
 	// changes every device of the account sees), profile, and the two
 	// kinds of a form's case (case.status, case.note), app.post, and
-	// document.withdrawn, which the server writes when a vault share ends.
-	if len(kind.Kinds()) != 19 {
-		t.Errorf("%d kinds registered, want docs/design.md's 12, group.change, device.change, profile, case.status, case.note, app.post and document.withdrawn", len(kind.Kinds()))
+	// document.withdrawn, which the server writes when a vault share ends,
+	// and identity.verified-name.
+	if len(kind.Kinds()) != 20 {
+		t.Errorf("%d kinds registered, want docs/design.md's 12, group.change, device.change, profile, case.status, case.note, app.post, document.withdrawn and identity.verified-name", len(kind.Kinds()))
 	}
 }
 
@@ -101,49 +104,54 @@ func TestClasses(t *testing.T) {
 
 func TestInvalidBodies(t *testing.T) {
 	bad := map[string]kind.Body{
-		"empty text":              &kind.TextBody{Text: "  "},
-		"control chars":           &kind.TextBody{Text: "a\x00b"},
-		"long text":               &kind.TextBody{Text: strings.Repeat("x", kind.MaxText+1)},
-		"short attachment key":    &kind.AttachmentBody{BlobID: "b", Key: "AAEC", SHA256: sha256, Size: 1, MIME: "image/png"},
-		"upper-case hash":         &kind.AttachmentBody{BlobID: "b", Key: key32, SHA256: strings.ToUpper(sha256), Size: 1, MIME: "image/png"},
-		"huge attachment":         &kind.AttachmentBody{BlobID: "b", Key: key32, SHA256: sha256, Size: kind.MaxAttachment + 1, MIME: "image/png"},
-		"bad mime":                &kind.AttachmentBody{BlobID: "b", Key: key32, SHA256: sha256, Size: 1, MIME: "png"},
-		"receipt status":          &kind.ReceiptBody{Status: "seen", IDs: []string{"m"}},
-		"receipt without ids":     &kind.ReceiptBody{Status: "read"},
-		"poll one option":         &kind.PollBody{Op: "open", PollID: "p", Question: "q", Options: []string{"a"}},
-		"poll duplicate options":  &kind.PollBody{Op: "open", PollID: "p", Question: "q", Options: []string{"a", "a "}},
-		"vote repeated choice":    &kind.PollBody{Op: "vote", PollID: "p", Choices: []int{1, 1}},
-		"vote negative choice":    &kind.PollBody{Op: "vote", PollID: "p", Choices: []int{-1}},
-		"poll bad op":             &kind.PollBody{Op: "rig", PollID: "p"},
-		"group change bad op":     &kind.GroupChangeBody{GroupID: "g", Op: "merge", AccountID: "a", By: "b"},
-		"group removal with role": &kind.GroupChangeBody{GroupID: "g", Op: "removed", AccountID: "a", By: "b", Role: "admin"},
-		"group add without role":  &kind.GroupChangeBody{GroupID: "g", Op: "added", AccountID: "a", By: "b"},
-		"device change bad op":    &kind.DeviceChangeBody{AccountID: "a", DeviceID: "d", Op: "revoked"},
-		"device change no device": &kind.DeviceChangeBody{AccountID: "a", Op: "key"},
-		"invite without close":    &kind.SurveyInviteBody{SurveyID: "s", Title: "t"},
-		"offer not a JWS":         &kind.OfferBody{OfferID: "o", JWS: "hello"},
-		"negative amount":         &kind.PaymentRequestBody{RequestID: "r", AmountCents: -5, Currency: "EUR", Creditor: "c", IBAN: "DE89370400440532013000", Reference: "x", DueDate: "2026-12-31"},
-		"dollars":                 &kind.PaymentRequestBody{RequestID: "r", AmountCents: 5, Currency: "USD", Creditor: "c", IBAN: "DE89370400440532013000", Reference: "x", DueDate: "2026-12-31"},
-		"iban with spaces":        &kind.PaymentRequestBody{RequestID: "r", AmountCents: 5, Currency: "EUR", Creditor: "c", IBAN: "DE89 3704 0044 0532 0130 00", Reference: "x", DueDate: "2026-12-31"},
-		"bad bic":                 &kind.PaymentRequestBody{RequestID: "r", AmountCents: 5, Currency: "EUR", Creditor: "c", IBAN: "DE89370400440532013000", Reference: "x", DueDate: "2026-12-31", BIC: "cobadeff"},
-		"long purpose":            &kind.PaymentRequestBody{RequestID: "r", AmountCents: 5, Currency: "EUR", Creditor: "c", IBAN: "DE89370400440532013000", Reference: "x", DueDate: "2026-12-31", Purpose: strings.Repeat("x", 141)},
-		"bad due date":            &kind.PaymentRequestBody{RequestID: "r", AmountCents: 5, Currency: "EUR", Creditor: "c", IBAN: "DE89370400440532013000", Reference: "x", DueDate: "31.12.2026"},
-		"creditor too long":       &kind.PaymentRequestBody{RequestID: "r", AmountCents: 5, Currency: "EUR", Creditor: strings.Repeat("c", 71), IBAN: "DE89370400440532013000", Reference: "x", DueDate: "2026-12-31"},
-		"unknown payment status":  &kind.PaymentStatusBody{RequestID: "r", Status: "stolen"},
-		"form version not semver": &kind.FormRequestBody{RequestID: "f", TemplateID: "t", Version: "3", TemplateHash: "sha256:" + sha256, Title: "x"},
-		"form without hash":       &kind.FormRequestBody{RequestID: "f", TemplateID: "t", Version: "1.0.0", Title: "x"},
-		"hash without prefix":     &kind.FormRequestBody{RequestID: "f", TemplateID: "t", Version: "1.0.0", TemplateHash: sha256, Title: "x"},
-		"prefill not an object":   &kind.FormRequestBody{RequestID: "f", TemplateID: "t", Version: "1.0.0", TemplateHash: "sha256:" + sha256, Title: "x", Prefill: json.RawMessage(`[1]`)},
-		"submission without data": &kind.FormSubmissionBody{SubmissionID: "s", CaseID: "c", TemplateID: "t", Version: "1.0.0", TemplateHash: "sha256:" + sha256},
-		"answers null":            &kind.FormSubmissionBody{SubmissionID: "s", CaseID: "c", TemplateID: "t", Version: "1.0.0", TemplateHash: "sha256:" + sha256, Answers: json.RawMessage(`null`)},
-		"answers bad key":         &kind.FormSubmissionBody{SubmissionID: "s", CaseID: "c", TemplateID: "t", Version: "1.0.0", TemplateHash: "sha256:" + sha256, Answers: json.RawMessage(`{"a b":1}`)},
-		"answers too big":         &kind.FormSubmissionBody{SubmissionID: "s", CaseID: "c", TemplateID: "t", Version: "1.0.0", TemplateHash: "sha256:" + sha256, Answers: json.RawMessage(`{"a":"` + strings.Repeat("x", 33<<10) + `"}`)},
-		"attachment without key":  &kind.FormSubmissionBody{SubmissionID: "s", CaseID: "c", TemplateID: "t", Version: "1.0.0", TemplateHash: "sha256:" + sha256, Answers: json.RawMessage(`{}`), Attachments: []kind.FormFile{{Field: "f", AttachmentBody: kind.AttachmentBody{BlobID: "b", SHA256: sha256, Size: 1, MIME: "image/png"}}}},
-		"case status unknown":     &kind.CaseStatusBody{CaseID: "c", SubmissionID: "s", TemplateID: "t", Status: "closed", DueDate: "2026-12-31", Seq: 1},
-		"app post empty text":     &kind.AppPostBody{AppID: "bakery", AppName: "B", OrgID: "o", Text: " "},
-		"case status no seq":      &kind.CaseStatusBody{CaseID: "c", SubmissionID: "s", TemplateID: "t", Status: "received", DueDate: "2026-12-31"},
-		"empty note":              &kind.CaseNoteBody{CaseID: "c", Text: " "},
-		"document without key":    &kind.DocumentShareBody{DocumentID: "d", Version: 1, Name: "n", SHA256: sha256},
+		"empty text":               &kind.TextBody{Text: "  "},
+		"control chars":            &kind.TextBody{Text: "a\x00b"},
+		"long text":                &kind.TextBody{Text: strings.Repeat("x", kind.MaxText+1)},
+		"short attachment key":     &kind.AttachmentBody{BlobID: "b", Key: "AAEC", SHA256: sha256, Size: 1, MIME: "image/png"},
+		"upper-case hash":          &kind.AttachmentBody{BlobID: "b", Key: key32, SHA256: strings.ToUpper(sha256), Size: 1, MIME: "image/png"},
+		"huge attachment":          &kind.AttachmentBody{BlobID: "b", Key: key32, SHA256: sha256, Size: kind.MaxAttachment + 1, MIME: "image/png"},
+		"bad mime":                 &kind.AttachmentBody{BlobID: "b", Key: key32, SHA256: sha256, Size: 1, MIME: "png"},
+		"receipt status":           &kind.ReceiptBody{Status: "seen", IDs: []string{"m"}},
+		"receipt without ids":      &kind.ReceiptBody{Status: "read"},
+		"poll one option":          &kind.PollBody{Op: "open", PollID: "p", Question: "q", Options: []string{"a"}},
+		"poll duplicate options":   &kind.PollBody{Op: "open", PollID: "p", Question: "q", Options: []string{"a", "a "}},
+		"vote repeated choice":     &kind.PollBody{Op: "vote", PollID: "p", Choices: []int{1, 1}},
+		"vote negative choice":     &kind.PollBody{Op: "vote", PollID: "p", Choices: []int{-1}},
+		"poll bad op":              &kind.PollBody{Op: "rig", PollID: "p"},
+		"group change bad op":      &kind.GroupChangeBody{GroupID: "g", Op: "merge", AccountID: "a", By: "b"},
+		"group removal with role":  &kind.GroupChangeBody{GroupID: "g", Op: "removed", AccountID: "a", By: "b", Role: "admin"},
+		"group add without role":   &kind.GroupChangeBody{GroupID: "g", Op: "added", AccountID: "a", By: "b"},
+		"device change bad op":     &kind.DeviceChangeBody{AccountID: "a", DeviceID: "d", Op: "revoked"},
+		"device change no device":  &kind.DeviceChangeBody{AccountID: "a", Op: "key"},
+		"verified name, no org":    &kind.VerifiedNameBody{OrgID: "acc_1", Attestation: &kind.VerifiedNameAttestation{Statement: []byte("s"), Signature: make([]byte, 64), Notary: []byte{1}}},
+		"verified name, none":      &kind.VerifiedNameBody{OrgID: "org_1"},
+		"verified name, both":      &kind.VerifiedNameBody{OrgID: "org_1", Withdrawn: true, Attestation: &kind.VerifiedNameAttestation{Statement: []byte("s"), Signature: make([]byte, 64), Notary: []byte{1}}},
+		"verified name, short sig": &kind.VerifiedNameBody{OrgID: "org_1", Attestation: &kind.VerifiedNameAttestation{Statement: []byte("s"), Signature: make([]byte, 63), Notary: []byte{1}}},
+		"verified name, long":      &kind.VerifiedNameBody{OrgID: "org_1", Attestation: &kind.VerifiedNameAttestation{Statement: make([]byte, 1025), Signature: make([]byte, 64), Notary: []byte{1}}},
+		"invite without close":     &kind.SurveyInviteBody{SurveyID: "s", Title: "t"},
+		"offer not a JWS":          &kind.OfferBody{OfferID: "o", JWS: "hello"},
+		"negative amount":          &kind.PaymentRequestBody{RequestID: "r", AmountCents: -5, Currency: "EUR", Creditor: "c", IBAN: "DE89370400440532013000", Reference: "x", DueDate: "2026-12-31"},
+		"dollars":                  &kind.PaymentRequestBody{RequestID: "r", AmountCents: 5, Currency: "USD", Creditor: "c", IBAN: "DE89370400440532013000", Reference: "x", DueDate: "2026-12-31"},
+		"iban with spaces":         &kind.PaymentRequestBody{RequestID: "r", AmountCents: 5, Currency: "EUR", Creditor: "c", IBAN: "DE89 3704 0044 0532 0130 00", Reference: "x", DueDate: "2026-12-31"},
+		"bad bic":                  &kind.PaymentRequestBody{RequestID: "r", AmountCents: 5, Currency: "EUR", Creditor: "c", IBAN: "DE89370400440532013000", Reference: "x", DueDate: "2026-12-31", BIC: "cobadeff"},
+		"long purpose":             &kind.PaymentRequestBody{RequestID: "r", AmountCents: 5, Currency: "EUR", Creditor: "c", IBAN: "DE89370400440532013000", Reference: "x", DueDate: "2026-12-31", Purpose: strings.Repeat("x", 141)},
+		"bad due date":             &kind.PaymentRequestBody{RequestID: "r", AmountCents: 5, Currency: "EUR", Creditor: "c", IBAN: "DE89370400440532013000", Reference: "x", DueDate: "31.12.2026"},
+		"creditor too long":        &kind.PaymentRequestBody{RequestID: "r", AmountCents: 5, Currency: "EUR", Creditor: strings.Repeat("c", 71), IBAN: "DE89370400440532013000", Reference: "x", DueDate: "2026-12-31"},
+		"unknown payment status":   &kind.PaymentStatusBody{RequestID: "r", Status: "stolen"},
+		"form version not semver":  &kind.FormRequestBody{RequestID: "f", TemplateID: "t", Version: "3", TemplateHash: "sha256:" + sha256, Title: "x"},
+		"form without hash":        &kind.FormRequestBody{RequestID: "f", TemplateID: "t", Version: "1.0.0", Title: "x"},
+		"hash without prefix":      &kind.FormRequestBody{RequestID: "f", TemplateID: "t", Version: "1.0.0", TemplateHash: sha256, Title: "x"},
+		"prefill not an object":    &kind.FormRequestBody{RequestID: "f", TemplateID: "t", Version: "1.0.0", TemplateHash: "sha256:" + sha256, Title: "x", Prefill: json.RawMessage(`[1]`)},
+		"submission without data":  &kind.FormSubmissionBody{SubmissionID: "s", CaseID: "c", TemplateID: "t", Version: "1.0.0", TemplateHash: "sha256:" + sha256},
+		"answers null":             &kind.FormSubmissionBody{SubmissionID: "s", CaseID: "c", TemplateID: "t", Version: "1.0.0", TemplateHash: "sha256:" + sha256, Answers: json.RawMessage(`null`)},
+		"answers bad key":          &kind.FormSubmissionBody{SubmissionID: "s", CaseID: "c", TemplateID: "t", Version: "1.0.0", TemplateHash: "sha256:" + sha256, Answers: json.RawMessage(`{"a b":1}`)},
+		"answers too big":          &kind.FormSubmissionBody{SubmissionID: "s", CaseID: "c", TemplateID: "t", Version: "1.0.0", TemplateHash: "sha256:" + sha256, Answers: json.RawMessage(`{"a":"` + strings.Repeat("x", 33<<10) + `"}`)},
+		"attachment without key":   &kind.FormSubmissionBody{SubmissionID: "s", CaseID: "c", TemplateID: "t", Version: "1.0.0", TemplateHash: "sha256:" + sha256, Answers: json.RawMessage(`{}`), Attachments: []kind.FormFile{{Field: "f", AttachmentBody: kind.AttachmentBody{BlobID: "b", SHA256: sha256, Size: 1, MIME: "image/png"}}}},
+		"case status unknown":      &kind.CaseStatusBody{CaseID: "c", SubmissionID: "s", TemplateID: "t", Status: "closed", DueDate: "2026-12-31", Seq: 1},
+		"app post empty text":      &kind.AppPostBody{AppID: "bakery", AppName: "B", OrgID: "o", Text: " "},
+		"case status no seq":       &kind.CaseStatusBody{CaseID: "c", SubmissionID: "s", TemplateID: "t", Status: "received", DueDate: "2026-12-31"},
+		"empty note":               &kind.CaseNoteBody{CaseID: "c", Text: " "},
+		"document without key":     &kind.DocumentShareBody{DocumentID: "d", Version: 1, Name: "n", SHA256: sha256},
 	}
 	for name, b := range bad {
 		if _, err := kind.New("msg_1", when, b); !errors.Is(err, kind.ErrInvalid) {

@@ -121,9 +121,10 @@ var ErrDisplayName = errors.New("display name")
 // and one with characters that hide or disguise what is shown: control
 // and format characters (bidirectional overrides and isolates, zero-width
 // characters, soft hyphens), line and paragraph separators, private-use,
-// surrogate and unassigned code points, and the separators kanal puts
+// surrogate and unassigned code points, the separators kanal puts
 // between a person's name and an office's (· and its look-alikes), so
-// that nobody can name themselves "Frau Schmidt · Bürgeramt Worms".
+// that nobody can name themselves "Frau Schmidt · Bürgeramt Worms", and
+// the check marks kanal puts after a name verified by eID.
 func NormalizeDisplayName(s string) (string, error) {
 	if !utf8.ValidString(s) {
 		return "", fmt.Errorf("%w: not UTF-8", ErrDisplayName)
@@ -149,6 +150,8 @@ func NormalizeDisplayName(s string) (string, error) {
 			return "", fmt.Errorf("%w: starts with a combining mark (%U)", ErrDisplayName, r)
 		case separators[r]:
 			return "", fmt.Errorf("%w: contains %q, which kanal shows between a person's name and an office's", ErrDisplayName, r)
+		case checkMarks[r]:
+			return "", fmt.Errorf("%w: contains %q, which kanal shows after a name verified by eID", ErrDisplayName, r)
 		}
 		if space {
 			b.WriteByte(' ')
@@ -189,6 +192,19 @@ var separators = map[rune]bool{
 	'\u2981': true, // z notation spot
 	'\u25cf': true, // black circle
 	'\u2024': true, // one dot leader
+}
+
+// checkMarks are the mark kanal shows after a name verified by eID
+// ("Erika Mustermann ✓eID") and its look-alikes: no display name may
+// contain one, so that nobody can call themselves "Erika Mustermann ✓eID".
+var checkMarks = map[rune]bool{
+	'\u2713':     true, // check mark
+	'\u2714':     true, // heavy check mark
+	'\u2705':     true, // white heavy check mark
+	'\u2611':     true, // ballot box with check
+	'\u221a':     true, // square root
+	'\U0001f5f8': true, // light check mark
+	'\U0001f5f9': true, // ballot box with bold check
 }
 
 // NewerProfile says whether a is newer than b by the rule of ProfileBody;

@@ -52,6 +52,8 @@ func TestDisplayNames(t *testing.T) {
 		"bullet look-alike":      "Frau Schmidt • Bürgeramt Worms",
 		"katakana middle dot":    "Frau Schmidt ・ Bürgeramt Worms",
 		"Greek ano teleia":       "Frau Schmidt \u0387 Bürgeramt Worms", // NFC makes it a middle dot
+		"eID check mark":         "Erika Mustermann ✓eID",
+		"heavy check mark":       "Erika Mustermann ✔eID",
 		"leading combining mark": "\u0301Erika",
 		"too long":               strings.Repeat("a", kind.MaxDisplayName+1),
 		"huge":                   strings.Repeat("a", 1<<20),
@@ -133,7 +135,7 @@ func TestInvalidProfiles(t *testing.T) {
 // stable under normalising again, within the limits, free of control and
 // format characters and of the agent separator, and valid in a profile.
 func FuzzDisplayName(f *testing.F) {
-	for _, s := range []string{"Frau Schmidt", " a  b ", "Jo\u0308rg", "\u202e", "a\u00b7b", "\u0301x", "x\u0301", "\u00a0 \u3000a", "😀\u200d😀", "\xff"} {
+	for _, s := range []string{"Frau Schmidt", " a  b ", "Jo\u0308rg", "\u202e", "a\u00b7b", "\u0301x", "x\u0301", "\u00a0 \u3000a", "😀\u200d😀", "\xff", "a ✓eID"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -154,8 +156,8 @@ func FuzzDisplayName(f *testing.F) {
 		if n == "" || utf8.RuneCountInString(n) > kind.MaxDisplayName || len(n) > kind.MaxDisplayNameBytes {
 			t.Fatalf("%q is out of the limits", n)
 		}
-		if strings.TrimSpace(n) != n || strings.Contains(n, "  ") || strings.Contains(n, kind.NameSeparator) {
-			t.Fatalf("%q has stray spaces or the separator", n)
+		if strings.TrimSpace(n) != n || strings.Contains(n, "  ") || strings.Contains(n, kind.NameSeparator) || strings.ContainsRune(n, '✓') {
+			t.Fatalf("%q has stray spaces, the separator or the eID mark", n)
 		}
 		for _, r := range n {
 			if unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) {
