@@ -304,6 +304,11 @@ func entryOf(in *mclient.Incoming) entry {
 	if in.Org != nil {
 		e.Org = in.Org.OrgName
 	}
+	if in.Announcement {
+		// Signed by an agent for the organisation, checked against the
+		// CA; public, not end-to-end encrypted.
+		e.Text = fmt.Sprintf("[verified announcement of %s (%s)] %s", in.Org.OrgName, in.Org.OrgID, e.Text)
+	}
 	e.Reply, e.ReplyOrg = peerString(in.Reply)
 	if b, ok := in.Message.Body.(*kind.OfferBody); ok {
 		e.JWS = b.JWS

@@ -81,6 +81,7 @@ func commands() []*command {
 	cmds = append(cmds, chatCommands()...)
 	cmds = append(cmds, profileCommands()...)
 	cmds = append(cmds, groupCommands()...)
+	cmds = append(cmds, broadcastCommands()...)
 	cmds = append(cmds, attachmentCommands()...)
 	cmds = append(cmds, pollCommands()...)
 	cmds = append(cmds, pushCommands()...)
