@@ -113,7 +113,14 @@ type Hub struct {
 	// NATS sends a node only the wake-ups of its own devices; all those
 	// subscriptions deliver into this one channel, read by one goroutine
 	// (dispatch), rather than each running a goroutine of its own.
+	//
+	// On the embedded bus the node is the only one (the embedded NATS
+	// server takes no other connection), so every wake-up is for a device
+	// of this node: one subscription to all of them (allWakes) does, and
+	// saves each device's subscription — about 1 KiB of the node's memory
+	// per connected device, half in the client, half in the server.
 	wakes    chan *bus.Msg
+	allWakes *bus.Subscription
 	subMu    sync.Mutex
 	subs     map[string]*wakeSub // by device: one per device, shared by its streams
 	stop     chan struct{}
@@ -173,6 +180,13 @@ func NewHub(o HubOptions) (*Hub, error) {
 		_ = sub.Unsubscribe()
 		return nil, err
 	}
+	if o.Bus.Embedded() {
+		if h.allWakes, err = o.Bus.ChanSubscribe(subjectWake+"*", h.wakes); err != nil {
+			_ = sub.Unsubscribe()
+			_ = h.fanSub.Unsubscribe()
+			return nil, err
+		}
+	}
 	// The subscription reaches the server with the connection's next
 	// flush; until then a session end sent by another node would pass
 	// this one by. Flush now, before any stream is served.
@@ -182,6 +196,9 @@ func NewHub(o HubOptions) (*Hub, error) {
 	if err != nil {
 		_ = sub.Unsubscribe()
 		_ = h.fanSub.Unsubscribe()
+		if h.allWakes != nil {
+			_ = h.allWakes.Unsubscribe()
+		}
 		return nil, fmt.Errorf("mailbox: subscribe to session ends: %w", err)
 	}
 	h.endSub = sub
@@ -216,6 +233,9 @@ func (h *Hub) Close() {
 		close(h.stop)
 		_ = h.endSub.Unsubscribe()
 		_ = h.fanSub.Unsubscribe()
+		if h.allWakes != nil {
+			_ = h.allWakes.Unsubscribe()
+		}
 	})
 }
 
@@ -269,8 +289,12 @@ type wakeSub struct {
 }
 
 // subscribeWake subscribes to the device's wake-ups, or shares the
-// subscription one of its streams holds; release gives it back.
+// subscription one of its streams holds; release gives it back. On the
+// embedded bus the node's subscription to all wake-ups has them already.
 func (h *Hub) subscribeWake(device string) (release func(), err error) {
+	if h.allWakes != nil {
+		return func() {}, nil
+	}
 	h.subMu.Lock()
 	defer h.subMu.Unlock()
 	s := h.subs[device]
@@ -794,11 +818,13 @@ func (c *conn) start() {
 	// envelope would wait for the next ping's read. One round trip to the
 	// bus per connect closes that gap; if the bus is slow the stream goes
 	// on, and the pings' reads still find everything.
-	pctx, cancel := context.WithTimeout(c.ctx, c.hub.o.WriteTimeout)
-	if err := c.hub.o.Bus.Ping(pctx); err != nil {
-		log.Debug("mailbox: flushing the wake-up subscription", "err", err)
+	if c.hub.allWakes == nil {
+		pctx, cancel := context.WithTimeout(c.ctx, c.hub.o.WriteTimeout)
+		if err := c.hub.o.Bus.Ping(pctx); err != nil {
+			log.Debug("mailbox: flushing the wake-up subscription", "err", err)
+		}
+		cancel()
 	}
-	cancel()
 
 	if ended, err := c.checkSession(); ended {
 		c.mu.Lock()
