@@ -659,7 +659,7 @@ func (s *Service) CastAnonymous(ctx context.Context, id string, t *Token, cipher
 		return nil, err
 	}
 	e := Entry{Nullifier: Nullifier(t.Message), TokenMessage: t.Message, TokenSignature: t.Signature, Ciphertext: ciphertext}
-	return s.append(ctx, id, e)
+	return s.append(ctx, id, e, "")
 }
 
 // CastNamed puts a named ballot on the board for an eligible caller, once.
@@ -677,8 +677,18 @@ func (s *Service) CastNamed(ctx context.Context, c Caller, id string, ciphertext
 	if err := checkCiphertext(ciphertext); err != nil {
 		return nil, err
 	}
+	// Of level high: one ballot per person, whichever of their accounts
+	// casts it. The board still names the account (the public nullifier is
+	// unchanged); the person is checked beside it.
+	var person string
+	if o.def.Audience.Kind == AudienceLevel && o.def.Audience.Level >= ca.LevelHigh {
+		var err error
+		if person, _, err = s.tokenHolder(ctx, o.def, c); err != nil {
+			return nil, err
+		}
+	}
 	e := Entry{Nullifier: NamedNullifier(id, c.AccountID), Voter: c.AccountID, Ciphertext: ciphertext}
-	return s.append(ctx, id, e)
+	return s.append(ctx, id, e, person)
 }
 
 // hpkeOverhead is X25519's encapsulated key and ChaCha20-Poly1305's tag.
@@ -693,13 +703,16 @@ func checkCiphertext(ct []byte) error {
 
 // append adds e to the board in a shared commit. The survey row is
 // updated first, which locks it: appends to one board are serialised, so
-// each entry follows the head before it.
-func (s *Service) append(ctx context.Context, id string, e Entry) (*Receipt, error) {
+// each entry follows the head before it. person, if set, is the survey's
+// pseudonym of the person casting a named ballot of level high: a second
+// ballot of the same person, from any account, is refused.
+func (s *Service) append(ctx context.Context, id string, e Entry, person string) (*Receipt, error) {
 	closes := s.now().Unix()
 	used := fmt.Errorf("%w: this ballot's token has been counted already", ErrAlreadyVoted)
 	if e.Voter != "" {
 		used = fmt.Errorf("%w: %s has already voted in this survey", ErrAlreadyVoted, e.Voter)
 	}
+	personUsed := fmt.Errorf("%w: this person has already voted in this survey, through this or another of their accounts", ErrAlreadyVoted)
 	var rec Receipt
 	err := s.ballots.Do(ctx, func(tx *sql.Tx) error {
 		var n int
@@ -733,6 +746,23 @@ func (s *Service) append(ctx context.Context, id string, e Entry) (*Receipt, err
 		}
 		if e.Voter != "" {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO survey_named_voters (survey_id, account_id, seq) VALUES ($1, $2, $3)`, id, e.Voter, e.Seq); err != nil {
+				return err
+			}
+		}
+		if person != "" {
+			// After the survey row's lock: two ballots of one person are
+			// serialised here, and the second finds the first's row.
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM survey_named_persons WHERE survey_id = $1 AND person = $2`, id, person).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				return personUsed
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO survey_named_persons (survey_id, person) VALUES ($1, $2)`, id, person); err != nil {
+				if db.IsUniqueViolation(err) {
+					return personUsed
+				}
 				return err
 			}
 		}
