@@ -503,7 +503,11 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{OriginPatterns: h.o.OriginPatterns,
 		// A browser offers "kanal" beside the subprotocol that carries its
 		// token (identity.WebsocketBearerPrefix) and needs one selected.
-		Subprotocols: []string{"kanal"}})
+		Subprotocols: []string{"kanal"},
+		// No permessage-deflate: envelopes are ciphertext, which does not
+		// compress, and a deflate state would cost every stream memory
+		// (coder/websocket's default, said here so it stays so).
+		CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		h.release(device)
 		return // Accept has written the error response
