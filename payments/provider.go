@@ -52,7 +52,7 @@ func (bankTransfer) Name() string    { return ProviderBank }
 func (bankTransfer) Account() string { return AccBank }
 
 func (bankTransfer) Start(_ context.Context, r *Request) (*Instructions, error) {
-	p, err := epc.Payload(transferOf(r))
+	p, err := epc.Payload(r.Transfer())
 	if err != nil {
 		return nil, fmt.Errorf("payments.bank: %w", err)
 	}
@@ -61,7 +61,11 @@ func (bankTransfer) Start(_ context.Context, r *Request) (*Instructions, error) 
 
 func (bankTransfer) Refund(context.Context, *Request, int64, string) error { return nil }
 
-func transferOf(r *Request) epc.Transfer {
+// Transfer is the SEPA credit transfer that pays r, as its EPC QR code
+// carries it: the creditor, IBAN, BIC, amount and RF reference, and the
+// purpose (cut to 70 characters) as the information to the payer. kanald's
+// EPC answer and the web app's QR code are both made from it.
+func (r *Request) Transfer() epc.Transfer {
 	info := []rune(r.Purpose)
 	if len(info) > epc.MaxInformation {
 		info = info[:epc.MaxInformation]
@@ -80,14 +84,14 @@ func (s *Service) EPC(ctx context.Context, actor Actor, id string, size int) (st
 	if r.Status != StatusOpen {
 		return "", nil, fmt.Errorf("payments.epc: %w: request %s is %s", ErrState, id, r.Status)
 	}
-	p, err := epc.Payload(transferOf(r))
+	p, err := epc.Payload(r.Transfer())
 	if err != nil {
 		return "", nil, fmt.Errorf("payments.epc: %w", err)
 	}
 	if size == 0 {
 		return p, nil, nil
 	}
-	png, err := epc.PNG(transferOf(r), size)
+	png, err := epc.PNG(r.Transfer(), size)
 	if err != nil {
 		return "", nil, fmt.Errorf("payments.epc: %w", err)
 	}

@@ -367,7 +367,7 @@ func (s *Service) create(ctx context.Context, tx *sql.Tx, actor Actor, org strin
 	// The request must always have a QR code: its EPC069-12 payload
 	// (UTF-8, at most 331 bytes) is checked here, before anything is
 	// stored; the transaction rolls back on error.
-	if _, err := epc.Payload(transferOf(&r)); err != nil {
+	if _, err := epc.Payload(r.Transfer()); err != nil {
 		return Request{}, invalid("the EPC QR payload of this request would not be valid (at most %d bytes of UTF-8; creditor and purpose in multi-byte characters count more): %v",
 			epc.MaxPayload, err)
 	}

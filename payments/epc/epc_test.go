@@ -3,8 +3,13 @@ package epc
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"image"
+	"image/color"
 	"image/png"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -128,5 +133,54 @@ func TestPNGDecodesForManyPayloads(t *testing.T) {
 				t.Fatalf("payload %d at %d px decoded as %q", i, size, got)
 			}
 		}
+	}
+}
+
+// TestSVGDecodesToPayload draws the SVG's path (as a browser would, at 4
+// pixels per module) and decodes it with an independent QR decoder: it
+// carries the same payload as the PNG, and its size is what SVG says.
+func TestSVGDecodesToPayload(t *testing.T) {
+	for i := 0; i < 20; i++ {
+		tr := Transfer{Name: "Bürgeramt Musterstadt", IBAN: "DE89370400440532013000", AmountCents: int64(3700 + i*101),
+			Reference: "RF18539007547034", Information: strings.Repeat("Gebühr ", i%8)}
+		want, err := Payload(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svg, n, err := SVG(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(svg, fmt.Sprintf(`viewBox="0 0 %d %d"`, n, n)) {
+			t.Fatalf("the SVG is not %d modules across: %.120s", n, svg)
+		}
+		const px = 4
+		img := image.NewGray(image.Rect(0, 0, n*px, n*px))
+		for j := range img.Pix {
+			img.Pix[j] = 0xff
+		}
+		for _, m := range regexp.MustCompile(`M(\d+) (\d+)h(\d+)v1h-(\d+)z`).FindAllStringSubmatch(svg, -1) {
+			x, _ := strconv.Atoi(m[1])
+			y, _ := strconv.Atoi(m[2])
+			w, _ := strconv.Atoi(m[3])
+			if x < QuietZone || y < QuietZone || x+w > n-QuietZone || y >= n-QuietZone {
+				t.Fatalf("a dark module at %d,%d (width %d) lies in the quiet zone of %d", x, y, w, n)
+			}
+			for yy := y * px; yy < (y+1)*px; yy++ {
+				for xx := x * px; xx < (x+w)*px; xx++ {
+					img.SetGray(xx, yy, color.Gray{})
+				}
+			}
+		}
+		var b bytes.Buffer
+		if err := png.Encode(&b, img); err != nil {
+			t.Fatal(err)
+		}
+		if got := decodeQR(t, b.Bytes()); got != want {
+			t.Fatalf("transfer %d: the SVG decodes as %q, want %q", i, got, want)
+		}
+	}
+	if _, _, err := SVG(Transfer{Name: "x", IBAN: "DE00", AmountCents: 1}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("an invalid transfer: %v", err)
 	}
 }
