@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -206,19 +207,21 @@ func verifySig(alg string, pub crypto.PublicKey, input, sig []byte) error {
 
 // Sign makes a compact JWS: the header is the JSON object of alg,
 // typ, x5c and extra (Go's encoding, members in name order), ES256
-// signatures are r ‖ s with s ≤ n/2.
+// signatures are r ‖ s with s ≤ n/2. The key may be any crypto.Signer of
+// an Ed25519 or P-256 key, such as the web app's WebCrypto device key,
+// whose private half Go never holds.
 func Sign(key crypto.Signer, typ string, certDER []byte, extraName string, extra any, payload []byte) (string, error) {
 	var alg string
-	switch k := key.(type) {
-	case *ecdsa.PrivateKey:
+	switch k := key.Public().(type) {
+	case *ecdsa.PublicKey:
 		if k.Curve != elliptic.P256() {
 			return "", fmt.Errorf("%w: ECDSA key is not P-256", ErrCertificate)
 		}
 		alg = algES256
-	case ed25519.PrivateKey:
+	case ed25519.PublicKey:
 		alg = algEdDSA
 	default:
-		return "", fmt.Errorf("%w: device key %T", ErrCertificate, key)
+		return "", fmt.Errorf("%w: device key %T", ErrCertificate, k)
 	}
 	header, err := json.Marshal(map[string]any{"alg": alg, "typ": typ,
 		"x5c": []string{base64.StdEncoding.EncodeToString(certDER)}, extraName: extra})
@@ -227,21 +230,30 @@ func Sign(key crypto.Signer, typ string, certDER []byte, extraName string, extra
 	}
 	input := b64url.EncodeToString(header) + "." + b64url.EncodeToString(payload)
 	var sig []byte
-	switch k := key.(type) {
-	case *ecdsa.PrivateKey:
+	switch alg {
+	case algES256:
 		h := sha256.Sum256([]byte(input))
-		r, s, err := ecdsa.Sign(rand.Reader, k, h[:])
+		asn, err := key.Sign(rand.Reader, h[:], crypto.SHA256)
 		if err != nil {
 			return "", fmt.Errorf("jws: sign: %w", err)
 		}
-		if s.Cmp(p256HalfOrder) > 0 {
-			s.Sub(k.Curve.Params().N, s)
+		n := elliptic.P256().Params().N
+		var rs struct{ R, S *big.Int }
+		if rest, err := asn1.Unmarshal(asn, &rs); err != nil || len(rest) != 0 || rs.R == nil || rs.S == nil ||
+			rs.R.Sign() <= 0 || rs.S.Sign() <= 0 || rs.R.Cmp(n) >= 0 || rs.S.Cmp(n) >= 0 {
+			return "", errors.New("jws: sign: the key made no P-256 ECDSA signature")
+		}
+		if rs.S.Cmp(p256HalfOrder) > 0 {
+			rs.S.Sub(n, rs.S)
 		}
 		sig = make([]byte, 64)
-		r.FillBytes(sig[:32])
-		s.FillBytes(sig[32:])
-	case ed25519.PrivateKey:
-		sig = ed25519.Sign(k, []byte(input))
+		rs.R.FillBytes(sig[:32])
+		rs.S.FillBytes(sig[32:])
+	case algEdDSA:
+		// Ed25519 signs the message itself, not a digest.
+		if sig, err = key.Sign(rand.Reader, []byte(input), crypto.Hash(0)); err != nil {
+			return "", fmt.Errorf("jws: sign: %w", err)
+		}
 	}
 	return input + "." + b64url.EncodeToString(sig), nil
 }

@@ -1,12 +1,14 @@
 package orgsig
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -86,4 +88,51 @@ func TestSignVerifyMember(t *testing.T) {
 	if _, _, err := SignMember(m, c.Pool(), t0, "kanal-test+jws", []byte(`{}`)); !errors.Is(err, ErrCertificate) {
 		t.Fatalf("another device's membership: %v", err)
 	}
+}
+
+// opaqueSigner hides the key's type, as the web app's WebCrypto key does:
+// Sign sees only a crypto.Signer.
+type opaqueSigner struct{ k crypto.Signer }
+
+func (o opaqueSigner) Public() crypto.PublicKey { return o.k.Public() }
+func (o opaqueSigner) Sign(r io.Reader, msg []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return o.k.Sign(r, msg, opts)
+}
+
+// TestSignWithOpaqueSigner: a signer that is not *ecdsa.PrivateKey or
+// ed25519.PrivateKey signs documents that verify (ES256 made r ‖ s with a
+// low s from the signer's ASN.1), and a signer of another key type, or
+// one that returns garbage, is refused.
+func TestSignWithOpaqueSigner(t *testing.T) {
+	c, _ := ca.Create("Musterstadt", t0.Add(-24*time.Hour))
+	org, _ := c.IssueOrganisation(ca.OrgRequest{OrgID: "amt", Name: "Bürgeramt", Kind: ca.OrgOffice, NotBefore: t0.Add(-time.Hour)})
+	at := func([]byte) (time.Time, error) { return t0, nil }
+	for _, ed := range []bool{false, true} {
+		for i := 0; i < 20; i++ { // about half the ECDSA signatures have a high s
+			m := member(t, c, org, "acc-1", ed)
+			m.Key = opaqueSigner{m.Key}
+			s, _, err := SignMember(m, c.Pool(), t0, "kanal-test+jws", []byte(`{"a":1}`))
+			if err != nil {
+				t.Fatalf("sign (Ed25519 %v): %v", ed, err)
+			}
+			if _, err := VerifyMember(s, 1<<16, "kanal-test+jws", c.Pool(), at); err != nil {
+				t.Fatalf("verify (Ed25519 %v): %v", ed, err)
+			}
+		}
+	}
+	k, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if _, err := Sign(opaqueSigner{k}, "kanal-test+jws", nil, "x", nil, []byte(`{}`)); !errors.Is(err, ErrCertificate) {
+		t.Fatalf("a P-384 key: %v", err)
+	}
+	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if _, err := Sign(garbageSigner{p256}, "kanal-test+jws", nil, "x", nil, []byte(`{}`)); err == nil {
+		t.Fatal("a signer that returns no ECDSA signature was accepted")
+	}
+}
+
+type garbageSigner struct{ k *ecdsa.PrivateKey }
+
+func (g garbageSigner) Public() crypto.PublicKey { return g.k.Public() }
+func (g garbageSigner) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return []byte{0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x01}, nil // r = 0
 }
