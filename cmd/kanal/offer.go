@@ -388,35 +388,11 @@ func offerSign(ctx context.Context, c *cli, o *opts, fo *offerOpts, args []strin
 	if err := c.confirm(fo.yes, "Countersign this offer? This is a binding signature. Type yes: "); err != nil {
 		return err
 	}
-	// The seller must still be a member: the organisation's signed status
-	// of the membership certificate, one small answer.
-	ms, _, err := api.MembershipStatus(ctx, vo.Offer.OrgID, &x509.Certificate{SerialNumber: vo.Membership.Serial}, vo.OrgCert, c.now())
-	if err != nil {
-		return fmt.Errorf("the seller's membership status: %w", err)
-	}
-	if ms.Revoked {
-		return fmt.Errorf("the seller's membership of %s was revoked at %s: not countersigning", vo.Offer.OrgName,
-			ms.RevokedAt.UTC().Format(time.RFC3339))
-	}
 	devDER, err := pemBlock(st.Data.DeviceCertPEM, "CERTIFICATE")
 	if err != nil {
 		return err
 	}
-	// The CA's signed statuses of both devices go into the contract, so
-	// that it verifies offline; one small answer each, however many
-	// certificates were ever revoked.
-	b := jws.Buyer{Key: st.Data.DeviceKey, DeviceCert: devDER}
-	own, err := x509.ParseCertificate(devDER)
-	if err != nil {
-		return err
-	}
-	if _, b.SellerStatus, err = api.CertificateStatus(ctx, &x509.Certificate{SerialNumber: vo.SellerDevice.Serial}, caC, c.now()); err != nil {
-		return fmt.Errorf("the seller's certificate status: %w", err)
-	}
-	if _, b.BuyerStatus, err = api.CertificateStatus(ctx, own, caC, c.now()); err != nil {
-		return fmt.Errorf("this device's certificate status: %w", err)
-	}
-	contract, err := jws.Countersign(offerJWS, b, caC, c.now())
+	contract, err := pclient.Countersign(ctx, api, offerJWS, vo, jws.Buyer{Key: st.Data.DeviceKey, DeviceCert: devDER}, caC, c.now())
 	if err != nil {
 		return err
 	}
