@@ -49,6 +49,7 @@ function applyLang() {
   b.textContent = t("langSwitch");
   b.lang = lang === "de" ? "en" : "de";
   if (state.me) render();
+  if (globalThis.participate) participate.render();
 }
 
 // ---- IndexedDB: one object store of opaque records ----
@@ -165,7 +166,7 @@ function peerName(p) {
 
 function render() {
   const convs = new Map();
-  for (const e of state.entries) convs.set(convKey(e.peer), e.peer);
+  for (const e of state.entries) if (convKey(e.peer)) convs.set(convKey(e.peer), e.peer); // a notice from kanal has no peer
   if (state.current) convs.set(convKey(state.current), state.current);
   const ul = $("convs");
   ul.replaceChildren();
@@ -221,6 +222,7 @@ function renderConv() {
     meta.className = "meta";
     meta.textContent = new Date(e.at).toLocaleTimeString(lang) + (e.state ? " · " + t(e.state) : "");
     li.append(who, text, meta);
+    if (globalThis.participate) participate.decorate(li, e); // a survey, an offer, a payment request
     ol.append(li);
   }
 }
@@ -229,6 +231,7 @@ async function openConv(p) {
   if (p.org) await orgName(p.org);
   state.current = p;
   render();
+  if (globalThis.participate) participate.render();
   $("h-conv").focus();
 }
 

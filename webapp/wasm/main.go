@@ -45,6 +45,12 @@ func main() {
 		"send":    a.send,
 		"listen":  a.listen,
 		"orgName": a.orgName,
+		// participate.go
+		"survey":      a.survey,
+		"vote":        a.vote,
+		"offer":       a.offer,
+		"acceptOffer": a.acceptOffer,
+		"payment":     a.payment,
 	} {
 		api.Set(name, promise(fn))
 	}
@@ -104,6 +110,9 @@ type entry struct {
 	Text  string `json:"text"`
 	At    string `json:"at"`
 	State string `json:"state,omitempty"` // my messages: sent, delivered, read
+	// Body is the typed body of a message the page acts on: a survey
+	// invitation, an offer, a payment request (participate.go).
+	Body json.RawMessage `json:"body,omitempty"`
 }
 
 type peer struct {
@@ -474,7 +483,7 @@ func (a *app) receive(mc *mclient.Client, live *mclient.LiveStream, cb js.Value,
 
 func (a *app) entryOf(mc *mclient.Client, in *mclient.Incoming) entry {
 	e := entry{ID: in.Message.ID, Conv: in.Conversation, Peer: peerOf(in.Reply), From: in.SenderAccount,
-		Kind: string(in.Message.Kind), Text: summary(in.Message), At: in.ServerTime.Format(time.RFC3339)}
+		Kind: string(in.Message.Kind), Text: summary(in.Message), At: in.ServerTime.Format(time.RFC3339), Body: participationBody(in.Message)}
 	if in.FromServer {
 		e.From = "kanal"
 	}
