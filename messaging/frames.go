@@ -61,11 +61,11 @@ func (s *Service) Frames(ctx context.Context, device, typ string, raw json.RawMe
 	if !mailbox.ValidDeviceID(f.Ref) { // the same rule as client ids: 1..64 of [A-Za-z0-9_-]
 		return nil, fmt.Errorf("%w: send frame: ref must be 1..64 characters of [A-Za-z0-9_-]", ErrInvalid)
 	}
-	d, err := s.dir.Device(ctx, device)
+	account, err := s.accountOf(ctx, device)
 	if err != nil {
 		return nil, err // revoked meanwhile: the stream closes
 	}
-	resp, _, err := s.Send(ctx, Caller{AccountID: d.AccountID, DeviceID: device}, &f.Request)
+	resp, _, err := s.Send(ctx, Caller{AccountID: account, DeviceID: device}, &f.Request)
 	if err != nil {
 		p := problem(err)
 		if p == nil {
@@ -75,4 +75,20 @@ func (s *Service) Frames(ctx context.Context, device, typ string, raw json.RawMe
 		return SendFailedFrame{Type: "send_failed", Ref: f.Ref, Problem: p}, nil
 	}
 	return SentFrame{Type: "sent", Ref: f.Ref, Response: resp}, nil
+}
+
+// accountOf returns the account of an active device: from the device sets
+// this node keeps (a revocation drops the device from them), else from
+// the directory.
+func (s *Service) accountOf(ctx context.Context, device string) (string, error) {
+	if s.sets != nil {
+		if a, ok := s.sets.account(device); ok {
+			return a, nil
+		}
+	}
+	d, err := s.dir.Device(ctx, device)
+	if err != nil {
+		return "", err
+	}
+	return d.AccountID, nil
 }

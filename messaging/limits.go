@@ -4,6 +4,13 @@ import "time"
 
 // Limits of the prekey directory, in one place.
 const (
+	// DefaultDeviceSetTTL is how long kanald keeps an account's device
+	// set in a node's memory for sends (Options.DeviceSetTTL): the
+	// longest a device that published its keys through another node goes
+	// unaddressed by this node's senders who do not know of it yet, and
+	// the longest a revocation whose bus message was lost goes unseen.
+	DefaultDeviceSetTTL = 2 * time.Second
+
 	// MaxPrekeyBatch is the most one-time prekeys of each kind (X25519 and
 	// ML-KEM-768) one upload may carry.
 	MaxPrekeyBatch = 100

@@ -108,6 +108,11 @@ type Options struct {
 	// follower devices' references and the announcement (cmd/kanald
 	// wires the hub's Fanout); otherwise Notify gets the devices.
 	Fanout func(refs []mailbox.Envelope, body []byte)
+	// DeviceSetTTL is how long this node may keep an account's device
+	// set (its active devices with published keys) in memory for sends;
+	// see deviceSets for what drops one sooner. Zero keeps none: every
+	// send asks the database. cmd/kanald uses DeviceSetTTL.
+	DeviceSetTTL time.Duration
 }
 
 // Service is the prekey directory. Its methods are safe for concurrent use.
@@ -133,6 +138,7 @@ type Service struct {
 	roots                      *x509.CertPool
 	fanout                     func(refs []mailbox.Envelope, body []byte)
 	broadcasts                 *sendLimiter
+	sets                       *deviceSets // nil: none kept
 }
 
 // New checks o and returns a Service.
@@ -154,6 +160,9 @@ func New(o Options) (*Service, error) {
 	}
 	if s.retention <= 0 {
 		s.retention = mailbox.DefaultRetention
+	}
+	if o.DeviceSetTTL > 0 {
+		s.sets = newDeviceSets(o.DeviceSetTTL, s.now)
 	}
 	limit := o.MaxSendsPerWindow
 	if limit <= 0 {
@@ -359,6 +368,9 @@ func (s *Service) Publish(ctx context.Context, c Caller, req *PublishRequest) (*
 	if err != nil {
 		return nil, err
 	}
+	// The device may have published for the first time: sends address
+	// it from now on.
+	s.ForgetAccount(c.AccountID)
 	if introduced && s.notify != nil {
 		s.notify(c.DeviceID)
 	}

@@ -200,14 +200,18 @@ func checkSend(c Caller, req *SendRequest) (*checkedSend, error) {
 // organisation's active agent devices, or every member's, and the
 // caller's own other active devices — each only once it has published
 // its keys.
-func (s *Service) requiredDevices(ctx context.Context, c Caller, to SendTo) ([]Device, error) {
+//
+// With fresh, every set is read from the database; else sets this node
+// keeps in memory serve (cached says whether any did).
+func (s *Service) requiredDevices(ctx context.Context, c Caller, to SendTo, fresh bool) (required []Device, cached bool, err error) {
 	// The accounts whose devices are addressed, the sender's own among
-	// them, are looked up in one query.
+	// them, are looked up at once (in this node's memory, or in one query
+	// each to the directory and the identities table).
 	accounts := []string{c.AccountID}
 	if to.GroupID != "" {
 		members, err := s.groupMembers(ctx, c, to.GroupID)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		for _, a := range members {
 			if a != c.AccountID {
@@ -218,49 +222,70 @@ func (s *Service) requiredDevices(ctx context.Context, c Caller, to SendTo) ([]D
 	if to.AccountID != "" && to.AccountID != c.AccountID {
 		accounts = append(accounts, to.AccountID)
 	}
-	theirs, err := s.dir.DevicesOf(ctx, accounts)
+	theirs, cached, err := s.activeDevices(ctx, accounts, fresh)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	if to.AccountID != "" && !slices.ContainsFunc(theirs, func(d Device) bool { return d.AccountID == to.AccountID }) {
-		return nil, web.Errorf(http.StatusNotFound, TypeUnknownRecipient, "Unknown recipient",
+	if to.AccountID != "" && !slices.ContainsFunc(theirs, func(d activeDevice) bool { return d.AccountID == to.AccountID }) {
+		return nil, false, web.Errorf(http.StatusNotFound, TypeUnknownRecipient, "Unknown recipient",
 			"account %s has no active devices", to.AccountID)
 	}
+	set := map[string]Device{}
 	if to.OrgID != "" {
 		_, ds, err := s.dir.OrgAgents(ctx, to.OrgID)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if len(ds) == 0 {
-			return nil, web.Errorf(http.StatusNotFound, TypeUnknownRecipient, "Unknown recipient",
+			return nil, false, web.Errorf(http.StatusNotFound, TypeUnknownRecipient, "Unknown recipient",
 				"organisation %s has no active agent devices", to.OrgID)
 		}
 		if to.AccountID != "" && !slices.ContainsFunc(ds, func(d Device) bool { return d.DeviceID == c.DeviceID }) {
-			return nil, web.Errorf(http.StatusForbidden, web.TypeForbidden, "Not an agent",
+			return nil, false, web.Errorf(http.StatusForbidden, web.TypeForbidden, "Not an agent",
 				"only an agent device of organisation %s may send in its name", to.OrgID)
 		}
-		theirs = append(theirs, ds...)
-	}
-	set := map[string]Device{}
-	for _, d := range theirs {
-		if d.DeviceID != c.DeviceID {
-			set[d.DeviceID] = d
+		for _, d := range ds {
+			if d.DeviceID != c.DeviceID {
+				set[d.DeviceID] = d
+			}
+		}
+		// Agents are not in the cached sets: which of them published is
+		// asked here.
+		published, err := s.published(ctx, set)
+		if err != nil {
+			return nil, false, err
+		}
+		for id := range set {
+			if !published[id] {
+				delete(set, id)
+			}
 		}
 	}
-	// A device that has not published its keys cannot read end-to-end
-	// messages yet; it is not addressed until it has.
-	published, err := s.published(ctx, set)
-	if err != nil {
-		return nil, err
+	for _, d := range theirs {
+		if d.DeviceID != c.DeviceID && d.published {
+			set[d.DeviceID] = d.Device
+		}
 	}
 	out := make([]Device, 0, len(set))
-	for id, d := range set {
-		if published[id] {
-			out = append(out, d)
-		}
+	for _, d := range set {
+		out = append(out, d)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].DeviceID < out[j].DeviceID })
-	return out, nil
+	return out, cached, nil
+}
+
+// sameDevices reports whether the required devices are exactly the
+// addressed ones (sorted).
+func sameDevices(required []Device, addressed []string) bool {
+	if len(required) != len(addressed) {
+		return false
+	}
+	for i, d := range required {
+		if d.DeviceID != addressed[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // published returns which of the devices have published their identity.
@@ -360,9 +385,17 @@ func (s *Service) sendFresh(ctx context.Context, c Caller, req *SendRequest, cs 
 	if err := s.limit.allow(c.DeviceID, s.now()); err != nil {
 		return nil, true, err // allow counts refused sends too
 	}
-	required, err := s.requiredDevices(ctx, c, req.To)
+	required, cached, err := s.requiredDevices(ctx, c, req.To, false)
 	if err != nil {
 		return nil, true, err
+	}
+	if cached && !sameDevices(required, cs.devices) {
+		// The envelopes may know of a device this node's memory does not
+		// yet (it published on another node): ask the database before
+		// calling the list stale.
+		if required, _, err = s.requiredDevices(ctx, c, req.To, true); err != nil {
+			return nil, true, err
+		}
 	}
 	if len(required) == 0 {
 		return nil, true, web.Errorf(http.StatusUnprocessableEntity, TypeNoRecipients, "No recipients",

@@ -124,6 +124,19 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		Frames: func(ctx context.Context, device, typ string, raw json.RawMessage) (any, error) {
 			return sends.Frames(ctx, device, typ, raw)
 		},
+		// A revoked device, on whichever node it was revoked, is dropped
+		// from the device sets the send path keeps in memory.
+		Ended: func(e mailbox.SessionEnd) {
+			if !e.Revoked || sends == nil {
+				return
+			}
+			if e.Device != "" {
+				sends.ForgetDevice(e.Device)
+			}
+			if e.Account != "" {
+				sends.ForgetAccount(e.Account)
+			}
+		},
 		Session: func(r *http.Request) (mailbox.Session, bool) {
 			s, ok := identity.SessionFromContext(r.Context())
 			return mailbox.Session{Device: s.DeviceID, Account: s.AccountID, Family: s.Family, Expires: s.ExpiresAt, Ref: s.Ref}, ok
@@ -177,7 +190,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	// stream, their push subscriptions) after commit.
 	prekeys, err := messaging.New(messaging.Options{DB: d, Directory: identityDirectory{a.ident}, Logger: log,
 		Mailbox: mailboxes, Batcher: a.batch, MaxSendsPerWindow: cfg.SendLimit, Notary: notary, Log: a.tlog,
-		Roots: authority.Pool(), Fanout: hub.Fanout,
+		Roots: authority.Pool(), Fanout: hub.Fanout, DeviceSetTTL: messaging.DefaultDeviceSetTTL,
 		Notify: func(devices ...string) { hub.Notify(devices...); pusher.Notify(devices...) },
 		Stored: func(envs []mailbox.Envelope) {
 			hub.Deliver(envs)

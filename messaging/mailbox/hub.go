@@ -77,6 +77,11 @@ type HubOptions struct {
 	Now func() time.Time
 	// Frames handles frame types other than "ack" (may be nil).
 	Frames FrameHandler
+	// Ended, if set, is told of every session end this node acts on:
+	// its own (EndSessions) and the other nodes' (from the bus, once its
+	// tag and age are checked). cmd/kanald drops a revoked device from
+	// what the send path keeps in memory.
+	Ended func(SessionEnd)
 	// OriginPatterns lists the web origins allowed to open a stream from a
 	// browser (see websocket.AcceptOptions); empty allows same-origin only.
 	OriginPatterns []string
@@ -442,6 +447,9 @@ func (h *Hub) takeEnd(m *bus.Msg) {
 }
 
 func (h *Hub) endLocal(e *SessionEnd) {
+	if h.o.Ended != nil {
+		h.o.Ended(*e)
+	}
 	var hit []*conn
 	h.mu.Lock()
 	if e.Device != "" && e.Family == "" {
