@@ -30,7 +30,8 @@ import (
 // the real binary (cmd/kanald).
 type node struct {
 	mu      sync.Mutex
-	verdict map[string]error // by Session.Ref; none: live
+	verdict map[string]error     // by Session.Ref; none: live
+	ended   []mailbox.SessionEnd // what HubOptions.Ended was told
 
 	hub     *mailbox.Hub
 	srv     *httptest.Server
@@ -72,6 +73,11 @@ func newNodeOpts(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, r
 			n.mu.Lock()
 			defer n.mu.Unlock()
 			return n.verdict[s.Ref]
+		},
+		Ended: func(e mailbox.SessionEnd) {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			n.ended = append(n.ended, e)
 		},
 		SessionRecheck: recheck,
 		Now:            now,

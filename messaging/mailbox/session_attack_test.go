@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -122,6 +123,24 @@ func TestStreamsCloseWithTheirSession(t *testing.T) {
 			t.Fatalf("the revoked device's stream closed with %d", code)
 		}
 		alive(other, stranger)
+		// Both nodes told their Ended hook of the revocation (kanald drops
+		// the device from the send path's memory there): node a at once,
+		// node b from the bus.
+		for _, n := range []*node{a, b} {
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				n.mu.Lock()
+				told := slices.ContainsFunc(n.ended, func(e mailbox.SessionEnd) bool { return e.Revoked && e.Device == d2 })
+				n.mu.Unlock()
+				if told {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("a node was not told that %s was revoked", d2)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
 	})
 }
 
