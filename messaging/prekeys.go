@@ -161,9 +161,6 @@ func New(o Options) (*Service, error) {
 	if s.retention <= 0 {
 		s.retention = mailbox.DefaultRetention
 	}
-	if o.DeviceSetTTL > 0 {
-		s.sets = newDeviceSets(o.DeviceSetTTL, s.now)
-	}
 	limit := o.MaxSendsPerWindow
 	if limit <= 0 {
 		limit = MaxSendsPerWindow
@@ -177,6 +174,9 @@ func New(o Options) (*Service, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if o.DeviceSetTTL > 0 {
+		s.sets = newDeviceSets(o.DeviceSetTTL, s.now)
 	}
 	return s, nil
 }

@@ -479,9 +479,8 @@ func (s *Service) writeSends(ctx context.Context, tx *sql.Tx, ps []*pendingSend)
 	if err := s.mailbox.AppendWithinTx(ctx, tx, all, s.quota); err != nil {
 		return err
 	}
-	var q strings.Builder
-	args := make([]any, 0, 5*min(len(ps), sendsPerStatement))
-	for i, p := range ps {
+	rows := make([]any, 0, 5*len(ps))
+	for _, p := range ps {
 		envs := all[:len(p.cs.envs):len(p.cs.envs)]
 		all = all[len(envs):]
 		r := &SendResponse{ConversationID: p.cs.conversation, ClientID: p.clientID,
@@ -494,24 +493,24 @@ func (s *Service) writeSends(ctx context.Context, tx *sql.Tx, ps []*pendingSend)
 			return err
 		}
 		p.resp, p.stored = r, envs
-		if len(args) == 0 {
-			q.Reset()
-			q.WriteString(`INSERT INTO messaging_sends (sender_device, client_id, conversation, result, created_at) VALUES `)
-		} else {
-			q.WriteString(", ")
-		}
-		k := len(args)
-		fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d)", k+1, k+2, k+3, k+4, k+5)
-		args = append(args, p.caller.DeviceID, p.clientID, p.cs.conversation, string(j), p.now.Unix())
-		if len(args) == 5*sendsPerStatement || i == len(ps)-1 {
-			// The primary key (sender_device, client_id) refuses a
-			// second send with this client id; Send then returns the
-			// first answer.
-			if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
-				return err
+		rows = append(rows, p.caller.DeviceID, p.clientID, p.cs.conversation, string(j), p.now.Unix())
+	}
+	// The primary key (sender_device, client_id) refuses a second send
+	// with a client id; Send then returns the first answer.
+	for len(rows) > 0 {
+		n := db.Rows(len(rows)/5, sendsPerStatement)
+		var q strings.Builder
+		q.WriteString(`INSERT INTO messaging_sends (sender_device, client_id, conversation, result, created_at) VALUES `)
+		for i := range n {
+			if i > 0 {
+				q.WriteString(", ")
 			}
-			args = args[:0]
+			fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d)", 5*i+1, 5*i+2, 5*i+3, 5*i+4, 5*i+5)
 		}
+		if _, err := tx.ExecContext(ctx, q.String(), rows[:5*n]...); err != nil {
+			return err
+		}
+		rows = rows[5*n:]
 	}
 	return nil
 }

@@ -163,3 +163,15 @@ func TestBatcherMerged(t *testing.T) {
 		}
 	})
 }
+
+// TestRows: multi-row statements come in powers of two, never above the
+// limit, and always take at least one row.
+func TestRows(t *testing.T) {
+	for _, c := range []struct{ n, limit, want int }{
+		{1, 64, 1}, {2, 64, 2}, {3, 64, 2}, {63, 64, 32}, {64, 64, 64}, {65, 64, 64}, {1000, 256, 256}, {5, 3, 2}, {7, 1, 1},
+	} {
+		if got := db.Rows(c.n, c.limit); got != c.want {
+			t.Errorf("Rows(%d, %d) = %d, want %d", c.n, c.limit, got, c.want)
+		}
+	}
+}

@@ -6,3 +6,19 @@ package db
 // rows splits them by their parameters against this, not by a count of
 // rows or devices whose parameters vary.
 const MaxParams = 32766
+
+// Rows returns how many of n rows the next multi-row statement takes: the
+// largest power of two at most n and at most limit (n and limit ≥ 1). A
+// statement's text grows with its rows, and a text is a statement of its
+// own to the prepared-statement caches (this package's for SQLite, pgx's
+// for PostgreSQL); in powers of two a batch of any size is a few
+// statements of at most log2(limit)+1 texts, which the caches keep,
+// instead of one text for every row count.
+func Rows(n, limit int) int {
+	m := min(n, limit)
+	p := 1
+	for p*2 <= m {
+		p *= 2
+	}
+	return p
+}

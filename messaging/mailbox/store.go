@@ -165,7 +165,7 @@ func (s *Store) AppendWithinTx(ctx context.Context, tx *sql.Tx, envs []Envelope,
 	// statement is a round trip, and a group message to 50 devices was 100
 	// of them.
 	for len(devices) > 0 {
-		chunk := devices[:min(len(devices), maxHeadsPerStatement)]
+		chunk := devices[:db.Rows(len(devices), maxHeadsPerStatement)]
 		devices = devices[len(chunk):]
 		last, err := s.advanceHeads(ctx, tx, chunk, byDevice, envs, q)
 		if err != nil {
@@ -190,7 +190,7 @@ func (s *Store) AppendWithinTx(ctx context.Context, tx *sql.Tx, envs []Envelope,
 			}
 		}
 		for len(rows) > 0 {
-			part := rows[:min(len(rows), maxEnvelopesPerStatement)]
+			part := rows[:db.Rows(len(rows), maxEnvelopesPerStatement)]
 			rows = rows[len(part):]
 			var q strings.Builder
 			q.WriteString(`INSERT INTO mailbox (device_id, seq, envelope_id, conversation, sender_device, class, ciphertext, created_at, expires_at) VALUES `)
@@ -439,7 +439,7 @@ func (m ackMerger) MergeTx(ctx context.Context, tx *sql.Tx, items []any) error {
 	deleted := map[key]bool{}
 	gone := map[string][2]int64{}
 	for len(pairs) > 0 {
-		part := pairs[:min(len(pairs), acksPerStatement)]
+		part := pairs[:db.Rows(len(pairs), acksPerStatement)]
 		pairs = pairs[len(part):]
 		var q strings.Builder
 		// The pairs as a named table, which both engines look up in the
