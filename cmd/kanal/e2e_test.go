@@ -22,9 +22,19 @@ import (
 
 var bin struct{ kanald, kanal string }
 
-// TestMain builds kanald and, next to it, the kanal CLI under test.
+// TestMain builds kanald and, next to it, the kanal CLI under test, and
+// puts the validating proxy of docs/openapi.yaml (oaCheck) in front of
+// every kanald the tests start: each test's exchanges are checked against
+// the description as they happen, and after the tests the run fails if a
+// documented operation was never exercised (openapi_test.go).
 func TestMain(m *testing.M) {
-	kanaldtest.Main(m, &bin.kanald, func(dir string) error {
+	c, err := newOACheck()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	kanaldtest.Front = c.front
+	kanaldtest.Main(checkedRun{m, c}, &bin.kanald, func(dir string) error {
 		bin.kanal = filepath.Join(dir, "kanal")
 		if b, err := exec.Command("go", "build", "-o", bin.kanal, ".").CombinedOutput(); err != nil {
 			return fmt.Errorf("build kanal: %v\n%s", err, b)
@@ -32,6 +42,14 @@ func TestMain(m *testing.M) {
 		return nil
 	})
 }
+
+// checkedRun runs the tests, then oaCheck's checks of the whole run.
+type checkedRun struct {
+	m *testing.M
+	c *oaCheck
+}
+
+func (r checkedRun) Run() int { return r.c.afterTests(r.m.Run()) }
 
 // step is one line of a user's session. cmd is a command line with $VARS,
 // single quotes, and "> file" or "< file" relative to the work directory.

@@ -137,7 +137,7 @@ func TestMiniappSession(t *testing.T) {
 
 	ctx := context.Background()
 	// The issuer is kanald's own address (its KANAL_PUBLIC_URL), which
-	// differs from srv.URL when the OpenAPI city day puts its checking
+	// differs from srv.URL, since TestMain puts the OpenAPI checking
 	// proxy in front: the OpenID Provider's endpoints are described by its
 	// discovery document, not by docs/openapi.yaml.
 	issuer := srv.Direct + "/oidc"

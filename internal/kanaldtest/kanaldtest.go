@@ -36,8 +36,9 @@ func Build(dir string) (string, error) {
 
 // Front, when set, is called with each started kanald's address and
 // returns the address the test talks to instead: a proxy in front of it
-// (cmd/kanal's OpenAPI test validates every exchange there). Set it only
-// in tests that do not run in parallel.
+// (cmd/kanal's TestMain puts one there that validates every exchange
+// against docs/openapi.yaml). Set it before the tests run, in TestMain,
+// or only in tests that do not run in parallel.
 var Front func(t testing.TB, url string) string
 
 // Server is a running kanald.
