@@ -15,9 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/makiuchi-d/gozxing"
-	"github.com/makiuchi-d/gozxing/qrcode"
-
 	"github.com/kanal-server/kanal/identity/keystore"
 	"github.com/kanal-server/kanal/internal/kanaldtest"
 	"github.com/kanal-server/kanal/payments"
@@ -327,13 +324,5 @@ func decodePNG(t *testing.T, path string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bmp, err := gozxing.NewBinaryBitmapFromImage(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := qrcode.NewQRCodeReader().Decode(bmp, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res.GetText()
+	return decodeQRImage(t, img)
 }
