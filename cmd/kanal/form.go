@@ -101,7 +101,7 @@ func (s *chatSession) formTemplate(ctx context.Context, c *cli, o *opts, org, id
 	if err != nil {
 		return nil, fmt.Errorf("the form %s %s: %w", id, version, err)
 	}
-	v, err := forms.Verify(e.Signed, caC)
+	v, err := forms.Verify(e.Signed, caC, storedIntermediates(s.st)...)
 	if err != nil {
 		return nil, fmt.Errorf("the form %s %s does not verify: %w", id, version, err)
 	}

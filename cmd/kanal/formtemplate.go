@@ -239,8 +239,10 @@ func formPublish(ctx context.Context, c *cli, o *opts, to *templateOpts, path st
 	if err != nil {
 		return err
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(caC)
+	roots, err := ca.TrustPool(caC, storedIntermediates(st))
+	if err != nil {
+		return err
+	}
 	mem, err := ca.VerifyMembership(m.Membership, m.OrgCert, roots, c.now())
 	if err != nil {
 		return fmt.Errorf("this device's membership of %s: %w", to.org, err)
@@ -257,7 +259,7 @@ func formPublish(ctx context.Context, c *cli, o *opts, to *templateOpts, path st
 	if t, err = t.Recheck(); err != nil {
 		return err
 	}
-	signed, v, err := forms.Sign(t, lineage, m, caC, c.now())
+	signed, v, err := forms.Sign(t, lineage, m, caC, c.now(), storedIntermediates(st)...)
 	if err != nil {
 		return err
 	}
@@ -303,7 +305,7 @@ func formParent(ctx context.Context, c *cli, o *opts, st *keystore.Store, caC *x
 	if err != nil {
 		return forms.Signed{}, nil, nil, fmt.Errorf("parent %s: %w", ref, err)
 	}
-	v, err := forms.Verify(e.Signed, caC)
+	v, err := forms.Verify(e.Signed, caC, storedIntermediates(st)...)
 	if err != nil {
 		return forms.Signed{}, nil, nil, err
 	}
@@ -355,7 +357,7 @@ func formShow(ctx context.Context, c *cli, o *opts, to *templateOpts, ref string
 		return err
 	}
 	// The server's word is not taken: the template is verified here.
-	v, err := forms.Verify(e.Signed, caC)
+	v, err := forms.Verify(e.Signed, caC, storedIntermediates(st)...)
 	if err != nil {
 		return err
 	}
@@ -454,7 +456,7 @@ func formExport(ctx context.Context, c *cli, o *opts, to *templateOpts, refs []s
 		}
 		list = append(list, e.Signed)
 	}
-	b, err := forms.ExportBundle(list, m, caC, c.now())
+	b, err := forms.ExportBundle(list, m, caC, c.now(), storedIntermediates(st)...)
 	if err != nil {
 		return err
 	}
@@ -542,7 +544,7 @@ func loadForDiff(ctx context.Context, c *cli, o *opts, ref string) (*forms.Templ
 			if err != nil {
 				return nil, nil, err
 			}
-			v, err := forms.Verify(s, caC)
+			v, err := forms.Verify(s, caC, storedIntermediates(st)...)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -564,7 +566,7 @@ func loadForDiff(ctx context.Context, c *cli, o *opts, ref string) (*forms.Templ
 	if err != nil {
 		return nil, nil, err
 	}
-	v, err := forms.Verify(e.Signed, caC)
+	v, err := forms.Verify(e.Signed, caC, storedIntermediates(st)...)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -259,7 +259,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	if a.forms, err = mountForms(mux, log, d, a.ident, authority); err != nil {
 		return nil, err
 	}
-	if err := a.mountCases(mux, log, d, prekeys, a.payments, a.forms, authority.Certificate()); err != nil {
+	if err := a.mountCases(mux, log, d, prekeys, a.payments, a.forms); err != nil {
 		return nil, err
 	}
 	if a.miniapps, err = mountMiniapps(miniappsDeps{sweepCtx, &a.wg, mux, cfg, log, d, a.ident, authority, keys, prekeys, a.payments, a.forms}); err != nil {

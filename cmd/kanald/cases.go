@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,8 +21,8 @@ import (
 // mountCases wires the case inbox: identity's roles, the form catalogue,
 // case.status notices into the citizen's conversation with the office,
 // and a template's fee to payments.
-func (a *app) mountCases(mux *http.ServeMux, log *slog.Logger, d *db.DB, msg *messaging.Service, pay *payments.Service, cat *forms.Catalogue, caCert *x509.Certificate) error {
-	s, err := cases.New(cases.Options{DB: d, Logger: log, Orgs: caseOrgs{a.ident}, Templates: caseTemplates{cat, caCert},
+func (a *app) mountCases(mux *http.ServeMux, log *slog.Logger, d *db.DB, msg *messaging.Service, pay *payments.Service, cat *forms.Catalogue) error {
+	s, err := cases.New(cases.Options{DB: d, Logger: log, Orgs: caseOrgs{a.ident}, Templates: caseTemplates{cat},
 		Announcer: caseNotices{msg}, Fees: caseFees{pay}})
 	if err != nil {
 		return err
@@ -57,10 +56,7 @@ func (o caseOrgs) OrgVerified(ctx context.Context, org string) (bool, error) {
 // caseTemplates looks a submission's template up in the form catalogue:
 // a version the office itself published (an adopting office publishes its
 // own version), verified against the deployment CA.
-type caseTemplates struct {
-	cat *forms.Catalogue
-	ca  *x509.Certificate
-}
+type caseTemplates struct{ cat *forms.Catalogue }
 
 func (c caseTemplates) Template(ctx context.Context, org, id, version string) (cases.Template, error) {
 	e, err := c.cat.Get(ctx, id, version, true)
@@ -72,7 +68,7 @@ func (c caseTemplates) Template(ctx context.Context, org, id, version string) (c
 	if e.OrgID != org {
 		return cases.Template{}, fmt.Errorf("%w: %s %s is not a form of organisation %s", cases.ErrUnknownTemplate, id, version, org)
 	}
-	v, err := forms.Verify(e.Signed, c.ca)
+	v, err := c.cat.Verify(e.Signed)
 	if err != nil {
 		return cases.Template{}, fmt.Errorf("cases: stored template %s %s: %w", id, version, err)
 	}

@@ -12,10 +12,12 @@ import (
 )
 
 // mountForms builds the catalogue of form templates and registers its
-// routes. The templates' signatures chain to the deployment CA; their
+// routes. The templates' signatures chain to the deployment's root,
+// through one of its intermediates when the root is kept offline; their
 // signers' certificates and memberships are checked against identity.
 func mountForms(mux *http.ServeMux, log *slog.Logger, d *db.DB, ident *identity.Service, authority *ca.CA) (*forms.Catalogue, error) {
-	c, err := forms.NewCatalogue(forms.Options{DB: d, Logger: log, CA: authority.Certificate(), Certs: ident, Orgs: ident})
+	c, err := forms.NewCatalogue(forms.Options{DB: d, Logger: log, CA: authority.Root(), Intermediates: authority.Intermediates(),
+		Certs: ident, Orgs: ident})
 	if err != nil {
 		return nil, err
 	}

@@ -33,15 +33,16 @@ func Descend(s Signed, v *Verified, caDER []byte) (*Parent, []Ancestor) {
 	return p, lineage
 }
 
-// ExportBundle signs templates (each chaining to caCert) into a bundle
-// file: a compact JWS of media type kanal-form-bundle+jws, signed by m's
-// device for its organisation.
-func ExportBundle(templates []Signed, m orgsig.Member, caCert *x509.Certificate, now time.Time) (string, error) {
+// ExportBundle signs templates (each chaining to caCert, the deployment's
+// root, directly or through one of intermediates as Verify accepts) into
+// a bundle file: a compact JWS of media type kanal-form-bundle+jws, signed
+// by m's device for its organisation.
+func ExportBundle(templates []Signed, m orgsig.Member, caCert *x509.Certificate, now time.Time, intermediates ...*x509.Certificate) (string, error) {
 	if len(templates) == 0 || len(templates) > MaxBundleTemplates {
 		return "", fmt.Errorf("forms.export: %w: 1 to %d templates", ErrInvalid, MaxBundleTemplates)
 	}
 	for _, s := range templates {
-		if _, err := Verify(s, caCert); err != nil {
+		if _, err := Verify(s, caCert, intermediates...); err != nil {
 			return "", fmt.Errorf("forms.export: %w", err)
 		}
 	}
@@ -50,8 +51,10 @@ func ExportBundle(templates []Signed, m orgsig.Member, caCert *x509.Certificate,
 	if err != nil {
 		return "", fmt.Errorf("forms.export: %w", err)
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(caCert)
+	roots, err := trustPool(caCert, intermediates)
+	if err != nil {
+		return "", fmt.Errorf("forms.export: %w", err)
+	}
 	b, _, err := orgsig.SignMember(m, roots, now, TypeBundle, payload)
 	if err != nil {
 		return "", fmt.Errorf("forms.export: %w", classify(err))
@@ -67,15 +70,19 @@ func ExportBundle(templates []Signed, m orgsig.Member, caCert *x509.Certificate,
 // obtained from its operator: the bundle's signature by a member of an
 // organisation of that deployment, and every template in it with its
 // lineage. Nothing is stored: the caller publishes what it adopts.
-func ImportBundle(file []byte, exporterCA *x509.Certificate) ([]Imported, *orgsig.Signed, error) {
+// exporterIntermediates are the exporting deployment's issuing
+// intermediates when its root is kept offline, as Verify takes them.
+func ImportBundle(file []byte, exporterCA *x509.Certificate, exporterIntermediates ...*x509.Certificate) ([]Imported, *orgsig.Signed, error) {
 	if exporterCA == nil {
 		return nil, nil, fmt.Errorf("forms.import: %w: no exporter CA certificate", ErrCertificate)
 	}
 	if len(file) > MaxBundle {
 		return nil, nil, fmt.Errorf("forms.import: %w: %d bytes, at most %d", ErrMalformed, len(file), MaxBundle)
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(exporterCA)
+	roots, err := trustPool(exporterCA, exporterIntermediates)
+	if err != nil {
+		return nil, nil, fmt.Errorf("forms.import: %w", err)
+	}
 	var p bundlePayload
 	at := func(payload []byte) (time.Time, error) {
 		if err := orgsig.DecodeStrict(payload, &p); err != nil {
@@ -95,7 +102,7 @@ func ImportBundle(file []byte, exporterCA *x509.Certificate) ([]Imported, *orgsi
 	}
 	out := make([]Imported, 0, len(p.Templates))
 	for i, s := range p.Templates {
-		v, err := Verify(s, exporterCA)
+		v, err := Verify(s, exporterCA, exporterIntermediates...)
 		if err != nil {
 			return nil, nil, fmt.Errorf("forms.import: template %d: %w", i+1, err)
 		}

@@ -48,11 +48,15 @@ type Certificates interface {
 // Options configures a Catalogue. DB, CA, Certs and Orgs are required.
 type Options struct {
 	DB     *db.DB
-	Logger *slog.Logger     // nil: discard
-	Now    func() time.Time // nil: time.Now
-	CA     *x509.Certificate
-	Certs  Certificates
-	Orgs   Orgs
+	Logger *slog.Logger      // nil: discard
+	Now    func() time.Time  // nil: time.Now
+	CA     *x509.Certificate // the deployment's root, what clients pin
+	// Intermediates are the deployment's issuing intermediates, current
+	// and retired, when its root is kept offline (nil otherwise): a
+	// template signed under any of them verifies (Verify).
+	Intermediates []*x509.Certificate
+	Certs         Certificates
+	Orgs          Orgs
 }
 
 // Catalogue is the deployment's catalogue of signed form templates.
@@ -61,6 +65,7 @@ type Catalogue struct {
 	log   *slog.Logger
 	now   func() time.Time
 	ca    *x509.Certificate
+	inter []*x509.Certificate
 	certs Certificates
 	orgs  Orgs
 }
@@ -70,7 +75,10 @@ func NewCatalogue(o Options) (*Catalogue, error) {
 	if o.DB == nil || o.CA == nil || o.Certs == nil || o.Orgs == nil {
 		return nil, errors.New("forms: DB, CA, Certs and Orgs are required")
 	}
-	c := &Catalogue{db: o.DB, log: o.Logger, now: o.Now, ca: o.CA, certs: o.Certs, orgs: o.Orgs}
+	c := &Catalogue{db: o.DB, log: o.Logger, now: o.Now, ca: o.CA, inter: o.Intermediates, certs: o.Certs, orgs: o.Orgs}
+	if _, err := trustPool(o.CA, o.Intermediates); err != nil {
+		return nil, fmt.Errorf("forms: %w", err)
+	}
 	if c.log == nil {
 		c.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -98,13 +106,17 @@ type Entry struct {
 	Signed Signed `json:"signed"`
 }
 
+// Verify verifies s as Verify does, against the deployment's root and
+// intermediates the catalogue was made with.
+func (c *Catalogue) Verify(s Signed) (*Verified, error) { return Verify(s, c.ca, c.inter...) }
+
 // Publish verifies s against the deployment CA (signature, chain,
 // lineage), checks that the caller is the signing device, still a member
 // of the template's organisation with current certificates, that the id
 // is the organisation's (or new) and the version after every published
 // one, and stores it. Nothing is stored on any error.
 func (c *Catalogue) Publish(ctx context.Context, a Actor, s Signed) (*Entry, error) {
-	v, err := Verify(s, c.ca)
+	v, err := c.Verify(s)
 	if err != nil {
 		return nil, err
 	}

@@ -67,12 +67,16 @@ func CAFingerprint(der []byte) string {
 
 // Sign signs t as the device of m, a member of t.Org, at now. lineage is
 // the parent's lineage with the parent in front (nil for a template
-// without parent); caCert is the signer's deployment CA. The result is
-// verified as a reader will verify it before it is returned.
-func Sign(t *Template, lineage []Ancestor, m orgsig.Member, caCert *x509.Certificate, now time.Time) (Signed, *Verified, error) {
+// without parent); caCert is the signer's deployment CA, its root, and
+// intermediates its issuing intermediates when the root is kept offline
+// (ca.TrustPool). The result is verified as a reader will verify it
+// before it is returned.
+func Sign(t *Template, lineage []Ancestor, m orgsig.Member, caCert *x509.Certificate, now time.Time, intermediates ...*x509.Certificate) (Signed, *Verified, error) {
 	now = now.UTC().Truncate(time.Second)
-	roots := x509.NewCertPool()
-	roots.AddCert(caCert)
+	roots, err := trustPool(caCert, intermediates)
+	if err != nil {
+		return Signed{}, nil, fmt.Errorf("forms.sign: %w", err)
+	}
 	payload, err := json.Marshal(signedPayload{Version: 1, SignedAt: now, Template: t.JSON()})
 	if err != nil {
 		return Signed{}, nil, fmt.Errorf("forms.sign: %w", err)
@@ -89,7 +93,7 @@ func Sign(t *Template, lineage []Ancestor, m orgsig.Member, caCert *x509.Certifi
 			ErrCertificate, mem.OrgID, mem.OrgName, t.Org.ID, t.Org.Name)
 	}
 	s := Signed{JWS: jws, Lineage: lineage}
-	v, err := Verify(s, caCert)
+	v, err := Verify(s, caCert, intermediates...)
 	if err != nil {
 		return Signed{}, nil, err
 	}
@@ -104,14 +108,26 @@ func Sign(t *Template, lineage []Ancestor, m orgsig.Member, caCert *x509.Certifi
 // format, and its lineage: each parent is the next ancestor — same id,
 // version and hash, its signature chaining to the CA whose fingerprint
 // the child names — down to a template without parent.
-func Verify(s Signed, caCert *x509.Certificate) (*Verified, error) {
+//
+// caCert is the root the reader pins. Under an offline root (ca.TrustPool)
+// intermediates are the deployment's issuing intermediates, current and
+// retired: each must be signed by caCert as an issuing intermediate, or
+// nothing verifies. A template signed under any of them verifies, and
+// names caCert, the root, as its CA, so rotating the intermediate changes
+// no fingerprint. An ancestor that names the same root is checked with the
+// same intermediates; one of another deployment against its root alone.
+func Verify(s Signed, caCert *x509.Certificate, intermediates ...*x509.Certificate) (*Verified, error) {
 	if caCert == nil {
 		return nil, fmt.Errorf("forms.verify: %w: no CA certificate", ErrCertificate)
 	}
 	if len(s.Lineage) > MaxLineage {
 		return nil, fmt.Errorf("forms.verify: %w: %d ancestors, at most %d", ErrLineage, len(s.Lineage), MaxLineage)
 	}
-	v, err := verifyOne(s.JWS, caCert)
+	roots, err := trustPool(caCert, intermediates)
+	if err != nil {
+		return nil, fmt.Errorf("forms.verify: %w", err)
+	}
+	v, err := verifyOne(s.JWS, caCert, roots)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +146,12 @@ func Verify(s Signed, caCert *x509.Certificate) (*Verified, error) {
 		if err != nil {
 			return nil, fmt.Errorf("forms.verify: %w: ancestor %d's CA: %v", ErrCertificate, i+1, err)
 		}
-		av, err := verifyOne(a.JWS, caA)
+		rootsA := roots
+		if !caA.Equal(caCert) {
+			rootsA = x509.NewCertPool()
+			rootsA.AddCert(caA)
+		}
+		av, err := verifyOne(a.JWS, caA, rootsA)
 		if err != nil {
 			return nil, fmt.Errorf("forms.verify: ancestor %d: %w", i+1, err)
 		}
@@ -169,10 +190,18 @@ func checkDescent(child, parent *Template) error {
 	return nil
 }
 
-// verifyOne checks one template JWS against caCert (no lineage).
-func verifyOne(jws string, caCert *x509.Certificate) (*Verified, error) {
-	roots := x509.NewCertPool()
-	roots.AddCert(caCert)
+// trustPool is ca.TrustPool, with its refusal as ErrCertificate.
+func trustPool(root *x509.Certificate, intermediates []*x509.Certificate) (*x509.CertPool, error) {
+	roots, err := ca.TrustPool(root, intermediates)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCertificate, err)
+	}
+	return roots, nil
+}
+
+// verifyOne checks one template JWS against roots, the pool of caCert (no
+// lineage).
+func verifyOne(jws string, caCert *x509.Certificate, roots *x509.CertPool) (*Verified, error) {
 	var p signedPayload
 	at := func(payload []byte) (time.Time, error) {
 		canon, err := Canonical(payload)
