@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/kanal-server/kanal/identity/ca"
 	idclient "github.com/kanal-server/kanal/identity/client"
 	"github.com/kanal-server/kanal/identity/keystore"
 	mclient "github.com/kanal-server/kanal/messaging/client"
@@ -44,7 +45,7 @@ const DefaultBallotDelay = 10 * time.Minute
 func surveyCommands() []*command {
 	so := &surveyOpts{}
 	caFlag := func(fs *flag.FlagSet) {
-		fs.StringVar(&so.ca, "ca", "", "deployment CA certificate `FILE` to trust (default: the one in the key store)")
+		fs.StringVar(&so.ca, "ca", "", "deployment CA certificate `FILE` to trust: the root, then any issuing intermediates (default: the key store's)")
 	}
 	return []*command{
 		{name: "survey create", args: "--org ORG [--mode anonymous|named] FILE", nargs: 1,
@@ -168,31 +169,38 @@ func (c *cli) surveyClient(ctx context.Context, o *opts, so *surveyOpts, st *key
 	return api, roots, nil
 }
 
-// roots is the deployment CA to trust: --ca, else the key store's.
+// roots is the deployment CA to trust: --ca, else the key store's. A
+// --ca file holds the root first and, for a deployment whose root is kept
+// offline, its issuing intermediates after it; the key store keeps them
+// from enrolment. Each intermediate must be one the root issued
+// (ca.TrustPool), or nothing is trusted.
 func (c *cli) roots(so *surveyOpts, st *keystore.Store) (*x509.CertPool, error) {
-	var pemBytes []byte
+	var certs []*x509.Certificate
 	switch {
 	case so.ca != "":
 		b, err := os.ReadFile(so.ca)
 		if err != nil {
 			return nil, err
 		}
-		pemBytes = b
+		if certs, err = ca.ParseCertificatesPEM(b); err != nil {
+			return nil, fmt.Errorf("CA certificate: %w", err)
+		}
 	case st != nil && getSecret(st, secretCA) != "":
-		pemBytes = []byte(getSecret(st, secretCA))
+		root, err := caCert(st)
+		if err != nil {
+			return nil, fmt.Errorf("CA certificate: %w", err)
+		}
+		certs = append([]*x509.Certificate{root}, storedIntermediates(st)...)
 	default:
 		return nil, errors.New("no CA to trust: pass --ca ca.pem ('kanal directory ca > ca.pem')")
 	}
-	der, err := pemBlock(pemBytes, "CERTIFICATE")
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("CA certificate: no certificate in %s", so.ca)
+	}
+	p, err := ca.TrustPool(certs[0], certs[1:])
 	if err != nil {
 		return nil, fmt.Errorf("CA certificate: %w", err)
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("CA certificate: %w", err)
-	}
-	p := x509.NewCertPool()
-	p.AddCert(cert)
 	return p, nil
 }
 
