@@ -599,6 +599,15 @@ func TestAPICorners(t *testing.T) {
 	do(call{"GET", "/v1/blobs/b_nope", tok, "", "", 404})
 	do(call{"POST", "/v1/messages", tok, "application/json", `{"client_id":"c1","to":"acc_nope","envelopes":[]}`, 400})
 
+	// Broadcasts: a citizen follows the office, may read but not post.
+	do(call{"PUT", "/v1/broadcasts/" + o.OrgID + "/follower", tok, "", "", 200})
+	do(call{"PUT", "/v1/broadcasts/org_nosuchorg/follower", tok, "", "", 404})
+	do(call{"GET", "/v1/broadcasts", tok, "", "", 200})
+	do(call{"GET", "/v1/broadcasts", "", "", "", 401})
+	do(call{"POST", "/v1/broadcasts/" + o.OrgID + "/posts", tok, "application/json", `{"announcement":"x"}`, 403})
+	do(call{"GET", "/v1/broadcasts/" + o.OrgID + "/posts/bc_nope", tok, "", "", 404})
+	do(call{"DELETE", "/v1/broadcasts/" + o.OrgID + "/follower", tok, "", "", 204})
+
 	// Surveys and payments that the sessions reach only on the happy path.
 	do(call{"POST", "/v1/surveys/sv_nope/named-ballots", tok, "application/json", `{"ciphertext":"AAAA"}`, 404})
 	do(call{"GET", "/v1/surveys/sv_nope/result.csv", "", "", "", 404})
