@@ -44,7 +44,7 @@ const NoticeSender = "kanal"
 // added here and nowhere else.
 func NoticeKind(k kind.Kind) bool {
 	switch k {
-	case kind.GroupChange, kind.PaymentStatus, kind.DeviceChange, kind.CaseStatus, kind.AppPost, kind.DocumentWithdrawn, kind.FormRequest:
+	case kind.GroupChange, kind.PaymentStatus, kind.DeviceChange, kind.CaseStatus, kind.AppPost, kind.DocumentWithdrawn, kind.FormRequest, kind.OrgChange:
 		return true
 	}
 	return false

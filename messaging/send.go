@@ -115,6 +115,15 @@ func OrgConversation(orgID, accountID string) string {
 	return "o_" + hex.EncodeToString(h[:])[:32]
 }
 
+// OrgStaffConversation returns the id of the conversation in which the
+// server tells an organisation's agents about the organisation itself
+// (org.change notices): "s_" and the first 32 hex digits of SHA-256 over
+// "staff", a NUL byte, and the organisation id.
+func OrgStaffConversation(orgID string) string {
+	h := sha256.Sum256([]byte("staff\x00" + orgID))
+	return "s_" + hex.EncodeToString(h[:])[:32]
+}
+
 // checkedSend is a statically valid SendRequest.
 type checkedSend struct {
 	conversation string

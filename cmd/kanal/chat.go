@@ -238,6 +238,8 @@ func summary(m *kind.Message) string {
 		// Not an agent's end-to-end message: the server posted it for the
 		// mini-app, whose credentials and consent it checked.
 		return fmt.Sprintf("[mini-app %s %q, posted by kanal] %s", b.AppID, b.AppName, b.Text)
+	case *kind.OrgChangeBody:
+		return "organisation " + b.OrgID + ": the account of member " + b.AccountID + " was erased; its membership has ended"
 	case *kind.DeviceChangeBody:
 		return "your device " + b.DeviceID + " has a new key; if you did not do this, revoke it with 'kanal device revoke " + b.DeviceID + "'"
 	case *kind.SurveyInviteBody:

@@ -235,6 +235,9 @@ func accountDataSession(t *testing.T, srv *kanaldtest.Server, open func(context.
 		// his, and once fetched it is gone from the server.
 		{home: "bob", cmd: "kanal inbox", want: []string{"left"}},
 		{home: "bob", cmd: "kanal group show $G", not: []string{"$ALICE"}},
+		// Mia, the council's remaining agent, is told that its member's
+		// account was erased; fetched, the notice is gone from the server.
+		{home: "mia", cmd: "kanal inbox", want: []string{"organisation $RAT: the account of member $ALICE was erased"}},
 	})
 
 	found := searchAll(t, d, alice, email)

@@ -13,6 +13,8 @@ import (
 	"github.com/kanal-server/kanal/identity"
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/internal/web"
+	"github.com/kanal-server/kanal/messaging"
+	"github.com/kanal-server/kanal/messaging/kind"
 )
 
 // An account's own data: the export of GDPR Art. 15 and the erasure of
@@ -102,7 +104,9 @@ func (a *app) mountAccount(mux *http.ServeMux, log *slog.Logger) {
 		})
 	}
 	mux.Handle("POST /v1/account/export", a.ident.RequireSession(ca.LevelLow, handle(a.handleExport)))
-	mux.Handle("POST /v1/account/erase", a.ident.RequireSession(ca.LevelSubstantial, handle(a.handleErase)))
+	mux.Handle("POST /v1/account/erase", a.ident.RequireSession(ca.LevelSubstantial, handle(func(w http.ResponseWriter, r *http.Request) error {
+		return a.handleErase(w, r, log)
+	})))
 }
 
 func (a *app) handleExport(w http.ResponseWriter, r *http.Request) error {
@@ -157,10 +161,10 @@ var keptAfterErasure = []string{
 	"revoked device and membership certificates, without name or account, until they expire (revocation lists)",
 	"the transparency log's entries about the account's devices (append-only and public; they name the account by a commitment whose salt is now deleted, and hold device ids and key fingerprints, no e-mail and no name; entries logged before commitments existed keep the account id)",
 	"ballots of named surveys on their public boards",
-	"group notices telling the remaining members that the account left, until their devices fetch them",
+	"group and organisation notices telling the remaining members and agents that the account left, until their devices fetch them",
 }
 
-func (a *app) handleErase(w http.ResponseWriter, r *http.Request) error {
+func (a *app) handleErase(w http.ResponseWriter, r *http.Request, log *slog.Logger) error {
 	var req identity.EraseRequest
 	if err := web.DecodeJSON(w, r, &req, maxAccountRequest); err != nil {
 		return err
@@ -179,7 +183,7 @@ func (a *app) handleErase(w http.ResponseWriter, r *http.Request) error {
 	if _, err := a.ident.CheckAccountProof(ctx, identity.ChallengeErase, req.ChallengeID, req.Signature); err != nil {
 		return err
 	}
-	out, err := a.eraseAccount(ctx, p.AccountID)
+	out, err := a.eraseAccount(ctx, log, p.AccountID)
 	if err != nil {
 		return err
 	}
@@ -190,9 +194,10 @@ func (a *app) handleErase(w http.ResponseWriter, r *http.Request) error {
 // eraseAccount erases account: it leaves its groups (the remaining
 // members are told), then one transaction pseudonymises what the law
 // makes the server keep and removes the rest, in every domain, identity
-// last; after the commit, its streams close everywhere. Every step is
+// last; after the commit, its streams close everywhere and the agents of
+// the organisations it left are told. Every step before the commit is
 // idempotent, so an erasure that failed half way is done again whole.
-func (a *app) eraseAccount(ctx context.Context, account string) (*identity.AccountErasure, error) {
+func (a *app) eraseAccount(ctx context.Context, log *slog.Logger, account string) (*identity.AccountErasure, error) {
 	if _, err := a.msg.LeaveAllGroups(ctx, account); err != nil {
 		return nil, err
 	}
@@ -234,5 +239,29 @@ func (a *app) eraseAccount(ctx context.Context, account string) (*identity.Accou
 		return nil, fmt.Errorf("erase: %w", err)
 	}
 	a.ident.Erased(e)
+	for _, org := range e.Orgs {
+		// The erasure stands whether or not the notice reaches the
+		// agents; the organisation's audit log and membership CRL have it
+		// anyway.
+		if err := a.announceMemberErased(ctx, org, account); err != nil {
+			log.Warn("announce erased member", "org", org, "err", err)
+		}
+	}
 	return &identity.AccountErasure{AccountID: account, Pseudonym: pseudonym, ErasedAt: time.Now().UTC(), Kept: keptAfterErasure}, nil
+}
+
+// announceMemberErased posts an org.change notice (op erased) to the
+// remaining agents of org, in the organisation's staff conversation: the
+// member's account was erased, its membership has ended.
+func (a *app) announceMemberErased(ctx context.Context, org, account string) error {
+	now := time.Now()
+	msg, err := kind.New(fmt.Sprintf("kanal-org-%d", now.UnixNano()), now, &kind.OrgChangeBody{OrgID: org, Op: "erased", AccountID: account})
+	if err != nil {
+		return err
+	}
+	raw, err := msg.Marshal()
+	if err != nil {
+		return err
+	}
+	return a.msg.PostNotice(ctx, messaging.Notice{OrgID: org, Conversation: messaging.OrgStaffConversation(org), Message: raw})
 }

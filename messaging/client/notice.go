@@ -89,6 +89,10 @@ func (c *Client) VerifyNotice(env *mailbox.Envelope) (*Notice, error) {
 		if b.Owner == c.account {
 			return nil, fmt.Errorf("%w: a withdrawal of this account's own share", ErrBadNotice)
 		}
+	case *kind.OrgChangeBody:
+		if st.Conversation != messaging.OrgStaffConversation(b.OrgID) {
+			return nil, fmt.Errorf("%w: a change of organisation %s in conversation %s", ErrBadNotice, b.OrgID, st.Conversation)
+		}
 	case *kind.PaymentStatusBody:
 		if !strings.HasPrefix(st.Conversation, "o_") {
 			return nil, fmt.Errorf("%w: a payment status outside an organisation's conversation", ErrBadNotice)

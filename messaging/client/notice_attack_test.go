@@ -185,7 +185,9 @@ func groupChange(in *client.Incoming, group, op, account string) bool {
 // TestAttackNoticesFromDatabase: an adversary with write access to the
 // database (and so read access) puts notices "from kanal" into Bob's
 // mailbox: a payment.status paid it made up, a group.change adding
-// Mallory to Bob's group, a device.change, a text "from kanal" (a kind the
+// Mallory to Bob's group, a device.change, an org.change (and one signed
+// by the notary but moved to another organisation's staff conversation),
+// a text "from kanal" (a kind the
 // server never sends; also once signed with the notary), a real notice of Alice's moved to Bob's device, and a real
 // notice of Bob's moved to another conversation and replayed in its own.
 // Bob's SDK reports each as an error and believes none of it.
@@ -242,7 +244,15 @@ func TestAttackNoticesFromDatabase(t *testing.T) {
 			"replay-same":       "Bob's real notice, replayed in its own conversation",
 			"signed-text":       "a text from kanal signed by the deployment notary, a kind the server never sends",
 			"forged-device":     "a made-up device.change saying Bob's device has a new key",
+			"forged-org-erased": "a made-up org.change saying Alice's account was erased",
+			"signed-org-moved":  "an org.change signed by the notary, in another organisation's staff conversation",
 		}
+		staff := messaging.OrgStaffConversation("org_bakery")
+		plant(t, d, bob.DeviceID, "forged-org-erased", staff, forgedNotice(t, staff,
+			&kind.OrgChangeBody{OrgID: "org_bakery", Op: "erased", AccountID: alice.AccountID}))
+		other := messaging.OrgStaffConversation("org_council")
+		plant(t, d, bob.DeviceID, "signed-org-moved", other, notarySigned(t, srv, bob.DeviceID, other,
+			&kind.OrgChangeBody{OrgID: "org_bakery", Op: "erased", AccountID: alice.AccountID}))
 		plant(t, d, bob.DeviceID, "forged-paid", conv, forgedNotice(t, conv, &kind.PaymentStatusBody{RequestID: "pr_forged", Status: "paid", AmountCents: 21400}))
 		plant(t, d, bob.DeviceID, "forged-member", g1.GroupID, forgedNotice(t, g1.GroupID,
 			&kind.GroupChangeBody{GroupID: g1.GroupID, Op: "added", AccountID: mallory.AccountID, By: alice.AccountID, Role: messaging.GroupMember}))
@@ -280,6 +290,8 @@ func TestAttackNoticesFromDatabase(t *testing.T) {
 				t.Errorf("%s (%s): %v, want ErrBadNotice", id, what, o.err)
 			case id == "signed-text" && !strings.Contains(o.err.Error(), `the server does not send "text"`):
 				t.Errorf("%s (%s): %v, want refused by the allow-list", id, what, o.err)
+			case id == "signed-org-moved" && !strings.Contains(o.err.Error(), "a change of organisation org_bakery in conversation "+other):
+				t.Errorf("%s (%s): %v, want refused for its conversation", id, what, o.err)
 			}
 		}
 		for id, o := range got {

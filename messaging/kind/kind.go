@@ -50,6 +50,10 @@ const (
 	// DeviceChange is written by the server, not by a member: it tells an
 	// account's devices that one of them changed its key.
 	DeviceChange Kind = "device.change"
+	// OrgChange is written by the server: it tells an organisation's
+	// agents that a member left it without an admin removing them (the
+	// member's account was erased).
+	OrgChange Kind = "org.change"
 )
 
 // Class is what the server may know of a kind.
@@ -93,6 +97,7 @@ var registry = map[Kind]entry{
 	CaseNote:          {ClassMessage, func() Body { return new(CaseNoteBody) }},
 	GroupChange:       {ClassMessage, func() Body { return new(GroupChangeBody) }},
 	DeviceChange:      {ClassMessage, func() Body { return new(DeviceChangeBody) }},
+	OrgChange:         {ClassMessage, func() Body { return new(OrgChangeBody) }},
 	// A profile wakes nobody: it matters when the next message is shown.
 	Profile: {ClassReceipt, func() Body { return new(ProfileBody) }},
 	// Nor does a verified name; and the server cannot tell it from a

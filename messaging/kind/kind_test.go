@@ -42,6 +42,7 @@ var valid = []kind.Body{
 	&kind.DocumentWithdrawnBody{ShareID: "vs_1", DocumentID: "d1", Version: 1, Owner: "acc_1"},
 	&kind.GroupChangeBody{GroupID: "g_1", Op: "added", AccountID: "acc_2", By: "acc_1", Role: "member"},
 	&kind.DeviceChangeBody{AccountID: "acc_1", DeviceID: "dev_1", Op: "key"},
+	&kind.OrgChangeBody{OrgID: "org_1", Op: "erased", AccountID: "acc_1"},
 	&kind.ProfileBody{AccountID: "acc_1", Version: 2, UpdatedAt: when, DisplayName: "Frau Schmidt",
 		Avatar: &kind.ProfileAvatar{MIME: "image/png", Data: "iVBORw0KGgo="}},
 	&kind.VerifiedNameBody{OrgID: "org_1", Attestation: &kind.VerifiedNameAttestation{Statement: []byte("kanal verified-name v1\n"),
@@ -82,9 +83,10 @@ func TestEveryKindRoundTrips(t *testing.T) {
 	// changes every device of the account sees), profile, and the two
 	// kinds of a form's case (case.status, case.note), app.post, and
 	// document.withdrawn, which the server writes when a vault share ends,
-	// and identity.verified-name.
-	if len(kind.Kinds()) != 20 {
-		t.Errorf("%d kinds registered, want docs/design.md's 12, group.change, device.change, profile, case.status, case.note, app.post, document.withdrawn and identity.verified-name", len(kind.Kinds()))
+	// identity.verified-name, and org.change, which the server writes when
+	// a member's account is erased.
+	if len(kind.Kinds()) != 21 {
+		t.Errorf("%d kinds registered, want docs/design.md's 12, group.change, device.change, profile, case.status, case.note, app.post, document.withdrawn, identity.verified-name and org.change", len(kind.Kinds()))
 	}
 }
 
@@ -122,6 +124,9 @@ func TestInvalidBodies(t *testing.T) {
 		"group removal with role":  &kind.GroupChangeBody{GroupID: "g", Op: "removed", AccountID: "a", By: "b", Role: "admin"},
 		"group add without role":   &kind.GroupChangeBody{GroupID: "g", Op: "added", AccountID: "a", By: "b"},
 		"device change bad op":     &kind.DeviceChangeBody{AccountID: "a", DeviceID: "d", Op: "revoked"},
+		"org change bad op":        &kind.OrgChangeBody{OrgID: "o", AccountID: "a", Op: "left"},
+		"org change no account":    &kind.OrgChangeBody{OrgID: "o", Op: "erased"},
+		"org change bad org":       &kind.OrgChangeBody{OrgID: "o 1", AccountID: "a", Op: "erased"},
 		"device change no device":  &kind.DeviceChangeBody{AccountID: "a", Op: "key"},
 		"verified name, no org":    &kind.VerifiedNameBody{OrgID: "acc_1", Attestation: &kind.VerifiedNameAttestation{Statement: []byte("s"), Signature: make([]byte, 64), Notary: []byte{1}}},
 		"verified name, none":      &kind.VerifiedNameBody{OrgID: "org_1"},

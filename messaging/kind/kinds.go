@@ -365,6 +365,30 @@ func (b *GroupChangeBody) Validate() error {
 	return nil
 }
 
+// OrgChangeBody tells an organisation's agents that its member AccountID
+// left: Op "erased" means the member's account was erased (GDPR Art. 17),
+// so its membership certificates are revoked and its devices will never
+// answer again. The organisation's audit log keeps the event under the
+// erasure's pseudonym.
+type OrgChangeBody struct {
+	OrgID     string `json:"org_id"`
+	Op        string `json:"op"`
+	AccountID string `json:"account_id"`
+}
+
+func (*OrgChangeBody) Kind() Kind { return OrgChange }
+func (b *OrgChangeBody) Validate() error {
+	for _, f := range []struct{ name, v string }{{"org_id", b.OrgID}, {"account_id", b.AccountID}} {
+		if err := checkID(f.name, f.v); err != nil {
+			return invalid(OrgChange, "%v", err)
+		}
+	}
+	if b.Op != "erased" {
+		return invalid(OrgChange, "op must be erased")
+	}
+	return nil
+}
+
 // DeviceChangeBody tells an account's devices that its device DeviceID
 // changed: Op "key" means the device now holds a new key (and
 // certificate), and every session made with the old one has ended. A
