@@ -101,6 +101,7 @@ var (
 	TypeEIDLevel           = web.NewType("eid-level")         // the eID login's acr is below the level asked for
 	TypeEIDUnreachable     = web.NewType("eid-unreachable")   // the eID provider could not be reached
 	TypeEIDBound           = web.NewType("eid-bound")         // the identity is linked to another account, or the account to another identity
+	TypeEIDRequired        = web.NewType("eid-required")      // an unlink by an agent of an organisation that requires level high of its agents
 	// Also used: web.TypeInvalidJSON, web.TypeTooLarge, web.TypeValidation,
 	// web.TypeNotFound, web.TypeForbidden, web.TypeRateLimited (with
 	// Retry-After), web.TypeInsufficientLevel, web.TypeConflict.

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/identity/oidc"
@@ -445,7 +446,10 @@ func (s *Service) handleEIDComplete(w http.ResponseWriter, r *http.Request) erro
 }
 
 // handleEIDUnlink removes the account's eID binding; its high sessions
-// drop to substantial.
+// drop to substantial. An agent of an organisation that requires level
+// high of its agents may not: the unlink is refused, naming the
+// organisations, until an admin there has removed the account or given it
+// another role (docs/levels.md says why).
 func (s *Service) handleEIDUnlink(w http.ResponseWriter, r *http.Request) error {
 	if s.eid == nil {
 		return errEIDNotConfigured
@@ -453,15 +457,27 @@ func (s *Service) handleEIDUnlink(w http.ResponseWriter, r *http.Request) error 
 	ctx := r.Context()
 	p, _ := FromContext(ctx)
 	var n int64
+	var held *web.Problem
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		held = nil
+		// The binding goes first: its row lock orders this against an
+		// agent being added (checkHighAgent writes the same row).
 		res, err := tx.ExecContext(ctx, `DELETE FROM identity_eid_bindings WHERE account_id = $1`, p.AccountID)
 		if err != nil {
 			return err
 		}
 		n, _ = res.RowsAffected()
+		if held, err = agentsRequiringHigh(ctx, tx, p.AccountID); err != nil {
+			return err
+		} else if held != nil {
+			return held // rolls the delete back
+		}
 		_, err = tx.ExecContext(ctx, `UPDATE identity_sessions SET level = $1 WHERE account_id = $2 AND level > $1`, int(ca.LevelSubstantial), p.AccountID)
 		return err
 	})
+	if held != nil {
+		return held
+	}
 	if err != nil {
 		return err
 	}
@@ -470,6 +486,35 @@ func (s *Service) handleEIDUnlink(w http.ResponseWriter, r *http.Request) error 
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// agentsRequiringHigh returns the problem for an unlink by an agent of
+// organisations that require level high of their agents, naming them and
+// the step to take; nil when there are none.
+func agentsRequiringHigh(ctx context.Context, tx *sql.Tx, account string) (*web.Problem, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT o.id, o.name FROM identity_members m JOIN identity_orgs o ON o.id = m.org_id
+		WHERE m.account_id = $1 AND m.role = $2 AND o.require_high_for_agents <> 0 ORDER BY o.name, o.id`, account, RoleAgent)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var id, name string
+		if err := rows.Scan(&id, &name); err != nil {
+			return nil, err
+		}
+		names = append(names, fmt.Sprintf("%s (%s)", name, id))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	return web.Errorf(http.StatusConflict, TypeEIDRequired, "eID required as an agent",
+		"this account is an agent of %s, which requires an eID of its agents; the eID stays linked. Ask an admin there to remove you (kanal org member remove; they may add you back in a role other than agent), then unlink",
+		strings.Join(names, ", ")), nil
 }
 
 // EIDPerson returns the proven identity behind an account as an opaque

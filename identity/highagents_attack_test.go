@@ -6,6 +6,7 @@ import (
 
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
+	"github.com/kanal-server/kanal/internal/eidtest"
 	"github.com/kanal-server/kanal/internal/web"
 )
 
@@ -67,5 +68,61 @@ func TestAttackAgentWithoutHigh(t *testing.T) {
 		x.mustProblem(x.do("POST", org+"/members", x.env.op, AddMemberRequest{AccountID: v.account, Role: RoleAgent}), 403, web.TypeInsufficientLevel)
 		x.must(x.do("PATCH", org, x.env.op, off), 200)
 		x.must(x.do("POST", org+"/members", x.env.op, AddMemberRequest{AccountID: v.account, Role: RoleAgent}), 201)
+	})
+}
+
+// TestAttackAgentUnlinksEID: an agent of an organisation that requires
+// level high of its agents cannot shed the eID and stay an agent: the
+// unlink is refused (409 eid-required) naming the organisation and the
+// step, and changes nothing. Once an admin has removed the agent, or
+// where no organisation requires it, the unlink works.
+func TestAttackAgentUnlinksEID(t *testing.T) {
+	dbtest.Run(t, migrationSets(), func(t *testing.T, d *db.DB) {
+		x := newEIDEnv(t, d)
+		f := x.newOrg(KindOffice)
+		org := "/v1/orgs/" + f.org.OrgID
+		x.must(x.do("PATCH", org, x.env.op, OrgSettingsRequest{RequireHighForAgents: new(true)}), 200)
+		kai := x.newUser("kai@example.de", "kai's long password")
+		l := x.begin(kai)
+		x.must(x.callback(l.query), 200)
+		x.must(x.complete(kai, l.start.FlowID), 200)
+		x.must(x.do("POST", org+"/members", f.admin.session.Token, AddMemberRequest{AccountID: kai.account, Role: RoleAgent}), 201)
+
+		bindings, sessionsHigh := x.count("identity_eid_bindings"), x.countWhere("identity_sessions", "level = 3")
+		r := x.do("DELETE", "/v1/eid/link", kai.session.Token, nil)
+		x.mustProblem(r, 409, TypeEIDRequired)
+		for _, want := range []string{f.org.OrgID, "requires an eID of its agents", "remove you"} {
+			if !strings.Contains(string(r.body), want) {
+				t.Fatalf("the problem does not say %q: %s", want, r.body)
+			}
+		}
+		if x.count("identity_eid_bindings") != bindings || x.countWhere("identity_sessions", "level = 3") != sessionsHigh {
+			t.Fatal("a refused unlink changed the binding or the sessions")
+		}
+		if m := x.me(kai); !m.EIDLinked || m.Level != "high" {
+			t.Fatalf("after the refused unlink: %+v", m)
+		}
+		// Removed as an agent and added back as an admin (not an agent),
+		// the rule does not hold: the unlink works.
+		x.must(x.do("DELETE", org+"/members/"+kai.account, f.owner.session.Token, nil), 204)
+		x.must(x.do("POST", org+"/members", f.owner.session.Token, AddMemberRequest{AccountID: kai.account, Role: RoleAdmin}), 201)
+		x.must(x.do("DELETE", "/v1/eid/link", kai.session.Token, nil), 204)
+		if m := x.me(kai); m.EIDLinked || m.Level != "substantial" {
+			t.Fatalf("after the unlink: %+v", m)
+		}
+		// And without a linked eID he cannot be made an agent again.
+		x.must(x.do("DELETE", org+"/members/"+kai.account, f.owner.session.Token, nil), 204)
+		x.mustProblem(x.do("POST", org+"/members", f.owner.session.Token, AddMemberRequest{AccountID: kai.account, Role: RoleAgent}), 403, web.TypeInsufficientLevel)
+
+		// An agent of an organisation that does not require it unlinks freely.
+		g := x.newOrg(KindOffice)
+		ute := x.newUser("ute@example.de", "ute's long password")
+		x.op.AddPerson(eidtest.Person{Subject: "ute-subject", GivenName: "Ute", FamilyName: "Muster"})
+		x.op.LoginAs("ute-subject", eidtest.ACRHigh)
+		l = x.begin(ute)
+		x.must(x.callback(l.query), 200)
+		x.must(x.complete(ute, l.start.FlowID), 200)
+		x.must(x.do("POST", "/v1/orgs/"+g.org.OrgID+"/members", g.admin.session.Token, AddMemberRequest{AccountID: ute.account, Role: RoleAgent}), 201)
+		x.must(x.do("DELETE", "/v1/eid/link", ute.session.Token, nil), 204)
 	})
 }

@@ -258,13 +258,19 @@ func checkHighAgent(ctx context.Context, tx *sql.Tx, o orgRow, account, role str
 	if o.highAgents == 0 || role != RoleAgent {
 		return nil
 	}
-	var level int64
-	err := tx.QueryRowContext(ctx, `SELECT level FROM identity_eid_bindings WHERE account_id = $1`, account).Scan(&level)
-	if errors.Is(err, sql.ErrNoRows) || (err == nil && ca.Level(level) < ca.LevelHigh) {
+	// A write, not a read: it locks the binding until this transaction
+	// ends, so an unlink of the same account (which deletes the row, then
+	// looks for such memberships) either waits and sees this agent, or
+	// went first and leaves nothing to update here.
+	res, err := tx.ExecContext(ctx, `UPDATE identity_eid_bindings SET level = level WHERE account_id = $1 AND level >= $2`, account, int(ca.LevelHigh))
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
 		return web.Errorf(http.StatusForbidden, web.TypeInsufficientLevel, "Insufficient level of assurance",
 			"this organisation requires level high of its agents: the member must first link an eID (kanal eid link)")
 	}
-	return err
+	return nil
 }
 
 // handleVerifyOrg issues the organisation certificate. Verifying an

@@ -61,7 +61,9 @@ once the browser is back. One eID links to one account only.`,
 			name: "eid unlink", args: "", nargs: 0,
 			summary: "remove the eID link of this account",
 			help: `The account's sessions at level high drop to substantial, and the eID
-may then be linked to another account.`,
+may then be linked to another account. An agent of an organisation that
+requires an eID of its agents cannot unlink until an admin there has
+removed them.`,
 			run: eidUnlink,
 		},
 		{
