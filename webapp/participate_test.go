@@ -279,6 +279,17 @@ func TestWebSurveyOfferPayment(t *testing.T) {
 		t.Fatalf("after Cancel the focus is on %q, want the accept button", f)
 	}
 
+	// The SDK signs only the total the page showed: a script that asks it
+	// to accept with another amount (a page bug, an injected script) gets
+	// nothing signed.
+	offerMsg := run(citizen, "offer message id", chromedp.Evaluate[string](`state.entries.find((e) => e.kind === "offer").id`))
+	refused := run(citizen, "accept another amount", chromedp.Evaluate[string](
+		fmt.Sprintf(`kanalGo.acceptOffer(%q, "6800", "citizen account password").then(() => "signed", (e) => e.message)`, offerMsg),
+		chromedp.EvalAwaitPromise))
+	if !strings.Contains(refused, "not the offer's total") {
+		t.Fatalf("accepting 68.00 for an offer of 69.00: %q", refused)
+	}
+
 	// The confirmation names the amount; the keyboard signs it: the
 	// password field has the focus, Tab passes Cancel, Enter on the
 	// button that names 69,00 €.
