@@ -287,7 +287,8 @@ func (s *Service) LeaveAllGroups(ctx context.Context, account string) ([]string,
 // still holds about account once it has left its groups: its pending
 // invitations and declines go, and the groups it created, the
 // invitations it sent and the attachment blobs it uploaded (ciphertext
-// already sent to others, deleted at its expiry) name pseudonym instead.
+// already sent to others, deleted at its expiry) name pseudonym instead;
+// the organisations it follows forget it.
 // Per-device state (prekeys, mailboxes, send records) goes with the
 // devices' revocation (DeletePrekeys and the mailbox's hook).
 func (s *Service) EraseAccountTx(ctx context.Context, tx *sql.Tx, account, pseudonym string) error {
@@ -302,6 +303,7 @@ func (s *Service) EraseAccountTx(ctx context.Context, tx *sql.Tx, account, pseud
 		{`UPDATE messaging_groups SET created_by = $2 WHERE created_by = $1`, []any{account, pseudonym}},
 		{`UPDATE messaging_blobs SET uploader = $2 WHERE uploader = $1`, []any{account, pseudonym}},
 		{`DELETE FROM messaging_claim_counters WHERE account_id = $1`, []any{account}},
+		{`DELETE FROM messaging_followers WHERE account_id = $1`, []any{account}},
 	} {
 		if _, err := tx.ExecContext(ctx, q.sql, q.args...); err != nil {
 			return fmt.Errorf("messaging.erase: %w", err)

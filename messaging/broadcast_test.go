@@ -2,6 +2,7 @@ package messaging_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/base64"
 	"io"
 	"net/http"
@@ -187,6 +188,14 @@ func TestBroadcastFollowPostRead(t *testing.T) {
 		}
 		if st, _, out := b.request(bob, "GET", "/v1/broadcasts/org_council/posts/"+postID, nil); st != 404 || out["type"] != string(messaging.TypeNotFollowing) {
 			t.Fatalf("read after unfollowing: %d %v", st, out)
+		}
+
+		// An erased account follows nobody any more.
+		if err := d.Tx(ctx, func(tx *sql.Tx) error { return b.svc.EraseAccountTx(ctx, tx, ann.account, "erased_1") }); err != nil {
+			t.Fatal(err)
+		}
+		if n := b.count(t, "messaging_followers"); n != 0 {
+			t.Fatalf("%d follower rows after anna's erasure, want 0", n)
 		}
 
 		// Expiry removes the bodies with the references.
