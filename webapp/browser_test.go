@@ -55,11 +55,11 @@ func chromium(t testing.TB) string {
 	return ""
 }
 
-// browser starts a headless Chromium with a fresh profile and returns a
-// context for its first tab.
-func browser(t testing.TB) context.Context {
+// browser starts a headless Chromium with a fresh profile, and the extra
+// options, and returns a context for its first tab.
+func browser(t testing.TB, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
-	alloc, cancel := chromedp.NewExecAllocator(context.Background(),
+	alloc, cancel := chromedp.NewExecAllocator(context.Background(), append([]chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromium(t)),
 		chromedp.Flag("headless", true),
 		chromedp.NoSandbox,
@@ -73,7 +73,7 @@ func browser(t testing.TB) context.Context {
 		chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1200, 900),
-	)
+	}, extra...)...)
 	t.Cleanup(cancel)
 	ctx, cancelTab := chromedp.NewContext(alloc)
 	t.Cleanup(cancelTab)

@@ -42,7 +42,9 @@ const (
 // It is the same for every device and so tells the push service nothing.
 const Topic = "kanal-wake"
 
-// wakePayload is the plaintext of every push: a version and a type, no
-// content, no sender, no count. The library pads it to a full record, so
-// its length tells nothing either.
-var wakePayload = []byte(`{"v":1,"t":"wake"}`)
+// WakePayload is the plaintext of every push: a version and a type, no
+// content, no sender, no count, no conversation. The library pads it to a
+// full record, so its length tells nothing either. The web app's service
+// worker (webapp/static/sw.js) shows a notification for it and for
+// nothing else.
+const WakePayload = `{"v":1,"t":"wake"}`

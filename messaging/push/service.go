@@ -501,7 +501,7 @@ func (s *Service) backoff(n int) time.Duration {
 func (s *Service) send(ctx context.Context, sub Subscription, u webpush.Urgency, ttl int) (int, time.Duration, error) {
 	rctx, cancel := context.WithTimeout(ctx, s.o.RequestTimeout)
 	defer cancel()
-	resp, err := webpush.SendNotificationWithContext(rctx, wakePayload,
+	resp, err := webpush.SendNotificationWithContext(rctx, []byte(WakePayload),
 		&webpush.Subscription{Endpoint: sub.Endpoint, Keys: webpush.Keys{P256dh: sub.P256dh, Auth: sub.Auth}},
 		&webpush.Options{HTTPClient: s.o.HTTPClient, Subscriber: s.sub, Topic: Topic, TTL: ttl, Urgency: u,
 			VAPIDPublicKey: s.vapid.public, VAPIDPrivateKey: s.vapid.private})

@@ -244,6 +244,7 @@ function onIncoming(json) {
     return;
   }
   state.entries.push(m);
+  document.dispatchEvent(new CustomEvent("kanal:incoming", { detail: m }));
   const finish = () => {
     render();
     status(t("newMessage", peerName(m.peer)));
@@ -260,6 +261,7 @@ async function enterApp(meJSON) {
   render();
   show("view-app");
   status(t("enrolled"));
+  document.dispatchEvent(new Event("kanal:entered"));
 }
 
 function wire() {

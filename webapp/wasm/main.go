@@ -45,6 +45,8 @@ func main() {
 		"send":    a.send,
 		"listen":  a.listen,
 		"orgName": a.orgName,
+		// push.go
+		"pushSubscription": a.pushSubscription,
 		// participate.go
 		"survey":      a.survey,
 		"vote":        a.vote,
