@@ -163,12 +163,22 @@ func TestAttackVerifiedName(t *testing.T) {
 		if got := verifiedNameOf(t, agentSDK, mainz, erika.AccountID); got != "" {
 			t.Fatalf("under Mainz: %q", got)
 		}
-		// Shared once: a second share sends nothing.
+		// Shared once: a second share sends nothing, nor does the next
+		// message carry it again.
 		if err := erikaSDK.ShareVerifiedName(ctx, worms); err != nil {
 			t.Fatal(err)
 		}
-		if texts, bad := inbox(t, agentSDK); len(texts)+len(bad) != 0 {
-			t.Fatalf("a second share: %v %v", texts, bad)
+		if _, err := erikaSDK.Send(ctx, client.Peer{OrgID: worms}, textMsg(t, "Guten Tag, Worms.")); err != nil {
+			t.Fatal(err)
+		}
+		stream, err := agentSDK.Connect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs, bad, err := stream.Backlog(ctx)
+		stream.Close()
+		if err != nil || len(bad) != 0 || len(msgs) != 1 || msgs[0].Message.Kind != kind.Text {
+			t.Fatalf("after a second share and a message: %d messages, %v %v", len(msgs), bad, err)
 		}
 
 		// Mallory's modified client.
