@@ -22,6 +22,7 @@ type AccountData struct {
 	Declines    []AccountDecline    `json:"declines"`
 	Devices     []DeviceKeys        `json:"devices"`
 	Blobs       []AccountBlob       `json:"attachments"`
+	Following   []Following         `json:"following"` // organisations whose broadcasts it follows
 }
 
 // AccountGroup is one group the account is a member of.
@@ -92,7 +93,7 @@ type AccountBlob struct {
 // devices.
 func (s *Service) ExportAccount(ctx context.Context, account string, devices []string) (*AccountData, error) {
 	out := &AccountData{Groups: []AccountGroup{}, Invitations: []AccountInvitation{}, Declines: []AccountDecline{},
-		Devices: []DeviceKeys{}, Blobs: []AccountBlob{}}
+		Devices: []DeviceKeys{}, Blobs: []AccountBlob{}, Following: []Following{}}
 	err := s.each(ctx, `SELECT m.group_id, m.role, m.added_at, g.created_by,
 			(SELECT COUNT(*) FROM messaging_group_members o WHERE o.group_id = m.group_id)
 		FROM messaging_group_members m JOIN messaging_groups g ON g.id = m.group_id
@@ -209,6 +210,11 @@ func (s *Service) ExportAccount(ctx context.Context, account string, devices []s
 	if err != nil {
 		return nil, err
 	}
+	following, err := s.FollowingOf(ctx, Caller{AccountID: account})
+	if err != nil {
+		return nil, err
+	}
+	out.Following = following.Following
 	return out, nil
 }
 

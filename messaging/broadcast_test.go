@@ -102,6 +102,17 @@ func TestBroadcastFollowPostRead(t *testing.T) {
 		if n := b.count(t, "messaging_followers"); n != 2 {
 			t.Fatalf("%d follower rows, want 2", n)
 		}
+		// The account's export (GDPR Art. 15) names what it follows.
+		x, err := b.svc.ExportAccount(ctx, "acc_ann", []string{"dev_ann1", "dev_ann2"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(x.Following) != 1 || x.Following[0].OrgID != "org_council" || x.Following[0].FollowedAt.IsZero() {
+			t.Fatalf("export following = %+v, want org_council", x.Following)
+		}
+		if x, err := b.svc.ExportAccount(ctx, "acc_eve", []string{"dev_eve"}); err != nil || len(x.Following) != 0 {
+			t.Fatalf("eve's export following = %+v, %v; want none", x, err)
+		}
 		st, _, out := b.request(ann2, "GET", "/v1/broadcasts", nil)
 		if l := out["following"].([]any); st != 200 || len(l) != 1 || l[0].(map[string]any)["org_id"] != "org_council" {
 			t.Fatalf("following: %d %v", st, out)

@@ -55,7 +55,7 @@ func (a *app) exportParts() []exportPart {
 			func(_ context.Context, x *exportContext) (any, error) { return x.ident.Audit, nil }},
 		{"transparency-log.json", "Entries of the public transparency log about the account's devices and memberships: index, kind, device, organisation, time. The entries themselves are public at GET /v1/log/entries; they name the account by a commitment under a salt the server deletes when the account is erased.",
 			func(_ context.Context, x *exportContext) (any, error) { return x.ident.Log, nil }},
-		{"messaging.json", "Messaging: the groups the account is in (role, since when, member count), pending invitations and declines to or by it, for each device its published public keys, how many one-time prekeys are left, the envelopes waiting in its mailbox (metadata only: the content is end-to-end encrypted) and its recent sends (conversation ids), and the attachment blobs it uploaded (size, hash, expiry; the content is encrypted with a key the server never had).",
+		{"messaging.json", "Messaging: the groups the account is in (role, since when, member count), pending invitations and declines to or by it, for each device its published public keys, how many one-time prekeys are left, the envelopes waiting in its mailbox (metadata only: the content is end-to-end encrypted) and its recent sends (conversation ids), and the attachment blobs it uploaded (size, hash, expiry; the content is encrypted with a key the server never had), and the organisations whose broadcasts it follows (since when).",
 			func(ctx context.Context, x *exportContext) (any, error) {
 				return a.msg.ExportAccount(ctx, x.account, x.devices)
 			}},
