@@ -107,18 +107,25 @@ func (c *cli) api(o *opts, st *keystore.Store) *client.Client {
 }
 
 func getSecret(st *keystore.Store, name string) string {
-	return string(st.Data.Secrets[name])
+	v, _ := st.Secret(name)
+	return string(v)
 }
 
+// setSecret changes one secret under the store's lock: the chat saves the
+// store from its receiving goroutine while the SDK saves from another.
 func setSecret(st *keystore.Store, name, value string) {
+	st.Update(func(d *keystore.Data) { putSecret(d, name, value) })
+}
+
+func putSecret(d *keystore.Data, name, value string) {
 	if value == "" {
-		delete(st.Data.Secrets, name)
+		delete(d.Secrets, name)
 		return
 	}
-	if st.Data.Secrets == nil {
-		st.Data.Secrets = map[string][]byte{}
+	if d.Secrets == nil {
+		d.Secrets = map[string][]byte{}
 	}
-	st.Data.Secrets[name] = []byte(value)
+	d.Secrets[name] = []byte(value)
 }
 
 func getTime(st *keystore.Store, name string) time.Time {
@@ -137,20 +144,28 @@ func setTime(st *keystore.Store, name string, t time.Time) {
 // saveSession keeps a new session and forgets the setup token, which a
 // logged-in client no longer needs.
 func saveSession(st *keystore.Store, s *identity.SessionResponse) error {
-	st.Data.SessionToken = s.Token
-	setSecret(st, secretRefreshToken, s.RefreshToken)
-	setTime(st, secretSessionExpires, s.ExpiresAt)
-	setSecret(st, secretLevel, s.Level)
-	setSecret(st, secretSetupToken, "")
-	setSecret(st, secretSetupExpires, "")
+	st.Update(func(d *keystore.Data) {
+		d.SessionToken = s.Token
+		putSecret(d, secretRefreshToken, s.RefreshToken)
+		expires := ""
+		if !s.ExpiresAt.IsZero() {
+			expires = s.ExpiresAt.UTC().Format(time.RFC3339Nano)
+		}
+		putSecret(d, secretSessionExpires, expires)
+		putSecret(d, secretLevel, s.Level)
+		putSecret(d, secretSetupToken, "")
+		putSecret(d, secretSetupExpires, "")
+	})
 	return st.Save()
 }
 
 func clearSession(st *keystore.Store) {
-	st.Data.SessionToken = ""
-	setSecret(st, secretRefreshToken, "")
-	setSecret(st, secretSessionExpires, "")
-	setSecret(st, secretLevel, "")
+	st.Update(func(d *keystore.Data) {
+		d.SessionToken = ""
+		putSecret(d, secretRefreshToken, "")
+		putSecret(d, secretSessionExpires, "")
+		putSecret(d, secretLevel, "")
+	})
 }
 
 var errNotLoggedIn = errors.New("not logged in: run 'kanal login'")

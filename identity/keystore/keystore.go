@@ -54,6 +54,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/chacha20poly1305"
@@ -144,10 +145,17 @@ type payload struct {
 	Secrets       map[string][]byte `json:"secrets,omitempty"`
 }
 
-// Store is an open key store. It is not safe for concurrent use.
+// Store is an open key store. Save, Secret and Update may be called from
+// several goroutines at once; other reads and writes of Data may not run
+// beside them.
 type Store struct {
 	// Data is the content, written by Save.
 	Data Data
+
+	// mu serialises Save with the changes made through Update and the
+	// reads made through Secret, so that a save never encodes a map
+	// another goroutine is writing.
+	mu sync.Mutex
 
 	path       string
 	passphrase []byte
@@ -247,9 +255,28 @@ func (s *Store) SetPassphrase(passphrase []byte) error {
 	return nil
 }
 
+// Secret returns a copy of the secret called name, and whether there is one.
+func (s *Store) Secret(name string) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.Data.Secrets[name]
+	return bytes.Clone(v), ok
+}
+
+// Update runs f on Data with the store's lock held, so that a Save on
+// another goroutine never sees the change half made. f must not call Save.
+func (s *Store) Update(f func(*Data)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(&s.Data)
+}
+
 // Save encrypts Data with a fresh nonce and atomically replaces the
 // file: a crash leaves either the old or the new store, never a mix.
+// Saves are serialised, so the file holds the last one's Data.
 func (s *Store) Save() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	file, err := s.seal()
 	if err != nil {
 		return err

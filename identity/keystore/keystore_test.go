@@ -411,3 +411,49 @@ func TestPackageDoc(t *testing.T) {
 	}
 	t.Error("package keystore has no doc comment")
 }
+
+// TestUpdateBesideSave: one goroutine changes secrets through Update while
+// another saves, as kanal chat's receiving goroutine and the SDK do. Without
+// the store's lock the save encodes a map being written (a fatal error, or
+// a race under -race); with it every save is a whole state and the last one
+// holds every change.
+func TestUpdateBesideSave(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys")
+	st, err := Create(path, []byte("pass"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	done := make(chan error, 1)
+	go func() {
+		for range n {
+			if err := st.Save(); err != nil {
+				done <- err
+				return
+			}
+			_, _ = st.Secret("a0")
+		}
+		done <- nil
+	}()
+	for i := range n {
+		st.Update(func(d *Data) {
+			if d.Secrets == nil {
+				d.Secrets = map[string][]byte{}
+			}
+			d.Secrets[string(rune('a'+i%26))+string(rune('0'+i%10))] = []byte{byte(i)}
+		})
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Save(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Open(path, []byte("pass"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Data.Secrets, st.Data.Secrets) || len(got.Data.Secrets) == 0 {
+		t.Fatalf("reopened %d secrets, saved %d", len(got.Data.Secrets), len(st.Data.Secrets))
+	}
+}

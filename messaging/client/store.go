@@ -79,20 +79,18 @@ type KeystoreStore struct {
 	ks *keystore.Store
 }
 
-// NewKeystoreStore returns a Store over ks. The SDK must be the only user
-// of ks while it runs (keystore.Store is not safe for concurrent use).
+// NewKeystoreStore returns a Store over ks. Others may change ks's
+// secrets beside the SDK only through ks.Update (the CLI's chat does).
 func NewKeystoreStore(ks *keystore.Store) *KeystoreStore { return &KeystoreStore{ks: ks} }
 
 const keystorePrefix = "e2e/"
 
 func (s *KeystoreStore) Get(name string) ([]byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v, ok := s.ks.Data.Secrets[keystorePrefix+name]
+	v, ok := s.ks.Secret(keystorePrefix + name)
 	if !ok {
 		return nil, ErrNotFound
 	}
-	return append([]byte(nil), v...), nil
+	return v, nil
 }
 
 func (s *KeystoreStore) Put(name string, value []byte) error {
@@ -117,13 +115,16 @@ func (s *KeystoreStore) Delete(name string) error {
 func (s *KeystoreStore) change(f func(map[string][]byte)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := maps.Clone(s.ks.Data.Secrets)
-	if s.ks.Data.Secrets == nil {
-		s.ks.Data.Secrets = map[string][]byte{}
-	}
-	f(s.ks.Data.Secrets)
+	var old map[string][]byte
+	s.ks.Update(func(d *keystore.Data) {
+		old = maps.Clone(d.Secrets)
+		if d.Secrets == nil {
+			d.Secrets = map[string][]byte{}
+		}
+		f(d.Secrets)
+	})
 	if err := s.ks.Save(); err != nil {
-		s.ks.Data.Secrets = old
+		s.ks.Update(func(d *keystore.Data) { d.Secrets = old })
 		return err
 	}
 	return nil
