@@ -588,7 +588,7 @@ func TestAPICorners(t *testing.T) {
 	do(call{"GET", "/v1/log/witnesses", "", "", "", 200})
 	do(call{"GET", "/v1/log/lookup?kind=nope&device=" + d.DeviceID + "&cert=x", "", "", "", 400})
 	do(call{"GET", "/v1/log/witness/checkpoint", "", "", "", 200}) // no witnesses configured: the newest checkpoint
-	do(call{"POST", "/v1/log/cosignatures", "", "application/json", `{"checkpoint":"x","cosignatures":[]}`, 422})
+	do(call{"POST", "/v1/log/cosignatures", "", "application/json", `{"checkpoint":"x"}`, 422})
 
 	// Messaging and groups: what the sessions leave out.
 	do(call{"PATCH", "/v1/groups/g_00000000000000000000000000000000/members/" + d.AccountID, tok, "application/json", `{"role":"admin"}`, 404})

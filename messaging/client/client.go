@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"strconv"
 	"sync"
@@ -243,30 +242,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 
 // doStatus is do for a route that answers success with status.
 func (c *Client) doStatus(ctx context.Context, method, path string, in, out any, status int) error {
-	if err := apiclient.CheckBase(c.base); err != nil {
-		return fmt.Errorf("messaging/client: %w", err)
-	}
-	req, err := apiclient.NewRequest(ctx, method, c.base+path, in, *c.token.Load())
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Accept", "application/json, application/problem+json")
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := apiclient.ReadCapped(resp.Body, MaxResponseBytes)
-	if err != nil {
-		return fmt.Errorf("messaging/client: %s %s: %w", method, path, err)
-	}
-	if resp.StatusCode != status {
-		return problemOf(resp, b)
-	}
-	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "application/json" {
-		return fmt.Errorf("messaging/client: %s %s: content type %q", method, path, resp.Header.Get("Content-Type"))
-	}
-	return decodeStrict(b, out)
+	return c.doAny(ctx, method, path, in, out, status)
 }
 
 // problemOf is the *idclient.Problem of an error answer whose body is b;
