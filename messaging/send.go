@@ -13,7 +13,6 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/kanal-server/kanal/internal/db"
@@ -508,15 +507,8 @@ func (s *Service) writeSends(ctx context.Context, tx *sql.Tx, ps []*pendingSend)
 	// with a client id; Send then returns the first answer.
 	for len(rows) > 0 {
 		n := db.Rows(len(rows)/5, sendsPerStatement)
-		var q strings.Builder
-		q.WriteString(`INSERT INTO messaging_sends (sender_device, client_id, conversation, result, created_at) VALUES `)
-		for i := range n {
-			if i > 0 {
-				q.WriteString(", ")
-			}
-			fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d)", 5*i+1, 5*i+2, 5*i+3, 5*i+4, 5*i+5)
-		}
-		if _, err := tx.ExecContext(ctx, q.String(), rows[:5*n]...); err != nil {
+		q := `INSERT INTO messaging_sends (sender_device, client_id, conversation, result, created_at) VALUES ` + db.Values(n, 5)
+		if _, err := tx.ExecContext(ctx, q, rows[:5*n]...); err != nil {
 			return err
 		}
 		rows = rows[5*n:]

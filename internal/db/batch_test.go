@@ -175,3 +175,20 @@ func TestRows(t *testing.T) {
 		}
 	}
 }
+
+func TestValues(t *testing.T) {
+	for _, c := range []struct {
+		rows, cols int
+		want       string
+	}{
+		{1, 1, "($1)"},
+		{2, 2, "($1, $2), ($3, $4)"},
+		{3, 5, "($1, $2, $3, $4, $5), ($6, $7, $8, $9, $10), ($11, $12, $13, $14, $15)"},
+	} {
+		for range 2 { // built, then from the cache
+			if got := db.Values(c.rows, c.cols); got != c.want {
+				t.Errorf("Values(%d, %d) = %q, want %q", c.rows, c.cols, got, c.want)
+			}
+		}
+	}
+}

@@ -192,19 +192,14 @@ func (s *Store) AppendWithinTx(ctx context.Context, tx *sql.Tx, envs []Envelope,
 		for len(rows) > 0 {
 			part := rows[:db.Rows(len(rows), maxEnvelopesPerStatement)]
 			rows = rows[len(part):]
-			var q strings.Builder
-			q.WriteString(`INSERT INTO mailbox (device_id, seq, envelope_id, conversation, sender_device, class, ciphertext, created_at, expires_at) VALUES `)
+			q := `INSERT INTO mailbox (device_id, seq, envelope_id, conversation, sender_device, class, ciphertext, created_at, expires_at) VALUES ` +
+				db.Values(len(part), envelopeParams)
 			args := make([]any, 0, envelopeParams*len(part))
-			for k, i := range part {
+			for _, i := range part {
 				e := &envs[i]
-				if k > 0 {
-					q.WriteString(", ")
-				}
-				n := len(args)
-				fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9)
 				args = append(args, e.Recipient, e.Seq, e.ID, e.Conversation, e.Sender, e.Class, e.Ciphertext, created, expires)
 			}
-			if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 				return fmt.Errorf("mailbox.append: %w", err)
 			}
 		}
@@ -441,22 +436,16 @@ func (m ackMerger) MergeTx(ctx context.Context, tx *sql.Tx, items []any) error {
 	for len(pairs) > 0 {
 		part := pairs[:db.Rows(len(pairs), acksPerStatement)]
 		pairs = pairs[len(part):]
-		var q strings.Builder
 		// The pairs as a named table, which both engines look up in the
 		// (device_id, envelope_id) index; SQLite scans the whole mailbox
 		// for "(device_id, envelope_id) IN (VALUES …)" written inline.
-		q.WriteString(`WITH acked(d, e) AS (VALUES `)
+		q := `WITH acked(d, e) AS (VALUES ` + db.Values(len(part), 2) + `) DELETE FROM mailbox WHERE (device_id, envelope_id) IN (SELECT d, e FROM acked)
+			RETURNING device_id, envelope_id, LENGTH(ciphertext)`
 		args := make([]any, 0, 2*len(part))
-		for i, p := range part {
-			if i > 0 {
-				q.WriteString(", ")
-			}
-			fmt.Fprintf(&q, "($%d, $%d)", 2*i+1, 2*i+2)
+		for _, p := range part {
 			args = append(args, p.device, p.id)
 		}
-		q.WriteString(`) DELETE FROM mailbox WHERE (device_id, envelope_id) IN (SELECT d, e FROM acked)
-			RETURNING device_id, envelope_id, LENGTH(ciphertext)`)
-		rows, err := tx.QueryContext(ctx, q.String(), args...)
+		rows, err := tx.QueryContext(ctx, q, args...)
 		if err != nil {
 			return err
 		}
