@@ -106,6 +106,9 @@ type provisionStats struct {
 	Took      time.Duration `json:"-"`
 	TookS     float64       `json:"took_s"`
 	PerSecond float64       `json:"devices_per_s"`
+	// ServerCPUms is the kanald CPU (all nodes) per provisioned device, in
+	// milliseconds: what each sign-up costs the server, whatever the load.
+	ServerCPUms float64 `json:"server_cpu_ms_per_device,omitempty"`
 }
 
 // provision signs up n accounts through the real API, concurrently: sign-up
@@ -114,6 +117,7 @@ type provisionStats struct {
 // client. publish also publishes each device's prekeys.
 func (r *runner) provision(ctx context.Context, n int, label string, publish bool) ([]*device, error) {
 	start := time.Now()
+	cpu0, _ := r.serverSample()
 	out := make([]*device, n)
 	work := make(chan int)
 	errc := make(chan error, 1)
@@ -163,8 +167,9 @@ feed:
 		return nil, err
 	}
 	took := time.Since(start)
+	cpu1, _ := r.serverSample()
 	r.res.Provisioning = append(r.res.Provisioning, provisionStats{Devices: n, Took: took, TookS: took.Seconds(),
-		PerSecond: float64(n) / took.Seconds()})
+		PerSecond: float64(n) / took.Seconds(), ServerCPUms: float64((cpu1-cpu0).Microseconds()) / 1000 / float64(n)})
 	return out, nil
 }
 

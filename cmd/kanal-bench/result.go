@@ -93,7 +93,7 @@ func writeTable(w io.Writer, res *result) {
 		row("devices", "%d, %d node(s), %d-byte messages, rate %s", res.Devices, max(res.Nodes, 1), res.SizeBytes, rateText(res.RatePerDevice))
 	}
 	for _, p := range res.Provisioning {
-		row("provisioning", "%d devices in %.1fs (%.0f/s)", p.Devices, p.TookS, p.PerSecond)
+		row("provisioning", "%d devices in %.1fs (%.0f/s), %.2f ms of server CPU each", p.Devices, p.TookS, p.PerSecond, p.ServerCPUms)
 	}
 	if res.Scenario == "connections" {
 		row("connections", "%d open and synced in %.1fs, held %.0fs (open-files limit %d)", res.Connections, res.ConnectS, res.DurationS, res.OpenFilesLimit)

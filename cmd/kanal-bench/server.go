@@ -307,7 +307,12 @@ func sampleProc(pid int) (procSample, error) {
 }
 
 // mailCodes finds sign-up codes in the directory kanald's embedded mailer
-// writes to, as a user would read them; one scan serves every waiter.
+// writes to, as a user would read them; one scan serves every waiter. A
+// mail read is moved into the directory's read/ subdirectory, so that a
+// scan lists only the mails still waiting: with every mail left in place,
+// each scan listed all the mails of the run so far, and provisioning slowed
+// with the square of the devices (50,000 sign-ups made 1.25 billion
+// directory entries to list).
 type mailCodes struct {
 	dirs  []string
 	mu    sync.Mutex
@@ -377,6 +382,12 @@ func (m *mailCodes) scanDir(dir string) {
 		if code := codeRE.FindString(string(text)); code != "" {
 			m.seen[e.Name()] = true
 			m.codes[to.Address] = code
+			read := filepath.Join(dir, "read")
+			if err := os.MkdirAll(read, 0o700); err == nil {
+				if os.Rename(filepath.Join(dir, e.Name()), filepath.Join(read, e.Name())) == nil {
+					delete(m.seen, e.Name()) // gone from the listing
+				}
+			}
 		}
 	}
 }
