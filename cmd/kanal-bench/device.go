@@ -169,7 +169,7 @@ feed:
 	took := time.Since(start)
 	cpu1, _ := r.serverSample()
 	r.res.Provisioning = append(r.res.Provisioning, provisionStats{Devices: n, Took: took, TookS: took.Seconds(),
-		PerSecond: float64(n) / took.Seconds(), ServerCPUms: float64((cpu1-cpu0).Microseconds()) / 1000 / float64(n)})
+		PerSecond: float64(n) / took.Seconds(), ServerCPUms: float64((cpu1 - cpu0).Microseconds()) / 1000 / float64(n)})
 	return out, nil
 }
 
