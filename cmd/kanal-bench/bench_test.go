@@ -14,7 +14,18 @@ import (
 
 var kanaldBin string
 
-func TestMain(m *testing.M) { kanaldtest.Main(m, &kanaldBin) }
+func TestMain(m *testing.M) {
+	// The broadcast scenario's -stream-procs starts this test binary again
+	// as a stream worker.
+	if len(os.Args) > 1 && os.Args[1] == streamWorkerArg {
+		if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
+			os.Stderr.WriteString(err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	kanaldtest.Main(m, &kanaldBin)
+}
 
 func runJSON(t *testing.T, args ...string) *result {
 	t.Helper()
@@ -41,6 +52,9 @@ func TestScenarios(t *testing.T) {
 		{"direct-ws", []string{"-scenario", "direct", "-transport", "ws", "-devices", "4", "-rate", "20", "-duration", "1s"}},
 		{"office", []string{"-scenario", "office", "-devices", "3", "-agents", "2", "-rate", "10", "-duration", "1s"}},
 		{"broadcast", []string{"-scenario", "broadcast", "-devices", "6", "-connected", "4"}},
+		// The streams held by two child processes, as for more streams than
+		// one process may open.
+		{"broadcast-procs", []string{"-scenario", "broadcast", "-devices", "7", "-connected", "5", "-stream-procs", "2"}},
 		{"group", []string{"-scenario", "group", "-devices", "6", "-group-size", "3", "-group-senders", "2", "-rate", "10", "-duration", "1s"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -56,6 +70,10 @@ func TestScenarios(t *testing.T) {
 			}
 			if tc.name == "broadcast" && (res.BroadcastStored != 6 || res.Delivered != 4) {
 				t.Fatalf("broadcast: stored for %d devices, %d delivered; want 6 and the 4 connected", res.BroadcastStored, res.Delivered)
+			}
+			if tc.name == "broadcast-procs" && (res.BroadcastStored != 7 || res.Delivered != 5 || res.Connections != 5 || res.StreamProcs != 2) {
+				t.Fatalf("broadcast in child processes: stored for %d devices, %d delivered over %d streams in %d processes; want 7, 5, 5, 2",
+					res.BroadcastStored, res.Delivered, res.Connections, res.StreamProcs)
 			}
 			if (tc.name == "office" || tc.name == "group") && res.Expected != res.Sent*2 {
 				t.Fatalf("%s: %d envelopes for %d sends to 2 devices each", tc.name, res.Expected, res.Sent)
@@ -141,6 +159,7 @@ func TestBadFlags(t *testing.T) {
 		{"-scenario", "overload", "-size", "10"},
 		{"-scenario", "overload", "-max-in-flight", "0"},
 		{"-scenario", "overload", "-catch-up", "2h"},
+		{"-scenario", "broadcast", "-stream-procs", "65"},
 	} {
 		var out, errb bytes.Buffer
 		if err := run(context.Background(), args, &out, &errb); err == nil {

@@ -214,6 +214,9 @@ func (r *runner) newDevice(ctx context.Context, label string, i int, publish boo
 	}
 	d.token = sess.Token
 	d.ident = ic.WithToken(sess.Token)
+	if r.caPEM.Load() == nil {
+		r.caPEM.Store(&enr.CA)
+	}
 	blk, _ := pem.Decode([]byte(enr.CA))
 	if blk == nil {
 		return nil, errors.New("enroll: no CA certificate")

@@ -63,6 +63,7 @@ type options struct {
 	sources          int
 	connected        int
 	provisionWorkers int
+	streamProcs      int
 	jsonOut          bool
 	plot             string
 	drain            time.Duration
@@ -89,6 +90,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.size, "size", 256, "plaintext bytes per message (before encryption)")
 	fs.IntVar(&o.nodes, "nodes", 1, "kanald nodes to start (more than one needs -database-url and -nats-url)")
 	fs.IntVar(&o.agents, "agents", 10, "office scenario: agents of the organisation")
+	fs.IntVar(&o.streamProcs, "stream-procs", -1, "broadcast scenario: child processes that hold the connected followers' streams (default: none up to 18,000 streams, else one per 18,000: one process may hold 20,000 open files here)")
 	fs.IntVar(&o.connected, "connected", 0, "broadcast scenario: followers that hold a stream (default: all; each stream is an open file in kanal-bench and in kanald)")
 	fs.IntVar(&o.groupSize, "group-size", 50, "group scenario: members per group")
 	fs.IntVar(&o.groupSenders, "group-senders", 5, "group scenario: members of each group who send (each distributes a sender key)")
@@ -182,6 +184,15 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if (o.scenario == "direct" || o.scenario == "overload") && o.devices%2 == 1 {
 		o.devices++ // pairs
 	}
+	if o.streamProcs < 0 {
+		o.streamProcs = 0
+		if o.scenario == "broadcast" && o.connected > streamsPerProc {
+			o.streamProcs = (o.connected + streamsPerProc - 1) / streamsPerProc
+		}
+	}
+	if o.streamProcs > 64 {
+		return nil, errors.New("-stream-procs: 0..64")
+	}
 	if o.sources == 0 {
 		o.sources = 1 + o.devices/20000
 	}
@@ -214,6 +225,10 @@ func loopback(addr string) bool {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "-summarize" {
 		return summarize(stdout, args[1:])
+	}
+	if len(args) > 0 && args[0] == streamWorkerArg {
+		raiseFileLimit(stderr)
+		return streamWorker(ctx, os.Stdin, stdout)
 	}
 	o, err := parseOptions(args, stderr)
 	if err != nil {

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Streams in child processes. One process may hold 20,000 open files on
+// the project's machine (a hard limit that only CAP_SYS_RESOURCE raises),
+// so a broadcast to more connected followers than that cannot hold their
+// streams in kanal-bench alone. With -stream-procs N the parent still
+// provisions every device and posts the announcement, and N children —
+// kanal-bench started again as "kanal-bench -stream-worker" — each open a
+// share of the streams, check the announcement as the in-process devices
+// do, acknowledge it, and report each delivery's time to the parent over
+// a pipe. Every process runs on the same machine, so their wall clocks are
+// one clock.
+//
+// The protocol, one JSON object on the child's standard input, then lines
+// on its standard output:
+//
+//	stdin   {"sources":3,"ca":"-----BEGIN CERTIFICATE-----…","devices":[{"n":0,"id":"…","token":"…","base":"http://127.0.0.1:…"}]}
+//	stdout  synced <count>                 every stream is open and has its backlog
+//	        d <unix nanoseconds>           one device took and checked the announcement
+//	        errors <JSON object>           the child's error counts, when its stdin closes
+//	        fail <message>                 it could not open its streams
+//
+// The child closes its streams and exits when its standard input closes.
+
+// streamWorkerArg is the first argument that makes kanal-bench a child.
+const streamWorkerArg = "-stream-worker"
+
+// streamsPerProc is how many streams one process is given: under the
+// 20,000 open files, with room for its HTTP connections.
+const streamsPerProc = 18000
+
+type workerDevice struct {
+	N     int    `json:"n"`
+	ID    string `json:"id"`
+	Token string `json:"token"`
+	Base  string `json:"base"`
+}
+
+type workerJob struct {
+	Sources int            `json:"sources"`
+	CA      string         `json:"ca"`
+	Devices []workerDevice `json:"devices"`
+}
+
+// streamWorker is the child's side: it reads the job, holds the streams
+// and reports until its standard input closes.
+func streamWorker(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
+	in := bufio.NewReader(stdin)
+	var job workerJob
+	dec := json.NewDecoder(in)
+	if err := dec.Decode(&job); err != nil {
+		return fmt.Errorf("stream worker: job: %w", err)
+	}
+	blk, _ := pem.Decode([]byte(job.CA))
+	if blk == nil {
+		return errors.New("stream worker: no CA certificate")
+	}
+	ca, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	o := &options{scenario: "broadcast", sources: job.Sources}
+	r := &runner{o: o, errs: &errCounter{}, reconnects: &errCounter{}, net: newNetPool(job.Sources), stop: make(chan struct{})}
+	var mu sync.Mutex
+	out := bufio.NewWriter(stdout)
+	line := func(format string, a ...any) {
+		mu.Lock()
+		fmt.Fprintf(out, format+"\n", a...)
+		out.Flush()
+		mu.Unlock()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ds := make([]*device, len(job.Devices))
+	for i, wd := range job.Devices {
+		d := &device{n: wd.N, id: wd.ID, token: wd.Token, base: wd.Base, roots: roots,
+			hc: r.net.clients[wd.N%len(r.net.clients)], synced: make(chan struct{}), hello: make(chan string, 1)}
+		d.markSynced = sync.OnceFunc(func() { close(d.synced) })
+		ds[i] = d
+	}
+	delivered := func(_ *device, _ string, _ byte, _, received time.Time) {
+		line("d %d", received.UnixNano())
+	}
+	if err := r.connectAllWith(ctx, ds, delivered); err != nil {
+		line("fail %s", strings.ReplaceAll(err.Error(), "\n", " "))
+		return err
+	}
+	line("synced %d", len(ds))
+	// Hold the streams until the parent closes the pipe.
+	_, _ = io.Copy(io.Discard, in)
+	cancel()
+	b, _ := json.Marshal(r.errs.snapshot())
+	line("errors %s", b)
+	return nil
+}
+
+// streamProc is one child as the parent sees it.
+type streamProc struct {
+	cmd    *exec.Cmd
+	in     io.WriteCloser
+	synced chan error // one value: nil once its streams are synced
+	done   chan struct{}
+	errs   map[string]uint64
+}
+
+// startStreamProcs starts one child per share of ds and waits until each
+// has its streams synced. onDelivery is called for every delivery a child
+// reports.
+func (r *runner) startStreamProcs(ctx context.Context, ds []*device, procs int, onDelivery func(received time.Time)) ([]*streamProc, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	if len(ds) == 0 {
+		return nil, errors.New("no devices")
+	}
+	ca := r.caPEM.Load()
+	if ca == nil {
+		return nil, errors.New("no CA certificate from the enrolments")
+	}
+	var ps []*streamProc
+	per := (len(ds) + procs - 1) / procs
+	for start := 0; start < len(ds); start += per {
+		part := ds[start:min(start+per, len(ds))]
+		job := workerJob{Sources: r.o.sources, CA: *ca}
+		for _, d := range part {
+			job.Devices = append(job.Devices, workerDevice{N: d.n, ID: d.id, Token: d.token, Base: d.base})
+		}
+		cmd := exec.CommandContext(ctx, exe, streamWorkerArg)
+		cmd.Stderr = r.stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			return ps, err
+		}
+		outp, err := cmd.StdoutPipe()
+		if err != nil {
+			return ps, err
+		}
+		if err := cmd.Start(); err != nil {
+			return ps, fmt.Errorf("start a stream worker: %w", err)
+		}
+		p := &streamProc{cmd: cmd, in: in, synced: make(chan error, 1), done: make(chan struct{})}
+		ps = append(ps, p)
+		go p.read(outp, onDelivery)
+		b, err := json.Marshal(job)
+		if err != nil {
+			return ps, err
+		}
+		if _, err := in.Write(append(b, '\n')); err != nil {
+			return ps, fmt.Errorf("stream worker: %w", err)
+		}
+	}
+	for _, p := range ps {
+		select {
+		case err := <-p.synced:
+			if err != nil {
+				return ps, err
+			}
+		case <-ctx.Done():
+			return ps, ctx.Err()
+		}
+	}
+	return ps, nil
+}
+
+func (p *streamProc) read(out io.Reader, onDelivery func(time.Time)) {
+	defer close(p.done)
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	told := false
+	tell := func(err error) {
+		if !told {
+			told = true
+			p.synced <- err
+		}
+	}
+	for sc.Scan() {
+		kind, rest, _ := strings.Cut(sc.Text(), " ")
+		switch kind {
+		case "d":
+			if ns, err := strconv.ParseInt(rest, 10, 64); err == nil {
+				onDelivery(time.Unix(0, ns))
+			}
+		case "synced":
+			tell(nil)
+		case "fail":
+			tell(errors.New("stream worker: " + rest))
+		case "errors":
+			_ = json.Unmarshal([]byte(rest), &p.errs)
+		}
+	}
+	tell(errors.New("stream worker ended before its streams were synced"))
+}
+
+// stop closes the children's input, which ends them, and returns their
+// error counts and the CPU they used in all.
+func stopStreamProcs(ps []*streamProc) (errs map[string]uint64) {
+	errs = map[string]uint64{}
+	for _, p := range ps {
+		p.in.Close()
+	}
+	for _, p := range ps {
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		p.cmd.Wait()
+		for k, v := range p.errs {
+			errs[k] += v
+		}
+	}
+	return errs
+}
+
+// procsCPU is the CPU the children have used so far.
+func procsCPU(ps []*streamProc) (cpu time.Duration) {
+	for _, p := range ps {
+		if s, err := sampleProc(p.cmd.Process.Pid); err == nil {
+			cpu += s.cpu
+		}
+	}
+	return cpu
+}
