@@ -158,6 +158,18 @@ func bench(ctx context.Context, o *options, stderr io.Writer) (*result, error) {
 	case "overload":
 		err = r.overload(ctx)
 	}
+	if err != nil {
+		// What the nodes logged (warnings and errors) says why.
+		for i, n := range r.cl.nodes {
+			out := n.output()
+			if len(out) > 4000 {
+				out = "…" + out[len(out)-4000:]
+			}
+			if out != "" {
+				fmt.Fprintf(stderr, "kanal-bench: node %d logged:\n%s", i, out)
+			}
+		}
+	}
 	return res, err
 }
 
