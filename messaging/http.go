@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/web"
 )
 
@@ -111,6 +112,12 @@ func problem(err error) *web.Problem {
 	var p *web.Problem
 	if errors.As(err, &p) {
 		return p
+	}
+	var ol *db.OverloadError
+	if errors.As(err, &ol) {
+		return web.Errorf(http.StatusServiceUnavailable, TypeOverloaded, "Server busy",
+			"the server has more messages waiting to be stored than it stores in a few seconds; nothing was sent, send again with the same client_id after retry_after seconds").
+			With("retry_after", retryAfterSeconds(ol.RetryAfter))
 	}
 	var rl *RateLimitError
 	if errors.As(err, &rl) {

@@ -73,7 +73,9 @@ type Options struct {
 	// Mailbox enables POST /v1/messages: sends store their envelopes
 	// there. Nil leaves the route out.
 	Mailbox *mailbox.Store
-	// Batcher, if set, runs each send's transaction in a shared commit.
+	// Batcher, if set, runs each send's transaction in a shared commit;
+	// a send it does not admit (see db.Admission) is refused with
+	// TypeOverloaded.
 	Batcher *db.Batcher
 	// Notify is called with the recipient devices after a send commits
 	// (cmd/kanald wires the hub's Notify). Nil: nobody is told.

@@ -49,6 +49,14 @@ var (
 	// member "devices": the full devices, sorted. Nothing was stored, for
 	// any recipient; retry later, when the device has read its mailbox.
 	TypeMailboxFull = web.NewType("mailbox-full")
+	// TypeOverloaded (503, with Retry-After and the extension member
+	// "retry_after" in seconds): the group commit (Options.Batcher) holds
+	// more than its db.Admission bound — about as much as it commits in
+	// a few seconds — and takes no more sends for now. Nothing was
+	// stored; send again with the same client_id after retry_after
+	// seconds. A retry of a send that was stored before may be refused
+	// like this too; once admitted it gets the first answer.
+	TypeOverloaded = web.NewType("overloaded")
 )
 
 // SendRequest is the body of POST /v1/messages (any session).
@@ -359,10 +367,23 @@ func (s *Service) Send(ctx context.Context, c Caller, req *SendRequest) (resp *S
 	if err != nil {
 		return nil, false, err
 	}
+	// Refused before anything is read or counted, when the group commit
+	// is already too deep to take it: a refusal must cost little.
+	if s.batch != nil {
+		if err := s.batch.Admit(); err != nil {
+			return nil, false, err
+		}
+	}
 	counted := false
 	resp, counted, err = s.sendFresh(ctx, c, req, cs)
 	if err == nil {
 		return resp, true, nil
+	}
+	if errors.Is(err, db.ErrOverloaded) {
+		if counted {
+			s.limit.refund(c.DeviceID, s.now())
+		}
+		return nil, false, err
 	}
 	var p *web.Problem
 	var rl *RateLimitError
@@ -423,7 +444,7 @@ func (s *Service) sendFresh(ctx context.Context, c Caller, req *SendRequest, cs 
 	p := &pendingSend{caller: c, clientID: req.ClientID, cs: cs, now: s.now()}
 	fn := func(tx *sql.Tx) error { return s.writeSends(ctx, tx, []*pendingSend{p}) }
 	if s.batch != nil {
-		err = s.batch.DoMerged(ctx, sendMerger{s}, p, fn)
+		err = s.batch.TryDoMerged(ctx, sendMerger{s}, p, fn)
 	} else {
 		err = s.db.Tx(ctx, fn)
 	}
@@ -556,8 +577,12 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request, c Caller) e
 	}
 	resp, created, err := s.Send(r.Context(), c, &req)
 	var rl *RateLimitError
-	if errors.As(err, &rl) {
-		w.Header().Set("Retry-After", strconv.Itoa(max(int(rl.RetryAfter.Seconds()+0.999), 1)))
+	var ol *db.OverloadError
+	switch {
+	case errors.As(err, &rl):
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(rl.RetryAfter)))
+	case errors.As(err, &ol):
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(ol.RetryAfter)))
 	}
 	if err != nil {
 		return err
@@ -569,4 +594,10 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request, c Caller) e
 	w.Header().Set("Cache-Control", "no-store")
 	web.WriteJSON(w, status, resp)
 	return nil
+}
+
+// retryAfterSeconds is d in whole seconds for Retry-After, rounded up, at
+// least 1.
+func retryAfterSeconds(d time.Duration) int {
+	return max(int(d.Seconds()+0.999), 1)
 }

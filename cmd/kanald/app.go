@@ -116,7 +116,20 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	// Sends share commits: concurrent sends are stored in one transaction
 	// (each still all or nothing), which is what makes durable envelopes
 	// cheap enough on one SQLite file or one PostgreSQL round trip.
-	a.batch = d.NewBatcher(64)
+	// Past about KANAL_SEND_QUEUE_DELAY of commits waiting, sends are
+	// refused with 503 rather than queued: latency stays bounded and the
+	// sender is told when to come back.
+	a.batch = d.NewAdmittingBatcher(64, cfg.SendQueue)
+	a.metrics.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kanal_group_commit_queued",
+			Help: "Writes (sends, acknowledgements) waiting in the group commit, the batch being committed included."},
+			func() float64 { return float64(a.batch.Stats().Queued) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kanal_group_commit_capacity",
+			Help: "The group commit's measured rate in writes per second of commit time, over its last dozen or so commits: what the admission bound is derived from."},
+			func() float64 { return a.batch.Stats().Capacity }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_sends_refused_total",
+			Help: "Sends refused with 503 overloaded because the group commit held more than its admission bound (KANAL_SEND_QUEUE_DELAY, KANAL_SEND_QUEUE_MAX)."},
+			func() float64 { return float64(a.batch.Stats().Refused) }))
 	mailboxes := mailbox.NewStore(d, mailbox.StoreOptions{Batcher: a.batch, Retention: cfg.Retention})
 	var sends *messaging.Service // set below; the hub hands it send frames
 	busKey := keys.bus

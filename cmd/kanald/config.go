@@ -43,6 +43,7 @@ type config struct {
 	TrustProxy        bool
 	Retention         time.Duration // how long an undelivered envelope is kept
 	SendLimit         int           // sends per device per minute
+	SendQueue         db.Admission  // when sends are refused as overloaded
 	SignupLimit       int           // sign-ups of the deployment per hour
 	SignupClientLimit int           // sign-ups per client address per hour
 	PprofAddr         string        // loopback address for /debug/pprof/; empty: off
@@ -102,6 +103,8 @@ var settings = []setting{
 	{"trust-proxy", "KANAL_TRUST_PROXY", "false", "true behind a reverse proxy that sets X-Forwarded-For (used for login and sign-up throttling)"},
 	{"pprof-addr", "KANAL_PPROF_ADDR", "", "loopback address such as 127.0.0.1:6060 on which Go's profiling endpoints (/debug/pprof/) are served; empty: off"},
 	{"send-limit", "KANAL_SEND_LIMIT", "600", "sends one device may make per minute (1 to 100000); a council device that sends announcements one by one needs more"},
+	{"send-queue-delay", "KANAL_SEND_QUEUE_DELAY", "2s", "sends are refused (503, Retry-After) while the group commit holds more than it commits in this long, by its measured rate (at least 256 waiting); 0 to 60s, 0 refuses none"},
+	{"send-queue-max", "KANAL_SEND_QUEUE_MAX", "0", "a fixed bound on the writes waiting in the group commit beyond which sends are refused, instead of the measured one; 0: measured (see KANAL_SEND_QUEUE_DELAY)"},
 	{"signup-limit", "KANAL_SIGNUP_LIMIT", "3000", "sign-ups the deployment accepts per hour, counted on all nodes together (1 to 1000000)"},
 	{"signup-client-limit", "KANAL_SIGNUP_CLIENT_LIMIT", "30", "sign-ups one client address (an IPv6 /64) may make per hour (1 to 1000000); behind a proxy, needs KANAL_TRUST_PROXY"},
 	{"retention", "KANAL_RETENTION", "720h", "how long an undelivered envelope waits in a device's mailbox before it expires (1h to 8760h)"},
@@ -191,6 +194,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	c.OperatorTokenFile = *vals["KANAL_OPERATOR_TOKEN_FILE"]
 	if c.SendLimit, err = strconv.Atoi(*vals["KANAL_SEND_LIMIT"]); err != nil || c.SendLimit < 1 || c.SendLimit > 100000 {
 		return nil, &settingError{"KANAL_SEND_LIMIT", fmt.Errorf("%q is not a number from 1 to 100000", *vals["KANAL_SEND_LIMIT"])}
+	}
+	if d, err := time.ParseDuration(*vals["KANAL_SEND_QUEUE_DELAY"]); err != nil || d < 0 || d > time.Minute {
+		return nil, &settingError{"KANAL_SEND_QUEUE_DELAY", fmt.Errorf("%q is not a duration from 0 to 60s", *vals["KANAL_SEND_QUEUE_DELAY"])}
+	} else {
+		c.SendQueue.MaxDelay = d
+	}
+	if c.SendQueue.MaxQueue, err = strconv.Atoi(*vals["KANAL_SEND_QUEUE_MAX"]); err != nil || c.SendQueue.MaxQueue < 0 || c.SendQueue.MaxQueue > 1000000 {
+		return nil, &settingError{"KANAL_SEND_QUEUE_MAX", fmt.Errorf("%q is not a number from 0 to 1000000", *vals["KANAL_SEND_QUEUE_MAX"])}
 	}
 	for _, l := range []struct {
 		env string

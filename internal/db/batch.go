@@ -4,7 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"math"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Batcher is group commit: concurrent callers' transaction bodies run
@@ -21,7 +25,48 @@ type Batcher struct {
 	wg      sync.WaitGroup
 	closeMu sync.RWMutex
 	closed  bool
+
+	admit Admission
+	// queued counts the bodies queued and not yet answered, the one
+	// being committed included.
+	queued atomic.Int64
+	// rate is the measured commit capacity in bodies per second
+	// (float64 bits; 0 until the first batch), see measure.
+	rate atomic.Uint64
+	// refused counts TryDoMerged's refusals.
+	refused atomic.Uint64
 }
+
+// Admission is how TryDoMerged decides that the queue is too deep to take
+// more. The bound on queued bodies is the measured commit capacity times
+// MaxDelay — the queue a body admitted now waits behind takes about
+// MaxDelay to commit — but never below MinQueue, so that a few full
+// batches are always taken while the capacity is measured; MaxQueue, if
+// set, replaces the measured bound. Do and DoMerged are never refused:
+// what they queue (acknowledgements, which drain mailboxes) counts
+// toward the depth all the same.
+type Admission struct {
+	MaxDelay time.Duration // zero: TryDoMerged refuses nothing
+	MinQueue int           // zero: four batches
+	MaxQueue int           // > 0: a fixed bound instead of the measured one
+}
+
+// OverloadError is TryDoMerged's refusal; it wraps ErrOverloaded. Nothing
+// of the refused body ran. RetryAfter is about how long the bodies
+// queued now take to commit.
+type OverloadError struct {
+	Queued     int           // bodies queued when the body was refused
+	Bound      int           // the bound they reached
+	RetryAfter time.Duration // at least a second
+}
+
+func (e *OverloadError) Error() string {
+	return fmt.Sprintf("db: group commit overloaded: %d bodies queued, bound %d", e.Queued, e.Bound)
+}
+func (e *OverloadError) Unwrap() error { return ErrOverloaded }
+
+// ErrOverloaded is what an *OverloadError wraps.
+var ErrOverloaded = errors.New("db: group commit overloaded")
 
 type batchReq struct {
 	ctx  context.Context
@@ -55,11 +100,20 @@ var ErrBatcherClosed = errors.New("db: batcher closed")
 // only after deadlock_timeout (1 s by default). Measured: one worker
 // commits several times more than four.
 func (d *DB) NewBatcher(maxBatch int) *Batcher {
+	return d.NewAdmittingBatcher(maxBatch, Admission{})
+}
+
+// NewAdmittingBatcher is NewBatcher with admission control for
+// TryDoMerged (see Admission).
+func (d *DB) NewAdmittingBatcher(maxBatch int, a Admission) *Batcher {
 	if maxBatch < 1 {
 		maxBatch = 1
 	}
+	if a.MinQueue < 1 {
+		a.MinQueue = 4 * maxBatch
+	}
 	const workers = 1
-	b := &Batcher{d: d, reqs: make(chan *batchReq, maxBatch*workers), max: maxBatch}
+	b := &Batcher{d: d, reqs: make(chan *batchReq, maxBatch*workers), max: maxBatch, admit: a}
 	for i := 0; i < workers; i++ {
 		b.wg.Add(1)
 		go b.loop()
@@ -82,8 +136,57 @@ func (b *Batcher) DoMerged(ctx context.Context, m Merger, item any, fn func(tx *
 	return b.queue(&batchReq{ctx: ctx, fn: fn, done: make(chan error, 1), merge: m, item: item})
 }
 
+// TryDoMerged is DoMerged unless the queue is deeper than the Admission
+// bound: then it returns an *OverloadError at once and runs nothing. It is
+// for work a client can bring again later (a send with its client id);
+// what drains the queue goes through Do or DoMerged.
+func (b *Batcher) TryDoMerged(ctx context.Context, m Merger, item any, fn func(tx *sql.Tx) error) error {
+	if err := b.Admit(); err != nil {
+		return err
+	}
+	return b.DoMerged(ctx, m, item, fn)
+}
+
+// Admit returns the *OverloadError TryDoMerged would return now, or nil:
+// a caller with work to do before it queues its body refuses early.
+func (b *Batcher) Admit() error {
+	a := b.admit
+	if a.MaxDelay <= 0 && a.MaxQueue <= 0 {
+		return nil
+	}
+	rate := math.Float64frombits(b.rate.Load())
+	bound := a.MaxQueue
+	if bound <= 0 {
+		bound = max(a.MinQueue, int(rate*a.MaxDelay.Seconds()))
+	}
+	n := int(b.queued.Load())
+	if n < bound {
+		return nil
+	}
+	b.refused.Add(1)
+	wait := time.Second
+	if rate > 0 {
+		wait = max(wait, time.Duration(float64(n)/rate*float64(time.Second)))
+	}
+	return &OverloadError{Queued: n, Bound: bound, RetryAfter: min(wait, time.Minute)}
+}
+
+// BatcherStats is what a Batcher reports about its queue.
+type BatcherStats struct {
+	Capacity float64 // measured commits in bodies per second; 0 before the first batch
+	Queued   int     // bodies queued now, the batch being committed included
+	Refused  uint64  // TryDoMerged's refusals since the start
+}
+
+// Stats returns the batcher's figures now.
+func (b *Batcher) Stats() BatcherStats {
+	return BatcherStats{Capacity: math.Float64frombits(b.rate.Load()), Queued: int(b.queued.Load()), Refused: b.refused.Load()}
+}
+
 func (b *Batcher) queue(r *batchReq) error {
 	ctx := r.ctx
+	b.queued.Add(1)
+	defer b.queued.Add(-1)
 	b.closeMu.RLock()
 	if b.closed {
 		b.closeMu.RUnlock()
@@ -115,6 +218,7 @@ func (b *Batcher) Close() {
 func (b *Batcher) loop() {
 	defer b.wg.Done()
 	batch := make([]*batchReq, 0, b.max)
+	var bodies, busy float64
 	for first := range b.reqs {
 		batch = append(batch[:0], first)
 		// Take whatever else is already waiting, without waiting for more:
@@ -131,7 +235,24 @@ func (b *Batcher) loop() {
 				break fill
 			}
 		}
+		t0 := time.Now()
 		b.run(batch)
+		b.measure(len(batch), time.Since(t0), &bodies, &busy)
+	}
+}
+
+// measure folds a batch of n bodies that took d to commit into the
+// measured capacity: bodies per second of commit time, over a window that
+// decays by a tenth each batch, so that it follows the last dozen or so
+// batches. Time between batches does not count — an idle batcher is not
+// a slow one — and a lone body's batch pulls the figure down only until
+// the queue deepens and batches fill again.
+func (b *Batcher) measure(n int, d time.Duration, bodies, busy *float64) {
+	const decay = 0.9
+	*bodies = *bodies*decay + float64(n)
+	*busy = *busy*decay + d.Seconds()
+	if *busy > 0 {
+		b.rate.Store(math.Float64bits(*bodies / *busy))
 	}
 }
 

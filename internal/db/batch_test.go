@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
@@ -191,4 +192,58 @@ func TestValues(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestBatcherAdmission: past the Admission bound, TryDoMerged refuses at
+// once without running anything, with a RetryAfter of at least a second,
+// while Do and DoMerged — the work that drains a queue — are queued all
+// the same and committed once the queue moves.
+func TestBatcherAdmission(t *testing.T) {
+	dbtest.Run(t, []db.Migrations{ledgerMigrations}, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		b := d.NewAdmittingBatcher(4, db.Admission{MaxQueue: 2})
+		defer b.Close()
+		m := &accountMerger{}
+		insert := func(name string) func(tx *sql.Tx) error {
+			return func(tx *sql.Tx) error {
+				_, err := tx.ExecContext(ctx, `INSERT INTO accounts (name, balance) VALUES ($1, 1)`, name)
+				return err
+			}
+		}
+		if err := b.TryDoMerged(ctx, m, account{name: "first", balance: 1}, insert("first")); err != nil {
+			t.Fatalf("an empty queue refused: %v", err)
+		}
+		hold := make(chan struct{})
+		done := make(chan error, 3)
+		go func() { done <- b.Do(ctx, func(*sql.Tx) error { <-hold; return nil }) }()
+		go func() { done <- b.DoMerged(ctx, m, account{name: "merged", balance: 1}, insert("merged")) }()
+		for b.Stats().Queued < 2 {
+			time.Sleep(time.Millisecond)
+		}
+		go func() { done <- b.Do(ctx, insert("plain")) }() // over the bound, and not refused
+		err := b.TryDoMerged(ctx, m, account{name: "refused", balance: 1}, func(*sql.Tx) error {
+			t.Error("a refused body ran")
+			return nil
+		})
+		var oe *db.OverloadError
+		if !errors.As(err, &oe) || !errors.Is(err, db.ErrOverloaded) || oe.Bound != 2 || oe.Queued < 2 || oe.RetryAfter < time.Second {
+			t.Fatalf("over the bound: %v", err)
+		}
+		close(hold)
+		for range 3 {
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+		var n int
+		if err := d.QueryRow(ctx, `SELECT COUNT(*) FROM accounts WHERE name IN ('first', 'merged', 'plain', 'refused')`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 3 {
+			t.Fatalf("%d rows, want first, merged and plain", n)
+		}
+		if st := b.Stats(); st.Capacity <= 0 || st.Queued != 0 || st.Refused != 1 {
+			t.Fatalf("after the commits: %+v, want a capacity, nothing queued, one refusal", st)
+		}
+	})
 }

@@ -10,12 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"mime"
 	"net/http"
 	"net/url"
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/kanal-server/kanal/identity"
 	"github.com/kanal-server/kanal/identity/ca"
@@ -158,6 +160,9 @@ type sendProblem struct {
 	Detail   string            `json:"detail"`
 	Devices  []string          `json:"devices"`
 	Accounts map[string]string `json:"accounts"`
+	// RetryAfter is the seconds a refused send is advised to wait
+	// (overloaded, rate-limited).
+	RetryAfter int `json:"retry_after"`
 }
 
 func (p *sendProblem) err() error {
@@ -240,7 +245,7 @@ func (c *Client) sendRaw(ctx context.Context, to Peer, id string, class kind.Cla
 			}
 			req.Envelopes = append(req.Envelopes, messaging.SendEnvelope{DeviceID: dev, Ciphertext: base64.StdEncoding.EncodeToString(b)})
 		}
-		resp, prob, err := post(ctx, &req)
+		resp, prob, err := postAdmitted(ctx, post, &req)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrSendFailed, err)
 		}
@@ -256,6 +261,44 @@ func (c *Client) sendRaw(ctx context.Context, to Peer, id string, class kind.Cla
 			set.accounts[d] = prob.Accounts[d]
 		}
 	}
+}
+
+// A server whose group commit is full refuses a send with 503 overloaded
+// and the seconds to wait (messaging.TypeOverloaded); nothing of it was
+// stored. Send waits that long and a random part of it more (up to half),
+// so that the senders refused together do not come back together, at
+// most MaxOverloadWait, and sends the same request again — the same
+// client_id and ciphertexts, so a send can never be stored twice — at
+// most MaxOverloadRetries times, or until its context ends.
+const (
+	MaxOverloadWait    = 30 * time.Second
+	MaxOverloadRetries = 20
+)
+
+// postAdmitted is post, again after each overloaded refusal (see
+// MaxOverloadRetries).
+func postAdmitted(ctx context.Context, post sendFunc, req *messaging.SendRequest) (*messaging.SendResponse, *sendProblem, error) {
+	for retry := 0; ; retry++ {
+		resp, prob, err := post(ctx, req)
+		if err != nil || prob == nil || prob.Type != string(messaging.TypeOverloaded) || retry >= MaxOverloadRetries {
+			return resp, prob, err
+		}
+		t := time.NewTimer(overloadWait(prob.RetryAfter))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, nil, ctx.Err()
+		}
+	}
+}
+
+// overloadWait is how long to wait after a refusal that advised secs
+// seconds: that, at least a second, plus up to half of it at random,
+// at most MaxOverloadWait.
+func overloadWait(secs int) time.Duration {
+	base := min(time.Duration(max(secs, 1))*time.Second, MaxOverloadWait)
+	return min(base+rand.N(base/2+1), MaxOverloadWait)
 }
 
 func sortedDevices(s *deviceSet) []string {
