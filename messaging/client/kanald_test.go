@@ -46,11 +46,10 @@ type server struct {
 }
 
 // startKanald starts kanald on a free port, with SQLite, or PostgreSQL in
-// a fresh schema when postgres is set.
-func startKanald(t *testing.T, postgres bool) *server {
+// a fresh schema when postgres is set, and the settings env.
+func startKanald(t *testing.T, postgres bool, env ...string) *server {
 	t.Helper()
 	s := &server{}
-	var env []string
 	if postgres {
 		base := dbtest.PostgresURL(t)
 		s.dbURL = dbtest.WithSchema(t, base, dbtest.NewSchema(t, base))
