@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+
+	"github.com/kanal-server/kanal/internal/problem"
 )
 
-// ProblemType is the stable "type" URI of a problem. Clients branch on it,
-// never on the title or detail, so a type is never renamed once released.
-type ProblemType string
-
-// typePrefix makes every kanal problem type a URN: stable, needs no host.
-const typePrefix = "urn:kanal:problem:"
+// ProblemType is the stable "type" URI of a problem (package problem, which
+// the SDK's wire packages import without this one).
+type ProblemType = problem.Type
 
 // Problem types used by the HTTP edge itself. Domains declare their own
 // with NewType.
@@ -35,7 +34,7 @@ var (
 )
 
 // NewType returns the problem type for a short slug such as "stale-devices".
-func NewType(slug string) ProblemType { return ProblemType(typePrefix + slug) }
+func NewType(slug string) ProblemType { return problem.NewType(slug) }
 
 // Problem is an RFC 9457 problem detail. It is also an error, so handlers
 // can return one through ordinary error paths and the edge writes it as is.

@@ -13,7 +13,7 @@ import (
 	"github.com/kanal-server/kanal/internal/apiclient"
 	"github.com/kanal-server/kanal/messaging"
 	"github.com/kanal-server/kanal/messaging/kind"
-	"github.com/kanal-server/kanal/messaging/mailbox"
+	mailbox "github.com/kanal-server/kanal/messaging/mailbox/wire"
 )
 
 // Follow makes this account a follower of org's broadcast: announcements

@@ -5,7 +5,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/kanal-server/kanal/messaging/mailbox"
+	mailbox "github.com/kanal-server/kanal/messaging/mailbox/wire"
 )
 
 // CloseSentence says in one sentence, in a user's terms, why the server

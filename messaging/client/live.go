@@ -15,7 +15,7 @@ import (
 	idclient "github.com/kanal-server/kanal/identity/client"
 	"github.com/kanal-server/kanal/messaging"
 	"github.com/kanal-server/kanal/messaging/kind"
-	"github.com/kanal-server/kanal/messaging/mailbox"
+	mailbox "github.com/kanal-server/kanal/messaging/mailbox/wire"
 )
 
 // Listening that survives. A Stream ends with its connection: a server

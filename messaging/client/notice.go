@@ -11,7 +11,7 @@ import (
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/messaging"
 	"github.com/kanal-server/kanal/messaging/kind"
-	"github.com/kanal-server/kanal/messaging/mailbox"
+	mailbox "github.com/kanal-server/kanal/messaging/mailbox/wire"
 )
 
 // Notices: what the server itself states (a group's members changed, a

@@ -19,7 +19,7 @@ import (
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/messaging"
 	"github.com/kanal-server/kanal/messaging/kind"
-	"github.com/kanal-server/kanal/messaging/mailbox"
+	mailbox "github.com/kanal-server/kanal/messaging/mailbox/wire"
 )
 
 // Receiving. Connect opens the device's stream; Receive hands out one

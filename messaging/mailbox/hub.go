@@ -25,23 +25,6 @@ import (
 	"github.com/kanal-server/kanal/internal/web"
 )
 
-// Close codes a device may see, besides the standard ones (1001 when the
-// server shuts down, 1007 for a frame that is not UTF-8 JSON, 1008 for a
-// frame that breaks the protocol, 1009 for a frame that is too large).
-//
-// 4000 ("replaced by a newer connection") is retired: a device may hold
-// several streams at once (MaxStreams), and a new one no longer closes the
-// others. The code is not reused.
-const (
-	StatusRevoked websocket.StatusCode = 4001 // the device was revoked
-	// StatusSessionEnded: the session the stream was opened with has
-	// ended — logged out, expired, its login revoked (refresh token
-	// reuse, password change, key change). Refresh or log in, then
-	// connect again.
-	StatusSessionEnded websocket.StatusCode = 4002
-	StatusTooSlow      websocket.StatusCode = 4008 // the socket did not answer a ping in time
-)
-
 // FrameHandler handles a frame type the hub does not know itself, such as a
 // send. Its reply, if not nil, is written back to the device; an error that
 // is a *web.Problem is sent as a problem frame, any other closes the socket.

@@ -15,9 +15,6 @@ const (
 	// blobs and only their reference and key go into an envelope.
 	MaxCiphertext = 64 << 10
 
-	// MaxAckBatch caps the ids in one acknowledgement.
-	MaxAckBatch = 512
-
 	// FetchBatch is how many envelopes one read of a mailbox returns.
 	FetchBatch = 128
 
@@ -37,10 +34,6 @@ const (
 	// frame in this time is stalled: it is closed, and the device catches up
 	// from its mailbox when it reconnects.
 	WriteTimeout = 10 * time.Second
-
-	// MaxFrameBytes is the ciphertext a server frame carries at most
-	// (a single larger envelope still goes alone).
-	MaxFrameBytes = 256 << 10
 
 	// MaxFrame caps a frame from a device.
 	MaxFrame = 256 << 10

@@ -7,12 +7,6 @@ import (
 	"strings"
 )
 
-// ClassBroadcast is the class of an envelope whose body is stored once for
-// all its recipients (a broadcast's announcement): each recipient's
-// mailbox row holds only the body's id, and reading the mailbox (Fetch)
-// puts the body back, so a device receives it like any other envelope.
-const ClassBroadcast = "broadcast"
-
 // AppendSharedTx stores e's ciphertext once and gives every device of
 // devices (distinct) a mailbox row that refers to it, inside the caller's
 // transaction. e's ID names the body and is the envelope id in every

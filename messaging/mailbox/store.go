@@ -2,10 +2,8 @@ package mailbox
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"embed"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"sort"
@@ -20,20 +18,6 @@ var migrationFiles embed.FS
 
 // Migrations returns the mailbox schema.
 func Migrations() db.Migrations { return db.Embedded("mailbox", migrationFiles) }
-
-// Envelope is one ciphertext for one recipient device. The server knows
-// who sends to whom, in which conversation, and a coarse class for push and
-// retention; never what the ciphertext says.
-type Envelope struct {
-	ID           string    `json:"id"`
-	Seq          int64     `json:"seq"`
-	Conversation string    `json:"conversation"`
-	Sender       string    `json:"sender_device"`
-	Recipient    string    `json:"recipient_device"`
-	Class        string    `json:"class"`
-	Ciphertext   []byte    `json:"ciphertext"`
-	ServerTime   time.Time `json:"server_ts"`
-}
 
 // Errors callers branch on.
 var (
@@ -76,13 +60,6 @@ func NewStore(d *db.DB, o StoreOptions) *Store {
 		o.Retention = DefaultRetention
 	}
 	return &Store{db: d, batch: o.Batcher, now: o.Now, retention: o.Retention}
-}
-
-// NewEnvelopeID returns a random 128-bit envelope id.
-func NewEnvelopeID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 // ValidDeviceID reports whether id is safe to use as a mailbox key and in a
