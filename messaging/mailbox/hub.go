@@ -526,7 +526,9 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	go c.start()
 }
 
-// streamBuffer is the size of a stream's read and of its write buffer.
+// streamBuffer is the size of a stream's read and of its write buffer,
+// where the socket offers no syscall.RawConn (elsewhere an idle stream
+// holds none: idleconn.go).
 // net/http hands a hijacked connection over with 4 KiB buffers each,
 // which coder/websocket keeps for the connection's life: 8 KiB that an
 // idle stream holds for nothing. Frames from a device (acks, sends of a
@@ -537,6 +539,10 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 const (
 	streamReadBuffer  = 1 << 10
 	streamWriteBuffer = 2 << 10
+	// idleBufio is bufio's smallest buffer, which coder/websocket is
+	// handed over an idleConn: it holds a frame's header while it is read
+	// or written.
+	idleBufio = 16
 )
 
 // smallBuffers hands coder/websocket the hijacked connection with smaller
@@ -554,6 +560,11 @@ func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if n > 0 {
 		p, _ := brw.Reader.Peek(n)
 		pre = bytes.Clone(p)
+	}
+	if ic := newIdleConn(nc, pre); ic != nil {
+		// Buffers are borrowed only while bytes pass (idleconn.go); bufio's
+		// own are its smallest.
+		return ic, bufio.NewReadWriter(bufio.NewReaderSize(ic, idleBufio), bufio.NewWriterSize(ic, idleBufio)), nil
 	}
 	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(pre), nc), max(streamReadBuffer, n))
 	if n > 0 {
