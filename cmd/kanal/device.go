@@ -327,6 +327,12 @@ func deviceRequest(ctx context.Context, c *cli, o *opts, _ []string) error {
 	if err != nil {
 		return err
 	}
+	fp, err := client.KeyFingerprint(key.Public())
+	if err != nil {
+		return err
+	}
+	// On stderr, so that the request alone goes to a file.
+	fmt.Fprintf(c.stderr, "Key fingerprint %s: 'kanal device approve' prints it too; compare the two before you install.\n", fp)
 	return pem.Encode(c.stdout, &pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})
 }
 
@@ -358,9 +364,9 @@ func deviceApprove(ctx context.Context, c *cli, o *opts, args []string) error {
 	if err != nil {
 		return err
 	}
-	csr, err := pemBlock(in, "CERTIFICATE REQUEST")
+	csr, fp, err := client.ParseRequest(in)
 	if err != nil {
-		return fmt.Errorf("%s: %w (from 'kanal device request')", args[0], err)
+		return fmt.Errorf("%s: %w (from 'kanal device request' or the web app's \"Add this browser\")", args[0], err)
 	}
 	st, api, err := c.openSession(ctx, o)
 	if err != nil {
@@ -380,7 +386,7 @@ func deviceApprove(ctx context.Context, c *cli, o *opts, args []string) error {
 	if err := mclient.ExpectDevice(mclient.NewKeystoreStore(st), res.DeviceID); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stderr, "Approved device %s (%q). Run 'kanal device install' with this certificate on it.\n", res.DeviceID, name)
+	fmt.Fprintf(c.stderr, "Approved device %s (%q), key fingerprint %s. Install this certificate on it ('kanal device install', or paste it into the web app).\n", res.DeviceID, name, fp)
 	_, err = io.WriteString(c.stdout, res.Certificate)
 	return err
 }

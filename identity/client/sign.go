@@ -49,7 +49,12 @@ func checkKey(key crypto.Signer) error {
 	if key == nil {
 		return ErrUnsupportedKey
 	}
-	switch pub := key.Public().(type) {
+	return checkPublic(key.Public())
+}
+
+// checkPublic accepts the public keys the deployment CA certifies.
+func checkPublic(pub crypto.PublicKey) error {
+	switch pub := pub.(type) {
 	case *ecdsa.PublicKey:
 		if pub.Curve.Params().Name != "P-256" {
 			return ErrUnsupportedKey

@@ -160,6 +160,7 @@ function peerName(p) {
     return t("forOrg", e ? e.name : p.account, state.orgNames[p.org] || p.org);
   }
   if (p.org) return state.orgNames[p.org] || p.org;
+  if (p.account === state.me.account && globalThis.pair) return t("yourAccount");
   const e = state.entries.find((x) => convKey(x.peer) === convKey(p) && x.from !== "me" && x.name);
   return e ? e.name : p.account;
 }
@@ -198,6 +199,7 @@ function renderConv() {
   const ol = $("messages");
   ol.replaceChildren();
   for (const e of state.entries.filter((x) => convKey(x.peer) === k)) {
+    if (e.notice && globalThis.notices) { ol.append(notices.line(e)); continue; } // a verified notice: a status line
     const li = document.createElement("li");
     li.dataset.id = e.id;
     const who = document.createElement("span");
@@ -232,6 +234,7 @@ async function openConv(p) {
   state.current = p;
   render();
   if (globalThis.participate) participate.render();
+  if (globalThis.notices) notices.read(p);
   $("h-conv").focus();
 }
 
@@ -247,7 +250,7 @@ function onIncoming(json) {
   document.dispatchEvent(new CustomEvent("kanal:incoming", { detail: m }));
   const finish = () => {
     render();
-    status(t("newMessage", peerName(m.peer)));
+    status(m.notice && globalThis.notices ? notices.text(m) : t("newMessage", peerName(m.peer)));
   };
   if (m.peer.org) orgName(m.peer.org).then(finish); else finish();
 }
@@ -296,6 +299,7 @@ function wire() {
     busy(ev.target, async () => {
       const me = await kanalGo.unlock($("unlock-pass").value);
       $("unlock-pass").value = "";
+      if (globalThis.pair && pair.resume(me)) return; // a pairing request waits for its certificate
       await enterApp(me);
     });
   });

@@ -53,6 +53,12 @@ func main() {
 		"offer":       a.offer,
 		"acceptOffer": a.acceptOffer,
 		"payment":     a.payment,
+		// pair.go, notice.go
+		"pairRequest":        a.pairRequest,
+		"pairInstall":        a.pairInstall,
+		"requestFingerprint": a.requestFingerprint,
+		"approve":            a.approve,
+		"markRead":           a.markRead,
 	} {
 		api.Set(name, promise(fn))
 	}
@@ -98,6 +104,9 @@ type app struct {
 	live     *mclient.LiveStream
 	entries  []entry
 	histBase int // the number of a.entries[0] in the kept history
+
+	pairStore *idbStore // the store of a pairing request not installed yet (pair.go)
+	notify    js.Value  // listen's callback, for status lines (notice.go)
 }
 
 // entry is one message as the page shows it.
@@ -115,6 +124,10 @@ type entry struct {
 	// Body is the typed body of a message the page acts on: a survey
 	// invitation, an offer, a payment request (participate.go).
 	Body json.RawMessage `json:"body,omitempty"`
+	// Notice is what a status line says (notice.go); Unread marks a
+	// message that asked for a receipt and was not shown yet.
+	Notice *noticeInfo `json:"notice,omitempty"`
+	Unread bool        `json:"unread,omitempty"`
 }
 
 type peer struct {
@@ -213,6 +226,9 @@ func (a *app) unlock(args []js.Value) (any, error) {
 	}
 	b, err := store.Get(nameState)
 	if err != nil {
+		if p, err := a.pendingPairing(store); err == nil {
+			return p, nil // a pairing request waits for its certificate
+		}
 		return nil, errWrongPassphrase
 	}
 	var st state
@@ -280,8 +296,10 @@ func (a *app) open(ctx context.Context, st *state, store *idbStore, key crypto.S
 	if err != nil {
 		return err
 	}
+	onNew, onKey := a.noticeHooks(st.AccountID, st.DeviceID)
 	mc, err := mclient.New(mclient.Options{BaseURL: a.base, Token: sess.Token, AccountID: st.AccountID, DeviceID: st.DeviceID,
-		DeviceKey: key, DeviceCertificate: []byte(st.CertPEM), CA: root, Intermediates: inters, Store: store})
+		DeviceKey: key, DeviceCertificate: []byte(st.CertPEM), CA: root, Intermediates: inters, Store: store,
+		OnNewDevice: onNew, OnKeyChange: onKey})
 	if err != nil {
 		return err
 	}
@@ -406,7 +424,7 @@ func (a *app) listen(args []js.Value) (any, error) {
 		}
 		return s.Token, nil
 	}})
-	a.live = live
+	a.live, a.notify = live, cb
 	a.mu.Unlock()
 	receipts := make(chan *mclient.Incoming, 4096)
 	go a.receive(mc, live, cb, receipts)
@@ -467,6 +485,7 @@ func (a *app) receive(mc *mclient.Client, live *mclient.LiveStream, cb js.Value,
 			continue // the SDK keeps it; names come from it
 		}
 		e := a.entryOf(mc, in)
+		e.Unread = mc.WantsReceipt(in)
 		if err := a.keep(e); err != nil {
 			s, _ := jsonString(map[string]string{"error": err.Error()})
 			cb.Invoke(s)
@@ -484,6 +503,9 @@ func (a *app) receive(mc *mclient.Client, live *mclient.LiveStream, cb js.Value,
 }
 
 func (a *app) entryOf(mc *mclient.Client, in *mclient.Incoming) entry {
+	if e, ok := a.serverNotice(in, a.st.AccountID, a.st.DeviceID); ok {
+		return e
+	}
 	e := entry{ID: in.Message.ID, Conv: in.Conversation, Peer: peerOf(in.Reply), From: in.SenderAccount,
 		Kind: string(in.Message.Kind), Text: summary(in.Message), At: in.ServerTime.Format(time.RFC3339), Body: participationBody(in.Message)}
 	if in.FromServer {
