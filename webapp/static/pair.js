@@ -22,6 +22,11 @@ Object.assign(T.de, {
   nKeyChange: "Die Sicherheitsnummer von {0} hat sich geändert (Gerät {1}).",
   nKeyChangeVerified: "Die Sicherheitsnummer von {0} hat sich geändert (Gerät {1}). Vergleichen Sie sie erneut, bevor Sie schreiben.",
   noticeLabel: "Hinweis von kanal",
+  approveTitle: "Ein anderes Gerät bestätigen", approveRequest: "Anfrage des neuen Geräts (kanal device request)",
+  approveCheck: "Anfrage prüfen", approveFp: "Fingerabdruck des neuen Geräts:",
+  approveCompare: "Bestätigen Sie nur, wenn das neue Gerät denselben Fingerabdruck zeigt.", approveName: "Name des neuen Geräts",
+  accountPasswordShort: "Kontopasswort", approveDo: "Gerät bestätigen",
+  approveCert: "Zertifikat für das neue Gerät (kanal device install)", approved: "Gerät {0} bestätigt. Installieren Sie das Zertifikat darauf.",
 });
 Object.assign(T.en, {
   toPair: "Add this browser to my account", pairTitle: "Add this browser to your account",
@@ -40,7 +45,14 @@ Object.assign(T.en, {
   nKeyChange: "The safety number of {0} changed (device {1}).",
   nKeyChangeVerified: "The safety number of {0} changed (device {1}). Compare it again before you write.",
   noticeLabel: "Notice from kanal",
+  approveTitle: "Approve another device", approveRequest: "The new device's request (kanal device request)",
+  approveCheck: "Check the request", approveFp: "Fingerprint of the new device:",
+  approveCompare: "Approve only if the new device shows the same fingerprint.", approveName: "Name of the new device",
+  accountPasswordShort: "Account password", approveDo: "Approve the device",
+  approveCert: "Certificate for the new device (kanal device install)", approved: "Device {0} approved. Install the certificate on it.",
 });
+applyLang(); // app.js translated the page before these strings were added
+
 
 globalThis.pair = (() => {
   function showRequest(v) {
@@ -81,6 +93,7 @@ globalThis.pair = (() => {
       status(t("paired", state.me.device));
     });
   });
+
   return { resume };
 })();
 
