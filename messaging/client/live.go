@@ -213,6 +213,50 @@ func (l *LiveStream) Receive(ctx context.Context) (*Incoming, error) {
 	}
 }
 
+// ReceiveBatch returns the messages that have arrived, up to max,
+// waiting across reconnects for the first; it acknowledges nothing (see
+// Stream.ReceiveBatch): keep them, then call Ack. As with Receive, a
+// message is handed out once while the LiveStream runs: one that comes
+// again on a new stream is skipped and acknowledged. bad holds a
+// *ReceiveError for each envelope that could not be read.
+func (l *LiveStream) ReceiveBatch(ctx context.Context, max int) (msgs []*Incoming, bad []error, err error) {
+	var st *Stream
+	for {
+		if st, err = l.current(ctx, st); err != nil {
+			return nil, nil, err
+		}
+		for {
+			got, gotBad, err := st.ReceiveBatch(ctx, max)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, nil, ctx.Err()
+				}
+				if len(got) == 0 && len(gotBad) == 0 {
+					break // the stream is gone: wait for the next
+				}
+			}
+			msgs, bad = msgs[:0], bad[:0]
+			for _, in := range got {
+				if l.handOut(in.EnvelopeID) {
+					msgs = append(msgs, in)
+				}
+			}
+			for _, e := range gotBad {
+				var re *ReceiveError
+				if errors.As(e, &re) && l.handOut(re.EnvelopeID) {
+					bad = append(bad, e)
+				}
+			}
+			if len(msgs) > 0 || len(bad) > 0 {
+				return msgs, bad, nil
+			}
+			// Everything was handed out before, on a stream since lost:
+			// acknowledge it now, lest it wait for the next batch.
+			_ = st.Ack(ctx)
+		}
+	}
+}
+
 // handOut records id as handed out; false if it was already.
 func (l *LiveStream) handOut(id string) bool {
 	l.mu.Lock()

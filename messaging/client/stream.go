@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -254,6 +255,64 @@ func (s *Stream) Receive(ctx context.Context) (*Incoming, error) {
 	}
 }
 
+// ReceiveBatch returns the messages that have arrived, up to max (at
+// least one: it waits for the first), and acknowledges none of them: the
+// caller keeps them and then calls Ack, so a crash between the two loses
+// nothing — the envelopes come again on the next stream, and the SDK hands
+// them out again from its decrypted copies. bad holds a *ReceiveError for
+// each envelope that could not be read; those are acknowledged with the
+// messages. Unlike Receive, it does not acknowledge what was handed out
+// before.
+func (s *Stream) ReceiveBatch(ctx context.Context, max int) (msgs []*Incoming, bad []error, err error) {
+	if max <= 0 {
+		return nil, nil, fmt.Errorf("messaging/client: receive batch of %d", max)
+	}
+	for {
+		s.mu.Lock()
+		n := min(len(s.queue), max)
+		envs := slices.Clone(s.queue[:n])
+		s.queue = s.queue[n:]
+		s.mu.Unlock()
+		if n > 0 {
+			var seen []string // acknowledged and forgotten before: ack again now
+			msgs, bad, seen, err = s.c.openBatch(ctx, envs)
+			if err != nil {
+				return nil, nil, err
+			}
+			s.mu.Lock()
+			for _, in := range msgs {
+				s.unacked = append(s.unacked, in.EnvelopeID)
+			}
+			for _, e := range bad {
+				var re *ReceiveError
+				if errors.As(e, &re) {
+					s.unacked = append(s.unacked, re.EnvelopeID)
+				}
+			}
+			s.mu.Unlock()
+			if err := s.ack(ctx, seen); err != nil {
+				return nil, nil, err
+			}
+			if len(msgs) > 0 || len(bad) > 0 {
+				return msgs, bad, nil
+			}
+			continue
+		}
+		select {
+		case <-s.arrived:
+		case <-s.done:
+			s.mu.Lock()
+			more := len(s.queue) > 0 // arrived before the close: hand out first
+			s.mu.Unlock()
+			if !more {
+				return nil, nil, s.Err()
+			}
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	}
+}
+
 // Backlog returns every message that was waiting when the stream
 // connected, up to the server's "synced".
 func (s *Stream) Backlog(ctx context.Context) ([]*Incoming, []error, error) {
@@ -297,6 +356,11 @@ func (s *Stream) Ack(ctx context.Context) error {
 	ids := s.unacked
 	s.unacked = nil
 	s.mu.Unlock()
+	return s.ack(ctx, ids)
+}
+
+// ack acknowledges ids and forgets their decrypted copies.
+func (s *Stream) ack(ctx context.Context, ids []string) error {
 	for len(ids) > 0 {
 		n := min(len(ids), mailbox.MaxAckBatch)
 		b, _ := json.Marshal(struct {
@@ -417,6 +481,71 @@ func (c *Client) open(ctx context.Context, env *mailbox.Envelope) (*Incoming, er
 		return nil, err
 	}
 	return in, rerr
+}
+
+// openBatch is open for several envelopes under one lock, writing the
+// list of seen envelope ids once for the batch instead of once for each.
+// That is safe to defer: until the list is written, each envelope read
+// here has its decrypted copy in the Store, which open consults first.
+// seen returns the envelopes that were handed out and acknowledged before.
+func (c *Client) openBatch(ctx context.Context, envs []mailbox.Envelope) (msgs []*Incoming, bad []error, seen []string, err error) {
+	c.inboxMu.Lock()
+	defer c.inboxMu.Unlock()
+	list, err := c.seenList()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	known := make(map[string]bool, len(list))
+	for _, id := range list {
+		known[id] = true
+	}
+	added := false
+	batch := make(map[string]bool, len(envs))
+	for i := range envs {
+		env := &envs[i]
+		if batch[env.ID] {
+			seen = append(seen, env.ID)
+			continue
+		}
+		batch[env.ID] = true
+		if b, err := c.store.Get(nameReceived(env.ID)); err == nil {
+			var in Incoming
+			if err := json.Unmarshal(b, &in); err != nil {
+				return nil, nil, nil, err
+			}
+			if in.Message, err = kind.Unmarshal(in.Raw); err != nil {
+				return nil, nil, nil, err
+			}
+			msgs = append(msgs, &in)
+			continue
+		} else if !errors.Is(err, ErrNotFound) {
+			return nil, nil, nil, err
+		}
+		if known[env.ID] {
+			seen = append(seen, env.ID)
+			continue
+		}
+		in, rerr := c.read(ctx, env)
+		if rerr != nil {
+			bad = append(bad, &ReceiveError{EnvelopeID: env.ID, SenderDevice: env.Sender, Err: rerr})
+		} else if err := c.putJSON(nameReceived(env.ID), in); err != nil {
+			return nil, nil, nil, err
+		} else {
+			msgs = append(msgs, in)
+		}
+		known[env.ID] = true
+		list = append(list, env.ID)
+		added = true
+	}
+	if added {
+		if len(list) > maxSeen {
+			list = list[len(list)-maxSeen:]
+		}
+		if err := c.putJSON(nameSeen, list); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	return msgs, bad, seen, nil
 }
 
 func (c *Client) seenList() ([]string, error) {

@@ -462,43 +462,68 @@ func sendReceipts(live *mclient.LiveStream, in <-chan *mclient.Incoming) {
 	}
 }
 
+// receiveBatch is how many messages the receive loop takes at once: they
+// go into the history in one IndexedDB write, and are acknowledged after
+// it.
+const receiveBatch = 100
+
 func (a *app) receive(mc *mclient.Client, live *mclient.LiveStream, cb js.Value, receipts chan<- *mclient.Incoming) {
 	ctx := context.Background()
+	fail := func(err error) {
+		s, _ := jsonString(map[string]string{"error": err.Error()})
+		cb.Invoke(s)
+	}
 	for {
-		in, err := live.Receive(ctx)
-		var re *mclient.ReceiveError
-		if errors.As(err, &re) {
-			continue // unreadable: acknowledged, never shown as a message
-		}
+		// Unreadable envelopes (bad) are acknowledged with the batch and
+		// never shown as messages.
+		msgs, _, err := live.ReceiveBatch(ctx, receiveBatch)
 		if err != nil {
-			s, _ := jsonString(map[string]string{"error": err.Error()})
-			cb.Invoke(s)
+			fail(err)
 			return
 		}
-		if rb, ok := in.Message.Body.(*kind.ReceiptBody); ok {
-			a.mark(rb.IDs, rb.Status)
-			s, _ := jsonString(map[string]any{"receipt": rb.Status, "ids": rb.IDs})
-			cb.Invoke(s)
-			continue
+		var kept []entry
+		var wants []*mclient.Incoming
+		var shown []any
+		for _, in := range msgs {
+			if rb, ok := in.Message.Body.(*kind.ReceiptBody); ok {
+				a.mark(rb.IDs, rb.Status)
+				s, _ := jsonString(map[string]any{"receipt": rb.Status, "ids": rb.IDs})
+				shown = append(shown, s)
+				continue
+			}
+			if in.Message.Kind == kind.Profile {
+				continue // the SDK keeps it; names come from it
+			}
+			e := a.entryOf(mc, in)
+			e.Unread = mc.WantsReceipt(in)
+			kept = append(kept, e)
+			if mc.WantsReceipt(in) {
+				wants = append(wants, in)
+			}
 		}
-		if in.Message.Kind == kind.Profile {
-			continue // the SDK keeps it; names come from it
-		}
-		e := a.entryOf(mc, in)
-		e.Unread = mc.WantsReceipt(in)
-		if err := a.keep(e); err != nil {
-			s, _ := jsonString(map[string]string{"error": err.Error()})
-			cb.Invoke(s)
+		added, err := a.keepAll(kept)
+		if err != nil {
+			fail(err)
 			return
 		}
-		if mc.WantsReceipt(in) {
+		// Kept: only now may the server delete them.
+		if err := live.Ack(ctx); err != nil {
+			fail(err)
+			return
+		}
+		for _, in := range wants {
 			select {
 			case receipts <- in:
 			default: // a receipt too many is dropped, never the message
 			}
 		}
-		s, _ := jsonString(e)
-		cb.Invoke(s)
+		for _, s := range shown {
+			cb.Invoke(s)
+		}
+		for _, e := range added {
+			s, _ := jsonString(e)
+			cb.Invoke(s)
+		}
 	}
 }
 
@@ -538,15 +563,31 @@ func summary(m *kind.Message) string {
 
 // keep adds e to the history, kept encrypted in the store.
 func (a *app) keep(e entry) error {
+	_, err := a.keepAll([]entry{e})
+	return err
+}
+
+// keepAll adds the entries not already there to the history, kept
+// encrypted in the store, in one write; it returns those it added.
+func (a *app) keepAll(es []entry) ([]entry, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for _, x := range a.entries {
-		if x.ID == e.ID && x.From == e.From {
-			return nil
+	from := len(a.entries)
+	var added []entry
+next:
+	for _, e := range es {
+		for _, x := range a.entries {
+			if x.ID == e.ID && x.From == e.From {
+				continue next
+			}
 		}
+		a.entries = append(a.entries, e)
+		added = append(added, e)
 	}
-	a.entries = append(a.entries, e)
-	return a.saveLocked(len(a.entries) - 1)
+	if len(added) == 0 {
+		return nil, nil
+	}
+	return added, a.saveLocked(from)
 }
 
 func (a *app) mark(ids []string, status string) {
