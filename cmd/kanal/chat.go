@@ -226,6 +226,8 @@ func summary(m *kind.Message) string {
 		return b.Status + " " + strings.Join(b.IDs, ",")
 	case *kind.GroupChangeBody:
 		return groupChange(b, func(id string) string { return id })
+	case *kind.GroupNameBody:
+		return "named the group " + displayName(b.Name)
 	case *kind.PaymentRequestBody:
 		s := fmt.Sprintf("payment request %s: %d.%02d %s to %s, reference %s", b.RequestID, b.AmountCents/100, b.AmountCents%100, b.Currency, b.Creditor, b.Reference)
 		if b.Purpose != "" {

@@ -96,6 +96,7 @@ var registry = map[Kind]entry{
 	AppPost:           {ClassMessage, func() Body { return new(AppPostBody) }},
 	CaseNote:          {ClassMessage, func() Body { return new(CaseNoteBody) }},
 	GroupChange:       {ClassMessage, func() Body { return new(GroupChangeBody) }},
+	GroupName:         {ClassMessage, func() Body { return new(GroupNameBody) }},
 	DeviceChange:      {ClassMessage, func() Body { return new(DeviceChangeBody) }},
 	OrgChange:         {ClassMessage, func() Body { return new(OrgChangeBody) }},
 	// A profile wakes nobody: it matters when the next message is shown.

@@ -41,6 +41,7 @@ var valid = []kind.Body{
 	&kind.DocumentShareBody{DocumentID: "d1", Version: 1, Name: "Bescheid.pdf", Key: key32, SHA256: sha256},
 	&kind.DocumentWithdrawnBody{ShareID: "vs_1", DocumentID: "d1", Version: 1, Owner: "acc_1"},
 	&kind.GroupChangeBody{GroupID: "g_1", Op: "added", AccountID: "acc_2", By: "acc_1", Role: "member"},
+	&kind.GroupNameBody{GroupID: "g_0123456789abcdef0123456789abcdef", Name: "Elternbeirat Klasse 3b"},
 	&kind.DeviceChangeBody{AccountID: "acc_1", DeviceID: "dev_1", Op: "key"},
 	&kind.OrgChangeBody{OrgID: "org_1", Op: "erased", AccountID: "acc_1"},
 	&kind.ProfileBody{AccountID: "acc_1", Version: 2, UpdatedAt: when, DisplayName: "Frau Schmidt",
@@ -84,9 +85,9 @@ func TestEveryKindRoundTrips(t *testing.T) {
 	// kinds of a form's case (case.status, case.note), app.post, and
 	// document.withdrawn, which the server writes when a vault share ends,
 	// identity.verified-name, and org.change, which the server writes when
-	// a member's account is erased.
-	if len(kind.Kinds()) != 21 {
-		t.Errorf("%d kinds registered, want docs/design.md's 12, group.change, device.change, profile, case.status, case.note, app.post, document.withdrawn, identity.verified-name and org.change", len(kind.Kinds()))
+	// a member's account is erased, and group.name, which a member sends.
+	if len(kind.Kinds()) != 22 {
+		t.Errorf("%d kinds registered, want docs/design.md's 12, group.change, device.change, profile, case.status, case.note, app.post, document.withdrawn, identity.verified-name, org.change and group.name", len(kind.Kinds()))
 	}
 }
 
@@ -125,6 +126,10 @@ func TestInvalidBodies(t *testing.T) {
 		"group add without role":   &kind.GroupChangeBody{GroupID: "g", Op: "added", AccountID: "a", By: "b"},
 		"device change bad op":     &kind.DeviceChangeBody{AccountID: "a", DeviceID: "d", Op: "revoked"},
 		"org change bad op":        &kind.OrgChangeBody{OrgID: "o", AccountID: "a", Op: "left"},
+		"group name empty":         &kind.GroupNameBody{GroupID: "g_1", Name: " "},
+		"group name two lines":     &kind.GroupNameBody{GroupID: "g_1", Name: "Eltern\nbeirat"},
+		"group name too long":      &kind.GroupNameBody{GroupID: "g_1", Name: strings.Repeat("ä", kind.MaxName+1)},
+		"group name bad group":     &kind.GroupNameBody{GroupID: "g 1", Name: "Eltern"},
 		"org change no account":    &kind.OrgChangeBody{OrgID: "o", Op: "erased"},
 		"org change bad org":       &kind.OrgChangeBody{OrgID: "o 1", AccountID: "a", Op: "erased"},
 		"device change no device":  &kind.DeviceChangeBody{AccountID: "a", Op: "key"},

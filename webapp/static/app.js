@@ -155,6 +155,7 @@ async function orgName(id) {
 // peerName is how a conversation is named: the office, the citizen an
 // agent answers (for the office), or the person.
 function peerName(p) {
+  if (p.group && globalThis.groups) return groups.label(p.group); // groups.js
   if (p.org && p.account) {
     const e = state.entries.find((x) => convKey(x.peer) === convKey(p) && x.from !== "me" && x.name);
     return t("forOrg", e ? e.name : p.account, state.orgNames[p.org] || p.org);
@@ -187,6 +188,7 @@ function render() {
   let who = t("signedInAs", me.email, me.account);
   for (const o of me.orgs || []) who += " · " + t("inboxOf", o.name);
   $("whoami").textContent = who;
+  if (globalThis.groups) groups.renderContacts();
   renderConv();
 }
 
@@ -225,8 +227,10 @@ function renderConv() {
     meta.textContent = new Date(e.at).toLocaleTimeString(lang) + (e.state ? " · " + t(e.state) : "");
     li.append(who, text, meta);
     if (globalThis.participate) participate.decorate(li, e); // a survey, an offer, a payment request
+    if (globalThis.groups) groups.decorate(li, e); // a group change, a file
     ol.append(li);
   }
+  if (globalThis.groups) groups.renderConv(state.current);
 }
 
 async function openConv(p) {

@@ -59,6 +59,17 @@ func main() {
 		"requestFingerprint": a.requestFingerprint,
 		"approve":            a.approve,
 		"markRead":           a.markRead,
+		// groups.go
+		"groups":            a.groups,
+		"createGroup":       a.createGroup,
+		"acceptGroup":       a.acceptGroup,
+		"declineGroup":      a.declineGroup,
+		"leaveGroup":        a.leaveGroup,
+		"addGroupMember":    a.addGroupMember,
+		"removeGroupMember": a.removeGroupMember,
+		"attachLimit":       a.attachLimit,
+		"attach":            a.attach,
+		"download":          a.download,
 	} {
 		api.Set(name, promise(fn))
 	}
@@ -105,8 +116,9 @@ type app struct {
 	entries  []entry
 	histBase int // the number of a.entries[0] in the kept history
 
-	pairStore *idbStore // the store of a pairing request not installed yet (pair.go)
-	notify    js.Value  // listen's callback, for status lines (notice.go)
+	pairStore *idbStore  // the store of a pairing request not installed yet (pair.go)
+	notify    js.Value   // listen's callback, for status lines (notice.go)
+	groupMu   sync.Mutex // the groups' record (groups.go)
 }
 
 // entry is one message as the page shows it.
@@ -128,6 +140,9 @@ type entry struct {
 	// message that asked for a receipt and was not shown yet.
 	Notice *noticeInfo `json:"notice,omitempty"`
 	Unread bool        `json:"unread,omitempty"`
+	// File is an attachment's name, size and type (groups.go); its key
+	// stays in Go.
+	File *fileInfo `json:"file,omitempty"`
 }
 
 type peer struct {
@@ -384,15 +399,7 @@ func (a *app) send(args []js.Value) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.mu.Lock()
-	live := a.live
-	a.mu.Unlock()
-	if live != nil {
-		_, err = live.Send(ctx, p.sdk(), m)
-	} else {
-		_, err = mc.Send(ctx, p.sdk(), m)
-	}
-	if err != nil {
+	if err := a.deliver(ctx, mc, p, m); err != nil {
 		return nil, err
 	}
 	conv, _ := mc.ConversationID(p.sdk())
@@ -545,6 +552,7 @@ func (a *app) entryOf(mc *mclient.Client, in *mclient.Incoming) entry {
 	if e.From == a.st.AccountID && !in.FromServer {
 		e.From = "me"
 	}
+	a.groupEntry(in, &e)
 	return e
 }
 
