@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -337,8 +338,8 @@ func (r *runner) readLoop(ctx context.Context, d *device, ws *websocket.Conn, h 
 			continue
 		case "sent", "send_failed":
 			var err error
-			if p := f.Problem; f.Type == "send_failed" && p != nil && p.Status == http.StatusTooManyRequests {
-				err = &errRateLimited{after: time.Duration(max(p.RetryAfter, 1)) * time.Second}
+			if p := f.Problem; f.Type == "send_failed" && p != nil && (p.Status == http.StatusTooManyRequests || p.Type == string(messaging.TypeOverloaded)) {
+				err = &errRateLimited{after: time.Duration(max(p.RetryAfter, 1)) * time.Second, overloaded: p.Status == http.StatusServiceUnavailable}
 			} else if f.Type == "send_failed" {
 				err = fmt.Errorf("send: %d %s", f.Problem.Status, strings.TrimPrefix(f.Problem.Type, "urn:kanal:problem:"))
 			}
@@ -443,10 +444,19 @@ func (d *device) open(ctx context.Context, e *mailbox.Envelope) ([]byte, error) 
 	return d.sdk.Decrypt(ctx, e.Sender, &m)
 }
 
-// errRateLimited carries the server's Retry-After.
-type errRateLimited struct{ after time.Duration }
+// errRateLimited carries the server's Retry-After of a refused send: 429
+// rate-limited, or 503 overloaded (admission control).
+type errRateLimited struct {
+	after      time.Duration
+	overloaded bool
+}
 
-func (e *errRateLimited) Error() string { return "rate limited" }
+func (e *errRateLimited) Error() string {
+	if e.overloaded {
+		return "503 overloaded"
+	}
+	return "429 rate limited"
+}
 
 // outgoing is one encrypted send, ready to post (and to post again with the
 // same client id after a 429).
@@ -555,10 +565,14 @@ func (d *device) post(ctx context.Context, o *outgoing) error {
 	}
 	var p struct{ Type string }
 	json.Unmarshal(b, &p)
+	if resp.StatusCode == http.StatusServiceUnavailable && p.Type == string(messaging.TypeOverloaded) {
+		s, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+		return &errRateLimited{after: time.Duration(max(s, 1)) * time.Second, overloaded: true}
+	}
 	return &errSendStatus{status: resp.StatusCode, typ: strings.TrimPrefix(p.Type, "urn:kanal:problem:")}
 }
 
-// errSendStatus is a send's error answer other than 429.
+// errSendStatus is a send's error answer other than 429 and 503 overloaded.
 type errSendStatus struct {
 	status int
 	typ    string
@@ -575,8 +589,9 @@ func (r *runner) sendOnce(ctx context.Context, d *device, to messaging.SendTo, r
 	return r.postRetry(ctx, d, o)
 }
 
-// postRetry posts o, again after each 429 once the server's Retry-After
-// has passed, until ctx ends.
+// postRetry posts o, again after each 429 or 503 overloaded once the
+// server's Retry-After and up to half of it more at random have passed (as
+// messaging/client does), until ctx ends.
 func (r *runner) postRetry(ctx context.Context, d *device, o *outgoing) error {
 	for {
 		err := d.post(ctx, o)
@@ -584,11 +599,11 @@ func (r *runner) postRetry(ctx context.Context, d *device, o *outgoing) error {
 		if !errors.As(err, &rl) {
 			return err
 		}
-		r.errs.add("429 rate limited (retried)")
+		r.errs.add(rl.Error() + " (retried)")
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(rl.after):
+		case <-time.After(rl.after + mrand.N(rl.after/2+1)):
 		}
 	}
 }
