@@ -128,3 +128,54 @@ func TestSendAdmissionMeasured(t *testing.T) {
 		}
 	})
 }
+
+// TestSendAdmissionInFlight: the bound on sends in flight (here one)
+// refuses a send that arrives while another is between arrival and
+// answer — over HTTP before its session is even checked, on the stream
+// with a send_failed for its ref — and the refusal stores nothing. Once
+// the first is answered, the next is admitted.
+func TestSendAdmissionInFlight(t *testing.T) {
+	dbtest.Run(t, sendSets, func(t *testing.T, d *db.DB) {
+		b := d.NewBatcher(8)
+		t.Cleanup(b.Close)
+		e := newSendEnv(t, d, 0, false, func(o *messaging.Options) {
+			o.Batcher, o.Admission = b, db.Admission{MaxQueue: 1}
+		})
+		alice := e.enroll("alice", "alice-phone", true)
+		e.enroll("bob", "bob-phone", false)
+		release := holdBatcher(t, b)
+		first := make(chan int, 1)
+		go func() {
+			st, _, _ := e.post(alice, toAccount("bob", "m1", "bob-phone"))
+			first <- st
+		}()
+		for deadline := time.Now().Add(30 * time.Second); e.svc.SendStats().InFlight < 1; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the first send never came in")
+			}
+		}
+		st, h, out := e.post(&device{id: "nobody", account: "nobody"}, toAccount("bob", "m2", "bob-phone"))
+		wantProblem(t, st, out, 503, messaging.TypeOverloaded)
+		if h.Get("Retry-After") == "" {
+			t.Fatal("503 without Retry-After")
+		}
+		frame, _ := json.Marshal(messaging.SendFrame{Type: "send", Ref: "r2", Request: toAccount("bob", "m3", "bob-phone")})
+		reply, err := e.svc.Frames(context.Background(), alice.id, "send", frame)
+		if f, ok := reply.(messaging.SendFailedFrame); err != nil || !ok || f.Ref != "r2" || f.Problem.Type != messaging.TypeOverloaded {
+			t.Fatalf("stream answer %#v %v", reply, err)
+		}
+		if st := e.svc.SendStats(); st.Refused != 2 || st.InFlight != 1 {
+			t.Fatalf("stats %+v, want 2 refused and 1 in flight", st)
+		}
+		release()
+		if st := <-first; st != 201 {
+			t.Fatalf("the admitted send: %d", st)
+		}
+		if en, sn := e.stored(); en != 1 || sn != 1 {
+			t.Fatalf("stored %d envelopes and %d send rows, want only the admitted send's", en, sn)
+		}
+		if st, _, out := e.post(alice, toAccount("bob", "m2", "bob-phone")); st != 201 {
+			t.Fatalf("after the first was answered: %d %v", st, out)
+		}
+	})
+}

@@ -61,6 +61,11 @@ func (s *Service) Frames(ctx context.Context, device, typ string, raw json.RawMe
 	if !mailbox.ValidDeviceID(f.Ref) { // the same rule as client ids: 1..64 of [A-Za-z0-9_-]
 		return nil, fmt.Errorf("%w: send frame: ref must be 1..64 characters of [A-Za-z0-9_-]", ErrInvalid)
 	}
+	leave, err := s.gate.enter()
+	if err != nil {
+		return SendFailedFrame{Type: "send_failed", Ref: f.Ref, Problem: problem(err)}, nil
+	}
+	defer leave()
 	account, err := s.accountOf(ctx, device)
 	if err != nil {
 		return nil, err // revoked meanwhile: the stream closes

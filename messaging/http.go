@@ -87,7 +87,11 @@ func (s *Service) Routes() []Route {
 // to get wrong.
 func (s *Service) Register(mux *http.ServeMux) {
 	for _, rt := range s.routes() {
-		mux.Handle(rt.pattern, s.auth.Require(s.handler(rt.h)))
+		h := s.auth.Require(s.handler(rt.h))
+		if rt.pattern == "POST /v1/messages" {
+			h = s.admitSends(h)
+		}
+		mux.Handle(rt.pattern, h)
 	}
 }
 

@@ -58,6 +58,11 @@ const (
 	SendWindow        = time.Minute
 	MaxSendsPerWindow = 600
 
+	// DefaultMinSendsInFlight is how many sends in flight admission
+	// control always admits (Options.Admission.MinQueue zero), while the
+	// throughput it derives its bound from is still being measured.
+	DefaultMinSendsInFlight = 256
+
 	// GroupWindow, MaxGroupCreatesPerWindow and MaxGroupChangesPerWindow
 	// rate-limit, per device, the creation of groups and the membership
 	// changes an admin makes (add, role, remove): each writes a notice to

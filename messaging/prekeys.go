@@ -77,6 +77,11 @@ type Options struct {
 	// a send it does not admit (see db.Admission) is refused with
 	// TypeOverloaded.
 	Batcher *db.Batcher
+	// Admission bounds the sends in flight, from arrival to answer (see
+	// sendGate): past about MaxDelay of measured sends, or MaxQueue if
+	// set, a send is refused with TypeOverloaded. MinQueue zero:
+	// DefaultMinSendsInFlight. The zero value admits every send.
+	Admission db.Admission
 	// Notify is called with the recipient devices after a send commits
 	// (cmd/kanald wires the hub's Notify). Nil: nobody is told.
 	Notify func(devices ...string)
@@ -141,6 +146,7 @@ type Service struct {
 	fanout                     func(refs []mailbox.Envelope, body []byte)
 	broadcasts                 *sendLimiter
 	sets                       *deviceSets // nil: none kept
+	gate                       *sendGate   // nil: every send admitted
 }
 
 // New checks o and returns a Service.
@@ -153,7 +159,7 @@ func New(o Options) (*Service, error) {
 	}
 	s := &Service{db: o.DB, dir: o.Directory, auth: o.Auth, log: o.Logger, now: o.Now,
 		mailbox: o.Mailbox, batch: o.Batcher, notify: o.Notify, stored: o.Stored, retention: o.Retention, quota: o.MailboxQuota, notary: o.Notary, tlog: o.Log,
-		roots: o.Roots, fanout: o.Fanout}
+		roots: o.Roots, fanout: o.Fanout, gate: newSendGate(o.Admission)}
 	if s.quota.MaxEnvelopes <= 0 {
 		s.quota.MaxEnvelopes = MaxMailboxEnvelopes
 	}

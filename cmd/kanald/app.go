@@ -128,11 +128,24 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 			Help: "The group commit's measured rate in writes per second of commit time, over its last dozen or so commits: what the admission bound is derived from."},
 			func() float64 { return a.batch.Stats().Capacity }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_sends_refused_total",
-			Help: "Sends refused with 503 overloaded because the group commit held more than its admission bound (KANAL_SEND_QUEUE_DELAY, KANAL_SEND_QUEUE_MAX)."},
+			Help:        "Sends refused with 503 overloaded (KANAL_SEND_QUEUE_DELAY, KANAL_SEND_QUEUE_MAX), by where: in_flight (more sends between arrival and answer than the node answers in the delay) or group_commit (its queue deeper than it commits in the delay).",
+			ConstLabels: prometheus.Labels{"where": "group_commit"}},
 			func() float64 { return float64(a.batch.Stats().Refused) }))
 	mailboxes := mailbox.NewStore(d, mailbox.StoreOptions{Batcher: a.batch, Retention: cfg.Retention})
 	var sends *messaging.Service // set below; the hub hands it send frames
 	busKey := keys.bus
+	sendStats := func() messaging.SendStats { return messaging.SendStats{} } // replaced below, with the send path
+	a.metrics.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kanal_sends_in_flight",
+			Help: "Sends between their arrival (HTTP request or stream frame) and their answer on this node."},
+			func() float64 { return float64(sendStats().InFlight) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kanal_sends_throughput",
+			Help: "Sends answered per second on this node, measured over the last few seconds: what the in-flight admission bound is derived from (0 without admission control)."},
+			func() float64 { return sendStats().Throughput }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_sends_refused_total",
+			Help:        "Sends refused with 503 overloaded (KANAL_SEND_QUEUE_DELAY, KANAL_SEND_QUEUE_MAX), by where: in_flight (more sends between arrival and answer than the node answers in the delay) or group_commit (its queue deeper than it commits in the delay).",
+			ConstLabels: prometheus.Labels{"where": "in_flight"}},
+			func() float64 { return float64(sendStats().Refused) }))
 	hub, err := mailbox.NewHub(mailbox.HubOptions{Store: mailboxes, Bus: b, Logger: log, Tracker: a.conns, BusKey: busKey,
 		Frames: func(ctx context.Context, device, typ string, raw json.RawMessage) (any, error) {
 			return sends.Frames(ctx, device, typ, raw)
@@ -202,7 +215,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	// in the mailboxes and wakes the recipients' streams (and, without a
 	// stream, their push subscriptions) after commit.
 	prekeys, err := messaging.New(messaging.Options{DB: d, Directory: identityDirectory{a.ident}, Logger: log,
-		Mailbox: mailboxes, Batcher: a.batch, MaxSendsPerWindow: cfg.SendLimit, Notary: notary, Log: a.tlog,
+		Mailbox: mailboxes, Batcher: a.batch, Admission: cfg.SendQueue, MaxSendsPerWindow: cfg.SendLimit, Notary: notary, Log: a.tlog,
 		Roots: authority.Pool(), Fanout: hub.Fanout, DeviceSetTTL: messaging.DefaultDeviceSetTTL,
 		Notify: func(devices ...string) { hub.Notify(devices...); pusher.Notify(devices...) },
 		Stored: func(envs []mailbox.Envelope) {
@@ -224,6 +237,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		return nil, err
 	}
 	sends = prekeys
+	sendStats = prekeys.SendStats
 	a.msg, a.push = prekeys, pusher
 	a.ident.AddRevocationHook(messaging.DeletePrekeys)
 	// A renewed device's published identity key is logged again under its

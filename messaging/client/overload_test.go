@@ -159,7 +159,8 @@ func lockSends(t *testing.T, d *db.DB) (release func()) {
 	return release
 }
 
-// refusedSends reads kanal_sends_refused_total from kanald's /metrics.
+// refusedSends sums kanal_sends_refused_total (in flight and in the group
+// commit) from kanald's /metrics.
 func refusedSends(t *testing.T, base string) float64 {
 	t.Helper()
 	resp, err := http.Get(base + "/metrics")
@@ -168,15 +169,20 @@ func refusedSends(t *testing.T, base string) float64 {
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
+	sum, found := 0.0, 0
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "kanal_sends_refused_total "); ok {
+		if rest, ok := strings.CutPrefix(sc.Text(), "kanal_sends_refused_total{"); ok {
+			_, v, _ := strings.Cut(rest, "} ")
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
 				t.Fatal(err)
 			}
-			return f
+			sum += f
+			found++
 		}
 	}
-	t.Fatal("/metrics has no kanal_sends_refused_total")
-	return 0
+	if found != 2 {
+		t.Fatalf("/metrics has %d kanal_sends_refused_total series, want in_flight and group_commit", found)
+	}
+	return sum
 }
