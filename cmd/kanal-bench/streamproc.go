@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -33,7 +34,7 @@ import (
 // on its standard output:
 //
 //	stdin   {"sources":3,"ca":"-----BEGIN CERTIFICATE-----…","devices":[{"n":0,"id":"…","token":"…","base":"http://127.0.0.1:…"}]}
-//	stdout  synced <count>                 every stream is open and has its backlog
+//	stdout  synced <count> <retried>       every stream is open and has its backlog; dials tried again
 //	        d <unix nanoseconds>           one device took and checked the announcement
 //	        errors <JSON object>           the child's error counts, when its stdin closes
 //	        fail <message>                 it could not open its streams
@@ -101,11 +102,38 @@ func streamWorker(ctx context.Context, stdin io.Reader, stdout io.Writer) error 
 	delivered := func(_ *device, _ string, _ byte, _, received time.Time) {
 		line("d %d", received.UnixNano())
 	}
-	if err := r.connectAllWith(ctx, ds, delivered); err != nil {
+	// A dial that fails is tried again, as a client would, a few times:
+	// with tens of thousands of streams opening on a loaded machine, one
+	// upgrade that waits past the dial's 30 s must not end the run.
+	var retried atomic.Int64
+	err = parallel(ctx, len(ds), 32, func(i int) error {
+		var err error
+		for try := range 5 {
+			if try > 0 {
+				retried.Add(1)
+				time.Sleep(time.Duration(try) * time.Second)
+			}
+			if err = r.connect(ctx, ds[i], delivered); err == nil {
+				break
+			}
+		}
+		if err != nil {
+			return err
+		}
+		select {
+		case <-ds[i].synced:
+			return nil
+		case <-time.After(60 * time.Second):
+			return fmt.Errorf("stream of %s: not synced after 60s", ds[i].id)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	if err != nil {
 		line("fail %s", strings.ReplaceAll(err.Error(), "\n", " "))
 		return err
 	}
-	line("synced %d", len(ds))
+	line("synced %d %d", len(ds), retried.Load())
 	// Hold the streams until the parent closes the pipe.
 	_, _ = io.Copy(io.Discard, in)
 	cancel()
@@ -121,6 +149,7 @@ type streamProc struct {
 	synced chan error // one value: nil once its streams are synced
 	done   chan struct{}
 	errs   map[string]uint64
+	stderr io.Writer
 }
 
 // startStreamProcs starts one child per share of ds and waits until each
@@ -160,7 +189,7 @@ func (r *runner) startStreamProcs(ctx context.Context, ds []*device, procs int, 
 		if err := cmd.Start(); err != nil {
 			return ps, fmt.Errorf("start a stream worker: %w", err)
 		}
-		p := &streamProc{cmd: cmd, in: in, synced: make(chan error, 1), done: make(chan struct{})}
+		p := &streamProc{cmd: cmd, in: in, synced: make(chan error, 1), done: make(chan struct{}), stderr: r.stderr}
 		ps = append(ps, p)
 		go p.read(outp, onDelivery)
 		b, err := json.Marshal(job)
@@ -203,6 +232,9 @@ func (p *streamProc) read(out io.Reader, onDelivery func(time.Time)) {
 				onDelivery(time.Unix(0, ns))
 			}
 		case "synced":
+			if _, n, ok := strings.Cut(rest, " "); ok && n != "0" {
+				fmt.Fprintf(p.stderr, "kanal-bench: a stream worker tried %s stream dials again\n", n)
+			}
 			tell(nil)
 		case "fail":
 			tell(errors.New("stream worker: " + rest))
