@@ -3,7 +3,6 @@ package miniapps
 import (
 	"context"
 	"crypto/subtle"
-	"crypto/x509"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -48,9 +47,7 @@ func (s *Service) RegisterManifest(ctx context.Context, actor Actor, jws string)
 	if len(jws) == 0 || len(jws) > MaxManifest {
 		return nil, fmt.Errorf("%w: a compact JWS of at most %d bytes is required", ErrInvalidManifest, MaxManifest)
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(s.ca)
-	vm, err := VerifyManifest(jws, roots)
+	vm, err := VerifyManifest(jws, s.roots)
 	if err != nil {
 		return nil, err
 	}

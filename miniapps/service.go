@@ -92,9 +92,13 @@ type Options struct {
 	Logger *slog.Logger     // nil: discard
 	Now    func() time.Time // nil: time.Now
 
-	CA    *x509.Certificate // the deployment CA manifests chain to
-	Certs Certificates
-	Orgs  Orgs
+	// CA is the deployment's root certificate manifests chain to, and
+	// Intermediates its issuing intermediates under an offline root
+	// (current first, then retired; ca.TrustPool checks them).
+	CA            *x509.Certificate
+	Intermediates []*x509.Certificate
+	Certs         Certificates
+	Orgs          Orgs
 
 	// Secret is the deployment secret (32 bytes): the pairwise-subject key
 	// and the provider's signing key are derived from it, so every node
@@ -117,7 +121,7 @@ type Service struct {
 	db       *db.DB
 	log      *slog.Logger
 	now      func() time.Time
-	ca       *x509.Certificate
+	roots    *x509.CertPool // the root and the intermediates
 	certs    Certificates
 	orgs     Orgs
 	issuer   string
@@ -137,7 +141,11 @@ func New(o Options) (*Service, error) {
 	if _, err := webURL(o.Issuer); err != nil {
 		return nil, fmt.Errorf("miniapps.New: issuer: %w", err)
 	}
-	s := &Service{db: o.DB, log: o.Logger, now: o.Now, ca: o.CA, certs: o.Certs, orgs: o.Orgs,
+	roots, err := ca.TrustPool(o.CA, o.Intermediates)
+	if err != nil {
+		return nil, fmt.Errorf("miniapps.New: %w", err)
+	}
+	s := &Service{db: o.DB, log: o.Logger, now: o.Now, roots: roots, certs: o.Certs, orgs: o.Orgs,
 		issuer: strings.TrimSuffix(o.Issuer, "/"), bridge: o.Bridge, convName: o.OrgConversation}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -145,7 +153,6 @@ func New(o Options) (*Service, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	var err error
 	if s.subKey, err = hkdf.Key(sha256.New, o.Secret, nil, labelSubject, 32); err != nil {
 		return nil, err
 	}

@@ -2,7 +2,6 @@ package payments
 
 import (
 	"context"
-	"crypto/x509"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -45,9 +44,7 @@ func (s *Service) RegisterOffer(ctx context.Context, actor Actor, offer string) 
 	if len(offer) == 0 || len(offer) > jws.MaxJWS {
 		return nil, false, invalid("offer must be a compact JWS of at most %d bytes", jws.MaxJWS)
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(s.ca)
-	vo, err := jws.VerifyOffer(offer, roots)
+	vo, err := jws.VerifyOffer(offer, s.roots)
 	if err != nil {
 		return nil, false, invalid("%v", err)
 	}

@@ -48,7 +48,7 @@ func (s *Service) RegisterContract(ctx context.Context, actor Actor, key, contra
 	if len(contract) == 0 || len(contract) > jws.MaxJWS {
 		return nil, false, invalid("contract must be a compact JWS of at most %d bytes", jws.MaxJWS)
 	}
-	c, err := jws.VerifyContract(contract, jws.VerifyOptions{CA: s.ca})
+	c, err := jws.VerifyContract(contract, jws.VerifyOptions{CA: s.ca, Intermediates: s.inters})
 	if err != nil {
 		return nil, false, fmt.Errorf("payments.contract: %w: %w", ErrContract, err)
 	}

@@ -112,11 +112,13 @@ type Options struct {
 	Logger *slog.Logger     // nil: discard
 	Now    func() time.Time // nil: time.Now
 
-	// CA is the deployment CA certificate offers and contracts must
-	// chain to; Certs says whether their signers' certificates are
-	// current.
-	CA    *x509.Certificate
-	Certs Certificates
+	// CA is the deployment's root certificate offers and contracts must
+	// chain to, and Intermediates its issuing intermediates under an
+	// offline root (current first, then retired; ca.TrustPool checks
+	// them); Certs says whether their signers' certificates are current.
+	CA            *x509.Certificate
+	Intermediates []*x509.Certificate
+	Certs         Certificates
 
 	Orgs      Orgs
 	Announcer Announcer // nil: transitions are not announced
@@ -132,6 +134,8 @@ type Service struct {
 	log       *slog.Logger
 	now       func() time.Time
 	ca        *x509.Certificate
+	inters    []*x509.Certificate
+	roots     *x509.CertPool // ca and inters
 	certs     Certificates
 	orgs      Orgs
 	announcer Announcer
@@ -144,7 +148,12 @@ func New(o Options) (*Service, error) {
 	if o.DB == nil || o.CA == nil || o.Certs == nil || o.Orgs == nil {
 		return nil, errors.New("payments.New: DB, CA, Certs and Orgs are required")
 	}
-	s := &Service{db: o.DB, log: o.Logger, now: o.Now, ca: o.CA, certs: o.Certs, orgs: o.Orgs, announcer: o.Announcer, psp: o.PSP}
+	roots, err := ca.TrustPool(o.CA, o.Intermediates)
+	if err != nil {
+		return nil, fmt.Errorf("payments.New: %w", err)
+	}
+	s := &Service{db: o.DB, log: o.Logger, now: o.Now, ca: o.CA, inters: o.Intermediates, roots: roots, certs: o.Certs, orgs: o.Orgs,
+		announcer: o.Announcer, psp: o.PSP}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

@@ -2,13 +2,15 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
-	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/kanal-server/kanal/identity/ca"
 )
 
 func directoryCommands() []*command {
@@ -16,7 +18,9 @@ func directoryCommands() []*command {
 		{
 			name: "directory ca", args: "[--crl | --org-crl ORG]", nargs: 0,
 			summary: "print the deployment CA certificate (PEM); no login needed",
-			help: `With --crl, prints the CA's current revocation list of device certificates
+			help: `Prints the deployment's root certificate and, where the root is kept
+offline, its issuing intermediates after it (current first): the file
+'kanal verify --ca' and 'kanal form import --ca' read. With --crl, prints the CA's current revocation list of device certificates
 instead; with --org-crl, the revocation list of an organisation's
 membership certificates (signed by the organisation, which 'kanal verify'
 checks). Both are PEM.`,
@@ -55,19 +59,29 @@ func directoryCA(ctx context.Context, c *cli, o *opts, _ []string) error {
 	if err != nil {
 		return err
 	}
+	certs, err := ca.ParseCertificatesPEM([]byte(dir.Certificate + strings.Join(dir.Intermediates, "")))
+	if err != nil {
+		return err
+	}
+	if len(certs) == 0 {
+		return errors.New("kanald sent no CA certificate")
+	}
+	// The intermediates must be the root's, or the file would be refused
+	// later by everything that reads it.
+	if _, err := ca.TrustPool(certs[0], certs[1:]); err != nil {
+		return err
+	}
 	if !o.ca {
-		_, err = io.WriteString(c.stdout, dir.Certificate)
-		return err
+		for _, cert := range certs {
+			if _, err := c.stdout.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-	caDER, err := pemBlock([]byte(dir.Certificate), "CERTIFICATE")
-	if err != nil {
-		return err
-	}
-	caC, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return err
-	}
-	der, err := api.CRL(ctx, caC)
+	// The device list is signed by the current issuing intermediate, or by
+	// the root where the root issues.
+	der, err := api.CRL(ctx, certs[min(1, len(certs)-1)])
 	if err != nil {
 		return err
 	}

@@ -39,8 +39,9 @@ func (l *attachList) Set(s string) error { *l = append(*l, s); return nil }
 // verified: the signed template and the CA certificate it chains to, what
 // 'kanal form publish --parent' needs to name and carry it.
 type adoption struct {
-	Signed forms.Signed `json:"signed"`
-	CA     []byte       `json:"ca"` // DER
+	Signed        forms.Signed `json:"signed"`
+	CA            []byte       `json:"ca"`                      // DER, the exporting deployment's root
+	Intermediates [][]byte     `json:"intermediates,omitempty"` // DER, its issuing intermediates under an offline root
 }
 
 func templateCommands() []*command {
@@ -294,7 +295,15 @@ func formParent(ctx context.Context, c *cli, o *opts, st *keystore.Store, caC *x
 		if err != nil {
 			return forms.Signed{}, nil, nil, fmt.Errorf("%s: CA certificate: %w", ref, err)
 		}
-		v, err := forms.Verify(a.Signed, pca)
+		var inters []*x509.Certificate
+		for _, der := range a.Intermediates {
+			ic, err := x509.ParseCertificate(der)
+			if err != nil {
+				return forms.Signed{}, nil, nil, fmt.Errorf("%s: intermediate certificate: %w", ref, err)
+			}
+			inters = append(inters, ic)
+		}
+		v, err := forms.Verify(a.Signed, pca, inters...)
 		if err != nil {
 			return forms.Signed{}, nil, nil, err
 		}
@@ -310,6 +319,14 @@ func formParent(ctx context.Context, c *cli, o *opts, st *keystore.Store, caC *x
 		return forms.Signed{}, nil, nil, err
 	}
 	return e.Signed, v, caC.Raw, nil
+}
+
+func rawCerts(certs []*x509.Certificate) [][]byte {
+	var out [][]byte
+	for _, c := range certs {
+		out = append(out, c.Raw)
+	}
+	return out
 }
 
 func writeJSONFile(path string, v any) error {
@@ -471,7 +488,7 @@ func formImport(c *cli, to *templateOpts, path string) error {
 	if to.ca == "" {
 		return &usageError{cmd: "form import", msg: "--ca is required: the exporting deployment's CA certificate, from its operator"}
 	}
-	caC, err := readCert(to.ca)
+	trust, err := readTrust(to.ca)
 	if err != nil {
 		return err
 	}
@@ -479,12 +496,12 @@ func formImport(c *cli, to *templateOpts, path string) error {
 	if err != nil {
 		return err
 	}
-	imp, signer, err := forms.ImportBundle(b, caC)
+	imp, signer, err := forms.ImportBundle(b, trust.root, trust.inters...)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "Bundle signed by %s (%s), device %s, CA sha256:%s\n", signer.Membership.OrgName, signer.Membership.OrgID,
-		signer.Device.DeviceID, forms.CAFingerprint(caC.Raw)[:16])
+		signer.Device.DeviceID, forms.CAFingerprint(trust.root.Raw)[:16])
 	for _, in := range imp {
 		t := in.Verified.Template
 		base := filepath.Join(to.dir, t.ID+"-"+t.Version)
@@ -493,7 +510,7 @@ func formImport(c *cli, to *templateOpts, path string) error {
 		if err := writeJSONFile(base+".json", &plain); err != nil {
 			return err
 		}
-		if err := writeJSONFile(base+".adopt.json", adoption{Signed: in.Signed, CA: caC.Raw}); err != nil {
+		if err := writeJSONFile(base+".adopt.json", adoption{Signed: in.Signed, CA: trust.root.Raw, Intermediates: rawCerts(trust.inters)}); err != nil {
 			return err
 		}
 		fmt.Fprintf(c.stdout, "Verified %s %s (%s): wrote %s.json and %s.adopt.json\n", t.ID, t.Version, t.Hash(), base, base)
@@ -611,12 +628,11 @@ func formHandoff(ctx context.Context, c *cli, o *opts, to *templateOpts, ref str
 	if err != nil {
 		return err
 	}
-	caC, err := readCert(to.ca)
+	trust, err := readTrust(to.ca)
 	if err != nil {
 		return err
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(caC)
+	roots := trust.pool
 	jwk, err := readInput(c, to.key, 64<<10)
 	if err != nil {
 		return err

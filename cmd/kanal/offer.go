@@ -392,7 +392,7 @@ func offerSign(ctx context.Context, c *cli, o *opts, fo *offerOpts, args []strin
 	if err != nil {
 		return err
 	}
-	contract, err := pclient.Countersign(ctx, api, offerJWS, vo, jws.Buyer{Key: st.Data.DeviceKey, DeviceCert: devDER}, caC, c.now())
+	contract, err := pclient.Countersign(ctx, api, offerJWS, vo, jws.Buyer{Key: st.Data.DeviceKey, DeviceCert: devDER}, caC, c.now(), storedIntermediates(st)...)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/miniapps/forms"
 	"github.com/kanal-server/kanal/payments/jws"
 )
@@ -160,7 +161,7 @@ func verifyFile(ctx context.Context, c *cli, o *opts, vo *verifyOpts, path strin
 	if vo.fetch && (vo.crl != "" || vo.orgCRL != "") {
 		return &usageError{cmd: "verify", msg: "give either --fetch or the list files, not both"}
 	}
-	caCert, err := readCert(vo.ca)
+	trust, err := readTrust(vo.ca)
 	if err != nil {
 		return err
 	}
@@ -173,8 +174,7 @@ func verifyFile(ctx context.Context, c *cli, o *opts, vo *verifyOpts, path strin
 		return err
 	}
 	doc := strings.TrimSpace(string(b))
-	roots := x509.NewCertPool()
-	roots.AddCert(caCert)
+	roots := trust.pool
 	// fetchOrg fetches the lists for the offer's organisation, checked
 	// against the organisation certificate in the offer.
 	fetchOrg := func(offer *jws.VerifiedOffer) error {
@@ -182,7 +182,7 @@ func verifyFile(ctx context.Context, c *cli, o *opts, vo *verifyOpts, path strin
 			return nil
 		}
 		api := c.api(o, nil)
-		if crl, err = api.CRL(ctx, caCert); err != nil {
+		if crl, err = api.CRL(ctx, trust.crlIssuer()); err != nil {
 			return err
 		}
 		orgCRL, err = api.OrgCRL(ctx, offer.Offer.OrgID, offer.OrgCert)
@@ -208,9 +208,9 @@ func verifyFile(ctx context.Context, c *cli, o *opts, vo *verifyOpts, path strin
 	case docSurvey:
 		return verifySurveyDocument(c, vo.ca, b)
 	case docTemplate:
-		return verifyTemplate(c, caCert, b)
+		return verifyTemplate(c, trust, b)
 	case docBundle:
-		imp, signer, err := forms.ImportBundle(b, caCert)
+		imp, signer, err := forms.ImportBundle(b, trust.root, trust.inters...)
 		if err != nil {
 			return err
 		}
@@ -222,7 +222,7 @@ func verifyFile(ctx context.Context, c *cli, o *opts, vo *verifyOpts, path strin
 	case docContract:
 		if vo.fetch {
 			// The offer inside names the organisation whose list is needed.
-			ct, err := jws.VerifyContract(doc, jws.VerifyOptions{CA: caCert})
+			ct, err := jws.VerifyContract(doc, jws.VerifyOptions{CA: trust.root, Intermediates: trust.inters})
 			if err != nil {
 				return err
 			}
@@ -230,7 +230,7 @@ func verifyFile(ctx context.Context, c *cli, o *opts, vo *verifyOpts, path strin
 				return err
 			}
 		}
-		ct, err := jws.VerifyContract(doc, jws.VerifyOptions{CA: caCert, CRL: crl, OrgCRL: orgCRL})
+		ct, err := jws.VerifyContract(doc, jws.VerifyOptions{CA: trust.root, Intermediates: trust.inters, CRL: crl, OrgCRL: orgCRL})
 		if err != nil {
 			return err
 		}
@@ -295,20 +295,42 @@ func readInput(c *cli, path string, max int64) ([]byte, error) {
 	return b, nil
 }
 
-func readCert(path string) (*x509.Certificate, error) {
+// trustFile is a --ca file: the deployment's root first and, for a
+// deployment whose root is kept offline, its issuing intermediates after
+// it, current first ('kanal directory ca' prints them so). Each
+// intermediate must be one the root issued (ca.TrustPool).
+type trustFile struct {
+	root   *x509.Certificate
+	inters []*x509.Certificate
+	pool   *x509.CertPool
+}
+
+func readTrust(path string) (*trustFile, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	der, err := pemBlock(raw, "CERTIFICATE")
+	certs, err := ca.ParseCertificatesPEM(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	cert, err := x509.ParseCertificate(der)
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s: want a PEM CERTIFICATE", path)
+	}
+	pool, err := ca.TrustPool(certs[0], certs[1:])
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return cert, nil
+	return &trustFile{root: certs[0], inters: certs[1:], pool: pool}, nil
+}
+
+// crlIssuer is what signs the deployment's device revocation list: the
+// current issuing intermediate, or the root where the root issues.
+func (t *trustFile) crlIssuer() *x509.Certificate {
+	if len(t.inters) > 0 {
+		return t.inters[0]
+	}
+	return t.root
 }
 
 func euro(cents int64) string { return fmt.Sprintf("EUR %d.%02d", cents/100, cents%100) }
@@ -346,12 +368,12 @@ func printContract(w io.Writer, ct *jws.Contract, givenCRL, givenOrgCRL bool) {
 // of the deployment that published it: the signature, the chain, the
 // member's organisation, the template's rules, and its lineage down to
 // the first version, each ancestor against the CA its child names.
-func verifyTemplate(c *cli, caCert *x509.Certificate, b []byte) error {
+func verifyTemplate(c *cli, trust *trustFile, b []byte) error {
 	var s forms.Signed
 	if err := json.Unmarshal(b, &s); err != nil {
 		return err
 	}
-	v, err := forms.Verify(s, caCert)
+	v, err := forms.Verify(s, trust.root, trust.inters...)
 	if err != nil {
 		return err
 	}

@@ -42,7 +42,7 @@ type miniappsDeps struct {
 // mountMiniapps builds the mini-app registry and OpenID Provider (issuer:
 // the public URL plus /oidc) and registers their routes.
 func mountMiniapps(d miniappsDeps) (*miniapps.Service, error) {
-	s, err := miniapps.New(miniapps.Options{DB: d.db, Logger: d.log, CA: d.ca.Certificate(), Certs: d.ident, Orgs: d.ident,
+	s, err := miniapps.New(miniapps.Options{DB: d.db, Logger: d.log, CA: d.ca.Root(), Intermediates: d.ca.Intermediates(), Certs: d.ident, Orgs: d.ident,
 		Secret: d.keys.secret, Issuer: d.cfg.PublicURL + "/oidc", OrgConversation: messaging.OrgConversation,
 		Bridge: miniapps.Bridge{RequestPayment: appPayments{d.pay}.request, Post: appPosts{d.msg}.post,
 			RequestForm: appForms{d.msg, d.forms}.request}})

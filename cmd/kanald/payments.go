@@ -41,7 +41,7 @@ func mountPayments(d paymentsDeps) (*payments.Service, error) {
 			return nil, &settingError{"KANAL_PSP_URL", err}
 		}
 	}
-	s, err := payments.New(payments.Options{DB: d.db, Logger: d.log, CA: d.ca.Certificate(), Certs: d.ident, Orgs: d.ident,
+	s, err := payments.New(payments.Options{DB: d.db, Logger: d.log, CA: d.ca.Root(), Intermediates: d.ca.Intermediates(), Certs: d.ident, Orgs: d.ident,
 		Announcer: paymentNotices{d.msg}, PSP: psp})
 	if err != nil {
 		return nil, err

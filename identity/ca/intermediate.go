@@ -286,3 +286,26 @@ func RotateIntermediate(dir string, rootKeyPEM []byte, name string, now time.Tim
 	inter.retired = old.Intermediates()
 	return inter, nil
 }
+
+// IssuerOf returns the certificate that issued cert among the deployment's
+// anchors: the root and its issuing intermediates (each checked as
+// TrustPool checks it). Certificate statuses and revocation lists of a
+// certificate are signed by its issuer, so a verifier checks them against
+// what IssuerOf returns. A certificate no anchor signed is ErrUntrusted.
+func IssuerOf(cert, root *x509.Certificate, intermediates []*x509.Certificate) (*x509.Certificate, error) {
+	if cert == nil || root == nil {
+		return nil, fmt.Errorf("%w: no certificate or no root", ErrUntrusted)
+	}
+	for _, c := range append([]*x509.Certificate{root}, intermediates...) {
+		if !bytes.Equal(cert.RawIssuer, c.RawSubject) || cert.CheckSignatureFrom(c) != nil {
+			continue
+		}
+		if c != root {
+			if err := checkIntermediate(root, c); err != nil {
+				return nil, err
+			}
+		}
+		return c, nil
+	}
+	return nil, fmt.Errorf("%w: %q was issued by none of the deployment's CA certificates", ErrUntrusted, cert.Subject.CommonName)
+}

@@ -87,10 +87,14 @@ type acceptance struct {
 // Countersign verifies the offer (signature, certificates at its issue
 // time, addressed to the buyer's account, still valid at now) and signs
 // it as the buyer's device, returning the contract JWS. The buyer's device
-// certificate must carry level substantial or higher.
-func Countersign(offerJWS string, b Buyer, caCert *x509.Certificate, now time.Time) (string, error) {
-	roots := x509.NewCertPool()
-	roots.AddCert(caCert)
+// certificate must carry level substantial or higher. caCert is the
+// deployment's root; under an offline root, intermediates are its issuing
+// intermediates (current first), as in VerifyOptions.
+func Countersign(offerJWS string, b Buyer, caCert *x509.Certificate, now time.Time, intermediates ...*x509.Certificate) (string, error) {
+	roots, err := ca.TrustPool(caCert, intermediates)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrCertificate, err)
+	}
 	vo, err := VerifyOffer(offerJWS, roots)
 	if err != nil {
 		return "", err
@@ -114,7 +118,12 @@ func Countersign(offerJWS string, b Buyer, caCert *x509.Certificate, now time.Ti
 	}
 	// The embedded statuses must speak for now: checked as a verifier
 	// will check them.
-	if err := checkStatuses([][]byte{b.SellerStatus, b.BuyerStatus}, caCert, now, vo.SellerDevice, buyer); err != nil {
+	buyerCert, err := x509.ParseCertificate(b.DeviceCert)
+	if err != nil {
+		return "", fmt.Errorf("%w: buyer device: %v", ErrCertificate, err)
+	}
+	t := trust{root: caCert, intermediates: intermediates}
+	if err := t.checkStatuses([][]byte{b.SellerStatus, b.BuyerStatus}, now, signer{vo.SellerDevice, vo.SellerCert}, signer{buyer, buyerCert}); err != nil {
 		return "", err
 	}
 	payload, err := json.Marshal(acceptance{Version: 1, Offer: offerJWS, BuyerAccount: buyer.AccountID, BuyerDevice: buyer.DeviceID, SignedAt: now})

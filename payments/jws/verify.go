@@ -20,6 +20,7 @@ type VerifiedOffer struct {
 	SellerDevice ca.DeviceIdentity
 	Membership   ca.Membership
 	OrgCert      *x509.Certificate // the organisation certificate that issued Membership
+	SellerCert   *x509.Certificate // the seller's device certificate (x5c)
 }
 
 // Contract is a verified contract.
@@ -74,7 +75,11 @@ func VerifyOffer(offerJWS string, roots *x509.CertPool) (*VerifiedOffer, error) 
 	if err != nil {
 		return nil, fmt.Errorf("offer: %w: organisation certificate: %v", ErrCertificate, err)
 	}
-	return &VerifiedOffer{Offer: o, SellerDevice: dev, Membership: m, OrgCert: orgCert}, nil
+	devCert, err := x509.ParseCertificate(devDER)
+	if err != nil {
+		return nil, fmt.Errorf("offer: %w: device certificate: %v", ErrCertificate, err)
+	}
+	return &VerifiedOffer{Offer: o, SellerDevice: dev, Membership: m, OrgCert: orgCert, SellerCert: devCert}, nil
 }
 
 // CheckOrgCRL checks the offer's membership certificate against orgCRL,
@@ -128,9 +133,15 @@ func checkSeller(devDER, memDER, orgDER []byte, roots *x509.CertPool, at time.Ti
 
 // VerifyOptions configures VerifyContract.
 type VerifyOptions struct {
-	// CA is the deployment CA certificate.
+	// CA is the deployment's root certificate: the CA certificate, or the
+	// offline root above the issuing intermediates.
 	CA *x509.Certificate
-	// CRL, if set, is a revocation list of the CA (DER) issued at or after
+	// Intermediates are the deployment's issuing intermediates under an
+	// offline root (current first, then retired), each checked against CA
+	// (ca.TrustPool); nil when the root issues.
+	Intermediates []*x509.Certificate
+	// CRL, if set, is the deployment's device revocation list (DER),
+	// signed by the root or one of the intermediates, issued at or after
 	// the contract was signed, such as the current one from
 	// "kanal directory ca --crl". Without it, the certificate statuses
 	// embedded in the contract, which the buyer fetched when signing, are
@@ -152,8 +163,10 @@ func VerifyContract(contractJWS string, opts VerifyOptions) (*Contract, error) {
 	if opts.CA == nil {
 		return nil, fmt.Errorf("%w: no CA certificate", ErrCertificate)
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(opts.CA)
+	roots, err := ca.TrustPool(opts.CA, opts.Intermediates)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCertificate, err)
+	}
 	c, err := orgsig.Parse(contractJWS, MaxJWS, TypeContract, headerStatus)
 	if err != nil {
 		return nil, fmt.Errorf("contract: %w", err)
@@ -177,6 +190,10 @@ func VerifyContract(contractJWS string, opts VerifyOptions) (*Contract, error) {
 	if err != nil {
 		return nil, fmt.Errorf("contract: %w: buyer device: %w", ErrCertificate, err)
 	}
+	buyerCert, err := x509.ParseCertificate(buyerDER)
+	if err != nil {
+		return nil, fmt.Errorf("contract: %w: buyer device: %v", ErrCertificate, err)
+	}
 	switch {
 	case buyer.Level < ca.LevelSubstantial:
 		return nil, fmt.Errorf("contract: %w: buyer device has level %s, substantial is required", ErrCertificate, buyer.Level)
@@ -189,14 +206,16 @@ func VerifyContract(contractJWS string, opts VerifyOptions) (*Contract, error) {
 	case !a.SignedAt.Before(vo.Offer.ValidUntil):
 		return nil, fmt.Errorf("contract: %w: signed after the offer's validity", ErrExpired)
 	}
+	t := trust{root: opts.CA, intermediates: opts.Intermediates}
+	signers := []signer{{vo.SellerDevice, vo.SellerCert}, {buyer, buyerCert}}
 	if opts.CRL != nil {
-		err = checkNotRevoked(opts.CRL, opts.CA, a.SignedAt, vo.SellerDevice, buyer)
+		err = t.checkNotRevoked(opts.CRL, a.SignedAt, signers...)
 	} else {
 		var statuses [][]byte
 		if statuses, err = stringList(c.Extra, headerStatus, 2); err != nil {
 			return nil, fmt.Errorf("contract: %w: no embedded certificate statuses: %w", ErrNoCRL, err)
 		}
-		err = checkStatuses(statuses, opts.CA, a.SignedAt, vo.SellerDevice, buyer)
+		err = t.checkStatuses(statuses, a.SignedAt, signers...)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("contract: %w", err)
@@ -214,11 +233,26 @@ func VerifyContract(contractJWS string, opts VerifyOptions) (*Contract, error) {
 	return &Contract{ID: ContractID(contractJWS), Offer: *vo, Buyer: buyer, SignedAt: a.SignedAt, OfferJWS: a.Offer}, nil
 }
 
+// trust is the deployment's root and its issuing intermediates.
+type trust struct {
+	root          *x509.Certificate
+	intermediates []*x509.Certificate
+}
+
+// signer is a device that signed a contract, with its certificate.
+type signer struct {
+	id   ca.DeviceIdentity
+	cert *x509.Certificate
+}
+
 // checkNotRevoked refuses the signature when either device certificate
-// is on the CA's revocation list with a revocation time at or before
-// signedAt. The list, given by the verifier, must have been issued at or
-// after signedAt, or it could not know about a revocation just before.
-func checkNotRevoked(crlDER []byte, caCert *x509.Certificate, signedAt time.Time, devices ...ca.DeviceIdentity) error {
+// is on the deployment's device revocation list with a revocation time at
+// or before signedAt. kanald's list names every revoked device of the
+// deployment, whichever intermediate issued it, and is signed by the
+// current issuing CA: it must be signed by the root or one of the
+// intermediates. The list, given by the verifier, must have been issued at
+// or after signedAt, or it could not know about a revocation just before.
+func (t trust) checkNotRevoked(crlDER []byte, signedAt time.Time, signers ...signer) error {
 	if len(crlDER) == 0 || len(crlDER) > ca.MaxCRLSize {
 		return fmt.Errorf("%w: size %d", ErrNoCRL, len(crlDER))
 	}
@@ -226,19 +260,26 @@ func checkNotRevoked(crlDER []byte, caCert *x509.Certificate, signedAt time.Time
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrNoCRL, err)
 	}
-	if err := list.CheckSignatureFrom(caCert); err != nil {
-		return fmt.Errorf("%w: not signed by the CA: %v", ErrNoCRL, err)
+	var issuer *x509.Certificate
+	for _, c := range append([]*x509.Certificate{t.root}, t.intermediates...) {
+		if list.CheckSignatureFrom(c) == nil {
+			issuer = c
+			break
+		}
+	}
+	if issuer == nil {
+		return fmt.Errorf("%w: not signed by the deployment's CA", ErrNoCRL)
 	}
 	if list.ThisUpdate.Before(signedAt) {
 		return fmt.Errorf("%w: the list was issued %s, before the contract was signed", ErrNoCRL, list.ThisUpdate.Format(time.RFC3339))
 	}
-	for _, d := range devices {
-		at, revoked, err := ca.CheckRevoked(crlDER, caCert, d.Serial)
+	for _, s := range signers {
+		at, revoked, err := ca.CheckRevoked(crlDER, issuer, s.id.Serial)
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrNoCRL, err)
 		}
 		if revoked && !at.After(signedAt) {
-			return fmt.Errorf("%w: device %s was revoked at %s, the contract signed at %s", ErrRevoked, d.DeviceID,
+			return fmt.Errorf("%w: device %s was revoked at %s, the contract signed at %s", ErrRevoked, s.id.DeviceID,
 				at.Format(time.RFC3339), signedAt.Format(time.RFC3339))
 		}
 	}
@@ -246,20 +287,25 @@ func checkNotRevoked(crlDER []byte, caCert *x509.Certificate, signedAt time.Time
 }
 
 // checkStatuses checks one embedded certificate status per device: signed
-// by the CA, about that device's certificate, current at signedAt (issued
-// no later than signedAt plus clock skew, next update after it), and not
-// revoked at or before signedAt.
-func checkStatuses(statuses [][]byte, caCert *x509.Certificate, signedAt time.Time, devices ...ca.DeviceIdentity) error {
-	if len(statuses) != len(devices) {
-		return fmt.Errorf("%w: %d statuses for %d devices", ErrNoCRL, len(statuses), len(devices))
+// by the CA certificate that issued that device's certificate (the root or
+// an intermediate, ca.IssuerOf), about that certificate, current at
+// signedAt (issued no later than signedAt plus clock skew, next update
+// after it), and not revoked at or before signedAt.
+func (t trust) checkStatuses(statuses [][]byte, signedAt time.Time, signers ...signer) error {
+	if len(statuses) != len(signers) {
+		return fmt.Errorf("%w: %d statuses for %d devices", ErrNoCRL, len(statuses), len(signers))
 	}
-	for i, d := range devices {
-		st, err := ca.CheckStatus(statuses[i], caCert, d.Serial, signedAt, clockSkew)
+	for i, s := range signers {
+		issuer, err := ca.IssuerOf(s.cert, t.root, t.intermediates)
 		if err != nil {
-			return fmt.Errorf("%w: status of device %s: %v", ErrNoCRL, d.DeviceID, err)
+			return fmt.Errorf("%w: device %s: %w", ErrCertificate, s.id.DeviceID, err)
+		}
+		st, err := ca.CheckStatus(statuses[i], issuer, s.id.Serial, signedAt, clockSkew)
+		if err != nil {
+			return fmt.Errorf("%w: status of device %s: %v", ErrNoCRL, s.id.DeviceID, err)
 		}
 		if st.Revoked && !st.RevokedAt.After(signedAt) {
-			return fmt.Errorf("%w: device %s was revoked at %s, the contract signed at %s", ErrRevoked, d.DeviceID,
+			return fmt.Errorf("%w: device %s was revoked at %s, the contract signed at %s", ErrRevoked, s.id.DeviceID,
 				st.RevokedAt.Format(time.RFC3339), signedAt.Format(time.RFC3339))
 		}
 	}

@@ -72,12 +72,13 @@ func (a *app) received(id string, k kind.Kind, body any) (entry, error) {
 
 // device is what the participation calls need of the unlocked device.
 type device struct {
-	st    *state
-	store *idbStore
-	key   crypto.Signer
-	token string
-	root  *x509.Certificate
-	pool  *x509.CertPool // the deployment CA and its intermediates
+	st     *state
+	store  *idbStore
+	key    crypto.Signer
+	token  string
+	root   *x509.Certificate
+	inters []*x509.Certificate // the root's issuing intermediates, if it is kept offline
+	pool   *x509.CertPool      // the deployment CA and its intermediates
 }
 
 func (a *app) device() (*device, error) {
@@ -91,7 +92,7 @@ func (a *app) device() (*device, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.root = root
+	d.root, d.inters = root, inters
 	d.pool, err = ca.TrustPool(root, inters)
 	return d, err
 }
@@ -337,7 +338,7 @@ func (a *app) acceptOffer(args []js.Value) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	contract, err := pclient.Countersign(ctx, a.ident().WithToken(token), offerJWS, vo, jws.Buyer{Key: dev.key, DeviceCert: devDER}, dev.root, time.Now())
+	contract, err := pclient.Countersign(ctx, a.ident().WithToken(token), offerJWS, vo, jws.Buyer{Key: dev.key, DeviceCert: devDER}, dev.root, time.Now(), dev.inters...)
 	if err != nil {
 		return nil, err
 	}
