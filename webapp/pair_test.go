@@ -179,6 +179,34 @@ func TestWebPairWithCLI(t *testing.T) {
 	web.do("in English", chromedp.Focus(chromedp.CSS("#lang")), chromedp.KeyEvent(kb.Enter),
 		visibleX(fmt.Sprintf(`//ol[@id="messages"]/li[@class="notice"]/p[contains(., "Your device %s has a new key")]`, cliDevice)))
 	web.axe("device notice, English")
+
+	// The reverse: Bob's browser approves a tablet's request (the CLI in
+	// another KANAL_HOME), showing the fingerprint first, with the
+	// account password; the tablet installs the certificate and logs in.
+	tablet := newCLIUser(t, bob.bin, srv)
+	request, msg = tablet.run("device", "request", "--key", "ed25519")
+	tabletFP := match(t, `Key fingerprint ([0-9A-F ]+):`, msg)
+	web.do("check the request", chromedp.Focus(chromedp.CSS("#approve summary")), chromedp.KeyEvent(kb.Enter),
+		chromedp.SendKeys(chromedp.CSS("#approve-request"), strings.TrimSpace(request)), chromedp.KeyEvent(kb.Tab), chromedp.KeyEvent(kb.Enter),
+		visible("#approve-name"))
+	if got := run(web, "fingerprint", chromedp.Text(chromedp.CSS("#approve-fp"))); got != tabletFP {
+		t.Fatalf("the page shows fingerprint %q for the tablet's request, kanal device request %q", got, tabletFP)
+	}
+	web.axe("approve, English")
+	web.do("approve", chromedp.SendKeys(chromedp.CSS("#approve-name"), "Tablet"), chromedp.KeyEvent(kb.Tab),
+		typeEnter("#approve-pass", "Tr0ub4dor&3-but-longer"), visible("#approve-cert"))
+	web.axe("approved, English")
+	web.shot(dir, "approved")
+	tabletCert := run(web, "certificate", chromedp.Evaluate[string](`document.getElementById("approve-cert").value`))
+	certFile := filepath.Join(t.TempDir(), "tablet.pem")
+	if err := os.WriteFile(certFile, []byte(tabletCert), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, _ = tablet.run("device", "install", certFile)
+	if !strings.Contains(out, "of account "+bobAccount) {
+		t.Fatalf("the tablet installed %q", out)
+	}
+	tablet.run("login")
 }
 
 // TestAttackForgedNotice: an adversary who can write kanald's database

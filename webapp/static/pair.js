@@ -94,6 +94,30 @@ globalThis.pair = (() => {
     });
   });
 
+  // The reverse: this browser approves another device's request, as
+  // kanal device approve does; the fingerprint is shown first.
+  $("form-approve-check").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    busy(ev.target, async () => {
+      $("approve-fp").textContent = await kanalGo.requestFingerprint($("approve-request").value);
+      $("form-approve").hidden = false;
+      $("approve-out").hidden = true;
+      status(t("approveFp") + " " + $("approve-fp").textContent);
+      $("approve-name").focus();
+    });
+  });
+  $("form-approve").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    busy(ev.target, async () => {
+      const r = JSON.parse(await kanalGo.approve($("approve-request").value, $("approve-name").value, $("approve-pass").value));
+      $("approve-pass").value = "";
+      $("form-approve").hidden = true;
+      $("approve-out").hidden = false;
+      $("approve-cert").value = r.certificate;
+      status(t("approved", r.device));
+      $("approve-cert").focus();
+    });
+  });
   return { resume };
 })();
 
