@@ -50,9 +50,10 @@ var (
 	// any recipient; retry later, when the device has read its mailbox.
 	TypeMailboxFull = web.NewType("mailbox-full")
 	// TypeOverloaded (503, with Retry-After and the extension member
-	// "retry_after" in seconds): the group commit (Options.Batcher) holds
-	// more than its db.Admission bound — about as much as it commits in
-	// a few seconds — and takes no more sends for now. Nothing was
+	// "retry_after" in seconds): more sends are in flight than
+	// Options.Admission allows, or the group commit (Options.Batcher)
+	// holds more than its own bound — each about as much as the node
+	// answers or commits in a few seconds. Nothing was
 	// stored; send again with the same client_id after retry_after
 	// seconds. A retry of a send that was stored before may be refused
 	// like this too; once admitted it gets the first answer.
