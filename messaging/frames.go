@@ -58,28 +58,34 @@ func (s *Service) Frames(ctx context.Context, device, typ string, raw json.RawMe
 	if err := web.DecodeStrict(raw, &f, maxSendBody); err != nil {
 		return nil, fmt.Errorf("%w: send frame: %v", ErrInvalid, err)
 	}
-	if !mailbox.ValidDeviceID(f.Ref) { // the same rule as client ids: 1..64 of [A-Za-z0-9_-]
+	return s.frameSend(ctx, device, f.Ref, &f.Request)
+}
+
+// frameSend sends a decoded send frame's request: the answer is a sent
+// or send_failed frame, an error closes the stream.
+func (s *Service) frameSend(ctx context.Context, device, ref string, req *SendRequest) (any, error) {
+	if !mailbox.ValidDeviceID(ref) { // the same rule as client ids: 1..64 of [A-Za-z0-9_-]
 		return nil, fmt.Errorf("%w: send frame: ref must be 1..64 characters of [A-Za-z0-9_-]", ErrInvalid)
 	}
 	leave, err := s.gate.enter()
 	if err != nil {
-		return SendFailedFrame{Type: "send_failed", Ref: f.Ref, Problem: problem(err)}, nil
+		return SendFailedFrame{Type: "send_failed", Ref: ref, Problem: problem(err)}, nil
 	}
 	defer leave()
 	account, err := s.accountOf(ctx, device)
 	if err != nil {
 		return nil, err // revoked meanwhile: the stream closes
 	}
-	resp, _, err := s.Send(ctx, Caller{AccountID: account, DeviceID: device}, &f.Request)
+	resp, _, err := s.Send(ctx, Caller{AccountID: account, DeviceID: device}, req)
 	if err != nil {
 		p := problem(err)
 		if p == nil {
 			s.log.ErrorContext(ctx, "messaging: send on stream", "device", device, "err", err)
 			p = web.Errorf(http.StatusInternalServerError, web.TypeInternal, "Internal error", "the send was not stored; retry with the same client_id")
 		}
-		return SendFailedFrame{Type: "send_failed", Ref: f.Ref, Problem: p}, nil
+		return SendFailedFrame{Type: "send_failed", Ref: ref, Problem: p}, nil
 	}
-	return SentFrame{Type: "sent", Ref: f.Ref, Response: resp}, nil
+	return SentFrame{Type: "sent", Ref: ref, Response: resp}, nil
 }
 
 // accountOf returns the account of an active device: from the device sets

@@ -93,6 +93,10 @@ type SendTo struct {
 type SendEnvelope struct {
 	DeviceID   string `json:"device_id"`
 	Ciphertext string `json:"ciphertext"`
+	// Data is the ciphertext as bytes, as a binary send frame carries it
+	// (no base64). When it is set, Ciphertext is ignored; over HTTP and
+	// in JSON frames it is never set.
+	Data []byte `json:"-"`
 }
 
 // SendResponse answers an accepted send: 201 the first time, 200 with the
@@ -188,13 +192,16 @@ func checkSend(c Caller, req *SendRequest) (*checkedSend, error) {
 			return nil, fmt.Errorf("%w: envelopes[%d].device_id: %s appears twice", ErrInvalid, i, e.DeviceID)
 		}
 		seen[e.DeviceID] = true
-		if base64.StdEncoding.DecodedLen(len(e.Ciphertext)) > mailbox.MaxCiphertext+3 {
-			return nil, web.Errorf(http.StatusRequestEntityTooLarge, web.TypeTooLarge, "Ciphertext too large",
-				"envelopes[%d].ciphertext: at most %d bytes", i, mailbox.MaxCiphertext)
-		}
-		ct, err := base64.StdEncoding.Strict().DecodeString(e.Ciphertext)
-		if err != nil {
-			return nil, fmt.Errorf("%w: envelopes[%d].ciphertext: not standard base64", ErrInvalid, i)
+		ct := e.Data
+		if ct == nil {
+			if base64.StdEncoding.DecodedLen(len(e.Ciphertext)) > mailbox.MaxCiphertext+3 {
+				return nil, web.Errorf(http.StatusRequestEntityTooLarge, web.TypeTooLarge, "Ciphertext too large",
+					"envelopes[%d].ciphertext: at most %d bytes", i, mailbox.MaxCiphertext)
+			}
+			var err error
+			if ct, err = base64.StdEncoding.Strict().DecodeString(e.Ciphertext); err != nil {
+				return nil, fmt.Errorf("%w: envelopes[%d].ciphertext: not standard base64", ErrInvalid, i)
+			}
 		}
 		if len(ct) == 0 {
 			return nil, fmt.Errorf("%w: envelopes[%d].ciphertext: empty", ErrInvalid, i)

@@ -18,6 +18,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ import (
 	"github.com/coder/websocket"
 
 	idclient "github.com/kanal-server/kanal/identity/client"
+	"github.com/kanal-server/kanal/internal/binframe"
 	"github.com/kanal-server/kanal/messaging"
 	"github.com/kanal-server/kanal/messaging/client"
 	"github.com/kanal-server/kanal/messaging/mailbox"
@@ -79,6 +81,7 @@ type device struct {
 	roots   *x509.CertPool // the deployment CA
 
 	ws             *websocket.Conn // the open stream; replaced under wmu on a reconnect
+	bin            bool            // the stream speaks binary frames (kanal.bin.v1); set with ws
 	markSynced     func()          // closes synced, once
 	skeys          *senderKeys     // group scenario
 	synced         chan struct{}
@@ -264,7 +267,11 @@ type envelopeHandler func(d *device, sender string, kind byte, intended time.Tim
 func (r *runner) connect(ctx context.Context, d *device, h envelopeHandler) error {
 	wsURL := "ws" + strings.TrimPrefix(d.base, "http") + "/v1/stream"
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	ws, resp, err := websocket.Dial(dctx, wsURL, &websocket.DialOptions{HTTPClient: d.hc,
+	protocols := []string{"kanal"}
+	if r.o.frames == "binary" {
+		protocols = []string{binframe.Subprotocol, "kanal"}
+	}
+	ws, resp, err := websocket.Dial(dctx, wsURL, &websocket.DialOptions{HTTPClient: d.hc, Subprotocols: protocols,
 		HTTPHeader: http.Header{"Authorization": {"Bearer " + d.token}}})
 	cancel()
 	if err != nil {
@@ -275,7 +282,7 @@ func (r *runner) connect(ctx context.Context, d *device, h envelopeHandler) erro
 	}
 	ws.SetReadLimit(mailbox.MaxFrameBytes * 2)
 	d.wmu.Lock()
-	d.ws = ws
+	d.ws, d.bin = ws, strings.EqualFold(ws.Subprotocol(), binframe.Subprotocol)
 	d.wmu.Unlock()
 	go r.readLoop(ctx, d, ws, h)
 	return nil
@@ -303,7 +310,7 @@ func (r *runner) readLoop(ctx context.Context, d *device, ws *websocket.Conn, h 
 	defer close(frames)
 	go r.process(ctx, d, frames, h)
 	for {
-		_, data, err := ws.Read(ctx)
+		typ, data, err := ws.Read(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
 				status := websocket.CloseStatus(err).String()
@@ -318,17 +325,13 @@ func (r *runner) readLoop(ctx context.Context, d *device, ws *websocket.Conn, h 
 			}
 			return
 		}
-		var f struct {
-			Type      string             `json:"type"`
-			Envelopes []mailbox.Envelope `json:"envelopes"`
-			Ref       string             `json:"ref"`
-			Problem   *struct {
-				Type       string `json:"type"`
-				Status     int    `json:"status"`
-				RetryAfter int    `json:"retry_after"`
-			} `json:"problem"`
+		var f streamFrame
+		if typ == websocket.MessageBinary {
+			err = f.decodeBinary(data)
+		} else {
+			err = json.Unmarshal(data, &f)
 		}
-		if err := json.Unmarshal(data, &f); err != nil {
+		if err != nil {
 			r.errs.add("stream: bad frame")
 			continue
 		}
@@ -415,8 +418,7 @@ func (r *runner) process(ctx context.Context, d *device, frames <-chan []mailbox
 			}
 			h(d, e.Sender, pt[0], intended, time.Now())
 		}
-		ack, _ := json.Marshal(map[string]any{"type": "ack", "ids": ids})
-		if err := d.writeFrame(ctx, ack); err != nil {
+		if err := d.writeAck(ctx, ids); err != nil {
 			switch {
 			case ctx.Err() != nil:
 			case d.seen != nil:
@@ -461,7 +463,29 @@ func (e *errRateLimited) Error() string {
 // outgoing is one encrypted send, ready to post (and to post again with the
 // same client id after a 429).
 type outgoing struct {
-	body []byte
+	req  messaging.SendRequest // the ciphertexts in Data
+	mu   sync.Mutex
+	body []byte // the request as JSON, made on first use
+}
+
+// json is the request as POST /v1/messages and JSON frames carry it, the
+// ciphertexts in base64.
+func (o *outgoing) json() ([]byte, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.body == nil {
+		req := o.req
+		req.Envelopes = slices.Clone(req.Envelopes)
+		for i := range req.Envelopes {
+			req.Envelopes[i].Ciphertext = base64.StdEncoding.EncodeToString(req.Envelopes[i].Data)
+		}
+		b, err := json.Marshal(&req)
+		if err != nil {
+			return nil, err
+		}
+		o.body = b
+	}
+	return o.body, nil
 }
 
 // seal encrypts pt once for each recipient device and builds the send.
@@ -477,22 +501,33 @@ func (d *device) seal(to messaging.SendTo, recipients []string, pt []byte) (*out
 		if err != nil {
 			return nil, err
 		}
-		req.Envelopes = append(req.Envelopes, messaging.SendEnvelope{DeviceID: rcpt,
-			Ciphertext: base64.StdEncoding.EncodeToString(wire)})
+		req.Envelopes = append(req.Envelopes, messaging.SendEnvelope{DeviceID: rcpt, Data: wire})
 	}
-	body, err := json.Marshal(&req)
-	if err != nil {
-		return nil, err
-	}
-	return &outgoing{body: body}, nil
+	return &outgoing{req: req}, nil
 }
 
-func (d *device) writeFrame(ctx context.Context, b []byte) error {
+// writeFrame writes a frame on the stream: a JSON one (built by text) or
+// a binary one (by bin), as the stream speaks.
+func (d *device) writeFrame(ctx context.Context, text func() ([]byte, error), bin func() ([]byte, error)) error {
 	d.wmu.Lock()
 	defer d.wmu.Unlock()
+	typ, build := websocket.MessageText, text
+	if d.bin {
+		typ, build = websocket.MessageBinary, bin
+	}
+	b, err := build()
+	if err != nil {
+		return err
+	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return d.ws.Write(wctx, websocket.MessageText, b)
+	return d.ws.Write(wctx, typ, b)
+}
+
+func (d *device) writeAck(ctx context.Context, ids []string) error {
+	return d.writeFrame(ctx,
+		func() ([]byte, error) { return json.Marshal(map[string]any{"type": "ack", "ids": ids}) },
+		func() ([]byte, error) { return mailbox.AppendAck(nil, ids) })
 }
 
 func (d *device) answer(ref string, err error) {
@@ -509,19 +544,23 @@ func (d *device) answer(ref string, err error) {
 // "sent" or "send_failed" answer.
 func (d *device) postFrame(ctx context.Context, o *outgoing) error {
 	ref := "r" + strconv.FormatUint(d.sendSeq.Add(1), 10)
-	frame, err := json.Marshal(struct {
-		Type    string          `json:"type"`
-		Ref     string          `json:"ref"`
-		Request json.RawMessage `json:"request"`
-	}{"send", ref, o.body})
-	if err != nil {
-		return err
-	}
 	ch := make(chan error, 1)
 	d.pmu.Lock()
 	d.pending[ref] = ch
 	d.pmu.Unlock()
-	if err := d.writeFrame(ctx, frame); err != nil {
+	text := func() ([]byte, error) {
+		body, err := o.json()
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(struct {
+			Type    string          `json:"type"`
+			Ref     string          `json:"ref"`
+			Request json.RawMessage `json:"request"`
+		}{"send", ref, body})
+	}
+	bin := func() ([]byte, error) { return messaging.AppendSendFrame(nil, ref, &o.req) }
+	if err := d.writeFrame(ctx, text, bin); err != nil {
 		d.answer(ref, nil)
 		return err
 	}
@@ -544,7 +583,11 @@ func (d *device) post(ctx context.Context, o *outgoing) error {
 	if d.wsSend {
 		return d.postFrame(ctx, o)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.base+"/v1/messages", bytes.NewReader(o.body))
+	body, err := o.json()
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.base+"/v1/messages", bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -606,4 +649,45 @@ func (r *runner) postRetry(ctx context.Context, d *device, o *outgoing) error {
 		case <-time.After(rl.after + mrand.N(rl.after/2+1)):
 		}
 	}
+}
+
+// streamFrame is a frame from the stream, JSON or binary.
+type streamFrame struct {
+	Type      string             `json:"type"`
+	Envelopes []mailbox.Envelope `json:"envelopes"`
+	Ref       string             `json:"ref"`
+	Problem   *struct {
+		Type       string `json:"type"`
+		Status     int    `json:"status"`
+		RetryAfter int    `json:"retry_after"`
+	} `json:"problem"`
+}
+
+// decodeBinary reads a binary frame (kanal.bin.v1) into f.
+func (f *streamFrame) decodeBinary(b []byte) error {
+	if len(b) == 0 {
+		return errors.New("empty frame")
+	}
+	var err error
+	switch b[0] {
+	case mailbox.FrameEnvelopes:
+		f.Type = "envelopes"
+		f.Envelopes, err = mailbox.DecodeEnvelopes(b)
+	case mailbox.FrameSynced:
+		f.Type = "synced"
+	case mailbox.FrameSent:
+		f.Type = "sent"
+		f.Ref, _, err = messaging.DecodeSentFrame(b)
+	case mailbox.FrameSendFailed, mailbox.FrameProblem:
+		var raw json.RawMessage
+		var t byte
+		t, f.Ref, raw, err = mailbox.DecodeProblemFrame(b)
+		f.Type = map[byte]string{mailbox.FrameSendFailed: "send_failed", mailbox.FrameProblem: "problem"}[t]
+		if err == nil {
+			err = json.Unmarshal(raw, &f.Problem)
+		}
+	default:
+		f.Type = fmt.Sprintf("0x%02x", b[0])
+	}
+	return err
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -204,17 +203,13 @@ func (d *device) sealGroup(s sender, pt []byte) (*outgoing, error) {
 	if err != nil {
 		return nil, err
 	}
-	wire := base64.StdEncoding.EncodeToString(append([]byte{'S'}, ct...))
+	wire := append([]byte{'S'}, ct...)
 	req := messaging.SendRequest{To: s.to, Class: "message",
 		ClientID: d.clientIDPrefix + strconv.FormatUint(d.sendSeq.Add(1), 10)}
 	for _, rcpt := range s.recips {
-		req.Envelopes = append(req.Envelopes, messaging.SendEnvelope{DeviceID: rcpt, Ciphertext: wire})
+		req.Envelopes = append(req.Envelopes, messaging.SendEnvelope{DeviceID: rcpt, Data: wire})
 	}
-	body, err := json.Marshal(&req)
-	if err != nil {
-		return nil, err
-	}
-	return &outgoing{body: body}, nil
+	return &outgoing{req: req}, nil
 }
 
 // openGroup decrypts a sender-key envelope (after its 'S').

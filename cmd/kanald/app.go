@@ -150,6 +150,9 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		Frames: func(ctx context.Context, device, typ string, raw json.RawMessage) (any, error) {
 			return sends.Frames(ctx, device, typ, raw)
 		},
+		BinaryFrames: func(ctx context.Context, device string, frame []byte) (any, error) {
+			return sends.BinaryFrames(ctx, device, frame)
+		},
 		// A revoked device, on whichever node it was revoked, is dropped
 		// from the device sets the send path keeps in memory.
 		Ended: func(e mailbox.SessionEnd) {

@@ -111,18 +111,21 @@ type Options struct {
 // Client is one device's end-to-end state and its connection to the
 // prekey directory.
 type Client struct {
-	base      string
-	hc        *http.Client
-	account   string
-	device    string
-	deviceKey crypto.Signer
-	certDER   []byte
-	caCert    *x509.Certificate
-	roots     *x509.CertPool
-	store     Store
-	now       func() time.Time
-	rand      io.Reader
-	id        *idclient.Client
+	// jsonFrames: the stream offers JSON frames only, as clients before
+	// binary frames did (set by tests).
+	jsonFrames bool
+	base       string
+	hc         *http.Client
+	account    string
+	device     string
+	deviceKey  crypto.Signer
+	certDER    []byte
+	caCert     *x509.Certificate
+	roots      *x509.CertPool
+	store      Store
+	now        func() time.Time
+	rand       io.Reader
+	id         *idclient.Client
 
 	token atomic.Pointer[string]
 

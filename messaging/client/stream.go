@@ -18,6 +18,7 @@ import (
 
 	"github.com/kanal-server/kanal/identity"
 	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/internal/binframe"
 	"github.com/kanal-server/kanal/messaging"
 	"github.com/kanal-server/kanal/messaging/kind"
 	mailbox "github.com/kanal-server/kanal/messaging/mailbox/wire"
@@ -83,6 +84,8 @@ var ErrClosed = errors.New("messaging/client: stream closed")
 type Stream struct {
 	c  *Client
 	ws *websocket.Conn
+	// bin: the server selected binary frames (binframe.Subprotocol).
+	bin bool
 
 	arrived chan struct{} // signalled when the queue grows
 	synced  chan struct{}
@@ -122,11 +125,24 @@ func (c *Client) Connect(ctx context.Context) (*Stream, error) {
 		return nil, fmt.Errorf("messaging/client: stream: %w", err)
 	}
 	ws.SetReadLimit(int64(mailbox.MaxFrameBytes)*2 + 64<<10)
-	s := &Stream{c: c, ws: ws, arrived: make(chan struct{}, 1), synced: make(chan struct{}),
+	s := &Stream{c: c, ws: ws, bin: strings.EqualFold(ws.Subprotocol(), binframe.Subprotocol),
+		arrived: make(chan struct{}, 1), synced: make(chan struct{}),
 		done: make(chan struct{}), pending: map[string]chan sendResult{}}
 	go s.readLoop()
 	return s, nil
 }
+
+// subprotocols are the stream's subprotocols the client offers, in order
+// of preference: binary frames, then JSON.
+func (c *Client) subprotocols() []string {
+	if c.jsonFrames {
+		return []string{"kanal"}
+	}
+	return []string{binframe.Subprotocol, "kanal"}
+}
+
+// Binary says whether the stream speaks binary frames (kanal.bin.v1).
+func (s *Stream) Binary() bool { return s.bin }
 
 // Close closes the stream. Messages handed out and not yet acknowledged
 // come again on the next stream.
@@ -155,10 +171,18 @@ func (s *Stream) readLoop() {
 	defer close(s.done)
 	var synced bool
 	for {
-		_, data, err := s.ws.Read(context.Background())
+		typ, data, err := s.ws.Read(context.Background())
 		if err != nil {
 			s.fail(err)
 			return
+		}
+		if s.bin {
+			if err := s.takeBinary(typ, data, &synced); err != nil {
+				s.fail(err)
+				s.ws.Close(websocket.StatusPolicyViolation, "malformed frame")
+				return
+			}
+			continue
 		}
 		var head struct {
 			Type string `json:"type"`
@@ -178,18 +202,9 @@ func (s *Stream) readLoop() {
 				s.fail(err)
 				return
 			}
-			s.mu.Lock()
-			s.queue = append(s.queue, f.Envelopes...)
-			s.mu.Unlock()
-			select {
-			case s.arrived <- struct{}{}:
-			default:
-			}
+			s.enqueue(f.Envelopes)
 		case "synced":
-			if !synced {
-				synced = true
-				close(s.synced)
-			}
+			s.markSynced(&synced)
 		case "sent", "send_failed":
 			var f struct {
 				Type     string                  `json:"type"`
@@ -201,17 +216,82 @@ func (s *Stream) readLoop() {
 				s.fail(err)
 				return
 			}
-			s.mu.Lock()
-			ch := s.pending[f.Ref]
-			delete(s.pending, f.Ref)
-			s.mu.Unlock()
-			if ch != nil {
-				ch <- sendResult{resp: f.Response, prob: f.Problem}
-			}
+			s.answer(f.Ref, sendResult{resp: f.Response, prob: f.Problem})
 		case "problem":
 			// A refused ack or similar: the server says why and the
 			// stream goes on. Nothing to hand to the application.
 		}
+	}
+}
+
+// takeBinary takes one frame of a binary stream.
+func (s *Stream) takeBinary(typ websocket.MessageType, data []byte, synced *bool) error {
+	if typ != websocket.MessageBinary || len(data) == 0 {
+		return errors.New("a text or empty frame on a binary stream")
+	}
+	switch data[0] {
+	case mailbox.FrameEnvelopes:
+		envs, err := mailbox.DecodeEnvelopes(data)
+		if err != nil {
+			return err
+		}
+		s.enqueue(envs)
+	case mailbox.FrameSynced:
+		if len(data) != 1 {
+			return fmt.Errorf("%w: synced frame with %d bytes after its type", binframe.ErrMalformed, len(data)-1)
+		}
+		s.markSynced(synced)
+	case mailbox.FrameSent:
+		ref, resp, err := messaging.DecodeSentFrame(data)
+		if err != nil {
+			return err
+		}
+		s.answer(ref, sendResult{resp: resp})
+	case mailbox.FrameSendFailed, mailbox.FrameProblem:
+		t, ref, raw, err := mailbox.DecodeProblemFrame(data)
+		if err != nil {
+			return err
+		}
+		if t == mailbox.FrameSendFailed {
+			var p sendProblem
+			if err := json.Unmarshal(raw, &p); err != nil {
+				return fmt.Errorf("%w: send_failed: %v", binframe.ErrMalformed, err)
+			}
+			s.answer(ref, sendResult{prob: &p})
+		}
+		// A problem frame: a refused ack or similar; the stream goes on.
+	default:
+		return fmt.Errorf("%w: unknown frame type 0x%02x", binframe.ErrMalformed, data[0])
+	}
+	return nil
+}
+
+// enqueue adds received envelopes for Receive.
+func (s *Stream) enqueue(envs []mailbox.Envelope) {
+	s.mu.Lock()
+	s.queue = append(s.queue, envs...)
+	s.mu.Unlock()
+	select {
+	case s.arrived <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Stream) markSynced(synced *bool) {
+	if !*synced {
+		*synced = true
+		close(s.synced)
+	}
+}
+
+// answer hands a send's answer to the Send waiting for it.
+func (s *Stream) answer(ref string, r sendResult) {
+	s.mu.Lock()
+	ch := s.pending[ref]
+	delete(s.pending, ref)
+	s.mu.Unlock()
+	if ch != nil {
+		ch <- r
 	}
 }
 
@@ -363,11 +443,21 @@ func (s *Stream) Ack(ctx context.Context) error {
 func (s *Stream) ack(ctx context.Context, ids []string) error {
 	for len(ids) > 0 {
 		n := min(len(ids), mailbox.MaxAckBatch)
-		b, _ := json.Marshal(struct {
-			Type string   `json:"type"`
-			IDs  []string `json:"ids"`
-		}{"ack", ids[:n]})
-		if err := s.ws.Write(ctx, websocket.MessageText, b); err != nil {
+		var b []byte
+		typ := websocket.MessageText
+		if s.bin {
+			var err error
+			if b, err = mailbox.AppendAck(nil, ids[:n]); err != nil {
+				return err
+			}
+			typ = websocket.MessageBinary
+		} else {
+			b, _ = json.Marshal(struct {
+				Type string   `json:"type"`
+				IDs  []string `json:"ids"`
+			}{"ack", ids[:n]})
+		}
+		if err := s.ws.Write(ctx, typ, b); err != nil {
 			return fmt.Errorf("%w: ack: %w", ErrClosed, err)
 		}
 		if err := s.c.forget(ids[:n]); err != nil {
@@ -396,11 +486,19 @@ func (s *Stream) post(ctx context.Context, req *messaging.SendRequest) (*messagi
 		delete(s.pending, ref)
 		s.mu.Unlock()
 	}()
-	b, err := json.Marshal(messaging.SendFrame{Type: "send", Ref: ref, Request: *req})
+	var b []byte
+	var err error
+	typ := websocket.MessageText
+	if s.bin {
+		b, err = messaging.AppendSendFrame(nil, ref, req)
+		typ = websocket.MessageBinary
+	} else {
+		b, err = json.Marshal(messaging.SendFrame{Type: "send", Ref: ref, Request: *req})
+	}
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := s.ws.Write(ctx, websocket.MessageText, b); err != nil {
+	if err := s.ws.Write(ctx, typ, b); err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrClosed, err)
 	}
 	select {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/kanal-server/kanal/internal/binframe"
 	"github.com/kanal-server/kanal/internal/bus"
 	"github.com/kanal-server/kanal/internal/web"
 )
@@ -29,6 +31,11 @@ import (
 // send. Its reply, if not nil, is written back to the device; an error that
 // is a *web.Problem is sent as a problem frame, any other closes the socket.
 type FrameHandler func(ctx context.Context, device string, typ string, raw json.RawMessage) (reply any, err error)
+
+// BinaryFrameHandler is FrameHandler for a stream that speaks binary
+// frames (binframe.Subprotocol): frame is the whole frame, its type in
+// the first byte; a reply must implement encoding.BinaryAppender.
+type BinaryFrameHandler func(ctx context.Context, device string, frame []byte) (reply any, err error)
 
 // HubOptions configures a Hub.
 type HubOptions struct {
@@ -60,6 +67,10 @@ type HubOptions struct {
 	Now func() time.Time
 	// Frames handles frame types other than "ack" (may be nil).
 	Frames FrameHandler
+	// BinaryFrames handles binary frames other than acks. A hub offers
+	// binary frames (the subprotocol binframe.Subprotocol) only when it
+	// is set.
+	BinaryFrames BinaryFrameHandler
 	// Ended, if set, is told of every session end this node acts on:
 	// its own (EndSessions) and the other nodes' (from the bus, once its
 	// tag and age are checked). cmd/kanald drops a revoked device from
@@ -491,10 +502,16 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Time{})
+	// A browser offers "kanal" beside the subprotocol that carries its
+	// token (identity.WebsocketBearerPrefix) and needs one selected. A
+	// client that offers binary frames gets them (the first of these the
+	// client offers is selected); one that does not gets JSON.
+	protocols := []string{"kanal"}
+	if h.o.BinaryFrames != nil {
+		protocols = []string{binframe.Subprotocol, "kanal"}
+	}
 	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{OriginPatterns: h.o.OriginPatterns,
-		// A browser offers "kanal" beside the subprotocol that carries its
-		// token (identity.WebsocketBearerPrefix) and needs one selected.
-		Subprotocols: []string{"kanal"},
+		Subprotocols: protocols,
 		// No permessage-deflate: envelopes are ciphertext, which does not
 		// compress, and a deflate state would cost every stream memory
 		// (coder/websocket's default, said here so it stays so).
@@ -509,7 +526,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// request's values: its session is all a stream needs.
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{hub: h, device: device, sess: sess, ws: ws, ctx: ctx, cancel: cancel,
-		inflight: map[string]bool{}, done: make(chan struct{})}
+		inflight: map[string]bool{}, done: make(chan struct{}),
+		bin: strings.EqualFold(ws.Subprotocol(), binframe.Subprotocol)}
 	untrack, ok := h.o.Tracker.Track(func() { c.close(websocket.StatusGoingAway, "server shutting down"); <-c.done })
 	if !ok {
 		h.release(device)
@@ -544,6 +562,20 @@ const (
 	// or written.
 	idleBufio = 16
 )
+
+// frameBuffers holds buffers binary frames are encoded in, shared by all
+// streams: the websocket write copies a frame out before it returns, and
+// an idle stream holds no buffer of its own.
+var frameBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// maxPooledFrame: a buffer a large frame grew is not kept.
+const maxPooledFrame = 64 << 10
+
+func putFrameBuffer(b *[]byte) {
+	if cap(*b) <= maxPooledFrame {
+		frameBuffers.Put(b)
+	}
+}
 
 // smallBuffers hands coder/websocket the hijacked connection with smaller
 // buffers than net/http's. Bytes the client sent after its upgrade request
@@ -658,6 +690,7 @@ type conn struct {
 	untrack func()
 
 	writeMu sync.Mutex // the pump, pings' failures and frame replies write
+	bin     bool       // the stream speaks binary frames (binframe.Subprotocol)
 
 	ackMu sync.Mutex     // one acknowledgement write at a time
 	acks  sync.WaitGroup // the acknowledgement writer, while it runs
@@ -1042,22 +1075,41 @@ func (c *conn) pump() (more bool, err error) {
 	return false, nil
 }
 
+// write writes one frame: v as JSON, or on a binary stream v's binary
+// form (v must then be an encoding.BinaryAppender).
 func (c *conn) write(v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
+	var b []byte
+	typ := websocket.MessageText
+	if !c.bin {
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			return err
+		}
 	}
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	if c.ctx.Err() != nil {
 		return nil // closing; run sends the close frame
 	}
+	if c.bin {
+		a, ok := v.(encoding.BinaryAppender)
+		if !ok {
+			return fmt.Errorf("mailbox: no binary form of %T", v)
+		}
+		buf := frameBuffers.Get().(*[]byte)
+		defer putFrameBuffer(buf)
+		var err error
+		if *buf, err = a.AppendBinary((*buf)[:0]); err != nil {
+			return err
+		}
+		b, typ = *buf, websocket.MessageBinary
+	}
 	// The write has its own deadline rather than the connection's context:
 	// cancelling a context mid-write makes the library drop the connection
 	// without a close frame, and a close must still be able to say why.
 	ctx, cancel := context.WithTimeout(context.Background(), c.hub.o.WriteTimeout)
 	defer cancel()
-	if err := c.ws.Write(ctx, websocket.MessageText, b); err != nil {
+	if err := c.ws.Write(ctx, typ, b); err != nil {
 		if ctx.Err() != nil {
 			return context.DeadlineExceeded
 		}
@@ -1082,6 +1134,16 @@ func (c *conn) readLoop() {
 			c.close(websocket.StatusNormalClosure, "")
 			return
 		}
+		if c.bin {
+			if typ != websocket.MessageBinary {
+				c.close(websocket.StatusUnsupportedData, "binary frames only")
+				return
+			}
+			if !c.frameDone(c.handleBinary(data)) {
+				return
+			}
+			continue
+		}
 		if typ != websocket.MessageText {
 			c.close(websocket.StatusUnsupportedData, "text frames only")
 			return
@@ -1100,19 +1162,50 @@ func (c *conn) readLoop() {
 			c.close(websocket.StatusInvalidFramePayloadData, "frame is not JSON")
 			return
 		}
-		if err := c.handle(head.Type, data); err != nil {
-			var p *web.Problem
-			if errors.As(err, &p) {
-				if werr := c.write(problemFrame{Type: "problem", Problem: p}); werr != nil {
-					c.close(websocket.StatusInternalError, "")
-					return
-				}
-				continue
-			}
-			c.close(websocket.StatusPolicyViolation, err.Error())
+		if !c.frameDone(c.handle(head.Type, data)) {
 			return
 		}
 	}
+}
+
+// frameDone acts on what handling a frame returned: a problem is written
+// back and the stream goes on; any other error closes it with 1008. It
+// says whether the stream goes on.
+func (c *conn) frameDone(err error) bool {
+	if err == nil {
+		return true
+	}
+	var p *web.Problem
+	if errors.As(err, &p) {
+		if werr := c.write(problemFrame{Type: "problem", Problem: p}); werr != nil {
+			c.close(websocket.StatusInternalError, "")
+			return false
+		}
+		return true
+	}
+	c.close(websocket.StatusPolicyViolation, err.Error())
+	return false
+}
+
+// handleBinary handles a binary frame: an ack here, anything else by
+// HubOptions.BinaryFrames. A frame that does not decode breaks the
+// protocol (1008); nothing of it is acted on.
+func (c *conn) handleBinary(data []byte) error {
+	if len(data) > 0 && data[0] == FrameAck {
+		ids, err := DecodeAck(data)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errBadFrame, err)
+		}
+		return c.checkAcks(ids)
+	}
+	reply, err := c.hub.o.BinaryFrames(c.ctx, c.device, data)
+	if err != nil {
+		return err
+	}
+	if reply != nil {
+		return c.write(reply)
+	}
+	return nil
 }
 
 // readFrame reads the next frame, waiting for its start as long as the
@@ -1158,15 +1251,7 @@ func (c *conn) handle(typ string, data []byte) error {
 			// well-formed ack the server refuses gets a problem frame.
 			return fmt.Errorf("%w: %s", errBadFrame, problemDetail(err))
 		}
-		if len(f.IDs) > MaxAckBatch {
-			return web.Errorf(http.StatusBadRequest, web.TypeValidation, "Invalid ack", "at most %d ids per ack", MaxAckBatch)
-		}
-		for _, id := range f.IDs {
-			if len(id) == 0 || len(id) > 64 {
-				return web.Errorf(http.StatusBadRequest, web.TypeValidation, "Invalid ack", "bad envelope id")
-			}
-		}
-		return c.takeAcks(f.IDs)
+		return c.checkAcks(f.IDs)
 	default:
 		if c.hub.o.Frames == nil {
 			return errUnknownFrame
@@ -1180,6 +1265,20 @@ func (c *conn) handle(typ string, data []byte) error {
 		}
 		return nil
 	}
+}
+
+// checkAcks takes a well-formed ack's ids if the stream's rules allow
+// them, or answers with a problem.
+func (c *conn) checkAcks(ids []string) error {
+	if len(ids) > MaxAckBatch {
+		return web.Errorf(http.StatusBadRequest, web.TypeValidation, "Invalid ack", "at most %d ids per ack", MaxAckBatch)
+	}
+	for _, id := range ids {
+		if len(id) == 0 || len(id) > 64 {
+			return web.Errorf(http.StatusBadRequest, web.TypeValidation, "Invalid ack", "bad envelope id")
+		}
+	}
+	return c.takeAcks(ids)
 }
 
 // splitBySize cuts a batch into runs whose ciphertexts add up to at most
