@@ -3,11 +3,12 @@ package messaging
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"slices"
 
 	"github.com/kanal-server/kanal/internal/binframe"
-	"github.com/kanal-server/kanal/messaging/mailbox"
+	"github.com/kanal-server/kanal/messaging/mailbox/wire"
 )
 
 // Sends on a stream that speaks binary frames (kanal.bin.v1,
@@ -30,7 +31,7 @@ func AppendSendFrame(b []byte, ref string, req *SendRequest) ([]byte, error) {
 	if len(req.Envelopes) > 0xffff {
 		return b, fmt.Errorf("messaging: a send frame holds at most 65535 envelopes, not %d", len(req.Envelopes))
 	}
-	b = append(b, mailbox.FrameSend)
+	b = append(b, wire.FrameSend)
 	b = binframe.AppendString(b, ref)
 	b = binframe.AppendString(b, req.To.AccountID)
 	b = binframe.AppendString(b, req.To.OrgID)
@@ -61,7 +62,7 @@ func AppendSendFrame(b []byte, ref string, req *SendRequest) ([]byte, error) {
 // the request is checked as any send is.
 func DecodeSendFrame(p []byte) (ref string, req *SendRequest, err error) {
 	r := binframe.NewReader(p)
-	if t := r.U8("type"); r.Err() == nil && t != mailbox.FrameSend {
+	if t := r.U8("type"); r.Err() == nil && t != wire.FrameSend {
 		return "", nil, fmt.Errorf("%w: type 0x%02x is not a send frame", binframe.ErrMalformed, t)
 	}
 	req = &SendRequest{}
@@ -75,7 +76,7 @@ func DecodeSendFrame(p []byte) (ref string, req *SendRequest, err error) {
 		req.Envelopes = make([]SendEnvelope, n)
 		for i := range req.Envelopes {
 			req.Envelopes[i].DeviceID = r.String("device_id")
-			req.Envelopes[i].Data = r.Bytes("ciphertext", mailbox.MaxCiphertext)
+			req.Envelopes[i].Data = r.Bytes("ciphertext", wire.MaxCiphertext)
 		}
 	}
 	if err := r.Done(); err != nil {
@@ -110,7 +111,7 @@ func (f SentFrame) AppendBinary(b []byte) ([]byte, error) {
 		devices = append(devices, d)
 	}
 	slices.Sort(devices)
-	b = append(b, mailbox.FrameSent)
+	b = append(b, wire.FrameSent)
 	b = binframe.AppendString(b, f.Ref)
 	b = binframe.AppendString(b, resp.ConversationID)
 	b = binframe.AppendString(b, resp.ClientID)
@@ -127,7 +128,7 @@ func (f SentFrame) AppendBinary(b []byte) ([]byte, error) {
 // malformed.
 func DecodeSentFrame(p []byte) (ref string, resp *SendResponse, err error) {
 	r := binframe.NewReader(p)
-	if t := r.U8("type"); r.Err() == nil && t != mailbox.FrameSent {
+	if t := r.U8("type"); r.Err() == nil && t != wire.FrameSent {
 		return "", nil, fmt.Errorf("%w: type 0x%02x is not a sent frame", binframe.ErrMalformed, t)
 	}
 	ref = r.String("ref")
@@ -152,14 +153,18 @@ func DecodeSentFrame(p []byte) (ref string, resp *SendResponse, err error) {
 
 // AppendBinary appends the send_failed frame in binary form.
 func (f SendFailedFrame) AppendBinary(b []byte) ([]byte, error) {
-	return mailbox.AppendProblemFrame(b, mailbox.FrameSendFailed, f.Ref, f.Problem)
+	j, err := json.Marshal(f.Problem)
+	if err != nil {
+		return b, err
+	}
+	return wire.AppendProblemFrame(b, wire.FrameSendFailed, f.Ref, j)
 }
 
 // BinaryFrames handles the binary frames the send path adds to the
 // stream; it has the shape of mailbox.BinaryFrameHandler. A frame that
 // does not decode, strictly, closes the stream (1008) and stores nothing.
 func (s *Service) BinaryFrames(ctx context.Context, device string, frame []byte) (any, error) {
-	if len(frame) == 0 || frame[0] != mailbox.FrameSend {
+	if len(frame) == 0 || frame[0] != wire.FrameSend {
 		return nil, fmt.Errorf("%w: binary frame type %v", ErrUnknownFrame, frame[:min(len(frame), 1)])
 	}
 	ref, req, err := DecodeSendFrame(frame)

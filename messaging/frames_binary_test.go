@@ -12,6 +12,7 @@ import (
 	"github.com/kanal-server/kanal/internal/binframe"
 	"github.com/kanal-server/kanal/messaging"
 	"github.com/kanal-server/kanal/messaging/mailbox"
+	"github.com/kanal-server/kanal/messaging/mailbox/wire"
 )
 
 func sampleSend() *messaging.SendRequest {
@@ -56,7 +57,7 @@ func TestBinarySendFrameStrict(t *testing.T) {
 	for name, p := range map[string][]byte{
 		"trailing":  append(slices.Clone(good), 0),
 		"truncated": good[:len(good)-1],
-		"type":      append([]byte{mailbox.FrameAck}, good[1:]...),
+		"type":      append([]byte{wire.FrameAck}, good[1:]...),
 		"oversize":  over,
 		"empty":     {},
 	} {

@@ -32,6 +32,7 @@ import (
 	"github.com/kanal-server/kanal/messaging"
 	"github.com/kanal-server/kanal/messaging/client"
 	"github.com/kanal-server/kanal/messaging/mailbox"
+	"github.com/kanal-server/kanal/messaging/mailbox/wire"
 )
 
 // netPool hands out HTTP clients bound to loopback source addresses
@@ -527,7 +528,7 @@ func (d *device) writeFrame(ctx context.Context, text func() ([]byte, error), bi
 func (d *device) writeAck(ctx context.Context, ids []string) error {
 	return d.writeFrame(ctx,
 		func() ([]byte, error) { return json.Marshal(map[string]any{"type": "ack", "ids": ids}) },
-		func() ([]byte, error) { return mailbox.AppendAck(nil, ids) })
+		func() ([]byte, error) { return wire.AppendAck(nil, ids) })
 }
 
 func (d *device) answer(ref string, err error) {
@@ -670,19 +671,19 @@ func (f *streamFrame) decodeBinary(b []byte) error {
 	}
 	var err error
 	switch b[0] {
-	case mailbox.FrameEnvelopes:
+	case wire.FrameEnvelopes:
 		f.Type = "envelopes"
-		f.Envelopes, err = mailbox.DecodeEnvelopes(b)
-	case mailbox.FrameSynced:
+		f.Envelopes, err = wire.DecodeEnvelopes(b)
+	case wire.FrameSynced:
 		f.Type = "synced"
-	case mailbox.FrameSent:
+	case wire.FrameSent:
 		f.Type = "sent"
 		f.Ref, _, err = messaging.DecodeSentFrame(b)
-	case mailbox.FrameSendFailed, mailbox.FrameProblem:
+	case wire.FrameSendFailed, wire.FrameProblem:
 		var raw json.RawMessage
 		var t byte
-		t, f.Ref, raw, err = mailbox.DecodeProblemFrame(b)
-		f.Type = map[byte]string{mailbox.FrameSendFailed: "send_failed", mailbox.FrameProblem: "problem"}[t]
+		t, f.Ref, raw, err = wire.DecodeProblemFrame(b)
+		f.Type = map[byte]string{wire.FrameSendFailed: "send_failed", wire.FrameProblem: "problem"}[t]
 		if err == nil {
 			err = json.Unmarshal(raw, &f.Problem)
 		}

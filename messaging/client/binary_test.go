@@ -17,6 +17,7 @@ import (
 	"github.com/kanal-server/kanal/messaging/client"
 	"github.com/kanal-server/kanal/messaging/kind"
 	"github.com/kanal-server/kanal/messaging/mailbox"
+	"github.com/kanal-server/kanal/messaging/mailbox/wire"
 )
 
 // TestBinaryAndJSONClientsInOneConversation: alice's client speaks the
@@ -109,7 +110,7 @@ func TestAttackMalformedBinaryFrames(t *testing.T) {
 			t.Fatalf("subprotocol %q", ws.Subprotocol())
 		}
 		ws.SetReadLimit(1 << 20)
-		if typ, b, err := ws.Read(ctx); err != nil || typ != websocket.MessageBinary || !bytes.Equal(b, []byte{mailbox.FrameSynced}) {
+		if typ, b, err := ws.Read(ctx); err != nil || typ != websocket.MessageBinary || !bytes.Equal(b, []byte{wire.FrameSynced}) {
 			t.Fatalf("first frame %v % x %v, want synced", typ, b, err)
 		}
 		return ws
@@ -152,11 +153,11 @@ func TestAttackMalformedBinaryFrames(t *testing.T) {
 	for i := range ids {
 		ids[i] = "e" + strconv.Itoa(i)
 	}
-	ack, _ := mailbox.AppendAck(nil, ids)
+	ack, _ := wire.AppendAck(nil, ids)
 	if err := ws.Write(ctx, websocket.MessageBinary, ack); err != nil {
 		t.Fatal(err)
 	}
-	if _, b, err := ws.Read(ctx); err != nil || len(b) == 0 || b[0] != mailbox.FrameProblem {
+	if _, b, err := ws.Read(ctx); err != nil || len(b) == 0 || b[0] != wire.FrameProblem {
 		t.Fatalf("an ack of %d ids: % x %v, want a problem frame", len(ids), b, err)
 	}
 	if err := ws.Write(ctx, websocket.MessageBinary, send); err != nil {

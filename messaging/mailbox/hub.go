@@ -25,6 +25,7 @@ import (
 	"github.com/kanal-server/kanal/internal/binframe"
 	"github.com/kanal-server/kanal/internal/bus"
 	"github.com/kanal-server/kanal/internal/web"
+	"github.com/kanal-server/kanal/messaging/mailbox/wire"
 )
 
 // FrameHandler handles a frame type the hub does not know itself, such as a
@@ -1191,8 +1192,8 @@ func (c *conn) frameDone(err error) bool {
 // HubOptions.BinaryFrames. A frame that does not decode breaks the
 // protocol (1008); nothing of it is acted on.
 func (c *conn) handleBinary(data []byte) error {
-	if len(data) > 0 && data[0] == FrameAck {
-		ids, err := DecodeAck(data)
+	if len(data) > 0 && data[0] == wire.FrameAck {
+		ids, err := wire.DecodeAck(data)
 		if err != nil {
 			return fmt.Errorf("%w: %v", errBadFrame, err)
 		}

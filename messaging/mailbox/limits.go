@@ -1,6 +1,10 @@
 package mailbox
 
-import "time"
+import (
+	"time"
+
+	"github.com/kanal-server/kanal/messaging/mailbox/wire"
+)
 
 // Quota bounds one device's mailbox; see Store.AppendWithinTx. A zero
 // field is no limit.
@@ -13,7 +17,7 @@ type Quota struct {
 const (
 	// MaxCiphertext is the largest envelope body; attachments travel as
 	// blobs and only their reference and key go into an envelope.
-	MaxCiphertext = 64 << 10
+	MaxCiphertext = wire.MaxCiphertext
 
 	// FetchBatch is how many envelopes one read of a mailbox returns.
 	FetchBatch = 128

@@ -1,4 +1,4 @@
-package mailbox_test
+package wire_test
 
 import (
 	"bytes"
@@ -9,11 +9,11 @@ import (
 	"unicode/utf8"
 
 	"github.com/kanal-server/kanal/internal/binframe"
-	"github.com/kanal-server/kanal/messaging/mailbox"
+	"github.com/kanal-server/kanal/messaging/mailbox/wire"
 )
 
-func sameEnvelopes(a, b []mailbox.Envelope) bool {
-	return slices.EqualFunc(a, b, func(x, y mailbox.Envelope) bool {
+func sameEnvelopes(a, b []wire.Envelope) bool {
+	return slices.EqualFunc(a, b, func(x, y wire.Envelope) bool {
 		return x.ID == y.ID && x.Seq == y.Seq && x.Conversation == y.Conversation && x.Sender == y.Sender &&
 			x.Recipient == y.Recipient && x.Class == y.Class && x.ServerTime.Equal(y.ServerTime) &&
 			bytes.Equal(x.Ciphertext, y.Ciphertext)
@@ -23,9 +23,9 @@ func sameEnvelopes(a, b []mailbox.Envelope) bool {
 // TestEnvelopesFrameVector pins the byte layout docs/api-messaging.md
 // gives as its example.
 func TestEnvelopesFrameVector(t *testing.T) {
-	e := mailbox.Envelope{ID: "e1", Seq: 7, Conversation: "d_1", Sender: "dev_a", Recipient: "dev_b", Class: "message",
+	e := wire.Envelope{ID: "e1", Seq: 7, Conversation: "d_1", Sender: "dev_a", Recipient: "dev_b", Class: "message",
 		ServerTime: time.Unix(0, 1764763200123000000).UTC(), Ciphertext: []byte{0xca, 0xfe}}
-	b, err := mailbox.AppendEnvelopes(nil, []mailbox.Envelope{e})
+	b, err := wire.AppendEnvelopes(nil, []wire.Envelope{e})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestEnvelopesFrameVector(t *testing.T) {
 	if !bytes.Equal(b, want) {
 		t.Fatalf("envelopes frame\n got % x\nwant % x", b, want)
 	}
-	ack, err := mailbox.AppendAck(nil, []string{"e1", "e2"})
+	ack, err := wire.AppendAck(nil, []string{"e1", "e2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,32 +54,32 @@ func TestEnvelopesFrameVector(t *testing.T) {
 // truncated, trailing bytes, another type, an oversize ciphertext, a
 // string that is not UTF-8, a count the frame cannot hold.
 func TestBinaryFramesStrict(t *testing.T) {
-	e := mailbox.Envelope{ID: "e1", Seq: 1, Conversation: "c", Sender: "s", Recipient: "r", Class: "message",
+	e := wire.Envelope{ID: "e1", Seq: 1, Conversation: "c", Sender: "s", Recipient: "r", Class: "message",
 		ServerTime: time.Unix(1, 0), Ciphertext: []byte("x")}
-	good, _ := mailbox.AppendEnvelopes(nil, []mailbox.Envelope{e})
+	good, _ := wire.AppendEnvelopes(nil, []wire.Envelope{e})
 	huge := append([]byte(nil), good[:len(good)-5]...)
 	huge = append(huge, 0, 1, 0, 1) // 65537 bytes of ciphertext claimed
 	bad := map[string][]byte{
 		"empty":          {},
 		"truncated":      good[:len(good)-1],
 		"trailing":       append(slices.Clone(good), 0),
-		"ack type":       append([]byte{mailbox.FrameAck}, good[1:]...),
+		"ack type":       append([]byte{wire.FrameAck}, good[1:]...),
 		"oversize":       huge,
-		"no envelopes":   {mailbox.FrameEnvelopes, 0, 0},
-		"count too high": {mailbox.FrameEnvelopes, 0xff, 0xff, 0},
+		"no envelopes":   {wire.FrameEnvelopes, 0, 0},
+		"count too high": {wire.FrameEnvelopes, 0xff, 0xff, 0},
 		"not UTF-8":      bytes.Replace(slices.Clone(good), []byte("e1"), []byte{'e', 0xff}, 1),
 	}
 	for name, p := range bad {
-		if _, err := mailbox.DecodeEnvelopes(p); !errors.Is(err, binframe.ErrMalformed) {
+		if _, err := wire.DecodeEnvelopes(p); !errors.Is(err, binframe.ErrMalformed) {
 			t.Errorf("%s: %v, want ErrMalformed", name, err)
 		}
 	}
 	for name, p := range map[string][]byte{
-		"trailing":  {mailbox.FrameAck, 0, 1, 1, 'a', 0},
-		"truncated": {mailbox.FrameAck, 0, 2, 1, 'a'},
-		"type":      {mailbox.FrameSend, 0, 0},
+		"trailing":  {wire.FrameAck, 0, 1, 1, 'a', 0},
+		"truncated": {wire.FrameAck, 0, 2, 1, 'a'},
+		"type":      {wire.FrameSend, 0, 0},
 	} {
-		if _, err := mailbox.DecodeAck(p); !errors.Is(err, binframe.ErrMalformed) {
+		if _, err := wire.DecodeAck(p); !errors.Is(err, binframe.ErrMalformed) {
 			t.Errorf("ack %s: %v, want ErrMalformed", name, err)
 		}
 	}
@@ -88,17 +88,17 @@ func TestBinaryFramesStrict(t *testing.T) {
 // FuzzDecodeEnvelopes: decoding never panics, and what decodes encodes to
 // exactly the same bytes (one spelling per frame).
 func FuzzDecodeEnvelopes(f *testing.F) {
-	e := mailbox.Envelope{ID: "e1", Seq: 7, Conversation: "d_1", Sender: "dev_a", Recipient: "dev_b", Class: "message",
+	e := wire.Envelope{ID: "e1", Seq: 7, Conversation: "d_1", Sender: "dev_a", Recipient: "dev_b", Class: "message",
 		ServerTime: time.Unix(0, 1764763200123000000).UTC(), Ciphertext: []byte{0xca, 0xfe}}
-	good, _ := mailbox.AppendEnvelopes(nil, []mailbox.Envelope{e, e})
+	good, _ := wire.AppendEnvelopes(nil, []wire.Envelope{e, e})
 	f.Add(good)
-	f.Add([]byte{mailbox.FrameEnvelopes, 0, 1})
+	f.Add([]byte{wire.FrameEnvelopes, 0, 1})
 	f.Fuzz(func(t *testing.T, p []byte) {
-		envs, err := mailbox.DecodeEnvelopes(p)
+		envs, err := wire.DecodeEnvelopes(p)
 		if err != nil {
 			return
 		}
-		again, err := mailbox.AppendEnvelopes(nil, envs)
+		again, err := wire.AppendEnvelopes(nil, envs)
 		if err != nil || !bytes.Equal(again, p) {
 			t.Fatalf("re-encoded % x (%v), decoded from % x", again, err, p)
 		}
@@ -110,16 +110,16 @@ func FuzzDecodeEnvelopes(f *testing.F) {
 func FuzzEnvelopesRoundTrip(f *testing.F) {
 	f.Add("e1", int64(7), "d_1", "dev_a", "dev_b", "message", int64(1764763200123000000), []byte{1, 2, 3})
 	f.Fuzz(func(t *testing.T, id string, seq int64, conv, sender, rcpt, class string, ns int64, ct []byte) {
-		if len(ct) > mailbox.MaxCiphertext {
-			ct = ct[:mailbox.MaxCiphertext]
+		if len(ct) > wire.MaxCiphertext {
+			ct = ct[:wire.MaxCiphertext]
 		}
-		in := []mailbox.Envelope{{ID: id, Seq: seq, Conversation: conv, Sender: sender, Recipient: rcpt, Class: class,
+		in := []wire.Envelope{{ID: id, Seq: seq, Conversation: conv, Sender: sender, Recipient: rcpt, Class: class,
 			ServerTime: time.Unix(0, ns).UTC(), Ciphertext: ct}}
-		b, err := mailbox.AppendEnvelopes(nil, in)
+		b, err := wire.AppendEnvelopes(nil, in)
 		if err != nil {
 			return // a string over 255 bytes
 		}
-		out, err := mailbox.DecodeEnvelopes(b)
+		out, err := wire.DecodeEnvelopes(b)
 		if err != nil {
 			if !slices.ContainsFunc([]string{id, conv, sender, rcpt, class}, func(s string) bool { return !utf8Valid(s) }) {
 				t.Fatalf("decode: %v", err)
@@ -137,14 +137,14 @@ func FuzzEnvelopesRoundTrip(f *testing.F) {
 
 // FuzzDecodeAck: decoding never panics; what decodes encodes the same.
 func FuzzDecodeAck(f *testing.F) {
-	good, _ := mailbox.AppendAck(nil, []string{"e1", "e2"})
+	good, _ := wire.AppendAck(nil, []string{"e1", "e2"})
 	f.Add(good)
 	f.Fuzz(func(t *testing.T, p []byte) {
-		ids, err := mailbox.DecodeAck(p)
+		ids, err := wire.DecodeAck(p)
 		if err != nil {
 			return
 		}
-		again, err := mailbox.AppendAck(nil, ids)
+		again, err := wire.AppendAck(nil, ids)
 		if err != nil || !bytes.Equal(again, p) {
 			t.Fatalf("re-encoded % x (%v), decoded from % x", again, err, p)
 		}

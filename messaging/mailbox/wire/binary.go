@@ -1,11 +1,10 @@
-package mailbox
+package wire
 
 import (
 	"encoding/json"
 	"fmt"
 
 	"github.com/kanal-server/kanal/internal/binframe"
-	"github.com/kanal-server/kanal/internal/web"
 )
 
 // Binary frames (the subprotocol kanal.bin.v1, docs/api-messaging.md
@@ -22,6 +21,10 @@ const (
 	FrameProblem    byte = 0x85 // server: a frame was refused, the stream goes on
 )
 
+// MaxCiphertext is the largest envelope body; attachments travel as
+// blobs (package mailbox says the same, from here).
+const MaxCiphertext = 64 << 10
+
 // minEnvelope is the fewest bytes one encoded envelope takes: four empty
 // strings and an empty id (a length byte each), seq and time (8 each),
 // and the ciphertext's length (4).
@@ -30,7 +33,7 @@ const minEnvelope = 5*1 + 8 + 8 + 4
 // AppendEnvelopes appends an envelopes frame holding envs (1..65535).
 func AppendEnvelopes(b []byte, envs []Envelope) ([]byte, error) {
 	if len(envs) == 0 || len(envs) > 0xffff {
-		return b, fmt.Errorf("mailbox: an envelopes frame holds 1..65535 envelopes, not %d", len(envs))
+		return b, fmt.Errorf("wire: an envelopes frame holds 1..65535 envelopes, not %d", len(envs))
 	}
 	b = append(b, FrameEnvelopes)
 	return appendEnvelopeList(b, envs)
@@ -100,7 +103,7 @@ func readEnvelopeList(r *binframe.Reader) []Envelope {
 // most 255 bytes; the server takes MaxAckBatch per frame).
 func AppendAck(b []byte, ids []string) ([]byte, error) {
 	if len(ids) > 0xffff {
-		return b, fmt.Errorf("mailbox: an ack frame holds at most 65535 ids, not %d", len(ids))
+		return b, fmt.Errorf("wire: an ack frame holds at most 65535 ids, not %d", len(ids))
 	}
 	b = append(b, FrameAck)
 	b = binframe.AppendU16(b, uint16(len(ids)))
@@ -132,11 +135,10 @@ func DecodeAck(p []byte) ([]string, error) {
 }
 
 // AppendProblemFrame appends a frame of type typ (FrameProblem,
-// FrameSendFailed) whose last field is the problem as problem+json.
-func AppendProblemFrame(b []byte, typ byte, ref string, p *web.Problem) ([]byte, error) {
-	j, err := json.Marshal(p)
-	if err != nil {
-		return b, err
+// FrameSendFailed) whose last field is problem, a problem+json object.
+func AppendProblemFrame(b []byte, typ byte, ref string, problem json.RawMessage) ([]byte, error) {
+	if len(problem) > MaxProblemBytes {
+		return b, fmt.Errorf("wire: a problem of %d bytes, at most %d", len(problem), MaxProblemBytes)
 	}
 	b = append(b, typ)
 	if typ == FrameSendFailed {
@@ -145,7 +147,7 @@ func AppendProblemFrame(b []byte, typ byte, ref string, p *web.Problem) ([]byte,
 		}
 		b = binframe.AppendString(b, ref)
 	}
-	return binframe.AppendBytes(b, j), nil
+	return binframe.AppendBytes(b, problem), nil
 }
 
 // MaxProblemBytes caps the problem+json of a problem or send_failed frame.
@@ -170,22 +172,4 @@ func DecodeProblemFrame(p []byte) (typ byte, ref string, problem json.RawMessage
 		return 0, "", nil, fmt.Errorf("%w: problem: not JSON", binframe.ErrMalformed)
 	}
 	return typ, ref, problem, nil
-}
-
-// AppendBinary appends the frame in binary form (kanal.bin.v1).
-func (f envelopesFrame) AppendBinary(b []byte) ([]byte, error) {
-	return AppendEnvelopes(b, f.Envelopes)
-}
-
-// AppendBinary appends the frame in binary form (kanal.bin.v1).
-func (f typeFrame) AppendBinary(b []byte) ([]byte, error) {
-	if f.Type != "synced" {
-		return b, fmt.Errorf("mailbox: no binary form of a %q frame", f.Type)
-	}
-	return append(b, FrameSynced), nil
-}
-
-// AppendBinary appends the frame in binary form (kanal.bin.v1).
-func (f problemFrame) AppendBinary(b []byte) ([]byte, error) {
-	return AppendProblemFrame(b, FrameProblem, "", f.Problem)
 }
