@@ -91,6 +91,23 @@ func pressX(xpath, key string) chromedp.Action[chromedp.Void] {
 	return chromedp.Steps(chromedp.Focus(chromedp.Search(xpath)), chromedp.KeyEvent(key))
 }
 
+// pressUntil focuses the element at xpath and presses key until done
+// is visible: an incoming message may render the conversation again
+// between finding the element and pressing the key.
+func (b *tab) pressUntil(what, xpath, key, done string) {
+	b.t.Helper()
+	var err error
+	for range 4 {
+		ctx, cancel := context.WithTimeout(b.ctx, time.Minute)
+		_, err = chromedp.Run(ctx, chromedp.Steps(pressX(xpath, key), visibleX(done)))
+		cancel()
+		if err == nil {
+			return
+		}
+	}
+	b.t.Fatalf("%s: %s: %v", b.name, what, err)
+}
+
 // axeBoth runs axe-core on the page in German and in English.
 func (b *tab) axeBoth(step string) {
 	b.t.Helper()
@@ -266,8 +283,9 @@ func TestWebGroupsAndFiles(t *testing.T) {
 	if err != nil || !bytes.Equal(got, protocol) {
 		t.Fatalf("Carl's SDK downloads %d bytes, %v; the file has %d", len(got), err, len(protocol))
 	}
-	ben.do("download Anna's file", visibleX(`//ol[@id="messages"]/li/p[contains(., "protokoll.pdf")]`),
-		press(`#messages button.download`, kb.Enter), visibleX(`//ol[@id="messages"]//a[@download="protokoll.pdf"]`))
+	ben.do("Anna's file arrives", visibleX(`//ol[@id="messages"]/li/p[contains(., "protokoll.pdf")]`))
+	ben.pressUntil("download Anna's file", `//ol[@id="messages"]//button[@class="download"]`, kb.Enter,
+		`//ol[@id="messages"]//a[@download="protokoll.pdf"]`)
 	if got := ben.pageFile("protokoll.pdf"); !bytes.Equal(got, protocol) {
 		t.Fatalf("Ben's page offers %d bytes, the file has %d", len(got), len(protocol))
 	}
@@ -282,10 +300,10 @@ func TestWebGroupsAndFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	carl.send(client.Peer{GroupID: group}, pb)
-	anna.do("download Carl's picture", visibleX(`//ol[@id="messages"]/li/p[contains(., "klassenfoto.png")]`),
-		pressX(`//ol[@id="messages"]/li[p[contains(., "klassenfoto.png")]]/button`, kb.Enter),
-		visibleX(`//ol[@id="messages"]//img[contains(@alt, "klassenfoto.png")]`),
-		visibleX(`//ol[@id="messages"]//a[@download="klassenfoto.png"]`))
+	anna.do("Carl's picture arrives", visibleX(`//ol[@id="messages"]/li/p[contains(., "klassenfoto.png")]`))
+	anna.pressUntil("download Carl's picture", `//ol[@id="messages"]/li[p[contains(., "klassenfoto.png")]]/button`, kb.Enter,
+		`//ol[@id="messages"]//img[contains(@alt, "klassenfoto.png")]`)
+	anna.do("the link", visibleX(`//ol[@id="messages"]//a[@download="klassenfoto.png"]`))
 	if got := anna.pageFile("klassenfoto.png"); !bytes.Equal(got, picture) {
 		t.Fatalf("Anna's page offers %d bytes, the picture has %d", len(got), len(picture))
 	}

@@ -83,9 +83,15 @@ const groups = (() => {
     return m;
   };
 
+  // refresh reads the groups again and says whether anything changed.
   async function refresh() {
-    list = {};
-    for (const g of JSON.parse(await kanalGo.groups())) list[g.id] = g;
+    const json = await kanalGo.groups();
+    const next = {};
+    for (const g of JSON.parse(json)) next[g.id] = g;
+    const changed = json !== refresh.last;
+    refresh.last = json;
+    list = next;
+    return changed;
   }
 
   // nameOf names an account: this one, a group member or a sender by
@@ -331,10 +337,7 @@ const groups = (() => {
   document.addEventListener("kanal:incoming", async (ev) => {
     // A group's change or name, or a member's first message, which
     // brings the member's profile name.
-    if (ev.detail.peer && ev.detail.peer.group) {
-      await refresh();
-      render();
-    }
+    if (ev.detail.peer && ev.detail.peer.group && await refresh()) render();
   });
 
   return {
