@@ -74,6 +74,7 @@ const groups = (() => {
   const size = (n) => n < 1000 ? n + " B" : n < 1e6 ? (n / 1000).toLocaleString(lang, { maximumFractionDigits: 1 }) + " kB"
     : (n / 1e6).toLocaleString(lang, { maximumFractionDigits: 1 }) + " MB";
   const fileKey = (e) => e.from + "/" + e.id;
+  const sentence = (s) => s.charAt(0).toLocaleUpperCase(lang) + s.slice(1);
   const errText = (e, name) => {
     const m = e.message || String(e);
     if (m.includes("attachment-mismatch")) return t("mismatch", name);
@@ -146,6 +147,7 @@ const groups = (() => {
         } catch (e) { throw new Error(errText(e, name)); }
         $("group-name").value = "";
         $("group-accounts").value = "";
+        form.querySelectorAll("#group-contacts input:checked").forEach((c) => { c.checked = false; });
         await refresh();
         await openConv({ group: id });
         status(t("groupCreated", name));
@@ -269,9 +271,9 @@ const groups = (() => {
     if (e.kind === "group.change" && e.body) {
       const b = e.body;
       li.classList.add("notice");
-      text.textContent = t("gc_" + b.op, nameOf(b.by), nameOf(b.account_id), b.role ? t(b.role) : "");
+      text.textContent = sentence(t("gc_" + b.op, nameOf(b.by), nameOf(b.account_id), b.role ? t(b.role) : ""));
     } else if (e.kind === "group.name" && e.body) {
-      text.textContent = t("groupNamed", e.from === "me" ? t("you") : nameOf(e.from), e.body.name);
+      text.textContent = sentence(t("groupNamed", e.from === "me" ? t("you") : nameOf(e.from), e.body.name));
     } else if (e.kind === "attachment" && e.file) {
       const f = e.file;
       text.textContent = t("fileMsg", f.name, size(f.size), f.mime);
