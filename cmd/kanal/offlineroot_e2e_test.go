@@ -36,17 +36,7 @@ func TestOffersUnderOfflineRootCLI(t *testing.T) {
 		"KANAL_PASSPHRASE=correct horse battery staple",
 		"KANAL_PASSWORD=Tr0ub4dor&3-but-longer",
 	}}
-	var signup []step
-	for _, u := range []struct{ home, email, v string }{{"mia", "mia@example.org", "MIA"}, {"carl", "carl@example.org", "CARL"}} {
-		signup = append(signup,
-			step{home: u.home, cmd: "kanal register " + u.email},
-			step{do: func(t *testing.T) { s.vars["CODE"] = srv.Code(t, u.email) }},
-			step{home: u.home, cmd: "kanal verify $CODE", set: map[string]string{u.v: `account (\S+) `}},
-			step{home: u.home, cmd: "kanal password"},
-			step{home: u.home, cmd: "kanal device enroll --name " + u.home},
-			step{home: u.home, cmd: "kanal login", want: []string{"level substantial"}},
-		)
-	}
+	signup := append(signUpSteps(s, srv, "mia", "mia@example.org", "MIA"), signUpSteps(s, srv, "carl", "carl@example.org", "CARL")...)
 	op := []string{"KANAL_OPERATOR_TOKEN=$OPTOKEN"}
 	s.run(append(signup, []step{
 		{do: func(t *testing.T) { s.vars["OPTOKEN"] = srv.OperatorToken(t) }},
