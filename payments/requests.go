@@ -202,6 +202,11 @@ type Request struct {
 	providerPayment string
 }
 
+// Check applies the rules a create applies, to a copy of p, at now: a
+// client (kanal pay request, the web app) refuses a mistake with the
+// create's own words before it asks kanald, so nothing is sent.
+func (p CreateParams) Check(now time.Time) error { return p.validate(now.Truncate(24 * time.Hour)) }
+
 func (p *CreateParams) validate(today time.Time) error {
 	if p.Currency == "" {
 		p.Currency = "EUR"

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -40,22 +39,11 @@ func (l *itemList) Set(s string) error {
 	if len(parts) != 4 {
 		return errors.New(`an item is "description|quantity|unit price|VAT %", e.g. "Torte|1|45.00|7"`)
 	}
-	q, err := strconv.ParseInt(parts[1], 10, 64)
-	if err != nil || q < 1 {
-		return fmt.Errorf("quantity %q is not a positive whole number", parts[1])
-	}
-	price, err := parseEuro(parts[2])
+	it, err := pclient.ParseItem(parts[0], parts[1], parts[2], parts[3])
 	if err != nil {
 		return err
 	}
-	var vat int64
-	if parts[3] != "0" {
-		// A percentage with at most two decimals is basis points.
-		if vat, err = parseEuro(parts[3]); err != nil {
-			return fmt.Errorf("VAT %q is not a percentage such as 19 or 7", parts[3])
-		}
-	}
-	*l = append(*l, jws.Item{Description: parts[0], Quantity: q, UnitCents: price, VATBasisPoints: vat})
+	*l = append(*l, it)
 	return nil
 }
 
@@ -284,26 +272,13 @@ func offerSend(ctx context.Context, c *cli, o *opts, fo *offerOpts) error {
 	if err != nil {
 		return err
 	}
-	org, err := api.DirectoryOrg(ctx, fo.org)
-	if err != nil {
-		return err
-	}
-	var memPEM string
-	for _, m := range org.Members {
-		for _, d := range m.Devices {
-			if d.DeviceID == st.Data.DeviceID {
-				memPEM = d.MembershipCertificate
-			}
+	p := pclient.OfferParams{OrgID: fo.org, OrgName: fo.org, BuyerAccount: fo.to, Items: fo.items, Valid: fo.valid, Terms: fo.terms}
+	if fo.highAbove != "" {
+		if p.HighAboveCents, err = parseEuro(fo.highAbove); err != nil {
+			return fmt.Errorf("--high-above: %w", err)
 		}
 	}
-	if memPEM == "" {
-		return fmt.Errorf("this device has no membership certificate of %s: only its members sign its offers", fo.org)
-	}
-	memDER, err := pemBlock([]byte(memPEM), "CERTIFICATE")
-	if err != nil {
-		return err
-	}
-	orgDER, err := pemBlock([]byte(org.Certificate), "CERTIFICATE")
+	offer, err := pclient.BuildOffer(p, c.now())
 	if err != nil {
 		return err
 	}
@@ -315,16 +290,7 @@ func offerSend(ctx context.Context, c *cli, o *opts, fo *offerOpts) error {
 	if err != nil {
 		return err
 	}
-	now := c.now().UTC().Truncate(time.Second)
-	offer := jws.Offer{Version: 1, OfferID: "of_" + newKey()[:20], OrgID: org.OrgID, OrgName: org.Name, BuyerAccount: fo.to,
-		Items: fo.items, Currency: "EUR", Terms: fo.terms, IssuedAt: now, ValidUntil: now.Add(fo.valid)}
-	offer.TotalCents, offer.VATCents = jws.Totals(offer.Items)
-	if fo.highAbove != "" {
-		if offer.HighAboveCents, err = parseEuro(fo.highAbove); err != nil {
-			return fmt.Errorf("--high-above: %w", err)
-		}
-	}
-	signed, err := jws.SignOffer(offer, jws.Seller{Key: st.Data.DeviceKey, DeviceCert: devDER, Membership: memDER, OrgCert: orgDER}, roots)
+	signed, offer, err := pclient.SignOffer(ctx, api, offer, pclient.SellerDevice{DeviceID: st.Data.DeviceID, Key: st.Data.DeviceKey, DeviceCert: devDER}, roots)
 	if err != nil {
 		return err
 	}
@@ -341,7 +307,7 @@ func offerSend(ctx context.Context, c *cli, o *opts, fo *offerOpts) error {
 		return fmt.Errorf("register the offer: %w", err)
 	}
 	if !fo.noSend {
-		if err := c.send(ctx, o, st, mclient.Peer{OrgID: org.OrgID, AccountID: fo.to}, &kind.OfferBody{OfferID: offer.OfferID, JWS: signed}); err != nil {
+		if err := c.send(ctx, o, st, mclient.Peer{OrgID: offer.OrgID, AccountID: fo.to}, &kind.OfferBody{OfferID: offer.OfferID, JWS: signed}); err != nil {
 			return fmt.Errorf("send the offer: %w", err)
 		}
 		fmt.Fprintf(c.stderr, "Sent offer over %s to %s.\n", euro(offer.TotalCents), fo.to)

@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -175,31 +173,13 @@ func (c *cli) payOperator(o *opts) (*pclient.Client, error) {
 	return pclient.New(c.serverURL(o, nil), tok, nil), nil
 }
 
-// parseEuro reads "37", "37.5" or "37.50" as cents; no sign, no comma.
-func parseEuro(s string) (int64, error) {
-	n, err := camt.ParseAmount(s)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not an amount in euro such as 37.50", s)
-	}
-	return n, nil
-}
+// parseEuro reads "37", "37.5", "37.50" (or "37,50") as cents; no sign.
+func parseEuro(s string) (int64, error) { return pclient.ParseEuro(s) }
 
 func newKey() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// requestKey is the default Idempotency-Key of "pay request": a hash of
-// the account and the parameters as given, so that a retry of the same
-// command is recognised by the server (and its first answer replayed).
-func requestKey(account, org string, p payments.CreateParams) string {
-	b, _ := json.Marshal(struct {
-		Account, Org string
-		P            payments.CreateParams
-	}{account, org, p})
-	h := sha256.Sum256(append([]byte("kanal pay request v1\x00"), b...))
-	return "cli-" + hex.EncodeToString(h[:20])
 }
 
 func payRequest(ctx context.Context, c *cli, o *opts, po *payOpts) error {
@@ -215,13 +195,16 @@ func payRequest(ctx context.Context, c *cli, o *opts, po *payOpts) error {
 		}
 		p.AmountCents = n
 	}
+	if err := p.Check(c.now()); err != nil {
+		return err
+	}
 	api, st, err := c.payAPI(ctx, o)
 	if err != nil {
 		return err
 	}
 	key := po.key
 	if key == "" {
-		key = requestKey(st.Data.AccountID, po.org, p)
+		key = pclient.RequestKey(st.Data.AccountID, po.org, p)
 	}
 	r, replay, err := api.CreateRequest(ctx, po.org, key, p)
 	if err != nil {
