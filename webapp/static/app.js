@@ -190,6 +190,7 @@ function render() {
   $("whoami").textContent = who;
   if (globalThis.groups) groups.renderContacts();
   renderConv();
+  if (globalThis.office) office.render();
 }
 
 function renderConv() {
@@ -228,6 +229,7 @@ function renderConv() {
     li.append(who, text, meta);
     if (globalThis.participate) participate.decorate(li, e); // a survey, an offer, a payment request
     if (globalThis.groups) groups.decorate(li, e); // a group change, a file
+    if (globalThis.office) office.decorate(li, e); // sent offers and requests, contracts, payment status
     ol.append(li);
   }
   if (globalThis.groups) groups.renderConv(state.current);
@@ -245,6 +247,12 @@ async function openConv(p) {
 function onIncoming(json) {
   const m = JSON.parse(json);
   if (m.error) { status(t("error", m.error), true); return; }
+  if (m.payment) { // a payment's new status, from a notice kanal.wasm verified (office.js)
+    state.entries.push(m.entry);
+    render();
+    document.dispatchEvent(new CustomEvent("kanal:payment", { detail: m }));
+    return;
+  }
   if (m.receipt) {
     for (const e of state.entries) if (e.from === "me" && m.ids.includes(e.id) && e.state !== "read") e.state = m.receipt;
     renderConv();

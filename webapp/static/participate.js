@@ -327,7 +327,8 @@ const participate = (() => {
     const amount = money(v.amount_cents, v.currency);
     const out = [heading(t("paymentTitle", e.org || v.creditor)),
       defs([["amount", amount], ["payee", v.creditor], ["iban", v.iban], ["bic", v.bic], ["purpose", v.purpose],
-        ["reference", v.reference], ["due", day(v.due_date)], ["payStatus", t("st_" + v.status), "pay-status"]])];
+        ["reference", v.reference], ["due", day(v.due_date)],
+        ["payStatus", t("st_" + v.status) + (v.status === "open" ? "" : " (" + t(v.status_signed ? "statusSigned" : "statusRecord") + ")"), "pay-status"]])];
     if (v.qr) {
       const px = 6; // whole pixels per module: scanners misread stretched modules
       out.push(el("figure", { class: "qr" },
@@ -339,6 +340,21 @@ const participate = (() => {
     }
     return out;
   }
+
+  // A payment's new status, from a notice kanal.wasm verified (office.js
+  // passes it on): the open request is loaded again, so its status shows
+  // and its QR code goes, without a reload and without moving the focus.
+  document.addEventListener("kanal:payment", async (ev) => {
+    if (!current || current.entry.kind !== "payment.request" || current.view.request_id !== ev.detail.request_id) return;
+    const focused = document.activeElement && document.activeElement.id === "h-detail";
+    try {
+      current.view = JSON.parse(await kinds["payment.request"].load(current.entry.id));
+      render();
+      if (focused) $("h-detail").focus();
+    } catch (err) {
+      status(t("error", err.message || String(err)), true);
+    }
+  });
 
   function close() {
     current = null;

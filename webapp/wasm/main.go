@@ -70,6 +70,11 @@ func main() {
 		"attachLimit":       a.attachLimit,
 		"attach":            a.attach,
 		"download":          a.download,
+		// office.go
+		"sendOffer":      a.sendOffer,
+		"requestPayment": a.requestPayment,
+		"contract":       a.contract,
+		"sentPayment":    a.sentPayment,
 	} {
 		api.Set(name, promise(fn))
 	}
@@ -491,6 +496,7 @@ func (a *app) receive(mc *mclient.Client, live *mclient.LiveStream, cb js.Value,
 		var kept []entry
 		var wants []*mclient.Incoming
 		var shown []any
+		var pays []*mclient.Incoming
 		for _, in := range msgs {
 			if rb, ok := in.Message.Body.(*kind.ReceiptBody); ok {
 				a.mark(rb.IDs, rb.Status)
@@ -500,6 +506,10 @@ func (a *app) receive(mc *mclient.Client, live *mclient.LiveStream, cb js.Value,
 			}
 			if in.Message.Kind == kind.Profile {
 				continue // the SDK keeps it; names come from it
+			}
+			if in.Message.Kind == kind.PaymentStatus {
+				pays = append(pays, in) // office.go, once the batch's requests are kept
+				continue
 			}
 			e := a.entryOf(mc, in)
 			e.Unread = mc.WantsReceipt(in)
@@ -512,6 +522,9 @@ func (a *app) receive(mc *mclient.Client, live *mclient.LiveStream, cb js.Value,
 		if err != nil {
 			fail(err)
 			return
+		}
+		for _, in := range pays {
+			a.paymentNotice(in, cb)
 		}
 		// Kept: only now may the server delete them.
 		if err := live.Ack(ctx); err != nil {

@@ -44,11 +44,11 @@ func nameSurveyReceipt(id string) string { return "app/survey/" + id + "/receipt
 func nameContract(offer string) string   { return "app/offer/" + offer + "/contract" }
 
 // participationBody is what an entry keeps of a message the page offers
-// to act on: the typed body of a survey invitation, an offer or a payment
-// request. Other kinds keep none.
+// to act on: the typed body of a survey invitation, an offer, a payment
+// request or (for an office) a contract. Other kinds keep none.
 func participationBody(m *kind.Message) json.RawMessage {
 	switch m.Body.(type) {
-	case *kind.SurveyInviteBody, *kind.OfferBody, *kind.PaymentRequestBody:
+	case *kind.SurveyInviteBody, *kind.OfferBody, *kind.PaymentRequestBody, *kind.ContractBody:
 		b, err := json.Marshal(m.Body)
 		if err == nil {
 			return b
@@ -432,9 +432,13 @@ type paymentView struct {
 	Purpose     string `json:"purpose,omitempty"`
 	DueDate     string `json:"due_date"`
 	Status      string `json:"status"`
-	EPC         string `json:"epc,omitempty"`     // the EPC069-12 payload, while the request is open
-	QR          string `json:"qr,omitempty"`      // its QR code, an SVG data URL
-	Modules     int    `json:"modules,omitempty"` // the QR code's width in modules, quiet zone included
+	// StatusSigned: Status is a verified payment.status notice's (office.go),
+	// at StatusAt; otherwise it is kanald's record's.
+	StatusSigned bool       `json:"status_signed,omitempty"`
+	StatusAt     *time.Time `json:"status_at,omitempty"`
+	EPC          string     `json:"epc,omitempty"`     // the EPC069-12 payload, while the request is open
+	QR           string     `json:"qr,omitempty"`      // its QR code, an SVG data URL
+	Modules      int        `json:"modules,omitempty"` // the QR code's width in modules, quiet zone included
 }
 
 // errRequestMismatch: the payment request the office sent end to end and
@@ -462,14 +466,18 @@ func (a *app) payment(args []js.Value) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r.OrgID != e.Peer.Org || r.PayerAccount != dev.st.AccountID || r.AmountCents != pb.AmountCents || r.Currency != pb.Currency ||
-		r.Creditor != pb.Creditor || r.IBAN != pb.IBAN || r.BIC != pb.BIC || r.Reference != pb.Reference ||
-		r.Purpose != pb.Purpose || r.DueDate != pb.DueDate || r.ContractID != pb.ContractID {
+	if !sameRequest(r, &pb, e.Peer.Org, dev.st.AccountID) {
 		return nil, errRequestMismatch
 	}
-	v := paymentView{RequestID: r.RequestID, OrgID: r.OrgID, AmountCents: r.AmountCents, PaidCents: r.PaidCents, Currency: r.Currency,
-		Creditor: r.Creditor, IBAN: r.IBAN, BIC: r.BIC, Reference: r.Reference, Purpose: r.Purpose, DueDate: r.DueDate, Status: r.Status}
-	if r.Status == payments.StatusOpen {
+	v := viewOfRequest(r)
+	st, err := a.signedStatus(r.RequestID)
+	if err != nil {
+		return nil, err
+	}
+	if st != nil {
+		v.Status, v.StatusSigned, v.StatusAt = st.Status, true, &st.At
+	}
+	if v.Status == payments.StatusOpen {
 		if v.EPC, err = epc.Payload(r.Transfer()); err != nil {
 			return nil, err
 		}
