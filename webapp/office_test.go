@@ -20,7 +20,6 @@ import (
 	"github.com/kanal-server/kanal/internal/kanaldtest"
 	"github.com/kanal-server/kanal/messaging"
 	"github.com/kanal-server/kanal/messaging/kind"
-	"github.com/kanal-server/kanal/payments"
 	pclient "github.com/kanal-server/kanal/payments/client"
 )
 
@@ -179,18 +178,17 @@ func TestWebOfficeOfferPayment(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%02d-citizen-payment.png", shots.Add(1))), png, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	operator := pclient.New(s.srv.URL, s.srv.OperatorToken(t), nil)
-	want, err := operator.EPC(ctx, requestID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := decodePNG(t, png); got != want || !strings.Contains(want, "\nEUR37.00\n") || !strings.Contains(want, camtReference) {
-		t.Fatalf("the QR code decodes as %q, kanal pay qr prints %q", got, want)
+	// (That it is byte for byte what kanal pay qr prints is
+	// TestWebSurveyOfferPayment's; the operator reads no EPC code.)
+	if got := decodePNG(t, png); !strings.HasPrefix(got, "BCD\n") || !strings.Contains(got, "\n"+camtIBAN+"\n") ||
+		!strings.Contains(got, "\nEUR37.00\n") || !strings.Contains(got, "\n"+camtReference) {
+		t.Fatalf("the QR code decodes as %q", got)
 	}
 	citizen.axe("payment request")
 
 	// The money arrives: the operator imports the bank statement. (A
 	// marker on each page shows afterwards that neither was reloaded.)
+	operator := pclient.New(s.srv.URL, s.srv.OperatorToken(t), nil)
 	for _, b := range []*tab{citizen, agent} {
 		run(b, "mark", chromedp.Evaluate[chromedp.Void](`window.kanalTestMarker = true`))
 	}
@@ -247,7 +245,6 @@ func TestWebOfficeOfferPayment(t *testing.T) {
 // status was kept, and the conversation shows neither notice.
 func TestAttackPaymentStatusNotice(t *testing.T) {
 	chromium(t)
-	ctx := context.Background()
 	s := newOfficeStory(t)
 	agent, citizen := s.agent, s.citizen
 	agent.do("send a fee", enter("#office-pay > summary"), visible("#pay-amount"),
@@ -315,13 +312,6 @@ func TestAttackPaymentStatusNotice(t *testing.T) {
 		t.Fatalf("reopened, the request shows as %q", st)
 	}
 	citizen.shot(s.dir, "forged-notices")
-	r, err := pclient.New(s.srv.URL, s.srv.OperatorToken(t), nil).Request(ctx, requestID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Status != payments.StatusOpen || r.PaidCents != 0 {
-		t.Fatalf("the request changed: %+v", r)
-	}
 }
 
 type plant struct {
