@@ -291,7 +291,7 @@ func TestAttackPaymentStatusNotice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plantNotices(t, s.srv, device, []plant{{"env_forged_1", conv, unsigned}, {"env_misplaced_1", other, misplaced}})
+	plantNotices(t, s.srv, device, []plantedNotice{{"env_forged_1", conv, unsigned}, {"env_misplaced_1", other, misplaced}})
 
 	// The office writes after them: when its message shows, the browser
 	// has read both (a mailbox is read in order).
@@ -314,14 +314,14 @@ func TestAttackPaymentStatusNotice(t *testing.T) {
 	citizen.shot(s.dir, "forged-notices")
 }
 
-type plant struct {
+type plantedNotice struct {
 	envelope, conversation string
 	body                   []byte
 }
 
 // plantNotices writes envelopes "from kanal" into a device's mailbox with
 // plain SQL on kanald's SQLite database, as an adversary who can write it.
-func plantNotices(t *testing.T, srv *kanaldtest.Server, device string, ps []plant) {
+func plantNotices(t *testing.T, srv *kanaldtest.Server, device string, ps []plantedNotice) {
 	t.Helper()
 	ctx := context.Background()
 	d, err := db.Open(ctx, "", srv.DataDir)

@@ -208,8 +208,7 @@ const office = (() => {
       return;
     }
     state.entries.push(res.entry);
-    const pw = form.querySelector("input[type=password]");
-    if (pw) pw.value = "";
+    drawn = ""; // sent: the forms start empty again
     globalThis.render(); // the app's: the conversation and these tools
     done(res.entry);
   }
