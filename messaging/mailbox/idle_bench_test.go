@@ -81,7 +81,7 @@ func benchIdle(b *testing.B, bo bus.Options) {
 				b.Fatal(err)
 			}
 			conns = append(conns, ws)
-			if f := benchRead(b, ws); f.Type != "synced" {
+			if f := benchRead(b, ws, false); f.Type != "synced" {
 				b.Fatalf("first frame %q", f.Type)
 			}
 		}

@@ -3,6 +3,7 @@ package mailbox_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,10 +16,12 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/kanal-server/kanal/internal/benchcpu"
+	"github.com/kanal-server/kanal/internal/binframe"
 	"github.com/kanal-server/kanal/internal/bus"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
 	"github.com/kanal-server/kanal/internal/web"
 	"github.com/kanal-server/kanal/messaging/mailbox"
+	"github.com/kanal-server/kanal/messaging/mailbox/wire"
 )
 
 // BenchmarkStreamsPerEnvelope: what a device's further streams cost per
@@ -27,12 +30,14 @@ import (
 // or MaxStreams (8) — with one of them acknowledging it (the others' windows
 // are freed by that ack). SQLite and the embedded NATS, one node.
 func BenchmarkStreamsPerEnvelope(b *testing.B) {
-	for _, k := range []int{1, mailbox.MaxStreams} {
-		b.Run(fmt.Sprintf("streams=%d", k), func(b *testing.B) { benchStreams(b, k) })
+	for _, frames := range []string{"json", "binary"} {
+		for _, k := range []int{1, mailbox.MaxStreams} {
+			b.Run(fmt.Sprintf("frames=%s/streams=%d", frames, k), func(b *testing.B) { benchStreams(b, k, frames == "binary") })
+		}
 	}
 }
 
-func benchStreams(b *testing.B, k int) {
+func benchStreams(b *testing.B, k int, bin bool) {
 	ctx := context.Background()
 	d := dbtest.SQLite(b, mailbox.Migrations())
 	store := mailbox.NewStore(d, mailbox.StoreOptions{})
@@ -44,7 +49,8 @@ func benchStreams(b *testing.B, k int) {
 	tracker := &web.Tracker{}
 	h, err := mailbox.NewHub(mailbox.HubOptions{Store: store, Bus: bs, Tracker: tracker, BusKey: testBusKey,
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Session: testSession, Check: func(context.Context, mailbox.Session) error { return nil }})
+		Session: testSession, Check: func(context.Context, mailbox.Session) error { return nil },
+		BinaryFrames: func(context.Context, string, []byte) (any, error) { return nil, errors.New("no sends here") }})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -54,15 +60,19 @@ func benchStreams(b *testing.B, k int) {
 	dev := uniqueDevice("dev_bench")
 	streams := make([]*websocket.Conn, k)
 	for i := range streams {
+		var protocols []string
+		if bin {
+			protocols = []string{binframe.Subprotocol}
+		}
 		ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), &websocket.DialOptions{
-			HTTPHeader: http.Header{"Kanal-Test-Device": {dev}}})
+			Subprotocols: protocols, HTTPHeader: http.Header{"Kanal-Test-Device": {dev}}})
 		if err != nil {
 			b.Fatal(err)
 		}
 		ws.SetReadLimit(1 << 22)
 		defer ws.CloseNow()
 		streams[i] = ws
-		if f := benchRead(b, ws); f.Type != "synced" {
+		if f := benchRead(b, ws, bin); f.Type != "synced" {
 			b.Fatalf("first frame %q", f.Type)
 		}
 	}
@@ -77,13 +87,18 @@ func benchStreams(b *testing.B, k int) {
 		}
 		h.Deliver(e)
 		for i, ws := range streams {
-			f := benchRead(b, ws)
+			f := benchRead(b, ws, bin)
 			for len(f.Envelopes) == 0 {
-				f = benchRead(b, ws)
+				f = benchRead(b, ws, bin)
 			}
 			if i == 0 {
+				typ := websocket.MessageText
 				ack, _ := json.Marshal(map[string]any{"type": "ack", "ids": []string{f.Envelopes[0].ID}})
-				if err := ws.Write(ctx, websocket.MessageText, ack); err != nil {
+				if bin {
+					typ = websocket.MessageBinary
+					ack, _ = wire.AppendAck(nil, []string{f.Envelopes[0].ID})
+				}
+				if err := ws.Write(ctx, typ, ack); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -95,7 +110,7 @@ func benchStreams(b *testing.B, k int) {
 	b.ReportMetric(float64(st.Read)/float64(b.N*k), "read-fraction")
 }
 
-func benchRead(b *testing.B, ws *websocket.Conn) frame {
+func benchRead(b *testing.B, ws *websocket.Conn, bin bool) frame {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	_, data, err := ws.Read(ctx)
@@ -103,6 +118,18 @@ func benchRead(b *testing.B, ws *websocket.Conn) frame {
 		b.Fatal(err)
 	}
 	var f frame
+	if bin {
+		switch data[0] {
+		case wire.FrameSynced:
+			f.Type = "synced"
+		case wire.FrameEnvelopes:
+			f.Type = "envelopes"
+			if f.Envelopes, err = wire.DecodeEnvelopes(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return f
+	}
 	if err := json.Unmarshal(data, &f); err != nil {
 		b.Fatal(err)
 	}
