@@ -85,36 +85,15 @@ payment request when submitted: pay it with 'kanal pay checkout'.`,
 	}
 }
 
-// formTemplate fetches the template version id@version ("latest" for the
-// newest) from the catalogue and checks it here, not trusting the server:
-// its signature and certificate chain against this device's CA, that
-// org published it (a form of another office is not this office's), and,
-// when hash is given, that it is the version the request named. A
-// withdrawn version is refused unless withdrawn is set (an agent reading a
-// case opened before the withdrawal).
+// formTemplate fetches the template version id@version and checks it
+// against this device's CA, not trusting the server (forms/client's
+// Verified: signature, chain, publisher, the hash named).
 func (s *chatSession) formTemplate(ctx context.Context, c *cli, o *opts, org, id, version, hash string, withdrawn bool) (*forms.Template, error) {
 	caC, err := caCert(s.st)
 	if err != nil {
 		return nil, err
 	}
-	e, err := c.forms(o, s.st).Get(ctx, id, version, withdrawn)
-	if err != nil {
-		return nil, fmt.Errorf("the form %s %s: %w", id, version, err)
-	}
-	v, err := forms.Verify(e.Signed, caC, storedIntermediates(s.st)...)
-	if err != nil {
-		return nil, fmt.Errorf("the form %s %s does not verify: %w", id, version, err)
-	}
-	t := v.Template
-	switch {
-	case t.ID != id || version != "latest" && t.Version != version:
-		return nil, fmt.Errorf("the catalogue answered %s %s for %s %s: refused", t.ID, t.Version, id, version)
-	case hash != "" && t.Hash() != hash:
-		return nil, fmt.Errorf("the form %s %s in the catalogue is not the one named (hash %s, named %s): refused", id, version, t.Hash(), hash)
-	case t.Org.ID != org || v.Membership.OrgID != org:
-		return nil, fmt.Errorf("the form %s %s is not published by %s: refused", id, t.Version, org)
-	}
-	return t, nil
+	return c.forms(o, s.st).Verified(ctx, org, id, version, hash, withdrawn, caC, storedIntermediates(s.st)...)
 }
 
 func formRequest(ctx context.Context, c *cli, o *opts, fo *formOpts, citizen, template string) error {
