@@ -70,7 +70,7 @@ func TestServesApp(t *testing.T) {
 		}
 	}
 	// Nothing is loaded from another host, and no script runs inline.
-	for _, name := range []string{"/", "/app.js", "/app.css", "/participate.js", "/participate.css", "/push.js", "/pair.js", "/sw.js", "/groups.js", "/groups.css", "/office.js", "/office.css"} {
+	for _, name := range []string{"/", "/app.js", "/app.css", "/participate.js", "/participate.css", "/push.js", "/pair.js", "/sw.js", "/groups.js", "/groups.css", "/office.js", "/office.css", "/forms.js", "/forms.css"} {
 		_, b := get(t, s.URL+name, nil)
 		if m := regexp.MustCompile(`(?i)(src|href)\s*=\s*"(https?:)?//|\burl\(|@import|<script>|\son[a-z]+="`).Find(b); m != nil {
 			t.Errorf("%s: %q: only same-origin files, no inline script", name, m)

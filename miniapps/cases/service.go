@@ -43,6 +43,10 @@ var next = map[string][]string{
 // ValidStatus reports whether s is a case status.
 func ValidStatus(s string) bool { _, ok := next[s]; return ok }
 
+// NextStatuses lists the statuses a case in status s may move to (none
+// for a decided case), for clients that offer only allowed changes.
+func NextStatuses(s string) []string { return append([]string(nil), next[s]...) }
+
 // Errors of the domain. Each maps to one problem type at the HTTP edge.
 var (
 	ErrInvalid          = errors.New("invalid input")

@@ -50,6 +50,7 @@ function applyLang() {
   b.lang = lang === "de" ? "en" : "de";
   if (state.me) render();
   if (globalThis.participate) participate.render();
+  if (globalThis.formsUI) formsUI.render();
 }
 
 // ---- IndexedDB: one object store of opaque records ----
@@ -230,6 +231,7 @@ function renderConv() {
     if (globalThis.participate) participate.decorate(li, e); // a survey, an offer, a payment request
     if (globalThis.groups) groups.decorate(li, e); // a group change, a file
     if (globalThis.office) office.decorate(li, e); // sent offers and requests, contracts, payment status
+    if (globalThis.formsUI) formsUI.decorate(li, e); // a form request, a submission to the office
     ol.append(li);
   }
   if (globalThis.groups) groups.renderConv(state.current);
@@ -241,6 +243,7 @@ async function openConv(p) {
   render();
   if (globalThis.participate) participate.render();
   if (globalThis.notices) notices.read(p);
+  if (globalThis.formsUI) formsUI.render();
   $("h-conv").focus();
 }
 

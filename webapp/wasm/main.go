@@ -75,6 +75,14 @@ func main() {
 		"requestPayment": a.requestPayment,
 		"contract":       a.contract,
 		"sentPayment":    a.sentPayment,
+		// forms.go
+		"form":          a.form,
+		"formState":     a.formState,
+		"submitForm":    a.submitForm,
+		"cases":         a.casesOf,
+		"case":          a.caseOf,
+		"setCaseStatus": a.setCaseStatus,
+		"assignCase":    a.assignCase,
 	} {
 		api.Set(name, promise(fn))
 	}
@@ -511,6 +519,12 @@ func (a *app) receive(mc *mclient.Client, live *mclient.LiveStream, cb js.Value,
 				pays = append(pays, in) // office.go, once the batch's requests are kept
 				continue
 			}
+			// A form submission to the office is checked and kept
+			// (forms.go) before the batch is acknowledged.
+			if err := a.takeForm(in); err != nil {
+				fail(err)
+				return
+			}
 			e := a.entryOf(mc, in)
 			e.Unread = mc.WantsReceipt(in)
 			kept = append(kept, e)
@@ -556,6 +570,9 @@ func (a *app) entryOf(mc *mclient.Client, in *mclient.Incoming) entry {
 	if in.FromServer {
 		e.From = "kanal"
 	}
+	if e.Body == nil {
+		e.Body = formBody(in) // forms.go
+	}
 	if in.Org != nil {
 		e.Org = in.Org.OrgName
 	}
@@ -575,6 +592,10 @@ func summary(m *kind.Message) string {
 		return b.Text
 	case *kind.SurveyInviteBody:
 		return b.Title
+	case *kind.FormRequestBody:
+		return b.Title
+	case *kind.FormSubmissionBody:
+		return b.CaseID
 	case *kind.PaymentRequestBody:
 		return fmt.Sprintf("%d.%02d %s %s", b.AmountCents/100, b.AmountCents%100, b.Currency, b.Purpose)
 	default:
