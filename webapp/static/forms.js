@@ -69,6 +69,7 @@ const formsUI = (() => {
   const bytes = (n) => (n >= 1 << 20 ? (n / (1 << 20)).toLocaleString(lang, { maximumFractionDigits: 1 }) + " MB" : Math.ceil(n / 1024) + " KB");
   const optText = (raw) => (typeof raw === "string" ? raw : JSON.stringify(raw));
   const fid = (name) => "ff-" + name;
+  const put = (parent, ...kids) => parent.append(...kids.filter((k) => k !== null && k !== undefined));
 
   function decorate(li, e) {
     if (e.from === "me") return;
@@ -158,7 +159,7 @@ const formsUI = (() => {
       const msg = (lang === "en" ? e.en : e.de);
       const label = labelOf(e.field);
       const text = label ? label + ": " + msg : msg;
-      list.append(el("li", {}, e.field && $(fid(e.field) + "-error") ? el("a", { href: "#" + firstInput(e.field), text }) : el("span", { text })));
+      list.append(el("li", {}, e.field && fieldDef(e.field) ? el("a", { href: "#" + firstInput(e.field), text }) : el("span", { text })));
     }
     return el("div", { id: "form-errors", class: "error-summary", role: "group", "aria-labelledby": "h-form-errors" },
       el("h3", { id: "h-form-errors", tabindex: "-1", text: t("errorsTitle", errors.length) }), list);
@@ -198,7 +199,7 @@ const formsUI = (() => {
     const group = (hint, ...inputs) => {
       const fs = el("fieldset", { class: "group", "aria-describedby": [hint ? hint.id : null, described].filter(Boolean).join(" ") || null },
         labelText("legend"), help, hint, ...inputs, error);
-      wrap.append(fs);
+      put(wrap, fs);
       return wrap;
     };
     const choice = (type, name, idx, value, text, checked) => el("div", { class: "choice" },
@@ -238,13 +239,13 @@ const formsUI = (() => {
         break;
       case "confirm":
         input = el("input", Object.assign({ type: "checkbox", checked: val === true }, common));
-        wrap.append(el("div", { class: "choice" }, input, labelText("label", { for: id })), help, error);
+        put(wrap, el("div", { class: "choice" }, input, labelText("label", { for: id })), help, error);
         return wrap;
       case "file": {
         const hint = el("p", { class: "hint", id: id + "-hint", text: t("fileHint", f.accept.join(", "), bytes(f.max_bytes)) });
         common["aria-describedby"] = [hint.id, described].filter(Boolean).join(" ");
         input = el("input", Object.assign({ type: "file", accept: f.accept.join(",") }, common));
-        wrap.append(labelText("label", { for: id }), help, hint, input, error);
+        put(wrap, labelText("label", { for: id }), help, hint, input, error);
         return wrap;
       }
       case "json": {
@@ -252,7 +253,7 @@ const formsUI = (() => {
         common["aria-describedby"] = [hint.id, described].filter(Boolean).join(" ");
         input = el("textarea", Object.assign({ rows: "3" }, common));
         input.value = val === undefined ? "" : JSON.stringify(val);
-        wrap.append(labelText("label", { for: id }), help, hint, input, error);
+        put(wrap, labelText("label", { for: id }), help, hint, input, error);
         return wrap;
       }
       default: {
@@ -262,7 +263,7 @@ const formsUI = (() => {
         input.value = val === undefined ? "" : String(val);
       }
     }
-    wrap.append(labelText("label", { for: id }), help, input, error);
+    put(wrap, labelText("label", { for: id }), help, input, error);
     return wrap;
   }
 
@@ -507,7 +508,7 @@ const formsUI = (() => {
         el("thead", {}, el("tr", {}, ...["colCase", "colForm", "colCitizen", "colStatus", "colDue", "colAnswers", "colOpen"].map((k) => el("th", { scope: "col", text: t(k) })))));
       const body = el("tbody");
       for (const r of inbox.rows) {
-        const btn = el("button", { type: "button", class: "secondary", text: t("openCase", r.id) });
+        const btn = el("button", { type: "button", class: "secondary", text: t("open") });
         btn.dataset.case = r.id;
         btn.addEventListener("click", () => showCase(r.id));
         body.append(el("tr", {}, el("th", { scope: "row", text: r.id }), el("td", { text: r.template_id + " " + r.version }),
@@ -515,7 +516,7 @@ const formsUI = (() => {
           el("td", { text: t("ans_" + r.answers) }), el("td", {}, btn)));
       }
       table.append(body);
-      out.push(table);
+      out.push(el("div", { class: "table-wrap" }, table));
     }
     sec.replaceChildren(...out);
   }
@@ -540,6 +541,12 @@ const formsUI = (() => {
     return String(raw);
   }
 
+  function actorName(id, c, who) {
+    if (id === c.citizen) return who;
+    if (id === state.me.account) return t("me");
+    return id;
+  }
+
   function renderCase(v) {
     const c = v.case;
     const who = v.citizen_name || c.citizen;
@@ -558,7 +565,7 @@ const formsUI = (() => {
     for (const e of v.refused || []) out.push(el("p", { class: "state", text: e.field + ": " + (lang === "en" ? e.en : e.de) }));
     if (v.problem) out.push(el("p", { class: "state", text: v.problem }));
     out.push(el("h4", { text: t("historyTitle") }));
-    out.push(el("ol", { id: "case-history" }, ...v.events.map((e) => el("li", { text: t("historyLine", when(e.at), t("cs_" + e.status), e.actor.replace(/^account:/, "")) }))));
+    out.push(el("ol", { id: "case-history" }, ...v.events.map((e) => el("li", { text: t("historyLine", when(e.at), t("cs_" + e.status), actorName(e.actor.replace(/^account:/, ""), c, who)) }))));
     if (!v.next.length) {
       out.push(el("p", { text: t("caseFinal") }));
     } else {
