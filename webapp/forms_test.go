@@ -99,10 +99,6 @@ func (b *tab) setLang(l string) {
 	}
 }
 
-func press(sel, key string) chromedp.Action[chromedp.Void] {
-	return chromedp.Steps(chromedp.Focus(chromedp.CSS(sel)), chromedp.KeyEvent(key))
-}
-
 // openConvNamed opens the conversation whose button names name.
 func openConvNamed(name string) chromedp.Action[chromedp.Void] {
 	x := fmt.Sprintf(`//ul[@id="convs"]//button[contains(., %q)]`, name)
