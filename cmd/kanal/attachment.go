@@ -63,7 +63,7 @@ func readLocalFile(path, name string) (*localFile, error) {
 		return nil, fmt.Errorf("%s is empty: there is nothing to send", path)
 	}
 	// The encrypted blob adds a nonce and a tag to the file.
-	if limit := int64(kind.MaxAttachment - blobOverhead); fi.Size() > limit {
+	if limit := int64(kind.MaxAttachment - kind.BlobOverhead); fi.Size() > limit {
 		return nil, fmt.Errorf("%s is %s; kanal sends files of at most %s", path, size(fi.Size()), size(limit))
 	}
 	data, err := os.ReadFile(path)
@@ -202,16 +202,3 @@ func getAttachment(ctx context.Context, c *cli, o *opts, out, id string) error {
 	fmt.Fprintf(c.stdout, "Saved %s (%s, %s).\n", path, size(int64(len(data))), att.MIME)
 	return nil
 }
-
-// plainSize is the size of the file an attachment carries: the blob
-// without its nonce and tag.
-func plainSize(a *kind.AttachmentBody) int64 {
-	if a.Size > blobOverhead {
-		return a.Size - blobOverhead
-	}
-	return a.Size
-}
-
-// blobOverhead is what encryption adds to a file: a 12-byte nonce and a
-// 16-byte tag (AES-256-GCM).
-const blobOverhead = 28

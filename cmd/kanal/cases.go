@@ -186,7 +186,7 @@ func (s *chatSession) takeCase(ctx context.Context, c *cli, o *opts, in *mclient
 		} else {
 			var infos []forms.AttachmentInfo
 			for _, f := range b.Attachments {
-				infos = append(infos, forms.AttachmentInfo{Name: f.Field, MediaType: f.MIME, Size: plainSize(&f.AttachmentBody)})
+				infos = append(infos, forms.AttachmentInfo{Name: f.Field, MediaType: f.MIME, Size: f.AttachmentBody.PlainSize()})
 			}
 			if errs := t.Check(b.Answers, infos); errs != nil {
 				r.Refused = errs.Fields
@@ -362,7 +362,7 @@ func showCase(ctx context.Context, c *cli, o *opts, id string) error {
 			}
 			for _, file := range r.Files {
 				if file.Field == n {
-					fmt.Fprintf(c.stdout, "  %s: %s (%s, %s)\n", f.Label.DE, displayName(file.Name), size(plainSize(&file.AttachmentBody)), file.MIME)
+					fmt.Fprintf(c.stdout, "  %s: %s (%s, %s)\n", f.Label.DE, displayName(file.Name), size(file.AttachmentBody.PlainSize()), file.MIME)
 				}
 			}
 		}

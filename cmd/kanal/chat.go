@@ -247,7 +247,7 @@ func summary(m *kind.Message) string {
 	case *kind.SurveyInviteBody:
 		return "survey invitation: " + b.Title + " (" + b.SurveyID + ")"
 	case *kind.AttachmentBody:
-		return fmt.Sprintf("file %s (%s, %s)", displayName(b.Name), size(plainSize(b)), b.MIME)
+		return fmt.Sprintf("file %s (%s, %s)", displayName(b.Name), size(b.PlainSize()), b.MIME)
 	case *kind.PollBody:
 		return "poll " + b.Op + " " + b.PollID + " " + b.Question
 	case *kind.OfferBody:
@@ -518,7 +518,7 @@ func chatSend(ctx context.Context, c *cli, o *opts, co *chatOpts, args []string)
 		return err
 	}
 	if a, ok := body.(*kind.AttachmentBody); ok {
-		fmt.Fprintf(c.stdout, "sent %s (%s); the other side saves it with: kanal get %s\n", displayName(a.Name), size(plainSize(a)), m.ID)
+		fmt.Fprintf(c.stdout, "sent %s (%s); the other side saves it with: kanal get %s\n", displayName(a.Name), size(a.PlainSize()), m.ID)
 		return nil
 	}
 	fmt.Fprintln(c.stdout, "sent")

@@ -36,6 +36,21 @@ type AttachmentBody struct {
 	Name   string `json:"name,omitempty"`
 }
 
+// BlobOverhead is what encryption adds to an attachment's file: a
+// 12-byte nonce and a 16-byte tag (AES-256-GCM,
+// messaging/client.UploadAttachment). The largest file an attachment
+// carries is MaxAttachment - BlobOverhead.
+const BlobOverhead = 12 + 16
+
+// PlainSize is the size of the file the attachment carries: its blob
+// without the nonce and the tag.
+func (b *AttachmentBody) PlainSize() int64 {
+	if b.Size > BlobOverhead {
+		return b.Size - BlobOverhead
+	}
+	return b.Size
+}
+
 var mimePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}$`)
 
 func (*AttachmentBody) Kind() Kind { return Attachment }

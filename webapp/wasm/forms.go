@@ -531,7 +531,7 @@ func (a *app) takeForm(in *mclient.Incoming) error {
 	} else {
 		var infos []forms.AttachmentInfo
 		for _, f := range b.Attachments {
-			infos = append(infos, forms.AttachmentInfo{Name: f.Field, MediaType: f.MIME, Size: plainSize(&f.AttachmentBody)})
+			infos = append(infos, forms.AttachmentInfo{Name: f.Field, MediaType: f.MIME, Size: f.AttachmentBody.PlainSize()})
 		}
 		if errs := t.Check(b.Answers, infos); errs != nil {
 			r.Refused = errs.Fields
@@ -544,16 +544,6 @@ func (a *app) takeForm(in *mclient.Incoming) error {
 		return err
 	}
 	return dev.store.Put(nameCaseRecord(b.CaseID), raw)
-}
-
-// plainSize is a file's size before encryption: the blob adds a 12-byte
-// nonce and a 16-byte tag (AES-256-GCM).
-func plainSize(a *kind.AttachmentBody) int64 {
-	const overhead = 12 + 16
-	if a.Size > overhead {
-		return a.Size - overhead
-	}
-	return a.Size
 }
 
 func (a *app) caseRecord(dev *device, id string) (*caseRecord, error) {
@@ -702,7 +692,7 @@ func (a *app) caseOf(args []js.Value) (any, error) {
 		}
 		for _, file := range r.Files {
 			if file.Field == n {
-				v.Fields = append(v.Fields, answerView{Name: n, Label: f.Label, File: &fileView{Name: file.Name, MIME: file.MIME, Size: plainSize(&file.AttachmentBody)}})
+				v.Fields = append(v.Fields, answerView{Name: n, Label: f.Label, File: &fileView{Name: file.Name, MIME: file.MIME, Size: file.AttachmentBody.PlainSize()}})
 			}
 		}
 	}

@@ -42,13 +42,9 @@ type groupRec struct {
 // only the file's name, size and type.
 func nameAttachment(from, id string) string { return "app/attachment/" + from + "/" + id }
 
-// blobOverhead is what encryption adds to a file: a 12-byte nonce and a
-// 16-byte tag (AES-256-GCM, messaging/client.UploadAttachment).
-const blobOverhead = 28
-
 // maxFile is the largest file the SDK sends: its blob must fit
 // kind.MaxAttachment.
-const maxFile = kind.MaxAttachment - blobOverhead
+const maxFile = kind.MaxAttachment - kind.BlobOverhead
 
 // fileInfo is what an entry shows of an attachment.
 type fileInfo struct {
@@ -339,11 +335,7 @@ func (a *app) keepAttachment(from, id string, b *kind.AttachmentBody, e *entry) 
 	if store.Put(nameAttachment(from, id), raw) != nil {
 		return
 	}
-	size := b.Size
-	if size > blobOverhead {
-		size -= blobOverhead
-	}
-	e.File = &fileInfo{Name: b.Name, Size: size, MIME: b.MIME}
+	e.File = &fileInfo{Name: b.Name, Size: b.PlainSize(), MIME: b.MIME}
 	e.Text = b.Name
 }
 
