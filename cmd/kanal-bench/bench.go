@@ -90,6 +90,9 @@ func (e *errCounter) total() (n uint64) {
 }
 
 func bench(ctx context.Context, o *options, stderr io.Writer) (*result, error) {
+	// The nodes, the stream worker processes and the runner all report
+	// here, each from goroutines of its own.
+	stderr = &lockedWriter{w: stderr}
 	var b [4]byte
 	rand.Read(b[:])
 	res := &result{Scenario: o.scenario, Peer: o.peer, Devices: o.devices, RatePerDevice: o.rate, SizeBytes: o.size,
@@ -840,4 +843,16 @@ func (r *runner) connections(ctx context.Context) error {
 	}
 	res.LoadAfter = loadAvg()
 	return ctx.Err()
+}
+
+// lockedWriter lets several goroutines write to w, one Write at a time.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
