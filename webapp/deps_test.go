@@ -35,6 +35,8 @@ var notYetMoved = map[string]bool{
 	module + "/identity":          true,
 	module + "/identity/translog": true,
 	module + "/messaging":         true,
+	module + "/miniapps/cases":    true, // case statuses and views, beside the case inbox's server code
+	module + "/miniapps/forms":    true, // templates and answers, beside the catalogue's server code
 	module + "/payments":          true,
 	module + "/surveys":           true,
 }
