@@ -115,8 +115,12 @@ func TestSendAdmissionMeasured(t *testing.T) {
 		if st, _, out := e.post(alice, toAccount("bob", "m1", "bob-phone")); st != 201 {
 			t.Fatalf("empty queue: %d %v", st, out)
 		}
-		if st := b.Stats(); st.Capacity <= 0 {
-			t.Fatalf("capacity %v after a commit", st.Capacity)
+		// The batcher measures a batch after its callers have their
+		// answers: wait for the figure.
+		for deadline := time.Now().Add(30 * time.Second); b.Stats().Capacity <= 0; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("capacity %v after a commit", b.Stats().Capacity)
+			}
 		}
 		holdBatcher(t, b)
 		st, _, out := e.post(alice, toAccount("bob", "m2", "bob-phone"))
