@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"sort"
 	"strings"
@@ -720,6 +721,7 @@ func (r *runner) broadcast(ctx context.Context) error {
 	r.res.Connections = len(connected)
 	cpu0, _ := r.serverSample()
 	self0 := selfCPU() + procsCPU(procs)
+	profiled := r.startCPUProfile(ctx)
 	start := time.Now()
 	r.posted.Store(start.UnixNano())
 	r.rec.Store(NewRecorder(start, time.Second))
@@ -741,6 +743,9 @@ func (r *runner) broadcast(ctx context.Context) error {
 	stopProgress()
 	cpu1, _ := r.serverSample()
 	self1 := selfCPU() + procsCPU(procs)
+	if err := <-profiled; err != nil {
+		fmt.Fprintf(r.stderr, "kanal-bench: cpu profile: %v\n", err)
+	}
 	if procs != nil {
 		for k, v := range stopStreamProcs(procs) {
 			r.errs.addN(k, v)
@@ -752,6 +757,52 @@ func (r *runner) broadcast(ctx context.Context) error {
 	r.res.BenchCPUCores = (self1 - self0).Seconds() / r.res.DurationS
 	r.res.StreamProcs = r.o.streamProcs
 	return ctx.Err()
+}
+
+// startCPUProfile has the first kanald node profile its CPU for
+// -cpu-profile-for (through KANAL_PPROF_ADDR, which kanal-bench passes to
+// it) and writes the profile to -cpu-profile; the channel gets the
+// outcome once the profile is written. Without -cpu-profile it does
+// nothing.
+func (r *runner) startCPUProfile(ctx context.Context) <-chan error {
+	done := make(chan error, 1)
+	addr := os.Getenv("KANAL_PPROF_ADDR")
+	switch {
+	case r.o.cpuProfile == "":
+		done <- nil
+		return done
+	case addr == "":
+		done <- errors.New("-cpu-profile needs KANAL_PPROF_ADDR")
+		return done
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
+		fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, max(int(r.o.cpuProfileFor.Seconds()), 1)), nil)
+	if err != nil {
+		done <- err
+		return done
+	}
+	started := make(chan struct{})
+	go func() {
+		close(started)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			done <- fmt.Errorf("pprof answered %s", resp.Status)
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err == nil {
+			err = os.WriteFile(r.o.cpuProfile, b, 0o644)
+		}
+		done <- err
+	}()
+	<-started
+	time.Sleep(100 * time.Millisecond) // the profile starts when kanald reads the request
+	return done
 }
 
 // announcement checks a broadcast envelope as a follower's client does

@@ -68,6 +68,8 @@ type options struct {
 	jsonOut          bool
 	plot             string
 	drain            time.Duration
+	cpuProfile       string
+	cpuProfileFor    time.Duration
 	// overload scenario
 	maxRate     float64
 	factor      float64
@@ -108,6 +110,8 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.provisionWorkers, "provision-workers", 8, "concurrent device sign-ups")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON instead of a table")
 	fs.StringVar(&o.plot, "plot", "", "write an SVG of latency over time to this file")
+	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "broadcast scenario: write a CPU profile of the first kanald node, from the post on, to this file (needs KANAL_PPROF_ADDR in the environment)")
+	fs.DurationVar(&o.cpuProfileFor, "cpu-profile-for", 10*time.Second, "with -cpu-profile: how long the profile runs")
 	fs.DurationVar(&o.drain, "drain", 15*time.Second, "how long to wait for in-flight deliveries after the measured phase")
 	fs.Float64Var(&o.maxRate, "max-rate", 0, "overload: the server's maximum in envelopes/s (0: find it with a closed-loop phase of -probe first)")
 	fs.Float64Var(&o.factor, "overload", 2, "overload: drive the open loop at this multiple of the maximum")
