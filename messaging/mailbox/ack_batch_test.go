@@ -180,3 +180,70 @@ func TestSlowAckWriteKeepsTheStreamReading(t *testing.T) {
 		waitDepth(t, store, dev, 0)
 	})
 }
+
+// TestBroadcastAcksReleaseHeads: a broadcast's references acknowledged by
+// more devices at once than one statement takes (they share group
+// commits, and the heads are given back in chunks) leave each device's
+// quota counters exactly what its mailbox holds, and an ack naming
+// another device's envelope neither deletes it nor changes either head.
+func TestBroadcastAcksReleaseHeads(t *testing.T) {
+	dbtest.Run(t, []db.Migrations{mailbox.Migrations()}, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		b := d.NewBatcher(1000)
+		defer b.Close()
+		s := mailbox.NewStore(d, mailbox.StoreOptions{Batcher: b})
+		const devices = 600
+		devs := make([]string, devices)
+		direct := make([]string, devices) // each device's own envelope
+		for i := range devs {
+			devs[i] = fmt.Sprintf("dev_%03d", i)
+			e := []mailbox.Envelope{env(devs[i], "dev_x", fmt.Sprintf("direct to %d", i))}
+			if err := s.Append(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+			direct[i] = e[0].ID
+		}
+		bc := mailbox.Envelope{ID: "bc_council_1", Sender: "dev_clerk", Conversation: "b_council", Ciphertext: []byte("announcement")}
+		if _, err := s.AppendShared(ctx, bc, devs); err != nil {
+			t.Fatal(err)
+		}
+		heads := func(dev string) (depth, size int64) {
+			t.Helper()
+			if err := d.QueryRow(ctx, `SELECT depth, bytes FROM mailbox_heads WHERE device_id = $1`, dev).Scan(&depth, &size); err != nil {
+				t.Fatal(err)
+			}
+			return depth, size
+		}
+		d1, s1 := heads("dev_001")
+		// dev_000 names dev_001's direct envelope: nothing happens.
+		if n, err := s.Ack(ctx, "dev_000", []string{direct[1]}); err != nil || n != 0 {
+			t.Fatalf("foreign ack deleted %d (%v)", n, err)
+		}
+		if d, s := heads("dev_001"); d != d1 || s != s1 || d != 2 {
+			t.Fatalf("dev_001's head after a foreign ack: %d envelopes, %d bytes; before %d, %d", d, s, d1, s1)
+		}
+		var wg sync.WaitGroup
+		counts := make([]int64, devices)
+		errs := make([]error, devices)
+		for i := range devs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				counts[i], errs[i] = s.Ack(ctx, devs[i], []string{bc.ID})
+			}()
+		}
+		wg.Wait()
+		for i, dev := range devs {
+			if errs[i] != nil || counts[i] != 1 {
+				t.Fatalf("%s: ack of its reference deleted %d (%v), want 1", dev, counts[i], errs[i])
+			}
+			left, err := s.Fetch(ctx, dev, 0, 10)
+			if err != nil || len(left) != 1 || left[0].ID != direct[i] {
+				t.Fatalf("%s keeps %+v (%v), want only its direct envelope", dev, left, err)
+			}
+			if depth, size := heads(dev); depth != 1 || size != int64(len(left[0].Ciphertext)) {
+				t.Fatalf("%s: head counts %d envelopes of %d bytes, want 1 of %d", dev, depth, size, len(left[0].Ciphertext))
+			}
+		}
+	})
+}

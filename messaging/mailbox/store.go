@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kanal-server/kanal/internal/db"
@@ -259,21 +260,60 @@ func (s *Store) advanceHeads(ctx context.Context, tx *sql.Tx, devices []string, 
 	return last, nil
 }
 
-// release subtracts deleted envelopes from their devices' depth and bytes.
+// release subtracts deleted envelopes from their devices' depth and bytes,
+// in one statement per maxHeadsPerStatement devices rather than one per
+// device: a broadcast's references are acknowledged by thousands of
+// devices within a few group commits, and on PostgreSQL each statement is
+// a round trip from the one batch worker.
+//
+// It is an upsert, as in advanceHeads, because PostgreSQL takes the head
+// rows' locks in the order of the VALUES list — device order, as appends
+// take them, so the two cannot deadlock; an UPDATE … FROM a list of values
+// locks them in whatever order its join finds them. Every device of gone
+// has a head row: its envelopes were deleted in this transaction, and a
+// head row is deleted only with its device's envelopes (DeleteDeviceTx),
+// whose delete would have waited for this one or left nothing to delete.
+// Were one missing, the insert would leave a head of last_seq 0 and a
+// negative depth for a device with no mailbox, which nothing reads.
 func release(ctx context.Context, tx *sql.Tx, gone map[string][2]int64) error {
 	devices := make([]string, 0, len(gone))
 	for d := range gone {
 		devices = append(devices, d)
 	}
-	// Device order, as appends lock head rows, so the two cannot deadlock.
 	sort.Strings(devices)
-	for _, d := range devices {
-		g := gone[d]
-		if _, err := tx.ExecContext(ctx, `UPDATE mailbox_heads SET depth = depth - $1, bytes = bytes - $2 WHERE device_id = $3`, g[0], g[1], d); err != nil {
+	for len(devices) > 0 {
+		chunk := devices[:db.Rows(len(devices), maxHeadsPerStatement)]
+		devices = devices[len(chunk):]
+		args := make([]any, 0, 3*len(chunk))
+		for _, d := range chunk {
+			g := gone[d]
+			args = append(args, d, -g[0], -g[1])
+		}
+		if _, err := tx.ExecContext(ctx, releaseStatement(len(chunk)), args...); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// releaseStatements caches release's statement texts by their rows.
+var releaseStatements sync.Map // int → string
+
+func releaseStatement(rows int) string {
+	if q, ok := releaseStatements.Load(rows); ok {
+		return q.(string)
+	}
+	var q strings.Builder
+	q.WriteString(`INSERT INTO mailbox_heads (device_id, last_seq, depth, bytes) VALUES `)
+	for i := range rows {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		fmt.Fprintf(&q, "($%d, 0, $%d, $%d)", 3*i+1, 3*i+2, 3*i+3)
+	}
+	q.WriteString(` ON CONFLICT (device_id) DO UPDATE SET depth = mailbox_heads.depth + excluded.depth, bytes = mailbox_heads.bytes + excluded.bytes`)
+	v, _ := releaseStatements.LoadOrStore(rows, q.String())
+	return v.(string)
 }
 
 // deleteReleasing runs a DELETE … RETURNING device_id, LENGTH(ciphertext)
