@@ -25,7 +25,7 @@ import (
 	"github.com/kanal-server/kanal/messaging/mailbox/wire"
 )
 
-// BenchmarkBroadcastDelivery: one announcement to broadcastStreams
+// BenchmarkBroadcastDelivery: one announcement to 500 or 2,000
 // connected devices on one node, end to end — the body stored once and a
 // reference for each device (AppendShared), the fan-out on the bus, each
 // device's stream writing it (binary frames), each device acknowledging
@@ -37,13 +37,13 @@ import (
 // the embedded NATS, and PostgreSQL with it.
 func BenchmarkBroadcastDelivery(b *testing.B) {
 	for _, engine := range []string{"sqlite", "postgres"} {
-		b.Run(engine, func(b *testing.B) { benchBroadcast(b, engine) })
+		for _, n := range []int{500, 2000} {
+			b.Run(fmt.Sprintf("%s/streams=%d", engine, n), func(b *testing.B) { benchBroadcast(b, engine, n) })
+		}
 	}
 }
 
-const broadcastStreams = 500
-
-func benchBroadcast(b *testing.B, engine string) {
+func benchBroadcast(b *testing.B, engine string, broadcastStreams int) {
 	ctx := context.Background()
 	var d *db.DB
 	if engine == "sqlite" {
