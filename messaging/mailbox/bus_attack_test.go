@@ -12,6 +12,7 @@ import (
 	"github.com/kanal-server/kanal/internal/bus"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
 	"github.com/kanal-server/kanal/messaging/mailbox"
+	"github.com/kanal-server/kanal/messaging/mailbox/wire"
 )
 
 // Attacks by a NATS publisher: whoever can publish on the deployment's NATS
@@ -69,7 +70,7 @@ func TestForgedWakeUpIsNotWritten(t *testing.T) {
 		forged := func(seq int64, tag bool) []byte {
 			fake := []mailbox.Envelope{{ID: fmt.Sprint("forged-", seq), Seq: seq, Conversation: "conv_1", Sender: "dev_mallory",
 				Recipient: victim, Class: "message", Ciphertext: []byte("forged"), ServerTime: time.Now().UTC()}}
-			b, _ := json.Marshal(fake)
+			b, _ := wire.AppendEnvelopes(nil, fake) // as a genuine wake-up carries it
 			if tag {
 				b = append(make([]byte, 32), b...) // a tag of the attacker's choosing
 			}

@@ -58,3 +58,10 @@ func openBus(key []byte, purpose, subject string, data []byte) (payload []byte, 
 	}
 	return payload, true
 }
+
+// sealInPlace fills in the tag of msg, whose first tagSize bytes are kept
+// for it and the payload follows, and returns msg.
+func sealInPlace(key []byte, purpose, subject string, msg []byte) []byte {
+	copy(msg, busTag(key, purpose, subject, msg[tagSize:]))
+	return msg
+}

@@ -94,14 +94,14 @@ func (h *Hub) takeFanout(m *bus.Msg) {
 			continue
 		}
 		h.wakeUps.Add(1)
-		var data []byte
+		var w *carriedWake // nil: a plain wake-up
 		if len(f.Envelope.Ciphertext) > 0 {
 			e := f.Envelope
 			e.Recipient, e.Seq = d.Device, d.Seq
-			data, _ = json.Marshal([]Envelope{e}) // nil (a failure) makes it a plain wake-up
+			w = &carriedWake{envs: []Envelope{e}}
 		}
 		for _, c := range cs {
-			c.offer(data)
+			c.offer(w)
 		}
 	}
 }

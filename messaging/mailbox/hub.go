@@ -106,6 +106,7 @@ type Hub struct {
 
 	carried, read atomic.Uint64 // envelopes written from wake-ups, from mailbox reads
 	forged        atomic.Uint64 // bus messages whose tag did not verify
+	undecodable   atomic.Uint64 // genuine wake-ups whose envelopes did not decode
 	ackWrites     atomic.Uint64 // acknowledgement writes to the store
 	wakeUps       atomic.Uint64 // wake-ups dispatched to a device's streams
 
@@ -214,6 +215,10 @@ type HubStats struct {
 	// Forged counts bus messages (wake-ups carrying envelopes, session
 	// ends) whose tag did not verify; none of them was acted on.
 	Forged uint64
+	// Undecodable counts wake-ups with a genuine tag whose envelopes did
+	// not decode (a node of an earlier version sends them as JSON): each
+	// was taken as a plain wake-up, the streams read the mailbox.
+	Undecodable uint64
 	// AckWrites counts the writes that deleted acknowledged envelopes.
 	AckWrites uint64
 	// WakeUps counts the wake-ups that reached a device with streams on
@@ -223,7 +228,7 @@ type HubStats struct {
 
 // Stats returns the counters since the hub started.
 func (h *Hub) Stats() HubStats {
-	return HubStats{Carried: h.carried.Load(), Read: h.read.Load(), Forged: h.forged.Load(), AckWrites: h.ackWrites.Load(), WakeUps: h.wakeUps.Load()}
+	return HubStats{Carried: h.carried.Load(), Read: h.read.Load(), Forged: h.forged.Load(), Undecodable: h.undecodable.Load(), AckWrites: h.ackWrites.Load(), WakeUps: h.wakeUps.Load()}
 }
 
 // Close stops the hub's wake-up dispatch and its session-end subscription.
@@ -257,13 +262,17 @@ func (h *Hub) dispatch() {
 			h.wakeUps.Add(1)
 			// Envelopes carried without a valid tag are not the store's:
 			// they are dropped, and the wake-up counts as a plain one, so
-			// the stream reads the mailbox, which is the truth.
-			var carried []byte
+			// the stream reads the mailbox, which is the truth. So does
+			// one whose envelopes do not decode. Those that do are
+			// decoded here, once, for all the device's streams.
+			var carried *carriedWake
 			if len(m.Data) > 0 {
-				var ok bool
-				if carried, ok = openBus(h.o.BusKey, purposeWake, m.Subject, m.Data); !ok {
+				if payload, ok := openBus(h.o.BusKey, purposeWake, m.Subject, m.Data); !ok {
 					h.forged.Add(1)
-					carried = nil
+				} else if w, err := decodeWake(dev, payload); err != nil {
+					h.undecodable.Add(1)
+				} else {
+					carried = w
 				}
 			}
 			for _, c := range cs {
@@ -336,9 +345,9 @@ func (h *Hub) Notify(devices ...string) {
 
 // Deliver wakes the recipient devices of envelopes that have just been
 // committed, as Notify does, and carries the envelopes in the wake-up
-// when they are small: the node that holds a recipient's socket then
-// writes them without reading them back from the mailbox. envs must carry
-// the ids and sequence numbers the append assigned.
+// when they are small (wake.go): the node that holds a recipient's socket
+// then writes them without reading them back from the mailbox. envs must
+// carry the ids and sequence numbers the append assigned.
 func (h *Hub) Deliver(envs []Envelope) {
 	byDevice := map[string][]Envelope{}
 	var order []string
@@ -349,16 +358,11 @@ func (h *Hub) Deliver(envs []Envelope) {
 		byDevice[e.Recipient] = append(byDevice[e.Recipient], e)
 	}
 	for _, d := range order {
-		es := byDevice[d]
 		var data []byte
-		size := 0
-		for _, e := range es {
-			size += len(e.Ciphertext)
-		}
-		if size <= maxCarried {
-			if b, err := json.Marshal(es); err == nil { // a failure leaves a plain wake-up
-				data = sealBus(h.o.BusKey, purposeWake, subjectWake+d, b)
-			}
+		// Room for the tag first, then the payload; envelopes that cannot
+		// be carried leave a plain wake-up.
+		if b, err := appendWake(make([]byte, tagSize, tagSize+wakeSizeHint(byDevice[d])), byDevice[d]); err == nil {
+			data = sealInPlace(h.o.BusKey, purposeWake, subjectWake+d, b)
 		}
 		if err := h.o.Bus.Publish(subjectWake+d, data); err != nil {
 			h.o.Logger.Warn("mailbox: wake-up not published", "device", d, "err", err)
@@ -712,7 +716,7 @@ type conn struct {
 	ackTimer bool      // a write of acked is scheduled
 	ackBusy  bool      // the acknowledgement writer runs
 	cursor   int64     // last seq sent on this connection
-	carried  [][]byte  // envelopes carried by wake-ups since the pump last looked
+	carried  wakeList  // envelopes carried by wake-ups since the pump last looked
 	fetch    bool      // a wake-up came without envelopes: read the mailbox
 	held     bool      // the pump waits for acks: MaxInFlight are unacknowledged
 	synced   bool      // the backlog is through and "synced" was sent
@@ -728,15 +732,15 @@ type conn struct {
 	done chan struct{} // closed when the stream is finished
 }
 
-// offer takes a wake-up: the envelopes it carries (JSON), or nil for a
-// plain one, which makes the pump read the mailbox.
-func (c *conn) offer(data []byte) {
+// offer takes a wake-up: the envelopes it carries, or nil for a plain
+// one, which makes the pump read the mailbox.
+func (c *conn) offer(w *carriedWake) {
 	c.mu.Lock()
-	if len(data) == 0 || len(c.carried) >= maxCarriedWakes {
+	if w == nil || len(c.carried) >= maxCarriedWakes {
 		c.fetch = true
 		c.carried = nil
 	} else if !c.fetch {
-		c.carried = append(c.carried, data)
+		c.carried = append(c.carried, w)
 	}
 	c.mu.Unlock()
 	c.signal()
@@ -745,18 +749,21 @@ func (c *conn) offer(data []byte) {
 // nextCarried returns the carried envelopes that follow after in sequence
 // order, ok when they are the whole of what comes next: they start at
 // after+1 with no gap and fit in room. Anything else — a gap left by a
-// wake-up still on its way or lost, a payload that does not decode, too
-// many, an envelope for another device — is not ok, and the pump reads
-// the mailbox instead.
-func nextCarried(device string, carried [][]byte, after int64, room int) (next []Envelope, ok bool) {
-	for _, data := range carried {
-		var es []Envelope
-		if err := json.Unmarshal(data, &es); err != nil {
-			return nil, false
+// wake-up still on its way or lost, too many, an envelope for another
+// device — is not ok, and the pump reads the mailbox instead. When next
+// is exactly one wake-up's envelopes in the order it carried them, frame
+// is that wake-up's binary frame (nil if it has none), and next is the
+// wake-up's own slice: the caller only reads either.
+func nextCarried(device string, carried []*carriedWake, after int64, room int) (next []Envelope, frame []byte, ok bool) {
+	if len(carried) == 1 {
+		if es := carried[0].envs; len(es) <= room && inOrder(device, es, after) {
+			return es, carried[0].frame, true
 		}
-		for _, e := range es {
+	}
+	for _, w := range carried {
+		for _, e := range w.envs {
 			if e.Recipient != device {
-				return nil, false
+				return nil, nil, false
 			}
 			if e.Seq > after {
 				next = append(next, e)
@@ -765,15 +772,20 @@ func nextCarried(device string, carried [][]byte, after int64, room int) (next [
 	}
 	slices.SortFunc(next, func(a, b Envelope) int { return cmp.Compare(a.Seq, b.Seq) })
 	next = slices.CompactFunc(next, func(a, b Envelope) bool { return a.Seq == b.Seq })
-	if len(next) > room {
-		return nil, false
+	if len(next) > room || !inOrder(device, next, after) {
+		return nil, nil, false
 	}
-	for i, e := range next {
-		if e.Seq != after+1+int64(i) {
-			return nil, false
+	return next, nil, true
+}
+
+// inOrder says whether es are the device's envelopes after+1, after+2, …
+func inOrder(device string, es []Envelope, after int64) bool {
+	for i := range es {
+		if es[i].Recipient != device || es[i].Seq != after+1+int64(i) {
+			return false
 		}
 	}
-	return next, true
+	return true
 }
 
 // signal tells the pump there is work: it starts the pump's goroutine,
@@ -1026,13 +1038,14 @@ func (c *conn) pump() (more bool, err error) {
 	c.carried, c.fetch = nil, false
 	c.mu.Unlock()
 	var batch []Envelope
+	var frame []byte // batch's binary frame, when a wake-up carried it so
 	fetched := false
 	if room > 0 {
 		ok := false
 		// Once the backlog is through, a wake-up that carries the next
 		// envelopes saves reading them back.
 		if synced && !fetch && len(carried) > 0 {
-			batch, ok = nextCarried(c.device, carried, after, room)
+			batch, frame, ok = nextCarried(c.device, carried, after, room)
 		}
 		if !ok {
 			var err error
@@ -1056,9 +1069,18 @@ func (c *conn) pump() (more bool, err error) {
 		}
 		c.cursor = batch[len(batch)-1].Seq
 		c.mu.Unlock()
-		for _, part := range splitBySize(batch, MaxFrameBytes) {
-			if err := c.write(envelopesFrame{Type: "envelopes", Envelopes: part}); err != nil {
+		if c.bin && frame != nil {
+			// The wake-up's own bytes: encoded once, on the node that
+			// stored the envelopes, for every stream that takes them
+			// (at most maxCarried bytes of ciphertext: one frame).
+			if err := c.write(rawFrame(frame)); err != nil {
 				return false, err
+			}
+		} else {
+			for _, part := range splitBySize(batch, MaxFrameBytes) {
+				if err := c.write(envelopesFrame{Type: "envelopes", Envelopes: part}); err != nil {
+					return false, err
+				}
 			}
 		}
 		if fetched && len(batch) == min(room, FetchBatch) {

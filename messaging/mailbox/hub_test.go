@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -85,6 +86,9 @@ func newNodeOpts(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, r
 		WriteTimeout:   writeTimeout,
 		PingInterval:   ping,
 		FrameTimeout:   frame,
+		// Binary frames are offered (a stream may speak them); a node
+		// here takes no sends.
+		BinaryFrames: func(context.Context, string, []byte) (any, error) { return nil, errors.New("no sends here") },
 	})
 	if err != nil {
 		t.Fatal(err)
