@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -79,7 +80,8 @@ type Options struct {
 	// (kanald before the deployment secret derived it from the CA key):
 	// ResealLegacy seals them again under SealKey.
 	LegacySealKey []byte
-	// BallotBatch is the most ballots that share one commit (0: 64).
+	// BallotBatch is the most ballots and token issuances that share one
+	// commit (0: 64).
 	BallotBatch int
 	// HeadLog, if set, puts the board heads the service serves into the
 	// deployment's transparency log (kanald wires identity/translog).
@@ -108,7 +110,7 @@ type Service struct {
 	convs   Conversations
 	log     *slog.Logger
 	now     func() time.Time
-	ballots *db.Batcher
+	commits *db.Batcher // group commit of ballots and token issuance
 	seal    cipher.AEAD // token keys at rest
 	legacy  cipher.AEAD // nil, or what token keys were sealed under before
 
@@ -154,7 +156,7 @@ func New(o Options) (*Service, error) {
 	if batch <= 0 {
 		batch = 64
 	}
-	s.ballots = o.DB.NewBatcher(batch)
+	s.commits = o.DB.NewBatcher(batch)
 	return s, nil
 }
 
@@ -218,7 +220,7 @@ func (s *Service) ResealLegacy(ctx context.Context) (int, error) {
 }
 
 // Close stops the service's background work.
-func (s *Service) Close() { s.ballots.Close() }
+func (s *Service) Close() { s.commits.Close() }
 
 // row is a survey as stored.
 type row struct {
@@ -268,6 +270,31 @@ func (s *Service) loadDefined(ctx context.Context, id string) (*row, *openSurvey
 		return nil, nil, err
 	}
 	return r, o, nil
+}
+
+// loadOpened returns the row of a survey in the cache (one that has
+// opened) with the columns that may change after opening read again and
+// the rest from the cached definition, which cannot change: opens_at and
+// the mode are the definition's (Define stores them from it). It returns
+// nil, nil for a survey not in the cache.
+func (s *Service) loadOpened(ctx context.Context, id string) (*row, error) {
+	s.mu.Lock()
+	o, ok := s.cache[id]
+	s.mu.Unlock()
+	if !ok {
+		return nil, nil
+	}
+	r := &row{id: id, mode: o.def.Mode, signed: sql.NullString{Valid: true}, opensAt: sql.NullInt64{Int64: o.def.OpensAt.Unix(), Valid: true}}
+	var tallied int
+	err := s.db.QueryRow(ctx, `SELECT closes_at, CASE WHEN result IS NULL THEN 0 ELSE 1 END FROM surveys WHERE id = $1`, id).Scan(&r.closesAt, &tallied)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.result.Valid = tallied == 1
+	return r, nil
 }
 
 // openSurvey is a survey whose definition can no longer change, parsed
@@ -519,11 +546,19 @@ func (s *Service) eligible(ctx context.Context, d *Definition, c Caller) error {
 	return fmt.Errorf("%w: unknown audience", ErrNotEligible)
 }
 
-// openFor loads a survey that must be open now.
+// openFor loads a survey that must be open now. A survey that has opened
+// is parsed and cached already; of its row only what may still change
+// (closes_at after an early close, the result) is read again, not the
+// signed definition and the sealed key.
 func (s *Service) openFor(ctx context.Context, id string) (*row, *openSurvey, error) {
-	r, err := s.load(ctx, id)
+	r, err := s.loadOpened(ctx, id)
 	if err != nil {
 		return nil, nil, err
+	}
+	if r == nil {
+		if r, err = s.load(ctx, id); err != nil {
+			return nil, nil, err
+		}
 	}
 	switch st := s.status(r, s.now()); st {
 	case StatusOpen:
@@ -574,40 +609,114 @@ func (s *Service) IssueToken(ctx context.Context, c Caller, id string, blinded [
 	case !errors.Is(err, sql.ErrNoRows):
 		return nil, err
 	}
-	// Sign before the transaction, which holds SQLite's one writer: the
-	// RSA operation is most of the cost, and nothing leaves the server
-	// unless the issuance commits.
+	// Sign before the commit, which holds SQLite's one writer: the RSA
+	// operation is most of the cost, and nothing leaves the server unless
+	// the issuance commits.
 	sig, err := o.signer.BlindSign(blinded)
 	if err != nil {
 		return nil, err
 	}
-	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
-		var have []byte
-		err := tx.QueryRowContext(ctx, `SELECT blinded_hash FROM survey_tokens WHERE survey_id = $1 AND account_id = $2`, id, holder).Scan(&have)
-		switch {
-		case err == nil:
-			if !bytes.Equal(have, sum[:]) {
-				return fmt.Errorf("%w: %s", ErrAlreadyIssued, already)
-			}
-		case errors.Is(err, sql.ErrNoRows):
-			if _, err := tx.ExecContext(ctx, `INSERT INTO survey_tokens (survey_id, account_id, blinded_hash, blind_sig) VALUES ($1, $2, $3, $4)`, id, holder, sum[:], sig); err != nil {
-				if db.IsUniqueViolation(err) {
-					return fmt.Errorf("%w: %s", ErrAlreadyIssued, already)
-				}
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, `UPDATE surveys SET tokens_issued = tokens_issued + 1 WHERE id = $1`, id); err != nil {
-				return err
-			}
-		default:
-			return err
-		}
-		return nil
-	})
-	if err != nil {
+	// The issuance row and the survey's count go into the surveys' group
+	// commit: concurrent issuances share one transaction and one fsync.
+	it := &issuance{survey: id, holder: holder, hash: sum[:], sig: sig, already: already}
+	if err := s.commits.DoMerged(ctx, issuances{s}, it, func(tx *sql.Tx) error { return s.issueTx(ctx, tx, it) }); err != nil {
 		return nil, err
 	}
 	return sig, nil
+}
+
+// issuance is one token issued, as recorded.
+type issuance struct {
+	survey, holder string
+	hash, sig      []byte // SHA-256 of the blinded request, the blind signature
+	already        string // what a second request is told
+}
+
+// issueTx records one issuance on its own. The primary key (survey,
+// holder) decides between concurrent requests: the row that is inserted
+// wins, the retry of the same request is answered, any other request is
+// refused. The count goes up only while the survey is open at commit, so
+// a request that raced an early close issues nothing.
+func (s *Service) issueTx(ctx context.Context, tx *sql.Tx, it *issuance) error {
+	res, err := tx.ExecContext(ctx, `INSERT INTO survey_tokens (survey_id, account_id, blinded_hash, blind_sig) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (survey_id, account_id) DO NOTHING`, it.survey, it.holder, it.hash, it.sig)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 1 {
+		return s.countIssued(ctx, tx, it.survey, 1)
+	}
+	var have []byte
+	if err := tx.QueryRowContext(ctx, `SELECT blinded_hash FROM survey_tokens WHERE survey_id = $1 AND account_id = $2`, it.survey, it.holder).Scan(&have); err != nil {
+		return err
+	}
+	if !bytes.Equal(have, it.hash) {
+		return fmt.Errorf("%w: %s", ErrAlreadyIssued, it.already)
+	}
+	return nil // the same request again: its signature is the same
+}
+
+// countIssued adds n to a survey's tokens issued, if it is still open.
+func (s *Service) countIssued(ctx context.Context, tx *sql.Tx, survey string, n int) error {
+	res, err := tx.ExecContext(ctx, `UPDATE surveys SET tokens_issued = tokens_issued + $1 WHERE id = $2 AND closes_at > $3`, n, survey, s.now().Unix())
+	if err != nil {
+		return err
+	}
+	if k, err := res.RowsAffected(); err != nil {
+		return err
+	} else if k != 1 {
+		return fmt.Errorf("%w: the survey has closed", ErrNotOpen)
+	}
+	return nil
+}
+
+// issuances writes the issuances of one group commit together: their rows
+// in multi-row inserts, and one count per survey, in the order of the
+// survey ids. Anything but a fresh row for every issuance (a second
+// request, a retry, a closed survey) fails the batch, and each issuance
+// runs again on its own through issueTx, which tells them apart.
+type issuances struct{ s *Service }
+
+var errIssuanceConflict = errors.New("surveys: issuance conflicts with a recorded one")
+
+func (m issuances) MergeTx(ctx context.Context, tx *sql.Tx, items []any) error {
+	its := make([]*issuance, len(items))
+	counts := map[string]int{}
+	for i, x := range items {
+		its[i] = x.(*issuance)
+		counts[its[i].survey]++
+	}
+	for len(its) > 0 {
+		k := db.Rows(len(its), db.MaxParams/4)
+		args := make([]any, 0, 4*k)
+		for _, it := range its[:k] {
+			args = append(args, it.survey, it.holder, it.hash, it.sig)
+		}
+		res, err := tx.ExecContext(ctx, `INSERT INTO survey_tokens (survey_id, account_id, blinded_hash, blind_sig) VALUES `+db.Values(k, 4)+`
+			ON CONFLICT (survey_id, account_id) DO NOTHING`, args...)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n != int64(k) {
+			return errIssuanceConflict
+		}
+		its = its[k:]
+	}
+	ids := make([]string, 0, len(counts))
+	for id := range counts {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		if err := m.s.countIssued(ctx, tx, id, counts[id]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // tokenHolder is who a token is recorded for: the account, or for an
@@ -714,7 +823,7 @@ func (s *Service) append(ctx context.Context, id string, e Entry, person string)
 	}
 	personUsed := fmt.Errorf("%w: this person has already voted in this survey, through this or another of their accounts", ErrAlreadyVoted)
 	var rec Receipt
-	err := s.ballots.Do(ctx, func(tx *sql.Tx) error {
+	err := s.commits.Do(ctx, func(tx *sql.Tx) error {
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM survey_board WHERE survey_id = $1 AND nullifier = $2`, id, e.Nullifier).Scan(&n); err != nil {
 			return err
