@@ -161,6 +161,8 @@ func bench(ctx context.Context, o *options, stderr io.Writer) (*result, error) {
 		err = r.group(ctx)
 	case "overload":
 		err = r.overload(ctx)
+	case "tokens":
+		err = r.tokens(ctx)
 	}
 	if err != nil {
 		// What the nodes logged (warnings and errors) says why.

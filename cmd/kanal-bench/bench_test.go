@@ -99,6 +99,18 @@ func TestScenarios(t *testing.T) {
 			t.Fatalf("errors: %v", res.Errors)
 		}
 	})
+	// tokens: every citizen gets its one token of every survey, verified
+	// by the SDK, and each survey counts exactly the tokens its citizens
+	// received (a mismatch is reported as an error).
+	t.Run("tokens", func(t *testing.T) {
+		res := runJSON(t, "-scenario", "tokens", "-devices", "5", "-surveys", "3", "-duration", "1m")
+		if res.Surveys != 3 || res.Expected != 15 || res.Sent != 15 || res.Delivered != 15 || len(res.Errors) != 0 {
+			t.Fatalf("tokens: %d surveys, %d wanted, %d requested, %d issued, errors %v", res.Surveys, res.Expected, res.Sent, res.Delivered, res.Errors)
+		}
+		if res.Server == nil || res.Server.CPUPerEnvelopeUS <= 0 || res.Latency.P50 <= 0 || res.Latency.P99 < res.Latency.P50 {
+			t.Fatalf("figures: %+v %+v", res.Server, res.Latency)
+		}
+	})
 	t.Run("connections", func(t *testing.T) {
 		res := runJSON(t, "-scenario", "connections", "-devices", "5", "-duration", "100ms")
 		if res.Connections != 5 || res.Server == nil || len(res.Errors) != 0 {
@@ -160,6 +172,7 @@ func TestBadFlags(t *testing.T) {
 		{"-scenario", "overload", "-max-in-flight", "0"},
 		{"-scenario", "overload", "-catch-up", "2h"},
 		{"-scenario", "broadcast", "-stream-procs", "65"},
+		{"-scenario", "tokens", "-surveys", "0"},
 	} {
 		var out, errb bytes.Buffer
 		if err := run(context.Background(), args, &out, &errb); err == nil {

@@ -179,6 +179,12 @@ feed:
 }
 
 func (r *runner) newDevice(ctx context.Context, label string, i int, publish bool) (*device, error) {
+	return r.newDeviceWith(ctx, label, i, publish, "")
+}
+
+// newDeviceWith is newDevice for an account with password, if not empty:
+// its device certificate and its login are then of level substantial.
+func (r *runner) newDeviceWith(ctx context.Context, label string, i int, publish bool, password string) (*device, error) {
 	d := &device{n: i, base: r.cl.urls[i%len(r.cl.urls)], hc: r.net.client(),
 		synced: make(chan struct{}), hello: make(chan string, 16),
 		wsSend: r.o.transport == "ws", pending: map[string]chan error{}}
@@ -203,6 +209,11 @@ func (r *runner) newDevice(ctx context.Context, label string, i int, publish boo
 		return nil, fmt.Errorf("verify: %w", err)
 	}
 	d.account = v.AccountID
+	if password != "" {
+		if err := ic.WithToken(v.SetupToken).SetPassword(ctx, password, ""); err != nil {
+			return nil, fmt.Errorf("password: %w", err)
+		}
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -213,7 +224,7 @@ func (r *runner) newDevice(ctx context.Context, label string, i int, publish boo
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
 	d.id, d.cert = enr.DeviceID, []byte(enr.Certificate)
-	sess, err := ic.Login(ctx, enr.DeviceID, key, "")
+	sess, err := ic.Login(ctx, enr.DeviceID, key, password)
 	if err != nil {
 		return nil, fmt.Errorf("login: %w", err)
 	}

@@ -52,6 +52,7 @@ type options struct {
 	agents       int
 	groupSize    int
 	groupSenders int
+	surveys      int
 
 	url              string
 	mailDir          string
@@ -84,7 +85,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("kanal-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.scenario, "scenario", "direct", "direct, office, connections, broadcast, group or overload")
+	fs.StringVar(&o.scenario, "scenario", "direct", "direct, office, connections, broadcast, group, overload or tokens")
 	fs.StringVar(&o.peer, "peer", "kanal", "system under test: kanal, nats (raw NATS core pub/sub) or xmpp (an XMPP server); the peers run the direct scenario")
 	fs.StringVar(&o.transport, "transport", "http", "how devices send: http (POST /v1/messages) or ws (send frames on the stream they read)")
 	fs.StringVar(&o.frames, "frames", "binary", "the stream's frames: binary (offer kanal.bin.v1, JSON if the server does not speak it) or json")
@@ -97,6 +98,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.streamProcs, "stream-procs", -1, "broadcast scenario: child processes that hold the connected followers' streams (default: none up to 18,000 streams, else one per 18,000: one process may hold 20,000 open files here)")
 	fs.IntVar(&o.connected, "connected", 0, "broadcast scenario: followers that hold a stream (default: all; each stream is an open file in kanal-bench and in kanald)")
 	fs.IntVar(&o.groupSize, "group-size", 50, "group scenario: members per group")
+	fs.IntVar(&o.surveys, "surveys", 4, "tokens scenario: open anonymous surveys; every citizen asks for its token of each")
 	fs.IntVar(&o.groupSenders, "group-senders", 5, "group scenario: members of each group who send (each distributes a sender key)")
 	fs.StringVar(&o.url, "url", "", "drive a running kanald at this http://127.0.0.x:port instead of starting one (needs -mail-dir)")
 	fs.StringVar(&o.mailDir, "mail-dir", "", "with -url: the running kanald's <data-dir>/mail, where sign-up codes are read")
@@ -130,9 +132,9 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	switch o.scenario {
-	case "direct", "office", "connections", "broadcast", "group", "overload":
+	case "direct", "office", "connections", "broadcast", "group", "overload", "tokens":
 	default:
-		return nil, fmt.Errorf("-scenario %q: want direct, office, connections, broadcast, group or overload", o.scenario)
+		return nil, fmt.Errorf("-scenario %q: want direct, office, connections, broadcast, group, overload or tokens", o.scenario)
 	}
 	if o.frames != "binary" && o.frames != "json" {
 		return nil, fmt.Errorf("-frames %q: want binary or json", o.frames)
@@ -150,7 +152,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-peer %q: want kanal, nats or xmpp", o.peer)
 	}
 	if o.devices == 0 {
-		o.devices = map[string]int{"direct": 200, "office": 200, "connections": 1000, "broadcast": 500, "group": 200, "overload": 200}[o.scenario]
+		o.devices = map[string]int{"direct": 200, "office": 200, "connections": 1000, "broadcast": 500, "group": 200, "overload": 200, "tokens": 500}[o.scenario]
 	}
 	if o.connected <= 0 || o.connected > o.devices {
 		o.connected = o.devices
@@ -173,6 +175,8 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-group-size: 2..100 (kanal's MaxGroupMembers)")
 	case o.groupSenders < 1 || o.groupSenders > o.groupSize || o.groupSenders > 25:
 		return nil, errors.New("-group-senders: 1..25 and at most -group-size")
+	case o.surveys < 1 || o.surveys > 100:
+		return nil, errors.New("-surveys: 1..100")
 	case o.scenario == "group" && o.devices < o.groupSize:
 		return nil, errors.New("-devices: at least -group-size for the group scenario")
 	case o.sources < 0 || o.sources > 250:

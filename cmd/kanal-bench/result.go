@@ -46,6 +46,11 @@ type result struct {
 	BroadcastStored int     `json:"broadcast_stored,omitempty"`
 	BroadcastPostS  float64 `json:"broadcast_post_s,omitempty"`
 
+	// Surveys is the tokens scenario's surveys; there a "send" is a token
+	// request, a "delivered" one a token issued and verified, and the
+	// latency that of the SDK's Token call.
+	Surveys int `json:"surveys,omitempty"`
+
 	Overload     *overloadStats   `json:"overload,omitempty"`
 	Provisioning []provisionStats `json:"provisioning,omitempty"`
 	Series       []SeriesPoint    `json:"series,omitempty"`
@@ -93,15 +98,23 @@ func writeTable(w io.Writer, res *result) {
 		}
 	case "overload":
 		row("devices", "%d in pairs, %d node(s), %d-byte messages", res.Devices, max(res.Nodes, 1), res.SizeBytes)
+	case "tokens":
+		row("citizens", "%d at once, each asking for its token of %d anonymous surveys, %d node(s)", res.Devices, res.Surveys, max(res.Nodes, 1))
 	default:
 		row("devices", "%d, %d node(s), %d-byte messages, rate %s", res.Devices, max(res.Nodes, 1), res.SizeBytes, rateText(res.RatePerDevice))
 	}
 	for _, p := range res.Provisioning {
 		row("provisioning", "%d devices in %.1fs (%.0f/s), %.2f ms of server CPU each", p.Devices, p.TookS, p.PerSecond, p.ServerCPUms)
 	}
-	if res.Scenario == "connections" {
+	switch res.Scenario {
+	case "tokens":
+		row("requested", "%d token requests (%.0f/s), %d wanted", res.Sent, res.SendsPerS, res.Expected)
+		row("issued", "%d tokens issued and verified, %.0f/s over %.1fs", res.Delivered, res.EnvelopesPerS, res.DurationS)
+		l := res.Latency
+		row("token", "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms (blind, request, unblind, verify)", l.P50, l.P90, l.P99, l.P999, l.Max)
+	case "connections":
 		row("connections", "%d open and synced in %.1fs, held %.0fs (open-files limit %d)", res.Connections, res.ConnectS, res.DurationS, res.OpenFilesLimit)
-	} else {
+	default:
 		row("sent", "%d sends (%.0f/s), %d envelopes", res.Sent, res.SendsPerS, res.Expected)
 		what := "envelopes received and decrypted"
 		if res.Peer != "kanal" {
@@ -154,7 +167,11 @@ func writeTable(w io.Writer, res *result) {
 		}
 		row("server cpu", "%.1f s, %.2f cores", s.CPUSeconds, s.CPUCores)
 		if s.CPUPerEnvelopeUS > 0 {
-			row("cpu per envelope", "%.0f µs of server CPU per delivered envelope", s.CPUPerEnvelopeUS)
+			if res.Scenario == "tokens" {
+				row("cpu per token", "%.0f µs of server CPU per token issued", s.CPUPerEnvelopeUS)
+			} else {
+				row("cpu per envelope", "%.0f µs of server CPU per delivered envelope", s.CPUPerEnvelopeUS)
+			}
 		}
 	}
 	if res.BenchCPUCores > 0 {

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kanal-server/kanal/identity/ca"
+	"github.com/kanal-server/kanal/surveys"
+	sclient "github.com/kanal-server/kanal/surveys/client"
+)
+
+// tokens: blind-token issuance for concurrent citizens. A council
+// organiser (password login, level substantial) defines -surveys open
+// anonymous surveys for everyone (level low); -devices citizens, all at
+// once, each ask for their one token of every survey through the
+// surveys SDK: blind the request, POST /v1/surveys/{id}/token with their
+// session, unblind and verify the answer. The figures are tokens issued
+// per second, the latency of one token (the SDK call: blinding, the
+// request, unblinding and the check), and kanald's CPU per token. After
+// the measured phase every survey's tokens_issued must equal the tokens
+// its citizens received.
+func (r *runner) tokens(ctx context.Context) error {
+	tok, err := r.operatorToken()
+	if err != nil {
+		return err
+	}
+	orgs, err := r.provisionOrganiser(ctx)
+	if err != nil {
+		return err
+	}
+	op := orgs.ident.WithToken(tok)
+	org, err := op.CreateOrg(ctx, "Rat der Stadt "+r.runID, "council")
+	if err != nil {
+		return fmt.Errorf("create organisation: %w", err)
+	}
+	if _, err := op.VerifyOrg(ctx, org.OrgID); err != nil {
+		return fmt.Errorf("verify organisation: %w", err)
+	}
+	if _, err := op.AddMember(ctx, org.OrgID, orgs.account, "organiser"); err != nil {
+		return fmt.Errorf("add organiser: %w", err)
+	}
+	defs, err := r.defineSurveys(ctx, orgs, org.OrgID, r.o.surveys)
+	if err != nil {
+		return err
+	}
+	citizens, err := r.provision(ctx, r.o.devices, "citizen", false)
+	if err != nil {
+		return err
+	}
+
+	issued := make([]atomic.Int64, len(defs))
+	cpu0, _ := r.serverSample()
+	self0 := selfCPU()
+	start := time.Now()
+	r.rec.Store(NewRecorder(start, time.Second))
+	r.expected.Store(uint64(len(citizens) * len(defs)))
+	end := start.Add(r.o.duration)
+	stopProgress := r.progress(r.liveLine(start))
+	var wg sync.WaitGroup
+	for i, c := range citizens {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			api := sclient.New(c.base, c.hc).WithToken(c.token)
+			// Each citizen starts with another survey, so that the
+			// surveys are asked for alike.
+			for k := range defs {
+				if time.Now().After(end) || ctx.Err() != nil {
+					return
+				}
+				j := (i + k) % len(defs)
+				t0 := time.Now()
+				r.sent.Add(1)
+				if _, err := api.Token(ctx, defs[j]); err != nil {
+					if ctx.Err() == nil {
+						r.errs.add(errKind(err))
+					}
+					continue
+				}
+				now := time.Now()
+				r.rec.Load().Record(now, now.Sub(t0))
+				r.delivered.Add(1)
+				r.lastDeliv.Store(now.UnixNano())
+				issued[j].Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	sendEnd := time.Now()
+	stopProgress()
+	cpu1, _ := r.serverSample()
+	r.finish(start, sendEnd, cpu1-cpu0)
+	r.res.BenchCPUCores = (selfCPU() - self0).Seconds() / r.res.DurationS
+	r.res.Surveys = len(defs)
+
+	// What the server counted must be what the citizens received.
+	public := sclient.New(citizens[0].base, citizens[0].hc)
+	for j, d := range defs {
+		sv, err := public.Get(ctx, d.SurveyID)
+		if err != nil {
+			return fmt.Errorf("survey %s: %w", d.SurveyID, err)
+		}
+		if sv.TokensIssued != issued[j].Load() {
+			r.errs.add(fmt.Sprintf("survey %s counts %d tokens issued, citizens received %d", d.SurveyID, sv.TokensIssued, issued[j].Load()))
+		}
+	}
+	r.res.Errors = r.errs.snapshot()
+	return ctx.Err()
+}
+
+// provisionOrganiser signs up the council's organiser with a password,
+// so that its session and device certificate are of level substantial.
+func (r *runner) provisionOrganiser(ctx context.Context) (*device, error) {
+	var pw [12]byte
+	if _, err := rand.Read(pw[:]); err != nil {
+		return nil, err
+	}
+	d, err := r.newDeviceWith(ctx, "organiser", 0, false, fmt.Sprintf("bench organiser %x", pw))
+	if err != nil {
+		return nil, fmt.Errorf("provision organiser: %w", err)
+	}
+	return d, nil
+}
+
+// defineSurveys creates and signs n anonymous surveys of org, open now for
+// an hour to every account, as the organiser's client would.
+func (r *runner) defineSurveys(ctx context.Context, orgs *device, orgID string, n int) ([]*surveys.Definition, error) {
+	dir, err := orgs.ident.DirectoryOrg(ctx, orgID)
+	if err != nil {
+		return nil, fmt.Errorf("directory: %w", err)
+	}
+	orgCert, err := pemDER(dir.Certificate)
+	if err != nil {
+		return nil, fmt.Errorf("organisation certificate: %w", err)
+	}
+	var mem []byte
+	for _, m := range dir.Members {
+		for _, md := range m.Devices {
+			if md.DeviceID == orgs.id {
+				if mem, err = pemDER(md.MembershipCertificate); err != nil {
+					return nil, fmt.Errorf("membership certificate: %w", err)
+				}
+			}
+		}
+	}
+	if mem == nil {
+		return nil, errors.New("the organiser's device has no membership certificate")
+	}
+	dev, err := pemDER(string(orgs.cert))
+	if err != nil {
+		return nil, fmt.Errorf("device certificate: %w", err)
+	}
+	api := sclient.New(orgs.base, orgs.hc).WithToken(orgs.token)
+	defs := make([]*surveys.Definition, n)
+	err = parallel(ctx, n, 2, func(i int) error {
+		draft, err := api.Create(ctx, orgID, surveys.ModeAnonymous)
+		if err != nil {
+			return fmt.Errorf("create survey: %w", err)
+		}
+		tk, err := surveys.NewTallyKey()
+		if err != nil {
+			return err
+		}
+		now := time.Now().UTC().Truncate(time.Second)
+		d := &surveys.Definition{Version: 1, SurveyID: draft.SurveyID, OrgID: orgID, Title: fmt.Sprintf("Umfrage %d", i+1),
+			Questions: []surveys.Question{{Kind: surveys.KindSingle, Prompt: "Soll der Marktplatz autofrei werden?", Options: []string{"Ja", "Nein"}}},
+			Audience:  surveys.Audience{Kind: surveys.AudienceLevel, Level: ca.LevelLow},
+			OpensAt:   now, ClosesAt: now.Add(time.Hour), Mode: surveys.ModeAnonymous, Results: surveys.ResultsPublic,
+			TokenKey: draft.TokenKey, TallyKey: tk.Public, SignedAt: now}
+		signed, err := surveys.Sign(d, orgs.key, dev, mem, orgCert)
+		if err != nil {
+			return err
+		}
+		if _, err := api.Define(ctx, draft.SurveyID, signed); err != nil {
+			return fmt.Errorf("define survey: %w", err)
+		}
+		defs[i] = d
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return defs, nil
+}
+
+func pemDER(s string) ([]byte, error) {
+	b, _ := pem.Decode([]byte(s))
+	if b == nil || b.Type != "CERTIFICATE" {
+		return nil, errors.New("want a PEM CERTIFICATE")
+	}
+	return b.Bytes, nil
+}
