@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -41,6 +43,16 @@ type Bus struct {
 	nc       *nats.Conn
 	embedded *server.Server
 	log      *slog.Logger
+
+	// On the embedded bus: the channels LocalSubscribe registered, which
+	// PublishLocal fills without NATS.
+	localMu sync.RWMutex
+	local   []*localSub
+}
+
+type localSub struct {
+	prefix string
+	ch     chan *Msg
 }
 
 // Msg is a message received from the bus.
@@ -199,6 +211,54 @@ func (b *Bus) Ping(ctx context.Context) error {
 // Publish sends data on subject. Delivery is at most once.
 func (b *Bus) Publish(subject string, data []byte) error {
 	return b.nc.Publish(subject, data)
+}
+
+// PublishLocal is Publish for messages whose only subscribers are this
+// process's LocalSubscribe channels. On the embedded bus (one process, no
+// listener) the message goes straight into each channel whose prefix its
+// subject starts with, without NATS: no copy is written to and parsed
+// back from the in-process server, and no goroutine of the NATS client or
+// server is woken for it. A channel that is full drops it, as NATS drops
+// a message for a slow consumer; delivery stays at most once. NATS
+// subscribers do not see it. On an external bus it is Publish.
+func (b *Bus) PublishLocal(subject string, data []byte) error {
+	if b.embedded == nil {
+		return b.Publish(subject, data)
+	}
+	b.localMu.RLock()
+	defer b.localMu.RUnlock()
+	for _, s := range b.local {
+		if strings.HasPrefix(subject, s.prefix) {
+			select {
+			case s.ch <- &Msg{Subject: subject, Data: data}:
+			default:
+			}
+		}
+	}
+	return nil
+}
+
+// LocalSubscribe puts each message PublishLocal sends on a subject that
+// starts with prefix into ch, on the embedded bus; it does nothing on an
+// external bus (there, subscribe through NATS). unsubscribe stops it.
+func (b *Bus) LocalSubscribe(prefix string, ch chan *Msg) (unsubscribe func()) {
+	if b.embedded == nil {
+		return func() {}
+	}
+	s := &localSub{prefix: prefix, ch: ch}
+	b.localMu.Lock()
+	b.local = append(b.local, s)
+	b.localMu.Unlock()
+	return func() {
+		b.localMu.Lock()
+		defer b.localMu.Unlock()
+		for i, o := range b.local {
+			if o == s {
+				b.local = append(b.local[:i:i], b.local[i+1:]...)
+				return
+			}
+		}
+	}
 }
 
 // Subscribe calls fn for each message on subject (wildcards allowed).

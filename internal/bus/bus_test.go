@@ -166,3 +166,73 @@ func TestUnreachable(t *testing.T) {
 		t.Fatalf("error should name the address and hide the password: %v", err)
 	}
 }
+
+// TestPublishLocal: on the embedded bus a local publish reaches the
+// channels subscribed to its subject's prefix, in order, and no NATS
+// subscriber; a full channel drops (at most once, as NATS does for a slow
+// consumer); after unsubscribing nothing arrives. On an external bus it
+// is an ordinary publish.
+func TestPublishLocal(t *testing.T) {
+	each(t, func(t *testing.T, open func() *bus.Bus) {
+		b := open()
+		subj := uniqueSubject(t)
+		viaNATS := make(chan *bus.Msg, 10)
+		sub, err := b.ChanSubscribe(subj+".*", viaNATS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		if err := b.Conn().Flush(); err != nil {
+			t.Fatal(err)
+		}
+		local, other := make(chan *bus.Msg, 2), make(chan *bus.Msg, 2)
+		unsubscribe := b.LocalSubscribe(subj+".", local)
+		defer b.LocalSubscribe(subj+"x.", other)()
+		for _, d := range []string{"1", "2", "3"} {
+			if err := b.PublishLocal(subj+".dev"+d, []byte(d)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !b.Embedded() {
+			// External: NATS carries all three, nothing is local.
+			for _, want := range []string{"1", "2", "3"} {
+				select {
+				case m := <-viaNATS:
+					if string(m.Data) != want {
+						t.Fatalf("got %q, want %q", m.Data, want)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("no message over NATS")
+				}
+			}
+			if len(local) != 0 {
+				t.Fatal("a local subscription took a message on the external bus")
+			}
+			return
+		}
+		if len(local) != 2 {
+			t.Fatalf("local channel holds %d messages, want 2 (the third dropped: full)", len(local))
+		}
+		for _, want := range []string{"1", "2"} {
+			if m := <-local; m.Subject != subj+".dev"+want || string(m.Data) != want {
+				t.Fatalf("got %s=%q, want the publishes in order", m.Subject, m.Data)
+			}
+		}
+		if len(other) != 0 {
+			t.Fatal("a subscription to another prefix got a message")
+		}
+		unsubscribe()
+		if err := b.PublishLocal(subj+".dev4", []byte("4")); err != nil {
+			t.Fatal(err)
+		}
+		if len(local) != 0 {
+			t.Fatal("a message reached the channel after unsubscribing")
+		}
+		if err := b.Conn().Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if len(viaNATS) != 0 {
+			t.Fatal("a local publish went through NATS")
+		}
+	})
+}

@@ -120,8 +120,14 @@ type Hub struct {
 	// of this node: one subscription to all of them (allWakes) does, and
 	// saves each device's subscription — about 1 KiB of the node's memory
 	// per connected device, half in the client, half in the server.
+	//
+	// On the embedded bus the hubs' own wake-ups do not go through NATS at
+	// all (bus.PublishLocal): they are put into wakes directly, and
+	// allWakes takes only what another publisher on the NATS connection
+	// sends, which dispatch checks as it checks everything.
 	wakes    chan *bus.Msg
 	allWakes *bus.Subscription
+	unlocal  func() // ends the local subscription to wake-ups
 	subMu    sync.Mutex
 	subs     map[string]*wakeSub // by device: one per device, shared by its streams
 	stop     chan struct{}
@@ -188,6 +194,7 @@ func NewHub(o HubOptions) (*Hub, error) {
 			return nil, err
 		}
 	}
+	h.unlocal = o.Bus.LocalSubscribe(subjectWake, h.wakes)
 	// The subscription reaches the server with the connection's next
 	// flush; until then a session end sent by another node would pass
 	// this one by. Flush now, before any stream is served.
@@ -200,6 +207,7 @@ func NewHub(o HubOptions) (*Hub, error) {
 		if h.allWakes != nil {
 			_ = h.allWakes.Unsubscribe()
 		}
+		h.unlocal()
 		return nil, fmt.Errorf("mailbox: subscribe to session ends: %w", err)
 	}
 	h.endSub = sub
@@ -241,6 +249,7 @@ func (h *Hub) Close() {
 		if h.allWakes != nil {
 			_ = h.allWakes.Unsubscribe()
 		}
+		h.unlocal()
 	})
 }
 
@@ -335,7 +344,7 @@ const (
 // committed, wherever their sockets are.
 func (h *Hub) Notify(devices ...string) {
 	for _, d := range devices {
-		if err := h.o.Bus.Publish(subjectWake+d, nil); err != nil {
+		if err := h.o.Bus.PublishLocal(subjectWake+d, nil); err != nil {
 			// Not fatal: the envelope is durable, the device gets it on the
 			// next wake-up or reconnect.
 			h.o.Logger.Warn("mailbox: wake-up not published", "device", d, "err", err)
@@ -364,7 +373,7 @@ func (h *Hub) Deliver(envs []Envelope) {
 		if b, err := appendWake(make([]byte, tagSize, tagSize+wakeSizeHint(byDevice[d])), byDevice[d]); err == nil {
 			data = sealInPlace(h.o.BusKey, purposeWake, subjectWake+d, b)
 		}
-		if err := h.o.Bus.Publish(subjectWake+d, data); err != nil {
+		if err := h.o.Bus.PublishLocal(subjectWake+d, data); err != nil {
 			h.o.Logger.Warn("mailbox: wake-up not published", "device", d, "err", err)
 		}
 	}
