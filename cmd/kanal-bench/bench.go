@@ -347,6 +347,7 @@ type sender struct {
 // the deliveries still in flight.
 func (r *runner) measure(ctx context.Context, senders []sender) error {
 	cpu0, _ := r.serverSample()
+	db0, dbOK := r.dbCounters(ctx)
 	self0 := selfCPU()
 	start := time.Now()
 	r.rec.Store(NewRecorder(start, time.Second))
@@ -368,8 +369,17 @@ func (r *runner) measure(ctx context.Context, senders []sender) error {
 	}
 	stopProgress()
 	cpu1, _ := r.serverSample()
+	db1, dbOK1 := r.dbCounters(ctx)
 	r.finish(start, sendEnd, cpu1-cpu0)
 	r.res.BenchCPUCores = (selfCPU() - self0).Seconds() / r.res.DurationS
+	if s := r.res.Server; s != nil && dbOK && dbOK1 && r.res.Delivered > 0 {
+		s.GroupCommits = db1.batches - db0.batches
+		s.RoundTripsPerEnvelope = (db1.roundTrips - db0.roundTrips) / float64(r.res.Delivered)
+		if s.GroupCommits > 0 {
+			s.WritesPerCommit = (db1.writes - db0.writes) / s.GroupCommits
+			s.RoundTripsPerCommit = (db1.roundTrips - db0.roundTrips) / s.GroupCommits
+		}
+	}
 	return ctx.Err()
 }
 

@@ -76,6 +76,14 @@ type serverStats struct {
 	// envelopes per second, it does not depend on how much of the shared
 	// machine the server got.
 	CPUPerEnvelopeUS float64 `json:"cpu_per_envelope_us,omitempty"`
+	// From the nodes' /metrics (direct and group scenarios): the group
+	// commits of the measured phase, the writes (sends, acknowledgements)
+	// each carried, and the round trips to PostgreSQL per commit and per
+	// delivered envelope (all of them, not only the commits').
+	GroupCommits          float64 `json:"group_commits,omitempty"`
+	WritesPerCommit       float64 `json:"writes_per_commit,omitempty"`
+	RoundTripsPerCommit   float64 `json:"round_trips_per_commit,omitempty"`
+	RoundTripsPerEnvelope float64 `json:"round_trips_per_envelope,omitempty"`
 }
 
 func writeJSON(w io.Writer, res *result) error {
@@ -172,6 +180,12 @@ func writeTable(w io.Writer, res *result) {
 			} else {
 				row("cpu per envelope", "%.0f µs of server CPU per delivered envelope", s.CPUPerEnvelopeUS)
 			}
+		}
+		if s.GroupCommits > 0 {
+			row("group commits", "%.0f, %.1f writes each", s.GroupCommits, s.WritesPerCommit)
+		}
+		if s.RoundTripsPerEnvelope > 0 {
+			row("round trips", "%.2f to PostgreSQL per delivered envelope, %.1f per group commit", s.RoundTripsPerEnvelope, s.RoundTripsPerCommit)
 		}
 	}
 	if res.BenchCPUCores > 0 {

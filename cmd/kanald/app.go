@@ -130,7 +130,13 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_sends_refused_total",
 			Help:        "Sends refused with 503 overloaded (KANAL_SEND_QUEUE_DELAY, KANAL_SEND_QUEUE_MAX), by where: in_flight (more sends between arrival and answer than the node answers in the delay) or group_commit (its queue deeper than it commits in the delay).",
 			ConstLabels: prometheus.Labels{"where": "group_commit"}},
-			func() float64 { return float64(a.batch.Stats().Refused) }))
+			func() float64 { return float64(a.batch.Stats().Refused) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_group_commit_batches_total",
+			Help: "Group commits (transactions of the shared batch) since the start."},
+			func() float64 { return float64(a.batch.Stats().Batches) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_group_commit_writes_total",
+			Help: "Writes (sends, acknowledgements) carried by those group commits."},
+			func() float64 { return float64(a.batch.Stats().Bodies) }))
 	mailboxes := mailbox.NewStore(d, mailbox.StoreOptions{Batcher: a.batch, Retention: cfg.Retention})
 	var sends *messaging.Service // set below; the hub hands it send frames
 	busKey := keys.bus
@@ -440,6 +446,9 @@ func registerStateMetrics(reg *prometheus.Registry, d *db.DB, b *bus.Bus) {
 			}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_nats_reconnects_total", Help: "NATS reconnects since start."},
 			func() float64 { return float64(b.Conn().Stats().Reconnects) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_db_round_trips_total",
+			Help: "Round trips to PostgreSQL since start: statements sent one at a time, statements prepared, and pipelined batches (0 on SQLite)."},
+			func() float64 { return float64(d.RoundTrips()) }),
 	)
 }
 

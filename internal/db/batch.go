@@ -35,6 +35,9 @@ type Batcher struct {
 	rate atomic.Uint64
 	// refused counts TryDoMerged's refusals.
 	refused atomic.Uint64
+	// batches and bodies count the transactions run and the bodies
+	// they carried (a batch run again body by body counts once).
+	batches, bodies atomic.Uint64
 }
 
 // Admission is how TryDoMerged decides that the queue is too deep to take
@@ -176,11 +179,14 @@ type BatcherStats struct {
 	Capacity float64 // measured commits in bodies per second; 0 before the first batch
 	Queued   int     // bodies queued now, the batch being committed included
 	Refused  uint64  // TryDoMerged's refusals since the start
+	Batches  uint64  // batches committed (or failed) since the start
+	Bodies   uint64  // bodies in those batches
 }
 
 // Stats returns the batcher's figures now.
 func (b *Batcher) Stats() BatcherStats {
-	return BatcherStats{Capacity: math.Float64frombits(b.rate.Load()), Queued: int(b.queued.Load()), Refused: b.refused.Load()}
+	return BatcherStats{Capacity: math.Float64frombits(b.rate.Load()), Queued: int(b.queued.Load()), Refused: b.refused.Load(),
+		Batches: b.batches.Load(), Bodies: b.bodies.Load()}
 }
 
 func (b *Batcher) queue(r *batchReq) error {
@@ -237,6 +243,8 @@ func (b *Batcher) loop() {
 		}
 		t0 := time.Now()
 		b.run(batch)
+		b.batches.Add(1)
+		b.bodies.Add(uint64(len(batch)))
 		b.measure(len(batch), time.Since(t0), &bodies, &busy)
 	}
 }

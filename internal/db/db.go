@@ -34,6 +34,7 @@ type DB struct {
 	dialect  Dialect
 	w, r     *sql.DB
 	migrated atomic.Bool
+	trips    *roundTrips // PostgreSQL only
 }
 
 // Limits of the connection pools.
@@ -146,6 +147,8 @@ func OpenPostgres(ctx context.Context, rawURL string) (*DB, error) {
 	if cfg.ConnectTimeout == 0 || cfg.ConnectTimeout > connectTimeout {
 		cfg.ConnectTimeout = connectTimeout
 	}
+	trips := &roundTrips{}
+	cfg.Tracer = trips
 	p := stdlib.OpenDB(*cfg)
 	p.SetMaxOpenConns(postgresConns)
 	p.SetMaxIdleConns(postgresConns)
@@ -156,7 +159,7 @@ func OpenPostgres(ctx context.Context, rawURL string) (*DB, error) {
 		p.Close()
 		return nil, fmt.Errorf("cannot connect to PostgreSQL at %s:%d: %s", cfg.Host, cfg.Port, pgCause(err, rawURL))
 	}
-	return &DB{dialect: Postgres, w: p, r: p}, nil
+	return &DB{dialect: Postgres, w: p, r: p, trips: trips}, nil
 }
 
 // pgCause shortens pgx's connection error to its innermost cause.
