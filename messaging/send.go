@@ -517,6 +517,28 @@ func (s *Service) writeSends(ctx context.Context, tx *sql.Tx, ps []*pendingSend)
 		return err
 	}
 	rows := make([]any, 0, 5*len(ps))
+	if err := answerSends(ps, all, func(p *pendingSend, result string) {
+		rows = append(rows, p.caller.DeviceID, p.clientID, p.cs.conversation, result, p.now.Unix())
+	}); err != nil {
+		return err
+	}
+	// The primary key (sender_device, client_id) refuses a second send
+	// with a client id; Send then returns the first answer.
+	for len(rows) > 0 {
+		n := db.Rows(len(rows)/5, sendsPerStatement)
+		q := `INSERT INTO messaging_sends (sender_device, client_id, conversation, result, created_at) VALUES ` + db.Values(n, 5)
+		if _, err := tx.ExecContext(ctx, q, rows[:5*n]...); err != nil {
+			return err
+		}
+		rows = rows[5*n:]
+	}
+	return nil
+}
+
+// answerSends fills in each send's answer and stored envelopes from all,
+// the envelopes of ps in order with their ids and server time, and hands
+// each send with its answer as JSON to row, for its idempotency row.
+func answerSends(ps []*pendingSend, all []mailbox.Envelope, row func(p *pendingSend, result string)) error {
 	for _, p := range ps {
 		envs := all[:len(p.cs.envs):len(p.cs.envs)]
 		all = all[len(envs):]
@@ -530,18 +552,41 @@ func (s *Service) writeSends(ctx context.Context, tx *sql.Tx, ps []*pendingSend)
 			return err
 		}
 		p.resp, p.stored = r, envs
-		rows = append(rows, p.caller.DeviceID, p.clientID, p.cs.conversation, string(j), p.now.Unix())
+		row(p, string(j))
 	}
-	// The primary key (sender_device, client_id) refuses a second send
-	// with a client id; Send then returns the first answer.
-	for len(rows) > 0 {
-		n := db.Rows(len(rows)/5, sendsPerStatement)
-		q := `INSERT INTO messaging_sends (sender_device, client_id, conversation, result, created_at) VALUES ` + db.Values(n, 5)
-		if _, err := tx.ExecContext(ctx, q, rows[:5*n]...); err != nil {
-			return err
-		}
-		rows = rows[5*n:]
+	return nil
+}
+
+var _ db.Pipeliner = sendMerger{}
+
+// QueueTx queues a commit's sends on a PostgreSQL pipeline
+// (db.Pipeliner): one append for all their envelopes, one insert of
+// their idempotency rows, as writeSends writes them.
+func (m sendMerger) QueueTx(pl *db.Pipeline, items []any) error {
+	ps := make([]*pendingSend, len(items))
+	n := 0
+	for i, it := range items {
+		ps[i] = it.(*pendingSend)
+		n += len(ps[i].cs.envs)
 	}
+	all := make([]mailbox.Envelope, 0, n)
+	for _, p := range ps {
+		all = append(all, p.cs.envs...)
+	}
+	if err := m.s.mailbox.QueueAppend(pl, all, m.s.quota); err != nil {
+		return err
+	}
+	devices, clients, convs, results := make([]string, 0, len(ps)), make([]string, 0, len(ps)), make([]string, 0, len(ps)), make([]string, 0, len(ps))
+	created := make([]int64, 0, len(ps))
+	if err := answerSends(ps, all, func(p *pendingSend, result string) {
+		devices, clients, convs, results = append(devices, p.caller.DeviceID), append(clients, p.clientID), append(convs, p.cs.conversation), append(results, result)
+		created = append(created, p.now.Unix())
+	}); err != nil {
+		return err
+	}
+	pl.Query(`INSERT INTO messaging_sends (sender_device, client_id, conversation, result, created_at)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])`,
+		[]any{devices, clients, convs, results, created}, nil)
 	return nil
 }
 

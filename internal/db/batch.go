@@ -269,7 +269,9 @@ func (b *Batcher) measure(n int, d time.Duration, bodies, busy *float64) {
 // DoMerged are written together by their Merger; bodies validate their input before
 // writing, so a failing body is rare. If one fails, the shared transaction
 // is rolled back and each body runs again in a transaction of its own, so
-// that only the failing body's caller sees an error.
+// that only the failing body's caller sees an error. On PostgreSQL a batch
+// of Pipeliners' items is sent as one pipeline instead (see Pipeliner),
+// with the same fallback.
 func (b *Batcher) run(batch []*batchReq) {
 	live := batch[:0:0]
 	for _, r := range batch {
@@ -282,7 +284,14 @@ func (b *Batcher) run(batch []*batchReq) {
 	if len(live) == 0 {
 		return
 	}
-	if len(live) > 1 {
+	if p := b.pipeline(live); p != nil {
+		if b.d.pipelineTx(context.Background(), p) == nil {
+			for _, r := range live {
+				r.done <- nil
+			}
+			return
+		}
+	} else if len(live) > 1 {
 		err := b.d.Tx(context.Background(), func(tx *sql.Tx) error {
 			// Merged items wait until a plain body comes or the batch
 			// ends, so the batch writes in the order it was queued except
@@ -327,4 +336,33 @@ func (b *Batcher) run(batch []*batchReq) {
 	for _, r := range live {
 		r.done <- b.d.Tx(r.ctx, r.fn)
 	}
+}
+
+// pipeline queues the batch on a Pipeline if it is on PostgreSQL and
+// every body of it came with a Pipeliner (see Pipeliner), nil otherwise or
+// if queueing failed. Items are queued kind by kind in the order each
+// kind first came, as run writes them between two plain bodies.
+func (b *Batcher) pipeline(live []*batchReq) *Pipeline {
+	if b.d.dialect != Postgres {
+		return nil
+	}
+	var kinds []Pipeliner
+	items := map[Pipeliner][]any{}
+	for _, r := range live {
+		pl, ok := r.merge.(Pipeliner)
+		if !ok {
+			return nil
+		}
+		if _, ok := items[pl]; !ok {
+			kinds = append(kinds, pl)
+		}
+		items[pl] = append(items[pl], r.item)
+	}
+	p := &Pipeline{}
+	for _, pl := range kinds {
+		if err := pl.QueueTx(p, items[pl]); err != nil {
+			return nil
+		}
+	}
+	return p
 }

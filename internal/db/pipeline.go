@@ -1,0 +1,118 @@
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// A Pipeliner is a Merger that also writes its items on PostgreSQL by
+// queueing statements on a Pipeline. When every body of a batch on
+// PostgreSQL was queued with a Pipeliner, the batch is one transaction
+// sent in two round trips: BEGIN, the row locks and every queued
+// statement in one (a pgx.Batch), COMMIT in the other — instead of one
+// round trip per statement from the one batch worker. QueueTx must queue
+// what MergeTx would write; if the pipeline fails (a statement's error,
+// an error from a statement's read function) nothing of it is committed
+// and the batch runs body by body, as after a failed MergeTx.
+type Pipeliner interface {
+	Merger
+	QueueTx(p *Pipeline, items []any) error
+}
+
+// Pipeline collects the statements of one group commit on PostgreSQL; see
+// Pipeliner. No statement can depend on what the program reads from an
+// earlier one: they are all sent before any result is read.
+type Pipeline struct {
+	locks map[*RowLock][]string
+	order []*RowLock
+	stmts []pipelined
+}
+
+type pipelined struct {
+	sql  string
+	args []any
+	read func(pgx.Rows) error
+}
+
+// A RowLock is a statement that locks rows by key: SQL takes one
+// parameter, the keys as a text array sorted and without duplicates, and
+// must lock their rows in that order (… WHERE key = ANY($1) ORDER BY key
+// FOR UPDATE). Rows it does not find are not locked.
+type RowLock struct{ SQL string }
+
+// Lock has the rows of keys locked by l before any statement of the
+// pipeline runs, together with every other key asked of l in the batch, in
+// key order: the batch takes those rows in one ordered pass however many
+// of its writers touch them, so that two transactions that do the same
+// cannot deadlock on them.
+func (p *Pipeline) Lock(l *RowLock, keys ...string) {
+	if p.locks == nil {
+		p.locks = map[*RowLock][]string{}
+	}
+	if _, ok := p.locks[l]; !ok {
+		p.order = append(p.order, l)
+	}
+	p.locks[l] = append(p.locks[l], keys...)
+}
+
+// Query queues a statement. read, if not nil, gets its rows once the
+// pipeline is sent, in the order the statements were queued; an error it
+// returns fails the pipeline, which is then rolled back.
+func (p *Pipeline) Query(sql string, args []any, read func(pgx.Rows) error) {
+	p.stmts = append(p.stmts, pipelined{sql: sql, args: args, read: read})
+}
+
+// Len is the number of statements queued (the locks not counted).
+func (p *Pipeline) Len() int { return len(p.stmts) }
+
+// pipelineTx sends p in one transaction of its own on a connection of the
+// writer pool and commits it: two round trips.
+func (d *DB) pipelineTx(ctx context.Context, p *Pipeline) error {
+	if d.dialect != Postgres {
+		return fmt.Errorf("db: pipelines are for PostgreSQL, not %s", d.dialect)
+	}
+	var b pgx.Batch
+	b.BeginTx(pgx.TxOptions{})
+	for _, l := range p.order {
+		keys := slices.Compact(slices.Sorted(slices.Values(p.locks[l])))
+		b.Queue(l.SQL, keys)
+	}
+	for _, s := range p.stmts {
+		q := b.Queue(s.sql, s.args...)
+		if s.read != nil {
+			q.Query(s.read)
+		}
+	}
+	conn, err := d.w.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		sc, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("db: PostgreSQL connection is a %T", dc)
+		}
+		pc := sc.Conn()
+		br := pc.SendBatch(ctx, &b)
+		err := br.Close()
+		tx := br.Tx()
+		if tx == nil {
+			return errors.Join(err, errors.New("db: pipeline began no transaction"))
+		}
+		if err == nil {
+			return tx.Commit(ctx)
+		}
+		if rerr := tx.Rollback(context.Background()); rerr != nil && !pc.IsClosed() {
+			// A connection in an unknown state must not go back to the
+			// pool: closed, database/sql discards it.
+			_ = pc.Close(context.Background())
+		}
+		return err
+	})
+}

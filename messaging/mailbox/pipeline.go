@@ -1,0 +1,173 @@
+package mailbox
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kanal-server/kanal/internal/db"
+)
+
+// The mailbox's statements on a PostgreSQL pipeline (db.Pipeliner): an
+// append and a commit's acknowledgements are one statement each, with
+// their rows as arrays (one statement text for any number of rows), and
+// the head rows they touch are locked first in device order by the
+// pipeline, once for the whole batch.
+
+// headsLock locks the head rows of devices in device order.
+var headsLock = &db.RowLock{SQL: `SELECT 1 FROM mailbox_heads WHERE device_id = ANY($1) ORDER BY device_id COLLATE "C" FOR UPDATE`}
+
+// appendSQL reserves the sequence numbers of each device's envelopes in
+// its head row, adds them to its depth and bytes, and inserts the
+// envelopes: an envelope k places before its device's last one in the
+// append gets the new last seq minus k. It returns each device's new last
+// seq, depth and bytes.
+const appendSQL = `WITH h AS (
+	INSERT INTO mailbox_heads AS m (device_id, last_seq, depth, bytes)
+	SELECT d, n, n, b FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(d, n, b)
+	ON CONFLICT (device_id) DO UPDATE SET last_seq = m.last_seq + excluded.last_seq,
+		depth = m.depth + excluded.depth, bytes = m.bytes + excluded.bytes
+	RETURNING device_id, last_seq, depth, bytes
+), ins AS (
+	INSERT INTO mailbox (device_id, seq, envelope_id, conversation, sender_device, class, ciphertext, created_at, expires_at)
+	SELECT e.d, h.last_seq - e.k, e.id, e.conv, e.sender, e.class, e.ct, $11, $12
+	FROM unnest($4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::bytea[]) AS e(d, k, id, conv, sender, class, ct)
+	JOIN h ON h.device_id = e.d
+)
+SELECT device_id, last_seq, depth, bytes FROM h`
+
+// QueueAppend queues on p the append of envs within quota q, as
+// AppendWithinTx writes it in a transaction: every envelope validated
+// first, ID (if empty) and ServerTime filled in now, Seq once p has run.
+// If a recipient's mailbox would be past q, p fails with a *FullError.
+func (s *Store) QueueAppend(p *db.Pipeline, envs []Envelope, q Quota) error {
+	byDevice := map[string][]int{}
+	for i := range envs {
+		if err := validate(&envs[i]); err != nil {
+			return err
+		}
+		byDevice[envs[i].Recipient] = append(byDevice[envs[i].Recipient], i)
+	}
+	devices := make([]string, 0, len(byDevice))
+	for d := range byDevice {
+		devices = append(devices, d)
+	}
+	sort.Strings(devices)
+	now := s.now()
+	created, expires := now.UnixMilli(), now.Add(s.retention).UnixMilli()
+	counts, sizes := make([]int64, len(devices)), make([]int64, len(devices))
+	n := len(envs)
+	recip, back, ids, convs, senders, classes := make([]string, 0, n), make([]int64, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
+	cts := make([][]byte, 0, n)
+	for i, dev := range devices {
+		idx := byDevice[dev]
+		counts[i] = int64(len(idx))
+		for j, k := range idx {
+			e := &envs[k]
+			if e.ID == "" {
+				e.ID = NewEnvelopeID()
+			}
+			e.ServerTime = time.UnixMilli(created).UTC()
+			sizes[i] += int64(len(e.Ciphertext))
+			recip = append(recip, dev)
+			back = append(back, int64(len(idx)-1-j))
+			ids, convs, senders, classes = append(ids, e.ID), append(convs, e.Conversation), append(senders, e.Sender), append(classes, e.Class)
+			cts = append(cts, e.Ciphertext)
+		}
+	}
+	p.Lock(headsLock, devices...)
+	p.Query(appendSQL, []any{devices, counts, sizes, recip, back, ids, convs, senders, classes, cts, created, expires}, func(rows pgx.Rows) error {
+		var full []string
+		seen := 0
+		for rows.Next() {
+			var dev string
+			var last, depth, size int64
+			if err := rows.Scan(&dev, &last, &depth, &size); err != nil {
+				return fmt.Errorf("mailbox.append: %w", err)
+			}
+			seen++
+			idx := byDevice[dev]
+			for j, k := range idx {
+				envs[k].Seq = last - int64(len(idx)-1-j)
+			}
+			if q.MaxEnvelopes > 0 && depth > q.MaxEnvelopes || q.MaxBytes > 0 && size > q.MaxBytes {
+				full = append(full, dev)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("mailbox.append: %w", err)
+		}
+		if len(full) > 0 {
+			sort.Strings(full)
+			return &FullError{Devices: full}
+		}
+		if seen != len(devices) {
+			return fmt.Errorf("mailbox.append: %d of %d mailbox heads returned", seen, len(devices))
+		}
+		return nil
+	})
+	return nil
+}
+
+// ackSQL deletes acknowledged envelopes, given as arrays of devices and
+// envelope ids, subtracts them from their heads and returns which were
+// deleted.
+const ackSQL = `WITH del AS (
+	DELETE FROM mailbox WHERE (device_id, envelope_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+	RETURNING device_id, envelope_id, LENGTH(ciphertext) AS size
+), rel AS (
+	UPDATE mailbox_heads h SET depth = h.depth - g.n, bytes = h.bytes - g.b
+	FROM (SELECT device_id, COUNT(*) AS n, SUM(size) AS b FROM del GROUP BY device_id) g
+	WHERE h.device_id = g.device_id
+)
+SELECT device_id, envelope_id FROM del`
+
+// QueueTx queues a commit's acknowledgements on p (db.Pipeliner): one
+// statement deletes them all and releases their heads.
+func (m ackMerger) QueueTx(p *db.Pipeline, items []any) error {
+	var devs, ids []string
+	seen := map[string]bool{}
+	var lock []string
+	for _, it := range items {
+		a := it.(*pendingAck)
+		a.n = 0
+		for _, id := range a.ids {
+			devs, ids = append(devs, a.device), append(ids, id)
+		}
+		if !seen[a.device] {
+			seen[a.device] = true
+			lock = append(lock, a.device)
+		}
+	}
+	p.Lock(headsLock, lock...)
+	p.Query(ackSQL, []any{devs, ids}, func(rows pgx.Rows) error {
+		type key struct{ device, id string }
+		deleted := map[key]bool{}
+		for rows.Next() {
+			var k key
+			if err := rows.Scan(&k.device, &k.id); err != nil {
+				return err
+			}
+			deleted[k] = true
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		// An envelope two acks of the batch name counts for the first.
+		for _, it := range items {
+			a := it.(*pendingAck)
+			for _, id := range a.ids {
+				if k := (key{a.device, id}); deleted[k] {
+					a.n++
+					delete(deleted, k)
+				}
+			}
+		}
+		return nil
+	})
+	return nil
+}
+
+var _ db.Pipeliner = ackMerger{}
