@@ -54,19 +54,9 @@ func (g *sendGate) enter() (leave func(), err error) {
 		return func() {}, nil
 	}
 	n := int(g.inflight.Add(1)) - 1 // the others
-	rate := g.throughput(time.Now())
-	bound := g.a.MaxQueue
-	if bound <= 0 {
-		bound = max(g.a.MinQueue, int(rate*g.a.MaxDelay.Seconds()))
-	}
-	if n >= bound {
+	if err := g.refuse(n); err != nil {
 		g.inflight.Add(-1)
-		g.refused.Add(1)
-		wait := time.Second
-		if rate > 0 {
-			wait = max(wait, time.Duration(float64(n)/rate*float64(time.Second)))
-		}
-		return nil, &db.OverloadError{Queued: n, Bound: bound, RetryAfter: min(wait, time.Minute)}
+		return nil, err
 	}
 	return func() {
 		g.inflight.Add(-1)
@@ -75,6 +65,36 @@ func (g *sendGate) enter() (leave func(), err error) {
 		g.roll(time.Now())
 		g.mu.Unlock()
 	}, nil
+}
+
+// check refuses a send that would be refused if it entered now, without
+// taking a place: it lets a request be turned away before any work is
+// done for it (its session, its body), while the place itself is taken
+// by enter only once the body is in.
+func (g *sendGate) check() error {
+	if g == nil {
+		return nil
+	}
+	return g.refuse(int(g.inflight.Load()))
+}
+
+// refuse returns the *db.OverloadError for a send that finds n others in
+// flight, or nil when it may go on.
+func (g *sendGate) refuse(n int) error {
+	rate := g.throughput(time.Now())
+	bound := g.a.MaxQueue
+	if bound <= 0 {
+		bound = max(g.a.MinQueue, int(rate*g.a.MaxDelay.Seconds()))
+	}
+	if n < bound {
+		return nil
+	}
+	g.refused.Add(1)
+	wait := time.Second
+	if rate > 0 {
+		wait = max(wait, time.Duration(float64(n)/rate*float64(time.Second)))
+	}
+	return &db.OverloadError{Queued: n, Bound: bound, RetryAfter: min(wait, time.Minute)}
 }
 
 // throughput returns the measured sends answered per second; a window
@@ -113,21 +133,22 @@ func (s *Service) SendStats() SendStats {
 	return SendStats{InFlight: int(s.gate.inflight.Load()), Throughput: s.gate.throughput(time.Now()), Refused: s.gate.refused.Load()}
 }
 
-// admitSends puts the send gate in front of h: a send over the bound is
-// answered 503 overloaded with Retry-After before its session is checked
-// or its body read.
+// admitSends puts the send gate's check in front of h: while sends are
+// over the bound, a send is answered 503 overloaded with Retry-After
+// before its session is checked or its body read. The place in flight is
+// taken later, in handleSend, once the body is in: a client that sends its
+// body slowly (up to the server's read timeout), with or without a valid
+// session, holds no place that an honest send then finds taken.
 func (s *Service) admitSends(h http.Handler) http.Handler {
 	if s.gate == nil {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		leave, err := s.gate.enter()
-		if err != nil {
+		if err := s.gate.check(); err != nil {
 			w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(err.(*db.OverloadError).RetryAfter)))
 			web.WriteProblem(w, r, problem(err))
 			return
 		}
-		defer leave()
 		h.ServeHTTP(w, r)
 	})
 }

@@ -5,7 +5,10 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -180,6 +183,51 @@ func TestSendAdmissionInFlight(t *testing.T) {
 		}
 		if st, _, out := e.post(alice, toAccount("bob", "m2", "bob-phone")); st != 201 {
 			t.Fatalf("after the first was answered: %d %v", st, out)
+		}
+	})
+}
+
+// TestAttackSlowBodiesHoldNoPlace: clients open sends and then send their
+// bodies slowly — without a session, and with alice's valid one — more of
+// them than the gate's bound. None of them takes a place in flight while
+// its body is still coming, so alice's honest send is stored, not
+// refused as overloaded.
+func TestAttackSlowBodiesHoldNoPlace(t *testing.T) {
+	dbtest.Run(t, sendSets, func(t *testing.T, d *db.DB) {
+		b := d.NewBatcher(8)
+		t.Cleanup(b.Close)
+		e := newSendEnv(t, d, 0, false, func(o *messaging.Options) {
+			o.Batcher, o.Admission = b, db.Admission{MaxQueue: 2}
+		})
+		alice := e.enroll("alice", "alice-phone", true)
+		e.enroll("bob", "bob-phone", false)
+		addr := strings.TrimPrefix(e.ts.URL, "http://")
+		for i := range 6 {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			auth := "Test nobody nobody"
+			if i%2 == 1 {
+				auth = "Test " + alice.account + " " + alice.id
+			}
+			// The headers and the first bytes of a 4,000-byte body; the rest never comes.
+			if _, err := fmt.Fprintf(c, "POST /v1/messages HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n{\"to\":", addr, auth); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Give the server time to have read what the six sent (a place
+		// taken by any of them would show in InFlight from then on).
+		time.Sleep(500 * time.Millisecond)
+		if st := e.svc.SendStats(); st.InFlight != 0 {
+			t.Fatalf("%d sends in flight while only slow bodies are open", st.InFlight)
+		}
+		if st, _, out := e.post(alice, toAccount("bob", "m1", "bob-phone")); st != 201 {
+			t.Fatalf("alice's send beside six slow bodies: %d %v", st, out)
+		}
+		if en, sn := e.stored(); en != 1 || sn != 1 {
+			t.Fatalf("stored %d envelopes and %d send rows, want alice's one", en, sn)
 		}
 	})
 }

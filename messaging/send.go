@@ -628,7 +628,13 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request, c Caller) e
 	if err := web.DecodeJSON(w, r, &req, maxSendBody); err != nil {
 		return err
 	}
-	resp, created, err := s.Send(r.Context(), c, &req)
+	leave, err := s.gate.enter()
+	var resp *SendResponse
+	created := false
+	if err == nil {
+		resp, created, err = s.Send(r.Context(), c, &req)
+		leave()
+	}
 	var rl *RateLimitError
 	var ol *db.OverloadError
 	switch {
