@@ -73,6 +73,86 @@ func TestAckGroupCommit(t *testing.T) {
 	})
 }
 
+// The acks of one group commit, written together: an id two acks name
+// counts for the first, an id named twice in one ack once, an unknown id
+// and another device's ids delete nothing, and each head gives back
+// exactly what its device lost.
+func TestAckOneCommit(t *testing.T) {
+	dbtest.Run(t, []db.Migrations{mailbox.Migrations()}, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		b := d.NewBatcher(16)
+		defer b.Close()
+		s := mailbox.NewStore(d, mailbox.StoreOptions{Batcher: b})
+		ids := map[string][]string{}
+		for _, dev := range []string{"dev_a", "dev_b", "dev_c"} {
+			envs := []mailbox.Envelope{env(dev, "dev_x", "1"), env(dev, "dev_x", "22"), env(dev, "dev_x", "333")}
+			if err := s.Append(ctx, envs); err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range envs {
+				ids[dev] = append(ids[dev], e.ID)
+			}
+		}
+		// A body holds the batch worker, so that the acks queued meanwhile
+		// are the next batch, in the order queued.
+		running, hold := make(chan struct{}), make(chan struct{})
+		go b.Do(ctx, func(*sql.Tx) error { close(running); <-hold; return nil })
+		<-running
+		acks := []struct {
+			device string
+			ids    []string
+			want   int64
+		}{
+			{"dev_a", ids["dev_a"][:2], 2},
+			{"dev_a", []string{ids["dev_a"][1], ids["dev_a"][2], "unknown"}, 1},
+			{"dev_b", []string{ids["dev_a"][0], ids["dev_c"][0], ids["dev_b"][0]}, 1},
+			{"dev_c", []string{ids["dev_c"][1], ids["dev_c"][1]}, 1},
+		}
+		got := make([]int64, len(acks))
+		errs := make([]error, len(acks))
+		var wg sync.WaitGroup
+		for i, a := range acks {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got[i], errs[i] = s.Ack(ctx, a.device, a.ids)
+			}()
+			for b.Stats().Queued < i+2 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		close(hold)
+		wg.Wait()
+		for i, a := range acks {
+			if errs[i] != nil || got[i] != a.want {
+				t.Fatalf("ack %d of %s: deleted %d (%v), want %d", i, a.device, got[i], errs[i], a.want)
+			}
+		}
+		for dev, want := range map[string][]string{"dev_a": nil, "dev_b": ids["dev_b"][1:], "dev_c": {ids["dev_c"][0], ids["dev_c"][2]}} {
+			left, err := s.Fetch(ctx, dev, 0, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var size int64
+			var have []string
+			for _, e := range left {
+				have = append(have, e.ID)
+				size += int64(len(e.Ciphertext))
+			}
+			if fmt.Sprint(have) != fmt.Sprint(want) {
+				t.Fatalf("%s keeps %v, want %v", dev, have, want)
+			}
+			var depth, bytes int64
+			if err := d.QueryRow(ctx, `SELECT depth, bytes FROM mailbox_heads WHERE device_id = $1`, dev).Scan(&depth, &bytes); err != nil {
+				t.Fatal(err)
+			}
+			if depth != int64(len(left)) || bytes != size {
+				t.Fatalf("%s: head counts %d envelopes of %d bytes, want %d of %d", dev, depth, bytes, len(left), size)
+			}
+		}
+	})
+}
+
 // One append to more devices than one statement takes (the store splits
 // it) numbers each device's envelopes from its own head, in order.
 func TestAppendManyDevices(t *testing.T) {
