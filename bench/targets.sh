@@ -9,12 +9,14 @@
 #   4. direct, open loop at half of 2's rate: PostgreSQL + NATS
 #   5. direct, closed loop, sends over HTTP: SQLite and PostgreSQL + NATS
 #   6. idle streams: 19,000 authenticated connections (memory per stream)
-#   7. survey tokens: blind token issuance (go test benchmarks)
+#   7. survey tokens: blind token issuance (go test benchmarks, then
+#      TOKEN_CITIZENS citizens × TOKEN_SURVEYS surveys over HTTP, kanal-bench
+#      -scenario tokens, on SQLite and on PostgreSQL + NATS)
 #   8. broadcast to BROADCAST_DEVICES devices
 #
 # The targets it checks against are in docs/benchmarks.md ("The targets").
 # Run it on a quiet machine: client and server share the cores, so anything
-# else running changes every wall-clock figure. Takes about 15 minutes.
+# else running changes every wall-clock figure. Takes about 20 minutes.
 #
 #   bench/targets.sh
 #   POSTGRES=postgres://… NATS=nats://… bench/targets.sh
@@ -28,6 +30,8 @@ DURATION=${DURATION:-20s}
 DEVICES=${DEVICES:-200}
 IDLE_DEVICES=${IDLE_DEVICES:-19000}
 BROADCAST_DEVICES=${BROADCAST_DEVICES:-5000}
+TOKEN_CITIZENS=${TOKEN_CITIZENS:-500}
+TOKEN_SURVEYS=${TOKEN_SURVEYS:-8}
 WORK=$(mktemp -d /tmp/kanal-targets.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 
@@ -50,6 +54,8 @@ bench() {
 	"$WORK/kanal-bench" -summarize "$WORK/$name.json" | tail -1
 	jq -r --arg n "$name" '"\($n): " + (if .scenario == "connections" then
 		"\(.connections) streams, \(.server.kib_per_connection * 10 | round / 10) KiB each (RSS \(.server.rss_mib | round) MiB)"
+	elif .scenario == "tokens" then
+		"\(.delivered_per_s | round) tokens/s (\(.delivered) of \(.expected)), p50 \(.latency_ms.p50) ms, p99 \(.latency_ms.p99) ms, \(.server.cpu_per_envelope_us // 0 | round) µs server CPU per token (\(.server.cpu_cores * 100 | round / 100) cores)"
 	else
 		"\(.delivered_per_s | round) delivered/s, p50 \(.latency_ms.p50) ms, p99 \(.latency_ms.p99) ms, \(.server.cpu_per_envelope_us // 0 | round) µs server CPU per envelope (\(.server.cpu_cores * 100 | round / 100) cores)"
 		+ (if .broadcast_s > 0 then ", \(.delivered) devices in \(.broadcast_s * 100 | round / 100) s" else "" end)
@@ -81,7 +87,11 @@ bench idle "≤ 16 KiB per idle stream" -scenario connections -devices "$IDLE_DE
 echo
 echo "== survey tokens (target: ≥ 1,000 tokens/s)"
 echo "\$ go test -run '^\$' -bench 'TokenIssuance|BlindSign' -count 3 ./surveys/"
-go test -run '^$' -bench 'TokenIssuance|BlindSign' -count 3 ./surveys/ | grep -E '^Benchmark' || echo failed
+pgtest=$POSTGRES
+if [ -n "${SKIP_PG:-}" ]; then pgtest=; fi
+KANAL_TEST_POSTGRES=$pgtest go test -run '^$' -bench 'TokenIssuance|BlindSign' -count 3 ./surveys/ | grep -E '^Benchmark' || echo failed
+bench tokens-sqlite "≥ 1,000 tokens/s" -scenario tokens -devices "$TOKEN_CITIZENS" -surveys "$TOKEN_SURVEYS" -duration 60s
+[ ${#pg[@]} -eq 0 ] || bench tokens-pg "≥ 1,000 tokens/s" -scenario tokens -devices "$TOKEN_CITIZENS" -surveys "$TOKEN_SURVEYS" -duration 60s "${pg[@]}"
 
 bench broadcast "50,000 devices in < 5 s" -scenario broadcast -devices "$BROADCAST_DEVICES"
 
