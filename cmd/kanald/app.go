@@ -212,6 +212,9 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_bus_rejected_total",
 			Help: "Bus messages (carried wake-ups, session ends) whose tag did not verify: sent by someone without the deployment's key, or by another deployment on the same NATS."},
 			func() float64 { return float64(hub.Stats().Forged) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_bus_undecodable_total",
+			Help: "Wake-ups with a genuine tag whose carried envelopes did not decode (a node of an earlier version sends them as JSON): taken as plain wake-ups, the streams read the mailbox."},
+			func() float64 { return float64(hub.Stats().Undecodable) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_stream_ack_writes_total",
 			Help: "Writes that deleted acknowledged envelopes, on this node's streams."},
 			func() float64 { return float64(hub.Stats().AckWrites) }))
