@@ -132,6 +132,12 @@ type Client struct {
 	mu     sync.Mutex // serialises state changes
 	idKey  keys.IdentityPrivate
 	idMeta *meta
+	// binding is keys.SignIdentity of idKey for this device, made on the
+	// first initial message.
+	binding []byte
+	// sessions are the session records last read or written, parsed
+	// (loadSession, putSession).
+	sessions map[string]cachedSession
 
 	statusMu sync.Mutex // guards statuses
 	statuses map[string]statusEntry

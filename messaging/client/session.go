@@ -77,7 +77,75 @@ type sessionRecord struct {
 	// Alt is how records written before archived sessions existed kept
 	// the one other session; loadSession moves it into Archived.
 	Alt *sessionRecord `json:"alt,omitempty"`
+
+	// state is Session parsed, or nil until it is needed. Parsing a
+	// session derives its X25519 public key, a scalar multiplication:
+	// kept with the record in the cache (Client.sessions), it is done once
+	// per session, not once per message.
+	state *keys.Session
 }
+
+// maxCachedSessions bounds the records a Client keeps parsed in memory,
+// and maxCachedSessionBytes the size of each: a record with many skipped
+// message keys (a peer can make up to keys.MaxSkippedKeys) is parsed each
+// time instead, so the cache stays within a few MiB whatever peers send.
+const (
+	maxCachedSessions     = 256
+	maxCachedSessionBytes = 16 << 10
+)
+
+// cachedSession is a session record as the Store held it when it was last
+// read or written here: raw is the stored value, rec its parsed form.
+type cachedSession struct {
+	raw []byte
+	rec *sessionRecord
+}
+
+// session returns r's session, parsed once.
+func (c *Client) session(r *sessionRecord) (*keys.Session, error) {
+	if r.state == nil {
+		s, err := keys.UnmarshalSession(c.rand, r.Session)
+		if err != nil {
+			return nil, err
+		}
+		r.state = s
+	}
+	return r.state, nil
+}
+
+// putSession stores r as the record of device and keeps it parsed. Called
+// with c.mu held.
+func (c *Client) putSession(device string, r *sessionRecord) error {
+	b, err := json.Marshal(r)
+	if err == nil {
+		err = c.store.Put(nameSession(device), b)
+	}
+	if err != nil {
+		c.forgetSession(device)
+		return err
+	}
+	if len(b) > maxCachedSessionBytes {
+		c.forgetSession(device)
+		return nil
+	}
+	if c.sessions == nil {
+		c.sessions = map[string]cachedSession{}
+	}
+	if _, ok := c.sessions[device]; !ok && len(c.sessions) >= maxCachedSessions {
+		for k := range c.sessions { // any one
+			delete(c.sessions, k)
+			break
+		}
+	}
+	c.sessions[device] = cachedSession{raw: b, rec: r}
+	return nil
+}
+
+// forgetSession drops the parsed record of device: the next loadSession
+// reads the Store. Every change of a record that did not reach the Store
+// ends here, so the cache never holds what the Store does not. Called with
+// c.mu held.
+func (c *Client) forgetSession(device string) { delete(c.sessions, device) }
 
 // archive makes old the newest archived session of r, dropping the oldest
 // beyond MaxArchivedSessions.
@@ -128,9 +196,19 @@ func (r *sessionRecord) startedBefore(h []byte) bool {
 func (c *Client) loadSession(device string) (*sessionRecord, error) {
 	b, err := c.store.Get(nameSession(device))
 	if errors.Is(err, ErrNotFound) {
+		c.forgetSession(device)
 		return nil, nil
 	} else if err != nil {
 		return nil, err
+	}
+	// The Store is the truth: the record parsed before is used only while
+	// the Store holds exactly what it was parsed from (another Client on
+	// the same Store may have written since).
+	if cs, ok := c.sessions[device]; ok {
+		if bytes.Equal(cs.raw, b) {
+			return cs.rec, nil
+		}
+		c.forgetSession(device)
 	}
 	var r sessionRecord
 	if err := json.Unmarshal(b, &r); err != nil {
@@ -160,9 +238,14 @@ func (c *Client) HasSession(device string) (bool, error) {
 // StartSession runs PQXDH as the initiator against a verified bundle and
 // makes the new session the current one with that device; an earlier one
 // is archived, so what the peer sent under it still decrypts.
-func (c *Client) StartSession(b *Bundle) error {
+func (c *Client) StartSession(b *Bundle) (err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer func() {
+		if err != nil {
+			c.forgetSession(b.Device.DeviceID)
+		}
+	}()
 	if _, err := c.loadIdentity(); err != nil {
 		return err
 	}
@@ -182,7 +265,7 @@ func (c *Client) StartSession(b *Bundle) error {
 	if err != nil {
 		return err
 	}
-	nr := &sessionRecord{Session: state, Initial: initial, Account: b.Device.AccountID}
+	nr := &sessionRecord{Session: state, Initial: initial, Account: b.Device.AccountID, state: s}
 	old, err := c.loadSession(b.Device.DeviceID)
 	if err != nil {
 		return err
@@ -191,13 +274,18 @@ func (c *Client) StartSession(b *Bundle) error {
 		nr.Archived, nr.Started = old.Archived, old.Started
 		nr.archive(old)
 	}
-	return c.putJSON(nameSession(b.Device.DeviceID), nr)
+	return c.putSession(b.Device.DeviceID, nr)
 }
 
 // Encrypt encrypts plaintext for a device this client has a session with.
-func (c *Client) Encrypt(device string, plaintext []byte) (*Message, error) {
+func (c *Client) Encrypt(device string, plaintext []byte) (_ *Message, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer func() {
+		if err != nil {
+			c.forgetSession(device)
+		}
+	}()
 	r, err := c.loadSession(device)
 	if err != nil {
 		return nil, err
@@ -205,7 +293,7 @@ func (c *Client) Encrypt(device string, plaintext []byte) (*Message, error) {
 	if r == nil {
 		return nil, fmt.Errorf("%w: %s", ErrNoSession, device)
 	}
-	s, err := keys.UnmarshalSession(c.rand, r.Session)
+	s, err := c.session(r)
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +304,7 @@ func (c *Client) Encrypt(device string, plaintext []byte) (*Message, error) {
 	if r.Session, err = s.MarshalBinary(); err != nil {
 		return nil, err
 	}
-	if err := c.putJSON(nameSession(device), r); err != nil {
+	if err := c.putSession(device, r); err != nil {
 		return nil, err
 	}
 	m := &Message{Ciphertext: ct}
@@ -224,11 +312,15 @@ func (c *Client) Encrypt(device string, plaintext []byte) (*Message, error) {
 		if _, err := c.loadIdentity(); err != nil {
 			return nil, err
 		}
-		binding, err := keys.SignIdentity(c.deviceKey, c.idKey.Public(), c.device)
-		if err != nil {
-			return nil, err
+		// The binding signs the identity key and the device id, which do
+		// not change for the Client's life: signed once, it goes with every
+		// initial message (each verifier checks the same statement).
+		if c.binding == nil {
+			if c.binding, err = keys.SignIdentity(c.deviceKey, c.idKey.Public(), c.device); err != nil {
+				return nil, err
+			}
 		}
-		m.Initial, m.Certificate, m.Binding = r.Initial, c.certDER, binding
+		m.Initial, m.Certificate, m.Binding = r.Initial, c.certDER, c.binding
 	}
 	return m, nil
 }
@@ -270,7 +362,7 @@ type startedBy struct {
 	key     keys.IdentityPublic
 }
 
-func (c *Client) decrypt(ctx context.Context, device string, m *Message) ([]byte, *startedBy, error) {
+func (c *Client) decrypt(ctx context.Context, device string, m *Message) (_ []byte, _ *startedBy, err error) {
 	if len(m.Ciphertext) == 0 {
 		return nil, nil, fmt.Errorf("%w: no ciphertext", ErrBadMessage)
 	}
@@ -294,6 +386,11 @@ func (c *Client) decrypt(ctx context.Context, device string, m *Message) ([]byte
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer func() {
+		if err != nil {
+			c.forgetSession(device)
+		}
+	}()
 	r, err := c.loadSession(device)
 	if err != nil {
 		return nil, nil, err
@@ -306,7 +403,7 @@ func (c *Client) decrypt(ctx context.Context, device string, m *Message) ([]byte
 		if err != nil {
 			return nil, nil, err
 		}
-		return pt, nil, c.putJSON(nameSession(device), r)
+		return pt, nil, c.putSession(device, r)
 	}
 	h := sha256.Sum256(m.Initial)
 	if known := r.withInitial(h[:]); known != nil {
@@ -314,7 +411,7 @@ func (c *Client) decrypt(ctx context.Context, device string, m *Message) ([]byte
 		if err != nil {
 			return nil, nil, err
 		}
-		return pt, nil, c.putJSON(nameSession(device), r)
+		return pt, nil, c.putSession(device, r)
 	}
 	if r.startedBefore(h[:]) {
 		// Its session is gone from the archive: a replay, refused.
@@ -347,7 +444,7 @@ func (c *Client) decrypt(ctx context.Context, device string, m *Message) ([]byte
 		r = nr
 	}
 	r.started(h[:])
-	if err := c.putJSON(nameSession(device), r); err != nil {
+	if err := c.putSession(device, r); err != nil {
 		return nil, nil, err
 	}
 	for _, name := range used {
@@ -379,10 +476,12 @@ func (c *Client) decryptAny(r *sessionRecord, ct []byte) ([]byte, error) {
 
 // decryptWith decrypts under r's session and updates r on success.
 func (c *Client) decryptWith(r *sessionRecord, ct []byte) ([]byte, error) {
-	s, err := keys.UnmarshalSession(c.rand, r.Session)
+	s, err := c.session(r)
 	if err != nil {
 		return nil, err
 	}
+	// A message that does not decrypt leaves s as it was (keys.Session),
+	// so the parsed session stays valid for r.Session.
 	pt, err := s.Decrypt(ct)
 	if err != nil {
 		return nil, fmt.Errorf("messaging/client: decrypt: %w", err)
@@ -468,7 +567,7 @@ func (c *Client) respond(device string, m *Message, status statusFunc, logErr er
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return &sessionRecord{Session: state, Account: di.AccountID}, pt, used, nil
+	return &sessionRecord{Session: state, Account: di.AccountID, state: s}, pt, used, nil
 }
 
 // peerAccount returns the account of a device this client has a session
