@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -346,6 +347,17 @@ type sender struct {
 // that falls behind shows as latency, not as a lower rate), then waits for
 // the deliveries still in flight.
 func (r *runner) measure(ctx context.Context, senders []sender) error {
+	if r.o.benchProfile != "" {
+		f, err := os.Create(r.o.benchProfile)
+		if err != nil {
+			return fmt.Errorf("-bench-cpu-profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("-bench-cpu-profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	cpu0, _ := r.serverSample()
 	db0, dbOK := r.dbCounters(ctx)
 	self0 := selfCPU()
@@ -371,7 +383,11 @@ func (r *runner) measure(ctx context.Context, senders []sender) error {
 	cpu1, _ := r.serverSample()
 	db1, dbOK1 := r.dbCounters(ctx)
 	r.finish(start, sendEnd, cpu1-cpu0)
-	r.res.BenchCPUCores = (selfCPU() - self0).Seconds() / r.res.DurationS
+	self := selfCPU() - self0
+	r.res.BenchCPUCores = self.Seconds() / r.res.DurationS
+	if r.res.Delivered > 0 {
+		r.res.BenchCPUPerEnvelopeUS = float64(self.Microseconds()) / float64(r.res.Delivered)
+	}
 	if s := r.res.Server; s != nil && dbOK && dbOK1 && r.res.Delivered > 0 {
 		s.GroupCommits = db1.batches - db0.batches
 		s.RoundTripsPerEnvelope = (db1.roundTrips - db0.roundTrips) / float64(r.res.Delivered)

@@ -34,6 +34,11 @@ type result struct {
 	Errors        map[string]uint64 `json:"errors"`
 	Server        *serverStats      `json:"server,omitempty"`
 	BenchCPUCores float64           `json:"bench_cpu_cores"` // the load generator's own CPU
+	// BenchCPUPerEnvelopeUS is the load generator's CPU time per
+	// delivered envelope (direct, office, group): the sender's encryption
+	// and the receiver's decryption of it, and both sides' frames — what
+	// the devices pay.
+	BenchCPUPerEnvelopeUS float64 `json:"bench_cpu_per_envelope_us,omitempty"`
 
 	Connections    int     `json:"connections,omitempty"`
 	OpenFilesLimit int64   `json:"open_files_limit,omitempty"` // of kanal-bench and its kanald children
@@ -190,6 +195,9 @@ func writeTable(w io.Writer, res *result) {
 	}
 	if res.BenchCPUCores > 0 {
 		row("kanal-bench cpu", "%.2f cores (the load generator itself)", res.BenchCPUCores)
+		if res.BenchCPUPerEnvelopeUS > 0 {
+			row("bench cpu per envelope", "%.0f µs of kanal-bench CPU per delivered envelope (both devices' part: encrypt, send, decrypt, ack)", res.BenchCPUPerEnvelopeUS)
+		}
 	}
 	row("load average", "%s before, %s after (2 cores, shared with the load generator)", res.LoadBefore, res.LoadAfter)
 	tw.Flush()
