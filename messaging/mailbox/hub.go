@@ -729,6 +729,7 @@ type conn struct {
 	fetch    bool      // a wake-up came without envelopes: read the mailbox
 	held     bool      // the pump waits for acks: MaxInFlight are unacknowledged
 	synced   bool      // the backlog is through and "synced" was sent
+	ready    bool      // start has checked the session: a signal may start the pump
 	pumping  bool      // the pump's goroutine runs
 	again    bool      // work came while it ran: it looks once more
 	stopped  bool      // finishing: no pump starts any more
@@ -803,6 +804,11 @@ func (c *conn) signal() {
 	c.mu.Lock()
 	switch {
 	case c.stopped:
+	case !c.ready:
+		// The stream is registered, so wake-ups reach it, but its session
+		// is not checked yet: nothing of the mailbox is written before
+		// that. start signals once it is; the backlog read then finds
+		// what this signal was for.
 	case c.pumping:
 		c.again = true
 	default:
@@ -911,6 +917,7 @@ func (c *conn) start() {
 	c.nextPing, c.nextCheck = now.Add(c.hub.o.PingInterval), now.Add(c.hub.o.SessionRecheck)
 	c.expires = now.Add(c.sess.Expires.Sub(c.hub.o.Now()))
 	c.timer = time.AfterFunc(c.untilNext(now), c.tick)
+	c.ready = true
 	c.mu.Unlock()
 	context.AfterFunc(c.ctx, func() { c.finish(release) })
 	c.signal()

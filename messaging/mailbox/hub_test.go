@@ -31,8 +31,9 @@ import (
 // the real binary (cmd/kanald).
 type node struct {
 	mu      sync.Mutex
-	verdict map[string]error     // by Session.Ref; none: live
-	ended   []mailbox.SessionEnd // what HubOptions.Ended was told
+	verdict map[string]error      // by Session.Ref; none: live
+	holds   map[string]*heldCheck // by Session.Ref: the next check waits
+	ended   []mailbox.SessionEnd  // what HubOptions.Ended was told
 
 	hub     *mailbox.Hub
 	srv     *httptest.Server
@@ -59,7 +60,7 @@ func newNodeWith(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, r
 
 func newNodeOpts(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, recheck time.Duration, now func() time.Time, ping, frame time.Duration) *node {
 	t.Helper()
-	n := &node{tracker: &web.Tracker{}, bus: b, verdict: map[string]error{}}
+	n := &node{tracker: &web.Tracker{}, bus: b, verdict: map[string]error{}, holds: map[string]*heldCheck{}}
 	// The hub's log, shown only when the test fails (why a socket closed).
 	logs := &lockedBuffer{}
 	t.Cleanup(func() {
@@ -71,6 +72,14 @@ func newNodeOpts(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, r
 		Store: store, Bus: b, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Tracker: n.tracker,
 		Session: testSession,
 		Check: func(_ context.Context, s mailbox.Session) error {
+			n.mu.Lock()
+			h := n.holds[s.Ref]
+			delete(n.holds, s.Ref)
+			n.mu.Unlock()
+			if h != nil {
+				close(h.entered)
+				<-h.release
+			}
 			n.mu.Lock()
 			defer n.mu.Unlock()
 			return n.verdict[s.Ref]
@@ -130,6 +139,19 @@ func (n *node) setVerdict(family string, err error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.verdict[family] = err
+}
+
+// heldCheck holds a session check: entered is closed when it starts, and
+// it answers once release is closed.
+type heldCheck struct{ entered, release chan struct{} }
+
+// holdCheck makes the node's next check of the login's session wait.
+func (n *node) holdCheck(family string) *heldCheck {
+	h := &heldCheck{entered: make(chan struct{}), release: make(chan struct{})}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.holds[family] = h
+	return h
 }
 
 type lockedBuffer struct {

@@ -206,3 +206,55 @@ func TestLostSessionEndIsCaught(t *testing.T) {
 		t.Fatalf("a stream of an ended session closed with %d", code)
 	}
 }
+
+// TestNothingBeforeTheSessionCheck: the thief's stream is registered, and
+// the login logged out before the stream's session check. An envelope
+// for the device is stored and its wake-up reaches the stream while the
+// check runs: nothing of the mailbox is written to the stream, which
+// closes with 4002 once the check answers.
+func TestNothingBeforeTheSessionCheck(t *testing.T) {
+	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, b *node) {
+		ctx := context.Background()
+		dev := uniqueDevice("dev_check")
+		fam := "fam_thief_" + dev
+		held := b.holdCheck(fam)
+		thief := dialSession(t, b, sessionHeader(dev, "acc_"+dev, fam))
+		select {
+		case <-held.entered:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the stream's session was not checked")
+		}
+		b.setVerdict(fam, fmt.Errorf("%w: logged out", mailbox.ErrSessionEnded))
+		woken := b.hub.Stats().WakeUps
+		e := []mailbox.Envelope{env(dev, "dev_a", "not for the thief")}
+		if err := store.Append(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		a.hub.Deliver(e)
+		for deadline := time.Now().Add(10 * time.Second); b.hub.Stats().WakeUps == woken; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the wake-up did not reach the stream's node")
+			}
+		}
+		// The check answers a moment later: a stream that wrote the
+		// mailbox on the wake-up has written it by then.
+		time.AfterFunc(200*time.Millisecond, func() { close(held.release) })
+		var got []mailbox.Envelope
+		for {
+			f, err := thief.next()
+			if err != nil {
+				if code := websocket.CloseStatus(err); code != mailbox.StatusSessionEnded {
+					t.Fatalf("closed with %d (%v), want %d", code, err, mailbox.StatusSessionEnded)
+				}
+				break
+			}
+			got = append(got, f.Envelopes...)
+		}
+		if len(got) != 0 {
+			t.Fatalf("the stream of an ended session was sent %d envelopes", len(got))
+		}
+		if n, err := store.Depth(ctx, dev); err != nil || n != 1 {
+			t.Fatalf("mailbox holds %d (%v), want the envelope still", n, err)
+		}
+	})
+}
