@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -296,4 +297,67 @@ func TestIn(t *testing.T) {
 			t.Fatalf("rows %v, want b,d", got)
 		}
 	})
+}
+
+// TestSQLiteStatementRollbackInMemory: a statement that changes many rows
+// inside a transaction and fails on its last row is undone alone — the
+// transaction's earlier changes commit, none of the statement's rows stay —
+// with its statement journal (far over SQLite's 64 KiB spill threshold
+// here) held in memory: the writer runs with temp_store=MEMORY, so such a
+// journal costs no temporary file and no write(2) per page.
+func TestSQLiteStatementRollbackInMemory(t *testing.T) {
+	ctx := context.Background()
+	d, err := db.OpenSQLite(ctx, filepath.Join(t.TempDir(), "k.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Migrate(ctx, ledgerMigrations); err != nil {
+		t.Fatal(err)
+	}
+	l := ledger{d}
+	if err := l.open(ctx, "dup", 1); err != nil {
+		t.Fatal(err)
+	}
+	// 2,000 rows of 300 bytes: about 150 pages journaled before the
+	// duplicate at the end fails the statement.
+	const n = 2000
+	var q strings.Builder
+	q.WriteString(`INSERT INTO accounts (name, balance) VALUES `)
+	for i := range n {
+		fmt.Fprintf(&q, "('%s%04d', %d), ", strings.Repeat("x", 300), i, i)
+	}
+	q.WriteString(`('dup', 5)`)
+	err = d.Tx(ctx, func(tx *sql.Tx) error {
+		var store int
+		if err := tx.QueryRowContext(ctx, `PRAGMA temp_store`).Scan(&store); err != nil {
+			return err
+		}
+		if store != 2 {
+			t.Errorf("the writer's temp_store is %d, want 2 (MEMORY)", store)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO accounts (name, balance) VALUES ('before', 7)`); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, q.String()); err == nil {
+			t.Error("a duplicate name was inserted")
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO accounts (name, balance) VALUES ('after', 8)`)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var count int
+	if err := d.QueryRow(ctx, `SELECT COUNT(*) FROM accounts`).Scan(&count); err != nil {
+		t.Fatal(err)
+	}
+	if count != 3 {
+		t.Fatalf("%d accounts, want 3 (dup, before, after): the failed statement left rows", count)
+	}
+	for name, want := range map[string]int64{"dup": 1, "before": 7, "after": 8} {
+		if got, err := l.balance(ctx, name); err != nil || got != want {
+			t.Fatalf("%s: balance %d %v, want %d", name, got, err, want)
+		}
+	}
 }
