@@ -5,20 +5,7 @@
 // figure to compare when an A/B run cannot have the machine to itself.
 package benchcpu
 
-import (
-	"syscall"
-	"testing"
-	"time"
-)
-
-// Process returns the user and system CPU time the process has used.
-func Process() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+import "testing"
 
 // Start begins measuring; the function it returns reports the process's
 // CPU time since then divided by b.N as "cpu-ns/op". Call it after the

@@ -3,9 +3,7 @@ package mailbox_test
 import (
 	"context"
 	"fmt"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/kanal-server/kanal/internal/benchcpu"
 	"github.com/kanal-server/kanal/internal/db"
@@ -116,7 +114,7 @@ func BenchmarkAppendShared(b *testing.B) {
 				devs[i] = fmt.Sprintf("dev_%06d", i)
 			}
 			body := make([]byte, 4096)
-			cpu0 := processCPU()
+			cpu0 := benchcpu.Process()
 			b.ResetTimer()
 			for i := range b.N {
 				e := mailbox.Envelope{ID: fmt.Sprintf("bc_%d", i), Sender: "dev_clerk", Conversation: "b_council", Ciphertext: body}
@@ -127,16 +125,7 @@ func BenchmarkAppendShared(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*devices), "µs/device")
 			// The machine may be shared: CPU time says more than the
 			// clock (for PostgreSQL, only the client's side).
-			b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N*devices), "cpu-µs/device")
+			b.ReportMetric(float64((benchcpu.Process()-cpu0).Microseconds())/float64(b.N*devices), "cpu-µs/device")
 		})
 	}
-}
-
-// processCPU is the CPU time this process has used, user and system.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
