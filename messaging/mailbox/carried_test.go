@@ -2,10 +2,13 @@ package mailbox_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/kanal-server/kanal/messaging/mailbox"
 )
@@ -175,5 +178,73 @@ func TestLostWakeUpIsReadAfterPing(t *testing.T) {
 			t.Fatalf("got %+v, want the envelope whose wake-up was lost", got[0])
 		}
 		waitDepth(t, store, dev, 0)
+	})
+}
+
+// TestIdlePingsReadNoMailbox: after each ping an idle stream's device's
+// mailbox head is looked at with the other pinged streams' — the mailbox
+// itself is read only when it holds more than the stream has sent. Idle
+// streams read their mailboxes once, for the backlog, however many pings
+// pass; a stream whose envelope's wake-up was lost still gets it after
+// its next ping, and only that stream reads.
+func TestIdlePingsReadNoMailbox(t *testing.T) {
+	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, _ *node) {
+		ctx := context.Background()
+		n := newNodeWithPing(t, store, a.bus, 0, 100*time.Millisecond)
+		const streams = 4
+		devs := make([]string, streams)
+		cs := make([]*client, streams)
+		for i := range cs {
+			devs[i] = uniqueDevice(fmt.Sprintf("dev_idleping%d", i))
+			// Each device has had an envelope, acknowledged: its head
+			// exists and its stream has sent everything.
+			if err := store.Append(ctx, []mailbox.Envelope{env(devs[i], "dev_a", "old")}); err != nil {
+				t.Fatal(err)
+			}
+			cs[i] = dial(t, n, devs[i])
+			got := cs[i].collect(1, true)
+			if got[0].Seq != 1 {
+				t.Fatalf("%s: backlog %+v", devs[i], got)
+			}
+			waitDepth(t, store, devs[i], 0)
+		}
+		// Pings are answered while the devices read; they acknowledge
+		// what comes.
+		for i := range cs {
+			go func() {
+				for {
+					_, data, err := cs[i].ws.Read(ctx)
+					if err != nil {
+						return
+					}
+					var f frame
+					if json.Unmarshal(data, &f) != nil || len(f.Envelopes) == 0 {
+						continue
+					}
+					ack, _ := json.Marshal(map[string]any{"type": "ack", "ids": []string{f.Envelopes[0].ID}})
+					if cs[i].ws.Write(ctx, websocket.MessageText, ack) != nil {
+						return
+					}
+				}
+			}()
+		}
+		before := n.hub.Stats()
+		for deadline := time.Now().Add(20 * time.Second); n.hub.Stats().HeadLooks < before.HeadLooks+3*streams; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d pinged streams looked at in 20 s, want %d", n.hub.Stats().HeadLooks-before.HeadLooks, 3*streams)
+			}
+		}
+		if st := n.hub.Stats(); st.Fetches != before.Fetches {
+			t.Fatalf("idle streams read their mailboxes %d times over %d pings, want none", st.Fetches-before.Fetches, st.HeadLooks-before.HeadLooks)
+		}
+		// Committed, its wake-up lost: the stream reads after its ping.
+		lost := []mailbox.Envelope{env(devs[2], "dev_a", "lost")}
+		if err := store.Append(ctx, lost); err != nil {
+			t.Fatal(err)
+		}
+		waitDepth(t, store, devs[2], 0) // delivered and acknowledged
+		if st := n.hub.Stats(); st.Fetches == before.Fetches {
+			t.Fatal("the lost envelope was delivered without a read of the mailbox")
+		}
 	})
 }

@@ -109,6 +109,13 @@ type Hub struct {
 	undecodable   atomic.Uint64 // genuine wake-ups whose envelopes did not decode
 	ackWrites     atomic.Uint64 // acknowledgement writes to the store
 	wakeUps       atomic.Uint64 // wake-ups dispatched to a device's streams
+	fetches       atomic.Uint64 // reads of a mailbox by a stream
+	headLooks     atomic.Uint64 // pinged streams whose device's head was looked at
+
+	// Streams whose ping was answered, waiting for one look at their
+	// devices' heads (pinged.go).
+	pingMu sync.Mutex
+	pinged []*conn
 
 	// Every connection subscribes to its device's wake-up subject, so
 	// NATS sends a node only the wake-ups of its own devices; all those
@@ -232,11 +239,16 @@ type HubStats struct {
 	// WakeUps counts the wake-ups that reached a device with streams on
 	// this node: one per wake-up, however many streams the device has.
 	WakeUps uint64
+	// Fetches counts the reads of a mailbox by this node's streams.
+	Fetches uint64
+	// HeadLooks counts the answered pings after which the stream's
+	// device's mailbox head was looked at (pinged.go).
+	HeadLooks uint64
 }
 
 // Stats returns the counters since the hub started.
 func (h *Hub) Stats() HubStats {
-	return HubStats{Carried: h.carried.Load(), Read: h.read.Load(), Forged: h.forged.Load(), Undecodable: h.undecodable.Load(), AckWrites: h.ackWrites.Load(), WakeUps: h.wakeUps.Load()}
+	return HubStats{Carried: h.carried.Load(), Read: h.read.Load(), Forged: h.forged.Load(), Undecodable: h.undecodable.Load(), AckWrites: h.ackWrites.Load(), WakeUps: h.wakeUps.Load(), Fetches: h.fetches.Load(), HeadLooks: h.headLooks.Load()}
 }
 
 // Close stops the hub's wake-up dispatch and its session-end subscription.
@@ -1017,14 +1029,12 @@ func (c *conn) tick() {
 			c.close(StatusTooSlow, "no answer to ping")
 			return
 		}
-		// Then the mailbox is read: a wake-up lost on the way (NATS
+		// Then the mailbox is looked at: a wake-up lost on the way (NATS
 		// delivers at most once; a node's queue overflows under load)
 		// is noticed by the next one's gap, but the last of a burst has
-		// no next one. This read bounds its delay by PingInterval.
-		c.mu.Lock()
-		c.fetch, c.carried = true, nil
-		c.mu.Unlock()
-		c.signal()
+		// no next one. This look bounds its delay by PingInterval (and
+		// pingedDelay); it is made for many streams at once (pinged.go).
+		c.hub.pingedStream(c)
 	}
 	now = time.Now()
 	c.mu.Lock()
@@ -1065,6 +1075,7 @@ func (c *conn) pump() (more bool, err error) {
 		}
 		if !ok {
 			var err error
+			c.hub.fetches.Add(1)
 			batch, err = store.Fetch(c.ctx, c.device, after, min(room, FetchBatch))
 			if err != nil {
 				if c.ctx.Err() != nil {

@@ -54,8 +54,10 @@ const (
 	DefaultRetention = 30 * 24 * time.Hour
 
 	// PingInterval keeps idle connections alive through proxies and finds
-	// dead peers. Each ping is also followed by a read of the mailbox, so
-	// a lost wake-up delays an envelope by at most this long.
+	// dead peers. Each ping is also followed by a look at the device's
+	// mailbox head (and a read of the mailbox if it holds more than the
+	// stream has sent: pinged.go), so a lost wake-up delays an envelope
+	// by at most this long and pingedDelay.
 	PingInterval = 30 * time.Second
 
 	// SessionRecheckInterval is how often a stream asks whether its

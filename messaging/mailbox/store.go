@@ -373,6 +373,37 @@ func (s *Store) Fetch(ctx context.Context, device string, after int64, limit int
 	return out, s.expandShared(ctx, out)
 }
 
+// LastSeqs returns the last sequence number each of devices' mailboxes
+// has given out; a device that never had an envelope is absent. One
+// statement per maxHeadsPerStatement devices: it is what the streams'
+// pings ask together, instead of a read of each mailbox.
+func (s *Store) LastSeqs(ctx context.Context, devices []string) (map[string]int64, error) {
+	out := make(map[string]int64, len(devices))
+	for len(devices) > 0 {
+		part := devices[:db.Rows(len(devices), maxHeadsPerStatement)]
+		devices = devices[len(part):]
+		ph, args := db.In(part)
+		rows, err := s.db.Query(ctx, `SELECT device_id, last_seq FROM mailbox_heads WHERE device_id IN (`+ph+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("mailbox.heads: %w", err)
+		}
+		for rows.Next() {
+			var d string
+			var seq int64
+			if err := rows.Scan(&d, &seq); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("mailbox.heads: %w", err)
+			}
+			out[d] = seq
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("mailbox.heads: %w", err)
+		}
+	}
+	return out, nil
+}
+
 // Ack deletes the acknowledged envelopes of device and returns how many
 // were deleted. Ids of other devices' envelopes match nothing.
 func (s *Store) Ack(ctx context.Context, device string, ids []string) (int64, error) {
