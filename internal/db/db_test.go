@@ -361,3 +361,31 @@ func TestSQLiteStatementRollbackInMemory(t *testing.T) {
 		}
 	}
 }
+
+// The SQLite writer commits durably: WAL with synchronous=FULL, so a
+// commit (and with it a send's "sent") is on disk before it returns; and
+// with foreign keys enforced.
+func TestSQLiteWriterDurable(t *testing.T) {
+	ctx := context.Background()
+	d, err := db.OpenSQLite(ctx, filepath.Join(t.TempDir(), "kanal.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	want := map[string]string{"journal_mode": "wal", "synchronous": "2", "foreign_keys": "1"}
+	err = d.Tx(ctx, func(tx *sql.Tx) error {
+		for p, w := range want {
+			var got string
+			if err := tx.QueryRowContext(ctx, "PRAGMA "+p).Scan(&got); err != nil {
+				return err
+			}
+			if got != w {
+				t.Errorf("PRAGMA %s = %s on the writer, want %s", p, got, w)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
