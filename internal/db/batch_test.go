@@ -215,7 +215,13 @@ func TestBatcherAdmission(t *testing.T) {
 		}
 		hold := make(chan struct{})
 		done := make(chan error, 3)
+		// The held body first, then one behind it: in the other order the
+		// second could be committed before the first is held, and the
+		// queue would never reach two.
 		go func() { done <- b.Do(ctx, func(*sql.Tx) error { <-hold; return nil }) }()
+		for b.Stats().Queued < 1 {
+			time.Sleep(time.Millisecond)
+		}
 		go func() { done <- b.DoMerged(ctx, m, account{name: "merged", balance: 1}, insert("merged")) }()
 		for b.Stats().Queued < 2 {
 			time.Sleep(time.Millisecond)

@@ -47,7 +47,8 @@ type cachedStmt struct {
 	exec  driver.StmtExecContext
 	query driver.StmtQueryContext
 	close io.Closer
-	busy  bool // rows from it are open
+	busy  bool  // rows from it are open
+	order []int // the statement's "?" in order: the argument each takes ($k is k-1); nil: not rewritten
 }
 
 var errNoContextDriver = errors.New("db: the SQLite driver lacks the context interfaces the statement cache needs")
@@ -81,7 +82,8 @@ func (c *cachingConn) stmt(ctx context.Context, query string) (*cachedStmt, erro
 	if s := c.stmts[query]; s != nil {
 		return s, nil
 	}
-	st, err := c.prepare.PrepareContext(ctx, query)
+	text, order := positional(query)
+	st, err := c.prepare.PrepareContext(ctx, text)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +102,7 @@ func (c *cachingConn) stmt(ctx context.Context, query string) (*cachedStmt, erro
 			}
 		}
 	}
-	s := &cachedStmt{exec: ex, query: qu, close: st}
+	s := &cachedStmt{exec: ex, query: qu, close: st, order: order}
 	c.stmts[query] = s
 	return s, nil
 }
@@ -113,10 +115,11 @@ func (c *cachingConn) ExecContext(ctx context.Context, query string, args []driv
 	if err != nil {
 		return nil, err
 	}
-	if s.busy {
+	a, ok := s.args(args)
+	if s.busy || !ok {
 		return c.exec.ExecContext(ctx, query, args)
 	}
-	return s.exec.ExecContext(ctx, args)
+	return s.exec.ExecContext(ctx, a)
 }
 
 func (c *cachingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
@@ -127,12 +130,13 @@ func (c *cachingConn) QueryContext(ctx context.Context, query string, args []dri
 	if err != nil {
 		return nil, err
 	}
-	if s.busy {
+	a, ok := s.args(args)
+	if s.busy || !ok {
 		// The same query is already open on this connection (a nested
 		// read): run this one on its own statement.
 		return c.query.QueryContext(ctx, query, args)
 	}
-	rows, err := s.query.QueryContext(ctx, args)
+	rows, err := s.query.QueryContext(ctx, a)
 	if err != nil {
 		return nil, err
 	}
@@ -181,4 +185,145 @@ func (r *cachedRows) Close() error {
 	err := r.Rows.Close()
 	r.s.busy = false
 	return err
+}
+
+// Numbered parameters. SQLite keeps the names of "$1", "$2", … in a list
+// that sqlite3_bind_parameter_name searches from the start, and
+// modernc.org/sqlite asks it for every parameter it binds: binding a
+// statement of n parameters costs about n²/2 comparisons. A group
+// commit's multi-row statements have hundreds to thousands (a broadcast's
+// references: 256 rows of several columns), where this search was 12 % of
+// kanald's CPU. Anonymous "?" parameters have no names to search. So a
+// cached statement's "$k" are rewritten to "?", and each "?" is given the
+// argument its "$k" named (a "$k" used twice becomes two "?" with the same
+// argument).
+
+// positional rewrites query's "$k" parameters to "?" and returns, for the
+// n-th "?", the index of its argument (k-1). It returns query unchanged
+// and nil when there is nothing to rewrite or it cannot tell: other kinds
+// of parameters ("?", "?NNN", ":name", "@name", "$name") or an
+// unterminated quote or comment. Quoted strings, quoted identifiers and
+// comments are copied as they are.
+func positional(query string) (string, []int) {
+	var b []byte
+	var order []int
+	q := query
+	for i := 0; i < len(q); {
+		switch ch := q[i]; ch {
+		case '\'', '"', '`':
+			j := i + 1
+			for {
+				k := indexByte(q, j, ch)
+				if k < 0 {
+					return query, nil
+				}
+				if k+1 < len(q) && q[k+1] == ch { // a doubled quote inside
+					j = k + 2
+					continue
+				}
+				j = k + 1
+				break
+			}
+			b = append(b, q[i:j]...)
+			i = j
+		case '[':
+			k := indexByte(q, i+1, ']')
+			if k < 0 {
+				return query, nil
+			}
+			b = append(b, q[i:k+1]...)
+			i = k + 1
+		case '-':
+			if i+1 < len(q) && q[i+1] == '-' {
+				k := indexByte(q, i, '\n')
+				if k < 0 {
+					k = len(q) - 1
+				}
+				b = append(b, q[i:k+1]...)
+				i = k + 1
+				continue
+			}
+			b = append(b, ch)
+			i++
+		case '/':
+			if i+1 < len(q) && q[i+1] == '*' {
+				k := indexStr(q, i+2, "*/")
+				if k < 0 {
+					return query, nil
+				}
+				b = append(b, q[i:k+2]...)
+				i = k + 2
+				continue
+			}
+			b = append(b, ch)
+			i++
+		case '?', ':', '@':
+			return query, nil
+		case '$':
+			j := i + 1
+			n := 0
+			for j < len(q) && q[j] >= '0' && q[j] <= '9' && n < 1<<20 {
+				n = n*10 + int(q[j]-'0')
+				j++
+			}
+			if j == i+1 || n < 1 || j < len(q) && (isIdent(q[j]) || q[j] == '$') {
+				return query, nil // "$name", "$0", "$1x": not ours to rewrite
+			}
+			b = append(b, '?')
+			order = append(order, n-1)
+			i = j
+		default:
+			b = append(b, ch)
+			i++
+		}
+	}
+	if order == nil {
+		return query, nil
+	}
+	return string(b), order
+}
+
+func indexByte(s string, from int, c byte) int {
+	for i := from; i < len(s); i++ {
+		if s[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func indexStr(s string, from int, sub string) int {
+	for i := from; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return i
+		}
+	}
+	return -1
+}
+
+func isIdent(c byte) bool {
+	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c >= 0x80
+}
+
+// args returns the arguments for the statement's "?" in order. ok is
+// false when they cannot be taken from args (a named argument, or a "$k"
+// past the last argument): the caller then runs the query as written and
+// gets the driver's own error.
+func (s *cachedStmt) args(args []driver.NamedValue) ([]driver.NamedValue, bool) {
+	if s.order == nil {
+		return args, true
+	}
+	for i, a := range args {
+		if a.Name != "" || a.Ordinal != i+1 {
+			return nil, false
+		}
+	}
+	out := make([]driver.NamedValue, len(s.order))
+	for i, k := range s.order {
+		if k >= len(args) {
+			return nil, false
+		}
+		out[i] = driver.NamedValue{Ordinal: i + 1, Value: args[k].Value}
+	}
+	return out, true
 }

@@ -77,3 +77,46 @@ func TestSQLiteStatementCache(t *testing.T) {
 		}
 	}
 }
+
+// A cached statement's numbered parameters bind to the right arguments
+// when one is used twice, out of order, beside "$k" in a string literal,
+// and in a multi-row statement of thousands of parameters.
+func TestSQLiteNumberedParameters(t *testing.T) {
+	ctx := context.Background()
+	d, err := db.OpenSQLite(ctx, filepath.Join(t.TempDir(), "k.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := d.Exec(ctx, `CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL, w TEXT NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // prepared, then from the cache
+		var a, b, lit string
+		err := d.QueryRow(ctx, `SELECT $2 || '-' || $1, $2, '$1 stays'`, "eins", "zwei").Scan(&a, &b, &lit)
+		if err != nil || a != "zwei-eins" || b != "zwei" || lit != "$1 stays" {
+			t.Fatalf("got %q %q %q %v", a, b, lit, err)
+		}
+	}
+	const rows = 1000
+	q, args := `INSERT INTO t (k, v, w) VALUES `, []any{}
+	for i := range rows {
+		if i > 0 {
+			q += ", "
+		}
+		n := len(args)
+		q += "($" + strconv.Itoa(n+1) + ", $" + strconv.Itoa(n+2) + ", $" + strconv.Itoa(n+2) + " || $" + strconv.Itoa(n+1) + ")"
+		args = append(args, i, "v"+strconv.Itoa(i))
+	}
+	if _, err := d.Exec(ctx, q, args...); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := d.QueryRow(ctx, `SELECT COUNT(*) FROM t WHERE v = 'v' || k AND w = v || k`).Scan(&n); err != nil || n != rows {
+		t.Fatalf("%d of %d rows bound right: %v", n, rows, err)
+	}
+	// Too few arguments is the driver's error, as before.
+	if _, err := d.Exec(ctx, `INSERT INTO t (k, v, w) VALUES ($1, $2, $3)`, 5000, "x"); err == nil {
+		t.Fatal("a statement with a missing argument ran")
+	}
+}
