@@ -71,15 +71,46 @@ func (m *accountPipeliner) insert(ctx context.Context, a account) func(tx *sql.T
 // oneBatch queues items while the batcher is held by a plain body, so that
 // they make one batch, and returns each item's answer and the round trips
 // to PostgreSQL of that batch.
+//
+// The batcher counts a batch (Stats) only after its callers have their
+// answers, and takes the next batch right after: so the round trips are
+// counted from before the held body is let go to after every batch is
+// counted, less the held body's own rest (its COMMIT), which a held body
+// without items measures first.
 func oneBatch(t *testing.T, d *db.DB, b *db.Batcher, m *accountPipeliner, items []account) ([]error, uint64) {
 	t.Helper()
 	ctx := context.Background()
-	hold := make(chan struct{})
-	held := make(chan error, 1)
-	go func() { held <- b.Do(ctx, func(*sql.Tx) error { <-hold; return nil }) }()
-	for b.Stats().Queued < 1 {
-		time.Sleep(time.Millisecond)
+	// hold queues a plain body that waits, and returns once it runs
+	// (its transaction begun).
+	hold := func() (release func()) {
+		ch, running := make(chan struct{}), make(chan struct{})
+		held := make(chan error, 1)
+		go func() { held <- b.Do(ctx, func(*sql.Tx) error { close(running); <-ch; return nil }) }()
+		<-running
+		return func() {
+			close(ch)
+			if err := <-held; err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
+	// settled waits until the batcher has counted bodies bodies.
+	settled := func(bodies uint64) {
+		for deadline := time.Now().Add(30 * time.Second); b.Stats().Bodies < bodies; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the batcher counted %d bodies, want %d", b.Stats().Bodies, bodies)
+			}
+		}
+	}
+
+	release := hold()
+	st := b.Stats()
+	trips := d.RoundTrips()
+	release()
+	settled(st.Bodies + 1)
+	holdTail := d.RoundTrips() - trips
+
+	release = hold()
 	results := make([]error, len(items))
 	var wg sync.WaitGroup
 	for i, a := range items {
@@ -92,22 +123,15 @@ func oneBatch(t *testing.T, d *db.DB, b *db.Batcher, m *accountPipeliner, items 
 	for b.Stats().Queued < 1+len(items) {
 		time.Sleep(time.Millisecond)
 	}
-	before := b.Stats().Batches
-	close(hold)
-	if err := <-held; err != nil {
-		t.Fatal(err)
-	}
-	// The held body's batch has committed (BEGIN, COMMIT); what follows
-	// is the items' batch.
-	for b.Stats().Batches == before {
-		time.Sleep(time.Millisecond)
-	}
-	trips := d.RoundTrips()
+	st = b.Stats()
+	trips = d.RoundTrips()
+	release()
 	wg.Wait()
-	if got := b.Stats().Batches; got != before+2 {
-		t.Fatalf("the items took %d batches, want 1", got-before-1)
+	settled(st.Bodies + 1 + uint64(len(items)))
+	if got := b.Stats().Batches; got != st.Batches+2 {
+		t.Fatalf("the items took %d batches, want 1", got-st.Batches-1)
 	}
-	return results, d.RoundTrips() - trips
+	return results, d.RoundTrips() - trips - holdTail
 }
 
 // TestBatcherPipelined: on PostgreSQL a batch of a Pipeliner's items is
