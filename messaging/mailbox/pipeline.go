@@ -43,18 +43,10 @@ SELECT device_id, last_seq, depth, bytes FROM h`
 // first, ID (if empty) and ServerTime filled in now, Seq once p has run.
 // If a recipient's mailbox would be past q, p fails with a *FullError.
 func (s *Store) QueueAppend(p *db.Pipeline, envs []Envelope, q Quota) error {
-	byDevice := map[string][]int{}
-	for i := range envs {
-		if err := validate(&envs[i]); err != nil {
-			return err
-		}
-		byDevice[envs[i].Recipient] = append(byDevice[envs[i].Recipient], i)
+	byDevice, devices, err := byRecipient(envs)
+	if err != nil {
+		return err
 	}
-	devices := make([]string, 0, len(byDevice))
-	for d := range byDevice {
-		devices = append(devices, d)
-	}
-	sort.Strings(devices)
 	now := s.now()
 	created, expires := now.UnixMilli(), now.Add(s.retention).UnixMilli()
 	counts, sizes := make([]int64, len(devices)), make([]int64, len(devices))

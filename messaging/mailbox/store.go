@@ -124,18 +124,10 @@ func (s *Store) AppendTx(ctx context.Context, tx *sql.Tx, envs []Envelope) error
 // statement that takes the head rows' locks, so concurrent appends cannot
 // all pass one check.
 func (s *Store) AppendWithinTx(ctx context.Context, tx *sql.Tx, envs []Envelope, q Quota) error {
-	byDevice := map[string][]int{}
-	for i := range envs {
-		if err := validate(&envs[i]); err != nil {
-			return err
-		}
-		byDevice[envs[i].Recipient] = append(byDevice[envs[i].Recipient], i)
+	byDevice, devices, err := byRecipient(envs)
+	if err != nil {
+		return err
 	}
-	devices := make([]string, 0, len(byDevice))
-	for d := range byDevice {
-		devices = append(devices, d)
-	}
-	sort.Strings(devices)
 	now := s.now()
 	created, expires := now.UnixMilli(), now.Add(s.retention).UnixMilli()
 	// Two statements per chunk of devices however many envelopes a send
@@ -563,4 +555,23 @@ func (s *Store) DeleteDeviceTx(ctx context.Context, tx *sql.Tx, device string) e
 		return fmt.Errorf("mailbox.delete: %w", err)
 	}
 	return nil
+}
+
+// byRecipient validates envs and groups their indexes by recipient
+// device; devices are the recipients in sorted order, the order in which
+// appends lock head rows.
+func byRecipient(envs []Envelope) (byDevice map[string][]int, devices []string, err error) {
+	byDevice = map[string][]int{}
+	for i := range envs {
+		if err := validate(&envs[i]); err != nil {
+			return nil, nil, err
+		}
+		byDevice[envs[i].Recipient] = append(byDevice[envs[i].Recipient], i)
+	}
+	devices = make([]string, 0, len(byDevice))
+	for d := range byDevice {
+		devices = append(devices, d)
+	}
+	sort.Strings(devices)
+	return byDevice, devices, nil
 }
