@@ -43,6 +43,7 @@ type runner struct {
 	posted        atomic.Int64           // broadcast: when the announcement was posted (unix nanos)
 	verified      sync.Map               // broadcast: announcement JWS → signing device, checked once
 	caPEM         atomic.Pointer[string] // the deployment CA, from the first enrolment
+	kept          *kept                  // broadcast: what a -keep directory holds from an earlier run
 
 	// overload scenario
 	track       *overloadTracker
@@ -97,6 +98,7 @@ func bench(ctx context.Context, o *options, stderr io.Writer) (*result, error) {
 	stderr = &lockedWriter{w: stderr}
 	var b [4]byte
 	rand.Read(b[:])
+	var err error
 	res := &result{Scenario: o.scenario, Peer: o.peer, Devices: o.devices, RatePerDevice: o.rate, SizeBytes: o.size,
 		Nodes: o.nodes, LoadBefore: loadAvg(), Started: time.Now().UTC().Format(time.RFC3339)}
 	r := &runner{o: o, runID: hex.EncodeToString(b[:]), res: res, errs: &errCounter{}, reconnects: &errCounter{}, net: newNetPool(o.sources),
@@ -134,8 +136,20 @@ func bench(ctx context.Context, o *options, stderr io.Writer) (*result, error) {
 		// broadcast. The nodes are started with kanald's highest limit, as
 		// an operator would configure a council's announcements.
 		const limit = 100000
+		if o.keep != "" {
+			if r.kept, err = loadKept(o.keep); err != nil {
+				return nil, err
+			}
+			data, _ := keepDirs(o.keep)
+			if _, serr := os.Stat(data); r.kept == nil && serr == nil {
+				return nil, fmt.Errorf("-keep %s holds a data directory but no %s (an earlier run stopped while provisioning): remove the directory", o.keep, keepFile)
+			}
+			if err := os.MkdirAll(o.keep, 0o700); err != nil {
+				return nil, err
+			}
+		}
 		cl, err := startCluster(ctx, startOptions{nodes: o.nodes, databaseURL: o.databaseURL, natsURL: o.natsURL,
-			bin: o.kanald, sendLimit: limit, stderr: stderr})
+			bin: o.kanald, sendLimit: limit, keep: o.keep, stderr: stderr})
 		if err != nil {
 			return nil, err
 		}
@@ -148,7 +162,6 @@ func bench(ctx context.Context, o *options, stderr io.Writer) (*result, error) {
 	r.mail = newMailCodes(r.cl.mailDirs)
 	go r.sampleRSS()
 	defer close(r.stop)
-	var err error
 	switch o.scenario {
 	case "direct":
 		err = r.direct(ctx)
@@ -689,42 +702,18 @@ func (r *runner) office(ctx context.Context) error {
 // from the post to the last connected device's verified announcement,
 // and the server CPU per delivered device.
 func (r *runner) broadcast(ctx context.Context) error {
-	tok, err := r.operatorToken()
-	if err != nil {
+	var org string
+	var cd *device
+	var citizens []*device
+	var err error
+	if r.kept != nil {
+		r.res.Kept = r.o.keep + ": reused (provisioned by an earlier run)"
+		if cd, citizens, err = r.restoreKept(ctx, r.kept, r.o.connected); err != nil {
+			return err
+		}
+		org = r.kept.Org
+	} else if org, cd, citizens, err = r.provisionBroadcast(ctx); err != nil {
 		return err
-	}
-	council, err := r.provision(ctx, 1, "council", false)
-	if err != nil {
-		return err
-	}
-	cd := council[0]
-	op := cd.ident.WithToken(tok)
-	org, err := op.CreateOrg(ctx, "Rat der Stadt "+r.runID, "council")
-	if err != nil {
-		return fmt.Errorf("create organisation: %w", err)
-	}
-	if _, err := op.VerifyOrg(ctx, org.OrgID); err != nil {
-		return fmt.Errorf("verify organisation: %w", err)
-	}
-	if _, err := op.AddMember(ctx, org.OrgID, cd.account, "agent"); err != nil {
-		return fmt.Errorf("add agent: %w", err)
-	}
-	// A first announcement to nobody fetches and checks the agent's
-	// membership proof, which the SDK then keeps.
-	if _, err := cd.sdk.Announce(ctx, org.OrgID, "warmup", "warm-up"); err != nil {
-		return fmt.Errorf("warm-up announcement: %w", err)
-	}
-	// Followers need no prekeys: announcements are signed, not encrypted.
-	citizens, err := r.provision(ctx, r.o.devices, "citizen", false)
-	if err != nil {
-		return err
-	}
-	err = parallel(ctx, len(citizens), 16, func(i int) error {
-		_, err := citizens[i].sdk.Follow(ctx, org.OrgID)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("follow: %w", err)
 	}
 	connected := citizens[:min(len(citizens), r.o.connected)]
 	var procs []*streamProc
@@ -755,7 +744,7 @@ func (r *runner) broadcast(ctx context.Context) error {
 	r.rec.Store(NewRecorder(start, time.Second))
 	r.expected.Store(uint64(len(connected)))
 	stopProgress := r.progress(r.liveLine(start))
-	resp, err := cd.sdk.Announce(ctx, org.OrgID, "a-"+r.runID, "Bekanntmachung des Rates: Die Marktbrücke ist ab Montag gesperrt.")
+	resp, err := cd.sdk.Announce(ctx, org, "a-"+hex.EncodeToString(r.nonce()), "Bekanntmachung des Rates: Die Marktbrücke ist ab Montag gesperrt.")
 	sendEnd := time.Now()
 	if err != nil {
 		r.errs.add("announce: " + errKind(err))
@@ -785,6 +774,66 @@ func (r *runner) broadcast(ctx context.Context) error {
 	r.res.BenchCPUCores = (self1 - self0).Seconds() / r.res.DurationS
 	r.res.StreamProcs = r.o.streamProcs
 	return ctx.Err()
+}
+
+// provisionBroadcast signs up the council's agent, creates and verifies
+// the organisation, and signs up -devices followers that follow it; with
+// -keep it keeps them for later runs.
+func (r *runner) provisionBroadcast(ctx context.Context) (org string, cd *device, citizens []*device, err error) {
+	tok, err := r.operatorToken()
+	if err != nil {
+		return "", nil, nil, err
+	}
+	start := time.Now() // no session issued below is older
+	council, err := r.provision(ctx, 1, "council", false)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	cd = council[0]
+	op := cd.ident.WithToken(tok)
+	o, err := op.CreateOrg(ctx, "Rat der Stadt "+r.runID, "council")
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("create organisation: %w", err)
+	}
+	if _, err := op.VerifyOrg(ctx, o.OrgID); err != nil {
+		return "", nil, nil, fmt.Errorf("verify organisation: %w", err)
+	}
+	if _, err := op.AddMember(ctx, o.OrgID, cd.account, "agent"); err != nil {
+		return "", nil, nil, fmt.Errorf("add agent: %w", err)
+	}
+	// A first announcement to nobody fetches and checks the agent's
+	// membership proof, which the SDK then keeps. (A run on a kept
+	// directory has followers already: its post fetches the proof, one
+	// directory read and its log proof, which the post's time includes.)
+	if _, err := cd.sdk.Announce(ctx, o.OrgID, "warmup", "warm-up"); err != nil {
+		return "", nil, nil, fmt.Errorf("warm-up announcement: %w", err)
+	}
+	// Followers need no prekeys: announcements are signed, not encrypted.
+	if citizens, err = r.provision(ctx, r.o.devices, "citizen", false); err != nil {
+		return "", nil, nil, err
+	}
+	err = parallel(ctx, len(citizens), max(r.o.provisionWorkers, 16), func(i int) error {
+		_, err := citizens[i].sdk.Follow(ctx, o.OrgID)
+		return err
+	})
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("follow: %w", err)
+	}
+	if r.o.keep != "" {
+		if err := r.saveKept(o.OrgID, cd, citizens, start); err != nil {
+			return "", nil, nil, fmt.Errorf("-keep: %w", err)
+		}
+		r.res.Kept = r.o.keep + ": provisioned by this run and kept"
+	}
+	return o.OrgID, cd, citizens, nil
+}
+
+// nonce is 4 random bytes: announcement ids unique across runs on one
+// kept directory.
+func (r *runner) nonce() []byte {
+	var b [4]byte
+	rand.Read(b[:])
+	return b[:]
 }
 
 // startCPUProfile has the first kanald node profile its CPU for

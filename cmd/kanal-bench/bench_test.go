@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kanal-server/kanal/internal/kanaldtest"
 )
@@ -119,6 +120,44 @@ func TestScenarios(t *testing.T) {
 	})
 }
 
+// -keep: the first run provisions the broadcast into the directory and
+// keeps it; a second run reuses it — no provisioning, the same followers,
+// every connected one reached (one connected now was offline before: its
+// first announcement waits in its mailbox and arrives with its backlog,
+// before the measured post); kept sessions past their age are renewed; a
+// run with another follower count is refused.
+func TestBroadcastKeep(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "kept")
+	first := runJSON(t, "-scenario", "broadcast", "-devices", "5", "-connected", "3", "-keep", dir)
+	if len(first.Provisioning) == 0 || !strings.Contains(first.Kept, "provisioned") || first.BroadcastStored != 5 || first.Delivered != 3 || len(first.Errors) != 0 {
+		t.Fatalf("first run: kept %q, provisioning %v, stored %d, delivered %d, errors %v", first.Kept, first.Provisioning, first.BroadcastStored, first.Delivered, first.Errors)
+	}
+	k, err := loadKept(dir)
+	if err != nil || k == nil || len(k.Followers) != 5 {
+		t.Fatalf("kept: %v %+v", err, k)
+	}
+	// Sessions older than keepRelogin are renewed before the streams open.
+	for i := range k.Followers {
+		k.Followers[i].Login = time.Now().Add(-2 * keepRelogin)
+	}
+	r := &runner{o: &options{keep: dir}}
+	if err := r.writeKept(k); err != nil {
+		t.Fatal(err)
+	}
+	second := runJSON(t, "-scenario", "broadcast", "-devices", "5", "-connected", "4", "-keep", dir)
+	if len(second.Provisioning) != 0 || !strings.Contains(second.Kept, "reused") || second.BroadcastStored != 5 || second.Delivered != 4 || len(second.Errors) != 0 {
+		t.Fatalf("second run: kept %q, provisioning %v, stored %d, delivered %d, errors %v", second.Kept, second.Provisioning, second.BroadcastStored, second.Delivered, second.Errors)
+	}
+	k2, err := loadKept(dir)
+	if err != nil || k2.Followers[0].Token == k.Followers[0].Token || k2.Followers[4].Token != k.Followers[4].Token {
+		t.Fatalf("sessions: the connected followers' renewed, the offline one's kept: %v", err)
+	}
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"-kanald", kanaldBin, "-scenario", "broadcast", "-devices", "6", "-keep", dir}, &out, &errb); err == nil || !strings.Contains(err.Error(), "-devices 5") {
+		t.Fatalf("another follower count: %v", err)
+	}
+}
+
 // The table, the plot and the NATS peer.
 func TestTablePlotAndNATS(t *testing.T) {
 	plot := filepath.Join(t.TempDir(), "latency.svg")
@@ -173,6 +212,8 @@ func TestBadFlags(t *testing.T) {
 		{"-scenario", "overload", "-catch-up", "2h"},
 		{"-scenario", "broadcast", "-stream-procs", "65"},
 		{"-scenario", "tokens", "-surveys", "0"},
+		{"-scenario", "direct", "-keep", "/tmp/x"},
+		{"-scenario", "broadcast", "-keep", "/tmp/x", "-nodes", "2", "-database-url", "postgres://127.0.0.1/x", "-nats-url", "nats://127.0.0.1:4222"},
 	} {
 		var out, errb bytes.Buffer
 		if err := run(context.Background(), args, &out, &errb); err == nil {

@@ -43,6 +43,7 @@ type result struct {
 	Connections    int     `json:"connections,omitempty"`
 	OpenFilesLimit int64   `json:"open_files_limit,omitempty"` // of kanal-bench and its kanald children
 	StreamProcs    int     `json:"stream_procs,omitempty"`     // child processes that held the streams
+	Kept           string  `json:"kept,omitempty"`             // broadcast: the -keep directory, and whether this run provisioned it or reused it
 	ConnectS       float64 `json:"connect_s,omitempty"`
 	BroadcastS     float64 `json:"broadcast_s,omitempty"`
 	// BroadcastStored is the follower devices the announcement was
@@ -108,6 +109,9 @@ func writeTable(w io.Writer, res *result) {
 		row("devices", "%d followers, %d with a stream, %d node(s), one announcement posted once", res.Devices, res.Connections, max(res.Nodes, 1))
 		if res.StreamProcs > 0 {
 			row("streams", "held by %d child processes of kanal-bench (their CPU is in kanal-bench's)", res.StreamProcs)
+		}
+		if res.Kept != "" {
+			row("kept", "%s", res.Kept)
 		}
 	case "overload":
 		row("devices", "%d in pairs, %d node(s), %d-byte messages", res.Devices, max(res.Nodes, 1), res.SizeBytes)

@@ -84,6 +84,7 @@ type startOptions struct {
 	databaseURL string // empty: SQLite in the first node's data directory
 	natsURL     string
 	sendLimit   int // KANAL_SEND_LIMIT of the nodes; 0: kanald's default
+	keep        string // a -keep directory: the one node's data and CA directories live there, and stay
 	stderr      io.Writer
 }
 
@@ -119,12 +120,19 @@ func startCluster(ctx context.Context, o startOptions) (_ *cluster, err error) {
 		}
 	}
 	caDir := filepath.Join(tmp, "ca")
+	var keptData string
+	if o.keep != "" {
+		keptData, caDir = keepDirs(o.keep)
+	}
 	for i := range o.nodes {
 		port, err := freePort()
 		if err != nil {
 			return nil, err
 		}
 		n := &node{URL: fmt.Sprintf("http://127.0.0.1:%d", port), DataDir: filepath.Join(tmp, fmt.Sprintf("node%d", i)), done: make(chan struct{})}
+		if keptData != "" {
+			n.DataDir = keptData
+		}
 		n.cmd = exec.Command(bin)
 		// Warnings only: an access log line per request would cost the
 		// server more than some handlers do, and would measure logging.
