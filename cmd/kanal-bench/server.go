@@ -83,7 +83,7 @@ type startOptions struct {
 	nodes       int
 	databaseURL string // empty: SQLite in the first node's data directory
 	natsURL     string
-	sendLimit   int // KANAL_SEND_LIMIT of the nodes; 0: kanald's default
+	sendLimit   int    // KANAL_SEND_LIMIT of the nodes; 0: kanald's default
 	keep        string // a -keep directory: the one node's data and CA directories live there, and stay
 	stderr      io.Writer
 }
