@@ -232,6 +232,19 @@ func (r *runner) serverSample() (cpu time.Duration, rss int64) {
 	return cpu, rss
 }
 
+// nodeCPU is each kanald node's CPU time so far, in the order of r.pids
+// (a node whose /proc cannot be read counts 0). The measured phase takes
+// the whole from the same samples, so that the nodes' shares add up to it.
+func (r *runner) nodeCPU() []time.Duration {
+	cpu := make([]time.Duration, len(r.pids))
+	for i, p := range r.pids {
+		if s, err := sampleProc(p); err == nil {
+			cpu[i] = s.cpu
+		}
+	}
+	return cpu
+}
+
 // progress prints line() to the terminal every second until the returned
 // function is called.
 func (r *runner) progress(line func() string) func() {
@@ -371,7 +384,8 @@ func (r *runner) measure(ctx context.Context, senders []sender) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	cpu0, _ := r.serverSample()
+	nodes0 := r.nodeCPU()
+	pg0 := r.cl.postgresCPU(ctx)
 	db0, dbOK := r.dbCounters(ctx)
 	self0 := selfCPU()
 	start := time.Now()
@@ -393,9 +407,27 @@ func (r *runner) measure(ctx context.Context, senders []sender) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	stopProgress()
-	cpu1, _ := r.serverSample()
+	nodes1 := r.nodeCPU()
+	pg1 := r.cl.postgresCPU(ctx)
 	db1, dbOK1 := r.dbCounters(ctx)
-	r.finish(start, sendEnd, cpu1-cpu0)
+	var cpu time.Duration
+	for i := range nodes1 {
+		cpu += nodes1[i] - nodes0[i]
+	}
+	r.finish(start, sendEnd, cpu)
+	if s := r.res.Server; s != nil && len(nodes1) > 1 && r.res.Delivered > 0 {
+		for i := range nodes1 {
+			s.NodeCPUPerEnvelopeUS = append(s.NodeCPUPerEnvelopeUS, float64((nodes1[i]-nodes0[i]).Microseconds())/float64(r.res.Delivered))
+		}
+	}
+	if s := r.res.Server; s != nil && len(pg1) > 0 && r.res.Delivered > 0 {
+		var pg time.Duration
+		for pid, c := range pg1 {
+			pg += c - pg0[pid] // a backend opened since counts from 0
+		}
+		s.PostgresBackends = len(pg1)
+		s.PostgresCPUPerEnvelopeUS = float64(pg.Microseconds()) / float64(r.res.Delivered)
+	}
 	self := selfCPU() - self0
 	r.res.BenchCPUCores = self.Seconds() / r.res.DurationS
 	if r.res.Delivered > 0 {

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -193,6 +195,30 @@ func TestTablePlotAndNATS(t *testing.T) {
 	if lines := strings.Split(strings.TrimSpace(out.String()), "\n"); len(lines) != 3 || !strings.HasPrefix(lines[2], "| NATS core | ") {
 		t.Fatalf("summary:\n%s", out.String())
 	}
+	// -summarize -docs: docs/benchmarks.md's columns, as many in each row
+	// as in the header, and no guarantees.
+	out.Reset()
+	if err := run(context.Background(), []string{"-summarize", "-docs", f}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[2], "| NATS core | ") || strings.Contains(out.String(), "guarantees") ||
+		!strings.Contains(lines[0], "load generator CPU per message") || strings.Count(lines[0], "|") != strings.Count(lines[2], "|") {
+		t.Fatalf("summary -docs:\n%s", out.String())
+	}
+}
+
+func TestThousands(t *testing.T) {
+	for v, want := range map[float64]string{0: "0", 999.4: "999", 1000: "1,000", 13308.4: "13,308", 1234567: "1,234,567", -2500: "-2,500"} {
+		if got := thousands(v); got != want {
+			t.Errorf("thousands(%v) = %q, want %q", v, got, want)
+		}
+	}
+	for v, want := range map[float64]string{6.14: "6.1 ms", 99.94: "99.9 ms", 2637.6: "2,638 ms"} {
+		if got := msText(v); got != want {
+			t.Errorf("msText(%v) = %q, want %q", v, got, want)
+		}
+	}
 }
 
 func TestBadFlags(t *testing.T) {
@@ -218,6 +244,53 @@ func TestBadFlags(t *testing.T) {
 		var out, errb bytes.Buffer
 		if err := run(context.Background(), args, &out, &errb); err == nil {
 			t.Errorf("%v: accepted", args)
+		}
+	}
+}
+
+// Two nodes on PostgreSQL + NATS: every envelope crosses from one node to
+// the other (devices alternate between the nodes, pairs are neighbours),
+// and the server's CPU per envelope is reported per node as well, the
+// nodes' shares adding up to the whole.
+func TestTwoNodes(t *testing.T) {
+	pg := os.Getenv("KANAL_TEST_POSTGRES")
+	if pg == "" {
+		t.Skip("KANAL_TEST_POSTGRES not set")
+	}
+	res := runJSON(t, "-scenario", "direct", "-transport", "ws", "-devices", "4", "-rate", "20", "-duration", "1s",
+		"-nodes", "2", "-database-url", pg, "-nats-url", kanaldtest.NATSURL(t))
+	if res.Nodes != 2 || res.Sent == 0 || res.Delivered != res.Expected || len(res.Errors) != 0 {
+		t.Fatalf("%d nodes: sent %d, %d expected, %d delivered, errors %v", res.Nodes, res.Sent, res.Expected, res.Delivered, res.Errors)
+	}
+	s := res.Server
+	if s == nil || len(s.NodeCPUPerEnvelopeUS) != 2 {
+		t.Fatalf("server figures: %+v", s)
+	}
+	var sum float64
+	for i, us := range s.NodeCPUPerEnvelopeUS {
+		if us <= 0 {
+			t.Fatalf("node %d: %v µs per envelope", i+1, us)
+		}
+		sum += us
+	}
+	// The shares and the whole come from the same samples of /proc.
+	if d := sum - s.CPUPerEnvelopeUS; d > 0.01 || d < -0.01 {
+		t.Fatalf("nodes' shares %v add up to %.1f µs, the whole is %.1f", s.NodeCPUPerEnvelopeUS, sum, s.CPUPerEnvelopeUS)
+	}
+	// With PostgreSQL on this machine, the nodes' backends are found by
+	// their application_name and their CPU read from /proc.
+	d, err := sql.Open("pgx", pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var pid int
+	if err := d.QueryRow("SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.HasPrefix(string(comm), "postgres") {
+		if s.PostgresBackends < 2 || s.PostgresCPUPerEnvelopeUS < 0 {
+			t.Fatalf("PostgreSQL on this machine: %d backends of the two nodes found, %.1f µs per envelope", s.PostgresBackends, s.PostgresCPUPerEnvelopeUS)
 		}
 	}
 }

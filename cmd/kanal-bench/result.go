@@ -82,6 +82,16 @@ type serverStats struct {
 	// envelopes per second, it does not depend on how much of the shared
 	// machine the server got.
 	CPUPerEnvelopeUS float64 `json:"cpu_per_envelope_us,omitempty"`
+	// NodeCPUPerEnvelopeUS is each node's share of it, in the order the
+	// nodes were started (direct, office and group with several nodes):
+	// whether the work spreads over the nodes or one of them does more.
+	NodeCPUPerEnvelopeUS []float64 `json:"node_cpu_per_envelope_us,omitempty"`
+	// PostgresCPUPerEnvelopeUS is the CPU time of the nodes' PostgreSQL
+	// backends per delivered envelope (direct, office and group, when
+	// PostgreSQL runs on this machine): the database's own share, less its
+	// shared background processes (WAL writer, checkpointer).
+	PostgresCPUPerEnvelopeUS float64 `json:"postgres_cpu_per_envelope_us,omitempty"`
+	PostgresBackends         int     `json:"postgres_backends,omitempty"`
 	// From the nodes' /metrics (direct and group scenarios): the group
 	// commits of the measured phase, the writes (sends, acknowledgements)
 	// each carried, and the round trips to PostgreSQL per commit and per
@@ -190,6 +200,16 @@ func writeTable(w io.Writer, res *result) {
 				row("cpu per envelope", "%.0f µs of server CPU per delivered envelope", s.CPUPerEnvelopeUS)
 			}
 		}
+		if len(s.NodeCPUPerEnvelopeUS) > 0 {
+			parts := make([]string, len(s.NodeCPUPerEnvelopeUS))
+			for i, us := range s.NodeCPUPerEnvelopeUS {
+				parts[i] = fmt.Sprintf("node %d %.0f µs", i+1, us)
+			}
+			row("cpu per node", "%s (each node's CPU over every delivered envelope)", strings.Join(parts, ", "))
+		}
+		if s.PostgresCPUPerEnvelopeUS > 0 {
+			row("postgres cpu", "%.0f µs per delivered envelope in the nodes' %d PostgreSQL backends (its background processes not counted)", s.PostgresCPUPerEnvelopeUS, s.PostgresBackends)
+		}
 		if s.GroupCommits > 0 {
 			row("group commits", "%.0f, %.1f writes each", s.GroupCommits, s.WritesPerCommit)
 		}
@@ -287,14 +307,26 @@ func guarantees(peer string) string {
 }
 
 // summarize prints -json results side by side as a Markdown table
-// (-summarize FILE...), for bench/compare.sh and docs/benchmarks.md.
-func summarize(w io.Writer, files []string) error {
-	if len(files) == 0 {
+// (-summarize FILE...), for bench/compare.sh and docs/benchmarks.md. With
+// -docs first it prints the columns of docs/benchmarks.md's side-by-side
+// tables instead: no guarantees (the page has them in a table of their
+// own), the load generator's CPU per message added, thousands separated.
+func summarize(w io.Writer, args []string) error {
+	docs := len(args) > 0 && args[0] == "-docs"
+	if docs {
+		args = args[1:]
+	}
+	if len(args) == 0 {
 		return fmt.Errorf("-summarize: name the -json result files")
 	}
-	fmt.Fprintln(w, "| system | delivered/s | p50 | p90 | p99 | p99.9 | errors | server CPU (cores) | CPU per message | server RSS | load before → after | guarantees |")
-	fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
-	for _, f := range files {
+	if docs {
+		fmt.Fprintln(w, "| system | delivered/s | p50 | p90 | p99 | p99.9 | errors | server CPU (cores) | CPU per message | load generator CPU per message | server RSS | load before → after |")
+		fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+	} else {
+		fmt.Fprintln(w, "| system | delivered/s | p50 | p90 | p99 | p99.9 | errors | server CPU (cores) | CPU per message | server RSS | load before → after | guarantees |")
+		fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+	}
+	for _, f := range args {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return err
@@ -310,20 +342,58 @@ func summarize(w io.Writer, files []string) error {
 		cpu, per, rss := "–", "–", "–"
 		if r.Server != nil && r.Server.PeakRSSMiB > 0 {
 			cpu = fmt.Sprintf("%.2f", r.Server.CPUCores)
-			per = fmt.Sprintf("%.0f µs", r.Server.CPUPerEnvelopeUS)
+			per = thousands(r.Server.CPUPerEnvelopeUS) + " µs"
 			rss = fmt.Sprintf("%.0f MiB", r.Server.PeakRSSMiB)
 		}
 		name := r.Peer
-		if r.Peer == "kanal" {
+		switch r.Peer {
+		case "kanal":
 			name = "kanal (" + r.Engine + ")"
-		} else if r.Peer == "xmpp" {
+			if r.Nodes > 1 {
+				name = fmt.Sprintf("kanal (%s, %d nodes)", r.Engine, r.Nodes)
+			}
+		case "xmpp":
 			name = "Prosody (XMPP)"
-		} else if r.Peer == "nats" {
+		case "nats":
 			name = "NATS core"
 		}
 		l := r.Latency
+		if docs {
+			bench := "–"
+			if r.BenchCPUPerEnvelopeUS > 0 {
+				bench = thousands(r.BenchCPUPerEnvelopeUS) + " µs"
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %d | %s | %s | %s | %s | %s → %s |\n",
+				name, thousands(r.EnvelopesPerS), msText(l.P50), msText(l.P90), msText(l.P99), msText(l.P999),
+				errs, cpu, per, bench, rss, r.LoadBefore, r.LoadAfter)
+			continue
+		}
 		fmt.Fprintf(w, "| %s | %.0f | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %d | %s | %s | %s | %s → %s | %s |\n",
 			name, r.EnvelopesPerS, l.P50, l.P90, l.P99, l.P999, errs, cpu, per, rss, r.LoadBefore, r.LoadAfter, guarantees(r.Peer))
 	}
 	return nil
+}
+
+// thousands rounds v and separates its thousands with commas: 13308.4 →
+// "13,308".
+func thousands(v float64) string {
+	s := fmt.Sprintf("%.0f", v)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	if neg {
+		s = "-" + s
+	}
+	return s
+}
+
+// msText prints a latency as the docs do: one decimal below 100 ms,
+// whole milliseconds with separators above.
+func msText(ms float64) string {
+	if ms < 100 {
+		return fmt.Sprintf("%.1f ms", ms)
+	}
+	return thousands(ms) + " ms"
 }

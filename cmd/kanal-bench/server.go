@@ -56,6 +56,10 @@ type cluster struct {
 	mailDirs []string // each node writes the mails of the sign-ups it served
 	tmp      string   // removed by stop
 	dropPG   func()   // drops the run's PostgreSQL schema
+	// pg and pgApp find the run's PostgreSQL backends: the nodes connect
+	// with application_name pgApp (the run's schema).
+	pg    *sql.DB
+	pgApp string
 }
 
 // kanaldBinary returns the kanald to run: the -kanald flag, else a fresh
@@ -115,8 +119,12 @@ func startCluster(ctx context.Context, o startOptions) (_ *cluster, err error) {
 	if strings.HasPrefix(dbURL, "postgres") {
 		// A fresh schema per run: every run starts from an empty database
 		// and leaves nothing behind.
-		if dbURL, c.dropPG, err = freshSchema(ctx, dbURL); err != nil {
+		if dbURL, c.pgApp, c.pg, err = freshSchema(ctx, dbURL); err != nil {
 			return nil, err
+		}
+		c.dropPG = func() {
+			c.pg.Exec("DROP SCHEMA " + c.pgApp + " CASCADE")
+			c.pg.Close()
 		}
 	}
 	caDir := filepath.Join(tmp, "ca")
@@ -252,30 +260,62 @@ func (c *cluster) stop() {
 	}
 }
 
-func freshSchema(ctx context.Context, base string) (string, func(), error) {
+// freshSchema creates a schema for the run and returns the URL the nodes
+// connect with: the schema as their search_path, and as their
+// application_name, by which postgresCPU finds their backends.
+func freshSchema(ctx context.Context, base string) (string, string, *sql.DB, error) {
 	d, err := sql.Open("pgx", base)
 	if err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
 	var b [6]byte
 	rand.Read(b[:])
 	schema := "kanal_bench_" + hex.EncodeToString(b[:])
 	if _, err := d.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
 		d.Close()
-		return "", nil, fmt.Errorf("-database-url: create schema: %w", err)
+		return "", "", nil, fmt.Errorf("-database-url: create schema: %w", err)
 	}
 	u, err := url.Parse(base)
 	if err != nil {
+		d.Exec("DROP SCHEMA " + schema + " CASCADE")
 		d.Close()
-		return "", nil, err
+		return "", "", nil, err
 	}
 	q := u.Query()
 	q.Set("search_path", schema)
+	q.Set("application_name", schema)
 	u.RawQuery = q.Encode()
-	return u.String(), func() {
-		d.Exec("DROP SCHEMA " + schema + " CASCADE")
-		d.Close()
-	}, nil
+	return u.String(), schema, d, nil
+}
+
+// postgresCPU is the CPU time so far of each PostgreSQL backend the nodes
+// have open, by process id, when PostgreSQL runs on this machine (its
+// /proc readable); nil without PostgreSQL. It does not see PostgreSQL's
+// shared background processes (WAL writer, checkpointer) nor a backend
+// that exits between two samples.
+func (c *cluster) postgresCPU(ctx context.Context) map[int]time.Duration {
+	if c == nil || c.pg == nil {
+		return nil
+	}
+	rows, err := c.pg.QueryContext(ctx, "SELECT pid FROM pg_stat_activity WHERE application_name = $1", c.pgApp)
+	if err != nil {
+		return nil
+	}
+	defer rows.Close()
+	cpu := map[int]time.Duration{}
+	for rows.Next() {
+		var pid int
+		if rows.Scan(&pid) != nil {
+			return nil
+		}
+		if s, err := sampleProc(pid); err == nil {
+			cpu[pid] = s.cpu
+		}
+	}
+	if rows.Err() != nil {
+		return nil
+	}
+	return cpu
 }
 
 // procSample is a process's CPU time and resident memory at one moment.
