@@ -101,6 +101,20 @@ func TestScenarios(t *testing.T) {
 		if len(res.Errors) != 0 {
 			t.Fatalf("errors: %v", res.Errors)
 		}
+		// -summarize prints overload results in the overload table's
+		// columns, lost in bold.
+		f := filepath.Join(t.TempDir(), "overload.json")
+		b, _ := json.Marshal(res)
+		os.WriteFile(f, b, 0o644)
+		var out, errb bytes.Buffer
+		if err := run(context.Background(), []string{"-summarize", f}, &out, &errb); err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		if len(lines) != 3 || !strings.Contains(lines[0], "| lost |") || !strings.HasPrefix(lines[2], "| SQLite (") ||
+			!strings.Contains(lines[2], "| **0** |") || strings.Count(lines[0], "|") != strings.Count(lines[2], "|") {
+			t.Fatalf("overload summary:\n%s", out.String())
+		}
 	})
 	// tokens: every citizen gets its one token of every survey, verified
 	// by the SDK, and each survey counts exactly the tokens its citizens

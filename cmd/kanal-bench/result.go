@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
 // result is one run's figures; -json prints it as is.
@@ -319,6 +320,22 @@ func summarize(w io.Writer, args []string) error {
 	if len(args) == 0 {
 		return fmt.Errorf("-summarize: name the -json result files")
 	}
+	results := make([]result, len(args))
+	overload := true
+	for i, f := range args {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(b, &results[i]); err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+		overload = overload && results[i].Overload != nil
+	}
+	if overload {
+		summarizeOverload(w, results)
+		return nil
+	}
 	if docs {
 		fmt.Fprintln(w, "| system | delivered/s | p50 | p90 | p99 | p99.9 | errors | server CPU (cores) | CPU per message | load generator CPU per message | server RSS | load before → after |")
 		fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
@@ -326,15 +343,7 @@ func summarize(w io.Writer, args []string) error {
 		fmt.Fprintln(w, "| system | delivered/s | p50 | p90 | p99 | p99.9 | errors | server CPU (cores) | CPU per message | server RSS | load before → after | guarantees |")
 		fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
 	}
-	for _, f := range args {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return err
-		}
-		var r result
-		if err := json.Unmarshal(b, &r); err != nil {
-			return fmt.Errorf("%s: %w", f, err)
-		}
+	for _, r := range results {
 		var errs uint64
 		for _, n := range r.Errors {
 			errs += n
@@ -343,15 +352,22 @@ func summarize(w io.Writer, args []string) error {
 		if r.Server != nil && r.Server.PeakRSSMiB > 0 {
 			cpu = fmt.Sprintf("%.2f", r.Server.CPUCores)
 			per = thousands(r.Server.CPUPerEnvelopeUS) + " µs"
+			if n := r.Server.NodeCPUPerEnvelopeUS; docs && len(n) > 1 {
+				parts := make([]string, len(n))
+				for i, us := range n {
+					parts[i] = thousands(us)
+				}
+				per += " (" + strings.Join(parts, " + ") + " by node)"
+			}
+			if docs && r.Server.PostgresCPUPerEnvelopeUS > 0 {
+				per += " + " + thousands(r.Server.PostgresCPUPerEnvelopeUS) + " µs in PostgreSQL"
+			}
 			rss = fmt.Sprintf("%.0f MiB", r.Server.PeakRSSMiB)
 		}
 		name := r.Peer
 		switch r.Peer {
 		case "kanal":
-			name = "kanal (" + r.Engine + ")"
-			if r.Nodes > 1 {
-				name = fmt.Sprintf("kanal (%s, %d nodes)", r.Engine, r.Nodes)
-			}
+			name = "kanal (" + engineText(&r) + ")"
 		case "xmpp":
 			name = "Prosody (XMPP)"
 		case "nats":
@@ -372,6 +388,50 @@ func summarize(w io.Writer, args []string) error {
 			name, r.EnvelopesPerS, l.P50, l.P90, l.P99, l.P999, errs, cpu, per, rss, r.LoadBefore, r.LoadAfter, guarantees(r.Peer))
 	}
 	return nil
+}
+
+// engineText names a kanal run's engine and, past one, its nodes.
+func engineText(r *result) string {
+	if r.Nodes > 1 {
+		return fmt.Sprintf("%s, %d nodes", r.Engine, r.Nodes)
+	}
+	return r.Engine
+}
+
+// summarizeOverload prints overload results in the columns of
+// docs/benchmarks.md's "overload: twice the maximum for 30 s" tables.
+func summarizeOverload(w io.Writer, results []result) {
+	fmt.Fprintln(w, "| run | maximum (closed loop) | offered | posted | sent (201) | refused (429/503) | failed | unanswered | lost | duplicates | ids sent again | catch-up after the last answer | last answer after | send→deliver p50 / p99 | kanald CPU (cores), per envelope | load generator CPU (cores) | kanald RSS before → peak → after | load average before → after |")
+	fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | --- | --- |")
+	for _, r := range results {
+		o := r.Overload
+		started := r.Started
+		if t, err := time.Parse(time.RFC3339, r.Started); err == nil {
+			started = t.UTC().Format("15:04 UTC")
+		}
+		catchUp := fmt.Sprintf("%.2f s", o.CatchUpS)
+		if !o.CaughtUp {
+			catchUp = "**not caught up**"
+		}
+		cpu := "–"
+		if s := r.Server; s != nil {
+			cpu = fmt.Sprintf("%.2f, %s µs", s.CPUCores, thousands(s.CPUPerEnvelopeUS))
+		}
+		fmt.Fprintf(w, "| %s (%s) | %s/s | %s/s (%g×) | %s (%s/s) | %s | %s | %s | %s | **%s** | %s | %s | %s | %.1f s | %s / %s | %s | %.2f | %.0f → %.0f → %.0f MiB | %s → %s |\n",
+			engineText(&r), started, thousands(o.MaxRate), thousands(o.OfferedRate), o.Factor, thousands(float64(o.Posted)), thousands(o.PostedRate),
+			thousands(float64(o.Sent)), thousands(float64(o.Refused)), thousands(float64(o.Failed)), thousands(float64(o.Unanswered)),
+			thousands(float64(o.Lost)), thousands(float64(o.Duplicates)), thousands(float64(o.Redelivered)), catchUp, o.SendS,
+			durText(r.Latency.P50), durText(r.Latency.P99), cpu, r.BenchCPUCores, o.RSSStartMiB, o.RSSPeakMiB, o.RSSEndMiB, r.LoadBefore, r.LoadAfter)
+	}
+}
+
+// durText prints a latency in milliseconds below a second, in seconds
+// above.
+func durText(ms float64) string {
+	if ms < 1000 {
+		return msText(ms)
+	}
+	return fmt.Sprintf("%.1f s", ms/1000)
 }
 
 // thousands rounds v and separates its thousands with commas: 13308.4 →
