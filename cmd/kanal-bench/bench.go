@@ -440,6 +440,10 @@ func (r *runner) measure(ctx context.Context, senders []sender) error {
 			s.WritesPerCommit = (db1.writes - db0.writes) / s.GroupCommits
 			s.RoundTripsPerCommit = (db1.roundTrips - db0.roundTrips) / s.GroupCommits
 		}
+		if c, w := db1.commit.since(db0.commit), db1.wait.since(db0.wait); c.count > 0 && w.count > 0 {
+			s.CommitMeanMS, s.CommitP99MS = 1000*c.sum/c.count, 1000*c.quantile(0.99)
+			s.WaitMeanMS, s.WaitP99MS = 1000*w.sum/w.count, 1000*w.quantile(0.99)
+		}
 	}
 	return ctx.Err()
 }

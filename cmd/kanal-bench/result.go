@@ -101,6 +101,13 @@ type serverStats struct {
 	WritesPerCommit       float64 `json:"writes_per_commit,omitempty"`
 	RoundTripsPerCommit   float64 `json:"round_trips_per_commit,omitempty"`
 	RoundTripsPerEnvelope float64 `json:"round_trips_per_envelope,omitempty"`
+	// The group commit's durations and the writes' waits for one in the
+	// measured phase, in ms: means, and the upper bound of the bucket of
+	// the 99th percentile (kanald's histograms).
+	CommitMeanMS float64 `json:"commit_mean_ms,omitempty"`
+	CommitP99MS  float64 `json:"commit_p99_ms,omitempty"`
+	WaitMeanMS   float64 `json:"commit_wait_mean_ms,omitempty"`
+	WaitP99MS    float64 `json:"commit_wait_p99_ms,omitempty"`
 }
 
 func writeJSON(w io.Writer, res *result) error {
@@ -213,6 +220,9 @@ func writeTable(w io.Writer, res *result) {
 		}
 		if s.GroupCommits > 0 {
 			row("group commits", "%.0f, %.1f writes each", s.GroupCommits, s.WritesPerCommit)
+		}
+		if s.CommitMeanMS > 0 {
+			row("commit time", "mean %.2f ms, p99 ≤ %g ms; a write's wait for its commit: mean %.2f ms, p99 ≤ %g ms", s.CommitMeanMS, s.CommitP99MS, s.WaitMeanMS, s.WaitP99MS)
 		}
 		if s.RoundTripsPerEnvelope > 0 {
 			row("round trips", "%.2f to PostgreSQL per delivered envelope, %.1f per group commit", s.RoundTripsPerEnvelope, s.RoundTripsPerCommit)

@@ -137,6 +137,24 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_group_commit_writes_total",
 			Help: "Writes (sends, acknowledgements) carried by those group commits."},
 			func() float64 { return float64(a.batch.Stats().Bodies) }))
+	// Where a send's time before its answer goes: the wait for a batch
+	// to carry it (the commits before it) and its batch's commit.
+	commitSeconds := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kanal_group_commit_seconds",
+		Help:    "Time from a group commit's start to its commit.",
+		Buckets: prometheus.ExponentialBuckets(0.00025, 2, 14)})
+	commitWait := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kanal_group_commit_wait_seconds",
+		Help:    "Time a write (send, acknowledgement) waited from its queueing to the start of the group commit that carried it.",
+		Buckets: prometheus.ExponentialBuckets(0.00025, 2, 14)})
+	commitSize := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kanal_group_commit_size",
+		Help:    "Writes per group commit.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 8)})
+	a.metrics.Registry.MustRegister(commitSeconds, commitWait, commitSize)
+	a.batch.Observe(db.BatchObserver{
+		Batch: func(n int, d time.Duration) {
+			commitSeconds.Observe(d.Seconds())
+			commitSize.Observe(float64(n))
+		},
+		Waited: func(d time.Duration) { commitWait.Observe(d.Seconds()) }})
 	mailboxes := mailbox.NewStore(d, mailbox.StoreOptions{Batcher: a.batch, Retention: cfg.Retention})
 	var sends *messaging.Service // set below; the hub hands it send frames
 	busKey := keys.bus

@@ -38,7 +38,27 @@ type Batcher struct {
 	// batches and bodies count the transactions run and the bodies
 	// they carried (a batch run again body by body counts once).
 	batches, bodies atomic.Uint64
+	// obs, if set, is told of every batch (see Observe).
+	obs atomic.Pointer[BatchObserver]
 }
+
+// A BatchObserver is told how long each group commit took and how long
+// its bodies waited for it: where a send's time before its answer goes.
+// Its functions run on the batch worker, after the batch's callers have
+// their answers, and must be quick.
+type BatchObserver struct {
+	// Batch is called once per batch: its bodies and the time from its
+	// start to its commit (or to the last body's own transaction, if it
+	// ran body by body).
+	Batch func(bodies int, commit time.Duration)
+	// Waited is called once per body: the time from its queueing to the
+	// start of the batch that carried it, which is the wait behind the
+	// commits before it.
+	Waited func(d time.Duration)
+}
+
+// Observe has o told of every batch from now on.
+func (b *Batcher) Observe(o BatchObserver) { b.obs.Store(&o) }
 
 // Admission is how TryDoMerged decides that the queue is too deep to take
 // more. The bound on queued bodies is the measured commit capacity times
@@ -73,6 +93,7 @@ var ErrOverloaded = errors.New("db: group commit overloaded")
 
 type batchReq struct {
 	ctx  context.Context
+	at   time.Time // when it was queued
 	fn   func(tx *sql.Tx) error
 	done chan error
 	// merge and item, for DoMerged: the batch hands every item of one
@@ -191,6 +212,9 @@ func (b *Batcher) Stats() BatcherStats {
 
 func (b *Batcher) queue(r *batchReq) error {
 	ctx := r.ctx
+	if b.obs.Load() != nil {
+		r.at = time.Now()
+	}
 	b.queued.Add(1)
 	defer b.queued.Add(-1)
 	b.closeMu.RLock()
@@ -243,9 +267,27 @@ func (b *Batcher) loop() {
 		}
 		t0 := time.Now()
 		b.run(batch)
+		took := time.Since(t0)
 		b.batches.Add(1)
 		b.bodies.Add(uint64(len(batch)))
-		b.measure(len(batch), time.Since(t0), &bodies, &busy)
+		b.measure(len(batch), took, &bodies, &busy)
+		if o := b.obs.Load(); o != nil {
+			b.observe(o, batch, t0, took)
+		}
+	}
+}
+
+func (b *Batcher) observe(o *BatchObserver, batch []*batchReq, t0 time.Time, took time.Duration) {
+	if o.Batch != nil {
+		o.Batch(len(batch), took)
+	}
+	if o.Waited == nil {
+		return
+	}
+	for _, r := range batch {
+		if !r.at.IsZero() {
+			o.Waited(t0.Sub(r.at))
+		}
 	}
 }
 

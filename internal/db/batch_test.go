@@ -253,3 +253,52 @@ func TestBatcherAdmission(t *testing.T) {
 		}
 	})
 }
+
+// TestBatcherObserve: the observer hears of every batch with its bodies,
+// and of every body's wait, however the bodies were grouped.
+func TestBatcherObserve(t *testing.T) {
+	dbtest.Run(t, []db.Migrations{ledgerMigrations}, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		b := d.NewBatcher(8)
+		var mu sync.Mutex
+		batches, bodies, waits := 0, 0, 0
+		b.Observe(db.BatchObserver{
+			Batch: func(n int, took time.Duration) {
+				mu.Lock()
+				defer mu.Unlock()
+				if n < 1 || took <= 0 {
+					t.Errorf("a batch of %d bodies taking %v", n, took)
+				}
+				batches++
+				bodies += n
+			},
+			Waited: func(w time.Duration) {
+				mu.Lock()
+				defer mu.Unlock()
+				if w < 0 {
+					t.Errorf("a wait of %v", w)
+				}
+				waits++
+			}})
+		var wg sync.WaitGroup
+		for i := range 40 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := b.Do(ctx, func(tx *sql.Tx) error {
+					_, err := tx.ExecContext(ctx, `INSERT INTO accounts (name, balance) VALUES ($1, $2)`, fmt.Sprint("obs", i), i)
+					return err
+				}); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		b.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		if s := b.Stats(); batches != int(s.Batches) || bodies != 40 || waits != 40 {
+			t.Fatalf("observed %d batches (%d counted), %d bodies and %d waits, want 40 of each", batches, s.Batches, bodies, waits)
+		}
+	})
+}

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"math"
+	"testing"
+)
+
+// TestPromHist: histogram lines of /metrics read into buckets, the
+// difference of two readings, and the bucket its 99th percentile is in.
+func TestPromHist(t *testing.T) {
+	read := func(lines map[string]float64) promHist {
+		var h promHist
+		for name, v := range lines {
+			if !h.add("x_seconds", name, v) {
+				t.Fatalf("%s not taken", name)
+			}
+		}
+		if h.add("x_seconds", "y_seconds_sum", 1) || h.add("x_seconds", `x_seconds_bucket{le="bad"}`, 1) {
+			t.Fatal("a line of another metric or a bad bound taken")
+		}
+		return h
+	}
+	before := read(map[string]float64{`x_seconds_bucket{le="0.001"}`: 5, `x_seconds_bucket{le="0.002"}`: 5, `x_seconds_bucket{le="+Inf"}`: 5, "x_seconds_sum": 0.004, "x_seconds_count": 5})
+	after := read(map[string]float64{`x_seconds_bucket{le="0.001"}`: 55, `x_seconds_bucket{le="0.002"}`: 104, `x_seconds_bucket{le="+Inf"}`: 105, "x_seconds_sum": 0.2, "x_seconds_count": 105})
+	d := after.since(before)
+	if d.count != 100 || math.Abs(d.sum-0.196) > 1e-9 {
+		t.Fatalf("count %v sum %v, want 100 and 0.196", d.count, d.sum)
+	}
+	if q := d.quantile(0.5); q != 0.001 {
+		t.Fatalf("p50 in the bucket up to %v, want 0.001", q)
+	}
+	if q := d.quantile(0.99); q != 0.002 {
+		t.Fatalf("p99 in the bucket up to %v, want 0.002", q)
+	}
+	if q := d.quantile(1); !math.IsInf(q, 1) {
+		t.Fatalf("p100 in the bucket up to %v, want +Inf", q)
+	}
+	if q := (promHist{}).quantile(0.99); q != 0 {
+		t.Fatalf("an empty histogram's p99: %v", q)
+	}
+}
