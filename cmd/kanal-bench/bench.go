@@ -388,6 +388,7 @@ func (r *runner) measure(ctx context.Context, senders []sender) error {
 	pg0 := r.cl.postgresCPU(ctx)
 	db0, dbOK := r.dbCounters(ctx)
 	self0 := selfCPU()
+	profiled := r.startCPUProfile(ctx)
 	start := time.Now()
 	r.rec.Store(NewRecorder(start, time.Second))
 	end := start.Add(r.o.duration)
@@ -410,6 +411,9 @@ func (r *runner) measure(ctx context.Context, senders []sender) error {
 	nodes1 := r.nodeCPU()
 	pg1 := r.cl.postgresCPU(ctx)
 	db1, dbOK1 := r.dbCounters(ctx)
+	if err := <-profiled; err != nil {
+		fmt.Fprintf(r.stderr, "kanal-bench: cpu profile: %v\n", err)
+	}
 	var cpu time.Duration
 	for i := range nodes1 {
 		cpu += nodes1[i] - nodes0[i]

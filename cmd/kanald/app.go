@@ -157,6 +157,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		Waited: func(d time.Duration) { commitWait.Observe(d.Seconds()) }})
 	mailboxes := mailbox.NewStore(d, mailbox.StoreOptions{Batcher: a.batch, Retention: cfg.Retention})
 	var sends *messaging.Service // set below; the hub hands it send frames
+	var pusher *push.Service     // set below; told of the streams that end
 	busKey := keys.bus
 	sendStats := func() messaging.SendStats { return messaging.SendStats{} } // replaced below, with the send path
 	a.metrics.Registry.MustRegister(
@@ -188,6 +189,13 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 			}
 			if e.Account != "" {
 				sends.ForgetAccount(e.Account)
+			}
+		},
+		// Web push skips the devices that have a stream here; when one
+		// ends, it looks at what the device left waiting.
+		StreamEnded: func(device string) {
+			if pusher != nil {
+				pusher.StreamEnded(device)
 			}
 		},
 		Session: func(r *http.Request) (mailbox.Session, bool) {
@@ -237,7 +245,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 			Help: "Writes that deleted acknowledged envelopes, on this node's streams."},
 			func() float64 { return float64(hub.Stats().AckWrites) }))
 	// Web push wakes devices that do not pick up their envelopes.
-	pusher, err := newPush(cfg, log, d, keys, a.ident, mailboxes, hub, a.metrics.Registry)
+	pusher, err = newPush(cfg, log, d, keys, a.ident, mailboxes, hub, a.metrics.Registry)
 	if err != nil {
 		return nil, err
 	}

@@ -156,6 +156,12 @@ func (u *pushUser) connect(t *testing.T, base string) *stream {
 // envelopes reads frames until n envelopes arrived and acknowledges them.
 func (s *stream) envelopes(n int) []mailbox.Envelope {
 	s.t.Helper()
+	return s.read(n, true)
+}
+
+// read reads frames until n envelopes arrived, acknowledging them if ack.
+func (s *stream) read(n int, ack bool) []mailbox.Envelope {
+	s.t.Helper()
 	var got []mailbox.Envelope
 	for len(got) < n {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -173,6 +179,9 @@ func (s *stream) envelopes(n int) []mailbox.Envelope {
 			continue
 		}
 		got = append(got, f.Envelopes...)
+		if !ack {
+			continue
+		}
 		ids := make([]string, len(f.Envelopes))
 		for i, e := range f.Envelopes {
 			ids[i] = e.ID
@@ -537,6 +546,47 @@ func TestPushAcrossNodes(t *testing.T) {
 		t.Fatalf("%d pushes from two nodes, want 1", n)
 	}
 	if got := bob.connect(t, a.URL).envelopes(2); len(got) != 2 {
+		t.Fatalf("bob got %d envelopes", len(got))
+	}
+}
+
+// TestPushAfterStreamEnds: on the real kanald, a device connected when its
+// message is stored gets no push while its stream is live (web push skips
+// it), and one that closes its stream without acknowledging what the
+// stream sent it still gets a push for it; one that took everything gets
+// none.
+func TestPushAfterStreamEnds(t *testing.T) {
+	ps := pushtest.New(t)
+	srv := kanaldtest.Start(t, kanaldBin, pushEnv(t, ps)...)
+	alice, bob, carol := pushSignUp(t, srv, "alice@example.org"), pushSignUp(t, srv, "bob@example.org"), pushSignUp(t, srv, "carol@example.org")
+	startSession(t, alice, bob)
+	startSession(t, alice, carol)
+	bobSub, carolSub := bob.subscribe(t, srv.URL, ps), carol.subscribe(t, srv.URL, ps)
+
+	// Both are connected; bob reads his message and does not acknowledge
+	// it, carol takes hers. No push while the streams are live.
+	bs, cs := bob.connect(t, srv.URL), carol.connect(t, srv.URL)
+	alice.send(t, srv.URL, sealed(t, alice, bob, "b-1", "für bob"))
+	alice.send(t, srv.URL, sealed(t, alice, carol, "c-1", "für carol"))
+	bs.read(1, false)
+	cs.envelopes(1)
+	waitMetric(t, srv.URL, "kanal_push_queue_depth", 0)
+	time.Sleep(push.DefaultGrace + 2*push.DefaultPollInterval)
+	if n := len(ps.Pushes()); n != 0 {
+		t.Fatalf("%d pushes to connected devices", n)
+	}
+
+	// The streams end: bob's message waits in his mailbox, and brings
+	// his push; carol's was taken.
+	bs.close()
+	cs.close()
+	ps.WaitFor(t, 20*time.Second, "bob's push", func(all []pushtest.Push) bool { return len(delivered(all, bobSub)) == 1 })
+	waitMetric(t, srv.URL, "kanal_push_queue_depth", 0)
+	time.Sleep(push.DefaultPollInterval)
+	if n := len(forSub(ps.Pushes(), carolSub)); n != 0 {
+		t.Fatalf("%d pushes to a device that took its message", n)
+	}
+	if got := bob.connect(t, srv.URL).envelopes(1); len(got) != 1 {
 		t.Fatalf("bob got %d envelopes", len(got))
 	}
 }

@@ -77,6 +77,11 @@ type HubOptions struct {
 	// tag and age are checked). cmd/kanald drops a revoked device from
 	// what the send path keeps in memory.
 	Ended func(SessionEnd)
+	// StreamEnded, if set, is told the device of every stream of this
+	// node that ends, once the stream is unregistered (Connected no longer
+	// counts it). cmd/kanald has web push, which skips the devices
+	// connected here, look at the device's mailbox then.
+	StreamEnded func(device string)
 	// OriginPatterns lists the web origins allowed to open a stream from a
 	// browser (see websocket.AcceptOptions); empty allows same-origin only.
 	OriginPatterns []string
@@ -987,6 +992,9 @@ func (c *conn) end(release func()) {
 		release()
 	}
 	c.hub.unregister(c)
+	if c.hub.o.StreamEnded != nil {
+		c.hub.o.StreamEnded(c.device)
+	}
 	c.cancel()
 	close(c.done)
 	c.untrack()

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,9 @@ type node struct {
 	verdict map[string]error      // by Session.Ref; none: live
 	holds   map[string]*heldCheck // by Session.Ref: the next check waits
 	ended   []mailbox.SessionEnd  // what HubOptions.Ended was told
+	// What HubOptions.StreamEnded was told, each device with whether the
+	// hub still counted it connected then.
+	streamEnds []streamEnd
 
 	hub     *mailbox.Hub
 	srv     *httptest.Server
@@ -91,6 +95,12 @@ func newNodeOpts(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, r
 			defer n.mu.Unlock()
 			n.ended = append(n.ended, e)
 		},
+		StreamEnded: func(device string) {
+			connected := n.hub.Connected(device)
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			n.streamEnds = append(n.streamEnds, streamEnd{device, connected})
+		},
 		SessionRecheck: recheck,
 		Now:            now,
 		BusKey:         testBusKey,
@@ -108,6 +118,11 @@ func newNodeOpts(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, r
 	n.srv = httptest.NewServer(h)
 	t.Cleanup(func() { n.tracker.CloseAll(); n.srv.Close(); h.Close() })
 	return n
+}
+
+type streamEnd struct {
+	device    string
+	connected bool
 }
 
 // testBusKey is the deployment's bus key in these tests: every node has it.
@@ -585,5 +600,50 @@ func TestUnfinishedFrameIsCut(t *testing.T) {
 	// so answers pings) until the server closes.
 	if code := cl.closeCode(); code != mailbox.StatusTooSlow {
 		t.Fatalf("close %d, want %d", code, mailbox.StatusTooSlow)
+	}
+}
+
+// TestStreamEndedAfterUnregister: HubOptions.StreamEnded hears of every
+// stream that ends, once per stream, after Connected stopped counting it
+// (web push skips connected devices and relies on this to look at what a
+// device left waiting); a device's other stream is still counted.
+func TestStreamEndedAfterUnregister(t *testing.T) {
+	d := dbtest.SQLite(t, mailbox.Migrations())
+	b, err := bus.Open(context.Background(), bus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	n := newNode(t, mailbox.NewStore(d, mailbox.StoreOptions{}), b, 0)
+	dev := uniqueDevice("dev_ends")
+	one, two := dial(t, n, dev), dial(t, n, dev)
+	for _, c := range []*client{one, two} {
+		if f, err := c.next(); err != nil || f.Type != "synced" {
+			t.Fatalf("first frame %+v, %v", f, err)
+		}
+	}
+	ends := func() []streamEnd {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return slices.Clone(n.streamEnds)
+	}
+	waitEnds := func(k int) []streamEnd {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for len(ends()) < k {
+			if time.Now().After(deadline) {
+				t.Fatalf("StreamEnded told %v, want %d", ends(), k)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return ends()
+	}
+	one.ws.Close(websocket.StatusNormalClosure, "")
+	if got := waitEnds(1); got[0] != (streamEnd{dev, true}) {
+		t.Fatalf("first end %+v, want the device still connected by its other stream", got[0])
+	}
+	two.ws.Close(websocket.StatusNormalClosure, "")
+	if got := waitEnds(2); len(got) != 2 || got[1] != (streamEnd{dev, false}) {
+		t.Fatalf("ends %+v, want the device no longer connected at its last stream's end", got)
 	}
 }

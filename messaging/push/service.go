@@ -227,7 +227,49 @@ func DeleteDeviceTx(ctx context.Context, tx *sql.Tx, device string) error {
 // Notify tells the service that envelopes for devices have committed. It
 // never blocks on the database or the network: the devices are noted in
 // memory and Run writes them to the queue at once.
+//
+// A device with a stream on this node (Options.Live) is not noted: its
+// stream delivers the envelopes, and a job for it would only be written
+// to the queue to be found live and finished after the grace period — a
+// write to the shared database per commit, for nothing, while devices
+// are connected. Should the stream end before the device took them,
+// StreamEnded notes the device then.
 func (s *Service) Notify(devices ...string) {
+	if s.o.Live != nil {
+		devices = s.notLive(devices)
+	}
+	s.note(devices)
+}
+
+// notLive returns the devices that have no stream on this node. It
+// copies only when it drops some and keeps others: devices is the
+// caller's.
+func (s *Service) notLive(devices []string) []string {
+	var keep []string
+	for i, d := range devices {
+		switch live := s.o.Live(d); {
+		case live && keep == nil:
+			keep = append(make([]string, 0, len(devices)-1), devices[:i]...)
+		case !live && keep != nil:
+			keep = append(keep, d)
+		}
+	}
+	if keep == nil {
+		return devices
+	}
+	return keep
+}
+
+// StreamEnded tells the service that a stream of device on this node has
+// ended. The device is noted as Notify notes a device without a stream:
+// envelopes committed while the stream was live were not noted, and those
+// it did not take need a push. The job's usual check decides after the
+// grace period (envelopes still waiting: a push; none, or a stream again:
+// none). The hub calls it after the stream is no longer Live, so an
+// envelope is either noted by Notify or waiting when this is.
+func (s *Service) StreamEnded(device string) { s.note([]string{device}) }
+
+func (s *Service) note(devices []string) {
 	if len(devices) == 0 {
 		return
 	}

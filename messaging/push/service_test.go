@@ -451,3 +451,59 @@ func TestLegacySecretOpensWhatWasSealed(t *testing.T) {
 		}
 	})
 }
+
+// TestLiveDevicePushedWhenItsStreamEnds: a device with a stream on this
+// node (Live) gets no job while its stream is live — no queue write per
+// commit for it — and when the stream ends (StreamEnded), an envelope it
+// did not take still brings its push; one it took brings none.
+func TestLiveDevicePushedWhenItsStreamEnds(t *testing.T) {
+	dbtest.Run(t, sets, func(t *testing.T, d *db.DB) {
+		var mu sync.Mutex
+		live := map[string]bool{"dev-live": true, "dev-took": true}
+		f := newFixture(t, d, func(o *push.Options) {
+			o.Grace = 300 * time.Millisecond
+			o.Live = func(dev string) bool { mu.Lock(); defer mu.Unlock(); return live[dev] }
+		})
+		liveSub, tookSub, offSub := f.subscribe(t, "dev-live"), f.subscribe(t, "dev-took"), f.subscribe(t, "dev-off")
+		var envs []mailbox.Envelope
+		for _, dev := range []string{"dev-live", "dev-took", "dev-off"} {
+			envs = append(envs, mailbox.Envelope{Recipient: dev, Sender: "sender-dev", Conversation: "conv", Class: "message", Ciphertext: []byte("sealed")})
+		}
+		if err := f.mbox.Append(context.Background(), envs); err != nil {
+			t.Fatal(err)
+		}
+		// One notification for the three, as one commit makes: only the
+		// device without a stream is queued.
+		f.svc.Notify("dev-live", "dev-took", "dev-off")
+		waitDepth(t, f.svc, 1)
+		var queued string
+		if err := d.QueryRow(context.Background(), `SELECT device_id FROM push_jobs`).Scan(&queued); err != nil || queued != "dev-off" {
+			t.Fatalf("queued %q (%v), want only dev-off", queued, err)
+		}
+		f.ps.WaitFor(t, 10*time.Second, "dev-off's push", func(ps []pushtest.Push) bool { return len(forSub(ps, offSub)) == 1 })
+
+		// dev-took acknowledges its envelope, then both streams end.
+		if _, err := f.mbox.Ack(context.Background(), "dev-took", []string{envs[1].ID}); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		live = map[string]bool{}
+		mu.Unlock()
+		f.svc.StreamEnded("dev-live")
+		f.svc.StreamEnded("dev-took")
+		f.ps.WaitFor(t, 10*time.Second, "dev-live's push", func(ps []pushtest.Push) bool { return len(forSub(ps, liveSub)) == 1 })
+		waitDepth(t, f.svc, 0)
+		if n := len(forSub(f.ps.Pushes(), tookSub)); n != 0 {
+			t.Fatalf("%d pushes for a device that took its envelope", n)
+		}
+	})
+}
+
+func forSub(ps []pushtest.Push, sub *pushtest.Subscriber) (out []pushtest.Push) {
+	for _, p := range ps {
+		if p.Subscriber == sub.ID {
+			out = append(out, p)
+		}
+	}
+	return out
+}
