@@ -135,3 +135,73 @@ func TestForgedFanoutIsNotWritten(t *testing.T) {
 		}
 	})
 }
+
+// TestReconnectToEmptyMailbox: a device that has had envelopes, all
+// acknowledged, opens its stream again — its mailbox is empty, its head is
+// past zero, as for every follower who has read earlier announcements.
+// Its stream reads no mailbox after its pings, and takes the next
+// broadcast from the fan-out, not from a read of its mailbox.
+func TestReconnectToEmptyMailbox(t *testing.T) {
+	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, _ *node) {
+		ctx := context.Background()
+		n := newNodeWithPing(t, store, a.bus, 0, 100*time.Millisecond)
+		dev := uniqueDevice("dev_back")
+		if err := store.Append(ctx, []mailbox.Envelope{env(dev, "dev_a", "one"), env(dev, "dev_a", "two")}); err != nil {
+			t.Fatal(err)
+		}
+		first := dial(t, n, dev)
+		if got := first.collect(2, true); got[1].Seq != 2 {
+			t.Fatalf("backlog %+v", got)
+		}
+		waitDepth(t, store, dev, 0)
+		first.ws.CloseNow()
+
+		c := dial(t, n, dev)
+		frames := make(chan frame, 16)
+		go func() {
+			defer close(frames)
+			for {
+				_, data, err := c.ws.Read(ctx) // reading answers the pings
+				if err != nil {
+					return
+				}
+				var f frame
+				if json.Unmarshal(data, &f) == nil {
+					frames <- f
+				}
+			}
+		}()
+		if f := <-frames; f.Type != "synced" || len(f.Envelopes) != 0 {
+			t.Fatalf("want synced with nothing before it, got %+v", f)
+		}
+		waitConnected(t, n, dev)
+		before := n.hub.Stats()
+		for deadline := time.Now().Add(20 * time.Second); n.hub.Stats().HeadLooks < before.HeadLooks+3; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d pings looked at in 20 s, want 3", n.hub.Stats().HeadLooks-before.HeadLooks)
+			}
+		}
+		if st := n.hub.Stats(); st.Fetches != before.Fetches {
+			t.Fatalf("the stream read its empty mailbox %d times over %d pings, want none", st.Fetches-before.Fetches, st.HeadLooks-before.HeadLooks)
+		}
+		before = n.hub.Stats()
+		body := []byte("the next announcement")
+		refs, err := store.AppendShared(ctx, mailbox.Envelope{ID: "bc_next", Conversation: "b_council", Sender: "dev_clerk", Ciphertext: body}, []string{dev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.hub.Fanout(refs, body)
+		var f frame
+		for f = range frames {
+			if f.Type == "envelopes" {
+				break
+			}
+		}
+		if len(f.Envelopes) != 1 || f.Envelopes[0].ID != "bc_next" || f.Envelopes[0].Seq != 3 || string(f.Envelopes[0].Ciphertext) != string(body) {
+			t.Fatalf("got %+v", f)
+		}
+		if st := n.hub.Stats(); st.Carried != before.Carried+1 || st.Read != before.Read {
+			t.Fatalf("stats %+v → %+v: want the announcement written from the fan-out", before, st)
+		}
+	})
+}

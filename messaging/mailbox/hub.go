@@ -756,6 +756,14 @@ type conn struct {
 		code   websocket.StatusCode
 		reason string
 	}
+	// head is a last seq of the device's mailbox read before the pump's
+	// next read of it (at the backlog, or by the look after a ping): a
+	// read that drains the mailbox moves cursor up to it, past the
+	// envelopes deleted before this connection. Without it a device that
+	// reconnects to an empty mailbox keeps cursor 0 below its head, takes
+	// no carried envelope (each looks like a gap) and reads its mailbox
+	// after every ping.
+	head int64
 	done chan struct{} // closed when the stream is finished
 }
 
@@ -1068,12 +1076,12 @@ func (c *conn) pump() (more bool, err error) {
 	room := MaxInFlight - len(c.inflight)
 	c.held = room <= 0
 	after := c.cursor
-	carried, fetch, synced := c.carried, c.fetch, c.synced
+	carried, fetch, synced, head := c.carried, c.fetch, c.synced, c.head
 	c.carried, c.fetch = nil, false
 	c.mu.Unlock()
 	var batch []Envelope
 	var frame []byte // batch's binary frame, when a wake-up carried it so
-	fetched := false
+	fetched, drained := false, false
 	if room > 0 {
 		ok := false
 		// Once the backlog is through, a wake-up that carries the next
@@ -1082,16 +1090,26 @@ func (c *conn) pump() (more bool, err error) {
 			batch, frame, ok = nextCarried(c.device, carried, after, room)
 		}
 		if !ok {
+			if !synced {
+				// The head before the backlog's read: every envelope up
+				// to it is committed (a device's seqs are given out under
+				// its head's lock), so a read that returns fewer than it
+				// asked for has all of them that are left.
+				if last, err := store.LastSeqs(c.ctx, []string{c.device}); err == nil {
+					head = max(head, last[c.device])
+				}
+			}
 			var err error
 			c.hub.fetches.Add(1)
-			batch, err = store.Fetch(c.ctx, c.device, after, min(room, FetchBatch))
+			limit := min(room, FetchBatch)
+			batch, err = store.Fetch(c.ctx, c.device, after, limit)
 			if err != nil {
 				if c.ctx.Err() != nil {
 					return false, nil
 				}
 				return false, err
 			}
-			fetched = true
+			fetched, drained = true, len(batch) < limit
 			c.hub.read.Add(uint64(len(batch)))
 		} else {
 			c.hub.carried.Add(uint64(len(batch)))
@@ -1103,6 +1121,9 @@ func (c *conn) pump() (more bool, err error) {
 			c.inflight[e.ID] = false
 		}
 		c.cursor = batch[len(batch)-1].Seq
+		if drained {
+			c.cursor = max(c.cursor, head)
+		}
 		c.mu.Unlock()
 		if c.bin && frame != nil {
 			// The wake-up's own bytes: encoded once, on the node that
@@ -1121,6 +1142,10 @@ func (c *conn) pump() (more bool, err error) {
 		if fetched && len(batch) == min(room, FetchBatch) {
 			return true, nil // there may be more right now
 		}
+	} else if drained {
+		c.mu.Lock()
+		c.cursor = max(c.cursor, head)
+		c.mu.Unlock()
 	}
 	if !synced && room > 0 {
 		c.mu.Lock()

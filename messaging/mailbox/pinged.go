@@ -59,6 +59,9 @@ func (h *Hub) lookAtHeads() {
 		behind := err != nil || last[c.device] > c.cursor
 		if behind {
 			c.fetch, c.carried = true, nil
+			// Read before the fetch this asks for: if that fetch drains
+			// the mailbox, the cursor moves up to it (conn.head).
+			c.head = max(c.head, last[c.device])
 		}
 		c.mu.Unlock()
 		if behind {
