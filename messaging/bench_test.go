@@ -149,63 +149,81 @@ func BenchmarkSend(b *testing.B) {
 // idempotency row), without the streams.
 func BenchmarkSendAck(b *testing.B) {
 	for _, e := range benchEngines() {
-		engine, open := e.name, e.open
-		b.Run(engine, func(b *testing.B) {
-			ctx := context.Background()
-			d := open(b, sendSets...)
-			dir := newFakeDir(b)
-			batch := d.NewBatcher(64)
-			b.Cleanup(batch.Close)
-			store := mailbox.NewStore(d, mailbox.StoreOptions{Batcher: batch})
-			s, err := messaging.New(messaging.Options{DB: d, Directory: dir, Auth: testAuth(), Batcher: batch,
-				Mailbox: store, MaxSendsPerWindow: 1 << 30, Notary: dir.notary(b),
-				DeviceSetTTL: messaging.DefaultDeviceSetTTL})
-			if err != nil {
-				b.Fatal(err)
-			}
-			const n = 200
-			devs := make([]*device, n)
-			for i := range devs {
-				devs[i] = dir.enroll(b, fmt.Sprint("acc", i), fmt.Sprint("dev", i), i%2 == 0)
-				if _, err := s.Publish(ctx, devs[i].caller(), devs[i].publishRequest(b)); err != nil {
-					b.Fatal(err)
-				}
-			}
-			ct := base64.StdEncoding.EncodeToString(make([]byte, 1024))
-			var seq atomic.Int64
-			b.SetParallelism(32) // 64 senders on 2 cores
-			b.ReportAllocs()
-			b.ResetTimer()
-			done := benchcpu.Start(b)
-			io0 := processIO()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					i := seq.Add(1)
-					from, to := devs[i%n], devs[(i+1)%n]
-					req := &messaging.SendRequest{To: messaging.SendTo{AccountID: to.account}, ClientID: fmt.Sprint("c", i), Class: "message",
-						Envelopes: []messaging.SendEnvelope{{DeviceID: to.id, Ciphertext: ct}}}
-					resp, _, err := s.Send(ctx, from.caller(), req)
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					if k, err := store.Ack(ctx, to.id, []string{resp.EnvelopeIDs[to.id]}); err != nil || k != 1 {
-						b.Errorf("ack: %d deleted, %v", k, err)
-						return
-					}
-				}
-			})
-			done()
-			if io0 != nil {
-				io1 := processIO()
-				// The WAL's frames and the fsyncs' bookkeeping: what the
-				// commits wrote, in bytes and write calls, per envelope.
-				b.ReportMetric(float64(io1["wchar"]-io0["wchar"])/float64(b.N), "written-B/op")
-				b.ReportMetric(float64(io1["syscw"]-io0["syscw"])/float64(b.N), "writes/op")
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "envelopes/s")
-		})
+		b.Run(e.name, func(b *testing.B) { benchSendAck(b, e.open, 64, 32, 1024) })
 	}
+}
+
+// BenchmarkSendAckCommitSize is BenchmarkSendAck with 200 concurrent
+// callers (as many as kanal-bench's direct devices), 400-byte envelopes
+// (a 256-byte message encrypted) and at most max writes per group commit:
+// what a commit's size does to the database's work per delivered
+// envelope. kanald commits up to 256 writes at once on SQLite, 64 on
+// PostgreSQL.
+func BenchmarkSendAckCommitSize(b *testing.B) {
+	for _, m := range []int{64, 128, 256} {
+		b.Run(fmt.Sprintf("sqlite/max=%d", m), func(b *testing.B) { benchSendAck(b, dbtest.SQLite, m, 100, 400) })
+	}
+}
+
+// benchSendAck runs BenchmarkSendAck's ops from par × GOMAXPROCS
+// goroutines through a group commit of at most maxBatch writes, with
+// ciphertexts of size bytes.
+func benchSendAck(b *testing.B, open func(testing.TB, ...db.Migrations) *db.DB, maxBatch, par, size int) {
+	ctx := context.Background()
+	d := open(b, sendSets...)
+	dir := newFakeDir(b)
+	batch := d.NewBatcher(maxBatch)
+	b.Cleanup(batch.Close)
+	store := mailbox.NewStore(d, mailbox.StoreOptions{Batcher: batch})
+	s, err := messaging.New(messaging.Options{DB: d, Directory: dir, Auth: testAuth(), Batcher: batch,
+		Mailbox: store, MaxSendsPerWindow: 1 << 30, Notary: dir.notary(b),
+		DeviceSetTTL: messaging.DefaultDeviceSetTTL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const n = 200
+	devs := make([]*device, n)
+	for i := range devs {
+		devs[i] = dir.enroll(b, fmt.Sprint("acc", i), fmt.Sprint("dev", i), i%2 == 0)
+		if _, err := s.Publish(ctx, devs[i].caller(), devs[i].publishRequest(b)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ct := base64.StdEncoding.EncodeToString(make([]byte, size))
+	var seq atomic.Int64
+	b.SetParallelism(par)
+	b.ReportAllocs()
+	b.ResetTimer()
+	done := benchcpu.Start(b)
+	io0 := processIO()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := seq.Add(1)
+			from, to := devs[i%n], devs[(i+1)%n]
+			req := &messaging.SendRequest{To: messaging.SendTo{AccountID: to.account}, ClientID: fmt.Sprint("c", i), Class: "message",
+				Envelopes: []messaging.SendEnvelope{{DeviceID: to.id, Ciphertext: ct}}}
+			resp, _, err := s.Send(ctx, from.caller(), req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if k, err := store.Ack(ctx, to.id, []string{resp.EnvelopeIDs[to.id]}); err != nil || k != 1 {
+				b.Errorf("ack: %d deleted, %v", k, err)
+				return
+			}
+		}
+	})
+	done()
+	if io0 != nil {
+		io1 := processIO()
+		// The WAL's frames and the fsyncs' bookkeeping: what the
+		// commits wrote, in bytes and write calls, per envelope.
+		b.ReportMetric(float64(io1["wchar"]-io0["wchar"])/float64(b.N), "written-B/op")
+		b.ReportMetric(float64(io1["syscw"]-io0["syscw"])/float64(b.N), "writes/op")
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "envelopes/s")
+	st := batch.Stats()
+	b.ReportMetric(float64(st.Bodies)/float64(st.Batches), "bodies/commit")
 }
 
 // processIO returns the process's I/O counters from /proc/self/io (Linux;

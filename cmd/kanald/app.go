@@ -119,7 +119,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	// Past about KANAL_SEND_QUEUE_DELAY of commits waiting, sends are
 	// refused with 503 rather than queued: latency stays bounded and the
 	// sender is told when to come back.
-	a.batch = d.NewAdmittingBatcher(64, cfg.SendQueue)
+	a.batch = d.NewAdmittingBatcher(groupCommitMax(d.Dialect()), groupCommitAdmission(cfg.SendQueue))
 	a.metrics.Registry.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kanal_group_commit_queued",
 			Help: "Writes (sends, acknowledgements) waiting in the group commit, the batch being committed included."},
@@ -357,6 +357,30 @@ func (a *app) close() {
 	a.wg.Wait()
 	a.hub.Close()
 	a.batch.Close()
+}
+
+// groupCommitMax is the most writes one group commit carries. On SQLite
+// most of a commit is fixed — a WAL frame for every B-tree it touches
+// (page 1, each index's leaf, the heads), BEGIN, COMMIT and the fsync —
+// and shared by all its writes; with 200 concurrent writers a bound of 64
+// kept every commit full, and 256 wrote a quarter fewer bytes and write
+// calls per envelope (BenchmarkSendAckCommitSize, docs/benchmarks.md).
+// PostgreSQL keeps 64, which its pipeline is measured with.
+func groupCommitMax(d db.Dialect) int {
+	if d == db.SQLite {
+		return 256
+	}
+	return 64
+}
+
+// groupCommitAdmission keeps the admission floor at four commits of 64
+// writes whatever groupCommitMax is: a larger commit does not make a
+// deeper queue acceptable.
+func groupCommitAdmission(a db.Admission) db.Admission {
+	if a.MinQueue == 0 {
+		a.MinQueue = 4 * 64
+	}
+	return a
 }
 
 // sweepInterval is how often a node deletes envelopes past their retention.
