@@ -164,34 +164,25 @@ func (s *Service) identify(r *http.Request, kinds accept) (*caller, error) {
 	h := hashToken(tok)
 	switch {
 	case strings.HasPrefix(tok, prefixSession) && kinds&acceptSession != 0:
-		var c caller
-		var level, expires, devExpires int64
-		var revoked int
-		var devRevoked sql.NullInt64
-		err := s.db.QueryRow(ctx, `SELECT s.token_hash, s.family, s.account_id, s.device_id, s.level, s.expires_at, s.revoked, d.revoked_at, d.expires_at
-			FROM identity_sessions s JOIN identity_devices d ON d.id = s.device_id WHERE s.token_hash = $1`, h).
-			Scan(&c.sessionHash, &c.family, &c.p.AccountID, &c.p.DeviceID, &level, &expires, &revoked, &devRevoked, &devExpires)
+		row, found, err := s.sessions.read(ctx, h)
 		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			return nil, errBadToken
 		case err != nil:
 			return nil, err
-		case !equalSecret(c.sessionHash, h):
+		case !found, !equalSecret(row.hash, h):
 			return nil, errBadToken
-		case devRevoked.Valid:
+		case row.devRevoked:
 			return nil, errDeviceRevoked
-		case revoked != 0:
+		case row.revoked:
 			return nil, errBadToken
-		case devExpires <= now:
+		case row.devExpires <= now:
 			// A session is no stronger than the certificate it was
 			// opened with: it ends when the certificate does.
 			return nil, errDeviceExpired
-		case expires <= now:
+		case row.expires <= now:
 			return nil, errSessionExpired
 		}
-		c.p.Level = ca.Level(level)
-		c.expires = expires
-		return &c, nil
+		return &caller{p: Principal{AccountID: row.account, DeviceID: row.device, Level: ca.Level(row.level)},
+			sessionHash: row.hash, family: row.family, expires: row.expires}, nil
 	case strings.HasPrefix(tok, prefixSetup) && kinds&acceptSetup != 0:
 		var c caller
 		var stored string

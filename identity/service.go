@@ -111,6 +111,9 @@ type Service struct {
 	dummyPHC string // verified against when an account has no password
 
 	rev revocationCache
+	// sessions reads the sessions of concurrent requests together
+	// (sessionread.go).
+	sessions *sessionReads
 
 	tlog *translog.Log
 
@@ -135,6 +138,7 @@ func New(o Options) (*Service, error) {
 		db: o.DB, ca: o.CA, mailer: o.Mailer, log: o.Logger, now: o.Now, rand: o.Rand,
 		proxy: o.TrustProxy, argon: DefaultArgon2, eid: o.EID, notary: o.Notary,
 		hooks: append([]RevocationHook(nil), o.RevocationHooks...), tlog: o.Log,
+		sessions: newSessionReads(o.DB),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

@@ -1,0 +1,190 @@
+package identity
+
+import (
+	"context"
+	"database/sql"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kanal-server/kanal/internal/db"
+)
+
+// Every request with a session token reads its session and device rows
+// (identify). Read one query per request, that lookup was a third of the
+// server's work on a send over HTTP: the query, not the rows, costs. So
+// the lookups of concurrent requests share queries: a request queues its
+// token's hash, and one query reads the rows of every hash queued when it
+// starts.
+//
+// Nothing is kept between requests. A lookup is answered only by a query
+// that started after the request was queued, so a session revoked (on any
+// node: the revocation has committed in the database every node reads)
+// before its request came is refused exactly as by a query of its own —
+// there is no cache to invalidate, on this node or any other.
+
+// Bounds of the shared session reads.
+const (
+	// maxSessionBatch is the most hashes one query reads.
+	maxSessionBatch = 128
+	// sessionReaders is how many queries may run at once: a query is
+	// never held up by one slow one before it.
+	sessionReaders = 2
+	// sessionReadTimeout bounds a query run on behalf of several requests,
+	// whatever their own contexts say.
+	sessionReadTimeout = 10 * time.Second
+)
+
+// sessionRow is what identify reads of a session and its device.
+type sessionRow struct {
+	hash, family, account, device string
+	level, expires, devExpires    int64
+	revoked                       bool
+	devRevoked                    bool
+}
+
+// sessionLookup is one request's lookup, waiting for its query.
+type sessionLookup struct {
+	hash  string
+	row   sessionRow
+	found bool
+	err   error
+	done  chan struct{} // closed once row, found and err are set
+	lead  chan struct{} // signalled when this request is to run the next query
+}
+
+// sessionReads queues lookups and runs their queries on the goroutines of
+// the requests that wait for them: no goroutine of its own to start or
+// stop. The zero value is not ready; use newSessionReads.
+type sessionReads struct {
+	db *db.DB
+
+	mu      sync.Mutex
+	waiting []*sessionLookup
+	running int // queries running, or handed to a waiting request to run
+
+	// queries counts the queries run (for tests and benchmarks).
+	queries uint64
+}
+
+func newSessionReads(d *db.DB) *sessionReads { return &sessionReads{db: d} }
+
+// read returns the session with token hash h, found false if there is
+// none. ctx ends the wait, not a query other requests share.
+func (q *sessionReads) read(ctx context.Context, h string) (sessionRow, bool, error) {
+	l := &sessionLookup{hash: h, done: make(chan struct{}), lead: make(chan struct{}, 1)}
+	q.mu.Lock()
+	q.waiting = append(q.waiting, l)
+	if q.running < sessionReaders {
+		q.running++
+		l.lead <- struct{}{}
+	}
+	q.mu.Unlock()
+	for {
+		select {
+		case <-l.done:
+			return l.row, l.found, l.err
+		case <-l.lead:
+			q.runBatch(ctx)
+		case <-ctx.Done():
+			// Leads are handed out under mu, so under mu either one was
+			// handed to this lookup (run the query: the others wait for
+			// it) or none will be once it has left the queue.
+			q.mu.Lock()
+			select {
+			case <-l.lead:
+				q.mu.Unlock()
+				q.runBatch(ctx)
+				continue
+			default:
+			}
+			if i := slices.Index(q.waiting, l); i >= 0 {
+				q.waiting = slices.Delete(q.waiting, i, i+1)
+			}
+			q.mu.Unlock()
+			return sessionRow{}, false, ctx.Err()
+		}
+	}
+}
+
+// runBatch reads the sessions of the lookups waiting now, answers them,
+// and hands the next query to the first lookup still waiting, if any.
+func (q *sessionReads) runBatch(ctx context.Context) {
+	q.mu.Lock()
+	n := min(len(q.waiting), maxSessionBatch)
+	batch := q.waiting[:n:n]
+	q.waiting = q.waiting[n:]
+	q.queries++
+	q.mu.Unlock()
+	if len(batch) > 0 {
+		rows, err := q.query(context.WithoutCancel(ctx), batch)
+		for _, l := range batch {
+			l.row, l.found = rows[l.hash]
+			l.err = err
+			close(l.done)
+		}
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.waiting) == 0 {
+		q.running--
+		return
+	}
+	q.waiting[0].lead <- struct{}{}
+}
+
+// query reads the sessions of batch in one statement. The statement's
+// parameter count is rounded up to a power of two (the last hash
+// repeated), so a handful of statements serve every batch size.
+func (q *sessionReads) query(ctx context.Context, batch []*sessionLookup) (map[string]sessionRow, error) {
+	ctx, cancel := context.WithTimeout(ctx, sessionReadTimeout)
+	defer cancel()
+	n := 1
+	for n < len(batch) {
+		n *= 2
+	}
+	args := make([]any, n)
+	for i := range args {
+		args[i] = batch[min(i, len(batch)-1)].hash
+	}
+	rs, err := q.db.Query(ctx, sessionQuery(n), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	out := make(map[string]sessionRow, len(batch))
+	for rs.Next() {
+		var r sessionRow
+		var revoked int
+		var devRevoked sql.NullInt64
+		if err := rs.Scan(&r.hash, &r.family, &r.account, &r.device, &r.level, &r.expires, &revoked, &devRevoked, &r.devExpires); err != nil {
+			return nil, err
+		}
+		r.revoked, r.devRevoked = revoked != 0, devRevoked.Valid
+		out[r.hash] = r
+	}
+	return out, rs.Err()
+}
+
+var sessionQueries sync.Map // parameter count → statement
+
+// sessionQuery is the statement that reads n sessions by token hash.
+func sessionQuery(n int) string {
+	if s, ok := sessionQueries.Load(n); ok {
+		return s.(string)
+	}
+	var b strings.Builder
+	b.WriteString(`SELECT s.token_hash, s.family, s.account_id, s.device_id, s.level, s.expires_at, s.revoked, d.revoked_at, d.expires_at
+			FROM identity_sessions s JOIN identity_devices d ON d.id = s.device_id WHERE s.token_hash IN (`)
+	for i := 1; i <= n; i++ {
+		if i > 1 {
+			b.WriteString(", ")
+		}
+		b.WriteString("$" + strconv.Itoa(i))
+	}
+	b.WriteString(")")
+	s, _ := sessionQueries.LoadOrStore(n, b.String())
+	return s.(string)
+}
