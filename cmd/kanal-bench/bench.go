@@ -776,6 +776,17 @@ func (r *runner) broadcast(ctx context.Context) error {
 		return err
 	}
 	r.res.Connections = len(connected)
+	for _, p := range procs {
+		r.res.BinaryStreams += p.binary
+	}
+	if procs == nil {
+		for _, d := range connected {
+			if d.bin {
+				r.res.BinaryStreams++
+			}
+		}
+	}
+	wake0, read0 := r.streamedCounts(ctx)
 	cpu0, _ := r.serverSample()
 	self0 := selfCPU() + procsCPU(procs)
 	profiled := r.startCPUProfile(ctx)
@@ -800,6 +811,8 @@ func (r *runner) broadcast(ctx context.Context) error {
 	stopProgress()
 	cpu1, _ := r.serverSample()
 	self1 := selfCPU() + procsCPU(procs)
+	wake1, read1 := r.streamedCounts(ctx)
+	r.res.BroadcastCarried, r.res.BroadcastRead = int64(wake1-wake0), int64(read1-read0)
 	if err := <-profiled; err != nil {
 		fmt.Fprintf(r.stderr, "kanal-bench: cpu profile: %v\n", err)
 	}

@@ -78,6 +78,13 @@ func TestScenarios(t *testing.T) {
 				t.Fatalf("broadcast in child processes: stored for %d devices, %d delivered over %d streams in %d processes; want 7, 5, 5, 2",
 					res.BroadcastStored, res.Delivered, res.Connections, res.StreamProcs)
 			}
+			// The children's streams speak binary frames, as the parent's do.
+			if strings.HasPrefix(tc.name, "broadcast") && res.BinaryStreams != res.Connections {
+				t.Fatalf("%s: %d of %d streams speak binary frames", tc.name, res.BinaryStreams, res.Connections)
+			}
+			if strings.HasPrefix(tc.name, "broadcast") && res.BroadcastCarried+res.BroadcastRead != int64(res.Delivered) {
+				t.Fatalf("%s: the streams wrote %d from the fan-out and %d from mailboxes, %d delivered", tc.name, res.BroadcastCarried, res.BroadcastRead, res.Delivered)
+			}
 			if (tc.name == "office" || tc.name == "group") && res.Expected != res.Sent*2 {
 				t.Fatalf("%s: %d envelopes for %d sends to 2 devices each", tc.name, res.Expected, res.Sent)
 			}

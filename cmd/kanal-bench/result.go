@@ -44,6 +44,7 @@ type result struct {
 	Connections    int     `json:"connections,omitempty"`
 	OpenFilesLimit int64   `json:"open_files_limit,omitempty"` // of kanal-bench and its kanald children
 	StreamProcs    int     `json:"stream_procs,omitempty"`     // child processes that held the streams
+	BinaryStreams  int     `json:"binary_streams,omitempty"`   // broadcast: streams that speak binary frames (kanal.bin.v1)
 	Kept           string  `json:"kept,omitempty"`             // broadcast: the -keep directory, and whether this run provisioned it or reused it
 	ConnectS       float64 `json:"connect_s,omitempty"`
 	BroadcastS     float64 `json:"broadcast_s,omitempty"`
@@ -52,6 +53,11 @@ type result struct {
 	// took to be answered (every reference committed).
 	BroadcastStored int     `json:"broadcast_stored,omitempty"`
 	BroadcastPostS  float64 `json:"broadcast_post_s,omitempty"`
+	// BroadcastCarried and BroadcastRead are the envelopes the nodes'
+	// streams wrote from the post on: taken from the fan-out, or read
+	// from the mailbox (kanal_stream_envelopes_total by source).
+	BroadcastCarried int64 `json:"broadcast_carried,omitempty"`
+	BroadcastRead    int64 `json:"broadcast_read,omitempty"`
 
 	// Surveys is the tokens scenario's surveys; there a "send" is a token
 	// request, a "delivered" one a token issued and verified, and the
@@ -182,6 +188,9 @@ func writeTable(w io.Writer, res *result) {
 	}
 	if res.BroadcastS > 0 {
 		row("broadcast", "stored for %d devices, post answered in %.2fs; %d connected devices reached in %.2fs", res.BroadcastStored, res.BroadcastPostS, res.Delivered, res.BroadcastS)
+		if res.BroadcastCarried+res.BroadcastRead > 0 {
+			row("streams wrote", "%d envelopes from the fan-out, %d read from the mailbox", res.BroadcastCarried, res.BroadcastRead)
+		}
 	}
 	if len(res.Errors) == 0 {
 		row("errors", "0")

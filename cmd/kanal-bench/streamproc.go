@@ -33,8 +33,8 @@ import (
 // The protocol, one JSON object on the child's standard input, then lines
 // on its standard output:
 //
-//	stdin   {"sources":3,"ca":"-----BEGIN CERTIFICATE-----…","devices":[{"n":0,"id":"…","token":"…","base":"http://127.0.0.1:…"}]}
-//	stdout  synced <count> <retried>       every stream is open and has its backlog; dials tried again
+//	stdin   {"sources":3,"frames":"binary","ca":"-----BEGIN CERTIFICATE-----…","devices":[{"n":0,"id":"…","token":"…","base":"http://127.0.0.1:…"}]}
+//	stdout  synced <count> <retried> <bin> every stream is open and has its backlog; dials tried again; streams with binary frames
 //	        d <unix nanoseconds>           one device took and checked the announcement
 //	        errors <JSON object>           the child's error counts, when its stdin closes
 //	        fail <message>                 it could not open its streams
@@ -57,6 +57,7 @@ type workerDevice struct {
 
 type workerJob struct {
 	Sources int            `json:"sources"`
+	Frames  string         `json:"frames,omitempty"` // the parent's -frames; empty: binary
 	CA      string         `json:"ca"`
 	Devices []workerDevice `json:"devices"`
 }
@@ -80,7 +81,14 @@ func streamWorker(ctx context.Context, stdin io.Reader, stdout io.Writer) error 
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(ca)
-	o := &options{scenario: "broadcast", sources: job.Sources}
+	// The children's streams speak what the parent's would: without it
+	// they spoke JSON (the zero -frames), so that a broadcast past 18,000
+	// streams cost kanald JSON acknowledgements to decode and base64
+	// envelopes to encode that one under it did not.
+	o := &options{scenario: "broadcast", sources: job.Sources, frames: job.Frames}
+	if o.frames == "" {
+		o.frames = "binary"
+	}
 	r := &runner{o: o, errs: &errCounter{}, reconnects: &errCounter{}, net: newNetPool(job.Sources), stop: make(chan struct{})}
 	var mu sync.Mutex
 	out := bufio.NewWriter(stdout)
@@ -133,7 +141,13 @@ func streamWorker(ctx context.Context, stdin io.Reader, stdout io.Writer) error 
 		line("fail %s", strings.ReplaceAll(err.Error(), "\n", " "))
 		return err
 	}
-	line("synced %d %d", len(ds), retried.Load())
+	binary := 0
+	for _, d := range ds {
+		if d.bin {
+			binary++
+		}
+	}
+	line("synced %d %d %d", len(ds), retried.Load(), binary)
 	// Hold the streams until the parent closes the pipe.
 	_, _ = io.Copy(io.Discard, in)
 	cancel()
@@ -149,6 +163,7 @@ type streamProc struct {
 	synced chan error // one value: nil once its streams are synced
 	done   chan struct{}
 	errs   map[string]uint64
+	binary int // of its streams, those that speak binary frames
 	stderr io.Writer
 }
 
@@ -171,7 +186,7 @@ func (r *runner) startStreamProcs(ctx context.Context, ds []*device, procs int, 
 	per := (len(ds) + procs - 1) / procs
 	for start := 0; start < len(ds); start += per {
 		part := ds[start:min(start+per, len(ds))]
-		job := workerJob{Sources: r.o.sources, CA: *ca}
+		job := workerJob{Sources: r.o.sources, Frames: r.o.frames, CA: *ca}
 		for _, d := range part {
 			job.Devices = append(job.Devices, workerDevice{N: d.n, ID: d.id, Token: d.token, Base: d.base})
 		}
@@ -232,8 +247,12 @@ func (p *streamProc) read(out io.Reader, onDelivery func(time.Time)) {
 				onDelivery(time.Unix(0, ns))
 			}
 		case "synced":
-			if _, n, ok := strings.Cut(rest, " "); ok && n != "0" {
-				fmt.Fprintf(p.stderr, "kanal-bench: a stream worker tried %s stream dials again\n", n)
+			f := strings.Fields(rest)
+			if len(f) > 1 && f[1] != "0" {
+				fmt.Fprintf(p.stderr, "kanal-bench: a stream worker tried %s stream dials again\n", f[1])
+			}
+			if len(f) > 2 {
+				p.binary, _ = strconv.Atoi(f[2])
 			}
 			tell(nil)
 		case "fail":
