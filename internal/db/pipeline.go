@@ -13,12 +13,19 @@ import (
 // A Pipeliner is a Merger that also writes its items on PostgreSQL by
 // queueing statements on a Pipeline. When every body of a batch on
 // PostgreSQL was queued with a Pipeliner, the batch is one transaction
-// sent in two round trips: BEGIN, the row locks and every queued
-// statement in one (a pgx.Batch), COMMIT in the other — instead of one
-// round trip per statement from the one batch worker. QueueTx must queue
-// what MergeTx would write; if the pipeline fails (a statement's error,
-// an error from a statement's read function) nothing of it is committed
-// and the batch runs body by body, as after a failed MergeTx.
+// sent in one round trip (a pgx.Batch): BEGIN, the row locks, every
+// queued statement and COMMIT — instead of one round trip per statement
+// from the batch worker. QueueTx must queue what MergeTx would write. A
+// statement that fails makes PostgreSQL skip the rest, COMMIT included:
+// nothing of the pipeline is committed and the batch runs body by body,
+// as after a failed MergeTx. So whatever must refuse an item (a quota)
+// must refuse it in SQL, by failing its statement: a statement's read
+// function runs after the COMMIT has been sent, and an error from it
+// (which cannot be a refusal, only a broken read) still runs the batch
+// body by body although the pipeline committed, as after a connection
+// lost at COMMIT: the bodies must tolerate running again after an
+// unknown outcome (a send's idempotency row makes its second run fail
+// and answer with the first).
 type Pipeliner interface {
 	Merger
 	QueueTx(p *Pipeline, items []any) error
@@ -61,8 +68,9 @@ func (p *Pipeline) Lock(l *RowLock, keys ...string) {
 }
 
 // Query queues a statement. read, if not nil, gets its rows once the
-// pipeline is sent, in the order the statements were queued; an error it
-// returns fails the pipeline, which is then rolled back.
+// pipeline is sent, in the order the statements were queued, and after
+// the pipeline's COMMIT was sent: it cannot refuse anything (see
+// Pipeliner).
 func (p *Pipeline) Query(sql string, args []any, read func(pgx.Rows) error) {
 	p.stmts = append(p.stmts, pipelined{sql: sql, args: args, read: read})
 }
@@ -71,7 +79,9 @@ func (p *Pipeline) Query(sql string, args []any, read func(pgx.Rows) error) {
 func (p *Pipeline) Len() int { return len(p.stmts) }
 
 // pipelineTx sends p in one transaction of its own on a connection of the
-// writer pool and commits it: two round trips.
+// writer pool, COMMIT included: one round trip. It returns nil once the
+// COMMIT has succeeded, which (synchronous_commit on) means the
+// transaction is durable.
 func (d *DB) pipelineTx(ctx context.Context, p *Pipeline) error {
 	if d.dialect != Postgres {
 		return fmt.Errorf("db: pipelines are for PostgreSQL, not %s", d.dialect)
@@ -88,6 +98,7 @@ func (d *DB) pipelineTx(ctx context.Context, p *Pipeline) error {
 			q.Query(s.read)
 		}
 	}
+	b.Queue("COMMIT")
 	conn, err := d.w.Conn(ctx)
 	if err != nil {
 		return err
@@ -105,14 +116,29 @@ func (d *DB) pipelineTx(ctx context.Context, p *Pipeline) error {
 		if tx == nil {
 			return errors.Join(err, errors.New("db: pipeline began no transaction"))
 		}
-		if err == nil {
-			return tx.Commit(ctx)
-		}
-		if rerr := tx.Rollback(context.Background()); rerr != nil && !pc.IsClosed() {
+		switch pc.PgConn().TxStatus() {
+		case 'I':
+			// Committed (or never begun), and the transaction closed
+			// with it: err, if any, was a read function's.
+			return err
+		case 'T', 'E':
+			// A statement failed and PostgreSQL skipped the rest, the
+			// COMMIT too; the transaction is open (aborted) until rolled
+			// back.
+			if err == nil {
+				err = errors.New("db: pipeline's COMMIT skipped")
+			}
+			if rerr := tx.Rollback(context.Background()); rerr != nil && !pc.IsClosed() {
+				_ = pc.Close(context.Background())
+			}
+			return err
+		default:
 			// A connection in an unknown state must not go back to the
 			// pool: closed, database/sql discards it.
-			_ = pc.Close(context.Background())
+			if !pc.IsClosed() {
+				_ = pc.Close(context.Background())
+			}
+			return errors.Join(err, errors.New("db: pipeline's connection in an unknown state"))
 		}
-		return err
 	})
 }

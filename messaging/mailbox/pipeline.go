@@ -2,7 +2,6 @@ package mailbox
 
 import (
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,7 +22,12 @@ var headsLock = &db.RowLock{SQL: `SELECT 1 FROM mailbox_heads WHERE device_id = 
 // its head row, adds them to its depth and bytes, and inserts the
 // envelopes: an envelope k places before its device's last one in the
 // append gets the new last seq minus k. It returns each device's new last
-// seq, depth and bytes.
+// seq, depth and bytes, and fails if a device's mailbox is then past the
+// quota ($13 envelopes, $14 bytes; 0 is no limit): the pipeline's COMMIT
+// is sent with it, so the refusal must be the statement's own failure
+// (the text cast to a number, which fails, is evaluated only for a full
+// mailbox). The batch then runs body by body, where AppendWithinTx tells
+// the full mailboxes' senders.
 const appendSQL = `WITH h AS (
 	INSERT INTO mailbox_heads AS m (device_id, last_seq, depth, bytes)
 	SELECT d, n, n, b FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(d, n, b)
@@ -36,12 +40,15 @@ const appendSQL = `WITH h AS (
 	FROM unnest($4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::bytea[]) AS e(d, k, id, conv, sender, class, ct)
 	JOIN h ON h.device_id = e.d
 )
-SELECT device_id, last_seq, depth, bytes FROM h`
+SELECT device_id, last_seq, depth, bytes FROM h
+WHERE CASE WHEN $13::bigint > 0 AND depth > $13::bigint OR $14::bigint > 0 AND bytes > $14::bigint
+	THEN ('mailbox full: ' || device_id)::bigint IS NULL ELSE true END`
 
 // QueueAppend queues on p the append of envs within quota q, as
 // AppendWithinTx writes it in a transaction: every envelope validated
 // first, ID (if empty) and ServerTime filled in now, Seq once p has run.
-// If a recipient's mailbox would be past q, p fails with a *FullError.
+// If a recipient's mailbox would be past q, p fails (and the batch, run
+// body by body, gives its sender a *FullError).
 func (s *Store) QueueAppend(p *db.Pipeline, envs []Envelope, q Quota) error {
 	byDevice, devices, err := byRecipient(envs)
 	if err != nil {
@@ -70,8 +77,7 @@ func (s *Store) QueueAppend(p *db.Pipeline, envs []Envelope, q Quota) error {
 		}
 	}
 	p.Lock(headsLock, devices...)
-	p.Query(appendSQL, []any{devices, counts, sizes, recip, back, ids, convs, senders, classes, cts, created, expires}, func(rows pgx.Rows) error {
-		var full []string
+	p.Query(appendSQL, []any{devices, counts, sizes, recip, back, ids, convs, senders, classes, cts, created, expires, q.MaxEnvelopes, q.MaxBytes}, func(rows pgx.Rows) error {
 		seen := 0
 		for rows.Next() {
 			var dev string
@@ -84,16 +90,9 @@ func (s *Store) QueueAppend(p *db.Pipeline, envs []Envelope, q Quota) error {
 			for j, k := range idx {
 				envs[k].Seq = last - int64(len(idx)-1-j)
 			}
-			if q.MaxEnvelopes > 0 && depth > q.MaxEnvelopes || q.MaxBytes > 0 && size > q.MaxBytes {
-				full = append(full, dev)
-			}
 		}
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("mailbox.append: %w", err)
-		}
-		if len(full) > 0 {
-			sort.Strings(full)
-			return &FullError{Devices: full}
 		}
 		if seen != len(devices) {
 			return fmt.Errorf("mailbox.append: %d of %d mailbox heads returned", seen, len(devices))
