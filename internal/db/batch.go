@@ -108,9 +108,10 @@ type batchReq struct {
 // own setup cost. DoMerged queues an item for it.
 type Merger interface {
 	// MergeTx writes items (in the order they were queued) in tx. If it
-	// fails, the batch's transaction is rolled back and every body of the
-	// batch runs again on its own, each item through the fn it was queued
-	// with; so MergeTx must have no effects outside tx either.
+	// fails, the batch's transaction is rolled back and the batch runs
+	// again in halves, MergeTx writing fewer items each time, down to each
+	// item alone through the fn it was queued with; so MergeTx must have
+	// no effects outside tx either.
 	MergeTx(ctx context.Context, tx *sql.Tx, items []any) error
 }
 
@@ -310,10 +311,11 @@ func (b *Batcher) measure(n int, d time.Duration, bodies, busy *float64) {
 // transaction with no per-body overhead, and the items queued with
 // DoMerged are written together by their Merger; bodies validate their input before
 // writing, so a failing body is rare. If one fails, the shared transaction
-// is rolled back and each body runs again in a transaction of its own, so
-// that only the failing body's caller sees an error. On PostgreSQL a batch
-// of Pipeliners' items is sent as one pipeline instead (see Pipeliner),
-// with the same fallback.
+// is rolled back and the batch is committed in halves, down to the
+// failing body alone (settle), so that only its caller sees an error. On
+// PostgreSQL a batch of Pipeliners' items is sent as one pipeline instead
+// (see Pipeliner); if that fails, each body runs again in a transaction of
+// its own.
 func (b *Batcher) run(batch []*batchReq) {
 	live := batch[:0:0]
 	for _, r := range batch {
@@ -333,51 +335,77 @@ func (b *Batcher) run(batch []*batchReq) {
 			}
 			return
 		}
-	} else if len(live) > 1 {
-		err := b.d.Tx(context.Background(), func(tx *sql.Tx) error {
-			// Merged items wait until a plain body comes or the batch
-			// ends, so the batch writes in the order it was queued except
-			// that items of different Mergers between two plain bodies are
-			// written kind by kind.
-			var kinds []Merger
-			items := map[Merger][]any{}
-			flush := func() error {
-				for _, m := range kinds {
-					if err := m.MergeTx(context.Background(), tx, items[m]); err != nil {
-						return err
-					}
-					delete(items, m)
-				}
-				kinds = kinds[:0]
-				return nil
-			}
-			for _, r := range live {
-				if r.merge != nil {
-					if _, ok := items[r.merge]; !ok {
-						kinds = append(kinds, r.merge)
-					}
-					items[r.merge] = append(items[r.merge], r.item)
-					continue
-				}
-				if err := flush(); err != nil {
-					return err
-				}
-				if err := r.fn(tx); err != nil {
-					return err
-				}
-			}
-			return flush()
-		})
-		if err == nil {
-			for _, r := range live {
-				r.done <- nil
-			}
-			return
-		}
+	} else {
+		b.settle(live)
+		return
 	}
 	for _, r := range live {
 		r.done <- b.d.Tx(r.ctx, r.fn)
 	}
+}
+
+// settle commits bodies together or, if that fails, each half of them
+// the same way, down to a body alone in a transaction of its own, whose
+// error is its caller's. A failing body among n costs about 2·log2(n)
+// transactions rather than n — the commit of 256 writes SQLite takes
+// (cmd/kanald) would otherwise become 256 commits, each with its fsync,
+// for one retried send whose idempotency row is already stored. The
+// halves commit in queue order, so a sender's bodies still commit in the
+// order they were queued.
+func (b *Batcher) settle(bodies []*batchReq) {
+	if len(bodies) == 1 {
+		r := bodies[0]
+		r.done <- b.d.Tx(r.ctx, r.fn)
+		return
+	}
+	if b.together(bodies) == nil {
+		for _, r := range bodies {
+			r.done <- nil
+		}
+		return
+	}
+	half := len(bodies) / 2
+	b.settle(bodies[:half])
+	b.settle(bodies[half:])
+}
+
+// together runs bodies in one transaction, their merged items written by
+// their Mergers.
+func (b *Batcher) together(bodies []*batchReq) error {
+	return b.d.Tx(context.Background(), func(tx *sql.Tx) error {
+		// Merged items wait until a plain body comes or the batch
+		// ends, so the batch writes in the order it was queued except
+		// that items of different Mergers between two plain bodies are
+		// written kind by kind.
+		var kinds []Merger
+		items := map[Merger][]any{}
+		flush := func() error {
+			for _, m := range kinds {
+				if err := m.MergeTx(context.Background(), tx, items[m]); err != nil {
+					return err
+				}
+				delete(items, m)
+			}
+			kinds = kinds[:0]
+			return nil
+		}
+		for _, r := range bodies {
+			if r.merge != nil {
+				if _, ok := items[r.merge]; !ok {
+					kinds = append(kinds, r.merge)
+				}
+				items[r.merge] = append(items[r.merge], r.item)
+				continue
+			}
+			if err := flush(); err != nil {
+				return err
+			}
+			if err := r.fn(tx); err != nil {
+				return err
+			}
+		}
+		return flush()
+	})
 }
 
 // pipeline queues the batch on a Pipeline if it is on PostgreSQL and

@@ -165,6 +165,105 @@ func TestBatcherMerged(t *testing.T) {
 	})
 }
 
+// TestBatcherFailureInLargeBatch: one failing body in a batch of 64
+// fails alone, and the other 63 are committed in a few transactions — the
+// batch halved down to the failing body — not in 63 of their own, and
+// in the order they were queued.
+func TestBatcherFailureInLargeBatch(t *testing.T) {
+	dbtest.Run(t, []db.Migrations{ledgerMigrations}, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		const n = 64
+		b := d.NewBatcher(n)
+		defer b.Close()
+		hold := make(chan struct{})
+		held := make(chan error, 1)
+		go func() { held <- b.Do(ctx, func(*sql.Tx) error { <-hold; return nil }) }()
+		for b.Stats().Queued < 1 {
+			time.Sleep(time.Millisecond)
+		}
+		const bad = 37
+		errBad := errors.New("bad body")
+		var mu sync.Mutex
+		committed := map[*sql.Tx][]int{} // the transaction each body last ran in
+		last := map[int]*sql.Tx{}
+		results := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = b.Do(ctx, func(tx *sql.Tx) error {
+					if _, err := tx.ExecContext(ctx, `INSERT INTO accounts (name, balance) VALUES ($1, $2)`, fmt.Sprintf("acct%02d", i), i); err != nil {
+						return err
+					}
+					if i == bad {
+						return errBad
+					}
+					mu.Lock()
+					last[i] = tx
+					mu.Unlock()
+					return nil
+				})
+			}()
+			// One at a time into the queue, so the batch holds them in
+			// the order of i.
+			for b.Stats().Queued < int(i)+2 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		close(hold)
+		wg.Wait()
+		if err := <-held; err != nil {
+			t.Fatal(err)
+		}
+		for i, err := range results {
+			if i == bad && !errors.Is(err, errBad) {
+				t.Fatalf("the bad body: %v, want its own error", err)
+			}
+			if i != bad && err != nil {
+				t.Fatalf("body %d: %v", i, err)
+			}
+		}
+		for i, tx := range last {
+			committed[tx] = append(committed[tx], i)
+		}
+		// Halving 64 around one body commits the other 63 in 6
+		// transactions (32, 16, 8, 4, 2, 1 bodies: log2(64)); body by body
+		// would be 63.
+		if len(committed) != 6 {
+			t.Fatalf("the 63 good bodies committed in %d transactions, want 6: %v", len(committed), committed)
+		}
+		var names []string
+		rows, err := d.Query(ctx, `SELECT name FROM accounts ORDER BY rowid`)
+		if d.Dialect() != db.SQLite {
+			rows, err = d.Query(ctx, `SELECT name FROM accounts ORDER BY xmin::text::bigint, name`)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var s string
+			if err := rows.Scan(&s); err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, s)
+		}
+		if len(names) != n-1 {
+			t.Fatalf("%d rows, want %d", len(names), n-1)
+		}
+		for k, s := range names {
+			want := k
+			if k >= bad {
+				want = k + 1
+			}
+			if s != fmt.Sprintf("acct%02d", want) {
+				t.Fatalf("row %d is %s, want acct%02d: not committed in queue order", k, s, want)
+			}
+		}
+	})
+}
+
 // TestRows: multi-row statements come in powers of two, never above the
 // limit, and always take at least one row.
 func TestRows(t *testing.T) {
