@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"mime"
 	"net/http"
 	"slices"
 	"sort"
@@ -624,15 +626,15 @@ func (s *Service) previousSend(ctx context.Context, device, clientID, conversati
 }
 
 func (s *Service) handleSend(w http.ResponseWriter, r *http.Request, c Caller) error {
-	var req SendRequest
-	if err := web.DecodeJSON(w, r, &req, maxSendBody); err != nil {
+	req, err := decodeSendBody(w, r)
+	if err != nil {
 		return err
 	}
 	leave, err := s.gate.enter()
 	var resp *SendResponse
 	created := false
 	if err == nil {
-		resp, created, err = s.Send(r.Context(), c, &req)
+		resp, created, err = s.Send(r.Context(), c, req)
 		leave()
 	}
 	var rl *RateLimitError
@@ -653,6 +655,43 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request, c Caller) e
 	w.Header().Set("Cache-Control", "no-store")
 	web.WriteJSON(w, status, resp)
 	return nil
+}
+
+// BinarySendType is the media type of a send body in binary form: a
+// kanal.bin.v1 send frame (AppendSendFrame) with an empty ref, the
+// ciphertexts as bytes. It is the stream's binary send frame, accepted
+// over HTTP for the same reason: no base64 to decode, no JSON to parse.
+const BinarySendType = "application/vnd.kanal.bin.v1"
+
+// decodeSendBody reads the body of POST /v1/messages: JSON (strict, as
+// every body), or a binary send frame with Content-Type BinarySendType.
+// Both are bounded by maxSendBody; a bad body is a problem and changes
+// nothing.
+func decodeSendBody(w http.ResponseWriter, r *http.Request) (*SendRequest, error) {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != BinarySendType {
+		var req SendRequest
+		if err := web.DecodeJSON(w, r, &req, maxSendBody); err != nil {
+			return nil, err
+		}
+		return &req, nil
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxSendBody))
+	var maxErr *http.MaxBytesError
+	switch {
+	case errors.As(err, &maxErr):
+		return nil, web.Errorf(http.StatusRequestEntityTooLarge, web.TypeTooLarge, "Request too large",
+			"the body must be at most %d bytes", maxSendBody)
+	case err != nil:
+		return nil, fmt.Errorf("%w: the body could not be read", ErrInvalid)
+	}
+	ref, req, err := DecodeSendFrame(body)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%w: %s body: %v", ErrInvalid, BinarySendType, err)
+	case ref != "":
+		return nil, fmt.Errorf("%w: %s body: the ref must be empty over HTTP", ErrInvalid, BinarySendType)
+	}
+	return req, nil
 }
 
 // retryAfterSeconds is d in whole seconds for Retry-After, rounded up, at

@@ -92,7 +92,10 @@ type device struct {
 
 	// wsSend sends over the stream ({"type":"send"} frames) instead of
 	// POST /v1/messages; pending holds the sends waiting for their answer.
-	wsSend  bool
+	wsSend bool
+	// binHTTP posts sends in binary form (messaging.BinarySendType) with
+	// -frames binary, until the server answers 415: then JSON.
+	binHTTP atomic.Bool
 	wmu     sync.Mutex
 	pmu     sync.Mutex
 	pending map[string]chan error
@@ -188,6 +191,7 @@ func (r *runner) newDeviceWith(ctx context.Context, label string, i int, publish
 	d := &device{n: i, base: r.cl.urls[i%len(r.cl.urls)], hc: r.net.client(),
 		synced: make(chan struct{}), hello: make(chan string, 16),
 		wsSend: r.o.transport == "ws", pending: map[string]chan error{}}
+	d.binHTTP.Store(r.o.frames == "binary")
 	d.markSynced = sync.OnceFunc(func() { close(d.synced) })
 	if r.o.scenario == "overload" {
 		d.seen = map[string]bool{}
@@ -595,7 +599,14 @@ func (d *device) post(ctx context.Context, o *outgoing) error {
 	if d.wsSend {
 		return d.postFrame(ctx, o)
 	}
-	body, err := o.json()
+	bin := d.binHTTP.Load()
+	ct, body, err := "application/json", []byte(nil), error(nil)
+	if bin {
+		ct = messaging.BinarySendType
+		body, err = messaging.AppendSendFrame(nil, "", &o.req)
+	} else {
+		body, err = o.json()
+	}
 	if err != nil {
 		return err
 	}
@@ -603,7 +614,7 @@ func (d *device) post(ctx context.Context, o *outgoing) error {
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", ct)
 	req.Header.Set("Authorization", "Bearer "+d.token)
 	resp, err := d.hc.Do(req)
 	if err != nil {
@@ -611,6 +622,11 @@ func (d *device) post(ctx context.Context, o *outgoing) error {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if bin && resp.StatusCode == http.StatusUnsupportedMediaType {
+		// A kanald before binary send bodies: JSON from now on.
+		d.binHTTP.Store(false)
+		return d.post(ctx, o)
+	}
 	switch resp.StatusCode {
 	case http.StatusCreated, http.StatusOK:
 		return nil

@@ -90,7 +90,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.scenario, "scenario", "direct", "direct, office, connections, broadcast, group, overload or tokens")
 	fs.StringVar(&o.peer, "peer", "kanal", "system under test: kanal, nats (raw NATS core pub/sub) or xmpp (an XMPP server); the peers run the direct scenario")
 	fs.StringVar(&o.transport, "transport", "http", "how devices send: http (POST /v1/messages) or ws (send frames on the stream they read)")
-	fs.StringVar(&o.frames, "frames", "binary", "the stream's frames: binary (offer kanal.bin.v1, JSON if the server does not speak it) or json")
+	fs.StringVar(&o.frames, "frames", "binary", "the stream's frames and HTTP send bodies: binary (offer kanal.bin.v1 on the stream and post sends as application/vnd.kanal.bin.v1, JSON where the server does not speak them) or json")
 	fs.IntVar(&o.devices, "devices", 0, "simulated devices (default: direct 200, office 200 citizens, connections 1000, broadcast 500, group 200)")
 	fs.Float64Var(&o.rate, "rate", 5, "sends per second per sending device; 0: as fast as each device can (closed loop). a kanald that kanal-bench starts allows 100000 sends/min per device (KANAL_SEND_LIMIT); one started apart allows 600 unless configured otherwise")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "length of the measured phase")

@@ -598,6 +598,8 @@ func TestAPICorners(t *testing.T) {
 	do(call{"POST", "/v1/blobs", tok, "application/octet-stream", "ciphertext", 201})
 	do(call{"GET", "/v1/blobs/b_nope", tok, "", "", 404})
 	do(call{"POST", "/v1/messages", tok, "application/json", `{"client_id":"c1","to":"acc_nope","envelopes":[]}`, 400})
+	do(call{"POST", "/v1/messages", tok, "application/vnd.kanal.bin.v1", "\x02\x00", 400}) // a binary send that ends early
+	do(call{"POST", "/v1/messages", tok, "text/plain", "hello", 415})
 
 	// Broadcasts: a citizen follows the office, may read but not post.
 	do(call{"PUT", "/v1/broadcasts/" + o.OrgID + "/follower", tok, "", "", 200})
