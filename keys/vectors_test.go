@@ -2,8 +2,10 @@ package keys
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"crypto/ed25519"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -103,6 +105,101 @@ func TestX25519RejectsLowOrder(t *testing.T) {
 			t.Errorf("low-order point %s accepted", p)
 		}
 	}
+}
+
+// TestRatchetX25519MatchesECDH checks the Double Ratchet's X25519
+// (circl, on raw keys) against crypto/ecdh: RFC 7748 §6.1, then random
+// keys and points, including scalars with the bits clamping clears set and
+// public keys with the top bit set (ignored by both).
+func TestRatchetX25519MatchesECDH(t *testing.T) {
+	priv := [32]byte(unhex(t, "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"))
+	if got, want := ratchetPublic(&priv), unhex(t, "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"); !bytes.Equal(got[:], want) {
+		t.Errorf("RFC 7748 public = %x, want %x", got, want)
+	}
+	bob := [32]byte(unhex(t, "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f"))
+	if got, err := ratchetDH(&priv, bob); err != nil || !bytes.Equal(got, unhex(t, "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742")) {
+		t.Errorf("RFC 7748 shared = %x, %v", got, err)
+	}
+	r := newDetReader("ratchet x25519")
+	for i := range 500 {
+		k, pub, err := newRatchetKey(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ek, err := ecdh.X25519().NewPrivateKey(k[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(pub[:], ek.PublicKey().Bytes()) {
+			t.Fatalf("key %d: public %x, crypto/ecdh %x", i, pub, ek.PublicKey().Bytes())
+		}
+		var peer [32]byte
+		r.Read(peer[:])
+		if i%2 == 1 {
+			peer[31] |= 0x80
+		}
+		want, errWant := ek.ECDH(mustX25519Public(t, peer[:]))
+		got, err := ratchetDH(k, peer)
+		if (err == nil) != (errWant == nil) || !bytes.Equal(got, want) {
+			t.Fatalf("key %d, peer %x: %x, %v; crypto/ecdh %x, %v", i, peer, got, err, want, errWant)
+		}
+	}
+}
+
+// TestRatchetX25519RejectsLowOrder: the low-order points of Curve25519 and
+// its twist (0, 1, the two points of order 8, and p-1, p, p+1, which reduce
+// to low-order points) give the all-zero output, which ratchetDH refuses
+// as x25519 does; for points that only look alike with the top bit set
+// (which X25519 ignores) it agrees with crypto/ecdh.
+func TestRatchetX25519RejectsLowOrder(t *testing.T) {
+	k, _, err := newRatchetKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ek, err := ecdh.X25519().NewPrivateKey(k[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{
+		"0000000000000000000000000000000000000000000000000000000000000000",
+		"0100000000000000000000000000000000000000000000000000000000000000",
+		"e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+		"5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+		"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+		"edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+		"eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+		"0000000000000000000000000000000000000000000000000000000000000080",
+		"edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+	} {
+		if out, err := ratchetDH(k, [32]byte(unhex(t, p))); !errors.Is(err, ErrLowOrderPoint) {
+			t.Errorf("low-order point %s: %x, %v; want ErrLowOrderPoint", p, out, err)
+		}
+	}
+	for _, p := range []string{
+		"cdeb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b880",
+		"4c9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f11d7",
+		"d9ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+		"daffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+		"dbffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+	} {
+		got, err := ratchetDH(k, [32]byte(unhex(t, p)))
+		want, errWant := ek.ECDH(mustX25519Public(t, unhex(t, p)))
+		if (err == nil) != (errWant == nil) || !bytes.Equal(got, want) {
+			t.Errorf("point %s: %x, %v; crypto/ecdh %x, %v", p, got, err, want, errWant)
+		}
+	}
+	if _, err := ratchetDH(nil, [32]byte{9}); !errors.Is(err, ErrInvalidKey) {
+		t.Errorf("no private key: %v, want ErrInvalidKey", err)
+	}
+}
+
+func mustX25519Public(t *testing.T, b []byte) *ecdh.PublicKey {
+	t.Helper()
+	p, err := ecdh.X25519().NewPublicKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // TestRFC5869Case1 runs RFC 5869 test case 1 through hkdfSHA256, the helper
