@@ -52,7 +52,9 @@ type sessionLookup struct {
 	found bool
 	err   error
 	done  chan struct{} // closed once row, found and err are set
-	lead  chan struct{} // signalled when this request is to run the next query
+	// lead gets the batch this request is to read for everyone in it,
+	// itself first: a lookup is in one batch, so it gets at most one.
+	lead chan []*sessionLookup
 }
 
 // sessionReads queues lookups and runs their queries on the goroutines of
@@ -62,11 +64,8 @@ type sessionReads struct {
 	db *db.DB
 
 	mu      sync.Mutex
-	waiting []*sessionLookup
-	running int // queries running, or handed to a waiting request to run
-
-	// queries counts the queries run (for tests and benchmarks).
-	queries uint64
+	waiting []*sessionLookup // in no batch yet
+	running int              // batches being read, or handed to a lookup to read
 }
 
 func newSessionReads(d *db.DB) *sessionReads { return &sessionReads{db: d} }
@@ -74,29 +73,30 @@ func newSessionReads(d *db.DB) *sessionReads { return &sessionReads{db: d} }
 // read returns the session with token hash h, found false if there is
 // none. ctx ends the wait, not a query other requests share.
 func (q *sessionReads) read(ctx context.Context, h string) (sessionRow, bool, error) {
-	l := &sessionLookup{hash: h, done: make(chan struct{}), lead: make(chan struct{}, 1)}
+	l := &sessionLookup{hash: h, done: make(chan struct{}), lead: make(chan []*sessionLookup, 1)}
 	q.mu.Lock()
 	q.waiting = append(q.waiting, l)
 	if q.running < sessionReaders {
 		q.running++
-		l.lead <- struct{}{}
+		q.handOffLocked()
 	}
 	q.mu.Unlock()
 	for {
 		select {
 		case <-l.done:
 			return l.row, l.found, l.err
-		case <-l.lead:
-			q.runBatch(ctx)
+		case b := <-l.lead:
+			q.runBatch(ctx, b)
 		case <-ctx.Done():
-			// Leads are handed out under mu, so under mu either one was
-			// handed to this lookup (run the query: the others wait for
-			// it) or none will be once it has left the queue.
+			// Batches are handed out under mu, so under mu either one
+			// was handed to this lookup (read it: the others in it wait
+			// for it), or the lookup is still waiting (it leaves the
+			// queue), or it is in a batch another request reads.
 			q.mu.Lock()
 			select {
-			case <-l.lead:
+			case b := <-l.lead:
 				q.mu.Unlock()
-				q.runBatch(ctx)
+				q.runBatch(ctx, b)
 				continue
 			default:
 			}
@@ -109,30 +109,31 @@ func (q *sessionReads) read(ctx context.Context, h string) (sessionRow, bool, er
 	}
 }
 
-// runBatch reads the sessions of the lookups waiting now, answers them,
-// and hands the next query to the first lookup still waiting, if any.
-func (q *sessionReads) runBatch(ctx context.Context) {
-	q.mu.Lock()
-	n := min(len(q.waiting), maxSessionBatch)
-	batch := q.waiting[:n:n]
-	q.waiting = q.waiting[n:]
-	q.queries++
-	q.mu.Unlock()
-	if len(batch) > 0 {
-		rows, err := q.query(context.WithoutCancel(ctx), batch)
-		for _, l := range batch {
-			l.row, l.found = rows[l.hash]
-			l.err = err
-			close(l.done)
-		}
-	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
+// handOffLocked takes the next batch out of the queue and hands it to its
+// first lookup to read; with nothing waiting, one reader fewer runs.
+func (q *sessionReads) handOffLocked() {
 	if len(q.waiting) == 0 {
 		q.running--
 		return
 	}
-	q.waiting[0].lead <- struct{}{}
+	n := min(len(q.waiting), maxSessionBatch)
+	batch := slices.Clone(q.waiting[:n])
+	q.waiting = slices.Delete(q.waiting, 0, n)
+	batch[0].lead <- batch
+}
+
+// runBatch reads the sessions of batch, answers them, and hands the next
+// batch on.
+func (q *sessionReads) runBatch(ctx context.Context, batch []*sessionLookup) {
+	rows, err := q.query(context.WithoutCancel(ctx), batch)
+	for _, l := range batch {
+		l.row, l.found = rows[l.hash]
+		l.err = err
+		close(l.done)
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.handOffLocked()
 }
 
 // query reads the sessions of batch in one statement. The statement's
