@@ -99,24 +99,8 @@ func BenchmarkSend(b *testing.B) {
 		engine, open := e.name, e.open
 		b.Run(engine, func(b *testing.B) {
 			ctx := context.Background()
-			d := open(b, sendSets...)
-			dir := newFakeDir(b)
-			batch := d.NewBatcher(64)
-			b.Cleanup(batch.Close)
-			s, err := messaging.New(messaging.Options{DB: d, Directory: dir, Auth: testAuth(), Batcher: batch,
-				Mailbox: mailbox.NewStore(d, mailbox.StoreOptions{Batcher: batch}), MaxSendsPerWindow: 1 << 30, Notary: dir.notary(b),
-				DeviceSetTTL: messaging.DefaultDeviceSetTTL})
-			if err != nil {
-				b.Fatal(err)
-			}
-			const n = 200
-			devs := make([]*device, n)
-			for i := range devs {
-				devs[i] = dir.enroll(b, fmt.Sprint("acc", i), fmt.Sprint("dev", i), i%2 == 0)
-				if _, err := s.Publish(ctx, devs[i].caller(), devs[i].publishRequest(b)); err != nil {
-					b.Fatal(err)
-				}
-			}
+			s, _, _, devs := benchService(b, open, 64)
+			n := int64(len(devs))
 			ct := base64.StdEncoding.EncodeToString(make([]byte, 1024))
 			var seq atomic.Int64
 			b.SetParallelism(32) // 64 senders on 2 cores
@@ -157,19 +141,18 @@ func BenchmarkSendAck(b *testing.B) {
 // callers (as many as kanal-bench's direct devices), 400-byte envelopes
 // (a 256-byte message encrypted) and at most max writes per group commit:
 // what a commit's size does to the database's work per delivered
-// envelope. kanald commits up to 256 writes at once on SQLite, 64 on
-// PostgreSQL.
+// envelope. kanald commits up to 256 writes at once.
 func BenchmarkSendAckCommitSize(b *testing.B) {
 	for _, m := range []int{64, 128, 256} {
 		b.Run(fmt.Sprintf("sqlite/max=%d", m), func(b *testing.B) { benchSendAck(b, dbtest.SQLite, m, 100, 400) })
 	}
 }
 
-// benchSendAck runs BenchmarkSendAck's ops from par × GOMAXPROCS
-// goroutines through a group commit of at most maxBatch writes, with
-// ciphertexts of size bytes.
-func benchSendAck(b *testing.B, open func(testing.TB, ...db.Migrations) *db.DB, maxBatch, par, size int) {
-	ctx := context.Background()
+// benchService is the send path as kanald runs it (device sets kept in
+// memory for DefaultDeviceSetTTL, a group commit of at most maxBatch
+// writes) on a database from open, with 200 enrolled devices that have
+// published their prekeys.
+func benchService(b *testing.B, open func(testing.TB, ...db.Migrations) *db.DB, maxBatch int) (*messaging.Service, *mailbox.Store, *db.Batcher, []*device) {
 	d := open(b, sendSets...)
 	dir := newFakeDir(b)
 	batch := d.NewBatcher(maxBatch)
@@ -181,14 +164,23 @@ func benchSendAck(b *testing.B, open func(testing.TB, ...db.Migrations) *db.DB, 
 	if err != nil {
 		b.Fatal(err)
 	}
-	const n = 200
-	devs := make([]*device, n)
+	devs := make([]*device, 200)
 	for i := range devs {
 		devs[i] = dir.enroll(b, fmt.Sprint("acc", i), fmt.Sprint("dev", i), i%2 == 0)
-		if _, err := s.Publish(ctx, devs[i].caller(), devs[i].publishRequest(b)); err != nil {
+		if _, err := s.Publish(context.Background(), devs[i].caller(), devs[i].publishRequest(b)); err != nil {
 			b.Fatal(err)
 		}
 	}
+	return s, store, batch, devs
+}
+
+// benchSendAck runs BenchmarkSendAck's ops from par × GOMAXPROCS
+// goroutines through a group commit of at most maxBatch writes, with
+// ciphertexts of size bytes.
+func benchSendAck(b *testing.B, open func(testing.TB, ...db.Migrations) *db.DB, maxBatch, par, size int) {
+	ctx := context.Background()
+	s, store, batch, devs := benchService(b, open, maxBatch)
+	n := int64(len(devs))
 	ct := base64.StdEncoding.EncodeToString(make([]byte, size))
 	var seq atomic.Int64
 	b.SetParallelism(par)
