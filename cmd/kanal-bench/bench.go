@@ -140,16 +140,25 @@ func bench(ctx context.Context, o *options, stderr io.Writer) (*result, error) {
 			if r.kept, err = loadKept(o.keep); err != nil {
 				return nil, err
 			}
-			data, _ := keepDirs(o.keep)
+			data, _ := keepDirs(o.keep, 0)
 			if _, serr := os.Stat(data); r.kept == nil && serr == nil {
 				return nil, fmt.Errorf("-keep %s holds a data directory but no %s (an earlier run stopped while provisioning): remove the directory", o.keep, keepFile)
+			}
+			if r.kept != nil {
+				if err := checkKeptEngine(r.kept, o.keep, o.databaseURL); err != nil {
+					return nil, err
+				}
 			}
 			if err := os.MkdirAll(o.keep, 0o700); err != nil {
 				return nil, err
 			}
 		}
+		var keptSchema string
+		if r.kept != nil {
+			keptSchema = r.kept.Schema
+		}
 		cl, err := startCluster(ctx, startOptions{nodes: o.nodes, databaseURL: o.databaseURL, natsURL: o.natsURL,
-			bin: o.kanald, sendLimit: limit, keep: o.keep, stderr: stderr})
+			bin: o.kanald, sendLimit: limit, keep: o.keep, keptSchema: keptSchema, stderr: stderr})
 		if err != nil {
 			return nil, err
 		}
@@ -862,15 +871,17 @@ func (r *runner) provisionBroadcast(ctx context.Context) (org string, cd *device
 		return "", nil, nil, fmt.Errorf("warm-up announcement: %w", err)
 	}
 	// Followers need no prekeys: announcements are signed, not encrypted.
-	if citizens, err = r.provision(ctx, r.o.devices, "citizen", false); err != nil {
-		return "", nil, nil, err
-	}
-	err = parallel(ctx, len(citizens), max(r.o.provisionWorkers, 16), func(i int) error {
-		_, err := citizens[i].sdk.Follow(ctx, o.OrgID)
-		return err
+	// Each follows as soon as it is signed up, while its session is new:
+	// provisioning 50,000 on a loaded machine can take longer than the
+	// first sessions live.
+	citizens, err = r.provisionThen(ctx, r.o.devices, "citizen", false, func(d *device) error {
+		if _, err := d.sdk.Follow(ctx, o.OrgID); err != nil {
+			return fmt.Errorf("follow: %w", err)
+		}
+		return nil
 	})
 	if err != nil {
-		return "", nil, nil, fmt.Errorf("follow: %w", err)
+		return "", nil, nil, err
 	}
 	if r.o.keep != "" {
 		if err := r.saveKept(o.OrgID, cd, citizens, start); err != nil {

@@ -181,6 +181,61 @@ func TestBroadcastKeep(t *testing.T) {
 	}
 }
 
+// -keep on PostgreSQL + NATS with two nodes: the first run provisions and
+// leaves its schema in the database (keep.json names it); the second run
+// starts both nodes on it and on their kept data directories, and reaches
+// every follower without provisioning; a run without -database-url, or
+// naming another database, is refused and changes nothing.
+func TestBroadcastKeepPostgres(t *testing.T) {
+	pg := os.Getenv("KANAL_TEST_POSTGRES")
+	if pg == "" {
+		t.Skip("KANAL_TEST_POSTGRES not set")
+	}
+	nats := kanaldtest.NATSURL(t)
+	dir := filepath.Join(t.TempDir(), "kept")
+	args := []string{"-scenario", "broadcast", "-devices", "4", "-nodes", "2", "-database-url", pg, "-nats-url", nats, "-keep", dir}
+	first := runJSON(t, args...)
+	if len(first.Provisioning) == 0 || first.BroadcastStored != 4 || first.Delivered != 4 || len(first.Errors) != 0 {
+		t.Fatalf("first run: provisioning %v, stored %d, delivered %d, errors %v", first.Provisioning, first.BroadcastStored, first.Delivered, first.Errors)
+	}
+	k, err := loadKept(dir)
+	if err != nil || k == nil || k.Schema == "" || k.Database != databaseName(pg) {
+		t.Fatalf("kept: %v %+v", err, k)
+	}
+	d, err := sql.Open("pgx", pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	t.Cleanup(func() { d.Exec("DROP SCHEMA " + k.Schema + " CASCADE") })
+	var followers int
+	if err := d.QueryRow("SELECT count(*) FROM " + k.Schema + ".identity_devices").Scan(&followers); err != nil || followers < 5 {
+		t.Fatalf("the kept schema after the first run: %d devices, %v", followers, err)
+	}
+	for i := range 2 {
+		if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("node%d", i))); err != nil {
+			t.Fatalf("node %d's data directory: %v", i, err)
+		}
+	}
+	second := runJSON(t, args...)
+	if len(second.Provisioning) != 0 || !strings.Contains(second.Kept, "reused") || second.BroadcastStored != 4 || second.Delivered != 4 || len(second.Errors) != 0 {
+		t.Fatalf("second run: kept %q, provisioning %v, stored %d, delivered %d, errors %v", second.Kept, second.Provisioning, second.BroadcastStored, second.Delivered, second.Errors)
+	}
+	for _, bad := range [][]string{
+		{"-scenario", "broadcast", "-devices", "4", "-keep", dir},
+		{"-scenario", "broadcast", "-devices", "4", "-nodes", "2", "-database-url", strings.Replace(pg, "/"+k.Database, "/other", 1), "-nats-url", nats, "-keep", dir},
+	} {
+		var out, errb bytes.Buffer
+		if err := run(context.Background(), append([]string{"-kanald", kanaldBin}, bad...), &out, &errb); err == nil || !strings.Contains(err.Error(), "-keep") {
+			t.Fatalf("%v: %v", bad, err)
+		}
+	}
+	k2, err := loadKept(dir)
+	if err != nil || k2.Schema != k.Schema {
+		t.Fatalf("kept after the refused runs: %v %+v", err, k2)
+	}
+}
+
 // The table, the plot and the NATS peer.
 func TestTablePlotAndNATS(t *testing.T) {
 	plot := filepath.Join(t.TempDir(), "latency.svg")
@@ -260,7 +315,7 @@ func TestBadFlags(t *testing.T) {
 		{"-scenario", "broadcast", "-stream-procs", "65"},
 		{"-scenario", "tokens", "-surveys", "0"},
 		{"-scenario", "direct", "-keep", "/tmp/x"},
-		{"-scenario", "broadcast", "-keep", "/tmp/x", "-nodes", "2", "-database-url", "postgres://127.0.0.1/x", "-nats-url", "nats://127.0.0.1:4222"},
+		{"-scenario", "broadcast", "-keep", "/tmp/x", "-url", "http://127.0.0.1:8080", "-mail-dir", "/tmp"},
 	} {
 		var out, errb bytes.Buffer
 		if err := run(context.Background(), args, &out, &errb); err == nil {

@@ -124,6 +124,12 @@ type provisionStats struct {
 // with a certificate request, a device-key login (level low), and an SDK
 // client. publish also publishes each device's prekeys.
 func (r *runner) provision(ctx context.Context, n int, label string, publish bool) ([]*device, error) {
+	return r.provisionThen(ctx, n, label, publish, nil)
+}
+
+// provisionThen is provision with then run on each device as soon as it
+// is provisioned (nil: nothing), by the same worker.
+func (r *runner) provisionThen(ctx context.Context, n int, label string, publish bool, then func(*device) error) ([]*device, error) {
 	start := time.Now()
 	cpu0, _ := r.serverSample()
 	out := make([]*device, n)
@@ -140,6 +146,9 @@ func (r *runner) provision(ctx context.Context, n int, label string, publish boo
 			defer wg.Done()
 			for i := range work {
 				d, err := r.newDevice(ctx, label, i, publish)
+				if err == nil && then != nil {
+					err = then(d)
+				}
 				if err != nil {
 					select {
 					case errc <- err:

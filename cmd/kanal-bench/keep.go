@@ -8,8 +8,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,10 +25,13 @@ import (
 // certificate and a transparency-log entry, login, follow — about 7 ms of
 // kanald CPU a device: 50,000 followers take many minutes before the one
 // post a run measures. With -keep the first run provisions into DIR (the
-// SQLite node's data directory, the CA, and keep.json with every device's
-// id, key and session) and leaves it there; a later run with the same
-// -keep and -devices starts kanald on that data directory and goes
-// straight to opening the streams and posting. Sessions live an hour
+// nodes' data directories, the CA, and keep.json with every device's id,
+// key and session) and leaves it there; a later run with the same -keep
+// and -devices starts kanald on those data directories and goes straight
+// to opening the streams and posting. On PostgreSQL the run's schema is
+// kept too: keep.json names it and the database it lives in, and a later
+// run must name the same database in -database-url (the schema stays
+// until the operator drops it, or the database). Sessions live an hour
 // (identity.SessionLifetime): a device whose session is older than
 // keepRelogin logs in again with its kept key before its stream opens.
 //
@@ -54,17 +59,45 @@ type keptDevice struct {
 }
 
 type kept struct {
-	RunID     string       `json:"run_id"`
+	RunID string `json:"run_id"`
+	// Database and Schema are where a PostgreSQL deployment lives (the
+	// database's name in -database-url, the schema the nodes use); both
+	// empty for SQLite, whose database is in the first node's directory.
+	Database  string       `json:"database,omitempty"`
+	Schema    string       `json:"schema,omitempty"`
 	Org       string       `json:"org"`
 	CA        string       `json:"ca"`
 	Council   keptDevice   `json:"council"`
 	Followers []keptDevice `json:"followers"`
 }
 
-// keepDirs are the node's data directory and the CA directory inside a
+// keepDirs are node i's data directory and the CA directory inside a
 // -keep directory.
-func keepDirs(dir string) (data, ca string) {
-	return filepath.Join(dir, "node0"), filepath.Join(dir, "ca")
+func keepDirs(dir string, i int) (data, ca string) {
+	return filepath.Join(dir, fmt.Sprintf("node%d", i)), filepath.Join(dir, "ca")
+}
+
+// databaseName is the database a postgres:// URL names.
+func databaseName(dbURL string) string {
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimPrefix(u.Path, "/")
+}
+
+// checkKeptEngine refuses a kept deployment on another engine or in
+// another database than the run's flags name.
+func checkKeptEngine(k *kept, dir, dbURL string) error {
+	switch {
+	case k.Schema == "" && dbURL != "":
+		return fmt.Errorf("-keep %s holds a SQLite deployment; run it without -database-url", dir)
+	case k.Schema != "" && dbURL == "":
+		return fmt.Errorf("-keep %s holds a PostgreSQL deployment (schema %s of database %s); run it with -database-url", dir, k.Schema, k.Database)
+	case k.Schema != "" && databaseName(dbURL) != k.Database:
+		return fmt.Errorf("-keep %s lives in database %q; -database-url names %q", dir, k.Database, databaseName(dbURL))
+	}
+	return nil
 }
 
 // loadKept reads a -keep directory's device list; nil without error when
@@ -95,6 +128,9 @@ func keepDevice(d *device, login time.Time) (keptDevice, error) {
 // saveKept writes the council and its followers after provisioning.
 func (r *runner) saveKept(org string, council *device, followers []*device, login time.Time) error {
 	k := kept{RunID: r.runID, Org: org}
+	if r.cl.pgApp != "" {
+		k.Database, k.Schema = databaseName(r.o.databaseURL), r.cl.pgApp
+	}
 	if ca := r.caPEM.Load(); ca != nil {
 		k.CA = *ca
 	}
@@ -110,7 +146,11 @@ func (r *runner) saveKept(org string, council *device, followers []*device, logi
 		}
 		k.Followers = append(k.Followers, kd)
 	}
-	return r.writeKept(&k)
+	if err := r.writeKept(&k); err != nil {
+		return err
+	}
+	r.cl.keptPG.Store(true) // the schema now outlives the run
+	return nil
 }
 
 func (r *runner) writeKept(k *kept) error {

@@ -98,7 +98,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.nodes, "nodes", 1, "kanald nodes to start (more than one needs -database-url and -nats-url)")
 	fs.IntVar(&o.agents, "agents", 10, "office scenario: agents of the organisation")
 	fs.IntVar(&o.streamProcs, "stream-procs", -1, "broadcast scenario: child processes that hold the connected followers' streams (default: none up to 18,000 streams, else one per 18,000: one process may hold 20,000 open files here)")
-	fs.StringVar(&o.keep, "keep", "", "broadcast scenario, SQLite, one node: provision into this directory and keep it (kanald's data directory, the CA, every device's key and session); a later run with the same -keep and -devices reuses it instead of provisioning again")
+	fs.StringVar(&o.keep, "keep", "", "broadcast scenario: provision into this directory and keep it (the nodes' data directories, the CA, every device's key and session; on PostgreSQL the run's schema stays in the database and keep.json names it); a later run with the same -keep, -devices and -database-url reuses it instead of provisioning again")
 	fs.IntVar(&o.connected, "connected", 0, "broadcast scenario: followers that hold a stream (default: all; each stream is an open file in kanal-bench and in kanald)")
 	fs.IntVar(&o.groupSize, "group-size", 50, "group scenario: members per group")
 	fs.IntVar(&o.surveys, "surveys", 4, "tokens scenario: open anonymous surveys; every citizen asks for its token of each")
@@ -221,8 +221,8 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if o.nodes > 1 && (o.databaseURL == "" || o.natsURL == "") {
 		return nil, errors.New("-nodes > 1 needs -database-url and -nats-url (nodes share the database and the bus)")
 	}
-	if o.keep != "" && (o.scenario != "broadcast" || o.nodes != 1 || o.databaseURL != "" || o.url != "") {
-		return nil, errors.New("-keep: the broadcast scenario on SQLite, one node started by kanal-bench")
+	if o.keep != "" && (o.scenario != "broadcast" || o.url != "") {
+		return nil, errors.New("-keep: the broadcast scenario on nodes started by kanal-bench")
 	}
 	if o.url != "" && o.mailDir == "" && o.peer == "kanal" {
 		return nil, errors.New("-url needs -mail-dir (the running kanald's <data-dir>/mail, for sign-up codes)")

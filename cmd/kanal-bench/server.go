@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -53,9 +54,10 @@ type cluster struct {
 	nodes    []*node
 	urls     []string
 	opToken  string
-	mailDirs []string // each node writes the mails of the sign-ups it served
-	tmp      string   // removed by stop
-	dropPG   func()   // drops the run's PostgreSQL schema
+	mailDirs []string    // each node writes the mails of the sign-ups it served
+	tmp      string      // removed by stop
+	dropPG   func()      // drops the run's PostgreSQL schema, unless kept
+	keptPG   atomic.Bool // the schema belongs to a -keep directory: stop leaves it
 	// pg and pgApp find the run's PostgreSQL backends: the nodes connect
 	// with application_name pgApp (the run's schema).
 	pg    *sql.DB
@@ -88,7 +90,8 @@ type startOptions struct {
 	databaseURL string // empty: SQLite in the first node's data directory
 	natsURL     string
 	sendLimit   int    // KANAL_SEND_LIMIT of the nodes; 0: kanald's default
-	keep        string // a -keep directory: the one node's data and CA directories live there, and stay
+	keep        string // a -keep directory: the nodes' data and CA directories live there, and stay
+	keptSchema  string // PostgreSQL: the kept schema to start on instead of a fresh one
 	stderr      io.Writer
 }
 
@@ -118,19 +121,27 @@ func startCluster(ctx context.Context, o startOptions) (_ *cluster, err error) {
 	dbURL := o.databaseURL
 	if strings.HasPrefix(dbURL, "postgres") {
 		// A fresh schema per run: every run starts from an empty database
-		// and leaves nothing behind.
-		if dbURL, c.pgApp, c.pg, err = freshSchema(ctx, dbURL); err != nil {
+		// and leaves nothing behind — unless it is kept (-keep), when the
+		// run that provisioned it leaves it, and later runs start on it.
+		if o.keptSchema != "" {
+			dbURL, c.pgApp, c.pg, err = keptSchema(ctx, dbURL, o.keptSchema)
+			c.keptPG.Store(true)
+		} else {
+			dbURL, c.pgApp, c.pg, err = freshSchema(ctx, dbURL)
+		}
+		if err != nil {
 			return nil, err
 		}
 		c.dropPG = func() {
-			c.pg.Exec("DROP SCHEMA " + c.pgApp + " CASCADE")
+			if !c.keptPG.Load() {
+				c.pg.Exec("DROP SCHEMA " + c.pgApp + " CASCADE")
+			}
 			c.pg.Close()
 		}
 	}
 	caDir := filepath.Join(tmp, "ca")
-	var keptData string
 	if o.keep != "" {
-		keptData, caDir = keepDirs(o.keep)
+		_, caDir = keepDirs(o.keep, 0)
 	}
 	for i := range o.nodes {
 		port, err := freePort()
@@ -138,8 +149,8 @@ func startCluster(ctx context.Context, o startOptions) (_ *cluster, err error) {
 			return nil, err
 		}
 		n := &node{URL: fmt.Sprintf("http://127.0.0.1:%d", port), DataDir: filepath.Join(tmp, fmt.Sprintf("node%d", i)), done: make(chan struct{})}
-		if keptData != "" {
-			n.DataDir = keptData
+		if o.keep != "" {
+			n.DataDir, _ = keepDirs(o.keep, i)
 		}
 		n.cmd = exec.Command(bin)
 		// Warnings only: an access log line per request would cost the
@@ -275,17 +286,55 @@ func freshSchema(ctx context.Context, base string) (string, string, *sql.DB, err
 		d.Close()
 		return "", "", nil, fmt.Errorf("-database-url: create schema: %w", err)
 	}
-	u, err := url.Parse(base)
+	u, err := schemaURL(base, schema)
 	if err != nil {
 		d.Exec("DROP SCHEMA " + schema + " CASCADE")
 		d.Close()
 		return "", "", nil, err
 	}
+	return u, schema, d, nil
+}
+
+// keptSchema is freshSchema for a schema a -keep directory names: it must
+// exist already, and nothing is created.
+func keptSchema(ctx context.Context, base, schema string) (string, string, *sql.DB, error) {
+	if !keptSchemaRE.MatchString(schema) {
+		return "", "", nil, fmt.Errorf("kept schema %q is not one kanal-bench made", schema)
+	}
+	d, err := sql.Open("pgx", base)
+	if err != nil {
+		return "", "", nil, err
+	}
+	var n int
+	err = d.QueryRowContext(ctx, "SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1", schema).Scan(&n)
+	if err == nil && n == 0 {
+		err = fmt.Errorf("-database-url: no schema %s (was it dropped?): remove the -keep directory", schema)
+	}
+	if err != nil {
+		d.Close()
+		return "", "", nil, err
+	}
+	u, err := schemaURL(base, schema)
+	if err != nil {
+		d.Close()
+		return "", "", nil, err
+	}
+	return u, schema, d, nil
+}
+
+var keptSchemaRE = regexp.MustCompile(`^kanal_bench_[0-9a-f]{12}$`)
+
+// schemaURL is base with the schema as search_path and application_name.
+func schemaURL(base, schema string) (string, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return "", err
+	}
 	q := u.Query()
 	q.Set("search_path", schema)
 	q.Set("application_name", schema)
 	u.RawQuery = q.Encode()
-	return u.String(), schema, d, nil
+	return u.String(), nil
 }
 
 // postgresCPU is the CPU time so far of each PostgreSQL backend the nodes
