@@ -559,7 +559,18 @@ func answerSends(ps []*pendingSend, all []mailbox.Envelope, row func(p *pendingS
 	return nil
 }
 
-var _ db.Pipeliner = sendMerger{}
+var (
+	_ db.Pipeliner = sendMerger{}
+	_ db.Locker    = sendMerger{}
+)
+
+// LockItems asks ls for the mailbox head rows of a commit's sends
+// (db.Locker), which the batch locks in one ordered pass.
+func (m sendMerger) LockItems(ls *db.Locks, items []any) {
+	for _, it := range items {
+		m.s.mailbox.LockAppend(ls, it.(*pendingSend).cs.envs)
+	}
+}
 
 // QueueTx queues a commit's sends on a PostgreSQL pipeline
 // (db.Pipeliner): one append for all their envelopes, one insert of

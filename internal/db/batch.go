@@ -55,6 +55,10 @@ type BatchObserver struct {
 	// start of the batch that carried it, which is the wait behind the
 	// commits before it.
 	Waited func(d time.Duration)
+	// Failed is called with the error of each attempt of a batch's
+	// shared transaction (or pipeline) that failed, before its bodies run
+	// again: a body's refusal, or a deadlock that should not happen.
+	Failed func(err error)
 }
 
 // Observe has o told of every batch from now on.
@@ -100,6 +104,8 @@ type batchReq struct {
 	// Merger to it at once.
 	merge Merger
 	item  any
+	// locks, for DoLocked: the rows fn writes (see Locks).
+	locks func(*Locks)
 }
 
 // A Merger writes the work of many callers of one kind in a few
@@ -119,11 +125,11 @@ type Merger interface {
 var ErrBatcherClosed = errors.New("db: batcher closed")
 
 // NewBatcher starts group commit on d with at most maxBatch bodies per
-// transaction, one batch at a time. One worker is deliberate on PostgreSQL
-// too: bodies lock rows in their own order, and two batches holding rows
-// of many bodies each would deadlock one another, which PostgreSQL detects
-// only after deadlock_timeout (1 s by default). Measured: one worker
-// commits several times more than four.
+// transaction, one batch at a time. On PostgreSQL each batch first locks
+// the rows all its bodies write in one ordered pass (see Locks), so that
+// the batches of several kanald nodes on one database wait for one
+// another rather than deadlock. One worker per node is still deliberate:
+// measured, one worker commits several times more than four.
 func (d *DB) NewBatcher(maxBatch int) *Batcher {
 	return d.NewAdmittingBatcher(maxBatch, Admission{})
 }
@@ -151,6 +157,14 @@ func (d *DB) NewAdmittingBatcher(maxBatch int, a Admission) *Batcher {
 // if the batch is retried, so it must have no effects outside tx.
 func (b *Batcher) Do(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return b.queue(&batchReq{ctx: ctx, fn: fn, done: make(chan error, 1)})
+}
+
+// DoLocked is Do for a body that writes rows of RowLocks: lock asks for
+// them (see Locks), and on PostgreSQL they are locked, with those of the
+// rest of its batch, before any body runs. A body that writes such rows
+// must come through DoLocked or a Locker.
+func (b *Batcher) DoLocked(ctx context.Context, lock func(*Locks), fn func(tx *sql.Tx) error) error {
+	return b.queue(&batchReq{ctx: ctx, fn: fn, done: make(chan error, 1), locks: lock})
 }
 
 // DoMerged is Do for work that m can write together with the other items
@@ -329,18 +343,62 @@ func (b *Batcher) run(batch []*batchReq) {
 		return
 	}
 	if p := b.pipeline(live); p != nil {
-		if b.d.pipelineTx(context.Background(), p) == nil {
+		err := b.d.pipelineTx(context.Background(), p)
+		if err == nil {
 			for _, r := range live {
 				r.done <- nil
 			}
 			return
 		}
+		b.failed(err)
 	} else {
 		b.settle(live)
 		return
 	}
 	for _, r := range live {
-		r.done <- b.d.Tx(r.ctx, r.fn)
+		r.done <- b.alone(r)
+	}
+}
+
+// alone runs one body in a transaction of its own, its rows locked first
+// as in a batch; its error is its caller's.
+func (b *Batcher) alone(r *batchReq) error {
+	return b.d.Tx(r.ctx, func(tx *sql.Tx) error {
+		if err := b.lock(r.ctx, tx, []*batchReq{r}); err != nil {
+			return err
+		}
+		return r.fn(tx)
+	})
+}
+
+// lock takes the rows bodies write in one ordered pass, on PostgreSQL.
+func (b *Batcher) lock(ctx context.Context, tx *sql.Tx, bodies []*batchReq) error {
+	if b.d.dialect != Postgres {
+		return nil
+	}
+	var ls Locks
+	var kinds []Locker
+	items := map[Locker][]any{}
+	for _, r := range bodies {
+		if r.locks != nil {
+			r.locks(&ls)
+		}
+		if l, ok := r.merge.(Locker); ok {
+			if _, ok := items[l]; !ok {
+				kinds = append(kinds, l)
+			}
+			items[l] = append(items[l], r.item)
+		}
+	}
+	for _, l := range kinds {
+		l.LockItems(&ls, items[l])
+	}
+	return ls.take(ctx, tx)
+}
+
+func (b *Batcher) failed(err error) {
+	if o := b.obs.Load(); o != nil && o.Failed != nil {
+		o.Failed(err)
 	}
 }
 
@@ -355,7 +413,7 @@ func (b *Batcher) run(batch []*batchReq) {
 func (b *Batcher) settle(bodies []*batchReq) {
 	if len(bodies) == 1 {
 		r := bodies[0]
-		r.done <- b.d.Tx(r.ctx, r.fn)
+		r.done <- b.alone(r)
 		return
 	}
 	if b.together(bodies) == nil {
@@ -370,42 +428,53 @@ func (b *Batcher) settle(bodies []*batchReq) {
 }
 
 // together runs bodies in one transaction, their merged items written by
-// their Mergers.
+// their Mergers, after the rows they all write are locked (see Locks).
 func (b *Batcher) together(bodies []*batchReq) error {
 	return b.d.Tx(context.Background(), func(tx *sql.Tx) error {
-		// Merged items wait until a plain body comes or the batch
-		// ends, so the batch writes in the order it was queued except
-		// that items of different Mergers between two plain bodies are
-		// written kind by kind.
-		var kinds []Merger
-		items := map[Merger][]any{}
-		flush := func() error {
-			for _, m := range kinds {
-				if err := m.MergeTx(context.Background(), tx, items[m]); err != nil {
-					return err
-				}
-				delete(items, m)
-			}
-			kinds = kinds[:0]
-			return nil
+		err := b.bodiesTx(tx, bodies)
+		if err != nil {
+			b.failed(err)
 		}
-		for _, r := range bodies {
-			if r.merge != nil {
-				if _, ok := items[r.merge]; !ok {
-					kinds = append(kinds, r.merge)
-				}
-				items[r.merge] = append(items[r.merge], r.item)
-				continue
-			}
-			if err := flush(); err != nil {
-				return err
-			}
-			if err := r.fn(tx); err != nil {
-				return err
-			}
-		}
-		return flush()
+		return err
 	})
+}
+
+func (b *Batcher) bodiesTx(tx *sql.Tx, bodies []*batchReq) error {
+	if err := b.lock(context.Background(), tx, bodies); err != nil {
+		return err
+	}
+	// Merged items wait until a plain body comes or the batch
+	// ends, so the batch writes in the order it was queued except
+	// that items of different Mergers between two plain bodies are
+	// written kind by kind.
+	var kinds []Merger
+	items := map[Merger][]any{}
+	flush := func() error {
+		for _, m := range kinds {
+			if err := m.MergeTx(context.Background(), tx, items[m]); err != nil {
+				return err
+			}
+			delete(items, m)
+		}
+		kinds = kinds[:0]
+		return nil
+	}
+	for _, r := range bodies {
+		if r.merge != nil {
+			if _, ok := items[r.merge]; !ok {
+				kinds = append(kinds, r.merge)
+			}
+			items[r.merge] = append(items[r.merge], r.item)
+			continue
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		if err := r.fn(tx); err != nil {
+			return err
+		}
+	}
+	return flush()
 }
 
 // pipeline queues the batch on a Pipeline if it is on PostgreSQL and

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -13,7 +12,7 @@ import (
 // A Pipeliner is a Merger that also writes its items on PostgreSQL by
 // queueing statements on a Pipeline. When every body of a batch on
 // PostgreSQL was queued with a Pipeliner, the batch is one transaction
-// sent in one round trip (a pgx.Batch): BEGIN, the row locks, every
+// sent in one round trip (a pgx.Batch): BEGIN, the row locks (Locks), every
 // queued statement and COMMIT — instead of one round trip per statement
 // from the batch worker. QueueTx must queue what MergeTx would write. A
 // statement that fails makes PostgreSQL skip the rest, COMMIT included:
@@ -33,10 +32,11 @@ type Pipeliner interface {
 
 // Pipeline collects the statements of one group commit on PostgreSQL; see
 // Pipeliner. No statement can depend on what the program reads from an
-// earlier one: they are all sent before any result is read.
+// earlier one: they are all sent before any result is read. Its Locks
+// (Lock, Create) are taken before any statement runs, in one ordered pass
+// for the whole batch however many of its writers touch the rows.
 type Pipeline struct {
-	locks map[*RowLock][]string
-	order []*RowLock
+	Locks
 	stmts []pipelined
 }
 
@@ -44,27 +44,6 @@ type pipelined struct {
 	sql  string
 	args []any
 	read func(pgx.Rows) error
-}
-
-// A RowLock is a statement that locks rows by key: SQL takes one
-// parameter, the keys as a text array sorted and without duplicates, and
-// must lock their rows in that order (… WHERE key = ANY($1) ORDER BY key
-// FOR UPDATE). Rows it does not find are not locked.
-type RowLock struct{ SQL string }
-
-// Lock has the rows of keys locked by l before any statement of the
-// pipeline runs, together with every other key asked of l in the batch, in
-// key order: the batch takes those rows in one ordered pass however many
-// of its writers touch them, so that two transactions that do the same
-// cannot deadlock on them.
-func (p *Pipeline) Lock(l *RowLock, keys ...string) {
-	if p.locks == nil {
-		p.locks = map[*RowLock][]string{}
-	}
-	if _, ok := p.locks[l]; !ok {
-		p.order = append(p.order, l)
-	}
-	p.locks[l] = append(p.locks[l], keys...)
 }
 
 // Query queues a statement. read, if not nil, gets its rows once the
@@ -88,9 +67,8 @@ func (d *DB) pipelineTx(ctx context.Context, p *Pipeline) error {
 	}
 	var b pgx.Batch
 	b.BeginTx(pgx.TxOptions{})
-	for _, l := range p.order {
-		keys := slices.Compact(slices.Sorted(slices.Values(p.locks[l])))
-		b.Queue(l.SQL, keys)
+	for _, s := range p.steps() {
+		b.Queue(s.sql, s.keys)
 	}
 	for _, s := range p.stmts {
 		q := b.Queue(s.sql, s.args...)

@@ -15,8 +15,39 @@ import (
 // the head rows they touch are locked first in device order by the
 // pipeline, once for the whole batch.
 
-// headsLock locks the head rows of devices in device order.
-var headsLock = &db.RowLock{SQL: `SELECT 1 FROM mailbox_heads WHERE device_id = ANY($1) ORDER BY device_id COLLATE "C" FOR UPDATE`}
+// headsLock locks the head rows of devices in device order (db.Locks),
+// after creating those of devices an append reaches for the first time.
+// Every transaction that writes a device's mailbox rows holds its head
+// row first, so the head rows guard the mailbox rows too.
+var headsLock = &db.RowLock{
+	SQL: `SELECT 1 FROM mailbox_heads WHERE device_id = ANY($1) ORDER BY device_id COLLATE "C" FOR UPDATE`,
+	Insert: `INSERT INTO mailbox_heads (device_id, last_seq, depth, bytes)
+		SELECT d, 0, 0, 0 FROM unnest($1::text[]) AS d ON CONFLICT (device_id) DO NOTHING`,
+}
+
+// LockAppend asks ls for the head rows an append of envs writes, for a
+// caller that appends through its own db.Locker.
+func (s *Store) LockAppend(ls *db.Locks, envs []Envelope) {
+	ls.Create(headsLock, recipients(envs)...)
+}
+
+// recipients returns the recipient devices of envs, in no order and
+// possibly repeated.
+func recipients(envs []Envelope) []string {
+	out := make([]string, len(envs))
+	for i := range envs {
+		out[i] = envs[i].Recipient
+	}
+	return out
+}
+
+// LockItems asks ls for the head rows of a commit's acknowledgements
+// (db.Locker).
+func (m ackMerger) LockItems(ls *db.Locks, items []any) {
+	for _, it := range items {
+		ls.Lock(headsLock, it.(*pendingAck).device)
+	}
+}
 
 // appendSQL reserves the sequence numbers of each device's envelopes in
 // its head row, adds them to its depth and bytes, and inserts the
@@ -76,7 +107,7 @@ func (s *Store) QueueAppend(p *db.Pipeline, envs []Envelope, q Quota) error {
 			cts = append(cts, e.Ciphertext)
 		}
 	}
-	p.Lock(headsLock, devices...)
+	p.Create(headsLock, devices...)
 	p.Query(appendSQL, []any{devices, counts, sizes, recip, back, ids, convs, senders, classes, cts, created, expires, q.MaxEnvelopes, q.MaxBytes}, func(rows pgx.Rows) error {
 		seen := 0
 		for rows.Next() {
@@ -161,4 +192,7 @@ func (m ackMerger) QueueTx(p *db.Pipeline, items []any) error {
 	return nil
 }
 
-var _ db.Pipeliner = ackMerger{}
+var (
+	_ db.Pipeliner = ackMerger{}
+	_ db.Locker    = ackMerger{}
+)

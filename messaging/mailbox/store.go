@@ -100,7 +100,7 @@ func validate(e *Envelope) error {
 func (s *Store) Append(ctx context.Context, envs []Envelope) error {
 	fn := func(tx *sql.Tx) error { return s.AppendTx(ctx, tx, envs) }
 	if s.batch != nil {
-		return s.batch.Do(ctx, fn)
+		return s.batch.DoLocked(ctx, func(ls *db.Locks) { s.LockAppend(ls, envs) }, fn)
 	}
 	return s.db.Tx(ctx, fn)
 }
@@ -427,7 +427,12 @@ func (s *Store) Ack(ctx context.Context, device string, ids []string) (int64, er
 	}
 	var err error
 	if s.batch == nil {
-		err = s.db.Tx(ctx, fn)
+		err = s.db.Tx(ctx, func(tx *sql.Tx) error {
+			if err := s.lockHeads(ctx, tx, `SELECT 1 FROM mailbox_heads WHERE device_id = $1 FOR UPDATE`, device); err != nil {
+				return err
+			}
+			return fn(tx)
+		})
 	} else {
 		// Every device acknowledges every frame it takes, so acks are as
 		// many writes as sends: on their own, each would be a commit and
@@ -531,6 +536,13 @@ func (s *Store) Depth(ctx context.Context, device string) (int, error) {
 func (s *Store) Expire(ctx context.Context) (int64, error) {
 	var n int64
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		// The heads first, in device order, as every writer of mailbox
+		// rows takes them (headsLock): deleting an envelope an ack is
+		// deleting too, then waiting for its head, would deadlock.
+		if err := s.lockHeads(ctx, tx, `SELECT 1 FROM mailbox_heads WHERE device_id IN (SELECT device_id FROM mailbox WHERE expires_at <= $1)
+			ORDER BY device_id COLLATE "C" FOR UPDATE`, s.now().UnixMilli()); err != nil {
+			return err
+		}
 		var err error
 		n, err = deleteReleasing(ctx, tx, `DELETE FROM mailbox WHERE expires_at <= $1 RETURNING device_id, LENGTH(ciphertext)`, s.now().UnixMilli())
 		if err != nil {
@@ -547,14 +559,26 @@ func (s *Store) Expire(ctx context.Context) (int64, error) {
 
 // DeleteDeviceTx empties a device's mailbox inside the caller's transaction;
 // used when the device is revoked.
+// The head row goes first: every writer of a device's mailbox rows holds
+// its head row before them (headsLock).
 func (s *Store) DeleteDeviceTx(ctx context.Context, tx *sql.Tx, device string) error {
-	if _, err := tx.ExecContext(ctx, `DELETE FROM mailbox WHERE device_id = $1`, device); err != nil {
-		return fmt.Errorf("mailbox.delete: %w", err)
-	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM mailbox_heads WHERE device_id = $1`, device); err != nil {
 		return fmt.Errorf("mailbox.delete: %w", err)
 	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM mailbox WHERE device_id = $1`, device); err != nil {
+		return fmt.Errorf("mailbox.delete: %w", err)
+	}
 	return nil
+}
+
+// lockHeads runs a statement that locks head rows, on PostgreSQL; on
+// SQLite the transaction already holds the only write lock.
+func (s *Store) lockHeads(ctx context.Context, tx *sql.Tx, query string, args ...any) error {
+	if s.db.Dialect() != db.Postgres {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, query, args...)
+	return err
 }
 
 // byRecipient validates envs and groups their indexes by recipient
