@@ -75,3 +75,40 @@ func TestAckFloodIsNotAWritePerFrame(t *testing.T) {
 		}
 	})
 }
+
+// TestAcksWrittenRoundAfterRound: a device that takes one envelope after
+// another and acknowledges each has every one of them deleted, the acks
+// that come within AckInterval of the last write included (they wait for
+// the stream's timer, which each round arms again).
+func TestAcksWrittenRoundAfterRound(t *testing.T) {
+	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, b *node) {
+		ctx := context.Background()
+		dev := uniqueDevice("dev_rounds")
+		c := dial(t, b, dev)
+		if f, err := c.next(); err != nil || f.Type != "synced" {
+			t.Fatalf("want synced, got %+v %v", f, err)
+		}
+		for i := range 6 {
+			es := []mailbox.Envelope{env(dev, "dev_a", fmt.Sprint(i))}
+			if err := store.Append(ctx, es); err != nil {
+				t.Fatal(err)
+			}
+			a.hub.Deliver(es)
+			if got := c.collect(1, true); got[0].ID != es[0].ID {
+				t.Fatalf("round %d: got %+v", i, got)
+			}
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				n, err := store.Depth(ctx, dev)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("round %d: the acknowledged envelope is still stored", i)
+				}
+			}
+		}
+	})
+}

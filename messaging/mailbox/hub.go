@@ -732,6 +732,10 @@ type conn struct {
 	// clock, so the hub's Now only decides how long the session has).
 	timer                        *time.Timer
 	nextPing, nextCheck, expires time.Time
+	// cut closes the stream when a frame is not finished in time
+	// (readFrame); made at the first frame and re-armed for each, rather
+	// than a timer per frame. Only the read loop touches it.
+	cut *time.Timer
 
 	mu sync.Mutex
 	// inflight holds the envelopes sent and not yet deleted: false until
@@ -739,7 +743,7 @@ type conn struct {
 	inflight map[string]bool
 	acked    []string  // acknowledged, to be deleted with the next write
 	lastAck  time.Time // of the last acknowledgement write
-	ackTimer bool      // a write of acked is scheduled
+	ackTimer bool      // a write of acked is scheduled (on ackT)
 	ackBusy  bool      // the acknowledgement writer runs
 	cursor   int64     // last seq sent on this connection
 	carried  wakeList  // envelopes carried by wake-ups since the pump last looked
@@ -764,6 +768,9 @@ type conn struct {
 	// no carried envelope (each looks like a gap) and reads its mailbox
 	// after every ping.
 	head int64
+	// ackT runs flushLater; made at the first acknowledgement and
+	// re-armed when ackTimer is false, rather than a timer made per write.
+	ackT *time.Timer
 	done chan struct{} // closed when the stream is finished
 }
 
@@ -1301,11 +1308,17 @@ func (c *conn) readFrame() (websocket.MessageType, []byte, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	cut := time.AfterFunc(c.hub.o.FrameTimeout, func() { c.close(StatusTooSlow, "frame not finished in time") })
-	defer cut.Stop()
+	if c.cut == nil {
+		c.cut = time.AfterFunc(c.hub.o.FrameTimeout, c.frameLate)
+	} else {
+		c.cut.Reset(c.hub.o.FrameTimeout)
+	}
 	data, err := io.ReadAll(rd)
+	c.cut.Stop()
 	return typ, data, err
 }
+
+func (c *conn) frameLate() { c.close(StatusTooSlow, "frame not finished in time") }
 
 var (
 	errUnknownFrame = errors.New("unknown frame type")
@@ -1433,8 +1446,7 @@ func (c *conn) takeAcks(ids []string) error {
 	wait := AckInterval - now.Sub(c.lastAck)
 	due := n > 0 && (n >= MaxAckBatch || wait <= 0)
 	if n > 0 && !due && !c.ackTimer {
-		c.ackTimer = true
-		time.AfterFunc(wait, c.flushLater)
+		c.armAcks(wait)
 	}
 	start := due && !c.ackBusy
 	if start {
@@ -1461,14 +1473,25 @@ func (c *conn) writeAcks() {
 		if !again {
 			c.ackBusy = false
 			if n > 0 && !c.ackTimer && !c.stopped {
-				c.ackTimer = true
-				time.AfterFunc(max(wait, 0), c.flushLater)
+				c.armAcks(max(wait, 0))
 			}
 		}
 		c.mu.Unlock()
 		if !again {
 			return
 		}
+	}
+}
+
+// armAcks schedules flushLater after wait; c.mu is held and no write is
+// scheduled (ackTimer is false). The stream's one timer for it is re-armed
+// rather than a timer made per acknowledgement write.
+func (c *conn) armAcks(wait time.Duration) {
+	c.ackTimer = true
+	if c.ackT == nil {
+		c.ackT = time.AfterFunc(wait, c.flushLater)
+	} else {
+		c.ackT.Reset(wait)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -405,22 +406,26 @@ func (s *Store) Ack(ctx context.Context, device string, ids []string) (int64, er
 	if len(ids) > MaxAckBatch {
 		return 0, fmt.Errorf("%w: at most %d ids per ack", ErrInvalid, MaxAckBatch)
 	}
-	var ph strings.Builder
-	args := make([]any, 0, len(ids)+1)
-	args = append(args, device)
-	for i, id := range ids {
+	for _, id := range ids {
 		if len(id) == 0 || len(id) > 64 {
 			return 0, fmt.Errorf("%w: bad envelope id", ErrInvalid)
 		}
-		if i > 0 {
-			ph.WriteString(", ")
-		}
-		fmt.Fprintf(&ph, "$%d", i+2)
-		args = append(args, id)
 	}
-	q := `DELETE FROM mailbox WHERE device_id = $1 AND envelope_id IN (` + ph.String() + `) RETURNING device_id, LENGTH(ciphertext)`
 	a := &pendingAck{device: device, ids: ids}
+	// The statement of an ack on its own; one merged into a group commit
+	// (below) is deleted by ackMerger's instead, and never builds it.
 	fn := func(tx *sql.Tx) error {
+		var ph strings.Builder
+		args := make([]any, 0, len(ids)+1)
+		args = append(args, device)
+		for i, id := range ids {
+			if i > 0 {
+				ph.WriteString(", ")
+			}
+			ph.WriteString("$" + strconv.Itoa(i+2))
+			args = append(args, id)
+		}
+		q := `DELETE FROM mailbox WHERE device_id = $1 AND envelope_id IN (` + ph.String() + `) RETURNING device_id, LENGTH(ciphertext)`
 		var err error
 		a.n, err = deleteReleasing(ctx, tx, q, args...)
 		return err
