@@ -428,19 +428,7 @@ func (r *runner) measure(ctx context.Context, senders []sender) error {
 		cpu += nodes1[i] - nodes0[i]
 	}
 	r.finish(start, sendEnd, cpu)
-	if s := r.res.Server; s != nil && len(nodes1) > 1 && r.res.Delivered > 0 {
-		for i := range nodes1 {
-			s.NodeCPUPerEnvelopeUS = append(s.NodeCPUPerEnvelopeUS, float64((nodes1[i]-nodes0[i]).Microseconds())/float64(r.res.Delivered))
-		}
-	}
-	if s := r.res.Server; s != nil && len(pg1) > 0 && r.res.Delivered > 0 {
-		var pg time.Duration
-		for pid, c := range pg1 {
-			pg += c - pg0[pid] // a backend opened since counts from 0
-		}
-		s.PostgresBackends = len(pg1)
-		s.PostgresCPUPerEnvelopeUS = float64(pg.Microseconds()) / float64(r.res.Delivered)
-	}
+	r.shares(nodes0, nodes1, pg0, pg1)
 	self := selfCPU() - self0
 	r.res.BenchCPUCores = self.Seconds() / r.res.DurationS
 	if r.res.Delivered > 0 {
@@ -574,6 +562,24 @@ func (r *runner) finish(start, sendEnd time.Time, cpu time.Duration) {
 		}
 	}
 	res.LoadAfter = loadAvg()
+}
+
+// shares adds each node's CPU and the PostgreSQL backends' per delivered
+// envelope, from samples at the start and the end of the measured phase.
+func (r *runner) shares(nodes0, nodes1 []time.Duration, pg0, pg1 map[int]time.Duration) {
+	if s := r.res.Server; s != nil && len(nodes1) > 1 && r.res.Delivered > 0 {
+		for i := range nodes1 {
+			s.NodeCPUPerEnvelopeUS = append(s.NodeCPUPerEnvelopeUS, float64((nodes1[i]-nodes0[i]).Microseconds())/float64(r.res.Delivered))
+		}
+	}
+	if s := r.res.Server; s != nil && len(pg1) > 0 && r.res.Delivered > 0 {
+		var pg time.Duration
+		for pid, c := range pg1 {
+			pg += c - pg0[pid] // a backend opened since counts from 0
+		}
+		s.PostgresBackends = len(pg1)
+		s.PostgresCPUPerEnvelopeUS = float64(pg.Microseconds()) / float64(r.res.Delivered)
+	}
 }
 
 func latencyOf(h *Histogram) latencyStats {
@@ -796,7 +802,7 @@ func (r *runner) broadcast(ctx context.Context) error {
 		}
 	}
 	wake0, read0 := r.streamedCounts(ctx)
-	cpu0, _ := r.serverSample()
+	nodes0, pg0 := r.nodeCPU(), r.cl.postgresCPU(ctx)
 	self0 := selfCPU() + procsCPU(procs)
 	profiled := r.startCPUProfile(ctx)
 	start := time.Now()
@@ -818,7 +824,7 @@ func (r *runner) broadcast(ctx context.Context) error {
 		time.Sleep(5 * time.Millisecond)
 	}
 	stopProgress()
-	cpu1, _ := r.serverSample()
+	nodes1, pg1 := r.nodeCPU(), r.cl.postgresCPU(ctx)
 	self1 := selfCPU() + procsCPU(procs)
 	wake1, read1 := r.streamedCounts(ctx)
 	r.res.BroadcastCarried, r.res.BroadcastRead = int64(wake1-wake0), int64(read1-read0)
@@ -831,7 +837,12 @@ func (r *runner) broadcast(ctx context.Context) error {
 		}
 		procs = nil
 	}
-	r.finish(start, sendEnd, cpu1-cpu0)
+	var cpu time.Duration
+	for i := range nodes1 {
+		cpu += nodes1[i] - nodes0[i]
+	}
+	r.finish(start, sendEnd, cpu)
+	r.shares(nodes0, nodes1, pg0, pg1)
 	r.res.BroadcastS = time.Unix(0, r.lastDeliv.Load()).Sub(start).Seconds()
 	r.res.BenchCPUCores = (self1 - self0).Seconds() / r.res.DurationS
 	r.res.StreamProcs = r.o.streamProcs

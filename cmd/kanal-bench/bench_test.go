@@ -221,6 +221,11 @@ func TestBroadcastKeepPostgres(t *testing.T) {
 	if len(second.Provisioning) != 0 || !strings.Contains(second.Kept, "reused") || second.BroadcastStored != 4 || second.Delivered != 4 || len(second.Errors) != 0 {
 		t.Fatalf("second run: kept %q, provisioning %v, stored %d, delivered %d, errors %v", second.Kept, second.Provisioning, second.BroadcastStored, second.Delivered, second.Errors)
 	}
+	// Each node's share of the CPU per delivered follower, as in the
+	// measured phase of the other scenarios.
+	if s := second.Server; s == nil || len(s.NodeCPUPerEnvelopeUS) != 2 {
+		t.Fatalf("server figures: %+v", s)
+	}
 	for _, bad := range [][]string{
 		{"-scenario", "broadcast", "-devices", "4", "-keep", dir},
 		{"-scenario", "broadcast", "-devices", "4", "-nodes", "2", "-database-url", strings.Replace(pg, "/"+k.Database, "/other", 1), "-nats-url", nats, "-keep", dir},

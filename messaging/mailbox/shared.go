@@ -4,7 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
+
+	"github.com/kanal-server/kanal/internal/db"
 )
 
 // AppendSharedTx stores e's ciphertext once and gives every device of
@@ -28,12 +32,76 @@ func (s *Store) AppendSharedTx(ctx context.Context, tx *sql.Tx, e Envelope, devi
 		e.ID, e.Ciphertext, now.UnixMilli(), now.Add(s.retention).UnixMilli()); err != nil {
 		return nil, fmt.Errorf("mailbox.append: %w", err)
 	}
+	if s.db.Dialect() == db.Postgres && q == (Quota{}) {
+		return s.appendRefsPostgres(ctx, tx, e, devices)
+	}
 	refs := make([]Envelope, len(devices))
 	for i, d := range devices {
 		refs[i] = Envelope{ID: e.ID, Conversation: e.Conversation, Sender: e.Sender, Recipient: d, Class: ClassBroadcast, Ciphertext: []byte(e.ID)}
 	}
 	if err := s.AppendWithinTx(ctx, tx, refs, q); err != nil {
 		return nil, err
+	}
+	return refs, nil
+}
+
+// appendRefsPostgres writes the references of AppendSharedTx, without a
+// quota, on PostgreSQL in one statement whatever the number of devices:
+// the devices go as one text[] parameter, their heads are advanced in
+// device order (the order every append and ack takes the head rows'
+// locks in) and each reference row is inserted from its head's new
+// last_seq. The general path takes two statements per 256 devices — 392
+// round trips and 3.6 million parameters for 50,000 followers, on the
+// post's path before any follower is woken.
+func (s *Store) appendRefsPostgres(ctx context.Context, tx *sql.Tx, e Envelope, devices []string) ([]Envelope, error) {
+	sorted := slices.Clone(devices)
+	slices.Sort(sorted)
+	for i, d := range sorted {
+		if !ValidDeviceID(d) {
+			return nil, fmt.Errorf("%w: bad recipient device id", ErrInvalid)
+		}
+		if i > 0 && sorted[i-1] == d {
+			return nil, fmt.Errorf("%w: device %s twice", ErrInvalid, d)
+		}
+	}
+	if len(sorted) == 0 {
+		return nil, nil
+	}
+	now := s.now()
+	created, expires := now.UnixMilli(), now.Add(s.retention).UnixMilli()
+	rows, err := tx.QueryContext(ctx, `WITH h AS (
+		INSERT INTO mailbox_heads (device_id, last_seq, depth, bytes)
+		SELECT d, 1, 1, $2::bigint FROM unnest($1::text[]) AS d ORDER BY d
+		ON CONFLICT (device_id) DO UPDATE SET last_seq = mailbox_heads.last_seq + 1,
+			depth = mailbox_heads.depth + 1, bytes = mailbox_heads.bytes + excluded.bytes
+		RETURNING device_id, last_seq)
+	INSERT INTO mailbox (device_id, seq, envelope_id, conversation, sender_device, class, ciphertext, created_at, expires_at)
+	SELECT device_id, last_seq, $3, $4, $5, $6, $7, $8, $9 FROM h
+	RETURNING device_id, seq`, sorted, int64(len(e.ID)), e.ID, e.Conversation, e.Sender, ClassBroadcast, []byte(e.ID), created, expires)
+	if err != nil {
+		return nil, fmt.Errorf("mailbox.append: %w", err)
+	}
+	defer rows.Close()
+	seqs := make(map[string]int64, len(sorted))
+	for rows.Next() {
+		var dev string
+		var seq int64
+		if err := rows.Scan(&dev, &seq); err != nil {
+			return nil, fmt.Errorf("mailbox.append: %w", err)
+		}
+		seqs[dev] = seq
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("mailbox.append: %w", err)
+	}
+	if len(seqs) != len(sorted) {
+		return nil, fmt.Errorf("mailbox.append: %d of %d references written", len(seqs), len(sorted))
+	}
+	at := time.UnixMilli(created).UTC()
+	refs := make([]Envelope, len(devices))
+	for i, d := range devices {
+		refs[i] = Envelope{ID: e.ID, Conversation: e.Conversation, Sender: e.Sender, Recipient: d, Class: ClassBroadcast,
+			Ciphertext: []byte(e.ID), Seq: seqs[d], ServerTime: at}
 	}
 	return refs, nil
 }
