@@ -280,9 +280,11 @@ func (r *runner) progress(line func() string) func() {
 	return func() { close(done); wg.Wait() }
 }
 
-// parallel runs f for 0..n-1 on w goroutines and returns the first error.
+// parallel runs f for 0..n-1 on w goroutines and returns the first error;
+// after an error no f starts (the others finish what they are doing).
 func parallel(ctx context.Context, n, w int, f func(i int) error) error {
 	var next atomic.Int64
+	var failed atomic.Bool
 	var first error
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -292,7 +294,7 @@ func parallel(ctx context.Context, n, w int, f func(i int) error) error {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= n || ctx.Err() != nil {
+				if i >= n || ctx.Err() != nil || failed.Load() {
 					return
 				}
 				if err := f(i); err != nil {
@@ -301,6 +303,7 @@ func parallel(ctx context.Context, n, w int, f func(i int) error) error {
 						first = err
 					}
 					mu.Unlock()
+					failed.Store(true)
 					return
 				}
 			}

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"math"
+	"sync/atomic"
 	"testing"
 )
 
@@ -37,5 +40,23 @@ func TestPromHist(t *testing.T) {
 	}
 	if q := (promHist{}).quantile(0.99); q != 0 {
 		t.Fatalf("an empty histogram's p99: %v", q)
+	}
+}
+
+// parallel stops at the first error: with one worker and an error from
+// the first item, no other item runs (a failed login among 50,000 kept
+// sessions ended the run only after all the others had been renewed).
+func TestParallelStopsAtError(t *testing.T) {
+	ran := 0
+	err := parallel(context.Background(), 1000, 1, func(i int) error {
+		ran++
+		return fmt.Errorf("item %d failed", i)
+	})
+	if err == nil || err.Error() != "item 0 failed" || ran != 1 {
+		t.Fatalf("error %v after %d items, want item 0's after 1", err, ran)
+	}
+	var count atomic.Int64
+	if err := parallel(context.Background(), 1000, 8, func(int) error { count.Add(1); return nil }); err != nil || count.Load() != 1000 {
+		t.Fatalf("without errors: %v after %d items, want all 1000", err, count.Load())
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kanal-server/kanal/identity"
 	idclient "github.com/kanal-server/kanal/identity/client"
 	"github.com/kanal-server/kanal/messaging/client"
 )
@@ -46,6 +47,9 @@ const keepFile = "keep.json"
 // that follows must not outlive it (the stream's session recheck would
 // close it).
 const keepRelogin = 30 * time.Minute
+
+// keepLoginTries is how often a kept session's renewal is tried.
+const keepLoginTries = 5
 
 type keptDevice struct {
 	N       int       `json:"n"`
@@ -208,7 +212,23 @@ func (r *runner) restoreKept(ctx context.Context, k *kept, connected int) (counc
 		if now.Sub(kd.Login) < keepRelogin {
 			return nil
 		}
-		sess, err := idclient.New(d.base, d.hc).Login(ctx, d.id, d.key, "")
+		// A login that fails is tried again, as a client would: one
+		// refused database connection on a loaded machine must not end
+		// a run that renews tens of thousands of sessions.
+		var sess *identity.SessionResponse
+		var err error
+		for try := range keepLoginTries {
+			if try > 0 {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(time.Duration(try) * time.Second):
+				}
+			}
+			if sess, err = idclient.New(d.base, d.hc).Login(ctx, d.id, d.key, ""); err == nil {
+				break
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("log in kept device %s: %w", d.id, err)
 		}
