@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/web"
 	"github.com/kanal-server/kanal/messaging/kind"
 	"github.com/kanal-server/kanal/messaging/mailbox"
@@ -503,7 +504,7 @@ func (p *groupPlan) key() string {
 // change starts over, a few times at most.
 func (s *Service) changeGroup(ctx context.Context, id string, decide func(g *Group) (*groupPlan, error)) (*Group, error) {
 	for range 3 {
-		before, err := s.loadGroup(ctx, s.db.QueryRow, s.db.Query, id)
+		before, err := s.readGroup(ctx, id)
 		if err != nil {
 			return nil, err
 		}
@@ -559,6 +560,25 @@ func (s *Service) changeGroup(ctx context.Context, id string, decide func(g *Gro
 }
 
 var errGroupChanged = errors.New("messaging.group: changed concurrently")
+
+// readGroup loads a group outside changeGroup's transaction, in one
+// snapshot. On PostgreSQL each statement outside a transaction sees what
+// was committed when it started: a change committed between the reads of
+// the members and of the invitations showed a group that never was (an
+// invitee neither invited nor a member), and decide refused on it with
+// 404 at once, where the locked reading would have seen the change.
+func (s *Service) readGroup(ctx context.Context, id string) (*Group, error) {
+	if s.db.Dialect() != db.Postgres {
+		return s.loadGroup(ctx, s.db.QueryRow, s.db.Query, id)
+	}
+	var g *Group
+	err := s.db.TxOpts(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}, func(tx *sql.Tx) error {
+		var err error
+		g, err = s.loadGroup(ctx, tx.QueryRowContext, tx.QueryContext, id)
+		return err
+	})
+	return g, err
+}
 
 // rosterFor asks for a group's members to be listed, as group.change
 // notices with op member, to the devices of one account.
