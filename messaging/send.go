@@ -13,8 +13,8 @@ import (
 	"mime"
 	"net/http"
 	"slices"
-	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kanal-server/kanal/internal/db"
@@ -117,16 +117,24 @@ func DirectConversation(a, b string) string {
 	if b < a {
 		a, b = b, a
 	}
-	h := sha256.Sum256([]byte(a + "\x00" + b))
-	return "d_" + hex.EncodeToString(h[:])[:32]
+	return conversationID("d_", a, b)
+}
+
+// conversationID is prefix and the first 32 hex digits of SHA-256 over a,
+// a NUL byte and b, built in one allocation: every send derives its
+// conversation's id.
+func conversationID(prefix, a, b string) string {
+	var in [2*128 + 1]byte // ids of up to 128 bytes (checkSend's bound) fit; longer ones cost an allocation
+	h := sha256.Sum256(append(append(append(in[:0], a...), 0), b...))
+	var out [2 + 32]byte
+	return string(hex.AppendEncode(append(out[:0], prefix...), h[:16]))
 }
 
 // OrgConversation returns the id of the conversation between an
 // organisation and a citizen account: "o_" and the first 32 hex digits of
 // SHA-256 over org id, a NUL byte, and the account id.
 func OrgConversation(orgID, accountID string) string {
-	h := sha256.Sum256([]byte(orgID + "\x00" + accountID))
-	return "o_" + hex.EncodeToString(h[:])[:32]
+	return conversationID("o_", orgID, accountID)
 }
 
 // OrgStaffConversation returns the id of the conversation in which the
@@ -185,6 +193,8 @@ func checkSend(c Caller, req *SendRequest) (*checkedSend, error) {
 		return nil, web.Errorf(http.StatusRequestEntityTooLarge, web.TypeTooLarge, "Too many envelopes",
 			"a send carries at most %d envelopes", MaxSendDevices)
 	}
+	cs.envs = make([]mailbox.Envelope, 0, len(req.Envelopes))
+	cs.devices = make([]string, 0, len(req.Envelopes))
 	seen := map[string]bool{}
 	for i, e := range req.Envelopes {
 		if !mailbox.ValidDeviceID(e.DeviceID) {
@@ -216,8 +226,8 @@ func checkSend(c Caller, req *SendRequest) (*checkedSend, error) {
 			Recipient: e.DeviceID, Class: req.Class, Ciphertext: ct})
 		cs.devices = append(cs.devices, e.DeviceID)
 	}
-	sort.Slice(cs.envs, func(i, j int) bool { return cs.envs[i].Recipient < cs.envs[j].Recipient })
-	sort.Strings(cs.devices)
+	slices.SortFunc(cs.envs, func(a, b mailbox.Envelope) int { return strings.Compare(a.Recipient, b.Recipient) })
+	slices.Sort(cs.devices)
 	return &cs, nil
 }
 
@@ -233,7 +243,8 @@ func (s *Service) requiredDevices(ctx context.Context, c Caller, to SendTo, fres
 	// The accounts whose devices are addressed, the sender's own among
 	// them, are looked up at once (in this node's memory, or in one query
 	// each to the directory and the identities table).
-	accounts := []string{c.AccountID}
+	accounts := make([]string, 1, 2)
+	accounts[0] = c.AccountID
 	if to.GroupID != "" {
 		members, err := s.groupMembers(ctx, c, to.GroupID)
 		if err != nil {
@@ -256,35 +267,45 @@ func (s *Service) requiredDevices(ctx context.Context, c Caller, to SendTo, fres
 		return nil, false, web.Errorf(http.StatusNotFound, TypeUnknownRecipient, "Unknown recipient",
 			"account %s has no active devices", to.AccountID)
 	}
+	if to.OrgID == "" {
+		// No agents to merge: sorting is enough, and a device listed
+		// twice (were an account asked twice) is kept once.
+		out := make([]Device, 0, len(theirs))
+		for _, d := range theirs {
+			if d.DeviceID != c.DeviceID && d.published {
+				out = append(out, d.Device)
+			}
+		}
+		slices.SortFunc(out, func(a, b Device) int { return strings.Compare(a.DeviceID, b.DeviceID) })
+		return slices.CompactFunc(out, func(a, b Device) bool { return a.DeviceID == b.DeviceID }), cached, nil
+	}
 	set := map[string]Device{}
-	if to.OrgID != "" {
-		_, ds, err := s.dir.OrgAgents(ctx, to.OrgID)
-		if err != nil {
-			return nil, false, err
+	_, ds, err := s.dir.OrgAgents(ctx, to.OrgID)
+	if err != nil {
+		return nil, false, err
+	}
+	if len(ds) == 0 {
+		return nil, false, web.Errorf(http.StatusNotFound, TypeUnknownRecipient, "Unknown recipient",
+			"organisation %s has no active agent devices", to.OrgID)
+	}
+	if to.AccountID != "" && !slices.ContainsFunc(ds, func(d Device) bool { return d.DeviceID == c.DeviceID }) {
+		return nil, false, web.Errorf(http.StatusForbidden, web.TypeForbidden, "Not an agent",
+			"only an agent device of organisation %s may send in its name", to.OrgID)
+	}
+	for _, d := range ds {
+		if d.DeviceID != c.DeviceID {
+			set[d.DeviceID] = d
 		}
-		if len(ds) == 0 {
-			return nil, false, web.Errorf(http.StatusNotFound, TypeUnknownRecipient, "Unknown recipient",
-				"organisation %s has no active agent devices", to.OrgID)
-		}
-		if to.AccountID != "" && !slices.ContainsFunc(ds, func(d Device) bool { return d.DeviceID == c.DeviceID }) {
-			return nil, false, web.Errorf(http.StatusForbidden, web.TypeForbidden, "Not an agent",
-				"only an agent device of organisation %s may send in its name", to.OrgID)
-		}
-		for _, d := range ds {
-			if d.DeviceID != c.DeviceID {
-				set[d.DeviceID] = d
-			}
-		}
-		// Agents are not in the cached sets: which of them published is
-		// asked here.
-		published, err := s.published(ctx, set)
-		if err != nil {
-			return nil, false, err
-		}
-		for id := range set {
-			if !published[id] {
-				delete(set, id)
-			}
+	}
+	// Agents are not in the cached sets: which of them published is
+	// asked here.
+	published, err := s.published(ctx, set)
+	if err != nil {
+		return nil, false, err
+	}
+	for id := range set {
+		if !published[id] {
+			delete(set, id)
 		}
 	}
 	for _, d := range theirs {
@@ -296,7 +317,7 @@ func (s *Service) requiredDevices(ctx context.Context, c Caller, to SendTo, fres
 	for _, d := range set {
 		out = append(out, d)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].DeviceID < out[j].DeviceID })
+	slices.SortFunc(out, func(a, b Device) int { return strings.Compare(a.DeviceID, b.DeviceID) })
 	return out, cached, nil
 }
 
@@ -440,13 +461,14 @@ func (s *Service) sendFresh(ctx context.Context, c Caller, req *SendRequest, cs 
 		return nil, true, web.Errorf(http.StatusUnprocessableEntity, TypeNoRecipients, "No recipients",
 			"the conversation has no active device besides the sending one")
 	}
-	want := make([]string, len(required))
-	accounts := make(map[string]string, len(required))
-	for i, d := range required {
-		want[i] = d.DeviceID
-		accounts[d.DeviceID] = d.AccountID
-	}
-	if missing, stale := diff(want, cs.devices); len(missing) > 0 || len(stale) > 0 {
+	if !sameDevices(required, cs.devices) {
+		want := make([]string, len(required))
+		accounts := make(map[string]string, len(required))
+		for i, d := range required {
+			want[i] = d.DeviceID
+			accounts[d.DeviceID] = d.AccountID
+		}
+		missing, stale := diff(want, cs.devices)
 		return nil, true, web.Errorf(http.StatusConflict, TypeStaleDevices, "Stale devices",
 			"the envelopes must address exactly the active devices of the conversation other than the sending one").
 			With("missing", missing).With("stale", stale).With("devices", want).With("accounts", accounts)
@@ -549,14 +571,62 @@ func answerSends(ps []*pendingSend, all []mailbox.Envelope, row func(p *pendingS
 		for _, e := range envs {
 			r.EnvelopeIDs[e.Recipient] = e.ID
 		}
-		j, err := json.Marshal(r)
+		j, err := sendResultJSON(r, envs)
 		if err != nil {
 			return err
 		}
 		p.resp, p.stored = r, envs
-		row(p, string(j))
+		row(p, j)
 	}
 	return nil
+}
+
+// sendResultJSON is json.Marshal(r) as a string, written without
+// reflection when every string in it needs no escaping — conversation,
+// client, device and envelope ids are of [A-Za-z0-9_-] — and by
+// encoding/json otherwise. envs are r's envelopes, sorted by recipient
+// (the order json.Marshal gives a map's keys), one per recipient.
+func sendResultJSON(r *SendResponse, envs []mailbox.Envelope) (string, error) {
+	plain := jsonPlain(r.ConversationID) && jsonPlain(r.ClientID) && len(envs) == len(r.EnvelopeIDs) &&
+		r.ServerTime.Year() >= 0 && r.ServerTime.Year() <= 9999
+	for i := 0; plain && i < len(envs); i++ {
+		plain = jsonPlain(envs[i].Recipient) && jsonPlain(envs[i].ID) && (i == 0 || envs[i-1].Recipient < envs[i].Recipient)
+	}
+	if !plain {
+		j, err := json.Marshal(r)
+		return string(j), err
+	}
+	b := make([]byte, 0, 96+64*len(envs))
+	b = append(b, `{"conversation_id":"`...)
+	b = append(b, r.ConversationID...)
+	b = append(b, `","client_id":"`...)
+	b = append(b, r.ClientID...)
+	b = append(b, `","server_ts":"`...)
+	b = r.ServerTime.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","envelope_ids":{`...)
+	for i, e := range envs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = append(b, e.Recipient...)
+		b = append(b, `":"`...)
+		b = append(b, e.ID...)
+		b = append(b, '"')
+	}
+	b = append(b, "}}"...)
+	return string(b), nil
+}
+
+// jsonPlain reports whether s is a JSON string's contents as it is:
+// printable ASCII that encoding/json does not escape.
+func jsonPlain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
 }
 
 var (
