@@ -22,7 +22,9 @@ func (s *Session) MarshalBinary() ([]byte, error) {
 	if s.dhs == nil {
 		return nil, fmt.Errorf("keys.Session: %w", ErrInvalidKey)
 	}
-	b := header(kindSession)
+	// Sized once: the state is rewritten after every message.
+	n := 2 + 2 + len(s.ad) + 32 + 32 + 3*33 + 4*4 + 8 + 2 + 32*len(s.prevRemote) + 4 + 80*len(s.skipped)
+	b := append(make([]byte, 0, n), encodingVersion, byte(kindSession))
 	b = appendVec16(b, s.ad)
 	b = append(b, s.rk[:]...)
 	b = append(b, s.dhs[:]...)

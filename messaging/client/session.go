@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,7 +25,24 @@ type Message struct {
 }
 
 // MarshalBinary encodes m for an envelope (JSON).
-func (m *Message) MarshalBinary() ([]byte, error) { return json.Marshal(m) }
+func (m *Message) MarshalBinary() ([]byte, error) {
+	if len(m.Initial) == 0 && len(m.Certificate) == 0 && len(m.Binding) == 0 && m.Ciphertext != nil {
+		// What json.Marshal writes for it, byte for byte, without
+		// reflection: the form of every message after the first reply.
+		b := make([]byte, 0, len(ciphertextOnlyPrefix)+base64.StdEncoding.EncodedLen(len(m.Ciphertext))+len(ciphertextOnlySuffix))
+		b = append(b, ciphertextOnlyPrefix...)
+		b = base64.StdEncoding.AppendEncode(b, m.Ciphertext)
+		return append(b, ciphertextOnlySuffix...), nil
+	}
+	return json.Marshal(m)
+}
+
+// A message with only a ciphertext, as MarshalBinary writes it, is
+// ciphertextOnlyPrefix || base64(ciphertext) || ciphertextOnlySuffix.
+const (
+	ciphertextOnlyPrefix = `{"ciphertext":"`
+	ciphertextOnlySuffix = `"}`
+)
 
 // UnmarshalBinary decodes what MarshalBinary wrote, strictly and within
 // MaxMessageBytes.
@@ -32,20 +50,63 @@ func (m *Message) UnmarshalBinary(b []byte) error {
 	if len(b) > MaxMessageBytes {
 		return fmt.Errorf("%w: over %d bytes", ErrBadMessage, MaxMessageBytes)
 	}
+	// The form MarshalBinary writes for a message with only a ciphertext
+	// is read directly; it means the same to the JSON decoder below,
+	// which reads everything else (and refuses what is wrong).
+	if ct, ok := ciphertextOnly(b); ok {
+		*m = Message{Ciphertext: ct}
+		return nil
+	}
+	n, err := unmarshalMessageJSON(b)
+	if err != nil {
+		return err
+	}
+	*m = n
+	return nil
+}
+
+// unmarshalMessageJSON is UnmarshalBinary with the JSON decoder for every
+// input.
+func unmarshalMessageJSON(b []byte) (Message, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var n Message
 	if err := dec.Decode(&n); err != nil {
-		return fmt.Errorf("%w: %v", ErrBadMessage, err)
+		return Message{}, fmt.Errorf("%w: %v", ErrBadMessage, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("%w: trailing data", ErrBadMessage)
+		return Message{}, fmt.Errorf("%w: trailing data", ErrBadMessage)
 	}
 	if len(n.Ciphertext) == 0 || (n.Initial != nil) != (n.Certificate != nil) || (n.Initial != nil) != (n.Binding != nil) {
-		return fmt.Errorf("%w: incomplete", ErrBadMessage)
+		return Message{}, fmt.Errorf("%w: incomplete", ErrBadMessage)
 	}
-	*m = n
-	return nil
+	return n, nil
+}
+
+// ciphertextOnly decodes b if it is exactly ciphertextOnlyPrefix, a
+// non-empty padded standard base64 string and ciphertextOnlySuffix: no
+// whitespace, no escapes, nothing else. For such input encoding/json
+// decodes the same ciphertext (base64.StdEncoding); anything else is left
+// to it.
+func ciphertextOnly(b []byte) ([]byte, bool) {
+	rest, ok := bytes.CutPrefix(b, []byte(ciphertextOnlyPrefix))
+	if !ok {
+		return nil, false
+	}
+	enc, ok := bytes.CutSuffix(rest, []byte(ciphertextOnlySuffix))
+	if !ok || len(enc) == 0 {
+		return nil, false
+	}
+	for _, c := range enc {
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '/' || c == '=') {
+			return nil, false
+		}
+	}
+	ct, err := base64.StdEncoding.AppendDecode(nil, enc)
+	if err != nil || len(ct) == 0 {
+		return nil, false
+	}
+	return ct, true
 }
 
 // sessionRecord is what the Store keeps per peer device: the current
@@ -113,13 +174,84 @@ func (c *Client) session(r *sessionRecord) (*keys.Session, error) {
 	return r.state, nil
 }
 
+// appendJSON appends r as json.Marshal encodes it, byte for byte (the
+// tests compare them), without reflection: the record is stored again
+// after every message.
+func (r *sessionRecord) appendJSON(b []byte) []byte {
+	if r == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, `{"session":`...)
+	b = appendJSONBytes(b, r.Session)
+	if len(r.Initial) > 0 {
+		b = append(b, `,"initial":`...)
+		b = appendJSONBytes(b, r.Initial)
+	}
+	if len(r.InitialHash) > 0 {
+		b = append(b, `,"initial_hash":`...)
+		b = appendJSONBytes(b, r.InitialHash)
+	}
+	if r.Account != "" {
+		b = append(b, `,"account":`...)
+		b = appendJSONString(b, r.Account)
+	}
+	if len(r.Archived) > 0 {
+		b = append(b, `,"archived":[`...)
+		for i, a := range r.Archived {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = a.appendJSON(b)
+		}
+		b = append(b, ']')
+	}
+	if len(r.Started) > 0 {
+		b = append(b, `,"started":[`...)
+		for i, h := range r.Started {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONBytes(b, h)
+		}
+		b = append(b, ']')
+	}
+	if r.Alt != nil {
+		b = append(b, `,"alt":`...)
+		b = r.Alt.appendJSON(b)
+	}
+	return append(b, '}')
+}
+
+// appendJSONBytes appends v as encoding/json encodes a []byte.
+func appendJSONBytes(b, v []byte) []byte {
+	if v == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '"')
+	b = base64.StdEncoding.AppendEncode(b, v)
+	return append(b, '"')
+}
+
+// appendJSONString appends s as encoding/json encodes a string: directly
+// when it is printable ASCII that needs no escape (an account id), else
+// through encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
 // putSession stores r as the record of device and keeps it parsed. Called
 // with c.mu held.
 func (c *Client) putSession(device string, r *sessionRecord) error {
-	b, err := json.Marshal(r)
-	if err == nil {
-		err = c.store.Put(nameSession(device), b)
-	}
+	b := r.appendJSON(make([]byte, 0, 64+base64.StdEncoding.EncodedLen(len(r.Session))))
+	err := c.store.Put(nameSession(device), b)
 	if err != nil {
 		c.forgetSession(device)
 		return err
