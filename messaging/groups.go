@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/web"
 	"github.com/kanal-server/kanal/messaging/kind"
 	"github.com/kanal-server/kanal/messaging/mailbox"
@@ -215,9 +214,10 @@ func accountsOf(ms []GroupMemberInfo) []string {
 	return out
 }
 
-// GetGroup returns a group the caller is a member of.
+// GetGroup returns a group the caller is a member of, as it was at one
+// moment (members and invitations from one snapshot).
 func (s *Service) GetGroup(ctx context.Context, c Caller, id string) (*Group, error) {
-	g, err := s.loadGroup(ctx, s.db.QueryRow, s.db.Query, id)
+	g, err := s.readGroup(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -227,27 +227,22 @@ func (s *Service) GetGroup(ctx context.Context, c Caller, id string) (*Group, er
 	return g, nil
 }
 
-type (
-	queryRowFunc func(ctx context.Context, q string, args ...any) *sql.Row
-	queryFunc    func(ctx context.Context, q string, args ...any) (*sql.Rows, error)
-)
-
 // loadGroup reads a group, its members and its pending invitations (those
 // not expired), nil if there is none.
-func (s *Service) loadGroup(ctx context.Context, row queryRowFunc, rows queryFunc, id string) (*Group, error) {
+func (s *Service) loadGroup(ctx context.Context, tx *sql.Tx, id string) (*Group, error) {
 	if !ValidGroupID(id) {
 		return nil, nil
 	}
 	g := &Group{GroupID: id, Invitations: []GroupInvitation{}}
 	var created int64
-	err := row(ctx, `SELECT created_by, created_at FROM messaging_groups WHERE id = $1`, id).Scan(&g.CreatedBy, &created)
+	err := tx.QueryRowContext(ctx, `SELECT created_by, created_at FROM messaging_groups WHERE id = $1`, id).Scan(&g.CreatedBy, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	} else if err != nil {
 		return nil, fmt.Errorf("messaging.group: %w", err)
 	}
 	g.CreatedAt = time.Unix(created, 0).UTC()
-	rs, err := rows(ctx, `SELECT account_id, role, added_at FROM messaging_group_members WHERE group_id = $1 ORDER BY added_at, account_id`, id)
+	rs, err := tx.QueryContext(ctx, `SELECT account_id, role, added_at FROM messaging_group_members WHERE group_id = $1 ORDER BY added_at, account_id`, id)
 	if err != nil {
 		return nil, fmt.Errorf("messaging.group: %w", err)
 	}
@@ -265,7 +260,7 @@ func (s *Service) loadGroup(ctx context.Context, row queryRowFunc, rows queryFun
 		return nil, fmt.Errorf("messaging.group: %w", err)
 	}
 	rs.Close()
-	is, err := rows(ctx, `SELECT account_id, role, invited_by, invited_at, expires_at FROM messaging_group_invitations
+	is, err := tx.QueryContext(ctx, `SELECT account_id, role, invited_by, invited_at, expires_at FROM messaging_group_invitations
 		WHERE group_id = $1 AND expires_at > $2 ORDER BY invited_at, account_id`, id, s.now().Unix())
 	if err != nil {
 		return nil, fmt.Errorf("messaging.group: %w", err)
@@ -521,7 +516,7 @@ func (s *Service) changeGroup(ctx context.Context, id string, decide func(g *Gro
 			if err := s.db.Lock(ctx, tx, "messaging.group:"+id); err != nil {
 				return err
 			}
-			g, err := s.loadGroup(ctx, tx.QueryRowContext, tx.QueryContext, id)
+			g, err := s.loadGroup(ctx, tx, id)
 			if err != nil {
 				return err
 			}
@@ -535,7 +530,7 @@ func (s *Service) changeGroup(ctx context.Context, id string, decide func(g *Gro
 			if err := now.apply(ctx, tx); err != nil {
 				return err
 			}
-			if after, err = s.loadGroup(ctx, tx.QueryRowContext, tx.QueryContext, id); err != nil {
+			if after, err = s.loadGroup(ctx, tx, id); err != nil {
 				return err
 			}
 			return s.appendNotices(ctx, tx, envs)
@@ -562,19 +557,16 @@ func (s *Service) changeGroup(ctx context.Context, id string, decide func(g *Gro
 var errGroupChanged = errors.New("messaging.group: changed concurrently")
 
 // readGroup loads a group outside changeGroup's transaction, in one
-// snapshot. On PostgreSQL each statement outside a transaction sees what
-// was committed when it started: a change committed between the reads of
-// the members and of the invitations showed a group that never was (an
-// invitee neither invited nor a member), and decide refused on it with
-// 404 at once, where the locked reading would have seen the change.
+// snapshot. Each statement outside a transaction sees what was committed
+// when it started: a change committed between the reads of the members
+// and of the invitations showed a group that never was (an invitee
+// neither invited nor a member), and decide refused on it with 404 at
+// once, where the locked reading would have seen the change.
 func (s *Service) readGroup(ctx context.Context, id string) (*Group, error) {
-	if s.db.Dialect() != db.Postgres {
-		return s.loadGroup(ctx, s.db.QueryRow, s.db.Query, id)
-	}
 	var g *Group
-	err := s.db.TxOpts(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}, func(tx *sql.Tx) error {
+	err := s.db.ReadTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		g, err = s.loadGroup(ctx, tx.QueryRowContext, tx.QueryContext, id)
+		g, err = s.loadGroup(ctx, tx, id)
 		return err
 	})
 	return g, err

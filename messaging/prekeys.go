@@ -411,7 +411,7 @@ func (s *Service) introduceGroups(ctx context.Context, tx *sql.Tx, c Caller) (bo
 	}
 	var envs []mailbox.Envelope
 	for _, id := range ids {
-		g, err := s.loadGroup(ctx, tx.QueryRowContext, tx.QueryContext, id)
+		g, err := s.loadGroup(ctx, tx, id)
 		if err != nil {
 			return false, err
 		}

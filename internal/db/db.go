@@ -226,6 +226,25 @@ func (d *DB) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
 	return d.r.QueryRowContext(ctx, query, args...)
 }
 
+// ReadTx runs fn in a read-only transaction on the reader pool, so that
+// every statement in fn sees the database as one snapshot: on PostgreSQL
+// REPEATABLE READ READ ONLY (each statement outside a transaction sees what
+// was committed when it started), on SQLite a deferred BEGIN, whose first
+// read fixes the WAL snapshot until the end. Reads that decide together —
+// a group's members and its invitations — go here; a write in fn fails.
+func (d *DB) ReadTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	opts := &sql.TxOptions{ReadOnly: true}
+	if d.dialect == Postgres {
+		opts.Isolation = sql.LevelRepeatableRead
+	}
+	tx, err := d.r.BeginTx(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }() // nothing to keep: it only read
+	return fn(tx)
+}
+
 // Tx runs fn in a write transaction and commits it. If the engine reports a
 // conflict that a retry resolves (PostgreSQL serialization failure or
 // deadlock, SQLite busy), the whole of fn runs again, so fn must not have

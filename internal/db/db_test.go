@@ -66,7 +66,9 @@ func (l ledger) balance(ctx context.Context, name string) (int64, error) {
 	return b, err
 }
 
-func TestLedgerStore(t *testing.T) {
+// runLedger runs test on each engine with a ledger whose account "a"
+// holds 1000 and "b" nothing.
+func runLedger(t *testing.T, test func(t *testing.T, ctx context.Context, d *db.DB, l ledger)) {
 	dbtest.Run(t, []db.Migrations{ledgerMigrations}, func(t *testing.T, d *db.DB) {
 		ctx := context.Background()
 		l := ledger{d}
@@ -76,6 +78,12 @@ func TestLedgerStore(t *testing.T) {
 		if err := l.open(ctx, "b", 0); err != nil {
 			t.Fatal(err)
 		}
+		test(t, ctx, d, l)
+	})
+}
+
+func TestLedgerStore(t *testing.T) {
+	runLedger(t, func(t *testing.T, ctx context.Context, d *db.DB, l ledger) {
 		if err := l.open(ctx, "a", 5); !db.IsUniqueViolation(err) {
 			t.Fatalf("duplicate account: got %v, want a unique violation", err)
 		}
@@ -120,6 +128,42 @@ func TestLedgerStore(t *testing.T) {
 		applied, err := d.Applied(ctx)
 		if err != nil || applied["ledgertest"] != 2 {
 			t.Fatalf("applied = %v (%v), want 2 ledgertest migrations", applied, err)
+		}
+	})
+}
+
+// TestReadTxSnapshot: the reads of one ReadTx see the database as it was
+// at their first read, whatever commits meanwhile, and a write in it is
+// refused and changes nothing. Without the snapshot a reader that reads
+// two rows around a transfer sees the money twice.
+func TestReadTxSnapshot(t *testing.T) {
+	runLedger(t, func(t *testing.T, ctx context.Context, d *db.DB, l ledger) {
+		var a, b int64
+		err := d.ReadTx(ctx, func(tx *sql.Tx) error {
+			if err := tx.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE name = $1`, "a").Scan(&a); err != nil {
+				return err
+			}
+			if err := l.transfer(ctx, "a", "b", 10); err != nil {
+				return err
+			}
+			if err := tx.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE name = $1`, "b").Scan(&b); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE accounts SET balance = 0 WHERE name = $1`, "a"); err == nil {
+				return errors.New("an update in a read-only transaction went through")
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a+b != 1000 {
+			t.Fatalf("one snapshot read a=%d b=%d: %d in all, want 1000 (b read after a transfer committed)", a, b, a+b)
+		}
+		a, _ = l.balance(ctx, "a")
+		b, _ = l.balance(ctx, "b")
+		if a != 990 || b != 10 {
+			t.Fatalf("after the read: a=%d b=%d, want 990 and 10", a, b)
 		}
 	})
 }
