@@ -253,12 +253,24 @@ func TestWebPushNotification(t *testing.T) {
 	if got := notifications(); got != "[]" {
 		t.Fatalf("a push that is not kanald's wake-up showed %s", got)
 	}
-	// kanald's wake-up, the plaintext of every push it sends.
+	// kanald's wake-up, the plaintext of every push it sends. On a loaded
+	// machine headless Chromium sometimes loses a push given to a running
+	// service worker through the DevTools protocol: in 2 of 8 runs beside
+	// another package's tests the first showed nothing for a minute and a
+	// second, 10 s later, showed the notification within 0.2 s (0 of 8 on
+	// a quiet machine). The wake-up is given once more if nothing shows
+	// in 10 s, as the next message's push would; it must then show.
 	push(mpush.WakePayload)
 	var got string
+	pushed, again := time.Now(), false
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		if got = notifications(); got != "[]" {
 			break
+		}
+		if !again && time.Since(pushed) > 10*time.Second {
+			t.Log("the wake-up showed nothing in 10 s; pushing it again")
+			push(mpush.WakePayload)
+			again = true
 		}
 	}
 	want := `[{"title":"kanal","body":"New message","tag":"kanal-wake","data":{"open":"latest"},"icon":"","image":"","actions":[]}]`
