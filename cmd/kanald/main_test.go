@@ -202,6 +202,11 @@ func TestEmbeddedLifecycle(t *testing.T) {
 	if _, ok := fams["kanal_db_open_connections"]; !ok {
 		t.Fatal("no database pool metric")
 	}
+	for _, reason := range []string{"conflict", "error"} {
+		if got := counterValue(fams, "kanal_group_commit_failures_total", map[string]string{"reason": reason}); got != 0 {
+			t.Fatalf("kanal_group_commit_failures_total{reason=%q} = %v on a fresh node, want 0 (-1: missing)", reason, got)
+		}
+	}
 
 	err, took := n.Stop(t)
 	if err != nil {
