@@ -440,6 +440,10 @@ func (r *runner) measure(ctx context.Context, senders []sender) error {
 	if s := r.res.Server; s != nil && dbOK && dbOK1 && r.res.Delivered > 0 {
 		s.GroupCommits = db1.batches - db0.batches
 		s.RoundTripsPerEnvelope = (db1.roundTrips - db0.roundTrips) / float64(r.res.Delivered)
+		if db0.failuresSeen && db1.failuresSeen {
+			f, c := db1.failures-db0.failures, db1.conflicts-db0.conflicts
+			s.CommitFailures, s.CommitConflicts = &f, &c
+		}
 		if s.GroupCommits > 0 {
 			s.WritesPerCommit = (db1.writes - db0.writes) / s.GroupCommits
 			s.RoundTripsPerCommit = (db1.roundTrips - db0.roundTrips) / s.GroupCommits

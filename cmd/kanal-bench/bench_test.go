@@ -347,6 +347,14 @@ func TestTwoNodes(t *testing.T) {
 	if s == nil || len(s.NodeCPUPerEnvelopeUS) != 2 {
 		t.Fatalf("server figures: %+v", s)
 	}
+	// Two nodes' group commits lock the mailbox heads in one order: no
+	// deadlock between them, none rolled back and run again.
+	if s.CommitConflicts == nil || s.CommitFailures == nil {
+		t.Fatal("the group commit's failures not read from both nodes' /metrics")
+	}
+	if *s.CommitConflicts != 0 || *s.CommitFailures != 0 {
+		t.Fatalf("%v group commits failed, %v of them conflicts; want none", *s.CommitFailures, *s.CommitConflicts)
+	}
 	var sum float64
 	for i, us := range s.NodeCPUPerEnvelopeUS {
 		if us <= 0 {

@@ -17,6 +17,11 @@ import (
 // much of a shared machine the server got.
 type dbCounters struct {
 	roundTrips, batches, writes float64
+	// failures and conflicts are the group commit's failed attempts, all
+	// and the conflicts among them; failuresSeen is false if a node lacks
+	// kanal_group_commit_failures_total.
+	failures, conflicts float64
+	failuresSeen        bool
 	// commit and wait are the group commit's durations and the writes'
 	// waits for one (kanald's histograms, absent before they existed).
 	commit, wait promHist
@@ -88,6 +93,7 @@ func (r *runner) dbCounters(ctx context.Context) (c dbCounters, ok bool) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	c.failuresSeen = true
 	for _, u := range r.cl.urls {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/metrics", nil)
 		if err != nil {
@@ -97,7 +103,7 @@ func (r *runner) dbCounters(ctx context.Context) (c dbCounters, ok bool) {
 		if err != nil {
 			return c, false
 		}
-		found := 0
+		found, failuresFound := 0, 0
 		sc := bufio.NewScanner(resp.Body)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
@@ -111,6 +117,19 @@ func (r *runner) dbCounters(ctx context.Context) (c dbCounters, ok bool) {
 			}
 			var dst *float64
 			switch name {
+			case `kanal_group_commit_failures_total{reason="conflict"}`:
+				if v, err := strconv.ParseFloat(val, 64); err == nil {
+					c.failures += v
+					c.conflicts += v
+					failuresFound++
+				}
+				continue
+			case `kanal_group_commit_failures_total{reason="error"}`:
+				if v, err := strconv.ParseFloat(val, 64); err == nil {
+					c.failures += v
+					failuresFound++
+				}
+				continue
 			case "kanal_db_round_trips_total":
 				dst = &c.roundTrips
 			case "kanal_group_commit_batches_total":
@@ -129,6 +148,7 @@ func (r *runner) dbCounters(ctx context.Context) (c dbCounters, ok bool) {
 		if found < 3 {
 			return c, false
 		}
+		c.failuresSeen = c.failuresSeen && failuresFound == 2
 	}
 	return c, true
 }

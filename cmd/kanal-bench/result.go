@@ -107,6 +107,12 @@ type serverStats struct {
 	WritesPerCommit       float64 `json:"writes_per_commit,omitempty"`
 	RoundTripsPerCommit   float64 `json:"round_trips_per_commit,omitempty"`
 	RoundTripsPerEnvelope float64 `json:"round_trips_per_envelope,omitempty"`
+	// The measured phase's group commits whose shared transaction failed
+	// and ran again in smaller commits, and of them the conflicts
+	// (deadlocks, serialization failures, SQLite busy); nil from a kanald
+	// without kanal_group_commit_failures_total.
+	CommitFailures  *float64 `json:"group_commit_failures,omitempty"`
+	CommitConflicts *float64 `json:"group_commit_conflicts,omitempty"`
 	// The group commit's durations and the writes' waits for one in the
 	// measured phase, in ms: means, and the upper bound of the bucket of
 	// the 99th percentile (kanald's histograms).
@@ -228,7 +234,11 @@ func writeTable(w io.Writer, res *result) {
 			row("postgres cpu", "%.0f µs per delivered envelope in the nodes' %d PostgreSQL backends (its background processes not counted)", s.PostgresCPUPerEnvelopeUS, s.PostgresBackends)
 		}
 		if s.GroupCommits > 0 {
-			row("group commits", "%.0f, %.1f writes each", s.GroupCommits, s.WritesPerCommit)
+			failed := ""
+			if s.CommitFailures != nil && s.CommitConflicts != nil {
+				failed = fmt.Sprintf("; %.0f failed and ran again in smaller commits, %.0f of them conflicts (deadlocks)", *s.CommitFailures, *s.CommitConflicts)
+			}
+			row("group commits", "%.0f, %.1f writes each%s", s.GroupCommits, s.WritesPerCommit, failed)
 		}
 		if s.CommitMeanMS > 0 {
 			row("commit time", "mean %.2f ms, p99 ≤ %g ms; a write's wait for its commit: mean %.2f ms, p99 ≤ %g ms", s.CommitMeanMS, s.CommitP99MS, s.WaitMeanMS, s.WaitP99MS)
