@@ -441,7 +441,8 @@ func (r *runner) measure(ctx context.Context, senders []sender) error {
 		s.GroupCommits = db1.batches - db0.batches
 		s.RoundTripsPerEnvelope = (db1.roundTrips - db0.roundTrips) / float64(r.res.Delivered)
 		if db0.failuresSeen && db1.failuresSeen {
-			f, c := db1.failures-db0.failures, db1.conflicts-db0.conflicts
+			c := db1.conflicts - db0.conflicts
+			f := c + db1.commitErrors - db0.commitErrors
 			s.CommitFailures, s.CommitConflicts = &f, &c
 		}
 		if s.GroupCommits > 0 {

@@ -17,11 +17,11 @@ import (
 // much of a shared machine the server got.
 type dbCounters struct {
 	roundTrips, batches, writes float64
-	// failures and conflicts are the group commit's failed attempts, all
-	// and the conflicts among them; failuresSeen is false if a node lacks
+	// conflicts and commitErrors are the group commit's failed attempts
+	// by reason; failuresSeen is false if a node lacks
 	// kanal_group_commit_failures_total.
-	failures, conflicts float64
-	failuresSeen        bool
+	conflicts, commitErrors float64
+	failuresSeen            bool
 	// commit and wait are the group commit's durations and the writes'
 	// waits for one (kanald's histograms, absent before they existed).
 	commit, wait promHist
@@ -116,20 +116,12 @@ func (r *runner) dbCounters(ctx context.Context) (c dbCounters, ok bool) {
 				continue
 			}
 			var dst *float64
+			count := &found
 			switch name {
 			case `kanal_group_commit_failures_total{reason="conflict"}`:
-				if v, err := strconv.ParseFloat(val, 64); err == nil {
-					c.failures += v
-					c.conflicts += v
-					failuresFound++
-				}
-				continue
+				dst, count = &c.conflicts, &failuresFound
 			case `kanal_group_commit_failures_total{reason="error"}`:
-				if v, err := strconv.ParseFloat(val, 64); err == nil {
-					c.failures += v
-					failuresFound++
-				}
-				continue
+				dst, count = &c.commitErrors, &failuresFound
 			case "kanal_db_round_trips_total":
 				dst = &c.roundTrips
 			case "kanal_group_commit_batches_total":
@@ -141,7 +133,7 @@ func (r *runner) dbCounters(ctx context.Context) (c dbCounters, ok bool) {
 			}
 			if v, err := strconv.ParseFloat(val, 64); err == nil {
 				*dst += v
-				found++
+				*count++
 			}
 		}
 		resp.Body.Close()
