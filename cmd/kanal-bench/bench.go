@@ -840,8 +840,12 @@ func (r *runner) broadcast(ctx context.Context) error {
 		fmt.Fprintf(r.stderr, "kanal-bench: cpu profile: %v\n", err)
 	}
 	if procs != nil {
-		for k, v := range stopStreamProcs(procs) {
+		errs, recon := stopStreamProcs(procs)
+		for k, v := range errs {
 			r.errs.addN(k, v)
+		}
+		for k, v := range recon {
+			r.reconnects.addN(k, v)
 		}
 		procs = nil
 	}
@@ -852,6 +856,9 @@ func (r *runner) broadcast(ctx context.Context) error {
 	r.finish(start, sendEnd, cpu)
 	r.shares(nodes0, nodes1, pg0, pg1)
 	r.res.BroadcastS = time.Unix(0, r.lastDeliv.Load()).Sub(start).Seconds()
+	if rc := r.reconnects.snapshot(); len(rc) > 0 {
+		r.res.Reconnects = rc
+	}
 	r.res.BenchCPUCores = (self1 - self0).Seconds() / r.res.DurationS
 	r.res.StreamProcs = r.o.streamProcs
 	return ctx.Err()

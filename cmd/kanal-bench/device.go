@@ -100,10 +100,11 @@ type device struct {
 	pmu     sync.Mutex
 	pending map[string]chan error
 
-	// seen holds the ids of the envelopes the device took (overload
-	// scenario): after a reconnect the server sends again what was not
+	// seen holds the ids of the envelopes the device took (overload and
+	// broadcast scenarios, whose devices reconnect when the server closes
+	// their stream): after a reconnect the server sends again what was not
 	// acknowledged yet, and such a copy is acknowledged again without
-	// being decrypted a second time, as the SDK's callers do.
+	// being decrypted or counted a second time, as the SDK's callers do.
 	smu  sync.Mutex
 	seen map[string]bool
 }
@@ -202,9 +203,7 @@ func (r *runner) newDeviceWith(ctx context.Context, label string, i int, publish
 		wsSend: r.o.transport == "ws", pending: map[string]chan error{}}
 	d.binHTTP.Store(r.o.frames == "binary")
 	d.markSynced = sync.OnceFunc(func() { close(d.synced) })
-	if r.o.scenario == "overload" {
-		d.seen = map[string]bool{}
-	}
+	d.seen = r.seenMap()
 	d.email = fmt.Sprintf("bench-%s-%s-%d@example.org", r.runID, label, i)
 	d.clientIDPrefix = "b" + strconv.Itoa(i) + "-"
 	ic := idclient.New(d.base, d.hc)
@@ -277,6 +276,15 @@ const (
 	payloadHead  = 9
 )
 
+// seenMap is a device's record of the envelopes it took, in the
+// scenarios whose devices reconnect (device.seen); nil in the others.
+func (r *runner) seenMap() map[string]bool {
+	if r.o.scenario == "overload" || r.o.scenario == "broadcast" {
+		return map[string]bool{}
+	}
+	return nil
+}
+
 func payload(kind byte, intended time.Time, size int) []byte {
 	b := make([]byte, max(size, payloadHead))
 	b[0] = kind
@@ -340,8 +348,9 @@ func (r *runner) readLoop(ctx context.Context, d *device, ws *websocket.Conn, h 
 			if ctx.Err() == nil {
 				status := websocket.CloseStatus(err).String()
 				if d.seen != nil {
-					// The overload scenario's devices reconnect, as
-					// clients do; a close is counted, not an error.
+					// The overload and broadcast scenarios' devices
+					// reconnect, as clients do; a close is counted, not
+					// an error.
 					r.reconnects.add("stream closed: " + status)
 					go r.reconnect(ctx, d, h)
 					return
@@ -400,14 +409,6 @@ func (r *runner) process(ctx context.Context, d *device, frames <-chan []mailbox
 			if e.Sender == messaging.NoticeSender {
 				continue // the server's own word, such as a group change
 			}
-			if e.Class == mailbox.ClassBroadcast {
-				if err := r.announcement(d, &e); err != nil {
-					r.errs.add("announcement refused: " + errKind(err))
-					continue
-				}
-				h(d, e.Sender, kindMeasured, time.Unix(0, r.posted.Load()), time.Now())
-				continue
-			}
 			if d.seen != nil {
 				d.smu.Lock()
 				again := d.seen[e.ID]
@@ -417,6 +418,14 @@ func (r *runner) process(ctx context.Context, d *device, frames <-chan []mailbox
 					r.redelivered.Add(1)
 					continue
 				}
+			}
+			if e.Class == mailbox.ClassBroadcast {
+				if err := r.announcement(d, &e); err != nil {
+					r.errs.add("announcement refused: " + errKind(err))
+					continue
+				}
+				h(d, e.Sender, kindMeasured, time.Unix(0, r.posted.Load()), time.Now())
+				continue
 			}
 			pt, err := d.open(ctx, &e)
 			if err != nil {

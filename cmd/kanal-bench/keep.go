@@ -200,7 +200,7 @@ func (r *runner) restoreKept(ctx context.Context, k *kept, connected int) (counc
 		}
 		d := &device{n: kd.N, email: kd.Email, account: kd.Account, id: kd.ID, key: ek, token: kd.Token, roots: roots,
 			base: r.cl.urls[kd.N%len(r.cl.urls)], hc: r.net.client(), synced: make(chan struct{}), hello: make(chan string, 1),
-			pending: map[string]chan error{}}
+			pending: map[string]chan error{}, seen: r.seenMap()}
 		d.markSynced = sync.OnceFunc(func() { close(d.synced) })
 		return d, nil
 	}

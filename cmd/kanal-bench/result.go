@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -58,6 +60,10 @@ type result struct {
 	// from the mailbox (kanal_stream_envelopes_total by source).
 	BroadcastCarried int64 `json:"broadcast_carried,omitempty"`
 	BroadcastRead    int64 `json:"broadcast_read,omitempty"`
+	// Reconnects is the broadcast's streams the server closed and the
+	// device opened again (as a client does), by close status; a device
+	// reconnected reads the announcement from its mailbox.
+	Reconnects map[string]uint64 `json:"reconnects,omitempty"`
 
 	// Surveys is the tokens scenario's surveys; there a "send" is a token
 	// request, a "delivered" one a token issued and verified, and the
@@ -196,6 +202,9 @@ func writeTable(w io.Writer, res *result) {
 		row("broadcast", "stored for %d devices, post answered in %.2fs; %d connected devices reached in %.2fs", res.BroadcastStored, res.BroadcastPostS, res.Delivered, res.BroadcastS)
 		if res.BroadcastCarried+res.BroadcastRead > 0 {
 			row("streams wrote", "%d envelopes from the fan-out, %d read from the mailbox", res.BroadcastCarried, res.BroadcastRead)
+		}
+		for _, k := range slices.Sorted(maps.Keys(res.Reconnects)) {
+			row("reconnects", "%d  %s", res.Reconnects[k], k)
 		}
 	}
 	if len(res.Errors) == 0 {

@@ -103,7 +103,7 @@ func streamWorker(ctx context.Context, stdin io.Reader, stdout io.Writer) error 
 	ds := make([]*device, len(job.Devices))
 	for i, wd := range job.Devices {
 		d := &device{n: wd.N, id: wd.ID, token: wd.Token, base: wd.Base, roots: roots,
-			hc: r.net.clients[wd.N%len(r.net.clients)], synced: make(chan struct{}), hello: make(chan string, 1)}
+			hc: r.net.clients[wd.N%len(r.net.clients)], synced: make(chan struct{}), hello: make(chan string, 1), seen: r.seenMap()}
 		d.markSynced = sync.OnceFunc(func() { close(d.synced) })
 		ds[i] = d
 	}
@@ -153,6 +153,8 @@ func streamWorker(ctx context.Context, stdin io.Reader, stdout io.Writer) error 
 	cancel()
 	b, _ := json.Marshal(r.errs.snapshot())
 	line("errors %s", b)
+	b, _ = json.Marshal(r.reconnects.snapshot())
+	line("reconnects %s", b)
 	return nil
 }
 
@@ -163,7 +165,8 @@ type streamProc struct {
 	synced chan error // one value: nil once its streams are synced
 	done   chan struct{}
 	errs   map[string]uint64
-	binary int // of its streams, those that speak binary frames
+	recon  map[string]uint64 // streams the server closed and the child opened again, by reason
+	binary int               // of its streams, those that speak binary frames
 	stderr io.Writer
 }
 
@@ -259,15 +262,17 @@ func (p *streamProc) read(out io.Reader, onDelivery func(time.Time)) {
 			tell(errors.New("stream worker: " + rest))
 		case "errors":
 			_ = json.Unmarshal([]byte(rest), &p.errs)
+		case "reconnects":
+			_ = json.Unmarshal([]byte(rest), &p.recon)
 		}
 	}
 	tell(errors.New("stream worker ended before its streams were synced"))
 }
 
-// stop closes the children's input, which ends them, and returns their
-// error counts and the CPU they used in all.
-func stopStreamProcs(ps []*streamProc) (errs map[string]uint64) {
-	errs = map[string]uint64{}
+// stopStreamProcs closes the children's input, which ends them, and
+// returns their error counts and their reconnections by reason.
+func stopStreamProcs(ps []*streamProc) (errs, recon map[string]uint64) {
+	errs, recon = map[string]uint64{}, map[string]uint64{}
 	for _, p := range ps {
 		p.in.Close()
 	}
@@ -282,8 +287,11 @@ func stopStreamProcs(ps []*streamProc) (errs map[string]uint64) {
 		for k, v := range p.errs {
 			errs[k] += v
 		}
+		for k, v := range p.recon {
+			recon[k] += v
+		}
 	}
-	return errs
+	return errs, recon
 }
 
 // procsCPU is the CPU the children have used so far.
