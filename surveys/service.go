@@ -681,6 +681,24 @@ type issuances struct{ s *Service }
 
 var errIssuanceConflict = errors.New("surveys: issuance conflicts with a recorded one")
 
+// surveyRows locks survey rows in id order (db.Locks). Every write of the
+// surveys' group commit goes through its survey's row — a ballot takes
+// the board's length and head, an issuance the count of tokens issued —
+// so a transaction that holds its surveys' rows, taken in one ordered
+// pass before any body runs, waits for no one afterwards: two nodes'
+// batches with ballots for the same two surveys in crossed order would
+// otherwise deadlock (TestAttackCrossNodeBallots).
+var surveyRows = &db.RowLock{SQL: `SELECT 1 FROM surveys WHERE id = ANY($1) ORDER BY id COLLATE "C" FOR UPDATE`}
+
+// LockItems asks ls for the rows of the issuances' surveys (db.Locker).
+func (m issuances) LockItems(ls *db.Locks, items []any) {
+	for _, x := range items {
+		ls.Lock(surveyRows, x.(*issuance).survey)
+	}
+}
+
+var _ db.Locker = issuances{}
+
 func (m issuances) MergeTx(ctx context.Context, tx *sql.Tx, items []any) error {
 	its := make([]*issuance, len(items))
 	counts := map[string]int{}
@@ -823,7 +841,7 @@ func (s *Service) append(ctx context.Context, id string, e Entry, person string)
 	}
 	personUsed := fmt.Errorf("%w: this person has already voted in this survey, through this or another of their accounts", ErrAlreadyVoted)
 	var rec Receipt
-	err := s.commits.Do(ctx, func(tx *sql.Tx) error {
+	err := s.commits.DoLocked(ctx, func(ls *db.Locks) { ls.Lock(surveyRows, id) }, func(tx *sql.Tx) error {
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM survey_board WHERE survey_id = $1 AND nullifier = $2`, id, e.Nullifier).Scan(&n); err != nil {
 			return err
