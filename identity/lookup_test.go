@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -36,6 +37,25 @@ func TestDevicesOf(t *testing.T) {
 		slices.Sort(want)
 		if !slices.Equal(pairs, want) {
 			t.Fatalf("DevicesOf = %v, want %v (carol %s not asked, dave's device revoked)", pairs, want, carol.account)
+		}
+		// A broadcast's followers: more accounts than one SQLite
+		// statement names, the known ones in later parts.
+		followers := make([]string, 2*devicesOfChunk+500)
+		for i := range followers {
+			followers[i] = fmt.Sprintf("acc_follower%05d", i)
+		}
+		followers[devicesOfChunk+1], followers[len(followers)-1], followers[7] = alice.account, bob.account, dave.account
+		got, err = e.svc.DevicesOf(ctx, followers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pairs = nil
+		for _, d := range got {
+			pairs = append(pairs, d.AccountID+"/"+d.DeviceID)
+		}
+		slices.Sort(pairs)
+		if !slices.Equal(pairs, want) {
+			t.Fatalf("DevicesOf(%d accounts) = %v, want %v", len(followers), pairs, want)
 		}
 		if ds, err := e.svc.DevicesOf(ctx, nil); err != nil || len(ds) != 0 {
 			t.Fatalf("no accounts: %v %v", ds, err)

@@ -46,8 +46,9 @@ const (
 	MaxBroadcastsPerWindow = 30  // announcements one device posts per BroadcastWindow
 	BroadcastWindow        = time.Hour
 	// followerChunk is how many follower accounts one directory lookup
-	// of their devices takes (identity.MaxDevicesOfAccounts).
-	followerChunk = 1000
+	// of their devices takes (identity.MaxDevicesOfAccounts): on
+	// PostgreSQL one query each.
+	followerChunk = 100_000
 )
 
 // Following is one organisation an account follows.
