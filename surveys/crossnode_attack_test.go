@@ -2,7 +2,6 @@ package surveys
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"sync"
 	"testing"
@@ -74,60 +73,7 @@ func TestAttackCrossNodeBallots(t *testing.T) {
 			}
 		}
 	}
-	arrived := [2]chan struct{}{make(chan struct{}), make(chan struct{})}
-	barrier := func(i int) func(tx *sql.Tx) error {
-		return func(tx *sql.Tx) error {
-			var pid int
-			if err := tx.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
-				return err
-			}
-			select {
-			case <-arrived[i]:
-			default:
-				close(arrived[i])
-			}
-			for {
-				select {
-				case <-arrived[1-i]:
-					return nil
-				case <-time.After(5 * time.Millisecond):
-				}
-				var blocking bool
-				if err := admin.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))`, pid).Scan(&blocking); err != nil {
-					return err
-				}
-				if blocking {
-					return nil
-				}
-			}
-		}
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	hold := make(chan struct{})
-	for i, s := range nodes {
-		// A body holds the node's batch worker while the batch is queued.
-		running := make(chan struct{})
-		go s.commits.Do(ctx, func(*sql.Tx) error { close(running); <-hold; return nil })
-		<-running
-		bodies := []func() error{ballots[i][0], func() error { return s.commits.Do(ctx, barrier(i)) }, ballots[i][1]}
-		for k, body := range bodies {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := body(); err != nil {
-					errs <- fmt.Errorf("node %d, body %d: %w", i, k, err)
-				}
-			}()
-			for s.commits.Stats().Queued < k+2 {
-				time.Sleep(time.Millisecond)
-			}
-		}
-	}
-	close(hold)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	for _, err := range dbtest.Crossed(ctx, admin, [2]*db.Batcher{nodes[0].commits, nodes[1].commits}, ballots) {
 		t.Error(err)
 	}
 	for _, err := range failed {

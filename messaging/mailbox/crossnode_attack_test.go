@@ -4,11 +4,9 @@ package mailbox_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
@@ -83,67 +81,15 @@ func TestAttackCrossNodeDeadlock(t *testing.T) {
 		for _, n := range nodes {
 			n.failed = nil
 		}
-		// The barrier: each node's middle body says it has arrived, then
-		// waits for the other node to arrive or to wait for a lock this
-		// transaction holds.
-		arrived := [2]chan struct{}{make(chan struct{}), make(chan struct{})}
-		barrier := func(i int) func(tx *sql.Tx) error {
-			return func(tx *sql.Tx) error {
-				var pid int
-				if err := tx.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
-					return err
-				}
-				select {
-				case <-arrived[i]:
-				default:
-					close(arrived[i])
-				}
-				for {
-					select {
-					case <-arrived[1-i]:
-						return nil
-					case <-time.After(5 * time.Millisecond):
-					}
-					var blocking bool
-					if err := admin.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))`, pid).Scan(&blocking); err != nil {
-						return err
-					}
-					if blocking {
-						return nil
-					}
-				}
-			}
-		}
-		var wg sync.WaitGroup
-		errs := make(chan error, 16)
-		hold := make(chan struct{})
+		var bs [2]*db.Batcher
+		var bodies [2][2]func() error
 		for i, n := range nodes {
-			// A body holds the batch worker while the batch is queued.
-			running := make(chan struct{})
-			go n.b.Do(ctx, func(*sql.Tx) error { close(running); <-hold; return nil })
-			<-running
-			bodies := []func() error{
-				func() error { return write(ctx, n.s, batches[i][0].ack, batches[i][0].id, batches[i][0].append) },
-				func() error { return n.b.Do(ctx, barrier(i)) },
-				func() error { return write(ctx, n.s, batches[i][1].ack, batches[i][1].id, batches[i][1].append) },
-			}
-			for k, body := range bodies {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					if err := body(); err != nil {
-						errs <- fmt.Errorf("node %d, body %d: %w", i, k, err)
-					}
-				}()
-				for n.b.Stats().Queued < k+2 {
-					time.Sleep(time.Millisecond)
-				}
+			bs[i] = n.b
+			for k, st := range batches[i] {
+				bodies[i][k] = func() error { return write(ctx, n.s, st.ack, st.id, st.append) }
 			}
 		}
-		close(hold)
-		wg.Wait()
-		close(errs)
-		for err := range errs {
+		for _, err := range dbtest.Crossed(ctx, admin, bs, bodies) {
 			t.Error(err)
 		}
 		for i, n := range nodes {
