@@ -21,21 +21,8 @@ import (
 // of the two surveys; the barrier holds the batch until the other node's
 // has arrived or waits for this one. No batch may fail.
 func TestAttackCrossNodeBallots(t *testing.T) {
-	base := dbtest.PostgresURL(t)
-	url := dbtest.WithSchema(t, base, dbtest.NewSchema(t, base))
 	ctx := context.Background()
-	open := func() *db.DB {
-		d, err := db.OpenPostgres(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { d.Close() })
-		return d
-	}
-	admin := open()
-	if err := admin.Migrate(ctx, Migrations()); err != nil {
-		t.Fatal(err)
-	}
+	open, admin := dbtest.Nodes(t, Migrations())
 	e := newEnv(t, open())
 	second, err := New(Options{DB: open(), Notary: e.p.notary, Roots: e.p.ca.Pool(), Directory: e.dir, Now: e.clk.now, SealKey: e.seal,
 		Auth: e.s.auth})

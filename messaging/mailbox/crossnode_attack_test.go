@@ -30,21 +30,8 @@ import (
 // whichever comes first — so the interleaving that deadlocks is the one
 // that runs whenever the rows are not locked up front.
 func TestAttackCrossNodeDeadlock(t *testing.T) {
-	base := dbtest.PostgresURL(t)
-	url := dbtest.WithSchema(t, base, dbtest.NewSchema(t, base))
 	ctx := context.Background()
-	open := func() *db.DB {
-		d, err := db.OpenPostgres(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { d.Close() })
-		return d
-	}
-	admin := open()
-	if err := admin.Migrate(ctx, mailbox.Migrations()); err != nil {
-		t.Fatal(err)
-	}
+	open, admin := dbtest.Nodes(t, mailbox.Migrations())
 	type node struct {
 		b      *db.Batcher
 		s      *mailbox.Store

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/kanal-server/kanal/internal/db"
@@ -79,4 +80,28 @@ func Crossed(ctx context.Context, admin *db.DB, nodes [2]*db.Batcher, bodies [2]
 		out = append(out, err)
 	}
 	return out
+}
+
+// Nodes returns open, which connects to one fresh PostgreSQL schema
+// migrated with sets — each call a connection of its own, as each kanald
+// node holds one — and admin, a first connection for the test's reads.
+func Nodes(t testing.TB, sets ...db.Migrations) (open func() *db.DB, admin *db.DB) {
+	t.Helper()
+	base := PostgresURL(t)
+	url := WithSchema(t, base, NewSchema(t, base))
+	open = func() *db.DB {
+		d, err := db.OpenPostgres(context.Background(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		return d
+	}
+	admin = open()
+	for _, m := range sets {
+		if err := admin.Migrate(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return open, admin
 }
