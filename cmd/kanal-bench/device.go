@@ -322,9 +322,13 @@ func (r *runner) connect(ctx context.Context, d *device, h envelopeHandler) erro
 }
 
 // reconnect opens the device's stream again after the server closed it,
-// as a client would, until it succeeds or ctx ends.
+// as the SDK's LiveStream does, until it succeeds or ctx ends: after a
+// wait from 250 ms doubling to 30 s, each drawn between half and the
+// whole, so that streams the server closed together do not all come back
+// at once.
 func (r *runner) reconnect(ctx context.Context, d *device, h envelopeHandler) {
-	for wait := 100 * time.Millisecond; ctx.Err() == nil; wait = min(2*wait, 5*time.Second) {
+	for step := 250 * time.Millisecond; ctx.Err() == nil; step = min(2*step, 30*time.Second) {
+		wait := step/2 + mrand.N(step/2+1)
 		select {
 		case <-ctx.Done():
 			return
