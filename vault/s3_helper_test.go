@@ -70,6 +70,10 @@ func freePort() (int, error) {
 	return 0, fmt.Errorf("no free port pair")
 }
 
+// startWeed starts SeaweedFS with its S3 gateway and waits until a bucket
+// can be made. Its ports are picked free and then handed over, so another
+// process may take one in between (weed then exits: "bind: address
+// already in use"); it is started again on fresh ports, up to three times.
 func startWeed(bin string) (string, error) {
 	dir, err := os.MkdirTemp("", "kanal-weed-")
 	if err != nil {
@@ -81,30 +85,49 @@ func startWeed(bin string) (string, error) {
 		`","secretKey":"`+weedSecretKey+`"}],"actions":["Admin","Read","Write","List","Tagging"]}]}`), 0o600); err != nil {
 		return "", err
 	}
+	for try := 1; ; try++ {
+		url, exited, err := runWeed(bin, dir, cfg, try)
+		if err == nil || !exited || try == 3 {
+			return url, err
+		}
+	}
+}
+
+// runWeed starts weed once, in data directory try of dir, and waits until
+// it is ready; exited says whether weed ended before that.
+func runWeed(bin, dir, cfg string, try int) (url string, exited bool, err error) {
 	ports := map[string]int{}
+	taken := map[int]bool{}
 	for _, name := range []string{"master", "volume", "filer", "s3"} {
 		p, err := freePort()
 		if err != nil {
-			return "", err
+			return "", false, err
 		}
+		if taken[p] || taken[p+10000] {
+			return "", true, fmt.Errorf("port %d picked twice", p)
+		}
+		taken[p], taken[p+10000] = true, true
 		ports[name] = p
 	}
-	data := filepath.Join(dir, "data")
+	data := filepath.Join(dir, "data"+strconv.Itoa(try))
 	os.MkdirAll(data, 0o700)
 	cmd := exec.Command(bin, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-dir="+data,
 		"-master.port="+strconv.Itoa(ports["master"]), "-volume.port="+strconv.Itoa(ports["volume"]),
 		"-filer.port="+strconv.Itoa(ports["filer"]), "-master.volumeSizeLimitMB=64", "-volume.max=0",
 		"-s3", "-s3.port="+strconv.Itoa(ports["s3"]), "-s3.config="+cfg)
-	log, err := os.Create(filepath.Join(dir, "weed.log"))
+	logPath := filepath.Join(dir, "weed"+strconv.Itoa(try)+".log")
+	log, err := os.Create(logPath)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
-		return "", err
+		return "", false, err
 	}
 	weed.cmd = cmd
-	url := "http://127.0.0.1:" + strconv.Itoa(ports["s3"])
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	url = "http://127.0.0.1:" + strconv.Itoa(ports["s3"])
 	// Ready when a bucket can be made: the S3 gateway answers before the
 	// filer and volume servers behind it are up.
 	deadline := time.Now().Add(3 * time.Minute)
@@ -113,20 +136,29 @@ func startWeed(bin string) (string, error) {
 		_, err := vault.NewS3Blobs(ctx, vault.S3Options{URL: url + "/ready", AccessKey: weedAccessKey, SecretKey: weedSecretKey})
 		cancel()
 		if err == nil {
-			return url, nil
+			return url, false, nil
+		}
+		select {
+		case <-done:
+			return "", true, fmt.Errorf("weed exited before it was ready: %v\n%s", err, logTail(logPath))
+		default:
 		}
 		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(filepath.Join(dir, "weed.log"))
-			if len(b) > 4000 {
-				b = b[len(b)-4000:]
-			}
-			return "", fmt.Errorf("weed did not come up: %v\n%s", err, b)
+			return "", false, fmt.Errorf("weed did not come up: %v\n%s", err, logTail(logPath))
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
 }
 
-// s3Blobs returns a store on a fresh bucket of the test's SeaweedFS.
+// logTail is the last 4,000 bytes of a log file.
+func logTail(path string) []byte {
+	b, _ := os.ReadFile(path)
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return b
+}
+
 func s3Blobs(t testing.TB) *vault.S3Blobs {
 	t.Helper()
 	bin := os.Getenv(WeedEnv)
