@@ -33,6 +33,7 @@ var weed struct {
 	once sync.Once
 	url  string
 	cmd  *exec.Cmd
+	done chan struct{} // closed once cmd has been waited for
 	dir  string
 	err  error
 }
@@ -41,7 +42,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if weed.cmd != nil {
 		weed.cmd.Process.Kill()
-		weed.cmd.Wait()
+		<-weed.done
 	}
 	if weed.dir != "" {
 		os.RemoveAll(weed.dir)
@@ -124,8 +125,8 @@ func runWeed(bin, dir, cfg string, try int) (url string, exited bool, err error)
 	if err := cmd.Start(); err != nil {
 		return "", false, err
 	}
-	weed.cmd = cmd
 	done := make(chan struct{})
+	weed.cmd, weed.done = cmd, done
 	go func() { cmd.Wait(); close(done) }()
 	url = "http://127.0.0.1:" + strconv.Itoa(ports["s3"])
 	// Ready when a bucket can be made: the S3 gateway answers before the
