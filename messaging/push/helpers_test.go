@@ -84,6 +84,7 @@ func (f *fixture) start(t testing.TB, svc *push.Service) func() {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); svc.Run(ctx) }()
+	<-svc.Recovered()
 	var once sync.Once
 	stop := func() { once.Do(func() { cancel(); wg.Wait() }) }
 	t.Cleanup(stop)

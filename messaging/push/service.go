@@ -121,6 +121,9 @@ type Service struct {
 	pending map[string]struct{} // notified devices not yet in the queue
 	wake    chan struct{}
 
+	recovered     chan struct{} // closed when Run's recovery scan is over
+	recoveredOnce sync.Once
+
 	sent, retried, failed, pruned atomic.Uint64
 }
 
@@ -167,7 +170,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		o.HTTPClient = NewHTTPClient(nil, o.AllowedHosts)
 	}
 	s := &Service{o: o, store: store{o.DB}, sub: sub, pending: map[string]struct{}{}, wake: make(chan struct{}, 1),
-		hosts: newHostSlots(o.HostWorkers, o.HostCooldown)}
+		recovered: make(chan struct{}), hosts: newHostSlots(o.HostWorkers, o.HostCooldown)}
 	if s.vapid, err = loadVAPID(ctx, o.DB, o.SealKey, o.LegacySealKey, o.Now()); err != nil {
 		return nil, err
 	}
@@ -314,6 +317,7 @@ func (s *Service) Run(ctx context.Context) {
 	if err := s.recover(ctx); err != nil && ctx.Err() == nil {
 		s.o.Logger.Warn("push: recovery scan", "err", err)
 	}
+	s.recoveredOnce.Do(func() { close(s.recovered) })
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, s.o.Workers)
 	freed := make(chan struct{}, 1)
