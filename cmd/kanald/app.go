@@ -253,10 +253,10 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 	streamed("mailbox", func() uint64 { return hub.Stats().Read })
 	a.metrics.Registry.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_bus_rejected_total",
-			Help: "Bus messages (carried wake-ups, session ends) whose tag did not verify: sent by someone without the deployment's key, or by another deployment on the same NATS."},
+			Help: "Bus messages (carried wake-ups, fan-outs, session ends) whose tag did not verify: sent by someone without the deployment's key, or by another deployment on the same NATS."},
 			func() float64 { return float64(hub.Stats().Forged) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_bus_undecodable_total",
-			Help: "Wake-ups with a genuine tag whose carried envelopes did not decode (a node of an earlier version sends them as JSON): taken as plain wake-ups, the streams read the mailbox."},
+			Help: "Wake-ups and broadcast fan-outs with a genuine tag that did not decode: a wake-up is taken as a plain one, the streams read the mailbox; a fan-out is ignored, its devices' streams read their mailboxes at the next ping."},
 			func() float64 { return float64(hub.Stats().Undecodable) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_stream_ack_writes_total",
 			Help: "Writes that deleted acknowledged envelopes, on this node's streams."},

@@ -123,22 +123,27 @@ func (r *Reader) Time(what string) time.Time {
 }
 
 // String reads a one-byte length and that many bytes of UTF-8.
-func (r *Reader) String(what string) string {
+func (r *Reader) String(what string) string { return string(r.StringBytes(what)) }
+
+// StringBytes reads a string as String does, without copying it: the
+// result aliases the frame. For fields a decoder only compares or looks
+// up.
+func (r *Reader) StringBytes(what string) []byte {
 	n := int(r.U8(what))
 	if r.err != nil {
-		return ""
+		return nil
 	}
 	if len(r.b) < n {
 		r.fail(what + ": truncated")
-		return ""
+		return nil
 	}
-	p := r.b[:n]
+	p := r.b[:n:n]
 	if !utf8.Valid(p) {
 		r.fail(what + ": not UTF-8")
-		return ""
+		return nil
 	}
 	r.b = r.b[n:]
-	return string(p)
+	return p
 }
 
 // Bytes reads a four-byte length and that many bytes, at most max. The

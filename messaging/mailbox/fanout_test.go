@@ -4,12 +4,16 @@ package mailbox_test
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/kanal-server/kanal/messaging/mailbox"
+	"github.com/kanal-server/kanal/messaging/mailbox/wire"
 )
 
 // TestFanoutAcrossNodes: an envelope stored once for three devices — two
@@ -95,7 +99,7 @@ func TestFanoutAcrossNodes(t *testing.T) {
 }
 
 // TestForgedFanoutIsNotWritten: a NATS publisher (see bus_attack_test.go)
-// sends a fan-out naming the victim with the seq its stream expects next
+// sends a fan-out, binary and in the JSON of earlier versions, naming the victim with the seq its stream expects next
 // and a body of their choosing, with no tag and with a made-up one. The
 // victim's socket gets only what its mailbox holds.
 func TestForgedFanoutIsNotWritten(t *testing.T) {
@@ -113,8 +117,12 @@ func TestForgedFanoutIsNotWritten(t *testing.T) {
 				"recipient_device": "", "class": "broadcast", "ciphertext": []byte("Evakuierung! (forged)"), "server_ts": time.Now().UTC()},
 			"devices": []map[string]any{{"d": victim, "s": 1}},
 		})
-		publish(t, evil, "kanal.mbox.fanout", forged)
-		publish(t, evil, "kanal.mbox.fanout", append(make([]byte, 32), forged...))
+		bin := fanoutPayload(t, mailbox.Envelope{ID: "bc_forged", Conversation: "b_council", Sender: "dev_clerk", Class: "broadcast",
+			Ciphertext: []byte("Evakuierung! (forged)"), ServerTime: time.Now().UTC()}, victim, 1)
+		for _, p := range [][]byte{forged, bin} {
+			publish(t, evil, "kanal.mbox.fanout", p)
+			publish(t, evil, "kanal.mbox.fanout", append(make([]byte, 32), p...))
+		}
 		body := []byte("genuine")
 		refs, err := store.AppendShared(ctx, mailbox.Envelope{ID: "bc_real", Conversation: "b_council", Sender: "dev_clerk", Ciphertext: body}, []string{victim})
 		if err != nil {
@@ -125,9 +133,9 @@ func TestForgedFanoutIsNotWritten(t *testing.T) {
 		if len(got) != 1 || got[0].ID != "bc_real" || string(got[0].Ciphertext) != "genuine" {
 			t.Fatalf("the victim's socket got %+v", got)
 		}
-		for deadline := time.Now().Add(5 * time.Second); b.hub.Stats().Forged < 2; time.Sleep(10 * time.Millisecond) {
+		for deadline := time.Now().Add(5 * time.Second); b.hub.Stats().Forged < 4; time.Sleep(10 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("%d forged messages counted, want 2", b.hub.Stats().Forged)
+				t.Fatalf("%d forged messages counted, want 4", b.hub.Stats().Forged)
 			}
 		}
 		if slices.ContainsFunc(got, func(e mailbox.Envelope) bool { return e.ID == "bc_forged" }) {
@@ -202,6 +210,74 @@ func TestReconnectToEmptyMailbox(t *testing.T) {
 		}
 		if st := n.hub.Stats(); st.Carried != before.Carried+1 || st.Read != before.Read {
 			t.Fatalf("stats %+v → %+v: want the announcement written from the fan-out", before, st)
+		}
+	})
+}
+
+// fanoutPayload is a binary fan-out of e to one device, built from
+// docs/api-messaging.md ("Storage and delivery"): 0xa0, the envelope as
+// an envelopes frame of one with a u32 length in front, a u16 count,
+// then each (device, seq).
+func fanoutPayload(t *testing.T, e mailbox.Envelope, device string, seq int64) []byte {
+	t.Helper()
+	frame, err := wire.AppendEnvelopes(nil, []mailbox.Envelope{e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := binary.BigEndian.AppendUint32([]byte{0xa0}, uint32(len(frame)))
+	p = append(p, frame...)
+	p = binary.BigEndian.AppendUint16(p, 1)
+	p = append(append(p, byte(len(device))), device...)
+	return binary.BigEndian.AppendUint64(p, uint64(seq))
+}
+
+// sealed is payload with the tag a node of the deployment puts in front,
+// computed as docs/api-messaging.md ("Between nodes") gives it.
+func sealed(subject, purpose string, payload []byte) []byte {
+	m := hmac.New(sha256.New, testBusKey)
+	m.Write([]byte(purpose + "\x00" + subject + "\x00"))
+	m.Write(payload)
+	return append(m.Sum(nil), payload...)
+}
+
+// TestFanoutOfAnEarlierVersion: during a rolling upgrade a node of the
+// version before binary fan-outs publishes the JSON payload; this node
+// still writes the announcement to the streams of the devices it names,
+// from the fan-out. A genuine fan-out that does not decode is counted
+// and offers nothing: the device gets only what its mailbox holds.
+func TestFanoutOfAnEarlierVersion(t *testing.T) {
+	eachBackend(t, func(t *testing.T, store *mailbox.Store, _, b *node) {
+		ctx := context.Background()
+		nc := publisher(t, b)
+		dev := uniqueDevice("dev_follower")
+		c := dial(t, b, dev)
+		if f, err := c.next(); err != nil || f.Type != "synced" {
+			t.Fatalf("want synced, got %+v %v", f, err)
+		}
+		waitConnected(t, b, dev)
+		body := []byte("announced by a node of the earlier version")
+		refs, err := store.AppendShared(ctx, mailbox.Envelope{ID: "bc_old", Conversation: "b_council", Sender: "dev_clerk", Ciphertext: body}, []string{dev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := b.hub.Stats()
+		e := refs[0]
+		bad := fanoutPayload(t, mailbox.Envelope{ID: "bc_bad", Seq: 5, Conversation: "b_council", Sender: "dev_clerk", Class: "broadcast",
+			Ciphertext: []byte("not what the mailbox holds")}, dev, 1)
+		publish(t, nc, "kanal.mbox.fanout", sealed("kanal.mbox.fanout", "kanal mailbox fan-out v1", bad))
+		old, _ := json.Marshal(map[string]any{
+			"envelope": map[string]any{"id": e.ID, "seq": 0, "conversation": e.Conversation, "sender_device": e.Sender,
+				"recipient_device": "", "class": e.Class, "ciphertext": body, "server_ts": e.ServerTime},
+			"devices": []map[string]any{{"d": dev, "s": e.Seq}},
+		})
+		publish(t, nc, "kanal.mbox.fanout", sealed("kanal.mbox.fanout", "kanal mailbox fan-out v1", old))
+		got := c.collect(1, true)
+		if len(got) != 1 || got[0].ID != "bc_old" || string(got[0].Ciphertext) != string(body) || got[0].Seq != e.Seq {
+			t.Fatalf("got %+v", got)
+		}
+		st := b.hub.Stats()
+		if st.Carried-before.Carried != 1 || st.Read != before.Read || st.Undecodable-before.Undecodable != 1 || st.Forged != before.Forged {
+			t.Fatalf("stats %+v → %+v: want the JSON fan-out written, the malformed one counted", before, st)
 		}
 	})
 }

@@ -111,7 +111,7 @@ type Hub struct {
 
 	carried, read atomic.Uint64 // envelopes written from wake-ups, from mailbox reads
 	forged        atomic.Uint64 // bus messages whose tag did not verify
-	undecodable   atomic.Uint64 // genuine wake-ups whose envelopes did not decode
+	undecodable   atomic.Uint64 // genuine wake-ups and fan-outs that did not decode
 	ackWrites     atomic.Uint64 // acknowledgement writes to the store
 	wakeUps       atomic.Uint64 // wake-ups dispatched to a device's streams
 	fetches       atomic.Uint64 // reads of a mailbox by a stream
@@ -237,7 +237,9 @@ type HubStats struct {
 	Forged uint64
 	// Undecodable counts wake-ups with a genuine tag whose envelopes did
 	// not decode (a node of an earlier version sends them as JSON): each
-	// was taken as a plain wake-up, the streams read the mailbox.
+	// was taken as a plain wake-up, the streams read the mailbox. It
+	// counts fan-outs with a genuine tag that did not decode too: their
+	// devices' streams read the mailbox at their next ping.
 	Undecodable uint64
 	// AckWrites counts the writes that deleted acknowledged envelopes.
 	AckWrites uint64
