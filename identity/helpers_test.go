@@ -62,7 +62,7 @@ func (m *memMailer) Send(_ context.Context, msg Message) error {
 	return nil
 }
 
-func (m *memMailer) last(t *testing.T, to string) Message {
+func (m *memMailer) last(t testing.TB, to string) Message {
 	t.Helper()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -78,7 +78,7 @@ func (m *memMailer) last(t *testing.T, to string) Message {
 var codeRE = regexp.MustCompile(`\b\d{8}\b`)
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	d      *db.DB
 	svc    *Service
 	srv    *httptest.Server
@@ -119,7 +119,7 @@ func runDB(t *testing.T, fn func(t *testing.T, e *env)) {
 	dbtest.Run(t, migrationSets(), func(t *testing.T, d *db.DB) { fn(t, newEnv(t, d)) })
 }
 
-func newEnv(t *testing.T, d *db.DB, opts ...func(*Options)) *env {
+func newEnv(t testing.TB, d *db.DB, opts ...func(*Options)) *env {
 	t.Helper()
 	c, err := ca.Create("test", time.Now())
 	if err != nil {
@@ -174,7 +174,7 @@ func (r resp) problemType() string {
 	return p.Type
 }
 
-func (r resp) decode(t *testing.T, v any) {
+func (r resp) decode(t testing.TB, v any) {
 	t.Helper()
 	if err := json.Unmarshal(r.body, v); err != nil {
 		t.Fatalf("decode %s: %v", r.body, err)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/kanal-server/kanal/internal/db"
 )
 
 // A session is checked when a request comes; a request that stays open — a
@@ -84,6 +86,67 @@ func (s *Service) CheckSession(ctx context.Context, ref string) error {
 		return ErrSessionEnded
 	}
 	return nil
+}
+
+// MaxCheckSessions caps the sessions one CheckSessions call looks up.
+const MaxCheckSessions = 1000
+
+// CheckSessions is CheckSession for many sessions in one query: the
+// periodic rechecks of a node's streams, gathered (package mailbox). It
+// returns one result per ref, in order, as CheckSession would give it; an
+// error of its own means it could not tell for any of them.
+func (s *Service) CheckSessions(ctx context.Context, refs []string) ([]error, error) {
+	if len(refs) > MaxCheckSessions {
+		return nil, fmt.Errorf("identity.check sessions: %d, at most %d", len(refs), MaxCheckSessions)
+	}
+	if len(refs) == 0 {
+		return nil, nil
+	}
+	const cols = `SELECT s.token_hash, s.expires_at, s.revoked, d.revoked_at
+		FROM identity_sessions s JOIN identity_devices d ON d.id = s.device_id WHERE s.token_hash `
+	var rows *sql.Rows
+	var err error
+	if s.db.Dialect() == db.Postgres {
+		rows, err = s.db.Query(ctx, cols+`= ANY($1)`, refs)
+	} else {
+		in, args := db.In(refs)
+		rows, err = s.db.Query(ctx, cols+`IN (`+in+`)`, args...)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("identity.check sessions: %w", err)
+	}
+	defer rows.Close()
+	now := s.now().Unix()
+	found := make(map[string]error, len(refs))
+	for rows.Next() {
+		var ref string
+		var expires int64
+		var revoked int
+		var devRevoked sql.NullInt64
+		if err := rows.Scan(&ref, &expires, &revoked, &devRevoked); err != nil {
+			return nil, fmt.Errorf("identity.check sessions: %w", err)
+		}
+		switch {
+		case devRevoked.Valid:
+			found[ref] = ErrUnknownDevice
+		case revoked != 0, expires <= now:
+			found[ref] = ErrSessionEnded
+		default:
+			found[ref] = nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("identity.check sessions: %w", err)
+	}
+	out := make([]error, len(refs))
+	for i, ref := range refs {
+		if err, ok := found[ref]; ok {
+			out[i] = err
+		} else {
+			out[i] = ErrSessionEnded // no such session
+		}
+	}
+	return out, nil
 }
 
 // AddSessionEndNotice registers f to be called after sessions have ended

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -58,6 +59,53 @@ func TestSessionReadsConcurrent(t *testing.T) {
 		defer e.svc.sessions.mu.Unlock()
 		if len(e.svc.sessions.waiting) != 0 || e.svc.sessions.running != 0 {
 			t.Fatalf("%d waiting, %d running", len(e.svc.sessions.waiting), e.svc.sessions.running)
+		}
+	})
+}
+
+// TestCheckSessions: the gathered recheck of many streams' sessions gives,
+// for each ref, what CheckSession gives it alone — live, logged out,
+// expired, its device revoked, no such session, a ref given twice — and
+// a thousand refs at once (SQLite's parameters, PostgreSQL's array) are
+// answered in order.
+func TestCheckSessions(t *testing.T) {
+	dbtest.Run(t, migrationSets(), func(t *testing.T, d *db.DB) {
+		e := newEnv(t, d)
+		ctx := context.Background()
+		live, out, expired, revoked := e.newUser("live@example.org", ""), e.newUser("out@example.org", ""),
+			e.newUser("expired@example.org", ""), e.newUser("revoked@example.org", "")
+		e.must(e.do("DELETE", "/v1/sessions/current", out.session.Token, nil), 204)
+		if _, err := d.Exec(ctx, `UPDATE identity_sessions SET expires_at = $1 WHERE token_hash = $2`,
+			e.clock.now().Unix(), hashToken(expired.session.Token)); err != nil {
+			t.Fatal(err)
+		}
+		e.must(e.do("DELETE", "/v1/devices/"+revoked.device, revoked.session.Token, nil), 204)
+		ref := func(u *user) string { return hashToken(u.session.Token) }
+		want := map[string]error{ref(live): nil, ref(out): ErrSessionEnded, ref(expired): ErrSessionEnded,
+			ref(revoked): ErrUnknownDevice, hashToken("kanal_s_none"): ErrSessionEnded}
+		refs := []string{ref(live), ref(out), ref(expired), ref(revoked), hashToken("kanal_s_none"), ref(live)}
+		for i := len(refs); i < MaxCheckSessions; i++ {
+			if i%100 == 0 {
+				refs = append(refs, ref(live))
+			} else {
+				refs = append(refs, hashToken(fmt.Sprint("kanal_s_unknown", i)))
+			}
+		}
+		got, err := e.svc.CheckSessions(ctx, refs)
+		if err != nil || len(got) != len(refs) {
+			t.Fatalf("%d results, %v", len(got), err)
+		}
+		for i, r := range refs {
+			alone := e.svc.CheckSession(ctx, r)
+			if w, ok := want[r]; ok && !errors.Is(alone, w) || !ok && !errors.Is(alone, ErrSessionEnded) {
+				t.Fatalf("ref %d: CheckSession says %v", i, alone)
+			}
+			if !errors.Is(got[i], alone) || (got[i] == nil) != (alone == nil) {
+				t.Fatalf("ref %d: CheckSessions says %v, CheckSession %v", i, got[i], alone)
+			}
+		}
+		if _, err := e.svc.CheckSessions(ctx, append(refs, ref(live))); err == nil {
+			t.Fatalf("%d refs at once taken", len(refs)+1)
 		}
 	})
 }

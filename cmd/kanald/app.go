@@ -220,14 +220,18 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 			return mailbox.Session{Device: s.DeviceID, Account: s.AccountID, Family: s.Family, Expires: s.ExpiresAt, Ref: s.Ref}, ok
 		},
 		Check: func(ctx context.Context, s mailbox.Session) error {
-			err := a.ident.CheckSession(ctx, s.Ref)
-			switch {
-			case errors.Is(err, identity.ErrUnknownDevice):
-				return fmt.Errorf("%w: %w", mailbox.ErrDeviceRevoked, err)
-			case errors.Is(err, identity.ErrSessionEnded):
-				return fmt.Errorf("%w: %w", mailbox.ErrSessionEnded, err)
+			return streamVerdict(a.ident.CheckSession(ctx, s.Ref))
+		},
+		CheckSessions: func(ctx context.Context, ss []mailbox.Session) ([]error, error) {
+			refs := make([]string, len(ss))
+			for i, s := range ss {
+				refs[i] = s.Ref
 			}
-			return err
+			errs, err := a.ident.CheckSessions(ctx, refs)
+			for i := range errs {
+				errs[i] = streamVerdict(errs[i])
+			}
+			return errs, err
 		}})
 	if err != nil {
 		return nil, err
@@ -543,4 +547,16 @@ func announceKeyChange(m *messaging.Service, account, device string) error {
 	}
 	return m.PostNotice(ctx, messaging.Notice{Accounts: []string{account},
 		Conversation: messaging.DirectConversation(account, account), Message: raw})
+}
+
+// streamVerdict is identity's answer about a stream's session in the
+// terms of package mailbox.
+func streamVerdict(err error) error {
+	switch {
+	case errors.Is(err, identity.ErrUnknownDevice):
+		return fmt.Errorf("%w: %w", mailbox.ErrDeviceRevoked, err)
+	case errors.Is(err, identity.ErrSessionEnded):
+		return fmt.Errorf("%w: %w", mailbox.ErrSessionEnded, err)
+	}
+	return err
 }

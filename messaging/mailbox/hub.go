@@ -58,6 +58,12 @@ type HubOptions struct {
 	// SessionRecheck after, so that a session end lost on the bus does
 	// not keep a stream open. Required.
 	Check func(ctx context.Context, s Session) error
+	// CheckSessions, if set, is Check for many sessions at once: one
+	// result per session, in order, or an error when it cannot tell for
+	// any. The streams' periodic rechecks are then gathered and asked
+	// together (recheck.go), at most 1,000 per call; the check at
+	// registration still uses Check.
+	CheckSessions func(ctx context.Context, ss []Session) ([]error, error)
 	// SessionRecheck overrides SessionRecheckInterval (zero: default).
 	SessionRecheck time.Duration
 	// BusKey authenticates what the nodes of a deployment tell each other
@@ -116,6 +122,12 @@ type Hub struct {
 	wakeUps       atomic.Uint64 // wake-ups dispatched to a device's streams
 	fetches       atomic.Uint64 // reads of a mailbox by a stream
 	headLooks     atomic.Uint64 // pinged streams whose device's head was looked at
+
+	// Streams whose session recheck is due, waiting to be checked
+	// together (recheck.go); sessionChecks counts the calls.
+	recheckMu     sync.Mutex
+	rechecks      []*conn
+	sessionChecks atomic.Uint64
 
 	// Streams whose ping was answered, waiting for one look at their
 	// devices' heads (pinged.go).
@@ -243,6 +255,9 @@ type HubStats struct {
 	Undecodable uint64
 	// AckWrites counts the writes that deleted acknowledged envelopes.
 	AckWrites uint64
+	// SessionChecks counts the gathered session rechecks: calls of
+	// HubOptions.CheckSessions.
+	SessionChecks uint64
 	// WakeUps counts the wake-ups that reached a device with streams on
 	// this node: one per wake-up, however many streams the device has.
 	WakeUps uint64
@@ -255,7 +270,7 @@ type HubStats struct {
 
 // Stats returns the counters since the hub started.
 func (h *Hub) Stats() HubStats {
-	return HubStats{Carried: h.carried.Load(), Read: h.read.Load(), Forged: h.forged.Load(), Undecodable: h.undecodable.Load(), AckWrites: h.ackWrites.Load(), WakeUps: h.wakeUps.Load(), Fetches: h.fetches.Load(), HeadLooks: h.headLooks.Load()}
+	return HubStats{Carried: h.carried.Load(), Read: h.read.Load(), Forged: h.forged.Load(), Undecodable: h.undecodable.Load(), AckWrites: h.ackWrites.Load(), WakeUps: h.wakeUps.Load(), Fetches: h.fetches.Load(), HeadLooks: h.headLooks.Load(), SessionChecks: h.sessionChecks.Load()}
 }
 
 // Close stops the hub's wake-up dispatch and its session-end subscription.
@@ -1034,7 +1049,9 @@ func (c *conn) tick() {
 		c.close(StatusSessionEnded, "session expired")
 		return
 	}
-	if check {
+	if check && c.hub.o.CheckSessions != nil {
+		c.hub.recheckStream(c)
+	} else if check {
 		if ended, err := c.checkSession(); ended {
 			return
 		} else if err != nil {
@@ -1398,7 +1415,13 @@ func splitBySize(batch []Envelope, limit int) [][]Envelope {
 // checkSession asks whether the stream's session is still live and closes
 // the stream if it is not. err is a check that could not tell.
 func (c *conn) checkSession() (ended bool, err error) {
-	err = c.hub.o.Check(c.ctx, c.sess)
+	return c.sessionChecked(c.hub.o.Check(c.ctx, c.sess))
+}
+
+// sessionChecked acts on the result of a check of the stream's session:
+// it closes the stream when the session has ended or its device is
+// revoked.
+func (c *conn) sessionChecked(err error) (ended bool, _ error) {
 	switch {
 	case err == nil:
 		return false, nil

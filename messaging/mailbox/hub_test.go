@@ -64,7 +64,7 @@ func newNodeWith(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, r
 	return newNodeOpts(t, store, b, writeTimeout, recheck, now, 0, 0)
 }
 
-func newNodeOpts(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, recheck time.Duration, now func() time.Time, ping, frame time.Duration) *node {
+func newNodeOpts(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, recheck time.Duration, now func() time.Time, ping, frame time.Duration, mods ...func(*node, *mailbox.HubOptions)) *node {
 	t.Helper()
 	n := &node{tracker: &web.Tracker{}, bus: b, verdict: map[string]error{}, holds: map[string]*heldCheck{}}
 	// The hub's log, shown only when the test fails (why a socket closed).
@@ -74,7 +74,7 @@ func newNodeOpts(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, r
 			t.Logf("hub log:\n%s", logs.String())
 		}
 	})
-	h, err := mailbox.NewHub(mailbox.HubOptions{
+	o := mailbox.HubOptions{
 		Store: store, Bus: b, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Tracker: n.tracker,
 		Session: testSession,
 		Check: func(_ context.Context, s mailbox.Session) error {
@@ -110,7 +110,11 @@ func newNodeOpts(t *testing.T, store *mailbox.Store, b *bus.Bus, writeTimeout, r
 		// Binary frames are offered (a stream may speak them); a node
 		// here takes no sends.
 		BinaryFrames: func(context.Context, string, []byte) (any, error) { return nil, errors.New("no sends here") },
-	})
+	}
+	for _, m := range mods {
+		m(n, &o)
+	}
+	h, err := mailbox.NewHub(o)
 	if err != nil {
 		t.Fatal(err)
 	}

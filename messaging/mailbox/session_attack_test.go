@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -206,6 +207,76 @@ func TestLostSessionEndIsCaught(t *testing.T) {
 	n.setVerdict("fam_"+dev, mailbox.ErrSessionEnded)
 	if code, _ := dialSession(t, n, sessionHeader(dev, "acc_"+dev, "fam_"+dev)).closeOf(); code != mailbox.StatusSessionEnded {
 		t.Fatalf("a stream of an ended session closed with %d", code)
+	}
+}
+
+// TestGatheredSessionRechecks: with CheckSessions set, the streams'
+// periodic rechecks are asked together — 40 streams, one call per round
+// rather than 40 — and still close what a lost session end left open:
+// an ended session with 4002, a revoked device with 4001. A session the
+// check could not tell about stays, as do the live ones; the check when
+// a stream registers is still its own.
+func TestGatheredSessionRechecks(t *testing.T) {
+	d := dbtest.SQLite(t, mailbox.Migrations())
+	store := mailbox.NewStore(d, mailbox.StoreOptions{})
+	bb, err := bus.Open(context.Background(), bus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bb.Close()
+	var singles, calls, checked atomic.Int64
+	n := newNodeOpts(t, store, bb, 0, 200*time.Millisecond, nil, 0, 0, func(n *node, o *mailbox.HubOptions) {
+		check := o.Check
+		o.Check = func(ctx context.Context, s mailbox.Session) error { singles.Add(1); return check(ctx, s) }
+		o.CheckSessions = func(_ context.Context, ss []mailbox.Session) ([]error, error) {
+			calls.Add(1)
+			checked.Add(int64(len(ss)))
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			out := make([]error, len(ss))
+			for i, s := range ss {
+				out[i] = n.verdict[s.Ref]
+			}
+			return out, nil
+		}
+	})
+	const streams = 40
+	devs := make([]string, streams)
+	cls := make([]*client, streams)
+	for i := range devs {
+		devs[i] = uniqueDevice(fmt.Sprintf("dev_g%d", i))
+		cls[i] = dialSession(t, n, sessionHeader(devs[i], "acc_"+devs[i], "fam_"+devs[i]))
+		if f, err := cls[i].next(); err != nil || f.Type != "synced" {
+			t.Fatalf("want synced, got %+v %v", f, err)
+		}
+	}
+	if got := singles.Load(); got != streams {
+		t.Fatalf("%d single checks, want one per stream at registration (%d)", got, streams)
+	}
+	// Let a round of rechecks pass with every session live.
+	for deadline := time.Now().Add(10 * time.Second); checked.Load() < streams; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions rechecked in 10 s", checked.Load())
+		}
+	}
+	n.setVerdict("fam_"+devs[0], fmt.Errorf("%w: logged out", mailbox.ErrSessionEnded))
+	n.setVerdict("fam_"+devs[1], fmt.Errorf("%w: gone", mailbox.ErrDeviceRevoked))
+	n.setVerdict("fam_"+devs[2], errors.New("database unreachable"))
+	for i, want := range []websocket.StatusCode{mailbox.StatusSessionEnded, mailbox.StatusRevoked} {
+		if code, _ := cls[i].closeOf(); code != want {
+			t.Fatalf("stream %d closed with %d, want %d", i, code, want)
+		}
+	}
+	for _, dev := range devs[2:] {
+		if !n.hub.Connected(dev) {
+			t.Fatalf("%s's stream closed with its session live or not known", dev)
+		}
+	}
+	if singles.Load() != streams {
+		t.Fatalf("%d single checks after the rechecks, want %d", singles.Load(), streams)
+	}
+	if c, k := calls.Load(), checked.Load(); c*4 > k || n.hub.Stats().SessionChecks != uint64(c) {
+		t.Fatalf("%d calls for %d session checks (stats %d): not gathered", c, k, n.hub.Stats().SessionChecks)
 	}
 }
 
