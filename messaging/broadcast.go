@@ -175,42 +175,58 @@ func (s *Service) FollowingOf(ctx context.Context, c Caller) (*FollowingList, er
 // follower, then wakes the connected ones. Only an agent device of org
 // may post, and only an announcement its own device signed for org.
 func (s *Service) PostAnnouncement(ctx context.Context, c Caller, org string, req *PostRequest) (resp *PostResponse, created bool, err error) {
+	resp, created, wake, err := s.postAnnouncement(ctx, c, org, req)
+	if wake != nil {
+		wake()
+	}
+	return resp, created, err
+}
+
+// postAnnouncement is PostAnnouncement without the wake-up of the
+// connected followers, which it returns (nil when there is none): the
+// HTTP handler answers the poster first. Once the fan-out is out, up to
+// tens of thousands of streams on every node start writing at once, and
+// an answer written after it waits among them for a core (measured:
+// 2.1–3.0 s against 1.3–1.6 s for 50,000 followers). The references are
+// committed either way; a wake-up that never goes out delays delivery
+// to the streams' next ping, as a lost one does.
+func (s *Service) postAnnouncement(ctx context.Context, c Caller, org string, req *PostRequest) (resp *PostResponse, created bool, wake func(), err error) {
 	if len(req.Announcement) == 0 || len(req.Announcement) > MaxAnnouncementBytes {
-		return nil, false, web.Errorf(http.StatusRequestEntityTooLarge, web.TypeTooLarge, "Announcement too large",
+		return nil, false, nil, web.Errorf(http.StatusRequestEntityTooLarge, web.TypeTooLarge, "Announcement too large",
 			"an announcement is 1..%d bytes", MaxAnnouncementBytes)
 	}
 	_, agents, err := s.dir.OrgAgents(ctx, org)
 	if err != nil {
-		return nil, false, err
+		return nil, false, nil, err
 	}
 	i := slices.IndexFunc(agents, func(d Device) bool { return d.DeviceID == c.DeviceID })
 	if i < 0 {
-		return nil, false, web.Errorf(http.StatusForbidden, web.TypeForbidden, "Not an agent",
+		return nil, false, nil, web.Errorf(http.StatusForbidden, web.TypeForbidden, "Not an agent",
 			"only an agent device of organisation %s may post its announcements", org)
 	}
 	v, err := VerifyAnnouncement(req.Announcement, s.roots)
 	if err != nil {
-		return nil, false, badAnnouncement(err)
+		return nil, false, nil, badAnnouncement(err)
 	}
 	switch {
 	case v.Org != org:
-		return nil, false, badAnnouncement(fmt.Errorf("it names organisation %s, posted to %s", v.Org, org))
+		return nil, false, nil, badAnnouncement(fmt.Errorf("it names organisation %s, posted to %s", v.Org, org))
 	case v.Signer.DeviceID != c.DeviceID || subtle.ConstantTimeCompare(v.Leaf, agents[i].Certificate) != 1:
-		return nil, false, badAnnouncement(errors.New("it was not signed by this device's current certificate"))
+		return nil, false, nil, badAnnouncement(errors.New("it was not signed by this device's current certificate"))
 	}
 	if prev, err := s.previousPost(ctx, c.DeviceID, v.ID); prev != nil || err != nil {
-		return prev, false, err
+		return prev, false, nil, err
 	}
 	now := s.now()
 	if d := now.Sub(v.SentAt); d > AnnouncementSkew || d < -AnnouncementSkew {
-		return nil, false, badAnnouncement(fmt.Errorf("its sent_at is %s from the server's clock, more than %s", d.Round(time.Second), AnnouncementSkew))
+		return nil, false, nil, badAnnouncement(fmt.Errorf("its sent_at is %s from the server's clock, more than %s", d.Round(time.Second), AnnouncementSkew))
 	}
 	if err := s.broadcasts.allow(c.DeviceID, now); err != nil {
-		return nil, false, err
+		return nil, false, nil, err
 	}
 	devices, err := s.followerDevices(ctx, org)
 	if err != nil {
-		return nil, false, err
+		return nil, false, nil, err
 	}
 	postID := "bc_" + mailbox.NewEnvelopeID()
 	conv := BroadcastConversation(org)
@@ -232,18 +248,18 @@ func (s *Service) PostAnnouncement(ctx context.Context, c Caller, org string, re
 		if db.IsUniqueViolation(err) {
 			s.broadcasts.refund(c.DeviceID, now)
 			if prev, perr := s.previousPost(ctx, c.DeviceID, v.ID); prev != nil || perr != nil {
-				return prev, false, perr
+				return prev, false, nil, perr
 			}
 		}
-		return nil, false, fmt.Errorf("messaging.broadcast: %w", err)
+		return nil, false, nil, fmt.Errorf("messaging.broadcast: %w", err)
 	}
 	switch {
 	case s.fanout != nil:
-		s.fanout(refs, []byte(req.Announcement))
+		wake = func() { s.fanout(refs, []byte(req.Announcement)) }
 	case s.notify != nil:
-		s.notify(devices...)
+		wake = func() { s.notify(devices...) }
 	}
-	return &PostResponse{PostID: postID, ConversationID: conv, ID: v.ID, ServerTime: time.UnixMilli(now.UnixMilli()).UTC(), Devices: len(devices)}, true, nil
+	return &PostResponse{PostID: postID, ConversationID: conv, ID: v.ID, ServerTime: time.UnixMilli(now.UnixMilli()).UTC(), Devices: len(devices)}, true, wake, nil
 }
 
 func badAnnouncement(err error) error {
@@ -394,7 +410,7 @@ func (s *Service) handlePost(w http.ResponseWriter, r *http.Request, c Caller) e
 	if err := web.DecodeJSON(w, r, &req, maxPostBody); err != nil {
 		return err
 	}
-	resp, created, err := s.PostAnnouncement(r.Context(), c, org, &req)
+	resp, created, wake, err := s.postAnnouncement(r.Context(), c, org, &req)
 	if err != nil {
 		var rl *RateLimitError
 		if errors.As(err, &rl) {
@@ -406,7 +422,13 @@ func (s *Service) handlePost(w http.ResponseWriter, r *http.Request, c Caller) e
 	if created {
 		status = http.StatusCreated
 	}
-	web.WriteJSON(w, status, resp)
+	if wake == nil {
+		web.WriteJSON(w, status, resp)
+		return nil
+	}
+	// The answer goes out before the followers' streams are woken.
+	web.WriteJSONNow(w, status, resp)
+	wake()
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -36,6 +37,26 @@ func newBroadcastEnv(t *testing.T, d *db.DB) *broadcastEnv {
 		}
 	})
 	return b
+}
+
+// waitFanned waits for n fan-outs (the poster is answered first) and
+// returns them.
+func (b *broadcastEnv) waitFanned(t *testing.T, n int) [][]mailbox.Envelope {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		b.fanMu.Lock()
+		fanned := slices.Clone(b.fanned)
+		b.fanMu.Unlock()
+		if len(fanned) >= n {
+			if len(fanned) > n {
+				t.Fatalf("%d fan-outs, want %d", len(fanned), n)
+			}
+			return fanned
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d fan-outs after 10 s, want %d", len(fanned), n)
+		}
+	}
 }
 
 // member is d signing for org.
@@ -136,8 +157,8 @@ func TestBroadcastFollowPostRead(t *testing.T) {
 		if refs != 3 || refBytes != 3*len(postID) {
 			t.Fatalf("%d references of %d bytes, want 3 of %d", refs, refBytes, 3*len(postID))
 		}
-		if len(b.fanned) != 1 || len(b.fanned[0]) != 3 {
-			t.Fatalf("fanned out %v", b.fanned)
+		if fanned := b.waitFanned(t, 1); len(fanned[0]) != 3 {
+			t.Fatalf("fanned out %v", fanned)
 		}
 		// Each follower device reads the announcement itself, and it
 		// verifies offline against the CA.
@@ -366,4 +387,37 @@ func TestAttackBroadcast(t *testing.T) {
 			t.Fatalf("mallory's mailbox holds %v", envs)
 		}
 	})
+}
+
+// TestBroadcastAnsweredBeforeTheFanout: the poster's answer is on its way
+// before the followers' streams are woken — the fan-out here waits until
+// the poster has read its answer, and the post still fans out once, after.
+func TestBroadcastAnsweredBeforeTheFanout(t *testing.T) {
+	d := dbtest.SQLite(t, sendSets...)
+	answered, fanned := make(chan struct{}), make(chan int, 1)
+	b := &broadcastEnv{}
+	b.sendEnv = newSendEnv(t, d, 0, false, func(o *messaging.Options) {
+		o.Fanout = func(refs []mailbox.Envelope, body []byte) {
+			select {
+			case <-answered:
+				fanned <- len(refs)
+			case <-time.After(10 * time.Second):
+				fanned <- -1
+			}
+		}
+	})
+	agent := b.dir.enroll(t, "acc_clerk", "dev_clerk", true)
+	b.dir.addOrg(t, "org_council", agent)
+	ann := b.dir.enroll(t, "acc_ann", "dev_ann1", false)
+	if st, _, out := b.request(ann, "PUT", "/v1/broadcasts/org_council/follower", nil); st != 200 {
+		t.Fatalf("follow: %d %v", st, out)
+	}
+	jws := b.announce(t, agent, "org_council", "a1", "Die Brücke am Markt ist ab Montag gesperrt.")
+	if st, _, out := b.request(agent, "POST", "/v1/broadcasts/org_council/posts", messaging.PostRequest{Announcement: jws}); st != 201 {
+		t.Fatalf("post: %d %v", st, out)
+	}
+	close(answered)
+	if n := <-fanned; n != 1 {
+		t.Fatalf("fan-out after the answer: %d references (-1: the answer waited for the fan-out)", n)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 
 	"github.com/kanal-server/kanal/internal/problem"
 )
@@ -144,6 +145,24 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// WriteJSONNow writes v as WriteJSON does, with its Content-Length, and
+// flushes it: the client has the whole answer while the handler goes on
+// with work that need not hold the answer back.
+func WriteJSONNow(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		WriteJSON(w, status, v)
+		return
+	}
+	b = append(b, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+	_ = http.NewResponseController(w).Flush()
 }
 
 // started reports whether w's status has been sent, as far as the
