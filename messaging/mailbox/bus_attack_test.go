@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/kanal-server/kanal/internal/bus"
-	"github.com/kanal-server/kanal/internal/db/dbtest"
 	"github.com/kanal-server/kanal/messaging/mailbox"
 	"github.com/kanal-server/kanal/messaging/mailbox/wire"
 )
@@ -186,13 +185,7 @@ func TestForgedDisconnectClosesNothing(t *testing.T) {
 // hub accepts, the replay closes nothing. (The node that gets the replay
 // runs its clock two minutes ahead, which is "later" without waiting.)
 func TestReplayedSessionEndClosesNothing(t *testing.T) {
-	d := dbtest.SQLite(t, mailbox.Migrations())
-	store := mailbox.NewStore(d, mailbox.StoreOptions{})
-	bb, err := bus.Open(context.Background(), bus.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bb.Close()
+	store, bb := sqliteNode(t)
 	now := newNode(t, store, bb, 0)
 	later := newNodeWith(t, store, bb, 0, 0, func() time.Time { return time.Now().Add(2 * time.Minute) })
 	evil := publisher(t, now)

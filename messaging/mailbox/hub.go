@@ -125,14 +125,12 @@ type Hub struct {
 
 	// Streams whose session recheck is due, waiting to be checked
 	// together (recheck.go); sessionChecks counts the calls.
-	recheckMu     sync.Mutex
-	rechecks      []*conn
+	rechecks      gathered[*conn]
 	sessionChecks atomic.Uint64
 
 	// Streams whose ping was answered, waiting for one look at their
 	// devices' heads (pinged.go).
-	pingMu sync.Mutex
-	pinged []*conn
+	pinged gathered[*conn]
 
 	// Every connection subscribes to its device's wake-up subject, so
 	// NATS sends a node only the wake-ups of its own devices; all those

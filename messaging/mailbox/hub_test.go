@@ -329,6 +329,19 @@ func run(t *testing.T, d *db.DB, bo bus.Options, fn func(t *testing.T, store *ma
 	fn(t, store, na, nb)
 }
 
+// sqliteNode is a store on a fresh SQLite file and an embedded bus, for
+// tests that build their nodes themselves.
+func sqliteNode(t *testing.T) (*mailbox.Store, *bus.Bus) {
+	t.Helper()
+	d := dbtest.SQLite(t, mailbox.Migrations())
+	bb, err := bus.Open(context.Background(), bus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bb.Close() })
+	return mailbox.NewStore(d, mailbox.StoreOptions{}), bb
+}
+
 // uniqueDevice keeps runs on the shared external NATS apart.
 func uniqueDevice(name string) string {
 	return fmt.Sprintf("%s_%d", name, time.Now().UnixNano())

@@ -2,6 +2,7 @@ package mailbox
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -22,23 +23,12 @@ import (
 const pingedDelay = 250 * time.Millisecond
 
 // pingedStream queues c for the next look at the heads.
-func (h *Hub) pingedStream(c *conn) {
-	h.pingMu.Lock()
-	first := len(h.pinged) == 0
-	h.pinged = append(h.pinged, c)
-	h.pingMu.Unlock()
-	if first {
-		time.AfterFunc(pingedDelay, h.lookAtHeads)
-	}
-}
+func (h *Hub) pingedStream(c *conn) { h.pinged.add(c, pingedDelay, h.lookAtHeads) }
 
 // lookAtHeads has the pinged streams whose devices' mailboxes hold more
 // than they have sent read them.
 func (h *Hub) lookAtHeads() {
-	h.pingMu.Lock()
-	cs := h.pinged
-	h.pinged = nil
-	h.pingMu.Unlock()
+	cs := h.pinged.take()
 	seen := make(map[string]bool, len(cs))
 	devices := make([]string, 0, len(cs))
 	for _, c := range cs {
@@ -68,4 +58,33 @@ func (h *Hub) lookAtHeads() {
 			c.signal()
 		}
 	}
+}
+
+// gathered holds what comes within a delay of the first item, to be
+// handled together: the pinged streams' look at their heads, the
+// streams' session rechecks.
+type gathered[T any] struct {
+	mu    sync.Mutex
+	items []T
+}
+
+// add appends x; the first item since the last take schedules handle
+// after delay, which takes them all.
+func (g *gathered[T]) add(x T, delay time.Duration, handle func()) {
+	g.mu.Lock()
+	first := len(g.items) == 0
+	g.items = append(g.items, x)
+	g.mu.Unlock()
+	if first {
+		time.AfterFunc(delay, handle)
+	}
+}
+
+// take returns what was added and empties g.
+func (g *gathered[T]) take() []T {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	items := g.items
+	g.items = nil
+	return items
 }

@@ -27,25 +27,14 @@ const (
 var errWrongResults = errors.New("mailbox: CheckSessions gave a result count other than the sessions'")
 
 // recheckStream queues c for the next gathered session check.
-func (h *Hub) recheckStream(c *conn) {
-	h.recheckMu.Lock()
-	first := len(h.rechecks) == 0
-	h.rechecks = append(h.rechecks, c)
-	h.recheckMu.Unlock()
-	if first {
-		time.AfterFunc(recheckDelay, h.recheckSessions)
-	}
-}
+func (h *Hub) recheckStream(c *conn) { h.rechecks.add(c, recheckDelay, h.recheckSessions) }
 
 // recheckSessions checks the queued streams' sessions and closes the
 // streams whose session has ended or whose device is revoked. A part that
 // cannot be checked is logged; its streams stay and are checked again at
 // their next recheck, as a failed single check leaves them.
 func (h *Hub) recheckSessions() {
-	h.recheckMu.Lock()
-	cs := h.rechecks
-	h.rechecks = nil
-	h.recheckMu.Unlock()
+	cs := h.rechecks.take()
 	for len(cs) > 0 {
 		part := cs[:min(len(cs), maxSessionChecks)]
 		cs = cs[len(part):]

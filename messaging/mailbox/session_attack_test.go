@@ -14,8 +14,6 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/kanal-server/kanal/internal/bus"
-	"github.com/kanal-server/kanal/internal/db/dbtest"
 	"github.com/kanal-server/kanal/messaging/mailbox"
 )
 
@@ -177,13 +175,7 @@ func TestStreamClosesAtSessionExpiry(t *testing.T) {
 // the node (lost on the bus, or the node was cut off): the stream's own
 // session check closes it.
 func TestLostSessionEndIsCaught(t *testing.T) {
-	d := dbtest.SQLite(t, mailbox.Migrations())
-	store := mailbox.NewStore(d, mailbox.StoreOptions{})
-	bb, err := bus.Open(context.Background(), bus.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bb.Close()
+	store, bb := sqliteNode(t)
 	n := newNodeWith(t, store, bb, 0, 200*time.Millisecond, nil)
 	for _, c := range []struct {
 		verdict error
@@ -217,13 +209,7 @@ func TestLostSessionEndIsCaught(t *testing.T) {
 // check could not tell about stays, as do the live ones; the check when
 // a stream registers is still its own.
 func TestGatheredSessionRechecks(t *testing.T) {
-	d := dbtest.SQLite(t, mailbox.Migrations())
-	store := mailbox.NewStore(d, mailbox.StoreOptions{})
-	bb, err := bus.Open(context.Background(), bus.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bb.Close()
+	store, bb := sqliteNode(t)
 	var singles, calls, checked atomic.Int64
 	n := newNodeOpts(t, store, bb, 0, 200*time.Millisecond, nil, 0, 0, func(n *node, o *mailbox.HubOptions) {
 		check := o.Check
