@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/kanal-server/kanal/internal/benchcpu"
-	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
 )
 
@@ -18,12 +17,7 @@ import (
 func BenchmarkCheckSessions(b *testing.B) {
 	for _, engine := range []string{"sqlite", "postgres"} {
 		b.Run(engine, func(b *testing.B) {
-			var d *db.DB
-			if engine == "sqlite" {
-				d = dbtest.SQLite(b, migrationSets()...)
-			} else {
-				d = dbtest.Postgres(b, migrationSets()...)
-			}
+			d := dbtest.Open(b, engine, migrationSets()...)
 			e := newEnv(b, d, func(o *Options) { o.SignupLimits = SignupLimits{PerClient: 1000, Global: 1000} })
 			refs := make([]string, 200)
 			for i := range refs {

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/kanal-server/kanal/identity/ca"
-	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
 	"github.com/kanal-server/kanal/internal/web"
 )
@@ -228,12 +227,7 @@ func TestOrgCRL(t *testing.T) {
 func BenchmarkCRLWithFlood(b *testing.B) {
 	for _, engine := range []string{"sqlite", "postgres"} {
 		b.Run(engine, func(b *testing.B) {
-			var d *db.DB
-			if engine == "sqlite" {
-				d = dbtest.SQLite(b, migrationSets()...)
-			} else {
-				d = dbtest.Postgres(b, migrationSets()...)
-			}
+			d := dbtest.Open(b, engine, migrationSets()...)
 			ctx := context.Background()
 			c, err := ca.Create("bench", time.Now())
 			if err != nil {

@@ -59,6 +59,19 @@ func (b *broadcastEnv) waitFanned(t *testing.T, n int) [][]mailbox.Envelope {
 	}
 }
 
+// council is org_council with its clerk's device as agent, and a device
+// of acc_ann following it.
+func (b *broadcastEnv) council(t *testing.T, follower string) (agent, ann *device) {
+	t.Helper()
+	agent = b.dir.enroll(t, "acc_clerk", "dev_clerk", true)
+	b.dir.addOrg(t, "org_council", agent)
+	ann = b.dir.enroll(t, "acc_ann", follower, false)
+	if st, _, out := b.request(ann, "PUT", "/v1/broadcasts/org_council/follower", nil); st != 200 {
+		t.Fatalf("follow: %d %v", st, out)
+	}
+	return agent, ann
+}
+
 // member is d signing for org.
 func (b *broadcastEnv) member(t *testing.T, d *device, org string) orgsig.Member {
 	t.Helper()
@@ -247,12 +260,7 @@ func TestBroadcastFollowPostRead(t *testing.T) {
 func TestBroadcastBadInput(t *testing.T) {
 	dbtest.Run(t, sendSets, func(t *testing.T, d *db.DB) {
 		b := newBroadcastEnv(t, d)
-		agent := b.dir.enroll(t, "acc_clerk", "dev_clerk", true)
-		b.dir.addOrg(t, "org_council", agent)
-		ann := b.dir.enroll(t, "acc_ann", "dev_ann", false)
-		if st, _, out := b.request(ann, "PUT", "/v1/broadcasts/org_council/follower", nil); st != 200 {
-			t.Fatalf("follow: %d %v", st, out)
-		}
+		agent, ann := b.council(t, "dev_ann")
 		good := b.announce(t, agent, "org_council", "a1", "Hallo")
 		// An announcement an agent signed with a long text, bypassing
 		// SignAnnouncement's own check.
@@ -406,12 +414,7 @@ func TestBroadcastAnsweredBeforeTheFanout(t *testing.T) {
 			}
 		}
 	})
-	agent := b.dir.enroll(t, "acc_clerk", "dev_clerk", true)
-	b.dir.addOrg(t, "org_council", agent)
-	ann := b.dir.enroll(t, "acc_ann", "dev_ann1", false)
-	if st, _, out := b.request(ann, "PUT", "/v1/broadcasts/org_council/follower", nil); st != 200 {
-		t.Fatalf("follow: %d %v", st, out)
-	}
+	agent, _ := b.council(t, "dev_ann1")
 	jws := b.announce(t, agent, "org_council", "a1", "Die Brücke am Markt ist ab Montag gesperrt.")
 	if st, _, out := b.request(agent, "POST", "/v1/broadcasts/org_council/posts", messaging.PostRequest{Announcement: jws}); st != 201 {
 		t.Fatalf("post: %d %v", st, out)

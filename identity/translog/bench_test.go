@@ -165,13 +165,7 @@ func BenchmarkLog(b *testing.B) {
 	}
 	for _, engine := range engines {
 		b.Run(engine, func(b *testing.B) {
-			var d *db.DB
-			if engine == "sqlite" {
-				d = dbtest.SQLite(b, translog.Migrations())
-			} else {
-				dbtest.PostgresURL(b)
-				d = dbtest.Postgres(b, translog.Migrations())
-			}
+			d := dbtest.Open(b, engine, translog.Migrations())
 			bulkLog(b, d, nil, n)
 			signer, vkey, err := translog.LoadOrCreateKey(filepath.Join(benchKeyDir, "log.key"), origin, rand.Reader)
 			if err != nil {

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/kanal-server/kanal/internal/benchcpu"
-	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
 	"github.com/kanal-server/kanal/messaging/mailbox"
 )
@@ -30,12 +29,7 @@ func BenchmarkAppend(b *testing.B) {
 }
 
 func benchAppend(b *testing.B, engine string, group bool) {
-	var d *db.DB
-	if engine == "sqlite" {
-		d = dbtest.SQLite(b, mailbox.Migrations())
-	} else {
-		d = dbtest.Postgres(b, mailbox.Migrations())
-	}
+	d := dbtest.Open(b, engine, mailbox.Migrations())
 	o := mailbox.StoreOptions{}
 	parallel := 4
 	if group {
@@ -67,12 +61,7 @@ func benchAppend(b *testing.B, engine string, group bool) {
 func BenchmarkPingRead(b *testing.B) {
 	for _, engine := range []string{"sqlite", "postgres"} {
 		b.Run(engine, func(b *testing.B) {
-			var d *db.DB
-			if engine == "sqlite" {
-				d = dbtest.SQLite(b, mailbox.Migrations())
-			} else {
-				d = dbtest.Postgres(b, mailbox.Migrations())
-			}
+			d := dbtest.Open(b, engine, mailbox.Migrations())
 			s := mailbox.NewStore(d, mailbox.StoreOptions{})
 			ctx := context.Background()
 			const devices = 10000
@@ -104,12 +93,7 @@ func BenchmarkAppendShared(b *testing.B) {
 	const devices = 50000
 	for _, engine := range []string{"sqlite", "postgres"} {
 		b.Run(engine, func(b *testing.B) {
-			var d *db.DB
-			if engine == "sqlite" {
-				d = dbtest.SQLite(b, mailbox.Migrations())
-			} else {
-				d = dbtest.Postgres(b, mailbox.Migrations())
-			}
+			d := dbtest.Open(b, engine, mailbox.Migrations())
 			s := mailbox.NewStore(d, mailbox.StoreOptions{})
 			devs := make([]string, devices)
 			for i := range devs {

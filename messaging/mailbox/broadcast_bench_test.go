@@ -20,7 +20,6 @@ import (
 	"github.com/kanal-server/kanal/internal/benchcpu"
 	"github.com/kanal-server/kanal/internal/binframe"
 	"github.com/kanal-server/kanal/internal/bus"
-	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
 	"github.com/kanal-server/kanal/internal/web"
 	"github.com/kanal-server/kanal/messaging/mailbox"
@@ -47,12 +46,7 @@ func BenchmarkBroadcastDelivery(b *testing.B) {
 
 func benchBroadcast(b *testing.B, engine string, broadcastStreams int) {
 	ctx := context.Background()
-	var d *db.DB
-	if engine == "sqlite" {
-		d = dbtest.SQLite(b, mailbox.Migrations())
-	} else {
-		d = dbtest.Postgres(b, mailbox.Migrations())
-	}
+	d := dbtest.Open(b, engine, mailbox.Migrations())
 	batch := d.NewBatcher(64)
 	defer batch.Close()
 	store := mailbox.NewStore(d, mailbox.StoreOptions{Batcher: batch})

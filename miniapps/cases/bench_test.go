@@ -17,12 +17,7 @@ import (
 func BenchmarkListInbox(b *testing.B) {
 	for _, engine := range []string{"sqlite", "postgres"} {
 		b.Run(engine, func(b *testing.B) {
-			var d *db.DB
-			if engine == "sqlite" {
-				d = dbtest.SQLite(b, Migrations())
-			} else {
-				d = dbtest.Postgres(b, Migrations())
-			}
+			d := dbtest.Open(b, engine, Migrations())
 			w := &world{d: d}
 			s, err := New(Options{DB: d, Orgs: roles{amt + "/" + agentA: "agent"}, Templates: catalogue{}, Announcer: &recorder{}})
 			if err != nil {

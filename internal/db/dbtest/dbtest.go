@@ -48,6 +48,16 @@ func SQLite(t testing.TB, sets ...db.Migrations) *db.DB {
 	return d
 }
 
+// Open returns SQLite's database for engine "sqlite" and PostgreSQL's
+// otherwise: for benchmarks that run once per engine.
+func Open(t testing.TB, engine string, sets ...db.Migrations) *db.DB {
+	t.Helper()
+	if engine == "sqlite" {
+		return SQLite(t, sets...)
+	}
+	return Postgres(t, sets...)
+}
+
 // PostgresURL returns KANAL_TEST_POSTGRES, skipping the test when it is not
 // set (failing it under CI).
 func PostgresURL(t testing.TB) string {
