@@ -264,7 +264,10 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 			func() float64 { return float64(hub.Stats().Undecodable) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_stream_ack_writes_total",
 			Help: "Writes that deleted acknowledged envelopes, on this node's streams."},
-			func() float64 { return float64(hub.Stats().AckWrites) }))
+			func() float64 { return float64(hub.Stats().AckWrites) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_stream_late_reads_total",
+			Help: "Streams that read their mailbox after a ping because it held envelopes they had not sent and no wake-up brought them within the grace: mostly lost wake-ups."},
+			func() float64 { return float64(hub.Stats().LateReads) }))
 	// Web push wakes devices that do not pick up their envelopes.
 	pusher, err = newPush(cfg, log, d, keys, a.ident, mailboxes, hub, a.metrics.Registry)
 	if err != nil {

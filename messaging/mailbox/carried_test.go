@@ -183,6 +183,71 @@ func TestLostWakeUpIsReadAfterPing(t *testing.T) {
 	})
 }
 
+// TestWakeUpAfterThePingedLook: a ping's look at the device's head can
+// fall between an envelope's commit and its wake-up's arrival (under a
+// broadcast's load, a second or more). The stream does not read its
+// mailbox for it: it waits for the wake-up and sends the envelope the
+// wake-up carries. One whose wake-up never comes is read after the grace
+// (TestLostWakeUpIsReadAfterPing, TestIdlePingsReadNoMailbox).
+func TestWakeUpAfterThePingedLook(t *testing.T) {
+	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, _ *node) {
+		ctx := context.Background()
+		n := newNodeOpts(t, store, a.bus, 0, 0, nil, 100*time.Millisecond, 0, func(_ *node, o *mailbox.HubOptions) {
+			mailbox.SetWakeGrace(o, time.Minute)
+		})
+		dev := uniqueDevice("dev_late")
+		c := dial(t, n, dev)
+		if f, err := c.next(); err != nil || f.Type != "synced" {
+			t.Fatalf("want synced on an empty mailbox, got %+v %v", f, err)
+		}
+		// The device reads on (answering pings) and reports envelopes.
+		got := make(chan mailbox.Envelope, 4)
+		go func() {
+			for {
+				_, data, err := c.ws.Read(ctx)
+				if err != nil {
+					return
+				}
+				var f frame
+				if json.Unmarshal(data, &f) == nil {
+					for _, e := range f.Envelopes {
+						got <- e
+					}
+				}
+			}
+		}()
+		es := []mailbox.Envelope{env(dev, "dev_a", "late")}
+		if err := store.Append(ctx, es); err != nil {
+			t.Fatal(err)
+		}
+		// Two looks after the commit: at least one read the new head.
+		before := n.hub.Stats()
+		for deadline := time.Now().Add(20 * time.Second); n.hub.Stats().HeadLooks < before.HeadLooks+2; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("no look at the head in 20 s")
+			}
+		}
+		select {
+		case e := <-got:
+			t.Fatalf("%s was sent before its wake-up: the look read the mailbox", e.ID)
+		default:
+		}
+		a.hub.Deliver(es)
+		select {
+		case e := <-got:
+			if e.ID != es[0].ID {
+				t.Fatalf("got %s, want %s", e.ID, es[0].ID)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the wake-up's envelope did not arrive")
+		}
+		after := n.hub.Stats()
+		if after.Fetches != before.Fetches || after.Carried != before.Carried+1 || after.LateReads != before.LateReads {
+			t.Fatalf("stats %+v → %+v: want the envelope from its wake-up, no read of the mailbox", before, after)
+		}
+	})
+}
+
 // TestIdlePingsReadNoMailbox: after each ping an idle stream's device's
 // mailbox head is looked at with the other pinged streams' — the mailbox
 // itself is read only when it holds more than the stream has sent. Idle
@@ -245,8 +310,8 @@ func TestIdlePingsReadNoMailbox(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitDepth(t, store, devs[2], 0) // delivered and acknowledged
-		if st := n.hub.Stats(); st.Fetches == before.Fetches {
-			t.Fatal("the lost envelope was delivered without a read of the mailbox")
+		if st := n.hub.Stats(); st.Fetches == before.Fetches || st.LateReads == before.LateReads {
+			t.Fatalf("stats %+v → %+v: the lost envelope was delivered without a late read of the mailbox", before, st)
 		}
 	})
 }

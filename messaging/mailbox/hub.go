@@ -95,6 +95,10 @@ type HubOptions struct {
 	WriteTimeout time.Duration
 	// PingInterval overrides the package's PingInterval (zero: default).
 	PingInterval time.Duration
+	// wakeGrace is how long a stream seen behind its head after a ping
+	// waits for the wake-up before it reads (pinged.go); zero: a tenth
+	// of PingInterval, at most maxWakeGrace. Set by tests only.
+	wakeGrace time.Duration
 	// FrameTimeout overrides the package's FrameTimeout (zero: default).
 	FrameTimeout time.Duration
 	// MaxStreams overrides the package's MaxStreams (zero: default).
@@ -122,6 +126,7 @@ type Hub struct {
 	wakeUps       atomic.Uint64 // wake-ups dispatched to a device's streams
 	fetches       atomic.Uint64 // reads of a mailbox by a stream
 	headLooks     atomic.Uint64 // pinged streams whose device's head was looked at
+	lateReads     atomic.Uint64 // of them, those that read after the wake-up's grace
 
 	// Streams whose session recheck is due, waiting to be checked
 	// together (recheck.go); sessionChecks counts the calls.
@@ -190,6 +195,9 @@ func NewHub(o HubOptions) (*Hub, error) {
 	}
 	if o.PingInterval <= 0 {
 		o.PingInterval = PingInterval
+	}
+	if o.wakeGrace <= 0 {
+		o.wakeGrace = min(maxWakeGrace, o.PingInterval/10)
 	}
 	if o.FrameTimeout <= 0 {
 		o.FrameTimeout = FrameTimeout
@@ -264,11 +272,16 @@ type HubStats struct {
 	// HeadLooks counts the answered pings after which the stream's
 	// device's mailbox head was looked at (pinged.go).
 	HeadLooks uint64
+	// LateReads counts the looks that found a stream behind its
+	// device's head with no wake-up for it within the grace: the stream
+	// read its mailbox (a lost wake-up, or envelopes deleted before the
+	// stream opened). A look that failed is not counted.
+	LateReads uint64
 }
 
 // Stats returns the counters since the hub started.
 func (h *Hub) Stats() HubStats {
-	return HubStats{Carried: h.carried.Load(), Read: h.read.Load(), Forged: h.forged.Load(), Undecodable: h.undecodable.Load(), AckWrites: h.ackWrites.Load(), WakeUps: h.wakeUps.Load(), Fetches: h.fetches.Load(), HeadLooks: h.headLooks.Load(), SessionChecks: h.sessionChecks.Load()}
+	return HubStats{Carried: h.carried.Load(), Read: h.read.Load(), Forged: h.forged.Load(), Undecodable: h.undecodable.Load(), AckWrites: h.ackWrites.Load(), WakeUps: h.wakeUps.Load(), Fetches: h.fetches.Load(), HeadLooks: h.headLooks.Load(), LateReads: h.lateReads.Load(), SessionChecks: h.sessionChecks.Load()}
 }
 
 // Close stops the hub's wake-up dispatch and its session-end subscription.
@@ -1073,7 +1086,8 @@ func (c *conn) tick() {
 		// delivers at most once; a node's queue overflows under load)
 		// is noticed by the next one's gap, but the last of a burst has
 		// no next one. This look bounds its delay by PingInterval (and
-		// pingedDelay); it is made for many streams at once (pinged.go).
+		// pingedDelay and the grace for a wake-up on its way); it is made
+		// for many streams at once (pinged.go).
 		c.hub.pingedStream(c)
 	}
 	now = time.Now()

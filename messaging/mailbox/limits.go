@@ -57,7 +57,7 @@ const (
 	// dead peers. Each ping is also followed by a look at the device's
 	// mailbox head (and a read of the mailbox if it holds more than the
 	// stream has sent: pinged.go), so a lost wake-up delays an envelope
-	// by at most this long and pingedDelay.
+	// by at most this long, pingedDelay and the wake-up's grace.
 	PingInterval = 30 * time.Second
 
 	// SessionRecheckInterval is how often a stream asks whether its

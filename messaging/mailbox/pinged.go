@@ -19,14 +19,32 @@ import (
 
 // pingedDelay is how long the pinged streams are gathered before their
 // heads are read: a lost wake-up's envelope waits at most PingInterval
-// plus this.
+// plus this and the wake-up's grace (below).
 const pingedDelay = 250 * time.Millisecond
+
+// A head past what a stream has sent is not yet a lost wake-up: the look
+// can fall between an append's commit and its wake-up's arrival, which
+// under a broadcast's load takes a second or more. Read at once, the
+// stream fetched what the wake-up was bringing — 300 to 3,000 of 50,000
+// followers did in a broadcast — and the carried envelope was dropped.
+// Such a stream waits wakeGrace instead and reads only if its pump has
+// neither sent nor been offered the envelopes up to the head it was seen
+// behind. maxWakeGrace is the grace at the default PingInterval; shorter
+// intervals (tests) get a tenth of theirs.
+const maxWakeGrace = 3 * time.Second
 
 // pingedStream queues c for the next look at the heads.
 func (h *Hub) pingedStream(c *conn) { h.pinged.add(c, pingedDelay, h.lookAtHeads) }
 
+// behindStream is a stream found behind its device's head.
+type behindStream struct {
+	c    *conn
+	head int64
+}
+
 // lookAtHeads has the pinged streams whose devices' mailboxes hold more
-// than they have sent read them.
+// than they have sent, and were not woken for it within the grace, read
+// them.
 func (h *Hub) lookAtHeads() {
 	cs := h.pinged.take()
 	seen := make(map[string]bool, len(cs))
@@ -44,20 +62,61 @@ func (h *Hub) lookAtHeads() {
 		h.o.Logger.Warn("mailbox: heads of pinged streams not read; the streams read their mailboxes", "streams", len(cs), "err", err)
 	}
 	h.headLooks.Add(uint64(len(cs)))
+	var late []behindStream
 	for _, c := range cs {
-		c.mu.Lock()
-		behind := err != nil || last[c.device] > c.cursor
-		if behind {
-			c.fetch, c.carried = true, nil
-			// Read before the fetch this asks for: if that fetch drains
-			// the mailbox, the cursor moves up to it (conn.head).
-			c.head = max(c.head, last[c.device])
+		if err != nil {
+			c.readUpTo(0)
+			continue
 		}
+		c.mu.Lock()
+		ahead := c.hasOrWillSend(last[c.device])
 		c.mu.Unlock()
-		if behind {
-			c.signal()
+		if !ahead {
+			late = append(late, behindStream{c, last[c.device]})
 		}
 	}
+	if len(late) > 0 {
+		time.AfterFunc(h.o.wakeGrace, func() {
+			for _, b := range late {
+				b.c.mu.Lock()
+				ahead := b.c.stopped || b.c.hasOrWillSend(b.head)
+				b.c.mu.Unlock()
+				if !ahead {
+					h.lateReads.Add(1)
+					b.c.readUpTo(b.head)
+				}
+			}
+		})
+	}
+}
+
+// hasOrWillSend says whether the stream has sent its device's envelopes
+// up to head, or holds wake-ups that carry them to its pump, or reads its
+// mailbox already. c.mu is held.
+func (c *conn) hasOrWillSend(head int64) bool {
+	if c.cursor >= head || c.fetch {
+		return true
+	}
+	for _, w := range c.carried {
+		for _, e := range w.envs {
+			if e.Recipient == c.device && e.Seq >= head {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// readUpTo has the pump read the mailbox, which holds envelopes up to
+// head at least (0 when unknown).
+func (c *conn) readUpTo(head int64) {
+	c.mu.Lock()
+	c.fetch, c.carried = true, nil
+	// Read before the fetch this asks for: if that fetch drains the
+	// mailbox, the cursor moves up to it (conn.head).
+	c.head = max(c.head, head)
+	c.mu.Unlock()
+	c.signal()
 }
 
 // gathered holds what comes within a delay of the first item, to be
