@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib" // the fresh PostgreSQL schema of a run
 )
 
@@ -126,6 +127,9 @@ func startCluster(ctx context.Context, o startOptions) (_ *cluster, err error) {
 		if o.keptSchema != "" {
 			dbURL, c.pgApp, c.pg, err = keptSchema(ctx, dbURL, o.keptSchema)
 			c.keptPG.Store(true)
+			if err == nil {
+				err = vacuumSchema(ctx, c.pg, c.pgApp, o.stderr)
+			}
 		} else {
 			dbURL, c.pgApp, c.pg, err = freshSchema(ctx, dbURL)
 		}
@@ -323,6 +327,40 @@ func keptSchema(ctx context.Context, base, schema string) (string, string, *sql.
 }
 
 var keptSchemaRE = regexp.MustCompile(`^kanal_bench_[0-9a-f]{12}$`)
+
+// vacuumSchema vacuums and analyzes every table of a kept schema before
+// a run. Each run inserts and deletes a reference per follower and
+// updates each head twice; where the server's autovacuum is off (it is
+// on the machines the benchmarks ran on) or has not caught up, a run
+// would meet the dead rows of every run before it, and runs of two
+// builds would not compare.
+func vacuumSchema(ctx context.Context, d *sql.DB, schema string, stderr io.Writer) error {
+	start := time.Now()
+	rows, err := d.QueryContext(ctx, "SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename", schema)
+	if err != nil {
+		return fmt.Errorf("vacuum kept schema: %w", err)
+	}
+	var tables []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			rows.Close()
+			return fmt.Errorf("vacuum kept schema: %w", err)
+		}
+		tables = append(tables, t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("vacuum kept schema: %w", err)
+	}
+	for _, t := range tables {
+		if _, err := d.ExecContext(ctx, "VACUUM (ANALYZE) "+pgx.Identifier{schema, t}.Sanitize()); err != nil {
+			return fmt.Errorf("vacuum kept schema: %w", err)
+		}
+	}
+	fmt.Fprintf(stderr, "kanal-bench: kept schema %s vacuumed (%d tables) in %.1f s\n", schema, len(tables), time.Since(start).Seconds())
+	return nil
+}
 
 // schemaURL is base with the schema as search_path and application_name.
 func schemaURL(base, schema string) (string, error) {

@@ -109,6 +109,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err := d.Migrate(ctx, migrations()...); err != nil {
 		return &settingError{"KANAL_DATABASE_URL", err}
 	}
+	if on, err := d.Autovacuum(ctx); err == nil && !on {
+		log.Warn("PostgreSQL's autovacuum is off: the mailbox tables (every envelope inserted, then deleted at its acknowledgement) fill with dead rows that slow every send and delivery; set autovacuum = on, or VACUUM the database on a schedule")
+	}
 
 	dep, err := loadDeployment(ctx, d, time.Now())
 	if err != nil {

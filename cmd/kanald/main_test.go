@@ -308,6 +308,17 @@ func TestTwoNodesSharePostgresAndNATS(t *testing.T) {
 	if rows != want || distinct != want {
 		t.Fatalf("version table has %d rows (%d distinct), want %d: migrations ran more than once or not at all", rows, distinct, want)
 	}
+	// Each node warns when PostgreSQL's autovacuum is off, and only then.
+	var autovacuum string
+	if err := d.QueryRow(context.Background(), `SHOW autovacuum`).Scan(&autovacuum); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*node{a, b} {
+		warned := strings.Contains(n.Output(), `"msg":"PostgreSQL's autovacuum is off`)
+		if warned != (autovacuum == "off") {
+			t.Fatalf("%s: autovacuum %s, warned %v", n.URL, autovacuum, warned)
+		}
+	}
 	for _, n := range []*node{a, b} {
 		if err, _ := n.Stop(t); err != nil {
 			t.Fatalf("exit: %v", err)

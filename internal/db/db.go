@@ -172,6 +172,22 @@ func OpenPostgres(ctx context.Context, rawURL string) (*DB, error) {
 	return &DB{dialect: Postgres, w: p, r: p, trips: trips}, nil
 }
 
+// Autovacuum says whether PostgreSQL's autovacuum is on. The mailboxes
+// are queues — every envelope is inserted, then deleted at its
+// acknowledgement, and its head row updated both times — so without
+// vacuum their tables and indexes fill with dead rows that every send and
+// delivery walks. On SQLite it is true: deleted pages are reused.
+func (d *DB) Autovacuum(ctx context.Context) (bool, error) {
+	if d.dialect != Postgres {
+		return true, nil
+	}
+	var v string
+	if err := d.QueryRow(ctx, "SHOW autovacuum").Scan(&v); err != nil {
+		return false, fmt.Errorf("db.autovacuum: %w", err)
+	}
+	return v == "on", nil
+}
+
 // pgCause shortens pgx's connection error to its innermost cause.
 func pgCause(err error, rawURL string) string {
 	for {
