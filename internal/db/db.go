@@ -157,6 +157,20 @@ func OpenPostgres(ctx context.Context, rawURL string) (*DB, error) {
 	if cfg.ConnectTimeout == 0 || cfg.ConnectTimeout > connectTimeout {
 		cfg.ConnectTimeout = connectTimeout
 	}
+	// Custom plans only. pgx prepares each statement once per connection,
+	// and after five executions PostgreSQL may keep a generic plan for
+	// the connection's life, costed with the statistics of that moment.
+	// The mailbox is a queue that empties: after a vacuum truncates it, a
+	// connection that fetched from the empty mailbox keeps a sequential
+	// scan, and when a broadcast fills it with 50,000 references every
+	// fetch reads all of them (3.9 ms instead of 0.05 ms; measured, it
+	// turned a broadcast into a reconnect storm) until an analyze
+	// invalidates the plan. A custom plan is made for each execution
+	// with the table's current size. An operator's own setting in the
+	// URL (options=-c plan_cache_mode=…) is kept.
+	if _, set := cfg.RuntimeParams["plan_cache_mode"]; !set && !strings.Contains(cfg.RuntimeParams["options"], "plan_cache_mode") {
+		cfg.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+	}
 	trips := &roundTrips{}
 	cfg.Tracer = trips
 	p := stdlib.OpenDB(*cfg)

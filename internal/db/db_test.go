@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
@@ -431,5 +432,83 @@ func TestSQLiteWriterDurable(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPlansFollowTheTableSize: a statement a connection ran on an empty,
+// vacuumed table uses the index once the table has filled. The mailbox is
+// such a table: it empties, a vacuum truncates it, and a broadcast fills
+// it with 50,000 references at once. With PostgreSQL's default
+// (plan_cache_mode auto) the connection keeps the generic plan it made on
+// the empty table — a sequential scan — and the last read below scans all
+// 50,000 rows; kanald's connections make a custom plan each time.
+func TestPlansFollowTheTableSize(t *testing.T) {
+	ctx := context.Background()
+	base := dbtest.PostgresURL(t)
+	d, err := db.OpenPostgres(ctx, dbtest.WithSchema(t, base, dbtest.NewSchema(t, base)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, q := range []string{
+		`CREATE TABLE q (device_id TEXT NOT NULL, seq BIGINT NOT NULL, body BYTEA NOT NULL, PRIMARY KEY (device_id, seq))`,
+		`INSERT INTO q SELECT 'd' || i, 1, '\x00' FROM generate_series(1, 1000) i`,
+		`DELETE FROM q`,
+		`VACUUM (ANALYZE) q`,
+	} {
+		if _, err := d.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	stats := func() (inserted, seqRead int64) {
+		t.Helper()
+		if err := d.QueryRow(ctx, `SELECT n_tup_ins, COALESCE(seq_tup_read, 0) FROM pg_stat_user_tables WHERE relid = 'q'::regclass`).Scan(&inserted, &seqRead); err != nil {
+			t.Fatal(err)
+		}
+		return inserted, seqRead
+	}
+	ins0, seq0 := stats()
+	const read = `SELECT seq FROM q WHERE device_id = $1 AND seq > $2 ORDER BY seq LIMIT 16`
+	err = d.Tx(ctx, func(tx *sql.Tx) error {
+		run := func() error {
+			rows, err := tx.QueryContext(ctx, read, "d1", 0)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+			}
+			rows.Close()
+			return rows.Err()
+		}
+		// More than the five executions after which a generic plan may
+		// be kept, all on the empty table, on this transaction's one
+		// connection.
+		for range 10 {
+			if err := run(); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO q SELECT 'd' || i, 1, '\x00' FROM generate_series(1, 50000) i`); err != nil {
+			return err
+		}
+		if err := run(); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `SELECT pg_stat_force_next_flush()`)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The transaction's counters are in once its 50,000 inserts are.
+	ins, seq := stats()
+	for deadline := time.Now().Add(10 * time.Second); ins < ins0+50000 && time.Now().Before(deadline); ins, seq = stats() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if ins < ins0+50000 {
+		t.Fatalf("the transaction's statistics did not arrive: %d inserts counted", ins-ins0)
+	}
+	if seq-seq0 >= 50000 {
+		t.Fatalf("the read after the table filled scanned %d rows: the connection kept the plan it made on the empty table", seq-seq0)
 	}
 }
