@@ -25,7 +25,7 @@ const pingedDelay = 250 * time.Millisecond
 // A head past what a stream has sent is not yet a lost wake-up: the look
 // can fall between an append's commit and its wake-up's arrival, which
 // under a broadcast's load takes a second or more. Read at once, the
-// stream fetched what the wake-up was bringing — 300 to 3,000 of 50,000
+// stream fetched what the wake-up was bringing — 300 to 4,200 of 50,000
 // followers did in a broadcast — and the carried envelope was dropped.
 // Such a stream waits wakeGrace instead and reads only if its pump has
 // neither sent nor been offered the envelopes up to the head it was seen
