@@ -41,7 +41,7 @@ type runner struct {
 	distributions atomic.Uint64          // sender keys received (group)
 	lastDeliv     atomic.Int64           // unix nanos
 	posted        atomic.Int64           // broadcast: when the announcement was posted (unix nanos)
-	verified      sync.Map               // broadcast: announcement JWS → signing device, checked once
+	verified      verifiedAnnouncements  // broadcast: announcement JWS → signing device, checked once
 	caPEM         atomic.Pointer[string] // the deployment CA, from the first enrolment
 	kept          *kept                  // broadcast: what a -keep directory holds from an earlier run
 
@@ -372,6 +372,23 @@ func (r *runner) waitHellos(ctx context.Context, n uint64) error {
 	return nil
 }
 
+// startBenchProfile starts -bench-cpu-profile, a CPU profile of this
+// process, if it is set; stop ends it.
+func (r *runner) startBenchProfile() (stop func(), err error) {
+	if r.o.benchProfile == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(r.o.benchProfile)
+	if err != nil {
+		return nil, fmt.Errorf("-bench-cpu-profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("-bench-cpu-profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
 // sender is one device's part of the measured phase.
 type sender struct {
 	d      *device
@@ -385,17 +402,11 @@ type sender struct {
 // that falls behind shows as latency, not as a lower rate), then waits for
 // the deliveries still in flight.
 func (r *runner) measure(ctx context.Context, senders []sender) error {
-	if r.o.benchProfile != "" {
-		f, err := os.Create(r.o.benchProfile)
-		if err != nil {
-			return fmt.Errorf("-bench-cpu-profile: %w", err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("-bench-cpu-profile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := r.startBenchProfile()
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	nodes0 := r.nodeCPU()
 	pg0 := r.cl.postgresCPU(ctx)
 	db0, dbOK := r.dbCounters(ctx)
@@ -813,6 +824,10 @@ func (r *runner) broadcast(ctx context.Context) error {
 	nodes0, pg0 := r.nodeCPU(), r.cl.postgresCPU(ctx)
 	self0 := selfCPU() + procsCPU(procs)
 	profiled := r.startCPUProfile(ctx)
+	stopProfile, err := r.startBenchProfile()
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	r.posted.Store(start.UnixNano())
 	r.rec.Store(NewRecorder(start, time.Second))
@@ -832,6 +847,7 @@ func (r *runner) broadcast(ctx context.Context) error {
 		time.Sleep(5 * time.Millisecond)
 	}
 	stopProgress()
+	stopProfile()
 	nodes1, pg1 := r.nodeCPU(), r.cl.postgresCPU(ctx)
 	self1 := selfCPU() + procsCPU(procs)
 	wake1, read1 := r.streamedCounts(ctx)
@@ -978,8 +994,8 @@ func (r *runner) startCPUProfile(ctx context.Context) <-chan error {
 // plays all of them on the two cores it shares with kanald, checks each
 // distinct announcement once and compares the others with it.
 func (r *runner) announcement(d *device, e *mailbox.Envelope) error {
-	if v, ok := r.verified.Load(string(e.Ciphertext)); ok {
-		if v.(string) != e.Sender {
+	if signer, ok := r.verified.load(e.Ciphertext); ok {
+		if signer != e.Sender {
 			return errors.New("announcement from another device")
 		}
 		return nil
@@ -991,8 +1007,32 @@ func (r *runner) announcement(d *device, e *mailbox.Envelope) error {
 	if v.Signer.DeviceID != e.Sender || messaging.BroadcastConversation(v.Org) != e.Conversation {
 		return errors.New("announcement out of place")
 	}
-	r.verified.Store(string(e.Ciphertext), e.Sender)
+	r.verified.store(string(e.Ciphertext), e.Sender)
 	return nil
+}
+
+// verifiedAnnouncements maps an announcement's JWS to the device that
+// signed it. A lookup by the envelope's bytes copies nothing (a sync.Map
+// keyed by string made each follower copy the 3.2 KB JWS to look it up).
+type verifiedAnnouncements struct {
+	mu sync.RWMutex
+	m  map[string]string
+}
+
+func (v *verifiedAnnouncements) load(jws []byte) (signer string, ok bool) {
+	v.mu.RLock()
+	signer, ok = v.m[string(jws)]
+	v.mu.RUnlock()
+	return signer, ok
+}
+
+func (v *verifiedAnnouncements) store(jws, signer string) {
+	v.mu.Lock()
+	if v.m == nil {
+		v.m = map[string]string{}
+	}
+	v.m[jws] = signer
+	v.mu.Unlock()
 }
 
 // connections: devices that connect their stream and stay idle (the

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -46,11 +48,11 @@ func TestBroadcastRedeliveryCountedOnce(t *testing.T) {
 		t.Fatal("a broadcast device keeps no record of what it took, so a reconnect would count the announcement twice")
 	}
 	e := mailbox.Envelope{ID: "e1", Sender: "dev_clerk", Class: mailbox.ClassBroadcast, Ciphertext: []byte("announcement")}
-	r.verified.Store(string(e.Ciphertext), e.Sender) // checked once, as the bench does
+	r.verified.store(string(e.Ciphertext), e.Sender) // checked once, as the bench does
 	var handled int
-	frames := make(chan []mailbox.Envelope, 2)
-	frames <- []mailbox.Envelope{e}
-	frames <- []mailbox.Envelope{e} // again, after a reconnect
+	frames := make(chan envelopesFrame, 2)
+	frames <- envelopesFrame{envs: []mailbox.Envelope{e}}
+	frames <- envelopesFrame{envs: []mailbox.Envelope{e}} // again, after a reconnect
 	close(frames)
 	r.process(ctx, d, frames, func(*device, string, byte, time.Time, time.Time) { handled++ })
 	if handled != 1 || r.redelivered.Load() != 1 {
@@ -68,5 +70,52 @@ func TestBroadcastRedeliveryCountedOnce(t *testing.T) {
 	}
 	if n := r.errs.total(); n != 0 {
 		t.Fatalf("%d errors: %v", n, r.errs.snapshot())
+	}
+}
+
+// readFrame returns each message whole, whatever its size against the
+// pooled buffer's, and a buffer handed back is not seen in the next
+// message.
+func TestReadFrameIntoPooledBuffers(t *testing.T) {
+	sizes := []int{1, 4095, 4096, 4097, 70000, 3}
+	msgs := make([][]byte, len(sizes))
+	for i, n := range sizes {
+		msgs[i] = make([]byte, n)
+		rand.Read(msgs[i])
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		ws, err := websocket.Accept(w, req, nil)
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		for _, m := range msgs {
+			if err := ws.Write(req.Context(), websocket.MessageBinary, m); err != nil {
+				return
+			}
+		}
+		ws.Close(websocket.StatusNormalClosure, "")
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws"+srv.URL[len("http"):], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	ws.SetReadLimit(1 << 20)
+	for i, want := range msgs {
+		typ, buf, err := readFrame(ctx, ws)
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if typ != websocket.MessageBinary || !bytes.Equal(*buf, want) {
+			t.Fatalf("message %d of %d bytes: got %d bytes, type %v", i, len(want), len(*buf), typ)
+		}
+		frameBufs.Put(buf)
+	}
+	if _, _, err := readFrame(ctx, ws); websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+		t.Fatalf("after the last message: %v", err)
 	}
 }
