@@ -62,6 +62,9 @@ type workerJob struct {
 	Devices []workerDevice `json:"devices"`
 }
 
+// deliveryFlush is how often a child writes the deliveries it reported.
+const deliveryFlush = 10 * time.Millisecond
+
 // streamWorker is the child's side: it reads the job, holds the streams
 // and reports until its standard input closes.
 func streamWorker(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
@@ -100,6 +103,23 @@ func streamWorker(ctx context.Context, stdin io.Reader, stdout io.Writer) error 
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// A delivery's line carries the time it was received, so it need not
+	// be written at once: the lines are flushed every deliveryFlush, not a
+	// write(2) each (and a read of the parent's each) for every follower.
+	go func() {
+		t := time.NewTicker(deliveryFlush)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				mu.Lock()
+				out.Flush()
+				mu.Unlock()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	ds := make([]*device, len(job.Devices))
 	for i, wd := range job.Devices {
 		d := &device{n: wd.N, id: wd.ID, token: wd.Token, base: wd.Base, roots: roots,
@@ -108,7 +128,12 @@ func streamWorker(ctx context.Context, stdin io.Reader, stdout io.Writer) error 
 		ds[i] = d
 	}
 	delivered := func(_ *device, _ string, _ byte, _, received time.Time) {
-		line("d %d", received.UnixNano())
+		mu.Lock()
+		out.WriteString("d ")
+		var b [20]byte
+		out.Write(strconv.AppendInt(b[:0], received.UnixNano(), 10))
+		out.WriteByte('\n')
+		mu.Unlock()
 	}
 	// A dial that fails is tried again, as a client would, a few times:
 	// with tens of thousands of streams opening on a loaded machine, one
