@@ -117,7 +117,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.plot, "plot", "", "write an SVG of latency over time to this file")
 	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile of the first kanald node to this file (needs KANAL_PPROF_ADDR in the environment): broadcast from the post on, direct, office and group from the start of the measured phase")
 	fs.DurationVar(&o.cpuProfileFor, "cpu-profile-for", 10*time.Second, "with -cpu-profile: how long the profile runs")
-	fs.StringVar(&o.benchProfile, "bench-cpu-profile", "", "write a CPU profile of kanal-bench itself (the simulated devices: encryption, decryption, frames) during the measured phase of direct, office and group, and from a broadcast's post until it is delivered (the devices of this process, not those of -stream-procs), to this file, for go tool pprof (-cpu-profile profiles kanald)")
+	fs.StringVar(&o.benchProfile, "bench-cpu-profile", "", "write a CPU profile of kanal-bench itself (the simulated devices: encryption, decryption, frames) during the measured phase of direct, office and group, and from a broadcast's post until it is delivered (the devices of this process; each -stream-procs child writes its own to FILE.child1, FILE.child2, … from its streams' sync to its end), to this file, for go tool pprof (-cpu-profile profiles kanald)")
 	fs.DurationVar(&o.drain, "drain", 15*time.Second, "how long to wait for in-flight deliveries after the measured phase")
 	fs.Float64Var(&o.maxRate, "max-rate", 0, "overload: the server's maximum in envelopes/s (0: find it with a closed-loop phase of -probe first)")
 	fs.Float64Var(&o.factor, "overload", 2, "overload: drive the open loop at this multiple of the maximum")

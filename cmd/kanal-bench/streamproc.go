@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,6 +61,9 @@ type workerJob struct {
 	Frames  string         `json:"frames,omitempty"` // the parent's -frames; empty: binary
 	CA      string         `json:"ca"`
 	Devices []workerDevice `json:"devices"`
+	// Profile, if set, is where the child writes a CPU profile of itself
+	// from the moment its streams are synced until it ends (-bench-cpu-profile).
+	Profile string `json:"profile,omitempty"`
 }
 
 // deliveryFlush is how often a child writes the deliveries it reported.
@@ -172,6 +176,19 @@ func streamWorker(ctx context.Context, stdin io.Reader, stdout io.Writer) error 
 			binary++
 		}
 	}
+	if job.Profile != "" {
+		f, err := os.Create(job.Profile)
+		if err != nil {
+			line("fail %s", strings.ReplaceAll(err.Error(), "\n", " "))
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			line("fail %s", strings.ReplaceAll(err.Error(), "\n", " "))
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	line("synced %d %d %d", len(ds), retried.Load(), binary)
 	// Hold the streams until the parent closes the pipe.
 	_, _ = io.Copy(io.Discard, in)
@@ -215,6 +232,9 @@ func (r *runner) startStreamProcs(ctx context.Context, ds []*device, procs int, 
 	for start := 0; start < len(ds); start += per {
 		part := ds[start:min(start+per, len(ds))]
 		job := workerJob{Sources: r.o.sources, Frames: r.o.frames, CA: *ca}
+		if r.o.benchProfile != "" {
+			job.Profile = fmt.Sprintf("%s.child%d", r.o.benchProfile, len(ps)+1)
+		}
 		for _, d := range part {
 			job.Devices = append(job.Devices, workerDevice{N: d.n, ID: d.id, Token: d.token, Base: d.base})
 		}
