@@ -19,12 +19,7 @@ import (
 // acknowledged, not counted as a second delivery.
 func TestBroadcastRedeliveryCountedOnce(t *testing.T) {
 	acks := make(chan []byte, 4)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		ws, err := websocket.Accept(w, req, nil)
-		if err != nil {
-			return
-		}
-		defer ws.CloseNow()
+	ctx, ws := dialServer(t, func(ws *websocket.Conn, req *http.Request) {
 		for {
 			_, b, err := ws.Read(req.Context())
 			if err != nil {
@@ -32,15 +27,7 @@ func TestBroadcastRedeliveryCountedOnce(t *testing.T) {
 			}
 			acks <- b
 		}
-	}))
-	defer srv.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ws, _, err := websocket.Dial(ctx, "ws"+srv.URL[len("http"):], nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.CloseNow()
+	})
 
 	r := &runner{o: &options{scenario: "broadcast"}, errs: &errCounter{}, reconnects: &errCounter{}}
 	d := &device{ws: ws, seen: r.seenMap()}
@@ -83,27 +70,14 @@ func TestReadFrameIntoPooledBuffers(t *testing.T) {
 		msgs[i] = make([]byte, n)
 		rand.Read(msgs[i])
 	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		ws, err := websocket.Accept(w, req, nil)
-		if err != nil {
-			return
-		}
-		defer ws.CloseNow()
+	ctx, ws := dialServer(t, func(ws *websocket.Conn, req *http.Request) {
 		for _, m := range msgs {
 			if err := ws.Write(req.Context(), websocket.MessageBinary, m); err != nil {
 				return
 			}
 		}
 		ws.Close(websocket.StatusNormalClosure, "")
-	}))
-	defer srv.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ws, _, err := websocket.Dial(ctx, "ws"+srv.URL[len("http"):], nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.CloseNow()
+	})
 	ws.SetReadLimit(1 << 20)
 	for i, want := range msgs {
 		typ, buf, err := readFrame(ctx, ws)
@@ -118,4 +92,27 @@ func TestReadFrameIntoPooledBuffers(t *testing.T) {
 	if _, _, err := readFrame(ctx, ws); websocket.CloseStatus(err) != websocket.StatusNormalClosure {
 		t.Fatalf("after the last message: %v", err)
 	}
+}
+
+// dialServer starts a websocket server that runs serve on each connection
+// and dials it; both end with the test.
+func dialServer(t *testing.T, serve func(*websocket.Conn, *http.Request)) (context.Context, *websocket.Conn) {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		ws, err := websocket.Accept(w, req, nil)
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		serve(ws, req)
+	}))
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	ws, _, err := websocket.Dial(ctx, "ws"+srv.URL[len("http"):], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.CloseNow() })
+	return ctx, ws
 }
