@@ -375,16 +375,27 @@ func (r *runner) waitHellos(ctx context.Context, n uint64) error {
 // startBenchProfile starts -bench-cpu-profile, a CPU profile of this
 // process, if it is set; stop ends it.
 func (r *runner) startBenchProfile() (stop func(), err error) {
-	if r.o.benchProfile == "" {
-		return func() {}, nil
-	}
-	f, err := os.Create(r.o.benchProfile)
+	stop, err = startProfile(r.o.benchProfile)
 	if err != nil {
 		return nil, fmt.Errorf("-bench-cpu-profile: %w", err)
 	}
+	return stop, nil
+}
+
+// startProfile writes a CPU profile of this process to path until stop is
+// called; with no path it does nothing. A stream child profiles itself
+// with it too.
+func startProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
 	if err := pprof.StartCPUProfile(f); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("-bench-cpu-profile: %w", err)
+		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

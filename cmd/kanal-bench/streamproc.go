@@ -11,7 +11,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -176,19 +175,12 @@ func streamWorker(ctx context.Context, stdin io.Reader, stdout io.Writer) error 
 			binary++
 		}
 	}
-	if job.Profile != "" {
-		f, err := os.Create(job.Profile)
-		if err != nil {
-			line("fail %s", strings.ReplaceAll(err.Error(), "\n", " "))
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			line("fail %s", strings.ReplaceAll(err.Error(), "\n", " "))
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startProfile(job.Profile)
+	if err != nil {
+		line("fail profile: %s", strings.ReplaceAll(err.Error(), "\n", " "))
+		return err
 	}
+	defer stopProfile()
 	line("synced %d %d %d", len(ds), retried.Load(), binary)
 	// Hold the streams until the parent closes the pipe.
 	_, _ = io.Copy(io.Discard, in)
