@@ -831,7 +831,7 @@ func (r *runner) broadcast(ctx context.Context) error {
 			}
 		}
 	}
-	wake0, read0 := r.streamedCounts(ctx)
+	counts0 := r.streamedCounts(ctx)
 	nodes0, pg0 := r.nodeCPU(), r.cl.postgresCPU(ctx)
 	self0 := selfCPU() + procsCPU(procs)
 	profiled := r.startCPUProfile(ctx)
@@ -861,8 +861,14 @@ func (r *runner) broadcast(ctx context.Context) error {
 	stopProfile()
 	nodes1, pg1 := r.nodeCPU(), r.cl.postgresCPU(ctx)
 	self1 := selfCPU() + procsCPU(procs)
-	wake1, read1 := r.streamedCounts(ctx)
-	r.res.BroadcastCarried, r.res.BroadcastRead = int64(wake1-wake0), int64(read1-read0)
+	counts := r.streamedCounts(ctx).since(counts0)
+	r.res.BroadcastCarried, r.res.BroadcastRead = int64(counts.wake), int64(counts.mailbox)
+	for k, v := range counts.ping {
+		if r.res.PingTimeouts == nil {
+			r.res.PingTimeouts = map[string]int64{}
+		}
+		r.res.PingTimeouts[k] = int64(v)
+	}
 	if err := <-profiled; err != nil {
 		fmt.Fprintf(r.stderr, "kanal-bench: cpu profile: %v\n", err)
 	}

@@ -60,3 +60,30 @@ func TestParallelStopsAtError(t *testing.T) {
 		t.Fatalf("without errors: %v after %d items, want all 1000", err, count.Load())
 	}
 }
+
+// TestStreamCounts: the stream counters read from /metrics lines, summed
+// over nodes, and their difference across a run (unchanged causes left
+// out).
+func TestStreamCounts(t *testing.T) {
+	read := func(lines ...string) streamCounts {
+		c := streamCounts{ping: map[string]float64{}}
+		for _, l := range lines {
+			c.add(l)
+		}
+		return c
+	}
+	before := read(`kanal_stream_envelopes_total{source="wake"} 10`, `kanal_stream_envelopes_total{source="mailbox"} 2`,
+		`kanal_stream_ping_timeouts_total{socket="unread"} 1`, `kanal_stream_ping_timeouts_total{socket="quiet"} 4`)
+	after := read(`kanal_stream_envelopes_total{source="wake"} 60`, `kanal_stream_envelopes_total{source="mailbox"} 5`,
+		`kanal_stream_ping_timeouts_total{socket="unread"} 8`, `kanal_stream_ping_timeouts_total{socket="quiet"} 4`,
+		// A second node's lines add up; other metrics and bad values are not read.
+		`kanal_stream_envelopes_total{source="wake"} 1`, `kanal_stream_ping_timeouts_total{socket="unread"} 2`,
+		`kanal_stream_late_reads_total 99`, `kanal_stream_envelopes_total{source="wake"} x`, `# HELP kanal_stream_envelopes_total x`)
+	d := after.since(before)
+	if d.wake != 51 || d.mailbox != 3 {
+		t.Fatalf("wake %v mailbox %v, want 51 and 3", d.wake, d.mailbox)
+	}
+	if len(d.ping) != 1 || d.ping["unread"] != 9 {
+		t.Fatalf("ping timeouts %v, want unread 9 only", d.ping)
+	}
+}

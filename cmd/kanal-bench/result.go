@@ -64,6 +64,12 @@ type result struct {
 	// device opened again (as a client does), by close status; a device
 	// reconnected reads the announcement from its mailbox.
 	Reconnects map[string]uint64 `json:"reconnects,omitempty"`
+	// PingTimeouts is the broadcast's streams the nodes closed with 4008
+	// for a ping not answered, by what the node's socket held then
+	// (kanal_stream_ping_timeouts_total): "unread" (the device's bytes
+	// waited on the node: the node was slow), "unsent" (the device did
+	// not take the node's bytes), "quiet" (neither).
+	PingTimeouts map[string]int64 `json:"ping_timeouts,omitempty"`
 
 	// Surveys is the tokens scenario's surveys; there a "send" is a token
 	// request, a "delivered" one a token issued and verified, and the
@@ -205,6 +211,9 @@ func writeTable(w io.Writer, res *result) {
 		}
 		for _, k := range slices.Sorted(maps.Keys(res.Reconnects)) {
 			row("reconnects", "%d  %s", res.Reconnects[k], k)
+		}
+		for _, k := range slices.Sorted(maps.Keys(res.PingTimeouts)) {
+			row("ping timeouts", "%d  %s (server side)", res.PingTimeouts[k], k)
 		}
 	}
 	if len(res.Errors) == 0 {

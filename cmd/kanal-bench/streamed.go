@@ -9,14 +9,39 @@ import (
 	"time"
 )
 
-// streamedCounts sums, over the nodes, kanald's
-// kanal_stream_envelopes_total by source: "wake" (the envelope came with
-// its wake-up or fan-out and was written without a database read) and
-// "mailbox" (the stream read it from the mailbox). For a broadcast the
-// difference across the post says how many connected followers' streams
-// could not take the fan-out's copy and read their mailboxes instead — a
-// share that, if it grows with the streams, makes each device dearer.
-func (r *runner) streamedCounts(ctx context.Context) (wake, mailbox float64) {
+// streamCounts are kanald's stream counters, summed over the nodes.
+type streamCounts struct {
+	// wake and mailbox are kanal_stream_envelopes_total by source: "wake"
+	// (the envelope came with its wake-up or fan-out and was written
+	// without a database read) and "mailbox" (the stream read it from the
+	// mailbox). For a broadcast the difference across the post says how
+	// many connected followers' streams could not take the fan-out's copy
+	// and read their mailboxes instead — a share that, if it grows with
+	// the streams, makes each device dearer.
+	wake, mailbox float64
+	// ping is kanal_stream_ping_timeouts_total by socket: the streams a
+	// node closed with 4008 for an unanswered ping, by which side was
+	// slow ("unread": the node; "unsent", "quiet": the device).
+	ping map[string]float64
+}
+
+// since is c less an earlier reading; counts that did not change are left
+// out of ping.
+func (c streamCounts) since(o streamCounts) streamCounts {
+	d := streamCounts{wake: c.wake - o.wake, mailbox: c.mailbox - o.mailbox}
+	for k, v := range c.ping {
+		if v -= o.ping[k]; v != 0 {
+			if d.ping == nil {
+				d.ping = map[string]float64{}
+			}
+			d.ping[k] = v
+		}
+	}
+	return d
+}
+
+func (r *runner) streamedCounts(ctx context.Context) streamCounts {
+	c := streamCounts{ping: map[string]float64{}}
 	for _, u := range r.cl.urls {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/metrics", nil)
@@ -31,28 +56,40 @@ func (r *runner) streamedCounts(ctx context.Context) (wake, mailbox float64) {
 		}
 		sc := bufio.NewScanner(resp.Body)
 		for sc.Scan() {
-			line := sc.Text()
-			rest, ok := strings.CutPrefix(line, "kanal_stream_envelopes_total{")
-			if !ok {
-				continue
-			}
-			labels, value, ok := strings.Cut(rest, "} ")
-			if !ok {
-				continue
-			}
-			v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-			if err != nil {
-				continue
-			}
-			switch {
-			case strings.Contains(labels, `source="wake"`):
-				wake += v
-			case strings.Contains(labels, `source="mailbox"`):
-				mailbox += v
-			}
+			c.add(sc.Text())
 		}
 		resp.Body.Close()
 		cancel()
 	}
-	return wake, mailbox
+	return c
+}
+
+// add folds one line of /metrics into c if it is one of its counters.
+func (c *streamCounts) add(line string) {
+	name, rest, ok := strings.Cut(line, "{")
+	if !ok || (name != "kanal_stream_envelopes_total" && name != "kanal_stream_ping_timeouts_total") {
+		return
+	}
+	labels, value, ok := strings.Cut(rest, "} ")
+	if !ok {
+		return
+	}
+	v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+	if err != nil {
+		return
+	}
+	key, label, ok := strings.Cut(labels, "=")
+	if !ok {
+		return
+	}
+	label = strings.Trim(label, `"`)
+	switch {
+	case name == "kanal_stream_ping_timeouts_total" && key == "socket":
+		c.ping[label] += v
+	case key != "source":
+	case label == "wake":
+		c.wake += v
+	case label == "mailbox":
+		c.mailbox += v
+	}
 }

@@ -119,14 +119,15 @@ type Hub struct {
 	// burst of requests cannot open more than the limit.
 	pending map[string]int
 
-	carried, read atomic.Uint64 // envelopes written from wake-ups, from mailbox reads
-	forged        atomic.Uint64 // bus messages whose tag did not verify
-	undecodable   atomic.Uint64 // genuine wake-ups and fan-outs that did not decode
-	ackWrites     atomic.Uint64 // acknowledgement writes to the store
-	wakeUps       atomic.Uint64 // wake-ups dispatched to a device's streams
-	fetches       atomic.Uint64 // reads of a mailbox by a stream
-	headLooks     atomic.Uint64 // pinged streams whose device's head was looked at
-	lateReads     atomic.Uint64 // of them, those that read after the wake-up's grace
+	carried, read atomic.Uint64                // envelopes written from wake-ups, from mailbox reads
+	forged        atomic.Uint64                // bus messages whose tag did not verify
+	undecodable   atomic.Uint64                // genuine wake-ups and fan-outs that did not decode
+	ackWrites     atomic.Uint64                // acknowledgement writes to the store
+	wakeUps       atomic.Uint64                // wake-ups dispatched to a device's streams
+	fetches       atomic.Uint64                // reads of a mailbox by a stream
+	headLooks     atomic.Uint64                // pinged streams whose device's head was looked at
+	lateReads     atomic.Uint64                // of them, those that read after the wake-up's grace
+	pingTimeouts  [numPingCauses]atomic.Uint64 // streams closed for a ping not answered, by cause
 
 	// Streams whose session recheck is due, waiting to be checked
 	// together (recheck.go); sessionChecks counts the calls.
@@ -277,11 +278,75 @@ type HubStats struct {
 	// read its mailbox (a lost wake-up, or envelopes deleted before the
 	// stream opened). A look that failed is not counted.
 	LateReads uint64
+	// PingTimeouts counts the streams closed with 4008 because a ping
+	// was not answered in time, by what the socket held then.
+	PingTimeouts [numPingCauses]uint64
 }
 
 // Stats returns the counters since the hub started.
 func (h *Hub) Stats() HubStats {
-	return HubStats{Carried: h.carried.Load(), Read: h.read.Load(), Forged: h.forged.Load(), Undecodable: h.undecodable.Load(), AckWrites: h.ackWrites.Load(), WakeUps: h.wakeUps.Load(), Fetches: h.fetches.Load(), HeadLooks: h.headLooks.Load(), LateReads: h.lateReads.Load(), SessionChecks: h.sessionChecks.Load()}
+	s := HubStats{Carried: h.carried.Load(), Read: h.read.Load(), Forged: h.forged.Load(), Undecodable: h.undecodable.Load(), AckWrites: h.ackWrites.Load(), WakeUps: h.wakeUps.Load(), Fetches: h.fetches.Load(), HeadLooks: h.headLooks.Load(), LateReads: h.lateReads.Load(), SessionChecks: h.sessionChecks.Load()}
+	for i := range s.PingTimeouts {
+		s.PingTimeouts[i] = h.pingTimeouts[i].Load()
+	}
+	return s
+}
+
+// A PingCause is what a stream's socket held when its ping went
+// unanswered: which side was slow.
+type PingCause int
+
+const (
+	// PingUnread: bytes from the device waited unread on this node. The
+	// device was sending, perhaps the pong itself; this node did not
+	// read in time (its read loop waited, or got no CPU).
+	PingUnread PingCause = iota
+	// PingUnsent: nothing waited to be read, but bytes this node wrote
+	// were not taken by the device: it stopped reading, perhaps before
+	// the ping.
+	PingUnsent
+	// PingQuiet: the device had taken everything and sent nothing back
+	// (a stalled device, or a network that drops packets).
+	PingQuiet
+	// PingUnknown: the socket's queues could not be asked (a socket
+	// without syscall.RawConn, or a system other than Linux).
+	PingUnknown
+	numPingCauses
+)
+
+func (c PingCause) String() string {
+	switch c {
+	case PingUnread:
+		return "unread"
+	case PingUnsent:
+		return "unsent"
+	case PingQuiet:
+		return "quiet"
+	}
+	return "unknown"
+}
+
+// PingCauses are the causes in the order of HubStats.PingTimeouts.
+var PingCauses = [numPingCauses]PingCause{PingUnread, PingUnsent, PingQuiet, PingUnknown}
+
+// pingTimedOut counts a ping that sock's stream did not answer, by what
+// sock's queues hold now (the ping's timeout has just passed).
+func (h *Hub) pingTimedOut(sock *idleConn) PingCause {
+	cause := PingUnknown
+	if sock != nil {
+		if in, out, ok := sock.queued(); ok {
+			switch {
+			case in > 0:
+				cause = PingUnread
+			case out > 0:
+				cause = PingUnsent
+			default:
+				cause = PingQuiet
+			}
+		}
+	}
+	h.pingTimeouts[cause].Add(1)
+	return cause
 }
 
 // Close stops the hub's wake-up dispatch and its session-end subscription.
@@ -569,7 +634,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.o.BinaryFrames != nil {
 		protocols = []string{binframe.Subprotocol, "kanal"}
 	}
-	ws, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{OriginPatterns: h.o.OriginPatterns,
+	var sock *idleConn
+	ws, err := websocket.Accept(smallBuffers{w, &sock}, r, &websocket.AcceptOptions{OriginPatterns: h.o.OriginPatterns,
 		Subprotocols: protocols,
 		// No permessage-deflate: envelopes are ciphertext, which does not
 		// compress, and a deflate state would cost every stream memory
@@ -584,7 +650,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// on its own context, cancelled by close. It keeps none of the
 	// request's values: its session is all a stream needs.
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &conn{hub: h, device: device, sess: sess, ws: ws, ctx: ctx, cancel: cancel,
+	c := &conn{hub: h, device: device, sess: sess, ws: ws, sock: sock, ctx: ctx, cancel: cancel,
 		inflight: map[string]bool{}, done: make(chan struct{}),
 		bin: strings.EqualFold(ws.Subprotocol(), binframe.Subprotocol)}
 	untrack, ok := h.o.Tracker.Track(func() { c.close(websocket.StatusGoingAway, "server shutting down"); <-c.done })
@@ -639,7 +705,11 @@ func putFrameBuffer(b *[]byte) {
 // smallBuffers hands coder/websocket the hijacked connection with smaller
 // buffers than net/http's. Bytes the client sent after its upgrade request
 // and that net/http has already read are moved into the new read buffer.
-type smallBuffers struct{ http.ResponseWriter }
+// The idleConn it makes, if any, is left in sock.
+type smallBuffers struct {
+	http.ResponseWriter
+	sock **idleConn
+}
 
 func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
@@ -653,6 +723,7 @@ func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		pre = bytes.Clone(p)
 	}
 	if ic := newIdleConn(nc, pre); ic != nil {
+		*w.sock = ic
 		// Buffers are borrowed only while bytes pass (idleconn.go); bufio's
 		// own are its smallest.
 		return ic, bufio.NewReadWriter(bufio.NewReaderSize(ic, idleBufio), bufio.NewWriterSize(ic, idleBufio)), nil
@@ -744,6 +815,7 @@ type conn struct {
 	device  string
 	sess    Session
 	ws      *websocket.Conn
+	sock    *idleConn // ws's socket; nil where it offers no RawConn
 	ctx     context.Context
 	cancel  context.CancelFunc
 	untrack func()
@@ -1077,8 +1149,10 @@ func (c *conn) tick() {
 			return
 		}
 		if err != nil {
-			// No pong in time, but the ping went out: the socket still
-			// takes frames, so the close can say why (4008).
+			// No pong in time: the close says why (4008), with a close
+			// frame if the socket still takes one. What the socket's
+			// queues held says which side was slow (pingTimedOut).
+			c.hub.pingTimedOut(c.sock)
 			c.close(StatusTooSlow, "no answer to ping")
 			return
 		}

@@ -486,6 +486,8 @@ func TestUnansweredPingClosesWith4008(t *testing.T) {
 	if code := cl.closeCode(); code != mailbox.StatusTooSlow {
 		t.Fatalf("close %d, want %d", code, mailbox.StatusTooSlow)
 	}
+	// The device had taken every byte and answered nothing.
+	wantPingCause(t, n, mailbox.PingQuiet)
 }
 
 // TestReplacedAndRevokedAndShutdown: a second stream of the device no

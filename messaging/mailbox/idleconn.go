@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -55,6 +56,8 @@ type idleConn struct {
 	readFn func(fd uintptr) bool // c.readFD, made once: a closure a read would allocate
 	n      int                   // what readFD read
 	rerr   error                 // and its error
+	// buffered is in != nil, for queued on another goroutine.
+	buffered atomic.Bool
 
 	// Writing: the frame being written, as far as its header says.
 	out   *[]byte // borrowed: bytes written of frames not yet complete
@@ -82,6 +85,7 @@ func newIdleConn(nc net.Conn, pre []byte) *idleConn {
 		b := make([]byte, len(pre))
 		copy(b, pre)
 		c.in, c.w = &b, len(b)
+		c.buffered.Store(true)
 	}
 	return c
 }
@@ -129,6 +133,7 @@ func (c *idleConn) readFD(fd uintptr) bool {
 		c.n = 0
 	} else {
 		c.in, c.r, c.w = b, 0, c.n
+		c.buffered.Store(true)
 	}
 	return true
 }
@@ -142,6 +147,7 @@ func (c *idleConn) take(p []byte) int {
 			ioBuffers.Put(c.in)
 		}
 		c.in = nil
+		c.buffered.Store(false)
 	}
 	return n
 }
