@@ -62,8 +62,7 @@ func TestParallelStopsAtError(t *testing.T) {
 }
 
 // TestStreamCounts: the stream counters read from /metrics lines, summed
-// over nodes, and their difference across a run (unchanged causes left
-// out).
+// over nodes, and their difference across a run.
 func TestStreamCounts(t *testing.T) {
 	read := func(lines ...string) streamCounts {
 		c := streamCounts{ping: map[string]float64{}}
@@ -83,7 +82,11 @@ func TestStreamCounts(t *testing.T) {
 	if d.wake != 51 || d.mailbox != 3 {
 		t.Fatalf("wake %v mailbox %v, want 51 and 3", d.wake, d.mailbox)
 	}
-	if len(d.ping) != 1 || d.ping["unread"] != 9 {
-		t.Fatalf("ping timeouts %v, want unread 9 only", d.ping)
+	if len(d.ping) != 2 || d.ping["unread"] != 9 || d.ping["quiet"] != 0 {
+		t.Fatalf("ping timeouts %v, want unread 9 and quiet 0", d.ping)
+	}
+	// Nodes without the counter: no causes at all, not zeros.
+	if p := read(`kanal_stream_envelopes_total{source="wake"} 1`).since(read()).ping; p != nil {
+		t.Fatalf("ping timeouts %v from nodes without the counter", p)
 	}
 }

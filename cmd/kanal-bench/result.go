@@ -68,7 +68,9 @@ type result struct {
 	// for a ping not answered, by what the node's socket held then
 	// (kanal_stream_ping_timeouts_total): "unread" (the device's bytes
 	// waited on the node: the node was slow), "unsent" (the device did
-	// not take the node's bytes), "quiet" (neither).
+	// not take the node's bytes), "quiet" (neither), "unknown" (not
+	// asked); every cause, zero included. Absent when the nodes do not
+	// count them.
 	PingTimeouts map[string]int64 `json:"ping_timeouts,omitempty"`
 
 	// Surveys is the tokens scenario's surveys; there a "send" is a token
@@ -212,8 +214,17 @@ func writeTable(w io.Writer, res *result) {
 		for _, k := range slices.Sorted(maps.Keys(res.Reconnects)) {
 			row("reconnects", "%d  %s", res.Reconnects[k], k)
 		}
-		for _, k := range slices.Sorted(maps.Keys(res.PingTimeouts)) {
-			row("ping timeouts", "%d  %s (server side)", res.PingTimeouts[k], k)
+		if res.PingTimeouts != nil {
+			var causes []string
+			for _, k := range slices.Sorted(maps.Keys(res.PingTimeouts)) {
+				if n := res.PingTimeouts[k]; n != 0 {
+					causes = append(causes, fmt.Sprintf("%d %s", n, k))
+				}
+			}
+			if causes == nil {
+				causes = []string{"0"}
+			}
+			row("ping timeouts", "%s (streams the nodes closed with 4008, by what the socket held)", strings.Join(causes, ", "))
 		}
 	}
 	if len(res.Errors) == 0 {

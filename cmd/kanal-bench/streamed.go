@@ -25,17 +25,16 @@ type streamCounts struct {
 	ping map[string]float64
 }
 
-// since is c less an earlier reading; counts that did not change are left
-// out of ping.
+// since is c less an earlier reading. ping holds every cause the nodes
+// count, zero included, and is nil when none does (a kanald from before
+// the counter).
 func (c streamCounts) since(o streamCounts) streamCounts {
 	d := streamCounts{wake: c.wake - o.wake, mailbox: c.mailbox - o.mailbox}
 	for k, v := range c.ping {
-		if v -= o.ping[k]; v != 0 {
-			if d.ping == nil {
-				d.ping = map[string]float64{}
-			}
-			d.ping[k] = v
+		if d.ping == nil {
+			d.ping = map[string]float64{}
 		}
+		d.ping[k] = v - o.ping[k]
 	}
 	return d
 }
