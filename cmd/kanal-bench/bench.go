@@ -863,12 +863,7 @@ func (r *runner) broadcast(ctx context.Context) error {
 	self1 := selfCPU() + procsCPU(procs)
 	counts := r.streamedCounts(ctx).since(counts0)
 	r.res.BroadcastCarried, r.res.BroadcastRead = int64(counts.wake), int64(counts.mailbox)
-	for k, v := range counts.ping {
-		if r.res.PingTimeouts == nil {
-			r.res.PingTimeouts = map[string]int64{}
-		}
-		r.res.PingTimeouts[k] = int64(v)
-	}
+	r.res.PingTimeouts = counts.pingTimeouts()
 	if err := <-profiled; err != nil {
 		fmt.Fprintf(r.stderr, "kanal-bench: cpu profile: %v\n", err)
 	}

@@ -228,6 +228,7 @@ func (r *runner) overload(ctx context.Context) error {
 	st.RSSStartMiB = mib(rss0)
 	r.maxRSS.Store(0)
 	cpu0, _ := r.serverSample()
+	counts0 := r.streamedCounts(ctx)
 	self0 := selfCPU()
 	start := time.Now()
 	rec := NewRecorder(start, time.Second)
@@ -307,6 +308,7 @@ func (r *runner) overload(ctx context.Context) error {
 	r.track.tally(st)
 	st.Redelivered = r.redelivered.Load()
 	st.Reconnects = r.reconnects.snapshot()
+	r.res.PingTimeouts = r.streamedCounts(ctx).since(counts0).pingTimeouts()
 	st.CaughtUp = st.Lost == 0
 	r.track.mu.Lock()
 	last := r.track.lastSent

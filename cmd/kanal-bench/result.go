@@ -64,8 +64,8 @@ type result struct {
 	// device opened again (as a client does), by close status; a device
 	// reconnected reads the announcement from its mailbox.
 	Reconnects map[string]uint64 `json:"reconnects,omitempty"`
-	// PingTimeouts is the broadcast's streams the nodes closed with 4008
-	// for a ping not answered, by what the node's socket held then
+	// PingTimeouts is the streams the nodes closed with 4008 during a
+	// broadcast or an overload run for a ping not answered, by what the node's socket held then
 	// (kanal_stream_ping_timeouts_total): "unread" (the device's bytes
 	// waited on the node: the node was slow), "unsent" (the device did
 	// not take the node's bytes), "quiet" (neither), "unknown" (not
@@ -214,18 +214,18 @@ func writeTable(w io.Writer, res *result) {
 		for _, k := range slices.Sorted(maps.Keys(res.Reconnects)) {
 			row("reconnects", "%d  %s", res.Reconnects[k], k)
 		}
-		if res.PingTimeouts != nil {
-			var causes []string
-			for _, k := range slices.Sorted(maps.Keys(res.PingTimeouts)) {
-				if n := res.PingTimeouts[k]; n != 0 {
-					causes = append(causes, fmt.Sprintf("%d %s", n, k))
-				}
+	}
+	if res.PingTimeouts != nil {
+		var causes []string
+		for _, k := range slices.Sorted(maps.Keys(res.PingTimeouts)) {
+			if n := res.PingTimeouts[k]; n != 0 {
+				causes = append(causes, fmt.Sprintf("%d %s", n, k))
 			}
-			if causes == nil {
-				causes = []string{"0"}
-			}
-			row("ping timeouts", "%s (streams the nodes closed with 4008, by what the socket held)", strings.Join(causes, ", "))
 		}
+		if causes == nil {
+			causes = []string{"0"}
+		}
+		row("ping timeouts", "%s (streams the nodes closed with 4008, by what the socket held)", strings.Join(causes, ", "))
 	}
 	if len(res.Errors) == 0 {
 		row("errors", "0")

@@ -39,8 +39,23 @@ func (c streamCounts) since(o streamCounts) streamCounts {
 	return d
 }
 
+// pingTimeouts is ping as the result reports it (nil stays nil).
+func (c streamCounts) pingTimeouts() map[string]int64 {
+	if c.ping == nil {
+		return nil
+	}
+	m := make(map[string]int64, len(c.ping))
+	for k, v := range c.ping {
+		m[k] = int64(v)
+	}
+	return m
+}
+
 func (r *runner) streamedCounts(ctx context.Context) streamCounts {
 	c := streamCounts{ping: map[string]float64{}}
+	if r.cl == nil {
+		return c // a server kanal-bench did not start
+	}
 	for _, u := range r.cl.urls {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/metrics", nil)

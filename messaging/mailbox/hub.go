@@ -331,7 +331,7 @@ var PingCauses = [numPingCauses]PingCause{PingUnread, PingUnsent, PingQuiet, Pin
 
 // pingTimedOut counts a ping that sock's stream did not answer, by what
 // sock's queues hold now (the ping's timeout has just passed).
-func (h *Hub) pingTimedOut(sock *idleConn) PingCause {
+func (h *Hub) pingTimedOut(sock *idleConn) {
 	cause := PingUnknown
 	if sock != nil {
 		if in, out, ok := sock.queued(); ok {
@@ -346,7 +346,6 @@ func (h *Hub) pingTimedOut(sock *idleConn) PingCause {
 		}
 	}
 	h.pingTimeouts[cause].Add(1)
-	return cause
 }
 
 // Close stops the hub's wake-up dispatch and its session-end subscription.
