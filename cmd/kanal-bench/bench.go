@@ -863,7 +863,7 @@ func (r *runner) broadcast(ctx context.Context) error {
 	self1 := selfCPU() + procsCPU(procs)
 	counts := r.streamedCounts(ctx).since(counts0)
 	r.res.BroadcastCarried, r.res.BroadcastRead = int64(counts.wake), int64(counts.mailbox)
-	r.res.PingTimeouts = counts.pingTimeouts()
+	r.res.PingTimeouts, r.res.WriteTimeouts = causeCounts(counts.ping), causeCounts(counts.write)
 	if err := <-profiled; err != nil {
 		fmt.Fprintf(r.stderr, "kanal-bench: cpu profile: %v\n", err)
 	}

@@ -65,16 +65,18 @@ func TestParallelStopsAtError(t *testing.T) {
 // over nodes, and their difference across a run.
 func TestStreamCounts(t *testing.T) {
 	read := func(lines ...string) streamCounts {
-		c := streamCounts{ping: map[string]float64{}}
+		c := streamCounts{ping: map[string]float64{}, write: map[string]float64{}}
 		for _, l := range lines {
 			c.add(l)
 		}
 		return c
 	}
 	before := read(`kanal_stream_envelopes_total{source="wake"} 10`, `kanal_stream_envelopes_total{source="mailbox"} 2`,
-		`kanal_stream_ping_timeouts_total{socket="unread"} 1`, `kanal_stream_ping_timeouts_total{socket="quiet"} 4`)
+		`kanal_stream_ping_timeouts_total{socket="unread"} 1`, `kanal_stream_ping_timeouts_total{socket="quiet"} 4`,
+		`kanal_stream_write_timeouts_total{socket="unsent"} 2`)
 	after := read(`kanal_stream_envelopes_total{source="wake"} 60`, `kanal_stream_envelopes_total{source="mailbox"} 5`,
 		`kanal_stream_ping_timeouts_total{socket="unread"} 8`, `kanal_stream_ping_timeouts_total{socket="quiet"} 4`,
+		`kanal_stream_write_timeouts_total{socket="unsent"} 5`,
 		// A second node's lines add up; other metrics and bad values are not read.
 		`kanal_stream_envelopes_total{source="wake"} 1`, `kanal_stream_ping_timeouts_total{socket="unread"} 2`,
 		`kanal_stream_late_reads_total 99`, `kanal_stream_envelopes_total{source="wake"} x`, `# HELP kanal_stream_envelopes_total x`)
@@ -85,8 +87,11 @@ func TestStreamCounts(t *testing.T) {
 	if len(d.ping) != 2 || d.ping["unread"] != 9 || d.ping["quiet"] != 0 {
 		t.Fatalf("ping timeouts %v, want unread 9 and quiet 0", d.ping)
 	}
+	if len(d.write) != 1 || d.write["unsent"] != 3 {
+		t.Fatalf("write timeouts %v, want unsent 3", d.write)
+	}
 	// Nodes without the counter: no causes at all, not zeros.
-	if p := read(`kanal_stream_envelopes_total{source="wake"} 1`).since(read()).ping; p != nil {
-		t.Fatalf("ping timeouts %v from nodes without the counter", p)
+	if d := read(`kanal_stream_envelopes_total{source="wake"} 1`).since(read()); d.ping != nil || d.write != nil {
+		t.Fatalf("timeouts %v, %v from nodes without the counters", d.ping, d.write)
 	}
 }

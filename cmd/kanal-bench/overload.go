@@ -308,7 +308,8 @@ func (r *runner) overload(ctx context.Context) error {
 	r.track.tally(st)
 	st.Redelivered = r.redelivered.Load()
 	st.Reconnects = r.reconnects.snapshot()
-	r.res.PingTimeouts = r.streamedCounts(ctx).since(counts0).pingTimeouts()
+	counts := r.streamedCounts(ctx).since(counts0)
+	r.res.PingTimeouts, r.res.WriteTimeouts = causeCounts(counts.ping), causeCounts(counts.write)
 	st.CaughtUp = st.Lost == 0
 	r.track.mu.Lock()
 	last := r.track.lastSent

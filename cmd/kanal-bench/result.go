@@ -72,6 +72,12 @@ type result struct {
 	// asked); every cause, zero included. Absent when the nodes do not
 	// count them.
 	PingTimeouts map[string]int64 `json:"ping_timeouts,omitempty"`
+	// WriteTimeouts is the streams the nodes dropped in those runs for a
+	// write that did not finish in time (kanal_stream_write_timeouts_total):
+	// "unsent" (the device was not taking the node's bytes), "unread" or
+	// "quiet" (the send queue was empty: the node's write did not reach
+	// the socket), "unknown"; every cause, zeros included.
+	WriteTimeouts map[string]int64 `json:"write_timeouts,omitempty"`
 
 	// Surveys is the tokens scenario's surveys; there a "send" is a token
 	// request, a "delivered" one a token issued and verified, and the
@@ -215,18 +221,23 @@ func writeTable(w io.Writer, res *result) {
 			row("reconnects", "%d  %s", res.Reconnects[k], k)
 		}
 	}
-	if res.PingTimeouts != nil {
+	causesRow := func(name string, m map[string]int64, what string) {
+		if m == nil {
+			return
+		}
 		var causes []string
-		for _, k := range slices.Sorted(maps.Keys(res.PingTimeouts)) {
-			if n := res.PingTimeouts[k]; n != 0 {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			if n := m[k]; n != 0 {
 				causes = append(causes, fmt.Sprintf("%d %s", n, k))
 			}
 		}
 		if causes == nil {
 			causes = []string{"0"}
 		}
-		row("ping timeouts", "%s (streams the nodes closed with 4008, by what the socket held)", strings.Join(causes, ", "))
+		row(name, "%s (%s, by what the socket held)", strings.Join(causes, ", "), what)
 	}
+	causesRow("ping timeouts", res.PingTimeouts, "streams the nodes closed with 4008")
+	causesRow("write timeouts", res.WriteTimeouts, "streams the nodes dropped")
 	if len(res.Errors) == 0 {
 		row("errors", "0")
 	} else {

@@ -21,38 +21,47 @@ type streamCounts struct {
 	wake, mailbox float64
 	// ping is kanal_stream_ping_timeouts_total by socket: the streams a
 	// node closed with 4008 for an unanswered ping, by which side was
-	// slow ("unread": the node; "unsent", "quiet": the device).
-	ping map[string]float64
+	// slow ("unread": the node; "unsent", "quiet": the device). write is
+	// kanal_stream_write_timeouts_total: the streams dropped for a write
+	// that did not finish ("unsent": the device; "unread", "quiet": the
+	// node).
+	ping, write map[string]float64
 }
 
-// since is c less an earlier reading. ping holds every cause the nodes
-// count, zero included, and is nil when none does (a kanald from before
-// the counter).
+// since is c less an earlier reading. ping and write hold every cause the
+// nodes count, zero included, and are nil when none does (a kanald from
+// before the counters).
 func (c streamCounts) since(o streamCounts) streamCounts {
-	d := streamCounts{wake: c.wake - o.wake, mailbox: c.mailbox - o.mailbox}
-	for k, v := range c.ping {
-		if d.ping == nil {
-			d.ping = map[string]float64{}
+	return streamCounts{wake: c.wake - o.wake, mailbox: c.mailbox - o.mailbox,
+		ping: causesSince(c.ping, o.ping), write: causesSince(c.write, o.write)}
+}
+
+func causesSince(now, then map[string]float64) map[string]float64 {
+	var d map[string]float64
+	for k, v := range now {
+		if d == nil {
+			d = map[string]float64{}
 		}
-		d.ping[k] = v - o.ping[k]
+		d[k] = v - then[k]
 	}
 	return d
 }
 
-// pingTimeouts is ping as the result reports it (nil stays nil).
-func (c streamCounts) pingTimeouts() map[string]int64 {
-	if c.ping == nil {
+// causeCounts is a map of causes as the result reports it (nil stays
+// nil).
+func causeCounts(c map[string]float64) map[string]int64 {
+	if c == nil {
 		return nil
 	}
-	m := make(map[string]int64, len(c.ping))
-	for k, v := range c.ping {
+	m := make(map[string]int64, len(c))
+	for k, v := range c {
 		m[k] = int64(v)
 	}
 	return m
 }
 
 func (r *runner) streamedCounts(ctx context.Context) streamCounts {
-	c := streamCounts{ping: map[string]float64{}}
+	c := streamCounts{ping: map[string]float64{}, write: map[string]float64{}}
 	if r.cl == nil {
 		return c // a server kanal-bench did not start
 	}
@@ -81,7 +90,7 @@ func (r *runner) streamedCounts(ctx context.Context) streamCounts {
 // add folds one line of /metrics into c if it is one of its counters.
 func (c *streamCounts) add(line string) {
 	name, rest, ok := strings.Cut(line, "{")
-	if !ok || (name != "kanal_stream_envelopes_total" && name != "kanal_stream_ping_timeouts_total") {
+	if !ok || (name != "kanal_stream_envelopes_total" && name != "kanal_stream_ping_timeouts_total" && name != "kanal_stream_write_timeouts_total") {
 		return
 	}
 	labels, value, ok := strings.Cut(rest, "} ")
@@ -100,6 +109,8 @@ func (c *streamCounts) add(line string) {
 	switch {
 	case name == "kanal_stream_ping_timeouts_total" && key == "socket":
 		c.ping[label] += v
+	case name == "kanal_stream_write_timeouts_total" && key == "socket":
+		c.write[label] += v
 	case key != "source":
 	case label == "wake":
 		c.wake += v

@@ -268,12 +268,17 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_stream_late_reads_total",
 			Help: "Streams that read their mailbox after a ping because it held envelopes they had not sent and no wake-up brought them within the grace: mostly lost wake-ups."},
 			func() float64 { return float64(hub.Stats().LateReads) }))
-	for _, cause := range mailbox.PingCauses {
+	for _, cause := range mailbox.StallCauses {
 		a.metrics.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name:        "kanal_stream_ping_timeouts_total",
 			Help:        "Streams closed with 4008 because a ping was not answered in time, by what the socket held then: unread (the device's bytes waited on this node: the node was slow), unsent (the device did not take the node's bytes), quiet (neither), unknown (not asked).",
 			ConstLabels: prometheus.Labels{"socket": cause.String()}},
-			func() float64 { return float64(hub.Stats().PingTimeouts[cause]) }))
+			func() float64 { return float64(hub.Stats().PingTimeouts[cause]) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name:        "kanal_stream_write_timeouts_total",
+				Help:        "Streams dropped without a close frame because a write did not finish in time, by what the socket held then: unsent (the device did not take the node's bytes), unread or quiet (the send queue was empty: the node's write did not reach the socket), unknown (not asked).",
+				ConstLabels: prometheus.Labels{"socket": cause.String()}},
+				func() float64 { return float64(hub.Stats().WriteTimeouts[cause]) }))
 	}
 	// Web push wakes devices that do not pick up their envelopes.
 	pusher, err = newPush(cfg, log, d, keys, a.ident, mailboxes, hub, a.metrics.Registry)

@@ -119,15 +119,16 @@ type Hub struct {
 	// burst of requests cannot open more than the limit.
 	pending map[string]int
 
-	carried, read atomic.Uint64                // envelopes written from wake-ups, from mailbox reads
-	forged        atomic.Uint64                // bus messages whose tag did not verify
-	undecodable   atomic.Uint64                // genuine wake-ups and fan-outs that did not decode
-	ackWrites     atomic.Uint64                // acknowledgement writes to the store
-	wakeUps       atomic.Uint64                // wake-ups dispatched to a device's streams
-	fetches       atomic.Uint64                // reads of a mailbox by a stream
-	headLooks     atomic.Uint64                // pinged streams whose device's head was looked at
-	lateReads     atomic.Uint64                // of them, those that read after the wake-up's grace
-	pingTimeouts  [numPingCauses]atomic.Uint64 // streams closed for a ping not answered, by cause
+	carried, read atomic.Uint64                 // envelopes written from wake-ups, from mailbox reads
+	forged        atomic.Uint64                 // bus messages whose tag did not verify
+	undecodable   atomic.Uint64                 // genuine wake-ups and fan-outs that did not decode
+	ackWrites     atomic.Uint64                 // acknowledgement writes to the store
+	wakeUps       atomic.Uint64                 // wake-ups dispatched to a device's streams
+	fetches       atomic.Uint64                 // reads of a mailbox by a stream
+	headLooks     atomic.Uint64                 // pinged streams whose device's head was looked at
+	lateReads     atomic.Uint64                 // of them, those that read after the wake-up's grace
+	pingTimeouts  [numStallCauses]atomic.Uint64 // streams closed for a ping not answered, by cause
+	writeTimeouts [numStallCauses]atomic.Uint64 // streams dropped for a write not finished in time, by cause
 
 	// Streams whose session recheck is due, waiting to be checked
 	// together (recheck.go); sessionChecks counts the calls.
@@ -280,7 +281,11 @@ type HubStats struct {
 	LateReads uint64
 	// PingTimeouts counts the streams closed with 4008 because a ping
 	// was not answered in time, by what the socket held then.
-	PingTimeouts [numPingCauses]uint64
+	PingTimeouts [numStallCauses]uint64
+	// WriteTimeouts counts the streams dropped (no close frame could
+	// reach the device) because a write did not finish in time, by what
+	// the socket held then.
+	WriteTimeouts [numStallCauses]uint64
 }
 
 // Stats returns the counters since the hub started.
@@ -288,64 +293,81 @@ func (h *Hub) Stats() HubStats {
 	s := HubStats{Carried: h.carried.Load(), Read: h.read.Load(), Forged: h.forged.Load(), Undecodable: h.undecodable.Load(), AckWrites: h.ackWrites.Load(), WakeUps: h.wakeUps.Load(), Fetches: h.fetches.Load(), HeadLooks: h.headLooks.Load(), LateReads: h.lateReads.Load(), SessionChecks: h.sessionChecks.Load()}
 	for i := range s.PingTimeouts {
 		s.PingTimeouts[i] = h.pingTimeouts[i].Load()
+		s.WriteTimeouts[i] = h.writeTimeouts[i].Load()
 	}
 	return s
 }
 
-// A PingCause is what a stream's socket held when its ping went
-// unanswered: which side was slow.
-type PingCause int
+// A StallCause is what a stream's socket held when the stream was closed
+// for an unanswered ping or a write that did not finish in time: which
+// side was slow.
+type StallCause int
 
 const (
-	// PingUnread: bytes from the device waited unread on this node. The
-	// device was sending, perhaps the pong itself; this node did not
-	// read in time (its read loop waited, or got no CPU).
-	PingUnread PingCause = iota
-	// PingUnsent: nothing waited to be read, but bytes this node wrote
-	// were not taken by the device: it stopped reading, perhaps before
-	// the ping.
-	PingUnsent
-	// PingQuiet: the device had taken everything and sent nothing back
-	// (a stalled device, or a network that drops packets).
-	PingQuiet
-	// PingUnknown: the socket's queues could not be asked (a socket
+	// StallUnread: bytes from the device waited unread on this node.
+	// The device was sending (perhaps the pong); this node did not read
+	// in time: its read loop waited, or got no CPU.
+	StallUnread StallCause = iota
+	// StallUnsent: bytes this node wrote waited in its send queue: the
+	// device was not taking them.
+	StallUnsent
+	// StallQuiet: both queues were empty. After a ping: the device took
+	// everything and answered nothing. After a write: the write never
+	// reached the socket; this node's writer waited, or got no CPU.
+	StallQuiet
+	// StallUnknown: the socket's queues could not be asked (a socket
 	// without syscall.RawConn, or a system other than Linux).
-	PingUnknown
-	numPingCauses
+	StallUnknown
+	numStallCauses
 )
 
-func (c PingCause) String() string {
+func (c StallCause) String() string {
 	switch c {
-	case PingUnread:
+	case StallUnread:
 		return "unread"
-	case PingUnsent:
+	case StallUnsent:
 		return "unsent"
-	case PingQuiet:
+	case StallQuiet:
 		return "quiet"
 	}
 	return "unknown"
 }
 
-// PingCauses are the causes in the order of HubStats.PingTimeouts.
-var PingCauses = [numPingCauses]PingCause{PingUnread, PingUnsent, PingQuiet, PingUnknown}
+// StallCauses are the causes in the order of HubStats.PingTimeouts and
+// WriteTimeouts.
+var StallCauses = [numStallCauses]StallCause{StallUnread, StallUnsent, StallQuiet, StallUnknown}
 
 // pingTimedOut counts a ping that sock's stream did not answer, by what
-// sock's queues hold now (the ping's timeout has just passed).
+// sock's queues hold now (the ping's timeout has just passed). Bytes
+// waiting unread come first: then this node cannot tell whether the pong
+// is among them.
 func (h *Hub) pingTimedOut(sock *idleConn) {
-	cause := PingUnknown
-	if sock != nil {
-		if in, out, ok := sock.queued(); ok {
-			switch {
-			case in > 0:
-				cause = PingUnread
-			case out > 0:
-				cause = PingUnsent
-			default:
-				cause = PingQuiet
-			}
-		}
+	h.pingTimeouts[stallCause(sock, false)].Add(1)
+}
+
+// writeTimedOut counts a stream whose write ran past its deadline, by
+// what sock's queues held then. Bytes waiting to be sent come first: a
+// full send queue is what holds a write back.
+func (h *Hub) writeTimedOut(sock *idleConn) {
+	h.writeTimeouts[stallCause(sock, true)].Add(1)
+}
+
+func stallCause(sock *idleConn, sentFirst bool) StallCause {
+	if sock == nil {
+		return StallUnknown
 	}
-	h.pingTimeouts[cause].Add(1)
+	in, out, ok := sock.queues()
+	switch {
+	case !ok:
+		return StallUnknown
+	case sentFirst && out > 0:
+		return StallUnsent
+	case in > 0:
+		return StallUnread
+	case out > 0:
+		return StallUnsent
+	}
+	return StallQuiet
 }
 
 // Close stops the hub's wake-up dispatch and its session-end subscription.
@@ -1079,13 +1101,18 @@ func (c *conn) finish(release func()) {
 	c.mu.Lock()
 	code, reason, err := c.closeErr.code, c.closeErr.reason, c.pumpErr
 	c.mu.Unlock()
-	stalled := false
+	stalled := errors.Is(err, context.DeadlineExceeded)
 	switch {
+	case stalled && (code == 0 || code == websocket.StatusNormalClosure):
+		// A write's deadline closes the socket, so the read loop may
+		// have seen the connection end (1000) before the pump returned.
+		code, reason = StatusTooSlow, "socket stalled"
 	case code != 0:
-	case errors.Is(err, context.DeadlineExceeded):
-		code, reason, stalled = StatusTooSlow, "socket stalled", true
 	default:
 		code, reason = websocket.StatusInternalError, "stream error"
+	}
+	if stalled {
+		c.hub.writeTimedOut(c.sock)
 	}
 	if stalled || code == websocket.StatusInternalError {
 		// A frame write ran past its deadline: the peer's buffers are

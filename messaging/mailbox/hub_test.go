@@ -487,7 +487,7 @@ func TestUnansweredPingClosesWith4008(t *testing.T) {
 		t.Fatalf("close %d, want %d", code, mailbox.StatusTooSlow)
 	}
 	// The device had taken every byte and answered nothing.
-	wantPingCause(t, n, mailbox.PingQuiet)
+	wantStallCause(t, n.hub.Stats().PingTimeouts, mailbox.StallQuiet)
 }
 
 // TestReplacedAndRevokedAndShutdown: a second stream of the device no
@@ -595,6 +595,9 @@ func TestStalledSocketDoesNotSlowOthers(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	stalled.ws.CloseNow()
+	// It is counted as dropped for a write the device did not take:
+	// the node's send queue was full when the deadline cut the write.
+	wantStallCause(t, n.hub.Stats().WriteTimeouts, mailbox.StallUnsent)
 	// Its mailbox still holds every envelope, for its next stream (the
 	// backlog's delivery is TestUnackedAreRedeliveredOnReconnect's; read
 	// here through a stream, ~19 MiB under the race detector on a loaded

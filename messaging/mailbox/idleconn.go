@@ -59,6 +59,13 @@ type idleConn struct {
 	// buffered is in != nil, for queued on another goroutine.
 	buffered atomic.Bool
 
+	// writing is set while a Write runs; a Close meanwhile (coder/websocket
+	// closes the socket when a write's deadline passes) first keeps what
+	// the socket's queues held in cut, which the closed socket can no
+	// longer tell (queues).
+	writing atomic.Bool
+	cut     atomic.Pointer[[2]int]
+
 	// Writing: the frame being written, as far as its header says.
 	out   *[]byte // borrowed: bytes written of frames not yet complete
 	head  [14]byte
@@ -153,6 +160,8 @@ func (c *idleConn) take(p []byte) int {
 }
 
 func (c *idleConn) Write(p []byte) (int, error) {
+	c.writing.Store(true)
+	defer c.writing.Store(false)
 	done := c.scan(p)
 	switch {
 	case done && c.out == nil:
@@ -183,6 +192,29 @@ func (c *idleConn) Write(p []byte) (int, error) {
 	}
 	*c.out = append(*c.out, p...)
 	return len(p), nil
+}
+
+// Close closes the socket, keeping what its queues held first if a write
+// is cut by it.
+func (c *idleConn) Close() error {
+	if c.writing.Load() {
+		if in, out, ok := c.queued(); ok {
+			c.cut.Store(&[2]int{in, out})
+		}
+	}
+	return c.Conn.Close()
+}
+
+// queues is queued, or once the socket is closed what its queues held
+// when a write was cut by the close.
+func (c *idleConn) queues() (in, out int, ok bool) {
+	if in, out, ok = c.queued(); ok {
+		return in, out, true
+	}
+	if q := c.cut.Load(); q != nil {
+		return q[0], q[1], true
+	}
+	return 0, 0, false
 }
 
 // writev writes a and then b in one system call.

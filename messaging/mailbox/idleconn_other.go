@@ -10,4 +10,4 @@ type idleConn struct{ net.Conn }
 
 func newIdleConn(net.Conn, []byte) *idleConn { return nil }
 
-func (c *idleConn) queued() (in, out int, ok bool) { return 0, 0, false }
+func (c *idleConn) queues() (in, out int, ok bool) { return 0, 0, false }

@@ -44,7 +44,7 @@ func TestPingTimeoutCauseUnread(t *testing.T) {
 	if code := <-codes; code != mailbox.StatusTooSlow {
 		t.Fatalf("close %d, want %d", code, mailbox.StatusTooSlow)
 	}
-	wantPingCause(t, n, mailbox.PingUnread)
+	wantStallCause(t, n.hub.Stats().PingTimeouts, mailbox.StallUnread)
 }
 
 // pingNode is a node on SQLite and the embedded bus that pings every
@@ -62,21 +62,20 @@ func pingNode(t *testing.T, frames mailbox.FrameHandler) (*node, *mailbox.Store)
 	}), store
 }
 
-// wantPingCause checks that the node counted one ping timeout, of cause
-// want (off Linux: unknown).
-func wantPingCause(t *testing.T, n *node, want mailbox.PingCause) {
+// wantStallCause checks that got (a node's ping or write timeouts)
+// counted one stream, of cause want (off Linux: unknown).
+func wantStallCause(t *testing.T, got [4]uint64, want mailbox.StallCause) {
 	t.Helper()
 	if runtime.GOOS != "linux" {
-		want = mailbox.PingUnknown
+		want = mailbox.StallUnknown
 	}
-	got := n.hub.Stats().PingTimeouts
-	for _, c := range mailbox.PingCauses {
+	for _, c := range mailbox.StallCauses {
 		w := uint64(0)
 		if c == want {
 			w = 1
 		}
 		if got[c] != w {
-			t.Errorf("ping timeouts %s: %d, want %d (all: %v)", c, got[c], w, got)
+			t.Errorf("%s: %d, want %d (all: %v)", c, got[c], w, got)
 		}
 	}
 }

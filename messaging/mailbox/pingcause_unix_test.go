@@ -50,5 +50,5 @@ func TestPingTimeoutCauseUnsent(t *testing.T) {
 			t.Fatal("stalled socket never cut")
 		}
 	}
-	wantPingCause(t, n, mailbox.PingUnsent)
+	wantStallCause(t, n.hub.Stats().PingTimeouts, mailbox.StallUnsent)
 }
