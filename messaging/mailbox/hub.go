@@ -1115,10 +1115,11 @@ func (c *conn) finish(release func()) {
 		c.hub.writeTimedOut(c.sock)
 	}
 	if stalled || code == websocket.StatusInternalError {
-		// A frame write ran past its deadline: the peer's buffers are
-		// full, so no close frame could reach it, and the library has
-		// already dropped the connection (a write's deadline closes it).
-		// The device sees the connection end (1006) and reconnects.
+		// A frame write ran past its deadline: the library has already
+		// dropped the connection (a write's deadline closes it), and
+		// with the peer's buffers full (writeTimedOut counts whether
+		// they were) no close frame could reach it anyway. The device
+		// sees the connection end (1006) and reconnects.
 		c.ws.CloseNow()
 	} else {
 		c.ws.Close(code, reason)
