@@ -65,12 +65,12 @@ type result struct {
 	// reconnected reads the announcement from its mailbox.
 	Reconnects map[string]uint64 `json:"reconnects,omitempty"`
 	// PingTimeouts is the streams the nodes closed with 4008 during a
-	// broadcast or an overload run for a ping not answered, by what the node's socket held then
-	// (kanal_stream_ping_timeouts_total): "unread" (the device's bytes
-	// waited on the node: the node was slow), "unsent" (the device did
-	// not take the node's bytes), "quiet" (neither), "unknown" (not
-	// asked); every cause, zero included. Absent when the nodes do not
-	// count them.
+	// broadcast or an overload run for a ping not answered, by what the
+	// node's socket held then (kanal_stream_ping_timeouts_total):
+	// "unread" (the device's bytes waited on the node: the node was
+	// slow), "unsent" (the device did not take the node's bytes), "quiet"
+	// (neither), "unknown" (not asked); every cause, zeros included.
+	// Absent when the nodes do not count them.
 	PingTimeouts map[string]int64 `json:"ping_timeouts,omitempty"`
 	// WriteTimeouts is the streams the nodes dropped in those runs for a
 	// write that did not finish in time (kanal_stream_write_timeouts_total):
