@@ -15,12 +15,14 @@ import (
 	"github.com/kanal-server/kanal/messaging/mailbox"
 )
 
-// An unanswered ping closes the stream with 4008 whichever side was slow;
-// kanal_stream_ping_timeouts_total says which, from what the socket held
-// at the timeout. These tests make each side the slow one and check the
-// cause counted (a device that answers nothing, "quiet", is
-// TestUnansweredPingClosesWith4008's). Off Linux the queues are not
-// asked: "unknown".
+// An unanswered ping closes the stream with 4008, and a write past its
+// deadline drops it, whichever side was slow;
+// kanal_stream_ping_timeouts_total and kanal_stream_write_timeouts_total
+// say which, from what the socket held. These tests make each side the
+// slow one and check the cause counted (a device that answers nothing,
+// "quiet", is TestUnansweredPingClosesWith4008's; a write the device does
+// not take, TestStalledSocketDoesNotSlowOthers'). Off Linux the queues
+// are not asked: "unknown".
 
 // TestPingTimeoutCauseUnread: the device answers, but the node's read
 // loop waits in a frame handler (as a send waits for its commit), so the
