@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/kanal-server/kanal/internal/db"
@@ -21,20 +20,11 @@ import (
 // account that follows it. The announcement is stored once, signed by the
 // posting agent's device for the organisation (announce.go), and each
 // active device of each follower gets a reference to it in its mailbox
-// (mailbox.AppendSharedTx) — one small row per device; acks, retention
-// and at-least-once delivery are the mailbox's. Connected devices are
-// woken by one fan-out on the bus per 4,096 devices, not one wake-up each
-// (mailbox.Hub.Fanout).
-//
-// A post to more devices than one part (DefaultBroadcastPart) is written
-// in parts, one transaction each, and every part is fanned out as soon as
-// it commits: no follower waits for the references of all the others.
-// The first transaction stores the post, its body, the first part's
-// references and the other parts' device lists (messaging_broadcast_parts);
-// each later transaction deletes one list and writes its references, so a
-// part is written exactly once, by whoever gets to it first — the poster,
-// a retry of the post, or FinishBroadcasts on any node after a crash.
-// The poster is answered when every part is stored.
+// (mailbox.AppendSharedTx) — one small row per device, written in one
+// transaction, so every follower device gets it or none does, and acks,
+// retention and at-least-once delivery are the mailbox's. Connected
+// devices are woken by one fan-out on the bus per 4,096 devices, not one
+// wake-up each (mailbox.Hub.Fanout).
 
 // Problem types of broadcasts.
 var (
@@ -59,16 +49,6 @@ const (
 	// of their devices takes (identity.MaxDevicesOfAccounts): on
 	// PostgreSQL one query each.
 	followerChunk = 100_000
-	// DefaultBroadcastPart is how many follower devices one transaction
-	// of a post gives their references (Options.BroadcastPart).
-	DefaultBroadcastPart = 4096
-	// partWriters is how many parts of one post are written at once on
-	// PostgreSQL, each on its own connection; SQLite has one writer.
-	partWriters = 2
-	// PartsAbandoned is how long after a post its parts may wait before
-	// FinishBroadcasts writes them: a poster still writing is well
-	// within it, and finishing alongside one is safe in any case.
-	PartsAbandoned = 30 * time.Second
 )
 
 // Following is one organisation an account follows.
@@ -250,7 +230,6 @@ func (s *Service) postAnnouncement(ctx context.Context, c Caller, org string, re
 	}
 	postID := "bc_" + mailbox.NewEnvelopeID()
 	conv := BroadcastConversation(org)
-	parts := splitParts(devices, s.partSize)
 	var refs []mailbox.Envelope
 	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO messaging_broadcasts (id, org_id, sender_device, client_id, created_at, expires_at, devices)
@@ -262,17 +241,8 @@ func (s *Service) postAnnouncement(ctx context.Context, c Caller, org string, re
 		// from everyone else. The post limit bounds them.
 		var err error
 		refs, err = s.mailbox.AppendSharedTx(ctx, tx, mailbox.Envelope{ID: postID, Conversation: conv, Sender: c.DeviceID,
-			Ciphertext: []byte(req.Announcement)}, parts[0], mailbox.Quota{})
-		if err != nil {
-			return err
-		}
-		for i, p := range parts[1:] {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO messaging_broadcast_parts (post_id, part, devices, created_at) VALUES ($1, $2, $3, $4)`,
-				postID, i+1, strings.Join(p, " "), now.UnixMilli()); err != nil {
-				return err
-			}
-		}
-		return nil
+			Ciphertext: []byte(req.Announcement)}, devices, mailbox.Quota{})
+		return err
 	})
 	if err != nil {
 		if db.IsUniqueViolation(err) {
@@ -283,186 +253,13 @@ func (s *Service) postAnnouncement(ctx context.Context, c Caller, org string, re
 		}
 		return nil, false, nil, fmt.Errorf("messaging.broadcast: %w", err)
 	}
-	resp = &PostResponse{PostID: postID, ConversationID: conv, ID: v.ID, ServerTime: time.UnixMilli(now.UnixMilli()).UTC(), Devices: len(devices)}
-	body := []byte(req.Announcement)
-	if len(parts) == 1 {
-		return resp, true, func() { s.wakeRefs(refs, body) }, nil
-	}
-	// The first part's followers are woken while the others are written.
-	// The rest is written even if the poster goes away meanwhile; what a
-	// failure leaves is written by a retry or by FinishBroadcasts.
-	s.wakeRefs(refs, body)
-	if err := s.writeParts(context.WithoutCancel(ctx), post{id: postID, conv: conv, sender: c.DeviceID}, body); err != nil {
-		return nil, false, nil, err
-	}
-	return resp, true, nil, nil
-}
-
-// splitParts cuts devices (sorted) into parts of at most size; there is
-// always a first part, empty when devices is.
-func splitParts(devices []string, size int) [][]string {
-	parts := [][]string{devices[:min(len(devices), size)]}
-	for rest := devices[len(parts[0]):]; len(rest) > 0; rest = rest[min(len(rest), size):] {
-		parts = append(parts, rest[:min(len(rest), size)])
-	}
-	return parts
-}
-
-// wakeRefs wakes the devices of refs, committed references to body.
-func (s *Service) wakeRefs(refs []mailbox.Envelope, body []byte) {
 	switch {
-	case len(refs) == 0:
 	case s.fanout != nil:
-		s.fanout(refs, body)
+		wake = func() { s.fanout(refs, []byte(req.Announcement)) }
 	case s.notify != nil:
-		devices := make([]string, len(refs))
-		for i, r := range refs {
-			devices[i] = r.Recipient
-		}
-		s.notify(devices...)
+		wake = func() { s.notify(devices...) }
 	}
-}
-
-// post names a stored post for the references of its parts.
-type post struct{ id, conv, sender string }
-
-// writeParts writes the parts of p still to be written, partWriters at
-// a time on PostgreSQL, and wakes each part's devices as it commits. It
-// returns the first error; the parts it did not write stay for another
-// try.
-func (s *Service) writeParts(ctx context.Context, p post, body []byte) error {
-	rows, err := s.db.Query(ctx, `SELECT part FROM messaging_broadcast_parts WHERE post_id = $1 ORDER BY part`, p.id)
-	if err != nil {
-		return fmt.Errorf("messaging.broadcast: %w", err)
-	}
-	var todo []int
-	for rows.Next() {
-		var n int
-		if err := rows.Scan(&n); err != nil {
-			rows.Close()
-			return fmt.Errorf("messaging.broadcast: %w", err)
-		}
-		todo = append(todo, n)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("messaging.broadcast: %w", err)
-	}
-	writers := 1
-	if s.db.Dialect() == db.Postgres {
-		writers = partWriters
-	}
-	next := make(chan int, len(todo))
-	for _, n := range todo {
-		next <- n
-	}
-	close(next)
-	errs := make(chan error, writers)
-	for range min(writers, len(todo)) {
-		go func() {
-			for n := range next {
-				refs, err := s.writePart(ctx, p, n)
-				if err != nil {
-					errs <- err
-					return
-				}
-				s.wakeRefs(refs, body)
-			}
-			errs <- nil
-		}()
-	}
-	var first error
-	for range min(writers, len(todo)) {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
-}
-
-// writePart writes the references of part n of p and deletes its device
-// list, in one transaction. A part already written (its list gone) writes
-// nothing: two writers of one part meet on the list's row, and the second
-// finds it deleted.
-func (s *Service) writePart(ctx context.Context, p post, n int) ([]mailbox.Envelope, error) {
-	var refs []mailbox.Envelope
-	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
-		refs = nil
-		var list string
-		err := tx.QueryRowContext(ctx, `DELETE FROM messaging_broadcast_parts WHERE post_id = $1 AND part = $2 RETURNING devices`, p.id, n).Scan(&list)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		} else if err != nil {
-			return err
-		}
-		refs, err = s.mailbox.AppendRefsTx(ctx, tx, mailbox.Envelope{ID: p.id, Conversation: p.conv, Sender: p.sender, Ciphertext: []byte(p.id)},
-			strings.Fields(list))
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("messaging.broadcast: part %d of %s: %w", n, p.id, err)
-	}
-	return refs, nil
-}
-
-// finishPost writes what is left of a stored post's parts, with the body
-// stored for it, and says whether it tried. A post past retention is
-// not finished: its parts are deleted with it (ExpireBroadcasts).
-func (s *Service) finishPost(ctx context.Context, id string) (bool, error) {
-	var p post
-	var org string
-	err := s.db.QueryRow(ctx, `SELECT org_id, sender_device FROM messaging_broadcasts WHERE id = $1 AND expires_at > $2`, id, s.now().UnixMilli()).
-		Scan(&org, &p.sender)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	} else if err != nil {
-		return false, fmt.Errorf("messaging.broadcast: %w", err)
-	}
-	p.id, p.conv = id, BroadcastConversation(org)
-	body, err := s.mailbox.SharedBody(ctx, id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	} else if err != nil {
-		return false, fmt.Errorf("messaging.broadcast: %w", err)
-	}
-	return true, s.writeParts(ctx, p, body)
-}
-
-// FinishBroadcasts writes the parts of posts left unfinished for
-// PartsAbandoned or longer — their poster's node stopped, or a part's
-// transaction failed and the post was not retried — and wakes their
-// devices. It returns how many posts it finished. cmd/kanald runs it at
-// start and then every PartsAbandoned.
-func (s *Service) FinishBroadcasts(ctx context.Context) (int64, error) {
-	rows, err := s.db.Query(ctx, `SELECT DISTINCT post_id FROM messaging_broadcast_parts WHERE created_at <= $1`,
-		s.now().Add(-PartsAbandoned).UnixMilli())
-	if err != nil {
-		return 0, fmt.Errorf("messaging.broadcast: %w", err)
-	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("messaging.broadcast: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("messaging.broadcast: %w", err)
-	}
-	var n int64
-	for _, id := range ids {
-		ok, err := s.finishPost(ctx, id)
-		if err != nil {
-			return n, err
-		}
-		if ok {
-			n++
-		}
-	}
-	return n, nil
+	return &PostResponse{PostID: postID, ConversationID: conv, ID: v.ID, ServerTime: time.UnixMilli(now.UnixMilli()).UTC(), Devices: len(devices)}, true, wake, nil
 }
 
 func badAnnouncement(err error) error {
@@ -470,9 +267,7 @@ func badAnnouncement(err error) error {
 }
 
 // previousPost answers a retry: the post this device already made with
-// the announcement id, or nil. Parts of it not yet written are written
-// first, so that the answer means the same as the first: stored for
-// every device.
+// the announcement id, or nil.
 func (s *Service) previousPost(ctx context.Context, device, id string) (*PostResponse, error) {
 	var r PostResponse
 	var org string
@@ -485,10 +280,6 @@ func (s *Service) previousPost(ctx context.Context, device, id string) (*PostRes
 		return nil, fmt.Errorf("messaging.broadcast: %w", err)
 	}
 	r.ConversationID, r.ID, r.ServerTime = BroadcastConversation(org), id, time.UnixMilli(at).UTC()
-	// A retry finishes what the first try left of the post's parts.
-	if _, err := s.finishPost(ctx, r.PostID); err != nil {
-		return nil, err
-	}
 	return &r, nil
 }
 
@@ -566,13 +357,8 @@ func (s *Service) ReadPost(ctx context.Context, c Caller, org, id string) (*Post
 // ExpireBroadcasts deletes the records of announcements past retention
 // (their bodies and references expire with the mailbox).
 func (s *Service) ExpireBroadcasts(ctx context.Context) (int64, error) {
-	now := s.now()
-	res, err := s.db.Exec(ctx, `DELETE FROM messaging_broadcasts WHERE expires_at <= $1`, now.UnixMilli())
+	res, err := s.db.Exec(ctx, `DELETE FROM messaging_broadcasts WHERE expires_at <= $1`, s.now().UnixMilli())
 	if err != nil {
-		return 0, fmt.Errorf("messaging.broadcast: %w", err)
-	}
-	// Parts never written (their body is past retention too).
-	if _, err := s.db.Exec(ctx, `DELETE FROM messaging_broadcast_parts WHERE created_at <= $1`, now.Add(-s.retention).UnixMilli()); err != nil {
 		return 0, fmt.Errorf("messaging.broadcast: %w", err)
 	}
 	return res.RowsAffected()

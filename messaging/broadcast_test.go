@@ -27,15 +27,15 @@ type broadcastEnv struct {
 	fanned [][]mailbox.Envelope
 }
 
-func newBroadcastEnv(t *testing.T, d *db.DB, opts ...func(*messaging.Options)) *broadcastEnv {
+func newBroadcastEnv(t *testing.T, d *db.DB) *broadcastEnv {
 	b := &broadcastEnv{}
-	b.sendEnv = newSendEnv(t, d, 0, false, append([]func(*messaging.Options){func(o *messaging.Options) {
+	b.sendEnv = newSendEnv(t, d, 0, false, func(o *messaging.Options) {
 		o.Fanout = func(refs []mailbox.Envelope, body []byte) {
 			b.fanMu.Lock()
 			defer b.fanMu.Unlock()
 			b.fanned = append(b.fanned, refs)
 		}
-	}}, opts...)...)
+	})
 	return b
 }
 

@@ -115,9 +115,6 @@ type Options struct {
 	// follower devices' references and the announcement (cmd/kanald
 	// wires the hub's Fanout); otherwise Notify gets the devices.
 	Fanout func(refs []mailbox.Envelope, body []byte)
-	// BroadcastPart is how many follower devices one transaction of a
-	// post gives their references (0: DefaultBroadcastPart).
-	BroadcastPart int
 	// DeviceSetTTL is how long this node may keep an account's device
 	// set (its active devices with published keys) in memory for sends;
 	// see deviceSets for what drops one sooner. Zero keeps none: every
@@ -147,7 +144,6 @@ type Service struct {
 	tlog                       *translog.Log
 	roots                      *x509.CertPool
 	fanout                     func(refs []mailbox.Envelope, body []byte)
-	partSize                   int
 	broadcasts                 *sendLimiter
 	sets                       *deviceSets // nil: none kept
 	gate                       *sendGate   // nil: every send admitted
@@ -163,10 +159,7 @@ func New(o Options) (*Service, error) {
 	}
 	s := &Service{db: o.DB, dir: o.Directory, auth: o.Auth, log: o.Logger, now: o.Now,
 		mailbox: o.Mailbox, batch: o.Batcher, notify: o.Notify, stored: o.Stored, retention: o.Retention, quota: o.MailboxQuota, notary: o.Notary, tlog: o.Log,
-		roots: o.Roots, fanout: o.Fanout, partSize: o.BroadcastPart, gate: newSendGate(o.Admission)}
-	if s.partSize <= 0 {
-		s.partSize = DefaultBroadcastPart
-	}
+		roots: o.Roots, fanout: o.Fanout, gate: newSendGate(o.Admission)}
 	if s.quota.MaxEnvelopes <= 0 {
 		s.quota.MaxEnvelopes = MaxMailboxEnvelopes
 	}

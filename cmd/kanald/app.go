@@ -340,8 +340,6 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 			expiry{"sign-ups", a.ident.ExpireSignups}, expiry{"sessions, tokens, challenges and login throttles", a.ident.ExpireSessions})
 	}()
 	a.wg.Add(1)
-	go func() { defer a.wg.Done(); finishBroadcasts(sweepCtx, log, prekeys.FinishBroadcasts) }()
-	a.wg.Add(1)
 	go func() { defer a.wg.Done(); pusher.Run(sweepCtx) }()
 
 	mux := http.NewServeMux()
@@ -447,26 +445,6 @@ func sweepExpired(ctx context.Context, log *slog.Logger, kinds ...expiry) {
 					log.Info("expiry sweep", "what", k.what, "deleted", n)
 				}
 			}
-		}
-	}
-}
-
-// finishBroadcasts writes the parts of posts their poster left
-// unfinished (messaging.Service.FinishBroadcasts): once at start, for
-// what a stopped node left, then every messaging.PartsAbandoned.
-func finishBroadcasts(ctx context.Context, log *slog.Logger, finish func(context.Context) (int64, error)) {
-	t := time.NewTicker(messaging.PartsAbandoned)
-	defer t.Stop()
-	for {
-		if n, err := finish(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("finishing broadcasts", "err", err)
-		} else if n > 0 {
-			log.Info("finished broadcasts left unfinished", "posts", n)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
 		}
 	}
 }

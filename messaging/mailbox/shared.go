@@ -32,27 +32,6 @@ func (s *Store) AppendSharedTx(ctx context.Context, tx *sql.Tx, e Envelope, devi
 		e.ID, e.Ciphertext, now.UnixMilli(), now.Add(s.retention).UnixMilli()); err != nil {
 		return nil, fmt.Errorf("mailbox.append: %w", err)
 	}
-	return s.appendRefs(ctx, tx, e, devices, q)
-}
-
-// AppendRefsTx gives every device of devices (distinct) a mailbox row
-// that refers to the body AppendSharedTx stored under e's ID, inside the
-// caller's transaction and without a quota: the references of a post
-// written in parts, one transaction each. It returns them as
-// AppendSharedTx does.
-func (s *Store) AppendRefsTx(ctx context.Context, tx *sql.Tx, e Envelope, devices []string) ([]Envelope, error) {
-	e.Recipient = "shared"
-	e.Class = ClassBroadcast
-	if err := validate(&e); err != nil {
-		return nil, err
-	}
-	if !ValidDeviceID(e.ID) {
-		return nil, fmt.Errorf("%w: a shared envelope needs an id of 1..64 characters of [A-Za-z0-9_-]", ErrInvalid)
-	}
-	return s.appendRefs(ctx, tx, e, devices, Quota{})
-}
-
-func (s *Store) appendRefs(ctx context.Context, tx *sql.Tx, e Envelope, devices []string, q Quota) ([]Envelope, error) {
 	if s.db.Dialect() == db.Postgres && q == (Quota{}) {
 		return s.appendRefsPostgres(ctx, tx, e, devices)
 	}
