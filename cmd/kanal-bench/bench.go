@@ -41,6 +41,7 @@ type runner struct {
 	distributions atomic.Uint64          // sender keys received (group)
 	lastDeliv     atomic.Int64           // unix nanos
 	posted        atomic.Int64           // broadcast: when the announcement was posted (unix nanos)
+	tails         *tails                 // broadcast: deliveries by node and stream process
 	verified      verifiedAnnouncements  // broadcast: announcement JWS → signing device, checked once
 	caPEM         atomic.Pointer[string] // the deployment CA, from the first enrolment
 	kept          *kept                  // broadcast: what a -keep directory holds from an earlier run
@@ -330,6 +331,9 @@ func (r *runner) onEnvelope(d *device, sender string, kind byte, intended, recei
 			rec.Record(received, received.Sub(intended))
 			r.delivered.Add(1)
 			r.lastDeliv.Store(received.UnixNano())
+			if r.tails != nil && d != nil {
+				r.tails.add(d.n, 0, received)
+			}
 		}
 	}
 }
@@ -801,13 +805,15 @@ func (r *runner) broadcast(ctx context.Context) error {
 		return err
 	}
 	connected := citizens[:min(len(citizens), r.o.connected)]
+	r.tails = newTails(len(r.cl.urls), r.o.streamProcs)
 	var procs []*streamProc
 	if r.o.streamProcs > 0 {
 		// The children report each delivery; they check and acknowledge
 		// the announcement as the devices in this process do.
 		fmt.Fprintf(r.stderr, "kanal-bench: %d streams in %d child processes\n", len(connected), r.o.streamProcs)
-		procs, err = r.startStreamProcs(ctx, connected, r.o.streamProcs, func(received time.Time) {
+		procs, err = r.startStreamProcs(ctx, connected, r.o.streamProcs, func(proc, n int, received time.Time) {
 			r.onEnvelope(nil, "", kindMeasured, time.Unix(0, r.posted.Load()), received)
+			r.tails.add(n, proc, received)
 		})
 		defer func() {
 			if procs != nil {
@@ -884,6 +890,7 @@ func (r *runner) broadcast(ctx context.Context) error {
 	r.finish(start, sendEnd, cpu)
 	r.shares(nodes0, nodes1, pg0, pg1)
 	r.res.BroadcastS = time.Unix(0, r.lastDeliv.Load()).Sub(start).Seconds()
+	r.res.BroadcastLast = r.tails.shares(start)
 	if rc := r.reconnects.snapshot(); len(rc) > 0 {
 		r.res.Reconnects = rc
 	}

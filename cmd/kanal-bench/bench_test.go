@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,6 +83,9 @@ func TestScenarios(t *testing.T) {
 			if strings.HasPrefix(tc.name, "broadcast") && res.BinaryStreams != res.Connections {
 				t.Fatalf("%s: %d of %d streams speak binary frames", tc.name, res.BinaryStreams, res.Connections)
 			}
+			if strings.HasPrefix(tc.name, "broadcast") {
+				checkTails(t, tc.name, res)
+			}
 			if strings.HasPrefix(tc.name, "broadcast") && res.BroadcastCarried+res.BroadcastRead != int64(res.Delivered) {
 				t.Fatalf("%s: the streams wrote %d from the fan-out and %d from mailboxes, %d delivered", tc.name, res.BroadcastCarried, res.BroadcastRead, res.Delivered)
 			}
@@ -149,6 +153,32 @@ func TestScenarios(t *testing.T) {
 // first announcement waits in its mailbox and arrives with its backlog,
 // before the measured post); kept sessions past their age are renewed; a
 // run with another follower count is refused.
+// checkTails: a broadcast's deliveries, counted by node and by the
+// process that held the stream, add up to all of them in each count,
+// and the last of them is the run's figure.
+func checkTails(t *testing.T, name string, res *result) {
+	t.Helper()
+	var nodes, procs uint64
+	var last float64
+	var held []string
+	for _, s := range res.BroadcastLast {
+		if strings.HasPrefix(s.Of, "node") {
+			nodes += uint64(s.Delivered)
+			last = max(last, s.LastS)
+		} else {
+			procs += uint64(s.Delivered)
+			held = append(held, fmt.Sprintf("%s:%d", s.Of, s.Delivered))
+		}
+	}
+	want := "kanal-bench:4"
+	if name == "broadcast-procs" {
+		want = "proc1:3 proc2:2" // 5 streams in 2 processes: 3 and 2
+	}
+	if nodes != res.Delivered || procs != res.Delivered || strings.Join(held, " ") != want || math.Abs(last-res.BroadcastS) > 1e-6 {
+		t.Fatalf("%s: last reached %+v; want %d by node and by process (%s), the last at %.6fs", name, res.BroadcastLast, res.Delivered, want, res.BroadcastS)
+	}
+}
+
 func TestBroadcastKeep(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "kept")
 	first := runJSON(t, "-scenario", "broadcast", "-devices", "5", "-connected", "3", "-keep", dir)
@@ -232,6 +262,16 @@ func TestBroadcastKeepPostgres(t *testing.T) {
 	// measured phase of the other scenarios.
 	if s := second.Server; s == nil || len(s.NodeCPUPerEnvelopeUS) != 2 {
 		t.Fatalf("server figures: %+v", s)
+	}
+	// The followers reached, by node: both nodes held some.
+	byNode := map[string]int{}
+	for _, s := range second.BroadcastLast {
+		if strings.HasPrefix(s.Of, "node") {
+			byNode[s.Of] = s.Delivered
+		}
+	}
+	if byNode["node0"] == 0 || byNode["node1"] == 0 || byNode["node0"]+byNode["node1"] != 4 {
+		t.Fatalf("followers reached by node: %+v", second.BroadcastLast)
 	}
 	for _, bad := range [][]string{
 		{"-scenario", "broadcast", "-devices", "4", "-keep", dir},

@@ -60,6 +60,9 @@ type result struct {
 	// from the mailbox (kanal_stream_envelopes_total by source).
 	BroadcastCarried int64 `json:"broadcast_carried,omitempty"`
 	BroadcastRead    int64 `json:"broadcast_read,omitempty"`
+	// BroadcastLast is, per node and per stream process, how many
+	// followers were reached and when the last of them was.
+	BroadcastLast []ShareTail `json:"broadcast_last,omitempty"`
 	// Reconnects is the broadcast's streams the server closed and the
 	// device opened again (as a client does), by close status; a device
 	// reconnected reads the announcement from its mailbox.
@@ -216,6 +219,9 @@ func writeTable(w io.Writer, res *result) {
 		row("broadcast", "stored for %d devices, post answered in %.2fs; %d connected devices reached in %.2fs", res.BroadcastStored, res.BroadcastPostS, res.Delivered, res.BroadcastS)
 		if res.BroadcastCarried+res.BroadcastRead > 0 {
 			row("streams wrote", "%d envelopes from the fan-out, %d read from the mailbox", res.BroadcastCarried, res.BroadcastRead)
+		}
+		if len(res.BroadcastLast) > 0 {
+			row("last reached", "%s", tailRow(res.BroadcastLast))
 		}
 		for _, k := range slices.Sorted(maps.Keys(res.Reconnects)) {
 			row("reconnects", "%d  %s", res.Reconnects[k], k)

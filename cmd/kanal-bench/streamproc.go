@@ -130,11 +130,13 @@ func streamWorker(ctx context.Context, stdin io.Reader, stdout io.Writer) error 
 		d.markSynced = sync.OnceFunc(func() { close(d.synced) })
 		ds[i] = d
 	}
-	delivered := func(_ *device, _ string, _ byte, _, received time.Time) {
+	delivered := func(d *device, _ string, _ byte, _, received time.Time) {
 		mu.Lock()
 		out.WriteString("d ")
 		var b [20]byte
 		out.Write(strconv.AppendInt(b[:0], received.UnixNano(), 10))
+		out.WriteByte(' ')
+		out.Write(strconv.AppendInt(b[:0], int64(d.n), 10))
 		out.WriteByte('\n')
 		mu.Unlock()
 	}
@@ -206,8 +208,8 @@ type streamProc struct {
 
 // startStreamProcs starts one child per share of ds and waits until each
 // has its streams synced. onDelivery is called for every delivery a child
-// reports.
-func (r *runner) startStreamProcs(ctx context.Context, ds []*device, procs int, onDelivery func(received time.Time)) ([]*streamProc, error) {
+// reports, with the child's number (from 1) and the device's.
+func (r *runner) startStreamProcs(ctx context.Context, ds []*device, procs int, onDelivery func(proc, n int, received time.Time)) ([]*streamProc, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -246,7 +248,8 @@ func (r *runner) startStreamProcs(ctx context.Context, ds []*device, procs int, 
 		}
 		p := &streamProc{cmd: cmd, in: in, synced: make(chan error, 1), done: make(chan struct{}), stderr: r.stderr}
 		ps = append(ps, p)
-		go p.read(outp, onDelivery)
+		proc := len(ps)
+		go p.read(outp, func(n int, received time.Time) { onDelivery(proc, n, received) })
 		b, err := json.Marshal(job)
 		if err != nil {
 			return ps, err
@@ -268,7 +271,7 @@ func (r *runner) startStreamProcs(ctx context.Context, ds []*device, procs int, 
 	return ps, nil
 }
 
-func (p *streamProc) read(out io.Reader, onDelivery func(time.Time)) {
+func (p *streamProc) read(out io.Reader, onDelivery func(n int, received time.Time)) {
 	defer close(p.done)
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -282,9 +285,12 @@ func (p *streamProc) read(out io.Reader, onDelivery func(time.Time)) {
 	for sc.Scan() {
 		kind, rest, _ := strings.Cut(sc.Text(), " ")
 		switch kind {
-		case "d":
-			if ns, err := strconv.ParseInt(rest, 10, 64); err == nil {
-				onDelivery(time.Unix(0, ns))
+		case "d": // "d <received, unix nanos> <device n>"
+			at, dev, _ := strings.Cut(rest, " ")
+			ns, err1 := strconv.ParseInt(at, 10, 64)
+			n, err2 := strconv.Atoi(dev)
+			if err1 == nil && err2 == nil {
+				onDelivery(n, time.Unix(0, ns))
 			}
 		case "synced":
 			f := strings.Fields(rest)
