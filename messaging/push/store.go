@@ -105,7 +105,7 @@ func (s store) enqueue(ctx context.Context, devices []string, now time.Time, gra
 				     THEN last_sent_at + CAST($%[3]d AS BIGINT) ELSE CAST($%[2]d AS BIGINT) END, 0, 0
 				 FROM push_subscriptions WHERE device_id IN (%[4]s)
 				 ON CONFLICT (device_id) DO UPDATE SET notified_at = excluded.notified_at`, n+1, n+2, n+3, in)
-			args = append(args, now.UnixMilli(), now.Add(grace).UnixMilli(), minInterval.Milliseconds())
+			args = append(args, now.UnixMilli(), notBefore(now.Add(grace)), minInterval.Milliseconds())
 			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 				return err
 			}
@@ -189,7 +189,7 @@ func (s store) finish(ctx context.Context, j job, next time.Time) error {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE push_jobs SET due_at = $2, attempts = 0, lease_until = 0 WHERE device_id = $1`,
-			j.device, next.UnixMilli())
+			j.device, notBefore(next))
 		return err
 	})
 	if err != nil {
@@ -202,7 +202,7 @@ func (s store) finish(ctx context.Context, j job, next time.Time) error {
 // newer notification waits for the minimum interval.
 func (s store) sent(ctx context.Context, j job, endpoint string, now time.Time, minInterval time.Duration) error {
 	if _, err := s.db.Exec(ctx, `UPDATE push_subscriptions SET last_sent_at = $3 WHERE device_id = $1 AND endpoint = $2`,
-		j.device, endpoint, now.UnixMilli()); err != nil {
+		j.device, endpoint, notBefore(now)); err != nil {
 		return fmt.Errorf("push.sent: %w", err)
 	}
 	return s.finish(ctx, j, now.Add(minInterval))
@@ -211,7 +211,7 @@ func (s store) sent(ctx context.Context, j job, endpoint string, now time.Time, 
 // retry puts a job back, due at next, with attempts counted.
 func (s store) retry(ctx context.Context, device string, attempts int, next time.Time) error {
 	if _, err := s.db.Exec(ctx, `UPDATE push_jobs SET attempts = $2, due_at = $3, lease_until = 0 WHERE device_id = $1`,
-		device, attempts, next.UnixMilli()); err != nil {
+		device, attempts, notBefore(next)); err != nil {
 		return fmt.Errorf("push.retry: %w", err)
 	}
 	return nil
@@ -267,7 +267,7 @@ func (s store) enqueueMissing(ctx context.Context, devices []string, now time.Ti
 		for _, d := range devices {
 			if _, err := tx.ExecContext(ctx,
 				`INSERT INTO push_jobs (device_id, notified_at, due_at, attempts, lease_until) VALUES ($1, $2, $3, 0, 0)
-				 ON CONFLICT (device_id) DO NOTHING`, d, now.UnixMilli(), now.Add(grace).UnixMilli()); err != nil {
+				 ON CONFLICT (device_id) DO NOTHING`, d, now.UnixMilli(), notBefore(now.Add(grace))); err != nil {
 				return err
 			}
 		}
@@ -277,4 +277,18 @@ func (s store) enqueueMissing(ctx context.Context, devices []string, now time.Ti
 		return fmt.Errorf("push.recover: %w", err)
 	}
 	return nil
+}
+
+// notBefore is t in the queue's milliseconds, rounded up. The queue
+// stores times to the millisecond and takes a job once its due time is
+// not after now, so a due time (a retry after Retry-After, the minimum
+// interval after the last push, the grace) rounded down would let a push
+// go up to a millisecond early; the last push's time is rounded up for
+// the same reason, since the minimum interval is counted from it.
+func notBefore(t time.Time) int64 {
+	ms := t.UnixMilli()
+	if time.UnixMilli(ms).Before(t) {
+		ms++
+	}
+	return ms
 }
