@@ -327,15 +327,23 @@ func (r *runner) onEnvelope(d *device, sender string, kind byte, intended, recei
 		default:
 		}
 	case kindMeasured:
-		if rec := r.rec.Load(); rec != nil {
-			rec.Record(received, received.Sub(intended))
-			r.delivered.Add(1)
-			r.lastDeliv.Store(received.UnixNano())
-			if r.tails != nil && d != nil {
-				r.tails.add(d.n, 0, received)
-			}
+		if r.record(intended, received) && r.tails != nil {
+			r.tails.add(d.n, 0, received)
 		}
 	}
+}
+
+// record counts a measured delivery, once the measurement has begun, and
+// says whether it did.
+func (r *runner) record(intended, received time.Time) bool {
+	rec := r.rec.Load()
+	if rec == nil {
+		return false
+	}
+	rec.Record(received, received.Sub(intended))
+	r.delivered.Add(1)
+	r.lastDeliv.Store(received.UnixNano())
+	return true
 }
 
 // connectAll opens every device's stream and waits until each is synced.
@@ -812,8 +820,9 @@ func (r *runner) broadcast(ctx context.Context) error {
 		// the announcement as the devices in this process do.
 		fmt.Fprintf(r.stderr, "kanal-bench: %d streams in %d child processes\n", len(connected), r.o.streamProcs)
 		procs, err = r.startStreamProcs(ctx, connected, r.o.streamProcs, func(proc, n int, received time.Time) {
-			r.onEnvelope(nil, "", kindMeasured, time.Unix(0, r.posted.Load()), received)
-			r.tails.add(n, proc, received)
+			if r.record(time.Unix(0, r.posted.Load()), received) {
+				r.tails.add(n, proc, received)
+			}
 		})
 		defer func() {
 			if procs != nil {

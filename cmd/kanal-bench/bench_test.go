@@ -147,12 +147,6 @@ func TestScenarios(t *testing.T) {
 	})
 }
 
-// -keep: the first run provisions the broadcast into the directory and
-// keeps it; a second run reuses it — no provisioning, the same followers,
-// every connected one reached (one connected now was offline before: its
-// first announcement waits in its mailbox and arrives with its backlog,
-// before the measured post); kept sessions past their age are renewed; a
-// run with another follower count is refused.
 // checkTails: a broadcast's deliveries, counted by node and by the
 // process that held the stream, add up to all of them in each count,
 // and the last of them is the run's figure.
@@ -179,6 +173,12 @@ func checkTails(t *testing.T, name string, res *result) {
 	}
 }
 
+// -keep: the first run provisions the broadcast into the directory and
+// keeps it; a second run reuses it — no provisioning, the same followers,
+// every connected one reached (one connected now was offline before: its
+// first announcement waits in its mailbox and arrives with its backlog,
+// before the measured post); kept sessions past their age are renewed; a
+// run with another follower count is refused.
 func TestBroadcastKeep(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "kept")
 	first := runJSON(t, "-scenario", "broadcast", "-devices", "5", "-connected", "3", "-keep", dir)
