@@ -41,11 +41,14 @@ func newTails(nodes, procs int) *tails {
 func (t *tails) add(n, proc int, received time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, c := range []*tailCount{&t.nodes[n%len(t.nodes)], &t.procs[min(max(proc, 0), len(t.procs)-1)]} {
-		c.n++
-		if received.After(c.last) {
-			c.last = received
-		}
+	t.nodes[n%len(t.nodes)].see(received)
+	t.procs[min(max(proc, 0), len(t.procs)-1)].see(received)
+}
+
+func (c *tailCount) see(received time.Time) {
+	c.n++
+	if received.After(c.last) {
+		c.last = received
 	}
 }
 
