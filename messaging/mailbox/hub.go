@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
@@ -1067,7 +1068,7 @@ func (c *conn) start() {
 	// finds it ended (should the word of its end have been lost).
 	now := time.Now()
 	c.mu.Lock()
-	c.nextPing, c.nextCheck = now.Add(c.hub.o.PingInterval), now.Add(c.hub.o.SessionRecheck)
+	c.nextPing, c.nextCheck = now.Add(firstAfter(c.hub.o.PingInterval)), now.Add(firstAfter(c.hub.o.SessionRecheck))
 	c.expires = now.Add(c.sess.Expires.Sub(c.hub.o.Now()))
 	c.timer = time.AfterFunc(c.untilNext(now), c.tick)
 	c.ready = true
@@ -1140,6 +1141,19 @@ func (c *conn) end(release func()) {
 	c.cancel()
 	close(c.done)
 	c.untrack()
+}
+
+// firstAfter is how long after its start a stream's first ping or
+// session check is due: a uniformly random point of its first interval,
+// never later than a full one. Every later one follows a whole interval
+// after the one before, so a stream keeps its offset. Streams that open
+// together (a node's restart brings its devices back within seconds; a
+// load test opens thousands before it measures) would otherwise ping and
+// recheck together for as long as they live: a wave of pings, pongs and
+// mailbox looks every PingInterval, and of session checks every
+// SessionRecheckInterval. Spread, the node does the same work evenly.
+func firstAfter(every time.Duration) time.Duration {
+	return 1 + time.Duration(rand.Int64N(int64(every)))
 }
 
 // untilNext is the time from now to the earliest of the ping, the

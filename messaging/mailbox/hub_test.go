@@ -490,6 +490,93 @@ func TestUnansweredPingClosesWith4008(t *testing.T) {
 	wantStallCause(t, n.hub.Stats().PingTimeouts, mailbox.StallQuiet)
 }
 
+// TestStreamsOpenedTogetherPingApart: streams that open at once — a
+// node's devices coming back after its restart — are not pinged at once
+// for as long as they live. Each stream's first ping comes at a random
+// point of its first interval, never later than a whole one (a lost
+// wake-up still waits at most PingInterval for the look that follows a
+// ping), and the next a whole interval after it, so the streams keep
+// apart.
+func TestStreamsOpenedTogetherPingApart(t *testing.T) {
+	const streams, interval = 24, 600 * time.Millisecond
+	d := dbtest.SQLite(t, mailbox.Migrations())
+	b, err := bus.Open(context.Background(), bus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	n := newNodeWithPing(t, mailbox.NewStore(d, mailbox.StoreOptions{}), b, time.Second, interval)
+
+	// pinged[i] holds when stream i was pinged, from its dial's return.
+	var mu sync.Mutex
+	pinged := make([][]time.Duration, streams)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := range streams {
+		var opened time.Time
+		ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(n.srv.URL, "http"), &websocket.DialOptions{
+			HTTPHeader: http.Header{"Kanal-Test-Device": {fmt.Sprintf("dev_ping%d", i)}},
+			OnPingReceived: func(context.Context, []byte) bool {
+				mu.Lock()
+				defer mu.Unlock()
+				pinged[i] = append(pinged[i], time.Since(opened))
+				return true // answered
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		opened = time.Now()
+		t.Cleanup(func() { ws.CloseNow() })
+		go func() { // reads, so that pings are answered
+			for {
+				if _, _, err := ws.Read(ctx); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	twice := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range pinged {
+			if len(p) < 2 {
+				return false
+			}
+		}
+		return true
+	}
+	for !twice() {
+		if ctx.Err() != nil {
+			t.Fatal("not every stream was pinged twice")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	mu.Lock()
+	defer mu.Unlock()
+	// The dial returns before the node starts the stream's clock, and a
+	// ping is read a little after it is due: 300 ms of slack for a
+	// loaded machine.
+	const slack = 300 * time.Millisecond
+	first, last := time.Duration(1<<62), time.Duration(0)
+	for i, p := range pinged {
+		if p[0] > interval+slack {
+			t.Errorf("stream %d: first ping after %v, more than the interval %v", i, p[0], interval)
+		}
+		if gap := p[1] - p[0]; gap < interval*9/10 {
+			t.Errorf("stream %d: second ping %v after the first, want a whole interval (%v)", i, gap, interval)
+		}
+		first, last = min(first, p[0]), max(last, p[0])
+	}
+	// At once, all 24 first pings would fall within a few milliseconds of
+	// each other; spread over the interval, they span a third of it or
+	// less with a probability under 10⁻⁹.
+	if last-first < interval/3 {
+		t.Fatalf("first pings between %v and %v after the streams opened: not spread over the interval %v", first, last, interval)
+	}
+}
+
 // TestReplacedAndRevokedAndShutdown: a second stream of the device no
 // longer replaces the first (4000 is retired; see streams_test.go), a
 // revocation closes them all, and shutdown closes with 1001.

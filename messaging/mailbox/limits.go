@@ -57,12 +57,16 @@ const (
 	// dead peers. Each ping is also followed by a look at the device's
 	// mailbox head (and a read of the mailbox if it holds more than the
 	// stream has sent: pinged.go), so a lost wake-up delays an envelope
-	// by at most this long, pingedDelay and the wake-up's grace.
+	// by at most this long, pingedDelay and the wake-up's grace. A
+	// stream's first ping comes at a random point of its first interval
+	// (firstAfter), so that streams opened together do not ping together.
 	PingInterval = 30 * time.Second
 
 	// SessionRecheckInterval is how often a stream asks whether its
 	// session still holds. Sessions that end close their streams at once
-	// through the bus; this check closes one whose word was lost.
+	// through the bus; this check closes one whose word was lost. The
+	// first check, like the first ping, comes at a random point of its
+	// first interval.
 	SessionRecheckInterval = 2 * time.Minute
 
 	// AckInterval is how often a stream writes acknowledgements at most
