@@ -175,12 +175,13 @@ func TestBatcherFailureInLargeBatch(t *testing.T) {
 		const n = 64
 		b := d.NewBatcher(n)
 		defer b.Close()
-		hold := make(chan struct{})
+		hold, entered := make(chan struct{}), make(chan struct{})
 		held := make(chan error, 1)
-		go func() { held <- b.Do(ctx, func(*sql.Tx) error { <-hold; return nil }) }()
-		for b.Stats().Queued < 1 {
-			time.Sleep(time.Millisecond)
-		}
+		go func() { held <- b.Do(ctx, func(*sql.Tx) error { close(entered); <-hold; return nil }) }()
+		// The held body runs before the others are queued: queued is not
+		// enough, for the writer could take the first of the 64 into the
+		// held body's batch.
+		<-entered
 		const bad = 37
 		errBad := errors.New("bad body")
 		var mu sync.Mutex
