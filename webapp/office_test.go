@@ -307,7 +307,10 @@ func TestAttackPaymentStatusNotice(t *testing.T) {
 		t.Fatalf("%d notices were taken", n)
 	}
 	// Reopened from the device's store, it is still open.
-	citizen.do("reopen", enterX(`//ol[@id="messages"]/li[p[contains(., "Zahlungsaufforderung")]]/button`), visible("#epc-qr"))
+	// The reopen rebuilds the view, and the QR code of the view before
+	// it may still be the one seen: wait until a status shows again.
+	citizen.do("reopen", enterX(`//ol[@id="messages"]/li[p[contains(., "Zahlungsaufforderung")]]/button`), visible("#epc-qr"),
+		visibleX(`//dd[contains(concat(" ", @class, " "), " pay-status ") and normalize-space(.) != ""]`))
 	if st := run(citizen, "status", chromedp.Text(chromedp.CSS("dd.pay-status"))); st != "offen" {
 		t.Fatalf("reopened, the request shows as %q", st)
 	}
