@@ -265,6 +265,9 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_stream_ack_writes_total",
 			Help: "Writes that deleted acknowledged envelopes, on this node's streams."},
 			func() float64 { return float64(hub.Stats().AckWrites) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_stream_ack_frames_total",
+			Help: "Ack frames read from devices on this node's streams: one per message when clients acknowledge each alone, fewer when they gather (the Go SDK gathers for up to 100 ms)."},
+			func() float64 { return float64(hub.Stats().AckFrames) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kanal_stream_late_reads_total",
 			Help: "Streams that read their mailbox after a ping because it held envelopes they had not sent and no wake-up brought them within the grace: mostly lost wake-ups."},
 			func() float64 { return float64(hub.Stats().LateReads) }))

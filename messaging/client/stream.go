@@ -33,6 +33,26 @@ import (
 // ratchet keys are gone once it has been decrypted; a repeat of the same
 // envelope — after a reconnect, or on a second node — is answered from
 // there, never decrypted twice, and never handed out twice once acked.
+//
+// The acknowledgements Receive makes are gathered: they go out in one
+// ack frame AckDelay after the first of them, or at once when AckAtOnce
+// wait, and Close writes those still waiting. A frame per message would
+// cost the device and the server a write and a read each for every
+// message that arrives while others are being read. Ack writes at once.
+
+// AckDelay is the longest an acknowledgement that Receive made waits for
+// others to go out with: the server gathers acknowledgements for as long
+// before it deletes the envelopes (mailbox.AckInterval).
+const AckDelay = 100 * time.Millisecond
+
+// AckAtOnce is how many gathered acknowledgements are written without
+// waiting for AckDelay: half of what the server lets a stream hold
+// unacknowledged before it waits, so it never waits for a gathered one.
+const AckAtOnce = 256
+
+// ackWriteTimeout bounds the write of gathered acknowledgements that no
+// caller waits for.
+const ackWriteTimeout = 10 * time.Second
 
 // Incoming is a received message.
 type Incoming struct {
@@ -95,6 +115,9 @@ type Stream struct {
 	mu      sync.Mutex
 	queue   []mailbox.Envelope // received, not yet handed out (at most the server's MaxInFlight)
 	unacked []string           // handed out, acknowledged with the next Receive
+	due     []string           // acknowledged by Receive, written by the timer
+	dueAt   *time.Timer        // armed while due waits
+	dueErr  error              // the timer's failed write, for the next call
 	pending map[string]chan sendResult
 	ref     int
 }
@@ -144,9 +167,15 @@ func (c *Client) subprotocols() []string {
 // Binary says whether the stream speaks binary frames (kanal.bin.v1).
 func (s *Stream) Binary() bool { return s.bin }
 
-// Close closes the stream. Messages handed out and not yet acknowledged
-// come again on the next stream.
+// Close writes the acknowledgements Receive gathered and closes the
+// stream. Messages handed out and not yet acknowledged come again on the
+// next stream.
 func (s *Stream) Close() error {
+	if ids := s.takeDue(); len(ids) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), ackWriteTimeout)
+		_ = s.ack(ctx, ids) // if the socket is gone, they come again
+		cancel()
+	}
 	err := s.ws.Close(websocket.StatusNormalClosure, "")
 	<-s.done
 	return err
@@ -299,11 +328,12 @@ func (s *Stream) answer(ref string, r sendResult) {
 func (s *Stream) Synced() <-chan struct{} { return s.synced }
 
 // Receive returns the next message, waiting for one. It first
-// acknowledges the messages handed out before. A *ReceiveError reports
+// acknowledges the messages handed out before, gathered with others for
+// at most AckDelay. A *ReceiveError reports
 // an envelope that could not be read; Receive can be called again after
 // it.
 func (s *Stream) Receive(ctx context.Context) (*Incoming, error) {
-	if err := s.Ack(ctx); err != nil {
+	if err := s.gather(ctx); err != nil {
 		return nil, err
 	}
 	for {
@@ -429,14 +459,82 @@ func (s *Stream) Backlog(ctx context.Context) ([]*Incoming, []error, error) {
 	}
 }
 
-// Ack acknowledges the messages handed out so far: the server deletes
-// them, and the SDK forgets their decrypted copies.
+// Ack acknowledges the messages handed out so far, those whose gathered
+// acknowledgement waits included, at once: the server deletes them, and
+// the SDK forgets their decrypted copies.
 func (s *Stream) Ack(ctx context.Context) error {
+	due := s.takeDue()
 	s.mu.Lock()
-	ids := s.unacked
+	ids := append(due, s.unacked...)
 	s.unacked = nil
+	err := s.dueErr
+	s.dueErr = nil
 	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	return s.ack(ctx, ids)
+}
+
+// gather passes the messages handed out so far to the acknowledgements
+// waiting for the timer, and writes them all at once when AckAtOnce wait.
+// It returns the error of a gathered write that failed since the last
+// call.
+func (s *Stream) gather(ctx context.Context) error {
+	s.mu.Lock()
+	if err := s.dueErr; err != nil {
+		s.dueErr = nil
+		s.mu.Unlock()
+		return err
+	}
+	s.due = append(s.due, s.unacked...)
+	s.unacked = nil
+	var now []string
+	switch {
+	case len(s.due) >= AckAtOnce:
+		now = s.due
+		s.due = nil
+		if s.dueAt != nil {
+			s.dueAt.Stop()
+			s.dueAt = nil
+		}
+	case len(s.due) > 0 && s.dueAt == nil:
+		s.dueAt = time.AfterFunc(AckDelay, s.writeDue)
+	}
+	s.mu.Unlock()
+	return s.ack(ctx, now)
+}
+
+// takeDue takes the gathered acknowledgements and stops their timer.
+func (s *Stream) takeDue() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dueAt != nil {
+		s.dueAt.Stop()
+		s.dueAt = nil
+	}
+	ids := s.due
+	s.due = nil
+	return ids
+}
+
+// writeDue writes the gathered acknowledgements when AckDelay is up. A
+// failure is kept for the next Receive or Ack, as if that call had
+// written them.
+func (s *Stream) writeDue() {
+	s.mu.Lock()
+	ids := s.due
+	s.due, s.dueAt = nil, nil
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), ackWriteTimeout)
+	defer cancel()
+	if err := s.ack(ctx, ids); err != nil {
+		s.mu.Lock()
+		if s.dueErr == nil {
+			s.dueErr = err
+		}
+		s.mu.Unlock()
+	}
 }
 
 // ack acknowledges ids and forgets their decrypted copies.

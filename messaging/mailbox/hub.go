@@ -124,6 +124,7 @@ type Hub struct {
 	forged        atomic.Uint64                 // bus messages whose tag did not verify
 	undecodable   atomic.Uint64                 // genuine wake-ups and fan-outs that did not decode
 	ackWrites     atomic.Uint64                 // acknowledgement writes to the store
+	ackFrames     atomic.Uint64                 // well-formed ack frames read
 	wakeUps       atomic.Uint64                 // wake-ups dispatched to a device's streams
 	fetches       atomic.Uint64                 // reads of a mailbox by a stream
 	headLooks     atomic.Uint64                 // pinged streams whose device's head was looked at
@@ -264,6 +265,8 @@ type HubStats struct {
 	Undecodable uint64
 	// AckWrites counts the writes that deleted acknowledged envelopes.
 	AckWrites uint64
+	// AckFrames counts the well-formed ack frames read from devices.
+	AckFrames uint64
 	// SessionChecks counts the gathered session rechecks: calls of
 	// HubOptions.CheckSessions.
 	SessionChecks uint64
@@ -291,7 +294,7 @@ type HubStats struct {
 
 // Stats returns the counters since the hub started.
 func (h *Hub) Stats() HubStats {
-	s := HubStats{Carried: h.carried.Load(), Read: h.read.Load(), Forged: h.forged.Load(), Undecodable: h.undecodable.Load(), AckWrites: h.ackWrites.Load(), WakeUps: h.wakeUps.Load(), Fetches: h.fetches.Load(), HeadLooks: h.headLooks.Load(), LateReads: h.lateReads.Load(), SessionChecks: h.sessionChecks.Load()}
+	s := HubStats{Carried: h.carried.Load(), Read: h.read.Load(), Forged: h.forged.Load(), Undecodable: h.undecodable.Load(), AckWrites: h.ackWrites.Load(), AckFrames: h.ackFrames.Load(), WakeUps: h.wakeUps.Load(), Fetches: h.fetches.Load(), HeadLooks: h.headLooks.Load(), LateReads: h.lateReads.Load(), SessionChecks: h.sessionChecks.Load()}
 	for i := range s.PingTimeouts {
 		s.PingTimeouts[i] = h.pingTimeouts[i].Load()
 		s.WriteTimeouts[i] = h.writeTimeouts[i].Load()
@@ -1512,6 +1515,7 @@ func (c *conn) handle(typ string, data []byte) error {
 // checkAcks takes a well-formed ack's ids if the stream's rules allow
 // them, or answers with a problem.
 func (c *conn) checkAcks(ids []string) error {
+	c.hub.ackFrames.Add(1)
 	if len(ids) > MaxAckBatch {
 		return web.Errorf(http.StatusBadRequest, web.TypeValidation, "Invalid ack", "at most %d ids per ack", MaxAckBatch)
 	}
