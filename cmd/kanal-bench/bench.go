@@ -474,6 +474,9 @@ func (r *runner) measure(ctx context.Context, senders []sender) error {
 	if s := r.res.Server; s != nil && dbOK && dbOK1 && r.res.Delivered > 0 {
 		s.GroupCommits = db1.batches - db0.batches
 		s.RoundTripsPerEnvelope = (db1.roundTrips - db0.roundTrips) / float64(r.res.Delivered)
+		if db0.acksSeen && db1.acksSeen {
+			s.AckFramesPerEnvelope = (db1.ackFrames - db0.ackFrames) / float64(r.res.Delivered)
+		}
 		if db0.failuresSeen && db1.failuresSeen {
 			c := db1.conflicts - db0.conflicts
 			f := c + db1.commitErrors - db0.commitErrors

@@ -22,6 +22,10 @@ type dbCounters struct {
 	// kanal_group_commit_failures_total.
 	conflicts, commitErrors float64
 	failuresSeen            bool
+	// ackFrames are the ack frames the nodes read; acksSeen is false if
+	// a node lacks kanal_stream_ack_frames_total.
+	ackFrames float64
+	acksSeen  bool
 	// commit and wait are the group commit's durations and the writes'
 	// waits for one (kanald's histograms, absent before they existed).
 	commit, wait promHist
@@ -93,7 +97,7 @@ func (r *runner) dbCounters(ctx context.Context) (c dbCounters, ok bool) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	c.failuresSeen = true
+	c.failuresSeen, c.acksSeen = true, true
 	for _, u := range r.cl.urls {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/metrics", nil)
 		if err != nil {
@@ -103,7 +107,7 @@ func (r *runner) dbCounters(ctx context.Context) (c dbCounters, ok bool) {
 		if err != nil {
 			return c, false
 		}
-		found, failuresFound := 0, 0
+		found, failuresFound, acksFound := 0, 0, 0
 		sc := bufio.NewScanner(resp.Body)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
@@ -128,6 +132,8 @@ func (r *runner) dbCounters(ctx context.Context) (c dbCounters, ok bool) {
 				dst = &c.batches
 			case "kanal_group_commit_writes_total":
 				dst = &c.writes
+			case "kanal_stream_ack_frames_total":
+				dst, count = &c.ackFrames, &acksFound
 			default:
 				continue
 			}
@@ -141,6 +147,7 @@ func (r *runner) dbCounters(ctx context.Context) (c dbCounters, ok bool) {
 			return c, false
 		}
 		c.failuresSeen = c.failuresSeen && failuresFound == 2
+		c.acksSeen = c.acksSeen && acksFound == 1
 	}
 	return c, true
 }

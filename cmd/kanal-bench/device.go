@@ -451,64 +451,33 @@ type envelopesFrame struct {
 	buf  *[]byte
 }
 
-// process decrypts and acknowledges the frames the read loop hands over.
+// process decrypts the frames the read loop hands over and acknowledges
+// them as the SDK's Stream.Receive does: gathered, in one ack frame
+// client.AckDelay after the first, or at once when client.AckAtOnce wait.
 func (r *runner) process(ctx context.Context, d *device, frames <-chan envelopesFrame, h envelopeHandler) {
-	for fr := range frames {
-		envs := fr.envs
-		ids := make([]string, 0, len(envs))
-		for _, e := range envs {
-			ids = append(ids, e.ID)
-			if e.Sender == messaging.NoticeSender {
-				continue // the server's own word, such as a group change
+	var ids []string
+	var due <-chan time.Time // the timer's channel while ids wait
+	timer := time.NewTimer(client.AckDelay)
+	timer.Stop() // Go 1.23 timers: a stopped timer's channel holds nothing
+	defer timer.Stop()
+	for {
+		select {
+		case fr, ok := <-frames:
+			if !ok {
+				return
 			}
-			if d.seen != nil {
-				d.smu.Lock()
-				again := d.seen[e.ID]
-				d.seen[e.ID] = true
-				d.smu.Unlock()
-				if again {
-					r.redelivered.Add(1)
-					continue
-				}
-			}
-			if e.Class == mailbox.ClassBroadcast {
-				if err := r.announcement(d, &e); err != nil {
-					r.errs.add("announcement refused: " + errKind(err))
-					continue
-				}
-				h(d, e.Sender, kindMeasured, time.Unix(0, r.posted.Load()), time.Now())
-				continue
-			}
-			pt, err := d.open(ctx, &e)
-			if err != nil {
-				if ctx.Err() == nil {
-					r.errs.add("decrypt failed: " + errKind(err))
+			ids = r.take(ctx, d, fr, h, ids)
+			if len(ids) < client.AckAtOnce {
+				if due == nil {
+					timer.Reset(client.AckDelay)
+					due = timer.C
 				}
 				continue
 			}
-			if len(pt) < payloadHead {
-				r.errs.add("short payload")
-				continue
-			}
-			if pt[0] == kindDistribution {
-				if err := d.acceptDistribution(e.Sender, pt[payloadHead:]); err != nil {
-					r.errs.add("sender key: " + errKind(err))
-				}
-				r.distributions.Add(1)
-				continue
-			}
-			intended := time.Unix(0, int64(binary.BigEndian.Uint64(pt[1:])))
-			if pt[0] == kindOverload && r.track != nil {
-				r.track.delivered(e.Sender, pt, intended, time.Now())
-				continue
-			}
-			h(d, e.Sender, pt[0], intended, time.Now())
+			timer.Stop()
+		case <-due:
 		}
-		if fr.buf != nil {
-			// Nothing above keeps a ciphertext: the announcement check
-			// copies the one it keeps, decryption writes new plaintexts.
-			frameBufs.Put(fr.buf)
-		}
+		due = nil
 		if err := d.writeAck(ctx, ids); err != nil {
 			switch {
 			case ctx.Err() != nil:
@@ -521,7 +490,67 @@ func (r *runner) process(ctx context.Context, d *device, frames <-chan envelopes
 			}
 			return
 		}
+		ids = ids[:0]
 	}
+}
+
+// take decrypts and checks one frame's envelopes, hands each to h, and
+// returns ids with theirs appended.
+func (r *runner) take(ctx context.Context, d *device, fr envelopesFrame, h envelopeHandler, ids []string) []string {
+	for _, e := range fr.envs {
+		ids = append(ids, e.ID)
+		if e.Sender == messaging.NoticeSender {
+			continue // the server's own word, such as a group change
+		}
+		if d.seen != nil {
+			d.smu.Lock()
+			again := d.seen[e.ID]
+			d.seen[e.ID] = true
+			d.smu.Unlock()
+			if again {
+				r.redelivered.Add(1)
+				continue
+			}
+		}
+		if e.Class == mailbox.ClassBroadcast {
+			if err := r.announcement(d, &e); err != nil {
+				r.errs.add("announcement refused: " + errKind(err))
+				continue
+			}
+			h(d, e.Sender, kindMeasured, time.Unix(0, r.posted.Load()), time.Now())
+			continue
+		}
+		pt, err := d.open(ctx, &e)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.errs.add("decrypt failed: " + errKind(err))
+			}
+			continue
+		}
+		if len(pt) < payloadHead {
+			r.errs.add("short payload")
+			continue
+		}
+		if pt[0] == kindDistribution {
+			if err := d.acceptDistribution(e.Sender, pt[payloadHead:]); err != nil {
+				r.errs.add("sender key: " + errKind(err))
+			}
+			r.distributions.Add(1)
+			continue
+		}
+		intended := time.Unix(0, int64(binary.BigEndian.Uint64(pt[1:])))
+		if pt[0] == kindOverload && r.track != nil {
+			r.track.delivered(e.Sender, pt, intended, time.Now())
+			continue
+		}
+		h(d, e.Sender, pt[0], intended, time.Now())
+	}
+	if fr.buf != nil {
+		// Nothing above keeps a ciphertext: the announcement check
+		// copies the one it keeps, decryption writes new plaintexts.
+		frameBufs.Put(fr.buf)
+	}
+	return ids
 }
 
 // open decrypts an envelope: a sender-key message (after an 'S') in the
@@ -615,10 +644,19 @@ func (d *device) writeFrame(ctx context.Context, text func() ([]byte, error), bi
 	return d.ws.Write(wctx, typ, b)
 }
 
+// writeAck acknowledges ids, in frames of at most wire.MaxAckBatch.
 func (d *device) writeAck(ctx context.Context, ids []string) error {
-	return d.writeFrame(ctx,
-		func() ([]byte, error) { return json.Marshal(map[string]any{"type": "ack", "ids": ids}) },
-		func() ([]byte, error) { return wire.AppendAck(nil, ids) })
+	for len(ids) > 0 {
+		part := ids[:min(len(ids), wire.MaxAckBatch)]
+		ids = ids[len(part):]
+		err := d.writeFrame(ctx,
+			func() ([]byte, error) { return json.Marshal(map[string]any{"type": "ack", "ids": part}) },
+			func() ([]byte, error) { return wire.AppendAck(nil, part) })
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (d *device) answer(ref string, err error) {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -11,12 +13,16 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/kanal-server/kanal/messaging"
+	"github.com/kanal-server/kanal/messaging/client"
 	"github.com/kanal-server/kanal/messaging/mailbox"
+	"github.com/kanal-server/kanal/messaging/mailbox/wire"
 )
 
 // A broadcast device that reconnected gets the announcement again from its
 // mailbox (it was not acknowledged before the close): the copy is
-// acknowledged, not counted as a second delivery.
+// acknowledged, with the first in one gathered ack frame, and not counted
+// as a second delivery.
 func TestBroadcastRedeliveryCountedOnce(t *testing.T) {
 	acks := make(chan []byte, 4)
 	ctx, ws := dialServer(t, func(ws *websocket.Conn, req *http.Request) {
@@ -40,21 +46,97 @@ func TestBroadcastRedeliveryCountedOnce(t *testing.T) {
 	frames := make(chan envelopesFrame, 2)
 	frames <- envelopesFrame{envs: []mailbox.Envelope{e}}
 	frames <- envelopesFrame{envs: []mailbox.Envelope{e}} // again, after a reconnect
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.process(ctx, d, frames, func(*device, string, byte, time.Time, time.Time) { handled++ })
+	}()
+	// Both copies acknowledged, gathered into one frame as the SDK does.
+	select {
+	case b := <-acks:
+		if string(b) != `{"ids":["e1","e1"],"type":"ack"}` {
+			t.Fatalf("ack frame %s", b)
+		}
+	case <-ctx.Done():
+		t.Fatal("the copies were not acknowledged")
+	}
 	close(frames)
-	r.process(ctx, d, frames, func(*device, string, byte, time.Time, time.Time) { handled++ })
+	<-done
 	if handled != 1 || r.redelivered.Load() != 1 {
 		t.Fatalf("handled %d, counted as sent again %d; want the announcement once and its copy once", handled, r.redelivered.Load())
 	}
-	for range 2 { // both copies acknowledged
+	if n := r.errs.total(); n != 0 {
+		t.Fatalf("%d errors: %v", n, r.errs.snapshot())
+	}
+}
+
+// The load generator acknowledges as the SDK's Receive does: gathered
+// (one frame for what arrives within client.AckDelay), at once when
+// client.AckAtOnce wait, and never more than wire.MaxAckBatch ids in a
+// frame, which the server would refuse.
+func TestAcksGatheredAndSplit(t *testing.T) {
+	acks := make(chan []byte, 8)
+	ctx, ws := dialServer(t, func(ws *websocket.Conn, req *http.Request) {
+		for {
+			_, b, err := ws.Read(req.Context())
+			if err != nil {
+				return
+			}
+			acks <- b
+		}
+	})
+	r := &runner{o: &options{scenario: "direct"}, errs: &errCounter{}, reconnects: &errCounter{}}
+	d := &device{ws: ws}
+	frame := func(from, n int) envelopesFrame {
+		var envs []mailbox.Envelope
+		for i := from; i < from+n; i++ {
+			// Server notices: acknowledged without being decrypted.
+			envs = append(envs, mailbox.Envelope{ID: fmt.Sprint("e", i), Sender: messaging.NoticeSender})
+		}
+		return envelopesFrame{envs: envs}
+	}
+	frames := make(chan envelopesFrame, 4)
+	frames <- frame(0, 3)
+	frames <- frame(3, client.AckAtOnce-4) // one short of AckAtOnce
+	frames <- frame(client.AckAtOnce-1, 400)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.process(ctx, d, frames, func(*device, string, byte, time.Time, time.Time) {})
+	}()
+	next := func() []string {
+		t.Helper()
 		select {
 		case b := <-acks:
-			if string(b) != `{"ids":["e1"],"type":"ack"}` {
-				t.Fatalf("ack frame %s", b)
+			var f struct {
+				Type string   `json:"type"`
+				IDs  []string `json:"ids"`
 			}
+			if err := json.Unmarshal(b, &f); err != nil || f.Type != "ack" {
+				t.Fatalf("ack frame %s: %v", b, err)
+			}
+			return f.IDs
 		case <-ctx.Done():
-			t.Fatal("a copy was not acknowledged")
+			t.Fatal("no ack frame")
+			return nil
 		}
 	}
+	total := client.AckAtOnce - 1 + 400
+	first, second := next(), next()
+	if len(first) != wire.MaxAckBatch || len(second) != total-wire.MaxAckBatch {
+		t.Fatalf("ack frames of %d and %d ids, want %d and %d", len(first), len(second), wire.MaxAckBatch, total-wire.MaxAckBatch)
+	}
+	for i, id := range append(first, second...) {
+		if id != fmt.Sprint("e", i) {
+			t.Fatalf("id %d is %s", i, id)
+		}
+	}
+	frames <- frame(total, 2)
+	if got := next(); len(got) != 2 {
+		t.Fatalf("the last two acknowledged as %v", got)
+	}
+	close(frames)
+	<-done
 	if n := r.errs.total(); n != 0 {
 		t.Fatalf("%d errors: %v", n, r.errs.snapshot())
 	}

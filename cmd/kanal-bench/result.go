@@ -130,6 +130,9 @@ type serverStats struct {
 	WritesPerCommit       float64 `json:"writes_per_commit,omitempty"`
 	RoundTripsPerCommit   float64 `json:"round_trips_per_commit,omitempty"`
 	RoundTripsPerEnvelope float64 `json:"round_trips_per_envelope,omitempty"`
+	// The ack frames the nodes read per delivered envelope (absent from
+	// a kanald without kanal_stream_ack_frames_total).
+	AckFramesPerEnvelope float64 `json:"ack_frames_per_envelope,omitempty"`
 	// The measured phase's group commits whose shared transaction failed
 	// and ran again in smaller commits, and of them the conflicts
 	// (deadlocks, serialization failures, SQLite busy); nil from a kanald
@@ -288,6 +291,9 @@ func writeTable(w io.Writer, res *result) {
 		}
 		if s.CommitMeanMS > 0 {
 			row("commit time", "mean %.2f ms, p99 ≤ %g ms; a write's wait for its commit: mean %.2f ms, p99 ≤ %g ms", s.CommitMeanMS, s.CommitP99MS, s.WaitMeanMS, s.WaitP99MS)
+		}
+		if s.AckFramesPerEnvelope > 0 {
+			row("ack frames", "%.2f per delivered envelope", s.AckFramesPerEnvelope)
 		}
 		if s.RoundTripsPerEnvelope > 0 {
 			row("round trips", "%.2f to PostgreSQL per delivered envelope, %.1f per group commit", s.RoundTripsPerEnvelope, s.RoundTripsPerCommit)
