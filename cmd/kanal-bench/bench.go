@@ -342,8 +342,21 @@ func (r *runner) record(intended, received time.Time) bool {
 	}
 	rec.Record(received, received.Sub(intended))
 	r.delivered.Add(1)
-	r.lastDeliv.Store(received.UnixNano())
+	r.deliveredAt(received)
 	return true
+}
+
+// deliveredAt keeps t as the last delivery if none later was kept: the
+// devices record from many goroutines, and a delivery stored after a
+// later one must not hide it.
+func (r *runner) deliveredAt(t time.Time) {
+	n := t.UnixNano()
+	for {
+		last := r.lastDeliv.Load()
+		if n <= last || r.lastDeliv.CompareAndSwap(last, n) {
+			return
+		}
+	}
 }
 
 // connectAll opens every device's stream and waits until each is synced.

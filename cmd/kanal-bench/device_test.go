@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -197,4 +198,27 @@ func dialServer(t *testing.T, serve func(*websocket.Conn, *http.Request)) (conte
 	}
 	t.Cleanup(func() { ws.CloseNow() })
 	return ctx, ws
+}
+
+// The last delivery is the latest of all recorded, whatever order the
+// devices' goroutines record them in: the broadcast's time is read from
+// it.
+func TestLastDeliveryIsTheLatest(t *testing.T) {
+	r := &runner{}
+	base := time.Now()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Each goroutine records its deliveries latest first.
+			for i := 1000; i >= 0; i-- {
+				r.deliveredAt(base.Add(time.Duration(i*8+g) * time.Microsecond))
+			}
+		}()
+	}
+	wg.Wait()
+	if got, want := r.lastDeliv.Load(), base.Add(8007*time.Microsecond).UnixNano(); got != want {
+		t.Fatalf("last delivery %v after the first, want %v", time.Duration(got-base.UnixNano()), 8007*time.Microsecond)
+	}
 }

@@ -45,7 +45,7 @@ func (r *runner) natsDirect(ctx context.Context) error {
 			if rec := r.rec.Load(); rec != nil {
 				rec.Record(now, now.Sub(time.Unix(0, int64(binary.BigEndian.Uint64(m.Data[1:])))))
 				r.delivered.Add(1)
-				r.lastDeliv.Store(now.UnixNano())
+				r.deliveredAt(now)
 			}
 		})
 		if err != nil {

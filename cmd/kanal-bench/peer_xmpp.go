@@ -60,7 +60,7 @@ func (r *runner) xmppDirect(ctx context.Context) error {
 			if rec := r.rec.Load(); rec != nil {
 				rec.Record(now, now.Sub(time.Unix(0, int64(binary.BigEndian.Uint64(pt[1:])))))
 				r.delivered.Add(1)
-				r.lastDeliv.Store(now.UnixNano())
+				r.deliveredAt(now)
 			}
 		}
 		return nil

@@ -86,7 +86,7 @@ func (r *runner) tokens(ctx context.Context) error {
 				now := time.Now()
 				r.rec.Load().Record(now, now.Sub(t0))
 				r.delivered.Add(1)
-				r.lastDeliv.Store(now.UnixNano())
+				r.deliveredAt(now)
 				issued[j].Add(1)
 			}
 		}()
