@@ -20,21 +20,28 @@ import (
 	"github.com/kanal-server/kanal/messaging/mailbox/wire"
 )
 
-// A broadcast device that reconnected gets the announcement again from its
-// mailbox (it was not acknowledged before the close): the copy is
-// acknowledged, with the first in one gathered ack frame, and not counted
-// as a second delivery.
-func TestBroadcastRedeliveryCountedOnce(t *testing.T) {
-	acks := make(chan []byte, 4)
+// dialFrameSink dials a server that hands every frame it reads to the
+// returned channel.
+func dialFrameSink(t *testing.T) (context.Context, *websocket.Conn, <-chan []byte) {
+	frames := make(chan []byte, 8)
 	ctx, ws := dialServer(t, func(ws *websocket.Conn, req *http.Request) {
 		for {
 			_, b, err := ws.Read(req.Context())
 			if err != nil {
 				return
 			}
-			acks <- b
+			frames <- b
 		}
 	})
+	return ctx, ws, frames
+}
+
+// A broadcast device that reconnected gets the announcement again from its
+// mailbox (it was not acknowledged before the close): the copy is
+// acknowledged, with the first in one gathered ack frame, and not counted
+// as a second delivery.
+func TestBroadcastRedeliveryCountedOnce(t *testing.T) {
+	ctx, ws, acks := dialFrameSink(t)
 
 	r := &runner{o: &options{scenario: "broadcast"}, errs: &errCounter{}, reconnects: &errCounter{}}
 	d := &device{ws: ws, seen: r.seenMap()}
@@ -76,16 +83,7 @@ func TestBroadcastRedeliveryCountedOnce(t *testing.T) {
 // client.AckAtOnce wait, and never more than wire.MaxAckBatch ids in a
 // frame, which the server would refuse.
 func TestAcksGatheredAndSplit(t *testing.T) {
-	acks := make(chan []byte, 8)
-	ctx, ws := dialServer(t, func(ws *websocket.Conn, req *http.Request) {
-		for {
-			_, b, err := ws.Read(req.Context())
-			if err != nil {
-				return
-			}
-			acks <- b
-		}
-	})
+	ctx, ws, acks := dialFrameSink(t)
 	r := &runner{o: &options{scenario: "direct"}, errs: &errCounter{}, reconnects: &errCounter{}}
 	d := &device{ws: ws}
 	frame := func(from, n int) envelopesFrame {

@@ -1,12 +1,8 @@
 package client_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net/http"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -109,21 +105,9 @@ func TestReceiveGathersAcks(t *testing.T) {
 // ackFrames reads kanal_stream_ack_frames_total from kanald's /metrics.
 func ackFrames(t *testing.T, base string) float64 {
 	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	series := metricSeries(t, base, "kanal_stream_ack_frames_total")
+	if len(series) != 1 {
+		t.Fatalf("/metrics has %d kanal_stream_ack_frames_total series, want 1", len(series))
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "kanal_stream_ack_frames_total "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return f
-		}
-	}
-	t.Fatal("/metrics has no kanal_stream_ack_frames_total")
-	return 0
+	return series[0]
 }

@@ -163,26 +163,37 @@ func lockSends(t *testing.T, d *db.DB) (release func()) {
 // commit) from kanald's /metrics.
 func refusedSends(t *testing.T, base string) float64 {
 	t.Helper()
+	series := metricSeries(t, base, "kanal_sends_refused_total")
+	if len(series) != 2 {
+		t.Fatalf("/metrics has %d kanal_sends_refused_total series, want in_flight and group_commit", len(series))
+	}
+	return series[0] + series[1]
+}
+
+// metricSeries returns the values of every series of the metric name in
+// kanald's /metrics, labelled or not.
+func metricSeries(t *testing.T, base, name string) []float64 {
+	t.Helper()
 	resp, err := http.Get(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
-	sum, found := 0.0, 0
+	var out []float64
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "kanal_sends_refused_total{"); ok {
-			_, v, _ := strings.Cut(rest, "} ")
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sum += f
-			found++
+		rest, ok := strings.CutPrefix(sc.Text(), name)
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
 		}
+		if rest[0] == '{' {
+			_, rest, _ = strings.Cut(rest, "}")
+		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, f)
 	}
-	if found != 2 {
-		t.Fatalf("/metrics has %d kanal_sends_refused_total series, want in_flight and group_commit", found)
-	}
-	return sum
+	return out
 }
