@@ -463,9 +463,8 @@ func (s *Stream) Backlog(ctx context.Context) ([]*Incoming, []error, error) {
 // acknowledgement waits included, at once: the server deletes them, and
 // the SDK forgets their decrypted copies.
 func (s *Stream) Ack(ctx context.Context) error {
-	due := s.takeDue()
 	s.mu.Lock()
-	ids := append(due, s.unacked...)
+	ids := append(s.takeDueLocked(), s.unacked...)
 	s.unacked = nil
 	err := s.dueErr
 	s.dueErr = nil
@@ -492,12 +491,7 @@ func (s *Stream) gather(ctx context.Context) error {
 	var now []string
 	switch {
 	case len(s.due) >= AckAtOnce:
-		now = s.due
-		s.due = nil
-		if s.dueAt != nil {
-			s.dueAt.Stop()
-			s.dueAt = nil
-		}
+		now = s.takeDueLocked()
 	case len(s.due) > 0 && s.dueAt == nil:
 		s.dueAt = time.AfterFunc(AckDelay, s.writeDue)
 	}
@@ -509,6 +503,11 @@ func (s *Stream) gather(ctx context.Context) error {
 func (s *Stream) takeDue() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.takeDueLocked()
+}
+
+// takeDueLocked is takeDue with s.mu held.
+func (s *Stream) takeDueLocked() []string {
 	if s.dueAt != nil {
 		s.dueAt.Stop()
 		s.dueAt = nil
