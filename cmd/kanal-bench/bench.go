@@ -102,6 +102,7 @@ func bench(ctx context.Context, o *options, stderr io.Writer) (*result, error) {
 	var err error
 	res := &result{Scenario: o.scenario, Peer: o.peer, Devices: o.devices, RatePerDevice: o.rate, SizeBytes: o.size,
 		Nodes: o.nodes, LoadBefore: loadAvg(), Started: time.Now().UTC().Format(time.RFC3339)}
+	res.BenchGCPercent, res.BenchMemoryLimitMiB = gcSettings()
 	r := &runner{o: o, runID: hex.EncodeToString(b[:]), res: res, errs: &errCounter{}, reconnects: &errCounter{}, net: newNetPool(o.sources),
 		stop: make(chan struct{}), stderr: stderr}
 	switch o.peer {

@@ -37,6 +37,10 @@ type result struct {
 	Errors        map[string]uint64 `json:"errors"`
 	Server        *serverStats      `json:"server,omitempty"`
 	BenchCPUCores float64           `json:"bench_cpu_cores"` // the load generator's own CPU
+	// BenchGCPercent and BenchMemoryLimitMiB are the load generator's
+	// garbage collector settings (gc.go): -1 is GOGC=off, 0 no limit.
+	BenchGCPercent      int   `json:"bench_gc_percent"`
+	BenchMemoryLimitMiB int64 `json:"bench_memory_limit_mib,omitempty"`
 	// BenchCPUPerEnvelopeUS is the load generator's CPU time per
 	// delivered envelope (direct, office, group): the sender's encryption
 	// and the receiver's decryption of it, and both sides' frames — what
@@ -304,6 +308,9 @@ func writeTable(w io.Writer, res *result) {
 		if res.BenchCPUPerEnvelopeUS > 0 {
 			row("bench cpu per envelope", "%.0f µs of kanal-bench CPU per delivered envelope (both devices' part: encrypt, send, decrypt, ack)", res.BenchCPUPerEnvelopeUS)
 		}
+	}
+	if res.BenchGCPercent != 0 {
+		row("kanal-bench gc", "GOGC=%d, memory limit %d MiB (the load generator's; kanald's are Go's defaults unless set)", res.BenchGCPercent, res.BenchMemoryLimitMiB)
 	}
 	row("load average", "%s before, %s after (2 cores, shared with the load generator)", res.LoadBefore, res.LoadAfter)
 	tw.Flush()
