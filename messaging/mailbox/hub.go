@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -1343,13 +1344,8 @@ func (c *conn) write(v any) error {
 		}
 		b, typ = *buf, websocket.MessageBinary
 	}
-	// The write has its own deadline rather than the connection's context:
-	// cancelling a context mid-write makes the library drop the connection
-	// without a close frame, and a close must still be able to say why.
-	ctx, cancel := context.WithTimeout(context.Background(), c.hub.o.WriteTimeout)
-	defer cancel()
-	if err := c.ws.Write(ctx, typ, b); err != nil {
-		if ctx.Err() != nil {
+	if err := c.writeFrame(typ, b); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
 			return context.DeadlineExceeded
 		}
 		if c.ctx.Err() != nil {
@@ -1358,6 +1354,42 @@ func (c *conn) write(v any) error {
 		return err
 	}
 	return nil
+}
+
+// writeFrame writes one frame within the hub's WriteTimeout, and returns
+// context.DeadlineExceeded if it runs past it. The write has a deadline of
+// its own rather than the connection's context: cancelling a context
+// mid-write makes the library drop the connection without a close frame,
+// and a close must still be able to say why.
+//
+// On a socket (c.sock), the deadline is the socket's: set before the
+// frame, cleared after it. A context with a deadline per frame cost a
+// timer, its cancellation and coder/websocket's context.AfterFunc for
+// every frame, 4 % of a busy node's CPU (docs/benchmarks.md, "Frame
+// writes bounded by the socket's deadline"). A frame cut by the deadline
+// leaves the library's writer failed for good (its bufio.Writer keeps the
+// error), so the stream ends as before; the socket stays open until the
+// stream closes it, after writeTimedOut has read its queues.
+func (c *conn) writeFrame(typ websocket.MessageType, b []byte) error {
+	if c.sock == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), c.hub.o.WriteTimeout)
+		defer cancel()
+		err := c.ws.Write(ctx, typ, b)
+		if err != nil && ctx.Err() != nil {
+			return context.DeadlineExceeded
+		}
+		return err
+	}
+	if err := c.sock.SetWriteDeadline(time.Now().Add(c.hub.o.WriteTimeout)); err != nil {
+		return err
+	}
+	if err := c.ws.Write(context.Background(), typ, b); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return context.DeadlineExceeded
+		}
+		return err
+	}
+	return c.sock.SetWriteDeadline(time.Time{})
 }
 
 func (c *conn) readLoop() {
