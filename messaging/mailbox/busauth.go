@@ -3,6 +3,10 @@ package mailbox
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/subtle"
+	"hash"
+	"slices"
+	"sync"
 )
 
 // What crosses NATS between nodes is authenticated: anyone who can publish
@@ -29,14 +33,32 @@ const MinBusKey = 32
 
 const tagSize = sha256.Size
 
+// macs holds keyed HMAC-SHA-256 states for busTag. hmac.New allocates
+// both digests and hashes the key's two padded blocks for every message;
+// a pooled state's Reset restores those blocks from what it saved at its
+// first use. A node has one key; a state pooled for another key is
+// dropped, never used.
+var macs sync.Pool
+
+type keyedMAC struct {
+	key  []byte
+	h    hash.Hash
+	head []byte // purpose || 0x00 || subject || 0x00, written at once
+}
+
 func busTag(key []byte, purpose, subject string, payload []byte) []byte {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(purpose))
-	m.Write([]byte{0})
-	m.Write([]byte(subject))
-	m.Write([]byte{0})
-	m.Write(payload)
-	return m.Sum(nil)
+	m, _ := macs.Get().(*keyedMAC)
+	if m == nil || subtle.ConstantTimeCompare(m.key, key) != 1 {
+		m = &keyedMAC{key: slices.Clone(key), h: hmac.New(sha256.New, key)}
+	} else {
+		m.h.Reset()
+	}
+	m.head = append(append(append(append(m.head[:0], purpose...), 0), subject...), 0)
+	m.h.Write(m.head)
+	m.h.Write(payload)
+	tag := m.h.Sum(make([]byte, 0, tagSize))
+	macs.Put(m)
+	return tag
 }
 
 // sealBus returns payload with its tag in front.
