@@ -1396,9 +1396,8 @@ func (c *conn) write(v any) error {
 // timer, its cancellation and coder/websocket's context.AfterFunc for
 // every frame, 4 % of a busy node's CPU (docs/benchmarks.md, "Frame
 // writes bounded by the socket's deadline"). A frame cut by the deadline
-// leaves the library's writer failed for good (its bufio.Writer keeps the
-// error), so the stream ends as before; the socket stays open until the
-// stream closes it, after writeTimedOut has read its queues.
+// drops the socket at once, as the library does when a write's context
+// ends, keeping what its queues held for writeTimedOut (idleConn.drop).
 func (c *conn) writeFrame(typ websocket.MessageType, b []byte) error {
 	if c.sock == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), c.hub.o.WriteTimeout)
@@ -1414,6 +1413,7 @@ func (c *conn) writeFrame(typ websocket.MessageType, b []byte) error {
 	}
 	if err := c.ws.Write(context.Background(), typ, b); err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
+			c.sock.drop()
 			return context.DeadlineExceeded
 		}
 		return err

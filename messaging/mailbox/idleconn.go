@@ -205,6 +205,15 @@ func (c *idleConn) Close() error {
 	return c.Conn.Close()
 }
 
+// drop closes the socket after a write ran past its deadline, keeping
+// what its queues held first, as Close does for a write it cuts.
+func (c *idleConn) drop() error {
+	if in, out, ok := c.queued(); ok {
+		c.cut.Store(&[2]int{in, out})
+	}
+	return c.Conn.Close()
+}
+
 // queues is queued, or once the socket is closed what its queues held
 // when a write was cut by the close.
 func (c *idleConn) queues() (in, out int, ok bool) {
