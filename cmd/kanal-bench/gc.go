@@ -10,9 +10,10 @@ import (
 // share one process, and the two cores with kanald, so what their garbage
 // collector costs is taken from the server being measured. With Go's
 // default (GOGC=100) it was 14–16 % of kanal-bench's CPU in the direct
-// scenario; at 400 kanal-bench spent 15 % less CPU per envelope and kanald
-// delivered 12–19 % more (docs/benchmarks.md, "The load generator's
-// garbage collector"). The soft memory limit keeps the larger heap goal
+// scenario; at 400 kanal-bench spent 10–15 % less CPU per envelope and
+// kanald delivered 5–6 % more on SQLite and 12–14 % more on PostgreSQL +
+// NATS (docs/benchmarks.md, "The load generator's garbage collector, and
+// every target on a faster machine"). The soft memory limit keeps the larger heap goal
 // bounded where the devices' live heap is large (the broadcast scenario's
 // tens of thousands of devices). Only kanal-bench is tuned: kanald runs
 // with Go's defaults, or with the GOGC and GOMEMLIMIT of kanal-bench's
