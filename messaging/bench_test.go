@@ -14,6 +14,7 @@ import (
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
 	"github.com/kanal-server/kanal/messaging"
+	"github.com/kanal-server/kanal/messaging/client"
 	"github.com/kanal-server/kanal/messaging/mailbox"
 )
 
@@ -111,7 +112,7 @@ func BenchmarkSend(b *testing.B) {
 				for pb.Next() {
 					i := seq.Add(1)
 					from, to := devs[i%n], devs[(i+1)%n]
-					req := &messaging.SendRequest{To: messaging.SendTo{AccountID: to.account}, ClientID: fmt.Sprint("c", i), Class: "message",
+					req := &messaging.SendRequest{To: messaging.SendTo{AccountID: to.account}, ClientID: client.SendClientID(client.NewMessageID()), Class: "message",
 						Envelopes: []messaging.SendEnvelope{{DeviceID: to.id, Ciphertext: ct}}}
 					if _, _, err := s.Send(ctx, from.caller(), req); err != nil {
 						b.Error(err)
@@ -192,7 +193,8 @@ func benchSendAck(b *testing.B, open func(testing.TB, ...db.Migrations) *db.DB, 
 		for pb.Next() {
 			i := seq.Add(1)
 			from, to := devs[i%n], devs[(i+1)%n]
-			req := &messaging.SendRequest{To: messaging.SendTo{AccountID: to.account}, ClientID: fmt.Sprint("c", i), Class: "message",
+			// Client ids as the SDK makes them: the time first.
+			req := &messaging.SendRequest{To: messaging.SendTo{AccountID: to.account}, ClientID: client.SendClientID(client.NewMessageID()), Class: "message",
 				Envelopes: []messaging.SendEnvelope{{DeviceID: to.id, Ciphertext: ct}}}
 			resp, _, err := s.Send(ctx, from.caller(), req)
 			if err != nil {

@@ -81,14 +81,13 @@ type device struct {
 	sdk     *client.Client
 	roots   *x509.CertPool // the deployment CA
 
-	ws             *websocket.Conn // the open stream; replaced under wmu on a reconnect
-	bin            bool            // the stream speaks binary frames (kanal.bin.v1); set with ws
-	markSynced     func()          // closes synced, once
-	skeys          *senderKeys     // group scenario
-	synced         chan struct{}
-	hello          chan string // senders of handshake messages received
-	sendSeq        atomic.Uint64
-	clientIDPrefix string
+	ws         *websocket.Conn // the open stream; replaced under wmu on a reconnect
+	bin        bool            // the stream speaks binary frames (kanal.bin.v1); set with ws
+	markSynced func()          // closes synced, once
+	skeys      *senderKeys     // group scenario
+	synced     chan struct{}
+	hello      chan string // senders of handshake messages received
+	sendSeq    atomic.Uint64
 
 	// wsSend sends over the stream ({"type":"send"} frames) instead of
 	// POST /v1/messages; pending holds the sends waiting for their answer.
@@ -205,7 +204,6 @@ func (r *runner) newDeviceWith(ctx context.Context, label string, i int, publish
 	d.markSynced = sync.OnceFunc(func() { close(d.synced) })
 	d.seen = r.seenMap()
 	d.email = fmt.Sprintf("bench-%s-%s-%d@example.org", r.runID, label, i)
-	d.clientIDPrefix = "b" + strconv.Itoa(i) + "-"
 	ic := idclient.New(d.base, d.hc)
 	if err := ic.Signup(ctx, d.email); err != nil {
 		return nil, fmt.Errorf("sign-up: %w", err)
@@ -611,7 +609,7 @@ func (o *outgoing) json() ([]byte, error) {
 // seal encrypts pt once for each recipient device and builds the send.
 func (d *device) seal(to messaging.SendTo, recipients []string, pt []byte) (*outgoing, error) {
 	req := messaging.SendRequest{To: to, Class: "message",
-		ClientID: d.clientIDPrefix + strconv.FormatUint(d.sendSeq.Add(1), 10)}
+		ClientID: client.SendClientID(client.NewMessageID())}
 	for _, rcpt := range recipients {
 		m, err := d.sdk.Encrypt(rcpt, pt)
 		if err != nil {

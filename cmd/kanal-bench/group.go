@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/kanal-server/kanal/keys"
 	"github.com/kanal-server/kanal/messaging"
+	"github.com/kanal-server/kanal/messaging/client"
 )
 
 // The group scenario: groups of o.groupSize members created through
@@ -205,7 +205,7 @@ func (d *device) sealGroup(s sender, pt []byte) (*outgoing, error) {
 	}
 	wire := append([]byte{'S'}, ct...)
 	req := messaging.SendRequest{To: s.to, Class: "message",
-		ClientID: d.clientIDPrefix + strconv.FormatUint(d.sendSeq.Add(1), 10)}
+		ClientID: client.SendClientID(client.NewMessageID())}
 	for _, rcpt := range s.recips {
 		req.Envelopes = append(req.Envelopes, messaging.SendEnvelope{DeviceID: rcpt, Data: wire})
 	}

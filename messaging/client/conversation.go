@@ -3,9 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -221,8 +219,7 @@ func (c *Client) sendRaw(ctx context.Context, to Peer, id string, class kind.Cla
 	if err != nil {
 		return nil, err
 	}
-	h := sha256.Sum256([]byte(id))
-	req := messaging.SendRequest{To: to.sendTo(), ClientID: hex.EncodeToString(h[:16]), Class: string(class)}
+	req := messaging.SendRequest{To: to.sendTo(), ClientID: SendClientID(id), Class: string(class)}
 
 	// The first attempt addresses the devices of the last accepted send;
 	// one of them that no longer passes (a member who left) is dropped,

@@ -900,6 +900,3 @@ func (c *Client) checkAgent(ctx context.Context, proof *orgProof, account, devic
 	}
 	return mem, nil
 }
-
-// NewMessageID returns a random message id for kind.New.
-func NewMessageID() string { return "m_" + mailbox.NewEnvelopeID() }
