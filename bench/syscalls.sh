@@ -26,11 +26,15 @@ kpid=""
 for _ in $(seq 1 200); do kpid=$(pgrep -P $bench -x "$(basename "$kd" | cut -c1-15)" | head -1 || true); [ -n "$kpid" ] && break; sleep 0.3; done
 [ -n "$kpid" ] || { cat "$WORK/stderr" >&2; exit 1; }
 addr=$(tr '\0' '\n' </proc/$kpid/environ | sed -n 's/^KANAL_ADDR=//p')
-envs() { curl -fsS "http://$addr/metrics" 2>/dev/null | awk '/^kanal_stream_envelopes_total/ {s+=$2} END {printf "%d", s}'; }
+# Until kanald listens, curl fails and envs prints nothing (not a failure
+# of the script: set -e would end it silently at the first poll).
+envs() { { curl -fsS "http://$addr/metrics" 2>/dev/null || true; } | awk '/^kanal_stream_envelopes_total/ {s+=$2} END {if (NR) printf "%d", s}'; }
 cpu() { awk '{print $14+$15}' /proc/$kpid/stat; }
 io() { awk '/syscr|syscw/ {printf "%s ", $2}' /proc/$kpid/io; }
 # The measured phase: envelopes flowing.
+n=""
 while kill -0 $bench 2>/dev/null; do n=$(envs); [ -n "$n" ] && [ "$n" -gt 2000 ] && break; sleep 0.5; done
+[ -n "$n" ] && [ "$n" -gt 2000 ] || { echo "kanal-bench ended before the measured phase:" >&2; cat "$WORK/stderr" >&2; exit 1; }
 sleep 3
 load=$(cut -d' ' -f1 /proc/loadavg)
 e0=$(envs); c0=$(cpu); read -r r0 w0 <<<"$(io)"
