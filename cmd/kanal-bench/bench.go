@@ -34,6 +34,7 @@ type runner struct {
 	pids  []int
 
 	rec           atomic.Pointer[Recorder] // set for the measured phase
+	split         atomic.Pointer[Split]    // set with rec: the measured deliveries' latency, divided
 	sent          atomic.Uint64            // measured sends accepted
 	expected      atomic.Uint64            // envelopes those sends carry
 	delivered     atomic.Uint64            // measured envelopes decrypted
@@ -450,6 +451,7 @@ func (r *runner) measure(ctx context.Context, senders []sender) error {
 	self0 := selfCPU()
 	profiled := r.startCPUProfile(ctx)
 	start := time.Now()
+	r.split.Store(&Split{})
 	r.rec.Store(NewRecorder(start, time.Second))
 	end := start.Add(r.o.duration)
 	stopProgress := r.progress(r.liveLine(start))
@@ -611,6 +613,9 @@ func (r *runner) finish(start, sendEnd time.Time, cpu time.Duration) {
 	res.SendsPerS = float64(res.Sent) / sendEnd.Sub(start).Seconds()
 	res.Latency = latencyOf(&h)
 	res.Series = rec.Series()
+	if s := r.split.Load(); s != nil {
+		res.Split = s.Stats()
+	}
 	res.Errors = r.errs.snapshot()
 	if len(r.pids) > 0 {
 		_, rss := r.serverSample()

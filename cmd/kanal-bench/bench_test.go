@@ -72,6 +72,13 @@ func TestScenarios(t *testing.T) {
 			if res.Server == nil || res.Server.RSSMiB <= 0 || res.Latency.P50 <= 0 || res.Latency.P99 < res.Latency.P50 {
 				t.Fatalf("figures: %+v %+v", res.Server, res.Latency)
 			}
+			// Outside broadcasts, the latency divided at the envelopes'
+			// server time: both parts measured, neither longer than the
+			// whole but for the server time's truncated millisecond.
+			if sp := res.Split; !strings.HasPrefix(tc.name, "broadcast") &&
+				(sp == nil || sp.FromStore.Max <= 0 || sp.ToStore.Max > res.Latency.Max+1 || sp.FromStore.Max > res.Latency.Max+1) {
+				t.Fatalf("%s: latency %+v divided as %+v", tc.name, res.Latency, sp)
+			}
 			if tc.name == "broadcast" && (res.BroadcastStored != 6 || res.Delivered != 4) {
 				t.Fatalf("broadcast: stored for %d devices, %d delivered; want 6 and the 4 connected", res.BroadcastStored, res.Delivered)
 			}
@@ -296,7 +303,7 @@ func TestTablePlotAndNATS(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, errb.String())
 	}
-	for _, want := range []string{"delivered", "send→deliver", "p99.9", "server rss", "server cpu", "errors"} {
+	for _, want := range []string{"delivered", "send→deliver", "to server time", "from server time", "p99.9", "server rss", "server cpu", "errors"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("table lacks %q:\n%s", want, out.String())
 		}
@@ -308,7 +315,7 @@ func TestTablePlotAndNATS(t *testing.T) {
 
 	natsURL := kanaldtest.NATSURL(t)
 	res := runJSON(t, "-peer", "nats", "-peer-url", natsURL, "-devices", "4", "-rate", "20", "-duration", "1s")
-	if res.Delivered == 0 || res.Delivered != res.Expected || len(res.Errors) != 0 {
+	if res.Delivered == 0 || res.Delivered != res.Expected || len(res.Errors) != 0 || res.Split != nil {
 		t.Fatalf("nats: %+v", res)
 	}
 

@@ -541,7 +541,13 @@ func (r *runner) take(ctx context.Context, d *device, fr envelopesFrame, h envel
 			r.track.delivered(e.Sender, pt, intended, time.Now())
 			continue
 		}
-		h(d, e.Sender, pt[0], intended, time.Now())
+		received := time.Now()
+		if pt[0] == kindMeasured && !e.ServerTime.IsZero() {
+			if sp := r.split.Load(); sp != nil {
+				sp.Record(intended, e.ServerTime, received)
+			}
+		}
+		h(d, e.Sender, pt[0], intended, received)
 	}
 	if fr.buf != nil {
 		// Nothing above keeps a ciphertext: the announcement check

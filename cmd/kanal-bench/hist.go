@@ -180,6 +180,45 @@ func (r *Recorder) Series() []SeriesPoint {
 	return out
 }
 
+// Split divides measured deliveries' latency at each envelope's server
+// time: the moment kanald's group commit stamped the envelope, before its
+// commit (milliseconds, as the envelope carries it). Before that are the
+// sender's lag behind its schedule, its encryption and frame, and the wait
+// for a group commit; after it, the commit itself, the wake-up, the frame
+// to the recipient and its decryption. Where a tail comes from is then
+// read off the two, not guessed. The server time is truncated to the
+// millisecond, so the first part reads up to 1 ms short and the second up
+// to 1 ms long.
+type Split struct {
+	mu                 sync.Mutex
+	toStore, fromStore Histogram
+}
+
+// Record counts one delivery: intended to send, stamped by the server,
+// received and decrypted.
+func (s *Split) Record(intended, stored, received time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.toStore.Record(stored.Sub(intended))
+	s.fromStore.Record(received.Sub(stored))
+}
+
+// Stats returns the two parts' percentiles, nil if nothing was recorded.
+func (s *Split) Stats() *splitStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.toStore.Count() == 0 {
+		return nil
+	}
+	return &splitStats{ToStore: latencyOf(&s.toStore), FromStore: latencyOf(&s.fromStore)}
+}
+
+// splitStats is Split's result.
+type splitStats struct {
+	ToStore   latencyStats `json:"to_store"`   // intended send → server time
+	FromStore latencyStats `json:"from_store"` // server time → received and decrypted
+}
+
 // SeriesPoint is one interval of the latency-over-time series.
 type SeriesPoint struct {
 	T     float64 `json:"t_s"` // end of the interval, seconds from the start

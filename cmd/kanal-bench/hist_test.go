@@ -73,3 +73,30 @@ func TestQuantiles(t *testing.T) {
 		t.Fatal("empty histogram reports values")
 	}
 }
+
+// A Split puts each delivery's time before the server time in one part
+// and after it in the other; nothing recorded, no figures.
+func TestSplit(t *testing.T) {
+	var s Split
+	if s.Stats() != nil {
+		t.Fatal("an empty split reports figures")
+	}
+	t0 := time.Unix(1000, 0)
+	for i := range 100 {
+		// 2 ms to the server time, then 10 ms, and one delivery of
+		// 40 + 60 ms.
+		to, from := 2*time.Millisecond, 10*time.Millisecond
+		if i == 99 {
+			to, from = 40*time.Millisecond, 60*time.Millisecond
+		}
+		intended := t0.Add(time.Duration(i) * time.Second)
+		s.Record(intended, intended.Add(to), intended.Add(to+from))
+	}
+	st := s.Stats()
+	// Quantiles are their buckets' upper bounds (within 1/128); maxima
+	// are exact.
+	near := func(got, want float64) bool { return got >= want && got <= want*(1+1.0/(1<<subBits)) }
+	if st == nil || !near(st.ToStore.P50, 2) || !near(st.FromStore.P50, 10) || st.ToStore.Max != 40 || st.FromStore.Max != 60 {
+		t.Fatalf("split: %+v", st)
+	}
+}

@@ -27,13 +27,16 @@ type result struct {
 	LoadBefore    string  `json:"load_before"`
 	LoadAfter     string  `json:"load_after"`
 
-	DurationS     float64           `json:"duration_s"`
-	Sent          uint64            `json:"sent"`
-	Expected      uint64            `json:"expected"`
-	Delivered     uint64            `json:"delivered"`
-	EnvelopesPerS float64           `json:"delivered_per_s"`
-	SendsPerS     float64           `json:"sends_per_s"`
-	Latency       latencyStats      `json:"latency_ms"`
+	DurationS     float64      `json:"duration_s"`
+	Sent          uint64       `json:"sent"`
+	Expected      uint64       `json:"expected"`
+	Delivered     uint64       `json:"delivered"`
+	EnvelopesPerS float64      `json:"delivered_per_s"`
+	SendsPerS     float64      `json:"sends_per_s"`
+	Latency       latencyStats `json:"latency_ms"`
+	// Split is Latency divided at each envelope's server time (Split);
+	// only where the envelopes carry one (kanal, not the peers).
+	Split         *splitStats       `json:"latency_split_ms,omitempty"`
 	Errors        map[string]uint64 `json:"errors"`
 	Server        *serverStats      `json:"server,omitempty"`
 	BenchCPUCores float64           `json:"bench_cpu_cores"` // the load generator's own CPU
@@ -200,6 +203,11 @@ func writeTable(w io.Writer, res *result) {
 		row("delivered", "%d %s, %.0f/s over %.1fs", res.Delivered, what, res.EnvelopesPerS, res.DurationS)
 		l := res.Latency
 		row("send→deliver", "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms", l.P50, l.P90, l.P99, l.P999, l.Max)
+		if sp := res.Split; sp != nil {
+			a, b := sp.ToStore, sp.FromStore
+			row("  to server time", "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms", a.P50, a.P90, a.P99, a.P999, a.Max)
+			row("  from server time", "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms", b.P50, b.P90, b.P99, b.P999, b.Max)
+		}
 	}
 	if o := res.Overload; o != nil {
 		how := "given with -max-rate"
