@@ -73,10 +73,12 @@ func TestScenarios(t *testing.T) {
 				t.Fatalf("figures: %+v %+v", res.Server, res.Latency)
 			}
 			// Outside broadcasts, the latency divided at the envelopes'
-			// server time: both parts measured, neither longer than the
-			// whole but for the server time's truncated millisecond.
+			// server time and their frames' reads: every part measured,
+			// none longer than the whole but for the server time's
+			// truncated millisecond.
 			if sp := res.Split; !strings.HasPrefix(tc.name, "broadcast") &&
-				(sp == nil || sp.FromStore.Max <= 0 || sp.ToStore.Max > res.Latency.Max+1 || sp.FromStore.Max > res.Latency.Max+1) {
+				(sp == nil || sp.ToRead.Max <= 0 || sp.ToDecrypted.Max <= 0 || sp.ToStore.Max > res.Latency.Max+1 ||
+					sp.ToRead.Max > res.Latency.Max+1 || sp.ToDecrypted.Max > res.Latency.Max) {
 				t.Fatalf("%s: latency %+v divided as %+v", tc.name, res.Latency, sp)
 			}
 			if tc.name == "broadcast" && (res.BroadcastStored != 6 || res.Delivered != 4) {
@@ -303,7 +305,7 @@ func TestTablePlotAndNATS(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, errb.String())
 	}
-	for _, want := range []string{"delivered", "send→deliver", "to server time", "from server time", "p99.9", "server rss", "server cpu", "errors"} {
+	for _, want := range []string{"delivered", "send→deliver", "to server time", "to read", "to decrypted", "p99.9", "server rss", "server cpu", "errors"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("table lacks %q:\n%s", want, out.String())
 		}

@@ -346,6 +346,7 @@ func (r *runner) readLoop(ctx context.Context, d *device, ws *websocket.Conn, h 
 	go r.process(ctx, d, frames, h)
 	for {
 		typ, buf, err := readFrame(ctx, ws)
+		read := time.Now()
 		if err != nil {
 			if ctx.Err() == nil {
 				status := websocket.CloseStatus(err).String()
@@ -401,7 +402,7 @@ func (r *runner) readLoop(ctx context.Context, d *device, ws *websocket.Conn, h 
 		// mailbox.WriteTimeout. The server's in-flight limit bounds what
 		// waits here.
 		select {
-		case frames <- envelopesFrame{f.Envelopes, buf}:
+		case frames <- envelopesFrame{f.Envelopes, buf, read}:
 		case <-ctx.Done():
 			return
 		}
@@ -443,10 +444,11 @@ func readFrame(ctx context.Context, ws *websocket.Conn) (websocket.MessageType, 
 
 // envelopesFrame is an envelopes frame on its way from the read loop to
 // process; buf, if not nil, holds the ciphertexts and goes back to
-// frameBufs once they are handled.
+// frameBufs once they are handled; read is when the read loop had it.
 type envelopesFrame struct {
 	envs []mailbox.Envelope
 	buf  *[]byte
+	read time.Time
 }
 
 // process decrypts the frames the read loop hands over and acknowledges
@@ -544,7 +546,7 @@ func (r *runner) take(ctx context.Context, d *device, fr envelopesFrame, h envel
 		received := time.Now()
 		if pt[0] == kindMeasured && !e.ServerTime.IsZero() {
 			if sp := r.split.Load(); sp != nil {
-				sp.Record(intended, e.ServerTime, received)
+				sp.Record(intended, e.ServerTime, fr.read, received)
 			}
 		}
 		h(d, e.Sender, pt[0], intended, received)

@@ -180,43 +180,47 @@ func (r *Recorder) Series() []SeriesPoint {
 	return out
 }
 
-// Split divides measured deliveries' latency at each envelope's server
-// time: the moment kanald's group commit stamped the envelope, before its
-// commit (milliseconds, as the envelope carries it). Before that are the
-// sender's lag behind its schedule, its encryption and frame, and the wait
-// for a group commit; after it, the commit itself, the wake-up, the frame
-// to the recipient and its decryption. Where a tail comes from is then
-// read off the two, not guessed. The server time is truncated to the
+// Split divides measured deliveries' latency in three: up to each
+// envelope's server time, the moment kanald's group commit stamped it
+// before its commit (milliseconds, as the envelope carries it); from there
+// until the recipient's read loop had the frame; and from there until the
+// envelope was decrypted. The first holds the sender's lag behind its
+// schedule, its encryption and frame, and the wait for a group commit; the
+// second the commit itself, the wake-up, kanald's frame and the socket;
+// the third the device's queue and its decryption. Where a tail comes from
+// is then read off them, not guessed. The server time is truncated to the
 // millisecond, so the first part reads up to 1 ms short and the second up
 // to 1 ms long.
 type Split struct {
-	mu                 sync.Mutex
-	toStore, fromStore Histogram
+	mu                      sync.Mutex
+	toStore, toRead, toOpen Histogram
 }
 
 // Record counts one delivery: intended to send, stamped by the server,
-// received and decrypted.
-func (s *Split) Record(intended, stored, received time.Time) {
+// read from the stream, decrypted.
+func (s *Split) Record(intended, stored, read, decrypted time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.toStore.Record(stored.Sub(intended))
-	s.fromStore.Record(received.Sub(stored))
+	s.toRead.Record(read.Sub(stored))
+	s.toOpen.Record(decrypted.Sub(read))
 }
 
-// Stats returns the two parts' percentiles, nil if nothing was recorded.
+// Stats returns the parts' percentiles, nil if nothing was recorded.
 func (s *Split) Stats() *splitStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.toStore.Count() == 0 {
 		return nil
 	}
-	return &splitStats{ToStore: latencyOf(&s.toStore), FromStore: latencyOf(&s.fromStore)}
+	return &splitStats{ToStore: latencyOf(&s.toStore), ToRead: latencyOf(&s.toRead), ToDecrypted: latencyOf(&s.toOpen)}
 }
 
 // splitStats is Split's result.
 type splitStats struct {
-	ToStore   latencyStats `json:"to_store"`   // intended send → server time
-	FromStore latencyStats `json:"from_store"` // server time → received and decrypted
+	ToStore     latencyStats `json:"to_store"`     // intended send → server time
+	ToRead      latencyStats `json:"to_read"`      // server time → the frame read by the recipient
+	ToDecrypted latencyStats `json:"to_decrypted"` // frame read → envelope decrypted
 }
 
 // SeriesPoint is one interval of the latency-over-time series.

@@ -74,8 +74,8 @@ func TestQuantiles(t *testing.T) {
 	}
 }
 
-// A Split puts each delivery's time before the server time in one part
-// and after it in the other; nothing recorded, no figures.
+// A Split puts each part of a delivery's time in its own histogram;
+// nothing recorded, no figures.
 func TestSplit(t *testing.T) {
 	var s Split
 	if s.Stats() != nil {
@@ -83,20 +83,21 @@ func TestSplit(t *testing.T) {
 	}
 	t0 := time.Unix(1000, 0)
 	for i := range 100 {
-		// 2 ms to the server time, then 10 ms, and one delivery of
-		// 40 + 60 ms.
-		to, from := 2*time.Millisecond, 10*time.Millisecond
+		// 2 ms to the server time, 10 ms to the read, 1 ms to decrypt,
+		// and one delivery of 40 + 60 + 5 ms.
+		to, read, open := 2*time.Millisecond, 10*time.Millisecond, time.Millisecond
 		if i == 99 {
-			to, from = 40*time.Millisecond, 60*time.Millisecond
+			to, read, open = 40*time.Millisecond, 60*time.Millisecond, 5*time.Millisecond
 		}
 		intended := t0.Add(time.Duration(i) * time.Second)
-		s.Record(intended, intended.Add(to), intended.Add(to+from))
+		s.Record(intended, intended.Add(to), intended.Add(to+read), intended.Add(to+read+open))
 	}
 	st := s.Stats()
 	// Quantiles are their buckets' upper bounds (within 1/128); maxima
 	// are exact.
 	near := func(got, want float64) bool { return got >= want && got <= want*(1+1.0/(1<<subBits)) }
-	if st == nil || !near(st.ToStore.P50, 2) || !near(st.FromStore.P50, 10) || st.ToStore.Max != 40 || st.FromStore.Max != 60 {
+	if st == nil || !near(st.ToStore.P50, 2) || !near(st.ToRead.P50, 10) || !near(st.ToDecrypted.P50, 1) ||
+		st.ToStore.Max != 40 || st.ToRead.Max != 60 || st.ToDecrypted.Max != 5 {
 		t.Fatalf("split: %+v", st)
 	}
 }

@@ -204,9 +204,12 @@ func writeTable(w io.Writer, res *result) {
 		l := res.Latency
 		row("send→deliver", "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms", l.P50, l.P90, l.P99, l.P999, l.Max)
 		if sp := res.Split; sp != nil {
-			a, b := sp.ToStore, sp.FromStore
-			row("  to server time", "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms", a.P50, a.P90, a.P99, a.P999, a.Max)
-			row("  from server time", "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms", b.P50, b.P90, b.P99, b.P999, b.Max)
+			for _, p := range []struct {
+				name string
+				l    latencyStats
+			}{{"  to server time", sp.ToStore}, {"  to read", sp.ToRead}, {"  to decrypted", sp.ToDecrypted}} {
+				row(p.name, "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms", p.l.P50, p.l.P90, p.l.P99, p.l.P999, p.l.Max)
+			}
 		}
 	}
 	if o := res.Overload; o != nil {
