@@ -44,6 +44,7 @@ type config struct {
 	Retention         time.Duration // how long an undelivered envelope is kept
 	SendLimit         int           // sends per device per minute
 	SendQueue         db.Admission  // when sends are refused as overloaded
+	CommitInterval    time.Duration // least time between group commits while writers are concurrent
 	SignupLimit       int           // sign-ups of the deployment per hour
 	SignupClientLimit int           // sign-ups per client address per hour
 	PprofAddr         string        // loopback address for /debug/pprof/; empty: off
@@ -104,6 +105,7 @@ var settings = []setting{
 	{"pprof-addr", "KANAL_PPROF_ADDR", "", "loopback address such as 127.0.0.1:6060 on which Go's profiling endpoints (/debug/pprof/) are served; empty: off"},
 	{"send-limit", "KANAL_SEND_LIMIT", "600", "sends one device may make per minute (1 to 100000); a council device that sends announcements one by one needs more"},
 	{"send-queue-delay", "KANAL_SEND_QUEUE_DELAY", "2s", "sends are refused (503, Retry-After) while more are in flight than the node answers in this long, or the group commit holds more than it commits in this long, by their measured rates (at least 256 are always taken); 0 to 60s, 0 refuses none"},
+	{"commit-interval", "KANAL_COMMIT_INTERVAL", "2ms", "least time between the starts of two group commits while writes are concurrent: a commit of a few writes waits up to this long for more, which under a moderate load costs the server much less per write for a little latency; a lone writer and a busy server never wait. 0 to 20ms, 0 never waits"},
 	{"send-queue-max", "KANAL_SEND_QUEUE_MAX", "0", "a fixed bound on the sends in flight and on the writes waiting in the group commit beyond which sends are refused, instead of the measured ones; 0: measured (see KANAL_SEND_QUEUE_DELAY)"},
 	{"signup-limit", "KANAL_SIGNUP_LIMIT", "3000", "sign-ups the deployment accepts per hour, counted on all nodes together (1 to 1000000)"},
 	{"signup-client-limit", "KANAL_SIGNUP_CLIENT_LIMIT", "30", "sign-ups one client address (an IPv6 /64) may make per hour (1 to 1000000); behind a proxy, needs KANAL_TRUST_PROXY"},
@@ -199,6 +201,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, &settingError{"KANAL_SEND_QUEUE_DELAY", fmt.Errorf("%q is not a duration from 0 to 60s", *vals["KANAL_SEND_QUEUE_DELAY"])}
 	} else {
 		c.SendQueue.MaxDelay = d
+	}
+	if d, err := time.ParseDuration(*vals["KANAL_COMMIT_INTERVAL"]); err != nil || d < 0 || d > 20*time.Millisecond {
+		return nil, &settingError{"KANAL_COMMIT_INTERVAL", fmt.Errorf("%q is not a duration from 0 to 20ms", *vals["KANAL_COMMIT_INTERVAL"])}
+	} else {
+		c.CommitInterval = d
 	}
 	if c.SendQueue.MaxQueue, err = strconv.Atoi(*vals["KANAL_SEND_QUEUE_MAX"]); err != nil || c.SendQueue.MaxQueue < 0 || c.SendQueue.MaxQueue > 1000000 {
 		return nil, &settingError{"KANAL_SEND_QUEUE_MAX", fmt.Errorf("%q is not a number from 0 to 1000000", *vals["KANAL_SEND_QUEUE_MAX"])}

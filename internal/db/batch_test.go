@@ -402,3 +402,85 @@ func TestBatcherObserve(t *testing.T) {
 		}
 	})
 }
+
+// TestBatcherInterval: with an interval, a batch that follows one of
+// several bodies waits for the rest of the interval and takes what
+// arrives meanwhile; a lone writer's batches of one are never held.
+func TestBatcherInterval(t *testing.T) {
+	dbtest.Run(t, []db.Migrations{ledgerMigrations}, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		b := d.NewBatcher(8)
+		defer b.Close()
+		const interval = time.Second
+		b.SetInterval(interval)
+		var mu sync.Mutex
+		var sizes []int
+		b.Observe(db.BatchObserver{Batch: func(n int, _ time.Duration) {
+			mu.Lock()
+			defer mu.Unlock()
+			sizes = append(sizes, n)
+		}})
+		insert := func(name string) func(tx *sql.Tx) error {
+			return func(tx *sql.Tx) error {
+				_, err := tx.ExecContext(ctx, `INSERT INTO accounts (name, balance) VALUES ($1, 0)`, name)
+				return err
+			}
+		}
+		do := func(wg *sync.WaitGroup, fn func(tx *sql.Tx) error) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := b.Do(ctx, fn); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		// A first batch of one, held open until two more bodies wait;
+		// they are the second batch, of two.
+		gate := make(chan struct{})
+		var wg sync.WaitGroup
+		do(&wg, func(tx *sql.Tx) error { <-gate; return insert("a")(tx) })
+		for b.Stats().Queued < 1 {
+			time.Sleep(time.Millisecond)
+		}
+		do(&wg, insert("b"))
+		do(&wg, insert("c"))
+		for b.Stats().Queued < 3 {
+			time.Sleep(time.Millisecond)
+		}
+		close(gate)
+		wg.Wait()
+		// Three bodies 20 ms apart, within the interval after the batch
+		// of two: one batch.
+		for _, name := range []string{"d", "e", "f"} {
+			do(&wg, insert(name))
+			time.Sleep(20 * time.Millisecond)
+		}
+		wg.Wait()
+		mu.Lock()
+		got := fmt.Sprint(sizes)
+		mu.Unlock()
+		if got != "[1 2 3]" {
+			t.Fatalf("batches of %s, want [1 2 3]", got)
+		}
+		// A lone writer: after the batch of three, its first write may
+		// wait out the interval; the ones after it follow batches of one
+		// and are not held.
+		if err := b.Do(ctx, insert("g")); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"h", "i", "j", "k"} {
+			t0 := time.Now()
+			if err := b.Do(ctx, insert(name)); err != nil {
+				t.Fatal(err)
+			}
+			if took := time.Since(t0); took >= interval {
+				t.Fatalf("a lone write took %v: held for the interval (%v)", took, interval)
+			}
+		}
+		var n int
+		if err := d.QueryRow(ctx, `SELECT COUNT(*) FROM accounts`).Scan(&n); err != nil || n != 11 {
+			t.Fatalf("%d rows (%v), want 11", n, err)
+		}
+	})
+}
