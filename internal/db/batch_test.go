@@ -413,13 +413,7 @@ func TestBatcherInterval(t *testing.T) {
 		defer b.Close()
 		const interval = time.Second
 		b.SetInterval(interval)
-		var mu sync.Mutex
-		var sizes []int
-		b.Observe(db.BatchObserver{Batch: func(n int, _ time.Duration) {
-			mu.Lock()
-			defer mu.Unlock()
-			sizes = append(sizes, n)
-		}})
+		batches := observeSizes(b)
 		insert := func(name string) func(tx *sql.Tx) error {
 			return func(tx *sql.Tx) error {
 				_, err := tx.ExecContext(ctx, `INSERT INTO accounts (name, balance) VALUES ($1, 0)`, name)
@@ -457,10 +451,7 @@ func TestBatcherInterval(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		wg.Wait()
-		mu.Lock()
-		got := fmt.Sprint(sizes)
-		mu.Unlock()
-		if got != "[1 2 3]" {
+		if got := batches(3); got != "[1 2 3]" {
 			t.Fatalf("batches of %s, want [1 2 3]", got)
 		}
 		// A lone writer: after the batch of three, its first write may
@@ -492,18 +483,7 @@ func TestBatcherJoin(t *testing.T) {
 	dbtest.Run(t, []db.Migrations{ledgerMigrations}, func(t *testing.T, d *db.DB) {
 		ctx := context.Background()
 		b := d.NewBatcher(8)
-		var mu sync.Mutex
-		var sizes []int
-		b.Observe(db.BatchObserver{Batch: func(n int, _ time.Duration) {
-			mu.Lock()
-			defer mu.Unlock()
-			sizes = append(sizes, n)
-		}})
-		batches := func() string {
-			mu.Lock()
-			defer mu.Unlock()
-			return fmt.Sprint(sizes)
-		}
+		batches := observeSizes(b)
 		m := &accountMerger{}
 		join := func(wg *sync.WaitGroup, name string, within time.Duration) {
 			wg.Add(1)
@@ -526,7 +506,7 @@ func TestBatcherJoin(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 		time.Sleep(50 * time.Millisecond)
-		if got := batches(); got != "[]" {
+		if got := batches(0); got != "[]" {
 			t.Fatalf("joining bodies started batches %s", got)
 		}
 		if err := b.Do(ctx, func(tx *sql.Tx) error {
@@ -536,13 +516,13 @@ func TestBatcherJoin(t *testing.T) {
 			t.Fatal(err)
 		}
 		wg.Wait()
-		if got := batches(); got != "[3]" {
+		if got := batches(1); got != "[3]" {
 			t.Fatalf("batches %s, want [3]", got)
 		}
 		// Alone, a joining body starts its batch when its wait is up.
 		join(&wg, "j3", 20*time.Millisecond)
 		wg.Wait()
-		if got := batches(); got != "[3 1]" {
+		if got := batches(2); got != "[3 1]" {
 			t.Fatalf("batches %s, want [3 1]", got)
 		}
 		// Close commits a body that still waits.
@@ -557,4 +537,31 @@ func TestBatcherJoin(t *testing.T) {
 			t.Fatalf("%d rows (%v), want 5", n, err)
 		}
 	})
+}
+
+// observeSizes has b tell the sizes of its batches, and returns a
+// function that gives the first n of them, as in "[1 2 3]": the observer
+// runs after a batch's callers have their answers, so it waits (up to
+// 10 s) for n batches to be told, and gives what it has then.
+func observeSizes(b *db.Batcher) func(n int) string {
+	var mu sync.Mutex
+	var sizes []int
+	b.Observe(db.BatchObserver{Batch: func(n int, _ time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		sizes = append(sizes, n)
+	}})
+	return func(n int) string {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			mu.Lock()
+			got := len(sizes)
+			mu.Unlock()
+			if got >= n || time.Now().After(deadline) {
+				break
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return fmt.Sprint(sizes)
+	}
 }
