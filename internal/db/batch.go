@@ -195,11 +195,13 @@ func (b *Batcher) DoMerged(ctx context.Context, m Merger, item any, fn func(tx *
 	return b.queue(&batchReq{ctx: ctx, fn: fn, done: make(chan error, 1), merge: m, item: item})
 }
 
-// JoinMerged is DoMerged for a body nobody waits on quickly: it does not
-// start a batch of its own but joins the next one, which another body
-// starts, or starts one after within. Acknowledgements are such bodies:
-// at a low rate each was a commit of its own, as many as the sends', and
-// a commit of one write costs nearly what a full one does.
+// JoinMerged is DoMerged for a body nobody waits on quickly: when it
+// comes to an idle batcher it does not start a batch of its own but joins
+// the next one, which another body starts, or starts one after within.
+// Acknowledgements are such bodies: at a low rate each was a commit of
+// its own, as many as the sends', and a commit of one write costs nearly
+// what a full one does. A busy batcher, with bodies queued behind its
+// last batch, takes it at once, as DoMerged.
 func (b *Batcher) JoinMerged(ctx context.Context, m Merger, item any, within time.Duration, fn func(tx *sql.Tx) error) error {
 	return b.queue(&batchReq{ctx: ctx, fn: fn, done: make(chan error, 1), merge: m, item: item, join: max(within, time.Nanosecond)})
 }
@@ -303,8 +305,18 @@ func (b *Batcher) loop() {
 	for {
 		var first *batchReq
 		open := true
+		// idle says the loop had to wait for this body: nothing was
+		// queued behind the last batch. Only then does a joining body
+		// wait for company; one found waiting finds a batcher that is
+		// behind, and holding it would only leave the batcher idle.
+		idle := false
 		if len(joining) == 0 {
-			first, open = <-b.reqs
+			select {
+			case first, open = <-b.reqs:
+			default:
+				idle = true
+				first, open = <-b.reqs
+			}
 		} else {
 			select {
 			case first, open = <-b.reqs:
@@ -314,7 +326,7 @@ func (b *Batcher) loop() {
 		if !open && len(joining) == 0 {
 			return
 		}
-		if first != nil && first.join > 0 && len(joining)+1 < b.max {
+		if first != nil && first.join > 0 && (idle || len(joining) > 0) && len(joining)+1 < b.max {
 			if len(joining) == 0 {
 				due.Reset(first.join)
 			}
