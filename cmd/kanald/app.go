@@ -147,7 +147,7 @@ func newApp(cfg *config, log *slog.Logger, d *db.DB, b *bus.Bus, authority *ca.C
 		Help:    "Time from a group commit's start to its commit.",
 		Buckets: prometheus.ExponentialBuckets(0.00025, 2, 14)})
 	commitWait := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kanal_group_commit_wait_seconds",
-		Help:    "Time a write (send, acknowledgement) waited from its queueing to the start of the group commit that carried it: behind earlier commits, for KANAL_COMMIT_INTERVAL, and, for an acknowledgement, up to 20 ms for a send's commit to join.",
+		Help:    "Time a write (send, acknowledgement) waited from its queueing to the start of the group commit that carried it: behind earlier commits and for KANAL_COMMIT_INTERVAL.",
 		Buckets: prometheus.ExponentialBuckets(0.00025, 2, 14)})
 	commitSize := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kanal_group_commit_size",
 		Help:    "Writes per group commit.",

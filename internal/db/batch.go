@@ -123,9 +123,6 @@ type batchReq struct {
 	item  any
 	// locks, for DoLocked: the rows fn writes (see Locks).
 	locks func(*Locks)
-	// join, for JoinMerged: how long the body waits for a batch to join
-	// before it starts one.
-	join time.Duration
 }
 
 // A Merger writes the work of many callers of one kind in a few
@@ -193,17 +190,6 @@ func (b *Batcher) DoLocked(ctx context.Context, lock func(*Locks), fn func(tx *s
 // (one body failed). Both must write the same.
 func (b *Batcher) DoMerged(ctx context.Context, m Merger, item any, fn func(tx *sql.Tx) error) error {
 	return b.queue(&batchReq{ctx: ctx, fn: fn, done: make(chan error, 1), merge: m, item: item})
-}
-
-// JoinMerged is DoMerged for a body nobody waits on quickly: when it
-// comes to an idle batcher it does not start a batch of its own but joins
-// the next one, which another body starts, or starts one after within.
-// Acknowledgements are such bodies: at a low rate each was a commit of
-// its own, as many as the sends', and a commit of one write costs nearly
-// what a full one does. A busy batcher, with bodies queued behind its
-// last batch, takes it at once, as DoMerged.
-func (b *Batcher) JoinMerged(ctx context.Context, m Merger, item any, within time.Duration, fn func(tx *sql.Tx) error) error {
-	return b.queue(&batchReq{ctx: ctx, fn: fn, done: make(chan error, 1), merge: m, item: item, join: max(within, time.Nanosecond)})
 }
 
 // TryDoMerged is DoMerged unless the queue is deeper than the Admission
@@ -296,53 +282,12 @@ func (b *Batcher) loop() {
 	batch := make([]*batchReq, 0, b.max)
 	var bodies, busy float64
 	var last time.Time // the start of the last batch of more than one body
-	// Bodies queued with JoinMerged, waiting for a batch to join; the
-	// first of them starts one itself once its wait is up.
-	var joining []*batchReq
-	due := time.NewTimer(time.Hour)
-	due.Stop()
-	defer due.Stop()
-	for {
-		var first *batchReq
-		open := true
-		// idle says the loop had to wait for this body: nothing was
-		// queued behind the last batch. Only then does a joining body
-		// wait for company; one found waiting finds a batcher that is
-		// behind, and holding it would only leave the batcher idle.
-		idle := false
-		if len(joining) == 0 {
-			select {
-			case first, open = <-b.reqs:
-			default:
-				idle = true
-				first, open = <-b.reqs
-			}
-		} else {
-			select {
-			case first, open = <-b.reqs:
-			case <-due.C:
-			}
-		}
-		if !open && len(joining) == 0 {
-			return
-		}
-		if first != nil && first.join > 0 && (idle || len(joining) > 0) && len(joining)+1 < b.max {
-			if len(joining) == 0 {
-				due.Reset(first.join)
-			}
-			joining = append(joining, first)
-			continue
-		}
-		due.Stop()
-		batch = append(batch[:0], joining...)
-		joining = joining[:0]
-		if first != nil {
-			batch = append(batch, first)
-		}
+	for first := range b.reqs {
+		batch = append(batch[:0], first)
 		// Take whatever else is already waiting, without waiting for more:
 		// a lone request is not delayed to fill a batch.
 	fill:
-		for open && len(batch) < b.max {
+		for len(batch) < b.max {
 			select {
 			case r, ok := <-b.reqs:
 				if !ok {
@@ -353,7 +298,7 @@ func (b *Batcher) loop() {
 				break fill
 			}
 		}
-		if wait := time.Duration(b.interval.Load()) - time.Since(last); open && wait > 0 && len(batch) < b.max {
+		if wait := time.Duration(b.interval.Load()) - time.Since(last); wait > 0 && len(batch) < b.max {
 			batch = b.gather(batch, wait)
 		}
 		t0 := time.Now()

@@ -476,69 +476,6 @@ func TestBatcherInterval(t *testing.T) {
 	})
 }
 
-// TestBatcherJoin: a body queued with JoinMerged starts no batch of its
-// own while its wait lasts; it joins the next batch another body starts,
-// or starts one when its wait is up; Close commits what still waits.
-func TestBatcherJoin(t *testing.T) {
-	dbtest.Run(t, []db.Migrations{ledgerMigrations}, func(t *testing.T, d *db.DB) {
-		ctx := context.Background()
-		b := d.NewBatcher(8)
-		batches := observeSizes(b)
-		m := &accountMerger{}
-		join := func(wg *sync.WaitGroup, name string, within time.Duration) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := b.JoinMerged(ctx, m, account{name: name}, within, func(tx *sql.Tx) error {
-					_, err := tx.ExecContext(ctx, `INSERT INTO accounts (name, balance) VALUES ($1, 0)`, name)
-					return err
-				}); err != nil {
-					t.Error(err)
-				}
-			}()
-		}
-		// Two joining bodies with an hour to wait: nothing commits until
-		// a plain body comes; then all three are one batch.
-		var wg sync.WaitGroup
-		join(&wg, "j1", time.Hour)
-		join(&wg, "j2", time.Hour)
-		for b.Stats().Queued < 2 {
-			time.Sleep(time.Millisecond)
-		}
-		time.Sleep(50 * time.Millisecond)
-		if got := batches(0); got != "[]" {
-			t.Fatalf("joining bodies started batches %s", got)
-		}
-		if err := b.Do(ctx, func(tx *sql.Tx) error {
-			_, err := tx.ExecContext(ctx, `INSERT INTO accounts (name, balance) VALUES ('plain', 0)`)
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		wg.Wait()
-		if got := batches(1); got != "[3]" {
-			t.Fatalf("batches %s, want [3]", got)
-		}
-		// Alone, a joining body starts its batch when its wait is up.
-		join(&wg, "j3", 20*time.Millisecond)
-		wg.Wait()
-		if got := batches(2); got != "[3 1]" {
-			t.Fatalf("batches %s, want [3 1]", got)
-		}
-		// Close commits a body that still waits.
-		join(&wg, "j4", time.Hour)
-		for b.Stats().Queued < 1 {
-			time.Sleep(time.Millisecond)
-		}
-		b.Close()
-		wg.Wait()
-		var n int
-		if err := d.QueryRow(ctx, `SELECT COUNT(*) FROM accounts`).Scan(&n); err != nil || n != 5 {
-			t.Fatalf("%d rows (%v), want 5", n, err)
-		}
-	})
-}
-
 // observeSizes has b tell the sizes of its batches, and returns a
 // function that gives the first n of them, as in "[1 2 3]": the observer
 // runs after a batch's callers have their answers, so it waits (up to

@@ -74,12 +74,6 @@ const (
 	// come faster are gathered into the next write.
 	AckInterval = 100 * time.Millisecond
 
-	// ackJoinWithin is how long an acknowledgement's delete waits for a
-	// group commit to join before it starts one (Store.Ack). The
-	// envelopes stay in flight meanwhile, a small share of MaxInFlight at
-	// the rates where no send's commit comes sooner.
-	ackJoinWithin = 20 * time.Millisecond
-
 	// maxEndAge is how old a session end from the bus may be. Older ones
 	// are ignored (a replay, or nodes whose clocks are far apart; the
 	// session check then closes the streams). maxEndMessage caps its size.

@@ -444,14 +444,7 @@ func (s *Store) Ack(ctx context.Context, device string, ids []string) (int64, er
 		// (on SQLite) an fsync of its own — a fifth of kanald's CPU in the
 		// direct benchmark. They share the sends' group commit instead,
 		// and the acks of one commit are deleted together.
-		//
-		// Nobody waits on an ack's delete but the stream's ack writer,
-		// so it does not start a commit of its own: it joins the next
-		// one a send starts, or starts one after ackJoinWithin. At a low
-		// rate, where every commit carried one write, that is half the
-		// commits (docs/benchmarks.md, "Acknowledgements join the next
-		// commit").
-		err = s.batch.JoinMerged(ctx, ackMerger{s}, a, ackJoinWithin, fn)
+		err = s.batch.DoMerged(ctx, ackMerger{s}, a, fn)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("mailbox.ack: %w", err)
