@@ -547,6 +547,9 @@ func (r *runner) sendLoop(ctx context.Context, s sender, start, end time.Time, i
 		if next.After(end) || ctx.Err() != nil {
 			return
 		}
+		if sp := r.split.Load(); sp != nil && interval > 0 {
+			sp.Late(time.Since(next))
+		}
 		var err error
 		switch {
 		case r.publish != nil:

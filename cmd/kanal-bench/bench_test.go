@@ -81,6 +81,11 @@ func TestScenarios(t *testing.T) {
 					sp.ToRead.Max > res.Latency.Max+1 || sp.ToDecrypted.Max > res.Latency.Max) {
 				t.Fatalf("%s: latency %+v divided as %+v", tc.name, res.Latency, sp)
 			}
+			// These run open loops: each send's lag behind its schedule
+			// is counted, and is part of the time to the server time.
+			if sp := res.Split; sp != nil && (sp.SenderLate == nil || sp.SenderLate.Max > sp.ToStore.Max+1) {
+				t.Fatalf("%s: sender lag %+v, time to the server time %+v", tc.name, sp.SenderLate, sp.ToStore)
+			}
 			if tc.name == "broadcast" && (res.BroadcastStored != 6 || res.Delivered != 4) {
 				t.Fatalf("broadcast: stored for %d devices, %d delivered; want 6 and the 4 connected", res.BroadcastStored, res.Delivered)
 			}

@@ -191,9 +191,23 @@ func (r *Recorder) Series() []SeriesPoint {
 // is then read off them, not guessed. The server time is truncated to the
 // millisecond, so the first part reads up to 1 ms short and the second up
 // to 1 ms long.
+//
+// Of the first part, the sender's lag is also counted on its own (Late):
+// from the intended send time to the moment the sender began to seal
+// it, which is the load generator's own delay, not kanald's. In an open
+// loop on shared cores it says how much of a tail the sending side made.
 type Split struct {
 	mu                      sync.Mutex
 	toStore, toRead, toOpen Histogram
+	late                    Histogram
+}
+
+// Late counts one send's lag: from its intended time until the sender
+// began it.
+func (s *Split) Late(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.late.Record(d)
 }
 
 // Record counts one delivery: intended to send, stamped by the server,
@@ -213,7 +227,12 @@ func (s *Split) Stats() *splitStats {
 	if s.toStore.Count() == 0 {
 		return nil
 	}
-	return &splitStats{ToStore: latencyOf(&s.toStore), ToRead: latencyOf(&s.toRead), ToDecrypted: latencyOf(&s.toOpen)}
+	st := &splitStats{ToStore: latencyOf(&s.toStore), ToRead: latencyOf(&s.toRead), ToDecrypted: latencyOf(&s.toOpen)}
+	if s.late.Count() > 0 {
+		l := latencyOf(&s.late)
+		st.SenderLate = &l
+	}
+	return st
 }
 
 // splitStats is Split's result.
@@ -221,6 +240,9 @@ type splitStats struct {
 	ToStore     latencyStats `json:"to_store"`     // intended send → server time
 	ToRead      latencyStats `json:"to_read"`      // server time → the frame read by the recipient
 	ToDecrypted latencyStats `json:"to_decrypted"` // frame read → envelope decrypted
+	// SenderLate, of ToStore, is the sends' lag: intended send → the
+	// sender began (per send, not per delivery).
+	SenderLate *latencyStats `json:"sender_late,omitempty"`
 }
 
 // SeriesPoint is one interval of the latency-over-time series.

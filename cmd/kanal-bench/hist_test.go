@@ -100,4 +100,19 @@ func TestSplit(t *testing.T) {
 		st.ToStore.Max != 40 || st.ToRead.Max != 60 || st.ToDecrypted.Max != 5 {
 		t.Fatalf("split: %+v", st)
 	}
+	// A closed loop has no schedule to be late for: no sender lag.
+	if st.SenderLate != nil {
+		t.Fatalf("sender lag without a Late: %+v", st.SenderLate)
+	}
+	// Senders 0.5 ms late, one of them 30 ms.
+	for i := range 100 {
+		d := 500 * time.Microsecond
+		if i == 99 {
+			d = 30 * time.Millisecond
+		}
+		s.Late(d)
+	}
+	if l := s.Stats().SenderLate; l == nil || !near(l.P50, 0.5) || l.Max != 30 {
+		t.Fatalf("sender lag: %+v", l)
+	}
 }

@@ -210,6 +210,9 @@ func writeTable(w io.Writer, res *result) {
 			}{{"  to server time", sp.ToStore}, {"  to read", sp.ToRead}, {"  to decrypted", sp.ToDecrypted}} {
 				row(p.name, "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms", p.l.P50, p.l.P90, p.l.P99, p.l.P999, p.l.Max)
 			}
+			if l := sp.SenderLate; l != nil {
+				row("  sender late", "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms (of the time to the server time)", l.P50, l.P90, l.P99, l.P999, l.Max)
+			}
 		}
 	}
 	if o := res.Overload; o != nil {

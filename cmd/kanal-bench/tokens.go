@@ -55,8 +55,15 @@ func (r *runner) tokens(ctx context.Context) error {
 	}
 
 	issued := make([]atomic.Int64, len(defs))
-	cpu0, _ := r.serverSample()
+	stopProfile, err := r.startBenchProfile()
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
+	nodes0 := r.nodeCPU()
+	pg0 := r.cl.postgresCPU(ctx)
 	self0 := selfCPU()
+	profiled := r.startCPUProfile(ctx)
 	start := time.Now()
 	r.rec.Store(NewRecorder(start, time.Second))
 	r.expected.Store(uint64(len(citizens) * len(defs)))
@@ -94,9 +101,22 @@ func (r *runner) tokens(ctx context.Context) error {
 	wg.Wait()
 	sendEnd := time.Now()
 	stopProgress()
-	cpu1, _ := r.serverSample()
-	r.finish(start, sendEnd, cpu1-cpu0)
-	r.res.BenchCPUCores = (selfCPU() - self0).Seconds() / r.res.DurationS
+	nodes1 := r.nodeCPU()
+	pg1 := r.cl.postgresCPU(ctx)
+	self := selfCPU() - self0
+	if err := <-profiled; err != nil {
+		fmt.Fprintf(r.stderr, "kanal-bench: cpu profile: %v\n", err)
+	}
+	var cpu time.Duration
+	for i := range nodes1 {
+		cpu += nodes1[i] - nodes0[i]
+	}
+	r.finish(start, sendEnd, cpu)
+	r.shares(nodes0, nodes1, pg0, pg1)
+	r.res.BenchCPUCores = self.Seconds() / r.res.DurationS
+	if r.res.Delivered > 0 {
+		r.res.BenchCPUPerEnvelopeUS = float64(self.Microseconds()) / float64(r.res.Delivered)
+	}
 	r.res.Surveys = len(defs)
 
 	// What the server counted must be what the citizens received.
