@@ -1,0 +1,12 @@
+-- A survey's row is written by every group commit that carries one of
+-- its ballots (board_len, board_head) or token issuances (tokens_issued),
+-- and it is wide: the signed definition and the sealed token key ride in
+-- it. Packed full, as by default, an update rarely found room for the new
+-- row version on its own page: it went elsewhere and into both indexes
+-- (non-HOT), and under a steady stream of tokens the table of 24 surveys
+-- grew to 6.6 MB of dead versions that every read of a survey's row then
+-- walked (docs/benchmarks.md, "A survey's row kept on its page").
+-- With each row on a page of its own, almost every update is a heap-only
+-- one on that page, pruned there. Rows written before this migration keep
+-- their pages until the table is rewritten (VACUUM FULL surveys).
+ALTER TABLE surveys SET (fillfactor = 10);

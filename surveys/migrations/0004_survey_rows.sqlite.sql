@@ -1,0 +1,4 @@
+-- PostgreSQL's migration 4 leaves room on each survey row's page for its
+-- updates (fillfactor). SQLite writes a row in place and has no such
+-- setting: nothing changes here, and the version numbers of the two
+-- engines stay the same.
