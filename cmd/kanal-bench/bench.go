@@ -445,10 +445,8 @@ func (r *runner) measure(ctx context.Context, senders []sender) error {
 		return err
 	}
 	defer stopProfile()
-	nodes0 := r.nodeCPU()
-	pg0 := r.cl.postgresCPU(ctx)
+	mark := r.markCPU(ctx)
 	db0, dbOK := r.dbCounters(ctx)
-	self0 := selfCPU()
 	profiled := r.startCPUProfile(ctx)
 	start := time.Now()
 	r.split.Store(&Split{})
@@ -470,23 +468,8 @@ func (r *runner) measure(ctx context.Context, senders []sender) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	stopProgress()
-	nodes1 := r.nodeCPU()
-	pg1 := r.cl.postgresCPU(ctx)
 	db1, dbOK1 := r.dbCounters(ctx)
-	if err := <-profiled; err != nil {
-		fmt.Fprintf(r.stderr, "kanal-bench: cpu profile: %v\n", err)
-	}
-	var cpu time.Duration
-	for i := range nodes1 {
-		cpu += nodes1[i] - nodes0[i]
-	}
-	r.finish(start, sendEnd, cpu)
-	r.shares(nodes0, nodes1, pg0, pg1)
-	self := selfCPU() - self0
-	r.res.BenchCPUCores = self.Seconds() / r.res.DurationS
-	if r.res.Delivered > 0 {
-		r.res.BenchCPUPerEnvelopeUS = float64(self.Microseconds()) / float64(r.res.Delivered)
-	}
+	r.endPhase(ctx, start, sendEnd, mark, profiled)
 	if s := r.res.Server; s != nil && dbOK && dbOK1 && r.res.Delivered > 0 {
 		s.GroupCommits = db1.batches - db0.batches
 		s.RoundTripsPerEnvelope = (db1.roundTrips - db0.roundTrips) / float64(r.res.Delivered)
@@ -508,6 +491,41 @@ func (r *runner) measure(ctx context.Context, senders []sender) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// cpuMark is where a measured phase's CPU counts from: each kanald
+// node's, PostgreSQL's backends' and kanal-bench's own.
+type cpuMark struct {
+	nodes []time.Duration
+	pg    map[int]time.Duration
+	self  time.Duration
+}
+
+func (r *runner) markCPU(ctx context.Context) cpuMark {
+	return cpuMark{nodes: r.nodeCPU(), pg: r.cl.postgresCPU(ctx), self: selfCPU()}
+}
+
+// endPhase closes a measured phase that ran from start (its sends until
+// sendEnd) with the CPU counted from mark: the latency and rates
+// (finish), kanald's, its nodes' and PostgreSQL's CPU, and kanal-bench's
+// own. It waits for the kanald profile started with the phase.
+func (r *runner) endPhase(ctx context.Context, start, sendEnd time.Time, mark cpuMark, profiled <-chan error) {
+	nodes1 := r.nodeCPU()
+	pg1 := r.cl.postgresCPU(ctx)
+	self := selfCPU() - mark.self
+	if err := <-profiled; err != nil {
+		fmt.Fprintf(r.stderr, "kanal-bench: cpu profile: %v\n", err)
+	}
+	var cpu time.Duration
+	for i := range nodes1 {
+		cpu += nodes1[i] - mark.nodes[i]
+	}
+	r.finish(start, sendEnd, cpu)
+	r.shares(mark.nodes, nodes1, mark.pg, pg1)
+	r.res.BenchCPUCores = self.Seconds() / r.res.DurationS
+	if r.res.Delivered > 0 {
+		r.res.BenchCPUPerEnvelopeUS = float64(self.Microseconds()) / float64(r.res.Delivered)
+	}
 }
 
 // selfCPU is the CPU time kanal-bench itself has used: the load generator

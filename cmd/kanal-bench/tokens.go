@@ -60,9 +60,7 @@ func (r *runner) tokens(ctx context.Context) error {
 		return err
 	}
 	defer stopProfile()
-	nodes0 := r.nodeCPU()
-	pg0 := r.cl.postgresCPU(ctx)
-	self0 := selfCPU()
+	mark := r.markCPU(ctx)
 	profiled := r.startCPUProfile(ctx)
 	start := time.Now()
 	r.rec.Store(NewRecorder(start, time.Second))
@@ -101,22 +99,7 @@ func (r *runner) tokens(ctx context.Context) error {
 	wg.Wait()
 	sendEnd := time.Now()
 	stopProgress()
-	nodes1 := r.nodeCPU()
-	pg1 := r.cl.postgresCPU(ctx)
-	self := selfCPU() - self0
-	if err := <-profiled; err != nil {
-		fmt.Fprintf(r.stderr, "kanal-bench: cpu profile: %v\n", err)
-	}
-	var cpu time.Duration
-	for i := range nodes1 {
-		cpu += nodes1[i] - nodes0[i]
-	}
-	r.finish(start, sendEnd, cpu)
-	r.shares(nodes0, nodes1, pg0, pg1)
-	r.res.BenchCPUCores = self.Seconds() / r.res.DurationS
-	if r.res.Delivered > 0 {
-		r.res.BenchCPUPerEnvelopeUS = float64(self.Microseconds()) / float64(r.res.Delivered)
-	}
+	r.endPhase(ctx, start, sendEnd, mark, profiled)
 	r.res.Surveys = len(defs)
 
 	// What the server counted must be what the citizens received.
