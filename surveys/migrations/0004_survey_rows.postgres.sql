@@ -7,6 +7,7 @@
 -- grew to 6.6 MB of dead versions that every read of a survey's row then
 -- walked (docs/benchmarks.md, "A survey's row kept on its page").
 -- With each row on a page of its own, almost every update is a heap-only
--- one on that page, pruned there. Rows written before this migration keep
--- their pages until the table is rewritten (VACUUM FULL surveys).
+-- one on that page, pruned there. A row written before this migration
+-- stays on its packed page until an update of it no longer fits there;
+-- the new version then goes to a page filled to this setting, and stays.
 ALTER TABLE surveys SET (fillfactor = 10);
