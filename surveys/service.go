@@ -737,6 +737,52 @@ func (m issuances) MergeTx(ctx context.Context, tx *sql.Tx, items []any) error {
 	return nil
 }
 
+// issueSQL writes a group commit's issuances on a PostgreSQL pipeline
+// (db.Pipeliner): their rows, given as arrays, and each survey's count,
+// in one statement. The pipeline's COMMIT is sent with it, so anything
+// but a fresh row for every issuance in a survey still open must fail
+// the statement itself: a recorded or repeated (survey, holder) fails the
+// insert's primary key, and a survey closed before the commit, which the
+// update then skips ($5 surveys must be counted), fails a cast that is
+// evaluated only then (of a column, so that the planner cannot fold it).
+// The batch then runs issuance by issuance through issueTx, which tells
+// a retry, a second request and a closed survey apart, as after a failed
+// MergeTx.
+const issueSQL = `WITH ins AS (
+	INSERT INTO survey_tokens (survey_id, account_id, blinded_hash, blind_sig)
+	SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[])
+	RETURNING survey_id
+), counted AS (
+	UPDATE surveys s SET tokens_issued = s.tokens_issued + g.n
+	FROM (SELECT survey_id, COUNT(*) AS n FROM ins GROUP BY survey_id) g
+	WHERE s.id = g.survey_id AND s.closes_at > $6
+	RETURNING s.id
+)
+SELECT c.n FROM (SELECT COUNT(*) AS n FROM counted) c
+WHERE CASE WHEN c.n = $5::bigint THEN true ELSE ('surveys closed before the commit: ' || ($5::bigint - c.n))::bigint IS NULL END`
+
+// QueueTx queues a commit's issuances on p (db.Pipeliner), their surveys'
+// rows locked first as LockItems locks them for MergeTx.
+func (m issuances) QueueTx(p *db.Pipeline, items []any) error {
+	n := len(items)
+	surveys, holders, hashes, sigs := make([]string, 0, n), make([]string, 0, n), make([][]byte, 0, n), make([][]byte, 0, n)
+	seen := map[string]bool{}
+	var ids []string
+	for _, x := range items {
+		it := x.(*issuance)
+		surveys, holders, hashes, sigs = append(surveys, it.survey), append(holders, it.holder), append(hashes, it.hash), append(sigs, it.sig)
+		if !seen[it.survey] {
+			seen[it.survey] = true
+			ids = append(ids, it.survey)
+		}
+	}
+	p.Lock(surveyRows, ids...)
+	p.Query(issueSQL, []any{surveys, holders, hashes, sigs, int64(len(ids)), m.s.now().Unix()}, nil)
+	return nil
+}
+
+var _ db.Pipeliner = issuances{}
+
 // tokenHolder is who a token is recorded for: the account, or for an
 // audience of level high the person, as a pseudonym of this survey —
 // SHA-256("kanal survey person v1\x00" + survey id + "\x00" + identity) —
