@@ -2,7 +2,6 @@ package surveys
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"sync"
 	"testing"
@@ -27,27 +26,6 @@ func TestIssuancesPipelined(t *testing.T) {
 	b := e.s.commits
 	ctx := context.Background()
 
-	// hold queues a plain body that waits, and returns once it runs.
-	hold := func() (release func()) {
-		ch, running := make(chan struct{}), make(chan struct{})
-		held := make(chan error, 1)
-		go func() { held <- b.Do(ctx, func(*sql.Tx) error { close(running); <-ch; return nil }) }()
-		<-running
-		return func() {
-			close(ch)
-			if err := <-held; err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	settled := func(bodies uint64) {
-		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); b.Stats().Bodies < bodies; time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("the batcher counted %d bodies, want %d", b.Stats().Bodies, bodies)
-			}
-		}
-	}
 	// batch issues a token to each caller of each survey while the
 	// batcher is held, so that they commit in one batch; between (if not
 	// nil) runs once they all wait for that commit. It returns their
@@ -55,13 +33,13 @@ func TestIssuancesPipelined(t *testing.T) {
 	// less the held body's own.
 	batch := func(from int, defs []*Definition, between func()) ([]error, uint64) {
 		t.Helper()
-		release := hold()
+		release := dbtest.Hold(t, b)
 		st, trips := b.Stats(), d.RoundTrips()
 		release()
-		settled(st.Bodies + 1)
+		dbtest.Settled(t, b, st.Bodies+1)
 		heldTail := d.RoundTrips() - trips
 
-		release = hold()
+		release = dbtest.Hold(t, b)
 		const citizens = 12
 		errs := make([]error, citizens*len(defs))
 		var wg sync.WaitGroup
@@ -87,7 +65,7 @@ func TestIssuancesPipelined(t *testing.T) {
 		st, trips = b.Stats(), d.RoundTrips()
 		release()
 		wg.Wait()
-		settled(st.Bodies + 1 + uint64(len(errs)))
+		dbtest.Settled(t, b, st.Bodies+1+uint64(len(errs)))
 		if got := b.Stats().Batches - st.Batches; got != 2 {
 			t.Fatalf("the issuances took %d batches, want 1", got-1)
 		}

@@ -80,37 +80,14 @@ func (m *accountPipeliner) insert(ctx context.Context, a account) func(tx *sql.T
 func oneBatch(t *testing.T, d *db.DB, b *db.Batcher, m *accountPipeliner, items []account) ([]error, uint64) {
 	t.Helper()
 	ctx := context.Background()
-	// hold queues a plain body that waits, and returns once it runs
-	// (its transaction begun).
-	hold := func() (release func()) {
-		ch, running := make(chan struct{}), make(chan struct{})
-		held := make(chan error, 1)
-		go func() { held <- b.Do(ctx, func(*sql.Tx) error { close(running); <-ch; return nil }) }()
-		<-running
-		return func() {
-			close(ch)
-			if err := <-held; err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	// settled waits until the batcher has counted bodies bodies.
-	settled := func(bodies uint64) {
-		for deadline := time.Now().Add(30 * time.Second); b.Stats().Bodies < bodies; time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("the batcher counted %d bodies, want %d", b.Stats().Bodies, bodies)
-			}
-		}
-	}
-
-	release := hold()
+	release := dbtest.Hold(t, b)
 	st := b.Stats()
 	trips := d.RoundTrips()
 	release()
-	settled(st.Bodies + 1)
+	dbtest.Settled(t, b, st.Bodies+1)
 	holdTail := d.RoundTrips() - trips
 
-	release = hold()
+	release = dbtest.Hold(t, b)
 	results := make([]error, len(items))
 	var wg sync.WaitGroup
 	for i, a := range items {
@@ -127,7 +104,7 @@ func oneBatch(t *testing.T, d *db.DB, b *db.Batcher, m *accountPipeliner, items 
 	trips = d.RoundTrips()
 	release()
 	wg.Wait()
-	settled(st.Bodies + 1 + uint64(len(items)))
+	dbtest.Settled(t, b, st.Bodies+1+uint64(len(items)))
 	if got := b.Stats().Batches; got != st.Batches+2 {
 		t.Fatalf("the items took %d batches, want 1", got-st.Batches-1)
 	}
