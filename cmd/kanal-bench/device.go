@@ -380,7 +380,16 @@ func (r *runner) readLoop(ctx context.Context, d *device, ws *websocket.Conn, h 
 		}
 		switch f.Type {
 		case "synced":
-			d.markSynced()
+			// The backlog's envelopes frames before it may still wait
+			// for process: the device is synced once process has taken
+			// them, so that a measurement begun at the sync does not
+			// count a backlog's envelope (a kept broadcast's earlier
+			// announcement) as one of its own.
+			select {
+			case frames <- envelopesFrame{synced: true}:
+			case <-ctx.Done():
+				return
+			}
 			continue
 		case "sent", "send_failed":
 			var err error
@@ -402,7 +411,7 @@ func (r *runner) readLoop(ctx context.Context, d *device, ws *websocket.Conn, h 
 		// mailbox.WriteTimeout. The server's in-flight limit bounds what
 		// waits here.
 		select {
-		case frames <- envelopesFrame{f.Envelopes, buf, read}:
+		case frames <- envelopesFrame{envs: f.Envelopes, buf: buf, read: read}:
 		case <-ctx.Done():
 			return
 		}
@@ -449,6 +458,9 @@ type envelopesFrame struct {
 	envs []mailbox.Envelope
 	buf  *[]byte
 	read time.Time
+	// synced marks the place of the stream's "synced" frame: process
+	// marks the device synced when it gets there.
+	synced bool
 }
 
 // process decrypts the frames the read loop hands over and acknowledges
@@ -465,6 +477,10 @@ func (r *runner) process(ctx context.Context, d *device, frames <-chan envelopes
 		case fr, ok := <-frames:
 			if !ok {
 				return
+			}
+			if fr.synced {
+				d.markSynced()
+				continue
 			}
 			ids = r.take(ctx, d, fr, h, ids)
 			if len(ids) < client.AckAtOnce {

@@ -220,3 +220,65 @@ func TestLastDeliveryIsTheLatest(t *testing.T) {
 		t.Fatalf("last delivery %v after the first, want %v", time.Duration(got-base.UnixNano()), 8007*time.Microsecond)
 	}
 }
+
+// A device is synced once it has taken its backlog: the envelopes frames
+// the server sent before "synced" are handled before the device counts
+// as synced. A broadcast's measurement begins at the sync, so otherwise a
+// backlog's announcement — an earlier run's, kept for a follower that was
+// offline then (-keep) — still being handled would count as a delivery
+// of the measured post.
+func TestSyncedAfterTheBacklog(t *testing.T) {
+	e := mailbox.Envelope{ID: "e1", Sender: "dev_clerk", Class: mailbox.ClassBroadcast, Ciphertext: []byte("an earlier announcement")}
+	ctx, ws := dialServer(t, func(ws *websocket.Conn, req *http.Request) {
+		backlog, err := json.Marshal(map[string]any{"type": "envelopes", "envelopes": []mailbox.Envelope{e}})
+		if err != nil {
+			return
+		}
+		// The backlog, the sync, then an answer the test waits for: once
+		// it is answered, the read loop has read "synced".
+		for _, f := range [][]byte{backlog, []byte(`{"type":"synced"}`), []byte(`{"type":"sent","ref":"r1"}`)} {
+			if ws.Write(req.Context(), websocket.MessageText, f) != nil {
+				return
+			}
+		}
+		for {
+			if _, _, err := ws.Read(req.Context()); err != nil {
+				return
+			}
+		}
+	})
+	r := &runner{o: &options{scenario: "broadcast"}, errs: &errCounter{}, reconnects: &errCounter{}}
+	r.verified.store(string(e.Ciphertext), e.Sender) // checked once, as the bench does
+	answered := make(chan error, 1)
+	d := &device{ws: ws, seen: r.seenMap(), synced: make(chan struct{}), pending: map[string]chan error{"r1": answered}}
+	d.markSynced = sync.OnceFunc(func() { close(d.synced) })
+	handling, release := make(chan struct{}), make(chan struct{})
+	go r.readLoop(ctx, d, ws, func(*device, string, byte, time.Time, time.Time) {
+		close(handling)
+		<-release
+	})
+	select {
+	case <-handling:
+	case <-ctx.Done():
+		t.Fatal("the backlog's envelope was not handled")
+	}
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the frame after synced was not read")
+	}
+	select {
+	case <-d.synced:
+		t.Fatal("the device counted as synced while its backlog was still being handled")
+	default:
+	}
+	close(release)
+	select {
+	case <-d.synced:
+	case <-ctx.Done():
+		t.Fatal("the device did not count as synced after its backlog")
+	}
+}
