@@ -250,8 +250,14 @@ func TestBroadcastKeepPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Close()
-	t.Cleanup(func() { d.Exec("DROP SCHEMA " + k.Schema + " CASCADE") })
+	// The kept schema is the test's to drop, before its connection
+	// closes (a deferred Close would run before any cleanup).
+	t.Cleanup(func() {
+		if _, err := d.Exec("DROP SCHEMA " + k.Schema + " CASCADE"); err != nil {
+			t.Errorf("drop the kept schema: %v", err)
+		}
+		d.Close()
+	})
 	var followers int
 	if err := d.QueryRow("SELECT count(*) FROM " + k.Schema + ".identity_devices").Scan(&followers); err != nil || followers < 5 {
 		t.Fatalf("the kept schema after the first run: %d devices, %v", followers, err)
