@@ -423,21 +423,40 @@ func (s *Stream) ReceiveBatch(ctx context.Context, max int) (msgs []*Incoming, b
 	}
 }
 
+// testHookBacklogWaits, when set by a test, runs where Backlog has found
+// the queue empty and is about to wait for a frame.
+var testHookBacklogWaits func(*Stream)
+
 // Backlog returns every message that was waiting when the stream
 // connected, up to the server's "synced".
 func (s *Stream) Backlog(ctx context.Context) ([]*Incoming, []error, error) {
 	var out []*Incoming
 	var bad []error
 	for {
+		// The read loop queues a frame's envelopes before it takes the
+		// "synced" after them, so "synced" seen first and then an empty
+		// queue mean the backlog is out. Looked at the other way round, a
+		// frame queued and "synced" taken between the two looks would end
+		// the backlog with envelopes still queued.
+		var synced bool
+		select {
+		case <-s.synced:
+			synced = true
+		default:
+		}
 		s.mu.Lock()
 		empty := len(s.queue) == 0
 		s.mu.Unlock()
+		if empty && synced {
+			return out, bad, s.Ack(ctx)
+		}
 		if empty {
-			// The read loop queues envelope frames before it sees
-			// "synced": synced with an empty queue means the backlog is out.
+			if testHookBacklogWaits != nil {
+				testHookBacklogWaits(s)
+			}
 			select {
 			case <-s.synced:
-				return out, bad, s.Ack(ctx)
+				continue
 			case <-s.arrived:
 				continue
 			case <-s.done:
