@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"io"
+	"slices"
 )
 
 // SQLite statement cache. database/sql prepares and finalizes a statement
@@ -41,6 +42,31 @@ type cachingConn struct {
 	exec    driver.ExecerContext
 	query   driver.QueryerContext
 	stmts   map[string]*cachedStmt
+	// argBuf is where a rewritten statement's arguments are put in its
+	// order, kept for the next statement: the driver binds them before
+	// Exec or Query returns, and a group commit's statements carry
+	// hundreds (a new slice each was a tenth of the bytes a busy node
+	// allocated; docs/benchmarks.md, "Frames read into pooled buffers").
+	argBuf []driver.NamedValue
+}
+
+// maxArgBuf bounds the arguments argBuf keeps between statements.
+const maxArgBuf = 1024
+
+// reordered returns the arguments of s for args, in argBuf when s was
+// rewritten; release gives argBuf back once the driver has bound them.
+func (c *cachingConn) reordered(s *cachedStmt, args []driver.NamedValue) ([]driver.NamedValue, bool) {
+	return s.args(args, c.argBuf[:0])
+}
+
+func (c *cachingConn) release(s *cachedStmt, a []driver.NamedValue) {
+	if s.order == nil || a == nil {
+		return
+	}
+	clear(a) // keep no argument alive
+	if cap(a) <= maxArgBuf {
+		c.argBuf = a[:0]
+	}
 }
 
 type cachedStmt struct {
@@ -115,7 +141,8 @@ func (c *cachingConn) ExecContext(ctx context.Context, query string, args []driv
 	if err != nil {
 		return nil, err
 	}
-	a, ok := s.args(args)
+	a, ok := c.reordered(s, args)
+	defer c.release(s, a)
 	if s.busy || !ok {
 		return c.exec.ExecContext(ctx, query, args)
 	}
@@ -130,7 +157,8 @@ func (c *cachingConn) QueryContext(ctx context.Context, query string, args []dri
 	if err != nil {
 		return nil, err
 	}
-	a, ok := s.args(args)
+	a, ok := c.reordered(s, args)
+	defer c.release(s, a)
 	if s.busy || !ok {
 		// The same query is already open on this connection (a nested
 		// read): run this one on its own statement.
@@ -309,7 +337,7 @@ func isIdent(c byte) bool {
 // false when they cannot be taken from args (a named argument, or a "$k"
 // past the last argument): the caller then runs the query as written and
 // gets the driver's own error.
-func (s *cachedStmt) args(args []driver.NamedValue) ([]driver.NamedValue, bool) {
+func (s *cachedStmt) args(args, buf []driver.NamedValue) ([]driver.NamedValue, bool) {
 	if s.order == nil {
 		return args, true
 	}
@@ -318,12 +346,13 @@ func (s *cachedStmt) args(args []driver.NamedValue) ([]driver.NamedValue, bool) 
 			return nil, false
 		}
 	}
-	out := make([]driver.NamedValue, len(s.order))
+	out := slices.Grow(buf[:0], len(s.order))
 	for i, k := range s.order {
 		if k >= len(args) {
+			clear(out)
 			return nil, false
 		}
-		out[i] = driver.NamedValue{Ordinal: i + 1, Value: args[k].Value}
+		out = append(out, driver.NamedValue{Ordinal: i + 1, Value: args[k].Value})
 	}
 	return out, true
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/kanal-server/kanal/internal/db"
@@ -118,5 +119,45 @@ func TestSQLiteNumberedParameters(t *testing.T) {
 	// Too few arguments is the driver's error, as before.
 	if _, err := d.Exec(ctx, `INSERT INTO t (k, v, w) VALUES ($1, $2, $3)`, 5000, "x"); err == nil {
 		t.Fatal("a statement with a missing argument ran")
+	}
+
+	// One connection puts each rewritten statement's arguments in the
+	// same buffer: a statement run while another's rows are open, and one
+	// after a larger one, are bound with their own arguments only.
+	err = d.Tx(ctx, func(tx *sql.Tx) error {
+		rs, err := tx.QueryContext(ctx, `SELECT k, v FROM t WHERE k IN ($1, $2, $1) ORDER BY k`, 7, 9)
+		if err != nil {
+			return err
+		}
+		defer rs.Close()
+		if _, err := tx.ExecContext(ctx, `INSERT INTO t (k, v, w) VALUES ($1, $2, $2), ($3, $2, $1)`, 6001, "x", 6002); err != nil {
+			return err
+		}
+		var got []string
+		for rs.Next() {
+			var k int
+			var v string
+			if err := rs.Scan(&k, &v); err != nil {
+				return err
+			}
+			got = append(got, strconv.Itoa(k)+"="+v)
+		}
+		if err := rs.Err(); err != nil {
+			return err
+		}
+		if strings.Join(got, " ") != "7=v7 9=v9" {
+			t.Errorf("rows read while another statement ran: %q", got)
+		}
+		var w1, w2 string
+		if err := tx.QueryRowContext(ctx, `SELECT (SELECT w FROM t WHERE k = $1), (SELECT w FROM t WHERE k = $2)`, 6001, 6002).Scan(&w1, &w2); err != nil {
+			return err
+		}
+		if w1 != "x" || w2 != "6001" {
+			t.Errorf("inserted rows: w %q and %q, want \"x\" and \"6001\"", w1, w2)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -112,6 +112,32 @@ func TestCarriedWakeUpsForSeveralDevices(t *testing.T) {
 				t.Fatalf("device %s got %+v", devs[i], got[0])
 			}
 		}
+
+		// The devices' envelopes interleaved, as when several sends of one
+		// commit reach the same devices: each device's wake-up carries its
+		// own in their order, and none is read back from the mailbox.
+		envs = envs[:0]
+		for round := range 3 {
+			for _, d := range devs[:2] {
+				envs = append(envs, env(d, "dev_a", fmt.Sprintf("%d for %s", round, d)))
+			}
+		}
+		if err := store.Append(ctx, envs); err != nil {
+			t.Fatal(err)
+		}
+		before := b.hub.Stats()
+		a.hub.Deliver(envs)
+		for i, c := range clients[:2] {
+			got := c.collect(3, true)
+			for round, e := range got {
+				if want := fmt.Sprintf("%d for %s", round, devs[i]); string(e.Ciphertext) != want {
+					t.Fatalf("device %s, envelope %d: %q, want %q", devs[i], round, e.Ciphertext, want)
+				}
+			}
+		}
+		if after := b.hub.Stats(); after.Carried != before.Carried+6 || after.Read != before.Read {
+			t.Fatalf("stats %+v → %+v: the six envelopes should come from their wake-ups", before, after)
+		}
 	})
 }
 

@@ -514,25 +514,41 @@ func (h *Hub) Notify(devices ...string) {
 // then writes them without reading them back from the mailbox. envs must
 // carry the ids and sequence numbers the append assigned.
 func (h *Hub) Deliver(envs []Envelope) {
-	byDevice := map[string][]Envelope{}
-	var order []string
-	for _, e := range envs {
-		if _, ok := byDevice[e.Recipient]; !ok {
-			order = append(order, e.Recipient)
-		}
-		byDevice[e.Recipient] = append(byDevice[e.Recipient], e)
+	// Each recipient's envelopes, in the order given (their seqs'), as one
+	// slice: a stable sort of their indices by recipient, and a slice of
+	// envs itself wherever a recipient's envelopes lie next to each other
+	// there, as a recipient's one envelope of a commit always does. A map
+	// of slices cost an allocation per recipient, and the map's growth.
+	idx := make([]int, len(envs))
+	for i := range idx {
+		idx[i] = i
 	}
+	slices.SortStableFunc(idx, func(a, b int) int { return strings.Compare(envs[a].Recipient, envs[b].Recipient) })
 	// On the embedded bus the wake-ups stay in this process (h.local) and
 	// carry no tag; over NATS each is sealed.
 	head := tagSize
 	if h.local != nil {
 		head = 0
 	}
-	for _, d := range order {
+	for len(idx) > 0 {
+		d := envs[idx[0]].Recipient
+		n, adjacent := 1, true
+		for n < len(idx) && envs[idx[n]].Recipient == d {
+			adjacent = adjacent && idx[n] == idx[n-1]+1
+			n++
+		}
+		group := envs[idx[0] : idx[0]+n]
+		if !adjacent {
+			group = make([]Envelope, n)
+			for k, i := range idx[:n] {
+				group[k] = envs[i]
+			}
+		}
+		idx = idx[n:]
 		var data []byte
 		// Room for the tag first, then the payload; envelopes that cannot
 		// be carried leave a plain wake-up.
-		if b, err := appendWake(make([]byte, head, head+wakeSizeHint(byDevice[d])), byDevice[d]); err == nil {
+		if b, err := appendWake(make([]byte, head, head+wakeSizeHint(group)), group); err == nil {
 			data = b
 			if head > 0 {
 				data = sealInPlace(h.o.BusKey, purposeWake, subjectWake+d, b)
@@ -1523,9 +1539,40 @@ func (c *conn) readFrame() (websocket.MessageType, []byte, error) {
 	} else {
 		c.cut.Reset(c.hub.o.FrameTimeout)
 	}
-	data, err := io.ReadAll(rd)
+	data, err := readAllPooled(rd)
 	c.cut.Stop()
 	return typ, data, err
+}
+
+// readAllPooled is io.ReadAll into a pooled buffer, returning a copy of
+// exactly the frame's length: one allocation per frame, where io.ReadAll
+// began at 512 bytes and grew, two or three for a send of a few hundred
+// bytes (a sixth of the bytes a busy node allocated; docs/benchmarks.md,
+// "Frames read into pooled buffers"). The handlers keep slices of the
+// frame (a send's ciphertexts), so it is copied out before the buffer
+// goes back.
+func readAllPooled(r io.Reader) ([]byte, error) {
+	buf := frameBuffers.Get().(*[]byte)
+	b := (*buf)[:0]
+	var err error
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		var n int
+		n, err = r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			break
+		}
+	}
+	data := bytes.Clone(b)
+	*buf = b
+	putFrameBuffer(buf)
+	if err == io.EOF {
+		err = nil
+	}
+	return data, err
 }
 
 func (c *conn) frameLate() { c.close(StatusTooSlow, "frame not finished in time") }
