@@ -53,12 +53,8 @@ type cachingConn struct {
 // maxArgBuf bounds the arguments argBuf keeps between statements.
 const maxArgBuf = 1024
 
-// reordered returns the arguments of s for args, in argBuf when s was
-// rewritten; release gives argBuf back once the driver has bound them.
-func (c *cachingConn) reordered(s *cachedStmt, args []driver.NamedValue) ([]driver.NamedValue, bool) {
-	return s.args(args, c.argBuf[:0])
-}
-
+// release gives argBuf back once the driver has bound a, the arguments
+// s.args put in it.
 func (c *cachingConn) release(s *cachedStmt, a []driver.NamedValue) {
 	if s.order == nil || a == nil {
 		return
@@ -141,7 +137,7 @@ func (c *cachingConn) ExecContext(ctx context.Context, query string, args []driv
 	if err != nil {
 		return nil, err
 	}
-	a, ok := c.reordered(s, args)
+	a, ok := s.args(args, c.argBuf)
 	defer c.release(s, a)
 	if s.busy || !ok {
 		return c.exec.ExecContext(ctx, query, args)
@@ -157,7 +153,7 @@ func (c *cachingConn) QueryContext(ctx context.Context, query string, args []dri
 	if err != nil {
 		return nil, err
 	}
-	a, ok := c.reordered(s, args)
+	a, ok := s.args(args, c.argBuf)
 	defer c.release(s, a)
 	if s.busy || !ok {
 		// The same query is already open on this connection (a nested

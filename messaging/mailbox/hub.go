@@ -759,9 +759,10 @@ const (
 	idleBufio = 16
 )
 
-// frameBuffers holds buffers binary frames are encoded in, shared by all
-// streams: the websocket write copies a frame out before it returns, and
-// an idle stream holds no buffer of its own.
+// frameBuffers holds buffers binary frames are encoded in and frames are
+// read into, shared by all streams: the websocket write copies a frame out
+// before it returns, a read is copied out at its length (readAllPooled),
+// and an idle stream holds no buffer of its own.
 var frameBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // maxPooledFrame: a buffer a large frame grew is not kept.
