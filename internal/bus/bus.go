@@ -112,6 +112,10 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 			return nil, err
 		}
 		opts = append(opts, auth...)
+		// A node hands what it publishes to itself (see Echoes): the
+		// server writes none of it back, and the node reads and checks
+		// none of it again.
+		opts = append(opts, nats.NoEcho())
 	}
 	nc, err := nats.Connect(o.URL, opts...)
 	if err != nil {
@@ -193,6 +197,17 @@ func redact(raw string) string {
 
 // Embedded reports whether the bus runs in this process.
 func (b *Bus) Embedded() bool { return b.embedded != nil }
+
+// Echoes reports whether a message published on this bus reaches this
+// connection's own subscriptions. The embedded bus echoes: it has no
+// listener, so the hubs of one process (tests run two nodes so) share its
+// one connection and must hear each other. An external bus does not (NATS's
+// no-echo): each node has a connection of its own, and what it publishes
+// is for the other nodes; its own streams get it from the node directly
+// (the mailbox hub does so), not from a copy the server writes back, which
+// the node would have read, checked and dropped as its own. One node per
+// connection, then, on an external bus.
+func (b *Bus) Echoes() bool { return b.embedded != nil }
 
 // Conn returns the underlying connection for what Bus does not wrap.
 func (b *Bus) Conn() *nats.Conn { return b.nc }

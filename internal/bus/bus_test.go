@@ -129,7 +129,7 @@ func TestQueueSubscribeDeliversOnce(t *testing.T) {
 
 func TestCloseDrainsPending(t *testing.T) {
 	each(t, func(t *testing.T, open func() *bus.Bus) {
-		b := open()
+		b, peer := open(), open() // the same bus on the embedded server
 		subj := uniqueSubject(t)
 		var n atomic.Int32
 		if _, err := b.Subscribe(subj, func(*bus.Msg) { time.Sleep(time.Millisecond); n.Add(1) }); err != nil {
@@ -137,8 +137,11 @@ func TestCloseDrainsPending(t *testing.T) {
 		}
 		_ = b.Conn().Flush()
 		for i := 0; i < 20; i++ {
-			_ = b.Publish(subj, nil)
+			_ = peer.Publish(subj, nil)
 		}
+		// The server has queued the 20 for b before it answers peer's
+		// flush, and so before it answers b's.
+		_ = peer.Conn().Flush()
 		_ = b.Conn().Flush()
 		if err := b.Close(); err != nil {
 			t.Fatalf("close: %v", err)
@@ -174,15 +177,17 @@ func TestUnreachable(t *testing.T) {
 // is an ordinary publish.
 func TestPublishLocal(t *testing.T) {
 	each(t, func(t *testing.T, open func() *bus.Bus) {
-		b := open()
+		// peer is another node's connection on the external bus (which
+		// does not echo), the same one on the embedded bus.
+		b, peer := open(), open()
 		subj := uniqueSubject(t)
 		viaNATS := make(chan *bus.Msg, 10)
-		sub, err := b.ChanSubscribe(subj+".*", viaNATS)
+		sub, err := peer.ChanSubscribe(subj+".*", viaNATS)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer sub.Unsubscribe()
-		if err := b.Conn().Flush(); err != nil {
+		if err := peer.Conn().Flush(); err != nil {
 			t.Fatal(err)
 		}
 		local, other := make(chan *bus.Msg, 2), make(chan *bus.Msg, 2)
@@ -233,6 +238,54 @@ func TestPublishLocal(t *testing.T) {
 		}
 		if len(viaNATS) != 0 {
 			t.Fatal("a local publish went through NATS")
+		}
+	})
+}
+
+// TestEchoes: what a node publishes reaches the other nodes, and reaches
+// its own subscriptions only on the embedded bus, whose one connection the
+// hubs of a process share. On an external bus the server writes nothing
+// back to the publisher (the mailbox hub hands its own wake-ups to its
+// streams itself), so Echoes must say so, or the hub's streams would get
+// each wake-up twice, or never.
+func TestEchoes(t *testing.T) {
+	each(t, func(t *testing.T, open func() *bus.Bus) {
+		self, other := open(), open()
+		subj := uniqueSubject(t)
+		own, theirs := make(chan *bus.Msg, 4), make(chan *bus.Msg, 4)
+		for _, s := range []struct {
+			b  *bus.Bus
+			ch chan *bus.Msg
+		}{{self, own}, {other, theirs}} {
+			sub, err := s.b.ChanSubscribe(subj, s.ch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Unsubscribe()
+			if err := s.b.Conn().Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := self.Publish(subj, []byte("wake")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-theirs:
+			if string(m.Data) != "wake" {
+				t.Fatalf("the other node got %q", m.Data)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the other node got nothing")
+		}
+		// The server answers the publisher's flush after anything it wrote
+		// to that connection for the publish, and ChanSubscribe fills the
+		// channel in the client's read loop, before the answer is read.
+		if err := self.Conn().Flush(); err != nil {
+			t.Fatal(err)
+		}
+		echoed := len(own) // on the embedded bus self is other: its own subscription is one of two
+		if want := self.Echoes(); (echoed > 0) != want {
+			t.Fatalf("Echoes() = %v, but the publisher's own subscription got %d copies", want, echoed)
 		}
 	})
 }

@@ -83,6 +83,51 @@ func TestCarriedWakeUps(t *testing.T) {
 	})
 }
 
+// TestOwnWakeUpsOnce: a node's own wake-up reaches its stream once and
+// carried, on both buses. On the external bus it is handed to the stream
+// in the node, not sent back by NATS: without the hand-over it would come
+// only from a ping's read of the mailbox, and with an echo as well the
+// stream's device would be woken twice.
+func TestOwnWakeUpsOnce(t *testing.T) {
+	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, b *node) {
+		ctx := context.Background()
+		dev := uniqueDevice("dev_b")
+		c := dial(t, b, dev)
+		if f, err := c.next(); err != nil || f.Type != "synced" {
+			t.Fatalf("want synced on an empty mailbox, got %+v %v", f, err)
+		}
+		deliver := func(by *node, body string) {
+			t.Helper()
+			es := []mailbox.Envelope{env(dev, "dev_a", body)}
+			if err := store.Append(ctx, es); err != nil {
+				t.Fatal(err)
+			}
+			by.hub.Deliver(es)
+			if got := c.collect(1, true); len(got) != 1 || string(got[0].Ciphertext) != body {
+				t.Fatalf("got %+v, want %q", got, body)
+			}
+		}
+		before := b.hub.Stats()
+		deliver(b, "own")
+		// An echo of that wake-up, if NATS sent one, reaches b before
+		// the answer to this flush, and so before the wake-up a publishes
+		// next: b takes both from NATS in the order they came.
+		flush, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := b.bus.Ping(flush); err != nil {
+			t.Fatal(err)
+		}
+		deliver(a, "other's")
+		after := b.hub.Stats()
+		if woken := after.WakeUps - before.WakeUps; woken != 2 {
+			t.Fatalf("the device was woken %d times for 2 envelopes (stats %+v → %+v)", woken, before, after)
+		}
+		if after.Carried != before.Carried+2 || after.Read != before.Read || after.Forged != before.Forged {
+			t.Fatalf("stats %+v → %+v: both envelopes should come from their wake-ups", before, after)
+		}
+	})
+}
+
 // TestCarriedWakeUpsForSeveralDevices: one Deliver with the envelopes of
 // several devices wakes each with its own.
 func TestCarriedWakeUpsForSeveralDevices(t *testing.T) {
@@ -189,7 +234,7 @@ func TestInFlightLimit(t *testing.T) {
 func TestLostWakeUpIsReadAfterPing(t *testing.T) {
 	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, _ *node) {
 		ctx := context.Background()
-		n := newNodeWithPing(t, store, a.bus, 0, 200*time.Millisecond)
+		n := newNodeWithPing(t, store, busBeside(t, a), 0, 200*time.Millisecond)
 		dev := uniqueDevice("dev_lost")
 		c := dial(t, n, dev)
 		if f, err := c.next(); err != nil || f.Type != "synced" {
@@ -218,7 +263,7 @@ func TestLostWakeUpIsReadAfterPing(t *testing.T) {
 func TestWakeUpAfterThePingedLook(t *testing.T) {
 	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, _ *node) {
 		ctx := context.Background()
-		n := newNodeOpts(t, store, a.bus, 0, 0, nil, 100*time.Millisecond, 0, func(_ *node, o *mailbox.HubOptions) {
+		n := newNodeOpts(t, store, busBeside(t, a), 0, 0, nil, 100*time.Millisecond, 0, func(_ *node, o *mailbox.HubOptions) {
 			mailbox.SetWakeGrace(o, time.Minute)
 		})
 		dev := uniqueDevice("dev_late")
@@ -283,7 +328,7 @@ func TestWakeUpAfterThePingedLook(t *testing.T) {
 func TestIdlePingsReadNoMailbox(t *testing.T) {
 	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, _ *node) {
 		ctx := context.Background()
-		n := newNodeWithPing(t, store, a.bus, 0, 100*time.Millisecond)
+		n := newNodeWithPing(t, store, busBeside(t, a), 0, 100*time.Millisecond)
 		const streams = 4
 		devs := make([]string, streams)
 		cs := make([]*client, streams)

@@ -155,6 +155,11 @@ func (h *Hub) Fanout(refs []Envelope, body []byte) {
 			// them at their next ping or connection.
 			h.o.Logger.Warn("mailbox: fan-out not published", "devices", len(part), "err", err)
 		}
+		// An external bus does not echo: this node's own devices get the
+		// fan-out here, not from NATS.
+		if !h.o.Bus.Echoes() {
+			h.offerFanout(b)
+		}
 	}
 }
 
@@ -167,6 +172,12 @@ func (h *Hub) takeFanout(m *bus.Msg) {
 		h.o.Logger.Warn("mailbox: fan-out with a bad tag ignored")
 		return
 	}
+	h.offerFanout(payload)
+}
+
+// offerFanout offers the envelope of a fan-out's payload, genuine, to the
+// streams of its devices on this node.
+func (h *Hub) offerFanout(payload []byte) {
 	var e Envelope
 	var devices []fanoutDevice
 	var err error

@@ -152,7 +152,7 @@ func TestForgedFanoutIsNotWritten(t *testing.T) {
 func TestReconnectToEmptyMailbox(t *testing.T) {
 	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, _ *node) {
 		ctx := context.Background()
-		n := newNodeWithPing(t, store, a.bus, 0, 100*time.Millisecond)
+		n := newNodeWithPing(t, store, busBeside(t, a), 0, 100*time.Millisecond)
 		dev := uniqueDevice("dev_back")
 		if err := store.Append(ctx, []mailbox.Envelope{env(dev, "dev_a", "one"), env(dev, "dev_a", "two")}); err != nil {
 			t.Fatal(err)

@@ -160,6 +160,12 @@ type Hub struct {
 	// Only this process puts wake-ups into local, so they carry no tag
 	// (Deliver): sealing and checking them cost 3.6 % of a busy single
 	// node's CPU and proved nothing.
+	//
+	// On an external bus the hub puts its own wake-ups into local too,
+	// unsealed, and publishes them sealed for the other nodes: the bus
+	// does not echo (bus.Echoes), so NATS writes none of them back to be
+	// read, checked and dispatched a second time. What NATS brings into
+	// wakes is another node's.
 	wakes    chan *bus.Msg
 	local    chan *bus.Msg
 	allWakes *bus.Subscription
@@ -218,9 +224,7 @@ func NewHub(o HubOptions) (*Hub, error) {
 		o.MaxStreams = MaxStreams
 	}
 	h := &Hub{o: o, conns: map[string][]*conn{}, pending: map[string]int{}, subs: map[string]*wakeSub{}, wakes: make(chan *bus.Msg, wakeBuffer), stop: make(chan struct{})}
-	if o.Bus.Embedded() {
-		h.local = make(chan *bus.Msg, wakeBuffer)
-	}
+	h.local = make(chan *bus.Msg, wakeBuffer)
 	sub, err := o.Bus.Subscribe(subjectEnd, h.takeEnd)
 	if err != nil {
 		return nil, err
@@ -407,7 +411,7 @@ func (h *Hub) dispatch() {
 			return
 		case m := <-h.wakes:
 			h.wake(m, true)
-		case m := <-h.local: // nil, never ready, on an external bus
+		case m := <-h.local:
 			h.wake(m, false)
 		}
 	}
@@ -500,11 +504,39 @@ const (
 // committed, wherever their sockets are.
 func (h *Hub) Notify(devices ...string) {
 	for _, d := range devices {
-		if err := h.o.Bus.PublishLocal(subjectWake+d, nil); err != nil {
-			// Not fatal: the envelope is durable, the device gets it on the
-			// next wake-up or reconnect.
+		h.publishWake(d, nil)
+	}
+}
+
+// publishWake wakes device d's streams on every node. data is nil for a
+// plain wake-up, or a carried one's payload after room for the tag
+// (tagSize bytes) when the bus is external.
+//
+// On the embedded bus the wake-up stays in this process, untagged
+// (bus.PublishLocal). On an external bus it goes to NATS sealed, for the
+// streams of other nodes, and to this node's own streams through local,
+// unsealed: the bus does not echo it back (bus.Echoes).
+func (h *Hub) publishWake(d string, data []byte) {
+	subject := subjectWake + d
+	if h.o.Bus.Embedded() {
+		if err := h.o.Bus.PublishLocal(subject, data); err != nil {
 			h.o.Logger.Warn("mailbox: wake-up not published", "device", d, "err", err)
 		}
+		return
+	}
+	var payload []byte
+	if data != nil {
+		payload = data[tagSize:]
+		data = sealInPlace(h.o.BusKey, purposeWake, subject, data)
+	}
+	if err := h.o.Bus.Publish(subject, data); err != nil {
+		// Not fatal: the envelope is durable, the device gets it on the
+		// next wake-up or reconnect.
+		h.o.Logger.Warn("mailbox: wake-up not published", "device", d, "err", err)
+	}
+	select {
+	case h.local <- &bus.Msg{Subject: subject, Data: payload}:
+	default: // full: dropped, as NATS drops for a slow consumer
 	}
 }
 
@@ -525,9 +557,9 @@ func (h *Hub) Deliver(envs []Envelope) {
 	}
 	slices.SortStableFunc(idx, func(a, b int) int { return strings.Compare(envs[a].Recipient, envs[b].Recipient) })
 	// On the embedded bus the wake-ups stay in this process (h.local) and
-	// carry no tag; over NATS each is sealed.
+	// carry no tag; over NATS each is sealed (publishWake).
 	head := tagSize
-	if h.local != nil {
+	if h.o.Bus.Embedded() {
 		head = 0
 	}
 	for len(idx) > 0 {
@@ -550,13 +582,8 @@ func (h *Hub) Deliver(envs []Envelope) {
 		// be carried leave a plain wake-up.
 		if b, err := appendWake(make([]byte, head, head+wakeSizeHint(group)), group); err == nil {
 			data = b
-			if head > 0 {
-				data = sealInPlace(h.o.BusKey, purposeWake, subjectWake+d, b)
-			}
 		}
-		if err := h.o.Bus.PublishLocal(subjectWake+d, data); err != nil {
-			h.o.Logger.Warn("mailbox: wake-up not published", "device", d, "err", err)
-		}
+		h.publishWake(d, data)
 	}
 }
 

@@ -329,6 +329,23 @@ func run(t *testing.T, d *db.DB, bo bus.Options, fn func(t *testing.T, store *ma
 	fn(t, store, na, nb)
 }
 
+// busBeside gives a node added beside a its own connection to the bus a
+// uses, as a node of its own has: on an external bus a node does not hear
+// what it publishes itself (bus.Echoes). On the embedded server, which
+// has no listener, it is a's connection.
+func busBeside(t *testing.T, a *node) *bus.Bus {
+	t.Helper()
+	if a.natsURL == "" {
+		return a.bus
+	}
+	b, err := bus.Open(context.Background(), bus.Options{URL: a.natsURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
 // sqliteNode is a store on a fresh SQLite file and an embedded bus, for
 // tests that build their nodes themselves.
 func sqliteNode(t *testing.T) (*mailbox.Store, *bus.Bus) {
