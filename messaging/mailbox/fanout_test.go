@@ -16,26 +16,28 @@ import (
 	"github.com/kanal-server/kanal/messaging/mailbox/wire"
 )
 
-// TestFanoutAcrossNodes: an envelope stored once for three devices — two
-// with streams on the other node, one offline — reaches the two streams
-// from the fan-out alone (no mailbox read), with its body and each
-// device's own seq, and the offline device reads the body from its
-// mailbox when it connects. Acknowledging removes only the device's own
-// reference.
+// TestFanoutAcrossNodes: an envelope stored once for four devices — two
+// with streams on the other node, one with a stream on the publishing
+// node, one offline — reaches the three streams from the fan-out alone
+// (no mailbox read), with its body and each device's own seq, and the
+// offline device reads the body from its mailbox when it connects. The
+// publishing node's own device gets it from that node, not from NATS,
+// which does not echo a node's publications on an external bus.
+// Acknowledging removes only the device's own reference.
 func TestFanoutAcrossNodes(t *testing.T) {
 	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, b *node) {
 		ctx := context.Background()
-		on1, on2, off := uniqueDevice("dev_on1"), uniqueDevice("dev_on2"), uniqueDevice("dev_off")
+		on1, on2, off, here := uniqueDevice("dev_on1"), uniqueDevice("dev_on2"), uniqueDevice("dev_off"), uniqueDevice("dev_here")
 		// on1 has an envelope already, so its seq differs from on2's.
 		first := []mailbox.Envelope{env(on1, "dev_a", "before")}
 		if err := store.Append(ctx, first); err != nil {
 			t.Fatal(err)
 		}
-		c1, c2 := dial(t, b, on1), dial(t, b, on2)
+		c1, c2, ch := dial(t, b, on1), dial(t, b, on2), dial(t, a, here)
 		if got := c1.collect(1, true); got[0].ID != first[0].ID {
 			t.Fatalf("backlog: %+v", got)
 		}
-		for _, c := range []*client{c1, c2} {
+		for _, c := range []*client{c1, c2, ch} {
 			for {
 				f, err := c.next()
 				if err != nil {
@@ -48,11 +50,12 @@ func TestFanoutAcrossNodes(t *testing.T) {
 		}
 		waitConnected(t, b, on1)
 		waitConnected(t, b, on2)
-		before := b.hub.Stats()
+		waitConnected(t, a, here)
+		before, beforeHere := b.hub.Stats(), a.hub.Stats()
 
 		body := []byte("the announcement, stored once")
 		refs, err := store.AppendShared(ctx, mailbox.Envelope{ID: "bc_1", Conversation: "b_council", Sender: "dev_clerk", Ciphertext: body},
-			[]string{on1, on2, off})
+			[]string{on1, on2, off, here})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,7 +64,7 @@ func TestFanoutAcrossNodes(t *testing.T) {
 			c   *client
 			dev string
 			seq int64
-		}{{c1, on1, 2}, {c2, on2, 1}} {
+		}{{c1, on1, 2}, {c2, on2, 1}, {ch, here, 1}} {
 			got := c.c.collect(1, true)
 			if len(got) != 1 || got[0].ID != "bc_1" || string(got[0].Ciphertext) != string(body) || got[0].Recipient != c.dev ||
 				got[0].Seq != c.seq || got[0].Class != mailbox.ClassBroadcast || got[0].Conversation != "b_council" {
@@ -70,6 +73,9 @@ func TestFanoutAcrossNodes(t *testing.T) {
 		}
 		if st := b.hub.Stats(); st.Carried-before.Carried != 2 || st.Read != before.Read {
 			t.Fatalf("stats %+v → %+v: want both written from the fan-out", before, st)
+		}
+		if st := a.hub.Stats(); st.Carried-beforeHere.Carried != 1 || st.Read != beforeHere.Read {
+			t.Fatalf("publishing node's stats %+v → %+v: want its device's written from the fan-out", beforeHere, st)
 		}
 		c3 := dial(t, b, off)
 		got := c3.collect(1, true)
@@ -80,7 +86,7 @@ func TestFanoutAcrossNodes(t *testing.T) {
 		deadline := time.Now().Add(5 * time.Second)
 		for {
 			left := 0
-			for _, d := range []string{on1, on2, off} {
+			for _, d := range []string{on1, on2, off, here} {
 				n, err := store.Depth(ctx, d)
 				if err != nil {
 					t.Fatal(err)
