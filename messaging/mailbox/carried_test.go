@@ -23,10 +23,7 @@ func TestCarriedWakeUps(t *testing.T) {
 	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, b *node) {
 		ctx := context.Background()
 		dev := uniqueDevice("dev_b")
-		c := dial(t, b, dev)
-		if f, err := c.next(); err != nil || f.Type != "synced" {
-			t.Fatalf("want synced on an empty mailbox, got %+v %v", f, err)
-		}
+		c := dialEmpty(t, b, dev)
 		appendOne := func(body string) mailbox.Envelope {
 			t.Helper()
 			es := []mailbox.Envelope{env(dev, "dev_a", body)}
@@ -92,10 +89,7 @@ func TestOwnWakeUpsOnce(t *testing.T) {
 	eachBackend(t, func(t *testing.T, store *mailbox.Store, a, b *node) {
 		ctx := context.Background()
 		dev := uniqueDevice("dev_b")
-		c := dial(t, b, dev)
-		if f, err := c.next(); err != nil || f.Type != "synced" {
-			t.Fatalf("want synced on an empty mailbox, got %+v %v", f, err)
-		}
+		c := dialEmpty(t, b, dev)
 		deliver := func(by *node, body string) {
 			t.Helper()
 			es := []mailbox.Envelope{env(dev, "dev_a", body)}
@@ -236,10 +230,7 @@ func TestLostWakeUpIsReadAfterPing(t *testing.T) {
 		ctx := context.Background()
 		n := newNodeWithPing(t, store, busBeside(t, a), 0, 200*time.Millisecond)
 		dev := uniqueDevice("dev_lost")
-		c := dial(t, n, dev)
-		if f, err := c.next(); err != nil || f.Type != "synced" {
-			t.Fatalf("want synced on an empty mailbox, got %+v %v", f, err)
-		}
+		c := dialEmpty(t, n, dev)
 		// Committed, and its wake-up never published: the last envelope
 		// of a burst whose wake-up was dropped.
 		lost := []mailbox.Envelope{env(dev, "dev_a", "lost")}
@@ -267,10 +258,7 @@ func TestWakeUpAfterThePingedLook(t *testing.T) {
 			mailbox.SetWakeGrace(o, time.Minute)
 		})
 		dev := uniqueDevice("dev_late")
-		c := dial(t, n, dev)
-		if f, err := c.next(); err != nil || f.Type != "synced" {
-			t.Fatalf("want synced on an empty mailbox, got %+v %v", f, err)
-		}
+		c := dialEmpty(t, n, dev)
 		// The device reads on (answering pings) and reports envelopes.
 		got := make(chan mailbox.Envelope, 4)
 		go func() {
@@ -385,4 +373,15 @@ func TestIdlePingsReadNoMailbox(t *testing.T) {
 			t.Fatalf("stats %+v → %+v: the lost envelope was delivered without a late read of the mailbox", before, st)
 		}
 	})
+}
+
+// dialEmpty opens a stream for dev on n, whose mailbox is empty: the
+// first frame must be "synced".
+func dialEmpty(t *testing.T, n *node, dev string) *client {
+	t.Helper()
+	c := dial(t, n, dev)
+	if f, err := c.next(); err != nil || f.Type != "synced" {
+		t.Fatalf("want synced on an empty mailbox, got %+v %v", f, err)
+	}
+	return c
 }
