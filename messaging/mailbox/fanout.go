@@ -142,24 +142,28 @@ func (h *Hub) Fanout(refs []Envelope, body []byte) {
 	if len(body) <= maxCarried {
 		e.Ciphertext = body
 	}
+	// An external bus does not echo: this node's own devices get the
+	// fan-out from here, once every part is on its way to the others.
+	var own [][]byte
 	for len(refs) > 0 {
 		part := refs[:min(len(refs), maxFanoutDevices)]
 		refs = refs[len(part):]
 		b, err := appendFanout(nil, e, part)
 		if err != nil {
 			h.o.Logger.Warn("mailbox: fan-out not published", "err", err)
-			return
+			break
 		}
 		if err := h.o.Bus.Publish(subjectFanout, sealBus(h.o.BusKey, purposeFanout, subjectFanout, b)); err != nil {
 			// Not fatal: the references are durable; the devices read
 			// them at their next ping or connection.
 			h.o.Logger.Warn("mailbox: fan-out not published", "devices", len(part), "err", err)
 		}
-		// An external bus does not echo: this node's own devices get the
-		// fan-out here, not from NATS.
 		if !h.o.Bus.Echoes() {
-			h.offerFanout(b)
+			own = append(own, b)
 		}
+	}
+	for _, b := range own {
+		h.offerFanout(b)
 	}
 }
 
