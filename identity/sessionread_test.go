@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
@@ -107,5 +108,108 @@ func TestCheckSessions(t *testing.T) {
 		if _, err := e.svc.CheckSessions(ctx, append(refs, ref(live))); err == nil {
 			t.Fatalf("%d refs at once taken", len(refs)+1)
 		}
+	})
+}
+
+// TestSessionReadsWaitForTheRunningQuery: lookups that come while a query
+// runs start none of their own: they wait, and the next query reads all
+// of them at once.
+func TestSessionReadsWaitForTheRunningQuery(t *testing.T) {
+	dbtest.Run(t, migrationSets(), func(t *testing.T, d *db.DB) {
+		e := newEnv(t, d)
+		users := []*user{e.newUser("a@example.org", ""), e.newUser("b@example.org", "")}
+		q := e.svc.sessions
+		// A query runs, started just now.
+		q.mu.Lock()
+		q.running, q.started = 1, time.Now()
+		q.mu.Unlock()
+		const n = 16
+		errs := make(chan error, n)
+		for i := range n {
+			go func() {
+				u := users[i%len(users)]
+				row, found, err := q.read(context.Background(), hashToken(u.session.Token))
+				if err == nil && (!found || row.device != u.device) {
+					err = fmt.Errorf("lookup %d for %s: found %v, %+v", i, u.device, found, row)
+				}
+				errs <- err
+			}()
+		}
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			q.mu.Lock()
+			waiting, running := len(q.waiting), q.running
+			q.mu.Unlock()
+			if running != 1 {
+				t.Fatalf("%d queries running: a lookup started its own beside the running one", running)
+			}
+			if waiting == n {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of %d lookups queued", waiting, n)
+			}
+		}
+		// The running query ends: the next reads every lookup queued.
+		q.mu.Lock()
+		q.handOffLocked()
+		if len(q.waiting) != 0 {
+			t.Errorf("%d lookups left for a later query", len(q.waiting))
+		}
+		q.mu.Unlock()
+		for range n {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		if q.running != 0 || len(q.waiting) != 0 {
+			t.Fatalf("after: %d running, %d waiting", q.running, len(q.waiting))
+		}
+	})
+}
+
+// TestSessionReadsPastAStalledQuery: a query that has run longer than
+// sessionReadPatience (a stalled connection) does not hold up the
+// lookups that come: the next starts a second query, which answers it
+// and stops, leaving the stalled one its place.
+func TestSessionReadsPastAStalledQuery(t *testing.T) {
+	dbtest.Run(t, migrationSets(), func(t *testing.T, d *db.DB) {
+		e := newEnv(t, d)
+		u := e.newUser("a@example.org", "")
+		q := e.svc.sessions
+		q.mu.Lock()
+		q.running, q.started = 1, time.Now().Add(-sessionReadPatience)
+		q.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		row, found, err := q.read(ctx, hashToken(u.session.Token))
+		if err != nil || !found || row.device != u.device {
+			t.Fatalf("lookup beside a stalled query: found %v, %+v, %v", found, row, err)
+		}
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		if q.running != 1 || len(q.waiting) != 0 {
+			t.Fatalf("after: %d running (want the stalled one), %d waiting", q.running, len(q.waiting))
+		}
+		// A second reader that finishes its batch while lookups wait
+		// leaves them to the next query rather than staying on as a
+		// second reader.
+		newLookup := func() *sessionLookup {
+			return &sessionLookup{hash: hashToken(u.session.Token), done: make(chan struct{}), lead: make(chan []*sessionLookup, 1)}
+		}
+		w := newLookup()
+		q.running, q.waiting = 2, []*sessionLookup{w}
+		q.mu.Unlock()
+		b := newLookup()
+		q.runBatch(ctx, []*sessionLookup{b})
+		q.mu.Lock()
+		if !b.found || b.err != nil {
+			t.Fatalf("second reader's batch: found %v, %v", b.found, b.err)
+		}
+		if q.running != 1 || len(q.waiting) != 1 || len(w.lead) != 0 {
+			t.Fatalf("after the second reader's batch: %d running, %d waiting, handed %d", q.running, len(q.waiting), len(w.lead))
+		}
+		q.running, q.waiting = 0, nil
 	})
 }
