@@ -22,10 +22,10 @@ import (
 // One query at a time reads them: while it runs, the lookups that come
 // wait for the next, which takes them all. Starting a query for each
 // lookup that came while another ran (two at a time) had most queries
-// read a single session: on PostgreSQL + NATS, sends over HTTP ran 0.18
-// queries per lookup, and one reader halved that, with 14 % less
-// PostgreSQL CPU and 9 % more sends a second (docs/benchmarks.md, "One
-// session query at a time"). A query that takes unusually long (a stalled
+// read a single session: on PostgreSQL + NATS, sends over HTTP ran
+// 0.17-0.20 queries per lookup; one at a time, 0.10, with 13 % less
+// PostgreSQL CPU per send and 8 % more sends a second (docs/benchmarks.md,
+// "HTTP sends on PostgreSQL: the session reads"). A query that takes unusually long (a stalled
 // connection) must not hold every request of the node up to
 // sessionReadTimeout, so a second one starts, for the lookups waiting and
 // those that come, once a lookup arrives after the first has run
