@@ -25,11 +25,11 @@ import (
 // read a single session: on PostgreSQL + NATS, sends over HTTP ran
 // 0.17-0.20 queries per lookup; one at a time, 0.10, with 13 % less
 // PostgreSQL CPU per send and 8 % more sends a second (docs/benchmarks.md,
-// "HTTP sends on PostgreSQL: the session reads"). A query that takes unusually long (a stalled
-// connection) must not hold every request of the node up to
-// sessionReadTimeout, so a second one starts, for the lookups waiting and
-// those that come, once a lookup arrives after the first has run
-// sessionReadPatience.
+// "HTTP sends on PostgreSQL: the session reads"). A query that takes
+// unusually long (a stalled connection) must not hold every request of
+// the node up to sessionReadTimeout, so a second one starts, for the
+// lookups waiting and those that come, once a lookup arrives after the
+// first has run sessionReadPatience.
 //
 // Nothing is kept between requests. A lookup is answered only by a query
 // that started after the request was queued, so a session revoked (on any
