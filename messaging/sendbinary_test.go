@@ -20,7 +20,16 @@ import (
 // decodes the JSON answer; an error must be problem+json.
 func (e *sendEnv) postRaw(dev *device, ct string, body []byte) (int, map[string]any) {
 	e.t.Helper()
+	return e.postHeader(dev, ct, body, nil)
+}
+
+// postHeader is postRaw with the request headers of h added.
+func (e *sendEnv) postHeader(dev *device, ct string, body []byte, h http.Header) (int, map[string]any) {
+	e.t.Helper()
 	req, _ := http.NewRequestWithContext(context.Background(), "POST", e.ts.URL+"/v1/messages", bytes.NewReader(body))
+	for k, vs := range h {
+		req.Header[k] = vs
+	}
 	req.Header.Set("Content-Type", ct)
 	req.Header.Set("Authorization", "Test "+dev.account+" "+dev.id)
 	resp, err := http.DefaultClient.Do(req)

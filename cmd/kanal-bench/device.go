@@ -751,6 +751,9 @@ func (d *device) post(ctx context.Context, o *outgoing) error {
 	}
 	req.Header.Set("Content-Type", ct)
 	req.Header.Set("Authorization", "Bearer "+d.token)
+	// As the SDK does: the transport may send it again on a kept-alive
+	// connection that closed before the answer.
+	req.Header.Set(messaging.IdempotencyKeyHeader, o.req.ClientID)
 	resp, err := d.hc.Do(req)
 	if err != nil {
 		return err

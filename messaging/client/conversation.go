@@ -458,6 +458,10 @@ func (c *Client) postSend(ctx context.Context, req *messaging.SendRequest) (*mes
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Accept", "application/json, application/problem+json")
+	// A send is safe to repeat (its client_id), and saying so lets the
+	// transport send it again by itself when a kept-alive connection
+	// closes under it before the answer (messaging.IdempotencyKeyHeader).
+	hreq.Header.Set(messaging.IdempotencyKeyHeader, req.ClientID)
 	if tok := *c.token.Load(); tok != "" {
 		hreq.Header.Set("Authorization", "Bearer "+tok)
 	}
