@@ -711,7 +711,7 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request, c Caller) e
 	if err != nil {
 		return err
 	}
-	if err := checkIdempotencyKey(r.Header, req.ClientID); err != nil {
+	if err := web.CheckIdempotencyKey(r.Header, req.ClientID, "the body's client_id"); err != nil {
 		return err
 	}
 	leave, err := s.gate.enter()
@@ -778,35 +778,13 @@ func decodeSendBody(w http.ResponseWriter, r *http.Request) (*SendRequest, error
 	return req, nil
 }
 
-// IdempotencyKeyHeader is the request header that names a send over HTTP
-// as safe to repeat. Its value, if sent, is the body's client_id, the key
-// the server already deduplicates by (as with the payments' creates, the
-// key itself, not a quoted string); the server checks that the two agree
-// and reads nothing else from it.
-//
-// The header is for the HTTP client, not the server: Go's http.Transport,
-// among others, sends a POST again by itself when a kept-alive connection
-// was closed under it before any answer came back (the server's idle
-// timeout racing the request, a proxy's restart), but only a request that
-// carries this header. A send is safe to repeat: a second one with the
-// same client_id stores nothing and gets the first answer.
-const IdempotencyKeyHeader = "Idempotency-Key"
-
-// checkIdempotencyKey refuses a send whose Idempotency-Key header is not
-// its client_id: a client that keys its retries on one value while the
-// server deduplicates by another would store a retry twice, or take the
-// answer of another message for its own. No header is fine.
-func checkIdempotencyKey(h http.Header, clientID string) error {
-	vs := h.Values(IdempotencyKeyHeader)
-	if len(vs) == 0 {
-		return nil
-	}
-	if len(vs) != 1 || vs[0] != clientID {
-		return web.Errorf(http.StatusBadRequest, web.TypeValidation, "Invalid Idempotency-Key",
-			"%s, if sent, must be the body's client_id, once", IdempotencyKeyHeader)
-	}
-	return nil
-}
+// IdempotencyKeyHeader is the request header that lets an HTTP client
+// repeat a send by itself (web.IdempotencyKeyHeader). On a send its value,
+// if sent, is the body's client_id, the key the server deduplicates by (as
+// with the payments' creates, the key itself, not a quoted string): a
+// second send with the same client_id stores nothing and gets the first
+// answer.
+const IdempotencyKeyHeader = web.IdempotencyKeyHeader
 
 // retryAfterSeconds is d in whole seconds for Retry-After, rounded up, at
 // least 1.

@@ -1,6 +1,8 @@
 package surveys
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"time"
 
 	"github.com/kanal-server/kanal/internal/web"
@@ -74,6 +76,20 @@ type SurveyList struct {
 // TokenRequestBody is the body of POST /v1/surveys/{id}/token.
 type TokenRequestBody struct {
 	Blinded []byte `json:"blinded"`
+}
+
+// IdempotencyKeyHeader is the request header that lets an HTTP client
+// repeat a token request by itself (web.IdempotencyKeyHeader). A token
+// request is safe to repeat: the same blinded request gets the same
+// signature again and is recorded once.
+const IdempotencyKeyHeader = web.IdempotencyKeyHeader
+
+// TokenIdempotencyKey is a token request's Idempotency-Key: the SHA-256
+// of its blinded value in lower-case hex, the hash the server records the
+// issuance with.
+func TokenIdempotencyKey(blinded []byte) string {
+	sum := sha256.Sum256(blinded)
+	return hex.EncodeToString(sum[:])
 }
 
 // TokenResponse carries the blind signature.

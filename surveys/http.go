@@ -202,6 +202,9 @@ func (s *Service) handleToken(w http.ResponseWriter, r *http.Request, c *Caller)
 	if err := web.DecodeJSON(w, r, &req, maxSmallBody); err != nil {
 		return err
 	}
+	if err := web.CheckIdempotencyKey(r.Header, TokenIdempotencyKey(req.Blinded), "the hex SHA-256 of blinded"); err != nil {
+		return err
+	}
 	sig, err := s.IssueToken(r.Context(), *c, r.PathValue("id"), req.Blinded)
 	if err != nil {
 		return err

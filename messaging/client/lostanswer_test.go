@@ -1,93 +1,18 @@
 package client_test
 
 import (
-	"bufio"
 	"context"
 	"database/sql"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"strings"
-	"sync/atomic"
 	"testing"
 
+	"github.com/kanal-server/kanal/internal/kanaldtest"
 	"github.com/kanal-server/kanal/messaging"
 	"github.com/kanal-server/kanal/messaging/client"
 )
-
-// answerLoser is an HTTP/1.1 proxy that loses one answer. While armed, the
-// first POST /v1/messages that comes on a connection already used for
-// another request is passed to the server, the server's answer is read in
-// full, and the client's connection is closed instead of being given it:
-// what a client sees when a kept-alive connection dies under a request
-// after the server has acted on it (a proxy or load balancer restarting,
-// an idle timeout racing the request, a mobile network handing over).
-type answerLoser struct {
-	url    string
-	target string
-	armed  atomic.Bool
-	lost   atomic.Int32
-}
-
-func newAnswerLoser(t *testing.T, base string) *answerLoser {
-	t.Helper()
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	p := &answerLoser{url: "http://" + ln.Addr().String(), target: u.Host}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go p.serve(c)
-		}
-	}()
-	return p
-}
-
-func (p *answerLoser) serve(c net.Conn) {
-	defer c.Close()
-	up, err := net.Dial("tcp", p.target)
-	if err != nil {
-		return
-	}
-	defer up.Close()
-	br, ubr := bufio.NewReader(c), bufio.NewReader(up)
-	for n := 0; ; n++ {
-		req, err := http.ReadRequest(br)
-		if err != nil {
-			return
-		}
-		if err := req.Write(up); err != nil {
-			return
-		}
-		resp, err := http.ReadResponse(ubr, req)
-		if err != nil {
-			return
-		}
-		if n > 0 && req.Method == http.MethodPost && req.URL.Path == "/v1/messages" && p.armed.CompareAndSwap(true, false) {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			p.lost.Add(1)
-			return // the client's connection closes with no answer
-		}
-		err = resp.Write(c)
-		resp.Body.Close()
-		if err != nil {
-			return
-		}
-	}
-}
 
 // TestSendAnswerLostOnKeptAliveConnection: the answer to a send over HTTP
 // is lost because its kept-alive connection closes after kanald stored
@@ -102,22 +27,24 @@ func TestSendAnswerLostOnKeptAliveConnection(t *testing.T) {
 		srv := s.Server
 		alice := signUp(t, s, "alice@example.org", true)
 		bob := signUp(t, s, "bob@example.org", false)
-		p := newAnswerLoser(t, srv.URL)
-		a := newPhone(t, "alice", alice, p.url, client.NewMemoryStore())
+		p := kanaldtest.NewAnswerLoser(t, srv.URL, func(r *http.Request) bool {
+			return r.Method == http.MethodPost && r.URL.Path == "/v1/messages"
+		})
+		a := newPhone(t, "alice", alice, p.URL, client.NewMemoryStore())
 		b := newPhone(t, "bob", bob, srv.URL, client.NewMemoryStore())
 		b.connect(context.Background())
 		defer b.disconnect()
 		toBob := client.Peer{AccountID: bob.AccountID}
 		ctx := context.Background()
 
-		p.armed.Store(true)
+		p.Arm()
 		const n = 3
 		for i := range n {
 			if _, err := a.sdk.Send(ctx, toBob, textMsg(t, fmt.Sprint("m", i))); err != nil {
 				t.Fatalf("send m%d: %v", i, err)
 			}
 		}
-		if got := p.lost.Load(); got != 1 {
+		if got := p.Lost(); got != 1 {
 			t.Fatalf("%d answers lost, want 1: the test did not lose one", got)
 		}
 		got := b.waitTexts(n, fromDevice(alice.DeviceID))
@@ -140,7 +67,7 @@ func TestSendAnswerLostOnKeptAliveConnection(t *testing.T) {
 		hc := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
 		defer hc.CloseIdleConnections()
 		post := func(h http.Header) error {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.url+"/v1/messages", strings.NewReader(`{}`))
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.URL+"/v1/messages", strings.NewReader(`{}`))
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Authorization", "Bearer "+alice.Token)
 			for k, vs := range h {
@@ -156,18 +83,18 @@ func TestSendAnswerLostOnKeptAliveConnection(t *testing.T) {
 		if err := post(nil); err != nil {
 			t.Fatal(err)
 		}
-		p.armed.Store(true)
+		p.Arm()
 		if err := post(nil); err == nil {
 			t.Fatal("a lost answer without Idempotency-Key was not an error; the proxy lost nothing")
 		}
 		if err := post(nil); err != nil { // a fresh connection
 			t.Fatal(err)
 		}
-		p.armed.Store(true)
+		p.Arm()
 		if err := post(http.Header{messaging.IdempotencyKeyHeader: {""}}); err != nil {
 			t.Fatalf("a lost answer with Idempotency-Key was not asked again: %v", err)
 		}
-		if got := p.lost.Load(); got != 3 {
+		if got := p.Lost(); got != 3 {
 			t.Fatalf("%d answers lost in all, want 3", got)
 		}
 	})

@@ -94,6 +94,11 @@ func (c *Client) WithToken(token string) *Client {
 // strictly decodes a want answer into out (a *[]byte takes it raw). Any
 // other status becomes an *idclient.Problem.
 func (c *Client) do(ctx context.Context, method, path string, withSession bool, in, out any, want int) error {
+	return c.doHeader(ctx, method, path, withSession, nil, in, out, want)
+}
+
+// doHeader is do with the request headers of h added.
+func (c *Client) doHeader(ctx context.Context, method, path string, withSession bool, h http.Header, in, out any, want int) error {
 	token := ""
 	if withSession {
 		token = c.token
@@ -101,6 +106,9 @@ func (c *Client) do(ctx context.Context, method, path string, withSession bool, 
 	req, err := apiclient.NewRequest(ctx, method, c.base+path, in, token)
 	if err != nil {
 		return err
+	}
+	for k, vs := range h {
+		req.Header[k] = vs
 	}
 	resp, err := apiclient.Do(c.hc, req, c.base)
 	if err != nil {
@@ -179,7 +187,11 @@ func (c *Client) Token(ctx context.Context, d *surveys.Definition) (*surveys.Tok
 		return nil, err
 	}
 	var resp surveys.TokenResponse
-	if err := c.do(ctx, "POST", "/v1/surveys/"+seg(d.SurveyID)+"/token", true, surveys.TokenRequestBody{Blinded: req.Blinded}, &resp, http.StatusOK); err != nil {
+	// The request is safe to repeat (the same blinded value is signed
+	// again), and saying so lets the transport send it again by itself
+	// when a kept-alive connection closes under it before the answer.
+	key := http.Header{surveys.IdempotencyKeyHeader: {surveys.TokenIdempotencyKey(req.Blinded)}}
+	if err := c.doHeader(ctx, "POST", "/v1/surveys/"+seg(d.SurveyID)+"/token", true, key, surveys.TokenRequestBody{Blinded: req.Blinded}, &resp, http.StatusOK); err != nil {
 		return nil, err
 	}
 	return req.Finalize(resp.BlindSignature)
