@@ -21,7 +21,6 @@ import (
 
 	"github.com/kanal-server/kanal/identity/ca"
 	idclient "github.com/kanal-server/kanal/identity/client"
-	"github.com/kanal-server/kanal/internal/kanaldtest"
 	"github.com/kanal-server/kanal/surveys"
 	sclient "github.com/kanal-server/kanal/surveys/client"
 )
@@ -91,25 +90,8 @@ func (rec *recorder) saw(s string) []string {
 // key may go.
 func TestSurveyTallyKeyStaysOnDeviceBeforeClosing(t *testing.T) {
 	ctx := context.Background()
-	srv := kanaldtest.Start(t, bin.kanald)
-	ic := idclient.New(srv.URL, httpClient)
-	op := ic.WithToken(srv.OperatorToken(t))
-	emails := []string{"rat@example.org", "anna@example.org"}
-	for _, e := range emails {
-		if err := ic.Signup(ctx, e); err != nil {
-			t.Fatal(err)
-		}
-	}
-	codes := srv.Codes(t)
-	organiser, err := enrol(ctx, ic, emails[0], codes[emails[0]], "ein sehr gutes Passwort")
-	if err != nil {
-		t.Fatal(err)
-	}
-	anna, err := enrol(ctx, ic, emails[1], codes[emails[1]], "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	org := council(t, op, "Ortsbeirat Süd", emails[0])
+	srv, ic, organiser, citizens, org := councilOnKanald(t, "Ortsbeirat Süd", "anna@example.org")
+	anna := citizens[0]
 	dir, err := ic.DirectoryCA(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -122,6 +122,39 @@ func council(t *testing.T, op *idclient.Client, name, email string) *identity.Or
 	return org
 }
 
+// councilOnKanald starts kanald with a council named orgName, run by an
+// organiser who signs up with rat@example.org and a password (level
+// substantial), and one citizen per e-mail of citizens, enrolled with a
+// device key alone. It returns the server, the identity client, the
+// organiser, the citizens in order and the council.
+func councilOnKanald(t *testing.T, orgName string, citizens ...string) (*kanaldtest.Server, *idclient.Client, *account, []*account, *identity.Organisation) {
+	t.Helper()
+	ctx := context.Background()
+	srv := kanaldtest.Start(t, bin.kanald)
+	ic := idclient.New(srv.URL, httpClient)
+	op := ic.WithToken(srv.OperatorToken(t))
+	emails := append([]string{"rat@example.org"}, citizens...)
+	for _, e := range emails {
+		if err := ic.Signup(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	codes := srv.Codes(t)
+	organiser, err := enrol(ctx, ic, emails[0], codes[emails[0]], "ein sehr gutes Passwort")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var people []*account
+	for _, e := range citizens {
+		a, err := enrol(ctx, ic, e, codes[e], "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		people = append(people, a)
+	}
+	return srv, ic, organiser, people, council(t, op, orgName, emails[0])
+}
+
 // defineSurvey is the organiser's side of a new anonymous survey of org:
 // it creates the draft and the tally key, has define write the definition
 // for them, signs it with the organiser's certificates and uploads it. It
@@ -471,29 +504,7 @@ func TestSurveyThousandVoters(t *testing.T) {
 // surveys domain through an adapter, so this runs against the real kanald.
 func TestSurveyGroupAudience(t *testing.T) {
 	ctx := context.Background()
-	srv := kanaldtest.Start(t, bin.kanald)
-	ic := idclient.New(srv.URL, httpClient)
-	op := ic.WithToken(srv.OperatorToken(t))
-	emails := []string{"rat@example.org", "anna@example.org", "ben@example.org", "cleo@example.org"}
-	for _, e := range emails {
-		if err := ic.Signup(ctx, e); err != nil {
-			t.Fatal(err)
-		}
-	}
-	codes := srv.Codes(t)
-	organiser, err := enrol(ctx, ic, emails[0], codes[emails[0]], "ein sehr gutes Passwort")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var citizens []*account
-	for _, e := range emails[1:] {
-		a, err := enrol(ctx, ic, e, codes[e], "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		citizens = append(citizens, a)
-	}
-	org := council(t, op, "Ortsbeirat Nord", emails[0])
+	srv, ic, organiser, citizens, org := councilOnKanald(t, "Ortsbeirat Nord", "anna@example.org", "ben@example.org", "cleo@example.org")
 
 	// Anna makes a group with Ben; Cleo is not in it.
 	blk, _ := pem.Decode(citizens[0].ca)

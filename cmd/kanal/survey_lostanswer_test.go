@@ -25,25 +25,8 @@ import (
 // whose Idempotency-Key is not that hash is refused and records nothing.
 func TestSurveyTokenAnswerLost(t *testing.T) {
 	ctx := context.Background()
-	srv := kanaldtest.Start(t, bin.kanald)
-	ic := idclient.New(srv.URL, httpClient)
-	op := ic.WithToken(srv.OperatorToken(t))
-	emails := []string{"rat@example.org", "anna@example.org"}
-	for _, e := range emails {
-		if err := ic.Signup(ctx, e); err != nil {
-			t.Fatal(err)
-		}
-	}
-	codes := srv.Codes(t)
-	organiser, err := enrol(ctx, ic, emails[0], codes[emails[0]], "ein sehr gutes Passwort")
-	if err != nil {
-		t.Fatal(err)
-	}
-	anna, err := enrol(ctx, ic, emails[1], codes[emails[1]], "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	org := council(t, op, "Ortsbeirat Nord", emails[0])
+	srv, ic, organiser, citizens, org := councilOnKanald(t, "Ortsbeirat Nord", "anna@example.org")
+	anna := citizens[0]
 	orgSurveys, draft, _, def := defineSurvey(t, srv.URL, ic, org.OrgID, organiser, func(draft *surveys.Draft, tallyKey []byte) *surveys.Definition {
 		now := time.Now().UTC().Truncate(time.Second)
 		return &surveys.Definition{Version: 1, SurveyID: draft.SurveyID, OrgID: org.OrgID, Title: "Spielplatz",
