@@ -152,7 +152,7 @@ func problem(err error) *web.Problem {
 
 // idemKey reads the Idempotency-Key header every create needs.
 func idemKey(r *http.Request) (string, error) {
-	k := r.Header.Get("Idempotency-Key")
+	k := r.Header.Get(web.IdempotencyKeyHeader)
 	if k == "" {
 		return "", web.Errorf(http.StatusBadRequest, TypeIdempotencyKeyRequired, "Idempotency-Key required",
 			"send an Idempotency-Key header (a random value per create; reuse it only to retry)")

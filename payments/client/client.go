@@ -17,6 +17,7 @@ import (
 
 	idclient "github.com/kanal-server/kanal/identity/client"
 	"github.com/kanal-server/kanal/internal/apiclient"
+	"github.com/kanal-server/kanal/internal/web"
 	"github.com/kanal-server/kanal/payments"
 )
 
@@ -88,7 +89,7 @@ func (c *Client) postJSON(ctx context.Context, path, key string, in, out any) (R
 	}
 	hdr := http.Header{}
 	if key != "" {
-		hdr.Set("Idempotency-Key", key)
+		hdr.Set(web.IdempotencyKeyHeader, key)
 	}
 	h, err := c.do(ctx, http.MethodPost, path, hdr, bytes.NewReader(b), out)
 	if err != nil {
