@@ -17,7 +17,6 @@ import (
 
 	idclient "github.com/kanal-server/kanal/identity/client"
 	"github.com/kanal-server/kanal/internal/apiclient"
-	"github.com/kanal-server/kanal/internal/web"
 	"github.com/kanal-server/kanal/payments"
 )
 
@@ -89,7 +88,7 @@ func (c *Client) postJSON(ctx context.Context, path, key string, in, out any) (R
 	}
 	hdr := http.Header{}
 	if key != "" {
-		hdr.Set(web.IdempotencyKeyHeader, key)
+		hdr.Set("Idempotency-Key", key)
 	}
 	h, err := c.do(ctx, http.MethodPost, path, hdr, bytes.NewReader(b), out)
 	if err != nil {
