@@ -79,16 +79,23 @@ type TokenRequestBody struct {
 }
 
 // IdempotencyKeyHeader is the request header that lets an HTTP client
-// repeat a token request by itself (web.IdempotencyKeyHeader). A token
-// request is safe to repeat: the same blinded request gets the same
-// signature again and is recorded once.
+// repeat a token request or a ballot by itself (web.IdempotencyKeyHeader).
+// Both are safe to repeat: the same blinded request gets the same
+// signature again and is recorded once; the same ballot is answered with
+// the receipt of its board entry and is counted once.
 const IdempotencyKeyHeader = web.IdempotencyKeyHeader
 
 // TokenIdempotencyKey is a token request's Idempotency-Key: the SHA-256
 // of its blinded value in lower-case hex, the hash the server records the
 // issuance with.
-func TokenIdempotencyKey(blinded []byte) string {
-	sum := sha256.Sum256(blinded)
+func TokenIdempotencyKey(blinded []byte) string { return hexSHA256(blinded) }
+
+// BallotIdempotencyKey is a ballot's Idempotency-Key, anonymous or named:
+// the SHA-256 of its ciphertext in lower-case hex.
+func BallotIdempotencyKey(ciphertext []byte) string { return hexSHA256(ciphertext) }
+
+func hexSHA256(b []byte) string {
+	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
 

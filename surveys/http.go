@@ -227,12 +227,21 @@ func (s *Service) handleBallot(w http.ResponseWriter, r *http.Request, _ *Caller
 	if req.Token == nil {
 		return invalidf("an anonymous ballot carries its token")
 	}
+	if err := checkBallotKey(r, req.Ciphertext); err != nil {
+		return err
+	}
 	rec, err := s.CastAnonymous(r.Context(), r.PathValue("id"), req.Token, req.Ciphertext)
 	if err != nil {
 		return err
 	}
 	web.WriteJSON(w, http.StatusCreated, rec)
 	return nil
+}
+
+// checkBallotKey refuses a ballot whose Idempotency-Key, if sent, is not
+// its own (BallotIdempotencyKey).
+func checkBallotKey(r *http.Request, ciphertext []byte) error {
+	return web.CheckIdempotencyKey(r.Header, BallotIdempotencyKey(ciphertext), "the hex SHA-256 of ciphertext")
 }
 
 func (s *Service) handleNamedBallot(w http.ResponseWriter, r *http.Request, c *Caller) error {
@@ -242,6 +251,9 @@ func (s *Service) handleNamedBallot(w http.ResponseWriter, r *http.Request, c *C
 	}
 	if req.Token != nil {
 		return invalidf("a named ballot carries no token")
+	}
+	if err := checkBallotKey(r, req.Ciphertext); err != nil {
+		return err
 	}
 	rec, err := s.CastNamed(r.Context(), *c, r.PathValue("id"), req.Ciphertext)
 	if err != nil {

@@ -818,6 +818,10 @@ func (s *Service) CastAnonymous(ctx context.Context, id string, t *Token, cipher
 	} else if tid != id {
 		return nil, fmt.Errorf("%w: the token is for survey %q", ErrOtherSurvey, tid)
 	}
+	e := Entry{Nullifier: Nullifier(t.Message), TokenMessage: t.Message, TokenSignature: t.Signature, Ciphertext: ciphertext}
+	if rec, err := s.recast(ctx, id, e); rec != nil || err != nil {
+		return rec, err
+	}
 	r, o, err := s.openFor(ctx, id)
 	if err != nil {
 		return nil, err
@@ -831,12 +835,49 @@ func (s *Service) CastAnonymous(ctx context.Context, id string, t *Token, cipher
 	if err := VerifyToken(o.tokenPub, id, t); err != nil {
 		return nil, err
 	}
-	e := Entry{Nullifier: Nullifier(t.Message), TokenMessage: t.Message, TokenSignature: t.Signature, Ciphertext: ciphertext}
 	return s.append(ctx, id, e, "")
+}
+
+// recast answers a ballot that is on the board already, byte for byte —
+// the same nullifier, token and ciphertext — with that entry's receipt,
+// and writes nothing: a voter whose answer was lost sends the same ballot
+// again and learns where it was counted, also after the survey closed.
+// Every part of the entry is public on the board, so the answer tells no
+// one anything new. Without such an entry it returns nil, nil; a
+// different ballot under a used nullifier is refused later, in append.
+func (s *Service) recast(ctx context.Context, id string, e Entry) (*Receipt, error) {
+	seq, hash, same, err := sameBallot(s.db.QueryRow(ctx, boardByNullifier, id, e.Nullifier), e)
+	if err != nil || !same {
+		return nil, err
+	}
+	return s.receipt(id, seq, hash), nil
+}
+
+// boardByNullifier selects what sameBallot compares.
+const boardByNullifier = `SELECT seq, hash, token_message, token_signature, ciphertext FROM survey_board WHERE survey_id = $1 AND nullifier = $2`
+
+// sameBallot scans a boardByNullifier row: seq and hash are the entry
+// that used e's nullifier (seq 0: none did; entries count from 1), same
+// whether it is e's very ballot, its token and ciphertext.
+func sameBallot(row *sql.Row, e Entry) (seq int64, hash []byte, same bool, err error) {
+	var msg, sig, ct []byte
+	err = row.Scan(&seq, &hash, &msg, &sig, &ct)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil, false, nil
+	}
+	if err != nil {
+		return 0, nil, false, err
+	}
+	same = bytes.Equal(msg, e.TokenMessage) && bytes.Equal(sig, e.TokenSignature) && bytes.Equal(ct, e.Ciphertext)
+	return seq, hash, same, nil
 }
 
 // CastNamed puts a named ballot on the board for an eligible caller, once.
 func (s *Service) CastNamed(ctx context.Context, c Caller, id string, ciphertext []byte) (*Receipt, error) {
+	e := Entry{Nullifier: NamedNullifier(id, c.AccountID), Voter: c.AccountID, Ciphertext: ciphertext}
+	if rec, err := s.recast(ctx, id, e); rec != nil || err != nil {
+		return rec, err
+	}
 	r, o, err := s.openFor(ctx, id)
 	if err != nil {
 		return nil, err
@@ -860,7 +901,6 @@ func (s *Service) CastNamed(ctx context.Context, c Caller, id string, ciphertext
 			return nil, err
 		}
 	}
-	e := Entry{Nullifier: NamedNullifier(id, c.AccountID), Voter: c.AccountID, Ciphertext: ciphertext}
 	return s.append(ctx, id, e, person)
 }
 
@@ -888,18 +928,22 @@ func (s *Service) append(ctx context.Context, id string, e Entry, person string)
 	personUsed := fmt.Errorf("%w: this person has already voted in this survey, through this or another of their accounts", ErrAlreadyVoted)
 	var rec Receipt
 	err := s.commits.DoLocked(ctx, func(ls *db.Locks) { ls.Lock(surveyRows, id) }, func(tx *sql.Tx) error {
-		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM survey_board WHERE survey_id = $1 AND nullifier = $2`, id, e.Nullifier).Scan(&n); err != nil {
+		// The same ballot twice at once: the second finds the first here.
+		seq, hash, same, err := sameBallot(tx.QueryRowContext(ctx, boardByNullifier, id, e.Nullifier), e)
+		if err != nil {
 			return err
 		}
-		if n > 0 {
+		if same {
+			rec = Receipt{Seq: seq, Hash: hash}
+			return nil
+		}
+		if seq != 0 {
 			return used
 		}
-		var seq int64
 		var prev []byte
 		// closes_at > now: a ballot that reaches the commit after closing
 		// is refused, even if it was checked while the survey was open.
-		err := tx.QueryRowContext(ctx, `UPDATE surveys SET board_len = board_len + 1 WHERE id = $1 AND closes_at > $2 RETURNING board_len, board_head`, id, closes).
+		err = tx.QueryRowContext(ctx, `UPDATE surveys SET board_len = board_len + 1 WHERE id = $1 AND closes_at > $2 RETURNING board_len, board_head`, id, closes).
 			Scan(&seq, &prev)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: the survey has closed", ErrNotOpen)
@@ -942,15 +986,21 @@ func (s *Service) append(ctx context.Context, id string, e Entry, person string)
 		if _, err := tx.ExecContext(ctx, `UPDATE surveys SET board_head = $1 WHERE id = $2`, e.Hash, id); err != nil {
 			return err
 		}
-		rec = Receipt{SurveyID: id, Seq: e.Seq, Hash: e.Hash}
+		rec = Receipt{Seq: e.Seq, Hash: e.Hash}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	rec.At = s.now().UTC().Truncate(time.Second)
-	rec.Signature, rec.Notary = s.notary.Sign(PurposeReceipt, ReceiptMessage(&rec)), s.notary.Certificate().Raw
-	return &rec, nil
+	return s.receipt(id, rec.Seq, rec.Hash), nil
+}
+
+// receipt is the notary's signed statement, as of now, that board entry
+// seq of survey id has hash.
+func (s *Service) receipt(id string, seq int64, hash []byte) *Receipt {
+	rec := &Receipt{SurveyID: id, Seq: seq, Hash: hash, At: s.now().UTC().Truncate(time.Second)}
+	rec.Signature, rec.Notary = s.notary.Sign(PurposeReceipt, ReceiptMessage(rec)), s.notary.Certificate().Raw
+	return rec
 }
 
 func nilIfEmpty(b []byte) []byte {

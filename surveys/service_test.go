@@ -1,11 +1,13 @@
 package surveys
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -236,6 +238,99 @@ func TestTokenRetryIsIdempotent(t *testing.T) {
 	}
 }
 
+// TestBallotRetryIsIdempotent: a voter whose answer was lost sends the
+// same ballot again — the same token and the same ciphertext — and gets
+// the receipt of the entry it already has, while the survey is open and
+// after it closed, and the ballot is counted once; also when both copies
+// arrive at once. Anything short of the very same ballot is what it was
+// before: a second vote, a bad token, a closed survey.
+func TestBallotRetryIsIdempotent(t *testing.T) {
+	dbtest.Run(t, sets, func(t *testing.T, d *db.DB) {
+		e := newEnv(t, d)
+		ctx := context.Background()
+		def, _ := e.survey(t, ModeAnonymous, everyone)
+		e.clk.set(def.OpensAt)
+		boardLen := func() int { return e.count(t, `SELECT board_len FROM surveys WHERE id = $1`, def.SurveyID) }
+		sameEntry := func(what string, rec, want *Receipt) {
+			t.Helper()
+			if rec.Seq != want.Seq || !bytes.Equal(rec.Hash, want.Hash) {
+				t.Fatalf("%s: receipt of entry %d, want %d", what, rec.Seq, want.Seq)
+			}
+			if err := VerifyReceipt(rec, e.p.ca.Pool()); err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		}
+
+		tok := e.token(t, def, voter(1))
+		ct, err := EncryptBallot(def, Nullifier(tok.Message), intended(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, err := e.s.CastAnonymous(ctx, def.SurveyID, tok, ct)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := e.s.CastAnonymous(ctx, def.SurveyID, tok, ct)
+		if err != nil {
+			t.Fatalf("the same ballot again: %v", err)
+		}
+		sameEntry("the same ballot again", again, first)
+		if n := boardLen(); n != 1 {
+			t.Fatalf("board of %d entries after one ballot sent twice", n)
+		}
+
+		// Both copies at once: one entry, every copy answered with it.
+		tok2 := e.token(t, def, voter(2))
+		ct2, _ := EncryptBallot(def, Nullifier(tok2.Message), intended(2))
+		recs := make([]*Receipt, 6)
+		errs := make([]error, len(recs))
+		var wg sync.WaitGroup
+		for i := range recs {
+			wg.Go(func() { recs[i], errs[i] = e.s.CastAnonymous(ctx, def.SurveyID, tok2, ct2) })
+		}
+		wg.Wait()
+		for i := range recs {
+			if errs[i] != nil {
+				t.Fatalf("copy %d of a ballot sent at once: %v", i, errs[i])
+			}
+			sameEntry("a copy sent at once", recs[i], recs[0])
+		}
+		if n := boardLen(); n != 2 {
+			t.Fatalf("board of %d entries after two ballots, want 2", n)
+		}
+
+		// Not the same ballot: refused as before, nothing written.
+		other, _ := EncryptBallot(def, Nullifier(tok.Message), intended(2))
+		forged := &Token{Message: tok.Message, Signature: append([]byte(nil), tok.Signature...)}
+		forged.Signature[7] ^= 0x01
+		if _, err := e.s.CastAnonymous(ctx, def.SurveyID, tok, other); !errors.Is(err, ErrAlreadyVoted) {
+			t.Fatalf("another ballot under a used token: %v, want ErrAlreadyVoted", err)
+		}
+		if _, err := e.s.CastAnonymous(ctx, def.SurveyID, forged, ct); !errors.Is(err, ErrBadToken) {
+			t.Fatalf("the ballot with a forged signature of its token: %v, want ErrBadToken", err)
+		}
+		if n := boardLen(); n != 2 {
+			t.Fatalf("board of %d entries after refusals, want 2", n)
+		}
+
+		// After closing: the same ballot still gets its receipt; a new one
+		// is refused.
+		tok3 := e.token(t, def, voter(3))
+		e.clk.set(def.ClosesAt)
+		late, err := e.s.CastAnonymous(ctx, def.SurveyID, tok, ct)
+		if err != nil {
+			t.Fatalf("the same ballot again after closing: %v", err)
+		}
+		sameEntry("the same ballot after closing", late, first)
+		if _, err := e.cast(def, tok3, intended(3)); !errors.Is(err, ErrNotOpen) {
+			t.Fatalf("a new ballot after closing: %v, want ErrNotOpen", err)
+		}
+		if n := boardLen(); n != 2 {
+			t.Fatalf("board of %d entries after closing, want 2", n)
+		}
+	})
+}
+
 func TestDefinitionSignatures(t *testing.T) {
 	e := newEnv(t, dbtest.SQLite(t, sets...))
 	ctx := context.Background()
@@ -294,11 +389,20 @@ func TestDefinitionSignatures(t *testing.T) {
 	// members may read the result.
 	e.clk.set(def.OpensAt)
 	ct, _ := EncryptBallot(def, NamedNullifier(def.SurveyID, agent.AccountID), []any{0})
-	if _, err := e.s.CastNamed(ctx, agent.Caller, def.SurveyID, ct); err != nil {
+	first, err := e.s.CastNamed(ctx, agent.Caller, def.SurveyID, ct)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.s.CastNamed(ctx, agent.Caller, def.SurveyID, ct); !errors.Is(err, ErrAlreadyVoted) {
+	ct2, _ := EncryptBallot(def, NamedNullifier(def.SurveyID, agent.AccountID), []any{1})
+	if _, err := e.s.CastNamed(ctx, agent.Caller, def.SurveyID, ct2); !errors.Is(err, ErrAlreadyVoted) {
 		t.Fatalf("second named ballot: %v", err)
+	}
+	// The first ballot again (its answer was lost): its receipt, once.
+	if again, err := e.s.CastNamed(ctx, agent.Caller, def.SurveyID, ct); err != nil || again.Seq != first.Seq || !bytes.Equal(again.Hash, first.Hash) {
+		t.Fatalf("the same named ballot again: %+v, %v; want the receipt of entry %d", again, err, first.Seq)
+	}
+	if n := e.count(t, `SELECT board_len FROM surveys WHERE id = $1`, def.SurveyID); n != 1 {
+		t.Fatalf("board of %d entries after one named ballot sent twice", n)
 	}
 	if _, err := e.s.CastNamed(ctx, voter(9), def.SurveyID, ct); !errors.Is(err, ErrNotEligible) {
 		t.Fatalf("named ballot of a non-member: %v", err)

@@ -163,13 +163,20 @@ func councilOnKanald(t *testing.T, orgName string, citizens ...string) (*kanaldt
 func defineSurvey(t *testing.T, base string, ic *idclient.Client, orgID string, organiser *account,
 	define func(draft *surveys.Draft, tallyKey []byte) *surveys.Definition) (*sclient.Client, *surveys.Draft, *surveys.TallyKeyPair, *surveys.Definition) {
 	t.Helper()
+	return defineSurveyMode(t, base, ic, orgID, organiser, surveys.ModeAnonymous, define)
+}
+
+// defineSurveyMode is defineSurvey for a survey of the given mode.
+func defineSurveyMode(t *testing.T, base string, ic *idclient.Client, orgID string, organiser *account, mode string,
+	define func(draft *surveys.Draft, tallyKey []byte) *surveys.Definition) (*sclient.Client, *surveys.Draft, *surveys.TallyKeyPair, *surveys.Definition) {
+	t.Helper()
 	ctx := context.Background()
 	dev, mem, orgCert, err := organiserCertificates(ctx, ic.WithToken(organiser.token), orgID, organiser.device)
 	if err != nil {
 		t.Fatal(err)
 	}
 	orgSurveys := sclient.New(base, httpClient).WithToken(organiser.token)
-	draft, err := orgSurveys.Create(ctx, orgID, surveys.ModeAnonymous)
+	draft, err := orgSurveys.Create(ctx, orgID, mode)
 	if err != nil {
 		t.Fatal(err)
 	}

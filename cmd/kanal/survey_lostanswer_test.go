@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -109,5 +114,144 @@ func TestSurveyTokenAnswerLost(t *testing.T) {
 	var prob *idclient.Problem
 	if !errors.As(err, &prob) || prob.Type != string(surveys.TypeTokenAlreadyIssued) {
 		t.Fatalf("a second token request: %v, want token-already-issued", err)
+	}
+}
+
+// TestSurveyBallotAnswerLost: the answer to a ballot is lost after kanald
+// put it on the board — on the new connection an anonymous ballot takes,
+// and on the session's kept-alive one for a named ballot. The SDK's Cast
+// and CastNamed still return a receipt that checks out, and the board
+// holds the ballot once: the SDK sends the same ballot again and kanald
+// answers it with the receipt of the entry it already has. A ballot
+// whose Idempotency-Key is not its ciphertext's hash is refused, and a
+// different ballot under the same token is still a second vote.
+func TestSurveyBallotAnswerLost(t *testing.T) {
+	ctx := context.Background()
+	srv, ic, organiser, citizens, org := councilOnKanald(t, "Ortsbeirat Süd", "anna@example.org", "ben@example.org")
+	anna, ben := citizens[0], citizens[1]
+	definition := func(mode string) func(draft *surveys.Draft, tallyKey []byte) *surveys.Definition {
+		return func(draft *surveys.Draft, tallyKey []byte) *surveys.Definition {
+			now := time.Now().UTC().Truncate(time.Second)
+			return &surveys.Definition{Version: 1, SurveyID: draft.SurveyID, OrgID: org.OrgID, Title: "Markthalle",
+				Questions: []surveys.Question{{Kind: surveys.KindSingle, Prompt: "Sonntags öffnen?", Options: []string{"Ja", "Nein"}}},
+				Audience:  surveys.Audience{Kind: surveys.AudienceLevel, Level: ca.LevelLow},
+				OpensAt:   now, ClosesAt: now.Add(time.Hour), Mode: mode, Results: surveys.ResultsPublic,
+				TokenKey: draft.TokenKey, TallyKey: tallyKey, SignedAt: now}
+		}
+	}
+	orgSurveys, draft, _, def := defineSurveyMode(t, srv.URL, ic, org.OrgID, organiser, surveys.ModeAnonymous, definition(surveys.ModeAnonymous))
+	_, namedDraft, _, namedDef := defineSurveyMode(t, srv.URL, ic, org.OrgID, organiser, surveys.ModeNamed, definition(surveys.ModeNamed))
+	blk, _ := pem.Decode(anna.ca)
+	caCert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(caCert)
+	boardLength := func(id string) int64 {
+		t.Helper()
+		sv, err := orgSurveys.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sv.BoardLength
+	}
+	p := kanaldtest.NewAnswerLoser(t, srv.URL, func(r *http.Request) bool {
+		return r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "ballots")
+	})
+	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxConnsPerHost: 1}}
+	defer hc.CloseIdleConnections()
+
+	// Anonymous: the token straight from kanald, the ballot through the
+	// proxy, which loses its answer on the ballot's own new connection.
+	tok, err := sclient.New(srv.URL, httpClient).WithToken(anna.token).Token(ctx, def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ArmAny()
+	rec, err := sclient.New(p.URL, hc).Cast(ctx, def, tok, []any{0})
+	if err != nil {
+		t.Fatalf("ballot after a lost answer: %v", err)
+	}
+	if p.Lost() != 1 {
+		t.Fatalf("%d answers lost, want 1: the test did not lose one", p.Lost())
+	}
+	public := sclient.New(srv.URL, httpClient)
+	if err := public.CheckReceipt(ctx, rec, roots); err != nil {
+		t.Fatalf("the receipt after a lost answer: %v", err)
+	}
+	if n := boardLength(draft.SurveyID); n != 1 {
+		t.Fatalf("board of %d entries after one ballot, want 1", n)
+	}
+
+	// The board's entry sent again by hand: with another key refused, with
+	// its own the same receipt; nothing added either way.
+	entries, _, err := public.Board(ctx, draft.SurveyID, roots)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("board: %d entries, %v", len(entries), err)
+	}
+	e := entries[0]
+	body, err := json.Marshal(surveys.BallotRequest{Token: &surveys.Token{Message: e.TokenMessage, Signature: e.TokenSignature}, Ciphertext: e.Ciphertext})
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(key string) (*http.Response, []byte) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/v1/surveys/"+draft.SurveyID+"/ballots", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(surveys.IdempotencyKeyHeader, key)
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, b
+	}
+	if resp, _ := post(surveys.BallotIdempotencyKey(e.TokenMessage)); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("a ballot with another value's key: %d, want 400", resp.StatusCode)
+	}
+	resp, b := post(surveys.BallotIdempotencyKey(e.Ciphertext))
+	var again surveys.Receipt
+	if resp.StatusCode != http.StatusCreated || json.Unmarshal(b, &again) != nil || again.Seq != rec.Seq || !bytes.Equal(again.Hash, rec.Hash) {
+		t.Fatalf("the board's entry sent again: %d %s, want 201 with the receipt of entry %d", resp.StatusCode, b, rec.Seq)
+	}
+	if err := public.CheckReceipt(ctx, &again, roots); err != nil {
+		t.Fatal(err)
+	}
+	// Another ballot under the same token is a second vote.
+	_, err = sclient.New(srv.URL, httpClient).Cast(ctx, def, tok, []any{1})
+	var prob *idclient.Problem
+	if !errors.As(err, &prob) || prob.Type != string(surveys.TypeAlreadyVoted) {
+		t.Fatalf("another ballot under a used token: %v, want already-voted", err)
+	}
+	if n := boardLength(draft.SurveyID); n != 1 {
+		t.Fatalf("board of %d entries after the repeats, want 1", n)
+	}
+
+	// Named: the session's kept-alive connection loses the answer.
+	voter := sclient.New(p.URL, hc).WithToken(ben.token)
+	if _, err := voter.List(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p.Arm()
+	named, err := voter.CastNamed(ctx, namedDef, ben.id, []any{1})
+	if err != nil {
+		t.Fatalf("named ballot after a lost answer: %v", err)
+	}
+	if p.Lost() != 2 {
+		t.Fatalf("%d answers lost, want 2: the test did not lose the named one", p.Lost())
+	}
+	if err := public.CheckReceipt(ctx, named, roots); err != nil {
+		t.Fatal(err)
+	}
+	if n := boardLength(namedDraft.SurveyID); n != 1 {
+		t.Fatalf("named board of %d entries after one ballot, want 1", n)
 	}
 }

@@ -24,6 +24,7 @@ type AnswerLoser struct {
 	target string
 	match  func(*http.Request) bool
 	armed  atomic.Bool
+	anyNew atomic.Bool // armed for a request on a new connection too
 	lost   atomic.Int32
 }
 
@@ -54,7 +55,12 @@ func NewAnswerLoser(t testing.TB, base string, match func(*http.Request) bool) *
 }
 
 // Arm makes the proxy lose the next answer it may.
-func (p *AnswerLoser) Arm() { p.armed.Store(true) }
+func (p *AnswerLoser) Arm() { p.anyNew.Store(false); p.armed.Store(true) }
+
+// ArmAny makes the proxy lose the next answer Match accepts, also the
+// first on a new connection: what a client sees when the network fails
+// after the request reached the server, whatever connection it took.
+func (p *AnswerLoser) ArmAny() { p.anyNew.Store(true); p.armed.Store(true) }
 
 // Lost returns how many answers the proxy has lost.
 func (p *AnswerLoser) Lost() int { return int(p.lost.Load()) }
@@ -79,7 +85,7 @@ func (p *AnswerLoser) serve(c net.Conn) {
 		if err != nil {
 			return
 		}
-		if n > 0 && p.match(req) && p.armed.CompareAndSwap(true, false) {
+		if (n > 0 || p.anyNew.Load()) && p.match(req) && p.armed.CompareAndSwap(true, false) {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			p.lost.Add(1)

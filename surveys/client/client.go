@@ -205,13 +205,41 @@ func (c *Client) Cast(ctx context.Context, d *surveys.Definition, tok *surveys.T
 	if err != nil {
 		return nil, err
 	}
-	var rec surveys.Receipt
 	// The ballot goes on a connection of its own, closed after it: a
 	// kept-alive connection would carry it next to the session's token
 	// request and link the two for anyone who sees connections.
 	fresh := *c
 	fresh.hc = freshConnections(c.hc)
-	return &rec, fresh.do(ctx, "POST", "/v1/surveys/"+seg(d.SurveyID)+"/ballots", false, surveys.BallotRequest{Token: tok, Ciphertext: ct}, &rec, http.StatusCreated)
+	return fresh.castBallot(ctx, "/v1/surveys/"+seg(d.SurveyID)+"/ballots", false, surveys.BallotRequest{Token: tok, Ciphertext: ct})
+}
+
+// castAttempts is how often castBallot sends one ballot at most.
+const castAttempts = 3
+
+// castBallot posts a ballot with its Idempotency-Key and, when no answer
+// came back (the connection failed or closed before it), posts the same
+// bytes again, up to castAttempts times in all. kanald answers a ballot
+// it has counted already with the receipt of its board entry, so a ballot
+// whose answer was lost is neither lost nor refused as a second vote.
+// An answer from kanald, a refusal included, is final.
+func (c *Client) castBallot(ctx context.Context, path string, withSession bool, req surveys.BallotRequest) (*surveys.Receipt, error) {
+	key := http.Header{surveys.IdempotencyKeyHeader: {surveys.BallotIdempotencyKey(req.Ciphertext)}}
+	for attempt := 1; ; attempt++ {
+		var rec surveys.Receipt
+		err := c.doHeader(ctx, "POST", path, withSession, key, req, &rec, http.StatusCreated)
+		if err == nil {
+			return &rec, nil
+		}
+		var prob *idclient.Problem
+		if errors.As(err, &prob) || attempt == castAttempts {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Duration(attempt) * 250 * time.Millisecond):
+		}
+	}
 }
 
 // freshConnections returns a client like hc whose transport shares no
@@ -251,8 +279,7 @@ func (c *Client) CastNamed(ctx context.Context, d *surveys.Definition, account s
 	if err != nil {
 		return nil, err
 	}
-	var rec surveys.Receipt
-	return &rec, c.do(ctx, "POST", "/v1/surveys/"+seg(d.SurveyID)+"/named-ballots", true, surveys.BallotRequest{Ciphertext: ct}, &rec, http.StatusCreated)
+	return c.castBallot(ctx, "/v1/surveys/"+seg(d.SurveyID)+"/named-ballots", true, surveys.BallotRequest{Ciphertext: ct})
 }
 
 // Board downloads the whole board page by page and verifies the signed
