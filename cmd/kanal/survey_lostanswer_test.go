@@ -21,6 +21,28 @@ import (
 	sclient "github.com/kanal-server/kanal/surveys/client"
 )
 
+// answerLoserFor puts an AnswerLoser in front of base for the POSTs whose
+// path ends in suffix, and returns it with a client that keeps one
+// connection to it alive.
+func answerLoserFor(t *testing.T, base, suffix string) (*kanaldtest.AnswerLoser, *http.Client) {
+	p := kanaldtest.NewAnswerLoser(t, base, func(r *http.Request) bool {
+		return r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, suffix)
+	})
+	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxConnsPerHost: 1}}
+	t.Cleanup(hc.CloseIdleConnections)
+	return p, hc
+}
+
+// surveyNow is survey id as kanald serves it now.
+func surveyNow(t *testing.T, c *sclient.Client, id string) *surveys.Survey {
+	t.Helper()
+	sv, err := c.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sv
+}
+
 // TestSurveyTokenAnswerLost: the answer to a citizen's token request is
 // lost because its kept-alive connection closes after kanald signed and
 // recorded the issuance. The SDK's Token still succeeds — the request
@@ -40,20 +62,8 @@ func TestSurveyTokenAnswerLost(t *testing.T) {
 			OpensAt:   now, ClosesAt: now.Add(time.Hour), Mode: surveys.ModeAnonymous, Results: surveys.ResultsPublic,
 			TokenKey: draft.TokenKey, TallyKey: tallyKey, SignedAt: now}
 	})
-	issued := func() int64 {
-		t.Helper()
-		sv, err := orgSurveys.Get(ctx, draft.SurveyID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return sv.TokensIssued
-	}
-
-	p := kanaldtest.NewAnswerLoser(t, srv.URL, func(r *http.Request) bool {
-		return r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/token")
-	})
-	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxConnsPerHost: 1}}
-	defer hc.CloseIdleConnections()
+	issued := func() int64 { return surveyNow(t, orgSurveys, draft.SurveyID).TokensIssued }
+	p, hc := answerLoserFor(t, srv.URL, "/token")
 	voter := sclient.New(p.URL, hc).WithToken(anna.token)
 
 	// A key that is not the blinded value's hash: refused, nothing issued.
@@ -148,19 +158,8 @@ func TestSurveyBallotAnswerLost(t *testing.T) {
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(caCert)
-	boardLength := func(id string) int64 {
-		t.Helper()
-		sv, err := orgSurveys.Get(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return sv.BoardLength
-	}
-	p := kanaldtest.NewAnswerLoser(t, srv.URL, func(r *http.Request) bool {
-		return r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "ballots")
-	})
-	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxConnsPerHost: 1}}
-	defer hc.CloseIdleConnections()
+	boardLength := func(id string) int64 { return surveyNow(t, orgSurveys, id).BoardLength }
+	p, hc := answerLoserFor(t, srv.URL, "ballots")
 
 	// Anonymous: the token straight from kanald, the ballot through the
 	// proxy, which loses its answer on the ballot's own new connection.
