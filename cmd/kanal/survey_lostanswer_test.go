@@ -33,6 +33,19 @@ func answerLoserFor(t *testing.T, base, suffix string) (*kanaldtest.AnswerLoser,
 	return p, hc
 }
 
+// yesNo defines, for defineSurvey, a survey of org with one yes-or-no
+// question for every account of level low, open for an hour from now.
+func yesNo(orgID, title, mode string) func(draft *surveys.Draft, tallyKey []byte) *surveys.Definition {
+	return func(draft *surveys.Draft, tallyKey []byte) *surveys.Definition {
+		now := time.Now().UTC().Truncate(time.Second)
+		return &surveys.Definition{Version: 1, SurveyID: draft.SurveyID, OrgID: orgID, Title: title,
+			Questions: []surveys.Question{{Kind: surveys.KindSingle, Prompt: title + "?", Options: []string{"Ja", "Nein"}}},
+			Audience:  surveys.Audience{Kind: surveys.AudienceLevel, Level: ca.LevelLow},
+			OpensAt:   now, ClosesAt: now.Add(time.Hour), Mode: mode, Results: surveys.ResultsPublic,
+			TokenKey: draft.TokenKey, TallyKey: tallyKey, SignedAt: now}
+	}
+}
+
 // surveyNow is survey id as kanald serves it now.
 func surveyNow(t *testing.T, c *sclient.Client, id string) *surveys.Survey {
 	t.Helper()
@@ -54,14 +67,7 @@ func TestSurveyTokenAnswerLost(t *testing.T) {
 	ctx := context.Background()
 	srv, ic, organiser, citizens, org := councilOnKanald(t, "Ortsbeirat Nord", "anna@example.org")
 	anna := citizens[0]
-	orgSurveys, draft, _, def := defineSurvey(t, srv.URL, ic, org.OrgID, organiser, func(draft *surveys.Draft, tallyKey []byte) *surveys.Definition {
-		now := time.Now().UTC().Truncate(time.Second)
-		return &surveys.Definition{Version: 1, SurveyID: draft.SurveyID, OrgID: org.OrgID, Title: "Spielplatz",
-			Questions: []surveys.Question{{Kind: surveys.KindSingle, Prompt: "Neu bauen?", Options: []string{"Ja", "Nein"}}},
-			Audience:  surveys.Audience{Kind: surveys.AudienceLevel, Level: ca.LevelLow},
-			OpensAt:   now, ClosesAt: now.Add(time.Hour), Mode: surveys.ModeAnonymous, Results: surveys.ResultsPublic,
-			TokenKey: draft.TokenKey, TallyKey: tallyKey, SignedAt: now}
-	})
+	orgSurveys, draft, _, def := defineSurvey(t, srv.URL, ic, org.OrgID, organiser, yesNo(org.OrgID, "Spielplatz", surveys.ModeAnonymous))
 	issued := func() int64 { return surveyNow(t, orgSurveys, draft.SurveyID).TokensIssued }
 	p, hc := answerLoserFor(t, srv.URL, "/token")
 	voter := sclient.New(p.URL, hc).WithToken(anna.token)
@@ -139,18 +145,8 @@ func TestSurveyBallotAnswerLost(t *testing.T) {
 	ctx := context.Background()
 	srv, ic, organiser, citizens, org := councilOnKanald(t, "Ortsbeirat Süd", "anna@example.org", "ben@example.org")
 	anna, ben := citizens[0], citizens[1]
-	definition := func(mode string) func(draft *surveys.Draft, tallyKey []byte) *surveys.Definition {
-		return func(draft *surveys.Draft, tallyKey []byte) *surveys.Definition {
-			now := time.Now().UTC().Truncate(time.Second)
-			return &surveys.Definition{Version: 1, SurveyID: draft.SurveyID, OrgID: org.OrgID, Title: "Markthalle",
-				Questions: []surveys.Question{{Kind: surveys.KindSingle, Prompt: "Sonntags öffnen?", Options: []string{"Ja", "Nein"}}},
-				Audience:  surveys.Audience{Kind: surveys.AudienceLevel, Level: ca.LevelLow},
-				OpensAt:   now, ClosesAt: now.Add(time.Hour), Mode: mode, Results: surveys.ResultsPublic,
-				TokenKey: draft.TokenKey, TallyKey: tallyKey, SignedAt: now}
-		}
-	}
-	orgSurveys, draft, _, def := defineSurveyMode(t, srv.URL, ic, org.OrgID, organiser, surveys.ModeAnonymous, definition(surveys.ModeAnonymous))
-	_, namedDraft, _, namedDef := defineSurveyMode(t, srv.URL, ic, org.OrgID, organiser, surveys.ModeNamed, definition(surveys.ModeNamed))
+	orgSurveys, draft, _, def := defineSurvey(t, srv.URL, ic, org.OrgID, organiser, yesNo(org.OrgID, "Markthalle", surveys.ModeAnonymous))
+	_, namedDraft, _, namedDef := defineSurveyMode(t, srv.URL, ic, org.OrgID, organiser, surveys.ModeNamed, yesNo(org.OrgID, "Markthalle", surveys.ModeNamed))
 	blk, _ := pem.Decode(anna.ca)
 	caCert, err := x509.ParseCertificate(blk.Bytes)
 	if err != nil {
