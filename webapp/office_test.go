@@ -174,10 +174,8 @@ func TestWebOfficeOfferPayment(t *testing.T) {
 	citizen.do("the payment request arrives", visibleX(`//ol[@id="messages"]/li/p[contains(., "Zahlungsaufforderung")]`),
 		enterX(`//ol[@id="messages"]/li[p[contains(., "Zahlungsaufforderung")]]/button`), visible("#epc-qr"), chromedp.WaitReady("#epc-qr"))
 	requestID := run(citizen, "request", chromedp.Evaluate[string](`state.entries.find((e) => e.kind === "payment.request").body.request_id`))
-	png := run(citizen, "screenshot of the QR code", chromedp.FullScreenshot(100))
-	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%02d-citizen-payment.png", shots.Add(1))), png, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	citizen.shot(dir, "payment")
+	png := qrShot(citizen)
 	// (That it is byte for byte what kanal pay qr prints is
 	// TestWebSurveyOfferPayment's; the operator reads no EPC code.)
 	if got := decodePNG(t, png); !strings.HasPrefix(got, "BCD\n") || !strings.Contains(got, "\n"+camtIBAN+"\n") ||

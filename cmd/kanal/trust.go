@@ -5,8 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/skip2/go-qrcode"
-
+	"github.com/kanal-server/kanal/internal/qr"
 	mclient "github.com/kanal-server/kanal/messaging/client"
 )
 
@@ -72,13 +71,14 @@ func checkAccountArg(s string) error {
 }
 
 // safetyQR renders the QR code of a safety number for a terminal: two
-// modules per character, dark modules as spaces (light on dark terminals).
+// modules per character, dark modules as spaces (light on dark terminals;
+// qr.Terminal).
 func safetyQR(n mclient.DeviceSafetyNumber) (string, error) {
-	q, err := qrcode.New(safetyNumberQRPrefix+n.Number.Digits(), qrcode.Medium)
+	m, err := qr.Modules(safetyNumberQRPrefix + n.Number.Digits())
 	if err != nil {
 		return "", err
 	}
-	return q.ToSmallString(false), nil
+	return qr.Terminal(m), nil
 }
 
 // contactMessenger checks a contact's account argument, then opens the

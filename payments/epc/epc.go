@@ -10,8 +10,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/skip2/go-qrcode"
-
+	"github.com/kanal-server/kanal/internal/qr"
 	"github.com/kanal-server/kanal/payments/sepa"
 )
 
@@ -143,32 +142,41 @@ func alnum(s string) bool {
 }
 
 // PNG renders the payload of t as a QR code image of at most size×size
-// pixels, with error correction level M as EPC069-12 requires. Every
-// module is a whole number of pixels: a module stretched over a fraction
-// of a pixel makes uneven lines that scanners misread.
+// pixels (quiet zone included), with error correction level M as
+// EPC069-12 requires. Every module is a whole number of pixels: a module
+// stretched over a fraction of a pixel makes uneven lines that scanners
+// misread.
 func PNG(t Transfer, size int) ([]byte, error) {
-	p, err := Payload(t)
-	if err != nil {
-		return nil, err
-	}
 	if size < 100 || size > 2000 {
 		return nil, fmt.Errorf("%w: image size %d is not 100..2000", ErrInvalid, size)
 	}
-	q, err := qrcode.New(p, qrcode.Medium)
+	bits, err := symbol(t)
 	if err != nil {
-		return nil, fmt.Errorf("epc: encode QR code: %w", err)
+		return nil, err
 	}
-	perModule := max(size/len(q.Bitmap()), 1)
-	png, err := q.PNG(-perModule)
+	png, err := qr.PNG(bits, max(size/(len(bits)+2*QuietZone), 1))
 	if err != nil {
 		return nil, fmt.Errorf("epc: encode QR code: %w", err)
 	}
 	return png, nil
 }
 
-// QuietZone is the light border around an SVG's code, in modules: the
-// four that ISO/IEC 18004 asks for.
-const QuietZone = 4
+// symbol is the QR code of t's payload, its modules without quiet zone.
+func symbol(t Transfer) ([][]bool, error) {
+	p, err := Payload(t)
+	if err != nil {
+		return nil, err
+	}
+	bits, err := qr.Modules(p)
+	if err != nil {
+		return nil, fmt.Errorf("epc: encode QR code: %w", err)
+	}
+	return bits, nil
+}
+
+// QuietZone is the light border around the code, in modules: the four
+// that ISO/IEC 18004 asks for.
+const QuietZone = qr.QuietZone
 
 // SVG renders the payload of t as a QR code in SVG, level M as PNG's, one
 // user unit per module and a quiet zone of QuietZone modules, and returns
@@ -177,16 +185,10 @@ const QuietZone = 4
 // symbol as the PNG's; the web app shows it (docs/web.md). The dark
 // modules are one path, a row's runs as rectangles.
 func SVG(t Transfer) (svg string, modules int, err error) {
-	p, err := Payload(t)
+	bits, err := symbol(t)
 	if err != nil {
 		return "", 0, err
 	}
-	q, err := qrcode.New(p, qrcode.Medium)
-	if err != nil {
-		return "", 0, fmt.Errorf("epc: encode QR code: %w", err)
-	}
-	q.DisableBorder = true
-	bits := q.Bitmap()
 	n := len(bits) + 2*QuietZone
 	var path strings.Builder
 	for y, row := range bits {
