@@ -1,8 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"image"
-	"image/color"
+	"image/png"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,6 +14,7 @@ import (
 	"github.com/makiuchi-d/gozxing/qrcode"
 
 	"github.com/kanal-server/kanal/internal/kanaldtest"
+	"github.com/kanal-server/kanal/internal/qr"
 )
 
 // decodeTerminalQR reads the QR code that 'kanal safety-number' drew in
@@ -61,22 +63,15 @@ func decodeTerminalQR(t *testing.T, lines []string) string {
 			t.Fatalf("the QR code drawn in the terminal is not square: %d rows, a row of %d modules, the first of %d", len(rows), len(row), w)
 		}
 	}
-	const scale = 4
-	img := image.NewGray(image.Rect(0, 0, w*scale, w*scale))
-	for i := range img.Pix {
-		img.Pix[i] = 0xff
+	// The rows hold the terminal's quiet zone; qr.PNG draws them with
+	// one more around.
+	b, err := qr.PNG(rows, 4)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for y, row := range rows {
-		for x, dark := range row {
-			if !dark {
-				continue
-			}
-			for dy := range scale {
-				for dx := range scale {
-					img.SetGray(x*scale+dx, y*scale+dy, color.Gray{})
-				}
-			}
-		}
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
 	}
 	return decodeQRImage(t, img)
 }
