@@ -72,8 +72,7 @@ func (s *Service) CheckSession(ctx context.Context, ref string) error {
 	var expires int64
 	var revoked int
 	var devRevoked sql.NullInt64
-	err := s.db.QueryRow(ctx, `SELECT s.expires_at, s.revoked, d.revoked_at
-		FROM identity_sessions s JOIN identity_devices d ON d.id = s.device_id WHERE s.token_hash = $1`, ref).
+	err := s.db.QueryRow(ctx, checkSessionSQL(s.db.Dialect())+`= $1`, ref).
 		Scan(&expires, &revoked, &devRevoked)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -86,6 +85,17 @@ func (s *Service) CheckSession(ctx context.Context, ref string) error {
 		return ErrSessionEnded
 	}
 	return nil
+}
+
+// checkSessionSQL reads a session's expiry and revocation and its
+// device's, up to the condition on s.token_hash.
+func checkSessionSQL(d db.Dialect) string {
+	return `SELECT s.expires_at, s.revoked, d.revoked_at FROM ` + sessionsJoin(d) + ` WHERE s.token_hash `
+}
+
+// checkSessionsSQL is checkSessionSQL with each row's token hash first.
+func checkSessionsSQL(d db.Dialect) string {
+	return `SELECT s.token_hash, s.expires_at, s.revoked, d.revoked_at FROM ` + sessionsJoin(d) + ` WHERE s.token_hash `
 }
 
 // MaxCheckSessions caps the sessions one CheckSessions call looks up.
@@ -102,8 +112,7 @@ func (s *Service) CheckSessions(ctx context.Context, refs []string) ([]error, er
 	if len(refs) == 0 {
 		return nil, nil
 	}
-	const cols = `SELECT s.token_hash, s.expires_at, s.revoked, d.revoked_at
-		FROM identity_sessions s JOIN identity_devices d ON d.id = s.device_id WHERE s.token_hash `
+	cols := checkSessionsSQL(s.db.Dialect())
 	var rows *sql.Rows
 	var err error
 	if s.db.Dialect() == db.Postgres {

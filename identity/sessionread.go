@@ -174,7 +174,7 @@ func (q *sessionReads) query(ctx context.Context, batch []*sessionLookup) (map[s
 	for i := range args {
 		args[i] = batch[min(i, len(batch)-1)].hash
 	}
-	rs, err := q.db.Query(ctx, sessionQuery(n), args...)
+	rs, err := q.db.Query(ctx, sessionQuery(q.db.Dialect(), n), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -193,16 +193,36 @@ func (q *sessionReads) query(ctx context.Context, batch []*sessionLookup) (map[s
 	return out, rs.Err()
 }
 
-var sessionQueries sync.Map // parameter count → statement
+// sessionsJoin is the FROM clause of the reads of a session with its
+// device by the token's hash. On SQLite it names the covering indexes of
+// migration 0007, which answer those reads without touching either
+// table's rows; without statistics the planner would take the primary
+// keys' unique indexes and then read each row.
+func sessionsJoin(d db.Dialect) string {
+	if d == db.SQLite {
+		return `identity_sessions s INDEXED BY identity_sessions_read
+			JOIN identity_devices d INDEXED BY identity_devices_read ON d.id = s.device_id`
+	}
+	return `identity_sessions s JOIN identity_devices d ON d.id = s.device_id`
+}
+
+// sessionQueryKey names a statement of sessionQuery.
+type sessionQueryKey struct {
+	dialect db.Dialect
+	n       int
+}
+
+var sessionQueries sync.Map // sessionQueryKey → statement
 
 // sessionQuery is the statement that reads n sessions by token hash.
-func sessionQuery(n int) string {
-	if s, ok := sessionQueries.Load(n); ok {
+func sessionQuery(d db.Dialect, n int) string {
+	k := sessionQueryKey{d, n}
+	if s, ok := sessionQueries.Load(k); ok {
 		return s.(string)
 	}
 	var b strings.Builder
 	b.WriteString(`SELECT s.token_hash, s.family, s.account_id, s.device_id, s.level, s.expires_at, s.revoked, d.revoked_at, d.expires_at
-			FROM identity_sessions s JOIN identity_devices d ON d.id = s.device_id WHERE s.token_hash IN (`)
+			FROM ` + sessionsJoin(d) + ` WHERE s.token_hash IN (`)
 	for i := 1; i <= n; i++ {
 		if i > 1 {
 			b.WriteString(", ")
@@ -210,6 +230,6 @@ func sessionQuery(n int) string {
 		b.WriteString("$" + strconv.Itoa(i))
 	}
 	b.WriteString(")")
-	s, _ := sessionQueries.LoadOrStore(n, b.String())
+	s, _ := sessionQueries.LoadOrStore(k, b.String())
 	return s.(string)
 }

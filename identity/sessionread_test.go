@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -212,4 +213,41 @@ func TestSessionReadsPastAStalledQuery(t *testing.T) {
 		}
 		q.running, q.waiting = 0, nil
 	})
+}
+
+// TestSessionReadsUseCoveringIndexes: on SQLite every read of a session by
+// its token's hash — a request's (sessionQuery), a stream's recheck
+// (CheckSession, CheckSessions) — is answered from the covering indexes
+// of migration 0007 alone, without reading a row of either table; and
+// the answers stay right as sessions end (TestCheckSessions).
+func TestSessionReadsUseCoveringIndexes(t *testing.T) {
+	d := dbtest.Open(t, "sqlite", migrationSets()...)
+	ctx := context.Background()
+	for name, q := range map[string]string{
+		"request":  sessionQuery(db.SQLite, 4),
+		"recheck":  checkSessionSQL(db.SQLite) + "= $1",
+		"rechecks": checkSessionsSQL(db.SQLite) + "IN ($1, $2, $3)",
+	} {
+		rows, err := d.Query(ctx, "EXPLAIN QUERY PLAN "+q, "a", "b", "c", "d")
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, notused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		want := []string{
+			"SEARCH s USING COVERING INDEX identity_sessions_read (token_hash=?)",
+			"SEARCH d USING COVERING INDEX identity_devices_read (id=?)",
+		}
+		if !slices.Equal(plan, want) {
+			t.Errorf("%s: plan %q, want %q", name, plan, want)
+		}
+	}
 }

@@ -1,0 +1,3 @@
+-- Nothing on PostgreSQL: the covering indexes of the session reads are
+-- SQLite's (0007_session_reads.sqlite.sql). A PostgreSQL read of a
+-- session costs its round trip more than its index searches.
