@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/kanal-server/kanal/internal/benchcpu"
+	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
 )
 
@@ -17,11 +18,10 @@ import (
 func BenchmarkCheckSessions(b *testing.B) {
 	for _, engine := range []string{"sqlite", "postgres"} {
 		b.Run(engine, func(b *testing.B) {
-			d := dbtest.Open(b, engine, migrationSets()...)
-			e := newEnv(b, d, func(o *Options) { o.SignupLimits = SignupLimits{PerClient: 1000, Global: 1000} })
-			refs := make([]string, 200)
-			for i := range refs {
-				refs[i] = hashToken(e.newUser(fmt.Sprintf("u%d@example.org", i), "").session.Token)
+			_, e, users := benchUsers(b, engine, 200)
+			refs := make([]string, len(users))
+			for i, u := range users {
+				refs[i] = hashToken(u.session.Token)
 			}
 			ctx := context.Background()
 			b.Run("one-by-one", func(b *testing.B) {
@@ -54,4 +54,16 @@ func BenchmarkCheckSessions(b *testing.B) {
 			})
 		})
 	}
+}
+
+// benchUsers opens a database of engine for identity and signs up n users,
+// each with an enrolled device and a session.
+func benchUsers(b *testing.B, engine string, n int) (*db.DB, *env, []*user) {
+	d := dbtest.Open(b, engine, migrationSets()...)
+	e := newEnv(b, d, func(o *Options) { o.SignupLimits = SignupLimits{PerClient: 1000, Global: 1000} })
+	users := make([]*user, n)
+	for i := range users {
+		users[i] = e.newUser(fmt.Sprintf("u%d@example.org", i), "")
+	}
+	return d, e, users
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/kanal-server/kanal/internal/benchcpu"
 	"github.com/kanal-server/kanal/internal/db"
-	"github.com/kanal-server/kanal/internal/db/dbtest"
 )
 
 // BenchmarkSessionRead: one request's read of its session, one lookup at
@@ -25,12 +24,7 @@ import (
 func BenchmarkSessionRead(b *testing.B) {
 	for _, engine := range []string{"sqlite", "postgres"} {
 		b.Run(engine, func(b *testing.B) {
-			d := dbtest.Open(b, engine, migrationSets()...)
-			e := newEnv(b, d, func(o *Options) { o.SignupLimits = SignupLimits{PerClient: 1000, Global: 1000} })
-			users := make([]*user, 200)
-			for i := range users {
-				users[i] = e.newUser(fmt.Sprintf("u%d@example.org", i), "")
-			}
+			d, e, users := benchUsers(b, engine, 200)
 			ctx := context.Background()
 			// More sessions of the same devices, as more logins would
 			// leave them, in one transaction.
