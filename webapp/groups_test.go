@@ -84,11 +84,27 @@ func (u *goUser) send(to client.Peer, body kind.Body) *kind.Message {
 
 // press focuses an element and presses a key, as a keyboard user does.
 func press(sel, key string) chromedp.Action[chromedp.Void] {
-	return chromedp.Steps(chromedp.Focus(chromedp.CSS(sel)), chromedp.KeyEvent(key))
+	return againIfRedrawn(chromedp.Steps(chromedp.Focus(chromedp.CSS(sel)), chromedp.KeyEvent(key)))
 }
 
 func pressX(xpath, key string) chromedp.Action[chromedp.Void] {
-	return chromedp.Steps(chromedp.Focus(chromedp.Search(xpath)), chromedp.KeyEvent(key))
+	return againIfRedrawn(chromedp.Steps(chromedp.Focus(chromedp.Search(xpath)), chromedp.KeyEvent(key)))
+}
+
+// againIfRedrawn runs focus-and-press a again when the page redrew the
+// element between finding and focusing it (a message list that a notice
+// arriving redraws): the browser then no longer knows the node found, the
+// focus fails before any key is pressed, and the element is found anew,
+// as a person would find the redrawn button. At most three tries.
+func againIfRedrawn(a chromedp.Action[chromedp.Void]) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		for try := 1; ; try++ {
+			v, err := a(ctx, t)
+			if err == nil || try == 3 || !strings.Contains(err.Error(), "Could not find node with given id") {
+				return v, err
+			}
+		}
+	}
 }
 
 // pressUntil focuses the element at xpath and presses key until done

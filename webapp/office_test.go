@@ -79,29 +79,9 @@ func newOfficeStory(t *testing.T) *officeStory {
 }
 
 // enter focuses an element and presses Enter, as a keyboard user does.
-func enter(sel string) chromedp.Action[chromedp.Void] {
-	return againIfRedrawn(chromedp.Steps(chromedp.Focus(chromedp.CSS(sel)), chromedp.KeyEvent(kb.Enter)))
-}
+func enter(sel string) chromedp.Action[chromedp.Void] { return press(sel, kb.Enter) }
 
-func enterX(xpath string) chromedp.Action[chromedp.Void] {
-	return againIfRedrawn(chromedp.Steps(chromedp.Focus(chromedp.Search(xpath)), chromedp.KeyEvent(kb.Enter)))
-}
-
-// againIfRedrawn runs focus-and-press a again when the page redrew the
-// element between finding and focusing it (a message list that a notice
-// arriving redraws): the browser then no longer knows the node found, the
-// focus fails before any key is pressed, and the element is found anew,
-// as a person would find the redrawn button. At most three tries.
-func againIfRedrawn(a chromedp.Action[chromedp.Void]) chromedp.Action[chromedp.Void] {
-	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
-		for try := 1; ; try++ {
-			v, err := a(ctx, t)
-			if err == nil || try == 3 || !strings.Contains(err.Error(), "Could not find node with given id") {
-				return v, err
-			}
-		}
-	}
-}
+func enterX(xpath string) chromedp.Action[chromedp.Void] { return pressX(xpath, kb.Enter) }
 
 // TestWebOfficeOfferPayment: the whole story with the office in the
 // browser. The agent sends an offer (a mistake first: the price is
