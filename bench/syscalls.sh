@@ -4,8 +4,9 @@
 # for the measured phase, then counts over two windows of WIN seconds:
 #   A: kanald's CPU (/proc/<pid>/stat) and read/write calls (/proc/<pid>/io)
 #      with nothing attached;
-#   B: every system call by kind, with perf stat on the syscall tracepoints
-#      (counted in the kernel; needs root or perf_event_paranoid <= -1).
+#   B: every system call by kind, with perf stat on the syscall tracepoints,
+#      and kanald's context switches and the wake-ups it issues (counted in
+#      the kernel; needs root or perf_event_paranoid <= -1).
 # Each is divided by the envelopes kanald wrote to streams in the window
 # (kanal_stream_envelopes_total from /metrics).
 #
@@ -42,6 +43,10 @@ sleep "$WIN"
 e1=$(envs); c1=$(cpu); read -r r1 w1 <<<"$(io)"
 ev=raw_syscalls:sys_enter
 for s in futex nanosleep epoll_pwait writev write pwrite64 read pread64 fcntl fsync; do ev=$ev,syscalls:sys_enter_$s; done
+# A thread's switches off its core (mostly to wait: a futex, epoll), and
+# the wake-ups kanald's threads issue (to its own threads, and to the
+# readers of the sockets it writes).
+ev=$ev,context-switches,sched:sched_waking
 e2=$(envs)
 perf stat -x, -e "$ev" -p "$kpid" -o "$WORK/perf.txt" -- sleep "$WIN" 2>/dev/null
 e3=$(envs)
@@ -52,3 +57,5 @@ echo "load average $load -> $(cut -d' ' -f1 /proc/loadavg)"
 echo "window A: $ea envelopes; kanald CPU $(( (c1 - c0) * 1000000 / tck / ea )) µs per envelope; read calls $(echo "scale=2; ($r1-$r0)/$ea" | bc), write calls $(echo "scale=2; ($w1-$w0)/$ea" | bc) per envelope"
 echo "window B: $eb envelopes; system calls per envelope:"
 awk -F, -v n="$eb" '/sys_enter/ {sub(/.*:sys_enter_?/, "", $3); printf "  %-12s %8.2f\n", ($3 == "" ? "all" : $3), $1 / n}' "$WORK/perf.txt"
+echo "window B: threads switched off a core and wake-ups issued, per envelope:"
+awk -F, -v n="$eb" '/context-switches|sched_waking/ {sub(/.*:/, "", $3); printf "  %-16s %8.2f\n", $3, $1 / n}' "$WORK/perf.txt"
