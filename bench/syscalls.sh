@@ -8,7 +8,8 @@
 #      and kanald's context switches and the wake-ups it issues (counted in
 #      the kernel; needs root or perf_event_paranoid <= -1).
 # Each is divided by the envelopes kanald wrote to streams in the window
-# (kanal_stream_envelopes_total from /metrics).
+# (kanal_stream_envelopes_total from /metrics); window A also counts the
+# group commits (kanal_group_commit_batches_total).
 #
 #   bench/syscalls.sh [kanald-binary [kanal-bench-binary]] [-- extra kanal-bench flags]
 set -euo pipefail
@@ -30,6 +31,7 @@ addr=$(tr '\0' '\n' </proc/$kpid/environ | sed -n 's/^KANAL_ADDR=//p')
 # Until kanald listens, curl fails and envs prints nothing (not a failure
 # of the script: set -e would end it silently at the first poll).
 envs() { { curl -fsS "http://$addr/metrics" 2>/dev/null || true; } | awk '/^kanal_stream_envelopes_total/ {s+=$2} END {if (NR) printf "%d", s}'; }
+commits() { { curl -fsS "http://$addr/metrics" 2>/dev/null || true; } | awk '/^kanal_group_commit_batches_total/ {printf "%d", $2}'; }
 cpu() { awk '{print $14+$15}' /proc/$kpid/stat; }
 io() { awk '/syscr|syscw/ {printf "%s ", $2}' /proc/$kpid/io; }
 # The measured phase: envelopes flowing.
@@ -38,9 +40,9 @@ while kill -0 $bench 2>/dev/null; do n=$(envs); [ -n "$n" ] && [ "$n" -gt 2000 ]
 [ -n "$n" ] && [ "$n" -gt 2000 ] || { echo "kanal-bench ended before the measured phase:" >&2; cat "$WORK/stderr" >&2; exit 1; }
 sleep 3
 load=$(cut -d' ' -f1 /proc/loadavg)
-e0=$(envs); c0=$(cpu); read -r r0 w0 <<<"$(io)"
+e0=$(envs); c0=$(cpu); b0=$(commits); read -r r0 w0 <<<"$(io)"
 sleep "$WIN"
-e1=$(envs); c1=$(cpu); read -r r1 w1 <<<"$(io)"
+e1=$(envs); c1=$(cpu); b1=$(commits); read -r r1 w1 <<<"$(io)"
 ev=raw_syscalls:sys_enter
 for s in futex nanosleep epoll_pwait writev write pwrite64 read pread64 fcntl fsync; do ev=$ev,syscalls:sys_enter_$s; done
 # A thread's switches off its core (mostly to wait: a futex, epoll), and
@@ -55,6 +57,7 @@ ea=$((e1 - e0)); eb=$((e3 - e2))
 tck=$(getconf CLK_TCK)
 echo "load average $load -> $(cut -d' ' -f1 /proc/loadavg)"
 echo "window A: $ea envelopes; kanald CPU $(( (c1 - c0) * 1000000 / tck / ea )) µs per envelope; read calls $(echo "scale=2; ($r1-$r0)/$ea" | bc), write calls $(echo "scale=2; ($w1-$w0)/$ea" | bc) per envelope"
+echo "window A: $((b1 - b0)) group commits, $(echo "scale=1; $ea/($b1-$b0)" | bc) envelopes per commit"
 echo "window B: $eb envelopes; system calls per envelope:"
 awk -F, -v n="$eb" '/sys_enter/ {sub(/.*:sys_enter_?/, "", $3); printf "  %-12s %8.2f\n", ($3 == "" ? "all" : $3), $1 / n}' "$WORK/perf.txt"
 echo "window B: threads switched off a core and wake-ups issued, per envelope:"
