@@ -12,8 +12,15 @@
 # per delivered envelope does: all nodes together, each node's share, and
 # the nodes' PostgreSQL backends (docs/scaling.md).
 #
+# With PER_NODE and RATE set, the load grows with the nodes instead: each
+# node has PER_NODE devices sending RATE messages a second each (open
+# loop), so every node carries the same load whatever their number, as in
+# a cluster that grows with its city. Then each node's CPU per envelope
+# says whether adding a node lowers what a node can carry.
+#
 #   bench/nodes.sh
 #   POSTGRES=postgres://… NATS=nats://… NODES="1 2 3" ROUNDS=3 bench/nodes.sh
+#   PER_NODE=200 RATE=3 bench/nodes.sh
 #
 # OUT gets each run's -json result and summary.md (the commit, the
 # machine, the command, one table row per run).
@@ -25,6 +32,8 @@ NATS=${NATS:-nats://127.0.0.1:4222}
 NODES=${NODES:-1 2 3}
 ROUNDS=${ROUNDS:-3}
 DEVICES=${DEVICES:-200}
+PER_NODE=${PER_NODE:-}
+RATE=${RATE:-0}
 DURATION=${DURATION:-20s}
 OUT=${OUT:-$(mktemp -d /tmp/kanal-nodes.XXXXXX)}
 mkdir -p "$OUT"
@@ -35,14 +44,15 @@ go build -o "$WORK/kanal-bench" ./cmd/kanal-bench
 go build -o "$WORK/kanald" ./cmd/kanald
 
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
-common="-scenario direct -transport ws -devices $DEVICES -rate 0 -duration $DURATION -database-url $POSTGRES -nats-url $NATS"
+common="-scenario direct -transport ws -rate $RATE -duration $DURATION -database-url $POSTGRES -nats-url $NATS"
+devices() { if [ -n "$PER_NODE" ]; then echo $(($1 * PER_NODE)); else echo "$DEVICES"; fi; }
 files=()
 for round in $(seq 1 "$ROUNDS"); do
 	for n in $NODES; do
 		f="$OUT/nodes-$n-round-$round.json"
-		echo "nodes: round $round, $n node(s)" >&2
+		echo "nodes: round $round, $n node(s), $(devices "$n") devices" >&2
 		# shellcheck disable=SC2086
-		"$WORK/kanal-bench" -kanald "$WORK/kanald" $common -nodes "$n" -json >"$f"
+		"$WORK/kanal-bench" -kanald "$WORK/kanald" $common -devices "$(devices "$n")" -nodes "$n" -json >"$f"
 		files+=("$f")
 	done
 done
@@ -52,7 +62,11 @@ done
 	echo "$(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(free -g | awk '/^Mem:/ {print $2}') GiB; rows in the order run, node counts alternating."
 	echo
 	echo '```'
-	echo "kanal-bench $common -nodes N     # N in $NODES, $ROUNDS rounds"
+	if [ -n "$PER_NODE" ]; then
+		echo "kanal-bench $common -devices $PER_NODE×N -nodes N     # N in $NODES, $ROUNDS rounds"
+	else
+		echo "kanal-bench $common -devices $DEVICES -nodes N     # N in $NODES, $ROUNDS rounds"
+	fi
 	echo '```'
 	echo
 	"$WORK/kanal-bench" -summarize -docs "${files[@]}"
