@@ -667,7 +667,9 @@ func (m sendMerger) QueueTx(pl *db.Pipeline, items []any) error {
 	}); err != nil {
 		return err
 	}
-	pl.Query(`INSERT INTO messaging_sends (sender_device, client_id, conversation, result, created_at)
+	// An insert from arrays, planned once per connection
+	// (db.Pipeline.QueryGeneric).
+	pl.QueryGeneric(`INSERT INTO messaging_sends (sender_device, client_id, conversation, result, created_at)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])`,
 		[]any{devices, clients, convs, results, created}, nil)
 	return nil

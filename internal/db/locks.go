@@ -13,7 +13,9 @@ import (
 // FOR UPDATE). Rows it does not find are not locked. Insert, if set,
 // takes the same parameter and inserts the rows of keys that are missing,
 // in that order, without touching those that exist (… SELECT FROM
-// unnest($1) … ON CONFLICT DO NOTHING): see Locks.Create.
+// unnest($1) … ON CONFLICT DO NOTHING): see Locks.Create. On a Pipeline
+// Insert runs with a generic plan (Pipeline.QueryGeneric), so it must
+// read no table but through its conflict arbiter's index.
 type RowLock struct{ SQL, Insert string }
 
 // Locks are the rows a transaction of the group commit locks before any
@@ -57,10 +59,12 @@ func (ls *Locks) Create(l *RowLock, keys ...string) {
 	ls.Lock(l, keys...)
 }
 
-// A lockStep is one statement of the pass with its sorted keys.
+// A lockStep is one statement of the pass with its sorted keys; generic
+// for a RowLock's Insert.
 type lockStep struct {
-	sql  string
-	keys []string
+	sql     string
+	keys    []string
+	generic bool
 }
 
 // steps returns the pass's statements in order: for each RowLock, in the
@@ -74,9 +78,9 @@ func (ls *Locks) steps() []lockStep {
 	var out []lockStep
 	for _, l := range order {
 		if c := ls.create[l]; len(c) > 0 && l.Insert != "" {
-			out = append(out, lockStep{l.Insert, sortedKeys(c)})
+			out = append(out, lockStep{l.Insert, sortedKeys(c), true})
 		}
-		out = append(out, lockStep{l.SQL, sortedKeys(ls.keys[l])})
+		out = append(out, lockStep{l.SQL, sortedKeys(ls.keys[l]), false})
 	}
 	return out
 }

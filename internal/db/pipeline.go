@@ -41,9 +41,10 @@ type Pipeline struct {
 }
 
 type pipelined struct {
-	sql  string
-	args []any
-	read func(pgx.Rows) error
+	sql     string
+	args    []any
+	read    func(pgx.Rows) error
+	generic bool
 }
 
 // Query queues a statement. read, if not nil, gets its rows once the
@@ -53,6 +54,29 @@ type pipelined struct {
 func (p *Pipeline) Query(sql string, args []any, read func(pgx.Rows) error) {
 	p.stmts = append(p.stmts, pipelined{sql: sql, args: args, read: read})
 }
+
+// QueryGeneric is Query for a statement that PostgreSQL may plan once
+// per connection (a generic plan) rather than at every execution, which
+// kanald's connections otherwise do (plan_cache_mode =
+// force_custom_plan, see Open). It is for statements whose plan cannot
+// depend on how many rows a table or an array holds: inserts of rows
+// given as arrays, which read no table but through their conflict
+// arbiter's index. A statement that looks rows up in a table by other
+// means must not use it: a generic plan is costed once, on whatever the
+// table held then. Under a moderate load, where a commit carries a few
+// writes, planning was a third of PostgreSQL's CPU
+// (docs/benchmarks.md, "Inserts planned once per connection").
+func (p *Pipeline) QueryGeneric(sql string, args []any, read func(pgx.Rows) error) {
+	p.stmts = append(p.stmts, pipelined{sql: sql, args: args, read: read, generic: true})
+}
+
+// The statements around a run of QueryGeneric's on a pipeline. Both are
+// local to the transaction; DEFAULT is the connection's own setting, from
+// its URL or Open.
+const (
+	genericPlans = "SET LOCAL plan_cache_mode = force_generic_plan"
+	defaultPlans = "SET LOCAL plan_cache_mode = DEFAULT"
+)
 
 // Len is the number of statements queued (the locks not counted).
 func (p *Pipeline) Len() int { return len(p.stmts) }
@@ -67,10 +91,24 @@ func (d *DB) pipelineTx(ctx context.Context, p *Pipeline) error {
 	}
 	var b pgx.Batch
 	b.BeginTx(pgx.TxOptions{})
+	generic := false
+	plans := func(g bool) {
+		if g == generic {
+			return
+		}
+		if g {
+			b.Queue(genericPlans)
+		} else {
+			b.Queue(defaultPlans)
+		}
+		generic = g
+	}
 	for _, s := range p.steps() {
+		plans(s.generic)
 		b.Queue(s.sql, s.keys)
 	}
 	for _, s := range p.stmts {
+		plans(s.generic)
 		q := b.Queue(s.sql, s.args...)
 		if s.read != nil {
 			q.Query(s.read)

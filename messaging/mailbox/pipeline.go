@@ -59,6 +59,11 @@ func (m ackMerger) LockItems(ls *db.Locks, items []any) {
 // (the text cast to a number, which fails, is evaluated only for a full
 // mailbox). The batch then runs body by body, where AppendWithinTx tells
 // the full mailboxes' senders.
+//
+// It reads no table but through mailbox_heads' primary key, its conflict
+// arbiter, and joins two arrays' rows: its plan does not depend on the
+// tables' sizes, so it runs with a generic plan (db.Pipeline.QueryGeneric;
+// TestAppendPlanReadsNoTable).
 const appendSQL = `WITH h AS (
 	INSERT INTO mailbox_heads AS m (device_id, last_seq, depth, bytes)
 	SELECT d, n, n, b FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(d, n, b)
@@ -108,7 +113,7 @@ func (s *Store) QueueAppend(p *db.Pipeline, envs []Envelope, q Quota) error {
 		}
 	}
 	p.Create(headsLock, devices...)
-	p.Query(appendSQL, []any{devices, counts, sizes, recip, back, ids, convs, senders, classes, cts, created, expires, q.MaxEnvelopes, q.MaxBytes}, func(rows pgx.Rows) error {
+	p.QueryGeneric(appendSQL, []any{devices, counts, sizes, recip, back, ids, convs, senders, classes, cts, created, expires, q.MaxEnvelopes, q.MaxBytes}, func(rows pgx.Rows) error {
 		seen := 0
 		for rows.Next() {
 			var dev string
