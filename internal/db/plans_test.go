@@ -3,6 +3,7 @@ package db_test
 import (
 	"context"
 	"database/sql"
+	"slices"
 	"testing"
 	"testing/fstest"
 
@@ -72,13 +73,8 @@ func TestPipelineGenericPlans(t *testing.T) {
 	}
 	const custom, generic = "force_custom_plan", "force_generic_plan"
 	want := []string{custom, generic, generic, custom, custom, generic, generic, custom}
-	if len(m.seen) != len(want) {
+	if !slices.Equal(m.seen, want) {
 		t.Fatalf("statements saw %q, want %q", m.seen, want)
-	}
-	for i := range want {
-		if m.seen[i] != want[i] {
-			t.Fatalf("statements saw %q, want %q", m.seen, want)
-		}
 	}
 	rows, err := d.Query(ctx, `SELECT k, mode FROM plan_modes ORDER BY k`)
 	if err != nil {
