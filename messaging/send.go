@@ -667,13 +667,15 @@ func (m sendMerger) QueueTx(pl *db.Pipeline, items []any) error {
 	}); err != nil {
 		return err
 	}
-	// An insert from arrays, planned once per connection
-	// (db.Pipeline.QueryGeneric).
-	pl.QueryGeneric(`INSERT INTO messaging_sends (sender_device, client_id, conversation, result, created_at)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])`,
-		[]any{devices, clients, convs, results, created}, nil)
+	pl.Query(sendsSQL, []any{devices, clients, convs, results, created}, nil)
 	return nil
 }
+
+// sendsSQL inserts a commit's idempotency rows from arrays: it reads no
+// table, and its plan, made once per connection (db.Pipeline.Query),
+// holds for any size.
+const sendsSQL = `INSERT INTO messaging_sends (sender_device, client_id, conversation, result, created_at)
+	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])`
 
 // ExpireSends deletes idempotency rows older than SendIdempotency and
 // returns how many. kanald's expiry sweep calls it; deleting them in every

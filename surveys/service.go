@@ -688,7 +688,8 @@ var errIssuanceConflict = errors.New("surveys: issuance conflicts with a recorde
 // pass before any body runs, waits for no one afterwards: two nodes'
 // batches with ballots for the same two surveys in crossed order would
 // otherwise deadlock (TestAttackCrossNodeBallots).
-var surveyRows = &db.RowLock{SQL: `SELECT 1 FROM surveys WHERE id = ANY($1) ORDER BY id COLLATE "C" FOR UPDATE`}
+var surveyRows = &db.RowLock{SQL: `SELECT 1 FROM unnest($1::text[]) AS k(id),
+	LATERAL (SELECT 1 FROM surveys WHERE surveys.id = k.id FOR UPDATE) s`}
 
 // LockItems asks ls for the rows of the issuances' surveys (db.Locker).
 func (m issuances) LockItems(ls *db.Locks, items []any) {
@@ -747,15 +748,15 @@ func (m issuances) MergeTx(ctx context.Context, tx *sql.Tx, items []any) error {
 // evaluated only then (of a column, so that the planner cannot fold it).
 // The batch then runs issuance by issuance through issueTx, which tells
 // a retry, a second request and a closed survey apart, as after a failed
-// MergeTx.
+// MergeTx. Planned once per connection (db.Pipeline.Query), it reaches
+// the surveys' rows through their primary key only.
 const issueSQL = `WITH ins AS (
 	INSERT INTO survey_tokens (survey_id, account_id, blinded_hash, blind_sig)
 	SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[])
 	RETURNING survey_id
 ), counted AS (
-	UPDATE surveys s SET tokens_issued = s.tokens_issued + g.n
-	FROM (SELECT survey_id, COUNT(*) AS n FROM ins GROUP BY survey_id) g
-	WHERE s.id = g.survey_id AND s.closes_at > $6
+	UPDATE surveys s SET tokens_issued = s.tokens_issued + (SELECT COUNT(*) FROM ins WHERE ins.survey_id = s.id)
+	WHERE s.id = ANY (ARRAY(SELECT survey_id FROM ins)) AND s.closes_at > $6
 	RETURNING s.id
 )
 SELECT c.n FROM (SELECT COUNT(*) AS n FROM counted) c

@@ -183,7 +183,10 @@ func OpenPostgres(ctx context.Context, rawURL string) (*DB, error) {
 	// turned a broadcast into a reconnect storm) until an analyze
 	// invalidates the plan. A custom plan is made for each execution
 	// with the table's current size. An operator's own setting in the
-	// URL (options=-c plan_cache_mode=…) is kept.
+	// URL (options=-c plan_cache_mode=…) is kept. A group commit's
+	// pipeline is the exception: its statements are written so that one
+	// plan is right for every size, and it sets its own plans for its
+	// transaction (Pipeline.Query).
 	if _, set := cfg.RuntimeParams["plan_cache_mode"]; !set && !strings.Contains(cfg.RuntimeParams["options"], "plan_cache_mode") {
 		cfg.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
 	}

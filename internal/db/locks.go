@@ -9,13 +9,19 @@ import (
 
 // A RowLock is a statement that locks rows by key: SQL takes one
 // parameter, the keys as a text array sorted and without duplicates, and
-// must lock their rows in that order (… WHERE key = ANY($1) ORDER BY key
-// FOR UPDATE). Rows it does not find are not locked. Insert, if set,
-// takes the same parameter and inserts the rows of keys that are missing,
-// in that order, without touching those that exist (… SELECT FROM
-// unnest($1) … ON CONFLICT DO NOTHING): see Locks.Create. On a Pipeline
-// Insert runs with a generic plan (Pipeline.QueryGeneric), so it must
-// read no table but through its conflict arbiter's index.
+// must lock their rows in that order, each looked up by itself:
+//
+//	SELECT 1 FROM unnest($1::text[]) AS k(key),
+//		LATERAL (SELECT 1 FROM t WHERE t.key = k.key FOR UPDATE) r
+//
+// PostgreSQL cannot flatten a subquery that locks, so the plan is a
+// nested loop over the array, in its order, with an index lookup of each
+// key — also when planned once on an empty table (see Pipeline.Query,
+// under whose settings a pipeline's locks run). Rows it does not find are
+// not locked. Insert, if set, takes the same parameter and inserts the
+// rows of keys that are missing, in that order, without touching those
+// that exist (… SELECT FROM unnest($1) … ON CONFLICT DO NOTHING): see
+// Locks.Create.
 type RowLock struct{ SQL, Insert string }
 
 // Locks are the rows a transaction of the group commit locks before any
@@ -59,12 +65,10 @@ func (ls *Locks) Create(l *RowLock, keys ...string) {
 	ls.Lock(l, keys...)
 }
 
-// A lockStep is one statement of the pass with its sorted keys; generic
-// for a RowLock's Insert.
+// A lockStep is one statement of the pass with its sorted keys.
 type lockStep struct {
-	sql     string
-	keys    []string
-	generic bool
+	sql  string
+	keys []string
 }
 
 // steps returns the pass's statements in order: for each RowLock, in the
@@ -78,9 +82,9 @@ func (ls *Locks) steps() []lockStep {
 	var out []lockStep
 	for _, l := range order {
 		if c := ls.create[l]; len(c) > 0 && l.Insert != "" {
-			out = append(out, lockStep{l.Insert, sortedKeys(c), true})
+			out = append(out, lockStep{l.Insert, sortedKeys(c)})
 		}
-		out = append(out, lockStep{l.SQL, sortedKeys(ls.keys[l]), false})
+		out = append(out, lockStep{l.SQL, sortedKeys(ls.keys[l])})
 	}
 	return out
 }

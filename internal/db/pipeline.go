@@ -41,42 +41,43 @@ type Pipeline struct {
 }
 
 type pipelined struct {
-	sql     string
-	args    []any
-	read    func(pgx.Rows) error
-	generic bool
+	sql  string
+	args []any
+	read func(pgx.Rows) error
 }
 
 // Query queues a statement. read, if not nil, gets its rows once the
 // pipeline is sent, in the order the statements were queued, and after
 // the pipeline's COMMIT was sent: it cannot refuse anything (see
 // Pipeliner).
+//
+// Every statement of a pipeline, its Locks' too, runs under
+// PipelinePlans: PostgreSQL plans it once per connection (a generic
+// plan), not at every execution as kanald's connections otherwise do
+// (plan_cache_mode = force_custom_plan, see Open), and may reach a
+// table's rows only through an index. A generic plan is costed once, on
+// whatever the tables held then, and for arrays of unknown length; so a
+// statement must be written so that its only plan looks each key of its
+// arrays up by itself, whatever those sizes: rows inserted from arrays
+// (which read no table but through their conflict arbiter), rows found
+// key by key through a LATERAL subquery that PostgreSQL cannot flatten
+// (OFFSET 0, FOR UPDATE) and then deleted or updated by ctid or by key =
+// ANY(ARRAY(…)). A join of a table with an array, or a table's rows
+// reached by any other means, may be planned as a full scan of the
+// index on an empty table and kept for the connection's life. Under a
+// moderate load, where a commit carries a few writes, planning was a
+// third of PostgreSQL's CPU (docs/benchmarks.md, "Inserts planned once
+// per connection", "A pipeline planned once per connection").
 func (p *Pipeline) Query(sql string, args []any, read func(pgx.Rows) error) {
 	p.stmts = append(p.stmts, pipelined{sql: sql, args: args, read: read})
 }
 
-// QueryGeneric is Query for a statement that PostgreSQL may plan once
-// per connection (a generic plan) rather than at every execution, which
-// kanald's connections otherwise do (plan_cache_mode =
-// force_custom_plan, see Open). It is for statements whose plan cannot
-// depend on how many rows a table or an array holds: inserts of rows
-// given as arrays, which read no table but through their conflict
-// arbiter's index. A statement that looks rows up in a table by other
-// means must not use it: a generic plan is costed once, on whatever the
-// table held then. Under a moderate load, where a commit carries a few
-// writes, planning was a third of PostgreSQL's CPU
-// (docs/benchmarks.md, "Inserts planned once per connection").
-func (p *Pipeline) QueryGeneric(sql string, args []any, read func(pgx.Rows) error) {
-	p.stmts = append(p.stmts, pipelined{sql: sql, args: args, read: read, generic: true})
-}
-
-// The statements around a run of QueryGeneric's on a pipeline. Both are
-// local to the transaction; DEFAULT is the connection's own setting, from
-// its URL or Open.
-const (
-	genericPlans = "SET LOCAL plan_cache_mode = force_generic_plan"
-	defaultPlans = "SET LOCAL plan_cache_mode = DEFAULT"
-)
+// PipelinePlans is the statement a pipeline runs after its BEGIN: the
+// settings, local to its transaction, under which its statements are
+// planned (see Pipeline.Query). It is exported for tests that check a
+// pipelined statement's plan.
+const PipelinePlans = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true),
+	set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)`
 
 // Len is the number of statements queued (the locks not counted).
 func (p *Pipeline) Len() int { return len(p.stmts) }
@@ -91,24 +92,11 @@ func (d *DB) pipelineTx(ctx context.Context, p *Pipeline) error {
 	}
 	var b pgx.Batch
 	b.BeginTx(pgx.TxOptions{})
-	generic := false
-	plans := func(g bool) {
-		if g == generic {
-			return
-		}
-		if g {
-			b.Queue(genericPlans)
-		} else {
-			b.Queue(defaultPlans)
-		}
-		generic = g
-	}
+	b.Queue(PipelinePlans)
 	for _, s := range p.steps() {
-		plans(s.generic)
 		b.Queue(s.sql, s.keys)
 	}
 	for _, s := range p.stmts {
-		plans(s.generic)
 		q := b.Queue(s.sql, s.args...)
 		if s.read != nil {
 			q.Query(s.read)

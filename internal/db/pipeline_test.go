@@ -28,7 +28,7 @@ type accountPipeliner struct {
 
 var errRefused = errors.New("refused after writing")
 
-var accountsLock = &db.RowLock{SQL: `SELECT 1 FROM accounts WHERE name = ANY($1) ORDER BY name COLLATE "C" FOR UPDATE`}
+var accountsLock = &db.RowLock{SQL: `SELECT 1 FROM unnest($1::text[]) AS k(name), LATERAL (SELECT 1 FROM accounts WHERE accounts.name = k.name FOR UPDATE) a`}
 
 func (m *accountPipeliner) QueueTx(p *db.Pipeline, items []any) error {
 	var names []string

@@ -17,16 +17,19 @@ var planMigrations = db.Migrations{Domain: "plantest", FS: fstest.MapFS{
 	"0001_modes.sql": {Data: []byte(`CREATE TABLE plan_modes (k TEXT PRIMARY KEY, mode TEXT NOT NULL);`)},
 }}
 
-// modesLock's Insert records the plan_cache_mode it ran under.
+// settings is what a statement reads of the settings a pipeline plans
+// under (db.PipelinePlans).
+const settings = `current_setting('plan_cache_mode') || ' ' || current_setting('enable_seqscan') || ' ' || current_setting('enable_bitmapscan')`
+
+// modesLock's Insert records the settings it ran under.
 var modesLock = &db.RowLock{
-	SQL: `SELECT 1 FROM plan_modes WHERE k = ANY($1) ORDER BY k COLLATE "C" FOR UPDATE`,
-	Insert: `INSERT INTO plan_modes (k, mode) SELECT k, current_setting('plan_cache_mode')
+	SQL: `SELECT 1 FROM unnest($1::text[]) AS u(k), LATERAL (SELECT 1 FROM plan_modes WHERE plan_modes.k = u.k FOR UPDATE) m`,
+	Insert: `INSERT INTO plan_modes (k, mode) SELECT k, ` + settings + `
 		FROM unnest($1::text[]) AS k ON CONFLICT DO NOTHING`,
 }
 
 // planPipeliner queues, for its batch, the creation of its items' rows
-// and then statements that read the plan_cache_mode they run under:
-// plain, generic, generic, plain.
+// and then two statements that read the settings they run under.
 type planPipeliner struct{ seen []string }
 
 func (m *planPipeliner) MergeTx(ctx context.Context, tx *sql.Tx, items []any) error { return nil }
@@ -47,20 +50,18 @@ func (m *planPipeliner) QueueTx(p *db.Pipeline, items []any) error {
 		}
 		return rows.Err()
 	}
-	const q = `SELECT current_setting('plan_cache_mode')`
-	p.Query(q, nil, read)
-	p.QueryGeneric(q, nil, read)
-	p.QueryGeneric(q, nil, read)
-	p.Query(q, nil, read)
+	p.Query(`SELECT `+settings, nil, read)
+	p.Query(`SELECT `+settings, nil, read)
 	return nil
 }
 
-// TestPipelineGenericPlans: a pipeline's QueryGeneric statements and its
-// RowLocks' inserts run with generic plans; every other statement, in the
-// same pipeline and in the next, with the connection's own setting
-// (kanald's force_custom_plan), so that no read is planned once on a
-// table's size of the moment.
-func TestPipelineGenericPlans(t *testing.T) {
+// TestPipelinePlans: every statement of a pipeline, its locks' inserts
+// too, runs with generic plans and without sequential or bitmap scans
+// (db.PipelinePlans); the settings are local to the pipeline's
+// transaction, so that the next transaction on the same connections plans
+// as kanald's connections do (force_custom_plan, every scan allowed) and
+// no other read is planned once on a table's size of the moment.
+func TestPipelinePlans(t *testing.T) {
 	d := dbtest.Postgres(t, planMigrations)
 	ctx := context.Background()
 	b := d.NewBatcher(8)
@@ -71,8 +72,8 @@ func TestPipelineGenericPlans(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	const custom, generic = "force_custom_plan", "force_generic_plan"
-	want := []string{custom, generic, generic, custom, custom, generic, generic, custom}
+	const pipelined, plain = "force_generic_plan off off", "force_custom_plan on on"
+	want := []string{pipelined, pipelined, pipelined, pipelined}
 	if !slices.Equal(m.seen, want) {
 		t.Fatalf("statements saw %q, want %q", m.seen, want)
 	}
@@ -87,12 +88,28 @@ func TestPipelineGenericPlans(t *testing.T) {
 		if err := rows.Scan(&k, &mode); err != nil {
 			t.Fatal(err)
 		}
-		if mode != generic {
-			t.Errorf("the lock's insert of %s ran under %s, want %s", k, mode, generic)
+		if mode != pipelined {
+			t.Errorf("the lock's insert of %s ran under %q, want %q", k, mode, pipelined)
 		}
 		n++
 	}
 	if err := rows.Err(); err != nil || n != 2 {
 		t.Fatalf("%d rows inserted by the lock (%v), want 2", n, err)
+	}
+	// The writer pool's connections, after their pipelines.
+	for range 3 {
+		err := d.Tx(ctx, func(tx *sql.Tx) error {
+			var mode string
+			if err := tx.QueryRowContext(ctx, `SELECT `+settings).Scan(&mode); err != nil {
+				return err
+			}
+			if mode != plain {
+				t.Errorf("a transaction after the pipelines ran under %q, want %q", mode, plain)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -20,7 +20,8 @@ import (
 // Every transaction that writes a device's mailbox rows holds its head
 // row first, so the head rows guard the mailbox rows too.
 var headsLock = &db.RowLock{
-	SQL: `SELECT 1 FROM mailbox_heads WHERE device_id = ANY($1) ORDER BY device_id COLLATE "C" FOR UPDATE`,
+	SQL: `SELECT 1 FROM unnest($1::text[]) AS k(id),
+		LATERAL (SELECT 1 FROM mailbox_heads WHERE device_id = k.id FOR UPDATE) h`,
 	Insert: `INSERT INTO mailbox_heads (device_id, last_seq, depth, bytes)
 		SELECT d, 0, 0, 0 FROM unnest($1::text[]) AS d ON CONFLICT (device_id) DO NOTHING`,
 }
@@ -62,8 +63,8 @@ func (m ackMerger) LockItems(ls *db.Locks, items []any) {
 //
 // It reads no table but through mailbox_heads' primary key, its conflict
 // arbiter, and joins two arrays' rows: its plan does not depend on the
-// tables' sizes, so it runs with a generic plan (db.Pipeline.QueryGeneric;
-// TestAppendPlanReadsNoTable).
+// tables' sizes (planned once per connection, see db.Pipeline.Query;
+// TestPipelinePlans).
 const appendSQL = `WITH h AS (
 	INSERT INTO mailbox_heads AS m (device_id, last_seq, depth, bytes)
 	SELECT d, n, n, b FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(d, n, b)
@@ -113,7 +114,7 @@ func (s *Store) QueueAppend(p *db.Pipeline, envs []Envelope, q Quota) error {
 		}
 	}
 	p.Create(headsLock, devices...)
-	p.QueryGeneric(appendSQL, []any{devices, counts, sizes, recip, back, ids, convs, senders, classes, cts, created, expires, q.MaxEnvelopes, q.MaxBytes}, func(rows pgx.Rows) error {
+	p.Query(appendSQL, []any{devices, counts, sizes, recip, back, ids, convs, senders, classes, cts, created, expires, q.MaxEnvelopes, q.MaxBytes}, func(rows pgx.Rows) error {
 		seen := 0
 		for rows.Next() {
 			var dev string
@@ -140,14 +141,21 @@ func (s *Store) QueueAppend(p *db.Pipeline, envs []Envelope, q Quota) error {
 
 // ackSQL deletes acknowledged envelopes, given as arrays of devices and
 // envelope ids, subtracts them from their heads and returns which were
-// deleted.
+// deleted. Planned once per connection (db.Pipeline.Query), it finds
+// each envelope by itself through the (device, envelope id) index in a
+// LATERAL subquery, deletes what it found by row address, and updates
+// the heads of the devices it deleted from through their primary key: a
+// join of the mailbox with the arrays was planned on an empty mailbox
+// as a scan of all its rows for every acknowledgement, and kept.
 const ackSQL = `WITH del AS (
-	DELETE FROM mailbox WHERE (device_id, envelope_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+	DELETE FROM mailbox WHERE ctid = ANY (ARRAY(
+		SELECT m.ctid FROM unnest($1::text[], $2::text[]) AS a(d, e),
+			LATERAL (SELECT ctid FROM mailbox WHERE device_id = a.d AND envelope_id = a.e OFFSET 0) m))
 	RETURNING device_id, envelope_id, LENGTH(ciphertext) AS size
 ), rel AS (
-	UPDATE mailbox_heads h SET depth = h.depth - g.n, bytes = h.bytes - g.b
-	FROM (SELECT device_id, COUNT(*) AS n, SUM(size) AS b FROM del GROUP BY device_id) g
-	WHERE h.device_id = g.device_id
+	UPDATE mailbox_heads h SET (depth, bytes) =
+		(SELECT h.depth - COUNT(*), h.bytes - SUM(del.size) FROM del WHERE del.device_id = h.device_id)
+	WHERE h.device_id = ANY (ARRAY(SELECT device_id FROM del))
 )
 SELECT device_id, envelope_id FROM del`
 
