@@ -11,12 +11,8 @@ import (
 // tables, each still reaches the surveys' rows key by key through their
 // primary key.
 func TestPipelinePlans(t *testing.T) {
-	d := dbtest.Postgres(t, Migrations())
-	empty := []string{"survey_tokens", "surveys"}
-	for _, c := range []struct{ name, sql, args string }{
-		{"the surveys' lock", surveyRows.SQL, `'{s}'`},
-		{"the issuances' insert", issueSQL, `'{s}', '{a}', '{"\\x00"}', '{"\\x00"}', 1, 0`},
-	} {
-		dbtest.KeyedPlan(t, c.name, dbtest.PipelinePlan(t, d, c.sql, c.args, empty...))
-	}
+	dbtest.KeyedPlans(t, dbtest.Postgres(t, Migrations()), []string{"survey_tokens", "surveys"},
+		dbtest.Statement{Name: "the surveys' lock", SQL: surveyRows.SQL, Args: `'{s}'`},
+		dbtest.Statement{Name: "the issuances' insert", SQL: issueSQL, Args: `'{s}', '{a}', '{"\\x00"}', '{"\\x00"}', 1, 0`},
+	)
 }

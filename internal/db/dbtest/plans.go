@@ -72,3 +72,20 @@ func KeyedPlan(t testing.TB, name, plan string) {
 		}
 	}
 }
+
+// A Statement is a statement of a pipeline for KeyedPlans: a name for
+// errors, its SQL and its parameters as for PipelinePlan.
+type Statement struct{ Name, SQL, Args string }
+
+// KeyedPlans plans each statement as PipelinePlan does, on the tables of
+// vacuumed emptied and vacuumed, checks each plan with KeyedPlan, and
+// returns the plans in order.
+func KeyedPlans(t testing.TB, d *db.DB, vacuumed []string, stmts ...Statement) []string {
+	t.Helper()
+	plans := make([]string, len(stmts))
+	for i, s := range stmts {
+		plans[i] = PipelinePlan(t, d, s.SQL, s.Args, vacuumed...)
+		KeyedPlan(t, s.Name, plans[i])
+	}
+	return plans
+}
