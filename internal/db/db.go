@@ -142,8 +142,13 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	// durability is the same; what it costs is memory while the statement
 	// runs: the pages it changes.
 	//
-	// wal_autocheckpoint: see sqliteCheckpointPages.
-	w, err := openSQLitePool(common + fmt.Sprintf("&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=temp_store(MEMORY)&_pragma=wal_autocheckpoint(%d)&_txlock=immediate", sqliteCheckpointPages))
+	// wal_autocheckpoint: see sqliteCheckpointPages. The writer's VFS
+	// writes a commit's WAL frames at once (walframes.go).
+	vfs, err := walFramesVFS()
+	if err != nil {
+		return nil, fmt.Errorf("open SQLite %s: %w", path, err)
+	}
+	w, err := openSQLitePool(common + "&vfs=" + vfs + fmt.Sprintf("&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=temp_store(MEMORY)&_pragma=wal_autocheckpoint(%d)&_txlock=immediate", sqliteCheckpointPages))
 	if err != nil {
 		return nil, fmt.Errorf("open SQLite %s: %w", path, err)
 	}

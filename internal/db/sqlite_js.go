@@ -13,5 +13,9 @@ func openSQLitePool(string) (*sql.DB, error) {
 	return nil, errors.New("db: SQLite is not available in the browser")
 }
 
+func walFramesVFS() (string, error) {
+	return "", errors.New("db: SQLite is not available in the browser")
+}
+
 func sqliteBusy(error) bool   { return false }
 func sqliteUnique(error) bool { return false }
