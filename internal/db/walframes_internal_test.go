@@ -172,15 +172,7 @@ func copiedRows(t *testing.T, path string) string {
 	for _, suffix := range []string{"", "-wal"} {
 		copyFile(t, path+suffix, filepath.Join(dir, "kanal.db"+suffix))
 	}
-	c, err := OpenSQLite(context.Background(), filepath.Join(dir, "kanal.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var check string
-	if err := c.QueryRow(context.Background(), `PRAGMA integrity_check`).Scan(&check); err != nil || check != "ok" {
-		t.Fatalf("the copy's integrity check: %q, %v", check, err)
-	}
+	c := openChecked(t, filepath.Join(dir, "kanal.db"))
 	rows, err := c.Query(context.Background(), `SELECT id, b FROM blobs ORDER BY id`)
 	if err != nil {
 		t.Fatal(err)
@@ -201,6 +193,22 @@ func copiedRows(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return fmt.Sprintf("%d rows %x", n, h.Sum(nil)[:8])
+}
+
+// openChecked opens the database at path, closed when t ends, and fails
+// t unless it passes SQLite's integrity check.
+func openChecked(t *testing.T, path string) *DB {
+	t.Helper()
+	c, err := OpenSQLite(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	var check string
+	if err := c.QueryRow(context.Background(), `PRAGMA integrity_check`).Scan(&check); err != nil || check != "ok" {
+		t.Fatalf("integrity check of %s: %q, %v", path, check, err)
+	}
+	return c
 }
 
 func modelSum(m map[int64][]byte) string {
@@ -255,15 +263,7 @@ func TestWALFramesWriteFailureFailsTheCommit(t *testing.T) {
 	if !strings.Contains(string(out), "commit failed:") {
 		t.Fatalf("the commit past the file size limit did not fail:\n%s", out)
 	}
-	c, err := OpenSQLite(context.Background(), filepath.Join(dir, "kanal.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var check string
-	if err := c.QueryRow(context.Background(), `PRAGMA integrity_check`).Scan(&check); err != nil || check != "ok" {
-		t.Fatalf("integrity check after the failed commit: %q, %v", check, err)
-	}
+	c := openChecked(t, filepath.Join(dir, "kanal.db"))
 	var n int
 	if err := c.QueryRow(context.Background(), `SELECT COUNT(*) FROM blobs`).Scan(&n); err != nil || n != 10 {
 		t.Fatalf("after the failed commit the database holds %d rows (%v), want the 10 committed before it", n, err)
