@@ -143,7 +143,9 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	// runs: the pages it changes.
 	//
 	// wal_autocheckpoint: see sqliteCheckpointPages. The writer's VFS
-	// writes a commit's WAL frames at once (walframes.go).
+	// writes a commit's WAL frames at once (walframes.go), at the sync
+	// synchronous(FULL) makes before the commit is published: the two
+	// go together.
 	vfs, err := walFramesVFS()
 	if err != nil {
 		return nil, fmt.Errorf("open SQLite %s: %w", path, err)

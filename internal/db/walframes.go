@@ -181,7 +181,7 @@ const walWriteMax = 0x1f000
 func walWrite(tls *libc.TLS, p uintptr, pBuf uintptr, amt int32, off int64) int32 {
 	walStats.asked.Add(1)
 	f := (*walFile)(cptr(p))
-	if f.n > 0 && (off != f.start+f.n || f.n+int64(amt) > walBufferSize) {
+	if f.n > 0 && (off != f.start+f.n || f.n+int64(amt) > walBufferSize || amt > walWriteMax) {
 		if rc := flush(tls, p); rc != sqlite3.SQLITE_OK {
 			return rc
 		}
@@ -189,6 +189,8 @@ func walWrite(tls *libc.TLS, p uintptr, pBuf uintptr, amt int32, off int64) int3
 	if f.buf == 0 && amt <= walWriteMax {
 		f.buf = libc.Xmalloc(tls, walBufferSize)
 	}
+	// Nothing is gathered here: a write longer than the unix VFS takes
+	// at once (SQLite's are a page at most) or no memory for the buffer.
 	if f.buf == 0 || amt > walWriteMax {
 		walStats.made.Add(1)
 		write := *(*func(*libc.TLS, uintptr, uintptr, int32, int64) int32)(unsafe.Pointer(&innerMethods(p).FxWrite))
