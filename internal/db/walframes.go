@@ -19,7 +19,8 @@ import (
 // made 140 system calls before its fsync. walFramesVFS is SQLite's own
 // VFS ("unix") with one difference: a WAL file's writes that follow each
 // other in the file are copied into a buffer, and the buffer is written
-// with one pwrite before anything else is done to that file — before
+// at once (in writes of at most walWriteMax) before anything else is
+// done to that file — before
 // every sync, read, truncation, size query, file control, memory map and
 // close, before a write elsewhere in the file, and when it is full. A
 // commit syncs the WAL before it publishes its frames to readers (the
@@ -41,7 +42,8 @@ import (
 // *libc.TLS first.
 
 // walBufferSize is the most one WAL file gathers before it writes: a
-// commit of 254 pages in one write. A busy node's commit is 70–90.
+// commit of up to 254 pages is gathered whole. A busy node's commit is
+// 70–90.
 const walBufferSize = 1 << 20
 
 // walFile is the head of a WAL file object: SQLite's sqlite3_file (its
@@ -57,7 +59,7 @@ type walFile struct {
 const walInner = unsafe.Sizeof(walFile{})
 
 // walStats counts the WAL writes SQLite asked for and those the VFS made,
-// for tests and the benchmark's report.
+// for the tests.
 var walStats struct{ asked, made atomic.Int64 }
 
 var walVFS struct {
