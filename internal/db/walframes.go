@@ -20,10 +20,9 @@ import (
 // VFS ("unix") with one difference: a WAL file's writes that follow each
 // other in the file are copied into a buffer, and the buffer is written
 // at once (in writes of at most walWriteMax) before anything else is
-// done to that file — before
-// every sync, read, truncation, size query, file control, memory map and
-// close, before a write elsewhere in the file, and when it is full. A
-// commit syncs the WAL before it publishes its frames to readers (the
+// done to that file — before every sync, read, truncation, size query,
+// file control and close, before a write elsewhere in the file, and when
+// it is full. A commit syncs the WAL before it publishes its frames to readers (the
 // writer runs with synchronous=FULL; walFrames syncs, then appends to the
 // WAL index), so no reader and no recovery after a crash sees a frame
 // that is not in the file, and a commit returns only once its frames
@@ -104,8 +103,11 @@ func registerWALVFS() error {
 	v.FszOsFile = iv.FszOsFile + int32(walInner)
 	v.FxOpen = cfunc(walOpen)
 
+	// Version 1: SQLite maps and locks shared memory and maps pages only
+	// through the database file, never through its WAL, so a WAL file
+	// needs none of the methods versions 2 and 3 add.
 	m := (*sqlite3.Tsqlite3_io_methods)(cptr(methods))
-	m.FiVersion = 3
+	m.FiVersion = 1
 	m.FxClose = cfunc(walClose)
 	m.FxRead = cfunc(walRead)
 	m.FxWrite = cfunc(walWrite)
@@ -118,12 +120,6 @@ func registerWALVFS() error {
 	m.FxFileControl = cfunc(walFileControl)
 	m.FxSectorSize = cfunc(walSectorSize)
 	m.FxDeviceCharacteristics = cfunc(walDeviceCharacteristics)
-	m.FxShmMap = cfunc(walShmMap)
-	m.FxShmLock = cfunc(walShmLock)
-	m.FxShmBarrier = cfunc(walShmBarrier)
-	m.FxShmUnmap = cfunc(walShmUnmap)
-	m.FxFetch = cfunc(walFetch)
-	m.FxUnfetch = cfunc(walUnfetch)
 
 	walVFS.inner, walVFS.methods = inner, methods
 	if rc := sqlite3.Xsqlite3_vfs_register(tls, vfs, 0); rc != sqlite3.SQLITE_OK {
@@ -162,16 +158,22 @@ func flush(tls *libc.TLS, p uintptr) int32 {
 	}
 	n := f.n
 	f.n = 0
-	write := *(*func(*libc.TLS, uintptr, uintptr, int32, int64) int32)(unsafe.Pointer(&innerMethods(p).FxWrite))
 	for done := int64(0); done < n; {
 		k := min(n-done, walWriteMax)
-		walStats.made.Add(1)
-		if rc := write(tls, p+walInner, f.buf+uintptr(done), int32(k), f.start+done); rc != sqlite3.SQLITE_OK {
+		if rc := innerWrite(tls, p, f.buf+uintptr(done), int32(k), f.start+done); rc != sqlite3.SQLITE_OK {
 			return rc
 		}
 		done += k
 	}
 	return sqlite3.SQLITE_OK
+}
+
+// innerWrite writes amt bytes at buf to the WAL file at p through the
+// unix VFS.
+func innerWrite(tls *libc.TLS, p, buf uintptr, amt int32, off int64) int32 {
+	walStats.made.Add(1)
+	write := *(*func(*libc.TLS, uintptr, uintptr, int32, int64) int32)(unsafe.Pointer(&innerMethods(p).FxWrite))
+	return write(tls, p+walInner, buf, amt, off)
 }
 
 // walWriteMax is the most the unix VFS writes in one call: its
@@ -194,9 +196,7 @@ func walWrite(tls *libc.TLS, p uintptr, pBuf uintptr, amt int32, off int64) int3
 	// Nothing is gathered here: a write longer than the unix VFS takes
 	// at once (SQLite's are a page at most) or no memory for the buffer.
 	if f.buf == 0 || amt > walWriteMax {
-		walStats.made.Add(1)
-		write := *(*func(*libc.TLS, uintptr, uintptr, int32, int64) int32)(unsafe.Pointer(&innerMethods(p).FxWrite))
-		return write(tls, p+walInner, pBuf, amt, off)
+		return innerWrite(tls, p, pBuf, amt, off)
 	}
 	if f.n == 0 {
 		f.start = off
@@ -260,21 +260,8 @@ func walFileControl(tls *libc.TLS, p uintptr, op int32, pArg uintptr) int32 {
 	return fn(tls, p+walInner, op, pArg)
 }
 
-func walFetch(tls *libc.TLS, p uintptr, off int64, amt int32, pp uintptr) int32 {
-	if rc := flush(tls, p); rc != sqlite3.SQLITE_OK {
-		return rc
-	}
-	fn := *(*func(*libc.TLS, uintptr, int64, int32, uintptr) int32)(unsafe.Pointer(&innerMethods(p).FxFetch))
-	return fn(tls, p+walInner, off, amt, pp)
-}
-
 // The methods below neither read nor write the file's bytes; they go to
 // the unix VFS as they are.
-
-func walUnfetch(tls *libc.TLS, p uintptr, off int64, ptr uintptr) int32 {
-	fn := *(*func(*libc.TLS, uintptr, int64, uintptr) int32)(unsafe.Pointer(&innerMethods(p).FxUnfetch))
-	return fn(tls, p+walInner, off, ptr)
-}
 
 func walLock(tls *libc.TLS, p uintptr, lock int32) int32 {
 	fn := *(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&innerMethods(p).FxLock))
@@ -299,26 +286,6 @@ func walSectorSize(tls *libc.TLS, p uintptr) int32 {
 func walDeviceCharacteristics(tls *libc.TLS, p uintptr) int32 {
 	fn := *(*func(*libc.TLS, uintptr) int32)(unsafe.Pointer(&innerMethods(p).FxDeviceCharacteristics))
 	return fn(tls, p+walInner)
-}
-
-func walShmMap(tls *libc.TLS, p uintptr, region, size, extend int32, pp uintptr) int32 {
-	fn := *(*func(*libc.TLS, uintptr, int32, int32, int32, uintptr) int32)(unsafe.Pointer(&innerMethods(p).FxShmMap))
-	return fn(tls, p+walInner, region, size, extend, pp)
-}
-
-func walShmLock(tls *libc.TLS, p uintptr, offset, n, flags int32) int32 {
-	fn := *(*func(*libc.TLS, uintptr, int32, int32, int32) int32)(unsafe.Pointer(&innerMethods(p).FxShmLock))
-	return fn(tls, p+walInner, offset, n, flags)
-}
-
-func walShmBarrier(tls *libc.TLS, p uintptr) {
-	fn := *(*func(*libc.TLS, uintptr))(unsafe.Pointer(&innerMethods(p).FxShmBarrier))
-	fn(tls, p+walInner)
-}
-
-func walShmUnmap(tls *libc.TLS, p uintptr, deleteFlag int32) int32 {
-	fn := *(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&innerMethods(p).FxShmUnmap))
-	return fn(tls, p+walInner, deleteFlag)
 }
 
 // cfunc returns f as a C function pointer in modernc.org/sqlite's
