@@ -82,6 +82,17 @@ half() {
 	jq -r --argjson d "$DEVICES" '(.delivered_per_s / $d / 2 * 100 | floor) / 100' "$WORK/$1.json" 2>/dev/null || echo 1
 }
 
+# ratio HTTP STREAM prints what run HTTP's sends cost against run STREAM's:
+# kanald's CPU per delivered envelope, the measure the target is set in
+# (docs/benchmarks.md, "HTTP sends against stream sends"), and the
+# delivered rates' ratio beside it, for the summary.
+ratio() {
+	[ -s "$WORK/$1.json" ] && [ -s "$WORK/$2.json" ] || return 0
+	jq -rn --arg n "$1" --slurpfile h "$WORK/$1.json" --slurpfile s "$WORK/$2.json" \
+		'"\($n): \(($h[0].server.cpu_per_envelope_us / $s[0].server.cpu_per_envelope_us * 100 | round) / 100)× the stream'"'"'s kanald CPU per envelope (target ≤ 1.5×), \(($s[0].delivered_per_s / $h[0].delivered_per_s * 100 | round) / 100)× its rate"' |
+		tee -a "$WORK/summary.txt"
+}
+
 pg=(-database-url "$POSTGRES" -nats-url "$NATS")
 if [ -n "${SKIP_PG:-}" ]; then pg=(); fi
 
@@ -95,6 +106,8 @@ bench half-sqlite "p99 < 50 ms" -scenario direct -devices "$DEVICES" -rate "$(ha
 
 bench http-sqlite "within 1.5× of direct-sqlite" -scenario direct -devices "$DEVICES" -rate 0 -transport http -duration "$DURATION"
 [ ${#pg[@]} -eq 0 ] || bench http-pg "within 1.5× of direct-pg" -scenario direct -devices "$DEVICES" -rate 0 -transport http -duration "$DURATION" "${pg[@]}"
+ratio http-sqlite direct-sqlite
+[ ${#pg[@]} -eq 0 ] || ratio http-pg direct-pg
 
 bench idle "≤ 16 KiB per idle stream" -scenario connections -devices "$IDLE_DEVICES" -provision-workers 16 -duration 45s
 
