@@ -108,6 +108,12 @@ type SendResponse struct {
 	ClientID       string            `json:"client_id"`
 	ServerTime     time.Time         `json:"server_ts"`
 	EnvelopeIDs    map[string]string `json:"envelope_ids"` // device id → mailbox envelope id
+
+	// encoded is json.Marshal of the response, kept from the send that
+	// made it (its idempotency row holds the same bytes), so that the
+	// HTTP answer is not encoded a second time; empty where the response
+	// came from elsewhere (a retry's stored answer, a decoded frame).
+	encoded string
 }
 
 // DirectConversation returns the id of the conversation between two
@@ -575,6 +581,7 @@ func answerSends(ps []*pendingSend, all []mailbox.Envelope, row func(p *pendingS
 		if err != nil {
 			return err
 		}
+		r.encoded = j
 		p.resp, p.stored = r, envs
 		row(p, j)
 	}
@@ -741,6 +748,10 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request, c Caller) e
 		status = http.StatusCreated
 	}
 	w.Header().Set("Cache-Control", "no-store")
+	if resp.encoded != "" {
+		web.WriteEncodedJSON(w, status, resp.encoded)
+		return nil
+	}
 	web.WriteJSON(w, status, resp)
 	return nil
 }

@@ -4,9 +4,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
+	"github.com/kanal-server/kanal/internal/web"
 	"github.com/kanal-server/kanal/messaging/mailbox"
 )
 
@@ -79,3 +82,44 @@ func TestConversationIDs(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSendAnswer is what writing an HTTP send's answer costs, encoded
+// by encoding/json (a retry's, as every answer's before) and written from
+// the bytes the send keeps for its idempotency row (a stored send's), for
+// a send to one device and to a group of 50, into a writer that keeps
+// nothing. docs/benchmarks.md, "An HTTP send's answer encoded once".
+func BenchmarkSendAnswer(b *testing.B) {
+	for _, n := range []int{1, 50} {
+		r := &SendResponse{ConversationID: DirectConversation("alice", "bob"), ClientID: "c-1_x",
+			ServerTime: time.UnixMilli(1764800000123).UTC(), EnvelopeIDs: map[string]string{}}
+		envs := make([]mailbox.Envelope, n)
+		for i := range envs {
+			envs[i] = mailbox.Envelope{Recipient: fmt.Sprintf("device-%03d", i), ID: mailbox.NewEnvelopeID()}
+			r.EnvelopeIDs[envs[i].Recipient] = envs[i].ID
+		}
+		j, err := sendResultJSON(r, envs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		w := discardWriter{http.Header{}}
+		b.Run(fmt.Sprintf("devices=%d/json", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				web.WriteJSON(w, http.StatusCreated, r)
+			}
+		})
+		b.Run(fmt.Sprintf("devices=%d/encoded", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				web.WriteEncodedJSON(w, http.StatusCreated, j)
+			}
+		})
+	}
+}
+
+// discardWriter is an http.ResponseWriter that keeps nothing.
+type discardWriter struct{ h http.Header }
+
+func (w discardWriter) Header() http.Header         { return w.h }
+func (w discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w discardWriter) WriteHeader(int)             {}

@@ -80,6 +80,20 @@ func (e *sendEnv) post(dev *device, body any) (int, http.Header, map[string]any)
 // decodes the JSON answer; an error must be problem+json.
 func (e *sendEnv) request(dev *device, method, path string, body any) (int, http.Header, map[string]any) {
 	e.t.Helper()
+	status, h, b := e.requestRaw(dev, method, path, body)
+	var out map[string]any
+	if err := json.Unmarshal(b, &out); err != nil {
+		e.t.Fatalf("%s %s: %d: %s: %v", method, path, status, b, err)
+	}
+	if status >= 400 && h.Get("Content-Type") != "application/problem+json" {
+		e.t.Errorf("%d with content type %q", status, h.Get("Content-Type"))
+	}
+	return status, h, out
+}
+
+// requestRaw is request with the answer's bytes as they came.
+func (e *sendEnv) requestRaw(dev *device, method, path string, body any) (int, http.Header, []byte) {
+	e.t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -99,15 +113,11 @@ func (e *sendEnv) request(dev *device, method, path string, body any) (int, http
 		e.t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var out map[string]any
-	if err := json.Unmarshal(b, &out); err != nil {
-		e.t.Fatalf("%s %s: %d: %s: %v", method, path, resp.StatusCode, b, err)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
 	}
-	if resp.StatusCode >= 400 && resp.Header.Get("Content-Type") != "application/problem+json" {
-		e.t.Errorf("%d with content type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
-	}
-	return resp.StatusCode, resp.Header, out
+	return resp.StatusCode, resp.Header, b
 }
 
 // stored counts the mailbox rows and send rows.
@@ -469,6 +479,42 @@ func TestSendRetryAfterDevicesChanged(t *testing.T) {
 		wantProblem(t, st, out, 409, messaging.TypeStaleDevices)
 		if en, sn := e.stored(); en != 1 || sn != 1 {
 			t.Fatalf("stored %d envelopes %d sends", en, sn)
+		}
+	})
+}
+
+// TestSendAnswerBytes: the answer to a send over HTTP is, byte for byte,
+// what json.Encoder writes for the response it decodes to — when the send
+// is stored (written from the bytes its idempotency row keeps) and when a
+// retry is answered from that row — with the headers of every JSON answer.
+func TestSendAnswerBytes(t *testing.T) {
+	dbtest.Run(t, sendSets, func(t *testing.T, d *db.DB) {
+		e := newSendEnv(t, d, 100, false)
+		alice := e.enroll("alice", "alice-phone", true)
+		e.enroll("bob", "bob-phone", false)
+		e.enroll("bob", "bob-tablet", false)
+		var first []byte
+		for _, want := range []int{201, 200} {
+			st, h, raw := e.requestRaw(alice, "POST", "/v1/messages", toAccount("bob", "m1", "bob-phone", "bob-tablet"))
+			var r messaging.SendResponse
+			if err := json.Unmarshal(raw, &r); err != nil || st != want || len(r.EnvelopeIDs) != 2 {
+				t.Fatalf("send: %d %s (%v), want %d with two envelope ids", st, raw, err, want)
+			}
+			var enc bytes.Buffer
+			if err := json.NewEncoder(&enc).Encode(&r); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(raw, enc.Bytes()) {
+				t.Fatalf("answer\n%q\nis not what json.Encoder writes for it\n%q", raw, enc.Bytes())
+			}
+			if h.Get("Content-Type") != "application/json" || h.Get("X-Content-Type-Options") != "nosniff" || h.Get("Cache-Control") != "no-store" {
+				t.Fatalf("headers %v", h)
+			}
+			if first == nil {
+				first = raw
+			} else if !bytes.Equal(raw, first) {
+				t.Fatalf("retry's answer %s, first %s", raw, first)
+			}
 		}
 	})
 }

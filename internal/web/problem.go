@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -145,6 +146,18 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// WriteEncodedJSON writes j, a value already encoded by json.Marshal, as
+// WriteJSON writes that value: the same headers, and the bytes
+// json.Encoder would write, j and a newline. It is for an answer the
+// handler has encoded before (a send's, which its idempotency row keeps).
+func WriteEncodedJSON(w http.ResponseWriter, status int, j string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, j)
+	_, _ = io.WriteString(w, "\n")
 }
 
 // WriteJSONNow writes v as WriteJSON does, with its Content-Length, and
