@@ -100,10 +100,16 @@ func WriteProblem(w http.ResponseWriter, r *http.Request, p *Problem) {
 		q.Instance = RequestID(r.Context())
 		p = &q
 	}
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(p.Status)
+	writeHead(w, "application/problem+json", p.Status)
 	_ = json.NewEncoder(w).Encode(p)
+}
+
+// writeHead sends status with the content type, which the client must
+// not sniff past.
+func writeHead(w http.ResponseWriter, contentType string, status int) {
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
 }
 
 // WriteError writes err as a problem. A *Problem anywhere in the chain is
@@ -142,9 +148,7 @@ func Fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, domain strin
 
 // WriteJSON writes v as JSON with the given status.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
+	writeHead(w, "application/json", status)
 	_ = json.NewEncoder(w).Encode(v)
 }
 
@@ -153,9 +157,7 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 // json.Encoder would write, j and a newline. It is for an answer the
 // handler has encoded before (a send's, which its idempotency row keeps).
 func WriteEncodedJSON(w http.ResponseWriter, status int, j string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
+	writeHead(w, "application/json", status)
 	_, _ = io.WriteString(w, j)
 	_, _ = io.WriteString(w, "\n")
 }
@@ -170,10 +172,8 @@ func WriteJSONNow(w http.ResponseWriter, status int, v any) {
 		return
 	}
 	b = append(b, '\n')
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(status)
+	writeHead(w, "application/json", status)
 	_, _ = w.Write(b)
 	_ = http.NewResponseController(w).Flush()
 }
