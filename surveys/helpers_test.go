@@ -127,17 +127,25 @@ func newEnv(t testing.TB, d *db.DB) *env {
 	e := &env{d: d, p: p, clk: &clock{t: p.t0}, dir: &directory{}, persons: map[string]string{}}
 	e.org = p.member(t, "acc_organiser", "organiser", p.org)
 	e.dir.set(councilID, e.org.AccountID, "organiser")
-	seal := make([]byte, 32)
-	rand.Read(seal)
-	s, err := New(Options{DB: d, Notary: p.notary, Roots: p.ca.Pool(), Directory: e.dir, Now: e.clk.now, SealKey: seal,
+	e.seal = make([]byte, 32)
+	rand.Read(e.seal)
+	e.s = e.node(t)
+	return e
+}
+
+// node starts a Service on the environment's database, keys and clock:
+// another node of the same deployment, or this one after a restart, with
+// nothing cached.
+func (e *env) node(t testing.TB) *Service {
+	t.Helper()
+	s, err := New(Options{DB: e.d, Notary: e.p.notary, Roots: e.p.ca.Pool(), Directory: e.dir, Now: e.clk.now, SealKey: e.seal,
 		Persons: func(_ context.Context, account string) (string, error) { return e.persons[account], nil },
 		Auth:    Auth{Require: func(ca.Level, http.Handler) http.Handler { return nil }, Caller: func(context.Context) (Caller, bool) { return Caller{}, false }}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
-	e.s, e.seal = s, seal
-	return e
+	return s
 }
 
 // questions is the survey most tests run: one of each kind.

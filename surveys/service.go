@@ -277,7 +277,11 @@ func (s *Service) loadDefined(ctx context.Context, id string) (*row, *openSurvey
 // the rest from the cached definition, which cannot change: opens_at and
 // the mode are the definition's (Define stores them from it). It returns
 // nil, nil for a survey not in the cache.
-func (s *Service) loadOpened(ctx context.Context, id string) (*row, error) {
+//
+// With tok, the same statement reads tok.holder's token row of the
+// survey (tokenRow): an issuance then asks the database once before it
+// signs, not twice. tok.read says whether it was read.
+func (s *Service) loadOpened(ctx context.Context, id string, tok *tokenRow) (*row, error) {
 	s.mu.Lock()
 	o, ok := s.cache[id]
 	s.mu.Unlock()
@@ -286,7 +290,17 @@ func (s *Service) loadOpened(ctx context.Context, id string) (*row, error) {
 	}
 	r := &row{id: id, mode: o.def.Mode, signed: sql.NullString{Valid: true}, opensAt: sql.NullInt64{Int64: o.def.OpensAt.Unix(), Valid: true}}
 	var tallied int
-	err := s.db.QueryRow(ctx, `SELECT closes_at, CASE WHEN result IS NULL THEN 0 ELSE 1 END FROM surveys WHERE id = $1`, id).Scan(&r.closesAt, &tallied)
+	var err error
+	if tok == nil {
+		err = s.db.QueryRow(ctx, `SELECT closes_at, CASE WHEN result IS NULL THEN 0 ELSE 1 END FROM surveys WHERE id = $1`, id).Scan(&r.closesAt, &tallied)
+	} else {
+		var found int
+		err = s.db.QueryRow(ctx, `SELECT s.closes_at, CASE WHEN s.result IS NULL THEN 0 ELSE 1 END,
+			CASE WHEN t.survey_id IS NULL THEN 0 ELSE 1 END, t.blinded_hash, t.blind_sig
+			FROM surveys s LEFT JOIN survey_tokens t ON t.survey_id = s.id AND t.account_id = $2
+			WHERE s.id = $1`, id, tok.holder).Scan(&r.closesAt, &tallied, &found, &tok.hash, &tok.sig)
+		tok.read, tok.found = err == nil, found == 1
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -295,6 +309,15 @@ func (s *Service) loadOpened(ctx context.Context, id string) (*row, error) {
 	}
 	r.result.Valid = tallied == 1
 	return r, nil
+}
+
+// tokenRow is a holder's row in survey_tokens, as read with its survey's
+// row (loadOpened) or on its own (readTokenRow).
+type tokenRow struct {
+	holder    string
+	read      bool   // the row was looked for
+	found     bool   // and is there: hash and sig are its columns
+	hash, sig []byte // SHA-256 of the blinded request, the blind signature
 }
 
 // openSurvey is a survey whose definition can no longer change, parsed
@@ -550,8 +573,11 @@ func (s *Service) eligible(ctx context.Context, d *Definition, c Caller) error {
 // is parsed and cached already; of its row only what may still change
 // (closes_at after an early close, the result) is read again, not the
 // signed definition and the sealed key.
-func (s *Service) openFor(ctx context.Context, id string) (*row, *openSurvey, error) {
-	r, err := s.loadOpened(ctx, id)
+//
+// With tok, it reads tok.holder's token row as well where it can
+// (loadOpened); tok.read says whether it did.
+func (s *Service) openFor(ctx context.Context, id string, tok *tokenRow) (*row, *openSurvey, error) {
+	r, err := s.loadOpened(ctx, id, tok)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -579,7 +605,10 @@ func (s *Service) openFor(ctx context.Context, id string) (*row, *openSurvey, er
 // blinded request, never the token: a retry of the same request (a lost
 // answer) is signed again, any other second request is refused.
 func (s *Service) IssueToken(ctx context.Context, c Caller, id string, blinded []byte) ([]byte, error) {
-	r, o, err := s.openFor(ctx, id)
+	// The account is whose token row is read with the survey's: it is
+	// the holder unless the audience is of level high (tokenHolder).
+	tok := &tokenRow{holder: c.AccountID}
+	r, o, err := s.openFor(ctx, id, tok)
 	if err != nil {
 		return nil, err
 	}
@@ -599,15 +628,17 @@ func (s *Service) IssueToken(ctx context.Context, c Caller, id string, blinded [
 	sum := sha256.Sum256(blinded)
 	// A second request is refused, and a retry answered, before the
 	// costly signature.
-	var have, haveSig []byte
-	err = s.db.QueryRow(ctx, `SELECT blinded_hash, blind_sig FROM survey_tokens WHERE survey_id = $1 AND account_id = $2`, id, holder).Scan(&have, &haveSig)
+	if !tok.read || tok.holder != holder {
+		tok = &tokenRow{holder: holder}
+		if err := s.readTokenRow(ctx, id, tok); err != nil {
+			return nil, err
+		}
+	}
 	switch {
-	case err == nil && bytes.Equal(have, sum[:]):
-		return haveSig, nil
-	case err == nil:
+	case tok.found && bytes.Equal(tok.hash, sum[:]):
+		return tok.sig, nil
+	case tok.found:
 		return nil, fmt.Errorf("%w: %s", ErrAlreadyIssued, already)
-	case !errors.Is(err, sql.ErrNoRows):
-		return nil, err
 	}
 	// Sign before the commit, which holds SQLite's one writer: the RSA
 	// operation is most of the cost, and nothing leaves the server unless
@@ -623,6 +654,19 @@ func (s *Service) IssueToken(ctx context.Context, c Caller, id string, blinded [
 		return nil, err
 	}
 	return sig, nil
+}
+
+// readTokenRow reads tok.holder's token row of survey id.
+func (s *Service) readTokenRow(ctx context.Context, id string, tok *tokenRow) error {
+	err := s.db.QueryRow(ctx, `SELECT blinded_hash, blind_sig FROM survey_tokens WHERE survey_id = $1 AND account_id = $2`, id, tok.holder).Scan(&tok.hash, &tok.sig)
+	switch {
+	case err == nil:
+		tok.found = true
+	case !errors.Is(err, sql.ErrNoRows):
+		return err
+	}
+	tok.read = true
+	return nil
 }
 
 // issuance is one token issued, as recorded.
@@ -823,7 +867,7 @@ func (s *Service) CastAnonymous(ctx context.Context, id string, t *Token, cipher
 	if rec, err := s.recast(ctx, id, e); rec != nil || err != nil {
 		return rec, err
 	}
-	r, o, err := s.openFor(ctx, id)
+	r, o, err := s.openFor(ctx, id, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -879,7 +923,7 @@ func (s *Service) CastNamed(ctx context.Context, c Caller, id string, ciphertext
 	if rec, err := s.recast(ctx, id, e); rec != nil || err != nil {
 		return rec, err
 	}
-	r, o, err := s.openFor(ctx, id)
+	r, o, err := s.openFor(ctx, id, nil)
 	if err != nil {
 		return nil, err
 	}

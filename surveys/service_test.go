@@ -219,23 +219,67 @@ func TestBadInputChangesNothing(t *testing.T) {
 	})
 }
 
+// TestTokenRetryIsIdempotent: a citizen whose answer was lost sends the
+// same token request again and gets the same signature, counted once; a
+// different second request is refused. Both hold on the node that issued
+// the token, where the survey is cached and its token row is read with the
+// survey's row, and on a node that has nothing cached, where it is read on
+// its own.
 func TestTokenRetryIsIdempotent(t *testing.T) {
-	e := newEnv(t, dbtest.SQLite(t, sets...))
-	def, _ := e.survey(t, ModeAnonymous, everyone)
-	e.clk.set(def.OpensAt)
-	req, _ := NewTokenRequest(def)
-	a, err := e.s.IssueToken(context.Background(), voter(1), def.SurveyID, req.Blinded)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The answer was lost; the client retries the same request.
-	b, err := e.s.IssueToken(context.Background(), voter(1), def.SurveyID, req.Blinded)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(a) != string(b) || e.count(t, `SELECT tokens_issued FROM surveys WHERE id = $1`, def.SurveyID) != 1 {
-		t.Fatal("a retried request was not answered with the same signature, once")
-	}
+	dbtest.Run(t, sets, func(t *testing.T, d *db.DB) {
+		e := newEnv(t, d)
+		ctx := context.Background()
+		def, _ := e.survey(t, ModeAnonymous, everyone)
+		e.clk.set(def.OpensAt)
+		req, _ := NewTokenRequest(def)
+		other, _ := NewTokenRequest(def)
+		a, err := e.s.IssueToken(ctx, voter(1), def.SurveyID, req.Blinded)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// signatures is how many signatures a node has made for the survey.
+		signatures := func(s *Service) uint64 {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if o, ok := s.cache[def.SurveyID]; ok {
+				return o.signer.signed.Load()
+			}
+			return 0
+		}
+		fresh := e.node(t)
+		for _, n := range []struct {
+			name string
+			s    *Service
+		}{{"the issuing node", e.s}, {"a node with nothing cached", fresh}, {"that node again, cached", fresh}} {
+			before := signatures(n.s)
+			// The answer was lost; the client retries the same request.
+			b, err := n.s.IssueToken(ctx, voter(1), def.SurveyID, req.Blinded)
+			if err != nil {
+				t.Fatalf("%s: retry: %v", n.name, err)
+			}
+			if !bytes.Equal(a, b) {
+				t.Fatalf("%s: a retried request was answered with another signature", n.name)
+			}
+			if _, err := n.s.IssueToken(ctx, voter(1), def.SurveyID, other.Blinded); !errors.Is(err, ErrAlreadyIssued) {
+				t.Fatalf("%s: a second request: %v, want ErrAlreadyIssued", n.name, err)
+			}
+			// Both were answered from the record, before the costly
+			// signature.
+			if after := signatures(n.s); after != before {
+				t.Fatalf("%s: %d signatures made for a retry and a second request, want none", n.name, after-before)
+			}
+		}
+		if n := e.count(t, `SELECT tokens_issued FROM surveys WHERE id = $1`, def.SurveyID); n != 1 {
+			t.Fatalf("%d tokens counted, want 1", n)
+		}
+		if _, err := req.Finalize(a); err != nil {
+			t.Fatalf("the signature: %v", err)
+		}
+		// Another citizen's first request is not taken for a second one.
+		if _, err := e.s.IssueToken(ctx, voter(2), def.SurveyID, other.Blinded); err != nil {
+			t.Fatalf("another citizen: %v", err)
+		}
+	})
 }
 
 // TestBallotRetryIsIdempotent: a voter whose answer was lost sends the
