@@ -278,10 +278,10 @@ func (s *Service) loadDefined(ctx context.Context, id string) (*row, *openSurvey
 // the mode are the definition's (Define stores them from it). It returns
 // nil, nil for a survey not in the cache.
 //
-// With tok, the same statement reads tok.holder's token row of the
-// survey (tokenRow): an issuance then asks the database once before it
-// signs, not twice. tok.read says whether it was read.
-func (s *Service) loadOpened(ctx context.Context, id string, tok *tokenRow) (*row, error) {
+// The same statement reads j, a row of another table that the caller
+// needs before it writes (joined): an issuance or a ballot then asks the
+// database once, not twice or three times.
+func (s *Service) loadOpened(ctx context.Context, id string, j joined) (*row, error) {
 	s.mu.Lock()
 	o, ok := s.cache[id]
 	s.mu.Unlock()
@@ -289,35 +289,86 @@ func (s *Service) loadOpened(ctx context.Context, id string, tok *tokenRow) (*ro
 		return nil, nil
 	}
 	r := &row{id: id, mode: o.def.Mode, signed: sql.NullString{Valid: true}, opensAt: sql.NullInt64{Int64: o.def.OpensAt.Unix(), Valid: true}}
-	var tallied int
-	var err error
-	if tok == nil {
-		err = s.db.QueryRow(ctx, `SELECT closes_at, CASE WHEN result IS NULL THEN 0 ELSE 1 END FROM surveys WHERE id = $1`, id).Scan(&r.closesAt, &tallied)
-	} else {
-		var found int
-		err = s.db.QueryRow(ctx, `SELECT s.closes_at, CASE WHEN s.result IS NULL THEN 0 ELSE 1 END,
-			CASE WHEN t.survey_id IS NULL THEN 0 ELSE 1 END, t.blinded_hash, t.blind_sig
-			FROM surveys s LEFT JOIN survey_tokens t ON t.survey_id = s.id AND t.account_id = $2
-			WHERE s.id = $1`, id, tok.holder).Scan(&r.closesAt, &tallied, &found, &tok.hash, &tok.sig)
-		tok.read, tok.found = err == nil, found == 1
-	}
+	var tallied, found int
+	query, key, dest := j.join()
+	err := s.db.QueryRow(ctx, query, id, key).Scan(append([]any{&r.closesAt, &tallied, &found}, dest...)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, err
 	}
+	j.read(found == 1)
 	r.result.Valid = tallied == 1
 	return r, nil
 }
+
+// joined is a row of another table that loadOpened reads with its
+// survey's row: a holder's token (tokenRow) or the board entry of a
+// nullifier (boardRow).
+type joined interface {
+	// join returns the statement, the key of the row ($2; $1 is the
+	// survey) and where its columns go.
+	join() (query string, key any, dest []any)
+	// read records that the row was looked for, and whether it is there.
+	read(found bool)
+}
+
+// openedJoin begins a loadOpened statement: the survey's changing
+// columns, and whether the joined row, j, is there. j's columns and the
+// join follow.
+const openedJoin = `SELECT s.closes_at, CASE WHEN s.result IS NULL THEN 0 ELSE 1 END, CASE WHEN j.survey_id IS NULL THEN 0 ELSE 1 END, `
 
 // tokenRow is a holder's row in survey_tokens, as read with its survey's
 // row (loadOpened) or on its own (readTokenRow).
 type tokenRow struct {
 	holder    string
-	read      bool   // the row was looked for
+	looked    bool   // the row was looked for
 	found     bool   // and is there: hash and sig are its columns
 	hash, sig []byte // SHA-256 of the blinded request, the blind signature
+}
+
+const tokenJoin = openedJoin + `j.blinded_hash, j.blind_sig
+	FROM surveys s LEFT JOIN survey_tokens j ON j.survey_id = s.id AND j.account_id = $2 WHERE s.id = $1`
+
+func (t *tokenRow) join() (string, any, []any) { return tokenJoin, t.holder, []any{&t.hash, &t.sig} }
+func (t *tokenRow) read(found bool)           { t.looked, t.found = true, found }
+
+// boardRow is the board entry that used a nullifier, if one did, as read
+// with its survey's row (loadOpened) or on its own (scan).
+type boardRow struct {
+	nullifier []byte
+	seq       int64 // the entry's; 0 if no entry used the nullifier (entries count from 1)
+	hash      []byte
+	msg, sig  []byte // its token, for an anonymous ballot
+	ct        []byte
+}
+
+const boardJoin = openedJoin + `COALESCE(j.seq, 0), j.hash, j.token_message, j.token_signature, j.ciphertext
+	FROM surveys s LEFT JOIN survey_board j ON j.survey_id = s.id AND j.nullifier = $2 WHERE s.id = $1`
+
+func (b *boardRow) join() (string, any, []any) {
+	return boardJoin, b.nullifier, []any{&b.seq, &b.hash, &b.msg, &b.sig, &b.ct}
+}
+func (b *boardRow) read(bool) {} // seq says it
+
+// boardByNullifier reads a boardRow on its own.
+const boardByNullifier = `SELECT seq, hash, token_message, token_signature, ciphertext FROM survey_board WHERE survey_id = $1 AND nullifier = $2`
+
+// scan reads b from a boardByNullifier row.
+func (b *boardRow) scan(row *sql.Row) error {
+	err := row.Scan(&b.seq, &b.hash, &b.msg, &b.sig, &b.ct)
+	if errors.Is(err, sql.ErrNoRows) {
+		b.seq = 0
+		return nil
+	}
+	return err
+}
+
+// same says whether the entry is e's very ballot: its token and its
+// ciphertext, byte for byte.
+func (b *boardRow) same(e Entry) bool {
+	return b.seq != 0 && bytes.Equal(b.msg, e.TokenMessage) && bytes.Equal(b.sig, e.TokenSignature) && bytes.Equal(b.ct, e.Ciphertext)
 }
 
 // openSurvey is a survey whose definition can no longer change, parsed
@@ -572,12 +623,9 @@ func (s *Service) eligible(ctx context.Context, d *Definition, c Caller) error {
 // openFor loads a survey that must be open now. A survey that has opened
 // is parsed and cached already; of its row only what may still change
 // (closes_at after an early close, the result) is read again, not the
-// signed definition and the sealed key.
-//
-// With tok, it reads tok.holder's token row as well where it can
-// (loadOpened); tok.read says whether it did.
-func (s *Service) openFor(ctx context.Context, id string, tok *tokenRow) (*row, *openSurvey, error) {
-	r, err := s.loadOpened(ctx, id, tok)
+// signed definition and the sealed key, and j with it (loadOpened).
+func (s *Service) openFor(ctx context.Context, id string, j joined) (*row, *openSurvey, error) {
+	r, err := s.loadOpened(ctx, id, j)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -586,17 +634,22 @@ func (s *Service) openFor(ctx context.Context, id string, tok *tokenRow) (*row, 
 			return nil, nil, err
 		}
 	}
+	o, err := s.open(r)
+	return r, o, err
+}
+
+// open checks that a survey's row is open now and returns it parsed.
+func (s *Service) open(r *row) (*openSurvey, error) {
 	switch st := s.status(r, s.now()); st {
 	case StatusOpen:
 	case StatusDraft:
-		return nil, nil, ErrNotFound
+		return nil, ErrNotFound
 	case StatusScheduled:
-		return nil, nil, fmt.Errorf("%w: the survey opens at %s", ErrNotOpen, time.Unix(r.opensAt.Int64, 0).UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("%w: the survey opens at %s", ErrNotOpen, time.Unix(r.opensAt.Int64, 0).UTC().Format(time.RFC3339))
 	default:
-		return nil, nil, fmt.Errorf("%w: the survey closed at %s", ErrNotOpen, time.Unix(r.closesAt.Int64, 0).UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("%w: the survey closed at %s", ErrNotOpen, time.Unix(r.closesAt.Int64, 0).UTC().Format(time.RFC3339))
 	}
-	o, err := s.parsed(r)
-	return r, o, err
+	return s.parsed(r)
 }
 
 // IssueToken blind-signs an eligible account's one token request for an
@@ -628,7 +681,7 @@ func (s *Service) IssueToken(ctx context.Context, c Caller, id string, blinded [
 	sum := sha256.Sum256(blinded)
 	// A second request is refused, and a retry answered, before the
 	// costly signature.
-	if !tok.read || tok.holder != holder {
+	if !tok.looked || tok.holder != holder {
 		tok = &tokenRow{holder: holder}
 		if err := s.readTokenRow(ctx, id, tok); err != nil {
 			return nil, err
@@ -665,7 +718,7 @@ func (s *Service) readTokenRow(ctx context.Context, id string, tok *tokenRow) er
 	case !errors.Is(err, sql.ErrNoRows):
 		return err
 	}
-	tok.read = true
+	tok.looked = true
 	return nil
 }
 
@@ -853,10 +906,13 @@ func (s *Service) tokenHolder(ctx context.Context, d *Definition, c Caller) (hol
 // CastAnonymous puts an anonymous ballot on the board: the token must be
 // this survey's and verify, its nullifier unused, the survey open.
 func (s *Service) CastAnonymous(ctx context.Context, id string, t *Token, ciphertext []byte) (*Receipt, error) {
-	// A survey that does not exist is not found, whatever the token says;
-	// a token of another survey is named as such before anything else.
-	if _, err := s.load(ctx, id); err != nil {
-		return nil, err
+	// A survey that does not exist is not found, whatever the token says
+	// (one in the cache exists); a token of another survey is named as
+	// such before anything else.
+	if !s.cached(id) {
+		if _, err := s.load(ctx, id); err != nil {
+			return nil, err
+		}
 	}
 	if tid, err := TokenSurvey(t.Message); err != nil {
 		return nil, err
@@ -864,12 +920,9 @@ func (s *Service) CastAnonymous(ctx context.Context, id string, t *Token, cipher
 		return nil, fmt.Errorf("%w: the token is for survey %q", ErrOtherSurvey, tid)
 	}
 	e := Entry{Nullifier: Nullifier(t.Message), TokenMessage: t.Message, TokenSignature: t.Signature, Ciphertext: ciphertext}
-	if rec, err := s.recast(ctx, id, e); rec != nil || err != nil {
+	rec, r, o, err := s.ballotFor(ctx, id, e)
+	if rec != nil || err != nil {
 		return rec, err
-	}
-	r, o, err := s.openFor(ctx, id, nil)
-	if err != nil {
-		return nil, err
 	}
 	if r.mode != ModeAnonymous {
 		return nil, fmt.Errorf("%w: a named survey takes ballots with a session", ErrWrongMode)
@@ -883,49 +936,55 @@ func (s *Service) CastAnonymous(ctx context.Context, id string, t *Token, cipher
 	return s.append(ctx, id, e, "")
 }
 
-// recast answers a ballot that is on the board already, byte for byte —
-// the same nullifier, token and ciphertext — with that entry's receipt,
-// and writes nothing: a voter whose answer was lost sends the same ballot
-// again and learns where it was counted, also after the survey closed.
-// Every part of the entry is public on the board, so the answer tells no
-// one anything new. Without such an entry it returns nil, nil; a
-// different ballot under a used nullifier is refused later, in append.
-func (s *Service) recast(ctx context.Context, id string, e Entry) (*Receipt, error) {
-	seq, hash, same, err := sameBallot(s.db.QueryRow(ctx, boardByNullifier, id, e.Nullifier), e)
-	if err != nil || !same {
-		return nil, err
-	}
-	return s.receipt(id, seq, hash), nil
+// cached says whether survey id has opened and is parsed on this node.
+func (s *Service) cached(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.cache[id]
+	return ok
 }
 
-// boardByNullifier selects what sameBallot compares.
-const boardByNullifier = `SELECT seq, hash, token_message, token_signature, ciphertext FROM survey_board WHERE survey_id = $1 AND nullifier = $2`
-
-// sameBallot scans a boardByNullifier row: seq and hash are the entry
-// that used e's nullifier (seq 0: none did; entries count from 1), same
-// whether it is e's very ballot, its token and ciphertext.
-func sameBallot(row *sql.Row, e Entry) (seq int64, hash []byte, same bool, err error) {
-	var msg, sig, ct []byte
-	err = row.Scan(&seq, &hash, &msg, &sig, &ct)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil, false, nil
+// ballotFor reads what a ballot needs before its commit — for a survey in
+// the cache, in one statement (loadOpened): the board entry that used e's
+// nullifier and the survey's row.
+//
+// A ballot that is on the board already, byte for byte — the same
+// nullifier, token and ciphertext — is answered with that entry's receipt
+// (rec), and nothing is written: a voter whose answer was lost sends the
+// same ballot again and learns where it was counted, also after the
+// survey closed. Every part of the entry is public on the board, so the
+// answer tells no one anything new. Otherwise the survey must be open; a
+// different ballot under a used nullifier is refused later, in append.
+func (s *Service) ballotFor(ctx context.Context, id string, e Entry) (rec *Receipt, r *row, o *openSurvey, err error) {
+	prior := &boardRow{nullifier: e.Nullifier}
+	if r, err = s.loadOpened(ctx, id, prior); err != nil {
+		return nil, nil, nil, err
 	}
-	if err != nil {
-		return 0, nil, false, err
+	if r == nil {
+		if err := prior.scan(s.db.QueryRow(ctx, boardByNullifier, id, e.Nullifier)); err != nil {
+			return nil, nil, nil, err
+		}
 	}
-	same = bytes.Equal(msg, e.TokenMessage) && bytes.Equal(sig, e.TokenSignature) && bytes.Equal(ct, e.Ciphertext)
-	return seq, hash, same, nil
+	if prior.same(e) {
+		return s.receipt(id, prior.seq, prior.hash), nil, nil, nil
+	}
+	if r == nil {
+		if r, err = s.load(ctx, id); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	if o, err = s.open(r); err != nil {
+		return nil, nil, nil, err
+	}
+	return nil, r, o, nil
 }
 
 // CastNamed puts a named ballot on the board for an eligible caller, once.
 func (s *Service) CastNamed(ctx context.Context, c Caller, id string, ciphertext []byte) (*Receipt, error) {
 	e := Entry{Nullifier: NamedNullifier(id, c.AccountID), Voter: c.AccountID, Ciphertext: ciphertext}
-	if rec, err := s.recast(ctx, id, e); rec != nil || err != nil {
+	rec, r, o, err := s.ballotFor(ctx, id, e)
+	if rec != nil || err != nil {
 		return rec, err
-	}
-	r, o, err := s.openFor(ctx, id, nil)
-	if err != nil {
-		return nil, err
 	}
 	if r.mode != ModeNamed {
 		return nil, fmt.Errorf("%w: an anonymous survey takes ballots with a token and without a session", ErrWrongMode)
@@ -974,21 +1033,22 @@ func (s *Service) append(ctx context.Context, id string, e Entry, person string)
 	var rec Receipt
 	err := s.commits.DoLocked(ctx, func(ls *db.Locks) { ls.Lock(surveyRows, id) }, func(tx *sql.Tx) error {
 		// The same ballot twice at once: the second finds the first here.
-		seq, hash, same, err := sameBallot(tx.QueryRowContext(ctx, boardByNullifier, id, e.Nullifier), e)
-		if err != nil {
+		prior := boardRow{nullifier: e.Nullifier}
+		if err := prior.scan(tx.QueryRowContext(ctx, boardByNullifier, id, e.Nullifier)); err != nil {
 			return err
 		}
-		if same {
-			rec = Receipt{Seq: seq, Hash: hash}
+		if prior.same(e) {
+			rec = Receipt{Seq: prior.seq, Hash: prior.hash}
 			return nil
 		}
-		if seq != 0 {
+		if prior.seq != 0 {
 			return used
 		}
+		var seq int64
 		var prev []byte
 		// closes_at > now: a ballot that reaches the commit after closing
 		// is refused, even if it was checked while the survey was open.
-		err = tx.QueryRowContext(ctx, `UPDATE surveys SET board_len = board_len + 1 WHERE id = $1 AND closes_at > $2 RETURNING board_len, board_head`, id, closes).
+		err := tx.QueryRowContext(ctx, `UPDATE surveys SET board_len = board_len + 1 WHERE id = $1 AND closes_at > $2 RETURNING board_len, board_head`, id, closes).
 			Scan(&seq, &prev)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: the survey has closed", ErrNotOpen)

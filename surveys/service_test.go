@@ -353,19 +353,39 @@ func TestBallotRetryIsIdempotent(t *testing.T) {
 		if _, err := e.s.CastAnonymous(ctx, def.SurveyID, forged, ct); !errors.Is(err, ErrBadToken) {
 			t.Fatalf("the ballot with a forged signature of its token: %v, want ErrBadToken", err)
 		}
+		// Another node reads the entry on its own while it has nothing
+		// cached (a retry answered there parses nothing), and with the
+		// survey's row once the refusal has cached it: the same answers.
+		fresh := e.node(t)
+		for _, n := range []string{"a node with nothing cached", "that node again, cached"} {
+			again, err := fresh.CastAnonymous(ctx, def.SurveyID, tok, ct)
+			if err != nil {
+				t.Fatalf("%s: the same ballot again: %v", n, err)
+			}
+			sameEntry(n+": the same ballot again", again, first)
+			if _, err := fresh.CastAnonymous(ctx, def.SurveyID, tok, other); !errors.Is(err, ErrAlreadyVoted) {
+				t.Fatalf("%s: another ballot under a used token: %v, want ErrAlreadyVoted", n, err)
+			}
+		}
 		if n := boardLen(); n != 2 {
 			t.Fatalf("board of %d entries after refusals, want 2", n)
 		}
 
-		// After closing: the same ballot still gets its receipt; a new one
-		// is refused.
+		// After closing: the same ballot still gets its receipt, from a
+		// node that has the survey cached and from one that has not; a
+		// new one is refused.
 		tok3 := e.token(t, def, voter(3))
 		e.clk.set(def.ClosesAt)
-		late, err := e.s.CastAnonymous(ctx, def.SurveyID, tok, ct)
-		if err != nil {
-			t.Fatalf("the same ballot again after closing: %v", err)
+		for _, n := range []struct {
+			name string
+			s    *Service
+		}{{"cached", e.s}, {"nothing cached", e.node(t)}} {
+			late, err := n.s.CastAnonymous(ctx, def.SurveyID, tok, ct)
+			if err != nil {
+				t.Fatalf("the same ballot again after closing, %s: %v", n.name, err)
+			}
+			sameEntry("the same ballot after closing, "+n.name, late, first)
 		}
-		sameEntry("the same ballot after closing", late, first)
 		if _, err := e.cast(def, tok3, intended(3)); !errors.Is(err, ErrNotOpen) {
 			t.Fatalf("a new ballot after closing: %v, want ErrNotOpen", err)
 		}
@@ -444,6 +464,16 @@ func TestDefinitionSignatures(t *testing.T) {
 	// The first ballot again (its answer was lost): its receipt, once.
 	if again, err := e.s.CastNamed(ctx, agent.Caller, def.SurveyID, ct); err != nil || again.Seq != first.Seq || !bytes.Equal(again.Hash, first.Hash) {
 		t.Fatalf("the same named ballot again: %+v, %v; want the receipt of entry %d", again, err, first.Seq)
+	}
+	// So on a node with nothing cached, and on that node again.
+	fresh := e.node(t)
+	for _, n := range []string{"nothing cached", "cached"} {
+		if again, err := fresh.CastNamed(ctx, agent.Caller, def.SurveyID, ct); err != nil || again.Seq != first.Seq || !bytes.Equal(again.Hash, first.Hash) {
+			t.Fatalf("the same named ballot again, %s: %+v, %v; want the receipt of entry %d", n, again, err, first.Seq)
+		}
+		if _, err := fresh.CastNamed(ctx, agent.Caller, def.SurveyID, ct2); !errors.Is(err, ErrAlreadyVoted) {
+			t.Fatalf("second named ballot, %s: %v", n, err)
+		}
 	}
 	if n := e.count(t, `SELECT board_len FROM surveys WHERE id = $1`, def.SurveyID); n != 1 {
 		t.Fatalf("board of %d entries after one named ballot sent twice", n)
