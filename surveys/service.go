@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"sync"
@@ -1018,86 +1019,169 @@ func checkCiphertext(ct []byte) error {
 	return nil
 }
 
-// append adds e to the board in a shared commit. The survey row is
-// updated first, which locks it: appends to one board are serialised, so
-// each entry follows the head before it. person, if set, is the survey's
-// pseudonym of the person casting a named ballot of level high: a second
-// ballot of the same person, from any account, is refused.
+// append adds e to the board in the surveys' group commit: concurrent
+// ballots share one transaction, and the ballots of one survey in it are
+// written together (ballots). person, if set, is the survey's pseudonym
+// of the person casting a named ballot of level high: a second ballot of
+// the same person, from any account, is refused.
 func (s *Service) append(ctx context.Context, id string, e Entry, person string) (*Receipt, error) {
-	closes := s.now().Unix()
-	used := fmt.Errorf("%w: this ballot's token has been counted already", ErrAlreadyVoted)
-	if e.Voter != "" {
-		used = fmt.Errorf("%w: %s has already voted in this survey", ErrAlreadyVoted, e.Voter)
+	b := &ballot{survey: id, e: e, person: person}
+	if err := s.commits.DoMerged(ctx, ballots{s}, b, func(tx *sql.Tx) error { return s.appendTx(ctx, tx, b) }); err != nil {
+		return nil, err
 	}
-	personUsed := fmt.Errorf("%w: this person has already voted in this survey, through this or another of their accounts", ErrAlreadyVoted)
-	var rec Receipt
-	err := s.commits.DoLocked(ctx, func(ls *db.Locks) { ls.Lock(surveyRows, id) }, func(tx *sql.Tx) error {
-		// The same ballot twice at once: the second finds the first here.
-		prior := boardRow{nullifier: e.Nullifier}
-		if err := prior.scan(tx.QueryRowContext(ctx, boardByNullifier, id, e.Nullifier)); err != nil {
+	return s.receipt(id, b.e.Seq, b.e.Hash), nil
+}
+
+// ballot is one ballot on its way to the board. The commit that writes it
+// sets its entry's Seq, Prev and Hash.
+type ballot struct {
+	survey string
+	e      Entry
+	person string
+}
+
+// appendTx writes one ballot on its own, and tells apart what a batch of
+// them (ballots) only fails on. The survey's row is locked already (the
+// batch's first statement, surveyRows): appends to one board are
+// serialised, so each entry follows the head before it.
+func (s *Service) appendTx(ctx context.Context, tx *sql.Tx, b *ballot) error {
+	id := b.survey
+	// The same ballot twice at once: the second finds the first here.
+	prior := boardRow{nullifier: b.e.Nullifier}
+	if err := prior.scan(tx.QueryRowContext(ctx, boardByNullifier, id, b.e.Nullifier)); err != nil {
+		return err
+	}
+	if prior.same(b.e) {
+		b.e.Seq, b.e.Hash = prior.seq, prior.hash
+		return nil
+	}
+	if prior.seq != 0 {
+		if b.e.Voter != "" {
+			return fmt.Errorf("%w: %s has already voted in this survey", ErrAlreadyVoted, b.e.Voter)
+		}
+		return fmt.Errorf("%w: this ballot's token has been counted already", ErrAlreadyVoted)
+	}
+	if b.person != "" {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM survey_named_persons WHERE survey_id = $1 AND person = $2`, id, b.person).Scan(&n); err != nil {
 			return err
 		}
-		if prior.same(e) {
-			rec = Receipt{Seq: prior.seq, Hash: prior.hash}
-			return nil
+		if n > 0 {
+			return fmt.Errorf("%w: this person has already voted in this survey, through this or another of their accounts", ErrAlreadyVoted)
 		}
-		if prior.seq != 0 {
-			return used
+	}
+	// Nothing stands in the ballot's way now but a closed survey, which
+	// the batch's statements refuse themselves.
+	return s.appendBoard(ctx, tx, id, []*ballot{b})
+}
+
+// appendBoard appends bs to survey id's board, in their order, its row
+// locked: one entry after the other from the board's head, the entries in
+// multi-row inserts, the board's length and head updated once. closes_at
+// > now: ballots that reach the commit after closing are refused, even if
+// they were checked while the survey was open. A nullifier already on the
+// board, or twice in bs, or a person who has cast already, fails the
+// batch (errBallotConflict), and each ballot runs again on its own
+// through appendTx, which tells them apart.
+func (s *Service) appendBoard(ctx context.Context, tx *sql.Tx, id string, bs []*ballot) error {
+	var last int64
+	var prev []byte
+	err := tx.QueryRowContext(ctx, `UPDATE surveys SET board_len = board_len + $1 WHERE id = $2 AND closes_at > $3 RETURNING board_len, board_head`, len(bs), id, s.now().Unix()).
+		Scan(&last, &prev)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%w: the survey has closed", ErrNotOpen)
+	}
+	if err != nil {
+		return err
+	}
+	seq := last - int64(len(bs))
+	for _, b := range bs {
+		seq++
+		b.e.Seq, b.e.Prev = seq, prev
+		b.e.Hash = b.e.ComputeHash(id)
+		prev = b.e.Hash
+	}
+	if err := insertAll(ctx, tx, `INSERT INTO survey_board (survey_id, seq, prev, nullifier, token_message, token_signature, ciphertext, hash) VALUES `, 8, bs,
+		func(b *ballot) []any {
+			return []any{id, b.e.Seq, b.e.Prev, b.e.Nullifier, nilIfEmpty(b.e.TokenMessage), nilIfEmpty(b.e.TokenSignature), b.e.Ciphertext, b.e.Hash}
+		}); err != nil {
+		return err
+	}
+	var named, persons []*ballot
+	for _, b := range bs {
+		if b.e.Voter != "" {
+			named = append(named, b)
 		}
-		var seq int64
-		var prev []byte
-		// closes_at > now: a ballot that reaches the commit after closing
-		// is refused, even if it was checked while the survey was open.
-		err := tx.QueryRowContext(ctx, `UPDATE surveys SET board_len = board_len + 1 WHERE id = $1 AND closes_at > $2 RETURNING board_len, board_head`, id, closes).
-			Scan(&seq, &prev)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("%w: the survey has closed", ErrNotOpen)
+		if b.person != "" {
+			persons = append(persons, b)
 		}
+	}
+	if err := insertAll(ctx, tx, `INSERT INTO survey_named_voters (survey_id, account_id, seq) VALUES `, 3, named,
+		func(b *ballot) []any { return []any{id, b.e.Voter, b.e.Seq} }); err != nil {
+		return err
+	}
+	if err := insertAll(ctx, tx, `INSERT INTO survey_named_persons (survey_id, person) VALUES `, 2, persons,
+		func(b *ballot) []any { return []any{id, b.person} }); err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE surveys SET board_head = $1 WHERE id = $2`, prev, id)
+	return err
+}
+
+var errBallotConflict = errors.New("surveys: ballot conflicts with a recorded one")
+
+// insertAll inserts a row of cols values for each of bs, in multi-row
+// inserts that skip a row whose key is taken; a skipped row is
+// errBallotConflict.
+func insertAll(ctx context.Context, tx *sql.Tx, insert string, cols int, bs []*ballot, values func(*ballot) []any) error {
+	for len(bs) > 0 {
+		k := db.Rows(len(bs), db.MaxParams/cols)
+		args := make([]any, 0, cols*k)
+		for _, b := range bs[:k] {
+			args = append(args, values(b)...)
+		}
+		res, err := tx.ExecContext(ctx, insert+db.Values(k, cols)+` ON CONFLICT DO NOTHING`, args...)
 		if err != nil {
 			return err
 		}
-		e := e
-		e.Seq, e.Prev = seq, prev
-		e.Hash = e.ComputeHash(id)
-		if _, err := tx.ExecContext(ctx, `INSERT INTO survey_board (survey_id, seq, prev, nullifier, token_message, token_signature, ciphertext, hash)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, id, e.Seq, e.Prev, e.Nullifier, nilIfEmpty(e.TokenMessage), nilIfEmpty(e.TokenSignature), e.Ciphertext, e.Hash); err != nil {
-			if db.IsUniqueViolation(err) {
-				return used
-			}
+		if n, err := res.RowsAffected(); err != nil {
 			return err
+		} else if n != int64(k) {
+			return errBallotConflict
 		}
-		if e.Voter != "" {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO survey_named_voters (survey_id, account_id, seq) VALUES ($1, $2, $3)`, id, e.Voter, e.Seq); err != nil {
-				return err
-			}
-		}
-		if person != "" {
-			// After the survey row's lock: two ballots of one person are
-			// serialised here, and the second finds the first's row.
-			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM survey_named_persons WHERE survey_id = $1 AND person = $2`, id, person).Scan(&n); err != nil {
-				return err
-			}
-			if n > 0 {
-				return personUsed
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO survey_named_persons (survey_id, person) VALUES ($1, $2)`, id, person); err != nil {
-				if db.IsUniqueViolation(err) {
-					return personUsed
-				}
-				return err
-			}
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE surveys SET board_head = $1 WHERE id = $2`, e.Hash, id); err != nil {
-			return err
-		}
-		rec = Receipt{Seq: e.Seq, Hash: e.Hash}
-		return nil
-	})
-	if err != nil {
-		return nil, err
+		bs = bs[k:]
 	}
-	return s.receipt(id, rec.Seq, rec.Hash), nil
+	return nil
+}
+
+// ballots writes the ballots of one group commit together, survey by
+// survey in the order of their ids, each survey's in the order they came
+// (appendBoard). Anything but a fresh entry for every ballot of a survey
+// still open fails the batch, and each ballot runs again on its own
+// through appendTx.
+type ballots struct{ s *Service }
+
+// LockItems asks ls for the rows of the ballots' surveys (db.Locker).
+func (m ballots) LockItems(ls *db.Locks, items []any) {
+	for _, x := range items {
+		ls.Lock(surveyRows, x.(*ballot).survey)
+	}
+}
+
+var _ db.Locker = ballots{}
+
+func (m ballots) MergeTx(ctx context.Context, tx *sql.Tx, items []any) error {
+	bySurvey := map[string][]*ballot{}
+	for _, x := range items {
+		b := x.(*ballot)
+		bySurvey[b.survey] = append(bySurvey[b.survey], b)
+	}
+	for _, id := range slices.Sorted(maps.Keys(bySurvey)) {
+		if err := m.s.appendBoard(ctx, tx, id, bySurvey[id]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // receipt is the notary's signed statement, as of now, that board entry

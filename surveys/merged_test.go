@@ -1,0 +1,177 @@
+package surveys
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/internal/db/dbtest"
+)
+
+// TestBallotsMerged: the ballots of one group commit are written
+// together, survey by survey, and each board stays the chain anyone
+// recounting checks (CheckBoard), with every receipt naming its own
+// entry. In a batch that also holds the same ballot twice, a second
+// ballot under a counted token and ballots for a survey another node
+// closes while they wait, each caller is told what it would be told on
+// its own: the copies one receipt, the second ballot ErrAlreadyVoted,
+// the late ballots ErrNotOpen (on PostgreSQL); and the fresh ballots are
+// counted.
+func TestBallotsMerged(t *testing.T) {
+	dbtest.Run(t, sets, func(t *testing.T, d *db.DB) {
+		e := newEnv(t, d)
+		a, _ := e.survey(t, ModeAnonymous, everyone)
+		b, _ := e.survey(t, ModeAnonymous, everyone)
+		e.clk.set(a.OpensAt)
+		bt := e.s.commits
+		ctx := context.Background()
+		type vote struct {
+			def *Definition
+			tok *Token
+			ct  []byte
+		}
+		next := 0
+		fresh := func(def *Definition) vote {
+			next++
+			tok := e.token(t, def, voter(next))
+			ct, err := EncryptBallot(def, Nullifier(tok.Message), intended(next))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return vote{def, tok, ct}
+		}
+		// batch casts votes while the batcher is held, so that they
+		// commit in one batch; between (if not nil) runs once they all
+		// wait for it. It returns their receipts and errors and the round
+		// trips their batch made.
+		batch := func(votes []vote, between func()) ([]*Receipt, []error, uint64) {
+			t.Helper()
+			// The held body's own round trips, measured alone.
+			release := dbtest.Hold(t, bt)
+			st, trips := bt.Stats(), d.RoundTrips()
+			release()
+			dbtest.Settled(t, bt, st.Bodies+1)
+			heldTail := d.RoundTrips() - trips
+
+			release = dbtest.Hold(t, bt)
+			st = bt.Stats()
+			recs, errs := make([]*Receipt, len(votes)), make([]error, len(votes))
+			var wg sync.WaitGroup
+			for i, v := range votes {
+				wg.Go(func() { recs[i], errs[i] = e.s.CastAnonymous(ctx, v.def.SurveyID, v.tok, v.ct) })
+			}
+			for bt.Stats().Queued < 1+len(votes) {
+				time.Sleep(time.Millisecond)
+			}
+			if between != nil {
+				between()
+			}
+			trips = d.RoundTrips()
+			release()
+			wg.Wait()
+			dbtest.Settled(t, bt, st.Bodies+1+uint64(len(votes)))
+			return recs, errs, d.RoundTrips() - trips - heldTail
+		}
+		// boards checks both boards whole, and that each receipt of recs
+		// (nil: refused) names its entry.
+		boards := func(want map[*Definition]int, recs []*Receipt) {
+			t.Helper()
+			entries := map[string][]Entry{}
+			for _, def := range []*Definition{a, b} {
+				all, head := e.board(t, def)
+				if err := CheckBoard(def, all, head); err != nil {
+					t.Fatalf("board of %s: %v", def.SurveyID, err)
+				}
+				if len(all) != want[def] {
+					t.Fatalf("board of %s has %d entries, want %d", def.SurveyID, len(all), want[def])
+				}
+				entries[def.SurveyID] = all
+			}
+			for i, r := range recs {
+				if r == nil {
+					continue
+				}
+				if err := VerifyReceipt(r, e.p.ca.Pool()); err != nil {
+					t.Fatalf("receipt %d: %v", i, err)
+				}
+				if err := FindReceipt(entries[r.SurveyID], r); err != nil {
+					t.Fatalf("receipt %d: %v", i, err)
+				}
+			}
+		}
+
+		// Eight fresh ballots for each survey, in one batch, twice (the
+		// first batch prepares the statements).
+		var votes []vote
+		for k, n := range []int{8, 8} {
+			var these []vote
+			for range n {
+				these = append(these, fresh(a), fresh(b))
+			}
+			recs, errs, trips := batch(these, nil)
+			for i, err := range errs {
+				if err != nil {
+					t.Fatalf("ballot %d: %v", i, err)
+				}
+			}
+			votes = append(votes, these...)
+			boards(map[*Definition]int{a: len(votes) / 2, b: len(votes) / 2}, recs)
+			// On PostgreSQL: BEGIN, the lock of both surveys' rows, three
+			// statements a survey (one ballot at a time took four
+			// statements each) and COMMIT.
+			if d.Dialect() == db.Postgres && k == 1 && trips != 1+1+3*2+1 {
+				t.Fatalf("16 ballots for two surveys took %d round trips in their batch, want 9", trips)
+			}
+		}
+
+		// The same ballot twice, another ballot under a counted token,
+		// and fresh ones, in one batch.
+		twice, counted := fresh(a), votes[0]
+		other, err := EncryptBallot(a, Nullifier(counted.tok.Message), intended(99))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mixed := []vote{fresh(a), twice, fresh(b), {a, counted.tok, other}, twice, fresh(a)}
+		recs, errs, _ := batch(mixed, nil)
+		for i, err := range errs {
+			switch {
+			case i == 3:
+				if !errors.Is(err, ErrAlreadyVoted) {
+					t.Fatalf("another ballot under a counted token: %v, want ErrAlreadyVoted", err)
+				}
+			case err != nil:
+				t.Fatalf("ballot %d of the mixed batch: %v", i, err)
+			}
+		}
+		if recs[1].Seq != recs[4].Seq {
+			t.Fatalf("the same ballot twice in one batch: entries %d and %d, want one", recs[1].Seq, recs[4].Seq)
+		}
+		boards(map[*Definition]int{a: 19, b: 17}, recs)
+
+		// Another node closes b while ballots for both wait for the
+		// commit (on PostgreSQL: SQLite has one node, whose held batch
+		// holds its one writer).
+		if d.Dialect() != db.Postgres {
+			return
+		}
+		late := []vote{fresh(a), fresh(b), fresh(a), fresh(b)}
+		recs, errs, _ = batch(late, func() {
+			if _, err := d.Exec(ctx, `UPDATE surveys SET closes_at = $1 WHERE id = $2`, e.clk.now().Unix(), b.SurveyID); err != nil {
+				t.Fatal(err)
+			}
+		})
+		for i, err := range errs {
+			switch {
+			case late[i].def == a && err != nil:
+				t.Fatalf("ballot %d for the open survey: %v", i, err)
+			case late[i].def == b && !errors.Is(err, ErrNotOpen):
+				t.Fatalf("ballot %d for the closed survey: %v, want ErrNotOpen", i, err)
+			}
+		}
+		e.clk.set(b.ClosesAt)
+		boards(map[*Definition]int{a: 21, b: 17}, recs)
+	})
+}
