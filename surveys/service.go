@@ -333,7 +333,7 @@ const tokenJoin = openedJoin + `j.blinded_hash, j.blind_sig
 	FROM surveys s LEFT JOIN survey_tokens j ON j.survey_id = s.id AND j.account_id = $2 WHERE s.id = $1`
 
 func (t *tokenRow) join() (string, any, []any) { return tokenJoin, t.holder, []any{&t.hash, &t.sig} }
-func (t *tokenRow) read(found bool)           { t.looked, t.found = true, found }
+func (t *tokenRow) read(found bool)            { t.looked, t.found = true, found }
 
 // boardRow is the board entry that used a nullifier, if one did, as read
 // with its survey's row (loadOpened) or on its own (scan).
