@@ -13,6 +13,7 @@ import (
 
 	"github.com/kanal-server/kanal/identity/ca"
 	"github.com/kanal-server/kanal/internal/db"
+	"github.com/kanal-server/kanal/internal/db/dbtest"
 )
 
 var sets = []db.Migrations{Migrations()}
@@ -250,4 +251,38 @@ func (e *env) count(t testing.TB, q string, args ...any) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// heldBatch runs bodies, each of which queues work on b, while b is held,
+// so that their work commits in one batch; between (if not nil) runs once
+// it all waits for that commit. It returns when every body has returned,
+// with the round trips of their batch, less the held body's own
+// (measured alone first).
+func heldBatch(t testing.TB, d *db.DB, b *db.Batcher, bodies []func(), between func()) uint64 {
+	t.Helper()
+	release := dbtest.Hold(t, b)
+	st, trips := b.Stats(), d.RoundTrips()
+	release()
+	dbtest.Settled(t, b, st.Bodies+1)
+	heldTail := d.RoundTrips() - trips
+
+	release = dbtest.Hold(t, b)
+	var wg sync.WaitGroup
+	for _, body := range bodies {
+		wg.Go(body)
+	}
+	for b.Stats().Queued < 1+len(bodies) {
+		time.Sleep(time.Millisecond)
+	}
+	if between != nil {
+		between()
+	}
+	st, trips = b.Stats(), d.RoundTrips()
+	release()
+	wg.Wait()
+	dbtest.Settled(t, b, st.Bodies+1+uint64(len(bodies)))
+	if got := b.Stats().Batches - st.Batches; got != 2 {
+		t.Fatalf("the work took %d batches, want 1", got-1)
+	}
+	return d.RoundTrips() - trips - heldTail
 }

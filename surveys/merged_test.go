@@ -3,9 +3,7 @@ package surveys
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/kanal-server/kanal/internal/db"
 	"github.com/kanal-server/kanal/internal/db/dbtest"
@@ -49,31 +47,12 @@ func TestBallotsMerged(t *testing.T) {
 		// trips their batch made.
 		batch := func(votes []vote, between func()) ([]*Receipt, []error, uint64) {
 			t.Helper()
-			// The held body's own round trips, measured alone.
-			release := dbtest.Hold(t, bt)
-			st, trips := bt.Stats(), d.RoundTrips()
-			release()
-			dbtest.Settled(t, bt, st.Bodies+1)
-			heldTail := d.RoundTrips() - trips
-
-			release = dbtest.Hold(t, bt)
-			st = bt.Stats()
 			recs, errs := make([]*Receipt, len(votes)), make([]error, len(votes))
-			var wg sync.WaitGroup
+			bodies := make([]func(), len(votes))
 			for i, v := range votes {
-				wg.Go(func() { recs[i], errs[i] = e.s.CastAnonymous(ctx, v.def.SurveyID, v.tok, v.ct) })
+				bodies[i] = func() { recs[i], errs[i] = e.s.CastAnonymous(ctx, v.def.SurveyID, v.tok, v.ct) }
 			}
-			for bt.Stats().Queued < 1+len(votes) {
-				time.Sleep(time.Millisecond)
-			}
-			if between != nil {
-				between()
-			}
-			trips = d.RoundTrips()
-			release()
-			wg.Wait()
-			dbtest.Settled(t, bt, st.Bodies+1+uint64(len(votes)))
-			return recs, errs, d.RoundTrips() - trips - heldTail
+			return recs, errs, heldBatch(t, d, bt, bodies, between)
 		}
 		// boards checks both boards whole, and that each receipt of recs
 		// (nil: refused) names its entry.

@@ -3,9 +3,7 @@ package surveys
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/kanal-server/kanal/internal/db/dbtest"
 )
@@ -33,43 +31,21 @@ func TestIssuancesPipelined(t *testing.T) {
 	// less the held body's own.
 	batch := func(from int, defs []*Definition, between func()) ([]error, uint64) {
 		t.Helper()
-		release := dbtest.Hold(t, b)
-		st, trips := b.Stats(), d.RoundTrips()
-		release()
-		dbtest.Settled(t, b, st.Bodies+1)
-		heldTail := d.RoundTrips() - trips
-
-		release = dbtest.Hold(t, b)
 		const citizens = 12
 		errs := make([]error, citizens*len(defs))
-		var wg sync.WaitGroup
+		var bodies []func()
 		for j, def := range defs {
 			for i := range citizens {
 				req, err := NewTokenRequest(def)
 				if err != nil {
 					t.Fatal(err)
 				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+				bodies = append(bodies, func() {
 					_, errs[j*citizens+i] = e.s.IssueToken(ctx, voter(from+i), def.SurveyID, req.Blinded)
-				}()
+				})
 			}
 		}
-		for b.Stats().Queued < 1+len(errs) {
-			time.Sleep(time.Millisecond)
-		}
-		if between != nil {
-			between()
-		}
-		st, trips = b.Stats(), d.RoundTrips()
-		release()
-		wg.Wait()
-		dbtest.Settled(t, b, st.Bodies+1+uint64(len(errs)))
-		if got := b.Stats().Batches - st.Batches; got != 2 {
-			t.Fatalf("the issuances took %d batches, want 1", got-1)
-		}
-		return errs, d.RoundTrips() - trips - heldTail
+		return errs, heldBatch(t, d, b, bodies, between)
 	}
 	counts := func(def *Definition) [2]int {
 		return [2]int{
