@@ -189,6 +189,8 @@ func bench(ctx context.Context, o *options, stderr io.Writer) (*result, error) {
 		err = r.overload(ctx)
 	case "tokens":
 		err = r.tokens(ctx)
+	case "ballots":
+		err = r.ballots(ctx)
 	}
 	if err != nil {
 		// What the nodes logged (warnings and errors) says why.

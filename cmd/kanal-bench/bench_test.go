@@ -153,6 +153,18 @@ func TestScenarios(t *testing.T) {
 			t.Fatalf("figures: %+v %+v", res.Server, res.Latency)
 		}
 	})
+	// ballots: every citizen's ballot in every survey is accepted with a
+	// receipt, and every board passes the recount's check with each
+	// receipt on it (anything else is reported as an error).
+	t.Run("ballots", func(t *testing.T) {
+		res := runJSON(t, "-scenario", "ballots", "-devices", "5", "-surveys", "3", "-duration", "1m")
+		if res.Surveys != 3 || res.Expected != 15 || res.Sent != 15 || res.Delivered != 15 || len(res.Errors) != 0 {
+			t.Fatalf("ballots: %d surveys, %d wanted, %d cast, %d accepted, errors %v", res.Surveys, res.Expected, res.Sent, res.Delivered, res.Errors)
+		}
+		if res.Server == nil || res.Server.CPUPerEnvelopeUS <= 0 || res.Latency.P50 <= 0 || res.Latency.P99 < res.Latency.P50 {
+			t.Fatalf("figures: %+v %+v", res.Server, res.Latency)
+		}
+	})
 	t.Run("connections", func(t *testing.T) {
 		res := runJSON(t, "-scenario", "connections", "-devices", "5", "-duration", "100ms")
 		if res.Connections != 5 || res.Server == nil || len(res.Errors) != 0 {

@@ -88,11 +88,11 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("kanal-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.scenario, "scenario", "direct", "direct, office, connections, broadcast, group, overload or tokens")
+	fs.StringVar(&o.scenario, "scenario", "direct", "direct, office, connections, broadcast, group, overload, tokens or ballots")
 	fs.StringVar(&o.peer, "peer", "kanal", "system under test: kanal, nats (raw NATS core pub/sub) or xmpp (an XMPP server); the peers run the direct scenario")
 	fs.StringVar(&o.transport, "transport", "http", "how devices send: http (POST /v1/messages) or ws (send frames on the stream they read)")
 	fs.StringVar(&o.frames, "frames", "binary", "the stream's frames and HTTP send bodies: binary (offer kanal.bin.v1 on the stream and post sends as application/vnd.kanal.bin.v1, JSON where the server does not speak them) or json")
-	fs.IntVar(&o.devices, "devices", 0, "simulated devices (default: direct 200, office 200 citizens, connections 1000, broadcast 500, group 200)")
+	fs.IntVar(&o.devices, "devices", 0, "simulated devices (default: direct 200, office 200 citizens, connections 1000, broadcast 500, group 200, tokens and ballots 500 citizens)")
 	fs.Float64Var(&o.rate, "rate", 5, "sends per second per sending device; 0: as fast as each device can (closed loop). a kanald that kanal-bench starts allows 100000 sends/min per device (KANAL_SEND_LIMIT); one started apart allows 600 unless configured otherwise")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "length of the measured phase")
 	fs.IntVar(&o.size, "size", 256, "plaintext bytes per message (before encryption)")
@@ -102,7 +102,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.keep, "keep", "", "broadcast scenario: provision into this directory and keep it (the nodes' data directories, the CA, every device's key and session; on PostgreSQL the run's schema stays in the database and keep.json names it); a later run with the same -keep, -devices and -database-url reuses it instead of provisioning again")
 	fs.IntVar(&o.connected, "connected", 0, "broadcast scenario: followers that hold a stream (default: all; each stream is an open file in kanal-bench and in kanald)")
 	fs.IntVar(&o.groupSize, "group-size", 50, "group scenario: members per group")
-	fs.IntVar(&o.surveys, "surveys", 4, "tokens scenario: open anonymous surveys; every citizen asks for its token of each")
+	fs.IntVar(&o.surveys, "surveys", 4, "tokens and ballots scenarios: open anonymous surveys; every citizen asks for its token of each (and casts its ballot in each)")
 	fs.IntVar(&o.groupSenders, "group-senders", 5, "group scenario: members of each group who send (each distributes a sender key)")
 	fs.StringVar(&o.url, "url", "", "drive a running kanald at this http://127.0.0.x:port instead of starting one (needs -mail-dir)")
 	fs.StringVar(&o.mailDir, "mail-dir", "", "with -url: the running kanald's <data-dir>/mail, where sign-up codes are read")
@@ -116,9 +116,9 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.provisionWorkers, "provision-workers", 8, "concurrent device sign-ups")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON instead of a table")
 	fs.StringVar(&o.plot, "plot", "", "write an SVG of latency over time to this file")
-	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile of the first kanald node to this file (needs KANAL_PPROF_ADDR in the environment): broadcast from the post on, direct, office, group and tokens from the start of the measured phase")
+	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile of the first kanald node to this file (needs KANAL_PPROF_ADDR in the environment): broadcast from the post on, direct, office, group, tokens and ballots from the start of the measured phase")
 	fs.DurationVar(&o.cpuProfileFor, "cpu-profile-for", 10*time.Second, "with -cpu-profile: how long the profile runs")
-	fs.StringVar(&o.benchProfile, "bench-cpu-profile", "", "write a CPU profile of kanal-bench itself (the simulated devices: encryption, decryption, frames) during the measured phase of direct, office, group and tokens, and from a broadcast's post until it is delivered (the devices of this process; each -stream-procs child writes its own to FILE.child1, FILE.child2, … from its streams' sync to its end), to this file, for go tool pprof (-cpu-profile profiles kanald)")
+	fs.StringVar(&o.benchProfile, "bench-cpu-profile", "", "write a CPU profile of kanal-bench itself (the simulated devices: encryption, decryption, frames) during the measured phase of direct, office, group, tokens and ballots, and from a broadcast's post until it is delivered (the devices of this process; each -stream-procs child writes its own to FILE.child1, FILE.child2, … from its streams' sync to its end), to this file, for go tool pprof (-cpu-profile profiles kanald)")
 	fs.DurationVar(&o.drain, "drain", 15*time.Second, "how long to wait for in-flight deliveries after the measured phase")
 	fs.Float64Var(&o.maxRate, "max-rate", 0, "overload: the server's maximum in envelopes/s (0: find it with a closed-loop phase of -probe first)")
 	fs.Float64Var(&o.factor, "overload", 2, "overload: drive the open loop at this multiple of the maximum")
@@ -137,9 +137,9 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	switch o.scenario {
-	case "direct", "office", "connections", "broadcast", "group", "overload", "tokens":
+	case "direct", "office", "connections", "broadcast", "group", "overload", "tokens", "ballots":
 	default:
-		return nil, fmt.Errorf("-scenario %q: want direct, office, connections, broadcast, group, overload or tokens", o.scenario)
+		return nil, fmt.Errorf("-scenario %q: want direct, office, connections, broadcast, group, overload, tokens or ballots", o.scenario)
 	}
 	if o.frames != "binary" && o.frames != "json" {
 		return nil, fmt.Errorf("-frames %q: want binary or json", o.frames)
@@ -157,7 +157,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-peer %q: want kanal, nats or xmpp", o.peer)
 	}
 	if o.devices == 0 {
-		o.devices = map[string]int{"direct": 200, "office": 200, "connections": 1000, "broadcast": 500, "group": 200, "overload": 200, "tokens": 500}[o.scenario]
+		o.devices = map[string]int{"direct": 200, "office": 200, "connections": 1000, "broadcast": 500, "group": 200, "overload": 200, "tokens": 500, "ballots": 500}[o.scenario]
 	}
 	if o.connected <= 0 || o.connected > o.devices {
 		o.connected = o.devices

@@ -89,9 +89,11 @@ type result struct {
 	// the socket), "unknown"; every cause, zeros included.
 	WriteTimeouts map[string]int64 `json:"write_timeouts,omitempty"`
 
-	// Surveys is the tokens scenario's surveys; there a "send" is a token
-	// request, a "delivered" one a token issued and verified, and the
-	// latency that of the SDK's Token call.
+	// Surveys is the tokens and ballots scenarios' surveys. In tokens a
+	// "send" is a token request, a "delivered" one a token issued and
+	// verified, and the latency that of the SDK's Token call; in ballots
+	// a "send" is a ballot cast, a "delivered" one accepted with its
+	// receipt, and the latency that of the SDK's Cast call.
 	Surveys int `json:"surveys,omitempty"`
 
 	Overload     *overloadStats   `json:"overload,omitempty"`
@@ -180,6 +182,8 @@ func writeTable(w io.Writer, res *result) {
 		row("devices", "%d in pairs, %d node(s), %d-byte messages", res.Devices, max(res.Nodes, 1), res.SizeBytes)
 	case "tokens":
 		row("citizens", "%d at once, each asking for its token of %d anonymous surveys, %d node(s)", res.Devices, res.Surveys, max(res.Nodes, 1))
+	case "ballots":
+		row("citizens", "%d at once, each casting its ballot in %d anonymous surveys with its token, %d node(s)", res.Devices, res.Surveys, max(res.Nodes, 1))
 	default:
 		row("devices", "%d, %d node(s), %d-byte messages, rate %s", res.Devices, max(res.Nodes, 1), res.SizeBytes, rateText(res.RatePerDevice))
 	}
@@ -192,6 +196,11 @@ func writeTable(w io.Writer, res *result) {
 		row("issued", "%d tokens issued and verified, %.0f/s over %.1fs", res.Delivered, res.EnvelopesPerS, res.DurationS)
 		l := res.Latency
 		row("token", "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms (blind, request, unblind, verify)", l.P50, l.P90, l.P99, l.P999, l.Max)
+	case "ballots":
+		row("cast", "%d ballots cast (%.0f/s), %d wanted", res.Sent, res.SendsPerS, res.Expected)
+		row("accepted", "%d ballots accepted with their receipts, %.0f/s over %.1fs; every board checked whole", res.Delivered, res.EnvelopesPerS, res.DurationS)
+		l := res.Latency
+		row("ballot", "p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms (encrypt, connect, request)", l.P50, l.P90, l.P99, l.P999, l.Max)
 	case "connections":
 		row("connections", "%d open and synced in %.1fs, held %.0fs (open-files limit %d)", res.Connections, res.ConnectS, res.DurationS, res.OpenFilesLimit)
 	default:
@@ -284,9 +293,12 @@ func writeTable(w io.Writer, res *result) {
 		}
 		row("server cpu", "%.1f s, %.2f cores", s.CPUSeconds, s.CPUCores)
 		if s.CPUPerEnvelopeUS > 0 {
-			if res.Scenario == "tokens" {
+			switch res.Scenario {
+			case "tokens":
 				row("cpu per token", "%.0f µs of server CPU per token issued", s.CPUPerEnvelopeUS)
-			} else {
+			case "ballots":
+				row("cpu per ballot", "%.0f µs of server CPU per ballot accepted", s.CPUPerEnvelopeUS)
+			default:
 				row("cpu per envelope", "%.0f µs of server CPU per delivered envelope", s.CPUPerEnvelopeUS)
 			}
 		}
@@ -319,7 +331,13 @@ func writeTable(w io.Writer, res *result) {
 	}
 	if res.BenchCPUCores > 0 {
 		row("kanal-bench cpu", "%.2f cores (the load generator itself)", res.BenchCPUCores)
-		if res.BenchCPUPerEnvelopeUS > 0 {
+		switch {
+		case res.BenchCPUPerEnvelopeUS <= 0:
+		case res.Scenario == "tokens":
+			row("bench cpu per token", "%.0f µs of kanal-bench CPU per token issued (the citizen's part: blind, request, unblind, verify)", res.BenchCPUPerEnvelopeUS)
+		case res.Scenario == "ballots":
+			row("bench cpu per ballot", "%.0f µs of kanal-bench CPU per ballot accepted (the voter's part: encrypt, connect, request)", res.BenchCPUPerEnvelopeUS)
+		default:
 			row("bench cpu per envelope", "%.0f µs of kanal-bench CPU per delivered envelope (both devices' part: encrypt, send, decrypt, ack)", res.BenchCPUPerEnvelopeUS)
 		}
 	}

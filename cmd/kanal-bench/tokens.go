@@ -26,30 +26,7 @@ import (
 // the measured phase every survey's tokens_issued must equal the tokens
 // its citizens received.
 func (r *runner) tokens(ctx context.Context) error {
-	tok, err := r.operatorToken()
-	if err != nil {
-		return err
-	}
-	orgs, err := r.provisionOrganiser(ctx)
-	if err != nil {
-		return err
-	}
-	op := orgs.ident.WithToken(tok)
-	org, err := op.CreateOrg(ctx, "Rat der Stadt "+r.runID, "council")
-	if err != nil {
-		return fmt.Errorf("create organisation: %w", err)
-	}
-	if _, err := op.VerifyOrg(ctx, org.OrgID); err != nil {
-		return fmt.Errorf("verify organisation: %w", err)
-	}
-	if _, err := op.AddMember(ctx, org.OrgID, orgs.account, "organiser"); err != nil {
-		return fmt.Errorf("add organiser: %w", err)
-	}
-	defs, err := r.defineSurveys(ctx, orgs, org.OrgID, r.o.surveys)
-	if err != nil {
-		return err
-	}
-	citizens, err := r.provision(ctx, r.o.devices, "citizen", false)
+	defs, citizens, err := r.council(ctx)
 	if err != nil {
 		return err
 	}
@@ -115,6 +92,40 @@ func (r *runner) tokens(ctx context.Context) error {
 	}
 	r.res.Errors = r.errs.snapshot()
 	return ctx.Err()
+}
+
+// council sets up what the tokens and ballots scenarios share: a council
+// whose organiser (password login, level substantial) defines -surveys
+// open anonymous surveys for everyone (level low), and -devices citizens.
+func (r *runner) council(ctx context.Context) ([]*surveys.Definition, []*device, error) {
+	tok, err := r.operatorToken()
+	if err != nil {
+		return nil, nil, err
+	}
+	orgs, err := r.provisionOrganiser(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	op := orgs.ident.WithToken(tok)
+	org, err := op.CreateOrg(ctx, "Rat der Stadt "+r.runID, "council")
+	if err != nil {
+		return nil, nil, fmt.Errorf("create organisation: %w", err)
+	}
+	if _, err := op.VerifyOrg(ctx, org.OrgID); err != nil {
+		return nil, nil, fmt.Errorf("verify organisation: %w", err)
+	}
+	if _, err := op.AddMember(ctx, org.OrgID, orgs.account, "organiser"); err != nil {
+		return nil, nil, fmt.Errorf("add organiser: %w", err)
+	}
+	defs, err := r.defineSurveys(ctx, orgs, org.OrgID, r.o.surveys)
+	if err != nil {
+		return nil, nil, err
+	}
+	citizens, err := r.provision(ctx, r.o.devices, "citizen", false)
+	if err != nil {
+		return nil, nil, err
+	}
+	return defs, citizens, nil
 }
 
 // provisionOrganiser signs up the council's organiser with a password,
