@@ -89,6 +89,16 @@ func TestRFC9474Vectors(t *testing.T) {
 			if ver.Verify(input, bad) == nil {
 				t.Fatal("tampered signature verifies")
 			}
+			// The server's check (crypto/rsa's RSASSA-PSS) agrees.
+			if err := verifyTokenSignature(&key.PublicKey, input, bin("sig")); err != nil {
+				t.Fatalf("vector signature does not verify with crypto/rsa: %v", err)
+			}
+			if verifyTokenSignature(&key.PublicKey, input, bad) == nil {
+				t.Fatal("tampered signature verifies with crypto/rsa")
+			}
+			if verifyTokenSignature(&key.PublicKey, bin("msg"), bin("sig")) == nil {
+				t.Fatal("the signature verifies for the message without its prefix")
+			}
 		})
 	}
 }
