@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/kanal-server/kanal/surveys"
 	sclient "github.com/kanal-server/kanal/surveys/client"
@@ -46,53 +45,23 @@ func (r *runner) ballots(ctx context.Context) error {
 
 	var mu sync.Mutex
 	receipts := make([][]*surveys.Receipt, len(defs))
-	stopProfile, err := r.startBenchProfile()
+	err = r.surveyPhase(ctx, citizens, defs,
+		// No session: a ballot carries its token and nothing that names
+		// the voter.
+		func(c *device) *sclient.Client { return sclient.New(c.base, c.hc) },
+		func(api *sclient.Client, i, j int) error {
+			rec, err := api.Cast(ctx, defs[j], tokens[i][j], []any{i % 2})
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			receipts[j] = append(receipts[j], rec)
+			mu.Unlock()
+			return nil
+		})
 	if err != nil {
 		return err
 	}
-	defer stopProfile()
-	mark := r.markCPU(ctx)
-	profiled := r.startCPUProfile(ctx)
-	start := time.Now()
-	r.rec.Store(NewRecorder(start, time.Second))
-	r.expected.Store(uint64(len(citizens) * len(defs)))
-	end := start.Add(r.o.duration)
-	stopProgress := r.progress(r.liveLine(start))
-	var wg sync.WaitGroup
-	for i, c := range citizens {
-		wg.Go(func() {
-			// No session: a ballot carries its token and nothing that
-			// names the voter.
-			api := sclient.New(c.base, c.hc)
-			for k := range defs {
-				if time.Now().After(end) || ctx.Err() != nil {
-					return
-				}
-				j := (i + k) % len(defs)
-				t0 := time.Now()
-				r.sent.Add(1)
-				rec, err := api.Cast(ctx, defs[j], tokens[i][j], []any{i % 2})
-				if err != nil {
-					if ctx.Err() == nil {
-						r.errs.add(errKind(err))
-					}
-					continue
-				}
-				now := time.Now()
-				r.rec.Load().Record(now, now.Sub(t0))
-				r.delivered.Add(1)
-				r.deliveredAt(now)
-				mu.Lock()
-				receipts[j] = append(receipts[j], rec)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	sendEnd := time.Now()
-	stopProgress()
-	r.endPhase(ctx, start, sendEnd, mark, profiled)
-	r.res.Surveys = len(defs)
 
 	// The recount's first step on every board, and every receipt on it.
 	public := sclient.New(citizens[0].base, citizens[0].hc)

@@ -32,52 +32,18 @@ func (r *runner) tokens(ctx context.Context) error {
 	}
 
 	issued := make([]atomic.Int64, len(defs))
-	stopProfile, err := r.startBenchProfile()
+	err = r.surveyPhase(ctx, citizens, defs,
+		func(c *device) *sclient.Client { return sclient.New(c.base, c.hc).WithToken(c.token) },
+		func(api *sclient.Client, i, j int) error {
+			if _, err := api.Token(ctx, defs[j]); err != nil {
+				return err
+			}
+			issued[j].Add(1)
+			return nil
+		})
 	if err != nil {
 		return err
 	}
-	defer stopProfile()
-	mark := r.markCPU(ctx)
-	profiled := r.startCPUProfile(ctx)
-	start := time.Now()
-	r.rec.Store(NewRecorder(start, time.Second))
-	r.expected.Store(uint64(len(citizens) * len(defs)))
-	end := start.Add(r.o.duration)
-	stopProgress := r.progress(r.liveLine(start))
-	var wg sync.WaitGroup
-	for i, c := range citizens {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			api := sclient.New(c.base, c.hc).WithToken(c.token)
-			// Each citizen starts with another survey, so that the
-			// surveys are asked for alike.
-			for k := range defs {
-				if time.Now().After(end) || ctx.Err() != nil {
-					return
-				}
-				j := (i + k) % len(defs)
-				t0 := time.Now()
-				r.sent.Add(1)
-				if _, err := api.Token(ctx, defs[j]); err != nil {
-					if ctx.Err() == nil {
-						r.errs.add(errKind(err))
-					}
-					continue
-				}
-				now := time.Now()
-				r.rec.Load().Record(now, now.Sub(t0))
-				r.delivered.Add(1)
-				r.deliveredAt(now)
-				issued[j].Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	sendEnd := time.Now()
-	stopProgress()
-	r.endPhase(ctx, start, sendEnd, mark, profiled)
-	r.res.Surveys = len(defs)
 
 	// What the server counted must be what the citizens received.
 	public := sclient.New(citizens[0].base, citizens[0].hc)
@@ -92,6 +58,58 @@ func (r *runner) tokens(ctx context.Context) error {
 	}
 	r.res.Errors = r.errs.snapshot()
 	return ctx.Err()
+}
+
+// surveyPhase is the measured phase of the tokens and ballots scenarios:
+// every citizen at once, each with its own client (newClient), calls
+// call for every survey — citizen i starts with survey i, so that the
+// surveys are asked for alike — until all are done or -duration is up.
+// A call is a send; one that returns nil is delivered, its latency
+// recorded.
+func (r *runner) surveyPhase(ctx context.Context, citizens []*device, defs []*surveys.Definition,
+	newClient func(*device) *sclient.Client, call func(api *sclient.Client, i, j int) error) error {
+	stopProfile, err := r.startBenchProfile()
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
+	mark := r.markCPU(ctx)
+	profiled := r.startCPUProfile(ctx)
+	start := time.Now()
+	r.rec.Store(NewRecorder(start, time.Second))
+	r.expected.Store(uint64(len(citizens) * len(defs)))
+	end := start.Add(r.o.duration)
+	stopProgress := r.progress(r.liveLine(start))
+	var wg sync.WaitGroup
+	for i, c := range citizens {
+		wg.Go(func() {
+			api := newClient(c)
+			for k := range defs {
+				if time.Now().After(end) || ctx.Err() != nil {
+					return
+				}
+				j := (i + k) % len(defs)
+				t0 := time.Now()
+				r.sent.Add(1)
+				if err := call(api, i, j); err != nil {
+					if ctx.Err() == nil {
+						r.errs.add(errKind(err))
+					}
+					continue
+				}
+				now := time.Now()
+				r.rec.Load().Record(now, now.Sub(t0))
+				r.delivered.Add(1)
+				r.deliveredAt(now)
+			}
+		})
+	}
+	wg.Wait()
+	sendEnd := time.Now()
+	stopProgress()
+	r.endPhase(ctx, start, sendEnd, mark, profiled)
+	r.res.Surveys = len(defs)
+	return nil
 }
 
 // council sets up what the tokens and ballots scenarios share: a council
