@@ -805,30 +805,11 @@ func (m issuances) MergeTx(ctx context.Context, tx *sql.Tx, items []any) error {
 		its[i] = x.(*issuance)
 		counts[its[i].survey]++
 	}
-	for len(its) > 0 {
-		k := db.Rows(len(its), db.MaxParams/4)
-		args := make([]any, 0, 4*k)
-		for _, it := range its[:k] {
-			args = append(args, it.survey, it.holder, it.hash, it.sig)
-		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO survey_tokens (survey_id, account_id, blinded_hash, blind_sig) VALUES `+db.Values(k, 4)+`
-			ON CONFLICT (survey_id, account_id) DO NOTHING`, args...)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n != int64(k) {
-			return errIssuanceConflict
-		}
-		its = its[k:]
+	if err := insertAll(ctx, tx, `INSERT INTO survey_tokens (survey_id, account_id, blinded_hash, blind_sig) VALUES `, 4, its,
+		func(it *issuance) []any { return []any{it.survey, it.holder, it.hash, it.sig} }, errIssuanceConflict); err != nil {
+		return err
 	}
-	ids := make([]string, 0, len(counts))
-	for id := range counts {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
+	for _, id := range slices.Sorted(maps.Keys(counts)) {
 		if err := m.s.countIssued(ctx, tx, id, counts[id]); err != nil {
 			return err
 		}
@@ -1104,7 +1085,7 @@ func (s *Service) appendBoard(ctx context.Context, tx *sql.Tx, id string, bs []*
 	if err := insertAll(ctx, tx, `INSERT INTO survey_board (survey_id, seq, prev, nullifier, token_message, token_signature, ciphertext, hash) VALUES `, 8, bs,
 		func(b *ballot) []any {
 			return []any{id, b.e.Seq, b.e.Prev, b.e.Nullifier, nilIfEmpty(b.e.TokenMessage), nilIfEmpty(b.e.TokenSignature), b.e.Ciphertext, b.e.Hash}
-		}); err != nil {
+		}, errBallotConflict); err != nil {
 		return err
 	}
 	var named, persons []*ballot
@@ -1117,11 +1098,11 @@ func (s *Service) appendBoard(ctx context.Context, tx *sql.Tx, id string, bs []*
 		}
 	}
 	if err := insertAll(ctx, tx, `INSERT INTO survey_named_voters (survey_id, account_id, seq) VALUES `, 3, named,
-		func(b *ballot) []any { return []any{id, b.e.Voter, b.e.Seq} }); err != nil {
+		func(b *ballot) []any { return []any{id, b.e.Voter, b.e.Seq} }, errBallotConflict); err != nil {
 		return err
 	}
 	if err := insertAll(ctx, tx, `INSERT INTO survey_named_persons (survey_id, person) VALUES `, 2, persons,
-		func(b *ballot) []any { return []any{id, b.person} }); err != nil {
+		func(b *ballot) []any { return []any{id, b.person} }, errBallotConflict); err != nil {
 		return err
 	}
 	_, err = tx.ExecContext(ctx, `UPDATE surveys SET board_head = $1 WHERE id = $2`, prev, id)
@@ -1130,15 +1111,14 @@ func (s *Service) appendBoard(ctx context.Context, tx *sql.Tx, id string, bs []*
 
 var errBallotConflict = errors.New("surveys: ballot conflicts with a recorded one")
 
-// insertAll inserts a row of cols values for each of bs, in multi-row
-// inserts that skip a row whose key is taken; a skipped row is
-// errBallotConflict.
-func insertAll(ctx context.Context, tx *sql.Tx, insert string, cols int, bs []*ballot, values func(*ballot) []any) error {
-	for len(bs) > 0 {
-		k := db.Rows(len(bs), db.MaxParams/cols)
+// insertAll inserts a row of cols values for each of rows, in multi-row
+// inserts that skip a row whose key is taken; a skipped row is conflict.
+func insertAll[T any](ctx context.Context, tx *sql.Tx, insert string, cols int, rows []T, values func(T) []any, conflict error) error {
+	for len(rows) > 0 {
+		k := db.Rows(len(rows), db.MaxParams/cols)
 		args := make([]any, 0, cols*k)
-		for _, b := range bs[:k] {
-			args = append(args, values(b)...)
+		for _, r := range rows[:k] {
+			args = append(args, values(r)...)
 		}
 		res, err := tx.ExecContext(ctx, insert+db.Values(k, cols)+` ON CONFLICT DO NOTHING`, args...)
 		if err != nil {
@@ -1147,9 +1127,9 @@ func insertAll(ctx context.Context, tx *sql.Tx, insert string, cols int, bs []*b
 		if n, err := res.RowsAffected(); err != nil {
 			return err
 		} else if n != int64(k) {
-			return errBallotConflict
+			return conflict
 		}
-		bs = bs[k:]
+		rows = rows[k:]
 	}
 	return nil
 }
