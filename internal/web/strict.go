@@ -18,71 +18,243 @@ import (
 // that appears twice in one object, at any depth. Where the type says
 // nothing about keys (a map, an interface, a json.RawMessage, a type with
 // its own UnmarshalJSON) only duplicates are refused.
+//
+// The walk runs only on a body encoding/json has already decoded whole
+// (one value, valid UTF-8), so it reads the bytes directly: strings and
+// numbers are skipped, not decoded, and a key is compared as the bytes
+// between its quotes unless it holds an escape, which is decoded by
+// encoding/json itself so that two spellings of one key are one key.
+// Anything the walk does not expect is reported as invalid JSON, never
+// passed over.
 
 func checkKeys(data []byte, t reflect.Type) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	return walkValue(dec, t)
-}
-
-func walkValue(dec *json.Decoder, t reflect.Type) error {
-	t = keyed(t)
-	tok, err := dec.Token()
-	if err != nil {
+	w := walker{data: data}
+	if err := w.value(t, 0); err != nil {
 		return err
 	}
-	switch tok {
-	case json.Delim('{'):
-		var fields map[string]reflect.Type
-		var elem reflect.Type
-		if t != nil && t.Kind() == reflect.Struct {
-			fields = fieldsOf(t)
-		} else if t != nil && t.Kind() == reflect.Map {
-			elem = t.Elem()
-		}
-		seen := map[string]bool{}
-		for dec.More() {
-			k, err := dec.Token()
-			if err != nil {
-				return err
-			}
-			key, _ := k.(string)
-			if seen[key] {
-				return Errorf(http.StatusBadRequest, TypeInvalidJSON, "Invalid JSON", "key %q appears twice in one object", shortKey(key))
-			}
-			seen[key] = true
-			vt := elem
-			if fields != nil {
-				ft, ok := fields[key]
-				if !ok {
-					for name := range fields {
-						if strings.EqualFold(name, key) {
-							return Errorf(http.StatusBadRequest, TypeInvalidJSON, "Invalid JSON",
-								"unknown field %q (keys are case-sensitive: the field is %q)", shortKey(key), name)
-						}
-					}
-				}
-				vt = ft
-			}
-			if err := walkValue(dec, vt); err != nil {
-				return err
-			}
-		}
-		_, err = dec.Token()
-		return err
-	case json.Delim('['):
-		var elem reflect.Type
-		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
-			elem = t.Elem()
-		}
-		for dec.More() {
-			if err := walkValue(dec, elem); err != nil {
-				return err
-			}
-		}
-		_, err = dec.Token()
-		return err
+	w.space()
+	if w.i != len(w.data) {
+		return w.malformed()
 	}
 	return nil
+}
+
+type walker struct {
+	data []byte
+	i    int
+}
+
+// maxDepth bounds the walk's recursion as encoding/json bounds its own.
+const maxDepth = 10000
+
+func (w *walker) malformed() error {
+	return Errorf(http.StatusBadRequest, TypeInvalidJSON, "Invalid JSON", "syntax error at byte %d", w.i)
+}
+
+func (w *walker) space() {
+	for w.i < len(w.data) {
+		switch w.data[w.i] {
+		case ' ', '\t', '\n', '\r':
+			w.i++
+		default:
+			return
+		}
+	}
+}
+
+// value walks the value at w.i, which must match t.
+func (w *walker) value(t reflect.Type, depth int) error {
+	if depth > maxDepth {
+		return w.malformed()
+	}
+	w.space()
+	if w.i >= len(w.data) {
+		return w.malformed()
+	}
+	switch w.data[w.i] {
+	case '{':
+		return w.object(keyed(t), depth)
+	case '[':
+		return w.array(keyed(t), depth)
+	case '"':
+		_, _, err := w.str()
+		return err
+	default:
+		// A number, true, false or null: up to the next delimiter.
+		start := w.i
+		for w.i < len(w.data) {
+			c := w.data[w.i]
+			if c == ',' || c == ']' || c == '}' || c == ' ' || c == '\t' || c == '\n' || c == '\r' {
+				break
+			}
+			if c == '{' || c == '[' || c == '"' || c == ':' {
+				return w.malformed()
+			}
+			w.i++
+		}
+		if w.i == start {
+			return w.malformed()
+		}
+		return nil
+	}
+}
+
+// str reads the string at w.i and returns the bytes between its quotes
+// and whether they hold an escape.
+func (w *walker) str() (raw []byte, escaped bool, err error) {
+	w.i++ // the opening quote
+	start := w.i
+	for w.i < len(w.data) {
+		switch w.data[w.i] {
+		case '"':
+			raw = w.data[start:w.i]
+			w.i++
+			return raw, escaped, nil
+		case '\\':
+			escaped = true
+			w.i += 2
+		default:
+			w.i++
+		}
+	}
+	return nil, false, w.malformed()
+}
+
+// seenKeys holds the keys of one object so far: a short list compared in
+// place while an object is small, a set once it is not.
+type seenKeys struct {
+	few  [16][]byte
+	n    int
+	many map[string]struct{}
+}
+
+// add records k and reports whether it was there already.
+func (s *seenKeys) add(k []byte) bool {
+	if s.many != nil {
+		if _, ok := s.many[string(k)]; ok {
+			return true
+		}
+		s.many[string(k)] = struct{}{}
+		return false
+	}
+	for _, o := range s.few[:s.n] {
+		if bytes.Equal(o, k) {
+			return true
+		}
+	}
+	if s.n < len(s.few) {
+		s.few[s.n] = k
+		s.n++
+		return false
+	}
+	s.many = make(map[string]struct{}, 2*len(s.few))
+	for _, o := range s.few {
+		s.many[string(o)] = struct{}{}
+	}
+	s.many[string(k)] = struct{}{}
+	return false
+}
+
+func (w *walker) object(t reflect.Type, depth int) error {
+	var fields map[string]reflect.Type
+	var elem reflect.Type
+	if t != nil && t.Kind() == reflect.Struct {
+		fields = fieldsOf(t)
+	} else if t != nil && t.Kind() == reflect.Map {
+		elem = t.Elem()
+	}
+	w.i++ // {
+	var seen seenKeys
+	w.space()
+	if w.i < len(w.data) && w.data[w.i] == '}' {
+		w.i++
+		return nil
+	}
+	for {
+		w.space()
+		if w.i >= len(w.data) || w.data[w.i] != '"' {
+			return w.malformed()
+		}
+		key, escaped, err := w.str()
+		if err != nil {
+			return err
+		}
+		if escaped {
+			var s string
+			if err := json.Unmarshal(w.data[w.i-len(key)-2:w.i], &s); err != nil {
+				return w.malformed()
+			}
+			key = []byte(s)
+		}
+		if seen.add(key) {
+			return Errorf(http.StatusBadRequest, TypeInvalidJSON, "Invalid JSON", "key %q appears twice in one object", shortKey(string(key)))
+		}
+		vt := elem
+		if fields != nil {
+			ft, ok := fields[string(key)]
+			if !ok {
+				for name := range fields {
+					if strings.EqualFold(name, string(key)) {
+						return Errorf(http.StatusBadRequest, TypeInvalidJSON, "Invalid JSON",
+							"unknown field %q (keys are case-sensitive: the field is %q)", shortKey(string(key)), name)
+					}
+				}
+			}
+			vt = ft
+		}
+		w.space()
+		if w.i >= len(w.data) || w.data[w.i] != ':' {
+			return w.malformed()
+		}
+		w.i++
+		if err := w.value(vt, depth+1); err != nil {
+			return err
+		}
+		w.space()
+		if w.i >= len(w.data) {
+			return w.malformed()
+		}
+		switch w.data[w.i] {
+		case ',':
+			w.i++
+		case '}':
+			w.i++
+			return nil
+		default:
+			return w.malformed()
+		}
+	}
+}
+
+func (w *walker) array(t reflect.Type, depth int) error {
+	var elem reflect.Type
+	if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+		elem = t.Elem()
+	}
+	w.i++ // [
+	w.space()
+	if w.i < len(w.data) && w.data[w.i] == ']' {
+		w.i++
+		return nil
+	}
+	for {
+		if err := w.value(elem, depth+1); err != nil {
+			return err
+		}
+		w.space()
+		if w.i >= len(w.data) {
+			return w.malformed()
+		}
+		switch w.data[w.i] {
+		case ',':
+			w.i++
+		case ']':
+			w.i++
+			return nil
+		default:
+			return w.malformed()
+		}
+	}
 }
 
 var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()

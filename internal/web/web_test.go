@@ -135,6 +135,8 @@ func TestDecodeStrictKeys(t *testing.T) {
 	good := []string{
 		`{"kind":"k","inner":{"id":"1"},"ptr":{"id":"2"},"list":[{"id":"3"}],"by_name":{"ID":{"id":"4"}},"raw":{"A":1,"a":2},"any":{"X":1,"x":2},"Untaged":"u"}`,
 		`{"ptr":null,"list":null}`,
+		// A number past float64's range in a field that keeps it raw.
+		`{"raw":1e400}`,
 	}
 	for _, in := range good {
 		var v outer
@@ -348,4 +350,57 @@ func (l *lockedBuf) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// BenchmarkDecodeStrict decodes bodies the shape of kanal's busiest
+// routes: an anonymous ballot (a token and a ciphertext, base64) and a
+// send to three devices.
+func BenchmarkDecodeStrict(b *testing.B) {
+	type token struct {
+		Message   []byte `json:"message"`
+		Signature []byte `json:"signature"`
+	}
+	type ballot struct {
+		Token      *token `json:"token,omitempty"`
+		Ciphertext []byte `json:"ciphertext"`
+	}
+	type envelope struct {
+		DeviceID   string `json:"device_id"`
+		Ciphertext []byte `json:"ciphertext"`
+	}
+	type send struct {
+		To struct {
+			AccountID string `json:"account_id,omitempty"`
+			OrgID     string `json:"org_id,omitempty"`
+		} `json:"to"`
+		ClientID  string     `json:"client_id"`
+		Class     string     `json:"class"`
+		Envelopes []envelope `json:"envelopes"`
+	}
+	fill := func(n int) []byte { return bytes.Repeat([]byte{0xa5}, n) }
+	ballotBody, _ := json.Marshal(ballot{Token: &token{fill(32), fill(256)}, Ciphertext: fill(600)})
+	var s send
+	s.To.AccountID, s.ClientID, s.Class = "acc_0123456789abcdef", "c-42", "message"
+	for _, d := range []string{"dev_a", "dev_b", "dev_c"} {
+		s.Envelopes = append(s.Envelopes, envelope{d, fill(256)})
+	}
+	sendBody, _ := json.Marshal(s)
+	for _, c := range []struct {
+		name string
+		body []byte
+		v    func() any
+	}{
+		{"ballot", ballotBody, func() any { return new(ballot) }},
+		{"send", sendBody, func() any { return new(send) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(c.body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := web.DecodeStrict(c.body, c.v(), 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
