@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kanal-server/kanal/identity/ca"
@@ -290,18 +291,29 @@ func (s *Service) loadOpened(ctx context.Context, id string, j joined) (*row, er
 		return nil, nil
 	}
 	r := &row{id: id, mode: o.def.Mode, signed: sql.NullString{Valid: true}, opensAt: sql.NullInt64{Int64: o.def.OpensAt.Unix(), Valid: true}}
-	var tallied, found int
-	query, key, dest := j.join()
-	err := s.db.QueryRow(ctx, query, id, key).Scan(append([]any{&r.closesAt, &tallied, &found}, dest...)...)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
+	query, key, _ := j.join()
+	var err error
+	r.closesAt, r.result.Valid, err = scanJoined(s.db.QueryRow(ctx, query, id, key), j)
 	if err != nil {
 		return nil, err
 	}
-	j.read(found == 1)
-	r.result.Valid = tallied == 1
 	return r, nil
+}
+
+// scanJoined reads a row of j's statement (openedJoin): the survey's
+// closes_at, whether it is tallied, and j.
+func scanJoined(row *sql.Row, j joined) (closesAt sql.NullInt64, tallied bool, err error) {
+	var t, found int
+	_, _, dest := j.join()
+	err = row.Scan(append([]any{&closesAt, &t, &found}, dest...)...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return closesAt, false, ErrNotFound
+	}
+	if err != nil {
+		return closesAt, false, err
+	}
+	j.read(found == 1)
+	return closesAt, t == 1, nil
 }
 
 // joined is a row of another table that loadOpened reads with its
@@ -380,6 +392,10 @@ type openSurvey struct {
 	tokenKey *rsa.PrivateKey
 	tokenPub *rsa.PublicKey
 	signer   *TokenSigner
+	// closed: the survey closed before its definition's closes_at (an
+	// early closing), as this node has learnt; ballots for it then take
+	// the path that reads the survey's row first (castCached).
+	closed atomic.Bool
 }
 
 // parsed returns a defined survey's definition, from the cache once the
@@ -648,9 +664,15 @@ func (s *Service) open(r *row) (*openSurvey, error) {
 	case StatusScheduled:
 		return nil, fmt.Errorf("%w: the survey opens at %s", ErrNotOpen, time.Unix(r.opensAt.Int64, 0).UTC().Format(time.RFC3339))
 	default:
-		return nil, fmt.Errorf("%w: the survey closed at %s", ErrNotOpen, time.Unix(r.closesAt.Int64, 0).UTC().Format(time.RFC3339))
+		return nil, closedAt(r.closesAt.Int64)
 	}
 	return s.parsed(r)
+}
+
+// closedAt is the refusal of a ballot or request for a survey that closed
+// at unix.
+func closedAt(unix int64) error {
+	return fmt.Errorf("%w: the survey closed at %s", ErrNotOpen, time.Unix(unix, 0).UTC().Format(time.RFC3339))
 }
 
 // IssueToken blind-signs an eligible account's one token request for an
@@ -888,6 +910,9 @@ func (s *Service) tokenHolder(ctx context.Context, d *Definition, c Caller) (hol
 // CastAnonymous puts an anonymous ballot on the board: the token must be
 // this survey's and verify, its nullifier unused, the survey open.
 func (s *Service) CastAnonymous(ctx context.Context, id string, t *Token, ciphertext []byte) (*Receipt, error) {
+	if rec, done, err := s.castCached(ctx, id, t, ciphertext); done {
+		return rec, err
+	}
 	// A survey that does not exist is not found, whatever the token says
 	// (one in the cache exists); a token of another survey is named as
 	// such before anything else.
@@ -916,6 +941,43 @@ func (s *Service) CastAnonymous(ctx context.Context, id string, t *Token, cipher
 		return nil, err
 	}
 	return s.append(ctx, id, e, "")
+}
+
+// castCached casts an anonymous ballot for a survey this node has
+// cached, open by its definition's times, without reading anything
+// before the commit: the token is checked against the cached key, and
+// the commit refuses a used nullifier and a survey closed early, and
+// answers the very ballot again with its entry's receipt (appendTx, in
+// the order CastAnonymous's other path would). done says that the ballot
+// went to the commit and rec, err are its answer; otherwise (not cached,
+// not open, or anything the other path must name in its order: another
+// survey's token, a bad ciphertext or token) nothing was written and the
+// ballot takes the other path, which reads the survey's row first.
+func (s *Service) castCached(ctx context.Context, id string, t *Token, ciphertext []byte) (rec *Receipt, done bool, err error) {
+	s.mu.Lock()
+	o, ok := s.cache[id]
+	s.mu.Unlock()
+	if !ok || o.def.Mode != ModeAnonymous || o.closed.Load() {
+		return nil, false, nil
+	}
+	now := s.now().Unix()
+	if now < o.def.OpensAt.Unix() || now >= o.def.ClosesAt.Unix() {
+		return nil, false, nil
+	}
+	if tid, err := TokenSurvey(t.Message); err != nil || tid != id {
+		return nil, false, nil
+	}
+	if checkCiphertext(ciphertext) != nil || VerifyToken(o.tokenPub, id, t) != nil {
+		return nil, false, nil
+	}
+	e := Entry{Nullifier: Nullifier(t.Message), TokenMessage: t.Message, TokenSignature: t.Signature, Ciphertext: ciphertext}
+	rec, err = s.append(ctx, id, e, "")
+	if errors.Is(err, ErrNotOpen) {
+		// Closed early, on this node or another: closes_at only moves
+		// earlier, so every later ballot takes the other path.
+		o.closed.Store(true)
+	}
+	return rec, true, err
 }
 
 // cached says whether survey id has opened and is parsed on this node.
@@ -1022,19 +1084,27 @@ type ballot struct {
 }
 
 // appendTx writes one ballot on its own, and tells apart what a batch of
-// them (ballots) only fails on. The survey's row is locked already (the
-// batch's first statement, surveyRows): appends to one board are
-// serialised, so each entry follows the head before it.
+// them (ballots) only fails on, in the order CastAnonymous documents: the
+// very ballot again is answered with its entry, then a closed survey is
+// refused, then a used nullifier or a person who has cast. It reads the
+// entry of the ballot's nullifier and the survey's closes_at in one
+// statement. The survey's row is locked already (the batch's first
+// statement, surveyRows): appends to one board are serialised, so each
+// entry follows the head before it.
 func (s *Service) appendTx(ctx context.Context, tx *sql.Tx, b *ballot) error {
 	id := b.survey
 	// The same ballot twice at once: the second finds the first here.
-	prior := boardRow{nullifier: b.e.Nullifier}
-	if err := prior.scan(tx.QueryRowContext(ctx, boardByNullifier, id, b.e.Nullifier)); err != nil {
+	prior := &boardRow{nullifier: b.e.Nullifier}
+	closes, tallied, err := scanJoined(tx.QueryRowContext(ctx, boardJoin, id, b.e.Nullifier), prior)
+	if err != nil {
 		return err
 	}
 	if prior.same(b.e) {
 		b.e.Seq, b.e.Hash = prior.seq, prior.hash
 		return nil
+	}
+	if tallied || s.now().Unix() >= closes.Int64 {
+		return closedAt(closes.Int64)
 	}
 	if prior.seq != 0 {
 		if b.e.Voter != "" {
@@ -1279,6 +1349,7 @@ func (s *Service) CloseEarly(ctx context.Context, c Caller, id string, sc *Signe
 	if n, _ := res.RowsAffected(); n != 1 {
 		return fmt.Errorf("%w: already closed", ErrNotOpen)
 	}
+	o.closed.Store(true)
 	return nil
 }
 
