@@ -163,13 +163,10 @@ func (w *walker) object(t reflect.Type, depth int) error {
 	} else if t != nil && t.Kind() == reflect.Map {
 		elem = t.Elem()
 	}
-	w.i++ // {
-	var seen seenKeys
-	w.space()
-	if w.i < len(w.data) && w.data[w.i] == '}' {
-		w.i++
+	if w.open('}') {
 		return nil
 	}
+	var seen seenKeys
 	for {
 		w.space()
 		if w.i >= len(w.data) || w.data[w.i] != '"' {
@@ -193,11 +190,8 @@ func (w *walker) object(t reflect.Type, depth int) error {
 		if fields != nil {
 			ft, ok := fields[string(key)]
 			if !ok {
-				for name := range fields {
-					if strings.EqualFold(name, string(key)) {
-						return Errorf(http.StatusBadRequest, TypeInvalidJSON, "Invalid JSON",
-							"unknown field %q (keys are case-sensitive: the field is %q)", shortKey(string(key)), name)
-					}
+				if err := otherCase(fields, string(key)); err != nil {
+					return err
 				}
 			}
 			vt = ft
@@ -210,18 +204,8 @@ func (w *walker) object(t reflect.Type, depth int) error {
 		if err := w.value(vt, depth+1); err != nil {
 			return err
 		}
-		w.space()
-		if w.i >= len(w.data) {
-			return w.malformed()
-		}
-		switch w.data[w.i] {
-		case ',':
-			w.i++
-		case '}':
-			w.i++
-			return nil
-		default:
-			return w.malformed()
+		if more, err := w.next('}'); !more {
+			return err
 		}
 	}
 }
@@ -231,30 +215,58 @@ func (w *walker) array(t reflect.Type, depth int) error {
 	if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
 		elem = t.Elem()
 	}
-	w.i++ // [
-	w.space()
-	if w.i < len(w.data) && w.data[w.i] == ']' {
-		w.i++
+	if w.open(']') {
 		return nil
 	}
 	for {
 		if err := w.value(elem, depth+1); err != nil {
 			return err
 		}
-		w.space()
-		if w.i >= len(w.data) {
-			return w.malformed()
-		}
-		switch w.data[w.i] {
-		case ',':
-			w.i++
-		case ']':
-			w.i++
-			return nil
-		default:
-			return w.malformed()
+		if more, err := w.next(']'); !more {
+			return err
 		}
 	}
+}
+
+// open steps over the bracket at w.i and reports whether the object or
+// array it opens is empty (then its closing bracket is stepped over too).
+func (w *walker) open(closing byte) (empty bool) {
+	w.i++
+	w.space()
+	if w.i < len(w.data) && w.data[w.i] == closing {
+		w.i++
+		return true
+	}
+	return false
+}
+
+// next steps over what follows a member or element: a comma (more) or
+// the closing bracket.
+func (w *walker) next(closing byte) (more bool, err error) {
+	w.space()
+	switch {
+	case w.i >= len(w.data):
+		return false, w.malformed()
+	case w.data[w.i] == ',':
+		w.i++
+		return true, nil
+	case w.data[w.i] == closing:
+		w.i++
+		return false, nil
+	}
+	return false, w.malformed()
+}
+
+// otherCase refuses key, which names none of fields, if it names one in
+// another case: encoding/json would have filled that field with its value.
+func otherCase(fields map[string]reflect.Type, key string) error {
+	for name := range fields {
+		if strings.EqualFold(name, key) {
+			return Errorf(http.StatusBadRequest, TypeInvalidJSON, "Invalid JSON",
+				"unknown field %q (keys are case-sensitive: the field is %q)", shortKey(key), name)
+		}
+	}
+	return nil
 }
 
 var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()

@@ -52,11 +52,8 @@ func refWalk(dec *json.Decoder, t reflect.Type) error {
 			if fields != nil {
 				ft, ok := fields[key]
 				if !ok {
-					for name := range fields {
-						if strings.EqualFold(name, key) {
-							return Errorf(http.StatusBadRequest, TypeInvalidJSON, "Invalid JSON",
-								"unknown field %q (keys are case-sensitive: the field is %q)", shortKey(key), name)
-						}
+					if err := otherCase(fields, key); err != nil {
+						return err
 					}
 				}
 				vt = ft
