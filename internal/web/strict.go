@@ -156,13 +156,7 @@ func (s *seenKeys) add(k []byte) bool {
 }
 
 func (w *walker) object(t reflect.Type, depth int) error {
-	var fields map[string]reflect.Type
-	var elem reflect.Type
-	if t != nil && t.Kind() == reflect.Struct {
-		fields = fieldsOf(t)
-	} else if t != nil && t.Kind() == reflect.Map {
-		elem = t.Elem()
-	}
+	fields, elem := members(t)
 	if w.open('}') {
 		return nil
 	}
@@ -255,6 +249,19 @@ func (w *walker) next(closing byte) (more bool, err error) {
 		return false, nil
 	}
 	return false, w.malformed()
+}
+
+// members returns what an object's keys must match for t: a struct's
+// fields, or the type of a map's values.
+func members(t reflect.Type) (fields map[string]reflect.Type, elem reflect.Type) {
+	switch {
+	case t == nil:
+	case t.Kind() == reflect.Struct:
+		fields = fieldsOf(t)
+	case t.Kind() == reflect.Map:
+		elem = t.Elem()
+	}
+	return fields, elem
 }
 
 // otherCase refuses key, which names none of fields, if it names one in

@@ -30,13 +30,7 @@ func refWalk(dec *json.Decoder, t reflect.Type) error {
 	}
 	switch tok {
 	case json.Delim('{'):
-		var fields map[string]reflect.Type
-		var elem reflect.Type
-		if t != nil && t.Kind() == reflect.Struct {
-			fields = fieldsOf(t)
-		} else if t != nil && t.Kind() == reflect.Map {
-			elem = t.Elem()
-		}
+		fields, elem := members(t)
 		seen := map[string]bool{}
 		for dec.More() {
 			k, err := dec.Token()
