@@ -20,6 +20,8 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -381,7 +383,7 @@ func (b *boardRow) scan(row *sql.Row) error {
 // same says whether the entry is e's very ballot: its token and its
 // ciphertext, byte for byte.
 func (b *boardRow) same(e Entry) bool {
-	return b.seq != 0 && bytes.Equal(b.msg, e.TokenMessage) && bytes.Equal(b.sig, e.TokenSignature) && bytes.Equal(b.ct, e.Ciphertext)
+	return b.seq != 0 && sameBallot(Entry{TokenMessage: b.msg, TokenSignature: b.sig, Ciphertext: b.ct}, e)
 }
 
 // openSurvey is a survey whose definition can no longer change, parsed
@@ -1072,6 +1074,9 @@ func (s *Service) append(ctx context.Context, id string, e Entry, person string)
 	if err := s.commits.DoMerged(ctx, ballots{s}, b, func(tx *sql.Tx) error { return s.appendTx(ctx, tx, b) }); err != nil {
 		return nil, err
 	}
+	if b.err != nil {
+		return nil, b.err
+	}
 	return s.receipt(id, b.e.Seq, b.e.Hash), nil
 }
 
@@ -1081,6 +1086,19 @@ type ballot struct {
 	survey string
 	e      Entry
 	person string
+	// err is the commit's refusal of a ballot it did not write, decided
+	// by the batch's reads (ballots.MergeTx): the batch commits the
+	// others. appendTx returns its refusals instead.
+	err error
+}
+
+// counted is the refusal of a ballot whose nullifier is on the board
+// with another ballot.
+func (b *ballot) counted() error {
+	if b.e.Voter != "" {
+		return fmt.Errorf("%w: %s has already voted in this survey", ErrAlreadyVoted, b.e.Voter)
+	}
+	return fmt.Errorf("%w: this ballot's token has been counted already", ErrAlreadyVoted)
 }
 
 // appendTx writes one ballot on its own, and tells apart what a batch of
@@ -1093,6 +1111,7 @@ type ballot struct {
 // entry follows the head before it.
 func (s *Service) appendTx(ctx context.Context, tx *sql.Tx, b *ballot) error {
 	id := b.survey
+	b.err = nil // a merged attempt's answer, if this runs after one
 	// The same ballot twice at once: the second finds the first here.
 	prior := &boardRow{nullifier: b.e.Nullifier}
 	closes, tallied, err := scanJoined(tx.QueryRowContext(ctx, boardJoin, id, b.e.Nullifier), prior)
@@ -1107,10 +1126,7 @@ func (s *Service) appendTx(ctx context.Context, tx *sql.Tx, b *ballot) error {
 		return closedAt(closes.Int64)
 	}
 	if prior.seq != 0 {
-		if b.e.Voter != "" {
-			return fmt.Errorf("%w: %s has already voted in this survey", ErrAlreadyVoted, b.e.Voter)
-		}
-		return fmt.Errorf("%w: this ballot's token has been counted already", ErrAlreadyVoted)
+		return b.counted()
 	}
 	if b.person != "" {
 		var n int
@@ -1227,11 +1243,122 @@ func (m ballots) MergeTx(ctx context.Context, tx *sql.Tx, items []any) error {
 		bySurvey[b.survey] = append(bySurvey[b.survey], b)
 	}
 	for _, id := range slices.Sorted(maps.Keys(bySurvey)) {
-		if err := m.s.appendBoard(ctx, tx, id, bySurvey[id]); err != nil {
+		fresh, copies, err := m.s.sortBallots(ctx, tx, id, bySurvey[id])
+		if err != nil {
 			return err
+		}
+		if len(fresh) == 0 {
+			continue
+		}
+		if err := m.s.appendBoard(ctx, tx, id, fresh); err != nil {
+			return err
+		}
+		for c, first := range copies {
+			c.e.Seq, c.e.Hash = first.e.Seq, first.e.Hash
 		}
 	}
 	return nil
+}
+
+// sortBallots decides, for the ballots bs of survey id in one batch, what
+// the board and the survey already answer, in appendTx's order: a ballot
+// already on the board, byte for byte, takes its entry; then a closed
+// survey refuses the rest; then a nullifier on the board, or taken by an
+// earlier ballot of the batch, refuses its ballot (err) — unless the
+// ballot is that earlier one again, a copy, which takes its entry once
+// written. It returns the ballots to write and the copies. The batch
+// commits whatever its ballots are: a ballot anyone can send again (the
+// board is public) or one under a token already counted does not send
+// the batch back to be committed in halves. The reads are one statement
+// per 256 ballots, after the batch has locked the survey's row.
+func (s *Service) sortBallots(ctx context.Context, tx *sql.Tx, id string, bs []*ballot) (fresh []*ballot, copies map[*ballot]*ballot, err error) {
+	closes, tallied, onBoard, err := boardEntries(ctx, tx, id, bs)
+	if err != nil {
+		return nil, nil, err
+	}
+	closed := tallied || s.now().Unix() >= closes
+	first := map[string]*ballot{}
+	for _, b := range bs {
+		b.err = nil
+		prior, ok := onBoard[string(b.e.Nullifier)]
+		switch {
+		case ok && prior.same(b.e):
+			b.e.Seq, b.e.Hash = prior.seq, prior.hash
+		case closed:
+			b.err = closedAt(closes)
+		case ok:
+			b.err = b.counted()
+		case first[string(b.e.Nullifier)] != nil:
+			f := first[string(b.e.Nullifier)]
+			if !sameBallot(f.e, b.e) {
+				b.err = b.counted()
+				break
+			}
+			if copies == nil {
+				copies = map[*ballot]*ballot{}
+			}
+			copies[b] = f
+		default:
+			first[string(b.e.Nullifier)] = b
+			fresh = append(fresh, b)
+		}
+	}
+	return fresh, copies, nil
+}
+
+// sameBallot says whether a and b are one ballot: token and ciphertext,
+// byte for byte.
+func sameBallot(a, b Entry) bool {
+	return bytes.Equal(a.TokenMessage, b.TokenMessage) && bytes.Equal(a.TokenSignature, b.TokenSignature) && bytes.Equal(a.Ciphertext, b.Ciphertext)
+}
+
+// boardEntries reads survey id's closes_at and whether it is tallied, and
+// the board entries that used the nullifiers of bs, by nullifier.
+func boardEntries(ctx context.Context, tx *sql.Tx, id string, bs []*ballot) (closes int64, tallied bool, entries map[string]*boardRow, err error) {
+	entries = map[string]*boardRow{}
+	for len(bs) > 0 {
+		k := db.Rows(len(bs), 256)
+		args := make([]any, 1, k+1)
+		args[0] = id
+		var in strings.Builder
+		for i, b := range bs[:k] {
+			if i > 0 {
+				in.WriteByte(',')
+			}
+			in.WriteString("$" + strconv.Itoa(i+2))
+			args = append(args, b.e.Nullifier)
+		}
+		bs = bs[k:]
+		rows, err := tx.QueryContext(ctx, `SELECT s.closes_at, CASE WHEN s.result IS NULL THEN 0 ELSE 1 END, j.nullifier, COALESCE(j.seq, 0), j.hash, j.token_message, j.token_signature, j.ciphertext
+			FROM surveys s LEFT JOIN survey_board j ON j.survey_id = s.id AND j.nullifier IN (`+in.String()+`) WHERE s.id = $1`, args...)
+		if err != nil {
+			return 0, false, nil, err
+		}
+		n := 0
+		for rows.Next() {
+			var t int
+			e := &boardRow{}
+			if err := rows.Scan(&closes, &t, &e.nullifier, &e.seq, &e.hash, &e.msg, &e.sig, &e.ct); err != nil {
+				rows.Close()
+				return 0, false, nil, err
+			}
+			tallied = t == 1
+			if e.nullifier != nil {
+				entries[string(e.nullifier)] = e
+			}
+			n++
+		}
+		if err := rows.Close(); err != nil {
+			return 0, false, nil, err
+		}
+		if err := rows.Err(); err != nil {
+			return 0, false, nil, err
+		}
+		if n == 0 {
+			return 0, false, nil, ErrNotFound
+		}
+	}
+	return closes, tallied, entries, nil
 }
 
 // receipt is the notary's signed statement, as of now, that board entry
