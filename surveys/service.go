@@ -1272,7 +1272,7 @@ func (m ballots) MergeTx(ctx context.Context, tx *sql.Tx, items []any) error {
 // the batch back to be committed in halves. The reads are one statement
 // per 256 ballots, after the batch has locked the survey's row.
 func (s *Service) sortBallots(ctx context.Context, tx *sql.Tx, id string, bs []*ballot) (fresh []*ballot, copies map[*ballot]*ballot, err error) {
-	closes, tallied, onBoard, err := boardEntries(ctx, tx, id, bs)
+	closes, tallied, onBoard, err := boardEntries(ctx, tx, s.db.Dialect(), id, bs)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -1306,6 +1306,27 @@ func (s *Service) sortBallots(ctx context.Context, tx *sql.Tx, id string, bs []*
 	return fresh, copies, nil
 }
 
+// boardEntriesSQL reads a survey's closes_at and whether it is tallied
+// ($1 the survey) with the board entries of k nullifiers ($2 on). On
+// SQLite it names the board's unique index on (survey_id, nullifier):
+// without statistics the planner reads the survey's whole board by the
+// primary key for a list of nullifiers (it takes the index for one).
+func boardEntriesSQL(d db.Dialect, k int) string {
+	var in strings.Builder
+	for i := range k {
+		if i > 0 {
+			in.WriteByte(',')
+		}
+		in.WriteString("$" + strconv.Itoa(i+2))
+	}
+	board := "survey_board j"
+	if d == db.SQLite {
+		board += " INDEXED BY sqlite_autoindex_survey_board_2"
+	}
+	return `SELECT s.closes_at, CASE WHEN s.result IS NULL THEN 0 ELSE 1 END, j.nullifier, COALESCE(j.seq, 0), j.hash, j.token_message, j.token_signature, j.ciphertext
+		FROM surveys s LEFT JOIN ` + board + ` ON j.survey_id = s.id AND j.nullifier IN (` + in.String() + `) WHERE s.id = $1`
+}
+
 // sameBallot says whether a and b are one ballot: token and ciphertext,
 // byte for byte.
 func sameBallot(a, b Entry) bool {
@@ -1314,23 +1335,17 @@ func sameBallot(a, b Entry) bool {
 
 // boardEntries reads survey id's closes_at and whether it is tallied, and
 // the board entries that used the nullifiers of bs, by nullifier.
-func boardEntries(ctx context.Context, tx *sql.Tx, id string, bs []*ballot) (closes int64, tallied bool, entries map[string]*boardRow, err error) {
+func boardEntries(ctx context.Context, tx *sql.Tx, d db.Dialect, id string, bs []*ballot) (closes int64, tallied bool, entries map[string]*boardRow, err error) {
 	entries = map[string]*boardRow{}
 	for len(bs) > 0 {
 		k := db.Rows(len(bs), 256)
 		args := make([]any, 1, k+1)
 		args[0] = id
-		var in strings.Builder
-		for i, b := range bs[:k] {
-			if i > 0 {
-				in.WriteByte(',')
-			}
-			in.WriteString("$" + strconv.Itoa(i+2))
+		for _, b := range bs[:k] {
 			args = append(args, b.e.Nullifier)
 		}
 		bs = bs[k:]
-		rows, err := tx.QueryContext(ctx, `SELECT s.closes_at, CASE WHEN s.result IS NULL THEN 0 ELSE 1 END, j.nullifier, COALESCE(j.seq, 0), j.hash, j.token_message, j.token_signature, j.ciphertext
-			FROM surveys s LEFT JOIN survey_board j ON j.survey_id = s.id AND j.nullifier IN (`+in.String()+`) WHERE s.id = $1`, args...)
+		rows, err := tx.QueryContext(ctx, boardEntriesSQL(d, k), args...)
 		if err != nil {
 			return 0, false, nil, err
 		}
