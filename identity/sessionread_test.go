@@ -222,26 +222,12 @@ func TestSessionReadsPastAStalledQuery(t *testing.T) {
 // the answers stay right as sessions end (TestCheckSessions).
 func TestSessionReadsUseCoveringIndexes(t *testing.T) {
 	d := dbtest.Open(t, "sqlite", migrationSets()...)
-	ctx := context.Background()
 	for name, q := range map[string]string{
 		"request":  sessionQuery(db.SQLite, 4),
 		"recheck":  checkSessionSQL(db.SQLite) + "= $1",
 		"rechecks": checkSessionsSQL(db.SQLite) + "IN ($1, $2, $3)",
 	} {
-		rows, err := d.Query(ctx, "EXPLAIN QUERY PLAN "+q, "a", "b", "c", "d")
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, notused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		rows.Close()
+		plan := dbtest.SQLitePlan(t, d, q, "a", "b", "c", "d")
 		want := []string{
 			"SEARCH s USING COVERING INDEX identity_sessions_read (token_hash=?)",
 			"SEARCH d USING COVERING INDEX identity_devices_read (id=?)",

@@ -1,7 +1,6 @@
 package surveys
 
 import (
-	"context"
 	"slices"
 	"testing"
 
@@ -16,26 +15,12 @@ import (
 // entry of the survey for every batch.
 func TestBoardEntriesUseTheNullifierIndex(t *testing.T) {
 	d := dbtest.Open(t, "sqlite", sets...)
-	ctx := context.Background()
 	for _, k := range []int{1, 2, 64, 256} {
 		args := []any{"srv_x"}
 		for i := range k {
 			args = append(args, []byte{byte(i)})
 		}
-		rows, err := d.Query(ctx, "EXPLAIN QUERY PLAN "+boardEntriesSQL(db.SQLite, k), args...)
-		if err != nil {
-			t.Fatalf("%d nullifiers: %v", k, err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, notused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		rows.Close()
+		plan := dbtest.SQLitePlan(t, d, boardEntriesSQL(db.SQLite, k), args...)
 		want := []string{
 			"SEARCH s USING INDEX sqlite_autoindex_surveys_1 (id=?)",
 			"SEARCH j USING INDEX sqlite_autoindex_survey_board_2 (survey_id=? AND nullifier=?) LEFT-JOIN",

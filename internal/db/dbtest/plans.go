@@ -89,3 +89,27 @@ func KeyedPlans(t testing.TB, d *db.DB, vacuumed []string, stmts ...Statement) [
 	}
 	return plans
 }
+
+// SQLitePlan returns the details of SQLite's EXPLAIN QUERY PLAN for query
+// with args, one a line of the plan.
+func SQLitePlan(t testing.TB, d *db.DB, query string, args ...any) []string {
+	t.Helper()
+	rows, err := d.Query(context.Background(), "EXPLAIN QUERY PLAN "+query, args...)
+	if err != nil {
+		t.Fatalf("EXPLAIN QUERY PLAN %s: %v", query, err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return plan
+}
