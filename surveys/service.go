@@ -293,29 +293,18 @@ func (s *Service) loadOpened(ctx context.Context, id string, j joined) (*row, er
 		return nil, nil
 	}
 	r := &row{id: id, mode: o.def.Mode, signed: sql.NullString{Valid: true}, opensAt: sql.NullInt64{Int64: o.def.OpensAt.Unix(), Valid: true}}
-	query, key, _ := j.join()
-	var err error
-	r.closesAt, r.result.Valid, err = scanJoined(s.db.QueryRow(ctx, query, id, key), j)
+	var tallied, found int
+	query, key, dest := j.join()
+	err := s.db.QueryRow(ctx, query, id, key).Scan(append([]any{&r.closesAt, &tallied, &found}, dest...)...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
 	if err != nil {
 		return nil, err
 	}
-	return r, nil
-}
-
-// scanJoined reads a row of j's statement (openedJoin): the survey's
-// closes_at, whether it is tallied, and j.
-func scanJoined(row *sql.Row, j joined) (closesAt sql.NullInt64, tallied bool, err error) {
-	var t, found int
-	_, _, dest := j.join()
-	err = row.Scan(append([]any{&closesAt, &t, &found}, dest...)...)
-	if errors.Is(err, sql.ErrNoRows) {
-		return closesAt, false, ErrNotFound
-	}
-	if err != nil {
-		return closesAt, false, err
-	}
 	j.read(found == 1)
-	return closesAt, t == 1, nil
+	r.result.Valid = tallied == 1
+	return r, nil
 }
 
 // joined is a row of another table that loadOpened reads with its
@@ -1102,31 +1091,25 @@ func (b *ballot) counted() error {
 }
 
 // appendTx writes one ballot on its own, and tells apart what a batch of
-// them (ballots) only fails on, in the order CastAnonymous documents: the
-// very ballot again is answered with its entry, then a closed survey is
-// refused, then a used nullifier or a person who has cast. It reads the
-// entry of the ballot's nullifier and the survey's closes_at in one
-// statement. The survey's row is locked already (the batch's first
-// statement, surveyRows): appends to one board are serialised, so each
-// entry follows the head before it.
+// them (ballots) only fails on: what the board and the survey already
+// decide, as in a batch (sortBallots: the very ballot again takes its
+// entry, then a closed survey, then a used nullifier is refused), then a
+// person who has cast. The survey's row is locked already (the batch's
+// first statement, surveyRows): appends to one board are serialised, so
+// each entry follows the head before it.
 func (s *Service) appendTx(ctx context.Context, tx *sql.Tx, b *ballot) error {
 	id := b.survey
-	b.err = nil // a merged attempt's answer, if this runs after one
 	// The same ballot twice at once: the second finds the first here.
-	prior := &boardRow{nullifier: b.e.Nullifier}
-	closes, tallied, err := scanJoined(tx.QueryRowContext(ctx, boardJoin, id, b.e.Nullifier), prior)
+	fresh, _, err := s.sortBallots(ctx, tx, id, []*ballot{b})
 	if err != nil {
 		return err
 	}
-	if prior.same(b.e) {
-		b.e.Seq, b.e.Hash = prior.seq, prior.hash
-		return nil
+	if err := b.err; err != nil {
+		b.err = nil // answered here, as appendTx's error
+		return err
 	}
-	if tallied || s.now().Unix() >= closes.Int64 {
-		return closedAt(closes.Int64)
-	}
-	if prior.seq != 0 {
-		return b.counted()
+	if len(fresh) == 0 {
+		return nil // on the board already: its entry is the answer
 	}
 	if b.person != "" {
 		var n int
@@ -1137,19 +1120,17 @@ func (s *Service) appendTx(ctx context.Context, tx *sql.Tx, b *ballot) error {
 			return fmt.Errorf("%w: this person has already voted in this survey, through this or another of their accounts", ErrAlreadyVoted)
 		}
 	}
-	// Nothing stands in the ballot's way now but a closed survey, which
-	// the batch's statements refuse themselves.
-	return s.appendBoard(ctx, tx, id, []*ballot{b})
+	return s.appendBoard(ctx, tx, id, fresh)
 }
 
 // appendBoard appends bs to survey id's board, in their order, its row
 // locked: one entry after the other from the board's head, the entries in
 // multi-row inserts, the board's length and head updated once. closes_at
 // > now: ballots that reach the commit after closing are refused, even if
-// they were checked while the survey was open. A nullifier already on the
-// board, or twice in bs, or a person who has cast already, fails the
-// batch (errBallotConflict), and each ballot runs again on its own
-// through appendTx, which tells them apart.
+// they were checked while the survey was open. bs are fresh
+// (sortBallots); a row that is skipped all the same — a person who has
+// cast already — fails the batch (errBallotConflict), and each ballot
+// runs again on its own through appendTx, which tells them apart.
 func (s *Service) appendBoard(ctx context.Context, tx *sql.Tx, id string, bs []*ballot) error {
 	var last int64
 	var prev []byte
@@ -1222,9 +1203,10 @@ func insertAll[T any](ctx context.Context, tx *sql.Tx, insert string, cols int, 
 
 // ballots writes the ballots of one group commit together, survey by
 // survey in the order of their ids, each survey's in the order they came
-// (appendBoard). Anything but a fresh entry for every ballot of a survey
-// still open fails the batch, and each ballot runs again on its own
-// through appendTx.
+// (appendBoard), after answering those the board and the survey already
+// decide (sortBallots). What only the writes find (a person who has cast)
+// fails the batch, and each ballot runs again on its own through
+// appendTx.
 type ballots struct{ s *Service }
 
 // LockItems asks ls for the rows of the ballots' surveys (db.Locker).
@@ -1261,7 +1243,8 @@ func (m ballots) MergeTx(ctx context.Context, tx *sql.Tx, items []any) error {
 }
 
 // sortBallots decides, for the ballots bs of survey id in one batch, what
-// the board and the survey already answer, in appendTx's order: a ballot
+// the board and the survey already answer, in the order CastAnonymous
+// documents: a ballot
 // already on the board, byte for byte, takes its entry; then a closed
 // survey refuses the rest; then a nullifier on the board, or taken by an
 // earlier ballot of the batch, refuses its ballot (err) — unless the
