@@ -1,6 +1,7 @@
 package surveys
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -8,25 +9,31 @@ import (
 	"github.com/kanal-server/kanal/internal/db/dbtest"
 )
 
-// TestBoardEntriesUseTheNullifierIndex: on SQLite a batch's read of the
-// board entries of its nullifiers (boardEntriesSQL) searches the board's
-// unique index on (survey_id, nullifier), one probe a nullifier, and
-// never reads a survey's board by its primary key: that would read every
-// entry of the survey for every batch.
+// TestBoardEntriesUseTheNullifierIndex: on SQLite a batch's read of its
+// surveys' rows and the board entries of its nullifiers (boardsSQL)
+// finds each survey by its key and searches the board's unique index on
+// (survey_id, nullifier), one probe a nullifier, and never reads a
+// survey's board by its primary key: that would read every entry of the
+// survey for every batch.
 func TestBoardEntriesUseTheNullifierIndex(t *testing.T) {
 	d := dbtest.Open(t, "sqlite", sets...)
-	for _, k := range []int{1, 2, 64, 256} {
-		args := []any{"srv_x"}
-		for i := range k {
-			args = append(args, []byte{byte(i)})
-		}
-		plan := dbtest.SQLitePlan(t, d, boardEntriesSQL(db.SQLite, k), args...)
-		want := []string{
-			"SEARCH s USING INDEX sqlite_autoindex_surveys_1 (id=?)",
-			"SEARCH j USING INDEX sqlite_autoindex_survey_board_2 (survey_id=? AND nullifier=?) LEFT-JOIN",
-		}
-		if !slices.Equal(plan, want) {
-			t.Errorf("%d nullifiers: plan %q, want %q", k, plan, want)
+	for _, m := range []int{1, 4} {
+		for _, k := range []int{1, 2, 64, 256} {
+			var args []any
+			for i := range m {
+				args = append(args, fmt.Sprintf("srv_%d", i))
+			}
+			for i := range k {
+				args = append(args, []byte{byte(i)})
+			}
+			plan := dbtest.SQLitePlan(t, d, boardsSQL(db.SQLite, m, k), args...)
+			want := []string{
+				"SEARCH s USING INDEX sqlite_autoindex_surveys_1 (id=?)",
+				"SEARCH j USING INDEX sqlite_autoindex_survey_board_2 (survey_id=? AND nullifier=?) LEFT-JOIN",
+			}
+			if !slices.Equal(plan, want) {
+				t.Errorf("%d surveys, %d nullifiers: plan %q, want %q", m, k, plan, want)
+			}
 		}
 	}
 }

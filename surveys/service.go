@@ -1099,11 +1099,12 @@ func (b *ballot) counted() error {
 // each entry follows the head before it.
 func (s *Service) appendTx(ctx context.Context, tx *sql.Tx, b *ballot) error {
 	id := b.survey
-	// The same ballot twice at once: the second finds the first here.
-	fresh, _, err := s.sortBallots(ctx, tx, id, []*ballot{b})
+	boards, err := readBoards(ctx, tx, s.db.Dialect(), []*ballot{b})
 	if err != nil {
 		return err
 	}
+	// The same ballot twice at once: the second finds the first here.
+	fresh, _ := s.sortBallots(boards[id], []*ballot{b})
 	if err := b.err; err != nil {
 		b.err = nil // answered here, as appendTx's error
 		return err
@@ -1120,29 +1121,20 @@ func (s *Service) appendTx(ctx context.Context, tx *sql.Tx, b *ballot) error {
 			return fmt.Errorf("%w: this person has already voted in this survey, through this or another of their accounts", ErrAlreadyVoted)
 		}
 	}
-	return s.appendBoard(ctx, tx, id, fresh)
+	return s.appendBoard(ctx, tx, id, boards[id], fresh)
 }
 
 // appendBoard appends bs to survey id's board, in their order, its row
-// locked: one entry after the other from the board's head, the entries in
-// multi-row inserts, the board's length and head updated once. closes_at
-// > now: ballots that reach the commit after closing are refused, even if
-// they were checked while the survey was open. bs are fresh
-// (sortBallots); a row that is skipped all the same — a person who has
-// cast already — fails the batch (errBallotConflict), and each ballot
-// runs again on its own through appendTx, which tells them apart.
-func (s *Service) appendBoard(ctx context.Context, tx *sql.Tx, id string, bs []*ballot) error {
-	var last int64
-	var prev []byte
-	err := tx.QueryRowContext(ctx, `UPDATE surveys SET board_len = board_len + $1 WHERE id = $2 AND closes_at > $3 RETURNING board_len, board_head`, len(bs), id, s.now().Unix()).
-		Scan(&last, &prev)
-	if errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("%w: the survey has closed", ErrNotOpen)
-	}
-	if err != nil {
-		return err
-	}
-	seq := last - int64(len(bs))
+// locked and read (readBoards): one entry after the other from the
+// board's head, the entries in multi-row inserts, then the board's length
+// and head in one update — which still requires closes_at > now, so that
+// nothing commits on a board after its closing, whatever the reads found.
+// bs are fresh (sortBallots); a row that is skipped all the same — a
+// person who has cast already — fails the batch (errBallotConflict), and
+// each ballot runs again on its own through appendTx, which tells them
+// apart.
+func (s *Service) appendBoard(ctx context.Context, tx *sql.Tx, id string, sb *surveyBoard, bs []*ballot) error {
+	seq, prev := sb.length, sb.head
 	for _, b := range bs {
 		seq++
 		b.e.Seq, b.e.Prev = seq, prev
@@ -1172,8 +1164,17 @@ func (s *Service) appendBoard(ctx context.Context, tx *sql.Tx, id string, bs []*
 		func(b *ballot) []any { return []any{id, b.person} }, errBallotConflict); err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE surveys SET board_head = $1 WHERE id = $2`, prev, id)
-	return err
+	res, err := tx.ExecContext(ctx, `UPDATE surveys SET board_len = $1, board_head = $2 WHERE id = $3 AND closes_at > $4`, seq, prev, id, s.now().Unix())
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n != 1 {
+		return fmt.Errorf("%w: the survey has closed", ErrNotOpen)
+	}
+	sb.length, sb.head = seq, prev
+	return nil
 }
 
 var errBallotConflict = errors.New("surveys: ballot conflicts with a recorded one")
@@ -1219,20 +1220,23 @@ func (m ballots) LockItems(ls *db.Locks, items []any) {
 var _ db.Locker = ballots{}
 
 func (m ballots) MergeTx(ctx context.Context, tx *sql.Tx, items []any) error {
+	all := make([]*ballot, len(items))
 	bySurvey := map[string][]*ballot{}
-	for _, x := range items {
+	for i, x := range items {
 		b := x.(*ballot)
+		all[i] = b
 		bySurvey[b.survey] = append(bySurvey[b.survey], b)
 	}
+	boards, err := readBoards(ctx, tx, m.s.db.Dialect(), all)
+	if err != nil {
+		return err
+	}
 	for _, id := range slices.Sorted(maps.Keys(bySurvey)) {
-		fresh, copies, err := m.s.sortBallots(ctx, tx, id, bySurvey[id])
-		if err != nil {
-			return err
-		}
+		fresh, copies := m.s.sortBallots(boards[id], bySurvey[id])
 		if len(fresh) == 0 {
 			continue
 		}
-		if err := m.s.appendBoard(ctx, tx, id, fresh); err != nil {
+		if err := m.s.appendBoard(ctx, tx, id, boards[id], fresh); err != nil {
 			return err
 		}
 		for c, first := range copies {
@@ -1242,33 +1246,28 @@ func (m ballots) MergeTx(ctx context.Context, tx *sql.Tx, items []any) error {
 	return nil
 }
 
-// sortBallots decides, for the ballots bs of survey id in one batch, what
-// the board and the survey already answer, in the order CastAnonymous
-// documents: a ballot
-// already on the board, byte for byte, takes its entry; then a closed
-// survey refuses the rest; then a nullifier on the board, or taken by an
-// earlier ballot of the batch, refuses its ballot (err) — unless the
-// ballot is that earlier one again, a copy, which takes its entry once
-// written. It returns the ballots to write and the copies. The batch
-// commits whatever its ballots are: a ballot anyone can send again (the
-// board is public) or one under a token already counted does not send
-// the batch back to be committed in halves. The reads are one statement
-// per 256 ballots, after the batch has locked the survey's row.
-func (s *Service) sortBallots(ctx context.Context, tx *sql.Tx, id string, bs []*ballot) (fresh []*ballot, copies map[*ballot]*ballot, err error) {
-	closes, tallied, onBoard, err := boardEntries(ctx, tx, s.db.Dialect(), id, bs)
-	if err != nil {
-		return nil, nil, err
-	}
-	closed := tallied || s.now().Unix() >= closes
+// sortBallots decides, for the ballots bs of one survey in one batch,
+// what the board and the survey already answer (sb, read by readBoards),
+// in the order CastAnonymous documents: a ballot already on the board,
+// byte for byte, takes its entry; then a closed survey refuses the rest;
+// then a nullifier on the board, or taken by an earlier ballot of the
+// batch, refuses its ballot (err) — unless the ballot is that earlier
+// one again, a copy, which takes its entry once written. It returns the
+// ballots to write and the copies. The batch commits whatever its
+// ballots are: a ballot anyone can send again (the board is public) or
+// one under a token already counted does not send the batch back to be
+// committed in halves.
+func (s *Service) sortBallots(sb *surveyBoard, bs []*ballot) (fresh []*ballot, copies map[*ballot]*ballot) {
+	closed := sb.tallied || s.now().Unix() >= sb.closes
 	first := map[string]*ballot{}
 	for _, b := range bs {
 		b.err = nil
-		prior, ok := onBoard[string(b.e.Nullifier)]
+		prior, ok := sb.entries[string(b.e.Nullifier)]
 		switch {
 		case ok && prior.same(b.e):
 			b.e.Seq, b.e.Hash = prior.seq, prior.hash
 		case closed:
-			b.err = closedAt(closes)
+			b.err = closedAt(sb.closes)
 		case ok:
 			b.err = b.counted()
 		case first[string(b.e.Nullifier)] != nil:
@@ -1286,77 +1285,148 @@ func (s *Service) sortBallots(ctx context.Context, tx *sql.Tx, id string, bs []*
 			fresh = append(fresh, b)
 		}
 	}
-	return fresh, copies, nil
+	return fresh, copies
 }
 
-// boardEntriesSQL reads a survey's closes_at and whether it is tallied
-// ($1 the survey) with the board entries of k nullifiers ($2 on). On
-// SQLite it names the board's unique index on (survey_id, nullifier):
-// without statistics the planner reads the survey's whole board by the
-// primary key for a list of nullifiers (it takes the index for one).
-func boardEntriesSQL(d db.Dialect, k int) string {
-	var in strings.Builder
-	for i := range k {
-		if i > 0 {
-			in.WriteByte(',')
+// surveyBoard is what a commit reads of a survey it writes ballots to,
+// the survey's row locked (readBoards): when it closes, whether it is
+// tallied, its board's length and head, and the board entries that used
+// the commit's nullifiers, by nullifier.
+type surveyBoard struct {
+	closes  int64
+	tallied bool
+	length  int64
+	head    []byte
+	entries map[string]*boardRow
+}
+
+// boardsPerRead is the most ballots one statement of readBoards reads
+// for.
+const boardsPerRead = 256
+
+// boardsSQL reads m surveys' rows with the board entries of k
+// nullifiers, each survey's row once even if none of them is on its
+// board. On PostgreSQL the ids ($1) and nullifiers ($2) are arrays, one
+// text for any m and k. On SQLite they are lists, $1 to $m and then k
+// more, and the statement names the board's unique index on (survey_id,
+// nullifier): without statistics the planner reads the survey's whole
+// board by the primary key for a list of nullifiers (it takes the index
+// for one). A nullifier is looked up in every survey of the statement;
+// readBoards keeps each entry under its own survey.
+func boardsSQL(d db.Dialect, m, k int) string {
+	const cols = `SELECT s.id, s.closes_at, CASE WHEN s.result IS NULL THEN 0 ELSE 1 END, s.board_len, s.board_head,
+		j.nullifier, COALESCE(j.seq, 0), j.hash, j.token_message, j.token_signature, j.ciphertext FROM surveys s LEFT JOIN `
+	if d == db.Postgres {
+		return cols + `survey_board j ON j.survey_id = s.id AND j.nullifier = ANY ($2::bytea[]) WHERE s.id = ANY ($1::text[])`
+	}
+	key := [2]int{m, k}
+	if v, ok := boardsTexts.Load(key); ok {
+		return v.(string)
+	}
+	list := func(from, n int) string {
+		var b strings.Builder
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString("$" + strconv.Itoa(from+i))
 		}
-		in.WriteString("$" + strconv.Itoa(i+2))
+		return b.String()
 	}
-	board := "survey_board j"
-	if d == db.SQLite {
-		board += " INDEXED BY sqlite_autoindex_survey_board_2"
+	v, _ := boardsTexts.LoadOrStore(key, cols+`survey_board j INDEXED BY sqlite_autoindex_survey_board_2 ON j.survey_id = s.id AND j.nullifier IN (`+
+		list(m+1, k)+`) WHERE s.id IN (`+list(1, m)+`)`)
+	return v.(string)
+}
+
+// boardsTexts caches boardsSQL's SQLite texts by m and k, powers of two
+// up to boardsPerRead (readBoards pads its lists to them): at most 81.
+var boardsTexts sync.Map // [2]int → string
+
+// readBoards reads, for the ballots bs, each of their surveys' rows and
+// the board entries that used their nullifiers (surveyBoard), in one
+// statement per boardsPerRead ballots, after the commit has locked the
+// surveys' rows. A survey that is not there is ErrNotFound.
+func readBoards(ctx context.Context, tx *sql.Tx, d db.Dialect, bs []*ballot) (map[string]*surveyBoard, error) {
+	boards := map[string]*surveyBoard{}
+	for len(bs) > 0 {
+		part := bs[:min(len(bs), boardsPerRead)]
+		bs = bs[len(part):]
+		var ids []string
+		nulls := make([][]byte, len(part))
+		for i, b := range part {
+			if !slices.Contains(ids, b.survey) {
+				ids = append(ids, b.survey)
+				if _, ok := boards[b.survey]; !ok {
+					boards[b.survey] = nil // until its row is read
+				}
+			}
+			nulls[i] = b.e.Nullifier
+		}
+		var args []any
+		if d == db.Postgres {
+			args = []any{ids, nulls}
+		} else {
+			// Padded to powers of two with the last of each list, which
+			// finds nothing new: a few texts for any batch.
+			args = make([]any, 0, 2*boardsPerRead)
+			for i := range pow2(len(ids)) {
+				args = append(args, ids[min(i, len(ids)-1)])
+			}
+			for i := range pow2(len(nulls)) {
+				args = append(args, nulls[min(i, len(nulls)-1)])
+			}
+		}
+		rows, err := tx.QueryContext(ctx, boardsSQL(d, pow2(len(ids)), pow2(len(nulls))), args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var id string
+			var t int
+			sb, e := &surveyBoard{}, &boardRow{}
+			if err := rows.Scan(&id, &sb.closes, &t, &sb.length, &sb.head, &e.nullifier, &e.seq, &e.hash, &e.msg, &e.sig, &e.ct); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			sb.tallied = t == 1
+			if prior := boards[id]; prior != nil {
+				sb.entries = prior.entries
+			} else {
+				sb.entries = map[string]*boardRow{}
+			}
+			boards[id] = sb
+			if e.nullifier != nil {
+				sb.entries[string(e.nullifier)] = e
+			}
+		}
+		if err := rows.Close(); err != nil {
+			return nil, err
+		}
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
 	}
-	return `SELECT s.closes_at, CASE WHEN s.result IS NULL THEN 0 ELSE 1 END, j.nullifier, COALESCE(j.seq, 0), j.hash, j.token_message, j.token_signature, j.ciphertext
-		FROM surveys s LEFT JOIN ` + board + ` ON j.survey_id = s.id AND j.nullifier IN (` + in.String() + `) WHERE s.id = $1`
+	for _, sb := range boards {
+		if sb == nil {
+			return nil, ErrNotFound
+		}
+	}
+	return boards, nil
+}
+
+// pow2 is the smallest power of two at least n (n ≥ 1).
+func pow2(n int) int {
+	p := 1
+	for p < n {
+		p *= 2
+	}
+	return p
 }
 
 // sameBallot says whether a and b are one ballot: token and ciphertext,
 // byte for byte.
 func sameBallot(a, b Entry) bool {
 	return bytes.Equal(a.TokenMessage, b.TokenMessage) && bytes.Equal(a.TokenSignature, b.TokenSignature) && bytes.Equal(a.Ciphertext, b.Ciphertext)
-}
-
-// boardEntries reads survey id's closes_at and whether it is tallied, and
-// the board entries that used the nullifiers of bs, by nullifier.
-func boardEntries(ctx context.Context, tx *sql.Tx, d db.Dialect, id string, bs []*ballot) (closes int64, tallied bool, entries map[string]*boardRow, err error) {
-	entries = map[string]*boardRow{}
-	for len(bs) > 0 {
-		k := db.Rows(len(bs), 256)
-		args := make([]any, 1, k+1)
-		args[0] = id
-		for _, b := range bs[:k] {
-			args = append(args, b.e.Nullifier)
-		}
-		bs = bs[k:]
-		rows, err := tx.QueryContext(ctx, boardEntriesSQL(d, k), args...)
-		if err != nil {
-			return 0, false, nil, err
-		}
-		n := 0
-		for rows.Next() {
-			var t int
-			e := &boardRow{}
-			if err := rows.Scan(&closes, &t, &e.nullifier, &e.seq, &e.hash, &e.msg, &e.sig, &e.ct); err != nil {
-				rows.Close()
-				return 0, false, nil, err
-			}
-			tallied = t == 1
-			if e.nullifier != nil {
-				entries[string(e.nullifier)] = e
-			}
-			n++
-		}
-		if err := rows.Close(); err != nil {
-			return 0, false, nil, err
-		}
-		if err := rows.Err(); err != nil {
-			return 0, false, nil, err
-		}
-		if n == 0 {
-			return 0, false, nil, ErrNotFound
-		}
-	}
-	return closes, tallied, entries, nil
 }
 
 // receipt is the notary's signed statement, as of now, that board entry
