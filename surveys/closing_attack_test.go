@@ -94,3 +94,69 @@ func TestAttackEarlyClosing(t *testing.T) {
 		}
 	})
 }
+
+// TestAttackTallyAtTheClosing: a commit that wrote a ballot just before
+// the closing may still be on its way when the organiser tallies. The
+// ballot's voter holds a receipt; the published result must count it, or
+// the receipt names an entry the result leaves out. PostgreSQL only: a
+// trigger holds the commit after its ballot's write (the survey's row
+// updated, closes_at checked) while the closing passes and the tally
+// reads the board; SQLite offers no way to hold its one writer there, and
+// runs the same code.
+func TestAttackTallyAtTheClosing(t *testing.T) {
+	d := dbtest.Open(t, "postgres", sets...)
+	e := newEnv(t, d)
+	ctx := context.Background()
+	def, tk := e.survey(t, ModeAnonymous, everyone)
+	e.clk.set(def.OpensAt)
+	if _, err := e.cast(def, e.token(t, def, voter(1)), intended(1)); err != nil {
+		t.Fatal(err)
+	}
+	late := e.token(t, def, voter(2))
+	e.clk.set(def.ClosesAt.Add(-time.Second))
+	if _, err := d.Exec(ctx, `CREATE FUNCTION hold_board() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN IF NEW.board_len <> OLD.board_len THEN PERFORM pg_sleep(1); END IF; RETURN NEW; END $$`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Exec(ctx, `CREATE TRIGGER hold_board AFTER UPDATE ON surveys FOR EACH ROW EXECUTE FUNCTION hold_board()`); err != nil {
+		t.Fatal(err)
+	}
+	type cast struct {
+		rec *Receipt
+		err error
+	}
+	done := make(chan cast, 1)
+	go func() {
+		rec, err := e.cast(def, late, intended(2))
+		done <- cast{rec, err}
+	}()
+	// The commit is held once its statement sleeps.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if e.count(t, `SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE '%surveys%'`) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the ballot's commit never reached the trigger")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	e.clk.set(def.ClosesAt)
+	sr, err := e.s.Tally(ctx, e.org.Caller, def.SurveyID, tk.Private)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := <-done
+	if c.err != nil {
+		t.Fatalf("the ballot committed before the closing: %v", c.err)
+	}
+	st, err := VerifyResult(sr, e.p.ca.Pool())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Result.BoardLength < c.rec.Seq {
+		t.Fatalf("the result counts %d entries; the receipt given for entry %d is left out", st.Result.BoardLength, c.rec.Seq)
+	}
+	if all, _ := e.board(t, def); int64(len(all)) != st.Result.BoardLength {
+		t.Fatalf("the board holds %d entries, the result counts %d", len(all), st.Result.BoardLength)
+	}
+}

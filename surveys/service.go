@@ -1579,7 +1579,36 @@ func (s *Service) entries(ctx context.Context, id string, after int64, limit int
 // signs the statement with the notary and publishes it with the key, so
 // that anyone can recount. Only an organiser of the survey's organisation
 // may, once.
+//
+// The board is read without the survey's row locked, so a commit that
+// wrote ballots before the closing may still be on its way when the
+// count begins; the statement is stored only if the board's length is
+// still the one counted (a commit holds the row until it is durable), and
+// otherwise counted again. A ballot whose receipt was given is never left
+// out of the result.
 func (s *Service) Tally(ctx context.Context, c Caller, id string, tallyPriv []byte) (*SignedResult, error) {
+	for range tallyAttempts - 1 {
+		signed, err := s.tally(ctx, c, id, tallyPriv)
+		if !errors.Is(err, errBoardMoved) {
+			return signed, err
+		}
+	}
+	signed, err := s.tally(ctx, c, id, tallyPriv)
+	if errors.Is(err, errBoardMoved) {
+		return nil, fmt.Errorf("%w: ballots were still being committed while the board was counted; try again", ErrNotClosed)
+	}
+	return signed, err
+}
+
+// tallyAttempts bounds how often Tally counts a board that grew while it
+// counted. After the closing only the commits already under way can add
+// to it, so a second count normally stands.
+const tallyAttempts = 3
+
+// errBoardMoved: the board grew between tally's count and its write.
+var errBoardMoved = errors.New("surveys: the board grew while it was counted")
+
+func (s *Service) tally(ctx context.Context, c Caller, id string, tallyPriv []byte) (*SignedResult, error) {
 	r, err := s.load(ctx, id)
 	if err != nil {
 		return nil, err
@@ -1625,12 +1654,21 @@ func (s *Service) Tally(ctx context.Context, c Caller, id string, tallyPriv []by
 	if err != nil {
 		return nil, err
 	}
-	res2, err := s.db.Exec(ctx, `UPDATE surveys SET result = $1 WHERE id = $2 AND result IS NULL`, string(out), id)
+	// board_len: a commit of ballots holds the row until it is durable,
+	// so this waits for one under way and then finds the length it wrote.
+	res2, err := s.db.Exec(ctx, `UPDATE surveys SET result = $1 WHERE id = $2 AND result IS NULL AND board_len = $3`, string(out), id, res.BoardLength)
 	if err != nil {
 		return nil, fmt.Errorf("surveys.tally: %w", err)
 	}
 	if n, _ := res2.RowsAffected(); n != 1 {
-		return nil, ErrTallied
+		var tallied bool
+		if err := s.db.QueryRow(ctx, `SELECT result IS NOT NULL FROM surveys WHERE id = $1`, id).Scan(&tallied); err != nil {
+			return nil, fmt.Errorf("surveys.tally: %w", err)
+		}
+		if tallied {
+			return nil, ErrTallied
+		}
+		return nil, errBoardMoved
 	}
 	return signed, nil
 }
