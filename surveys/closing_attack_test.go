@@ -95,15 +95,22 @@ func TestAttackEarlyClosing(t *testing.T) {
 	})
 }
 
-// TestAttackTallyAtTheClosing: a commit that wrote a ballot just before
-// the closing may still be on its way when the organiser tallies. The
-// ballot's voter holds a receipt; the published result must count it, or
-// the receipt names an entry the result leaves out. PostgreSQL only: a
-// trigger holds the commit after its ballot's write (the survey's row
-// updated, closes_at checked) while the closing passes and the tally
-// reads the board; SQLite offers no way to hold its one writer there, and
-// runs the same code.
+// TestAttackTallyAtTheClosing: a commit that wrote a ballot, or issued
+// a token, just before the closing may still be on its way when the
+// organiser tallies. The ballot's voter holds a receipt; the published
+// result must count it, or the receipt names an entry the result leaves
+// out; and the participation it states must be of every token issued.
+// PostgreSQL only: a trigger holds the commit after its write (the
+// survey's row updated, closes_at checked) while the closing passes and
+// the tally reads the survey; SQLite offers no way to hold its one
+// writer there, and runs the same code.
 func TestAttackTallyAtTheClosing(t *testing.T) {
+	for _, held := range []string{"ballot", "token"} {
+		t.Run(held, func(t *testing.T) { tallyAtTheClosing(t, held) })
+	}
+}
+
+func tallyAtTheClosing(t *testing.T, held string) {
 	d := dbtest.Open(t, "postgres", sets...)
 	e := newEnv(t, d)
 	ctx := context.Background()
@@ -114,21 +121,29 @@ func TestAttackTallyAtTheClosing(t *testing.T) {
 	}
 	late := e.token(t, def, voter(2))
 	e.clk.set(def.ClosesAt.Add(-time.Second))
-	if _, err := d.Exec(ctx, `CREATE FUNCTION hold_board() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN IF NEW.board_len <> OLD.board_len THEN PERFORM pg_sleep(1); END IF; RETURN NEW; END $$`); err != nil {
+	if _, err := d.Exec(ctx, `CREATE FUNCTION hold_survey() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN IF NEW.board_len <> OLD.board_len OR NEW.tokens_issued <> OLD.tokens_issued THEN PERFORM pg_sleep(1); END IF; RETURN NEW; END $$`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.Exec(ctx, `CREATE TRIGGER hold_board AFTER UPDATE ON surveys FOR EACH ROW EXECUTE FUNCTION hold_board()`); err != nil {
+	if _, err := d.Exec(ctx, `CREATE TRIGGER hold_survey AFTER UPDATE ON surveys FOR EACH ROW EXECUTE FUNCTION hold_survey()`); err != nil {
 		t.Fatal(err)
 	}
-	type cast struct {
+	type commit struct {
 		rec *Receipt
 		err error
 	}
-	done := make(chan cast, 1)
+	done := make(chan commit, 1)
 	go func() {
+		if held == "token" {
+			req, err := NewTokenRequest(def)
+			if err == nil {
+				_, err = e.s.IssueToken(ctx, voter(3), def.SurveyID, req.Blinded)
+			}
+			done <- commit{nil, err}
+			return
+		}
 		rec, err := e.cast(def, late, intended(2))
-		done <- cast{rec, err}
+		done <- commit{rec, err}
 	}()
 	// The commit is held once its statement sleeps.
 	for deadline := time.Now().Add(10 * time.Second); ; {
@@ -136,7 +151,7 @@ func TestAttackTallyAtTheClosing(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the ballot's commit never reached the trigger")
+			t.Fatalf("the %s's commit never reached the trigger", held)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -147,16 +162,19 @@ func TestAttackTallyAtTheClosing(t *testing.T) {
 	}
 	c := <-done
 	if c.err != nil {
-		t.Fatalf("the ballot committed before the closing: %v", c.err)
+		t.Fatalf("the %s committed before the closing: %v", held, c.err)
 	}
 	st, err := VerifyResult(sr, e.p.ca.Pool())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Result.BoardLength < c.rec.Seq {
+	if c.rec != nil && st.Result.BoardLength < c.rec.Seq {
 		t.Fatalf("the result counts %d entries; the receipt given for entry %d is left out", st.Result.BoardLength, c.rec.Seq)
 	}
 	if all, _ := e.board(t, def); int64(len(all)) != st.Result.BoardLength {
 		t.Fatalf("the board holds %d entries, the result counts %d", len(all), st.Result.BoardLength)
+	}
+	if n := e.count(t, `SELECT tokens_issued FROM surveys WHERE id = $1`, def.SurveyID); st.TokensIssued != n {
+		t.Fatalf("%d tokens were issued, the result states %d", n, st.TokensIssued)
 	}
 }

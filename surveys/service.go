@@ -1581,11 +1581,12 @@ func (s *Service) entries(ctx context.Context, id string, after int64, limit int
 // may, once.
 //
 // The board is read without the survey's row locked, so a commit that
-// wrote ballots before the closing may still be on its way when the
-// count begins; the statement is stored only if the board's length is
-// still the one counted (a commit holds the row until it is durable), and
-// otherwise counted again. A ballot whose receipt was given is never left
-// out of the result.
+// wrote ballots or issued tokens before the closing may still be on its
+// way when the count begins; the statement is stored only if the board's
+// length and the tokens issued are still the ones counted (a commit holds
+// the row until it is durable), and otherwise counted again. A ballot
+// whose receipt was given is never left out of the result, and the
+// participation it states is of every token issued.
 func (s *Service) Tally(ctx context.Context, c Caller, id string, tallyPriv []byte) (*SignedResult, error) {
 	for range tallyAttempts - 1 {
 		signed, err := s.tally(ctx, c, id, tallyPriv)
@@ -1605,7 +1606,8 @@ func (s *Service) Tally(ctx context.Context, c Caller, id string, tallyPriv []by
 // to it, so a second count normally stands.
 const tallyAttempts = 3
 
-// errBoardMoved: the board grew between tally's count and its write.
+// errBoardMoved: the board or the tokens issued grew between tally's
+// count and its write.
 var errBoardMoved = errors.New("surveys: the board grew while it was counted")
 
 func (s *Service) tally(ctx context.Context, c Caller, id string, tallyPriv []byte) (*SignedResult, error) {
@@ -1654,9 +1656,11 @@ func (s *Service) tally(ctx context.Context, c Caller, id string, tallyPriv []by
 	if err != nil {
 		return nil, err
 	}
-	// board_len: a commit of ballots holds the row until it is durable,
-	// so this waits for one under way and then finds the length it wrote.
-	res2, err := s.db.Exec(ctx, `UPDATE surveys SET result = $1 WHERE id = $2 AND result IS NULL AND board_len = $3`, string(out), id, res.BoardLength)
+	// board_len and tokens_issued: a commit of ballots or of token
+	// issuances holds the row until it is durable, so this waits for one
+	// under way and then finds what it wrote.
+	res2, err := s.db.Exec(ctx, `UPDATE surveys SET result = $1 WHERE id = $2 AND result IS NULL AND board_len = $3 AND tokens_issued = $4`,
+		string(out), id, res.BoardLength, r.tokensIssued)
 	if err != nil {
 		return nil, fmt.Errorf("surveys.tally: %w", err)
 	}
