@@ -1304,37 +1304,42 @@ type surveyBoard struct {
 // for.
 const boardsPerRead = 256
 
-// boardsSQL reads m surveys' rows with the board entries of k
-// nullifiers, each survey's row once even if none of them is on its
-// board. On PostgreSQL the ids ($1) and nullifiers ($2) are arrays, one
-// text for any m and k. On SQLite they are lists, $1 to $m and then k
-// more, and the statement names the board's unique index on (survey_id,
-// nullifier): without statistics the planner reads the survey's whole
-// board by the primary key for a list of nullifiers (it takes the index
-// for one). A nullifier is looked up in every survey of the statement;
-// readBoards keeps each entry under its own survey.
+// boardsSQL reads m surveys' rows (kind 0) and the board entries of k
+// (survey, nullifier) pairs (kind 1, only those on a board): each row
+// once, each entry by one probe of the board's unique index on
+// (survey_id, nullifier), so a batch costs a probe a ballot however many
+// surveys it spans. On PostgreSQL the ids ($1) and the pairs ($2, $3)
+// are arrays, one text for any m and k. On SQLite they are lists, $1 to
+// $m and then k pairs, and the statement names the index: without
+// statistics the planner would read a survey's whole board by the primary
+// key.
 func boardsSQL(d db.Dialect, m, k int) string {
-	const cols = `SELECT s.id, s.closes_at, CASE WHEN s.result IS NULL THEN 0 ELSE 1 END, s.board_len, s.board_head,
-		j.nullifier, COALESCE(j.seq, 0), j.hash, j.token_message, j.token_signature, j.ciphertext FROM surveys s LEFT JOIN `
+	const rows = `SELECT 0, s.id, s.closes_at, CASE WHEN s.result IS NULL THEN 0 ELSE 1 END, s.board_len, s.board_head,
+		NULL, 0, NULL, NULL, NULL, NULL FROM surveys s WHERE `
+	const entries = ` UNION ALL SELECT 1, j.survey_id, 0, 0, 0, NULL, j.nullifier, j.seq, j.hash, j.token_message, j.token_signature, j.ciphertext FROM `
 	if d == db.Postgres {
-		return cols + `survey_board j ON j.survey_id = s.id AND j.nullifier = ANY ($2::bytea[]) WHERE s.id = ANY ($1::text[])`
+		return rows + `s.id = ANY ($1::text[])` + entries +
+			`unnest($2::text[], $3::bytea[]) AS k(survey_id, nullifier) JOIN survey_board j ON j.survey_id = k.survey_id AND j.nullifier = k.nullifier`
 	}
 	key := [2]int{m, k}
 	if v, ok := boardsTexts.Load(key); ok {
 		return v.(string)
 	}
-	list := func(from, n int) string {
-		var b strings.Builder
-		for i := range n {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString("$" + strconv.Itoa(from+i))
+	var ids, pairs strings.Builder
+	for i := range m {
+		if i > 0 {
+			ids.WriteByte(',')
 		}
-		return b.String()
+		ids.WriteString("$" + strconv.Itoa(i+1))
 	}
-	v, _ := boardsTexts.LoadOrStore(key, cols+`survey_board j INDEXED BY sqlite_autoindex_survey_board_2 ON j.survey_id = s.id AND j.nullifier IN (`+
-		list(m+1, k)+`) WHERE s.id IN (`+list(1, m)+`)`)
+	for i := range k {
+		if i > 0 {
+			pairs.WriteByte(',')
+		}
+		pairs.WriteString("($" + strconv.Itoa(m+2*i+1) + ",$" + strconv.Itoa(m+2*i+2) + ")")
+	}
+	v, _ := boardsTexts.LoadOrStore(key, rows+`s.id IN (`+ids.String()+`)`+entries+
+		`(VALUES `+pairs.String()+`) AS k JOIN survey_board j INDEXED BY sqlite_autoindex_survey_board_2 ON j.survey_id = k.column1 AND j.nullifier = k.column2`)
 	return v.(string)
 }
 
@@ -1348,55 +1353,56 @@ var boardsTexts sync.Map // [2]int → string
 // surveys' rows. A survey that is not there is ErrNotFound.
 func readBoards(ctx context.Context, tx *sql.Tx, d db.Dialect, bs []*ballot) (map[string]*surveyBoard, error) {
 	boards := map[string]*surveyBoard{}
+	var found []surveyEntry
 	for len(bs) > 0 {
 		part := bs[:min(len(bs), boardsPerRead)]
 		bs = bs[len(part):]
 		var ids []string
-		nulls := make([][]byte, len(part))
-		for i, b := range part {
-			if !slices.Contains(ids, b.survey) {
+		for _, b := range part {
+			if _, ok := boards[b.survey]; !ok {
+				boards[b.survey] = nil // until its row is read
 				ids = append(ids, b.survey)
-				if _, ok := boards[b.survey]; !ok {
-					boards[b.survey] = nil // until its row is read
-				}
 			}
-			nulls[i] = b.e.Nullifier
+		}
+		if len(ids) == 0 {
+			ids = []string{part[0].survey} // read again: the statement reads one at least
 		}
 		var args []any
 		if d == db.Postgres {
-			args = []any{ids, nulls}
+			surveys, nulls := make([]string, len(part)), make([][]byte, len(part))
+			for i, b := range part {
+				surveys[i], nulls[i] = b.survey, b.e.Nullifier
+			}
+			args = []any{ids, surveys, nulls}
 		} else {
 			// Padded to powers of two with the last of each list, which
 			// finds nothing new: a few texts for any batch.
-			args = make([]any, 0, 2*boardsPerRead)
+			args = make([]any, 0, pow2(len(ids))+2*pow2(len(part)))
 			for i := range pow2(len(ids)) {
 				args = append(args, ids[min(i, len(ids)-1)])
 			}
-			for i := range pow2(len(nulls)) {
-				args = append(args, nulls[min(i, len(nulls)-1)])
+			for i := range pow2(len(part)) {
+				b := part[min(i, len(part)-1)]
+				args = append(args, b.survey, b.e.Nullifier)
 			}
 		}
-		rows, err := tx.QueryContext(ctx, boardsSQL(d, pow2(len(ids)), pow2(len(nulls))), args...)
+		rows, err := tx.QueryContext(ctx, boardsSQL(d, pow2(len(ids)), pow2(len(part))), args...)
 		if err != nil {
 			return nil, err
 		}
 		for rows.Next() {
+			var kind, t int
 			var id string
-			var t int
 			sb, e := &surveyBoard{}, &boardRow{}
-			if err := rows.Scan(&id, &sb.closes, &t, &sb.length, &sb.head, &e.nullifier, &e.seq, &e.hash, &e.msg, &e.sig, &e.ct); err != nil {
+			if err := rows.Scan(&kind, &id, &sb.closes, &t, &sb.length, &sb.head, &e.nullifier, &e.seq, &e.hash, &e.msg, &e.sig, &e.ct); err != nil {
 				rows.Close()
 				return nil, err
 			}
-			sb.tallied = t == 1
-			if prior := boards[id]; prior != nil {
-				sb.entries = prior.entries
+			if kind == 0 {
+				sb.tallied = t == 1
+				boards[id] = sb
 			} else {
-				sb.entries = map[string]*boardRow{}
-			}
-			boards[id] = sb
-			if e.nullifier != nil {
-				sb.entries[string(e.nullifier)] = e
+				found = append(found, surveyEntry{id, e})
 			}
 		}
 		if err := rows.Close(); err != nil {
@@ -1410,8 +1416,18 @@ func readBoards(ctx context.Context, tx *sql.Tx, d db.Dialect, bs []*ballot) (ma
 		if sb == nil {
 			return nil, ErrNotFound
 		}
+		sb.entries = map[string]*boardRow{}
+	}
+	for _, f := range found {
+		boards[f.survey].entries[string(f.e.nullifier)] = f.e
 	}
 	return boards, nil
+}
+
+// surveyEntry is a board entry readBoards found, and its survey.
+type surveyEntry struct {
+	survey string
+	e      *boardRow
 }
 
 // pow2 is the smallest power of two at least n (n ≥ 1).
