@@ -28,10 +28,7 @@ import (
 // whole — none of them sends it back to be committed in halves.
 func TestBallotsMerged(t *testing.T) {
 	dbtest.Run(t, sets, func(t *testing.T, d *db.DB) {
-		e := newEnv(t, d)
-		a, _ := e.survey(t, ModeAnonymous, everyone)
-		b, _ := e.survey(t, ModeAnonymous, everyone)
-		e.clk.set(a.OpensAt)
+		e, a, b := twoOpenSurveys(t, d)
 		bt := e.s.commits
 		ctx := context.Background()
 		var failed atomic.Int64 // batches that failed and went back in halves
@@ -183,10 +180,7 @@ func TestBallotsMerged(t *testing.T) {
 // survey only, and a survey that is not there fails the read.
 func TestReadBoardsInParts(t *testing.T) {
 	dbtest.Run(t, sets, func(t *testing.T, d *db.DB) {
-		e := newEnv(t, d)
-		a, _ := e.survey(t, ModeAnonymous, everyone)
-		b, _ := e.survey(t, ModeAnonymous, everyone)
-		e.clk.set(a.OpensAt)
+		e, a, b := twoOpenSurveys(t, d)
 		var cast []*Receipt
 		for i, def := range []*Definition{a, b, a} {
 			rec, err := e.cast(def, e.token(t, def, voter(i+1)), intended(i+1))
@@ -258,4 +252,15 @@ func TestReadBoardsInParts(t *testing.T) {
 			t.Fatalf("a batch with a survey that is not there: %v, want ErrNotFound", err)
 		}
 	})
+}
+
+// twoOpenSurveys returns an environment with two anonymous surveys for
+// everyone, open.
+func twoOpenSurveys(t *testing.T, d *db.DB) (e *env, a, b *Definition) {
+	t.Helper()
+	e = newEnv(t, d)
+	a, _ = e.survey(t, ModeAnonymous, everyone)
+	b, _ = e.survey(t, ModeAnonymous, everyone)
+	e.clk.set(a.OpensAt)
+	return e, a, b
 }

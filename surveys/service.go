@@ -771,13 +771,19 @@ func (s *Service) issueTx(ctx context.Context, tx *sql.Tx, it *issuance) error {
 
 // countIssued adds n to a survey's tokens issued, if it is still open.
 func (s *Service) countIssued(ctx context.Context, tx *sql.Tx, survey string, n int) error {
-	res, err := tx.ExecContext(ctx, `UPDATE surveys SET tokens_issued = tokens_issued + $1 WHERE id = $2 AND closes_at > $3`, n, survey, s.now().Unix())
+	return updateOpen(ctx, tx, `UPDATE surveys SET tokens_issued = tokens_issued + $1 WHERE id = $2 AND closes_at > $3`, n, survey, s.now().Unix())
+}
+
+// updateOpen runs query, an update of one survey's row only while it is
+// open (closes_at > now): ErrNotOpen if it changed no row.
+func updateOpen(ctx context.Context, tx *sql.Tx, query string, args ...any) error {
+	res, err := tx.ExecContext(ctx, query, args...)
 	if err != nil {
 		return err
 	}
-	if k, err := res.RowsAffected(); err != nil {
+	if n, err := res.RowsAffected(); err != nil {
 		return err
-	} else if k != 1 {
+	} else if n != 1 {
 		return fmt.Errorf("%w: the survey has closed", ErrNotOpen)
 	}
 	return nil
@@ -1164,14 +1170,8 @@ func (s *Service) appendBoard(ctx context.Context, tx *sql.Tx, id string, sb *su
 		func(b *ballot) []any { return []any{id, b.person} }, errBallotConflict); err != nil {
 		return err
 	}
-	res, err := tx.ExecContext(ctx, `UPDATE surveys SET board_len = $1, board_head = $2 WHERE id = $3 AND closes_at > $4`, seq, prev, id, s.now().Unix())
-	if err != nil {
+	if err := updateOpen(ctx, tx, `UPDATE surveys SET board_len = $1, board_head = $2 WHERE id = $3 AND closes_at > $4`, seq, prev, id, s.now().Unix()); err != nil {
 		return err
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return err
-	} else if n != 1 {
-		return fmt.Errorf("%w: the survey has closed", ErrNotOpen)
 	}
 	sb.length, sb.head = seq, prev
 	return nil
