@@ -1170,11 +1170,7 @@ func (s *Service) appendBoard(ctx context.Context, tx *sql.Tx, id string, sb *su
 		func(b *ballot) []any { return []any{id, b.person} }, errBallotConflict); err != nil {
 		return err
 	}
-	if err := updateOpen(ctx, tx, `UPDATE surveys SET board_len = $1, board_head = $2 WHERE id = $3 AND closes_at > $4`, seq, prev, id, s.now().Unix()); err != nil {
-		return err
-	}
-	sb.length, sb.head = seq, prev
-	return nil
+	return updateOpen(ctx, tx, `UPDATE surveys SET board_len = $1, board_head = $2 WHERE id = $3 AND closes_at > $4`, seq, prev, id, s.now().Unix())
 }
 
 var errBallotConflict = errors.New("surveys: ballot conflicts with a recorded one")
@@ -1604,17 +1600,15 @@ func (s *Service) entries(ctx context.Context, id string, after int64, limit int
 // whose receipt was given is never left out of the result, and the
 // participation it states is of every token issued.
 func (s *Service) Tally(ctx context.Context, c Caller, id string, tallyPriv []byte) (*SignedResult, error) {
-	for range tallyAttempts - 1 {
+	for attempt := 1; ; attempt++ {
 		signed, err := s.tally(ctx, c, id, tallyPriv)
 		if !errors.Is(err, errBoardMoved) {
 			return signed, err
 		}
+		if attempt == tallyAttempts {
+			return nil, fmt.Errorf("%w: ballots were still being committed while the board was counted; try again", ErrNotClosed)
+		}
 	}
-	signed, err := s.tally(ctx, c, id, tallyPriv)
-	if errors.Is(err, errBoardMoved) {
-		return nil, fmt.Errorf("%w: ballots were still being committed while the board was counted; try again", ErrNotClosed)
-	}
-	return signed, err
 }
 
 // tallyAttempts bounds how often Tally counts a board that grew while it
